@@ -1,0 +1,264 @@
+//! Configuration of one partition log.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::types::TimestampType;
+
+/// When appended data reaches the disk, and so what an acknowledged append
+/// survives. See the README's durability section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlushPolicy {
+    /// Appends are acknowledged once in the operating system's page cache.
+    /// They survive a crash of the process, not a power loss or kernel crash.
+    /// Kafka's default (`flush.ms` and `flush.messages` unlimited).
+    #[default]
+    PageCache,
+    /// A background flush runs at this interval (Kafka's `flush.ms`); an
+    /// append may be lost on power loss if it came less than one interval
+    /// before it.
+    Interval(Duration),
+    /// Every append is fsynced before it is acknowledged (Kafka's
+    /// `flush.messages=1`); concurrent appends share one fsync. Acknowledged
+    /// appends survive power loss.
+    EveryAppend,
+}
+
+/// Settings of one partition log. Build with [`LogConfig::builder`]; every
+/// field has Kafka's default and, where one exists, Kafka's name.
+///
+/// ```
+/// use logbus::LogConfig;
+/// let config = LogConfig::builder().segment_bytes(64 * 1024 * 1024).build()?;
+/// assert_eq!(config.segment_bytes(), 64 * 1024 * 1024);
+/// # Ok::<(), logbus::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    segment_bytes: u64,
+    segment_ms: Option<i64>,
+    segment_index_bytes: u64,
+    index_interval_bytes: u64,
+    retention_ms: Option<i64>,
+    retention_bytes: Option<u64>,
+    max_message_bytes: usize,
+    timestamp_type: TimestampType,
+    flush: FlushPolicy,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1024 * 1024 * 1024,
+            segment_ms: Some(7 * 24 * 3600 * 1000),
+            segment_index_bytes: 10 * 1024 * 1024,
+            index_interval_bytes: 4096,
+            retention_ms: Some(7 * 24 * 3600 * 1000),
+            retention_bytes: None,
+            max_message_bytes: 1_048_588,
+            timestamp_type: TimestampType::CreateTime,
+            flush: FlushPolicy::PageCache,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Smallest accepted `segment.bytes`.
+    pub const MIN_SEGMENT_BYTES: u64 = 128;
+    /// Smallest accepted `segment.index.bytes` (one offset index entry is 8
+    /// bytes, one time index entry 12).
+    pub const MIN_SEGMENT_INDEX_BYTES: u64 = 24;
+
+    /// A builder starting from the defaults.
+    #[must_use]
+    pub fn builder() -> LogConfigBuilder {
+        LogConfigBuilder {
+            config: LogConfig::default(),
+        }
+    }
+
+    /// `segment.bytes`: a segment is rolled before an append would make it
+    /// larger. Default 1 GiB.
+    #[must_use]
+    pub fn segment_bytes(&self) -> u64 {
+        self.segment_bytes
+    }
+    /// `segment.ms`: a segment older than this (by the time of its first
+    /// append) is rolled at the next append. Default 7 days; `None` never.
+    #[must_use]
+    pub fn segment_ms(&self) -> Option<i64> {
+        self.segment_ms
+    }
+    /// `segment.index.bytes`: the size preallocated for each index file; a
+    /// full index rolls the segment. Default 10 MiB.
+    #[must_use]
+    pub fn segment_index_bytes(&self) -> u64 {
+        self.segment_index_bytes
+    }
+    /// `index.interval.bytes`: bytes of batches between offset index entries.
+    /// Default 4096.
+    #[must_use]
+    pub fn index_interval_bytes(&self) -> u64 {
+        self.index_interval_bytes
+    }
+    /// `retention.ms`: sealed segments whose newest record is older than this
+    /// are deleted. Default 7 days; `None` keeps everything.
+    #[must_use]
+    pub fn retention_ms(&self) -> Option<i64> {
+        self.retention_ms
+    }
+    /// `retention.bytes`: oldest sealed segments are deleted while the log is
+    /// larger than this. Default `None` (unlimited).
+    #[must_use]
+    pub fn retention_bytes(&self) -> Option<u64> {
+        self.retention_bytes
+    }
+    /// `max.message.bytes`: the largest record batch accepted. Default
+    /// 1048588, as in Kafka.
+    #[must_use]
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+    /// `message.timestamp.type`. Default `CreateTime`.
+    #[must_use]
+    pub fn timestamp_type(&self) -> TimestampType {
+        self.timestamp_type
+    }
+    /// When appends reach the disk. Default [`FlushPolicy::PageCache`].
+    #[must_use]
+    pub fn flush(&self) -> FlushPolicy {
+        self.flush
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.segment_bytes < Self::MIN_SEGMENT_BYTES || self.segment_bytes > i32::MAX as u64 {
+            return Err(Error::InvalidConfig(format!(
+                "segment.bytes must be in [{}, {}], got {}",
+                Self::MIN_SEGMENT_BYTES,
+                i32::MAX,
+                self.segment_bytes
+            )));
+        }
+        if self.segment_index_bytes < Self::MIN_SEGMENT_INDEX_BYTES
+            || self.segment_index_bytes > i32::MAX as u64
+        {
+            return Err(Error::InvalidConfig(format!(
+                "segment.index.bytes must be in [{}, {}], got {}",
+                Self::MIN_SEGMENT_INDEX_BYTES,
+                i32::MAX,
+                self.segment_index_bytes
+            )));
+        }
+        if self.index_interval_bytes == 0 {
+            return Err(Error::InvalidConfig("index.interval.bytes must be positive".into()));
+        }
+        if matches!(self.segment_ms, Some(ms) if ms <= 0) {
+            return Err(Error::InvalidConfig("segment.ms must be positive".into()));
+        }
+        if matches!(self.retention_ms, Some(ms) if ms < 0) {
+            return Err(Error::InvalidConfig("retention.ms must not be negative".into()));
+        }
+        if self.max_message_bytes < crate::format::RECORD_BATCH_OVERHEAD {
+            return Err(Error::InvalidConfig(format!(
+                "max.message.bytes must be at least {}",
+                crate::format::RECORD_BATCH_OVERHEAD
+            )));
+        }
+        if let FlushPolicy::Interval(d) = self.flush {
+            if d.is_zero() {
+                return Err(Error::InvalidConfig("flush interval must be positive".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds a validated [`LogConfig`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct LogConfigBuilder {
+    config: LogConfig,
+}
+
+impl LogConfigBuilder {
+    /// Sets `segment.bytes`.
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        self.config.segment_bytes = bytes;
+        self
+    }
+    /// Sets `segment.ms` (`None`: never roll by time).
+    pub fn segment_ms(mut self, ms: Option<i64>) -> Self {
+        self.config.segment_ms = ms;
+        self
+    }
+    /// Sets `segment.index.bytes`.
+    pub fn segment_index_bytes(mut self, bytes: u64) -> Self {
+        self.config.segment_index_bytes = bytes;
+        self
+    }
+    /// Sets `index.interval.bytes`.
+    pub fn index_interval_bytes(mut self, bytes: u64) -> Self {
+        self.config.index_interval_bytes = bytes;
+        self
+    }
+    /// Sets `retention.ms` (`None`: unlimited).
+    pub fn retention_ms(mut self, ms: Option<i64>) -> Self {
+        self.config.retention_ms = ms;
+        self
+    }
+    /// Sets `retention.bytes` (`None`: unlimited).
+    pub fn retention_bytes(mut self, bytes: Option<u64>) -> Self {
+        self.config.retention_bytes = bytes;
+        self
+    }
+    /// Sets `max.message.bytes`.
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_message_bytes = bytes;
+        self
+    }
+    /// Sets `message.timestamp.type`.
+    pub fn timestamp_type(mut self, kind: TimestampType) -> Self {
+        self.config.timestamp_type = kind;
+        self
+    }
+    /// Sets the flush policy.
+    pub fn flush(mut self, policy: FlushPolicy) -> Self {
+        self.config.flush = policy;
+        self
+    }
+
+    /// Validates and returns the configuration.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the first invalid setting.
+    pub fn build(self) -> Result<LogConfig> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_kafkas() {
+        let c = LogConfig::default();
+        assert_eq!(c.segment_bytes(), 1 << 30);
+        assert_eq!(c.index_interval_bytes(), 4096);
+        assert_eq!(c.retention_ms(), Some(604_800_000));
+        assert_eq!(c.retention_bytes(), None);
+        assert_eq!(c.max_message_bytes(), 1_048_588);
+        assert!(LogConfig::builder().build().is_ok());
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let err = LogConfig::builder().segment_bytes(1).build().unwrap_err();
+        assert!(err.to_string().contains("segment.bytes"), "{err}");
+        let err = LogConfig::builder().segment_ms(Some(0)).build().unwrap_err();
+        assert!(err.to_string().contains("segment.ms"), "{err}");
+        let err = LogConfig::builder().flush(FlushPolicy::Interval(Duration::ZERO)).build().unwrap_err();
+        assert!(err.to_string().contains("flush"), "{err}");
+    }
+}

@@ -1,0 +1,233 @@
+//! The crate's one error type.
+//!
+//! Every fallible public function returns [`Result<T>`](crate::Result). I/O
+//! failures keep their source, the operation and the path; damaged data is the
+//! structured [`Error::Corrupt`] variant; malformed input batches are
+//! [`Error::InvalidBatch`] carrying a [`FormatError`] that says what is wrong.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Shorthand for `std::result::Result<T, logbus::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in logbus.
+///
+/// The enum is `#[non_exhaustive]`: match the variants you handle and keep a
+/// wildcard arm. [`Error::is_retriable`] tells whether retrying the same call
+/// may succeed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O call failed.
+    #[error("I/O error during {op} on {}: {source}", path.display())]
+    Io {
+        /// The operation that failed (`"write"`, `"fsync"`, `"rename"`, ...).
+        op: &'static str,
+        /// The file or directory it was applied to.
+        path: PathBuf,
+        /// The error the operating system returned.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Stored data is damaged: a file holds bytes that cannot be what logbus
+    /// wrote there. Nothing is cut or repaired silently; see
+    /// [`CorruptionKind`] for what was found.
+    #[error("corrupt data in {} at byte {position}: {kind}", path.display())]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// Byte position in the file where the damage starts.
+        position: u64,
+        /// What was expected and what was found.
+        kind: CorruptionKind,
+    },
+
+    /// A record batch handed to logbus is malformed. Nothing was stored.
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(#[from] FormatError),
+
+    /// A batch is larger than the log accepts (`max.message.bytes`). Nothing
+    /// was stored.
+    #[error("record batch of {size} bytes exceeds max.message.bytes of {max}")]
+    RecordTooLarge {
+        /// Size of the rejected batch in bytes.
+        size: usize,
+        /// The configured limit.
+        max: usize,
+    },
+
+    /// A batch that already carries offsets does not continue the log: its
+    /// first offset is below the log end offset, or its offsets are not
+    /// increasing. Nothing was stored.
+    #[error("batch offsets {first}..={last} do not follow the log end offset {log_end}")]
+    OffsetsOutOfOrder {
+        /// First offset of the rejected batch.
+        first: i64,
+        /// Last offset of the rejected batch.
+        last: i64,
+        /// The log end offset the batch had to start at or after.
+        log_end: u64,
+    },
+
+    /// An offset lies outside the log's range `[log_start, log_end]`.
+    #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        /// The offset that was asked for.
+        offset: i64,
+        /// The log start offset at the time of the call.
+        log_start: u64,
+        /// The log end offset at the time of the call.
+        log_end: u64,
+    },
+
+    /// A configuration value is invalid. The message names the setting.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// The log refused the call because an earlier write or fsync failed.
+    /// Data acknowledged before that failure is intact; everything after it
+    /// was never acknowledged. Reopen the log to recover.
+    #[error("log {} is fenced after an earlier I/O failure; reopen it", path.display())]
+    Fenced {
+        /// The log's directory.
+        path: PathBuf,
+    },
+
+    /// Another opener holds the directory's lock.
+    #[error("directory {} is already open (its lock is held)", path.display())]
+    DirectoryLocked {
+        /// The locked directory.
+        path: PathBuf,
+    },
+
+    /// The object was closed.
+    #[error("{0} is closed")]
+    Closed(&'static str),
+}
+
+impl Error {
+    /// Whether the same call may succeed if retried later without any other
+    /// change. I/O errors, corruption, bad input and fencing are not retriable.
+    #[must_use]
+    pub fn is_retriable(&self) -> bool {
+        false
+    }
+
+    /// Builds an [`Error::Io`] from an I/O error, the operation and the path.
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Corrupt`].
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, position: u64, kind: CorruptionKind) -> Self {
+        Error::Corrupt {
+            path: path.into(),
+            position,
+            kind,
+        }
+    }
+}
+
+/// What kind of damage [`Error::Corrupt`] found.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CorruptionKind {
+    /// A record batch failed validation (CRC, structure).
+    #[error("invalid record batch: {0}")]
+    Batch(FormatError),
+    /// Damaged bytes are followed by valid batches, so the damage is not a torn
+    /// tail that an interrupted write could have left; it is never cut.
+    #[error("damaged batch followed by valid data at byte {next_valid}: {cause}")]
+    Interior {
+        /// Where the next valid batch starts.
+        next_valid: u64,
+        /// Why the damaged batch was rejected.
+        cause: FormatError,
+    },
+    /// A batch's offsets do not follow the batch before it.
+    #[error("batch base offset {base} does not follow previous last offset {previous_last}")]
+    OffsetsNotIncreasing {
+        /// Last offset of the previous batch.
+        previous_last: i64,
+        /// Base offset of the offending batch.
+        base: i64,
+    },
+    /// A batch lies outside the offset range its segment's name allows.
+    #[error("batch offset {offset} is outside its segment starting at {segment_base}")]
+    OffsetOutsideSegment {
+        /// The batch's base offset.
+        offset: i64,
+        /// The segment's base offset.
+        segment_base: u64,
+    },
+    /// A checkpoint or other metadata file cannot be parsed.
+    #[error("unreadable checkpoint: {0}")]
+    Checkpoint(String),
+}
+
+/// Why a record batch's bytes are not a valid Kafka v2 batch.
+///
+/// Returned when decoding (inside [`Error::InvalidBatch`] for input, inside
+/// [`CorruptionKind::Batch`] for stored data).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// The buffer ends before the structure does.
+    #[error("truncated: need {needed} bytes, have {available}")]
+    Truncated {
+        /// Bytes the structure needs.
+        needed: usize,
+        /// Bytes available.
+        available: usize,
+    },
+    /// The magic byte is not 2 (only v2 batches are supported).
+    #[error("unsupported magic byte {0} (only v2 record batches are supported)")]
+    UnsupportedMagic(i8),
+    /// The batch length field is impossible.
+    #[error("invalid batch length {0}")]
+    InvalidBatchLength(i32),
+    /// The CRC-32C over attributes..end does not match.
+    #[error("CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch {
+        /// The CRC stored in the batch.
+        stored: u32,
+        /// The CRC computed over the bytes.
+        computed: u32,
+    },
+    /// The attributes name a compression codec that does not exist.
+    #[error("unknown compression codec id {0}")]
+    UnknownCompression(u8),
+    /// The codec exists but this build was compiled without its feature.
+    #[error("compression codec {0} is not enabled in this build")]
+    CodecNotEnabled(&'static str),
+    /// Decompressing the records failed.
+    #[error("decompression failed: {0}")]
+    Decompression(String),
+    /// A varint is longer than its type allows.
+    #[error("malformed varint")]
+    MalformedVarint,
+    /// A record inside the batch is malformed; the text says which field.
+    #[error("invalid record: {0}")]
+    InvalidRecord(&'static str),
+    /// The batch declares a different number of records than it holds.
+    #[error("batch declares {declared} records but holds {actual}")]
+    RecordCountMismatch {
+        /// The records count field.
+        declared: i32,
+        /// Records actually decoded.
+        actual: usize,
+    },
+    /// Record offset deltas are not 0, 1, 2, ... or disagree with
+    /// lastOffsetDelta.
+    #[error("invalid offset delta: {0}")]
+    InvalidOffsetDelta(&'static str),
+    /// A batch holds no records where at least one is required.
+    #[error("batch holds no records")]
+    Empty,
+}

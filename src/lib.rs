@@ -1,0 +1,14 @@
+//! logbus: Apache Kafka's design as an embeddable library.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod clock;
+mod config;
+mod error;
+mod storage;
+pub mod format;
+mod types;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{FlushPolicy, LogConfig, LogConfigBuilder};
+pub use error::{CorruptionKind, Error, FormatError, Result};
+pub use types::{Compression, TimestampType};

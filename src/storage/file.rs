@@ -1,0 +1,131 @@
+//! The file layer: a small trait over the handful of file-system calls the
+//! storage engine makes, so that tests can swap in a fault-injecting
+//! implementation ([`FaultyStorage`](super::FaultyStorage)).
+//!
+//! Every method returns [`crate::Error::Io`] with the operation and path on
+//! failure.
+
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::storage::mmap::ReadMap;
+
+/// How [`Storage::open`] opens a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Open an existing file for reading and writing; fail if it is missing.
+    Existing,
+    /// Create a new file; fail if it exists.
+    CreateNew,
+    /// Open for reading and writing, creating it if missing.
+    CreateOrOpen,
+}
+
+/// A directory tree of files: the real file system or a test double.
+pub trait Storage: Send + Sync + Debug + 'static {
+    /// Opens `path` as `mode` says.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`].
+    fn open(&self, path: &Path, mode: OpenMode) -> Result<Arc<dyn StorageFile>>;
+    /// Creates `path` and its missing parents.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`].
+    fn create_dir_all(&self, path: &Path) -> Result<()>;
+    /// Renames `from` to `to`, replacing `to` if it exists.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`].
+    fn rename(&self, from: &Path, to: &Path) -> Result<()>;
+    /// Removes the file `path`; a missing file is not an error.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`].
+    fn remove_file(&self, path: &Path) -> Result<()>;
+    /// Removes the directory `path` and everything below it; a missing
+    /// directory is not an error.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`].
+    fn remove_dir_all(&self, path: &Path) -> Result<()>;
+    /// The entries of directory `path` (full paths), in no particular order.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`].
+    fn list_dir(&self, path: &Path) -> Result<Vec<PathBuf>>;
+    /// Whether `path` exists.
+    fn exists(&self, path: &Path) -> bool;
+    /// Makes the directory's entries (creates, renames, removals) durable.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`].
+    fn sync_dir(&self, path: &Path) -> Result<()>;
+    /// Takes an exclusive advisory lock on `dir` (through a `.lock` file in
+    /// it), held until the returned guard drops.
+    ///
+    /// # Errors
+    /// [`crate::Error::DirectoryLocked`] when another opener holds it,
+    /// [`crate::Error::Io`] otherwise.
+    fn lock_dir(&self, dir: &Path) -> Result<DirLock>;
+}
+
+/// An open file. All I/O is positioned; there is no cursor.
+pub trait StorageFile: Send + Sync + Debug {
+    /// The path the file was opened with.
+    fn path(&self) -> &Path;
+    /// Writes all of `buf` at byte `position`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`]; a partial write may have happened.
+    fn write_all_at(&self, buf: &[u8], position: u64) -> Result<()>;
+    /// Reads exactly `buf.len()` bytes at `position`.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`], including `UnexpectedEof`.
+    fn read_exact_at(&self, buf: &mut [u8], position: u64) -> Result<()>;
+    /// Flushes the file's data (and the metadata needed to read it) to the
+    /// device (`fdatasync`).
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`]. After a failed sync the caller must assume any
+    /// unsynced data is lost.
+    fn sync(&self) -> Result<()>;
+    /// The file's current length.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`].
+    fn len(&self) -> Result<u64>;
+    /// Sets the file's length, extending with zeros or truncating.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`].
+    fn set_len(&self, len: u64) -> Result<()>;
+    /// Maps the first `len` bytes of the file read-only. `len` must not
+    /// exceed the file's length.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`].
+    fn map(&self, len: usize) -> Result<Arc<ReadMap>>;
+}
+
+/// An exclusive lock on a directory, released on drop.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: std::fs::File,
+    path: PathBuf,
+}
+
+impl DirLock {
+    pub(crate) fn new(file: std::fs::File, path: PathBuf) -> Self {
+        DirLock { _file: file, path }
+    }
+
+    /// The locked directory.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
