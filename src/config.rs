@@ -44,6 +44,7 @@ pub struct LogConfig {
     max_message_bytes: usize,
     timestamp_type: TimestampType,
     flush: FlushPolicy,
+    retention_check_interval_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -58,6 +59,7 @@ impl Default for LogConfig {
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
             flush: FlushPolicy::PageCache,
+            retention_check_interval_ms: 300_000,
         }
     }
 }
@@ -130,6 +132,13 @@ impl LogConfig {
         self.flush
     }
 
+    /// How often the log's worker thread enforces retention (Kafka's
+    /// broker setting `log.retention.check.interval.ms`). Default 5 minutes.
+    #[must_use]
+    pub fn retention_check_interval_ms(&self) -> i64 {
+        self.retention_check_interval_ms
+    }
+
     fn validate(&self) -> Result<()> {
         if self.segment_bytes < Self::MIN_SEGMENT_BYTES || self.segment_bytes > i32::MAX as u64 {
             return Err(Error::InvalidConfig(format!(
@@ -163,6 +172,11 @@ impl LogConfig {
                 "max.message.bytes must be at least {}",
                 crate::format::RECORD_BATCH_OVERHEAD
             )));
+        }
+        if self.retention_check_interval_ms <= 0 {
+            return Err(Error::InvalidConfig(
+                "log.retention.check.interval.ms must be positive".into(),
+            ));
         }
         if let FlushPolicy::Interval(d) = self.flush {
             if d.is_zero() {
@@ -224,6 +238,12 @@ impl LogConfigBuilder {
     /// Sets the flush policy.
     pub fn flush(mut self, policy: FlushPolicy) -> Self {
         self.config.flush = policy;
+        self
+    }
+
+    /// Sets `log.retention.check.interval.ms`.
+    pub fn retention_check_interval_ms(mut self, ms: i64) -> Self {
+        self.config.retention_check_interval_ms = ms;
         self
     }
 

@@ -1,0 +1,312 @@
+//! Appends: as leader (the log assigns offsets) and as follower (the batches
+//! keep the offsets they carry).
+
+use crate::config::FlushPolicy;
+use crate::error::{Error, FormatError, Result};
+use crate::format::{self, BatchHeader};
+use crate::log::{Log, LogInner, LogState, worker::Job};
+use crate::storage::segment::{BatchMeta, Segment, SegmentLimits};
+use crate::types::TimestampType;
+
+/// What an append stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    first_offset: u64,
+    last_offset: u64,
+    max_timestamp: i64,
+    log_append_time: Option<i64>,
+    records: u64,
+    bytes: u64,
+    segment_base_offset: u64,
+    position: u64,
+}
+
+impl AppendInfo {
+    /// Offset of the first appended record.
+    #[must_use]
+    pub fn first_offset(&self) -> u64 {
+        self.first_offset
+    }
+    /// Offset of the last appended record.
+    #[must_use]
+    pub fn last_offset(&self) -> u64 {
+        self.last_offset
+    }
+    /// Largest timestamp among the appended records (the append time under
+    /// `LogAppendTime`).
+    #[must_use]
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+    /// The time the log stamped on the batches, when the log uses
+    /// `LogAppendTime`.
+    #[must_use]
+    pub fn log_append_time(&self) -> Option<i64> {
+        self.log_append_time
+    }
+    /// Number of records appended.
+    #[must_use]
+    pub fn record_count(&self) -> u64 {
+        self.records
+    }
+    /// Bytes appended.
+    #[must_use]
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+    /// Base offset of the segment the batches went to.
+    #[must_use]
+    pub fn segment_base_offset(&self) -> u64 {
+        self.segment_base_offset
+    }
+    /// Byte position of the first batch in that segment's log file.
+    #[must_use]
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+}
+
+/// One validated batch of an append buffer.
+struct Checked {
+    position: usize,
+    header: BatchHeader,
+}
+
+impl Log {
+    /// Appends one or more v2 record batches as the partition's leader.
+    ///
+    /// The log assigns offsets: it rewrites each batch's base offset in
+    /// `batches`, stamps `leader_epoch` as the partition leader epoch, and,
+    /// when the log uses `LogAppendTime`, sets the append time (recomputing
+    /// the CRC). Returns once the append is as durable as the log's
+    /// [`FlushPolicy`] promises.
+    ///
+    /// # Errors
+    /// [`Error::InvalidBatch`] for a malformed batch (bad CRC, structure or
+    /// records), [`Error::RecordTooLarge`] for a batch over
+    /// `max.message.bytes` or an append over `segment.bytes`; in both cases
+    /// nothing was stored. [`Error::Fenced`] after an earlier I/O failure;
+    /// [`Error::Io`] if a write or fsync fails (which fences the log).
+    pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo> {
+        let checked = validate(batches, &self.inner)?;
+        let info = {
+            let mut state = self.inner.state.write();
+            self.inner.check_not_fenced()?;
+            let now = self.inner.clock.now_ms();
+            let append_time = (self.inner.config.timestamp_type() == TimestampType::LogAppendTime).then_some(now);
+            let mut next = state.log_end_offset;
+            let mut metas = Vec::with_capacity(checked.len());
+            let mut max_timestamp = format::NO_TIMESTAMP;
+            for (i, batch) in checked.iter().enumerate() {
+                let end = checked.get(i + 1).map_or(batches.len(), |b| b.position);
+                let bytes = &mut batches[batch.position..end];
+                format::set_base_offset(bytes, next as i64);
+                format::set_partition_leader_epoch(bytes, leader_epoch);
+                let batch_max = match append_time {
+                    Some(t) => {
+                        format::set_log_append_time(bytes, t);
+                        t
+                    }
+                    None => batch.header.max_timestamp,
+                };
+                max_timestamp = max_timestamp.max(batch_max);
+                let last = next + batch.header.last_offset_delta as u64;
+                metas.push(BatchMeta {
+                    position_in_buf: batch.position,
+                    size: end - batch.position,
+                    last_offset: last,
+                    max_timestamp: batch_max,
+                });
+                next = last + 1;
+            }
+            let first = state.log_end_offset;
+            let mut info = self.inner.append_locked(&mut state, batches, &metas, first, now)?;
+            info.max_timestamp = max_timestamp;
+            info.log_append_time = append_time;
+            info.records = checked.iter().map(|b| b.header.records_count as u64).sum();
+            info
+        };
+        self.inner.after_append(info.last_offset + 1)?;
+        Ok(info)
+    }
+
+    /// Appends batches that already carry their offsets, byte for byte, as a
+    /// follower copying its leader does.
+    ///
+    /// # Errors
+    /// As [`Log::append`], plus [`Error::OffsetsOutOfOrder`] when the first
+    /// batch starts below the log end offset or the batches' offsets do not
+    /// increase; nothing is stored then.
+    pub fn append_as_follower(&self, batches: &[u8]) -> Result<AppendInfo> {
+        let checked = validate(batches, &self.inner)?;
+        let info = {
+            let mut state = self.inner.state.write();
+            self.inner.check_not_fenced()?;
+            let mut expected = state.log_end_offset as i64;
+            let mut metas = Vec::with_capacity(checked.len());
+            let mut max_timestamp = format::NO_TIMESTAMP;
+            for (i, batch) in checked.iter().enumerate() {
+                let header = &batch.header;
+                if header.base_offset < expected {
+                    let first = checked[0].header.base_offset;
+                    let last = checked[checked.len() - 1].header.last_offset();
+                    return Err(Error::OffsetsOutOfOrder {
+                        first,
+                        last,
+                        log_end: state.log_end_offset,
+                    });
+                }
+                let end = checked.get(i + 1).map_or(batches.len(), |b| b.position);
+                max_timestamp = max_timestamp.max(header.max_timestamp);
+                metas.push(BatchMeta {
+                    position_in_buf: batch.position,
+                    size: end - batch.position,
+                    last_offset: header.last_offset() as u64,
+                    max_timestamp: header.max_timestamp,
+                });
+                expected = header.next_offset();
+            }
+            let now = self.inner.clock.now_ms();
+            let first = checked[0].header.base_offset as u64;
+            let mut info = self.inner.append_locked(&mut state, batches, &metas, first, now)?;
+            info.max_timestamp = max_timestamp;
+            info.records = checked.iter().map(|b| b.header.records_count as u64).sum();
+            info
+        };
+        self.inner.after_append(info.last_offset + 1)?;
+        Ok(info)
+    }
+}
+
+/// Checks every batch in `buf` (structure, CRC, records) and its size
+/// against the log's limits, before anything is stored.
+fn validate(buf: &[u8], inner: &LogInner) -> Result<Vec<Checked>> {
+    if buf.is_empty() {
+        return Err(Error::InvalidBatch(FormatError::Empty));
+    }
+    let max = inner.config.max_message_bytes();
+    if buf.len() as u64 > inner.config.segment_bytes() {
+        return Err(Error::RecordTooLarge {
+            size: buf.len(),
+            max: inner.config.segment_bytes() as usize,
+        });
+    }
+    let mut checked = Vec::new();
+    let mut position = 0;
+    while position < buf.len() {
+        let rest = &buf[position..];
+        let header = BatchHeader::parse(rest)?;
+        if header.total_size() > max {
+            return Err(Error::RecordTooLarge {
+                size: header.total_size(),
+                max,
+            });
+        }
+        let header = format::check_batch(rest)?;
+        format::validate_batch_records(&rest[..header.total_size()], &header)?;
+        checked.push(Checked { position, header });
+        position += header.total_size();
+    }
+    Ok(checked)
+}
+
+impl LogInner {
+    /// Writes validated batches with known offsets to the active segment,
+    /// rolling first if they do not fit. Any I/O error fences the log.
+    fn append_locked(
+        &self,
+        state: &mut LogState,
+        buf: &[u8],
+        metas: &[BatchMeta],
+        first_offset: u64,
+        now: i64,
+    ) -> Result<AppendInfo> {
+        let last_offset = metas.last().map_or(first_offset, |m| m.last_offset);
+        let result = (|| {
+            if self.should_roll(state.active(), buf.len() as u64, last_offset, now) {
+                self.roll(state, first_offset)?;
+            }
+            let segment = state.active_mut();
+            let position = segment.append(buf, metas)?;
+            Ok(AppendInfo {
+                first_offset,
+                last_offset,
+                max_timestamp: format::NO_TIMESTAMP,
+                log_append_time: None,
+                records: 0,
+                bytes: buf.len() as u64,
+                segment_base_offset: segment.base_offset(),
+                position,
+            })
+        })();
+        match result {
+            Ok(info) => {
+                state.log_end_offset = last_offset + 1;
+                Ok(info)
+            }
+            Err(e) => {
+                self.fence();
+                Err(e)
+            }
+        }
+    }
+
+    /// Kafka's roll rules: the append would overflow `segment.bytes`, the
+    /// segment is older than `segment.ms`, an index is full, or the offsets
+    /// would not fit the segment's relative offsets.
+    fn should_roll(&self, active: &Segment, append_bytes: u64, last_offset: u64, now: i64) -> bool {
+        if active.is_empty() {
+            return !active.can_append(last_offset);
+        }
+        let too_big = active.size() + append_bytes > self.config.segment_bytes();
+        let too_old = match (self.config.segment_ms(), active.rolling_timestamp()) {
+            (Some(ms), Some(first)) => now.saturating_sub(first) > ms,
+            _ => false,
+        };
+        too_big || too_old || !active.can_append(last_offset)
+    }
+
+    /// Seals the active segment and starts a new one at `base_offset`. The
+    /// sealed segment's fsync runs on the worker thread (or in the next group
+    /// commit), not here.
+    fn roll(&self, state: &mut LogState, base_offset: u64) -> Result<()> {
+        let limits = self.segment_limits();
+        if state.active().is_empty() {
+            // An empty active segment whose base cannot hold these offsets is
+            // replaced rather than kept as an empty sealed segment.
+            let fresh = Segment::create(&self.storage, &self.dir, base_offset, limits)?;
+            let empty = std::mem::replace(state.active_mut(), fresh);
+            self.schedule(Job::RemoveFiles(empty.mark_deleted()?));
+        } else {
+            state.active_mut().seal()?;
+            let sealed_file = state.active().file().clone();
+            let fresh = Segment::create(&self.storage, &self.dir, base_offset, limits)?;
+            state.unflushed.push(sealed_file);
+            state.segments.push(fresh);
+            if self.config.flush() != FlushPolicy::EveryAppend {
+                self.schedule(Job::Flush(base_offset));
+            }
+        }
+        state.dir_dirty = true;
+        Ok(())
+    }
+
+    pub(crate) fn segment_limits(&self) -> SegmentLimits {
+        Self::limits_for(&self.config)
+    }
+
+    pub(crate) fn limits_for(config: &crate::LogConfig) -> SegmentLimits {
+        SegmentLimits {
+            index_bytes: config.segment_index_bytes(),
+            index_interval_bytes: config.index_interval_bytes(),
+        }
+    }
+
+    /// Waits for durability as the flush policy requires.
+    fn after_append(&self, next_offset: u64) -> Result<()> {
+        match self.config.flush() {
+            FlushPolicy::EveryAppend => self.sync_to(next_offset),
+            FlushPolicy::PageCache | FlushPolicy::Interval(_) => Ok(()),
+        }
+    }
+}

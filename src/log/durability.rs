@@ -1,0 +1,106 @@
+//! Making appends durable: group commit and fencing.
+//!
+//! Under [`FlushPolicy::EveryAppend`](crate::FlushPolicy::EveryAppend) an
+//! append returns only after an fsync that covers it. Concurrent appenders
+//! share fsyncs: one of them runs the sync for everything written so far
+//! while the others wait on a condition variable; when it finishes, every
+//! appender whose offset it covered returns. A failed fsync fences the log:
+//! the waiting appenders and every later one get an error, and nothing is
+//! ever retried and acknowledged.
+
+use std::mem;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::Result;
+use crate::log::LogInner;
+
+/// Group-commit state of one log.
+#[derive(Debug)]
+pub(crate) struct Durability {
+    state: Mutex<SyncState>,
+    done: Condvar,
+}
+
+#[derive(Debug)]
+struct SyncState {
+    /// Every offset below this is on disk.
+    durable_offset: u64,
+    /// Whether some thread is running an fsync right now.
+    running: bool,
+}
+
+impl Durability {
+    pub(crate) fn new(durable_offset: u64) -> Self {
+        Durability {
+            state: Mutex::new(SyncState {
+                durable_offset,
+                running: false,
+            }),
+            done: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn durable_offset(&self) -> u64 {
+        self.state.lock().durable_offset
+    }
+
+    /// Lowers the durable offset after a truncation below it.
+    pub(crate) fn truncate(&self, offset: u64) {
+        let mut state = self.state.lock();
+        state.durable_offset = state.durable_offset.min(offset);
+    }
+}
+
+impl LogInner {
+    /// Returns once every offset below `target` is on disk, running an fsync
+    /// itself or waiting for the one in flight.
+    pub(crate) fn sync_to(&self, target: u64) -> Result<()> {
+        let mut state = self.durability.state.lock();
+        loop {
+            self.check_not_fenced()?;
+            if state.durable_offset >= target {
+                return Ok(());
+            }
+            if state.running {
+                self.durability.done.wait(&mut state);
+                continue;
+            }
+            state.running = true;
+            drop(state);
+            let outcome = self.sync_dirty();
+            state = self.durability.state.lock();
+            state.running = false;
+            match outcome {
+                Ok(upto) => state.durable_offset = state.durable_offset.max(upto),
+                Err(e) => {
+                    self.fence();
+                    self.durability.done.notify_all();
+                    return Err(e);
+                }
+            }
+            self.durability.done.notify_all();
+        }
+    }
+
+    /// Fsyncs every file holding data not yet on disk, and the directory if
+    /// segments were created or removed. Returns the log end offset that the
+    /// syncs cover. The `state` lock is held only to collect the files.
+    fn sync_dirty(&self) -> Result<u64> {
+        let (sealed, active, dir_dirty, covered) = {
+            let mut state = self.state.write();
+            let sealed = mem::take(&mut state.unflushed);
+            let dir_dirty = mem::replace(&mut state.dir_dirty, false);
+            let active = state.active();
+            (sealed, active.file().clone(), dir_dirty, state.log_end_offset)
+        };
+        for file in &sealed {
+            file.sync()?;
+        }
+        active.sync()?;
+        if dir_dirty {
+            self.storage.sync_dir(&self.dir)?;
+        }
+        Ok(covered)
+    }
+}

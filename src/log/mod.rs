@@ -1,0 +1,323 @@
+//! L2: one partition's log: an ordered list of segments, the last of which
+//! (the active segment) takes appends.
+//!
+//! The log assigns offsets, reads by offset and by timestamp, rolls
+//! segments, recovers after a crash, truncates, enforces retention and makes
+//! appends durable according to its [`FlushPolicy`](crate::FlushPolicy). It
+//! knows offsets, not replicas.
+//!
+//! ## Locks
+//! `state` (a read-write lock over the segment list and the offsets) is
+//! taken before `durability`; the segment's own map lock is innermost. No
+//! I/O that can take milliseconds (fsync, removing files) happens under
+//! `state`: fsyncs run in [`durability`] after the lock is released, and
+//! flushing or removing sealed segments runs on the log's worker thread.
+
+mod append;
+mod checkpoint;
+mod durability;
+mod open;
+mod read;
+mod retention;
+mod worker;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::LogConfig;
+use crate::error::{Error, Result};
+use crate::storage::{DirLock, Storage, StorageFile};
+use crate::storage::{StdStorage, segment::Segment};
+
+pub use append::AppendInfo;
+pub use checkpoint::{CheckpointRead, OffsetCheckpoint};
+pub use open::{RecoveryReport, TruncatedTail};
+pub use read::{LogRead, TimestampOffset};
+pub use retention::RetentionReport;
+
+use durability::Durability;
+use worker::Worker;
+
+/// One partition's log. See the [module docs](self) and the crate's
+/// ARCHITECTURE.md.
+///
+/// `Log` is `Send + Sync`: appends are serialized internally, reads run
+/// concurrently with each other and with appends.
+///
+/// ```
+/// use logbus::{Log, LogConfig, format::BatchBuilder, Compression};
+/// let dir = tempfile::tempdir()?;
+/// let log = Log::builder(dir.path()).open()?;
+/// let mut batch = BatchBuilder::new(Compression::None);
+/// batch.append(1_700_000_000_000, Some(b"key"), Some(b"value"), &[]);
+/// let mut bytes = batch.build()?.to_vec();
+/// let info = log.append(&mut bytes, 0)?;
+/// assert_eq!(info.first_offset(), 0);
+/// let read = log.read(0, 1 << 20)?;
+/// assert_eq!(read.records().len(), bytes.len());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Log {
+    inner: Arc<LogInner>,
+    worker: Mutex<Option<Worker>>,
+}
+
+/// State shared between the handle and the worker thread.
+#[derive(Debug)]
+pub(crate) struct LogInner {
+    dir: PathBuf,
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    config: LogConfig,
+    state: RwLock<LogState>,
+    fenced: AtomicBool,
+    durability: Durability,
+    recovery: RecoveryReport,
+    jobs: crossbeam_channel::Sender<worker::Job>,
+    _lock: DirLock,
+}
+
+/// Everything the `state` lock protects.
+#[derive(Debug)]
+pub(crate) struct LogState {
+    /// Segments by increasing base offset; the last is active. Never empty.
+    segments: Vec<Segment>,
+    log_start_offset: u64,
+    log_end_offset: u64,
+    /// Log files of sealed segments not yet fsynced.
+    unflushed: Vec<Arc<dyn StorageFile>>,
+    /// Whether directory entries changed since the last directory sync.
+    dir_dirty: bool,
+}
+
+impl LogState {
+    fn active(&self) -> &Segment {
+        self.segments.last().expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.last_mut().expect("a log always has an active segment")
+    }
+
+    /// Index of the segment that would hold `offset`: the last one whose
+    /// base offset is `<= offset` (the first one if none is).
+    fn segment_index_for(&self, offset: u64) -> usize {
+        self.segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1)
+    }
+
+    fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::size).sum()
+    }
+}
+
+/// Opens a [`Log`]. Every setting has a default; see each method.
+#[derive(Debug)]
+#[must_use]
+pub struct LogBuilder {
+    dir: PathBuf,
+    config: LogConfig,
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    recovery_point: u64,
+    log_start_offset: u64,
+}
+
+impl LogBuilder {
+    /// The log's configuration. Default: [`LogConfig::default`].
+    pub fn config(mut self, config: LogConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// The file layer. Default: the real file system ([`StdStorage`]).
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = storage;
+        self
+    }
+    /// The clock for timestamps, rolling and retention. Default:
+    /// [`SystemClock`].
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+    /// The recovery point from the owner's checkpoint: every offset below it
+    /// was flushed, so segments wholly below it are not scanned on open.
+    /// Default 0: every segment is scanned.
+    pub fn recovery_point(mut self, offset: u64) -> Self {
+        self.recovery_point = offset;
+        self
+    }
+    /// The log start offset from the owner's checkpoint (it survives
+    /// [`Log::delete_records`]). Default 0; never below the first segment.
+    pub fn log_start_offset(mut self, offset: u64) -> Self {
+        self.log_start_offset = offset;
+        self
+    }
+
+    /// Opens the log, creating the directory if needed and recovering it if
+    /// it holds segments.
+    ///
+    /// # Errors
+    /// [`Error::DirectoryLocked`] if the directory is open elsewhere;
+    /// [`Error::Corrupt`] for damage that is not a torn tail;
+    /// [`Error::Io`] for I/O failures.
+    pub fn open(self) -> Result<Log> {
+        open::open(self)
+    }
+}
+
+impl Log {
+    /// A builder to open the log stored in `dir`.
+    pub fn builder(dir: impl AsRef<Path>) -> LogBuilder {
+        LogBuilder {
+            dir: dir.as_ref().to_path_buf(),
+            config: LogConfig::default(),
+            storage: Arc::new(StdStorage::new()),
+            clock: Arc::new(SystemClock),
+            recovery_point: 0,
+            log_start_offset: 0,
+        }
+    }
+
+    /// The log's directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The log's configuration.
+    #[must_use]
+    pub fn config(&self) -> &LogConfig {
+        &self.inner.config
+    }
+
+    /// The first offset that can be read.
+    #[must_use]
+    pub fn log_start_offset(&self) -> u64 {
+        self.inner.state.read().log_start_offset
+    }
+
+    /// The offset the next appended record will get.
+    #[must_use]
+    pub fn log_end_offset(&self) -> u64 {
+        self.inner.state.read().log_end_offset
+    }
+
+    /// Every offset below this is on disk (fsynced). Persist it in the
+    /// owner's checkpoint and pass it to [`LogBuilder::recovery_point`].
+    #[must_use]
+    pub fn recovery_point(&self) -> u64 {
+        self.inner.durability.durable_offset()
+    }
+
+    /// Bytes of record batches in all segments.
+    #[must_use]
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.state.read().size_bytes()
+    }
+
+    /// Number of segments, the active one included.
+    #[must_use]
+    pub fn segment_count(&self) -> usize {
+        self.inner.state.read().segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    #[must_use]
+    pub fn segment_base_offsets(&self) -> Vec<u64> {
+        self.inner.state.read().segments.iter().map(Segment::base_offset).collect()
+    }
+
+    /// What recovery found when the log was opened.
+    #[must_use]
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
+
+    /// Whether an earlier I/O failure fenced the log (every append fails
+    /// until it is reopened).
+    #[must_use]
+    pub fn is_fenced(&self) -> bool {
+        self.inner.is_fenced()
+    }
+
+    /// Flushes everything appended so far to disk and advances the recovery
+    /// point to the log end offset.
+    ///
+    /// # Errors
+    /// [`Error::Fenced`] or the [`Error::Io`] of a failed fsync (which fences
+    /// the log).
+    pub fn flush(&self) -> Result<()> {
+        let leo = self.log_end_offset();
+        self.inner.sync_to(leo)
+    }
+
+    /// Stops the worker thread, flushes the log and releases the directory
+    /// lock. Dropping the log does the same but ignores errors.
+    ///
+    /// # Errors
+    /// The [`Error::Io`] of a failed flush.
+    pub fn close(self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&self) -> Result<()> {
+        if let Some(worker) = self.worker.lock().take() {
+            worker.stop();
+        } else {
+            return Ok(());
+        }
+        if self.inner.is_fenced() {
+            return Err(Error::Fenced {
+                path: self.inner.dir.clone(),
+            });
+        }
+        self.inner.close_active()?;
+        self.flush()
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // Errors are reported by `close`; dropping cannot return them.
+        let _ = self.shutdown();
+    }
+}
+
+impl LogInner {
+    fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::Acquire)
+    }
+
+    /// Fences the log after an I/O failure: every later append fails.
+    fn fence(&self) {
+        self.fenced.store(true, Ordering::Release);
+    }
+
+    fn check_not_fenced(&self) -> Result<()> {
+        if self.is_fenced() {
+            Err(Error::Fenced {
+                path: self.dir.clone(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Seals the active segment on clean close (final time index entry,
+    /// trimmed indexes), as Kafka does, so a reopen trusts its indexes.
+    fn close_active(&self) -> Result<()> {
+        let mut state = self.state.write();
+        let result = state.active_mut().seal();
+        if result.is_err() {
+            self.fence();
+        }
+        result
+    }
+}

@@ -1,0 +1,125 @@
+//! Reads: by offset (whole batches, zero-copy) and by timestamp.
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::format::{Batch, Batches};
+use crate::log::Log;
+
+/// The result of [`Log::read`]: whole record batches, zero-copy views of the
+/// segment's memory map, plus the log's offsets at the time of the read.
+#[derive(Debug, Clone)]
+pub struct LogRead {
+    records: Bytes,
+    log_start_offset: u64,
+    log_end_offset: u64,
+}
+
+impl LogRead {
+    /// The batches' bytes, laid end to end exactly as stored. The first batch
+    /// holds the requested offset (it may start before it: skip records
+    /// below the offset you asked for). Empty when reading at the log end.
+    #[must_use]
+    pub fn records(&self) -> &Bytes {
+        &self.records
+    }
+
+    /// Iterates over the batches, checking each one's CRC and structure.
+    pub fn batches(&self) -> Batches {
+        Batches::new(self.records.clone())
+    }
+
+    /// The log start offset when the read ran.
+    #[must_use]
+    pub fn log_start_offset(&self) -> u64 {
+        self.log_start_offset
+    }
+
+    /// The log end offset when the read ran.
+    #[must_use]
+    pub fn log_end_offset(&self) -> u64 {
+        self.log_end_offset
+    }
+}
+
+/// A record found by [`Log::offset_for_timestamp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    /// The record's offset.
+    pub offset: u64,
+    /// The record's timestamp.
+    pub timestamp: i64,
+}
+
+impl Log {
+    /// Reads whole batches starting with the one that holds `offset`, up to
+    /// `max_bytes` but always at least one batch. Batches are never split.
+    /// Reading at the log end offset returns no bytes.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] when `offset` is below the log start
+    /// offset or above the log end offset; [`Error::Corrupt`] if the stored
+    /// batch at that place is damaged.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<LogRead> {
+        let state = self.inner.state.read();
+        let (start, end) = (state.log_start_offset, state.log_end_offset);
+        if offset < start || offset > end {
+            return Err(Error::OffsetOutOfRange {
+                offset: offset as i64,
+                log_start: start,
+                log_end: end,
+            });
+        }
+        let mut records = Bytes::new();
+        if offset < end {
+            for segment in &state.segments[state.segment_index_for(offset)..] {
+                if let Some((position, _)) = segment.find_batch(offset)? {
+                    let run_end = segment.batch_run_end(position, max_bytes as u64)?;
+                    records = segment.slice(position, run_end)?;
+                    break;
+                }
+            }
+        }
+        Ok(LogRead {
+            records,
+            log_start_offset: start,
+            log_end_offset: end,
+        })
+    }
+
+    /// The first record (in offset order, at or after the log start offset)
+    /// whose timestamp is `>= timestamp`, as Kafka's `offsetsForTimes`
+    /// finds it; `None` if there is none.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if a batch on the way is damaged.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>> {
+        let state = self.inner.state.read();
+        let log_start = state.log_start_offset;
+        for segment in &state.segments {
+            if segment.max_timestamp() < timestamp || segment.next_offset() <= log_start {
+                continue;
+            }
+            let from = segment.timestamp_scan_start(timestamp)?;
+            for item in segment.batches_from(from)? {
+                let (position, header) = item.map_err(|(p, e)| segment.corrupt(p, e))?;
+                if header.max_timestamp < timestamp || (header.last_offset() as u64) < log_start {
+                    continue;
+                }
+                let bytes = segment.slice(position, position + header.total_size() as u64)?;
+                let batch = Batch::from_bytes(bytes).map_err(|e| segment.corrupt(position, e))?;
+                for record in batch.records().map_err(|e| segment.corrupt(position, e))? {
+                    let record = record.map_err(|e| segment.corrupt(position, e))?;
+                    let offset = record.offset() as u64;
+                    if offset >= log_start && record.timestamp() >= timestamp {
+                        return Ok(Some(TimestampOffset {
+                            offset,
+                            timestamp: record.timestamp(),
+                        }));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+}

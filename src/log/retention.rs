@@ -1,0 +1,152 @@
+//! Removing data: retention, `delete_records` and `truncate_to`.
+
+use crate::error::{Error, Result};
+use crate::log::{Log, LogInner, LogState, worker::Job};
+use crate::storage::segment::Segment;
+
+/// What [`Log::enforce_retention`] deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionReport {
+    /// Segments deleted.
+    pub segments: usize,
+    /// Bytes of batches deleted.
+    pub bytes: u64,
+}
+
+impl Log {
+    /// Deletes the oldest sealed segments that are past `retention.ms` (by
+    /// their newest record's timestamp), that push the log over
+    /// `retention.bytes`, or that lie wholly below the log start offset. The
+    /// active segment is never deleted. The log's worker thread runs this
+    /// every `retention_check_interval`; call it to enforce retention now.
+    ///
+    /// Readers still holding data of a deleted segment keep reading it
+    /// safely: its files are renamed `.deleted` and removed in the background
+    /// once their maps are gone.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if renaming a segment's files fails.
+    pub fn enforce_retention(&self) -> Result<RetentionReport> {
+        self.inner.enforce_retention()
+    }
+
+    /// Advances the log start offset to `offset` (Kafka's `DeleteRecords`):
+    /// records below it can no longer be read, and segments wholly below it
+    /// are deleted. Returns the new log start offset. Persist it in the
+    /// owner's checkpoint and pass it to
+    /// [`LogBuilder::log_start_offset`](crate::LogBuilder::log_start_offset)
+    /// on reopen.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] if `offset` is above the log end offset.
+    pub fn delete_records(&self, offset: u64) -> Result<u64> {
+        {
+            let mut state = self.inner.state.write();
+            if offset > state.log_end_offset {
+                return Err(Error::OffsetOutOfRange {
+                    offset: offset as i64,
+                    log_start: state.log_start_offset,
+                    log_end: state.log_end_offset,
+                });
+            }
+            state.log_start_offset = state.log_start_offset.max(offset);
+        }
+        self.inner.enforce_retention()?;
+        Ok(self.log_start_offset())
+    }
+
+    /// Removes every record at or after `offset`, as a follower does when it
+    /// diverged from its leader. A batch holding `offset` is removed whole, so
+    /// the new log end offset is the start of that batch (equal to `offset`
+    /// when `offset` is a batch boundary, as replication uses it). Returns
+    /// the new log end offset. Truncating at or past the log end changes
+    /// nothing.
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Corrupt`]; an I/O error fences the log.
+    pub fn truncate_to(&self, offset: u64) -> Result<u64> {
+        let mut state = self.inner.state.write();
+        self.inner.check_not_fenced()?;
+        if offset >= state.log_end_offset {
+            return Ok(state.log_end_offset);
+        }
+        let result = self.inner.truncate_locked(&mut state, offset);
+        if result.is_err() {
+            self.inner.fence();
+        }
+        result
+    }
+}
+
+impl LogInner {
+    fn truncate_locked(&self, state: &mut LogState, offset: u64) -> Result<u64> {
+        // Segments starting at or before `offset` stay; the last of them is
+        // cut and becomes active.
+        let keep = state.segments.partition_point(|s| s.base_offset() <= offset);
+        let mut removed = Vec::new();
+        if keep == 0 {
+            // Everything goes: start afresh at `offset`, which is below every
+            // existing segment, so the new files collide with none.
+            let fresh = Segment::create(&self.storage, &self.dir, offset, self.segment_limits())?;
+            removed.extend(state.segments.drain(..));
+            state.segments.push(fresh);
+            state.log_start_offset = offset;
+        } else {
+            removed.extend(state.segments.drain(keep..));
+            let active = state.active_mut();
+            if active.is_sealed() {
+                active.unseal()?;
+            }
+            active.truncate_to(offset)?;
+        }
+        for segment in &removed {
+            self.schedule(Job::RemoveFiles(segment.mark_deleted()?));
+        }
+        state.log_end_offset = state.active().next_offset();
+        state.log_start_offset = state.log_start_offset.min(state.log_end_offset);
+        state.dir_dirty = true;
+        self.durability.truncate(state.log_end_offset);
+        Ok(state.log_end_offset)
+    }
+
+    pub(crate) fn enforce_retention(&self) -> Result<RetentionReport> {
+        let now = self.clock.now_ms();
+        let mut state = self.state.write();
+        let mut excess = match self.config.retention_bytes() {
+            Some(limit) => state.size_bytes().saturating_sub(limit),
+            None => 0,
+        };
+        let sealed = state.segments.len().saturating_sub(1);
+        let mut count = 0;
+        while count < sealed {
+            let segment = &state.segments[count];
+            let next_base = state.segments[count + 1].base_offset();
+            let below_start = next_base <= state.log_start_offset;
+            let expired = match self.config.retention_ms() {
+                Some(ms) => segment.max_timestamp() >= 0 && now.saturating_sub(segment.max_timestamp()) > ms,
+                None => false,
+            };
+            let over_size = excess > 0 && excess >= segment.size();
+            if !(below_start || expired || over_size) {
+                break;
+            }
+            if over_size {
+                excess -= segment.size();
+            }
+            count += 1;
+        }
+        if count == 0 {
+            return Ok(RetentionReport::default());
+        }
+        let mut report = RetentionReport::default();
+        let removed: Vec<Segment> = state.segments.drain(..count).collect();
+        state.log_start_offset = state.log_start_offset.max(state.segments[0].base_offset());
+        state.dir_dirty = true;
+        for segment in &removed {
+            report.segments += 1;
+            report.bytes += segment.size();
+            self.schedule(Job::RemoveFiles(segment.mark_deleted()?));
+        }
+        Ok(report)
+    }
+}

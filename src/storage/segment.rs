@@ -1,0 +1,695 @@
+//! One segment: `{base_offset:020}.log` with its `.index` and `.timeindex`.
+//!
+//! A segment holds whole record batches laid end to end. It knows positions
+//! and offsets of its own batches, nothing of the partition around it. The
+//! log file is written with positioned writes and read through a read-only
+//! map; the size the segment reports (`size`) is the end of the last valid
+//! batch, and no reader is ever handed bytes beyond it.
+//!
+//! ## The shrink rule
+//! Maps handed out by [`Segment::slice`] may outlive the segment. A file is
+//! never shrunk below what a live map covers: [`Segment::truncate_to`]
+//! shrinks in place only when no map beyond the new size is alive, and
+//! otherwise writes the kept prefix to a new file that replaces the old one
+//! by rename, so old maps keep reading the old inode.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::error::{CorruptionKind, Error, FormatError, Result};
+use crate::format::{self, BatchHeader, RECORD_BATCH_OVERHEAD};
+use crate::storage::index::OffsetIndex;
+use crate::storage::mmap::{ReadMap, slice_bytes};
+use crate::storage::time_index::TimeIndex;
+use crate::storage::{OpenMode, Storage, StorageFile};
+
+/// Suffix of a segment's log file.
+pub(crate) const LOG_SUFFIX: &str = "log";
+/// Suffix of a segment's offset index.
+pub(crate) const INDEX_SUFFIX: &str = "index";
+/// Suffix of a segment's time index.
+pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
+/// Suffix appended to files of a deleted segment until they are removed.
+pub(crate) const DELETED_SUFFIX: &str = "deleted";
+/// Suffix of a temporary file that replaces a truncated log file.
+pub(crate) const TRUNCATING_SUFFIX: &str = "truncating";
+
+/// `dir/{base:020}.{suffix}`: Kafka's file naming.
+pub(crate) fn segment_file(dir: &Path, base_offset: u64, suffix: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{suffix}"))
+}
+
+/// Parses a segment file name `{base:020}.{suffix}` into its base offset.
+pub(crate) fn parse_segment_file(path: &Path, suffix: &str) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.strip_suffix(suffix)?.strip_suffix('.')?;
+    if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
+        stem.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Sizing of a segment's files, from the log configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SegmentLimits {
+    pub(crate) index_bytes: u64,
+    pub(crate) index_interval_bytes: u64,
+}
+
+/// Where one batch of an append lies in the buffer being appended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchMeta {
+    pub(crate) position_in_buf: usize,
+    pub(crate) size: usize,
+    pub(crate) last_offset: u64,
+    pub(crate) max_timestamp: i64,
+}
+
+/// What a full scan of a segment found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ScanOutcome {
+    /// Bytes of valid batches from the start of the file.
+    pub(crate) valid_bytes: u64,
+    /// Offset after the last valid batch (the base offset if none).
+    pub(crate) next_offset: u64,
+    /// Why scanning stopped before the end of the file, if it did.
+    pub(crate) stopped: Option<FormatError>,
+    /// Whether a batch continuing the log starts somewhere after the damage.
+    pub(crate) valid_after_damage: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Maps {
+    current: Arc<ReadMap>,
+    handed_out: Vec<Weak<ReadMap>>,
+}
+
+/// One segment of a partition log. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    base_offset: u64,
+    dir: PathBuf,
+    storage: Arc<dyn Storage>,
+    file: Arc<dyn StorageFile>,
+    size: u64,
+    maps: Mutex<Maps>,
+    index: OffsetIndex,
+    time_index: TimeIndex,
+    limits: SegmentLimits,
+    bytes_since_last_index_entry: u64,
+    max_timestamp: i64,
+    offset_of_max_timestamp: u64,
+    next_offset: u64,
+    rolling_timestamp: Option<i64>,
+    sealed: bool,
+}
+
+impl Segment {
+    /// Creates the three files of a new, empty segment.
+    pub(crate) fn create(
+        storage: &Arc<dyn Storage>,
+        dir: &Path,
+        base_offset: u64,
+        limits: SegmentLimits,
+    ) -> Result<Self> {
+        let file = storage.open(&segment_file(dir, base_offset, LOG_SUFFIX), OpenMode::CreateNew)?;
+        let index = OffsetIndex::create(
+            storage.as_ref(),
+            &segment_file(dir, base_offset, INDEX_SUFFIX),
+            base_offset,
+            limits.index_bytes,
+        )?;
+        let time_index = TimeIndex::create(
+            storage.as_ref(),
+            &segment_file(dir, base_offset, TIME_INDEX_SUFFIX),
+            base_offset,
+            limits.index_bytes,
+        )?;
+        Ok(Self::assemble(storage, dir, base_offset, file, 0, index, time_index, limits)?)
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "private constructor shared by create and open")]
+    fn assemble(
+        storage: &Arc<dyn Storage>,
+        dir: &Path,
+        base_offset: u64,
+        file: Arc<dyn StorageFile>,
+        size: u64,
+        index: OffsetIndex,
+        time_index: TimeIndex,
+        limits: SegmentLimits,
+    ) -> Result<Self> {
+        let current = file.map(to_usize(size))?;
+        Ok(Segment {
+            base_offset,
+            dir: dir.to_path_buf(),
+            storage: Arc::clone(storage),
+            file,
+            size,
+            maps: Mutex::new(Maps {
+                current,
+                handed_out: Vec::new(),
+            }),
+            index,
+            time_index,
+            limits,
+            bytes_since_last_index_entry: 0,
+            max_timestamp: format::NO_TIMESTAMP,
+            offset_of_max_timestamp: base_offset,
+            next_offset: base_offset,
+            rolling_timestamp: None,
+            sealed: false,
+        })
+    }
+
+    /// Opens an existing segment's files without scanning the log. Missing
+    /// index files are created empty; call [`Segment::recover`] (full scan)
+    /// or [`Segment::load_clean`] (trust the indexes if sane) next.
+    pub(crate) fn open(
+        storage: &Arc<dyn Storage>,
+        dir: &Path,
+        base_offset: u64,
+        limits: SegmentLimits,
+    ) -> Result<Self> {
+        let file = storage.open(&segment_file(dir, base_offset, LOG_SUFFIX), OpenMode::Existing)?;
+        let size = file.len()?;
+        let index_path = segment_file(dir, base_offset, INDEX_SUFFIX);
+        let index = if storage.exists(&index_path) {
+            OffsetIndex::open(storage.as_ref(), &index_path, base_offset, limits.index_bytes)?.0
+        } else {
+            OffsetIndex::create(storage.as_ref(), &index_path, base_offset, limits.index_bytes)?
+        };
+        let time_path = segment_file(dir, base_offset, TIME_INDEX_SUFFIX);
+        let time_index = if storage.exists(&time_path) {
+            TimeIndex::open(storage.as_ref(), &time_path, base_offset, limits.index_bytes)?.0
+        } else {
+            TimeIndex::create(storage.as_ref(), &time_path, base_offset, limits.index_bytes)?
+        };
+        Self::assemble(storage, dir, base_offset, file, size, index, time_index, limits)
+    }
+
+    /// Base offset: no offset in this segment is below it.
+    pub(crate) fn base_offset(&self) -> u64 {
+        self.base_offset
+    }
+    /// Bytes of valid batches.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+    /// Whether the segment holds no batch.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+    /// Offset after the last batch (the base offset when empty).
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+    /// Largest record timestamp seen, or -1.
+    pub(crate) fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+    /// Timestamp that `segment.ms` rolling counts from: the max timestamp of
+    /// the first batch, as in Kafka.
+    pub(crate) fn rolling_timestamp(&self) -> Option<i64> {
+        self.rolling_timestamp
+    }
+    /// The log file's handle (for syncing it outside the log's lock).
+    pub(crate) fn file(&self) -> &Arc<dyn StorageFile> {
+        &self.file
+    }
+    /// Path of the log file.
+    pub(crate) fn log_path(&self) -> PathBuf {
+        segment_file(&self.dir, self.base_offset, LOG_SUFFIX)
+    }
+
+    /// Whether an append of `bytes` bytes ending at `last_offset` fits:
+    /// relative offsets must fit the indexes and the indexes must have room.
+    pub(crate) fn can_append(&self, last_offset: u64) -> bool {
+        last_offset >= self.base_offset
+            && last_offset - self.base_offset <= u64::from(u32::MAX)
+            && !self.index.is_full()
+            && !self.time_index.is_full()
+    }
+
+    /// Appends `buf`, which holds the batches described by `batches`, at the
+    /// end of the log file, and indexes them. Offsets must be increasing and
+    /// at or after [`Segment::next_offset`]; the caller checked that.
+    pub(crate) fn append(&mut self, buf: &[u8], batches: &[BatchMeta]) -> Result<u64> {
+        let position = self.size;
+        self.file.write_all_at(buf, position)?;
+        for batch in batches {
+            self.index_batch(position + batch.position_in_buf as u64, batch.last_offset, batch.max_timestamp, batch.size as u64)?;
+        }
+        self.size += buf.len() as u64;
+        Ok(position)
+    }
+
+    /// Updates the in-memory counters and the indexes for one batch that now
+    /// lies at `position`. Shared by append and recovery, so a rebuilt index
+    /// equals the one appends wrote.
+    fn index_batch(&mut self, position: u64, last_offset: u64, max_timestamp: i64, size: u64) -> Result<()> {
+        if position == 0 {
+            self.rolling_timestamp = Some(max_timestamp);
+        }
+        if max_timestamp > self.max_timestamp {
+            self.max_timestamp = max_timestamp;
+            self.offset_of_max_timestamp = last_offset;
+        }
+        if self.bytes_since_last_index_entry > self.limits.index_interval_bytes {
+            self.index.append(last_offset, to_u32(position))?;
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
+            self.bytes_since_last_index_entry = 0;
+        }
+        self.bytes_since_last_index_entry += size;
+        self.next_offset = last_offset + 1;
+        Ok(())
+    }
+
+    /// The current map, grown to cover `size` bytes if it does not yet.
+    fn map(&self) -> Result<Arc<ReadMap>> {
+        let mut maps = self.maps.lock();
+        if (maps.current.len() as u64) < self.size {
+            let fresh = self.file.map(to_usize(self.size))?;
+            let old = std::mem::replace(&mut maps.current, fresh);
+            if Arc::strong_count(&old) > 1 {
+                maps.handed_out.push(Arc::downgrade(&old));
+            }
+        }
+        Ok(Arc::clone(&maps.current))
+    }
+
+    /// Zero-copy bytes `[start, end)` of the log file; `end <= size`.
+    pub(crate) fn slice(&self, start: u64, end: u64) -> Result<Bytes> {
+        debug_assert!(start <= end && end <= self.size);
+        let map = self.map()?;
+        Ok(slice_bytes(&map, to_usize(start)..to_usize(end)))
+    }
+
+    /// Iterates over the batch headers from `position` on, checking each
+    /// batch's structure and CRC.
+    pub(crate) fn batches_from(&self, position: u64) -> Result<SegmentBatches> {
+        Ok(SegmentBatches {
+            map: self.map()?,
+            position: to_usize(position),
+            end: to_usize(self.size),
+        })
+    }
+
+    /// End of the run of whole batches that starts at `start` (a batch
+    /// boundary) and spans at most `max_bytes`, but always at least one batch.
+    /// Walks headers only; the reader checks CRCs.
+    pub(crate) fn batch_run_end(&self, start: u64, max_bytes: u64) -> Result<u64> {
+        let map = self.map()?;
+        let bytes = &map.as_slice()[..to_usize(self.size)];
+        let mut end = start;
+        while end < self.size {
+            let header = BatchHeader::parse(&bytes[to_usize(end)..]).map_err(|e| self.corrupt(end, e))?;
+            let next = end + header.total_size() as u64;
+            if next > self.size || (end > start && next - start > max_bytes) {
+                break;
+            }
+            end = next;
+        }
+        Ok(end)
+    }
+
+    /// Position and header of the first batch whose last offset is `>=
+    /// offset`, or `None` if the segment has no such batch.
+    ///
+    /// The offset index is a hint: if the batch at the hinted position does
+    /// not start at or before `offset`, or is not a valid batch, the segment
+    /// is scanned from its start instead, so a damaged index never yields a
+    /// wrong answer.
+    pub(crate) fn find_batch(&self, offset: u64) -> Result<Option<(u64, BatchHeader)>> {
+        let hint = self.index.lookup(offset).map_or(0, |(_, position)| u64::from(position));
+        match self.scan_for(offset, hint) {
+            Ok(found) => Ok(found),
+            Err(_) if hint > 0 => self.scan_for(offset, 0).map_err(|(pos, e)| self.corrupt(pos, e)),
+            Err((pos, e)) => Err(self.corrupt(pos, e)),
+        }
+    }
+
+    fn scan_for(&self, offset: u64, from: u64) -> std::result::Result<Option<(u64, BatchHeader)>, (u64, FormatError)> {
+        let batches = self.batches_from(from).map_err(|_| (from, FormatError::Empty))?;
+        for (i, item) in batches.enumerate() {
+            let (position, header) = item?;
+            if i == 0 && from > 0 && header.base_offset > offset as i64 {
+                // The hint overshot: the index is wrong.
+                return Err((position, FormatError::InvalidOffsetDelta("index points past the target")));
+            }
+            if header.last_offset() >= offset as i64 {
+                return Ok(Some((position, header)));
+            }
+        }
+        Ok(None)
+    }
+
+    pub(crate) fn corrupt(&self, position: u64, error: FormatError) -> Error {
+        Error::corrupt(self.log_path(), position, CorruptionKind::Batch(error))
+    }
+
+    /// Position of the first batch that may hold a record with a timestamp
+    /// `>= timestamp`: every record before it has an older timestamp.
+    pub(crate) fn timestamp_scan_start(&self, timestamp: i64) -> Result<u64> {
+        match self.time_index.lookup_lt(timestamp) {
+            // Every record at or before `offset` is older than `timestamp`.
+            Some((_, offset)) => Ok(self.find_batch(offset + 1)?.map_or(self.size, |(position, _)| position)),
+            None => Ok(0),
+        }
+    }
+
+    /// Scans the whole log file, rebuilding both indexes from the valid
+    /// batches. Stops at the first invalid batch and looks past it for a
+    /// batch that continues the log (see [`ScanOutcome`]). Does not change the
+    /// log file.
+    pub(crate) fn rebuild(&mut self) -> Result<ScanOutcome> {
+        self.index.reset()?;
+        self.time_index.reset()?;
+        self.bytes_since_last_index_entry = 0;
+        self.max_timestamp = format::NO_TIMESTAMP;
+        self.offset_of_max_timestamp = self.base_offset;
+        self.next_offset = self.base_offset;
+        self.rolling_timestamp = None;
+
+        let file_len = self.file.len()?;
+        self.size = file_len;
+        let map = self.map()?;
+        let bytes = &map.as_slice()[..to_usize(file_len)];
+        let mut position = 0usize;
+        let mut stopped = None;
+        while position < bytes.len() {
+            match self.check_next(&bytes[position..]) {
+                Ok(header) => {
+                    let size = header.total_size();
+                    self.index_batch(position as u64, header.last_offset() as u64, header.max_timestamp, size as u64)?;
+                    position += size;
+                }
+                Err(e) => {
+                    stopped = Some(e);
+                    break;
+                }
+            }
+        }
+        let valid_after_damage = if stopped.is_some() {
+            self.find_continuation(bytes, position)
+        } else {
+            None
+        };
+        self.size = position as u64;
+        Ok(ScanOutcome {
+            valid_bytes: position as u64,
+            next_offset: self.next_offset,
+            stopped,
+            valid_after_damage,
+        })
+    }
+
+    /// Validates the batch at the start of `buf` as the next one of this
+    /// segment: structure, CRC, and offsets that continue the segment.
+    fn check_next(&self, buf: &[u8]) -> std::result::Result<BatchHeader, FormatError> {
+        let header = format::check_batch(buf)?;
+        if header.base_offset < self.next_offset as i64 {
+            return Err(FormatError::InvalidOffsetDelta("batch offsets go backwards"));
+        }
+        let last = header.last_offset();
+        if last < header.base_offset || (last as u64) - self.base_offset > u64::from(u32::MAX) {
+            return Err(FormatError::InvalidOffsetDelta("batch offsets leave the segment's range"));
+        }
+        Ok(header)
+    }
+
+    /// Looks for a valid batch that continues the log anywhere after
+    /// `damaged`: a batch with a good CRC whose base offset is at least the
+    /// next expected offset. A stale copy of an earlier batch does not count.
+    fn find_continuation(&self, bytes: &[u8], damaged: usize) -> Option<u64> {
+        let mut candidate = damaged + 1;
+        while candidate + RECORD_BATCH_OVERHEAD <= bytes.len() {
+            // Cheap filter first: the magic byte.
+            if bytes[candidate + format::MAGIC_OFFSET] == format::MAGIC_V2 as u8 {
+                if let Ok(header) = self.check_next(&bytes[candidate..]) {
+                    if header.base_offset >= self.next_offset as i64 {
+                        return Some(candidate as u64);
+                    }
+                }
+            }
+            candidate += 1;
+        }
+        None
+    }
+
+    /// Loads a segment that was fully flushed before (below the recovery
+    /// point), trusting its indexes when cheap checks show they match the
+    /// log; otherwise rebuilds them with a full scan, whose outcome is
+    /// returned for the caller to judge.
+    pub(crate) fn load_clean(&mut self) -> Result<Option<ScanOutcome>> {
+        if self.size == 0 {
+            self.index.reset()?;
+            self.time_index.reset()?;
+            return Ok(None);
+        }
+        if self.try_load_from_indexes().unwrap_or(false) {
+            return Ok(None);
+        }
+        self.rebuild().map(Some)
+    }
+
+    /// Derives the counters from the indexes and the batches after the last
+    /// offset index entry. `Ok(false)` when the indexes disagree with the log.
+    fn try_load_from_indexes(&mut self) -> Result<bool> {
+        let last_indexed = match self.index.last_entry() {
+            Some((offset, position)) => {
+                match self.batches_from(u64::from(position))?.next() {
+                    Some(Ok((_, header))) if header.last_offset() == offset as i64 => u64::from(position),
+                    _ => return Ok(false),
+                }
+            }
+            None => 0,
+        };
+        let mut last = None;
+        for item in self.batches_from(last_indexed)? {
+            match item {
+                Ok(found) => last = Some(found),
+                Err(_) => return Ok(false),
+            }
+        }
+        let Some((position, header)) = last else {
+            return Ok(false);
+        };
+        if position + header.total_size() as u64 != self.size {
+            return Ok(false);
+        }
+        // A sealed segment's time index ends with its largest timestamp, at
+        // the last offset of the batch that holds it.
+        let Some((timestamp, offset)) = self.time_index.last_entry() else {
+            return Ok(false);
+        };
+        match self.find_batch(offset) {
+            Ok(Some((_, holder))) if holder.last_offset() == offset as i64 && holder.max_timestamp == timestamp => {}
+            _ => return Ok(false),
+        }
+        let first = match self.batches_from(0)?.next() {
+            Some(Ok((_, first))) => first,
+            _ => return Ok(false),
+        };
+        self.max_timestamp = timestamp;
+        self.offset_of_max_timestamp = offset;
+        self.next_offset = header.last_offset() as u64 + 1;
+        self.rolling_timestamp = Some(first.max_timestamp);
+        self.bytes_since_last_index_entry = self.size - last_indexed;
+        Ok(true)
+    }
+
+    /// Cuts the log file to `valid_bytes` (after a scan found a torn tail).
+    pub(crate) fn truncate_bytes(&mut self, valid_bytes: u64) -> Result<()> {
+        self.shrink_file(valid_bytes)?;
+        self.size = valid_bytes;
+        Ok(())
+    }
+
+    /// Removes every batch holding an offset `>= offset`, cutting at the
+    /// start of the batch that contains `offset`. Returns the new next offset.
+    pub(crate) fn truncate_to(&mut self, offset: u64) -> Result<u64> {
+        let Some((position, header)) = self.find_batch(offset)? else {
+            return Ok(self.next_offset);
+        };
+        let new_next = header.base_offset.max(self.base_offset as i64) as u64;
+        self.shrink_file(position)?;
+        self.index.truncate_to(new_next)?;
+        self.time_index.truncate_to(new_next)?;
+        self.size = position;
+        // Re-derive the counters from what is left.
+        self.rebuild_counters()?;
+        Ok(self.next_offset)
+    }
+
+    /// Recomputes next offset, max timestamp and index spacing by walking
+    /// the kept batches' headers.
+    fn rebuild_counters(&mut self) -> Result<()> {
+        self.next_offset = self.base_offset;
+        self.max_timestamp = format::NO_TIMESTAMP;
+        self.offset_of_max_timestamp = self.base_offset;
+        self.rolling_timestamp = None;
+        for item in self.batches_from(0)? {
+            let (position, header) = item.map_err(|(p, e)| self.corrupt(p, e))?;
+            if position == 0 {
+                self.rolling_timestamp = Some(header.max_timestamp);
+            }
+            if header.max_timestamp > self.max_timestamp {
+                self.max_timestamp = header.max_timestamp;
+                self.offset_of_max_timestamp = header.last_offset() as u64;
+            }
+            self.next_offset = header.last_offset() as u64 + 1;
+        }
+        // Appends reset the spacing at each entry's batch, then count it.
+        let last_indexed = self.index.last_entry().map_or(0, |(_, p)| u64::from(p));
+        self.bytes_since_last_index_entry = self.size - last_indexed;
+        Ok(())
+    }
+
+    /// Shrinks the log file to `len` bytes, honouring the shrink rule.
+    fn shrink_file(&mut self, len: u64) -> Result<()> {
+        let live_beyond = {
+            let mut maps = self.maps.lock();
+            maps.handed_out.retain(|weak| weak.strong_count() > 0);
+            let current_shared = Arc::strong_count(&maps.current) > 1 && maps.current.len() as u64 > len;
+            current_shared
+                || maps
+                    .handed_out
+                    .iter()
+                    .filter_map(Weak::upgrade)
+                    .any(|map| map.len() as u64 > len)
+        };
+        if live_beyond {
+            self.replace_file_with_prefix(len)?;
+        } else {
+            // Drop our own map first: it may cover bytes past `len`.
+            let mut maps = self.maps.lock();
+            maps.current = self.file.map(0)?;
+            drop(maps);
+            self.file.set_len(len)?;
+        }
+        let mut maps = self.maps.lock();
+        maps.current = self.file.map(to_usize(len))?;
+        Ok(())
+    }
+
+    /// Writes the first `len` bytes to a new file and renames it over the log
+    /// file. Maps of the old file keep reading the old inode.
+    fn replace_file_with_prefix(&mut self, len: u64) -> Result<()> {
+        let temp = segment_file(&self.dir, self.base_offset, TRUNCATING_SUFFIX);
+        self.storage.remove_file(&temp)?;
+        let fresh = self.storage.open(&temp, OpenMode::CreateNew)?;
+        let old_map = self.file.map(to_usize(len))?;
+        fresh.write_all_at(old_map.as_slice(), 0)?;
+        fresh.sync()?;
+        self.storage.rename(&temp, &self.log_path())?;
+        self.storage.sync_dir(&self.dir)?;
+        let mut maps = self.maps.lock();
+        let old = std::mem::replace(&mut maps.current, fresh.map(0)?);
+        maps.handed_out.push(Arc::downgrade(&old));
+        drop(maps);
+        self.file = fresh;
+        Ok(())
+    }
+
+    /// Seals the segment when a newer one becomes active: records the
+    /// largest timestamp in the time index (as Kafka does) and trims both
+    /// index files to their entries.
+    pub(crate) fn seal(&mut self) -> Result<()> {
+        if self.max_timestamp != format::NO_TIMESTAMP {
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
+        }
+        self.index.trim()?;
+        self.time_index.trim()?;
+        self.sealed = true;
+        Ok(())
+    }
+
+    /// Whether [`Segment::seal`] trimmed the indexes.
+    pub(crate) fn is_sealed(&self) -> bool {
+        self.sealed
+    }
+
+    /// Makes a sealed segment appendable again (after a truncation made it
+    /// the active one): reopens its indexes at full preallocated size.
+    pub(crate) fn unseal(&mut self) -> Result<()> {
+        let index_path = segment_file(&self.dir, self.base_offset, INDEX_SUFFIX);
+        self.index = OffsetIndex::open(self.storage.as_ref(), &index_path, self.base_offset, self.limits.index_bytes)?.0;
+        let time_path = segment_file(&self.dir, self.base_offset, TIME_INDEX_SUFFIX);
+        self.time_index = TimeIndex::open(self.storage.as_ref(), &time_path, self.base_offset, self.limits.index_bytes)?.0;
+        self.sealed = false;
+        Ok(())
+    }
+
+    /// Syncs the log file and both indexes.
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.file.sync()?;
+        self.index.sync()?;
+        self.time_index.sync()
+    }
+
+    /// Renames the segment's three files with a `.deleted` suffix. Readers
+    /// holding maps keep reading; the files are removed later with
+    /// [`remove_deleted_files`].
+    pub(crate) fn mark_deleted(&self) -> Result<Vec<PathBuf>> {
+        let mut renamed = Vec::with_capacity(3);
+        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            let from = segment_file(&self.dir, self.base_offset, suffix);
+            if self.storage.exists(&from) {
+                let to = from.with_extension(format!("{suffix}.{DELETED_SUFFIX}"));
+                self.storage.rename(&from, &to)?;
+                renamed.push(to);
+            }
+        }
+        Ok(renamed)
+    }
+}
+
+/// Removes files renamed by [`Segment::mark_deleted`].
+pub(crate) fn remove_deleted_files(storage: &dyn Storage, paths: &[PathBuf]) -> Result<()> {
+    for path in paths {
+        storage.remove_file(path)?;
+    }
+    Ok(())
+}
+
+/// Iterator over batch headers of a segment (see [`Segment::batches_from`]).
+#[derive(Debug)]
+pub(crate) struct SegmentBatches {
+    map: Arc<ReadMap>,
+    position: usize,
+    end: usize,
+}
+
+impl Iterator for SegmentBatches {
+    type Item = std::result::Result<(u64, BatchHeader), (u64, FormatError)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.position >= self.end {
+            return None;
+        }
+        let at = self.position;
+        match format::check_batch(&self.map.as_slice()[at..self.end]) {
+            Ok(header) => {
+                self.position += header.total_size();
+                Some(Ok((at as u64, header)))
+            }
+            Err(e) => {
+                self.position = self.end;
+                Some(Err((at as u64, e)))
+            }
+        }
+    }
+}
+
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).expect("segment sizes fit in usize on 64-bit targets")
+}
+
+fn to_u32(n: u64) -> u32 {
+    u32::try_from(n).expect("segment positions fit in u32 (checked by can_append)")
+}
