@@ -399,6 +399,31 @@ mod tests {
     }
 
     #[test]
+    fn round_trip_every_enabled_codec() -> Result<(), FormatError> {
+        let plain: Vec<Record> = Batch::from_bytes(sample(Compression::None)?)?
+            .records()?
+            .collect::<Result<_, _>>()?;
+        for codec in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            match sample(codec) {
+                Ok(bytes) => {
+                    let batch = Batch::from_bytes(bytes)?;
+                    assert_eq!(batch.header().compression()?, codec);
+                    assert_eq!(batch.validate_records()?, 3);
+                    let records: Vec<Record> = batch.records()?.collect::<Result<_, _>>()?;
+                    assert_eq!(records, plain, "{codec:?}");
+                }
+                Err(e) => assert_eq!(e, FormatError::CodecNotEnabled(codec.name())),
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
     fn log_append_time_reports_max_timestamp() -> Result<(), FormatError> {
         let mut raw = sample(Compression::None)?.to_vec();
         crate::format::header::set_log_append_time(&mut raw, 77);
