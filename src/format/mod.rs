@@ -1,9 +1,24 @@
 //! L0: bytes only. Kafka's v2 record batch (magic 2): header, records,
 //! varints, CRC-32C and compression codecs. No files, locks or threads.
 //!
-//! `docs/format.md` is the byte-level specification; the constants in
-//! [`header`] mirror it.
+//! `docs/format.md` is the byte-level specification; the layout constants
+//! re-exported here (`RECORDS_OFFSET`, ...) mirror it.
+//!
+//! - [`BatchBuilder`] encodes records into a batch.
+//! - [`Batch`] is one batch whose structure and CRC are checked;
+//!   [`Batch::records`] iterates over its [`Record`]s and
+//!   [`Batch::validate_records`] checks them all without building them.
+//! - [`Batches`] iterates over batches laid end to end.
+//! - [`varint`] holds Kafka's zigzag varints.
 
+mod batch;
+mod builder;
+mod compression;
 pub(crate) mod header;
+mod record;
+pub mod varint;
 
+pub use batch::{Batch, Batches, RecordIter};
+pub use builder::BatchBuilder;
 pub use header::*;
+pub use record::{Header, Record};

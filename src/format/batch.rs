@@ -1,0 +1,509 @@
+//! [`Batch`]: one validated v2 batch over [`Bytes`]; [`RecordIter`] over its
+//! records; [`Batches`] over batches laid end to end.
+
+use bytes::Bytes;
+
+use super::compression;
+use super::header::{BatchHeader, RECORDS_OFFSET, check_batch};
+use super::record::{Record, decode_headers, parse_record};
+use crate::error::FormatError;
+use crate::types::{Compression, TimestampType};
+
+/// One record batch whose structure and CRC-32C have been checked.
+///
+/// Holding a `Batch` means: the 61-byte header parses, magic is 2,
+/// `batchLength` matches the bytes, the CRC matches and `lastOffsetDelta` is
+/// not negative. Records are checked when they are read
+/// ([`Batch::records`]) or by [`Batch::validate_records`].
+///
+/// ```
+/// use bytes::Bytes;
+/// use logbus::Compression;
+/// use logbus::format::{Batch, BatchBuilder};
+///
+/// let mut b = BatchBuilder::new(Compression::None);
+/// b.append(10, Some(b"key"), Some(b"value"), &[]);
+/// let bytes: Bytes = b.build()?;
+///
+/// let (batch, used) = Batch::decode(&bytes)?;
+/// assert_eq!(used, bytes.len());
+/// let record = batch.records()?.next().expect("one record")?;
+/// assert_eq!(record.value().map(|v| &v[..]), Some(&b"value"[..]));
+/// # Ok::<(), logbus::FormatError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    header: BatchHeader,
+    bytes: Bytes,
+}
+
+impl Batch {
+    /// Checks the batch at the start of `buf` (structure and CRC) and returns
+    /// it with the number of bytes it occupies. `buf` may hold more bytes
+    /// after the batch; the batch shares `buf`'s memory.
+    ///
+    /// # Errors
+    /// As [`check_batch`]: [`FormatError::Truncated`],
+    /// [`FormatError::UnsupportedMagic`], [`FormatError::InvalidBatchLength`],
+    /// [`FormatError::CrcMismatch`], [`FormatError::InvalidOffsetDelta`].
+    pub fn decode(buf: &Bytes) -> Result<(Batch, usize), FormatError> {
+        decode_at(buf, 0)
+    }
+
+    /// Checks that `bytes` holds exactly one batch, as [`Batch::decode`].
+    ///
+    /// # Errors
+    /// As [`Batch::decode`], plus [`FormatError::InvalidBatchLength`] when
+    /// bytes follow the batch.
+    pub fn from_bytes(bytes: Bytes) -> Result<Batch, FormatError> {
+        let (batch, used) = Batch::decode(&bytes)?;
+        if used != bytes.len() {
+            return Err(FormatError::InvalidBatchLength(batch.header.batch_length));
+        }
+        Ok(batch)
+    }
+
+    /// The parsed header.
+    #[must_use]
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    /// The batch's bytes, exactly `header().total_size()` of them.
+    #[must_use]
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The batch's bytes.
+    #[must_use]
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    /// Size of the batch in bytes.
+    #[must_use]
+    pub fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The records section, decompressed if the batch is compressed.
+    fn records_data(&self) -> Result<Bytes, FormatError> {
+        let section = self.bytes.slice(RECORDS_OFFSET..);
+        match self.header.compression()? {
+            Compression::None => Ok(section),
+            codec => compression::decompress(codec, &section).map(Bytes::from),
+        }
+    }
+
+    /// Iterates over the records, decompressing the records section first
+    /// if needed (once, into one buffer that the records share; for an
+    /// uncompressed batch keys and values are slices of the batch itself).
+    ///
+    /// Each record is checked as it is read: its length and every field
+    /// length stay inside the record, header keys are UTF-8, offset deltas
+    /// strictly increase and never exceed `lastOffsetDelta`. The iterator
+    /// yields [`FormatError::RecordCountMismatch`] if the records run out
+    /// before `recordsCount`, an error if bytes are left after the last one,
+    /// and stops after the first error.
+    ///
+    /// Gaps between offset deltas are accepted here because Kafka's log
+    /// compaction leaves them; [`Batch::validate_records`] is the strict
+    /// check for freshly produced batches.
+    ///
+    /// # Errors
+    /// [`FormatError::UnknownCompression`], [`FormatError::CodecNotEnabled`],
+    /// [`FormatError::Decompression`], or [`FormatError::InvalidRecord`] for
+    /// a negative `recordsCount`.
+    pub fn records(&self) -> Result<RecordIter, FormatError> {
+        let declared = usize::try_from(self.header.records_count)
+            .map_err(|_| FormatError::InvalidRecord("negative recordsCount"))?;
+        let log_append_time = match self.header.timestamp_type() {
+            TimestampType::LogAppendTime => Some(self.header.max_timestamp),
+            TimestampType::CreateTime => None,
+        };
+        Ok(RecordIter {
+            data: self.records_data()?,
+            pos: 0,
+            index: 0,
+            declared,
+            base_offset: self.header.base_offset,
+            base_timestamp: self.header.base_timestamp,
+            log_append_time,
+            last_offset_delta: self.header.last_offset_delta,
+            previous_delta: -1,
+            done: false,
+        })
+    }
+
+    /// Fully validates the records of a batch as a producer must send it,
+    /// without building [`Record`]s; returns the number of records.
+    ///
+    /// On top of what [`Batch::records`] checks: at least one record, offset
+    /// deltas exactly 0, 1, ..., n-1 and the last equal to `lastOffsetDelta`.
+    /// A compressed batch is decompressed (once) to be checked.
+    ///
+    /// # Errors
+    /// [`FormatError::Empty`], [`FormatError::RecordCountMismatch`],
+    /// [`FormatError::InvalidOffsetDelta`], [`FormatError::InvalidRecord`],
+    /// [`FormatError::MalformedVarint`], and the codec errors of
+    /// [`Batch::records`].
+    pub fn validate_records(&self) -> Result<usize, FormatError> {
+        let declared = match self.header.records_count {
+            0 => return Err(FormatError::Empty),
+            n if n < 0 => return Err(FormatError::InvalidRecord("negative recordsCount")),
+            n => n,
+        };
+        let decompressed;
+        let data: &[u8] = match self.header.compression()? {
+            Compression::None => &self.bytes[RECORDS_OFFSET..],
+            codec => {
+                decompressed = compression::decompress(codec, &self.bytes[RECORDS_OFFSET..])?;
+                &decompressed
+            }
+        };
+        let mut pos = 0;
+        for expected in 0..declared {
+            if pos >= data.len() {
+                return Err(FormatError::RecordCountMismatch {
+                    declared,
+                    actual: expected as usize,
+                });
+            }
+            let raw = parse_record(data, pos)?;
+            if raw.offset_delta != expected {
+                return Err(FormatError::InvalidOffsetDelta(
+                    "record offset deltas are not 0, 1, 2, ...",
+                ));
+            }
+            pos = raw.end;
+        }
+        if pos != data.len() {
+            return Err(FormatError::InvalidRecord(
+                "bytes left after the last record",
+            ));
+        }
+        if declared - 1 != self.header.last_offset_delta {
+            return Err(FormatError::InvalidOffsetDelta(
+                "lastOffsetDelta does not match the last record",
+            ));
+        }
+        Ok(declared as usize)
+    }
+}
+
+/// Checks the batch at `buf[at..]` and slices it out of `buf`.
+fn decode_at(buf: &Bytes, at: usize) -> Result<(Batch, usize), FormatError> {
+    let header = check_batch(buf.get(at..).unwrap_or_default())?;
+    let size = header.total_size();
+    Ok((
+        Batch {
+            header,
+            bytes: buf.slice(at..at + size),
+        },
+        size,
+    ))
+}
+
+/// Iterator over the records of a [`Batch`], from [`Batch::records`].
+///
+/// Yields `Result<Record, FormatError>` and stops after the first error.
+#[derive(Debug, Clone)]
+pub struct RecordIter {
+    data: Bytes,
+    pos: usize,
+    index: usize,
+    declared: usize,
+    base_offset: i64,
+    base_timestamp: i64,
+    log_append_time: Option<i64>,
+    last_offset_delta: i32,
+    previous_delta: i64,
+    done: bool,
+}
+
+impl RecordIter {
+    fn next_record(&mut self) -> Result<Record, FormatError> {
+        let raw = parse_record(&self.data, self.pos)?;
+        let delta = i64::from(raw.offset_delta);
+        if delta <= self.previous_delta || raw.offset_delta > self.last_offset_delta {
+            return Err(FormatError::InvalidOffsetDelta(
+                "record offset deltas must increase and not exceed lastOffsetDelta",
+            ));
+        }
+        let headers = decode_headers(&self.data, &raw)?;
+        self.previous_delta = delta;
+        self.pos = raw.end;
+        self.index += 1;
+        Ok(Record {
+            offset: self.base_offset.wrapping_add(delta),
+            timestamp: self
+                .log_append_time
+                .unwrap_or_else(|| self.base_timestamp.wrapping_add(raw.timestamp_delta)),
+            key: raw.key.map(|r| self.data.slice(r)),
+            value: raw.value.map(|r| self.data.slice(r)),
+            headers,
+        })
+    }
+}
+
+impl Iterator for RecordIter {
+    type Item = Result<Record, FormatError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if self.index == self.declared {
+            self.done = true;
+            return (self.pos != self.data.len()).then_some(Err(FormatError::InvalidRecord(
+                "bytes left after the last record",
+            )));
+        }
+        if self.pos >= self.data.len() {
+            self.done = true;
+            return Some(Err(FormatError::RecordCountMismatch {
+                declared: self.declared as i32,
+                actual: self.index,
+            }));
+        }
+        let result = self.next_record();
+        if result.is_err() {
+            self.done = true;
+        }
+        Some(result)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.done {
+            (0, Some(0))
+        } else {
+            // One extra item for a trailing error.
+            (0, Some(self.declared - self.index + 1))
+        }
+    }
+}
+
+impl std::iter::FusedIterator for RecordIter {}
+
+/// Iterator over batches laid end to end in one [`Bytes`] (a fetch
+/// response, a slice of a segment). Each batch is checked as by
+/// [`Batch::decode`]; iteration stops after the first error, which it yields.
+///
+/// ```
+/// use bytes::{Bytes, BytesMut};
+/// use logbus::Compression;
+/// use logbus::format::{BatchBuilder, Batches};
+///
+/// let mut all = BytesMut::new();
+/// for base in [0, 1] {
+///     let mut b = BatchBuilder::new(Compression::None).base_offset(base);
+///     b.append(0, None, Some(b"x"), &[]);
+///     all.extend_from_slice(&b.build()?);
+/// }
+/// let bases: Vec<i64> = Batches::new(all.freeze())
+///     .map(|b| b.map(|b| b.header().base_offset))
+///     .collect::<Result<_, _>>()?;
+/// assert_eq!(bases, [0, 1]);
+/// # Ok::<(), logbus::FormatError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Batches {
+    buf: Bytes,
+    position: usize,
+    failed: bool,
+}
+
+impl Batches {
+    /// Iterates over the batches in `buf` from its start.
+    #[must_use]
+    pub fn new(buf: Bytes) -> Self {
+        Batches {
+            buf,
+            position: 0,
+            failed: false,
+        }
+    }
+
+    /// Position after the last batch yielded; after an error, the position
+    /// of the batch that failed.
+    #[must_use]
+    pub fn position(&self) -> usize {
+        self.position
+    }
+}
+
+impl Iterator for Batches {
+    type Item = Result<Batch, FormatError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.position >= self.buf.len() {
+            return None;
+        }
+        match decode_at(&self.buf, self.position) {
+            Ok((batch, size)) => {
+                self.position += size;
+                Some(Ok(batch))
+            }
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl std::iter::FusedIterator for Batches {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::builder::BatchBuilder;
+    use crate::format::record::Header;
+
+    fn sample(compression: Compression) -> Result<Bytes, FormatError> {
+        let mut b = BatchBuilder::new(compression).base_offset(5);
+        b.append(
+            1000,
+            Some(b"k0"),
+            Some(b"v0"),
+            &[Header::new("h", Some(b"x"))],
+        );
+        b.append(990, None, None, &[]);
+        b.append(1010, Some(b""), Some(b""), &[Header::new("n", None)]);
+        b.build()
+    }
+
+    #[test]
+    fn round_trip_uncompressed() -> Result<(), FormatError> {
+        let bytes = sample(Compression::None)?;
+        let batch = Batch::from_bytes(bytes.clone())?;
+        assert_eq!(batch.validate_records()?, 3);
+        let records: Vec<Record> = batch.records()?.collect::<Result<_, _>>()?;
+        assert_eq!(records.len(), 3);
+        assert_eq!(records[0].offset(), 5);
+        assert_eq!(records[1].offset(), 6);
+        assert_eq!(records[2].offset(), 7);
+        assert_eq!(records[1].timestamp(), 990);
+        assert_eq!(records[0].key().map(|k| &k[..]), Some(&b"k0"[..]));
+        assert_eq!(records[1].key(), None);
+        assert_eq!(records[1].value(), None);
+        assert_eq!(records[2].value().map(|v| v.len()), Some(0));
+        assert_eq!(records[0].headers(), [Header::new("h", Some(b"x"))]);
+        assert_eq!(records[2].headers(), [Header::new("n", None)]);
+        // Zero copy: the value points into the batch's memory.
+        let value = records[0].value().map(|v| v.as_ptr() as usize).unwrap_or(0);
+        let start = bytes.as_ptr() as usize;
+        assert!(value > start && value < start + bytes.len());
+        Ok(())
+    }
+
+    #[test]
+    fn round_trip_every_enabled_codec() -> Result<(), FormatError> {
+        let plain: Vec<Record> = Batch::from_bytes(sample(Compression::None)?)?
+            .records()?
+            .collect::<Result<_, _>>()?;
+        for codec in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            match sample(codec) {
+                Ok(bytes) => {
+                    let batch = Batch::from_bytes(bytes)?;
+                    assert_eq!(batch.header().compression()?, codec);
+                    assert_eq!(batch.validate_records()?, 3);
+                    let records: Vec<Record> = batch.records()?.collect::<Result<_, _>>()?;
+                    assert_eq!(records, plain, "{codec:?}");
+                }
+                Err(e) => assert_eq!(e, FormatError::CodecNotEnabled(codec.name())),
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn log_append_time_reports_max_timestamp() -> Result<(), FormatError> {
+        let mut raw = sample(Compression::None)?.to_vec();
+        crate::format::header::set_log_append_time(&mut raw, 77);
+        let batch = Batch::from_bytes(Bytes::from(raw))?;
+        for r in batch.records()? {
+            assert_eq!(r?.timestamp(), 77);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn from_bytes_rejects_trailing_bytes() -> Result<(), FormatError> {
+        let mut raw = sample(Compression::None)?.to_vec();
+        raw.push(0);
+        assert!(Batch::from_bytes(Bytes::from(raw)).is_err());
+        Ok(())
+    }
+
+    /// Rewrites the records count and lastOffsetDelta and fixes the CRC.
+    fn patch(bytes: &Bytes, count: i32, last_delta: i32) -> Bytes {
+        use byteorder::{BigEndian, ByteOrder};
+        let mut raw = bytes.to_vec();
+        BigEndian::write_i32(&mut raw[57..], count);
+        BigEndian::write_i32(&mut raw[23..], last_delta);
+        let crc = crate::format::header::compute_crc(&raw);
+        BigEndian::write_u32(&mut raw[17..], crc);
+        Bytes::from(raw)
+    }
+
+    #[test]
+    fn count_mismatches_are_errors() -> Result<(), FormatError> {
+        let bytes = sample(Compression::None)?;
+        // Declares more records than it holds.
+        let batch = Batch::from_bytes(patch(&bytes, 4, 3))?;
+        assert_eq!(
+            batch.validate_records(),
+            Err(FormatError::RecordCountMismatch {
+                declared: 4,
+                actual: 3
+            })
+        );
+        let results: Vec<_> = batch.records()?.collect();
+        assert_eq!(results.len(), 4);
+        assert!(results[3].is_err());
+        // Declares fewer: bytes are left over.
+        let batch = Batch::from_bytes(patch(&bytes, 2, 1))?;
+        assert!(batch.validate_records().is_err());
+        assert!(batch.records()?.any(|r| r.is_err()));
+        // lastOffsetDelta disagrees with the records.
+        let batch = Batch::from_bytes(patch(&bytes, 3, 5))?;
+        assert!(matches!(
+            batch.validate_records(),
+            Err(FormatError::InvalidOffsetDelta(_))
+        ));
+        let batch = Batch::from_bytes(patch(&bytes, 3, 1))?;
+        assert!(batch.records()?.any(|r| r.is_err()));
+        // Empty and negative counts.
+        let batch = Batch::from_bytes(patch(&bytes, 0, 0))?;
+        assert_eq!(batch.validate_records(), Err(FormatError::Empty));
+        let batch = Batch::from_bytes(patch(&bytes, -1, 0))?;
+        assert!(batch.records().is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn batches_iterates_and_stops_at_damage() -> Result<(), FormatError> {
+        let one = sample(Compression::None)?;
+        let mut all = Vec::new();
+        all.extend_from_slice(&one);
+        all.extend_from_slice(&one);
+        all.extend_from_slice(&one[..30]);
+        let mut it = Batches::new(Bytes::from(all));
+        assert!(it.next().transpose()?.is_some());
+        assert!(it.next().transpose()?.is_some());
+        assert_eq!(it.position(), 2 * one.len());
+        assert!(matches!(
+            it.next(),
+            Some(Err(FormatError::Truncated { .. }))
+        ));
+        assert!(it.next().is_none());
+        Ok(())
+    }
+}

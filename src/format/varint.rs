@@ -1,0 +1,205 @@
+//! Kafka's variable-length integers, as in protobuf: zigzag encoding, then
+//! 7 bits per byte, least significant group first, high bit set on every
+//! byte but the last.
+//!
+//! A `varint` carries an `i32` in at most 5 bytes, a `varlong` an `i64` in at
+//! most 10. Like Kafka's `ByteUtils.readVarint`, the decoder accepts the
+//! longest form and ignores the bits of the last byte that do not fit the
+//! type; a continuation bit on the 5th (10th) byte, or input that ends while a
+//! continuation bit is set, is [`FormatError::MalformedVarint`].
+//!
+//! ```
+//! use logbus::format::varint;
+//!
+//! let mut buf = Vec::new();
+//! varint::put_varint(&mut buf, -1);
+//! assert_eq!(buf, [0x01]);
+//! assert_eq!(varint::read_varint(&buf).unwrap(), (-1, 1));
+//! ```
+
+use crate::error::FormatError;
+
+/// Longest encoding of a varint (`i32`).
+pub const MAX_VARINT_LEN: usize = 5;
+/// Longest encoding of a varlong (`i64`).
+pub const MAX_VARLONG_LEN: usize = 10;
+
+/// Zigzag-maps an `i32` so that small magnitudes become small unsigned values.
+#[inline]
+fn zigzag32(value: i32) -> u32 {
+    ((value << 1) ^ (value >> 31)) as u32
+}
+
+/// Zigzag-maps an `i64`.
+#[inline]
+fn zigzag64(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+/// Appends `value` as a zigzag varint (1 to 5 bytes).
+#[inline]
+pub fn put_varint(buf: &mut Vec<u8>, value: i32) {
+    put_unsigned(buf, u64::from(zigzag32(value)));
+}
+
+/// Appends `value` as a zigzag varlong (1 to 10 bytes).
+#[inline]
+pub fn put_varlong(buf: &mut Vec<u8>, value: i64) {
+    put_unsigned(buf, zigzag64(value));
+}
+
+#[inline]
+fn put_unsigned(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+/// Bytes that [`put_varint`] writes for `value`.
+#[inline]
+#[must_use]
+pub fn varint_size(value: i32) -> usize {
+    unsigned_size(u64::from(zigzag32(value)))
+}
+
+/// Bytes that [`put_varlong`] writes for `value`.
+#[inline]
+#[must_use]
+pub fn varlong_size(value: i64) -> usize {
+    unsigned_size(zigzag64(value))
+}
+
+#[inline]
+fn unsigned_size(v: u64) -> usize {
+    // Number of significant bits, at least 1, in groups of 7.
+    let bits = 64 - (v | 1).leading_zeros() as usize;
+    bits.div_ceil(7)
+}
+
+/// Reads a zigzag varint from the start of `buf`; returns the value and the
+/// number of bytes read.
+///
+/// # Errors
+/// [`FormatError::MalformedVarint`] if `buf` ends inside the varint or the
+/// varint is longer than 5 bytes.
+#[inline]
+pub fn read_varint(buf: &[u8]) -> Result<(i32, usize), FormatError> {
+    // Fast path: one byte.
+    if let Some(&b) = buf.first()
+        && b < 0x80
+    {
+        let v = u32::from(b);
+        return Ok((((v >> 1) as i32) ^ -((v & 1) as i32), 1));
+    }
+    let (raw, len) = read_unsigned(buf, MAX_VARINT_LEN)?;
+    let v = raw as u32; // Bits beyond 32 are ignored, as Kafka does.
+    Ok((((v >> 1) as i32) ^ -((v & 1) as i32), len))
+}
+
+/// Reads a zigzag varlong from the start of `buf`; returns the value and the
+/// number of bytes read.
+///
+/// # Errors
+/// [`FormatError::MalformedVarint`] if `buf` ends inside the varlong or the
+/// varlong is longer than 10 bytes.
+#[inline]
+pub fn read_varlong(buf: &[u8]) -> Result<(i64, usize), FormatError> {
+    let (v, len) = read_unsigned(buf, MAX_VARLONG_LEN)?;
+    Ok((((v >> 1) as i64) ^ -((v & 1) as i64), len))
+}
+
+#[inline]
+fn read_unsigned(buf: &[u8], max_len: usize) -> Result<(u64, usize), FormatError> {
+    let mut value: u64 = 0;
+    for (i, &b) in buf.iter().take(max_len).enumerate() {
+        // For i == 9 the shift is 63: only the lowest bit of the byte fits;
+        // the rest is dropped like Kafka's readVarlong does.
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok((value, i + 1));
+        }
+    }
+    Err(FormatError::MalformedVarint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc32(v: i32) -> Vec<u8> {
+        let mut b = Vec::new();
+        put_varint(&mut b, v);
+        b
+    }
+
+    fn enc64(v: i64) -> Vec<u8> {
+        let mut b = Vec::new();
+        put_varlong(&mut b, v);
+        b
+    }
+
+    #[test]
+    fn known_encodings() {
+        // From the protobuf zigzag table.
+        assert_eq!(enc32(0), [0x00]);
+        assert_eq!(enc32(-1), [0x01]);
+        assert_eq!(enc32(1), [0x02]);
+        assert_eq!(enc32(-2), [0x03]);
+        assert_eq!(enc32(63), [0x7e]);
+        assert_eq!(enc32(-64), [0x7f]);
+        assert_eq!(enc32(64), [0x80, 0x01]);
+        assert_eq!(enc32(150), [0xac, 0x02]);
+        assert_eq!(enc32(i32::MAX), [0xfe, 0xff, 0xff, 0xff, 0x0f]);
+        assert_eq!(enc32(i32::MIN), [0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert_eq!(enc64(i64::MIN).len(), 10);
+        assert_eq!(enc64(i64::MAX), {
+            let mut v = vec![0xfe];
+            v.extend([0xff; 8]);
+            v.push(0x01);
+            v
+        });
+    }
+
+    #[test]
+    fn round_trip_edges() -> Result<(), FormatError> {
+        for v in [0, 1, -1, 63, -64, 64, -65, 8191, 8192, i32::MAX, i32::MIN] {
+            let b = enc32(v);
+            assert_eq!(b.len(), varint_size(v));
+            assert_eq!(read_varint(&b)?, (v, b.len()));
+        }
+        for v in [
+            0,
+            1,
+            -1,
+            i64::from(i32::MAX) + 1,
+            i64::MAX,
+            i64::MIN,
+            -(1 << 40),
+        ] {
+            let b = enc64(v);
+            assert_eq!(b.len(), varlong_size(v));
+            assert_eq!(read_varlong(&b)?, (v, b.len()));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn malformed() {
+        assert_eq!(read_varint(&[]), Err(FormatError::MalformedVarint));
+        assert_eq!(read_varint(&[0x80]), Err(FormatError::MalformedVarint));
+        assert_eq!(
+            read_varint(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00]),
+            Err(FormatError::MalformedVarint)
+        );
+        assert_eq!(read_varlong(&[0xff; 11]), Err(FormatError::MalformedVarint));
+        assert_eq!(read_varlong(&[0xff; 3]), Err(FormatError::MalformedVarint));
+    }
+
+    #[test]
+    fn trailing_bytes_are_not_consumed() -> Result<(), FormatError> {
+        assert_eq!(read_varint(&[0xac, 0x02, 0xff])?, (150, 2));
+        Ok(())
+    }
+}
