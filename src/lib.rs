@@ -4,11 +4,12 @@
 mod clock;
 mod config;
 mod error;
-mod storage;
 pub mod format;
+mod storage;
 mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{FlushPolicy, LogConfig, LogConfigBuilder};
 pub use error::{CorruptionKind, Error, FormatError, Result};
+pub use storage::{DirLock, OpenMode, ReadMap, StdStorage, Storage, StorageFile, slice_bytes};
 pub use types::{Compression, TimestampType};
