@@ -8,8 +8,19 @@ use std::path::{Path, PathBuf};
 use crate::error::Result;
 
 mod file;
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "used by segment.rs, written in parallel")
+)]
+pub(crate) mod index;
+mod index_file;
 pub(crate) mod mmap;
 mod std_fs;
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "used by segment.rs, written in parallel")
+)]
+pub(crate) mod time_index;
 // segment.rs: owned by the log engineer
 
 pub use file::{DirLock, OpenMode, Storage, StorageFile};
