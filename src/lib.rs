@@ -15,8 +15,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{FlushPolicy, LogConfig, LogConfigBuilder};
 pub use error::{CorruptionKind, Error, FormatError, Result};
 pub use log::{
-    AppendInfo, CheckpointRead, Log, LogBuilder, LogRead, OffsetCheckpoint, RecoveryReport, RetentionReport,
-    TimestampOffset, TruncatedTail,
+    AppendInfo, CheckpointRead, Log, LogBuilder, LogRead, OffsetCheckpoint, RecoveryReport,
+    RetentionReport, TimestampOffset, TruncatedTail,
 };
-pub use storage::{DirLock, OpenMode, Storage, StorageFile};
+pub use storage::{DirLock, OpenMode, ReadMap, StdStorage, Storage, StorageFile, slice_bytes};
 pub use types::{Compression, TimestampType};

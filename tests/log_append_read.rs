@@ -16,8 +16,14 @@ fn leader_append_assigns_offsets_and_stamps_epoch() -> Result<()> {
     let mut second = batch("b", 2, 2_000);
     let a = log.append(&mut first, 7)?;
     let b = log.append(&mut second, 8)?;
-    assert_eq!((a.first_offset(), a.last_offset(), a.record_count()), (0, 2, 3));
-    assert_eq!((b.first_offset(), b.last_offset(), b.record_count()), (3, 4, 2));
+    assert_eq!(
+        (a.first_offset(), a.last_offset(), a.record_count()),
+        (0, 2, 3)
+    );
+    assert_eq!(
+        (b.first_offset(), b.last_offset(), b.record_count()),
+        (3, 4, 2)
+    );
     assert_eq!(a.max_timestamp(), 1_002);
     assert_eq!(log.log_end_offset(), 5);
 
@@ -31,7 +37,10 @@ fn leader_append_assigns_offsets_and_stamps_epoch() -> Result<()> {
     // The appended buffer was rewritten in place and is what is stored.
     assert_eq!(stored[1].as_bytes().as_ref(), &second[..]);
 
-    let values: Vec<_> = read_all(&log, 0)?.into_iter().map(|(o, _, v)| (o, v)).collect();
+    let values: Vec<_> = read_all(&log, 0)?
+        .into_iter()
+        .map(|(o, _, v)| (o, v))
+        .collect();
     assert_eq!(values[4], (4, b"b-1".to_vec()));
     Ok(())
 }
@@ -41,16 +50,26 @@ fn log_append_time_replaces_timestamps() -> Result<()> {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(50_000);
     let log = Log::builder(dir.path())
-        .config(LogConfig::builder().timestamp_type(TimestampType::LogAppendTime).build()?)
+        .config(
+            LogConfig::builder()
+                .timestamp_type(TimestampType::LogAppendTime)
+                .build()?,
+        )
         .clock(Arc::new(clock.clone()))
         .open()?;
     let info = log.append(&mut batch("x", 2, 5), 0)?;
     assert_eq!(info.log_append_time(), Some(50_000));
     let records = read_all(&log, 0)?;
-    assert!(records.iter().all(|(_, ts, _)| *ts == 50_000), "{records:?}");
+    assert!(
+        records.iter().all(|(_, ts, _)| *ts == 50_000),
+        "{records:?}"
+    );
     // The CRC was recomputed: the stored batch validates.
     let read = log.read(0, 1 << 20)?;
-    assert_eq!(batches(read.records())[0].header().timestamp_type(), TimestampType::LogAppendTime);
+    assert_eq!(
+        batches(read.records())[0].header().timestamp_type(),
+        TimestampType::LogAppendTime
+    );
     Ok(())
 }
 
@@ -83,10 +102,17 @@ fn out_of_range_reads_are_errors() -> Result<()> {
     log.append(&mut batch("a", 2, 0), 0)?;
     assert!(matches!(
         log.read(3, 100),
-        Err(Error::OffsetOutOfRange { offset: 3, log_start: 0, log_end: 2 })
+        Err(Error::OffsetOutOfRange {
+            offset: 3,
+            log_start: 0,
+            log_end: 2
+        })
     ));
     log.delete_records(1)?;
-    assert!(matches!(log.read(0, 100), Err(Error::OffsetOutOfRange { offset: 0, .. })));
+    assert!(matches!(
+        log.read(0, 100),
+        Err(Error::OffsetOutOfRange { offset: 0, .. })
+    ));
     assert_eq!(read_all(&log, 1)?.len(), 1);
     Ok(())
 }
@@ -103,21 +129,36 @@ fn bad_batches_are_rejected_and_change_nothing() -> Result<()> {
     let mut flipped = batch("a", 2, 0);
     let last = flipped.len() - 1;
     flipped[last] ^= 0x01;
-    assert!(matches!(log.append(&mut flipped, 0), Err(Error::InvalidBatch(FormatError::CrcMismatch { .. }))));
+    assert!(matches!(
+        log.append(&mut flipped, 0),
+        Err(Error::InvalidBatch(FormatError::CrcMismatch { .. }))
+    ));
 
     let mut truncated = batch("a", 2, 0);
     truncated.pop();
-    assert!(matches!(log.append(&mut truncated, 0), Err(Error::InvalidBatch(_))));
+    assert!(matches!(
+        log.append(&mut truncated, 0),
+        Err(Error::InvalidBatch(_))
+    ));
 
-    assert!(matches!(log.append(&mut [], 0), Err(Error::InvalidBatch(FormatError::Empty))));
+    assert!(matches!(
+        log.append(&mut [], 0),
+        Err(Error::InvalidBatch(FormatError::Empty))
+    ));
 
     let mut big = batch(&"x".repeat(300), 1, 0);
-    assert!(matches!(log.append(&mut big, 0), Err(Error::RecordTooLarge { max: 200, .. })));
+    assert!(matches!(
+        log.append(&mut big, 0),
+        Err(Error::RecordTooLarge { max: 200, .. })
+    ));
 
     // A valid batch followed by garbage: the whole append is refused.
     let mut mixed = batch("a", 1, 0);
     mixed.extend_from_slice(&[0u8; 70]);
-    assert!(matches!(log.append(&mut mixed, 0), Err(Error::InvalidBatch(_))));
+    assert!(matches!(
+        log.append(&mut mixed, 0),
+        Err(Error::InvalidBatch(_))
+    ));
 
     assert_eq!((log.log_end_offset(), log.size_bytes()), before);
     assert_eq!(read_all(&log, 0)?.len(), 1);
@@ -140,7 +181,17 @@ fn follower_append_keeps_bytes_and_rejects_going_backwards() -> Result<()> {
 
     // Appending the same batches again would go backwards.
     let err = follower.append_as_follower(copied.records()).unwrap_err();
-    assert!(matches!(err, Error::OffsetsOutOfOrder { first: 0, log_end: 9, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::OffsetsOutOfOrder {
+                first: 0,
+                log_end: 9,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(follower.log_end_offset(), 9);
 
     // Gaps forward are allowed (compacted leaders leave them).
@@ -148,7 +199,10 @@ fn follower_append_keeps_bytes_and_rejects_going_backwards() -> Result<()> {
     logbus::format::set_base_offset(&mut later, 20);
     follower.append_as_follower(&later)?;
     assert_eq!(follower.log_end_offset(), 21);
-    assert_eq!(BatchHeader::parse(follower.read(15, 100)?.records())?.base_offset, 20);
+    assert_eq!(
+        BatchHeader::parse(follower.read(15, 100)?.records())?.base_offset,
+        20
+    );
     Ok(())
 }
 
@@ -179,7 +233,10 @@ fn reopen_restores_everything() -> Result<()> {
 fn a_second_opener_is_refused() -> Result<()> {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = Log::builder(dir.path()).open()?;
-    assert!(matches!(Log::builder(dir.path()).open(), Err(Error::DirectoryLocked { .. })));
+    assert!(matches!(
+        Log::builder(dir.path()).open(),
+        Err(Error::DirectoryLocked { .. })
+    ));
     drop(log);
     Log::builder(dir.path()).open()?;
     Ok(())
@@ -195,7 +252,9 @@ fn offset_for_timestamp_matches_a_full_scan() -> Result<()> {
     for _ in 0..60 {
         let stamps: Vec<i64> = (0..3)
             .map(|_| {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((seed >> 33) % 1000) as i64
             })
             .collect();
@@ -203,8 +262,13 @@ fn offset_for_timestamp_matches_a_full_scan() -> Result<()> {
     }
     let all = read_all(&log, 0)?;
     for target in (-5..1010).step_by(7) {
-        let expected = all.iter().find(|(_, ts, _)| *ts >= target).map(|(o, ts, _)| (*o, *ts));
-        let found = log.offset_for_timestamp(target)?.map(|t| (t.offset, t.timestamp));
+        let expected = all
+            .iter()
+            .find(|(_, ts, _)| *ts >= target)
+            .map(|(o, ts, _)| (*o, *ts));
+        let found = log
+            .offset_for_timestamp(target)?
+            .map(|t| (t.offset, t.timestamp));
         assert_eq!(found, expected, "target {target}");
     }
     Ok(())

@@ -16,9 +16,11 @@ mod builder;
 mod compression;
 pub(crate) mod header;
 mod record;
+mod validate;
 pub mod varint;
 
 pub use batch::{Batch, Batches, RecordIter};
 pub use builder::BatchBuilder;
 pub use header::*;
 pub use record::{Header, Record};
+pub use validate::validate_batch_records;

@@ -93,7 +93,8 @@ impl Log {
             let mut state = self.inner.state.write();
             self.inner.check_not_fenced()?;
             let now = self.inner.clock.now_ms();
-            let append_time = (self.inner.config.timestamp_type() == TimestampType::LogAppendTime).then_some(now);
+            let append_time =
+                (self.inner.config.timestamp_type() == TimestampType::LogAppendTime).then_some(now);
             let mut next = state.log_end_offset;
             let mut metas = Vec::with_capacity(checked.len());
             let mut max_timestamp = format::NO_TIMESTAMP;
@@ -120,7 +121,9 @@ impl Log {
                 next = last + 1;
             }
             let first = state.log_end_offset;
-            let mut info = self.inner.append_locked(&mut state, batches, &metas, first, now)?;
+            let mut info = self
+                .inner
+                .append_locked(&mut state, batches, &metas, first, now)?;
             info.max_timestamp = max_timestamp;
             info.log_append_time = append_time;
             info.records = checked.iter().map(|b| b.header.records_count as u64).sum();
@@ -168,7 +171,9 @@ impl Log {
             }
             let now = self.inner.clock.now_ms();
             let first = checked[0].header.base_offset as u64;
-            let mut info = self.inner.append_locked(&mut state, batches, &metas, first, now)?;
+            let mut info = self
+                .inner
+                .append_locked(&mut state, batches, &metas, first, now)?;
             info.max_timestamp = max_timestamp;
             info.records = checked.iter().map(|b| b.header.records_count as u64).sum();
             info
@@ -223,8 +228,19 @@ impl LogInner {
     ) -> Result<AppendInfo> {
         let last_offset = metas.last().map_or(first_offset, |m| m.last_offset);
         let result = (|| {
-            if self.should_roll(state.active(), buf.len() as u64, last_offset, now) {
-                self.roll(state, first_offset)?;
+            let max_timestamp = metas
+                .iter()
+                .map(|m| m.max_timestamp)
+                .max()
+                .unwrap_or(format::NO_TIMESTAMP);
+            if self.should_roll(
+                state.active(),
+                buf.len() as u64,
+                last_offset,
+                max_timestamp,
+                now,
+            ) {
+                self.roll(state, first_offset, now)?;
             }
             let segment = state.active_mut();
             let position = segment.append(buf, metas)?;
@@ -252,35 +268,48 @@ impl LogInner {
     }
 
     /// Kafka's roll rules: the append would overflow `segment.bytes`, the
-    /// segment is older than `segment.ms`, an index is full, or the offsets
+    /// segment spans more than `segment.ms`, an index is full, or the offsets
     /// would not fit the segment's relative offsets.
-    fn should_roll(&self, active: &Segment, append_bytes: u64, last_offset: u64, now: i64) -> bool {
+    ///
+    /// As in Kafka, the time a segment spans is measured from its first
+    /// batch's timestamp to the incoming batch's largest timestamp, and only
+    /// falls back to wall-clock time since the segment was created when the
+    /// first batch has no timestamp.
+    fn should_roll(
+        &self,
+        active: &Segment,
+        append_bytes: u64,
+        last_offset: u64,
+        incoming_timestamp: i64,
+        now: i64,
+    ) -> bool {
         if active.is_empty() {
             return !active.can_append(last_offset);
         }
         let too_big = active.size() + append_bytes > self.config.segment_bytes();
-        let too_old = match (self.config.segment_ms(), active.rolling_timestamp()) {
-            (Some(ms), Some(first)) => now.saturating_sub(first) > ms,
-            _ => false,
+        let waited = match active.rolling_timestamp() {
+            Some(first) if first >= 0 => incoming_timestamp.saturating_sub(first),
+            _ => now.saturating_sub(active.created_ms()),
         };
+        let too_old = self.config.segment_ms().is_some_and(|ms| waited > ms);
         too_big || too_old || !active.can_append(last_offset)
     }
 
     /// Seals the active segment and starts a new one at `base_offset`. The
     /// sealed segment's fsync runs on the worker thread (or in the next group
     /// commit), not here.
-    fn roll(&self, state: &mut LogState, base_offset: u64) -> Result<()> {
+    fn roll(&self, state: &mut LogState, base_offset: u64, now: i64) -> Result<()> {
         let limits = self.segment_limits();
+        let mut fresh = Segment::create(&self.storage, &self.dir, base_offset, limits)?;
+        fresh.set_created_ms(now);
         if state.active().is_empty() {
             // An empty active segment whose base cannot hold these offsets is
             // replaced rather than kept as an empty sealed segment.
-            let fresh = Segment::create(&self.storage, &self.dir, base_offset, limits)?;
             let empty = std::mem::replace(state.active_mut(), fresh);
             self.schedule(Job::RemoveFiles(empty.mark_deleted()?));
         } else {
             state.active_mut().seal()?;
             let sealed_file = state.active().file().clone();
-            let fresh = Segment::create(&self.storage, &self.dir, base_offset, limits)?;
             state.unflushed.push(sealed_file);
             state.segments.push(fresh);
             if self.config.flush() != FlushPolicy::EveryAppend {

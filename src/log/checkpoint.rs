@@ -115,7 +115,9 @@ impl OffsetCheckpoint {
             else {
                 return Err(self.bad("an entry is not `topic partition offset`"));
             };
-            let partition = partition.parse().map_err(|_| self.bad("bad partition number"))?;
+            let partition = partition
+                .parse()
+                .map_err(|_| self.bad("bad partition number"))?;
             let offset = offset.parse().map_err(|_| self.bad("bad offset"))?;
             entries.insert((topic.to_string(), partition), offset);
         }
@@ -126,7 +128,11 @@ impl OffsetCheckpoint {
     }
 
     fn bad(&self, what: &str) -> Error {
-        Error::corrupt(self.path.clone(), 0, CorruptionKind::Checkpoint(what.to_string()))
+        Error::corrupt(
+            self.path.clone(),
+            0,
+            CorruptionKind::Checkpoint(what.to_string()),
+        )
     }
 }
 
@@ -138,15 +144,30 @@ mod tests {
     fn damaged_files_are_unreadable_not_missing() -> Result<()> {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = OffsetCheckpoint::new(dir.path().join("cp"));
-        for bad in ["", "1\n0\n", "0\n2\nt 0 1\n", "0\n1\nt x 1\n", "0\n1\nt 0 1 2\n", "0\n0\nextra\n"] {
+        for bad in [
+            "",
+            "1\n0\n",
+            "0\n2\nt 0 1\n",
+            "0\n1\nt x 1\n",
+            "0\n1\nt 0 1 2\n",
+            "0\n0\nextra\n",
+        ] {
             std::fs::write(file.path(), bad).expect("write");
             assert!(
-                matches!(file.read(), Err(Error::Corrupt { kind: CorruptionKind::Checkpoint(_), .. })),
+                matches!(
+                    file.read(),
+                    Err(Error::Corrupt {
+                        kind: CorruptionKind::Checkpoint(_),
+                        ..
+                    })
+                ),
                 "{bad:?} must be unreadable"
             );
         }
         std::fs::write(file.path(), "0\n2\na 0 5\nb.c 3 7\n").expect("write");
-        let CheckpointRead::Present(entries) = file.read()? else { panic!("present") };
+        let CheckpointRead::Present(entries) = file.read()? else {
+            panic!("present")
+        };
         assert_eq!(entries.get(&("b.c".to_string(), 3)), Some(&7));
         Ok(())
     }

@@ -92,7 +92,12 @@ impl LogInner {
             let sealed = mem::take(&mut state.unflushed);
             let dir_dirty = mem::replace(&mut state.dir_dirty, false);
             let active = state.active();
-            (sealed, active.file().clone(), dir_dirty, state.log_end_offset)
+            (
+                sealed,
+                active.file().clone(),
+                dir_dirty,
+                state.log_end_offset,
+            )
         };
         for file in &sealed {
             file.sync()?;

@@ -97,11 +97,15 @@ pub(crate) struct LogState {
 
 impl LogState {
     fn active(&self) -> &Segment {
-        self.segments.last().expect("a log always has an active segment")
+        self.segments
+            .last()
+            .expect("a log always has an active segment")
     }
 
     fn active_mut(&mut self) -> &mut Segment {
-        self.segments.last_mut().expect("a log always has an active segment")
+        self.segments
+            .last_mut()
+            .expect("a log always has an active segment")
     }
 
     /// Index of the segment that would hold `offset`: the last one whose
@@ -231,7 +235,13 @@ impl Log {
     /// Base offsets of the segments, oldest first.
     #[must_use]
     pub fn segment_base_offsets(&self) -> Vec<u64> {
-        self.inner.state.read().segments.iter().map(Segment::base_offset).collect()
+        self.inner
+            .state
+            .read()
+            .segments
+            .iter()
+            .map(Segment::base_offset)
+            .collect()
     }
 
     /// What recovery found when the log was opened.

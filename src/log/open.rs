@@ -18,7 +18,8 @@ use crate::error::{CorruptionKind, Error, FormatError, Result};
 use crate::log::durability::Durability;
 use crate::log::{Log, LogBuilder, LogInner, LogState, worker};
 use crate::storage::segment::{
-    self, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, ScanOutcome, Segment, TIME_INDEX_SUFFIX, TRUNCATING_SUFFIX,
+    self, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, ScanOutcome, Segment, TIME_INDEX_SUFFIX,
+    TRUNCATING_SUFFIX,
 };
 
 /// What recovery did when the log was opened.
@@ -66,7 +67,10 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     let mut bases = Vec::new();
     let mut indexes = Vec::new();
     for path in storage.list_dir(&dir)? {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if name.ends_with(DELETED_SUFFIX) || name.ends_with(TRUNCATING_SUFFIX) {
             storage.remove_file(&path)?;
             report.removed_files += 1;
@@ -132,6 +136,10 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     if segments.is_empty() {
         segments.push(Segment::create(&storage, &dir, log_start_offset, limits)?);
     }
+    let now = clock.now_ms();
+    if let Some(active) = segments.last_mut() {
+        active.set_created_ms(now);
+    }
 
     // Data recovered from the page cache is made durable before the
     // recovery point may cover it.
@@ -141,10 +149,16 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         }
         storage.sync_dir(&dir)?;
     }
-    let log_end_offset = segments.last().map_or(log_start_offset, Segment::next_offset);
+    let log_end_offset = segments
+        .last()
+        .map_or(log_start_offset, Segment::next_offset);
     let first_base = segments[0].base_offset();
     let log_start_offset = log_start_offset.max(first_base).min(log_end_offset);
-    let durable = if scanned_any { log_end_offset } else { recovery_point.min(log_end_offset) };
+    let durable = if scanned_any {
+        log_end_offset
+    } else {
+        recovery_point.min(log_end_offset)
+    };
 
     let (jobs, job_rx) = crossbeam_channel::bounded(worker::QUEUE_CAPACITY);
     let inner = Arc::new(LogInner {
@@ -174,7 +188,12 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
 
 /// Decides what a scan's outcome means: clean, a torn tail to cut, or
 /// interior corruption.
-fn judge(seg: &mut Segment, outcome: ScanOutcome, is_last: bool, report: &mut RecoveryReport) -> Result<()> {
+fn judge(
+    seg: &mut Segment,
+    outcome: ScanOutcome,
+    is_last: bool,
+    report: &mut RecoveryReport,
+) -> Result<()> {
     let Some(cause) = outcome.stopped else {
         return Ok(());
     };
@@ -187,7 +206,11 @@ fn judge(seg: &mut Segment, outcome: ScanOutcome, is_last: bool, report: &mut Re
         ));
     }
     if !is_last {
-        return Err(Error::corrupt(path, outcome.valid_bytes, CorruptionKind::Batch(cause)));
+        return Err(Error::corrupt(
+            path,
+            outcome.valid_bytes,
+            CorruptionKind::Batch(cause),
+        ));
     }
     let file_len = seg.file().len()?;
     seg.truncate_bytes(outcome.valid_bytes)?;

@@ -82,12 +82,16 @@ impl LogInner {
     fn truncate_locked(&self, state: &mut LogState, offset: u64) -> Result<u64> {
         // Segments starting at or before `offset` stay; the last of them is
         // cut and becomes active.
-        let keep = state.segments.partition_point(|s| s.base_offset() <= offset);
+        let keep = state
+            .segments
+            .partition_point(|s| s.base_offset() <= offset);
         let mut removed = Vec::new();
         if keep == 0 {
             // Everything goes: start afresh at `offset`, which is below every
             // existing segment, so the new files collide with none.
-            let fresh = Segment::create(&self.storage, &self.dir, offset, self.segment_limits())?;
+            let mut fresh =
+                Segment::create(&self.storage, &self.dir, offset, self.segment_limits())?;
+            fresh.set_created_ms(self.clock.now_ms());
             removed.extend(state.segments.drain(..));
             state.segments.push(fresh);
             state.log_start_offset = offset;
@@ -123,7 +127,9 @@ impl LogInner {
             let next_base = state.segments[count + 1].base_offset();
             let below_start = next_base <= state.log_start_offset;
             let expired = match self.config.retention_ms() {
-                Some(ms) => segment.max_timestamp() >= 0 && now.saturating_sub(segment.max_timestamp()) > ms,
+                Some(ms) => {
+                    segment.max_timestamp() >= 0 && now.saturating_sub(segment.max_timestamp()) > ms
+                }
                 None => false,
             };
             let over_size = excess > 0 && excess >= segment.size();

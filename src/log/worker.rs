@@ -78,7 +78,10 @@ fn run(weak: &Weak<LogInner>, jobs: &Receiver<Job>, ticks: &Receiver<()>) {
     let _guard = PanicGuard(weak);
     let Some((mut next_flush, mut next_retention)) = weak.upgrade().map(|inner| {
         let now = inner.clock.now_ms();
-        (inner.next_interval_flush(now), now.saturating_add(inner.config.retention_check_interval_ms()))
+        (
+            inner.next_interval_flush(now),
+            now.saturating_add(inner.config.retention_check_interval_ms()),
+        )
     }) else {
         return;
     };
@@ -105,7 +108,9 @@ fn run(weak: &Weak<LogInner>, jobs: &Receiver<Job>, ticks: &Receiver<()>) {
             // Failures fence the log inside `sync_to`; nothing else to do.
             Some(Job::Flush(offset)) => drop(inner.sync_to(offset)),
             // A file left behind is removed by the next open.
-            Some(Job::RemoveFiles(paths)) => drop(remove_deleted_files(inner.storage.as_ref(), &paths)),
+            Some(Job::RemoveFiles(paths)) => {
+                drop(remove_deleted_files(inner.storage.as_ref(), &paths))
+            }
             None => {}
         }
         let now = inner.clock.now_ms();
@@ -127,11 +132,14 @@ impl LogInner {
     /// skipped (the next flush, or close, covers it).
     pub(crate) fn schedule(&self, job: Job) {
         if let Err(
-            crossbeam_channel::TrySendError::Full(job) | crossbeam_channel::TrySendError::Disconnected(job),
+            crossbeam_channel::TrySendError::Full(job)
+            | crossbeam_channel::TrySendError::Disconnected(job),
         ) = self.jobs.try_send(job)
         {
             match job {
-                Job::RemoveFiles(paths) => drop(remove_deleted_files(self.storage.as_ref(), &paths)),
+                Job::RemoveFiles(paths) => {
+                    drop(remove_deleted_files(self.storage.as_ref(), &paths))
+                }
                 Job::Flush(_) | Job::Shutdown => {}
             }
         }

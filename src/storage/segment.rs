@@ -105,6 +105,7 @@ pub(crate) struct Segment {
     offset_of_max_timestamp: u64,
     next_offset: u64,
     rolling_timestamp: Option<i64>,
+    created_ms: i64,
     sealed: bool,
 }
 
@@ -116,7 +117,10 @@ impl Segment {
         base_offset: u64,
         limits: SegmentLimits,
     ) -> Result<Self> {
-        let file = storage.open(&segment_file(dir, base_offset, LOG_SUFFIX), OpenMode::CreateNew)?;
+        let file = storage.open(
+            &segment_file(dir, base_offset, LOG_SUFFIX),
+            OpenMode::CreateNew,
+        )?;
         let index = OffsetIndex::create(
             storage.as_ref(),
             &segment_file(dir, base_offset, INDEX_SUFFIX),
@@ -129,10 +133,22 @@ impl Segment {
             base_offset,
             limits.index_bytes,
         )?;
-        Ok(Self::assemble(storage, dir, base_offset, file, 0, index, time_index, limits)?)
+        Ok(Self::assemble(
+            storage,
+            dir,
+            base_offset,
+            file,
+            0,
+            index,
+            time_index,
+            limits,
+        )?)
     }
 
-    #[expect(clippy::too_many_arguments, reason = "private constructor shared by create and open")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "private constructor shared by create and open"
+    )]
     fn assemble(
         storage: &Arc<dyn Storage>,
         dir: &Path,
@@ -162,6 +178,7 @@ impl Segment {
             offset_of_max_timestamp: base_offset,
             next_offset: base_offset,
             rolling_timestamp: None,
+            created_ms: 0,
             sealed: false,
         })
     }
@@ -175,21 +192,55 @@ impl Segment {
         base_offset: u64,
         limits: SegmentLimits,
     ) -> Result<Self> {
-        let file = storage.open(&segment_file(dir, base_offset, LOG_SUFFIX), OpenMode::Existing)?;
+        let file = storage.open(
+            &segment_file(dir, base_offset, LOG_SUFFIX),
+            OpenMode::Existing,
+        )?;
         let size = file.len()?;
         let index_path = segment_file(dir, base_offset, INDEX_SUFFIX);
         let index = if storage.exists(&index_path) {
-            OffsetIndex::open(storage.as_ref(), &index_path, base_offset, limits.index_bytes)?.0
+            OffsetIndex::open(
+                storage.as_ref(),
+                &index_path,
+                base_offset,
+                limits.index_bytes,
+            )?
+            .0
         } else {
-            OffsetIndex::create(storage.as_ref(), &index_path, base_offset, limits.index_bytes)?
+            OffsetIndex::create(
+                storage.as_ref(),
+                &index_path,
+                base_offset,
+                limits.index_bytes,
+            )?
         };
         let time_path = segment_file(dir, base_offset, TIME_INDEX_SUFFIX);
         let time_index = if storage.exists(&time_path) {
-            TimeIndex::open(storage.as_ref(), &time_path, base_offset, limits.index_bytes)?.0
+            TimeIndex::open(
+                storage.as_ref(),
+                &time_path,
+                base_offset,
+                limits.index_bytes,
+            )?
+            .0
         } else {
-            TimeIndex::create(storage.as_ref(), &time_path, base_offset, limits.index_bytes)?
+            TimeIndex::create(
+                storage.as_ref(),
+                &time_path,
+                base_offset,
+                limits.index_bytes,
+            )?
         };
-        Self::assemble(storage, dir, base_offset, file, size, index, time_index, limits)
+        Self::assemble(
+            storage,
+            dir,
+            base_offset,
+            file,
+            size,
+            index,
+            time_index,
+            limits,
+        )
     }
 
     /// Base offset: no offset in this segment is below it.
@@ -217,6 +268,17 @@ impl Segment {
     pub(crate) fn rolling_timestamp(&self) -> Option<i64> {
         self.rolling_timestamp
     }
+    /// Wall-clock time the segment was created or opened, for `segment.ms`
+    /// when its batches carry no timestamps.
+    pub(crate) fn created_ms(&self) -> i64 {
+        self.created_ms
+    }
+
+    /// Records when the segment was created or opened.
+    pub(crate) fn set_created_ms(&mut self, now: i64) {
+        self.created_ms = now;
+    }
+
     /// The log file's handle (for syncing it outside the log's lock).
     pub(crate) fn file(&self) -> &Arc<dyn StorageFile> {
         &self.file
@@ -242,7 +304,12 @@ impl Segment {
         let position = self.size;
         self.file.write_all_at(buf, position)?;
         for batch in batches {
-            self.index_batch(position + batch.position_in_buf as u64, batch.last_offset, batch.max_timestamp, batch.size as u64)?;
+            self.index_batch(
+                position + batch.position_in_buf as u64,
+                batch.last_offset,
+                batch.max_timestamp,
+                batch.size as u64,
+            )?;
         }
         self.size += buf.len() as u64;
         Ok(position)
@@ -251,7 +318,13 @@ impl Segment {
     /// Updates the in-memory counters and the indexes for one batch that now
     /// lies at `position`. Shared by append and recovery, so a rebuilt index
     /// equals the one appends wrote.
-    fn index_batch(&mut self, position: u64, last_offset: u64, max_timestamp: i64, size: u64) -> Result<()> {
+    fn index_batch(
+        &mut self,
+        position: u64,
+        last_offset: u64,
+        max_timestamp: i64,
+        size: u64,
+    ) -> Result<()> {
         if position == 0 {
             self.rolling_timestamp = Some(max_timestamp);
         }
@@ -261,7 +334,8 @@ impl Segment {
         }
         if self.bytes_since_last_index_entry > self.limits.index_interval_bytes {
             self.index.append(last_offset, to_u32(position))?;
-            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
+            self.time_index
+                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
             self.bytes_since_last_index_entry = 0;
         }
         self.bytes_since_last_index_entry += size;
@@ -307,7 +381,8 @@ impl Segment {
         let bytes = &map.as_slice()[..to_usize(self.size)];
         let mut end = start;
         while end < self.size {
-            let header = BatchHeader::parse(&bytes[to_usize(end)..]).map_err(|e| self.corrupt(end, e))?;
+            let header =
+                BatchHeader::parse(&bytes[to_usize(end)..]).map_err(|e| self.corrupt(end, e))?;
             let next = end + header.total_size() as u64;
             if next > self.size || (end > start && next - start > max_bytes) {
                 break;
@@ -325,21 +400,35 @@ impl Segment {
     /// is scanned from its start instead, so a damaged index never yields a
     /// wrong answer.
     pub(crate) fn find_batch(&self, offset: u64) -> Result<Option<(u64, BatchHeader)>> {
-        let hint = self.index.lookup(offset).map_or(0, |(_, position)| u64::from(position));
+        let hint = self
+            .index
+            .lookup(offset)
+            .map_or(0, |(_, position)| u64::from(position));
         match self.scan_for(offset, hint) {
             Ok(found) => Ok(found),
-            Err(_) if hint > 0 => self.scan_for(offset, 0).map_err(|(pos, e)| self.corrupt(pos, e)),
+            Err(_) if hint > 0 => self
+                .scan_for(offset, 0)
+                .map_err(|(pos, e)| self.corrupt(pos, e)),
             Err((pos, e)) => Err(self.corrupt(pos, e)),
         }
     }
 
-    fn scan_for(&self, offset: u64, from: u64) -> std::result::Result<Option<(u64, BatchHeader)>, (u64, FormatError)> {
-        let batches = self.batches_from(from).map_err(|_| (from, FormatError::Empty))?;
+    fn scan_for(
+        &self,
+        offset: u64,
+        from: u64,
+    ) -> std::result::Result<Option<(u64, BatchHeader)>, (u64, FormatError)> {
+        let batches = self
+            .batches_from(from)
+            .map_err(|_| (from, FormatError::Empty))?;
         for (i, item) in batches.enumerate() {
             let (position, header) = item?;
             if i == 0 && from > 0 && header.base_offset > offset as i64 {
                 // The hint overshot: the index is wrong.
-                return Err((position, FormatError::InvalidOffsetDelta("index points past the target")));
+                return Err((
+                    position,
+                    FormatError::InvalidOffsetDelta("index points past the target"),
+                ));
             }
             if header.last_offset() >= offset as i64 {
                 return Ok(Some((position, header)));
@@ -357,7 +446,9 @@ impl Segment {
     pub(crate) fn timestamp_scan_start(&self, timestamp: i64) -> Result<u64> {
         match self.time_index.lookup_lt(timestamp) {
             // Every record at or before `offset` is older than `timestamp`.
-            Some((_, offset)) => Ok(self.find_batch(offset + 1)?.map_or(self.size, |(position, _)| position)),
+            Some((_, offset)) => Ok(self
+                .find_batch(offset + 1)?
+                .map_or(self.size, |(position, _)| position)),
             None => Ok(0),
         }
     }
@@ -385,7 +476,12 @@ impl Segment {
             match self.check_next(&bytes[position..]) {
                 Ok(header) => {
                     let size = header.total_size();
-                    self.index_batch(position as u64, header.last_offset() as u64, header.max_timestamp, size as u64)?;
+                    self.index_batch(
+                        position as u64,
+                        header.last_offset() as u64,
+                        header.max_timestamp,
+                        size as u64,
+                    )?;
                     position += size;
                 }
                 Err(e) => {
@@ -413,11 +509,15 @@ impl Segment {
     fn check_next(&self, buf: &[u8]) -> std::result::Result<BatchHeader, FormatError> {
         let header = format::check_batch(buf)?;
         if header.base_offset < self.next_offset as i64 {
-            return Err(FormatError::InvalidOffsetDelta("batch offsets go backwards"));
+            return Err(FormatError::InvalidOffsetDelta(
+                "batch offsets go backwards",
+            ));
         }
         let last = header.last_offset();
         if last < header.base_offset || (last as u64) - self.base_offset > u64::from(u32::MAX) {
-            return Err(FormatError::InvalidOffsetDelta("batch offsets leave the segment's range"));
+            return Err(FormatError::InvalidOffsetDelta(
+                "batch offsets leave the segment's range",
+            ));
         }
         Ok(header)
     }
@@ -461,12 +561,12 @@ impl Segment {
     /// offset index entry. `Ok(false)` when the indexes disagree with the log.
     fn try_load_from_indexes(&mut self) -> Result<bool> {
         let last_indexed = match self.index.last_entry() {
-            Some((offset, position)) => {
-                match self.batches_from(u64::from(position))?.next() {
-                    Some(Ok((_, header))) if header.last_offset() == offset as i64 => u64::from(position),
-                    _ => return Ok(false),
+            Some((offset, position)) => match self.batches_from(u64::from(position))?.next() {
+                Some(Ok((_, header))) if header.last_offset() == offset as i64 => {
+                    u64::from(position)
                 }
-            }
+                _ => return Ok(false),
+            },
             None => 0,
         };
         let mut last = None;
@@ -488,7 +588,8 @@ impl Segment {
             return Ok(false);
         };
         match self.find_batch(offset) {
-            Ok(Some((_, holder))) if holder.last_offset() == offset as i64 && holder.max_timestamp == timestamp => {}
+            Ok(Some((_, holder)))
+                if holder.last_offset() == offset as i64 && holder.max_timestamp == timestamp => {}
             _ => return Ok(false),
         }
         let first = match self.batches_from(0)?.next() {
@@ -555,7 +656,8 @@ impl Segment {
         let live_beyond = {
             let mut maps = self.maps.lock();
             maps.handed_out.retain(|weak| weak.strong_count() > 0);
-            let current_shared = Arc::strong_count(&maps.current) > 1 && maps.current.len() as u64 > len;
+            let current_shared =
+                Arc::strong_count(&maps.current) > 1 && maps.current.len() as u64 > len;
             current_shared
                 || maps
                     .handed_out
@@ -601,7 +703,8 @@ impl Segment {
     /// index files to their entries.
     pub(crate) fn seal(&mut self) -> Result<()> {
         if self.max_timestamp != format::NO_TIMESTAMP {
-            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
+            self.time_index
+                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
         }
         self.index.trim()?;
         self.time_index.trim()?;
@@ -618,9 +721,21 @@ impl Segment {
     /// the active one): reopens its indexes at full preallocated size.
     pub(crate) fn unseal(&mut self) -> Result<()> {
         let index_path = segment_file(&self.dir, self.base_offset, INDEX_SUFFIX);
-        self.index = OffsetIndex::open(self.storage.as_ref(), &index_path, self.base_offset, self.limits.index_bytes)?.0;
+        self.index = OffsetIndex::open(
+            self.storage.as_ref(),
+            &index_path,
+            self.base_offset,
+            self.limits.index_bytes,
+        )?
+        .0;
         let time_path = segment_file(&self.dir, self.base_offset, TIME_INDEX_SUFFIX);
-        self.time_index = TimeIndex::open(self.storage.as_ref(), &time_path, self.base_offset, self.limits.index_bytes)?.0;
+        self.time_index = TimeIndex::open(
+            self.storage.as_ref(),
+            &time_path,
+            self.base_offset,
+            self.limits.index_bytes,
+        )?
+        .0;
         self.sealed = false;
         Ok(())
     }

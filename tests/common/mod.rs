@@ -14,7 +14,12 @@ pub fn batch(tag: &str, count: usize, ts: i64) -> Vec<u8> {
     for i in 0..count {
         let key = format!("k{i}");
         let value = format!("{tag}-{i}");
-        builder.append(ts + i as i64, Some(key.as_bytes()), Some(value.as_bytes()), &[]);
+        builder.append(
+            ts + i as i64,
+            Some(key.as_bytes()),
+            Some(value.as_bytes()),
+            &[],
+        );
     }
     builder.build().expect("build batch").to_vec()
 }
@@ -35,7 +40,10 @@ pub fn read_all(log: &Log, from: u64) -> Result<Vec<(u64, i64, Vec<u8>)>> {
     let mut next = from;
     while next < log.log_end_offset() {
         let read = log.read(next, 64 * 1024)?;
-        assert!(!read.records().is_empty(), "a read below the log end returns data");
+        assert!(
+            !read.records().is_empty(),
+            "a read below the log end returns data"
+        );
         for batch in read.batches() {
             let batch = batch?;
             for record in batch.records()? {

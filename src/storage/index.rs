@@ -1,0 +1,449 @@
+//! Kafka's sparse offset index (`<base offset>.index`).
+//!
+//! ```text
+//! slot (8 bytes, big-endian):
+//!   0..4  relative offset  u32  (offset - base offset of the segment)
+//!   4..8  position         u32  (byte position of the batch in the .log)
+//! ```
+//!
+//! Entries are strictly increasing in offset and non-decreasing in position.
+//! The file is preallocated with zeros to `segment.index.bytes` (rounded down
+//! to whole slots) and trimmed to its entries when the segment is sealed.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use byteorder::{BigEndian, ByteOrder};
+
+use crate::error::{Error, Result};
+use crate::storage::file::{Storage, StorageFile};
+pub(crate) use crate::storage::index_file::IndexLoad;
+use crate::storage::index_file::{IndexEntry, IndexFile};
+
+/// Offset index slot size in bytes.
+pub(crate) const OFFSET_ENTRY_SIZE: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OffsetEntry {
+    relative_offset: u32,
+    position: u32,
+}
+
+impl IndexEntry for OffsetEntry {
+    const SIZE: usize = OFFSET_ENTRY_SIZE;
+
+    fn decode(slot: &[u8]) -> Self {
+        OffsetEntry {
+            relative_offset: BigEndian::read_u32(&slot[0..4]),
+            position: BigEndian::read_u32(&slot[4..8]),
+        }
+    }
+
+    fn encode(&self, slot: &mut [u8]) {
+        BigEndian::write_u32(&mut slot[0..4], self.relative_offset);
+        BigEndian::write_u32(&mut slot[4..8], self.position);
+    }
+
+    fn precedes(&self, next: &Self) -> bool {
+        next.relative_offset > self.relative_offset && next.position >= self.position
+    }
+}
+
+/// The offset index of one segment: maps offsets to byte positions in the
+/// segment's log, sparsely.
+#[derive(Debug)]
+pub(crate) struct OffsetIndex {
+    slots: IndexFile<OffsetEntry>,
+    base_offset: u64,
+}
+
+impl OffsetIndex {
+    /// Creates a new, empty index file at `path` (which must not exist),
+    /// preallocated to `max_index_bytes` rounded down to a multiple of 8.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub(crate) fn create(
+        storage: &dyn Storage,
+        path: &Path,
+        base_offset: u64,
+        max_index_bytes: u64,
+    ) -> Result<Self> {
+        Ok(OffsetIndex {
+            slots: IndexFile::create(storage, path, max_index_bytes)?,
+            base_offset,
+        })
+    }
+
+    /// Opens an existing index file. Loads the longest prefix of entries
+    /// that is strictly increasing in offset and non-decreasing in position
+    /// (stopping at the zero tail), zeroes what follows and re-extends the
+    /// file to `max_index_bytes` for appends. The returned [`IndexLoad`] says
+    /// whether anything had to be cut; if so, the caller should rebuild the
+    /// index from the log ([`reset`](Self::reset), then append).
+    ///
+    /// Entries are not checked against the log; the caller checks the last
+    /// one against the log's end.
+    ///
+    /// # Errors
+    /// [`Error::Io`], also when the file is missing.
+    pub(crate) fn open(
+        storage: &dyn Storage,
+        path: &Path,
+        base_offset: u64,
+        max_index_bytes: u64,
+    ) -> Result<(Self, IndexLoad)> {
+        let (slots, load) = IndexFile::open(storage, path, max_index_bytes)?;
+        Ok((OffsetIndex { slots, base_offset }, load))
+    }
+
+    fn absolute(&self, entry: OffsetEntry) -> (u64, u32) {
+        (
+            self.base_offset + u64::from(entry.relative_offset),
+            entry.position,
+        )
+    }
+
+    /// Appends an entry: `offset` is stored at byte `position` of the log.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if the index is full, `offset` is not above the
+    /// last entry's offset (or below the base offset or more than `u32::MAX`
+    /// above it), or `position` is below the last entry's; the caller
+    /// guarantees none happens. [`Error::Io`] if the write fails; the entry
+    /// is then not added.
+    pub(crate) fn append(&mut self, offset: u64, position: u32) -> Result<()> {
+        let relative_offset = offset
+            .checked_sub(self.base_offset)
+            .and_then(|r| u32::try_from(r).ok());
+        let entry = relative_offset.map(|relative_offset| OffsetEntry {
+            relative_offset,
+            position,
+        });
+        match (entry, self.slots.last()) {
+            (Some(entry), last) if last.is_none_or(|last| last.precedes(&entry)) => {
+                self.slots.push(&entry)
+            }
+            (_, last) => Err(Error::Internal(format!(
+                "offset index entry ({offset}, {position}) does not follow {:?} \
+                 in the index of base offset {}",
+                last.map(|l| self.absolute(l)),
+                self.base_offset
+            ))),
+        }
+    }
+
+    /// The entry with the largest offset at or below `target`, as
+    /// `(offset, position)`; `None` if every entry is above `target` (or
+    /// there are none): the caller then starts at position 0.
+    pub(crate) fn lookup(&self, target: u64) -> Option<(u64, u32)> {
+        let relative = target.checked_sub(self.base_offset)?;
+        let relative = u32::try_from(relative).unwrap_or(u32::MAX);
+        let n = self
+            .slots
+            .partition_point(|e| e.relative_offset <= relative);
+        n.checked_sub(1).map(|i| self.absolute(self.slots.entry(i)))
+    }
+
+    /// Drops the entries with offset `>= offset` and zeroes their slots.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if zeroing fails; the entries are dropped from this
+    /// index regardless.
+    pub(crate) fn truncate_to(&mut self, offset: u64) -> Result<()> {
+        let keep = self
+            .slots
+            .partition_point(|e| self.base_offset + u64::from(e.relative_offset) < offset);
+        self.slots.truncate(keep)
+    }
+
+    /// Drops every entry (to rebuild the index) and restores the configured
+    /// capacity.
+    ///
+    /// # Errors
+    /// [`Error::Io`]; the index is then empty and full until reopened.
+    pub(crate) fn reset(&mut self) -> Result<()> {
+        self.slots.reset()
+    }
+
+    /// Shrinks the file to exactly its entries (sealing the segment); the
+    /// index is full afterwards.
+    ///
+    /// # Errors
+    /// [`Error::Io`]; the index is then empty and full until reopened.
+    pub(crate) fn trim(&mut self) -> Result<()> {
+        self.slots.trim()
+    }
+
+    /// Flushes the index file to the device.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.slots.sync()
+    }
+
+    /// Number of entries.
+    pub(crate) fn entries(&self) -> usize {
+        self.slots.entries()
+    }
+
+    /// Whether no more entries fit.
+    pub(crate) fn is_full(&self) -> bool {
+        self.slots.is_full()
+    }
+
+    /// The last entry as `(offset, position)`.
+    pub(crate) fn last_entry(&self) -> Option<(u64, u32)> {
+        self.slots.last().map(|e| self.absolute(e))
+    }
+
+    /// The segment's base offset.
+    pub(crate) fn base_offset(&self) -> u64 {
+        self.base_offset
+    }
+
+    /// The index file's path.
+    pub(crate) fn path(&self) -> &Path {
+        self.slots.file().path()
+    }
+
+    /// The index file (to close it, drop the index; to delete it, rename or
+    /// remove its path through the [`Storage`]).
+    pub(crate) fn file(&self) -> &Arc<dyn StorageFile> {
+        self.slots.file()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::storage::StdStorage;
+
+    const BASE: u64 = 1_000;
+
+    fn entries_of(index: &OffsetIndex) -> Vec<(u64, u32)> {
+        (0..index.entries())
+            .map(|i| index.absolute(index.slots.entry(i)))
+            .collect()
+    }
+
+    /// `(offset, position)` pairs an index accepts, in order.
+    fn valid_entries(max: usize) -> impl Strategy<Value = Vec<(u64, u32)>> {
+        prop::collection::vec((1u64..50, 0u32..100), 0..max).prop_map(|steps| {
+            let (mut offset, mut position) = (BASE, 0u32);
+            steps
+                .into_iter()
+                .enumerate()
+                .map(|(i, (d_offset, d_position))| {
+                    if i > 0 {
+                        offset += d_offset;
+                    }
+                    position += d_position;
+                    (offset, position)
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn append_lookup_and_full() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.index");
+        // 3 slots; the 5 extra bytes are rounded away.
+        let mut index = OffsetIndex::create(&StdStorage, &path, BASE, 3 * 8 + 5)?;
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 24);
+        assert_eq!(index.lookup(BASE + 10), None);
+        index.append(BASE + 2, 100)?;
+        index.append(BASE + 5, 100)?;
+        assert!(matches!(
+            index.append(BASE + 5, 200),
+            Err(Error::Internal(_))
+        ));
+        assert!(matches!(
+            index.append(BASE + 7, 99),
+            Err(Error::Internal(_))
+        ));
+        assert!(matches!(
+            index.append(BASE - 1, 200),
+            Err(Error::Internal(_))
+        ));
+        assert!(matches!(
+            index.append(BASE + (1 << 32), 200),
+            Err(Error::Internal(_))
+        ));
+        assert!(!index.is_full());
+        index.append(BASE + 9, 300)?;
+        assert!(index.is_full());
+        assert!(matches!(
+            index.append(BASE + 10, 400),
+            Err(Error::Internal(_))
+        ));
+        assert_eq!(index.entries(), 3);
+        assert_eq!(index.last_entry(), Some((BASE + 9, 300)));
+        assert_eq!(index.lookup(BASE + 1), None);
+        assert_eq!(index.lookup(BASE + 2), Some((BASE + 2, 100)));
+        assert_eq!(index.lookup(BASE + 8), Some((BASE + 5, 100)));
+        assert_eq!(index.lookup(u64::MAX), Some((BASE + 9, 300)));
+        assert_eq!(index.lookup(0), None);
+        assert_eq!(index.base_offset(), BASE);
+        assert_eq!(index.path(), path);
+        Ok(())
+    }
+
+    #[test]
+    fn reopen_after_trim_and_after_untrimmed_close() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.index");
+        let mut index = OffsetIndex::create(&StdStorage, &path, BASE, 80)?;
+        for (i, offset) in [BASE, BASE + 3, BASE + 4].into_iter().enumerate() {
+            index.append(offset, 10 * i as u32)?;
+        }
+        index.sync()?;
+        let expected = entries_of(&index);
+        drop(index);
+
+        // Untrimmed: the zero tail is not read as entries; the first entry
+        // (relative offset 0, position 0) is kept.
+        let (mut index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80)?;
+        assert!(load.is_clean());
+        assert_eq!(load.entries, 3);
+        assert_eq!(entries_of(&index), expected);
+        index.trim()?;
+        assert!(index.is_full());
+        assert_eq!(index.file().len()?, 24);
+        assert_eq!(entries_of(&index), expected);
+        drop(index);
+
+        // Trimmed: re-extended for appends.
+        let (mut index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80)?;
+        assert!(load.is_clean());
+        assert_eq!(entries_of(&index), expected);
+        assert_eq!(index.file().len()?, 80);
+        index.append(BASE + 9, 50)?;
+        assert_eq!(index.lookup(BASE + 100), Some((BASE + 9, 50)));
+
+        index.reset()?;
+        assert_eq!(index.entries(), 0);
+        assert_eq!(index.lookup(BASE + 100), None);
+        drop(index);
+        let (index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80)?;
+        assert_eq!((index.entries(), load.is_clean()), (0, true));
+        Ok(())
+    }
+
+    #[test]
+    fn a_lone_zero_entry_reads_as_an_empty_index_unless_trimmed() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.index");
+        let mut index = OffsetIndex::create(&StdStorage, &path, BASE, 80)?;
+        index.append(BASE, 0)?;
+        drop(index);
+        let (mut index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80)?;
+        assert_eq!((load.entries, load.is_clean()), (0, true));
+        index.append(BASE, 0)?;
+        index.trim()?;
+        drop(index);
+        let (index, _) = OffsetIndex::open(&StdStorage, &path, BASE, 80)?;
+        assert_eq!(entries_of(&index), vec![(BASE, 0)]);
+        Ok(())
+    }
+
+    #[test]
+    fn damaged_tail_is_cut_and_zeroed() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.index");
+        let mut index = OffsetIndex::create(&StdStorage, &path, BASE, 80)?;
+        index.append(BASE + 1, 10)?;
+        index.append(BASE + 2, 20)?;
+        drop(index);
+        // A slot going backwards, garbage after a zero slot, and a torn
+        // half-slot at the end.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[16..24].copy_from_slice(&[0, 0, 0, 1, 0, 0, 0, 30]);
+        bytes[40..48].copy_from_slice(&[0, 0, 0, 9, 0, 0, 0, 90]);
+        bytes.truncate(76);
+        std::fs::write(&path, &bytes).unwrap();
+        let (mut index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80)?;
+        assert_eq!(
+            load,
+            IndexLoad {
+                entries: 2,
+                discarded_slots: 2,
+                trailing_bytes: 4
+            }
+        );
+        assert_eq!(entries_of(&index), vec![(BASE + 1, 10), (BASE + 2, 20)]);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 80);
+        assert!(bytes[16..].iter().all(|&b| b == 0));
+        index.append(BASE + 3, 30)?;
+        drop(index);
+        let (index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80)?;
+        assert!(load.is_clean());
+        assert_eq!(index.entries(), 3);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn behaves_like_a_sorted_list(
+            entries in valid_entries(40),
+            targets in prop::collection::vec(0u64..3_000, 1..20),
+            cut in 900u64..3_000,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("0.index");
+            let mut index = OffsetIndex::create(&StdStorage, &path, BASE, 64 * 8)?;
+            for &(offset, position) in &entries {
+                index.append(offset, position)?;
+            }
+            let lookup_model = |model: &[(u64, u32)], target: u64| {
+                model.iter().rev().find(|(o, _)| *o <= target).copied()
+            };
+            for &target in &targets {
+                prop_assert_eq!(index.lookup(target), lookup_model(&entries, target));
+            }
+            index.truncate_to(cut)?;
+            let model: Vec<_> = entries.iter().copied().filter(|(o, _)| *o < cut).collect();
+            prop_assert_eq!(entries_of(&index), model.clone());
+            for &target in &targets {
+                prop_assert_eq!(index.lookup(target), lookup_model(&model, target));
+            }
+            drop(index);
+            let (index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 64 * 8)?;
+            // A lone (base, 0) entry reads as an empty index.
+            let model = if model == [(BASE, 0)] { vec![] } else { model };
+            prop_assert!(load.is_clean());
+            prop_assert_eq!(entries_of(&index), model);
+        }
+
+        #[test]
+        fn damaged_files_load_a_consistent_prefix(
+            bytes in prop::collection::vec(
+                prop_oneof![3 => Just(0u8), 1 => any::<u8>()], 0..200),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("0.index");
+            std::fs::write(&path, &bytes).unwrap();
+            let (index, load) = OffsetIndex::open(&StdStorage, &path, 0, 64)?;
+            let loaded = entries_of(&index);
+            prop_assert_eq!(loaded.len(), load.entries);
+            for (i, &(offset, position)) in loaded.iter().enumerate() {
+                let slot = &bytes[i * 8..i * 8 + 8];
+                prop_assert_eq!(offset, u64::from(BigEndian::read_u32(&slot[..4])));
+                prop_assert_eq!(position, BigEndian::read_u32(&slot[4..]));
+            }
+            for pair in loaded.windows(2) {
+                prop_assert!(pair[0].0 < pair[1].0 && pair[0].1 <= pair[1].1);
+            }
+            let on_disk = std::fs::read(&path).unwrap();
+            prop_assert_eq!(on_disk.len(), 64.max(loaded.len() * 8));
+            prop_assert!(on_disk[loaded.len() * 8..].iter().all(|&b| b == 0));
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The machinery Kafka's two index files share: a file of fixed-size slots,
+//! preallocated with zeros, written slot by slot with positioned writes and
+//! read through a read-only map of the whole file.
+//!
+//! [`IndexFile`] knows slots and entry validity, not offsets or positions; the
+//! typed indexes ([`OffsetIndex`](super::index::OffsetIndex),
+//! [`TimeIndex`](super::time_index::TimeIndex)) are thin layers over it.
+//!
+//! The index owns its one map and never hands it out, so it may shrink its
+//! file (trim, reset) after replacing the map, as the invariant of
+//! [`mmap`](super::mmap) requires.
+
+use std::fmt::Debug;
+use std::marker::PhantomData;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::storage::file::{OpenMode, Storage, StorageFile};
+use crate::storage::mmap::ReadMap;
+
+/// One fixed-size entry of an index file.
+pub(crate) trait IndexEntry: Copy + Debug {
+    /// Bytes per slot.
+    const SIZE: usize;
+    /// Decodes a slot of exactly [`Self::SIZE`] bytes.
+    fn decode(slot: &[u8]) -> Self;
+    /// Encodes into a slot of exactly [`Self::SIZE`] bytes.
+    fn encode(&self, slot: &mut [u8]);
+    /// Whether `next` may directly follow `self` in a valid index.
+    fn precedes(&self, next: &Self) -> bool;
+}
+
+/// What [`IndexFile::open`] found in an existing file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IndexLoad {
+    /// Entries loaded: the longest consistent prefix.
+    pub(crate) entries: usize,
+    /// Non-zero slots after that prefix that were discarded (and zeroed):
+    /// inconsistent or damaged entries.
+    pub(crate) discarded_slots: usize,
+    /// Bytes of an incomplete slot at the end of the file (cut).
+    pub(crate) trailing_bytes: usize,
+}
+
+impl IndexLoad {
+    /// Whether the file held only consistent entries followed by nothing or
+    /// zeros, as a clean close (trimmed or preallocated) leaves it. When not,
+    /// the caller should rebuild the index from the log.
+    pub(crate) fn is_clean(&self) -> bool {
+        self.discarded_slots == 0 && self.trailing_bytes == 0
+    }
+}
+
+/// A slot file: entries `0..entries` are valid, slots up to `capacity` are
+/// preallocated zeros.
+///
+/// After an I/O error from [`trim`](Self::trim) or [`reset`](Self::reset)
+/// the index is left empty and full; the caller must reopen it.
+#[derive(Debug)]
+pub(crate) struct IndexFile<E> {
+    file: Arc<dyn StorageFile>,
+    /// A map of `capacity * E::SIZE` bytes (at least); owned, never shared.
+    map: Arc<ReadMap>,
+    entries: usize,
+    capacity: usize,
+    /// Capacity from the configured maximum size, restored by `reset`.
+    max_slots: usize,
+    _entry: PhantomData<E>,
+}
+
+fn slots_for(max_bytes: u64, size: usize) -> usize {
+    usize::try_from(max_bytes / size as u64).unwrap_or(usize::MAX / size)
+}
+
+fn byte_len(slots: usize, size: usize) -> u64 {
+    (slots as u64) * (size as u64)
+}
+
+impl<E: IndexEntry> IndexFile<E> {
+    /// Creates `path` (which must not exist) preallocated to `max_bytes`
+    /// rounded down to whole slots.
+    pub(crate) fn create(storage: &dyn Storage, path: &Path, max_bytes: u64) -> Result<Self> {
+        let file = storage.open(path, OpenMode::CreateNew)?;
+        let max_slots = slots_for(max_bytes, E::SIZE);
+        file.set_len(byte_len(max_slots, E::SIZE))?;
+        let map = file.map(max_slots * E::SIZE)?;
+        Ok(IndexFile {
+            file,
+            map,
+            entries: 0,
+            capacity: max_slots,
+            max_slots,
+            _entry: PhantomData,
+        })
+    }
+
+    /// Opens an existing index file, loads its longest consistent prefix of
+    /// entries, zeroes whatever follows it and re-extends the file to
+    /// `max_bytes` (or to the entries it holds, if more).
+    pub(crate) fn open(
+        storage: &dyn Storage,
+        path: &Path,
+        max_bytes: u64,
+    ) -> Result<(Self, IndexLoad)> {
+        let file = storage.open(path, OpenMode::Existing)?;
+        let len = usize::try_from(file.len()?).map_err(|_| {
+            Error::io(
+                "open index",
+                path,
+                std::io::Error::new(std::io::ErrorKind::FileTooLarge, "index file too large"),
+            )
+        })?;
+        let load = scan::<E>(file.map(len)?.as_slice());
+        let max_slots = slots_for(max_bytes, E::SIZE);
+        let capacity = max_slots.max(load.entries);
+        // The scan's map is dropped: this index holds no map of the file
+        // while it changes the file's length.
+        if !load.is_clean() {
+            file.set_len(byte_len(load.entries, E::SIZE))?;
+        }
+        let wanted = byte_len(capacity, E::SIZE);
+        if file.len()? != wanted {
+            file.set_len(wanted)?;
+        }
+        let map = file.map(capacity * E::SIZE)?;
+        Ok((
+            IndexFile {
+                file,
+                map,
+                entries: load.entries,
+                capacity,
+                max_slots,
+                _entry: PhantomData,
+            },
+            load,
+        ))
+    }
+
+    /// Number of valid entries.
+    pub(crate) fn entries(&self) -> usize {
+        self.entries
+    }
+
+    /// Whether no more entries fit.
+    pub(crate) fn is_full(&self) -> bool {
+        self.entries >= self.capacity
+    }
+
+    /// Entry `i`; `i < entries()`.
+    pub(crate) fn entry(&self, i: usize) -> E {
+        debug_assert!(i < self.entries);
+        E::decode(&self.map.as_slice()[i * E::SIZE..(i + 1) * E::SIZE])
+    }
+
+    /// The last entry, if any.
+    pub(crate) fn last(&self) -> Option<E> {
+        self.entries.checked_sub(1).map(|i| self.entry(i))
+    }
+
+    /// The number of leading entries for which `pred` holds; `pred` must be
+    /// true for a prefix of the entries and false after (binary search).
+    pub(crate) fn partition_point(&self, pred: impl Fn(&E) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, self.entries);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(&self.entry(mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Writes `entry` into the next slot. The caller has checked that it
+    /// follows the last entry.
+    pub(crate) fn push(&mut self, entry: &E) -> Result<()> {
+        if self.is_full() {
+            return Err(Error::Internal(format!(
+                "append to full index {} ({} entries)",
+                self.file.path().display(),
+                self.entries
+            )));
+        }
+        const { assert!(E::SIZE <= 16, "index slots are at most 16 bytes") };
+        let mut slot = [0u8; 16];
+        let slot = &mut slot[..E::SIZE];
+        entry.encode(slot);
+        self.file
+            .write_all_at(slot, byte_len(self.entries, E::SIZE))?;
+        self.entries += 1;
+        Ok(())
+    }
+
+    /// Keeps the first `keep` entries and zeroes the slots of the others so
+    /// that a reopen cannot resurrect them. Readers stop seeing the dropped
+    /// entries even if zeroing fails.
+    pub(crate) fn truncate(&mut self, keep: usize) -> Result<()> {
+        if keep >= self.entries {
+            return Ok(());
+        }
+        let dropped = self.entries - keep;
+        self.entries = keep;
+        self.file
+            .write_all_at(&vec![0u8; dropped * E::SIZE], byte_len(keep, E::SIZE))
+    }
+
+    /// Drops every entry and restores the configured capacity (for a
+    /// rebuild).
+    pub(crate) fn reset(&mut self) -> Result<()> {
+        self.entries = 0;
+        self.capacity = self.max_slots;
+        self.resize(0)
+            .and_then(|()| self.resize(byte_len(self.max_slots, E::SIZE)))
+    }
+
+    /// Shrinks the file to exactly its entries, as Kafka does when a segment
+    /// is sealed; the index is full afterwards.
+    pub(crate) fn trim(&mut self) -> Result<()> {
+        self.capacity = self.entries;
+        self.resize(byte_len(self.entries, E::SIZE))
+    }
+
+    /// Sets the file length to `len` bytes and maps all of it. The old map
+    /// is dropped first (this index is its only holder), so no live map
+    /// covers bytes the file loses.
+    fn resize(&mut self, len: u64) -> Result<()> {
+        self.map = Arc::new(ReadMap::empty());
+        let result = self.file.set_len(len).and_then(|()| {
+            let len = usize::try_from(len).expect("length of mapped slots fits usize");
+            self.file.map(len)
+        });
+        match result {
+            Ok(map) => {
+                self.map = map;
+                Ok(())
+            }
+            Err(e) => {
+                self.entries = 0;
+                self.capacity = 0;
+                Err(e)
+            }
+        }
+    }
+
+    /// Flushes the file to the device.
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.file.sync()
+    }
+
+    /// The index file.
+    pub(crate) fn file(&self) -> &Arc<dyn StorageFile> {
+        &self.file
+    }
+}
+
+/// Finds the longest consistent prefix of entries in `bytes`.
+///
+/// The prefix stops at the first entry that does not follow its predecessor
+/// or at the first all-zero slot after the first (the preallocated tail). An
+/// all-zero first slot is an entry (relative offset 0 at position 0, say)
+/// only when the file is exactly one slot long or the next slot is not all
+/// zeros; otherwise the file is an empty, preallocated index. (Reading a
+/// real all-zero first entry as "no entries" loses nothing: such an entry
+/// points at the segment's start, where a lookup without entries starts
+/// too.)
+fn scan<E: IndexEntry>(bytes: &[u8]) -> IndexLoad {
+    let is_zero = |slot: &[u8]| slot.iter().all(|&b| b == 0);
+    let slots: Vec<&[u8]> = bytes.chunks_exact(E::SIZE).collect();
+    let trailing_bytes = bytes.len() % E::SIZE;
+    let first_is_entry = match slots.as_slice() {
+        [] => false,
+        [_] => true,
+        [first, second, ..] => !is_zero(first) || !is_zero(second),
+    };
+    let mut entries = 0;
+    if first_is_entry {
+        entries = 1;
+        let mut prev = E::decode(slots[0]);
+        for slot in &slots[1..] {
+            if is_zero(slot) {
+                break;
+            }
+            let next = E::decode(slot);
+            if !prev.precedes(&next) {
+                break;
+            }
+            prev = next;
+            entries += 1;
+        }
+    }
+    let discarded_slots = slots[entries..].iter().filter(|s| !is_zero(s)).count();
+    IndexLoad {
+        entries,
+        discarded_slots,
+        trailing_bytes,
+    }
+}
