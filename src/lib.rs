@@ -12,4 +12,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{FlushPolicy, LogConfig, LogConfigBuilder};
 pub use error::{CorruptionKind, Error, FormatError, Result};
 pub use storage::{DirLock, OpenMode, ReadMap, StdStorage, Storage, StorageFile, slice_bytes};
+#[cfg(any(test, feature = "internals"))]
+pub use storage::{FaultKind, FaultOp, FaultyStorage, Tear};
 pub use types::{Compression, TimestampType};
