@@ -1,1 +1,135 @@
-fn main(){}
+//! Partition log throughput against plain file I/O of the same bytes.
+//!
+//! Each group measures logbus and, in the same run, a baseline that writes
+//! or reads the same bytes with plain `std::fs` calls in the same chunk
+//! sizes, so the ratio of the two medians is what to compare across these
+//! shared, noisy machines:
+//!
+//! - `append/{100B,1KiB}`: appending pre-built 16 KiB batches (page cache
+//!   only) vs `write_all` of the same batches to a fresh file.
+//! - `scan`: reading the whole log with CRC checks of every batch vs reading
+//!   the same file with `read` in 1 MiB chunks.
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use logbus::format::{BatchBuilder, Batches};
+use logbus::{Compression, Log, LogConfig};
+
+/// Bytes appended per measured iteration.
+const APPEND_BYTES: usize = 32 << 20;
+/// Target size of one batch, as Kafka's default `batch.size`.
+const BATCH_BYTES: usize = 16 << 10;
+
+fn build_batch(record_size: usize) -> Vec<u8> {
+    let value = vec![0x5a; record_size];
+    let mut builder = BatchBuilder::new(Compression::None);
+    let mut i = 0i64;
+    while builder.estimated_size() + record_size + 16 < BATCH_BYTES {
+        builder.append(1_700_000_000_000 + i, None, Some(&value), &[]);
+        i += 1;
+    }
+    builder.build().expect("batch").to_vec()
+}
+
+fn config() -> LogConfig {
+    LogConfig::builder()
+        .segment_bytes(1 << 30)
+        .retention_ms(None)
+        .build()
+        .expect("config")
+}
+
+fn bench_append(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append");
+    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    for (name, record_size) in [("100B", 100), ("1KiB", 1024)] {
+        let template = build_batch(record_size);
+        let batches = APPEND_BYTES / template.len();
+        group.throughput(Throughput::Bytes((batches * template.len()) as u64));
+        group.bench_function(format!("{name}/logbus"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let log = Log::builder(dir.path()).config(config()).open().expect("open");
+                    let mut batch = template.clone();
+                    let start = Instant::now();
+                    for _ in 0..batches {
+                        black_box(log.append(&mut batch, 0).expect("append"));
+                    }
+                    total += start.elapsed();
+                }
+                total
+            });
+        });
+        group.bench_function(format!("{name}/plain-file"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let mut file = std::fs::File::create(dir.path().join("plain")).expect("create");
+                    let start = Instant::now();
+                    for _ in 0..batches {
+                        file.write_all(black_box(&template)).expect("write");
+                    }
+                    total += start.elapsed();
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+}
+
+fn bench_scan(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::builder(dir.path()).config(config()).open().expect("open");
+    let mut batch = build_batch(100);
+    let batches = (64 << 20) / batch.len();
+    for _ in 0..batches {
+        log.append(&mut batch, 0).expect("append");
+    }
+    let total_bytes = log.size_bytes();
+    let segment = dir.path().join(format!("{:020}.log", 0));
+
+    let mut group = c.benchmark_group("scan");
+    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    group.throughput(Throughput::Bytes(total_bytes));
+    group.bench_function("logbus-crc", |b| {
+        b.iter(|| {
+            let mut offset = 0;
+            let mut bytes = 0usize;
+            while offset < log.log_end_offset() {
+                let read = log.read(offset, 1 << 20).expect("read");
+                for batch in Batches::new(read.records().clone()) {
+                    let batch = batch.expect("valid batch");
+                    bytes += batch.size();
+                    offset = batch.header().next_offset() as u64;
+                }
+            }
+            black_box(bytes)
+        });
+    });
+    group.bench_function("plain-file", |b| {
+        let mut buf = vec![0u8; 1 << 20];
+        b.iter(|| {
+            let mut file = std::fs::File::open(&segment).expect("open");
+            let mut bytes = 0usize;
+            loop {
+                let n = file.read(&mut buf).expect("read");
+                if n == 0 {
+                    break;
+                }
+                bytes += n;
+            }
+            black_box(bytes)
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_append, bench_scan);
+criterion_main!(benches);
