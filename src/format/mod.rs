@@ -20,5 +20,6 @@ pub mod varint;
 
 pub use batch::{Batch, Batches, RecordIter};
 pub use builder::BatchBuilder;
+pub use compression::MAX_DECOMPRESSED_SIZE;
 pub use header::*;
 pub use record::{Header, Record};
