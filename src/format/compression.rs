@@ -29,9 +29,10 @@ mod zstd;
 use crate::error::FormatError;
 use crate::types::Compression;
 
-/// Largest decompressed records section accepted: 64 MiB (Kafka's default
+/// Largest decompressed records section a compressed batch may hold:
+/// 64 MiB (Kafka's default
 /// `message.max.bytes` is about 1 MiB).
-pub(crate) const MAX_DECOMPRESSED_SIZE: usize = 64 << 20;
+pub const MAX_DECOMPRESSED_SIZE: usize = 64 << 20;
 
 /// Appends `input` compressed with `codec` to `out`.
 pub(crate) fn compress(

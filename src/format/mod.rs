@@ -21,6 +21,7 @@ pub mod varint;
 
 pub use batch::{Batch, Batches, RecordIter};
 pub use builder::BatchBuilder;
+pub use compression::MAX_DECOMPRESSED_SIZE;
 pub use header::*;
 pub use record::{Header, Record};
 pub use validate::validate_batch_records;
