@@ -112,6 +112,12 @@ pub fn read_varlong(buf: &[u8]) -> Result<(i64, usize), FormatError> {
 
 #[inline]
 fn read_unsigned(buf: &[u8], max_len: usize) -> Result<(u64, usize), FormatError> {
+    // Fast paths: lengths and deltas in records are mostly one or two bytes.
+    match *buf {
+        [b0, ..] if b0 < 0x80 => return Ok((u64::from(b0), 1)),
+        [b0, b1, ..] if b1 < 0x80 => return Ok((u64::from(b0 & 0x7f) | (u64::from(b1) << 7), 2)),
+        _ => {}
+    }
     let mut value: u64 = 0;
     for (i, &b) in buf.iter().take(max_len).enumerate() {
         // For i == 9 the shift is 63: only the lowest bit of the byte fits;

@@ -37,7 +37,7 @@ pub enum CheckpointRead {
 /// entries.insert(("orders".to_string(), 0), 42);
 /// file.write(&entries)?;
 /// assert_eq!(file.read()?, CheckpointRead::Present(entries));
-/// # Ok::<(), logbus::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
 pub struct OffsetCheckpoint {

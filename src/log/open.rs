@@ -144,7 +144,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     // Data recovered from the page cache is made durable before the
     // recovery point may cover it.
     if scanned_any {
-        for seg in &segments {
+        for seg in &mut segments {
             seg.sync()?;
         }
         storage.sync_dir(&dir)?;

@@ -1,6 +1,12 @@
 //! The machinery Kafka's two index files share: a file of fixed-size slots,
-//! preallocated with zeros, written slot by slot with positioned writes and
-//! read through a read-only map of the whole file.
+//! preallocated with zeros, written with positioned writes and read through a
+//! read-only map of the whole file.
+//!
+//! New entries are buffered and written in runs of [`PENDING_SLOTS`] (and
+//! whenever the index is synced, trimmed or truncated), so an append does not
+//! pay a system call per index entry. Entries still buffered when a process
+//! dies are lost, which is harmless: an index is a hint that recovery checks
+//! against the log and rebuilds when it disagrees.
 //!
 //! [`IndexFile`] knows slots and entry validity, not offsets or positions; the
 //! typed indexes ([`OffsetIndex`](super::index::OffsetIndex),
@@ -52,17 +58,23 @@ impl IndexLoad {
     }
 }
 
-/// A slot file: entries `0..entries` are valid, slots up to `capacity` are
-/// preallocated zeros.
+/// How many new entries are buffered before they are written.
+pub(crate) const PENDING_SLOTS: usize = 64;
+
+/// A slot file: entries `0..entries` are valid (the last ones possibly still
+/// buffered in `pending`), slots up to `capacity` are preallocated zeros.
 ///
 /// After an I/O error from [`trim`](Self::trim) or [`reset`](Self::reset)
 /// the index is left empty and full; the caller must reopen it.
 #[derive(Debug)]
-pub(crate) struct IndexFile<E> {
+pub(crate) struct IndexFile<E: IndexEntry> {
     file: Arc<dyn StorageFile>,
     /// A map of `capacity * E::SIZE` bytes (at least); owned, never shared.
     map: Arc<ReadMap>,
     entries: usize,
+    /// Encoded entries not yet written: the last `pending.len() / E::SIZE`
+    /// of the `entries`.
+    pending: Vec<u8>,
     capacity: usize,
     /// Capacity from the configured maximum size, restored by `reset`.
     max_slots: usize,
@@ -89,6 +101,7 @@ impl<E: IndexEntry> IndexFile<E> {
             file,
             map,
             entries: 0,
+            pending: Vec::new(),
             capacity: max_slots,
             max_slots,
             _entry: PhantomData,
@@ -129,6 +142,7 @@ impl<E: IndexEntry> IndexFile<E> {
                 file,
                 map,
                 entries: load.entries,
+                pending: Vec::new(),
                 capacity,
                 max_slots,
                 _entry: PhantomData,
@@ -138,6 +152,7 @@ impl<E: IndexEntry> IndexFile<E> {
     }
 
     /// Number of valid entries.
+    #[cfg(test)]
     pub(crate) fn entries(&self) -> usize {
         self.entries
     }
@@ -147,10 +162,21 @@ impl<E: IndexEntry> IndexFile<E> {
         self.entries >= self.capacity
     }
 
+    /// Entries already written to the file.
+    fn written(&self) -> usize {
+        self.entries - self.pending.len() / E::SIZE
+    }
+
     /// Entry `i`; `i < entries()`.
     pub(crate) fn entry(&self, i: usize) -> E {
         debug_assert!(i < self.entries);
-        E::decode(&self.map.as_slice()[i * E::SIZE..(i + 1) * E::SIZE])
+        let written = self.written();
+        if i < written {
+            E::decode(&self.map.as_slice()[i * E::SIZE..(i + 1) * E::SIZE])
+        } else {
+            let at = (i - written) * E::SIZE;
+            E::decode(&self.pending[at..at + E::SIZE])
+        }
     }
 
     /// The last entry, if any.
@@ -183,13 +209,25 @@ impl<E: IndexEntry> IndexFile<E> {
                 self.entries
             )));
         }
-        const { assert!(E::SIZE <= 16, "index slots are at most 16 bytes") };
-        let mut slot = [0u8; 16];
-        let slot = &mut slot[..E::SIZE];
-        entry.encode(slot);
-        self.file
-            .write_all_at(slot, byte_len(self.entries, E::SIZE))?;
+        let at = self.pending.len();
+        self.pending.resize(at + E::SIZE, 0);
+        entry.encode(&mut self.pending[at..]);
         self.entries += 1;
+        if self.pending.len() >= PENDING_SLOTS * E::SIZE {
+            self.write_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffered entries to their slots. On failure they stay
+    /// buffered (and visible to lookups); the caller fences.
+    pub(crate) fn write_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all_at(&self.pending, byte_len(self.written(), E::SIZE))?;
+        self.pending.clear();
         Ok(())
     }
 
@@ -200,7 +238,14 @@ impl<E: IndexEntry> IndexFile<E> {
         if keep >= self.entries {
             return Ok(());
         }
-        let dropped = self.entries - keep;
+        let written = self.written();
+        if keep >= written {
+            self.pending.truncate((keep - written) * E::SIZE);
+            self.entries = keep;
+            return Ok(());
+        }
+        self.pending.clear();
+        let dropped = written - keep;
         self.entries = keep;
         self.file
             .write_all_at(&vec![0u8; dropped * E::SIZE], byte_len(keep, E::SIZE))
@@ -210,6 +255,7 @@ impl<E: IndexEntry> IndexFile<E> {
     /// rebuild).
     pub(crate) fn reset(&mut self) -> Result<()> {
         self.entries = 0;
+        self.pending.clear();
         self.capacity = self.max_slots;
         self.resize(0)
             .and_then(|()| self.resize(byte_len(self.max_slots, E::SIZE)))
@@ -218,6 +264,7 @@ impl<E: IndexEntry> IndexFile<E> {
     /// Shrinks the file to exactly its entries, as Kafka does when a segment
     /// is sealed; the index is full afterwards.
     pub(crate) fn trim(&mut self) -> Result<()> {
+        self.write_pending()?;
         self.capacity = self.entries;
         self.resize(byte_len(self.entries, E::SIZE))
     }
@@ -238,20 +285,31 @@ impl<E: IndexEntry> IndexFile<E> {
             }
             Err(e) => {
                 self.entries = 0;
+                self.pending.clear();
                 self.capacity = 0;
                 Err(e)
             }
         }
     }
 
-    /// Flushes the file to the device.
-    pub(crate) fn sync(&self) -> Result<()> {
+    /// Writes buffered entries and flushes the file to the device.
+    pub(crate) fn sync(&mut self) -> Result<()> {
+        self.write_pending()?;
         self.file.sync()
     }
 
     /// The index file.
+    #[cfg(test)]
     pub(crate) fn file(&self) -> &Arc<dyn StorageFile> {
         &self.file
+    }
+}
+
+impl<E: IndexEntry> Drop for IndexFile<E> {
+    /// Writes buffered entries on a clean drop, as `BufWriter` does. A
+    /// failure is ignored: the entries are a hint that recovery rebuilds.
+    fn drop(&mut self) {
+        let _ = self.write_pending();
     }
 }
 

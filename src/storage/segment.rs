@@ -741,7 +741,7 @@ impl Segment {
     }
 
     /// Syncs the log file and both indexes.
-    pub(crate) fn sync(&self) -> Result<()> {
+    pub(crate) fn sync(&mut self) -> Result<()> {
         self.file.sync()?;
         self.index.sync()?;
         self.time_index.sync()

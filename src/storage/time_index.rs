@@ -180,11 +180,12 @@ impl TimeIndex {
     ///
     /// # Errors
     /// [`Error::Io`].
-    pub(crate) fn sync(&self) -> Result<()> {
+    pub(crate) fn sync(&mut self) -> Result<()> {
         self.slots.sync()
     }
 
     /// Number of entries.
+    #[cfg(test)]
     pub(crate) fn entries(&self) -> usize {
         self.slots.entries()
     }
@@ -200,17 +201,20 @@ impl TimeIndex {
     }
 
     /// The segment's base offset.
+    #[cfg(test)]
     pub(crate) fn base_offset(&self) -> u64 {
         self.base_offset
     }
 
     /// The index file's path.
+    #[cfg(test)]
     pub(crate) fn path(&self) -> &Path {
         self.slots.file().path()
     }
 
     /// The index file (to close it, drop the index; to delete it, rename or
     /// remove its path through the [`Storage`]).
+    #[cfg(test)]
     pub(crate) fn file(&self) -> &Arc<dyn StorageFile> {
         self.slots.file()
     }
