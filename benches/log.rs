@@ -44,7 +44,9 @@ fn config() -> LogConfig {
 
 fn bench_append(c: &mut Criterion) {
     let mut group = c.benchmark_group("append");
-    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
     for (name, record_size) in [("100B", 100), ("1KiB", 1024)] {
         let template = build_batch(record_size);
         let batches = APPEND_BYTES / template.len();
@@ -54,7 +56,10 @@ fn bench_append(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let dir = tempfile::tempdir().expect("tempdir");
-                    let log = Log::builder(dir.path()).config(config()).open().expect("open");
+                    let log = Log::builder(dir.path())
+                        .config(config())
+                        .open()
+                        .expect("open");
                     let mut batch = template.clone();
                     let start = Instant::now();
                     for _ in 0..batches {
@@ -86,7 +91,10 @@ fn bench_append(c: &mut Criterion) {
 
 fn bench_scan(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = Log::builder(dir.path()).config(config()).open().expect("open");
+    let log = Log::builder(dir.path())
+        .config(config())
+        .open()
+        .expect("open");
     let mut batch = build_batch(100);
     let batches = (64 << 20) / batch.len();
     for _ in 0..batches {
@@ -96,7 +104,9 @@ fn bench_scan(c: &mut Criterion) {
     let segment = dir.path().join(format!("{:020}.log", 0));
 
     let mut group = c.benchmark_group("scan");
-    group.sample_size(10).measurement_time(Duration::from_secs(8));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
     group.throughput(Throughput::Bytes(total_bytes));
     group.bench_function("logbus-crc", |b| {
         b.iter(|| {

@@ -99,9 +99,12 @@ impl ManualClock {
 
     fn notify(state: &mut ManualState) {
         // A full channel already holds a wake-up; a disconnected one is dropped.
-        state
-            .subscribers
-            .retain(|tx| !matches!(tx.try_send(()), Err(crossbeam_channel::TrySendError::Disconnected(()))));
+        state.subscribers.retain(|tx| {
+            !matches!(
+                tx.try_send(()),
+                Err(crossbeam_channel::TrySendError::Disconnected(()))
+            )
+        });
     }
 }
 

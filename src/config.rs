@@ -72,7 +72,6 @@ impl LogConfig {
     pub const MIN_SEGMENT_INDEX_BYTES: u64 = 24;
 
     /// A builder starting from the defaults.
-    #[must_use]
     pub fn builder() -> LogConfigBuilder {
         LogConfigBuilder {
             config: LogConfig::default(),
@@ -159,13 +158,17 @@ impl LogConfig {
             )));
         }
         if self.index_interval_bytes == 0 {
-            return Err(Error::InvalidConfig("index.interval.bytes must be positive".into()));
+            return Err(Error::InvalidConfig(
+                "index.interval.bytes must be positive".into(),
+            ));
         }
         if matches!(self.segment_ms, Some(ms) if ms <= 0) {
             return Err(Error::InvalidConfig("segment.ms must be positive".into()));
         }
         if matches!(self.retention_ms, Some(ms) if ms < 0) {
-            return Err(Error::InvalidConfig("retention.ms must not be negative".into()));
+            return Err(Error::InvalidConfig(
+                "retention.ms must not be negative".into(),
+            ));
         }
         if self.max_message_bytes < crate::format::RECORD_BATCH_OVERHEAD {
             return Err(Error::InvalidConfig(format!(
@@ -178,10 +181,12 @@ impl LogConfig {
                 "log.retention.check.interval.ms must be positive".into(),
             ));
         }
-        if let FlushPolicy::Interval(d) = self.flush {
-            if d.is_zero() {
-                return Err(Error::InvalidConfig("flush interval must be positive".into()));
-            }
+        if let FlushPolicy::Interval(d) = self.flush
+            && d.is_zero()
+        {
+            return Err(Error::InvalidConfig(
+                "flush interval must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -276,9 +281,15 @@ mod tests {
     fn invalid_values_are_named() {
         let err = LogConfig::builder().segment_bytes(1).build().unwrap_err();
         assert!(err.to_string().contains("segment.bytes"), "{err}");
-        let err = LogConfig::builder().segment_ms(Some(0)).build().unwrap_err();
+        let err = LogConfig::builder()
+            .segment_ms(Some(0))
+            .build()
+            .unwrap_err();
         assert!(err.to_string().contains("segment.ms"), "{err}");
-        let err = LogConfig::builder().flush(FlushPolicy::Interval(Duration::ZERO)).build().unwrap_err();
+        let err = LogConfig::builder()
+            .flush(FlushPolicy::Interval(Duration::ZERO))
+            .build()
+            .unwrap_err();
         assert!(err.to_string().contains("flush"), "{err}");
     }
 }

@@ -7,7 +7,7 @@
 //! This release provides the storage engine every later layer stands on: the
 //! partition [`Log`] (segments of Kafka v2 record batches with their offset
 //! and time indexes, crash recovery, retention, durability policies) and the
-//! [`format`] module (record batches, byte for byte as Kafka writes them,
+//! [`format`](mod@format) module (record batches, byte for byte as Kafka writes them,
 //! with gzip, snappy, lz4 and zstd compression). Producers, consumers and
 //! topics build on it next.
 //!

@@ -170,7 +170,8 @@ impl BatchHeader {
     /// Offset of the last record (`baseOffset + lastOffsetDelta`).
     #[must_use]
     pub fn last_offset(&self) -> i64 {
-        self.base_offset.wrapping_add(i64::from(self.last_offset_delta))
+        self.base_offset
+            .wrapping_add(i64::from(self.last_offset_delta))
     }
 
     /// Offset after the last record.
@@ -267,7 +268,9 @@ pub fn check_batch(buf: &[u8]) -> Result<BatchHeader, FormatError> {
     }
     verify_crc(&buf[..size])?;
     if header.last_offset_delta < 0 {
-        return Err(FormatError::InvalidOffsetDelta("lastOffsetDelta is negative"));
+        return Err(FormatError::InvalidOffsetDelta(
+            "lastOffsetDelta is negative",
+        ));
     }
     Ok(header)
 }

@@ -42,11 +42,20 @@ pub use retention::RetentionReport;
 use durability::Durability;
 use worker::Worker;
 
-/// One partition's log. See the [module docs](self) and the crate's
-/// ARCHITECTURE.md.
+/// One partition's log: an ordered list of segments of Kafka v2 record
+/// batches, the last of which takes appends.
+///
+/// The log assigns offsets, reads by offset and by timestamp, rolls
+/// segments, recovers after a crash, truncates, enforces retention and makes
+/// appends durable as its [`FlushPolicy`](crate::FlushPolicy) says. It owns
+/// one background thread (`logbus-log`) that flushes sealed segments,
+/// removes deleted ones and runs interval flushes and retention checks; the
+/// thread is stopped and joined by [`Log::close`] or on drop.
 ///
 /// `Log` is `Send + Sync`: appends are serialized internally, reads run
-/// concurrently with each other and with appends.
+/// concurrently with each other and with appends. Data a reader holds (a
+/// [`LogRead`]) stays valid after the log deletes or truncates the segment
+/// it came from.
 ///
 /// ```
 /// use logbus::{Log, LogConfig, format::BatchBuilder, Compression};

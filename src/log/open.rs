@@ -98,17 +98,17 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     for (i, &base) in bases.iter().enumerate() {
         let is_last = i + 1 == bases.len();
         let mut seg = Segment::open(&storage, &dir, base, limits)?;
-        if let Some(previous) = segments.last() {
-            if base < previous.next_offset() {
-                return Err(Error::corrupt(
-                    seg.log_path(),
-                    0,
-                    CorruptionKind::OffsetsNotIncreasing {
-                        previous_last: previous.next_offset() as i64 - 1,
-                        base: base as i64,
-                    },
-                ));
-            }
+        if let Some(previous) = segments.last()
+            && base < previous.next_offset()
+        {
+            return Err(Error::corrupt(
+                seg.log_path(),
+                0,
+                CorruptionKind::OffsetsNotIncreasing {
+                    previous_last: previous.next_offset() as i64 - 1,
+                    base: base as i64,
+                },
+            ));
         }
         let below_recovery_point = bases.get(i + 1).is_some_and(|&next| next <= recovery_point);
         let outcome = if below_recovery_point || is_last {

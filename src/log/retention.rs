@@ -92,7 +92,7 @@ impl LogInner {
             let mut fresh =
                 Segment::create(&self.storage, &self.dir, offset, self.segment_limits())?;
             fresh.set_created_ms(self.clock.now_ms());
-            removed.extend(state.segments.drain(..));
+            removed.append(&mut state.segments);
             state.segments.push(fresh);
             state.log_start_offset = offset;
         } else {

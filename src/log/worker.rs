@@ -66,10 +66,10 @@ struct PanicGuard<'a>(&'a Weak<LogInner>);
 
 impl Drop for PanicGuard<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Some(inner) = self.0.upgrade() {
-                inner.fence();
-            }
+        if std::thread::panicking()
+            && let Some(inner) = self.0.upgrade()
+        {
+            inner.fence();
         }
     }
 }

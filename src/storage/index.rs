@@ -11,12 +11,11 @@
 //! to whole slots) and trimmed to its entries when the segment is sealed.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use byteorder::{BigEndian, ByteOrder};
 
 use crate::error::{Error, Result};
-use crate::storage::file::{Storage, StorageFile};
+use crate::storage::file::Storage;
 pub(crate) use crate::storage::index_file::IndexLoad;
 use crate::storage::index_file::{IndexEntry, IndexFile};
 
@@ -214,7 +213,7 @@ impl OffsetIndex {
     /// The index file (to close it, drop the index; to delete it, rename or
     /// remove its path through the [`Storage`]).
     #[cfg(test)]
-    pub(crate) fn file(&self) -> &Arc<dyn StorageFile> {
+    pub(crate) fn file(&self) -> &std::sync::Arc<dyn crate::storage::StorageFile> {
         self.slots.file()
     }
 }

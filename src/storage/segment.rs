@@ -133,7 +133,7 @@ impl Segment {
             base_offset,
             limits.index_bytes,
         )?;
-        Ok(Self::assemble(
+        Self::assemble(
             storage,
             dir,
             base_offset,
@@ -142,7 +142,7 @@ impl Segment {
             index,
             time_index,
             limits,
-        )?)
+        )
     }
 
     #[expect(
@@ -529,12 +529,11 @@ impl Segment {
         let mut candidate = damaged + 1;
         while candidate + RECORD_BATCH_OVERHEAD <= bytes.len() {
             // Cheap filter first: the magic byte.
-            if bytes[candidate + format::MAGIC_OFFSET] == format::MAGIC_V2 as u8 {
-                if let Ok(header) = self.check_next(&bytes[candidate..]) {
-                    if header.base_offset >= self.next_offset as i64 {
-                        return Some(candidate as u64);
-                    }
-                }
+            if bytes[candidate + format::MAGIC_OFFSET] == format::MAGIC_V2 as u8
+                && let Ok(header) = self.check_next(&bytes[candidate..])
+                && header.base_offset >= self.next_offset as i64
+            {
+                return Some(candidate as u64);
             }
             candidate += 1;
         }

@@ -11,12 +11,11 @@
 //! preallocated and trimmed like the offset index.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use byteorder::{BigEndian, ByteOrder};
 
 use crate::error::{Error, Result};
-use crate::storage::file::{Storage, StorageFile};
+use crate::storage::file::Storage;
 pub(crate) use crate::storage::index_file::IndexLoad;
 use crate::storage::index_file::{IndexEntry, IndexFile};
 
@@ -215,7 +214,7 @@ impl TimeIndex {
     /// The index file (to close it, drop the index; to delete it, rename or
     /// remove its path through the [`Storage`]).
     #[cfg(test)]
-    pub(crate) fn file(&self) -> &Arc<dyn StorageFile> {
+    pub(crate) fn file(&self) -> &std::sync::Arc<dyn crate::storage::StorageFile> {
         self.slots.file()
     }
 }

@@ -9,7 +9,7 @@ use logbus::{Compression, Log, LogConfig, ManualClock, Result};
 
 /// A batch of `count` records with values `"{tag}-{i}"`, keys `"k{i}"`, and
 /// timestamps `ts, ts+1, ...`.
-pub fn batch(tag: &str, count: usize, ts: i64) -> Vec<u8> {
+pub(crate) fn batch(tag: &str, count: usize, ts: i64) -> Vec<u8> {
     let mut builder = BatchBuilder::new(Compression::None);
     for i in 0..count {
         let key = format!("k{i}");
@@ -25,7 +25,7 @@ pub fn batch(tag: &str, count: usize, ts: i64) -> Vec<u8> {
 }
 
 /// A batch whose records have the given timestamps.
-pub fn batch_with_timestamps(timestamps: &[i64]) -> Vec<u8> {
+pub(crate) fn batch_with_timestamps(timestamps: &[i64]) -> Vec<u8> {
     let mut builder = BatchBuilder::new(Compression::None);
     for (i, ts) in timestamps.iter().enumerate() {
         builder.append(*ts, None, Some(format!("v{i}").as_bytes()), &[]);
@@ -35,7 +35,7 @@ pub fn batch_with_timestamps(timestamps: &[i64]) -> Vec<u8> {
 
 /// Every record in the log from `from` on, as `(offset, timestamp, value)`,
 /// read through `Log::read` one batch run at a time.
-pub fn read_all(log: &Log, from: u64) -> Result<Vec<(u64, i64, Vec<u8>)>> {
+pub(crate) fn read_all(log: &Log, from: u64) -> Result<Vec<(u64, i64, Vec<u8>)>> {
     let mut out = Vec::new();
     let mut next = from;
     while next < log.log_end_offset() {
@@ -61,14 +61,14 @@ pub fn read_all(log: &Log, from: u64) -> Result<Vec<(u64, i64, Vec<u8>)>> {
 }
 
 /// Decodes every batch in `bytes`.
-pub fn batches(bytes: &bytes::Bytes) -> Vec<Batch> {
+pub(crate) fn batches(bytes: &bytes::Bytes) -> Vec<Batch> {
     logbus::format::Batches::new(bytes.clone())
         .collect::<std::result::Result<Vec<_>, _>>()
         .expect("valid batches")
 }
 
 /// A log with small segments and a manual clock.
-pub fn small_log(dir: &Path, segment_bytes: u64, clock: &ManualClock) -> Result<Log> {
+pub(crate) fn small_log(dir: &Path, segment_bytes: u64, clock: &ManualClock) -> Result<Log> {
     Log::builder(dir)
         .config(
             LogConfig::builder()
