@@ -19,4 +19,6 @@ pub use log::{
     RetentionReport, TimestampOffset, TruncatedTail,
 };
 pub use storage::{DirLock, OpenMode, ReadMap, StdStorage, Storage, StorageFile, slice_bytes};
+#[cfg(any(test, feature = "internals"))]
+pub use storage::{FaultKind, FaultOp, FaultyStorage, Tear};
 pub use types::{Compression, TimestampType};

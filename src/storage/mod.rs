@@ -1,5 +1,5 @@
-//! L1: files. The file layer ([`Storage`]) with a real ([`StdStorage`])
-//! implementation, memory maps (the only module with `unsafe`), the offset and
+//! L1: files. The file layer ([`Storage`]) with a real ([`StdStorage`]) and,
+//! for tests, a fault-injecting (`FaultyStorage`) implementation, memory maps (the only module with `unsafe`), the offset and
 //! time indexes, and the segment.
 
 use std::ffi::OsString;
@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 
+#[cfg(any(test, feature = "internals"))]
+mod fault;
 mod file;
 pub(crate) mod index;
 mod index_file;
@@ -15,6 +17,8 @@ pub(crate) mod segment;
 mod std_fs;
 pub(crate) mod time_index;
 
+#[cfg(any(test, feature = "internals"))]
+pub use fault::{FaultKind, FaultOp, FaultyStorage, Tear};
 pub use file::{DirLock, OpenMode, Storage, StorageFile};
 pub use mmap::{ReadMap, slice_bytes};
 pub use std_fs::StdStorage;
