@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::{
     Files, Rec, append_model, check_every_offset, check_timestamps, drafts, open_at, read_records,
-    restore, small_config, snapshot, snapshot_bases, spans,
+    restore, small_config, snapshot_bases, spans,
 };
 use logbus::{LogConfig, Result};
 
@@ -15,30 +15,9 @@ const SEGMENT_BYTES: u64 = 700;
 
 /// A closed log of several segments, its files and the model of its records.
 fn written_log() -> Result<(Files, Vec<Rec>, LogConfig)> {
-    let dir = tempfile::tempdir().expect("tempdir");
     let config = small_config(SEGMENT_BYTES);
-    let log = open_at(dir.path(), &config, 0)?;
-    let mut model = Vec::new();
-    let mut i = 0;
-    // Batches of 1..=4 records, until there are at least four segments and the
-    // last one holds at least four batches.
-    loop {
-        let count = 1 + i % 4;
-        append_model(
-            &log,
-            &mut model,
-            &drafts(&format!("b{i}"), count, 1000 + i as i64 * 10),
-        )?;
-        i += 1;
-        let bases = log.segment_base_offsets();
-        let last_base = *bases.last().expect("a segment");
-        let in_last = model.iter().filter(|r| r.offset >= last_base).count();
-        if bases.len() >= 4 && in_last >= 8 {
-            break;
-        }
-    }
-    log.close()?;
-    Ok((snapshot(dir.path()), model, config))
+    let (files, model) = common::closed_log(&config, 4, 8)?;
+    Ok((files, model, config))
 }
 
 /// The model's records below `end`.

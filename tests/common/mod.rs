@@ -362,3 +362,35 @@ impl Rng {
         (0..len).map(|_| self.next_u64() as u8).collect()
     }
 }
+
+/// Writes a log with `config` until it has at least `segments` segments and
+/// the last one holds at least `in_last` records (batches of 1 to 4
+/// records, increasing timestamps from 1000), closes it, and returns its
+/// files and the model of its records.
+pub(crate) fn closed_log(
+    config: &LogConfig,
+    segments: usize,
+    in_last: usize,
+) -> Result<(Files, Vec<Rec>)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open_at(dir.path(), config, 0)?;
+    let mut model = Vec::new();
+    let mut i = 0;
+    loop {
+        let count = 1 + i % 4;
+        append_model(
+            &log,
+            &mut model,
+            &drafts(&format!("b{i}"), count, 1000 + i as i64 * 10),
+        )?;
+        i += 1;
+        let bases = log.segment_base_offsets();
+        let last_base = *bases.last().expect("a segment");
+        let last_count = model.iter().filter(|r| r.offset >= last_base).count();
+        if bases.len() >= segments && last_count >= in_last {
+            break;
+        }
+    }
+    log.close()?;
+    Ok((snapshot(dir.path()), model))
+}
