@@ -394,3 +394,19 @@ pub(crate) fn closed_log(
     log.close()?;
     Ok((snapshot(dir.path()), model))
 }
+
+/// Runs `f`, prefixing the message of any panic (a failed assertion) with
+/// `what`.
+pub(crate) fn with_context<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(value) => value,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            panic!("{what}: {message}")
+        }
+    }
+}
