@@ -280,7 +280,7 @@ proptest! {
     #![proptest_config(ProptestConfig {
         cases: 64,
         max_shrink_iters: 500,
-        max_shrink_time: 30_000,
+        max_shrink_time: 10_000,
         ..ProptestConfig::default()
     })]
 
