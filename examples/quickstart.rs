@@ -17,7 +17,10 @@ use logbus::{Compression, FlushPolicy, Log, LogConfig};
 fn main() -> Result<(), Box<dyn Error>> {
     let dir = match std::env::args_os().nth(1) {
         Some(dir) => PathBuf::from(dir),
-        None => tempfile::Builder::new().prefix("logbus-quickstart-").tempdir()?.keep(),
+        None => tempfile::Builder::new()
+            .prefix("logbus-quickstart-")
+            .tempdir()?
+            .keep(),
     };
     println!("data directory: {}", dir.display());
 
@@ -29,17 +32,28 @@ fn main() -> Result<(), Box<dyn Error>> {
     let start = log.log_end_offset();
 
     // One batch per "request", as a producer would send them.
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
     for order in 0..3 {
         let key = format!("order-{order}");
         let mut batch = BatchBuilder::new(Compression::Lz4);
         for (i, event) in ["created", "paid", "shipped"].iter().enumerate() {
             let headers = [Header::new("source", Some(b"quickstart"))];
-            batch.append(now + i as i64, Some(key.as_bytes()), Some(event.as_bytes()), &headers);
+            batch.append(
+                now + i as i64,
+                Some(key.as_bytes()),
+                Some(event.as_bytes()),
+                &headers,
+            );
         }
         let mut bytes = batch.build()?.to_vec();
         let info = log.append(&mut bytes, 0)?;
-        println!("appended {key}: offsets {}..={}", info.first_offset(), info.last_offset());
+        println!(
+            "appended {key}: offsets {}..={}",
+            info.first_offset(),
+            info.last_offset()
+        );
     }
 
     // Read back everything this run appended.
@@ -53,7 +67,8 @@ fn main() -> Result<(), Box<dyn Error>> {
                 if (record.offset() as u64) < next {
                     continue;
                 }
-                let text = |b: Option<&bytes::Bytes>| b.map(|b| String::from_utf8_lossy(b).into_owned());
+                let text =
+                    |b: Option<&bytes::Bytes>| b.map(|b| String::from_utf8_lossy(b).into_owned());
                 println!(
                     "offset {:>3}  timestamp {}  key {:?}  value {:?}",
                     record.offset(),

@@ -258,6 +258,7 @@ impl LogInner {
         match result {
             Ok(info) => {
                 state.log_end_offset = last_offset + 1;
+                self.durability.set_log_end(state.log_end_offset);
                 Ok(info)
             }
             Err(e) => {

@@ -7,8 +7,14 @@
 //! appender whose offset it covered returns. A failed fsync fences the log:
 //! the waiting appenders and every later one get an error, and nothing is
 //! ever retried and acknowledged.
+//!
+//! A truncation can lower the log end offset while a sync is in flight or a
+//! flush is queued. Targets are therefore capped at the current log end, and
+//! a sync that a truncation overtook does not advance the durable offset
+//! (its covered offset may no longer exist).
 
 use std::mem;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -20,6 +26,10 @@ use crate::log::LogInner;
 pub(crate) struct Durability {
     state: Mutex<SyncState>,
     done: Condvar,
+    /// A copy of the log end offset, updated under the log's `state` lock,
+    /// readable here without taking that lock (which comes first in the
+    /// lock order).
+    log_end: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -28,27 +38,40 @@ struct SyncState {
     durable_offset: u64,
     /// Whether some thread is running an fsync right now.
     running: bool,
+    /// Truncations so far; a sync that saw this change does not count.
+    truncations: u64,
 }
 
 impl Durability {
-    pub(crate) fn new(durable_offset: u64) -> Self {
+    pub(crate) fn new(durable_offset: u64, log_end: u64) -> Self {
         Durability {
             state: Mutex::new(SyncState {
                 durable_offset,
                 running: false,
+                truncations: 0,
             }),
             done: Condvar::new(),
+            log_end: AtomicU64::new(log_end),
         }
+    }
+
+    /// Records a new log end offset; called with the log's `state` lock held.
+    pub(crate) fn set_log_end(&self, offset: u64) {
+        self.log_end.store(offset, Ordering::Release);
     }
 
     pub(crate) fn durable_offset(&self) -> u64 {
         self.state.lock().durable_offset
     }
 
-    /// Lowers the durable offset after a truncation below it.
+    /// Lowers the log end and the durable offset after a truncation to
+    /// `offset`; called with the log's `state` lock held.
     pub(crate) fn truncate(&self, offset: u64) {
+        self.set_log_end(offset);
         let mut state = self.state.lock();
         state.durable_offset = state.durable_offset.min(offset);
+        state.truncations += 1;
+        self.done.notify_all();
     }
 }
 
@@ -59,7 +82,8 @@ impl LogInner {
         let mut state = self.durability.state.lock();
         loop {
             self.check_not_fenced()?;
-            if state.durable_offset >= target {
+            let reachable = target.min(self.durability.log_end.load(Ordering::Acquire));
+            if state.durable_offset >= reachable {
                 return Ok(());
             }
             if state.running {
@@ -67,12 +91,18 @@ impl LogInner {
                 continue;
             }
             state.running = true;
+            let truncations = state.truncations;
             drop(state);
             let outcome = self.sync_dirty();
             state = self.durability.state.lock();
             state.running = false;
             match outcome {
-                Ok(upto) => state.durable_offset = state.durable_offset.max(upto),
+                Ok(upto) if state.truncations == truncations => {
+                    state.durable_offset = state.durable_offset.max(upto);
+                }
+                // A truncation overtook this sync: what it covered may be
+                // gone. The loop syncs again if the target still needs it.
+                Ok(_) => {}
                 Err(e) => {
                     self.fence();
                     self.durability.done.notify_all();

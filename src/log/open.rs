@@ -174,7 +174,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
             dir_dirty: false,
         }),
         fenced: AtomicBool::new(false),
-        durability: Durability::new(durable),
+        durability: Durability::new(durable, log_end_offset),
         recovery: report,
         jobs,
         _lock: lock,
