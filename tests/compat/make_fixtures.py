@@ -66,6 +66,13 @@ def batches_spec():
             (0, None, FILL, []),
         ]),
         ({}, [(T0 + 3, b"single", FILL, [])]),
+        # Wider varints: a 2-byte key length and header count, a 6-byte
+        # negative and a 6-byte positive timestamp delta.
+        ({}, [
+            (T0, b"K" * 70, None, [("h%d" % i, b"") for i in range(70)]),
+            (0, None, b"epoch", []),
+            (T0 + 2**40, None, FILL, []),
+        ]),
     ]
 
 
