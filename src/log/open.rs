@@ -8,7 +8,7 @@
 //! followed by valid data, or in any segment but the last, is interior
 //! corruption: the open fails with [`Error::Corrupt`] and nothing is cut.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -17,9 +17,10 @@ use parking_lot::{Mutex, RwLock};
 use crate::error::{CorruptionKind, Error, FormatError, Result};
 use crate::log::durability::Durability;
 use crate::log::{Log, LogBuilder, LogInner, LogState, worker};
+use crate::storage::Storage;
+use crate::storage::probe::{Counters, ScanOutcome, SegmentProbe};
 use crate::storage::segment::{
-    self, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, ScanOutcome, Segment, TIME_INDEX_SUFFIX,
-    TRUNCATING_SUFFIX,
+    self, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, TRUNCATING_SUFFIX,
 };
 
 /// What recovery did when the log was opened.
@@ -93,48 +94,55 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     }
 
     let limits = crate::log::LogInner::limits_for(&config);
-    let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+    // Phase 1: judge every segment without changing any file, so a refused
+    // open leaves the directory as it found it.
+    let plans = plan_recovery(storage.as_ref(), &dir, &bases, recovery_point)?;
+    // Phase 2: open for writing, rebuild what was scanned, cut a torn tail.
+    let mut segments: Vec<Segment> = Vec::with_capacity(plans.len().max(1));
     let mut scanned_any = false;
-    for (i, &base) in bases.iter().enumerate() {
-        let is_last = i + 1 == bases.len();
-        let mut seg = Segment::open(&storage, &dir, base, limits)?;
-        if let Some(previous) = segments.last()
-            && base < previous.next_offset()
-        {
-            return Err(Error::corrupt(
-                seg.log_path(),
-                0,
-                CorruptionKind::OffsetsNotIncreasing {
-                    previous_last: previous.next_offset() as i64 - 1,
-                    base: base as i64,
-                },
-            ));
-        }
-        let below_recovery_point = bases.get(i + 1).is_some_and(|&next| next <= recovery_point);
-        let outcome = if below_recovery_point || is_last {
-            // The last segment is trusted only if it ends below the recovery
-            // point; otherwise it is scanned.
-            match seg.load_clean()? {
-                None if below_recovery_point || seg.next_offset() <= recovery_point => None,
-                None => Some(seg.rebuild()?),
-                some => some,
+    let count = plans.len();
+    for (i, plan) in plans.into_iter().enumerate() {
+        let is_last = i + 1 == count;
+        match plan {
+            Plan::Trusted { base, counters } => {
+                let mut seg = Segment::open(&storage, &dir, base, limits, !is_last)?;
+                seg.adopt(counters);
+                segments.push(seg);
             }
-        } else {
-            Some(seg.rebuild()?)
-        };
-        if let Some(outcome) = outcome {
-            report.segments_scanned += 1;
-            report.indexes_rebuilt += 1;
-            scanned_any = true;
-            judge(&mut seg, outcome, is_last, &mut report)?;
-            if !is_last {
-                seg.seal()?;
+            Plan::Scanned { base, outcome } => {
+                let mut seg = Segment::open(&storage, &dir, base, limits, false)?;
+                seg.rebuild_indexes(outcome.valid_bytes)?;
+                if let Some(cause) = outcome.stopped {
+                    let file_len = seg.file().len()?;
+                    seg.truncate_bytes(outcome.valid_bytes)?;
+                    report.truncated = Some(TruncatedTail {
+                        path: seg.log_path(),
+                        position: outcome.valid_bytes,
+                        bytes: file_len - outcome.valid_bytes,
+                        cause,
+                    });
+                }
+                if !is_last {
+                    seg.seal()?;
+                }
+                report.segments_scanned += 1;
+                report.indexes_rebuilt += 1;
+                scanned_any = true;
+                segments.push(seg);
             }
         }
-        segments.push(seg);
     }
     if segments.is_empty() {
         segments.push(Segment::create(&storage, &dir, log_start_offset, limits)?);
+    }
+
+    // Data recovered from the page cache is made durable before the
+    // recovery point may cover it.
+    if scanned_any {
+        for seg in &mut segments {
+            seg.sync()?;
+        }
+        storage.sync_dir(&dir)?;
     }
     let now = clock.now_ms();
     if let Some(active) = segments.last_mut() {
@@ -186,39 +194,89 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     })
 }
 
-/// Decides what a scan's outcome means: clean, a torn tail to cut, or
-/// interior corruption.
-fn judge(
-    seg: &mut Segment,
-    outcome: ScanOutcome,
-    is_last: bool,
-    report: &mut RecoveryReport,
-) -> Result<()> {
-    let Some(cause) = outcome.stopped else {
+/// What recovery will do with one segment.
+enum Plan {
+    /// Its indexes passed their checks; use the counters derived from them.
+    Trusted { base: u64, counters: Counters },
+    /// It was scanned; rebuild its indexes and cut what follows the valid
+    /// batches (a torn tail: `outcome.stopped` is set).
+    Scanned { base: u64, outcome: ScanOutcome },
+}
+
+/// Phase 1 of recovery: decides for every segment, in order, whether its
+/// indexes can be trusted or it must be scanned, and judges every scan.
+/// Reads only.
+fn plan_recovery(
+    storage: &dyn Storage,
+    dir: &Path,
+    bases: &[u64],
+    recovery_point: u64,
+) -> Result<Vec<Plan>> {
+    let mut plans = Vec::with_capacity(bases.len());
+    let mut previous_next: Option<u64> = None;
+    for (i, &base) in bases.iter().enumerate() {
+        let is_last = i + 1 == bases.len();
+        let probe = SegmentProbe::open(storage, dir, base)?;
+        if let Some(next) = previous_next.filter(|&next| base < next) {
+            return Err(Error::corrupt(
+                probe.path(),
+                0,
+                CorruptionKind::OffsetsNotIncreasing {
+                    previous_last: next as i64 - 1,
+                    base: base as i64,
+                },
+            ));
+        }
+        // Segments wholly below the recovery point were flushed. The last
+        // segment is trusted only if everything in it is below it too.
+        let below_recovery_point = bases.get(i + 1).is_some_and(|&next| next <= recovery_point);
+        let trusted = if below_recovery_point || is_last {
+            probe
+                .trusted(storage, dir)?
+                .filter(|c| below_recovery_point || c.next_offset <= recovery_point)
+        } else {
+            None
+        };
+        let plan = match trusted {
+            Some(counters) => Plan::Trusted { base, counters },
+            None => {
+                let outcome = probe.scan();
+                judge(&probe, &outcome, is_last)?;
+                Plan::Scanned { base, outcome }
+            }
+        };
+        previous_next = Some(match &plan {
+            Plan::Trusted { counters, .. } => counters.next_offset,
+            Plan::Scanned { outcome, .. } => outcome.next_offset,
+        });
+        plans.push(plan);
+    }
+    Ok(plans)
+}
+
+/// Decides what a scan's outcome means: clean, a torn tail to cut (`Ok`), or
+/// interior corruption (`Err`).
+fn judge(probe: &SegmentProbe, outcome: &ScanOutcome, is_last: bool) -> Result<()> {
+    let Some(cause) = &outcome.stopped else {
         return Ok(());
     };
-    let path = seg.log_path();
     if let Some(next_valid) = outcome.valid_after_damage {
         return Err(Error::corrupt(
-            path,
+            probe.path(),
             outcome.valid_bytes,
-            CorruptionKind::Interior { next_valid, cause },
+            CorruptionKind::Interior {
+                next_valid,
+                cause: cause.clone(),
+            },
         ));
     }
     if !is_last {
         return Err(Error::corrupt(
-            path,
+            probe.path(),
             outcome.valid_bytes,
-            CorruptionKind::Batch(cause),
+            CorruptionKind::Batch(cause.clone()),
         ));
     }
-    let file_len = seg.file().len()?;
-    seg.truncate_bytes(outcome.valid_bytes)?;
-    report.truncated = Some(TruncatedTail {
-        path,
-        position: outcome.valid_bytes,
-        bytes: file_len - outcome.valid_bytes,
-        cause,
-    });
+    debug_assert!(outcome.valid_bytes < probe.len());
     Ok(())
 }

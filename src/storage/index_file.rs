@@ -151,6 +151,28 @@ impl<E: IndexEntry> IndexFile<E> {
         ))
     }
 
+    /// Reads an existing index file without changing it: what
+    /// [`open`](Self::open) would load, and the last entry of that prefix.
+    /// `None` if the file does not exist.
+    pub(crate) fn inspect(
+        storage: &dyn Storage,
+        path: &Path,
+    ) -> Result<Option<(IndexLoad, Option<E>)>> {
+        if !storage.exists(path) {
+            return Ok(None);
+        }
+        let file = storage.open(path, OpenMode::Existing)?;
+        let len = usize::try_from(file.len()?).unwrap_or(usize::MAX);
+        let map = file.map(len)?;
+        let bytes = map.as_slice();
+        let load = scan::<E>(bytes);
+        let last = load
+            .entries
+            .checked_sub(1)
+            .map(|i| E::decode(&bytes[i * E::SIZE..(i + 1) * E::SIZE]));
+        Ok(Some((load, last)))
+    }
+
     /// Number of valid entries.
     #[cfg(test)]
     pub(crate) fn entries(&self) -> usize {

@@ -13,6 +13,7 @@ mod file;
 pub(crate) mod index;
 mod index_file;
 pub(crate) mod mmap;
+pub(crate) mod probe;
 pub(crate) mod segment;
 mod std_fs;
 pub(crate) mod time_index;

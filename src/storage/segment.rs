@@ -20,9 +20,10 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::error::{CorruptionKind, Error, FormatError, Result};
-use crate::format::{self, BatchHeader, RECORD_BATCH_OVERHEAD};
+use crate::format::{self, BatchHeader};
 use crate::storage::index::OffsetIndex;
 use crate::storage::mmap::{ReadMap, slice_bytes};
+use crate::storage::probe::Counters;
 use crate::storage::time_index::TimeIndex;
 use crate::storage::{OpenMode, Storage, StorageFile};
 
@@ -67,19 +68,6 @@ pub(crate) struct BatchMeta {
     pub(crate) size: usize,
     pub(crate) last_offset: u64,
     pub(crate) max_timestamp: i64,
-}
-
-/// What a full scan of a segment found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ScanOutcome {
-    /// Bytes of valid batches from the start of the file.
-    pub(crate) valid_bytes: u64,
-    /// Offset after the last valid batch (the base offset if none).
-    pub(crate) next_offset: u64,
-    /// Why scanning stopped before the end of the file, if it did.
-    pub(crate) stopped: Option<FormatError>,
-    /// Whether a batch continuing the log starts somewhere after the damage.
-    pub(crate) valid_after_damage: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -183,29 +171,28 @@ impl Segment {
         })
     }
 
-    /// Opens an existing segment's files without scanning the log. Missing
-    /// index files are created empty; call [`Segment::recover`] (full scan)
-    /// or [`Segment::load_clean`] (trust the indexes if sane) next.
+    /// Opens an existing segment's files without reading the log; missing
+    /// index files are created empty. A sealed segment's indexes are opened
+    /// as they are (trimmed); an appendable one's are extended to
+    /// `segment.index.bytes`. Recovery judged the files before (see
+    /// [`SegmentProbe`](super::probe::SegmentProbe)); call
+    /// [`Segment::adopt`] or [`Segment::rebuild_indexes`] next.
     pub(crate) fn open(
         storage: &Arc<dyn Storage>,
         dir: &Path,
         base_offset: u64,
         limits: SegmentLimits,
+        sealed: bool,
     ) -> Result<Self> {
         let file = storage.open(
             &segment_file(dir, base_offset, LOG_SUFFIX),
             OpenMode::Existing,
         )?;
         let size = file.len()?;
+        let index_bytes = if sealed { 0 } else { limits.index_bytes };
         let index_path = segment_file(dir, base_offset, INDEX_SUFFIX);
         let index = if storage.exists(&index_path) {
-            OffsetIndex::open(
-                storage.as_ref(),
-                &index_path,
-                base_offset,
-                limits.index_bytes,
-            )?
-            .0
+            OffsetIndex::open(storage.as_ref(), &index_path, base_offset, index_bytes)?.0
         } else {
             OffsetIndex::create(
                 storage.as_ref(),
@@ -216,13 +203,7 @@ impl Segment {
         };
         let time_path = segment_file(dir, base_offset, TIME_INDEX_SUFFIX);
         let time_index = if storage.exists(&time_path) {
-            TimeIndex::open(
-                storage.as_ref(),
-                &time_path,
-                base_offset,
-                limits.index_bytes,
-            )?
-            .0
+            TimeIndex::open(storage.as_ref(), &time_path, base_offset, index_bytes)?.0
         } else {
             TimeIndex::create(
                 storage.as_ref(),
@@ -231,7 +212,7 @@ impl Segment {
                 limits.index_bytes,
             )?
         };
-        Self::assemble(
+        let mut segment = Self::assemble(
             storage,
             dir,
             base_offset,
@@ -240,7 +221,9 @@ impl Segment {
             index,
             time_index,
             limits,
-        )
+        )?;
+        segment.sealed = sealed;
+        Ok(segment)
     }
 
     /// Base offset: no offset in this segment is below it.
@@ -453,11 +436,11 @@ impl Segment {
         }
     }
 
-    /// Scans the whole log file, rebuilding both indexes from the valid
-    /// batches. Stops at the first invalid batch and looks past it for a
-    /// batch that continues the log (see [`ScanOutcome`]). Does not change the
-    /// log file.
-    pub(crate) fn rebuild(&mut self) -> Result<ScanOutcome> {
+    /// Rebuilds both indexes and the counters from the batches in the first
+    /// `valid_bytes` of the log file, which recovery already checked (so
+    /// only headers are read here). Bytes after them are cut separately with
+    /// [`Segment::truncate_bytes`].
+    pub(crate) fn rebuild_indexes(&mut self, valid_bytes: u64) -> Result<()> {
         self.index.reset()?;
         self.time_index.reset()?;
         self.bytes_since_last_index_entry = 0;
@@ -465,142 +448,32 @@ impl Segment {
         self.offset_of_max_timestamp = self.base_offset;
         self.next_offset = self.base_offset;
         self.rolling_timestamp = None;
-
-        let file_len = self.file.len()?;
-        self.size = file_len;
+        self.size = valid_bytes;
         let map = self.map()?;
-        let bytes = &map.as_slice()[..to_usize(file_len)];
+        let bytes = &map.as_slice()[..to_usize(valid_bytes)];
         let mut position = 0usize;
-        let mut stopped = None;
         while position < bytes.len() {
-            match self.check_next(&bytes[position..]) {
-                Ok(header) => {
-                    let size = header.total_size();
-                    self.index_batch(
-                        position as u64,
-                        header.last_offset() as u64,
-                        header.max_timestamp,
-                        size as u64,
-                    )?;
-                    position += size;
-                }
-                Err(e) => {
-                    stopped = Some(e);
-                    break;
-                }
-            }
+            let header = BatchHeader::parse(&bytes[position..])
+                .map_err(|e| self.corrupt(position as u64, e))?;
+            let size = header.total_size();
+            self.index_batch(
+                position as u64,
+                header.last_offset() as u64,
+                header.max_timestamp,
+                size as u64,
+            )?;
+            position += size;
         }
-        let valid_after_damage = if stopped.is_some() {
-            self.find_continuation(bytes, position)
-        } else {
-            None
-        };
-        self.size = position as u64;
-        Ok(ScanOutcome {
-            valid_bytes: position as u64,
-            next_offset: self.next_offset,
-            stopped,
-            valid_after_damage,
-        })
+        Ok(())
     }
 
-    /// Validates the batch at the start of `buf` as the next one of this
-    /// segment: structure, CRC, and offsets that continue the segment.
-    fn check_next(&self, buf: &[u8]) -> std::result::Result<BatchHeader, FormatError> {
-        let header = format::check_batch(buf)?;
-        if header.base_offset < self.next_offset as i64 {
-            return Err(FormatError::InvalidOffsetDelta(
-                "batch offsets go backwards",
-            ));
-        }
-        let last = header.last_offset();
-        if last < header.base_offset || (last as u64) - self.base_offset > u64::from(u32::MAX) {
-            return Err(FormatError::InvalidOffsetDelta(
-                "batch offsets leave the segment's range",
-            ));
-        }
-        Ok(header)
-    }
-
-    /// Looks for a valid batch that continues the log anywhere after
-    /// `damaged`: a batch with a good CRC whose base offset is at least the
-    /// next expected offset. A stale copy of an earlier batch does not count.
-    fn find_continuation(&self, bytes: &[u8], damaged: usize) -> Option<u64> {
-        let mut candidate = damaged + 1;
-        while candidate + RECORD_BATCH_OVERHEAD <= bytes.len() {
-            // Cheap filter first: the magic byte.
-            if bytes[candidate + format::MAGIC_OFFSET] == format::MAGIC_V2 as u8
-                && let Ok(header) = self.check_next(&bytes[candidate..])
-                && header.base_offset >= self.next_offset as i64
-            {
-                return Some(candidate as u64);
-            }
-            candidate += 1;
-        }
-        None
-    }
-
-    /// Loads a segment that was fully flushed before (below the recovery
-    /// point), trusting its indexes when cheap checks show they match the
-    /// log; otherwise rebuilds them with a full scan, whose outcome is
-    /// returned for the caller to judge.
-    pub(crate) fn load_clean(&mut self) -> Result<Option<ScanOutcome>> {
-        if self.size == 0 {
-            self.index.reset()?;
-            self.time_index.reset()?;
-            return Ok(None);
-        }
-        if self.try_load_from_indexes().unwrap_or(false) {
-            return Ok(None);
-        }
-        self.rebuild().map(Some)
-    }
-
-    /// Derives the counters from the indexes and the batches after the last
-    /// offset index entry. `Ok(false)` when the indexes disagree with the log.
-    fn try_load_from_indexes(&mut self) -> Result<bool> {
-        let last_indexed = match self.index.last_entry() {
-            Some((offset, position)) => match self.batches_from(u64::from(position))?.next() {
-                Some(Ok((_, header))) if header.last_offset() == offset as i64 => {
-                    u64::from(position)
-                }
-                _ => return Ok(false),
-            },
-            None => 0,
-        };
-        let mut last = None;
-        for item in self.batches_from(last_indexed)? {
-            match item {
-                Ok(found) => last = Some(found),
-                Err(_) => return Ok(false),
-            }
-        }
-        let Some((position, header)) = last else {
-            return Ok(false);
-        };
-        if position + header.total_size() as u64 != self.size {
-            return Ok(false);
-        }
-        // A sealed segment's time index ends with its largest timestamp, at
-        // the last offset of the batch that holds it.
-        let Some((timestamp, offset)) = self.time_index.last_entry() else {
-            return Ok(false);
-        };
-        match self.find_batch(offset) {
-            Ok(Some((_, holder)))
-                if holder.last_offset() == offset as i64 && holder.max_timestamp == timestamp => {}
-            _ => return Ok(false),
-        }
-        let first = match self.batches_from(0)?.next() {
-            Some(Ok((_, first))) => first,
-            _ => return Ok(false),
-        };
-        self.max_timestamp = timestamp;
-        self.offset_of_max_timestamp = offset;
-        self.next_offset = header.last_offset() as u64 + 1;
-        self.rolling_timestamp = Some(first.max_timestamp);
-        self.bytes_since_last_index_entry = self.size - last_indexed;
-        Ok(true)
+    /// Takes the counters that recovery derived from trusted indexes.
+    pub(crate) fn adopt(&mut self, counters: Counters) {
+        self.next_offset = counters.next_offset;
+        self.max_timestamp = counters.max_timestamp;
+        self.offset_of_max_timestamp = counters.offset_of_max_timestamp;
+        self.rolling_timestamp = counters.rolling_timestamp;
+        self.bytes_since_last_index_entry = counters.bytes_since_last_index_entry;
     }
 
     /// Cuts the log file to `valid_bytes` (after a scan found a torn tail).

@@ -95,6 +95,25 @@ impl TimeIndex {
         Ok((TimeIndex { slots, base_offset }, load))
     }
 
+    /// Reads an existing index file without changing it. `Ok(None)` when
+    /// the file is missing or not clean (damaged entries after the valid
+    /// prefix); otherwise the last entry, if any.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub(crate) fn inspect(
+        storage: &dyn Storage,
+        path: &Path,
+        base_offset: u64,
+    ) -> Result<Option<Option<(i64, u64)>>> {
+        Ok(match IndexFile::<TimeEntry>::inspect(storage, path)? {
+            Some((load, last)) if load.is_clean() => {
+                Some(last.map(|e| (e.timestamp, base_offset + u64::from(e.relative_offset))))
+            }
+            _ => None,
+        })
+    }
+
     fn absolute(&self, entry: TimeEntry) -> (i64, u64) {
         (
             entry.timestamp,
@@ -195,6 +214,7 @@ impl TimeIndex {
     }
 
     /// The last entry as `(timestamp, offset)`.
+    #[cfg(test)]
     pub(crate) fn last_entry(&self) -> Option<(i64, u64)> {
         self.slots.last().map(|e| self.absolute(e))
     }
