@@ -8,6 +8,8 @@
 //! printed) and leaves the data there, so you can look at the segment files
 //! or run it again to append more.
 
+#![allow(clippy::print_stdout, reason = "an example prints its results")]
+
 use std::error::Error;
 use std::path::PathBuf;
 
