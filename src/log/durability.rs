@@ -55,6 +55,19 @@ impl Durability {
         }
     }
 
+    /// Waits until every offset below `offset` is on disk, or `timeout`
+    /// passes; returns whether it is. Woken by every completed sync.
+    pub(crate) fn wait_durable(&self, offset: u64, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut state = self.state.lock();
+        while state.durable_offset < offset {
+            if self.done.wait_until(&mut state, deadline).timed_out() {
+                return state.durable_offset >= offset;
+            }
+        }
+        true
+    }
+
     /// Records a new log end offset; called with the log's `state` lock held.
     pub(crate) fn set_log_end(&self, offset: u64) {
         self.log_end.store(offset, Ordering::Release);

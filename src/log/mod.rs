@@ -277,6 +277,24 @@ impl Log {
         self.inner.sync_to(leo)
     }
 
+    /// Waits until every offset below `offset` is on disk (the recovery
+    /// point reached it), at most `timeout` in real time; returns whether it
+    /// did. Under [`FlushPolicy::Interval`](crate::FlushPolicy::Interval)
+    /// this waits for the background flush; it never starts one itself (see
+    /// [`Log::flush`]).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// # let log = logbus::Log::builder(dir.path()).open()?;
+    /// log.flush()?;
+    /// assert!(log.wait_for_flush(log.log_end_offset(), std::time::Duration::ZERO));
+    /// # Ok::<(), logbus::Error>(())
+    /// ```
+    #[must_use]
+    pub fn wait_for_flush(&self, offset: u64, timeout: std::time::Duration) -> bool {
+        self.inner.durability.wait_durable(offset, timeout)
+    }
+
     /// Stops the worker thread, flushes the log and releases the directory
     /// lock. Dropping the log does the same but ignores errors.
     ///

@@ -43,9 +43,16 @@ impl Worker {
     pub(crate) fn spawn(inner: &Arc<LogInner>, jobs: Receiver<Job>) -> Result<Self> {
         let weak = Arc::downgrade(inner);
         let ticks = inner.clock.subscribe();
+        // The first deadlines are fixed here, on the opener's thread, so they
+        // count from the open whenever the thread gets to run.
+        let now = inner.clock.now_ms();
+        let schedule = (
+            inner.next_interval_flush(now),
+            now.saturating_add(inner.config.retention_check_interval_ms()),
+        );
         let handle = std::thread::Builder::new()
             .name("logbus-log".into())
-            .spawn(move || run(&weak, &jobs, &ticks))
+            .spawn(move || run(&weak, &jobs, &ticks, schedule))
             .map_err(|e| Error::io("spawn worker thread", inner.dir.clone(), e))?;
         Ok(Worker {
             jobs: inner.jobs.clone(),
@@ -74,17 +81,9 @@ impl Drop for PanicGuard<'_> {
     }
 }
 
-fn run(weak: &Weak<LogInner>, jobs: &Receiver<Job>, ticks: &Receiver<()>) {
+fn run(weak: &Weak<LogInner>, jobs: &Receiver<Job>, ticks: &Receiver<()>, schedule: (i64, i64)) {
     let _guard = PanicGuard(weak);
-    let Some((mut next_flush, mut next_retention)) = weak.upgrade().map(|inner| {
-        let now = inner.clock.now_ms();
-        (
-            inner.next_interval_flush(now),
-            now.saturating_add(inner.config.retention_check_interval_ms()),
-        )
-    }) else {
-        return;
-    };
+    let (mut next_flush, mut next_retention) = schedule;
     loop {
         let Some(inner) = weak.upgrade() else { return };
         let deadline = next_flush.min(next_retention);
