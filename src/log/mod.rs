@@ -288,7 +288,7 @@ impl Log {
     /// # let log = logbus::Log::builder(dir.path()).open()?;
     /// log.flush()?;
     /// assert!(log.wait_for_flush(log.log_end_offset(), std::time::Duration::ZERO));
-    /// # Ok::<(), logbus::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[must_use]
     pub fn wait_for_flush(&self, offset: u64, timeout: std::time::Duration) -> bool {
