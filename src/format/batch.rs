@@ -140,8 +140,10 @@ impl Batch {
     /// without building [`Record`]s; returns the number of records.
     ///
     /// On top of what [`Batch::records`] checks: at least one record, offset
-    /// deltas exactly 0, 1, ..., n-1 and the last equal to `lastOffsetDelta`.
-    /// A compressed batch is decompressed (once) to be checked.
+    /// deltas exactly 0, 1, ..., n-1 and the last equal to `lastOffsetDelta`,
+    /// and for `CreateTime` a `maxTimestamp` equal to the largest record
+    /// timestamp. A compressed batch is decompressed (once) to be checked.
+    /// The same check as [`validate_batch_records`](super::validate_batch_records).
     ///
     /// # Errors
     /// [`FormatError::Empty`], [`FormatError::RecordCountMismatch`],
@@ -149,46 +151,7 @@ impl Batch {
     /// [`FormatError::MalformedVarint`], and the codec errors of
     /// [`Batch::records`].
     pub fn validate_records(&self) -> Result<usize, FormatError> {
-        let declared = match self.header.records_count {
-            0 => return Err(FormatError::Empty),
-            n if n < 0 => return Err(FormatError::InvalidRecord("negative recordsCount")),
-            n => n,
-        };
-        let decompressed;
-        let data: &[u8] = match self.header.compression()? {
-            Compression::None => &self.bytes[RECORDS_OFFSET..],
-            codec => {
-                decompressed = compression::decompress(codec, &self.bytes[RECORDS_OFFSET..])?;
-                &decompressed
-            }
-        };
-        let mut pos = 0;
-        for expected in 0..declared {
-            if pos >= data.len() {
-                return Err(FormatError::RecordCountMismatch {
-                    declared,
-                    actual: expected as usize,
-                });
-            }
-            let raw = parse_record(data, pos)?;
-            if raw.offset_delta != expected {
-                return Err(FormatError::InvalidOffsetDelta(
-                    "record offset deltas are not 0, 1, 2, ...",
-                ));
-            }
-            pos = raw.end;
-        }
-        if pos != data.len() {
-            return Err(FormatError::InvalidRecord(
-                "bytes left after the last record",
-            ));
-        }
-        if declared - 1 != self.header.last_offset_delta {
-            return Err(FormatError::InvalidOffsetDelta(
-                "lastOffsetDelta does not match the last record",
-            ));
-        }
-        Ok(declared as usize)
+        super::validate_batch_records(&self.bytes, &self.header)
     }
 }
 

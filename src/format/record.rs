@@ -19,7 +19,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use super::varint::{
-    put_varint, put_varlong, read_varint, read_varlong, varint_size, varlong_size,
+    put_varint, put_varlong, read_varint, varint, varint_size, varlong, varlong_size,
 };
 use crate::error::FormatError;
 
@@ -201,22 +201,24 @@ struct Cursor<'a> {
 }
 
 impl Cursor<'_> {
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Result<i32, FormatError> {
-        let (v, n) = read_varint(self.data.get(self.pos..self.end).unwrap_or_default())?;
+        let (v, n) = varint(self.data.get(self.pos..self.end).unwrap_or_default())
+            .ok_or(FormatError::MalformedVarint)?;
         self.pos += n;
         Ok(v)
     }
 
-    #[inline]
+    #[inline(always)]
     fn varlong(&mut self) -> Result<i64, FormatError> {
-        let (v, n) = read_varlong(self.data.get(self.pos..self.end).unwrap_or_default())?;
+        let (v, n) = varlong(self.data.get(self.pos..self.end).unwrap_or_default())
+            .ok_or(FormatError::MalformedVarint)?;
         self.pos += n;
         Ok(v)
     }
 
     /// Takes `len` bytes; `what` names the field for the error.
-    #[inline]
+    #[inline(always)]
     fn take(&mut self, len: usize, what: &'static str) -> Result<Range<usize>, FormatError> {
         let start = self.pos;
         match start.checked_add(len) {
@@ -229,7 +231,7 @@ impl Cursor<'_> {
     }
 
     /// A nullable field: -1 is null, other negatives are invalid.
-    #[inline]
+    #[inline(always)]
     fn nullable(&mut self, what: &'static str) -> Result<Option<Range<usize>>, FormatError> {
         match self.varint()? {
             -1 => Ok(None),

@@ -86,16 +86,7 @@ fn unsigned_size(v: u64) -> usize {
 /// varint is longer than 5 bytes.
 #[inline]
 pub fn read_varint(buf: &[u8]) -> Result<(i32, usize), FormatError> {
-    // Fast path: one byte.
-    if let Some(&b) = buf.first()
-        && b < 0x80
-    {
-        let v = u32::from(b);
-        return Ok((((v >> 1) as i32) ^ -((v & 1) as i32), 1));
-    }
-    let (raw, len) = read_unsigned(buf, MAX_VARINT_LEN)?;
-    let v = raw as u32; // Bits beyond 32 are ignored, as Kafka does.
-    Ok((((v >> 1) as i32) ^ -((v & 1) as i32), len))
+    varint(buf).ok_or(FormatError::MalformedVarint)
 }
 
 /// Reads a zigzag varlong from the start of `buf`; returns the value and the
@@ -106,16 +97,30 @@ pub fn read_varint(buf: &[u8]) -> Result<(i32, usize), FormatError> {
 /// varlong is longer than 10 bytes.
 #[inline]
 pub fn read_varlong(buf: &[u8]) -> Result<(i64, usize), FormatError> {
-    let (v, len) = read_unsigned(buf, MAX_VARLONG_LEN)?;
-    Ok((((v >> 1) as i64) ^ -((v & 1) as i64), len))
+    varlong(buf).ok_or(FormatError::MalformedVarint)
 }
 
-#[inline]
-fn read_unsigned(buf: &[u8], max_len: usize) -> Result<(u64, usize), FormatError> {
+/// [`read_varint`] without the error value, for hot loops.
+#[inline(always)]
+pub(crate) fn varint(buf: &[u8]) -> Option<(i32, usize)> {
+    let (raw, len) = read_unsigned(buf, MAX_VARINT_LEN)?;
+    let v = raw as u32; // Bits beyond 32 are ignored, as Kafka does.
+    Some((((v >> 1) as i32) ^ -((v & 1) as i32), len))
+}
+
+/// [`read_varlong`] without the error value, for hot loops.
+#[inline(always)]
+pub(crate) fn varlong(buf: &[u8]) -> Option<(i64, usize)> {
+    let (v, len) = read_unsigned(buf, MAX_VARLONG_LEN)?;
+    Some((((v >> 1) as i64) ^ -((v & 1) as i64), len))
+}
+
+#[inline(always)]
+fn read_unsigned(buf: &[u8], max_len: usize) -> Option<(u64, usize)> {
     // Fast paths: lengths and deltas in records are mostly one or two bytes.
     match *buf {
-        [b0, ..] if b0 < 0x80 => return Ok((u64::from(b0), 1)),
-        [b0, b1, ..] if b1 < 0x80 => return Ok((u64::from(b0 & 0x7f) | (u64::from(b1) << 7), 2)),
+        [b0, ..] if b0 < 0x80 => return Some((u64::from(b0), 1)),
+        [b0, b1, ..] if b1 < 0x80 => return Some((u64::from(b0 & 0x7f) | (u64::from(b1) << 7), 2)),
         _ => {}
     }
     let mut value: u64 = 0;
@@ -124,10 +129,10 @@ fn read_unsigned(buf: &[u8], max_len: usize) -> Result<(u64, usize), FormatError
         // the rest is dropped like Kafka's readVarlong does.
         value |= u64::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
-            return Ok((value, i + 1));
+            return Some((value, i + 1));
         }
     }
-    Err(FormatError::MalformedVarint)
+    None
 }
 
 #[cfg(test)]
