@@ -9,6 +9,10 @@
 //!   only) vs `write_all` of the same batches to a fresh file.
 //! - `scan`: reading the whole log with CRC checks of every batch vs reading
 //!   the same file with `read` in 1 MiB chunks.
+//! - `roll`: the 1 KiB append with 1 MiB segments (a roll every 64 batches)
+//!   and retention deleting old segments as it goes, vs 1 GiB segments (no
+//!   roll). It also prints the slowest single append seen with rolls, to
+//!   show that creating and deleting segments does not stall appends.
 
 use std::hint::black_box;
 use std::io::{Read, Write};
@@ -141,5 +145,55 @@ fn bench_scan(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_append, bench_scan);
+fn bench_roll(c: &mut Criterion) {
+    let template = build_batch(1024);
+    let batches = APPEND_BYTES / template.len();
+    let mut group = c.benchmark_group("roll");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
+    group.throughput(Throughput::Bytes((batches * template.len()) as u64));
+    let mut slowest = Duration::ZERO;
+    for (name, segment_bytes, retention) in [
+        ("1MiB-segments", 1 << 20, Some(8 << 20)),
+        ("no-roll", 1 << 30, None),
+    ] {
+        let config = LogConfig::builder()
+            .segment_bytes(segment_bytes)
+            .retention_ms(None)
+            .retention_bytes(retention)
+            .build()
+            .expect("config");
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let log = Log::builder(dir.path())
+                        .config(config.clone())
+                        .open()
+                        .expect("open");
+                    let mut batch = template.clone();
+                    let start = Instant::now();
+                    for i in 0..batches {
+                        let one = Instant::now();
+                        black_box(log.append(&mut batch, 0).expect("append"));
+                        if retention.is_some() {
+                            slowest = slowest.max(one.elapsed());
+                            if i % 256 == 0 {
+                                black_box(log.enforce_retention().expect("retention"));
+                            }
+                        }
+                    }
+                    total += start.elapsed();
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+    eprintln!("roll: slowest single append with 1 MiB segments: {slowest:?}");
+}
+
+criterion_group!(benches, bench_append, bench_scan, bench_roll);
 criterion_main!(benches);

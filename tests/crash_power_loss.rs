@@ -74,6 +74,10 @@ fn drafts_for(i: usize) -> Vec<Draft> {
 enum Fault {
     Fail(FaultOp, u64, FaultKind),
     PartialWrite(u64, usize),
+    /// After this many appends succeed, every later `FaultOp` fails. For
+    /// operations the log's worker thread also makes (creating and sizing
+    /// the spare segment), where "the n-th one" depends on thread timing.
+    FailFrom(FaultOp, usize, FaultKind),
 }
 
 /// Appends until one fails (at most `max` appends). Returns the model of
@@ -142,13 +146,21 @@ fn crash_run(fault: Fault, tear: Tear) -> Result<()> {
     let dir = tempdir();
     let storage = FaultyStorage::new();
     let log = open_faulty(dir.path(), &storage)?;
+    let mut before = Vec::new();
     match fault {
         Fault::Fail(op, n, kind) => storage.fail_nth(op, n, kind),
         Fault::PartialWrite(n, written) => {
             storage.fail_nth_partial_write(n, FaultKind::Eio, written)
         }
+        Fault::FailFrom(op, after, kind) => {
+            let (model, failed) = append_until_failure(&log, after)?;
+            assert!(failed.is_none(), "{what}: appends before the fault succeed");
+            before = model;
+            storage.fail_all_from_now(op, kind);
+        }
     }
     let (acked, failed) = append_until_failure(&log, APPENDS)?;
+    let acked = [before, acked].concat();
     // Callers pick faults among the operations a full run makes.
     assert!(failed.is_some(), "{what}: the fault fired");
     if failed.is_some() {
@@ -246,28 +258,35 @@ fn crashes_at_failed_syncs_lose_nothing_acknowledged() -> Result<()> {
 
 #[test]
 fn failures_creating_segments_and_resizing_files_fence_the_log() -> Result<()> {
+    // Where a full run rolls: after which appends the segment count grows.
     let dir = tempdir();
     let storage = FaultyStorage::new();
     let log = open_faulty(dir.path(), &storage)?;
-    let (c0, s0) = (
-        storage.op_count(FaultOp::Create),
-        storage.op_count(FaultOp::SetLen),
-    );
-    append_until_failure(&log, APPENDS)?;
-    let creates = storage.op_count(FaultOp::Create) - c0;
-    let set_lens = storage.op_count(FaultOp::SetLen) - s0;
-    assert!(creates >= 3, "{creates} creates: the runs roll segments");
+    let mut rolls = Vec::new();
+    for i in 0..APPENDS {
+        let segments = log.segment_count();
+        let mut model = Vec::new();
+        append_model(&log, &mut model, &drafts_for(i))?;
+        if log.segment_count() > segments {
+            rolls.push(i);
+        }
+    }
+    assert!(rolls.len() >= 3, "{rolls:?}: the runs roll segments");
     drop(log);
-    for n in 1..=creates {
+    // Creating a segment fails on the append path once a roll cannot use a
+    // spare: the second roll after the fault is armed at the latest.
+    let last_armable = rolls[rolls.len() - 2];
+    for after in 0..last_armable {
         crash_run(
-            Fault::Fail(FaultOp::Create, n, FaultKind::Enospc),
+            Fault::FailFrom(FaultOp::Create, after, FaultKind::Enospc),
             Tear::None,
         )?;
     }
-    for n in 1..=set_lens {
+    // Sealing trims index files on every roll.
+    for after in 0..*rolls.last().expect("rolls") {
         crash_run(
-            Fault::Fail(FaultOp::SetLen, n, FaultKind::Enospc),
-            Tear::Random(n),
+            Fault::FailFrom(FaultOp::SetLen, after, FaultKind::Enospc),
+            Tear::Random(after as u64),
         )?;
     }
     Ok(())

@@ -309,3 +309,27 @@ fn interval_policy_flushes_in_the_background_when_the_clock_moves() -> Result<()
     assert!(log.wait_for_flush(5, Duration::from_secs(60)));
     Ok(())
 }
+
+#[test]
+fn leftover_spare_files_are_removed_on_open_and_not_taken_for_data() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let log = Log::builder(dir.path()).open()?;
+        log.append(&mut batch("a", 2, 0), 0)?;
+    }
+    // A crash can leave a spare behind, even one with bytes in it.
+    std::fs::write(dir.path().join("spare.log"), batch("stale", 3, 0)).expect("write");
+    std::fs::write(dir.path().join("spare.index"), [0u8; 64]).expect("write");
+    std::fs::write(dir.path().join("spare.timeindex"), [0u8; 48]).expect("write");
+    let log = Log::builder(dir.path()).open()?;
+    assert_eq!(log.recovery_report().removed_files, 3);
+    assert_eq!(log.log_end_offset(), 2);
+    assert_eq!(read_all(&log, 0)?.len(), 2);
+    log.close()?;
+    assert!(
+        segment_files(dir.path(), ".log")
+            .iter()
+            .all(|n| !n.starts_with("spare"))
+    );
+    Ok(())
+}

@@ -301,7 +301,16 @@ impl LogInner {
     /// commit), not here.
     fn roll(&self, state: &mut LogState, base_offset: u64, now: i64) -> Result<()> {
         let limits = self.segment_limits();
-        let mut fresh = Segment::create(&self.storage, &self.dir, base_offset, limits)?;
+        let adopted = if std::mem::replace(&mut state.spare_ready, false) {
+            Segment::from_spare(&self.storage, &self.dir, base_offset, limits).ok()
+        } else {
+            None
+        };
+        let mut fresh = match adopted {
+            Some(segment) => segment,
+            None => Segment::create(&self.storage, &self.dir, base_offset, limits)?,
+        };
+        self.schedule(Job::PrepareSpare);
         fresh.set_created_ms(now);
         if state.active().is_empty() {
             // An empty active segment whose base cannot hold these offsets is

@@ -102,6 +102,8 @@ pub(crate) struct LogState {
     unflushed: Vec<Arc<dyn StorageFile>>,
     /// Whether directory entries changed since the last directory sync.
     dir_dirty: bool,
+    /// Whether the worker prepared a spare segment for the next roll.
+    spare_ready: bool,
 }
 
 impl LogState {
@@ -310,6 +312,7 @@ impl Log {
         } else {
             return Ok(());
         }
+        self.inner.remove_spare();
         if self.inner.is_fenced() {
             return Err(Error::Fenced {
                 path: self.inner.dir.clone(),
@@ -344,6 +347,20 @@ impl LogInner {
             })
         } else {
             Ok(())
+        }
+    }
+
+    /// Removes a prepared spare segment's files (on close; a leftover spare
+    /// is also removed by the next open).
+    fn remove_spare(&self) {
+        let mut state = self.state.write();
+        if std::mem::replace(&mut state.spare_ready, false) {
+            for suffix in ["log", "index", "timeindex"] {
+                // Best effort: the next open removes what is left.
+                let _ = self
+                    .storage
+                    .remove_file(&crate::storage::spare::spare_file(&self.dir, suffix));
+            }
         }
     }
 

@@ -17,11 +17,11 @@ use parking_lot::{Mutex, RwLock};
 use crate::error::{CorruptionKind, Error, FormatError, Result};
 use crate::log::durability::Durability;
 use crate::log::{Log, LogBuilder, LogInner, LogState, worker};
-use crate::storage::Storage;
 use crate::storage::probe::{Counters, ScanOutcome, SegmentProbe};
 use crate::storage::segment::{
     self, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, TRUNCATING_SUFFIX,
 };
+use crate::storage::{Storage, spare};
 
 /// What recovery did when the log was opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -72,7 +72,10 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        if name.ends_with(DELETED_SUFFIX) || name.ends_with(TRUNCATING_SUFFIX) {
+        if name.ends_with(DELETED_SUFFIX)
+            || name.ends_with(TRUNCATING_SUFFIX)
+            || spare::is_spare_file(name)
+        {
             storage.remove_file(&path)?;
             report.removed_files += 1;
         } else if let Some(base) = segment::parse_segment_file(&path, LOG_SUFFIX) {
@@ -180,6 +183,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
             log_end_offset,
             unflushed: Vec::new(),
             dir_dirty: false,
+            spare_ready: false,
         }),
         fenced: AtomicBool::new(false),
         durability: Durability::new(durable, log_end_offset),
@@ -188,6 +192,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         _lock: lock,
     });
     let worker = worker::Worker::spawn(&inner, job_rx)?;
+    inner.schedule(worker::Job::PrepareSpare);
     Ok(Log {
         inner,
         worker: Mutex::new(Some(worker)),

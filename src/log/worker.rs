@@ -17,6 +17,7 @@ use crate::config::FlushPolicy;
 use crate::error::{Error, Result};
 use crate::log::LogInner;
 use crate::storage::segment::remove_deleted_files;
+use crate::storage::spare;
 
 /// How many jobs may wait before `schedule` blocks the caller.
 pub(crate) const QUEUE_CAPACITY: usize = 1024;
@@ -28,6 +29,8 @@ pub(crate) enum Job {
     Flush(u64),
     /// Remove files renamed `.deleted`.
     RemoveFiles(Vec<PathBuf>),
+    /// Prepare a spare segment for the next roll, if none is ready.
+    PrepareSpare,
     /// Exit the loop.
     Shutdown,
 }
@@ -110,6 +113,7 @@ fn run(weak: &Weak<LogInner>, jobs: &Receiver<Job>, ticks: &Receiver<()>, schedu
             Some(Job::RemoveFiles(paths)) => {
                 drop(remove_deleted_files(inner.storage.as_ref(), &paths))
             }
+            Some(Job::PrepareSpare) => inner.prepare_spare(),
             None => {}
         }
         let now = inner.clock.now_ms();
@@ -139,8 +143,19 @@ impl LogInner {
                 Job::RemoveFiles(paths) => {
                     drop(remove_deleted_files(self.storage.as_ref(), &paths))
                 }
-                Job::Flush(_) | Job::Shutdown => {}
+                Job::Flush(_) | Job::PrepareSpare | Job::Shutdown => {}
             }
+        }
+    }
+
+    /// Prepares a spare segment unless one is ready. A failure leaves no
+    /// spare: the next roll creates its segment inline.
+    fn prepare_spare(&self) {
+        if self.state.read().spare_ready || self.is_fenced() {
+            return;
+        }
+        if spare::prepare(&self.storage, &self.dir, self.segment_limits()).is_ok() {
+            self.state.write().spare_ready = true;
         }
     }
 

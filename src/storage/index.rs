@@ -115,6 +115,28 @@ impl OffsetIndex {
         })
     }
 
+    /// An empty index in a prepared spare file that holds only zeros (see
+    /// [`crate::storage::spare`]).
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub(crate) fn adopt_spare(
+        storage: &dyn Storage,
+        path: &Path,
+        base_offset: u64,
+        max_index_bytes: u64,
+    ) -> Result<Self> {
+        Ok(OffsetIndex {
+            slots: IndexFile::empty(
+                storage,
+                path,
+                max_index_bytes,
+                crate::storage::OpenMode::Existing,
+            )?,
+            base_offset,
+        })
+    }
+
     fn absolute(&self, entry: OffsetEntry) -> (u64, u32) {
         (
             self.base_offset + u64::from(entry.relative_offset),

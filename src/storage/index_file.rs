@@ -93,9 +93,24 @@ impl<E: IndexEntry> IndexFile<E> {
     /// Creates `path` (which must not exist) preallocated to `max_bytes`
     /// rounded down to whole slots.
     pub(crate) fn create(storage: &dyn Storage, path: &Path, max_bytes: u64) -> Result<Self> {
-        let file = storage.open(path, OpenMode::CreateNew)?;
+        Self::empty(storage, path, max_bytes, OpenMode::CreateNew)
+    }
+
+    /// An empty index in a file that `mode` creates, or (with
+    /// [`OpenMode::Existing`]) in a file that is known to hold only zeros,
+    /// such as a prepared spare; its length is set to `max_bytes` rounded
+    /// down to whole slots if it differs.
+    pub(crate) fn empty(
+        storage: &dyn Storage,
+        path: &Path,
+        max_bytes: u64,
+        mode: OpenMode,
+    ) -> Result<Self> {
+        let file = storage.open(path, mode)?;
         let max_slots = slots_for(max_bytes, E::SIZE);
-        file.set_len(byte_len(max_slots, E::SIZE))?;
+        if mode == OpenMode::CreateNew || file.len()? != byte_len(max_slots, E::SIZE) {
+            file.set_len(byte_len(max_slots, E::SIZE))?;
+        }
         let map = file.map(max_slots * E::SIZE)?;
         Ok(IndexFile {
             file,

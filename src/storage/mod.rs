@@ -15,6 +15,7 @@ mod index_file;
 pub(crate) mod mmap;
 pub(crate) mod probe;
 pub(crate) mod segment;
+pub(crate) mod spare;
 mod std_fs;
 pub(crate) mod time_index;
 

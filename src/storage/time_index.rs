@@ -114,6 +114,28 @@ impl TimeIndex {
         })
     }
 
+    /// An empty index in a prepared spare file that holds only zeros (see
+    /// [`crate::storage::spare`]).
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub(crate) fn adopt_spare(
+        storage: &dyn Storage,
+        path: &Path,
+        base_offset: u64,
+        max_index_bytes: u64,
+    ) -> Result<Self> {
+        Ok(TimeIndex {
+            slots: IndexFile::empty(
+                storage,
+                path,
+                max_index_bytes,
+                crate::storage::OpenMode::Existing,
+            )?,
+            base_offset,
+        })
+    }
+
     fn absolute(&self, entry: TimeEntry) -> (i64, u64) {
         (
             entry.timestamp,
