@@ -318,9 +318,9 @@ fn leftover_spare_files_are_removed_on_open_and_not_taken_for_data() -> Result<(
         log.append(&mut batch("a", 2, 0), 0)?;
     }
     // A crash can leave a spare behind, even one with bytes in it.
-    std::fs::write(dir.path().join("spare.log"), batch("stale", 3, 0)).expect("write");
-    std::fs::write(dir.path().join("spare.index"), [0u8; 64]).expect("write");
-    std::fs::write(dir.path().join("spare.timeindex"), [0u8; 48]).expect("write");
+    std::fs::write(dir.path().join("segment.log.spare"), batch("stale", 3, 0)).expect("write");
+    std::fs::write(dir.path().join("segment.index.spare"), [0u8; 64]).expect("write");
+    std::fs::write(dir.path().join("segment.timeindex.spare"), [0u8; 48]).expect("write");
     let log = Log::builder(dir.path()).open()?;
     assert_eq!(log.recovery_report().removed_files, 3);
     assert_eq!(log.log_end_offset(), 2);

@@ -355,7 +355,11 @@ impl LogInner {
     fn remove_spare(&self) {
         let mut state = self.state.write();
         if std::mem::replace(&mut state.spare_ready, false) {
-            for suffix in ["log", "index", "timeindex"] {
+            for suffix in [
+                crate::storage::segment::LOG_SUFFIX,
+                crate::storage::segment::INDEX_SUFFIX,
+                crate::storage::segment::TIME_INDEX_SUFFIX,
+            ] {
                 // Best effort: the next open removes what is left.
                 let _ = self
                     .storage

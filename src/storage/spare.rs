@@ -3,9 +3,10 @@
 //! Creating a segment's three files costs hundreds of microseconds on
 //! common file systems (inode allocation, journal), and a roll happens in
 //! the middle of an append. So the log's worker thread keeps a spare ready:
-//! `spare.log` (empty) and `spare.index` / `spare.timeindex` (preallocated
-//! zeros). A roll renames the three into place under the new base offset,
-//! which costs a few renames, and opens them without reading them.
+//! `segment.log.spare` (empty) and `segment.index.spare` /
+//! `segment.timeindex.spare` (preallocated zeros). A roll renames the three
+//! into place under the new base offset, which costs a few renames, and
+//! opens them without reading them.
 //!
 //! A spare is never data: recovery removes leftover spare files, and any
 //! failure to prepare or adopt one falls back to creating the segment
@@ -20,23 +21,19 @@ use crate::storage::segment::{
 };
 use crate::storage::{OpenMode, Storage};
 
-/// File name stem of the spare segment's files.
-pub(crate) const SPARE_STEM: &str = "spare";
-
-/// `dir/spare.{suffix}`.
+/// `dir/segment.{suffix}.spare`. The names end in `.spare` so that Kafka,
+/// which loads every `*.log` file in a partition directory as a segment,
+/// ignores them.
 pub(crate) fn spare_file(dir: &Path, suffix: &str) -> std::path::PathBuf {
-    dir.join(format!("{SPARE_STEM}.{suffix}"))
+    dir.join(format!("segment.{suffix}.spare"))
 }
 
 /// Whether `name` is a spare segment file.
 pub(crate) fn is_spare_file(name: &str) -> bool {
-    [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX]
-        .iter()
-        .any(|suffix| {
-            name.strip_prefix(SPARE_STEM)
-                .and_then(|s| s.strip_prefix('.'))
-                == Some(suffix)
-        })
+    let middle = name
+        .strip_prefix("segment.")
+        .and_then(|s| s.strip_suffix(".spare"));
+    [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX].contains(&middle.unwrap_or_default())
 }
 
 /// Creates the spare's three files, replacing any leftovers.
