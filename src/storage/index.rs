@@ -115,24 +115,20 @@ impl OffsetIndex {
         })
     }
 
-    /// An empty index in a prepared spare file that holds only zeros (see
-    /// [`crate::storage::spare`]).
+    /// An empty index in a file that `mode` creates, or (`Existing`) in a
+    /// file known to hold only zeros, such as an adopted spare.
     ///
     /// # Errors
     /// [`Error::Io`].
-    pub(crate) fn adopt_spare(
+    pub(crate) fn empty(
         storage: &dyn Storage,
         path: &Path,
         base_offset: u64,
         max_index_bytes: u64,
+        mode: crate::storage::OpenMode,
     ) -> Result<Self> {
         Ok(OffsetIndex {
-            slots: IndexFile::empty(
-                storage,
-                path,
-                max_index_bytes,
-                crate::storage::OpenMode::Existing,
-            )?,
+            slots: IndexFile::empty(storage, path, max_index_bytes, mode)?,
             base_offset,
         })
     }

@@ -106,21 +106,52 @@ impl Segment {
         base_offset: u64,
         limits: SegmentLimits,
     ) -> Result<Self> {
-        let file = storage.open(
-            &segment_file(dir, base_offset, LOG_SUFFIX),
-            OpenMode::CreateNew,
-        )?;
-        let index = OffsetIndex::create(
+        Self::empty(storage, dir, base_offset, limits, OpenMode::CreateNew)
+    }
+
+    /// Builds a new, empty segment at `base_offset` from the prepared spare
+    /// (see [`spare`]): renames its files into place and opens them without
+    /// reading them. On failure, removes whatever was renamed, so the caller
+    /// can create the segment inline.
+    pub(crate) fn from_spare(
+        storage: &Arc<dyn Storage>,
+        dir: &Path,
+        base_offset: u64,
+        limits: SegmentLimits,
+    ) -> Result<Self> {
+        spare::rename_into_place(storage.as_ref(), dir, base_offset)
+            .and_then(|()| Self::empty(storage, dir, base_offset, limits, OpenMode::Existing))
+            .inspect_err(|_| {
+                for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                    // Best effort: the inline create that follows reports errors.
+                    let _ = storage.remove_file(&segment_file(dir, base_offset, suffix));
+                }
+            })
+    }
+
+    /// An empty segment whose files `mode` creates, or (`Existing`) whose
+    /// files exist and hold nothing (an adopted spare).
+    fn empty(
+        storage: &Arc<dyn Storage>,
+        dir: &Path,
+        base_offset: u64,
+        limits: SegmentLimits,
+        mode: OpenMode,
+    ) -> Result<Self> {
+        let file = storage.open(&segment_file(dir, base_offset, LOG_SUFFIX), mode)?;
+        let index = OffsetIndex::empty(
             storage.as_ref(),
             &segment_file(dir, base_offset, INDEX_SUFFIX),
             base_offset,
             limits.index_bytes,
+            mode,
         )?;
-        let time_index = TimeIndex::create(
+        let time_index = TimeIndex::empty(
             storage.as_ref(),
             &segment_file(dir, base_offset, TIME_INDEX_SUFFIX),
             base_offset,
             limits.index_bytes,
+            mode,
         )?;
         Self::assemble(
             storage,
@@ -134,56 +165,9 @@ impl Segment {
         )
     }
 
-    /// Builds a new, empty segment at `base_offset` from the prepared spare
-    /// (see [`spare`]): renames its files into place and opens them without
-    /// reading them. On failure, removes whatever was renamed, so the caller
-    /// can create the segment inline.
-    pub(crate) fn from_spare(
-        storage: &Arc<dyn Storage>,
-        dir: &Path,
-        base_offset: u64,
-        limits: SegmentLimits,
-    ) -> Result<Self> {
-        let adopt = || -> Result<Self> {
-            spare::rename_into_place(storage.as_ref(), dir, base_offset)?;
-            let file = storage.open(
-                &segment_file(dir, base_offset, LOG_SUFFIX),
-                OpenMode::Existing,
-            )?;
-            let index = OffsetIndex::adopt_spare(
-                storage.as_ref(),
-                &segment_file(dir, base_offset, INDEX_SUFFIX),
-                base_offset,
-                limits.index_bytes,
-            )?;
-            let time_index = TimeIndex::adopt_spare(
-                storage.as_ref(),
-                &segment_file(dir, base_offset, TIME_INDEX_SUFFIX),
-                base_offset,
-                limits.index_bytes,
-            )?;
-            Self::assemble(
-                storage,
-                dir,
-                base_offset,
-                file,
-                0,
-                index,
-                time_index,
-                limits,
-            )
-        };
-        adopt().inspect_err(|_| {
-            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-                // Best effort: the inline create that follows reports errors.
-                let _ = storage.remove_file(&segment_file(dir, base_offset, suffix));
-            }
-        })
-    }
-
     #[expect(
         clippy::too_many_arguments,
-        reason = "private constructor shared by create and open"
+        reason = "private constructor shared by empty and open"
     )]
     fn assemble(
         storage: &Arc<dyn Storage>,
