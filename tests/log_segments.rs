@@ -333,3 +333,30 @@ fn leftover_spare_files_are_removed_on_open_and_not_taken_for_data() -> Result<(
     );
     Ok(())
 }
+
+#[test]
+fn delete_records_applies_no_other_retention_rule() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_000_000);
+    let log = Log::builder(dir.path())
+        .config(
+            LogConfig::builder()
+                .segment_bytes(300)
+                .retention_ms(Some(1))
+                .retention_bytes(Some(1))
+                .build()?,
+        )
+        .clock(Arc::new(clock))
+        .open()?;
+    for i in 0..12 {
+        log.append(&mut batch(&format!("k{i}"), 1, i), 0)?;
+    }
+    let segments = log.segment_count();
+    // Every sealed segment is past retention.ms and retention.bytes, but
+    // delete_records removes only what lies below the new start.
+    log.delete_records(1)?;
+    assert_eq!(log.segment_count(), segments);
+    assert_eq!(log.log_start_offset(), 1);
+    assert!(log.enforce_retention()?.segments > 0);
+    Ok(())
+}

@@ -4,6 +4,15 @@ use crate::error::{Error, Result};
 use crate::log::{Log, LogInner, LogState, worker::Job};
 use crate::storage::segment::Segment;
 
+/// Which rules [`LogInner::delete_segments`] applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retention {
+    /// `retention.ms`, `retention.bytes` and the log start offset.
+    All,
+    /// Only the log start offset (`delete_records`).
+    BelowLogStart,
+}
+
 /// What [`Log::enforce_retention`] deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RetentionReport {
@@ -51,7 +60,7 @@ impl Log {
             }
             state.log_start_offset = state.log_start_offset.max(offset);
         }
-        self.inner.enforce_retention()?;
+        self.inner.delete_segments(Retention::BelowLogStart)?;
         Ok(self.log_start_offset())
     }
 
@@ -114,11 +123,17 @@ impl LogInner {
     }
 
     pub(crate) fn enforce_retention(&self) -> Result<RetentionReport> {
+        self.delete_segments(Retention::All)
+    }
+
+    /// Deletes the oldest sealed segments that `which` rules expire.
+    fn delete_segments(&self, which: Retention) -> Result<RetentionReport> {
         let now = self.clock.now_ms();
         let mut state = self.state.write();
+        let all = which == Retention::All;
         let mut excess = match self.config.retention_bytes() {
-            Some(limit) => state.size_bytes().saturating_sub(limit),
-            None => 0,
+            Some(limit) if all => state.size_bytes().saturating_sub(limit),
+            _ => 0,
         };
         let sealed = state.segments.len().saturating_sub(1);
         let mut count = 0;
@@ -127,10 +142,10 @@ impl LogInner {
             let next_base = state.segments[count + 1].base_offset();
             let below_start = next_base <= state.log_start_offset;
             let expired = match self.config.retention_ms() {
-                Some(ms) => {
+                Some(ms) if all => {
                     segment.max_timestamp() >= 0 && now.saturating_sub(segment.max_timestamp()) > ms
                 }
-                None => false,
+                _ => false,
             };
             let over_size = excess > 0 && excess >= segment.size();
             if !(below_start || expired || over_size) {
