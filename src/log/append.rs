@@ -66,6 +66,11 @@ impl AppendInfo {
     }
 }
 
+/// Records in the checked batches.
+fn record_count(checked: &[Checked]) -> u64 {
+    checked.iter().map(|b| b.header.records_count as u64).sum()
+}
+
 /// One validated batch of an append buffer.
 struct Checked {
     position: usize,
@@ -120,14 +125,20 @@ impl Log {
                 });
                 next = last + 1;
             }
-            let first = state.log_end_offset;
-            let mut info = self
-                .inner
-                .append_locked(&mut state, batches, &metas, first, now)?;
-            info.max_timestamp = max_timestamp;
-            info.log_append_time = append_time;
-            info.records = checked.iter().map(|b| b.header.records_count as u64).sum();
-            info
+            let first_offset = state.log_end_offset;
+            let (segment_base_offset, position) =
+                self.inner
+                    .append_locked(&mut state, batches, &metas, first_offset, now)?;
+            AppendInfo {
+                first_offset,
+                last_offset: next - 1,
+                max_timestamp,
+                log_append_time: append_time,
+                records: record_count(&checked),
+                bytes: batches.len() as u64,
+                segment_base_offset,
+                position,
+            }
         };
         self.inner.after_append(info.last_offset + 1)?;
         Ok(info)
@@ -170,13 +181,20 @@ impl Log {
                 expected = header.next_offset();
             }
             let now = self.inner.clock.now_ms();
-            let first = checked[0].header.base_offset as u64;
-            let mut info = self
-                .inner
-                .append_locked(&mut state, batches, &metas, first, now)?;
-            info.max_timestamp = max_timestamp;
-            info.records = checked.iter().map(|b| b.header.records_count as u64).sum();
-            info
+            let first_offset = checked[0].header.base_offset as u64;
+            let (segment_base_offset, position) =
+                self.inner
+                    .append_locked(&mut state, batches, &metas, first_offset, now)?;
+            AppendInfo {
+                first_offset,
+                last_offset: expected as u64 - 1,
+                max_timestamp,
+                log_append_time: None,
+                records: record_count(&checked),
+                bytes: batches.len() as u64,
+                segment_base_offset,
+                position,
+            }
         };
         self.inner.after_append(info.last_offset + 1)?;
         Ok(info)
@@ -217,7 +235,9 @@ fn validate(buf: &[u8], inner: &LogInner) -> Result<Vec<Checked>> {
 
 impl LogInner {
     /// Writes validated batches with known offsets to the active segment,
-    /// rolling first if they do not fit. Any I/O error fences the log.
+    /// rolling first if they do not fit, and advances the log end offset.
+    /// Returns the segment's base offset and the position written at. Any
+    /// I/O error fences the log.
     fn append_locked(
         &self,
         state: &mut LogState,
@@ -225,7 +245,7 @@ impl LogInner {
         metas: &[BatchMeta],
         first_offset: u64,
         now: i64,
-    ) -> Result<AppendInfo> {
+    ) -> Result<(u64, u64)> {
         let last_offset = metas.last().map_or(first_offset, |m| m.last_offset);
         let result = (|| {
             let max_timestamp = metas
@@ -244,22 +264,13 @@ impl LogInner {
             }
             let segment = state.active_mut();
             let position = segment.append(buf, metas)?;
-            Ok(AppendInfo {
-                first_offset,
-                last_offset,
-                max_timestamp: format::NO_TIMESTAMP,
-                log_append_time: None,
-                records: 0,
-                bytes: buf.len() as u64,
-                segment_base_offset: segment.base_offset(),
-                position,
-            })
+            Ok((segment.base_offset(), position))
         })();
         match result {
-            Ok(info) => {
+            Ok(written) => {
                 state.log_end_offset = last_offset + 1;
                 self.durability.set_log_end(state.log_end_offset);
-                Ok(info)
+                Ok(written)
             }
             Err(e) => {
                 self.fence();
