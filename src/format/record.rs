@@ -19,7 +19,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use super::varint::{
-    put_varint, put_varlong, read_varint, varint, varint_size, varlong, varlong_size,
+    put_varint, put_varlong, unzigzag32, varint_size, varint_zigzag, varlong, varlong_size,
 };
 use crate::error::FormatError;
 
@@ -193,111 +193,175 @@ pub(crate) struct RawRecord {
     pub(crate) end: usize,
 }
 
-/// A cursor over `data[..end]` that never reads past `end`.
-struct Cursor<'a> {
-    data: &'a [u8],
-    pos: usize,
-    end: usize,
+/// Why [`scan_record`] rejected a record: a one-byte code, cheap to pass
+/// around in the validator's loop and turned into a [`FormatError`] once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BadRecord {
+    Varint,
+    NegativeLength,
+    LengthExceedsBatch,
+    NoAttributes,
+    KeyLength,
+    ValueLength,
+    NegativeHeaderCount,
+    HeaderKeyLength,
+    HeaderKeyUtf8,
+    HeaderValueLength,
+    LengthMismatch,
 }
 
-impl Cursor<'_> {
+impl From<BadRecord> for FormatError {
+    #[cold]
+    fn from(bad: BadRecord) -> Self {
+        FormatError::InvalidRecord(match bad {
+            BadRecord::Varint => return FormatError::MalformedVarint,
+            BadRecord::NegativeLength => "negative record length",
+            BadRecord::LengthExceedsBatch => "record length exceeds the batch",
+            BadRecord::NoAttributes => "record ends before its attributes",
+            BadRecord::KeyLength => "invalid key length",
+            BadRecord::ValueLength => "invalid value length",
+            BadRecord::NegativeHeaderCount => "negative header count",
+            BadRecord::HeaderKeyLength => "invalid header key length",
+            BadRecord::HeaderKeyUtf8 => "header key is not valid UTF-8",
+            BadRecord::HeaderValueLength => "invalid header value length",
+            BadRecord::LengthMismatch => "record length does not match its fields",
+        })
+    }
+}
+
+/// A cursor over one record's body (`rec`, after its length); `pos` never
+/// exceeds `rec.len()`.
+struct Body<'a> {
+    rec: &'a [u8],
+    pos: usize,
+}
+
+impl Body<'_> {
+    /// A varint, still zigzag-encoded.
     #[inline(always)]
-    fn varint(&mut self) -> Result<i32, FormatError> {
-        let (v, n) = varint(self.data.get(self.pos..self.end).unwrap_or_default())
-            .ok_or(FormatError::MalformedVarint)?;
+    fn zigzag(&mut self) -> Result<u32, BadRecord> {
+        let Some(rest) = self.rec.get(self.pos..) else {
+            return Err(BadRecord::Varint);
+        };
+        let Some((v, n)) = varint_zigzag(rest) else {
+            return Err(BadRecord::Varint);
+        };
         self.pos += n;
         Ok(v)
     }
 
     #[inline(always)]
-    fn varlong(&mut self) -> Result<i64, FormatError> {
-        let (v, n) = varlong(self.data.get(self.pos..self.end).unwrap_or_default())
-            .ok_or(FormatError::MalformedVarint)?;
+    fn varint(&mut self) -> Result<i32, BadRecord> {
+        self.zigzag().map(unzigzag32)
+    }
+
+    #[inline(always)]
+    fn varlong(&mut self) -> Result<i64, BadRecord> {
+        let Some(rest) = self.rec.get(self.pos..) else {
+            return Err(BadRecord::Varint);
+        };
+        let Some((v, n)) = varlong(rest) else {
+            return Err(BadRecord::Varint);
+        };
         self.pos += n;
         Ok(v)
     }
 
-    /// Takes `len` bytes; `what` names the field for the error.
+    /// A varint that must not be negative (`bad` if it is).
     #[inline(always)]
-    fn take(&mut self, len: usize, what: &'static str) -> Result<Range<usize>, FormatError> {
+    fn count(&mut self, bad: BadRecord) -> Result<usize, BadRecord> {
+        non_negative(self.zigzag()?).ok_or(bad)
+    }
+
+    /// Takes `len` bytes (at most `i32::MAX`, so `pos + len` cannot overflow).
+    #[inline(always)]
+    fn take(&mut self, len: usize, bad: BadRecord) -> Result<Range<usize>, BadRecord> {
         let start = self.pos;
-        match start.checked_add(len) {
-            Some(stop) if stop <= self.end => {
-                self.pos = stop;
-                Ok(start..stop)
-            }
-            _ => Err(FormatError::InvalidRecord(what)),
+        if self.rec.len() - start < len {
+            return Err(bad);
         }
+        self.pos = start + len;
+        Ok(start..self.pos)
     }
 
     /// A nullable field: -1 is null, other negatives are invalid.
     #[inline(always)]
-    fn nullable(&mut self, what: &'static str) -> Result<Option<Range<usize>>, FormatError> {
-        match self.varint()? {
-            -1 => Ok(None),
-            len if len < 0 => Err(FormatError::InvalidRecord(what)),
-            len => self.take(len as usize, what).map(Some),
+    fn nullable(&mut self, bad: BadRecord) -> Result<Option<Range<usize>>, BadRecord> {
+        match self.zigzag()? {
+            1 => Ok(None), // -1
+            v => self.take(non_negative(v).ok_or(bad)?, bad).map(Some),
         }
+    }
+}
+
+/// The value of a zigzag-encoded varint if it is not negative.
+#[inline(always)]
+fn non_negative(zigzag: u32) -> Option<usize> {
+    (zigzag & 1 == 0).then_some((zigzag >> 1) as usize)
+}
+
+impl<'a> Body<'a> {
+    /// One header entry: a key (length >= 0, UTF-8) and a nullable value.
+    #[inline(always)]
+    fn header(&mut self) -> Result<(&'a str, Option<Range<usize>>), BadRecord> {
+        let rec = self.rec;
+        let key_len = self.count(BadRecord::HeaderKeyLength)?;
+        let key = self.take(key_len, BadRecord::HeaderKeyLength)?;
+        let key = std::str::from_utf8(&rec[key]).map_err(|_| BadRecord::HeaderKeyUtf8)?;
+        let value = self.nullable(BadRecord::HeaderValueLength)?;
+        Ok((key, value))
     }
 }
 
 /// Parses the record starting at `data[pos]`, checking every length against
 /// the record's own length and header keys for UTF-8. Does not allocate.
-pub(crate) fn parse_record(data: &[u8], pos: usize) -> Result<RawRecord, FormatError> {
-    let (len, n) = read_varint(data.get(pos..).unwrap_or_default())?;
-    if len < 0 {
-        return Err(FormatError::InvalidRecord("negative record length"));
-    }
-    let start = pos + n;
-    let end = match start.checked_add(len as usize) {
-        Some(end) if end <= data.len() => end,
-        _ => {
-            return Err(FormatError::InvalidRecord(
-                "record length exceeds the batch",
-            ));
-        }
+/// The one implementation of the record grammar: [`parse_record`] and the
+/// batch validator both use it.
+#[inline(always)]
+pub(crate) fn scan_record(data: &[u8], pos: usize) -> Result<RawRecord, BadRecord> {
+    let Some((len, n)) = data.get(pos..).and_then(varint_zigzag) else {
+        return Err(BadRecord::Varint);
     };
-    let mut c = Cursor {
-        data,
-        pos: start,
-        end,
+    let len = non_negative(len).ok_or(BadRecord::NegativeLength)?;
+    let start = pos + n;
+    // `start <= data.len()`, so the subtraction cannot wrap.
+    if data.len() - start < len {
+        return Err(BadRecord::LengthExceedsBatch);
+    }
+    let end = start + len;
+    let mut c = Body {
+        rec: &data[start..end],
+        pos: 0,
     };
     // Attributes: unused by Kafka, read and ignored as Kafka does.
-    c.take(1, "record ends before its attributes")?;
+    c.take(1, BadRecord::NoAttributes)?;
     let timestamp_delta = c.varlong()?;
     let offset_delta = c.varint()?;
-    let key = c.nullable("invalid key length")?;
-    let value = c.nullable("invalid value length")?;
-    let count = c.varint()?;
-    if count < 0 {
-        return Err(FormatError::InvalidRecord("negative header count"));
+    let key = c.nullable(BadRecord::KeyLength)?;
+    let value = c.nullable(BadRecord::ValueLength)?;
+    let header_count = c.count(BadRecord::NegativeHeaderCount)?;
+    let headers_start = start + c.pos;
+    for _ in 0..header_count {
+        c.header()?;
     }
-    let headers_start = c.pos;
-    for _ in 0..count {
-        let key_len = c.varint()?;
-        if key_len < 0 {
-            return Err(FormatError::InvalidRecord("invalid header key length"));
-        }
-        let key = c.take(key_len as usize, "invalid header key length")?;
-        if std::str::from_utf8(&data[key]).is_err() {
-            return Err(FormatError::InvalidRecord("header key is not valid UTF-8"));
-        }
-        c.nullable("invalid header value length")?;
-    }
-    if c.pos != end {
-        return Err(FormatError::InvalidRecord(
-            "record length does not match its fields",
-        ));
+    if c.pos != len {
+        return Err(BadRecord::LengthMismatch);
     }
     Ok(RawRecord {
         timestamp_delta,
         offset_delta,
-        key,
-        value,
+        key: key.map(|r| start + r.start..start + r.end),
+        value: value.map(|r| start + r.start..start + r.end),
         headers: headers_start..end,
-        header_count: count as usize,
+        header_count,
         end,
     })
+}
+
+/// Parses the record starting at `data[pos]`: [`scan_record`] with its
+/// error as a [`FormatError`].
+pub(crate) fn parse_record(data: &[u8], pos: usize) -> Result<RawRecord, FormatError> {
+    scan_record(data, pos).map_err(FormatError::from)
 }
 
 /// Builds the headers of a record that [`parse_record`] accepted. `data` is
@@ -308,24 +372,17 @@ pub(crate) fn decode_headers(data: &Bytes, raw: &RawRecord) -> Result<Vec<Header
     }
     // Each header takes at least 2 bytes, which bounds the allocation.
     let mut headers = Vec::with_capacity(raw.header_count.min(raw.headers.len() / 2));
-    let mut c = Cursor {
-        data,
-        pos: raw.headers.start,
-        end: raw.headers.end,
+    let base = raw.headers.start;
+    let mut c = Body {
+        rec: data.get(raw.headers.clone()).unwrap_or_default(),
+        pos: 0,
     };
     for _ in 0..raw.header_count {
-        let key_len = c.varint()?;
-        if key_len < 0 {
-            return Err(FormatError::InvalidRecord("invalid header key length"));
-        }
-        let key = c.take(key_len as usize, "invalid header key length")?;
-        let key = std::str::from_utf8(&data[key])
-            .map_err(|_| FormatError::InvalidRecord("header key is not valid UTF-8"))?
-            .to_owned();
-        let value = c
-            .nullable("invalid header value length")?
-            .map(|r| data.slice(r));
-        headers.push(Header { key, value });
+        let (key, value) = c.header()?;
+        headers.push(Header {
+            key: key.to_owned(),
+            value: value.map(|r| data.slice(base + r.start..base + r.end)),
+        });
     }
     Ok(headers)
 }

@@ -103,9 +103,22 @@ pub fn read_varlong(buf: &[u8]) -> Result<(i64, usize), FormatError> {
 /// [`read_varint`] without the error value, for hot loops.
 #[inline(always)]
 pub(crate) fn varint(buf: &[u8]) -> Option<(i32, usize)> {
+    let (v, len) = varint_zigzag(buf)?;
+    Some((unzigzag32(v), len))
+}
+
+/// A varint still zigzag-encoded: lets hot loops test the sign (the low
+/// bit) and take a non-negative value (`v >> 1`) without decoding it.
+#[inline(always)]
+pub(crate) fn varint_zigzag(buf: &[u8]) -> Option<(u32, usize)> {
     let (raw, len) = read_unsigned(buf, MAX_VARINT_LEN)?;
-    let v = raw as u32; // Bits beyond 32 are ignored, as Kafka does.
-    Some((((v >> 1) as i32) ^ -((v & 1) as i32), len))
+    Some((raw as u32, len)) // Bits beyond 32 are ignored, as Kafka does.
+}
+
+/// Decodes a zigzag-encoded `u32`.
+#[inline(always)]
+pub(crate) fn unzigzag32(v: u32) -> i32 {
+    ((v >> 1) as i32) ^ -((v & 1) as i32)
 }
 
 /// [`read_varlong`] without the error value, for hot loops.
@@ -118,11 +131,17 @@ pub(crate) fn varlong(buf: &[u8]) -> Option<(i64, usize)> {
 #[inline(always)]
 fn read_unsigned(buf: &[u8], max_len: usize) -> Option<(u64, usize)> {
     // Fast paths: lengths and deltas in records are mostly one or two bytes.
+    // Longer values take the out-of-line loop, which keeps the callers'
+    // inlined code small.
     match *buf {
-        [b0, ..] if b0 < 0x80 => return Some((u64::from(b0), 1)),
-        [b0, b1, ..] if b1 < 0x80 => return Some((u64::from(b0 & 0x7f) | (u64::from(b1) << 7), 2)),
-        _ => {}
+        [b0, ..] if b0 < 0x80 => Some((u64::from(b0), 1)),
+        [b0, b1, ..] if b1 < 0x80 => Some((u64::from(b0 & 0x7f) | (u64::from(b1) << 7), 2)),
+        _ => read_unsigned_long(buf, max_len),
     }
+}
+
+#[inline(never)]
+fn read_unsigned_long(buf: &[u8], max_len: usize) -> Option<(u64, usize)> {
     let mut value: u64 = 0;
     for (i, &b) in buf.iter().take(max_len).enumerate() {
         // For i == 9 the shift is 63: only the lowest bit of the byte fits;
