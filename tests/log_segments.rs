@@ -360,3 +360,38 @@ fn delete_records_applies_no_other_retention_rule() -> Result<()> {
     assert!(log.enforce_retention()?.segments > 0);
     Ok(())
 }
+
+#[test]
+fn a_crash_right_after_a_roll_leaves_no_gap_below_the_log_end() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(0);
+    let (sealed_base, active_base) = {
+        let log = small_log(dir.path(), 400, &clock)?;
+        while log.segment_count() < 2 {
+            let i = log.log_end_offset();
+            log.append(&mut batch(&format!("g{i}"), 1, 0), 0)?;
+        }
+        let bases = log.segment_base_offsets();
+        (bases[0], bases[1])
+    };
+    // What a power loss can leave: the new segment was created empty, but the
+    // unsynced end of the sealed one is torn.
+    let active = dir.path().join(format!("{active_base:020}.log"));
+    std::fs::write(&active, b"").expect("empty active segment");
+    let sealed = dir.path().join(format!("{sealed_base:020}.log"));
+    let len = std::fs::metadata(&sealed).expect("metadata").len();
+    let file = std::fs::OpenOptions::new().write(true).open(&sealed).expect("open");
+    file.set_len(len - 5).expect("tear");
+    drop(file);
+
+    let log = small_log(dir.path(), 400, &clock)?;
+    assert!(log.recovery_report().truncated.is_some(), "the torn tail is cut, not refused");
+    assert_eq!(log.segment_base_offsets(), vec![sealed_base], "the empty segment is gone");
+    let end = log.log_end_offset();
+    assert!(end < active_base);
+    // Every offset below the log end reads, and appends continue densely.
+    assert_eq!(read_all(&log, 0)?.len() as u64, end);
+    log.append(&mut batch("after", 1, 0), 0)?;
+    assert_eq!(read_all(&log, 0)?.last().map(|r| r.0), Some(end));
+    Ok(())
+}

@@ -99,8 +99,9 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     let limits = crate::log::LogInner::limits_for(&config);
     // Phase 1: judge every segment without changing any file, so a refused
     // open leaves the directory as it found it.
-    let plans = plan_recovery(storage.as_ref(), &dir, &bases, recovery_point)?;
+    let mut plans = plan_recovery(storage.as_ref(), &dir, &bases, recovery_point)?;
     // Phase 2: open for writing, rebuild what was scanned, cut a torn tail.
+    report.removed_files += drop_empty_trailing_segment(storage.as_ref(), &dir, &mut plans)?;
     let mut segments: Vec<Segment> = Vec::with_capacity(plans.len().max(1));
     let mut scanned_any = false;
     let count = plans.len();
@@ -199,6 +200,36 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     })
 }
 
+/// Removes an empty last segment that starts above the end of the segment
+/// before it. A crash can leave one behind: the roll created it, then the
+/// unacknowledged, unsynced tail of the previous segment was lost. Keeping it
+/// would leave a gap of offsets that never held data below the log end;
+/// without it the previous segment becomes active again and offsets stay
+/// dense. Returns the number of files removed.
+fn drop_empty_trailing_segment(
+    storage: &dyn Storage,
+    dir: &Path,
+    plans: &mut Vec<Plan>,
+) -> Result<usize> {
+    let [.., previous, last] = plans.as_slice() else {
+        return Ok(0);
+    };
+    if !(last.is_empty() && last.base() > previous.next_offset()) {
+        return Ok(0);
+    }
+    let base = last.base();
+    plans.pop();
+    let mut removed = 0;
+    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        let path = segment::segment_file(dir, base, suffix);
+        if storage.exists(&path) {
+            storage.remove_file(&path)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// What recovery will do with one segment.
 enum Plan {
     /// Its indexes passed their checks; use the counters derived from them.
@@ -206,6 +237,26 @@ enum Plan {
     /// It was scanned; rebuild its indexes and cut what follows the valid
     /// batches (a torn tail: `outcome.stopped` is set).
     Scanned { base: u64, outcome: ScanOutcome },
+}
+
+impl Plan {
+    fn base(&self) -> u64 {
+        match self {
+            Plan::Trusted { base, .. } | Plan::Scanned { base, .. } => *base,
+        }
+    }
+
+    fn next_offset(&self) -> u64 {
+        match self {
+            Plan::Trusted { counters, .. } => counters.next_offset,
+            Plan::Scanned { outcome, .. } => outcome.next_offset,
+        }
+    }
+
+    /// Whether the segment holds no valid batch.
+    fn is_empty(&self) -> bool {
+        self.next_offset() == self.base()
+    }
 }
 
 /// Phase 1 of recovery: decides for every segment, in order, whether its
@@ -217,11 +268,18 @@ fn plan_recovery(
     bases: &[u64],
     recovery_point: u64,
 ) -> Result<Vec<Plan>> {
+    let probes = bases
+        .iter()
+        .map(|&base| SegmentProbe::open(storage, dir, base))
+        .collect::<Result<Vec<_>>>()?;
+    // Damage is a torn tail only in the last segment that holds bytes: empty
+    // segments after it (a roll just before a crash) hold nothing to tear.
+    let last_with_bytes = probes.iter().rposition(|p| p.len() > 0).unwrap_or(0);
     let mut plans = Vec::with_capacity(bases.len());
     let mut previous_next: Option<u64> = None;
-    for (i, &base) in bases.iter().enumerate() {
+    for (i, (&base, probe)) in bases.iter().zip(&probes).enumerate() {
         let is_last = i + 1 == bases.len();
-        let probe = SegmentProbe::open(storage, dir, base)?;
+        let tail = i >= last_with_bytes;
         if let Some(next) = previous_next.filter(|&next| base < next) {
             return Err(Error::corrupt(
                 probe.path(),
@@ -246,14 +304,11 @@ fn plan_recovery(
             Some(counters) => Plan::Trusted { base, counters },
             None => {
                 let outcome = probe.scan();
-                judge(&probe, &outcome, is_last)?;
+                judge(probe, &outcome, tail)?;
                 Plan::Scanned { base, outcome }
             }
         };
-        previous_next = Some(match &plan {
-            Plan::Trusted { counters, .. } => counters.next_offset,
-            Plan::Scanned { outcome, .. } => outcome.next_offset,
-        });
+        previous_next = Some(plan.next_offset());
         plans.push(plan);
     }
     Ok(plans)
