@@ -380,13 +380,23 @@ fn a_crash_right_after_a_roll_leaves_no_gap_below_the_log_end() -> Result<()> {
     std::fs::write(&active, b"").expect("empty active segment");
     let sealed = dir.path().join(format!("{sealed_base:020}.log"));
     let len = std::fs::metadata(&sealed).expect("metadata").len();
-    let file = std::fs::OpenOptions::new().write(true).open(&sealed).expect("open");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&sealed)
+        .expect("open");
     file.set_len(len - 5).expect("tear");
     drop(file);
 
     let log = small_log(dir.path(), 400, &clock)?;
-    assert!(log.recovery_report().truncated.is_some(), "the torn tail is cut, not refused");
-    assert_eq!(log.segment_base_offsets(), vec![sealed_base], "the empty segment is gone");
+    assert!(
+        log.recovery_report().truncated.is_some(),
+        "the torn tail is cut, not refused"
+    );
+    assert_eq!(
+        log.segment_base_offsets(),
+        vec![sealed_base],
+        "the empty segment is gone"
+    );
     let end = log.log_end_offset();
     assert!(end < active_base);
     // Every offset below the log end reads, and appends continue densely.
