@@ -270,6 +270,13 @@ impl LogInner {
             Ok(written) => {
                 state.log_end_offset = last_offset + 1;
                 self.durability.set_log_end(state.log_end_offset);
+                // Once the active segment is half full, ask for a spare so the
+                // roll finds one ready; a log that never rolls never has one.
+                if !state.spare_requested && state.active().size() > self.config.segment_bytes() / 2
+                {
+                    state.spare_requested = true;
+                    self.schedule(Job::PrepareSpare);
+                }
                 Ok(written)
             }
             Err(e) => {
@@ -312,6 +319,7 @@ impl LogInner {
     /// commit), not here.
     fn roll(&self, state: &mut LogState, base_offset: u64, now: i64) -> Result<()> {
         let limits = self.segment_limits();
+        state.spare_requested = false;
         let adopted = if std::mem::replace(&mut state.spare_ready, false) {
             Segment::from_spare(&self.storage, &self.dir, base_offset, limits).ok()
         } else {
@@ -321,7 +329,6 @@ impl LogInner {
             Some(segment) => segment,
             None => Segment::create(&self.storage, &self.dir, base_offset, limits)?,
         };
-        self.schedule(Job::PrepareSpare);
         fresh.set_created_ms(now);
         if state.active().is_empty() {
             // An empty active segment whose base cannot hold these offsets is

@@ -104,6 +104,8 @@ pub(crate) struct LogState {
     dir_dirty: bool,
     /// Whether the worker prepared a spare segment for the next roll.
     spare_ready: bool,
+    /// Whether a spare was asked of the worker since the last roll.
+    spare_requested: bool,
 }
 
 impl LogState {

@@ -185,6 +185,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
             unflushed: Vec::new(),
             dir_dirty: false,
             spare_ready: false,
+            spare_requested: false,
         }),
         fenced: AtomicBool::new(false),
         durability: Durability::new(durable, log_end_offset),
@@ -193,7 +194,6 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         _lock: lock,
     });
     let worker = worker::Worker::spawn(&inner, job_rx)?;
-    inner.schedule(worker::Job::PrepareSpare);
     Ok(Log {
         inner,
         worker: Mutex::new(Some(worker)),

@@ -154,8 +154,13 @@ impl LogInner {
         if self.state.read().spare_ready || self.is_fenced() {
             return;
         }
-        if spare::prepare(&self.storage, &self.dir, self.segment_limits()).is_ok() {
-            self.state.write().spare_ready = true;
+        let prepared = spare::prepare(&self.storage, &self.dir, self.segment_limits()).is_ok();
+        let mut state = self.state.write();
+        if prepared {
+            state.spare_ready = true;
+        } else {
+            // Let a later append ask again.
+            state.spare_requested = false;
         }
     }
 

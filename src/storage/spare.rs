@@ -2,9 +2,9 @@
 //!
 //! Creating a segment's three files costs hundreds of microseconds on
 //! common file systems (inode allocation, journal), and a roll happens in
-//! the middle of an append. So the log's worker thread keeps a spare ready:
-//! `segment.log.spare` (empty) and `segment.index.spare` /
-//! `segment.timeindex.spare` (preallocated zeros). A roll renames the three
+//! the middle of an append. So once the active segment is half full, the
+//! log's worker thread prepares a spare: `segment.log.spare` (empty) and
+//! `segment.index.spare` / `segment.timeindex.spare` (preallocated zeros). A roll renames the three
 //! into place under the new base offset, which costs a few renames, and
 //! opens them without reading them.
 //!
