@@ -102,10 +102,6 @@ pub enum Error {
         path: PathBuf,
     },
 
-    /// The object was closed.
-    #[error("{0} is closed")]
-    Closed(&'static str),
-
     /// logbus broke one of its own internal rules: this is a bug in logbus.
     /// The message says which rule; the failed call changed nothing.
     #[error("internal error (a bug in logbus): {0}")]

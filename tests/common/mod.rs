@@ -37,28 +37,10 @@ pub(crate) fn batch_with_timestamps(timestamps: &[i64]) -> Vec<u8> {
 /// Every record in the log from `from` on, as `(offset, timestamp, value)`,
 /// read through `Log::read` one batch run at a time.
 pub(crate) fn read_all(log: &Log, from: u64) -> Result<Vec<(u64, i64, Vec<u8>)>> {
-    let mut out = Vec::new();
-    let mut next = from;
-    while next < log.log_end_offset() {
-        let read = log.read(next, 64 * 1024)?;
-        assert!(
-            !read.records().is_empty(),
-            "a read below the log end returns data"
-        );
-        for batch in read.batches() {
-            let batch = batch?;
-            for record in batch.records()? {
-                let record = record?;
-                let offset = record.offset() as u64;
-                if offset >= next {
-                    let value = record.value().map(|v| v.to_vec()).unwrap_or_default();
-                    out.push((offset, record.timestamp(), value));
-                }
-            }
-            next = batch.header().next_offset() as u64;
-        }
-    }
-    Ok(out)
+    Ok(read_records(log, from, 64 * 1024)?
+        .into_iter()
+        .map(|r| (r.offset, r.timestamp, r.value.unwrap_or_default()))
+        .collect())
 }
 
 /// Decodes every batch in `bytes`.
