@@ -102,6 +102,98 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The topic, or the partition of an existing topic, does not exist: it
+    /// was never created, or it was deleted (a handle to a deleted topic
+    /// keeps returning this). Kafka's `UNKNOWN_TOPIC_OR_PARTITION`.
+    #[error("{}", match partition {
+        Some(p) => format!("unknown topic or partition: {topic}-{p}"),
+        None => format!("unknown topic: {topic}"),
+    })]
+    UnknownTopicOrPartition {
+        /// The topic's name.
+        topic: String,
+        /// The partition, when one was named.
+        partition: Option<u32>,
+    },
+
+    /// A topic of that name already exists. Kafka's `TOPIC_ALREADY_EXISTS`.
+    #[error("topic {topic} already exists")]
+    TopicAlreadyExists {
+        /// The topic's name.
+        topic: String,
+    },
+
+    /// A topic name breaks Kafka's rules (`[a-zA-Z0-9._-]`, 1 to 249
+    /// characters, not `.` or `..`), is reserved (starts with `__`), or
+    /// collides with an existing name once `.` and `_` are treated alike.
+    /// Kafka's `INVALID_TOPIC_EXCEPTION`.
+    #[error("invalid topic name {topic:?}: {reason}")]
+    InvalidTopic {
+        /// The rejected name.
+        topic: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+
+    /// A partition count is invalid: zero, or not above the current count
+    /// when adding partitions. Kafka's `INVALID_PARTITIONS`.
+    #[error("invalid partition count for topic {topic}: {reason}")]
+    InvalidPartitions {
+        /// The topic's name.
+        topic: String,
+        /// What is wrong with the count.
+        reason: String,
+    },
+
+    /// The producer's `buffer.memory` stayed full for `max.block.ms`, so the
+    /// record was not accepted. Retriable: the buffer drains as batches are
+    /// appended. Kafka's `BufferExhaustedException`.
+    #[error(
+        "producer buffer of {buffer_memory} bytes stayed full for {waited_ms} ms (max.block.ms)"
+    )]
+    BufferExhausted {
+        /// The configured `buffer.memory`.
+        buffer_memory: usize,
+        /// How long `send` waited.
+        waited_ms: u64,
+    },
+
+    /// An operation did not complete within its time limit. Retriable.
+    /// Kafka's `TimeoutException`.
+    #[error("{op} timed out after {waited_ms} ms")]
+    Timeout {
+        /// What timed out.
+        op: &'static str,
+        /// How long it waited.
+        waited_ms: u64,
+    },
+
+    /// The handle, or the cluster behind it, was closed.
+    #[error("{0} is closed")]
+    Closed(&'static str),
+
+    /// A consumer's position is out of range (or it has none) and
+    /// `auto.offset.reset` is `none`. Kafka's `NoOffsetForPartitionException`
+    /// / `OffsetOutOfRangeException`.
+    #[error("no valid offset for partition {topic}-{partition} and auto.offset.reset is none")]
+    NoOffsetForPartition {
+        /// The topic's name.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
+
+    /// An argument is invalid (a negative timestamp, a partition the
+    /// consumer is not assigned, a record over `max.request.size`, ...).
+    /// The message names it. Nothing was changed.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The call is not allowed in the handle's current state (for example
+    /// `poll` with no assigned partitions). The message says why.
+    #[error("illegal state: {0}")]
+    IllegalState(String),
+
     /// logbus broke one of its own internal rules: this is a bug in logbus.
     /// The message says which rule; the failed call changed nothing.
     #[error("internal error (a bug in logbus): {0}")]
@@ -110,10 +202,13 @@ pub enum Error {
 
 impl Error {
     /// Whether the same call may succeed if retried later without any other
-    /// change. I/O errors, corruption, bad input and fencing are not retriable.
+    /// change: true for [`Error::BufferExhausted`] and [`Error::Timeout`].
+    /// I/O errors, corruption, bad input, unknown topics (logbus's metadata
+    /// is never stale, unlike a Kafka client's) and fencing are not
+    /// retriable.
     #[must_use]
     pub fn is_retriable(&self) -> bool {
-        false
+        matches!(self, Error::BufferExhausted { .. } | Error::Timeout { .. })
     }
 
     /// Builds an [`Error::Io`] from an I/O error, the operation and the path.
@@ -170,6 +265,10 @@ pub enum CorruptionKind {
     /// A checkpoint or other metadata file cannot be parsed.
     #[error("unreadable checkpoint: {0}")]
     Checkpoint(String),
+    /// A record of the cluster's metadata log (or a `meta.properties` /
+    /// `partition.metadata` file) cannot be understood.
+    #[error("unreadable cluster metadata: {0}")]
+    Metadata(String),
 }
 
 /// Why a record batch's bytes are not a valid Kafka v2 batch.

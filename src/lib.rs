@@ -62,14 +62,20 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
+mod cluster;
 mod config;
 mod error;
 pub mod format;
 mod log;
+mod replica;
 mod storage;
 mod types;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use cluster::{
+    CleanupPolicy, Cluster, ClusterConfig, ClusterConfigBuilder, MAX_TOPIC_NAME_LEN, NewTopic,
+    Partition, PartitionDescription, Topic, TopicConfig, TopicDescription,
+};
 pub use config::{FlushPolicy, LogConfig, LogConfigBuilder};
 pub use error::{CorruptionKind, Error, FormatError, Result};
 pub use log::{
@@ -79,4 +85,4 @@ pub use log::{
 pub use storage::{DirLock, OpenMode, ReadMap, StdStorage, Storage, StorageFile, slice_bytes};
 #[cfg(any(test, feature = "internals"))]
 pub use storage::{FaultKind, FaultOp, FaultyStorage, Tear};
-pub use types::{Compression, TimestampType};
+pub use types::{Compression, TimestampType, TopicPartition};

@@ -2,6 +2,37 @@
 
 use crate::error::FormatError;
 
+/// A topic name and a partition number: Kafka's `TopicPartition`.
+///
+/// ```
+/// use logbus::TopicPartition;
+/// let tp = TopicPartition::new("orders", 2);
+/// assert_eq!(tp.to_string(), "orders-2");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// The topic's name.
+    pub topic: String,
+    /// The partition number.
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    /// A topic and partition.
+    pub fn new(topic: impl Into<String>, partition: u32) -> Self {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
 /// Which timestamp a record batch carries (attribute bit 3 of a v2 batch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum TimestampType {

@@ -1,0 +1,145 @@
+//! Cluster-wide settings.
+
+use std::sync::Arc;
+
+use crate::clock::{Clock, SystemClock};
+use crate::cluster::TopicConfig;
+use crate::error::{Error, Result};
+use crate::storage::{StdStorage, Storage};
+
+/// Settings of a [`Cluster`](crate::Cluster). [`ClusterConfig::default`] is
+/// one broker, Kafka's topic defaults, the system clock and the real file
+/// system.
+///
+/// ```
+/// use logbus::{ClusterConfig, TopicConfig};
+/// let config = ClusterConfig::builder()
+///     .topic_defaults(TopicConfig::new().retention_ms(Some(3_600_000)))
+///     .num_partitions(3)
+///     .build()?;
+/// assert_eq!(config.num_partitions(), 3);
+/// # Ok::<(), logbus::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub(crate) brokers: u32,
+    pub(crate) num_partitions: u32,
+    pub(crate) topic_defaults: TopicConfig,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) storage: Arc<dyn Storage>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            brokers: 1,
+            num_partitions: 1,
+            topic_defaults: TopicConfig::new(),
+            clock: Arc::new(SystemClock),
+            storage: Arc::new(StdStorage),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ClusterConfigBuilder {
+        ClusterConfigBuilder {
+            config: ClusterConfig::default(),
+        }
+    }
+
+    /// Number of brokers (1 until replication lands).
+    #[must_use]
+    pub fn brokers(&self) -> u32 {
+        self.brokers
+    }
+
+    /// Partitions of a topic created without a count (Kafka's
+    /// `num.partitions`, default 1).
+    #[must_use]
+    pub fn num_partitions(&self) -> u32 {
+        self.num_partitions
+    }
+
+    /// The topic configs every topic starts from (Kafka's broker-level
+    /// `log.*` defaults).
+    #[must_use]
+    pub fn topic_defaults(&self) -> &TopicConfig {
+        &self.topic_defaults
+    }
+
+    /// The clock every timeout and timestamp reads.
+    #[must_use]
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+}
+
+/// Builds a [`ClusterConfig`].
+#[derive(Debug)]
+#[must_use]
+pub struct ClusterConfigBuilder {
+    config: ClusterConfig,
+}
+
+impl ClusterConfigBuilder {
+    /// Number of brokers. Only 1 is accepted until replication lands.
+    pub fn brokers(mut self, brokers: u32) -> Self {
+        self.config.brokers = brokers;
+        self
+    }
+
+    /// Kafka's `num.partitions`: partitions of a topic created without a
+    /// count.
+    pub fn num_partitions(mut self, partitions: u32) -> Self {
+        self.config.num_partitions = partitions;
+        self
+    }
+
+    /// The topic configs every topic starts from; a topic's own configs are
+    /// laid over them.
+    pub fn topic_defaults(mut self, defaults: TopicConfig) -> Self {
+        self.config.topic_defaults = defaults;
+        self
+    }
+
+    /// The clock (default: [`SystemClock`]). Tests pass a
+    /// [`ManualClock`](crate::ManualClock) to drive every timeout by hand.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.config.clock = clock;
+        self
+    }
+
+    /// The file layer (default: [`StdStorage`]).
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.config.storage = storage;
+        self
+    }
+
+    /// Validates and returns the configuration.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the invalid setting.
+    pub fn build(self) -> Result<ClusterConfig> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
+impl ClusterConfig {
+    pub(crate) fn validate(&self) -> Result<()> {
+        let c = self;
+        if c.brokers != 1 {
+            return Err(Error::InvalidConfig(format!(
+                "brokers={}: only one broker is supported until replication lands",
+                c.brokers
+            )));
+        }
+        if c.num_partitions == 0 {
+            return Err(Error::InvalidConfig("num.partitions must be >= 1".into()));
+        }
+        c.topic_defaults.log_config()?;
+        Ok(())
+    }
+}

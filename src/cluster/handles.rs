@@ -1,0 +1,328 @@
+//! Public handles: [`NewTopic`], [`Topic`], [`Partition`] and descriptions.
+
+use std::sync::Arc;
+
+use crate::cluster::broker::topic_id_string;
+use crate::cluster::{ClusterInner, TopicConfig, TopicState};
+use crate::error::Result;
+use crate::log::{AppendInfo, LogRead, TimestampOffset};
+use crate::replica::Replica;
+
+/// A topic to create: its name, partition count and configs.
+///
+/// ```
+/// use logbus::{NewTopic, TopicConfig};
+/// let topic = NewTopic::new("orders", 6)
+///     .config(TopicConfig::new().retention_ms(Some(86_400_000)));
+/// assert_eq!(topic.name(), "orders");
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct NewTopic {
+    pub(crate) name: String,
+    pub(crate) partitions: Option<u32>,
+    pub(crate) config: TopicConfig,
+}
+
+impl NewTopic {
+    /// A topic named `name` with `partitions` partitions and default configs.
+    pub fn new(name: impl Into<String>, partitions: u32) -> Self {
+        NewTopic {
+            name: name.into(),
+            partitions: Some(partitions),
+            config: TopicConfig::new(),
+        }
+    }
+
+    /// A topic with the cluster's default partition count (`num.partitions`).
+    pub fn with_default_partitions(name: impl Into<String>) -> Self {
+        NewTopic {
+            name: name.into(),
+            partitions: None,
+            config: TopicConfig::new(),
+        }
+    }
+
+    /// The topic's own configs, laid over the cluster's defaults.
+    pub fn config(mut self, config: TopicConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A handle to a topic. Cheap to clone; keeps working until the topic is
+/// deleted, after which its calls return
+/// [`Error::UnknownTopicOrPartition`](crate::Error::UnknownTopicOrPartition).
+#[derive(Debug, Clone)]
+pub struct Topic {
+    cluster: Arc<ClusterInner>,
+    state: Arc<TopicState>,
+}
+
+impl Topic {
+    pub(crate) fn new(cluster: Arc<ClusterInner>, state: Arc<TopicState>) -> Self {
+        Topic { cluster, state }
+    }
+
+    /// The topic's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.state.name
+    }
+
+    /// The topic id, in Kafka's form (base64 of a UUID). A re-created topic
+    /// of the same name has a new id.
+    #[must_use]
+    pub fn id(&self) -> String {
+        topic_id_string(self.state.id)
+    }
+
+    /// The effective configuration: the topic's own configs over the
+    /// cluster's defaults.
+    #[must_use]
+    pub fn config(&self) -> &TopicConfig {
+        &self.state.effective
+    }
+
+    /// Only the configs set for this topic.
+    #[must_use]
+    pub fn overrides(&self) -> &TopicConfig {
+        &self.state.overrides
+    }
+
+    /// The number of partitions (it grows with
+    /// [`Cluster::create_partitions`](crate::Cluster::create_partitions)).
+    #[must_use]
+    pub fn partition_count(&self) -> u32 {
+        self.state.partition_count()
+    }
+
+    /// Whether the topic was deleted.
+    #[must_use]
+    pub fn is_deleted(&self) -> bool {
+        self.state.is_deleted()
+    }
+
+    /// A handle to one partition.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopicOrPartition`](crate::Error::UnknownTopicOrPartition)
+    /// if the partition does not exist or the topic was deleted.
+    pub fn partition(&self, partition: u32) -> Result<Partition> {
+        self.cluster.check_open()?;
+        let replica = self.state.replica(partition)?;
+        Ok(Partition {
+            cluster: self.cluster.clone(),
+            topic: self.state.clone(),
+            replica,
+        })
+    }
+
+    /// Handles to every partition, in order.
+    ///
+    /// # Errors
+    /// As [`Topic::partition`].
+    pub fn partitions(&self) -> Result<Vec<Partition>> {
+        (0..self.partition_count())
+            .map(|p| self.partition(p))
+            .collect()
+    }
+
+    /// The topic's id, configs and partitions with their offsets.
+    ///
+    /// # Errors
+    /// As [`Topic::partition`].
+    pub fn describe(&self) -> Result<TopicDescription> {
+        let partitions = self
+            .partitions()?
+            .iter()
+            .map(Partition::describe)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TopicDescription {
+            name: self.name().to_string(),
+            id: self.id(),
+            internal: self.name().starts_with("__"),
+            config: self.config().clone(),
+            partitions,
+        })
+    }
+}
+
+/// What [`Cluster::describe_topic`](crate::Cluster::describe_topic) reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TopicDescription {
+    /// The topic's name.
+    pub name: String,
+    /// The topic id (Kafka's base64 form).
+    pub id: String,
+    /// Whether it is an internal topic (name starting with `__`).
+    pub internal: bool,
+    /// The effective configuration.
+    pub config: TopicConfig,
+    /// Every partition, in order.
+    pub partitions: Vec<PartitionDescription>,
+}
+
+/// One partition in a [`TopicDescription`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PartitionDescription {
+    /// The partition number.
+    pub partition: u32,
+    /// The broker leading it.
+    pub leader: u32,
+    /// The brokers holding a replica.
+    pub replicas: [u32; 1],
+    /// The in-sync replicas.
+    pub isr: [u32; 1],
+    /// The log start offset.
+    pub log_start_offset: u64,
+    /// The high watermark: consumers read below it.
+    pub high_watermark: u64,
+    /// The log end offset.
+    pub log_end_offset: u64,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+}
+
+/// A handle to one partition: its offsets, and low-level append and read
+/// of raw record batches. Most code uses a
+/// `Producer` and a `Consumer`
+/// instead.
+///
+/// ```
+/// use logbus::{Cluster, ClusterConfig, Compression, NewTopic, format::BatchBuilder};
+/// let dir = tempfile::tempdir()?;
+/// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+/// let partition = cluster.create_topic(NewTopic::new("events", 1))?.partition(0)?;
+/// let mut batch = BatchBuilder::new(Compression::None);
+/// batch.append(1_700_000_000_000, None, Some(b"hello"), &[]);
+/// let info = partition.append(&mut batch.build()?.to_vec())?;
+/// assert_eq!((info.first_offset(), partition.high_watermark()?), (0, 1));
+/// let read = partition.read(0, 1 << 20)?;
+/// assert_eq!(read.batches().count(), 1);
+/// # Ok::<(), logbus::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Partition {
+    cluster: Arc<ClusterInner>,
+    topic: Arc<TopicState>,
+    replica: Arc<Replica>,
+}
+
+impl Partition {
+    /// The topic's name.
+    #[must_use]
+    pub fn topic(&self) -> &str {
+        &self.topic.name
+    }
+
+    /// The partition number.
+    #[must_use]
+    pub fn partition(&self) -> u32 {
+        self.replica.partition()
+    }
+
+    /// The log start offset: the first offset that can be read.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopicOrPartition`](crate::Error::UnknownTopicOrPartition)
+    /// once the topic is deleted, [`Error::Closed`](crate::Error::Closed)
+    /// once the cluster is closed; the same for every method here.
+    pub fn log_start_offset(&self) -> Result<u64> {
+        Ok(self.replica.offsets()?.log_start)
+    }
+
+    /// The high watermark: the offset after the last record consumers may
+    /// read. With one broker it equals the log end offset.
+    ///
+    /// # Errors
+    /// As [`Partition::log_start_offset`].
+    pub fn high_watermark(&self) -> Result<u64> {
+        Ok(self.replica.offsets()?.high_watermark)
+    }
+
+    /// The log end offset: the offset the next record gets.
+    ///
+    /// # Errors
+    /// As [`Partition::log_start_offset`].
+    pub fn log_end_offset(&self) -> Result<u64> {
+        Ok(self.replica.offsets()?.log_end)
+    }
+
+    /// Bytes of the partition's segments on disk.
+    ///
+    /// # Errors
+    /// As [`Partition::log_start_offset`].
+    pub fn size_bytes(&self) -> Result<u64> {
+        self.replica.size_bytes()
+    }
+
+    /// Appends raw v2 record batches as the leader: offsets are assigned,
+    /// see [`Log::append`](crate::Log::append). Waiting consumers wake.
+    ///
+    /// # Errors
+    /// As [`Log::append`](crate::Log::append), plus those of
+    /// [`Partition::log_start_offset`].
+    pub fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
+        self.replica.append(batches)
+    }
+
+    /// Reads whole batches from `offset` (the first may start before it),
+    /// up to `max_bytes` but at least one batch, below the high watermark.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`](crate::Error::OffsetOutOfRange) outside
+    /// `[log start, high watermark]`, plus those of
+    /// [`Partition::log_start_offset`].
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<LogRead> {
+        self.replica.read(offset, max_bytes)
+    }
+
+    /// The first record with a timestamp `>= timestamp` (Kafka's
+    /// `offsetsForTimes`), if any.
+    ///
+    /// # Errors
+    /// As [`Partition::log_start_offset`].
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>> {
+        self.replica.offset_for_timestamp(timestamp)
+    }
+
+    /// Deletes every record below `offset` by advancing the log start offset
+    /// (Kafka's `deleteRecords`); returns the new log start offset. The new
+    /// start is checkpointed before this returns, so it survives a restart.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`](crate::Error::OffsetOutOfRange) above the
+    /// high watermark, plus those of [`Partition::log_start_offset`].
+    pub fn delete_records(&self, offset: u64) -> Result<u64> {
+        let start = self.replica.delete_records(offset)?;
+        let offsets = self.replica.offsets()?;
+        self.cluster
+            .broker
+            .note_offsets(&self.topic.name, self.partition(), offsets);
+        self.cluster.broker.write_checkpoints()?;
+        Ok(start)
+    }
+
+    fn describe(&self) -> Result<PartitionDescription> {
+        let offsets = self.replica.offsets()?;
+        Ok(PartitionDescription {
+            partition: self.partition(),
+            leader: 0,
+            replicas: [0],
+            isr: [0],
+            log_start_offset: offsets.log_start,
+            high_watermark: offsets.high_watermark,
+            log_end_offset: offsets.log_end,
+            size_bytes: self.replica.size_bytes()?,
+        })
+    }
+}
