@@ -61,6 +61,7 @@
 //!   is stored.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod client;
 mod clock;
 mod config;
 mod error;
@@ -69,6 +70,7 @@ mod log;
 mod storage;
 mod types;
 
+pub use client::partitioner::{murmur2, partition_for_key};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{FlushPolicy, LogConfig, LogConfigBuilder};
 pub use error::{CorruptionKind, Error, FormatError, Result};

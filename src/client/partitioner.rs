@@ -1,0 +1,182 @@
+//! Choosing a partition for each record, as Kafka's producer does.
+//!
+//! - A record with a key goes to [`partition_for_key`]: Kafka's murmur2 hash
+//!   of the key bytes, so the same key lands on the same partition here, in
+//!   Kafka's Java client and in any client that copies it.
+//! - A record without a key goes to the topic's current "sticky" partition,
+//!   which changes only when a batch for it completes (KIP-480/KIP-794), so
+//!   keyless records fill whole batches instead of many small ones.
+
+use std::num::NonZeroU32;
+
+/// Kafka's 32-bit murmur2 hash, identical to the Java client's
+/// `org.apache.kafka.common.utils.Utils.murmur2(byte[])`.
+///
+/// This is the hash Kafka's producer uses to map a record key to a partition
+/// (see [`partition_for_key`]). It is MurmurHash2 with Kafka's fixed seed
+/// `0x9747b28c`, reading the input as little-endian 4-byte words.
+///
+/// ```
+/// // The values Kafka's own UtilsTest.testMurmur2 expects.
+/// assert_eq!(logbus::murmur2(b"21"), -973_932_308);
+/// assert_eq!(logbus::murmur2(b"foobar"), -790_332_482);
+/// ```
+#[must_use]
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+
+    // Java's `int length`: the low 32 bits (a Java array never exceeds them).
+    let mut h = SEED ^ data.len() as u32;
+
+    let mut words = data.chunks_exact(4);
+    for word in &mut words {
+        let mut k = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+
+    // Java's `switch (length % 4)` with fallthrough from case 3 to case 1.
+    let tail = words.remainder();
+    if let Some(&b) = tail.get(2) {
+        h ^= u32::from(b) << 16;
+    }
+    if let Some(&b) = tail.get(1) {
+        h ^= u32::from(b) << 8;
+    }
+    if let Some(&b) = tail.first() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(M);
+    }
+
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h.cast_signed()
+}
+
+/// The partition Kafka's producer picks for a record with this key:
+/// `Utils.toPositive(Utils.murmur2(key)) % numPartitions`, where `toPositive`
+/// clears the sign bit (it is not `abs`).
+///
+/// The count is a [`NonZeroU32`], so this cannot divide by zero; the result
+/// is always below it. For every count Kafka allows (up to `i32::MAX`) the
+/// result is the partition Kafka's Java client chooses for the same key bytes.
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// let count = NonZeroU32::new(100).unwrap();
+/// // murmur2(b"21") is negative; toPositive keeps its low 31 bits.
+/// assert_eq!(logbus::partition_for_key(b"21", count), 40);
+/// ```
+#[must_use]
+pub fn partition_for_key(key: &[u8], partition_count: NonZeroU32) -> u32 {
+    let positive = murmur2(key).cast_unsigned() & 0x7fff_ffff;
+    positive % partition_count.get()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn count(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).unwrap()
+    }
+
+    // The cases of Kafka's own test, clients/src/test/java/org/apache/kafka/
+    // common/utils/UtilsTest.java, testMurmur2.
+    #[test]
+    fn murmur2_matches_kafka_utils_test() {
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            (b"abc", 479_470_107),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(murmur2(key), expected, "{}", String::from_utf8_lossy(key));
+        }
+    }
+
+    // Computed with kafka-python 3.0.12's kafka.partitioner.default.murmur2
+    // (a port of the Java client's, which agrees on every UtilsTest case),
+    // read as a signed 32-bit int. Covers every tail length (0..=3 bytes after
+    // the 4-byte words) and bytes >= 0x80, which Java sees as negative.
+    #[test]
+    fn murmur2_matches_kafka_python_on_every_tail_length_and_high_bytes() {
+        let all_bytes: Vec<u8> = (0..=255).collect();
+        let cases: [(&[u8], i32); 14] = [
+            (b"", 275_646_681),
+            (b"a", -1_563_381_124),
+            (b"ab", 316_155_434),
+            (b"abcd", -1_323_649_548),
+            (b"abcde", 461_995_741),
+            (&[0xff], -311_467_685),
+            (&[0x80, 0xff], -80_095_470),
+            (&[0xff, 0xfe, 0xfd], 998_637_092),
+            (&[0xff; 4], 644_171_429),
+            (&[0x80, 0x81, 0x82, 0x83, 0x84], -1_665_622_439),
+            ("héllo wörld".as_bytes(), 439_213_890),
+            ("日本語".as_bytes(), 1_431_860_170),
+            (&all_bytes, -1_948_347_274),
+            (b"abc", 479_470_107),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(murmur2(key), expected, "{key:02x?}");
+        }
+    }
+
+    // Expected partitions from kafka-python 3.0.12's DefaultPartitioner
+    // arithmetic, (murmur2(key) & 0x7fffffff) % count, for counts 1, 3, 7, 100.
+    #[test]
+    fn partition_for_key_matches_kafka() {
+        let cases: [(&[u8], [u32; 4]); 11] = [
+            (b"", [0, 0, 2, 81]),
+            (b"a", [0, 1, 5, 24]),
+            (b"abcd", [0, 2, 5, 0]),
+            (b"21", [0, 0, 3, 40]),
+            (b"foobar", [0, 0, 0, 66]),
+            (b"a-little-bit-long-string", [0, 2, 1, 12]),
+            (b"a-little-bit-longer-string", [0, 2, 0, 19]),
+            (&[0xff], [0, 0, 5, 63]),
+            (&[0x80, 0xff], [0, 2, 2, 78]),
+            ("héllo wörld".as_bytes(), [0, 0, 3, 90]),
+            ("日本語".as_bytes(), [0, 1, 6, 70]),
+        ];
+        for (key, expected) in cases {
+            let got = [1, 3, 7, 100].map(|n| partition_for_key(key, count(n)));
+            assert_eq!(got, expected, "{key:02x?}");
+        }
+    }
+
+    #[test]
+    fn partition_for_key_clears_the_sign_bit_rather_than_taking_abs() {
+        // murmur2(b"21") is negative; |h| % 100 would be 8.
+        assert!(murmur2(b"21") < 0);
+        assert_eq!(murmur2(b"21").unsigned_abs() % 100, 8);
+        assert_eq!(partition_for_key(b"21", count(100)), 40);
+        // A count above every possible hash leaves the masked hash as is.
+        let masked = murmur2(b"21").cast_unsigned() & 0x7fff_ffff;
+        assert_eq!(partition_for_key(b"21", count(u32::MAX)), masked);
+    }
+
+    proptest! {
+        #[test]
+        fn partition_for_key_is_below_the_count(
+            key in proptest::collection::vec(any::<u8>(), 0..64),
+            n in 1..=u32::MAX,
+        ) {
+            prop_assert!(partition_for_key(&key, count(n)) < n);
+        }
+    }
+}
