@@ -70,7 +70,7 @@ mod log;
 mod storage;
 mod types;
 
-pub use client::partitioner::{murmur2, partition_for_key};
+pub use client::partitioner::{Partitioner, RoundRobinPartitioner, murmur2, partition_for_key};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{FlushPolicy, LogConfig, LogConfigBuilder};
 pub use error::{CorruptionKind, Error, FormatError, Result};

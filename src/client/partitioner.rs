@@ -6,8 +6,12 @@
 //! - A record without a key goes to the topic's current "sticky" partition,
 //!   which changes only when a batch for it completes (KIP-480/KIP-794), so
 //!   keyless records fill whole batches instead of many small ones.
+//! - A [`Partitioner`] set on the producer may override both.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
+
+use parking_lot::Mutex;
 
 /// Kafka's 32-bit murmur2 hash, identical to the Java client's
 /// `org.apache.kafka.common.utils.Utils.murmur2(byte[])`.
@@ -77,6 +81,113 @@ pub fn murmur2(data: &[u8]) -> i32 {
 pub fn partition_for_key(key: &[u8], partition_count: NonZeroU32) -> u32 {
     let positive = murmur2(key).cast_unsigned() & 0x7fff_ffff;
     positive % partition_count.get()
+}
+
+/// Chooses the partition for a record, in place of the producer's built-in
+/// choice; the counterpart of Kafka's `org.apache.kafka.clients.producer.Partitioner`.
+///
+/// The producer calls [`partition`](Partitioner::partition) once per record
+/// with the topic's current partition count. Returning `None` means "no
+/// opinion": the producer then uses its built-in choice ([`partition_for_key`]
+/// for a keyed record, else the topic's sticky partition). A returned
+/// partition that is not below `partition_count` makes the producer reject
+/// the record with an error; it is never clamped or wrapped.
+///
+/// Implementations are shared between threads and should be cheap: the
+/// producer calls them on every send.
+///
+/// # Example
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use logbus::{Partitioner, partition_for_key};
+///
+/// /// Sends every `vip-` key to partition 0 and leaves the rest to the producer.
+/// #[derive(Debug)]
+/// struct VipFirst;
+///
+/// impl Partitioner for VipFirst {
+///     fn partition(
+///         &self,
+///         _topic: &str,
+///         key: Option<&[u8]>,
+///         _value: Option<&[u8]>,
+///         _partition_count: NonZeroU32,
+///     ) -> Option<u32> {
+///         key.filter(|k| k.starts_with(b"vip-")).map(|_| 0)
+///     }
+/// }
+///
+/// let count = NonZeroU32::new(12).unwrap();
+/// assert_eq!(VipFirst.partition("orders", Some(b"vip-7"), None, count), Some(0));
+/// assert_eq!(VipFirst.partition("orders", Some(b"order-7"), None, count), None);
+/// assert!(partition_for_key(b"order-7", count) < 12); // what the producer uses then
+/// ```
+pub trait Partitioner: Send + Sync + std::fmt::Debug {
+    /// The partition for a record of `topic` with this key and value, or
+    /// `None` to let the producer choose. Must be below `partition_count`.
+    fn partition(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        partition_count: NonZeroU32,
+    ) -> Option<u32>;
+}
+
+/// Spreads records over all partitions in turn, ignoring keys; Kafka's
+/// `RoundRobinPartitioner`.
+///
+/// Each topic has its own turn, starting at partition 0. The turn follows the
+/// partition count given on each call, so if the count shrinks the next
+/// partition wraps into range. (Kafka's version skips partitions without a
+/// leader; in-process every partition is available.)
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use logbus::{Partitioner, RoundRobinPartitioner};
+///
+/// let round_robin = RoundRobinPartitioner::default();
+/// let three = NonZeroU32::new(3).unwrap();
+/// let picks: Vec<_> = (0..4)
+///     .map(|_| round_robin.partition("orders", Some(b"same-key"), None, three))
+///     .collect();
+/// assert_eq!(picks, [Some(0), Some(1), Some(2), Some(0)]);
+/// // Another topic has its own turn.
+/// assert_eq!(round_robin.partition("audit", None, None, three), Some(0));
+/// ```
+#[derive(Debug, Default)]
+pub struct RoundRobinPartitioner {
+    /// Per topic, the partition the next call returns (before wrapping).
+    next: Mutex<HashMap<String, u32>>,
+}
+
+impl RoundRobinPartitioner {
+    /// A round-robin partitioner with every topic's turn at partition 0.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Partitioner for RoundRobinPartitioner {
+    fn partition(
+        &self,
+        topic: &str,
+        _key: Option<&[u8]>,
+        _value: Option<&[u8]>,
+        partition_count: NonZeroU32,
+    ) -> Option<u32> {
+        let mut next = self.next.lock();
+        let turn = match next.get_mut(topic) {
+            Some(turn) => turn,
+            None => next.entry(topic.to_owned()).or_insert(0),
+        };
+        let partition = *turn % partition_count.get();
+        // partition < count <= u32::MAX, so this cannot overflow.
+        *turn = partition + 1;
+        Some(partition)
+    }
 }
 
 #[cfg(test)]
@@ -170,6 +281,33 @@ mod tests {
         assert_eq!(partition_for_key(b"21", count(u32::MAX)), masked);
     }
 
+    #[test]
+    fn round_robin_cycles_per_topic_and_ignores_keys() {
+        let rr = RoundRobinPartitioner::new();
+        let picks: Vec<_> = (0..7)
+            .map(|i| {
+                let key = format!("key-{i}");
+                rr.partition("a", Some(key.as_bytes()), None, count(3))
+            })
+            .collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2, 0].map(Some));
+        assert_eq!(rr.partition("b", None, None, count(3)), Some(0));
+        assert_eq!(rr.partition("a", None, None, count(3)), Some(1));
+    }
+
+    #[test]
+    fn round_robin_wraps_into_a_shrunk_count() {
+        let rr = RoundRobinPartitioner::new();
+        for _ in 0..5 {
+            rr.partition("t", None, None, count(8));
+        }
+        // Next turn would be 5; with 4 partitions it wraps to 1.
+        assert_eq!(rr.partition("t", None, None, count(4)), Some(1));
+        assert_eq!(rr.partition("t", None, None, count(4)), Some(2));
+        assert_eq!(rr.partition("t", None, None, count(1)), Some(0));
+        assert_eq!(rr.partition("t", None, None, count(4)), Some(1));
+    }
+
     proptest! {
         #[test]
         fn partition_for_key_is_below_the_count(
@@ -177,6 +315,26 @@ mod tests {
             n in 1..=u32::MAX,
         ) {
             prop_assert!(partition_for_key(&key, count(n)) < n);
+        }
+
+        #[test]
+        fn round_robin_visits_every_partition_once_per_count_calls(
+            n in 1..200_u32,
+            earlier in 0..500_u32,
+            rounds in 1..4_u32,
+        ) {
+            let rr = RoundRobinPartitioner::new();
+            for _ in 0..earlier {
+                rr.partition("t", None, None, count(n));
+            }
+            for _ in 0..rounds {
+                let mut hits = vec![0_u32; n as usize];
+                for _ in 0..n {
+                    let p = rr.partition("t", None, None, count(n)).unwrap();
+                    hits[p as usize] += 1;
+                }
+                prop_assert!(hits.iter().all(|&h| h == 1), "{hits:?}");
+            }
         }
     }
 }
