@@ -9,6 +9,8 @@
 //! - A [`Partitioner`] set on the producer may override both.
 
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::num::NonZeroU32;
 
 use parking_lot::Mutex;
@@ -190,6 +192,112 @@ impl Partitioner for RoundRobinPartitioner {
     }
 }
 
+/// The producer's built-in choice for records without a key: per topic, one
+/// "sticky" partition that changes only when a batch for it completes
+/// (Kafka's KIP-480 sticky partitioner, with KIP-794's switch on batch
+/// completion; simplified: no load-based weighting).
+#[derive(Debug)]
+pub(crate) struct StickyPartitions {
+    state: Mutex<StickyState>,
+}
+
+#[derive(Debug)]
+struct StickyState {
+    /// Per topic, the current partition (may be stale if the count shrank).
+    current: HashMap<String, u32>,
+    /// splitmix64 state: random enough to spread topics, no dependency.
+    rng: u64,
+}
+
+impl StickyState {
+    fn next_u64(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (Lemire's multiply-shift, bias below 2^-32).
+    fn below(&mut self, n: u32) -> u32 {
+        let r = self.next_u64() >> 32;
+        // r < 2^32, so (r * n) >> 32 < n: the cast loses nothing.
+        ((r * u64::from(n)) >> 32) as u32
+    }
+
+    /// A random partition below `count`, never `avoid` when another exists.
+    fn choose_avoiding(&mut self, count: NonZeroU32, avoid: u32) -> u32 {
+        let count = count.get();
+        if count == 1 {
+            0
+        } else if avoid >= count {
+            self.below(count)
+        } else {
+            let pick = self.below(count - 1);
+            if pick >= avoid { pick + 1 } else { pick }
+        }
+    }
+}
+
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "the producer that uses it lands separately")
+)]
+impl StickyPartitions {
+    /// No topic has a sticky partition yet; each gets a random one on first use.
+    pub(crate) fn new() -> Self {
+        Self {
+            state: Mutex::new(StickyState {
+                current: HashMap::new(),
+                rng: RandomState::new().hash_one(0x6c6f_6762_7573_u64),
+            }),
+        }
+    }
+
+    /// The partition for a keyless record of `topic`: the current sticky one,
+    /// chosen at random on first use or when the count shrank below it.
+    pub(crate) fn partition(&self, topic: &str, partition_count: NonZeroU32) -> u32 {
+        let mut state = self.state.lock();
+        if let Some(&current) = state.current.get(topic)
+            && current < partition_count.get()
+        {
+            return current;
+        }
+        let chosen = state.below(partition_count.get());
+        match state.current.get_mut(topic) {
+            Some(current) => *current = chosen,
+            None => {
+                state.current.insert(topic.to_owned(), chosen);
+            }
+        }
+        chosen
+    }
+
+    /// A batch for `completed` of `topic` is complete: move the topic to a
+    /// different random partition, unless it has already moved (another
+    /// caller completed the same batch first).
+    pub(crate) fn on_batch_complete(
+        &self,
+        topic: &str,
+        partition_count: NonZeroU32,
+        completed: u32,
+    ) {
+        let mut state = self.state.lock();
+        match state.current.get(topic) {
+            Some(&current) if current != completed => {}
+            _ => {
+                let chosen = state.choose_avoiding(partition_count, completed);
+                match state.current.get_mut(topic) {
+                    Some(current) => *current = chosen,
+                    None => {
+                        state.current.insert(topic.to_owned(), chosen);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +416,81 @@ mod tests {
         assert_eq!(rr.partition("t", None, None, count(4)), Some(1));
     }
 
+    #[test]
+    fn sticky_keeps_one_partition_until_its_batch_completes() {
+        let sticky = StickyPartitions::new();
+        let first = sticky.partition("t", count(5));
+        assert!(first < 5);
+        for _ in 0..100 {
+            assert_eq!(sticky.partition("t", count(5)), first);
+        }
+        sticky.on_batch_complete("t", count(5), first);
+        let second = sticky.partition("t", count(5));
+        assert_ne!(second, first);
+        assert!(second < 5);
+    }
+
+    #[test]
+    fn sticky_ignores_a_completion_for_a_partition_it_already_left() {
+        let sticky = StickyPartitions::new();
+        let first = sticky.partition("t", count(4));
+        sticky.on_batch_complete("t", count(4), first);
+        let second = sticky.partition("t", count(4));
+        // A second caller reports the same completed batch: no second switch.
+        sticky.on_batch_complete("t", count(4), first);
+        assert_eq!(sticky.partition("t", count(4)), second);
+    }
+
+    #[test]
+    fn sticky_with_one_partition_stays_on_it() {
+        let sticky = StickyPartitions::new();
+        assert_eq!(sticky.partition("t", count(1)), 0);
+        sticky.on_batch_complete("t", count(1), 0);
+        assert_eq!(sticky.partition("t", count(1)), 0);
+    }
+
+    #[test]
+    fn sticky_rechooses_when_the_count_shrinks_below_it() {
+        let sticky = StickyPartitions::new();
+        // Move until the sticky partition is one a shrink to 2 must drop.
+        while sticky.partition("t", count(10)) < 2 {
+            let current = sticky.partition("t", count(10));
+            sticky.on_batch_complete("t", count(10), current);
+        }
+        let after = sticky.partition("t", count(2));
+        assert!(after < 2);
+        assert_eq!(sticky.partition("t", count(10)), after, "stays sticky");
+    }
+
+    #[test]
+    fn sticky_completion_before_first_use_still_avoids_the_partition() {
+        let sticky = StickyPartitions::new();
+        sticky.on_batch_complete("t", count(2), 1);
+        assert_eq!(sticky.partition("t", count(2)), 0);
+    }
+
+    #[test]
+    fn sticky_switches_reach_every_partition() {
+        let sticky = StickyPartitions::new();
+        let mut seen = [false; 3];
+        for _ in 0..1000 {
+            let current = sticky.partition("t", count(3));
+            seen[current as usize] = true;
+            sticky.on_batch_complete("t", count(3), current);
+        }
+        // Each switch picks one of the two others at random: missing one
+        // partition for 1000 switches has probability about 2^-1000.
+        assert_eq!(seen, [true; 3]);
+    }
+
+    #[test]
+    fn partitioners_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<RoundRobinPartitioner>();
+        check::<StickyPartitions>();
+        check::<Box<dyn Partitioner>>();
+    }
+
     proptest! {
         #[test]
         fn partition_for_key_is_below_the_count(
@@ -315,6 +498,33 @@ mod tests {
             n in 1..=u32::MAX,
         ) {
             prop_assert!(partition_for_key(&key, count(n)) < n);
+        }
+
+        #[test]
+        fn sticky_partition_is_below_the_count(
+            counts in proptest::collection::vec(1..50_u32, 1..40),
+        ) {
+            let sticky = StickyPartitions::new();
+            for n in counts {
+                let p = sticky.partition("t", count(n));
+                prop_assert!(p < n);
+                sticky.on_batch_complete("t", count(n), p);
+            }
+        }
+
+        #[test]
+        fn sticky_never_switches_back_to_the_completed_partition(
+            n in 2..1000_u32,
+            switches in 1..50_usize,
+        ) {
+            let sticky = StickyPartitions::new();
+            for _ in 0..switches {
+                let completed = sticky.partition("t", count(n));
+                sticky.on_batch_complete("t", count(n), completed);
+                let next = sticky.partition("t", count(n));
+                prop_assert_ne!(next, completed);
+                prop_assert!(next < n);
+            }
         }
 
         #[test]
