@@ -61,6 +61,7 @@
 //!   is stored.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod client;
 mod clock;
 mod cluster;
 mod config;
@@ -71,6 +72,7 @@ mod replica;
 mod storage;
 mod types;
 
+pub use client::partitioner::{Partitioner, RoundRobinPartitioner, murmur2, partition_for_key};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cluster::{
     CleanupPolicy, Cluster, ClusterConfig, ClusterConfigBuilder, MAX_TOPIC_NAME_LEN, NewTopic,

@@ -1,0 +1,3 @@
+//! L5: the public clients (producer, consumer) and what they share.
+
+pub(crate) mod partitioner;
