@@ -283,6 +283,7 @@ impl MetadataLog {
     ) -> Result<(MetadataLog, Registry)> {
         let config = LogConfig::builder()
             .segment_bytes(64 * 1024 * 1024)
+            .segment_index_bytes(64 * 1024)
             .retention_ms(None)
             .segment_ms(None)
             .flush(FlushPolicy::EveryAppend)
