@@ -10,6 +10,7 @@
 //! the last three, shared.
 
 mod broker;
+mod checkpointer;
 mod config;
 mod handles;
 mod metadata;
@@ -34,6 +35,7 @@ pub use handles::{NewTopic, Partition, PartitionDescription, Topic, TopicDescrip
 pub use topic_config::{CleanupPolicy, MAX_TOPIC_NAME_LEN, TopicConfig};
 
 use broker::Broker;
+use checkpointer::Checkpointer;
 use metadata::{MetadataLog, MetadataRecord, Registry};
 use topic_config::{collision_key, validate_topic_name};
 
@@ -80,6 +82,9 @@ pub(crate) struct ClusterInner {
     broker: Broker,
     closed: AtomicBool,
     lock: Mutex<Option<DirLock>>,
+    checkpointer: Mutex<Option<Checkpointer>>,
+    /// Periodic checkpoints written so far, for tests to wait on.
+    checkpoints: (Mutex<u64>, parking_lot::Condvar),
 }
 
 #[derive(Debug)]
@@ -169,6 +174,8 @@ impl Cluster {
             broker,
             closed: AtomicBool::new(false),
             lock: Mutex::new(Some(lock)),
+            checkpointer: Mutex::new(None),
+            checkpoints: (Mutex::new(0), parking_lot::Condvar::new()),
             config,
         };
         for meta in registry.topics.values() {
@@ -176,9 +183,10 @@ impl Cluster {
             let state = inner.open_topic(&meta.name, meta.id, overrides, meta.partitions)?;
             inner.topics.write().insert(meta.name.clone(), state);
         }
-        Ok(Cluster {
-            inner: Arc::new(inner),
-        })
+        let inner = Arc::new(inner);
+        let interval = inner.config.checkpoint_interval_ms;
+        *inner.checkpointer.lock() = Some(Checkpointer::spawn(Arc::downgrade(&inner), interval)?);
+        Ok(Cluster { inner })
     }
 
     /// The cluster's root directory.
@@ -277,10 +285,6 @@ impl Cluster {
     /// The first [`Error::Io`] met; the cluster is closed anyway.
     pub fn close(&self) -> Result<()> {
         self.inner.close()
-    }
-
-    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
-        &self.inner.config.clock
     }
 }
 
@@ -472,9 +476,32 @@ impl ClusterInner {
         Ok(())
     }
 
+    /// Writes every live partition's recovery point and log start offset
+    /// to the broker's checkpoint files.
+    pub(crate) fn checkpoint(&self) -> Result<()> {
+        let topics: Vec<Arc<TopicState>> = self.topics.read().values().cloned().collect();
+        for topic in topics {
+            let replicas = topic.partitions.read().clone();
+            for replica in replicas {
+                // A partition deleted or closed meanwhile has nothing to note.
+                if let Ok(offsets) = replica.offsets() {
+                    self.broker
+                        .note_offsets(&topic.name, replica.partition(), offsets);
+                }
+            }
+        }
+        self.broker.write_checkpoints()?;
+        *self.checkpoints.0.lock() += 1;
+        self.checkpoints.1.notify_all();
+        Ok(())
+    }
+
     fn close(&self) -> Result<()> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
+        }
+        if let Some(checkpointer) = self.checkpointer.lock().take() {
+            checkpointer.stop();
         }
         let mut first_error = None;
         let mut note = |r: Result<()>| {
@@ -564,4 +591,61 @@ fn meta_properties(storage: &dyn Storage, root: &Path) -> Result<String> {
     );
     write_atomic(storage, &path, text.as_bytes())?;
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::config::FlushPolicy;
+    use crate::format::BatchBuilder;
+    use crate::log::{CheckpointRead, OffsetCheckpoint};
+    use crate::types::Compression;
+
+    #[test]
+    fn recovery_points_are_checkpointed_every_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let config = ClusterConfig::builder()
+            .clock(Arc::new(clock.clone()))
+            .checkpoint_interval_ms(60_000)
+            .build()
+            .unwrap();
+        let cluster = Cluster::open(dir.path(), config).unwrap();
+        let durable = TopicConfig::new().flush(FlushPolicy::EveryAppend);
+        let topic = cluster
+            .create_topic(NewTopic::new("t", 1).config(durable))
+            .unwrap();
+        let mut batch = BatchBuilder::new(Compression::None);
+        batch.append(1, None, Some(b"v"), &[]);
+        batch.append(2, None, Some(b"w"), &[]);
+        let mut bytes = batch.build().unwrap().to_vec();
+        topic.partition(0).unwrap().append(&mut bytes).unwrap();
+        let file = OffsetCheckpoint::new(
+            dir.path()
+                .join(BROKER_DIR)
+                .join("recovery-point-offset-checkpoint"),
+        );
+        let recorded = || match file.read().unwrap() {
+            CheckpointRead::Present(entries) => entries.get(&("t".to_string(), 0)).copied(),
+            CheckpointRead::Missing => None,
+        };
+        assert_eq!(recorded(), None, "nothing before the first interval");
+        let (count, done) = &cluster.inner.checkpoints;
+        let mut written = count.lock();
+        clock.advance_ms(60_000);
+        while *written == 0 {
+            assert!(
+                !done
+                    .wait_for(&mut written, Duration::from_secs(30))
+                    .timed_out(),
+                "the checkpoint thread wrote nothing"
+            );
+        }
+        drop(written);
+        assert_eq!(recorded(), Some(2));
+        cluster.close().unwrap();
+    }
 }
