@@ -19,6 +19,7 @@ mod record;
 mod validate;
 pub mod varint;
 
+pub(crate) use batch::decode_batch_at;
 pub use batch::{Batch, Batches, RecordIter};
 pub use builder::BatchBuilder;
 pub use compression::MAX_DECOMPRESSED_SIZE;
