@@ -36,7 +36,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::cluster::Cluster;
-use crate::error::{Error, Result};
+use crate::error::{CorruptionKind, Error, Result};
 use crate::replica::Replica;
 use crate::types::TopicPartition;
 
@@ -632,6 +632,19 @@ impl Consumer {
                 Err(Error::OffsetOutOfRange { .. }) => {
                     position = reset_offset(a, reset)?;
                     a.position = Position::At(position);
+                }
+                // The log checks the batch it starts the read at; report its
+                // damage as the consumer's own check would.
+                Err(Error::Corrupt {
+                    kind: CorruptionKind::Batch(cause),
+                    ..
+                }) => {
+                    return Err(Error::CorruptRecord {
+                        topic: a.tp.topic.clone(),
+                        partition: a.tp.partition,
+                        offset: position,
+                        cause,
+                    });
                 }
                 Err(e) => return Err(e),
             }
