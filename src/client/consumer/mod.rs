@@ -170,7 +170,8 @@ impl Consumer {
     /// position, pause state and buffered records; new ones get a position
     /// from `auto.offset.reset` at the next [`poll`](Consumer::poll) or
     /// [`position`](Consumer::position), unless [`seek`](Consumer::seek)
-    /// sets one first. Duplicates are ignored; an empty list unassigns
+    /// sets one first. A partition whose topic was deleted and created
+    /// again starts afresh. Duplicates are ignored; an empty list unassigns
     /// everything.
     ///
     /// # Errors
@@ -180,10 +181,13 @@ impl Consumer {
         let mut seen = HashSet::with_capacity(partitions.len());
         let mut fresh: HashMap<TopicPartition, Arc<Replica>> = HashMap::new();
         for tp in partitions {
-            if !seen.insert(tp) || self.index.contains_key(tp) {
+            if !seen.insert(tp) {
                 continue;
             }
-            fresh.insert(tp.clone(), self.lookup(tp)?);
+            let kept = self.index.get(tp).map(|&i| &self.assignment[i]);
+            if kept.is_none_or(|a| a.replica.is_gone()) {
+                fresh.insert(tp.clone(), self.lookup(tp)?);
+            }
         }
         let mut old: HashMap<TopicPartition, Assigned> = self
             .assignment
@@ -195,14 +199,14 @@ impl Consumer {
             if !seen.insert(tp) {
                 continue;
             }
-            let assigned = match old.remove(tp) {
-                Some(kept) => kept,
-                None => {
-                    let Some(replica) = fresh.remove(tp) else {
-                        return Err(Error::Internal(format!(
-                            "{tp} was neither assigned nor looked up"
-                        )));
-                    };
+            let kept = old.remove(tp);
+            let assigned = match (kept, fresh.remove(tp)) {
+                (Some(kept), None) => kept,
+                (kept, Some(replica)) => {
+                    // New, or re-created after its topic was deleted.
+                    if let Some(stale) = kept {
+                        stale.replica.unwatch(&self.waker_tx);
+                    }
                     replica.watch(&self.waker_tx);
                     Assigned {
                         tp: tp.clone(),
@@ -211,6 +215,11 @@ impl Consumer {
                         paused: false,
                         fetch: None,
                     }
+                }
+                (None, None) => {
+                    return Err(Error::Internal(format!(
+                        "{tp} was neither assigned nor looked up"
+                    )));
                 }
             };
             self.assignment.push(assigned);
