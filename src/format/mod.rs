@@ -25,4 +25,5 @@ pub use builder::BatchBuilder;
 pub use compression::MAX_DECOMPRESSED_SIZE;
 pub use header::*;
 pub use record::{Header, Record};
+pub(crate) use record::{decode_headers, scan_record};
 pub use validate::validate_batch_records;

@@ -709,7 +709,7 @@ impl Consumer {
             let (Some(fetch), Position::At(mut position)) = (a.fetch.as_mut(), a.position) else {
                 continue;
             };
-            let mut out = Vec::with_capacity(remaining.min(1024));
+            let mut out = Vec::with_capacity(fetch.records_left(remaining));
             let result = fetch.drain(
                 &mut position,
                 Sink {
