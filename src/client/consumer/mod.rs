@@ -137,7 +137,7 @@ impl Consumer {
             .clone()
             .unwrap_or_else(|| format!("consumer-{}", CLIENT_IDS.fetch_add(1, Ordering::Relaxed)));
         let (waker_tx, waker_rx) = crossbeam_channel::bounded(1);
-        let clock_rx = cluster.clock().subscribe();
+        let clock_rx = cluster.inner.clock().subscribe();
         Ok(Consumer {
             cluster: cluster.clone(),
             config,
@@ -294,7 +294,7 @@ impl Consumer {
                 "Consumer is not subscribed to any topics or assigned any partitions".into(),
             ));
         }
-        let clock = self.cluster.clock().clone();
+        let clock = self.cluster.inner.clock().clone();
         let timeout_ms = i64::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(i64::MAX);
         let deadline = clock.now_ms().saturating_add(timeout_ms);
         loop {
