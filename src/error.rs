@@ -183,6 +183,24 @@ pub enum Error {
         partition: u32,
     },
 
+    /// A record batch a consumer fetched failed its checks: the CRC-32C
+    /// (with `check.crcs`) or the structure of the batch or a record. The
+    /// consumer's position stays at `offset`, so its polls keep returning
+    /// this error for the partition until the application seeks past the
+    /// batch. Kafka's `CorruptRecordException`.
+    #[error("corrupt record batch in {topic}-{partition} at offset {offset}: {cause}")]
+    CorruptRecord {
+        /// The topic's name.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The consumer's position: the first offset it could not read.
+        offset: u64,
+        /// What is wrong with the batch.
+        #[source]
+        cause: FormatError,
+    },
+
     /// An argument is invalid (a negative timestamp, a partition the
     /// consumer is not assigned, a record over `max.request.size`, ...).
     /// The message names it. Nothing was changed.

@@ -72,6 +72,10 @@ mod replica;
 mod storage;
 mod types;
 
+pub use client::consumer::{
+    Consumer, ConsumerConfig, ConsumerConfigBuilder, ConsumerRecord, ConsumerRecords,
+    OffsetAndTimestamp, OffsetReset, RecordsIntoIter, RecordsIter,
+};
 pub use client::partitioner::{Partitioner, RoundRobinPartitioner, murmur2, partition_for_key};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cluster::{

@@ -168,6 +168,35 @@ fn decode_at(buf: &Bytes, at: usize) -> Result<(Batch, usize), FormatError> {
     ))
 }
 
+/// Slices the batch at `buf[at..]` as [`Batch::decode`] does, checking its
+/// CRC-32C only if `verify_crc` (a consumer with `check.crcs=false` skips
+/// it; the structure is always checked). Returns the batch and its size.
+pub(crate) fn decode_batch_at(
+    buf: &Bytes,
+    at: usize,
+    verify_crc: bool,
+) -> Result<(Batch, usize), FormatError> {
+    if verify_crc {
+        return decode_at(buf, at);
+    }
+    let rest = buf.get(at..).unwrap_or_default();
+    let header = super::header::BatchHeader::parse(rest)?;
+    let size = header.total_size();
+    if rest.len() < size {
+        return Err(FormatError::Truncated {
+            needed: size,
+            available: rest.len(),
+        });
+    }
+    if header.last_offset_delta < 0 {
+        return Err(FormatError::InvalidOffsetDelta(
+            "lastOffsetDelta is negative",
+        ));
+    }
+    let bytes = buf.slice(at..at + size);
+    Ok((Batch { header, bytes }, size))
+}
+
 /// Iterator over the records of a [`Batch`], from [`Batch::records`].
 ///
 /// Yields `Result<Record, FormatError>` and stops after the first error.

@@ -19,9 +19,11 @@ mod record;
 mod validate;
 pub mod varint;
 
+pub(crate) use batch::decode_batch_at;
 pub use batch::{Batch, Batches, RecordIter};
 pub use builder::BatchBuilder;
 pub use compression::MAX_DECOMPRESSED_SIZE;
 pub use header::*;
 pub use record::{Header, Record};
+pub(crate) use record::{decode_headers, scan_record};
 pub use validate::validate_batch_records;

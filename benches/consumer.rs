@@ -1,0 +1,175 @@
+//! Consumer throughput against a plain read of the same bytes.
+//!
+//! One partition holds `RECORDS` records with 100-byte values (no key, no
+//! headers), appended beforehand as ~16 KiB uncompressed batches; the data
+//! is in the page cache. Each measured iteration:
+//!
+//! - `consume/logbus`: a consumer (default config: `max.poll.records` 500,
+//!   `check.crcs` on) assigned to the partition polls every record, touching
+//!   each record's value, and drops the records.
+//! - `consume/logbus_10k`: the same with `max.poll.records` 10000.
+//! - `consume/std_fs_read`: reads the partition's segment file with `read`
+//!   in 1 MiB chunks, and touches one byte per 100.
+//!
+//! After criterion's groups a summary runs each variant several times,
+//! alternating, and prints the medians, records/s and the ratio to the plain
+//! read (the ratio is what to compare across these shared, noisy machines).
+
+use std::hint::black_box;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use logbus::format::BatchBuilder;
+use logbus::{
+    Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, NewTopic, OffsetReset,
+    TopicPartition,
+};
+
+const RECORDS: usize = 1_000_000;
+const VALUE: usize = 100;
+const BATCH_BYTES: usize = 16 << 10;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    cluster: Cluster,
+    segment: PathBuf,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = Cluster::open(dir.path(), ClusterConfig::default()).expect("cluster");
+    let partition = cluster
+        .create_topic(NewTopic::new("bench", 1))
+        .expect("topic")
+        .partition(0)
+        .expect("partition");
+    let value = [0x5au8; VALUE];
+    let mut appended = 0;
+    while appended < RECORDS {
+        let mut builder = BatchBuilder::new(Compression::None);
+        let mut n = 0;
+        while appended + n < RECORDS && builder.estimated_size() + VALUE + 16 < BATCH_BYTES {
+            builder.append(1_700_000_000_000 + n as i64, None, Some(&value), &[]);
+            n += 1;
+        }
+        partition
+            .append(&mut builder.build().expect("batch").to_vec())
+            .expect("append");
+        appended += n;
+    }
+    let segment = dir.path().join("broker-0/bench-0/00000000000000000000.log");
+    assert!(segment.exists(), "one segment holds every record");
+    Setup {
+        _dir: dir,
+        cluster,
+        segment,
+    }
+}
+
+/// Consumes every record once; returns a checksum so nothing is optimized
+/// away.
+fn consume(cluster: &Cluster, max_poll_records: usize) -> u64 {
+    let config = ConsumerConfig::builder()
+        .max_poll_records(max_poll_records)
+        .auto_offset_reset(OffsetReset::Earliest)
+        .build()
+        .expect("config");
+    let mut consumer = Consumer::new(cluster, config).expect("consumer");
+    consumer
+        .assign(&[TopicPartition::new("bench", 0)])
+        .expect("assign");
+    let mut seen = 0;
+    let mut sum = 0u64;
+    while seen < RECORDS {
+        let records = consumer.poll(Duration::from_secs(10)).expect("poll");
+        assert!(!records.is_empty(), "ran dry at {seen}");
+        seen += records.count();
+        for record in records {
+            let value = record.value().expect("value");
+            sum = sum.wrapping_add(u64::from(value[VALUE / 2]) + record.offset());
+        }
+    }
+    sum
+}
+
+/// Reads the segment file in 1 MiB chunks, touching one byte per record.
+fn plain_read(path: &Path, buf: &mut [u8]) -> u64 {
+    let mut file = std::fs::File::open(path).expect("open");
+    let mut sum = 0u64;
+    loop {
+        let n = file.read(buf).expect("read");
+        if n == 0 {
+            return sum;
+        }
+        sum = buf[..n]
+            .iter()
+            .step_by(VALUE)
+            .fold(sum, |s, &b| s.wrapping_add(u64::from(b)));
+    }
+}
+
+fn bench_consume(c: &mut Criterion) {
+    let s = setup();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut group = c.benchmark_group("consume");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(6))
+        .throughput(Throughput::Elements(RECORDS as u64));
+    group.bench_function("logbus", |b| b.iter(|| black_box(consume(&s.cluster, 500))));
+    group.bench_function("logbus_10k", |b| {
+        b.iter(|| black_box(consume(&s.cluster, 10_000)))
+    });
+    group.bench_function("std_fs_read", |b| {
+        b.iter(|| black_box(plain_read(&s.segment, &mut buf)))
+    });
+    group.finish();
+
+    // The summary: medians of alternating runs.
+    let runs = 9;
+    let mut times: [Vec<Duration>; 3] = Default::default();
+    for _ in 0..runs {
+        let t = Instant::now();
+        black_box(consume(&s.cluster, 500));
+        times[0].push(t.elapsed());
+        let t = Instant::now();
+        black_box(consume(&s.cluster, 10_000));
+        times[1].push(t.elapsed());
+        let t = Instant::now();
+        black_box(plain_read(&s.segment, &mut buf));
+        times[2].push(t.elapsed());
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let [a, b, p] = times.each_mut().map(median);
+    let bytes = std::fs::metadata(&s.segment).expect("metadata").len();
+    let rate = |d: Duration| RECORDS as f64 / d.as_secs_f64() / 1e6;
+    eprintln!(
+        "consume summary ({RECORDS} records of {VALUE} B, {:.0} MiB, medians of {runs} runs):",
+        bytes as f64 / f64::from(1 << 20)
+    );
+    eprintln!(
+        "  logbus (max.poll.records 500):   {a:?}  {:.1} M records/s  {:.1} ns/record  ratio to plain read {:.2}",
+        rate(a),
+        a.as_nanos() as f64 / RECORDS as f64,
+        a.as_secs_f64() / p.as_secs_f64()
+    );
+    eprintln!(
+        "  logbus (max.poll.records 10000): {b:?}  {:.1} M records/s  {:.1} ns/record  ratio to plain read {:.2}",
+        rate(b),
+        b.as_nanos() as f64 / RECORDS as f64,
+        b.as_secs_f64() / p.as_secs_f64()
+    );
+    eprintln!(
+        "  std::fs read (1 MiB chunks):     {p:?}  {:.1} M records/s  {:.0} MiB/s",
+        rate(p),
+        bytes as f64 / f64::from(1 << 20) / p.as_secs_f64()
+    );
+}
+
+criterion_group!(benches, bench_consume);
+criterion_main!(benches);

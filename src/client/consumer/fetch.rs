@@ -1,0 +1,321 @@
+//! One partition's fetched bytes and the cursor that turns them into
+//! [`ConsumerRecord`]s, lazily, a batch at a time.
+//!
+//! Uncompressed batches (the common case) are decoded by a tight loop here
+//! that builds each `ConsumerRecord` in place: one pass over the record's
+//! bytes, no allocation (headers only when the record has some), keys and
+//! values as views of the fetched bytes. Compressed batches go through
+//! [`RecordIter`], which decompresses the records section once.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::records::ConsumerRecord;
+use crate::error::FormatError;
+use crate::format::{
+    Batch, RECORDS_OFFSET, RecordIter, decode_batch_at, decode_headers, scan_record,
+};
+use crate::types::{Compression, TimestampType};
+
+/// Whole record batches read from one partition (zero-copy views of a
+/// segment's memory map), and how far the consumer has taken records from
+/// them. A consumer holds at most one per partition.
+#[derive(Debug)]
+pub(super) struct Fetch {
+    data: Bytes,
+    /// Position of the next batch in `data`.
+    pos: usize,
+    /// The batch records are being taken from.
+    current: Option<Current>,
+}
+
+/// The batch being read.
+#[derive(Debug)]
+struct Current {
+    records: Records,
+    timestamp_type: TimestampType,
+    next_offset: u64,
+}
+
+#[derive(Debug)]
+enum Records {
+    /// An uncompressed batch, decoded here.
+    Plain(Plain),
+    /// A compressed batch, decoded by the format layer.
+    Compressed(RecordIter),
+}
+
+/// Cursor over the records of an uncompressed batch, with the checks
+/// [`RecordIter`] makes.
+#[derive(Debug)]
+struct Plain {
+    /// The whole batch.
+    batch: Bytes,
+    pos: usize,
+    index: usize,
+    declared: usize,
+    base_offset: i64,
+    base_timestamp: i64,
+    log_append_time: Option<i64>,
+    last_offset_delta: i32,
+    previous_delta: i64,
+}
+
+/// Where [`Fetch::drain`] puts its records, and what they share.
+pub(super) struct Sink<'a> {
+    pub(super) topic: &'a Arc<str>,
+    pub(super) partition: u32,
+    pub(super) check_crcs: bool,
+    pub(super) max: usize,
+    pub(super) out: &'a mut Vec<ConsumerRecord>,
+}
+
+impl Fetch {
+    pub(super) fn new(data: Bytes) -> Self {
+        Fetch {
+            data,
+            pos: 0,
+            current: None,
+        }
+    }
+
+    /// Bytes of batches not yet started (what `fetch.min.bytes` and
+    /// `fetch.max.bytes` count).
+    pub(super) fn remaining_bytes(&self) -> usize {
+        self.data.len() - self.pos
+    }
+
+    /// Whether every record has been taken.
+    pub(super) fn is_drained(&self) -> bool {
+        self.current.is_none() && self.pos >= self.data.len()
+    }
+
+    /// An upper bound on the records left, counted up to `cap` (for sizing
+    /// the output vector). Walks batch headers only.
+    pub(super) fn records_left(&self, cap: usize) -> usize {
+        let mut left = match &self.current {
+            Some(Current {
+                records: Records::Plain(p),
+                ..
+            }) => p.declared - p.index,
+            Some(Current {
+                records: Records::Compressed(iter),
+                ..
+            }) => iter.size_hint().1.unwrap_or(cap),
+            None => 0,
+        };
+        let mut pos = self.pos;
+        while left < cap {
+            let Ok(header) =
+                crate::format::BatchHeader::parse(self.data.get(pos..).unwrap_or_default())
+            else {
+                break;
+            };
+            left += usize::try_from(header.records_count).unwrap_or(0);
+            pos += header.total_size();
+        }
+        left.min(cap)
+    }
+
+    /// Moves records at or above `*position` into `sink.out` until it holds
+    /// `sink.max` records or the fetch is drained, advancing `*position`
+    /// past each record taken and past batches that end below it (control
+    /// batches, records removed by compaction).
+    ///
+    /// On a damaged batch the fetch is emptied and the error returned;
+    /// `*position` stays at the first record not taken.
+    pub(super) fn drain(&mut self, position: &mut u64, sink: Sink<'_>) -> Result<(), FormatError> {
+        let result = self.drain_inner(position, sink);
+        if result.is_err() {
+            self.current = None;
+            self.pos = self.data.len();
+        }
+        result
+    }
+
+    fn drain_inner(&mut self, position: &mut u64, sink: Sink<'_>) -> Result<(), FormatError> {
+        let Sink {
+            topic,
+            partition,
+            check_crcs,
+            max,
+            out,
+        } = sink;
+        while out.len() < max {
+            if let Some(current) = &mut self.current {
+                let done = match &mut current.records {
+                    Records::Plain(plain) => {
+                        plain.take(position, out, max, topic, partition, current.timestamp_type)?
+                    }
+                    Records::Compressed(iter) => take_from_iter(
+                        iter,
+                        position,
+                        out,
+                        max,
+                        topic,
+                        partition,
+                        current.timestamp_type,
+                    )?,
+                };
+                if done {
+                    *position = (*position).max(current.next_offset);
+                    self.current = None;
+                }
+                continue;
+            }
+            if self.pos >= self.data.len() {
+                break;
+            }
+            let (batch, size) = decode_batch_at(&self.data, self.pos, check_crcs)?;
+            self.pos += size;
+            let header = batch.header();
+            let next_offset = header.next_offset() as u64;
+            if next_offset <= *position {
+                // Wholly below the position: the first batch of a read may
+                // start before the offset asked for.
+                continue;
+            }
+            if header.is_control() {
+                // Transaction markers are not records for the application.
+                *position = next_offset;
+                continue;
+            }
+            let timestamp_type = header.timestamp_type();
+            let records = if header.compression()? == Compression::None {
+                Records::Plain(Plain::new(batch)?)
+            } else {
+                Records::Compressed(batch.records()?)
+            };
+            self.current = Some(Current {
+                records,
+                timestamp_type,
+                next_offset,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Plain {
+    fn new(batch: Batch) -> Result<Self, FormatError> {
+        let header = *batch.header();
+        let declared = usize::try_from(header.records_count)
+            .map_err(|_| FormatError::InvalidRecord("negative recordsCount"))?;
+        Ok(Plain {
+            batch: batch.into_bytes(),
+            pos: RECORDS_OFFSET,
+            index: 0,
+            declared,
+            base_offset: header.base_offset,
+            base_timestamp: header.base_timestamp,
+            log_append_time: match header.timestamp_type() {
+                TimestampType::LogAppendTime => Some(header.max_timestamp),
+                TimestampType::CreateTime => None,
+            },
+            last_offset_delta: header.last_offset_delta,
+            previous_delta: -1,
+        })
+    }
+
+    /// Takes records until `out` holds `max`; returns whether the batch is
+    /// done. Checks each record as [`RecordIter`] does.
+    #[inline]
+    fn take(
+        &mut self,
+        position: &mut u64,
+        out: &mut Vec<ConsumerRecord>,
+        max: usize,
+        topic: &Arc<str>,
+        partition: u32,
+        timestamp_type: TimestampType,
+    ) -> Result<bool, FormatError> {
+        let data = &self.batch;
+        while out.len() < max {
+            if self.index == self.declared {
+                if self.pos != data.len() {
+                    return Err(FormatError::InvalidRecord(
+                        "bytes left after the last record",
+                    ));
+                }
+                return Ok(true);
+            }
+            if self.pos >= data.len() {
+                return Err(FormatError::RecordCountMismatch {
+                    declared: self.declared as i32,
+                    actual: self.index,
+                });
+            }
+            let raw = scan_record(data, self.pos)?;
+            let delta = i64::from(raw.offset_delta);
+            if delta <= self.previous_delta || raw.offset_delta > self.last_offset_delta {
+                return Err(FormatError::InvalidOffsetDelta(
+                    "record offset deltas must increase and not exceed lastOffsetDelta",
+                ));
+            }
+            self.previous_delta = delta;
+            self.pos = raw.end;
+            self.index += 1;
+            // Stored offsets are never negative.
+            let offset = self.base_offset.wrapping_add(delta) as u64;
+            if offset < *position {
+                continue;
+            }
+            let headers = if raw.header_count == 0 {
+                Vec::new()
+            } else {
+                decode_headers(data, &raw)?
+            };
+            *position = offset + 1;
+            out.push(ConsumerRecord {
+                topic: Arc::clone(topic),
+                partition,
+                offset,
+                timestamp: self
+                    .log_append_time
+                    .unwrap_or_else(|| self.base_timestamp.wrapping_add(raw.timestamp_delta)),
+                timestamp_type,
+                key: raw.key.map(|r| data.slice(r)),
+                value: raw.value.map(|r| data.slice(r)),
+                headers,
+            });
+        }
+        Ok(self.index == self.declared && self.pos == data.len())
+    }
+}
+
+/// Takes records of a compressed batch until `out` holds `max`; returns
+/// whether the batch is done.
+fn take_from_iter(
+    iter: &mut RecordIter,
+    position: &mut u64,
+    out: &mut Vec<ConsumerRecord>,
+    max: usize,
+    topic: &Arc<str>,
+    partition: u32,
+    timestamp_type: TimestampType,
+) -> Result<bool, FormatError> {
+    while out.len() < max {
+        let Some(record) = iter.next() else {
+            return Ok(true);
+        };
+        let record = record?;
+        // Stored offsets are never negative.
+        let offset = record.offset as u64;
+        if offset < *position {
+            continue;
+        }
+        *position = offset + 1;
+        out.push(ConsumerRecord {
+            topic: Arc::clone(topic),
+            partition,
+            offset,
+            timestamp: record.timestamp,
+            timestamp_type,
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+        });
+    }
+    Ok(false)
+}

@@ -1,0 +1,781 @@
+//! The consumer: Kafka's `KafkaConsumer` with manual assignment.
+//!
+//! A [`Consumer`] reads the partitions it is [`assign`](Consumer::assign)ed
+//! from its own positions. [`Consumer::poll`] takes records from the fetched
+//! batches it buffers (at most one fetch per partition, zero-copy views of
+//! the segments), fetches more when a partition's buffer runs dry, and waits
+//! for appends when there is nothing to return.
+//!
+//! ## Waking up
+//! The consumer registers the sending side of one bounded(1) channel with
+//! every assigned replica ([`Replica::watch`]); each append, and a delete or
+//! close of the partition, sends on it. A poll first empties that channel,
+//! then fetches, then waits on it (and on the clock's jumps and a timer for
+//! its deadline), so an append that lands after the fetch always leaves a
+//! message behind and is never slept through.
+//!
+//! ## Fetch size and latency
+//! `fetch.min.bytes` and `fetch.max.wait.ms` act as in Kafka's fetch
+//! request: fetched data is held back until the buffered batches add up to
+//! `fetch.min.bytes`, or until `fetch.max.wait.ms` has passed since data
+//! first became available. Once released, buffered records are returned
+//! without waiting until every partition's buffer is drained.
+//!
+//! Consumer groups (`group.id`, `subscribe`, committed offsets) build on
+//! this type in a later release.
+
+mod config;
+mod fetch;
+mod records;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::cluster::Cluster;
+use crate::error::{CorruptionKind, Error, Result};
+use crate::replica::Replica;
+use crate::types::TopicPartition;
+
+pub use config::{ConsumerConfig, ConsumerConfigBuilder, OffsetReset};
+pub use records::{
+    ConsumerRecord, ConsumerRecords, OffsetAndTimestamp, RecordsIntoIter, RecordsIter,
+};
+
+use fetch::{Fetch, Sink};
+
+/// Numbers the made-up client ids, as Kafka's `consumer-N`.
+static CLIENT_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Where a partition's position will come from, or the position itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Position {
+    /// Known: the offset of the next record to return.
+    At(u64),
+    /// To be looked up at the next poll or `position`: by
+    /// `auto.offset.reset` (a newly assigned partition) or as asked by
+    /// `seek_to_beginning` / `seek_to_end`.
+    Reset(OffsetReset),
+    /// To be looked up by `auto.offset.reset`.
+    Unset,
+}
+
+/// One assigned partition.
+#[derive(Debug)]
+struct Assigned {
+    tp: TopicPartition,
+    replica: Arc<Replica>,
+    position: Position,
+    paused: bool,
+    fetch: Option<Fetch>,
+}
+
+/// Reads records from assigned partitions: Kafka's `KafkaConsumer`.
+///
+/// Like Kafka's consumer it is single-threaded: every method takes
+/// `&mut self` (or `&self`), and a `Consumer` may move between threads
+/// (`Send`) but is not shared. Create one per reading thread.
+///
+/// ```
+/// use logbus::format::BatchBuilder;
+/// use logbus::{Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, NewTopic};
+/// use logbus::{OffsetReset, TopicPartition};
+/// use std::time::Duration;
+///
+/// let dir = tempfile::tempdir()?;
+/// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+/// let partition = cluster.create_topic(NewTopic::new("orders", 1))?.partition(0)?;
+/// let mut batch = BatchBuilder::new(Compression::None);
+/// batch.append(1_700_000_000_000, Some(b"order-1"), Some(b"created"), &[]);
+/// batch.append(1_700_000_000_001, Some(b"order-1"), Some(b"paid"), &[]);
+/// partition.append(&mut batch.build()?.to_vec())?;
+///
+/// let config = ConsumerConfig::builder()
+///     .auto_offset_reset(OffsetReset::Earliest)
+///     .build()?;
+/// let mut consumer = Consumer::new(&cluster, config)?;
+/// consumer.assign(&[TopicPartition::new("orders", 0)])?;
+/// let records = consumer.poll(Duration::from_millis(100))?;
+/// let values: Vec<&[u8]> = records.iter().filter_map(|r| r.value()).map(|v| &v[..]).collect();
+/// assert_eq!(values, [&b"created"[..], &b"paid"[..]]);
+/// assert_eq!(consumer.position(&TopicPartition::new("orders", 0))?, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Consumer {
+    cluster: Cluster,
+    config: ConsumerConfig,
+    client_id: String,
+    /// In assignment order.
+    assignment: Vec<Assigned>,
+    index: HashMap<TopicPartition, usize>,
+    /// Where fetching and draining start: rotates so that no partition
+    /// starves the others.
+    rotation: usize,
+    /// Fetched records were released (`fetch.min.bytes` met or
+    /// `fetch.max.wait.ms` passed) and are returned without waiting.
+    delivering: bool,
+    /// When data first became available while below `fetch.min.bytes`.
+    pending_since: Option<i64>,
+    waker_tx: Sender<()>,
+    waker_rx: Receiver<()>,
+    clock_rx: Receiver<()>,
+}
+
+impl Consumer {
+    /// A consumer of `cluster`'s partitions, with no assignment yet.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the cluster is closed.
+    pub fn new(cluster: &Cluster, config: ConsumerConfig) -> Result<Consumer> {
+        cluster.inner.check_open()?;
+        let client_id = config
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("consumer-{}", CLIENT_IDS.fetch_add(1, Ordering::Relaxed)));
+        let (waker_tx, waker_rx) = crossbeam_channel::bounded(1);
+        let clock_rx = cluster.inner.clock().subscribe();
+        Ok(Consumer {
+            cluster: cluster.clone(),
+            config,
+            client_id,
+            assignment: Vec::new(),
+            index: HashMap::new(),
+            rotation: 0,
+            delivering: false,
+            pending_since: None,
+            waker_tx,
+            waker_rx,
+            clock_rx,
+        })
+    }
+
+    /// The consumer's `client.id`: the configured one, else `consumer-N`.
+    #[must_use]
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &ConsumerConfig {
+        &self.config
+    }
+
+    /// Sets the partitions to read, replacing the previous assignment
+    /// (Kafka's `assign`). Partitions that stay assigned keep their
+    /// position, pause state and buffered records; new ones get a position
+    /// from `auto.offset.reset` at the next [`poll`](Consumer::poll) or
+    /// [`position`](Consumer::position), unless [`seek`](Consumer::seek)
+    /// sets one first. A partition whose topic was deleted and created
+    /// again starts afresh. Duplicates are ignored; an empty list unassigns
+    /// everything.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopicOrPartition`] if a topic or partition does not
+    /// exist; [`Error::Closed`]. The assignment is unchanged then.
+    pub fn assign(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        let mut seen = HashSet::with_capacity(partitions.len());
+        let mut fresh: HashMap<TopicPartition, Arc<Replica>> = HashMap::new();
+        for tp in partitions {
+            if !seen.insert(tp) {
+                continue;
+            }
+            let kept = self.index.get(tp).map(|&i| &self.assignment[i]);
+            if kept.is_none_or(|a| a.replica.is_gone()) {
+                fresh.insert(tp.clone(), self.lookup(tp)?);
+            }
+        }
+        let mut old: HashMap<TopicPartition, Assigned> = self
+            .assignment
+            .drain(..)
+            .map(|a| (a.tp.clone(), a))
+            .collect();
+        seen.clear();
+        for tp in partitions {
+            if !seen.insert(tp) {
+                continue;
+            }
+            let kept = old.remove(tp);
+            let assigned = match (kept, fresh.remove(tp)) {
+                (Some(kept), None) => kept,
+                (kept, Some(replica)) => {
+                    // New, or re-created after its topic was deleted.
+                    if let Some(stale) = kept {
+                        stale.replica.unwatch(&self.waker_tx);
+                    }
+                    replica.watch(&self.waker_tx);
+                    Assigned {
+                        tp: tp.clone(),
+                        replica,
+                        position: Position::Unset,
+                        paused: false,
+                        fetch: None,
+                    }
+                }
+                (None, None) => {
+                    return Err(Error::Internal(format!(
+                        "{tp} was neither assigned nor looked up"
+                    )));
+                }
+            };
+            self.assignment.push(assigned);
+        }
+        for dropped in old.into_values() {
+            dropped.replica.unwatch(&self.waker_tx);
+        }
+        self.index = self
+            .assignment
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.tp.clone(), i))
+            .collect();
+        self.rotation = 0;
+        if self.assignment.iter().all(|a| a.fetch.is_none()) {
+            self.delivering = false;
+            self.pending_since = None;
+        }
+        Ok(())
+    }
+
+    /// The assigned partitions, in the order given to
+    /// [`assign`](Consumer::assign).
+    #[must_use]
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.assignment.iter().map(|a| a.tp.clone()).collect()
+    }
+
+    /// Drops the whole assignment, as `assign(&[])` (Kafka's
+    /// `unsubscribe`, which also clears a manual assignment).
+    pub fn unsubscribe(&mut self) {
+        for a in self.assignment.drain(..) {
+            a.replica.unwatch(&self.waker_tx);
+        }
+        self.index.clear();
+        self.delivering = false;
+        self.pending_since = None;
+    }
+
+    /// Returns the next records of the assigned partitions, waiting up to
+    /// `timeout` for some to arrive (Kafka's `poll`).
+    ///
+    /// Returns as soon as records are available (subject to
+    /// `fetch.min.bytes` / `fetch.max.wait.ms`), at most `max.poll.records`
+    /// of them, each partition's in offset order; returns an empty
+    /// [`ConsumerRecords`] when the timeout passes first. The wait sleeps on
+    /// a channel (no polling loop): an append to an assigned partition, a
+    /// jump of a [`ManualClock`](crate::ManualClock) or the deadline wakes
+    /// it. Deadlines are read from the cluster's clock, so with a manual
+    /// clock a poll returns only once the clock passes its deadline.
+    ///
+    /// Each position then moves past the records returned. Paused partitions
+    /// return nothing and keep their positions. A partition without a valid
+    /// position gets one from `auto.offset.reset`.
+    ///
+    /// # Errors
+    /// - [`Error::IllegalState`] if no partition is assigned.
+    /// - [`Error::NoOffsetForPartition`] if a partition has no position, or
+    ///   its position is outside the log, and `auto.offset.reset` is `none`.
+    /// - [`Error::UnknownTopicOrPartition`] once an assigned topic is
+    ///   deleted (also waking a poll that waits); the partition stays
+    ///   assigned until [`assign`](Consumer::assign) drops it.
+    /// - [`Error::CorruptRecord`] for a batch failing its CRC or structure
+    ///   check (when no other records are ready).
+    /// - [`Error::Closed`] once the cluster is closed.
+    ///
+    /// Records returned before an error are never lost: positions only move
+    /// past records handed out.
+    pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
+        if self.assignment.is_empty() {
+            return Err(Error::IllegalState(
+                "Consumer is not subscribed to any topics or assigned any partitions".into(),
+            ));
+        }
+        let clock = self.cluster.inner.clock().clone();
+        let timeout_ms = i64::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(i64::MAX);
+        let deadline = clock.now_ms().saturating_add(timeout_ms);
+        loop {
+            // Empty the wake-up channels before looking at the log: whatever
+            // is appended (or however the clock moves) from here on leaves a
+            // message that ends the wait below.
+            while self.waker_rx.try_recv().is_ok() {}
+            while self.clock_rx.try_recv().is_ok() {}
+            self.cluster.inner.check_open()?;
+            let now = clock.now_ms();
+            self.fill()?;
+            if self.ready(now) {
+                let (records, moved) = self.drain()?;
+                if !records.is_empty() {
+                    return Ok(records);
+                }
+                if moved {
+                    // Positions moved past batches with nothing to return
+                    // (control batches, compacted records): more may follow
+                    // in the log, so fetch again before waiting.
+                    continue;
+                }
+            }
+            let mut wake_at = deadline;
+            if let Some(since) = self.pending_since {
+                let max_wait = i64::try_from(self.config.fetch_max_wait_ms).unwrap_or(i64::MAX);
+                wake_at = wake_at.min(since.saturating_add(max_wait));
+            }
+            if now >= deadline {
+                return Ok(ConsumerRecords::default());
+            }
+            if now >= wake_at {
+                continue;
+            }
+            let timer = match clock.wait_hint(wake_at) {
+                Some(wait) => crossbeam_channel::after(wait),
+                None => crossbeam_channel::never(),
+            };
+            crossbeam_channel::select! {
+                recv(self.waker_rx) -> _ => {}
+                recv(self.clock_rx) -> _ => {}
+                recv(timer) -> _ => {}
+            }
+        }
+    }
+
+    /// Sets the position of an assigned partition: the next poll returns
+    /// records from `offset` on (Kafka's `seek`). Buffered records of the
+    /// partition are dropped. An offset outside the log is accepted here and
+    /// handled by `auto.offset.reset` at the next poll, as in Kafka.
+    ///
+    /// # Errors
+    /// [`Error::IllegalState`] if the partition is not assigned (nothing
+    /// changes).
+    pub fn seek(&mut self, partition: &TopicPartition, offset: u64) -> Result<()> {
+        let i = self.assigned(partition)?;
+        self.set_position(i, Position::At(offset));
+        Ok(())
+    }
+
+    /// Moves the partitions' positions to their log start offsets, looked
+    /// up at the next [`poll`](Consumer::poll) or
+    /// [`position`](Consumer::position) (Kafka's `seekToBeginning`). An
+    /// empty list means every assigned partition.
+    ///
+    /// # Errors
+    /// [`Error::IllegalState`] if a partition is not assigned (nothing
+    /// changes).
+    pub fn seek_to_beginning(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.seek_all(partitions, Position::Reset(OffsetReset::Earliest))
+    }
+
+    /// Moves the partitions' positions to their high watermarks, looked up
+    /// at the next [`poll`](Consumer::poll) or
+    /// [`position`](Consumer::position) (Kafka's `seekToEnd`). An empty list
+    /// means every assigned partition.
+    ///
+    /// # Errors
+    /// [`Error::IllegalState`] if a partition is not assigned (nothing
+    /// changes).
+    pub fn seek_to_end(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.seek_all(partitions, Position::Reset(OffsetReset::Latest))
+    }
+
+    /// The offset of the next record the consumer will return for an
+    /// assigned partition (Kafka's `position`). Looks it up first if it is
+    /// pending (a new assignment, or after `seek_to_beginning/end`).
+    ///
+    /// # Errors
+    /// [`Error::IllegalState`] if the partition is not assigned;
+    /// [`Error::NoOffsetForPartition`] if it has no position and
+    /// `auto.offset.reset` is `none`; [`Error::UnknownTopicOrPartition`] if
+    /// the topic was deleted.
+    pub fn position(&mut self, partition: &TopicPartition) -> Result<u64> {
+        let i = self.assigned(partition)?;
+        self.resolve(i)
+    }
+
+    /// Stops returning records of the partitions, keeping their positions
+    /// and buffered records, until [`resume`](Consumer::resume) (Kafka's
+    /// `pause`).
+    ///
+    /// # Errors
+    /// [`Error::IllegalState`] if a partition is not assigned (nothing
+    /// changes).
+    pub fn pause(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.set_paused(partitions, true)
+    }
+
+    /// Returns records of paused partitions again (Kafka's `resume`).
+    /// Resuming a partition that is not paused does nothing.
+    ///
+    /// # Errors
+    /// [`Error::IllegalState`] if a partition is not assigned (nothing
+    /// changes).
+    pub fn resume(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.set_paused(partitions, false)
+    }
+
+    /// The paused partitions, in assignment order (Kafka's `paused`).
+    #[must_use]
+    pub fn paused(&self) -> Vec<TopicPartition> {
+        self.assignment
+            .iter()
+            .filter(|a| a.paused)
+            .map(|a| a.tp.clone())
+            .collect()
+    }
+
+    /// For each partition, the first record whose timestamp is at or after
+    /// the given time, or `None` if there is none (Kafka's
+    /// `offsetsForTimes`). The partitions need not be assigned; positions
+    /// do not change.
+    ///
+    /// ```
+    /// # use logbus::format::BatchBuilder;
+    /// # use logbus::{Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, NewTopic, TopicPartition};
+    /// # use std::collections::HashMap;
+    /// # let dir = tempfile::tempdir()?;
+    /// # let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    /// # let partition = cluster.create_topic(NewTopic::new("t", 1))?.partition(0)?;
+    /// let mut batch = BatchBuilder::new(Compression::None);
+    /// for ts in [100, 200, 300] {
+    ///     batch.append(ts, None, Some(b"v"), &[]);
+    /// }
+    /// partition.append(&mut batch.build()?.to_vec())?;
+    /// let consumer = Consumer::new(&cluster, ConsumerConfig::default())?;
+    /// let tp = TopicPartition::new("t", 0);
+    /// let found = consumer.offsets_for_times(HashMap::from([(tp.clone(), 150)]))?;
+    /// let hit = found[&tp].expect("a record at or after 150");
+    /// assert_eq!((hit.offset(), hit.timestamp()), (1, 200));
+    /// let none = consumer.offsets_for_times(HashMap::from([(tp.clone(), 301)]))?;
+    /// assert_eq!(none[&tp], None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a negative timestamp;
+    /// [`Error::UnknownTopicOrPartition`]; [`Error::Corrupt`] if a batch on
+    /// the way is damaged. Nothing is looked up unless every input is valid.
+    pub fn offsets_for_times(
+        &self,
+        timestamps: HashMap<TopicPartition, i64>,
+    ) -> Result<HashMap<TopicPartition, Option<OffsetAndTimestamp>>> {
+        if let Some((tp, ts)) = timestamps.iter().find(|(_, ts)| **ts < 0) {
+            return Err(Error::InvalidArgument(format!(
+                "the target time for partition {tp} is negative ({ts})"
+            )));
+        }
+        let replicas = timestamps
+            .into_iter()
+            .map(|(tp, ts)| Ok((self.lookup(&tp)?, tp, ts)))
+            .collect::<Result<Vec<_>>>()?;
+        replicas
+            .into_iter()
+            .map(|(replica, tp, ts)| {
+                let found = replica.offset_for_timestamp(ts)?;
+                Ok((
+                    tp,
+                    found.map(|f| OffsetAndTimestamp {
+                        offset: f.offset,
+                        timestamp: f.timestamp,
+                    }),
+                ))
+            })
+            .collect()
+    }
+
+    /// The log start offsets of the partitions: the first offsets that can
+    /// be read (Kafka's `beginningOffsets`). The partitions need not be
+    /// assigned.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopicOrPartition`]; [`Error::Closed`].
+    pub fn beginning_offsets(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, u64>> {
+        self.offsets_of(partitions, |r| Ok(r.offsets()?.log_start))
+    }
+
+    /// The high watermarks of the partitions: the offset after the last
+    /// record a consumer can read (Kafka's `endOffsets`). The partitions need
+    /// not be assigned.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopicOrPartition`]; [`Error::Closed`].
+    pub fn end_offsets(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, u64>> {
+        self.offsets_of(partitions, |r| Ok(r.offsets()?.high_watermark))
+    }
+
+    /// Closes the consumer: it stops watching its partitions and releases
+    /// its buffered records (as dropping it does).
+    pub fn close(self) {}
+
+    fn offsets_of(
+        &self,
+        partitions: &[TopicPartition],
+        f: impl Fn(&Replica) -> Result<u64>,
+    ) -> Result<HashMap<TopicPartition, u64>> {
+        partitions
+            .iter()
+            .map(|tp| Ok((tp.clone(), f(&*self.lookup(tp)?)?)))
+            .collect()
+    }
+
+    fn lookup(&self, tp: &TopicPartition) -> Result<Arc<Replica>> {
+        self.cluster
+            .inner
+            .topic_state(&tp.topic)?
+            .replica(tp.partition)
+    }
+
+    fn assigned(&self, tp: &TopicPartition) -> Result<usize> {
+        self.index
+            .get(tp)
+            .copied()
+            .ok_or_else(|| Error::IllegalState(format!("No current assignment for partition {tp}")))
+    }
+
+    fn set_position(&mut self, i: usize, position: Position) {
+        let a = &mut self.assignment[i];
+        a.position = position;
+        a.fetch = None;
+    }
+
+    fn seek_all(&mut self, partitions: &[TopicPartition], position: Position) -> Result<()> {
+        let targets: Vec<usize> = if partitions.is_empty() {
+            (0..self.assignment.len()).collect()
+        } else {
+            partitions
+                .iter()
+                .map(|tp| self.assigned(tp))
+                .collect::<Result<_>>()?
+        };
+        for i in targets {
+            self.set_position(i, position);
+        }
+        Ok(())
+    }
+
+    fn set_paused(&mut self, partitions: &[TopicPartition], paused: bool) -> Result<()> {
+        let targets = partitions
+            .iter()
+            .map(|tp| self.assigned(tp))
+            .collect::<Result<Vec<_>>>()?;
+        for i in targets {
+            self.assignment[i].paused = paused;
+        }
+        Ok(())
+    }
+
+    /// The position of assignment `i`, looked up if pending.
+    fn resolve(&mut self, i: usize) -> Result<u64> {
+        let a = &mut self.assignment[i];
+        let reset = match a.position {
+            Position::At(offset) => return Ok(offset),
+            Position::Reset(reset) => reset,
+            Position::Unset => self.config.auto_offset_reset,
+        };
+        let offset = reset_offset(a, reset)?;
+        a.position = Position::At(offset);
+        Ok(offset)
+    }
+
+    /// Fetches for every fetchable partition whose buffer is empty (or, while
+    /// data is held back for `fetch.min.bytes`, every fetchable partition, to
+    /// count what has arrived since), within `fetch.max.bytes`.
+    fn fill(&mut self) -> Result<()> {
+        let n = self.assignment.len();
+        let max_total = self.config.fetch_max_bytes;
+        let mut used: usize = 0;
+        if self.delivering {
+            used = self
+                .assignment
+                .iter()
+                .filter_map(|a| a.fetch.as_ref())
+                .map(Fetch::remaining_bytes)
+                .sum();
+        }
+        for k in 0..n {
+            let i = (self.rotation + k) % n;
+            if self.assignment[i].paused {
+                continue;
+            }
+            if let Some(fetch) = &self.assignment[i].fetch
+                && self.delivering
+                && !fetch.is_drained()
+            {
+                continue;
+            }
+            self.assignment[i].fetch = None;
+            let position = self.resolve(i)?;
+            if used > 0 && used >= max_total {
+                continue;
+            }
+            let max_bytes = self
+                .config
+                .max_partition_fetch_bytes
+                .min(max_total.saturating_sub(used));
+            let data = self.read(i, position, max_bytes)?;
+            if data.is_empty() || (used > 0 && used + data.len() > max_total) {
+                continue;
+            }
+            used += data.len();
+            self.assignment[i].fetch = Some(Fetch::new(data));
+        }
+        Ok(())
+    }
+
+    /// Reads from assignment `i` at `position`, resetting the position by
+    /// `auto.offset.reset` when it is outside the log.
+    fn read(&mut self, i: usize, mut position: u64, max_bytes: usize) -> Result<bytes::Bytes> {
+        let reset = self.config.auto_offset_reset;
+        let a = &mut self.assignment[i];
+        // The log start may move again between the reset and the read; a
+        // few tries settle any realistic race.
+        for _ in 0..4 {
+            match a.replica.read(position, max_bytes) {
+                Ok(read) => return Ok(read.records().clone()),
+                Err(Error::OffsetOutOfRange { .. }) => {
+                    position = reset_offset(a, reset)?;
+                    a.position = Position::At(position);
+                }
+                // The log checks the batch it starts the read at; report its
+                // damage as the consumer's own check would.
+                Err(Error::Corrupt {
+                    kind: CorruptionKind::Batch(cause),
+                    ..
+                }) => {
+                    return Err(Error::CorruptRecord {
+                        topic: a.tp.topic.clone(),
+                        partition: a.tp.partition,
+                        offset: position,
+                        cause,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(bytes::Bytes::new())
+    }
+
+    /// Whether buffered records may be returned now, by `fetch.min.bytes`
+    /// and `fetch.max.wait.ms`.
+    fn ready(&mut self, now: i64) -> bool {
+        if self.delivering {
+            return true;
+        }
+        let buffered: usize = self
+            .assignment
+            .iter()
+            .filter(|a| !a.paused)
+            .filter_map(|a| a.fetch.as_ref())
+            .map(Fetch::remaining_bytes)
+            .sum();
+        if buffered == 0 {
+            self.pending_since = None;
+            return false;
+        }
+        let since = *self.pending_since.get_or_insert(now);
+        let waited = u64::try_from(now.saturating_sub(since)).unwrap_or(0);
+        if buffered >= self.config.fetch_min_bytes || waited >= self.config.fetch_max_wait_ms {
+            self.delivering = true;
+            self.pending_since = None;
+        }
+        self.delivering
+    }
+
+    /// Takes up to `max.poll.records` buffered records, partition by
+    /// partition from the rotation point, advancing positions; also says
+    /// whether any position moved.
+    fn drain(&mut self) -> Result<(ConsumerRecords, bool)> {
+        let n = self.assignment.len();
+        let mut remaining = self.config.max_poll_records;
+        let mut parts = Vec::new();
+        let mut failure = None;
+        let mut last = None;
+        let mut moved = false;
+        for k in 0..n {
+            if remaining == 0 {
+                break;
+            }
+            let i = (self.rotation + k) % n;
+            let a = &mut self.assignment[i];
+            if a.paused {
+                continue;
+            }
+            let (Some(fetch), Position::At(mut position)) = (a.fetch.as_mut(), a.position) else {
+                continue;
+            };
+            let mut out = Vec::with_capacity(fetch.records_left(remaining));
+            let result = fetch.drain(
+                &mut position,
+                Sink {
+                    topic: a.replica.topic(),
+                    partition: a.tp.partition,
+                    check_crcs: self.config.check_crcs,
+                    max: remaining,
+                    out: &mut out,
+                },
+            );
+            moved |= a.position != Position::At(position);
+            a.position = Position::At(position);
+            if fetch.is_drained() {
+                a.fetch = None;
+            }
+            if !out.is_empty() {
+                remaining -= out.len();
+                parts.push((a.tp.clone(), out));
+                last = Some(i);
+            }
+            if let Err(cause) = result {
+                failure = Some(Error::CorruptRecord {
+                    topic: a.tp.topic.clone(),
+                    partition: a.tp.partition,
+                    offset: position,
+                    cause,
+                });
+                break;
+            }
+        }
+        if let Some(last) = last {
+            self.rotation = (last + 1) % n;
+        }
+        if self
+            .assignment
+            .iter()
+            .all(|a| a.paused || a.fetch.is_none())
+        {
+            self.delivering = false;
+        }
+        match failure {
+            // The partition's fetch was emptied, so the next poll reads the
+            // damaged batch again and reports it then.
+            Some(e) if parts.is_empty() => Err(e),
+            _ => Ok((ConsumerRecords::new(parts), moved)),
+        }
+    }
+}
+
+/// The offset `reset` points to in `a`'s partition.
+fn reset_offset(a: &Assigned, reset: OffsetReset) -> Result<u64> {
+    let offsets = a.replica.offsets()?;
+    match reset {
+        OffsetReset::Earliest => Ok(offsets.log_start),
+        OffsetReset::Latest => Ok(offsets.high_watermark),
+        OffsetReset::None => Err(Error::NoOffsetForPartition {
+            topic: a.tp.topic.clone(),
+            partition: a.tp.partition,
+        }),
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        for a in &self.assignment {
+            a.replica.unwatch(&self.waker_tx);
+        }
+    }
+}
