@@ -18,7 +18,7 @@ use crate::storage::{StdStorage, Storage};
 ///     .num_partitions(3)
 ///     .build()?;
 /// assert_eq!(config.num_partitions(), 3);
-/// # Ok::<(), logbus::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {

@@ -67,7 +67,7 @@ const KEYS: &[(&str, &str)] = &[
 ///     .set("segment.bytes", "67108864")?;
 /// assert_eq!(config.get("retention.ms"), Some("3600000"));
 /// assert_eq!(config.log_config()?.segment_bytes(), 64 << 20);
-/// # Ok::<(), logbus::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TopicConfig {
