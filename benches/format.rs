@@ -99,6 +99,21 @@ fn bench_16k(c: &mut Criterion) {
             builder.build().expect("batch builds")
         });
     });
+    group.bench_function("with_capacity+build", |b| {
+        b.iter(|| {
+            let mut builder = BatchBuilder::with_capacity(Compression::None, 17 << 10);
+            build_16k(&mut builder, black_box(&value));
+            builder.build().expect("batch builds")
+        });
+    });
+    let mut reused = BatchBuilder::with_capacity(Compression::None, 17 << 10);
+    group.bench_function("clear+finish", |b| {
+        b.iter(|| {
+            reused.clear();
+            build_16k(&mut reused, black_box(&value));
+            reused.finish().expect("batch builds").len()
+        });
+    });
     let mut builder = BatchBuilder::new(Compression::None);
     build_16k(&mut builder, &value);
     let bytes = builder.build().expect("batch builds");
