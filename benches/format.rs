@@ -76,5 +76,62 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// Records of 100 B values in a 16 KiB batch (Kafka's default `batch.size`),
+/// as `benches/log.rs` appends them: no key, no headers.
+const RECORDS_16K: usize = 160;
+
+fn build_16k(builder: &mut BatchBuilder, value: &[u8]) {
+    for i in 0..RECORDS_16K {
+        builder.append(1_700_000_000_000 + i as i64, None, Some(value), &[]);
+    }
+}
+
+/// Building and validating a 16 KiB batch of 100 B records: the producer's
+/// encoding cost and the log's per-append check. Throughput is in records.
+fn bench_16k(c: &mut Criterion) {
+    let value = [0x5au8; 100];
+    let mut group = c.benchmark_group("16KiB-of-100B");
+    group.throughput(Throughput::Elements(RECORDS_16K as u64));
+    group.bench_function("build", |b| {
+        b.iter(|| {
+            let mut builder = BatchBuilder::new(Compression::None);
+            build_16k(&mut builder, black_box(&value));
+            builder.build().expect("batch builds")
+        });
+    });
+    group.bench_function("with_capacity+build", |b| {
+        b.iter(|| {
+            let mut builder = BatchBuilder::with_capacity(Compression::None, 17 << 10);
+            build_16k(&mut builder, black_box(&value));
+            builder.build().expect("batch builds")
+        });
+    });
+    let mut reused = BatchBuilder::with_capacity(Compression::None, 17 << 10);
+    group.bench_function("clear+finish", |b| {
+        b.iter(|| {
+            reused.clear();
+            build_16k(&mut reused, black_box(&value));
+            reused.finish().expect("batch builds").len()
+        });
+    });
+    let mut builder = BatchBuilder::new(Compression::None);
+    build_16k(&mut builder, &value);
+    let bytes = builder.build().expect("batch builds");
+    group.bench_function("check+validate", |b| {
+        b.iter(|| {
+            let header = logbus::format::check_batch(black_box(&bytes)).expect("valid");
+            logbus::format::validate_batch_records(&bytes, &header).expect("valid records")
+        });
+    });
+    let header = logbus::format::check_batch(&bytes).expect("valid");
+    group.bench_function("validate_only", |b| {
+        b.iter(|| {
+            logbus::format::validate_batch_records(black_box(&bytes), black_box(&header))
+                .expect("valid records")
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_16k);
 criterion_main!(benches);

@@ -12,7 +12,7 @@ use super::header::{
     PRODUCER_ID_OFFSET, RECORDS_COUNT_OFFSET, RECORDS_OFFSET, TIMESTAMP_TYPE_MASK,
     TRANSACTIONAL_FLAG_MASK, compute_crc,
 };
-use super::record::{Header, body_size, write_record};
+use super::record::{Header, encode_record};
 use crate::error::FormatError;
 use crate::types::{Compression, TimestampType};
 
@@ -67,6 +67,8 @@ pub struct BatchBuilder {
     count: usize,
     /// `RECORDS_OFFSET` header bytes, then the encoded records.
     buf: Vec<u8>,
+    /// The batch [`BatchBuilder::finish`] compressed, kept for its capacity.
+    compressed: Vec<u8>,
     /// A record could not be encoded (a length beyond `i32`).
     too_large: bool,
 }
@@ -74,6 +76,27 @@ pub struct BatchBuilder {
 impl BatchBuilder {
     /// A builder for a batch compressed with `compression`.
     pub fn new(compression: Compression) -> Self {
+        Self::with_capacity(compression, 0)
+    }
+
+    /// A builder whose buffer has room for `bytes` bytes of batch (header
+    /// and uncompressed records) before it grows: with the batch size the
+    /// producer aims for, appends never reallocate. A few dozen bytes more
+    /// than the largest batch avoids a last reallocation, as each append
+    /// reserves a little slack.
+    ///
+    /// ```
+    /// use logbus::Compression;
+    /// use logbus::format::BatchBuilder;
+    ///
+    /// let mut builder = BatchBuilder::with_capacity(Compression::None, 16 << 10);
+    /// builder.append(1_700_000_000_000, None, Some(b"v"), &[]);
+    /// assert_eq!(builder.build()?.len(), 69);
+    /// # Ok::<(), logbus::FormatError>(())
+    /// ```
+    pub fn with_capacity(compression: Compression, bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(bytes.max(RECORDS_OFFSET));
+        buf.resize(RECORDS_OFFSET, 0);
         BatchBuilder {
             compression,
             timestamp_type: TimestampType::CreateTime,
@@ -87,7 +110,8 @@ impl BatchBuilder {
             base_timestamp: 0,
             max_timestamp: 0,
             count: 0,
-            buf: vec![0; RECORDS_OFFSET],
+            buf,
+            compressed: Vec::new(),
             too_large: false,
         }
     }
@@ -154,19 +178,17 @@ impl BatchBuilder {
             self.base_timestamp
         };
         let timestamp_delta = timestamp.wrapping_sub(base_timestamp);
-        let Some(body) = body_size(timestamp_delta, offset_delta, key, value, headers) else {
-            self.too_large = true;
-            return;
-        };
-        write_record(
+        if !encode_record(
             &mut self.buf,
-            body,
             timestamp_delta,
             offset_delta,
             key,
             value,
             headers,
-        );
+        ) {
+            self.too_large = true;
+            return;
+        }
         if self.count == 0 {
             self.base_timestamp = timestamp;
             self.max_timestamp = timestamp;
@@ -202,15 +224,8 @@ impl BatchBuilder {
     /// [`FormatError::InvalidRecord`] if a record or the batch exceeds
     /// Kafka's 32-bit lengths; [`FormatError::CodecNotEnabled`] if the codec's
     /// cargo feature is off.
-    pub fn build(self) -> Result<Bytes, FormatError> {
-        if self.too_large {
-            return Err(FormatError::InvalidRecord(
-                "a record is too large for Kafka's 32-bit lengths",
-            ));
-        }
-        if self.count == 0 {
-            return Err(FormatError::Empty);
-        }
+    pub fn build(mut self) -> Result<Bytes, FormatError> {
+        self.check()?;
         let mut out = match self.compression {
             Compression::None => self.buf,
             codec => {
@@ -221,6 +236,83 @@ impl BatchBuilder {
                 out
             }
         };
+        self.buf = Vec::new();
+        self.write_header(&mut out)?;
+        Ok(Bytes::from(out))
+    }
+
+    /// Builds the batch of the records appended so far in the builder's own
+    /// buffer (for a compressed batch, a second buffer the builder keeps)
+    /// and returns it: the same bytes as [`BatchBuilder::build`], without
+    /// allocating once the buffers have grown. The bytes are mutable so they
+    /// can go straight to [`Log::append`](crate::Log::append), which sets
+    /// the base offset. Call [`BatchBuilder::clear`] to start the next batch
+    /// in the same buffers; appending more records and finishing again
+    /// builds a batch of all of them.
+    ///
+    /// ```
+    /// use logbus::Compression;
+    /// use logbus::format::{Batch, BatchBuilder};
+    ///
+    /// let mut builder = BatchBuilder::with_capacity(Compression::None, 16 << 10);
+    /// for round in 0..3 {
+    ///     builder.clear();
+    ///     builder.append(1_700_000_000_000 + round, None, Some(b"v"), &[]);
+    ///     let batch = Batch::from_bytes(builder.finish()?.to_vec().into())?;
+    ///     assert_eq!(batch.validate_records()?, 1);
+    /// }
+    /// # Ok::<(), logbus::FormatError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`BatchBuilder::build`].
+    pub fn finish(&mut self) -> Result<&mut [u8], FormatError> {
+        self.check()?;
+        let mut out = std::mem::take(match self.compression {
+            Compression::None => &mut self.buf,
+            codec => {
+                self.compressed.clear();
+                self.compressed.resize(RECORDS_OFFSET, 0);
+                compression::compress(codec, &self.buf[RECORDS_OFFSET..], &mut self.compressed)?;
+                &mut self.compressed
+            }
+        });
+        let result = self.write_header(&mut out);
+        let slot = match self.compression {
+            Compression::None => &mut self.buf,
+            _ => &mut self.compressed,
+        };
+        *slot = out;
+        result?;
+        Ok(slot.as_mut_slice())
+    }
+
+    /// Removes the records, keeping the settings (compression, producer,
+    /// base offset, ...) and the buffers' capacity, to build the next batch.
+    pub fn clear(&mut self) {
+        self.buf.truncate(RECORDS_OFFSET);
+        self.count = 0;
+        self.base_timestamp = 0;
+        self.max_timestamp = 0;
+        self.too_large = false;
+    }
+
+    /// The errors [`BatchBuilder::build`] reports before encoding.
+    fn check(&self) -> Result<(), FormatError> {
+        if self.too_large {
+            return Err(FormatError::InvalidRecord(
+                "a record is too large for Kafka's 32-bit lengths",
+            ));
+        }
+        if self.count == 0 {
+            return Err(FormatError::Empty);
+        }
+        Ok(())
+    }
+
+    /// Fills in the header of `out` (header bytes, then the possibly
+    /// compressed records) and its CRC.
+    fn write_header(&self, out: &mut [u8]) -> Result<(), FormatError> {
         let batch_length = i32::try_from(out.len() - LOG_OVERHEAD)
             .map_err(|_| FormatError::InvalidRecord("batch exceeds 2 GiB"))?;
         // count <= i32::MAX + 1 is guaranteed by append(); a count of
@@ -252,9 +344,9 @@ impl BatchBuilder {
         BigEndian::write_i16(&mut out[PRODUCER_EPOCH_OFFSET..], self.producer_epoch);
         BigEndian::write_i32(&mut out[BASE_SEQUENCE_OFFSET..], self.base_sequence);
         BigEndian::write_i32(&mut out[RECORDS_COUNT_OFFSET..], count);
-        let crc = compute_crc(&out);
+        let crc = compute_crc(out);
         BigEndian::write_u32(&mut out[CRC_OFFSET..], crc);
-        Ok(Bytes::from(out))
+        Ok(())
     }
 }
 
@@ -325,6 +417,48 @@ mod tests {
         let crc = crc32c::crc32c(&expected[ATTRIBUTES_OFFSET..]);
         expected[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
         assert_eq!(&bytes[..], &expected[..]);
+        Ok(())
+    }
+
+    /// `finish` gives the bytes `build` gives, for every codec, and a
+    /// builder reused with `clear` builds the same batch as a fresh one.
+    #[test]
+    fn finish_and_clear_match_build() -> Result<(), FormatError> {
+        let fill = |b: &mut BatchBuilder, n: i64| {
+            for i in 0..n {
+                let value = vec![i as u8; (i as usize * 37) % 300];
+                let headers = [Header::new("h", Some(&b"x"[..]))];
+                let headers = if i % 3 == 0 { &headers[..] } else { &[] };
+                b.append(
+                    1_000 + i * 7 - (i % 4) * 20,
+                    Some(b"key"),
+                    Some(&value),
+                    headers,
+                );
+            }
+        };
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let settings = |b: BatchBuilder| b.base_offset(5).producer(1, 2, 3);
+            let mut reused = settings(BatchBuilder::with_capacity(codec, 64));
+            assert_eq!(reused.finish().map(|_| ()), Err(FormatError::Empty));
+            for n in [3, 40, 1, 100] {
+                let mut fresh = settings(BatchBuilder::new(codec));
+                fill(&mut fresh, n);
+                let expected = fresh.build()?;
+                reused.clear();
+                fill(&mut reused, n);
+                assert_eq!(reused.finish()?, &expected[..], "{codec:?} {n}");
+                // Finishing twice gives the same batch.
+                assert_eq!(reused.finish()?, &expected[..], "{codec:?} {n}");
+                check_batch(&expected)?;
+            }
+        }
         Ok(())
     }
 }

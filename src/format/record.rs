@@ -18,9 +18,9 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use super::varint::{
-    put_varint, put_varlong, unzigzag32, varint_size, varint_zigzag, varlong, varlong_size,
-};
+#[cfg(test)]
+use super::varint::put_varlong;
+use super::varint::{put_varint, unzigzag32, varint_size, varint_zigzag, varlong, varlong_size};
 use crate::error::FormatError;
 
 /// A record header: a UTF-8 key and an optional value.
@@ -121,7 +121,9 @@ fn nullable_size(field: Option<usize>) -> Option<usize> {
 }
 
 /// Size of a record body (everything after its `length` varint), or `None`
-/// if a field is too long for Kafka's i32 lengths.
+/// if a field is too long for Kafka's i32 lengths. With [`write_record`],
+/// the plain encoder that [`encode_record`] is tested against.
+#[cfg(test)]
 pub(crate) fn body_size(
     timestamp_delta: i64,
     offset_delta: i32,
@@ -155,6 +157,7 @@ fn put_nullable(buf: &mut Vec<u8>, field: Option<&[u8]>) {
 
 /// Appends one record (length prefix included) to `buf`. `body` must be the
 /// value [`body_size`] returned for the same fields.
+#[cfg(test)]
 pub(crate) fn write_record(
     buf: &mut Vec<u8>,
     body: usize,
@@ -177,6 +180,142 @@ pub(crate) fn write_record(
         put_nullable(buf, Some(h.key.as_bytes()));
         put_nullable(buf, h.value.as_deref());
     }
+}
+
+/// Varints written straight into the spare capacity of a buffer: it is
+/// zero-extended by 32 bytes (one fixed-size fill, no call to `memset`),
+/// the varints go in by index, and [`Varints::finish`] truncates the rest.
+/// Cheaper than pushing byte by byte (a capacity check each) or copying from
+/// a stack array (a store-forwarding stall when the bytes are reloaded as a
+/// vector). At most 32 bytes may be written.
+struct Varints<'a> {
+    buf: &'a mut Vec<u8>,
+    len: usize,
+}
+
+impl<'a> Varints<'a> {
+    #[inline(always)]
+    fn new(buf: &'a mut Vec<u8>) -> Self {
+        let len = buf.len();
+        buf.resize(len + 32, 0);
+        Varints { buf, len }
+    }
+
+    /// A zigzag-encoded value (see [`put_varint`]).
+    #[inline(always)]
+    fn put(&mut self, mut zigzag: u64) {
+        while zigzag >= 0x80 {
+            self.buf[self.len] = zigzag as u8 | 0x80;
+            self.len += 1;
+            zigzag >>= 7;
+        }
+        self.buf[self.len] = zigzag as u8;
+        self.len += 1;
+    }
+
+    #[inline(always)]
+    fn varint(&mut self, value: i32) {
+        self.put(u64::from(((value << 1) ^ (value >> 31)) as u32));
+    }
+
+    #[inline(always)]
+    fn varlong(&mut self, value: i64) {
+        self.put(((value << 1) ^ (value >> 63)) as u64);
+    }
+
+    #[inline(always)]
+    fn finish(self) {
+        self.buf.truncate(self.len);
+    }
+}
+
+/// A field's length as Kafka's i32, -1 for null; `None` if it does not fit.
+#[inline(always)]
+fn nullable_len(field: Option<&[u8]>) -> Option<i32> {
+    field.map_or(Some(-1), |b| i32::try_from(b.len()).ok())
+}
+
+/// Appends one record (length prefix included) to `buf`: the same bytes as
+/// [`body_size`] and [`write_record`], in one pass with one capacity check
+/// per field. Returns `false`, leaving `buf` as it was, if a length does not
+/// fit Kafka's i32 lengths.
+#[inline]
+pub(crate) fn encode_record(
+    buf: &mut Vec<u8>,
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[Header],
+) -> bool {
+    let (Some(key_len), Some(value_len), Ok(header_count)) = (
+        nullable_len(key),
+        nullable_len(value),
+        i32::try_from(headers.len()),
+    ) else {
+        return false;
+    };
+    // The lengths fit i32, so this sum cannot overflow a u64.
+    let mut body = (1
+        + varlong_size(timestamp_delta)
+        + varint_size(offset_delta)
+        + varint_size(key_len)
+        + varint_size(value_len)
+        + varint_size(header_count)) as u64
+        + key.map_or(0, |k| k.len() as u64)
+        + value.map_or(0, |v| v.len() as u64);
+    if !headers.is_empty() {
+        let Some(header_bytes) = headers_size(headers) else {
+            return false;
+        };
+        body += header_bytes;
+    }
+    let Ok(body) = i32::try_from(body) else {
+        return false;
+    };
+    // The slack lets `Varints` zero-extend the buffer without reallocating.
+    buf.reserve(varint_size(body) + body as usize + 32);
+    // At most 5 + 1 + 10 + 5 + 5 (+ 5) bytes.
+    let mut head = Varints::new(buf);
+    head.varint(body);
+    head.put(0); // attributes
+    head.varlong(timestamp_delta);
+    head.varint(offset_delta);
+    head.varint(key_len);
+    if let Some(key) = key {
+        head.finish();
+        buf.extend_from_slice(key);
+        let mut mid = Varints::new(buf);
+        mid.varint(value_len);
+        mid.finish();
+    } else {
+        head.varint(value_len);
+        head.finish();
+    }
+    if let Some(value) = value {
+        buf.extend_from_slice(value);
+    }
+    if headers.is_empty() {
+        buf.push(0);
+    } else {
+        put_varint(buf, header_count);
+        for h in headers {
+            put_nullable(buf, Some(h.key.as_bytes()));
+            put_nullable(buf, h.value.as_deref());
+        }
+    }
+    true
+}
+
+/// Bytes of the header entries, or `None` if a length does not fit an i32.
+#[inline(never)]
+fn headers_size(headers: &[Header]) -> Option<u64> {
+    let mut size = 0u64;
+    for h in headers {
+        size += nullable_size(Some(h.key.len()))? as u64;
+        size += nullable_size(h.value.as_ref().map(Bytes::len))? as u64;
+    }
+    Some(size)
 }
 
 /// Where a parsed record's fields lie in the records section.
@@ -358,6 +497,137 @@ pub(crate) fn scan_record(data: &[u8], pos: usize) -> Result<RawRecord, BadRecor
     })
 }
 
+/// A varint of one or two bytes at the start of `w` (little-endian bytes),
+/// still zigzag-encoded, and its length; `None` if it is longer.
+#[inline(always)]
+fn short_varint(w: u64) -> Option<(u32, usize)> {
+    let b0 = w as u32 & 0xff;
+    if b0 < 0x80 {
+        return Some((b0, 1));
+    }
+    let b1 = (w >> 8) as u32 & 0xff;
+    if b1 < 0x80 {
+        return Some(((b0 & 0x7f) | (b1 << 7), 2));
+    }
+    None
+}
+
+/// A short varint at `data[q]`, read from a two-byte window (so it needs two
+/// bytes of `data` even for a one-byte varint).
+#[inline(always)]
+fn short_varint_at(data: &[u8], q: usize) -> Option<(u32, usize)> {
+    let &[b0, b1] = data.get(q..)?.first_chunk::<2>()?;
+    short_varint(u64::from(u16::from_le_bytes([b0, b1])))
+}
+
+/// A nullable field at `data[q]` with a short length: returns the position
+/// after it, or `None` for a negative length other than -1 or a long varint.
+/// The field may extend past the record: the caller's final `q == end`
+/// check catches that, as positions only grow.
+#[inline(always)]
+fn short_nullable_at(data: &[u8], q: usize) -> Option<usize> {
+    short_nullable(u64::from(short_window(data, q)?), q)
+}
+
+/// Two bytes at `data[q]` as a little-endian window.
+#[inline(always)]
+fn short_window(data: &[u8], q: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(*data.get(q..)?.first_chunk::<2>()?))
+}
+
+/// [`short_nullable_at`] on the window `w` of bytes at `q`.
+#[inline(always)]
+fn short_nullable(w: u64, q: usize) -> Option<usize> {
+    match short_varint(w)? {
+        (1, n) => Some(q + n), // -1: null
+        (z, n) => (z & 1 == 0).then(|| q + n + (z >> 1) as usize),
+    }
+}
+
+/// The headers of a record in [`scan_short_record`], from `headersCount`
+/// at `data[q]` in a record that ends at `end`: the position after them,
+/// or `None` for long varints or anything invalid. Out of line: most
+/// records have no headers.
+#[inline(never)]
+fn short_headers(data: &[u8], mut q: usize, end: usize) -> Option<usize> {
+    let (count, c) = short_varint_at(data, q)?;
+    q += c;
+    if count & 1 != 0 {
+        return None;
+    }
+    for _ in 0..count >> 1 {
+        let (key_len, n) = short_varint_at(data, q)?;
+        if key_len & 1 != 0 {
+            return None;
+        }
+        let key_start = q + n;
+        q = key_start + (key_len >> 1) as usize;
+        if q > end {
+            return None;
+        }
+        std::str::from_utf8(data.get(key_start..q)?).ok()?;
+        q = short_nullable_at(data, q)?;
+    }
+    Some(q)
+}
+
+/// The validator's fast path: the record starting at `data[pos]` if its
+/// varints are short (one or two bytes) and its offset delta is
+/// `expected`. Returns its timestamp delta and end, exactly as
+/// [`scan_record`] would; returns `None` for anything else (long varints,
+/// any invalid field, another offset delta, and records so close to the end
+/// of `data` that a fixed-size read window does not fit, which only the last
+/// record of a batch can be), and the caller then runs [`scan_record`],
+/// which gives the verdict.
+///
+/// It never accepts a record [`scan_record`] rejects: the fields are read
+/// in order at positions that only grow, and the record is accepted only if
+/// its last field ends exactly where its length says, so every byte used
+/// lies inside the record. The windows read ahead (8 bytes for the length,
+/// attributes, timestamp and offset deltas; 4 for the key and value lengths)
+/// may see bytes after the record, but a field that uses them ends past it.
+#[inline(always)]
+pub(crate) fn scan_short_record(data: &[u8], pos: usize, expected: i32) -> Option<(i64, usize)> {
+    // Length, attributes, timestampDelta and offsetDelta: at most 7 bytes.
+    let mut w = u64::from_le_bytes(*data.get(pos..)?.first_chunk::<8>()?);
+    let (len, n) = short_varint(w)?;
+    if len & 1 != 0 {
+        return None;
+    }
+    let start = pos + n;
+    let end = start + (len >> 1) as usize;
+    if end > data.len() {
+        return None;
+    }
+    w >>= 8 * (n + 1); // the length and the attributes byte
+    let (ts, m) = short_varint(w)?;
+    w >>= 8 * m;
+    let (od, k) = short_varint(w)?;
+    // `expected` is not negative: its zigzag form is `2 * expected`.
+    if od != (expected as u32) << 1 {
+        return None;
+    }
+    let mut q = start + 1 + m + k;
+    let kv = u32::from_le_bytes(*data.get(q..)?.first_chunk::<4>()?);
+    if kv & 0xff == 1 {
+        // A null key: the value's length is in the same window.
+        q = short_nullable(u64::from(kv >> 8), q + 1)?;
+    } else {
+        q = short_nullable(u64::from(kv), q)?; // key
+        q = short_nullable_at(data, q)?; // value
+    }
+    if q + 1 == end && data.get(q) == Some(&0) {
+        // No headers, the common case: one byte, maybe the last of `data`.
+        q += 1;
+    } else {
+        q = short_headers(data, q, end)?;
+    }
+    if q != end {
+        return None;
+    }
+    Some((i64::from(unzigzag32(ts)), end))
+}
+
 /// Parses the record starting at `data[pos]`: [`scan_record`] with its
 /// error as a [`FormatError`].
 pub(crate) fn parse_record(data: &[u8], pos: usize) -> Result<RawRecord, FormatError> {
@@ -470,5 +740,122 @@ mod tests {
             parse_record(&buf, 0).map(|_| ()),
             Err(FormatError::InvalidRecord("header key is not valid UTF-8"))
         );
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn encode(
+        ts: i64,
+        od: i32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[Header],
+    ) -> Vec<u8> {
+        let body = body_size(ts, od, key, value, headers).expect("fits");
+        let mut buf = Vec::new();
+        write_record(&mut buf, body, ts, od, key, value, headers);
+        buf
+    }
+
+    #[test]
+    fn typical_records_take_the_fast_path() {
+        for (i, value_len) in [(0, 100), (70, 100), (5, 0), (4000, 8000)] {
+            let value = vec![7u8; value_len];
+            let mut buf = encode(i64::from(i), i, Some(b"key"), Some(&value), &[]);
+            let end = buf.len();
+            buf.extend([0; 8]); // a following record
+            assert_eq!(scan_short_record(&buf, 0, i), Some((i64::from(i), end)));
+        }
+    }
+
+    fn bytes(max: usize) -> impl Strategy<Value = Option<Vec<u8>>> {
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..max))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+
+        /// Whatever the fast path accepts, the full grammar accepts with
+        /// the same timestamp delta, end and offset delta; and it accepts
+        /// every intact record whose varints are short.
+        #[test]
+        fn fast_path_agrees_with_scan_record(
+            ts in prop_oneof![-100i64..100, -5000i64..5000, any::<i64>()],
+            od in prop_oneof![0i32..200, 0i32..10_000],
+            key in bytes(80),
+            value in bytes(200),
+            headers in proptest::collection::vec(("[a-zé]{0,3}", bytes(8)), 0..3),
+            expected in prop_oneof![3 => Just(None), 1 => (0i32..300).prop_map(Some)],
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+            cut in proptest::option::of(any::<prop::sample::Index>()),
+            tail in proptest::collection::vec(any::<u8>(), 0..10),
+        ) {
+            let headers: Vec<Header> = headers
+                .iter()
+                .map(|(k, v)| Header::new(k.as_str(), v.as_deref()))
+                .collect();
+            let mut buf = encode(ts, od, key.as_deref(), value.as_deref(), &headers);
+            let intact = buf.len();
+            let expected = expected.unwrap_or(od);
+            buf.extend(&tail);
+            let mutated = !edits.is_empty() || cut.is_some();
+            for (at, byte) in edits {
+                let at = at.index(buf.len());
+                buf[at] = byte;
+            }
+            if let Some(cut) = cut {
+                buf.truncate(cut.index(buf.len()));
+            }
+            let fast = scan_short_record(&buf, 0, expected);
+            if let Some((timestamp_delta, end)) = fast {
+                let raw = scan_record(&buf, 0);
+                prop_assert!(raw.is_ok(), "fast path accepted what scan_record rejects: {:?}", raw);
+                let raw = raw.expect("checked above");
+                prop_assert_eq!(raw.timestamp_delta, timestamp_delta);
+                prop_assert_eq!(raw.end, end);
+                prop_assert_eq!(raw.offset_delta, expected);
+            }
+            let short = |v: i64| (-4096..4096).contains(&v);
+            let all_short = short(ts)
+                && short(i64::from(od))
+                && intact < 4096
+                && headers.iter().all(|h| h.key.len() < 64);
+            // Windows of two to eight bytes may read past a record: the last
+            // record of a batch can take the full grammar instead.
+            if !mutated && expected == od && all_short && tail.len() >= 2 {
+                prop_assert_eq!(fast, Some((ts, intact)));
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The builder's one-pass encoder writes the same bytes as the plain
+        /// `body_size` + `write_record`, after whatever the buffer held.
+        #[test]
+        fn encode_record_matches_write_record(
+            ts in prop_oneof![-100i64..100, any::<i64>()],
+            od in prop_oneof![0i32..200, any::<i32>()],
+            key in bytes(300),
+            value in bytes(300),
+            headers in proptest::collection::vec(("\\PC{0,4}", bytes(8)), 0..3),
+            prefix in proptest::collection::vec(any::<u8>(), 0..70),
+        ) {
+            let headers: Vec<Header> = headers
+                .iter()
+                .map(|(k, v)| Header::new(k.as_str(), v.as_deref()))
+                .collect();
+            let mut expected = prefix.clone();
+            expected.extend(encode(ts, od, key.as_deref(), value.as_deref(), &headers));
+            let mut buf = prefix;
+            prop_assert!(encode_record(&mut buf, ts, od, key.as_deref(), value.as_deref(), &headers));
+            prop_assert_eq!(buf, expected);
+        }
     }
 }

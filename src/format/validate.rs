@@ -6,7 +6,7 @@
 use crate::error::FormatError;
 use crate::format::compression;
 use crate::format::header::{BatchHeader, RECORDS_OFFSET};
-use crate::format::record::scan_record;
+use crate::format::record::{scan_record, scan_short_record};
 use crate::types::{Compression, TimestampType};
 
 /// Checks the records of the batch `batch` (exactly one batch whose header,
@@ -46,15 +46,14 @@ pub fn validate_batch_records(batch: &[u8], header: &BatchHeader) -> Result<usiz
                 actual: expected as usize,
             });
         }
-        // The record's error code becomes a `FormatError` only on failure.
-        let raw = scan_record(data, pos).map_err(FormatError::from)?;
-        if raw.offset_delta != expected {
-            return Err(FormatError::InvalidOffsetDelta(
-                "record offset deltas are not 0, 1, 2, ...",
-            ));
-        }
-        max_timestamp = max_timestamp.max(header.base_timestamp.wrapping_add(raw.timestamp_delta));
-        pos = raw.end;
+        // Most records take the fast path; the others, and every invalid
+        // record, are scanned again by the full grammar, which decides.
+        let (timestamp_delta, end) = match scan_short_record(data, pos, expected) {
+            Some(record) => record,
+            None => full_record(data, pos, expected)?,
+        };
+        max_timestamp = max_timestamp.max(header.base_timestamp.wrapping_add(timestamp_delta));
+        pos = end;
     }
     if pos != data.len() {
         return Err(FormatError::InvalidRecord(
@@ -73,6 +72,21 @@ pub fn validate_batch_records(batch: &[u8], header: &BatchHeader) -> Result<usiz
         ));
     }
     Ok(declared as usize)
+}
+
+/// The record at `data[pos]` by the full grammar, which must have offset
+/// delta `expected`: its timestamp delta and end. Out of line, so that the
+/// validator's loop around the fast path keeps its values in registers.
+#[inline(never)]
+fn full_record(data: &[u8], pos: usize, expected: i32) -> Result<(i64, usize), FormatError> {
+    // The record's error code becomes a `FormatError` only on failure.
+    let raw = scan_record(data, pos).map_err(FormatError::from)?;
+    if raw.offset_delta != expected {
+        return Err(FormatError::InvalidOffsetDelta(
+            "record offset deltas are not 0, 1, 2, ...",
+        ));
+    }
+    Ok((raw.timestamp_delta, raw.end))
 }
 
 #[cfg(test)]
