@@ -73,6 +73,10 @@ mod storage;
 mod types;
 
 pub use client::partitioner::{Partitioner, RoundRobinPartitioner, murmur2, partition_for_key};
+pub use client::producer::{
+    Acks, Producer, ProducerConfig, ProducerConfigBuilder, ProducerRecord, RecordMetadata,
+    SendFuture,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cluster::{
     CleanupPolicy, Cluster, ClusterConfig, ClusterConfigBuilder, MAX_TOPIC_NAME_LEN, NewTopic,

@@ -1,3 +1,4 @@
 //! L5: the public clients (producer, consumer) and what they share.
 
 pub(crate) mod partitioner;
+pub(crate) mod producer;
