@@ -119,6 +119,13 @@ impl TopicEntry {
         }
     }
 
+    /// Whether `partition` has an open batch.
+    pub(crate) fn has_batch(&self, partition: u32) -> bool {
+        self.batches
+            .get(partition as usize)
+            .is_some_and(Option::is_some)
+    }
+
     /// Whether the open batch of `partition` takes `bytes` more.
     pub(crate) fn fits(&self, partition: u32, bytes: usize) -> bool {
         self.batches
@@ -169,7 +176,7 @@ pub(crate) struct Accumulator {
     pub(crate) blocked: usize,
     /// No more sends are accepted.
     pub(crate) closed: bool,
-    /// A batch was sealed since the sender was last woken.
+    /// A batch was opened or sealed since the sender was last woken.
     pub(crate) pending_wake: bool,
 }
 
@@ -243,6 +250,8 @@ impl Accumulator {
         self.used += batch.reserved;
         self.open += 1;
         entry.batches[p] = Some(batch);
+        // The sender learns the new linger deadline.
+        self.pending_wake = true;
     }
 
     /// Seals the open batch of `partition` of entry `ti`, if any, and

@@ -403,7 +403,18 @@ impl Core {
                 let count = NonZeroU32::new(count).ok_or_else(|| entry.unknown(None))?;
                 match record.key.as_deref() {
                     Some(key) => (partition_for_key(key, count), false),
-                    None => (entry.sticky_partition(&self.sticky, count), true),
+                    None => {
+                        let mut p = entry.sticky_partition(&self.sticky, count);
+                        if entry.has_batch(p) && !entry.fits(p, upper) {
+                            // The sticky partition's batch is full: seal it,
+                            // which moves the topic to another partition,
+                            // and put the record there (Kafka's
+                            // abortOnNewBatch).
+                            acc.seal(ti, p, &self.sticky);
+                            p = acc.topics[ti].sticky_partition(&self.sticky, count);
+                        }
+                        (p, true)
+                    }
                 }
             }
         };
