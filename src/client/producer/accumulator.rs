@@ -169,6 +169,10 @@ pub(crate) struct Accumulator {
     /// Seal-order number of the last batch the sender finished (it finishes
     /// them in seal order); `u64::MAX` once the sender thread is gone.
     pub(crate) done_seq: u64,
+    /// The smallest seal number a `flush` or `close` waits for
+    /// (`u64::MAX` when none waits): the sender signals only once
+    /// `done_seq` reaches it, not after every batch.
+    pub(crate) flush_target: u64,
     /// Sends waiting for room in `buffer.memory`.
     pub(crate) space_waiters: Vec<Sender<()>>,
     /// How many sends wait for room: while any does, every batch is sent
@@ -176,12 +180,22 @@ pub(crate) struct Accumulator {
     pub(crate) blocked: usize,
     /// No more sends are accepted.
     pub(crate) closed: bool,
-    /// A batch was opened or sealed since the sender was last woken.
+    /// The sender must be woken (a batch was sealed, or opened with a
+    /// deadline before the one the sender sleeps until).
     pub(crate) pending_wake: bool,
+    /// While the sender thread sleeps, the clock time it sleeps until
+    /// (`i64::MAX`: until woken); [`SENDER_RUNNING`] while it works, when
+    /// it will look at the batches again before sleeping and needs no wake.
+    pub(crate) sender_wakes_at: i64,
+    /// `linger.ms`.
+    linger_ms: i64,
 }
 
+/// [`Accumulator::sender_wakes_at`] while the sender thread works.
+pub(crate) const SENDER_RUNNING: i64 = i64::MIN;
+
 impl Accumulator {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(linger_ms: i64) -> Self {
         Accumulator {
             topics: Vec::new(),
             index: HashMap::new(),
@@ -191,10 +205,13 @@ impl Accumulator {
             used: 0,
             sealed_seq: 0,
             done_seq: 0,
+            flush_target: u64::MAX,
             space_waiters: Vec::new(),
             blocked: 0,
             closed: false,
             pending_wake: false,
+            sender_wakes_at: SENDER_RUNNING,
+            linger_ms,
         }
     }
 
@@ -249,9 +266,12 @@ impl Accumulator {
         debug_assert!(entry.batches[p].is_none(), "open batch replaced");
         self.used += batch.reserved;
         self.open += 1;
+        let deadline = batch.created_ms.saturating_add(self.linger_ms);
         entry.batches[p] = Some(batch);
-        // The sender learns the new linger deadline.
-        self.pending_wake = true;
+        // The sender must learn of an earlier linger deadline.
+        if deadline < self.sender_wakes_at {
+            self.pending_wake = true;
+        }
     }
 
     /// Seals the open batch of `partition` of entry `ti`, if any, and
@@ -276,7 +296,9 @@ impl Accumulator {
         }
         self.open -= 1;
         self.ready.push_back(batch);
-        self.pending_wake = true;
+        if self.sender_wakes_at != SENDER_RUNNING {
+            self.pending_wake = true;
+        }
     }
 
     /// Seals every open batch whose linger has passed at `now`, or every
@@ -345,7 +367,7 @@ mod tests {
 
     #[test]
     fn accumulator_starts_empty() {
-        let acc = Accumulator::new();
+        let acc = Accumulator::new(5);
         assert_eq!((acc.open, acc.used, acc.sealed_seq), (0, 0, 0));
         assert_eq!(acc.next_deadline(5), None);
     }

@@ -43,11 +43,6 @@ use crate::cluster::{Cluster, ClusterInner};
 use crate::error::{Error, Result};
 use crate::format::{BatchBuilder, RECORD_BATCH_OVERHEAD};
 
-/// Upper bound of what a record adds to a batch beyond its size as a lone
-/// record: its timestamp and offset deltas grow from 1 byte each to at most
-/// 10 and 5, and its length varint by at most one byte.
-const DELTA_SLACK: usize = 9 + 4 + 1;
-
 /// Messages to the sender thread.
 #[derive(Debug)]
 enum Msg {
@@ -125,7 +120,8 @@ pub(crate) struct Core {
     linger_ms: i64,
     max_block_ms: i64,
     acc: Mutex<Accumulator>,
-    /// Signalled (with `acc`) whenever the sender finished a batch.
+    /// Signalled (with `acc`) when the sender finished the batch
+    /// `acc.flush_target` names.
     finished: Condvar,
     sticky: StickyPartitions,
     work: Sender<Msg>,
@@ -163,14 +159,15 @@ impl Producer {
                 }
             })
             .map_err(|e| Error::io("spawn producer thread", cluster.dir(), e))?;
+        let linger_ms = i64::try_from(config.linger_ms()).unwrap_or(i64::MAX);
         let core = Arc::new(Core {
-            linger_ms: i64::try_from(config.linger_ms()).unwrap_or(i64::MAX),
+            linger_ms,
             max_block_ms: i64::try_from(config.max_block_ms()).unwrap_or(i64::MAX),
             cluster: inner,
             config,
             client_id,
             clock,
-            acc: Mutex::new(Accumulator::new()),
+            acc: Mutex::new(Accumulator::new(linger_ms)),
             finished: Condvar::new(),
             sticky: StickyPartitions::new(),
             work,
@@ -278,23 +275,27 @@ impl Core {
         callback: Option<Callback>,
     ) -> Result<(Arc<BatchResult>, u32, i64)> {
         let config = &self.config;
-        let lone = record
-            .lone_batch_size()
-            .ok_or_else(|| Error::RecordTooLarge {
-                size: usize::MAX,
-                max: config.max_request_size(),
-                limit: "max.request.size",
-            })?;
-        for (max, limit) in [
-            (config.max_request_size(), "max.request.size"),
-            (config.buffer_memory(), "buffer.memory"),
-        ] {
-            if lone > max {
-                return Err(Error::RecordTooLarge {
+        // A cheap bound first; the exact size only near a limit.
+        let (mut lone, upper) = record.size_bounds();
+        if lone > config.max_request_size().min(config.buffer_memory()) {
+            lone = record
+                .lone_batch_size()
+                .ok_or_else(|| Error::RecordTooLarge {
                     size: lone,
-                    max,
-                    limit,
-                });
+                    max: config.max_request_size(),
+                    limit: "max.request.size",
+                })?;
+            for (max, limit) in [
+                (config.max_request_size(), "max.request.size"),
+                (config.buffer_memory(), "buffer.memory"),
+            ] {
+                if lone > max {
+                    return Err(Error::RecordTooLarge {
+                        size: lone,
+                        max,
+                        limit,
+                    });
+                }
             }
         }
         let timestamp = match record.timestamp {
@@ -306,7 +307,6 @@ impl Core {
             Some(t) => t,
             None => self.clock.now_ms(),
         };
-        let upper = lone - RECORD_BATCH_OVERHEAD + DELTA_SLACK;
         let chosen = match (config.partitioner(), record.partition) {
             (Some(partitioner), None) => self.custom_partition(&**partitioner, &record)?,
             _ => None,
@@ -385,11 +385,14 @@ impl Core {
         )?;
         let entry = &mut acc.topics[ti];
         if lone > entry.max_message_bytes {
-            return Err(Error::RecordTooLarge {
-                size: lone,
-                max: entry.max_message_bytes,
-                limit: "max.message.bytes",
-            });
+            let exact = record.lone_batch_size().unwrap_or(usize::MAX);
+            if exact > entry.max_message_bytes {
+                return Err(Error::RecordTooLarge {
+                    size: exact,
+                    max: entry.max_message_bytes,
+                    limit: "max.message.bytes",
+                });
+            }
         }
         let count = entry.state.partition_count();
         let (partition, keyless) = match (record.partition, chosen) {
@@ -579,6 +582,7 @@ impl Core {
             let _ = self.work.try_send(Msg::Wake);
         }
         while acc.done_seq < target {
+            acc.flush_target = acc.flush_target.min(target);
             self.finished.wait(&mut acc);
         }
     }

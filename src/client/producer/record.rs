@@ -145,6 +145,28 @@ impl ProducerRecord {
         self.timestamp
     }
 
+    /// Cheap upper bounds of (the record's size as the only record of a
+    /// batch, the bytes it adds to any batch), assuming every varint at its
+    /// longest: attributes 1, timestamp delta 10, offset delta 5, the
+    /// length, key, value and header count varints 5 each, and 10 per
+    /// header. Saturates instead of overflowing; the exact size
+    /// ([`ProducerRecord::lone_batch_size`]) is needed only near a limit.
+    pub(crate) fn size_bounds(&self) -> (usize, usize) {
+        let mut body = 36_usize
+            .saturating_add(self.key.as_ref().map_or(0, Bytes::len))
+            .saturating_add(self.value.as_ref().map_or(0, Bytes::len));
+        for h in &self.headers {
+            body = body
+                .saturating_add(10 + h.key.len())
+                .saturating_add(h.value.as_ref().map_or(0, Bytes::len));
+        }
+        if body > i32::MAX as usize {
+            // Beyond Kafka's lengths: make every limit check look closer.
+            body = usize::MAX - RECORD_BATCH_OVERHEAD;
+        }
+        (RECORD_BATCH_OVERHEAD + body, body)
+    }
+
     /// Size of this record as the only record of a v2 batch (header
     /// included): what `max.request.size` and `max.message.bytes` are
     /// checked against. `None` if a length exceeds Kafka's `i32` lengths.

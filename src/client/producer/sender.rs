@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use crossbeam_channel::Receiver;
 
-use super::accumulator::Batch;
+use super::accumulator::{Batch, SENDER_RUNNING};
 use super::future::Outcome;
 use super::{Acks, Core, Msg};
 use crate::error::{Error, Result};
@@ -21,6 +21,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
     loop {
         let deadline = {
             let mut acc = core.acc.lock();
+            acc.sender_wakes_at = SENDER_RUNNING;
             if acc.ready.is_empty() && acc.open > 0 {
                 let all = stopping || acc.closed || acc.blocked > 0;
                 let now = core.clock.now_ms();
@@ -32,7 +33,9 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
                 if (stopping || acc.closed) && acc.open == 0 {
                     return;
                 }
-                acc.next_deadline(core.linger_ms)
+                let deadline = acc.next_deadline(core.linger_ms);
+                acc.sender_wakes_at = deadline.unwrap_or(i64::MAX);
+                deadline
             } else {
                 None
             }
@@ -82,8 +85,14 @@ impl Core {
         acc.used -= batch.reserved;
         acc.done_seq = batch.seq;
         acc.wake_space_waiters();
+        let flushed = acc.done_seq >= acc.flush_target;
+        if flushed {
+            acc.flush_target = u64::MAX;
+        }
         drop(acc);
-        self.finished.notify_all();
+        if flushed {
+            self.finished.notify_all();
+        }
     }
 
     /// Builds the batch and appends it. The batch's buffer is freed here,
