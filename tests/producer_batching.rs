@@ -334,3 +334,89 @@ fn close_inside_a_callback_does_not_deadlock() -> Result<()> {
     assert_eq!(records(&cluster, "t", 0)?.len(), 1);
     cluster.close()
 }
+
+#[test]
+fn batches_queued_behind_a_busy_sender_are_appended_together_in_order() -> Result<()> {
+    let (_dir, clock, cluster) = setup(2)?;
+    let producer = Producer::new(&cluster, config(300))?;
+    // Stall the sender inside a callback so that sealed batches queue up.
+    let (entered_tx, entered) = crossbeam_channel::bounded(1);
+    let (release, release_rx) = crossbeam_channel::bounded::<()>(1);
+    producer.send_with_callback(
+        ProducerRecord::new("t", "gate").with_partition(1),
+        move |_| {
+            entered_tx.send(()).expect("test alive");
+            release_rx.recv().expect("test alive");
+        },
+    )?;
+    clock.advance_ms(LINGER as i64);
+    entered.recv().expect("sender stalled");
+    let order: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let mut handles = Vec::new();
+    for i in 0..400_u32 {
+        let record = ProducerRecord::new("t", format!("value-{i:04}")).with_partition(0);
+        if i % 7 == 0 {
+            let order = order.clone();
+            producer.send_with_callback(record, move |r| {
+                order
+                    .lock()
+                    .push(r.expect("appended").offset().expect("offset"));
+            })?;
+            handles.push(None);
+        } else {
+            handles.push(Some(producer.send(record)?));
+        }
+    }
+    release.send(()).expect("sender waiting");
+    producer.flush()?;
+    for (i, handle) in (0_u64..).zip(handles) {
+        if let Some(handle) = handle {
+            assert_eq!(handle.wait()?.offset(), Some(i));
+        }
+    }
+    let order = order.lock().clone();
+    assert_eq!(order, (0..400).step_by(7).collect::<Vec<u64>>());
+    let stored = records(&cluster, "t", 0)?;
+    assert_eq!(stored.len(), 400);
+    for (i, r) in (0_u64..).zip(&stored) {
+        assert_eq!(r.offset, i);
+        assert_eq!(r.value.as_deref(), Some(format!("value-{i:04}").as_bytes()));
+    }
+    let stored_batches = batches(&cluster, "t", 0)?;
+    assert!(
+        stored_batches.len() > 10,
+        "batch.size kept: {}",
+        stored_batches.len()
+    );
+    assert!(stored_batches.iter().all(|b| b.size() <= 300));
+    producer.close()?;
+    cluster.close()
+}
+
+#[test]
+fn a_failed_group_of_batches_fails_every_record() -> Result<()> {
+    let (_dir, clock, cluster) = setup(1)?;
+    let producer = Producer::new(&cluster, config(300))?;
+    let (entered_tx, entered) = crossbeam_channel::bounded(1);
+    let (release, release_rx) = crossbeam_channel::bounded::<()>(1);
+    producer.send_with_callback(ProducerRecord::new("t", "gate"), move |_| {
+        entered_tx.send(()).expect("test alive");
+        release_rx.recv().expect("test alive");
+    })?;
+    clock.advance_ms(LINGER as i64);
+    entered.recv().expect("sender stalled");
+    let handles: Vec<_> = (0..100)
+        .map(|i| producer.send(ProducerRecord::new("t", format!("value-{i:04}"))))
+        .collect::<Result<_>>()?;
+    cluster.delete_topic("t")?;
+    release.send(()).expect("sender waiting");
+    producer.flush()?;
+    for handle in handles {
+        assert!(matches!(
+            handle.wait(),
+            Err(Error::UnknownTopicOrPartition { .. })
+        ));
+    }
+    producer.close()?;
+    cluster.close()
+}
