@@ -208,7 +208,7 @@ pub struct PartitionDescription {
 /// assert_eq!((info.first_offset(), partition.high_watermark()?), (0, 1));
 /// let read = partition.read(0, 1 << 20)?;
 /// assert_eq!(read.batches().count(), 1);
-/// # Ok::<(), logbus::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Partition {

@@ -62,7 +62,7 @@ const FORMAT_VERSION: &str = "1";
 /// // Everything is still there after a reopen.
 /// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
 /// assert_eq!(cluster.topic("orders")?.partition_count(), 3);
-/// # Ok::<(), logbus::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Cluster {
