@@ -48,14 +48,19 @@ pub enum Error {
     #[error("invalid record batch: {0}")]
     InvalidBatch(#[from] FormatError),
 
-    /// A batch is larger than the log accepts (`max.message.bytes`). Nothing
-    /// was stored.
-    #[error("record batch of {size} bytes exceeds max.message.bytes of {max}")]
+    /// A batch (or a producer's record, counted as a batch of its own) is
+    /// larger than a limit allows: the topic's `max.message.bytes`, the
+    /// log's `segment.bytes`, or the producer's `max.request.size` or
+    /// `buffer.memory`. Nothing was stored.
+    #[error("record batch of {size} bytes exceeds {limit} of {max}")]
     RecordTooLarge {
         /// Size of the rejected batch in bytes.
         size: usize,
         /// The configured limit.
         max: usize,
+        /// The setting that sets the limit (`"max.message.bytes"`,
+        /// `"segment.bytes"`, `"max.request.size"`, `"buffer.memory"`).
+        limit: &'static str,
     },
 
     /// A batch that already carries offsets does not continue the log: its
@@ -235,6 +240,94 @@ impl Error {
             op,
             path: path.into(),
             source,
+        }
+    }
+
+    /// A copy of this error, for when one failure must reach several
+    /// receivers (every record of a failed producer batch). `Error` is not
+    /// `Clone` because `std::io::Error` is not: the copy of an
+    /// [`Error::Io`] keeps the OS error code when there is one, else the
+    /// kind and the message; every other variant is copied field by field.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Io { op, path, source } => Error::Io {
+                op,
+                path: path.clone(),
+                source: match source.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            Error::Corrupt {
+                path,
+                position,
+                kind,
+            } => Error::Corrupt {
+                path: path.clone(),
+                position: *position,
+                kind: kind.clone(),
+            },
+            Error::InvalidBatch(e) => Error::InvalidBatch(e.clone()),
+            Error::RecordTooLarge { size, max, limit } => Error::RecordTooLarge {
+                size: *size,
+                max: *max,
+                limit,
+            },
+            Error::OffsetsOutOfOrder {
+                first,
+                last,
+                log_end,
+            } => Error::OffsetsOutOfOrder {
+                first: *first,
+                last: *last,
+                log_end: *log_end,
+            },
+            Error::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            } => Error::OffsetOutOfRange {
+                offset: *offset,
+                log_start: *log_start,
+                log_end: *log_end,
+            },
+            Error::InvalidConfig(m) => Error::InvalidConfig(m.clone()),
+            Error::Fenced { path } => Error::Fenced { path: path.clone() },
+            Error::DirectoryLocked { path } => Error::DirectoryLocked { path: path.clone() },
+            Error::UnknownTopicOrPartition { topic, partition } => Error::UnknownTopicOrPartition {
+                topic: topic.clone(),
+                partition: *partition,
+            },
+            Error::TopicAlreadyExists { topic } => Error::TopicAlreadyExists {
+                topic: topic.clone(),
+            },
+            Error::InvalidTopic { topic, reason } => Error::InvalidTopic {
+                topic: topic.clone(),
+                reason: reason.clone(),
+            },
+            Error::InvalidPartitions { topic, reason } => Error::InvalidPartitions {
+                topic: topic.clone(),
+                reason: reason.clone(),
+            },
+            Error::BufferExhausted {
+                buffer_memory,
+                waited_ms,
+            } => Error::BufferExhausted {
+                buffer_memory: *buffer_memory,
+                waited_ms: *waited_ms,
+            },
+            Error::Timeout { op, waited_ms } => Error::Timeout {
+                op,
+                waited_ms: *waited_ms,
+            },
+            Error::Closed(what) => Error::Closed(what),
+            Error::NoOffsetForPartition { topic, partition } => Error::NoOffsetForPartition {
+                topic: topic.clone(),
+                partition: *partition,
+            },
+            Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
+            Error::IllegalState(m) => Error::IllegalState(m.clone()),
+            Error::Internal(m) => Error::Internal(m.clone()),
         }
     }
 

@@ -77,6 +77,10 @@ pub use client::consumer::{
     OffsetAndTimestamp, OffsetReset, RecordsIntoIter, RecordsIter,
 };
 pub use client::partitioner::{Partitioner, RoundRobinPartitioner, murmur2, partition_for_key};
+pub use client::producer::{
+    Acks, Producer, ProducerConfig, ProducerConfigBuilder, ProducerRecord, RecordMetadata,
+    SendFuture,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cluster::{
     CleanupPolicy, Cluster, ClusterConfig, ClusterConfigBuilder, MAX_TOPIC_NAME_LEN, NewTopic,

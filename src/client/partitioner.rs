@@ -239,10 +239,6 @@ impl StickyState {
     }
 }
 
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the producer that uses it lands separately")
-)]
 impl StickyPartitions {
     /// No topic has a sticky partition yet; each gets a random one on first use.
     pub(crate) fn new() -> Self {

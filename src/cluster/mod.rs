@@ -19,7 +19,7 @@ mod topic_config;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
@@ -102,6 +102,10 @@ pub(crate) struct TopicState {
     pub(crate) effective: TopicConfig,
     pub(crate) log_config: LogConfig,
     pub(crate) partitions: RwLock<Vec<Arc<Replica>>>,
+    /// `partitions.len()`, readable without the lock (the producer reads
+    /// it for every record). Stored after a new partition is pushed, so it
+    /// never exceeds the length.
+    count: AtomicU32,
     deleted: AtomicBool,
 }
 
@@ -118,9 +122,9 @@ impl TopicState {
         }
     }
 
-    /// The current partition count.
+    /// The current partition count (one atomic load, no lock).
     pub(crate) fn partition_count(&self) -> u32 {
-        self.partitions.read().len() as u32
+        self.count.load(Ordering::Acquire)
     }
 
     /// One partition's replica.
@@ -336,6 +340,7 @@ impl ClusterInner {
             overrides,
             effective,
             log_config,
+            count: AtomicU32::new(partitions),
             partitions: RwLock::new(replicas),
             deleted: AtomicBool::new(false),
         }))
@@ -471,7 +476,9 @@ impl ClusterInner {
             let replica =
                 self.broker
                     .open_partition(&state.name, id, p, state.log_config.clone())?;
-            state.partitions.write().push(replica);
+            let mut replicas = state.partitions.write();
+            replicas.push(replica);
+            state.count.store(replicas.len() as u32, Ordering::Release);
         }
         Ok(())
     }

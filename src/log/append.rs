@@ -235,6 +235,7 @@ fn validate(buf: &[u8], inner: &LogInner, full: bool) -> Result<Vec<Checked>> {
         return Err(Error::RecordTooLarge {
             size: buf.len(),
             max: inner.config.segment_bytes() as usize,
+            limit: "segment.bytes",
         });
     }
     let mut checked = Vec::new();
@@ -246,6 +247,7 @@ fn validate(buf: &[u8], inner: &LogInner, full: bool) -> Result<Vec<Checked>> {
             return Err(Error::RecordTooLarge {
                 size: header.total_size(),
                 max,
+                limit: "max.message.bytes",
             });
         }
         if full {

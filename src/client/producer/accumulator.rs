@@ -1,0 +1,374 @@
+//! The record accumulator: per partition, the open batch that records are
+//! encoded into, and the queue of sealed batches waiting for the sender.
+//!
+//! Everything here lives behind the producer's one mutex; a `send` takes it
+//! once. Nothing here blocks or runs user code, so batches that could run
+//! callbacks when dropped are never dropped while it is held.
+
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use super::future::{BatchResult, Callback, Outcome};
+use crate::client::partitioner::StickyPartitions;
+use crate::cluster::{ClusterInner, TopicState};
+use crate::error::{Error, Result};
+use crate::format::BatchBuilder;
+
+/// One batch of one partition: open while records are added, then sealed
+/// and queued for the sender.
+pub(crate) struct Batch {
+    pub(crate) topic: Arc<TopicState>,
+    pub(crate) partition: u32,
+    /// `None` once the sender took the bytes out to append them.
+    pub(crate) builder: Option<BatchBuilder>,
+    pub(crate) result: Arc<BatchResult>,
+    /// Callbacks with the index and timestamp of their record, in record order.
+    pub(crate) callbacks: Vec<(u32, i64, Callback)>,
+    /// Bytes of `buffer.memory` this batch holds.
+    pub(crate) reserved: usize,
+    /// Clock time of its first record: linger counts from here.
+    pub(crate) created_ms: i64,
+    /// Position in the seal order (0 while open).
+    pub(crate) seq: u64,
+    /// Whether it holds records routed by the sticky partitioner.
+    pub(crate) keyless: bool,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("topic", &self.topic.name)
+            .field("partition", &self.partition)
+            .field("records", &self.builder.as_ref().map(BatchBuilder::len))
+            .field("callbacks", &self.callbacks.len())
+            .field("reserved", &self.reserved)
+            .field("created_ms", &self.created_ms)
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Batch {
+    /// Bytes the batch would take if built now, uncompressed.
+    pub(crate) fn size(&self) -> usize {
+        self.builder
+            .as_ref()
+            .map_or(0, BatchBuilder::estimated_size)
+    }
+
+    /// Calls every callback (in record order; a panicking callback is
+    /// contained) and then completes the shared result, as Kafka's
+    /// `ProducerBatch.done` does: whoever waits on a handle sees the
+    /// callbacks of its batch already run. Does nothing the second time.
+    pub(crate) fn finish(&mut self, outcome: Outcome) {
+        if self.result.is_done() {
+            return;
+        }
+        for (index, timestamp, callback) in self.callbacks.drain(..) {
+            let metadata = outcome.metadata(&self.result, index, timestamp);
+            // A panic in user code must not kill the sender thread and
+            // leave every later record waiting forever.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                callback(metadata);
+            }));
+        }
+        self.result.complete(outcome);
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        // Only reached when the sender thread stopped abnormally: nobody may
+        // be left waiting.
+        if !self.result.is_done() {
+            self.finish(Outcome::Failed(Error::Internal(
+                "the producer's sender thread stopped before appending this record".into(),
+            )));
+        }
+    }
+}
+
+/// What the producer knows about one topic.
+#[derive(Debug)]
+pub(crate) struct TopicEntry {
+    pub(crate) name: Arc<str>,
+    pub(crate) state: Arc<TopicState>,
+    /// The open batch of each partition.
+    pub(crate) batches: Vec<Option<Batch>>,
+    /// The sticky partition for keyless records, until its batch is sealed.
+    pub(crate) sticky: Option<u32>,
+    /// The topic's `max.message.bytes`.
+    pub(crate) max_message_bytes: usize,
+    /// A batch is full at this size: `batch.size`, at most `max.message.bytes`.
+    pub(crate) batch_limit: usize,
+}
+
+impl TopicEntry {
+    fn new(state: Arc<TopicState>, batch_size: usize) -> Self {
+        let max_message_bytes = state.log_config.max_message_bytes();
+        TopicEntry {
+            name: state.name.clone(),
+            state,
+            batches: Vec::new(),
+            sticky: None,
+            max_message_bytes,
+            batch_limit: batch_size.min(max_message_bytes),
+        }
+    }
+
+    /// Whether `partition` has an open batch.
+    pub(crate) fn has_batch(&self, partition: u32) -> bool {
+        self.batches
+            .get(partition as usize)
+            .is_some_and(Option::is_some)
+    }
+
+    /// Whether the open batch of `partition` takes `bytes` more.
+    pub(crate) fn fits(&self, partition: u32, bytes: usize) -> bool {
+        self.batches
+            .get(partition as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|b| b.size() + bytes <= self.batch_limit)
+    }
+
+    /// The partition for a keyless record: the sticky one.
+    pub(crate) fn sticky_partition(&mut self, sticky: &StickyPartitions, count: NonZeroU32) -> u32 {
+        match self.sticky {
+            Some(p) if p < count.get() => p,
+            _ => {
+                let p = sticky.partition(&self.name, count);
+                self.sticky = Some(p);
+                p
+            }
+        }
+    }
+
+    pub(crate) fn unknown(&self, partition: Option<u32>) -> Error {
+        self.state.unknown(partition)
+    }
+}
+
+/// The producer's shared state, behind its one mutex.
+#[derive(Debug)]
+pub(crate) struct Accumulator {
+    pub(crate) topics: Vec<TopicEntry>,
+    index: HashMap<Arc<str>, usize>,
+    /// The entry used last: most sends go to the same topic as the one before.
+    last: usize,
+    /// Sealed batches in seal order, waiting for the sender thread.
+    pub(crate) ready: VecDeque<Batch>,
+    /// Open batches over all topics.
+    pub(crate) open: usize,
+    /// Bytes of `buffer.memory` held by open, ready and in-flight batches.
+    pub(crate) used: usize,
+    /// Seal-order number of the last sealed batch.
+    pub(crate) sealed_seq: u64,
+    /// Seal-order number of the last batch the sender finished (it finishes
+    /// them in seal order); `u64::MAX` once the sender thread is gone.
+    pub(crate) done_seq: u64,
+    /// The smallest seal number a `flush` or `close` waits for
+    /// (`u64::MAX` when none waits): the sender signals only once
+    /// `done_seq` reaches it, not after every batch.
+    pub(crate) flush_target: u64,
+    /// Sends waiting for room in `buffer.memory`.
+    pub(crate) space_waiters: Vec<Sender<()>>,
+    /// How many sends wait for room: while any does, every batch is sent
+    /// without waiting for `linger.ms`, as in Kafka.
+    pub(crate) blocked: usize,
+    /// No more sends are accepted.
+    pub(crate) closed: bool,
+    /// The sender must be woken (a batch was sealed, or opened with a
+    /// deadline before the one the sender sleeps until).
+    pub(crate) pending_wake: bool,
+    /// While the sender thread sleeps, the clock time it sleeps until
+    /// (`i64::MAX`: until woken); [`SENDER_RUNNING`] while it works, when
+    /// it will look at the batches again before sleeping and needs no wake.
+    pub(crate) sender_wakes_at: i64,
+    /// `linger.ms`.
+    linger_ms: i64,
+}
+
+/// [`Accumulator::sender_wakes_at`] while the sender thread works.
+pub(crate) const SENDER_RUNNING: i64 = i64::MIN;
+
+impl Accumulator {
+    pub(crate) fn new(linger_ms: i64) -> Self {
+        Accumulator {
+            topics: Vec::new(),
+            index: HashMap::new(),
+            last: 0,
+            ready: VecDeque::new(),
+            open: 0,
+            used: 0,
+            sealed_seq: 0,
+            done_seq: 0,
+            flush_target: u64::MAX,
+            space_waiters: Vec::new(),
+            blocked: 0,
+            closed: false,
+            pending_wake: false,
+            sender_wakes_at: SENDER_RUNNING,
+            linger_ms,
+        }
+    }
+
+    /// The entry of topic `name`, looked up in the cluster on first use and
+    /// again once the cached topic is deleted (a topic re-created under the
+    /// same name is a new topic: the old one's open batches are sealed and
+    /// will fail).
+    pub(crate) fn entry(
+        &mut self,
+        cluster: &ClusterInner,
+        name: &str,
+        batch_size: usize,
+        sticky: &StickyPartitions,
+    ) -> Result<usize> {
+        if let Some(e) = self.topics.get(self.last)
+            && *e.name == *name
+            && !e.state.is_deleted()
+        {
+            return Ok(self.last);
+        }
+        match self.index.get(name) {
+            Some(&i) => {
+                if self.topics[i].state.is_deleted() {
+                    let state = cluster.topic_state(name)?;
+                    for p in 0..self.topics[i].batches.len() {
+                        self.seal(i, p as u32, sticky);
+                    }
+                    self.topics[i] = TopicEntry::new(state, batch_size);
+                }
+                self.last = i;
+                Ok(i)
+            }
+            None => {
+                let state = cluster.topic_state(name)?;
+                let i = self.topics.len();
+                self.topics.push(TopicEntry::new(state, batch_size));
+                self.index.insert(self.topics[i].name.clone(), i);
+                self.last = i;
+                Ok(i)
+            }
+        }
+    }
+
+    /// Makes `batch` the open batch of `partition` of entry `ti`, which
+    /// must have none (seal it first).
+    pub(crate) fn open_batch(&mut self, ti: usize, partition: u32, batch: Batch) {
+        let entry = &mut self.topics[ti];
+        let p = partition as usize;
+        if entry.batches.len() <= p {
+            entry.batches.resize_with(p + 1, || None);
+        }
+        debug_assert!(entry.batches[p].is_none(), "open batch replaced");
+        self.used += batch.reserved;
+        self.open += 1;
+        let deadline = batch.created_ms.saturating_add(self.linger_ms);
+        entry.batches[p] = Some(batch);
+        // The sender must learn of an earlier linger deadline.
+        if deadline < self.sender_wakes_at {
+            self.pending_wake = true;
+        }
+    }
+
+    /// Seals the open batch of `partition` of entry `ti`, if any, and
+    /// queues it for the sender. A batch of sticky-routed records moves the
+    /// topic's sticky partition on (KIP-480/794).
+    pub(crate) fn seal(&mut self, ti: usize, partition: u32, sticky: &StickyPartitions) {
+        let entry = &mut self.topics[ti];
+        let Some(mut batch) = entry
+            .batches
+            .get_mut(partition as usize)
+            .and_then(Option::take)
+        else {
+            return;
+        };
+        self.sealed_seq += 1;
+        batch.seq = self.sealed_seq;
+        if batch.keyless && entry.sticky == Some(partition) {
+            entry.sticky = None;
+            if let Some(count) = NonZeroU32::new(entry.state.partition_count()) {
+                sticky.on_batch_complete(&entry.name, count, partition);
+            }
+        }
+        self.open -= 1;
+        self.ready.push_back(batch);
+        if self.sender_wakes_at != SENDER_RUNNING {
+            self.pending_wake = true;
+        }
+    }
+
+    /// Seals every open batch whose linger has passed at `now`, or every
+    /// open batch when `all`.
+    pub(crate) fn seal_expired(
+        &mut self,
+        now: i64,
+        linger_ms: i64,
+        all: bool,
+        sticky: &StickyPartitions,
+    ) {
+        if self.open == 0 {
+            return;
+        }
+        for ti in 0..self.topics.len() {
+            for p in 0..self.topics[ti].batches.len() {
+                let expired = self.topics[ti].batches[p]
+                    .as_ref()
+                    .is_some_and(|b| all || now >= b.created_ms.saturating_add(linger_ms));
+                if expired {
+                    self.seal(ti, p as u32, sticky);
+                }
+            }
+        }
+    }
+
+    /// Seals every open batch.
+    pub(crate) fn seal_all(&mut self, sticky: &StickyPartitions) {
+        self.seal_expired(0, 0, true, sticky);
+    }
+
+    /// The earliest linger deadline of the open batches.
+    pub(crate) fn next_deadline(&self, linger_ms: i64) -> Option<i64> {
+        if self.open == 0 {
+            return None;
+        }
+        self.topics
+            .iter()
+            .flat_map(|t| t.batches.iter().flatten())
+            .map(|b| b.created_ms.saturating_add(linger_ms))
+            .min()
+    }
+
+    /// Wakes every send waiting for room (each looks again).
+    pub(crate) fn wake_space_waiters(&mut self) {
+        for waiter in self.space_waiters.drain(..) {
+            let _ = waiter.try_send(());
+        }
+    }
+
+    /// Takes every batch out, open or sealed (when the sender stops for
+    /// good). The caller drops them after releasing the lock.
+    pub(crate) fn drain_all(&mut self) -> Vec<Batch> {
+        let mut all: Vec<Batch> = self.ready.drain(..).collect();
+        for entry in &mut self.topics {
+            all.extend(entry.batches.iter_mut().filter_map(Option::take));
+        }
+        self.open = 0;
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accumulator_starts_empty() {
+        let acc = Accumulator::new(5);
+        assert_eq!((acc.open, acc.used, acc.sealed_seq), (0, 0, 0));
+        assert_eq!(acc.next_deadline(5), None);
+    }
+}

@@ -1,0 +1,280 @@
+//! [`ProducerConfig`], its builder, and [`Acks`].
+
+use std::sync::Arc;
+
+use crate::client::partitioner::Partitioner;
+use crate::error::{Error, Result};
+use crate::types::Compression;
+
+/// When the producer considers a record sent: Kafka's `acks`.
+///
+/// With one broker `All` behaves as `Leader`; once replication lands, `All`
+/// will wait for every in-sync replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Acks {
+    /// `acks=0`: fire and forget. A record's handle completes when the
+    /// sender thread takes its batch, before the append; its
+    /// [`RecordMetadata::offset`](super::RecordMetadata::offset) is `None`
+    /// and append errors are not reported.
+    None,
+    /// `acks=1`: the handle completes after the leader appended the batch.
+    Leader,
+    /// `acks=all` (Kafka's default since 3.0): the handle completes after
+    /// every in-sync replica has the batch. Equal to `Leader` with one broker.
+    #[default]
+    All,
+}
+
+impl Acks {
+    /// Kafka's spelling of the setting's value: `"0"`, `"1"` or `"all"`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Acks::None => "0",
+            Acks::Leader => "1",
+            Acks::All => "all",
+        }
+    }
+}
+
+/// A [`Producer`](super::Producer)'s settings, under Kafka's names.
+///
+/// | Kafka setting | builder method | default |
+/// |---|---|---|
+/// | `acks` | [`acks`](ProducerConfigBuilder::acks) | `all` |
+/// | `linger.ms` | [`linger_ms`](ProducerConfigBuilder::linger_ms) | 5 |
+/// | `batch.size` | [`batch_size`](ProducerConfigBuilder::batch_size) | 16384 |
+/// | `compression.type` | [`compression`](ProducerConfigBuilder::compression) | none |
+/// | `buffer.memory` | [`buffer_memory`](ProducerConfigBuilder::buffer_memory) | 33554432 (32 MiB) |
+/// | `max.block.ms` | [`max_block_ms`](ProducerConfigBuilder::max_block_ms) | 60000 |
+/// | `max.request.size` | [`max_request_size`](ProducerConfigBuilder::max_request_size) | 1048576 |
+/// | `partitioner.class` | [`partitioner`](ProducerConfigBuilder::partitioner) | built-in (key hash, else sticky) |
+/// | `client.id` | [`client_id`](ProducerConfigBuilder::client_id) | `producer-N` |
+///
+/// ```
+/// use logbus::{Acks, Compression, ProducerConfig};
+/// let config = ProducerConfig::builder()
+///     .acks(Acks::Leader)
+///     .linger_ms(10)
+///     .compression(Compression::Lz4)
+///     .build()?;
+/// assert_eq!(config.batch_size(), 16_384);
+/// assert!(ProducerConfig::builder().buffer_memory(0).build().is_err());
+/// # Ok::<(), logbus::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    acks: Acks,
+    linger_ms: u64,
+    batch_size: usize,
+    compression: Compression,
+    buffer_memory: usize,
+    max_block_ms: u64,
+    max_request_size: usize,
+    partitioner: Option<Arc<dyn Partitioner>>,
+    client_id: String,
+}
+
+impl Default for ProducerConfig {
+    /// Kafka 4.0's defaults.
+    fn default() -> Self {
+        ProducerConfig {
+            acks: Acks::All,
+            linger_ms: 5,
+            batch_size: 16_384,
+            compression: Compression::None,
+            buffer_memory: 32 * 1024 * 1024,
+            max_block_ms: 60_000,
+            max_request_size: 1_048_576,
+            partitioner: None,
+            client_id: String::new(),
+        }
+    }
+}
+
+impl ProducerConfig {
+    /// A builder starting from Kafka's defaults.
+    pub fn builder() -> ProducerConfigBuilder {
+        ProducerConfigBuilder {
+            config: ProducerConfig::default(),
+        }
+    }
+
+    /// `acks`.
+    #[must_use]
+    pub fn acks(&self) -> Acks {
+        self.acks
+    }
+
+    /// `linger.ms`: how long a batch that is not full waits for more
+    /// records before it is appended.
+    #[must_use]
+    pub fn linger_ms(&self) -> u64 {
+        self.linger_ms
+    }
+
+    /// `batch.size`: the size in bytes at which a partition's batch is
+    /// full and appended without waiting for `linger.ms`. A record larger
+    /// than this goes in a batch of its own. 0 disables batching.
+    #[must_use]
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// `compression.type`: the codec of every batch.
+    #[must_use]
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// `buffer.memory`: bytes of records accepted but not yet appended.
+    #[must_use]
+    pub fn buffer_memory(&self) -> usize {
+        self.buffer_memory
+    }
+
+    /// `max.block.ms`: how long `send` waits for room in `buffer.memory`.
+    #[must_use]
+    pub fn max_block_ms(&self) -> u64 {
+        self.max_block_ms
+    }
+
+    /// `max.request.size`: the largest record accepted, counted as a batch
+    /// of its own (header included).
+    #[must_use]
+    pub fn max_request_size(&self) -> usize {
+        self.max_request_size
+    }
+
+    /// The custom partitioner, if one is set.
+    #[must_use]
+    pub fn partitioner(&self) -> Option<&Arc<dyn Partitioner>> {
+        self.partitioner.as_ref()
+    }
+
+    /// `client.id` as set; empty means the producer names itself
+    /// `producer-N`.
+    #[must_use]
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+}
+
+/// Builds a validated [`ProducerConfig`]; see there for the settings.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ProducerConfigBuilder {
+    config: ProducerConfig,
+}
+
+impl ProducerConfigBuilder {
+    /// `acks` (default [`Acks::All`]).
+    pub fn acks(mut self, acks: Acks) -> Self {
+        self.config.acks = acks;
+        self
+    }
+
+    /// `linger.ms` (default 5).
+    pub fn linger_ms(mut self, ms: u64) -> Self {
+        self.config.linger_ms = ms;
+        self
+    }
+
+    /// `batch.size` in bytes (default 16384; 0 sends every record alone).
+    pub fn batch_size(mut self, bytes: usize) -> Self {
+        self.config.batch_size = bytes;
+        self
+    }
+
+    /// `compression.type` (default none). The codec's cargo feature must be on.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.config.compression = compression;
+        self
+    }
+
+    /// `buffer.memory` in bytes (default 32 MiB; must be positive).
+    pub fn buffer_memory(mut self, bytes: usize) -> Self {
+        self.config.buffer_memory = bytes;
+        self
+    }
+
+    /// `max.block.ms` (default 60000; 0 makes `send` fail at once when the
+    /// buffer is full).
+    pub fn max_block_ms(mut self, ms: u64) -> Self {
+        self.config.max_block_ms = ms;
+        self
+    }
+
+    /// `max.request.size` in bytes (default 1048576; must be positive).
+    pub fn max_request_size(mut self, bytes: usize) -> Self {
+        self.config.max_request_size = bytes;
+        self
+    }
+
+    /// A custom [`Partitioner`], consulted before the built-in choice
+    /// (Kafka's `partitioner.class`).
+    pub fn partitioner(mut self, partitioner: Arc<dyn Partitioner>) -> Self {
+        self.config.partitioner = Some(partitioner);
+        self
+    }
+
+    /// `client.id` (default: `producer-N`, numbered per process).
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.config.client_id = id.into();
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the Kafka setting: `buffer.memory` or
+    /// `max.request.size` of 0, `batch.size` above `i32::MAX`, `linger.ms`
+    /// or `max.block.ms` above `i64::MAX`, or a `compression.type` whose
+    /// cargo feature is off.
+    pub fn build(self) -> Result<ProducerConfig> {
+        let c = self.config;
+        if c.buffer_memory == 0 {
+            return Err(Error::InvalidConfig(
+                "buffer.memory must be positive".into(),
+            ));
+        }
+        if c.max_request_size == 0 {
+            return Err(Error::InvalidConfig(
+                "max.request.size must be positive".into(),
+            ));
+        }
+        if c.batch_size > i32::MAX as usize {
+            return Err(Error::InvalidConfig(format!(
+                "batch.size must be at most {}, got {}",
+                i32::MAX,
+                c.batch_size
+            )));
+        }
+        for (name, value) in [("linger.ms", c.linger_ms), ("max.block.ms", c.max_block_ms)] {
+            if i64::try_from(value).is_err() {
+                return Err(Error::InvalidConfig(format!(
+                    "{name} must be at most {}, got {value}",
+                    i64::MAX
+                )));
+            }
+        }
+        if !codec_enabled(c.compression) {
+            return Err(Error::InvalidConfig(format!(
+                "compression.type={} needs logbus's `{}` cargo feature",
+                c.compression.name(),
+                c.compression.name()
+            )));
+        }
+        Ok(c)
+    }
+}
+
+fn codec_enabled(compression: Compression) -> bool {
+    match compression {
+        Compression::None => true,
+        Compression::Gzip => cfg!(feature = "gzip"),
+        Compression::Snappy => cfg!(feature = "snappy"),
+        Compression::Lz4 => cfg!(feature = "lz4"),
+        Compression::Zstd => cfg!(feature = "zstd"),
+    }
+}

@@ -1,0 +1,616 @@
+//! The [`Producer`]: Kafka's producer, in process.
+//!
+//! A `send` encodes the record straight into its partition's open batch
+//! (one lock, no allocation beyond what the caller hands in) and returns a
+//! [`SendFuture`]. A batch is sealed when it is full (`batch.size`), when
+//! its `linger.ms` has passed, on `flush`/`close`, or when a `send` waits
+//! for `buffer.memory`; the sender thread (`logbus-producer`) then builds
+//! it (compression, CRC) and appends it to the partition's log, and
+//! completes every record's handle and callback.
+//!
+//! ## Locks
+//! One mutex over the [`Accumulator`]. Taken by `send` (once), by the
+//! sender thread (once per batch taken, once per batch finished) and by
+//! `flush`/`close`. Under it the producer may take the cluster's topic
+//! table (to look a topic up) and the sticky partitioner's mutex; never
+//! the other way round. User code (partitioner, callbacks) never runs
+//! under it.
+
+mod accumulator;
+mod config;
+mod future;
+mod record;
+mod sender;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::{JoinHandle, ThreadId};
+
+use crossbeam_channel::Sender;
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+pub use config::{Acks, ProducerConfig, ProducerConfigBuilder};
+pub use future::SendFuture;
+pub use record::{ProducerRecord, RecordMetadata};
+
+use accumulator::{Accumulator, Batch};
+use future::{BatchResult, Callback};
+
+use crate::client::partitioner::{StickyPartitions, partition_for_key};
+use crate::clock::Clock;
+use crate::cluster::{Cluster, ClusterInner};
+use crate::error::{Error, Result};
+use crate::format::{BatchBuilder, RECORD_BATCH_OVERHEAD};
+
+/// Messages to the sender thread.
+#[derive(Debug)]
+enum Msg {
+    /// A batch was sealed, or something else changed: look again.
+    Wake,
+    /// Deliver everything pending, then exit.
+    Shutdown,
+}
+
+/// Sends records to a [`Cluster`]'s topics: Kafka's `KafkaProducer`.
+///
+/// `Producer` is `Send + Sync` and cheap to clone; clones share one
+/// producer (one buffer, one sender thread). Dropping the last clone
+/// closes it, delivering everything pending.
+///
+/// Records are routed to a partition by, in order: the partition set on
+/// the [`ProducerRecord`]; the custom [`Partitioner`](crate::Partitioner)
+/// of the config, when it returns `Some`; Kafka's murmur2 hash of the key
+/// ([`partition_for_key`](crate::partition_for_key)), so keys land where
+/// Kafka's Java client would put them; else the topic's sticky partition,
+/// which changes each time a batch of keyless records for it is sealed.
+///
+/// Within a partition, records are appended in the order their `send`
+/// calls returned.
+///
+/// ```
+/// use logbus::{Acks, Cluster, ClusterConfig, NewTopic, Producer, ProducerConfig, ProducerRecord};
+///
+/// let dir = tempfile::tempdir()?;
+/// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+/// cluster.create_topic(NewTopic::new("orders", 3))?;
+///
+/// let producer = Producer::new(&cluster, ProducerConfig::builder().acks(Acks::Leader).build()?)?;
+/// // Wait for one record...
+/// let metadata = producer
+///     .send(ProducerRecord::new("orders", "created").with_key("order-1"))?
+///     .wait()?;
+/// assert_eq!(metadata.offset(), Some(0));
+///
+/// // ...or hear about it in a callback, on the producer's thread.
+/// producer.send_with_callback(
+///     ProducerRecord::new("orders", "paid").with_key("order-1"),
+///     |result| assert_eq!(result.map(|m| m.offset()).ok(), Some(Some(1))),
+/// )?;
+/// producer.flush()?; // everything sent so far is appended and called back
+/// producer.close()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Producer {
+    handle: Arc<Handle>,
+}
+
+/// Owned by the `Producer` clones; closing happens when the last one drops.
+#[derive(Debug)]
+struct Handle {
+    core: Arc<Core>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // Errors are reported by `Producer::close`; dropping cannot return them.
+        let _ = self.core.close(&self.thread);
+    }
+}
+
+/// What the producer and its sender thread share.
+#[derive(Debug)]
+pub(crate) struct Core {
+    cluster: Arc<ClusterInner>,
+    config: ProducerConfig,
+    client_id: String,
+    clock: Arc<dyn Clock>,
+    linger_ms: i64,
+    max_block_ms: i64,
+    acc: Mutex<Accumulator>,
+    /// Signalled (with `acc`) when the sender finished the batch
+    /// `acc.flush_target` names.
+    finished: Condvar,
+    sticky: StickyPartitions,
+    work: Sender<Msg>,
+    sender_thread: ThreadId,
+}
+
+impl Producer {
+    /// A producer for `cluster`'s topics. Starts its sender thread
+    /// (`logbus-producer`).
+    ///
+    /// # Errors
+    /// [`Error::Closed`] if the cluster is closed; [`Error::Io`] if the
+    /// thread cannot be started.
+    pub fn new(cluster: &Cluster, config: ProducerConfig) -> Result<Producer> {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        let inner = cluster.inner.clone();
+        inner.check_open()?;
+        let clock = inner.clock().clone();
+        let client_id = if config.client_id().is_empty() {
+            format!("producer-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
+        } else {
+            config.client_id().to_string()
+        };
+        // Wake-ups coalesce; two slots let a shutdown in next to a wake-up.
+        let (work, work_rx) = crossbeam_channel::bounded(2);
+        // The thread gets its state once its id is known; it subscribes to
+        // the clock here, so a clock move after `new` returns is never missed.
+        let (core_tx, core_rx) = crossbeam_channel::bounded::<Arc<Core>>(1);
+        let ticks = clock.subscribe();
+        let thread = std::thread::Builder::new()
+            .name("logbus-producer".into())
+            .spawn(move || {
+                if let Ok(core) = core_rx.recv() {
+                    sender::run(&core, &work_rx, &ticks);
+                }
+            })
+            .map_err(|e| Error::io("spawn producer thread", cluster.dir(), e))?;
+        let linger_ms = i64::try_from(config.linger_ms()).unwrap_or(i64::MAX);
+        let core = Arc::new(Core {
+            linger_ms,
+            max_block_ms: i64::try_from(config.max_block_ms()).unwrap_or(i64::MAX),
+            cluster: inner,
+            config,
+            client_id,
+            clock,
+            acc: Mutex::new(Accumulator::new(linger_ms)),
+            finished: Condvar::new(),
+            sticky: StickyPartitions::new(),
+            work,
+            sender_thread: thread.thread().id(),
+        });
+        // The receiver is alive until the thread got its state.
+        let _ = core_tx.send(core.clone());
+        Ok(Producer {
+            handle: Arc::new(Handle {
+                core,
+                thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    /// Sends a record: chooses its partition, encodes it into the
+    /// partition's open batch, and returns a handle to its outcome. Blocks
+    /// only while `buffer.memory` is full (up to `max.block.ms`).
+    ///
+    /// # Errors
+    /// Found before anything is stored, and then the record is dropped:
+    /// [`Error::UnknownTopicOrPartition`] for a topic that does not exist or
+    /// a partition it does not have; [`Error::RecordTooLarge`] when the
+    /// record, as a batch of its own, exceeds `max.request.size`,
+    /// `buffer.memory` or the topic's `max.message.bytes`;
+    /// [`Error::BufferExhausted`] when `buffer.memory` stayed full for
+    /// `max.block.ms`; [`Error::InvalidArgument`] for a negative timestamp
+    /// or a custom partitioner's partition out of range;
+    /// [`Error::Closed`] once the producer (`"producer"`) or the cluster
+    /// (`"cluster"`) is closed. Errors of the append arrive through the
+    /// handle.
+    pub fn send(&self, record: ProducerRecord) -> Result<SendFuture> {
+        let (result, index, timestamp) = self.handle.core.append(record, None)?;
+        Ok(SendFuture::new(result, index, timestamp))
+    }
+
+    /// As [`send`](Producer::send), but hands the outcome to `callback`
+    /// instead of a handle. The callback runs exactly once, on the sender
+    /// thread, after the batch's append (with [`Acks::None`], when the
+    /// sender takes the batch); callbacks of one partition run in send
+    /// order. It should be quick, since it holds up the sender. Inside it,
+    /// `send` works (but fails with [`Error::BufferExhausted`] rather than
+    /// wait for room), while `flush` and waiting on an unfinished
+    /// [`SendFuture`] return [`Error::IllegalState`]; a panic in it is
+    /// caught and ignored.
+    ///
+    /// # Errors
+    /// As [`send`](Producer::send); the callback is then not called.
+    pub fn send_with_callback(
+        &self,
+        record: ProducerRecord,
+        callback: impl FnOnce(Result<RecordMetadata>) + Send + 'static,
+    ) -> Result<()> {
+        self.handle.core.append(record, Some(Box::new(callback)))?;
+        Ok(())
+    }
+
+    /// Seals every open batch without waiting for `linger.ms` and blocks
+    /// until everything sent before this call is appended and called back
+    /// (whatever the outcome; the handles hold the errors).
+    ///
+    /// # Errors
+    /// [`Error::IllegalState`] inside a producer callback (it would wait
+    /// for itself).
+    pub fn flush(&self) -> Result<()> {
+        self.handle.core.flush()
+    }
+
+    /// Closes the producer for every clone: later sends fail with
+    /// [`Error::Closed`]; everything already sent is appended and called
+    /// back; then the sender thread stops and is joined. Closing again is
+    /// a no-op. Called inside a producer callback, it does not wait: the
+    /// sender delivers what is pending and stops once the callback returns.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if the sender thread panicked.
+    pub fn close(&self) -> Result<()> {
+        self.handle.core.close(&self.handle.thread)
+    }
+
+    /// The producer's `client.id` (as configured, else `producer-N`).
+    #[must_use]
+    pub fn client_id(&self) -> &str {
+        &self.handle.core.client_id
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &ProducerConfig {
+        &self.handle.core.config
+    }
+}
+
+impl Core {
+    fn on_sender_thread(&self) -> bool {
+        std::thread::current().id() == self.sender_thread
+    }
+
+    /// The send path: checks, partition choice, room in the buffer, and the
+    /// append into the open batch. Returns the batch's result, the record's
+    /// index in it and its timestamp.
+    fn append(
+        &self,
+        record: ProducerRecord,
+        callback: Option<Callback>,
+    ) -> Result<(Arc<BatchResult>, u32, i64)> {
+        let config = &self.config;
+        // A cheap bound first; the exact size only near a limit.
+        let (mut lone, upper) = record.size_bounds();
+        if lone > config.max_request_size().min(config.buffer_memory()) {
+            lone = record
+                .lone_batch_size()
+                .ok_or_else(|| Error::RecordTooLarge {
+                    size: lone,
+                    max: config.max_request_size(),
+                    limit: "max.request.size",
+                })?;
+            for (max, limit) in [
+                (config.max_request_size(), "max.request.size"),
+                (config.buffer_memory(), "buffer.memory"),
+            ] {
+                if lone > max {
+                    return Err(Error::RecordTooLarge {
+                        size: lone,
+                        max,
+                        limit,
+                    });
+                }
+            }
+        }
+        let timestamp = match record.timestamp {
+            Some(t) if t < 0 => {
+                return Err(Error::InvalidArgument(format!(
+                    "record timestamp {t} is negative"
+                )));
+            }
+            Some(t) => t,
+            None => self.clock.now_ms(),
+        };
+        let chosen = match (config.partitioner(), record.partition) {
+            (Some(partitioner), None) => self.custom_partition(&**partitioner, &record)?,
+            _ => None,
+        };
+
+        let mut acc = self.acc.lock();
+        let result =
+            self.append_locked(&mut acc, &record, callback, lone, upper, timestamp, chosen);
+        let wake = std::mem::take(&mut acc.pending_wake);
+        drop(acc);
+        if wake {
+            let _ = self.work.try_send(Msg::Wake);
+        }
+        result
+    }
+
+    /// A custom partitioner's choice, made outside the lock (it is user code).
+    fn custom_partition(
+        &self,
+        partitioner: &dyn crate::client::partitioner::Partitioner,
+        record: &ProducerRecord,
+    ) -> Result<Option<u32>> {
+        let state = {
+            let mut acc = self.acc.lock();
+            self.check_open(&acc)?;
+            let ti = acc.entry(
+                &self.cluster,
+                &record.topic,
+                self.config.batch_size(),
+                &self.sticky,
+            )?;
+            acc.topics[ti].state.clone()
+        };
+        let count = NonZeroU32::new(state.partition_count()).ok_or_else(|| state.unknown(None))?;
+        match partitioner.partition(
+            &record.topic,
+            record.key.as_deref(),
+            record.value.as_deref(),
+            count,
+        ) {
+            Some(p) if p >= count.get() => Err(Error::InvalidArgument(format!(
+                "the custom partitioner chose partition {p} of topic {} which has {count} partitions",
+                record.topic
+            ))),
+            chosen => Ok(chosen),
+        }
+    }
+
+    fn check_open(&self, acc: &Accumulator) -> Result<()> {
+        if acc.closed {
+            return Err(Error::Closed("producer"));
+        }
+        self.cluster.check_open()
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; the values are computed before the lock"
+    )]
+    fn append_locked(
+        &self,
+        acc: &mut MutexGuard<'_, Accumulator>,
+        record: &ProducerRecord,
+        callback: Option<Callback>,
+        lone: usize,
+        upper: usize,
+        timestamp: i64,
+        chosen: Option<u32>,
+    ) -> Result<(Arc<BatchResult>, u32, i64)> {
+        self.check_open(acc)?;
+        let ti = acc.entry(
+            &self.cluster,
+            &record.topic,
+            self.config.batch_size(),
+            &self.sticky,
+        )?;
+        let entry = &mut acc.topics[ti];
+        if lone > entry.max_message_bytes {
+            let exact = record.lone_batch_size().unwrap_or(usize::MAX);
+            if exact > entry.max_message_bytes {
+                return Err(Error::RecordTooLarge {
+                    size: exact,
+                    max: entry.max_message_bytes,
+                    limit: "max.message.bytes",
+                });
+            }
+        }
+        let count = entry.state.partition_count();
+        let (partition, keyless) = match (record.partition, chosen) {
+            (Some(p), _) | (None, Some(p)) => {
+                if p >= count {
+                    return Err(entry.unknown(Some(p)));
+                }
+                (p, false)
+            }
+            (None, None) => {
+                let count = NonZeroU32::new(count).ok_or_else(|| entry.unknown(None))?;
+                match record.key.as_deref() {
+                    Some(key) => (partition_for_key(key, count), false),
+                    None => {
+                        let mut p = entry.sticky_partition(&self.sticky, count);
+                        if entry.has_batch(p) && !entry.fits(p, upper) {
+                            // The sticky partition's batch is full: seal it,
+                            // which moves the topic to another partition,
+                            // and put the record there (Kafka's
+                            // abortOnNewBatch).
+                            acc.seal(ti, p, &self.sticky);
+                            p = acc.topics[ti].sticky_partition(&self.sticky, count);
+                        }
+                        (p, true)
+                    }
+                }
+            }
+        };
+        self.reserve(acc, ti, partition, upper)?;
+
+        if !acc.topics[ti].fits(partition, upper) {
+            acc.seal(ti, partition, &self.sticky);
+            let entry = &acc.topics[ti];
+            let created_ms = match record.timestamp {
+                None => timestamp,
+                Some(_) => self.clock.now_ms(),
+            };
+            let batch = Batch {
+                topic: entry.state.clone(),
+                partition,
+                builder: Some(BatchBuilder::new(self.config.compression())),
+                result: Arc::new(BatchResult::new(
+                    entry.name.clone(),
+                    partition,
+                    self.clock.clone(),
+                    self.sender_thread,
+                )),
+                callbacks: Vec::new(),
+                reserved: RECORD_BATCH_OVERHEAD,
+                created_ms,
+                seq: 0,
+                keyless: false,
+            };
+            acc.open_batch(ti, partition, batch);
+        }
+        let Accumulator { topics, used, .. } = &mut **acc;
+        let entry = &mut topics[ti];
+        let Some(batch) = entry
+            .batches
+            .get_mut(partition as usize)
+            .and_then(Option::as_mut)
+        else {
+            return Err(Error::Internal("no open batch after opening one".into()));
+        };
+        let Some(builder) = batch.builder.as_mut() else {
+            return Err(Error::Internal("an open batch has no builder".into()));
+        };
+        let before = builder.estimated_size();
+        builder.append(
+            timestamp,
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &record.headers,
+        );
+        let after = builder.estimated_size();
+        // The record's lengths were checked against i32 and the batch holds
+        // far fewer than i32::MAX records, so the builder took it.
+        let index = u32::try_from(builder.len() - 1)
+            .map_err(|_| Error::Internal("batch record count overflow".into()))?;
+        batch.reserved += after - before;
+        *used += after - before;
+        batch.keyless |= keyless;
+        if let Some(callback) = callback {
+            batch.callbacks.push((index, timestamp, callback));
+        }
+        let result = batch.result.clone();
+        if after >= entry.batch_limit {
+            acc.seal(ti, partition, &self.sticky);
+        }
+        Ok((result, index, timestamp))
+    }
+
+    /// Waits until `buffer.memory` has room for a record of at most `upper`
+    /// bytes for `partition` of entry `ti` (plus a batch header if it opens
+    /// a batch), for at most `max.block.ms` of clock time.
+    fn reserve(
+        &self,
+        acc: &mut MutexGuard<'_, Accumulator>,
+        ti: usize,
+        partition: u32,
+        upper: usize,
+    ) -> Result<()> {
+        let buffer_memory = self.config.buffer_memory();
+        let room = |acc: &Accumulator| {
+            let header = if acc.topics[ti].fits(partition, upper) {
+                0
+            } else {
+                RECORD_BATCH_OVERHEAD
+            };
+            // An empty buffer takes any record that passed the size checks.
+            acc.used == 0 || acc.used + upper + header <= buffer_memory
+        };
+        if room(acc) {
+            return Ok(());
+        }
+        let exhausted = |waited_ms: i64| Error::BufferExhausted {
+            buffer_memory,
+            waited_ms: waited_ms.max(0).unsigned_abs(),
+        };
+        // On the sender thread nothing drains while we wait.
+        if self.max_block_ms == 0 || self.on_sender_thread() {
+            return Err(exhausted(0));
+        }
+        // The start is read before subscribing: any clock move after the
+        // subscription counts towards the deadline and wakes the wait.
+        let start = self.clock.now_ms();
+        let ticks = self.clock.subscribe();
+        let deadline = start.saturating_add(self.max_block_ms);
+        // As in Kafka, a full buffer sends every batch without lingering.
+        acc.blocked += 1;
+        acc.seal_all(&self.sticky);
+        let outcome = loop {
+            let now = self.clock.now_ms();
+            if now >= deadline {
+                break Err(exhausted(now - start));
+            }
+            let (tx, woken) = crossbeam_channel::bounded(1);
+            acc.space_waiters.push(tx);
+            let wake = std::mem::take(&mut acc.pending_wake);
+            let timer = match self.clock.wait_hint(deadline) {
+                Some(d) => crossbeam_channel::after(d),
+                None => crossbeam_channel::never(),
+            };
+            MutexGuard::unlocked(acc, || {
+                if wake {
+                    let _ = self.work.try_send(Msg::Wake);
+                }
+                crossbeam_channel::select! {
+                    recv(woken) -> _ => {}
+                    recv(ticks) -> _ => {}
+                    recv(timer) -> _ => {}
+                }
+            });
+            if let Err(e) = self.check_open(acc) {
+                break Err(e);
+            }
+            if acc.topics[ti].state.is_deleted() {
+                break Err(acc.topics[ti].unknown(Some(partition)));
+            }
+            if room(acc) {
+                break Ok(());
+            }
+        };
+        acc.blocked -= 1;
+        outcome
+    }
+
+    fn flush(&self) -> Result<()> {
+        if self.on_sender_thread() {
+            return Err(Error::IllegalState(
+                "flush inside a producer callback would deadlock: callbacks run on the \
+                 producer's sender thread"
+                    .into(),
+            ));
+        }
+        let mut acc = self.acc.lock();
+        acc.seal_all(&self.sticky);
+        let target = acc.sealed_seq;
+        self.wait_finished(acc, target);
+        Ok(())
+    }
+
+    /// Wakes the sender if needed and waits until it finished every batch
+    /// up to seal number `target`.
+    fn wait_finished(&self, mut acc: MutexGuard<'_, Accumulator>, target: u64) {
+        if std::mem::take(&mut acc.pending_wake) {
+            let _ = self.work.try_send(Msg::Wake);
+        }
+        while acc.done_seq < target {
+            acc.flush_target = acc.flush_target.min(target);
+            self.finished.wait(&mut acc);
+        }
+    }
+
+    fn close(&self, thread: &Mutex<Option<JoinHandle<()>>>) -> Result<()> {
+        let target = {
+            let mut acc = self.acc.lock();
+            acc.closed = true;
+            acc.seal_all(&self.sticky);
+            acc.wake_space_waiters();
+            acc.pending_wake = false;
+            acc.sealed_seq
+        };
+        if self.on_sender_thread() {
+            // Called from a callback: the sender sees `closed` when it
+            // returns, delivers what is pending and exits; joining here
+            // would wait for ourselves.
+            return Ok(());
+        }
+        // Fails only if the thread is already gone.
+        let _ = self.work.send(Msg::Shutdown);
+        self.wait_finished(self.acc.lock(), target);
+        let mut thread = thread.lock();
+        if let Some(handle) = thread.take() {
+            handle
+                .join()
+                .map_err(|_| Error::Internal("the producer's sender thread panicked".into()))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,237 @@
+//! [`ProducerRecord`] (what is sent) and [`RecordMetadata`] (where it went).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::format::Header;
+use crate::format::RECORD_BATCH_OVERHEAD;
+use crate::format::varint::{varint_size, varlong_size};
+use crate::types::TopicPartition;
+
+/// A record to send: Kafka's `ProducerRecord`.
+///
+/// Keys, values and header values take anything that converts into
+/// [`Bytes`] (`&'static str`, `&'static [u8]`, `String`, `Vec<u8>`,
+/// `Bytes`) without copying; the topic takes a `&'static str` or a `String`.
+///
+/// The partition is chosen by the producer unless set here; the timestamp
+/// is the producer's clock at `send` unless set here (it must not be
+/// negative).
+///
+/// ```
+/// use logbus::ProducerRecord;
+/// let record = ProducerRecord::new("orders", "created")
+///     .with_key("order-1")
+///     .with_header("source", "web")
+///     .with_timestamp(1_700_000_000_000);
+/// assert_eq!(record.key().map(|k| &k[..]), Some(&b"order-1"[..]));
+/// assert_eq!(record.partition(), None);
+///
+/// // A tombstone: a key without a value (deletes the key in a compacted topic).
+/// let tombstone = ProducerRecord::tombstone("orders", "order-1".to_string());
+/// assert!(tombstone.value().is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct ProducerRecord {
+    pub(crate) topic: Cow<'static, str>,
+    pub(crate) partition: Option<u32>,
+    pub(crate) key: Option<Bytes>,
+    pub(crate) value: Option<Bytes>,
+    pub(crate) headers: Vec<Header>,
+    pub(crate) timestamp: Option<i64>,
+}
+
+impl ProducerRecord {
+    /// A record of `topic` with this value, no key, no headers.
+    pub fn new(topic: impl Into<Cow<'static, str>>, value: impl Into<Bytes>) -> Self {
+        ProducerRecord {
+            topic: topic.into(),
+            partition: None,
+            key: None,
+            value: Some(value.into()),
+            headers: Vec::new(),
+            timestamp: None,
+        }
+    }
+
+    /// A record of `topic` with this key and a null value (Kafka's tombstone).
+    pub fn tombstone(topic: impl Into<Cow<'static, str>>, key: impl Into<Bytes>) -> Self {
+        ProducerRecord {
+            topic: topic.into(),
+            partition: None,
+            key: Some(key.into()),
+            value: None,
+            headers: Vec::new(),
+            timestamp: None,
+        }
+    }
+
+    /// Sets the key: the partition is then Kafka's murmur2 hash of it
+    /// (unless a partition is set or a custom partitioner chooses).
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets or clears the value (`None` is Kafka's null value).
+    pub fn with_value(mut self, value: Option<impl Into<Bytes>>) -> Self {
+        self.value = value.map(Into::into);
+        self
+    }
+
+    /// Sends the record to this partition, bypassing every partitioner.
+    pub fn with_partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Sets the record's create time, in milliseconds since the Unix epoch.
+    pub fn with_timestamp(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp = Some(timestamp_ms);
+        self
+    }
+
+    /// Adds a header (keys may repeat, as in Kafka).
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push(Header {
+            key: key.into(),
+            value: Some(value.into()),
+        });
+        self
+    }
+
+    /// Replaces the headers.
+    pub fn with_headers(mut self, headers: Vec<Header>) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// The topic.
+    #[must_use]
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition, if set.
+    #[must_use]
+    pub fn partition(&self) -> Option<u32> {
+        self.partition
+    }
+
+    /// The key, if any.
+    #[must_use]
+    pub fn key(&self) -> Option<&Bytes> {
+        self.key.as_ref()
+    }
+
+    /// The value, if any.
+    #[must_use]
+    pub fn value(&self) -> Option<&Bytes> {
+        self.value.as_ref()
+    }
+
+    /// The headers.
+    #[must_use]
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+
+    /// The timestamp, if set.
+    #[must_use]
+    pub fn timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
+    /// Cheap upper bounds of (the record's size as the only record of a
+    /// batch, the bytes it adds to any batch), assuming every varint at its
+    /// longest: attributes 1, timestamp delta 10, offset delta 5, the
+    /// length, key, value and header count varints 5 each, and 10 per
+    /// header. Saturates instead of overflowing; the exact size
+    /// ([`ProducerRecord::lone_batch_size`]) is needed only near a limit.
+    pub(crate) fn size_bounds(&self) -> (usize, usize) {
+        let mut body = 36_usize
+            .saturating_add(self.key.as_ref().map_or(0, Bytes::len))
+            .saturating_add(self.value.as_ref().map_or(0, Bytes::len));
+        for h in &self.headers {
+            body = body
+                .saturating_add(10 + h.key.len())
+                .saturating_add(h.value.as_ref().map_or(0, Bytes::len));
+        }
+        if body > i32::MAX as usize {
+            // Beyond Kafka's lengths: make every limit check look closer.
+            body = usize::MAX - RECORD_BATCH_OVERHEAD;
+        }
+        (RECORD_BATCH_OVERHEAD + body, body)
+    }
+
+    /// Size of this record as the only record of a v2 batch (header
+    /// included): what `max.request.size` and `max.message.bytes` are
+    /// checked against. `None` if a length exceeds Kafka's `i32` lengths.
+    pub(crate) fn lone_batch_size(&self) -> Option<usize> {
+        fn nullable(len: Option<usize>) -> Option<usize> {
+            match len {
+                None => Some(1),
+                Some(len) => varint_size(i32::try_from(len).ok()?).checked_add(len),
+            }
+        }
+        // attributes, timestamp delta 0, offset delta 0.
+        let mut body = 1 + varlong_size(0) + varint_size(0);
+        body = body.checked_add(nullable(self.key.as_ref().map(Bytes::len))?)?;
+        body = body.checked_add(nullable(self.value.as_ref().map(Bytes::len))?)?;
+        body = body.checked_add(varint_size(i32::try_from(self.headers.len()).ok()?))?;
+        for h in &self.headers {
+            body = body.checked_add(nullable(Some(h.key.len()))?)?;
+            body = body.checked_add(nullable(h.value.as_ref().map(Bytes::len))?)?;
+        }
+        let body_len = i32::try_from(body).ok()?;
+        RECORD_BATCH_OVERHEAD.checked_add(varint_size(body_len) + body)
+    }
+}
+
+/// Where a sent record was stored: Kafka's `RecordMetadata`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: u32,
+    pub(crate) offset: Option<u64>,
+    pub(crate) timestamp: i64,
+}
+
+impl RecordMetadata {
+    /// The topic.
+    #[must_use]
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition.
+    #[must_use]
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// The topic and partition together.
+    #[must_use]
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition::new(&*self.topic, self.partition)
+    }
+
+    /// The record's offset in its partition; `None` with
+    /// [`Acks::None`](super::Acks::None), where the producer does not wait
+    /// for the append (Kafka reports -1).
+    #[must_use]
+    pub fn offset(&self) -> Option<u64> {
+        self.offset
+    }
+
+    /// The record's timestamp: its create time (set on the record, else
+    /// the producer's clock at `send`), or the time of the append when the
+    /// topic uses `LogAppendTime` (and the producer waited for it).
+    #[must_use]
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+}

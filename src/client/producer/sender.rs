@@ -1,0 +1,217 @@
+//! The sender thread (`logbus-producer`): takes sealed batches in seal
+//! order, builds them (compression, CRC) and appends them to their
+//! partitions, then completes their records.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+
+use super::accumulator::{Batch, SENDER_RUNNING};
+use super::future::Outcome;
+use super::{Acks, Core, Msg};
+use crate::error::{Error, Result};
+use crate::log::AppendInfo;
+
+/// At most this many bytes of consecutive batches of one partition are
+/// written by one append (a quarter of `segment.bytes` if smaller; one batch
+/// always goes alone).
+const MAX_GROUP_BYTES: usize = 1 << 20;
+
+/// The thread's loop: runs until the producer is closed and everything
+/// pending is delivered.
+pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
+    let _guard = ExitGuard(core);
+    let mut taken: VecDeque<Batch> = VecDeque::new();
+    let mut group: Vec<Batch> = Vec::new();
+    let mut joined: Vec<u8> = Vec::new();
+    let mut stopping = false;
+    loop {
+        let deadline = {
+            let mut acc = core.acc.lock();
+            acc.sender_wakes_at = SENDER_RUNNING;
+            if acc.ready.is_empty() && acc.open > 0 {
+                let all = stopping || acc.closed || acc.blocked > 0;
+                let now = core.clock.now_ms();
+                acc.seal_expired(now, core.linger_ms, all, &core.sticky);
+            }
+            acc.pending_wake = false;
+            std::mem::swap(&mut taken, &mut acc.ready);
+            if taken.is_empty() {
+                if (stopping || acc.closed) && acc.open == 0 {
+                    return;
+                }
+                let deadline = acc.next_deadline(core.linger_ms);
+                acc.sender_wakes_at = deadline.unwrap_or(i64::MAX);
+                deadline
+            } else {
+                None
+            }
+        };
+        if !taken.is_empty() {
+            while let Some(first) = taken.pop_front() {
+                // Consecutive batches of one partition go in one append:
+                // fewer, larger writes when the sender has fallen behind.
+                let segment_bytes =
+                    usize::try_from(first.topic.log_config.segment_bytes()).unwrap_or(usize::MAX);
+                let limit = MAX_GROUP_BYTES.min(segment_bytes / 4);
+                let mut bytes = first.size();
+                group.push(first);
+                while let Some(next) = taken.front()
+                    && Arc::ptr_eq(&next.topic, &group[0].topic)
+                    && next.partition == group[0].partition
+                    && bytes + next.size() <= limit
+                {
+                    bytes += next.size();
+                    group.extend(taken.pop_front());
+                }
+                core.process(&mut group, &mut joined);
+            }
+            continue;
+        }
+        let timer = match deadline.and_then(|d| core.clock.wait_hint(d)) {
+            Some(d) => crossbeam_channel::after(d),
+            None => crossbeam_channel::never(),
+        };
+        crossbeam_channel::select! {
+            recv(work) -> msg => {
+                if !matches!(msg, Ok(Msg::Wake)) {
+                    stopping = true;
+                }
+            }
+            recv(ticks) -> _ => {}
+            recv(timer) -> _ => {}
+        }
+    }
+}
+
+impl Core {
+    /// Appends a group of consecutive sealed batches of one partition and
+    /// completes their records, in order. Leaves `group` empty.
+    fn process(&self, group: &mut Vec<Batch>, joined: &mut Vec<u8>) {
+        if self.config.acks() == Acks::None {
+            for batch in group.iter_mut() {
+                batch.finish(Outcome::Sent {
+                    base_offset: None,
+                    log_append_time: None,
+                });
+            }
+        }
+        if let [batch] = group.as_mut_slice() {
+            let outcome = match self.append_one(batch) {
+                Ok(info) => Outcome::Sent {
+                    base_offset: Some(info.first_offset()),
+                    log_append_time: info.log_append_time(),
+                },
+                Err(e) => Outcome::Failed(e),
+            };
+            // A no-op with acks=0: the records were completed above.
+            batch.finish(outcome);
+        } else {
+            self.append_group(group, joined);
+        }
+        let reserved: usize = group.iter().map(|b| b.reserved).sum();
+        let last_seq = group.last().map_or(0, |b| b.seq);
+        let mut acc = self.acc.lock();
+        acc.used -= reserved;
+        acc.done_seq = acc.done_seq.max(last_seq);
+        acc.wake_space_waiters();
+        let flushed = acc.done_seq >= acc.flush_target;
+        if flushed {
+            acc.flush_target = u64::MAX;
+        }
+        drop(acc);
+        if flushed {
+            self.finished.notify_all();
+        }
+        // Every batch is finished: dropping them runs no user code.
+        group.clear();
+    }
+
+    /// Builds one batch and appends it without copying. Its buffer is
+    /// freed here, before the records are completed.
+    fn append_one(&self, batch: &mut Batch) -> Result<AppendInfo> {
+        let builder = batch
+            .builder
+            .take()
+            .ok_or_else(|| Error::Internal("a sealed batch was appended twice".into()))?;
+        let mut bytes = Vec::from(builder.build()?);
+        let replica = batch.topic.replica(batch.partition)?;
+        replica.append_trusted(&mut bytes)
+    }
+
+    /// Builds several batches into `joined` and appends them in one call;
+    /// each batch's records get offsets from where the one before ended.
+    fn append_group(&self, group: &mut [Batch], joined: &mut Vec<u8>) {
+        joined.clear();
+        let mut failed: Vec<Option<Error>> = Vec::with_capacity(group.len());
+        let mut counts: Vec<u64> = Vec::with_capacity(group.len());
+        for batch in group.iter_mut() {
+            let Some(builder) = batch.builder.take() else {
+                failed.push(Some(Error::Internal(
+                    "a sealed batch was appended twice".into(),
+                )));
+                counts.push(0);
+                continue;
+            };
+            counts.push(builder.len() as u64);
+            match builder.build() {
+                Ok(bytes) => {
+                    joined.extend_from_slice(&bytes);
+                    failed.push(None);
+                }
+                Err(e) => failed.push(Some(e.into())),
+            }
+        }
+        let appended = if joined.is_empty() {
+            None
+        } else {
+            let replica = group[0].topic.replica(group[0].partition);
+            Some(replica.and_then(|r| r.append_trusted(joined)))
+        };
+        let mut next = match &appended {
+            Some(Ok(info)) => info.first_offset(),
+            _ => 0,
+        };
+        for ((batch, failed), count) in group.iter_mut().zip(failed).zip(counts) {
+            let outcome = match (failed, &appended) {
+                (Some(e), _) => Outcome::Failed(e),
+                (None, Some(Ok(info))) => {
+                    let base = next;
+                    next += count;
+                    Outcome::Sent {
+                        base_offset: Some(base),
+                        log_append_time: info.log_append_time(),
+                    }
+                }
+                (None, Some(Err(e))) => Outcome::Failed(e.duplicate()),
+                (None, None) => Outcome::Failed(Error::Internal("batch not appended".into())),
+            };
+            batch.finish(outcome);
+        }
+        if joined.capacity() > 2 * MAX_GROUP_BYTES {
+            *joined = Vec::new();
+        }
+    }
+}
+
+/// Runs when the sender thread exits, normally or by a panic: no send may
+/// be accepted or wait any more, and every record still held is failed.
+struct ExitGuard<'a>(&'a Core);
+
+impl Drop for ExitGuard<'_> {
+    fn drop(&mut self) {
+        let core = self.0;
+        let leftovers = {
+            let mut acc = core.acc.lock();
+            acc.closed = true;
+            acc.wake_space_waiters();
+            acc.drain_all()
+        };
+        // Dropping a batch that is not done fails its records (and runs
+        // their callbacks), so this happens outside the lock.
+        drop(leftovers);
+        core.acc.lock().done_seq = u64::MAX;
+        core.finished.notify_all();
+    }
+}

@@ -1,0 +1,470 @@
+//! Producer errors: what `send` rejects (and then stores nothing), what
+//! arrives through the handles, and that nothing panics or hangs.
+
+mod producer_util;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use logbus::{
+    Acks, Clock, ClusterConfig, Error, ManualClock, NewTopic, Partitioner, Producer,
+    ProducerConfig, ProducerRecord, Result, TopicConfig,
+};
+use producer_util::{T0, open, open_with_clock, records};
+
+fn lingering() -> ProducerConfig {
+    ProducerConfig::builder()
+        .acks(Acks::Leader)
+        .linger_ms(3_600_000)
+        .build()
+        .expect("config")
+}
+
+#[test]
+fn invalid_configs_name_the_kafka_setting() {
+    let check = |result: Result<ProducerConfig>, setting: &str| match result {
+        Err(Error::InvalidConfig(message)) => {
+            assert!(message.contains(setting), "{message} should name {setting}");
+        }
+        other => panic!("expected InvalidConfig for {setting}, got {other:?}"),
+    };
+    check(
+        ProducerConfig::builder().buffer_memory(0).build(),
+        "buffer.memory",
+    );
+    check(
+        ProducerConfig::builder().max_request_size(0).build(),
+        "max.request.size",
+    );
+    check(
+        ProducerConfig::builder()
+            .batch_size(i32::MAX as usize + 1)
+            .build(),
+        "batch.size",
+    );
+    check(
+        ProducerConfig::builder().linger_ms(u64::MAX).build(),
+        "linger.ms",
+    );
+    check(
+        ProducerConfig::builder().max_block_ms(u64::MAX).build(),
+        "max.block.ms",
+    );
+    let defaults = ProducerConfig::default();
+    assert_eq!(
+        (
+            defaults.acks(),
+            defaults.linger_ms(),
+            defaults.batch_size(),
+            defaults.buffer_memory(),
+            defaults.max_block_ms(),
+            defaults.max_request_size(),
+        ),
+        (Acks::All, 5, 16_384, 32 << 20, 60_000, 1_048_576)
+    );
+}
+
+#[test]
+fn unknown_topics_and_partitions_are_rejected_by_send() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = open(dir.path())?;
+    cluster.create_topic(NewTopic::new("known", 2))?;
+    let producer = Producer::new(&cluster, lingering())?;
+    match producer.send(ProducerRecord::new("missing", "v")) {
+        Err(Error::UnknownTopicOrPartition { topic, partition }) => {
+            assert_eq!((topic.as_str(), partition), ("missing", None));
+        }
+        other => panic!("{other:?}"),
+    }
+    match producer.send(ProducerRecord::new("known", "v").with_partition(2)) {
+        Err(Error::UnknownTopicOrPartition { topic, partition }) => {
+            assert_eq!((topic.as_str(), partition), ("known", Some(2)));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        producer.send(ProducerRecord::new("known", "v").with_timestamp(-5)),
+        Err(Error::InvalidArgument(_))
+    ));
+    producer.flush()?;
+    for p in 0..2 {
+        assert_eq!(cluster.topic("known")?.partition(p)?.high_watermark()?, 0);
+    }
+    producer.close()?;
+    cluster.close()
+}
+
+#[derive(Debug)]
+struct OutOfRange;
+
+impl Partitioner for OutOfRange {
+    fn partition(
+        &self,
+        _topic: &str,
+        _key: Option<&[u8]>,
+        _value: Option<&[u8]>,
+        count: NonZeroU32,
+    ) -> Option<u32> {
+        Some(count.get())
+    }
+}
+
+#[test]
+fn a_custom_partition_out_of_range_is_an_invalid_argument() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = open(dir.path())?;
+    cluster.create_topic(NewTopic::new("t", 3))?;
+    let config = ProducerConfig::builder()
+        .partitioner(Arc::new(OutOfRange))
+        .build()?;
+    let producer = Producer::new(&cluster, config)?;
+    assert!(matches!(
+        producer.send(ProducerRecord::new("t", "v")),
+        Err(Error::InvalidArgument(_))
+    ));
+    producer.close()?;
+    cluster.close()
+}
+
+#[test]
+fn oversized_records_are_rejected_before_anything_is_stored() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = open(dir.path())?;
+    cluster.create_topic(
+        NewTopic::new("small", 1).config(TopicConfig::new().max_message_bytes(500)),
+    )?;
+    cluster.create_topic(NewTopic::new("big", 1))?;
+    let config = ProducerConfig::builder()
+        .acks(Acks::Leader)
+        .max_request_size(10_000)
+        .buffer_memory(20_000)
+        .build()?;
+    let producer = Producer::new(&cluster, config)?;
+
+    // max.request.size
+    match producer.send(ProducerRecord::new("big", vec![0_u8; 10_000])) {
+        Err(Error::RecordTooLarge { size, max, limit }) => {
+            assert_eq!((max, limit), (10_000, "max.request.size"));
+            assert!(size > 10_000);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The topic's max.message.bytes
+    let err = producer
+        .send(ProducerRecord::new("small", vec![0_u8; 500]))
+        .expect_err("over max.message.bytes");
+    assert!(err.to_string().contains("max.message.bytes"), "{err}");
+    assert!(matches!(
+        err,
+        Error::RecordTooLarge {
+            max: 500,
+            limit: "max.message.bytes",
+            ..
+        }
+    ));
+    // Records under the limits go through.
+    let ok = producer.send(ProducerRecord::new("small", vec![0_u8; 400]))?;
+    let big = producer.send(ProducerRecord::new("big", vec![0_u8; 9_000]))?;
+    producer.flush()?;
+    assert_eq!(ok.wait()?.offset(), Some(0));
+    assert_eq!(big.wait()?.offset(), Some(0));
+    assert_eq!(records(&cluster, "small", 0)?.len(), 1);
+    assert_eq!(records(&cluster, "big", 0)?.len(), 1);
+    producer.close()?;
+
+    // buffer.memory smaller than max.request.size
+    let config = ProducerConfig::builder().buffer_memory(1_000).build()?;
+    let producer = Producer::new(&cluster, config)?;
+    assert!(matches!(
+        producer.send(ProducerRecord::new("big", vec![0_u8; 2_000])),
+        Err(Error::RecordTooLarge {
+            max: 1_000,
+            limit: "buffer.memory",
+            ..
+        })
+    ));
+    producer.close()?;
+    assert_eq!(records(&cluster, "big", 0)?.len(), 1, "nothing more stored");
+    cluster.close()
+}
+
+/// A manual clock that reports every `subscribe` call, so a test knows
+/// when a `send` has started to wait.
+#[derive(Debug)]
+struct SignallingClock {
+    inner: ManualClock,
+    subscribed: Sender<()>,
+}
+
+impl Clock for SignallingClock {
+    fn now_ms(&self) -> i64 {
+        self.inner.now_ms()
+    }
+    fn wait_hint(&self, deadline_ms: i64) -> Option<Duration> {
+        self.inner.wait_hint(deadline_ms)
+    }
+    fn subscribe(&self) -> Receiver<()> {
+        let _ = self.subscribed.send(());
+        self.inner.subscribe()
+    }
+}
+
+#[test]
+fn a_full_buffer_blocks_send_until_max_block_ms_then_fails() -> Result<()> {
+    const MAX_BLOCK: u64 = 2_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manual = ManualClock::new(T0);
+    let (subscribed, subscriptions) = crossbeam_channel::unbounded();
+    let clock = Arc::new(SignallingClock {
+        inner: manual.clone(),
+        subscribed,
+    });
+    let cluster =
+        logbus::Cluster::open(dir.path(), ClusterConfig::builder().clock(clock).build()?)?;
+    cluster.create_topic(NewTopic::new("t", 1))?;
+    let config = ProducerConfig::builder()
+        .acks(Acks::Leader)
+        .linger_ms(3_600_000)
+        .buffer_memory(4_000)
+        .max_block_ms(MAX_BLOCK)
+        .build()?;
+    let producer = Producer::new(&cluster, config)?;
+
+    // Stall the sender thread inside a callback, so nothing drains.
+    let (entered_tx, entered) = crossbeam_channel::bounded(1);
+    let (release, release_rx) = crossbeam_channel::bounded::<()>(1);
+    producer.send_with_callback(ProducerRecord::new("t", "first"), move |r| {
+        assert!(r.is_ok());
+        entered_tx.send(()).expect("test alive");
+        release_rx.recv().expect("test alive");
+    })?;
+    manual.advance_ms(3_600_000); // the first record's linger passes
+    entered.recv().expect("callback entered");
+    // Everything subscribed so far (logs, the producer) is not a blocked send.
+    while subscriptions.try_recv().is_ok() {}
+
+    let filler = producer.clone();
+    let sending = std::thread::spawn(move || {
+        let mut accepted = Vec::new();
+        for _ in 0..20 {
+            match filler.send(ProducerRecord::new("t", vec![b'f'; 500])) {
+                Ok(handle) => accepted.push(handle),
+                Err(e) => return (accepted, Some(e)),
+            }
+        }
+        (accepted, None)
+    });
+    // A send blocked: it subscribed to the clock. Move past max.block.ms.
+    subscriptions.recv().expect("a send waits for room");
+    manual.advance_ms(MAX_BLOCK as i64);
+    let (accepted, error) = sending.join().expect("sending thread");
+    let error = error.expect("the buffer filled up");
+    assert!(error.is_retriable());
+    match error {
+        Error::BufferExhausted {
+            buffer_memory,
+            waited_ms,
+        } => {
+            assert_eq!(buffer_memory, 4_000);
+            assert_eq!(waited_ms, MAX_BLOCK);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !accepted.is_empty() && accepted.len() < 8,
+        "{}",
+        accepted.len()
+    );
+
+    // Let the sender go: everything accepted is delivered.
+    release.send(()).expect("callback waiting");
+    producer.flush()?;
+    for handle in accepted.iter() {
+        assert!(handle.is_done());
+    }
+    let n = accepted.len();
+    for handle in accepted {
+        handle.wait()?;
+    }
+    assert_eq!(records(&cluster, "t", 0)?.len(), 1 + n);
+    producer.close()?;
+    cluster.close()
+}
+
+#[test]
+fn max_block_ms_zero_fails_at_once_when_full() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    let cluster = open_with_clock(dir.path(), &clock)?;
+    cluster.create_topic(NewTopic::new("t", 1))?;
+    let config = ProducerConfig::builder()
+        .linger_ms(3_600_000)
+        .buffer_memory(1_000)
+        .max_block_ms(0)
+        .build()?;
+    let producer = Producer::new(&cluster, config)?;
+    let (entered_tx, entered) = crossbeam_channel::bounded(1);
+    let (release, release_rx) = crossbeam_channel::bounded::<()>(1);
+    producer.send_with_callback(ProducerRecord::new("t", vec![0_u8; 600]), move |_| {
+        entered_tx.send(()).expect("test alive");
+        release_rx.recv().expect("test alive");
+    })?;
+    clock.advance_ms(3_600_000);
+    entered.recv().expect("callback entered");
+    assert!(matches!(
+        producer.send(ProducerRecord::new("t", vec![0_u8; 600])),
+        Err(Error::BufferExhausted { waited_ms: 0, .. })
+    ));
+    release.send(()).expect("callback waiting");
+    producer.close()?;
+    assert_eq!(records(&cluster, "t", 0)?.len(), 1);
+    cluster.close()
+}
+
+#[test]
+fn a_topic_deleted_with_records_pending_fails_them_through_handles_and_callbacks() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    let cluster = open_with_clock(dir.path(), &clock)?;
+    cluster.create_topic(NewTopic::new("t", 2))?;
+    let producer = Producer::new(&cluster, lingering())?;
+    let handles: Vec<_> = (0..10_u32)
+        .map(|i| producer.send(ProducerRecord::new("t", "v").with_partition(i % 2)))
+        .collect::<Result<_>>()?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    for _ in 0..3 {
+        let tx = tx.clone();
+        producer.send_with_callback(
+            ProducerRecord::new("t", "cb").with_partition(0),
+            move |r| {
+                tx.send(r).expect("test alive");
+            },
+        )?;
+    }
+    drop(tx);
+    cluster.delete_topic("t")?;
+    producer.flush()?;
+    // One failed batch, an error for every record.
+    for handle in handles {
+        let p = handle.partition();
+        match handle.wait() {
+            Err(Error::UnknownTopicOrPartition { topic, partition }) => {
+                assert_eq!((topic.as_str(), partition), ("t", Some(p)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let called: Vec<_> = rx.iter().collect();
+    assert_eq!(called.len(), 3, "each callback once");
+    assert!(
+        called
+            .iter()
+            .all(|r| matches!(r, Err(Error::UnknownTopicOrPartition { .. })))
+    );
+    // Later sends are rejected by send itself...
+    assert!(matches!(
+        producer.send(ProducerRecord::new("t", "v")),
+        Err(Error::UnknownTopicOrPartition {
+            partition: None,
+            ..
+        })
+    ));
+    // ...until a topic of that name exists again: a new, empty topic.
+    cluster.create_topic(NewTopic::new("t", 1))?;
+    let m = producer.send(ProducerRecord::new("t", "again"))?;
+    producer.flush()?;
+    assert_eq!(m.wait()?.offset(), Some(0));
+    producer.close()?;
+    cluster.close()
+}
+
+#[test]
+fn deleting_a_topic_while_a_thread_sends_to_it_never_panics_or_hangs() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = open(dir.path())?;
+    cluster.create_topic(NewTopic::new("doomed", 2))?;
+    let config = ProducerConfig::builder()
+        .acks(Acks::Leader)
+        .linger_ms(0)
+        .batch_size(1_000)
+        .build()?;
+    let producer = Producer::new(&cluster, config)?;
+    let (started_tx, started) = crossbeam_channel::bounded(1);
+    let sender = producer.clone();
+    let thread = std::thread::spawn(move || {
+        let mut handles = Vec::new();
+        let mut started_tx = Some(started_tx);
+        loop {
+            match sender.send(ProducerRecord::new("doomed", vec![1_u8; 64])) {
+                Ok(handle) => handles.push(handle),
+                Err(Error::UnknownTopicOrPartition { .. }) => return handles,
+                Err(other) => panic!("unexpected send error: {other}"),
+            }
+            if handles.len() == 1_000
+                && let Some(tx) = started_tx.take()
+            {
+                // The first thousand are appended before the delete.
+                sender.flush().expect("flush");
+                tx.send(()).expect("test alive");
+            }
+        }
+    });
+    started.recv().expect("sending");
+    cluster.delete_topic("doomed")?;
+    let handles = thread.join().expect("no panic in the sending thread");
+    let (mut ok, mut failed) = (0, 0);
+    for handle in handles {
+        match handle.wait() {
+            Ok(_) => ok += 1,
+            Err(Error::UnknownTopicOrPartition { .. }) => failed += 1,
+            Err(other) => panic!("unexpected append error: {other}"),
+        }
+    }
+    assert!(ok >= 1_000, "{ok} appended before the delete");
+    let _ = failed; // how many depends on timing; each got an answer
+    producer.close()?;
+    cluster.close()
+}
+
+#[test]
+fn a_closed_cluster_fails_pending_records_and_later_sends() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    let cluster = open_with_clock(dir.path(), &clock)?;
+    cluster.create_topic(NewTopic::new("t", 1))?;
+    let producer = Producer::new(&cluster, lingering())?;
+    let pending = producer.send(ProducerRecord::new("t", "v"))?;
+    cluster.close()?;
+    producer.flush()?;
+    assert!(matches!(pending.wait(), Err(Error::Closed("cluster"))));
+    assert!(matches!(
+        producer.send(ProducerRecord::new("t", "v")),
+        Err(Error::Closed("cluster"))
+    ));
+    assert!(matches!(
+        Producer::new(&cluster, lingering()),
+        Err(Error::Closed("cluster"))
+    ));
+    producer.close()
+}
+
+#[test]
+fn wait_timeout_follows_the_clusters_clock() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    let cluster = open_with_clock(dir.path(), &clock)?;
+    cluster.create_topic(NewTopic::new("t", 1))?;
+    let producer = Producer::new(&cluster, lingering())?;
+    let pending = producer.send(ProducerRecord::new("t", "v"))?;
+    // A zero timeout on a manual clock: the deadline has passed at once.
+    assert!(pending.wait_timeout(Duration::ZERO).is_none());
+    producer.flush()?;
+    let m = pending
+        .wait_timeout(Duration::from_secs(1))
+        .expect("done")?;
+    assert_eq!(m.offset(), Some(0));
+    producer.close()?;
+    cluster.close()
+}
