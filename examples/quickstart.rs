@@ -1,20 +1,23 @@
-//! Quickstart: write keyed records to a partition log and read them back.
+//! Quickstart: create a topic, produce keyed records, consume them back.
 //!
 //! ```text
 //! cargo run --release --example quickstart [DIR]
 //! ```
 //!
 //! Writes into `DIR` (default: a fresh temporary directory, whose path is
-//! printed) and leaves the data there, so you can look at the segment files
-//! or run it again to append more.
+//! printed) and leaves the data there: `DIR/broker-0/orders-*/` hold Kafka
+//! segment files. Run it again on the same directory to append more.
 
 #![allow(clippy::print_stdout, reason = "an example prints its results")]
 
 use std::error::Error;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use logbus::format::{BatchBuilder, Header};
-use logbus::{Compression, FlushPolicy, Log, LogConfig};
+use logbus::{
+    Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, TopicConfig, TopicPartition,
+};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let dir = match std::env::args_os().nth(1) {
@@ -26,69 +29,93 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     println!("data directory: {}", dir.display());
 
-    let config = LogConfig::builder()
-        .segment_bytes(1024 * 1024)
-        .flush(FlushPolicy::EveryAppend)
-        .build()?;
-    let log = Log::builder(dir.join("orders-0")).config(config).open()?;
-    let start = log.log_end_offset();
-
-    // One batch per "request", as a producer would send them.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64;
-    for order in 0..3 {
-        let key = format!("order-{order}");
-        let mut batch = BatchBuilder::new(Compression::Lz4);
-        for (i, event) in ["created", "paid", "shipped"].iter().enumerate() {
-            let headers = [Header::new("source", Some(b"quickstart"))];
-            batch.append(
-                now + i as i64,
-                Some(key.as_bytes()),
-                Some(event.as_bytes()),
-                &headers,
-            );
+    // One in-process cluster per directory; topics persist across runs.
+    let cluster = Cluster::open(&dir, ClusterConfig::default())?;
+    let topic = match cluster.topic("orders") {
+        Ok(topic) => topic,
+        Err(_) => {
+            let config = TopicConfig::new().retention_ms(Some(7 * 24 * 3600 * 1000));
+            cluster.create_topic(NewTopic::new("orders", 3).config(config))?
         }
-        let mut bytes = batch.build()?.to_vec();
-        let info = log.append(&mut bytes, 0)?;
+    };
+    let start: Vec<u64> = topic
+        .partitions()?
+        .iter()
+        .map(|p| p.log_end_offset())
+        .collect::<Result<_, _>>()?;
+
+    // Records with the same key land on the same partition (Kafka's murmur2).
+    let producer = Producer::new(
+        &cluster,
+        ProducerConfig::builder()
+            .compression(Compression::Lz4)
+            .build()?,
+    )?;
+    let mut sent = Vec::new();
+    for (customer, event) in [
+        ("alice", "order created"),
+        ("bob", "order created"),
+        ("alice", "order paid"),
+        ("carol", "order created"),
+        ("bob", "order cancelled"),
+        ("alice", "order shipped"),
+    ] {
+        let record = ProducerRecord::new("orders", event)
+            .with_key(customer)
+            .with_header("source", "quickstart");
+        sent.push(producer.send(record)?);
+    }
+    for handle in sent {
+        let meta = handle.wait()?;
         println!(
-            "appended {key}: offsets {}..={}",
-            info.first_offset(),
-            info.last_offset()
+            "produced to {}-{} at offset {}",
+            meta.topic(),
+            meta.partition(),
+            meta.offset().unwrap_or_default()
         );
     }
+    producer.close()?;
 
-    // Read back everything this run appended.
-    let mut next = start;
-    while next < log.log_end_offset() {
-        let read = log.read(next, 1024 * 1024)?;
-        for batch in read.batches() {
-            let batch = batch?;
-            for record in batch.records()? {
-                let record = record?;
-                if (record.offset() as u64) < next {
-                    continue;
-                }
-                let text =
-                    |b: Option<&bytes::Bytes>| b.map(|b| String::from_utf8_lossy(b).into_owned());
-                println!(
-                    "offset {:>3}  timestamp {}  key {:?}  value {:?}",
-                    record.offset(),
-                    record.timestamp(),
-                    text(record.key()).unwrap_or_default(),
-                    text(record.value()).unwrap_or_default(),
-                );
-            }
-            next = batch.header().next_offset() as u64;
+    // A consumer assigned every partition reads this run's records back.
+    let mut consumer = Consumer::new(
+        &cluster,
+        ConsumerConfig::builder()
+            .auto_offset_reset(OffsetReset::Earliest)
+            .build()?,
+    )?;
+    let partitions: Vec<TopicPartition> = (0..topic.partition_count())
+        .map(|p| TopicPartition::new("orders", p))
+        .collect();
+    consumer.assign(&partitions)?;
+    for (tp, offset) in partitions.iter().zip(&start) {
+        consumer.seek(tp, *offset)?;
+    }
+    let mut received = 0;
+    while received < 6 {
+        let records = consumer.poll(Duration::from_secs(5))?;
+        if records.is_empty() {
+            return Err("no records arrived within 5 s".into());
+        }
+        for record in &records {
+            received += 1;
+            let key = record
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned());
+            let value = record
+                .value()
+                .map(|v| String::from_utf8_lossy(v).into_owned());
+            println!(
+                "consumed {}-{}@{}: {} = {}",
+                record.topic(),
+                record.partition(),
+                record.offset(),
+                key.unwrap_or_default(),
+                value.unwrap_or_default()
+            );
         }
     }
-    println!(
-        "log: start offset {}, end offset {}, {} segment(s), {} bytes",
-        log.log_start_offset(),
-        log.log_end_offset(),
-        log.segment_count(),
-        log.size_bytes()
-    );
-    log.close()?;
+    drop(consumer);
+    cluster.close()?;
+    println!("done; the data is in {}", dir.display());
     Ok(())
 }

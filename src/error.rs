@@ -325,6 +325,17 @@ impl Error {
                 topic: topic.clone(),
                 partition: *partition,
             },
+            Error::CorruptRecord {
+                topic,
+                partition,
+                offset,
+                cause,
+            } => Error::CorruptRecord {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: *offset,
+                cause: cause.clone(),
+            },
             Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
             Error::IllegalState(m) => Error::IllegalState(m.clone()),
             Error::Internal(m) => Error::Internal(m.clone()),

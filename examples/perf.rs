@@ -1,0 +1,327 @@
+//! A producer/consumer performance tool in the spirit of Kafka's
+//! `kafka-producer-perf-test` and `kafka-consumer-perf-test`.
+//!
+//! ```sh
+//! cargo run --release --example perf -- produce --dir D --topic T --partitions P \
+//!     --records N --record-size S --acks A [--linger-ms L] [--batch-size B] [--compression C]
+//! cargo run --release --example perf -- consume --dir D --topic T --records N
+//! ```
+//!
+//! Progress goes to stderr; the result is one JSON line on stdout with
+//! `records`, `bytes`, `seconds`, `records_per_sec`, `mb_per_sec`,
+//! `peak_rss_mb`, for `produce` the send-to-acknowledgement latency
+//! percentiles `p50_us`, `p99_us`, `p999_us` (of every 16th record), and a
+//! `baseline_mb_per_sec` with the `ratio` to it: the same number of bytes
+//! written (produce) or read (consume) with plain file I/O in the same run,
+//! because shared machines are noisy and only ratios compare.
+
+#![allow(clippy::print_stdout, reason = "the tool prints its result")]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use logbus::{
+    Acks, Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, NewTopic, OffsetReset,
+    Producer, ProducerConfig, ProducerRecord, TopicPartition,
+};
+
+const MB: f64 = 1024.0 * 1024.0;
+const LATENCY_SAMPLE: u64 = 16;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("perf: {e}");
+            eprintln!(
+                "usage: perf produce --dir D --topic T --partitions P --records N --record-size S \
+                 --acks 0|1|all [--linger-ms L] [--batch-size B] [--compression none|gzip|snappy|lz4|zstd]\n       \
+                 perf consume --dir D --topic T --records N"
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Error = Box<dyn std::error::Error>;
+
+struct Flags(HashMap<String, String>);
+
+impl Flags {
+    fn parse(args: &[String]) -> Result<Flags, Error> {
+        let mut map = HashMap::new();
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            let name = flag
+                .strip_prefix("--")
+                .ok_or_else(|| format!("expected a --flag, got {flag:?}"))?;
+            let value = it.next().ok_or_else(|| format!("--{name} needs a value"))?;
+            map.insert(name.to_string(), value.clone());
+        }
+        Ok(Flags(map))
+    }
+
+    fn get(&self, name: &str) -> Result<&str, Error> {
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .ok_or_else(|| format!("--{name} is required").into())
+    }
+
+    fn num<T: std::str::FromStr>(&self, name: &str, default: Option<T>) -> Result<T, Error> {
+        match (self.0.get(name), default) {
+            (Some(v), _) => v
+                .parse()
+                .map_err(|_| format!("--{name}: not a number: {v}").into()),
+            (None, Some(d)) => Ok(d),
+            (None, None) => Err(format!("--{name} is required").into()),
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<String, Error> {
+    let (command, rest) = args.split_first().ok_or("a command is required")?;
+    let flags = Flags::parse(rest)?;
+    match command.as_str() {
+        "produce" => produce(&flags),
+        "consume" => consume(&flags),
+        other => Err(format!("unknown command {other:?}").into()),
+    }
+}
+
+/// Peak resident set size in MiB (Linux `VmHWM`), 0 where unknown.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Seconds to write `total` bytes to a fresh file in `dir` in 1 MiB writes.
+fn baseline_write(dir: &Path, total: u64) -> Result<f64, Error> {
+    let path = dir.join("perf-baseline.tmp");
+    let chunk = vec![0x5au8; 1 << 20];
+    let start = Instant::now();
+    let mut file = std::fs::File::create(&path)?;
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        file.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    drop(file);
+    let seconds = start.elapsed().as_secs_f64();
+    std::fs::remove_file(&path)?;
+    Ok(seconds)
+}
+
+/// Seconds to read every `.log` file of the topic's partitions.
+fn baseline_read(files: &[PathBuf]) -> Result<(f64, u64), Error> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    let start = Instant::now();
+    for path in files {
+        let mut file = std::fs::File::open(path)?;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+    }
+    Ok((start.elapsed().as_secs_f64(), total))
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn compression(name: &str) -> Result<Compression, Error> {
+    Ok(match name {
+        "none" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        other => return Err(format!("unknown compression {other:?}").into()),
+    })
+}
+
+fn produce(flags: &Flags) -> Result<String, Error> {
+    let dir = PathBuf::from(flags.get("dir")?);
+    let topic = flags.get("topic")?.to_string();
+    let partitions: u32 = flags.num("partitions", Some(1))?;
+    let records: u64 = flags.num("records", None)?;
+    let size: usize = flags.num("record-size", None)?;
+    let acks = match flags.get("acks").unwrap_or("1") {
+        "0" => Acks::None,
+        "1" => Acks::Leader,
+        "all" | "-1" => Acks::All,
+        other => return Err(format!("--acks: expected 0, 1 or all, got {other}").into()),
+    };
+    let mut config = ProducerConfig::builder().acks(acks);
+    if let Some(linger) = flags.0.get("linger-ms") {
+        config = config.linger_ms(linger.parse()?);
+    }
+    if let Some(batch) = flags.0.get("batch-size") {
+        config = config.batch_size(batch.parse()?);
+    }
+    if let Some(codec) = flags.0.get("compression") {
+        config = config.compression(compression(codec)?);
+    }
+
+    let cluster = Cluster::open(&dir, ClusterConfig::default())?;
+    if cluster.topic(&topic).is_err() {
+        cluster.create_topic(NewTopic::new(&topic, partitions))?;
+    }
+    let producer = Producer::new(&cluster, config.build()?)?;
+    // A `&'static str` topic makes each record's topic a borrow, not a copy.
+    let topic_name: &'static str = Box::leak(topic.clone().into_boxed_str());
+    // One value, shared: the tool measures logbus, not the allocator.
+    let value = bytes::Bytes::from(
+        (0..size)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let latencies: Arc<Vec<AtomicU64>> = Arc::new(
+        (0..records.div_ceil(LATENCY_SAMPLE))
+            .map(|_| AtomicU64::new(0))
+            .collect(),
+    );
+    eprintln!(
+        "producing {records} records of {size} bytes to {topic} in {}",
+        dir.display()
+    );
+    let start = Instant::now();
+    let mut last_report = Instant::now();
+    for i in 0..records {
+        let record = ProducerRecord::new(topic_name, value.clone());
+        if i % LATENCY_SAMPLE == 0 {
+            let sent = Instant::now();
+            let slots = latencies.clone();
+            let slot = (i / LATENCY_SAMPLE) as usize;
+            producer.send_with_callback(record, move |result| {
+                if result.is_ok() {
+                    let us = sent.elapsed().as_micros().max(1) as u64;
+                    slots[slot].store(us, Ordering::Relaxed);
+                }
+            })?;
+        } else {
+            drop(producer.send(record)?);
+        }
+        if i % 65_536 == 0 && last_report.elapsed() > Duration::from_secs(2) {
+            last_report = Instant::now();
+            let secs = start.elapsed().as_secs_f64();
+            eprintln!("  {i} records sent, {:.0} records/s", i as f64 / secs);
+        }
+    }
+    producer.flush()?;
+    let seconds = start.elapsed().as_secs_f64();
+    producer.close()?;
+    let bytes = records * size as u64;
+    let baseline = baseline_write(&dir, bytes)?;
+    cluster.close()?;
+    let mut lat: Vec<u64> = latencies
+        .iter()
+        .map(|a| a.load(Ordering::Relaxed))
+        .filter(|&v| v > 0)
+        .collect();
+    lat.sort_unstable();
+    let mb_per_sec = bytes as f64 / MB / seconds;
+    let baseline_mb = bytes as f64 / MB / baseline;
+    Ok(format!(
+        "{{\"mode\":\"produce\",\"records\":{records},\"bytes\":{bytes},\"seconds\":{seconds:.3},\
+         \"records_per_sec\":{:.0},\"mb_per_sec\":{mb_per_sec:.1},\"p50_us\":{},\"p99_us\":{},\
+         \"p999_us\":{},\"peak_rss_mb\":{:.1},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3}}}",
+        records as f64 / seconds,
+        percentile(&lat, 50.0),
+        percentile(&lat, 99.0),
+        percentile(&lat, 99.9),
+        peak_rss_mb(),
+        mb_per_sec / baseline_mb,
+    ))
+}
+
+fn consume(flags: &Flags) -> Result<String, Error> {
+    let dir = PathBuf::from(flags.get("dir")?);
+    let topic = flags.get("topic")?.to_string();
+    let records: u64 = flags.num("records", None)?;
+    let cluster = Cluster::open(&dir, ClusterConfig::default())?;
+    let handle = cluster.topic(&topic)?;
+    let partitions: Vec<TopicPartition> = (0..handle.partition_count())
+        .map(|p| TopicPartition::new(topic.as_str(), p))
+        .collect();
+    let config = ConsumerConfig::builder()
+        .auto_offset_reset(OffsetReset::Earliest)
+        .max_poll_records(10_000)
+        .build()?;
+    let mut consumer = Consumer::new(&cluster, config)?;
+    consumer.assign(&partitions)?;
+    eprintln!(
+        "consuming {records} records from {topic} in {}",
+        dir.display()
+    );
+    let start = Instant::now();
+    let mut count = 0u64;
+    let mut bytes = 0u64;
+    let mut last_report = Instant::now();
+    while count < records {
+        let polled = consumer.poll(Duration::from_secs(5))?;
+        if polled.is_empty() {
+            return Err(format!("only {count} records after waiting 5 s").into());
+        }
+        for record in &polled {
+            count += 1;
+            bytes += record.value().map_or(0, |v| v.len() as u64)
+                + record.key().map_or(0, |k| k.len() as u64);
+        }
+        if last_report.elapsed() > Duration::from_secs(2) {
+            last_report = Instant::now();
+            eprintln!("  {count} records consumed");
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    drop(consumer);
+    let files: Vec<PathBuf> = (0..handle.partition_count())
+        .flat_map(|p| {
+            let pdir = dir.join("broker-0").join(format!("{topic}-{p}"));
+            std::fs::read_dir(pdir)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        })
+        .collect();
+    drop(handle);
+    cluster.close()?;
+    let (baseline, file_bytes) = baseline_read(&files)?;
+    let mb_per_sec = file_bytes as f64 / MB / seconds;
+    let baseline_mb = file_bytes as f64 / MB / baseline;
+    Ok(format!(
+        "{{\"mode\":\"consume\",\"records\":{count},\"bytes\":{bytes},\"seconds\":{seconds:.3},\
+         \"records_per_sec\":{:.0},\"mb_per_sec\":{:.1},\"peak_rss_mb\":{:.1},\
+         \"log_bytes\":{file_bytes},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3}}}",
+        count as f64 / seconds,
+        bytes as f64 / MB / seconds,
+        peak_rss_mb(),
+        mb_per_sec / baseline_mb,
+    ))
+}
