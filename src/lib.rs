@@ -4,14 +4,53 @@
 //! format, inside your process, behind a synchronous API: no broker, no
 //! sockets, no ZooKeeper.
 //!
-//! This release provides the storage engine every later layer stands on: the
-//! partition [`Log`] (segments of Kafka v2 record batches with their offset
-//! and time indexes, crash recovery, retention, durability policies) and the
-//! [`format`](mod@format) module (record batches, byte for byte as Kafka writes them,
-//! with gzip, snappy, lz4 and zstd compression). Producers, consumers and
-//! topics build on it next.
+//! A [`Cluster`] is one directory holding Kafka's layout: a metadata log
+//! with the topic registry and a broker data directory with one partition
+//! log per topic partition. [`Producer`] and [`Consumer`] work as Kafka's
+//! clients do, in-process: keyed partitioning identical to Kafka's Java
+//! client, batching with `linger.ms`, compression, blocking `poll` woken by
+//! appends, seeks, `offsetsForTimes`. Below them, [`Partition`] and [`Log`]
+//! give raw access to record batches, and [`format`](mod@format) builds and
+//! decodes them byte for byte as Kafka does.
 //!
 //! # Quickstart
+//!
+//! ```
+//! use std::time::Duration;
+//! use logbus::{
+//!     Cluster, ClusterConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer,
+//!     ProducerConfig, ProducerRecord, TopicPartition,
+//! };
+//!
+//! let dir = tempfile::tempdir()?; // any directory; the cluster creates it
+//! let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+//! cluster.create_topic(NewTopic::new("orders", 3))?;
+//!
+//! // Records with the same key go to the same partition (murmur2, as Kafka).
+//! let producer = Producer::new(&cluster, ProducerConfig::default())?;
+//! let sent = producer.send(ProducerRecord::new("orders", "created").with_key("order-1"))?;
+//! let metadata = sent.wait()?; // appended: offset assigned
+//! producer.send(ProducerRecord::new("orders", "paid").with_key("order-1"))?;
+//! producer.flush()?;
+//!
+//! let mut consumer = Consumer::new(
+//!     &cluster,
+//!     ConsumerConfig::builder().auto_offset_reset(OffsetReset::Earliest).build()?,
+//! )?;
+//! consumer.assign(&[TopicPartition::new("orders", metadata.partition())])?;
+//! let records = consumer.poll(Duration::from_secs(1))?; // blocks until data
+//! let values: Vec<_> = records.iter().map(|r| r.value().unwrap().clone()).collect();
+//! assert_eq!(values, ["created", "paid"]);
+//!
+//! // Everything persists: topics, configs and offsets survive a reopen.
+//! drop((producer, consumer));
+//! cluster.close()?;
+//! let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+//! assert_eq!(cluster.list_topics(), ["orders"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Below the clients, a single partition [`Log`] can be used on its own:
 //!
 //! ```
 //! use logbus::format::BatchBuilder;
@@ -24,24 +63,14 @@
 //!     .build()?;
 //! let log = Log::builder(dir.path().join("orders-0")).config(config).open()?;
 //!
-//! // Producers send record batches; the log assigns the offsets.
 //! let mut batch = BatchBuilder::new(Compression::Lz4);
 //! batch.append(1_700_000_000_000, Some(b"order-1"), Some(b"created"), &[]);
 //! batch.append(1_700_000_000_001, Some(b"order-1"), Some(b"paid"), &[]);
 //! let mut bytes = batch.build()?.to_vec();
 //! let appended = log.append(&mut bytes, 0)?;
 //! assert_eq!((appended.first_offset(), appended.last_offset()), (0, 1));
-//!
-//! // Consumers read whole batches from an offset; values are zero-copy views.
-//! let read = log.read(0, 1024 * 1024)?;
-//! for batch in read.batches() {
-//!     for record in batch?.records()? {
-//!         let record = record?;
-//!         println!("{} {:?}", record.offset(), record.value());
-//!     }
-//! }
-//!
-//! // Find records by time, as Kafka's offsetsForTimes does.
+//! let read = log.read(0, 1024 * 1024)?; // whole batches, zero-copy
+//! assert_eq!(read.batches().count(), 1);
 //! let found = log.offset_for_timestamp(1_700_000_000_001)?;
 //! assert_eq!(found.map(|t| t.offset), Some(1));
 //! log.close()?;
@@ -52,8 +81,11 @@
 //!
 //! - **Format**: segments are Kafka's `.log`/`.index`/`.timeindex` files;
 //!   see `docs/format.md` in the repository.
-//! - **Durability**: what an acknowledged append survives depends on the
-//!   [`FlushPolicy`]; see the README's durability section.
+//! - **Durability**: what an acknowledged record survives depends on the
+//!   topic's [`FlushPolicy`] (`flush.messages` / `flush.ms`); see the
+//!   README's durability section.
+//! - **Threads**: [`Cluster`] and [`Producer`] are `Send + Sync` and cheap
+//!   to clone; a [`Consumer`] is used from one thread at a time, as Kafka's.
 //! - **Recovery**: a torn tail of the last segment is cut and reported in
 //!   [`Log::recovery_report`]; any other damage is an [`Error::Corrupt`],
 //!   never cut silently.
