@@ -254,6 +254,16 @@ impl Registry {
         Ok(())
     }
 
+    /// The topic named `name`.
+    pub(crate) fn topic(&self, name: &str) -> Result<&TopicMeta> {
+        self.topics
+            .get(name)
+            .ok_or_else(|| Error::UnknownTopicOrPartition {
+                topic: name.to_string(),
+                partition: None,
+            })
+    }
+
     fn topic_mut(&mut self, id: &Uuid) -> std::result::Result<&mut TopicMeta, String> {
         let name = self
             .names

@@ -419,12 +419,7 @@ impl ClusterInner {
         let mut controller = self.controller.lock();
         let Controller { metadata, registry } = &mut *controller;
         let metadata = metadata.as_ref().ok_or(Error::Closed("cluster"))?;
-        let Some(meta) = registry.topics.get(name) else {
-            return Err(Error::UnknownTopicOrPartition {
-                topic: name.to_string(),
-                partition: None,
-            });
-        };
+        let meta = registry.topic(name)?;
         let id = meta.id;
         metadata.commit(registry, &[MetadataRecord::RemoveTopic { topic_id: id }])?;
         let state = self.topics.write().remove(name);
@@ -453,12 +448,7 @@ impl ClusterInner {
         let mut controller = self.controller.lock();
         let Controller { metadata, registry } = &mut *controller;
         let metadata = metadata.as_ref().ok_or(Error::Closed("cluster"))?;
-        let Some(meta) = registry.topics.get(name) else {
-            return Err(Error::UnknownTopicOrPartition {
-                topic: name.to_string(),
-                partition: None,
-            });
-        };
+        let meta = registry.topic(name)?;
         let (id, current) = (meta.id, meta.partitions);
         if total <= current {
             return Err(Error::InvalidPartitions {
