@@ -12,8 +12,10 @@
 mod broker;
 mod checkpointer;
 mod config;
+mod coordinator;
 mod handles;
 mod metadata;
+mod offsets;
 mod topic_config;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,9 +31,11 @@ use crate::config::LogConfig;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::replica::Replica;
 use crate::storage::{DirLock, OpenMode, Storage, write_atomic};
+use crate::types::TopicPartition;
 
 pub use config::{ClusterConfig, ClusterConfigBuilder};
 pub use handles::{NewTopic, Partition, PartitionDescription, Topic, TopicDescription};
+pub use offsets::OffsetAndMetadata;
 pub use topic_config::{CleanupPolicy, MAX_TOPIC_NAME_LEN, TopicConfig};
 
 use broker::Broker;
@@ -83,6 +87,7 @@ pub(crate) struct ClusterInner {
     closed: AtomicBool,
     lock: Mutex<Option<DirLock>>,
     checkpointer: Mutex<Option<Checkpointer>>,
+    offsets: coordinator::OffsetStore,
     /// Periodic checkpoints written so far, for tests to wait on.
     checkpoints: (Mutex<u64>, parking_lot::Condvar),
 }
@@ -179,6 +184,7 @@ impl Cluster {
             closed: AtomicBool::new(false),
             lock: Mutex::new(Some(lock)),
             checkpointer: Mutex::new(None),
+            offsets: coordinator::OffsetStore::default(),
             checkpoints: (Mutex::new(0), parking_lot::Condvar::new()),
             config,
         };
@@ -187,6 +193,7 @@ impl Cluster {
             let state = inner.open_topic(&meta.name, meta.id, overrides, meta.partitions)?;
             inner.topics.write().insert(meta.name.clone(), state);
         }
+        inner.load_offsets()?;
         let inner = Arc::new(inner);
         let interval = inner.config.checkpoint_interval_ms;
         *inner.checkpointer.lock() = Some(Checkpointer::spawn(Arc::downgrade(&inner), interval)?);
@@ -278,6 +285,65 @@ impl Cluster {
     /// [`Error::UnknownTopicOrPartition`] if there is no such topic.
     pub fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
         self.topic(name)?.describe()
+    }
+
+    /// Sets committed offsets of consumer group `group` (Kafka's
+    /// `alterConsumerGroupOffsets`): the group's consumers resume from them.
+    /// The commit is one record batch in `__consumer_offsets` (created on
+    /// first use, 50 partitions), so it is applied whole or not at all; it
+    /// is as durable as that topic's flush policy (page cache by default).
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use logbus::{Cluster, ClusterConfig, NewTopic, OffsetAndMetadata, TopicPartition};
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    /// cluster.create_topic(NewTopic::new("orders", 2))?;
+    /// let tp = TopicPartition::new("orders", 1);
+    /// let offsets = BTreeMap::from([(tp.clone(), OffsetAndMetadata::new(42))]);
+    /// cluster.alter_group_offsets("billing", &offsets)?;
+    /// assert_eq!(cluster.list_group_offsets("billing")?[&tp].offset, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty group id or over-long
+    /// strings; [`Error::UnknownTopicOrPartition`] for a partition that does
+    /// not exist; nothing is committed then.
+    pub fn alter_group_offsets(
+        &self,
+        group: &str,
+        offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+    ) -> Result<()> {
+        self.inner.commit_offsets(group, offsets)
+    }
+
+    /// Every committed offset of `group` (Kafka's
+    /// `listConsumerGroupOffsets`); empty for an unknown group.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty group id.
+    pub fn list_group_offsets(
+        &self,
+        group: &str,
+    ) -> Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
+        self.inner.group_offsets(group)
+    }
+
+    /// Groups that have committed offsets, sorted.
+    #[must_use]
+    pub fn list_groups(&self) -> Vec<String> {
+        self.inner.groups()
+    }
+
+    /// Deletes `group`'s committed offsets (tombstones in
+    /// `__consumer_offsets`); returns how many were removed.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty group id.
+    pub fn delete_group(&self, group: &str) -> Result<usize> {
+        self.inner.check_open()?;
+        self.inner.delete_offsets(group, None)
     }
 
     /// Closes the cluster for every clone and handle: later calls return
@@ -436,10 +502,18 @@ impl ClusterInner {
                 }
             }
         }
-        let written = self.broker.write_checkpoints();
+        if let Err(e) = self.broker.write_checkpoints() {
+            first_error.get_or_insert(e);
+        }
+        // A re-created topic must not inherit its predecessor's commits.
+        for group in self.groups_with_offsets_for(name) {
+            if let Err(e) = self.delete_offsets(&group, Some(name)) {
+                first_error.get_or_insert(e);
+            }
+        }
         match first_error {
             Some(e) => Err(e),
-            None => written,
+            None => Ok(()),
         }
     }
 

@@ -1,0 +1,258 @@
+//! The group coordinator's offset store: committed offsets kept in memory
+//! and persisted as records of `__consumer_offsets` (see [`super::offsets`]).
+//!
+//! The internal topic is created on the first commit (as Kafka creates it
+//! on the first `FindCoordinator`), with 50 partitions; each group's
+//! commits go to one partition, one batch per commit call, so a commit of
+//! several partitions is applied whole or not at all after a crash. On
+//! open, the cluster replays every partition of the topic.
+//!
+//! ## Locks
+//! `offsets` is taken after the cluster's topic table (never before it) and
+//! held across the append of a commit, so commits of one cluster are
+//! applied to the log and to memory in the same order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::cluster::offsets::{
+    MAX_STRING, OFFSETS_PARTITIONS, OFFSETS_TOPIC, OffsetAndMetadata, OffsetsKey, decode_key,
+    decode_value, encode_key, encode_value, partition_for_group,
+};
+use crate::cluster::{ClusterInner, NewTopic, TopicConfig, TopicState};
+use crate::error::{CorruptionKind, Error, Result};
+use crate::format::BatchBuilder;
+use crate::types::{Compression, TopicPartition};
+
+type GroupOffsets = BTreeMap<TopicPartition, OffsetAndMetadata>;
+
+/// Committed offsets of every group.
+#[derive(Debug, Default)]
+pub(crate) struct OffsetStore {
+    groups: Mutex<HashMap<String, GroupOffsets>>,
+}
+
+/// The configs of `__consumer_offsets` (Kafka's `offsets.topic.*`
+/// defaults): 100 MiB segments, kept until replaced.
+pub(crate) fn offsets_topic_config() -> TopicConfig {
+    TopicConfig::new()
+        .segment_bytes(100 * 1024 * 1024)
+        .retention_ms(None)
+}
+
+fn check_group(group: &str) -> Result<()> {
+    if group.is_empty() {
+        return Err(Error::InvalidArgument("group.id must not be empty".into()));
+    }
+    if group.len() > MAX_STRING {
+        return Err(Error::InvalidArgument(format!(
+            "group.id is longer than {MAX_STRING} bytes"
+        )));
+    }
+    Ok(())
+}
+
+impl ClusterInner {
+    /// The `__consumer_offsets` topic, created on first use.
+    fn offsets_topic(&self) -> Result<Arc<TopicState>> {
+        match self.topic_state(OFFSETS_TOPIC) {
+            Ok(state) => Ok(state),
+            Err(Error::UnknownTopicOrPartition { .. }) => {
+                let topic =
+                    NewTopic::new(OFFSETS_TOPIC, OFFSETS_PARTITIONS).config(offsets_topic_config());
+                match self.create_topic(topic, true) {
+                    Ok(state) => Ok(state),
+                    // Another commit created it first.
+                    Err(Error::TopicAlreadyExists { .. }) => self.topic_state(OFFSETS_TOPIC),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replays `__consumer_offsets`, if it exists, into the offset store.
+    pub(crate) fn load_offsets(&self) -> Result<()> {
+        let Ok(topic) = self.topic_state(OFFSETS_TOPIC) else {
+            return Ok(());
+        };
+        let mut groups = self.offsets.groups.lock();
+        for p in 0..topic.partition_count() {
+            let replica = topic.replica(p)?;
+            let offsets = replica.offsets()?;
+            let mut next = offsets.log_start;
+            while next < offsets.high_watermark {
+                let read = replica.read(next, 1 << 20)?;
+                if read.records().is_empty() {
+                    break;
+                }
+                for batch in read.batches() {
+                    let corrupt = |e| {
+                        Error::corrupt(
+                            format!("{OFFSETS_TOPIC}-{p}"),
+                            next,
+                            CorruptionKind::Batch(e),
+                        )
+                    };
+                    let batch = batch.map_err(corrupt)?;
+                    for record in batch.records().map_err(corrupt)? {
+                        let record = record.map_err(corrupt)?;
+                        if (record.offset() as u64) < next {
+                            continue;
+                        }
+                        apply(&mut groups, record.key(), record.value()).map_err(|e| {
+                            Error::corrupt(
+                                format!("{OFFSETS_TOPIC}-{p}"),
+                                record.offset() as u64,
+                                CorruptionKind::Metadata(e),
+                            )
+                        })?;
+                    }
+                    next = batch.header().next_offset() as u64;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits `offsets` for `group`: one batch, appended to the group's
+    /// `__consumer_offsets` partition, then applied in memory.
+    pub(crate) fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+    ) -> Result<()> {
+        check_group(group)?;
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        for (tp, meta) in offsets {
+            self.topic_state(&tp.topic)?.replica(tp.partition)?;
+            if meta.metadata.len() > MAX_STRING {
+                return Err(Error::InvalidArgument(format!(
+                    "offset metadata for {tp} is longer than {MAX_STRING} bytes"
+                )));
+            }
+        }
+        let topic = self.offsets_topic()?;
+        let replica = topic.replica(partition_for_group(group, topic.partition_count()))?;
+        let now = self.clock().now_ms();
+        let stamped: Vec<(TopicPartition, OffsetAndMetadata)> = offsets
+            .iter()
+            .map(|(tp, meta)| {
+                let mut meta = meta.clone();
+                meta.commit_timestamp = now;
+                (tp.clone(), meta)
+            })
+            .collect();
+        let mut builder = BatchBuilder::new(Compression::None);
+        for (tp, meta) in &stamped {
+            builder.append(
+                now,
+                Some(&encode_key(group, tp)),
+                Some(&encode_value(meta)),
+                &[],
+            );
+        }
+        let mut groups = self.offsets.groups.lock();
+        replica.append_trusted(&mut builder.build()?.to_vec())?;
+        groups.entry(group.to_string()).or_default().extend(stamped);
+        Ok(())
+    }
+
+    /// Removes `group`'s committed offsets (all of them, or those of
+    /// `only_topic`) by writing tombstones. Returns how many were removed.
+    pub(crate) fn delete_offsets(&self, group: &str, only_topic: Option<&str>) -> Result<usize> {
+        check_group(group)?;
+        let mut groups = self.offsets.groups.lock();
+        let doomed: Vec<TopicPartition> = groups
+            .get(group)
+            .map(|o| {
+                o.keys()
+                    .filter(|tp| only_topic.is_none_or(|t| tp.topic == t))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        let topic = self.topic_state(OFFSETS_TOPIC)?;
+        let replica = topic.replica(partition_for_group(group, topic.partition_count()))?;
+        let now = self.clock().now_ms();
+        let mut builder = BatchBuilder::new(Compression::None);
+        for tp in &doomed {
+            builder.append(now, Some(&encode_key(group, tp)), None, &[]);
+        }
+        replica.append_trusted(&mut builder.build()?.to_vec())?;
+        if let Some(offsets) = groups.get_mut(group) {
+            for tp in &doomed {
+                offsets.remove(tp);
+            }
+            if offsets.is_empty() {
+                groups.remove(group);
+            }
+        }
+        Ok(doomed.len())
+    }
+
+    /// Every committed offset of `group`.
+    pub(crate) fn group_offsets(&self, group: &str) -> Result<GroupOffsets> {
+        check_group(group)?;
+        self.check_open()?;
+        Ok(self
+            .offsets
+            .groups
+            .lock()
+            .get(group)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// Every group with committed offsets, sorted.
+    pub(crate) fn groups(&self) -> Vec<String> {
+        let mut groups: Vec<String> = self.offsets.groups.lock().keys().cloned().collect();
+        groups.sort();
+        groups
+    }
+
+    /// Groups with committed offsets for `topic`.
+    pub(crate) fn groups_with_offsets_for(&self, topic: &str) -> Vec<String> {
+        self.offsets
+            .groups
+            .lock()
+            .iter()
+            .filter(|(_, o)| o.keys().any(|tp| tp.topic == topic))
+            .map(|(g, _)| g.clone())
+            .collect()
+    }
+}
+
+/// Applies one `__consumer_offsets` record to the in-memory state.
+fn apply(
+    groups: &mut HashMap<String, GroupOffsets>,
+    key: Option<&bytes::Bytes>,
+    value: Option<&bytes::Bytes>,
+) -> std::result::Result<(), String> {
+    let key = key.ok_or("a record without a key")?;
+    let OffsetsKey::Commit { group, partition } = decode_key(key)? else {
+        return Ok(());
+    };
+    match value {
+        Some(value) => {
+            let meta = decode_value(value)?;
+            groups.entry(group).or_default().insert(partition, meta);
+        }
+        None => {
+            if let Some(offsets) = groups.get_mut(&group) {
+                offsets.remove(&partition);
+                if offsets.is_empty() {
+                    groups.remove(&group);
+                }
+            }
+        }
+    }
+    Ok(())
+}
