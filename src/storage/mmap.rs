@@ -203,9 +203,15 @@ impl MapRange {
 /// reading a log from end to end keeps a bounded number of its pages
 /// resident: a reader reports each read it is done with
 /// ([`done_with`](Releaser::done_with)), and once [`RELEASE_CHUNK`]
-/// contiguous bytes of a map are done they are released in one call. The
-/// rest is released when the reader moves to another map or place, or when
-/// the `Releaser` is dropped.
+/// contiguous bytes of a map are done they are released in one call, up to
+/// a [`FOLIO_SPAN`] boundary. The rest is released when the reader moves to
+/// another map or place, or when the `Releaser` is dropped.
+///
+/// Why the boundary: the page cache may hold a file in large folios (up to
+/// 2 MiB, aligned to their size in the file), and a page fault may map a
+/// whole folio. Releasing part of the folio the reader is still reading
+/// would be undone by its next fault, leaving that part resident for good;
+/// a release that ends on a `FOLIO_SPAN` boundary splits no folio.
 ///
 /// Releasing never invalidates bytes: whoever still holds a [`Bytes`] of a
 /// released range reads the same bytes (the pages fault in again).
@@ -217,6 +223,10 @@ pub(crate) struct Releaser {
     /// The reader is done with `released..done`.
     done: usize,
 }
+
+/// The largest folio the page cache is expected to map at once (a PMD:
+/// 2 MiB on x86-64); see [`Releaser`].
+pub(crate) const FOLIO_SPAN: usize = 2 << 20;
 
 impl Releaser {
     /// Notes that the reader is done with the bytes of `read`.
@@ -231,21 +241,25 @@ impl Releaser {
             self.done = read.range.start;
         }
         self.done = self.done.max(read.range.end);
-        if self.done - self.released >= RELEASE_CHUNK {
-            self.flush();
+        if self.done - self.released >= RELEASE_CHUNK + FOLIO_SPAN {
+            self.release_to(self.done / FOLIO_SPAN * FOLIO_SPAN);
         }
     }
 
-    /// Releases what the reader is done with now.
+    /// Releases everything the reader is done with.
     pub(crate) fn flush(&mut self) {
-        if self.done > self.released
+        self.release_to(self.done);
+    }
+
+    fn release_to(&mut self, end: usize) {
+        if end > self.released
             && let Some(map) = self.map.upgrade()
         {
-            map.release(self.released..self.done);
+            map.release(self.released..end);
         }
-        // The page holding `done` was not released: it is once the reader
-        // is done with the rest of it.
-        self.released = self.released.max(self.done / RELEASE_ALIGN * RELEASE_ALIGN);
+        // A page holding `end` was not released: it is once the reader is
+        // done with the rest of it.
+        self.released = self.released.max(end / RELEASE_ALIGN * RELEASE_ALIGN);
     }
 }
 
