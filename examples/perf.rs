@@ -4,7 +4,8 @@
 //! ```sh
 //! cargo run --release --example perf -- produce --dir D --topic T --partitions P \
 //!     --records N --record-size S --acks A [--linger-ms L] [--batch-size B] [--compression C]
-//! cargo run --release --example perf -- consume --dir D --topic T --records N
+//! cargo run --release --example perf -- consume --dir D --topic T --records N \
+//!     [--max-poll-records M]
 //! ```
 //!
 //! Progress goes to stderr; the result is one JSON line on stdout with
@@ -47,7 +48,7 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: perf produce --dir D --topic T --partitions P --records N --record-size S \
                  --acks 0|1|all [--linger-ms L] [--batch-size B] [--compression none|gzip|snappy|lz4|zstd]\n       \
-                 perf consume --dir D --topic T --records N"
+                 perf consume --dir D --topic T --records N [--max-poll-records M (10000)]"
             );
             ExitCode::FAILURE
         }
@@ -296,6 +297,7 @@ fn consume(flags: &Flags) -> Result<String, Error> {
     let dir = PathBuf::from(flags.get("dir")?);
     let topic = flags.get("topic")?.to_string();
     let records: u64 = flags.num("records", None)?;
+    let max_poll_records: usize = flags.num("max-poll-records", Some(10_000))?;
     let cluster = Cluster::open(&dir, ClusterConfig::default())?;
     let handle = cluster.topic(&topic)?;
     // Opening the cluster reads the logs (recovery checks), and that peak is
@@ -307,7 +309,7 @@ fn consume(flags: &Flags) -> Result<String, Error> {
         .collect();
     let config = ConsumerConfig::builder()
         .auto_offset_reset(OffsetReset::Earliest)
-        .max_poll_records(10_000)
+        .max_poll_records(max_poll_records)
         .build()?;
     let mut consumer = Consumer::new(&cluster, config)?;
     consumer.assign(&partitions)?;
