@@ -4,12 +4,17 @@
 //! ```sh
 //! cargo run --release --example perf -- produce --dir D --topic T --partitions P \
 //!     --records N --record-size S --acks A [--linger-ms L] [--batch-size B] [--compression C]
-//! cargo run --release --example perf -- consume --dir D --topic T --records N
+//! cargo run --release --example perf -- consume --dir D --topic T --records N \
+//!     [--max-poll-records M]
 //! ```
 //!
 //! Progress goes to stderr; the result is one JSON line on stdout with
 //! `records`, `bytes`, `seconds`, `records_per_sec`, `mb_per_sec`,
-//! `peak_rss_mb`, for `produce` the send-to-acknowledgement latency
+//! `peak_rss_mb` (`VmHWM`: for `consume`, since the cluster was opened, with
+//! the peak of opening apart as `open_peak_rss_mb`; `peak_rss_includes_open`
+//! says where that split is unsupported), `rss_anon_mb` and `rss_file_mb`
+//! (anonymous memory and mapped file pages resident at the end of the
+//! measured phase), for `produce` the send-to-acknowledgement latency
 //! percentiles `p50_us`, `p99_us`, `p999_us` (of every 16th record), and a
 //! `baseline_mb_per_sec` with the `ratio` to it: the same number of bytes
 //! written (produce) or read (consume) with plain file I/O in the same run,
@@ -17,17 +22,15 @@
 
 #![allow(clippy::print_stdout, reason = "the tool prints its result")]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use logbus::{
     Acks, Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, NewTopic, OffsetReset,
-    Producer, ProducerConfig, ProducerRecord, TopicPartition,
+    Producer, ProducerConfig, ProducerRecord, SendFuture, TopicPartition,
 };
 
 const MB: f64 = 1024.0 * 1024.0;
@@ -45,7 +48,7 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: perf produce --dir D --topic T --partitions P --records N --record-size S \
                  --acks 0|1|all [--linger-ms L] [--batch-size B] [--compression none|gzip|snappy|lz4|zstd]\n       \
-                 perf consume --dir D --topic T --records N"
+                 perf consume --dir D --topic T --records N [--max-poll-records M (10000)]"
             );
             ExitCode::FAILURE
         }
@@ -98,16 +101,39 @@ fn run(args: &[String]) -> Result<String, Error> {
     }
 }
 
-/// Peak resident set size in MiB (Linux `VmHWM`), 0 where unknown.
-fn peak_rss_mb() -> f64 {
+/// A field of `/proc/self/status` given in kB, in MiB; 0 where unknown.
+fn status_mb(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Peak resident set size in MiB (Linux `VmHWM`): anonymous memory plus
+/// mapped file pages (the segments' memory maps) plus shared memory.
+fn peak_rss_mb() -> f64 {
+    status_mb("VmHWM")
+}
+
+/// Resets the peak resident set size (`VmHWM`) to the current one, so that
+/// a later [`peak_rss_mb`] covers only what follows; false where unsupported.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// Resident anonymous memory in MiB now (Linux `RssAnon`): the heap and
+/// stacks, without mapped file pages.
+fn rss_anon_mb() -> f64 {
+    status_mb("RssAnon")
+}
+
+/// Resident mapped file pages in MiB now (Linux `RssFile`).
+fn rss_file_mb() -> f64 {
+    status_mb("RssFile")
 }
 
 /// Seconds to write `total` bytes to a fresh file in `dir` in 1 MiB writes.
@@ -201,11 +227,14 @@ fn produce(flags: &Flags) -> Result<String, Error> {
             .map(|i| b'a' + (i % 26) as u8)
             .collect::<Vec<u8>>(),
     );
-    let latencies: Arc<Vec<AtomicU64>> = Arc::new(
-        (0..records.div_ceil(LATENCY_SAMPLE))
-            .map(|_| AtomicU64::new(0))
-            .collect(),
-    );
+    // Every LATENCY_SAMPLE-th send is timed: its send instant and its
+    // `SendFuture` wait in `pending` (in send order) until the future is
+    // seen done. Completions are looked for at each sampled send, so an
+    // acknowledgement is noticed within LATENCY_SAMPLE sends of arriving;
+    // the samples still pending at the end are waited for in order.
+    let mut pending: VecDeque<(Instant, SendFuture)> = VecDeque::new();
+    let mut lat: Vec<u64> = Vec::with_capacity(records.div_ceil(LATENCY_SAMPLE) as usize);
+    let micros = |sent: Instant| sent.elapsed().as_micros().max(1) as u64;
     eprintln!(
         "producing {records} records of {size} bytes to {topic} in {}",
         dir.display()
@@ -215,15 +244,17 @@ fn produce(flags: &Flags) -> Result<String, Error> {
     for i in 0..records {
         let record = ProducerRecord::new(topic_name, value.clone());
         if i % LATENCY_SAMPLE == 0 {
-            let sent = Instant::now();
-            let slots = latencies.clone();
-            let slot = (i / LATENCY_SAMPLE) as usize;
-            producer.send_with_callback(record, move |result| {
-                if result.is_ok() {
-                    let us = sent.elapsed().as_micros().max(1) as u64;
-                    slots[slot].store(us, Ordering::Relaxed);
+            while let Some((sent, future)) = pending.front() {
+                if !future.is_done() {
+                    break;
                 }
-            })?;
+                if let Some(Ok(_)) = future.wait_timeout(Duration::ZERO) {
+                    lat.push(micros(*sent));
+                }
+                pending.pop_front();
+            }
+            let sent = Instant::now();
+            pending.push_back((sent, producer.send(record)?));
         } else {
             drop(producer.send(record)?);
         }
@@ -233,24 +264,26 @@ fn produce(flags: &Flags) -> Result<String, Error> {
             eprintln!("  {i} records sent, {:.0} records/s", i as f64 / secs);
         }
     }
+    for (sent, future) in pending {
+        if future.wait().is_ok() {
+            lat.push(micros(sent));
+        }
+    }
     producer.flush()?;
     let seconds = start.elapsed().as_secs_f64();
+    let (anon_mb, file_mb) = (rss_anon_mb(), rss_file_mb());
     producer.close()?;
     let bytes = records * size as u64;
     let baseline = baseline_write(&dir, bytes)?;
     cluster.close()?;
-    let mut lat: Vec<u64> = latencies
-        .iter()
-        .map(|a| a.load(Ordering::Relaxed))
-        .filter(|&v| v > 0)
-        .collect();
     lat.sort_unstable();
     let mb_per_sec = bytes as f64 / MB / seconds;
     let baseline_mb = bytes as f64 / MB / baseline;
     Ok(format!(
         "{{\"mode\":\"produce\",\"records\":{records},\"bytes\":{bytes},\"seconds\":{seconds:.3},\
          \"records_per_sec\":{:.0},\"mb_per_sec\":{mb_per_sec:.1},\"p50_us\":{},\"p99_us\":{},\
-         \"p999_us\":{},\"peak_rss_mb\":{:.1},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3}}}",
+         \"p999_us\":{},\"peak_rss_mb\":{:.1},\"rss_anon_mb\":{anon_mb:.1},\
+         \"rss_file_mb\":{file_mb:.1},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3}}}",
         records as f64 / seconds,
         percentile(&lat, 50.0),
         percentile(&lat, 99.0),
@@ -264,14 +297,19 @@ fn consume(flags: &Flags) -> Result<String, Error> {
     let dir = PathBuf::from(flags.get("dir")?);
     let topic = flags.get("topic")?.to_string();
     let records: u64 = flags.num("records", None)?;
+    let max_poll_records: usize = flags.num("max-poll-records", Some(10_000))?;
     let cluster = Cluster::open(&dir, ClusterConfig::default())?;
     let handle = cluster.topic(&topic)?;
+    // Opening the cluster reads the logs (recovery checks), and that peak is
+    // not the consumer's: report it apart.
+    let open_peak_mb = peak_rss_mb();
+    let peak_reset = reset_peak_rss();
     let partitions: Vec<TopicPartition> = (0..handle.partition_count())
         .map(|p| TopicPartition::new(topic.as_str(), p))
         .collect();
     let config = ConsumerConfig::builder()
         .auto_offset_reset(OffsetReset::Earliest)
-        .max_poll_records(10_000)
+        .max_poll_records(max_poll_records)
         .build()?;
     let mut consumer = Consumer::new(&cluster, config)?;
     consumer.assign(&partitions)?;
@@ -299,6 +337,7 @@ fn consume(flags: &Flags) -> Result<String, Error> {
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    let (peak_mb, anon_mb, file_mb) = (peak_rss_mb(), rss_anon_mb(), rss_file_mb());
     drop(consumer);
     let files: Vec<PathBuf> = (0..handle.partition_count())
         .flat_map(|p| {
@@ -317,11 +356,12 @@ fn consume(flags: &Flags) -> Result<String, Error> {
     let baseline_mb = file_bytes as f64 / MB / baseline;
     Ok(format!(
         "{{\"mode\":\"consume\",\"records\":{count},\"bytes\":{bytes},\"seconds\":{seconds:.3},\
-         \"records_per_sec\":{:.0},\"mb_per_sec\":{:.1},\"peak_rss_mb\":{:.1},\
-         \"log_bytes\":{file_bytes},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3}}}",
+         \"records_per_sec\":{:.0},\"mb_per_sec\":{:.1},\"peak_rss_mb\":{peak_mb:.1},\
+         \"peak_rss_includes_open\":{},\"open_peak_rss_mb\":{open_peak_mb:.1},\"rss_anon_mb\":{anon_mb:.1},\
+         \"rss_file_mb\":{file_mb:.1},\"log_bytes\":{file_bytes},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3}}}",
         count as f64 / seconds,
         bytes as f64 / MB / seconds,
-        peak_rss_mb(),
+        !peak_reset,
         mb_per_sec / baseline_mb,
     ))
 }

@@ -5,12 +5,15 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::format::{Batch, Batches};
 use crate::log::Log;
+use crate::storage::mmap::MapRange;
 
 /// The result of [`Log::read`]: whole record batches, zero-copy views of the
 /// segment's memory map, plus the log's offsets at the time of the read.
 #[derive(Debug, Clone)]
 pub struct LogRead {
     records: Bytes,
+    /// Where `records` lie in the segment's map; `None` when empty.
+    source: Option<MapRange>,
     log_start_offset: u64,
     log_end_offset: u64,
 }
@@ -27,6 +30,12 @@ impl LogRead {
     /// Iterates over the batches, checking each one's CRC and structure.
     pub fn batches(&self) -> Batches {
         Batches::new(self.records.clone())
+    }
+
+    /// Where the bytes lie in the segment's memory map (to release them from
+    /// this process's resident set once read); `None` when there are none.
+    pub(crate) fn source(&self) -> Option<&MapRange> {
+        self.source.as_ref()
     }
 
     /// The log start offset when the read ran.
@@ -71,17 +80,21 @@ impl Log {
             });
         }
         let mut records = Bytes::new();
+        let mut source = None;
         if offset < end {
             for segment in &state.segments[state.segment_index_for(offset)..] {
                 if let Some((position, _)) = segment.find_batch(offset)? {
                     let run_end = segment.batch_run_end(position, max_bytes as u64)?;
-                    records = segment.slice(position, run_end)?;
+                    let (bytes, range) = segment.slice_mapped(position, run_end)?;
+                    records = bytes;
+                    source = Some(range);
                     break;
                 }
             }
         }
         Ok(LogRead {
             records,
+            source,
             log_start_offset: start,
             log_end_offset: end,
         })

@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use crate::error::{CorruptionKind, Error, FormatError, Result};
 use crate::format::{self, BatchHeader};
 use crate::storage::index::OffsetIndex;
-use crate::storage::mmap::{ReadMap, slice_bytes};
+use crate::storage::mmap::{MapRange, ReadMap, slice_bytes};
 use crate::storage::probe::Counters;
 use crate::storage::spare;
 use crate::storage::time_index::TimeIndex;
@@ -376,6 +376,15 @@ impl Segment {
         debug_assert!(start <= end && end <= self.size);
         let map = self.map()?;
         Ok(slice_bytes(&map, to_usize(start)..to_usize(end)))
+    }
+
+    /// [`slice`](Segment::slice), with where its bytes lie in the map (for
+    /// [`Releaser`](crate::storage::mmap::Releaser)).
+    pub(crate) fn slice_mapped(&self, start: u64, end: u64) -> Result<(Bytes, MapRange)> {
+        debug_assert!(start <= end && end <= self.size);
+        let map = self.map()?;
+        let range = to_usize(start)..to_usize(end);
+        Ok((slice_bytes(&map, range.clone()), MapRange::new(&map, range)))
     }
 
     /// Iterates over the batch headers from `position` on, checking each

@@ -16,6 +16,7 @@ use crate::error::FormatError;
 use crate::format::{
     Batch, RECORDS_OFFSET, RecordIter, decode_batch_at, decode_headers, scan_record,
 };
+use crate::storage::mmap::MapRange;
 use crate::types::{Compression, TimestampType};
 
 /// Whole record batches read from one partition (zero-copy views of a
@@ -24,6 +25,8 @@ use crate::types::{Compression, TimestampType};
 #[derive(Debug)]
 pub(super) struct Fetch {
     data: Bytes,
+    /// Where `data` lies in the segment's map.
+    source: Option<MapRange>,
     /// Position of the next batch in `data`.
     pos: usize,
     /// The batch records are being taken from.
@@ -72,12 +75,18 @@ pub(super) struct Sink<'a> {
 }
 
 impl Fetch {
-    pub(super) fn new(data: Bytes) -> Self {
+    pub(super) fn new(data: Bytes, source: Option<MapRange>) -> Self {
         Fetch {
             data,
+            source,
             pos: 0,
             current: None,
         }
+    }
+
+    /// Where the fetched bytes lie in the segment's map.
+    pub(super) fn source(&self) -> Option<&MapRange> {
+        self.source.as_ref()
     }
 
     /// Bytes of batches not yet started (what `fetch.min.bytes` and

@@ -27,6 +27,8 @@
 mod config;
 mod fetch;
 mod records;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -38,6 +40,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::cluster::Cluster;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::replica::Replica;
+use crate::storage::mmap::{MapRange, Releaser};
 use crate::types::TopicPartition;
 
 pub use config::{ConsumerConfig, ConsumerConfigBuilder, OffsetReset};
@@ -71,6 +74,9 @@ struct Assigned {
     position: Position,
     paused: bool,
     fetch: Option<Fetch>,
+    /// Releases the pages of fetches drained, so that the consumer's
+    /// resident set does not grow with the log it reads.
+    releaser: Releaser,
 }
 
 /// Reads records from assigned partitions: Kafka's `KafkaConsumer`.
@@ -214,6 +220,7 @@ impl Consumer {
                         position: Position::Unset,
                         paused: false,
                         fetch: None,
+                        releaser: Releaser::default(),
                     }
                 }
                 (None, None) => {
@@ -618,26 +625,31 @@ impl Consumer {
                 .config
                 .max_partition_fetch_bytes
                 .min(max_total.saturating_sub(used));
-            let data = self.read(i, position, max_bytes)?;
+            let (data, source) = self.read(i, position, max_bytes)?;
             if data.is_empty() || (used > 0 && used + data.len() > max_total) {
                 continue;
             }
             used += data.len();
-            self.assignment[i].fetch = Some(Fetch::new(data));
+            self.assignment[i].fetch = Some(Fetch::new(data, source));
         }
         Ok(())
     }
 
     /// Reads from assignment `i` at `position`, resetting the position by
     /// `auto.offset.reset` when it is outside the log.
-    fn read(&mut self, i: usize, mut position: u64, max_bytes: usize) -> Result<bytes::Bytes> {
+    fn read(
+        &mut self,
+        i: usize,
+        mut position: u64,
+        max_bytes: usize,
+    ) -> Result<(bytes::Bytes, Option<MapRange>)> {
         let reset = self.config.auto_offset_reset;
         let a = &mut self.assignment[i];
         // The log start may move again between the reset and the read; a
         // few tries settle any realistic race.
         for _ in 0..4 {
             match a.replica.read(position, max_bytes) {
-                Ok(read) => return Ok(read.records().clone()),
+                Ok(read) => return Ok((read.records().clone(), read.source().cloned())),
                 Err(Error::OffsetOutOfRange { .. }) => {
                     position = reset_offset(a, reset)?;
                     a.position = Position::At(position);
@@ -658,7 +670,7 @@ impl Consumer {
                 Err(e) => return Err(e),
             }
         }
-        Ok(bytes::Bytes::new())
+        Ok((bytes::Bytes::new(), None))
     }
 
     /// Whether buffered records may be returned now, by `fetch.min.bytes`
@@ -723,6 +735,9 @@ impl Consumer {
             moved |= a.position != Position::At(position);
             a.position = Position::At(position);
             if fetch.is_drained() {
+                if let Some(source) = fetch.source() {
+                    a.releaser.done_with(source);
+                }
                 a.fetch = None;
             }
             if !out.is_empty() {

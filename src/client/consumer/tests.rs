@@ -1,0 +1,118 @@
+//! The consumer releases the pages of the log it has read past.
+
+use std::time::Duration;
+
+use crate::format::BatchBuilder;
+use crate::storage::mmap::RELEASE_CHUNK;
+use crate::{
+    Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, NewTopic, OffsetReset,
+    TopicPartition,
+};
+
+const VALUE: usize = 1000;
+const PER_BATCH: usize = 64;
+
+fn value(offset: u64) -> Vec<u8> {
+    (0..VALUE)
+        .map(|i| (offset as usize * 31 + i) as u8)
+        .collect()
+}
+
+/// Resident kB of the mappings of `path` in this process, from
+/// `/proc/self/smaps`.
+#[cfg(target_os = "linux")]
+fn resident_kb_of(path: &std::path::Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+    let name = path.to_str().expect("utf-8 path");
+    let mut inside = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            inside = line.trim_end().ends_with(name);
+        } else if inside && let Some(kb) = line.strip_prefix("Rss:") {
+            total += kb
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .expect("kB");
+        }
+    }
+    total
+}
+
+#[test]
+fn records_kept_from_early_polls_stay_valid_after_reading_far_past_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = Cluster::open(dir.path(), ClusterConfig::default()).expect("cluster");
+    let partition = cluster
+        .create_topic(NewTopic::new("big", 1))
+        .expect("topic")
+        .partition(0)
+        .expect("partition");
+    // Four release chunks of records.
+    let records = (4 * RELEASE_CHUNK / VALUE) as u64;
+    let mut offset = 0;
+    while offset < records {
+        let mut batch = BatchBuilder::new(Compression::None);
+        for i in 0..PER_BATCH as u64 {
+            batch.append(1_700_000_000_000, None, Some(&value(offset + i)), &[]);
+        }
+        partition
+            .append(&mut batch.build().expect("batch").to_vec())
+            .expect("append");
+        offset += PER_BATCH as u64;
+    }
+    let config = ConsumerConfig::builder()
+        .auto_offset_reset(OffsetReset::Earliest)
+        .build()
+        .expect("config");
+    let mut consumer = Consumer::new(&cluster, config).expect("consumer");
+    consumer
+        .assign(&[TopicPartition::new("big", 0)])
+        .expect("assign");
+
+    let early: Vec<_> = consumer
+        .poll(Duration::ZERO)
+        .expect("poll")
+        .into_iter()
+        .collect();
+    assert!(!early.is_empty());
+    let mut next = early.len() as u64;
+    let mut kept = Vec::new();
+    while next < offset {
+        let polled = consumer.poll(Duration::ZERO).expect("poll");
+        assert!(!polled.is_empty(), "ran dry at {next}");
+        for record in polled {
+            assert_eq!(record.offset(), next);
+            assert_eq!(record.value().expect("value")[..], value(next)[..]);
+            if next.is_multiple_of(5000) {
+                kept.push(record);
+            }
+            next += 1;
+        }
+    }
+
+    // Having read the whole log, the consumer holds little of it resident.
+    #[cfg(target_os = "linux")]
+    {
+        let segment = dir.path().join("broker-0/big-0/00000000000000000000.log");
+        let log_kb = std::fs::metadata(&segment).expect("segment").len() / 1024;
+        let resident = resident_kb_of(&segment);
+        assert!(
+            resident < log_kb / 2,
+            "{resident} kB of a {log_kb} kB log resident"
+        );
+    }
+
+    // The records kept from before the releases read as they did.
+    for record in early.iter().chain(&kept) {
+        assert_eq!(
+            record.value().expect("value")[..],
+            value(record.offset())[..],
+            "offset {}",
+            record.offset()
+        );
+    }
+}
