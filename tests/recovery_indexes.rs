@@ -211,3 +211,34 @@ fn every_truncation_of_a_sealed_time_index_keeps_answers() -> Result<()> {
     }
     Ok(())
 }
+
+/// A segment whose largest timestamp is in an early batch, followed by many
+/// indexed batches with smaller ones: its indexes are trusted on reopen
+/// (found from the offset index entry below that batch, without reading
+/// the segment from its start) and every lookup still equals the model.
+#[test]
+fn an_early_largest_timestamp_is_found_without_a_scan() -> Result<()> {
+    let config = LogConfig::builder()
+        .segment_bytes(1 << 20)
+        .index_interval_bytes(64)
+        .build()?;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open_at(dir.path(), &config, 0)?;
+    let mut model = Vec::new();
+    for i in 0..200i64 {
+        let ts = if i == 20 { 90_000 } else { 1_000 + i };
+        append_model(&log, &mut model, &[(ts, None, Some(vec![b'x'; 30]))])?;
+    }
+    let end = log.log_end_offset();
+    log.close()?;
+    let log = open_at(dir.path(), &config, end)?;
+    assert_eq!(log.recovery_report().segments_scanned, 0, "indexes trusted");
+    check_timestamps(
+        &log,
+        &model,
+        0,
+        [0, 1_000, 1_100, 1_199, 1_200, 89_999, 90_000, 90_001],
+    )?;
+    check_every_offset(&log, &model)?;
+    Ok(())
+}

@@ -115,6 +115,33 @@ impl OffsetIndex {
         })
     }
 
+    /// [`inspect`](Self::inspect), plus the last entry at or below
+    /// `target`: `Some((last, floor))` for a clean file.
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    #[expect(
+        clippy::type_complexity,
+        reason = "two optional (offset, position) entries of an optional clean file"
+    )]
+    pub(crate) fn inspect_floor(
+        storage: &dyn Storage,
+        path: &Path,
+        base_offset: u64,
+        target: u64,
+    ) -> Result<Option<(Option<(u64, u32)>, Option<(u64, u32)>)>> {
+        let below = |e: &OffsetEntry| base_offset + u64::from(e.relative_offset) <= target;
+        let absolute = |e: OffsetEntry| (base_offset + u64::from(e.relative_offset), e.position);
+        Ok(
+            match IndexFile::<OffsetEntry>::inspect_floor(storage, path, below)? {
+                Some((load, last, floor)) if load.is_clean() => {
+                    Some((last.map(absolute), floor.map(absolute)))
+                }
+                _ => None,
+            },
+        )
+    }
+
     /// An empty index in a file that `mode` creates, or (`Existing`) in a
     /// file known to hold only zeros, such as an adopted spare.
     ///

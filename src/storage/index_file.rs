@@ -188,6 +188,36 @@ impl<E: IndexEntry> IndexFile<E> {
         Ok(Some((load, last)))
     }
 
+    /// [`inspect`](Self::inspect), plus the last entry of the valid prefix
+    /// for which `below` holds (entries are sorted, so those form a prefix).
+    pub(crate) fn inspect_floor(
+        storage: &dyn Storage,
+        path: &Path,
+        below: impl Fn(&E) -> bool,
+    ) -> Result<Option<(IndexLoad, Option<E>, Option<E>)>> {
+        if !storage.exists(path) {
+            return Ok(None);
+        }
+        let file = storage.open(path, OpenMode::Existing)?;
+        let len = usize::try_from(file.len()?).unwrap_or(usize::MAX);
+        let map = file.map(len)?;
+        let bytes = map.as_slice();
+        let load = scan::<E>(bytes);
+        let entry = |i: usize| E::decode(&bytes[i * E::SIZE..(i + 1) * E::SIZE]);
+        let last = load.entries.checked_sub(1).map(entry);
+        let (mut lo, mut hi) = (0, load.entries);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if below(&entry(mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let floor = lo.checked_sub(1).map(entry);
+        Ok(Some((load, last, floor)))
+    }
+
     /// Number of valid entries.
     #[cfg(test)]
     pub(crate) fn entries(&self) -> usize {

@@ -149,23 +149,31 @@ impl SegmentProbe {
     /// [`crate::Error::Io`] reading the index files.
     pub(crate) fn trusted(&self, storage: &dyn Storage, dir: &Path) -> Result<Option<Counters>> {
         let base = self.base_offset;
-        let Some(last_index) =
-            OffsetIndex::inspect(storage, &segment_file(dir, base, INDEX_SUFFIX), base)?
-        else {
-            return Ok(None);
-        };
         let Some(last_time) =
             TimeIndex::inspect(storage, &segment_file(dir, base, TIME_INDEX_SUFFIX), base)?
         else {
             return Ok(None);
         };
-        Ok(self.check_indexes(last_index, last_time))
+        let holder = last_time.map_or(base, |(_, offset)| offset);
+        let Some((last_index, floor)) = OffsetIndex::inspect_floor(
+            storage,
+            &segment_file(dir, base, INDEX_SUFFIX),
+            base,
+            holder,
+        )?
+        else {
+            return Ok(None);
+        };
+        Ok(self.check_indexes(last_index, last_time, floor))
     }
 
+    /// `floor` is the offset index entry at or below the batch holding the
+    /// largest timestamp, where the walk for that batch starts.
     fn check_indexes(
         &self,
         last_index: Option<(u64, u32)>,
         last_time: Option<(i64, u64)>,
+        floor: Option<(u64, u32)>,
     ) -> Option<Counters> {
         let bytes = self.map.as_slice();
         if bytes.is_empty() {
@@ -189,16 +197,38 @@ impl SegmentProbe {
         };
         // A closed segment's time index ends with its largest timestamp.
         let (max_timestamp, offset_of_max) = last_time?;
+        // Index entries name the batch that ends at their offset, so the
+        // walk starts at the floor entry's batch: its end is at or below the
+        // holder's.
         let start = if offset_of_max >= indexed.0 {
             indexed.1
         } else {
-            0
+            floor
+                .and_then(|(_, position)| usize::try_from(position).ok())
+                .filter(|&p| p <= indexed.1)
+                .unwrap_or(0)
         };
+        // Batches before the last index entry are trusted as the index is;
+        // they are walked (headers only, no CRC: a closed segment is read
+        // only as far as needed) just to check that none holds a larger
+        // timestamp than the time index says. From the last index entry on,
+        // every batch is CRC-checked.
         let mut position = start;
         let mut holder_seen = false;
         let mut last = None;
         while position < bytes.len() {
-            let header = format::check_batch(&bytes[position..]).ok()?;
+            let rest = &bytes[position..];
+            // The first batch is CRC-checked too: it proves the floor entry
+            // points at a real batch boundary.
+            let header = if position >= indexed.1 || position == start {
+                format::check_batch(rest).ok()?
+            } else {
+                let header = BatchHeader::parse(rest).ok()?;
+                if header.total_size() > rest.len() || header.last_offset_delta < 0 {
+                    return None;
+                }
+                header
+            };
             if holder_seen && header.max_timestamp > max_timestamp {
                 return None;
             }
