@@ -96,27 +96,9 @@ impl OffsetIndex {
         Ok((OffsetIndex { slots, base_offset }, load))
     }
 
-    /// Reads an existing index file without changing it. `Ok(None)` when
-    /// the file is missing or not clean (damaged entries after the valid
-    /// prefix); otherwise the last entry, if any.
-    ///
-    /// # Errors
-    /// [`Error::Io`].
-    pub(crate) fn inspect(
-        storage: &dyn Storage,
-        path: &Path,
-        base_offset: u64,
-    ) -> Result<Option<Option<(u64, u32)>>> {
-        Ok(match IndexFile::<OffsetEntry>::inspect(storage, path)? {
-            Some((load, last)) if load.is_clean() => {
-                Some(last.map(|e| (base_offset + u64::from(e.relative_offset), e.position)))
-            }
-            _ => None,
-        })
-    }
-
-    /// [`inspect`](Self::inspect), plus the last entry at or below
-    /// `target`: `Some((last, floor))` for a clean file.
+    /// Reads an index file without changing it: `None` if the file is
+    /// missing or not clean (damaged entries after the valid prefix);
+    /// otherwise its last entry and the last entry at or below `target`.
     ///
     /// # Errors
     /// [`Error::Io`].

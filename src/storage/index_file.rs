@@ -194,7 +194,7 @@ impl<E: IndexEntry> IndexFile<E> {
         storage: &dyn Storage,
         path: &Path,
         below: impl Fn(&E) -> bool,
-    ) -> Result<Option<(IndexLoad, Option<E>, Option<E>)>> {
+    ) -> Result<Option<Inspected<E>>> {
         if !storage.exists(path) {
             return Ok(None);
         }
@@ -422,3 +422,6 @@ fn scan<E: IndexEntry>(bytes: &[u8]) -> IndexLoad {
         trailing_bytes,
     }
 }
+/// What [`IndexFile::inspect_floor`] finds: the load, the last entry and the
+/// floor entry.
+pub(crate) type Inspected<E> = (IndexLoad, Option<E>, Option<E>);
