@@ -142,3 +142,83 @@ fn bad_commits_are_rejected_and_commit_nothing() {
     cluster.close().unwrap();
     assert!(open(dir.path()).list_groups().is_empty());
 }
+
+#[test]
+fn a_consumer_resumes_where_its_group_committed_after_a_restart() {
+    use logbus::format::BatchBuilder;
+    use logbus::{Compression, Consumer, ConsumerConfig, OffsetReset};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = open(dir.path());
+    let partition = cluster
+        .create_topic(NewTopic::new("jobs", 1))
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    let mut batch = BatchBuilder::new(Compression::None);
+    for i in 0..10u8 {
+        batch.append(1, None, Some(&[i]), &[]);
+    }
+    partition
+        .append(&mut batch.build().unwrap().to_vec())
+        .unwrap();
+    let config = || {
+        ConsumerConfig::builder()
+            .group_id("workers")
+            .auto_offset_reset(OffsetReset::Earliest)
+            .max_poll_records(4)
+            .build()
+            .unwrap()
+    };
+    let tp = TopicPartition::new("jobs", 0);
+    let mut consumer = Consumer::new(&cluster, config()).unwrap();
+    assert!(consumer.committed(&[tp.clone()]).unwrap().is_empty());
+    consumer.assign(&[tp.clone()]).unwrap();
+    let first = consumer.poll(Duration::from_secs(5)).unwrap();
+    assert_eq!(first.count(), 4);
+    consumer.commit_sync().unwrap();
+    assert_eq!(consumer.committed(&[tp.clone()]).unwrap()[&tp].offset, 4);
+    // Polled but not committed: redelivered after the restart.
+    assert_eq!(consumer.poll(Duration::from_secs(5)).unwrap().count(), 4);
+    drop(consumer);
+    drop(partition);
+    cluster.close().unwrap();
+
+    let cluster = open(dir.path());
+    let mut consumer = Consumer::new(&cluster, config()).unwrap();
+    consumer.assign(&[tp.clone()]).unwrap();
+    let resumed = consumer.poll(Duration::from_secs(5)).unwrap();
+    let offsets: Vec<u64> = resumed.iter().map(|r| r.offset()).collect();
+    assert_eq!(offsets, [4, 5, 6, 7]);
+    // Explicit offsets, then another group starts from auto.offset.reset.
+    consumer
+        .commit_offsets(&BTreeMap::from([(tp.clone(), OffsetAndMetadata::new(9))]))
+        .unwrap();
+    assert_eq!(
+        cluster.list_group_offsets("workers").unwrap()[&tp].offset,
+        9
+    );
+    let mut other = Consumer::new(
+        &cluster,
+        ConsumerConfig::builder()
+            .group_id("auditors")
+            .auto_offset_reset(OffsetReset::Latest)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    other.assign(&[tp.clone()]).unwrap();
+    assert_eq!(other.position(&tp).unwrap(), 10);
+    // Without a group.id there is nothing to commit to.
+    let mut loner = Consumer::new(&cluster, ConsumerConfig::default()).unwrap();
+    loner.assign(&[tp.clone()]).unwrap();
+    assert!(matches!(
+        loner.commit_sync().unwrap_err(),
+        Error::IllegalState(_)
+    ));
+    assert!(matches!(
+        ConsumerConfig::builder().group_id("").build().unwrap_err(),
+        Error::InvalidConfig(_)
+    ));
+}

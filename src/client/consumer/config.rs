@@ -75,6 +75,7 @@ pub struct ConsumerConfig {
     pub(crate) auto_offset_reset: OffsetReset,
     pub(crate) check_crcs: bool,
     pub(crate) client_id: Option<String>,
+    pub(crate) group_id: Option<String>,
 }
 
 impl Default for ConsumerConfig {
@@ -88,6 +89,7 @@ impl Default for ConsumerConfig {
             auto_offset_reset: OffsetReset::Latest,
             check_crcs: true,
             client_id: None,
+            group_id: None,
         }
     }
 }
@@ -149,6 +151,12 @@ impl ConsumerConfig {
     #[must_use]
     pub fn check_crcs(&self) -> bool {
         self.check_crcs
+    }
+
+    /// The `group.id`, if set.
+    #[must_use]
+    pub fn group_id(&self) -> Option<&str> {
+        self.group_id.as_deref()
     }
 
     /// `client.id`, if set; the consumer makes one up otherwise (see
@@ -218,6 +226,17 @@ impl ConsumerConfigBuilder {
         self
     }
 
+    /// `group.id`: the consumer group whose committed offsets this
+    /// consumer reads (a newly assigned partition starts at its group's
+    /// committed offset, else by `auto.offset.reset`) and writes
+    /// ([`Consumer::commit_sync`](crate::Consumer::commit_sync)). Group
+    /// membership (`subscribe`) is not built yet; partitions are assigned
+    /// by hand.
+    pub fn group_id(mut self, id: impl Into<String>) -> Self {
+        self.config.group_id = Some(id.into());
+        self
+    }
+
     /// Checks the settings and returns the configuration.
     ///
     /// # Errors
@@ -225,6 +244,11 @@ impl ConsumerConfigBuilder {
     /// of 0 or any setting above Kafka's limit of `i32::MAX`.
     pub fn build(self) -> Result<ConsumerConfig> {
         let c = &self.config;
+        if c.group_id.as_deref() == Some("") {
+            return Err(Error::InvalidConfig(
+                "group.id must not be empty when set".into(),
+            ));
+        }
         if c.max_poll_records == 0 {
             return Err(Error::InvalidConfig(
                 "max.poll.records must be at least 1".into(),

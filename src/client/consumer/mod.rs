@@ -30,14 +30,14 @@ mod records;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, OffsetAndMetadata};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::replica::Replica;
 use crate::storage::mmap::{MapRange, Releaser};
@@ -246,6 +246,64 @@ impl Consumer {
             self.pending_since = None;
         }
         Ok(())
+    }
+
+    /// Commits the current position of every assigned partition for the
+    /// consumer's `group.id` (Kafka's `commitSync()`): the offsets after the
+    /// records `poll` returned, or set by `seek`. Partitions without a
+    /// position yet are left out. One batch in `__consumer_offsets`: applied
+    /// whole or not at all.
+    ///
+    /// # Errors
+    /// [`Error::IllegalState`] without a `group.id`; the errors of
+    /// [`Cluster::alter_group_offsets`](crate::Cluster::alter_group_offsets).
+    pub fn commit_sync(&mut self) -> Result<()> {
+        let offsets: BTreeMap<TopicPartition, OffsetAndMetadata> = self
+            .assignment
+            .iter()
+            .filter_map(|a| match a.position {
+                Position::At(offset) => Some((a.tp.clone(), OffsetAndMetadata::new(offset))),
+                _ => None,
+            })
+            .collect();
+        self.commit_offsets(&offsets)
+    }
+
+    /// Commits the given offsets for the consumer's `group.id` (Kafka's
+    /// `commitSync(offsets)`); each is the offset of the next record to
+    /// read.
+    ///
+    /// # Errors
+    /// As [`Consumer::commit_sync`].
+    pub fn commit_offsets(
+        &mut self,
+        offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+    ) -> Result<()> {
+        let group = self.group()?;
+        self.cluster.inner.commit_offsets(&group, offsets)
+    }
+
+    /// The committed offsets of the consumer's group for `partitions`
+    /// (Kafka's `committed`); partitions without one are left out.
+    ///
+    /// # Errors
+    /// [`Error::IllegalState`] without a `group.id`.
+    pub fn committed(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<HashMap<TopicPartition, OffsetAndMetadata>> {
+        let group = self.group()?;
+        let all = self.cluster.inner.group_offsets(&group)?;
+        Ok(partitions
+            .iter()
+            .filter_map(|tp| all.get(tp).map(|m| (tp.clone(), m.clone())))
+            .collect())
+    }
+
+    fn group(&self) -> Result<String> {
+        self.config.group_id.clone().ok_or_else(|| {
+            Error::IllegalState("committing or reading committed offsets needs a group.id".into())
+        })
     }
 
     /// The assigned partitions, in the order given to
@@ -583,7 +641,18 @@ impl Consumer {
         let reset = match a.position {
             Position::At(offset) => return Ok(offset),
             Position::Reset(reset) => reset,
-            Position::Unset => self.config.auto_offset_reset,
+            Position::Unset => {
+                // A group's committed offset comes first, as in Kafka; an
+                // out-of-range one is reset at the fetch like any position.
+                if let Some(group) = &self.config.group_id {
+                    let committed = self.cluster.inner.group_offsets(group)?;
+                    if let Some(meta) = committed.get(&a.tp) {
+                        a.position = Position::At(meta.offset);
+                        return Ok(meta.offset);
+                    }
+                }
+                self.config.auto_offset_reset
+            }
         };
         let offset = reset_offset(a, reset)?;
         a.position = Position::At(offset);
