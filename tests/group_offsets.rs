@@ -173,12 +173,20 @@ fn a_consumer_resumes_where_its_group_committed_after_a_restart() {
     };
     let tp = TopicPartition::new("jobs", 0);
     let mut consumer = Consumer::new(&cluster, config()).unwrap();
-    assert!(consumer.committed(&[tp.clone()]).unwrap().is_empty());
-    consumer.assign(&[tp.clone()]).unwrap();
+    assert!(
+        consumer
+            .committed(std::slice::from_ref(&tp))
+            .unwrap()
+            .is_empty()
+    );
+    consumer.assign(std::slice::from_ref(&tp)).unwrap();
     let first = consumer.poll(Duration::from_secs(5)).unwrap();
     assert_eq!(first.count(), 4);
     consumer.commit_sync().unwrap();
-    assert_eq!(consumer.committed(&[tp.clone()]).unwrap()[&tp].offset, 4);
+    assert_eq!(
+        consumer.committed(std::slice::from_ref(&tp)).unwrap()[&tp].offset,
+        4
+    );
     // Polled but not committed: redelivered after the restart.
     assert_eq!(consumer.poll(Duration::from_secs(5)).unwrap().count(), 4);
     drop(consumer);
@@ -187,7 +195,7 @@ fn a_consumer_resumes_where_its_group_committed_after_a_restart() {
 
     let cluster = open(dir.path());
     let mut consumer = Consumer::new(&cluster, config()).unwrap();
-    consumer.assign(&[tp.clone()]).unwrap();
+    consumer.assign(std::slice::from_ref(&tp)).unwrap();
     let resumed = consumer.poll(Duration::from_secs(5)).unwrap();
     let offsets: Vec<u64> = resumed.iter().map(|r| r.offset()).collect();
     assert_eq!(offsets, [4, 5, 6, 7]);
@@ -208,11 +216,11 @@ fn a_consumer_resumes_where_its_group_committed_after_a_restart() {
             .unwrap(),
     )
     .unwrap();
-    other.assign(&[tp.clone()]).unwrap();
+    other.assign(std::slice::from_ref(&tp)).unwrap();
     assert_eq!(other.position(&tp).unwrap(), 10);
     // Without a group.id there is nothing to commit to.
     let mut loner = Consumer::new(&cluster, ConsumerConfig::default()).unwrap();
-    loner.assign(&[tp.clone()]).unwrap();
+    loner.assign(std::slice::from_ref(&tp)).unwrap();
     assert!(matches!(
         loner.commit_sync().unwrap_err(),
         Error::IllegalState(_)
