@@ -36,6 +36,8 @@
 mod range;
 mod round_robin;
 mod sticky;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
