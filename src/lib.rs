@@ -104,6 +104,10 @@ mod replica;
 mod storage;
 mod types;
 
+pub use client::assignor::{
+    Assignor, CooperativeStickyAssignor, RangeAssignor, RebalanceProtocol, RoundRobinAssignor,
+    StickyAssignor, Subscription, assignor_by_name,
+};
 pub use client::consumer::{
     Consumer, ConsumerConfig, ConsumerConfigBuilder, ConsumerRecord, ConsumerRecords,
     OffsetAndTimestamp, OffsetReset, RecordsIntoIter, RecordsIter,
