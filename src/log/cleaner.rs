@@ -299,8 +299,10 @@ impl LogInner {
         let mut outputs = Vec::with_capacity(group.len());
         let mut changed = group.len() > 1;
         let mut counts = CleanReport::default();
-        for snapshot in group {
-            let (buf, metas, same) = self.clean_segment(snapshot, map, now, &mut counts)?;
+        for (i, snapshot) in group.iter().enumerate() {
+            let keep_end = i + 1 == group.len();
+            let (buf, metas, same) =
+                self.clean_segment(snapshot, map, now, keep_end, &mut counts)?;
             changed |= !same;
             outputs.push((buf, metas));
         }
@@ -358,12 +360,17 @@ impl LogInner {
     }
 
     /// The cleaned batches of one segment, and whether they equal the old
-    /// ones.
+    /// ones. With `keep_end`, a last batch that loses every record is kept
+    /// as an empty batch (header only, its original offsets), as Kafka's
+    /// cleaner keeps empty batches: the segment still ends where it did, so
+    /// the log's offsets below the next segment stay accounted for and
+    /// recovery knows exactly which segments a `.swap` replaces.
     fn clean_segment(
         &self,
         snapshot: &Snapshot,
         map: &HashMap<Bytes, u64>,
         now: i64,
+        keep_end: bool,
         counts: &mut CleanReport,
     ) -> Result<(Vec<u8>, Vec<BatchMeta>, bool)> {
         let mut out = Vec::with_capacity(snapshot.bytes.len());
@@ -373,8 +380,13 @@ impl LogInner {
         for batch in format::Batches::new(snapshot.bytes.clone()) {
             let batch = batch.map_err(|e| corrupt(&self.dir, snapshot.base, position, e))?;
             let size = batch.size();
+            let at_end = keep_end && position + size == snapshot.bytes.len();
             let kept = if batch.header().is_control() {
                 Kept::Whole
+            } else if batch.header().records_count == 0 {
+                // An empty batch an earlier pass kept: still needed only at
+                // the end of a group.
+                if at_end { Kept::Whole } else { Kept::Nothing }
             } else {
                 filter_batch(&batch, map, now, self.config.delete_retention_ms(), counts)
                     .map_err(|e| corrupt(&self.dir, snapshot.base, position, e))?
@@ -384,6 +396,12 @@ impl LogInner {
                 Kept::Whole => {
                     out.extend_from_slice(batch.as_bytes());
                     *batch.header()
+                }
+                Kept::Nothing if keep_end && position + size == snapshot.bytes.len() => {
+                    same = false;
+                    let empty = empty_batch(batch.header());
+                    out.extend_from_slice(&empty);
+                    BatchHeader::parse(&empty)?
                 }
                 Kept::Nothing => {
                     same = false;
@@ -581,6 +599,68 @@ fn filter_batch(
     encode(header, &kept, horizon).map(Kept::Rewritten)
 }
 
+/// A batch without records that keeps the offsets, timestamp type, flags
+/// and producer fields of `original` (Kafka's `writeEmptyHeader`): both
+/// timestamps are the original's max timestamp, no compression.
+fn empty_batch(original: &BatchHeader) -> Vec<u8> {
+    let mut out = vec![0u8; format::RECORDS_OFFSET];
+    let attributes = original.attributes
+        & (format::TIMESTAMP_TYPE_MASK
+            | format::TRANSACTIONAL_FLAG_MASK
+            | format::CONTROL_FLAG_MASK);
+    write_header(
+        &mut out,
+        original,
+        original.base_offset,
+        attributes,
+        original.last_offset_delta,
+        (original.max_timestamp, original.max_timestamp),
+        0,
+    );
+    out
+}
+
+/// Fills in the header of the batch in `out` (records already after it)
+/// and its CRC, taking the producer fields and epoch from `original`.
+fn write_header(
+    out: &mut [u8],
+    original: &BatchHeader,
+    base_offset: i64,
+    attributes: u16,
+    last_offset_delta: i32,
+    (base_timestamp, max_timestamp): (i64, i64),
+    count: i32,
+) {
+    // `out` is one batch, far below 2 GiB (`segment.bytes` is an i32).
+    let batch_length = (out.len() - format::LOG_OVERHEAD) as i32;
+    BigEndian::write_i64(&mut out[format::BASE_OFFSET_OFFSET..], base_offset);
+    BigEndian::write_i32(&mut out[format::BATCH_LENGTH_OFFSET..], batch_length);
+    BigEndian::write_i32(
+        &mut out[format::PARTITION_LEADER_EPOCH_OFFSET..],
+        original.partition_leader_epoch,
+    );
+    out[format::MAGIC_OFFSET] = format::MAGIC_V2 as u8;
+    BigEndian::write_u16(&mut out[format::ATTRIBUTES_OFFSET..], attributes);
+    BigEndian::write_i32(
+        &mut out[format::LAST_OFFSET_DELTA_OFFSET..],
+        last_offset_delta,
+    );
+    BigEndian::write_i64(&mut out[format::BASE_TIMESTAMP_OFFSET..], base_timestamp);
+    BigEndian::write_i64(&mut out[format::MAX_TIMESTAMP_OFFSET..], max_timestamp);
+    BigEndian::write_i64(&mut out[format::PRODUCER_ID_OFFSET..], original.producer_id);
+    BigEndian::write_i16(
+        &mut out[format::PRODUCER_EPOCH_OFFSET..],
+        original.producer_epoch,
+    );
+    BigEndian::write_i32(
+        &mut out[format::BASE_SEQUENCE_OFFSET..],
+        original.base_sequence,
+    );
+    BigEndian::write_i32(&mut out[format::RECORDS_COUNT_OFFSET..], count);
+    let crc = format::compute_crc(out);
+    BigEndian::write_u32(&mut out[format::CRC_OFFSET..], crc);
+}
+
 /// Encodes `records` (a non-empty, increasing subset of the records of the
 /// batch `original` heads) as one batch that keeps the original's last
 /// offset, producer fields, epoch, codec and timestamp type.
@@ -626,8 +706,9 @@ fn encode(
     let codec: Compression = original.compression()?;
     let mut out = vec![0u8; format::RECORDS_OFFSET];
     format::compress(codec, &body, &mut out)?;
-    let batch_length = i32::try_from(out.len() - format::LOG_OVERHEAD)
-        .map_err(|_| FormatError::InvalidRecord("batch exceeds 2 GiB"))?;
+    if out.len() - format::LOG_OVERHEAD > i32::MAX as usize {
+        return Err(FormatError::InvalidRecord("batch exceeds 2 GiB"));
+    }
     let count = i32::try_from(records.len())
         .map_err(|_| FormatError::InvalidRecord("too many records for one batch"))?;
     let last_offset_delta = i32::try_from(original.last_offset() - base_offset)
@@ -636,31 +717,14 @@ fn encode(
     if horizon.is_some() {
         attributes |= format::DELETE_HORIZON_FLAG_MASK;
     }
-    BigEndian::write_i64(&mut out[format::BASE_OFFSET_OFFSET..], base_offset);
-    BigEndian::write_i32(&mut out[format::BATCH_LENGTH_OFFSET..], batch_length);
-    BigEndian::write_i32(
-        &mut out[format::PARTITION_LEADER_EPOCH_OFFSET..],
-        original.partition_leader_epoch,
-    );
-    out[format::MAGIC_OFFSET] = format::MAGIC_V2 as u8;
-    BigEndian::write_u16(&mut out[format::ATTRIBUTES_OFFSET..], attributes);
-    BigEndian::write_i32(
-        &mut out[format::LAST_OFFSET_DELTA_OFFSET..],
+    write_header(
+        &mut out,
+        original,
+        base_offset,
+        attributes,
         last_offset_delta,
+        (base_timestamp, max_timestamp),
+        count,
     );
-    BigEndian::write_i64(&mut out[format::BASE_TIMESTAMP_OFFSET..], base_timestamp);
-    BigEndian::write_i64(&mut out[format::MAX_TIMESTAMP_OFFSET..], max_timestamp);
-    BigEndian::write_i64(&mut out[format::PRODUCER_ID_OFFSET..], original.producer_id);
-    BigEndian::write_i16(
-        &mut out[format::PRODUCER_EPOCH_OFFSET..],
-        original.producer_epoch,
-    );
-    BigEndian::write_i32(
-        &mut out[format::BASE_SEQUENCE_OFFSET..],
-        original.base_sequence,
-    );
-    BigEndian::write_i32(&mut out[format::RECORDS_COUNT_OFFSET..], count);
-    let crc = format::compute_crc(&out);
-    BigEndian::write_u32(&mut out[format::CRC_OFFSET..], crc);
     Ok(out)
 }
