@@ -215,7 +215,8 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
 /// being written) are removed, so the old segments stay; a `{base}.log.swap`
 /// file (a complete, fsynced cleaned segment) replaces every segment whose
 /// base offset lies in `[base, end)`, where `end` is the offset after its
-/// last batch, and is renamed to `{base}.log`. Index `.swap` files follow
+/// last batch (the cleaner keeps each group's end, so these are exactly the
+/// segments it was cleaned from), and is renamed to `{base}.log`. Index `.swap` files follow
 /// their log file; orphaned ones are removed (recovery rebuilds indexes).
 fn finish_swaps(storage: &dyn Storage, dir: &Path, report: &mut RecoveryReport) -> Result<()> {
     let stage = |name: &str, stage: &str| {
@@ -224,7 +225,7 @@ fn finish_swaps(storage: &dyn Storage, dir: &Path, report: &mut RecoveryReport) 
             .map(str::to_owned)
     };
     let mut swaps = Vec::new();
-    let mut segment_logs = Vec::new();
+    let mut segment_files = Vec::new();
     let mut stray = Vec::new();
     for path in storage.list_dir(dir)? {
         let name = path
@@ -240,21 +241,23 @@ fn finish_swaps(storage: &dyn Storage, dir: &Path, report: &mut RecoveryReport) 
                 Some(base) => swaps.push(base),
                 None => stray.push(path),
             }
-        } else if let Some(base) = segment::parse_segment_file(&path, LOG_SUFFIX) {
-            segment_logs.push(base);
+        } else if let Some(base) = [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX]
+            .iter()
+            .find_map(|suffix| segment::parse_segment_file(&path, suffix))
+        {
+            segment_files.push((base, path));
         }
     }
     swaps.sort_unstable();
     for &base in &swaps {
         let swap_log = segment::staged_file(dir, base, LOG_SUFFIX, SWAP_SUFFIX);
         let end = swap_end(storage, &swap_log, base)?.max(base + 1);
-        for &old in segment_logs.iter().filter(|&&b| b >= base && b < end) {
-            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-                let path = segment::segment_file(dir, old, suffix);
-                if storage.exists(&path) {
-                    storage.remove_file(&path)?;
-                    report.removed_files += 1;
-                }
+        // The replaced segments' files, and an index left behind by one
+        // whose log was already renamed `.deleted`.
+        for (_, path) in segment_files.iter().filter(|(b, _)| *b >= base && *b < end) {
+            if storage.exists(path) {
+                storage.remove_file(path)?;
+                report.removed_files += 1;
             }
         }
         // The log first: once it has its plain name the swap is done.
