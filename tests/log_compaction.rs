@@ -118,7 +118,7 @@ fn value(s: &str) -> Option<Vec<u8>> {
 
 #[test]
 fn keeps_the_latest_value_of_every_key_at_its_offset() -> Result<()> {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = shm_tempdir();
     let clock = ManualClock::new(10_000);
     let log = open(dir.path(), config(300), &clock, 0)?;
     let mut model = Vec::new();
@@ -188,7 +188,7 @@ fn keeps_the_latest_value_of_every_key_at_its_offset() -> Result<()> {
 
 #[test]
 fn tombstones_go_only_after_delete_retention() -> Result<()> {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = shm_tempdir();
     let clock = ManualClock::new(10_000);
     let log = open(dir.path(), config(200), &clock, 0)?;
     let mut model = Vec::new();
@@ -239,7 +239,7 @@ fn tombstones_go_only_after_delete_retention() -> Result<()> {
 
 #[test]
 fn a_segment_keeps_its_end_when_its_last_batch_goes() -> Result<()> {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = shm_tempdir();
     let clock = ManualClock::new(10_000);
     let log = open(dir.path(), config(200), &clock, 0)?;
     let mut model = Vec::new();
@@ -274,7 +274,7 @@ fn a_segment_keeps_its_end_when_its_last_batch_goes() -> Result<()> {
 
 #[test]
 fn a_reader_keeps_its_bytes_across_a_clean() -> Result<()> {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = shm_tempdir();
     let clock = ManualClock::new(10_000);
     let log = open(dir.path(), config(200), &clock, 0)?;
     let mut model = Vec::new();
@@ -301,7 +301,7 @@ fn a_reader_keeps_its_bytes_across_a_clean() -> Result<()> {
 
 #[test]
 fn dirty_ratio_and_compaction_lag_are_respected() -> Result<()> {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = shm_tempdir();
     let clock = ManualClock::new(10_000);
     let config = LogConfig::builder()
         .segment_bytes(200)
@@ -381,7 +381,7 @@ fn dirty_ratio_and_compaction_lag_are_respected() -> Result<()> {
 
 #[test]
 fn compacted_logs_refuse_records_without_a_key() -> Result<()> {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = shm_tempdir();
     let clock = ManualClock::new(0);
     let log = open(dir.path(), config(1_000), &clock, 0)?;
     let mut builder = BatchBuilder::new(Compression::None);
@@ -403,7 +403,7 @@ fn compacted_logs_refuse_records_without_a_key() -> Result<()> {
 
 #[test]
 fn compact_alone_ignores_time_and_size_retention() -> Result<()> {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = shm_tempdir();
     let clock = ManualClock::new(0);
     let config = LogConfig::builder()
         .segment_bytes(200)
@@ -423,7 +423,7 @@ fn compact_alone_ignores_time_and_size_retention() -> Result<()> {
     assert_eq!(log.enforce_retention()?.segments, 0);
     assert_eq!(log.segment_count(), segments);
     // `clean` on a delete-only log is refused.
-    let plain = tempfile::tempdir().expect("tempdir");
+    let plain = shm_tempdir();
     let log = Log::builder(plain.path()).open()?;
     assert!(matches!(log.clean(), Err(Error::InvalidConfig(_))));
     Ok(())
@@ -489,7 +489,7 @@ proptest! {
 
     #[test]
     fn cleaning_matches_a_latest_value_per_key_model(ops in prop::collection::vec(op(), 1..60)) {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = shm_tempdir();
         let clock = ManualClock::new(1_000);
         let mut log = Some(open(dir.path(), config(400), &clock, 0)?);
         let mut model = Model::default();
@@ -539,10 +539,22 @@ fn history(log: &Log, clock: &ManualClock) -> Result<Vec<Rec>> {
     Ok(model)
 }
 
+/// A temporary directory; on tmpfs when there is one: these tests fsync a
+/// lot and the simulated power loss does not depend on real fsyncs.
+fn shm_tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::tempdir_in(shm)
+    {
+        return dir;
+    }
+    tempfile::tempdir().expect("tempdir")
+}
+
 #[test]
 fn a_crash_anywhere_in_a_clean_leaves_each_group_before_or_after() -> Result<()> {
     // The result of a clean that succeeds, on a log of its own.
-    let reference = tempfile::tempdir().expect("tempdir");
+    let reference = shm_tempdir();
     let clock = ManualClock::new(10_000);
     let log = open(reference.path(), config(300), &clock, 0)?;
     let before = history(&log, &clock)?;
@@ -565,7 +577,7 @@ fn a_crash_anywhere_in_a_clean_leaves_each_group_before_or_after() -> Result<()>
     let mut swaps_completed = 0;
     for op in ops {
         for n in 1.. {
-            let dir = tempfile::tempdir().expect("tempdir");
+            let dir = shm_tempdir();
             let storage = FaultyStorage::new();
             let clock = ManualClock::new(10_000);
             let log = Log::builder(dir.path())
