@@ -485,7 +485,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn cleaning_matches_a_latest_value_per_key_model(ops in prop::collection::vec(op(), 1..60)) {
@@ -630,5 +630,67 @@ fn a_crash_anywhere_in_a_clean_leaves_each_group_before_or_after() -> Result<()>
     }
     assert!(runs > 10, "{runs}");
     assert!(swaps_completed > 0, "some crash fell between the renames");
+    Ok(())
+}
+
+#[test]
+fn readers_during_cleaning_see_every_latest_value() -> Result<()> {
+    let dir = shm_tempdir();
+    let clock = ManualClock::new(10_000);
+    let log = Arc::new(open(dir.path(), config(300), &clock, 0)?);
+    let mut model = Vec::new();
+    for i in 0..60u8 {
+        let codec = if i % 4 == 0 {
+            Compression::Gzip
+        } else {
+            Compression::None
+        };
+        append(
+            &log,
+            &clock,
+            &mut model,
+            &[kv(i % 7, &format!("v{i}"))],
+            codec,
+        )?;
+    }
+    let mut latest: HashMap<Vec<u8>, Rec> = HashMap::new();
+    for r in &model {
+        latest.insert(r.key.clone().expect("key"), r.clone());
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (log, stop) = (Arc::clone(&log), Arc::clone(&stop));
+        let (model, latest) = (model.clone(), latest.clone());
+        std::thread::spawn(move || -> Result<usize> {
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::Acquire) || reads < 20 {
+                let got = read_all(&log)?;
+                for r in &got {
+                    assert!(model.contains(r), "{r:?} was never appended");
+                }
+                for r in latest.values() {
+                    assert!(got.contains(r), "latest {r:?} missing mid-clean");
+                }
+                reads += 1;
+            }
+            Ok(reads)
+        })
+    };
+    for _ in 0..5 {
+        log.clean()?;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let reads = reader.join().expect("reader thread")?;
+    assert!(reads > 0);
+    let active = *log.segment_base_offsets().last().expect("active");
+    let mut below: HashMap<Vec<u8>, Rec> = HashMap::new();
+    for r in model.iter().filter(|r| r.offset < active) {
+        below.insert(r.key.clone().expect("key"), r.clone());
+    }
+    let mut expected: Vec<Rec> = below.into_values().collect();
+    expected.extend(model.iter().filter(|r| r.offset >= active).cloned());
+    expected.sort_by_key(|r| r.offset);
+    // Below the active segment only the latest value of each key there.
+    assert_eq!(read_all(&log)?, expected);
     Ok(())
 }
