@@ -72,7 +72,8 @@ pub struct CleanReport {
     /// Records without a key removed (a compacted log rejects them on
     /// append, but a log switched from `delete` may hold some).
     pub keyless_removed: u64,
-    /// The cleaner checkpoint (first dirty offset) after the pass.
+    /// The cleaner checkpoint (first dirty offset) after the pass: every
+    /// offset below it was cleaned.
     pub cleaned_up_to: u64,
 }
 
@@ -103,7 +104,7 @@ impl Log {
                 "cleanup.policy does not include compact".into(),
             ));
         }
-        self.inner.clean(None)
+        Ok(self.inner.clean(None)?.unwrap_or_default())
     }
 
     /// Runs a cleaning pass if the log compacts and its dirty ratio
@@ -172,9 +173,7 @@ impl LogInner {
         if !self.config.compact() {
             return Ok(None);
         }
-        let min = self.config.min_cleanable_dirty_ratio();
-        self.clean(Some(min))
-            .map(|r| (r != CleanReport::default()).then_some(r))
+        self.clean(Some(self.config.min_cleanable_dirty_ratio()))
     }
 
     fn cleanable(&self, state: &LogState, now: i64) -> Cleanable {
@@ -205,19 +204,23 @@ impl LogInner {
         }
     }
 
-    /// One pass; with `min_ratio`, only if the dirty ratio reaches it.
-    pub(crate) fn clean(&self, min_ratio: Option<f64>) -> Result<CleanReport> {
+    /// One pass; with `min_ratio`, only if the dirty ratio reaches it
+    /// (`None` if it does not).
+    pub(crate) fn clean(&self, min_ratio: Option<f64>) -> Result<Option<CleanReport>> {
         let _one_at_a_time = self.cleaner.lock();
         self.check_not_fenced()?;
         let now = self.clock.now_ms();
         let (cleanable, snapshots, generation) = {
             let state = self.state.read();
             let cleanable = self.cleanable(&state, now);
-            if cleanable.end == 0
-                || min_ratio
-                    .is_some_and(|min| cleanable.dirty_bytes == 0 || cleanable.ratio() < min)
-            {
-                return Ok(CleanReport::default());
+            if min_ratio.is_some_and(|min| cleanable.dirty_bytes == 0 || cleanable.ratio() < min) {
+                return Ok(None);
+            }
+            if cleanable.end == 0 {
+                return Ok(Some(CleanReport {
+                    cleaned_up_to: state.cleaner_checkpoint,
+                    ..CleanReport::default()
+                }));
             }
             let snapshots = state.segments[..cleanable.end]
                 .iter()
@@ -252,7 +255,7 @@ impl LogInner {
             }
             return Err(e);
         }
-        self.swap(staged, &snapshots, generation, report)
+        self.swap(staged, &snapshots, generation, report).map(Some)
     }
 
     /// Splits the snapshots into runs of consecutive segments that fit one
@@ -438,11 +441,15 @@ impl LogInner {
         if state.generation != generation || self.is_fenced() {
             // A truncation or deletion changed the segments meanwhile: the
             // work is stale. The next pass starts over.
+            let checkpoint = state.cleaner_checkpoint;
             drop(state);
             for (_, segment) in staged {
                 discard(self, segment);
             }
-            return Ok(CleanReport::default());
+            return Ok(CleanReport {
+                cleaned_up_to: checkpoint,
+                ..CleanReport::default()
+            });
         }
         let swapped_any = !staged.is_empty();
         let result = (|| {
@@ -532,7 +539,9 @@ fn build_offset_map(
                 if offset >= first_dirty
                     && let Some(key) = record.key()
                 {
-                    map.insert(key.clone(), offset);
+                    // A copy: a slice would keep a whole decompressed
+                    // batch alive for the length of the pass.
+                    map.insert(Bytes::copy_from_slice(key), offset);
                 }
             }
         }
