@@ -145,9 +145,6 @@ impl LogInner {
             let next_base = state.segments[count + 1].base_offset();
             let below_start = next_base <= state.log_start_offset;
             let expired = match self.config.retention_ms() {
-                // A segment the cleaner emptied has no timestamp; it holds
-                // nothing to keep.
-                Some(_) if all && segment.is_empty() => true,
                 Some(ms) if all => {
                     segment.max_timestamp() >= 0 && now.saturating_sub(segment.max_timestamp()) > ms
                 }
