@@ -38,9 +38,10 @@
 //! # Not supported yet
 //! Transactions: control batches are kept as they are and records of
 //! aborted transactions are treated like any other. A batch all of whose
-//! records are removed is dropped whole (Kafka keeps an empty batch for the
-//! last sequence of an idempotent producer; logbus keeps no producer state
-//! in the log yet).
+//! records are removed is dropped whole, except at the end of a group, where
+//! an empty batch (header only) keeps the group's last offset; Kafka also
+//! keeps empty batches for the last sequence of an idempotent producer,
+//! and logbus keeps no producer state in the log yet.
 
 use std::collections::HashMap;
 
@@ -84,8 +85,8 @@ impl Log {
     /// first pass that saw them) has passed, and advances the cleaner
     /// checkpoint. The active segment and segments younger than
     /// `min.compaction.lag.ms` are not touched; offsets, the log start
-    /// offset and the log end offset never change. See the module docs of
-    /// `log::cleaner` in ARCHITECTURE.md.
+    /// offset and the log end offset never change; small cleaned segments
+    /// merge (up to `segment.bytes`).
     ///
     /// The log's worker thread runs a pass on its retention-check interval
     /// when the dirty ratio reaches `min.cleanable.dirty.ratio` (see
