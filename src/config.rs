@@ -33,7 +33,7 @@ pub enum FlushPolicy {
 /// assert_eq!(config.segment_bytes(), 64 * 1024 * 1024);
 /// # Ok::<(), logbus::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     segment_bytes: u64,
     segment_ms: Option<i64>,
@@ -45,7 +45,16 @@ pub struct LogConfig {
     timestamp_type: TimestampType,
     flush: FlushPolicy,
     retention_check_interval_ms: i64,
+    compact: bool,
+    delete: bool,
+    delete_retention_ms: i64,
+    min_cleanable_dirty_ratio: f64,
+    min_compaction_lag_ms: i64,
 }
+
+// `min_cleanable_dirty_ratio` is validated to be finite, so equality is an
+// equivalence relation.
+impl Eq for LogConfig {}
 
 impl Default for LogConfig {
     fn default() -> Self {
@@ -60,6 +69,11 @@ impl Default for LogConfig {
             timestamp_type: TimestampType::CreateTime,
             flush: FlushPolicy::PageCache,
             retention_check_interval_ms: 300_000,
+            compact: false,
+            delete: true,
+            delete_retention_ms: 86_400_000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
         }
     }
 }
@@ -138,7 +152,74 @@ impl LogConfig {
         self.retention_check_interval_ms
     }
 
+    /// Whether `cleanup.policy` includes `compact`: the cleaner keeps the
+    /// latest record of every key (see [`Log::clean`](crate::Log::clean)),
+    /// and appends of records without a key are refused. Default false.
+    #[must_use]
+    pub fn compact(&self) -> bool {
+        self.compact
+    }
+    /// Whether `cleanup.policy` includes `delete`: `retention.ms` and
+    /// `retention.bytes` delete old sealed segments. Default true. With
+    /// `compact` alone (`cleanup.policy=compact`) they delete nothing, as in
+    /// Kafka.
+    #[must_use]
+    pub fn delete(&self) -> bool {
+        self.delete
+    }
+    /// `cleanup.policy` as Kafka spells it: `delete`, `compact` or
+    /// `compact,delete`.
+    #[must_use]
+    pub fn cleanup_policy_name(&self) -> &'static str {
+        match (self.compact, self.delete) {
+            (true, true) => "compact,delete",
+            (true, false) => "compact",
+            _ => "delete",
+        }
+    }
+    /// `delete.retention.ms`: how long the cleaner keeps a tombstone (a
+    /// record with a null value) after it first cleaned it, so that a reader
+    /// scanning from the start sees the deletion. Default 1 day.
+    #[must_use]
+    pub fn delete_retention_ms(&self) -> i64 {
+        self.delete_retention_ms
+    }
+    /// `min.cleanable.dirty.ratio`: the background cleaner cleans a
+    /// compacted log once the dirty part (not yet cleaned, cleanable bytes)
+    /// is at least this fraction of the cleanable log. Default 0.5.
+    #[must_use]
+    pub fn min_cleanable_dirty_ratio(&self) -> f64 {
+        self.min_cleanable_dirty_ratio
+    }
+    /// `min.compaction.lag.ms`: a segment whose newest record is younger
+    /// than this is not cleaned yet. Default 0.
+    #[must_use]
+    pub fn min_compaction_lag_ms(&self) -> i64 {
+        self.min_compaction_lag_ms
+    }
+
     fn validate(&self) -> Result<()> {
+        if !self.compact && !self.delete {
+            return Err(Error::InvalidConfig(
+                "cleanup.policy must include compact or delete".into(),
+            ));
+        }
+        if self.delete_retention_ms < 0 {
+            return Err(Error::InvalidConfig(
+                "delete.retention.ms must not be negative".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.min_cleanable_dirty_ratio) {
+            return Err(Error::InvalidConfig(format!(
+                "min.cleanable.dirty.ratio must be in [0, 1], got {}",
+                self.min_cleanable_dirty_ratio
+            )));
+        }
+        if self.min_compaction_lag_ms < 0 {
+            return Err(Error::InvalidConfig(
+                "min.compaction.lag.ms must not be negative".into(),
+            ));
+        }
         if self.segment_bytes < Self::MIN_SEGMENT_BYTES || self.segment_bytes > i32::MAX as u64 {
             return Err(Error::InvalidConfig(format!(
                 "segment.bytes must be in [{}, {}], got {}",
@@ -252,6 +333,32 @@ impl LogConfigBuilder {
         self
     }
 
+    /// Sets whether `cleanup.policy` includes `compact`.
+    pub fn compact(mut self, compact: bool) -> Self {
+        self.config.compact = compact;
+        self
+    }
+    /// Sets whether `cleanup.policy` includes `delete`.
+    pub fn delete(mut self, delete: bool) -> Self {
+        self.config.delete = delete;
+        self
+    }
+    /// Sets `delete.retention.ms` (at least 0).
+    pub fn delete_retention_ms(mut self, ms: i64) -> Self {
+        self.config.delete_retention_ms = ms;
+        self
+    }
+    /// Sets `min.cleanable.dirty.ratio` (in `[0, 1]`).
+    pub fn min_cleanable_dirty_ratio(mut self, ratio: f64) -> Self {
+        self.config.min_cleanable_dirty_ratio = ratio;
+        self
+    }
+    /// Sets `min.compaction.lag.ms` (at least 0).
+    pub fn min_compaction_lag_ms(mut self, ms: i64) -> Self {
+        self.config.min_compaction_lag_ms = ms;
+        self
+    }
+
     /// Validates and returns the configuration.
     ///
     /// # Errors
@@ -291,5 +398,51 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(err.to_string().contains("flush"), "{err}");
+        let err = LogConfig::builder()
+            .min_cleanable_dirty_ratio(1.5)
+            .build()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("min.cleanable.dirty.ratio"),
+            "{err}"
+        );
+        let err = LogConfig::builder()
+            .min_cleanable_dirty_ratio(f64::NAN)
+            .build()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("min.cleanable.dirty.ratio"),
+            "{err}"
+        );
+        let err = LogConfig::builder()
+            .delete_retention_ms(-1)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("delete.retention.ms"), "{err}");
+        let err = LogConfig::builder()
+            .min_compaction_lag_ms(-1)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("min.compaction.lag.ms"), "{err}");
+    }
+
+    #[test]
+    fn cleanup_policy_defaults_and_names() {
+        let c = LogConfig::default();
+        assert!(c.delete() && !c.compact());
+        assert_eq!(c.cleanup_policy_name(), "delete");
+        assert_eq!(c.delete_retention_ms(), 86_400_000);
+        assert_eq!(c.min_compaction_lag_ms(), 0);
+        assert!((c.min_cleanable_dirty_ratio() - 0.5).abs() < f64::EPSILON);
+        let c = LogConfig::builder().compact(true).build().unwrap();
+        assert_eq!(c.cleanup_policy_name(), "compact,delete");
+        let c = LogConfig::builder()
+            .compact(true)
+            .delete(false)
+            .build()
+            .unwrap();
+        assert_eq!(c.cleanup_policy_name(), "compact");
+        let err = LogConfig::builder().delete(false).build().unwrap_err();
+        assert!(err.to_string().contains("cleanup.policy"), "{err}");
     }
 }

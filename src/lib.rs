@@ -125,8 +125,8 @@ pub use cluster::{
 pub use config::{FlushPolicy, LogConfig, LogConfigBuilder};
 pub use error::{CorruptionKind, Error, FormatError, Result};
 pub use log::{
-    AppendInfo, CheckpointRead, Log, LogBuilder, LogRead, OffsetCheckpoint, RecoveryReport,
-    RetentionReport, TimestampOffset, TruncatedTail,
+    AppendInfo, CheckpointRead, CleanReport, Log, LogBuilder, LogRead, OffsetCheckpoint,
+    RecoveryReport, RetentionReport, TimestampOffset, TruncatedTail,
 };
 pub use storage::{DirLock, OpenMode, ReadMap, StdStorage, Storage, StorageFile, slice_bytes};
 #[cfg(any(test, feature = "internals"))]

@@ -258,10 +258,30 @@ fn validate(buf: &[u8], inner: &LogInner, full: bool) -> Result<Vec<Checked>> {
                 "a batch built in-process is malformed: {header:?}"
             )));
         }
+        if inner.config.compact() {
+            require_keys(&rest[..header.total_size()], &header)?;
+        }
         checked.push(Checked { position, header });
         position += header.total_size();
     }
     Ok(checked)
+}
+
+/// Kafka's rule for compacted topics: every record (outside control
+/// batches) has a key, since the cleaner keeps records by key.
+fn require_keys(batch: &[u8], header: &BatchHeader) -> Result<()> {
+    if header.is_control() {
+        return Ok(());
+    }
+    let batch = format::Batch::from_bytes(bytes::Bytes::copy_from_slice(batch))?;
+    for record in batch.records()? {
+        if record?.key().is_none() {
+            return Err(Error::InvalidBatch(FormatError::InvalidRecord(
+                "a compacted log (cleanup.policy=compact) accepts only records with a key",
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl LogInner {

@@ -15,6 +15,7 @@
 
 mod append;
 mod checkpoint;
+mod cleaner;
 mod durability;
 mod open;
 mod read;
@@ -35,6 +36,7 @@ use crate::storage::{StdStorage, segment::Segment};
 
 pub use append::AppendInfo;
 pub use checkpoint::{CheckpointRead, OffsetCheckpoint};
+pub use cleaner::CleanReport;
 pub use open::{RecoveryReport, TruncatedTail};
 pub use read::{LogRead, TimestampOffset};
 pub use retention::RetentionReport;
@@ -87,6 +89,9 @@ pub(crate) struct LogInner {
     fenced: AtomicBool,
     durability: Durability,
     recovery: RecoveryReport,
+    /// Held for a whole cleaning pass: one pass at a time. Taken before
+    /// `state`.
+    cleaner: Mutex<()>,
     jobs: crossbeam_channel::Sender<worker::Job>,
     _lock: DirLock,
 }
@@ -106,6 +111,12 @@ pub(crate) struct LogState {
     spare_ready: bool,
     /// Whether a spare was asked of the worker since the last roll.
     spare_requested: bool,
+    /// The first offset the cleaner has not cleaned yet.
+    cleaner_checkpoint: u64,
+    /// Bumped whenever sealed segments are removed, cut or replaced, so a
+    /// cleaning pass that read the segments before can tell its work is
+    /// stale.
+    generation: u64,
 }
 
 impl LogState {
@@ -144,6 +155,7 @@ pub struct LogBuilder {
     clock: Arc<dyn Clock>,
     recovery_point: u64,
     log_start_offset: u64,
+    cleaner_checkpoint: u64,
 }
 
 impl LogBuilder {
@@ -177,6 +189,14 @@ impl LogBuilder {
         self
     }
 
+    /// The cleaner checkpoint from the owner's `cleaner-offset-checkpoint`
+    /// (see [`Log::cleaner_checkpoint`]): the first offset the cleaner has
+    /// not cleaned. Default 0: the next pass treats the whole log as dirty.
+    pub fn cleaner_checkpoint(mut self, offset: u64) -> Self {
+        self.cleaner_checkpoint = offset;
+        self
+    }
+
     /// Opens the log, creating the directory if needed and recovering it if
     /// it holds segments.
     ///
@@ -199,6 +219,7 @@ impl Log {
             clock: Arc::new(SystemClock),
             recovery_point: 0,
             log_start_offset: 0,
+            cleaner_checkpoint: 0,
         }
     }
 

@@ -19,7 +19,8 @@ use crate::log::durability::Durability;
 use crate::log::{Log, LogBuilder, LogInner, LogState, worker};
 use crate::storage::probe::{Counters, ScanOutcome, SegmentProbe};
 use crate::storage::segment::{
-    self, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, Segment, TIME_INDEX_SUFFIX, TRUNCATING_SUFFIX,
+    self, CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, SWAP_SUFFIX, Segment,
+    TIME_INDEX_SUFFIX, TRUNCATING_SUFFIX,
 };
 use crate::storage::{Storage, spare};
 
@@ -34,8 +35,12 @@ pub struct RecoveryReport {
     /// The torn tail cut from the last segment, if there was one.
     pub truncated: Option<TruncatedTail>,
     /// Leftover files removed (`.deleted`, temporary and orphaned index
-    /// files).
+    /// files, a cleaner's unfinished `.cleaned` files, segments a completed
+    /// swap replaced).
     pub removed_files: usize,
+    /// Cleaned segments (`.swap` files) whose swap an interrupted cleaning
+    /// pass left unfinished and recovery completed.
+    pub swaps_completed: usize,
 }
 
 /// A torn tail cut by recovery.
@@ -59,10 +64,12 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         clock,
         recovery_point,
         log_start_offset,
+        cleaner_checkpoint,
     } = builder;
     storage.create_dir_all(&dir)?;
     let lock = storage.lock_dir(&dir)?;
     let mut report = RecoveryReport::default();
+    finish_swaps(storage.as_ref(), &dir, &mut report)?;
 
     // Sort the directory: segment logs, and leftovers to remove.
     let mut bases = Vec::new();
@@ -186,10 +193,13 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
             dir_dirty: false,
             spare_ready: false,
             spare_requested: false,
+            cleaner_checkpoint: cleaner_checkpoint.min(log_end_offset),
+            generation: 0,
         }),
         fenced: AtomicBool::new(false),
         durability: Durability::new(durable, log_end_offset),
         recovery: report,
+        cleaner: Mutex::new(()),
         jobs,
         _lock: lock,
     });
@@ -198,6 +208,97 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         inner,
         worker: Mutex::new(Some(worker)),
     })
+}
+
+/// Finishes or rolls back what an interrupted cleaning pass left, as
+/// Kafka's `LogLoader` does: `.cleaned` files (a cleaned segment still
+/// being written) are removed, so the old segments stay; a `{base}.log.swap`
+/// file (a complete, fsynced cleaned segment) replaces every segment whose
+/// base offset lies in `[base, end)`, where `end` is the offset after its
+/// last batch (the cleaner keeps each group's end, so these are exactly the
+/// segments it was cleaned from), and is renamed to `{base}.log`. Index `.swap` files follow
+/// their log file; orphaned ones are removed (recovery rebuilds indexes).
+fn finish_swaps(storage: &dyn Storage, dir: &Path, report: &mut RecoveryReport) -> Result<()> {
+    let stage = |name: &str, stage: &str| {
+        name.strip_suffix(stage)
+            .and_then(|n| n.strip_suffix('.'))
+            .map(str::to_owned)
+    };
+    let mut swaps = Vec::new();
+    let mut segment_files = Vec::new();
+    let mut stray = Vec::new();
+    for path in storage.list_dir(dir)? {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        if stage(&name, CLEANED_SUFFIX).is_some() {
+            storage.remove_file(&path)?;
+            report.removed_files += 1;
+        } else if let Some(plain) = stage(&name, SWAP_SUFFIX) {
+            match segment::parse_segment_file(Path::new(&plain), LOG_SUFFIX) {
+                Some(base) => swaps.push(base),
+                None => stray.push(path),
+            }
+        } else if let Some(base) = [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX]
+            .iter()
+            .find_map(|suffix| segment::parse_segment_file(&path, suffix))
+        {
+            segment_files.push((base, path));
+        }
+    }
+    swaps.sort_unstable();
+    for &base in &swaps {
+        let swap_log = segment::staged_file(dir, base, LOG_SUFFIX, SWAP_SUFFIX);
+        let end = swap_end(storage, &swap_log, base)?.max(base + 1);
+        // The replaced segments' files, and an index left behind by one
+        // whose log was already renamed `.deleted`.
+        for (_, path) in segment_files.iter().filter(|(b, _)| *b >= base && *b < end) {
+            if storage.exists(path) {
+                storage.remove_file(path)?;
+                report.removed_files += 1;
+            }
+        }
+        // The log first: once it has its plain name the swap is done.
+        storage.rename(&swap_log, &segment::segment_file(dir, base, LOG_SUFFIX))?;
+        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            let swap = segment::staged_file(dir, base, suffix, SWAP_SUFFIX);
+            if storage.exists(&swap) {
+                storage.rename(&swap, &segment::segment_file(dir, base, suffix))?;
+            }
+        }
+        report.swaps_completed += 1;
+    }
+    // Index swaps whose log was renamed already (or never staged).
+    for path in stray {
+        if storage.exists(&path) {
+            storage.remove_file(&path)?;
+            report.removed_files += 1;
+        }
+    }
+    if !swaps.is_empty() || report.removed_files > 0 {
+        storage.sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// The offset after the last batch of a `.swap` log file (fsynced before it
+/// was renamed to `.swap`, so whole); `base` if it holds none.
+fn swap_end(storage: &dyn Storage, path: &Path, base: u64) -> Result<u64> {
+    let file = storage.open(path, crate::storage::OpenMode::Existing)?;
+    let len = usize::try_from(file.len()?).unwrap_or(usize::MAX);
+    let map = file.map(len)?;
+    let bytes = map.as_slice();
+    let mut position = 0;
+    let mut end = base;
+    while position < bytes.len() {
+        let header = crate::format::check_batch(&bytes[position..])
+            .map_err(|e| Error::corrupt(path, position as u64, CorruptionKind::Batch(e)))?;
+        end = header.last_offset() as u64 + 1;
+        position += header.total_size();
+    }
+    Ok(end)
 }
 
 /// Removes an empty last segment that starts above the end of the segment

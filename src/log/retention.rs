@@ -115,7 +115,9 @@ impl LogInner {
         for segment in &removed {
             self.schedule(Job::RemoveFiles(segment.mark_deleted()?));
         }
+        state.generation += 1;
         state.log_end_offset = state.active().next_offset();
+        state.cleaner_checkpoint = state.cleaner_checkpoint.min(state.log_end_offset);
         state.log_start_offset = state.log_start_offset.min(state.log_end_offset);
         state.dir_dirty = true;
         self.durability.truncate(state.log_end_offset);
@@ -130,7 +132,8 @@ impl LogInner {
     fn delete_segments(&self, which: Retention) -> Result<RetentionReport> {
         let now = self.clock.now_ms();
         let mut state = self.state.write();
-        let all = which == Retention::All;
+        // Under `cleanup.policy=compact` alone, time and size delete nothing.
+        let all = which == Retention::All && self.config.delete();
         let mut excess = match self.config.retention_bytes() {
             Some(limit) if all => state.size_bytes().saturating_sub(limit),
             _ => 0,
@@ -161,6 +164,7 @@ impl LogInner {
         }
         let mut report = RetentionReport::default();
         let removed: Vec<Segment> = state.segments.drain(..count).collect();
+        state.generation += 1;
         state.log_start_offset = state.log_start_offset.max(state.segments[0].base_offset());
         state.dir_dirty = true;
         for segment in &removed {

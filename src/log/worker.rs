@@ -124,6 +124,9 @@ fn run(weak: &Weak<LogInner>, jobs: &Receiver<Job>, ticks: &Receiver<()>, schedu
         }
         if now >= next_retention {
             drop(inner.enforce_retention());
+            // A failed pass is retried at the next check; a failed swap
+            // fenced the log.
+            drop(inner.maybe_clean());
             next_retention = now.saturating_add(inner.config.retention_check_interval_ms());
         }
     }

@@ -39,6 +39,19 @@ pub(crate) const DELETED_SUFFIX: &str = "deleted";
 /// Suffix of a temporary file that replaces a truncated log file.
 pub(crate) const TRUNCATING_SUFFIX: &str = "truncating";
 
+/// Extra suffix of a segment the cleaner is still writing
+/// (`{base}.log.cleaned`, ...); recovery removes such files.
+pub(crate) const CLEANED_SUFFIX: &str = "cleaned";
+/// Extra suffix of a cleaned segment about to replace the segments it was
+/// cleaned from (`{base}.log.swap`, ...); recovery completes the swap.
+pub(crate) const SWAP_SUFFIX: &str = "swap";
+
+/// `dir/{base:020}.{suffix}.{stage}`: a segment file under a cleaner stage
+/// name (Kafka's `.cleaned` and `.swap`).
+pub(crate) fn staged_file(dir: &Path, base_offset: u64, suffix: &str, stage: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{suffix}.{stage}"))
+}
+
 /// `dir/{base:020}.{suffix}`: Kafka's file naming.
 pub(crate) fn segment_file(dir: &Path, base_offset: u64, suffix: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{suffix}"))
@@ -107,6 +120,66 @@ impl Segment {
         limits: SegmentLimits,
     ) -> Result<Self> {
         Self::empty(storage, dir, base_offset, limits, OpenMode::CreateNew)
+    }
+
+    /// Creates a new, empty segment whose three files carry the extra
+    /// suffix `stage` (`{base}.log.cleaned`, ...), for the cleaner. Rename
+    /// the files with [`Segment::rename_stage`]; the segment's paths are the
+    /// final ones once the files lost the stage suffix.
+    pub(crate) fn create_staged(
+        storage: &Arc<dyn Storage>,
+        dir: &Path,
+        base_offset: u64,
+        limits: SegmentLimits,
+        stage: &str,
+    ) -> Result<Self> {
+        let mode = OpenMode::CreateNew;
+        let file = storage.open(&staged_file(dir, base_offset, LOG_SUFFIX, stage), mode)?;
+        let index = OffsetIndex::empty(
+            storage.as_ref(),
+            &staged_file(dir, base_offset, INDEX_SUFFIX, stage),
+            base_offset,
+            limits.index_bytes,
+            mode,
+        )?;
+        let time_index = TimeIndex::empty(
+            storage.as_ref(),
+            &staged_file(dir, base_offset, TIME_INDEX_SUFFIX, stage),
+            base_offset,
+            limits.index_bytes,
+            mode,
+        )?;
+        Self::assemble(
+            storage,
+            dir,
+            base_offset,
+            file,
+            0,
+            index,
+            time_index,
+            limits,
+        )
+    }
+
+    /// Renames the segment's three files from stage `from` to stage `to`
+    /// (`None`: the plain segment name). The indexes first and the log last
+    /// when entering a stage, the log first when leaving it, so a stage's
+    /// log file exists only once its indexes do.
+    pub(crate) fn rename_stage(&self, from: Option<&str>, to: Option<&str>) -> Result<()> {
+        let path = |suffix: &str, stage: Option<&str>| match stage {
+            Some(stage) => staged_file(&self.dir, self.base_offset, suffix, stage),
+            None => segment_file(&self.dir, self.base_offset, suffix),
+        };
+        let order = if to.is_some() {
+            [INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX]
+        } else {
+            [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX]
+        };
+        for suffix in order {
+            self.storage
+                .rename(&path(suffix, from), &path(suffix, to))?;
+        }
+        Ok(())
     }
 
     /// Builds a new, empty segment at `base_offset` from the prepared spare

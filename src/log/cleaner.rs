@@ -1,0 +1,740 @@
+//! Log compaction (Kafka's `cleanup.policy=compact`): keep the latest record
+//! of every key.
+//!
+//! # One pass
+//! 1. Under the state read lock, take a snapshot of the *cleanable* sealed
+//!    segments: from the first segment up to the active segment, or up to
+//!    the first dirty segment whose newest record is younger than
+//!    `min.compaction.lag.ms`. The part from the cleaner checkpoint (the
+//!    first dirty offset) on is *dirty*; below it the log was cleaned
+//!    before.
+//! 2. Without any lock, build the offset map: key → offset of its last
+//!    record in the dirty part (Kafka's `OffsetMap`, here exact: whole keys,
+//!    no hashing, so no collisions, and memory grows with the number of
+//!    distinct keys).
+//! 3. Group consecutive cleanable segments so a group fits `segment.bytes`,
+//!    the index capacity and 32-bit relative offsets, and rewrite each group
+//!    into one segment written as `{base}.log.cleaned` (+ indexes), named by
+//!    the group's first base offset. A record is kept iff it has a key, no
+//!    later record of that key is in the map, and it is not a tombstone
+//!    whose delete horizon passed. Offsets never change: a rewritten batch
+//!    starts at its first kept record and keeps its original last offset
+//!    (`lastOffsetDelta`), as Kafka's cleaner does. Batches that lose no
+//!    record are copied byte for byte.
+//! 4. Under the state write lock, check that nothing truncated or deleted
+//!    segments meanwhile (else throw the work away), and swap each group in
+//!    as Kafka's `replaceSegments` does: rename `.cleaned` → `.swap`, rename
+//!    the old segments' files `.deleted`, rename `.swap` → the plain names.
+//!    Recovery on open removes `.cleaned` files and completes a `.swap`
+//!    (see `open.rs`), so after a crash each group reads either as before
+//!    or as after cleaning.
+//!
+//! # Tombstones
+//! As in Kafka since KIP-534: the first pass that keeps a tombstone stamps
+//! its batch with a delete horizon (`now + delete.retention.ms`, stored in
+//! `baseTimestamp` with attribute bit 6); a later pass at or after the
+//! horizon drops it.
+//!
+//! # Not supported yet
+//! Transactions: control batches are kept as they are and records of
+//! aborted transactions are treated like any other. A batch all of whose
+//! records are removed is dropped whole, except at the end of a group, where
+//! an empty batch (header only) keeps the group's last offset; Kafka also
+//! keeps empty batches for the last sequence of an idempotent producer,
+//! and logbus keeps no producer state in the log yet.
+
+use std::collections::HashMap;
+
+use byteorder::{BigEndian, ByteOrder};
+use bytes::Bytes;
+
+use crate::error::{Error, FormatError, Result};
+use crate::format::{self, Batch, BatchHeader};
+use crate::log::{Log, LogInner, LogState, worker::Job};
+use crate::storage::segment::{BatchMeta, CLEANED_SUFFIX, SWAP_SUFFIX, Segment};
+use crate::types::{Compression, TimestampType};
+
+/// What one cleaning pass ([`Log::clean`]) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CleanReport {
+    /// Sealed segments that were rewritten (replaced by cleaned ones).
+    pub segments_cleaned: usize,
+    /// Cleaned segments written in their place (groups of small segments
+    /// merge into one).
+    pub segments_written: usize,
+    /// Bytes of the replaced segments.
+    pub bytes_before: u64,
+    /// Bytes of the segments that replaced them.
+    pub bytes_after: u64,
+    /// Records removed because a later record has the same key.
+    pub records_superseded: u64,
+    /// Tombstones removed because their delete horizon passed.
+    pub tombstones_removed: u64,
+    /// Records without a key removed (a compacted log rejects them on
+    /// append, but a log switched from `delete` may hold some).
+    pub keyless_removed: u64,
+    /// The cleaner checkpoint (first dirty offset) after the pass: every
+    /// offset below it was cleaned.
+    pub cleaned_up_to: u64,
+}
+
+impl Log {
+    /// Runs one cleaning pass now, whatever the dirty ratio: keeps the
+    /// latest record of every key in the sealed segments, removes
+    /// tombstones whose delete horizon (`delete.retention.ms` after the
+    /// first pass that saw them) has passed, and advances the cleaner
+    /// checkpoint. The active segment and segments younger than
+    /// `min.compaction.lag.ms` are not touched; offsets, the log start
+    /// offset and the log end offset never change; small cleaned segments
+    /// merge (up to `segment.bytes`).
+    ///
+    /// The log's worker thread runs a pass on its retention-check interval
+    /// when the dirty ratio reaches `min.cleanable.dirty.ratio` (see
+    /// [`Log::maybe_clean`]). Readers are never blocked for the rewrite and
+    /// see either the old or the new segments; data they hold stays valid.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] if the log's `cleanup.policy` does not
+    /// include `compact`; [`Error::Fenced`]; [`Error::Corrupt`] if a batch
+    /// being cleaned is damaged; [`Error::Io`]. A failure while writing the
+    /// cleaned files changes nothing; a failure while swapping them in
+    /// fences the log (reopening it completes or rolls back the swap).
+    pub fn clean(&self) -> Result<CleanReport> {
+        if !self.inner.config.compact() {
+            return Err(Error::InvalidConfig(
+                "cleanup.policy does not include compact".into(),
+            ));
+        }
+        Ok(self.inner.clean(None)?.unwrap_or_default())
+    }
+
+    /// Runs a cleaning pass if the log compacts and its dirty ratio
+    /// ([`Log::dirty_ratio`]) is at least `min.cleanable.dirty.ratio`, as the
+    /// worker thread does; `None` if it did not run.
+    ///
+    /// # Errors
+    /// As [`Log::clean`].
+    pub fn maybe_clean(&self) -> Result<Option<CleanReport>> {
+        self.inner.maybe_clean()
+    }
+
+    /// The share of the cleanable bytes (sealed segments old enough for
+    /// `min.compaction.lag.ms`) that lies at or above the cleaner
+    /// checkpoint: 0 when there is nothing to clean.
+    #[must_use]
+    pub fn dirty_ratio(&self) -> f64 {
+        let now = self.inner.clock.now_ms();
+        let state = self.inner.state.read();
+        self.inner.cleanable(&state, now).ratio()
+    }
+
+    /// The cleaner checkpoint: the first offset not yet cleaned. Persist it
+    /// in the owner's `cleaner-offset-checkpoint` and pass it to
+    /// [`LogBuilder::cleaner_checkpoint`](crate::LogBuilder::cleaner_checkpoint).
+    #[must_use]
+    pub fn cleaner_checkpoint(&self) -> u64 {
+        self.inner.state.read().cleaner_checkpoint
+    }
+}
+
+/// The cleanable part of the log, by segment index.
+#[derive(Debug, Clone, Copy)]
+struct Cleanable {
+    /// First dirty offset.
+    first_dirty: u64,
+    /// Segments `[0, end)` may be cleaned; `end` is the active segment or
+    /// the first one too young for `min.compaction.lag.ms`.
+    end: usize,
+    /// Base offset of segment `end`: the new checkpoint after a pass.
+    end_offset: u64,
+    clean_bytes: u64,
+    dirty_bytes: u64,
+}
+
+impl Cleanable {
+    fn ratio(&self) -> f64 {
+        let total = self.clean_bytes + self.dirty_bytes;
+        if total == 0 {
+            0.0
+        } else {
+            self.dirty_bytes as f64 / total as f64
+        }
+    }
+}
+
+/// One sealed segment as the cleaner read it.
+struct Snapshot {
+    base: u64,
+    next_offset: u64,
+    bytes: Bytes,
+}
+
+impl LogInner {
+    pub(crate) fn maybe_clean(&self) -> Result<Option<CleanReport>> {
+        if !self.config.compact() {
+            return Ok(None);
+        }
+        self.clean(Some(self.config.min_cleanable_dirty_ratio()))
+    }
+
+    fn cleanable(&self, state: &LogState, now: i64) -> Cleanable {
+        let first_dirty = state.cleaner_checkpoint.max(state.log_start_offset);
+        let lag = self.config.min_compaction_lag_ms();
+        let sealed = state.segments.len() - 1;
+        let mut end = sealed;
+        let (mut clean_bytes, mut dirty_bytes) = (0, 0);
+        for (i, segment) in state.segments[..sealed].iter().enumerate() {
+            if segment.next_offset() <= first_dirty {
+                clean_bytes += segment.size();
+                continue;
+            }
+            // Kafka's rule: a dirty segment whose newest record is younger
+            // than the lag ends the cleanable part.
+            if lag > 0 && segment.max_timestamp() > now.saturating_sub(lag) {
+                end = i;
+                break;
+            }
+            dirty_bytes += segment.size();
+        }
+        Cleanable {
+            first_dirty,
+            end,
+            end_offset: state.segments[end].base_offset(),
+            clean_bytes,
+            dirty_bytes,
+        }
+    }
+
+    /// One pass; with `min_ratio`, only if the dirty ratio reaches it
+    /// (`None` if it does not).
+    pub(crate) fn clean(&self, min_ratio: Option<f64>) -> Result<Option<CleanReport>> {
+        let _one_at_a_time = self.cleaner.lock();
+        self.check_not_fenced()?;
+        let now = self.clock.now_ms();
+        let (cleanable, snapshots, generation) = {
+            let state = self.state.read();
+            let cleanable = self.cleanable(&state, now);
+            if min_ratio.is_some_and(|min| cleanable.dirty_bytes == 0 || cleanable.ratio() < min) {
+                return Ok(None);
+            }
+            if cleanable.end == 0 {
+                return Ok(Some(CleanReport {
+                    cleaned_up_to: state.cleaner_checkpoint,
+                    ..CleanReport::default()
+                }));
+            }
+            let snapshots = state.segments[..cleanable.end]
+                .iter()
+                .map(|s| {
+                    Ok(Snapshot {
+                        base: s.base_offset(),
+                        next_offset: s.next_offset(),
+                        bytes: s.slice(0, s.size())?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            (cleanable, snapshots, state.generation)
+        };
+        let map = build_offset_map(&snapshots, cleanable.first_dirty, &self.dir)?;
+        let mut report = CleanReport {
+            cleaned_up_to: cleanable.end_offset.max(cleanable.first_dirty),
+            ..CleanReport::default()
+        };
+        let mut staged: Vec<(std::ops::Range<usize>, Segment)> = Vec::new();
+        let result = (|| {
+            for range in self.groups(&snapshots) {
+                let group = &snapshots[range.clone()];
+                if let Some(segment) = self.clean_group(group, &map, now, &mut report)? {
+                    staged.push((range, segment));
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for (_, segment) in staged {
+                discard(self, segment);
+            }
+            return Err(e);
+        }
+        self.swap(staged, &snapshots, generation, report).map(Some)
+    }
+
+    /// Splits the snapshots into runs of consecutive segments that fit one
+    /// segment: `segment.bytes`, the index capacity (counted generously:
+    /// one entry per `index.interval.bytes`), 32-bit relative offsets.
+    fn groups(&self, snapshots: &[Snapshot]) -> Vec<std::ops::Range<usize>> {
+        let max_bytes = self.config.segment_bytes();
+        let interval = self.config.index_interval_bytes();
+        // The time index has the larger entries (12 bytes); one slot is
+        // kept for the entry sealing adds.
+        let max_entries = (self.config.segment_index_bytes() / 12).saturating_sub(1);
+        let mut groups = Vec::new();
+        let mut start = 0;
+        while start < snapshots.len() {
+            let mut end = start + 1;
+            let mut bytes = snapshots[start].bytes.len() as u64;
+            while end < snapshots.len() {
+                let next = &snapshots[end];
+                let total = bytes + next.bytes.len() as u64;
+                let entries = total / interval.saturating_add(1) + 1;
+                let span = next.next_offset.saturating_sub(snapshots[start].base);
+                if total > max_bytes || entries > max_entries || span > u64::from(u32::MAX) {
+                    break;
+                }
+                bytes = total;
+                end += 1;
+            }
+            groups.push(start..end);
+            start = end;
+        }
+        groups
+    }
+
+    /// Writes the cleaned copy of `group` as a staged (`.cleaned`), sealed
+    /// and fsynced segment. `None` when cleaning would change nothing and
+    /// the group is a single segment.
+    fn clean_group(
+        &self,
+        group: &[Snapshot],
+        map: &HashMap<Bytes, u64>,
+        now: i64,
+        report: &mut CleanReport,
+    ) -> Result<Option<Segment>> {
+        let mut outputs = Vec::with_capacity(group.len());
+        let mut changed = group.len() > 1;
+        let mut counts = CleanReport::default();
+        for (i, snapshot) in group.iter().enumerate() {
+            let keep_end = i + 1 == group.len();
+            let (buf, metas, same) =
+                self.clean_segment(snapshot, map, now, keep_end, &mut counts)?;
+            changed |= !same;
+            outputs.push((buf, metas));
+        }
+        if !changed {
+            return Ok(None);
+        }
+        let base = group[0].base;
+        let staged = crate::storage::segment::staged_file(
+            &self.dir,
+            base,
+            crate::storage::segment::LOG_SUFFIX,
+            CLEANED_SUFFIX,
+        );
+        // A leftover from an earlier failed pass in this process.
+        for suffix in [
+            crate::storage::segment::LOG_SUFFIX,
+            crate::storage::segment::INDEX_SUFFIX,
+            crate::storage::segment::TIME_INDEX_SUFFIX,
+        ] {
+            let path =
+                crate::storage::segment::staged_file(&self.dir, base, suffix, CLEANED_SUFFIX);
+            if self.storage.exists(&path) {
+                self.storage.remove_file(&path)?;
+            }
+        }
+        let mut segment = Segment::create_staged(
+            &self.storage,
+            &self.dir,
+            base,
+            self.segment_limits(),
+            CLEANED_SUFFIX,
+        )?;
+        let written = (|| {
+            for (buf, metas) in &outputs {
+                if !buf.is_empty() {
+                    segment.append(buf, metas)?;
+                }
+            }
+            segment.seal()?;
+            segment.sync()
+        })();
+        if let Err(e) = written {
+            discard(self, segment);
+            return Err(e);
+        }
+        debug_assert!(staged.ends_with(format!("{base:020}.log.{CLEANED_SUFFIX}")));
+        report.segments_cleaned += group.len();
+        report.segments_written += 1;
+        report.bytes_before += group.iter().map(|s| s.bytes.len() as u64).sum::<u64>();
+        report.bytes_after += segment.size();
+        report.records_superseded += counts.records_superseded;
+        report.tombstones_removed += counts.tombstones_removed;
+        report.keyless_removed += counts.keyless_removed;
+        Ok(Some(segment))
+    }
+
+    /// The cleaned batches of one segment, and whether they equal the old
+    /// ones. With `keep_end`, a last batch that loses every record is kept
+    /// as an empty batch (header only, its original offsets), as Kafka's
+    /// cleaner keeps empty batches: the segment still ends where it did, so
+    /// the log's offsets below the next segment stay accounted for and
+    /// recovery knows exactly which segments a `.swap` replaces.
+    fn clean_segment(
+        &self,
+        snapshot: &Snapshot,
+        map: &HashMap<Bytes, u64>,
+        now: i64,
+        keep_end: bool,
+        counts: &mut CleanReport,
+    ) -> Result<(Vec<u8>, Vec<BatchMeta>, bool)> {
+        let mut out = Vec::with_capacity(snapshot.bytes.len());
+        let mut metas = Vec::new();
+        let mut same = true;
+        let mut position = 0;
+        for batch in format::Batches::new(snapshot.bytes.clone()) {
+            let batch = batch.map_err(|e| corrupt(&self.dir, snapshot.base, position, e))?;
+            let size = batch.size();
+            let at_end = keep_end && position + size == snapshot.bytes.len();
+            let kept = if batch.header().is_control() {
+                Kept::Whole
+            } else if batch.header().records_count == 0 {
+                // An empty batch an earlier pass kept: still needed only at
+                // the end of a group.
+                if at_end { Kept::Whole } else { Kept::Nothing }
+            } else {
+                filter_batch(&batch, map, now, self.config.delete_retention_ms(), counts)
+                    .map_err(|e| corrupt(&self.dir, snapshot.base, position, e))?
+            };
+            let start = out.len();
+            let header = match kept {
+                Kept::Whole => {
+                    out.extend_from_slice(batch.as_bytes());
+                    *batch.header()
+                }
+                Kept::Nothing if keep_end && position + size == snapshot.bytes.len() => {
+                    same = false;
+                    let empty = empty_batch(batch.header());
+                    out.extend_from_slice(&empty);
+                    BatchHeader::parse(&empty)?
+                }
+                Kept::Nothing => {
+                    same = false;
+                    position += size;
+                    continue;
+                }
+                Kept::Rewritten(bytes) => {
+                    same = false;
+                    out.extend_from_slice(&bytes);
+                    BatchHeader::parse(&bytes)?
+                }
+            };
+            metas.push(BatchMeta {
+                position_in_buf: start,
+                size: out.len() - start,
+                last_offset: header.last_offset() as u64,
+                max_timestamp: header.max_timestamp,
+            });
+            position += size;
+        }
+        Ok((out, metas, same))
+    }
+
+    /// Swaps the staged segments in under the write lock (Kafka's
+    /// `replaceSegments`) and advances the checkpoint.
+    fn swap(
+        &self,
+        staged: Vec<(std::ops::Range<usize>, Segment)>,
+        snapshots: &[Snapshot],
+        generation: u64,
+        report: CleanReport,
+    ) -> Result<CleanReport> {
+        let mut state = self.state.write();
+        if state.generation != generation || self.is_fenced() {
+            // A truncation or deletion changed the segments meanwhile: the
+            // work is stale. The next pass starts over.
+            let checkpoint = state.cleaner_checkpoint;
+            drop(state);
+            for (_, segment) in staged {
+                discard(self, segment);
+            }
+            return Ok(CleanReport {
+                cleaned_up_to: checkpoint,
+                ..CleanReport::default()
+            });
+        }
+        let swapped_any = !staged.is_empty();
+        let result = (|| {
+            // Replace from the last group back, so earlier indexes stay valid.
+            for (range, segment) in staged.into_iter().rev() {
+                debug_assert!(
+                    snapshots[range.clone()]
+                        .iter()
+                        .zip(&state.segments[range.clone()])
+                        .all(|(snap, seg)| snap.base == seg.base_offset())
+                );
+                segment.rename_stage(Some(CLEANED_SUFFIX), Some(SWAP_SUFFIX))?;
+                let mut removed = Vec::new();
+                for old in &state.segments[range.clone()] {
+                    removed.extend(old.mark_deleted()?);
+                }
+                segment.rename_stage(Some(SWAP_SUFFIX), None)?;
+                let old: Vec<Segment> = state.segments.splice(range, [segment]).collect();
+                drop(old);
+                self.schedule(Job::RemoveFiles(removed));
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            self.fence();
+            return Err(e);
+        }
+        state.cleaner_checkpoint = state.cleaner_checkpoint.max(report.cleaned_up_to);
+        if swapped_any {
+            state.generation += 1;
+            state.dir_dirty = true;
+        }
+        drop(state);
+        if swapped_any {
+            self.storage
+                .sync_dir(&self.dir)
+                .inspect_err(|_| self.fence())?;
+        }
+        Ok(report)
+    }
+}
+
+/// Removes a staged segment's files (best effort: the next open removes
+/// `.cleaned` leftovers).
+fn discard(inner: &LogInner, segment: Segment) {
+    let base = segment.base_offset();
+    drop(segment);
+    for suffix in [
+        crate::storage::segment::LOG_SUFFIX,
+        crate::storage::segment::INDEX_SUFFIX,
+        crate::storage::segment::TIME_INDEX_SUFFIX,
+    ] {
+        let path = crate::storage::segment::staged_file(&inner.dir, base, suffix, CLEANED_SUFFIX);
+        let _ = inner.storage.remove_file(&path);
+    }
+}
+
+fn corrupt(dir: &std::path::Path, base: u64, position: usize, error: FormatError) -> Error {
+    Error::corrupt(
+        crate::storage::segment::segment_file(dir, base, crate::storage::segment::LOG_SUFFIX),
+        position as u64,
+        crate::error::CorruptionKind::Batch(error),
+    )
+}
+
+/// Key → offset of the key's last record at or after `first_dirty`.
+fn build_offset_map(
+    snapshots: &[Snapshot],
+    first_dirty: u64,
+    dir: &std::path::Path,
+) -> Result<HashMap<Bytes, u64>> {
+    let mut map = HashMap::new();
+    for snapshot in snapshots.iter().filter(|s| s.next_offset > first_dirty) {
+        let mut position = 0;
+        for batch in format::Batches::new(snapshot.bytes.clone()) {
+            let batch = batch.map_err(|e| corrupt(dir, snapshot.base, position, e))?;
+            position += batch.size();
+            if batch.header().is_control() || (batch.header().last_offset() as u64) < first_dirty {
+                continue;
+            }
+            let records = batch
+                .records()
+                .map_err(|e| corrupt(dir, snapshot.base, position, e))?;
+            for record in records {
+                let record = record.map_err(|e| corrupt(dir, snapshot.base, position, e))?;
+                let offset = record.offset() as u64;
+                if offset >= first_dirty
+                    && let Some(key) = record.key()
+                {
+                    // A copy: a slice would keep a whole decompressed
+                    // batch alive for the length of the pass.
+                    map.insert(Bytes::copy_from_slice(key), offset);
+                }
+            }
+        }
+    }
+    Ok(map)
+}
+
+/// What cleaning keeps of one batch.
+enum Kept {
+    Whole,
+    Nothing,
+    Rewritten(Vec<u8>),
+}
+
+/// Decides which records of `batch` stay and re-encodes it if some go (or
+/// if a tombstone needs its delete horizon).
+fn filter_batch(
+    batch: &Batch,
+    map: &HashMap<Bytes, u64>,
+    now: i64,
+    delete_retention_ms: i64,
+    counts: &mut CleanReport,
+) -> std::result::Result<Kept, FormatError> {
+    let header = batch.header();
+    let horizon = header.has_delete_horizon().then_some(header.base_timestamp);
+    let mut kept = Vec::new();
+    let mut dropped = false;
+    let mut tombstones = false;
+    for record in batch.records()? {
+        let record = record?;
+        let offset = record.offset() as u64;
+        let Some(key) = record.key() else {
+            counts.keyless_removed += 1;
+            dropped = true;
+            continue;
+        };
+        if map.get(key).is_some_and(|&last| last > offset) {
+            counts.records_superseded += 1;
+            dropped = true;
+            continue;
+        }
+        if record.value().is_none() {
+            if horizon.is_some_and(|h| now >= h) {
+                counts.tombstones_removed += 1;
+                dropped = true;
+                continue;
+            }
+            tombstones = true;
+        }
+        kept.push(record);
+    }
+    if kept.is_empty() {
+        return Ok(Kept::Nothing);
+    }
+    let needs_horizon = tombstones && horizon.is_none();
+    if !dropped && !needs_horizon {
+        return Ok(Kept::Whole);
+    }
+    let horizon = if tombstones {
+        Some(horizon.unwrap_or_else(|| now.saturating_add(delete_retention_ms)))
+    } else {
+        None
+    };
+    encode(header, &kept, horizon).map(Kept::Rewritten)
+}
+
+/// A batch without records that keeps the offsets, timestamp type, flags
+/// and producer fields of `original` (Kafka's `writeEmptyHeader`): both
+/// timestamps are the original's max timestamp, no compression.
+fn empty_batch(original: &BatchHeader) -> Vec<u8> {
+    let mut out = vec![0u8; format::RECORDS_OFFSET];
+    let attributes = original.attributes
+        & (format::TIMESTAMP_TYPE_MASK
+            | format::TRANSACTIONAL_FLAG_MASK
+            | format::CONTROL_FLAG_MASK);
+    write_header(
+        &mut out,
+        original,
+        original.base_offset,
+        attributes,
+        original.last_offset_delta,
+        (original.max_timestamp, original.max_timestamp),
+        0,
+    );
+    out
+}
+
+/// Fills in the header of the batch in `out` (records already after it)
+/// and its CRC, taking the producer fields and epoch from `original`.
+fn write_header(
+    out: &mut [u8],
+    original: &BatchHeader,
+    base_offset: i64,
+    attributes: u16,
+    last_offset_delta: i32,
+    (base_timestamp, max_timestamp): (i64, i64),
+    count: i32,
+) {
+    // `out` is one batch, far below 2 GiB (`segment.bytes` is an i32).
+    let batch_length = (out.len() - format::LOG_OVERHEAD) as i32;
+    BigEndian::write_i64(&mut out[format::BASE_OFFSET_OFFSET..], base_offset);
+    BigEndian::write_i32(&mut out[format::BATCH_LENGTH_OFFSET..], batch_length);
+    BigEndian::write_i32(
+        &mut out[format::PARTITION_LEADER_EPOCH_OFFSET..],
+        original.partition_leader_epoch,
+    );
+    out[format::MAGIC_OFFSET] = format::MAGIC_V2 as u8;
+    BigEndian::write_u16(&mut out[format::ATTRIBUTES_OFFSET..], attributes);
+    BigEndian::write_i32(
+        &mut out[format::LAST_OFFSET_DELTA_OFFSET..],
+        last_offset_delta,
+    );
+    BigEndian::write_i64(&mut out[format::BASE_TIMESTAMP_OFFSET..], base_timestamp);
+    BigEndian::write_i64(&mut out[format::MAX_TIMESTAMP_OFFSET..], max_timestamp);
+    BigEndian::write_i64(&mut out[format::PRODUCER_ID_OFFSET..], original.producer_id);
+    BigEndian::write_i16(
+        &mut out[format::PRODUCER_EPOCH_OFFSET..],
+        original.producer_epoch,
+    );
+    BigEndian::write_i32(
+        &mut out[format::BASE_SEQUENCE_OFFSET..],
+        original.base_sequence,
+    );
+    BigEndian::write_i32(&mut out[format::RECORDS_COUNT_OFFSET..], count);
+    let crc = format::compute_crc(out);
+    BigEndian::write_u32(&mut out[format::CRC_OFFSET..], crc);
+}
+
+/// Encodes `records` (a non-empty, increasing subset of the records of the
+/// batch `original` heads) as one batch that keeps the original's last
+/// offset, producer fields, epoch, codec and timestamp type.
+fn encode(
+    original: &BatchHeader,
+    records: &[format::Record],
+    horizon: Option<i64>,
+) -> std::result::Result<Vec<u8>, FormatError> {
+    let base_offset = records[0].offset();
+    let log_append_time = original.timestamp_type() == TimestampType::LogAppendTime;
+    let base_timestamp = horizon.unwrap_or_else(|| records[0].timestamp());
+    let max_timestamp = if log_append_time {
+        original.max_timestamp
+    } else {
+        records
+            .iter()
+            .map(format::Record::timestamp)
+            .max()
+            .unwrap_or(format::NO_TIMESTAMP)
+    };
+    let mut body = Vec::new();
+    for record in records {
+        let timestamp_delta = if log_append_time {
+            0
+        } else {
+            record.timestamp().wrapping_sub(base_timestamp)
+        };
+        let offset_delta = i32::try_from(record.offset() - base_offset)
+            .map_err(|_| FormatError::InvalidOffsetDelta("offset delta beyond i32"))?;
+        if !format::encode_record(
+            &mut body,
+            timestamp_delta,
+            offset_delta,
+            record.key().map(|k| &k[..]),
+            record.value().map(|v| &v[..]),
+            record.headers(),
+        ) {
+            return Err(FormatError::InvalidRecord(
+                "a record is too large for Kafka's 32-bit lengths",
+            ));
+        }
+    }
+    let codec: Compression = original.compression()?;
+    let mut out = vec![0u8; format::RECORDS_OFFSET];
+    format::compress(codec, &body, &mut out)?;
+    if out.len() - format::LOG_OVERHEAD > i32::MAX as usize {
+        return Err(FormatError::InvalidRecord("batch exceeds 2 GiB"));
+    }
+    let count = i32::try_from(records.len())
+        .map_err(|_| FormatError::InvalidRecord("too many records for one batch"))?;
+    let last_offset_delta = i32::try_from(original.last_offset() - base_offset)
+        .map_err(|_| FormatError::InvalidOffsetDelta("offset delta beyond i32"))?;
+    let mut attributes = original.attributes & !format::DELETE_HORIZON_FLAG_MASK;
+    if horizon.is_some() {
+        attributes |= format::DELETE_HORIZON_FLAG_MASK;
+    }
+    write_header(
+        &mut out,
+        original,
+        base_offset,
+        attributes,
+        last_offset_delta,
+        (base_timestamp, max_timestamp),
+        count,
+    );
+    Ok(out)
+}
