@@ -187,3 +187,57 @@ fn a_second_opener_is_refused_until_close() {
     drop(cluster);
     let _third = open(dir.path());
 }
+
+#[test]
+fn compacted_topics_keep_their_policy_and_refuse_keyless_records() {
+    use logbus::{CleanupPolicy, OffsetAndMetadata, TopicPartition};
+    use std::collections::BTreeMap;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = open(dir.path());
+    let config = TopicConfig::new()
+        .cleanup_policy(CleanupPolicy::Compact)
+        .set("delete.retention.ms", "60000")
+        .unwrap()
+        .set("min.cleanable.dirty.ratio", "0.1")
+        .unwrap();
+    let topic = cluster
+        .create_topic(NewTopic::new("profiles", 1).config(config))
+        .unwrap();
+    let p = topic.partition(0).unwrap();
+    let mut keyless = BatchBuilder::new(Compression::None);
+    keyless.append(1, None, Some(b"v"), &[]);
+    let err = p
+        .append(&mut keyless.build().unwrap().to_vec())
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidBatch(_)), "{err}");
+    let mut keyed = BatchBuilder::new(Compression::None);
+    keyed.append(1, Some(b"user-1"), Some(b"v1"), &[]);
+    p.append(&mut keyed.build().unwrap().to_vec()).unwrap();
+    assert_eq!(p.log_end_offset().unwrap(), 1);
+    // The offsets topic, created by the first commit, is compacted too.
+    cluster
+        .alter_group_offsets(
+            "g",
+            &BTreeMap::from([(
+                TopicPartition::new("profiles", 0),
+                OffsetAndMetadata::new(1),
+            )]),
+        )
+        .unwrap();
+    let offsets = cluster.describe_topic("__consumer_offsets").unwrap();
+    assert!(offsets.internal);
+    assert_eq!(offsets.partitions.len(), 50);
+    assert_eq!(offsets.config.cleanup(), CleanupPolicy::Compact);
+    drop((p, topic));
+    cluster.close().unwrap();
+    let cluster = open(dir.path());
+    let config = cluster.topic("profiles").unwrap().config().clone();
+    assert_eq!(config.cleanup(), CleanupPolicy::Compact);
+    assert_eq!(config.get("delete.retention.ms"), Some("60000"));
+    assert!(
+        dir.path()
+            .join("broker-0/cleaner-offset-checkpoint")
+            .exists()
+    );
+}

@@ -25,6 +25,7 @@ use crate::storage::{OpenMode, Storage, write_atomic};
 
 const RECOVERY_POINT: &str = "recovery-point-offset-checkpoint";
 const LOG_START: &str = "log-start-offset-checkpoint";
+const CLEANER: &str = "cleaner-offset-checkpoint";
 const PARTITION_METADATA: &str = "partition.metadata";
 
 /// Kafka's textual form of a topic id: URL-safe base64 without padding.
@@ -42,15 +43,32 @@ fn parse_topic_id(text: &str) -> Option<Uuid> {
 /// Checkpointed offsets by (topic, partition).
 type Offsets = BTreeMap<(String, u32), u64>;
 
+/// The offsets the broker's three checkpoint files hold.
+#[derive(Debug, Default)]
+struct Checkpoints {
+    recovery: Offsets,
+    log_start: Offsets,
+    cleaner: Offsets,
+}
+
+impl Checkpoints {
+    fn remove(&mut self, key: &(String, u32)) {
+        self.recovery.remove(key);
+        self.log_start.remove(key);
+        self.cleaner.remove(key);
+    }
+}
+
 /// One broker's data directory.
 #[derive(Debug)]
 pub(crate) struct Broker {
     dir: PathBuf,
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
-    /// The last known recovery point and log start offset of each live
-    /// partition, written to the checkpoint files.
-    checkpoints: Mutex<(Offsets, Offsets)>,
+    /// The last known recovery point, log start offset and (for compacted
+    /// logs) cleaner checkpoint of each live partition, written to the
+    /// checkpoint files.
+    checkpoints: Mutex<Checkpoints>,
 }
 
 impl Broker {
@@ -74,15 +92,24 @@ impl Broker {
                 Err(e) => Err(e),
             }
         };
-        let mut recovery = read(RECOVERY_POINT, true)?;
-        let mut log_start = read(LOG_START, false)?;
-        recovery.retain(|k, _| live.contains_key(k));
-        log_start.retain(|k, _| live.contains_key(k));
+        let mut checkpoints = Checkpoints {
+            recovery: read(RECOVERY_POINT, true)?,
+            log_start: read(LOG_START, false)?,
+            // A lost cleaner checkpoint only makes the next clean longer.
+            cleaner: read(CLEANER, true)?,
+        };
+        for map in [
+            &mut checkpoints.recovery,
+            &mut checkpoints.log_start,
+            &mut checkpoints.cleaner,
+        ] {
+            map.retain(|k, _| live.contains_key(k));
+        }
         let broker = Broker {
             dir,
             storage,
             clock,
-            checkpoints: Mutex::new((recovery, log_start)),
+            checkpoints: Mutex::new(checkpoints),
         };
         broker.remove_leftovers(live)?;
         broker.write_checkpoints()?;
@@ -172,11 +199,12 @@ impl Broker {
             self.storage.sync_dir(&self.dir)?;
         }
         let key = (topic.to_string(), partition);
-        let (recovery, log_start) = {
+        let (recovery, log_start, cleaner) = {
             let checkpoints = self.checkpoints.lock();
             (
-                checkpoints.0.get(&key).copied(),
-                checkpoints.1.get(&key).copied(),
+                checkpoints.recovery.get(&key).copied(),
+                checkpoints.log_start.get(&key).copied(),
+                checkpoints.cleaner.get(&key).copied(),
             )
         };
         let mut builder = Log::builder(&dir)
@@ -189,6 +217,9 @@ impl Broker {
         if let Some(start) = log_start {
             builder = builder.log_start_offset(start);
         }
+        if let Some(cleaned) = cleaner {
+            builder = builder.cleaner_checkpoint(cleaned);
+        }
         let log = builder.open()?;
         Ok(Arc::new(Replica::new(topic.clone(), partition, log)))
     }
@@ -197,9 +228,7 @@ impl Broker {
     pub(crate) fn delete_partition(&self, topic: &str, partition: u32, id: Uuid) -> Result<()> {
         {
             let mut checkpoints = self.checkpoints.lock();
-            let key = (topic.to_string(), partition);
-            checkpoints.0.remove(&key);
-            checkpoints.1.remove(&key);
+            checkpoints.remove(&(topic.to_string(), partition));
         }
         let dir = self.partition_dir(topic, partition);
         if !self.storage.exists(&dir) {
@@ -217,17 +246,28 @@ impl Broker {
     pub(crate) fn note_offsets(&self, topic: &str, partition: u32, offsets: ReplicaOffsets) {
         let mut checkpoints = self.checkpoints.lock();
         let key = (topic.to_string(), partition);
-        checkpoints.0.insert(key.clone(), offsets.recovery_point);
-        checkpoints.1.insert(key, offsets.log_start);
+        checkpoints
+            .recovery
+            .insert(key.clone(), offsets.recovery_point);
+        checkpoints.log_start.insert(key.clone(), offsets.log_start);
+        match offsets.cleaner_checkpoint {
+            Some(cleaned) => checkpoints.cleaner.insert(key, cleaned),
+            None => checkpoints.cleaner.remove(&key),
+        };
     }
 
-    /// Writes both checkpoint files from the noted offsets.
+    /// Writes the checkpoint files from the noted offsets.
     pub(crate) fn write_checkpoints(&self) -> Result<()> {
         let checkpoints = self.checkpoints.lock();
-        OffsetCheckpoint::with_storage(self.dir.join(RECOVERY_POINT), self.storage.clone())
-            .write(&checkpoints.0)?;
-        OffsetCheckpoint::with_storage(self.dir.join(LOG_START), self.storage.clone())
-            .write(&checkpoints.1)
+        for (name, entries) in [
+            (RECOVERY_POINT, &checkpoints.recovery),
+            (LOG_START, &checkpoints.log_start),
+            (CLEANER, &checkpoints.cleaner),
+        ] {
+            OffsetCheckpoint::with_storage(self.dir.join(name), self.storage.clone())
+                .write(entries)?;
+        }
+        Ok(())
     }
 }
 

@@ -21,7 +21,7 @@ use crate::cluster::offsets::{
     MAX_STRING, OFFSETS_PARTITIONS, OFFSETS_TOPIC, OffsetAndMetadata, OffsetsKey, decode_key,
     decode_value, encode_key, encode_value, partition_for_group,
 };
-use crate::cluster::{ClusterInner, NewTopic, TopicConfig, TopicState};
+use crate::cluster::{CleanupPolicy, ClusterInner, NewTopic, TopicConfig, TopicState};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::format::BatchBuilder;
 use crate::types::{Compression, TopicPartition};
@@ -35,11 +35,11 @@ pub(crate) struct OffsetStore {
 }
 
 /// The configs of `__consumer_offsets` (Kafka's `offsets.topic.*`
-/// defaults): 100 MiB segments, kept until replaced.
+/// defaults): compacted, 100 MiB segments.
 pub(crate) fn offsets_topic_config() -> TopicConfig {
     TopicConfig::new()
         .segment_bytes(100 * 1024 * 1024)
-        .retention_ms(None)
+        .cleanup_policy(CleanupPolicy::Compact)
 }
 
 fn check_group(group: &str) -> Result<()> {

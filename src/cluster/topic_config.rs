@@ -14,6 +14,11 @@ pub enum CleanupPolicy {
     /// Delete whole old segments by `retention.ms` and `retention.bytes`.
     #[default]
     Delete,
+    /// Keep the latest record of every key (log compaction); time and size
+    /// retention delete nothing.
+    Compact,
+    /// Both: compact, and delete old segments by retention.
+    CompactDelete,
 }
 
 impl CleanupPolicy {
@@ -22,6 +27,29 @@ impl CleanupPolicy {
     pub fn name(self) -> &'static str {
         match self {
             CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+            CleanupPolicy::CompactDelete => "compact,delete",
+        }
+    }
+
+    /// Parses Kafka's names (`delete`, `compact`, `compact,delete` in either
+    /// order, spaces allowed).
+    #[must_use]
+    pub fn parse(value: &str) -> Option<CleanupPolicy> {
+        let mut compact = false;
+        let mut delete = false;
+        for part in value.split(',') {
+            match part.trim() {
+                "compact" if !compact => compact = true,
+                "delete" if !delete => delete = true,
+                _ => return None,
+            }
+        }
+        match (compact, delete) {
+            (true, true) => Some(CleanupPolicy::CompactDelete),
+            (true, false) => Some(CleanupPolicy::Compact),
+            (false, true) => Some(CleanupPolicy::Delete),
+            (false, false) => None,
         }
     }
 }
@@ -29,11 +57,14 @@ impl CleanupPolicy {
 /// The topic configs logbus understands, with Kafka's names and defaults.
 const KEYS: &[(&str, &str)] = &[
     ("cleanup.policy", "delete"),
+    ("delete.retention.ms", "86400000"),
     ("flush.messages", "9223372036854775807"),
     ("flush.ms", "9223372036854775807"),
     ("index.interval.bytes", "4096"),
     ("max.message.bytes", "1048588"),
     ("message.timestamp.type", "CreateTime"),
+    ("min.cleanable.dirty.ratio", "0.5"),
+    ("min.compaction.lag.ms", "0"),
     ("retention.bytes", "-1"),
     ("retention.ms", "604800000"),
     ("segment.bytes", "1073741824"),
@@ -48,7 +79,10 @@ const KEYS: &[(&str, &str)] = &[
 ///
 /// | name | meaning | default |
 /// |---|---|---|
-/// | `cleanup.policy` | `delete` (compaction arrives with consumer groups) | `delete` |
+/// | `cleanup.policy` | `delete`, `compact` (keep the latest record per key) or `compact,delete` | `delete` |
+/// | `delete.retention.ms` | how long a tombstone survives once a cleaning pass kept it | 1 day |
+/// | `min.cleanable.dirty.ratio` | clean when this share of the log is uncleaned | 0.5 |
+/// | `min.compaction.lag.ms` | never clean records younger than this | 0 |
 /// | `retention.ms` | delete segments older than this; `-1` keeps forever | 7 days |
 /// | `retention.bytes` | delete old segments above this size per partition; `-1` unlimited | `-1` |
 /// | `segment.bytes` | roll a segment at this size | 1 GiB |
@@ -209,7 +243,7 @@ impl TopicConfig {
     /// The cleanup policy.
     #[must_use]
     pub fn cleanup(&self) -> CleanupPolicy {
-        CleanupPolicy::Delete
+        CleanupPolicy::parse(self.value("cleanup.policy")).unwrap_or_default()
     }
 
     /// The partition log settings this topic config means (defaults for
@@ -233,7 +267,17 @@ impl TopicConfig {
         } else {
             TimestampType::CreateTime
         };
+        let policy = self.cleanup();
         LogConfig::builder()
+            .compact(policy != CleanupPolicy::Delete)
+            .delete(policy != CleanupPolicy::Compact)
+            .delete_retention_ms(self.int("delete.retention.ms"))
+            .min_cleanable_dirty_ratio(
+                self.value("min.cleanable.dirty.ratio")
+                    .parse()
+                    .unwrap_or(0.5),
+            )
+            .min_compaction_lag_ms(self.int("min.compaction.lag.ms"))
             .segment_bytes(self.int("segment.bytes").unsigned_abs())
             .segment_ms(Some(self.int("segment.ms")))
             .segment_index_bytes(self.int("segment.index.bytes").unsigned_abs())
@@ -252,12 +296,18 @@ fn check_value(name: &str, value: &str) -> Result<()> {
     let bad = |why: &str| Err(Error::InvalidConfig(format!("{name}={value:?}: {why}")));
     let int = || value.trim().parse::<i64>();
     match name {
-        "cleanup.policy" => match value {
-            "delete" => Ok(()),
-            "compact" | "compact,delete" | "delete,compact" => {
-                bad("compaction is not supported yet; use delete")
-            }
-            _ => bad("expected delete"),
+        "cleanup.policy" => match CleanupPolicy::parse(value) {
+            Some(_) => Ok(()),
+            None => bad("expected delete, compact or compact,delete"),
+        },
+        "delete.retention.ms" | "min.compaction.lag.ms" => match int() {
+            Ok(v) if v >= 0 => Ok(()),
+            Ok(_) => bad("must be >= 0"),
+            Err(_) => bad("not an integer"),
+        },
+        "min.cleanable.dirty.ratio" => match value.trim().parse::<f64>() {
+            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
+            _ => bad("must be a number between 0 and 1"),
         },
         "message.timestamp.type" => match value {
             "CreateTime" | "LogAppendTime" => Ok(()),
@@ -367,7 +417,34 @@ mod tests {
         assert!(TopicConfig::new().set("retention.ms", "x").is_err());
         assert!(TopicConfig::new().set("retention.ms", "-2").is_err());
         assert!(TopicConfig::new().set("no.such", "1").is_err());
-        assert!(TopicConfig::new().set("cleanup.policy", "compact").is_err());
+        assert!(
+            TopicConfig::new()
+                .set("cleanup.policy", "compress")
+                .is_err()
+        );
+        assert!(
+            TopicConfig::new()
+                .set("cleanup.policy", "compact,compact")
+                .is_err()
+        );
+        assert!(
+            TopicConfig::new()
+                .set("min.cleanable.dirty.ratio", "1.5")
+                .is_err()
+        );
+        let compact = TopicConfig::new()
+            .set("cleanup.policy", "delete, compact")
+            .unwrap()
+            .set("delete.retention.ms", "1000")
+            .unwrap()
+            .log_config()
+            .unwrap();
+        assert!(compact.compact() && compact.delete());
+        assert_eq!(compact.delete_retention_ms(), 1000);
+        let only = TopicConfig::new().cleanup_policy(CleanupPolicy::Compact);
+        assert_eq!(only.cleanup(), CleanupPolicy::Compact);
+        let only = only.log_config().unwrap();
+        assert!(only.compact() && !only.delete());
         assert!(TopicConfig::new().set("segment.bytes", "1").is_err());
     }
 

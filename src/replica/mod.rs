@@ -43,6 +43,8 @@ pub(crate) struct ReplicaOffsets {
     pub(crate) high_watermark: u64,
     pub(crate) log_end: u64,
     pub(crate) recovery_point: u64,
+    /// The first offset not yet cleaned, for compacted logs.
+    pub(crate) cleaner_checkpoint: Option<u64>,
 }
 
 impl Replica {
@@ -127,6 +129,7 @@ impl Replica {
                 high_watermark: log_end,
                 log_end,
                 recovery_point: log.recovery_point(),
+                cleaner_checkpoint: log.config().compact().then(|| log.cleaner_checkpoint()),
             })
         })
     }
@@ -171,6 +174,7 @@ impl Replica {
             high_watermark: log_end,
             log_end,
             recovery_point: log.recovery_point(),
+            cleaner_checkpoint: log.config().compact().then(|| log.cleaner_checkpoint()),
         };
         log.close()?;
         Ok(Some(offsets))
