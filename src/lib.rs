@@ -39,7 +39,7 @@
 //! )?;
 //! consumer.assign(&[TopicPartition::new("orders", metadata.partition())])?;
 //! let records = consumer.poll(Duration::from_secs(1))?; // blocks until data
-//! let values: Vec<_> = records.iter().map(|r| r.value().unwrap().clone()).collect();
+//! let values: Vec<_> = records.iter().map(|r| r.value_bytes().unwrap()).collect();
 //! assert_eq!(values, ["created", "paid"]);
 //!
 //! // Everything persists: topics, configs and offsets survive a reopen.

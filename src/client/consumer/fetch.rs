@@ -4,15 +4,18 @@
 //! Uncompressed batches (the common case) are decoded by a tight loop here
 //! that builds each `ConsumerRecord` in place: one pass over the record's
 //! bytes, no allocation (headers only when the record has some), keys and
-//! values as views of the fetched bytes. Compressed batches go through
-//! [`RecordIter`], which decompresses the records section once.
+//! values as ranges of the batch, whose bytes, topic and partition the
+//! records share through one [`BatchData`] per batch. Compressed batches go
+//! through [`RecordIter`], which decompresses the records section once; their
+//! keys and values are then gathered into one buffer the records share.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::records::ConsumerRecord;
+use super::records::{BatchData, ConsumerRecord, Span};
 use crate::error::FormatError;
+use crate::format::Header;
 use crate::format::{
     Batch, RECORDS_OFFSET, RecordIter, decode_batch_at, decode_headers, scan_record,
 };
@@ -37,7 +40,6 @@ pub(super) struct Fetch {
 #[derive(Debug)]
 struct Current {
     records: Records,
-    timestamp_type: TimestampType,
     next_offset: u64,
 }
 
@@ -46,15 +48,35 @@ enum Records {
     /// An uncompressed batch, decoded here.
     Plain(Plain),
     /// A compressed batch, decoded by the format layer.
-    Compressed(RecordIter),
+    Compressed(Decoded),
+}
+
+/// The records of a compressed batch, decoded up front: keys and values
+/// copied into `shared`'s bytes, and the error that stopped decoding, if
+/// any, to report after the records before it.
+#[derive(Debug)]
+struct Decoded {
+    shared: Arc<BatchData>,
+    records: std::vec::IntoIter<Pending>,
+    error: Option<FormatError>,
+}
+
+/// A decoded record of a compressed batch, not yet taken.
+#[derive(Debug)]
+struct Pending {
+    offset: u64,
+    timestamp: i64,
+    key: Span,
+    value: Span,
+    headers: Box<[Header]>,
 }
 
 /// Cursor over the records of an uncompressed batch, with the checks
 /// [`RecordIter`] makes.
 #[derive(Debug)]
 struct Plain {
-    /// The whole batch.
-    batch: Bytes,
+    /// The whole batch, with what its records share.
+    shared: Arc<BatchData>,
     pos: usize,
     index: usize,
     declared: usize,
@@ -109,9 +131,9 @@ impl Fetch {
                 ..
             }) => p.declared - p.index,
             Some(Current {
-                records: Records::Compressed(iter),
+                records: Records::Compressed(decoded),
                 ..
-            }) => iter.size_hint().1.unwrap_or(cap),
+            }) => decoded.records.len(),
             None => 0,
         };
         let mut pos = self.pos;
@@ -154,18 +176,8 @@ impl Fetch {
         while out.len() < max {
             if let Some(current) = &mut self.current {
                 let done = match &mut current.records {
-                    Records::Plain(plain) => {
-                        plain.take(position, out, max, topic, partition, current.timestamp_type)?
-                    }
-                    Records::Compressed(iter) => take_from_iter(
-                        iter,
-                        position,
-                        out,
-                        max,
-                        topic,
-                        partition,
-                        current.timestamp_type,
-                    )?,
+                    Records::Plain(plain) => plain.take(position, out, max)?,
+                    Records::Compressed(decoded) => decoded.take(position, out, max)?,
                 };
                 if done {
                     *position = (*position).max(current.next_offset);
@@ -191,14 +203,21 @@ impl Fetch {
                 continue;
             }
             let timestamp_type = header.timestamp_type();
+            let shared = |bytes| {
+                Arc::new(BatchData {
+                    topic: Arc::clone(topic),
+                    partition,
+                    timestamp_type,
+                    bytes,
+                })
+            };
             let records = if header.compression()? == Compression::None {
-                Records::Plain(Plain::new(batch)?)
+                Records::Plain(Plain::new(batch, shared)?)
             } else {
-                Records::Compressed(batch.records()?)
+                Records::Compressed(Decoded::new(batch.records()?, shared))
             };
             self.current = Some(Current {
                 records,
-                timestamp_type,
                 next_offset,
             });
         }
@@ -207,12 +226,15 @@ impl Fetch {
 }
 
 impl Plain {
-    fn new(batch: Batch) -> Result<Self, FormatError> {
+    fn new(
+        batch: Batch,
+        shared: impl FnOnce(Bytes) -> Arc<BatchData>,
+    ) -> Result<Self, FormatError> {
         let header = *batch.header();
         let declared = usize::try_from(header.records_count)
             .map_err(|_| FormatError::InvalidRecord("negative recordsCount"))?;
         Ok(Plain {
-            batch: batch.into_bytes(),
+            shared: shared(batch.into_bytes()),
             pos: RECORDS_OFFSET,
             index: 0,
             declared,
@@ -235,11 +257,8 @@ impl Plain {
         position: &mut u64,
         out: &mut Vec<ConsumerRecord>,
         max: usize,
-        topic: &Arc<str>,
-        partition: u32,
-        timestamp_type: TimestampType,
     ) -> Result<bool, FormatError> {
-        let data = &self.batch;
+        let data = &self.shared.bytes;
         while out.len() < max {
             if self.index == self.declared {
                 if self.pos != data.len() {
@@ -271,21 +290,19 @@ impl Plain {
                 continue;
             }
             let headers = if raw.header_count == 0 {
-                Vec::new()
+                Box::default()
             } else {
-                decode_headers(data, &raw)?
+                decode_headers(data, &raw)?.into_boxed_slice()
             };
             *position = offset + 1;
             out.push(ConsumerRecord {
-                topic: Arc::clone(topic),
-                partition,
+                batch: Arc::clone(&self.shared),
                 offset,
                 timestamp: self
                     .log_append_time
                     .unwrap_or_else(|| self.base_timestamp.wrapping_add(raw.timestamp_delta)),
-                timestamp_type,
-                key: raw.key.map(|r| data.slice(r)),
-                value: raw.value.map(|r| data.slice(r)),
+                key: Span::of(raw.key),
+                value: Span::of(raw.value),
                 headers,
             });
         }
@@ -293,38 +310,77 @@ impl Plain {
     }
 }
 
-/// Takes records of a compressed batch until `out` holds `max`; returns
-/// whether the batch is done.
-fn take_from_iter(
-    iter: &mut RecordIter,
-    position: &mut u64,
-    out: &mut Vec<ConsumerRecord>,
-    max: usize,
-    topic: &Arc<str>,
-    partition: u32,
-    timestamp_type: TimestampType,
-) -> Result<bool, FormatError> {
-    while out.len() < max {
-        let Some(record) = iter.next() else {
-            return Ok(true);
+impl Decoded {
+    /// Reads every record of `iter` (stopping at the first error), copying
+    /// keys and values into one buffer.
+    fn new(iter: RecordIter, shared: impl FnOnce(Bytes) -> Arc<BatchData>) -> Self {
+        let mut buf = Vec::new();
+        let mut records = Vec::with_capacity(iter.size_hint().0);
+        let mut error = None;
+        let mut copy = |part: Option<&Bytes>| match part {
+            Some(part) => {
+                let start = buf.len();
+                buf.extend_from_slice(part);
+                Span::of(Some(start..buf.len()))
+            }
+            None => Span::NULL,
         };
-        let record = record?;
-        // Stored offsets are never negative.
-        let offset = record.offset as u64;
-        if offset < *position {
-            continue;
+        for record in iter {
+            match record {
+                Ok(record) => {
+                    // Stored offsets are never negative.
+                    let offset = record.offset() as u64;
+                    let timestamp = record.timestamp();
+                    let (key, value, headers) = record.into_parts();
+                    records.push(Pending {
+                        offset,
+                        timestamp,
+                        key: copy(key.as_ref()),
+                        value: copy(value.as_ref()),
+                        headers: headers.into_boxed_slice(),
+                    });
+                }
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
         }
-        *position = offset + 1;
-        out.push(ConsumerRecord {
-            topic: Arc::clone(topic),
-            partition,
-            offset,
-            timestamp: record.timestamp,
-            timestamp_type,
-            key: record.key,
-            value: record.value,
-            headers: record.headers,
-        });
+        Decoded {
+            shared: shared(Bytes::from(buf)),
+            records: records.into_iter(),
+            error,
+        }
     }
-    Ok(false)
+
+    /// Takes records until `out` holds `max`; returns whether the batch is
+    /// done, or the error that ended it once its records are taken.
+    fn take(
+        &mut self,
+        position: &mut u64,
+        out: &mut Vec<ConsumerRecord>,
+        max: usize,
+    ) -> Result<bool, FormatError> {
+        while out.len() < max {
+            let Some(record) = self.records.next() else {
+                return match self.error.take() {
+                    Some(e) => Err(e),
+                    None => Ok(true),
+                };
+            };
+            if record.offset < *position {
+                continue;
+            }
+            *position = record.offset + 1;
+            out.push(ConsumerRecord {
+                batch: Arc::clone(&self.shared),
+                offset: record.offset,
+                timestamp: record.timestamp,
+                key: record.key,
+                value: record.value,
+                headers: record.headers,
+            });
+        }
+        Ok(false)
+    }
 }

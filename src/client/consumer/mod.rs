@@ -105,7 +105,7 @@ struct Assigned {
 /// let mut consumer = Consumer::new(&cluster, config)?;
 /// consumer.assign(&[TopicPartition::new("orders", 0)])?;
 /// let records = consumer.poll(Duration::from_millis(100))?;
-/// let values: Vec<&[u8]> = records.iter().filter_map(|r| r.value()).map(|v| &v[..]).collect();
+/// let values: Vec<&[u8]> = records.iter().filter_map(|r| r.value()).collect();
 /// assert_eq!(values, [&b"created"[..], &b"paid"[..]]);
 /// assert_eq!(consumer.position(&TopicPartition::new("orders", 0))?, 2);
 /// # Ok::<(), Box<dyn std::error::Error>>(())

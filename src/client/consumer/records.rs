@@ -8,37 +8,87 @@ use bytes::Bytes;
 use crate::format::Header;
 use crate::types::{TimestampType, TopicPartition};
 
+/// What the records of one batch share: the topic, partition, timestamp
+/// type and the bytes their keys and values lie in. Built once per batch.
+#[derive(Debug)]
+pub(crate) struct BatchData {
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: u32,
+    pub(crate) timestamp_type: TimestampType,
+    pub(crate) bytes: Bytes,
+}
+
+/// Where a key or value lies in its batch's bytes; `len == u32::MAX` is
+/// Kafka's null. (A batch is at most 2 GiB and decompressed records at most
+/// [`MAX_DECOMPRESSED_SIZE`](crate::format::MAX_DECOMPRESSED_SIZE), so
+/// offsets fit in 32 bits.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    pub(crate) const NULL: Span = Span {
+        start: 0,
+        len: u32::MAX,
+    };
+
+    /// The span of `range` (`None` for null).
+    #[inline]
+    pub(crate) fn of(range: Option<std::ops::Range<usize>>) -> Span {
+        match range {
+            // Both ends are below 2^31 (see above).
+            Some(r) => Span {
+                start: r.start as u32,
+                len: (r.end - r.start) as u32,
+            },
+            None => Span::NULL,
+        }
+    }
+
+    #[inline]
+    fn range(self) -> Option<std::ops::Range<usize>> {
+        (self.len != u32::MAX).then(|| {
+            let start = self.start as usize;
+            start..start + self.len as usize
+        })
+    }
+}
+
 /// One record returned by [`Consumer::poll`](crate::Consumer::poll): Kafka's
 /// `ConsumerRecord`.
 ///
-/// Keys, values and header values are [`Bytes`]: for an uncompressed batch
-/// they are views of the segment's memory map (no copy), for a compressed one
-/// views of the batch's decompressed records. Holding a record keeps that
-/// memory alive; clone the bytes you keep out (`value.to_vec()`) if you hold
-/// records for long.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The records of one batch share one handle to the batch: its topic,
+/// partition and bytes. Keys and values are views of those bytes: for an
+/// uncompressed batch, of the segment's memory map (no copy); for a
+/// compressed one, of a buffer holding the batch's decompressed keys and
+/// values. [`ConsumerRecord::key`] and [`ConsumerRecord::value`] borrow
+/// them; [`ConsumerRecord::key_bytes`] and [`ConsumerRecord::value_bytes`]
+/// return [`Bytes`] that share that memory. Holding a record (or such
+/// `Bytes`) keeps the memory alive; copy out what you keep for long
+/// (`value.to_vec()`).
+#[derive(Clone)]
 pub struct ConsumerRecord {
-    pub(crate) topic: Arc<str>,
-    pub(crate) partition: u32,
+    pub(crate) batch: Arc<BatchData>,
     pub(crate) offset: u64,
     pub(crate) timestamp: i64,
-    pub(crate) timestamp_type: TimestampType,
-    pub(crate) key: Option<Bytes>,
-    pub(crate) value: Option<Bytes>,
-    pub(crate) headers: Vec<Header>,
+    pub(crate) key: Span,
+    pub(crate) value: Span,
+    pub(crate) headers: Box<[Header]>,
 }
 
 impl ConsumerRecord {
     /// The topic's name (one string shared by every record of the topic).
     #[must_use]
     pub fn topic(&self) -> &str {
-        &self.topic
+        &self.batch.topic
     }
 
     /// The partition number.
     #[must_use]
     pub fn partition(&self) -> u32 {
-        self.partition
+        self.batch.partition
     }
 
     /// The record's offset in its partition.
@@ -59,19 +109,35 @@ impl ConsumerRecord {
     /// record's batch.
     #[must_use]
     pub fn timestamp_type(&self) -> TimestampType {
-        self.timestamp_type
+        self.batch.timestamp_type
     }
 
     /// The key; `None` for a null key.
     #[must_use]
-    pub fn key(&self) -> Option<&Bytes> {
-        self.key.as_ref()
+    #[inline]
+    pub fn key(&self) -> Option<&[u8]> {
+        self.key.range().map(|r| &self.batch.bytes[r])
     }
 
     /// The value; `None` for a null value (a tombstone).
     #[must_use]
-    pub fn value(&self) -> Option<&Bytes> {
-        self.value.as_ref()
+    #[inline]
+    pub fn value(&self) -> Option<&[u8]> {
+        self.value.range().map(|r| &self.batch.bytes[r])
+    }
+
+    /// The key as [`Bytes`] sharing the batch's memory (no copy), for
+    /// keeping it beyond the record; `None` for a null key.
+    #[must_use]
+    pub fn key_bytes(&self) -> Option<Bytes> {
+        self.key.range().map(|r| self.batch.bytes.slice(r))
+    }
+
+    /// The value as [`Bytes`] sharing the batch's memory (no copy), for
+    /// keeping it beyond the record; `None` for a null value.
+    #[must_use]
+    pub fn value_bytes(&self) -> Option<Bytes> {
+        self.value.range().map(|r| self.batch.bytes.slice(r))
     }
 
     /// The headers, in the order the producer wrote them.
@@ -83,15 +149,50 @@ impl ConsumerRecord {
     /// The topic and partition the record came from.
     #[must_use]
     pub fn topic_partition(&self) -> TopicPartition {
-        TopicPartition::new(&*self.topic, self.partition)
+        TopicPartition::new(&*self.batch.topic, self.batch.partition)
     }
 
-    /// Splits the record into key, value and headers.
+    /// Splits the record into key, value (as [`ConsumerRecord::key_bytes`]
+    /// and [`ConsumerRecord::value_bytes`]) and headers.
     #[must_use]
     pub fn into_parts(self) -> (Option<Bytes>, Option<Bytes>, Vec<Header>) {
-        (self.key, self.value, self.headers)
+        (
+            self.key_bytes(),
+            self.value_bytes(),
+            self.headers.into_vec(),
+        )
     }
 }
+
+impl std::fmt::Debug for ConsumerRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerRecord")
+            .field("topic", &self.topic())
+            .field("partition", &self.partition())
+            .field("offset", &self.offset)
+            .field("timestamp", &self.timestamp)
+            .field("timestamp_type", &self.timestamp_type())
+            .field("key", &self.key().map(Bytes::copy_from_slice))
+            .field("value", &self.value().map(Bytes::copy_from_slice))
+            .field("headers", &self.headers)
+            .finish()
+    }
+}
+
+impl PartialEq for ConsumerRecord {
+    fn eq(&self, other: &Self) -> bool {
+        self.offset == other.offset
+            && self.timestamp == other.timestamp
+            && self.partition() == other.partition()
+            && self.timestamp_type() == other.timestamp_type()
+            && self.topic() == other.topic()
+            && self.key() == other.key()
+            && self.value() == other.value()
+            && self.headers == other.headers
+    }
+}
+
+impl Eq for ConsumerRecord {}
 
 /// The records one [`Consumer::poll`](crate::Consumer::poll) returned,
 /// grouped by partition, each partition's in offset order: Kafka's

@@ -116,3 +116,56 @@ fn records_kept_from_early_polls_stay_valid_after_reading_far_past_them() {
         );
     }
 }
+
+#[test]
+#[cfg(feature = "gzip")]
+fn a_record_is_small_and_shares_its_batch() {
+    assert!(std::mem::size_of::<crate::ConsumerRecord>() <= 64);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cluster = Cluster::open(dir.path(), ClusterConfig::default()).expect("cluster");
+    for (topic, compression) in [("plain", Compression::None), ("gz", Compression::Gzip)] {
+        let partition = cluster
+            .create_topic(NewTopic::new(topic, 1))
+            .expect("topic")
+            .partition(0)
+            .expect("partition");
+        let mut batch = BatchBuilder::new(compression);
+        batch.append(1, Some(b"k0"), Some(b"v0"), &[]);
+        batch.append(2, None, None, &[]);
+        partition
+            .append(&mut batch.build().expect("batch").to_vec())
+            .expect("append");
+        let mut consumer = Consumer::new(
+            &cluster,
+            ConsumerConfig::builder()
+                .auto_offset_reset(OffsetReset::Earliest)
+                .build()
+                .expect("config"),
+        )
+        .expect("consumer");
+        consumer
+            .assign(&[TopicPartition::new(topic, 0)])
+            .expect("assign");
+        let records: Vec<_> = consumer
+            .poll(Duration::ZERO)
+            .expect("poll")
+            .into_iter()
+            .collect();
+        assert_eq!(records.len(), 2, "{topic}");
+        assert_eq!(records[0].key_bytes().as_deref(), Some(&b"k0"[..]));
+        assert_eq!(records[0].value_bytes().as_deref(), Some(&b"v0"[..]));
+        assert_eq!(
+            (records[1].key_bytes(), records[1].value_bytes()),
+            (None, None)
+        );
+        assert_eq!(records[0].clone(), records[0]);
+        assert_ne!(records[0], records[1]);
+        let (key, value, headers) = records[0].clone().into_parts();
+        assert_eq!(
+            (key.as_deref(), value.as_deref()),
+            (Some(&b"k0"[..]), Some(&b"v0"[..]))
+        );
+        assert!(headers.is_empty());
+        assert_eq!(records[1].clone().into_parts(), (None, None, Vec::new()));
+    }
+}
