@@ -661,7 +661,7 @@ pub(crate) fn decode_headers(data: &Bytes, raw: &RawRecord) -> Result<Vec<Header
 mod tests {
     use super::*;
 
-    fn encode(
+    pub(super) fn encode(
         ts: i64,
         od: i32,
         key: Option<&[u8]>,
@@ -747,20 +747,8 @@ mod tests {
 mod fast_path_tests {
     use proptest::prelude::*;
 
+    use super::tests::encode;
     use super::*;
-
-    fn encode(
-        ts: i64,
-        od: i32,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        headers: &[Header],
-    ) -> Vec<u8> {
-        let body = body_size(ts, od, key, value, headers).expect("fits");
-        let mut buf = Vec::new();
-        write_record(&mut buf, body, ts, od, key, value, headers);
-        buf
-    }
 
     #[test]
     fn typical_records_take_the_fast_path() {

@@ -52,6 +52,14 @@ pub(crate) fn staged_file(dir: &Path, base_offset: u64, suffix: &str, stage: &st
     dir.join(format!("{base_offset:020}.{suffix}.{stage}"))
 }
 
+/// A segment file's path, under the cleaner's `stage` name if given.
+fn stage_path(dir: &Path, base_offset: u64, suffix: &str, stage: Option<&str>) -> PathBuf {
+    match stage {
+        Some(stage) => staged_file(dir, base_offset, suffix, stage),
+        None => segment_file(dir, base_offset, suffix),
+    }
+}
+
 /// `dir/{base:020}.{suffix}`: Kafka's file naming.
 pub(crate) fn segment_file(dir: &Path, base_offset: u64, suffix: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{suffix}"))
@@ -119,7 +127,7 @@ impl Segment {
         base_offset: u64,
         limits: SegmentLimits,
     ) -> Result<Self> {
-        Self::empty(storage, dir, base_offset, limits, OpenMode::CreateNew)
+        Self::empty(storage, dir, base_offset, limits, OpenMode::CreateNew, None)
     }
 
     /// Creates a new, empty segment whose three files carry the extra
@@ -133,31 +141,13 @@ impl Segment {
         limits: SegmentLimits,
         stage: &str,
     ) -> Result<Self> {
-        let mode = OpenMode::CreateNew;
-        let file = storage.open(&staged_file(dir, base_offset, LOG_SUFFIX, stage), mode)?;
-        let index = OffsetIndex::empty(
-            storage.as_ref(),
-            &staged_file(dir, base_offset, INDEX_SUFFIX, stage),
-            base_offset,
-            limits.index_bytes,
-            mode,
-        )?;
-        let time_index = TimeIndex::empty(
-            storage.as_ref(),
-            &staged_file(dir, base_offset, TIME_INDEX_SUFFIX, stage),
-            base_offset,
-            limits.index_bytes,
-            mode,
-        )?;
-        Self::assemble(
+        Self::empty(
             storage,
             dir,
             base_offset,
-            file,
-            0,
-            index,
-            time_index,
             limits,
+            OpenMode::CreateNew,
+            Some(stage),
         )
     }
 
@@ -166,10 +156,7 @@ impl Segment {
     /// when entering a stage, the log first when leaving it, so a stage's
     /// log file exists only once its indexes do.
     pub(crate) fn rename_stage(&self, from: Option<&str>, to: Option<&str>) -> Result<()> {
-        let path = |suffix: &str, stage: Option<&str>| match stage {
-            Some(stage) => staged_file(&self.dir, self.base_offset, suffix, stage),
-            None => segment_file(&self.dir, self.base_offset, suffix),
-        };
+        let path = |suffix: &str, stage| stage_path(&self.dir, self.base_offset, suffix, stage);
         let order = if to.is_some() {
             [INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX]
         } else {
@@ -193,7 +180,7 @@ impl Segment {
         limits: SegmentLimits,
     ) -> Result<Self> {
         spare::rename_into_place(storage.as_ref(), dir, base_offset)
-            .and_then(|()| Self::empty(storage, dir, base_offset, limits, OpenMode::Existing))
+            .and_then(|()| Self::empty(storage, dir, base_offset, limits, OpenMode::Existing, None))
             .inspect_err(|_| {
                 for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
                     // Best effort: the inline create that follows reports errors.
@@ -203,25 +190,28 @@ impl Segment {
     }
 
     /// An empty segment whose files `mode` creates, or (`Existing`) whose
-    /// files exist and hold nothing (an adopted spare).
+    /// files exist and hold nothing (an adopted spare); named with the
+    /// cleaner's `stage` suffix when one is given.
     fn empty(
         storage: &Arc<dyn Storage>,
         dir: &Path,
         base_offset: u64,
         limits: SegmentLimits,
         mode: OpenMode,
+        stage: Option<&str>,
     ) -> Result<Self> {
-        let file = storage.open(&segment_file(dir, base_offset, LOG_SUFFIX), mode)?;
+        let path = |suffix| stage_path(dir, base_offset, suffix, stage);
+        let file = storage.open(&path(LOG_SUFFIX), mode)?;
         let index = OffsetIndex::empty(
             storage.as_ref(),
-            &segment_file(dir, base_offset, INDEX_SUFFIX),
+            &path(INDEX_SUFFIX),
             base_offset,
             limits.index_bytes,
             mode,
         )?;
         let time_index = TimeIndex::empty(
             storage.as_ref(),
-            &segment_file(dir, base_offset, TIME_INDEX_SUFFIX),
+            &path(TIME_INDEX_SUFFIX),
             base_offset,
             limits.index_bytes,
             mode,
