@@ -206,6 +206,66 @@ pub enum Error {
         cause: FormatError,
     },
 
+    /// A consumer group is rebalancing: the member must rejoin before it
+    /// can sync or commit. Retriable: the consumer rejoins at its next
+    /// `poll`. Kafka's `RebalanceInProgressException`.
+    #[error("group {group} is rebalancing; rejoin first")]
+    RebalanceInProgress {
+        /// The group id.
+        group: String,
+    },
+
+    /// A commit was refused because the committing member is no longer part
+    /// of its group's current generation: the group rebalanced and the
+    /// partitions may now belong to another member. Kafka's
+    /// `CommitFailedException`.
+    #[error("commit for group {group} failed: {reason}")]
+    CommitFailed {
+        /// The group id.
+        group: String,
+        /// Why the coordinator refused it.
+        reason: String,
+    },
+
+    /// The member id is not (or no longer) in the group, for example after
+    /// its session timed out. Kafka's `UNKNOWN_MEMBER_ID`.
+    #[error("member {member_id} is not in group {group}")]
+    UnknownMemberId {
+        /// The group id.
+        group: String,
+        /// The member id sent.
+        member_id: String,
+    },
+
+    /// The generation sent is not the group's current one. Kafka's
+    /// `ILLEGAL_GENERATION`.
+    #[error("generation {generation} is not the current generation of group {group}")]
+    IllegalGeneration {
+        /// The group id.
+        group: String,
+        /// The generation sent.
+        generation: i32,
+    },
+
+    /// Another consumer joined with the same `group.instance.id` and took
+    /// this one's place (static membership). Kafka's
+    /// `FencedInstanceIdException`: fatal for the fenced consumer.
+    #[error("group.instance.id {instance_id} of group {group} was taken over by another member")]
+    FencedInstanceId {
+        /// The group id.
+        group: String,
+        /// The static member's instance id.
+        instance_id: String,
+    },
+
+    /// The group has active members, so its offsets cannot be reset or
+    /// altered and it cannot be deleted. Kafka's `GroupNotEmptyException`.
+    #[error("group {group} has active members")]
+    GroupNotEmpty {
+        /// The group id.
+        group: String,
+    },
+
     /// An argument is invalid (a negative timestamp, a partition the
     /// consumer is not assigned, a record over `max.request.size`, ...).
     /// The message names it. Nothing was changed.
@@ -225,13 +285,19 @@ pub enum Error {
 
 impl Error {
     /// Whether the same call may succeed if retried later without any other
-    /// change: true for [`Error::BufferExhausted`] and [`Error::Timeout`].
+    /// change: true for [`Error::BufferExhausted`], [`Error::Timeout`] and
+    /// [`Error::RebalanceInProgress`].
     /// I/O errors, corruption, bad input, unknown topics (logbus's metadata
     /// is never stale, unlike a Kafka client's) and fencing are not
     /// retriable.
     #[must_use]
     pub fn is_retriable(&self) -> bool {
-        matches!(self, Error::BufferExhausted { .. } | Error::Timeout { .. })
+        matches!(
+            self,
+            Error::BufferExhausted { .. }
+                | Error::Timeout { .. }
+                | Error::RebalanceInProgress { .. }
+        )
     }
 
     /// Builds an [`Error::Io`] from an I/O error, the operation and the path.
@@ -321,6 +387,29 @@ impl Error {
                 waited_ms: *waited_ms,
             },
             Error::Closed(what) => Error::Closed(what),
+            Error::RebalanceInProgress { group } => Error::RebalanceInProgress {
+                group: group.clone(),
+            },
+            Error::CommitFailed { group, reason } => Error::CommitFailed {
+                group: group.clone(),
+                reason: reason.clone(),
+            },
+            Error::UnknownMemberId { group, member_id } => Error::UnknownMemberId {
+                group: group.clone(),
+                member_id: member_id.clone(),
+            },
+            Error::IllegalGeneration { group, generation } => Error::IllegalGeneration {
+                group: group.clone(),
+                generation: *generation,
+            },
+            Error::FencedInstanceId { group, instance_id } => Error::FencedInstanceId {
+                group: group.clone(),
+                instance_id: instance_id.clone(),
+            },
+            Error::GroupNotEmpty { group } => Error::GroupNotEmpty {
+                group: group.clone(),
+            },
+
             Error::NoOffsetForPartition { topic, partition } => Error::NoOffsetForPartition {
                 topic: topic.clone(),
                 partition: *partition,

@@ -119,8 +119,9 @@ pub use client::producer::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cluster::{
-    CleanupPolicy, Cluster, ClusterConfig, ClusterConfigBuilder, MAX_TOPIC_NAME_LEN, NewTopic,
-    OffsetAndMetadata, Partition, PartitionDescription, Topic, TopicConfig, TopicDescription,
+    CleanupPolicy, Cluster, ClusterConfig, ClusterConfigBuilder, GroupState, MAX_TOPIC_NAME_LEN,
+    NewTopic, OffsetAndMetadata, Partition, PartitionDescription, Topic, TopicConfig,
+    TopicDescription,
 };
 pub use config::{FlushPolicy, LogConfig, LogConfigBuilder};
 pub use error::{CorruptionKind, Error, FormatError, Result};

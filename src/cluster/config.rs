@@ -28,6 +28,9 @@ pub struct ClusterConfig {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) checkpoint_interval_ms: i64,
+    pub(crate) group_min_session_timeout_ms: i64,
+    pub(crate) group_max_session_timeout_ms: i64,
+    pub(crate) group_initial_rebalance_delay_ms: i64,
 }
 
 impl Default for ClusterConfig {
@@ -39,6 +42,9 @@ impl Default for ClusterConfig {
             clock: Arc::new(SystemClock),
             storage: Arc::new(StdStorage),
             checkpoint_interval_ms: 60_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 0,
         }
     }
 }
@@ -76,6 +82,30 @@ impl ClusterConfig {
     #[must_use]
     pub fn checkpoint_interval_ms(&self) -> i64 {
         self.checkpoint_interval_ms
+    }
+
+    /// The smallest `session.timeout.ms` a consumer may join a group with
+    /// (Kafka's `group.min.session.timeout.ms`, default 6000).
+    #[must_use]
+    pub fn group_min_session_timeout_ms(&self) -> i64 {
+        self.group_min_session_timeout_ms
+    }
+
+    /// The largest `session.timeout.ms` a consumer may join a group with
+    /// (Kafka's `group.max.session.timeout.ms`, default 1800000).
+    #[must_use]
+    pub fn group_max_session_timeout_ms(&self) -> i64 {
+        self.group_max_session_timeout_ms
+    }
+
+    /// How long the first rebalance of an empty group waits for more
+    /// members to join (Kafka's `group.initial.rebalance.delay.ms`). The
+    /// default is 0, not Kafka's 3000: members of an embedded group join
+    /// within microseconds of each other, and Kafka itself recommends 0 for
+    /// tests and development.
+    #[must_use]
+    pub fn group_initial_rebalance_delay_ms(&self) -> i64 {
+        self.group_initial_rebalance_delay_ms
     }
 
     /// The clock every timeout and timestamp reads.
@@ -129,6 +159,25 @@ impl ClusterConfigBuilder {
         self
     }
 
+    /// Kafka's `group.min.session.timeout.ms` (default 6000): consumers
+    /// with a smaller `session.timeout.ms` cannot join a group.
+    pub fn group_min_session_timeout_ms(mut self, ms: i64) -> Self {
+        self.config.group_min_session_timeout_ms = ms;
+        self
+    }
+
+    /// Kafka's `group.max.session.timeout.ms` (default 1800000).
+    pub fn group_max_session_timeout_ms(mut self, ms: i64) -> Self {
+        self.config.group_max_session_timeout_ms = ms;
+        self
+    }
+
+    /// Kafka's `group.initial.rebalance.delay.ms` (default 0).
+    pub fn group_initial_rebalance_delay_ms(mut self, ms: i64) -> Self {
+        self.config.group_initial_rebalance_delay_ms = ms;
+        self
+    }
+
     /// The file layer (default: [`StdStorage`]).
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.config.storage = storage;
@@ -157,6 +206,20 @@ impl ClusterConfig {
         if c.checkpoint_interval_ms < 1 {
             return Err(Error::InvalidConfig(
                 "log.flush.offset.checkpoint.interval.ms must be >= 1".into(),
+            ));
+        }
+        if c.group_min_session_timeout_ms < 0
+            || c.group_max_session_timeout_ms < c.group_min_session_timeout_ms
+        {
+            return Err(Error::InvalidConfig(format!(
+                "group.min.session.timeout.ms ({}) must be >= 0 and at most \
+                 group.max.session.timeout.ms ({})",
+                c.group_min_session_timeout_ms, c.group_max_session_timeout_ms
+            )));
+        }
+        if c.group_initial_rebalance_delay_ms < 0 {
+            return Err(Error::InvalidConfig(
+                "group.initial.rebalance.delay.ms must be >= 0".into(),
             ));
         }
         if c.num_partitions == 0 {

@@ -162,6 +162,23 @@ impl ClusterInner {
         Ok(())
     }
 
+    /// Commits `offsets` for `group` on behalf of `member` (its id and
+    /// generation), or as a consumer outside the group's membership
+    /// (`None`, allowed only while the group has no members). The
+    /// coordinator's checks and the append happen under the group's lock.
+    pub(crate) fn commit_offsets_as(
+        &self,
+        group: &str,
+        member: Option<(&str, i32)>,
+        offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+    ) -> Result<()> {
+        check_group(group)?;
+        self.check_open()?;
+        let now = self.clock().now_ms();
+        self.groups
+            .commit(group, member, now, || self.commit_offsets(group, offsets))
+    }
+
     /// Removes `group`'s committed offsets (all of them, or those of
     /// `only_topic`) by writing tombstones. Returns how many were removed.
     pub(crate) fn delete_offsets(&self, group: &str, only_topic: Option<&str>) -> Result<usize> {

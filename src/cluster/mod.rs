@@ -13,6 +13,7 @@ mod broker;
 mod checkpointer;
 mod config;
 mod coordinator;
+mod group;
 mod handles;
 mod metadata;
 mod offsets;
@@ -21,7 +22,9 @@ mod topic_config;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use crossbeam_channel::Sender;
 
 use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
@@ -34,6 +37,8 @@ use crate::storage::{DirLock, OpenMode, Storage, write_atomic};
 use crate::types::TopicPartition;
 
 pub use config::{ClusterConfig, ClusterConfigBuilder};
+pub use group::GroupState;
+pub(crate) use group::{GroupCoordinator, JoinRequest, JoinResponse, Joined, SyncResponse};
 pub use handles::{NewTopic, Partition, PartitionDescription, Topic, TopicDescription};
 pub use offsets::OffsetAndMetadata;
 pub use topic_config::{CleanupPolicy, MAX_TOPIC_NAME_LEN, TopicConfig};
@@ -88,6 +93,12 @@ pub(crate) struct ClusterInner {
     lock: Mutex<Option<DirLock>>,
     checkpointer: Mutex<Option<Checkpointer>>,
     offsets: coordinator::OffsetStore,
+    /// Group membership (join, sync, heartbeat, leave).
+    pub(crate) groups: GroupCoordinator,
+    /// Bumped whenever a topic is created or deleted or gains partitions.
+    metadata_epoch: AtomicU64,
+    /// Woken (like replica watchers) whenever `metadata_epoch` moves.
+    metadata_watchers: Mutex<Vec<Sender<()>>>,
     /// Periodic checkpoints written so far, for tests to wait on.
     checkpoints: (Mutex<u64>, parking_lot::Condvar),
 }
@@ -185,6 +196,13 @@ impl Cluster {
             lock: Mutex::new(Some(lock)),
             checkpointer: Mutex::new(None),
             offsets: coordinator::OffsetStore::default(),
+            groups: GroupCoordinator::new(group::GroupLimits {
+                min_session_timeout_ms: config.group_min_session_timeout_ms,
+                max_session_timeout_ms: config.group_max_session_timeout_ms,
+                initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            }),
+            metadata_epoch: AtomicU64::new(0),
+            metadata_watchers: Mutex::new(Vec::new()),
             checkpoints: (Mutex::new(0), parking_lot::Condvar::new()),
             config,
         };
@@ -307,15 +325,20 @@ impl Cluster {
     /// ```
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an empty group id or over-long
-    /// strings; [`Error::UnknownTopicOrPartition`] for a partition that does
-    /// not exist; nothing is committed then.
+    /// [`Error::GroupNotEmpty`] while the group has active members (their
+    /// positions would overwrite the change); [`Error::InvalidArgument`]
+    /// for an empty group id or over-long strings;
+    /// [`Error::UnknownTopicOrPartition`] for a partition that does not
+    /// exist; nothing is committed then.
     pub fn alter_group_offsets(
         &self,
         group: &str,
         offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
     ) -> Result<()> {
-        self.inner.commit_offsets(group, offsets)
+        let now = self.inner.clock().now_ms();
+        self.inner
+            .groups
+            .while_empty(group, now, || self.inner.commit_offsets(group, offsets))
     }
 
     /// Every committed offset of `group` (Kafka's
@@ -340,10 +363,14 @@ impl Cluster {
     /// `__consumer_offsets`); returns how many were removed.
     ///
     /// # Errors
+    /// [`Error::GroupNotEmpty`] while the group has active members;
     /// [`Error::InvalidArgument`] for an empty group id.
     pub fn delete_group(&self, group: &str) -> Result<usize> {
         self.inner.check_open()?;
-        self.inner.delete_offsets(group, None)
+        let now = self.inner.clock().now_ms();
+        self.inner
+            .groups
+            .while_empty(group, now, || self.inner.delete_offsets(group, None))
     }
 
     /// Closes the cluster for every clone and handle: later calls return
@@ -368,6 +395,32 @@ impl ClusterInner {
 
     pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
         &self.config.clock
+    }
+
+    /// A number that changes whenever a topic is created or deleted or
+    /// gains partitions.
+    pub(crate) fn metadata_epoch(&self) -> u64 {
+        self.metadata_epoch.load(Ordering::Acquire)
+    }
+
+    /// Sends on `tx` whenever the metadata epoch moves (and at close).
+    pub(crate) fn watch_metadata(&self, tx: &Sender<()>) {
+        self.metadata_watchers.lock().push(tx.clone());
+    }
+
+    /// Stops sending on `tx`.
+    pub(crate) fn unwatch_metadata(&self, tx: &Sender<()>) {
+        self.metadata_watchers
+            .lock()
+            .retain(|w| !w.same_channel(tx));
+    }
+
+    fn metadata_changed(&self) {
+        self.metadata_epoch.fetch_add(1, Ordering::AcqRel);
+        for tx in self.metadata_watchers.lock().iter() {
+            // A full channel already holds a wake-up.
+            let _ = tx.try_send(());
+        }
     }
 
     /// The live state of a topic.
@@ -460,6 +513,7 @@ impl ClusterInner {
         match self.open_topic(&name, id, overrides, partitions) {
             Ok(state) => {
                 self.topics.write().insert(name, state.clone());
+                self.metadata_changed();
                 Ok(state)
             }
             Err(e) => {
@@ -502,6 +556,7 @@ impl ClusterInner {
                 }
             }
         }
+        self.metadata_changed();
         if let Err(e) = self.broker.write_checkpoints() {
             first_error.get_or_insert(e);
         }
@@ -543,6 +598,8 @@ impl ClusterInner {
             let mut replicas = state.partitions.write();
             replicas.push(replica);
             state.count.store(replicas.len() as u32, Ordering::Release);
+            drop(replicas);
+            self.metadata_changed();
         }
         Ok(())
     }
@@ -574,6 +631,8 @@ impl ClusterInner {
         if let Some(checkpointer) = self.checkpointer.lock().take() {
             checkpointer.stop();
         }
+        // Consumers waiting for metadata wake up and see the cluster closed.
+        self.metadata_changed();
         let mut first_error = None;
         let mut note = |r: Result<()>| {
             if let Err(e) = r {
