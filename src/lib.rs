@@ -109,8 +109,8 @@ pub use client::assignor::{
     StickyAssignor, Subscription, assignor_by_name,
 };
 pub use client::consumer::{
-    Consumer, ConsumerConfig, ConsumerConfigBuilder, ConsumerRecord, ConsumerRecords,
-    OffsetAndTimestamp, OffsetReset, RecordsIntoIter, RecordsIter,
+    CommittedOffsets, Consumer, ConsumerConfig, ConsumerConfigBuilder, ConsumerRebalanceListener,
+    ConsumerRecord, ConsumerRecords, OffsetAndTimestamp, OffsetReset, RecordsIntoIter, RecordsIter,
 };
 pub use client::partitioner::{Partitioner, RoundRobinPartitioner, murmur2, partition_for_key};
 pub use client::producer::{

@@ -46,7 +46,8 @@ pub use topic_config::{CleanupPolicy, MAX_TOPIC_NAME_LEN, TopicConfig};
 use broker::Broker;
 use checkpointer::Checkpointer;
 use metadata::{MetadataLog, MetadataRecord, Registry};
-use topic_config::{collision_key, validate_topic_name};
+use topic_config::collision_key;
+pub(crate) use topic_config::validate_topic_name;
 
 const META_PROPERTIES: &str = "meta.properties";
 const METADATA_DIR: &str = "__cluster_metadata-0";

@@ -1,6 +1,11 @@
 //! [`ConsumerConfig`]: the consumer's settings, with Kafka's names and
 //! defaults.
 
+use std::sync::Arc;
+
+use crate::client::assignor::{
+    Assignor, CooperativeStickyAssignor, RangeAssignor, assignor_by_name,
+};
 use crate::error::{Error, Result};
 
 /// What a consumer does when it has no valid position for a partition: a
@@ -65,7 +70,7 @@ impl std::str::FromStr for OffsetReset {
 /// assert!(err.to_string().contains("max.poll.records"));
 /// # Ok::<(), logbus::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     pub(crate) max_poll_records: usize,
     pub(crate) fetch_min_bytes: usize,
@@ -76,6 +81,15 @@ pub struct ConsumerConfig {
     pub(crate) check_crcs: bool,
     pub(crate) client_id: Option<String>,
     pub(crate) group_id: Option<String>,
+    pub(crate) group_instance_id: Option<String>,
+    pub(crate) session_timeout_ms: u64,
+    pub(crate) heartbeat_interval_ms: u64,
+    pub(crate) max_poll_interval_ms: u64,
+    pub(crate) enable_auto_commit: bool,
+    pub(crate) auto_commit_interval_ms: u64,
+    pub(crate) assignors: Vec<Arc<dyn Assignor>>,
+    /// Names given to the builder, resolved by `build`.
+    strategy_names: Option<Vec<String>>,
 }
 
 impl Default for ConsumerConfig {
@@ -90,6 +104,14 @@ impl Default for ConsumerConfig {
             check_crcs: true,
             client_id: None,
             group_id: None,
+            group_instance_id: None,
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 3_000,
+            max_poll_interval_ms: 300_000,
+            enable_auto_commit: true,
+            auto_commit_interval_ms: 5_000,
+            assignors: vec![Arc::new(RangeAssignor), Arc::new(CooperativeStickyAssignor)],
+            strategy_names: None,
         }
     }
 }
@@ -159,6 +181,51 @@ impl ConsumerConfig {
         self.group_id.as_deref()
     }
 
+    /// `group.instance.id`, if set: the consumer is a static member of its
+    /// group.
+    #[must_use]
+    pub fn group_instance_id(&self) -> Option<&str> {
+        self.group_instance_id.as_deref()
+    }
+
+    /// `session.timeout.ms` (default 45000).
+    #[must_use]
+    pub fn session_timeout_ms(&self) -> u64 {
+        self.session_timeout_ms
+    }
+
+    /// `heartbeat.interval.ms` (default 3000).
+    #[must_use]
+    pub fn heartbeat_interval_ms(&self) -> u64 {
+        self.heartbeat_interval_ms
+    }
+
+    /// `max.poll.interval.ms` (default 300000).
+    #[must_use]
+    pub fn max_poll_interval_ms(&self) -> u64 {
+        self.max_poll_interval_ms
+    }
+
+    /// `enable.auto.commit` (default true; only used with a `group.id`).
+    #[must_use]
+    pub fn enable_auto_commit(&self) -> bool {
+        self.enable_auto_commit
+    }
+
+    /// `auto.commit.interval.ms` (default 5000).
+    #[must_use]
+    pub fn auto_commit_interval_ms(&self) -> u64 {
+        self.auto_commit_interval_ms
+    }
+
+    /// `partition.assignment.strategy`: the assignors the consumer offers
+    /// its group, preferred first (default `range`, `cooperative-sticky`,
+    /// as Kafka 3).
+    #[must_use]
+    pub fn assignors(&self) -> &[Arc<dyn Assignor>] {
+        &self.assignors
+    }
+
     /// `client.id`, if set; the consumer makes one up otherwise (see
     /// [`Consumer::client_id`](crate::Consumer::client_id)).
     #[must_use]
@@ -226,14 +293,85 @@ impl ConsumerConfigBuilder {
         self
     }
 
-    /// `group.id`: the consumer group whose committed offsets this
-    /// consumer reads (a newly assigned partition starts at its group's
-    /// committed offset, else by `auto.offset.reset`) and writes
-    /// ([`Consumer::commit_sync`](crate::Consumer::commit_sync)). Group
-    /// membership (`subscribe`) is not built yet; partitions are assigned
-    /// by hand.
+    /// `group.id`: the consumer group this consumer belongs to. It is
+    /// needed for [`subscribe`](crate::Consumer::subscribe) (the group's
+    /// members share the partitions) and for committed offsets: a newly
+    /// assigned partition starts at its group's committed offset, else by
+    /// `auto.offset.reset`.
     pub fn group_id(mut self, id: impl Into<String>) -> Self {
         self.config.group_id = Some(id.into());
+        self
+    }
+
+    /// `group.instance.id`: makes the consumer a static member (KIP-345).
+    /// A static member that restarts with the same id within
+    /// `session.timeout.ms` gets its partitions back without a rebalance;
+    /// it does not leave the group on close, so its partitions wait for it
+    /// until the session times out.
+    pub fn group_instance_id(mut self, id: impl Into<String>) -> Self {
+        self.config.group_instance_id = Some(id.into());
+        self
+    }
+
+    /// `session.timeout.ms` (default 45000): a member whose heartbeats
+    /// stop for this long is removed from its group and its partitions are
+    /// reassigned. Must lie within the cluster's
+    /// `group.min/max.session.timeout.ms`.
+    pub fn session_timeout_ms(mut self, ms: u64) -> Self {
+        self.config.session_timeout_ms = ms;
+        self
+    }
+
+    /// `heartbeat.interval.ms` (default 3000): how often the consumer's
+    /// background thread heartbeats; below `session.timeout.ms`.
+    pub fn heartbeat_interval_ms(mut self, ms: u64) -> Self {
+        self.config.heartbeat_interval_ms = ms;
+        self
+    }
+
+    /// `max.poll.interval.ms` (default 300000): a consumer that does not
+    /// call `poll` for this long leaves its group (its heartbeat thread
+    /// sends the leave), and the group waits this long at most for members
+    /// to rejoin during a rebalance.
+    pub fn max_poll_interval_ms(mut self, ms: u64) -> Self {
+        self.config.max_poll_interval_ms = ms;
+        self
+    }
+
+    /// `enable.auto.commit` (default true): with a `group.id`, `poll`
+    /// commits the positions of the records earlier polls returned every
+    /// `auto.commit.interval.ms`, and before a rebalance takes partitions
+    /// away, and at [`close`](crate::Consumer::close).
+    pub fn enable_auto_commit(mut self, enable: bool) -> Self {
+        self.config.enable_auto_commit = enable;
+        self
+    }
+
+    /// `auto.commit.interval.ms` (default 5000).
+    pub fn auto_commit_interval_ms(mut self, ms: u64) -> Self {
+        self.config.auto_commit_interval_ms = ms;
+        self
+    }
+
+    /// `partition.assignment.strategy` by name, preferred first: `range`,
+    /// `roundrobin`, `sticky`, `cooperative-sticky` or Kafka's class
+    /// names (see [`assignor_by_name`]). Checked by
+    /// [`build`](Self::build). Replaces assignors set by
+    /// [`assignors`](Self::assignors).
+    pub fn partition_assignment_strategy<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.strategy_names = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The assignors the consumer offers, preferred first, including
+    /// custom [`Assignor`]s. Replaces a list given by name.
+    pub fn assignors(mut self, assignors: Vec<Arc<dyn Assignor>>) -> Self {
+        self.config.assignors = assignors;
+        self.config.strategy_names = None;
         self
     }
 
@@ -241,9 +379,44 @@ impl ConsumerConfigBuilder {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`], naming the setting, for `max.poll.records`
-    /// of 0 or any setting above Kafka's limit of `i32::MAX`.
-    pub fn build(self) -> Result<ConsumerConfig> {
+    /// of 0, a `heartbeat.interval.ms` not below `session.timeout.ms`, an
+    /// unknown or empty `partition.assignment.strategy`, empty ids, or any
+    /// setting above Kafka's limit of `i32::MAX`.
+    pub fn build(mut self) -> Result<ConsumerConfig> {
+        if let Some(names) = self.config.strategy_names.take() {
+            self.config.assignors = names
+                .iter()
+                .map(|name| {
+                    assignor_by_name(name).ok_or_else(|| {
+                        Error::InvalidConfig(format!(
+                            "partition.assignment.strategy: unknown assignor {name:?}"
+                        ))
+                    })
+                })
+                .collect::<Result<_>>()?;
+        }
         let c = &self.config;
+        if c.assignors.is_empty() {
+            return Err(Error::InvalidConfig(
+                "partition.assignment.strategy must name at least one assignor".into(),
+            ));
+        }
+        if c.group_instance_id.as_deref() == Some("") {
+            return Err(Error::InvalidConfig(
+                "group.instance.id must not be empty when set".into(),
+            ));
+        }
+        if c.heartbeat_interval_ms == 0 || c.heartbeat_interval_ms >= c.session_timeout_ms {
+            return Err(Error::InvalidConfig(format!(
+                "heartbeat.interval.ms ({}) must be at least 1 and below session.timeout.ms ({})",
+                c.heartbeat_interval_ms, c.session_timeout_ms
+            )));
+        }
+        if c.max_poll_interval_ms == 0 || c.auto_commit_interval_ms == 0 {
+            return Err(Error::InvalidConfig(
+                "max.poll.interval.ms and auto.commit.interval.ms must be at least 1".into(),
+            ));
+        }
         if c.group_id.as_deref() == Some("") {
             return Err(Error::InvalidConfig(
                 "group.id must not be empty when set".into(),
@@ -263,6 +436,10 @@ impl ConsumerConfigBuilder {
                 c.max_partition_fetch_bytes as u64,
             ),
             ("fetch.max.bytes", c.fetch_max_bytes as u64),
+            ("session.timeout.ms", c.session_timeout_ms),
+            ("heartbeat.interval.ms", c.heartbeat_interval_ms),
+            ("max.poll.interval.ms", c.max_poll_interval_ms),
+            ("auto.commit.interval.ms", c.auto_commit_interval_ms),
         ];
         if let Some((name, value)) = limits.iter().find(|(_, v)| *v > KAFKA_INT_MAX) {
             return Err(Error::InvalidConfig(format!(

@@ -21,11 +21,14 @@
 //! first became available. Once released, buffered records are returned
 //! without waiting until every partition's buffer is drained.
 //!
-//! Consumer groups (`group.id`, `subscribe`, committed offsets) build on
-//! this type in a later release.
+//! ## Groups
+//! With a `group.id`, [`Consumer::subscribe`] makes the consumer a member
+//! of its group (see the `group` module for the protocol), and committed
+//! offsets give newly assigned partitions their starting positions.
 
 mod config;
 mod fetch;
+mod group;
 mod records;
 #[cfg(test)]
 mod tests;
@@ -44,11 +47,53 @@ use crate::storage::mmap::{MapRange, Releaser};
 use crate::types::TopicPartition;
 
 pub use config::{ConsumerConfig, ConsumerConfigBuilder, OffsetReset};
+pub use group::ConsumerRebalanceListener;
 pub use records::{
     ConsumerRecord, ConsumerRecords, OffsetAndTimestamp, RecordsIntoIter, RecordsIter,
 };
 
 use fetch::{Fetch, Sink};
+use group::Membership;
+
+/// The committed offsets handed to a [`Consumer::commit_async`] callback.
+pub type CommittedOffsets = BTreeMap<TopicPartition, OffsetAndMetadata>;
+
+/// A finished asynchronous commit waiting for its callback.
+type CommitCallback = Box<dyn FnOnce(&CommittedOffsets, Result<()>) + Send>;
+
+/// The listener and queued commit callbacks, which are not `Debug`.
+#[derive(Default)]
+struct Callbacks {
+    completed: Vec<(CommittedOffsets, Result<()>, CommitCallback)>,
+}
+
+impl std::fmt::Debug for Callbacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Callbacks")
+            .field("completed", &self.completed.len())
+            .finish()
+    }
+}
+
+/// The rebalance listener slot.
+#[derive(Default)]
+struct ListenerSlot(Option<Box<dyn ConsumerRebalanceListener>>);
+
+impl std::fmt::Debug for ListenerSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
+}
+
+impl ListenerSlot {
+    fn take(&mut self) -> Option<Box<dyn ConsumerRebalanceListener>> {
+        self.0.take()
+    }
+
+    fn is_none(&self) -> bool {
+        self.0.is_none()
+    }
+}
 
 /// Numbers the made-up client ids, as Kafka's `consumer-N`.
 static CLIENT_IDS: AtomicU64 = AtomicU64::new(1);
@@ -129,6 +174,14 @@ pub struct Consumer {
     waker_tx: Sender<()>,
     waker_rx: Receiver<()>,
     clock_rx: Receiver<()>,
+    /// Group membership, while subscribed.
+    membership: Option<Membership>,
+    listener: ListenerSlot,
+    /// A rebalance listener is running (it must not call `poll`).
+    in_callback: bool,
+    /// When the next auto-commit is due (cluster clock).
+    next_auto_commit: i64,
+    callbacks: Callbacks,
 }
 
 impl Consumer {
@@ -156,6 +209,11 @@ impl Consumer {
             waker_tx,
             waker_rx,
             clock_rx,
+            membership: None,
+            listener: ListenerSlot::default(),
+            in_callback: false,
+            next_auto_commit: i64::MIN,
+            callbacks: Callbacks::default(),
         })
     }
 
@@ -182,8 +240,39 @@ impl Consumer {
     ///
     /// # Errors
     /// [`Error::UnknownTopicOrPartition`] if a topic or partition does not
-    /// exist; [`Error::Closed`]. The assignment is unchanged then.
+    /// exist; [`Error::IllegalState`] while subscribed (call
+    /// [`unsubscribe`](Consumer::unsubscribe) first); [`Error::Closed`].
+    /// The assignment is unchanged then.
     pub fn assign(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        if self.membership.is_some() {
+            return Err(Error::IllegalState(
+                "Subscription to topics, partitions and pattern are mutually exclusive: \
+                 unsubscribe first"
+                    .into(),
+            ));
+        }
+        self.assign_exact(partitions)
+    }
+
+    /// The assignment a group handed out: partitions of topics deleted
+    /// meanwhile are left out (the next rebalance drops them anyway).
+    fn set_assignment(&mut self, partitions: &[TopicPartition]) {
+        let live: Vec<TopicPartition> = partitions
+            .iter()
+            .filter(|tp| {
+                self.index
+                    .get(*tp)
+                    .is_some_and(|&i| !self.assignment[i].replica.is_gone())
+                    || self.lookup(tp).is_ok()
+            })
+            .cloned()
+            .collect();
+        // Only a topic deleted between the filter and here can fail; it
+        // is dropped at the next rebalance.
+        let _ = self.assign_exact(&live);
+    }
+
+    fn assign_exact(&mut self, partitions: &[TopicPartition]) -> Result<()> {
         let mut seen = HashSet::with_capacity(partitions.len());
         let mut fresh: HashMap<TopicPartition, Arc<Replica>> = HashMap::new();
         for tp in partitions {
@@ -254,18 +343,118 @@ impl Consumer {
     /// position yet are left out. One batch in `__consumer_offsets`: applied
     /// whole or not at all.
     ///
+    /// A subscribed consumer commits as a member of its group's current
+    /// generation; once the group has rebalanced without it, the commit
+    /// fails with [`Error::CommitFailed`] rather than overwrite the new
+    /// owner's progress. A consumer with assigned partitions commits only
+    /// while its group has no members. Runs the callbacks of earlier
+    /// [`commit_async`](Consumer::commit_async) calls first.
+    ///
     /// # Errors
-    /// [`Error::IllegalState`] without a `group.id`; the errors of
+    /// [`Error::IllegalState`] without a `group.id`;
+    /// [`Error::CommitFailed`]; [`Error::RebalanceInProgress`] while the
+    /// group waits for its leader's assignment (retriable: poll, then
+    /// commit again); the errors of
     /// [`Cluster::alter_group_offsets`](crate::Cluster::alter_group_offsets).
     pub fn commit_sync(&mut self) -> Result<()> {
-        let offsets: BTreeMap<TopicPartition, OffsetAndMetadata> = self
-            .assignment
+        self.run_commit_callbacks();
+        let offsets = self.consumed_offsets();
+        self.commit_offsets(&offsets)
+    }
+
+    /// Commits the current positions (as [`commit_sync`](Consumer::commit_sync))
+    /// and hands the outcome to `callback` (Kafka's `commitAsync`). The
+    /// commit itself is an in-process append and is done when this
+    /// returns; the callback runs, as Kafka's, on the consumer's thread at
+    /// the next [`poll`](Consumer::poll), `commit_sync` or
+    /// [`close`](Consumer::close), callbacks in the order of their commits.
+    ///
+    /// ```
+    /// use logbus::{Cluster, ClusterConfig, Consumer, ConsumerConfig, NewTopic, TopicPartition};
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    /// cluster.create_topic(NewTopic::new("orders", 1))?;
+    /// let config = ConsumerConfig::builder().group_id("audit").build()?;
+    /// let mut consumer = Consumer::new(&cluster, config)?;
+    /// let tp = TopicPartition::new("orders", 0);
+    /// consumer.assign(&[tp.clone()])?;
+    /// consumer.seek(&tp, 0)?;
+    /// let outcome = Arc::new(Mutex::new(None));
+    /// let seen = outcome.clone();
+    /// consumer.commit_async(move |offsets, result| {
+    ///     *seen.lock().unwrap() = Some((offsets.len(), result.is_ok()));
+    /// });
+    /// consumer.poll(Duration::ZERO)?; // runs the callback
+    /// assert_eq!(*outcome.lock().unwrap(), Some((1, true)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn commit_async(
+        &mut self,
+        callback: impl FnOnce(&CommittedOffsets, Result<()>) + Send + 'static,
+    ) {
+        let offsets = self.consumed_offsets();
+        self.commit_offsets_async(offsets, callback);
+    }
+
+    /// Commits the given offsets and hands the outcome to `callback`, as
+    /// [`commit_async`](Consumer::commit_async).
+    pub fn commit_offsets_async(
+        &mut self,
+        offsets: CommittedOffsets,
+        callback: impl FnOnce(&CommittedOffsets, Result<()>) + Send + 'static,
+    ) {
+        let result = self.commit_offsets(&offsets);
+        self.callbacks
+            .completed
+            .push((offsets, result, Box::new(callback)));
+    }
+
+    /// Runs the callbacks of finished asynchronous commits, in order.
+    fn run_commit_callbacks(&mut self) {
+        for (offsets, result, callback) in std::mem::take(&mut self.callbacks.completed) {
+            callback(&offsets, result);
+        }
+    }
+
+    /// The position of every assigned partition that has one: the offsets
+    /// after the records `poll` returned.
+    fn consumed_offsets(&self) -> CommittedOffsets {
+        self.assignment
             .iter()
             .filter_map(|a| match a.position {
                 Position::At(offset) => Some((a.tp.clone(), OffsetAndMetadata::new(offset))),
                 _ => None,
             })
-            .collect();
+            .collect()
+    }
+
+    /// With `enable.auto.commit`, commits the consumed positions when
+    /// `auto.commit.interval.ms` has passed. Failures are dropped, as
+    /// Kafka's client logs and drops them: the next commit covers them.
+    fn maybe_auto_commit(&mut self, now: i64) {
+        if !self.config.enable_auto_commit || self.config.group_id.is_none() {
+            return;
+        }
+        if now < self.next_auto_commit {
+            return;
+        }
+        let interval = i64::try_from(self.config.auto_commit_interval_ms).unwrap_or(i64::MAX);
+        if self.next_auto_commit != i64::MIN {
+            let _ = self.maybe_auto_commit_sync();
+        }
+        self.next_auto_commit = now.saturating_add(interval);
+    }
+
+    /// With `enable.auto.commit` and a `group.id`, commits the consumed
+    /// positions now.
+    fn maybe_auto_commit_sync(&mut self) -> Result<()> {
+        if !self.config.enable_auto_commit || self.config.group_id.is_none() {
+            return Ok(());
+        }
+        let offsets = self.consumed_offsets();
         self.commit_offsets(&offsets)
     }
 
@@ -280,7 +469,13 @@ impl Consumer {
         offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
     ) -> Result<()> {
         let group = self.group()?;
-        self.cluster.inner.commit_offsets(&group, offsets)
+        let member = self
+            .membership
+            .as_ref()
+            .and_then(Membership::commit_identity);
+        self.cluster
+            .inner
+            .commit_offsets_as(&group, member, offsets)
     }
 
     /// The committed offsets of the consumer's group for `partitions`
@@ -313,9 +508,17 @@ impl Consumer {
         self.assignment.iter().map(|a| a.tp.clone()).collect()
     }
 
-    /// Drops the whole assignment, as `assign(&[])` (Kafka's
-    /// `unsubscribe`, which also clears a manual assignment).
+    /// Ends a subscription or a manual assignment (Kafka's
+    /// `unsubscribe`). A subscribed consumer auto-commits (with
+    /// `enable.auto.commit`), revokes its partitions through the rebalance
+    /// listener and leaves its group (a static member stays until its
+    /// session times out).
     pub fn unsubscribe(&mut self) {
+        let _ = self.leave_group();
+        self.clear_assignment();
+    }
+
+    fn clear_assignment(&mut self) {
         for a in self.assignment.drain(..) {
             a.replica.unwatch(&self.waker_tx);
         }
@@ -354,14 +557,22 @@ impl Consumer {
     /// Records returned before an error are never lost: positions only move
     /// past records handed out.
     pub fn poll(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
-        if self.assignment.is_empty() {
+        if self.in_callback {
+            return Err(Error::IllegalState(
+                "poll was called from a rebalance listener".into(),
+            ));
+        }
+        if self.assignment.is_empty() && self.membership.is_none() {
             return Err(Error::IllegalState(
                 "Consumer is not subscribed to any topics or assigned any partitions".into(),
             ));
         }
+        self.run_commit_callbacks();
         let clock = self.cluster.inner.clock().clone();
         let timeout_ms = i64::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(i64::MAX);
-        let deadline = clock.now_ms().saturating_add(timeout_ms);
+        let start = clock.now_ms();
+        let deadline = start.saturating_add(timeout_ms);
+        self.note_poll(start);
         loop {
             // Empty the wake-up channels before looking at the log: whatever
             // is appended (or however the clock moves) from here on leaves a
@@ -370,8 +581,16 @@ impl Consumer {
             while self.clock_rx.try_recv().is_ok() {}
             self.cluster.inner.check_open()?;
             let now = clock.now_ms();
-            self.fill()?;
-            if self.ready(now) {
+            let member_ready = if self.membership.is_some() {
+                self.group_step(now)?
+            } else {
+                self.maybe_auto_commit(now);
+                true
+            };
+            if member_ready {
+                self.fill()?;
+            }
+            if member_ready && self.ready(now) {
                 let (records, moved) = self.drain()?;
                 if !records.is_empty() {
                     return Ok(records);
@@ -574,9 +793,33 @@ impl Consumer {
         self.offsets_of(partitions, |r| Ok(r.offsets()?.high_watermark))
     }
 
-    /// Closes the consumer: it stops watching its partitions and releases
-    /// its buffered records (as dropping it does).
-    pub fn close(self) {}
+    /// Closes the consumer (Kafka's `close`): with `enable.auto.commit` it
+    /// commits the consumed positions; a subscribed consumer then revokes
+    /// its partitions through the listener and leaves its group, so the
+    /// others take them over at once (a static member does not leave: its
+    /// partitions wait `session.timeout.ms` for it to come back). Pending
+    /// [`commit_async`](Consumer::commit_async) callbacks run.
+    ///
+    /// Dropping a consumer without `close` is like a crash of its
+    /// process: nothing is committed and the group notices only when the
+    /// member's session times out.
+    ///
+    /// # Errors
+    /// The auto-commit's failure, other than [`Error::CommitFailed`] and
+    /// [`Error::RebalanceInProgress`] (the group moved on; nothing to keep).
+    /// The consumer is closed anyway.
+    pub fn close(mut self) -> Result<()> {
+        let result = if self.membership.is_some() {
+            self.leave_group()
+        } else {
+            self.maybe_auto_commit_sync()
+        };
+        self.run_commit_callbacks();
+        match result {
+            Err(Error::CommitFailed { .. } | Error::RebalanceInProgress { .. }) => Ok(()),
+            other => other,
+        }
+    }
 
     fn offsets_of(
         &self,
@@ -686,6 +929,10 @@ impl Consumer {
                 continue;
             }
             self.assignment[i].fetch = None;
+            if self.membership.is_some() && self.assignment[i].replica.is_gone() {
+                // Deleted: the group's next rebalance takes it away.
+                continue;
+            }
             let position = self.resolve(i)?;
             if used > 0 && used >= max_total {
                 continue;
@@ -858,6 +1105,11 @@ fn reset_offset(a: &Assigned, reset: OffsetReset) -> Result<u64> {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
+        // Like a crashed process: no commit, no leave. Dropping the
+        // membership stops the heartbeat thread.
+        if self.membership.take().is_some() {
+            self.cluster.inner.unwatch_metadata(&self.waker_tx);
+        }
         for a in &self.assignment {
             a.replica.unwatch(&self.waker_tx);
         }
