@@ -1,14 +1,14 @@
 //! Consumer groups end to end: subscribe, rebalances, listeners, commits,
 //! timeouts — every timeout driven by a ManualClock.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use logbus::format::BatchBuilder;
 use logbus::{
     Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, ConsumerRebalanceListener,
-    Error, GroupState, ManualClock, NewTopic, OffsetReset, TopicPartition,
+    Error, ManualClock, NewTopic, OffsetReset, TopicPartition,
 };
 
 const T0: i64 = 1_700_000_000_000;
@@ -116,5 +116,506 @@ fn a_second_member_takes_half_after_a_rebalance() {
     assert_eq!(a.generation(), Some(2));
     let all: BTreeSet<_> = a.assignment().into_iter().chain(b.assignment()).collect();
     assert_eq!(all.len(), 4);
-    let _ = f.clock;
+}
+
+/// Records every listener call as (kind, partitions).
+#[derive(Debug, Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<(&'static str, Vec<TopicPartition>)>>>);
+
+impl Recorder {
+    fn take(&self) -> Vec<(&'static str, Vec<TopicPartition>)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl ConsumerRebalanceListener for Recorder {
+    fn on_partitions_revoked(&mut self, _: &mut Consumer, p: &[TopicPartition]) {
+        self.0.lock().unwrap().push(("revoked", sorted(p.to_vec())));
+    }
+    fn on_partitions_assigned(&mut self, _: &mut Consumer, p: &[TopicPartition]) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(("assigned", sorted(p.to_vec())));
+    }
+    fn on_partitions_lost(&mut self, _: &mut Consumer, p: &[TopicPartition]) {
+        self.0.lock().unwrap().push(("lost", sorted(p.to_vec())));
+    }
+}
+
+fn tps(topic: &str, partitions: &[u32]) -> Vec<TopicPartition> {
+    partitions
+        .iter()
+        .map(|&p| TopicPartition::new(topic, p))
+        .collect()
+}
+
+#[test]
+fn eager_members_revoke_everything_and_get_a_new_assignment() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+    let mut a = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
+    let events = Recorder::default();
+    a.set_rebalance_listener(events.clone());
+    a.subscribe(["t"]).unwrap();
+    a.poll(Duration::ZERO).unwrap();
+    assert_eq!(events.take(), vec![("assigned", tps("t", &[0, 1]))]);
+    let mut b = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
+    b.subscribe(["t"]).unwrap();
+    settle(&mut [&mut a, &mut b]);
+    let calls = events.take();
+    assert_eq!(calls[0], ("revoked", tps("t", &[0, 1])));
+    assert_eq!(calls[1].0, "assigned");
+    assert_eq!(calls[1].1, sorted(a.assignment()));
+    assert_eq!(calls.len(), 2);
+}
+
+#[test]
+fn cooperative_members_keep_what_does_not_move() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 4)).unwrap();
+    let coop = || {
+        config("g")
+            .partition_assignment_strategy(["cooperative-sticky"])
+            .build()
+            .unwrap()
+    };
+    let mut a = Consumer::new(&f.cluster, coop()).unwrap();
+    let events = Recorder::default();
+    a.set_rebalance_listener(events.clone());
+    a.subscribe(["t"]).unwrap();
+    a.poll(Duration::ZERO).unwrap();
+    assert_eq!(events.take(), vec![("assigned", tps("t", &[0, 1, 2, 3]))]);
+    let mut b = Consumer::new(&f.cluster, coop()).unwrap();
+    b.subscribe(["t"]).unwrap();
+    settle(&mut [&mut a, &mut b]);
+    let kept = sorted(a.assignment());
+    assert_eq!(kept.len(), 2);
+    let moved: Vec<TopicPartition> = tps("t", &[0, 1, 2, 3])
+        .into_iter()
+        .filter(|tp| !kept.contains(tp))
+        .collect();
+    let calls = events.take();
+    // Only the moving partitions are revoked; nothing new is added to a.
+    assert!(calls.contains(&("revoked", moved.clone())), "{calls:?}");
+    assert!(
+        !calls
+            .iter()
+            .any(|(k, p)| *k == "revoked" && p.iter().any(|tp| kept.contains(tp))),
+        "{calls:?}"
+    );
+    assert_eq!(sorted(b.assignment()), moved);
+    // The follow-up rebalance gave b the moved partitions: two generations
+    // after a's first.
+    assert_eq!(a.generation(), Some(3));
+}
+
+#[test]
+fn a_crashed_member_is_removed_after_its_session_times_out() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 4)).unwrap();
+    let mut a = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
+    let mut b = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
+    a.subscribe(["t"]).unwrap();
+    b.subscribe(["t"]).unwrap();
+    settle(&mut [&mut a, &mut b]);
+    assert_eq!(a.assignment().len(), 2);
+    drop(b); // a crash: no leave
+    // Within the session timeout nothing changes.
+    for _ in 0..9 {
+        f.clock.advance_ms(1_000);
+        a.poll(Duration::ZERO).unwrap();
+        assert_eq!(a.assignment().len(), 2);
+    }
+    // Past it, the coordinator removes b and a takes everything.
+    f.clock.advance_ms(1_500);
+    for _ in 0..3 {
+        a.poll(Duration::ZERO).unwrap();
+    }
+    assert_eq!(sorted(a.assignment()), tps("t", &[0, 1, 2, 3]));
+}
+
+#[test]
+fn close_leaves_at_once_and_commits() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+    let mut a = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
+    let mut b = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
+    a.subscribe(["t"]).unwrap();
+    b.subscribe(["t"]).unwrap();
+    settle(&mut [&mut a, &mut b]);
+    append(&f.cluster, "t", 0, &["a", "b", "c"]);
+    append(&f.cluster, "t", 1, &["d"]);
+    let mut read = 0;
+    for _ in 0..3 {
+        read += b.poll(Duration::ZERO).unwrap().count();
+    }
+    let b_owned = b.assignment();
+    assert_eq!(b_owned.len(), 1);
+    b.close().unwrap();
+    // The auto-commit at close stored b's positions.
+    let committed = f.cluster.list_group_offsets("g").unwrap();
+    let expected = if b_owned[0].partition == 0 { 3 } else { 1 };
+    assert_eq!(read, expected as usize);
+    assert_eq!(committed[&b_owned[0]].offset, expected);
+    // No clock movement needed: a takes over at its next polls.
+    for _ in 0..3 {
+        a.poll(Duration::ZERO).unwrap();
+    }
+    assert_eq!(sorted(a.assignment()), tps("t", &[0, 1]));
+}
+
+#[test]
+fn auto_commit_stores_what_poll_returned_every_interval() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 1)).unwrap();
+    append(&f.cluster, "t", 0, &["a", "b"]);
+    let mut c = Consumer::new(
+        &f.cluster,
+        config("g").auto_commit_interval_ms(5_000).build().unwrap(),
+    )
+    .unwrap();
+    c.subscribe(["t"]).unwrap();
+    assert_eq!(c.poll(Duration::ZERO).unwrap().count(), 2);
+    let tp = TopicPartition::new("t", 0);
+    assert!(
+        f.cluster
+            .list_group_offsets("g")
+            .unwrap()
+            .get(&tp)
+            .is_none()
+    );
+    f.clock.advance_ms(4_999);
+    c.poll(Duration::ZERO).unwrap();
+    assert!(
+        f.cluster
+            .list_group_offsets("g")
+            .unwrap()
+            .get(&tp)
+            .is_none()
+    );
+    f.clock.advance_ms(1);
+    c.poll(Duration::ZERO).unwrap();
+    assert_eq!(f.cluster.list_group_offsets("g").unwrap()[&tp].offset, 2);
+}
+
+#[test]
+fn without_auto_commit_nothing_is_committed_implicitly() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 1)).unwrap();
+    append(&f.cluster, "t", 0, &["a"]);
+    let mut c = Consumer::new(
+        &f.cluster,
+        config("g").enable_auto_commit(false).build().unwrap(),
+    )
+    .unwrap();
+    c.subscribe(["t"]).unwrap();
+    assert_eq!(c.poll(Duration::ZERO).unwrap().count(), 1);
+    f.clock.advance_ms(9_000);
+    c.poll(Duration::ZERO).unwrap();
+    c.close().unwrap();
+    assert!(f.cluster.list_group_offsets("g").unwrap().is_empty());
+}
+
+#[test]
+fn a_member_removed_from_its_group_cannot_commit() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+    append(&f.cluster, "t", 0, &["a"]);
+    append(&f.cluster, "t", 1, &["b"]);
+    let mut a = Consumer::new(
+        &f.cluster,
+        config("g").enable_auto_commit(false).build().unwrap(),
+    )
+    .unwrap();
+    let mut b = Consumer::new(
+        &f.cluster,
+        config("g").enable_auto_commit(false).build().unwrap(),
+    )
+    .unwrap();
+    a.subscribe(["t"]).unwrap();
+    a.poll(Duration::ZERO).unwrap();
+    b.subscribe(["t"]).unwrap();
+    b.poll(Duration::ZERO).unwrap(); // the group now waits for a to rejoin
+    // During the join phase a may still commit for its generation.
+    a.commit_sync().unwrap();
+    // a never rejoins; past the rebalance timeout (max.poll.interval.ms)
+    // the coordinator drops it. b keeps calling in, so its session lives.
+    for _ in 0..61 {
+        f.clock.advance_ms(1_000);
+        b.poll(Duration::ZERO).unwrap();
+    }
+    b.poll(Duration::ZERO).unwrap();
+    assert_eq!(sorted(b.assignment()), tps("t", &[0, 1]));
+    let err = a.commit_sync().unwrap_err();
+    assert!(matches!(err, Error::CommitFailed { .. }), "{err}");
+}
+
+#[test]
+fn a_static_member_restarting_within_its_session_keeps_its_partitions() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 4)).unwrap();
+    let stat = |id: &str| config("g").group_instance_id(id).build().unwrap();
+    let mut a = Consumer::new(&f.cluster, stat("worker-a")).unwrap();
+    let mut b = Consumer::new(&f.cluster, stat("worker-b")).unwrap();
+    a.subscribe(["t"]).unwrap();
+    b.subscribe(["t"]).unwrap();
+    settle(&mut [&mut a, &mut b]);
+    let (a_owned, generation) = (sorted(a.assignment()), a.generation());
+    a.close().unwrap(); // static: no leave
+    f.clock.advance_ms(5_000);
+    b.poll(Duration::ZERO).unwrap();
+    let mut a2 = Consumer::new(&f.cluster, stat("worker-a")).unwrap();
+    a2.subscribe(["t"]).unwrap();
+    a2.poll(Duration::ZERO).unwrap();
+    assert_eq!(sorted(a2.assignment()), a_owned);
+    assert_eq!(a2.generation(), generation, "no rebalance");
+    b.poll(Duration::ZERO).unwrap();
+    assert_eq!(b.generation(), generation);
+}
+
+#[test]
+fn a_second_consumer_with_the_same_instance_id_fences_the_first() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+    let stat = || config("g").group_instance_id("w").build().unwrap();
+    let mut a = Consumer::new(&f.cluster, stat()).unwrap();
+    a.subscribe(["t"]).unwrap();
+    a.poll(Duration::ZERO).unwrap();
+    let mut a2 = Consumer::new(&f.cluster, stat()).unwrap();
+    a2.subscribe(["t"]).unwrap();
+    a2.poll(Duration::ZERO).unwrap();
+    assert_eq!(a2.assignment().len(), 2);
+    let err = a.poll(Duration::ZERO).unwrap_err();
+    assert!(matches!(err, Error::FencedInstanceId { .. }), "{err}");
+}
+
+#[test]
+fn a_pattern_picks_up_topics_created_later() {
+    let f = fixture();
+    f.cluster
+        .create_topic(NewTopic::new("orders-eu", 1))
+        .unwrap();
+    f.cluster
+        .create_topic(NewTopic::new("payments", 1))
+        .unwrap();
+    let mut c = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
+    c.subscribe_pattern("orders-.*").unwrap();
+    c.poll(Duration::ZERO).unwrap();
+    assert_eq!(c.assignment(), tps("orders-eu", &[0]));
+    f.cluster
+        .create_topic(NewTopic::new("orders-us", 2))
+        .unwrap();
+    append(&f.cluster, "orders-us", 1, &["x"]);
+    let mut got = 0;
+    for _ in 0..3 {
+        got += c.poll(Duration::ZERO).unwrap().count();
+    }
+    assert_eq!(got, 1);
+    assert_eq!(
+        c.subscription(),
+        vec!["orders-eu".to_string(), "orders-us".to_string()]
+    );
+    assert_eq!(c.assignment().len(), 3);
+    assert!(matches!(
+        c.subscribe_pattern("orders-(").unwrap_err(),
+        Error::InvalidArgument(_)
+    ));
+}
+
+#[test]
+fn added_partitions_are_assigned() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 1)).unwrap();
+    let mut a = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
+    let mut b = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
+    a.subscribe(["t"]).unwrap();
+    b.subscribe(["t"]).unwrap();
+    settle(&mut [&mut a, &mut b]);
+    assert_eq!(a.assignment().len() + b.assignment().len(), 1);
+    f.cluster.create_partitions("t", 4).unwrap();
+    settle(&mut [&mut a, &mut b]);
+    assert_eq!(a.assignment().len(), 2);
+    assert_eq!(b.assignment().len(), 2);
+}
+
+#[test]
+fn a_waiting_poll_wakes_when_a_new_subscribed_topic_gets_records() {
+    let f = fixture();
+    let mut c = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
+    c.subscribe(["later"]).unwrap();
+    assert!(c.poll(Duration::ZERO).unwrap().is_empty());
+    assert!(c.assignment().is_empty());
+    let cluster = f.cluster.clone();
+    let producer = std::thread::spawn(move || {
+        cluster.create_topic(NewTopic::new("later", 1)).unwrap();
+        append(&cluster, "later", 0, &["hello"]);
+    });
+    // With a manual clock this poll can only return because records came.
+    let mut got = 0;
+    while got == 0 {
+        got += c.poll(Duration::from_secs(1)).unwrap().count();
+    }
+    producer.join().unwrap();
+    assert_eq!(got, 1);
+}
+
+#[test]
+fn commit_async_callbacks_run_in_order_at_the_next_poll() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 1)).unwrap();
+    append(&f.cluster, "t", 0, &["a", "b"]);
+    let mut c = Consumer::new(
+        &f.cluster,
+        config("g").enable_auto_commit(false).build().unwrap(),
+    )
+    .unwrap();
+    c.subscribe(["t"]).unwrap();
+    c.poll(Duration::ZERO).unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..3 {
+        let order = order.clone();
+        c.commit_async(move |offsets, result| {
+            result.unwrap();
+            order
+                .lock()
+                .unwrap()
+                .push((i, offsets.values().next().unwrap().offset));
+        });
+    }
+    assert!(
+        order.lock().unwrap().is_empty(),
+        "callbacks wait for the next poll"
+    );
+    c.poll(Duration::ZERO).unwrap();
+    assert_eq!(*order.lock().unwrap(), vec![(0, 2), (1, 2), (2, 2)]);
+}
+
+#[test]
+fn a_group_resumes_from_its_commits_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let open = || {
+        Cluster::open(
+            dir.path(),
+            ClusterConfig::builder()
+                .clock(Arc::new(clock.clone()))
+                .build()
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let cluster = open();
+    cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+    append(&cluster, "t", 0, &["a", "b", "c"]);
+    append(&cluster, "t", 1, &["d"]);
+    let mut c = Consumer::new(&cluster, config("g").build().unwrap()).unwrap();
+    c.subscribe(["t"]).unwrap();
+    let mut first: Vec<String> = Vec::new();
+    while first.len() < 4 {
+        for r in c.poll(Duration::ZERO).unwrap().iter() {
+            first.push(String::from_utf8(r.value().unwrap().to_vec()).unwrap());
+        }
+    }
+    c.close().unwrap();
+    append(&cluster, "t", 1, &["e"]);
+    cluster.close().unwrap();
+
+    let cluster = open();
+    let mut c = Consumer::new(&cluster, config("g").build().unwrap()).unwrap();
+    c.subscribe(["t"]).unwrap();
+    let mut second = Vec::new();
+    for _ in 0..3 {
+        for r in c.poll(Duration::ZERO).unwrap().iter() {
+            second.push(String::from_utf8(r.value().unwrap().to_vec()).unwrap());
+        }
+    }
+    assert_eq!(second, vec!["e".to_string()]);
+}
+
+#[test]
+fn misuse_is_refused_without_changing_anything() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 1)).unwrap();
+    let mut no_group = Consumer::new(&f.cluster, ConsumerConfig::default()).unwrap();
+    assert!(matches!(
+        no_group.subscribe(["t"]).unwrap_err(),
+        Error::IllegalState(_)
+    ));
+    let mut c = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
+    c.assign(&tps("t", &[0])).unwrap();
+    assert!(matches!(
+        c.subscribe(["t"]).unwrap_err(),
+        Error::IllegalState(_)
+    ));
+    assert_eq!(c.assignment(), tps("t", &[0]));
+    c.unsubscribe();
+    c.subscribe(["t"]).unwrap();
+    assert!(matches!(
+        c.assign(&tps("t", &[0])).unwrap_err(),
+        Error::IllegalState(_)
+    ));
+    assert!(matches!(
+        c.subscribe(["bad name!"]).unwrap_err(),
+        Error::InvalidTopic { .. }
+    ));
+    assert_eq!(c.subscription(), vec!["t".to_string()]);
+    let bad = ConsumerConfig::builder()
+        .session_timeout_ms(1_000)
+        .heartbeat_interval_ms(1_000)
+        .build()
+        .unwrap_err();
+    assert!(bad.to_string().contains("heartbeat.interval.ms"));
+    let unknown = ConsumerConfig::builder()
+        .partition_assignment_strategy(["fastest"])
+        .build()
+        .unwrap_err();
+    assert!(
+        unknown
+            .to_string()
+            .contains("partition.assignment.strategy")
+    );
+}
+
+/// Polls from inside a listener, which Kafka forbids too.
+struct Reentrant(Arc<Mutex<Option<Error>>>);
+
+impl ConsumerRebalanceListener for Reentrant {
+    fn on_partitions_assigned(&mut self, c: &mut Consumer, _: &[TopicPartition]) {
+        *self.0.lock().unwrap() = c.poll(Duration::ZERO).err();
+    }
+}
+
+#[test]
+fn poll_inside_a_listener_is_refused() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 1)).unwrap();
+    let mut c = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
+    let seen = Arc::new(Mutex::new(None));
+    c.set_rebalance_listener(Reentrant(seen.clone()));
+    c.subscribe(["t"]).unwrap();
+    c.poll(Duration::ZERO).unwrap();
+    assert!(matches!(
+        *seen.lock().unwrap(),
+        Some(Error::IllegalState(_))
+    ));
+}
+
+#[test]
+fn a_session_timeout_below_the_cluster_minimum_is_refused_at_join() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 1)).unwrap();
+    let config = ConsumerConfig::builder()
+        .group_id("g")
+        .session_timeout_ms(1_000)
+        .heartbeat_interval_ms(100)
+        .build()
+        .unwrap();
+    let mut c = Consumer::new(&f.cluster, config).unwrap();
+    c.subscribe(["t"]).unwrap();
+    let err = c.poll(Duration::ZERO).unwrap_err();
+    assert!(
+        err.to_string().contains("group.min.session.timeout.ms"),
+        "{err}"
+    );
 }

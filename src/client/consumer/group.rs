@@ -133,9 +133,10 @@ pub(super) struct Membership {
     protocol: RebalanceProtocol,
     /// The cluster's metadata epoch when last looked at.
     metadata_epoch: u64,
-    /// Leader only: every member's topics and their partition counts when
-    /// the leader last assigned, to notice a change.
-    leader_counts: Option<BTreeMap<String, u32>>,
+    /// Leader only: every member's topics, and the partition counts of
+    /// those that existed, when the leader last assigned, to notice a
+    /// change.
+    leader_counts: Option<(BTreeSet<String>, BTreeMap<String, u32>)>,
     /// A rejoin is due at the next step (cooperative follow-up, changed
     /// subscription or metadata).
     rejoin: bool,
@@ -642,8 +643,8 @@ impl Consumer {
             m.topics = topics;
             m.rejoin = true;
         }
-        if let Some(counts) = &m.leader_counts {
-            let now_counts = partition_counts(&self.cluster.inner, counts.keys());
+        if let Some((topics, counts)) = &m.leader_counts {
+            let now_counts = partition_counts(&self.cluster.inner, topics.iter());
             if &now_counts != counts {
                 m.rejoin = true;
             }
@@ -726,11 +727,15 @@ impl Consumer {
                     joined.protocol
                 ))
             })?;
-        let topics: BTreeSet<&String> = joined.members.values().flat_map(|s| &s.topics).collect();
-        let counts = partition_counts(&self.cluster.inner, topics.into_iter());
+        let topics: BTreeSet<String> = joined
+            .members
+            .values()
+            .flat_map(|s| s.topics.iter().cloned())
+            .collect();
+        let counts = partition_counts(&self.cluster.inner, topics.iter());
         let assignment = assignor.assign(&counts, &joined.members);
         if let Some(m) = self.membership.as_mut() {
-            m.leader_counts = Some(counts);
+            m.leader_counts = Some((topics, counts));
         }
         Ok(assignment)
     }

@@ -197,6 +197,12 @@ impl Consumer {
             .unwrap_or_else(|| format!("consumer-{}", CLIENT_IDS.fetch_add(1, Ordering::Relaxed)));
         let (waker_tx, waker_rx) = crossbeam_channel::bounded(1);
         let clock_rx = cluster.inner.clock().subscribe();
+        // Kafka starts the auto-commit timer when the consumer is made.
+        let next_auto_commit = cluster
+            .inner
+            .clock()
+            .now_ms()
+            .saturating_add(i64::try_from(config.auto_commit_interval_ms).unwrap_or(i64::MAX));
         Ok(Consumer {
             cluster: cluster.clone(),
             config,
@@ -212,7 +218,7 @@ impl Consumer {
             membership: None,
             listener: ListenerSlot::default(),
             in_callback: false,
-            next_auto_commit: i64::MIN,
+            next_auto_commit,
             callbacks: Callbacks::default(),
         })
     }
@@ -442,9 +448,7 @@ impl Consumer {
             return;
         }
         let interval = i64::try_from(self.config.auto_commit_interval_ms).unwrap_or(i64::MAX);
-        if self.next_auto_commit != i64::MIN {
-            let _ = self.maybe_auto_commit_sync();
-        }
+        let _ = self.maybe_auto_commit_sync();
         self.next_auto_commit = now.saturating_add(interval);
     }
 
