@@ -475,17 +475,16 @@ impl GroupCoordinator {
                 .map(str::to_string);
             match (known, req.member_id.as_deref(), req.instance_id.as_deref()) {
                 (Some(id), _, _) => Ok(join_known(g, group, id, req, now, &limits)),
-                (None, Some(id), instance)
-                    if instance.is_none_or(|i| !g.instances.contains_key(i)) =>
-                {
-                    // Removed (expired or left): it must join afresh, as
-                    // Kafka answers UNKNOWN_MEMBER_ID.
-                    Err(Group::unknown(group, id))
-                }
-                (None, _, Some(instance)) if g.instances.contains_key(instance) => Ok(
+                // Removed (expired or left): it must join afresh, as Kafka
+                // answers UNKNOWN_MEMBER_ID. Or replaced: its instance id
+                // now belongs to a process that joined with no member id,
+                // and the old one must not take it back (Kafka's
+                // FENCED_INSTANCE_ID).
+                (None, Some(id), instance) => Err(g.fenced_or_unknown(group, id, instance)),
+                (None, None, Some(instance)) if g.instances.contains_key(instance) => Ok(
                     join_static_replacement(g, instance.to_string(), req, now, &limits),
                 ),
-                (None, _, _) => Ok(join_new(g, req, now, &limits)),
+                (None, None, _) => Ok(join_new(g, req, now, &limits)),
             }
         })
     }

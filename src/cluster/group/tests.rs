@@ -628,6 +628,27 @@ fn a_restarted_static_member_takes_its_place_without_a_rebalance() {
 }
 
 #[test]
+fn a_fenced_static_member_cannot_rejoin_under_its_old_member_id() {
+    let c = GroupCoordinator::new(limits());
+    let a = Client::with_instance("a", "worker-a");
+    let b = Client::with_instance("b", "worker-b");
+    let (_, b_id) = stable_pair(&c, &a, &b, 0);
+    let b2 = Client::with_instance("b", "worker-b");
+    let new_id = joined(c.join(G, b2.request(None), 100)).member_id;
+    // The old process, told to rejoin, sends its old member id: Kafka
+    // answers FENCED_INSTANCE_ID and the new process keeps its place.
+    let err = c.join(G, b.request(Some(&b_id)), 200).unwrap_err();
+    assert!(
+        matches!(&err, Error::FencedInstanceId { instance_id, .. } if instance_id == "worker-b"),
+        "{err}"
+    );
+    let s = snapshot(&c, 200);
+    assert_eq!((s.state, s.generation), (GroupState::Stable, 2));
+    assert!(s.members.iter().any(|m| m.member_id == new_id));
+    c.heartbeat(G, &new_id, Some("worker-b"), 2, 200).unwrap();
+}
+
+#[test]
 fn a_static_leader_replaced_keeps_the_lead_and_cannot_reassign_a_stable_group() {
     let c = GroupCoordinator::new(limits());
     let a = Client::with_instance("a", "worker-a");

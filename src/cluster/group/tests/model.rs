@@ -43,6 +43,7 @@ fn op(clients: usize) -> impl Strategy<Value = Op> {
         1 => client().prop_map(Op::Commit),
         1 => client().prop_map(Op::Leave),
         1 => client().prop_map(Op::Restart),
+        1 => client().prop_map(Op::Zombie),
         2 => prop_oneof![0i64..3_000, 3_000i64..12_000].prop_map(Op::Advance),
     ]
 }
@@ -220,6 +221,8 @@ impl Harness {
                     return;
                 };
                 let instance = INSTANCES[i];
+                // Apply the clock first: only the zombie's effect counts.
+                self.c.snapshot(G, now);
                 let before = self.raw().map(|r| (r.state, r.generation, r.members));
                 assert!(
                     self.c
