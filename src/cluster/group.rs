@@ -36,7 +36,7 @@
 //! and appends under it, so a member fenced by a rebalance can never commit
 //! afterwards) and never while holding a topic or replica lock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
@@ -688,6 +688,12 @@ fn touch(g: &mut Group, member_id: &str, now: i64) {
     }
 }
 
+/// Whether two subscriptions name the same topics: order and duplicates do
+/// not matter ([`Subscription::topics`]), so they start no rebalance.
+fn same_topics(a: &Subscription, b: &Subscription) -> bool {
+    a.topics.iter().collect::<BTreeSet<_>>() == b.topics.iter().collect::<BTreeSet<_>>()
+}
+
 fn new_member(req: &JoinRequest, now: i64) -> Member {
     Member {
         instance_id: req.instance_id.clone(),
@@ -748,7 +754,7 @@ fn join_static_replacement(
     };
     let id = make_member_id(g, &req);
     let unchanged =
-        old.subscription.topics == req.subscription.topics && old.protocols == req.protocols;
+        same_topics(&old.subscription, &req.subscription) && old.protocols == req.protocols;
     let mut member = new_member(&req, now);
     member.joined = old.joined;
     member.assignment = old.assignment;
@@ -787,7 +793,7 @@ fn join_known(
 ) -> JoinResponse {
     let member = g.members.get_mut(&id).expect("checked by the caller");
     let changed =
-        member.subscription.topics != req.subscription.topics || member.protocols != req.protocols;
+        !same_topics(&member.subscription, &req.subscription) || member.protocols != req.protocols;
     member.last_seen = member.last_seen.max(now);
     member.subscription = req.subscription;
     member.protocols = req.protocols;

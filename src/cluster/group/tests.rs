@@ -691,6 +691,39 @@ fn a_static_member_back_with_another_subscription_rebalances() {
 }
 
 #[test]
+fn the_same_topics_in_another_order_are_not_a_change() {
+    let c = GroupCoordinator::new(limits());
+    let a = Client::with_instance("a", "worker-a");
+    let b = Client::with_instance("b", "worker-b");
+    let with_topics = |client: &Client, id: Option<&str>, topics: &[&str]| JoinRequest {
+        subscription: Subscription::new(topics.iter().copied()),
+        ..client.request(id)
+    };
+    let a_id = joined(c.join(G, with_topics(&a, None, &["t", "u"]), 0)).member_id;
+    let b_id = pending(c.join(G, with_topics(&b, None, &["t", "u"]), 0));
+    joined(c.join(G, with_topics(&a, Some(&a_id), &["t", "u"]), 0));
+    joined(c.join(G, with_topics(&b, Some(&b_id), &["t", "u"]), 0));
+    c.sync(
+        G,
+        &a_id,
+        2,
+        Some(assign(&[(&a_id, &[0]), (&b_id, &[1])])),
+        0,
+    )
+    .unwrap();
+    // A follower rejoining with its topics reordered (and repeated).
+    let again = joined(c.join(G, with_topics(&b, Some(&b_id), &["u", "t", "u"]), 10));
+    assert_eq!(again.generation, 2);
+    assert_eq!(state(&c, 10), GroupState::Stable);
+    // A static member restarting with its topics reordered.
+    let b2 = Client::with_instance("b", "worker-b");
+    let back = joined(c.join(G, with_topics(&b2, None, &["u", "t"]), 20));
+    assert_eq!(back.generation, 2);
+    assert_eq!(state(&c, 20), GroupState::Stable);
+    assert_eq!(assignment_of(&c, &back.member_id, 20), [tp(1)]);
+}
+
+#[test]
 fn a_static_member_restarting_mid_rebalance_takes_part_in_it() {
     let c = GroupCoordinator::new(limits());
     let a = Client::with_instance("a", "worker-a");
