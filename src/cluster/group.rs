@@ -282,7 +282,8 @@ impl Group {
 
     /// Kafka's `selectProtocol`: among the protocols every member supports,
     /// each member votes for the one it prefers most; the most votes win
-    /// (ties go to the earlier candidate in the leader's order).
+    /// (ties, which Kafka breaks arbitrarily, go to the earlier candidate
+    /// in the preference order of the member with the smallest id).
     fn select_protocol(&self) -> String {
         let mut members = self.members.values();
         let first = members
