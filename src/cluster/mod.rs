@@ -40,6 +40,7 @@ use crate::error::{CorruptionKind, Error, Result};
 use crate::replica::Replica;
 use crate::storage::{DirLock, OpenMode, Storage, write_atomic};
 
+pub use admin::{GroupDescription, MemberDescription, OffsetSpec, PartitionLag};
 pub use config::{ClusterConfig, ClusterConfigBuilder};
 pub use group::GroupState;
 #[allow(
