@@ -119,9 +119,9 @@ pub use client::producer::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cluster::{
-    CleanupPolicy, Cluster, ClusterConfig, ClusterConfigBuilder, GroupState, MAX_TOPIC_NAME_LEN,
-    NewTopic, OffsetAndMetadata, Partition, PartitionDescription, Topic, TopicConfig,
-    TopicDescription,
+    CleanupPolicy, Cluster, ClusterConfig, ClusterConfigBuilder, GroupDescription, GroupState,
+    MAX_TOPIC_NAME_LEN, MemberDescription, NewTopic, OffsetAndMetadata, OffsetSpec, Partition,
+    PartitionDescription, PartitionLag, Topic, TopicConfig, TopicDescription,
 };
 pub use config::{FlushPolicy, LogConfig, LogConfigBuilder};
 pub use error::{CorruptionKind, Error, FormatError, Result};

@@ -36,7 +36,7 @@
 //! and appends under it, so a member fenced by a rebalance can never commit
 //! afterwards) and never while holding a topic or replica lock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
@@ -282,7 +282,8 @@ impl Group {
 
     /// Kafka's `selectProtocol`: among the protocols every member supports,
     /// each member votes for the one it prefers most; the most votes win
-    /// (ties go to the earlier candidate in the leader's order).
+    /// (ties, which Kafka breaks arbitrarily, go to the earlier candidate
+    /// in the preference order of the member with the smallest id).
     fn select_protocol(&self) -> String {
         let mut members = self.members.values();
         let first = members
@@ -475,17 +476,16 @@ impl GroupCoordinator {
                 .map(str::to_string);
             match (known, req.member_id.as_deref(), req.instance_id.as_deref()) {
                 (Some(id), _, _) => Ok(join_known(g, group, id, req, now, &limits)),
-                (None, Some(id), instance)
-                    if instance.is_none_or(|i| !g.instances.contains_key(i)) =>
-                {
-                    // Removed (expired or left): it must join afresh, as
-                    // Kafka answers UNKNOWN_MEMBER_ID.
-                    Err(Group::unknown(group, id))
-                }
-                (None, _, Some(instance)) if g.instances.contains_key(instance) => Ok(
+                // Removed (expired or left): it must join afresh, as Kafka
+                // answers UNKNOWN_MEMBER_ID. Or replaced: its instance id
+                // now belongs to a process that joined with no member id,
+                // and the old one must not take it back (Kafka's
+                // FENCED_INSTANCE_ID).
+                (None, Some(id), instance) => Err(g.fenced_or_unknown(group, id, instance)),
+                (None, None, Some(instance)) if g.instances.contains_key(instance) => Ok(
                     join_static_replacement(g, instance.to_string(), req, now, &limits),
                 ),
-                (None, _, _) => Ok(join_new(g, req, now, &limits)),
+                (None, None, _) => Ok(join_new(g, req, now, &limits)),
             }
         })
     }
@@ -689,6 +689,12 @@ fn touch(g: &mut Group, member_id: &str, now: i64) {
     }
 }
 
+/// Whether two subscriptions name the same topics: order and duplicates do
+/// not matter ([`Subscription::topics`]), so they start no rebalance.
+fn same_topics(a: &Subscription, b: &Subscription) -> bool {
+    a.topics.iter().collect::<BTreeSet<_>>() == b.topics.iter().collect::<BTreeSet<_>>()
+}
+
 fn new_member(req: &JoinRequest, now: i64) -> Member {
     Member {
         instance_id: req.instance_id.clone(),
@@ -749,7 +755,7 @@ fn join_static_replacement(
     };
     let id = make_member_id(g, &req);
     let unchanged =
-        old.subscription.topics == req.subscription.topics && old.protocols == req.protocols;
+        same_topics(&old.subscription, &req.subscription) && old.protocols == req.protocols;
     let mut member = new_member(&req, now);
     member.joined = old.joined;
     member.assignment = old.assignment;
@@ -788,7 +794,7 @@ fn join_known(
 ) -> JoinResponse {
     let member = g.members.get_mut(&id).expect("checked by the caller");
     let changed =
-        member.subscription.topics != req.subscription.topics || member.protocols != req.protocols;
+        !same_topics(&member.subscription, &req.subscription) || member.protocols != req.protocols;
     member.last_seen = member.last_seen.max(now);
     member.subscription = req.subscription;
     member.protocols = req.protocols;

@@ -1,0 +1,586 @@
+//! Kafka's AdminClient calls for consumer groups, as methods on
+//! [`Cluster`]: list and describe groups (with their lag), read, change and
+//! reset their committed offsets, delete them.
+//!
+//! Changes to a group's offsets go through the coordinator's
+//! `while_empty`, so they are refused while the group has members (whose
+//! own commits would overwrite them), as Kafka's `GroupNotEmptyException`;
+//! the check and the commit happen under the coordinator's lock, so no
+//! member can join in between.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::cluster::{Cluster, GroupState, OffsetAndMetadata};
+use crate::error::{Error, Result};
+use crate::replica::Replica;
+use crate::types::TopicPartition;
+
+/// What [`Cluster::describe_group`] reports: Kafka's
+/// `ConsumerGroupDescription`, with the committed offsets and lag that
+/// `kafka-consumer-groups --describe` prints.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use logbus::format::BatchBuilder;
+/// use logbus::{
+///     Cluster, ClusterConfig, Compression, GroupState, NewTopic, OffsetAndMetadata,
+///     TopicPartition,
+/// };
+/// let dir = tempfile::tempdir()?;
+/// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+/// let partition = cluster.create_topic(NewTopic::new("orders", 1))?.partition(0)?;
+/// let mut batch = BatchBuilder::new(Compression::None);
+/// for i in 0..10 {
+///     batch.append(1_700_000_000_000 + i, None, Some(b"order"), &[]);
+/// }
+/// partition.append(&mut batch.build()?.to_vec())?;
+/// let tp = TopicPartition::new("orders", 0);
+/// cluster.alter_group_offsets("billing", &BTreeMap::from([(tp, OffsetAndMetadata::new(4))]))?;
+///
+/// let billing = cluster.describe_group("billing")?;
+/// assert_eq!(billing.state, GroupState::Empty); // offsets, no members
+/// assert!(billing.members.is_empty());
+/// let lag = &billing.offsets[0];
+/// assert_eq!((lag.log_end_offset, lag.lag), (10, Some(6)));
+/// assert_eq!(cluster.describe_group("nobody")?.state, GroupState::Dead);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupDescription {
+    /// The group id.
+    pub group_id: String,
+    /// The group's state: [`GroupState::Empty`] for a group with committed
+    /// offsets but no members, [`GroupState::Dead`] for one with neither.
+    pub state: GroupState,
+    /// `"consumer"` while the group has members, `""` otherwise.
+    pub protocol_type: String,
+    /// The assignor the members agreed on; as Kafka reports it, only while
+    /// the group is [`GroupState::Stable`].
+    pub assignor: Option<String>,
+    /// The current generation; 0 for a group without members (a group's
+    /// generations start over once it has emptied).
+    pub generation: i32,
+    /// The members, by member id.
+    pub members: Vec<MemberDescription>,
+    /// Every partition that is assigned to a member or has a committed
+    /// offset, sorted; partitions of topics deleted meanwhile are left out.
+    pub offsets: Vec<PartitionLag>,
+}
+
+/// One member in a [`GroupDescription`] (Kafka's `MemberDescription`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemberDescription {
+    /// The id the coordinator gave the member.
+    pub member_id: String,
+    /// Its `group.instance.id` if it is a static member.
+    pub group_instance_id: Option<String>,
+    /// Its `client.id`.
+    pub client_id: String,
+    /// Its partitions; as Kafka reports them, only while the group is
+    /// [`GroupState::Stable`] (empty during a rebalance).
+    pub assignment: Vec<TopicPartition>,
+}
+
+/// A partition's committed offset and lag in a [`GroupDescription`]: a row
+/// of `kafka-consumer-groups --describe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PartitionLag {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// The group's committed offset, if any.
+    pub committed: Option<OffsetAndMetadata>,
+    /// The partition's log end offset as consumers see it (the high
+    /// watermark).
+    pub log_end_offset: u64,
+    /// Records the group has yet to consume: `log_end_offset` minus the
+    /// committed offset, at least 0; `None` without a committed offset.
+    pub lag: Option<u64>,
+}
+
+/// Where [`Cluster::reset_group_offsets`] moves a group's offsets: the
+/// `--to-*` options of `kafka-consumer-groups --reset-offsets`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OffsetSpec {
+    /// The log start offset (`--to-earliest`).
+    Earliest,
+    /// The high watermark: nothing left to consume (`--to-latest`).
+    Latest,
+    /// This offset, moved into [log start offset, high watermark] if it is
+    /// outside, as Kafka's tool does (`--to-offset`).
+    Offset(u64),
+    /// The first record whose timestamp is at or after this time (ms since
+    /// the Unix epoch), or the high watermark if there is none
+    /// (`--to-datetime`).
+    Timestamp(i64),
+}
+
+impl Cluster {
+    /// Sets committed offsets of consumer group `group` (Kafka's
+    /// `alterConsumerGroupOffsets`): the group's consumers resume from them.
+    /// The commit is one record batch in `__consumer_offsets` (created on
+    /// first use, 50 partitions), so it is applied whole or not at all; it
+    /// is as durable as that topic's flush policy (page cache by default).
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use logbus::{Cluster, ClusterConfig, NewTopic, OffsetAndMetadata, TopicPartition};
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    /// cluster.create_topic(NewTopic::new("orders", 2))?;
+    /// let tp = TopicPartition::new("orders", 1);
+    /// let offsets = BTreeMap::from([(tp.clone(), OffsetAndMetadata::new(42))]);
+    /// cluster.alter_group_offsets("billing", &offsets)?;
+    /// assert_eq!(cluster.list_group_offsets("billing")?[&tp].offset, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::GroupNotEmpty`] while the group has active members (their
+    /// positions would overwrite the change); [`Error::InvalidArgument`]
+    /// for an empty group id or over-long strings;
+    /// [`Error::UnknownTopicOrPartition`] for a partition that does not
+    /// exist; nothing is committed then.
+    pub fn alter_group_offsets(
+        &self,
+        group: &str,
+        offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+    ) -> Result<()> {
+        let now = self.inner.clock().now_ms();
+        self.inner
+            .groups
+            .while_empty(group, now, || self.inner.commit_offsets(group, offsets))
+    }
+
+    /// Every committed offset of `group` (Kafka's
+    /// `listConsumerGroupOffsets`); empty for an unknown group.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty group id.
+    pub fn list_group_offsets(
+        &self,
+        group: &str,
+    ) -> Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
+        self.inner.group_offsets(group)
+    }
+
+    /// Groups that have members or committed offsets, sorted (Kafka's
+    /// `listConsumerGroups`).
+    #[must_use]
+    pub fn list_groups(&self) -> Vec<String> {
+        let now = self.inner.clock().now_ms();
+        let mut groups = self.inner.groups();
+        groups.extend(self.inner.groups.active_groups(now));
+        groups.sort();
+        groups.dedup();
+        groups
+    }
+
+    /// A group's state, members, and committed offsets with their lag
+    /// (Kafka's `describeConsumerGroups` with `listConsumerGroupOffsets`,
+    /// as `kafka-consumer-groups --describe` shows them). See
+    /// [`GroupDescription`] for an example.
+    ///
+    /// The state reflects the cluster's clock: members whose session has
+    /// timed out are gone.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty group id; [`Error::Closed`];
+    /// [`Error::Io`] or [`Error::Corrupt`] if a partition's offsets cannot
+    /// be read.
+    pub fn describe_group(&self, group: &str) -> Result<GroupDescription> {
+        let committed = self.inner.group_offsets(group)?;
+        let now = self.inner.clock().now_ms();
+        let snapshot = self.inner.groups.snapshot(group, now);
+        let state = match &snapshot {
+            Some(s) => s.state,
+            None if committed.is_empty() => GroupState::Dead,
+            None => GroupState::Empty,
+        };
+        let stable = state == GroupState::Stable;
+        let members: Vec<MemberDescription> = snapshot
+            .iter()
+            .flat_map(|s| &s.members)
+            .map(|m| MemberDescription {
+                member_id: m.member_id.clone(),
+                group_instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                assignment: if stable {
+                    m.assignment.clone()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        let partitions: BTreeSet<&TopicPartition> = members
+            .iter()
+            .flat_map(|m| &m.assignment)
+            .chain(committed.keys())
+            .collect();
+        let mut offsets = Vec::with_capacity(partitions.len());
+        for tp in partitions {
+            let log_end_offset = match self.replica(tp).and_then(|r| r.offsets()) {
+                Ok(o) => o.high_watermark,
+                Err(Error::UnknownTopicOrPartition { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let committed = committed.get(tp).cloned();
+            offsets.push(PartitionLag {
+                partition: tp.clone(),
+                lag: committed
+                    .as_ref()
+                    .map(|c| log_end_offset.saturating_sub(c.offset)),
+                committed,
+                log_end_offset,
+            });
+        }
+        Ok(GroupDescription {
+            group_id: group.to_string(),
+            state,
+            protocol_type: if members.is_empty() { "" } else { "consumer" }.to_string(),
+            assignor: snapshot
+                .as_ref()
+                .filter(|_| stable)
+                .and_then(|s| s.protocol.clone()),
+            generation: snapshot.as_ref().map_or(0, |s| s.generation),
+            members,
+            offsets,
+        })
+    }
+
+    /// Moves `group`'s committed offsets for `partitions` to `to`, as
+    /// `kafka-consumer-groups --reset-offsets --execute` does; returns the
+    /// new offsets. An empty `partitions` means every partition the group
+    /// has a committed offset for. The new offsets are one commit (one
+    /// batch in `__consumer_offsets`), with no metadata: all or nothing.
+    ///
+    /// ```
+    /// use logbus::format::BatchBuilder;
+    /// use logbus::{Cluster, ClusterConfig, Compression, NewTopic, OffsetSpec, TopicPartition};
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    /// let partition = cluster.create_topic(NewTopic::new("orders", 1))?.partition(0)?;
+    /// let mut batch = BatchBuilder::new(Compression::None);
+    /// for ts in [1_000, 2_000, 3_000] {
+    ///     batch.append(ts, None, Some(b"order"), &[]);
+    /// }
+    /// partition.append(&mut batch.build()?.to_vec())?;
+    /// let tp = TopicPartition::new("orders", 0);
+    /// let reset = cluster.reset_group_offsets("billing", &[tp.clone()], OffsetSpec::Latest)?;
+    /// assert_eq!(reset[&tp], 3);
+    /// // Replay from the first record at or after t = 1 500 ms.
+    /// let reset = cluster.reset_group_offsets("billing", &[], OffsetSpec::Timestamp(1_500))?;
+    /// assert_eq!(reset[&tp], 1);
+    /// assert_eq!(cluster.list_group_offsets("billing")?[&tp].offset, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::GroupNotEmpty`] while the group has members (they must
+    /// leave, or time out, first); [`Error::InvalidArgument`] for an empty
+    /// group id or a negative timestamp;
+    /// [`Error::UnknownTopicOrPartition`] for a partition that does not
+    /// exist; [`Error::Closed`]. Nothing is committed in any of these cases.
+    pub fn reset_group_offsets(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+        to: OffsetSpec,
+    ) -> Result<BTreeMap<TopicPartition, u64>> {
+        self.inner.check_open()?;
+        if let OffsetSpec::Timestamp(ts) = to
+            && ts < 0
+        {
+            return Err(Error::InvalidArgument(format!(
+                "the reset time for group {group} is negative ({ts})"
+            )));
+        }
+        let now = self.inner.clock().now_ms();
+        self.inner.groups.while_empty(group, now, || {
+            let committed = self.inner.group_offsets(group)?;
+            let targets: BTreeSet<TopicPartition> = if partitions.is_empty() {
+                committed.into_keys().collect()
+            } else {
+                partitions.iter().cloned().collect()
+            };
+            let mut reset = BTreeMap::new();
+            for tp in targets {
+                let offset = self.reset_offset(&tp, to)?;
+                reset.insert(tp, offset);
+            }
+            let commit = reset
+                .iter()
+                .map(|(tp, &offset)| (tp.clone(), OffsetAndMetadata::new(offset)))
+                .collect();
+            self.inner.commit_offsets(group, &commit)?;
+            Ok(reset)
+        })
+    }
+
+    /// Deletes `group`'s committed offsets (tombstones in
+    /// `__consumer_offsets`); returns how many were removed.
+    ///
+    /// # Errors
+    /// [`Error::GroupNotEmpty`] while the group has active members;
+    /// [`Error::InvalidArgument`] for an empty group id.
+    pub fn delete_group(&self, group: &str) -> Result<usize> {
+        self.inner.check_open()?;
+        let now = self.inner.clock().now_ms();
+        self.inner
+            .groups
+            .while_empty(group, now, || self.inner.delete_offsets(group, None))
+    }
+
+    fn replica(&self, tp: &TopicPartition) -> Result<Arc<Replica>> {
+        self.inner.topic_state(&tp.topic)?.replica(tp.partition)
+    }
+
+    /// Where `to` puts a consumer of `tp`, within [log start, high watermark].
+    fn reset_offset(&self, tp: &TopicPartition, to: OffsetSpec) -> Result<u64> {
+        let replica = self.replica(tp)?;
+        let offsets = replica.offsets()?;
+        let (start, end) = (offsets.log_start, offsets.high_watermark);
+        let offset = match to {
+            OffsetSpec::Earliest => start,
+            OffsetSpec::Latest => end,
+            OffsetSpec::Offset(offset) => offset,
+            OffsetSpec::Timestamp(ts) => {
+                replica.offset_for_timestamp(ts)?.map_or(end, |f| f.offset)
+            }
+        };
+        Ok(offset.max(start).min(end))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! What needs members: the group coordinator is driven directly here,
+    //! as the group consumer will drive it.
+
+    use super::*;
+    use crate::client::assignor::Subscription;
+    use crate::clock::{Clock, ManualClock};
+    use crate::cluster::{
+        ClusterConfig, JoinRequest, JoinResponse, Joined, NewTopic, SyncResponse,
+    };
+    use crate::format::BatchBuilder;
+    use crate::types::Compression;
+
+    const SESSION: i64 = 10_000;
+
+    fn open(dir: &std::path::Path, clock: &ManualClock) -> Cluster {
+        let config = ClusterConfig::builder()
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        Cluster::open(dir, config).unwrap()
+    }
+
+    fn tp(p: u32) -> TopicPartition {
+        TopicPartition::new("t", p)
+    }
+
+    /// A topic `t` with 2 partitions holding 10 and 4 records.
+    fn topic(cluster: &Cluster) {
+        let topic = cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+        for (p, count) in [(0, 10), (1, 4)] {
+            let mut batch = BatchBuilder::new(Compression::None);
+            for i in 0..count {
+                batch.append(1_000 + i, None, Some(b"v"), &[]);
+            }
+            topic
+                .partition(p)
+                .unwrap()
+                .append(&mut batch.build().unwrap().to_vec())
+                .unwrap();
+        }
+    }
+
+    fn join(cluster: &Cluster, group: &str, member_id: Option<&str>) -> JoinResponse {
+        let (waker, _) = crossbeam_channel::bounded(1);
+        let request = JoinRequest {
+            member_id: member_id.map(str::to_string),
+            instance_id: None,
+            client_id: "worker".into(),
+            session_timeout_ms: SESSION,
+            rebalance_timeout_ms: 30_000,
+            protocols: vec!["range".into()],
+            subscription: Subscription::new(["t"]),
+            waker,
+        };
+        let now = cluster.inner.clock().now_ms();
+        cluster.inner.groups.join(group, request, now).unwrap()
+    }
+
+    fn joined(response: JoinResponse) -> Joined {
+        match response {
+            JoinResponse::Joined(joined) => joined,
+            other => panic!("expected a completed join, got {other:?}"),
+        }
+    }
+
+    /// One member owning both partitions of `t`, Stable at generation 1.
+    fn lone_member(cluster: &Cluster, group: &str) -> String {
+        let id = joined(join(cluster, group, None)).member_id;
+        let assignment = BTreeMap::from([(id.clone(), vec![tp(0), tp(1)])]);
+        let now = cluster.inner.clock().now_ms();
+        let synced = cluster
+            .inner
+            .groups
+            .sync(group, &id, 1, Some(assignment), now)
+            .unwrap();
+        assert_eq!(synced, SyncResponse::Assigned(vec![tp(0), tp(1)]));
+        id
+    }
+
+    #[test]
+    fn offsets_cannot_be_changed_while_the_group_has_members() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let cluster = open(dir.path(), &clock);
+        topic(&cluster);
+        let committed = BTreeMap::from([(tp(0), OffsetAndMetadata::new(3))]);
+        cluster.alter_group_offsets("g", &committed).unwrap();
+        let before = cluster.list_group_offsets("g").unwrap();
+        let member = lone_member(&cluster, "g");
+
+        let refused = |e: Error| assert!(matches!(e, Error::GroupNotEmpty { .. }), "{e}");
+        for to in [
+            OffsetSpec::Earliest,
+            OffsetSpec::Latest,
+            OffsetSpec::Offset(5),
+            OffsetSpec::Timestamp(1_004),
+        ] {
+            refused(cluster.reset_group_offsets("g", &[], to).unwrap_err());
+            refused(cluster.reset_group_offsets("g", &[tp(1)], to).unwrap_err());
+        }
+        let other = BTreeMap::from([(tp(1), OffsetAndMetadata::new(1))]);
+        refused(cluster.alter_group_offsets("g", &other).unwrap_err());
+        refused(cluster.delete_group("g").unwrap_err());
+        assert_eq!(cluster.list_group_offsets("g").unwrap(), before);
+
+        // Its member's commits are the only way in.
+        cluster
+            .inner
+            .commit_offsets_as("g", Some((&member, 1)), &other)
+            .unwrap();
+        assert_eq!(cluster.list_group_offsets("g").unwrap()[&tp(1)].offset, 1);
+
+        // Once the member's session has timed out, the reset goes through.
+        clock.advance_ms(SESSION);
+        refused(
+            cluster
+                .reset_group_offsets("g", &[], OffsetSpec::Latest)
+                .unwrap_err(),
+        );
+        clock.advance_ms(1);
+        let reset = cluster
+            .reset_group_offsets("g", &[], OffsetSpec::Latest)
+            .unwrap();
+        assert_eq!(reset, BTreeMap::from([(tp(0), 10), (tp(1), 4)]));
+        assert_eq!(
+            cluster.describe_group("g").unwrap().state,
+            GroupState::Empty
+        );
+        // And a member that left frees the group at once.
+        let again = lone_member(&cluster, "g");
+        refused(cluster.delete_group("g").unwrap_err());
+        cluster.inner.groups.leave("g", &again, clock.now_ms());
+        assert_eq!(cluster.delete_group("g").unwrap(), 2);
+        assert_eq!(cluster.describe_group("g").unwrap().state, GroupState::Dead);
+    }
+
+    #[test]
+    fn a_stable_group_is_described_with_its_members_assignments_and_lag() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let cluster = open(dir.path(), &clock);
+        topic(&cluster);
+        let member = lone_member(&cluster, "g");
+        cluster
+            .inner
+            .commit_offsets_as(
+                "g",
+                Some((&member, 1)),
+                &BTreeMap::from([(tp(0), OffsetAndMetadata::new(7).with_metadata("m"))]),
+            )
+            .unwrap();
+
+        let d = cluster.describe_group("g").unwrap();
+        assert_eq!(d.group_id, "g");
+        assert_eq!(d.state, GroupState::Stable);
+        assert_eq!(d.protocol_type, "consumer");
+        assert_eq!(d.assignor.as_deref(), Some("range"));
+        assert_eq!(d.generation, 1);
+        assert_eq!(
+            d.members,
+            [MemberDescription {
+                member_id: member.clone(),
+                group_instance_id: None,
+                client_id: "worker".into(),
+                assignment: vec![tp(0), tp(1)],
+            }]
+        );
+        // t-1 is assigned but has no commit: no lag to report.
+        let rows: Vec<(TopicPartition, Option<u64>, u64, Option<u64>)> = d
+            .offsets
+            .iter()
+            .map(|l| {
+                let committed = l.committed.as_ref().map(|c| c.offset);
+                (l.partition.clone(), committed, l.log_end_offset, l.lag)
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [(tp(0), Some(7), 10, Some(3)), (tp(1), None, 4, None)]
+        );
+        assert_eq!(d.offsets[0].committed.as_ref().unwrap().metadata, "m");
+    }
+
+    #[test]
+    fn a_rebalancing_group_shows_no_assignments() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let cluster = open(dir.path(), &clock);
+        topic(&cluster);
+        let first = lone_member(&cluster, "g");
+        let JoinResponse::Pending { member_id: second } = join(&cluster, "g", None) else {
+            panic!("a second member waits for the first to rejoin");
+        };
+        let d = cluster.describe_group("g").unwrap();
+        assert_eq!(d.state, GroupState::PreparingRebalance);
+        assert_eq!((d.generation, d.assignor.as_deref()), (1, None));
+        assert_eq!(d.protocol_type, "consumer");
+        let mut ids = [first, second];
+        ids.sort();
+        let members: Vec<(&str, usize)> = d
+            .members
+            .iter()
+            .map(|m| (m.member_id.as_str(), m.assignment.len()))
+            .collect();
+        assert_eq!(members, [(ids[0].as_str(), 0), (ids[1].as_str(), 0)]);
+        assert!(d.offsets.is_empty(), "nothing assigned, nothing committed");
+    }
+
+    #[test]
+    fn groups_with_members_are_listed_before_they_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let cluster = open(dir.path(), &clock);
+        topic(&cluster);
+        cluster
+            .alter_group_offsets("b", &BTreeMap::from([(tp(0), OffsetAndMetadata::new(1))]))
+            .unwrap();
+        lone_member(&cluster, "c");
+        lone_member(&cluster, "a");
+        lone_member(&cluster, "b");
+        assert_eq!(cluster.list_groups(), ["a", "b", "c"]);
+        // Their members time out: only the group with commits stays.
+        clock.advance_ms(SESSION + 1);
+        assert_eq!(cluster.list_groups(), ["b"]);
+    }
+}
