@@ -8,7 +8,7 @@ use std::time::Duration;
 use logbus::format::BatchBuilder;
 use logbus::{
     Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, ConsumerRebalanceListener,
-    Error, ManualClock, NewTopic, OffsetReset, TopicPartition,
+    Error, GroupState, ManualClock, NewTopic, OffsetReset, TopicPartition,
 };
 
 const T0: i64 = 1_700_000_000_000;
@@ -116,14 +116,41 @@ fn a_second_member_takes_half_after_a_rebalance() {
     assert_eq!(a.generation(), Some(2));
     let all: BTreeSet<_> = a.assignment().into_iter().chain(b.assignment()).collect();
     assert_eq!(all.len(), 4);
+    let described = f.cluster.describe_group("g").unwrap();
+    assert_eq!(described.state, GroupState::Stable);
+    assert_eq!(described.generation, 2);
+    assert_eq!(described.assignor.as_deref(), Some("range"));
+    let members: BTreeSet<&str> = described
+        .members
+        .iter()
+        .map(|m| m.member_id.as_str())
+        .collect();
+    assert_eq!(
+        members,
+        BTreeSet::from([a.member_id().unwrap(), b.member_id().unwrap()])
+    );
+    // Admin changes wait until the group is empty.
+    assert!(matches!(
+        f.cluster.delete_group("g").unwrap_err(),
+        Error::GroupNotEmpty { .. }
+    ));
+    a.close().unwrap();
+    b.close().unwrap();
+    assert_eq!(
+        f.cluster.describe_group("g").unwrap().state,
+        GroupState::Empty
+    );
 }
 
 /// Records every listener call as (kind, partitions).
 #[derive(Debug, Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<(&'static str, Vec<TopicPartition>)>>>);
+struct Recorder(Arc<Mutex<Vec<Call>>>);
+
+/// One listener call: its kind and its partitions, sorted.
+type Call = (&'static str, Vec<TopicPartition>);
 
 impl Recorder {
-    fn take(&self) -> Vec<(&'static str, Vec<TopicPartition>)> {
+    fn take(&self) -> Vec<Call> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
 }
@@ -278,22 +305,10 @@ fn auto_commit_stores_what_poll_returned_every_interval() {
     c.subscribe(["t"]).unwrap();
     assert_eq!(c.poll(Duration::ZERO).unwrap().count(), 2);
     let tp = TopicPartition::new("t", 0);
-    assert!(
-        f.cluster
-            .list_group_offsets("g")
-            .unwrap()
-            .get(&tp)
-            .is_none()
-    );
+    assert!(!f.cluster.list_group_offsets("g").unwrap().contains_key(&tp));
     f.clock.advance_ms(4_999);
     c.poll(Duration::ZERO).unwrap();
-    assert!(
-        f.cluster
-            .list_group_offsets("g")
-            .unwrap()
-            .get(&tp)
-            .is_none()
-    );
+    assert!(!f.cluster.list_group_offsets("g").unwrap().contains_key(&tp));
     f.clock.advance_ms(1);
     c.poll(Duration::ZERO).unwrap();
     assert_eq!(f.cluster.list_group_offsets("g").unwrap()[&tp].offset, 2);

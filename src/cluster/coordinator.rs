@@ -166,10 +166,6 @@ impl ClusterInner {
     /// generation), or as a consumer outside the group's membership
     /// (`None`, allowed only while the group has no members). The
     /// coordinator's checks and the append happen under the group's lock.
-    #[allow(
-        dead_code,
-        reason = "called by the group consumer being built on main; remove once it lands"
-    )]
     pub(crate) fn commit_offsets_as(
         &self,
         group: &str,

@@ -14,10 +14,6 @@ mod broker;
 mod checkpointer;
 mod config;
 mod coordinator;
-#[allow(
-    dead_code,
-    reason = "called by the group consumer being built on main; remove once it lands"
-)]
 mod group;
 mod handles;
 mod metadata;
@@ -43,10 +39,6 @@ use crate::storage::{DirLock, OpenMode, Storage, write_atomic};
 pub use admin::{GroupDescription, MemberDescription, OffsetSpec, PartitionLag};
 pub use config::{ClusterConfig, ClusterConfigBuilder};
 pub use group::GroupState;
-#[allow(
-    unused_imports,
-    reason = "called by the group consumer being built on main; remove once it lands"
-)]
 pub(crate) use group::{GroupCoordinator, JoinRequest, JoinResponse, Joined, SyncResponse};
 pub use handles::{NewTopic, Partition, PartitionDescription, Topic, TopicDescription};
 pub use offsets::OffsetAndMetadata;
@@ -341,28 +333,16 @@ impl ClusterInner {
 
     /// A number that changes whenever a topic is created or deleted or
     /// gains partitions.
-    #[allow(
-        dead_code,
-        reason = "called by the group consumer being built on main; remove once it lands"
-    )]
     pub(crate) fn metadata_epoch(&self) -> u64 {
         self.metadata_epoch.load(Ordering::Acquire)
     }
 
     /// Sends on `tx` whenever the metadata epoch moves (and at close).
-    #[allow(
-        dead_code,
-        reason = "called by the group consumer being built on main; remove once it lands"
-    )]
     pub(crate) fn watch_metadata(&self, tx: &Sender<()>) {
         self.metadata_watchers.lock().push(tx.clone());
     }
 
     /// Stops sending on `tx`.
-    #[allow(
-        dead_code,
-        reason = "called by the group consumer being built on main; remove once it lands"
-    )]
     pub(crate) fn unwatch_metadata(&self, tx: &Sender<()>) {
         self.metadata_watchers
             .lock()

@@ -196,6 +196,9 @@ struct HeartbeatShared {
     /// Set by the thread when it left the group because `poll` was not
     /// called within `max.poll.interval.ms`.
     poll_expired: AtomicBool,
+    /// The clock time the thread last woke at (for tests to wait on).
+    last_wake: Mutex<i64>,
+    woke: parking_lot::Condvar,
 }
 
 /// The `logbus-heartbeat` thread of one consumer.
@@ -278,10 +281,11 @@ impl HeartbeatContext {
             }
             let clock = cluster.clock().clone();
             let now = clock.now_ms();
-            if now >= next {
+            let due = now >= next;
+            if due {
                 next = now.saturating_add(self.interval);
-                self.beat(&cluster, now);
             }
+            self.wake(&cluster, now, due);
             drop(cluster);
             let timer = match clock.wait_hint(next) {
                 Some(wait) => crossbeam_channel::after(wait),
@@ -295,7 +299,15 @@ impl HeartbeatContext {
         }
     }
 
-    fn beat(&self, cluster: &ClusterInner, now: i64) {
+    /// One wake-up of the thread at clock time `now`: the poll-interval
+    /// check, and a heartbeat if `due`.
+    fn wake(&self, cluster: &ClusterInner, now: i64, due: bool) {
+        self.check(cluster, now, due);
+        *self.shared.last_wake.lock() = now;
+        self.shared.woke.notify_all();
+    }
+
+    fn check(&self, cluster: &ClusterInner, now: i64, due: bool) {
         let mut member = self.shared.member.lock();
         let Some((id, generation)) = member.clone() else {
             return;
@@ -311,6 +323,9 @@ impl HeartbeatContext {
             *member = None;
             self.shared.poll_expired.store(true, Ordering::Release);
             let _ = self.waker.try_send(());
+            return;
+        }
+        if !due {
             return;
         }
         let result = cluster.groups.heartbeat(
@@ -496,6 +511,28 @@ impl Consumer {
         self.in_callback = false;
         if self.listener.is_none() {
             self.listener.0 = Some(listener);
+        }
+    }
+
+    /// Waits until the heartbeat thread has woken at clock time `at` or
+    /// later (tests move a manual clock, then wait here).
+    #[cfg(test)]
+    pub(super) fn wait_for_heartbeat_at(&self, at: i64) {
+        let Some(hb) = self.membership.as_ref().and_then(|m| m.heartbeat.as_ref()) else {
+            return;
+        };
+        let mut last = hb.shared.last_wake.lock();
+        while *last < at {
+            // A guard against hanging the test suite, not a timing
+            // assertion: the thread wakes within microseconds of the jump.
+            let waited = hb
+                .shared
+                .woke
+                .wait_for(&mut last, std::time::Duration::from_secs(60));
+            assert!(
+                !waited.timed_out() || *last >= at,
+                "the heartbeat thread never woke"
+            );
         }
     }
 

@@ -169,3 +169,99 @@ fn a_record_is_small_and_shares_its_batch() {
         assert_eq!(records[1].clone().into_parts(), (None, None, Vec::new()));
     }
 }
+
+mod heartbeats {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use crate::{
+        Clock, Cluster, ClusterConfig, Consumer, ConsumerConfig, ConsumerRebalanceListener,
+        ManualClock, NewTopic, TopicPartition,
+    };
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn cluster(clock: &ManualClock) -> (tempfile::TempDir, Cluster) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ClusterConfig::builder()
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        let cluster = Cluster::open(dir.path(), config).unwrap();
+        cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+        (dir, cluster)
+    }
+
+    fn member(cluster: &Cluster) -> Consumer {
+        let config = ConsumerConfig::builder()
+            .group_id("g")
+            .session_timeout_ms(10_000)
+            .heartbeat_interval_ms(1_000)
+            .max_poll_interval_ms(30_000)
+            .build()
+            .unwrap();
+        let mut consumer = Consumer::new(cluster, config).unwrap();
+        consumer.subscribe(["t"]).unwrap();
+        consumer.poll(Duration::ZERO).unwrap();
+        assert_eq!(consumer.generation(), Some(1));
+        consumer
+    }
+
+    #[derive(Debug, Default, Clone)]
+    struct Lost(Arc<Mutex<Vec<TopicPartition>>>);
+
+    impl ConsumerRebalanceListener for Lost {
+        fn on_partitions_lost(&mut self, _: &mut Consumer, partitions: &[TopicPartition]) {
+            self.0.lock().unwrap().extend_from_slice(partitions);
+        }
+    }
+
+    #[test]
+    fn the_heartbeat_thread_keeps_a_member_that_does_not_poll_in_its_group() {
+        let clock = ManualClock::new(T0);
+        let (_dir, cluster) = cluster(&clock);
+        let mut consumer = member(&cluster);
+        let lost = Lost::default();
+        consumer.set_rebalance_listener(lost.clone());
+        // 24 s without a poll: past the 10 s session, within the 30 s poll
+        // interval. Only the thread's heartbeats keep the member in.
+        for _ in 0..4 {
+            clock.advance_ms(6_000);
+            consumer.wait_for_heartbeat_at(clock.now_ms());
+        }
+        let snapshot = cluster.inner.groups.snapshot("g", clock.now_ms()).unwrap();
+        assert_eq!(snapshot.members.len(), 1);
+        consumer.poll(Duration::ZERO).unwrap();
+        assert_eq!(consumer.generation(), Some(1));
+        assert!(lost.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_member_that_stops_polling_leaves_and_finds_its_partitions_lost() {
+        let clock = ManualClock::new(T0);
+        let (_dir, cluster) = cluster(&clock);
+        let mut consumer = member(&cluster);
+        let lost = Lost::default();
+        consumer.set_rebalance_listener(lost.clone());
+        // 30 s exactly is still within max.poll.interval.ms.
+        for _ in 0..5 {
+            clock.advance_ms(6_000);
+            consumer.wait_for_heartbeat_at(clock.now_ms());
+        }
+        assert!(cluster.inner.groups.snapshot("g", clock.now_ms()).is_some());
+        clock.advance_ms(1);
+        consumer.wait_for_heartbeat_at(clock.now_ms());
+        // The thread sent the leave: the group is gone at once.
+        assert!(cluster.inner.groups.snapshot("g", clock.now_ms()).is_none());
+        // The next poll reports the partitions lost and joins afresh.
+        consumer.poll(Duration::ZERO).unwrap();
+        let mut gone = lost.0.lock().unwrap().clone();
+        gone.sort();
+        assert_eq!(
+            gone,
+            vec![TopicPartition::new("t", 0), TopicPartition::new("t", 1)]
+        );
+        assert_eq!(consumer.assignment().len(), 2);
+        assert!(consumer.generation().is_some());
+    }
+}
