@@ -13,6 +13,7 @@
 //! applied to the log and to memory in the same order.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -21,8 +22,9 @@ use crate::cluster::offsets::{
     MAX_STRING, OFFSETS_PARTITIONS, OFFSETS_TOPIC, OffsetAndMetadata, OffsetsKey, decode_key,
     decode_value, encode_key, encode_value, partition_for_group,
 };
+use crate::cluster::replay::replay_records;
 use crate::cluster::{CleanupPolicy, ClusterInner, NewTopic, TopicConfig, TopicState};
-use crate::error::{CorruptionKind, Error, Result};
+use crate::error::{Error, Result};
 use crate::format::BatchBuilder;
 use crate::types::{Compression, TopicPartition};
 
@@ -82,37 +84,13 @@ impl ClusterInner {
         for p in 0..topic.partition_count() {
             let replica = topic.replica(p)?;
             let offsets = replica.offsets()?;
-            let mut next = offsets.log_start;
-            while next < offsets.high_watermark {
-                let read = replica.read(next, 1 << 20)?;
-                if read.records().is_empty() {
-                    break;
-                }
-                for batch in read.batches() {
-                    let corrupt = |e| {
-                        Error::corrupt(
-                            format!("{OFFSETS_TOPIC}-{p}"),
-                            next,
-                            CorruptionKind::Batch(e),
-                        )
-                    };
-                    let batch = batch.map_err(corrupt)?;
-                    for record in batch.records().map_err(corrupt)? {
-                        let record = record.map_err(corrupt)?;
-                        if (record.offset() as u64) < next {
-                            continue;
-                        }
-                        apply(&mut groups, record.key(), record.value()).map_err(|e| {
-                            Error::corrupt(
-                                format!("{OFFSETS_TOPIC}-{p}"),
-                                record.offset() as u64,
-                                CorruptionKind::Metadata(e),
-                            )
-                        })?;
-                    }
-                    next = batch.header().next_offset() as u64;
-                }
-            }
+            replay_records(
+                &PathBuf::from(format!("{OFFSETS_TOPIC}-{p}")),
+                offsets.log_start,
+                offsets.high_watermark,
+                |offset| replica.read(offset, 1 << 20),
+                |_, key, value| apply(&mut groups, key, value),
+            )?;
         }
         Ok(())
     }

@@ -17,8 +17,9 @@ use byteorder::{BigEndian, ReadBytesExt, WriteBytesExt};
 use uuid::Uuid;
 
 use crate::clock::Clock;
+use crate::cluster::replay::replay_records;
 use crate::config::{FlushPolicy, LogConfig};
-use crate::error::{CorruptionKind, Error, Result};
+use crate::error::{Error, Result};
 use crate::format::BatchBuilder;
 use crate::log::Log;
 use crate::storage::Storage;
@@ -308,47 +309,19 @@ impl MetadataLog {
         Ok((metadata, registry))
     }
 
-    fn corrupt(&self, position: u64, message: String) -> Error {
-        Error::corrupt(
-            self.dir.clone(),
-            position,
-            CorruptionKind::Metadata(message),
-        )
-    }
-
     fn replay(&self) -> Result<Registry> {
         let mut registry = Registry::default();
-        let mut offset = self.log.log_start_offset();
-        let end = self.log.log_end_offset();
-        while offset < end {
-            let read = self.log.read(offset, 1 << 20)?;
-            if read.records().is_empty() {
-                break;
-            }
-            for batch in read.batches() {
-                let batch = batch.map_err(|e| {
-                    Error::corrupt(self.dir.clone(), offset, CorruptionKind::Batch(e))
-                })?;
-                for record in batch.records().map_err(|e| {
-                    Error::corrupt(self.dir.clone(), offset, CorruptionKind::Batch(e))
-                })? {
-                    let record = record.map_err(|e| {
-                        Error::corrupt(self.dir.clone(), offset, CorruptionKind::Batch(e))
-                    })?;
-                    let at = record.offset() as u64;
-                    if at < offset {
-                        continue;
-                    }
-                    let value = record.value().map_or(&[][..], |v| &v[..]);
-                    let parsed = MetadataRecord::decode(value)
-                        .map_err(|e| self.corrupt(at, format!("record at offset {at}: {e}")))?;
-                    registry
-                        .apply(&parsed)
-                        .map_err(|e| self.corrupt(at, format!("record at offset {at}: {e}")))?;
-                }
-                offset = batch.header().next_offset() as u64;
-            }
-        }
+        replay_records(
+            &self.dir,
+            self.log.log_start_offset(),
+            self.log.log_end_offset(),
+            |offset| self.log.read(offset, 1 << 20),
+            |_, _, value| {
+                let value = value.map_or(&[][..], |v| &v[..]);
+                let parsed = MetadataRecord::decode(value)?;
+                registry.apply(&parsed)
+            },
+        )?;
         Ok(registry)
     }
 

@@ -18,6 +18,7 @@ mod group;
 mod handles;
 mod metadata;
 mod offsets;
+mod replay;
 mod topic_config;
 
 use std::collections::{BTreeMap, HashMap};

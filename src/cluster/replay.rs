@@ -1,0 +1,52 @@
+//! Replaying an internal log from its start: the controller's metadata log
+//! on open, and each `__consumer_offsets` partition.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+
+use crate::error::{CorruptionKind, Error, Result};
+use crate::log::LogRead;
+
+/// Reads every record in `[start, end)` through `read` (a log's or a
+/// replica's `read(offset, max_bytes)`) and hands its offset, key and value
+/// to `apply`, in offset order. A damaged batch, or a record `apply`
+/// rejects, is reported as [`Error::Corrupt`] at `path` and the record's
+/// offset.
+pub(crate) fn replay_records(
+    path: &PathBuf,
+    start: u64,
+    end: u64,
+    mut read: impl FnMut(u64) -> Result<LogRead>,
+    mut apply: impl FnMut(u64, Option<&Bytes>, Option<&Bytes>) -> std::result::Result<(), String>,
+) -> Result<()> {
+    let batch_error = |at: u64, e| Error::corrupt(path.clone(), at, CorruptionKind::Batch(e));
+    let mut next = start;
+    while next < end {
+        let read = read(next)?;
+        if read.records().is_empty() {
+            break;
+        }
+        for batch in read.batches() {
+            let batch = batch.map_err(|e| batch_error(next, e))?;
+            for record in batch.records().map_err(|e| batch_error(next, e))? {
+                let record = record.map_err(|e| batch_error(next, e))?;
+                let at = record.offset() as u64;
+                // A read starts at the batch holding `next`, which may
+                // begin below it.
+                if at < next {
+                    continue;
+                }
+                apply(at, record.key(), record.value()).map_err(|e| {
+                    Error::corrupt(
+                        path.clone(),
+                        at,
+                        CorruptionKind::Metadata(format!("record at offset {at}: {e}")),
+                    )
+                })?;
+            }
+            next = batch.header().next_offset() as u64;
+        }
+    }
+    Ok(())
+}
