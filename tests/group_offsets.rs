@@ -255,7 +255,10 @@ fn an_unreadable_commit_record_is_reported_as_corruption_on_open() {
     match Cluster::open(dir.path(), ClusterConfig::default()) {
         Err(Error::Corrupt { position, kind, .. }) => {
             assert_eq!(position, at);
-            assert!(matches!(kind, logbus::CorruptionKind::Metadata(_)), "{kind}");
+            assert!(
+                matches!(kind, logbus::CorruptionKind::Metadata(_)),
+                "{kind}"
+            );
         }
         other => panic!("expected corruption, got {other:?}"),
     }

@@ -13,7 +13,7 @@
 //! applied to the log and to memory in the same order.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -85,7 +85,7 @@ impl ClusterInner {
             let replica = topic.replica(p)?;
             let offsets = replica.offsets()?;
             replay_records(
-                &PathBuf::from(format!("{OFFSETS_TOPIC}-{p}")),
+                Path::new(&format!("{OFFSETS_TOPIC}-{p}")),
                 offsets.log_start,
                 offsets.high_watermark,
                 |offset| replica.read(offset, 1 << 20),

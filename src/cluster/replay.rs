@@ -1,7 +1,7 @@
 //! Replaying an internal log from its start: the controller's metadata log
 //! on open, and each `__consumer_offsets` partition.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use bytes::Bytes;
 
@@ -14,13 +14,13 @@ use crate::log::LogRead;
 /// rejects, is reported as [`Error::Corrupt`] at `path` and the record's
 /// offset.
 pub(crate) fn replay_records(
-    path: &PathBuf,
+    path: &Path,
     start: u64,
     end: u64,
     mut read: impl FnMut(u64) -> Result<LogRead>,
     mut apply: impl FnMut(u64, Option<&Bytes>, Option<&Bytes>) -> std::result::Result<(), String>,
 ) -> Result<()> {
-    let batch_error = |at: u64, e| Error::corrupt(path.clone(), at, CorruptionKind::Batch(e));
+    let batch_error = |at: u64, e| Error::corrupt(path, at, CorruptionKind::Batch(e));
     let mut next = start;
     while next < end {
         let read = read(next)?;
@@ -39,7 +39,7 @@ pub(crate) fn replay_records(
                 }
                 apply(at, record.key(), record.value()).map_err(|e| {
                     Error::corrupt(
-                        path.clone(),
+                        path,
                         at,
                         CorruptionKind::Metadata(format!("record at offset {at}: {e}")),
                     )
