@@ -422,7 +422,11 @@ impl GroupCoordinator {
     /// `now` says has expired.
     fn with_group<T>(&self, group: &str, now: i64, f: impl FnOnce(&mut Group) -> T) -> T {
         let mut groups = self.groups.lock();
-        let g = groups.entry(group.to_string()).or_insert_with(Group::new);
+        // Every poll of a member comes here: look up before allocating a key.
+        if !groups.contains_key(group) {
+            groups.insert(group.to_string(), Group::new());
+        }
+        let g = groups.get_mut(group).expect("inserted above");
         g.expire(now, &self.limits);
         let out = f(g);
         if g.members.is_empty() && g.state == GroupState::Empty {
