@@ -118,8 +118,10 @@ impl ConsumerRebalanceListener for Progress {
     fn on_partitions_revoked(&mut self, _: &mut Consumer, partitions: &[TopicPartition]) {
         if !partitions.is_empty() {
             let list = partition_list(partitions);
-            self.shared
-                .log(&format!("{}: revoked {list} (committing first)", self.name));
+            self.shared.log(&format!(
+                "{}: revoked {list} (auto-committed first)",
+                self.name
+            ));
         }
     }
 
