@@ -24,8 +24,8 @@
 //!
 //! Once the events stop, the storm settles the group, checks that every
 //! record was returned and that a final commit covers every partition's
-//! log end, and closes the members. The tests at the end reproduce, in a
-//! few lines each, the bugs the storms found; they are ignored until fixed.
+//! log end, and closes the members. The tests at the end pin down, in a
+//! few lines each, three bugs the storms found (all fixed).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -178,8 +178,6 @@ struct Stats {
     commits_refused: u64,
     max_generation: i32,
     rebalance_callbacks: u64,
-    /// Membership changes made to get orphaned partitions assigned.
-    nudges: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -194,7 +192,6 @@ impl std::ops::AddAssign for Stats {
         self.commits_refused += o.commits_refused;
         self.max_generation = self.max_generation.max(o.max_generation);
         self.rebalance_callbacks += o.rebalance_callbacks;
-        self.nudges += o.nudges;
     }
 }
 
@@ -214,8 +211,6 @@ struct Storm {
     cluster: Cluster,
     /// The assignor lists members pick from.
     strategies: &'static [&'static [&'static str]],
-    /// Work around the orphaned-partitions bug while settling.
-    nudge: bool,
     partitions: u32,
     members: Vec<Member>,
     next_member: usize,
@@ -227,13 +222,9 @@ struct Storm {
     next_value: u64,
     /// The committed offsets last read.
     committed: BTreeMap<u32, u64>,
-    /// How many times the group started afresh: the coordinator forgets an
-    /// empty group, and its generations start again from 1 (the bug of
-    /// `generations_keep_counting_after_the_group_empties`).
-    life: u32,
-    /// Per (life, generation), per member, the partitions it reported
-    /// owning.
-    owners: BTreeMap<(u32, i32), BTreeMap<usize, BTreeSet<u32>>>,
+    /// Per generation, per member, the partitions it reported owning
+    /// (generations never repeat, even after the group empties).
+    owners: BTreeMap<i32, BTreeMap<usize, BTreeSet<u32>>>,
     /// Assigned-callback counts of members gone from the pool.
     retired_callbacks: u64,
     stats: Stats,
@@ -241,7 +232,7 @@ struct Storm {
 }
 
 impl Storm {
-    fn new(strategies: &'static [&'static [&'static str]], partitions: u32, nudge: bool) -> Storm {
+    fn new(strategies: &'static [&'static [&'static str]], partitions: u32) -> Storm {
         let dir = shm_tempdir();
         let clock = ManualClock::new(T0);
         let config = ClusterConfig::builder()
@@ -258,7 +249,6 @@ impl Storm {
             clock,
             cluster,
             strategies,
-            nudge,
             partitions,
             members: Vec::new(),
             next_member: 0,
@@ -267,7 +257,6 @@ impl Storm {
             deliveries: vec![Vec::new(); n],
             next_value: 0,
             committed: BTreeMap::new(),
-            life: 0,
             owners: BTreeMap::new(),
             retired_callbacks: 0,
             stats: Stats::default(),
@@ -461,7 +450,6 @@ impl Storm {
             self.members[i].consumer.generation(),
             partitions_of(&self.members[i].consumer),
         );
-        let id_before = self.members[i].consumer.member_id().map(str::to_string);
         let result = self.members[i].consumer.poll(Duration::ZERO);
         let id = self.members[i].id;
         let records = match result {
@@ -470,14 +458,6 @@ impl Storm {
         };
         let generation = self.members[i].consumer.generation();
         let owned = partitions_of(&self.members[i].consumer);
-        let member_id = self.members[i].consumer.member_id().map(str::to_string);
-        if member_id != id_before && member_id.as_deref().is_some_and(first_of_a_group) {
-            self.life += 1;
-            self.note(format!(
-                "m{id} is the first member of a new group: life {}",
-                self.life
-            ));
-        }
         if (generation, &owned) != (before.0, &before.1) {
             let member_id = self.members[i].consumer.member_id().map(short);
             self.note(format!(
@@ -527,7 +507,7 @@ impl Storm {
         // Invariant 1: one owner per partition per generation.
         if let Some(g) = generation {
             self.stats.max_generation = self.stats.max_generation.max(g);
-            let owners = self.owners.entry((self.life, g)).or_default();
+            let owners = self.owners.entry(g).or_default();
             let clash =
                 owners
                     .iter()
@@ -650,7 +630,6 @@ impl Storm {
             self.join(true, false, 0);
         }
         let mut done = false;
-        let mut stuck = 0;
         for _ in 0..200 {
             self.clock.advance_ms(1_000);
             for _ in 0..4 {
@@ -660,28 +639,6 @@ impl Storm {
             if one_generation && orphans.is_empty() && self.caught_up() {
                 done = self.undelivered().is_empty();
                 break;
-            }
-            stuck = if one_generation && !orphans.is_empty() {
-                stuck + 1
-            } else {
-                0
-            };
-            if self.nudge && stuck >= 3 {
-                // The known bug (see `a_follower_that_revokes_triggers_the_follow_up_rebalance`):
-                // partitions a follower revoked wait for the next rebalance.
-                // A membership change starts one.
-                self.note(format!("partitions {orphans:?} have no owner: nudging"));
-                self.stats.nudges += 1;
-                stuck = 0;
-                if self.members.len() < MAX_MEMBERS {
-                    self.join(true, false, 0);
-                } else {
-                    let m = self.members.pop().expect("a full pool");
-                    self.retire(&m);
-                    let id = m.id;
-                    let result = m.consumer.close();
-                    check!(self, result.is_ok(), "m{id} close failed: {result:?}");
-                }
             }
         }
         if !done {
@@ -752,13 +709,6 @@ fn partitions_of(consumer: &Consumer) -> BTreeSet<u32> {
         .collect()
 }
 
-/// Whether the coordinator made `member_id` (`{client.id}-{n}-{uuid}`, `n`
-/// counting the group's members) for the first member of a group it had
-/// just created.
-fn first_of_a_group(member_id: &str) -> bool {
-    member_id.rsplit('-').nth(1) == Some("1")
-}
-
 fn short(member_id: &str) -> String {
     member_id.chars().take(12).collect()
 }
@@ -770,9 +720,8 @@ fn run_storm(
     strategies: &'static [&'static [&'static str]],
     partitions: u32,
     events: &[Event],
-    nudge: bool,
 ) -> Result<Stats, String> {
-    let mut storm = Storm::new(strategies, partitions, nudge);
+    let mut storm = Storm::new(strategies, partitions);
     storm.join(true, false, 0);
     storm.join(false, false, 1);
     storm.round()?;
@@ -815,9 +764,8 @@ fn storm_case(
     strategies: &'static [&'static [&'static str]],
     partitions: u32,
     events: &[Event],
-    nudge: bool,
 ) -> Result<(), TestCaseError> {
-    let stats = run_storm(strategies, partitions, events, nudge).map_err(TestCaseError::fail)?;
+    let stats = run_storm(strategies, partitions, events).map_err(TestCaseError::fail)?;
     let mut totals = TOTALS.lock().unwrap();
     let entry = totals.entry(name).or_default();
     entry.0 += 1;
@@ -831,33 +779,19 @@ proptest! {
 
     #[test]
     fn eager_range_storm(partitions in 4u32..=8, events in prop::collection::vec(event(), 20..100)) {
-        storm_case("range", &[RANGE], partitions, &events, false)?;
+        storm_case("range", &[RANGE], partitions, &events)?;
     }
 }
 
 proptest! {
     #![proptest_config(storm_config(0x5EED_0002))]
 
-    /// Settles with membership changes when revoked partitions are left
-    /// without an owner (the bug of
-    /// `a_follower_that_revokes_triggers_the_follow_up_rebalance`).
     #[test]
     fn cooperative_sticky_storm(
         partitions in 4u32..=8,
         events in prop::collection::vec(event(), 20..100),
     ) {
-        storm_case("cooperative-sticky", &[COOPERATIVE], partitions, &events, true)?;
-    }
-
-    #[test]
-    #[ignore = "bug: a follower's rejoin after a cooperative revocation starts no rebalance, \
-                so the revoked partitions stay unowned (see \
-                a_follower_that_revokes_triggers_the_follow_up_rebalance)"]
-    fn cooperative_sticky_storm_without_nudges(
-        partitions in 4u32..=8,
-        events in prop::collection::vec(event(), 20..100),
-    ) {
-        storm_case("cooperative-sticky strict", &[COOPERATIVE], partitions, &events, false)?;
+        storm_case("cooperative-sticky", &[COOPERATIVE], partitions, &events)?;
     }
 }
 
@@ -867,14 +801,11 @@ proptest! {
     /// Members with `range`, `cooperative-sticky` or both, so the group's
     /// assignor (and protocol) changes with its membership.
     #[test]
-    #[ignore = "bug: a switch from a cooperative to an eager assignor moves partitions without \
-                revoking them (see \
-                partitions_are_revoked_before_they_move_when_the_group_changes_protocol)"]
     fn mixed_assignor_storm(
         partitions in 4u32..=8,
         events in prop::collection::vec(event(), 20..100),
     ) {
-        storm_case("mixed", MIXED, partitions, &events, true)?;
+        storm_case("mixed", MIXED, partitions, &events)?;
     }
 }
 
@@ -922,16 +853,13 @@ fn poll_all(clock: &ManualClock, members: &mut [Consumer], steps: usize) {
 /// the revoked partitions to their new owner (KIP-429).
 ///
 /// Here `c0` (the leader) owns 0 and 1, `c1` owns 2 and 3; `c2` joins. The
-/// assignor takes 3 from the follower `c1`, which revokes it and rejoins.
-/// The coordinator's `join_known` answers a known follower's join in
-/// `Stable` with the current generation unless its topics or assignors
-/// changed — it does not compare the owned partitions, which Kafka's
-/// `member.matches(protocols)` does (they are part of the subscription's
-/// bytes there) — so no rebalance follows: partition 3 has no owner until
-/// some other membership change, and `c2` stays idle.
+/// assignor takes 3 from the follower `c1`, which revokes it and rejoins
+/// with fewer owned partitions. The coordinator must treat that as changed
+/// join metadata (Kafka's `member.matches(protocols)` compares the owned
+/// partitions too) and rebalance; the storms once found partition 3 left
+/// without an owner and `c2` idle because only topics and assignors were
+/// compared.
 #[test]
-#[ignore = "bug: a follower's rejoin after a cooperative revocation starts no follow-up \
-            rebalance; the revoked partitions stay unowned (cluster/group.rs join_known)"]
 fn a_follower_that_revokes_triggers_the_follow_up_rebalance() {
     let (_dir, clock, cluster) = small_cluster();
     let mut members = Vec::new();
@@ -950,16 +878,12 @@ fn a_follower_that_revokes_triggers_the_follow_up_rebalance() {
     assert!(owned.iter().all(|o| !o.is_empty()), "{owned:?}");
 }
 
-/// Kafka keeps an empty group's metadata (state `Empty`) while it has
-/// committed offsets, so its generation keeps counting: the next member
-/// gets a generation above every earlier one. Here the coordinator drops an
-/// empty group (`GroupCoordinator::with_group` removes it once it has no
-/// members), and the next member starts again at generation 1 — a
-/// generation number a member of the earlier life already had, which
-/// breaks fencing by generation outside the coordinator.
+/// Kafka keeps an empty group's metadata (state `Empty`), so its
+/// generation keeps counting: the next member gets a generation above
+/// every earlier one, and fencing by generation outside the coordinator
+/// stays sound. (The coordinator once dropped an emptied group and started
+/// again at generation 1.)
 #[test]
-#[ignore = "bug: a group that empties forgets its generation; the next member gets \
-            generation 1 again (cluster/group.rs with_group)"]
 fn generations_keep_counting_after_the_group_empties() {
     let (_dir, clock, cluster) = small_cluster();
     let mut first = vec![member(&cluster, "a", RANGE)];
@@ -995,21 +919,14 @@ impl ConsumerRebalanceListener for RecordRevoked {
 /// Kafka's consumer decides its rebalance protocol from its configuration:
 /// the highest one every configured assignor supports
 /// (`["cooperative-sticky", "range"]` is eager), as logbus's own
-/// `RebalanceProtocol` docs say. logbus's consumer instead follows the
-/// protocol of whichever assignor the group chose for the generation
-/// (`complete_join` in client/consumer/group.rs), and `prepare_join` uses
-/// the previous generation's.
-///
-/// So when a group of `["cooperative-sticky", "range"]` members (running
-/// cooperatively) is joined by a `["range"]` member, the old members keep
-/// their partitions through the join (the cooperative way), then the eager
-/// `range` assignment replaces their assignments without any
-/// `on_partitions_revoked` call, and the leader, which syncs first, takes
-/// over a partition a follower still holds.
+/// `RebalanceProtocol` docs say. When a group of
+/// `["cooperative-sticky", "range"]` members is joined by a `["range"]`
+/// member, every partition that moves must be revoked first, and the leader
+/// must never take a partition a follower still holds. (The consumer once
+/// followed the protocol of whichever assignor the group chose, so members
+/// kept their partitions through the join and lost them without
+/// `on_partitions_revoked`.)
 #[test]
-#[ignore = "bug: a switch from a cooperative to an eager assignor takes partitions away \
-            without on_partitions_revoked, and hands them over while their owner still \
-            holds them (client/consumer/group.rs complete_join/prepare_join)"]
 fn partitions_are_revoked_before_they_move_when_the_group_changes_protocol() {
     let (_dir, clock, cluster) = small_cluster();
     let mut members: Vec<(Consumer, Arc<Mutex<BTreeSet<u32>>>)> = Vec::new();

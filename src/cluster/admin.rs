@@ -332,7 +332,7 @@ impl Cluster {
         let now = self.inner.clock().now_ms();
         self.inner
             .groups
-            .while_empty(group, now, || self.inner.delete_offsets(group, None))
+            .delete_if_empty(group, now, || self.inner.delete_offsets(group, None))
     }
 
     fn replica(&self, tp: &TopicPartition) -> Result<Arc<Replica>> {
@@ -423,15 +423,16 @@ mod tests {
         }
     }
 
-    /// One member owning both partitions of `t`, Stable at generation 1.
+    /// One member owning both partitions of `t`, Stable.
     fn lone_member(cluster: &Cluster, group: &str) -> String {
-        let id = joined(join(cluster, group, None)).member_id;
+        let joined = joined(join(cluster, group, None));
+        let id = joined.member_id;
         let assignment = BTreeMap::from([(id.clone(), vec![tp(0), tp(1)])]);
         let now = cluster.inner.clock().now_ms();
         let synced = cluster
             .inner
             .groups
-            .sync(group, &id, 1, Some(assignment), now)
+            .sync(group, &id, joined.generation, Some(assignment), now)
             .unwrap();
         assert_eq!(synced, SyncResponse::Assigned(vec![tp(0), tp(1)]));
         id

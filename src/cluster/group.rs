@@ -429,10 +429,29 @@ impl GroupCoordinator {
         let g = groups.get_mut(group).expect("inserted above");
         g.expire(now, &self.limits);
         let out = f(g);
-        if g.members.is_empty() && g.state == GroupState::Empty {
+        // A group that never formed is dropped; one that did keeps its
+        // generation while empty, as Kafka keeps an `Empty` group, so
+        // generations never repeat (until the group is deleted).
+        if g.members.is_empty() && g.state == GroupState::Empty && g.generation == 0 {
             groups.remove(group);
         }
         out
+    }
+
+    /// Runs `f` if `group` has no members, then forgets the group (its
+    /// generation starts again at 1): for deleting a group.
+    pub(crate) fn delete_if_empty<T>(
+        &self,
+        group: &str,
+        now: i64,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let out = self.while_empty(group, now, f)?;
+        let mut groups = self.groups.lock();
+        if groups.get(group).is_some_and(|g| g.members.is_empty()) {
+            groups.remove(group);
+        }
+        Ok(out)
     }
 
     /// Kafka's JoinGroup.
@@ -680,8 +699,11 @@ impl GroupCoordinator {
         for g in groups.values_mut() {
             g.expire(now, &self.limits);
         }
-        groups.retain(|_, g| !g.members.is_empty() || g.state != GroupState::Empty);
-        let mut names: Vec<String> = groups.keys().cloned().collect();
+        let mut names: Vec<String> = groups
+            .iter()
+            .filter(|(_, g)| !g.members.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
         names.sort();
         names
     }
@@ -697,6 +719,14 @@ fn touch(g: &mut Group, member_id: &str, now: i64) {
 /// not matter ([`Subscription::topics`]), so they start no rebalance.
 fn same_topics(a: &Subscription, b: &Subscription) -> bool {
     a.topics.iter().collect::<BTreeSet<_>>() == b.topics.iter().collect::<BTreeSet<_>>()
+}
+
+/// Whether two subscriptions claim the same partitions. A cooperative
+/// member that revoked partitions rejoins with fewer, and that must start
+/// the follow-up rebalance, as Kafka compares the whole join metadata.
+fn same_owned(a: &Subscription, b: &Subscription) -> bool {
+    a.owned_partitions.iter().collect::<BTreeSet<_>>()
+        == b.owned_partitions.iter().collect::<BTreeSet<_>>()
 }
 
 fn new_member(req: &JoinRequest, now: i64) -> Member {
@@ -797,8 +827,9 @@ fn join_known(
     limits: &GroupLimits,
 ) -> JoinResponse {
     let member = g.members.get_mut(&id).expect("checked by the caller");
-    let changed =
-        !same_topics(&member.subscription, &req.subscription) || member.protocols != req.protocols;
+    let changed = !same_topics(&member.subscription, &req.subscription)
+        || !same_owned(&member.subscription, &req.subscription)
+        || member.protocols != req.protocols;
     member.last_seen = member.last_seen.max(now);
     member.subscription = req.subscription;
     member.protocols = req.protocols;

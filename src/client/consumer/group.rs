@@ -130,6 +130,9 @@ pub(super) struct Membership {
     /// The generation of the current assignment, or -1.
     generation: i32,
     step: Step,
+    /// Fixed by the configured assignors: cooperative only if every one of
+    /// them is (Kafka's rule), so a group that switches assignors never
+    /// moves a partition its owner has not revoked.
     protocol: RebalanceProtocol,
     /// The cluster's metadata epoch when last looked at.
     metadata_epoch: u64,
@@ -144,7 +147,7 @@ pub(super) struct Membership {
 }
 
 impl Membership {
-    pub(super) fn new(group: String, subscribed: Subscribed) -> Self {
+    pub(super) fn new(group: String, subscribed: Subscribed, protocol: RebalanceProtocol) -> Self {
         Membership {
             group,
             subscribed,
@@ -152,7 +155,7 @@ impl Membership {
             member_id: None,
             generation: -1,
             step: Step::Join { prepared: false },
-            protocol: RebalanceProtocol::Eager,
+            protocol,
             metadata_epoch: u64::MAX,
             leader_counts: None,
             rejoin: false,
@@ -462,7 +465,17 @@ impl Consumer {
                 m.metadata_epoch = u64::MAX;
             }
             None => {
-                let mut m = Membership::new(group.clone(), subscribed);
+                let protocol = if self
+                    .config
+                    .assignors
+                    .iter()
+                    .all(|a| a.protocol() == RebalanceProtocol::Cooperative)
+                {
+                    RebalanceProtocol::Cooperative
+                } else {
+                    RebalanceProtocol::Eager
+                };
+                let mut m = Membership::new(group.clone(), subscribed, protocol);
                 m.heartbeat = Some(Heartbeat::spawn(self, &group)?);
                 self.cluster.inner.watch_metadata(&self.waker_tx);
                 self.membership = Some(m);
@@ -781,11 +794,9 @@ impl Consumer {
     /// listener for what was revoked and added.
     fn complete_join(&mut self, joined: &Joined, partitions: Vec<TopicPartition>) {
         let protocol = self
-            .config
-            .assignors
-            .iter()
-            .find(|a| a.name() == joined.protocol)
-            .map_or(RebalanceProtocol::Eager, |a| a.protocol());
+            .membership
+            .as_ref()
+            .map_or(RebalanceProtocol::Eager, |m| m.protocol);
         let owned = self.assignment();
         let (revoked, added): (Vec<TopicPartition>, Vec<TopicPartition>) = match protocol {
             RebalanceProtocol::Eager => (Vec::new(), partitions.clone()),
@@ -805,7 +816,6 @@ impl Consumer {
         {
             let m = self.membership.as_mut().expect("subscribed");
             m.generation = joined.generation;
-            m.protocol = protocol;
             m.step = Step::Stable;
             if joined.leader != joined.member_id {
                 m.leader_counts = None;

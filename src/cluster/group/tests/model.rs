@@ -387,18 +387,33 @@ impl Harness {
     fn check(&mut self, before: Option<(GroupState, i32)>, op: &Op) {
         let groups = self.c.groups.lock();
         let Some(g) = groups.get(G) else {
-            // A group with no members is gone; a new one starts over.
+            // Only a group that never formed a generation is dropped.
+            assert_eq!(
+                self.last_generation.unwrap_or(0),
+                0,
+                "a formed group was dropped"
+            );
             self.sent.clear();
-            self.last_generation = None;
             return;
         };
-        assert!(!g.members.is_empty(), "a group without members is removed");
-        assert_ne!(g.state, GroupState::Empty);
         assert_ne!(g.state, GroupState::Dead);
         if let Some(last) = self.last_generation {
             assert!(g.generation >= last, "generation went back");
         }
         self.last_generation = Some(g.generation);
+        if g.members.is_empty() {
+            // An emptied group keeps its generation, so a new member's
+            // generations continue from it.
+            assert_eq!(g.state, GroupState::Empty);
+            assert!(
+                g.generation > 0,
+                "a group without members and generations is dropped"
+            );
+            assert!(g.leader.is_none());
+            self.sent.clear();
+            return;
+        }
+        assert_ne!(g.state, GroupState::Empty);
 
         // At most one leader, and it is a member.
         if let Some(leader) = &g.leader {
