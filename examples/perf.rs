@@ -5,7 +5,7 @@
 //! cargo run --release --example perf -- produce --dir D --topic T --partitions P \
 //!     --records N --record-size S --acks A [--linger-ms L] [--batch-size B] [--compression C]
 //! cargo run --release --example perf -- consume --dir D --topic T --records N \
-//!     [--max-poll-records M]
+//!     [--max-poll-records M] [--group G]
 //! ```
 //!
 //! Progress goes to stderr; the result is one JSON line on stdout with
@@ -48,7 +48,8 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: perf produce --dir D --topic T --partitions P --records N --record-size S \
                  --acks 0|1|all [--linger-ms L] [--batch-size B] [--compression none|gzip|snappy|lz4|zstd]\n       \
-                 perf consume --dir D --topic T --records N [--max-poll-records M (10000)]"
+                 perf consume --dir D --topic T --records N [--max-poll-records M (10000)] \
+                 [--group G: subscribe as a member of group G, auto commit on]"
             );
             ExitCode::FAILURE
         }
@@ -307,12 +308,20 @@ fn consume(flags: &Flags) -> Result<String, Error> {
     let partitions: Vec<TopicPartition> = (0..handle.partition_count())
         .map(|p| TopicPartition::new(topic.as_str(), p))
         .collect();
-    let config = ConsumerConfig::builder()
+    let group = flags.0.get("group").cloned();
+    let mut config = ConsumerConfig::builder()
         .auto_offset_reset(OffsetReset::Earliest)
-        .max_poll_records(max_poll_records)
-        .build()?;
-    let mut consumer = Consumer::new(&cluster, config)?;
-    consumer.assign(&partitions)?;
+        .max_poll_records(max_poll_records);
+    if let Some(group) = &group {
+        config = config.group_id(group.as_str());
+    }
+    let mut consumer = Consumer::new(&cluster, config.build()?)?;
+    match &group {
+        // A group member: every poll also heartbeats (and auto-commits
+        // every 5 s) through the group coordinator.
+        Some(_) => consumer.subscribe([topic.as_str()])?,
+        None => consumer.assign(&partitions)?,
+    }
     eprintln!(
         "consuming {records} records from {topic} in {}",
         dir.display()
@@ -338,7 +347,7 @@ fn consume(flags: &Flags) -> Result<String, Error> {
     }
     let seconds = start.elapsed().as_secs_f64();
     let (peak_mb, anon_mb, file_mb) = (peak_rss_mb(), rss_anon_mb(), rss_file_mb());
-    drop(consumer);
+    consumer.close()?;
     let files: Vec<PathBuf> = (0..handle.partition_count())
         .flat_map(|p| {
             let pdir = dir.join("broker-0").join(format!("{topic}-{p}"));
@@ -355,10 +364,11 @@ fn consume(flags: &Flags) -> Result<String, Error> {
     let mb_per_sec = file_bytes as f64 / MB / seconds;
     let baseline_mb = file_bytes as f64 / MB / baseline;
     Ok(format!(
-        "{{\"mode\":\"consume\",\"records\":{count},\"bytes\":{bytes},\"seconds\":{seconds:.3},\
+        "{{\"mode\":\"consume\",\"group\":{},\"records\":{count},\"bytes\":{bytes},\"seconds\":{seconds:.3},\
          \"records_per_sec\":{:.0},\"mb_per_sec\":{:.1},\"peak_rss_mb\":{peak_mb:.1},\
          \"peak_rss_includes_open\":{},\"open_peak_rss_mb\":{open_peak_mb:.1},\"rss_anon_mb\":{anon_mb:.1},\
          \"rss_file_mb\":{file_mb:.1},\"log_bytes\":{file_bytes},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3}}}",
+        group.map_or("null".to_string(), |g| format!("{g:?}")),
         count as f64 / seconds,
         bytes as f64 / MB / seconds,
         !peak_reset,

@@ -459,6 +459,9 @@ impl Consumer {
             return Ok(());
         }
         let offsets = self.consumed_offsets();
+        if offsets.is_empty() {
+            return Ok(());
+        }
         self.commit_offsets(&offsets)
     }
 
