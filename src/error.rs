@@ -258,6 +258,17 @@ pub enum Error {
         instance_id: String,
     },
 
+    /// None of the assignors a consumer offers (`partition.assignment.strategy`)
+    /// is offered by every member of the group it joins. Kafka's
+    /// `InconsistentGroupProtocolException`.
+    #[error("group {group} uses assignors none of {offered:?} matches")]
+    InconsistentGroupProtocol {
+        /// The group id.
+        group: String,
+        /// The assignor names the consumer offered.
+        offered: Vec<String>,
+    },
+
     /// The group has active members, so its offsets cannot be reset or
     /// altered and it cannot be deleted. Kafka's `GroupNotEmptyException`.
     #[error("group {group} has active members")]
@@ -406,6 +417,12 @@ impl Error {
                 group: group.clone(),
                 instance_id: instance_id.clone(),
             },
+            Error::InconsistentGroupProtocol { group, offered } => {
+                Error::InconsistentGroupProtocol {
+                    group: group.clone(),
+                    offered: offered.clone(),
+                }
+            }
             Error::GroupNotEmpty { group } => Error::GroupNotEmpty {
                 group: group.clone(),
             },

@@ -50,6 +50,42 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Consumer groups
+//!
+//! Consumers that share a `group.id` and [`subscribe`](Consumer::subscribe)
+//! split the partitions between them, rebalance when members come and go,
+//! and commit their positions to `__consumer_offsets`, where a restarted
+//! process resumes:
+//!
+//! ```
+//! use std::time::Duration;
+//! use logbus::{Cluster, ClusterConfig, Consumer, ConsumerConfig, NewTopic, OffsetReset};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+//! cluster.create_topic(NewTopic::new("jobs", 4))?;
+//! let member = || -> logbus::Result<Consumer> {
+//!     let config = ConsumerConfig::builder()
+//!         .group_id("workers")
+//!         .auto_offset_reset(OffsetReset::Earliest)
+//!         .build()?;
+//!     let mut consumer = Consumer::new(&cluster, config)?;
+//!     consumer.subscribe(["jobs"])?;
+//!     Ok(consumer)
+//! };
+//! let (mut a, mut b) = (member()?, member()?);
+//! // Each poll is also a step of the group protocol: a few settle it.
+//! for _ in 0..3 {
+//!     a.poll(Duration::ZERO)?;
+//!     b.poll(Duration::ZERO)?;
+//! }
+//! assert_eq!((a.assignment().len(), b.assignment().len()), (2, 2));
+//! b.close()?; // commits, revokes, leaves: a takes over at its next poll
+//! a.poll(Duration::ZERO)?;
+//! assert_eq!(a.assignment().len(), 4);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! Below the clients, a single partition [`Log`] can be used on its own:
 //!
 //! ```
@@ -86,6 +122,8 @@
 //!   README's durability section.
 //! - **Threads**: [`Cluster`] and [`Producer`] are `Send + Sync` and cheap
 //!   to clone; a [`Consumer`] is used from one thread at a time, as Kafka's.
+//! - **Delivery to groups**: at least once; a member removed from its group
+//!   can no longer commit ([`Error::CommitFailed`]).
 //! - **Recovery**: a torn tail of the last segment is cut and reported in
 //!   [`Log::recovery_report`]; any other damage is an [`Error::Corrupt`],
 //!   never cut silently.

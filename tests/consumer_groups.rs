@@ -634,3 +634,68 @@ fn a_session_timeout_below_the_cluster_minimum_is_refused_at_join() {
         "{err}"
     );
 }
+
+/// Gives every partition to the member with the largest id.
+#[derive(Debug)]
+struct AllToLast;
+
+impl logbus::Assignor for AllToLast {
+    fn name(&self) -> &str {
+        "all-to-last"
+    }
+
+    fn assign(
+        &self,
+        partitions_per_topic: &std::collections::BTreeMap<String, u32>,
+        members: &std::collections::BTreeMap<String, logbus::Subscription>,
+    ) -> std::collections::BTreeMap<String, Vec<TopicPartition>> {
+        let mut out: std::collections::BTreeMap<String, Vec<TopicPartition>> =
+            members.keys().map(|m| (m.clone(), Vec::new())).collect();
+        if let Some((last, sub)) = members.iter().next_back() {
+            for (topic, &count) in partitions_per_topic {
+                if sub.subscribes_to(topic) {
+                    out.get_mut(last)
+                        .unwrap()
+                        .extend((0..count).map(|p| TopicPartition::new(topic, p)));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[test]
+fn a_custom_assignor_decides_the_assignment() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 3)).unwrap();
+    let custom = || {
+        config("g")
+            .assignors(vec![Arc::new(AllToLast)])
+            .build()
+            .unwrap()
+    };
+    let mut a = Consumer::new(&f.cluster, custom()).unwrap();
+    let mut b = Consumer::new(&f.cluster, custom()).unwrap();
+    a.subscribe(["t"]).unwrap();
+    b.subscribe(["t"]).unwrap();
+    settle(&mut [&mut a, &mut b]);
+    let (last, first) = if a.member_id() > b.member_id() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    assert_eq!(last.assignment().len(), 3);
+    assert!(first.assignment().is_empty());
+    assert_eq!(
+        f.cluster.describe_group("g").unwrap().assignor.as_deref(),
+        Some("all-to-last")
+    );
+    // A member offering no assignor the group uses is refused.
+    let mut range = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
+    range.subscribe(["t"]).unwrap();
+    let err = range.poll(Duration::ZERO).unwrap_err();
+    assert!(
+        matches!(err, Error::InconsistentGroupProtocol { .. }),
+        "{err}"
+    );
+}

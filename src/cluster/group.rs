@@ -486,11 +486,10 @@ impl GroupCoordinator {
                     .iter()
                     .any(|p| others.iter().all(|m| m.protocols.contains(p)))
             {
-                // Kafka's INCONSISTENT_GROUP_PROTOCOL.
-                return Err(Error::InvalidArgument(format!(
-                    "none of the assignors {:?} is supported by every member of group {group}",
-                    req.protocols
-                )));
+                return Err(Error::InconsistentGroupProtocol {
+                    group: group.to_string(),
+                    offered: req.protocols.clone(),
+                });
             }
             let known = req
                 .member_id

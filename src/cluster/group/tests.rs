@@ -830,14 +830,20 @@ fn a_member_with_no_assignor_in_common_is_refused() {
     let mut odd = Client::new("c").request(None);
     odd.protocols = vec!["roundrobin".into(), "sticky".into()];
     let err = c.join(G, odd, 10).unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert!(
+        matches!(err, Error::InconsistentGroupProtocol { .. }),
+        "{err}"
+    );
     assert_eq!(snapshot(&c, 10), before);
     assert!(!a.woken() && !b.woken());
     // A member may not switch to an assignor the others lack either...
     let mut switched = b.request(Some(&b_id));
     switched.protocols = vec!["roundrobin".into()];
     let err = c.join(G, switched, 10).unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert!(
+        matches!(err, Error::InconsistentGroupProtocol { .. }),
+        "{err}"
+    );
     // ...but may add one, as long as a common one remains.
     let mut added = b.request(Some(&b_id));
     added.protocols = vec!["roundrobin".into(), "range".into()];
