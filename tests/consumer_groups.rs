@@ -699,3 +699,181 @@ fn a_custom_assignor_decides_the_assignment() {
         "{err}"
     );
 }
+
+#[test]
+fn a_cooperative_follower_rejoins_in_the_same_poll_after_revoking() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("x", 1)).unwrap();
+    f.cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+    let coop = |id: &str| {
+        config("g")
+            .client_id(id)
+            .partition_assignment_strategy(["cooperative-sticky"])
+            .build()
+            .unwrap()
+    };
+    // a (the leader) reads x only; b reads t and owns both its partitions.
+    let mut a = Consumer::new(&f.cluster, coop("a")).unwrap();
+    a.subscribe(["x"]).unwrap();
+    a.poll(Duration::ZERO).unwrap();
+    let mut b = Consumer::new(&f.cluster, coop("b")).unwrap();
+    b.subscribe(["t"]).unwrap();
+    settle(&mut [&mut a, &mut b]);
+    assert_eq!(b.assignment().len(), 2);
+    // c joins for t: b, a follower, must give one partition up.
+    let mut c = Consumer::new(&f.cluster, coop("c")).unwrap();
+    c.subscribe(["t"]).unwrap();
+    c.poll(Duration::ZERO).unwrap();
+    b.poll(Duration::ZERO).unwrap(); // rejoins: pending
+    a.poll(Duration::ZERO).unwrap(); // completes the join, syncs
+    // One poll: b syncs, revokes one partition and rejoins at once; no
+    // wake-up would come for a second try.
+    b.poll(Duration::ZERO).unwrap();
+    assert_eq!(b.assignment().len(), 1);
+    for _ in 0..3 {
+        a.poll(Duration::ZERO).unwrap();
+        c.poll(Duration::ZERO).unwrap();
+    }
+    assert_eq!(
+        c.assignment().len(),
+        1,
+        "the revoked partition found its owner"
+    );
+}
+
+#[test]
+fn a_fenced_static_member_stays_fenced() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+    let stat = || config("g").group_instance_id("w").build().unwrap();
+    let mut a = Consumer::new(&f.cluster, stat()).unwrap();
+    a.subscribe(["t"]).unwrap();
+    a.poll(Duration::ZERO).unwrap();
+    let mut a2 = Consumer::new(&f.cluster, stat()).unwrap();
+    a2.subscribe(["t"]).unwrap();
+    a2.poll(Duration::ZERO).unwrap();
+    for _ in 0..3 {
+        let err = a.poll(Duration::ZERO).unwrap_err();
+        assert!(matches!(err, Error::FencedInstanceId { .. }), "{err}");
+        assert!(a.assignment().is_empty());
+    }
+    assert!(matches!(
+        a.commit_sync().unwrap_err(),
+        Error::FencedInstanceId { .. }
+    ));
+    a2.poll(Duration::ZERO).unwrap();
+    assert_eq!(a2.assignment().len(), 2, "the new process keeps its place");
+}
+
+#[test]
+fn unsubscribe_from_a_listener_ends_the_subscription_after_the_step() {
+    struct Quit;
+    impl ConsumerRebalanceListener for Quit {
+        fn on_partitions_revoked(&mut self, c: &mut Consumer, _: &[TopicPartition]) {
+            c.unsubscribe();
+        }
+    }
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+    let mut a = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
+    a.set_rebalance_listener(Quit);
+    a.subscribe(["t"]).unwrap();
+    a.poll(Duration::ZERO).unwrap();
+    let mut b = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
+    b.subscribe(["t"]).unwrap();
+    b.poll(Duration::ZERO).unwrap();
+    // a sees the rebalance and revokes; its listener unsubscribes.
+    assert!(a.poll(Duration::ZERO).unwrap().is_empty());
+    assert!(a.subscription().is_empty());
+    assert!(a.assignment().is_empty());
+    for _ in 0..3 {
+        b.poll(Duration::ZERO).unwrap();
+    }
+    assert_eq!(b.assignment().len(), 2);
+}
+
+#[test]
+fn the_sticky_assignor_is_sticky_in_a_group() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 6)).unwrap();
+    let sticky = |id: &str| {
+        config("g")
+            .client_id(id)
+            .partition_assignment_strategy(["sticky"])
+            .build()
+            .unwrap()
+    };
+    let mut a = Consumer::new(&f.cluster, sticky("a")).unwrap();
+    a.subscribe(["t"]).unwrap();
+    a.poll(Duration::ZERO).unwrap();
+    let mut b = Consumer::new(&f.cluster, sticky("b")).unwrap();
+    b.subscribe(["t"]).unwrap();
+    settle(&mut [&mut a, &mut b]);
+    let (a1, b1) = (sorted(a.assignment()), sorted(b.assignment()));
+    let mut c = Consumer::new(&f.cluster, sticky("c")).unwrap();
+    c.subscribe(["t"]).unwrap();
+    settle(&mut [&mut a, &mut b, &mut c]);
+    // Eager members revoke everything, yet tell the assignor what they
+    // owned: each keeps two of its three.
+    let kept_a = a.assignment().iter().filter(|tp| a1.contains(tp)).count();
+    let kept_b = b.assignment().iter().filter(|tp| b1.contains(tp)).count();
+    assert_eq!((kept_a, kept_b), (2, 2));
+}
+
+#[test]
+fn a_topic_deleted_and_created_again_is_read_again() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 1)).unwrap();
+    let mut c = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
+    c.subscribe(["t"]).unwrap();
+    c.poll(Duration::ZERO).unwrap();
+    f.cluster.delete_topic("t").unwrap();
+    f.cluster.create_topic(NewTopic::new("t", 1)).unwrap();
+    append(&f.cluster, "t", 0, &["a", "b"]);
+    let mut n = 0;
+    for _ in 0..5 {
+        n += c.poll(Duration::ZERO).unwrap().count();
+    }
+    assert_eq!(n, 2);
+}
+
+#[test]
+fn a_commit_while_waiting_for_the_new_assignment_is_retriable() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+    append(&f.cluster, "t", 0, &["a"]);
+    append(&f.cluster, "t", 1, &["b"]);
+    let coop = |id: &str| {
+        config("g")
+            .client_id(id)
+            .partition_assignment_strategy(["cooperative-sticky"])
+            .build()
+            .unwrap()
+    };
+    let mut a = Consumer::new(&f.cluster, coop("a")).unwrap();
+    a.subscribe(["t"]).unwrap();
+    a.poll(Duration::ZERO).unwrap();
+    let mut b = Consumer::new(&f.cluster, coop("b")).unwrap();
+    b.subscribe(["t"]).unwrap();
+    settle(&mut [&mut a, &mut b]);
+    let mut c = Consumer::new(&f.cluster, coop("c")).unwrap();
+    c.subscribe(["t"]).unwrap();
+    c.poll(Duration::ZERO).unwrap();
+    c.poll(Duration::ZERO).unwrap();
+    a.poll(Duration::ZERO).unwrap(); // the leader rejoins: pending
+    b.poll(Duration::ZERO).unwrap(); // the last to join: waits for the sync
+    assert_eq!(
+        f.cluster.describe_group("g").unwrap().state,
+        GroupState::CompletingRebalance
+    );
+    let err = b.commit_sync().unwrap_err();
+    assert!(matches!(err, Error::RebalanceInProgress { .. }), "{err}");
+    assert!(err.is_retriable());
+    // Once the rebalance is over the same call goes through.
+    for _ in 0..3 {
+        a.poll(Duration::ZERO).unwrap();
+        b.poll(Duration::ZERO).unwrap();
+        c.poll(Duration::ZERO).unwrap();
+    }
+    b.commit_sync().unwrap();
+}

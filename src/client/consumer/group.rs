@@ -139,12 +139,23 @@ pub(super) struct Membership {
     /// Leader only: every member's topics, and the partition counts of
     /// those that existed, when the leader last assigned, to notice a
     /// change.
-    leader_counts: Option<(BTreeSet<String>, BTreeMap<String, u32>)>,
+    leader_counts: Option<(BTreeSet<String>, TopicLayout)>,
     /// A rejoin is due at the next step (cooperative follow-up, changed
     /// subscription or metadata).
     rejoin: bool,
+    /// Eager members revoke everything before they rejoin, but still tell
+    /// the assignor what they owned (as Kafka's sticky assignor carries it
+    /// in its user data), so `sticky` stays sticky.
+    last_owned: Vec<TopicPartition>,
+    /// Another consumer took this static member's `group.instance.id`:
+    /// fatal, as in Kafka, until `unsubscribe` or `close`.
+    fenced: bool,
     heartbeat: Option<Heartbeat>,
 }
+
+/// Each existing topic's id and partition count: a topic deleted and
+/// created again under the same name shows up as a new id.
+type TopicLayout = BTreeMap<String, (uuid::Uuid, u32)>;
 
 impl Membership {
     pub(super) fn new(group: String, subscribed: Subscribed, protocol: RebalanceProtocol) -> Self {
@@ -159,6 +170,8 @@ impl Membership {
             metadata_epoch: u64::MAX,
             leader_counts: None,
             rejoin: false,
+            last_owned: Vec::new(),
+            fenced: false,
             heartbeat: None,
         }
     }
@@ -167,6 +180,35 @@ impl Membership {
     /// generation.
     pub(super) fn commit_identity(&self) -> Option<(&str, i32)> {
         self.member_id.as_deref().map(|id| (id, self.generation))
+    }
+
+    /// Why the member may not commit now, if it may not: it is fenced, or
+    /// it has rejoined and waits for its new assignment (Kafka's client
+    /// answers `RebalanceInProgressException` then; its old generation is
+    /// about to end, and the coordinator would call it stale).
+    pub(super) fn commit_refusal(&self) -> Option<Error> {
+        if self.fenced {
+            return Some(self.fenced_error());
+        }
+        match self.step {
+            Step::Joining | Step::Sync(_) if self.member_id.is_some() => {
+                Some(Error::RebalanceInProgress {
+                    group: self.group.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn fenced_error(&self) -> Error {
+        Error::FencedInstanceId {
+            group: self.group.clone(),
+            instance_id: self.instance_id().unwrap_or_default(),
+        }
+    }
+
+    fn instance_id(&self) -> Option<String> {
+        self.heartbeat.as_ref().and_then(|h| h.instance_id.clone())
     }
 
     /// Whether the member has an assignment for its current generation.
@@ -196,9 +238,12 @@ struct HeartbeatShared {
     member: Mutex<Option<(String, i32)>>,
     /// When `poll` was last called (cluster clock).
     last_poll: AtomicI64,
-    /// Set by the thread when it left the group because `poll` was not
+    /// The consumer is inside `poll` (which notes the time on each pass of
+    /// its loop): never a missed poll.
+    in_poll: AtomicBool,
+    /// The member id the thread left the group with because `poll` was not
     /// called within `max.poll.interval.ms`.
-    poll_expired: AtomicBool,
+    left_as: Mutex<Option<String>>,
     /// The clock time the thread last woke at (for tests to wait on).
     last_wake: Mutex<i64>,
     woke: parking_lot::Condvar,
@@ -208,6 +253,7 @@ struct HeartbeatShared {
 #[derive(Debug)]
 struct Heartbeat {
     shared: Arc<HeartbeatShared>,
+    instance_id: Option<String>,
     stop: Sender<()>,
     handle: Option<JoinHandle<()>>,
 }
@@ -235,6 +281,7 @@ impl Heartbeat {
             .map_err(|e| Error::io("spawn heartbeat thread", "", e))?;
         Ok(Heartbeat {
             shared,
+            instance_id: consumer.config.group_instance_id.clone(),
             stop,
             handle: Some(handle),
         })
@@ -316,7 +363,9 @@ impl HeartbeatContext {
             return;
         };
         let last_poll = self.shared.last_poll.load(Ordering::Acquire);
-        if now.saturating_sub(last_poll) > self.max_poll_interval {
+        if !self.shared.in_poll.load(Ordering::Acquire)
+            && now.saturating_sub(last_poll) > self.max_poll_interval
+        {
             // Kafka: "consumer poll timeout has expired". A dynamic member
             // leaves so the group rebalances at once; a static one stops
             // heartbeating and is removed when its session times out.
@@ -324,7 +373,7 @@ impl HeartbeatContext {
                 cluster.groups.leave(&self.group, &id, now);
             }
             *member = None;
-            self.shared.poll_expired.store(true, Ordering::Release);
+            *self.shared.left_as.lock() = Some(id);
             let _ = self.waker.try_send(());
             return;
         }
@@ -549,10 +598,12 @@ impl Consumer {
         }
     }
 
-    /// Notes that `poll` was called, for `max.poll.interval.ms`.
-    pub(super) fn note_poll(&self, now: i64) {
+    /// Notes that `poll` runs at `now` (for `max.poll.interval.ms`) and
+    /// whether the consumer is inside it.
+    pub(super) fn note_poll(&self, now: i64, inside: bool) {
         if let Some(hb) = self.membership.as_ref().and_then(|m| m.heartbeat.as_ref()) {
             hb.shared.last_poll.store(now, Ordering::Release);
+            hb.shared.in_poll.store(inside, Ordering::Release);
         }
     }
 
@@ -562,10 +613,16 @@ impl Consumer {
         let Some(m) = self.membership.as_mut() else {
             return Ok(true);
         };
-        if let Some(hb) = &m.heartbeat
-            && hb.shared.poll_expired.swap(false, Ordering::AcqRel)
-        {
-            // The heartbeat thread left the group for us.
+        if m.fenced {
+            return Err(m.fenced_error());
+        }
+        let left_as = m
+            .heartbeat
+            .as_ref()
+            .and_then(|hb| hb.shared.left_as.lock().take());
+        if left_as.is_some() && left_as == m.member_id {
+            // The heartbeat thread left the group for this member (not for
+            // an earlier one the consumer has already replaced).
             self.member_lost(true);
         }
         self.check_metadata();
@@ -597,8 +654,7 @@ impl Consumer {
                             m.step = Step::Join { prepared: false };
                         }
                         Err(Error::FencedInstanceId { .. }) => {
-                            self.member_lost(true);
-                            return Err(result.expect_err("matched an error"));
+                            return Err(self.fence());
                         }
                         Err(Error::UnknownMemberId { .. } | Error::IllegalGeneration { .. }) => {
                             self.member_lost(matches!(result, Err(Error::UnknownMemberId { .. })));
@@ -629,6 +685,7 @@ impl Consumer {
                         let m = self.membership.as_mut().expect("subscribed");
                         m.member_id = None;
                     }
+                    Err(Error::FencedInstanceId { .. }) => return Err(self.fence()),
                     Err(e) => return Err(e),
                 },
                 Step::Sync(joined) => {
@@ -649,7 +706,12 @@ impl Consumer {
                         Ok(SyncResponse::Pending) => return Ok(false),
                         Ok(SyncResponse::Assigned(partitions)) => {
                             self.complete_join(&joined, partitions);
-                            return Ok(!self.membership.as_ref().is_some_and(|m| m.rejoin));
+                            if self.membership.as_ref().is_some_and(|m| m.rejoin) {
+                                // The cooperative follow-up: rejoin now, as
+                                // no wake-up will come for it.
+                                continue;
+                            }
+                            return Ok(true);
                         }
                         Err(Error::RebalanceInProgress { .. }) => {
                             m.step = Step::Join { prepared: false };
@@ -693,9 +755,9 @@ impl Consumer {
             m.topics = topics;
             m.rejoin = true;
         }
-        if let Some((topics, counts)) = &m.leader_counts {
-            let now_counts = partition_counts(&self.cluster.inner, topics.iter());
-            if &now_counts != counts {
+        if let Some((topics, layout)) = &m.leader_counts {
+            let now_layout = topic_layout(&self.cluster.inner, topics.iter());
+            if &now_layout != layout {
                 m.rejoin = true;
             }
         }
@@ -710,7 +772,13 @@ impl Consumer {
         };
         let owned = self.assignment();
         let revoked: Vec<TopicPartition> = match m.protocol {
-            RebalanceProtocol::Eager => owned,
+            RebalanceProtocol::Eager => {
+                let owned_now = owned.clone();
+                if let Some(m) = self.membership.as_mut() {
+                    m.last_owned = owned_now;
+                }
+                owned
+            }
             RebalanceProtocol::Cooperative => owned
                 .into_iter()
                 .filter(|tp| !m.topics.contains(&tp.topic))
@@ -729,8 +797,11 @@ impl Consumer {
     }
 
     fn send_join(&mut self, now: i64) -> Result<JoinResponse> {
-        let owned = self.assignment();
+        let mut owned = self.assignment();
         let m = self.membership.as_mut().expect("subscribed");
+        if m.protocol == RebalanceProtocol::Eager {
+            owned.clone_from(&m.last_owned);
+        }
         // The join carries the current topics: no further rejoin is due.
         m.rejoin = false;
         let m = &*m;
@@ -782,10 +853,12 @@ impl Consumer {
             .values()
             .flat_map(|s| s.topics.iter().cloned())
             .collect();
-        let counts = partition_counts(&self.cluster.inner, topics.iter());
+        let layout = topic_layout(&self.cluster.inner, topics.iter());
+        let counts: BTreeMap<String, u32> =
+            layout.iter().map(|(t, (_, n))| (t.clone(), *n)).collect();
         let assignment = assignor.assign(&counts, &joined.members);
         if let Some(m) = self.membership.as_mut() {
-            m.leader_counts = Some((topics, counts));
+            m.leader_counts = Some((topics, layout));
         }
         Ok(assignment)
     }
@@ -834,6 +907,22 @@ impl Consumer {
         self.call_listener(|l, c| l.on_partitions_assigned(c, &added));
     }
 
+    /// Another consumer took this static member's instance id: its
+    /// partitions are lost, and every later poll and commit fails.
+    fn fence(&mut self) -> Error {
+        self.member_lost(false);
+        match self.membership.as_mut() {
+            Some(m) => {
+                m.fenced = true;
+                if let Some(hb) = &m.heartbeat {
+                    *hb.shared.member.lock() = None;
+                }
+                m.fenced_error()
+            }
+            None => Error::IllegalState("the consumer left its group".into()),
+        }
+    }
+
     /// The member was removed from its group (or its generation is gone):
     /// its partitions are lost, and it joins afresh.
     fn member_lost(&mut self, forget_id: bool) {
@@ -843,9 +932,12 @@ impl Consumer {
         }
         self.clear_assignment();
         if let Some(m) = self.membership.as_mut() {
-            if forget_id {
+            // A static member keeps its id: joining with it tells a
+            // removed member (welcome back) from a replaced one (fenced).
+            if forget_id && m.instance_id().is_none() {
                 m.member_id = None;
             }
+            m.last_owned.clear();
             m.generation = -1;
             m.step = Step::Join { prepared: true };
             m.publish();
@@ -853,17 +945,17 @@ impl Consumer {
     }
 }
 
-/// The partition counts of the existing topics among `topics`.
-fn partition_counts<'a>(
+/// The ids and partition counts of the existing topics among `topics`.
+fn topic_layout<'a>(
     cluster: &ClusterInner,
     topics: impl Iterator<Item = &'a String>,
-) -> BTreeMap<String, u32> {
+) -> TopicLayout {
     topics
         .filter_map(|t| {
             cluster
                 .topic_state(t)
                 .ok()
-                .map(|s| (t.clone(), s.partition_count()))
+                .map(|s| (t.clone(), (s.id, s.partition_count())))
         })
         .collect()
 }

@@ -179,6 +179,8 @@ pub struct Consumer {
     listener: ListenerSlot,
     /// A rebalance listener is running (it must not call `poll`).
     in_callback: bool,
+    /// A listener called `unsubscribe`; done once its step is over.
+    unsubscribe_requested: bool,
     /// When the next auto-commit is due (cluster clock).
     next_auto_commit: i64,
     callbacks: Callbacks,
@@ -218,6 +220,7 @@ impl Consumer {
             membership: None,
             listener: ListenerSlot::default(),
             in_callback: false,
+            unsubscribe_requested: false,
             next_auto_commit,
             callbacks: Callbacks::default(),
         })
@@ -476,6 +479,16 @@ impl Consumer {
         offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
     ) -> Result<()> {
         let group = self.group()?;
+        if let Some(refusal) = self
+            .membership
+            .as_ref()
+            .and_then(Membership::commit_refusal)
+        {
+            return Err(refusal);
+        }
+        if offsets.is_empty() {
+            return Ok(());
+        }
         let member = self
             .membership
             .as_ref()
@@ -521,6 +534,11 @@ impl Consumer {
     /// listener and leaves its group (a static member stays until its
     /// session times out).
     pub fn unsubscribe(&mut self) {
+        if self.in_callback {
+            // Inside a rebalance step: finish it first (see `poll`).
+            self.unsubscribe_requested = true;
+            return;
+        }
         let _ = self.leave_group();
         self.clear_assignment();
     }
@@ -569,6 +587,13 @@ impl Consumer {
                 "poll was called from a rebalance listener".into(),
             ));
         }
+        let out = self.poll_loop(timeout);
+        // Out of poll: from now on, max.poll.interval.ms counts.
+        self.note_poll(self.cluster.inner.clock().now_ms(), false);
+        out
+    }
+
+    fn poll_loop(&mut self, timeout: Duration) -> Result<ConsumerRecords> {
         if self.assignment.is_empty() && self.membership.is_none() {
             return Err(Error::IllegalState(
                 "Consumer is not subscribed to any topics or assigned any partitions".into(),
@@ -577,9 +602,7 @@ impl Consumer {
         self.run_commit_callbacks();
         let clock = self.cluster.inner.clock().clone();
         let timeout_ms = i64::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(i64::MAX);
-        let start = clock.now_ms();
-        let deadline = start.saturating_add(timeout_ms);
-        self.note_poll(start);
+        let deadline = clock.now_ms().saturating_add(timeout_ms);
         loop {
             // Empty the wake-up channels before looking at the log: whatever
             // is appended (or however the clock moves) from here on leaves a
@@ -588,8 +611,17 @@ impl Consumer {
             while self.clock_rx.try_recv().is_ok() {}
             self.cluster.inner.check_open()?;
             let now = clock.now_ms();
+            // Waiting inside poll is not a missed poll: Kafka restarts its
+            // poll timer on every pass of this loop too.
+            self.note_poll(now, true);
             let member_ready = if self.membership.is_some() {
-                self.group_step(now)?
+                let ready = self.group_step(now);
+                if std::mem::take(&mut self.unsubscribe_requested) {
+                    // A listener unsubscribed during the step.
+                    self.unsubscribe();
+                    return Ok(ConsumerRecords::default());
+                }
+                ready?
             } else {
                 self.maybe_auto_commit(now);
                 true
