@@ -59,8 +59,7 @@ pub struct GroupDescription {
     /// The assignor the members agreed on; as Kafka reports it, only while
     /// the group is [`GroupState::Stable`].
     pub assignor: Option<String>,
-    /// The current generation; 0 for a group without members (a group's
-    /// generations start over once it has emptied).
+    /// The current generation; 0 for a group without members.
     pub generation: i32,
     /// The members, by member id.
     pub members: Vec<MemberDescription>,

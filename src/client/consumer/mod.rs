@@ -569,12 +569,21 @@ impl Consumer {
     /// position gets one from `auto.offset.reset`.
     ///
     /// # Errors
-    /// - [`Error::IllegalState`] if no partition is assigned.
+    /// - [`Error::IllegalState`] if the consumer neither subscribes nor has
+    ///   partitions assigned, or when called from a rebalance listener.
     /// - [`Error::NoOffsetForPartition`] if a partition has no position, or
     ///   its position is outside the log, and `auto.offset.reset` is `none`.
-    /// - [`Error::UnknownTopicOrPartition`] once an assigned topic is
+    /// - [`Error::UnknownTopicOrPartition`] once a topic assigned by hand is
     ///   deleted (also waking a poll that waits); the partition stays
-    ///   assigned until [`assign`](Consumer::assign) drops it.
+    ///   assigned until [`assign`](Consumer::assign) drops it. A subscribed
+    ///   consumer skips a deleted partition instead; the group's next
+    ///   rebalance takes it away.
+    /// - Subscribed: [`Error::FencedInstanceId`] once another consumer took
+    ///   this static member's `group.instance.id` (every later poll too);
+    ///   [`Error::InconsistentGroupProtocol`] if the group uses assignors
+    ///   this consumer does not offer; [`Error::InvalidConfig`] if
+    ///   `session.timeout.ms` is outside the cluster's
+    ///   `group.min/max.session.timeout.ms`.
     /// - [`Error::CorruptRecord`] for a batch failing its CRC or structure
     ///   check (when no other records are ready).
     /// - [`Error::Closed`] once the cluster is closed.
