@@ -877,3 +877,32 @@ fn a_commit_while_waiting_for_the_new_assignment_is_retriable() {
     }
     b.commit_sync().unwrap();
 }
+
+#[test]
+fn cooperative_members_keep_reading_while_the_group_rebalances() {
+    let f = fixture();
+    f.cluster.create_topic(NewTopic::new("t", 4)).unwrap();
+    let coop = || {
+        config("g")
+            .partition_assignment_strategy(["cooperative-sticky"])
+            .build()
+            .unwrap()
+    };
+    let mut a = Consumer::new(&f.cluster, coop()).unwrap();
+    let mut b = Consumer::new(&f.cluster, coop()).unwrap();
+    a.subscribe(["t"]).unwrap();
+    b.subscribe(["t"]).unwrap();
+    settle(&mut [&mut a, &mut b]);
+    let owned = a.assignment();
+    assert_eq!(owned.len(), 2);
+    let mut c = Consumer::new(&f.cluster, coop()).unwrap();
+    c.subscribe(["t"]).unwrap();
+    c.poll(Duration::ZERO).unwrap(); // the group waits for a and b
+    for tp in &owned {
+        append(&f.cluster, "t", tp.partition, &["x"]);
+    }
+    // a rejoins and waits for b, yet reads the partitions it still owns.
+    let got = a.poll(Duration::ZERO).unwrap().count();
+    assert_eq!(a.generation(), None, "a is mid-rebalance");
+    assert_eq!(got, 2);
+}

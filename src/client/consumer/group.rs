@@ -216,6 +216,14 @@ impl Membership {
         matches!(self.step, Step::Stable)
     }
 
+    /// Whether the member keeps reading the partitions it owns while its
+    /// group rebalances: under the cooperative protocol it owns them until
+    /// it revokes them (KIP-429's point); under the eager one it has
+    /// revoked everything before rejoining.
+    pub(super) fn reads_while_rebalancing(&self) -> bool {
+        self.protocol == RebalanceProtocol::Cooperative && !self.fenced
+    }
+
     pub(super) fn generation(&self) -> i32 {
         self.generation
     }

@@ -630,7 +630,13 @@ impl Consumer {
                     self.unsubscribe();
                     return Ok(ConsumerRecords::default());
                 }
+                // Cooperative members keep reading what they own while
+                // the group rebalances.
                 ready?
+                    || self
+                        .membership
+                        .as_ref()
+                        .is_some_and(Membership::reads_while_rebalancing)
             } else {
                 self.maybe_auto_commit(now);
                 true
