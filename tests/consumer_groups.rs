@@ -57,6 +57,22 @@ fn append(cluster: &Cluster, topic: &str, partition: u32, values: &[&str]) {
         .unwrap();
 }
 
+/// A consumer of `f`'s cluster subscribed to `topics`.
+fn member<const N: usize>(f: &Fixture, config: ConsumerConfig, topics: [&str; N]) -> Consumer {
+    let mut consumer = Consumer::new(&f.cluster, config).unwrap();
+    consumer.subscribe(topics).unwrap();
+    consumer
+}
+
+/// Group `g`'s settings with client id `id` and one assignor.
+fn strategy(id: &str, assignor: &str) -> ConsumerConfig {
+    config("g")
+        .client_id(id)
+        .partition_assignment_strategy([assignor])
+        .build()
+        .unwrap()
+}
+
 fn sorted(mut v: Vec<TopicPartition>) -> Vec<TopicPartition> {
     v.sort();
     v
@@ -92,8 +108,7 @@ fn a_lone_member_gets_every_partition_and_reads() {
     let f = fixture();
     f.cluster.create_topic(NewTopic::new("t", 3)).unwrap();
     append(&f.cluster, "t", 1, &["a", "b"]);
-    let mut c = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
-    c.subscribe(["t"]).unwrap();
+    let mut c = member(&f, config("g").build().unwrap(), ["t"]);
     let records = c.poll(Duration::ZERO).unwrap();
     assert_eq!(records.count(), 2);
     assert_eq!(sorted(c.assignment()).len(), 3);
@@ -104,12 +119,10 @@ fn a_lone_member_gets_every_partition_and_reads() {
 fn a_second_member_takes_half_after_a_rebalance() {
     let f = fixture();
     f.cluster.create_topic(NewTopic::new("t", 4)).unwrap();
-    let mut a = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
-    a.subscribe(["t"]).unwrap();
+    let mut a = member(&f, config("g").build().unwrap(), ["t"]);
     a.poll(Duration::ZERO).unwrap();
     assert_eq!(a.assignment().len(), 4);
-    let mut b = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
-    b.subscribe(["t"]).unwrap();
+    let mut b = member(&f, config("g").build().unwrap(), ["t"]);
     settle(&mut [&mut a, &mut b]);
     assert_eq!(a.assignment().len(), 2);
     assert_eq!(b.assignment().len(), 2);
@@ -187,8 +200,7 @@ fn eager_members_revoke_everything_and_get_a_new_assignment() {
     a.subscribe(["t"]).unwrap();
     a.poll(Duration::ZERO).unwrap();
     assert_eq!(events.take(), vec![("assigned", tps("t", &[0, 1]))]);
-    let mut b = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
-    b.subscribe(["t"]).unwrap();
+    let mut b = member(&f, config("g").build().unwrap(), ["t"]);
     settle(&mut [&mut a, &mut b]);
     let calls = events.take();
     assert_eq!(calls[0], ("revoked", tps("t", &[0, 1])));
@@ -213,8 +225,7 @@ fn cooperative_members_keep_what_does_not_move() {
     a.subscribe(["t"]).unwrap();
     a.poll(Duration::ZERO).unwrap();
     assert_eq!(events.take(), vec![("assigned", tps("t", &[0, 1, 2, 3]))]);
-    let mut b = Consumer::new(&f.cluster, coop()).unwrap();
-    b.subscribe(["t"]).unwrap();
+    let mut b = member(&f, coop(), ["t"]);
     settle(&mut [&mut a, &mut b]);
     let kept = sorted(a.assignment());
     assert_eq!(kept.len(), 2);
@@ -380,8 +391,7 @@ fn a_static_member_restarting_within_its_session_keeps_its_partitions() {
     a.close().unwrap(); // static: no leave
     f.clock.advance_ms(5_000);
     b.poll(Duration::ZERO).unwrap();
-    let mut a2 = Consumer::new(&f.cluster, stat("worker-a")).unwrap();
-    a2.subscribe(["t"]).unwrap();
+    let mut a2 = member(&f, stat("worker-a"), ["t"]);
     a2.poll(Duration::ZERO).unwrap();
     assert_eq!(sorted(a2.assignment()), a_owned);
     assert_eq!(a2.generation(), generation, "no rebalance");
@@ -394,11 +404,9 @@ fn a_second_consumer_with_the_same_instance_id_fences_the_first() {
     let f = fixture();
     f.cluster.create_topic(NewTopic::new("t", 2)).unwrap();
     let stat = || config("g").group_instance_id("w").build().unwrap();
-    let mut a = Consumer::new(&f.cluster, stat()).unwrap();
-    a.subscribe(["t"]).unwrap();
+    let mut a = member(&f, stat(), ["t"]);
     a.poll(Duration::ZERO).unwrap();
-    let mut a2 = Consumer::new(&f.cluster, stat()).unwrap();
-    a2.subscribe(["t"]).unwrap();
+    let mut a2 = member(&f, stat(), ["t"]);
     a2.poll(Duration::ZERO).unwrap();
     assert_eq!(a2.assignment().len(), 2);
     let err = a.poll(Duration::ZERO).unwrap_err();
@@ -457,8 +465,7 @@ fn added_partitions_are_assigned() {
 #[test]
 fn a_waiting_poll_wakes_when_a_new_subscribed_topic_gets_records() {
     let f = fixture();
-    let mut c = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
-    c.subscribe(["later"]).unwrap();
+    let mut c = member(&f, config("g").build().unwrap(), ["later"]);
     assert!(c.poll(Duration::ZERO).unwrap().is_empty());
     assert!(c.assignment().is_empty());
     let cluster = f.cluster.clone();
@@ -626,8 +633,7 @@ fn a_session_timeout_below_the_cluster_minimum_is_refused_at_join() {
         .heartbeat_interval_ms(100)
         .build()
         .unwrap();
-    let mut c = Consumer::new(&f.cluster, config).unwrap();
-    c.subscribe(["t"]).unwrap();
+    let mut c = member(&f, config, ["t"]);
     let err = c.poll(Duration::ZERO).unwrap_err();
     assert!(
         err.to_string().contains("group.min.session.timeout.ms"),
@@ -691,8 +697,7 @@ fn a_custom_assignor_decides_the_assignment() {
         Some("all-to-last")
     );
     // A member offering no assignor the group uses is refused.
-    let mut range = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
-    range.subscribe(["t"]).unwrap();
+    let mut range = member(&f, config("g").build().unwrap(), ["t"]);
     let err = range.poll(Duration::ZERO).unwrap_err();
     assert!(
         matches!(err, Error::InconsistentGroupProtocol { .. }),
@@ -705,24 +710,15 @@ fn a_cooperative_follower_rejoins_in_the_same_poll_after_revoking() {
     let f = fixture();
     f.cluster.create_topic(NewTopic::new("x", 1)).unwrap();
     f.cluster.create_topic(NewTopic::new("t", 2)).unwrap();
-    let coop = |id: &str| {
-        config("g")
-            .client_id(id)
-            .partition_assignment_strategy(["cooperative-sticky"])
-            .build()
-            .unwrap()
-    };
+    let coop = |id: &str| strategy(id, "cooperative-sticky");
     // a (the leader) reads x only; b reads t and owns both its partitions.
-    let mut a = Consumer::new(&f.cluster, coop("a")).unwrap();
-    a.subscribe(["x"]).unwrap();
+    let mut a = member(&f, coop("a"), ["x"]);
     a.poll(Duration::ZERO).unwrap();
-    let mut b = Consumer::new(&f.cluster, coop("b")).unwrap();
-    b.subscribe(["t"]).unwrap();
+    let mut b = member(&f, coop("b"), ["t"]);
     settle(&mut [&mut a, &mut b]);
     assert_eq!(b.assignment().len(), 2);
     // c joins for t: b, a follower, must give one partition up.
-    let mut c = Consumer::new(&f.cluster, coop("c")).unwrap();
-    c.subscribe(["t"]).unwrap();
+    let mut c = member(&f, coop("c"), ["t"]);
     c.poll(Duration::ZERO).unwrap();
     b.poll(Duration::ZERO).unwrap(); // rejoins: pending
     a.poll(Duration::ZERO).unwrap(); // completes the join, syncs
@@ -746,11 +742,9 @@ fn a_fenced_static_member_stays_fenced() {
     let f = fixture();
     f.cluster.create_topic(NewTopic::new("t", 2)).unwrap();
     let stat = || config("g").group_instance_id("w").build().unwrap();
-    let mut a = Consumer::new(&f.cluster, stat()).unwrap();
-    a.subscribe(["t"]).unwrap();
+    let mut a = member(&f, stat(), ["t"]);
     a.poll(Duration::ZERO).unwrap();
-    let mut a2 = Consumer::new(&f.cluster, stat()).unwrap();
-    a2.subscribe(["t"]).unwrap();
+    let mut a2 = member(&f, stat(), ["t"]);
     a2.poll(Duration::ZERO).unwrap();
     for _ in 0..3 {
         let err = a.poll(Duration::ZERO).unwrap_err();
@@ -779,8 +773,7 @@ fn unsubscribe_from_a_listener_ends_the_subscription_after_the_step() {
     a.set_rebalance_listener(Quit);
     a.subscribe(["t"]).unwrap();
     a.poll(Duration::ZERO).unwrap();
-    let mut b = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
-    b.subscribe(["t"]).unwrap();
+    let mut b = member(&f, config("g").build().unwrap(), ["t"]);
     b.poll(Duration::ZERO).unwrap();
     // a sees the rebalance and revokes; its listener unsubscribes.
     assert!(a.poll(Duration::ZERO).unwrap().is_empty());
@@ -796,22 +789,13 @@ fn unsubscribe_from_a_listener_ends_the_subscription_after_the_step() {
 fn the_sticky_assignor_is_sticky_in_a_group() {
     let f = fixture();
     f.cluster.create_topic(NewTopic::new("t", 6)).unwrap();
-    let sticky = |id: &str| {
-        config("g")
-            .client_id(id)
-            .partition_assignment_strategy(["sticky"])
-            .build()
-            .unwrap()
-    };
-    let mut a = Consumer::new(&f.cluster, sticky("a")).unwrap();
-    a.subscribe(["t"]).unwrap();
+    let sticky = |id: &str| strategy(id, "sticky");
+    let mut a = member(&f, sticky("a"), ["t"]);
     a.poll(Duration::ZERO).unwrap();
-    let mut b = Consumer::new(&f.cluster, sticky("b")).unwrap();
-    b.subscribe(["t"]).unwrap();
+    let mut b = member(&f, sticky("b"), ["t"]);
     settle(&mut [&mut a, &mut b]);
     let (a1, b1) = (sorted(a.assignment()), sorted(b.assignment()));
-    let mut c = Consumer::new(&f.cluster, sticky("c")).unwrap();
-    c.subscribe(["t"]).unwrap();
+    let mut c = member(&f, sticky("c"), ["t"]);
     settle(&mut [&mut a, &mut b, &mut c]);
     // Eager members revoke everything, yet tell the assignor what they
     // owned: each keeps two of its three.
@@ -824,8 +808,7 @@ fn the_sticky_assignor_is_sticky_in_a_group() {
 fn a_topic_deleted_and_created_again_is_read_again() {
     let f = fixture();
     f.cluster.create_topic(NewTopic::new("t", 1)).unwrap();
-    let mut c = Consumer::new(&f.cluster, config("g").build().unwrap()).unwrap();
-    c.subscribe(["t"]).unwrap();
+    let mut c = member(&f, config("g").build().unwrap(), ["t"]);
     c.poll(Duration::ZERO).unwrap();
     f.cluster.delete_topic("t").unwrap();
     f.cluster.create_topic(NewTopic::new("t", 1)).unwrap();
@@ -843,21 +826,12 @@ fn a_commit_while_waiting_for_the_new_assignment_is_retriable() {
     f.cluster.create_topic(NewTopic::new("t", 2)).unwrap();
     append(&f.cluster, "t", 0, &["a"]);
     append(&f.cluster, "t", 1, &["b"]);
-    let coop = |id: &str| {
-        config("g")
-            .client_id(id)
-            .partition_assignment_strategy(["cooperative-sticky"])
-            .build()
-            .unwrap()
-    };
-    let mut a = Consumer::new(&f.cluster, coop("a")).unwrap();
-    a.subscribe(["t"]).unwrap();
+    let coop = |id: &str| strategy(id, "cooperative-sticky");
+    let mut a = member(&f, coop("a"), ["t"]);
     a.poll(Duration::ZERO).unwrap();
-    let mut b = Consumer::new(&f.cluster, coop("b")).unwrap();
-    b.subscribe(["t"]).unwrap();
+    let mut b = member(&f, coop("b"), ["t"]);
     settle(&mut [&mut a, &mut b]);
-    let mut c = Consumer::new(&f.cluster, coop("c")).unwrap();
-    c.subscribe(["t"]).unwrap();
+    let mut c = member(&f, coop("c"), ["t"]);
     c.poll(Duration::ZERO).unwrap();
     c.poll(Duration::ZERO).unwrap();
     a.poll(Duration::ZERO).unwrap(); // the leader rejoins: pending
@@ -895,8 +869,7 @@ fn cooperative_members_keep_reading_while_the_group_rebalances() {
     settle(&mut [&mut a, &mut b]);
     let owned = a.assignment();
     assert_eq!(owned.len(), 2);
-    let mut c = Consumer::new(&f.cluster, coop()).unwrap();
-    c.subscribe(["t"]).unwrap();
+    let mut c = member(&f, coop(), ["t"]);
     c.poll(Duration::ZERO).unwrap(); // the group waits for a and b
     for tp in &owned {
         append(&f.cluster, "t", tp.partition, &["x"]);
