@@ -264,48 +264,26 @@ mod heartbeats {
         assert_eq!(consumer.assignment().len(), 2);
         assert!(consumer.generation().is_some());
     }
-}
-
-mod long_polls {
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use crate::{Clock, Cluster, ClusterConfig, Consumer, ConsumerConfig, ManualClock, NewTopic};
 
     /// A consumer waiting inside one long `poll` is still polling: its
     /// heartbeat thread must not leave the group for it, however long the
     /// wait (Kafka restarts the poll timer on every pass of poll's loop).
     #[test]
     fn waiting_inside_poll_is_not_a_missed_poll() {
-        let clock = ManualClock::new(1_700_000_000_000);
-        let dir = tempfile::tempdir().unwrap();
-        let config = ClusterConfig::builder()
-            .clock(Arc::new(clock.clone()))
-            .build()
-            .unwrap();
-        let cluster = Cluster::open(dir.path(), config).unwrap();
-        cluster.create_topic(NewTopic::new("t", 1)).unwrap();
-        let config = ConsumerConfig::builder()
-            .group_id("g")
-            .session_timeout_ms(10_000)
-            .heartbeat_interval_ms(1_000)
-            .max_poll_interval_ms(30_000)
-            .build()
-            .unwrap();
-        let mut consumer = Consumer::new(&cluster, config).unwrap();
-        consumer.subscribe(["t"]).unwrap();
-        consumer.poll(Duration::ZERO).unwrap();
-        let member = consumer.member_id().unwrap().to_string();
+        let clock = ManualClock::new(T0);
+        let (_dir, cluster) = cluster(&clock);
+        let consumer = member(&cluster);
+        let id = consumer.member_id().unwrap().to_string();
         // What poll's loop notes while it waits: inside, as of the start.
         consumer.note_poll(clock.now_ms(), true);
         for _ in 0..10 {
             clock.advance_ms(6_000);
             consumer.wait_for_heartbeat_at(clock.now_ms());
         }
-        // 60 s inside poll: still a member, kept alive by the thread.
+        // 60 s inside poll, twice max.poll.interval.ms: still a member.
         let snapshot = cluster.inner.groups.snapshot("g", clock.now_ms()).unwrap();
         assert_eq!(snapshot.members.len(), 1);
-        assert_eq!(snapshot.members[0].member_id, member);
+        assert_eq!(snapshot.members[0].member_id, id);
         // Out of poll, the interval counts again.
         consumer.note_poll(clock.now_ms(), false);
         for _ in 0..6 {
