@@ -145,7 +145,7 @@ impl LogConfig {
         self.flush
     }
 
-    /// How often the log's worker thread enforces retention (Kafka's
+    /// How often the log's background thread enforces retention (Kafka's
     /// broker setting `log.retention.check.interval.ms`). Default 5 minutes.
     #[must_use]
     pub fn retention_check_interval_ms(&self) -> i64 {

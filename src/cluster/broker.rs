@@ -7,6 +7,10 @@
 //! mistaken for a re-created topic of the same name. Deleting a topic
 //! renames its directories to `<topic>-<partition>.<id>-delete` (as Kafka
 //! does) before removing them; leftovers are removed on the next open.
+//!
+//! The broker owns the scheduler that runs every partition log's
+//! background work (Kafka's broker scheduler, `background.threads`
+//! threads named `logbus-log-N`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -19,7 +23,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::{CorruptionKind, Error, Result};
-use crate::log::{CheckpointRead, Log, OffsetCheckpoint};
+use crate::log::{CheckpointRead, Log, LogScheduler, OffsetCheckpoint};
 use crate::replica::{Replica, ReplicaOffsets};
 use crate::storage::{OpenMode, Storage, write_atomic};
 
@@ -69,17 +73,21 @@ pub(crate) struct Broker {
     /// logs) cleaner checkpoint of each live partition, written to the
     /// checkpoint files.
     checkpoints: Mutex<Checkpoints>,
+    /// Runs the partition logs' background work; stopped after they close.
+    scheduler: LogScheduler,
 }
 
 impl Broker {
-    /// Opens the broker directory (creating it), reads its checkpoints and
-    /// removes leftovers of deleted topics: `*-delete` directories and
-    /// partition directories `live` does not list with the same topic id.
+    /// Opens the broker directory (creating it), reads its checkpoints,
+    /// removes leftovers of deleted topics (`*-delete` directories and
+    /// partition directories `live` does not list with the same topic id)
+    /// and starts the log scheduler's `background_threads` threads.
     pub(crate) fn open(
         dir: PathBuf,
         storage: Arc<dyn Storage>,
         clock: Arc<dyn Clock>,
         live: &BTreeMap<(String, u32), Uuid>,
+        background_threads: usize,
     ) -> Result<Broker> {
         storage.create_dir_all(&dir)?;
         let read = |name: &str, tolerate_damage: bool| -> Result<Offsets> {
@@ -105,11 +113,13 @@ impl Broker {
         ] {
             map.retain(|k, _| live.contains_key(k));
         }
+        let scheduler = LogScheduler::start(background_threads, clock.clone())?;
         let broker = Broker {
             dir,
             storage,
             clock,
             checkpoints: Mutex::new(checkpoints),
+            scheduler,
         };
         broker.remove_leftovers(live)?;
         broker.write_checkpoints()?;
@@ -210,7 +220,8 @@ impl Broker {
         let mut builder = Log::builder(&dir)
             .config(config)
             .storage(self.storage.clone())
-            .clock(self.clock.clone());
+            .clock(self.clock.clone())
+            .scheduler(self.scheduler.handle());
         if let Some(point) = recovery {
             builder = builder.recovery_point(point);
         }
@@ -240,6 +251,12 @@ impl Broker {
         self.storage.rename(&dir, &doomed)?;
         self.storage.sync_dir(&self.dir)?;
         self.storage.remove_dir_all(&doomed)
+    }
+
+    /// Stops and joins the log scheduler's threads; call it once every
+    /// partition log is closed.
+    pub(crate) fn stop_scheduler(&self) {
+        self.scheduler.stop();
     }
 
     /// Records a partition's offsets for the next checkpoint write.

@@ -31,6 +31,7 @@ pub struct ClusterConfig {
     pub(crate) group_min_session_timeout_ms: i64,
     pub(crate) group_max_session_timeout_ms: i64,
     pub(crate) group_initial_rebalance_delay_ms: i64,
+    pub(crate) background_threads: usize,
 }
 
 impl Default for ClusterConfig {
@@ -45,6 +46,7 @@ impl Default for ClusterConfig {
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 0,
+            background_threads: 2,
         }
     }
 }
@@ -106,6 +108,15 @@ impl ClusterConfig {
     #[must_use]
     pub fn group_initial_rebalance_delay_ms(&self) -> i64 {
         self.group_initial_rebalance_delay_ms
+    }
+
+    /// Threads that run the partition logs' background work: flushing
+    /// rolled segments, removing deleted ones, the interval flush,
+    /// retention and compaction (Kafka's `background.threads`). The default
+    /// is 2, not Kafka's 10: an embedded cluster shares its process.
+    #[must_use]
+    pub fn background_threads(&self) -> usize {
+        self.background_threads
     }
 
     /// The clock every timeout and timestamp reads.
@@ -178,6 +189,16 @@ impl ClusterConfigBuilder {
         self
     }
 
+    /// Kafka's `background.threads` (default 2, not Kafka's 10): how many
+    /// threads (`logbus-log-N`) run every partition log's background work,
+    /// whatever the number of partitions. A long compaction pass holds one
+    /// of them; with one thread, other logs' flushes and removals wait for
+    /// it to end.
+    pub fn background_threads(mut self, threads: usize) -> Self {
+        self.config.background_threads = threads;
+        self
+    }
+
     /// The file layer (default: [`StdStorage`]).
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.config.storage = storage;
@@ -220,6 +241,11 @@ impl ClusterConfig {
         if c.group_initial_rebalance_delay_ms < 0 {
             return Err(Error::InvalidConfig(
                 "group.initial.rebalance.delay.ms must be >= 0".into(),
+            ));
+        }
+        if c.background_threads == 0 {
+            return Err(Error::InvalidConfig(
+                "background.threads must be >= 1".into(),
             ));
         }
         if c.num_partitions == 0 {

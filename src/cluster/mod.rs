@@ -185,7 +185,13 @@ impl Cluster {
             .values()
             .flat_map(|t| (0..t.partitions).map(move |p| ((t.name.clone(), p), t.id)))
             .collect();
-        let broker = Broker::open(root.join(BROKER_DIR), storage, config.clock.clone(), &live)?;
+        let broker = Broker::open(
+            root.join(BROKER_DIR),
+            storage,
+            config.clock.clone(),
+            &live,
+            config.background_threads,
+        )?;
         let inner = ClusterInner {
             root,
             cluster_id,
@@ -310,7 +316,7 @@ impl Cluster {
 
     /// Closes the cluster for every clone and handle: later calls return
     /// [`Error::Closed`]. Flushes every partition, writes the checkpoint
-    /// files, stops every log's thread and releases the directory lock.
+    /// files, stops the cluster's threads and releases the directory lock.
     /// Closing twice is a no-op.
     ///
     /// # Errors
@@ -593,6 +599,8 @@ impl ClusterInner {
             }
         }
         note(self.broker.write_checkpoints());
+        // Every partition log is closed: nothing is left for its threads.
+        self.broker.stop_scheduler();
         drop(controller);
         self.lock.lock().take();
         match first_error {

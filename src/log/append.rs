@@ -366,8 +366,8 @@ impl LogInner {
     }
 
     /// Seals the active segment and starts a new one at `base_offset`. The
-    /// sealed segment's fsync runs on the worker thread (or in the next group
-    /// commit), not here.
+    /// sealed segment's fsync runs on a scheduler thread (or in the next
+    /// group commit), not here.
     fn roll(&self, state: &mut LogState, base_offset: u64, now: i64) -> Result<()> {
         let limits = self.segment_limits();
         state.spare_requested = false;

@@ -88,7 +88,7 @@ impl Log {
     /// offset and the log end offset never change; small cleaned segments
     /// merge (up to `segment.bytes`).
     ///
-    /// The log's worker thread runs a pass on its retention-check interval
+    /// The log's background thread runs a pass on its retention-check interval
     /// when the dirty ratio reaches `min.cleanable.dirty.ratio` (see
     /// [`Log::maybe_clean`]). Readers are never blocked for the rewrite and
     /// see either the old or the new segments; data they hold stays valid.
@@ -110,7 +110,7 @@ impl Log {
 
     /// Runs a cleaning pass if the log compacts and its dirty ratio
     /// ([`Log::dirty_ratio`]) is at least `min.cleanable.dirty.ratio`, as the
-    /// worker thread does; `None` if it did not run.
+    /// background thread does; `None` if it did not run.
     ///
     /// # Errors
     /// As [`Log::clean`].

@@ -11,7 +11,7 @@
 //! taken before `durability`; the segment's own map lock is innermost. No
 //! I/O that can take milliseconds (fsync, removing files) happens under
 //! `state`: fsyncs run in [`durability`] after the lock is released, and
-//! flushing or removing sealed segments runs on the log's worker thread.
+//! flushing or removing sealed segments runs on a [`scheduler`] thread.
 
 mod append;
 mod checkpoint;
@@ -20,6 +20,7 @@ mod durability;
 mod open;
 mod read;
 mod retention;
+mod scheduler;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -42,17 +43,19 @@ pub use read::{LogRead, TimestampOffset};
 pub use retention::RetentionReport;
 
 use durability::Durability;
-use worker::Worker;
+pub(crate) use scheduler::{LogScheduler, SchedulerHandle};
 
 /// One partition's log: an ordered list of segments of Kafka v2 record
 /// batches, the last of which takes appends.
 ///
 /// The log assigns offsets, reads by offset and by timestamp, rolls
 /// segments, recovers after a crash, truncates, enforces retention and makes
-/// appends durable as its [`FlushPolicy`](crate::FlushPolicy) says. It owns
-/// one background thread (`logbus-log`) that flushes sealed segments,
-/// removes deleted ones and runs interval flushes and retention checks; the
-/// thread is stopped and joined by [`Log::close`] or on drop.
+/// appends durable as its [`FlushPolicy`](crate::FlushPolicy) says. A
+/// background thread (`logbus-log-0`) flushes sealed segments, removes
+/// deleted ones and runs interval flushes, retention checks and cleaning; a
+/// log opened on its own has one of its own, stopped and joined by
+/// [`Log::close`] or on drop (the logs of a [`Cluster`](crate::Cluster)
+/// share the cluster's `background.threads`).
 ///
 /// `Log` is `Send + Sync`: appends are serialized internally, reads run
 /// concurrently with each other and with appends. Data a reader holds (a
@@ -75,10 +78,11 @@ use worker::Worker;
 #[derive(Debug)]
 pub struct Log {
     inner: Arc<LogInner>,
-    worker: Mutex<Option<Worker>>,
+    /// The scheduler of a log opened without one, stopped on close.
+    private: Mutex<Option<LogScheduler>>,
 }
 
-/// State shared between the handle and the worker thread.
+/// State shared between the handle and the scheduler's threads.
 #[derive(Debug)]
 pub(crate) struct LogInner {
     dir: PathBuf,
@@ -92,7 +96,8 @@ pub(crate) struct LogInner {
     /// Held for a whole cleaning pass: one pass at a time. Taken before
     /// `state`.
     cleaner: Mutex<()>,
-    jobs: crossbeam_channel::Sender<worker::Job>,
+    /// The log's place in its scheduler: its job queue and timers.
+    background: scheduler::Registration,
     _lock: DirLock,
 }
 
@@ -107,9 +112,9 @@ pub(crate) struct LogState {
     unflushed: Vec<Arc<dyn StorageFile>>,
     /// Whether directory entries changed since the last directory sync.
     dir_dirty: bool,
-    /// Whether the worker prepared a spare segment for the next roll.
+    /// Whether the scheduler prepared a spare segment for the next roll.
     spare_ready: bool,
-    /// Whether a spare was asked of the worker since the last roll.
+    /// Whether a spare was asked of the scheduler since the last roll.
     spare_requested: bool,
     /// The first offset the cleaner has not cleaned yet.
     cleaner_checkpoint: u64,
@@ -156,6 +161,7 @@ pub struct LogBuilder {
     recovery_point: u64,
     log_start_offset: u64,
     cleaner_checkpoint: u64,
+    scheduler: Option<SchedulerHandle>,
 }
 
 impl LogBuilder {
@@ -197,6 +203,14 @@ impl LogBuilder {
         self
     }
 
+    /// Runs the log's background work on a shared scheduler, whose clock
+    /// drives the log's timers (pass the same clock to [`Self::clock`]).
+    /// Default: a private one-thread scheduler.
+    pub(crate) fn scheduler(mut self, scheduler: SchedulerHandle) -> Self {
+        self.scheduler = Some(scheduler);
+        self
+    }
+
     /// Opens the log, creating the directory if needed and recovering it if
     /// it holds segments.
     ///
@@ -220,6 +234,7 @@ impl Log {
             recovery_point: 0,
             log_start_offset: 0,
             cleaner_checkpoint: 0,
+            scheduler: None,
         }
     }
 
@@ -320,8 +335,9 @@ impl Log {
         self.inner.durability.wait_durable(offset, timeout)
     }
 
-    /// Stops the worker thread, flushes the log and releases the directory
-    /// lock. Dropping the log does the same but ignores errors.
+    /// Stops the log's background work (waiting for work in progress),
+    /// flushes the log and releases the directory lock. Dropping the log
+    /// does the same but ignores errors.
     ///
     /// # Errors
     /// The [`Error::Io`] of a failed flush.
@@ -330,10 +346,15 @@ impl Log {
     }
 
     fn shutdown(&self) -> Result<()> {
-        if let Some(worker) = self.worker.lock().take() {
-            worker.stop();
-        } else {
+        let Some(unrun) = self.inner.background.close() else {
             return Ok(());
+        };
+        // No scheduler thread touches the log any more.
+        for job in unrun {
+            worker::run_unqueued(&self.inner, job);
+        }
+        if let Some(private) = self.private.lock().take() {
+            private.stop();
         }
         self.inner.remove_spare();
         if self.inner.is_fenced() {

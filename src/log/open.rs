@@ -16,7 +16,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::{CorruptionKind, Error, FormatError, Result};
 use crate::log::durability::Durability;
-use crate::log::{Log, LogBuilder, LogInner, LogState, worker};
+use crate::log::{Log, LogBuilder, LogInner, LogScheduler, LogState};
 use crate::storage::probe::{Counters, ScanOutcome, SegmentProbe};
 use crate::storage::segment::{
     self, CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, SWAP_SUFFIX, Segment,
@@ -65,6 +65,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         recovery_point,
         log_start_offset,
         cleaner_checkpoint,
+        scheduler,
     } = builder;
     storage.create_dir_all(&dir)?;
     let lock = storage.lock_dir(&dir)?;
@@ -179,8 +180,14 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         recovery_point.min(log_end_offset)
     };
 
-    let (jobs, job_rx) = crossbeam_channel::bounded(worker::QUEUE_CAPACITY);
-    let inner = Arc::new(LogInner {
+    let (scheduler, private) = match scheduler {
+        Some(shared) => (shared, None),
+        None => {
+            let private = LogScheduler::start(1, clock.clone())?;
+            (private.handle(), Some(private))
+        }
+    };
+    let inner = Arc::new_cyclic(|weak| LogInner {
         dir,
         storage,
         clock,
@@ -200,13 +207,17 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         durability: Durability::new(durable, log_end_offset),
         recovery: report,
         cleaner: Mutex::new(()),
-        jobs,
+        background: scheduler.register(weak.clone()),
         _lock: lock,
     });
-    let worker = worker::Worker::spawn(&inner, job_rx)?;
+    // The first deadlines count from the open.
+    inner.background.start_timers(
+        inner.flush_interval_ms(),
+        inner.config.retention_check_interval_ms(),
+    );
     Ok(Log {
         inner,
-        worker: Mutex::new(Some(worker)),
+        private: Mutex::new(private),
     })
 }
 

@@ -26,7 +26,7 @@ impl Log {
     /// Deletes the oldest sealed segments that are past `retention.ms` (by
     /// their newest record's timestamp), that push the log over
     /// `retention.bytes`, or that lie wholly below the log start offset. The
-    /// active segment is never deleted. The log's worker thread runs this
+    /// active segment is never deleted. The log's background thread runs this
     /// every `retention_check_interval`; call it to enforce retention now.
     ///
     /// Readers still holding data of a deleted segment keep reading it
