@@ -213,12 +213,7 @@ fn eager_members_revoke_everything_and_get_a_new_assignment() {
 fn cooperative_members_keep_what_does_not_move() {
     let f = fixture();
     f.cluster.create_topic(NewTopic::new("t", 4)).unwrap();
-    let coop = || {
-        config("g")
-            .partition_assignment_strategy(["cooperative-sticky"])
-            .build()
-            .unwrap()
-    };
+    let coop = || strategy("coop", "cooperative-sticky");
     let mut a = Consumer::new(&f.cluster, coop()).unwrap();
     let events = Recorder::default();
     a.set_rebalance_listener(events.clone());
@@ -856,12 +851,7 @@ fn a_commit_while_waiting_for_the_new_assignment_is_retriable() {
 fn cooperative_members_keep_reading_while_the_group_rebalances() {
     let f = fixture();
     f.cluster.create_topic(NewTopic::new("t", 4)).unwrap();
-    let coop = || {
-        config("g")
-            .partition_assignment_strategy(["cooperative-sticky"])
-            .build()
-            .unwrap()
-    };
+    let coop = || strategy("coop", "cooperative-sticky");
     let mut a = Consumer::new(&f.cluster, coop()).unwrap();
     let mut b = Consumer::new(&f.cluster, coop()).unwrap();
     a.subscribe(["t"]).unwrap();
