@@ -341,6 +341,14 @@ impl Registration {
     }
 }
 
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // A log always closes before it drops; this only keeps a log that
+        // failed half-way through its open from leaving timers behind.
+        self.shared.remove_timers(self.slot.id);
+    }
+}
+
 impl Shared {
     fn remove_timers(&self, id: u64) {
         let mut timers = self.timers.lock();
