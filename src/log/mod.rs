@@ -17,6 +17,7 @@ mod append;
 mod checkpoint;
 mod cleaner;
 mod durability;
+mod fence;
 mod open;
 mod read;
 mod retention;
@@ -38,6 +39,7 @@ use crate::storage::{StdStorage, segment::Segment};
 pub use append::AppendInfo;
 pub use checkpoint::{CheckpointRead, OffsetCheckpoint};
 pub use cleaner::CleanReport;
+pub use fence::FencedTruncation;
 pub use open::{RecoveryReport, TruncatedTail};
 pub use read::{LogRead, TimestampOffset};
 pub use retention::RetentionReport;
@@ -319,8 +321,9 @@ impl Log {
 
     /// Waits until every offset below `offset` is on disk (the recovery
     /// point reached it), at most `timeout` in real time; returns whether it
-    /// did. Under [`FlushPolicy::Interval`](crate::FlushPolicy::Interval)
-    /// this waits for the background flush; it never starts one itself (see
+    /// did. With a `flush.ms` bound
+    /// ([`FlushPolicy::interval`](crate::FlushPolicy::interval)) this waits
+    /// for the background flush; it never starts one itself (see
     /// [`Log::flush`]).
     ///
     /// ```
