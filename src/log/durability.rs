@@ -59,17 +59,11 @@ impl Durability {
         }
     }
 
-    /// Waits until every offset below `offset` is on disk, or `timeout`
-    /// passes; returns whether it is. Woken by every completed sync.
-    pub(crate) fn wait_durable(&self, offset: u64, timeout: std::time::Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        let mut state = self.state.lock();
-        while state.durable_offset < offset {
-            if self.done.wait_until(&mut state, deadline).timed_out() {
-                return state.durable_offset >= offset;
-            }
-        }
-        true
+    /// Wakes every thread waiting in [`LogInner::wait_durable`] (after the
+    /// log was fenced).
+    pub(crate) fn wake_waiters(&self) {
+        let _state = self.state.lock();
+        self.done.notify_all();
     }
 
     /// Records a new log end offset; called with the log's `state` lock held.
@@ -93,6 +87,28 @@ impl Durability {
 }
 
 impl LogInner {
+    /// Waits until every offset below `offset` is on disk, or `timeout`
+    /// passes, or the log is fenced (then it never will be); returns
+    /// whether it is. Woken by every completed sync and by fencing.
+    pub(crate) fn wait_durable(&self, offset: u64, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut state = self.durability.state.lock();
+        while state.durable_offset < offset {
+            if self.is_fenced() {
+                return false;
+            }
+            if self
+                .durability
+                .done
+                .wait_until(&mut state, deadline)
+                .timed_out()
+            {
+                return state.durable_offset >= offset;
+            }
+        }
+        true
+    }
+
     /// Returns once every offset below `target` is on disk, running an fsync
     /// itself or waiting for the one in flight.
     pub(crate) fn sync_to(&self, target: u64) -> Result<()> {
@@ -137,7 +153,7 @@ impl LogInner {
                     // Fenced before the lock is released, so no other thread
                     // starts a retry that would "succeed" over pages this
                     // failure dropped and raise the durable offset past them.
-                    self.fence();
+                    self.mark_fenced();
                     let synced = state.durable_offset;
                     fence::remember(&self.dir, synced);
                     self.durability.done.notify_all();

@@ -61,8 +61,7 @@ static FENCED: Mutex<BTreeMap<PathBuf, u64>> = Mutex::new(BTreeMap::new());
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FencedTruncation {
     /// Every offset below this was covered by a successful fsync before
-    /// the failure. The reopened log ends here (or lower, if recovery found
-    /// less).
+    /// the failure. The reopened log ends here.
     pub synced_offset: u64,
     /// Where the log ended as recovery found it, before the cut: the
     /// offsets from `synced_offset` to here were read back from pages a
@@ -157,12 +156,16 @@ fn parse_marker(bytes: &[u8]) -> Option<u64> {
 }
 
 /// What the report says for a pending cut to `synced` of a log recovery
-/// found ending at `found_end`.
+/// found ending at `found_end`: nothing unless something is cut (a power
+/// loss may have taken the unsynced bytes already, or the directory holds
+/// a new log).
 pub(crate) fn planned(synced: Option<u64>, found_end: u64) -> Option<FencedTruncation> {
-    synced.map(|synced_offset| FencedTruncation {
-        synced_offset,
-        found_end_offset: found_end,
-    })
+    synced
+        .filter(|&synced| synced < found_end)
+        .map(|synced_offset| FencedTruncation {
+            synced_offset,
+            found_end_offset: found_end,
+        })
 }
 
 /// The last step of opening a log with a pending cut: truncates to

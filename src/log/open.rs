@@ -42,9 +42,10 @@ pub struct RecoveryReport {
     /// pass left unfinished and recovery completed.
     pub swaps_completed: usize,
     /// Set when an fsync failure had fenced this log (in this process, or
-    /// recorded in its `fenced-offset` marker): the log was cut back to the
-    /// last offset a successful fsync covered, dropping what the page
-    /// cache still showed past it (fsyncgate).
+    /// as recorded in its `fenced-offset` marker) and recovery found data
+    /// past the last offset a successful fsync covered: the log was cut
+    /// back to that offset, dropping what the page cache still showed past
+    /// it (fsyncgate).
     pub fenced_truncation: Option<crate::log::FencedTruncation>,
 }
 
