@@ -6,22 +6,143 @@ use crate::error::{Error, Result};
 use crate::types::TimestampType;
 
 /// When appended data reaches the disk, and so what an acknowledged append
-/// survives. See the README's durability section.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FlushPolicy {
-    /// Appends are acknowledged once in the operating system's page cache.
-    /// They survive a crash of the process, not a power loss or kernel crash.
-    /// Kafka's default (`flush.ms` and `flush.messages` unlimited).
-    #[default]
-    PageCache,
-    /// A background flush runs at this interval (Kafka's `flush.ms`); an
-    /// append may be lost on power loss if it came less than one interval
-    /// before it.
-    Interval(Duration),
-    /// Every append is fsynced before it is acknowledged (Kafka's
-    /// `flush.messages=1`); concurrent appends share one fsync. Acknowledged
-    /// appends survive power loss.
-    EveryAppend,
+/// survives: Kafka's `flush.messages` and `flush.ms`, either, both or
+/// neither. See the README's durability section.
+///
+/// - **Page cache** ([`FlushPolicy::page_cache`], the default, as in
+///   Kafka): an append is acknowledged once it is in the operating system's
+///   page cache. It survives a crash of the process, not a power loss or a
+///   kernel crash before the OS wrote it back. Sealed segments are still
+///   fsynced in the background after each roll.
+/// - **Every N messages** ([`FlushPolicy::every_messages`], Kafka's
+///   `flush.messages=N`): the append that brings the log's unflushed
+///   records (log end offset minus recovery point, as Kafka counts them) to
+///   N or more runs an fsync covering itself, or waits for the one in
+///   flight, before it is acknowledged; concurrent appenders share fsyncs.
+///   When any append returns, at most N − 1 offsets up to its end are not on
+///   disk, so a power loss loses at most the last N − 1 acknowledged
+///   records (the newest ones, never a gap).
+/// - **Every append** ([`FlushPolicy::every_append`], `flush.messages=1`):
+///   the case N = 1: every acknowledged append survives a power loss.
+/// - **Interval** ([`FlushPolicy::every_interval`], Kafka's `flush.ms`):
+///   the log's scheduler flushes everything appended so far at least every
+///   interval (whole milliseconds, by the log's clock). An append
+///   acknowledged less than one interval before a power loss may be lost.
+///
+/// With both set ([`FlushPolicy::with_messages`],
+/// [`FlushPolicy::with_interval`]) both bounds hold.
+///
+/// ```
+/// use std::time::Duration;
+/// use logbus::FlushPolicy;
+/// let policy = FlushPolicy::every_messages(100).with_interval(Duration::from_secs(1));
+/// assert_eq!(policy.messages(), Some(100));
+/// assert_eq!(policy.interval(), Some(Duration::from_secs(1)));
+/// assert!(FlushPolicy::every_append().is_every_append());
+/// assert!(FlushPolicy::default().is_page_cache());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlushPolicy {
+    /// `flush.messages`; `None` never by count.
+    messages: Option<u64>,
+    /// `flush.ms`, whole milliseconds in `1..i64::MAX`; `None` never by
+    /// time.
+    interval: Option<Duration>,
+}
+
+impl FlushPolicy {
+    /// The largest `flush.messages` or `flush.ms` that means anything:
+    /// Kafka's `Long.MAX_VALUE`, its default, means "never".
+    const NEVER: u64 = i64::MAX as u64;
+
+    /// Acknowledged once in the page cache; no fsync by count or time
+    /// (Kafka's defaults). The default policy.
+    #[must_use]
+    pub const fn page_cache() -> Self {
+        FlushPolicy {
+            messages: None,
+            interval: None,
+        }
+    }
+
+    /// An fsync covering every append before it is acknowledged (Kafka's
+    /// `flush.messages=1`); concurrent appends share one fsync.
+    #[must_use]
+    pub const fn every_append() -> Self {
+        FlushPolicy::page_cache().with_messages(1)
+    }
+
+    /// An fsync at least every `n` records (Kafka's `flush.messages`); see
+    /// the type's documentation for what that promises. `n` of `i64::MAX`
+    /// or more (Kafka's default, meaning never) sets no bound. `0` is
+    /// refused by [`LogConfigBuilder::build`], as Kafka refuses it.
+    #[must_use]
+    pub const fn every_messages(n: u64) -> Self {
+        FlushPolicy::page_cache().with_messages(n)
+    }
+
+    /// A background fsync at least every `interval` (Kafka's `flush.ms`).
+    /// The interval is counted in whole milliseconds, rounded down; one
+    /// below a millisecond means an fsync before every acknowledgement
+    /// ([`FlushPolicy::every_append`]), as `flush.ms=0` does, and one of
+    /// `i64::MAX` milliseconds or more sets no bound.
+    #[must_use]
+    pub fn every_interval(interval: Duration) -> Self {
+        FlushPolicy::page_cache().with_interval(interval)
+    }
+
+    /// This policy with the `flush.messages` bound set to `n` (replacing
+    /// any other), as [`FlushPolicy::every_messages`].
+    #[must_use]
+    pub const fn with_messages(mut self, n: u64) -> Self {
+        self.messages = if n >= Self::NEVER { None } else { Some(n) };
+        self
+    }
+
+    /// This policy with the `flush.ms` bound set to `interval` (replacing
+    /// any other), as [`FlushPolicy::every_interval`].
+    #[must_use]
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        let ms = interval.as_millis();
+        if ms == 0 {
+            self.interval = None;
+            self.messages = Some(1);
+        } else if ms >= u128::from(Self::NEVER) {
+            self.interval = None;
+        } else {
+            // Below i64::MAX, so it fits.
+            self.interval = Some(Duration::from_millis(ms as u64));
+        }
+        self
+    }
+
+    /// The `flush.messages` bound: an fsync at least every this many
+    /// records. `None`: none.
+    #[must_use]
+    pub const fn messages(&self) -> Option<u64> {
+        self.messages
+    }
+
+    /// The `flush.ms` bound: a background fsync at least this often.
+    /// `None`: none.
+    #[must_use]
+    pub const fn interval(&self) -> Option<Duration> {
+        self.interval
+    }
+
+    /// Whether appends are acknowledged from the page cache with no fsync
+    /// bound at all.
+    #[must_use]
+    pub const fn is_page_cache(&self) -> bool {
+        self.messages.is_none() && self.interval.is_none()
+    }
+
+    /// Whether every append is fsynced before it is acknowledged
+    /// (`flush.messages=1`).
+    #[must_use]
+    pub const fn is_every_append(&self) -> bool {
+        matches!(self.messages, Some(1))
+    }
 }
 
 /// Settings of one partition log. Build with [`LogConfig::builder`]; every
@@ -67,7 +188,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             max_message_bytes: 1_048_588,
             timestamp_type: TimestampType::CreateTime,
-            flush: FlushPolicy::PageCache,
+            flush: FlushPolicy::page_cache(),
             retention_check_interval_ms: 300_000,
             compact: false,
             delete: true,
@@ -139,7 +260,8 @@ impl LogConfig {
     pub fn timestamp_type(&self) -> TimestampType {
         self.timestamp_type
     }
-    /// When appends reach the disk. Default [`FlushPolicy::PageCache`].
+    /// When appends reach the disk (`flush.messages`, `flush.ms`). Default
+    /// [`FlushPolicy::page_cache`].
     #[must_use]
     pub fn flush(&self) -> FlushPolicy {
         self.flush
@@ -238,10 +360,12 @@ impl LogConfig {
                 self.segment_index_bytes
             )));
         }
-        if self.index_interval_bytes == 0 {
-            return Err(Error::InvalidConfig(
-                "index.interval.bytes must be positive".into(),
-            ));
+        if self.index_interval_bytes > i32::MAX as u64 {
+            return Err(Error::InvalidConfig(format!(
+                "index.interval.bytes must be at most {}, got {}",
+                i32::MAX,
+                self.index_interval_bytes
+            )));
         }
         if matches!(self.segment_ms, Some(ms) if ms <= 0) {
             return Err(Error::InvalidConfig("segment.ms must be positive".into()));
@@ -262,11 +386,9 @@ impl LogConfig {
                 "log.retention.check.interval.ms must be positive".into(),
             ));
         }
-        if let FlushPolicy::Interval(d) = self.flush
-            && d.is_zero()
-        {
+        if self.flush.messages() == Some(0) {
             return Err(Error::InvalidConfig(
-                "flush interval must be positive".into(),
+                "flush.messages must be at least 1".into(),
             ));
         }
         Ok(())
@@ -296,7 +418,8 @@ impl LogConfigBuilder {
         self.config.segment_index_bytes = bytes;
         self
     }
-    /// Sets `index.interval.bytes`.
+    /// Sets `index.interval.bytes` (0: an index entry for every batch, as
+    /// in Kafka).
     pub fn index_interval_bytes(mut self, bytes: u64) -> Self {
         self.config.index_interval_bytes = bytes;
         self
@@ -321,7 +444,7 @@ impl LogConfigBuilder {
         self.config.timestamp_type = kind;
         self
     }
-    /// Sets the flush policy.
+    /// Sets the flush policy (`flush.messages`, `flush.ms`).
     pub fn flush(mut self, policy: FlushPolicy) -> Self {
         self.config.flush = policy;
         self
@@ -394,10 +517,10 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("segment.ms"), "{err}");
         let err = LogConfig::builder()
-            .flush(FlushPolicy::Interval(Duration::ZERO))
+            .flush(FlushPolicy::every_messages(0))
             .build()
             .unwrap_err();
-        assert!(err.to_string().contains("flush"), "{err}");
+        assert!(err.to_string().contains("flush.messages"), "{err}");
         let err = LogConfig::builder()
             .min_cleanable_dirty_ratio(1.5)
             .build()
@@ -444,5 +567,72 @@ mod tests {
         assert_eq!(c.cleanup_policy_name(), "compact");
         let err = LogConfig::builder().delete(false).build().unwrap_err();
         assert!(err.to_string().contains("cleanup.policy"), "{err}");
+    }
+
+    #[test]
+    fn flush_policies_say_what_kafkas_settings_say() {
+        let page = FlushPolicy::page_cache();
+        assert_eq!(page, FlushPolicy::default());
+        assert!(page.is_page_cache() && !page.is_every_append());
+        assert_eq!((page.messages(), page.interval()), (None, None));
+
+        let every = FlushPolicy::every_append();
+        assert_eq!(every, FlushPolicy::every_messages(1));
+        assert!(every.is_every_append() && !every.is_page_cache());
+
+        let both = FlushPolicy::every_messages(10).with_interval(Duration::from_millis(250));
+        assert_eq!(both.messages(), Some(10));
+        assert_eq!(both.interval(), Some(Duration::from_millis(250)));
+        assert_eq!(
+            both,
+            FlushPolicy::every_interval(Duration::from_millis(250)).with_messages(10)
+        );
+        assert!(!both.is_every_append() && !both.is_page_cache());
+        assert!(LogConfig::builder().flush(both).build().is_ok());
+
+        // Whole milliseconds, rounded down; below one is every append, as
+        // flush.ms=0.
+        assert_eq!(
+            FlushPolicy::every_interval(Duration::from_micros(2_999)).interval(),
+            Some(Duration::from_millis(2))
+        );
+        assert_eq!(
+            FlushPolicy::every_interval(Duration::from_micros(999)),
+            FlushPolicy::every_append()
+        );
+        assert_eq!(
+            FlushPolicy::every_messages(500).with_interval(Duration::ZERO),
+            FlushPolicy::every_append()
+        );
+        // Kafka's Long.MAX_VALUE (its default) and beyond mean never.
+        assert!(FlushPolicy::every_messages(i64::MAX as u64).is_page_cache());
+        assert!(FlushPolicy::every_messages(u64::MAX).is_page_cache());
+        assert_eq!(
+            FlushPolicy::every_messages(i64::MAX as u64 - 1).messages(),
+            Some(i64::MAX as u64 - 1)
+        );
+        assert!(FlushPolicy::every_interval(Duration::MAX).is_page_cache());
+        assert!(
+            FlushPolicy::every_interval(Duration::from_millis(i64::MAX as u64)).is_page_cache()
+        );
+        // Replacing one bound keeps the other.
+        assert_eq!(
+            both.with_messages(u64::MAX),
+            FlushPolicy::every_interval(Duration::from_millis(250))
+        );
+    }
+
+    #[test]
+    fn index_interval_zero_indexes_every_batch_as_in_kafka() {
+        let c = LogConfig::builder()
+            .index_interval_bytes(0)
+            .build()
+            .unwrap();
+        assert_eq!(c.index_interval_bytes(), 0);
+        let err = LogConfig::builder()
+            .index_interval_bytes(1 << 40)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("index.interval.bytes"), "{err}");
     }
 }

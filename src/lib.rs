@@ -95,7 +95,7 @@
 //! let dir = tempfile::tempdir()?; // any directory; the log creates it
 //! let config = LogConfig::builder()
 //!     .segment_bytes(64 * 1024 * 1024)
-//!     .flush(FlushPolicy::EveryAppend) // acknowledged = on disk
+//!     .flush(FlushPolicy::every_append()) // acknowledged = on disk
 //!     .build()?;
 //! let log = Log::builder(dir.path().join("orders-0")).config(config).open()?;
 //!
@@ -164,8 +164,8 @@ pub use cluster::{
 pub use config::{FlushPolicy, LogConfig, LogConfigBuilder};
 pub use error::{CorruptionKind, Error, FormatError, Result};
 pub use log::{
-    AppendInfo, CheckpointRead, CleanReport, Log, LogBuilder, LogRead, OffsetCheckpoint,
-    RecoveryReport, RetentionReport, TimestampOffset, TruncatedTail,
+    AppendInfo, CheckpointRead, CleanReport, FencedTruncation, Log, LogBuilder, LogRead,
+    OffsetCheckpoint, RecoveryReport, RetentionReport, TimestampOffset, TruncatedTail,
 };
 pub use storage::{DirLock, OpenMode, ReadMap, StdStorage, Storage, StorageFile, slice_bytes};
 #[cfg(any(test, feature = "internals"))]

@@ -1,4 +1,4 @@
-//! Power loss and I/O failures under `FlushPolicy::EveryAppend`, with the
+//! Power loss and I/O failures under `FlushPolicy::every_append()`, with the
 //! fault-injecting `FaultyStorage`: an acknowledged append is never lost,
 //! nothing unacknowledged shows up twice, and a failed write or fsync fences
 //! the log until it is reopened.
@@ -24,7 +24,7 @@ fn config() -> LogConfig {
         .segment_index_bytes(4096)
         .segment_ms(None)
         .retention_ms(None)
-        .flush(FlushPolicy::EveryAppend)
+        .flush(FlushPolicy::every_append())
         .build()
         .expect("config")
 }

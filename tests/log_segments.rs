@@ -283,7 +283,7 @@ fn interval_policy_flushes_in_the_background_when_the_clock_moves() -> Result<()
     let log = Log::builder(dir.path())
         .config(
             LogConfig::builder()
-                .flush(FlushPolicy::Interval(Duration::from_millis(500)))
+                .flush(FlushPolicy::every_interval(Duration::from_millis(500)))
                 .build()?,
         )
         .clock(Arc::new(clock.clone()))

@@ -297,7 +297,7 @@ impl MetadataLog {
             .segment_index_bytes(64 * 1024)
             .retention_ms(None)
             .segment_ms(None)
-            .flush(FlushPolicy::EveryAppend)
+            .flush(FlushPolicy::every_append())
             .build()?;
         let log = Log::builder(&dir)
             .config(config)

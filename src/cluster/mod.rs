@@ -687,7 +687,7 @@ mod tests {
             .build()
             .unwrap();
         let cluster = Cluster::open(dir.path(), config).unwrap();
-        let durable = TopicConfig::new().flush(FlushPolicy::EveryAppend);
+        let durable = TopicConfig::new().flush(FlushPolicy::every_append());
         let topic = cluster
             .create_topic(NewTopic::new("t", 1).config(durable))
             .unwrap();

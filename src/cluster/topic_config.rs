@@ -1,6 +1,7 @@
 //! Per-topic configuration, by Kafka's names, and topic-name rules.
 
 use std::collections::BTreeMap;
+use std::num::IntErrorKind;
 use std::time::Duration;
 
 use crate::config::{FlushPolicy, LogConfig};
@@ -54,58 +55,238 @@ impl CleanupPolicy {
     }
 }
 
-/// The topic configs logbus understands, with Kafka's names and defaults.
-const KEYS: &[(&str, &str)] = &[
-    ("cleanup.policy", "delete"),
-    ("delete.retention.ms", "86400000"),
-    ("flush.messages", "9223372036854775807"),
-    ("flush.ms", "9223372036854775807"),
-    ("index.interval.bytes", "4096"),
-    ("max.message.bytes", "1048588"),
-    ("message.timestamp.type", "CreateTime"),
-    ("min.cleanable.dirty.ratio", "0.5"),
-    ("min.compaction.lag.ms", "0"),
-    ("retention.bytes", "-1"),
-    ("retention.ms", "604800000"),
-    ("segment.bytes", "1073741824"),
-    ("segment.index.bytes", "10485760"),
-    ("segment.ms", "604800000"),
+/// How one config's value is parsed and checked.
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    /// An integer (Kafka's INT or LONG) in `min..=max`.
+    Int { min: i64, max: i64 },
+    /// A number in `[0, 1]`.
+    Ratio,
+    /// `cleanup.policy`.
+    Cleanup,
+    /// `message.timestamp.type`.
+    TimestampType,
+}
+
+/// One config logbus understands: Kafka's name, Kafka's default (as
+/// [`TopicConfig::supported`] reports it) and its rule.
+#[derive(Debug)]
+struct Key {
+    name: &'static str,
+    default: &'static str,
+    rule: Rule,
+}
+
+const fn int(name: &'static str, default: &'static str, min: i64, max: i64) -> Key {
+    Key {
+        name,
+        default,
+        rule: Rule::Int { min, max },
+    }
+}
+
+const I32_MAX: i64 = i32::MAX as i64;
+
+/// The topic configs logbus understands, with Kafka's names, defaults and
+/// ranges (narrower than Kafka's where logbus needs it: `segment.bytes`,
+/// `segment.index.bytes` and `max.message.bytes` have logbus's own
+/// minimums, `retention.bytes` takes -1 but no other negative value).
+const KEYS: &[Key] = &[
+    Key {
+        name: "cleanup.policy",
+        default: "delete",
+        rule: Rule::Cleanup,
+    },
+    int("delete.retention.ms", "86400000", 0, i64::MAX),
+    // Kafka: atLeast(1); its default, Long.MAX_VALUE, means never.
+    int("flush.messages", "9223372036854775807", 1, i64::MAX),
+    // Kafka: atLeast(0). 0: an fsync before every acknowledgement.
+    int("flush.ms", "9223372036854775807", 0, i64::MAX),
+    int("index.interval.bytes", "4096", 0, I32_MAX),
+    int(
+        "max.message.bytes",
+        "1048588",
+        crate::format::RECORD_BATCH_OVERHEAD as i64,
+        I32_MAX,
+    ),
+    Key {
+        name: "message.timestamp.type",
+        default: "CreateTime",
+        rule: Rule::TimestampType,
+    },
+    Key {
+        name: "min.cleanable.dirty.ratio",
+        default: "0.5",
+        rule: Rule::Ratio,
+    },
+    int("min.compaction.lag.ms", "0", 0, i64::MAX),
+    int("retention.bytes", "-1", -1, i64::MAX),
+    int("retention.ms", "604800000", -1, i64::MAX),
+    int(
+        "segment.bytes",
+        "1073741824",
+        LogConfig::MIN_SEGMENT_BYTES as i64,
+        I32_MAX,
+    ),
+    int(
+        "segment.index.bytes",
+        "10485760",
+        LogConfig::MIN_SEGMENT_INDEX_BYTES as i64,
+        I32_MAX,
+    ),
+    int("segment.ms", "604800000", 1, i64::MAX),
 ];
+
+/// A parsed config value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Value {
+    Int(i64),
+    Ratio(f64),
+    Cleanup(CleanupPolicy),
+    Timestamp(TimestampType),
+}
+
+/// One stored setting: its canonical text and what it parsed to.
+#[derive(Debug, Clone)]
+struct Setting {
+    /// The canonical form (trimmed, numbers re-printed, `cleanup.policy` in
+    /// Kafka's spelling): what [`TopicConfig::get`] and
+    /// [`TopicConfig::entries`] report and the metadata log stores.
+    text: String,
+    /// The parsed value, or (only from a typed setter, which cannot fail)
+    /// why the value is out of range; [`TopicConfig::log_config`] reports
+    /// it.
+    value: std::result::Result<Value, String>,
+}
+
+impl Key {
+    fn find(name: &str) -> Result<&'static Key> {
+        KEYS.iter().find(|k| k.name == name).ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "unknown topic config {name:?} (supported: {})",
+                KEYS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+
+    /// Parses `raw` by this key's rule (surrounding whitespace ignored, as
+    /// Kafka's `ConfigDef` trims values) into its canonical text and value.
+    fn parse(&self, raw: &str) -> std::result::Result<Setting, String> {
+        let name = self.name;
+        let bad = |why: String| format!("{name}={raw:?}: {why}");
+        let trimmed = raw.trim();
+        let (text, value) = match self.rule {
+            Rule::Int { min, max } => {
+                let range = if min == -1 {
+                    format!("must be -1 (unlimited) or between 0 and {max}")
+                } else {
+                    format!("must be an integer between {min} and {max}")
+                };
+                let v: i64 = trimmed.parse().map_err(|e: std::num::ParseIntError| {
+                    bad(match e.kind() {
+                        IntErrorKind::PosOverflow | IntErrorKind::NegOverflow => {
+                            format!("out of range: {range}")
+                        }
+                        _ => format!("not an integer: {range}"),
+                    })
+                })?;
+                if !(min..=max).contains(&v) {
+                    return Err(bad(range));
+                }
+                (v.to_string(), Value::Int(v))
+            }
+            Rule::Ratio => {
+                let v: f64 = trimmed
+                    .parse()
+                    .ok()
+                    .filter(|v| (0.0..=1.0).contains(v))
+                    .ok_or_else(|| bad("must be a number between 0 and 1".into()))?;
+                // -0 is 0.
+                let v = v + 0.0;
+                (format!("{v:?}"), Value::Ratio(v))
+            }
+            Rule::Cleanup => {
+                let policy = CleanupPolicy::parse(trimmed)
+                    .ok_or_else(|| bad("expected delete, compact or compact,delete".into()))?;
+                (policy.name().to_string(), Value::Cleanup(policy))
+            }
+            Rule::TimestampType => {
+                let kind = match trimmed {
+                    "CreateTime" => TimestampType::CreateTime,
+                    "LogAppendTime" => TimestampType::LogAppendTime,
+                    _ => return Err(bad("expected CreateTime or LogAppendTime".into())),
+                };
+                (trimmed.to_string(), Value::Timestamp(kind))
+            }
+        };
+        Ok(Setting {
+            text,
+            value: Ok(value),
+        })
+    }
+}
 
 /// A topic's configuration: Kafka's topic configs, set by name or by typed
 /// setters. Only the settings given are stored with the topic; the rest
 /// come from the cluster's defaults ([`ClusterConfigBuilder::topic_defaults`](crate::ClusterConfigBuilder::topic_defaults)),
 /// which start at Kafka's defaults.
 ///
-/// | name | meaning | default |
-/// |---|---|---|
-/// | `cleanup.policy` | `delete`, `compact` (keep the latest record per key) or `compact,delete` | `delete` |
-/// | `delete.retention.ms` | how long a tombstone survives once a cleaning pass kept it | 1 day |
-/// | `min.cleanable.dirty.ratio` | clean when this share of the log is uncleaned | 0.5 |
-/// | `min.compaction.lag.ms` | never clean records younger than this | 0 |
-/// | `retention.ms` | delete segments older than this; `-1` keeps forever | 7 days |
-/// | `retention.bytes` | delete old segments above this size per partition; `-1` unlimited | `-1` |
-/// | `segment.bytes` | roll a segment at this size | 1 GiB |
-/// | `segment.ms` | roll a segment this old | 7 days |
-/// | `segment.index.bytes` | preallocated offset index size | 10 MiB |
-/// | `index.interval.bytes` | bytes between offset index entries | 4096 |
-/// | `max.message.bytes` | largest record batch accepted | 1048588 |
-/// | `message.timestamp.type` | `CreateTime` or `LogAppendTime` | `CreateTime` |
-/// | `flush.messages` | `1` fsyncs before every acknowledgement | never |
-/// | `flush.ms` | fsync at this interval | never |
+/// Each value is parsed once, when it is set, and kept in a canonical form:
+/// surrounding whitespace is dropped (Kafka trims values too), integers are
+/// re-printed (`" 007"` is stored as `"7"`), `cleanup.policy` is spelled
+/// `delete`, `compact` or `compact,delete`. [`TopicConfig::get`],
+/// [`TopicConfig::entries`] (what the metadata log stores) and
+/// [`TopicConfig::log_config`] all see that one value. A value that does
+/// not parse or is out of range is refused by [`TopicConfig::set`].
+///
+/// | name | meaning | range | default |
+/// |---|---|---|---|
+/// | `cleanup.policy` | `delete`, `compact` (keep the latest record per key) or `compact,delete` | | `delete` |
+/// | `delete.retention.ms` | how long a tombstone survives once a cleaning pass kept it | ≥ 0 | 1 day |
+/// | `min.cleanable.dirty.ratio` | clean when this share of the log is uncleaned | 0 to 1 | 0.5 |
+/// | `min.compaction.lag.ms` | never clean records younger than this | ≥ 0 | 0 |
+/// | `retention.ms` | delete segments older than this; `-1` keeps forever | ≥ -1 | 7 days |
+/// | `retention.bytes` | delete old segments above this size per partition; `-1` unlimited | ≥ -1 | `-1` |
+/// | `segment.bytes` | roll a segment at this size | 128 to 2³¹−1 | 1 GiB |
+/// | `segment.ms` | roll a segment this old | ≥ 1 | 7 days |
+/// | `segment.index.bytes` | preallocated offset index size | 24 to 2³¹−1 | 10 MiB |
+/// | `index.interval.bytes` | bytes between offset index entries (0: every batch) | 0 to 2³¹−1 | 4096 |
+/// | `max.message.bytes` | largest record batch accepted | 61 to 2³¹−1 | 1048588 |
+/// | `message.timestamp.type` | `CreateTime` or `LogAppendTime` | | `CreateTime` |
+/// | `flush.messages` | an fsync at least every this many records; `1`: before every acknowledgement | ≥ 1 | never (2⁶³−1) |
+/// | `flush.ms` | an fsync at least this often; `0`: before every acknowledgement | ≥ 0 | never (2⁶³−1) |
+///
+/// `flush.messages` and `flush.ms` of 2⁶³−1 (Kafka's default) mean never.
+/// See [`FlushPolicy`] for what each promises.
 ///
 /// ```
 /// use logbus::TopicConfig;
 /// let config = TopicConfig::new()
 ///     .retention_ms(Some(3_600_000))
-///     .set("segment.bytes", "67108864")?;
+///     .set("segment.bytes", " 67108864 ")?;
 /// assert_eq!(config.get("retention.ms"), Some("3600000"));
+/// assert_eq!(config.get("segment.bytes"), Some("67108864"));
 /// assert_eq!(config.log_config()?.segment_bytes(), 64 << 20);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Clone, Default)]
 pub struct TopicConfig {
-    values: BTreeMap<String, String>,
+    values: BTreeMap<&'static str, Setting>,
+}
+
+impl PartialEq for TopicConfig {
+    fn eq(&self, other: &Self) -> bool {
+        // The canonical text decides the value.
+        self.entries().eq(other.entries())
+    }
+}
+
+impl Eq for TopicConfig {}
+
+impl std::fmt::Debug for TopicConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.entries()).finish()
+    }
 }
 
 impl TopicConfig {
@@ -115,20 +296,23 @@ impl TopicConfig {
         TopicConfig::default()
     }
 
-    /// Sets a config by its Kafka name.
+    /// Sets a config by its Kafka name. The value is parsed now and stored
+    /// in its canonical form (see the type's documentation).
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for an unknown name or a value that does not
-    /// parse or is out of range; `self` is not returned then.
+    /// [`Error::InvalidConfig`] naming the config, for an unknown name or a
+    /// value that does not parse or is out of range; `self` is not returned
+    /// then.
     pub fn set(mut self, name: &str, value: impl Into<String>) -> Result<Self> {
-        let value = value.into();
-        check_value(name, &value)?;
-        self.values.insert(name.to_string(), value);
+        let key = Key::find(name)?;
+        let setting = key.parse(&value.into()).map_err(Error::InvalidConfig)?;
+        self.values.insert(key.name, setting);
         Ok(self)
     }
 
     /// Rebuilds a configuration stored in the metadata log, checking every
-    /// entry again.
+    /// entry again. Values an older version stored with surrounding
+    /// whitespace load in their canonical form.
     pub(crate) fn from_stored(values: &BTreeMap<String, String>) -> Result<Self> {
         let mut config = TopicConfig::new();
         for (k, v) in values {
@@ -137,53 +321,70 @@ impl TopicConfig {
         Ok(config)
     }
 
-    /// The value set for `name`, if any (defaults are not reported here).
+    /// The value set for `name`, in its canonical form, if any (defaults
+    /// are not reported here).
     #[must_use]
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values.get(name).map(String::as_str)
+        self.values.get(name).map(|s| s.text.as_str())
     }
 
-    /// The settings given, by name.
+    /// The settings given, by name, in their canonical form.
     pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.values.iter().map(|(k, s)| (*k, s.text.as_str()))
     }
 
     /// Every supported config name with Kafka's default value.
     pub fn supported() -> impl Iterator<Item = (&'static str, &'static str)> {
-        KEYS.iter().copied()
+        KEYS.iter().map(|k| (k.name, k.default))
     }
 
-    fn put(mut self, name: &str, value: String) -> Self {
-        self.values.insert(name.to_string(), value);
+    /// Stores a typed setter's value. Typed setters cannot fail: a value
+    /// out of range is kept with its error, which
+    /// [`TopicConfig::log_config`] (and so creating a topic) reports.
+    fn put(mut self, name: &'static str, text: String) -> Self {
+        let setting = match Key::find(name).map_err(|e| e.to_string()) {
+            Ok(key) => key.parse(&text),
+            Err(e) => Err(e),
+        }
+        .unwrap_or_else(|why| Setting {
+            text,
+            value: Err(why),
+        });
+        self.values.insert(name, setting);
         self
     }
 
-    /// `retention.ms`; `None` keeps data forever.
+    /// `retention.ms`; `None` keeps data forever. A negative value is out
+    /// of range: [`TopicConfig::log_config`] reports it.
     #[must_use]
     pub fn retention_ms(self, ms: Option<i64>) -> Self {
         self.put("retention.ms", ms.unwrap_or(-1).to_string())
     }
 
-    /// `retention.bytes`; `None` is unlimited.
+    /// `retention.bytes`; `None` is unlimited. Values above `i64::MAX` are
+    /// out of range: [`TopicConfig::log_config`] reports them.
     #[must_use]
     pub fn retention_bytes(self, bytes: Option<u64>) -> Self {
         let v = bytes.map_or_else(|| "-1".to_string(), |b| b.to_string());
         self.put("retention.bytes", v)
     }
 
-    /// `segment.bytes`.
+    /// `segment.bytes` (out of range: reported by
+    /// [`TopicConfig::log_config`]).
     #[must_use]
     pub fn segment_bytes(self, bytes: u64) -> Self {
         self.put("segment.bytes", bytes.to_string())
     }
 
-    /// `segment.ms`.
+    /// `segment.ms` (out of range: reported by
+    /// [`TopicConfig::log_config`]).
     #[must_use]
     pub fn segment_ms(self, ms: i64) -> Self {
         self.put("segment.ms", ms.to_string())
     }
 
-    /// `max.message.bytes`.
+    /// `max.message.bytes` (out of range: reported by
+    /// [`TopicConfig::log_config`]).
     #[must_use]
     pub fn max_message_bytes(self, bytes: usize) -> Self {
         self.put("max.message.bytes", bytes.to_string())
@@ -205,150 +406,144 @@ impl TopicConfig {
         self.put("cleanup.policy", policy.name().to_string())
     }
 
-    /// The flush policy, as Kafka's `flush.messages` / `flush.ms`:
-    /// [`FlushPolicy::EveryAppend`] is `flush.messages=1`,
-    /// [`FlushPolicy::Interval`] sets `flush.ms`.
+    /// The flush policy, as Kafka's `flush.messages` and `flush.ms`:
+    /// replaces both with the bounds `policy` sets
+    /// ([`FlushPolicy::messages`] as `flush.messages`,
+    /// [`FlushPolicy::interval`] in milliseconds as `flush.ms`).
+    /// `log_config().flush()` gives `policy` back.
+    /// ([`FlushPolicy::every_messages`]`(0)` is out of range:
+    /// [`TopicConfig::log_config`] reports it.)
     #[must_use]
     pub fn flush(mut self, policy: FlushPolicy) -> Self {
         self.values.remove("flush.messages");
         self.values.remove("flush.ms");
-        match policy {
-            FlushPolicy::PageCache => self,
-            FlushPolicy::EveryAppend => self.put("flush.messages", "1".into()),
-            FlushPolicy::Interval(d) => {
-                let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1);
-                self.put("flush.ms", ms.to_string())
-            }
+        if let Some(n) = policy.messages() {
+            self = self.put("flush.messages", n.to_string());
         }
+        if let Some(every) = policy.interval() {
+            self = self.put("flush.ms", every.as_millis().to_string());
+        }
+        self
     }
 
     /// This configuration laid over `base`: settings here win.
     #[must_use]
     pub fn overlaid_on(&self, base: &TopicConfig) -> TopicConfig {
         let mut values = base.values.clone();
-        values.extend(self.values.iter().map(|(k, v)| (k.clone(), v.clone())));
+        values.extend(self.values.iter().map(|(k, v)| (*k, v.clone())));
         TopicConfig { values }
     }
 
-    fn value(&self, name: &str) -> &str {
-        self.get(name)
-            .unwrap_or_else(|| KEYS.iter().find(|(k, _)| *k == name).map_or("", |(_, v)| v))
+    fn value(&self, name: &str) -> Option<Value> {
+        self.values.get(name).and_then(|s| s.value.clone().ok())
     }
 
-    fn int(&self, name: &str) -> i64 {
-        // Every stored value was checked by `check_value`.
-        self.value(name).parse().unwrap_or(i64::MAX)
+    fn int(&self, name: &str) -> Option<i64> {
+        match self.value(name) {
+            Some(Value::Int(v)) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// A setting whose range starts at 0 or above, as `u64`.
+    fn unsigned(&self, name: &str) -> Option<u64> {
+        self.int(name).map(i64::unsigned_abs)
     }
 
     /// The cleanup policy.
     #[must_use]
     pub fn cleanup(&self) -> CleanupPolicy {
-        CleanupPolicy::parse(self.value("cleanup.policy")).unwrap_or_default()
+        match self.value("cleanup.policy") {
+            Some(Value::Cleanup(policy)) => policy,
+            _ => CleanupPolicy::default(),
+        }
+    }
+
+    /// The flush policy `flush.messages` and `flush.ms` say: `flush.ms=0`
+    /// is an fsync before every acknowledgement, 2⁶³−1 (Kafka's default)
+    /// is never.
+    fn flush_policy(&self) -> FlushPolicy {
+        let mut policy = FlushPolicy::page_cache();
+        if let Some(n) = self.unsigned("flush.messages") {
+            policy = policy.with_messages(n);
+        }
+        if let Some(ms) = self.unsigned("flush.ms") {
+            // 0 ms means every append; i64::MAX means none.
+            policy = policy.with_interval(Duration::from_millis(ms));
+        }
+        policy
     }
 
     /// The partition log settings this topic config means (defaults for
     /// anything not set).
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] when the combination is invalid (for example
-    /// a `segment.bytes` below the minimum).
+    /// [`Error::InvalidConfig`] naming the config, when a typed setter was
+    /// given a value out of range (for example `segment_bytes(1)`).
     pub fn log_config(&self) -> Result<LogConfig> {
-        let positive = |v: i64| (v >= 0).then_some(v);
-        let flush = if self.int("flush.messages") == 1 {
-            FlushPolicy::EveryAppend
-        } else {
-            match self.int("flush.ms") {
-                i64::MAX => FlushPolicy::PageCache,
-                ms => FlushPolicy::Interval(Duration::from_millis(ms.unsigned_abs())),
-            }
+        if let Some(why) = self.values.values().find_map(|s| s.value.as_ref().err()) {
+            return Err(Error::InvalidConfig(why.clone()));
+        }
+        let defaults = LogConfig::default();
+        let timestamp_type = match self.value("message.timestamp.type") {
+            Some(Value::Timestamp(kind)) => kind,
+            _ => defaults.timestamp_type(),
         };
-        let timestamp_type = if self.value("message.timestamp.type") == "LogAppendTime" {
-            TimestampType::LogAppendTime
-        } else {
-            TimestampType::CreateTime
+        let ratio = match self.value("min.cleanable.dirty.ratio") {
+            Some(Value::Ratio(r)) => r,
+            _ => defaults.min_cleanable_dirty_ratio(),
+        };
+        // -1 is unlimited; every other value is in range.
+        let limit = |name: &str, default: Option<u64>| match self.int(name) {
+            Some(-1) => None,
+            Some(v) => Some(v.unsigned_abs()),
+            None => default,
+        };
+        let retention_ms = limit(
+            "retention.ms",
+            defaults.retention_ms().map(i64::unsigned_abs),
+        )
+        .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX));
+        let max_message_bytes = match self.unsigned("max.message.bytes") {
+            Some(v) => usize::try_from(v).map_err(|_| {
+                Error::InvalidConfig(format!(
+                    "max.message.bytes={v} does not fit this platform's usize"
+                ))
+            })?,
+            None => defaults.max_message_bytes(),
         };
         let policy = self.cleanup();
         LogConfig::builder()
             .compact(policy != CleanupPolicy::Delete)
             .delete(policy != CleanupPolicy::Compact)
-            .delete_retention_ms(self.int("delete.retention.ms"))
-            .min_cleanable_dirty_ratio(
-                self.value("min.cleanable.dirty.ratio")
-                    .parse()
-                    .unwrap_or(0.5),
+            .delete_retention_ms(
+                self.int("delete.retention.ms")
+                    .unwrap_or(defaults.delete_retention_ms()),
             )
-            .min_compaction_lag_ms(self.int("min.compaction.lag.ms"))
-            .segment_bytes(self.int("segment.bytes").unsigned_abs())
-            .segment_ms(Some(self.int("segment.ms")))
-            .segment_index_bytes(self.int("segment.index.bytes").unsigned_abs())
-            .index_interval_bytes(self.int("index.interval.bytes").unsigned_abs())
-            .retention_ms(positive(self.int("retention.ms")))
-            .retention_bytes(positive(self.int("retention.bytes")).map(i64::unsigned_abs))
-            .max_message_bytes(usize::try_from(self.int("max.message.bytes")).unwrap_or(usize::MAX))
+            .min_cleanable_dirty_ratio(ratio)
+            .min_compaction_lag_ms(
+                self.int("min.compaction.lag.ms")
+                    .unwrap_or(defaults.min_compaction_lag_ms()),
+            )
+            .segment_bytes(
+                self.unsigned("segment.bytes")
+                    .unwrap_or(defaults.segment_bytes()),
+            )
+            .segment_ms(self.int("segment.ms").or(defaults.segment_ms()))
+            .segment_index_bytes(
+                self.unsigned("segment.index.bytes")
+                    .unwrap_or(defaults.segment_index_bytes()),
+            )
+            .index_interval_bytes(
+                self.unsigned("index.interval.bytes")
+                    .unwrap_or(defaults.index_interval_bytes()),
+            )
+            .retention_ms(retention_ms)
+            .retention_bytes(limit("retention.bytes", defaults.retention_bytes()))
+            .max_message_bytes(max_message_bytes)
             .timestamp_type(timestamp_type)
-            .flush(flush)
+            .flush(self.flush_policy())
             .build()
-    }
-}
-
-/// Checks one config value by its name's rules.
-fn check_value(name: &str, value: &str) -> Result<()> {
-    let bad = |why: &str| Err(Error::InvalidConfig(format!("{name}={value:?}: {why}")));
-    let int = || value.trim().parse::<i64>();
-    match name {
-        "cleanup.policy" => match CleanupPolicy::parse(value) {
-            Some(_) => Ok(()),
-            None => bad("expected delete, compact or compact,delete"),
-        },
-        "delete.retention.ms" | "min.compaction.lag.ms" => match int() {
-            Ok(v) if v >= 0 => Ok(()),
-            Ok(_) => bad("must be >= 0"),
-            Err(_) => bad("not an integer"),
-        },
-        "min.cleanable.dirty.ratio" => match value.trim().parse::<f64>() {
-            Ok(v) if (0.0..=1.0).contains(&v) => Ok(()),
-            _ => bad("must be a number between 0 and 1"),
-        },
-        "message.timestamp.type" => match value {
-            "CreateTime" | "LogAppendTime" => Ok(()),
-            _ => bad("expected CreateTime or LogAppendTime"),
-        },
-        "retention.ms" | "retention.bytes" => match int() {
-            Ok(v) if v >= -1 => Ok(()),
-            Ok(_) => bad("must be -1 (unlimited) or >= 0"),
-            Err(_) => bad("not an integer"),
-        },
-        "segment.bytes" => match int() {
-            Ok(v) if v >= LogConfig::MIN_SEGMENT_BYTES as i64 && v <= i64::from(i32::MAX) => Ok(()),
-            Ok(_) => bad("must be between 128 and 2147483647"),
-            Err(_) => bad("not an integer"),
-        },
-        "segment.index.bytes" => match int() {
-            Ok(v) if v >= LogConfig::MIN_SEGMENT_INDEX_BYTES as i64 && v <= i64::from(i32::MAX) => {
-                Ok(())
-            }
-            Ok(_) => bad("must be between 24 and 2147483647"),
-            Err(_) => bad("not an integer"),
-        },
-        "segment.ms" | "flush.ms" | "flush.messages" => match int() {
-            Ok(v) if v >= 1 => Ok(()),
-            Ok(_) => bad("must be >= 1"),
-            Err(_) => bad("not an integer"),
-        },
-        "index.interval.bytes" => match int() {
-            Ok(v) if (0..=i64::from(i32::MAX)).contains(&v) => Ok(()),
-            Ok(_) => bad("must be >= 0"),
-            Err(_) => bad("not an integer"),
-        },
-        "max.message.bytes" => match int() {
-            Ok(v) if (61..=i64::from(i32::MAX)).contains(&v) => Ok(()),
-            Ok(_) => bad("must be between 61 (one empty batch) and 2147483647"),
-            Err(_) => bad("not an integer"),
-        },
-        _ => Err(Error::InvalidConfig(format!(
-            "unknown topic config {name:?} (supported: {})",
-            KEYS.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
-        ))),
     }
 }
 
@@ -453,23 +648,284 @@ mod tests {
         let c = TopicConfig::new()
             .retention_ms(None)
             .retention_bytes(Some(10_000))
-            .flush(FlushPolicy::EveryAppend)
+            .flush(FlushPolicy::every_append())
             .timestamp_type(TimestampType::LogAppendTime);
         assert_eq!(c.get("retention.ms"), Some("-1"));
+        assert_eq!(c.get("flush.messages"), Some("1"));
         let log = c.log_config().unwrap();
         assert_eq!(log.retention_ms(), None);
         assert_eq!(log.retention_bytes(), Some(10_000));
-        assert_eq!(log.flush(), FlushPolicy::EveryAppend);
+        assert_eq!(log.flush(), FlushPolicy::every_append());
         assert_eq!(log.timestamp_type(), TimestampType::LogAppendTime);
-        let interval = TopicConfig::new().flush(FlushPolicy::Interval(Duration::from_millis(250)));
+        let interval =
+            TopicConfig::new().flush(FlushPolicy::every_interval(Duration::from_millis(250)));
+        assert_eq!(interval.get("flush.ms"), Some("250"));
+        assert_eq!(interval.get("flush.messages"), None);
         assert_eq!(
             interval.log_config().unwrap().flush(),
-            FlushPolicy::Interval(Duration::from_millis(250))
+            FlushPolicy::every_interval(Duration::from_millis(250))
         );
         let over = TopicConfig::new()
             .segment_bytes(4096)
             .overlaid_on(&TopicConfig::new().segment_bytes(8192).segment_ms(5));
         assert_eq!(over.get("segment.bytes"), Some("4096"));
         assert_eq!(over.get("segment.ms"), Some("5"));
+    }
+
+    /// A value of the right kind for `key`, and one padded with whitespace.
+    fn sample(key: &Key) -> &'static str {
+        match key.rule {
+            Rule::Cleanup => "compact",
+            Rule::TimestampType => "LogAppendTime",
+            Rule::Ratio => "0.25",
+            Rule::Int { .. } => "4096",
+        }
+    }
+
+    #[test]
+    fn every_key_trims_and_canonicalises_its_value() {
+        for key in KEYS {
+            let value = sample(key);
+            for padded in [
+                format!(" {value}"),
+                format!("{value} "),
+                format!("\t {value}\n"),
+                format!("{}{value}", " ".repeat(40)),
+            ] {
+                let c = TopicConfig::new().set(key.name, padded.clone()).unwrap();
+                assert_eq!(c.get(key.name), Some(value), "{}={padded:?}", key.name);
+                assert_eq!(
+                    c.log_config().unwrap(),
+                    TopicConfig::new()
+                        .set(key.name, value)
+                        .unwrap()
+                        .log_config()
+                        .unwrap(),
+                    "{}={padded:?} means what {value:?} means",
+                    key.name
+                );
+                let stored: BTreeMap<String, String> = c
+                    .entries()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                assert_eq!(TopicConfig::from_stored(&stored).unwrap(), c);
+            }
+        }
+        // Integers are re-printed; policies spelled as Kafka does.
+        let c = TopicConfig::new()
+            .set("segment.ms", "+007")
+            .unwrap()
+            .set("cleanup.policy", " delete , compact ")
+            .unwrap()
+            .set("min.cleanable.dirty.ratio", "-0")
+            .unwrap()
+            .set("min.cleanable.dirty.ratio", " 1 ")
+            .unwrap();
+        assert_eq!(c.get("segment.ms"), Some("7"));
+        assert_eq!(c.get("cleanup.policy"), Some("compact,delete"));
+        assert_eq!(c.get("min.cleanable.dirty.ratio"), Some("1.0"));
+        assert_eq!(
+            TopicConfig::new()
+                .set("min.cleanable.dirty.ratio", "-0")
+                .unwrap()
+                .get("min.cleanable.dirty.ratio"),
+            Some("0.0")
+        );
+    }
+
+    #[test]
+    fn the_issue_cases_mean_what_they_say() {
+        // flush.messages=" 1" is every append, not ignored.
+        let c = TopicConfig::new().set("flush.messages", " 1").unwrap();
+        assert_eq!(c.get("flush.messages"), Some("1"));
+        assert!(c.log_config().unwrap().flush().is_every_append());
+        // flush.messages other than 1 is a bound of that many records.
+        let c = TopicConfig::new().set("flush.messages", "100").unwrap();
+        assert_eq!(c.log_config().unwrap().flush().messages(), Some(100));
+        // Many spaces, then 1.
+        let c = TopicConfig::new().set("retention.ms", "      1").unwrap();
+        assert_eq!(c.get("retention.ms"), Some("1"));
+        assert_eq!(c.log_config().unwrap().retention_ms(), Some(1));
+    }
+
+    #[test]
+    fn garbage_and_overflow_are_refused_naming_the_key() {
+        for key in KEYS {
+            let mut bad = vec!["", " ", "x", "1 2", "0x10", "\u{0}"];
+            if let Rule::Int { min, max } = key.rule {
+                bad.extend([
+                    "1.5",
+                    "9223372036854775808",
+                    "-9223372036854775809",
+                    "99999999999999999999",
+                ]);
+                let below = (i128::from(min) - 1).to_string();
+                let above = (i128::from(max) + 1).to_string();
+                for v in [below, above] {
+                    let err = TopicConfig::new().set(key.name, v.clone()).unwrap_err();
+                    assert!(
+                        matches!(err, Error::InvalidConfig(_)),
+                        "{}={v}: {err}",
+                        key.name
+                    );
+                    assert!(err.to_string().contains(key.name), "{err}");
+                }
+                // The bounds themselves are accepted.
+                for v in [min, max] {
+                    let c = TopicConfig::new().set(key.name, v.to_string()).unwrap();
+                    c.log_config().unwrap();
+                }
+            }
+            if let Rule::Ratio = key.rule {
+                bad.extend(["NaN", "inf", "-0.1", "1.0000001"]);
+            }
+            for v in bad {
+                let err = TopicConfig::new().set(key.name, v).unwrap_err();
+                assert!(
+                    matches!(err, Error::InvalidConfig(_)),
+                    "{}={v:?}: {err}",
+                    key.name
+                );
+                assert!(
+                    err.to_string().contains(key.name),
+                    "{}={v:?}: {err}",
+                    key.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn typed_setters_out_of_range_fail_log_config_naming_the_key() {
+        let cases: [(TopicConfig, &str); 6] = [
+            (TopicConfig::new().segment_bytes(1), "segment.bytes"),
+            (TopicConfig::new().segment_bytes(u64::MAX), "segment.bytes"),
+            (TopicConfig::new().segment_ms(0), "segment.ms"),
+            (TopicConfig::new().retention_ms(Some(-5)), "retention.ms"),
+            (
+                TopicConfig::new().retention_bytes(Some(u64::MAX)),
+                "retention.bytes",
+            ),
+            (
+                TopicConfig::new().flush(FlushPolicy::every_messages(0)),
+                "flush.messages",
+            ),
+        ];
+        for (config, name) in cases {
+            let err = config.log_config().unwrap_err();
+            assert!(matches!(err, Error::InvalidConfig(_)), "{name}: {err}");
+            assert!(err.to_string().contains(name), "{name}: {err}");
+            // Laid over valid defaults, it still fails (create_topic checks
+            // this before anything is stored).
+            assert!(
+                config
+                    .overlaid_on(&TopicConfig::new())
+                    .log_config()
+                    .is_err()
+            );
+        }
+        assert!(
+            TopicConfig::new()
+                .max_message_bytes(10)
+                .log_config()
+                .is_err()
+        );
+        // A later valid value replaces the bad one.
+        let fixed = TopicConfig::new().segment_bytes(1).segment_bytes(4096);
+        assert_eq!(fixed.log_config().unwrap().segment_bytes(), 4096);
+    }
+
+    #[test]
+    fn supported_defaults_are_the_log_defaults() {
+        let mut all = TopicConfig::new();
+        for (name, default) in TopicConfig::supported() {
+            all = all.set(name, default).unwrap();
+        }
+        assert_eq!(all.log_config().unwrap(), LogConfig::default());
+        assert_eq!(TopicConfig::supported().count(), KEYS.len());
+    }
+
+    #[test]
+    fn flush_settings_round_trip_through_the_policy() {
+        let policies = [
+            FlushPolicy::page_cache(),
+            FlushPolicy::every_append(),
+            FlushPolicy::every_messages(2),
+            FlushPolicy::every_messages(i64::MAX as u64 - 1),
+            FlushPolicy::every_interval(Duration::from_millis(1)),
+            FlushPolicy::every_interval(Duration::from_millis(i64::MAX as u64 - 1)),
+            FlushPolicy::every_messages(100).with_interval(Duration::from_secs(3)),
+            FlushPolicy::every_append().with_interval(Duration::from_millis(10)),
+        ];
+        for policy in policies {
+            let c = TopicConfig::new().flush(policy);
+            assert_eq!(c.log_config().unwrap().flush(), policy, "{c:?}");
+            // And back: the settings the policy gives are the same ones.
+            let again = TopicConfig::new().flush(c.log_config().unwrap().flush());
+            assert_eq!(again, c);
+        }
+        // Replacing: flush() clears what an earlier one set.
+        let c = TopicConfig::new()
+            .flush(FlushPolicy::every_messages(5).with_interval(Duration::from_secs(1)))
+            .flush(FlushPolicy::page_cache());
+        assert_eq!(c.entries().count(), 0);
+
+        // Settings by name: both bounds, each alone, and the special values.
+        let by_name = |pairs: &[(&str, &str)]| {
+            let mut c = TopicConfig::new();
+            for (k, v) in pairs {
+                c = c.set(k, *v).unwrap();
+            }
+            c.log_config().unwrap().flush()
+        };
+        assert_eq!(
+            by_name(&[("flush.messages", "10"), ("flush.ms", "500")]),
+            FlushPolicy::every_messages(10).with_interval(Duration::from_millis(500))
+        );
+        assert_eq!(by_name(&[("flush.ms", "0")]), FlushPolicy::every_append());
+        assert_eq!(
+            by_name(&[("flush.messages", "10"), ("flush.ms", "0")]),
+            FlushPolicy::every_append()
+        );
+        assert_eq!(
+            by_name(&[
+                ("flush.messages", "9223372036854775807"),
+                ("flush.ms", "9223372036854775807")
+            ]),
+            FlushPolicy::page_cache()
+        );
+        assert!(TopicConfig::new().set("flush.messages", "0").is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(512))]
+
+        /// Any string for any key is refused, or yields a config whose
+        /// `log_config` succeeds and whose canonical value parses back to
+        /// itself.
+        #[test]
+        fn any_value_is_refused_or_canonical(
+            index in 0..KEYS.len(),
+            value in proptest::prop_oneof![
+                proptest::string::string_regex("[ \t]{0,3}[+-]?[0-9]{0,21}[ \t]{0,3}").unwrap(),
+                proptest::string::string_regex("[ ]{0,2}[-+0-9.eE]{0,8}[ ]{0,2}").unwrap(),
+                proptest::string::string_regex("[ ]{0,2}(delete|compact)?([ ]?,[ ]?(delete|compact))?[ ]{0,2}").unwrap(),
+                proptest::string::string_regex("[ ]{0,2}(CreateTime|LogAppendTime|createtime)[ ]{0,2}").unwrap(),
+                proptest::prelude::any::<String>(),
+            ],
+        ) {
+            let name = KEYS[index].name;
+            if let Ok(c) = TopicConfig::new().set(name, value.clone()) {
+                c.log_config().unwrap();
+                let canonical = c.get(name).unwrap().to_string();
+                let again = TopicConfig::new().set(name, canonical.clone()).unwrap();
+                proptest::prop_assert_eq!(again.get(name), Some(canonical.as_str()));
+                proptest::prop_assert_eq!(&again, &c);
+                proptest::prop_assert_eq!(again.log_config().unwrap(), c.log_config().unwrap());
+                // Whitespace never changes the meaning.
+                let padded = TopicConfig::new().set(name, format!(" {value}\t")).unwrap();
+                proptest::prop_assert_eq!(&padded, &c);
+            }
+        }
     }
 }

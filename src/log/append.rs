@@ -1,7 +1,6 @@
 //! Appends: as leader (the log assigns offsets) and as follower (the batches
 //! keep the offsets they carry).
 
-use crate::config::FlushPolicy;
 use crate::error::{Error, FormatError, Result};
 use crate::format::{self, BatchHeader};
 use crate::log::{Log, LogInner, LogState, worker::Job};
@@ -84,7 +83,7 @@ impl Log {
     /// `batches`, stamps `leader_epoch` as the partition leader epoch, and,
     /// when the log uses `LogAppendTime`, sets the append time (recomputing
     /// the CRC). Returns once the append is as durable as the log's
-    /// [`FlushPolicy`] promises.
+    /// [`FlushPolicy`](crate::FlushPolicy) promises.
     ///
     /// # Errors
     /// [`Error::InvalidBatch`] for a malformed batch (bad CRC, structure or
@@ -391,7 +390,9 @@ impl LogInner {
             let sealed_file = state.active().file().clone();
             state.unflushed.push(sealed_file);
             state.segments.push(fresh);
-            if self.config.flush() != FlushPolicy::EveryAppend {
+            // Under flush.messages=1 the append's own fsync covers the
+            // sealed file; otherwise it is flushed in the background.
+            if !self.config.flush().is_every_append() {
                 self.schedule(Job::Flush(base_offset));
             }
         }
@@ -410,11 +411,26 @@ impl LogInner {
         }
     }
 
-    /// Waits for durability as the flush policy requires.
+    /// Waits for durability as the flush policy requires, for an append
+    /// that ended at `next_offset`.
+    ///
+    /// `flush.messages=N`, as Kafka's `UnifiedLog.append`: once the append
+    /// is written, if the unflushed offsets (its end minus the recovery
+    /// point) number N or more, an fsync covering the append runs (or the
+    /// one in flight is waited for) before it is acknowledged. Otherwise
+    /// fewer than N offsets below its end are unsynced, and the recovery
+    /// point only grows (a truncation lowers it only together with the log
+    /// end). So when an append returns, every offset below its end minus
+    /// N − 1 is on disk. `flush.ms` is the scheduler's timer (`worker.rs`).
     fn after_append(&self, next_offset: u64) -> Result<()> {
-        match self.config.flush() {
-            FlushPolicy::EveryAppend => self.sync_to(next_offset),
-            FlushPolicy::PageCache | FlushPolicy::Interval(_) => Ok(()),
+        let Some(every) = self.config.flush().messages() else {
+            return Ok(());
+        };
+        let unflushed = next_offset.saturating_sub(self.durability.durable_offset());
+        if unflushed >= every {
+            self.sync_to(next_offset)
+        } else {
+            Ok(())
         }
     }
 }

@@ -1,12 +1,16 @@
 //! Making appends durable: group commit and fencing.
 //!
-//! Under [`FlushPolicy::EveryAppend`](crate::FlushPolicy::EveryAppend) an
-//! append returns only after an fsync that covers it. Concurrent appenders
-//! share fsyncs: one of them runs the sync for everything written so far
-//! while the others wait on a condition variable; when it finishes, every
-//! appender whose offset it covered returns. A failed fsync fences the log:
-//! the waiting appenders and every later one get an error, and nothing is
-//! ever retried and acknowledged.
+//! When the flush policy asks for an fsync before an acknowledgement
+//! (`flush.messages=N`: the append that brings the unflushed offsets to N or
+//! more; N = 1 is every append) the append returns only after an fsync that
+//! covers it. Concurrent appenders share fsyncs: one of them runs the sync
+//! for everything written so far while the others wait on a condition
+//! variable; when it finishes, every appender whose offset it covered
+//! returns. A failed fsync fences the log: the waiting appenders and every
+//! later one get an error, and nothing is ever retried and acknowledged.
+//! The durable offset at the failure is remembered ([`super::fence`]) so
+//! that a reopen cuts the log back to it rather than trust pages the failed
+//! fsync may have dropped (fsyncgate).
 //!
 //! A truncation can lower the log end offset while a sync is in flight or a
 //! flush is queued. Targets are therefore capped at the current log end, and
@@ -19,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::Result;
-use crate::log::LogInner;
+use crate::log::{LogInner, fence};
 
 /// Group-commit state of one log.
 #[derive(Debug)]
@@ -55,17 +59,11 @@ impl Durability {
         }
     }
 
-    /// Waits until every offset below `offset` is on disk, or `timeout`
-    /// passes; returns whether it is. Woken by every completed sync.
-    pub(crate) fn wait_durable(&self, offset: u64, timeout: std::time::Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        let mut state = self.state.lock();
-        while state.durable_offset < offset {
-            if self.done.wait_until(&mut state, deadline).timed_out() {
-                return state.durable_offset >= offset;
-            }
-        }
-        true
+    /// Wakes every thread waiting in [`LogInner::wait_durable`] (after the
+    /// log was fenced).
+    pub(crate) fn wake_waiters(&self) {
+        let _state = self.state.lock();
+        self.done.notify_all();
     }
 
     /// Records a new log end offset; called with the log's `state` lock held.
@@ -89,20 +87,55 @@ impl Durability {
 }
 
 impl LogInner {
+    /// Waits until every offset below `offset` is on disk, or `timeout`
+    /// passes, or the log is fenced (then it never will be); returns
+    /// whether it is. Woken by every completed sync and by fencing.
+    pub(crate) fn wait_durable(&self, offset: u64, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut state = self.durability.state.lock();
+        while state.durable_offset < offset {
+            if self.is_fenced() {
+                return false;
+            }
+            if self
+                .durability
+                .done
+                .wait_until(&mut state, deadline)
+                .timed_out()
+            {
+                return state.durable_offset >= offset;
+            }
+        }
+        true
+    }
+
     /// Returns once every offset below `target` is on disk, running an fsync
     /// itself or waiting for the one in flight.
     pub(crate) fn sync_to(&self, target: u64) -> Result<()> {
+        self.sync_until(target, false)
+    }
+
+    /// Runs one fsync of the log's files (and of the directory if entries
+    /// changed) even if the durable offset covers the log end already:
+    /// after a truncation on open, which changed the files without raising
+    /// it.
+    pub(crate) fn sync_now(&self) -> Result<()> {
+        self.sync_until(u64::MAX, true)
+    }
+
+    fn sync_until(&self, target: u64, mut force: bool) -> Result<()> {
         let mut state = self.durability.state.lock();
         loop {
             self.check_not_fenced()?;
             let reachable = target.min(self.durability.log_end.load(Ordering::Acquire));
-            if state.durable_offset >= reachable {
+            if !force && state.durable_offset >= reachable {
                 return Ok(());
             }
             if state.running {
                 self.durability.done.wait(&mut state);
                 continue;
             }
+            force = false;
             state.running = true;
             let truncations = state.truncations;
             drop(state);
@@ -117,8 +150,15 @@ impl LogInner {
                 // gone. The loop syncs again if the target still needs it.
                 Ok(_) => {}
                 Err(e) => {
-                    self.fence();
+                    // Fenced before the lock is released, so no other thread
+                    // starts a retry that would "succeed" over pages this
+                    // failure dropped and raise the durable offset past them.
+                    self.mark_fenced();
+                    let synced = state.durable_offset;
+                    fence::remember(&self.dir, synced);
                     self.durability.done.notify_all();
+                    drop(state);
+                    fence::write_marker(self.storage.as_ref(), &self.dir, synced);
                     return Err(e);
                 }
             }

@@ -17,6 +17,7 @@ mod append;
 mod checkpoint;
 mod cleaner;
 mod durability;
+mod fence;
 mod open;
 mod read;
 mod retention;
@@ -38,6 +39,7 @@ use crate::storage::{StdStorage, segment::Segment};
 pub use append::AppendInfo;
 pub use checkpoint::{CheckpointRead, OffsetCheckpoint};
 pub use cleaner::CleanReport;
+pub use fence::FencedTruncation;
 pub use open::{RecoveryReport, TruncatedTail};
 pub use read::{LogRead, TimestampOffset};
 pub use retention::RetentionReport;
@@ -319,8 +321,10 @@ impl Log {
 
     /// Waits until every offset below `offset` is on disk (the recovery
     /// point reached it), at most `timeout` in real time; returns whether it
-    /// did. Under [`FlushPolicy::Interval`](crate::FlushPolicy::Interval)
-    /// this waits for the background flush; it never starts one itself (see
+    /// did. Returns `false` as soon as the log is fenced (a failed fsync
+    /// fences it, and nothing is flushed after that). With a `flush.ms` bound
+    /// ([`FlushPolicy::interval`](crate::FlushPolicy::interval)) this waits
+    /// for the background flush; it never starts one itself (see
     /// [`Log::flush`]).
     ///
     /// ```
@@ -332,7 +336,7 @@ impl Log {
     /// ```
     #[must_use]
     pub fn wait_for_flush(&self, offset: u64, timeout: std::time::Duration) -> bool {
-        self.inner.durability.wait_durable(offset, timeout)
+        self.inner.wait_durable(offset, timeout)
     }
 
     /// Stops the log's background work (waiting for work in progress),
@@ -379,8 +383,16 @@ impl LogInner {
         self.fenced.load(Ordering::Acquire)
     }
 
-    /// Fences the log after an I/O failure: every later append fails.
+    /// Fences the log after an I/O failure: every later append fails, and
+    /// threads waiting for a flush stop waiting. Not called with the
+    /// durability lock held (see [`LogInner::mark_fenced`]).
     fn fence(&self) {
+        self.mark_fenced();
+        self.durability.wake_waiters();
+    }
+
+    /// Sets the fenced flag only; the caller wakes the waiters.
+    fn mark_fenced(&self) {
         self.fenced.store(true, Ordering::Release);
     }
 

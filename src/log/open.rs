@@ -16,7 +16,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::{CorruptionKind, Error, FormatError, Result};
 use crate::log::durability::Durability;
-use crate::log::{Log, LogBuilder, LogInner, LogScheduler, LogState};
+use crate::log::{Log, LogBuilder, LogInner, LogScheduler, LogState, fence};
 use crate::storage::probe::{Counters, ScanOutcome, SegmentProbe};
 use crate::storage::segment::{
     self, CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, SWAP_SUFFIX, Segment,
@@ -41,6 +41,12 @@ pub struct RecoveryReport {
     /// Cleaned segments (`.swap` files) whose swap an interrupted cleaning
     /// pass left unfinished and recovery completed.
     pub swaps_completed: usize,
+    /// Set when an fsync failure had fenced this log (in this process, or
+    /// as recorded in its `fenced-offset` marker) and recovery found data
+    /// past the last offset a successful fsync covered: the log was cut
+    /// back to that offset, dropping what the page cache still showed past
+    /// it (fsyncgate).
+    pub fenced_truncation: Option<crate::log::FencedTruncation>,
 }
 
 /// A torn tail cut by recovery.
@@ -69,6 +75,8 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     } = builder;
     storage.create_dir_all(&dir)?;
     let lock = storage.lock_dir(&dir)?;
+    // Read before recovery changes any file: a damaged marker refuses the open.
+    let fenced = fence::pending(storage.as_ref(), &dir)?;
     let mut report = RecoveryReport::default();
     finish_swaps(storage.as_ref(), &dir, &mut report)?;
 
@@ -180,6 +188,8 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         recovery_point.min(log_end_offset)
     };
 
+    report.fenced_truncation = fence::planned(fenced, log_end_offset);
+
     let (scheduler, private) = match scheduler {
         Some(shared) => (shared, None),
         None => {
@@ -215,10 +225,12 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         inner.flush_interval_ms(),
         inner.config.retention_check_interval_ms(),
     );
-    Ok(Log {
+    let log = Log {
         inner,
         private: Mutex::new(private),
-    })
+    };
+    fence::finish(&log, fenced)?;
+    Ok(log)
 }
 
 /// Finishes or rolls back what an interrupted cleaning pass left, as

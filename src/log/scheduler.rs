@@ -87,7 +87,7 @@ struct Shared {
 /// Which periodic work a timer starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum TimerKind {
-    /// `FlushPolicy::Interval`.
+    /// `flush.ms` ([`FlushPolicy::interval`](crate::FlushPolicy::interval)).
     Flush,
     /// `log.retention.check.interval.ms`: retention, then cleaning.
     Retention,

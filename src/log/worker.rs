@@ -9,7 +9,6 @@
 
 use std::path::PathBuf;
 
-use crate::config::FlushPolicy;
 use crate::log::LogInner;
 use crate::storage::segment::remove_deleted_files;
 use crate::storage::spare;
@@ -29,7 +28,7 @@ pub(crate) enum Job {
 #[derive(Debug)]
 pub(crate) enum Work {
     Job(Job),
-    /// `FlushPolicy::Interval`: flush everything appended so far.
+    /// `flush.ms`: flush everything appended so far.
     IntervalFlush,
     /// `log.retention.check.interval.ms`: enforce retention, then clean if
     /// the log compacts and is dirty enough.
@@ -86,15 +85,13 @@ impl LogInner {
         }
     }
 
-    /// The interval of `FlushPolicy::Interval` in milliseconds, if that is
-    /// the policy.
+    /// `flush.ms`: the interval of the background flush in milliseconds,
+    /// if the policy sets one (whole milliseconds, at least 1).
     pub(crate) fn flush_interval_ms(&self) -> Option<i64> {
-        match self.config.flush() {
-            FlushPolicy::Interval(every) => {
-                Some(i64::try_from(every.as_millis()).unwrap_or(i64::MAX))
-            }
-            FlushPolicy::PageCache | FlushPolicy::EveryAppend => None,
-        }
+        self.config
+            .flush()
+            .interval()
+            .map(|every| i64::try_from(every.as_millis()).unwrap_or(i64::MAX))
     }
 }
 

@@ -244,7 +244,7 @@ fn interval_flushes_of_many_logs_run_on_one_thread() {
     let dirs = [(); 4].map(|()| tempfile::tempdir().unwrap());
     let logs = dirs.each_ref().map(|dir| {
         let config = LogConfig::builder()
-            .flush(FlushPolicy::Interval(Duration::from_millis(500)))
+            .flush(FlushPolicy::every_interval(Duration::from_millis(500)))
             .build()
             .unwrap();
         open(dir.path(), config, &clock, storage.clone(), &pool)
