@@ -583,6 +583,9 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SystemClock;
+    use crate::cluster::metadata::MetadataRecord;
+    use crate::storage::StdStorage;
 
     #[test]
     fn topic_ids_print_as_kafka_does() {
@@ -591,5 +594,171 @@ mod tests {
         assert_eq!(text.len(), 22);
         assert_eq!(parse_topic_id(&text), Some(id));
         assert_eq!(parse_topic_id("not base64!"), None);
+    }
+
+    #[test]
+    fn delete_dir_names_fit_in_255_bytes_as_kafka_cuts_them() {
+        let id = Uuid::from_u128(0xabc);
+        assert_eq!(
+            delete_dir_name("orders", 3, id),
+            format!("orders-3.{}-delete", id.simple())
+        );
+        let long = "t".repeat(249);
+        for partition in [0, 7, 9_999, u32::MAX] {
+            let name = delete_dir_name(&long, partition, id);
+            assert_eq!(name.len(), 255, "{name}");
+            assert!(name.ends_with(&format!("-{partition}.{}-delete", id.simple())));
+            assert!(name.starts_with("ttt"));
+        }
+        // Never a partition directory's name.
+        assert_eq!(parse_partition_dir(&delete_dir_name("a-1", 2, id)), None);
+    }
+
+    #[test]
+    fn partition_dir_names_split_at_the_last_dash() {
+        assert_eq!(parse_partition_dir("orders-3"), Some(("orders", 3)));
+        assert_eq!(parse_partition_dir("a-b-10"), Some(("a-b", 10)));
+        for bad in ["orders", "-3", "orders-", "orders-+3", "orders-x", "t-99999999999"] {
+            assert_eq!(parse_partition_dir(bad), None, "{bad}");
+        }
+    }
+
+    fn registry_with(topic: &str, id: Uuid, partitions: u32) -> Registry {
+        let mut registry = Registry::default();
+        registry
+            .apply(&MetadataRecord::Topic {
+                name: topic.into(),
+                id,
+            })
+            .unwrap();
+        for partition in 0..partitions {
+            registry
+                .apply(&MetadataRecord::Partition {
+                    topic_id: id,
+                    partition,
+                    replicas: vec![0],
+                    leader: 0,
+                    leader_epoch: 0,
+                })
+                .unwrap();
+        }
+        registry
+    }
+
+    fn open_broker(dir: &Path, registry: &Registry) -> Broker {
+        let storage: Arc<dyn Storage> = Arc::new(StdStorage);
+        Broker::open(dir.to_path_buf(), storage, Arc::new(SystemClock), registry, 1)
+            .unwrap()
+            .0
+    }
+
+    fn offsets(log_start: u64, recovery_point: u64) -> ReplicaOffsets {
+        ReplicaOffsets {
+            log_start,
+            high_watermark: recovery_point,
+            log_end: recovery_point,
+            recovery_point,
+            cleaner_checkpoint: None,
+        }
+    }
+
+    fn written(dir: &Path, file: &str) -> Offsets {
+        match OffsetCheckpoint::new(dir.join(file)).read().unwrap() {
+            CheckpointRead::Present(entries) => entries,
+            CheckpointRead::Missing => Offsets::new(),
+        }
+    }
+
+    /// The race the periodic checkpointer had with `delete_records`: it
+    /// read a partition's offsets, `delete_records` advanced the log start
+    /// and wrote its checkpoint, then the checkpointer noted its older
+    /// snapshot and wrote it over the newer one. Replayed here in that
+    /// order: the newer log start survives.
+    #[test]
+    fn an_older_snapshot_noted_late_never_moves_a_checkpoint_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open_broker(dir.path(), &Registry::default());
+        let stale = offsets(0, 3); // read by the checkpointer first
+        broker.note_offsets("t", 0, offsets(5, 10)); // delete_records
+        broker.write_checkpoints().unwrap();
+        broker.note_offsets("t", 0, stale); // the checkpointer, late
+        broker.write_checkpoints().unwrap();
+        let key = ("t".to_string(), 0);
+        assert_eq!(written(dir.path(), LOG_START)[&key], 5);
+        assert_eq!(written(dir.path(), RECOVERY_POINT)[&key], 10);
+        broker.stop_scheduler();
+    }
+
+    /// A checkpoint pass that reached a partition just as its topic was
+    /// deleted notes nothing: offsets are read under the checkpoint lock
+    /// from the live log, so a deleted partition's entry never comes back
+    /// (where a re-created topic of the same name would inherit it).
+    #[test]
+    fn a_deleted_partition_is_never_noted_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        let registry = registry_with("t", id, 1);
+        let broker = open_broker(dir.path(), &registry);
+        let name: Arc<str> = Arc::from("t");
+        let replica = broker
+            .open_partition(&name, id, 0, LogConfig::default())
+            .unwrap();
+        broker.note_replica("t", &replica);
+        broker.write_checkpoints().unwrap();
+        assert_eq!(written(dir.path(), RECOVERY_POINT).len(), 1);
+        replica.shut(true).unwrap();
+        broker.delete_partition("t", 0, id).unwrap();
+        broker.note_replica("t", &replica);
+        broker.write_checkpoints().unwrap();
+        assert!(written(dir.path(), RECOVERY_POINT).is_empty());
+        assert!(written(dir.path(), LOG_START).is_empty());
+        assert!(!dir.path().join("t-0").exists());
+        broker.stop_scheduler();
+    }
+
+    /// After a power loss a log may end below its checkpointed log start
+    /// (records never fsynced are gone, the checkpoint was). What the
+    /// opened log holds replaces the file's entry, so the entries (which
+    /// then only move forward) never keep the old, larger start that would
+    /// hide records appended after the reopen.
+    #[test]
+    fn opening_a_partition_replaces_its_checkpointed_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        let registry = registry_with("t", id, 1);
+        let key = ("t".to_string(), 0);
+        let name: Arc<str> = Arc::from("t");
+        let broker = open_broker(dir.path(), &registry);
+        let replica = broker
+            .open_partition(&name, id, 0, LogConfig::default())
+            .unwrap();
+        let mut batch = crate::format::BatchBuilder::new(crate::types::Compression::None);
+        for _ in 0..3 {
+            batch.append(1, None, Some(b"v"), &[]);
+        }
+        replica
+            .append(&mut batch.build().unwrap().to_vec())
+            .unwrap();
+        replica.shut(false).unwrap();
+        broker.stop_scheduler();
+        drop(broker);
+        // Checkpoints from before a power loss took the records above 3.
+        let stale = Offsets::from([(key.clone(), 50)]);
+        for file in [LOG_START, RECOVERY_POINT] {
+            OffsetCheckpoint::new(dir.path().join(file))
+                .write(&stale)
+                .unwrap();
+        }
+        let broker = open_broker(dir.path(), &registry);
+        let replica = broker
+            .open_partition(&name, id, 0, LogConfig::default())
+            .unwrap();
+        assert_eq!(replica.offsets().unwrap().log_start, 3);
+        broker.note_replica("t", &replica);
+        broker.write_checkpoints().unwrap();
+        assert_eq!(written(dir.path(), LOG_START)[&key], 3);
+        assert_eq!(written(dir.path(), RECOVERY_POINT)[&key], 3);
+        replica.shut(false).unwrap();
+        broker.stop_scheduler();
     }
 }

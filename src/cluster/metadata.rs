@@ -381,6 +381,9 @@ impl MetadataLog {
             .clock(clock.clone())
             .recovery_point(recovery_point.unwrap_or(0))
             .open()?;
+        // A new log's first segment files: their entries must survive a
+        // power loss before the first change is acknowledged.
+        storage.sync_dir(&dir)?;
         if let Some(point) = recovery_point
             && log.log_end_offset() < point
         {
