@@ -84,7 +84,11 @@ fn closing_the_cluster_delivers_what_live_producers_hold() {
     for handle in handles {
         let metadata = handle.wait().unwrap();
         let slot = &mut offsets[metadata.partition() as usize];
-        assert_eq!(metadata.offset(), Some(*slot), "offsets are dense per partition");
+        assert_eq!(
+            metadata.offset(),
+            Some(*slot),
+            "offsets are dense per partition"
+        );
         *slot += 1;
     }
     assert_eq!(offsets.iter().sum::<u64>(), 1000);

@@ -129,16 +129,28 @@ fn a_damaged_metadata_log_refuses_the_open_and_the_rebuild_restores_every_topic(
         }
         // Nothing of `b` was touched by the refused open.
         assert_eq!(fs::read(&b0_segment).unwrap(), b0_bytes);
-        assert_eq!(names(&broker(dir.path())).iter().filter(|n| n.starts_with("b-")).count(), 2);
+        assert_eq!(
+            names(&broker(dir.path()))
+                .iter()
+                .filter(|n| n.starts_with("b-"))
+                .count(),
+            2
+        );
     }
 
     let report = Cluster::rebuild_metadata(dir.path(), ClusterConfig::default()).unwrap();
-    let aside = report.moved_aside.clone().expect("the old log was moved aside");
+    let aside = report
+        .moved_aside
+        .clone()
+        .expect("the old log was moved aside");
     assert_eq!(
         aside.file_name().unwrap().to_str().unwrap(),
         "__cluster_metadata-0.damaged-1"
     );
-    assert!(aside.join("00000000000000000000.log").exists(), "never deleted");
+    assert!(
+        aside.join("00000000000000000000.log").exists(),
+        "never deleted"
+    );
     assert!(report.skipped_dirs.is_empty(), "{:?}", report.skipped_dirs);
     let summary: Vec<(&str, &str, u32, bool, bool)> = report
         .topics
@@ -207,7 +219,10 @@ fn a_lost_metadata_log_refuses_the_open_until_it_is_rebuilt() {
         }
         other => panic!("expected MetadataMissing, got {other:?}"),
     }
-    assert!(!dir.path().join("__cluster_metadata-0").exists(), "nothing created");
+    assert!(
+        !dir.path().join("__cluster_metadata-0").exists(),
+        "nothing created"
+    );
     assert_eq!(names(&broker(dir.path())), before, "nothing removed");
 
     let report = Cluster::rebuild_metadata(dir.path(), ClusterConfig::default()).unwrap();
@@ -302,7 +317,10 @@ fn partition_dirs_nothing_explains_are_kept_and_reported_never_deleted() {
         [
             ("t-5".to_string(), Some(t_id.clone())),
             ("u-0".to_string(), Some(t_id.clone())),
-            ("v-0".to_string(), Some("AAAAAAAAAAAAAAAAAAAAAQ".to_string())),
+            (
+                "v-0".to_string(),
+                Some("AAAAAAAAAAAAAAAAAAAAAQ".to_string())
+            ),
             ("w-0".to_string(), None),
         ]
     );
@@ -373,14 +391,21 @@ fn a_torn_tail_is_reported_through_the_cluster_and_the_partition() {
     assert_eq!(tail.path, segment);
     assert_eq!(tail.position, valid);
     assert_eq!(tail.bytes, (torn.len() / 2) as u64);
-    assert!(report.partitions[&TopicPartition::new("t", 0)].truncated.is_none());
+    assert!(
+        report.partitions[&TopicPartition::new("t", 0)]
+            .truncated
+            .is_none()
+    );
     assert_eq!(report.metadata.truncated, None);
     let p1 = cluster.topic("t").unwrap().partition(1).unwrap();
     assert_eq!(p1.recovery_report().truncated, Some(tail));
     assert_eq!(values(&cluster, "t", 1), ["one", "two"]);
     // A partition created later reports a fresh log.
     let fresh = cluster.create_topic(NewTopic::new("later", 1)).unwrap();
-    assert_eq!(fresh.partition(0).unwrap().recovery_report().truncated, None);
+    assert_eq!(
+        fresh.partition(0).unwrap().recovery_report().truncated,
+        None
+    );
 }
 
 #[test]
@@ -422,6 +447,10 @@ fn a_rebuild_keeps_the_evidence_of_deleted_topics() {
     append(&gone.partition(0).unwrap(), &["old"]);
     let keep = cluster.create_topic(NewTopic::new("keep", 1)).unwrap();
     append(&keep.partition(0).unwrap(), &["kept"]);
+    let lost_config = TopicConfig::new().retention_ms(Some(60_000));
+    cluster
+        .create_topic(NewTopic::new("lost", 2).config(lost_config))
+        .unwrap();
     drop((gone, keep));
     cluster.close().unwrap();
     drop(cluster);
@@ -434,16 +463,36 @@ fn a_rebuild_keeps_the_evidence_of_deleted_topics() {
     drop(cluster);
     // As if the deletion's removal of the directory had not reached the disk.
     fs::rename(&saved, b.join("gone-0")).unwrap();
+    // Every directory of `lost` is gone; the old log still knows it.
+    fs::remove_dir_all(b.join("lost-0")).unwrap();
+    fs::remove_dir_all(b.join("lost-1")).unwrap();
 
     let report = Cluster::rebuild_metadata(dir.path(), ClusterConfig::default()).unwrap();
-    let summary: Vec<(&str, bool, bool)> = report
+    let summary: Vec<(&str, bool, bool, Vec<u32>)> = report
         .topics
         .iter()
-        .map(|t| (t.name.as_str(), t.removed, t.config_recovered))
+        .map(|t| {
+            (
+                t.name.as_str(),
+                t.removed,
+                t.config_recovered,
+                t.missing_partitions.clone(),
+            )
+        })
         .collect();
-    assert_eq!(summary, [("gone", true, false), ("keep", false, true)]);
+    assert_eq!(
+        summary,
+        [
+            ("gone", true, false, vec![]),
+            ("keep", false, true, vec![]),
+            ("lost", false, true, vec![0, 1])
+        ]
+    );
     let cluster = open(dir.path());
-    assert_eq!(cluster.list_topics(), ["keep"]);
+    assert_eq!(cluster.list_topics(), ["keep", "lost"]);
+    let lost = cluster.topic("lost").unwrap();
+    assert_eq!(lost.partition_count(), 2);
+    assert_eq!(lost.overrides().get("retention.ms"), Some("60000"));
     assert_eq!(cluster.recovery_report().removed_dirs, [b.join("gone-0")]);
     assert!(!b.join("gone-0").exists());
     // Re-created, the name starts empty.

@@ -317,7 +317,10 @@ fn a_deletion_that_fails_half_way_is_finished_later() {
             assert!(cluster.recovery_report().removed_dirs.is_empty());
         } else {
             assert!(cluster.list_topics().is_empty());
-            assert_eq!(cluster.recovery_report().removed_dirs, [leftover.clone()]);
+            assert_eq!(
+                cluster.recovery_report().removed_dirs,
+                std::slice::from_ref(&leftover)
+            );
             assert!(!leftover.exists());
             let again = cluster.create_topic(NewTopic::new(&name, 1)).unwrap();
             assert!(values(&again.partition(0).unwrap(), 0).is_empty());

@@ -18,7 +18,10 @@ fn open(dir: &Path) -> Cluster {
 }
 
 fn commit(cluster: &Cluster, group: &str, topic: &str, offset: u64) {
-    let offsets = BTreeMap::from([(TopicPartition::new(topic, 0), OffsetAndMetadata::new(offset))]);
+    let offsets = BTreeMap::from([(
+        TopicPartition::new(topic, 0),
+        OffsetAndMetadata::new(offset),
+    )]);
     cluster.alter_group_offsets(group, &offsets).unwrap();
 }
 
@@ -107,11 +110,13 @@ fn an_unreadable_commit_record_is_skipped_and_reported_on_open() {
     let garbage_at = log.log_end_offset();
     // A commit key (version 1) whose strings run past the end, then a key
     // of a version no logbus (or Kafka) writes, then a key-less record.
-    log.append(&mut batch(b"\x00\x01\x00\x09g1", b"v"), 0).unwrap();
+    log.append(&mut batch(b"\x00\x01\x00\x09g1", b"v"), 0)
+        .unwrap();
     log.append(&mut batch(b"\x00\x63", b"future"), 0).unwrap();
     let mut keyless = BatchBuilder::new(Compression::None);
     keyless.append(1, None, Some(b"v"), &[]);
-    log.append(&mut keyless.build().unwrap().to_vec(), 0).unwrap();
+    log.append(&mut keyless.build().unwrap().to_vec(), 0)
+        .unwrap();
     log.close().unwrap();
 
     let cluster = open(dir.path());

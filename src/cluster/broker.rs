@@ -618,7 +618,14 @@ mod tests {
     fn partition_dir_names_split_at_the_last_dash() {
         assert_eq!(parse_partition_dir("orders-3"), Some(("orders", 3)));
         assert_eq!(parse_partition_dir("a-b-10"), Some(("a-b", 10)));
-        for bad in ["orders", "-3", "orders-", "orders-+3", "orders-x", "t-99999999999"] {
+        for bad in [
+            "orders",
+            "-3",
+            "orders-",
+            "orders-+3",
+            "orders-x",
+            "t-99999999999",
+        ] {
             assert_eq!(parse_partition_dir(bad), None, "{bad}");
         }
     }
@@ -647,9 +654,15 @@ mod tests {
 
     fn open_broker(dir: &Path, registry: &Registry) -> Broker {
         let storage: Arc<dyn Storage> = Arc::new(StdStorage);
-        Broker::open(dir.to_path_buf(), storage, Arc::new(SystemClock), registry, 1)
-            .unwrap()
-            .0
+        Broker::open(
+            dir.to_path_buf(),
+            storage,
+            Arc::new(SystemClock),
+            registry,
+            1,
+        )
+        .unwrap()
+        .0
     }
 
     fn offsets(log_start: u64, recovery_point: u64) -> ReplicaOffsets {

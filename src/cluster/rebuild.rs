@@ -67,7 +67,8 @@ impl Cluster {
     ///    configs and, if higher, its partition count. A topic it does not
     ///    cover gets no configs of its own (`__consumer_offsets` gets its
     ///    usual ones). A topic it records as deleted is written as created
-    ///    and deleted again, so the next open removes its directories.
+    ///    and deleted again, so the next open removes its directories. A
+    ///    topic it shows live with no directory left is kept, empty.
     /// 3. The new log is written and fsynced in
     ///    `__cluster_metadata-0.rebuilding`; the old log directory is
     ///    renamed `__cluster_metadata-0.damaged-<n>` (never deleted:
@@ -157,15 +158,19 @@ impl Cluster {
         }
         let end = log.log_end_offset();
         log.close()?;
-        // No recovery point while the logs change places: a crash in
-        // between scans the whole log rather than judge it by the old one.
-        storage.remove_file(&root.join(METADATA_CHECKPOINT))?;
-        storage.sync_dir(&root)?;
+        // The old log goes aside first (durably), so it is never opened
+        // without its recovery point; then its recovery point goes, so
+        // the new log is never judged by it; then the new log moves in and
+        // gets its own. A crash at any step leaves either the new log or
+        // no log (the open refuses; run the rebuild again).
         if storage.exists(&metadata_dir) {
             let aside = free_damaged_name(&*storage, &root)?;
             storage.rename(&metadata_dir, &aside)?;
+            storage.sync_dir(&root)?;
             report.moved_aside = Some(aside);
         }
+        storage.remove_file(&root.join(METADATA_CHECKPOINT))?;
+        storage.sync_dir(&root)?;
         storage.rename(&building, &metadata_dir)?;
         sync_parent(&*storage, &metadata_dir)?;
         write_recovery_point(&storage, &root, end)?;
@@ -334,6 +339,41 @@ fn plan(
                 .filter(|p| !topic.partitions.contains(p))
                 .collect(),
             config_recovered: recovered.is_some(),
+            removed: false,
+        });
+    }
+    // Topics the old log shows live whose directories are all gone: kept,
+    // with their configs, their partitions recreated empty (unless a
+    // directory of another id now has the name, which wins).
+    for meta in prefix.registry.topics.values() {
+        if found.contains_key(&meta.id) || live_names.contains_key(meta.name.as_str()) {
+            continue;
+        }
+        let count = meta.partitions.min(MAX_PARTITIONS_PER_TOPIC);
+        let mut batch = vec![MetadataRecord::Topic {
+            name: meta.name.clone(),
+            id: meta.id,
+        }];
+        batch.extend((0..count).map(|p| partition_record(meta.id, p)));
+        let config_recovered = TopicConfig::from_stored(&meta.config).is_ok();
+        if config_recovered {
+            batch.extend(
+                meta.config
+                    .iter()
+                    .map(|(key, value)| MetadataRecord::Config {
+                        topic_id: meta.id,
+                        key: key.clone(),
+                        value: Some(value.clone()),
+                    }),
+            );
+        }
+        live_batches.push(batch);
+        topics.push(RebuiltTopic {
+            name: meta.name.clone(),
+            id: topic_id_string(meta.id),
+            partitions: count,
+            missing_partitions: (0..count).collect(),
+            config_recovered,
             removed: false,
         });
     }

@@ -123,7 +123,7 @@ pub struct RebuildReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RebuiltTopic {
-    /// The topic's name (from its directories' names).
+    /// The topic's name (from its directories' names, else the old log).
     pub name: String,
     /// The topic id (from `partition.metadata`), Kafka's base64 form.
     pub id: String,
@@ -131,7 +131,8 @@ pub struct RebuiltTopic {
     /// directory found, or the count the old log recorded if higher.
     pub partitions: u32,
     /// Partitions below that count that had no directory; the next open
-    /// creates them empty.
+    /// creates them empty. All of them for a topic only the old metadata
+    /// log knew.
     pub missing_partitions: Vec<u32>,
     /// Whether the topic's configs came from the old metadata log; if not,
     /// the topic has no configs of its own (the cluster's defaults apply;
