@@ -515,3 +515,25 @@ fn a_rebuild_needs_a_closed_cluster() {
     ));
     cluster.close().unwrap();
 }
+
+/// Without a recovery point (an older directory, a lost checkpoint file),
+/// a metadata log whose bytes are all unreadable is cut to nothing by its
+/// recovery; with partition directories present that is the same as a
+/// missing log, and the open refuses.
+#[test]
+fn a_metadata_log_holding_only_garbage_is_as_good_as_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = open(dir.path());
+    cluster.create_topic(NewTopic::new("t", 1)).unwrap();
+    cluster.close().unwrap();
+    drop(cluster);
+    fs::remove_file(dir.path().join("recovery-point-offset-checkpoint")).unwrap();
+    fs::write(metadata_segment(dir.path()), [0u8; 100]).unwrap();
+    assert!(matches!(
+        Cluster::open(dir.path(), ClusterConfig::default()),
+        Err(Error::MetadataMissing { .. })
+    ));
+    assert!(broker(dir.path()).join("t-0/partition.metadata").exists());
+    Cluster::rebuild_metadata(dir.path(), ClusterConfig::default()).unwrap();
+    assert_eq!(open(dir.path()).list_topics(), ["t"]);
+}

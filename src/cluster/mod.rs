@@ -257,6 +257,18 @@ impl Cluster {
             config.clock.clone(),
             recovery_point,
         )?;
+        if metadata.log_end_offset() == 0 {
+            // Its bytes (if any) were all a torn tail: as good as missing.
+            if let Err(e) = refuse_empty_registry(
+                &*storage,
+                &root.join(METADATA_DIR),
+                &broker_dir,
+                recovery_point,
+            ) {
+                let _ = metadata.close();
+                return Err(e);
+            }
+        }
         let metadata_report = metadata.recovery_report().clone();
         let (broker, scan) = Broker::open(
             broker_dir,
