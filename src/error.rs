@@ -140,13 +140,56 @@ pub enum Error {
         reason: String,
     },
 
-    /// A partition count is invalid: zero, or not above the current count
-    /// when adding partitions. Kafka's `INVALID_PARTITIONS`.
+    /// A partition count is invalid: zero, not above the current count
+    /// when adding partitions, above [`MAX_PARTITIONS_PER_TOPIC`](crate::MAX_PARTITIONS_PER_TOPIC),
+    /// or above the cluster's limit
+    /// ([`ClusterConfigBuilder::max_partitions`](crate::ClusterConfigBuilder::max_partitions),
+    /// at most [`MAX_PARTITIONS_PER_CLUSTER`](crate::MAX_PARTITIONS_PER_CLUSTER));
+    /// the reason names the limit. Nothing was stored. Kafka's
+    /// `INVALID_PARTITIONS`.
     #[error("invalid partition count for topic {topic}: {reason}")]
     InvalidPartitions {
         /// The topic's name.
         topic: String,
         /// What is wrong with the count.
+        reason: String,
+    },
+
+    /// The cluster's metadata log (`__cluster_metadata-0`, the topic
+    /// registry) is missing or empty, yet the directory shows that it held
+    /// topics: partition directories with a `partition.metadata` file, or a
+    /// recovery point above zero. Starting with an empty registry would
+    /// hide (and later overwrite) their data, so the open is refused and
+    /// nothing is changed. Rebuild the registry from the partition
+    /// directories with [`Cluster::rebuild_metadata`](crate::Cluster::rebuild_metadata).
+    #[error(
+        "the metadata log {} is missing or empty, but {evidence}; nothing was changed: \
+         rebuild the registry from the partition directories with Cluster::rebuild_metadata",
+        path.display()
+    )]
+    MetadataMissing {
+        /// The metadata log's directory.
+        path: PathBuf,
+        /// What shows that topics existed.
+        evidence: String,
+    },
+
+    /// A partition directory sits where a topic's partition must live, but
+    /// nothing proves it belongs to that topic or to a deleted one: its
+    /// `partition.metadata` names a topic id the registry does not know (or
+    /// another live topic's id), is unreadable, or is missing while the
+    /// directory holds segments. logbus never adopts such a directory (it
+    /// could show another topic's records) and never deletes it (it could
+    /// be the only copy of data). Move it out of the broker directory.
+    #[error(
+        "partition directory {} cannot be used: {reason}; logbus neither adopts nor deletes it: \
+         move it out of the broker directory",
+        path.display()
+    )]
+    PartitionDirConflict {
+        /// The directory.
+        path: PathBuf,
+        /// What it holds and why that does not fit.
         reason: String,
     },
 
@@ -384,6 +427,14 @@ impl Error {
             },
             Error::InvalidPartitions { topic, reason } => Error::InvalidPartitions {
                 topic: topic.clone(),
+                reason: reason.clone(),
+            },
+            Error::MetadataMissing { path, evidence } => Error::MetadataMissing {
+                path: path.clone(),
+                evidence: evidence.clone(),
+            },
+            Error::PartitionDirConflict { path, reason } => Error::PartitionDirConflict {
+                path: path.clone(),
                 reason: reason.clone(),
             },
             Error::BufferExhausted {

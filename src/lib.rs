@@ -125,8 +125,12 @@
 //! - **Delivery to groups**: at least once; a member removed from its group
 //!   can no longer commit ([`Error::CommitFailed`]).
 //! - **Recovery**: a torn tail of the last segment is cut and reported in
-//!   [`Log::recovery_report`]; any other damage is an [`Error::Corrupt`],
-//!   never cut silently.
+//!   [`Log::recovery_report`] (per partition: [`Partition::recovery_report`]
+//!   and [`Cluster::recovery_report`]); any other damage is an
+//!   [`Error::Corrupt`], never cut silently. Data is deleted only on
+//!   positive evidence (a topic deletion recorded in the metadata log); a
+//!   lost or damaged metadata log refuses the open and is rebuilt from the
+//!   partitions with [`Cluster::rebuild_metadata`].
 //! - **Errors**: one [`Error`] enum; bad input is rejected before anything
 //!   is stored.
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -157,9 +161,11 @@ pub use client::producer::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cluster::{
-    CleanupPolicy, Cluster, ClusterConfig, ClusterConfigBuilder, GroupDescription, GroupState,
+    CleanupPolicy, Cluster, ClusterConfig, ClusterConfigBuilder, ClusterRecoveryReport,
+    GroupDescription, GroupState, MAX_PARTITIONS_PER_CLUSTER, MAX_PARTITIONS_PER_TOPIC,
     MAX_TOPIC_NAME_LEN, MemberDescription, NewTopic, OffsetAndMetadata, OffsetSpec, Partition,
-    PartitionDescription, PartitionLag, Topic, TopicConfig, TopicDescription,
+    PartitionDescription, PartitionLag, RebuildReport, RebuiltTopic, SkippedRecord, Topic,
+    TopicConfig, TopicDescription, UnknownPartitionDir,
 };
 pub use config::{FlushPolicy, LogConfig, LogConfigBuilder};
 pub use error::{CorruptionKind, Error, FormatError, Result};

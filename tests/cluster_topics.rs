@@ -241,3 +241,176 @@ fn compacted_topics_keep_their_policy_and_refuse_keyless_records() {
             .exists()
     );
 }
+
+/// Kafka's longest topic names (249 characters): the `-delete` directory
+/// name is cut to fit 255 bytes, so the deletion works, and the name
+/// re-created starts empty.
+#[test]
+fn topics_with_the_longest_names_are_deleted_and_recreated_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = open(dir.path());
+    let name = "n".repeat(249);
+    let topic = cluster.create_topic(NewTopic::new(&name, 2)).unwrap();
+    append(&topic.partition(0).unwrap(), &["old"]);
+    cluster.delete_topic(&name).unwrap();
+    assert!(cluster.list_topics().is_empty());
+    let broker: Vec<String> = std::fs::read_dir(dir.path().join("broker-0"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('n'))
+        .collect();
+    assert!(broker.is_empty(), "{broker:?}");
+    let again = cluster.create_topic(NewTopic::new(&name, 2)).unwrap();
+    assert_eq!(again.partition(0).unwrap().log_end_offset().unwrap(), 0);
+    append(&again.partition(1).unwrap(), &["new"]);
+    cluster.close().unwrap();
+    let cluster = open(dir.path());
+    let topic = cluster.topic(&name).unwrap();
+    assert!(values(&topic.partition(0).unwrap(), 0).is_empty());
+    assert_eq!(values(&topic.partition(1).unwrap(), 0), ["new"]);
+}
+
+/// A deletion whose directory renames fail is still a deletion: the topic
+/// is gone at once, and what is left on disk is removed before the name is
+/// used again, or by the next open (the removal record is the evidence).
+#[test]
+fn a_deletion_that_fails_half_way_is_finished_later() {
+    use logbus::{FaultKind, FaultOp, FaultyStorage};
+    use std::sync::Arc;
+
+    let config = |storage: &FaultyStorage| {
+        ClusterConfig::builder()
+            .storage(Arc::new(storage.clone()))
+            .build()
+            .unwrap()
+    };
+    let name = "d".repeat(249);
+    for recreate_before_reopen in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FaultyStorage::new();
+        let cluster = Cluster::open(dir.path(), config(&storage)).unwrap();
+        let topic = cluster.create_topic(NewTopic::new(&name, 1)).unwrap();
+        append(&topic.partition(0).unwrap(), &["old"]);
+        storage.fail_all_from_now(FaultOp::Rename, FaultKind::Eio);
+        let err = cluster.delete_topic(&name).unwrap_err();
+        storage.clear_faults();
+        assert!(matches!(err, Error::Io { op: "rename", .. }), "{err}");
+        // Nothing of the topic is visible any more.
+        assert!(topic.is_deleted());
+        assert!(cluster.list_topics().is_empty());
+        assert!(matches!(
+            cluster.topic(&name).unwrap_err(),
+            Error::UnknownTopicOrPartition { .. }
+        ));
+        let leftover = dir.path().join("broker-0").join(format!("{name}-0"));
+        assert!(leftover.exists(), "the failed rename left the directory");
+        if recreate_before_reopen {
+            let again = cluster.create_topic(NewTopic::new(&name, 1)).unwrap();
+            assert_eq!(again.partition(0).unwrap().log_end_offset().unwrap(), 0);
+        }
+        cluster.close().unwrap();
+        drop((topic, cluster));
+        let cluster = Cluster::open(dir.path(), config(&storage)).unwrap();
+        if recreate_before_reopen {
+            let again = cluster.topic(&name).unwrap();
+            assert!(values(&again.partition(0).unwrap(), 0).is_empty());
+            assert!(cluster.recovery_report().removed_dirs.is_empty());
+        } else {
+            assert!(cluster.list_topics().is_empty());
+            assert_eq!(
+                cluster.recovery_report().removed_dirs,
+                std::slice::from_ref(&leftover)
+            );
+            assert!(!leftover.exists());
+            let again = cluster.create_topic(NewTopic::new(&name, 1)).unwrap();
+            assert!(values(&again.partition(0).unwrap(), 0).is_empty());
+        }
+        cluster.close().unwrap();
+    }
+}
+
+/// Everything in `dir`, recursively: relative paths and file contents.
+fn snapshot(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path.clone());
+                out.push((path.strip_prefix(dir).unwrap().to_path_buf(), Vec::new()));
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                out.push((path.strip_prefix(dir).unwrap().to_path_buf(), bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn partition_counts_are_bounded_before_anything_is_allocated_or_stored() {
+    use logbus::{MAX_PARTITIONS_PER_CLUSTER, MAX_PARTITIONS_PER_TOPIC};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = ClusterConfig::builder().max_partitions(8).build().unwrap();
+    assert_eq!(config.max_partitions(), 8);
+    let cluster = Cluster::open(dir.path(), config).unwrap();
+    cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+    let metadata = dir.path().join("__cluster_metadata-0");
+    let broker = dir.path().join("broker-0");
+    let (meta_before, broker_before) = (snapshot(&metadata), snapshot(&broker));
+    let refused = |e: Error, limit: &str| match e {
+        Error::InvalidPartitions { reason, .. } => {
+            assert!(reason.contains(limit), "{reason} names {limit}");
+        }
+        other => panic!("expected InvalidPartitions, got {other}"),
+    };
+    for count in [u32::MAX, MAX_PARTITIONS_PER_TOPIC + 1] {
+        refused(
+            cluster
+                .create_topic(NewTopic::new("huge", count))
+                .unwrap_err(),
+            "MAX_PARTITIONS_PER_TOPIC",
+        );
+        refused(
+            cluster.create_partitions("t", count).unwrap_err(),
+            "MAX_PARTITIONS_PER_TOPIC",
+        );
+    }
+    // Within the per-topic limit but above the cluster's.
+    refused(
+        cluster.create_topic(NewTopic::new("big", 7)).unwrap_err(),
+        "max_partitions",
+    );
+    refused(
+        cluster.create_partitions("t", 9).unwrap_err(),
+        "max_partitions",
+    );
+    assert_eq!(snapshot(&metadata), meta_before);
+    assert_eq!(snapshot(&broker), broker_before);
+    // Up to the limit is fine.
+    cluster.create_topic(NewTopic::new("fits", 6)).unwrap();
+    refused(
+        cluster.create_partitions("t", 3).unwrap_err(),
+        "max_partitions",
+    );
+    cluster.close().unwrap();
+    let cluster = open(dir.path());
+    assert_eq!(cluster.list_topics(), ["fits", "t"]);
+    assert_eq!(cluster.topic("t").unwrap().partition_count(), 2);
+
+    for bad in [0, MAX_PARTITIONS_PER_CLUSTER + 1] {
+        assert!(matches!(
+            ClusterConfig::builder().max_partitions(bad).build(),
+            Err(Error::InvalidConfig(_))
+        ));
+    }
+    assert!(matches!(
+        ClusterConfig::builder()
+            .num_partitions(MAX_PARTITIONS_PER_TOPIC + 1)
+            .build(),
+        Err(Error::InvalidConfig(_))
+    ));
+}

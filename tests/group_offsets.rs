@@ -230,36 +230,3 @@ fn a_consumer_resumes_where_its_group_committed_after_a_restart() {
         Error::InvalidConfig(_)
     ));
 }
-
-#[test]
-fn an_unreadable_commit_record_is_reported_as_corruption_on_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = open(dir.path());
-    cluster.create_topic(NewTopic::new("a", 1)).unwrap();
-    cluster
-        .alter_group_offsets("g1", &offsets(&[("a", 0, 5)]))
-        .unwrap();
-    // A commit key (version 1) whose strings run past the end.
-    let internal = cluster.topic("__consumer_offsets").unwrap();
-    let partition = (0..internal.partition_count())
-        .map(|p| internal.partition(p).unwrap())
-        .find(|p| p.log_end_offset().unwrap() > 0)
-        .unwrap();
-    let at = partition.log_end_offset().unwrap();
-    let mut batch = logbus::format::BatchBuilder::new(logbus::Compression::None);
-    batch.append(0, Some(b"\x00\x01\x00\x09g1"), Some(b"v"), &[]);
-    partition
-        .append(&mut batch.build().unwrap().to_vec())
-        .unwrap();
-    cluster.close().unwrap();
-    match Cluster::open(dir.path(), ClusterConfig::default()) {
-        Err(Error::Corrupt { position, kind, .. }) => {
-            assert_eq!(position, at);
-            assert!(
-                matches!(kind, logbus::CorruptionKind::Metadata(_)),
-                "{kind}"
-            );
-        }
-        other => panic!("expected corruption, got {other:?}"),
-    }
-}

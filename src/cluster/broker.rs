@@ -3,16 +3,34 @@
 //! checkpoint files.
 //!
 //! Each partition directory carries Kafka's `partition.metadata` file with
-//! the topic id, so a directory left behind by a deleted topic is never
-//! mistaken for a re-created topic of the same name. Deleting a topic
-//! renames its directories to `<topic>-<partition>.<id>-delete` (as Kafka
-//! does) before removing them; leftovers are removed on the next open.
+//! the topic id. A directory is removed only on positive evidence: its name
+//! ends in `-delete` (a deletion renamed it), or its topic id is one the
+//! metadata log records as deleted. A directory nothing explains (an
+//! unknown topic id, a topic or partition the registry does not have) is
+//! kept, not opened, and reported; one that sits where a live partition
+//! must go is an [`Error::PartitionDirConflict`], never adopted.
+//!
+//! Deleting a partition renames its directory to
+//! `<topic>-<partition>.<id>-delete` (Kafka's `logDeleteDirName`, the topic
+//! cut so the name fits in 255 bytes), fsyncs the broker directory, then
+//! removes it; a leftover is removed on the next open.
+//!
+//! Every directory entry the registry or a checkpoint relies on is fsynced
+//! before the operation that made it is acknowledged: the broker directory
+//! in the root, each new partition directory in the broker directory (and
+//! its first files in it), each rename to `-delete`.
 //!
 //! The broker owns the scheduler that runs every partition log's
 //! background work (Kafka's broker scheduler, `background.threads`
 //! threads named `logbus-log-N`).
+//!
+//! ## Locks
+//! `checkpoints` is taken before a replica's log lock (a partition's
+//! offsets are read and noted under it, so a note never lands after the
+//! partition's deletion removed its entry) and held across the writes of
+//! the checkpoint files.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,6 +39,8 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::clock::Clock;
+use crate::cluster::metadata::Registry;
+use crate::cluster::report::UnknownPartitionDir;
 use crate::config::LogConfig;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::log::{CheckpointRead, Log, LogScheduler, OffsetCheckpoint};
@@ -31,6 +51,10 @@ const RECOVERY_POINT: &str = "recovery-point-offset-checkpoint";
 const LOG_START: &str = "log-start-offset-checkpoint";
 const CLEANER: &str = "cleaner-offset-checkpoint";
 const PARTITION_METADATA: &str = "partition.metadata";
+/// Suffix of a directory awaiting removal (Kafka's `DeleteDirSuffix`).
+const DELETE_SUFFIX: &str = "-delete";
+/// The longest file name most file systems take.
+const MAX_FILE_NAME: usize = 255;
 
 /// Kafka's textual form of a topic id: URL-safe base64 without padding.
 pub(crate) fn topic_id_string(id: Uuid) -> String {
@@ -42,6 +66,120 @@ fn parse_topic_id(text: &str) -> Option<Uuid> {
         .decode(text.trim())
         .ok()?;
     Uuid::from_slice(&bytes).ok()
+}
+
+/// The name a partition directory is renamed to before it is removed:
+/// `<topic>-<partition>.<topic id, 32 hex digits>-delete`, as Kafka's
+/// `LocalLog.logDeleteDirName` builds it (Kafka uses a random UUID where
+/// this uses the topic id, which is as unique for a partition and says
+/// whose it was), with the topic cut so the whole name is at most 255
+/// bytes: a 249-character topic name would otherwise give 291.
+pub(crate) fn delete_dir_name(topic: &str, partition: u32, id: Uuid) -> String {
+    let suffix = format!("-{partition}.{}{DELETE_SUFFIX}", id.simple());
+    let mut keep = topic.len().min(MAX_FILE_NAME.saturating_sub(suffix.len()));
+    while !topic.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{suffix}", &topic[..keep])
+}
+
+/// Splits a partition directory's name, `<topic>-<partition>`.
+pub(crate) fn parse_partition_dir(name: &str) -> Option<(&str, u32)> {
+    let (topic, partition) = name.rsplit_once('-')?;
+    if topic.is_empty() || !partition.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((topic, partition.parse().ok()?))
+}
+
+fn conflict(path: &Path, reason: impl Into<String>) -> Error {
+    Error::PartitionDirConflict {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Reads the topic id a partition directory's `partition.metadata` names;
+/// `None` without the file.
+///
+/// # Errors
+/// [`Error::Corrupt`] when the file has no valid `topic_id`;
+/// [`Error::Io`].
+pub(crate) fn dir_topic_id(storage: &dyn Storage, dir: &Path) -> Result<Option<Uuid>> {
+    let path = dir.join(PARTITION_METADATA);
+    if !storage.exists(&path) {
+        return Ok(None);
+    }
+    let file = storage.open(&path, OpenMode::Existing)?;
+    let len = usize::try_from(file.len()?).unwrap_or(usize::MAX).min(4096);
+    let mut bytes = vec![0; len];
+    file.read_exact_at(&mut bytes, 0)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("topic_id:"))
+        .and_then(parse_topic_id);
+    match id {
+        Some(id) => Ok(Some(id)),
+        None => Err(Error::corrupt(
+            path,
+            0,
+            CorruptionKind::Metadata("partition.metadata has no valid topic_id".into()),
+        )),
+    }
+}
+
+/// Whether `dir` holds segment files (of any stage: `.log`, `.log.deleted`,
+/// `.log.swap`, ...).
+fn holds_segments(storage: &dyn Storage, dir: &Path) -> Result<bool> {
+    if !storage.exists(dir) {
+        return Ok(false);
+    }
+    Ok(storage.list_dir(dir)?.iter().any(|path| {
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(".log") || n.contains(".log."))
+    }))
+}
+
+/// The partition directories (named `<topic>-<partition>`, holding a
+/// `partition.metadata`) in the broker directory `dir`; none if it is
+/// missing.
+pub(crate) fn held_partition_dirs(storage: &dyn Storage, dir: &Path) -> Result<Vec<PathBuf>> {
+    if !storage.exists(dir) {
+        return Ok(Vec::new());
+    }
+    let mut held: Vec<PathBuf> = storage
+        .list_dir(dir)?
+        .into_iter()
+        .filter(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(parse_partition_dir)
+                .is_some()
+                && storage.exists(&path.join(PARTITION_METADATA))
+        })
+        .collect();
+    held.sort();
+    Ok(held)
+}
+
+/// Fsyncs the parent of `path`, if it has one.
+pub(crate) fn sync_parent(storage: &dyn Storage, path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => storage.sync_dir(parent),
+        _ => Ok(()),
+    }
+}
+
+/// Creates directory `path` if it is missing and, if it was, fsyncs its
+/// parent so the new entry survives a power loss.
+pub(crate) fn create_dir_durably(storage: &dyn Storage, path: &Path) -> Result<()> {
+    if storage.exists(path) {
+        return Ok(());
+    }
+    storage.create_dir_all(path)?;
+    sync_parent(storage, path)
 }
 
 /// Checkpointed offsets by (topic, partition).
@@ -61,6 +199,44 @@ impl Checkpoints {
         self.log_start.remove(key);
         self.cleaner.remove(key);
     }
+
+    /// Replaces a partition's entries with `offsets` (when its log opens).
+    fn set(&mut self, key: (String, u32), offsets: ReplicaOffsets) {
+        self.recovery.insert(key.clone(), offsets.recovery_point);
+        self.log_start.insert(key.clone(), offsets.log_start);
+        match offsets.cleaner_checkpoint {
+            Some(cleaned) => self.cleaner.insert(key, cleaned),
+            None => self.cleaner.remove(&key),
+        };
+    }
+
+    /// Moves a partition's entries forward to `offsets`. While a log is
+    /// open its recovery point, log start offset and cleaner checkpoint
+    /// only grow, so an older snapshot noted late (a checkpoint pass that
+    /// read the offsets before a `delete_records`) never undoes a newer one.
+    fn advance(&mut self, key: (String, u32), offsets: ReplicaOffsets) {
+        let forward = |map: &mut Offsets, key: (String, u32), value: u64| {
+            let entry = map.entry(key).or_insert(value);
+            *entry = (*entry).max(value);
+        };
+        forward(&mut self.recovery, key.clone(), offsets.recovery_point);
+        forward(&mut self.log_start, key.clone(), offsets.log_start);
+        match offsets.cleaner_checkpoint {
+            Some(cleaned) => forward(&mut self.cleaner, key, cleaned),
+            None => {
+                self.cleaner.remove(&key);
+            }
+        }
+    }
+}
+
+/// What the broker's open found in its directory.
+#[derive(Debug, Default)]
+pub(crate) struct BrokerScan {
+    /// Directories removed on positive evidence.
+    pub(crate) removed: Vec<PathBuf>,
+    /// Partition directories kept without being opened.
+    pub(crate) unknown: Vec<UnknownPartitionDir>,
 }
 
 /// One broker's data directory.
@@ -78,18 +254,20 @@ pub(crate) struct Broker {
 }
 
 impl Broker {
-    /// Opens the broker directory (creating it), reads its checkpoints,
-    /// removes leftovers of deleted topics (`*-delete` directories and
-    /// partition directories `live` does not list with the same topic id)
-    /// and starts the log scheduler's `background_threads` threads.
+    /// Opens the broker directory (creating it, durably), reads its
+    /// checkpoints, removes what positive evidence says is left over from
+    /// deleted topics (`*-delete` directories, partition directories whose
+    /// topic id `registry` records as removed), reports the partition
+    /// directories it cannot attribute, and starts the log scheduler's
+    /// `background_threads` threads.
     pub(crate) fn open(
         dir: PathBuf,
         storage: Arc<dyn Storage>,
         clock: Arc<dyn Clock>,
-        live: &BTreeMap<(String, u32), Uuid>,
+        registry: &Registry,
         background_threads: usize,
-    ) -> Result<Broker> {
-        storage.create_dir_all(&dir)?;
+    ) -> Result<(Broker, BrokerScan)> {
+        create_dir_durably(&*storage, &dir)?;
         let read = |name: &str, tolerate_damage: bool| -> Result<Offsets> {
             let file = OffsetCheckpoint::with_storage(dir.join(name), storage.clone());
             match file.read() {
@@ -106,12 +284,18 @@ impl Broker {
             // A lost cleaner checkpoint only makes the next clean longer.
             cleaner: read(CLEANER, true)?,
         };
+        let live = |(topic, partition): &(String, u32)| {
+            registry
+                .topics
+                .get(topic)
+                .is_some_and(|meta| *partition < meta.partitions)
+        };
         for map in [
             &mut checkpoints.recovery,
             &mut checkpoints.log_start,
             &mut checkpoints.cleaner,
         ] {
-            map.retain(|k, _| live.contains_key(k));
+            map.retain(|k, _| live(k));
         }
         let scheduler = LogScheduler::start(background_threads, clock.clone())?;
         let broker = Broker {
@@ -121,78 +305,136 @@ impl Broker {
             checkpoints: Mutex::new(checkpoints),
             scheduler,
         };
-        broker.remove_leftovers(live)?;
+        let scan = broker.scan(registry)?;
         broker.write_checkpoints()?;
-        Ok(broker)
+        Ok((broker, scan))
+    }
+
+    /// Sorts the broker directory's entries by the evidence about them.
+    fn scan(&self, registry: &Registry) -> Result<BrokerScan> {
+        let mut scan = BrokerScan::default();
+        let mut paths = self.storage.list_dir(&self.dir)?;
+        paths.sort();
+        for path in paths {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if name.ends_with(DELETE_SUFFIX) {
+                self.storage.remove_dir_all(&path)?;
+                scan.removed.push(path);
+                continue;
+            }
+            // Anything else that is not `<topic>-<number>` (checkpoint
+            // files and their temporary copies) is not a partition.
+            let Some((topic, partition)) = parse_partition_dir(name) else {
+                continue;
+            };
+            let live_path = registry
+                .topics
+                .get(topic)
+                .is_some_and(|meta| partition < meta.partitions);
+            let mut unknown = |topic_id: Option<Uuid>, reason: String| {
+                scan.unknown.push(UnknownPartitionDir {
+                    path: path.clone(),
+                    topic_id: topic_id.map(topic_id_string),
+                    reason,
+                });
+            };
+            match dir_topic_id(&*self.storage, &path) {
+                Ok(Some(id)) => {
+                    if let Some(meta) = registry.topic_by_id(&id) {
+                        if meta.name == topic && partition < meta.partitions {
+                            continue;
+                        }
+                        unknown(
+                            Some(id),
+                            format!(
+                                "its topic id is live topic {}'s, which has partitions 0..{}",
+                                meta.name, meta.partitions
+                            ),
+                        );
+                    } else if registry.removed.contains_key(&id) {
+                        self.storage.remove_dir_all(&path)?;
+                        scan.removed.push(path);
+                    } else if !live_path {
+                        unknown(
+                            Some(id),
+                            "the metadata log does not know its topic id".into(),
+                        );
+                    }
+                    // A live path with a foreign id: opening the partition
+                    // refuses it (`open_partition`).
+                }
+                // Creation crashed before `partition.metadata` was written:
+                // a live partition adopts it (it holds no segments).
+                Ok(None) if live_path => {}
+                Ok(None) => unknown(None, "it has no partition.metadata".into()),
+                Err(Error::Corrupt { .. }) if !live_path => {
+                    unknown(None, "its partition.metadata is unreadable".into());
+                }
+                Err(Error::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !scan.removed.is_empty() {
+            self.storage.sync_dir(&self.dir)?;
+        }
+        Ok(scan)
     }
 
     fn partition_dir(&self, topic: &str, partition: u32) -> PathBuf {
         self.dir.join(format!("{topic}-{partition}"))
     }
 
-    /// Reads the topic id a partition directory belongs to.
-    fn dir_topic_id(&self, dir: &Path) -> Result<Option<Uuid>> {
-        let path = dir.join(PARTITION_METADATA);
-        if !self.storage.exists(&path) {
-            return Ok(None);
+    /// Makes the path of partition `partition` of topic `id` ready for it,
+    /// before the topic (or the partition) is created: a directory left
+    /// there by a deleted topic (its id is in `registry.removed`) is
+    /// removed; one of the same topic id is kept for adoption; anything
+    /// else is an [`Error::PartitionDirConflict`] and nothing changes.
+    pub(crate) fn prepare_path(
+        &self,
+        topic: &str,
+        partition: u32,
+        id: Uuid,
+        registry: &Registry,
+    ) -> Result<()> {
+        let dir = self.partition_dir(topic, partition);
+        if !self.storage.exists(&dir) {
+            return Ok(());
         }
-        let file = self.storage.open(&path, OpenMode::Existing)?;
-        let len = usize::try_from(file.len()?).unwrap_or(usize::MAX).min(4096);
-        let mut bytes = vec![0; len];
-        file.read_exact_at(&mut bytes, 0)?;
-        let text = String::from_utf8_lossy(&bytes);
-        let id = text
-            .lines()
-            .find_map(|l| l.strip_prefix("topic_id:"))
-            .and_then(parse_topic_id);
-        match id {
-            Some(id) => Ok(Some(id)),
-            None => Err(Error::corrupt(
-                path,
-                0,
-                CorruptionKind::Metadata("partition.metadata has no valid topic_id".into()),
+        match dir_topic_id(&*self.storage, &dir) {
+            Ok(Some(found)) if found == id => Ok(()),
+            Ok(Some(found)) if registry.removed.contains_key(&found) => {
+                self.remove_dir(&dir, &delete_dir_name(topic, partition, found))
+            }
+            Ok(Some(found)) => Err(conflict(
+                &dir,
+                format!(
+                    "its partition.metadata names topic id {}, which the metadata log does not \
+                     record as deleted",
+                    topic_id_string(found)
+                ),
             )),
+            Ok(None) if holds_segments(&*self.storage, &dir)? => Err(conflict(
+                &dir,
+                "it holds segment files but no partition.metadata",
+            )),
+            Ok(None) => Ok(()),
+            Err(Error::Corrupt { .. }) => {
+                Err(conflict(&dir, "its partition.metadata is unreadable"))
+            }
+            Err(e) => Err(e),
         }
     }
 
-    fn remove_leftovers(&self, live: &BTreeMap<(String, u32), Uuid>) -> Result<()> {
-        let wanted: HashMap<String, Uuid> = live
-            .iter()
-            .map(|((t, p), id)| (format!("{t}-{p}"), *id))
-            .collect();
-        for path in self.storage.list_dir(&self.dir)? {
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            if name.ends_with("-delete") {
-                self.storage.remove_dir_all(&path)?;
-                continue;
-            }
-            // Partition directories are `<topic>-<number>`; anything else
-            // (checkpoint files and their temporary copies) is not ours here.
-            let is_partition_dir = name
-                .rsplit_once('-')
-                .is_some_and(|(topic, n)| !topic.is_empty() && n.parse::<u32>().is_ok());
-            if !is_partition_dir {
-                continue;
-            }
-            let stale = match wanted.get(name) {
-                None => true,
-                // A directory without partition.metadata was left by a crash
-                // before the file was written; it holds nothing acknowledged
-                // for any other topic, so it is adopted.
-                Some(expected) => self
-                    .dir_topic_id(&path)?
-                    .is_some_and(|found| found != *expected),
-            };
-            if stale {
-                self.storage.remove_dir_all(&path)?;
-            }
-        }
-        self.storage.sync_dir(&self.dir)
-    }
-
-    /// Opens (creating if needed) the log of one partition.
+    /// Opens (creating if needed) the log of one partition. A new
+    /// partition's directory entry, its `partition.metadata` and its first
+    /// segment files are fsynced before this returns.
+    ///
+    /// # Errors
+    /// [`Error::PartitionDirConflict`] when the directory belongs to
+    /// another topic id, has an unreadable `partition.metadata`, or holds
+    /// segments without one; those of [`Log::open`](crate::LogBuilder::open).
     pub(crate) fn open_partition(
         &self,
         topic: &Arc<str>,
@@ -201,12 +443,41 @@ impl Broker {
         config: LogConfig,
     ) -> Result<Arc<Replica>> {
         let dir = self.partition_dir(topic, partition);
-        let meta = dir.join(PARTITION_METADATA);
-        if !self.storage.exists(&meta) {
+        let fresh = match dir_topic_id(&*self.storage, &dir) {
+            Ok(Some(found)) if found == topic_id => false,
+            Ok(Some(found)) => {
+                return Err(conflict(
+                    &dir,
+                    format!(
+                        "its partition.metadata names topic id {}, not {topic}'s id {}",
+                        topic_id_string(found),
+                        topic_id_string(topic_id)
+                    ),
+                ));
+            }
+            Ok(None) => true,
+            Err(Error::Corrupt { .. }) => {
+                return Err(conflict(&dir, "its partition.metadata is unreadable"));
+            }
+            Err(e) => return Err(e),
+        };
+        if fresh {
+            if holds_segments(&*self.storage, &dir)? {
+                return Err(conflict(
+                    &dir,
+                    "it holds segment files but no partition.metadata",
+                ));
+            }
+            // The directory's entry first, then the file in it (which
+            // `write_atomic` fsyncs with its directory), then the log.
             self.storage.create_dir_all(&dir)?;
-            let text = format!("version: 0\ntopic_id: {}\n", topic_id_string(topic_id));
-            write_atomic(&*self.storage, &meta, text.as_bytes())?;
             self.storage.sync_dir(&self.dir)?;
+            let text = format!("version: 0\ntopic_id: {}\n", topic_id_string(topic_id));
+            write_atomic(
+                &*self.storage,
+                &dir.join(PARTITION_METADATA),
+                text.as_bytes(),
+            )?;
         }
         let key = (topic.to_string(), partition);
         let (recovery, log_start, cleaner) = {
@@ -232,10 +503,31 @@ impl Broker {
             builder = builder.cleaner_checkpoint(cleaned);
         }
         let log = builder.open()?;
-        Ok(Arc::new(Replica::new(topic.clone(), partition, log)))
+        if fresh {
+            // The first segment's files.
+            self.storage.sync_dir(&dir)?;
+        }
+        let replica = Arc::new(Replica::new(topic.clone(), partition, log));
+        // What the log holds now replaces what the files said: after a
+        // power loss the log may end below a checkpointed log start.
+        if let Ok(offsets) = replica.offsets() {
+            self.checkpoints.lock().set(key, offsets);
+        }
+        Ok(replica)
     }
 
-    /// Removes a deleted topic's partition directory: rename, then remove.
+    /// Renames `dir` to `doomed` (in the broker directory), makes the
+    /// rename durable, then removes it. A failure after the rename leaves
+    /// a `-delete` directory that the next open removes.
+    fn remove_dir(&self, dir: &Path, doomed: &str) -> Result<()> {
+        let doomed = self.dir.join(doomed);
+        self.storage.rename(dir, &doomed)?;
+        self.storage.sync_dir(&self.dir)?;
+        self.storage.remove_dir_all(&doomed)
+    }
+
+    /// Removes a deleted topic's partition directory: rename to
+    /// [`delete_dir_name`], fsync, remove.
     pub(crate) fn delete_partition(&self, topic: &str, partition: u32, id: Uuid) -> Result<()> {
         {
             let mut checkpoints = self.checkpoints.lock();
@@ -245,12 +537,7 @@ impl Broker {
         if !self.storage.exists(&dir) {
             return Ok(());
         }
-        let doomed = self
-            .dir
-            .join(format!("{topic}-{partition}.{}-delete", id.simple()));
-        self.storage.rename(&dir, &doomed)?;
-        self.storage.sync_dir(&self.dir)?;
-        self.storage.remove_dir_all(&doomed)
+        self.remove_dir(&dir, &delete_dir_name(topic, partition, id))
     }
 
     /// Stops and joins the log scheduler's threads; call it once every
@@ -259,18 +546,23 @@ impl Broker {
         self.scheduler.stop();
     }
 
-    /// Records a partition's offsets for the next checkpoint write.
-    pub(crate) fn note_offsets(&self, topic: &str, partition: u32, offsets: ReplicaOffsets) {
+    /// Records a live partition's current offsets for the next checkpoint
+    /// write. They are read under the checkpoint lock, so a partition
+    /// deleted meanwhile (its log shut, then its entry removed) is never
+    /// noted again; entries only move forward (see `Checkpoints::advance`).
+    pub(crate) fn note_replica(&self, topic: &str, replica: &Replica) {
         let mut checkpoints = self.checkpoints.lock();
-        let key = (topic.to_string(), partition);
-        checkpoints
-            .recovery
-            .insert(key.clone(), offsets.recovery_point);
-        checkpoints.log_start.insert(key.clone(), offsets.log_start);
-        match offsets.cleaner_checkpoint {
-            Some(cleaned) => checkpoints.cleaner.insert(key, cleaned),
-            None => checkpoints.cleaner.remove(&key),
-        };
+        // A partition deleted or closed meanwhile has nothing to note.
+        if let Ok(offsets) = replica.offsets() {
+            checkpoints.advance((topic.to_string(), replica.partition()), offsets);
+        }
+    }
+
+    /// Records a partition's final offsets (from closing it).
+    pub(crate) fn note_offsets(&self, topic: &str, partition: u32, offsets: ReplicaOffsets) {
+        self.checkpoints
+            .lock()
+            .advance((topic.to_string(), partition), offsets);
     }
 
     /// Writes the checkpoint files from the noted offsets.
@@ -291,6 +583,9 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::SystemClock;
+    use crate::cluster::metadata::MetadataRecord;
+    use crate::storage::StdStorage;
 
     #[test]
     fn topic_ids_print_as_kafka_does() {
@@ -299,5 +594,184 @@ mod tests {
         assert_eq!(text.len(), 22);
         assert_eq!(parse_topic_id(&text), Some(id));
         assert_eq!(parse_topic_id("not base64!"), None);
+    }
+
+    #[test]
+    fn delete_dir_names_fit_in_255_bytes_as_kafka_cuts_them() {
+        let id = Uuid::from_u128(0xabc);
+        assert_eq!(
+            delete_dir_name("orders", 3, id),
+            format!("orders-3.{}-delete", id.simple())
+        );
+        let long = "t".repeat(249);
+        for partition in [0, 7, 9_999, u32::MAX] {
+            let name = delete_dir_name(&long, partition, id);
+            assert_eq!(name.len(), 255, "{name}");
+            assert!(name.ends_with(&format!("-{partition}.{}-delete", id.simple())));
+            assert!(name.starts_with("ttt"));
+        }
+        // Never a partition directory's name.
+        assert_eq!(parse_partition_dir(&delete_dir_name("a-1", 2, id)), None);
+    }
+
+    #[test]
+    fn partition_dir_names_split_at_the_last_dash() {
+        assert_eq!(parse_partition_dir("orders-3"), Some(("orders", 3)));
+        assert_eq!(parse_partition_dir("a-b-10"), Some(("a-b", 10)));
+        for bad in [
+            "orders",
+            "-3",
+            "orders-",
+            "orders-+3",
+            "orders-x",
+            "t-99999999999",
+        ] {
+            assert_eq!(parse_partition_dir(bad), None, "{bad}");
+        }
+    }
+
+    fn registry_with(topic: &str, id: Uuid, partitions: u32) -> Registry {
+        let mut registry = Registry::default();
+        registry
+            .apply(&MetadataRecord::Topic {
+                name: topic.into(),
+                id,
+            })
+            .unwrap();
+        for partition in 0..partitions {
+            registry
+                .apply(&MetadataRecord::Partition {
+                    topic_id: id,
+                    partition,
+                    replicas: vec![0],
+                    leader: 0,
+                    leader_epoch: 0,
+                })
+                .unwrap();
+        }
+        registry
+    }
+
+    fn open_broker(dir: &Path, registry: &Registry) -> Broker {
+        let storage: Arc<dyn Storage> = Arc::new(StdStorage);
+        Broker::open(
+            dir.to_path_buf(),
+            storage,
+            Arc::new(SystemClock),
+            registry,
+            1,
+        )
+        .unwrap()
+        .0
+    }
+
+    fn offsets(log_start: u64, recovery_point: u64) -> ReplicaOffsets {
+        ReplicaOffsets {
+            log_start,
+            high_watermark: recovery_point,
+            log_end: recovery_point,
+            recovery_point,
+            cleaner_checkpoint: None,
+        }
+    }
+
+    fn written(dir: &Path, file: &str) -> Offsets {
+        match OffsetCheckpoint::new(dir.join(file)).read().unwrap() {
+            CheckpointRead::Present(entries) => entries,
+            CheckpointRead::Missing => Offsets::new(),
+        }
+    }
+
+    /// The race the periodic checkpointer had with `delete_records`: it
+    /// read a partition's offsets, `delete_records` advanced the log start
+    /// and wrote its checkpoint, then the checkpointer noted its older
+    /// snapshot and wrote it over the newer one. Replayed here in that
+    /// order: the newer log start survives.
+    #[test]
+    fn an_older_snapshot_noted_late_never_moves_a_checkpoint_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open_broker(dir.path(), &Registry::default());
+        let stale = offsets(0, 3); // read by the checkpointer first
+        broker.note_offsets("t", 0, offsets(5, 10)); // delete_records
+        broker.write_checkpoints().unwrap();
+        broker.note_offsets("t", 0, stale); // the checkpointer, late
+        broker.write_checkpoints().unwrap();
+        let key = ("t".to_string(), 0);
+        assert_eq!(written(dir.path(), LOG_START)[&key], 5);
+        assert_eq!(written(dir.path(), RECOVERY_POINT)[&key], 10);
+        broker.stop_scheduler();
+    }
+
+    /// A checkpoint pass that reached a partition just as its topic was
+    /// deleted notes nothing: offsets are read under the checkpoint lock
+    /// from the live log, so a deleted partition's entry never comes back
+    /// (where a re-created topic of the same name would inherit it).
+    #[test]
+    fn a_deleted_partition_is_never_noted_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        let registry = registry_with("t", id, 1);
+        let broker = open_broker(dir.path(), &registry);
+        let name: Arc<str> = Arc::from("t");
+        let replica = broker
+            .open_partition(&name, id, 0, LogConfig::default())
+            .unwrap();
+        broker.note_replica("t", &replica);
+        broker.write_checkpoints().unwrap();
+        assert_eq!(written(dir.path(), RECOVERY_POINT).len(), 1);
+        replica.shut(true).unwrap();
+        broker.delete_partition("t", 0, id).unwrap();
+        broker.note_replica("t", &replica);
+        broker.write_checkpoints().unwrap();
+        assert!(written(dir.path(), RECOVERY_POINT).is_empty());
+        assert!(written(dir.path(), LOG_START).is_empty());
+        assert!(!dir.path().join("t-0").exists());
+        broker.stop_scheduler();
+    }
+
+    /// After a power loss a log may end below its checkpointed log start
+    /// (records never fsynced are gone, the checkpoint was). What the
+    /// opened log holds replaces the file's entry, so the entries (which
+    /// then only move forward) never keep the old, larger start that would
+    /// hide records appended after the reopen.
+    #[test]
+    fn opening_a_partition_replaces_its_checkpointed_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        let registry = registry_with("t", id, 1);
+        let key = ("t".to_string(), 0);
+        let name: Arc<str> = Arc::from("t");
+        let broker = open_broker(dir.path(), &registry);
+        let replica = broker
+            .open_partition(&name, id, 0, LogConfig::default())
+            .unwrap();
+        let mut batch = crate::format::BatchBuilder::new(crate::types::Compression::None);
+        for _ in 0..3 {
+            batch.append(1, None, Some(b"v"), &[]);
+        }
+        replica
+            .append(&mut batch.build().unwrap().to_vec())
+            .unwrap();
+        replica.shut(false).unwrap();
+        broker.stop_scheduler();
+        drop(broker);
+        // Checkpoints from before a power loss took the records above 3.
+        let stale = Offsets::from([(key.clone(), 50)]);
+        for file in [LOG_START, RECOVERY_POINT] {
+            OffsetCheckpoint::new(dir.path().join(file))
+                .write(&stale)
+                .unwrap();
+        }
+        let broker = open_broker(dir.path(), &registry);
+        let replica = broker
+            .open_partition(&name, id, 0, LogConfig::default())
+            .unwrap();
+        assert_eq!(replica.offsets().unwrap().log_start, 3);
+        broker.note_replica("t", &replica);
+        broker.write_checkpoints().unwrap();
+        assert_eq!(written(dir.path(), LOG_START)[&key], 3);
+        assert_eq!(written(dir.path(), RECOVERY_POINT)[&key], 3);
+        replica.shut(false).unwrap();
+        broker.stop_scheduler();
     }
 }

@@ -3,6 +3,12 @@
 //! recovery point and log start offset in the broker's checkpoint files, so
 //! that recovery after a crash scans only what may be incomplete.
 //!
+//! A pass reads each partition's offsets under the broker's checkpoint lock
+//! and the noted entries only move forward (see `broker.rs`), so a pass
+//! racing `Partition::delete_records` never writes an older log start over
+//! the newer one `delete_records` wrote, and a pass racing a topic deletion
+//! never brings the deleted partition's entry back.
+//!
 //! The thread is named `logbus-checkpoint`, holds a weak reference to the
 //! cluster, waits on its shutdown channel, the clock's wake-ups and a
 //! timeout derived from the clock (never a sleep), and is joined on close.

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
-use crate::cluster::TopicConfig;
+use crate::cluster::{MAX_PARTITIONS_PER_CLUSTER, MAX_PARTITIONS_PER_TOPIC, TopicConfig};
 use crate::error::{Error, Result};
 use crate::storage::{StdStorage, Storage};
 
@@ -32,6 +32,7 @@ pub struct ClusterConfig {
     pub(crate) group_max_session_timeout_ms: i64,
     pub(crate) group_initial_rebalance_delay_ms: i64,
     pub(crate) background_threads: usize,
+    pub(crate) max_partitions: u32,
 }
 
 impl Default for ClusterConfig {
@@ -47,6 +48,7 @@ impl Default for ClusterConfig {
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 0,
             background_threads: 2,
+            max_partitions: MAX_PARTITIONS_PER_CLUSTER,
         }
     }
 }
@@ -117,6 +119,14 @@ impl ClusterConfig {
     #[must_use]
     pub fn background_threads(&self) -> usize {
         self.background_threads
+    }
+
+    /// The most partitions the cluster may hold, over all topics, internal
+    /// ones included (default and maximum
+    /// [`MAX_PARTITIONS_PER_CLUSTER`](crate::MAX_PARTITIONS_PER_CLUSTER)).
+    #[must_use]
+    pub fn max_partitions(&self) -> u32 {
+        self.max_partitions
     }
 
     /// The clock every timeout and timestamp reads.
@@ -199,6 +209,24 @@ impl ClusterConfigBuilder {
         self
     }
 
+    /// The most partitions the cluster may hold, over all topics, internal
+    /// ones (`__consumer_offsets` has 50) included: a
+    /// [`create_topic`](crate::Cluster::create_topic) or
+    /// [`create_partitions`](crate::Cluster::create_partitions) that would
+    /// pass it fails with [`Error::InvalidPartitions`] and stores nothing.
+    /// Default and maximum:
+    /// [`MAX_PARTITIONS_PER_CLUSTER`](crate::MAX_PARTITIONS_PER_CLUSTER).
+    /// Every partition keeps at least four files open (its active
+    /// segment's log and two indexes, and its directory lock) and three
+    /// memory maps, and three more of each per further segment: lower this
+    /// to what the process's `ulimit -n` and the system's
+    /// `vm.max_map_count` allow. A cluster that already holds more (a
+    /// lower limit on reopen) keeps its partitions but cannot add any.
+    pub fn max_partitions(mut self, partitions: u32) -> Self {
+        self.config.max_partitions = partitions;
+        self
+    }
+
     /// The file layer (default: [`StdStorage`]).
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.config.storage = storage;
@@ -248,8 +276,19 @@ impl ClusterConfig {
                 "background.threads must be >= 1".into(),
             ));
         }
-        if c.num_partitions == 0 {
-            return Err(Error::InvalidConfig("num.partitions must be >= 1".into()));
+        if c.num_partitions == 0 || c.num_partitions > MAX_PARTITIONS_PER_TOPIC {
+            return Err(Error::InvalidConfig(format!(
+                "num.partitions={} must be between 1 and {MAX_PARTITIONS_PER_TOPIC} \
+                 (logbus::MAX_PARTITIONS_PER_TOPIC)",
+                c.num_partitions
+            )));
+        }
+        if c.max_partitions == 0 || c.max_partitions > MAX_PARTITIONS_PER_CLUSTER {
+            return Err(Error::InvalidConfig(format!(
+                "max.partitions={} must be between 1 and {MAX_PARTITIONS_PER_CLUSTER} \
+                 (logbus::MAX_PARTITIONS_PER_CLUSTER)",
+                c.max_partitions
+            )));
         }
         c.topic_defaults.log_config()?;
         Ok(())

@@ -5,7 +5,10 @@
 //! on the first `FindCoordinator`), with 50 partitions; each group's
 //! commits go to one partition, one batch per commit call, so a commit of
 //! several partitions is applied whole or not at all after a crash. On
-//! open, the cluster replays every partition of the topic.
+//! open, the cluster replays every partition of the topic, skipping (and
+//! reporting) records it cannot read. Only the coordinator writes the
+//! topic: public appends, record deletions and partition additions are
+//! refused.
 //!
 //! ## Locks
 //! `offsets` is taken after the cluster's topic table (never before it) and
@@ -23,7 +26,9 @@ use crate::cluster::offsets::{
     decode_value, encode_key, encode_value, partition_for_group,
 };
 use crate::cluster::replay::replay_records;
-use crate::cluster::{CleanupPolicy, ClusterInner, NewTopic, TopicConfig, TopicState};
+use crate::cluster::{
+    CleanupPolicy, ClusterInner, NewTopic, SkippedRecord, TopicConfig, TopicState,
+};
 use crate::error::{Error, Result};
 use crate::format::BatchBuilder;
 use crate::types::{Compression, TopicPartition};
@@ -76,23 +81,36 @@ impl ClusterInner {
     }
 
     /// Replays `__consumer_offsets`, if it exists, into the offset store.
-    pub(crate) fn load_offsets(&self) -> Result<()> {
+    /// A record it cannot read (an unknown key or value version, garbage
+    /// appended by other means) is skipped and returned, as Kafka's
+    /// coordinator skips what it does not understand, so one bad record
+    /// never locks the user out; a damaged batch is still
+    /// [`Error::Corrupt`].
+    pub(crate) fn load_offsets(&self) -> Result<Vec<SkippedRecord>> {
         let Ok(topic) = self.topic_state(OFFSETS_TOPIC) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let mut groups = self.offsets.groups.lock();
+        let mut skipped = Vec::new();
         for p in 0..topic.partition_count() {
             let replica = topic.replica(p)?;
             let offsets = replica.offsets()?;
+            let mut bad = Vec::new();
             replay_records(
                 Path::new(&format!("{OFFSETS_TOPIC}-{p}")),
                 offsets.log_start,
                 offsets.high_watermark,
                 |offset| replica.read(offset, 1 << 20),
                 |_, key, value| apply(&mut groups, key, value),
+                Some(&mut bad),
             )?;
+            skipped.extend(bad.into_iter().map(|(offset, reason)| SkippedRecord {
+                partition: TopicPartition::new(OFFSETS_TOPIC, p),
+                offset,
+                reason,
+            }));
         }
-        Ok(())
+        Ok(skipped)
     }
 
     /// Commits `offsets` for `group`: one batch, appended to the group's

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::cluster::broker::topic_id_string;
 use crate::cluster::{ClusterInner, TopicConfig, TopicState};
 use crate::error::Result;
-use crate::log::{AppendInfo, LogRead, TimestampOffset};
+use crate::log::{AppendInfo, LogRead, RecoveryReport, TimestampOffset};
 use crate::replica::Replica;
 
 /// A topic to create: its name, partition count and configs.
@@ -147,7 +147,7 @@ impl Topic {
         Ok(TopicDescription {
             name: self.name().to_string(),
             id: self.id(),
-            internal: self.name().starts_with("__"),
+            internal: self.state.internal,
             config: self.config().clone(),
             partitions,
         })
@@ -265,13 +265,26 @@ impl Partition {
         self.replica.size_bytes()
     }
 
+    /// What recovery did when this partition's log was opened (with the
+    /// cluster, or when the partition was created): torn tail cut,
+    /// segments scanned, indexes rebuilt. Also in
+    /// [`Cluster::recovery_report`](crate::Cluster::recovery_report).
+    #[must_use]
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        self.replica.recovery_report()
+    }
+
     /// Appends raw v2 record batches as the leader: offsets are assigned,
     /// see [`Log::append`](crate::Log::append). Waiting consumers wake.
     ///
     /// # Errors
-    /// As [`Log::append`](crate::Log::append), plus those of
+    /// [`Error::InvalidTopic`](crate::Error::InvalidTopic) for a partition
+    /// of an internal topic (`__consumer_offsets`: only the cluster writes
+    /// it, as Kafka's broker refuses produce requests to it); as
+    /// [`Log::append`](crate::Log::append), plus those of
     /// [`Partition::log_start_offset`].
     pub fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
+        self.topic.refuse_internal("appending to")?;
         self.replica.append(batches)
     }
 
@@ -301,13 +314,15 @@ impl Partition {
     ///
     /// # Errors
     /// [`Error::OffsetOutOfRange`](crate::Error::OffsetOutOfRange) above the
-    /// high watermark, plus those of [`Partition::log_start_offset`].
+    /// high watermark; [`Error::InvalidTopic`](crate::Error::InvalidTopic)
+    /// for an internal topic (as Kafka refuses it); plus those of
+    /// [`Partition::log_start_offset`].
     pub fn delete_records(&self, offset: u64) -> Result<u64> {
+        self.topic.refuse_internal("deleting records of")?;
         let start = self.replica.delete_records(offset)?;
-        let offsets = self.replica.offsets()?;
         self.cluster
             .broker
-            .note_offsets(&self.topic.name, self.partition(), offsets);
+            .note_replica(&self.topic.name, &self.replica);
         self.cluster.broker.write_checkpoints()?;
         Ok(start)
     }

@@ -7,10 +7,16 @@
 //! the value is `type: u8, version: u8` followed by the type's fields
 //! (big-endian integers, strings as `u16` length + UTF-8). See
 //! `docs/format.md`.
+//!
+//! The log's recovery point is kept in `<root>/recovery-point-offset-checkpoint`
+//! (Kafka's checkpoint layout, one entry `__cluster_metadata 0 <offset>`),
+//! rewritten after every commit and on close, so that damage to a change
+//! that was acknowledged is found below the recovery point (and refused by
+//! the log's recovery) instead of being cut as a torn tail.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Cursor, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use byteorder::{BigEndian, ReadBytesExt, WriteBytesExt};
@@ -19,11 +25,17 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::cluster::replay::replay_records;
 use crate::config::{FlushPolicy, LogConfig};
-use crate::error::{Error, Result};
-use crate::format::BatchBuilder;
-use crate::log::Log;
-use crate::storage::Storage;
+use crate::error::{CorruptionKind, Error, Result};
+use crate::format::{Batch, BatchBuilder};
+use crate::log::{CheckpointRead, Log, OffsetCheckpoint, RecoveryReport};
+use crate::storage::segment::{LOG_SUFFIX, parse_segment_file};
+use crate::storage::{OpenMode, Storage};
 use crate::types::Compression;
+
+/// The file in the cluster's root holding the metadata log's recovery point.
+pub(crate) const METADATA_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
+/// The metadata log's topic name in that file (Kafka's KRaft name).
+const METADATA_TOPIC: &str = "__cluster_metadata";
 
 const TOPIC: u8 = 1;
 const PARTITION: u8 = 2;
@@ -197,6 +209,9 @@ pub(crate) struct TopicMeta {
 pub(crate) struct Registry {
     pub(crate) topics: BTreeMap<String, TopicMeta>,
     names: HashMap<Uuid, String>,
+    /// Ids of deleted topics, with the name each had: the positive
+    /// evidence that lets a partition directory naming one be removed.
+    pub(crate) removed: BTreeMap<Uuid, String>,
 }
 
 impl Registry {
@@ -205,7 +220,10 @@ impl Registry {
     pub(crate) fn apply(&mut self, record: &MetadataRecord) -> std::result::Result<(), String> {
         match record {
             MetadataRecord::Topic { name, id } => {
-                if self.topics.contains_key(name) || self.names.contains_key(id) {
+                if self.topics.contains_key(name)
+                    || self.names.contains_key(id)
+                    || self.removed.contains_key(id)
+                {
                     return Err(format!("topic {name} ({id}) created twice"));
                 }
                 self.names.insert(*id, name.clone());
@@ -250,6 +268,7 @@ impl Registry {
                     .remove(topic_id)
                     .ok_or_else(|| format!("removal of unknown topic id {topic_id}"))?;
                 self.topics.remove(&name);
+                self.removed.insert(*topic_id, name);
             }
         }
         Ok(())
@@ -263,6 +282,11 @@ impl Registry {
                 topic: name.to_string(),
                 partition: None,
             })
+    }
+
+    /// The live topic with id `id`.
+    pub(crate) fn topic_by_id(&self, id: &Uuid) -> Option<&TopicMeta> {
+        self.names.get(id).and_then(|name| self.topics.get(name))
     }
 
     fn topic_mut(&mut self, id: &Uuid) -> std::result::Result<&mut TopicMeta, String> {
@@ -283,29 +307,111 @@ pub(crate) struct MetadataLog {
     log: Log,
     clock: Arc<dyn Clock>,
     dir: PathBuf,
+    /// `<root>/recovery-point-offset-checkpoint`; `None` for a log being
+    /// built aside (a rebuild), which has no recovery point to keep yet.
+    checkpoint: Option<OffsetCheckpoint>,
+    /// The recovery point the checkpoint file holds, if it is known to
+    /// hold the latest one.
+    checkpointed: Option<u64>,
+}
+
+/// The metadata log's checkpoint file in `root`.
+pub(crate) fn metadata_checkpoint(storage: &Arc<dyn Storage>, root: &Path) -> OffsetCheckpoint {
+    OffsetCheckpoint::with_storage(root.join(METADATA_CHECKPOINT), storage.clone())
+}
+
+/// The metadata log's recovery point from its checkpoint file in `root`:
+/// `None` if the file is missing, damaged or has no entry for it (then the
+/// whole log is scanned on open, as Kafka does without a checkpoint).
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read.
+pub(crate) fn read_recovery_point(storage: &Arc<dyn Storage>, root: &Path) -> Result<Option<u64>> {
+    match metadata_checkpoint(storage, root).read() {
+        Ok(CheckpointRead::Present(entries)) => {
+            Ok(entries.get(&(METADATA_TOPIC.to_string(), 0)).copied())
+        }
+        Ok(CheckpointRead::Missing) | Err(Error::Corrupt { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the metadata log's recovery point to its checkpoint file.
+pub(crate) fn write_recovery_point(
+    storage: &Arc<dyn Storage>,
+    root: &Path,
+    offset: u64,
+) -> Result<()> {
+    let entries = BTreeMap::from([((METADATA_TOPIC.to_string(), 0), offset)]);
+    metadata_checkpoint(storage, root).write(&entries)
+}
+
+fn metadata_log_config() -> Result<LogConfig> {
+    LogConfig::builder()
+        .segment_bytes(64 * 1024 * 1024)
+        .segment_index_bytes(64 * 1024)
+        // One batch per change: a topic with the most partitions a topic
+        // may have (`MAX_PARTITIONS_PER_TOPIC`) takes ~0.5 MiB.
+        .max_message_bytes(8 * 1024 * 1024)
+        .retention_ms(None)
+        .segment_ms(None)
+        .flush(FlushPolicy::every_append())
+        .build()
 }
 
 impl MetadataLog {
-    /// Opens (or creates) the metadata log and replays it.
+    /// Opens (or creates) the metadata log in `dir` with `recovery_point`
+    /// (from [`read_recovery_point`]), replays it, and brings the
+    /// checkpoint file in `root` (if given) up to date.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the log is damaged below its recovery point
+    /// (the log layer refuses it) or ends below it (acknowledged changes
+    /// are missing), or a record cannot be replayed; [`Error::Io`].
     pub(crate) fn open(
         dir: PathBuf,
+        root: Option<&Path>,
         storage: Arc<dyn Storage>,
         clock: Arc<dyn Clock>,
+        recovery_point: Option<u64>,
     ) -> Result<(MetadataLog, Registry)> {
-        let config = LogConfig::builder()
-            .segment_bytes(64 * 1024 * 1024)
-            .segment_index_bytes(64 * 1024)
-            .retention_ms(None)
-            .segment_ms(None)
-            .flush(FlushPolicy::every_append())
-            .build()?;
         let log = Log::builder(&dir)
-            .config(config)
-            .storage(storage)
+            .config(metadata_log_config()?)
+            .storage(storage.clone())
             .clock(clock.clone())
+            .recovery_point(recovery_point.unwrap_or(0))
             .open()?;
-        let metadata = MetadataLog { log, clock, dir };
+        // A new log's first segment files: their entries must survive a
+        // power loss before the first change is acknowledged.
+        storage.sync_dir(&dir)?;
+        if let Some(point) = recovery_point
+            && log.log_end_offset() < point
+        {
+            let end = log.log_end_offset();
+            let segment = log
+                .segment_base_offsets()
+                .last()
+                .map_or_else(|| dir.clone(), |base| dir.join(format!("{base:020}.log")));
+            drop(log);
+            return Err(Error::corrupt(
+                segment,
+                0,
+                CorruptionKind::Metadata(format!(
+                    "the metadata log ends at offset {end}, below its recovery point {point}: \
+                     acknowledged topic changes are missing; rebuild the registry with \
+                     Cluster::rebuild_metadata"
+                )),
+            ));
+        }
+        let mut metadata = MetadataLog {
+            log,
+            clock,
+            dir,
+            checkpoint: root.map(|root| metadata_checkpoint(&storage, root)),
+            checkpointed: recovery_point,
+        };
         let registry = metadata.replay()?;
+        metadata.write_checkpoint()?;
         Ok((metadata, registry))
     }
 
@@ -321,13 +427,50 @@ impl MetadataLog {
                 let parsed = MetadataRecord::decode(value)?;
                 registry.apply(&parsed)
             },
+            None,
         )?;
         Ok(registry)
     }
 
+    /// The offset the next change gets: 0 for an empty log.
+    pub(crate) fn log_end_offset(&self) -> u64 {
+        self.log.log_end_offset()
+    }
+
+    /// What recovery did when the log was opened.
+    pub(crate) fn recovery_report(&self) -> &RecoveryReport {
+        self.log.recovery_report()
+    }
+
+    /// Writes the log's recovery point to the checkpoint file unless it
+    /// holds it already.
+    fn write_checkpoint(&mut self) -> Result<()> {
+        let point = self.log.recovery_point();
+        let Some(checkpoint) = &self.checkpoint else {
+            return Ok(());
+        };
+        if self.checkpointed == Some(point) {
+            return Ok(());
+        }
+        self.checkpointed = None;
+        let entries = BTreeMap::from([((METADATA_TOPIC.to_string(), 0), point)]);
+        checkpoint.write(&entries)?;
+        self.checkpointed = Some(point);
+        Ok(())
+    }
+
     /// Appends `records` as one batch, durably, and applies them to
-    /// `registry` (which is unchanged if anything fails).
-    pub(crate) fn commit(&self, registry: &mut Registry, records: &[MetadataRecord]) -> Result<()> {
+    /// `registry` (which is unchanged if anything fails). Then moves the
+    /// recovery point in the checkpoint file over the new batch; if that
+    /// write fails the change still stands (it is in the log, fsynced) and
+    /// the next commit or the close writes the checkpoint again: until
+    /// then, damage to the newest batch would be cut as a torn tail rather
+    /// than refused.
+    pub(crate) fn commit(
+        &mut self,
+        registry: &mut Registry,
+        records: &[MetadataRecord],
+    ) -> Result<()> {
         let mut next = registry.clone();
         for record in records {
             next.apply(record).map_err(Error::Internal)?;
@@ -341,12 +484,100 @@ impl MetadataLog {
         let mut bytes = builder.build()?.to_vec();
         self.log.append(&mut bytes, 0)?;
         *registry = next;
+        // Not fatal: see above.
+        let _ = self.write_checkpoint();
         Ok(())
     }
 
-    pub(crate) fn close(self) -> Result<()> {
-        self.log.close()
+    /// Closes the log and writes its final recovery point.
+    pub(crate) fn close(mut self) -> Result<()> {
+        let flushed = self.log.flush();
+        let checkpointed = self.write_checkpoint();
+        let closed = self.log.close();
+        flushed.and(checkpointed).and(closed)
     }
+}
+
+/// What the readable prefix of a (possibly damaged) metadata log says:
+/// read straight from its segment files, without opening (and so without
+/// recovering) the log.
+#[derive(Debug, Default)]
+pub(crate) struct MetadataPrefix {
+    /// The registry the readable records add up to.
+    pub(crate) registry: Registry,
+    /// Partition counts of every topic id ever created, removed ones too.
+    pub(crate) partitions: HashMap<Uuid, u32>,
+    /// Configs of every topic id ever created, removed ones too.
+    pub(crate) configs: HashMap<Uuid, BTreeMap<String, String>>,
+    /// Records applied.
+    pub(crate) records: u64,
+}
+
+/// Reads the metadata log in `dir` from its first segment until the first
+/// batch or record that cannot be read or applied. A missing directory
+/// reads as empty.
+pub(crate) fn read_prefix(storage: &dyn Storage, dir: &Path) -> Result<MetadataPrefix> {
+    let mut prefix = MetadataPrefix::default();
+    if !storage.exists(dir) {
+        return Ok(prefix);
+    }
+    let mut segments: Vec<(u64, PathBuf)> = storage
+        .list_dir(dir)?
+        .into_iter()
+        .filter_map(|path| parse_segment_file(&path, LOG_SUFFIX).map(|base| (base, path)))
+        .collect();
+    segments.sort();
+    'segments: for (_, path) in segments {
+        let file = storage.open(&path, OpenMode::Existing)?;
+        let len = usize::try_from(file.len()?).unwrap_or(usize::MAX);
+        let mut bytes = vec![0; len];
+        file.read_exact_at(&mut bytes, 0)?;
+        let bytes = bytes::Bytes::from(bytes);
+        let mut position = 0;
+        while position < bytes.len() {
+            let Ok((batch, used)) = Batch::decode(&bytes.slice(position..)) else {
+                break 'segments;
+            };
+            position += used;
+            let Ok(records) = batch.records() else {
+                break 'segments;
+            };
+            for record in records {
+                let Ok(record) = record else {
+                    break 'segments;
+                };
+                let value = record.value().map_or(&[][..], |v| &v[..]);
+                let Ok(parsed) = MetadataRecord::decode(value) else {
+                    break 'segments;
+                };
+                if prefix.registry.apply(&parsed).is_err() {
+                    break 'segments;
+                }
+                prefix.records += 1;
+                match parsed {
+                    MetadataRecord::Partition { topic_id, .. } => {
+                        *prefix.partitions.entry(topic_id).or_default() += 1;
+                    }
+                    MetadataRecord::Config {
+                        topic_id,
+                        key,
+                        value,
+                    } => {
+                        let config = prefix.configs.entry(topic_id).or_default();
+                        match value {
+                            Some(v) => config.insert(key, v),
+                            None => config.remove(&key),
+                        };
+                    }
+                    MetadataRecord::Topic { id, .. } => {
+                        prefix.configs.entry(id).or_default();
+                    }
+                    MetadataRecord::RemoveTopic { .. } => {}
+                }
+            }
+        }
+    }
+    Ok(prefix)
 }
 
 #[cfg(test)]

@@ -8,6 +8,12 @@
 //! `topics` (name to live topic state), then a topic's `partitions`, then a
 //! replica's log lock (see [`crate::replica`]). Appends and reads take only
 //! the last three, shared.
+//!
+//! `clients` (weak references to the live producers) is taken alone, to
+//! copy or extend it. [`Cluster::close`] copies it, then flushes each
+//! producer holding no cluster lock (a producer's flush takes its own
+//! accumulator lock and its sender thread appends through `topics` and a
+//! replica's log lock), and only then takes `controller` to close the logs.
 
 mod admin;
 mod broker;
@@ -18,13 +24,15 @@ mod group;
 mod handles;
 mod metadata;
 mod offsets;
+mod rebuild;
 mod replay;
+mod report;
 mod topic_config;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use crossbeam_channel::Sender;
 
@@ -36,6 +44,7 @@ use crate::config::LogConfig;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::replica::Replica;
 use crate::storage::{DirLock, OpenMode, Storage, write_atomic};
+use crate::types::TopicPartition;
 
 pub use admin::{GroupDescription, MemberDescription, OffsetSpec, PartitionLag};
 pub use config::{ClusterConfig, ClusterConfigBuilder};
@@ -43,9 +52,12 @@ pub use group::GroupState;
 pub(crate) use group::{GroupCoordinator, JoinRequest, JoinResponse, Joined, SyncResponse};
 pub use handles::{NewTopic, Partition, PartitionDescription, Topic, TopicDescription};
 pub use offsets::OffsetAndMetadata;
+pub use report::{
+    ClusterRecoveryReport, RebuildReport, RebuiltTopic, SkippedRecord, UnknownPartitionDir,
+};
 pub use topic_config::{CleanupPolicy, MAX_TOPIC_NAME_LEN, TopicConfig};
 
-use broker::Broker;
+use broker::{Broker, create_dir_durably, held_partition_dirs};
 use checkpointer::Checkpointer;
 use metadata::{MetadataLog, MetadataRecord, Registry};
 use topic_config::collision_key;
@@ -56,13 +68,36 @@ const METADATA_DIR: &str = "__cluster_metadata-0";
 const BROKER_DIR: &str = "broker-0";
 const FORMAT_VERSION: &str = "1";
 
+/// The most partitions one topic may have. Bounds what one create or
+/// partition addition allocates and writes (its metadata batch is ~0.5 MiB)
+/// and keeps every partition directory's name (`<topic>-<partition>`, with
+/// a 249-character topic) within 255 bytes. Above it, creating a topic or
+/// adding partitions fails with [`Error::InvalidPartitions`].
+pub const MAX_PARTITIONS_PER_TOPIC: u32 = 10_000;
+
+/// The most partitions a cluster may hold, over all topics (internal ones
+/// included), and the largest value of
+/// [`ClusterConfigBuilder::max_partitions`] (also its default). Each
+/// partition keeps at least three memory maps (its active segment's log
+/// and indexes) and four open files; Linux's default `vm.max_map_count` of
+/// 65530 allows about 21,000 single-segment partitions.
+pub const MAX_PARTITIONS_PER_CLUSTER: u32 = 20_000;
+
+/// A client holding records the cluster must deliver before it closes (a
+/// live producer's batches). The cluster keeps only weak references.
+pub(crate) trait PendingRecords: Send + Sync + std::fmt::Debug {
+    /// Delivers everything held, waiting until each record is appended (or
+    /// failed). Called by [`Cluster::close`] with no cluster lock held.
+    fn deliver_pending(&self);
+}
+
 /// An embedded Kafka cluster rooted at one directory.
 ///
 /// Open it with [`Cluster::open`]; create topics, then produce and consume.
 /// `Cluster` is `Send + Sync` and cheap to clone (clones share one cluster).
 /// [`Cluster::close`] (or dropping the last clone and every handle made
-/// from it) stops its threads, flushes every partition, writes the
-/// checkpoints and releases the directory lock.
+/// from it) delivers what live producers hold, stops its threads, flushes
+/// every partition, writes the checkpoints and releases the directory lock.
 ///
 /// ```
 /// use logbus::{Cluster, ClusterConfig, NewTopic};
@@ -104,6 +139,10 @@ pub(crate) struct ClusterInner {
     metadata_watchers: Mutex<Vec<Sender<()>>>,
     /// Periodic checkpoints written so far, for tests to wait on.
     checkpoints: (Mutex<u64>, parking_lot::Condvar),
+    /// Live producers, flushed by `close` before any log closes.
+    clients: Mutex<Vec<Weak<dyn PendingRecords>>>,
+    /// What the open found and did.
+    recovery: ClusterRecoveryReport,
 }
 
 #[derive(Debug)]
@@ -126,6 +165,9 @@ pub(crate) struct TopicState {
     /// never exceeds the length.
     count: AtomicU32,
     deleted: AtomicBool,
+    /// An internal topic (`__consumer_offsets`): only the cluster itself
+    /// appends to it, deletes its records or changes its partitions.
+    pub(crate) internal: bool,
 }
 
 impl TopicState {
@@ -146,6 +188,20 @@ impl TopicState {
         self.count.load(Ordering::Acquire)
     }
 
+    /// The error for a public mutation of an internal topic (Kafka's
+    /// `InvalidTopicException`), or `Ok` for a user topic.
+    pub(crate) fn refuse_internal(&self, what: &str) -> Result<()> {
+        if self.internal {
+            return Err(Error::InvalidTopic {
+                topic: self.name.to_string(),
+                reason: format!(
+                    "{what} an internal topic is not allowed; only the cluster writes it"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// One partition's replica.
     pub(crate) fn replica(&self, partition: u32) -> Result<Arc<Replica>> {
         if self.is_deleted() {
@@ -163,36 +219,65 @@ impl Cluster {
     /// Opens the cluster rooted at `dir`, creating it if empty, and restores
     /// every topic, config and offset a previous run left.
     ///
+    /// Recovery deletes data only on positive evidence: a `-delete`
+    /// directory, or a partition directory whose topic the metadata log
+    /// records as deleted. A partition directory nothing explains is kept
+    /// and listed in [`Cluster::recovery_report`]; so are unreadable records
+    /// of `__consumer_offsets`, which are skipped.
+    ///
     /// # Errors
     /// [`Error::DirectoryLocked`] if another `Cluster` has it open;
-    /// [`Error::Corrupt`] if metadata or a partition log is damaged beyond a
-    /// torn tail; [`Error::InvalidConfig`] for an invalid `config` or a
-    /// directory written by an unknown format version; [`Error::Io`].
+    /// [`Error::MetadataMissing`] if the metadata log is missing or empty
+    /// while partition directories (or its recovery point) show that topics
+    /// existed; [`Error::Corrupt`] if a partition log, or the metadata log
+    /// below its recovery point, is damaged beyond a torn tail (a damaged
+    /// metadata log in `__cluster_metadata-0` is rebuilt with
+    /// [`Cluster::rebuild_metadata`]); [`Error::PartitionDirConflict`] if a
+    /// directory of another topic sits where a partition must go;
+    /// [`Error::InvalidConfig`] for an invalid `config` or a directory
+    /// written by an unknown format version; [`Error::Io`].
     pub fn open(dir: impl AsRef<Path>, config: ClusterConfig) -> Result<Cluster> {
         let root = dir.as_ref().to_path_buf();
         config.validate()?;
         let storage = config.storage.clone();
-        storage.create_dir_all(&root)?;
+        create_dir_durably(&*storage, &root)?;
         let lock = storage.lock_dir(&root)?;
         let cluster_id = meta_properties(&*storage, &root)?;
+        let metadata_dir = root.join(METADATA_DIR);
+        let broker_dir = root.join(BROKER_DIR);
+        let recovery_point = metadata::read_recovery_point(&storage, &root)?;
+        if metadata_is_empty(&*storage, &metadata_dir)? {
+            refuse_empty_registry(&*storage, &metadata_dir, &broker_dir, recovery_point)?;
+        }
+        create_dir_durably(&*storage, &metadata_dir)?;
         let (metadata, registry) = MetadataLog::open(
-            root.join(METADATA_DIR),
+            metadata_dir,
+            Some(&root),
             storage.clone(),
             config.clock.clone(),
+            recovery_point,
         )?;
-        let live: BTreeMap<(String, u32), Uuid> = registry
-            .topics
-            .values()
-            .flat_map(|t| (0..t.partitions).map(move |p| ((t.name.clone(), p), t.id)))
-            .collect();
-        let broker = Broker::open(
-            root.join(BROKER_DIR),
+        if metadata.log_end_offset() == 0 {
+            // Its bytes (if any) were all a torn tail: as good as missing.
+            if let Err(e) = refuse_empty_registry(
+                &*storage,
+                &root.join(METADATA_DIR),
+                &broker_dir,
+                recovery_point,
+            ) {
+                let _ = metadata.close();
+                return Err(e);
+            }
+        }
+        let metadata_report = metadata.recovery_report().clone();
+        let (broker, scan) = Broker::open(
+            broker_dir,
             storage,
             config.clock.clone(),
-            &live,
+            &registry,
             config.background_threads,
         )?;
-        let inner = ClusterInner {
+        let mut inner = ClusterInner {
             root,
             cluster_id,
             controller: Mutex::new(Controller {
@@ -213,18 +298,43 @@ impl Cluster {
             metadata_epoch: AtomicU64::new(0),
             metadata_watchers: Mutex::new(Vec::new()),
             checkpoints: (Mutex::new(0), parking_lot::Condvar::new()),
+            clients: Mutex::new(Vec::new()),
+            recovery: ClusterRecoveryReport::default(),
             config,
+        };
+        let mut report = ClusterRecoveryReport {
+            metadata: metadata_report,
+            unknown_dirs: scan.unknown,
+            removed_dirs: scan.removed,
+            ..ClusterRecoveryReport::default()
         };
         for meta in registry.topics.values() {
             let overrides = TopicConfig::from_stored(&meta.config)?;
             let state = inner.open_topic(&meta.name, meta.id, overrides, meta.partitions)?;
+            for replica in state.partitions.read().iter() {
+                report.partitions.insert(
+                    TopicPartition::new(meta.name.clone(), replica.partition()),
+                    replica.recovery_report().clone(),
+                );
+            }
             inner.topics.write().insert(meta.name.clone(), state);
         }
-        inner.load_offsets()?;
+        report.skipped_records = inner.load_offsets()?;
+        inner.recovery = report;
         let inner = Arc::new(inner);
         let interval = inner.config.checkpoint_interval_ms;
         *inner.checkpointer.lock() = Some(Checkpointer::spawn(Arc::downgrade(&inner), interval)?);
         Ok(Cluster { inner })
+    }
+
+    /// What the open found and did: the metadata log's and every
+    /// partition's [`RecoveryReport`](crate::RecoveryReport) (torn tails
+    /// cut, indexes rebuilt), the partition directories kept because
+    /// nothing explains them, the leftovers of deleted topics removed, and
+    /// the internal-topic records skipped. See [`ClusterRecoveryReport`].
+    #[must_use]
+    pub fn recovery_report(&self) -> &ClusterRecoveryReport {
+        &self.inner.recovery
     }
 
     /// The cluster's root directory.
@@ -252,9 +362,13 @@ impl Cluster {
     /// # Errors
     /// [`Error::InvalidTopic`] for a name that breaks Kafka's rules, is
     /// reserved or collides with an existing one; [`Error::TopicAlreadyExists`];
-    /// [`Error::InvalidPartitions`] for zero partitions;
-    /// [`Error::InvalidConfig`] for an invalid combination of configs. Nothing
-    /// is stored in any of these cases.
+    /// [`Error::InvalidPartitions`] for zero partitions, more than
+    /// [`MAX_PARTITIONS_PER_TOPIC`], or more than the cluster may hold
+    /// ([`ClusterConfigBuilder::max_partitions`]);
+    /// [`Error::InvalidConfig`] for an invalid combination of configs;
+    /// [`Error::PartitionDirConflict`] when a directory of an unknown topic
+    /// occupies one of the new partitions' paths. Nothing is stored in any
+    /// of these cases.
     pub fn create_topic(&self, topic: NewTopic) -> Result<Topic> {
         let state = self.inner.create_topic(topic, false)?;
         Ok(Topic::new(self.inner.clone(), state))
@@ -264,9 +378,18 @@ impl Cluster {
     /// get [`Error::UnknownTopicOrPartition`] from then on; a topic created
     /// later with the same name starts empty.
     ///
+    /// The deletion is decided by one record in the metadata log, written
+    /// (fsynced) first; then the topic disappears from the cluster and its
+    /// directories are renamed `-delete` and removed. If removing them fails
+    /// the error is returned, but the topic stays deleted: the next open
+    /// (or a re-creation of the name) removes what is left, on the
+    /// evidence of that record.
+    ///
     /// # Errors
     /// [`Error::UnknownTopicOrPartition`] if there is no such topic;
-    /// [`Error::InvalidTopic`] for internal topics.
+    /// [`Error::InvalidTopic`] for internal topics; [`Error::Io`] from
+    /// writing the record (nothing changed) or from removing the files
+    /// (the topic is deleted all the same).
     pub fn delete_topic(&self, name: &str) -> Result<()> {
         self.inner.delete_topic(name)
     }
@@ -277,7 +400,13 @@ impl Cluster {
     ///
     /// # Errors
     /// [`Error::InvalidPartitions`] if `total` is not above the current
-    /// count; [`Error::UnknownTopicOrPartition`].
+    /// count, is above [`MAX_PARTITIONS_PER_TOPIC`], or would take the
+    /// cluster above [`ClusterConfigBuilder::max_partitions`];
+    /// [`Error::UnknownTopicOrPartition`]; [`Error::InvalidTopic`] for
+    /// internal topics (their partition count is fixed:
+    /// `__consumer_offsets` places groups by it);
+    /// [`Error::PartitionDirConflict`] as for [`Cluster::create_topic`].
+    /// Nothing is stored in any of these cases.
     pub fn create_partitions(&self, name: &str, total: u32) -> Result<()> {
         self.inner.create_partitions(name, total)
     }
@@ -315,9 +444,17 @@ impl Cluster {
     }
 
     /// Closes the cluster for every clone and handle: later calls return
-    /// [`Error::Closed`]. Flushes every partition, writes the checkpoint
-    /// files, stops the cluster's threads and releases the directory lock.
+    /// [`Error::Closed`]. First every live [`Producer`](crate::Producer)
+    /// of the cluster is flushed: records it accepted before the close
+    /// began are appended and their handles and callbacks complete (new
+    /// sends fail with [`Error::Closed`] from the moment the close begins).
+    /// Then every partition is flushed, the checkpoint files are written,
+    /// the cluster's threads stop and the directory lock is released.
     /// Closing twice is a no-op.
+    ///
+    /// Called from inside a producer callback, the close cannot wait for
+    /// that producer (its sender thread is the caller): records it still
+    /// holds fail with [`Error::Closed`].
     ///
     /// # Errors
     /// The first [`Error::Io`] met; the cluster is closed anyway.
@@ -377,6 +514,21 @@ impl ClusterInner {
             })
     }
 
+    /// The live state of a topic that records are sent to: user topics
+    /// only (internal ones refuse public appends).
+    pub(crate) fn topic_state_for_append(&self, name: &str) -> Result<Arc<TopicState>> {
+        let state = self.topic_state(name)?;
+        state.refuse_internal("appending to")?;
+        Ok(state)
+    }
+
+    /// Registers a client whose pending records `close` delivers first.
+    pub(crate) fn register_client(&self, client: Weak<dyn PendingRecords>) {
+        let mut clients = self.clients.lock();
+        clients.retain(|c| c.strong_count() > 0);
+        clients.push(client);
+    }
+
     fn open_topic(
         &self,
         name: &str,
@@ -387,7 +539,9 @@ impl ClusterInner {
         let effective = overrides.overlaid_on(&self.config.topic_defaults);
         let log_config = effective.log_config()?;
         let name: Arc<str> = Arc::from(name);
-        let mut replicas = Vec::with_capacity(partitions as usize);
+        // Bounded: counts are checked against MAX_PARTITIONS_PER_TOPIC
+        // before they are stored; one replayed from disk is not trusted.
+        let mut replicas = Vec::with_capacity(partitions.min(MAX_PARTITIONS_PER_TOPIC) as usize);
         for p in 0..partitions {
             replicas.push(
                 self.broker
@@ -395,6 +549,7 @@ impl ClusterInner {
             );
         }
         Ok(Arc::new(TopicState {
+            internal: name.starts_with("__"),
             name,
             id,
             overrides,
@@ -404,6 +559,36 @@ impl ClusterInner {
             partitions: RwLock::new(replicas),
             deleted: AtomicBool::new(false),
         }))
+    }
+
+    /// Checks a topic's new partition count `total` (it has `current`)
+    /// against [`MAX_PARTITIONS_PER_TOPIC`] and the cluster's limit.
+    fn check_partition_limits(
+        &self,
+        registry: &Registry,
+        topic: &str,
+        current: u32,
+        total: u32,
+    ) -> Result<()> {
+        check_topic_limit(topic, total)?;
+        let held: u64 = registry
+            .topics
+            .values()
+            .map(|t| u64::from(t.partitions))
+            .sum();
+        let after = held - u64::from(current) + u64::from(total);
+        let limit = self.config.max_partitions;
+        if after > u64::from(limit) {
+            return Err(Error::InvalidPartitions {
+                topic: topic.to_string(),
+                reason: format!(
+                    "the cluster would hold {after} partitions, above its limit of {limit} \
+                     (ClusterConfig::max_partitions, at most \
+                     logbus::MAX_PARTITIONS_PER_CLUSTER = {MAX_PARTITIONS_PER_CLUSTER})"
+                ),
+            });
+        }
+        Ok(())
     }
 
     pub(crate) fn create_topic(&self, topic: NewTopic, internal: bool) -> Result<Arc<TopicState>> {
@@ -421,12 +606,13 @@ impl ClusterInner {
                 reason: "a topic needs at least one partition".into(),
             });
         }
+        check_topic_limit(&name, partitions)?;
         overrides
             .overlaid_on(&self.config.topic_defaults)
             .log_config()?;
         let mut controller = self.controller.lock();
         let Controller { metadata, registry } = &mut *controller;
-        let metadata = metadata.as_ref().ok_or(Error::Closed("cluster"))?;
+        let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
         if registry.topics.contains_key(&name) {
             return Err(Error::TopicAlreadyExists { topic: name });
         }
@@ -439,7 +625,13 @@ impl ClusterInner {
                 topic: name,
             });
         }
+        self.check_partition_limits(registry, &name, 0, partitions)?;
         let id = Uuid::new_v4();
+        // A deleted predecessor's directories go before anything is
+        // stored; a directory of an unknown topic refuses the creation.
+        for p in 0..partitions {
+            self.broker.prepare_path(&name, p, id, registry)?;
+        }
         let mut records = vec![MetadataRecord::Topic {
             name: name.clone(),
             id,
@@ -459,7 +651,8 @@ impl ClusterInner {
             }
             Err(e) => {
                 // Best effort: take the half-created topic back out of the
-                // registry; a later open removes whatever is left.
+                // registry. Its removal is the evidence on which a later
+                // open removes whatever directories are left.
                 let _ = metadata.commit(registry, &[MetadataRecord::RemoveTopic { topic_id: id }]);
                 for p in 0..partitions {
                     let _ = self.broker.delete_partition(&name, p, id);
@@ -479,9 +672,10 @@ impl ClusterInner {
         }
         let mut controller = self.controller.lock();
         let Controller { metadata, registry } = &mut *controller;
-        let metadata = metadata.as_ref().ok_or(Error::Closed("cluster"))?;
+        let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
         let meta = registry.topic(name)?;
-        let id = meta.id;
+        let (id, partitions) = (meta.id, meta.partitions);
+        // The decision, durable before anything else changes.
         metadata.commit(registry, &[MetadataRecord::RemoveTopic { topic_id: id }])?;
         let state = self.topics.write().remove(name);
         let mut first_error = None;
@@ -489,12 +683,15 @@ impl ClusterInner {
             state.deleted.store(true, Ordering::Release);
             let replicas = state.partitions.read().clone();
             for replica in replicas {
-                let result = replica
-                    .shut(true)
-                    .and_then(|_| self.broker.delete_partition(name, replica.partition(), id));
-                if let Err(e) = result {
+                if let Err(e) = replica.shut(true) {
                     first_error.get_or_insert(e);
                 }
+            }
+        }
+        // Every partition the registry had, whether or not it was open.
+        for p in 0..partitions {
+            if let Err(e) = self.broker.delete_partition(name, p, id) {
+                first_error.get_or_insert(e);
             }
         }
         self.metadata_changed();
@@ -517,9 +714,11 @@ impl ClusterInner {
         self.check_open()?;
         let mut controller = self.controller.lock();
         let Controller { metadata, registry } = &mut *controller;
-        let metadata = metadata.as_ref().ok_or(Error::Closed("cluster"))?;
+        let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
         let meta = registry.topic(name)?;
         let (id, current) = (meta.id, meta.partitions);
+        let state = self.topic_state(name)?;
+        state.refuse_internal("adding partitions to")?;
         if total <= current {
             return Err(Error::InvalidPartitions {
                 topic: name.to_string(),
@@ -528,7 +727,10 @@ impl ClusterInner {
                 ),
             });
         }
-        let state = self.topic_state(name)?;
+        self.check_partition_limits(registry, name, current, total)?;
+        for p in current..total {
+            self.broker.prepare_path(name, p, id, registry)?;
+        }
         let records: Vec<MetadataRecord> =
             (current..total).map(|p| partition_record(id, p)).collect();
         metadata.commit(registry, &records)?;
@@ -552,11 +754,7 @@ impl ClusterInner {
         for topic in topics {
             let replicas = topic.partitions.read().clone();
             for replica in replicas {
-                // A partition deleted or closed meanwhile has nothing to note.
-                if let Ok(offsets) = replica.offsets() {
-                    self.broker
-                        .note_offsets(&topic.name, replica.partition(), offsets);
-                }
+                self.broker.note_replica(&topic.name, &replica);
             }
         }
         self.broker.write_checkpoints()?;
@@ -569,6 +767,19 @@ impl ClusterInner {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // New sends fail from here on (they check `closed` under their
+        // producer's lock); what producers accepted before is delivered
+        // while every log is still open. No cluster lock is held.
+        let clients: Vec<Arc<dyn PendingRecords>> = self
+            .clients
+            .lock()
+            .drain(..)
+            .filter_map(|c| c.upgrade())
+            .collect();
+        for client in &clients {
+            client.deliver_pending();
+        }
+        drop(clients);
         if let Some(checkpointer) = self.checkpointer.lock().take() {
             checkpointer.stop();
         }
@@ -610,6 +821,20 @@ impl ClusterInner {
     }
 }
 
+/// Checks a topic's partition count against [`MAX_PARTITIONS_PER_TOPIC`].
+fn check_topic_limit(topic: &str, partitions: u32) -> Result<()> {
+    if partitions > MAX_PARTITIONS_PER_TOPIC {
+        return Err(Error::InvalidPartitions {
+            topic: topic.to_string(),
+            reason: format!(
+                "{partitions} partitions exceed the per-topic limit of {MAX_PARTITIONS_PER_TOPIC} \
+                 (logbus::MAX_PARTITIONS_PER_TOPIC)"
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl Drop for ClusterInner {
     fn drop(&mut self) {
         // Errors are reported by `Cluster::close`; dropping cannot return them.
@@ -625,6 +850,50 @@ fn partition_record(topic_id: Uuid, partition: u32) -> MetadataRecord {
         leader: 0,
         leader_epoch: 0,
     }
+}
+
+/// Whether the metadata log in `dir` holds no bytes (missing directory, no
+/// segment, or only empty segments).
+fn metadata_is_empty(storage: &dyn Storage, dir: &Path) -> Result<bool> {
+    if !storage.exists(dir) {
+        return Ok(true);
+    }
+    for path in storage.list_dir(dir)? {
+        if crate::storage::segment::parse_segment_file(&path, crate::storage::segment::LOG_SUFFIX)
+            .is_some()
+            && storage.open(&path, OpenMode::Existing)?.len()? > 0
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Refuses to start with an empty registry when the directory shows that
+/// topics existed: partition directories with `partition.metadata` in the
+/// broker directory, or a metadata recovery point above zero.
+fn refuse_empty_registry(
+    storage: &dyn Storage,
+    metadata_dir: &Path,
+    broker_dir: &Path,
+    recovery_point: Option<u64>,
+) -> Result<()> {
+    let held = held_partition_dirs(storage, broker_dir)?;
+    let evidence = if let Some(first) = held.first() {
+        format!(
+            "{} partition directories hold data (first: {})",
+            held.len(),
+            first.display()
+        )
+    } else if let Some(point) = recovery_point.filter(|&p| p > 0) {
+        format!("its checkpoint says {point} changes were made durable")
+    } else {
+        return Ok(());
+    };
+    Err(Error::MetadataMissing {
+        path: metadata_dir.to_path_buf(),
+        evidence,
+    })
 }
 
 /// Reads `meta.properties`, or writes it for a new cluster; returns the

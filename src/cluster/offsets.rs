@@ -146,7 +146,12 @@ pub(crate) fn decode_key(bytes: &[u8]) -> Result<OffsetsKey, String> {
                     partition: TopicPartition::new(topic, partition),
                 })
             }
-            _ => Ok(OffsetsKey::Other),
+            // Kafka's group metadata (members, generation): not kept.
+            2 | 3 => Ok(OffsetsKey::Other),
+            version => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("key version {version} is unknown"),
+            )),
         }
     })();
     match parsed {
@@ -239,6 +244,9 @@ mod tests {
             }
         );
         assert_eq!(decode_key(&[0, 2, 0, 0]).unwrap(), OffsetsKey::Other);
+        assert_eq!(decode_key(&[0, 3]).unwrap(), OffsetsKey::Other);
+        assert!(decode_key(&[0, 4]).unwrap_err().contains("key version 4"));
+        assert!(decode_key(&[0xff, 0xff]).is_err());
         for cut in 0..key.len() {
             assert!(decode_key(&key[..cut]).is_err(), "cut at {cut}");
         }

@@ -10,15 +10,17 @@ use crate::log::LogRead;
 
 /// Reads every record in `[start, end)` through `read` (a log's or a
 /// replica's `read(offset, max_bytes)`) and hands its offset, key and value
-/// to `apply`, in offset order. A damaged batch, or a record `apply`
-/// rejects, is reported as [`Error::Corrupt`] at `path` and the record's
-/// offset.
+/// to `apply`, in offset order. A damaged batch is reported as
+/// [`Error::Corrupt`] at `path` and the offset being read. A record `apply`
+/// rejects is the same error, unless `skipped` collects such records
+/// (offset and reason) so that replay goes on past them.
 pub(crate) fn replay_records(
     path: &Path,
     start: u64,
     end: u64,
     mut read: impl FnMut(u64) -> Result<LogRead>,
     mut apply: impl FnMut(u64, Option<&Bytes>, Option<&Bytes>) -> std::result::Result<(), String>,
+    mut skipped: Option<&mut Vec<(u64, String)>>,
 ) -> Result<()> {
     let batch_error = |at: u64, e| Error::corrupt(path, at, CorruptionKind::Batch(e));
     let mut next = start;
@@ -37,13 +39,18 @@ pub(crate) fn replay_records(
                 if at < next {
                     continue;
                 }
-                apply(at, record.key(), record.value()).map_err(|e| {
-                    Error::corrupt(
-                        path,
-                        at,
-                        CorruptionKind::Metadata(format!("record at offset {at}: {e}")),
-                    )
-                })?;
+                if let Err(e) = apply(at, record.key(), record.value()) {
+                    match skipped.as_deref_mut() {
+                        Some(skipped) => skipped.push((at, e)),
+                        None => {
+                            return Err(Error::corrupt(
+                                path,
+                                at,
+                                CorruptionKind::Metadata(format!("record at offset {at}: {e}")),
+                            ));
+                        }
+                    }
+                }
             }
             next = batch.header().next_offset() as u64;
         }

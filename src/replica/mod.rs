@@ -18,7 +18,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::log::{AppendInfo, Log, LogRead, TimestampOffset};
+use crate::log::{AppendInfo, Log, LogRead, RecoveryReport, TimestampOffset};
 
 const LIVE: u8 = 0;
 const DELETED: u8 = 1;
@@ -34,6 +34,8 @@ pub(crate) struct Replica {
     log: RwLock<Option<Log>>,
     gone: AtomicU8,
     watchers: Watchers,
+    /// What recovery did when the log was opened.
+    recovery: RecoveryReport,
 }
 
 /// Offsets of a partition at one moment.
@@ -49,6 +51,7 @@ pub(crate) struct ReplicaOffsets {
 
 impl Replica {
     pub(crate) fn new(topic: Arc<str>, partition: u32, log: Log) -> Self {
+        let recovery = log.recovery_report().clone();
         Replica {
             topic,
             partition,
@@ -56,7 +59,13 @@ impl Replica {
             log: RwLock::new(Some(log)),
             gone: AtomicU8::new(LIVE),
             watchers: Watchers::default(),
+            recovery,
         }
+    }
+
+    /// What recovery did when the partition's log was opened.
+    pub(crate) fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
     }
 
     pub(crate) fn topic(&self) -> &Arc<str> {

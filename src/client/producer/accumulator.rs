@@ -235,7 +235,7 @@ impl Accumulator {
         match self.index.get(name) {
             Some(&i) => {
                 if self.topics[i].state.is_deleted() {
-                    let state = cluster.topic_state(name)?;
+                    let state = cluster.topic_state_for_append(name)?;
                     for p in 0..self.topics[i].batches.len() {
                         self.seal(i, p as u32, sticky);
                     }
@@ -245,7 +245,7 @@ impl Accumulator {
                 Ok(i)
             }
             None => {
-                let state = cluster.topic_state(name)?;
+                let state = cluster.topic_state_for_append(name)?;
                 let i = self.topics.len();
                 self.topics.push(TopicEntry::new(state, batch_size));
                 self.index.insert(self.topics[i].name.clone(), i);

@@ -39,7 +39,7 @@ use future::{BatchResult, Callback};
 
 use crate::client::partitioner::{StickyPartitions, partition_for_key};
 use crate::clock::Clock;
-use crate::cluster::{Cluster, ClusterInner};
+use crate::cluster::{Cluster, ClusterInner, PendingRecords};
 use crate::error::{Error, Result};
 use crate::format::{BatchBuilder, RECORD_BATCH_OVERHEAD};
 
@@ -56,7 +56,9 @@ enum Msg {
 ///
 /// `Producer` is `Send + Sync` and cheap to clone; clones share one
 /// producer (one buffer, one sender thread). Dropping the last clone
-/// closes it, delivering everything pending.
+/// closes it, delivering everything pending; so does
+/// [`Cluster::close`], which flushes every live producer before it closes
+/// the logs.
 ///
 /// Records are routed to a partition by, in order: the partition set on
 /// the [`ProducerRecord`]; the custom [`Partitioner`](crate::Partitioner)
@@ -175,6 +177,9 @@ impl Producer {
         });
         // The receiver is alive until the thread got its state.
         let _ = core_tx.send(core.clone());
+        // Closing the cluster delivers what this producer holds first.
+        let weak: std::sync::Weak<Core> = Arc::downgrade(&core);
+        core.cluster.register_client(weak);
         Ok(Producer {
             handle: Arc::new(Handle {
                 core,
@@ -190,7 +195,8 @@ impl Producer {
     /// # Errors
     /// Found before anything is stored, and then the record is dropped:
     /// [`Error::UnknownTopicOrPartition`] for a topic that does not exist or
-    /// a partition it does not have; [`Error::RecordTooLarge`] when the
+    /// a partition it does not have; [`Error::InvalidTopic`] for an
+    /// internal topic (`__consumer_offsets`); [`Error::RecordTooLarge`] when the
     /// record, as a batch of its own, exceeds `max.request.size`,
     /// `buffer.memory` or the topic's `max.message.bytes`;
     /// [`Error::BufferExhausted`] when `buffer.memory` stayed full for
@@ -258,6 +264,14 @@ impl Producer {
     #[must_use]
     pub fn config(&self) -> &ProducerConfig {
         &self.handle.core.config
+    }
+}
+
+impl PendingRecords for Core {
+    fn deliver_pending(&self) {
+        // On the sender thread (a callback closing the cluster) this is
+        // refused rather than waiting for itself; nothing else can fail.
+        let _ = self.flush();
     }
 }
 
