@@ -1,0 +1,190 @@
+//! Directory operations not yet durable, and copies of what they removed.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::Rng;
+use super::pages::FileState;
+
+/// A tracked file's id and page state.
+pub(super) type TrackedFile = (u64, FileState);
+
+/// A removed or replaced directory entry, kept in memory to bring it back if
+/// its removal is lost.
+#[derive(Debug)]
+pub(super) enum Removed {
+    /// A file: its content at removal and, if this storage tracked it, its
+    /// id and page state (else all of it was durable).
+    File {
+        content: Vec<u8>,
+        tracked: Option<TrackedFile>,
+    },
+    /// A directory and everything below it, names sorted.
+    Dir { children: Vec<(OsString, Removed)> },
+}
+
+impl Removed {
+    /// Copies the entry at `path` (a file, or a directory tree).
+    pub(super) fn read(path: &Path) -> io::Result<Removed> {
+        if fs::symlink_metadata(path)?.is_dir() {
+            let mut names = fs::read_dir(path)?
+                .map(|entry| entry.map(|e| e.file_name()))
+                .collect::<io::Result<Vec<_>>>()?;
+            names.sort();
+            let children = names
+                .into_iter()
+                .map(|name| {
+                    let child = Removed::read(&path.join(&name))?;
+                    Ok((name, child))
+                })
+                .collect::<io::Result<_>>()?;
+            Ok(Removed::Dir { children })
+        } else {
+            Ok(Removed::File {
+                content: fs::read(path)?,
+                tracked: None,
+            })
+        }
+    }
+
+    /// Calls `f` with the path and tracking slot of every file below `base`
+    /// (the entry's path), in name order.
+    pub(super) fn for_each_file(
+        &mut self,
+        base: &Path,
+        f: &mut dyn FnMut(&Path, &mut Option<TrackedFile>),
+    ) {
+        match self {
+            Removed::File { tracked, .. } => f(base, tracked),
+            Removed::Dir { children } => {
+                for (name, child) in children {
+                    child.for_each_file(&base.join(name), f);
+                }
+            }
+        }
+    }
+
+    /// Recreates the entry at `path` (whose parent exists), files with their
+    /// content at removal; returns the tracked files, with their paths.
+    pub(super) fn write(self, path: &Path) -> io::Result<Vec<(PathBuf, u64, FileState)>> {
+        let mut tracked = Vec::new();
+        self.write_into(path, &mut tracked)?;
+        Ok(tracked)
+    }
+
+    fn write_into(self, path: &Path, out: &mut Vec<(PathBuf, u64, FileState)>) -> io::Result<()> {
+        match self {
+            Removed::File { content, tracked } => {
+                fs::write(path, content)?;
+                if let Some((id, state)) = tracked {
+                    out.push((path.to_path_buf(), id, state));
+                }
+            }
+            Removed::Dir { children } => {
+                fs::create_dir(path)?;
+                for (name, child) in children {
+                    child.write_into(&path.join(name), out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A directory operation not yet durable.
+#[derive(Debug)]
+pub(super) enum DirOp {
+    /// A file was created.
+    CreateFile(PathBuf),
+    /// A directory was created.
+    CreateDir(PathBuf),
+    /// `from` was renamed to `to`, replacing `replaced` if there was one.
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        replaced: Option<Removed>,
+    },
+    /// A file or directory tree was removed.
+    Remove { path: PathBuf, removed: Removed },
+}
+
+/// The directory an entry at `path` lives in.
+pub(super) fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+/// Whether `a` and `b` are equal or one lies below the other.
+fn related(a: &Path, b: &Path) -> bool {
+    a.starts_with(b) || b.starts_with(a)
+}
+
+impl DirOp {
+    /// The paths the operation touches.
+    pub(super) fn paths(&self) -> Vec<&Path> {
+        match self {
+            DirOp::CreateFile(path) | DirOp::CreateDir(path) | DirOp::Remove { path, .. } => {
+                vec![path]
+            }
+            DirOp::Rename { from, to, .. } => vec![from, to],
+        }
+    }
+
+    /// Whether syncing `dir` makes the operation durable: its entry (for a
+    /// rename, either of them) lives directly in `dir`.
+    fn lives_in(&self, dir: &Path) -> bool {
+        self.paths().into_iter().any(|path| parent(path) == dir)
+    }
+
+    /// Whether one of `self`'s paths equals or lies below one of `later`'s.
+    fn below(&self, later: &DirOp) -> bool {
+        let later = later.paths();
+        self.paths()
+            .into_iter()
+            .any(|path| later.iter().any(|l| path.starts_with(l)))
+    }
+}
+
+/// Makes durable the pending operations whose entries live in `dir`, and
+/// with each every earlier pending operation on the same path or below one
+/// of its paths (so that no durable operation ever needs a lost one: a
+/// rename's source created earlier, the files of a removed tree).
+pub(super) fn sync_dir(pending: &mut Vec<DirOp>, dir: &Path) {
+    let mut durable = vec![false; pending.len()];
+    for i in (0..pending.len()).rev() {
+        durable[i] |= pending[i].lives_in(dir);
+        if durable[i] {
+            for j in 0..i {
+                durable[j] |= pending[j].below(&pending[i]);
+            }
+        }
+    }
+    let mut durable = durable.into_iter();
+    pending.retain(|_| !durable.next().expect("one flag per operation"));
+}
+
+/// Draws which pending operations a power loss loses: each independently
+/// (one draw each, in order), except that an operation is lost whenever an
+/// earlier lost one touched one of its paths, an ancestor or a descendant.
+pub(super) fn choose_lost(pending: &[DirOp], rng: &mut Rng) -> Vec<bool> {
+    let mut lost_paths: Vec<&Path> = Vec::new();
+    pending
+        .iter()
+        .map(|op| {
+            let coin = rng.below(2) == 0;
+            let paths = op.paths();
+            let lost = coin
+                || paths
+                    .iter()
+                    .any(|p| lost_paths.iter().any(|lost| related(p, lost)));
+            if lost {
+                lost_paths.extend(paths);
+            }
+            lost
+        })
+        .collect()
+}
