@@ -123,6 +123,9 @@ impl Inode {
         let mut durable = self.current.clone();
         for &page in &self.dropped {
             let start = (page * PAGE) as usize;
+            if start >= durable.len() {
+                continue;
+            }
             let end = (start + PAGE as usize).min(durable.len());
             for (i, byte) in durable[start..end].iter_mut().enumerate() {
                 *byte = self.durable.get(start + i).copied().unwrap_or(0);
