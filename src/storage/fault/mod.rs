@@ -97,6 +97,8 @@ mod names;
 mod pages;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tree_tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

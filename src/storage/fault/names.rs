@@ -134,32 +134,67 @@ impl DirOp {
         }
     }
 
-    /// Whether syncing `dir` makes the operation durable: its entry (for a
-    /// rename, either of them) lives directly in `dir`.
-    fn lives_in(&self, dir: &Path) -> bool {
-        self.paths().into_iter().any(|path| parent(path) == dir)
-    }
-
-    /// Whether one of `self`'s paths equals or lies below one of `later`'s.
-    fn below(&self, later: &DirOp) -> bool {
-        let later = later.paths();
-        self.paths()
+    /// The operation's paths as named after the operations `later` (which
+    /// followed it): a path at or below a renamed one moves with it; one
+    /// at or below a removed or replaced entry is gone (`None`: whatever
+    /// has that name since is something else).
+    fn paths_after(&self, later: &[DirOp]) -> Vec<Option<PathBuf>> {
+        let mut paths: Vec<Option<PathBuf>> = self
+            .paths()
             .into_iter()
-            .any(|path| later.iter().any(|l| path.starts_with(l)))
+            .map(|path| Some(path.to_path_buf()))
+            .collect();
+        for op in later {
+            for slot in &mut paths {
+                let Some(path) = slot.as_ref() else { continue };
+                match op {
+                    DirOp::Rename { from, to, .. } => {
+                        if let Ok(rest) = path.strip_prefix(from) {
+                            *slot = Some(if rest.as_os_str().is_empty() {
+                                to.clone()
+                            } else {
+                                to.join(rest)
+                            });
+                        } else if path.starts_with(to) {
+                            *slot = None;
+                        }
+                    }
+                    DirOp::Remove { path: removed, .. } if path.starts_with(removed) => {
+                        *slot = None;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        paths
     }
 }
 
-/// Makes durable the pending operations whose entries live in `dir`, and
-/// with each every earlier pending operation on the same path or below one
-/// of its paths (so that no durable operation ever needs a lost one: a
-/// rename's source created earlier, the files of a removed tree).
+/// Makes durable the pending operations whose entries live in `dir` (for a
+/// rename: its source or its target; in the directory now named `dir`, even
+/// if it was renamed since, and not in one it replaced), and with each every
+/// earlier pending operation on the same entry or below one of its paths
+/// (named as they were at the later one's time), so that no durable
+/// operation ever needs a lost one: a rename's source created earlier, the
+/// files of a removed tree, an entry removed and created again.
 pub(super) fn sync_dir(pending: &mut Vec<DirOp>, dir: &Path) {
     let mut durable = vec![false; pending.len()];
     for i in (0..pending.len()).rev() {
-        durable[i] |= pending[i].lives_in(dir);
+        durable[i] = durable[i]
+            || pending[i]
+                .paths_after(&pending[i + 1..])
+                .iter()
+                .flatten()
+                .any(|path| parent(path) == dir);
         if durable[i] {
+            let later = pending[i].paths();
             for j in 0..i {
-                durable[j] |= pending[j].below(&pending[i]);
+                durable[j] = durable[j]
+                    || pending[j]
+                        .paths_after(&pending[j + 1..i])
+                        .iter()
+                        .flatten()
+                        .any(|path| later.iter().any(|l| path.starts_with(l)));
             }
         }
     }

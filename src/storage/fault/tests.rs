@@ -645,6 +645,60 @@ fn a_rename_synced_through_its_target_directory_survives() -> Result<()> {
 }
 
 #[test]
+fn a_synced_entry_in_a_renamed_directory_survives_the_rename_being_lost() -> Result<()> {
+    let history = |dir: &Path, storage: &FaultyStorage| -> Result<()> {
+        storage.create_dir_all(&dir.join("d0"))?;
+        storage.sync_dir(dir)?;
+        let old = storage.open(&dir.join("d0/a"), OpenMode::CreateNew)?;
+        old.write_all_at(b"old", 0)?;
+        old.sync()?;
+        // Never made durable: the rename (in the root) and the creation of
+        // the old file (in `d0`, under its old name).
+        storage.rename(&dir.join("d0"), &dir.join("d2"))?;
+        storage.remove_file(&dir.join("d2/a"))?;
+        durable_file(storage, &dir.join("d2/a"), b"new")?;
+        Ok(())
+    };
+    let outcomes = over_seeds(0..32, history, |dir| {
+        (content(&dir.join("d0/a")), content(&dir.join("d2/a")))
+    })?;
+    // The directory keeps its synced entry under its old or its new name.
+    let renamed = (None, Some(b"new".to_vec()));
+    let not_renamed = (Some(b"new".to_vec()), None);
+    assert!(
+        outcomes.iter().all(|o| *o == renamed || *o == not_renamed),
+        "{outcomes:?}"
+    );
+    assert!(outcomes.contains(&renamed) && outcomes.contains(&not_renamed));
+    Ok(())
+}
+
+#[test]
+fn syncing_a_directory_that_replaced_another_does_not_sync_the_replaced_ones_entries() -> Result<()>
+{
+    let history = |dir: &Path, storage: &FaultyStorage| -> Result<()> {
+        for d in ["d0", "d1", "d2"] {
+            storage.create_dir_all(&dir.join(d))?;
+        }
+        let file = storage.open(&dir.join("d1/f"), OpenMode::CreateNew)?;
+        file.write_all_at(b"f", 0)?;
+        file.sync()?;
+        storage.rename(&dir.join("d1/f"), &dir.join("d0/f"))?;
+        storage.rename(&dir.join("d2"), &dir.join("d1"))?; // replaces the old d1
+        storage.sync_dir(&dir.join("d1"))?; // the old d2, holding none of those
+        assert_eq!(storage.unsynced_summary().pending_dir_ops, 6);
+        Ok(())
+    };
+    for (moved, d1) in over_seeds(0..32, history, |dir| {
+        (dir.join("d0/f").exists(), dir.join("d1").is_dir())
+    })? {
+        // The file reached d0 only if the old d1 it came from was created.
+        assert!(!moved || d1);
+    }
+    Ok(())
+}
+
+#[test]
 fn power_loss_fences_handles_keeps_maps_faults_and_counters() -> Result<()> {
     let dir = tempdir();
     let storage = FaultyStorage::new();
