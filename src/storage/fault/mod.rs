@@ -49,14 +49,18 @@
 //! What a removal or a replacing rename destroyed is copied into memory,
 //! with its page state, to bring it back.
 //! - [`sync_dir(d)`](Storage::sync_dir) makes durable every pending
-//!   operation whose entry lives directly in `d` (a rename: its source or its
-//!   target), and with each every earlier pending operation on the same path
-//!   or below one of its paths (a durable rename needs its source, which may
-//!   have been created since the last sync; a durable tree removal covers
-//!   the changes inside the tree). A file's own `sync` does not make its
-//!   entry durable, and syncing a directory does not make its own entry (in
-//!   its parent) durable: a directory created since its parent's last sync
-//!   may vanish with everything in it, synced or not.
+//!   operation whose entry lives directly in the directory now named `d` (a
+//!   rename: its source or its target entry; following the directory
+//!   through renames since, but not into a directory that replaced it), and
+//!   with each every earlier pending operation on the same entry or below
+//!   one of its paths, as named at the later one's time (a durable rename
+//!   needs its source, which may have been created since the last sync; a
+//!   durable tree removal covers the changes inside the tree; an entry
+//!   removed and created again needs the removal). A file's own `sync` does
+//!   not make its entry durable, and syncing a directory does not make its
+//!   own entry (in its parent) durable: a directory created or renamed
+//!   since its parent's last sync may vanish or go back to its old name
+//!   with everything in it, synced or not.
 //! - At a power loss each pending operation independently survives or is
 //!   lost, except that an operation is lost whenever an earlier lost one
 //!   touched one of its paths, an ancestor or a descendant of one, so no
@@ -66,6 +70,16 @@
 //!   the file or tree back, each file with its content decided as above from
 //!   its state at removal; a lost rename moves the entry back (with whatever
 //!   is in it now) and brings back the target it replaced.
+//!
+//! # Randomness
+//!
+//! [`FaultyStorage::power_loss`] draws from its seed, in this order: each
+//! pending directory operation, oldest first (lost with probability 1/2
+//! unless forced); then, file by file in the order the storage first saw
+//! them, each dirty page in order (kept, lost or zeroed, 1/3 each) and the
+//! length (grown: durable, new or a page boundary between, 1/3 each, the
+//! boundary uniform, or 1/2 each when no boundary lies between; shrunk: 1/2
+//! each). The same seed and history give the same result.
 //!
 //! # [`FaultyStorage::crash`]
 //!
@@ -578,6 +592,15 @@ impl FaultyStorage {
             summary.files_with_length_change += u64::from(length_changed);
         }
         summary
+    }
+
+    /// The directory operations not yet durable, oldest first, described
+    /// (`create file <path>`, `rename <from> to <to>`, ...): what a power
+    /// loss may lose.
+    #[must_use]
+    pub fn pending_dir_ops(&self) -> Vec<String> {
+        let state = self.shared.state.lock();
+        state.pending.iter().map(ToString::to_string).collect()
     }
 
     /// Simulates a power loss as a kernel and disk may leave things: each

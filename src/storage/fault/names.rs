@@ -1,6 +1,7 @@
 //! Directory operations not yet durable, and copies of what they removed.
 
 use std::ffi::OsString;
+use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -110,6 +111,30 @@ pub(super) enum DirOp {
     Remove { path: PathBuf, removed: Removed },
 }
 
+impl fmt::Display for DirOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DirOp::CreateFile(path) => write!(f, "create file {}", path.display()),
+            DirOp::CreateDir(path) => write!(f, "create directory {}", path.display()),
+            DirOp::Rename { from, to, replaced } => write!(
+                f,
+                "rename {} to {}{}",
+                from.display(),
+                to.display(),
+                if replaced.is_some() {
+                    " (replacing it)"
+                } else {
+                    ""
+                }
+            ),
+            DirOp::Remove { path, removed } => match removed {
+                Removed::File { .. } => write!(f, "remove file {}", path.display()),
+                Removed::Dir { .. } => write!(f, "remove directory tree {}", path.display()),
+            },
+        }
+    }
+}
+
 /// The directory an entry at `path` lives in.
 pub(super) fn parent(path: &Path) -> &Path {
     match path.parent() {
@@ -138,7 +163,7 @@ impl DirOp {
     /// followed it): a path at or below a renamed one moves with it; one
     /// at or below a removed or replaced entry is gone (`None`: whatever
     /// has that name since is something else).
-    fn paths_after(&self, later: &[DirOp]) -> Vec<Option<PathBuf>> {
+    fn paths_after<'a>(&self, later: impl Iterator<Item = &'a DirOp>) -> Vec<Option<PathBuf>> {
         let mut paths: Vec<Option<PathBuf>> = self
             .paths()
             .into_iter()
@@ -178,11 +203,20 @@ impl DirOp {
 /// operation ever needs a lost one: a rename's source created earlier, the
 /// files of a removed tree, an entry removed and created again.
 pub(super) fn sync_dir(pending: &mut Vec<DirOp>, dir: &Path) {
+    // Only renames and removals change what a path names.
+    let movers: Vec<usize> = (0..pending.len())
+        .filter(|&k| matches!(pending[k], DirOp::Rename { .. } | DirOp::Remove { .. }))
+        .collect();
+    let between = |after: usize, before: usize| {
+        let start = movers.partition_point(|&k| k <= after);
+        let end = movers.partition_point(|&k| k < before);
+        movers[start..end.max(start)].iter().map(|&k| &pending[k])
+    };
     let mut durable = vec![false; pending.len()];
     for i in (0..pending.len()).rev() {
         durable[i] = durable[i]
             || pending[i]
-                .paths_after(&pending[i + 1..])
+                .paths_after(between(i, pending.len()))
                 .iter()
                 .flatten()
                 .any(|path| parent(path) == dir);
@@ -191,7 +225,7 @@ pub(super) fn sync_dir(pending: &mut Vec<DirOp>, dir: &Path) {
             for j in 0..i {
                 durable[j] = durable[j]
                     || pending[j]
-                        .paths_after(&pending[j + 1..i])
+                        .paths_after(between(j, i))
                         .iter()
                         .flatten()
                         .any(|path| later.iter().any(|l| path.starts_with(l)));

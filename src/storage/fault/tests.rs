@@ -734,6 +734,35 @@ fn power_loss_fences_handles_keeps_maps_faults_and_counters() -> Result<()> {
 }
 
 #[test]
+fn pending_dir_ops_lists_what_a_power_loss_may_lose() -> Result<()> {
+    let dir = tempdir();
+    let storage = FaultyStorage::new();
+    let at = |name: &str| dir.path().join(name);
+    storage.create_dir_all(&at("d"))?;
+    storage.open(&at("d/f"), OpenMode::CreateNew)?;
+    storage.open(&at("g"), OpenMode::CreateOrOpen)?;
+    storage.open(&at("g"), OpenMode::CreateOrOpen)?; // exists: no entry made
+    storage.rename(&at("g"), &at("d/f"))?;
+    storage.remove_file(&at("missing"))?; // nothing removed
+    storage.remove_dir_all(&at("d"))?;
+    let expected = [
+        format!("create directory {}", at("d").display()),
+        format!("create file {}", at("d/f").display()),
+        format!("create file {}", at("g").display()),
+        format!(
+            "rename {} to {} (replacing it)",
+            at("g").display(),
+            at("d/f").display()
+        ),
+        format!("remove directory tree {}", at("d").display()),
+    ];
+    assert_eq!(storage.pending_dir_ops(), expected);
+    storage.sync_dir(dir.path())?; // everything hangs on the root's entries
+    assert!(storage.pending_dir_ops().is_empty());
+    Ok(())
+}
+
+#[test]
 fn unsynced_summary_counts_what_a_power_loss_could_lose() -> Result<()> {
     let dir = tempdir();
     let storage = FaultyStorage::new();
