@@ -1,0 +1,1087 @@
+//! The bad-input catalogue (docs/bad-input.md): one test per row. Each
+//! feeds one kind of bad input through the public API or puts it on disk,
+//! checks the exact error (or, for damage a reopen tolerates, what recovery
+//! did), and checks that nothing stored changed: every file byte for byte,
+//! and, after a close and a reopen, every topic, config, offset and record.
+//!
+//! Test names start with the row's number, so `cargo test --test bad_input`
+//! reads as the catalogue.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use logbus::format::{BatchBuilder, compute_crc};
+use logbus::{
+    Acks, CleanupPolicy, Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig,
+    CorruptionKind, Error, FormatError, Log, LogConfig, ManualClock, NewTopic, OffsetAndMetadata,
+    OffsetReset, OffsetSpec, Partition, Producer, ProducerConfig, ProducerRecord, TopicConfig,
+    TopicPartition,
+};
+
+// ---------------------------------------------------------------------------
+// Fixture
+// ---------------------------------------------------------------------------
+
+/// Time of the fixture's manual clock; nothing in these tests advances it,
+/// so no background timer (checkpoints, retention, flushes) ever fires.
+const T0: i64 = 1_700_000_000_000;
+
+/// Every file and directory under `dir` (relative path → contents; a
+/// directory's contents are empty), leaving out the `.lock` files, which
+/// exist only while the directory is open.
+type Tree = BTreeMap<PathBuf, Option<Vec<u8>>>;
+
+fn tree(dir: &Path) -> Tree {
+    let mut out = Tree::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().is_some_and(|n| n == ".lock") {
+                continue;
+            }
+            let rel = path.strip_prefix(dir).unwrap().to_path_buf();
+            if path.is_dir() {
+                stack.push(path);
+                out.insert(rel, None);
+            } else {
+                out.insert(rel, Some(std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+/// Compares two trees, naming the first path that differs.
+#[track_caller]
+fn assert_same_tree(before: &Tree, after: &Tree, what: &str) {
+    let paths = |t: &Tree| t.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(paths(before), paths(after), "{what}: the files changed");
+    for (path, bytes) in before {
+        let now = &after[path];
+        if bytes != now {
+            let len = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len);
+            panic!(
+                "{what}: {} changed ({} bytes before, {} after)",
+                path.display(),
+                len(bytes),
+                len(now)
+            );
+        }
+    }
+}
+
+/// What the cluster stores, as a reader sees it: every topic with its id,
+/// partition count and overrides, and every partition's offsets and
+/// records; plus the committed offsets of the groups named.
+#[derive(Debug, PartialEq, Eq)]
+struct State {
+    topics: Vec<(String, String, u32, Vec<(String, String)>)>,
+    partitions: Vec<(
+        String,
+        u32,
+        u64,
+        u64,
+        Vec<(u64, Option<Vec<u8>>, Option<Vec<u8>>)>,
+    )>,
+    groups: Vec<(String, Vec<(String, u32, u64)>)>,
+}
+
+fn state(cluster: &Cluster, groups: &[&str]) -> State {
+    let mut topics = Vec::new();
+    let mut partitions = Vec::new();
+    for name in cluster.list_topics() {
+        let topic = cluster.topic(&name).unwrap();
+        let overrides = topic
+            .overrides()
+            .entries()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        topics.push((name.clone(), topic.id(), topic.partition_count(), overrides));
+        for p in topic.partitions().unwrap() {
+            let start = p.log_start_offset().unwrap();
+            let end = p.log_end_offset().unwrap();
+            partitions.push((name.clone(), p.partition(), start, end, records(&p)));
+        }
+    }
+    let groups = groups
+        .iter()
+        .map(|g| {
+            let offsets = cluster
+                .list_group_offsets(g)
+                .unwrap()
+                .into_iter()
+                .map(|(tp, o)| (tp.topic, tp.partition, o.offset))
+                .collect();
+            (g.to_string(), offsets)
+        })
+        .collect();
+    State {
+        topics,
+        partitions,
+        groups,
+    }
+}
+
+/// Every record of a partition from its log start: offset, key, value.
+#[expect(
+    clippy::type_complexity,
+    reason = "a plain tuple reads best in asserts"
+)]
+fn records(p: &Partition) -> Vec<(u64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+    let mut out = Vec::new();
+    let (mut next, end) = (p.log_start_offset().unwrap(), p.high_watermark().unwrap());
+    while next < end {
+        let read = p.read(next, 1 << 20).unwrap();
+        for batch in read.batches() {
+            let batch = batch.unwrap();
+            for record in batch.records().unwrap() {
+                let record = record.unwrap();
+                let offset = record.offset() as u64;
+                if offset >= next {
+                    out.push((
+                        offset,
+                        record.key().map(|k| k.to_vec()),
+                        record.value().map(|v| v.to_vec()),
+                    ));
+                }
+            }
+            next = next.max(batch.header().next_offset() as u64);
+        }
+    }
+    out
+}
+
+fn cluster_config(clock: &ManualClock) -> ClusterConfig {
+    ClusterConfig::builder()
+        .clock(Arc::new(clock.clone()))
+        // Small preallocated indexes keep the snapshots cheap.
+        .topic_defaults(
+            TopicConfig::new()
+                .set("segment.index.bytes", "4096")
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+/// One batch of `(key, value)` records at `T0`.
+fn batch(records: &[(Option<&[u8]>, &[u8])]) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(Compression::None);
+    for (key, value) in records {
+        builder.append(T0, *key, Some(value), &[]);
+    }
+    builder.build().unwrap().to_vec()
+}
+
+fn values(values: &[&str]) -> Vec<u8> {
+    let records: Vec<(Option<&[u8]>, &[u8])> =
+        values.iter().map(|v| (None, v.as_bytes())).collect();
+    batch(&records)
+}
+
+/// A cluster directory holding data of every kind the rows touch: topic
+/// `t` (2 partitions; records deleted below 1 in `t-0`), topic `a.b`,
+/// compacted topic `c`, topic `s` with small segments (several sealed
+/// ones, an index entry for every batch) and, with `groups`, group `g`'s
+/// commit in `__consumer_offsets`. Built, then closed.
+struct Fixture {
+    dir: tempfile::TempDir,
+    clock: ManualClock,
+    groups: bool,
+    /// Every file as the close left it.
+    closed: Tree,
+    /// What the cluster stored, read before the close.
+    state: State,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        Fixture::build(false)
+    }
+
+    fn with_groups() -> Fixture {
+        Fixture::build(true)
+    }
+
+    fn build(groups: bool) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(T0);
+        let cluster = Cluster::open(dir.path(), cluster_config(&clock)).unwrap();
+        let t = cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+        let t0 = t.partition(0).unwrap();
+        t0.append(&mut values(&["t0-a", "t0-b", "t0-c"])).unwrap();
+        t0.delete_records(1).unwrap();
+        let t1 = t.partition(1).unwrap();
+        t1.append(&mut values(&["t1-a"])).unwrap();
+        t1.append(&mut values(&["t1-b"])).unwrap();
+        let ab = cluster.create_topic(NewTopic::new("a.b", 1)).unwrap();
+        ab.partition(0)
+            .unwrap()
+            .append(&mut values(&["ab"]))
+            .unwrap();
+        let compacted = TopicConfig::new().cleanup_policy(CleanupPolicy::Compact);
+        let c = cluster
+            .create_topic(NewTopic::new("c", 1).config(compacted))
+            .unwrap();
+        c.partition(0)
+            .unwrap()
+            .append(&mut batch(&[(Some(b"k1"), b"v1"), (Some(b"k2"), b"v2")]))
+            .unwrap();
+        let small = TopicConfig::new()
+            .set("segment.bytes", "300")
+            .unwrap()
+            .set("index.interval.bytes", "0")
+            .unwrap();
+        let s = cluster
+            .create_topic(NewTopic::new("s", 1).config(small))
+            .unwrap();
+        let s0 = s.partition(0).unwrap();
+        for i in 0..12 {
+            let value = format!("s-{i:02}-{}", "x".repeat(40));
+            s0.append(&mut values(&[&value])).unwrap();
+        }
+        if groups {
+            let offsets =
+                BTreeMap::from([(TopicPartition::new("t", 1), OffsetAndMetadata::new(1))]);
+            cluster.alter_group_offsets("g", &offsets).unwrap();
+        }
+        let group_names: &[&str] = if groups { &["g"] } else { &[] };
+        let state = state(&cluster, group_names);
+        cluster.close().unwrap();
+        drop(cluster);
+        let closed = tree(dir.path());
+        Fixture {
+            dir,
+            clock,
+            groups,
+            closed,
+            state,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn broker(&self) -> PathBuf {
+        self.path().join("broker-0")
+    }
+
+    fn open(&self) -> logbus::Result<Cluster> {
+        Cluster::open(self.path(), cluster_config(&self.clock))
+    }
+
+    fn group_names(&self) -> &'static [&'static str] {
+        if self.groups { &["g"] } else { &[] }
+    }
+
+    /// Opens the cluster and records its files.
+    fn live(&self) -> Live {
+        let cluster = self.open().unwrap();
+        assert_eq!(state(&cluster, self.group_names()), self.state);
+        let files = tree(self.path());
+        Live { cluster, files }
+    }
+
+    /// Opens the cluster, which must succeed, and checks that it stores
+    /// everything the fixture stored.
+    #[track_caller]
+    fn open_intact(&self, what: &str) -> Cluster {
+        let cluster = self
+            .open()
+            .unwrap_or_else(|e| panic!("{what}: the open failed: {e}"));
+        assert_eq!(
+            state(&cluster, self.group_names()),
+            self.state,
+            "{what}: the stored state changed"
+        );
+        cluster
+    }
+
+    /// The open is refused with an error `check` accepts, and every file
+    /// stays as it was before the open.
+    #[track_caller]
+    fn assert_open_refused(&self, what: &str, check: impl FnOnce(&Error) -> bool) -> Error {
+        let before = tree(self.path());
+        let e = match self.open() {
+            Ok(_) => panic!("{what}: the open succeeded"),
+            Err(e) => e,
+        };
+        assert!(check(&e), "{what}: unexpected error {e:?} ({e})");
+        assert_same_tree(&before, &tree(self.path()), what);
+        e
+    }
+
+    /// Writes `bytes` over the file at `rel` (relative to the root).
+    fn write(&self, rel: &str, bytes: impl AsRef<[u8]>) {
+        std::fs::write(self.path().join(rel), bytes).unwrap();
+    }
+
+    /// The file at `rel` as the fixture's close left it.
+    fn closed_bytes(&self, rel: &str) -> Vec<u8> {
+        self.closed[Path::new(rel)].clone().unwrap()
+    }
+}
+
+/// An open fixture cluster with its files as the open left them.
+struct Live {
+    cluster: Cluster,
+    files: Tree,
+}
+
+impl Live {
+    /// Nothing stored changed: every file is as it was; the close leaves
+    /// the same files the fixture's close left, byte for byte; and a
+    /// reopen finds every topic, config, offset and record.
+    #[track_caller]
+    fn assert_unchanged(self, fx: &Fixture, what: &str) {
+        assert_same_tree(&self.files, &tree(fx.path()), what);
+        assert_eq!(
+            state(&self.cluster, fx.group_names()),
+            fx.state,
+            "{what}: the live state changed"
+        );
+        self.cluster.close().unwrap();
+        drop(self.cluster);
+        assert_same_tree(
+            &fx.closed,
+            &tree(fx.path()),
+            &format!("{what} (after close)"),
+        );
+        fx.open_intact(what).close().unwrap();
+    }
+}
+
+/// Asserts that `result` is an error matching `pattern`, printing it
+/// otherwise; evaluates to the error.
+macro_rules! expect_err {
+    ($result:expr, $pattern:pat $(if $guard:expr)?) => {
+        match $result {
+            Err(e @ $pattern) $(if $guard)? => e,
+            Err(other) => panic!(
+                "expected {}, got {other:?} ({other})",
+                stringify!($pattern)
+            ),
+            Ok(_) => panic!("expected {}, got Ok", stringify!($pattern)),
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------
+// Topic names
+// ---------------------------------------------------------------------------
+
+/// `create_topic(name)` is refused with `InvalidTopic` naming the name and
+/// the rule it breaks; nothing stored changes.
+#[track_caller]
+fn refused_name(names: &[&str], reason: &str) {
+    let fx = Fixture::new();
+    let live = fx.live();
+    for name in names {
+        let e = expect_err!(
+            live.cluster.create_topic(NewTopic::new(*name, 1)),
+            Error::InvalidTopic { .. }
+        );
+        let Error::InvalidTopic { topic, reason: why } = &e else {
+            unreachable!()
+        };
+        assert_eq!(topic, name);
+        assert!(
+            why.contains(reason),
+            "{name:?}: {why:?} should say {reason:?}"
+        );
+    }
+    live.assert_unchanged(&fx, &format!("create_topic({names:?})"));
+}
+
+#[test]
+fn row01_name_empty() {
+    refused_name(&[""], "empty");
+}
+
+#[test]
+fn row02_name_dot_or_dot_dot() {
+    refused_name(&[".", ".."], "'.' and '..'");
+}
+
+#[test]
+fn row03_name_of_250_characters() {
+    refused_name(&[&"x".repeat(250), &"x".repeat(10_000)], "longer than 249");
+    // 249 is the longest accepted (Kafka's limit).
+    let fx = Fixture::new();
+    let cluster = fx.open().unwrap();
+    cluster
+        .create_topic(NewTopic::new("x".repeat(249), 1))
+        .unwrap();
+}
+
+#[test]
+fn row04_name_with_characters_kafka_forbids() {
+    refused_name(
+        &[
+            "a b", "a/b", "a\\b", "a:b", "a\0b", "a*", " t", "t\n", "t\t",
+        ],
+        "is not allowed",
+    );
+}
+
+#[test]
+fn row05_name_not_ascii() {
+    refused_name(&["tópico", "топик", "t\u{200b}", "😀"], "is not allowed");
+}
+
+#[test]
+fn row06_name_reserved_for_internal_topics() {
+    refused_name(
+        &["__x", "__consumer_offsets", "__cluster_metadata"],
+        "reserved",
+    );
+}
+
+#[test]
+fn row07_name_colliding_through_dot_and_underscore() {
+    // `a.b` exists: `a_b` would share its metric names.
+    refused_name(&["a_b"], "collides with existing topic a.b");
+}
+
+#[test]
+fn row08_name_of_an_existing_topic() {
+    let fx = Fixture::new();
+    let live = fx.live();
+    for name in ["t", "a.b"] {
+        let e = expect_err!(
+            live.cluster.create_topic(NewTopic::new(name, 5)),
+            Error::TopicAlreadyExists { .. }
+        );
+        assert!(matches!(&e, Error::TopicAlreadyExists { topic } if topic == name));
+    }
+    live.assert_unchanged(&fx, "create_topic(existing)");
+}
+
+#[test]
+fn row09_unknown_topic_name() {
+    let fx = Fixture::new();
+    let live = fx.live();
+    let unknown = |e: Error, partition: Option<u32>| {
+        assert!(
+            matches!(&e, Error::UnknownTopicOrPartition { topic, partition: p }
+                if topic == "nope" && *p == partition),
+            "{e:?}"
+        );
+    };
+    let c = &live.cluster;
+    unknown(c.topic("nope").map(|_| ()).unwrap_err(), None);
+    unknown(c.describe_topic("nope").map(|_| ()).unwrap_err(), None);
+    unknown(c.delete_topic("nope").unwrap_err(), None);
+    unknown(c.create_partitions("nope", 4).unwrap_err(), None);
+    let producer = Producer::new(c, ProducerConfig::default()).unwrap();
+    unknown(
+        producer
+            .send(ProducerRecord::new("nope", "v"))
+            .map(|_| ())
+            .unwrap_err(),
+        None,
+    );
+    producer.close().unwrap();
+    let mut consumer = Consumer::new(c, ConsumerConfig::default()).unwrap();
+    unknown(
+        consumer
+            .assign(&[TopicPartition::new("nope", 0)])
+            .unwrap_err(),
+        None,
+    );
+    unknown(
+        consumer
+            .offsets_for_times(HashMap::from([(TopicPartition::new("nope", 0), 0)]))
+            .map(|_| ())
+            .unwrap_err(),
+        None,
+    );
+    drop(consumer);
+    live.assert_unchanged(&fx, "unknown topic");
+}
+
+#[test]
+fn row10_delete_or_grow_an_internal_topic() {
+    let fx = Fixture::with_groups();
+    let live = fx.live();
+    let internal = |e: Error| {
+        assert!(
+            matches!(&e, Error::InvalidTopic { topic, .. } if topic == "__consumer_offsets"),
+            "{e:?}"
+        );
+    };
+    internal(live.cluster.delete_topic("__consumer_offsets").unwrap_err());
+    internal(
+        live.cluster
+            .create_partitions("__consumer_offsets", 51)
+            .unwrap_err(),
+    );
+    // An internal-looking name that does not exist is refused the same way.
+    expect_err!(
+        live.cluster.delete_topic("__nope"),
+        Error::InvalidTopic { .. }
+    );
+    live.assert_unchanged(&fx, "delete_topic(__consumer_offsets)");
+}
+
+#[test]
+fn row11_subscription_to_invalid_names_or_patterns() {
+    let fx = Fixture::new();
+    let live = fx.live();
+    let config = ConsumerConfig::builder().group_id("sub").build().unwrap();
+    let mut consumer = Consumer::new(&live.cluster, config).unwrap();
+    for name in ["", "..", "a b", "tópico"] {
+        expect_err!(consumer.subscribe([name]), Error::InvalidTopic { .. });
+    }
+    let e = expect_err!(consumer.subscribe_pattern("t(("), Error::InvalidArgument(_));
+    assert!(e.to_string().contains("t(("), "{e}");
+    assert!(consumer.subscription().is_empty());
+    drop(consumer);
+    live.assert_unchanged(&fx, "subscribe");
+}
+
+// ---------------------------------------------------------------------------
+// Counts
+// ---------------------------------------------------------------------------
+
+/// The error is `InvalidPartitions` for `topic` whose reason mentions `why`.
+#[track_caller]
+fn invalid_partitions(e: Error, topic: &str, why: &str) {
+    match &e {
+        Error::InvalidPartitions { topic: t, reason } if t == topic => {
+            assert!(reason.contains(why), "{reason:?} should mention {why:?}");
+        }
+        other => panic!("expected InvalidPartitions for {topic}, got {other:?}"),
+    }
+}
+
+#[test]
+fn row12_zero_partitions() {
+    let fx = Fixture::new();
+    let live = fx.live();
+    invalid_partitions(
+        live.cluster
+            .create_topic(NewTopic::new("zero", 0))
+            .map(|_| ())
+            .unwrap_err(),
+        "zero",
+        "at least one partition",
+    );
+    live.assert_unchanged(&fx, "create_topic(0 partitions)");
+}
+
+#[test]
+fn row13_partition_count_above_the_per_topic_limit() {
+    let fx = Fixture::new();
+    let live = fx.live();
+    for count in [u32::MAX, logbus::MAX_PARTITIONS_PER_TOPIC + 1] {
+        invalid_partitions(
+            live.cluster
+                .create_topic(NewTopic::new("huge", count))
+                .map(|_| ())
+                .unwrap_err(),
+            "huge",
+            "MAX_PARTITIONS_PER_TOPIC",
+        );
+        invalid_partitions(
+            live.cluster.create_partitions("t", count).unwrap_err(),
+            "t",
+            "MAX_PARTITIONS_PER_TOPIC",
+        );
+    }
+    live.assert_unchanged(&fx, "partition count above the topic limit");
+}
+
+#[test]
+fn row14_partition_count_above_the_cluster_limit() {
+    let fx = Fixture::new();
+    // The fixture holds 5 partitions.
+    let config = ClusterConfig::builder()
+        .clock(Arc::new(fx.clock.clone()))
+        .topic_defaults(
+            TopicConfig::new()
+                .set("segment.index.bytes", "4096")
+                .unwrap(),
+        )
+        .max_partitions(6)
+        .build()
+        .unwrap();
+    let cluster = Cluster::open(fx.path(), config).unwrap();
+    let files = tree(fx.path());
+    invalid_partitions(
+        cluster
+            .create_topic(NewTopic::new("big", 3))
+            .map(|_| ())
+            .unwrap_err(),
+        "big",
+        "max_partitions",
+    );
+    invalid_partitions(
+        cluster.create_partitions("t", 4).unwrap_err(),
+        "t",
+        "max_partitions",
+    );
+    let live = Live { cluster, files };
+    live.assert_unchanged(&fx, "partition count above the cluster limit");
+}
+
+#[test]
+fn row15_create_partitions_not_above_the_current_count() {
+    let fx = Fixture::new();
+    let live = fx.live();
+    for total in [0, 1, 2] {
+        invalid_partitions(
+            live.cluster.create_partitions("t", total).unwrap_err(),
+            "t",
+            "must be larger",
+        );
+    }
+    live.assert_unchanged(&fx, "create_partitions(<= current)");
+}
+
+#[test]
+fn row16_partition_index_out_of_range() {
+    let fx = Fixture::new();
+    let live = fx.live();
+    let out = |e: Error| {
+        assert!(
+            matches!(&e, Error::UnknownTopicOrPartition { topic, partition: Some(2) } if topic == "t"),
+            "{e:?}"
+        );
+    };
+    let topic = live.cluster.topic("t").unwrap();
+    out(topic.partition(2).map(|_| ()).unwrap_err());
+    let producer = Producer::new(&live.cluster, ProducerConfig::default()).unwrap();
+    out(producer
+        .send(ProducerRecord::new("t", "v").with_partition(2))
+        .map(|_| ())
+        .unwrap_err());
+    producer.close().unwrap();
+    let mut consumer = Consumer::new(&live.cluster, ConsumerConfig::default()).unwrap();
+    out(consumer
+        .assign(&[TopicPartition::new("t", 0), TopicPartition::new("t", 2)])
+        .unwrap_err());
+    assert!(
+        consumer.assignment().is_empty(),
+        "the assignment is unchanged"
+    );
+    out(consumer
+        .end_offsets(&[TopicPartition::new("t", 2)])
+        .map(|_| ())
+        .unwrap_err());
+    drop(consumer);
+    let offsets = BTreeMap::from([(TopicPartition::new("t", 2), OffsetAndMetadata::new(0))]);
+    out(live
+        .cluster
+        .alter_group_offsets("g2", &offsets)
+        .unwrap_err());
+    assert!(live.cluster.list_groups().is_empty());
+    live.assert_unchanged(&fx, "partition out of range");
+}
+
+// ---------------------------------------------------------------------------
+// Topic configs
+// ---------------------------------------------------------------------------
+
+/// `TopicConfig::set(key, value)` is refused with `InvalidConfig` naming
+/// the key; creating a topic with the typed equivalent stores nothing.
+#[track_caller]
+fn refused_value(key: &str, value: &str) {
+    let e = expect_err!(TopicConfig::new().set(key, value), Error::InvalidConfig(_));
+    assert!(e.to_string().contains(key), "{key}={value:?}: {e}");
+}
+
+/// The values of each kind that no key takes.
+const GARBAGE: &[&str] = &["", " ", "x", "1 2", "0x10", "1e3", "\u{0}", "١"];
+
+#[test]
+fn row17_every_topic_config_key_with_garbage() {
+    for (key, _) in TopicConfig::supported() {
+        for value in GARBAGE {
+            refused_value(key, value);
+        }
+    }
+}
+
+#[test]
+fn row18_unknown_topic_config_key() {
+    for key in [
+        "retention",
+        "Retention.ms",
+        " retention.ms",
+        "retention.ms ",
+        "log.retention.ms",
+        "",
+    ] {
+        let e = expect_err!(TopicConfig::new().set(key, "1"), Error::InvalidConfig(_));
+        assert!(
+            e.to_string().contains("unknown topic config"),
+            "{key:?}: {e}"
+        );
+        assert!(
+            e.to_string().contains("retention.ms"),
+            "lists the supported keys: {e}"
+        );
+    }
+}
+
+#[test]
+fn row19_whitespace_padded_values_are_accepted_in_canonical_form() {
+    let fx = Fixture::new();
+    let cluster = fx.open().unwrap();
+    let config = TopicConfig::new()
+        .set("retention.ms", "  3600000\t")
+        .unwrap()
+        .set("cleanup.policy", " delete , compact ")
+        .unwrap()
+        .set("segment.bytes", "+0067108864")
+        .unwrap()
+        .set("min.cleanable.dirty.ratio", " 0.25 ")
+        .unwrap()
+        .set("message.timestamp.type", "\nLogAppendTime ")
+        .unwrap();
+    cluster
+        .create_topic(NewTopic::new("padded", 1).config(config))
+        .unwrap();
+    cluster.close().unwrap();
+    drop(cluster);
+    let cluster = fx.open().unwrap();
+    let stored: Vec<(String, String)> = cluster
+        .topic("padded")
+        .unwrap()
+        .overrides()
+        .entries()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+    let expected = [
+        ("cleanup.policy", "compact,delete"),
+        ("message.timestamp.type", "LogAppendTime"),
+        ("min.cleanable.dirty.ratio", "0.25"),
+        ("retention.ms", "3600000"),
+        ("segment.bytes", "67108864"),
+    ];
+    assert_eq!(
+        stored,
+        expected.map(|(k, v)| (k.to_string(), v.to_string()))
+    );
+}
+
+#[test]
+fn row20_integer_overflow_in_a_topic_config() {
+    for (key, _) in TopicConfig::supported() {
+        for value in [
+            "99999999999999999999",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "18446744073709551616",
+        ] {
+            refused_value(key, value);
+        }
+    }
+    // Within i64 but above the key's own maximum (2^31 - 1).
+    for key in [
+        "segment.bytes",
+        "segment.index.bytes",
+        "max.message.bytes",
+        "index.interval.bytes",
+    ] {
+        refused_value(key, "2147483648");
+    }
+}
+
+#[test]
+fn row21_negative_topic_config_values() {
+    for key in [
+        "delete.retention.ms",
+        "flush.messages",
+        "flush.ms",
+        "index.interval.bytes",
+        "max.message.bytes",
+        "min.compaction.lag.ms",
+        "segment.bytes",
+        "segment.index.bytes",
+        "segment.ms",
+        "min.cleanable.dirty.ratio",
+    ] {
+        refused_value(key, "-1");
+    }
+    // -1 means unlimited for these two; nothing below it is accepted.
+    for key in ["retention.ms", "retention.bytes"] {
+        refused_value(key, "-2");
+        TopicConfig::new().set(key, "-1").unwrap();
+    }
+}
+
+#[test]
+fn row22_topic_config_values_below_their_minimum() {
+    for (key, value) in [
+        ("segment.bytes", "127"),
+        ("segment.index.bytes", "23"),
+        ("max.message.bytes", "60"),
+        ("flush.messages", "0"),
+        ("segment.ms", "0"),
+    ] {
+        refused_value(key, value);
+    }
+    for (key, value) in [
+        ("min.cleanable.dirty.ratio", "1.01"),
+        ("min.cleanable.dirty.ratio", "NaN"),
+        ("cleanup.policy", "compact,compact"),
+        ("cleanup.policy", "Delete"),
+        ("message.timestamp.type", "createtime"),
+    ] {
+        refused_value(key, value);
+    }
+}
+
+#[test]
+fn row23_typed_topic_config_setter_out_of_range() {
+    let fx = Fixture::new();
+    let live = fx.live();
+    for (config, key) in [
+        (TopicConfig::new().segment_bytes(1), "segment.bytes"),
+        (TopicConfig::new().segment_bytes(u64::MAX), "segment.bytes"),
+        (TopicConfig::new().segment_ms(-1), "segment.ms"),
+        (TopicConfig::new().retention_ms(Some(-7)), "retention.ms"),
+        (
+            TopicConfig::new().retention_bytes(Some(u64::MAX)),
+            "retention.bytes",
+        ),
+        (
+            TopicConfig::new().max_message_bytes(10),
+            "max.message.bytes",
+        ),
+        (
+            TopicConfig::new().flush(logbus::FlushPolicy::every_messages(0)),
+            "flush.messages",
+        ),
+    ] {
+        let e = expect_err!(
+            live.cluster
+                .create_topic(NewTopic::new("typed", 1).config(config)),
+            Error::InvalidConfig(_)
+        );
+        assert!(e.to_string().contains(key), "{key}: {e}");
+    }
+    assert!(
+        !live.cluster.list_topics().contains(&"typed".to_string()),
+        "no half-made topic"
+    );
+    live.assert_unchanged(&fx, "create_topic(bad typed config)");
+}
+
+#[test]
+fn row24_bad_cluster_wide_topic_defaults() {
+    let fx = Fixture::new();
+    let before = tree(fx.path());
+    let defaults = TopicConfig::new().segment_bytes(5);
+    let e = expect_err!(
+        ClusterConfig::builder().topic_defaults(defaults).build(),
+        Error::InvalidConfig(_)
+    );
+    assert!(e.to_string().contains("segment.bytes"), "{e}");
+    assert_same_tree(&before, &tree(fx.path()), "topic_defaults");
+}
+
+// ---------------------------------------------------------------------------
+// Client and cluster configs
+// ---------------------------------------------------------------------------
+
+/// The result is `InvalidConfig` whose message names `key`.
+#[track_caller]
+fn names_key<T: std::fmt::Debug>(result: logbus::Result<T>, key: &str) {
+    let e = expect_err!(result, Error::InvalidConfig(_));
+    assert!(e.to_string().contains(key), "{key}: {e}");
+}
+
+#[test]
+fn row25_producer_config_out_of_range() {
+    let b = ProducerConfig::builder;
+    names_key(b().buffer_memory(0).build(), "buffer.memory");
+    names_key(b().max_request_size(0).build(), "max.request.size");
+    names_key(b().batch_size(i32::MAX as usize + 1).build(), "batch.size");
+    names_key(b().linger_ms(u64::MAX).build(), "linger.ms");
+    names_key(b().max_block_ms(1 << 63).build(), "max.block.ms");
+    // The bounds themselves are fine.
+    b().batch_size(i32::MAX as usize)
+        .linger_ms(i64::MAX as u64)
+        .max_block_ms(0)
+        .build()
+        .unwrap();
+}
+
+#[test]
+fn row26_consumer_config_out_of_range() {
+    let b = ConsumerConfig::builder;
+    names_key(b().max_poll_records(0).build(), "max.poll.records");
+    names_key(
+        b().heartbeat_interval_ms(0).build(),
+        "heartbeat.interval.ms",
+    );
+    names_key(
+        b().session_timeout_ms(3000)
+            .heartbeat_interval_ms(3000)
+            .build(),
+        "heartbeat.interval.ms",
+    );
+    names_key(b().max_poll_interval_ms(0).build(), "max.poll.interval.ms");
+    names_key(
+        b().auto_commit_interval_ms(0).build(),
+        "auto.commit.interval.ms",
+    );
+    names_key(b().group_id("").build(), "group.id");
+    names_key(b().group_instance_id("").build(), "group.instance.id");
+    names_key(
+        b().partition_assignment_strategy(["range", "nope"]).build(),
+        "partition.assignment.strategy",
+    );
+    names_key(
+        b().partition_assignment_strategy(Vec::<String>::new())
+            .build(),
+        "partition.assignment.strategy",
+    );
+    let above = i32::MAX as u64 + 1;
+    names_key(b().fetch_max_wait_ms(above).build(), "fetch.max.wait.ms");
+    names_key(
+        b().fetch_max_bytes(above as usize).build(),
+        "fetch.max.bytes",
+    );
+    names_key(
+        b().max_partition_fetch_bytes(usize::MAX).build(),
+        "max.partition.fetch.bytes",
+    );
+    names_key(b().fetch_min_bytes(usize::MAX).build(), "fetch.min.bytes");
+    names_key(b().max_poll_records(usize::MAX).build(), "max.poll.records");
+    names_key(b().session_timeout_ms(above).build(), "session.timeout.ms");
+    names_key(
+        b().max_poll_interval_ms(u64::MAX).build(),
+        "max.poll.interval.ms",
+    );
+    names_key(
+        b().auto_commit_interval_ms(above).build(),
+        "auto.commit.interval.ms",
+    );
+}
+
+#[test]
+fn row27_cluster_config_out_of_range() {
+    let b = ClusterConfig::builder;
+    names_key(b().brokers(0).build(), "brokers");
+    names_key(b().brokers(3).build(), "brokers");
+    names_key(b().num_partitions(0).build(), "num.partitions");
+    names_key(
+        b().num_partitions(logbus::MAX_PARTITIONS_PER_TOPIC + 1)
+            .build(),
+        "num.partitions",
+    );
+    names_key(b().max_partitions(0).build(), "max.partitions");
+    names_key(
+        b().max_partitions(logbus::MAX_PARTITIONS_PER_CLUSTER + 1)
+            .build(),
+        "max.partitions",
+    );
+    names_key(
+        b().checkpoint_interval_ms(0).build(),
+        "log.flush.offset.checkpoint.interval.ms",
+    );
+    names_key(
+        b().checkpoint_interval_ms(i64::MIN).build(),
+        "log.flush.offset.checkpoint.interval.ms",
+    );
+    names_key(
+        b().group_min_session_timeout_ms(-1).build(),
+        "group.min.session.timeout.ms",
+    );
+    names_key(
+        b().group_min_session_timeout_ms(10_000)
+            .group_max_session_timeout_ms(9_999)
+            .build(),
+        "group.max.session.timeout.ms",
+    );
+    names_key(
+        b().group_initial_rebalance_delay_ms(-1).build(),
+        "group.initial.rebalance.delay.ms",
+    );
+    names_key(b().background_threads(0).build(), "background.threads");
+    names_key(b().background_threads(1025).build(), "background.threads");
+    names_key(
+        b().background_threads(usize::MAX).build(),
+        "background.threads",
+    );
+    b().background_threads(1024).build().unwrap();
+}
+
+#[test]
+fn row28_cluster_directory_that_is_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"precious").unwrap();
+    let e = expect_err!(
+        Cluster::open(&file, ClusterConfig::default()),
+        Error::Io { .. }
+    );
+    assert!(
+        matches!(&e, Error::Io { path, .. } if path.starts_with(&file)),
+        "{e:?}"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn row29_standalone_log_config_out_of_range() {
+    let b = LogConfig::builder;
+    names_key(b().segment_bytes(0).build(), "segment.bytes");
+    names_key(b().segment_bytes(1 << 31).build(), "segment.bytes");
+    names_key(b().segment_index_bytes(8).build(), "segment.index.bytes");
+    names_key(
+        b().index_interval_bytes(u64::MAX).build(),
+        "index.interval.bytes",
+    );
+    names_key(b().segment_ms(Some(0)).build(), "segment.ms");
+    names_key(b().retention_ms(Some(-1)).build(), "retention.ms");
+    names_key(b().max_message_bytes(60).build(), "max.message.bytes");
+    names_key(
+        b().min_cleanable_dirty_ratio(f64::NAN).build(),
+        "min.cleanable.dirty.ratio",
+    );
+    names_key(
+        b().min_compaction_lag_ms(-1).build(),
+        "min.compaction.lag.ms",
+    );
+    names_key(
+        b().flush(logbus::FlushPolicy::every_messages(0)).build(),
+        "flush.messages",
+    );
+}
+
+#[test]
+fn row30_session_timeout_outside_the_clusters_group_limits() {
+    let fx = Fixture::new();
+    let live = fx.live();
+    // The cluster allows [6000, 1800000]; 5000 is a valid consumer config.
+    let config = ConsumerConfig::builder()
+        .group_id("short")
+        .session_timeout_ms(5_000)
+        .heartbeat_interval_ms(1_000)
+        .build()
+        .unwrap();
+    let mut consumer = Consumer::new(&live.cluster, config).unwrap();
+    consumer.subscribe(["t"]).unwrap();
+    let e = expect_err!(
+        consumer.poll(std::time::Duration::ZERO),
+        Error::InvalidConfig(_)
+    );
+    assert!(e.to_string().contains("session.timeout.ms"), "{e}");
+    assert!(consumer.assignment().is_empty());
+    drop(consumer);
+    assert!(
+        live.cluster.list_groups().is_empty(),
+        "{:?}",
+        live.cluster.list_groups()
+    );
+    live.assert_unchanged(&fx, "session.timeout.ms out of the group limits");
+}
