@@ -1085,3 +1085,714 @@ fn row30_session_timeout_outside_the_clusters_group_limits() {
     );
     live.assert_unchanged(&fx, "session.timeout.ms out of the group limits");
 }
+
+// ---------------------------------------------------------------------------
+// Records
+// ---------------------------------------------------------------------------
+
+/// Recomputes a batch's CRC-32C after an edit of the bytes it covers.
+fn reseal(batch: &mut [u8]) {
+    let crc = compute_crc(batch);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// A record's bytes: no key, value `v`, no headers, offset delta `delta`
+/// (below 64), timestamp delta 0.
+fn record(delta: u8) -> Vec<u8> {
+    // length 7, attributes, timestampDelta 0, offsetDelta, key -1,
+    // value length 1, `v`, 0 headers (zig-zag varints).
+    vec![0x0e, 0x00, 0x00, delta * 2, 0x01, 0x02, b'v', 0x00]
+}
+
+/// A batch with `records` as its record bytes, `count` as recordsCount
+/// and `count - 1` as lastOffsetDelta, the CRC sealed: the header of a
+/// valid one-record batch at `T0`.
+fn raw_batch(records: &[u8], count: i32) -> Vec<u8> {
+    let mut b = values(&["v"]);
+    b.truncate(61);
+    b.extend_from_slice(records);
+    let length = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&length.to_be_bytes());
+    b[23..27].copy_from_slice(&(count - 1).max(0).to_be_bytes());
+    b[57..61].copy_from_slice(&count.to_be_bytes());
+    reseal(&mut b);
+    b
+}
+
+#[test]
+fn raw_batches_are_valid_until_damaged() {
+    // The helpers above build what the builder builds.
+    assert_eq!(raw_batch(&record(0), 1), values(&["v"]));
+    let two = [record(0), record(1)].concat();
+    let b = raw_batch(&two, 2);
+    let header = logbus::format::check_batch(&b).unwrap();
+    assert_eq!(logbus::format::validate_batch_records(&b, &header), Ok(2));
+}
+
+/// `Partition::append(bytes)` on `topic` partition 0 is refused with an
+/// error `check` accepts; nothing stored changes.
+#[track_caller]
+fn refused_append(mut bytes: Vec<u8>, topic: &str, check: impl Fn(&Error) -> bool, what: &str) {
+    let fx = if topic.starts_with("__") {
+        Fixture::with_groups()
+    } else {
+        Fixture::new()
+    };
+    let live = fx.live();
+    let t = live.cluster.topic(topic).unwrap();
+    let p = (0..t.partition_count())
+        .map(|p| t.partition(p).unwrap())
+        .max_by_key(|p| p.log_end_offset().unwrap())
+        .unwrap();
+    let e = p.append(&mut bytes).map(|_| ()).unwrap_err();
+    assert!(check(&e), "{what}: unexpected error {e:?} ({e})");
+    drop((p, t));
+    live.assert_unchanged(&fx, what);
+}
+
+/// The error is `InvalidBatch(cause)`.
+fn invalid(cause: FormatError) -> impl Fn(&Error) -> bool {
+    move |e| matches!(e, Error::InvalidBatch(c) if *c == cause)
+}
+
+#[test]
+fn row31_batch_over_max_message_bytes() {
+    let big = vec![7_u8; 1_048_588];
+    let bytes = batch(&[(None, &big)]);
+    let size = bytes.len();
+    refused_append(
+        bytes,
+        "t",
+        |e| {
+            matches!(e, Error::RecordTooLarge { size: s, max: 1_048_588, limit: "max.message.bytes" }
+                if *s == size)
+        },
+        "append over max.message.bytes",
+    );
+}
+
+#[test]
+fn row32_append_over_segment_bytes() {
+    // `s` rolls at 300 bytes: one append may not exceed a segment.
+    let value = vec![7_u8; 400];
+    let bytes = batch(&[(None, &value)]);
+    refused_append(
+        bytes,
+        "s",
+        |e| {
+            matches!(
+                e,
+                Error::RecordTooLarge {
+                    max: 300,
+                    limit: "segment.bytes",
+                    ..
+                }
+            )
+        },
+        "append over segment.bytes",
+    );
+}
+
+#[test]
+fn row33_batch_with_a_bad_crc() {
+    let mut bytes = values(&["t0-d"]);
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x20;
+    refused_append(
+        bytes,
+        "t",
+        |e| matches!(e, Error::InvalidBatch(FormatError::CrcMismatch { .. })),
+        "bad CRC",
+    );
+}
+
+#[test]
+fn row34_record_with_a_malformed_varint() {
+    // A record length of six continuation bytes: longer than any varint.
+    let records = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+    refused_append(
+        raw_batch(&records, 1),
+        "t",
+        invalid(FormatError::MalformedVarint),
+        "malformed varint",
+    );
+    // A varint cut by the end of the batch.
+    refused_append(
+        raw_batch(&[0x0e, 0x00, 0x80], 1),
+        "t",
+        |e| {
+            matches!(
+                e,
+                Error::InvalidBatch(FormatError::MalformedVarint | FormatError::InvalidRecord(_))
+            )
+        },
+        "varint cut short",
+    );
+}
+
+#[test]
+fn row35_batch_with_the_wrong_magic_byte() {
+    for magic in [0_u8, 1, 3, 0xff] {
+        let mut bytes = values(&["v"]);
+        bytes[16] = magic;
+        refused_append(
+            bytes,
+            "t",
+            invalid(FormatError::UnsupportedMagic(magic as i8)),
+            "wrong magic",
+        );
+    }
+}
+
+#[test]
+fn row36_batch_with_a_negative_or_too_small_length() {
+    for length in [-1_i32, i32::MIN, 0, 48] {
+        let mut bytes = values(&["v"]);
+        bytes[8..12].copy_from_slice(&length.to_be_bytes());
+        refused_append(
+            bytes,
+            "t",
+            invalid(FormatError::InvalidBatchLength(length)),
+            "bad batch length",
+        );
+    }
+}
+
+#[test]
+fn row37_batch_length_past_the_buffer() {
+    // The length claims more bytes than were handed over: a truncated batch.
+    let full = values(&["t0-d", "t0-e"]);
+    for cut in [1, 10, full.len() - 62] {
+        let bytes = full[..full.len() - cut].to_vec();
+        let available = bytes.len();
+        refused_append(
+            bytes,
+            "t",
+            invalid(FormatError::Truncated {
+                needed: full.len(),
+                available,
+            }),
+            "truncated batch",
+        );
+    }
+    // Shorter than a header.
+    refused_append(
+        full[..60].to_vec(),
+        "t",
+        invalid(FormatError::Truncated {
+            needed: 61,
+            available: 60,
+        }),
+        "shorter than a header",
+    );
+}
+
+#[test]
+fn row38_record_with_a_negative_length() {
+    // Length -2 (zig-zag 0x03), then the usual fields.
+    let mut records = record(0);
+    records[0] = 0x03;
+    refused_append(
+        raw_batch(&records, 1),
+        "t",
+        invalid(FormatError::InvalidRecord("negative record length")),
+        "negative record length",
+    );
+}
+
+#[test]
+fn row39_record_with_an_absurd_header_count() {
+    // attributes, timestampDelta, offsetDelta, key -1, value `v`, then a
+    // header count of i32::MAX (zig-zag) with no headers behind it.
+    let body = [
+        0x00, 0x00, 0x00, 0x01, 0x02, b'v', 0xfe, 0xff, 0xff, 0xff, 0x0f,
+    ];
+    let mut records = vec![(body.len() * 2) as u8];
+    records.extend_from_slice(&body);
+    refused_append(
+        raw_batch(&records, 1),
+        "t",
+        |e| {
+            matches!(
+                e,
+                Error::InvalidBatch(FormatError::InvalidRecord(_) | FormatError::MalformedVarint)
+            )
+        },
+        "absurd header count",
+    );
+    // A negative header count (-5).
+    let body = [0x00, 0x00, 0x00, 0x01, 0x02, b'v', 0x09];
+    let mut records = vec![(body.len() * 2) as u8];
+    records.extend_from_slice(&body);
+    refused_append(
+        raw_batch(&records, 1),
+        "t",
+        invalid(FormatError::InvalidRecord("negative header count")),
+        "negative header count",
+    );
+}
+
+#[test]
+fn row40_records_count_not_matching_last_offset_delta() {
+    let two = [record(0), record(1)].concat();
+    let mut bytes = raw_batch(&two, 2);
+    bytes[23..27].copy_from_slice(&5_i32.to_be_bytes());
+    reseal(&mut bytes);
+    refused_append(
+        bytes,
+        "t",
+        invalid(FormatError::InvalidOffsetDelta(
+            "lastOffsetDelta does not match the last record",
+        )),
+        "lastOffsetDelta mismatch",
+    );
+    // A negative lastOffsetDelta.
+    let mut bytes = raw_batch(&two, 2);
+    bytes[23..27].copy_from_slice(&(-1_i32).to_be_bytes());
+    reseal(&mut bytes);
+    refused_append(
+        bytes,
+        "t",
+        invalid(FormatError::InvalidOffsetDelta(
+            "lastOffsetDelta is negative",
+        )),
+        "negative lastOffsetDelta",
+    );
+}
+
+#[test]
+fn row41_records_count_not_matching_the_records() {
+    let two = [record(0), record(1)].concat();
+    refused_append(
+        raw_batch(&two, 3),
+        "t",
+        invalid(FormatError::RecordCountMismatch {
+            declared: 3,
+            actual: 2,
+        }),
+        "more records declared than held",
+    );
+    refused_append(
+        raw_batch(&two, 1),
+        "t",
+        invalid(FormatError::InvalidRecord(
+            "bytes left after the last record",
+        )),
+        "fewer records declared than held",
+    );
+    refused_append(
+        raw_batch(&two, -1),
+        "t",
+        invalid(FormatError::InvalidRecord("negative recordsCount")),
+        "negative records count",
+    );
+    // Offset deltas 0, 0 instead of 0, 1.
+    let same = [record(0), record(0)].concat();
+    refused_append(
+        raw_batch(&same, 2),
+        "t",
+        invalid(FormatError::InvalidOffsetDelta(
+            "record offset deltas are not 0, 1, 2, ...",
+        )),
+        "repeated offset delta",
+    );
+}
+
+#[test]
+fn row42_empty_buffer_or_batch_without_records() {
+    refused_append(Vec::new(), "t", invalid(FormatError::Empty), "empty buffer");
+    refused_append(
+        raw_batch(&[], 0),
+        "t",
+        invalid(FormatError::Empty),
+        "no records",
+    );
+}
+
+#[test]
+fn row43_valid_batch_followed_by_a_bad_one_or_garbage() {
+    // Nothing of the valid first batch is stored either.
+    let mut bad = values(&["t0-e"]);
+    bad[70] ^= 1;
+    refused_append(
+        [values(&["t0-d"]), bad].concat(),
+        "t",
+        |e| matches!(e, Error::InvalidBatch(FormatError::CrcMismatch { .. })),
+        "second batch damaged",
+    );
+    refused_append(
+        [values(&["t0-d"]), vec![0xab; 10]].concat(),
+        "t",
+        invalid(FormatError::Truncated {
+            needed: 61,
+            available: 10,
+        }),
+        "trailing garbage",
+    );
+}
+
+#[test]
+fn row44_timestamps_or_header_keys_the_batch_cannot_hold() {
+    // maxTimestamp (CreateTime) is not the largest record timestamp.
+    let mut bytes = values(&["v"]);
+    bytes[35..43].copy_from_slice(&(T0 + 5).to_be_bytes());
+    reseal(&mut bytes);
+    refused_append(
+        bytes,
+        "t",
+        invalid(FormatError::InvalidRecord(
+            "maxTimestamp is not the largest record timestamp",
+        )),
+        "maxTimestamp mismatch",
+    );
+    // A header key that is not UTF-8.
+    let body = [0x00, 0x00, 0x00, 0x01, 0x02, b'v', 0x02, 0x02, 0xff, 0x01];
+    let mut records = vec![(body.len() * 2) as u8];
+    records.extend_from_slice(&body);
+    refused_append(
+        raw_batch(&records, 1),
+        "t",
+        invalid(FormatError::InvalidRecord("header key is not valid UTF-8")),
+        "header key not UTF-8",
+    );
+}
+
+#[test]
+fn row45_unknown_codec_or_undecodable_compressed_records() {
+    for codec in [5_u8, 6, 7] {
+        let mut bytes = values(&["v"]);
+        bytes[22] = codec;
+        reseal(&mut bytes);
+        refused_append(
+            bytes,
+            "t",
+            invalid(FormatError::UnknownCompression(codec)),
+            "unknown codec",
+        );
+    }
+    for codec in [1_u8, 2, 3, 4] {
+        // The records of an uncompressed batch are not a valid stream of
+        // any codec.
+        let mut bytes = values(&["some value long enough to not be a frame"]);
+        bytes[22] = codec;
+        reseal(&mut bytes);
+        refused_append(
+            bytes,
+            "t",
+            |e| matches!(e, Error::InvalidBatch(FormatError::Decompression(_))),
+            &format!("garbage for codec {codec}"),
+        );
+    }
+}
+
+#[test]
+fn row46_keyless_record_on_a_compacted_topic() {
+    refused_append(
+        batch(&[(Some(b"k3"), b"v3"), (None, b"no key")]),
+        "c",
+        |e| matches!(e, Error::InvalidBatch(FormatError::InvalidRecord(m)) if m.contains("compact")),
+        "keyless record on a compacted topic",
+    );
+}
+
+#[test]
+fn row47_append_to_an_internal_topic() {
+    refused_append(
+        batch(&[(Some(b"k"), b"v")]),
+        "__consumer_offsets",
+        |e| matches!(e, Error::InvalidTopic { topic, .. } if topic == "__consumer_offsets"),
+        "append to __consumer_offsets",
+    );
+}
+
+#[test]
+fn row48_producer_record_over_max_request_size_or_buffer_memory() {
+    let fx = Fixture::new();
+    let live = fx.live();
+    let config = ProducerConfig::builder()
+        .acks(Acks::Leader)
+        .max_request_size(1_000)
+        .build()
+        .unwrap();
+    let producer = Producer::new(&live.cluster, config).unwrap();
+    let e = expect_err!(
+        producer.send(ProducerRecord::new("t", vec![0_u8; 1_000])),
+        Error::RecordTooLarge {
+            max: 1_000,
+            limit: "max.request.size",
+            ..
+        }
+    );
+    assert!(e.to_string().contains("max.request.size"), "{e}");
+    producer.close().unwrap();
+    let config = ProducerConfig::builder()
+        .buffer_memory(500)
+        .build()
+        .unwrap();
+    let producer = Producer::new(&live.cluster, config).unwrap();
+    expect_err!(
+        producer.send(ProducerRecord::new("t", vec![0_u8; 600]).with_partition(1)),
+        Error::RecordTooLarge {
+            max: 500,
+            limit: "buffer.memory",
+            ..
+        }
+    );
+    producer.flush().unwrap();
+    producer.close().unwrap();
+    live.assert_unchanged(&fx, "producer record too large");
+}
+
+#[test]
+fn row49_producer_record_with_a_negative_timestamp() {
+    let fx = Fixture::new();
+    let live = fx.live();
+    let producer = Producer::new(&live.cluster, ProducerConfig::default()).unwrap();
+    for ts in [-1, i64::MIN] {
+        let e = expect_err!(
+            producer.send(ProducerRecord::new("t", "v").with_timestamp(ts)),
+            Error::InvalidArgument(_)
+        );
+        assert!(e.to_string().contains("timestamp"), "{e}");
+    }
+    producer.close().unwrap();
+    live.assert_unchanged(&fx, "negative producer timestamp");
+}
+
+// ---------------------------------------------------------------------------
+// Offsets
+// ---------------------------------------------------------------------------
+
+/// The error is `OffsetOutOfRange` with these fields.
+#[track_caller]
+fn out_of_range(e: Error, offset: u64, log_start: u64, log_end: u64) {
+    match e {
+        Error::OffsetOutOfRange {
+            offset: o,
+            log_start: s,
+            log_end: n,
+        } => assert_eq!((o, s, n), (offset, log_start, log_end)),
+        other => panic!("expected OffsetOutOfRange, got {other:?}"),
+    }
+}
+
+#[test]
+fn row50_read_below_the_log_start_or_past_the_end() {
+    let fx = Fixture::new();
+    let live = fx.live();
+    // t-0 holds offsets [1, 3) after the fixture's delete_records(1).
+    let p = live.cluster.topic("t").unwrap().partition(0).unwrap();
+    out_of_range(p.read(0, 1 << 20).map(|_| ()).unwrap_err(), 0, 1, 3);
+    out_of_range(p.read(4, 1 << 20).map(|_| ()).unwrap_err(), 4, 1, 3);
+    out_of_range(
+        p.read(i64::MAX as u64, 1 << 20).map(|_| ()).unwrap_err(),
+        i64::MAX as u64,
+        1,
+        3,
+    );
+    // At the log end a read is empty, not an error (Kafka's fetch at the
+    // high watermark).
+    assert_eq!(p.read(3, 1 << 20).unwrap().batches().count(), 0);
+    drop(p);
+    live.assert_unchanged(&fx, "read out of range");
+}
+
+#[test]
+fn row51_read_at_an_offset_above_i64_max() {
+    let fx = Fixture::new();
+    let live = fx.live();
+    let p = live.cluster.topic("t").unwrap().partition(0).unwrap();
+    for offset in [1_u64 << 63, u64::MAX] {
+        let e = p.read(offset, 1 << 20).map(|_| ()).unwrap_err();
+        // The error reports the offset asked for, not a negative one.
+        out_of_range(e, offset, 1, 3);
+    }
+    drop(p);
+    live.assert_unchanged(&fx, "read above i64::MAX");
+}
+
+#[test]
+fn row52_delete_records_past_the_high_watermark() {
+    let fx = Fixture::new();
+    let live = fx.live();
+    let p = live.cluster.topic("t").unwrap().partition(0).unwrap();
+    out_of_range(p.delete_records(4).unwrap_err(), 4, 1, 3);
+    out_of_range(p.delete_records(u64::MAX).unwrap_err(), u64::MAX, 1, 3);
+    // Below the log start it is a no-op that answers the current start.
+    assert_eq!(p.delete_records(0).unwrap(), 1);
+    drop(p);
+    live.assert_unchanged(&fx, "delete_records out of range");
+}
+
+#[test]
+fn row53_seek_or_position_of_a_partition_not_assigned() {
+    let fx = Fixture::new();
+    let live = fx.live();
+    let mut consumer = Consumer::new(&live.cluster, ConsumerConfig::default()).unwrap();
+    let tp = TopicPartition::new("t", 0);
+    consumer.assign(&[TopicPartition::new("t", 1)]).unwrap();
+    for e in [
+        consumer.seek(&tp, 0).unwrap_err(),
+        consumer.position(&tp).map(|_| ()).unwrap_err(),
+        consumer.pause(std::slice::from_ref(&tp)).unwrap_err(),
+        consumer.seek_to_end(std::slice::from_ref(&tp)).unwrap_err(),
+    ] {
+        assert!(matches!(e, Error::IllegalState(_)), "{e:?}");
+    }
+    assert_eq!(consumer.assignment(), [TopicPartition::new("t", 1)]);
+    drop(consumer);
+    live.assert_unchanged(&fx, "seek on an unassigned partition");
+}
+
+#[test]
+fn row54_seek_below_the_log_start_or_past_the_end() {
+    let fx = Fixture::new();
+    let live = fx.live();
+    let tp = TopicPartition::new("t", 0);
+    let config = |reset| {
+        ConsumerConfig::builder()
+            .auto_offset_reset(reset)
+            .build()
+            .unwrap()
+    };
+    // auto.offset.reset=none: the next poll says there is no valid offset.
+    let mut consumer = Consumer::new(&live.cluster, config(OffsetReset::None)).unwrap();
+    consumer.assign(std::slice::from_ref(&tp)).unwrap();
+    for offset in [0, 4, u64::MAX] {
+        consumer.seek(&tp, offset).unwrap();
+        let e = expect_err!(
+            consumer.poll(std::time::Duration::ZERO),
+            Error::NoOffsetForPartition { .. }
+        );
+        assert!(
+            matches!(&e, Error::NoOffsetForPartition { topic, partition: 0 } if topic == "t"),
+            "{e:?}"
+        );
+    }
+    drop(consumer);
+    // earliest: the position moves to the log start and the records come.
+    let mut consumer = Consumer::new(&live.cluster, config(OffsetReset::Earliest)).unwrap();
+    consumer.assign(std::slice::from_ref(&tp)).unwrap();
+    consumer.seek(&tp, u64::MAX).unwrap();
+    let records = consumer.poll(std::time::Duration::ZERO).unwrap();
+    let offsets: Vec<u64> = records.iter().map(|r| r.offset()).collect();
+    assert_eq!(offsets, [1, 2]);
+    drop(consumer);
+    live.assert_unchanged(&fx, "seek out of range");
+}
+
+#[test]
+fn row55_commit_for_an_unknown_topic_or_partition() {
+    let fx = Fixture::with_groups();
+    let live = fx.live();
+    for tp in [TopicPartition::new("t", 2), TopicPartition::new("nope", 0)] {
+        let offsets = BTreeMap::from([
+            (TopicPartition::new("t", 0), OffsetAndMetadata::new(2)),
+            (tp.clone(), OffsetAndMetadata::new(0)),
+        ]);
+        let e = expect_err!(
+            live.cluster.alter_group_offsets("g", &offsets),
+            Error::UnknownTopicOrPartition { .. }
+        );
+        assert!(
+            matches!(&e, Error::UnknownTopicOrPartition { topic, .. } if *topic == tp.topic),
+            "{e:?}"
+        );
+        let config = ConsumerConfig::builder().group_id("g").build().unwrap();
+        let mut consumer = Consumer::new(&live.cluster, config).unwrap();
+        expect_err!(
+            consumer.commit_offsets(&offsets),
+            Error::UnknownTopicOrPartition { .. }
+        );
+    }
+    live.assert_unchanged(&fx, "commit for an unknown partition");
+}
+
+#[test]
+fn row56_commit_of_an_offset_above_i64_max() {
+    // Kafka's offsets are signed 64-bit: the u64 analogue of a negative
+    // offset is one above i64::MAX, which the stored layout cannot hold.
+    let fx = Fixture::with_groups();
+    let live = fx.live();
+    for offset in [1_u64 << 63, u64::MAX] {
+        let offsets =
+            BTreeMap::from([(TopicPartition::new("t", 0), OffsetAndMetadata::new(offset))]);
+        let e = expect_err!(
+            live.cluster.alter_group_offsets("g", &offsets),
+            Error::InvalidArgument(_)
+        );
+        assert!(e.to_string().contains("t-0"), "{e}");
+        let config = ConsumerConfig::builder().group_id("g").build().unwrap();
+        let mut consumer = Consumer::new(&live.cluster, config).unwrap();
+        expect_err!(consumer.commit_offsets(&offsets), Error::InvalidArgument(_));
+        // A position set by seek is committed under the same rule.
+        let tp = TopicPartition::new("t", 0);
+        consumer.assign(std::slice::from_ref(&tp)).unwrap();
+        consumer.seek(&tp, offset).unwrap();
+        expect_err!(consumer.commit_sync(), Error::InvalidArgument(_));
+    }
+    live.assert_unchanged(&fx, "commit above i64::MAX");
+}
+
+#[test]
+fn row57_group_id_or_commit_metadata_out_of_range() {
+    let fx = Fixture::with_groups();
+    let live = fx.live();
+    let offsets = BTreeMap::from([(TopicPartition::new("t", 0), OffsetAndMetadata::new(1))]);
+    let c = &live.cluster;
+    expect_err!(
+        c.alter_group_offsets("", &offsets),
+        Error::InvalidArgument(_)
+    );
+    let long = "g".repeat(40_000);
+    expect_err!(
+        c.alter_group_offsets(&long, &offsets),
+        Error::InvalidArgument(_)
+    );
+    expect_err!(c.list_group_offsets(""), Error::InvalidArgument(_));
+    expect_err!(c.delete_group(""), Error::InvalidArgument(_));
+    let big = BTreeMap::from([(
+        TopicPartition::new("t", 0),
+        OffsetAndMetadata::new(1).with_metadata("m".repeat(40_000)),
+    )]);
+    let e = expect_err!(c.alter_group_offsets("g", &big), Error::InvalidArgument(_));
+    assert!(e.to_string().contains("metadata"), "{e}");
+    live.assert_unchanged(&fx, "bad group id or metadata");
+}
+
+#[test]
+fn row58_offsets_for_times_or_reset_with_a_negative_timestamp() {
+    let fx = Fixture::with_groups();
+    let live = fx.live();
+    let consumer = Consumer::new(&live.cluster, ConsumerConfig::default()).unwrap();
+    for ts in [-1, -2, i64::MIN] {
+        let request = HashMap::from([
+            (TopicPartition::new("t", 1), 0),
+            (TopicPartition::new("t", 0), ts),
+        ]);
+        let e = expect_err!(
+            consumer.offsets_for_times(request),
+            Error::InvalidArgument(_)
+        );
+        assert!(e.to_string().contains("t-0"), "{e}");
+        expect_err!(
+            live.cluster
+                .reset_group_offsets("g", &[], OffsetSpec::Timestamp(ts)),
+            Error::InvalidArgument(_)
+        );
+    }
+    drop(consumer);
+    live.assert_unchanged(&fx, "negative timestamp");
+}
+
+#[test]
+fn row59_partition_offset_for_a_negative_timestamp() {
+    let fx = Fixture::new();
+    let live = fx.live();
+    let p = live.cluster.topic("t").unwrap().partition(1).unwrap();
+    for ts in [-1, -2, i64::MIN] {
+        expect_err!(p.offset_for_timestamp(ts), Error::InvalidArgument(_));
+    }
+    drop(p);
+    live.assert_unchanged(&fx, "Partition::offset_for_timestamp(negative)");
+}

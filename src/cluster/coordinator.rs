@@ -126,6 +126,15 @@ impl ClusterInner {
         }
         for (tp, meta) in offsets {
             self.topic_state(&tp.topic)?.replica(tp.partition)?;
+            // Kafka's offsets are signed 64-bit, and so is the stored
+            // layout: a larger one would come back negative and be skipped.
+            if i64::try_from(meta.offset).is_err() {
+                return Err(Error::InvalidArgument(format!(
+                    "the committed offset {} for {tp} is above the largest offset {}",
+                    meta.offset,
+                    i64::MAX
+                )));
+            }
             if meta.metadata.len() > MAX_STRING {
                 return Err(Error::InvalidArgument(format!(
                     "offset metadata for {tp} is longer than {MAX_STRING} bytes"
