@@ -27,10 +27,14 @@ use logbus::{
 /// so no background timer (checkpoints, retention, flushes) ever fires.
 const T0: i64 = 1_700_000_000_000;
 
-/// Every file and directory under `dir` (relative path → contents; a
-/// directory's contents are empty), leaving out the `.lock` files, which
-/// exist only while the directory is open.
-type Tree = BTreeMap<PathBuf, Option<Vec<u8>>>;
+/// Every file and directory under `dir`: relative path → `None` for a
+/// directory, a file's length and bytes; leaving out the `.lock` files,
+/// which exist only while the directory is open. Only the first 16 MiB of
+/// a file are read (the rows' huge files are sparse holes past that).
+type Tree = BTreeMap<PathBuf, Option<(u64, Vec<u8>)>>;
+
+/// Bytes of each file a [`Tree`] holds.
+const TREE_READ_LIMIT: u64 = 16 << 20;
 
 fn tree(dir: &Path) -> Tree {
     let mut out = Tree::new();
@@ -46,7 +50,12 @@ fn tree(dir: &Path) -> Tree {
                 stack.push(path);
                 out.insert(rel, None);
             } else {
-                out.insert(rel, Some(std::fs::read(&path).unwrap()));
+                use std::io::Read;
+                let file = std::fs::File::open(&path).unwrap();
+                let len = file.metadata().unwrap().len();
+                let mut bytes = Vec::new();
+                file.take(TREE_READ_LIMIT).read_to_end(&mut bytes).unwrap();
+                out.insert(rel, Some((len, bytes)));
             }
         }
     }
@@ -61,7 +70,7 @@ fn assert_same_tree(before: &Tree, after: &Tree, what: &str) {
     for (path, bytes) in before {
         let now = &after[path];
         if bytes != now {
-            let len = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, Vec::len);
+            let len = |b: &Option<(u64, Vec<u8>)>| b.as_ref().map_or(0, |(len, _)| *len);
             panic!(
                 "{what}: {} changed ({} bytes before, {} after)",
                 path.display(),
@@ -321,7 +330,7 @@ impl Fixture {
 
     /// The file at `rel` as the fixture's close left it.
     fn closed_bytes(&self, rel: &str) -> Vec<u8> {
-        self.closed[Path::new(rel)].clone().unwrap()
+        self.closed[Path::new(rel)].clone().unwrap().1
     }
 }
 
@@ -1795,4 +1804,308 @@ fn row59_partition_offset_for_a_negative_timestamp() {
     }
     drop(p);
     live.assert_unchanged(&fx, "Partition::offset_for_timestamp(negative)");
+}
+
+// ---------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------
+
+const RECOVERY_POINT: &str = "broker-0/recovery-point-offset-checkpoint";
+const LOG_START: &str = "broker-0/log-start-offset-checkpoint";
+const CLEANER: &str = "broker-0/cleaner-offset-checkpoint";
+
+/// Damaged versions of a checkpoint file (Kafka's text layout: version,
+/// count, `topic partition offset` lines).
+fn damaged_checkpoints(good: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    let text = String::from_utf8(good.to_vec()).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let (version, count) = (lines[0], lines[1]);
+    assert_eq!(version, "0");
+    let first = lines[2].to_string();
+    let mut out = vec![
+        ("empty", Vec::new()),
+        ("truncated mid-entry", good[..good.len() - 3].to_vec()),
+        ("cut after the count", format!("0\n{count}\n").into_bytes()),
+        ("binary garbage", vec![0xde, 0xad, 0xbe, 0xef, 0x00, 0xff]),
+        ("not UTF-8", [good, &[0xff, 0xfe][..]].concat()),
+        ("text garbage", b"hello world\n".to_vec()),
+        ("unknown version", text.replacen('0', "7", 1).into_bytes()),
+        (
+            "absurd entry count",
+            text.replacen(&format!("\n{count}\n"), "\n18446744073709551615\n", 1)
+                .into_bytes(),
+        ),
+        (
+            "count too large for the file",
+            text.replacen(&format!("\n{count}\n"), "\n99999\n", 1)
+                .into_bytes(),
+        ),
+        ("negative offset", {
+            let (tp, _) = first.rsplit_once(' ').unwrap();
+            text.replacen(&first, &format!("{tp} -1"), 1).into_bytes()
+        }),
+        ("offset above i64::MAX", {
+            let (tp, _) = first.rsplit_once(' ').unwrap();
+            text.replacen(&first, &format!("{tp} 9223372036854775808"), 1)
+                .into_bytes()
+        }),
+        ("offset above u64::MAX", {
+            let (tp, _) = first.rsplit_once(' ').unwrap();
+            text.replacen(&first, &format!("{tp} 99999999999999999999999"), 1)
+                .into_bytes()
+        }),
+        ("negative partition", {
+            let mut fields: Vec<&str> = first.split(' ').collect();
+            fields[1] = "-1";
+            text.replacen(&first, &fields.join(" "), 1).into_bytes()
+        }),
+        (
+            "four fields",
+            text.replacen(&first, &format!("{first} 7"), 1).into_bytes(),
+        ),
+    ];
+    lines.push(&first);
+    let duplicate = format!("0\n{}\n{}\n", lines.len() - 2, lines[2..].join("\n"));
+    out.push(("duplicate entry", duplicate.into_bytes()));
+    out
+}
+
+/// Every damaged version of `file` refuses the open with `Corrupt` naming
+/// the file, and no file changes.
+#[track_caller]
+fn refused_checkpoint(file: &str) {
+    let fx = Fixture::new();
+    let good = fx.closed_bytes(file);
+    for (what, bytes) in damaged_checkpoints(&good) {
+        fx.write(file, &bytes);
+        let what = format!("{file}: {what}");
+        let e = fx.assert_open_refused(&what, |e| {
+            matches!(e, Error::Corrupt { path, kind: CorruptionKind::Checkpoint(_), .. }
+                if path.ends_with(file))
+        });
+        drop(e);
+    }
+    fx.write(file, &good);
+    fx.open_intact(file).close().unwrap();
+    assert_same_tree(&fx.closed, &tree(fx.path()), file);
+}
+
+/// Every damaged version of `file` is tolerated: the open succeeds, loses
+/// no record, and rewrites the file; the next clean close leaves exactly
+/// the files the fixture's close left.
+#[track_caller]
+fn tolerated_checkpoint(file: &str, check: impl Fn(&Cluster, &str)) {
+    let fx = Fixture::new();
+    let good = fx.closed_bytes(file);
+    for (what, bytes) in damaged_checkpoints(&good) {
+        fx.write(file, &bytes);
+        let what = format!("{file}: {what}");
+        let cluster = fx.open_intact(&what);
+        check(&cluster, &what);
+        cluster.close().unwrap();
+        drop(cluster);
+        assert_same_tree(&fx.closed, &tree(fx.path()), &what);
+    }
+}
+
+#[test]
+fn row60_damaged_recovery_point_checkpoint() {
+    // A lost recovery point costs a scan of every segment, nothing more.
+    tolerated_checkpoint(RECOVERY_POINT, |cluster, what| {
+        let report = cluster.recovery_report();
+        let s0 = &report.partitions[&TopicPartition::new("s", 0)];
+        assert!(s0.segments_scanned >= 3, "{what}: {s0:?}");
+        assert!(report.truncations().next().is_none(), "{what}: nothing cut");
+    });
+}
+
+#[test]
+fn row61_damaged_log_start_checkpoint() {
+    // Records below a lost log start offset would come back: refused.
+    refused_checkpoint(LOG_START);
+}
+
+#[test]
+fn row62_damaged_cleaner_checkpoint() {
+    // A lost cleaner checkpoint makes the next cleaning pass longer.
+    let fx = Fixture::new();
+    let good = fx.closed_bytes(CLEANER);
+    assert!(String::from_utf8_lossy(&good).contains("c 0 "), "{good:?}");
+    drop(fx);
+    tolerated_checkpoint(CLEANER, |_, _| {});
+}
+
+#[test]
+fn row63_huge_sparse_checkpoint_file() {
+    let fx = Fixture::new();
+    for file in [RECOVERY_POINT, LOG_START, CLEANER] {
+        let path = fx.path().join(file);
+        let good = std::fs::read(&path).unwrap();
+        // A hole of 1 TiB after the real contents.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(1 << 40)
+            .unwrap();
+        if file == LOG_START {
+            fx.assert_open_refused(file, |e| {
+                matches!(e, Error::Corrupt { path, kind: CorruptionKind::Checkpoint(_), .. }
+                    if path.ends_with(file))
+            });
+        } else {
+            fx.open_intact(file).close().unwrap();
+        }
+        std::fs::write(&path, good).unwrap();
+    }
+    fx.open_intact("restored").close().unwrap();
+    assert_same_tree(&fx.closed, &tree(fx.path()), "restored");
+}
+
+#[test]
+fn row64_checkpoint_entries_for_partitions_that_do_not_exist() {
+    // Entries of unknown topics and partitions (Kafka writes them for
+    // partitions it no longer hosts) are dropped.
+    let fx = Fixture::new();
+    for file in [RECOVERY_POINT, LOG_START, CLEANER] {
+        let text = String::from_utf8(fx.closed_bytes(file)).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.push("gone 0 5".into());
+        lines.push("t 7 9".into());
+        lines[1] = (lines.len() - 2).to_string();
+        fx.write(file, lines.join("\n") + "\n");
+    }
+    let cluster = fx.open_intact("extra entries");
+    cluster.close().unwrap();
+    drop(cluster);
+    assert_same_tree(&fx.closed, &tree(fx.path()), "extra entries are dropped");
+}
+
+#[test]
+fn row65_log_start_checkpoint_past_the_log_end() {
+    // An in-range offset cannot be told from a real one: as after a power
+    // loss that lost records `delete_records` had already deleted, the log
+    // starts at its end. The records stay in the segment files.
+    let fx = Fixture::new();
+    let text = String::from_utf8(fx.closed_bytes(LOG_START)).unwrap();
+    fx.write(LOG_START, text.replace("t 1 0", "t 1 1000"));
+    let cluster = fx.open().unwrap();
+    let p = cluster.topic("t").unwrap().partition(1).unwrap();
+    assert_eq!(
+        (p.log_start_offset().unwrap(), p.log_end_offset().unwrap()),
+        (2, 2)
+    );
+    let other = cluster.topic("t").unwrap().partition(0).unwrap();
+    assert_eq!(
+        other.log_start_offset().unwrap(),
+        1,
+        "other partitions keep theirs"
+    );
+    drop((p, other));
+    cluster.close().unwrap();
+}
+
+#[test]
+fn row66_garbage_meta_properties() {
+    let fx = Fixture::new();
+    let good = fx.closed_bytes("meta.properties");
+    let text = String::from_utf8(good.clone()).unwrap();
+    for (what, bytes) in [
+        ("empty", Vec::new()),
+        ("binary garbage", vec![0xde, 0xad, 0xbe, 0xef, 0, 0xff]),
+        ("truncated", good[..20].to_vec()),
+        (
+            "no format version",
+            text.lines()
+                .filter(|l| !l.starts_with("logbus.format.version"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .into_bytes(),
+        ),
+        (
+            "no cluster id",
+            text.lines()
+                .filter(|l| !l.starts_with("cluster.id"))
+                .collect::<Vec<_>>()
+                .join("\n")
+                .into_bytes(),
+        ),
+    ] {
+        fx.write("meta.properties", &bytes);
+        fx.assert_open_refused(&format!("meta.properties: {what}"), |e| {
+            matches!(e, Error::Corrupt { path, kind: CorruptionKind::Metadata(_), .. }
+                if path.ends_with("meta.properties"))
+        });
+    }
+    fx.write("meta.properties", &good);
+    fx.open_intact("restored").close().unwrap();
+}
+
+#[test]
+fn row67_meta_properties_of_a_newer_format_version() {
+    let fx = Fixture::new();
+    let text = String::from_utf8(fx.closed_bytes("meta.properties")).unwrap();
+    for version in ["2", "999", "x", ""] {
+        fx.write(
+            "meta.properties",
+            text.replace(
+                "logbus.format.version=1",
+                &format!("logbus.format.version={version}"),
+            ),
+        );
+        let e = fx.assert_open_refused(&format!("format version {version:?}"), |e| {
+            matches!(e, Error::InvalidConfig(_))
+        });
+        assert!(e.to_string().contains("logbus.format.version"), "{e}");
+    }
+}
+
+/// The relative path of partition `topic-p`'s `partition.metadata`.
+fn partition_metadata(topic: &str, p: u32) -> String {
+    format!("broker-0/{topic}-{p}/partition.metadata")
+}
+
+#[test]
+fn row68_garbage_partition_metadata() {
+    let fx = Fixture::new();
+    let file = partition_metadata("t", 1);
+    let good = fx.closed_bytes(&file);
+    for (what, bytes) in [
+        ("empty", Vec::new()),
+        ("binary garbage", vec![0xde, 0xad, 0xbe, 0xef, 0, 0xff]),
+        ("truncated", good[..good.len() / 2].to_vec()),
+        (
+            "bad topic id",
+            b"version: 0\ntopic_id: not-base64!\n".to_vec(),
+        ),
+    ] {
+        fx.write(&file, &bytes);
+        fx.assert_open_refused(&format!("partition.metadata: {what}"), |e| {
+            matches!(e, Error::PartitionDirConflict { path, reason }
+                if path.ends_with("t-1") && reason.contains("unreadable"))
+        });
+    }
+    fx.write(&file, &good);
+    fx.open_intact("restored").close().unwrap();
+}
+
+#[test]
+fn row69_partition_metadata_of_another_topic() {
+    let fx = Fixture::new();
+    let file = partition_metadata("t", 1);
+    let good = fx.closed_bytes(&file);
+    // `a.b`'s id in `t-1`.
+    fx.write(&file, fx.closed_bytes(&partition_metadata("a.b", 0)));
+    fx.assert_open_refused(
+        "foreign topic id",
+        |e| matches!(e, Error::PartitionDirConflict { path, .. } if path.ends_with("t-1")),
+    );
+    // A missing one, in a directory holding segments.
+    std::fs::remove_file(fx.path().join(&file)).unwrap();
+    fx.assert_open_refused("missing partition.metadata", |e| {
+        matches!(e, Error::PartitionDirConflict { path, reason }
+            if path.ends_with("t-1") && reason.contains("no partition.metadata"))
+    });
+    fx.write(&file, &good);
+    fx.open_intact("restored").close().unwrap();
 }
