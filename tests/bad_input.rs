@@ -1138,25 +1138,52 @@ fn raw_batches_are_valid_until_damaged() {
     assert_eq!(logbus::format::validate_batch_records(&b, &header), Ok(2));
 }
 
-/// `Partition::append(bytes)` on `topic` partition 0 is refused with an
-/// error `check` accepts; nothing stored changes.
-#[track_caller]
-fn refused_append(mut bytes: Vec<u8>, topic: &str, check: impl Fn(&Error) -> bool, what: &str) {
-    let fx = if topic.starts_with("__") {
-        Fixture::with_groups()
-    } else {
-        Fixture::new()
-    };
-    let live = fx.live();
-    let t = live.cluster.topic(topic).unwrap();
-    let p = (0..t.partition_count())
-        .map(|p| t.partition(p).unwrap())
-        .max_by_key(|p| p.log_end_offset().unwrap())
-        .unwrap();
-    let e = p.append(&mut bytes).map(|_| ()).unwrap_err();
-    assert!(check(&e), "{what}: unexpected error {e:?} ({e})");
-    drop((p, t));
-    live.assert_unchanged(&fx, what);
+/// Bad appends to one partition of a fixture (the fullest partition of
+/// `topic`): each is refused with the error its check accepts and changes
+/// no file; [`Appends::finish`] then checks that nothing stored changed.
+struct Appends {
+    fx: Fixture,
+    live: Live,
+    partition: Partition,
+}
+
+impl Appends {
+    fn on(topic: &str) -> Appends {
+        let fx = if topic.starts_with("__") {
+            Fixture::with_groups()
+        } else {
+            Fixture::new()
+        };
+        let live = fx.live();
+        let t = live.cluster.topic(topic).unwrap();
+        let partition = (0..t.partition_count())
+            .map(|p| t.partition(p).unwrap())
+            .max_by_key(|p| p.log_end_offset().unwrap())
+            .unwrap();
+        Appends {
+            fx,
+            live,
+            partition,
+        }
+    }
+
+    #[track_caller]
+    fn refuse(&self, mut bytes: Vec<u8>, check: impl Fn(&Error) -> bool, what: &str) {
+        let e = self.partition.append(&mut bytes).map(|_| ()).unwrap_err();
+        assert!(check(&e), "{what}: unexpected error {e:?} ({e})");
+        assert_same_tree(&self.live.files, &tree(self.fx.path()), what);
+    }
+
+    #[track_caller]
+    fn finish(self, what: &str) {
+        let Appends {
+            fx,
+            live,
+            partition,
+        } = self;
+        drop(partition);
+        live.assert_unchanged(&fx, what);
+    }
 }
 
 /// The error is `InvalidBatch(cause)`.
@@ -1166,28 +1193,29 @@ fn invalid(cause: FormatError) -> impl Fn(&Error) -> bool {
 
 #[test]
 fn row31_batch_over_max_message_bytes() {
+    let a = Appends::on("t");
     let big = vec![7_u8; 1_048_588];
     let bytes = batch(&[(None, &big)]);
     let size = bytes.len();
-    refused_append(
+    a.refuse(
         bytes,
-        "t",
         |e| {
             matches!(e, Error::RecordTooLarge { size: s, max: 1_048_588, limit: "max.message.bytes" }
                 if *s == size)
         },
         "append over max.message.bytes",
     );
+    a.finish("row31_batch_over_max_message_bytes");
 }
 
 #[test]
 fn row32_append_over_segment_bytes() {
+    let a = Appends::on("s");
     // `s` rolls at 300 bytes: one append may not exceed a segment.
     let value = vec![7_u8; 400];
     let bytes = batch(&[(None, &value)]);
-    refused_append(
+    a.refuse(
         bytes,
-        "s",
         |e| {
             matches!(
                 e,
@@ -1200,35 +1228,36 @@ fn row32_append_over_segment_bytes() {
         },
         "append over segment.bytes",
     );
+    a.finish("row32_append_over_segment_bytes");
 }
 
 #[test]
 fn row33_batch_with_a_bad_crc() {
+    let a = Appends::on("t");
     let mut bytes = values(&["t0-d"]);
     let last = bytes.len() - 2;
     bytes[last] ^= 0x20;
-    refused_append(
+    a.refuse(
         bytes,
-        "t",
         |e| matches!(e, Error::InvalidBatch(FormatError::CrcMismatch { .. })),
         "bad CRC",
     );
+    a.finish("row33_batch_with_a_bad_crc");
 }
 
 #[test]
 fn row34_record_with_a_malformed_varint() {
+    let a = Appends::on("t");
     // A record length of six continuation bytes: longer than any varint.
     let records = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
-    refused_append(
+    a.refuse(
         raw_batch(&records, 1),
-        "t",
         invalid(FormatError::MalformedVarint),
         "malformed varint",
     );
     // A varint cut by the end of the batch.
-    refused_append(
+    a.refuse(
         raw_batch(&[0x0e, 0x00, 0x80], 1),
-        "t",
         |e| {
             matches!(
                 e,
@@ -1237,46 +1266,49 @@ fn row34_record_with_a_malformed_varint() {
         },
         "varint cut short",
     );
+    a.finish("row34_record_with_a_malformed_varint");
 }
 
 #[test]
 fn row35_batch_with_the_wrong_magic_byte() {
+    let a = Appends::on("t");
     for magic in [0_u8, 1, 3, 0xff] {
         let mut bytes = values(&["v"]);
         bytes[16] = magic;
-        refused_append(
+        a.refuse(
             bytes,
-            "t",
             invalid(FormatError::UnsupportedMagic(magic as i8)),
             "wrong magic",
         );
     }
+    a.finish("row35_batch_with_the_wrong_magic_byte");
 }
 
 #[test]
 fn row36_batch_with_a_negative_or_too_small_length() {
+    let a = Appends::on("t");
     for length in [-1_i32, i32::MIN, 0, 48] {
         let mut bytes = values(&["v"]);
         bytes[8..12].copy_from_slice(&length.to_be_bytes());
-        refused_append(
+        a.refuse(
             bytes,
-            "t",
             invalid(FormatError::InvalidBatchLength(length)),
             "bad batch length",
         );
     }
+    a.finish("row36_batch_with_a_negative_or_too_small_length");
 }
 
 #[test]
 fn row37_batch_length_past_the_buffer() {
+    let a = Appends::on("t");
     // The length claims more bytes than were handed over: a truncated batch.
     let full = values(&["t0-d", "t0-e"]);
     for cut in [1, 10, full.len() - 62] {
         let bytes = full[..full.len() - cut].to_vec();
         let available = bytes.len();
-        refused_append(
+        a.refuse(
             bytes,
-            "t",
             invalid(FormatError::Truncated {
                 needed: full.len(),
                 available,
@@ -1285,32 +1317,34 @@ fn row37_batch_length_past_the_buffer() {
         );
     }
     // Shorter than a header.
-    refused_append(
+    a.refuse(
         full[..60].to_vec(),
-        "t",
         invalid(FormatError::Truncated {
             needed: 61,
             available: 60,
         }),
         "shorter than a header",
     );
+    a.finish("row37_batch_length_past_the_buffer");
 }
 
 #[test]
 fn row38_record_with_a_negative_length() {
+    let a = Appends::on("t");
     // Length -2 (zig-zag 0x03), then the usual fields.
     let mut records = record(0);
     records[0] = 0x03;
-    refused_append(
+    a.refuse(
         raw_batch(&records, 1),
-        "t",
         invalid(FormatError::InvalidRecord("negative record length")),
         "negative record length",
     );
+    a.finish("row38_record_with_a_negative_length");
 }
 
 #[test]
 fn row39_record_with_an_absurd_header_count() {
+    let a = Appends::on("t");
     // attributes, timestampDelta, offsetDelta, key -1, value `v`, then a
     // header count of i32::MAX (zig-zag) with no headers behind it.
     let body = [
@@ -1318,9 +1352,8 @@ fn row39_record_with_an_absurd_header_count() {
     ];
     let mut records = vec![(body.len() * 2) as u8];
     records.extend_from_slice(&body);
-    refused_append(
+    a.refuse(
         raw_batch(&records, 1),
-        "t",
         |e| {
             matches!(
                 e,
@@ -1333,23 +1366,23 @@ fn row39_record_with_an_absurd_header_count() {
     let body = [0x00, 0x00, 0x00, 0x01, 0x02, b'v', 0x09];
     let mut records = vec![(body.len() * 2) as u8];
     records.extend_from_slice(&body);
-    refused_append(
+    a.refuse(
         raw_batch(&records, 1),
-        "t",
         invalid(FormatError::InvalidRecord("negative header count")),
         "negative header count",
     );
+    a.finish("row39_record_with_an_absurd_header_count");
 }
 
 #[test]
 fn row40_records_count_not_matching_last_offset_delta() {
+    let a = Appends::on("t");
     let two = [record(0), record(1)].concat();
     let mut bytes = raw_batch(&two, 2);
     bytes[23..27].copy_from_slice(&5_i32.to_be_bytes());
     reseal(&mut bytes);
-    refused_append(
+    a.refuse(
         bytes,
-        "t",
         invalid(FormatError::InvalidOffsetDelta(
             "lastOffsetDelta does not match the last record",
         )),
@@ -1359,96 +1392,91 @@ fn row40_records_count_not_matching_last_offset_delta() {
     let mut bytes = raw_batch(&two, 2);
     bytes[23..27].copy_from_slice(&(-1_i32).to_be_bytes());
     reseal(&mut bytes);
-    refused_append(
+    a.refuse(
         bytes,
-        "t",
         invalid(FormatError::InvalidOffsetDelta(
             "lastOffsetDelta is negative",
         )),
         "negative lastOffsetDelta",
     );
+    a.finish("row40_records_count_not_matching_last_offset_delta");
 }
 
 #[test]
 fn row41_records_count_not_matching_the_records() {
+    let a = Appends::on("t");
     let two = [record(0), record(1)].concat();
-    refused_append(
+    a.refuse(
         raw_batch(&two, 3),
-        "t",
         invalid(FormatError::RecordCountMismatch {
             declared: 3,
             actual: 2,
         }),
         "more records declared than held",
     );
-    refused_append(
+    a.refuse(
         raw_batch(&two, 1),
-        "t",
         invalid(FormatError::InvalidRecord(
             "bytes left after the last record",
         )),
         "fewer records declared than held",
     );
-    refused_append(
+    a.refuse(
         raw_batch(&two, -1),
-        "t",
         invalid(FormatError::InvalidRecord("negative recordsCount")),
         "negative records count",
     );
     // Offset deltas 0, 0 instead of 0, 1.
     let same = [record(0), record(0)].concat();
-    refused_append(
+    a.refuse(
         raw_batch(&same, 2),
-        "t",
         invalid(FormatError::InvalidOffsetDelta(
             "record offset deltas are not 0, 1, 2, ...",
         )),
         "repeated offset delta",
     );
+    a.finish("row41_records_count_not_matching_the_records");
 }
 
 #[test]
 fn row42_empty_buffer_or_batch_without_records() {
-    refused_append(Vec::new(), "t", invalid(FormatError::Empty), "empty buffer");
-    refused_append(
-        raw_batch(&[], 0),
-        "t",
-        invalid(FormatError::Empty),
-        "no records",
-    );
+    let a = Appends::on("t");
+    a.refuse(Vec::new(), invalid(FormatError::Empty), "empty buffer");
+    a.refuse(raw_batch(&[], 0), invalid(FormatError::Empty), "no records");
+    a.finish("row42_empty_buffer_or_batch_without_records");
 }
 
 #[test]
 fn row43_valid_batch_followed_by_a_bad_one_or_garbage() {
+    let a = Appends::on("t");
     // Nothing of the valid first batch is stored either.
     let mut bad = values(&["t0-e"]);
     bad[70] ^= 1;
-    refused_append(
+    a.refuse(
         [values(&["t0-d"]), bad].concat(),
-        "t",
         |e| matches!(e, Error::InvalidBatch(FormatError::CrcMismatch { .. })),
         "second batch damaged",
     );
-    refused_append(
+    a.refuse(
         [values(&["t0-d"]), vec![0xab; 10]].concat(),
-        "t",
         invalid(FormatError::Truncated {
             needed: 61,
             available: 10,
         }),
         "trailing garbage",
     );
+    a.finish("row43_valid_batch_followed_by_a_bad_one_or_garbage");
 }
 
 #[test]
 fn row44_timestamps_or_header_keys_the_batch_cannot_hold() {
+    let a = Appends::on("t");
     // maxTimestamp (CreateTime) is not the largest record timestamp.
     let mut bytes = values(&["v"]);
     bytes[35..43].copy_from_slice(&(T0 + 5).to_be_bytes());
     reseal(&mut bytes);
-    refused_append(
+    a.refuse(
         bytes,
-        "t",
         invalid(FormatError::InvalidRecord(
             "maxTimestamp is not the largest record timestamp",
         )),
@@ -1458,23 +1486,23 @@ fn row44_timestamps_or_header_keys_the_batch_cannot_hold() {
     let body = [0x00, 0x00, 0x00, 0x01, 0x02, b'v', 0x02, 0x02, 0xff, 0x01];
     let mut records = vec![(body.len() * 2) as u8];
     records.extend_from_slice(&body);
-    refused_append(
+    a.refuse(
         raw_batch(&records, 1),
-        "t",
         invalid(FormatError::InvalidRecord("header key is not valid UTF-8")),
         "header key not UTF-8",
     );
+    a.finish("row44_timestamps_or_header_keys_the_batch_cannot_hold");
 }
 
 #[test]
 fn row45_unknown_codec_or_undecodable_compressed_records() {
+    let a = Appends::on("t");
     for codec in [5_u8, 6, 7] {
         let mut bytes = values(&["v"]);
         bytes[22] = codec;
         reseal(&mut bytes);
-        refused_append(
+        a.refuse(
             bytes,
-            "t",
             invalid(FormatError::UnknownCompression(codec)),
             "unknown codec",
         );
@@ -1485,33 +1513,35 @@ fn row45_unknown_codec_or_undecodable_compressed_records() {
         let mut bytes = values(&["some value long enough to not be a frame"]);
         bytes[22] = codec;
         reseal(&mut bytes);
-        refused_append(
+        a.refuse(
             bytes,
-            "t",
             |e| matches!(e, Error::InvalidBatch(FormatError::Decompression(_))),
             &format!("garbage for codec {codec}"),
         );
     }
+    a.finish("row45_unknown_codec_or_undecodable_compressed_records");
 }
 
 #[test]
 fn row46_keyless_record_on_a_compacted_topic() {
-    refused_append(
+    let a = Appends::on("c");
+    a.refuse(
         batch(&[(Some(b"k3"), b"v3"), (None, b"no key")]),
-        "c",
         |e| matches!(e, Error::InvalidBatch(FormatError::InvalidRecord(m)) if m.contains("compact")),
         "keyless record on a compacted topic",
     );
+    a.finish("row46_keyless_record_on_a_compacted_topic");
 }
 
 #[test]
 fn row47_append_to_an_internal_topic() {
-    refused_append(
+    let a = Appends::on("__consumer_offsets");
+    a.refuse(
         batch(&[(Some(b"k"), b"v")]),
-        "__consumer_offsets",
         |e| matches!(e, Error::InvalidTopic { topic, .. } if topic == "__consumer_offsets"),
         "append to __consumer_offsets",
     );
+    a.finish("row47_append_to_an_internal_topic");
 }
 
 #[test]
@@ -2108,4 +2138,271 @@ fn row69_partition_metadata_of_another_topic() {
     });
     fx.write(&file, &good);
     fx.open_intact("restored").close().unwrap();
+}
+
+/// A sealed segment of `s-0` and the last one.
+const SEALED: &str = "broker-0/s-0/00000000000000000002";
+const ACTIVE: &str = "broker-0/s-0/00000000000000000010";
+
+/// The open tolerates damaged index files of `s-0`: every record is
+/// there, lookups answer as before, the segment was scanned and its
+/// indexes rebuilt (and reported) or, with `rebuilt` false, the index
+/// was taken as it is; and the next clean close leaves exactly the files
+/// the fixture's close left.
+#[track_caller]
+fn tolerated_index_damage(fx: &Fixture, what: &str, rebuilt: bool) {
+    let cluster = fx.open_intact(what);
+    let report = &cluster.recovery_report().partitions[&TopicPartition::new("s", 0)];
+    assert_eq!(
+        (report.segments_scanned, report.indexes_rebuilt),
+        if rebuilt { (1, 1) } else { (0, 0) },
+        "{what}: {report:?}"
+    );
+    assert!(report.truncated.is_none(), "{what}: {report:?}");
+    // Lookups by offset and by time answer as before.
+    let p = cluster.topic("s").unwrap().partition(0).unwrap();
+    for offset in 0..12 {
+        let read = p.read(offset, 1).unwrap();
+        let first = read.batches().next().unwrap().unwrap();
+        assert_eq!(
+            first.header().base_offset as u64,
+            offset,
+            "{what}: read({offset})"
+        );
+    }
+    let found = p.offset_for_timestamp(T0).unwrap().unwrap();
+    assert_eq!((found.offset, found.timestamp), (0, T0), "{what}");
+    drop(p);
+    cluster.close().unwrap();
+    drop(cluster);
+    assert_same_tree(&fx.closed, &tree(fx.path()), what);
+}
+
+/// Offset index entries (relative offset, position), 8 bytes each.
+fn index_entries(entries: impl IntoIterator<Item = (u32, u32)>) -> Vec<u8> {
+    entries
+        .into_iter()
+        .flat_map(|(o, p)| [o.to_be_bytes(), p.to_be_bytes()].concat())
+        .collect()
+}
+
+#[test]
+fn row70_offset_index_larger_than_its_segment() {
+    for segment in [SEALED, ACTIVE] {
+        let fx = Fixture::new();
+        let file = format!("{segment}.index");
+        // 100 entries for a segment of two batches (226 bytes), pointing
+        // past its end.
+        fx.write(&file, index_entries((1..=100).map(|i| (i, i * 100))));
+        tolerated_index_damage(&fx, &format!("{file}: 100 entries"), true);
+        // The real entry, then 10 MiB of zeros: the preallocated shape of
+        // an index a crash left untrimmed. The zeros are empty slots; the
+        // close trims them.
+        let mut padded = fx.closed_bytes(&file);
+        padded.resize(10 << 20, 0);
+        fx.write(&file, padded);
+        tolerated_index_damage(&fx, &format!("{file}: zero padded"), false);
+    }
+}
+
+#[test]
+#[ignore = "waits for the recovery branch: loading a 1 TiB sparse index allocates a slot list \
+            for the whole file and aborts the process (storage/index_file.rs `scan`)"]
+fn row71_huge_sparse_offset_index() {
+    for segment in [SEALED, ACTIVE] {
+        let fx = Fixture::new();
+        let file = format!("{segment}.index");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(fx.path().join(&file))
+            .unwrap()
+            .set_len(1 << 40)
+            .unwrap();
+        tolerated_index_damage(&fx, &format!("{file}: 1 TiB sparse"), true);
+    }
+}
+
+#[test]
+fn row72_garbage_offset_or_time_index() {
+    for segment in [SEALED, ACTIVE] {
+        for suffix in ["index", "timeindex"] {
+            let fx = Fixture::new();
+            let file = format!("{segment}.{suffix}");
+            let len = if suffix == "index" { 80 } else { 120 };
+            let garbage: Vec<u8> = (0..len)
+                .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect();
+            fx.write(&file, &garbage);
+            tolerated_index_damage(&fx, &format!("{file}: garbage"), true);
+            // A length no whole number of entries makes.
+            let mut odd = fx.closed_bytes(&file);
+            odd.push(1);
+            fx.write(&file, odd);
+            tolerated_index_damage(&fx, &format!("{file}: partial entry"), true);
+        }
+    }
+}
+
+#[test]
+#[ignore = "waits for the recovery branch: loading a 1 TiB sparse time index allocates a slot \
+            list for the whole file and aborts the process (storage/index_file.rs `scan`)"]
+fn row73_huge_sparse_time_index() {
+    for segment in [SEALED, ACTIVE] {
+        let fx = Fixture::new();
+        let file = format!("{segment}.timeindex");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(fx.path().join(&file))
+            .unwrap()
+            .set_len(1 << 40)
+            .unwrap();
+        tolerated_index_damage(&fx, &format!("{file}: 1 TiB sparse"), true);
+    }
+}
+
+#[test]
+fn row74_directory_lock_held_by_another_opener() {
+    let fx = Fixture::new();
+    let live = fx.live();
+    let e = expect_err!(fx.open(), Error::DirectoryLocked { .. });
+    assert!(
+        matches!(&e, Error::DirectoryLocked { path } if path == fx.path()),
+        "{e:?}"
+    );
+    // A partition's own directory is locked too, against a raw `Log`.
+    let partition = fx.broker().join("t-1");
+    let e = expect_err!(
+        Log::builder(&partition).open(),
+        Error::DirectoryLocked { .. }
+    );
+    assert!(
+        matches!(&e, Error::DirectoryLocked { path } if *path == partition),
+        "{e:?}"
+    );
+    live.assert_unchanged(&fx, "second opener");
+}
+
+#[test]
+fn row75_damaged_batch_in_a_sealed_segment() {
+    let fx = Fixture::new();
+    let file = format!("{SEALED}.log");
+    let mut bytes = fx.closed_bytes(&file);
+    // A bit of the first batch's value: data followed by a valid batch.
+    bytes[80] ^= 0x10;
+    fx.write(&file, &bytes);
+    fx.assert_open_refused(
+        "damaged sealed segment",
+        |e| matches!(e, Error::Corrupt { path, .. } if path.ends_with(&file)),
+    );
+}
+
+#[test]
+fn row76_garbage_after_the_last_batch() {
+    // The shape of a write torn by a crash: cut and reported.
+    let fx = Fixture::new();
+    let file = format!("{ACTIVE}.log");
+    let good = fx.closed_bytes(&file);
+    fx.write(&file, [&good[..], &[0xab; 100][..]].concat());
+    let cluster = fx.open_intact("torn tail");
+    let cut: Vec<_> = cluster.recovery_report().truncations().collect();
+    assert_eq!(cut.len(), 1, "{cut:?}");
+    let (tp, report) = &cut[0];
+    assert_eq!(*tp, TopicPartition::new("s", 0));
+    let tail = report.truncated.as_ref().unwrap();
+    assert_eq!((tail.position, tail.bytes), (good.len() as u64, 100));
+    assert!(tail.path.ends_with(&file));
+    cluster.close().unwrap();
+    drop(cluster);
+    assert_same_tree(&fx.closed, &tree(fx.path()), "torn tail cut");
+}
+
+#[test]
+fn row77_damaged_fenced_offset_marker() {
+    let fx = Fixture::new();
+    let file = "broker-0/t-1/fenced-offset";
+    for (what, bytes) in [
+        ("empty", Vec::new()),
+        ("garbage", b"fenced-offset v1 12 0\n".to_vec()),
+        ("too long", vec![b'x'; 4096]),
+    ] {
+        fx.write(file, &bytes);
+        fx.assert_open_refused(&format!("fenced-offset: {what}"), |e| {
+            matches!(e, Error::Corrupt { path, kind: CorruptionKind::Checkpoint(_), .. }
+                if path.ends_with(file))
+        });
+    }
+    std::fs::remove_file(fx.path().join(file)).unwrap();
+    fx.open_intact("marker removed").close().unwrap();
+}
+
+#[test]
+fn row78_empty_segment_named_above_i64_max() {
+    let fx = Fixture::new();
+    let absurd = "broker-0/t-1/09223372036854775808";
+    // An empty one is an empty trailing segment: removed (it holds nothing).
+    fx.write(&format!("{absurd}.log"), b"");
+    let cluster = fx.open_intact("empty segment named above i64::MAX");
+    let p = cluster.topic("t").unwrap().partition(1).unwrap();
+    p.append(&mut values(&["t1-c"])).unwrap();
+    assert_eq!(p.log_end_offset().unwrap(), 3);
+    drop(p);
+    cluster.close().unwrap();
+    drop(cluster);
+    assert!(!fx.path().join(format!("{absurd}.log")).exists());
+}
+
+#[test]
+#[ignore = "waits for the recovery branch: the probe subtracts the segment's base offset from a \
+            batch's and overflows (a panic in debug builds, storage/probe.rs `check_next`)"]
+fn row78b_segment_with_data_named_above_i64_max() {
+    // Batches whose offsets cannot be in a segment of that name: refused.
+    let fx = Fixture::new();
+    let absurd = "broker-0/t-1/09223372036854775808";
+    fx.write(
+        &format!("{absurd}.log"),
+        fx.closed_bytes("broker-0/t-1/00000000000000000000.log"),
+    );
+    fx.assert_open_refused(
+        "segment named above i64::MAX",
+        |e| matches!(e, Error::Corrupt { path, .. } if path.ends_with(format!("{absurd}.log"))),
+    );
+}
+
+#[test]
+fn row79_files_and_directories_logbus_does_not_know() {
+    let fx = Fixture::new();
+    let extra = [
+        ("broker-0/t-1/notes.txt", "kept"),
+        ("broker-0/t-1/00000000000000000000.log.bak", "kept"),
+        ("broker-0/README", "kept"),
+        ("broker-0/junk-dir/x", "kept"),
+        ("broker-0/t-99999999999/x", "kept"),
+        ("notes.txt", "kept"),
+    ];
+    for (file, text) in extra {
+        let path = fx.path().join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let before = tree(fx.path());
+    let cluster = fx.open_intact("unknown files");
+    assert!(cluster.recovery_report().unknown_dirs.is_empty());
+    cluster.close().unwrap();
+    drop(cluster);
+    assert_same_tree(&before, &tree(fx.path()), "unknown files are kept");
+}
+
+#[test]
+#[ignore = "waits for the recovery branch: a log whose sealed segment is missing opens with a \
+            gap in its offsets (records lost without a word); the branch refuses it"]
+fn row80_missing_sealed_segment() {
+    // A sealed segment's files are gone: its offsets are not in any file.
+    let fx = Fixture::new();
+    for suffix in ["log", "index", "timeindex"] {
+        std::fs::remove_file(fx.path().join(format!("{SEALED}.{suffix}"))).unwrap();
+    }
+    fx.assert_open_refused(
+        "missing sealed segment",
+        |e| matches!(e, Error::Corrupt { path, .. } if path.starts_with(fx.broker().join("s-0"))),
+    );
 }
