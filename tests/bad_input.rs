@@ -1669,6 +1669,11 @@ fn row53_seek_or_position_of_a_partition_not_assigned() {
     let live = fx.live();
     let mut consumer = Consumer::new(&live.cluster, ConsumerConfig::default()).unwrap();
     let tp = TopicPartition::new("t", 0);
+    // Nothing assigned: nothing to poll.
+    expect_err!(
+        consumer.poll(std::time::Duration::ZERO),
+        Error::IllegalState(_)
+    );
     consumer.assign(&[TopicPartition::new("t", 1)]).unwrap();
     for e in [
         consumer.seek(&tp, 0).unwrap_err(),
@@ -2405,4 +2410,77 @@ fn row80_missing_sealed_segment() {
         "missing sealed segment",
         |e| matches!(e, Error::Corrupt { path, .. } if path.starts_with(fx.broker().join("s-0"))),
     );
+}
+
+// ---------------------------------------------------------------------------
+// Lifecycle and follower appends
+// ---------------------------------------------------------------------------
+
+#[test]
+fn row81_calls_on_a_closed_cluster() {
+    let fx = Fixture::new();
+    let cluster = fx.open().unwrap();
+    let p = cluster.topic("t").unwrap().partition(1).unwrap();
+    let producer = Producer::new(&cluster, ProducerConfig::default()).unwrap();
+    cluster.close().unwrap();
+    let closed = |e: Error| assert!(matches!(e, Error::Closed(_)), "{e:?}");
+    closed(
+        cluster
+            .create_topic(NewTopic::new("late", 1))
+            .map(|_| ())
+            .unwrap_err(),
+    );
+    closed(cluster.delete_topic("t").unwrap_err());
+    closed(cluster.create_partitions("t", 3).unwrap_err());
+    closed(cluster.topic("t").map(|_| ()).unwrap_err());
+    closed(p.append(&mut values(&["late"])).map(|_| ()).unwrap_err());
+    closed(p.delete_records(2).map(|_| ()).unwrap_err());
+    closed(
+        producer
+            .send(ProducerRecord::new("t", "late"))
+            .map(|_| ())
+            .unwrap_err(),
+    );
+    closed(
+        Consumer::new(&cluster, ConsumerConfig::default())
+            .map(|_| ())
+            .unwrap_err(),
+    );
+    drop((p, producer, cluster));
+    assert_same_tree(&fx.closed, &tree(fx.path()), "calls after close");
+    fx.open_intact("calls after close").close().unwrap();
+}
+
+#[test]
+fn row82_follower_batches_out_of_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::builder(dir.path())
+        .clock(Arc::new(ManualClock::new(T0)))
+        .open()
+        .unwrap();
+    log.append(&mut values(&["a", "b", "c"]), 0).unwrap();
+    let files = tree(dir.path());
+    let at = |base: i64, vals: &[&str]| {
+        let mut b = values(vals);
+        logbus::format::set_base_offset(&mut b, base);
+        b
+    };
+    // Below the log end (3), and a second batch going backwards.
+    for (bytes, first) in [
+        (at(1, &["x"]), 1),
+        (at(-5, &["x"]), -5),
+        ([at(3, &["x", "y"]), at(4, &["z"])].concat(), 3),
+    ] {
+        let e = expect_err!(
+            log.append_as_follower(&bytes),
+            Error::OffsetsOutOfOrder { .. }
+        );
+        assert!(
+            matches!(e, Error::OffsetsOutOfOrder { first: f, log_end: 3, .. } if f == first),
+            "{e:?}"
+        );
+        assert_same_tree(&files, &tree(dir.path()), "follower append out of order");
+    }
+    assert_eq!(log.log_end_offset(), 3);
+    log.close().unwrap();
 }
