@@ -943,6 +943,10 @@ fn row26_consumer_config_out_of_range() {
     );
     names_key(b().group_id("").build(), "group.id");
     names_key(b().group_instance_id("").build(), "group.instance.id");
+    let long = "g".repeat(32_768);
+    names_key(b().group_id(long.clone()).build(), "group.id");
+    names_key(b().group_instance_id(long).build(), "group.instance.id");
+    b().group_id("g".repeat(32_767)).build().unwrap();
     names_key(
         b().partition_assignment_strategy(["range", "nope"]).build(),
         "partition.assignment.strategy",
@@ -1753,7 +1757,7 @@ fn row55_commit_for_an_unknown_topic_or_partition() {
 }
 
 #[test]
-fn row56_commit_of_an_offset_above_i64_max() {
+fn row56_commit_of_an_offset_above_i64_max_or_a_negative_epoch() {
     // Kafka's offsets are signed 64-bit: the u64 analogue of a negative
     // offset is one above i64::MAX, which the stored layout cannot hold.
     let fx = Fixture::with_groups();
@@ -1775,7 +1779,21 @@ fn row56_commit_of_an_offset_above_i64_max() {
         consumer.seek(&tp, offset).unwrap();
         expect_err!(consumer.commit_sync(), Error::InvalidArgument(_));
     }
-    live.assert_unchanged(&fx, "commit above i64::MAX");
+    // A negative leader epoch (stored as -1, "unknown") would not come
+    // back as committed.
+    let offsets = BTreeMap::from([(
+        TopicPartition::new("t", 0),
+        OffsetAndMetadata {
+            leader_epoch: Some(-5),
+            ..OffsetAndMetadata::new(1)
+        },
+    )]);
+    let e = expect_err!(
+        live.cluster.alter_group_offsets("g", &offsets),
+        Error::InvalidArgument(_)
+    );
+    assert!(e.to_string().contains("leader epoch"), "{e}");
+    live.assert_unchanged(&fx, "commit above i64::MAX or with a negative epoch");
 }
 
 #[test]
@@ -1795,6 +1813,12 @@ fn row57_group_id_or_commit_metadata_out_of_range() {
     );
     expect_err!(c.list_group_offsets(""), Error::InvalidArgument(_));
     expect_err!(c.delete_group(""), Error::InvalidArgument(_));
+    expect_err!(c.describe_group(""), Error::InvalidArgument(_));
+    expect_err!(
+        c.reset_group_offsets("", &[], OffsetSpec::Earliest),
+        Error::InvalidArgument(_)
+    );
+
     let big = BTreeMap::from([(
         TopicPartition::new("t", 0),
         OffsetAndMetadata::new(1).with_metadata("m".repeat(40_000)),

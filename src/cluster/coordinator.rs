@@ -135,6 +135,13 @@ impl ClusterInner {
                     i64::MAX
                 )));
             }
+            // Stored as -1 for "unknown"; a negative epoch would come back
+            // as `None`.
+            if let Some(epoch) = meta.leader_epoch.filter(|e| *e < 0) {
+                return Err(Error::InvalidArgument(format!(
+                    "the leader epoch {epoch} committed for {tp} is negative"
+                )));
+            }
             if meta.metadata.len() > MAX_STRING {
                 return Err(Error::InvalidArgument(format!(
                     "offset metadata for {tp} is longer than {MAX_STRING} bytes"
