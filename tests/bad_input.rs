@@ -1979,6 +1979,17 @@ fn row60_damaged_recovery_point_checkpoint() {
 }
 
 #[test]
+fn row60b_damaged_metadata_recovery_point_checkpoint() {
+    // The metadata log's own recovery point, in the root: the whole
+    // metadata log is scanned instead.
+    tolerated_checkpoint("recovery-point-offset-checkpoint", |cluster, what| {
+        let report = &cluster.recovery_report().metadata;
+        assert_eq!(report.segments_scanned, 1, "{what}: {report:?}");
+        assert!(report.truncated.is_none(), "{what}: {report:?}");
+    });
+}
+
+#[test]
 fn row61_damaged_log_start_checkpoint() {
     // Records below a lost log start offset would come back: refused.
     refused_checkpoint(LOG_START);
@@ -1997,7 +2008,12 @@ fn row62_damaged_cleaner_checkpoint() {
 #[test]
 fn row63_huge_sparse_checkpoint_file() {
     let fx = Fixture::new();
-    for file in [RECOVERY_POINT, LOG_START, CLEANER] {
+    for file in [
+        RECOVERY_POINT,
+        LOG_START,
+        CLEANER,
+        "recovery-point-offset-checkpoint",
+    ] {
         let path = fx.path().join(file);
         let good = std::fs::read(&path).unwrap();
         // A hole of 1 TiB after the real contents.
@@ -2073,6 +2089,7 @@ fn row66_garbage_meta_properties() {
         ("empty", Vec::new()),
         ("binary garbage", vec![0xde, 0xad, 0xbe, 0xef, 0, 0xff]),
         ("truncated", good[..20].to_vec()),
+        ("1 TiB sparse", vec![0; 1]),
         (
             "no format version",
             text.lines()
@@ -2091,6 +2108,15 @@ fn row66_garbage_meta_properties() {
         ),
     ] {
         fx.write("meta.properties", &bytes);
+        if what == "1 TiB sparse" {
+            // Only its first 64 KiB are read.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(fx.path().join("meta.properties"))
+                .unwrap()
+                .set_len(1 << 40)
+                .unwrap();
+        }
         fx.assert_open_refused(&format!("meta.properties: {what}"), |e| {
             matches!(e, Error::Corrupt { path, kind: CorruptionKind::Metadata(_), .. }
                 if path.ends_with("meta.properties"))
@@ -2137,8 +2163,18 @@ fn row68_garbage_partition_metadata() {
             "bad topic id",
             b"version: 0\ntopic_id: not-base64!\n".to_vec(),
         ),
+        ("1 TiB sparse", vec![0; 1]),
     ] {
         fx.write(&file, &bytes);
+        if what == "1 TiB sparse" {
+            // Only its first 4 KiB are read.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(fx.path().join(&file))
+                .unwrap()
+                .set_len(1 << 40)
+                .unwrap();
+        }
         fx.assert_open_refused(&format!("partition.metadata: {what}"), |e| {
             matches!(e, Error::PartitionDirConflict { path, reason }
                 if path.ends_with("t-1") && reason.contains("unreadable"))
