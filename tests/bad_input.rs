@@ -1523,6 +1523,24 @@ fn row45_unknown_codec_or_undecodable_compressed_records() {
             &format!("garbage for codec {codec}"),
         );
     }
+    // A snappy block announcing 70 MiB of records: refused before anything
+    // is allocated for them (the limit is 64 MiB).
+    let mut block = Vec::new();
+    let mut len = 70_u32 << 20;
+    while len >= 0x80 {
+        block.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    block.push(len as u8);
+    block.extend_from_slice(&[0x00, b'v']);
+    let mut bytes = raw_batch(&block, 1);
+    bytes[22] = 2; // snappy
+    reseal(&mut bytes);
+    a.refuse(
+        bytes,
+        |e| matches!(e, Error::InvalidBatch(FormatError::Decompression(m)) if m.contains("exceed")),
+        "decompression bomb",
+    );
     a.finish("row45_unknown_codec_or_undecodable_compressed_records");
 }
 
