@@ -1133,7 +1133,7 @@ fn raw_batch(records: &[u8], count: i32) -> Vec<u8> {
 }
 
 #[test]
-fn raw_batches_are_valid_until_damaged() {
+fn check_raw_batch_helpers() {
     // The helpers above build what the builder builds.
     assert_eq!(raw_batch(&record(0), 1), values(&["v"]));
     let two = [record(0), record(1)].concat();
@@ -1997,7 +1997,7 @@ fn row60_damaged_recovery_point_checkpoint() {
 }
 
 #[test]
-fn row60b_damaged_metadata_recovery_point_checkpoint() {
+fn row61_damaged_metadata_recovery_point_checkpoint() {
     // The metadata log's own recovery point, in the root: the whole
     // metadata log is scanned instead.
     tolerated_checkpoint("recovery-point-offset-checkpoint", |cluster, what| {
@@ -2008,13 +2008,13 @@ fn row60b_damaged_metadata_recovery_point_checkpoint() {
 }
 
 #[test]
-fn row61_damaged_log_start_checkpoint() {
+fn row62_damaged_log_start_checkpoint() {
     // Records below a lost log start offset would come back: refused.
     refused_checkpoint(LOG_START);
 }
 
 #[test]
-fn row62_damaged_cleaner_checkpoint() {
+fn row63_damaged_cleaner_checkpoint() {
     // A lost cleaner checkpoint makes the next cleaning pass longer.
     let fx = Fixture::new();
     let good = fx.closed_bytes(CLEANER);
@@ -2024,7 +2024,7 @@ fn row62_damaged_cleaner_checkpoint() {
 }
 
 #[test]
-fn row63_huge_sparse_checkpoint_file() {
+fn row64_huge_sparse_checkpoint_file() {
     let fx = Fixture::new();
     for file in [
         RECOVERY_POINT,
@@ -2056,7 +2056,7 @@ fn row63_huge_sparse_checkpoint_file() {
 }
 
 #[test]
-fn row64_checkpoint_entries_for_partitions_that_do_not_exist() {
+fn row65_checkpoint_entries_for_partitions_that_do_not_exist() {
     // Entries of unknown topics and partitions (Kafka writes them for
     // partitions it no longer hosts) are dropped.
     let fx = Fixture::new();
@@ -2075,7 +2075,7 @@ fn row64_checkpoint_entries_for_partitions_that_do_not_exist() {
 }
 
 #[test]
-fn row65_log_start_checkpoint_past_the_log_end() {
+fn row66_log_start_checkpoint_past_the_log_end() {
     // An in-range offset cannot be told from a real one: as after a power
     // loss that lost records `delete_records` had already deleted, the log
     // starts at its end. The records stay in the segment files.
@@ -2099,7 +2099,7 @@ fn row65_log_start_checkpoint_past_the_log_end() {
 }
 
 #[test]
-fn row66_garbage_meta_properties() {
+fn row67_garbage_meta_properties() {
     let fx = Fixture::new();
     let good = fx.closed_bytes("meta.properties");
     let text = String::from_utf8(good.clone()).unwrap();
@@ -2145,7 +2145,7 @@ fn row66_garbage_meta_properties() {
 }
 
 #[test]
-fn row67_meta_properties_of_a_newer_format_version() {
+fn row68_meta_properties_of_a_newer_format_version() {
     let fx = Fixture::new();
     let text = String::from_utf8(fx.closed_bytes("meta.properties")).unwrap();
     for version in ["2", "999", "x", ""] {
@@ -2169,7 +2169,7 @@ fn partition_metadata(topic: &str, p: u32) -> String {
 }
 
 #[test]
-fn row68_garbage_partition_metadata() {
+fn row69_garbage_partition_metadata() {
     let fx = Fixture::new();
     let file = partition_metadata("t", 1);
     let good = fx.closed_bytes(&file);
@@ -2203,7 +2203,7 @@ fn row68_garbage_partition_metadata() {
 }
 
 #[test]
-fn row69_partition_metadata_of_another_topic() {
+fn row70_partition_metadata_of_another_topic() {
     let fx = Fixture::new();
     let file = partition_metadata("t", 1);
     let good = fx.closed_bytes(&file);
@@ -2270,7 +2270,7 @@ fn index_entries(entries: impl IntoIterator<Item = (u32, u32)>) -> Vec<u8> {
 }
 
 #[test]
-fn row70_offset_index_larger_than_its_segment() {
+fn row71_offset_index_larger_than_its_segment() {
     for segment in [SEALED, ACTIVE] {
         let fx = Fixture::new();
         let file = format!("{segment}.index");
@@ -2291,7 +2291,7 @@ fn row70_offset_index_larger_than_its_segment() {
 #[test]
 #[ignore = "waits for the recovery branch: loading a 1 TiB sparse index allocates a slot list \
             for the whole file and aborts the process (storage/index_file.rs `scan`)"]
-fn row71_huge_sparse_offset_index() {
+fn row72_huge_sparse_offset_index() {
     for segment in [SEALED, ACTIVE] {
         let fx = Fixture::new();
         let file = format!("{segment}.index");
@@ -2306,7 +2306,7 @@ fn row71_huge_sparse_offset_index() {
 }
 
 #[test]
-fn row72_garbage_offset_or_time_index() {
+fn row73_garbage_offset_or_time_index() {
     for segment in [SEALED, ACTIVE] {
         for suffix in ["index", "timeindex"] {
             let fx = Fixture::new();
@@ -2329,7 +2329,7 @@ fn row72_garbage_offset_or_time_index() {
 #[test]
 #[ignore = "waits for the recovery branch: loading a 1 TiB sparse time index allocates a slot \
             list for the whole file and aborts the process (storage/index_file.rs `scan`)"]
-fn row73_huge_sparse_time_index() {
+fn row74_huge_sparse_time_index() {
     for segment in [SEALED, ACTIVE] {
         let fx = Fixture::new();
         let file = format!("{segment}.timeindex");
@@ -2344,7 +2344,7 @@ fn row73_huge_sparse_time_index() {
 }
 
 #[test]
-fn row74_directory_lock_held_by_another_opener() {
+fn row75_directory_lock_held_by_another_opener() {
     let fx = Fixture::new();
     let live = fx.live();
     let e = expect_err!(fx.open(), Error::DirectoryLocked { .. });
@@ -2366,7 +2366,7 @@ fn row74_directory_lock_held_by_another_opener() {
 }
 
 #[test]
-fn row75_damaged_batch_in_a_sealed_segment() {
+fn row76_damaged_batch_in_a_sealed_segment() {
     let fx = Fixture::new();
     let file = format!("{SEALED}.log");
     let mut bytes = fx.closed_bytes(&file);
@@ -2380,7 +2380,7 @@ fn row75_damaged_batch_in_a_sealed_segment() {
 }
 
 #[test]
-fn row76_garbage_after_the_last_batch() {
+fn row77_garbage_after_the_last_batch() {
     // The shape of a write torn by a crash: cut and reported.
     let fx = Fixture::new();
     let file = format!("{ACTIVE}.log");
@@ -2400,7 +2400,7 @@ fn row76_garbage_after_the_last_batch() {
 }
 
 #[test]
-fn row77_damaged_fenced_offset_marker() {
+fn row78_damaged_fenced_offset_marker() {
     let fx = Fixture::new();
     let file = "broker-0/t-1/fenced-offset";
     for (what, bytes) in [
@@ -2419,7 +2419,7 @@ fn row77_damaged_fenced_offset_marker() {
 }
 
 #[test]
-fn row78_empty_segment_named_above_i64_max() {
+fn row79_empty_segment_named_above_i64_max() {
     let fx = Fixture::new();
     let absurd = "broker-0/t-1/09223372036854775808";
     // An empty one is an empty trailing segment: removed (it holds nothing).
@@ -2437,7 +2437,7 @@ fn row78_empty_segment_named_above_i64_max() {
 #[test]
 #[ignore = "waits for the recovery branch: the probe subtracts the segment's base offset from a \
             batch's and overflows (a panic in debug builds, storage/probe.rs `check_next`)"]
-fn row78b_segment_with_data_named_above_i64_max() {
+fn row80_segment_with_data_named_above_i64_max() {
     // Batches whose offsets cannot be in a segment of that name: refused.
     let fx = Fixture::new();
     let absurd = "broker-0/t-1/09223372036854775808";
@@ -2452,7 +2452,7 @@ fn row78b_segment_with_data_named_above_i64_max() {
 }
 
 #[test]
-fn row79_files_and_directories_logbus_does_not_know() {
+fn row81_files_and_directories_logbus_does_not_know() {
     let fx = Fixture::new();
     let extra = [
         ("broker-0/t-1/notes.txt", "kept"),
@@ -2478,7 +2478,7 @@ fn row79_files_and_directories_logbus_does_not_know() {
 #[test]
 #[ignore = "waits for the recovery branch: a log whose sealed segment is missing opens with a \
             gap in its offsets (records lost without a word); the branch refuses it"]
-fn row80_missing_sealed_segment() {
+fn row82_missing_sealed_segment() {
     // A sealed segment's files are gone: its offsets are not in any file.
     let fx = Fixture::new();
     for suffix in ["log", "index", "timeindex"] {
@@ -2495,7 +2495,7 @@ fn row80_missing_sealed_segment() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn row81_calls_on_a_closed_cluster() {
+fn row83_calls_on_a_closed_cluster() {
     let fx = Fixture::new();
     let cluster = fx.open().unwrap();
     let p = cluster.topic("t").unwrap().partition(1).unwrap();
@@ -2530,7 +2530,7 @@ fn row81_calls_on_a_closed_cluster() {
 }
 
 #[test]
-fn row82_follower_batches_out_of_order() {
+fn row84_follower_batches_out_of_order() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::builder(dir.path())
         .clock(Arc::new(ManualClock::new(T0)))
