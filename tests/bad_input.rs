@@ -86,16 +86,22 @@ fn assert_same_tree(before: &Tree, after: &Tree, what: &str) {
 /// records; plus the committed offsets of the groups named.
 #[derive(Debug, PartialEq, Eq)]
 struct State {
-    topics: Vec<(String, String, u32, Vec<(String, String)>)>,
-    partitions: Vec<(
-        String,
-        u32,
-        u64,
-        u64,
-        Vec<(u64, Option<Vec<u8>>, Option<Vec<u8>>)>,
-    )>,
-    groups: Vec<(String, Vec<(String, u32, u64)>)>,
+    /// Name, id, partition count, overrides.
+    topics: Vec<(String, String, u32, Overrides)>,
+    /// Topic, partition, log start, log end, records.
+    partitions: Vec<(String, u32, u64, u64, Vec<Rec>)>,
+    /// Group, (topic, partition, committed offset).
+    groups: Vec<(String, Commits)>,
 }
+
+/// A topic's overrides, by name.
+type Overrides = Vec<(String, String)>;
+
+/// A group's committed offsets: topic, partition, offset.
+type Commits = Vec<(String, u32, u64)>;
+
+/// A record: offset, key, value.
+type Rec = (u64, Option<Vec<u8>>, Option<Vec<u8>>);
 
 fn state(cluster: &Cluster, groups: &[&str]) -> State {
     let mut topics = Vec::new();
@@ -133,12 +139,8 @@ fn state(cluster: &Cluster, groups: &[&str]) -> State {
     }
 }
 
-/// Every record of a partition from its log start: offset, key, value.
-#[expect(
-    clippy::type_complexity,
-    reason = "a plain tuple reads best in asserts"
-)]
-fn records(p: &Partition) -> Vec<(u64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+/// Every record of a partition from its log start.
+fn records(p: &Partition) -> Vec<Rec> {
     let mut out = Vec::new();
     let (mut next, end) = (p.log_start_offset().unwrap(), p.high_watermark().unwrap());
     while next < end {
@@ -2223,6 +2225,35 @@ fn row70_partition_metadata_of_another_topic() {
     fx.open_intact("restored").close().unwrap();
 }
 
+#[test]
+fn row71_damaged_metadata_log() {
+    // A bit flipped inside the batch that created `a.b`, below the
+    // metadata log's recovery point: the registry cannot be trusted.
+    let fx = Fixture::new();
+    let file = "__cluster_metadata-0/00000000000000000000.log";
+    let mut bytes = fx.closed_bytes(file);
+    let at = bytes.windows(3).position(|w| w == b"a.b").unwrap();
+    bytes[at + 1] ^= 0x01;
+    fx.write(file, &bytes);
+    fx.assert_open_refused("damaged metadata log", |e| {
+        matches!(e, Error::Corrupt { path, .. }
+            if path.starts_with(fx.path().join("__cluster_metadata-0")))
+    });
+}
+
+#[test]
+fn row72_lost_metadata_log() {
+    // Partition directories prove topics existed: starting with an empty
+    // registry would hide them.
+    let fx = Fixture::new();
+    std::fs::remove_dir_all(fx.path().join("__cluster_metadata-0")).unwrap();
+    let e = fx.assert_open_refused("lost metadata log", |e| {
+        matches!(e, Error::MetadataMissing { path, .. }
+            if path.ends_with("__cluster_metadata-0"))
+    });
+    assert!(e.to_string().contains("rebuild_metadata"), "{e}");
+}
+
 /// A sealed segment of `s-0` and the last one.
 const SEALED: &str = "broker-0/s-0/00000000000000000002";
 const ACTIVE: &str = "broker-0/s-0/00000000000000000010";
@@ -2270,7 +2301,7 @@ fn index_entries(entries: impl IntoIterator<Item = (u32, u32)>) -> Vec<u8> {
 }
 
 #[test]
-fn row71_offset_index_larger_than_its_segment() {
+fn row73_offset_index_larger_than_its_segment() {
     for segment in [SEALED, ACTIVE] {
         let fx = Fixture::new();
         let file = format!("{segment}.index");
@@ -2291,7 +2322,7 @@ fn row71_offset_index_larger_than_its_segment() {
 #[test]
 #[ignore = "waits for the recovery branch: loading a 1 TiB sparse index allocates a slot list \
             for the whole file and aborts the process (storage/index_file.rs `scan`)"]
-fn row72_huge_sparse_offset_index() {
+fn row74_huge_sparse_offset_index() {
     for segment in [SEALED, ACTIVE] {
         let fx = Fixture::new();
         let file = format!("{segment}.index");
@@ -2306,7 +2337,7 @@ fn row72_huge_sparse_offset_index() {
 }
 
 #[test]
-fn row73_garbage_offset_or_time_index() {
+fn row75_garbage_offset_or_time_index() {
     for segment in [SEALED, ACTIVE] {
         for suffix in ["index", "timeindex"] {
             let fx = Fixture::new();
@@ -2329,7 +2360,7 @@ fn row73_garbage_offset_or_time_index() {
 #[test]
 #[ignore = "waits for the recovery branch: loading a 1 TiB sparse time index allocates a slot \
             list for the whole file and aborts the process (storage/index_file.rs `scan`)"]
-fn row74_huge_sparse_time_index() {
+fn row76_huge_sparse_time_index() {
     for segment in [SEALED, ACTIVE] {
         let fx = Fixture::new();
         let file = format!("{segment}.timeindex");
@@ -2344,7 +2375,7 @@ fn row74_huge_sparse_time_index() {
 }
 
 #[test]
-fn row75_directory_lock_held_by_another_opener() {
+fn row77_directory_lock_held_by_another_opener() {
     let fx = Fixture::new();
     let live = fx.live();
     let e = expect_err!(fx.open(), Error::DirectoryLocked { .. });
@@ -2366,7 +2397,7 @@ fn row75_directory_lock_held_by_another_opener() {
 }
 
 #[test]
-fn row76_damaged_batch_in_a_sealed_segment() {
+fn row78_damaged_batch_in_a_sealed_segment() {
     let fx = Fixture::new();
     let file = format!("{SEALED}.log");
     let mut bytes = fx.closed_bytes(&file);
@@ -2380,7 +2411,7 @@ fn row76_damaged_batch_in_a_sealed_segment() {
 }
 
 #[test]
-fn row77_garbage_after_the_last_batch() {
+fn row79_garbage_after_the_last_batch() {
     // The shape of a write torn by a crash: cut and reported.
     let fx = Fixture::new();
     let file = format!("{ACTIVE}.log");
@@ -2400,7 +2431,7 @@ fn row77_garbage_after_the_last_batch() {
 }
 
 #[test]
-fn row78_damaged_fenced_offset_marker() {
+fn row80_damaged_fenced_offset_marker() {
     let fx = Fixture::new();
     let file = "broker-0/t-1/fenced-offset";
     for (what, bytes) in [
@@ -2419,7 +2450,7 @@ fn row78_damaged_fenced_offset_marker() {
 }
 
 #[test]
-fn row79_empty_segment_named_above_i64_max() {
+fn row81_empty_segment_named_above_i64_max() {
     let fx = Fixture::new();
     let absurd = "broker-0/t-1/09223372036854775808";
     // An empty one is an empty trailing segment: removed (it holds nothing).
@@ -2437,7 +2468,7 @@ fn row79_empty_segment_named_above_i64_max() {
 #[test]
 #[ignore = "waits for the recovery branch: the probe subtracts the segment's base offset from a \
             batch's and overflows (a panic in debug builds, storage/probe.rs `check_next`)"]
-fn row80_segment_with_data_named_above_i64_max() {
+fn row82_segment_with_data_named_above_i64_max() {
     // Batches whose offsets cannot be in a segment of that name: refused.
     let fx = Fixture::new();
     let absurd = "broker-0/t-1/09223372036854775808";
@@ -2452,7 +2483,7 @@ fn row80_segment_with_data_named_above_i64_max() {
 }
 
 #[test]
-fn row81_files_and_directories_logbus_does_not_know() {
+fn row83_files_and_directories_logbus_does_not_know() {
     let fx = Fixture::new();
     let extra = [
         ("broker-0/t-1/notes.txt", "kept"),
@@ -2478,7 +2509,7 @@ fn row81_files_and_directories_logbus_does_not_know() {
 #[test]
 #[ignore = "waits for the recovery branch: a log whose sealed segment is missing opens with a \
             gap in its offsets (records lost without a word); the branch refuses it"]
-fn row82_missing_sealed_segment() {
+fn row84_missing_sealed_segment() {
     // A sealed segment's files are gone: its offsets are not in any file.
     let fx = Fixture::new();
     for suffix in ["log", "index", "timeindex"] {
@@ -2495,7 +2526,7 @@ fn row82_missing_sealed_segment() {
 // ---------------------------------------------------------------------------
 
 #[test]
-fn row83_calls_on_a_closed_cluster() {
+fn row85_calls_on_a_closed_cluster() {
     let fx = Fixture::new();
     let cluster = fx.open().unwrap();
     let p = cluster.topic("t").unwrap().partition(1).unwrap();
@@ -2530,7 +2561,7 @@ fn row83_calls_on_a_closed_cluster() {
 }
 
 #[test]
-fn row84_follower_batches_out_of_order() {
+fn row86_follower_batches_out_of_order() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::builder(dir.path())
         .clock(Arc::new(ManualClock::new(T0)))
