@@ -763,13 +763,13 @@ mod runner {
 
     fn run_trials(role: Role, trials: usize, base: u64) {
         let started = Instant::now();
-        let mut chain: Option<Chain> = None;
+        let mut current: Option<Chain> = None;
         let mut total = Outcome::default();
         for i in 0..trials {
             if i % CHAIN == 0 {
-                chain = Some(Chain::new(role));
+                current = Some(Chain::new(role));
             }
-            let chain = chain.as_mut().expect("a chain");
+            let chain = current.as_mut().expect("a chain");
             let seed = trial_seed(base, role, i);
             let mut rng = Rng(seed);
             let trial = u32::try_from(i).expect("trial number fits u32");
@@ -780,7 +780,17 @@ mod runner {
                 "process_crash {} trial {i} (seed {seed:#018x}; base seed {base:#x}; {kill:?}; {plan:?})",
                 role.name()
             );
-            let outcome = with_context(&what, || chain.trial(&plan, kill, check));
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                with_context(&what, || chain.trial(&plan, kill, check))
+            }))
+            .unwrap_or_else(|panic| {
+                // Keep the evidence.
+                if let Some(failed) = current.take() {
+                    let kept = failed.dir.keep();
+                    eprintln!("process_crash: the directory is kept at {}", kept.display());
+                }
+                std::panic::resume_unwind(panic)
+            });
             eprintln!(
                 "process_crash {}: trial {i} seed {seed:#018x} {kill:?}: {}",
                 role.name(),
