@@ -820,6 +820,8 @@ mod runner {
         exited: usize,
         /// Segment files the kill left ending inside a batch.
         torn: usize,
+        /// The torn files, relative to the cluster directory.
+        torn_files: Vec<String>,
         /// Temporary files (`*.tmp`: a checkpoint or metadata file being
         /// replaced) the kill left.
         temp_files: usize,
@@ -852,6 +854,9 @@ mod runner {
             }
             if self.torn > 0 {
                 text += &format!(", {} torn segments", self.torn);
+                if !self.torn_files.is_empty() {
+                    text += &format!(" ({})", self.torn_files.join(", "));
+                }
             }
             if self.temp_files > 0 {
                 text += &format!(", {} temporary files", self.temp_files);
@@ -914,12 +919,13 @@ mod runner {
             let (lines, exited) = run_child(self.role, self.dir.path(), plan, kill);
             self.caps.insert(plan.trial, plan.cap);
             let (acks, commits) = self.absorb(plan, &lines);
-            let (torn, temp_files) = debris(self.dir.path());
+            let (torn_files, temp_files) = debris(self.dir.path());
             let mut outcome = Outcome {
                 acks,
                 commits,
                 exited: usize::from(exited),
-                torn,
+                torn: torn_files.len(),
+                torn_files,
                 temp_files,
                 ..Outcome::default()
             };
@@ -1386,12 +1392,12 @@ mod runner {
         (lines, exited)
     }
 
-    /// What the kill left in `dir`: last segments that end inside a batch
+    /// What the kill left in `dir`: the last segments that end inside a batch
     /// (a write cut short), and temporary files of a checkpoint or metadata
     /// file being replaced. Observed only, to show which windows the kills
     /// hit; recovery must cope with both.
-    fn debris(dir: &Path) -> (usize, usize) {
-        let (mut torn, mut temp_files) = (0, 0);
+    fn debris(dir: &Path) -> (Vec<String>, usize) {
+        let (mut torn, mut temp_files) = (Vec::new(), 0);
         let mut dirs = vec![dir.to_path_buf()];
         while let Some(d) = dirs.pop() {
             let mut last_segment = None;
@@ -1420,7 +1426,10 @@ mod runner {
                     }
                     at += header.total_size();
                 }
-                torn += usize::from(at != bytes.len());
+                if at != bytes.len() {
+                    let name = path.strip_prefix(dir).unwrap_or(&path);
+                    torn.push(name.display().to_string());
+                }
             }
         }
         (torn, temp_files)
