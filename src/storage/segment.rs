@@ -20,13 +20,21 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::error::{CorruptionKind, Error, FormatError, Result};
+use crate::format::header::{OffsetOrder, out_of_sequence};
 use crate::format::{self, BatchHeader};
-use crate::storage::index::OffsetIndex;
+use crate::storage::index::{OFFSET_ENTRY_SIZE, OffsetIndex};
+use crate::storage::index_file::plausible_bytes;
 use crate::storage::mmap::{MapRange, ReadMap, slice_bytes};
 use crate::storage::probe::Counters;
 use crate::storage::spare;
-use crate::storage::time_index::TimeIndex;
+use crate::storage::time_index::{TIME_ENTRY_SIZE, TimeIndex};
 use crate::storage::{OpenMode, Storage, StorageFile};
+
+/// The largest byte position a batch may start at: Kafka's index files
+/// hold positions as 32-bit signed integers, and `segment.bytes` is at
+/// most 2 GiB, so no writer puts a batch further in. Recovery treats a
+/// batch beyond it as damage.
+pub(crate) const MAX_BATCH_POSITION: u64 = i32::MAX as u64;
 
 /// Suffix of a segment's log file.
 pub(crate) const LOG_SUFFIX: &str = "log";
@@ -76,11 +84,15 @@ pub(crate) fn parse_segment_file(path: &Path, suffix: &str) -> Option<u64> {
     }
 }
 
-/// Sizing of a segment's files, from the log configuration.
+/// Sizing of a segment's files, and how its batches' offsets follow each
+/// other, from the log configuration.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SegmentLimits {
     pub(crate) index_bytes: u64,
     pub(crate) index_interval_bytes: u64,
+    /// Contiguous unless the log is compacted; reads check it on every
+    /// batch they walk.
+    pub(crate) order: OffsetOrder,
 }
 
 /// Where one batch of an append lies in the buffer being appended.
@@ -287,7 +299,14 @@ impl Segment {
         let index_bytes = if sealed { 0 } else { limits.index_bytes };
         let index_path = segment_file(dir, base_offset, INDEX_SUFFIX);
         let index = if storage.exists(&index_path) {
-            OffsetIndex::open(storage.as_ref(), &index_path, base_offset, index_bytes)?.0
+            OffsetIndex::open(
+                storage.as_ref(),
+                &index_path,
+                base_offset,
+                index_bytes,
+                plausible_bytes(size, limits.index_bytes, OFFSET_ENTRY_SIZE),
+            )?
+            .0
         } else {
             OffsetIndex::create(
                 storage.as_ref(),
@@ -298,7 +317,14 @@ impl Segment {
         };
         let time_path = segment_file(dir, base_offset, TIME_INDEX_SUFFIX);
         let time_index = if storage.exists(&time_path) {
-            TimeIndex::open(storage.as_ref(), &time_path, base_offset, index_bytes)?.0
+            TimeIndex::open(
+                storage.as_ref(),
+                &time_path,
+                base_offset,
+                index_bytes,
+                plausible_bytes(size, limits.index_bytes, TIME_ENTRY_SIZE),
+            )?
+            .0
         } else {
             TimeIndex::create(
                 storage.as_ref(),
@@ -366,6 +392,11 @@ impl Segment {
         segment_file(&self.dir, self.base_offset, LOG_SUFFIX)
     }
 
+    /// How the segment's batches' offsets follow each other.
+    pub(crate) fn offset_order(&self) -> OffsetOrder {
+        self.limits.order
+    }
+
     /// Whether an append of `bytes` bytes ending at `last_offset` fits:
     /// relative offsets must fit the indexes and the indexes must have room.
     pub(crate) fn can_append(&self, last_offset: u64) -> bool {
@@ -411,7 +442,16 @@ impl Segment {
             self.offset_of_max_timestamp = last_offset;
         }
         if self.bytes_since_last_index_entry > self.limits.index_interval_bytes {
-            self.index.append(last_offset, to_u32(position))?;
+            let position = u32::try_from(position).map_err(|_| {
+                Error::corrupt(
+                    self.log_path(),
+                    position,
+                    CorruptionKind::PositionOutOfRange {
+                        limit: MAX_BATCH_POSITION,
+                    },
+                )
+            })?;
+            self.index.append(last_offset, position)?;
             self.time_index
                 .maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
             self.bytes_since_last_index_entry = 0;
@@ -451,29 +491,53 @@ impl Segment {
     }
 
     /// Iterates over the batch headers from `position` on, checking each
-    /// batch's structure and CRC.
+    /// batch's structure, CRC and offsets: from position 0 the first batch
+    /// must start at the segment's base offset (at or above it, compacted);
+    /// from elsewhere (a batch [`find_batch`](Self::find_batch) found) the
+    /// first is taken as it is; every later one must continue the one
+    /// before it.
     pub(crate) fn batches_from(&self, position: u64) -> Result<SegmentBatches> {
         Ok(SegmentBatches {
             map: self.map()?,
             position: to_usize(position),
             end: to_usize(self.size),
+            expected: (position == 0).then_some(self.base_offset),
+            order: self.limits.order,
         })
     }
 
     /// End of the run of whole batches that starts at `start` (a batch
     /// boundary) and spans at most `max_bytes`, but always at least one batch.
-    /// Walks headers only; the reader checks CRCs.
+    /// Walks headers only; the reader checks CRCs. The run ends before a
+    /// batch whose header is damaged or whose offsets do not continue the
+    /// batch before it, so a read never hands out batches that skip or
+    /// repeat offsets; a read starting at that batch reports it.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the first batch's header is damaged.
     pub(crate) fn batch_run_end(&self, start: u64, max_bytes: u64) -> Result<u64> {
         let map = self.map()?;
         let bytes = &map.as_slice()[..to_usize(self.size)];
         let mut end = start;
+        let mut expected = None;
         while end < self.size {
-            let header =
-                BatchHeader::parse(&bytes[to_usize(end)..]).map_err(|e| self.corrupt(end, e))?;
+            let checked = BatchHeader::parse(&bytes[to_usize(end)..]).and_then(|header| {
+                let offsets = match expected {
+                    None => header.checked_offsets(),
+                    Some(expected) => self.limits.order.check(expected, &header),
+                };
+                offsets.map(|(_, last)| (header, last))
+            });
+            let (header, last) = match checked {
+                Ok(checked) => checked,
+                Err(e) if end == start => return Err(self.corrupt(end, e)),
+                Err(_) => break,
+            };
             let next = end + header.total_size() as u64;
             if next > self.size || (end > start && next - start > max_bytes) {
                 break;
             }
+            expected = Some(last + 1);
             end = next;
         }
         Ok(end)
@@ -482,44 +546,66 @@ impl Segment {
     /// Position and header of the first batch whose last offset is `>=
     /// offset`, or `None` if the segment has no such batch.
     ///
-    /// The offset index is a hint: if the batch at the hinted position does
-    /// not start at or before `offset`, or is not a valid batch, the segment
-    /// is scanned from its start instead, so a damaged index never yields a
-    /// wrong answer.
+    /// Every batch walked on the way is checked: structure, CRC, and offsets
+    /// that continue the batch before it (see [`OffsetOrder`]). The offset
+    /// index is a hint: the walk starts at the batch its entry names, which
+    /// must end at the entry's offset; if it does not, or anything after it
+    /// fails its checks, the segment is walked from its start instead (where
+    /// the first batch must start at the base offset), so a damaged index
+    /// never yields a wrong answer and damaged batches are reported, never
+    /// skipped.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for a batch failing its checks.
     pub(crate) fn find_batch(&self, offset: u64) -> Result<Option<(u64, BatchHeader)>> {
-        let hint = self
-            .index
-            .lookup(offset)
-            .map_or(0, |(_, position)| u64::from(position));
-        match self.scan_for(offset, hint) {
-            Ok(found) => Ok(found),
-            Err(_) if hint > 0 => self
-                .scan_for(offset, 0)
-                .map_err(|(pos, e)| self.corrupt(pos, e)),
-            Err((pos, e)) => Err(self.corrupt(pos, e)),
+        let map = self.map()?;
+        let bytes = &map.as_slice()[..to_usize(self.size)];
+        if let Some((entry, position)) = self.index.lookup(offset)
+            && let Ok(found) = self.scan_for(bytes, offset, u64::from(position), Some(entry))
+        {
+            return Ok(found);
         }
+        self.scan_for(bytes, offset, 0, None)
+            .map_err(|(pos, e)| self.corrupt(pos, e))
     }
 
+    /// Walks `bytes` (the segment's batches) from `from` (position 0, or the
+    /// position of the index entry `entry`, whose batch must end at `entry`)
+    /// to the first batch ending at or after `offset`.
     fn scan_for(
         &self,
+        bytes: &[u8],
         offset: u64,
         from: u64,
+        entry: Option<u64>,
     ) -> std::result::Result<Option<(u64, BatchHeader)>, (u64, FormatError)> {
-        let batches = self
-            .batches_from(from)
-            .map_err(|_| (from, FormatError::Empty))?;
-        for (i, item) in batches.enumerate() {
-            let (position, header) = item?;
-            if i == 0 && from > 0 && header.base_offset > offset as i64 {
-                // The hint overshot: the index is wrong.
-                return Err((
-                    position,
-                    FormatError::InvalidOffsetDelta("index points past the target"),
-                ));
+        let mut position = from;
+        let mut expected = entry.is_none().then_some(self.base_offset);
+        while position < self.size {
+            let at = |e| (position, e);
+            let header = format::check_batch(&bytes[to_usize(position)..]).map_err(at)?;
+            let (_, last) = match (expected, entry) {
+                (Some(expected), _) => self.limits.order.check(expected, &header),
+                (None, Some(entry)) => header.checked_offsets().and_then(|(base, last)| {
+                    if last == entry {
+                        Ok((base, last))
+                    } else {
+                        Err(out_of_sequence(
+                            base,
+                            last,
+                            entry,
+                            "a batch ends at the offset its offset index entry names",
+                        ))
+                    }
+                }),
+                (None, None) => header.checked_offsets(),
             }
-            if header.last_offset() >= offset as i64 {
+            .map_err(at)?;
+            if last >= offset {
                 return Ok(Some((position, header)));
             }
+            expected = Some(last + 1);
+            position += header.total_size() as u64;
         }
         Ok(None)
     }
@@ -597,6 +683,12 @@ impl Segment {
         self.shrink_file(position)?;
         self.index.truncate_to(new_next)?;
         self.time_index.truncate_to(new_next)?;
+        // The dropped entries' zeroed slots are made durable before new
+        // batches can land at their positions: recovery checks a compacted
+        // log's index entries against its batches, and a stale entry that a
+        // power loss brought back would then disagree with valid data.
+        self.index.sync()?;
+        self.time_index.sync()?;
         self.size = position;
         // Re-derive the counters from what is left.
         self.rebuild_counters()?;
@@ -702,6 +794,7 @@ impl Segment {
             &index_path,
             self.base_offset,
             self.limits.index_bytes,
+            plausible_bytes(self.size, self.limits.index_bytes, OFFSET_ENTRY_SIZE),
         )?
         .0;
         let time_path = segment_file(&self.dir, self.base_offset, TIME_INDEX_SUFFIX);
@@ -710,6 +803,7 @@ impl Segment {
             &time_path,
             self.base_offset,
             self.limits.index_bytes,
+            plausible_bytes(self.size, self.limits.index_bytes, TIME_ENTRY_SIZE),
         )?
         .0;
         self.sealed = false;
@@ -754,6 +848,10 @@ pub(crate) struct SegmentBatches {
     map: Arc<ReadMap>,
     position: usize,
     end: usize,
+    /// The offset the next batch must start at (or above, compacted);
+    /// `None` for a first batch taken as it is.
+    expected: Option<u64>,
+    order: OffsetOrder,
 }
 
 impl Iterator for SegmentBatches {
@@ -764,9 +862,17 @@ impl Iterator for SegmentBatches {
             return None;
         }
         let at = self.position;
-        match format::check_batch(&self.map.as_slice()[at..self.end]) {
-            Ok(header) => {
+        let checked = format::check_batch(&self.map.as_slice()[at..self.end]).and_then(|header| {
+            let offsets = match self.expected {
+                Some(expected) => self.order.check(expected, &header),
+                None => header.checked_offsets(),
+            };
+            offsets.map(|(_, last)| (header, last))
+        });
+        match checked {
+            Ok((header, last)) => {
                 self.position += header.total_size();
+                self.expected = Some(last + 1);
                 Some(Ok((at as u64, header)))
             }
             Err(e) => {
@@ -777,12 +883,13 @@ impl Iterator for SegmentBatches {
     }
 }
 
+/// A byte position or size of a segment as `usize`. Segments hold at most
+/// [`MAX_BATCH_POSITION`] bytes of batches plus one batch (recovery cuts or
+/// refuses anything beyond, and appends roll before `segment.bytes`), which
+/// fits `usize` on every supported target; a larger value saturates, and
+/// mapping that many bytes then fails with an error instead of a panic.
 fn to_usize(n: u64) -> usize {
-    usize::try_from(n).expect("segment sizes fit in usize on 64-bit targets")
-}
-
-fn to_u32(n: u64) -> u32 {
-    u32::try_from(n).expect("segment positions fit in u32 (checked by can_append)")
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
@@ -812,6 +919,7 @@ mod tests {
         let limits = SegmentLimits {
             index_bytes: 4096,
             index_interval_bytes: 1,
+            order: OffsetOrder::Contiguous,
         };
         spare::prepare(&storage, dir.path(), limits)?;
         let mut segment = Segment::from_spare(&storage, dir.path(), 100, limits)?;
@@ -848,6 +956,7 @@ mod tests {
         let limits = SegmentLimits {
             index_bytes: 4096,
             index_interval_bytes: 1,
+            order: OffsetOrder::Contiguous,
         };
         assert!(Segment::from_spare(&storage, dir.path(), 7, limits).is_err());
         assert!(storage.list_dir(dir.path())?.is_empty());
