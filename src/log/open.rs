@@ -170,9 +170,9 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         storage.as_ref(),
         &dir,
         &listing,
-        recovery_point,
-        log_start_offset,
+        (recovery_point, log_start_offset),
         limits,
+        config.segment_bytes(),
     )?;
 
     // Phase 2: complete swaps, remove leftovers, apply the cut.
@@ -462,17 +462,18 @@ fn plan_recovery(
     storage: &dyn Storage,
     dir: &Path,
     listing: &Listing,
-    recovery_point: u64,
-    log_start_offset: u64,
+    (recovery_point, log_start_offset): (u64, u64),
     limits: SegmentLimits,
+    segment_bytes: u64,
 ) -> Result<RecoveryPlan> {
     let mut plan = RecoveryPlan::default();
     // A `.swap` file is a cleaned segment the cleaner fsynced before it
     // renamed it, so damage in it is never a power loss's doing: refused.
     for &base in &listing.swaps {
         let path = segment::staged_file(dir, base, LOG_SUFFIX, SWAP_SUFFIX);
-        let probe = SegmentProbe::open(storage, path, base, OffsetOrder::Increasing)?;
-        let outcome = probe.scan(None);
+        let probe =
+            SegmentProbe::open(storage, path, base, OffsetOrder::Increasing, segment_bytes)?;
+        let outcome = probe.scan(None, recovery_point);
         if let Some(damage) = outcome.damage {
             return Err(Error::corrupt(probe.path(), damage.position, damage.cause));
         }
@@ -498,6 +499,7 @@ fn plan_recovery(
         dir,
         recovery_point,
         limits,
+        segment_bytes,
         found: &found,
         probes: Vec::with_capacity(found.len()),
         tails: Vec::with_capacity(found.len()),
@@ -599,6 +601,7 @@ struct Judge<'a> {
     dir: &'a Path,
     recovery_point: u64,
     limits: SegmentLimits,
+    segment_bytes: u64,
     /// Every segment found, in offset order.
     found: &'a [Found],
     /// The probes of the segments judged so far, in order.
@@ -626,7 +629,13 @@ impl Judge<'_> {
     }
 
     fn probe(&self, seg: Found) -> Result<SegmentProbe> {
-        SegmentProbe::open(self.storage, self.log_path(seg), seg.base, self.order(seg))
+        SegmentProbe::open(
+            self.storage,
+            self.log_path(seg),
+            seg.base,
+            self.order(seg),
+            self.segment_bytes,
+        )
     }
 
     /// Scans a segment: `Ok((kind, tail))` when it is whole, `Err(damage)`
@@ -646,7 +655,7 @@ impl Judge<'_> {
         } else {
             None
         };
-        let outcome = probe.scan(index.as_ref());
+        let outcome = probe.scan(index.as_ref(), self.recovery_point);
         Ok(match outcome.damage {
             Some(damage) => Err(damage),
             None => Ok((
@@ -760,53 +769,62 @@ impl Judge<'_> {
                 claimed_end: None,
             }
         } else {
-            match self.tails[k]
+            // Two segments claim the same offsets. In a compacted log the
+            // previous segment's last batch may have had its base offset
+            // raised by damage (file names are not): it is the suspect,
+            // unless an index entry confirms it.
+            let suspect = self.tails[k]
                 .filter(|t| !t.confirmed && self.limits.order == OffsetOrder::Increasing)
-            {
-                // Compacted: the previous segment's last batch claims this
-                // segment's offsets. Its base offset may have been raised by
-                // damage (file names are not), so it is the one cut.
-                Some(tail) => Damage {
-                    position: tail.position,
-                    offset: tail.floor,
-                    cause: CorruptionKind::Batch(out_of_sequence(
+                .map(|tail| {
+                    let cause = CorruptionKind::Batch(out_of_sequence(
                         tail.base,
                         tail.last,
                         base,
                         "a segment's last batch ends below the next segment's base offset",
-                    )),
+                    ));
+                    (tail, cause)
+                });
+            let overlap = CorruptionKind::OffsetsNotIncreasing {
+                previous_last: i64::try_from(end - 1).unwrap_or(i64::MAX),
+                base: i64::try_from(base).unwrap_or(i64::MAX),
+            };
+            match suspect {
+                // Above the recovery point: cut before the suspect batch.
+                Some((tail, cause)) if tail.floor >= self.recovery_point => Damage {
+                    position: tail.position,
+                    offset: tail.floor,
+                    cause,
                     valid_after: None,
                     claimed_end: None,
                 },
-                None => {
-                    // Two segments claim the same offsets. The lower offset
-                    // of the two decides whether flushed data is involved.
-                    if base < self.recovery_point {
-                        return Err(Error::corrupt(
-                            self.probes[k].path(),
-                            valid_bytes,
-                            CorruptionKind::BelowRecoveryPoint {
-                                offset: base,
-                                recovery_point: self.recovery_point,
-                                cause: Box::new(CorruptionKind::OffsetsNotIncreasing {
-                                    previous_last: i64::try_from(end - 1).unwrap_or(i64::MAX),
-                                    base: i64::try_from(base).unwrap_or(i64::MAX),
-                                }),
-                                next_valid: None,
-                            },
-                        ));
-                    }
-                    Damage {
-                        position: valid_bytes,
-                        offset: end,
-                        cause: CorruptionKind::OffsetsNotIncreasing {
-                            previous_last: i64::try_from(end - 1).unwrap_or(i64::MAX),
-                            base: i64::try_from(base).unwrap_or(i64::MAX),
+                // The lower of the two claims lies below the recovery
+                // point: flushed data is involved, refused.
+                _ if base < self.recovery_point => {
+                    let (position, offset, cause) = match suspect {
+                        Some((tail, cause)) => (tail.position, tail.floor, cause),
+                        None => (valid_bytes, base, overlap),
+                    };
+                    return Err(Error::corrupt(
+                        self.probes[k].path(),
+                        position,
+                        CorruptionKind::BelowRecoveryPoint {
+                            offset,
+                            recovery_point: self.recovery_point,
+                            cause: Box::new(cause),
+                            next_valid: None,
                         },
-                        valid_after: None,
-                        claimed_end: None,
-                    }
+                    ));
                 }
+                // The later segment lies at or above it: a power loss may
+                // have brought back a segment a truncation removed. Cut it
+                // and everything after it.
+                _ => Damage {
+                    position: valid_bytes,
+                    offset: end,
+                    cause: overlap,
+                    valid_after: None,
+                    claimed_end: None,
+                },
             }
         };
         let cut = self.cut(&self.probes[k], previous, k, damage)?;

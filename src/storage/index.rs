@@ -472,6 +472,33 @@ mod tests {
         Ok(())
     }
 
+    #[test]
+    fn an_index_larger_than_plausible_is_not_read_but_emptied() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.index");
+        let mut index = OffsetIndex::create(&StdStorage, &path, BASE, 80)?;
+        index.append(BASE + 1, 10)?;
+        index.trim()?;
+        drop(index);
+        // A sparse file of 6 GiB behind the one entry.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(6 << 30)
+            .unwrap();
+        let plausible = 4096;
+        assert!(OffsetIndex::inspect(&StdStorage, &path, BASE, plausible)?.is_none());
+        let (index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80, plausible)?;
+        assert!(load.oversized && !load.is_clean());
+        assert_eq!(index.entries(), 0);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 80);
+        // Within the limit it reads as before.
+        let entries = OffsetIndex::inspect(&StdStorage, &path, BASE, 80)?.expect("clean");
+        assert_eq!(entries.len(), 0);
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 

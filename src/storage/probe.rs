@@ -24,9 +24,12 @@
 //! In a compacted log a batch whose base offset was raised by damage still
 //! starts above its predecessor; only the batch after it (which then starts
 //! at or below its last offset) shows the conflict. Either of the two may
-//! be the damaged one, so the damage is placed at the earlier, unless an
-//! index entry vouches for it or the later one conflicts with the batches
-//! before the earlier one too.
+//! be the damaged one. The earlier one is blamed (so that a raised offset
+//! is never served), unless an index entry vouches for it, the later one
+//! conflicts with the batches before the earlier one too, or the earlier
+//! one lies below the recovery point while the later one does not: then
+//! blaming the earlier would refuse an open (or cut flushed data) over
+//! damage a power loss can explain in the later one.
 //!
 //! ## Looking past damage
 //! The search for a continuation checks cheap structure first at each
@@ -34,7 +37,12 @@
 //! header whose length fits the file, known attribute bits and codec,
 //! lastOffsetDelta and recordsCount that agree, offsets in the expected
 //! range) and computes a CRC only for the rare candidate passing all of
-//! them, so it is linear in the file's size.
+//! them, so it is linear in the file's size. It looks at positions where
+//! the log's writer could have put a batch: below `segment.bytes` (appends
+//! roll before a segment grows past it; at least [`MIN_SEARCH`], for a
+//! configuration that shrank) and below [`MAX_BATCH_POSITION`], so a file
+//! that merely claims a huge size (a sparse tail) costs little. What it
+//! finds goes into the report only: it never changes a decision.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,6 +61,10 @@ use crate::types::Compression;
 /// The smallest possible record: a one-byte length, attributes, timestamp
 /// delta, offset delta, key length, value length and header count.
 const MIN_RECORD_SIZE: u64 = 7;
+
+/// How far past the start of a segment the search for valid data after
+/// damage looks, at least (see the module docs).
+const MIN_SEARCH: u64 = 16 << 20;
 
 /// Attribute bits Kafka defines (codec, timestamp type, transactional,
 /// control, delete horizon); the others are always zero.
@@ -133,11 +145,16 @@ pub(crate) struct SegmentProbe {
     path: PathBuf,
     map: Arc<ReadMap>,
     order: OffsetOrder,
+    /// The largest position a batch may start at.
+    max_position: u64,
+    /// Where looking for valid batches after damage stops.
+    search_end: u64,
 }
 
 impl SegmentProbe {
     /// Maps the log file at `path` (a segment of base offset `base_offset`
-    /// whose batches follow each other as `order` says) read-only.
+    /// whose batches follow each other as `order` says, of a log whose
+    /// `segment.bytes` is `segment_bytes`) read-only.
     ///
     /// # Errors
     /// [`crate::Error::Io`].
@@ -146,6 +163,7 @@ impl SegmentProbe {
         path: PathBuf,
         base_offset: u64,
         order: OffsetOrder,
+        segment_bytes: u64,
     ) -> Result<Self> {
         let file = storage.open(&path, OpenMode::Existing)?;
         let len = usize::try_from(file.len()?).unwrap_or(usize::MAX);
@@ -155,6 +173,8 @@ impl SegmentProbe {
             path,
             map,
             order,
+            max_position: MAX_BATCH_POSITION,
+            search_end: segment_bytes.clamp(MIN_SEARCH, MAX_BATCH_POSITION),
         })
     }
 
@@ -193,9 +213,9 @@ impl SegmentProbe {
         &self,
         position: u64,
     ) -> std::result::Result<(BatchHeader, u64, u64), CorruptionKind> {
-        if position > MAX_BATCH_POSITION {
+        if position > self.max_position {
             return Err(CorruptionKind::PositionOutOfRange {
-                limit: MAX_BATCH_POSITION,
+                limit: self.max_position,
             });
         }
         let bytes = usize::try_from(position)
@@ -223,8 +243,10 @@ impl SegmentProbe {
     /// Scans the whole log file: every batch with the checks the module
     /// docs list, stopping at the first damage. `index` holds the entries of
     /// the segment's offset index when its file is clean; a compacted log's
-    /// batches are checked against them (see the module docs).
-    pub(crate) fn scan(&self, index: Option<&OffsetEntries>) -> ScanOutcome {
+    /// batches are checked against them (see the module docs), and where
+    /// their order breaks, `recovery_point` helps decide which of two
+    /// batches is blamed.
+    pub(crate) fn scan(&self, index: Option<&OffsetEntries>, recovery_point: u64) -> ScanOutcome {
         let bytes = self.map.as_slice();
         let len = bytes.len() as u64;
         let index = index.filter(|_| self.order == OffsetOrder::Increasing);
@@ -244,7 +266,12 @@ impl SegmentProbe {
             if let Err(e) = self.order.check(expected, &header) {
                 // When the earlier batch is blamed, the valid part ends
                 // before it.
-                damage = Some(self.attribute_conflict(previous, position, expected, base, e));
+                damage = Some(self.attribute_conflict(
+                    previous,
+                    (position, expected, base),
+                    e,
+                    recovery_point,
+                ));
                 break;
             }
             if let Err(cause) = self.in_range(base, last) {
@@ -306,28 +333,31 @@ impl SegmentProbe {
     }
 
     /// Where the damage lies when the batch at `position` (base offset
-    /// `base`) breaks the order after `previous`: `(position, offset,
-    /// cause)`. In a log that is not compacted every accepted batch
-    /// continues its predecessors exactly, back to the segment's base
-    /// offset, so the batch breaking the order is the damaged one. In a
-    /// compacted log the conflict may come from the previous batch's base
-    /// offset having been raised instead; then the previous batch is
-    /// blamed, unless an index entry confirms it or this batch conflicts
-    /// with the batches before it as well.
+    /// `base`, which had to start at or above `expected`) breaks the order
+    /// after `previous`: `(position, offset, cause)`. In a log that is not
+    /// compacted every accepted batch continues its predecessors exactly,
+    /// back to the segment's base offset, so the batch breaking the order is
+    /// the damaged one. In a compacted log the conflict may come from the
+    /// previous batch's base offset having been raised instead; then the
+    /// previous batch is blamed, unless an index entry confirms it, this
+    /// batch conflicts with the batches before it as well, or the previous
+    /// batch lies below the recovery point while this one does not (see
+    /// the module docs).
     fn attribute_conflict(
         &self,
         previous: Option<Accepted>,
-        position: u64,
-        expected: u64,
-        base: u64,
+        (position, expected, base): (u64, u64, u64),
         error: FormatError,
+        recovery_point: u64,
     ) -> (u64, u64, CorruptionKind) {
         let blame_this = (position, expected, CorruptionKind::Batch(error));
         if self.order != OffsetOrder::Increasing {
             return blame_this;
         }
+        let both_on_one_side =
+            |p: &Accepted| (p.floor >= recovery_point) == (expected >= recovery_point);
         match previous {
-            Some(p) if !p.confirmed && base >= p.floor => (
+            Some(p) if !p.confirmed && base >= p.floor && both_on_one_side(&p) => (
                 p.position,
                 p.floor,
                 CorruptionKind::Batch(out_of_sequence(
@@ -348,10 +378,10 @@ impl SegmentProbe {
     /// for candidates passing them (see the module docs).
     pub(crate) fn find_continuation(&self, from: u64, expected: u64) -> Option<u64> {
         let bytes = self.map.as_slice();
-        // Headers that start at a valid position.
+        // Headers that start where a batch may start.
         let searched = bytes
             .len()
-            .min(MAX_BATCH_POSITION as usize + RECORD_BATCH_OVERHEAD);
+            .min(usize::try_from(self.search_end).unwrap_or(usize::MAX) + RECORD_BATCH_OVERHEAD);
         let mut candidate = usize::try_from(from).ok()?;
         loop {
             let at = next_magic(&bytes[..searched], candidate)?;
@@ -522,7 +552,7 @@ impl SegmentProbe {
         let mut last_header = None;
         let len = bytes.len() as u64;
         while position < len {
-            if position > MAX_BATCH_POSITION {
+            if position > self.max_position {
                 return None;
             }
             let rest = &bytes[position as usize..];
@@ -600,4 +630,169 @@ fn next_magic(bytes: &[u8], from: usize) -> Option<usize> {
         i = end;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{BatchBuilder, set_base_offset};
+    use crate::storage::StdStorage;
+
+    /// One batch of `count` records at `base`.
+    fn batch(base: i64, count: usize) -> Vec<u8> {
+        let mut builder = BatchBuilder::new(Compression::None);
+        for i in 0..count {
+            builder.append(1_000 + i as i64, Some(b"k"), Some(b"value"), &[]);
+        }
+        let mut bytes = builder.build().expect("batch").to_vec();
+        set_base_offset(&mut bytes, base);
+        bytes
+    }
+
+    /// Batches laid end to end, and where each starts.
+    fn segment(bases: &[i64]) -> (Vec<u8>, Vec<u64>) {
+        let mut bytes = Vec::new();
+        let mut starts = Vec::new();
+        for &base in bases {
+            starts.push(bytes.len() as u64);
+            bytes.extend_from_slice(&batch(base, 1));
+        }
+        (bytes, starts)
+    }
+
+    fn probe(bytes: &[u8], order: OffsetOrder) -> (tempfile::TempDir, SegmentProbe) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("00000000000000000000.log");
+        std::fs::write(&path, bytes).expect("write");
+        let probe = SegmentProbe::open(&StdStorage, path, 0, order, 1 << 20).expect("probe");
+        (dir, probe)
+    }
+
+    fn damage_of(outcome: &ScanOutcome) -> (u64, u64) {
+        let damage = outcome.damage.as_ref().expect("damage");
+        (damage.position, damage.offset)
+    }
+
+    #[test]
+    fn a_whole_segment_scans_clean_in_either_order() {
+        let (bytes, starts) = segment(&[0, 1, 2, 3]);
+        for order in [OffsetOrder::Contiguous, OffsetOrder::Increasing] {
+            let (_dir, probe) = probe(&bytes, order);
+            let outcome = probe.scan(None, 0);
+            assert_eq!(outcome.damage, None);
+            assert_eq!(
+                (outcome.valid_bytes, outcome.next_offset),
+                (bytes.len() as u64, 4)
+            );
+            let tail = outcome.tail.expect("tail");
+            assert_eq!(
+                (tail.position, tail.base, tail.last, tail.floor),
+                (starts[3], 3, 3, 3)
+            );
+        }
+    }
+
+    #[test]
+    fn a_gap_is_damage_only_where_offsets_are_contiguous() {
+        let (bytes, starts) = segment(&[0, 1, 5, 6]);
+        let (_dir, contiguous) = probe(&bytes, OffsetOrder::Contiguous);
+        let outcome = contiguous.scan(None, 0);
+        assert_eq!(damage_of(&outcome), (starts[2], 2));
+        // The batch after the damaged one starts above the damage's offset:
+        // valid data follows it, up to offset 7.
+        let damage = outcome.damage.expect("damage");
+        assert_eq!(
+            (damage.valid_after, damage.claimed_end),
+            (Some(starts[3]), Some(7))
+        );
+        let (_dir, increasing) = probe(&bytes, OffsetOrder::Increasing);
+        assert_eq!(increasing.scan(None, 0).damage, None);
+        // A first batch above the base offset, likewise.
+        let (bytes, _) = segment(&[3, 4]);
+        let (_dir, contiguous) = probe(&bytes, OffsetOrder::Contiguous);
+        assert_eq!(damage_of(&contiguous.scan(None, 0)), (0, 0));
+        let (_dir, increasing) = probe(&bytes, OffsetOrder::Increasing);
+        assert_eq!(increasing.scan(None, 0).next_offset, 5);
+    }
+
+    #[test]
+    fn a_raised_base_offset_in_a_compacted_log_is_blamed_on_the_raised_batch() {
+        // The third batch's base offset 2 raised to 7: the fourth (3) shows
+        // the conflict.
+        let (bytes, starts) = segment(&[0, 1, 7, 3, 4]);
+        let (_dir, probe) = probe(&bytes, OffsetOrder::Increasing);
+        // Both batches on one side of the recovery point: the earlier one.
+        assert_eq!(damage_of(&probe.scan(None, 0)), (starts[2], 2));
+        assert_eq!(damage_of(&probe.scan(None, 100)), (starts[2], 2));
+        // The raised batch below the recovery point, the next above it: a
+        // power loss can explain only the later one, so it is blamed.
+        assert_eq!(damage_of(&probe.scan(None, 5)), (starts[3], 8));
+    }
+
+    #[test]
+    fn a_lowered_base_offset_in_a_compacted_log_is_blamed_on_the_lowered_batch() {
+        // The fourth batch's base offset 3 lowered to 0: it conflicts with
+        // the batches before the third too, so the third is innocent.
+        let (bytes, starts) = segment(&[0, 1, 2, 0, 4]);
+        let (_dir, probe) = probe(&bytes, OffsetOrder::Increasing);
+        assert_eq!(damage_of(&probe.scan(None, 0)), (starts[3], 3));
+    }
+
+    #[test]
+    fn batches_beyond_the_largest_position_are_damage() {
+        let (bytes, starts) = segment(&[0, 1, 2]);
+        let (_dir, mut probe) = probe(&bytes, OffsetOrder::Contiguous);
+        probe.max_position = starts[2] - 1;
+        let outcome = probe.scan(None, 0);
+        assert_eq!(damage_of(&outcome), (starts[2], 2));
+        assert_eq!(
+            outcome.damage.expect("damage").cause,
+            CorruptionKind::PositionOutOfRange {
+                limit: starts[2] - 1
+            }
+        );
+    }
+
+    #[test]
+    fn the_search_past_damage_skips_zero_pages_and_stale_copies() {
+        let first = batch(0, 2);
+        let stale = batch(0, 2);
+        let next = batch(2, 3);
+        for zeros in [1, 4095, 4096, 4097, 3 * 4096 + 17] {
+            let mut bytes = first.clone();
+            bytes.extend(std::iter::repeat_n(0u8, zeros));
+            bytes.extend_from_slice(&stale);
+            let at = bytes.len() as u64;
+            bytes.extend_from_slice(&next);
+            let (_dir, probe) = probe(&bytes, OffsetOrder::Contiguous);
+            let damage = probe.scan(None, 0).damage.expect("damage");
+            assert_eq!((damage.position, damage.offset), (first.len() as u64, 2));
+            assert_eq!(damage.valid_after, Some(at), "{zeros} zeros");
+            assert_eq!(damage.claimed_end, Some(5), "{zeros} zeros");
+        }
+        // Nothing continuing the log after the damage: a torn write.
+        let mut bytes = first.clone();
+        bytes.extend_from_slice(&stale[..stale.len() / 2]);
+        bytes.extend_from_slice(&stale);
+        let (_dir, probe) = probe(&bytes, OffsetOrder::Contiguous);
+        let damage = probe.scan(None, 0).damage.expect("damage");
+        assert_eq!((damage.valid_after, damage.claimed_end), (None, None));
+    }
+
+    #[test]
+    fn next_magic_finds_every_candidate_in_order() {
+        let mut bytes = vec![0u8; 3 * 4096 + 200];
+        for at in [5, 4090, 4096 + 10, 2 * 4096 + 4095] {
+            bytes[at + MAGIC_OFFSET] = MAGIC_V2 as u8;
+        }
+        let mut found = Vec::new();
+        let mut from = 0;
+        while let Some(at) = next_magic(&bytes, from) {
+            found.push(at);
+            from = at + 1;
+        }
+        assert_eq!(found, [5, 4090, 4096 + 10, 2 * 4096 + 4095]);
+        // A header must fit after the candidate.
+        assert_eq!(next_magic(&bytes[..4096 + 10 + 60], 4091), None);
+    }
 }

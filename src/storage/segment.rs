@@ -496,14 +496,71 @@ impl Segment {
     /// from elsewhere (a batch [`find_batch`](Self::find_batch) found) the
     /// first is taken as it is; every later one must continue the one
     /// before it.
-    pub(crate) fn batches_from(&self, position: u64) -> Result<SegmentBatches> {
+    ///
+    /// In a compacted log each batch is also checked against the offset
+    /// index and the batch after it ([`Segment::suspect`]).
+    pub(crate) fn batches_from(&self, position: u64) -> Result<SegmentBatches<'_>> {
         Ok(SegmentBatches {
+            segment: self,
             map: self.map()?,
             position: to_usize(position),
             end: to_usize(self.size),
             expected: (position == 0).then_some(self.base_offset),
-            order: self.limits.order,
         })
+    }
+
+    /// In a compacted log, why the valid batch at `position` (of `size`
+    /// bytes, offsets up to `last`, starting at or above `floor`) cannot be
+    /// served, if it cannot. A compacted log's offsets may jump, so a base
+    /// offset raised by damage still starts above the batch before it; what
+    /// shows it is the offset index (an entry at its position names another
+    /// offset, or an entry at a later position names an offset it claims)
+    /// or the batch after it, which then starts at or below its last
+    /// offset. Such a conflict is blamed on this batch, as recovery does,
+    /// unless an index entry names its last offset or the next batch also
+    /// starts below `floor` (then the next one is the damaged one). `None`
+    /// in a log that is not compacted, whose offsets are contiguous and
+    /// checked batch by batch.
+    fn suspect(
+        &self,
+        bytes: &[u8],
+        position: u64,
+        size: u64,
+        floor: u64,
+        last: u64,
+    ) -> Option<FormatError> {
+        if self.limits.order != OffsetOrder::Increasing {
+            return None;
+        }
+        let contradiction = |expected| {
+            Some(out_of_sequence(
+                floor,
+                last,
+                expected,
+                "in a compacted log a batch ends at the offset its index entry names, below \
+                 later entries and below the next batch's base offset",
+            ))
+        };
+        let confirmed = match self.index.lookup(last) {
+            Some((offset, at)) if u64::from(at) > position => return contradiction(offset),
+            Some((offset, at)) if u64::from(at) == position => {
+                if offset != last {
+                    return contradiction(offset);
+                }
+                true
+            }
+            _ => false,
+        };
+        let next = to_usize(position + size);
+        if confirmed || next >= bytes.len() {
+            return None;
+        }
+        match BatchHeader::parse(&bytes[next..]) {
+            Ok(after) if after.base_offset <= last as i64 && after.base_offset >= floor as i64 => {
+                contradiction(after.base_offset.max(0) as u64)
+            }
+            _ => None,
+        }
     }
 
     /// End of the run of whole batches that starts at `start` (a batch
@@ -533,8 +590,17 @@ impl Segment {
                 Err(e) if end == start => return Err(self.corrupt(end, e)),
                 Err(_) => break,
             };
-            let next = end + header.total_size() as u64;
+            let size = header.total_size() as u64;
+            let next = end + size;
             if next > self.size || (end > start && next - start > max_bytes) {
+                break;
+            }
+            // The first batch has no predecessor here: any conflict with
+            // the batch after it is blamed on it.
+            if let Some(e) = self.suspect(bytes, end, size, expected.unwrap_or(0), last) {
+                if end == start {
+                    return Err(self.corrupt(end, e));
+                }
                 break;
             }
             expected = Some(last + 1);
@@ -702,8 +768,11 @@ impl Segment {
         self.max_timestamp = format::NO_TIMESTAMP;
         self.offset_of_max_timestamp = self.base_offset;
         self.rolling_timestamp = None;
-        for item in self.batches_from(0)? {
-            let (position, header) = item.map_err(|(p, e)| self.corrupt(p, e))?;
+        let kept = self
+            .batches_from(0)?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|(p, e)| self.corrupt(p, e))?;
+        for (position, header) in kept {
             if position == 0 {
                 self.rolling_timestamp = Some(header.max_timestamp);
             }
@@ -844,17 +913,17 @@ pub(crate) fn remove_deleted_files(storage: &dyn Storage, paths: &[PathBuf]) -> 
 
 /// Iterator over batch headers of a segment (see [`Segment::batches_from`]).
 #[derive(Debug)]
-pub(crate) struct SegmentBatches {
+pub(crate) struct SegmentBatches<'a> {
+    segment: &'a Segment,
     map: Arc<ReadMap>,
     position: usize,
     end: usize,
     /// The offset the next batch must start at (or above, compacted);
     /// `None` for a first batch taken as it is.
     expected: Option<u64>,
-    order: OffsetOrder,
 }
 
-impl Iterator for SegmentBatches {
+impl Iterator for SegmentBatches<'_> {
     type Item = std::result::Result<(u64, BatchHeader), (u64, FormatError)>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -862,12 +931,19 @@ impl Iterator for SegmentBatches {
             return None;
         }
         let at = self.position;
-        let checked = format::check_batch(&self.map.as_slice()[at..self.end]).and_then(|header| {
+        let bytes = &self.map.as_slice()[..self.end];
+        let checked = format::check_batch(&bytes[at..]).and_then(|header| {
             let offsets = match self.expected {
-                Some(expected) => self.order.check(expected, &header),
+                Some(expected) => self.segment.limits.order.check(expected, &header),
                 None => header.checked_offsets(),
             };
-            offsets.map(|(_, last)| (header, last))
+            let (_, last) = offsets?;
+            let size = header.total_size() as u64;
+            let floor = self.expected.unwrap_or(0);
+            match self.segment.suspect(bytes, at as u64, size, floor, last) {
+                Some(e) => Err(e),
+                None => Ok((header, last)),
+            }
         });
         match checked {
             Ok((header, last)) => {
@@ -946,6 +1022,106 @@ mod tests {
             reopened.find_batch(101)?.map(|(_, h)| h.base_offset),
             Some(101)
         );
+        Ok(())
+    }
+
+    /// A segment of one-record batches at `bases`, appended as they are,
+    /// with an index entry per batch (after the first).
+    fn segment_of(dir: &Path, order: OffsetOrder, bases: &[i64]) -> Result<(Segment, Vec<u64>)> {
+        let storage: Arc<dyn Storage> = Arc::new(StdStorage::new());
+        let limits = SegmentLimits {
+            index_bytes: 4096,
+            index_interval_bytes: 1,
+            order,
+        };
+        let mut segment = Segment::create(&storage, dir, 0, limits)?;
+        let mut positions = Vec::new();
+        for &base in bases {
+            let (bytes, meta) = one_batch(base);
+            positions.push(segment.append(&bytes, &[meta])?);
+        }
+        Ok((segment, positions))
+    }
+
+    #[test]
+    fn a_position_beyond_32_bits_is_an_error_not_a_panic() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut segment, _) = segment_of(dir.path(), OffsetOrder::Contiguous, &[0, 1])?;
+        let err = segment
+            .index_batch(5 << 30, 2, 42, 100)
+            .expect_err("no index position");
+        assert!(
+            matches!(
+                err,
+                Error::Corrupt {
+                    kind: CorruptionKind::PositionOutOfRange { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn reads_of_a_contiguous_segment_never_cross_a_gap() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (segment, positions) =
+            segment_of(dir.path(), OffsetOrder::Contiguous, &[0, 1, 2, 9, 10])?;
+        // Before the gap: found, and a run ends before the batch after it.
+        let (at, _) = segment.find_batch(1)?.expect("found");
+        assert_eq!(at, positions[1]);
+        assert_eq!(segment.batch_run_end(at, u64::MAX)?, positions[3]);
+        // In it: the walk reaches the gap, from the index entry and again
+        // from the start, and reports it.
+        let err = segment.find_batch(3).expect_err("the gap");
+        let Error::Corrupt { position, kind, .. } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(position, positions[3]);
+        assert!(
+            matches!(
+                kind,
+                CorruptionKind::Batch(FormatError::OffsetsOutOfSequence { .. })
+            ),
+            "{kind}"
+        );
+        // After it, a read anchored at an index entry naming the batch gets
+        // that batch, which holds the offset asked for: nothing is skipped.
+        let (at, header) = segment.find_batch(9)?.expect("found");
+        assert_eq!((at, header.base_offset), (positions[3], 9));
+        // The same walk by timestamp.
+        let items: Vec<_> = segment.batches_from(0)?.collect();
+        assert_eq!(items.len(), 4);
+        assert!(matches!(items[3], Err((p, _)) if p == positions[3]));
+        Ok(())
+    }
+
+    #[test]
+    fn reads_of_a_compacted_segment_never_serve_a_raised_base_offset() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Gaps are fine; the batch at 7 is followed by one at 4: one of the
+        // two was damaged, and the index entry at its position (offset 3)
+        // says it is the raised one.
+        let (segment, positions) =
+            segment_of(dir.path(), OffsetOrder::Increasing, &[0, 2, 3, 4, 8])?;
+        let mut bytes = std::fs::read(segment.log_path()).expect("read");
+        format::set_base_offset(&mut bytes[to_usize(positions[2])..], 7);
+        std::fs::write(segment.log_path(), &bytes).expect("write");
+        // The run from the start ends before the raised batch.
+        assert_eq!(segment.batch_run_end(0, u64::MAX)?, positions[2]);
+        // Reading it fails; the batches after it read.
+        let (at, header) = segment.find_batch(3)?.expect("found");
+        assert_eq!((at, header.base_offset), (positions[2], 7));
+        assert!(matches!(
+            segment.batch_run_end(at, u64::MAX),
+            Err(Error::Corrupt { position, .. }) if position == positions[2]
+        ));
+        let (at, header) = segment.find_batch(4)?.expect("found");
+        assert_eq!((at, header.base_offset), (positions[3], 4));
+        assert_eq!(segment.batch_run_end(at, u64::MAX)?, segment.size());
+        let items: Vec<_> = segment.batches_from(0)?.collect();
+        assert!(matches!(items[2], Err((p, _)) if p == positions[2]));
         Ok(())
     }
 

@@ -414,3 +414,95 @@ impl Decoded {
         Ok(false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{BatchBuilder, set_base_offset};
+
+    /// Batches laid end to end, each of `count` records at `base`.
+    fn batches(specs: &[(i64, usize)]) -> Bytes {
+        let mut out = Vec::new();
+        for &(base, count) in specs {
+            let mut builder = BatchBuilder::new(Compression::None);
+            for i in 0..count {
+                builder.append(i as i64, None, Some(b"v"), &[]);
+            }
+            let mut bytes = builder.build().expect("batch").to_vec();
+            set_base_offset(&mut bytes, base);
+            out.extend_from_slice(&bytes);
+        }
+        Bytes::from(out)
+    }
+
+    /// Drains `data` from `position`: the offsets taken and the result.
+    fn drain(data: Bytes, position: u64) -> (Vec<u64>, u64, Result<(), FormatError>) {
+        let topic: Arc<str> = Arc::from("t");
+        let mut out = Vec::new();
+        let mut position = position;
+        let mut fetch = Fetch::new(data, None);
+        let result = fetch.drain(
+            &mut position,
+            Sink {
+                topic: &topic,
+                partition: 0,
+                check_crcs: true,
+                max: usize::MAX,
+                out: &mut out,
+            },
+        );
+        (out.iter().map(|r| r.offset).collect(), position, result)
+    }
+
+    #[test]
+    fn a_consistent_run_is_taken_whole_from_the_position() {
+        let (taken, position, result) = drain(batches(&[(0, 3), (3, 2), (5, 1)]), 1);
+        assert_eq!(result, Ok(()));
+        assert_eq!(taken, [1, 2, 3, 4, 5]);
+        assert_eq!(position, 6);
+        // Gaps forward (a compacted log) are taken as they are.
+        let (taken, position, result) = drain(batches(&[(0, 2), (7, 1)]), 0);
+        assert_eq!((taken, position, result), (vec![0, 1, 7], 8, Ok(())));
+    }
+
+    #[test]
+    fn negative_or_overflowing_base_offsets_are_errors_not_wraps() {
+        for base in [-1, i64::MIN, i64::MAX, i64::MAX - 1] {
+            let (taken, position, result) = drain(batches(&[(base, 3)]), 0);
+            assert!(
+                matches!(result, Err(FormatError::InvalidBaseOffset { .. })),
+                "base {base}: {result:?}"
+            );
+            assert!(taken.is_empty(), "base {base}");
+            assert_eq!(position, 0, "base {base}: the position stays");
+        }
+        // After valid records: those are taken, the position stops at the
+        // damaged batch.
+        let (taken, position, result) = drain(batches(&[(0, 2), (-1, 1)]), 0);
+        assert_eq!((taken, position), (vec![0, 1], 2));
+        assert!(matches!(result, Err(FormatError::InvalidBaseOffset { .. })));
+    }
+
+    #[test]
+    fn batches_out_of_sequence_are_errors_never_skipped() {
+        // A batch wholly below the position, a batch going backwards, a
+        // batch repeating the previous one's last offset.
+        for (specs, from, taken_first) in [
+            (vec![(0, 2), (2, 2)], 5, vec![]),
+            (vec![(0, 3), (1, 2)], 0, vec![0, 1, 2]),
+            (vec![(0, 3), (2, 2)], 0, vec![0, 1, 2]),
+        ] {
+            let (taken, position, result) = drain(batches(&specs), from);
+            assert!(
+                matches!(result, Err(FormatError::OffsetsOutOfSequence { .. })),
+                "{specs:?} from {from}: {result:?}"
+            );
+            assert_eq!(taken, taken_first, "{specs:?}");
+            assert_eq!(
+                position,
+                taken_first.last().map_or(from, |o| o + 1),
+                "{specs:?}: the position stays at the first record not taken"
+            );
+        }
+    }
+}
