@@ -124,9 +124,12 @@
 //!   to clone; a [`Consumer`] is used from one thread at a time, as Kafka's.
 //! - **Delivery to groups**: at least once; a member removed from its group
 //!   can no longer commit ([`Error::CommitFailed`]).
-//! - **Recovery**: a torn tail of the last segment is cut and reported in
-//!   [`Log::recovery_report`]; any other damage is an [`Error::Corrupt`],
-//!   never cut silently.
+//! - **Recovery**: damage at or above a log's recovery point (never
+//!   fsynced, as a power loss leaves it) is cut and reported in
+//!   [`Log::recovery_report`]; damage below it (fsynced data) refuses the
+//!   open with [`Error::Corrupt`] and changes no file. Nothing is cut
+//!   silently, and a batch whose offsets do not fit its place is never
+//!   served.
 //! - **Errors**: one [`Error`] enum; bad input is rejected before anything
 //!   is stored.
 #![cfg_attr(docsrs, feature(doc_cfg))]

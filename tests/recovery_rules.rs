@@ -866,3 +866,52 @@ fn read_all_records(log: &Log) -> Result<Vec<Rec>> {
     }
     Ok(out)
 }
+
+/// An interrupted cleaning pass's `.swap` file is judged before anything
+/// changes: an intact one waits while an open is refused for other damage
+/// (and is completed by an open that succeeds); a damaged one refuses the
+/// open whatever the recovery point, since the cleaner fsyncs a cleaned
+/// segment before it names it `.swap`, so no power loss explains damage
+/// in it.
+#[test]
+fn swap_files_are_judged_before_anything_changes() -> Result<()> {
+    let (files, model, config) = segmented_log()?;
+    let leo = model.last().expect("records").offset + 1;
+    let bases = snapshot_bases(&files);
+    let swapped = segment_name(bases[1], "log");
+    let swap_name = format!("{swapped}.swap");
+    let mut with_swap = files.clone();
+    with_swap.insert(swap_name.clone(), files[&swapped].clone());
+
+    // Intact, and the open succeeds: the swap is completed.
+    let dir = tempfile::tempdir().expect("tempdir");
+    restore(dir.path(), &with_swap);
+    let log = open_at(dir.path(), &config, leo)?;
+    assert_eq!(log.recovery_report().swaps_completed, 1);
+    assert!(!dir.path().join(&swap_name).exists());
+    assert_eq!(read_records(&log, 0, 1 << 16)?, model);
+    drop(log);
+
+    // Intact, but the open is refused for a missing segment: nothing moves.
+    let mut refused = with_swap.clone();
+    refused.remove(&segment_name(bases[3], "log"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    restore(dir.path(), &refused);
+    let err = open_at(dir.path(), &config, leo).expect_err("refused");
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    assert!(snapshot(dir.path()) == refused, "the swap waits");
+
+    // Damaged: refused even with recovery point 0.
+    let mut damaged = with_swap.clone();
+    let bytes = damaged.get_mut(&swap_name).expect("swap");
+    let at = spans(bytes)[1].start + 40;
+    bytes[at] ^= 0x01;
+    let dir = tempfile::tempdir().expect("tempdir");
+    restore(dir.path(), &damaged);
+    let err = open_at(dir.path(), &config, 0).expect_err("refused");
+    let (path, _, kind) = corrupt_parts(err);
+    assert_eq!(path, dir.path().join(&swap_name));
+    assert!(matches!(kind, CorruptionKind::Batch(_)), "{kind}");
+    assert!(snapshot(dir.path()) == damaged, "no file changed");
+    Ok(())
+}

@@ -183,7 +183,7 @@ fn open_a_damaged_1_gib_segment() -> Result<()> {
         let mut bytes = Vec::with_capacity(GIB as usize + batch.len());
         let mut base = 0i64;
         while (bytes.len() as u64) < GIB {
-            if scenario == "random bytes" && bytes.len() as u64 >= 4 * per_batch {
+            if scenario == "random bytes" && bytes.len() as u64 >= 2 * per_batch {
                 let mut state = 0x9e37_79b9_7f4a_7c15u64;
                 while (bytes.len() as u64) < GIB {
                     state ^= state << 13;
