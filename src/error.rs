@@ -631,13 +631,14 @@ pub enum FormatError {
     /// above the one before it, and ends at the offset an offset index entry
     /// for its position names; a read gets the batch holding the offset it
     /// asked for (or, compacted, the first one ending at or after it).
-    #[error("batch offsets {base}..={last} where {expected} was expected: {rule}")]
+    #[error("batch offsets {base}..={last} do not fit offset {expected}: {rule}")]
     OffsetsOutOfSequence {
         /// The batch's base offset.
         base: i64,
         /// The batch's last offset.
         last: i64,
-        /// The offset the rule expected (see `rule`).
+        /// The offset the rule compares the batch's offsets with (see
+        /// `rule`).
         expected: i64,
         /// The rule the batch breaks.
         rule: &'static str,

@@ -295,12 +295,12 @@ impl OffsetOrder {
     fn rule(self) -> &'static str {
         match self {
             OffsetOrder::Contiguous => {
-                "offsets of a log that is not compacted are contiguous: a batch starts right \
-                 after the one before it, or at its segment's base offset"
+                "in a log that is not compacted a batch starts exactly at that offset, right \
+                 after the batch before it or at its segment's base offset"
             }
             OffsetOrder::Increasing => {
-                "a batch starts above the last offset of the one before it, and at or above its \
-                 segment's base offset"
+                "a batch starts at or above that offset, after the batch before it and at or \
+                 above its segment's base offset"
             }
         }
     }

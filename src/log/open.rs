@@ -780,7 +780,8 @@ impl Judge<'_> {
                         tail.base,
                         tail.last,
                         base,
-                        "a segment's last batch ends below the next segment's base offset",
+                        "the next segment starts at that offset, at or below this batch's last one; recovery \
+                         stops before this batch",
                     ));
                     (tail, cause)
                 });

@@ -107,7 +107,7 @@ impl Log {
                                 base,
                                 last,
                                 offset,
-                                "a read gets the batch holding the offset it asked for",
+                                "a read of that offset gets the batch holding it",
                             ),
                         ));
                     }

@@ -291,7 +291,7 @@ impl SegmentProbe {
                                 base,
                                 last,
                                 entry,
-                                "a batch ends at the offset its offset index entry names",
+                                "the offset index entry at this batch's position names that offset as its last",
                             ));
                             damage = Some((position, expected, cause));
                             break;
@@ -364,8 +364,8 @@ impl SegmentProbe {
                     p.base,
                     p.last,
                     base,
-                    "the batch after it starts at or below its last offset; in a compacted log \
-                     either may be the damaged one, so recovery stops at the earlier",
+                    "the next batch starts at that offset, at or below this batch's last one; in a \
+                     compacted log either may be the damaged one, and recovery stops at the earlier",
                 )),
             ),
             _ => blame_this,

@@ -509,9 +509,9 @@ impl Segment {
         })
     }
 
-    /// In a compacted log, why the valid batch at `position` (of `size`
-    /// bytes, offsets up to `last`, starting at or above `floor`) cannot be
-    /// served, if it cannot. A compacted log's offsets may jump, so a base
+    /// In a compacted log, why the valid batch `header` at `position`
+    /// (offsets up to `last`, which had to start at or above `floor`) cannot
+    /// be served, if it cannot. A compacted log's offsets may jump, so a base
     /// offset raised by damage still starts above the batch before it; what
     /// shows it is the offset index (an entry at its position names another
     /// offset, or an entry at a later position names an offset it claims)
@@ -525,20 +525,21 @@ impl Segment {
         &self,
         bytes: &[u8],
         position: u64,
-        size: u64,
+        header: &BatchHeader,
         floor: u64,
         last: u64,
     ) -> Option<FormatError> {
         if self.limits.order != OffsetOrder::Increasing {
             return None;
         }
+        let base = last - u64::try_from(header.last_offset_delta).unwrap_or(0);
         let contradiction = |expected| {
             Some(out_of_sequence(
-                floor,
+                base,
                 last,
                 expected,
-                "in a compacted log a batch ends at the offset its index entry names, below \
-                 later entries and below the next batch's base offset",
+                "in a compacted log the offset index or the next batch puts that offset where \
+                 this batch's offsets are; either may be the damaged one, so it is not served",
             ))
         };
         let confirmed = match self.index.lookup(last) {
@@ -551,7 +552,7 @@ impl Segment {
             }
             _ => false,
         };
-        let next = to_usize(position + size);
+        let next = to_usize(position + header.total_size() as u64);
         if confirmed || next >= bytes.len() {
             return None;
         }
@@ -597,7 +598,7 @@ impl Segment {
             }
             // The first batch has no predecessor here: any conflict with
             // the batch after it is blamed on it.
-            if let Some(e) = self.suspect(bytes, end, size, expected.unwrap_or(0), last) {
+            if let Some(e) = self.suspect(bytes, end, &header, expected.unwrap_or(0), last) {
                 if end == start {
                     return Err(self.corrupt(end, e));
                 }
@@ -660,7 +661,7 @@ impl Segment {
                             base,
                             last,
                             entry,
-                            "a batch ends at the offset its offset index entry names",
+                            "the offset index entry at this batch's position names that offset as its last",
                         ))
                     }
                 }),
@@ -938,9 +939,8 @@ impl Iterator for SegmentBatches<'_> {
                 None => header.checked_offsets(),
             };
             let (_, last) = offsets?;
-            let size = header.total_size() as u64;
             let floor = self.expected.unwrap_or(0);
-            match self.segment.suspect(bytes, at as u64, size, floor, last) {
+            match self.segment.suspect(bytes, at as u64, &header, floor, last) {
                 Some(e) => Err(e),
                 None => Ok((header, last)),
             }

@@ -211,7 +211,7 @@ impl Fetch {
                     base,
                     last,
                     previous + 1,
-                    "a fetched batch starts above the last offset of the one before it",
+                    "a fetched batch starts at or above that offset, after the batch before it",
                 ));
             }
             if last < *position {
@@ -219,7 +219,7 @@ impl Fetch {
                     base,
                     last,
                     *position,
-                    "a fetched batch ends at or after the consumer's position",
+                    "a fetched batch ends at or after that offset, the consumer's position",
                 ));
             }
             self.pos += size;
