@@ -915,3 +915,54 @@ fn swap_files_are_judged_before_anything_changes() -> Result<()> {
     assert!(snapshot(dir.path()) == damaged, "no file changed");
     Ok(())
 }
+
+/// A roll just before a power loss can leave an empty last segment above
+/// the end of the segment before it (whose unflushed end was lost). In a
+/// log that is not compacted that is a gap: cut (above the recovery point)
+/// and reported. In a compacted log gaps between segments are legal, and
+/// the empty segment, which holds nothing, is removed so offsets below the
+/// log end stay accounted for.
+#[test]
+fn an_empty_last_segment_above_the_previous_end_is_removed() -> Result<()> {
+    for compact in [false, true] {
+        let config = LogConfig::builder()
+            .compact(compact)
+            .segment_bytes(700)
+            .segment_ms(None)
+            .build()?;
+        let (files, model) = ten_batch_log(&config, 12)?;
+        let leo = model.len() as u64;
+        let bases = snapshot_bases(&files);
+        let stray = leo + 5;
+        let mut damaged = files.clone();
+        damaged.insert(segment_name(stray, "log"), Vec::new());
+        let dir = tempfile::tempdir().expect("tempdir");
+        restore(dir.path(), &damaged);
+        let log = open_at(dir.path(), &config, leo)?;
+        let report = log.recovery_report().clone();
+        assert_eq!(log.segment_base_offsets(), bases, "compact {compact}");
+        assert_eq!(log.log_end_offset(), leo);
+        assert!(!dir.path().join(segment_name(stray, "log")).exists());
+        if compact {
+            assert!(report.truncated.is_none());
+            assert!(report.removed_files >= 1);
+        } else {
+            let cut = report.truncated.expect("reported");
+            assert_eq!(
+                cut.cause,
+                CorruptionKind::MissingSegment {
+                    expected: leo,
+                    next_base: stray
+                }
+            );
+            assert_eq!(
+                cut.removed_segments,
+                [dir.path().join(segment_name(stray, "log"))]
+            );
+            // A segment is created when the log reaches its base offset.
+            assert_eq!(cut.lost_end_offset, Some(stray));
+        }
+        assert_eq!(read_records(&log, 0, 1 << 16)?, model);
+    }
+    Ok(())
+}

@@ -118,9 +118,11 @@ pub struct TruncatedTail {
     /// and the log end offset after the cut.
     pub first_lost_offset: u64,
     /// The log end offset the data after the damage reached, as far as
-    /// valid-looking batches there (in the cut file or the removed segments)
-    /// tell; `None` when nothing valid followed the damage. Offsets
-    /// `first_lost_offset..lost_end_offset` were lost.
+    /// valid-looking batches there (in the cut file or the last removed
+    /// segment) or the removed segments' base offsets (a segment is created
+    /// when the log reaches its base offset) tell; `None` when nothing
+    /// followed the damage. Offsets `first_lost_offset..lost_end_offset`
+    /// were lost.
     pub lost_end_offset: Option<u64>,
     /// The recovery point the log was opened with; the cut is at or above
     /// it (damage below it refuses the open instead).
