@@ -269,9 +269,11 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         storage.sync_dir(&dir)?;
     }
     for new_dir in &created_dirs {
-        if let Some(parent) = new_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            storage.sync_dir(parent)?;
-        }
+        let parent = match new_dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        storage.sync_dir(parent)?;
     }
     let now = clock.now_ms();
     if let Some(active) = segments.last_mut() {
