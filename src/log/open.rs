@@ -320,7 +320,14 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
             dir_dirty: false,
             spare_ready: false,
             spare_requested: false,
-            cleaner_checkpoint: cleaner_checkpoint.min(log_end_offset),
+            // A checkpoint past the log end does not describe this log (a
+            // power loss took what it covered, or the file is damaged):
+            // start cleaning from the log start again, as Kafka does.
+            cleaner_checkpoint: if cleaner_checkpoint > log_end_offset {
+                log_start_offset
+            } else {
+                cleaner_checkpoint.max(log_start_offset)
+            },
             generation: 0,
         }),
         fenced: AtomicBool::new(false),
