@@ -190,6 +190,7 @@ impl<E: IndexEntry> IndexFile<E> {
     fn over(file: Arc<dyn StorageFile>, max_slots: usize, entries: usize) -> Result<Self> {
         let capacity = max_slots.max(entries);
         let map = file.map(capacity * E::SIZE)?;
+        map.advise_random();
         Ok(IndexFile {
             file,
             map,
@@ -218,7 +219,11 @@ impl<E: IndexEntry> IndexFile<E> {
         let file = storage.open(path, OpenMode::Existing)?;
         let len = file.len()?;
         let load = match usize::try_from(len) {
-            Ok(len) if len as u64 <= plausible => scan::<E>(file.map(len)?.as_slice()),
+            Ok(len) if len as u64 <= plausible => {
+                let map = file.map(len)?;
+                map.advise_random();
+                scan::<E>(map.as_slice())
+            }
             _ => IndexLoad::oversized(),
         };
         // The scan's map is dropped: this index holds no map of the file
@@ -261,6 +266,7 @@ impl<E: IndexEntry> IndexFile<E> {
             return Ok(Some((IndexLoad::oversized(), empty)));
         };
         let map = file.map(len)?;
+        map.advise_random();
         let load = scan::<E>(map.as_slice());
         let slots = Slots {
             map,
@@ -395,7 +401,9 @@ impl<E: IndexEntry> IndexFile<E> {
         self.map = Arc::new(ReadMap::empty());
         let result = self.file.set_len(len).and_then(|()| {
             let len = usize::try_from(len).expect("length of mapped slots fits usize");
-            self.file.map(len)
+            let map = self.file.map(len)?;
+            map.advise_random();
+            Ok(map)
         });
         match result {
             Ok(map) => {
