@@ -1,0 +1,677 @@
+//! Explores thousands of seeded crash states (`FaultyStorage::power_loss`)
+//! over scripts of appends (single and concurrent), rolls, retention,
+//! compaction, `delete_records`, truncation and checkpoints — at the `Log`
+//! level and at the `Cluster` level, for each flush policy — and checks
+//! the durability promises after every reopen:
+//! - every acknowledged record the policy promises is there, exactly once,
+//!   in order, at its offset;
+//! - what a reopen serves is a prefix of what was appended, at the same
+//!   offsets, and never a record an earlier reopen served differently;
+//! - every open succeeds (an ordinary power loss never refuses an open);
+//! - deletions that were acknowledged stay.
+//!
+//! Counts: `LOGBUS_EXPLORE_STATES=N` explores about `N` crash states per
+//! level (default: a CI-sized count). `LOGBUS_EXPLORE_SEED=S` (with
+//! `LOGBUS_EXPLORE_POLICY=name`) replays one run; a failure prints the
+//! command. `LOGBUS_EXPLORE_BASE=B` changes the seeds of a long run.
+
+#[path = "crash_explore/cluster_level.rs"]
+mod cluster_level;
+#[path = "crash_explore/gate.rs"]
+mod gate;
+#[path = "crash_explore/log_level.rs"]
+mod log_level;
+#[path = "crash_explore/model.rs"]
+mod model;
+#[path = "crash_explore/refusal.rs"]
+mod refusal;
+
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use logbus::FlushPolicy;
+
+use gate::Bug;
+
+/// A flush policy the explorer runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Policy {
+    PageCache,
+    EveryAppend,
+    EveryMessages(u64),
+    Interval(u64),
+    MessagesAndInterval(u64, u64),
+}
+
+pub(crate) const POLICIES: [Policy; 5] = [
+    Policy::PageCache,
+    Policy::EveryAppend,
+    Policy::EveryMessages(3),
+    Policy::Interval(100),
+    Policy::MessagesAndInterval(5, 50),
+];
+
+impl Policy {
+    pub(crate) fn flush(self) -> FlushPolicy {
+        match self {
+            Policy::PageCache => FlushPolicy::page_cache(),
+            Policy::EveryAppend => FlushPolicy::every_append(),
+            Policy::EveryMessages(n) => FlushPolicy::every_messages(n),
+            Policy::Interval(ms) => FlushPolicy::every_interval(Duration::from_millis(ms)),
+            Policy::MessagesAndInterval(n, ms) => {
+                FlushPolicy::every_messages(n).with_interval(Duration::from_millis(ms))
+            }
+        }
+    }
+
+    /// `flush.messages`, if set.
+    pub(crate) fn messages(self) -> Option<u64> {
+        match self {
+            Policy::EveryAppend => Some(1),
+            Policy::EveryMessages(n) | Policy::MessagesAndInterval(n, _) => Some(n),
+            Policy::PageCache | Policy::Interval(_) => None,
+        }
+    }
+
+    /// `flush.ms`, if set.
+    pub(crate) fn interval_ms(self) -> Option<u64> {
+        match self {
+            Policy::Interval(ms) | Policy::MessagesAndInterval(_, ms) => Some(ms),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn name(self) -> String {
+        match self {
+            Policy::PageCache => "page_cache".into(),
+            Policy::EveryAppend => "every_append".into(),
+            Policy::EveryMessages(n) => format!("every_messages_{n}"),
+            Policy::Interval(ms) => format!("interval_{ms}ms"),
+            Policy::MessagesAndInterval(n, ms) => format!("messages_{n}_and_{ms}ms"),
+        }
+    }
+}
+
+/// A violated promise, with what it takes to replay it.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) level: &'static str,
+    pub(crate) policy: Policy,
+    pub(crate) seed: u64,
+    pub(crate) crash: u64,
+    pub(crate) message: String,
+    pub(crate) history: Vec<String>,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} level, policy {}, seed {}, crash #{}: {}",
+            self.level,
+            self.policy.name(),
+            self.seed,
+            self.crash,
+            self.message
+        )?;
+        writeln!(
+            f,
+            "  replay: LOGBUS_EXPLORE_SEED={} LOGBUS_EXPLORE_POLICY={} cargo test --all-features \
+             --test crash_explore {}_level -- --nocapture",
+            self.seed,
+            self.policy.name(),
+            self.level
+        )?;
+        let skip = self.history.len().saturating_sub(60);
+        if skip > 0 {
+            writeln!(f, "  ... {skip} earlier steps")?;
+        }
+        for line in &self.history[skip..] {
+            writeln!(f, "  | {line}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A temporary directory; on tmpfs when there is one (the simulated power
+/// loss does not depend on real fsyncs, and the runs make many).
+pub(crate) fn tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::tempdir_in(shm)
+    {
+        return dir;
+    }
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// A copy of a directory tree taken before a reopen, saved when the reopen
+/// fails a check (with `LOGBUS_EXPLORE_DUMP=<dir>` set).
+pub(crate) struct Dump {
+    files: Vec<(std::path::PathBuf, Option<Vec<u8>>)>,
+}
+
+impl Dump {
+    pub(crate) fn take(root: &Path) -> Option<Dump> {
+        std::env::var_os("LOGBUS_EXPLORE_DUMP")?;
+        let mut files = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("read dir") {
+                let path = entry.expect("entry").path();
+                let rel = path.strip_prefix(root).expect("below root").to_path_buf();
+                if path.is_dir() {
+                    files.push((rel, None));
+                    stack.push(path);
+                } else {
+                    files.push((rel, Some(std::fs::read(&path).expect("read file"))));
+                }
+            }
+        }
+        Some(Dump { files })
+    }
+
+    /// Writes the copy under `$LOGBUS_EXPLORE_DUMP/<level>-<policy>-<seed>`.
+    pub(crate) fn save(&self, level: &str, policy: Policy, seed: u64) -> std::path::PathBuf {
+        let base =
+            std::path::PathBuf::from(std::env::var_os("LOGBUS_EXPLORE_DUMP").expect("dump dir"))
+                .join(format!("{level}-{}-{seed}", policy.name()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).expect("dump dir");
+        for (rel, content) in &self.files {
+            let path = base.join(rel);
+            match content {
+                None => std::fs::create_dir_all(&path).expect("dump dir"),
+                Some(bytes) => {
+                    std::fs::create_dir_all(path.parent().expect("parent")).expect("dump dir");
+                    std::fs::write(&path, bytes).expect("dump file");
+                }
+            }
+        }
+        base
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    let value = value.trim();
+    let parsed = match value.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => value.parse(),
+    };
+    Some(parsed.unwrap_or_else(|_| panic!("{name}={value} is not a number")))
+}
+
+/// The policies to run: all, or the one `LOGBUS_EXPLORE_POLICY` names.
+fn policies() -> Vec<Policy> {
+    match std::env::var("LOGBUS_EXPLORE_POLICY") {
+        Ok(name) => {
+            let chosen: Vec<Policy> = POLICIES.into_iter().filter(|p| p.name() == name).collect();
+            assert!(
+                !chosen.is_empty(),
+                "LOGBUS_EXPLORE_POLICY={name}: one of {:?}",
+                POLICIES.map(Policy::name)
+            );
+            chosen
+        }
+        Err(_) => POLICIES.to_vec(),
+    }
+}
+
+/// Explores about `states` crash states per level, spread over the
+/// policies, by runs of `crashes` crash states each (`run(seed, policy,
+/// crashes)`). Prints the counts; returns every failure.
+pub(crate) fn explore(
+    level: &str,
+    default_states: u64,
+    crashes: u64,
+    run: impl Fn(u64, Policy, u64) -> Result<u64, Failure>,
+) -> Vec<Failure> {
+    let policies = policies();
+    let total = env_u64("LOGBUS_EXPLORE_STATES").unwrap_or(default_states);
+    let per_policy = total.div_ceil(policies.len() as u64).max(1);
+    let base = env_u64("LOGBUS_EXPLORE_BASE").unwrap_or(0x5eed);
+    let only = env_u64("LOGBUS_EXPLORE_SEED");
+    let mut failures = Vec::new();
+    let mut all = 0;
+    let started = Instant::now();
+    for (p, policy) in policies.iter().enumerate() {
+        let mut states = 0;
+        let mut runs = 0;
+        let mut failed = 0;
+        let policy_started = Instant::now();
+        let seeds: Box<dyn Iterator<Item = u64>> = match only {
+            Some(seed) => Box::new(std::iter::once(seed)),
+            None => {
+                Box::new((0..).map(|i: u64| base.wrapping_add((p as u64) << 40).wrapping_add(i)))
+            }
+        };
+        for seed in seeds {
+            if only.is_none() && states >= per_policy {
+                break;
+            }
+            runs += 1;
+            match run(seed, *policy, crashes) {
+                Ok(n) => states += n,
+                Err(failure) => {
+                    states += failure.crash + 1;
+                    failed += 1;
+                    eprintln!("VIOLATION {failure}");
+                    failures.push(failure);
+                }
+            }
+        }
+        all += states;
+        eprintln!(
+            "crash_explore {level} level, {}: {states} crash states in {runs} runs \
+             ({failed} failed), {:.1?}",
+            policy.name(),
+            policy_started.elapsed()
+        );
+    }
+    eprintln!(
+        "crash_explore {level} level: {all} crash states explored in {:.1?}, {} violation(s)",
+        started.elapsed(),
+        failures.len()
+    );
+    failures
+}
+
+fn assert_no_failures(failures: &[Failure]) {
+    if failures.is_empty() {
+        return;
+    }
+    let mut text = format!("{} run(s) violated a promise:\n", failures.len());
+    for f in failures.iter().take(5) {
+        text.push_str(&f.to_string());
+    }
+    panic!("{text}");
+}
+
+#[test]
+fn log_level() {
+    let failures = explore("log", 400, 12, |seed, policy, crashes| {
+        log_level::LogRun::new(seed, policy, Bug::None).run(crashes)
+    });
+    assert_no_failures(&failures);
+}
+
+#[test]
+fn cluster_level() {
+    let failures = explore("cluster", 200, 10, |seed, policy, crashes| {
+        cluster_level::ClusterRun::new(seed, policy, Bug::None).run(crashes)
+    });
+    assert_no_failures(&failures);
+}
+
+/// The explorer is not checking nothing: a storage that acknowledges
+/// fsyncs of segment files without making anything durable, or that drops
+/// directory fsyncs, is caught within a bounded number of crash states.
+#[test]
+fn the_explorer_catches_storage_that_skips_fsyncs() {
+    for bug in [Bug::SkipLogSync, Bug::SkipDirSync] {
+        let mut states = 0;
+        let mut caught = None;
+        for seed in 0..40 {
+            match log_level::LogRun::new(seed, Policy::EveryAppend, bug).run(12) {
+                Ok(n) => states += n,
+                Err(failure) => {
+                    states += failure.crash + 1;
+                    caught = Some(failure);
+                    break;
+                }
+            }
+            if states > 300 {
+                break;
+            }
+        }
+        let failure = caught
+            .unwrap_or_else(|| panic!("{bug:?}: no violation found in {states} crash states"));
+        eprintln!(
+            "{bug:?} caught after {states} crash states: {}",
+            failure.message
+        );
+    }
+    for bug in [Bug::SkipLogSync, Bug::SkipDirSync] {
+        let mut states = 0;
+        let mut caught = false;
+        for seed in 0..20 {
+            match cluster_level::ClusterRun::new(seed, Policy::EveryAppend, bug).run(10) {
+                Ok(n) => states += n,
+                Err(failure) => {
+                    states += failure.crash + 1;
+                    eprintln!(
+                        "{bug:?} caught at the cluster level after {states} crash states: {}",
+                        failure.message
+                    );
+                    caught = true;
+                    break;
+                }
+            }
+            if states > 150 {
+                break;
+            }
+        }
+        assert!(
+            caught,
+            "{bug:?}: no violation found at the cluster level in {states} crash states"
+        );
+    }
+}
+
+/// Regression: after a power loss took the records below a checkpointed
+/// log start (`delete_records`), the reopened partition restarts at its
+/// log end; the checkpoint file kept the old, higher log start until the
+/// next checkpoint pass, so a crash before it hid the records appended
+/// meanwhile, even from a process kill that lost nothing. Found by the
+/// cluster-level exploration (page cache, seed 24310).
+#[test]
+fn records_appended_after_a_recovery_below_the_log_start_stay_visible() -> logbus::Result<()> {
+    use std::sync::Arc;
+
+    use logbus::format::BatchBuilder;
+    use logbus::{Cluster, ClusterConfig, Compression, FaultyStorage, NewTopic, Tear};
+
+    let tmp = tempdir();
+    let root = tmp.path().join("cluster");
+    let faulty = FaultyStorage::new();
+    let open = |gate: &gate::Gate| {
+        Cluster::open(
+            &root,
+            ClusterConfig::builder()
+                .storage(Arc::new(gate.clone()))
+                .build()?,
+        )
+    };
+    let batch = |values: &[&str]| {
+        let mut builder = BatchBuilder::new(Compression::None);
+        for v in values {
+            builder.append(1_000, None, Some(v.as_bytes()), &[]);
+        }
+        builder.build().map(|b| b.to_vec())
+    };
+
+    // Five records in the page cache, then deleted: the log start 5 is
+    // checkpointed. A power loss takes the records (never fsynced).
+    let gate = gate::Gate::new(&faulty, Bug::None);
+    let cluster = open(&gate)?;
+    let partition = cluster.create_topic(NewTopic::new("t", 1))?.partition(0)?;
+    partition.append(&mut batch(&["a", "b", "c", "d", "e"])?)?;
+    assert_eq!(partition.delete_records(5)?, 5);
+    gate.kill();
+    faulty.crash(Tear::None)?;
+    drop((partition, cluster));
+
+    // The log restarts at its end, 0; two records are appended and the
+    // process dies (the page cache keeps them).
+    let gate = gate::Gate::new(&faulty, Bug::None);
+    let cluster = open(&gate)?;
+    let partition = cluster.topic("t")?.partition(0)?;
+    assert_eq!(
+        (partition.log_start_offset()?, partition.log_end_offset()?),
+        (0, 0)
+    );
+    let info = partition.append(&mut batch(&["x", "y"])?)?;
+    assert_eq!(info.first_offset(), 0);
+    gate.kill();
+    drop((partition, cluster));
+
+    let gate = gate::Gate::new(&faulty, Bug::None);
+    let cluster = open(&gate)?;
+    let partition = cluster.topic("t")?.partition(0)?;
+    assert_eq!(
+        (partition.log_start_offset()?, partition.log_end_offset()?),
+        (0, 2),
+        "the records appended after the recovery are visible"
+    );
+    let served = model::read_served(|o, m| partition.read(o, m), 0, 2).expect("readable");
+    let values: Vec<&[u8]> = served.iter().map(|r| r.value.as_slice()).collect();
+    assert_eq!(values, [b"x".as_slice(), b"y".as_slice()]);
+    drop(partition);
+    cluster.close()
+}
+
+/// A refused open changes no file, at the log level: a flipped bit in the
+/// last batch of each segment of a cleanly closed log (fsynced, below the
+/// recovery point the owner checkpointed) refuses the open with
+/// `Error::Corrupt`, and every file is as it was.
+#[test]
+fn a_refused_log_open_changes_no_file() -> logbus::Result<()> {
+    use std::sync::Arc;
+
+    use logbus::{Error, FlushPolicy, Log, LogConfig, ManualClock, StdStorage};
+
+    let config = LogConfig::builder()
+        .segment_bytes(1024)
+        .segment_index_bytes(4096)
+        .index_interval_bytes(256)
+        .segment_ms(None)
+        .retention_ms(None)
+        .flush(FlushPolicy::every_append())
+        .build()?;
+    let open = |dir: &Path, recovery_point: u64| {
+        Log::builder(dir)
+            .config(config.clone())
+            .storage(Arc::new(StdStorage::new()))
+            .clock(Arc::new(ManualClock::new(0)))
+            .recovery_point(recovery_point)
+            .open()
+    };
+    let tmp = tempdir();
+    let dir = tmp.path().join("t-0");
+    let log = open(&dir, 0)?;
+    for i in 0..40u64 {
+        let drafts: Vec<model::Draft> = (0..1 + i % 3)
+            .map(|j| model::Draft {
+                timestamp: 1_000 + i as i64,
+                key: Some(format!("k{j}").into_bytes()),
+                value: format!("value {i}.{j} ").repeat(4).into_bytes(),
+            })
+            .collect();
+        log.append(&mut model::build_batch(&drafts), 0)?;
+    }
+    let end = log.log_end_offset();
+    let bases = log.segment_base_offsets();
+    assert!(bases.len() >= 3, "{bases:?}");
+    log.close()?;
+    let clean = refusal::snapshot(&dir);
+
+    let mut refused = 0;
+    for base in &bases {
+        // Start from the clean files each time.
+        std::fs::remove_dir_all(&dir).expect("clear");
+        std::fs::create_dir_all(&dir).expect("dir");
+        for (path, content) in &clean {
+            if let Some(bytes) = content {
+                std::fs::write(dir.join(path), bytes).expect("restore");
+            }
+        }
+        let segment = dir.join(format!("{base:020}.log"));
+        refusal::flip_in_last_batch(&segment);
+        let before = refusal::snapshot(&dir);
+        match open(&dir, end) {
+            Err(Error::Corrupt { path, .. }) => {
+                assert_eq!(path, segment, "the error names the damaged file");
+                refused += 1;
+            }
+            Err(e) => panic!("segment {base}: unexpected error {e}"),
+            Ok(_) => panic!("segment {base}: damage below the recovery point was accepted"),
+        }
+        let changed = refusal::differences(&before, &refusal::snapshot(&dir));
+        assert!(
+            changed.is_empty(),
+            "segment {base}: the refused open changed {changed:?}"
+        );
+    }
+    assert_eq!(refused, bases.len());
+    Ok(())
+}
+
+/// A refused open changes no file, at the cluster level: a flipped bit in
+/// the metadata log's last batch, or in a partition's last batch, after a
+/// clean close, refuses `Cluster::open` with `Error::Corrupt`, and every
+/// file under the root is as it was.
+#[test]
+fn a_refused_cluster_open_changes_no_file() -> logbus::Result<()> {
+    use logbus::format::BatchBuilder;
+    use logbus::{Cluster, ClusterConfig, Compression, Error, FlushPolicy, NewTopic, TopicConfig};
+
+    let tmp = tempdir();
+    let root = tmp.path().join("cluster");
+    let cluster = Cluster::open(&root, ClusterConfig::default())?;
+    let config = TopicConfig::new()
+        .segment_bytes(1024)
+        .flush(FlushPolicy::every_append());
+    cluster.create_topic(NewTopic::new("keep", 1).config(config.clone()))?;
+    let partition = cluster
+        .create_topic(NewTopic::new("t", 2).config(config))?
+        .partition(1)?;
+    for i in 0..30 {
+        let mut batch = BatchBuilder::new(Compression::None);
+        batch.append(
+            1_000,
+            None,
+            Some(format!("record {i} ").repeat(5).as_bytes()),
+            &[],
+        );
+        partition.append(&mut batch.build()?.to_vec())?;
+    }
+    drop(partition);
+    cluster.close()?;
+    let clean = refusal::snapshot(&root);
+    let restore = || {
+        std::fs::remove_dir_all(&root).expect("clear");
+        for (path, content) in &clean {
+            let at = root.join(path);
+            match content {
+                None => std::fs::create_dir_all(&at).expect("dir"),
+                Some(bytes) => {
+                    std::fs::create_dir_all(at.parent().expect("parent")).expect("dir");
+                    std::fs::write(&at, bytes).expect("restore");
+                }
+            }
+        }
+    };
+    let last_segment = |dir: &Path| {
+        let mut logs: Vec<_> = std::fs::read_dir(dir)
+            .expect("read dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        logs.sort();
+        logs.pop().expect("a segment")
+    };
+    for damaged in ["__cluster_metadata-0", "broker-0/t-1"] {
+        restore();
+        let segment = last_segment(&root.join(damaged));
+        refusal::flip_in_last_batch(&segment);
+        let before = refusal::snapshot(&root);
+        match Cluster::open(&root, ClusterConfig::default()) {
+            Err(Error::Corrupt { path, .. }) => {
+                assert!(
+                    path.starts_with(root.join(damaged)),
+                    "{damaged}: {}",
+                    path.display()
+                );
+            }
+            Err(e) => panic!("{damaged}: unexpected error {e}"),
+            Ok(_) => panic!("{damaged}: damage below the recovery point was accepted"),
+        }
+        let changed = refusal::differences(&before, &refusal::snapshot(&root));
+        assert!(
+            changed.is_empty(),
+            "{damaged}: the refused open changed {changed:?}"
+        );
+    }
+    Ok(())
+}
+
+/// The cleaner never drops a durable record for a later one of the same
+/// key that is not durable yet: after a power loss the key would have no
+/// value at all. Under the page-cache policy a sealed segment is flushed
+/// in the background after its roll; here those flushes are held up while
+/// a cleaning pass runs, then the power fails.
+#[test]
+fn compaction_never_drops_a_durable_record_for_one_that_is_not() -> logbus::Result<()> {
+    use std::sync::Arc;
+
+    use logbus::{FaultyStorage, FlushPolicy, Log, LogConfig, ManualClock, Storage};
+
+    let config = LogConfig::builder()
+        .segment_bytes(1024)
+        .segment_index_bytes(4096)
+        .segment_ms(None)
+        .retention_ms(None)
+        .compact(true)
+        .delete(false)
+        .flush(FlushPolicy::page_cache())
+        .build()?;
+    let record = |key: &str, value: String| model::Draft {
+        timestamp: 1_000,
+        key: Some(key.as_bytes().to_vec()),
+        value: value.into_bytes(),
+    };
+    let mut lost_keys = Vec::new();
+    for seed in 0..24u64 {
+        let tmp = tempdir();
+        let dir = tmp.path().join("t-0");
+        let faulty = FaultyStorage::new();
+        let open = |gate: &gate::Gate, recovery_point: u64| {
+            Log::builder(&dir)
+                .config(config.clone())
+                .storage(Arc::new(gate.clone()))
+                .clock(Arc::new(ManualClock::new(0)))
+                .recovery_point(recovery_point)
+                .open()
+        };
+        let gate = gate::Gate::new(&faulty, Bug::None);
+        gate.create_dir_all(&dir)?;
+        gate.sync_dir(tmp.path())?;
+        let log = open(&gate, 0)?;
+        // "A" once, flushed: it is durable.
+        log.append(&mut model::build_batch(&[record("A", "A-1".into())]), 0)?;
+        log.flush()?;
+        let durable = log.recovery_point();
+        assert_eq!(durable, 1);
+        // From here the background flushes of sealed segments wait.
+        gate.hold_log_syncs();
+        let mut n = 0;
+        let mut fill = |log: &Log, until_segments: usize| -> logbus::Result<()> {
+            while log.segment_count() < until_segments {
+                n += 1;
+                let r = record(&format!("k{n}"), format!("filler {n} ").repeat(8));
+                log.append(&mut model::build_batch(&[r]), 0)?;
+            }
+            Ok(())
+        };
+        fill(&log, 2)?;
+        // A newer "A" in the second segment, which is sealed next.
+        log.append(&mut model::build_batch(&[record("A", "A-2".into())]), 0)?;
+        fill(&log, 3)?;
+        let cleaned = log.clean()?;
+        gate.crash(seed)?;
+        drop(log);
+
+        let gate = gate::Gate::new(&faulty, Bug::None);
+        let log = open(&gate, durable)?;
+        let served = model::read_served(
+            |o, m| log.read(o, m),
+            log.log_start_offset(),
+            log.log_end_offset(),
+        )
+        .expect("readable");
+        if !served
+            .iter()
+            .any(|r| r.key.as_deref() == Some(b"A".as_slice()))
+        {
+            lost_keys.push(format!("seed {seed}: {cleaned:?}"));
+        }
+        log.close()?;
+    }
+    assert!(
+        lost_keys.is_empty(),
+        "the durable record of key A was cleaned away for one a power loss took: {lost_keys:#?}"
+    );
+    Ok(())
+}
