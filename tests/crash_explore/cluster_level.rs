@@ -74,7 +74,7 @@ impl ClusterRun {
     pub(crate) fn new(seed: u64, policy: Policy, bug: Bug) -> Self {
         let tmp = tempdir();
         let root = tmp.path().join("cluster");
-        let faulty = FaultyStorage::new();
+        let faulty = crate::faulty_storage();
         let gate = Gate::new(&faulty, bug);
         ClusterRun {
             seed,

@@ -158,6 +158,9 @@ pub(crate) struct PartitionModel {
     /// Values of records deleted for good (below a log start offset that
     /// was checkpointed): never to be served again.
     pub(crate) deleted: HashSet<Vec<u8>>,
+    /// The highest log start offset checkpointed: a reopened log that
+    /// reaches it starts at or above it.
+    pub(crate) persisted_start: u64,
 }
 
 impl PartitionModel {
@@ -214,6 +217,7 @@ impl PartitionModel {
     /// A log start offset was checkpointed: every record below it is
     /// deleted for good.
     pub(crate) fn start_persisted(&mut self, start: u64) {
+        self.persisted_start = self.persisted_start.max(start);
         let below = |m: &BTreeMap<u64, Rec>| -> Vec<Vec<u8>> {
             m.range(..start).map(|(_, r)| r.value.clone()).collect()
         };
@@ -263,6 +267,12 @@ impl PartitionModel {
             return Err(format!(
                 "the reopened log starts at {start}, after the crashed log's start {pre_start}: \
                  not a prefix"
+            ));
+        }
+        if end >= self.persisted_start && start < self.persisted_start {
+            return Err(format!(
+                "the reopened log starts at {start}, below the checkpointed log start {}",
+                self.persisted_start
             ));
         }
         if let Some(first) = now.first()
@@ -383,6 +393,9 @@ impl PartitionModel {
         }
         // Offsets at or past the new end hold nothing any more.
         self.served.split_off(&end);
+        // A log that recovered to below its checkpointed start restarts
+        // at its end.
+        self.persisted_start = self.persisted_start.min(end);
         self.acked.clear();
         self.candidates.clear();
         self.truncated = self.truncated.split_off(&end);
