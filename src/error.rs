@@ -65,7 +65,8 @@ pub enum Error {
 
     /// A batch that already carries offsets does not continue the log: its
     /// first offset is below the log end offset, or its offsets are not
-    /// increasing. Nothing was stored.
+    /// increasing, or (in a log that is not compacted, whose offsets are
+    /// contiguous) it leaves a gap. Nothing was stored.
     #[error("batch offsets {first}..={last} do not follow the log end offset {log_end}")]
     OffsetsOutOfOrder {
         /// First offset of the rejected batch.
@@ -513,30 +514,84 @@ impl Error {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CorruptionKind {
-    /// A record batch failed validation (CRC, structure).
+    /// A record batch failed validation: its CRC, its structure, or offsets
+    /// that do not fit where it lies ([`FormatError::OffsetsOutOfSequence`]).
     #[error("invalid record batch: {0}")]
     Batch(FormatError),
-    /// Damaged bytes are followed by valid batches, so the damage is not a torn
-    /// tail that an interrupted write could have left; it is never cut.
-    #[error("damaged batch followed by valid data at byte {next_valid}: {cause}")]
-    Interior {
-        /// Where the next valid batch starts.
-        next_valid: u64,
-        /// Why the damaged batch was rejected.
-        cause: FormatError,
+    /// Damage in data the recovery point says was flushed (fsynced) before
+    /// the log was closed or crashed. An interrupted write or a power loss
+    /// cannot explain it, so the open refuses instead of cutting, and
+    /// changes no file. `cause` says what was found; the error's path and
+    /// position say where.
+    ///
+    /// Damage at or above the recovery point is never refused: recovery cuts
+    /// the log there and reports it in
+    /// [`RecoveryReport::truncated`](crate::RecoveryReport::truncated).
+    #[error(
+        "damage at offset {offset}, below the recovery point {recovery_point} (flushed data is \
+         never cut){}: {cause}",
+        next_valid.map(|p| format!("; valid-looking data follows at byte {p}")).unwrap_or_default()
+    )]
+    BelowRecoveryPoint {
+        /// The first offset the damage concerns: the offset the damaged
+        /// batch had to start at.
+        offset: u64,
+        /// The recovery point the log was opened with.
+        recovery_point: u64,
+        /// What is wrong there.
+        cause: Box<CorruptionKind>,
+        /// Where in the same file a valid-looking batch continuing the log
+        /// follows the damage, if one does.
+        next_valid: Option<u64>,
     },
-    /// A batch's offsets do not follow the batch before it.
-    #[error("batch base offset {base} does not follow previous last offset {previous_last}")]
+    /// A segment's first offset is below the end of the segment before it:
+    /// two segments claim the same offsets.
+    #[error("segment base offset {base} is not above previous last offset {previous_last}")]
     OffsetsNotIncreasing {
-        /// Last offset of the previous batch.
+        /// Last offset of the previous segment.
         previous_last: i64,
-        /// Base offset of the offending batch.
+        /// Base offset of the later segment.
         base: i64,
     },
-    /// A batch lies outside the offset range its segment's name allows.
+    /// No segment file holds the offsets from `expected` up to `next_base`:
+    /// the next segment starts above where the previous one ends, in a log
+    /// that is not compacted (where offsets are contiguous). A segment file
+    /// is missing, or the previous one lost its end.
+    #[error(
+        "no segment holds offsets {expected}..{next_base}: a segment file is missing or cut short"
+    )]
+    MissingSegment {
+        /// Where the previous segment ends (the next offset it would hold).
+        expected: u64,
+        /// The base offset of the next segment file.
+        next_base: u64,
+    },
+    /// The log ends below the recovery point it was opened with: data the
+    /// recovery point says was flushed is missing.
+    #[error(
+        "the log ends at offset {log_end}, below its recovery point {recovery_point}: flushed data is missing"
+    )]
+    RecoveryPointBeyondEnd {
+        /// The recovery point the log was opened with.
+        recovery_point: u64,
+        /// Where the log's valid data ends.
+        log_end: u64,
+    },
+    /// A batch starts beyond the largest byte position a segment can hold:
+    /// Kafka's index positions are 32-bit signed integers, and no writer
+    /// (logbus or Kafka, whose `segment.bytes` is at most 2 GiB) puts a
+    /// batch there.
+    #[error("batch position beyond the largest segment position {limit}")]
+    PositionOutOfRange {
+        /// The largest position a batch may start at.
+        limit: u64,
+    },
+    /// A batch lies outside the offset range its segment's name allows
+    /// (offsets from the base offset up to 2^32 − 1 above it, which
+    /// Kafka's index files can address).
     #[error("batch offset {offset} is outside its segment starting at {segment_base}")]
     OffsetOutsideSegment {
-        /// The batch's base offset.
+        /// The batch offset outside the range.
         offset: i64,
         /// The segment's base offset.
         segment_base: u64,
@@ -609,4 +664,34 @@ pub enum FormatError {
     /// A batch holds no records where at least one is required.
     #[error("batch holds no records")]
     Empty,
+    /// A batch's base offset is negative, or its last offset (base offset +
+    /// lastOffsetDelta) does not fit a 64-bit signed offset.
+    #[error(
+        "invalid batch offsets: base offset {base_offset}, lastOffsetDelta {last_offset_delta}"
+    )]
+    InvalidBaseOffset {
+        /// The stored base offset.
+        base_offset: i64,
+        /// The stored lastOffsetDelta.
+        last_offset_delta: i32,
+    },
+    /// A stored batch's offsets do not fit where it lies. The CRC does not
+    /// cover the base offset, so its place is the check: in a log that is
+    /// not compacted each batch starts exactly after the one before it (the
+    /// first at its segment's base offset); in a compacted one it starts
+    /// above the one before it, and ends at the offset an offset index entry
+    /// for its position names; a read gets the batch holding the offset it
+    /// asked for (or, compacted, the first one ending at or after it).
+    #[error("batch offsets {base}..={last} do not fit offset {expected}: {rule}")]
+    OffsetsOutOfSequence {
+        /// The batch's base offset.
+        base: i64,
+        /// The batch's last offset.
+        last: i64,
+        /// The offset the rule compares the batch's offsets with (see
+        /// `rule`).
+        expected: i64,
+        /// The rule the batch breaks.
+        rule: &'static str,
+    },
 }

@@ -124,13 +124,16 @@
 //!   to clone; a [`Consumer`] is used from one thread at a time, as Kafka's.
 //! - **Delivery to groups**: at least once; a member removed from its group
 //!   can no longer commit ([`Error::CommitFailed`]).
-//! - **Recovery**: a torn tail of the last segment is cut and reported in
+//! - **Recovery**: damage at or above a log's recovery point (never
+//!   fsynced, as a power loss leaves it) is cut and reported in
 //!   [`Log::recovery_report`] (per partition: [`Partition::recovery_report`]
-//!   and [`Cluster::recovery_report`]); any other damage is an
-//!   [`Error::Corrupt`], never cut silently. Data is deleted only on
-//!   positive evidence (a topic deletion recorded in the metadata log); a
-//!   lost or damaged metadata log refuses the open and is rebuilt from the
-//!   partitions with [`Cluster::rebuild_metadata`].
+//!   and [`Cluster::recovery_report`]); damage below it (fsynced data)
+//!   refuses the open with [`Error::Corrupt`] and changes no file. Nothing
+//!   is cut silently, and a batch whose offsets do not fit its place is
+//!   never served. Data is deleted only on positive evidence (a topic
+//!   deletion recorded in the metadata log); a lost or damaged metadata log
+//!   refuses the open and is rebuilt from the partitions with
+//!   [`Cluster::rebuild_metadata`].
 //! - **Errors**: one [`Error`] enum; bad input is rejected before anything
 //!   is stored.
 #![cfg_attr(docsrs, feature(doc_cfg))]

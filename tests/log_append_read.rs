@@ -194,13 +194,53 @@ fn follower_append_keeps_bytes_and_rejects_going_backwards() -> Result<()> {
     );
     assert_eq!(follower.log_end_offset(), 9);
 
-    // Gaps forward are allowed (compacted leaders leave them).
+    // A gap forward is refused in a log that is not compacted (its offsets
+    // are contiguous: recovery and reads treat a gap as damage)...
     let mut later = batch("gap", 1, 0);
     logbus::format::set_base_offset(&mut later, 20);
-    follower.append_as_follower(&later)?;
-    assert_eq!(follower.log_end_offset(), 21);
+    let err = follower.append_as_follower(&later).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::OffsetsOutOfOrder {
+                first: 20,
+                log_end: 9,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(follower.log_end_offset(), 9);
+    // ... and a negative base offset is no offset at all.
+    let mut negative = batch("neg", 1, 0);
+    logbus::format::set_base_offset(&mut negative, -1);
+    assert!(matches!(
+        follower.append_as_follower(&negative),
+        Err(Error::InvalidBatch(FormatError::InvalidBaseOffset { .. }))
+    ));
+
+    // A compacted follower takes gaps forward (compacted leaders leave
+    // them), and keeps them across a reopen.
+    let compacted_dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig::builder().compact(true).build()?;
+    let compacted = Log::builder(compacted_dir.path())
+        .config(config.clone())
+        .open()?;
+    compacted.append_as_follower(copied.records())?;
+    compacted.append_as_follower(&later)?;
+    assert_eq!(compacted.log_end_offset(), 21);
     assert_eq!(
-        BatchHeader::parse(follower.read(15, 100)?.records())?.base_offset,
+        BatchHeader::parse(compacted.read(15, 100)?.records())?.base_offset,
+        20
+    );
+    compacted.close()?;
+    let compacted = Log::builder(compacted_dir.path())
+        .config(config)
+        .recovery_point(21)
+        .open()?;
+    assert_eq!(compacted.log_end_offset(), 21);
+    assert_eq!(
+        BatchHeader::parse(compacted.read(15, 100)?.records())?.base_offset,
         20
     );
     Ok(())

@@ -7,9 +7,9 @@ use std::path::Path;
 
 use common::{
     Files, Rec, append_model, check_every_offset, check_timestamps, drafts, open_at, read_records,
-    restore, small_config, snapshot_bases, spans,
+    restore, small_config, snapshot, snapshot_bases, spans,
 };
-use logbus::{LogConfig, Result};
+use logbus::{CorruptionKind, Error, LogConfig, Result};
 
 const SEGMENT_BYTES: u64 = 700;
 
@@ -106,9 +106,12 @@ fn a_torn_log_tail_is_cut_at_every_byte() -> Result<()> {
 }
 
 #[test]
-fn a_torn_tail_is_cut_even_with_a_recovery_point_past_it() -> Result<()> {
-    // A checkpoint claiming more than the disk holds (the log file lost data
-    // the owner thought was flushed) must not make recovery trust the tail.
+fn a_torn_tail_below_the_recovery_point_is_refused_and_changes_nothing() -> Result<()> {
+    // A checkpoint claiming more than the disk holds: the log file lost data
+    // the owner saw flushed. No interrupted write explains that, so nothing
+    // is cut: the open fails, names the file and position, and leaves every
+    // file as it was. With the recovery point the disk really supports, the
+    // same files open and the torn part (never flushed) is cut.
     let (files, model, config) = written_log()?;
     let leo = model.last().expect("records").offset + 1;
     let last_base = *snapshot_bases(&files).last().expect("segments");
@@ -120,17 +123,51 @@ fn a_torn_tail_is_cut_even_with_a_recovery_point_past_it() -> Result<()> {
         let dir = tempfile::tempdir().expect("tempdir");
         restore(dir.path(), &files);
         std::fs::write(dir.path().join(&log_name), &bytes[..cut]).expect("cut");
-        let end = batches
-            .iter()
-            .take_while(|s| s.end <= cut)
-            .last()
-            .map_or(last_base, |s| s.last_offset + 1);
+        let kept = batches.iter().take_while(|s| s.end <= cut).last();
+        let valid = kept.map_or(0, |s| s.end) as u64;
+        let end = kept.map_or(last_base, |s| s.last_offset + 1);
+        let before = snapshot(dir.path());
+        let err = match open_at(dir.path(), &config, leo) {
+            Ok(_) => panic!("cut {cut}: an open below the recovery point succeeded"),
+            Err(e) => e,
+        };
+        let Error::Corrupt {
+            path,
+            position,
+            kind,
+        } = err
+        else {
+            panic!("cut {cut}: {err}")
+        };
+        assert_eq!(path, dir.path().join(&log_name), "cut {cut}");
+        assert_eq!(position, valid, "cut {cut}: the damage is located");
+        match kind {
+            CorruptionKind::BelowRecoveryPoint {
+                offset,
+                recovery_point,
+                ..
+            } => {
+                assert!(cut as u64 != valid, "cut {cut}: a torn batch");
+                assert_eq!((offset, recovery_point), (end, leo), "cut {cut}");
+            }
+            CorruptionKind::RecoveryPointBeyondEnd {
+                recovery_point,
+                log_end,
+            } => {
+                assert_eq!(cut as u64, valid, "cut {cut}: at a batch boundary");
+                assert_eq!((recovery_point, log_end), (leo, end), "cut {cut}");
+            }
+            other => panic!("cut {cut}: {other}"),
+        }
+        assert!(snapshot(dir.path()) == before, "cut {cut}: a file changed");
+
         let expected = prefix(&model, end);
-        let log = open_at(dir.path(), &config, leo)?;
+        let log = open_at(dir.path(), &config, end)?;
+        assert_eq!(log.log_end_offset(), end);
         check_every_offset(&log, &expected)?;
         check_timestamps(&log, &expected, 0, (990..1400).step_by(9))?;
         drop(log);
-        check_recovered(dir.path(), &config, leo, &expected)?;
+        check_recovered(dir.path(), &config, end, &expected)?;
     }
     Ok(())
 }

@@ -8,11 +8,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use uuid::Uuid;
 
 use crate::cluster::broker::{
-    create_dir_durably, dir_topic_id, parse_partition_dir, sync_parent, topic_id_string,
+    CHECKPOINT_FILES, create_dir_durably, dir_topic_id, parse_partition_dir, sync_parent,
+    topic_id_string,
 };
 use crate::cluster::coordinator::offsets_topic_config;
 use crate::cluster::metadata::{
@@ -26,6 +28,7 @@ use crate::cluster::{
     validate_topic_name,
 };
 use crate::error::{Error, Result};
+use crate::log::{CheckpointRead, OffsetCheckpoint};
 use crate::storage::Storage;
 
 /// Suffix of the directory a rebuild writes the new log in before it
@@ -68,7 +71,8 @@ impl Cluster {
     ///    cover gets no configs of its own (`__consumer_offsets` gets its
     ///    usual ones). A topic it records as deleted is written as created
     ///    and deleted again, so the next open removes its directories. A
-    ///    topic it shows live with no directory left is kept, empty.
+    ///    topic it shows live with no directory left is kept, empty, and
+    ///    the broker checkpoints forget the lost partition directories.
     /// 3. The new log is written and fsynced in
     ///    `__cluster_metadata-0.rebuilding`; the old log directory is
     ///    renamed `__cluster_metadata-0.damaged-<n>` (never deleted:
@@ -140,6 +144,11 @@ impl Cluster {
                 check.apply(record).map_err(Error::Internal)?;
             }
         }
+
+        // A partition whose directory is gone comes back empty: what the
+        // broker's checkpoints say of it described the lost directory (a
+        // recovery point above an empty log would refuse the next open).
+        forget_lost_partitions(&storage, &root.join(BROKER_DIR))?;
 
         // Write the new log aside, then swap it in.
         let building = root.join(format!("{METADATA_DIR}{REBUILDING}"));
@@ -385,6 +394,25 @@ fn plan(
 
 /// The metadata log directory an earlier rebuild moved aside last, with
 /// its number, if any.
+/// Drops the broker checkpoint entries of partitions without a directory.
+fn forget_lost_partitions(storage: &Arc<dyn Storage>, broker_dir: &Path) -> Result<()> {
+    for name in CHECKPOINT_FILES {
+        let file = OffsetCheckpoint::with_storage(broker_dir.join(name), storage.clone());
+        // A missing or damaged file is left to the open, which judges it.
+        let Ok(CheckpointRead::Present(mut entries)) = file.read() else {
+            continue;
+        };
+        let before = entries.len();
+        entries.retain(|(topic, partition), _| {
+            storage.exists(&broker_dir.join(format!("{topic}-{partition}")))
+        });
+        if entries.len() != before {
+            file.write(&entries)?;
+        }
+    }
+    Ok(())
+}
+
 fn newest_damaged(storage: &dyn Storage, root: &Path) -> Result<Option<(u64, PathBuf)>> {
     let prefix = format!("{METADATA_DIR}{DAMAGED}");
     let newest = storage

@@ -215,6 +215,111 @@ impl BatchHeader {
     pub fn has_delete_horizon(&self) -> bool {
         self.attributes & DELETE_HORIZON_FLAG_MASK != 0
     }
+
+    /// The base and last offsets, checked: the base offset is not negative,
+    /// lastOffsetDelta is not negative, and the offset after the last one
+    /// still fits an `i64` (so `last + 1` never wraps).
+    ///
+    /// # Errors
+    /// [`FormatError::InvalidOffsetDelta`] for a negative lastOffsetDelta,
+    /// [`FormatError::InvalidBaseOffset`] otherwise.
+    pub(crate) fn checked_offsets(&self) -> Result<(u64, u64), FormatError> {
+        if self.last_offset_delta < 0 {
+            return Err(FormatError::InvalidOffsetDelta(
+                "lastOffsetDelta is negative",
+            ));
+        }
+        let last = self
+            .base_offset
+            .checked_add(i64::from(self.last_offset_delta))
+            .filter(|&last| self.base_offset >= 0 && last < i64::MAX);
+        match last {
+            Some(last) => Ok((self.base_offset as u64, last as u64)),
+            None => Err(FormatError::InvalidBaseOffset {
+                base_offset: self.base_offset,
+                last_offset_delta: self.last_offset_delta,
+            }),
+        }
+    }
+}
+
+/// How a stored batch's offsets must follow the batch before it. The CRC
+/// does not cover `baseOffset`, so a batch's place is what checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OffsetOrder {
+    /// A log that was never compacted: each batch starts exactly at the
+    /// previous batch's last offset + 1, the first one at its segment's
+    /// base offset.
+    Contiguous,
+    /// A compacted log: each batch starts above the previous batch's last
+    /// offset, the first one at or above its segment's base offset.
+    Increasing,
+}
+
+impl OffsetOrder {
+    /// The order of a log that is compacted (`cleanup.policy` includes
+    /// `compact`) or not.
+    pub(crate) fn of_log(compacted: bool) -> Self {
+        if compacted {
+            OffsetOrder::Increasing
+        } else {
+            OffsetOrder::Contiguous
+        }
+    }
+
+    /// Checks `header`'s offsets ([`BatchHeader::checked_offsets`]) and
+    /// that the batch may start where `expected` is the next offset: the
+    /// previous batch's last offset + 1, or the segment's base offset for
+    /// its first batch. Returns the base and last offsets.
+    ///
+    /// # Errors
+    /// As [`BatchHeader::checked_offsets`], and
+    /// [`FormatError::OffsetsOutOfSequence`] when the batch does not follow.
+    pub(crate) fn check(
+        self,
+        expected: u64,
+        header: &BatchHeader,
+    ) -> Result<(u64, u64), FormatError> {
+        let (base, last) = header.checked_offsets()?;
+        let follows = match self {
+            OffsetOrder::Contiguous => base == expected,
+            OffsetOrder::Increasing => base >= expected,
+        };
+        if follows {
+            Ok((base, last))
+        } else {
+            Err(out_of_sequence(base, last, expected, self.rule()))
+        }
+    }
+
+    fn rule(self) -> &'static str {
+        match self {
+            OffsetOrder::Contiguous => {
+                "in a log that is not compacted a batch starts exactly at that offset, right \
+                 after the batch before it or at its segment's base offset"
+            }
+            OffsetOrder::Increasing => {
+                "a batch starts at or above that offset, after the batch before it and at or \
+                 above its segment's base offset"
+            }
+        }
+    }
+}
+
+/// A [`FormatError::OffsetsOutOfSequence`].
+pub(crate) fn out_of_sequence(
+    base: u64,
+    last: u64,
+    expected: u64,
+    rule: &'static str,
+) -> FormatError {
+    let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    FormatError::OffsetsOutOfSequence {
+        base: signed(base),
+        last: signed(last),
+        expected: signed(expected),
+        rule,
+    }
 }
 
 /// Computes the CRC-32C that a batch's `crc` field must hold: over

@@ -171,9 +171,12 @@ impl Log {
     /// # Errors
     /// As [`Log::append`], plus [`Error::OffsetsOutOfOrder`] when the first
     /// batch starts below the log end offset or the batches' offsets do not
-    /// increase; nothing is stored then.
+    /// increase, or, in a log that is not compacted, leave a gap (a
+    /// compacted leader leaves gaps; recovery and reads treat a gap in a log
+    /// that is not compacted as damage); nothing is stored then.
     pub fn append_as_follower(&self, batches: &[u8]) -> Result<AppendInfo> {
         let checked = validate(batches, &self.inner, true)?;
+        let contiguous = !self.inner.config.compact();
         let info = {
             let mut state = self.inner.state.write();
             self.inner.check_not_fenced()?;
@@ -182,7 +185,10 @@ impl Log {
             let mut max_timestamp = format::NO_TIMESTAMP;
             for (i, batch) in checked.iter().enumerate() {
                 let header = &batch.header;
-                if header.base_offset < expected {
+                // A negative base offset, or one whose last offset overflows,
+                // is no offset at all.
+                header.checked_offsets()?;
+                if header.base_offset < expected || (contiguous && header.base_offset != expected) {
                     let first = checked[0].header.base_offset;
                     let last = checked[checked.len() - 1].header.last_offset();
                     return Err(Error::OffsetsOutOfOrder {
@@ -408,6 +414,7 @@ impl LogInner {
         SegmentLimits {
             index_bytes: config.segment_index_bytes(),
             index_interval_bytes: config.index_interval_bytes(),
+            order: crate::format::header::OffsetOrder::of_log(config.compact()),
         }
     }
 

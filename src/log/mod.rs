@@ -183,9 +183,16 @@ impl LogBuilder {
         self.clock = clock;
         self
     }
-    /// The recovery point from the owner's checkpoint: every offset below it
-    /// was flushed, so segments wholly below it are not scanned on open.
-    /// Default 0: every segment is scanned.
+    /// The recovery point from the owner's checkpoint ([`Log::recovery_point`]
+    /// when it was last written): every offset below it was flushed.
+    /// Segments wholly below it are not scanned on open, and damage below
+    /// it refuses the open ([`CorruptionKind::BelowRecoveryPoint`](crate::CorruptionKind::BelowRecoveryPoint))
+    /// where damage at or above it (never flushed: what a power loss can
+    /// leave) is cut and reported ([`RecoveryReport::truncated`]). A log
+    /// that ends below it refuses the open too, so after
+    /// [`Log::truncate_to`] persist the lowered recovery point before
+    /// anything else, as Kafka checkpoints it after a truncation.
+    /// Default 0: every segment is scanned and any damage is cut.
     pub fn recovery_point(mut self, offset: u64) -> Self {
         self.recovery_point = offset;
         self
@@ -216,9 +223,17 @@ impl LogBuilder {
     /// Opens the log, creating the directory if needed and recovering it if
     /// it holds segments.
     ///
+    /// What recovery did is in [`Log::recovery_report`]; the rules are in
+    /// [`RecoveryReport`]'s and the recovery point's docs. A refused open
+    /// changes no file.
+    ///
     /// # Errors
     /// [`Error::DirectoryLocked`] if the directory is open elsewhere;
-    /// [`Error::Corrupt`] for damage that is not a torn tail;
+    /// [`Error::Corrupt`] for damage below the recovery point
+    /// ([`CorruptionKind::BelowRecoveryPoint`](crate::CorruptionKind::BelowRecoveryPoint)),
+    /// a log ending below it
+    /// ([`CorruptionKind::RecoveryPointBeyondEnd`](crate::CorruptionKind::RecoveryPointBeyondEnd))
+    /// or a damaged `.swap` file an interrupted cleaning pass left;
     /// [`Error::Io`] for I/O failures.
     pub fn open(self) -> Result<Log> {
         open::open(self)

@@ -1,12 +1,33 @@
 //! Opening a log: listing its segments and recovering them.
 //!
-//! Segments wholly below the recovery point were flushed; their indexes are
-//! trusted after cheap consistency checks (and rebuilt if those fail). Every
-//! other segment is scanned batch by batch with CRC checks and its indexes
-//! rebuilt. Damage at the end of the last segment with nothing valid after
-//! it is a torn write: it is cut and reported in [`RecoveryReport`]. Damage
-//! followed by valid data, or in any segment but the last, is interior
-//! corruption: the open fails with [`Error::Corrupt`] and nothing is cut.
+//! Recovery runs in two phases, so that an open it refuses changes no file.
+//! Phase 1 only reads: it sorts the directory (segments, leftovers, a
+//! cleaning pass's `.swap` files), then judges every segment in offset
+//! order. Segments wholly below the recovery point were flushed; their
+//! indexes are trusted after cheap consistency checks (the batches they walk
+//! must follow each other), else they are scanned. Every other segment is
+//! scanned batch by batch ([`SegmentProbe::scan`]: structure, CRC, position,
+//! offsets), and each segment must start where the one before it ends (in a
+//! compacted log, at or after it).
+//!
+//! The first damage found (a batch failing its checks, a segment missing
+//! between two others, two segments claiming the same offsets) is located
+//! by offset: the offset the damaged data had to start at.
+//! - **Below the recovery point** the bytes were fsynced, so neither an
+//!   interrupted write nor a power loss explains the damage: the open fails
+//!   with [`Error::Corrupt`] ([`CorruptionKind::BelowRecoveryPoint`], with
+//!   the file and position) and nothing is cut.
+//! - **At or above it** the bytes were never fsynced, and a power loss can
+//!   leave anything there: a torn last write, or lost pages followed by
+//!   valid-looking batches (pages written back out of order). The log is cut
+//!   at the first damage, every later segment removed (they were never
+//!   fsynced either), as Kafka does, and the cut is reported in
+//!   [`RecoveryReport::truncated`] with what followed the damage.
+//!
+//! A log that ends below its recovery point (flushed data missing) is
+//! refused too. Phase 2 then completes interrupted swaps, removes
+//! leftovers, applies the cut, rebuilds the indexes of scanned segments and
+//! fsyncs what it changed before the open returns.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,29 +35,64 @@ use std::sync::atomic::AtomicBool;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::error::{CorruptionKind, Error, FormatError, Result};
+use crate::error::{CorruptionKind, Error, Result};
+use crate::format::header::{OffsetOrder, out_of_sequence};
 use crate::log::durability::Durability;
 use crate::log::{Log, LogBuilder, LogInner, LogScheduler, LogState, fence};
-use crate::storage::probe::{Counters, ScanOutcome, SegmentProbe};
+use crate::storage::probe::{Counters, Damage, SegmentProbe, Tail};
 use crate::storage::segment::{
     self, CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, SWAP_SUFFIX, Segment,
-    TIME_INDEX_SUFFIX, TRUNCATING_SUFFIX,
+    SegmentLimits, TIME_INDEX_SUFFIX, TRUNCATING_SUFFIX,
 };
 use crate::storage::{Storage, spare};
 
-/// What recovery did when the log was opened.
+/// What recovery did when the log was opened ([`Log::recovery_report`]).
+///
+/// A clean close and reopen reports nothing cut. After a crash,
+/// [`truncated`](Self::truncated) says whether recovery cut damaged,
+/// never-fsynced data off the end of the log, and what it lost.
+///
+/// ```
+/// use logbus::{Log, format::BatchBuilder, Compression};
+/// let dir = tempfile::tempdir()?;
+/// let log = Log::builder(dir.path()).open()?;
+/// let mut batch = BatchBuilder::new(Compression::None);
+/// batch.append(0, None, Some(b"v"), &[]);
+/// log.append(&mut batch.build()?.to_vec(), 0)?;
+/// let recovery_point = log.recovery_point();
+/// log.close()?;
+///
+/// // Garbage after the last batch, as a torn write leaves it.
+/// let segment = dir.path().join(format!("{:020}.log", 0));
+/// let mut bytes = std::fs::read(&segment)?;
+/// let valid = bytes.len() as u64;
+/// bytes.extend_from_slice(&[0xab; 30]);
+/// std::fs::write(&segment, &bytes)?;
+///
+/// let log = Log::builder(dir.path()).recovery_point(recovery_point).open()?;
+/// let cut = log.recovery_report().truncated.as_ref().expect("the torn tail is cut");
+/// assert_eq!((cut.position, cut.bytes), (valid, 30));
+/// assert_eq!(cut.first_lost_offset, 1);
+/// assert!(!cut.followed_by_valid_data(), "a torn write, not lost pages");
+/// assert_eq!(log.log_end_offset(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecoveryReport {
     /// Segments scanned batch by batch (at or after the recovery point, or
     /// whose indexes failed their checks).
     pub segments_scanned: usize,
     /// Segments whose indexes were rebuilt.
     pub indexes_rebuilt: usize,
-    /// The torn tail cut from the last segment, if there was one.
+    /// What recovery cut: damage at or above the recovery point and
+    /// everything after it. `None` when nothing was cut.
     pub truncated: Option<TruncatedTail>,
     /// Leftover files removed (`.deleted`, temporary and orphaned index
     /// files, a cleaner's unfinished `.cleaned` files, segments a completed
-    /// swap replaced).
+    /// swap replaced, an empty segment a roll left after a compacted log's
+    /// lost end). Segments removed by a cut are listed in
+    /// [`TruncatedTail::removed_segments`] instead.
     pub removed_files: usize,
     /// Cleaned segments (`.swap` files) whose swap an interrupted cleaning
     /// pass left unfinished and recovery completed.
@@ -49,17 +105,54 @@ pub struct RecoveryReport {
     pub fenced_truncation: Option<crate::log::FencedTruncation>,
 }
 
-/// A torn tail cut by recovery.
+/// The end of the log that recovery cut off: from the first damage at or
+/// above the recovery point to the end of the log (data that was never
+/// fsynced). Tells a torn write (nothing valid after the damage) from pages
+/// a power loss wrote back out of order (valid-looking batches or later
+/// segments after it: [`followed_by_valid_data`](Self::followed_by_valid_data)).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TruncatedTail {
-    /// The segment's log file.
+    /// The segment's log file that was cut.
     pub path: PathBuf,
-    /// Where the valid data ended (the new file length).
+    /// Where the valid data ended in it: the damage's position, now the
+    /// file's length.
     pub position: u64,
-    /// How many bytes were cut.
+    /// How many bytes were cut from that file.
     pub bytes: u64,
-    /// Why the first cut batch was rejected.
-    pub cause: FormatError,
+    /// The first offset lost: the offset the damaged data had to start at,
+    /// and the log end offset after the cut.
+    pub first_lost_offset: u64,
+    /// The log end offset the data after the damage reached, as far as
+    /// valid-looking batches there (in the cut file or the last removed
+    /// segment) or the removed segments' base offsets (a segment is created
+    /// when the log reaches its base offset) tell; `None` when nothing
+    /// followed the damage. Offsets `first_lost_offset..lost_end_offset`
+    /// were lost.
+    pub lost_end_offset: Option<u64>,
+    /// The recovery point the log was opened with; the cut is at or above
+    /// it (damage below it refuses the open instead).
+    pub recovery_point: u64,
+    /// What was wrong at `position`.
+    pub cause: CorruptionKind,
+    /// Where in the cut file a valid-looking batch continuing the log
+    /// followed the damage, if one did.
+    pub valid_after: Option<u64>,
+    /// The log files of the later segments removed with the cut (their
+    /// index files went too).
+    pub removed_segments: Vec<PathBuf>,
+    /// Bytes of the removed segments' log files.
+    pub removed_bytes: u64,
+}
+
+impl TruncatedTail {
+    /// Whether valid-looking data followed the damage (in the cut file or
+    /// as later segments): lost or reordered pages of a power loss, rather
+    /// than a write torn at the end of the log.
+    #[must_use]
+    pub fn followed_by_valid_data(&self) -> bool {
+        self.valid_after.is_some() || !self.removed_segments.is_empty()
+    }
 }
 
 pub(super) fn open(builder: LogBuilder) -> Result<Log> {
@@ -73,119 +166,136 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         cleaner_checkpoint,
         scheduler,
     } = builder;
+    let created_dirs = missing_dirs(storage.as_ref(), &dir);
     storage.create_dir_all(&dir)?;
     let lock = storage.lock_dir(&dir)?;
     // Read before recovery changes any file: a damaged marker refuses the open.
     let fenced = fence::pending(storage.as_ref(), &dir)?;
+    let limits = LogInner::limits_for(&config);
+
+    // Phase 1: read and judge everything without changing any file, so a
+    // refused open leaves the directory as it found it.
+    let listing = list(storage.as_ref(), &dir)?;
+    let plan = plan_recovery(
+        storage.as_ref(),
+        &dir,
+        &listing,
+        (recovery_point, log_start_offset),
+        limits,
+        config.segment_bytes(),
+    )?;
+
+    // Phase 2: complete swaps, remove leftovers, apply the cut.
     let mut report = RecoveryReport::default();
-    finish_swaps(storage.as_ref(), &dir, &mut report)?;
-
-    // Sort the directory: segment logs, and leftovers to remove.
-    let mut bases = Vec::new();
-    let mut indexes = Vec::new();
-    for path in storage.list_dir(&dir)? {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        if name.ends_with(DELETED_SUFFIX)
-            || name.ends_with(TRUNCATING_SUFFIX)
-            || spare::is_spare_file(name)
-        {
-            storage.remove_file(&path)?;
+    let mut changed = finish_swaps(storage.as_ref(), &dir, &listing, &plan, &mut report)?;
+    for path in &listing.leftovers {
+        storage.remove_file(path)?;
+        report.removed_files += 1;
+        changed = true;
+    }
+    let kept: Vec<u64> = plan.segments.iter().map(|s| s.base).collect();
+    for (base, path) in &listing.index_files {
+        let replaced = plan.swaps.iter().any(|s| *base >= s.base && *base < s.end);
+        let removed_by_cut = plan
+            .cut
+            .as_ref()
+            .is_some_and(|c| c.removed.iter().any(|r| r.base == *base));
+        if kept.binary_search(base).is_err() && !replaced && !removed_by_cut {
+            storage.remove_file(path)?;
             report.removed_files += 1;
-        } else if let Some(base) = segment::parse_segment_file(&path, LOG_SUFFIX) {
-            bases.push(base);
-        } else if segment::parse_segment_file(&path, INDEX_SUFFIX).is_some()
-            || segment::parse_segment_file(&path, TIME_INDEX_SUFFIX).is_some()
-        {
-            indexes.push(path);
+            changed = true;
         }
     }
-    bases.sort_unstable();
-    for path in indexes {
-        let base = segment::parse_segment_file(&path, INDEX_SUFFIX)
-            .or_else(|| segment::parse_segment_file(&path, TIME_INDEX_SUFFIX));
-        if base.is_some_and(|b| bases.binary_search(&b).is_err()) {
-            storage.remove_file(&path)?;
-            report.removed_files += 1;
+    if let Some(cut) = &plan.cut {
+        // The later segments go first, durably, before the damaged one is
+        // cut: a crash in between then finds the same damage again, never a
+        // shortened segment followed by data a compacted log would accept.
+        for removed in cut.removed.iter().rev() {
+            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+                storage.remove_file(&segment::segment_file(&dir, removed.base, suffix))?;
+            }
+            changed = true;
         }
     }
+    if let Some(base) = plan.dropped_empty {
+        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            let path = segment::segment_file(&dir, base, suffix);
+            if storage.exists(&path) {
+                storage.remove_file(&path)?;
+                report.removed_files += 1;
+            }
+        }
+        changed = true;
+    }
+    if changed {
+        storage.sync_dir(&dir)?;
+    }
 
-    let limits = crate::log::LogInner::limits_for(&config);
-    // Phase 1: judge every segment without changing any file, so a refused
-    // open leaves the directory as it found it.
-    let mut plans = plan_recovery(storage.as_ref(), &dir, &bases, recovery_point)?;
-    // Phase 2: open for writing, rebuild what was scanned, cut a torn tail.
-    report.removed_files += drop_empty_trailing_segment(storage.as_ref(), &dir, &mut plans)?;
-    let mut segments: Vec<Segment> = Vec::with_capacity(plans.len().max(1));
-    let mut scanned_any = false;
-    let count = plans.len();
-    for (i, plan) in plans.into_iter().enumerate() {
+    // Open the segments: rebuild what was scanned, cut the damage.
+    let mut segments: Vec<Segment> = Vec::with_capacity(plan.segments.len().max(1));
+    let mut scanned = Vec::new();
+    let count = plan.segments.len();
+    for (i, planned) in plan.segments.iter().enumerate() {
         let is_last = i + 1 == count;
-        match plan {
-            Plan::Trusted { base, counters } => {
-                let mut seg = Segment::open(&storage, &dir, base, limits, !is_last)?;
+        match planned.kind {
+            Judged::Trusted(counters) => {
+                let mut seg = Segment::open(&storage, &dir, planned.base, limits, !is_last)?;
                 seg.adopt(counters);
                 segments.push(seg);
             }
-            Plan::Scanned { base, outcome } => {
-                let mut seg = Segment::open(&storage, &dir, base, limits, false)?;
-                seg.rebuild_indexes(outcome.valid_bytes)?;
-                if let Some(cause) = outcome.stopped {
-                    let file_len = seg.file().len()?;
-                    seg.truncate_bytes(outcome.valid_bytes)?;
-                    report.truncated = Some(TruncatedTail {
-                        path: seg.log_path(),
-                        position: outcome.valid_bytes,
-                        bytes: file_len - outcome.valid_bytes,
-                        cause,
-                    });
+            Judged::Scanned { valid_bytes, .. } => {
+                let mut seg = Segment::open(&storage, &dir, planned.base, limits, false)?;
+                seg.rebuild_indexes(valid_bytes)?;
+                let file_len = seg.file().len()?;
+                if file_len > valid_bytes {
+                    seg.truncate_bytes(valid_bytes)?;
                 }
                 if !is_last {
                     seg.seal()?;
                 }
                 report.segments_scanned += 1;
                 report.indexes_rebuilt += 1;
-                scanned_any = true;
+                scanned.push(i);
                 segments.push(seg);
             }
         }
     }
+    report.truncated = plan.cut.map(|cut| cut.report);
+    let mut created = false;
     if segments.is_empty() {
         segments.push(Segment::create(&storage, &dir, log_start_offset, limits)?);
+        created = true;
     }
 
     // Data recovered from the page cache is made durable before the
-    // recovery point may cover it.
-    if scanned_any {
-        for seg in &mut segments {
-            seg.sync()?;
-        }
+    // recovery point may cover it; a new log's first files and directory
+    // are durable before anything in them is acknowledged.
+    for &i in &scanned {
+        segments[i].sync()?;
+    }
+    if !scanned.is_empty() || created {
         storage.sync_dir(&dir)?;
+    }
+    for new_dir in &created_dirs {
+        let parent = match new_dir.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        storage.sync_dir(parent)?;
     }
     let now = clock.now_ms();
     if let Some(active) = segments.last_mut() {
         active.set_created_ms(now);
-    }
-
-    // Data recovered from the page cache is made durable before the
-    // recovery point may cover it.
-    if scanned_any {
-        for seg in &mut segments {
-            seg.sync()?;
-        }
-        storage.sync_dir(&dir)?;
     }
     let log_end_offset = segments
         .last()
         .map_or(log_start_offset, Segment::next_offset);
     let first_base = segments[0].base_offset();
     let log_start_offset = log_start_offset.max(first_base).min(log_end_offset);
-    let durable = if scanned_any {
-        log_end_offset
-    } else {
+    let durable = if scanned.is_empty() {
         recovery_point.min(log_end_offset)
+    } else {
+        log_end_offset
     };
 
     report.fenced_truncation = fence::planned(fenced, log_end_offset);
@@ -233,234 +343,580 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     Ok(log)
 }
 
-/// Finishes or rolls back what an interrupted cleaning pass left, as
-/// Kafka's `LogLoader` does: `.cleaned` files (a cleaned segment still
-/// being written) are removed, so the old segments stay; a `{base}.log.swap`
-/// file (a complete, fsynced cleaned segment) replaces every segment whose
-/// base offset lies in `[base, end)`, where `end` is the offset after its
-/// last batch (the cleaner keeps each group's end, so these are exactly the
-/// segments it was cleaned from), and is renamed to `{base}.log`. Index `.swap` files follow
-/// their log file; orphaned ones are removed (recovery rebuilds indexes).
-fn finish_swaps(storage: &dyn Storage, dir: &Path, report: &mut RecoveryReport) -> Result<()> {
+/// `dir` and its ancestors that do not exist yet, `dir` first: the open
+/// creates them, and then makes each one's entry durable in its parent.
+fn missing_dirs(storage: &dyn Storage, dir: &Path) -> Vec<PathBuf> {
+    let mut missing = Vec::new();
+    let mut current = Some(dir);
+    while let Some(path) = current.filter(|p| !p.as_os_str().is_empty() && !storage.exists(p)) {
+        missing.push(path.to_path_buf());
+        current = path.parent();
+    }
+    missing
+}
+
+/// The files of a log directory, sorted for recovery.
+#[derive(Debug, Default)]
+struct Listing {
+    /// Base offsets of the segments' log files (`{base}.log`), ascending.
+    logs: Vec<u64>,
+    /// Base offsets of cleaned segments an interrupted cleaning pass left as
+    /// `{base}.log.swap`, ascending.
+    swaps: Vec<u64>,
+    /// Index files (`.index`, `.timeindex`) by base offset.
+    index_files: Vec<(u64, PathBuf)>,
+    /// Index `.swap` files and `.swap` files of no segment: they follow
+    /// their log's swap, or are removed.
+    index_swaps: Vec<PathBuf>,
+    /// Files to remove: `.deleted`, `.truncating`, spares and the cleaner's
+    /// unfinished `.cleaned` files.
+    leftovers: Vec<PathBuf>,
+}
+
+/// Sorts the directory's files. Reads only.
+fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing> {
     let stage = |name: &str, stage: &str| {
         name.strip_suffix(stage)
             .and_then(|n| n.strip_suffix('.'))
             .map(str::to_owned)
     };
-    let mut swaps = Vec::new();
-    let mut segment_files = Vec::new();
-    let mut stray = Vec::new();
+    let mut listing = Listing::default();
     for path in storage.list_dir(dir)? {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default()
             .to_owned();
-        if stage(&name, CLEANED_SUFFIX).is_some() {
-            storage.remove_file(&path)?;
-            report.removed_files += 1;
+        if name.ends_with(DELETED_SUFFIX)
+            || name.ends_with(TRUNCATING_SUFFIX)
+            || spare::is_spare_file(&name)
+            || stage(&name, CLEANED_SUFFIX).is_some()
+        {
+            listing.leftovers.push(path);
         } else if let Some(plain) = stage(&name, SWAP_SUFFIX) {
             match segment::parse_segment_file(Path::new(&plain), LOG_SUFFIX) {
-                Some(base) => swaps.push(base),
-                None => stray.push(path),
+                Some(base) => listing.swaps.push(base),
+                None => listing.index_swaps.push(path),
             }
-        } else if let Some(base) = [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX]
-            .iter()
-            .find_map(|suffix| segment::parse_segment_file(&path, suffix))
+        } else if let Some(base) = segment::parse_segment_file(&path, LOG_SUFFIX) {
+            listing.logs.push(base);
+        } else if let Some(base) = segment::parse_segment_file(&path, INDEX_SUFFIX)
+            .or_else(|| segment::parse_segment_file(&path, TIME_INDEX_SUFFIX))
         {
-            segment_files.push((base, path));
+            listing.index_files.push((base, path));
         }
     }
-    swaps.sort_unstable();
-    for &base in &swaps {
-        let swap_log = segment::staged_file(dir, base, LOG_SUFFIX, SWAP_SUFFIX);
-        let end = swap_end(storage, &swap_log, base)?.max(base + 1);
+    listing.logs.sort_unstable();
+    listing.swaps.sort_unstable();
+    Ok(listing)
+}
+
+/// A cleaned segment (`{base}.log.swap`) that replaces the segments whose
+/// base offsets lie in `[base, end)`.
+#[derive(Debug, Clone, Copy)]
+struct SwapPlan {
+    base: u64,
+    end: u64,
+}
+
+/// A segment as recovery judges it: its base offset and whether its log
+/// file is still a `.swap` file.
+#[derive(Debug, Clone, Copy)]
+struct Found {
+    base: u64,
+    swap: bool,
+}
+
+/// What phase 1 decided for one segment that stays.
+#[derive(Debug)]
+struct Planned {
+    base: u64,
+    kind: Judged,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Judged {
+    /// Its indexes passed their checks; use the counters derived from them.
+    Trusted(Counters),
+    /// It was scanned (or is cut); rebuild its indexes over the first
+    /// `valid_bytes` and cut what follows them.
+    Scanned { valid_bytes: u64, next_offset: u64 },
+}
+
+impl Planned {
+    fn next_offset(&self) -> u64 {
+        match self.kind {
+            Judged::Trusted(counters) => counters.next_offset,
+            Judged::Scanned { next_offset, .. } => next_offset,
+        }
+    }
+}
+
+/// The cut phase 1 decided on.
+#[derive(Debug)]
+struct Cut {
+    /// The later segments to remove.
+    removed: Vec<Found>,
+    report: TruncatedTail,
+}
+
+/// Everything phase 1 decided.
+#[derive(Debug, Default)]
+struct RecoveryPlan {
+    /// The segments that stay, in order; the cut one (if any) last.
+    segments: Vec<Planned>,
+    swaps: Vec<SwapPlan>,
+    cut: Option<Cut>,
+    /// An empty last segment of a compacted log to remove.
+    dropped_empty: Option<u64>,
+}
+
+/// Phase 1 of recovery: plans the interrupted swaps, then judges every
+/// segment in offset order (trusted or scanned), finds the first damage and
+/// decides what it means. Reads only.
+fn plan_recovery(
+    storage: &dyn Storage,
+    dir: &Path,
+    listing: &Listing,
+    (recovery_point, log_start_offset): (u64, u64),
+    limits: SegmentLimits,
+    segment_bytes: u64,
+) -> Result<RecoveryPlan> {
+    let mut plan = RecoveryPlan::default();
+    // A `.swap` file is a cleaned segment the cleaner fsynced before it
+    // renamed it, so damage in it is never a power loss's doing: refused.
+    for &base in &listing.swaps {
+        let path = segment::staged_file(dir, base, LOG_SUFFIX, SWAP_SUFFIX);
+        let probe =
+            SegmentProbe::open(storage, path, base, OffsetOrder::Increasing, segment_bytes)?;
+        let outcome = probe.scan(None, recovery_point);
+        if let Some(damage) = outcome.damage {
+            return Err(Error::corrupt(probe.path(), damage.position, damage.cause));
+        }
+        plan.swaps.push(SwapPlan {
+            base,
+            end: outcome.next_offset.max(base + 1),
+        });
+    }
+    let mut found: Vec<Found> = listing
+        .logs
+        .iter()
+        .filter(|&&base| !plan.swaps.iter().any(|s| base >= s.base && base < s.end))
+        .map(|&base| Found { base, swap: false })
+        .chain(plan.swaps.iter().map(|s| Found {
+            base: s.base,
+            swap: true,
+        }))
+        .collect();
+    found.sort_unstable_by_key(|f| f.base);
+
+    let mut judge = Judge {
+        storage,
+        dir,
+        recovery_point,
+        limits,
+        segment_bytes,
+        found: &found,
+        probes: Vec::with_capacity(found.len()),
+        tails: Vec::with_capacity(found.len()),
+    };
+    for (i, seg) in found.iter().enumerate() {
+        let probe = judge.probe(*seg)?;
+        if !plan.segments.is_empty()
+            && let Some(cut) = judge.boundary(&mut plan.segments, i, &probe)?
+        {
+            plan.cut = Some(cut);
+            break;
+        }
+        let below = found
+            .get(i + 1)
+            .is_some_and(|next| next.base <= recovery_point);
+        let is_last = i + 1 == found.len();
+        let trusted = if !seg.swap && (below || is_last) {
+            probe
+                .trusted(storage, dir, limits.index_bytes)?
+                .filter(|c| below || c.next_offset <= recovery_point)
+        } else {
+            None
+        };
+        let (kind, tail) = match trusted {
+            Some(counters) => (Judged::Trusted(counters), None),
+            None => match judge.scan(&probe, *seg)? {
+                Ok(outcome) => outcome,
+                Err(damage) => {
+                    plan.cut = Some(judge.cut(&probe, *seg, i, damage)?);
+                    plan.segments.push(Planned {
+                        base: seg.base,
+                        kind: Judged::Scanned {
+                            valid_bytes: plan.cut.as_ref().map_or(0, |c| c.report.position),
+                            next_offset: plan
+                                .cut
+                                .as_ref()
+                                .map_or(0, |c| c.report.first_lost_offset),
+                        },
+                    });
+                    break;
+                }
+            },
+        };
+        plan.segments.push(Planned {
+            base: seg.base,
+            kind,
+        });
+        judge.probes.push(probe);
+        judge.tails.push(tail);
+    }
+
+    // In a compacted log segments may leave gaps, so an empty last segment
+    // above the end of the one before it (a roll just before a power loss
+    // that took the previous segment's unflushed end) is no damage; it is
+    // removed, so offsets below the log end stay accounted for.
+    if plan.cut.is_none()
+        && let [.., previous, last] = plan.segments.as_slice()
+        && last.next_offset() == last.base
+        && last.base > previous.next_offset()
+        && judge.probes.last().is_some_and(|p| p.len() == 0)
+    {
+        plan.dropped_empty = Some(last.base);
+        plan.segments.pop();
+    }
+
+    // Flushed data that is missing: the log ends below its recovery point.
+    let log_end = plan
+        .segments
+        .last()
+        .map_or(log_start_offset, Planned::next_offset);
+    if plan.cut.is_none() && log_end < recovery_point {
+        let last = plan.segments.len().checked_sub(1);
+        let (path, position) = match (plan.segments.last(), last.and_then(|i| judge.probes.get(i)))
+        {
+            (Some(last), Some(probe)) => (
+                probe.path().to_path_buf(),
+                match last.kind {
+                    Judged::Trusted(_) => probe.len(),
+                    Judged::Scanned { valid_bytes, .. } => valid_bytes,
+                },
+            ),
+            _ => (dir.to_path_buf(), 0),
+        };
+        return Err(Error::corrupt(
+            path,
+            position,
+            CorruptionKind::RecoveryPointBeyondEnd {
+                recovery_point,
+                log_end,
+            },
+        ));
+    }
+    Ok(plan)
+}
+
+/// The state phase 1 judges segments with.
+struct Judge<'a> {
+    storage: &'a dyn Storage,
+    dir: &'a Path,
+    recovery_point: u64,
+    limits: SegmentLimits,
+    segment_bytes: u64,
+    /// Every segment found, in offset order.
+    found: &'a [Found],
+    /// The probes of the segments judged so far, in order.
+    probes: Vec<SegmentProbe>,
+    /// The last valid batch of each segment judged so far, when scanned.
+    tails: Vec<Option<Tail>>,
+}
+
+impl Judge<'_> {
+    fn log_path(&self, seg: Found) -> PathBuf {
+        if seg.swap {
+            segment::staged_file(self.dir, seg.base, LOG_SUFFIX, SWAP_SUFFIX)
+        } else {
+            segment::segment_file(self.dir, seg.base, LOG_SUFFIX)
+        }
+    }
+
+    fn order(&self, seg: Found) -> OffsetOrder {
+        // The cleaner writes `.swap` files of compacted logs only.
+        if seg.swap {
+            OffsetOrder::Increasing
+        } else {
+            self.limits.order
+        }
+    }
+
+    fn probe(&self, seg: Found) -> Result<SegmentProbe> {
+        SegmentProbe::open(
+            self.storage,
+            self.log_path(seg),
+            seg.base,
+            self.order(seg),
+            self.segment_bytes,
+        )
+    }
+
+    /// Scans a segment: `Ok((kind, tail))` when it is whole, `Err(damage)`
+    /// at its first damage.
+    fn scan(
+        &self,
+        probe: &SegmentProbe,
+        seg: Found,
+    ) -> Result<std::result::Result<(Judged, Option<Tail>), Damage>> {
+        let index = if self.order(seg) == OffsetOrder::Increasing {
+            let suffix_path = if seg.swap {
+                segment::staged_file(self.dir, seg.base, INDEX_SUFFIX, SWAP_SUFFIX)
+            } else {
+                segment::segment_file(self.dir, seg.base, INDEX_SUFFIX)
+            };
+            probe.offset_index(self.storage, &suffix_path, self.limits.index_bytes)?
+        } else {
+            None
+        };
+        let outcome = probe.scan(index.as_ref(), self.recovery_point);
+        Ok(match outcome.damage {
+            Some(damage) => Err(damage),
+            None => Ok((
+                Judged::Scanned {
+                    valid_bytes: outcome.valid_bytes,
+                    next_offset: outcome.next_offset,
+                },
+                outcome.tail,
+            )),
+        })
+    }
+
+    /// Decides what `damage` in segment `index` (`probe`) means: an error
+    /// when it lies below the recovery point (or in a `.swap` file), else
+    /// the cut to make there.
+    fn cut(&self, probe: &SegmentProbe, seg: Found, index: usize, damage: Damage) -> Result<Cut> {
+        if seg.swap {
+            return Err(Error::corrupt(probe.path(), damage.position, damage.cause));
+        }
+        if damage.offset < self.recovery_point {
+            return Err(Error::corrupt(
+                probe.path(),
+                damage.position,
+                CorruptionKind::BelowRecoveryPoint {
+                    offset: damage.offset,
+                    recovery_point: self.recovery_point,
+                    cause: Box::new(damage.cause),
+                    next_valid: damage.valid_after,
+                },
+            ));
+        }
+        let removed: Vec<Found> = self.found[index + 1..].to_vec();
+        let mut removed_segments = Vec::with_capacity(removed.len());
+        let mut removed_bytes = 0;
+        let mut lost_end = damage.claimed_end;
+        for (k, later) in removed.iter().enumerate() {
+            let later_probe = self.probe(*later)?;
+            removed_bytes += later_probe.len();
+            removed_segments.push(segment::segment_file(self.dir, later.base, LOG_SUFFIX));
+            if k + 1 == removed.len() {
+                // How far the removed data reached, for the report: the last
+                // segment's valid batches, or at least its base offset.
+                let end = later_probe.claimed_end(0, later.base).unwrap_or(later.base);
+                lost_end = Some(lost_end.map_or(end, |e| e.max(end)));
+            }
+        }
+        Ok(Cut {
+            removed,
+            report: TruncatedTail {
+                path: segment::segment_file(self.dir, seg.base, LOG_SUFFIX),
+                position: damage.position,
+                bytes: probe.len() - damage.position,
+                first_lost_offset: damage.offset,
+                lost_end_offset: lost_end.filter(|&end| end > damage.offset),
+                recovery_point: self.recovery_point,
+                cause: damage.cause,
+                valid_after: damage.valid_after,
+                removed_segments,
+                removed_bytes,
+            },
+        })
+    }
+
+    /// Checks that segment `index` (`probe`) starts where the previous one
+    /// (the last of `planned`) ends at `end`: exactly, unless the log is
+    /// compacted, where it may start later. When it does not, the damage
+    /// lies at the end of the previous segment, and this returns the cut
+    /// (changing the previous segment's plan to a cut one), or the error.
+    fn boundary(
+        &mut self,
+        planned: &mut [Planned],
+        index: usize,
+        probe: &SegmentProbe,
+    ) -> Result<Option<Cut>> {
+        let base = probe.base_offset();
+        let end = planned[index - 1].next_offset();
+        let gap = base > end && self.limits.order == OffsetOrder::Contiguous;
+        if base >= end && !gap {
+            return Ok(None);
+        }
+        let k = index - 1;
+        let previous = self.found[k];
+        // A previous segment trusted on its indexes is rescanned: the cut
+        // may have to land inside it, and its whole content must be known.
+        if let Judged::Trusted(_) = planned[k].kind {
+            match self.scan(&self.probes[k], previous)? {
+                Ok((kind, tail)) => {
+                    planned[k].kind = kind;
+                    self.tails[k] = tail;
+                }
+                Err(damage) => {
+                    let cut = self.cut(&self.probes[k], previous, k, damage)?;
+                    set_cut(&mut planned[k], &cut);
+                    return Ok(Some(cut));
+                }
+            }
+        }
+        let Judged::Scanned { valid_bytes, .. } = planned[k].kind else {
+            unreachable!("rescanned above")
+        };
+        let end = planned[k].next_offset();
+        let damage = if gap {
+            Damage {
+                position: valid_bytes,
+                offset: end,
+                cause: CorruptionKind::MissingSegment {
+                    expected: end,
+                    next_base: base,
+                },
+                valid_after: None,
+                claimed_end: None,
+            }
+        } else {
+            // Two segments claim the same offsets. In a compacted log the
+            // previous segment's last batch may have had its base offset
+            // raised by damage (file names are not): it is the suspect,
+            // unless an index entry confirms it.
+            let suspect = self.tails[k]
+                .filter(|t| !t.confirmed && self.limits.order == OffsetOrder::Increasing)
+                .map(|tail| {
+                    let cause = CorruptionKind::Batch(out_of_sequence(
+                        tail.base,
+                        tail.last,
+                        base,
+                        "the next segment starts at that offset, at or below this batch's last one; recovery \
+                         stops before this batch",
+                    ));
+                    (tail, cause)
+                });
+            let overlap = CorruptionKind::OffsetsNotIncreasing {
+                previous_last: i64::try_from(end - 1).unwrap_or(i64::MAX),
+                base: i64::try_from(base).unwrap_or(i64::MAX),
+            };
+            match suspect {
+                // Above the recovery point: cut before the suspect batch.
+                Some((tail, cause)) if tail.floor >= self.recovery_point => Damage {
+                    position: tail.position,
+                    offset: tail.floor,
+                    cause,
+                    valid_after: None,
+                    claimed_end: None,
+                },
+                // The lower of the two claims lies below the recovery
+                // point: flushed data is involved, refused.
+                _ if base < self.recovery_point => {
+                    let (position, offset, cause) = match suspect {
+                        Some((tail, cause)) => (tail.position, tail.floor, cause),
+                        None => (valid_bytes, base, overlap),
+                    };
+                    return Err(Error::corrupt(
+                        self.probes[k].path(),
+                        position,
+                        CorruptionKind::BelowRecoveryPoint {
+                            offset,
+                            recovery_point: self.recovery_point,
+                            cause: Box::new(cause),
+                            next_valid: None,
+                        },
+                    ));
+                }
+                // The later segment lies at or above it: a power loss may
+                // have brought back a segment a truncation removed. Cut it
+                // and everything after it.
+                _ => Damage {
+                    position: valid_bytes,
+                    offset: end,
+                    cause: overlap,
+                    valid_after: None,
+                    claimed_end: None,
+                },
+            }
+        };
+        let cut = self.cut(&self.probes[k], previous, k, damage)?;
+        set_cut(&mut planned[k], &cut);
+        Ok(Some(cut))
+    }
+}
+
+/// Marks a planned segment as the one a cut shortens.
+fn set_cut(planned: &mut Planned, cut: &Cut) {
+    planned.kind = Judged::Scanned {
+        valid_bytes: cut.report.position,
+        next_offset: cut.report.first_lost_offset,
+    };
+}
+
+/// Completes what an interrupted cleaning pass left, as Kafka's `LogLoader`
+/// does (phase 1 judged the `.swap` files and listed the `.cleaned` ones,
+/// which go with the leftovers, so the old segments stay): each
+/// `{base}.log.swap` (a complete, fsynced cleaned segment) replaces every
+/// segment whose base offset lies in `[base, end)` (the cleaner keeps each
+/// group's end, so these are exactly the segments it was cleaned from), and
+/// is renamed to `{base}.log`. Index `.swap` files follow their log file;
+/// orphaned ones are removed (recovery rebuilds indexes). Returns whether
+/// any file changed.
+fn finish_swaps(
+    storage: &dyn Storage,
+    dir: &Path,
+    listing: &Listing,
+    plan: &RecoveryPlan,
+    report: &mut RecoveryReport,
+) -> Result<bool> {
+    let mut changed = false;
+    for swap in &plan.swaps {
         // The replaced segments' files, and an index left behind by one
         // whose log was already renamed `.deleted`.
-        for (_, path) in segment_files.iter().filter(|(b, _)| *b >= base && *b < end) {
-            if storage.exists(path) {
-                storage.remove_file(path)?;
+        let replaced = listing
+            .logs
+            .iter()
+            .filter(|&&b| b >= swap.base && b < swap.end)
+            .map(|&b| segment::segment_file(dir, b, LOG_SUFFIX))
+            .chain(
+                listing
+                    .index_files
+                    .iter()
+                    .filter(|(b, _)| *b >= swap.base && *b < swap.end)
+                    .map(|(_, path)| path.clone()),
+            );
+        for path in replaced {
+            if storage.exists(&path) {
+                storage.remove_file(&path)?;
                 report.removed_files += 1;
             }
         }
         // The log first: once it has its plain name the swap is done.
-        storage.rename(&swap_log, &segment::segment_file(dir, base, LOG_SUFFIX))?;
+        storage.rename(
+            &segment::staged_file(dir, swap.base, LOG_SUFFIX, SWAP_SUFFIX),
+            &segment::segment_file(dir, swap.base, LOG_SUFFIX),
+        )?;
         for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-            let swap = segment::staged_file(dir, base, suffix, SWAP_SUFFIX);
-            if storage.exists(&swap) {
-                storage.rename(&swap, &segment::segment_file(dir, base, suffix))?;
+            let staged = segment::staged_file(dir, swap.base, suffix, SWAP_SUFFIX);
+            if storage.exists(&staged) {
+                storage.rename(&staged, &segment::segment_file(dir, swap.base, suffix))?;
             }
         }
         report.swaps_completed += 1;
+        changed = true;
     }
     // Index swaps whose log was renamed already (or never staged).
-    for path in stray {
-        if storage.exists(&path) {
-            storage.remove_file(&path)?;
+    for path in &listing.index_swaps {
+        if storage.exists(path) {
+            storage.remove_file(path)?;
             report.removed_files += 1;
+            changed = true;
         }
     }
-    if !swaps.is_empty() || report.removed_files > 0 {
-        storage.sync_dir(dir)?;
-    }
-    Ok(())
-}
-
-/// The offset after the last batch of a `.swap` log file (fsynced before it
-/// was renamed to `.swap`, so whole); `base` if it holds none.
-fn swap_end(storage: &dyn Storage, path: &Path, base: u64) -> Result<u64> {
-    let file = storage.open(path, crate::storage::OpenMode::Existing)?;
-    let len = usize::try_from(file.len()?).unwrap_or(usize::MAX);
-    let map = file.map(len)?;
-    let bytes = map.as_slice();
-    let mut position = 0;
-    let mut end = base;
-    while position < bytes.len() {
-        let header = crate::format::check_batch(&bytes[position..])
-            .map_err(|e| Error::corrupt(path, position as u64, CorruptionKind::Batch(e)))?;
-        end = header.last_offset() as u64 + 1;
-        position += header.total_size();
-    }
-    Ok(end)
-}
-
-/// Removes an empty last segment that starts above the end of the segment
-/// before it. A crash can leave one behind: the roll created it, then the
-/// unacknowledged, unsynced tail of the previous segment was lost. Keeping it
-/// would leave a gap of offsets that never held data below the log end;
-/// without it the previous segment becomes active again and offsets stay
-/// dense. Returns the number of files removed.
-fn drop_empty_trailing_segment(
-    storage: &dyn Storage,
-    dir: &Path,
-    plans: &mut Vec<Plan>,
-) -> Result<usize> {
-    let [.., previous, last] = plans.as_slice() else {
-        return Ok(0);
-    };
-    if !(last.is_empty() && last.base() > previous.next_offset()) {
-        return Ok(0);
-    }
-    let base = last.base();
-    plans.pop();
-    let mut removed = 0;
-    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
-        let path = segment::segment_file(dir, base, suffix);
-        if storage.exists(&path) {
-            storage.remove_file(&path)?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}
-
-/// What recovery will do with one segment.
-enum Plan {
-    /// Its indexes passed their checks; use the counters derived from them.
-    Trusted { base: u64, counters: Counters },
-    /// It was scanned; rebuild its indexes and cut what follows the valid
-    /// batches (a torn tail: `outcome.stopped` is set).
-    Scanned { base: u64, outcome: ScanOutcome },
-}
-
-impl Plan {
-    fn base(&self) -> u64 {
-        match self {
-            Plan::Trusted { base, .. } | Plan::Scanned { base, .. } => *base,
-        }
-    }
-
-    fn next_offset(&self) -> u64 {
-        match self {
-            Plan::Trusted { counters, .. } => counters.next_offset,
-            Plan::Scanned { outcome, .. } => outcome.next_offset,
-        }
-    }
-
-    /// Whether the segment holds no valid batch.
-    fn is_empty(&self) -> bool {
-        self.next_offset() == self.base()
-    }
-}
-
-/// Phase 1 of recovery: decides for every segment, in order, whether its
-/// indexes can be trusted or it must be scanned, and judges every scan.
-/// Reads only.
-fn plan_recovery(
-    storage: &dyn Storage,
-    dir: &Path,
-    bases: &[u64],
-    recovery_point: u64,
-) -> Result<Vec<Plan>> {
-    let probes = bases
-        .iter()
-        .map(|&base| SegmentProbe::open(storage, dir, base))
-        .collect::<Result<Vec<_>>>()?;
-    // Damage is a torn tail only in the last segment that holds bytes: empty
-    // segments after it (a roll just before a crash) hold nothing to tear.
-    let last_with_bytes = probes.iter().rposition(|p| p.len() > 0).unwrap_or(0);
-    let mut plans = Vec::with_capacity(bases.len());
-    let mut previous_next: Option<u64> = None;
-    for (i, (&base, probe)) in bases.iter().zip(&probes).enumerate() {
-        let is_last = i + 1 == bases.len();
-        let tail = i >= last_with_bytes;
-        if let Some(next) = previous_next.filter(|&next| base < next) {
-            return Err(Error::corrupt(
-                probe.path(),
-                0,
-                CorruptionKind::OffsetsNotIncreasing {
-                    previous_last: next as i64 - 1,
-                    base: base as i64,
-                },
-            ));
-        }
-        // Segments wholly below the recovery point were flushed. The last
-        // segment is trusted only if everything in it is below it too.
-        let below_recovery_point = bases.get(i + 1).is_some_and(|&next| next <= recovery_point);
-        let trusted = if below_recovery_point || is_last {
-            probe
-                .trusted(storage, dir)?
-                .filter(|c| below_recovery_point || c.next_offset <= recovery_point)
-        } else {
-            None
-        };
-        let plan = match trusted {
-            Some(counters) => Plan::Trusted { base, counters },
-            None => {
-                let outcome = probe.scan();
-                judge(probe, &outcome, tail)?;
-                Plan::Scanned { base, outcome }
-            }
-        };
-        previous_next = Some(plan.next_offset());
-        plans.push(plan);
-    }
-    Ok(plans)
-}
-
-/// Decides what a scan's outcome means: clean, a torn tail to cut (`Ok`), or
-/// interior corruption (`Err`).
-fn judge(probe: &SegmentProbe, outcome: &ScanOutcome, is_last: bool) -> Result<()> {
-    let Some(cause) = &outcome.stopped else {
-        return Ok(());
-    };
-    if let Some(next_valid) = outcome.valid_after_damage {
-        return Err(Error::corrupt(
-            probe.path(),
-            outcome.valid_bytes,
-            CorruptionKind::Interior {
-                next_valid,
-                cause: cause.clone(),
-            },
-        ));
-    }
-    if !is_last {
-        return Err(Error::corrupt(
-            probe.path(),
-            outcome.valid_bytes,
-            CorruptionKind::Batch(cause.clone()),
-        ));
-    }
-    debug_assert!(outcome.valid_bytes < probe.len());
-    Ok(())
+    Ok(changed)
 }

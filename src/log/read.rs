@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
+use crate::format::header::{OffsetOrder, out_of_sequence};
 use crate::format::{Batch, Batches};
 use crate::log::Log;
 use crate::storage::mmap::MapRange;
@@ -65,10 +66,18 @@ impl Log {
     /// `max_bytes` but always at least one batch. Batches are never split.
     /// Reading at the log end offset returns no bytes.
     ///
+    /// Offsets are checked on the way (the CRC does not cover a batch's base
+    /// offset): every batch walked to find `offset` must follow the one
+    /// before it, the first batch returned must hold `offset` (in a
+    /// compacted log, be the first one ending at or after it), and the run
+    /// returned ends before any batch that does not continue it. A read
+    /// never skips or repeats offsets: it fails instead.
+    ///
     /// # Errors
     /// [`Error::OffsetOutOfRange`] when `offset` is below the log start
-    /// offset or above the log end offset; [`Error::Corrupt`] if the stored
-    /// batch at that place is damaged.
+    /// offset or above the log end offset; [`Error::Corrupt`] (with
+    /// [`CorruptionKind::Batch`](crate::CorruptionKind::Batch)) if a stored
+    /// batch on the way is damaged or its offsets do not fit its place.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<LogRead> {
         let state = self.inner.state.read();
         let (start, end) = (state.log_start_offset, state.log_end_offset);
@@ -83,7 +92,25 @@ impl Log {
         let mut source = None;
         if offset < end {
             for segment in &state.segments[state.segment_index_for(offset)..] {
-                if let Some((position, _)) = segment.find_batch(offset)? {
+                if let Some((position, header)) = segment.find_batch(offset)? {
+                    // Found in a later segment, or after a gap: the batch
+                    // does not hold `offset`, which only compaction explains.
+                    if segment.offset_order() == OffsetOrder::Contiguous
+                        && header.base_offset > offset as i64
+                    {
+                        let (base, last) = header
+                            .checked_offsets()
+                            .map_err(|e| segment.corrupt(position, e))?;
+                        return Err(segment.corrupt(
+                            position,
+                            out_of_sequence(
+                                base,
+                                last,
+                                offset,
+                                "a read of that offset gets the batch holding it",
+                            ),
+                        ));
+                    }
                     let run_end = segment.batch_run_end(position, max_bytes as u64)?;
                     let (bytes, range) = segment.slice_mapped(position, run_end)?;
                     records = bytes;

@@ -17,7 +17,7 @@ use byteorder::{BigEndian, ByteOrder};
 use crate::error::{Error, Result};
 use crate::storage::file::Storage;
 pub(crate) use crate::storage::index_file::IndexLoad;
-use crate::storage::index_file::{IndexEntry, IndexFile};
+use crate::storage::index_file::{IndexEntry, IndexFile, Slots};
 
 /// Offset index slot size in bytes.
 pub(crate) const OFFSET_ENTRY_SIZE: usize = 8;
@@ -45,6 +45,43 @@ impl IndexEntry for OffsetEntry {
 
     fn precedes(&self, next: &Self) -> bool {
         next.relative_offset > self.relative_offset && next.position >= self.position
+    }
+}
+
+/// The entries of an offset index file that [`OffsetIndex::inspect`] read,
+/// as `(offset, position)`, through a read-only map of the file.
+#[derive(Debug)]
+pub(crate) struct OffsetEntries {
+    slots: Slots<OffsetEntry>,
+    base_offset: u64,
+}
+
+impl OffsetEntries {
+    fn absolute(&self, e: OffsetEntry) -> (u64, u32) {
+        (self.base_offset + u64::from(e.relative_offset), e.position)
+    }
+
+    /// Number of entries.
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Entry `i` (`i < len()`), as `(offset, position)`.
+    pub(crate) fn get(&self, i: usize) -> (u64, u32) {
+        self.absolute(self.slots.get(i))
+    }
+
+    /// The last entry.
+    pub(crate) fn last(&self) -> Option<(u64, u32)> {
+        self.slots.last().map(|e| self.absolute(e))
+    }
+
+    /// The last entry whose offset is at or below `target`.
+    pub(crate) fn floor(&self, target: u64) -> Option<(u64, u32)> {
+        let base = self.base_offset;
+        self.slots
+            .floor(|e| base + u64::from(e.relative_offset) <= target)
+            .map(|e| self.absolute(e))
     }
 }
 
@@ -82,7 +119,9 @@ impl OffsetIndex {
     /// index from the log ([`reset`](Self::reset), then append).
     ///
     /// Entries are not checked against the log; the caller checks the last
-    /// one against the log's end.
+    /// one against the log's end. A file longer than `plausible` bytes
+    /// ([`plausible_bytes`](crate::storage::index_file::plausible_bytes)) is
+    /// not read but emptied.
     ///
     /// # Errors
     /// [`Error::Io`], also when the file is missing.
@@ -91,33 +130,29 @@ impl OffsetIndex {
         path: &Path,
         base_offset: u64,
         max_index_bytes: u64,
+        plausible: u64,
     ) -> Result<(Self, IndexLoad)> {
-        let (slots, load) = IndexFile::open(storage, path, max_index_bytes)?;
+        let (slots, load) = IndexFile::open(storage, path, max_index_bytes, plausible)?;
         Ok((OffsetIndex { slots, base_offset }, load))
     }
 
     /// Reads an index file without changing it: `None` if the file is
-    /// missing or not clean (damaged entries after the valid prefix);
-    /// otherwise its last entry and the last entry at or below `target`.
+    /// missing, longer than `plausible` bytes, or not clean (damaged
+    /// entries after the valid prefix); otherwise its entries, read through
+    /// a map of the file.
     ///
     /// # Errors
     /// [`Error::Io`].
-    #[expect(
-        clippy::type_complexity,
-        reason = "two optional (offset, position) entries of an optional clean file"
-    )]
-    pub(crate) fn inspect_floor(
+    pub(crate) fn inspect(
         storage: &dyn Storage,
         path: &Path,
         base_offset: u64,
-        target: u64,
-    ) -> Result<Option<(Option<(u64, u32)>, Option<(u64, u32)>)>> {
-        let below = |e: &OffsetEntry| base_offset + u64::from(e.relative_offset) <= target;
-        let absolute = |e: OffsetEntry| (base_offset + u64::from(e.relative_offset), e.position);
+        plausible: u64,
+    ) -> Result<Option<OffsetEntries>> {
         Ok(
-            match IndexFile::<OffsetEntry>::inspect_floor(storage, path, below)? {
-                Some((load, last, floor)) if load.is_clean() => {
-                    Some((last.map(absolute), floor.map(absolute)))
+            match IndexFile::<OffsetEntry>::inspect(storage, path, plausible)? {
+                Some((load, slots)) if load.is_clean() => {
+                    Some(OffsetEntries { slots, base_offset })
                 }
                 _ => None,
             },
@@ -356,7 +391,7 @@ mod tests {
 
         // Untrimmed: the zero tail is not read as entries; the first entry
         // (relative offset 0, position 0) is kept.
-        let (mut index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80)?;
+        let (mut index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80, u64::MAX)?;
         assert!(load.is_clean());
         assert_eq!(load.entries, 3);
         assert_eq!(entries_of(&index), expected);
@@ -367,7 +402,7 @@ mod tests {
         drop(index);
 
         // Trimmed: re-extended for appends.
-        let (mut index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80)?;
+        let (mut index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80, u64::MAX)?;
         assert!(load.is_clean());
         assert_eq!(entries_of(&index), expected);
         assert_eq!(index.file().len()?, 80);
@@ -378,7 +413,7 @@ mod tests {
         assert_eq!(index.entries(), 0);
         assert_eq!(index.lookup(BASE + 100), None);
         drop(index);
-        let (index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80)?;
+        let (index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80, u64::MAX)?;
         assert_eq!((index.entries(), load.is_clean()), (0, true));
         Ok(())
     }
@@ -390,12 +425,12 @@ mod tests {
         let mut index = OffsetIndex::create(&StdStorage, &path, BASE, 80)?;
         index.append(BASE, 0)?;
         drop(index);
-        let (mut index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80)?;
+        let (mut index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80, u64::MAX)?;
         assert_eq!((load.entries, load.is_clean()), (0, true));
         index.append(BASE, 0)?;
         index.trim()?;
         drop(index);
-        let (index, _) = OffsetIndex::open(&StdStorage, &path, BASE, 80)?;
+        let (index, _) = OffsetIndex::open(&StdStorage, &path, BASE, 80, u64::MAX)?;
         assert_eq!(entries_of(&index), vec![(BASE, 0)]);
         Ok(())
     }
@@ -415,13 +450,14 @@ mod tests {
         bytes[40..48].copy_from_slice(&[0, 0, 0, 9, 0, 0, 0, 90]);
         bytes.truncate(76);
         std::fs::write(&path, &bytes).unwrap();
-        let (mut index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80)?;
+        let (mut index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80, u64::MAX)?;
         assert_eq!(
             load,
             IndexLoad {
                 entries: 2,
                 discarded_slots: 2,
-                trailing_bytes: 4
+                trailing_bytes: 4,
+                oversized: false,
             }
         );
         assert_eq!(entries_of(&index), vec![(BASE + 1, 10), (BASE + 2, 20)]);
@@ -430,9 +466,36 @@ mod tests {
         assert!(bytes[16..].iter().all(|&b| b == 0));
         index.append(BASE + 3, 30)?;
         drop(index);
-        let (index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80)?;
+        let (index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80, u64::MAX)?;
         assert!(load.is_clean());
         assert_eq!(index.entries(), 3);
+        Ok(())
+    }
+
+    #[test]
+    fn an_index_larger_than_plausible_is_not_read_but_emptied() -> Result<()> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.index");
+        let mut index = OffsetIndex::create(&StdStorage, &path, BASE, 80)?;
+        index.append(BASE + 1, 10)?;
+        index.trim()?;
+        drop(index);
+        // A sparse file of 6 GiB behind the one entry.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(6 << 30)
+            .unwrap();
+        let plausible = 4096;
+        assert!(OffsetIndex::inspect(&StdStorage, &path, BASE, plausible)?.is_none());
+        let (index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80, plausible)?;
+        assert!(load.oversized && !load.is_clean());
+        assert_eq!(index.entries(), 0);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 80);
+        // Within the limit it reads as before.
+        let entries = OffsetIndex::inspect(&StdStorage, &path, BASE, 80)?.expect("clean");
+        assert_eq!(entries.len(), 0);
         Ok(())
     }
 
@@ -464,7 +527,7 @@ mod tests {
                 prop_assert_eq!(index.lookup(target), lookup_model(&model, target));
             }
             drop(index);
-            let (index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 64 * 8)?;
+            let (index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 64 * 8, u64::MAX)?;
             // A lone (base, 0) entry reads as an empty index.
             let model = if model == [(BASE, 0)] { vec![] } else { model };
             prop_assert!(load.is_clean());
@@ -479,7 +542,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("0.index");
             std::fs::write(&path, &bytes).unwrap();
-            let (index, load) = OffsetIndex::open(&StdStorage, &path, 0, 64)?;
+            let (index, load) = OffsetIndex::open(&StdStorage, &path, 0, 64, u64::MAX)?;
             let loaded = entries_of(&index);
             prop_assert_eq!(loaded.len(), load.entries);
             for (i, &(offset, position)) in loaded.iter().enumerate() {

@@ -47,6 +47,9 @@ pub(crate) struct IndexLoad {
     pub(crate) discarded_slots: usize,
     /// Bytes of an incomplete slot at the end of the file (cut).
     pub(crate) trailing_bytes: usize,
+    /// The file was larger than its segment could need, so it was not read
+    /// at all (and, when opened, emptied).
+    pub(crate) oversized: bool,
 }
 
 impl IndexLoad {
@@ -54,8 +57,30 @@ impl IndexLoad {
     /// zeros, as a clean close (trimmed or preallocated) leaves it. When not,
     /// the caller should rebuild the index from the log.
     pub(crate) fn is_clean(&self) -> bool {
-        self.discarded_slots == 0 && self.trailing_bytes == 0
+        self.discarded_slots == 0 && self.trailing_bytes == 0 && !self.oversized
     }
+
+    /// What an index file too large to be read loads: nothing.
+    fn oversized() -> Self {
+        IndexLoad {
+            entries: 0,
+            discarded_slots: 0,
+            trailing_bytes: 0,
+            oversized: true,
+        }
+    }
+}
+
+/// The most bytes an index file of a segment whose log file holds
+/// `log_len` bytes can sensibly have: the configured preallocation
+/// (`max_bytes`), or one slot per possible batch (every batch is at least
+/// [`RECORD_BATCH_OVERHEAD`](crate::format::RECORD_BATCH_OVERHEAD) bytes)
+/// plus one, whichever is larger. A larger file (a sparse multi-GB one,
+/// say) cannot hold a valid index of the segment; it is not read, only
+/// rebuilt, so inspecting it costs neither time nor memory.
+pub(crate) fn plausible_bytes(log_len: u64, max_bytes: u64, slot_size: usize) -> u64 {
+    let batches = log_len / crate::format::RECORD_BATCH_OVERHEAD as u64 + 2;
+    max_bytes.max(batches.saturating_mul(slot_size as u64))
 }
 
 /// How many new entries are buffered before they are written.
@@ -125,21 +150,24 @@ impl<E: IndexEntry> IndexFile<E> {
 
     /// Opens an existing index file, loads its longest consistent prefix of
     /// entries, zeroes whatever follows it and re-extends the file to
-    /// `max_bytes` (or to the entries it holds, if more).
+    /// `max_bytes` (or to the entries it holds, if more). A file longer than
+    /// `plausible` bytes (see [`plausible_bytes`]) is not read: it is
+    /// emptied, and the load says so.
     pub(crate) fn open(
         storage: &dyn Storage,
         path: &Path,
         max_bytes: u64,
+        plausible: u64,
     ) -> Result<(Self, IndexLoad)> {
         let file = storage.open(path, OpenMode::Existing)?;
-        let len = usize::try_from(file.len()?).map_err(|_| {
-            Error::io(
-                "open index",
-                path,
-                std::io::Error::new(std::io::ErrorKind::FileTooLarge, "index file too large"),
-            )
-        })?;
-        let load = scan::<E>(file.map(len)?.as_slice());
+        let len = file.len()?;
+        let load = match usize::try_from(len) {
+            Ok(len) if len as u64 <= plausible => scan::<E>(file.map(len)?.as_slice()),
+            _ => {
+                file.set_len(0)?;
+                IndexLoad::oversized()
+            }
+        };
         let max_slots = slots_for(max_bytes, E::SIZE);
         let capacity = max_slots.max(load.entries);
         // The scan's map is dropped: this index holds no map of the file
@@ -167,55 +195,37 @@ impl<E: IndexEntry> IndexFile<E> {
     }
 
     /// Reads an existing index file without changing it: what
-    /// [`open`](Self::open) would load, and the last entry of that prefix.
-    /// `None` if the file does not exist.
+    /// [`open`](Self::open) would load, and the entries of that prefix, read
+    /// through a map of the file (no copy, nothing allocated per slot). A
+    /// file longer than `plausible` bytes is not read (an empty,
+    /// [oversized](IndexLoad::oversized) load). `None` if the file does not
+    /// exist.
     pub(crate) fn inspect(
         storage: &dyn Storage,
         path: &Path,
-    ) -> Result<Option<(IndexLoad, Option<E>)>> {
+        plausible: u64,
+    ) -> Result<Option<(IndexLoad, Slots<E>)>> {
         if !storage.exists(path) {
             return Ok(None);
         }
         let file = storage.open(path, OpenMode::Existing)?;
-        let len = usize::try_from(file.len()?).unwrap_or(usize::MAX);
+        let len = file.len()?;
+        let Some(len) = usize::try_from(len).ok().filter(|&l| l as u64 <= plausible) else {
+            let empty = Slots {
+                map: Arc::new(ReadMap::empty()),
+                entries: 0,
+                _entry: PhantomData,
+            };
+            return Ok(Some((IndexLoad::oversized(), empty)));
+        };
         let map = file.map(len)?;
-        let bytes = map.as_slice();
-        let load = scan::<E>(bytes);
-        let last = load
-            .entries
-            .checked_sub(1)
-            .map(|i| E::decode(&bytes[i * E::SIZE..(i + 1) * E::SIZE]));
-        Ok(Some((load, last)))
-    }
-
-    /// [`inspect`](Self::inspect), plus the last entry of the valid prefix
-    /// for which `below` holds (entries are sorted, so those form a prefix).
-    pub(crate) fn inspect_floor(
-        storage: &dyn Storage,
-        path: &Path,
-        below: impl Fn(&E) -> bool,
-    ) -> Result<Option<Inspected<E>>> {
-        if !storage.exists(path) {
-            return Ok(None);
-        }
-        let file = storage.open(path, OpenMode::Existing)?;
-        let len = usize::try_from(file.len()?).unwrap_or(usize::MAX);
-        let map = file.map(len)?;
-        let bytes = map.as_slice();
-        let load = scan::<E>(bytes);
-        let entry = |i: usize| E::decode(&bytes[i * E::SIZE..(i + 1) * E::SIZE]);
-        let last = load.entries.checked_sub(1).map(entry);
-        let (mut lo, mut hi) = (0, load.entries);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if below(&entry(mid)) {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        let floor = lo.checked_sub(1).map(entry);
-        Ok(Some((load, last, floor)))
+        let load = scan::<E>(map.as_slice());
+        let slots = Slots {
+            map,
+            entries: load.entries,
+            _entry: PhantomData,
+        };
+        Ok(Some((load, slots)))
     }
 
     /// Number of valid entries.
@@ -380,6 +390,47 @@ impl<E: IndexEntry> Drop for IndexFile<E> {
     }
 }
 
+/// The valid entries of an index file that [`IndexFile::inspect`] read,
+/// through a read-only map of the file.
+#[derive(Debug)]
+pub(crate) struct Slots<E: IndexEntry> {
+    map: Arc<ReadMap>,
+    entries: usize,
+    _entry: PhantomData<E>,
+}
+
+impl<E: IndexEntry> Slots<E> {
+    /// Number of valid entries.
+    pub(crate) fn len(&self) -> usize {
+        self.entries
+    }
+
+    /// Entry `i`, `i < len()`.
+    pub(crate) fn get(&self, i: usize) -> E {
+        E::decode(&self.map.as_slice()[i * E::SIZE..(i + 1) * E::SIZE])
+    }
+
+    /// The last entry, if any.
+    pub(crate) fn last(&self) -> Option<E> {
+        self.entries.checked_sub(1).map(|i| self.get(i))
+    }
+
+    /// The last entry for which `below` holds; `below` must hold for a
+    /// prefix of the entries (binary search).
+    pub(crate) fn floor(&self, below: impl Fn(&E) -> bool) -> Option<E> {
+        let (mut lo, mut hi) = (0, self.entries);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if below(&self.get(mid)) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo.checked_sub(1).map(|i| self.get(i))
+    }
+}
+
 /// Finds the longest consistent prefix of entries in `bytes`.
 ///
 /// The prefix stops at the first entry that does not follow its predecessor
@@ -390,24 +441,29 @@ impl<E: IndexEntry> Drop for IndexFile<E> {
 /// real all-zero first entry as "no entries" loses nothing: such an entry
 /// points at the segment's start, where a lookup without entries starts
 /// too.)
+///
+/// Reads the slots in place, one at a time: nothing is allocated per slot,
+/// so the memory it takes does not depend on the file's size.
 fn scan<E: IndexEntry>(bytes: &[u8]) -> IndexLoad {
     let is_zero = |slot: &[u8]| slot.iter().all(|&b| b == 0);
-    let slots: Vec<&[u8]> = bytes.chunks_exact(E::SIZE).collect();
+    let slot_count = bytes.len() / E::SIZE;
+    let slot = |i: usize| &bytes[i * E::SIZE..(i + 1) * E::SIZE];
     let trailing_bytes = bytes.len() % E::SIZE;
-    let first_is_entry = match slots.as_slice() {
-        [] => false,
-        [_] => true,
-        [first, second, ..] => !is_zero(first) || !is_zero(second),
+    let first_is_entry = match slot_count {
+        0 => false,
+        1 => true,
+        _ => !is_zero(slot(0)) || !is_zero(slot(1)),
     };
     let mut entries = 0;
     if first_is_entry {
         entries = 1;
-        let mut prev = E::decode(slots[0]);
-        for slot in &slots[1..] {
-            if is_zero(slot) {
+        let mut prev = E::decode(slot(0));
+        while entries < slot_count {
+            let bytes = slot(entries);
+            if is_zero(bytes) {
                 break;
             }
-            let next = E::decode(slot);
+            let next = E::decode(bytes);
             if !prev.precedes(&next) {
                 break;
             }
@@ -415,13 +471,14 @@ fn scan<E: IndexEntry>(bytes: &[u8]) -> IndexLoad {
             entries += 1;
         }
     }
-    let discarded_slots = slots[entries..].iter().filter(|s| !is_zero(s)).count();
+    let discarded_slots = bytes[entries * E::SIZE..slot_count * E::SIZE]
+        .chunks_exact(E::SIZE)
+        .filter(|s| !is_zero(s))
+        .count();
     IndexLoad {
         entries,
         discarded_slots,
         trailing_bytes,
+        oversized: false,
     }
 }
-/// What [`IndexFile::inspect_floor`] finds: the load, the last entry and the
-/// floor entry.
-pub(crate) type Inspected<E> = (IndexLoad, Option<E>, Option<E>);

@@ -20,13 +20,21 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::error::{CorruptionKind, Error, FormatError, Result};
+use crate::format::header::{OffsetOrder, out_of_sequence};
 use crate::format::{self, BatchHeader};
-use crate::storage::index::OffsetIndex;
+use crate::storage::index::{OFFSET_ENTRY_SIZE, OffsetIndex};
+use crate::storage::index_file::plausible_bytes;
 use crate::storage::mmap::{MapRange, ReadMap, slice_bytes};
 use crate::storage::probe::Counters;
 use crate::storage::spare;
-use crate::storage::time_index::TimeIndex;
+use crate::storage::time_index::{TIME_ENTRY_SIZE, TimeIndex};
 use crate::storage::{OpenMode, Storage, StorageFile};
+
+/// The largest byte position a batch may start at: Kafka's index files
+/// hold positions as 32-bit signed integers, and `segment.bytes` is at
+/// most 2 GiB, so no writer puts a batch further in. Recovery treats a
+/// batch beyond it as damage.
+pub(crate) const MAX_BATCH_POSITION: u64 = i32::MAX as u64;
 
 /// Suffix of a segment's log file.
 pub(crate) const LOG_SUFFIX: &str = "log";
@@ -76,11 +84,15 @@ pub(crate) fn parse_segment_file(path: &Path, suffix: &str) -> Option<u64> {
     }
 }
 
-/// Sizing of a segment's files, from the log configuration.
+/// Sizing of a segment's files, and how its batches' offsets follow each
+/// other, from the log configuration.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SegmentLimits {
     pub(crate) index_bytes: u64,
     pub(crate) index_interval_bytes: u64,
+    /// Contiguous unless the log is compacted; reads check it on every
+    /// batch they walk.
+    pub(crate) order: OffsetOrder,
 }
 
 /// Where one batch of an append lies in the buffer being appended.
@@ -287,7 +299,14 @@ impl Segment {
         let index_bytes = if sealed { 0 } else { limits.index_bytes };
         let index_path = segment_file(dir, base_offset, INDEX_SUFFIX);
         let index = if storage.exists(&index_path) {
-            OffsetIndex::open(storage.as_ref(), &index_path, base_offset, index_bytes)?.0
+            OffsetIndex::open(
+                storage.as_ref(),
+                &index_path,
+                base_offset,
+                index_bytes,
+                plausible_bytes(size, limits.index_bytes, OFFSET_ENTRY_SIZE),
+            )?
+            .0
         } else {
             OffsetIndex::create(
                 storage.as_ref(),
@@ -298,7 +317,14 @@ impl Segment {
         };
         let time_path = segment_file(dir, base_offset, TIME_INDEX_SUFFIX);
         let time_index = if storage.exists(&time_path) {
-            TimeIndex::open(storage.as_ref(), &time_path, base_offset, index_bytes)?.0
+            TimeIndex::open(
+                storage.as_ref(),
+                &time_path,
+                base_offset,
+                index_bytes,
+                plausible_bytes(size, limits.index_bytes, TIME_ENTRY_SIZE),
+            )?
+            .0
         } else {
             TimeIndex::create(
                 storage.as_ref(),
@@ -366,6 +392,11 @@ impl Segment {
         segment_file(&self.dir, self.base_offset, LOG_SUFFIX)
     }
 
+    /// How the segment's batches' offsets follow each other.
+    pub(crate) fn offset_order(&self) -> OffsetOrder {
+        self.limits.order
+    }
+
     /// Whether an append of `bytes` bytes ending at `last_offset` fits:
     /// relative offsets must fit the indexes and the indexes must have room.
     pub(crate) fn can_append(&self, last_offset: u64) -> bool {
@@ -411,7 +442,16 @@ impl Segment {
             self.offset_of_max_timestamp = last_offset;
         }
         if self.bytes_since_last_index_entry > self.limits.index_interval_bytes {
-            self.index.append(last_offset, to_u32(position))?;
+            let position = u32::try_from(position).map_err(|_| {
+                Error::corrupt(
+                    self.log_path(),
+                    position,
+                    CorruptionKind::PositionOutOfRange {
+                        limit: MAX_BATCH_POSITION,
+                    },
+                )
+            })?;
+            self.index.append(last_offset, position)?;
             self.time_index
                 .maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
             self.bytes_since_last_index_entry = 0;
@@ -451,29 +491,120 @@ impl Segment {
     }
 
     /// Iterates over the batch headers from `position` on, checking each
-    /// batch's structure and CRC.
-    pub(crate) fn batches_from(&self, position: u64) -> Result<SegmentBatches> {
+    /// batch's structure, CRC and offsets: from position 0 the first batch
+    /// must start at the segment's base offset (at or above it, compacted);
+    /// from elsewhere (a batch [`find_batch`](Self::find_batch) found) the
+    /// first is taken as it is; every later one must continue the one
+    /// before it.
+    ///
+    /// In a compacted log each batch is also checked against the offset
+    /// index and the batch after it ([`Segment::suspect`]).
+    pub(crate) fn batches_from(&self, position: u64) -> Result<SegmentBatches<'_>> {
         Ok(SegmentBatches {
+            segment: self,
             map: self.map()?,
             position: to_usize(position),
             end: to_usize(self.size),
+            expected: (position == 0).then_some(self.base_offset),
         })
+    }
+
+    /// In a compacted log, why the valid batch `header` at `position`
+    /// (offsets up to `last`, which had to start at or above `floor`) cannot
+    /// be served, if it cannot. A compacted log's offsets may jump, so a base
+    /// offset raised by damage still starts above the batch before it; what
+    /// shows it is the offset index (an entry at its position names another
+    /// offset, or an entry at a later position names an offset it claims)
+    /// or the batch after it, which then starts at or below its last
+    /// offset. Such a conflict is blamed on this batch, as recovery does,
+    /// unless an index entry names its last offset or the next batch also
+    /// starts below `floor` (then the next one is the damaged one). `None`
+    /// in a log that is not compacted, whose offsets are contiguous and
+    /// checked batch by batch.
+    fn suspect(
+        &self,
+        bytes: &[u8],
+        position: u64,
+        header: &BatchHeader,
+        floor: u64,
+        last: u64,
+    ) -> Option<FormatError> {
+        if self.limits.order != OffsetOrder::Increasing {
+            return None;
+        }
+        let base = last - u64::try_from(header.last_offset_delta).unwrap_or(0);
+        let contradiction = |expected| {
+            Some(out_of_sequence(
+                base,
+                last,
+                expected,
+                "in a compacted log the offset index or the next batch puts that offset where \
+                 this batch's offsets are; either may be the damaged one, so it is not served",
+            ))
+        };
+        let confirmed = match self.index.lookup(last) {
+            Some((offset, at)) if u64::from(at) > position => return contradiction(offset),
+            Some((offset, at)) if u64::from(at) == position => {
+                if offset != last {
+                    return contradiction(offset);
+                }
+                true
+            }
+            _ => false,
+        };
+        let next = to_usize(position + header.total_size() as u64);
+        if confirmed || next >= bytes.len() {
+            return None;
+        }
+        match BatchHeader::parse(&bytes[next..]) {
+            Ok(after) if after.base_offset <= last as i64 && after.base_offset >= floor as i64 => {
+                contradiction(after.base_offset.max(0) as u64)
+            }
+            _ => None,
+        }
     }
 
     /// End of the run of whole batches that starts at `start` (a batch
     /// boundary) and spans at most `max_bytes`, but always at least one batch.
-    /// Walks headers only; the reader checks CRCs.
+    /// Walks headers only; the reader checks CRCs. The run ends before a
+    /// batch whose header is damaged or whose offsets do not continue the
+    /// batch before it, so a read never hands out batches that skip or
+    /// repeat offsets; a read starting at that batch reports it.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] when the first batch's header is damaged.
     pub(crate) fn batch_run_end(&self, start: u64, max_bytes: u64) -> Result<u64> {
         let map = self.map()?;
         let bytes = &map.as_slice()[..to_usize(self.size)];
         let mut end = start;
+        let mut expected = None;
         while end < self.size {
-            let header =
-                BatchHeader::parse(&bytes[to_usize(end)..]).map_err(|e| self.corrupt(end, e))?;
-            let next = end + header.total_size() as u64;
+            let checked = BatchHeader::parse(&bytes[to_usize(end)..]).and_then(|header| {
+                let offsets = match expected {
+                    None => header.checked_offsets(),
+                    Some(expected) => self.limits.order.check(expected, &header),
+                };
+                offsets.map(|(_, last)| (header, last))
+            });
+            let (header, last) = match checked {
+                Ok(checked) => checked,
+                Err(e) if end == start => return Err(self.corrupt(end, e)),
+                Err(_) => break,
+            };
+            let size = header.total_size() as u64;
+            let next = end + size;
             if next > self.size || (end > start && next - start > max_bytes) {
                 break;
             }
+            // The first batch has no predecessor here: any conflict with
+            // the batch after it is blamed on it.
+            if let Some(e) = self.suspect(bytes, end, &header, expected.unwrap_or(0), last) {
+                if end == start {
+                    return Err(self.corrupt(end, e));
+                }
+                break;
+            }
+            expected = Some(last + 1);
             end = next;
         }
         Ok(end)
@@ -482,44 +613,66 @@ impl Segment {
     /// Position and header of the first batch whose last offset is `>=
     /// offset`, or `None` if the segment has no such batch.
     ///
-    /// The offset index is a hint: if the batch at the hinted position does
-    /// not start at or before `offset`, or is not a valid batch, the segment
-    /// is scanned from its start instead, so a damaged index never yields a
-    /// wrong answer.
+    /// Every batch walked on the way is checked: structure, CRC, and offsets
+    /// that continue the batch before it (see [`OffsetOrder`]). The offset
+    /// index is a hint: the walk starts at the batch its entry names, which
+    /// must end at the entry's offset; if it does not, or anything after it
+    /// fails its checks, the segment is walked from its start instead (where
+    /// the first batch must start at the base offset), so a damaged index
+    /// never yields a wrong answer and damaged batches are reported, never
+    /// skipped.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] for a batch failing its checks.
     pub(crate) fn find_batch(&self, offset: u64) -> Result<Option<(u64, BatchHeader)>> {
-        let hint = self
-            .index
-            .lookup(offset)
-            .map_or(0, |(_, position)| u64::from(position));
-        match self.scan_for(offset, hint) {
-            Ok(found) => Ok(found),
-            Err(_) if hint > 0 => self
-                .scan_for(offset, 0)
-                .map_err(|(pos, e)| self.corrupt(pos, e)),
-            Err((pos, e)) => Err(self.corrupt(pos, e)),
+        let map = self.map()?;
+        let bytes = &map.as_slice()[..to_usize(self.size)];
+        if let Some((entry, position)) = self.index.lookup(offset)
+            && let Ok(found) = self.scan_for(bytes, offset, u64::from(position), Some(entry))
+        {
+            return Ok(found);
         }
+        self.scan_for(bytes, offset, 0, None)
+            .map_err(|(pos, e)| self.corrupt(pos, e))
     }
 
+    /// Walks `bytes` (the segment's batches) from `from` (position 0, or the
+    /// position of the index entry `entry`, whose batch must end at `entry`)
+    /// to the first batch ending at or after `offset`.
     fn scan_for(
         &self,
+        bytes: &[u8],
         offset: u64,
         from: u64,
+        entry: Option<u64>,
     ) -> std::result::Result<Option<(u64, BatchHeader)>, (u64, FormatError)> {
-        let batches = self
-            .batches_from(from)
-            .map_err(|_| (from, FormatError::Empty))?;
-        for (i, item) in batches.enumerate() {
-            let (position, header) = item?;
-            if i == 0 && from > 0 && header.base_offset > offset as i64 {
-                // The hint overshot: the index is wrong.
-                return Err((
-                    position,
-                    FormatError::InvalidOffsetDelta("index points past the target"),
-                ));
+        let mut position = from;
+        let mut expected = entry.is_none().then_some(self.base_offset);
+        while position < self.size {
+            let at = |e| (position, e);
+            let header = format::check_batch(&bytes[to_usize(position)..]).map_err(at)?;
+            let (_, last) = match (expected, entry) {
+                (Some(expected), _) => self.limits.order.check(expected, &header),
+                (None, Some(entry)) => header.checked_offsets().and_then(|(base, last)| {
+                    if last == entry {
+                        Ok((base, last))
+                    } else {
+                        Err(out_of_sequence(
+                            base,
+                            last,
+                            entry,
+                            "the offset index entry at this batch's position names that offset as its last",
+                        ))
+                    }
+                }),
+                (None, None) => header.checked_offsets(),
             }
-            if header.last_offset() >= offset as i64 {
+            .map_err(at)?;
+            if last >= offset {
                 return Ok(Some((position, header)));
             }
+            expected = Some(last + 1);
+            position += header.total_size() as u64;
         }
         Ok(None)
     }
@@ -597,6 +750,12 @@ impl Segment {
         self.shrink_file(position)?;
         self.index.truncate_to(new_next)?;
         self.time_index.truncate_to(new_next)?;
+        // The dropped entries' zeroed slots are made durable before new
+        // batches can land at their positions: recovery checks a compacted
+        // log's index entries against its batches, and a stale entry that a
+        // power loss brought back would then disagree with valid data.
+        self.index.sync()?;
+        self.time_index.sync()?;
         self.size = position;
         // Re-derive the counters from what is left.
         self.rebuild_counters()?;
@@ -610,8 +769,11 @@ impl Segment {
         self.max_timestamp = format::NO_TIMESTAMP;
         self.offset_of_max_timestamp = self.base_offset;
         self.rolling_timestamp = None;
-        for item in self.batches_from(0)? {
-            let (position, header) = item.map_err(|(p, e)| self.corrupt(p, e))?;
+        let kept = self
+            .batches_from(0)?
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|(p, e)| self.corrupt(p, e))?;
+        for (position, header) in kept {
             if position == 0 {
                 self.rolling_timestamp = Some(header.max_timestamp);
             }
@@ -702,6 +864,7 @@ impl Segment {
             &index_path,
             self.base_offset,
             self.limits.index_bytes,
+            plausible_bytes(self.size, self.limits.index_bytes, OFFSET_ENTRY_SIZE),
         )?
         .0;
         let time_path = segment_file(&self.dir, self.base_offset, TIME_INDEX_SUFFIX);
@@ -710,6 +873,7 @@ impl Segment {
             &time_path,
             self.base_offset,
             self.limits.index_bytes,
+            plausible_bytes(self.size, self.limits.index_bytes, TIME_ENTRY_SIZE),
         )?
         .0;
         self.sealed = false;
@@ -750,13 +914,17 @@ pub(crate) fn remove_deleted_files(storage: &dyn Storage, paths: &[PathBuf]) -> 
 
 /// Iterator over batch headers of a segment (see [`Segment::batches_from`]).
 #[derive(Debug)]
-pub(crate) struct SegmentBatches {
+pub(crate) struct SegmentBatches<'a> {
+    segment: &'a Segment,
     map: Arc<ReadMap>,
     position: usize,
     end: usize,
+    /// The offset the next batch must start at (or above, compacted);
+    /// `None` for a first batch taken as it is.
+    expected: Option<u64>,
 }
 
-impl Iterator for SegmentBatches {
+impl Iterator for SegmentBatches<'_> {
     type Item = std::result::Result<(u64, BatchHeader), (u64, FormatError)>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -764,9 +932,23 @@ impl Iterator for SegmentBatches {
             return None;
         }
         let at = self.position;
-        match format::check_batch(&self.map.as_slice()[at..self.end]) {
-            Ok(header) => {
+        let bytes = &self.map.as_slice()[..self.end];
+        let checked = format::check_batch(&bytes[at..]).and_then(|header| {
+            let offsets = match self.expected {
+                Some(expected) => self.segment.limits.order.check(expected, &header),
+                None => header.checked_offsets(),
+            };
+            let (_, last) = offsets?;
+            let floor = self.expected.unwrap_or(0);
+            match self.segment.suspect(bytes, at as u64, &header, floor, last) {
+                Some(e) => Err(e),
+                None => Ok((header, last)),
+            }
+        });
+        match checked {
+            Ok((header, last)) => {
                 self.position += header.total_size();
+                self.expected = Some(last + 1);
                 Some(Ok((at as u64, header)))
             }
             Err(e) => {
@@ -777,12 +959,13 @@ impl Iterator for SegmentBatches {
     }
 }
 
+/// A byte position or size of a segment as `usize`. Segments hold at most
+/// [`MAX_BATCH_POSITION`] bytes of batches plus one batch (recovery cuts or
+/// refuses anything beyond, and appends roll before `segment.bytes`), which
+/// fits `usize` on every supported target; a larger value saturates, and
+/// mapping that many bytes then fails with an error instead of a panic.
 fn to_usize(n: u64) -> usize {
-    usize::try_from(n).expect("segment sizes fit in usize on 64-bit targets")
-}
-
-fn to_u32(n: u64) -> u32 {
-    u32::try_from(n).expect("segment positions fit in u32 (checked by can_append)")
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
@@ -812,6 +995,7 @@ mod tests {
         let limits = SegmentLimits {
             index_bytes: 4096,
             index_interval_bytes: 1,
+            order: OffsetOrder::Contiguous,
         };
         spare::prepare(&storage, dir.path(), limits)?;
         let mut segment = Segment::from_spare(&storage, dir.path(), 100, limits)?;
@@ -841,6 +1025,106 @@ mod tests {
         Ok(())
     }
 
+    /// A segment of one-record batches at `bases`, appended as they are,
+    /// with an index entry per batch (after the first).
+    fn segment_of(dir: &Path, order: OffsetOrder, bases: &[i64]) -> Result<(Segment, Vec<u64>)> {
+        let storage: Arc<dyn Storage> = Arc::new(StdStorage::new());
+        let limits = SegmentLimits {
+            index_bytes: 4096,
+            index_interval_bytes: 1,
+            order,
+        };
+        let mut segment = Segment::create(&storage, dir, 0, limits)?;
+        let mut positions = Vec::new();
+        for &base in bases {
+            let (bytes, meta) = one_batch(base);
+            positions.push(segment.append(&bytes, &[meta])?);
+        }
+        Ok((segment, positions))
+    }
+
+    #[test]
+    fn a_position_beyond_32_bits_is_an_error_not_a_panic() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut segment, _) = segment_of(dir.path(), OffsetOrder::Contiguous, &[0, 1])?;
+        let err = segment
+            .index_batch(5 << 30, 2, 42, 100)
+            .expect_err("no index position");
+        assert!(
+            matches!(
+                err,
+                Error::Corrupt {
+                    kind: CorruptionKind::PositionOutOfRange { .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn reads_of_a_contiguous_segment_never_cross_a_gap() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (segment, positions) =
+            segment_of(dir.path(), OffsetOrder::Contiguous, &[0, 1, 2, 9, 10])?;
+        // Before the gap: found, and a run ends before the batch after it.
+        let (at, _) = segment.find_batch(1)?.expect("found");
+        assert_eq!(at, positions[1]);
+        assert_eq!(segment.batch_run_end(at, u64::MAX)?, positions[3]);
+        // In it: the walk reaches the gap, from the index entry and again
+        // from the start, and reports it.
+        let err = segment.find_batch(3).expect_err("the gap");
+        let Error::Corrupt { position, kind, .. } = err else {
+            panic!("{err}")
+        };
+        assert_eq!(position, positions[3]);
+        assert!(
+            matches!(
+                kind,
+                CorruptionKind::Batch(FormatError::OffsetsOutOfSequence { .. })
+            ),
+            "{kind}"
+        );
+        // After it, a read anchored at an index entry naming the batch gets
+        // that batch, which holds the offset asked for: nothing is skipped.
+        let (at, header) = segment.find_batch(9)?.expect("found");
+        assert_eq!((at, header.base_offset), (positions[3], 9));
+        // The same walk by timestamp.
+        let items: Vec<_> = segment.batches_from(0)?.collect();
+        assert_eq!(items.len(), 4);
+        assert!(matches!(items[3], Err((p, _)) if p == positions[3]));
+        Ok(())
+    }
+
+    #[test]
+    fn reads_of_a_compacted_segment_never_serve_a_raised_base_offset() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Gaps are fine; the batch at 7 is followed by one at 4: one of the
+        // two was damaged, and the index entry at its position (offset 3)
+        // says it is the raised one.
+        let (segment, positions) =
+            segment_of(dir.path(), OffsetOrder::Increasing, &[0, 2, 3, 4, 8])?;
+        let mut bytes = std::fs::read(segment.log_path()).expect("read");
+        format::set_base_offset(&mut bytes[to_usize(positions[2])..], 7);
+        std::fs::write(segment.log_path(), &bytes).expect("write");
+        // The run from the start ends before the raised batch.
+        assert_eq!(segment.batch_run_end(0, u64::MAX)?, positions[2]);
+        // Reading it fails; the batches after it read.
+        let (at, header) = segment.find_batch(3)?.expect("found");
+        assert_eq!((at, header.base_offset), (positions[2], 7));
+        assert!(matches!(
+            segment.batch_run_end(at, u64::MAX),
+            Err(Error::Corrupt { position, .. }) if position == positions[2]
+        ));
+        let (at, header) = segment.find_batch(4)?.expect("found");
+        assert_eq!((at, header.base_offset), (positions[3], 4));
+        assert_eq!(segment.batch_run_end(at, u64::MAX)?, segment.size());
+        let items: Vec<_> = segment.batches_from(0)?.collect();
+        assert!(matches!(items[2], Err((p, _)) if p == positions[2]));
+        Ok(())
+    }
+
     #[test]
     fn adopting_a_missing_spare_fails_and_leaves_nothing() -> Result<()> {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -848,6 +1132,7 @@ mod tests {
         let limits = SegmentLimits {
             index_bytes: 4096,
             index_interval_bytes: 1,
+            order: OffsetOrder::Contiguous,
         };
         assert!(Segment::from_spare(&storage, dir.path(), 7, limits).is_err());
         assert!(storage.list_dir(dir.path())?.is_empty());

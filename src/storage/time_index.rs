@@ -90,14 +90,16 @@ impl TimeIndex {
         path: &Path,
         base_offset: u64,
         max_index_bytes: u64,
+        plausible: u64,
     ) -> Result<(Self, IndexLoad)> {
-        let (slots, load) = IndexFile::open(storage, path, max_index_bytes)?;
+        let (slots, load) = IndexFile::open(storage, path, max_index_bytes, plausible)?;
         Ok((TimeIndex { slots, base_offset }, load))
     }
 
     /// Reads an existing index file without changing it. `Ok(None)` when
-    /// the file is missing or not clean (damaged entries after the valid
-    /// prefix); otherwise the last entry, if any.
+    /// the file is missing, longer than `plausible` bytes (not read at all)
+    /// or not clean (damaged entries after the valid prefix); otherwise the
+    /// last entry, if any.
     ///
     /// # Errors
     /// [`Error::Io`].
@@ -105,13 +107,18 @@ impl TimeIndex {
         storage: &dyn Storage,
         path: &Path,
         base_offset: u64,
+        plausible: u64,
     ) -> Result<Option<Option<(i64, u64)>>> {
-        Ok(match IndexFile::<TimeEntry>::inspect(storage, path)? {
-            Some((load, last)) if load.is_clean() => {
-                Some(last.map(|e| (e.timestamp, base_offset + u64::from(e.relative_offset))))
-            }
-            _ => None,
-        })
+        Ok(
+            match IndexFile::<TimeEntry>::inspect(storage, path, plausible)? {
+                Some((load, slots)) if load.is_clean() => Some(
+                    slots
+                        .last()
+                        .map(|e| (e.timestamp, base_offset + u64::from(e.relative_offset))),
+                ),
+                _ => None,
+            },
+        )
     }
 
     /// An empty index in a file that `mode` creates, or (`Existing`) in a
@@ -321,7 +328,7 @@ mod tests {
         index.maybe_append(20, BASE + 4)?;
         index.sync()?;
         drop(index);
-        let (mut index, load) = TimeIndex::open(&StdStorage, &path, BASE, 120)?;
+        let (mut index, load) = TimeIndex::open(&StdStorage, &path, BASE, 120, u64::MAX)?;
         assert!(load.is_clean());
         let expected = vec![(0, BASE), (10, BASE + 4), (20, BASE + 4)];
         assert_eq!(entries_of(&index), expected);
@@ -329,7 +336,7 @@ mod tests {
         assert_eq!(index.file().len()?, 36);
         assert!(index.is_full());
         drop(index);
-        let (mut index, load) = TimeIndex::open(&StdStorage, &path, BASE, 120)?;
+        let (mut index, load) = TimeIndex::open(&StdStorage, &path, BASE, 120, u64::MAX)?;
         assert!(load.is_clean());
         assert_eq!(entries_of(&index), expected);
         assert_eq!(index.file().len()?, 120);
@@ -345,7 +352,7 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[12..24].copy_from_slice(&[0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 9]);
         std::fs::write(&path, &bytes).unwrap();
-        let (index, load) = TimeIndex::open(&StdStorage, &path, BASE, 120)?;
+        let (index, load) = TimeIndex::open(&StdStorage, &path, BASE, 120, u64::MAX)?;
         assert_eq!((load.entries, load.discarded_slots), (1, 1));
         assert_eq!(entries_of(&index), vec![(7, BASE + 2)]);
         Ok(())
@@ -383,7 +390,7 @@ mod tests {
             model.retain(|e| e.1 < cut);
             prop_assert_eq!(entries_of(&index), model.clone());
             drop(index);
-            let (index, load) = TimeIndex::open(&StdStorage, &path, BASE, 100 * 12)?;
+            let (index, load) = TimeIndex::open(&StdStorage, &path, BASE, 100 * 12, u64::MAX)?;
             let model = if model == [(0, BASE)] { vec![] } else { model };
             prop_assert!(load.is_clean());
             prop_assert_eq!(entries_of(&index), model);
@@ -397,7 +404,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("0.timeindex");
             std::fs::write(&path, &bytes).unwrap();
-            let (index, load) = TimeIndex::open(&StdStorage, &path, 0, 120)?;
+            let (index, load) = TimeIndex::open(&StdStorage, &path, 0, 120, u64::MAX)?;
             let loaded = entries_of(&index);
             prop_assert_eq!(loaded.len(), load.entries);
             for (i, &(timestamp, offset)) in loaded.iter().enumerate() {

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use super::records::{BatchData, ConsumerRecord, Span};
 use crate::error::FormatError;
 use crate::format::Header;
+use crate::format::header::out_of_sequence;
 use crate::format::{
     Batch, RECORDS_OFFSET, RecordIter, decode_batch_at, decode_headers, scan_record,
 };
@@ -32,6 +33,9 @@ pub(super) struct Fetch {
     source: Option<MapRange>,
     /// Position of the next batch in `data`.
     pos: usize,
+    /// The last offset of the last batch started, which the next must
+    /// start above.
+    last_offset: Option<u64>,
     /// The batch records are being taken from.
     current: Option<Current>,
 }
@@ -102,6 +106,7 @@ impl Fetch {
             data,
             source,
             pos: 0,
+            last_offset: None,
             current: None,
         }
     }
@@ -151,8 +156,16 @@ impl Fetch {
 
     /// Moves records at or above `*position` into `sink.out` until it holds
     /// `sink.max` records or the fetch is drained, advancing `*position`
-    /// past each record taken and past batches that end below it (control
-    /// batches, records removed by compaction).
+    /// past each record taken and past the offsets a batch covers without
+    /// records for the application (control batches, records removed by
+    /// compaction).
+    ///
+    /// Each batch's offsets are checked before its records are taken (the
+    /// CRC does not cover its base offset): they must be valid (not
+    /// negative, no overflow), start above the previous batch's last offset
+    /// and end at or after `*position`. The log hands out batches from the
+    /// one holding the position on, each continuing the one before it, so
+    /// a batch breaking this is damage: never skipped.
     ///
     /// On a damaged batch the fetch is emptied and the error returned;
     /// `*position` stays at the first record not taken.
@@ -189,14 +202,29 @@ impl Fetch {
                 break;
             }
             let (batch, size) = decode_batch_at(&self.data, self.pos, check_crcs)?;
-            self.pos += size;
             let header = batch.header();
-            let next_offset = header.next_offset() as u64;
-            if next_offset <= *position {
-                // Wholly below the position: the first batch of a read may
-                // start before the offset asked for.
-                continue;
+            let (base, last) = header.checked_offsets()?;
+            if let Some(previous) = self.last_offset
+                && base <= previous
+            {
+                return Err(out_of_sequence(
+                    base,
+                    last,
+                    previous + 1,
+                    "a fetched batch starts at or above that offset, after the batch before it",
+                ));
             }
+            if last < *position {
+                return Err(out_of_sequence(
+                    base,
+                    last,
+                    *position,
+                    "a fetched batch ends at or after that offset, the consumer's position",
+                ));
+            }
+            self.pos += size;
+            self.last_offset = Some(last);
+            let next_offset = last + 1;
             if header.is_control() {
                 // Transaction markers are not records for the application.
                 *position = next_offset;
@@ -284,8 +312,9 @@ impl Plain {
             self.previous_delta = delta;
             self.pos = raw.end;
             self.index += 1;
-            // Stored offsets are never negative.
-            let offset = self.base_offset.wrapping_add(delta) as u64;
+            // The batch's offsets were checked (base offset not negative,
+            // base + lastOffsetDelta no overflow) and delta <= lastOffsetDelta.
+            let offset = (self.base_offset + delta) as u64;
             if offset < *position {
                 continue;
             }
@@ -328,7 +357,8 @@ impl Decoded {
         for record in iter {
             match record {
                 Ok(record) => {
-                    // Stored offsets are never negative.
+                    // The batch's offsets were checked before it was
+                    // decoded, and a record's delta is within them.
                     let offset = record.offset() as u64;
                     let timestamp = record.timestamp();
                     let (key, value, headers) = record.into_parts();
@@ -382,5 +412,97 @@ impl Decoded {
             });
         }
         Ok(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{BatchBuilder, set_base_offset};
+
+    /// Batches laid end to end, each of `count` records at `base`.
+    fn batches(specs: &[(i64, usize)]) -> Bytes {
+        let mut out = Vec::new();
+        for &(base, count) in specs {
+            let mut builder = BatchBuilder::new(Compression::None);
+            for i in 0..count {
+                builder.append(i as i64, None, Some(b"v"), &[]);
+            }
+            let mut bytes = builder.build().expect("batch").to_vec();
+            set_base_offset(&mut bytes, base);
+            out.extend_from_slice(&bytes);
+        }
+        Bytes::from(out)
+    }
+
+    /// Drains `data` from `position`: the offsets taken and the result.
+    fn drain(data: Bytes, position: u64) -> (Vec<u64>, u64, Result<(), FormatError>) {
+        let topic: Arc<str> = Arc::from("t");
+        let mut out = Vec::new();
+        let mut position = position;
+        let mut fetch = Fetch::new(data, None);
+        let result = fetch.drain(
+            &mut position,
+            Sink {
+                topic: &topic,
+                partition: 0,
+                check_crcs: true,
+                max: usize::MAX,
+                out: &mut out,
+            },
+        );
+        (out.iter().map(|r| r.offset).collect(), position, result)
+    }
+
+    #[test]
+    fn a_consistent_run_is_taken_whole_from_the_position() {
+        let (taken, position, result) = drain(batches(&[(0, 3), (3, 2), (5, 1)]), 1);
+        assert_eq!(result, Ok(()));
+        assert_eq!(taken, [1, 2, 3, 4, 5]);
+        assert_eq!(position, 6);
+        // Gaps forward (a compacted log) are taken as they are.
+        let (taken, position, result) = drain(batches(&[(0, 2), (7, 1)]), 0);
+        assert_eq!((taken, position, result), (vec![0, 1, 7], 8, Ok(())));
+    }
+
+    #[test]
+    fn negative_or_overflowing_base_offsets_are_errors_not_wraps() {
+        for base in [-1, i64::MIN, i64::MAX, i64::MAX - 1] {
+            let (taken, position, result) = drain(batches(&[(base, 3)]), 0);
+            assert!(
+                matches!(result, Err(FormatError::InvalidBaseOffset { .. })),
+                "base {base}: {result:?}"
+            );
+            assert!(taken.is_empty(), "base {base}");
+            assert_eq!(position, 0, "base {base}: the position stays");
+        }
+        // After valid records: those are taken, the position stops at the
+        // damaged batch.
+        let (taken, position, result) = drain(batches(&[(0, 2), (-1, 1)]), 0);
+        assert_eq!((taken, position), (vec![0, 1], 2));
+        assert!(matches!(result, Err(FormatError::InvalidBaseOffset { .. })));
+    }
+
+    #[test]
+    fn batches_out_of_sequence_are_errors_never_skipped() {
+        // A batch wholly below the position, a batch going backwards, a
+        // batch repeating the previous one's last offset.
+        for (specs, from, taken_first) in [
+            (vec![(0, 2), (2, 2)], 5, vec![]),
+            (vec![(0, 3), (1, 2)], 0, vec![0, 1, 2]),
+            (vec![(0, 3), (2, 2)], 0, vec![0, 1, 2]),
+        ] {
+            let (taken, position, result) = drain(batches(&specs), from);
+            assert!(
+                matches!(result, Err(FormatError::OffsetsOutOfSequence { .. })),
+                "{specs:?} from {from}: {result:?}"
+            );
+            assert_eq!(taken, taken_first, "{specs:?}");
+            assert_eq!(
+                position,
+                taken_first.last().map_or(from, |o| o + 1),
+                "{specs:?}: the position stays at the first record not taken"
+            );
+        }
     }
 }
