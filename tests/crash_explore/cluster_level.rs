@@ -810,12 +810,8 @@ impl ClusterRun {
                             "{name}-{p}: a cut where the page cache survived: {cut:?}"
                         ));
                     }
-                    let len = std::fs::metadata(&cut.path).map(|m| m.len()).ok();
-                    if cut.bytes == 0 || len != Some(cut.position) {
-                        return Err(format!(
-                            "{name}-{p}: implausible cut {cut:?}: the file is {len:?} bytes long"
-                        ));
-                    }
+                    crate::model::check_cut(cut, end, None)
+                        .map_err(|e| format!("{name}-{p}: {e}"))?;
                 }
                 self.topics.get_mut(name).expect("live").parts[p as usize].reopened(&now, end);
                 summary.push(format!("{name}-{p} [{start}, {end})"));

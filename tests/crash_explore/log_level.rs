@@ -56,6 +56,8 @@ pub(crate) struct LogRun {
     history: Vec<String>,
     next_id: u64,
     segment_bytes: u64,
+    /// The recovery point the last open was given.
+    opened_with: u64,
     /// Crash states explored (reopens checked after a crash).
     pub(crate) states: u64,
 }
@@ -107,6 +109,7 @@ impl LogRun {
             history: Vec::new(),
             next_id: 0,
             segment_bytes,
+            opened_with: 0,
             states: 0,
         }
     }
@@ -206,6 +209,7 @@ impl LogRun {
         self.note(format!(
             "open: recovery point {rp}, log start {start}, cleaner {cleaner}"
         ));
+        self.opened_with = rp;
         builder
             .open()
             .map_err(|e| format!("the open after a crash refused: {e}"))
@@ -589,12 +593,7 @@ impl LogRun {
             return Err("a fenced truncation without any failed fsync".into());
         }
         if let Some(cut) = &report.truncated {
-            let len = std::fs::metadata(&cut.path).map(|m| m.len()).ok();
-            if cut.bytes == 0 || !cut.path.starts_with(&self.dir) || len != Some(cut.position) {
-                return Err(format!(
-                    "implausible cut {cut:?}: the file is {len:?} bytes long"
-                ));
-            }
+            crate::model::check_cut(cut, end, Some(self.opened_with))?;
             if no_cut {
                 return Err(format!(
                     "a cut where the page cache survived (clean close or process kill): {cut:?}"

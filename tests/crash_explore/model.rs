@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use logbus::format::BatchBuilder;
-use logbus::{Compression, LogRead, Result};
+use logbus::{Compression, LogRead, Result, TruncatedTail};
 
 /// A record as the model holds it. Values are unique within a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -419,4 +419,41 @@ pub(crate) fn show(r: &Rec) -> String {
         |k| String::from_utf8_lossy(k).into_owned(),
     );
     format!("@{} key {key} value {value:?}", r.offset)
+}
+
+/// Checks that a reported cut agrees with what the reopened log holds: the
+/// cut file ends where the report says, the removed segments are gone, the
+/// log ends at the first lost offset, at or above the recovery point
+/// (`recovery_point`: the one the owner passed, when known).
+pub(crate) fn check_cut(
+    cut: &TruncatedTail,
+    end: u64,
+    recovery_point: Option<u64>,
+) -> std::result::Result<(), String> {
+    let len = std::fs::metadata(&cut.path).map(|m| m.len()).ok();
+    let mut wrong = Vec::new();
+    if len != Some(cut.position) {
+        wrong.push(format!("the cut file is {len:?} bytes long"));
+    }
+    if let Some(gone) = cut.removed_segments.iter().find(|p| p.exists()) {
+        wrong.push(format!("{} was reported removed", gone.display()));
+    }
+    if cut.first_lost_offset != end {
+        wrong.push(format!(
+            "the log ends at {end}, not at the first lost offset"
+        ));
+    }
+    if cut.first_lost_offset < cut.recovery_point {
+        wrong.push("the cut lies below the recovery point".into());
+    }
+    if let Some(rp) = recovery_point
+        && rp != cut.recovery_point
+    {
+        wrong.push(format!("the log was opened with recovery point {rp}"));
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("implausible cut {cut:?}: {}", wrong.join("; ")))
+    }
 }
