@@ -279,7 +279,11 @@ impl SegmentProbe {
                 break;
             }
             let mut confirmed = false;
-            if let Some(index) = index {
+            // Index files are never fsynced (only log files are): below the
+            // recovery point the batch's bytes were, so an entry there that
+            // disagrees is a stale or lost index page (the index is
+            // rebuilt), never evidence against the batch.
+            if let Some(index) = index.filter(|_| base >= recovery_point) {
                 while next_entry < index.len() && u64::from(index.get(next_entry).1) < position {
                     next_entry += 1;
                 }
