@@ -167,18 +167,17 @@ impl LogInner {
         state.generation += 1;
         state.log_start_offset = state.log_start_offset.max(state.segments[0].base_offset());
         state.dir_dirty = true;
-        for (i, segment) in removed.iter().enumerate() {
+        for segment in &removed {
             report.segments += 1;
             report.bytes += segment.size();
-            // Oldest first, each rename durable before the next one: a
-            // power loss then brings back at most the newest deleted
-            // segment, next to the ones kept. Renames lost out of order
-            // could bring back an older one with a hole after it, below
-            // the recovery point, where recovery must refuse the open.
-            // The last rename is synced with the directory later.
-            if i > 0 {
-                self.storage.sync_dir(&self.dir)?;
-            }
+            // Oldest first, each rename durable before the next one (this
+            // pass's or a later one's): a power loss then brings back at
+            // most the newest deleted segment, next to the ones kept.
+            // Renames lost out of order could bring back an older one with
+            // a hole after it, below the recovery point, where recovery
+            // must refuse the open. The last rename is synced with the
+            // directory later (`dir_dirty`), or before the next deletion.
+            self.storage.sync_dir(&self.dir)?;
             self.schedule(Job::RemoveFiles(segment.mark_deleted()?));
         }
         Ok(report)
