@@ -518,6 +518,10 @@ impl LogRun {
     fn kill(&mut self, kind: Crash) -> Result<(), String> {
         match kind {
             Crash::PowerLoss(seed) => {
+                if std::env::var_os("LOGBUS_EXPLORE_DUMP").is_some() {
+                    let pending = self.faulty.pending_dir_ops();
+                    self.note(format!("pending directory operations: {pending:?}"));
+                }
                 let report = self
                     .gate
                     .crash(seed)
