@@ -789,8 +789,13 @@ impl ClusterRun {
                 let start = partition.log_start_offset().map_err(|e| e.to_string())?;
                 let end = partition.log_end_offset().map_err(|e| e.to_string())?;
                 let rr = partition.recovery_report().clone();
-                let now = read_served(|o, m| partition.read(o, m), start, end)
-                    .map_err(|e| format!("{name}-{p}: {e}"))?;
+                let now = read_served(
+                    |o, m| partition.read(o, m),
+                    start,
+                    end,
+                    self.topics[name].parts[p as usize].compacted,
+                )
+                .map_err(|e| format!("{name}-{p}: {e}"))?;
                 let part = &self.topics[name].parts[p as usize];
                 let promised = part.promised(0, page_cache_survived);
                 // A partition added since the last crash has no entry:

@@ -39,10 +39,11 @@ pub(crate) enum Bug {
 struct GateState {
     dead: RwLock<bool>,
     bug: Bug,
-    /// While set, `sync` of segment log files waits (outside the gate)
-    /// until it is cleared: a background flush held up for as long as a
-    /// test needs.
-    held: Mutex<bool>,
+    /// While set (to the thread that set it), `sync` of segment log files
+    /// from any other thread waits (outside the gate) until it is cleared:
+    /// a background flush held up for as long as a test needs, while the
+    /// test's own thread syncs freely.
+    held: Mutex<Option<std::thread::ThreadId>>,
     released: Condvar,
 }
 
@@ -69,7 +70,7 @@ impl Gate {
             state: Arc::new(GateState {
                 dead: RwLock::new(false),
                 bug,
-                held: Mutex::new(false),
+                held: Mutex::new(None),
                 released: Condvar::new(),
             }),
         }
@@ -93,14 +94,18 @@ impl Gate {
         report
     }
 
-    /// Holds every `sync` of a segment log file (`*.log`) until
-    /// [`release_syncs`](Self::release_syncs) or a crash.
+    /// Holds the log's background work until
+    /// [`release_syncs`](Self::release_syncs) or a crash: every `sync` of a
+    /// segment log file (`*.log`) and every creation of a spare segment
+    /// file (`*.spare`) made by another thread than this one. A held spare
+    /// keeps the jobs queued behind it (the flush after a roll) from
+    /// starting at all.
     pub(crate) fn hold_log_syncs(&self) {
         *self
             .state
             .held
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::thread::current().id());
     }
 
     pub(crate) fn release_syncs(&self) {
@@ -108,13 +113,14 @@ impl Gate {
             .state
             .held
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         self.state.released.notify_all();
     }
 
-    /// Waits while syncs of `path` are held.
+    /// Waits while work on `path` (a log file's sync, a spare's creation)
+    /// is held.
     fn wait_if_held(&self, path: &Path) {
-        if path.extension().is_none_or(|e| e != "log") {
+        if path.extension().is_none_or(|e| e != "log" && e != "spare") {
             return;
         }
         let mut held = self
@@ -122,7 +128,8 @@ impl Gate {
             .held
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while *held {
+        let me = std::thread::current().id();
+        while held.is_some_and(|holder| holder != me) {
             held = self
                 .state
                 .released
@@ -159,6 +166,9 @@ impl Gate {
 
 impl Storage for Gate {
     fn open(&self, path: &Path, mode: OpenMode) -> Result<Arc<dyn StorageFile>> {
+        if mode != OpenMode::Existing {
+            self.wait_if_held(path);
+        }
         self.alive(
             || Err(dead_error("open", path)),
             || {

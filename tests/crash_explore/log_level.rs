@@ -590,7 +590,7 @@ impl LogRun {
         let (start, end) = (log.log_start_offset(), log.log_end_offset());
         let report = log.recovery_report().clone();
         self.note(format!("reopened [{start}, {end}): {report:?}"));
-        let now = read_served(|o, m| log.read(o, m), start, end)?;
+        let now = read_served(|o, m| log.read(o, m), start, end, self.model.compacted)?;
         self.model
             .check_reopen(&now, start, end, pre_start, promised)?;
         if report.fenced_truncation.is_some() {
