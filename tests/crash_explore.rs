@@ -177,8 +177,14 @@ impl Dump {
         let base =
             std::path::PathBuf::from(std::env::var_os("LOGBUS_EXPLORE_DUMP").expect("dump dir"))
                 .join(format!("{level}-{}-{seed}", policy.name()));
-        let _ = std::fs::remove_dir_all(&base);
-        std::fs::create_dir_all(&base).expect("dump dir");
+        self.save_as(&base);
+        base
+    }
+
+    /// Writes the copy under `base`.
+    pub(crate) fn save_as(&self, base: &Path) {
+        let _ = std::fs::remove_dir_all(base);
+        std::fs::create_dir_all(base).expect("dump dir");
         for (rel, content) in &self.files {
             let path = base.join(rel);
             match content {
@@ -189,7 +195,6 @@ impl Dump {
                 }
             }
         }
-        base
     }
 }
 
@@ -887,5 +892,95 @@ fn a_lost_index_page_never_refuses_the_open_of_a_compacted_log() -> logbus::Resu
         );
         log.close()?;
     }
+    Ok(())
+}
+
+/// Regression: in a compacted log (whose segments may leave offset gaps),
+/// recovery that cut the last segment back to nothing ended the log at
+/// that segment's base offset, above the last batch of the segment before
+/// it; the reopened log then claimed offsets no batch held, its recovery
+/// point reached them, and once appends there were lost, the next open
+/// (dropping the empty segment) found the log ending below that recovery
+/// point and refused. Found by the log-level exploration (page cache).
+#[test]
+fn a_compacted_log_cut_back_to_an_empty_segment_ends_at_its_last_batch() -> logbus::Result<()> {
+    use std::sync::Arc;
+
+    use logbus::{FlushPolicy, Log, LogConfig, ManualClock, Storage};
+
+    let config = LogConfig::builder()
+        .segment_bytes(1024)
+        .segment_index_bytes(4096)
+        .segment_ms(None)
+        .retention_ms(None)
+        .compact(true)
+        .delete(false)
+        .flush(FlushPolicy::page_cache())
+        .build()?;
+    let mut cuts = 0;
+    for seed in 0..64u64 {
+        let tmp = tempdir();
+        let dir = tmp.path().join("t-0");
+        let faulty = faulty_storage();
+        let open = |gate: &gate::Gate, recovery_point: u64| {
+            Log::builder(&dir)
+                .config(config.clone())
+                .storage(Arc::new(gate.clone()))
+                .clock(Arc::new(ManualClock::new(0)))
+                .recovery_point(recovery_point)
+                .open()
+        };
+        let append = |log: &Log, i: u64| {
+            let draft = model::Draft {
+                timestamp: 1_000,
+                key: Some(format!("k{i}").into_bytes()),
+                value: format!("value {i} ").repeat(20).into_bytes(),
+            };
+            log.append(&mut model::build_batch(&[draft]), 0)
+        };
+        let gate = gate::Gate::new(&faulty, Bug::None);
+        gate.create_dir_all(&dir)?;
+        gate.sync_dir(tmp.path())?;
+        let log = open(&gate, 0)?;
+        let mut i = 0;
+        // A flushed first segment, then records in the page cache across a
+        // roll: the power loss may take the first segment's tail and the
+        // second segment's content.
+        while log.segment_count() < 2 {
+            append(&log, i)?;
+            i += 1;
+        }
+        log.flush()?;
+        let flushed = log.recovery_point();
+        while log.segment_count() < 3 {
+            append(&log, i)?;
+            i += 1;
+        }
+        append(&log, i)?;
+        gate.crash(seed)?;
+        drop(log);
+
+        let gate = gate::Gate::new(&faulty, Bug::None);
+        let log = open(&gate, flushed)?;
+        cuts += u64::from(log.recovery_report().truncated.is_some());
+        let end = log.log_end_offset();
+        let served = model::read_served(|o, m| log.read(o, m), log.log_start_offset(), end, true)
+            .expect("readable");
+        let last = served
+            .last()
+            .map_or(log.log_start_offset(), |r| r.offset + 1);
+        assert_eq!(end, last, "seed {seed}: the log ends after its last record");
+        // What this open kept is durable; the next append is not.
+        let recovery_point = log.recovery_point();
+        append(&log, 1_000)?;
+        gate.crash(seed.wrapping_mul(31).wrapping_add(7))?;
+        drop(log);
+
+        let gate = gate::Gate::new(&faulty, Bug::None);
+        let log = open(&gate, recovery_point).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert!(log.log_end_offset() >= end, "seed {seed}");
+        log.close()?;
+    }
+    assert!(cuts > 0, "no power loss left a torn segment to cut");
     Ok(())
 }

@@ -58,6 +58,10 @@ pub(crate) struct LogRun {
     segment_bytes: u64,
     /// The recovery point the last open was given.
     opened_with: u64,
+    /// The highest cleaner checkpoint any incarnation reached.
+    max_cleaned: u64,
+    /// The files before the last reopen (with `LOGBUS_EXPLORE_DUMP`).
+    previous_dump: Option<crate::Dump>,
     /// Crash states explored (reopens checked after a crash).
     pub(crate) states: u64,
 }
@@ -110,6 +114,8 @@ impl LogRun {
             next_id: 0,
             segment_bytes,
             opened_with: 0,
+            max_cleaned: 0,
+            previous_dump: None,
             states: 0,
         }
     }
@@ -481,7 +487,10 @@ impl LogRun {
         // cleaner stays below it), else a record it dropped for a later
         // one of the same key would go with that later one.
         let floor = if self.model.compacted {
-            self.log().cleaner_checkpoint()
+            // What any incarnation cleaned: a reopen's cleaner checkpoint
+            // may be older than what was cleaned before the crash.
+            self.max_cleaned = self.max_cleaned.max(self.log().cleaner_checkpoint());
+            self.max_cleaned
         } else {
             0
         };
@@ -508,6 +517,7 @@ impl LogRun {
     fn close_and_reopen(&mut self) -> Result<(), String> {
         let log = Arc::try_unwrap(self.log.take().expect("open log")).expect("one handle");
         let pre_start = log.log_start_offset();
+        self.max_cleaned = self.max_cleaned.max(log.cleaner_checkpoint());
         log.close().map_err(|e| format!("close: {e}"))?;
         self.note("clean close".into());
         // A clean close flushes: everything acknowledged is promised.
@@ -555,6 +565,7 @@ impl LogRun {
     fn after_crash(&mut self, kind: Crash, r_before: u64) -> Result<(), String> {
         let log = self.log.take().expect("open log");
         let pre_start = log.log_start_offset();
+        self.max_cleaned = self.max_cleaned.max(log.cleaner_checkpoint());
         drop(Arc::try_unwrap(log).expect("one handle"));
         let promised = self.model.promised(r_before, matches!(kind, Crash::Kill));
         self.states += 1;
@@ -570,13 +581,18 @@ impl LogRun {
         self.gate = Gate::new(&self.faulty, self.bug);
         let dump = crate::Dump::take(&self.root);
         let result = self.reopen_and_check_inner(pre_start, promised, no_cut);
-        if let (Err(e), Some(dump)) = (&result, dump) {
+        if let (Err(e), Some(dump)) = (&result, &dump) {
             let at = dump.save("log", self.policy, self.seed);
+            if let Some(previous) = &self.previous_dump {
+                previous.save_as(&at.with_extension("previous"));
+            }
             return Err(format!(
-                "{e} (the files before the reopen: {})",
+                "{e} (the files before the reopen: {}; before the reopen before it: \
+                 .previous)",
                 at.display()
             ));
         }
+        self.previous_dump = dump;
         result
     }
 
