@@ -93,6 +93,28 @@ impl Policy {
     }
 }
 
+/// What a run explored.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Stats {
+    /// Crash states: reopens checked after a power loss or process kill.
+    pub(crate) states: u64,
+    /// Promised records checked in place, over all reopens.
+    pub(crate) promised: u64,
+    /// Acknowledged records a power loss took (beyond the promise).
+    pub(crate) acked_lost: u64,
+    /// Reopens whose recovery reported a cut.
+    pub(crate) cuts: u64,
+}
+
+impl Stats {
+    pub(crate) fn add(&mut self, other: Stats) {
+        self.states += other.states;
+        self.promised += other.promised;
+        self.acked_lost += other.acked_lost;
+        self.cuts += other.cuts;
+    }
+}
+
 /// A violated promise, with what it takes to replay it.
 #[derive(Debug)]
 pub(crate) struct Failure {
@@ -246,7 +268,7 @@ pub(crate) fn explore(
     level: &str,
     default_states: u64,
     crashes: u64,
-    run: impl Fn(u64, Policy, u64) -> Result<u64, Failure>,
+    run: impl Fn(u64, Policy, u64) -> Result<Stats, Failure>,
 ) -> Vec<Failure> {
     let policies = policies();
     let total = env_u64("LOGBUS_EXPLORE_STATES").unwrap_or(default_states);
@@ -258,6 +280,7 @@ pub(crate) fn explore(
     let started = Instant::now();
     for (p, policy) in policies.iter().enumerate() {
         let mut states = 0;
+        let mut stats = Stats::default();
         let mut runs = 0;
         let mut failed = 0;
         let policy_started = Instant::now();
@@ -273,7 +296,10 @@ pub(crate) fn explore(
             }
             runs += 1;
             match run(seed, *policy, crashes) {
-                Ok(n) => states += n,
+                Ok(n) => {
+                    states += n.states;
+                    stats.add(n);
+                }
                 Err(failure) => {
                     states += failure.crash + 1;
                     failed += 1;
@@ -285,9 +311,13 @@ pub(crate) fn explore(
         all += states;
         eprintln!(
             "crash_explore {level} level, {}: {states} crash states in {runs} runs \
-             ({failed} failed), {:.1?}",
+             ({failed} failed), {:.1?}; {} promised records checked in place, {} \
+             acknowledged records lost beyond the promise, {} cuts reported",
             policy.name(),
-            policy_started.elapsed()
+            policy_started.elapsed(),
+            stats.promised,
+            stats.acked_lost,
+            stats.cuts
         );
     }
     eprintln!(
@@ -377,7 +407,7 @@ fn the_explorer_catches_storage_that_skips_fsyncs() {
         let mut caught = None;
         for seed in 0..40 {
             match log_level::LogRun::new(seed, Policy::EveryAppend, bug).run(12) {
-                Ok(n) => states += n,
+                Ok(n) => states += n.states,
                 Err(failure) => {
                     states += failure.crash + 1;
                     caught = Some(failure);
@@ -400,7 +430,7 @@ fn the_explorer_catches_storage_that_skips_fsyncs() {
         let mut caught = false;
         for seed in 0..20 {
             match cluster_level::ClusterRun::new(seed, Policy::EveryAppend, bug).run(10) {
-                Ok(n) => states += n,
+                Ok(n) => states += n.states,
                 Err(failure) => {
                     states += failure.crash + 1;
                     eprintln!(

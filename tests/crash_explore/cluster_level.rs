@@ -16,7 +16,7 @@ use logbus::{
 
 use crate::gate::{Bug, Gate};
 use crate::model::{Draft, PartitionModel, Rec, Rng, build_batch, read_served};
-use crate::{Failure, POLICIES, Policy, tempdir};
+use crate::{Failure, POLICIES, Policy, Stats, tempdir};
 
 const NAMES: [&str; 5] = ["alpha", "beta", "gamma", "delta", "eps"];
 
@@ -67,7 +67,7 @@ pub(crate) struct ClusterRun {
     deleted_ids: HashSet<String>,
     history: Vec<String>,
     next_id: u64,
-    pub(crate) states: u64,
+    pub(crate) stats: Stats,
 }
 
 impl ClusterRun {
@@ -91,7 +91,7 @@ impl ClusterRun {
             deleted_ids: HashSet::new(),
             history: Vec::new(),
             next_id: 0,
-            states: 0,
+            stats: Stats::default(),
         }
     }
 
@@ -110,7 +110,7 @@ impl ClusterRun {
         }
     }
 
-    pub(crate) fn run(mut self, crashes: u64) -> Result<u64, Failure> {
+    pub(crate) fn run(mut self, crashes: u64) -> Result<Stats, Failure> {
         if let Err(e) = self.open().map(|c| self.cluster = Some(c)) {
             return Err(self.fail(0, format!("first open: {e}")));
         }
@@ -130,7 +130,7 @@ impl ClusterRun {
                 .close()
                 .map_err(|e| self.fail(crashes, format!("close: {e}")))?;
         }
-        Ok(self.states)
+        Ok(self.stats)
     }
 
     fn config(&self) -> ClusterConfig {
@@ -720,7 +720,7 @@ impl ClusterRun {
         pre: BTreeMap<(String, u32), u64>,
     ) -> Result<(), String> {
         drop(self.cluster.take());
-        self.states += 1;
+        self.stats.states += 1;
         self.reopen_and_check(&pre, matches!(kind, Crash::Kill))
     }
 
@@ -801,9 +801,12 @@ impl ClusterRun {
                 // A partition added since the last crash has no entry:
                 // it started empty.
                 let pre_start = pre.get(&(name.clone(), p)).copied().unwrap_or(0);
-                self.topics.get_mut(name).expect("live").parts[p as usize]
+                let checked = self.topics.get_mut(name).expect("live").parts[p as usize]
                     .check_reopen(&now, start, end, pre_start, &promised)
                     .map_err(|e| format!("{name}-{p}: {e}"))?;
+                self.stats.promised += checked.promised;
+                self.stats.acked_lost += checked.acked_lost;
+                self.stats.cuts += u64::from(rr.truncated.is_some());
                 if rr.fenced_truncation.is_some() {
                     return Err(format!(
                         "{name}-{p}: a fenced truncation without a failed fsync"

@@ -13,7 +13,7 @@ use logbus::{CheckpointRead, Clock, FaultyStorage, Log, LogConfig, ManualClock, 
 
 use crate::gate::{Bug, Gate};
 use crate::model::{Draft, PartitionModel, Rec, Rng, build_batch, read_served};
-use crate::{Failure, Policy, tempdir};
+use crate::{Failure, Policy, Stats, tempdir};
 
 const RECOVERY_POINT: &str = "recovery-point-offset-checkpoint";
 const LOG_START: &str = "log-start-offset-checkpoint";
@@ -62,8 +62,8 @@ pub(crate) struct LogRun {
     max_cleaned: u64,
     /// The files before the last reopen (with `LOGBUS_EXPLORE_DUMP`).
     previous_dump: Option<crate::Dump>,
-    /// Crash states explored (reopens checked after a crash).
-    pub(crate) states: u64,
+    /// What the run explored.
+    pub(crate) stats: Stats,
 }
 
 impl LogRun {
@@ -116,7 +116,7 @@ impl LogRun {
             opened_with: 0,
             max_cleaned: 0,
             previous_dump: None,
-            states: 0,
+            stats: Stats::default(),
         }
     }
 
@@ -136,7 +136,7 @@ impl LogRun {
     }
 
     /// Runs `crashes` crash states (plus the steps between them).
-    pub(crate) fn run(mut self, crashes: u64) -> Result<u64, Failure> {
+    pub(crate) fn run(mut self, crashes: u64) -> Result<Stats, Failure> {
         let compacted = self.model.compacted;
         self.note(format!("config: compacted={compacted} {:?}", self.config));
         if let Err(e) = self.first_open() {
@@ -158,7 +158,7 @@ impl LogRun {
             log.close()
                 .map_err(|e| self.fail(crashes, format!("close: {e}")))?;
         }
-        Ok(self.states)
+        Ok(self.stats)
     }
 
     fn log(&self) -> &Arc<Log> {
@@ -568,7 +568,7 @@ impl LogRun {
         self.max_cleaned = self.max_cleaned.max(log.cleaner_checkpoint());
         drop(Arc::try_unwrap(log).expect("one handle"));
         let promised = self.model.promised(r_before, matches!(kind, Crash::Kill));
-        self.states += 1;
+        self.stats.states += 1;
         self.reopen_and_check(pre_start, &promised, matches!(kind, Crash::Kill))
     }
 
@@ -607,8 +607,12 @@ impl LogRun {
         let report = log.recovery_report().clone();
         self.note(format!("reopened [{start}, {end}): {report:?}"));
         let now = read_served(|o, m| log.read(o, m), start, end, self.model.compacted)?;
-        self.model
+        let checked = self
+            .model
             .check_reopen(&now, start, end, pre_start, promised)?;
+        self.stats.promised += checked.promised;
+        self.stats.acked_lost += checked.acked_lost;
+        self.stats.cuts += u64::from(report.truncated.is_some());
         if report.fenced_truncation.is_some() {
             return Err("a fenced truncation without any failed fsync".into());
         }

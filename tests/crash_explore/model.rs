@@ -139,6 +139,16 @@ pub(crate) fn read_served(
     Ok(out)
 }
 
+/// What one successful check covered.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Checked {
+    /// Promised records found in place.
+    pub(crate) promised: u64,
+    /// Acknowledged records the power loss took (not promised; records a
+    /// compacted log's cleaner dropped for later ones aside).
+    pub(crate) acked_lost: u64,
+}
+
 /// What the explorer knows about one partition.
 #[derive(Debug, Default)]
 pub(crate) struct PartitionModel {
@@ -267,7 +277,7 @@ impl PartitionModel {
         end: u64,
         pre_start: u64,
         promised: &BTreeMap<u64, Rec>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<Checked, String> {
         if start > end {
             return Err(format!("log start {start} above log end {end}"));
         }
@@ -390,7 +400,17 @@ impl PartitionModel {
                 }
             }
         }
-        Ok(())
+        let served: HashSet<&[u8]> = now.iter().map(|r| r.value.as_slice()).collect();
+        Ok(Checked {
+            promised: promised.range(start..).count() as u64,
+            acked_lost: self
+                .acked
+                .range(start..)
+                .filter(|(_, r)| {
+                    !served.contains(r.value.as_slice()) && !(self.compacted && superseded(r, now))
+                })
+                .count() as u64,
+        })
     }
 
     /// After a successful check: what was served is durable knowledge now;
