@@ -383,7 +383,7 @@ fn assert_no_failures(failures: &[Failure]) {
 
 #[test]
 fn log_level() {
-    let failures = explore("log", 400, 12, |seed, policy, crashes| {
+    let failures = explore("log", 1000, 12, |seed, policy, crashes| {
         log_level::LogRun::new(seed, policy, Bug::None).run(crashes)
     });
     assert_no_failures(&failures);
@@ -391,7 +391,7 @@ fn log_level() {
 
 #[test]
 fn cluster_level() {
-    let failures = explore("cluster", 200, 10, |seed, policy, crashes| {
+    let failures = explore("cluster", 500, 10, |seed, policy, crashes| {
         cluster_level::ClusterRun::new(seed, policy, Bug::None).run(crashes)
     });
     assert_no_failures(&failures);
