@@ -78,10 +78,11 @@ pub enum Error {
     },
 
     /// An offset lies outside the log's range `[log_start, log_end]`.
+    /// Nothing was read or changed.
     #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
     OffsetOutOfRange {
         /// The offset that was asked for.
-        offset: i64,
+        offset: u64,
         /// The log start offset at the time of the call.
         log_start: u64,
         /// The log end offset at the time of the call.

@@ -1,8 +1,9 @@
 //! logbus: Apache Kafka's design as an embeddable Rust library.
 //!
-//! Topics, partitions and replicated append-only logs in Kafka's own on-disk
-//! format, inside your process, behind a synchronous API: no broker, no
-//! sockets, no ZooKeeper.
+//! Topics, partitions and append-only logs in Kafka's own on-disk format,
+//! inside your process, behind a synchronous API: no broker, no sockets, no
+//! ZooKeeper. (Replication across in-process brokers is not built yet: every
+//! partition has one replica.)
 //!
 //! A [`Cluster`] is one directory holding Kafka's layout: a metadata log
 //! with the topic registry and a broker data directory with one partition

@@ -694,3 +694,34 @@ fn readers_during_cleaning_see_every_latest_value() -> Result<()> {
     assert_eq!(read_all(&log)?, expected);
     Ok(())
 }
+
+/// A cleaner checkpoint past the log end (a power loss took what it
+/// covered, or the file was damaged) describes another log: cleaning starts
+/// from the log start again, as Kafka does, instead of never reaching the
+/// records appended from now on.
+#[test]
+fn a_cleaner_checkpoint_past_the_log_end_starts_over() -> Result<()> {
+    let dir = shm_tempdir();
+    let clock = ManualClock::new(10_000);
+    let log = open(dir.path(), config(300), &clock, 0)?;
+    let mut model = Vec::new();
+    for round in 0..4 {
+        append(
+            &log,
+            &clock,
+            &mut model,
+            &[kv(1, &format!("a{round}"))],
+            Compression::None,
+        )?;
+    }
+    let end = log.log_end_offset();
+    log.close()?;
+
+    let log = open(dir.path(), config(300), &clock, end + 1_000)?;
+    assert_eq!(log.cleaner_checkpoint(), log.log_start_offset());
+    log.close()?;
+    // One inside the log is kept.
+    let log = open(dir.path(), config(300), &clock, 2)?;
+    assert_eq!(log.cleaner_checkpoint(), 2);
+    Ok(())
+}

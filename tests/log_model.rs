@@ -193,10 +193,7 @@ fn run(ops: &[Op]) -> Result<()> {
                         log_end,
                     }) => {
                         assert!(offset < model.start || offset > model.end, "read({offset})");
-                        assert_eq!(
-                            (o, log_start, log_end),
-                            (offset as i64, model.start, model.end)
-                        );
+                        assert_eq!((o, log_start, log_end), (offset, model.start, model.end));
                     }
                     Err(e) => return Err(e),
                 }

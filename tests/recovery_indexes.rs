@@ -8,7 +8,7 @@ use common::{
     Files, Rec, Rng, append_model, check_every_offset, check_timestamps, open_at, read_records,
     restore, segment_name, small_config, snapshot, snapshot_bases,
 };
-use logbus::{LogConfig, Result};
+use logbus::{LogConfig, RecoveryReport, Result};
 
 /// Two copies of one log's files: after a clean close (indexes trimmed,
 /// final time index entry written) and while it was still open after a
@@ -22,7 +22,10 @@ struct Written {
 
 /// Timestamps that go up and down, so the time index matters.
 fn written_log() -> Result<Written> {
-    let config = small_config(900);
+    written_log_with(small_config(900))
+}
+
+fn written_log_with(config: LogConfig) -> Result<Written> {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = open_at(dir.path(), &config, 0)?;
     let mut model = Vec::new();
@@ -240,5 +243,113 @@ fn an_early_largest_timestamp_is_found_without_a_scan() -> Result<()> {
         [0, 1_000, 1_100, 1_199, 1_200, 89_999, 90_000, 90_001],
     )?;
     check_every_offset(&log, &model)?;
+    Ok(())
+}
+
+/// Opens a copy of `files` at recovery point `rp` and returns what recovery
+/// did.
+fn report_of(files: &Files, config: &LogConfig, rp: u64) -> Result<RecoveryReport> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    restore(dir.path(), files);
+    let log = open_at(dir.path(), config, rp)?;
+    let report = log.recovery_report().clone();
+    log.close()?;
+    Ok(report)
+}
+
+/// Writes `bytes` at `at` in the file `name`, extending it with zeros.
+fn write_at(files: &mut Files, name: &str, at: usize, bytes: &[u8]) {
+    let file = files.get_mut(name).expect("index");
+    if file.len() < at + bytes.len() {
+        file.resize(at + bytes.len(), 0);
+    }
+    file[at..at + bytes.len()].copy_from_slice(bytes);
+}
+
+/// Kafka's default `segment.index.bytes`.
+const TEN_MIB: usize = 10 << 20;
+
+/// After a crash the active segment's index files still have their
+/// preallocated size (`segment.index.bytes`, Kafka's default 10 MiB here):
+/// they were never trimmed. Recovery does not trust them for the segment's
+/// counters, even with every record below the recovery point, and does not
+/// read their zero tails: that segment alone is scanned and its indexes
+/// rebuilt (emptied unread, then refilled from the log). Garbage deep in
+/// such a tail is never trusted and never comes back. A sealed segment
+/// whose trim a power loss undid (its index as long as the preallocation
+/// again) is rebuilt the same way; trimmed indexes are trusted as before.
+#[test]
+fn untrimmed_preallocated_indexes_are_rebuilt_not_read_or_trusted() -> Result<()> {
+    let config = LogConfig::builder()
+        .segment_bytes(900)
+        .index_interval_bytes(128)
+        .segment_index_bytes(TEN_MIB as u64)
+        .segment_ms(None)
+        .retention_ms(None)
+        .build()?;
+    let w = written_log_with(config.clone())?;
+    let leo = w.model.last().expect("records").offset + 1;
+    let bases = snapshot_bases(&w.closed);
+    let active = *bases.last().expect("segments");
+    let (index, time_index) = (
+        segment_name(active, "index"),
+        segment_name(active, "timeindex"),
+    );
+    assert_eq!(w.live[&index].len(), TEN_MIB, "preallocated while live");
+    assert!(w.closed[&index].len() < 4096, "trimmed by the close");
+
+    // Closed cleanly: every index trimmed and trusted.
+    let report = report_of(&w.closed, &config, leo)?;
+    assert_eq!((report.segments_scanned, report.indexes_rebuilt), (0, 0));
+
+    // As a crash leaves it: only the active segment is rebuilt, whichever
+    // the recovery point.
+    for rp in [leo, 0] {
+        let report = report_of(&w.live, &config, rp)?;
+        let scanned = if rp == 0 { bases.len() } else { 1 };
+        assert_eq!(
+            (report.segments_scanned, report.indexes_rebuilt),
+            (scanned, scanned),
+            "recovery point {rp}"
+        );
+        check_answers(&w, &w.live, rp, &format!("live, recovery point {rp}"))?;
+    }
+
+    // Garbage after the zero slots of the active segment's tails.
+    let mut damaged = w.live.clone();
+    write_at(&mut damaged, &index, TEN_MIB - 4096, &[0x5a; 64]);
+    write_at(&mut damaged, &time_index, 9 << 20, &[0xa5; 120]);
+    let report = report_of(&damaged, &config, leo)?;
+    assert_eq!((report.segments_scanned, report.indexes_rebuilt), (1, 1));
+    check_answers(&w, &damaged, leo, "garbage in the active segment's tails")?;
+    let dir = tempfile::tempdir().expect("tempdir");
+    restore(dir.path(), &damaged);
+    open_at(dir.path(), &config, leo)?.close()?;
+    let after = common::snapshot(dir.path());
+    assert_eq!(after[&index], w.closed[&index], "rebuilt, the garbage gone");
+    assert_eq!(after[&time_index], w.closed[&time_index]);
+
+    // A sealed segment whose trim was lost, with and without garbage after
+    // zeros: rebuilt, not trusted.
+    let sealed = segment_name(bases[1], "index");
+    for garbage in [false, true] {
+        let mut untrimmed = w.closed.clone();
+        write_at(&mut untrimmed, &sealed, TEN_MIB - 8, &[0; 8]);
+        if garbage {
+            write_at(&mut untrimmed, &sealed, 4096, &[0x77; 16]);
+        }
+        let report = report_of(&untrimmed, &config, leo)?;
+        assert_eq!(
+            (report.segments_scanned, report.indexes_rebuilt),
+            (1, 1),
+            "garbage {garbage}"
+        );
+        check_answers(
+            &w,
+            &untrimmed,
+            leo,
+            &format!("untrimmed sealed, garbage {garbage}"),
+        )?;
+    }
     Ok(())
 }

@@ -141,7 +141,9 @@ impl Cluster {
     /// # Errors
     /// [`Error::GroupNotEmpty`] while the group has active members (their
     /// positions would overwrite the change); [`Error::InvalidArgument`]
-    /// for an empty group id or over-long strings;
+    /// for an empty group id, over-long strings, an offset above
+    /// `i64::MAX` (Kafka's offsets are signed 64-bit) or a negative leader
+    /// epoch;
     /// [`Error::UnknownTopicOrPartition`] for a partition that does not
     /// exist; nothing is committed then.
     pub fn alter_group_offsets(

@@ -7,6 +7,10 @@ use crate::cluster::{MAX_PARTITIONS_PER_CLUSTER, MAX_PARTITIONS_PER_TOPIC, Topic
 use crate::error::{Error, Result};
 use crate::storage::{StdStorage, Storage};
 
+/// The most `background.threads` a cluster may start: every one starts
+/// when the cluster opens, so an absurd count would exhaust the process.
+const MAX_BACKGROUND_THREADS: usize = 1024;
+
 /// Settings of a [`Cluster`](crate::Cluster). [`ClusterConfig::default`] is
 /// one broker, Kafka's topic defaults, the system clock and the real file
 /// system.
@@ -203,7 +207,8 @@ impl ClusterConfigBuilder {
     /// threads (`logbus-log-N`) run every partition log's background work,
     /// whatever the number of partitions. A long compaction pass holds one
     /// of them; with one thread, other logs' flushes and removals wait for
-    /// it to end.
+    /// it to end. At most 1024: every thread starts when the cluster
+    /// opens.
     pub fn background_threads(mut self, threads: usize) -> Self {
         self.config.background_threads = threads;
         self
@@ -271,10 +276,11 @@ impl ClusterConfig {
                 "group.initial.rebalance.delay.ms must be >= 0".into(),
             ));
         }
-        if c.background_threads == 0 {
-            return Err(Error::InvalidConfig(
-                "background.threads must be >= 1".into(),
-            ));
+        if c.background_threads == 0 || c.background_threads > MAX_BACKGROUND_THREADS {
+            return Err(Error::InvalidConfig(format!(
+                "background.threads={} must be between 1 and {MAX_BACKGROUND_THREADS}",
+                c.background_threads
+            )));
         }
         if c.num_partitions == 0 || c.num_partitions > MAX_PARTITIONS_PER_TOPIC {
             return Err(Error::InvalidConfig(format!(

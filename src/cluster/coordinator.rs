@@ -126,6 +126,22 @@ impl ClusterInner {
         }
         for (tp, meta) in offsets {
             self.topic_state(&tp.topic)?.replica(tp.partition)?;
+            // Kafka's offsets are signed 64-bit, and so is the stored
+            // layout: a larger one would come back negative and be skipped.
+            if i64::try_from(meta.offset).is_err() {
+                return Err(Error::InvalidArgument(format!(
+                    "the committed offset {} for {tp} is above the largest offset {}",
+                    meta.offset,
+                    i64::MAX
+                )));
+            }
+            // Stored as -1 for "unknown"; a negative epoch would come back
+            // as `None`.
+            if let Some(epoch) = meta.leader_epoch.filter(|e| *e < 0) {
+                return Err(Error::InvalidArgument(format!(
+                    "the leader epoch {epoch} committed for {tp} is negative"
+                )));
+            }
             if meta.metadata.len() > MAX_STRING {
                 return Err(Error::InvalidArgument(format!(
                     "offset metadata for {tp} is longer than {MAX_STRING} bytes"

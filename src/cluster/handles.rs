@@ -305,8 +305,18 @@ impl Partition {
     /// `offsetsForTimes`), if any.
     ///
     /// # Errors
-    /// As [`Partition::log_start_offset`].
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a
+    /// negative timestamp (as Kafka's consumer refuses it; Kafka's broker
+    /// reads -1 and -2 as "latest" and "earliest", which this call does
+    /// not); plus those of [`Partition::log_start_offset`].
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>> {
+        if timestamp < 0 {
+            return Err(crate::Error::InvalidArgument(format!(
+                "the target time for partition {}-{} is negative ({timestamp})",
+                self.topic(),
+                self.partition()
+            )));
+        }
         self.replica.offset_for_timestamp(timestamp)
     }
 

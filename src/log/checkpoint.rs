@@ -16,6 +16,11 @@ use crate::storage::{OpenMode, Storage, write_atomic};
 /// The only checkpoint format version.
 const VERSION: u32 = 0;
 
+/// The largest checkpoint file read: room for a million entries of
+/// 60-character topic names. A larger file (a sparse one, say) is damage,
+/// refused before anything is allocated for it.
+const MAX_FILE_BYTES: u64 = 64 << 20;
+
 /// What reading a checkpoint file found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckpointRead {
@@ -81,13 +86,21 @@ impl OffsetCheckpoint {
     ///
     /// # Errors
     /// [`Error::Corrupt`] with [`CorruptionKind::Checkpoint`] when the file
-    /// exists but is not a valid checkpoint; [`Error::Io`].
+    /// exists but is not a valid checkpoint (including an offset above
+    /// `i64::MAX`, which no Kafka offset is, and a file above 64 MiB);
+    /// [`Error::Io`].
     pub fn read(&self) -> Result<CheckpointRead> {
         if !self.storage.exists(&self.path) {
             return Ok(CheckpointRead::Missing);
         }
         let file = self.storage.open(&self.path, OpenMode::Existing)?;
-        let len = usize::try_from(file.len()?).map_err(|_| self.bad("file too large"))?;
+        let len = file.len()?;
+        if len > MAX_FILE_BYTES {
+            return Err(self.bad(&format!(
+                "the file holds {len} bytes, more than any checkpoint ({MAX_FILE_BYTES})"
+            )));
+        }
+        let len = usize::try_from(len).map_err(|_| self.bad("file too large"))?;
         let mut bytes = vec![0; len];
         file.read_exact_at(&mut bytes, 0)?;
         let text = std::str::from_utf8(&bytes).map_err(|_| self.bad("not UTF-8"))?;
@@ -118,7 +131,12 @@ impl OffsetCheckpoint {
             let partition = partition
                 .parse()
                 .map_err(|_| self.bad("bad partition number"))?;
-            let offset = offset.parse().map_err(|_| self.bad("bad offset"))?;
+            // Kafka's offsets are signed 64-bit.
+            let offset: u64 = offset
+                .parse()
+                .ok()
+                .filter(|&o| i64::try_from(o).is_ok())
+                .ok_or_else(|| self.bad("bad offset"))?;
             entries.insert((topic.to_string(), partition), offset);
         }
         if entries.len() != count || lines.any(|l| !l.trim().is_empty()) {
@@ -151,6 +169,9 @@ mod tests {
             "0\n1\nt x 1\n",
             "0\n1\nt 0 1 2\n",
             "0\n0\nextra\n",
+            "0\n1\nt 0 9223372036854775808\n",
+            "0\n1\nt 0 -1\n",
+            "0\n2\nt 0 1\nt 0 2\n",
         ] {
             std::fs::write(file.path(), bad).expect("write");
             assert!(
@@ -169,6 +190,30 @@ mod tests {
             panic!("present")
         };
         assert_eq!(entries.get(&("b.c".to_string(), 3)), Some(&7));
+        // The largest offset Kafka has is fine.
+        std::fs::write(file.path(), "0\n1\nt 0 9223372036854775807\n").expect("write");
+        assert!(matches!(file.read()?, CheckpointRead::Present(_)));
+        Ok(())
+    }
+
+    #[test]
+    fn a_huge_file_is_refused_before_it_is_read() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = OffsetCheckpoint::new(dir.path().join("cp"));
+        file.write(&BTreeMap::from([(("t".to_string(), 0), 5)]))?;
+        // A sparse tail of 1 TiB: reading it whole would exhaust memory.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(file.path())
+            .and_then(|f| f.set_len(1 << 40))
+            .expect("extend");
+        assert!(matches!(
+            file.read(),
+            Err(Error::Corrupt {
+                kind: CorruptionKind::Checkpoint(_),
+                ..
+            })
+        ));
         Ok(())
     }
 }

@@ -5,10 +5,13 @@
 //! cleaning pass's `.swap` files), then judges every segment in offset
 //! order. Segments wholly below the recovery point were flushed; their
 //! indexes are trusted after cheap consistency checks (the batches they walk
-//! must follow each other), else they are scanned. Every other segment is
-//! scanned batch by batch ([`SegmentProbe::scan`]: structure, CRC, position,
-//! offsets), and each segment must start where the one before it ends (in a
-//! compacted log, at or after it).
+//! must follow each other) if they are trimmed, as sealing a segment or a
+//! clean close leaves them, else they are scanned: an untrimmed index (the
+//! active segment's after a crash) is rebuilt, never read past its entries,
+//! so opening costs the same whatever `segment.index.bytes` is. Every other
+//! segment is scanned batch by batch ([`SegmentProbe::scan`]: structure,
+//! CRC, position, offsets), and each segment must start where the one before
+//! it ends (in a compacted log, at or after it).
 //!
 //! The first damage found (a batch failing its checks, a segment missing
 //! between two others, two segments claiming the same offsets) is located
@@ -244,7 +247,9 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
                 segments.push(seg);
             }
             Judged::Scanned { valid_bytes, .. } => {
-                let mut seg = Segment::open(&storage, &dir, planned.base, limits, false)?;
+                // Its index files are rebuilt: dropped unread, however
+                // large their preallocated tails.
+                let mut seg = Segment::open_for_rebuild(&storage, &dir, planned.base, limits)?;
                 seg.rebuild_indexes(valid_bytes)?;
                 let file_len = seg.file().len()?;
                 if file_len > valid_bytes {
@@ -320,7 +325,14 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
             dir_dirty: false,
             spare_ready: false,
             spare_requested: false,
-            cleaner_checkpoint: cleaner_checkpoint.min(log_end_offset),
+            // A checkpoint past the log end does not describe this log (a
+            // power loss took what it covered, or the file is damaged):
+            // start cleaning from the log start again, as Kafka does.
+            cleaner_checkpoint: if cleaner_checkpoint > log_end_offset {
+                log_start_offset
+            } else {
+                cleaner_checkpoint.max(log_start_offset)
+            },
             generation: 0,
         }),
         fenced: AtomicBool::new(false),

@@ -83,7 +83,7 @@ impl Log {
         let (start, end) = (state.log_start_offset, state.log_end_offset);
         if offset < start || offset > end {
             return Err(Error::OffsetOutOfRange {
-                offset: offset as i64,
+                offset,
                 log_start: start,
                 log_end: end,
             });

@@ -53,7 +53,7 @@ impl Log {
             let mut state = self.inner.state.write();
             if offset > state.log_end_offset {
                 return Err(Error::OffsetOutOfRange {
-                    offset: offset as i64,
+                    offset,
                     log_start: state.log_start_offset,
                     log_end: state.log_end_offset,
                 });

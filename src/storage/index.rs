@@ -54,9 +54,17 @@ impl IndexEntry for OffsetEntry {
 pub(crate) struct OffsetEntries {
     slots: Slots<OffsetEntry>,
     base_offset: u64,
+    trimmed: bool,
 }
 
 impl OffsetEntries {
+    /// Whether the file held exactly these entries
+    /// ([`IndexLoad::is_trimmed`]): only then may they be trusted for the
+    /// segment's counters.
+    pub(crate) fn is_trimmed(&self) -> bool {
+        self.trimmed
+    }
+
     fn absolute(&self, e: OffsetEntry) -> (u64, u32) {
         (self.base_offset + u64::from(e.relative_offset), e.position)
     }
@@ -113,10 +121,11 @@ impl OffsetIndex {
 
     /// Opens an existing index file. Loads the longest prefix of entries
     /// that is strictly increasing in offset and non-decreasing in position
-    /// (stopping at the zero tail), zeroes what follows and re-extends the
-    /// file to `max_index_bytes` for appends. The returned [`IndexLoad`] says
-    /// whether anything had to be cut; if so, the caller should rebuild the
-    /// index from the log ([`reset`](Self::reset), then append).
+    /// (stopping at the zero tail), drops what follows without reading it
+    /// and re-extends the file to `max_index_bytes` for appends. The
+    /// returned [`IndexLoad`] says what followed the entries; if it was not
+    /// clean, the caller should rebuild the index from the log
+    /// ([`reset`](Self::reset), then append).
     ///
     /// Entries are not checked against the log; the caller checks the last
     /// one against the log's end. A file longer than `plausible` bytes
@@ -137,9 +146,11 @@ impl OffsetIndex {
     }
 
     /// Reads an index file without changing it: `None` if the file is
-    /// missing, longer than `plausible` bytes, or not clean (damaged
-    /// entries after the valid prefix); otherwise its entries, read through
-    /// a map of the file.
+    /// missing, longer than `plausible` bytes, or not clean (a damaged entry
+    /// after the valid prefix, an incomplete slot); otherwise its entries,
+    /// read through a map of the file, and whether the file held nothing
+    /// else ([`OffsetEntries::is_trimmed`]). The tail of an untrimmed file is
+    /// not read.
     ///
     /// # Errors
     /// [`Error::Io`].
@@ -151,12 +162,32 @@ impl OffsetIndex {
     ) -> Result<Option<OffsetEntries>> {
         Ok(
             match IndexFile::<OffsetEntry>::inspect(storage, path, plausible)? {
-                Some((load, slots)) if load.is_clean() => {
-                    Some(OffsetEntries { slots, base_offset })
-                }
+                Some((load, slots)) if load.is_clean() => Some(OffsetEntries {
+                    slots,
+                    base_offset,
+                    trimmed: load.is_trimmed(),
+                }),
                 _ => None,
             },
         )
+    }
+
+    /// An empty index in the file at `path` (created if missing) whose
+    /// content is dropped unread, for a rebuild (see
+    /// [`IndexFile::emptied`]).
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub(crate) fn emptied(
+        storage: &dyn Storage,
+        path: &Path,
+        base_offset: u64,
+        max_index_bytes: u64,
+    ) -> Result<Self> {
+        Ok(OffsetIndex {
+            slots: IndexFile::emptied(storage, path, max_index_bytes)?,
+            base_offset,
+        })
     }
 
     /// An empty index in a file that `mode` creates, or (`Existing`) in a
@@ -392,8 +423,8 @@ mod tests {
         // Untrimmed: the zero tail is not read as entries; the first entry
         // (relative offset 0, position 0) is kept.
         let (mut index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80, u64::MAX)?;
-        assert!(load.is_clean());
-        assert_eq!(load.entries, 3);
+        assert!(load.is_clean() && !load.is_trimmed());
+        assert_eq!((load.entries, load.slots_after), (3, 7));
         assert_eq!(entries_of(&index), expected);
         index.trim()?;
         assert!(index.is_full());
@@ -401,9 +432,12 @@ mod tests {
         assert_eq!(entries_of(&index), expected);
         drop(index);
 
-        // Trimmed: re-extended for appends.
+        // Trimmed: trusted by inspection, re-extended for appends.
+        let inspected = OffsetIndex::inspect(&StdStorage, &path, BASE, 80)?.expect("clean");
+        assert!(inspected.is_trimmed());
+        assert_eq!(inspected.last(), expected.last().copied());
         let (mut index, load) = OffsetIndex::open(&StdStorage, &path, BASE, 80, u64::MAX)?;
-        assert!(load.is_clean());
+        assert!(load.is_trimmed());
         assert_eq!(entries_of(&index), expected);
         assert_eq!(index.file().len()?, 80);
         index.append(BASE + 9, 50)?;
@@ -444,7 +478,8 @@ mod tests {
         index.append(BASE + 2, 20)?;
         drop(index);
         // A slot going backwards, garbage after a zero slot, and a torn
-        // half-slot at the end.
+        // half-slot at the end. Only the slot after the entries is read:
+        // the rest is dropped unread.
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[16..24].copy_from_slice(&[0, 0, 0, 1, 0, 0, 0, 30]);
         bytes[40..48].copy_from_slice(&[0, 0, 0, 9, 0, 0, 0, 90]);
@@ -455,11 +490,13 @@ mod tests {
             load,
             IndexLoad {
                 entries: 2,
-                discarded_slots: 2,
+                slots_after: 7,
+                damaged: true,
                 trailing_bytes: 4,
                 oversized: false,
             }
         );
+        assert!(!load.is_clean() && !load.is_trimmed());
         assert_eq!(entries_of(&index), vec![(BASE + 1, 10), (BASE + 2, 20)]);
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!(bytes.len(), 80);
@@ -496,6 +533,7 @@ mod tests {
         // Within the limit it reads as before.
         let entries = OffsetIndex::inspect(&StdStorage, &path, BASE, 80)?.expect("clean");
         assert_eq!(entries.len(), 0);
+        assert!(!entries.is_trimmed(), "preallocated again");
         Ok(())
     }
 

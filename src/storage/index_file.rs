@@ -15,6 +15,17 @@
 //! The index owns its one map and never hands it out, so it may shrink its
 //! file (trim, reset) after replacing the map, as the invariant of
 //! [`mmap`](super::mmap) requires.
+//!
+//! ## Opening costs the entries, not the file
+//! A sealed segment's index is trimmed to its entries (at the seal, and the
+//! active segment's at a clean close); an appendable one's keeps its
+//! preallocated zero tail, 10 MiB by Kafka's default, which a crash leaves
+//! behind. Opening or inspecting a file reads its entries and the one slot
+//! after them, never the rest: an untrimmed file is reported as such
+//! ([`IndexLoad::is_trimmed`]) and recovery rebuilds that segment's indexes
+//! instead of trusting them, and [`IndexFile::open`] and
+//! [`IndexFile::emptied`] drop a tail by cutting the file and extending it
+//! again (a sparse file: constant cost), never by reading or zeroing it.
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
@@ -37,15 +48,26 @@ pub(crate) trait IndexEntry: Copy + Debug {
     fn precedes(&self, next: &Self) -> bool;
 }
 
-/// What [`IndexFile::open`] found in an existing file.
+/// What [`IndexFile::open`] (or [`IndexFile::inspect`]) found in an
+/// existing file.
+///
+/// Only the entries and the one slot after them are read: the cost does not
+/// depend on the file's size. A file that is longer than its entries is
+/// either an appendable segment's index, preallocated with zeros and never
+/// trimmed (a segment sealed or closed cleanly has its index trimmed to its
+/// entries), or damaged; its tail is never read slot by slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct IndexLoad {
     /// Entries loaded: the longest consistent prefix.
     pub(crate) entries: usize,
-    /// Non-zero slots after that prefix that were discarded (and zeroed):
-    /// inconsistent or damaged entries.
-    pub(crate) discarded_slots: usize,
-    /// Bytes of an incomplete slot at the end of the file (cut).
+    /// Whole slots after the entries, not read beyond the first. [`IndexFile::open`]
+    /// drops them unread (cuts the file to its entries, then re-extends it).
+    pub(crate) slots_after: usize,
+    /// The slot right after the entries is not all zeros: an entry that
+    /// does not follow the one before it (damage), where a preallocated
+    /// tail starts with a zero slot.
+    pub(crate) damaged: bool,
+    /// Bytes of an incomplete slot at the end of the file.
     pub(crate) trailing_bytes: usize,
     /// The file was larger than its segment could need, so it was not read
     /// at all (and, when opened, emptied).
@@ -53,18 +75,29 @@ pub(crate) struct IndexLoad {
 }
 
 impl IndexLoad {
-    /// Whether the file held only consistent entries followed by nothing or
-    /// zeros, as a clean close (trimmed or preallocated) leaves it. When not,
-    /// the caller should rebuild the index from the log.
+    /// Whether the entries are consistent and followed by nothing or by a
+    /// zero slot (as far as read: the rest of a preallocated tail is not
+    /// read), in whole slots: usable as hints that are checked against the
+    /// log. When not, the caller should rebuild the index from the log.
     pub(crate) fn is_clean(&self) -> bool {
-        self.discarded_slots == 0 && self.trailing_bytes == 0 && !self.oversized
+        !self.damaged && self.trailing_bytes == 0 && !self.oversized
+    }
+
+    /// Whether the file holds exactly its entries, as sealing a segment
+    /// (and a clean close) leaves it: clean, and nothing after the entries.
+    /// Only such an index is trusted for a segment's counters; an untrimmed
+    /// one belonged to a segment that was appendable when the process died
+    /// (or lost its trim in a power loss), and its tail was not read.
+    pub(crate) fn is_trimmed(&self) -> bool {
+        self.is_clean() && self.slots_after == 0
     }
 
     /// What an index file too large to be read loads: nothing.
     fn oversized() -> Self {
         IndexLoad {
             entries: 0,
-            discarded_slots: 0,
+            slots_after: 0,
+            damaged: false,
             trailing_bytes: 0,
             oversized: true,
         }
@@ -136,23 +169,47 @@ impl<E: IndexEntry> IndexFile<E> {
         if mode == OpenMode::CreateNew || file.len()? != byte_len(max_slots, E::SIZE) {
             file.set_len(byte_len(max_slots, E::SIZE))?;
         }
-        let map = file.map(max_slots * E::SIZE)?;
+        Self::over(file, max_slots, 0)
+    }
+
+    /// An empty index in the file at `path` (created if missing), whatever
+    /// the file held: its content is dropped without being read (the file
+    /// is cut to nothing, then extended with zeros to `max_bytes` rounded
+    /// down to whole slots), so this costs the same for any file size. For
+    /// an index that recovery rebuilds from the log.
+    pub(crate) fn emptied(storage: &dyn Storage, path: &Path, max_bytes: u64) -> Result<Self> {
+        let file = storage.open(path, OpenMode::CreateOrOpen)?;
+        let max_slots = slots_for(max_bytes, E::SIZE);
+        file.set_len(0)?;
+        file.set_len(byte_len(max_slots, E::SIZE))?;
+        Self::over(file, max_slots, 0)
+    }
+
+    /// An index over `file`, which is `max_slots.max(entries)` slots long
+    /// and holds `entries` entries, written.
+    fn over(file: Arc<dyn StorageFile>, max_slots: usize, entries: usize) -> Result<Self> {
+        let capacity = max_slots.max(entries);
+        let map = file.map(capacity * E::SIZE)?;
+        map.advise_random();
         Ok(IndexFile {
             file,
             map,
-            entries: 0,
+            entries,
             pending: Vec::new(),
-            capacity: max_slots,
+            capacity,
             max_slots,
             _entry: PhantomData,
         })
     }
 
     /// Opens an existing index file, loads its longest consistent prefix of
-    /// entries, zeroes whatever follows it and re-extends the file to
-    /// `max_bytes` (or to the entries it holds, if more). A file longer than
-    /// `plausible` bytes (see [`plausible_bytes`]) is not read: it is
-    /// emptied, and the load says so.
+    /// entries and drops whatever follows it without reading it (the zero
+    /// tail of a preallocated file, or damage): the file is cut to its
+    /// entries, then re-extended with zeros to `max_bytes` (or to the
+    /// entries it holds, if more). Reads the entries and one slot after
+    /// them, whatever the file's size. A file longer than `plausible` bytes
+    /// (see [`plausible_bytes`]) is not read: it is emptied, and the load
+    /// says so.
     pub(crate) fn open(
         storage: &dyn Storage,
         path: &Path,
@@ -162,42 +219,32 @@ impl<E: IndexEntry> IndexFile<E> {
         let file = storage.open(path, OpenMode::Existing)?;
         let len = file.len()?;
         let load = match usize::try_from(len) {
-            Ok(len) if len as u64 <= plausible => scan::<E>(file.map(len)?.as_slice()),
-            _ => {
-                file.set_len(0)?;
-                IndexLoad::oversized()
+            Ok(len) if len as u64 <= plausible => {
+                let map = file.map(len)?;
+                map.advise_random();
+                scan::<E>(map.as_slice())
             }
+            _ => IndexLoad::oversized(),
         };
-        let max_slots = slots_for(max_bytes, E::SIZE);
-        let capacity = max_slots.max(load.entries);
         // The scan's map is dropped: this index holds no map of the file
         // while it changes the file's length.
-        if !load.is_clean() {
-            file.set_len(byte_len(load.entries, E::SIZE))?;
+        let kept = byte_len(load.entries, E::SIZE);
+        if len != kept {
+            file.set_len(kept)?;
         }
-        let wanted = byte_len(capacity, E::SIZE);
-        if file.len()? != wanted {
+        let max_slots = slots_for(max_bytes, E::SIZE);
+        let wanted = byte_len(max_slots.max(load.entries), E::SIZE);
+        if wanted != kept {
             file.set_len(wanted)?;
         }
-        let map = file.map(capacity * E::SIZE)?;
-        Ok((
-            IndexFile {
-                file,
-                map,
-                entries: load.entries,
-                pending: Vec::new(),
-                capacity,
-                max_slots,
-                _entry: PhantomData,
-            },
-            load,
-        ))
+        Ok((Self::over(file, max_slots, load.entries)?, load))
     }
 
     /// Reads an existing index file without changing it: what
     /// [`open`](Self::open) would load, and the entries of that prefix, read
-    /// through a map of the file (no copy, nothing allocated per slot). A
-    /// file longer than `plausible` bytes is not read (an empty,
+    /// through a map of the file (no copy, nothing allocated per slot; of
+    /// the slots after the entries only the first is read). A file longer
+    /// than `plausible` bytes is not read (an empty,
     /// [oversized](IndexLoad::oversized) load). `None` if the file does not
     /// exist.
     pub(crate) fn inspect(
@@ -219,6 +266,7 @@ impl<E: IndexEntry> IndexFile<E> {
             return Ok(Some((IndexLoad::oversized(), empty)));
         };
         let map = file.map(len)?;
+        map.advise_random();
         let load = scan::<E>(map.as_slice());
         let slots = Slots {
             map,
@@ -353,7 +401,9 @@ impl<E: IndexEntry> IndexFile<E> {
         self.map = Arc::new(ReadMap::empty());
         let result = self.file.set_len(len).and_then(|()| {
             let len = usize::try_from(len).expect("length of mapped slots fits usize");
-            self.file.map(len)
+            let map = self.file.map(len)?;
+            map.advise_random();
+            Ok(map)
         });
         match result {
             Ok(map) => {
@@ -442,19 +492,31 @@ impl<E: IndexEntry> Slots<E> {
 /// points at the segment's start, where a lookup without entries starts
 /// too.)
 ///
-/// Reads the slots in place, one at a time: nothing is allocated per slot,
-/// so the memory it takes does not depend on the file's size.
+/// Reads the entries and the one slot after them (two for an empty file),
+/// in place: neither the time nor the memory it takes depends on the size
+/// of the file, and the pages of a preallocated tail are never touched.
 fn scan<E: IndexEntry>(bytes: &[u8]) -> IndexLoad {
-    let is_zero = |slot: &[u8]| slot.iter().all(|&b| b == 0);
     let slot_count = bytes.len() / E::SIZE;
-    let slot = |i: usize| &bytes[i * E::SIZE..(i + 1) * E::SIZE];
-    let trailing_bytes = bytes.len() % E::SIZE;
+    scan_slots::<E>(slot_count, bytes.len() % E::SIZE, |i| {
+        &bytes[i * E::SIZE..(i + 1) * E::SIZE]
+    })
+}
+
+/// [`scan`] over `slot_count` slots that `slot` reads, followed by
+/// `trailing_bytes` bytes of an incomplete slot.
+fn scan_slots<'a, E: IndexEntry>(
+    slot_count: usize,
+    trailing_bytes: usize,
+    slot: impl Fn(usize) -> &'a [u8],
+) -> IndexLoad {
+    let is_zero = |slot: &[u8]| slot.iter().all(|&b| b == 0);
     let first_is_entry = match slot_count {
         0 => false,
         1 => true,
         _ => !is_zero(slot(0)) || !is_zero(slot(1)),
     };
     let mut entries = 0;
+    let mut damaged = false;
     if first_is_entry {
         entries = 1;
         let mut prev = E::decode(slot(0));
@@ -465,20 +527,221 @@ fn scan<E: IndexEntry>(bytes: &[u8]) -> IndexLoad {
             }
             let next = E::decode(bytes);
             if !prev.precedes(&next) {
+                damaged = true;
                 break;
             }
             prev = next;
             entries += 1;
         }
     }
-    let discarded_slots = bytes[entries * E::SIZE..slot_count * E::SIZE]
-        .chunks_exact(E::SIZE)
-        .filter(|s| !is_zero(s))
-        .count();
     IndexLoad {
         entries,
-        discarded_slots,
+        slots_after: slot_count - entries,
+        damaged,
         trailing_bytes,
         oversized: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::storage::StdStorage;
+
+    /// A test entry: a big-endian `u64` that must increase.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct Seq(u64);
+
+    impl IndexEntry for Seq {
+        const SIZE: usize = 8;
+        fn decode(slot: &[u8]) -> Self {
+            Seq(u64::from_be_bytes(slot.try_into().expect("8 bytes")))
+        }
+        fn encode(&self, slot: &mut [u8]) {
+            slot.copy_from_slice(&self.0.to_be_bytes());
+        }
+        fn precedes(&self, next: &Self) -> bool {
+            next.0 > self.0
+        }
+    }
+
+    /// Kafka's default `segment.index.bytes`.
+    const TEN_MIB: usize = 10 << 20;
+
+    /// Scans a file of `len` bytes whose slots `content` gives, returning
+    /// the load and the distinct slots read, in order.
+    fn scan_counting(len: usize, content: impl Fn(usize) -> [u8; 8]) -> (IndexLoad, Vec<usize>) {
+        let mut bytes = vec![0u8; len];
+        for (i, slot) in bytes.chunks_exact_mut(8).enumerate() {
+            slot.copy_from_slice(&content(i));
+        }
+        let read = RefCell::new(Vec::new());
+        let load = scan_slots::<Seq>(len / 8, len % 8, |i| {
+            let mut read = read.borrow_mut();
+            if read.last() != Some(&i) {
+                read.push(i);
+            }
+            &bytes[i * 8..(i + 1) * 8]
+        });
+        (load, read.into_inner())
+    }
+
+    fn entry(value: u64) -> [u8; 8] {
+        value.to_be_bytes()
+    }
+
+    #[test]
+    fn a_preallocated_tail_is_never_read() {
+        // 100 entries, then zeros to 10 MiB: the entries and one zero slot
+        // are read, nothing else, and the index is clean but untrimmed.
+        let (load, read) =
+            scan_counting(
+                TEN_MIB,
+                |i| {
+                    if i < 100 { entry(i as u64 + 1) } else { [0; 8] }
+                },
+            );
+        assert_eq!(read, (0..=100).collect::<Vec<_>>());
+        assert_eq!(
+            load,
+            IndexLoad {
+                entries: 100,
+                slots_after: TEN_MIB / 8 - 100,
+                damaged: false,
+                trailing_bytes: 0,
+                oversized: false,
+            }
+        );
+        assert!(load.is_clean() && !load.is_trimmed());
+
+        // Garbage deep in the tail is not read either: the load is the
+        // same, still untrimmed, so never trusted for counters.
+        let (garbage, read) = scan_counting(TEN_MIB, |i| match i {
+            0..100 => entry(i as u64 + 1),
+            1000..1010 => [0xab; 8],
+            _ => [0; 8],
+        });
+        assert_eq!((garbage, read.len()), (load, 101));
+
+        // An empty preallocated file: its first two slots.
+        let (load, read) = scan_counting(TEN_MIB, |_| [0; 8]);
+        assert_eq!(read, [0, 1]);
+        assert_eq!((load.entries, load.slots_after), (0, TEN_MIB / 8));
+        assert!(load.is_clean() && !load.is_trimmed());
+    }
+
+    #[test]
+    fn a_trimmed_file_is_read_whole_and_damage_after_the_entries_is_seen() {
+        let (load, read) = scan_counting(100 * 8, |i| entry(i as u64 + 1));
+        assert_eq!(read.len(), 100);
+        assert_eq!((load.entries, load.slots_after), (100, 0));
+        assert!(load.is_trimmed());
+        // An entry that does not follow ends the entries: damage, and
+        // nothing after it is read.
+        let (load, read) = scan_counting(TEN_MIB, |i| match i {
+            0..50 => entry(i as u64 + 1),
+            _ => entry(7),
+        });
+        assert_eq!(read.len(), 51);
+        assert_eq!((load.entries, load.damaged), (50, true));
+        assert!(!load.is_clean() && !load.is_trimmed());
+        // A torn slot at the end of a trimmed-looking file.
+        let (load, _) = scan_counting(3 * 8 + 5, |i| entry(i as u64 + 1));
+        assert_eq!((load.entries, load.trailing_bytes), (3, 5));
+        assert!(!load.is_clean() && !load.is_trimmed());
+    }
+
+    /// Resident kB of the mapping that holds `addr`, from `/proc/self/smaps`.
+    #[cfg(target_os = "linux")]
+    fn resident_kb(addr: *const u8) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let addr = addr as usize;
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ')
+                && let Some((lo, hi)) = range.split_once('-')
+                && let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                inside = (lo..hi).contains(&addr);
+            } else if inside && let Some(kb) = line.strip_prefix("Rss:") {
+                return kb.trim().trim_end_matches("kB").trim().parse().expect("kB");
+            }
+        }
+        panic!("no mapping holds {addr:#x}");
+    }
+
+    /// On a real file: inspecting and opening a 64 MiB preallocated index
+    /// with a few entries touches a few pages of it (the inspected map's
+    /// resident set stays small), and opening drops the tail without
+    /// reading it, garbage included.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_large_preallocated_index_is_inspected_and_opened_without_touching_its_tail() -> Result<()>
+    {
+        const LEN: u64 = 64 << 20;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("0.index");
+        let mut index = IndexFile::<Seq>::create(&StdStorage, &path, LEN)?;
+        for i in 1..=10 {
+            index.push(&Seq(i))?;
+        }
+        drop(index);
+        // Garbage far into the zero tail.
+        let file = StdStorage.open(&path, OpenMode::Existing)?;
+        file.write_all_at(&[0xab; 64], LEN - 4096)?;
+        drop(file);
+
+        let (load, slots) = IndexFile::<Seq>::inspect(&StdStorage, &path, LEN)?.expect("exists");
+        assert_eq!(
+            (load.entries, load.slots_after),
+            (10, LEN as usize / 8 - 10)
+        );
+        assert!(load.is_clean() && !load.is_trimmed());
+        assert_eq!(slots.last(), Some(Seq(10)));
+        let resident = resident_kb(slots.map.as_slice().as_ptr());
+        assert!(
+            resident < 1024,
+            "{resident} kB of a {} kB index were read",
+            LEN / 1024
+        );
+        drop(slots);
+
+        let (index, load) = IndexFile::<Seq>::open(&StdStorage, &path, 4096, LEN)?;
+        assert_eq!(load.entries, 10);
+        assert_eq!(index.last(), Some(Seq(10)));
+        drop(index);
+        // Cut to its entries and re-extended: the garbage is gone.
+        let bytes = std::fs::read(&path).expect("read");
+        assert_eq!(bytes.len(), 4096);
+        assert!(bytes[80..].iter().all(|&b| b == 0));
+        Ok(())
+    }
+
+    #[test]
+    fn an_emptied_index_drops_its_content_unread() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("0.index");
+        let mut index = IndexFile::<Seq>::create(&StdStorage, &path, 80)?;
+        index.push(&Seq(1))?;
+        index.push(&Seq(2))?;
+        index.trim()?;
+        drop(index);
+        let mut index = IndexFile::<Seq>::emptied(&StdStorage, &path, 800)?;
+        assert_eq!((index.entries(), index.last()), (0, None));
+        index.push(&Seq(5))?;
+        drop(index);
+        let bytes = std::fs::read(&path).expect("read");
+        assert_eq!(bytes.len(), 800);
+        assert_eq!(&bytes[..8], &5u64.to_be_bytes());
+        assert!(bytes[8..].iter().all(|&b| b == 0));
+        // A missing file is created.
+        let missing = dir.path().join("1.index");
+        let index = IndexFile::<Seq>::emptied(&StdStorage, &missing, 80)?;
+        assert_eq!(index.entries(), 0);
+        assert_eq!(std::fs::metadata(&missing).expect("created").len(), 80);
+        Ok(())
     }
 }

@@ -39,7 +39,7 @@ use std::path::Path;
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
-use memmap2::{Mmap, MmapOptions, UncheckedAdvice};
+use memmap2::{Advice, Mmap, MmapOptions, UncheckedAdvice};
 
 use crate::error::{Error, Result};
 
@@ -110,6 +110,17 @@ impl ReadMap {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Asks the kernel not to read ahead around the pages this map faults in
+    /// (`MADV_RANDOM`). Meant for index files: a lookup touches a few slots,
+    /// and reading ahead into a preallocated index's tail (a hole in the
+    /// file) costs the kernel zero-filling megabytes of pages nobody reads.
+    /// Failure is ignored: the kernel then reads ahead as usual.
+    pub(crate) fn advise_random(&self) {
+        if let Some(map) = &self.map {
+            let _ = map.advise(Advice::Random);
+        }
     }
 
     /// Drops this process's page-table entries for the whole pages within

@@ -440,7 +440,12 @@ impl SegmentProbe {
 
     /// The entries of the segment's offset index, if its file exists, is
     /// clean and no larger than the segment could need (read through a map:
-    /// nothing is allocated per entry).
+    /// nothing is allocated per entry, and an untrimmed file's tail is not
+    /// read). A scan uses them as hints, checked against the batches, also
+    /// when the file is untrimmed: the entries up to the first zero slot,
+    /// which is what the preallocated file of an appendable segment holds
+    /// (what may lie beyond that slot is not read, and the rebuild drops
+    /// it).
     ///
     /// # Errors
     /// [`crate::Error::Io`] reading the file.
@@ -459,14 +464,23 @@ impl SegmentProbe {
     }
 
     /// The segment's counters from its indexes, if the indexes can be
-    /// trusted: both files are clean (and no larger than the segment could
-    /// need), the last offset index entry points at the batch that ends at
-    /// its offset, every batch from there to the end of the file is valid
-    /// and follows the one before it, the file ends with a whole batch, and
-    /// the last time index entry names the batch holding the segment's
-    /// largest timestamp (no later batch has a larger one, so a time index
-    /// that lost its tail is caught). Anything else: `None`, and the caller
-    /// scans. `index_bytes` is `segment.index.bytes`.
+    /// trusted: both files are trimmed (they hold exactly their consistent
+    /// entries, as sealing a segment or a clean close leaves them, and are
+    /// no larger than the segment could need), the last offset index entry
+    /// points at the batch that ends at its offset, every batch from there
+    /// to the end of the file is valid and follows the one before it, the
+    /// file ends with a whole batch, and the last time index entry names
+    /// the batch holding the segment's largest timestamp (no later batch
+    /// has a larger one, so a time index that lost its tail is caught).
+    /// Anything else: `None`, and the caller scans. `index_bytes` is
+    /// `segment.index.bytes`.
+    ///
+    /// An index file longer than its entries belonged to a segment that was
+    /// appendable when the process died (or whose trim a power loss
+    /// undid): its preallocated tail is not read (only the entries and the
+    /// slot after them are), and the segment is scanned and its indexes
+    /// rebuilt, as Kafka recovers the segments a crash left unflushed. So
+    /// the cost of this check does not depend on `segment.index.bytes`.
     ///
     /// # Errors
     /// [`crate::Error::Io`] reading the index files.
@@ -477,18 +491,19 @@ impl SegmentProbe {
         index_bytes: u64,
     ) -> Result<Option<Counters>> {
         let base = self.base_offset;
-        let Some(last_time) = TimeIndex::inspect(
+        let time = TimeIndex::inspect(
             storage,
             &segment_file(dir, base, TIME_INDEX_SUFFIX),
             base,
             plausible_bytes(self.len(), index_bytes, TIME_ENTRY_SIZE),
-        )?
-        else {
+        )?;
+        let Some(last_time) = time.filter(|t| t.trimmed).map(|t| t.last) else {
             return Ok(None);
         };
         let holder = last_time.map_or(base, |(_, offset)| offset);
-        let Some(entries) =
-            self.offset_index(storage, &segment_file(dir, base, INDEX_SUFFIX), index_bytes)?
+        let Some(entries) = self
+            .offset_index(storage, &segment_file(dir, base, INDEX_SUFFIX), index_bytes)?
+            .filter(OffsetEntries::is_trimmed)
         else {
             return Ok(None);
         };

@@ -282,8 +282,9 @@ impl Segment {
     /// index files are created empty. A sealed segment's indexes are opened
     /// as they are (trimmed); an appendable one's are extended to
     /// `segment.index.bytes`. Recovery judged the files before (see
-    /// [`SegmentProbe`](super::probe::SegmentProbe)); call
-    /// [`Segment::adopt`] or [`Segment::rebuild_indexes`] next.
+    /// [`SegmentProbe`](super::probe::SegmentProbe)) and trusted them; call
+    /// [`Segment::adopt`] next. (A segment whose indexes recovery rebuilds
+    /// is opened with [`Segment::open_for_rebuild`].)
     pub(crate) fn open(
         storage: &Arc<dyn Storage>,
         dir: &Path,
@@ -345,6 +346,47 @@ impl Segment {
         )?;
         segment.sealed = sealed;
         Ok(segment)
+    }
+
+    /// Opens an existing segment whose indexes recovery rebuilds: neither
+    /// the log nor the index files are read, and the index files (created
+    /// if missing) are emptied, their content dropped unread (cut to
+    /// nothing and extended with zeros to `segment.index.bytes`), so the
+    /// cost does not depend on their size. Call
+    /// [`Segment::rebuild_indexes`] next.
+    pub(crate) fn open_for_rebuild(
+        storage: &Arc<dyn Storage>,
+        dir: &Path,
+        base_offset: u64,
+        limits: SegmentLimits,
+    ) -> Result<Self> {
+        let file = storage.open(
+            &segment_file(dir, base_offset, LOG_SUFFIX),
+            OpenMode::Existing,
+        )?;
+        let size = file.len()?;
+        let index = OffsetIndex::emptied(
+            storage.as_ref(),
+            &segment_file(dir, base_offset, INDEX_SUFFIX),
+            base_offset,
+            limits.index_bytes,
+        )?;
+        let time_index = TimeIndex::emptied(
+            storage.as_ref(),
+            &segment_file(dir, base_offset, TIME_INDEX_SUFFIX),
+            base_offset,
+            limits.index_bytes,
+        )?;
+        Self::assemble(
+            storage,
+            dir,
+            base_offset,
+            file,
+            size,
+            index,
+            time_index,
+            limits,
+        )
     }
 
     /// Base offset: no offset in this segment is below it.

@@ -52,6 +52,17 @@ impl IndexEntry for TimeEntry {
     }
 }
 
+/// What [`TimeIndex::inspect`] found in a clean time index file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct InspectedTimeIndex {
+    /// The last entry as `(timestamp, offset)`, if any.
+    pub(crate) last: Option<(i64, u64)>,
+    /// Whether the file held exactly its entries
+    /// ([`IndexLoad::is_trimmed`]): only then may the last entry be
+    /// trusted as the segment's largest timestamp.
+    pub(crate) trimmed: bool,
+}
+
 /// The time index of one segment: maps timestamps to offsets, sparsely.
 #[derive(Debug)]
 pub(crate) struct TimeIndex {
@@ -79,9 +90,10 @@ impl TimeIndex {
 
     /// Opens an existing index file. Loads the longest prefix of entries
     /// that is strictly increasing in timestamp and non-decreasing in offset
-    /// (stopping at the zero tail), zeroes what follows and re-extends the
-    /// file to `max_index_bytes`. The returned [`IndexLoad`] says whether
-    /// anything had to be cut; if so, the caller should rebuild the index.
+    /// (stopping at the zero tail), drops what follows without reading it
+    /// and re-extends the file to `max_index_bytes`. The returned
+    /// [`IndexLoad`] says what followed the entries; if it was not clean,
+    /// the caller should rebuild the index.
     ///
     /// # Errors
     /// [`Error::Io`], also when the file is missing.
@@ -98,8 +110,9 @@ impl TimeIndex {
 
     /// Reads an existing index file without changing it. `Ok(None)` when
     /// the file is missing, longer than `plausible` bytes (not read at all)
-    /// or not clean (damaged entries after the valid prefix); otherwise the
-    /// last entry, if any.
+    /// or not clean (a damaged entry after the valid prefix, an incomplete
+    /// slot); otherwise its last entry, if any, and whether the file held
+    /// nothing else. The tail of an untrimmed file is not read.
     ///
     /// # Errors
     /// [`Error::Io`].
@@ -108,17 +121,36 @@ impl TimeIndex {
         path: &Path,
         base_offset: u64,
         plausible: u64,
-    ) -> Result<Option<Option<(i64, u64)>>> {
+    ) -> Result<Option<InspectedTimeIndex>> {
         Ok(
             match IndexFile::<TimeEntry>::inspect(storage, path, plausible)? {
-                Some((load, slots)) if load.is_clean() => Some(
-                    slots
+                Some((load, slots)) if load.is_clean() => Some(InspectedTimeIndex {
+                    last: slots
                         .last()
                         .map(|e| (e.timestamp, base_offset + u64::from(e.relative_offset))),
-                ),
+                    trimmed: load.is_trimmed(),
+                }),
                 _ => None,
             },
         )
+    }
+
+    /// An empty index in the file at `path` (created if missing) whose
+    /// content is dropped unread, for a rebuild (see
+    /// [`IndexFile::emptied`]).
+    ///
+    /// # Errors
+    /// [`Error::Io`].
+    pub(crate) fn emptied(
+        storage: &dyn Storage,
+        path: &Path,
+        base_offset: u64,
+        max_index_bytes: u64,
+    ) -> Result<Self> {
+        Ok(TimeIndex {
+            slots: IndexFile::emptied(storage, path, max_index_bytes)?,
+            base_offset,
+        })
     }
 
     /// An empty index in a file that `mode` creates, or (`Existing`) in a
@@ -328,16 +360,26 @@ mod tests {
         index.maybe_append(20, BASE + 4)?;
         index.sync()?;
         drop(index);
+        let inspected = TimeIndex::inspect(&StdStorage, &path, BASE, 120)?.expect("clean");
+        assert_eq!(
+            inspected,
+            InspectedTimeIndex {
+                last: Some((20, BASE + 4)),
+                trimmed: false,
+            }
+        );
         let (mut index, load) = TimeIndex::open(&StdStorage, &path, BASE, 120, u64::MAX)?;
-        assert!(load.is_clean());
+        assert!(load.is_clean() && !load.is_trimmed());
         let expected = vec![(0, BASE), (10, BASE + 4), (20, BASE + 4)];
         assert_eq!(entries_of(&index), expected);
         index.trim()?;
         assert_eq!(index.file().len()?, 36);
         assert!(index.is_full());
         drop(index);
+        let inspected = TimeIndex::inspect(&StdStorage, &path, BASE, 120)?.expect("clean");
+        assert!(inspected.trimmed);
         let (mut index, load) = TimeIndex::open(&StdStorage, &path, BASE, 120, u64::MAX)?;
-        assert!(load.is_clean());
+        assert!(load.is_trimmed());
         assert_eq!(entries_of(&index), expected);
         assert_eq!(index.file().len()?, 120);
         index.truncate_to(BASE + 4)?;
@@ -353,7 +395,7 @@ mod tests {
         bytes[12..24].copy_from_slice(&[0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 9]);
         std::fs::write(&path, &bytes).unwrap();
         let (index, load) = TimeIndex::open(&StdStorage, &path, BASE, 120, u64::MAX)?;
-        assert_eq!((load.entries, load.discarded_slots), (1, 1));
+        assert_eq!((load.entries, load.damaged), (1, true));
         assert_eq!(entries_of(&index), vec![(7, BASE + 2)]);
         Ok(())
     }

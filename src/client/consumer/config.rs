@@ -244,6 +244,10 @@ pub struct ConsumerConfigBuilder {
 /// Kafka declares these settings as Java `int`s.
 const KAFKA_INT_MAX: u64 = i32::MAX as u64;
 
+/// The longest `group.id` or `group.instance.id`: Kafka's strings carry
+/// an `i16` length, in the protocol and in `__consumer_offsets` keys.
+const MAX_ID_BYTES: usize = i16::MAX as usize;
+
 impl ConsumerConfigBuilder {
     /// `max.poll.records`, at least 1 (default 500).
     pub fn max_poll_records(mut self, records: usize) -> Self {
@@ -380,8 +384,9 @@ impl ConsumerConfigBuilder {
     /// # Errors
     /// [`Error::InvalidConfig`], naming the setting, for `max.poll.records`
     /// of 0, a `heartbeat.interval.ms` not below `session.timeout.ms`, an
-    /// unknown or empty `partition.assignment.strategy`, empty ids, or any
-    /// setting above Kafka's limit of `i32::MAX`.
+    /// unknown or empty `partition.assignment.strategy`, empty ids, ids
+    /// longer than 32767 bytes (what Kafka's commit records can hold), or
+    /// any setting above Kafka's limit of `i32::MAX`.
     pub fn build(mut self) -> Result<ConsumerConfig> {
         if let Some(names) = self.config.strategy_names.take() {
             self.config.assignors = names
@@ -421,6 +426,16 @@ impl ConsumerConfigBuilder {
             return Err(Error::InvalidConfig(
                 "group.id must not be empty when set".into(),
             ));
+        }
+        for (name, id) in [
+            ("group.id", &c.group_id),
+            ("group.instance.id", &c.group_instance_id),
+        ] {
+            if let Some(len) = id.as_ref().map(String::len).filter(|&l| l > MAX_ID_BYTES) {
+                return Err(Error::InvalidConfig(format!(
+                    "{name} is {len} bytes long; at most {MAX_ID_BYTES} fit Kafka's records"
+                )));
+            }
         }
         if c.max_poll_records == 0 {
             return Err(Error::InvalidConfig(

@@ -2,8 +2,9 @@
 //!
 //! A [`Consumer`] reads the partitions it is [`assign`](Consumer::assign)ed
 //! from its own positions. [`Consumer::poll`] takes records from the fetched
-//! batches it buffers (at most one fetch per partition, zero-copy views of
-//! the segments), fetches more when a partition's buffer runs dry, and waits
+//! batches it buffers (at most one fetch per partition: zero-copy views of
+//! the segments; a compressed batch is decompressed once into one buffer its
+//! records share), fetches more when a partition's buffer runs dry, and waits
 //! for appends when there is nothing to return.
 //!
 //! ## Waking up

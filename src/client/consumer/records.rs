@@ -126,15 +126,18 @@ impl ConsumerRecord {
         self.value.range().map(|r| &self.batch.bytes[r])
     }
 
-    /// The key as [`Bytes`] sharing the batch's memory (no copy), for
-    /// keeping it beyond the record; `None` for a null key.
+    /// The key as [`Bytes`] sharing the batch's memory (no copy, as for
+    /// [`value_bytes`](Self::value_bytes)), for keeping it beyond the
+    /// record; `None` for a null key.
     #[must_use]
     pub fn key_bytes(&self) -> Option<Bytes> {
         self.key.range().map(|r| self.batch.bytes.slice(r))
     }
 
-    /// The value as [`Bytes`] sharing the batch's memory (no copy), for
-    /// keeping it beyond the record; `None` for a null value.
+    /// The value as [`Bytes`] sharing the batch's memory (no copy: the
+    /// mapped segment for an uncompressed batch, the batch's one
+    /// decompressed buffer otherwise), for keeping it beyond the record;
+    /// `None` for a null value.
     #[must_use]
     pub fn value_bytes(&self) -> Option<Bytes> {
         self.value.range().map(|r| self.batch.bytes.slice(r))
