@@ -583,30 +583,32 @@ fn plan_recovery(
     // ends where the segment before it ends, not at the empty segment's
     // base offset. Else the log end would claim offsets no batch holds,
     // and once appends there were lost, a later open (which drops the
-    // empty segment as above) would find the log ending below the
-    // recovery point this open let it reach. The cut is reported at the
-    // end of the previous segment, the emptied one among those removed.
-    if let Some(cut) = plan.cut.as_mut()
-        && cut.report.position == 0
-        && let [.., previous, last] = plan.segments.as_slice()
-        && last.base > previous.next_offset()
-        && let Some(previous_probe) = judge.probes.get(plan.segments.len() - 2)
-    {
-        let emptied = last.base;
-        let end = previous.next_offset();
-        let valid = match previous.kind {
-            Judged::Trusted(_) => previous_probe.len(),
-            Judged::Scanned { valid_bytes, .. } => valid_bytes,
-        };
-        let report = &mut cut.report;
-        report.removed_segments.insert(0, report.path.clone());
-        report.removed_bytes += report.bytes;
-        report.path = previous_probe.path().to_path_buf();
-        report.position = valid;
-        report.bytes = 0;
-        report.first_lost_offset = end;
-        plan.dropped_empty = Some(emptied);
-        plan.segments.pop();
+    // empty segment as below) would find the log ending below the
+    // recovery point this open let it reach. The cut moves to the end of
+    // the previous segment (again, if that one is empty too), the emptied
+    // segments join the removed ones.
+    if let Some(cut) = plan.cut.as_mut() {
+        while cut.report.position == 0
+            && let [.., previous, last] = plan.segments.as_slice()
+            && last.base > previous.next_offset()
+            && let Some(previous_probe) = judge.probes.get(plan.segments.len() - 2)
+            && let Some(&emptied) = found.iter().find(|f| f.base == last.base && !f.swap)
+        {
+            let end = previous.next_offset();
+            let valid = match previous.kind {
+                Judged::Trusted(_) => previous_probe.len(),
+                Judged::Scanned { valid_bytes, .. } => valid_bytes,
+            };
+            let report = &mut cut.report;
+            report.removed_segments.insert(0, report.path.clone());
+            report.removed_bytes += report.bytes;
+            report.path = previous_probe.path().to_path_buf();
+            report.position = valid;
+            report.bytes = 0;
+            report.first_lost_offset = end;
+            cut.removed.insert(0, emptied);
+            plan.segments.pop();
+        }
     }
 
     // In a compacted log segments may leave gaps, so an empty last segment
