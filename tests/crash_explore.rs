@@ -1014,3 +1014,85 @@ fn a_compacted_log_cut_back_to_an_empty_segment_ends_at_its_last_batch() -> logb
     assert!(cuts > 0, "no power loss left a torn segment to cut");
     Ok(())
 }
+
+/// Regression: `truncate_to` shortened a segment without an fsync, and
+/// since the durable offset already covered the kept part no flush synced
+/// it later: an append that rolled at once sealed it unsynced, a process
+/// crash and reopen trusted it (below the recovery point), and a later
+/// power loss brought the cut batches back below the recovery point,
+/// overlapping the next segment: the open refused. Found by the log-level
+/// exploration (page cache).
+#[test]
+fn a_truncation_is_durable_before_the_log_moves_on() -> logbus::Result<()> {
+    use std::sync::Arc;
+
+    use logbus::{FlushPolicy, Log, LogConfig, ManualClock, Storage};
+
+    let config = LogConfig::builder()
+        .segment_bytes(1024)
+        .segment_index_bytes(4096)
+        .segment_ms(None)
+        .retention_ms(None)
+        .flush(FlushPolicy::page_cache())
+        .build()?;
+    for seed in 0..32u64 {
+        let tmp = tempdir();
+        let dir = tmp.path().join("t-0");
+        let faulty = faulty_storage();
+        let open = |gate: &gate::Gate, recovery_point: u64| {
+            Log::builder(&dir)
+                .config(config.clone())
+                .storage(Arc::new(gate.clone()))
+                .clock(Arc::new(ManualClock::new(0)))
+                .recovery_point(recovery_point)
+                .open()
+        };
+        let append = |log: &Log, tag: &str, repeat: usize| {
+            let draft = model::Draft {
+                timestamp: 1_000,
+                key: None,
+                value: format!("{tag} ").repeat(repeat).into_bytes(),
+            };
+            log.append(&mut model::build_batch(&[draft]), 0)
+        };
+        let gate = gate::Gate::new(&faulty, Bug::None);
+        gate.create_dir_all(&dir)?;
+        gate.sync_dir(tmp.path())?;
+        let log = open(&gate, 0)?;
+        // Two segments of three batches, all flushed.
+        for i in 0..6 {
+            append(&log, &format!("old {i}"), 25)?;
+        }
+        assert_eq!(log.segment_count(), 2);
+        log.flush()?;
+        // Cut the last batch of the first segment (the second goes); the
+        // owner checkpoints the lowered recovery point. The next append is
+        // too big for what is left: the log rolls at once.
+        let end = log.truncate_to(2)?;
+        assert_eq!((end, log.recovery_point()), (2, 2));
+        append(&log, "new", 160)?;
+        assert_eq!(log.segment_base_offsets(), [0, 2]);
+        // A process crash (the page cache survives) and a reopen that
+        // trusts the first segment; appends, flushed and checkpointed;
+        // then a power loss.
+        gate.kill();
+        drop(log);
+        let gate = gate::Gate::new(&faulty, Bug::None);
+        let log = open(&gate, end)?;
+        append(&log, "newer", 20)?;
+        log.flush()?;
+        let flushed = log.recovery_point();
+        assert_eq!(flushed, 4);
+        gate.crash(seed)?;
+        drop(log);
+
+        let gate = gate::Gate::new(&faulty, Bug::None);
+        let log = open(&gate, flushed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let served =
+            model::read_served(|o, m| log.read(o, m), 0, flushed, false).expect("readable");
+        let values: Vec<&[u8]> = served.iter().map(|r| &r.value[..3]).collect();
+        assert_eq!(values, [b"old", b"old", b"new", b"new"], "seed {seed}");
+        log.close()?;
+    }
+    Ok(())
+}
