@@ -495,9 +495,8 @@ impl LogRun {
             0
         };
         // Above the log start by more than a batch (at most 4 records):
-        // a cut below it would lower the log start (as Kafka's
-        // truncateTo does) while the cut itself is not durable, and a
-        // deleted record could come back.
+        // a cut below it lowers the log start (as Kafka's truncateTo does),
+        // which the model does not follow.
         let low = (start + 4).max(end.saturating_sub(12)).max(floor);
         if low > end {
             return Ok(());

@@ -162,11 +162,6 @@ pub(crate) struct PartitionModel {
     pub(crate) acked: BTreeMap<u64, Rec>,
     /// Records that may be at each offset after the crash.
     pub(crate) candidates: BTreeMap<u64, Vec<Rec>>,
-    /// Records a truncation cut: the cut is not made durable (not even by
-    /// a flush or a close, as in Kafka, whose flush starts at the recovery
-    /// point), so they may come back at their offsets after a later power
-    /// loss, until a reopen serves something at or past them.
-    pub(crate) truncated: BTreeMap<u64, Vec<Rec>>,
     /// Appends whose outcome is unknown (failed around the crash): their
     /// records may appear at any offset, once.
     pub(crate) unknown: HashMap<Vec<u8>, Draft>,
@@ -174,7 +169,8 @@ pub(crate) struct PartitionModel {
     /// survive a power loss.
     pub(crate) bound: u64,
     /// Values of records deleted for good (below a log start offset that
-    /// was checkpointed): never to be served again.
+    /// was checkpointed, or cut by `truncate_to`, which makes the cut
+    /// durable before it returns): never to be served again.
     pub(crate) deleted: HashSet<Vec<u8>>,
     /// The highest log start offset checkpointed: a reopened log that
     /// reaches it starts at or above it.
@@ -219,14 +215,11 @@ impl PartitionModel {
 
     /// `truncate_to` ended the log at `end`.
     pub(crate) fn truncated(&mut self, end: u64) {
-        for (offset, r) in self.served.split_off(&end) {
-            self.truncated.entry(offset).or_default().push(r);
+        for (_, r) in self.served.split_off(&end) {
+            self.deleted.insert(r.value);
         }
-        for (offset, rs) in self.candidates.range(end..) {
-            self.truncated
-                .entry(*offset)
-                .or_default()
-                .extend(rs.iter().cloned());
+        for (_, rs) in self.candidates.split_off(&end) {
+            self.deleted.extend(rs.into_iter().map(|r| r.value));
         }
         self.acked.split_off(&end);
         self.bound = self.bound.min(end);
@@ -241,11 +234,7 @@ impl PartitionModel {
         };
         let mut gone = below(&self.served);
         gone.extend(below(&self.acked));
-        for (_, rs) in self
-            .candidates
-            .range(..start)
-            .chain(self.truncated.range(..start))
-        {
+        for (_, rs) in self.candidates.range(..start) {
             gone.extend(rs.iter().map(|r| r.value.clone()));
         }
         self.deleted.extend(gone);
@@ -334,7 +323,8 @@ impl PartitionModel {
             }
             if self.deleted.contains(&r.value) {
                 return Err(format!(
-                    "record {} served again after its deletion was checkpointed",
+                    "record {} served again after it was deleted (below a checkpointed log start, \
+                     or cut by a truncation)",
                     show(r)
                 ));
             }
@@ -352,8 +342,7 @@ impl PartitionModel {
             let candidate = self
                 .candidates
                 .get(&r.offset)
-                .is_some_and(|c| c.contains(r))
-                || self.truncated.get(&r.offset).is_some_and(|c| c.contains(r));
+                .is_some_and(|c| c.contains(r));
             if candidate {
                 continue;
             }
@@ -426,7 +415,6 @@ impl PartitionModel {
         self.persisted_start = self.persisted_start.min(end);
         self.acked.clear();
         self.candidates.clear();
-        self.truncated = self.truncated.split_off(&end);
         self.unknown.clear();
         self.bound = 0;
     }
