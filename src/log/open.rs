@@ -220,7 +220,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
             changed = true;
         }
     }
-    if let Some(base) = plan.dropped_empty {
+    for &base in &plan.dropped_empty {
         for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
             let path = segment::segment_file(&dir, base, suffix);
             if storage.exists(&path) {
@@ -479,8 +479,8 @@ struct RecoveryPlan {
     segments: Vec<Planned>,
     swaps: Vec<SwapPlan>,
     cut: Option<Cut>,
-    /// An empty last segment of a compacted log to remove.
-    dropped_empty: Option<u64>,
+    /// Empty last segments of a compacted log to remove, newest first.
+    dropped_empty: Vec<u64>,
 }
 
 /// Phase 1 of recovery: plans the interrupted swaps, then judges every
@@ -614,14 +614,19 @@ fn plan_recovery(
     // In a compacted log segments may leave gaps, so an empty last segment
     // above the end of the one before it (a roll just before a power loss
     // that took the previous segment's unflushed end) is no damage; it is
-    // removed, so offsets below the log end stay accounted for.
-    if plan.cut.is_none()
+    // removed, so offsets below the log end stay accounted for. So is the
+    // one before it, if it is empty and above its predecessor's end too
+    // (two rolls, both segments' content lost).
+    while plan.cut.is_none()
         && let [.., previous, last] = plan.segments.as_slice()
         && last.next_offset() == last.base
         && last.base > previous.next_offset()
-        && judge.probes.last().is_some_and(|p| p.len() == 0)
+        && judge
+            .probes
+            .get(plan.segments.len() - 1)
+            .is_some_and(|p| p.len() == 0)
     {
-        plan.dropped_empty = Some(last.base);
+        plan.dropped_empty.push(last.base);
         plan.segments.pop();
     }
 
