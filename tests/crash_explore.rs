@@ -926,12 +926,13 @@ fn a_lost_index_page_never_refuses_the_open_of_a_compacted_log() -> logbus::Resu
 }
 
 /// Regression: in a compacted log (whose segments may leave offset gaps),
-/// recovery that cut the last segment back to nothing ended the log at
-/// that segment's base offset, above the last batch of the segment before
-/// it; the reopened log then claimed offsets no batch held, its recovery
-/// point reached them, and once appends there were lost, the next open
-/// (dropping the empty segment) found the log ending below that recovery
-/// point and refused. Found by the log-level exploration (page cache).
+/// recovery that cut the last segment back to nothing, or found the last
+/// two segments empty, ended the log at an empty segment's base offset,
+/// above the last batch of the segment before it; the reopened log then
+/// claimed offsets no batch held, its recovery point reached them, and
+/// once appends there were lost, the next open (dropping the empty
+/// segment) found the log ending below that recovery point and refused.
+/// Found by the log-level exploration (page cache).
 #[test]
 fn a_compacted_log_cut_back_to_an_empty_segment_ends_at_its_last_batch() -> logbus::Result<()> {
     use std::sync::Arc;
@@ -948,7 +949,7 @@ fn a_compacted_log_cut_back_to_an_empty_segment_ends_at_its_last_batch() -> logb
         .flush(FlushPolicy::page_cache())
         .build()?;
     let mut cuts = 0;
-    for seed in 0..64u64 {
+    for seed in 0..128u64 {
         let tmp = tempdir();
         let dir = tmp.path().join("t-0");
         let faulty = faulty_storage();
@@ -982,7 +983,8 @@ fn a_compacted_log_cut_back_to_an_empty_segment_ends_at_its_last_batch() -> logb
         }
         log.flush()?;
         let flushed = log.recovery_point();
-        while log.segment_count() < 3 {
+        // One roll or two: both new segments may lose all they held.
+        while log.segment_count() < 3 + (seed % 2) as usize {
             append(&log, i)?;
             i += 1;
         }
