@@ -396,7 +396,8 @@ impl PartitionModel {
                 .acked
                 .range(start..)
                 .filter(|(_, r)| {
-                    !served.contains(r.value.as_slice()) && !(self.compacted && superseded(r, now))
+                    let cleaned = self.compacted && superseded(r, now);
+                    !(served.contains(r.value.as_slice()) || cleaned)
                 })
                 .count() as u64,
         })
