@@ -7,6 +7,10 @@
 //! evidence). In this script every leftover has evidence (a removal record
 //! or a `-delete` name), so none is unknown.
 
+mod common;
+
+use common::shm_tempdir as tempdir;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -54,19 +58,6 @@ fn model_after(k: usize) -> Model {
         }
     }
     m
-}
-
-/// A temporary directory, on tmpfs when the machine has one: the run makes
-/// thousands of real fsyncs (the fault layer wraps real files), which cost
-/// ~40 s on this machine's disk and test nothing the fault layer doesn't.
-fn tempdir() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = tempfile::tempdir_in(shm)
-    {
-        return dir;
-    }
-    tempfile::tempdir().unwrap()
 }
 
 fn config(storage: &FaultyStorage) -> Result<ClusterConfig> {

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::shm_tempdir as tempdir;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -27,18 +29,6 @@ fn config() -> LogConfig {
         .flush(FlushPolicy::every_append())
         .build()
         .expect("config")
-}
-
-/// A temporary directory; on tmpfs when there is one, since the simulated
-/// power loss does not depend on real fsyncs and these tests make many.
-fn tempdir() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = tempfile::tempdir_in(shm)
-    {
-        return dir;
-    }
-    tempfile::tempdir().expect("tempdir")
 }
 
 fn open_faulty(dir: &Path, storage: &FaultyStorage) -> Result<Log> {

@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::shm_tempdir as tempdir;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,17 +31,6 @@ fn config(policy: FlushPolicy) -> LogConfig {
         .flush(policy)
         .build()
         .expect("config")
-}
-
-/// On tmpfs when there is one: these tests make many fsyncs.
-fn tempdir() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = tempfile::tempdir_in(shm)
-    {
-        return dir;
-    }
-    tempfile::tempdir().expect("tempdir")
 }
 
 fn open(dir: &Path, policy: FlushPolicy, storage: &FaultyStorage, clock: &ManualClock) -> Log {

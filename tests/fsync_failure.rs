@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::shm_tempdir as tempdir;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,16 +26,6 @@ const MARKER: &str = "fenced-offset";
 
 /// Generous bound on waits that end as soon as the condition holds.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-fn tempdir() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = tempfile::tempdir_in(shm)
-    {
-        return dir;
-    }
-    tempfile::tempdir().expect("tempdir")
-}
 
 fn config(policy: FlushPolicy) -> LogConfig {
     LogConfig::builder()

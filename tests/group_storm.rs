@@ -27,6 +27,10 @@
 //! log end, and closes the members. The tests at the end pin down, in a
 //! few lines each, three bugs the storms found (all fixed).
 
+mod common;
+
+use common::shm_tempdir;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -134,17 +138,6 @@ impl ConsumerRebalanceListener for Tracker {
     fn on_partitions_lost(&mut self, consumer: &mut Consumer, partitions: &[TopicPartition]) {
         self.on_partitions_revoked(consumer, partitions);
     }
-}
-
-/// A directory in memory where there is one: the storms open many clusters.
-fn shm_tempdir() -> tempfile::TempDir {
-    let shm = std::path::Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = tempfile::tempdir_in(shm)
-    {
-        return dir;
-    }
-    tempfile::tempdir().expect("tempdir")
 }
 
 struct Member {

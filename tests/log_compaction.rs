@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::shm_tempdir;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -537,18 +539,6 @@ fn history(log: &Log, clock: &ManualClock) -> Result<Vec<Rec>> {
     }
     log.flush()?;
     Ok(model)
-}
-
-/// A temporary directory; on tmpfs when there is one: these tests fsync a
-/// lot and the simulated power loss does not depend on real fsyncs.
-fn shm_tempdir() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = tempfile::tempdir_in(shm)
-    {
-        return dir;
-    }
-    tempfile::tempdir().expect("tempdir")
 }
 
 #[test]

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::shm_tempdir as tempdir;
+
 use std::path::Path;
 use std::time::Instant;
 
@@ -13,18 +15,6 @@ use logbus::format::{self, BatchBuilder};
 use logbus::{Compression, CorruptionKind, LogConfig, Result};
 
 const GIB: u64 = 1 << 30;
-
-/// A temporary directory, on tmpfs when there is one: sparse files cost
-/// nothing there and reading their holes touches no disk.
-fn tempdir() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = tempfile::tempdir_in(shm)
-    {
-        return dir;
-    }
-    tempfile::tempdir().expect("tempdir")
-}
 
 /// Sets the length of `path`, or `None` where the file system refuses
 /// (no sparse files): the caller skips, saying so.

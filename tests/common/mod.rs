@@ -392,3 +392,17 @@ pub(crate) fn with_context<T>(what: &str, f: impl FnOnce() -> T) -> T {
         }
     }
 }
+
+/// A temporary directory on tmpfs (`/dev/shm`) when the machine has one,
+/// else in the default place. Crash and fault tests make thousands of
+/// fsyncs that the simulated power loss does not depend on; on this
+/// machine's disk they cost tens of seconds and test nothing more.
+pub(crate) fn shm_tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::tempdir_in(shm)
+    {
+        return dir;
+    }
+    tempfile::tempdir().expect("tempdir")
+}
