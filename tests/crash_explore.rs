@@ -17,6 +17,7 @@
 
 #[path = "crash_explore/cluster_level.rs"]
 mod cluster_level;
+mod common;
 #[path = "crash_explore/gate.rs"]
 mod gate;
 #[path = "crash_explore/log_level.rs"]
@@ -156,17 +157,8 @@ impl fmt::Display for Failure {
     }
 }
 
-/// A temporary directory; on tmpfs when there is one (the simulated power
-/// loss does not depend on real fsyncs, and the runs make many).
-pub(crate) fn tempdir() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = tempfile::tempdir_in(shm)
-    {
-        return dir;
-    }
-    tempfile::tempdir().expect("tempdir")
-}
+/// A temporary directory, on tmpfs when there is one.
+pub(crate) use common::shm_tempdir as tempdir;
 
 /// A copy of a directory tree taken before a reopen, saved when the reopen
 /// fails a check (with `LOGBUS_EXPLORE_DUMP=<dir>` set).
