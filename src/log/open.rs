@@ -586,11 +586,13 @@ fn plan_recovery(
     // empty segment as below) would find the log ending below the
     // recovery point this open let it reach. The cut moves to the end of
     // the previous segment (again, if that one is empty too), the emptied
-    // segments join the removed ones.
+    // segments join the removed ones. As below, only segments above the
+    // recovery point.
     if let Some(cut) = plan.cut.as_mut() {
         while cut.report.position == 0
             && let [.., previous, last] = plan.segments.as_slice()
             && last.base > previous.next_offset()
+            && last.base > recovery_point
             && let Some(previous_probe) = judge.probes.get(plan.segments.len() - 2)
             && let Some(&emptied) = found.iter().find(|f| f.base == last.base && !f.swap)
         {
@@ -616,11 +618,15 @@ fn plan_recovery(
     // that took the previous segment's unflushed end) is no damage; it is
     // removed, so offsets below the log end stay accounted for. So is the
     // one before it, if it is empty and above its predecessor's end too
-    // (two rolls, both segments' content lost).
+    // (two rolls, both segments' content lost). Not one at or below the
+    // recovery point: the log durably ended there (a truncation or a
+    // cleaning pass can leave an empty active segment above the last
+    // batch), and dropping it would end the log below the recovery point.
     while plan.cut.is_none()
         && let [.., previous, last] = plan.segments.as_slice()
         && last.next_offset() == last.base
         && last.base > previous.next_offset()
+        && last.base > recovery_point
         && judge
             .probes
             .get(plan.segments.len() - 1)
