@@ -1090,3 +1090,82 @@ fn a_truncation_is_durable_before_the_log_moves_on() -> logbus::Result<()> {
     }
     Ok(())
 }
+
+/// Regression (found by a 25,000-state run after the fixes above): a
+/// compacted log whose last segment is empty above the previous segment's
+/// end (a power loss took the end of the previous segment after the roll,
+/// then a truncation emptied the last one) durably ends at the empty
+/// segment's base, and its recovery point says so; recovery must keep that
+/// segment rather than end the log below the recovery point and refuse.
+#[test]
+fn an_empty_compacted_segment_at_the_recovery_point_is_kept() -> logbus::Result<()> {
+    use std::sync::Arc;
+
+    use logbus::{FlushPolicy, Log, LogConfig, ManualClock, StdStorage, Storage};
+
+    let config = LogConfig::builder()
+        .segment_bytes(1024)
+        .segment_index_bytes(4096)
+        .segment_ms(None)
+        .retention_ms(None)
+        .compact(true)
+        .delete(false)
+        .flush(FlushPolicy::page_cache())
+        .build()?;
+    let open = |dir: &Path, storage: Arc<dyn Storage>, recovery_point: u64| {
+        Log::builder(dir)
+            .config(config.clone())
+            .storage(storage)
+            .clock(Arc::new(ManualClock::new(0)))
+            .recovery_point(recovery_point)
+            .open()
+    };
+    let append = |log: &Log, i: u64, count: u64| {
+        let drafts: Vec<model::Draft> = (0..count)
+            .map(|j| model::Draft {
+                timestamp: 1_000,
+                key: Some(format!("k{i}.{j}").into_bytes()),
+                value: format!("value {i}.{j} ").repeat(8).into_bytes(),
+            })
+            .collect();
+        log.append(&mut model::build_batch(&drafts), 0)
+    };
+    for seed in 0..16u64 {
+        let tmp = tempdir();
+        let dir = tmp.path().join("t-0");
+        // Two segments, a few batches in the second.
+        let log = open(&dir, Arc::new(StdStorage::new()), 0)?;
+        let mut i = 0;
+        while log.segment_count() < 2 {
+            append(&log, i, 1)?;
+            i += 1;
+        }
+        append(&log, i, 3)?;
+        let second = log.segment_base_offsets()[1];
+        log.close()?;
+        // What a power loss can leave (the first segment's last batch lost
+        // after the roll): a gap before the second segment, which a
+        // compacted log accepts.
+        let first = dir.join(format!("{:020}.log", 0));
+        let bytes = std::fs::read(&first).expect("read");
+        let (last_start, _) = *refusal::batch_spans(&bytes).last().expect("a batch");
+        std::fs::write(&first, &bytes[..last_start]).expect("write");
+
+        let faulty = faulty_storage();
+        let gate = gate::Gate::new(&faulty, Bug::None);
+        let log = open(&dir, Arc::new(gate.clone()), 0)?;
+        assert_eq!(log.segment_base_offsets(), [0, second], "seed {seed}");
+        // The truncation empties the second segment (durably; the recovery
+        // point follows), then the power fails.
+        let end = log.truncate_to(second)?;
+        assert_eq!((end, log.recovery_point()), (second, second));
+        gate.crash(seed)?;
+        drop(log);
+
+        let gate = gate::Gate::new(&faulty, Bug::None);
+        let log = open(&dir, Arc::new(gate), end).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(log.log_end_offset(), end, "seed {seed}");
+        log.close()?;
+    }
+    Ok(())
+}
