@@ -179,5 +179,7 @@ pub use log::{
 };
 pub use storage::{DirLock, OpenMode, ReadMap, StdStorage, Storage, StorageFile, slice_bytes};
 #[cfg(any(test, feature = "internals"))]
-pub use storage::{FaultKind, FaultOp, FaultyStorage, PowerLossReport, Tear, UnsyncedSummary};
+pub use storage::{
+    FaultKind, FaultOp, FaultyStorage, PowerLossReport, Tear, TornPages, UnsyncedSummary,
+};
 pub use types::{Compression, TimestampType, TopicPartition};

@@ -514,6 +514,16 @@ impl Broker {
         // power loss the log may end below a checkpointed log start.
         if let Ok(offsets) = replica.offsets() {
             self.checkpoints.lock().set(key, offsets);
+            // When recovery found less than the files promised (a power
+            // loss took records below a checkpointed log start), the files
+            // must say so before anything is appended: a log start left
+            // above the log end would hide the records appended next (and
+            // acknowledged) at the next open.
+            if log_start.is_some_and(|start| offsets.log_start < start)
+                || recovery.is_some_and(|point| offsets.recovery_point < point)
+            {
+                self.write_checkpoints()?;
+            }
         }
         Ok(replica)
     }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use crate::cluster::broker::topic_id_string;
 use crate::cluster::{ClusterInner, TopicConfig, TopicState};
 use crate::error::Result;
-use crate::log::{AppendInfo, LogRead, RecoveryReport, TimestampOffset};
+use crate::log::{
+    AppendInfo, CleanReport, LogRead, RecoveryReport, RetentionReport, TimestampOffset,
+};
 use crate::replica::Replica;
 
 /// A topic to create: its name, partition count and configs.
@@ -335,6 +337,62 @@ impl Partition {
             .note_replica(&self.topic.name, &self.replica);
         self.cluster.broker.write_checkpoints()?;
         Ok(start)
+    }
+
+    /// Enforces the topic's retention on this partition now, as the
+    /// background check does every `log.retention.check.interval.ms`:
+    /// deletes the oldest sealed segments past `retention.ms` or beyond
+    /// `retention.bytes` (under `cleanup.policy` `delete`), and those
+    /// wholly below the log start offset. Returns what was deleted. See
+    /// [`Log::enforce_retention`](crate::Log::enforce_retention).
+    ///
+    /// ```
+    /// use logbus::{Cluster, ClusterConfig, NewTopic, TopicConfig};
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    /// let config = TopicConfig::new().retention_bytes(Some(1));
+    /// let partition = cluster
+    ///     .create_topic(NewTopic::new("events", 1).config(config))?
+    ///     .partition(0)?;
+    /// // Only the active segment exists: nothing to delete yet.
+    /// assert_eq!(partition.enforce_retention()?.segments, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) if renaming a segment's files
+    /// fails (which fences the partition), plus those of
+    /// [`Partition::log_start_offset`].
+    pub fn enforce_retention(&self) -> Result<RetentionReport> {
+        self.replica.enforce_retention()
+    }
+
+    /// Runs one cleaning pass on this partition now, whatever its dirty
+    /// ratio, as the background check does once the ratio reaches
+    /// `min.cleanable.dirty.ratio`: keeps the latest record of every key
+    /// in the sealed segments. Returns what the pass did. See
+    /// [`Log::clean`](crate::Log::clean).
+    ///
+    /// ```
+    /// use logbus::{CleanupPolicy, Cluster, ClusterConfig, NewTopic, TopicConfig};
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    /// let config = TopicConfig::new().cleanup_policy(CleanupPolicy::Compact);
+    /// let partition = cluster
+    ///     .create_topic(NewTopic::new("state", 1).config(config))?
+    ///     .partition(0)?;
+    /// // Only the active segment exists: nothing to clean yet.
+    /// assert_eq!(partition.clean()?.segments_cleaned, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) if the topic's
+    /// `cleanup.policy` does not include `compact`; as
+    /// [`Log::clean`](crate::Log::clean), plus those of
+    /// [`Partition::log_start_offset`].
+    pub fn clean(&self) -> Result<CleanReport> {
+        self.replica.clean()
     }
 
     fn describe(&self) -> Result<PartitionDescription> {

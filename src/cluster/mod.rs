@@ -443,6 +443,30 @@ impl Cluster {
         self.topic(name)?.describe()
     }
 
+    /// Writes the checkpoint files now, as the checkpoint thread does every
+    /// `checkpoint_interval_ms`: every partition's recovery point, log
+    /// start offset and (for compacted topics) cleaner offset, each file
+    /// replaced atomically. After a crash, recovery scans only what lies
+    /// past the recovery points it finds there.
+    ///
+    /// ```
+    /// use logbus::{Cluster, ClusterConfig, NewTopic};
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    /// cluster.create_topic(NewTopic::new("events", 1))?;
+    /// cluster.checkpoint()?;
+    /// assert!(dir.path().join("broker-0/recovery-point-offset-checkpoint").exists());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the cluster is closed; [`Error::Io`] if
+    /// writing a file fails (the files it would have replaced stay valid).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.inner.check_open()?;
+        self.inner.checkpoint()
+    }
+
     /// Closes the cluster for every clone and handle: later calls return
     /// [`Error::Closed`]. First every live [`Producer`](crate::Producer)
     /// of the cluster is flushed: records it accepted before the close

@@ -7,7 +7,9 @@
 //!    the first dirty segment whose newest record is younger than
 //!    `min.compaction.lag.ms`. The part from the cleaner checkpoint (the
 //!    first dirty offset) on is *dirty*; below it the log was cleaned
-//!    before.
+//!    before. Then fsync the log up to the end of the cleanable part (if
+//!    the background flush after the rolls has not yet): a record is only
+//!    ever dropped for a later one that a power loss cannot take.
 //! 2. Without any lock, build the offset map: key → offset of its last
 //!    record in the dirty part (Kafka's `OffsetMap`, here exact: whole keys,
 //!    no hashing, so no collisions, and memory grows with the number of
@@ -235,6 +237,13 @@ impl LogInner {
                 .collect::<Result<Vec<_>>>()?;
             (cleanable, snapshots, state.generation)
         };
+        // Every record the offset map is built from must be on disk before
+        // it supersedes an older one: else a power loss could take the
+        // newer record after the cleaned segment (fsynced) dropped the
+        // older, durable one, and the key would have no value at all. The
+        // page-cache policies flush sealed segments in the background after
+        // their roll, so this rarely waits.
+        self.sync_to(cleanable.end_offset)?;
         let map = build_offset_map(&snapshots, cleanable.first_dirty, &self.dir)?;
         let mut report = CleanReport {
             cleaned_up_to: cleanable.end_offset.max(cleanable.first_dirty),

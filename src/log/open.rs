@@ -220,7 +220,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
             changed = true;
         }
     }
-    if let Some(base) = plan.dropped_empty {
+    for &base in &plan.dropped_empty {
         for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
             let path = segment::segment_file(&dir, base, suffix);
             if storage.exists(&path) {
@@ -479,8 +479,8 @@ struct RecoveryPlan {
     segments: Vec<Planned>,
     swaps: Vec<SwapPlan>,
     cut: Option<Cut>,
-    /// An empty last segment of a compacted log to remove.
-    dropped_empty: Option<u64>,
+    /// Empty last segments of a compacted log to remove, newest first.
+    dropped_empty: Vec<u64>,
 }
 
 /// Phase 1 of recovery: plans the interrupted swaps, then judges every
@@ -579,17 +579,60 @@ fn plan_recovery(
         judge.tails.push(tail);
     }
 
+    // The same when the cut is what left the last segment empty: the log
+    // ends where the segment before it ends, not at the empty segment's
+    // base offset. Else the log end would claim offsets no batch holds,
+    // and once appends there were lost, a later open (which drops the
+    // empty segment as below) would find the log ending below the
+    // recovery point this open let it reach. The cut moves to the end of
+    // the previous segment (again, if that one is empty too), the emptied
+    // segments join the removed ones. As below, only segments above the
+    // recovery point.
+    if let Some(cut) = plan.cut.as_mut() {
+        while cut.report.position == 0
+            && let [.., previous, last] = plan.segments.as_slice()
+            && last.base > previous.next_offset()
+            && last.base > recovery_point
+            && let Some(previous_probe) = judge.probes.get(plan.segments.len() - 2)
+            && let Some(&emptied) = found.iter().find(|f| f.base == last.base && !f.swap)
+        {
+            let end = previous.next_offset();
+            let valid = match previous.kind {
+                Judged::Trusted(_) => previous_probe.len(),
+                Judged::Scanned { valid_bytes, .. } => valid_bytes,
+            };
+            let report = &mut cut.report;
+            report.removed_segments.insert(0, report.path.clone());
+            report.removed_bytes += report.bytes;
+            report.path = previous_probe.path().to_path_buf();
+            report.position = valid;
+            report.bytes = 0;
+            report.first_lost_offset = end;
+            cut.removed.insert(0, emptied);
+            plan.segments.pop();
+        }
+    }
+
     // In a compacted log segments may leave gaps, so an empty last segment
     // above the end of the one before it (a roll just before a power loss
     // that took the previous segment's unflushed end) is no damage; it is
-    // removed, so offsets below the log end stay accounted for.
-    if plan.cut.is_none()
+    // removed, so offsets below the log end stay accounted for. So is the
+    // one before it, if it is empty and above its predecessor's end too
+    // (two rolls, both segments' content lost). Not one at or below the
+    // recovery point: the log durably ended there (a truncation or a
+    // cleaning pass can leave an empty active segment above the last
+    // batch), and dropping it would end the log below the recovery point.
+    while plan.cut.is_none()
         && let [.., previous, last] = plan.segments.as_slice()
         && last.next_offset() == last.base
         && last.base > previous.next_offset()
-        && judge.probes.last().is_some_and(|p| p.len() == 0)
+        && last.base > recovery_point
+        && judge
+            .probes
+            .get(plan.segments.len() - 1)
+            .is_some_and(|p| p.len() == 0)
     {
-        plan.dropped_empty = Some(last.base);
+        plan.dropped_empty.push(last.base);
         plan.segments.pop();
     }
 

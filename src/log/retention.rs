@@ -69,21 +69,32 @@ impl Log {
     /// the new log end offset is the start of that batch (equal to `offset`
     /// when `offset` is a batch boundary, as replication uses it). Returns
     /// the new log end offset. Truncating at or past the log end changes
-    /// nothing.
+    /// nothing. The cut is on disk (fsynced, with the directory) when this
+    /// returns; lower the recovery point in the owner's checkpoint too (it
+    /// is [`Log::recovery_point`] now).
     ///
     /// # Errors
     /// [`Error::Io`] or [`Error::Corrupt`]; an I/O error fences the log.
     pub fn truncate_to(&self, offset: u64) -> Result<u64> {
-        let mut state = self.inner.state.write();
-        self.inner.check_not_fenced()?;
-        if offset >= state.log_end_offset {
-            return Ok(state.log_end_offset);
-        }
-        let result = self.inner.truncate_locked(&mut state, offset);
-        if result.is_err() {
-            self.inner.fence();
-        }
-        result
+        let end = {
+            let mut state = self.inner.state.write();
+            self.inner.check_not_fenced()?;
+            if offset >= state.log_end_offset {
+                return Ok(state.log_end_offset);
+            }
+            let result = self.inner.truncate_locked(&mut state, offset);
+            if result.is_err() {
+                self.inner.fence();
+            }
+            result?
+        };
+        // The cut must be durable before anything is appended past it: the
+        // durable offset already covers the kept part, so no later flush
+        // would sync the shortened file, and a power loss that undid the
+        // cut would bring the cut batches back below a recovery point that
+        // later flushes raise over the new ones (which recovery refuses).
+        self.inner.sync_now()?;
+        Ok(end)
     }
 }
 
@@ -170,6 +181,14 @@ impl LogInner {
         for segment in &removed {
             report.segments += 1;
             report.bytes += segment.size();
+            // Oldest first, each rename durable before the next one (this
+            // pass's or a later one's): a power loss then brings back at
+            // most the newest deleted segment, next to the ones kept.
+            // Renames lost out of order could bring back an older one with
+            // a hole after it, below the recovery point, where recovery
+            // must refuse the open. The last rename is synced with the
+            // directory later (`dir_dirty`), or before the next deletion.
+            self.storage.sync_dir(&self.dir)?;
             self.schedule(Job::RemoveFiles(segment.mark_deleted()?));
         }
         Ok(report)

@@ -18,7 +18,9 @@ use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::log::{AppendInfo, Log, LogRead, RecoveryReport, TimestampOffset};
+use crate::log::{
+    AppendInfo, CleanReport, Log, LogRead, RecoveryReport, RetentionReport, TimestampOffset,
+};
 
 const LIVE: u8 = 0;
 const DELETED: u8 = 1;
@@ -128,6 +130,16 @@ impl Replica {
     /// Advances the log start offset to `offset`; returns the new one.
     pub(crate) fn delete_records(&self, offset: u64) -> Result<u64> {
         self.with_log(|log| log.delete_records(offset))
+    }
+
+    /// Runs retention now (see [`Log::enforce_retention`]).
+    pub(crate) fn enforce_retention(&self) -> Result<RetentionReport> {
+        self.with_log(Log::enforce_retention)
+    }
+
+    /// Runs a cleaning pass now (see [`Log::clean`]).
+    pub(crate) fn clean(&self) -> Result<CleanReport> {
+        self.with_log(Log::clean)
     }
 
     pub(crate) fn offsets(&self) -> Result<ReplicaOffsets> {

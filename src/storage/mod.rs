@@ -20,7 +20,9 @@ mod std_fs;
 pub(crate) mod time_index;
 
 #[cfg(any(test, feature = "internals"))]
-pub use fault::{FaultKind, FaultOp, FaultyStorage, PowerLossReport, Tear, UnsyncedSummary};
+pub use fault::{
+    FaultKind, FaultOp, FaultyStorage, PowerLossReport, Tear, TornPages, UnsyncedSummary,
+};
 pub use file::{DirLock, OpenMode, Storage, StorageFile};
 pub use mmap::{ReadMap, slice_bytes};
 pub use std_fs::StdStorage;

@@ -13,8 +13,10 @@
 //! CRC does not cover `baseOffset`, so the order is what catches a damaged
 //! one: in a log that is not compacted a batch starts exactly after the one
 //! before it (the first at the segment's base offset); in a compacted log
-//! it starts above it, and an offset index entry at its position must name
-//! its last offset.
+//! it starts above it (an offset index entry at its position that names its
+//! last offset vouches for it; one that names another offset is a stale or
+//! lost index page, since index files are never fsynced, and is no
+//! evidence against it).
 //!
 //! The first batch failing a check is the segment's damage. Its offset (the
 //! offset the batch had to start at) decides what recovery does with it
@@ -285,19 +287,13 @@ impl SegmentProbe {
                 }
                 if next_entry < index.len() {
                     let (entry, at) = index.get(next_entry);
-                    if u64::from(at) == position {
-                        if entry != last {
-                            let cause = CorruptionKind::Batch(out_of_sequence(
-                                base,
-                                last,
-                                entry,
-                                "the offset index entry at this batch's position names that offset as its last",
-                            ));
-                            damage = Some((position, expected, cause));
-                            break;
-                        }
-                        confirmed = true;
-                    }
+                    // An entry naming the batch's last offset vouches for
+                    // it. One that names another offset is no evidence
+                    // against it: index files are never fsynced (only log
+                    // files are), so after a power loss an index page may
+                    // read as zeros or hold stale entries, even where the
+                    // log's bytes were fsynced; the index is rebuilt.
+                    confirmed = u64::from(at) == position && entry == last;
                 }
             }
             previous = Some(Accepted {

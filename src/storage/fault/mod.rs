@@ -28,8 +28,10 @@
 //!   earlier bytes included, and the next good sync persists it. This is
 //!   Linux's behaviour since 4.13 ("fsyncgate").
 //! - [`FaultyStorage::power_loss`]: each dirty page independently keeps its
-//!   new content, keeps its durable content, or reads as zeros (a torn
-//!   page). A dropped page always has its durable content. A file that grew
+//!   new content, keeps its durable content, or is torn: it reads as zeros
+//!   (durable bytes in it included), or, after
+//!   [`set_torn_pages(TornPages::Sectors)`](FaultyStorage::set_torn_pages),
+//!   each of its 512-byte sectors holds its new or its durable content. A dropped page always has its durable content. A file that grew
 //!   since its last good sync ends at its durable length, at its new length,
 //!   or at a page boundary between (a page that did not survive reads as
 //!   zeros past the durable length); a file that shrank keeps its new length
@@ -76,10 +78,12 @@
 //! [`FaultyStorage::power_loss`] draws from its seed, in this order: each
 //! pending directory operation, oldest first (lost with probability 1/2
 //! unless forced); then, file by file in the order the storage first saw
-//! them, each dirty page in order (kept, lost or zeroed, 1/3 each) and the
+//! them, each dirty page in order (kept, lost or torn, 1/3 each), the
 //! length (grown: durable, new or a page boundary between, 1/3 each, the
 //! boundary uniform, or 1/2 each when no boundary lies between; shrunk: 1/2
-//! each). The same seed and history give the same result.
+//! each), and under [`TornPages::Sectors`] each sector of each torn page in
+//! order (new or durable, 1/2 each). The same seed and history give the
+//! same result.
 //!
 //! # [`FaultyStorage::crash`]
 //!
@@ -199,6 +203,22 @@ pub enum Tear {
     Random(u64),
 }
 
+/// What a simulated power loss ([`FaultyStorage::power_loss`]) leaves in
+/// a torn page: a dirty page that neither kept its new content nor its
+/// durable content whole. Set with [`FaultyStorage::set_torn_pages`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TornPages {
+    /// The whole page reads as zeros, the bytes in it that were durable
+    /// included (the default).
+    #[default]
+    Zeroed,
+    /// Each 512-byte sector of the page independently holds its new
+    /// content or its durable content (zeros past the durable length), as
+    /// a disk with 512-byte atomic sectors leaves a page write it did not
+    /// finish: bytes that were durable and not written again never change.
+    Sectors,
+}
+
 /// What a simulated power loss ([`FaultyStorage::power_loss`]) did, for
 /// tests to print and count. Pages are counted when they lie within the
 /// file's length after the power loss.
@@ -209,7 +229,8 @@ pub struct PowerLossReport {
     pub pages_kept: u64,
     /// Dirty pages left with their durable content.
     pub pages_lost: u64,
-    /// Dirty pages that read as zeros (torn).
+    /// Dirty pages torn: read as zeros, or a mix of new and durable
+    /// sectors under [`TornPages::Sectors`].
     pub pages_zeroed: u64,
     /// Pages dropped by a failed sync, left with their durable content.
     pub pages_dropped_by_failed_sync: u64,
@@ -309,6 +330,8 @@ struct State {
     next_id: u64,
     /// Directory operations not yet durable, in order.
     pending: Vec<DirOp>,
+    /// What a power loss leaves in a torn page.
+    torn: TornPages,
 }
 
 impl State {
@@ -523,6 +546,12 @@ impl FaultyStorage {
         }
     }
 
+    /// Chooses what later power losses leave in a torn page (see
+    /// [`TornPages`]; the default is [`TornPages::Zeroed`]).
+    pub fn set_torn_pages(&self, torn: TornPages) {
+        self.shared.state.lock().torn = torn;
+    }
+
     /// Makes the `n`th call of `op` from now (1-based) fail with `kind`,
     /// once. A failed write writes nothing; a failed sync drops the pages
     /// it covered (see the module documentation).
@@ -634,9 +663,10 @@ impl FaultyStorage {
         for tracked in files.values().filter(|t| !t.file.is_clean()) {
             let path = &tracked.path;
             let current = fs::read(path).map_err(|e| Error::io("power loss: read", path, e))?;
-            let content = tracked
-                .file
-                .after_power_loss(&current, &mut rng, &mut report);
+            let content =
+                tracked
+                    .file
+                    .after_power_loss(&current, &mut rng, state.torn, &mut report);
             replace_content(path, &content)?;
         }
         Ok(report)

@@ -4,11 +4,14 @@
 use std::collections::BTreeMap;
 use std::collections::btree_map;
 
-use super::{PowerLossReport, Rng, to_usize};
+use super::{PowerLossReport, Rng, TornPages, to_usize};
 use crate::error::Result;
 
 /// The page size of the model, in bytes.
 pub(super) const PAGE: u64 = 4096;
+
+/// The atomic unit of a torn page write under [`TornPages::Sectors`].
+const SECTOR: u64 = 512;
 
 /// A page whose cached content may differ from its durable content.
 #[derive(Debug, Clone)]
@@ -225,6 +228,7 @@ impl FileState {
         &self,
         current: &[u8],
         rng: &mut Rng,
+        torn: TornPages,
         report: &mut PowerLossReport,
     ) -> Vec<u8> {
         let fates: Vec<Fate> = self
@@ -294,7 +298,22 @@ impl FileState {
                 }
                 Fate::Zeroed => {
                     report.pages_zeroed += 1;
-                    out[start..end].fill(0);
+                    match torn {
+                        TornPages::Zeroed => out[start..end].fill(0),
+                        TornPages::Sectors => {
+                            // `out` holds the new content; each sector
+                            // independently goes back to its durable one.
+                            let mut durable = vec![0; end - start];
+                            Self::put_durable(&mut durable, page, 0, end - start);
+                            for sector in (start..end).step_by(to_usize(SECTOR)) {
+                                let to = (sector + to_usize(SECTOR)).min(end);
+                                if rng.below(2) == 1 {
+                                    out[sector..to]
+                                        .copy_from_slice(&durable[sector - start..to - start]);
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }

@@ -780,3 +780,53 @@ fn unsynced_summary_counts_what_a_power_loss_could_lose() -> Result<()> {
     assert_eq!((summary.dirty_pages, summary.dropped_pages), (0, 3));
     Ok(())
 }
+
+#[test]
+fn torn_pages_by_sector_never_change_durable_bytes() -> Result<()> {
+    // 1500 durable bytes, then 6000 more appended (pages 0 and 1 dirty,
+    // page 0 holding durable bytes too). Under `TornPages::Sectors` a
+    // power loss never changes the durable bytes; torn pages hold a mix of
+    // new sectors and old ones (zeros past the durable length).
+    let durable: Vec<u8> = (0..1500u32).map(|i| (i % 251) as u8 + 1).collect();
+    let appended: Vec<u8> = (0..6000u32).map(|i| (i % 241) as u8 + 1).collect();
+    let mut mixed = 0;
+    for seed in 0..64 {
+        let dir = tempdir();
+        let storage = FaultyStorage::new();
+        storage.set_torn_pages(TornPages::Sectors);
+        let path = dir.path().join("f");
+        let file = storage.open(&path, OpenMode::CreateNew)?;
+        file.write_all_at(&durable, 0)?;
+        file.sync()?;
+        storage.sync_dir(dir.path())?;
+        file.write_all_at(&appended, 1500)?;
+        let report = storage.power_loss(seed)?;
+        let after = read(&path);
+        assert_eq!(
+            after[..1500],
+            durable[..],
+            "seed {seed}: durable bytes changed"
+        );
+        // Past them, each 512-byte sector (aligned in the file) holds its
+        // new bytes or zeros, whole.
+        for sector in (1024..after.len()).step_by(512) {
+            let (from, to) = (sector.max(1500), (sector + 512).min(after.len()));
+            let part = &after[from..to];
+            assert!(
+                part == &appended[from - 1500..to - 1500] || part.iter().all(|&b| b == 0),
+                "seed {seed}: the sector at {sector} is neither new nor old"
+            );
+        }
+        if report.pages_zeroed > 0 {
+            let tail = &after[1500..];
+            let some_new = tail.chunks(512).any(|c| c.iter().any(|&b| b != 0));
+            let some_zero =
+                tail.len() >= 512 && tail.chunks(512).any(|c| c.iter().all(|&b| b == 0));
+            if some_new && some_zero {
+                mixed += 1;
+            }
+        }
+    }
+    assert!(mixed > 0, "no torn page mixed new and old sectors");
+    Ok(())
+}
