@@ -213,16 +213,15 @@ impl Dump {
 }
 
 /// A fresh simulated disk. Torn pages are torn by 512-byte sector (new or
-/// old content each), never zeroing bytes that were durable:
-/// `LOGBUS_EXPLORE_TORN=zeroed` uses the simulator's default instead (a
-/// torn page reads as zeros, durable bytes in it included), which no log
-/// that appends in place can survive (see /work/notes/explore.md).
+/// old content each, the simulator's default), never zeroing bytes that
+/// were durable: `LOGBUS_EXPLORE_TORN=zeroed` makes a torn page read as
+/// zeros, durable bytes in it included, which no log that appends in place
+/// can survive (acknowledged records sharing a page with a later, unsynced
+/// append are lost).
 pub(crate) fn faulty_storage() -> logbus::FaultyStorage {
     let storage = logbus::FaultyStorage::new();
     if std::env::var("LOGBUS_EXPLORE_TORN").is_ok_and(|v| v == "zeroed") {
         storage.set_torn_pages(logbus::TornPages::Zeroed);
-    } else {
-        storage.set_torn_pages(logbus::TornPages::Sectors);
     }
     storage
 }

@@ -28,10 +28,13 @@
 //!   earlier bytes included, and the next good sync persists it. This is
 //!   Linux's behaviour since 4.13 ("fsyncgate").
 //! - [`FaultyStorage::power_loss`]: each dirty page independently keeps its
-//!   new content, keeps its durable content, or is torn: it reads as zeros
-//!   (durable bytes in it included), or, after
-//!   [`set_torn_pages(TornPages::Sectors)`](FaultyStorage::set_torn_pages),
-//!   each of its 512-byte sectors holds its new or its durable content. A dropped page always has its durable content. A file that grew
+//!   new content, keeps its durable content, or is torn: each of its
+//!   512-byte sectors holds its new or its durable content (zeros past the
+//!   durable length), as a disk with atomic sectors leaves a page write it
+//!   did not finish; or, after
+//!   [`set_torn_pages(TornPages::Zeroed)`](FaultyStorage::set_torn_pages),
+//!   harsher than real disks, the whole page reads as zeros, durable bytes
+//!   in it included. A dropped page always has its durable content. A file that grew
 //!   since its last good sync ends at its durable length, at its new length,
 //!   or at a page boundary between (a page that did not survive reads as
 //!   zeros past the durable length); a file that shrank keeps its new length
@@ -81,8 +84,8 @@
 //! them, each dirty page in order (kept, lost or torn, 1/3 each), the
 //! length (grown: durable, new or a page boundary between, 1/3 each, the
 //! boundary uniform, or 1/2 each when no boundary lies between; shrunk: 1/2
-//! each), and under [`TornPages::Sectors`] each sector of each torn page in
-//! order (new or durable, 1/2 each). The same seed and history give the
+//! each), and, unless [`TornPages::Zeroed`] is set, each sector of each torn
+//! page in order (new or durable, 1/2 each). The same seed and history give the
 //! same result.
 //!
 //! # [`FaultyStorage::crash`]
@@ -208,15 +211,18 @@ pub enum Tear {
 /// durable content whole. Set with [`FaultyStorage::set_torn_pages`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TornPages {
-    /// The whole page reads as zeros, the bytes in it that were durable
-    /// included (the default).
-    #[default]
-    Zeroed,
     /// Each 512-byte sector of the page independently holds its new
     /// content or its durable content (zeros past the durable length), as
     /// a disk with 512-byte atomic sectors leaves a page write it did not
-    /// finish: bytes that were durable and not written again never change.
+    /// finish: bytes that were durable and not written again never change
+    /// (the default).
+    #[default]
     Sectors,
+    /// The whole page reads as zeros, the bytes in it that were durable
+    /// included. Harsher than a real disk: no log that appends in place
+    /// (logbus's or Kafka's) keeps acknowledged bytes that share a page
+    /// with an unsynced append under this model.
+    Zeroed,
 }
 
 /// What a simulated power loss ([`FaultyStorage::power_loss`]) did, for
@@ -229,9 +235,9 @@ pub struct PowerLossReport {
     pub pages_kept: u64,
     /// Dirty pages left with their durable content.
     pub pages_lost: u64,
-    /// Dirty pages torn: read as zeros, or a mix of new and durable
-    /// sectors under [`TornPages::Sectors`].
-    pub pages_zeroed: u64,
+    /// Dirty pages torn: a mix of new and durable sectors, or read as
+    /// zeros under [`TornPages::Zeroed`].
+    pub pages_torn: u64,
     /// Pages dropped by a failed sync, left with their durable content.
     pub pages_dropped_by_failed_sync: u64,
     /// Files whose length changed since their last good sync and kept the
@@ -547,7 +553,7 @@ impl FaultyStorage {
     }
 
     /// Chooses what later power losses leave in a torn page (see
-    /// [`TornPages`]; the default is [`TornPages::Zeroed`]).
+    /// [`TornPages`]; the default is [`TornPages::Sectors`]).
     pub fn set_torn_pages(&self, torn: TornPages) {
         self.shared.state.lock().torn = torn;
     }

@@ -13,6 +13,7 @@ use super::tests::tempdir;
 use super::*;
 
 const PAGE: u64 = pages::PAGE;
+const SECTOR: usize = pages::SECTOR as usize;
 const DIRS: [&str; 2] = ["a", "b"];
 /// File names per directory; a slot is one of the `DIRS.len() * NAMES`
 /// paths `<dir>/<n>`.
@@ -141,8 +142,9 @@ impl Inode {
         self.dropped.append(&mut self.dirty);
     }
 
-    /// Whether a power loss may leave the file holding `actual`.
-    fn allows(&self, actual: &[u8]) -> bool {
+    /// Whether a power loss tearing pages as `torn` says may leave the file
+    /// holding `actual`.
+    fn allows(&self, actual: &[u8], torn: TornPages) -> bool {
         let (current, durable, len) = (
             self.current.len() as u64,
             self.durable.len() as u64,
@@ -165,7 +167,14 @@ impl Inode {
             let old: Vec<u8> = (start..end).map(|i| byte(&self.durable, i)).collect();
             let new: Vec<u8> = (start..end).map(|i| byte(&self.current, i)).collect();
             if self.dirty.contains(&page) && !(shrink_lost && start as u64 >= current) {
-                got == old || got == new || got.iter().all(|&b| b == 0)
+                match torn {
+                    TornPages::Zeroed => got == old || got == new || got.iter().all(|&b| b == 0),
+                    // Each sector old or new: the page kept, lost or torn.
+                    TornPages::Sectors => (0..got.len()).step_by(SECTOR).all(|s| {
+                        let e = (s + SECTOR).min(got.len());
+                        got[s..e] == old[s..e] || got[s..e] == new[s..e]
+                    }),
+                }
             } else {
                 // Synced, dropped, or cut by a lost truncation.
                 got == old
@@ -217,6 +226,8 @@ struct Model {
     /// durable operation never follows a pending one on the same path.
     durable_names: BTreeMap<usize, usize>,
     pending: Vec<DirChange>,
+    /// What the storage leaves in a torn page.
+    torn: TornPages,
 }
 
 impl Model {
@@ -257,7 +268,11 @@ impl Model {
             .map(|slot| {
                 self.inodes
                     .iter()
-                    .map(|inode| observed.get(&slot).is_some_and(|c| inode.allows(c)))
+                    .map(|inode| {
+                        observed
+                            .get(&slot)
+                            .is_some_and(|c| inode.allows(c, self.torn))
+                    })
                     .collect()
             })
             .collect();
@@ -370,12 +385,16 @@ fn prelude() -> Vec<Op> {
 
 /// Runs the prelude and `ops` on a `FaultyStorage` in `root` and on the
 /// model, then simulates a power loss with `seed`.
-fn run(root: &Path, ops: &[Op], seed: u64) -> Result<(Model, Outcome)> {
+fn run(root: &Path, ops: &[Op], seed: u64, torn: TornPages) -> Result<(Model, Outcome)> {
     for dir in DIRS {
         fs::create_dir(root.join(dir)).unwrap(); // durable before it all
     }
     let storage = FaultyStorage::new();
-    let mut model = Model::default();
+    storage.set_torn_pages(torn);
+    let mut model = Model {
+        torn,
+        ..Model::default()
+    };
     let mut handles: BTreeMap<usize, Arc<dyn StorageFile>> = BTreeMap::new();
     for op in prelude().iter().chain(ops) {
         match *op {
@@ -475,9 +494,11 @@ proptest! {
     fn power_loss_leaves_a_state_the_model_allows(
         ops in prop::collection::vec(op(), 1..32),
         seed in any::<u64>(),
+        zeroed in any::<bool>(),
     ) {
+        let torn = if zeroed { TornPages::Zeroed } else { TornPages::Sectors };
         let (first, second) = (tempdir(), tempdir());
-        let (model, outcome) = run(first.path(), &ops, seed)?;
+        let (model, outcome) = run(first.path(), &ops, seed, torn)?;
         let (report, files) = &outcome;
         prop_assert!(
             model.allows(files),
@@ -490,7 +511,7 @@ proptest! {
             model.pending.len() as u64
         );
         // Deterministic: the same history and seed, elsewhere, give the same.
-        let (_, again) = run(second.path(), &ops, seed)?;
+        let (_, again) = run(second.path(), &ops, seed, torn)?;
         prop_assert!(
             again == outcome,
             "not deterministic: {} / {:?}, then {} / {:?}",
@@ -536,7 +557,7 @@ fn every_outcome_happens_over_seeds() -> Result<()> {
         let report = storage.power_loss(seed)?;
         total.pages_kept += report.pages_kept;
         total.pages_lost += report.pages_lost;
-        total.pages_zeroed += report.pages_zeroed;
+        total.pages_torn += report.pages_torn;
         total.pages_dropped_by_failed_sync += report.pages_dropped_by_failed_sync;
         total.files_with_length_change_kept += report.files_with_length_change_kept;
         total.files_with_length_change_lost += report.files_with_length_change_lost;
@@ -548,7 +569,7 @@ fn every_outcome_happens_over_seeds() -> Result<()> {
     for (what, count) in [
         ("pages kept", total.pages_kept),
         ("pages lost", total.pages_lost),
-        ("pages zeroed", total.pages_zeroed),
+        ("pages torn", total.pages_torn),
         ("pages dropped", total.pages_dropped_by_failed_sync),
         ("lengths kept", total.files_with_length_change_kept),
         ("lengths lost", total.files_with_length_change_lost),

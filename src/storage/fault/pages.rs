@@ -11,7 +11,7 @@ use crate::error::Result;
 pub(super) const PAGE: u64 = 4096;
 
 /// The atomic unit of a torn page write under [`TornPages::Sectors`].
-const SECTOR: u64 = 512;
+pub(super) const SECTOR: u64 = 512;
 
 /// A page whose cached content may differ from its durable content.
 #[derive(Debug, Clone)]
@@ -297,7 +297,7 @@ impl FileState {
                     Self::put_durable(&mut out, page, start, end);
                 }
                 Fate::Zeroed => {
-                    report.pages_zeroed += 1;
+                    report.pages_torn += 1;
                     match torn {
                         TornPages::Zeroed => out[start..end].fill(0),
                         TornPages::Sectors => {
