@@ -5,6 +5,13 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::types::TimestampType;
 
+/// `d` in whole milliseconds, as Kafka keeps every duration: rounded down,
+/// saturating at `i64::MAX`. Every typed setter taking a [`Duration`] goes
+/// through it.
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// When appended data reaches the disk, and so what an acknowledged append
 /// survives: Kafka's `flush.messages` and `flush.ms`, either, both or
 /// neither. See the README's durability section.
