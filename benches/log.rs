@@ -41,7 +41,7 @@ fn build_batch(record_size: usize) -> Vec<u8> {
 fn config() -> LogConfig {
     LogConfig::builder()
         .segment_bytes(1 << 30)
-        .retention_ms(None)
+        .retention_time(None)
         .build()
         .expect("config")
 }
@@ -160,7 +160,7 @@ fn bench_roll(c: &mut Criterion) {
     ] {
         let config = LogConfig::builder()
             .segment_bytes(segment_bytes)
-            .retention_ms(None)
+            .retention_time(None)
             .retention_bytes(retention)
             .build()
             .expect("config");

@@ -32,8 +32,12 @@ fn produce(records: usize, value: &Bytes) -> Duration {
     let cluster = Cluster::open(dir.path(), ClusterConfig::default()).expect("cluster");
     cluster
         .create_topic(
-            NewTopic::new("bench", 1)
-                .config(TopicConfig::new().segment_bytes(1 << 30).retention_ms(None)),
+            NewTopic::new("bench", 1).config(
+                TopicConfig::new()
+                    .segment_bytes(1 << 30)
+                    .unwrap()
+                    .retention_time(None),
+            ),
         )
         .expect("topic");
     let config = ProducerConfig::builder()

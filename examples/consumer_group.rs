@@ -169,16 +169,10 @@ fn main() -> Result<(), BoxError> {
     // Sessions far shorter than Kafka's 45 s default, so the crash is
     // noticed quickly: the cluster must allow them.
     let config = ClusterConfig::builder()
-        .group_min_session_timeout_ms(1_000)
+        .group_min_session_timeout(Duration::from_secs(1))
         .build()?;
     let cluster = Cluster::open(&dir, config)?;
-    let topic = match cluster.topic(TOPIC) {
-        Ok(topic) => topic,
-        Err(logbus::Error::UnknownTopicOrPartition { .. }) => {
-            cluster.create_topic(NewTopic::new(TOPIC, PARTITIONS))?
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let topic = cluster.create_topic_if_not_exists(NewTopic::new(TOPIC, PARTITIONS))?;
     let base = topic
         .partitions()?
         .iter()

@@ -31,13 +31,8 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // One in-process cluster per directory; topics persist across runs.
     let cluster = Cluster::open(&dir, ClusterConfig::default())?;
-    let topic = match cluster.topic("orders") {
-        Ok(topic) => topic,
-        Err(_) => {
-            let config = TopicConfig::new().retention_ms(Some(7 * 24 * 3600 * 1000));
-            cluster.create_topic(NewTopic::new("orders", 3).config(config))?
-        }
-    };
+    let config = TopicConfig::new().retention_time(Some(Duration::from_secs(7 * 24 * 3600)));
+    let topic = cluster.create_topic_if_not_exists(NewTopic::new("orders", 3).config(config))?;
     let start: Vec<u64> = topic
         .partitions()?
         .iter()

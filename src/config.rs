@@ -12,6 +12,12 @@ pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A stored millisecond count as a [`Duration`] (negative ones, which
+/// validation refuses, as zero).
+pub(crate) fn duration(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
 /// When appended data reaches the disk, and so what an acknowledged append
 /// survives: Kafka's `flush.messages` and `flush.ms`, either, both or
 /// neither. See the README's durability section.
@@ -81,8 +87,9 @@ impl FlushPolicy {
 
     /// An fsync at least every `n` records (Kafka's `flush.messages`); see
     /// the type's documentation for what that promises. `n` of `i64::MAX`
-    /// or more (Kafka's default, meaning never) sets no bound. `0` is
-    /// refused by [`LogConfigBuilder::build`], as Kafka refuses it.
+    /// or more (Kafka's default, meaning never) sets no bound; `0` means
+    /// every append, as an interval of zero does (the setting
+    /// `flush.messages=0` by name is refused, as Kafka refuses it).
     #[must_use]
     pub const fn every_messages(n: u64) -> Self {
         FlushPolicy::page_cache().with_messages(n)
@@ -102,7 +109,11 @@ impl FlushPolicy {
     /// any other), as [`FlushPolicy::every_messages`].
     #[must_use]
     pub const fn with_messages(mut self, n: u64) -> Self {
-        self.messages = if n >= Self::NEVER { None } else { Some(n) };
+        self.messages = match n {
+            0 => Some(1),
+            n if n >= Self::NEVER => None,
+            n => Some(n),
+        };
         self
     }
 
@@ -169,7 +180,7 @@ pub struct LogConfig {
     index_interval_bytes: u64,
     retention_ms: Option<i64>,
     retention_bytes: Option<u64>,
-    max_message_bytes: usize,
+    max_message_bytes: u64,
     timestamp_type: TimestampType,
     flush: FlushPolicy,
     retention_check_interval_ms: i64,
@@ -229,7 +240,11 @@ impl LogConfig {
     /// `segment.ms`: a segment older than this (by the time of its first
     /// append) is rolled at the next append. Default 7 days; `None` never.
     #[must_use]
-    pub fn segment_ms(&self) -> Option<i64> {
+    pub fn segment_time(&self) -> Option<Duration> {
+        self.segment_ms.map(duration)
+    }
+    /// `segment.ms` in milliseconds, for the log.
+    pub(crate) fn segment_ms(&self) -> Option<i64> {
         self.segment_ms
     }
     /// `segment.index.bytes`: the size preallocated for each index file; a
@@ -247,7 +262,11 @@ impl LogConfig {
     /// `retention.ms`: sealed segments whose newest record is older than this
     /// are deleted. Default 7 days; `None` keeps everything.
     #[must_use]
-    pub fn retention_ms(&self) -> Option<i64> {
+    pub fn retention_time(&self) -> Option<Duration> {
+        self.retention_ms.map(duration)
+    }
+    /// `retention.ms` in milliseconds, for the log.
+    pub(crate) fn retention_ms(&self) -> Option<i64> {
         self.retention_ms
     }
     /// `retention.bytes`: oldest sealed segments are deleted while the log is
@@ -259,8 +278,12 @@ impl LogConfig {
     /// `max.message.bytes`: the largest record batch accepted. Default
     /// 1048588, as in Kafka.
     #[must_use]
-    pub fn max_message_bytes(&self) -> usize {
+    pub fn max_message_bytes(&self) -> u64 {
         self.max_message_bytes
+    }
+    /// `max.message.bytes` as a length (validated to fit an `i32`).
+    pub(crate) fn max_batch_len(&self) -> usize {
+        usize::try_from(self.max_message_bytes).unwrap_or(usize::MAX)
     }
     /// `message.timestamp.type`. Default `CreateTime`.
     #[must_use]
@@ -274,11 +297,23 @@ impl LogConfig {
         self.flush
     }
 
-    /// How often the log's background thread enforces retention (Kafka's
-    /// broker setting `log.retention.check.interval.ms`). Default 5 minutes.
+    /// How often the log's background thread enforces retention and, for
+    /// a compacted log, checks whether it needs cleaning (Kafka's broker
+    /// settings `log.retention.check.interval.ms` and
+    /// `log.cleaner.backoff.ms`). Default 5 minutes.
     #[must_use]
-    pub fn retention_check_interval_ms(&self) -> i64 {
+    pub fn retention_check_interval(&self) -> Duration {
+        duration(self.retention_check_interval_ms)
+    }
+    /// The same in milliseconds, for the log's timers.
+    pub(crate) fn retention_check_interval_ms(&self) -> i64 {
         self.retention_check_interval_ms
+    }
+    /// This configuration with the cluster's
+    /// `log.retention.check.interval.ms`.
+    pub(crate) fn with_retention_check_interval_ms(mut self, ms: i64) -> Self {
+        self.retention_check_interval_ms = ms;
+        self
     }
 
     /// Whether `cleanup.policy` includes `compact`: the cleaner keeps the
@@ -310,7 +345,11 @@ impl LogConfig {
     /// record with a null value) after it first cleaned it, so that a reader
     /// scanning from the start sees the deletion. Default 1 day.
     #[must_use]
-    pub fn delete_retention_ms(&self) -> i64 {
+    pub fn delete_retention(&self) -> Duration {
+        duration(self.delete_retention_ms)
+    }
+    /// `delete.retention.ms` in milliseconds, for the cleaner.
+    pub(crate) fn delete_retention_ms(&self) -> i64 {
         self.delete_retention_ms
     }
     /// `min.cleanable.dirty.ratio`: the background cleaner cleans a
@@ -323,7 +362,11 @@ impl LogConfig {
     /// `min.compaction.lag.ms`: a segment whose newest record is younger
     /// than this is not cleaned yet. Default 0.
     #[must_use]
-    pub fn min_compaction_lag_ms(&self) -> i64 {
+    pub fn min_compaction_lag(&self) -> Duration {
+        duration(self.min_compaction_lag_ms)
+    }
+    /// `min.compaction.lag.ms` in milliseconds, for the cleaner.
+    pub(crate) fn min_compaction_lag_ms(&self) -> i64 {
         self.min_compaction_lag_ms
     }
 
@@ -382,20 +425,17 @@ impl LogConfig {
                 "retention.ms must not be negative".into(),
             ));
         }
-        if self.max_message_bytes < crate::format::RECORD_BATCH_OVERHEAD {
+        let overhead = crate::format::RECORD_BATCH_OVERHEAD as u64;
+        if self.max_message_bytes < overhead || self.max_message_bytes > i32::MAX as u64 {
             return Err(Error::InvalidConfig(format!(
-                "max.message.bytes must be at least {}",
-                crate::format::RECORD_BATCH_OVERHEAD
+                "max.message.bytes must be in [{overhead}, {}], got {}",
+                i32::MAX,
+                self.max_message_bytes
             )));
         }
         if self.retention_check_interval_ms <= 0 {
             return Err(Error::InvalidConfig(
                 "log.retention.check.interval.ms must be positive".into(),
-            ));
-        }
-        if self.flush.messages() == Some(0) {
-            return Err(Error::InvalidConfig(
-                "flush.messages must be at least 1".into(),
             ));
         }
         Ok(())
@@ -415,9 +455,10 @@ impl LogConfigBuilder {
         self.config.segment_bytes = bytes;
         self
     }
-    /// Sets `segment.ms` (`None`: never roll by time).
-    pub fn segment_ms(mut self, ms: Option<i64>) -> Self {
-        self.config.segment_ms = ms;
+    /// Sets `segment.ms` (`None`: never roll by time; whole milliseconds,
+    /// at least 1).
+    pub fn segment_time(mut self, time: Option<Duration>) -> Self {
+        self.config.segment_ms = time.map(millis);
         self
     }
     /// Sets `segment.index.bytes`.
@@ -431,9 +472,9 @@ impl LogConfigBuilder {
         self.config.index_interval_bytes = bytes;
         self
     }
-    /// Sets `retention.ms` (`None`: unlimited).
-    pub fn retention_ms(mut self, ms: Option<i64>) -> Self {
-        self.config.retention_ms = ms;
+    /// Sets `retention.ms` (`None`: unlimited; whole milliseconds).
+    pub fn retention_time(mut self, time: Option<Duration>) -> Self {
+        self.config.retention_ms = time.map(millis);
         self
     }
     /// Sets `retention.bytes` (`None`: unlimited).
@@ -442,7 +483,7 @@ impl LogConfigBuilder {
         self
     }
     /// Sets `max.message.bytes`.
-    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+    pub fn max_message_bytes(mut self, bytes: u64) -> Self {
         self.config.max_message_bytes = bytes;
         self
     }
@@ -457,9 +498,10 @@ impl LogConfigBuilder {
         self
     }
 
-    /// Sets `log.retention.check.interval.ms`.
-    pub fn retention_check_interval_ms(mut self, ms: i64) -> Self {
-        self.config.retention_check_interval_ms = ms;
+    /// Sets `log.retention.check.interval.ms` (whole milliseconds, at
+    /// least 1).
+    pub fn retention_check_interval(mut self, interval: Duration) -> Self {
+        self.config.retention_check_interval_ms = millis(interval);
         self
     }
 
@@ -473,9 +515,9 @@ impl LogConfigBuilder {
         self.config.delete = delete;
         self
     }
-    /// Sets `delete.retention.ms` (at least 0).
-    pub fn delete_retention_ms(mut self, ms: i64) -> Self {
-        self.config.delete_retention_ms = ms;
+    /// Sets `delete.retention.ms` (whole milliseconds).
+    pub fn delete_retention(mut self, time: Duration) -> Self {
+        self.config.delete_retention_ms = millis(time);
         self
     }
     /// Sets `min.cleanable.dirty.ratio` (in `[0, 1]`).
@@ -483,9 +525,9 @@ impl LogConfigBuilder {
         self.config.min_cleanable_dirty_ratio = ratio;
         self
     }
-    /// Sets `min.compaction.lag.ms` (at least 0).
-    pub fn min_compaction_lag_ms(mut self, ms: i64) -> Self {
-        self.config.min_compaction_lag_ms = ms;
+    /// Sets `min.compaction.lag.ms` (whole milliseconds).
+    pub fn min_compaction_lag(mut self, lag: Duration) -> Self {
+        self.config.min_compaction_lag_ms = millis(lag);
         self
     }
 
@@ -508,7 +550,9 @@ mod tests {
         let c = LogConfig::default();
         assert_eq!(c.segment_bytes(), 1 << 30);
         assert_eq!(c.index_interval_bytes(), 4096);
-        assert_eq!(c.retention_ms(), Some(604_800_000));
+        assert_eq!(c.retention_time(), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(c.segment_time(), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(c.retention_check_interval(), Duration::from_secs(300));
         assert_eq!(c.retention_bytes(), None);
         assert_eq!(c.max_message_bytes(), 1_048_588);
         assert!(LogConfig::builder().build().is_ok());
@@ -519,15 +563,10 @@ mod tests {
         let err = LogConfig::builder().segment_bytes(1).build().unwrap_err();
         assert!(err.to_string().contains("segment.bytes"), "{err}");
         let err = LogConfig::builder()
-            .segment_ms(Some(0))
+            .segment_time(Some(Duration::from_micros(999)))
             .build()
             .unwrap_err();
         assert!(err.to_string().contains("segment.ms"), "{err}");
-        let err = LogConfig::builder()
-            .flush(FlushPolicy::every_messages(0))
-            .build()
-            .unwrap_err();
-        assert!(err.to_string().contains("flush.messages"), "{err}");
         let err = LogConfig::builder()
             .min_cleanable_dirty_ratio(1.5)
             .build()
@@ -545,15 +584,28 @@ mod tests {
             "{err}"
         );
         let err = LogConfig::builder()
-            .delete_retention_ms(-1)
+            .retention_check_interval(Duration::ZERO)
             .build()
             .unwrap_err();
-        assert!(err.to_string().contains("delete.retention.ms"), "{err}");
-        let err = LogConfig::builder()
-            .min_compaction_lag_ms(-1)
+        assert!(
+            err.to_string().contains("log.retention.check.interval.ms"),
+            "{err}"
+        );
+        for bytes in [0, 1 << 31] {
+            let err = LogConfig::builder()
+                .max_message_bytes(bytes)
+                .build()
+                .unwrap_err();
+            assert!(err.to_string().contains("max.message.bytes"), "{err}");
+        }
+        // Durations beyond i64::MAX milliseconds saturate: never.
+        let c = LogConfig::builder()
+            .segment_time(Some(Duration::MAX))
+            .retention_time(Some(Duration::MAX))
             .build()
-            .unwrap_err();
-        assert!(err.to_string().contains("min.compaction.lag.ms"), "{err}");
+            .unwrap();
+        assert_eq!(c.segment_ms(), Some(i64::MAX));
+        assert_eq!(c.retention_ms(), Some(i64::MAX));
     }
 
     #[test]
@@ -561,8 +613,8 @@ mod tests {
         let c = LogConfig::default();
         assert!(c.delete() && !c.compact());
         assert_eq!(c.cleanup_policy_name(), "delete");
-        assert_eq!(c.delete_retention_ms(), 86_400_000);
-        assert_eq!(c.min_compaction_lag_ms(), 0);
+        assert_eq!(c.delete_retention(), Duration::from_secs(86_400));
+        assert_eq!(c.min_compaction_lag(), Duration::ZERO);
         assert!((c.min_cleanable_dirty_ratio() - 0.5).abs() < f64::EPSILON);
         let c = LogConfig::builder().compact(true).build().unwrap();
         assert_eq!(c.cleanup_policy_name(), "compact,delete");
@@ -614,6 +666,8 @@ mod tests {
         // Kafka's Long.MAX_VALUE (its default) and beyond mean never.
         assert!(FlushPolicy::every_messages(i64::MAX as u64).is_page_cache());
         assert!(FlushPolicy::every_messages(u64::MAX).is_page_cache());
+        // Zero records is every append, as a zero interval.
+        assert_eq!(FlushPolicy::every_messages(0), FlushPolicy::every_append());
         assert_eq!(
             FlushPolicy::every_messages(i64::MAX as u64 - 1).messages(),
             Some(i64::MAX as u64 - 1)

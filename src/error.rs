@@ -109,6 +109,15 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The path given to [`Cluster::open`](crate::Cluster::open) exists but
+    /// is not a directory (a cluster's root must be a directory, or not
+    /// exist yet).
+    #[error("{} is not a directory: a cluster opens (or creates) a directory", path.display())]
+    NotADirectory {
+        /// The path given.
+        path: PathBuf,
+    },
+
     /// The topic, or the partition of an existing topic, does not exist: it
     /// was never created, or it was deleted (a handle to a deleted topic
     /// keeps returning this). Kafka's `UNKNOWN_TOPIC_OR_PARTITION`.
@@ -416,6 +425,7 @@ impl Error {
             Error::InvalidConfig(m) => Error::InvalidConfig(m.clone()),
             Error::Fenced { path } => Error::Fenced { path: path.clone() },
             Error::DirectoryLocked { path } => Error::DirectoryLocked { path: path.clone() },
+            Error::NotADirectory { path } => Error::NotADirectory { path: path.clone() },
             Error::UnknownTopicOrPartition { topic, partition } => Error::UnknownTopicOrPartition {
                 topic: topic.clone(),
                 partition: *partition,

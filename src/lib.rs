@@ -183,3 +183,16 @@ pub use storage::{
     FaultKind, FaultOp, FaultyStorage, PowerLossReport, Tear, TornPages, UnsyncedSummary,
 };
 pub use types::{Compression, TimestampType, TopicPartition};
+
+/// A cheaply cloneable, sliceable chunk of bytes (from the `bytes` crate),
+/// re-exported so that record keys and values need no extra dependency.
+pub use bytes::Bytes;
+/// A record header (a key and an optional value), re-exported from
+/// [`format`](mod@format).
+pub use format::Header;
+
+/// The README's code blocks, compiled (and, unless marked `no_run`, run)
+/// as doc tests, so that they build as written.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -14,6 +14,7 @@ use common::shm_tempdir as tempdir;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use logbus::format::BatchBuilder;
 use logbus::{
@@ -76,7 +77,7 @@ fn open(dir: &Path, storage: &FaultyStorage) -> Result<Cluster> {
 fn run(cluster: &Cluster, op: Op) -> Result<()> {
     match op {
         Op::Create(t, n) => {
-            let config = TopicConfig::new().retention_ms(Some(60_000));
+            let config = TopicConfig::new().retention_time(Some(Duration::from_secs(60)));
             cluster
                 .create_topic(NewTopic::new(t, n).config(config))
                 .map(drop)
@@ -265,7 +266,8 @@ fn a_rebuild_interrupted_by_a_crash_can_be_run_again() -> Result<()> {
         let storage = FaultyStorage::new();
         let cluster = open(base.path(), &storage)?;
         let a = cluster.create_topic(
-            NewTopic::new("a", 1).config(TopicConfig::new().retention_ms(Some(60_000))),
+            NewTopic::new("a", 1)
+                .config(TopicConfig::new().retention_time(Some(Duration::from_secs(60)))),
         )?;
         run(&cluster, Op::Append("a"))?;
         cluster.create_topic(NewTopic::new("b", 1))?;

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use logbus::format::{Batch, BatchBuilder};
 use logbus::{
@@ -92,7 +93,7 @@ fn batch_spans(bytes: &[u8]) -> Vec<(usize, usize)> {
 fn a_damaged_metadata_log_refuses_the_open_and_the_rebuild_restores_every_topic() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = open(dir.path());
-    let a_config = TopicConfig::new().retention_ms(Some(3_600_000));
+    let a_config = TopicConfig::new().retention_time(Some(Duration::from_secs(3600)));
     let a = cluster
         .create_topic(NewTopic::new("a", 1).config(a_config))
         .unwrap();
@@ -447,7 +448,7 @@ fn a_rebuild_keeps_the_evidence_of_deleted_topics() {
     append(&gone.partition(0).unwrap(), &["old"]);
     let keep = cluster.create_topic(NewTopic::new("keep", 1)).unwrap();
     append(&keep.partition(0).unwrap(), &["kept"]);
-    let lost_config = TopicConfig::new().retention_ms(Some(60_000));
+    let lost_config = TopicConfig::new().retention_time(Some(Duration::from_secs(60)));
     cluster
         .create_topic(NewTopic::new("lost", 2).config(lost_config))
         .unwrap();

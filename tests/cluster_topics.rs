@@ -1,6 +1,8 @@
 //! Topic lifecycle: create, describe, add partitions, delete, re-create,
 //! reopen; bad input changes nothing stored.
 
+use std::time::Duration;
+
 use logbus::format::BatchBuilder;
 use logbus::{Cluster, ClusterConfig, Compression, Error, NewTopic, Partition, TopicConfig};
 
@@ -38,7 +40,7 @@ fn topics_configs_and_offsets_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let cluster = open(dir.path());
     let config = TopicConfig::new()
-        .retention_ms(Some(3_600_000))
+        .retention_time(Some(Duration::from_secs(3600)))
         .set("segment.bytes", "1048576")
         .unwrap();
     let topic = cluster
@@ -146,7 +148,7 @@ fn bad_input_is_rejected_and_changes_nothing() {
     ));
     let too_small = TopicConfig::new().max_message_bytes(100);
     let topic = cluster
-        .create_topic(NewTopic::new("small", 1).config(too_small))
+        .create_topic(NewTopic::new("small", 1).config(too_small.unwrap()))
         .unwrap();
     let p = topic.partition(0).unwrap();
     let mut batch = BatchBuilder::new(Compression::None);

@@ -475,6 +475,7 @@ fn corrupt_batches_fail_with_check_crcs_and_pass_without() {
     // for the consumer to find, inside a read that starts at offset 0.
     let config = logbus::TopicConfig::new()
         .segment_bytes(240)
+        .unwrap()
         .set("index.interval.bytes", "1")
         .unwrap();
     let partition = cluster

@@ -529,8 +529,8 @@ fn a_refused_log_open_changes_no_file() -> logbus::Result<()> {
         .segment_bytes(1024)
         .segment_index_bytes(4096)
         .index_interval_bytes(256)
-        .segment_ms(None)
-        .retention_ms(None)
+        .segment_time(None)
+        .retention_time(None)
         .flush(FlushPolicy::every_append())
         .build()?;
     let open = |dir: &Path, recovery_point: u64| {
@@ -605,6 +605,7 @@ fn a_refused_cluster_open_changes_no_file() -> logbus::Result<()> {
     let cluster = Cluster::open(&root, ClusterConfig::default())?;
     let config = TopicConfig::new()
         .segment_bytes(1024)
+        .unwrap()
         .flush(FlushPolicy::every_append());
     cluster.create_topic(NewTopic::new("keep", 1).config(config.clone()))?;
     let partition = cluster
@@ -686,8 +687,8 @@ fn compaction_never_drops_a_durable_record_for_one_that_is_not() -> logbus::Resu
     let config = LogConfig::builder()
         .segment_bytes(1024)
         .segment_index_bytes(4096)
-        .segment_ms(None)
-        .retention_ms(None)
+        .segment_time(None)
+        .retention_time(None)
         .compact(true)
         .delete(false)
         .flush(FlushPolicy::page_cache())
@@ -778,8 +779,8 @@ fn a_power_loss_after_deleting_several_segments_never_leaves_a_hole() -> logbus:
     let config = LogConfig::builder()
         .segment_bytes(1024)
         .segment_index_bytes(4096)
-        .segment_ms(None)
-        .retention_ms(None)
+        .segment_time(None)
+        .retention_time(None)
         .flush(FlushPolicy::every_append())
         .build()?;
     for seed in 0..48u64 {
@@ -859,8 +860,8 @@ fn a_lost_index_page_never_refuses_the_open_of_a_compacted_log() -> logbus::Resu
         .segment_bytes(4096)
         .segment_index_bytes(4096)
         .index_interval_bytes(1024)
-        .segment_ms(None)
-        .retention_ms(None)
+        .segment_time(None)
+        .retention_time(None)
         .compact(true)
         .delete(false)
         .flush(FlushPolicy::page_cache())
@@ -933,8 +934,8 @@ fn a_compacted_log_cut_back_to_an_empty_segment_ends_at_its_last_batch() -> logb
     let config = LogConfig::builder()
         .segment_bytes(1024)
         .segment_index_bytes(4096)
-        .segment_ms(None)
-        .retention_ms(None)
+        .segment_time(None)
+        .retention_time(None)
         .compact(true)
         .delete(false)
         .flush(FlushPolicy::page_cache())
@@ -1024,8 +1025,8 @@ fn a_truncation_is_durable_before_the_log_moves_on() -> logbus::Result<()> {
     let config = LogConfig::builder()
         .segment_bytes(1024)
         .segment_index_bytes(4096)
-        .segment_ms(None)
-        .retention_ms(None)
+        .segment_time(None)
+        .retention_time(None)
         .flush(FlushPolicy::page_cache())
         .build()?;
     for seed in 0..32u64 {
@@ -1105,8 +1106,8 @@ fn an_empty_compacted_segment_at_the_recovery_point_is_kept() -> logbus::Result<
     let config = LogConfig::builder()
         .segment_bytes(1024)
         .segment_index_bytes(4096)
-        .segment_ms(None)
-        .retention_ms(None)
+        .segment_time(None)
+        .retention_time(None)
         .compact(true)
         .delete(false)
         .flush(FlushPolicy::page_cache())

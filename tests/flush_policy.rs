@@ -26,8 +26,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 fn config(policy: FlushPolicy) -> LogConfig {
     LogConfig::builder()
         .segment_bytes(64 << 20)
-        .retention_ms(None)
-        .segment_ms(None)
+        .retention_time(None)
+        .segment_time(None)
         .flush(policy)
         .build()
         .expect("config")

@@ -443,7 +443,7 @@ fn write_log(dir: &Path, timestamp_type: TimestampType) -> TestResult<Vec<BatchD
                 .segment_bytes(6 * 1024)
                 .index_interval_bytes(256)
                 .timestamp_type(timestamp_type)
-                .retention_ms(None)
+                .retention_time(None)
                 .build()?,
         )
         .clock(Arc::new(clock.clone()))

@@ -11,6 +11,7 @@ use common::shm_tempdir;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::Rec;
 use logbus::format::BatchBuilder;
@@ -27,11 +28,11 @@ fn config(segment_bytes: u64) -> LogConfig {
         .segment_bytes(segment_bytes)
         .index_interval_bytes(64)
         .segment_index_bytes(4096)
-        .segment_ms(None)
-        .retention_ms(None)
+        .segment_time(None)
+        .retention_time(None)
         .compact(true)
         .delete(false)
-        .delete_retention_ms(RETENTION)
+        .delete_retention(Duration::from_millis(RETENTION as u64))
         .build()
         .expect("config")
 }
@@ -309,10 +310,10 @@ fn dirty_ratio_and_compaction_lag_are_respected() -> Result<()> {
         .segment_bytes(200)
         .index_interval_bytes(64)
         .segment_index_bytes(4096)
-        .segment_ms(None)
+        .segment_time(None)
         .compact(true)
         .min_cleanable_dirty_ratio(0.6)
-        .min_compaction_lag_ms(500)
+        .min_compaction_lag(Duration::from_millis(500))
         .build()?;
     let log = open(dir.path(), config.clone(), &clock, 0)?;
     let mut model = Vec::new();
@@ -409,8 +410,8 @@ fn compact_alone_ignores_time_and_size_retention() -> Result<()> {
     let clock = ManualClock::new(0);
     let config = LogConfig::builder()
         .segment_bytes(200)
-        .segment_ms(None)
-        .retention_ms(Some(10))
+        .segment_time(None)
+        .retention_time(Some(Duration::from_millis(10)))
         .retention_bytes(Some(1))
         .compact(true)
         .delete(false)

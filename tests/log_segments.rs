@@ -3,6 +3,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::{batch, read_all, small_log};
 use logbus::{Error, Log, LogConfig, ManualClock, Result};
@@ -53,7 +54,11 @@ fn rolls_on_segment_bytes_with_kafka_file_names() -> Result<()> {
 fn rolls_on_segment_ms_by_record_time() -> Result<()> {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = Log::builder(dir.path())
-        .config(LogConfig::builder().segment_ms(Some(1_000)).build()?)
+        .config(
+            LogConfig::builder()
+                .segment_time(Some(Duration::from_secs(1)))
+                .build()?,
+        )
         .open()?;
     log.append(&mut batch("a", 1, 10_000), 0)?;
     log.append(&mut batch("b", 1, 10_900), 0)?;
@@ -90,7 +95,7 @@ fn retention_bytes_deletes_oldest_sealed_segments() -> Result<()> {
         .config(
             LogConfig::builder()
                 .segment_bytes(300)
-                .retention_ms(None)
+                .retention_time(None)
                 .retention_bytes(Some(700))
                 .build()?,
         )
@@ -131,7 +136,7 @@ fn retention_ms_uses_the_newest_record_and_never_the_active_segment() -> Result<
         .config(
             LogConfig::builder()
                 .segment_bytes(300)
-                .retention_ms(Some(10_000))
+                .retention_time(Some(Duration::from_millis(10_000)))
                 .build()?,
         )
         .clock(Arc::new(clock.clone()))
@@ -342,7 +347,7 @@ fn delete_records_applies_no_other_retention_rule() -> Result<()> {
         .config(
             LogConfig::builder()
                 .segment_bytes(300)
-                .retention_ms(Some(1))
+                .retention_time(Some(Duration::from_millis(1)))
                 .retention_bytes(Some(1))
                 .build()?,
         )

@@ -288,7 +288,7 @@ fn cluster_config() -> ClusterConfig {
         .expect("valid topic defaults");
     ClusterConfig::builder()
         .topic_defaults(defaults)
-        .checkpoint_interval_ms(10)
+        .checkpoint_interval(Duration::from_millis(10))
         .build()
         .expect("valid cluster config")
 }
@@ -298,7 +298,8 @@ fn cluster_config() -> ClusterConfig {
 fn topic_config() -> TopicConfig {
     TopicConfig::new()
         .segment_bytes(64 * 1024)
-        .retention_ms(None)
+        .unwrap()
+        .retention_time(None)
 }
 
 /// The child: prints `O` before it opens the cluster, `R` once the topic is

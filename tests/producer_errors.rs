@@ -133,7 +133,7 @@ fn oversized_records_are_rejected_before_anything_is_stored() -> Result<()> {
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = open(dir.path())?;
     cluster.create_topic(
-        NewTopic::new("small", 1).config(TopicConfig::new().max_message_bytes(500)),
+        NewTopic::new("small", 1).config(TopicConfig::new().max_message_bytes(500).unwrap()),
     )?;
     cluster.create_topic(NewTopic::new("big", 1))?;
     let config = ProducerConfig::builder()

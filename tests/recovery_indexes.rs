@@ -284,8 +284,8 @@ fn untrimmed_preallocated_indexes_are_rebuilt_not_read_or_trusted() -> Result<()
         .segment_bytes(900)
         .index_interval_bytes(128)
         .segment_index_bytes(TEN_MIB as u64)
-        .segment_ms(None)
-        .retention_ms(None)
+        .segment_time(None)
+        .retention_time(None)
         .build()?;
     let w = written_log_with(config.clone())?;
     let leo = w.model.last().expect("records").offset + 1;

@@ -759,11 +759,11 @@ fn a_cleaned_compacted_log_reopens_whole_and_its_damage_follows_the_rules() -> R
         .segment_bytes(500)
         .index_interval_bytes(64)
         .segment_index_bytes(4096)
-        .segment_ms(None)
-        .retention_ms(None)
+        .segment_time(None)
+        .retention_time(None)
         .compact(true)
         .delete(false)
-        .delete_retention_ms(0)
+        .delete_retention(Duration::from_millis(0))
         .build()?;
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(1_000);
@@ -928,7 +928,7 @@ fn an_empty_last_segment_above_the_previous_end_is_removed() -> Result<()> {
         let config = LogConfig::builder()
             .compact(compact)
             .segment_bytes(700)
-            .segment_ms(None)
+            .segment_time(None)
             .build()?;
         let (files, model) = ten_batch_log(&config, 12)?;
         let leo = model.len() as u64;

@@ -1,9 +1,11 @@
 //! Cluster-wide settings.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::cluster::{MAX_PARTITIONS_PER_CLUSTER, MAX_PARTITIONS_PER_TOPIC, TopicConfig};
+use crate::config::{duration, millis};
 use crate::error::{Error, Result};
 use crate::storage::{StdStorage, Storage};
 
@@ -16,12 +18,15 @@ const MAX_BACKGROUND_THREADS: usize = 1024;
 /// system.
 ///
 /// ```
+/// use std::time::Duration;
 /// use logbus::{ClusterConfig, TopicConfig};
 /// let config = ClusterConfig::builder()
-///     .topic_defaults(TopicConfig::new().retention_ms(Some(3_600_000)))
+///     .topic_defaults(TopicConfig::new().retention_time(Some(Duration::from_secs(3600))))
 ///     .num_partitions(3)
+///     .retention_check_interval(Duration::from_secs(10))
 ///     .build()?;
 /// assert_eq!(config.num_partitions(), 3);
+/// assert_eq!(config.retention_check_interval(), Duration::from_secs(10));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
@@ -35,6 +40,7 @@ pub struct ClusterConfig {
     pub(crate) group_min_session_timeout_ms: i64,
     pub(crate) group_max_session_timeout_ms: i64,
     pub(crate) group_initial_rebalance_delay_ms: i64,
+    pub(crate) retention_check_interval_ms: i64,
     pub(crate) background_threads: usize,
     pub(crate) max_partitions: u32,
 }
@@ -51,6 +57,7 @@ impl Default for ClusterConfig {
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 0,
+            retention_check_interval_ms: 300_000,
             background_threads: 2,
             max_partitions: MAX_PARTITIONS_PER_CLUSTER,
         }
@@ -86,24 +93,24 @@ impl ClusterConfig {
     }
 
     /// How often recovery points and log start offsets are checkpointed
-    /// (Kafka's `log.flush.offset.checkpoint.interval.ms`, default 60000).
+    /// (Kafka's `log.flush.offset.checkpoint.interval.ms`, default 60 s).
     #[must_use]
-    pub fn checkpoint_interval_ms(&self) -> i64 {
-        self.checkpoint_interval_ms
+    pub fn checkpoint_interval(&self) -> Duration {
+        duration(self.checkpoint_interval_ms)
     }
 
     /// The smallest `session.timeout.ms` a consumer may join a group with
-    /// (Kafka's `group.min.session.timeout.ms`, default 6000).
+    /// (Kafka's `group.min.session.timeout.ms`, default 6 s).
     #[must_use]
-    pub fn group_min_session_timeout_ms(&self) -> i64 {
-        self.group_min_session_timeout_ms
+    pub fn group_min_session_timeout(&self) -> Duration {
+        duration(self.group_min_session_timeout_ms)
     }
 
     /// The largest `session.timeout.ms` a consumer may join a group with
-    /// (Kafka's `group.max.session.timeout.ms`, default 1800000).
+    /// (Kafka's `group.max.session.timeout.ms`, default 30 minutes).
     #[must_use]
-    pub fn group_max_session_timeout_ms(&self) -> i64 {
-        self.group_max_session_timeout_ms
+    pub fn group_max_session_timeout(&self) -> Duration {
+        duration(self.group_max_session_timeout_ms)
     }
 
     /// How long the first rebalance of an empty group waits for more
@@ -112,8 +119,16 @@ impl ClusterConfig {
     /// within microseconds of each other, and Kafka itself recommends 0 for
     /// tests and development.
     #[must_use]
-    pub fn group_initial_rebalance_delay_ms(&self) -> i64 {
-        self.group_initial_rebalance_delay_ms
+    pub fn group_initial_rebalance_delay(&self) -> Duration {
+        duration(self.group_initial_rebalance_delay_ms)
+    }
+
+    /// How often each partition checks retention and, if compacted,
+    /// whether to clean (Kafka's `log.retention.check.interval.ms`, default
+    /// 5 minutes).
+    #[must_use]
+    pub fn retention_check_interval(&self) -> Duration {
+        duration(self.retention_check_interval_ms)
     }
 
     /// Threads that run the partition logs' background work: flushing
@@ -177,29 +192,44 @@ impl ClusterConfigBuilder {
 
     /// Kafka's `log.flush.offset.checkpoint.interval.ms`: how often each
     /// partition's recovery point and log start offset are written to the
-    /// broker's checkpoint files (default 60000). After a crash, recovery
+    /// broker's checkpoint files (default 60 s). After a crash, recovery
     /// scans each partition from its last checkpointed recovery point.
-    pub fn checkpoint_interval_ms(mut self, ms: i64) -> Self {
-        self.config.checkpoint_interval_ms = ms;
+    pub fn checkpoint_interval(mut self, time: Duration) -> Self {
+        self.config.checkpoint_interval_ms = millis(time);
         self
     }
 
-    /// Kafka's `group.min.session.timeout.ms` (default 6000): consumers
+    /// Kafka's `group.min.session.timeout.ms` (default 6 s): consumers
     /// with a smaller `session.timeout.ms` cannot join a group.
-    pub fn group_min_session_timeout_ms(mut self, ms: i64) -> Self {
-        self.config.group_min_session_timeout_ms = ms;
+    pub fn group_min_session_timeout(mut self, time: Duration) -> Self {
+        self.config.group_min_session_timeout_ms = millis(time);
         self
     }
 
-    /// Kafka's `group.max.session.timeout.ms` (default 1800000).
-    pub fn group_max_session_timeout_ms(mut self, ms: i64) -> Self {
-        self.config.group_max_session_timeout_ms = ms;
+    /// Kafka's `group.max.session.timeout.ms` (default 30 minutes).
+    pub fn group_max_session_timeout(mut self, time: Duration) -> Self {
+        self.config.group_max_session_timeout_ms = millis(time);
         self
     }
 
     /// Kafka's `group.initial.rebalance.delay.ms` (default 0).
-    pub fn group_initial_rebalance_delay_ms(mut self, ms: i64) -> Self {
-        self.config.group_initial_rebalance_delay_ms = ms;
+    pub fn group_initial_rebalance_delay(mut self, time: Duration) -> Self {
+        self.config.group_initial_rebalance_delay_ms = millis(time);
+        self
+    }
+
+    /// Kafka's `log.retention.check.interval.ms` (default 5 minutes): how
+    /// often each partition enforces `retention.ms` and `retention.bytes`
+    /// and, if it is compacted, checks whether it is dirty enough
+    /// (`min.cleanable.dirty.ratio`) to clean. logbus runs both checks on
+    /// this one timer (Kafka's cleaner polls on its own,
+    /// `log.cleaner.backoff.ms`). [`Partition::enforce_retention`] and
+    /// [`Partition::clean`] run either now. Whole milliseconds, at least 1.
+    ///
+    /// [`Partition::enforce_retention`]: crate::Partition::enforce_retention
+    /// [`Partition::clean`]: crate::Partition::clean
+    pub fn retention_check_interval(mut self, interval: Duration) -> Self {
+        self.config.retention_check_interval_ms = millis(interval);
         self
     }
 
@@ -262,18 +292,16 @@ impl ClusterConfig {
                 "log.flush.offset.checkpoint.interval.ms must be >= 1".into(),
             ));
         }
-        if c.group_min_session_timeout_ms < 0
-            || c.group_max_session_timeout_ms < c.group_min_session_timeout_ms
-        {
+        if c.group_max_session_timeout_ms < c.group_min_session_timeout_ms {
             return Err(Error::InvalidConfig(format!(
-                "group.min.session.timeout.ms ({}) must be >= 0 and at most \
+                "group.min.session.timeout.ms ({}) must be at most \
                  group.max.session.timeout.ms ({})",
                 c.group_min_session_timeout_ms, c.group_max_session_timeout_ms
             )));
         }
-        if c.group_initial_rebalance_delay_ms < 0 {
+        if c.retention_check_interval_ms < 1 {
             return Err(Error::InvalidConfig(
-                "group.initial.rebalance.delay.ms must be >= 0".into(),
+                "log.retention.check.interval.ms must be >= 1".into(),
             ));
         }
         if c.background_threads == 0 || c.background_threads > MAX_BACKGROUND_THREADS {

@@ -45,8 +45,9 @@ pub(crate) struct OffsetStore {
 /// defaults): compacted, 100 MiB segments.
 pub(crate) fn offsets_topic_config() -> TopicConfig {
     TopicConfig::new()
-        .segment_bytes(100 * 1024 * 1024)
         .cleanup_policy(CleanupPolicy::Compact)
+        .segment_bytes(100 * 1024 * 1024)
+        .expect("100 MiB is a valid segment.bytes")
 }
 
 fn check_group(group: &str) -> Result<()> {
@@ -69,12 +70,8 @@ impl ClusterInner {
             Err(Error::UnknownTopicOrPartition { .. }) => {
                 let topic =
                     NewTopic::new(OFFSETS_TOPIC, OFFSETS_PARTITIONS).config(offsets_topic_config());
-                match self.create_topic(topic, true) {
-                    Ok(state) => Ok(state),
-                    // Another commit created it first.
-                    Err(Error::TopicAlreadyExists { .. }) => self.topic_state(OFFSETS_TOPIC),
-                    Err(e) => Err(e),
-                }
+                // Another commit may create it first.
+                self.create_topic(topic, true, true)
             }
             Err(e) => Err(e),
         }

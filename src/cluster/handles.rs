@@ -13,9 +13,10 @@ use crate::replica::Replica;
 /// A topic to create: its name, partition count and configs.
 ///
 /// ```
+/// use std::time::Duration;
 /// use logbus::{NewTopic, TopicConfig};
 /// let topic = NewTopic::new("orders", 6)
-///     .config(TopicConfig::new().retention_ms(Some(86_400_000)));
+///     .config(TopicConfig::new().retention_time(Some(Duration::from_secs(86_400))));
 /// assert_eq!(topic.name(), "orders");
 /// ```
 #[derive(Debug, Clone)]

@@ -353,8 +353,8 @@ fn metadata_log_config() -> Result<LogConfig> {
         // One batch per change: a topic with the most partitions a topic
         // may have (`MAX_PARTITIONS_PER_TOPIC`) takes ~0.5 MiB.
         .max_message_bytes(8 * 1024 * 1024)
-        .retention_ms(None)
-        .segment_ms(None)
+        .retention_time(None)
+        .segment_time(None)
         .flush(FlushPolicy::every_append())
         .build()
 }

@@ -240,6 +240,18 @@ impl Cluster {
         let root = dir.as_ref().to_path_buf();
         config.validate()?;
         let storage = config.storage.clone();
+        if storage.exists(&root) {
+            // A file there would fail later with the OS's "File exists" or
+            // "Not a directory", naming some path inside it.
+            match storage.list_dir(&root) {
+                Err(Error::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotADirectory =>
+                {
+                    return Err(Error::NotADirectory { path: root });
+                }
+                other => drop(other?),
+            }
+        }
         create_dir_durably(&*storage, &root)?;
         let lock = storage.lock_dir(&root)?;
         let cluster_id = meta_properties(&*storage, &root)?;
@@ -370,7 +382,36 @@ impl Cluster {
     /// occupies one of the new partitions' paths. Nothing is stored in any
     /// of these cases.
     pub fn create_topic(&self, topic: NewTopic) -> Result<Topic> {
-        let state = self.inner.create_topic(topic, false)?;
+        let state = self.inner.create_topic(topic, false, false)?;
+        Ok(Topic::new(self.inner.clone(), state))
+    }
+
+    /// Creates a topic unless one of that name exists, and returns it
+    /// either way (as `kafka-topics.sh --create --if-not-exists`). The
+    /// check and the creation are one step under the cluster's controller
+    /// lock, so concurrent callers all get the same topic, created once —
+    /// unlike [`Cluster::topic`] followed by [`Cluster::create_topic`].
+    ///
+    /// An existing topic is returned as it is: its partition count and
+    /// configs are not compared with `topic`'s (read them with
+    /// [`Topic::describe`]). `topic` is still validated first.
+    ///
+    /// ```
+    /// use logbus::{Cluster, ClusterConfig, NewTopic};
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    /// let first = cluster.create_topic_if_not_exists(NewTopic::new("jobs", 3))?;
+    /// let again = cluster.create_topic_if_not_exists(NewTopic::new("jobs", 5))?;
+    /// assert_eq!(first.id(), again.id());
+    /// assert_eq!(again.partition_count(), 3);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Cluster::create_topic`], except that an existing topic of the
+    /// name is returned instead of [`Error::TopicAlreadyExists`].
+    pub fn create_topic_if_not_exists(&self, topic: NewTopic) -> Result<Topic> {
+        let state = self.inner.create_topic(topic, false, true)?;
         Ok(Topic::new(self.inner.clone(), state))
     }
 
@@ -561,7 +602,9 @@ impl ClusterInner {
         partitions: u32,
     ) -> Result<Arc<TopicState>> {
         let effective = overrides.overlaid_on(&self.config.topic_defaults);
-        let log_config = effective.log_config()?;
+        let log_config = effective
+            .log_config()?
+            .with_retention_check_interval_ms(self.config.retention_check_interval_ms);
         let name: Arc<str> = Arc::from(name);
         // Bounded: counts are checked against MAX_PARTITIONS_PER_TOPIC
         // before they are stored; one replayed from disk is not trusted.
@@ -615,7 +658,15 @@ impl ClusterInner {
         Ok(())
     }
 
-    pub(crate) fn create_topic(&self, topic: NewTopic, internal: bool) -> Result<Arc<TopicState>> {
+    /// Creates a topic (`internal` allows reserved names); with
+    /// `if_not_exists`, an existing topic of the name is returned instead
+    /// of [`Error::TopicAlreadyExists`].
+    pub(crate) fn create_topic(
+        &self,
+        topic: NewTopic,
+        internal: bool,
+        if_not_exists: bool,
+    ) -> Result<Arc<TopicState>> {
         self.check_open()?;
         let NewTopic {
             name,
@@ -638,6 +689,11 @@ impl ClusterInner {
         let Controller { metadata, registry } = &mut *controller;
         let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
         if registry.topics.contains_key(&name) {
+            if if_not_exists {
+                if let Some(state) = self.topics.read().get(&name) {
+                    return Ok(state.clone());
+                }
+            }
             return Err(Error::TopicAlreadyExists { topic: name });
         }
         let key = collision_key(&name);
@@ -976,7 +1032,7 @@ mod tests {
         let clock = ManualClock::new(1_000_000);
         let config = ClusterConfig::builder()
             .clock(Arc::new(clock.clone()))
-            .checkpoint_interval_ms(60_000)
+            .checkpoint_interval(Duration::from_secs(60))
             .build()
             .unwrap();
         let cluster = Cluster::open(dir.path(), config).unwrap();
@@ -1012,6 +1068,84 @@ mod tests {
         }
         drop(written);
         assert_eq!(recorded(), Some(2));
+        cluster.close().unwrap();
+    }
+
+    #[test]
+    fn partitions_check_retention_on_the_clusters_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000);
+        let config = ClusterConfig::builder()
+            .clock(Arc::new(clock.clone()))
+            .retention_check_interval(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let cluster = Cluster::open(dir.path(), config).unwrap();
+        let short = TopicConfig::new()
+            .retention_time(Some(Duration::from_millis(1)))
+            .segment_bytes(1024)
+            .unwrap();
+        let topic = cluster
+            .create_topic(NewTopic::new("t", 1).config(short))
+            .unwrap();
+        let partition = topic.partition(0).unwrap();
+        for i in 0..20 {
+            let mut batch = BatchBuilder::new(Compression::None);
+            batch.append(1_000_000, None, Some(&[i; 200]), &[]);
+            let mut bytes = batch.build().unwrap().to_vec();
+            partition.append(&mut bytes).unwrap();
+        }
+        let checks = |timeout: Duration, at_least: u64| {
+            let state = cluster.inner.topic_state("t").unwrap();
+            let replica = state.replica(0).unwrap();
+            replica
+                .with_log(|log| Ok(log.wait_for_background(timeout, |_, n| n >= at_least)))
+                .unwrap()
+        };
+        clock.advance_ms(9_999);
+        assert!(!checks(Duration::ZERO, 1), "no check before the interval");
+        assert_eq!(partition.log_start_offset().unwrap(), 0);
+        clock.advance_ms(1);
+        assert!(
+            checks(Duration::from_secs(30), 1),
+            "no check at the interval"
+        );
+        assert!(
+            partition.log_start_offset().unwrap() > 0,
+            "retention deleted nothing"
+        );
+        cluster.close().unwrap();
+    }
+
+    #[test]
+    fn create_topic_if_not_exists_creates_once_under_races() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Cluster::open(dir.path(), ClusterConfig::default()).unwrap();
+        let ids: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|i| {
+                    let cluster = &cluster;
+                    s.spawn(move || {
+                        cluster
+                            .create_topic_if_not_exists(NewTopic::new("jobs", 2 + i))
+                            .unwrap()
+                            .id()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+        assert_eq!(cluster.list_topics(), ["jobs"]);
+        // Still validated first, existing or not.
+        assert!(matches!(
+            cluster.create_topic_if_not_exists(NewTopic::new("jobs", 0)),
+            Err(Error::InvalidPartitions { .. })
+        ));
+        assert!(matches!(
+            cluster.create_topic(NewTopic::new("jobs", 1)),
+            Err(Error::TopicAlreadyExists { .. })
+        ));
         cluster.close().unwrap();
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::num::IntErrorKind;
 use std::time::Duration;
 
-use crate::config::{FlushPolicy, LogConfig};
+use crate::config::{FlushPolicy, LogConfig, millis};
 use crate::error::{Error, Result};
 use crate::types::TimestampType;
 
@@ -153,10 +153,8 @@ struct Setting {
     /// Kafka's spelling): what [`TopicConfig::get`] and
     /// [`TopicConfig::entries`] report and the metadata log stores.
     text: String,
-    /// The parsed value, or (only from a typed setter, which cannot fail)
-    /// why the value is out of range; [`TopicConfig::log_config`] reports
-    /// it.
-    value: std::result::Result<Value, String>,
+    /// The parsed value.
+    value: Value,
 }
 
 impl Key {
@@ -219,10 +217,7 @@ impl Key {
                 (trimmed.to_string(), Value::Timestamp(kind))
             }
         };
-        Ok(Setting {
-            text,
-            value: Ok(value),
-        })
+        Ok(Setting { text, value })
     }
 }
 
@@ -259,10 +254,15 @@ impl Key {
 /// `flush.messages` and `flush.ms` of 2⁶³−1 (Kafka's default) mean never.
 /// See [`FlushPolicy`] for what each promises.
 ///
+/// Typed setters take [`Duration`]s and byte counts; those whose argument
+/// can be out of range return a `Result`, checked when called and worded
+/// as [`TopicConfig::set`] words the same value.
+///
 /// ```
+/// use std::time::Duration;
 /// use logbus::TopicConfig;
 /// let config = TopicConfig::new()
-///     .retention_ms(Some(3_600_000))
+///     .retention_time(Some(Duration::from_secs(3600)))
 ///     .set("segment.bytes", " 67108864 ")?;
 /// assert_eq!(config.get("retention.ms"), Some("3600000"));
 /// assert_eq!(config.get("segment.bytes"), Some("67108864"));
@@ -338,56 +338,102 @@ impl TopicConfig {
         KEYS.iter().map(|k| (k.name, k.default))
     }
 
-    /// Stores a typed setter's value. Typed setters cannot fail: a value
-    /// out of range is kept with its error, which
-    /// [`TopicConfig::log_config`] (and so creating a topic) reports.
-    fn put(mut self, name: &'static str, text: String) -> Self {
-        let setting = match Key::find(name).map_err(|e| e.to_string()) {
-            Ok(key) => key.parse(&text),
-            Err(e) => Err(e),
-        }
-        .unwrap_or_else(|why| Setting {
-            text,
-            value: Err(why),
-        });
-        self.values.insert(name, setting);
-        self
+    /// Stores a value a typed setter made that is in range whatever the
+    /// argument (the setter's type admits no other).
+    fn put(self, name: &'static str, text: String) -> Self {
+        self.set(name, text)
+            .expect("a typed setter's value is always in range")
     }
 
-    /// `retention.ms`; `None` keeps data forever. A negative value is out
-    /// of range: [`TopicConfig::log_config`] reports it.
+    /// `retention.ms`: sealed segments whose newest record is older than
+    /// this are deleted; `None` keeps data forever (`-1`). Whole
+    /// milliseconds, rounded down.
     #[must_use]
-    pub fn retention_ms(self, ms: Option<i64>) -> Self {
-        self.put("retention.ms", ms.unwrap_or(-1).to_string())
+    pub fn retention_time(self, time: Option<Duration>) -> Self {
+        self.put("retention.ms", time.map_or(-1, millis).to_string())
     }
 
-    /// `retention.bytes`; `None` is unlimited. Values above `i64::MAX` are
-    /// out of range: [`TopicConfig::log_config`] reports them.
-    #[must_use]
-    pub fn retention_bytes(self, bytes: Option<u64>) -> Self {
+    /// `retention.bytes`: the oldest sealed segments are deleted while a
+    /// partition is larger; `None` is unlimited (`-1`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a size above `i64::MAX`, worded as
+    /// [`TopicConfig::set`] words it.
+    pub fn retention_bytes(self, bytes: Option<u64>) -> Result<Self> {
         let v = bytes.map_or_else(|| "-1".to_string(), |b| b.to_string());
-        self.put("retention.bytes", v)
+        self.set("retention.bytes", v)
     }
 
-    /// `segment.bytes` (out of range: reported by
-    /// [`TopicConfig::log_config`]).
-    #[must_use]
-    pub fn segment_bytes(self, bytes: u64) -> Self {
-        self.put("segment.bytes", bytes.to_string())
+    /// `segment.bytes`: a segment is rolled before it grows past this.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] outside 128 to 2³¹−1, worded as
+    /// [`TopicConfig::set`] words it.
+    pub fn segment_bytes(self, bytes: u64) -> Result<Self> {
+        self.set("segment.bytes", bytes.to_string())
     }
 
-    /// `segment.ms` (out of range: reported by
-    /// [`TopicConfig::log_config`]).
-    #[must_use]
-    pub fn segment_ms(self, ms: i64) -> Self {
-        self.put("segment.ms", ms.to_string())
+    /// `segment.ms`: a segment this old is rolled at the next append;
+    /// `None` never rolls by time (Kafka's `Long.MAX_VALUE`). Whole
+    /// milliseconds, rounded down.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] below one millisecond, worded as
+    /// [`TopicConfig::set`] words it.
+    pub fn segment_time(self, time: Option<Duration>) -> Result<Self> {
+        self.set("segment.ms", time.map_or(i64::MAX, millis).to_string())
     }
 
-    /// `max.message.bytes` (out of range: reported by
-    /// [`TopicConfig::log_config`]).
+    /// `segment.index.bytes`: the size preallocated for each index file.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] outside 24 to 2³¹−1, worded as
+    /// [`TopicConfig::set`] words it.
+    pub fn segment_index_bytes(self, bytes: u64) -> Result<Self> {
+        self.set("segment.index.bytes", bytes.to_string())
+    }
+
+    /// `index.interval.bytes`: bytes of batches between offset index
+    /// entries (0: every batch).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] above 2³¹−1, worded as [`TopicConfig::set`]
+    /// words it.
+    pub fn index_interval_bytes(self, bytes: u64) -> Result<Self> {
+        self.set("index.interval.bytes", bytes.to_string())
+    }
+
+    /// `max.message.bytes`: the largest record batch accepted.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] outside 61 to 2³¹−1, worded as
+    /// [`TopicConfig::set`] words it.
+    pub fn max_message_bytes(self, bytes: u64) -> Result<Self> {
+        self.set("max.message.bytes", bytes.to_string())
+    }
+
+    /// `delete.retention.ms`: how long a tombstone survives once a
+    /// cleaning pass kept it. Whole milliseconds, rounded down.
     #[must_use]
-    pub fn max_message_bytes(self, bytes: usize) -> Self {
-        self.put("max.message.bytes", bytes.to_string())
+    pub fn delete_retention(self, time: Duration) -> Self {
+        self.put("delete.retention.ms", millis(time).to_string())
+    }
+
+    /// `min.cleanable.dirty.ratio`: the background cleaner cleans a
+    /// compacted partition once this share of it is not yet cleaned.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] outside `[0, 1]` (or NaN), worded as
+    /// [`TopicConfig::set`] words it.
+    pub fn min_cleanable_dirty_ratio(self, ratio: f64) -> Result<Self> {
+        self.set("min.cleanable.dirty.ratio", ratio.to_string())
+    }
+
+    /// `min.compaction.lag.ms`: records younger than this are never
+    /// cleaned. Whole milliseconds, rounded down.
+    #[must_use]
+    pub fn min_compaction_lag(self, lag: Duration) -> Self {
+        self.put("min.compaction.lag.ms", millis(lag).to_string())
     }
 
     /// `message.timestamp.type`.
@@ -411,8 +457,6 @@ impl TopicConfig {
     /// ([`FlushPolicy::messages`] as `flush.messages`,
     /// [`FlushPolicy::interval`] in milliseconds as `flush.ms`).
     /// `log_config().flush()` gives `policy` back.
-    /// ([`FlushPolicy::every_messages`]`(0)` is out of range:
-    /// [`TopicConfig::log_config`] reports it.)
     #[must_use]
     pub fn flush(mut self, policy: FlushPolicy) -> Self {
         self.values.remove("flush.messages");
@@ -421,7 +465,7 @@ impl TopicConfig {
             self = self.put("flush.messages", n.to_string());
         }
         if let Some(every) = policy.interval() {
-            self = self.put("flush.ms", every.as_millis().to_string());
+            self = self.put("flush.ms", millis(every).to_string());
         }
         self
     }
@@ -435,7 +479,7 @@ impl TopicConfig {
     }
 
     fn value(&self, name: &str) -> Option<Value> {
-        self.values.get(name).and_then(|s| s.value.clone().ok())
+        self.values.get(name).map(|s| s.value)
     }
 
     fn int(&self, name: &str) -> Option<i64> {
@@ -478,12 +522,9 @@ impl TopicConfig {
     /// anything not set).
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] naming the config, when a typed setter was
-    /// given a value out of range (for example `segment_bytes(1)`).
+    /// [`Error::InvalidConfig`] if the settings do not make a valid log
+    /// configuration together (each was checked when it was set).
     pub fn log_config(&self) -> Result<LogConfig> {
-        if let Some(why) = self.values.values().find_map(|s| s.value.as_ref().err()) {
-            return Err(Error::InvalidConfig(why.clone()));
-        }
         let defaults = LogConfig::default();
         let timestamp_type = match self.value("message.timestamp.type") {
             Some(Value::Timestamp(kind)) => kind,
@@ -502,34 +543,33 @@ impl TopicConfig {
         let retention_ms = limit(
             "retention.ms",
             defaults.retention_ms().map(i64::unsigned_abs),
-        )
-        .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX));
-        let max_message_bytes = match self.unsigned("max.message.bytes") {
-            Some(v) => usize::try_from(v).map_err(|_| {
-                Error::InvalidConfig(format!(
-                    "max.message.bytes={v} does not fit this platform's usize"
-                ))
-            })?,
-            None => defaults.max_message_bytes(),
-        };
+        );
+        let max_message_bytes = self
+            .unsigned("max.message.bytes")
+            .unwrap_or(defaults.max_message_bytes());
         let policy = self.cleanup();
         LogConfig::builder()
             .compact(policy != CleanupPolicy::Delete)
             .delete(policy != CleanupPolicy::Compact)
-            .delete_retention_ms(
-                self.int("delete.retention.ms")
-                    .unwrap_or(defaults.delete_retention_ms()),
+            .delete_retention(
+                self.unsigned("delete.retention.ms")
+                    .map_or(defaults.delete_retention(), Duration::from_millis),
             )
             .min_cleanable_dirty_ratio(ratio)
-            .min_compaction_lag_ms(
-                self.int("min.compaction.lag.ms")
-                    .unwrap_or(defaults.min_compaction_lag_ms()),
+            .min_compaction_lag(
+                self.unsigned("min.compaction.lag.ms")
+                    .map_or(defaults.min_compaction_lag(), Duration::from_millis),
             )
             .segment_bytes(
                 self.unsigned("segment.bytes")
                     .unwrap_or(defaults.segment_bytes()),
             )
-            .segment_ms(self.int("segment.ms").or(defaults.segment_ms()))
+            .segment_time(
+                self.unsigned("segment.ms")
+                    .map_or(defaults.segment_time(), |ms| {
+                        Some(Duration::from_millis(ms))
+                    }),
+            )
             .segment_index_bytes(
                 self.unsigned("segment.index.bytes")
                     .unwrap_or(defaults.segment_index_bytes()),
@@ -538,7 +578,7 @@ impl TopicConfig {
                 self.unsigned("index.interval.bytes")
                     .unwrap_or(defaults.index_interval_bytes()),
             )
-            .retention_ms(retention_ms)
+            .retention_time(retention_ms.map(Duration::from_millis))
             .retention_bytes(limit("retention.bytes", defaults.retention_bytes()))
             .max_message_bytes(max_message_bytes)
             .timestamp_type(timestamp_type)
@@ -646,14 +686,42 @@ mod tests {
     #[test]
     fn typed_setters_map_to_kafka_names() {
         let c = TopicConfig::new()
-            .retention_ms(None)
+            .retention_time(None)
             .retention_bytes(Some(10_000))
+            .unwrap()
             .flush(FlushPolicy::every_append())
-            .timestamp_type(TimestampType::LogAppendTime);
-        assert_eq!(c.get("retention.ms"), Some("-1"));
-        assert_eq!(c.get("flush.messages"), Some("1"));
+            .timestamp_type(TimestampType::LogAppendTime)
+            .delete_retention(Duration::from_secs(60))
+            .min_compaction_lag(Duration::from_millis(1500))
+            .min_cleanable_dirty_ratio(0.25)
+            .unwrap()
+            .segment_index_bytes(4096)
+            .unwrap()
+            .index_interval_bytes(0)
+            .unwrap()
+            .max_message_bytes(2048)
+            .unwrap()
+            .segment_time(None)
+            .unwrap();
+        for (name, value) in [
+            ("retention.ms", "-1"),
+            ("flush.messages", "1"),
+            ("delete.retention.ms", "60000"),
+            ("min.compaction.lag.ms", "1500"),
+            ("min.cleanable.dirty.ratio", "0.25"),
+            ("segment.index.bytes", "4096"),
+            ("index.interval.bytes", "0"),
+            ("max.message.bytes", "2048"),
+            ("segment.ms", "9223372036854775807"),
+        ] {
+            assert_eq!(c.get(name), Some(value), "{name}");
+        }
         let log = c.log_config().unwrap();
-        assert_eq!(log.retention_ms(), None);
+        assert_eq!(log.retention_time(), None);
+        assert_eq!(log.delete_retention(), Duration::from_secs(60));
+        assert_eq!(log.min_compaction_lag(), Duration::from_millis(1500));
+        assert_eq!(log.segment_index_bytes(), 4096);
+        assert_eq!(log.max_message_bytes(), 2048);
         assert_eq!(log.retention_bytes(), Some(10_000));
         assert_eq!(log.flush(), FlushPolicy::every_append());
         assert_eq!(log.timestamp_type(), TimestampType::LogAppendTime);
@@ -665,9 +733,14 @@ mod tests {
             interval.log_config().unwrap().flush(),
             FlushPolicy::every_interval(Duration::from_millis(250))
         );
+        let under = TopicConfig::new()
+            .segment_bytes(8192)
+            .and_then(|c| c.segment_time(Some(Duration::from_millis(5))))
+            .unwrap();
         let over = TopicConfig::new()
             .segment_bytes(4096)
-            .overlaid_on(&TopicConfig::new().segment_bytes(8192).segment_ms(5));
+            .unwrap()
+            .overlaid_on(&under);
         assert_eq!(over.get("segment.bytes"), Some("4096"));
         assert_eq!(over.get("segment.ms"), Some("5"));
     }
@@ -745,7 +818,10 @@ mod tests {
         // Many spaces, then 1.
         let c = TopicConfig::new().set("retention.ms", "      1").unwrap();
         assert_eq!(c.get("retention.ms"), Some("1"));
-        assert_eq!(c.log_config().unwrap().retention_ms(), Some(1));
+        assert_eq!(
+            c.log_config().unwrap().retention_time(),
+            Some(Duration::from_millis(1))
+        );
     }
 
     #[test]
@@ -796,43 +872,58 @@ mod tests {
     }
 
     #[test]
-    fn typed_setters_out_of_range_fail_log_config_naming_the_key() {
-        let cases: [(TopicConfig, &str); 6] = [
-            (TopicConfig::new().segment_bytes(1), "segment.bytes"),
-            (TopicConfig::new().segment_bytes(u64::MAX), "segment.bytes"),
-            (TopicConfig::new().segment_ms(0), "segment.ms"),
-            (TopicConfig::new().retention_ms(Some(-5)), "retention.ms"),
+    fn typed_setters_out_of_range_fail_when_called_as_set_words_it() {
+        let new = TopicConfig::new;
+        let cases: [(Result<TopicConfig>, &str, &str); 8] = [
+            (new().segment_bytes(1), "segment.bytes", "1"),
             (
-                TopicConfig::new().retention_bytes(Some(u64::MAX)),
-                "retention.bytes",
+                new().segment_bytes(u64::MAX),
+                "segment.bytes",
+                "18446744073709551615",
             ),
             (
-                TopicConfig::new().flush(FlushPolicy::every_messages(0)),
-                "flush.messages",
+                new().segment_time(Some(Duration::from_micros(999))),
+                "segment.ms",
+                "0",
+            ),
+            (
+                new().retention_bytes(Some(u64::MAX)),
+                "retention.bytes",
+                "18446744073709551615",
+            ),
+            (new().max_message_bytes(10), "max.message.bytes", "10"),
+            (new().segment_index_bytes(8), "segment.index.bytes", "8"),
+            (
+                new().index_interval_bytes(1 << 31),
+                "index.interval.bytes",
+                "2147483648",
+            ),
+            (
+                new().min_cleanable_dirty_ratio(1.5),
+                "min.cleanable.dirty.ratio",
+                "1.5",
             ),
         ];
-        for (config, name) in cases {
-            let err = config.log_config().unwrap_err();
+        for (result, name, text) in cases {
+            let err = result.unwrap_err();
             assert!(matches!(err, Error::InvalidConfig(_)), "{name}: {err}");
-            assert!(err.to_string().contains(name), "{name}: {err}");
-            // Laid over valid defaults, it still fails (create_topic checks
-            // this before anything is stored).
-            assert!(
-                config
-                    .overlaid_on(&TopicConfig::new())
-                    .log_config()
-                    .is_err()
-            );
+            // The same words as `set` of the same value.
+            let by_name = new().set(name, text).unwrap_err();
+            assert_eq!(err.to_string(), by_name.to_string(), "{name}");
         }
+        let err = new().min_cleanable_dirty_ratio(f64::NAN).unwrap_err();
         assert!(
-            TopicConfig::new()
-                .max_message_bytes(10)
-                .log_config()
-                .is_err()
+            err.to_string().contains("min.cleanable.dirty.ratio"),
+            "{err}"
         );
-        // A later valid value replaces the bad one.
-        let fixed = TopicConfig::new().segment_bytes(1).segment_bytes(4096);
-        assert_eq!(fixed.log_config().unwrap().segment_bytes(), 4096);
+        // Durations cannot be out of range: beyond i64::MAX ms they
+        // saturate (never), and below a millisecond they round down.
+        let c = new()
+            .retention_time(Some(Duration::MAX))
+            .delete_retention(Duration::from_micros(1500));
+        assert_eq!(c.get("retention.ms"), Some("9223372036854775807"));
+        assert_eq!(c.get("delete.retention.ms"), Some("1"));
+        c.log_config().unwrap();
     }
 
     #[test]

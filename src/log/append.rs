@@ -235,7 +235,7 @@ fn validate(buf: &[u8], inner: &LogInner, full: bool) -> Result<Vec<Checked>> {
     if buf.is_empty() {
         return Err(Error::InvalidBatch(FormatError::Empty));
     }
-    let max = inner.config.max_message_bytes();
+    let max = inner.config.max_batch_len();
     if buf.len() as u64 > inner.config.segment_bytes() {
         return Err(Error::RecordTooLarge {
             size: buf.len(),

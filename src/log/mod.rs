@@ -334,6 +334,17 @@ impl Log {
         self.inner.sync_to(leo)
     }
 
+    /// Waits until `done(finished work items, finished retention checks)`
+    /// holds for this log's background work, at most `timeout`.
+    #[cfg(test)]
+    pub(crate) fn wait_for_background(
+        &self,
+        timeout: std::time::Duration,
+        done: impl Fn(u64, u64) -> bool,
+    ) -> bool {
+        self.inner.background.wait_for(timeout, done)
+    }
+
     /// Waits until every offset below `offset` is on disk (the recovery
     /// point reached it), at most `timeout` in real time; returns whether it
     /// did. Returns `false` as soon as the log is fenced (a failed fsync

@@ -94,7 +94,7 @@ impl Replica {
         self.gone.load(Ordering::Acquire) != LIVE
     }
 
-    fn with_log<T>(&self, f: impl FnOnce(&Log) -> Result<T>) -> Result<T> {
+    pub(crate) fn with_log<T>(&self, f: impl FnOnce(&Log) -> Result<T>) -> Result<T> {
         let guard = self.log.read();
         match guard.as_ref() {
             Some(log) => f(log),

@@ -58,7 +58,7 @@ pub(crate) fn small_log(dir: &Path, segment_bytes: u64, clock: &ManualClock) -> 
                 .segment_bytes(segment_bytes)
                 .index_interval_bytes(128)
                 .segment_index_bytes(4096)
-                .retention_ms(None)
+                .retention_time(None)
                 .build()?,
         )
         .clock(Arc::new(clock.clone()))
@@ -235,8 +235,8 @@ pub(crate) fn small_config(segment_bytes: u64) -> LogConfig {
         .segment_bytes(segment_bytes)
         .index_interval_bytes(128)
         .segment_index_bytes(4096)
-        .segment_ms(None)
-        .retention_ms(None)
+        .segment_time(None)
+        .retention_time(None)
         .build()
         .expect("valid config")
 }

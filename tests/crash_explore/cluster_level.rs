@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use logbus::{
     Acks, CheckpointRead, CleanupPolicy, Cluster, ClusterConfig, FaultyStorage, ManualClock,
@@ -141,7 +142,7 @@ impl ClusterRun {
         ClusterConfig::builder()
             .storage(Arc::new(self.gate.clone()))
             .clock(Arc::new(self.clock.clone()))
-            .checkpoint_interval_ms(3_600_000)
+            .checkpoint_interval(Duration::from_secs(3600))
             .topic_defaults(defaults)
             .build()
             .expect("cluster config")
@@ -259,6 +260,7 @@ impl ClusterRun {
         let partitions = self.rng.range(1, 3) as u32;
         let mut config = TopicConfig::new()
             .segment_bytes(segment_bytes)
+            .unwrap()
             .flush(policy.flush())
             .cleanup_policy(if compacted {
                 CleanupPolicy::Compact
@@ -266,9 +268,11 @@ impl ClusterRun {
                 CleanupPolicy::Delete
             });
         config = if self.rng.chance(40) {
-            config.retention_bytes(Some(segment_bytes * self.rng.range(2, 5)))
+            config
+                .retention_bytes(Some(segment_bytes * self.rng.range(2, 5)))
+                .unwrap()
         } else {
-            config.retention_bytes(None)
+            config.retention_bytes(None).unwrap()
         };
         let topic = self
             .cluster()

@@ -75,15 +75,15 @@ impl LogRun {
             .segment_bytes(segment_bytes)
             .segment_index_bytes(4096)
             .index_interval_bytes([0, 256, 1024][rng.below(3) as usize])
-            .segment_ms(None)
+            .segment_time(None)
             .flush(policy.flush())
             .compact(compacted)
             .delete(!compacted || rng.chance(30))
-            .min_compaction_lag_ms(0);
+            .min_compaction_lag(Duration::from_millis(0));
         builder = if rng.chance(50) {
-            builder.retention_ms(Some(60_000))
+            builder.retention_time(Some(Duration::from_secs(60)))
         } else {
-            builder.retention_ms(None)
+            builder.retention_time(None)
         };
         builder = if rng.chance(40) {
             builder.retention_bytes(Some(segment_bytes * rng.range(2, 6)))

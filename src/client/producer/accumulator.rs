@@ -108,7 +108,7 @@ pub(crate) struct TopicEntry {
 
 impl TopicEntry {
     fn new(state: Arc<TopicState>, batch_size: usize) -> Self {
-        let max_message_bytes = state.log_config.max_message_bytes();
+        let max_message_bytes = state.log_config.max_batch_len();
         TopicEntry {
             name: state.name.clone(),
             state,

@@ -168,17 +168,21 @@ fn retention_and_cleaning_checks_run_on_the_shared_threads() {
     let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
     let base = LogConfig::builder()
         .segment_bytes(1024)
-        .segment_ms(None)
-        .retention_check_interval_ms(60_000);
-    let expiring = base.clone().retention_ms(Some(10_000)).build().unwrap();
+        .segment_time(None)
+        .retention_check_interval(Duration::from_secs(60));
+    let expiring = base
+        .clone()
+        .retention_time(Some(Duration::from_millis(10_000)))
+        .build()
+        .unwrap();
     let compacted = base
         .clone()
-        .retention_ms(None)
+        .retention_time(None)
         .compact(true)
         .delete(false)
         .build()
         .unwrap();
-    let kept = base.retention_ms(None).build().unwrap();
+    let kept = base.retention_time(None).build().unwrap();
     let logs = [
         open(dirs[0].path(), expiring, &clock, storage.clone(), &pool),
         open(dirs[1].path(), compacted, &clock, storage.clone(), &pool),
@@ -331,7 +335,7 @@ fn a_panic_fences_only_the_log_whose_work_panicked() {
     let storage: Arc<dyn Storage> = Arc::new(GateStorage::default());
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let config = LogConfig::builder()
-        .retention_check_interval_ms(1_000)
+        .retention_check_interval(Duration::from_secs(1))
         .build()
         .unwrap();
     let a = open(dir_a.path(), config.clone(), &clock, storage.clone(), &pool);
