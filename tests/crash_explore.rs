@@ -26,6 +26,8 @@ mod log_level;
 mod model;
 #[path = "crash_explore/refusal.rs"]
 mod refusal;
+#[path = "crash_explore/run.rs"]
+mod run;
 
 use std::fmt;
 use std::path::Path;
