@@ -545,6 +545,8 @@ fn scan_slots<'a, E: IndexEntry>(
 
 #[cfg(test)]
 mod tests {
+    #[cfg(target_os = "linux")]
+    use crate::storage::mmap::tests::resident_kb;
     use std::cell::RefCell;
 
     use super::*;
@@ -651,26 +653,6 @@ mod tests {
         let (load, _) = scan_counting(3 * 8 + 5, |i| entry(i as u64 + 1));
         assert_eq!((load.entries, load.trailing_bytes), (3, 5));
         assert!(!load.is_clean() && !load.is_trimmed());
-    }
-
-    /// Resident kB of the mapping that holds `addr`, from `/proc/self/smaps`.
-    #[cfg(target_os = "linux")]
-    fn resident_kb(addr: *const u8) -> u64 {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
-        let addr = addr as usize;
-        let mut inside = false;
-        for line in smaps.lines() {
-            if let Some((range, _)) = line.split_once(' ')
-                && let Some((lo, hi)) = range.split_once('-')
-                && let (Ok(lo), Ok(hi)) =
-                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
-            {
-                inside = (lo..hi).contains(&addr);
-            } else if inside && let Some(kb) = line.strip_prefix("Rss:") {
-                return kb.trim().trim_end_matches("kB").trim().parse().expect("kB");
-            }
-        }
-        panic!("no mapping holds {addr:#x}");
     }
 
     /// On a real file: inspecting and opening a 64 MiB preallocated index
