@@ -545,12 +545,12 @@ fn scan_slots<'a, E: IndexEntry>(
 
 #[cfg(test)]
 mod tests {
-    #[cfg(target_os = "linux")]
-    use crate::storage::mmap::tests::resident_kb;
     use std::cell::RefCell;
 
     use super::*;
     use crate::storage::StdStorage;
+    #[cfg(target_os = "linux")]
+    use crate::storage::mmap::tests::resident_kb;
 
     /// A test entry: a big-endian `u64` that must increase.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
