@@ -16,7 +16,7 @@ use logbus::{
 
 use crate::gate::{Bug, Gate};
 use crate::model::{Draft, PartitionModel, Rec, Rng, build_batch, read_served};
-use crate::run::{Crash, Explorer, Trail, join_appenders, placed, until_acks};
+use crate::run::{Crash, Explorer, Trail, join_appenders, placed, spawn_appenders, until_acks};
 use crate::{Failure, POLICIES, Policy, Stats, tempdir};
 
 const NAMES: [&str; 5] = ["alpha", "beta", "gamma", "delta", "eps"];
@@ -406,37 +406,30 @@ impl ClusterRun {
         let total: u64 = work.iter().map(|w| w.len() as u64).sum();
         let crashed = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
-        let handles: Vec<_> = work
-            .into_iter()
-            .map(|mine| {
-                let tx = tx.clone();
-                let crashed = Arc::clone(&crashed);
-                std::thread::spawn(move || {
-                    for (partition, drafts) in mine {
-                        let mut bytes = build_batch(&drafts);
-                        let topic = partition.topic().to_string();
-                        let p = partition.partition();
-                        let event = match partition.append(&mut bytes) {
-                            Ok(info) => Event::Acked {
-                                late: crashed.load(Ordering::SeqCst),
-                                topic,
-                                partition: p,
-                                recs: placed(&drafts, info.first_offset()),
-                            },
-                            Err(e) => Event::Failed {
-                                topic,
-                                partition: p,
-                                drafts,
-                                error: e.to_string(),
-                            },
-                        };
-                        if tx.send(event).is_err() {
-                            return;
-                        }
-                    }
-                })
-            })
-            .collect();
+        let handles = spawn_appenders(
+            work,
+            &crashed,
+            &tx,
+            |(partition, drafts): (Partition, Vec<Draft>), crashed| {
+                let mut bytes = build_batch(&drafts);
+                let topic = partition.topic().to_string();
+                let p = partition.partition();
+                match partition.append(&mut bytes) {
+                    Ok(info) => Event::Acked {
+                        late: crashed.load(Ordering::SeqCst),
+                        topic,
+                        partition: p,
+                        recs: placed(&drafts, info.first_offset()),
+                    },
+                    Err(e) => Event::Failed {
+                        topic,
+                        partition: p,
+                        drafts,
+                        error: e.to_string(),
+                    },
+                }
+            },
+        );
         drop(tx);
         let mut events = Vec::new();
         let mut crash_info = None;

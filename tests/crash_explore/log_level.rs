@@ -13,7 +13,7 @@ use logbus::{CheckpointRead, Clock, FaultyStorage, Log, LogConfig, ManualClock, 
 
 use crate::gate::{Bug, Gate};
 use crate::model::{Draft, PartitionModel, Rec, Rng, build_batch, read_served};
-use crate::run::{Crash, Explorer, Trail, join_appenders, placed, until_acks};
+use crate::run::{Crash, Explorer, Trail, join_appenders, placed, spawn_appenders, until_acks};
 use crate::{Failure, Policy, Stats, tempdir};
 
 const RECOVERY_POINT: &str = "recovery-point-offset-checkpoint";
@@ -280,36 +280,22 @@ impl LogRun {
         let crashed = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let log = Arc::clone(self.log());
-        let handles: Vec<_> = work
-            .into_iter()
-            .map(|mine| {
-                let log = Arc::clone(&log);
-                let tx = tx.clone();
-                let crashed = Arc::clone(&crashed);
-                std::thread::spawn(move || {
-                    for drafts in mine {
-                        let mut bytes = build_batch(&drafts);
-                        let event = match log.append(&mut bytes, 0) {
-                            Ok(info) => Event::Acked {
-                                // Read after the append returned: an ack
-                                // the crash may have overtaken is not one.
-                                late: crashed.load(Ordering::SeqCst),
-                                recs: placed(&drafts, info.first_offset()),
-                            },
-                            Err(e) => Event::Failed {
-                                drafts,
-                                error: e.to_string(),
-                            },
-                        };
-                        if tx.send(event).is_err() {
-                            return;
-                        }
-                    }
-                })
-            })
-            .collect();
+        let handles = spawn_appenders(work, &crashed, &tx, move |drafts: Vec<Draft>, crashed| {
+            let mut bytes = build_batch(&drafts);
+            match log.append(&mut bytes, 0) {
+                Ok(info) => Event::Acked {
+                    // Read after the append returned: an ack the crash may
+                    // have overtaken is not one.
+                    late: crashed.load(Ordering::SeqCst),
+                    recs: placed(&drafts, info.first_offset()),
+                },
+                Err(e) => Event::Failed {
+                    drafts,
+                    error: e.to_string(),
+                },
+            }
+        });
         drop(tx);
-        drop(log);
         let mut events = Vec::new();
         let mut crash_info = None;
         if let Some((kind, after)) = crash {

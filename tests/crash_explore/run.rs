@@ -2,7 +2,8 @@
 //! crash, the history a failure reports, the loop of steps and crash
 //! states, and the plumbing of appender threads.
 
-use std::sync::mpsc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
 use crate::gate::Gate;
@@ -134,6 +135,35 @@ pub(crate) fn until_acks<E>(
         events.push(event);
     }
     events
+}
+
+/// Starts one thread per list in `work`: each appends its items in order
+/// with `append` and sends the event it returns to `tx`, until nobody
+/// listens. `append` reads `crashed` (set when the crash came) after its
+/// append returned: an acknowledgement the crash may have overtaken is
+/// late.
+pub(crate) fn spawn_appenders<W, E>(
+    work: Vec<Vec<W>>,
+    crashed: &Arc<AtomicBool>,
+    tx: &mpsc::Sender<E>,
+    append: impl Fn(W, &AtomicBool) -> E + Clone + Send + 'static,
+) -> Vec<JoinHandle<()>>
+where
+    W: Send + 'static,
+    E: Send + 'static,
+{
+    work.into_iter()
+        .map(|mine| {
+            let (tx, crashed, append) = (tx.clone(), Arc::clone(crashed), append.clone());
+            std::thread::spawn(move || {
+                for item in mine {
+                    if tx.send(append(item, &crashed)).is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect()
 }
 
 /// Waits for every appender thread.
