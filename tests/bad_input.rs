@@ -166,6 +166,11 @@ fn records(p: &Partition) -> Vec<Rec> {
 }
 
 fn cluster_config(clock: &ManualClock) -> ClusterConfig {
+    cluster_config_builder(clock).build().unwrap()
+}
+
+/// What [`cluster_config`] builds, before it is built.
+fn cluster_config_builder(clock: &ManualClock) -> logbus::ClusterConfigBuilder {
     ClusterConfig::builder()
         .clock(Arc::new(clock.clone()))
         // Small preallocated indexes keep the snapshots cheap.
@@ -174,8 +179,16 @@ fn cluster_config(clock: &ManualClock) -> ClusterConfig {
                 .set("segment.index.bytes", "4096")
                 .unwrap(),
         )
-        .build()
+}
+
+/// Makes the file at `path` 1 TiB long: a sparse hole after its contents.
+fn make_sparse_tib(path: impl AsRef<Path>) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
         .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
 }
 
 /// One batch of `(key, value)` records at `T0`.
@@ -611,13 +624,7 @@ fn row13_partition_count_above_the_per_topic_limit() {
 fn row14_partition_count_above_the_cluster_limit() {
     let fx = Fixture::new();
     // The fixture holds 5 partitions.
-    let config = ClusterConfig::builder()
-        .clock(Arc::new(fx.clock.clone()))
-        .topic_defaults(
-            TopicConfig::new()
-                .set("segment.index.bytes", "4096")
-                .unwrap(),
-        )
+    let config = cluster_config_builder(&fx.clock)
         .max_partitions(6)
         .build()
         .unwrap();
@@ -1110,6 +1117,21 @@ fn reseal(batch: &mut [u8]) {
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// The batch `raw_batch` makes of one record whose bytes after its
+/// length are `body` (under 64 bytes).
+fn body_batch(body: &[u8]) -> Vec<u8> {
+    let mut record = vec![(body.len() * 2) as u8];
+    record.extend_from_slice(body);
+    raw_batch(&record, 1)
+}
+
+/// `bytes` with `field` written at `at`, the CRC recomputed.
+fn resealed(mut bytes: Vec<u8>, at: usize, field: &[u8]) -> Vec<u8> {
+    bytes[at..at + field.len()].copy_from_slice(field);
+    reseal(&mut bytes);
+    bytes
+}
+
 /// A record's bytes: no key, value `v`, no headers, offset delta `delta`
 /// (below 64), timestamp delta 0.
 fn record(delta: u8) -> Vec<u8> {
@@ -1355,10 +1377,8 @@ fn row39_record_with_an_absurd_header_count() {
     let body = [
         0x00, 0x00, 0x00, 0x01, 0x02, b'v', 0xfe, 0xff, 0xff, 0xff, 0x0f,
     ];
-    let mut records = vec![(body.len() * 2) as u8];
-    records.extend_from_slice(&body);
     a.refuse(
-        raw_batch(&records, 1),
+        body_batch(&body),
         |e| {
             matches!(
                 e,
@@ -1369,10 +1389,8 @@ fn row39_record_with_an_absurd_header_count() {
     );
     // A negative header count (-5).
     let body = [0x00, 0x00, 0x00, 0x01, 0x02, b'v', 0x09];
-    let mut records = vec![(body.len() * 2) as u8];
-    records.extend_from_slice(&body);
     a.refuse(
-        raw_batch(&records, 1),
+        body_batch(&body),
         invalid(FormatError::InvalidRecord("negative header count")),
         "negative header count",
     );
@@ -1383,9 +1401,7 @@ fn row39_record_with_an_absurd_header_count() {
 fn row40_records_count_not_matching_last_offset_delta() {
     let a = Appends::on("t");
     let two = [record(0), record(1)].concat();
-    let mut bytes = raw_batch(&two, 2);
-    bytes[23..27].copy_from_slice(&5_i32.to_be_bytes());
-    reseal(&mut bytes);
+    let bytes = resealed(raw_batch(&two, 2), 23, &5_i32.to_be_bytes());
     a.refuse(
         bytes,
         invalid(FormatError::InvalidOffsetDelta(
@@ -1394,9 +1410,7 @@ fn row40_records_count_not_matching_last_offset_delta() {
         "lastOffsetDelta mismatch",
     );
     // A negative lastOffsetDelta.
-    let mut bytes = raw_batch(&two, 2);
-    bytes[23..27].copy_from_slice(&(-1_i32).to_be_bytes());
-    reseal(&mut bytes);
+    let bytes = resealed(raw_batch(&two, 2), 23, &(-1_i32).to_be_bytes());
     a.refuse(
         bytes,
         invalid(FormatError::InvalidOffsetDelta(
@@ -1477,9 +1491,7 @@ fn row43_valid_batch_followed_by_a_bad_one_or_garbage() {
 fn row44_timestamps_or_header_keys_the_batch_cannot_hold() {
     let a = Appends::on("t");
     // maxTimestamp (CreateTime) is not the largest record timestamp.
-    let mut bytes = values(&["v"]);
-    bytes[35..43].copy_from_slice(&(T0 + 5).to_be_bytes());
-    reseal(&mut bytes);
+    let bytes = resealed(values(&["v"]), 35, &(T0 + 5).to_be_bytes());
     a.refuse(
         bytes,
         invalid(FormatError::InvalidRecord(
@@ -1489,10 +1501,8 @@ fn row44_timestamps_or_header_keys_the_batch_cannot_hold() {
     );
     // A header key that is not UTF-8.
     let body = [0x00, 0x00, 0x00, 0x01, 0x02, b'v', 0x02, 0x02, 0xff, 0x01];
-    let mut records = vec![(body.len() * 2) as u8];
-    records.extend_from_slice(&body);
     a.refuse(
-        raw_batch(&records, 1),
+        body_batch(&body),
         invalid(FormatError::InvalidRecord("header key is not valid UTF-8")),
         "header key not UTF-8",
     );
@@ -1503,9 +1513,7 @@ fn row44_timestamps_or_header_keys_the_batch_cannot_hold() {
 fn row45_unknown_codec_or_undecodable_compressed_records() {
     let a = Appends::on("t");
     for codec in [5_u8, 6, 7] {
-        let mut bytes = values(&["v"]);
-        bytes[22] = codec;
-        reseal(&mut bytes);
+        let bytes = resealed(values(&["v"]), 22, &[codec]);
         a.refuse(
             bytes,
             invalid(FormatError::UnknownCompression(codec)),
@@ -1515,9 +1523,11 @@ fn row45_unknown_codec_or_undecodable_compressed_records() {
     for codec in [1_u8, 2, 3, 4] {
         // The records of an uncompressed batch are not a valid stream of
         // any codec.
-        let mut bytes = values(&["some value long enough to not be a frame"]);
-        bytes[22] = codec;
-        reseal(&mut bytes);
+        let bytes = resealed(
+            values(&["some value long enough to not be a frame"]),
+            22,
+            &[codec],
+        );
         a.refuse(
             bytes,
             |e| matches!(e, Error::InvalidBatch(FormatError::Decompression(_))),
@@ -1534,9 +1544,7 @@ fn row45_unknown_codec_or_undecodable_compressed_records() {
     }
     block.push(len as u8);
     block.extend_from_slice(&[0x00, b'v']);
-    let mut bytes = raw_batch(&block, 1);
-    bytes[22] = 2; // snappy
-    reseal(&mut bytes);
+    let bytes = resealed(raw_batch(&block, 1), 22, &[2]); // snappy
     a.refuse(
         bytes,
         |e| matches!(e, Error::InvalidBatch(FormatError::Decompression(m)) if m.contains("exceed")),
@@ -2036,12 +2044,7 @@ fn row64_huge_sparse_checkpoint_file() {
         let path = fx.path().join(file);
         let good = std::fs::read(&path).unwrap();
         // A hole of 1 TiB after the real contents.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(1 << 40)
-            .unwrap();
+        make_sparse_tib(&path);
         if file == LOG_START {
             fx.assert_open_refused(file, |e| {
                 matches!(e, Error::Corrupt { path, kind: CorruptionKind::Checkpoint(_), .. }
@@ -2129,12 +2132,7 @@ fn row67_garbage_meta_properties() {
         fx.write("meta.properties", &bytes);
         if what == "1 TiB sparse" {
             // Only its first 64 KiB are read.
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(fx.path().join("meta.properties"))
-                .unwrap()
-                .set_len(1 << 40)
-                .unwrap();
+            make_sparse_tib(fx.path().join("meta.properties"));
         }
         fx.assert_open_refused(&format!("meta.properties: {what}"), |e| {
             matches!(e, Error::Corrupt { path, kind: CorruptionKind::Metadata(_), .. }
@@ -2187,12 +2185,7 @@ fn row69_garbage_partition_metadata() {
         fx.write(&file, &bytes);
         if what == "1 TiB sparse" {
             // Only its first 4 KiB are read.
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(fx.path().join(&file))
-                .unwrap()
-                .set_len(1 << 40)
-                .unwrap();
+            make_sparse_tib(fx.path().join(&file));
         }
         fx.assert_open_refused(&format!("partition.metadata: {what}"), |e| {
             matches!(e, Error::PartitionDirConflict { path, reason }
@@ -2323,12 +2316,7 @@ fn huge_sparse_index(suffix: &str) {
     for segment in [SEALED, ACTIVE] {
         let fx = Fixture::new();
         let file = format!("{segment}.{suffix}");
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(fx.path().join(&file))
-            .unwrap()
-            .set_len(1 << 40)
-            .unwrap();
+        make_sparse_tib(fx.path().join(&file));
         tolerated_index_damage(&fx, &format!("{file}: 1 TiB sparse"));
     }
 }

@@ -26,6 +26,8 @@ mod log_level;
 mod model;
 #[path = "crash_explore/refusal.rs"]
 mod refusal;
+#[path = "crash_explore/run.rs"]
+mod run;
 
 use std::fmt;
 use std::path::Path;
@@ -163,27 +165,15 @@ pub(crate) use common::shm_tempdir as tempdir;
 /// A copy of a directory tree taken before a reopen, saved when the reopen
 /// fails a check (with `LOGBUS_EXPLORE_DUMP=<dir>` set).
 pub(crate) struct Dump {
-    files: Vec<(std::path::PathBuf, Option<Vec<u8>>)>,
+    files: refusal::Tree,
 }
 
 impl Dump {
     pub(crate) fn take(root: &Path) -> Option<Dump> {
         std::env::var_os("LOGBUS_EXPLORE_DUMP")?;
-        let mut files = Vec::new();
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).expect("read dir") {
-                let path = entry.expect("entry").path();
-                let rel = path.strip_prefix(root).expect("below root").to_path_buf();
-                if path.is_dir() {
-                    files.push((rel, None));
-                    stack.push(path);
-                } else {
-                    files.push((rel, Some(std::fs::read(&path).expect("read file"))));
-                }
-            }
-        }
-        Some(Dump { files })
+        Some(Dump {
+            files: refusal::read_tree(root, true),
+        })
     }
 
     /// Writes the copy under `$LOGBUS_EXPLORE_DUMP/<level>-<policy>-<seed>`.
@@ -198,17 +188,7 @@ impl Dump {
     /// Writes the copy under `base`.
     pub(crate) fn save_as(&self, base: &Path) {
         let _ = std::fs::remove_dir_all(base);
-        std::fs::create_dir_all(base).expect("dump dir");
-        for (rel, content) in &self.files {
-            let path = base.join(rel);
-            match content {
-                None => std::fs::create_dir_all(&path).expect("dump dir"),
-                Some(bytes) => {
-                    std::fs::create_dir_all(path.parent().expect("parent")).expect("dump dir");
-                    std::fs::write(&path, bytes).expect("dump file");
-                }
-            }
-        }
+        refusal::write_tree(base, &self.files);
     }
 }
 
@@ -372,6 +352,138 @@ fn assert_no_failures(failures: &[Failure]) {
     panic!("{text}");
 }
 
+/// The log configuration the regression tests start from: small segments,
+/// a 4 KiB index, no rolling or retention by time. Each test adds the
+/// cleanup and flush policy it needs.
+fn regression_config(segment_bytes: u64) -> logbus::LogConfigBuilder {
+    logbus::LogConfig::builder()
+        .segment_bytes(segment_bytes)
+        .segment_index_bytes(4096)
+        .segment_time(None)
+        .retention_time(None)
+}
+
+/// [`regression_config`] for a compacted log (no deletion) whose appends
+/// stay in the page cache until a flush.
+fn compacted_config(segment_bytes: u64) -> logbus::LogConfigBuilder {
+    regression_config(segment_bytes)
+        .compact(true)
+        .delete(false)
+        .flush(logbus::FlushPolicy::page_cache())
+}
+
+/// Opens the log in `dir` on `storage` as the regression tests do: with
+/// `config`, a manual clock at 0, and the owner's checkpointed recovery
+/// point and log start.
+fn open_log(
+    dir: &Path,
+    config: &logbus::LogConfig,
+    storage: std::sync::Arc<dyn logbus::Storage>,
+    recovery_point: u64,
+    log_start: u64,
+) -> logbus::Result<logbus::Log> {
+    logbus::Log::builder(dir)
+        .config(config.clone())
+        .storage(storage)
+        .clock(std::sync::Arc::new(logbus::ManualClock::new(0)))
+        .recovery_point(recovery_point)
+        .log_start_offset(log_start)
+        .open()
+}
+
+/// Appends one batch of `(key, value)` records, all at timestamp 1000.
+fn append_records(
+    log: &logbus::Log,
+    records: &[(Option<String>, String)],
+) -> logbus::Result<logbus::AppendInfo> {
+    let drafts: Vec<model::Draft> = records
+        .iter()
+        .map(|(key, value)| model::Draft {
+            timestamp: 1_000,
+            key: key.as_ref().map(|k| k.clone().into_bytes()),
+            value: value.clone().into_bytes(),
+        })
+        .collect();
+    log.append(&mut model::build_batch(&drafts), 0)
+}
+
+/// Appends batch `i`: `count` records at timestamp 1000, the `j`th keyed
+/// `k{i}.{j}` with the value `"value {i}.{j} "` repeated `repeat` times.
+fn append_numbered(
+    log: &logbus::Log,
+    i: u64,
+    count: u64,
+    repeat: usize,
+) -> logbus::Result<logbus::AppendInfo> {
+    let records: Vec<(Option<String>, String)> = (0..count)
+        .map(|j| {
+            (
+                Some(format!("k{i}.{j}")),
+                format!("value {i}.{j} ").repeat(repeat),
+            )
+        })
+        .collect();
+    append_records(log, &records)
+}
+
+/// One regression seed's simulated disk ([`faulty_storage`]) holding one
+/// partition directory, `t-0`, whose creation is durable.
+struct CrashDisk {
+    tmp: tempfile::TempDir,
+    config: logbus::LogConfig,
+    faulty: logbus::FaultyStorage,
+}
+
+impl CrashDisk {
+    /// A fresh disk for logs with `config`, and the first process over it
+    /// (which made the directory).
+    fn new(config: &logbus::LogConfig) -> logbus::Result<(CrashDisk, gate::Gate)> {
+        use logbus::Storage;
+
+        let disk = CrashDisk {
+            tmp: tempdir(),
+            config: config.clone(),
+            faulty: faulty_storage(),
+        };
+        let gate = disk.process();
+        gate.create_dir_all(&disk.dir())?;
+        gate.sync_dir(disk.tmp.path())?;
+        Ok((disk, gate))
+    }
+
+    fn dir(&self) -> std::path::PathBuf {
+        self.tmp.path().join("t-0")
+    }
+
+    /// A new process over the disk (after the last one crashed or died).
+    fn process(&self) -> gate::Gate {
+        gate::Gate::new(&self.faulty, Bug::None)
+    }
+
+    /// Opens the log through `gate` with the owner's recovery point.
+    fn open(&self, gate: &gate::Gate, recovery_point: u64) -> logbus::Result<logbus::Log> {
+        self.open_from(gate, recovery_point, 0)
+    }
+
+    /// Opens the log through `gate` with the owner's recovery point and
+    /// log start.
+    fn open_from(
+        &self,
+        gate: &gate::Gate,
+        recovery_point: u64,
+        log_start: u64,
+    ) -> logbus::Result<logbus::Log> {
+        let storage = std::sync::Arc::new(gate.clone());
+        open_log(
+            &self.dir(),
+            &self.config,
+            storage,
+            recovery_point,
+            log_start,
+        )
+    }
+}
+
 #[test]
 fn log_level() {
     let failures = explore("log", 1000, 12, |seed, policy, crashes| {
@@ -523,23 +635,14 @@ fn records_appended_after_a_recovery_below_the_log_start_stay_visible() -> logbu
 fn a_refused_log_open_changes_no_file() -> logbus::Result<()> {
     use std::sync::Arc;
 
-    use logbus::{Error, FlushPolicy, Log, LogConfig, ManualClock, StdStorage};
+    use logbus::{Error, FlushPolicy, StdStorage};
 
-    let config = LogConfig::builder()
-        .segment_bytes(1024)
-        .segment_index_bytes(4096)
+    let config = regression_config(1024)
         .index_interval_bytes(256)
-        .segment_time(None)
-        .retention_time(None)
         .flush(FlushPolicy::every_append())
         .build()?;
     let open = |dir: &Path, recovery_point: u64| {
-        Log::builder(dir)
-            .config(config.clone())
-            .storage(Arc::new(StdStorage::new()))
-            .clock(Arc::new(ManualClock::new(0)))
-            .recovery_point(recovery_point)
-            .open()
+        open_log(dir, &config, Arc::new(StdStorage::new()), recovery_point, 0)
     };
     let tmp = tempdir();
     let dir = tmp.path().join("t-0");
@@ -564,12 +667,7 @@ fn a_refused_log_open_changes_no_file() -> logbus::Result<()> {
     for base in &bases {
         // Start from the clean files each time.
         std::fs::remove_dir_all(&dir).expect("clear");
-        std::fs::create_dir_all(&dir).expect("dir");
-        for (path, content) in &clean {
-            if let Some(bytes) = content {
-                std::fs::write(dir.join(path), bytes).expect("restore");
-            }
-        }
+        refusal::write_tree(&dir, &clean);
         let segment = dir.join(format!("{base:020}.log"));
         refusal::flip_in_last_batch(&segment);
         let before = refusal::snapshot(&dir);
@@ -626,16 +724,7 @@ fn a_refused_cluster_open_changes_no_file() -> logbus::Result<()> {
     let clean = refusal::snapshot(&root);
     let restore = || {
         std::fs::remove_dir_all(&root).expect("clear");
-        for (path, content) in &clean {
-            let at = root.join(path);
-            match content {
-                None => std::fs::create_dir_all(&at).expect("dir"),
-                Some(bytes) => {
-                    std::fs::create_dir_all(at.parent().expect("parent")).expect("dir");
-                    std::fs::write(&at, bytes).expect("restore");
-                }
-            }
-        }
+        refusal::write_tree(&root, &clean);
     };
     let last_segment = |dir: &Path| {
         let mut logs: Vec<_> = std::fs::read_dir(dir)
@@ -680,43 +769,16 @@ fn a_refused_cluster_open_changes_no_file() -> logbus::Result<()> {
 /// log-level exploration (page cache and interval policies, compacted).
 #[test]
 fn compaction_never_drops_a_durable_record_for_one_that_is_not() -> logbus::Result<()> {
-    use std::sync::Arc;
+    use logbus::Log;
 
-    use logbus::{FlushPolicy, Log, LogConfig, ManualClock, Storage};
-
-    let config = LogConfig::builder()
-        .segment_bytes(1024)
-        .segment_index_bytes(4096)
-        .segment_time(None)
-        .retention_time(None)
-        .compact(true)
-        .delete(false)
-        .flush(FlushPolicy::page_cache())
-        .build()?;
-    let record = |key: &str, value: String| model::Draft {
-        timestamp: 1_000,
-        key: Some(key.as_bytes().to_vec()),
-        value: value.into_bytes(),
-    };
+    let config = compacted_config(1024).build()?;
+    let record = |key: &str, value: String| (Some(key.to_owned()), value);
     let mut lost_keys = Vec::new();
     for seed in 0..24u64 {
-        let tmp = tempdir();
-        let dir = tmp.path().join("t-0");
-        let faulty = faulty_storage();
-        let open = |gate: &gate::Gate, recovery_point: u64| {
-            Log::builder(&dir)
-                .config(config.clone())
-                .storage(Arc::new(gate.clone()))
-                .clock(Arc::new(ManualClock::new(0)))
-                .recovery_point(recovery_point)
-                .open()
-        };
-        let gate = gate::Gate::new(&faulty, Bug::None);
-        gate.create_dir_all(&dir)?;
-        gate.sync_dir(tmp.path())?;
-        let log = open(&gate, 0)?;
+        let (disk, gate) = CrashDisk::new(&config)?;
+        let log = disk.open(&gate, 0)?;
         // "A" once, flushed: it is durable.
-        log.append(&mut model::build_batch(&[record("A", "A-1".into())]), 0)?;
+        append_records(&log, &[record("A", "A-1".into())])?;
         log.flush()?;
         let durable = log.recovery_point();
         assert_eq!(durable, 1);
@@ -726,21 +788,23 @@ fn compaction_never_drops_a_durable_record_for_one_that_is_not() -> logbus::Resu
         let mut fill = |log: &Log, until_segments: usize| -> logbus::Result<()> {
             while log.segment_count() < until_segments {
                 n += 1;
-                let r = record(&format!("k{n}"), format!("filler {n} ").repeat(8));
-                log.append(&mut model::build_batch(&[r]), 0)?;
+                append_records(
+                    log,
+                    &[record(&format!("k{n}"), format!("filler {n} ").repeat(8))],
+                )?;
             }
             Ok(())
         };
         fill(&log, 2)?;
         // A newer "A" in the second segment, which is sealed next.
-        log.append(&mut model::build_batch(&[record("A", "A-2".into())]), 0)?;
+        append_records(&log, &[record("A", "A-2".into())])?;
         fill(&log, 3)?;
         let cleaned = log.clean()?;
         gate.crash(seed)?;
         drop(log);
 
-        let gate = gate::Gate::new(&faulty, Bug::None);
-        let log = open(&gate, durable)?;
+        let gate = disk.process();
+        let log = disk.open(&gate, durable)?;
         let served = model::read_served(
             |o, m| log.read(o, m),
             log.log_start_offset(),
@@ -772,42 +836,17 @@ fn compaction_never_drops_a_durable_record_for_one_that_is_not() -> logbus::Resu
 /// policy).
 #[test]
 fn a_power_loss_after_deleting_several_segments_never_leaves_a_hole() -> logbus::Result<()> {
-    use std::sync::Arc;
+    use logbus::FlushPolicy;
 
-    use logbus::{FlushPolicy, Log, LogConfig, ManualClock, Storage};
-
-    let config = LogConfig::builder()
-        .segment_bytes(1024)
-        .segment_index_bytes(4096)
-        .segment_time(None)
-        .retention_time(None)
+    let config = regression_config(1024)
         .flush(FlushPolicy::every_append())
         .build()?;
     for seed in 0..48u64 {
-        let tmp = tempdir();
-        let dir = tmp.path().join("t-0");
-        let faulty = faulty_storage();
-        let open = |gate: &gate::Gate, recovery_point: u64, start: u64| {
-            Log::builder(&dir)
-                .config(config.clone())
-                .storage(Arc::new(gate.clone()))
-                .clock(Arc::new(ManualClock::new(0)))
-                .recovery_point(recovery_point)
-                .log_start_offset(start)
-                .open()
-        };
-        let gate = gate::Gate::new(&faulty, Bug::None);
-        gate.create_dir_all(&dir)?;
-        gate.sync_dir(tmp.path())?;
-        let log = open(&gate, 0, 0)?;
+        let (disk, gate) = CrashDisk::new(&config)?;
+        let log = disk.open(&gate, 0)?;
         let mut i = 0;
         while log.segment_count() < 6 {
-            let draft = model::Draft {
-                timestamp: 1_000,
-                key: None,
-                value: format!("record {i} ").repeat(12).into_bytes(),
-            };
-            log.append(&mut model::build_batch(&[draft]), 0)?;
+            append_records(&log, &[(None, format!("record {i} ").repeat(12))])?;
             i += 1;
         }
         let end = log.log_end_offset();
@@ -823,8 +862,8 @@ fn a_power_loss_after_deleting_several_segments_never_leaves_a_hole() -> logbus:
         gate.crash(seed)?;
         drop(log);
 
-        let gate = gate::Gate::new(&faulty, Bug::None);
-        let log = open(&gate, end, start).unwrap_or_else(|e| {
+        let gate = disk.process();
+        let log = disk.open_from(&gate, end, start).unwrap_or_else(|e| {
             panic!(
                 "seed {seed}: the open after deleting segments {:?} refused: {e}",
                 &bases[..3]
@@ -852,48 +891,15 @@ fn a_power_loss_after_deleting_several_segments_never_leaves_a_hole() -> logbus:
 /// Found by the log-level exploration (every policy, compacted logs).
 #[test]
 fn a_lost_index_page_never_refuses_the_open_of_a_compacted_log() -> logbus::Result<()> {
-    use std::sync::Arc;
-
-    use logbus::{FlushPolicy, Log, LogConfig, ManualClock, Storage};
-
-    let config = LogConfig::builder()
-        .segment_bytes(4096)
-        .segment_index_bytes(4096)
-        .index_interval_bytes(1024)
-        .segment_time(None)
-        .retention_time(None)
-        .compact(true)
-        .delete(false)
-        .flush(FlushPolicy::page_cache())
-        .build()?;
+    let config = compacted_config(4096).index_interval_bytes(1024).build()?;
     for seed in 0..48u64 {
-        let tmp = tempdir();
-        let dir = tmp.path().join("t-0");
-        let faulty = faulty_storage();
-        let open = |gate: &gate::Gate, recovery_point: u64| {
-            Log::builder(&dir)
-                .config(config.clone())
-                .storage(Arc::new(gate.clone()))
-                .clock(Arc::new(ManualClock::new(0)))
-                .recovery_point(recovery_point)
-                .open()
-        };
-        let gate = gate::Gate::new(&faulty, Bug::None);
-        gate.create_dir_all(&dir)?;
-        gate.sync_dir(tmp.path())?;
-        let log = open(&gate, 0)?;
+        let (disk, gate) = CrashDisk::new(&config)?;
+        let log = disk.open(&gate, 0)?;
         // The first segment holds two batches, the first of four records;
         // its index one entry: offset 3 at position 0. A lost index page
         // reads as zeros: offset 0 at position 0.
         for (i, (count, repeat)) in [(4, 35), (1, 180), (4, 35)].into_iter().enumerate() {
-            let drafts: Vec<model::Draft> = (0..count)
-                .map(|j| model::Draft {
-                    timestamp: 1_000,
-                    key: Some(format!("k{i}.{j}").into_bytes()),
-                    value: format!("value {i}.{j} ").repeat(repeat).into_bytes(),
-                })
-                .collect();
-            log.append(&mut model::build_batch(&drafts), 0)?;
+            append_numbered(&log, i as u64, count, repeat)?;
         }
         assert_eq!(log.segment_count(), 2);
         log.flush()?;
@@ -904,8 +910,10 @@ fn a_lost_index_page_never_refuses_the_open_of_a_compacted_log() -> logbus::Resu
         // The owner checkpointed the flush, or not yet: either way the
         // fsynced batches stay (at or above a stale recovery point too).
         let recovery_point = if seed % 2 == 0 { end } else { 0 };
-        let gate = gate::Gate::new(&faulty, Bug::None);
-        let log = open(&gate, recovery_point).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let gate = disk.process();
+        let log = disk
+            .open(&gate, recovery_point)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         assert_eq!(
             log.log_end_offset(),
             end,
@@ -927,44 +935,19 @@ fn a_lost_index_page_never_refuses_the_open_of_a_compacted_log() -> logbus::Resu
 /// Found by the log-level exploration (page cache).
 #[test]
 fn a_compacted_log_cut_back_to_an_empty_segment_ends_at_its_last_batch() -> logbus::Result<()> {
-    use std::sync::Arc;
+    use logbus::Log;
 
-    use logbus::{FlushPolicy, Log, LogConfig, ManualClock, Storage};
-
-    let config = LogConfig::builder()
-        .segment_bytes(1024)
-        .segment_index_bytes(4096)
-        .segment_time(None)
-        .retention_time(None)
-        .compact(true)
-        .delete(false)
-        .flush(FlushPolicy::page_cache())
-        .build()?;
+    let config = compacted_config(1024).build()?;
     let mut cuts = 0;
     for seed in 0..128u64 {
-        let tmp = tempdir();
-        let dir = tmp.path().join("t-0");
-        let faulty = faulty_storage();
-        let open = |gate: &gate::Gate, recovery_point: u64| {
-            Log::builder(&dir)
-                .config(config.clone())
-                .storage(Arc::new(gate.clone()))
-                .clock(Arc::new(ManualClock::new(0)))
-                .recovery_point(recovery_point)
-                .open()
-        };
+        let (disk, gate) = CrashDisk::new(&config)?;
         let append = |log: &Log, i: u64| {
-            let draft = model::Draft {
-                timestamp: 1_000,
-                key: Some(format!("k{i}").into_bytes()),
-                value: format!("value {i} ").repeat(20).into_bytes(),
-            };
-            log.append(&mut model::build_batch(&[draft]), 0)
+            append_records(
+                log,
+                &[(Some(format!("k{i}")), format!("value {i} ").repeat(20))],
+            )
         };
-        let gate = gate::Gate::new(&faulty, Bug::None);
-        gate.create_dir_all(&dir)?;
-        gate.sync_dir(tmp.path())?;
-        let log = open(&gate, 0)?;
+        let log = disk.open(&gate, 0)?;
         let mut i = 0;
         // A flushed first segment, then records in the page cache across a
         // roll: the power loss may take the first segment's tail and the
@@ -984,8 +967,8 @@ fn a_compacted_log_cut_back_to_an_empty_segment_ends_at_its_last_batch() -> logb
         gate.crash(seed)?;
         drop(log);
 
-        let gate = gate::Gate::new(&faulty, Bug::None);
-        let log = open(&gate, flushed)?;
+        let gate = disk.process();
+        let log = disk.open(&gate, flushed)?;
         cuts += u64::from(log.recovery_report().truncated.is_some());
         let end = log.log_end_offset();
         let served = model::read_served(|o, m| log.read(o, m), log.log_start_offset(), end, true)
@@ -1000,8 +983,10 @@ fn a_compacted_log_cut_back_to_an_empty_segment_ends_at_its_last_batch() -> logb
         gate.crash(seed.wrapping_mul(31).wrapping_add(7))?;
         drop(log);
 
-        let gate = gate::Gate::new(&faulty, Bug::None);
-        let log = open(&gate, recovery_point).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let gate = disk.process();
+        let log = disk
+            .open(&gate, recovery_point)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         assert!(log.log_end_offset() >= end, "seed {seed}");
         log.close()?;
     }
@@ -1018,41 +1003,17 @@ fn a_compacted_log_cut_back_to_an_empty_segment_ends_at_its_last_batch() -> logb
 /// exploration (page cache).
 #[test]
 fn a_truncation_is_durable_before_the_log_moves_on() -> logbus::Result<()> {
-    use std::sync::Arc;
+    use logbus::{FlushPolicy, Log};
 
-    use logbus::{FlushPolicy, Log, LogConfig, ManualClock, Storage};
-
-    let config = LogConfig::builder()
-        .segment_bytes(1024)
-        .segment_index_bytes(4096)
-        .segment_time(None)
-        .retention_time(None)
+    let config = regression_config(1024)
         .flush(FlushPolicy::page_cache())
         .build()?;
     for seed in 0..32u64 {
-        let tmp = tempdir();
-        let dir = tmp.path().join("t-0");
-        let faulty = faulty_storage();
-        let open = |gate: &gate::Gate, recovery_point: u64| {
-            Log::builder(&dir)
-                .config(config.clone())
-                .storage(Arc::new(gate.clone()))
-                .clock(Arc::new(ManualClock::new(0)))
-                .recovery_point(recovery_point)
-                .open()
-        };
+        let (disk, gate) = CrashDisk::new(&config)?;
         let append = |log: &Log, tag: &str, repeat: usize| {
-            let draft = model::Draft {
-                timestamp: 1_000,
-                key: None,
-                value: format!("{tag} ").repeat(repeat).into_bytes(),
-            };
-            log.append(&mut model::build_batch(&[draft]), 0)
+            append_records(log, &[(None, format!("{tag} ").repeat(repeat))])
         };
-        let gate = gate::Gate::new(&faulty, Bug::None);
-        gate.create_dir_all(&dir)?;
-        gate.sync_dir(tmp.path())?;
-        let log = open(&gate, 0)?;
+        let log = disk.open(&gate, 0)?;
         // Two segments of three batches, all flushed.
         for i in 0..6 {
             append(&log, &format!("old {i}"), 25)?;
@@ -1071,8 +1032,8 @@ fn a_truncation_is_durable_before_the_log_moves_on() -> logbus::Result<()> {
         // then a power loss.
         gate.kill();
         drop(log);
-        let gate = gate::Gate::new(&faulty, Bug::None);
-        let log = open(&gate, end)?;
+        let gate = disk.process();
+        let log = disk.open(&gate, end)?;
         append(&log, "newer", 20)?;
         log.flush()?;
         let flushed = log.recovery_point();
@@ -1080,8 +1041,10 @@ fn a_truncation_is_durable_before_the_log_moves_on() -> logbus::Result<()> {
         gate.crash(seed)?;
         drop(log);
 
-        let gate = gate::Gate::new(&faulty, Bug::None);
-        let log = open(&gate, flushed).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let gate = disk.process();
+        let log = disk
+            .open(&gate, flushed)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         let served =
             model::read_served(|o, m| log.read(o, m), 0, flushed, false).expect("readable");
         let values: Vec<&[u8]> = served.iter().map(|r| &r.value[..3]).collect();
@@ -1101,35 +1064,13 @@ fn a_truncation_is_durable_before_the_log_moves_on() -> logbus::Result<()> {
 fn an_empty_compacted_segment_at_the_recovery_point_is_kept() -> logbus::Result<()> {
     use std::sync::Arc;
 
-    use logbus::{FlushPolicy, Log, LogConfig, ManualClock, StdStorage, Storage};
+    use logbus::{Log, StdStorage, Storage};
 
-    let config = LogConfig::builder()
-        .segment_bytes(1024)
-        .segment_index_bytes(4096)
-        .segment_time(None)
-        .retention_time(None)
-        .compact(true)
-        .delete(false)
-        .flush(FlushPolicy::page_cache())
-        .build()?;
+    let config = compacted_config(1024).build()?;
     let open = |dir: &Path, storage: Arc<dyn Storage>, recovery_point: u64| {
-        Log::builder(dir)
-            .config(config.clone())
-            .storage(storage)
-            .clock(Arc::new(ManualClock::new(0)))
-            .recovery_point(recovery_point)
-            .open()
+        open_log(dir, &config, storage, recovery_point, 0)
     };
-    let append = |log: &Log, i: u64, count: u64| {
-        let drafts: Vec<model::Draft> = (0..count)
-            .map(|j| model::Draft {
-                timestamp: 1_000,
-                key: Some(format!("k{i}.{j}").into_bytes()),
-                value: format!("value {i}.{j} ").repeat(8).into_bytes(),
-            })
-            .collect();
-        log.append(&mut model::build_batch(&drafts), 0)
-    };
+    let append = |log: &Log, i: u64, count: u64| append_numbered(log, i, count, 8);
     for seed in 0..16u64 {
         let tmp = tempdir();
         let dir = tmp.path().join("t-0");

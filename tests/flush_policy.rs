@@ -42,13 +42,20 @@ fn open(dir: &Path, policy: FlushPolicy, storage: &FaultyStorage, clock: &Manual
         .expect("open")
 }
 
-#[test]
-fn flush_messages_fsyncs_exactly_when_the_unflushed_records_reach_n() -> Result<()> {
-    const N: u64 = 5;
+/// A new log under `policy` on a fresh simulated disk with a manual clock
+/// at 1000: the directory (keep it), the disk, the clock and the log.
+fn fresh(policy: FlushPolicy) -> (tempfile::TempDir, FaultyStorage, ManualClock, Log) {
     let dir = tempdir();
     let storage = FaultyStorage::new();
     let clock = ManualClock::new(1_000);
-    let log = open(dir.path(), FlushPolicy::every_messages(N), &storage, &clock);
+    let log = open(dir.path(), policy, &storage, &clock);
+    (dir, storage, clock, log)
+}
+
+#[test]
+fn flush_messages_fsyncs_exactly_when_the_unflushed_records_reach_n() -> Result<()> {
+    const N: u64 = 5;
+    let (_dir, storage, _clock, log) = fresh(FlushPolicy::every_messages(N));
     let mut synced_at = Vec::new();
     // Batches of 1, 2 and 3 records: records count, not batches.
     for (i, records) in [1, 1, 1, 1, 1, 2, 2, 3, 4, 1, 1, 1, 1, 1, 6, 1]
@@ -86,10 +93,7 @@ fn flush_messages_fsyncs_exactly_when_the_unflushed_records_reach_n() -> Result<
 
 #[test]
 fn flush_messages_one_is_every_append() -> Result<()> {
-    let dir = tempdir();
-    let storage = FaultyStorage::new();
-    let clock = ManualClock::new(1_000);
-    let log = open(dir.path(), FlushPolicy::every_messages(1), &storage, &clock);
+    let (_dir, storage, _clock, log) = fresh(FlushPolicy::every_messages(1));
     assert_eq!(log.config().flush(), FlushPolicy::every_append());
     for i in 0..10 {
         let syncs = storage.op_count(FaultOp::Sync);
@@ -172,10 +176,7 @@ fn a_power_loss_loses_at_most_n_minus_one_acknowledged_records() -> Result<()> {
     // Crash after each number of appends, losing every unsynced byte.
     let mut lost_some = false;
     for appends in 0..12 {
-        let dir = tempdir();
-        let storage = FaultyStorage::new();
-        let clock = ManualClock::new(1_000);
-        let log = open(dir.path(), FlushPolicy::every_messages(N), &storage, &clock);
+        let (dir, storage, clock, log) = fresh(FlushPolicy::every_messages(N));
         let mut acked = 0;
         for i in 0..appends {
             acked = log
@@ -201,11 +202,8 @@ fn a_power_loss_loses_at_most_n_minus_one_acknowledged_records() -> Result<()> {
 
 #[test]
 fn flush_ms_flushes_on_the_clock_and_flush_messages_still_counts() -> Result<()> {
-    let dir = tempdir();
-    let storage = FaultyStorage::new();
-    let clock = ManualClock::new(1_000);
     let policy = FlushPolicy::every_messages(10).with_interval(Duration::from_millis(500));
-    let log = open(dir.path(), policy, &storage, &clock);
+    let (_dir, _storage, clock, log) = fresh(policy);
     assert_eq!(log.config().flush(), policy);
 
     log.append(&mut batch("a", 3, 1_000), 0)?;
@@ -239,11 +237,8 @@ fn flush_ms_flushes_on_the_clock_and_flush_messages_still_counts() -> Result<()>
 
 #[test]
 fn flush_ms_alone_acknowledges_from_the_page_cache() -> Result<()> {
-    let dir = tempdir();
-    let storage = FaultyStorage::new();
-    let clock = ManualClock::new(1_000);
     let policy = FlushPolicy::every_interval(Duration::from_millis(200));
-    let log = open(dir.path(), policy, &storage, &clock);
+    let (_dir, _storage, clock, log) = fresh(policy);
     for _ in 0..5 {
         log.append(&mut batch("i", 7, 1_000), 0)?;
     }

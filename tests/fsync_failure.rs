@@ -47,6 +47,11 @@ fn open(dir: &Path, policy: FlushPolicy, storage: Arc<dyn Storage>) -> Result<Lo
         .open()
 }
 
+/// [`open`] on the standard storage.
+fn open_std(dir: &Path, policy: FlushPolicy) -> Result<Log> {
+    open(dir, policy, Arc::new(StdStorage::new()))
+}
+
 /// Appends `count` batches of 1 to 3 records, each acknowledged.
 fn append_acked(log: &Log, model: &mut Vec<Rec>, tag: &str, count: usize) -> Result<()> {
     for i in 0..count {
@@ -120,11 +125,7 @@ fn a_reopen_in_the_same_process_ends_at_the_last_synced_offset() -> Result<()> {
         let mut model = model;
         append_acked(&log, &mut model, "again", 3)?;
         log.close()?;
-        let log = open(
-            dir.path(),
-            FlushPolicy::every_append(),
-            Arc::new(StdStorage::new()),
-        )?;
+        let log = open_std(dir.path(), FlushPolicy::every_append())?;
         assert_eq!(read_records(&log, 0, 1 << 20)?, model);
     }
     Ok(())
@@ -167,11 +168,7 @@ fn a_new_storage_instance_cuts_too() -> Result<()> {
     assert!(log.recovery_report().fenced_truncation.is_some());
     fresh.crash(Tear::None)?;
     drop(log);
-    let log = open(
-        dir.path(),
-        FlushPolicy::page_cache(),
-        Arc::new(StdStorage::new()),
-    )?;
+    let log = open_std(dir.path(), FlushPolicy::page_cache())?;
     assert_eq!(read_records(&log, 0, 1 << 20)?, model);
     Ok(())
 }
@@ -188,11 +185,7 @@ fn the_marker_alone_cuts_a_copy_opened_elsewhere() -> Result<()> {
     for (name, bytes) in snapshot(dir.path()) {
         std::fs::write(copy.path().join(name), bytes).expect("copy");
     }
-    let log = open(
-        copy.path(),
-        FlushPolicy::every_append(),
-        Arc::new(StdStorage::new()),
-    )?;
+    let log = open_std(copy.path(), FlushPolicy::every_append())?;
     assert_eq!(read_records(&log, 0, 1 << 20)?, model);
     assert_eq!(
         log.recovery_report()
@@ -239,23 +232,14 @@ fn the_memory_holds_when_the_marker_cannot_be_written() -> Result<()> {
 fn a_damaged_marker_refuses_the_open_and_changes_nothing() -> Result<()> {
     let dir = tempdir();
     {
-        let log = open(
-            dir.path(),
-            FlushPolicy::page_cache(),
-            Arc::new(StdStorage::new()),
-        )?;
+        let log = open_std(dir.path(), FlushPolicy::page_cache())?;
         let mut model = Vec::new();
         append_acked(&log, &mut model, "ok", 3)?;
         log.close()?;
     }
     std::fs::write(dir.path().join(MARKER), b"fenced-offset v1 2 deadbeef\n").expect("write");
     let before = snapshot(dir.path());
-    let err = open(
-        dir.path(),
-        FlushPolicy::page_cache(),
-        Arc::new(StdStorage::new()),
-    )
-    .unwrap_err();
+    let err = open_std(dir.path(), FlushPolicy::page_cache()).unwrap_err();
     match &err {
         Error::Corrupt {
             path,

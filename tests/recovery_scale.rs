@@ -7,14 +7,39 @@ mod common;
 
 use common::shm_tempdir as tempdir;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use common::{check_every_offset, open_at, restore, segment_name, small_config, snapshot_bases};
+use common::{
+    Files, Rec, check_every_offset, open_at, restore, segment_name, small_config, snapshot_bases,
+};
 use logbus::format::{self, BatchBuilder};
 use logbus::{Compression, CorruptionKind, LogConfig, Result};
 
 const GIB: u64 = 1 << 30;
+
+/// A closed log with `config` (see [`common::closed_log`]) restored into a
+/// new directory: the directory, its files, the log's records and its end
+/// offset.
+fn restored(
+    config: &LogConfig,
+    segments: usize,
+    in_last: usize,
+) -> Result<(tempfile::TempDir, Files, Vec<Rec>, u64)> {
+    let (files, model) = common::closed_log(config, segments, in_last)?;
+    let leo = model.last().expect("records").offset + 1;
+    let dir = tempdir();
+    restore(dir.path(), &files);
+    Ok((dir, files, model, leo))
+}
+
+/// The last segment's log file in `dir`, and its length.
+fn last_log(dir: &Path, files: &Files) -> (PathBuf, u64) {
+    let last = *snapshot_bases(files).last().expect("segments");
+    let path = dir.join(segment_name(last, "log"));
+    let len = std::fs::metadata(&path).expect("log").len();
+    (path, len)
+}
 
 /// Sets the length of `path`, or `None` where the file system refuses
 /// (no sparse files): the caller skips, saying so.
@@ -40,13 +65,8 @@ fn set_len(path: &Path, len: u64) -> Option<()> {
 #[test]
 fn a_batch_beyond_4_gib_is_damage_not_a_panic() -> Result<()> {
     let config = small_config(700);
-    let (files, model) = common::closed_log(&config, 2, 3)?;
-    let leo = model.last().expect("records").offset + 1;
-    let dir = tempdir();
-    restore(dir.path(), &files);
-    let last = *snapshot_bases(&files).last().expect("segments");
-    let path = dir.path().join(segment_name(last, "log"));
-    let valid = std::fs::metadata(&path).expect("log").len();
+    let (dir, files, model, leo) = restored(&config, 2, 3)?;
+    let (path, valid) = last_log(dir.path(), &files);
     let mut beyond = BatchBuilder::new(Compression::None).base_offset(leo as i64);
     beyond.append(0, None, Some(b"beyond"), &[]);
     let beyond = beyond.build().expect("batch");
@@ -85,13 +105,8 @@ fn a_batch_beyond_4_gib_is_damage_not_a_panic() -> Result<()> {
 #[test]
 fn a_zero_tail_past_4_gib_is_cut() -> Result<()> {
     let config = small_config(700);
-    let (files, model) = common::closed_log(&config, 2, 3)?;
-    let leo = model.last().expect("records").offset + 1;
-    let dir = tempdir();
-    restore(dir.path(), &files);
-    let last = *snapshot_bases(&files).last().expect("segments");
-    let path = dir.path().join(segment_name(last, "log"));
-    let valid = std::fs::metadata(&path).expect("log").len();
+    let (dir, files, model, leo) = restored(&config, 2, 3)?;
+    let (path, valid) = last_log(dir.path(), &files);
     let Some(()) = set_len(&path, 4 * GIB + 123) else {
         return Ok(());
     };
@@ -111,11 +126,8 @@ fn a_zero_tail_past_4_gib_is_cut() -> Result<()> {
 #[test]
 fn sparse_multi_gib_index_files_are_rebuilt_not_read() -> Result<()> {
     let config = small_config(700);
-    let (files, model) = common::closed_log(&config, 3, 4)?;
-    let leo = model.last().expect("records").offset + 1;
+    let (dir, files, model, leo) = restored(&config, 3, 4)?;
     let bases = snapshot_bases(&files);
-    let dir = tempdir();
-    restore(dir.path(), &files);
     for &base in &[bases[0], *bases.last().expect("segments")] {
         for (suffix, len) in [("index", 8 * GIB), ("timeindex", 6 * GIB + 4)] {
             let path = dir.path().join(segment_name(base, suffix));

@@ -16,14 +16,14 @@ use byteorder::{BigEndian, ByteOrder};
 
 use crate::error::{Error, Result};
 use crate::storage::file::Storage;
-pub(crate) use crate::storage::index_file::IndexLoad;
-use crate::storage::index_file::{IndexEntry, IndexFile, Slots};
+use crate::storage::index_file::{IndexEntry, IndexFile, SegmentIndex, Slots};
 
 /// Offset index slot size in bytes.
 pub(crate) const OFFSET_ENTRY_SIZE: usize = 8;
 
+/// One offset index slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct OffsetEntry {
+pub(crate) struct OffsetEntry {
     relative_offset: u32,
     position: u32,
 }
@@ -59,7 +59,7 @@ pub(crate) struct OffsetEntries {
 
 impl OffsetEntries {
     /// Whether the file held exactly these entries
-    /// ([`IndexLoad::is_trimmed`]): only then may they be trusted for the
+    /// ([`IndexLoad::is_trimmed`](crate::storage::index_file::IndexLoad::is_trimmed)): only then may they be trusted for the
     /// segment's counters.
     pub(crate) fn is_trimmed(&self) -> bool {
         self.trimmed
@@ -101,50 +101,15 @@ pub(crate) struct OffsetIndex {
     base_offset: u64,
 }
 
+impl SegmentIndex for OffsetIndex {
+    type Entry = OffsetEntry;
+
+    fn over(slots: IndexFile<OffsetEntry>, base_offset: u64) -> Self {
+        OffsetIndex { slots, base_offset }
+    }
+}
+
 impl OffsetIndex {
-    /// Creates a new, empty index file at `path` (which must not exist),
-    /// preallocated to `max_index_bytes` rounded down to a multiple of 8.
-    ///
-    /// # Errors
-    /// [`Error::Io`].
-    pub(crate) fn create(
-        storage: &dyn Storage,
-        path: &Path,
-        base_offset: u64,
-        max_index_bytes: u64,
-    ) -> Result<Self> {
-        Ok(OffsetIndex {
-            slots: IndexFile::create(storage, path, max_index_bytes)?,
-            base_offset,
-        })
-    }
-
-    /// Opens an existing index file. Loads the longest prefix of entries
-    /// that is strictly increasing in offset and non-decreasing in position
-    /// (stopping at the zero tail), drops what follows without reading it
-    /// and re-extends the file to `max_index_bytes` for appends. The
-    /// returned [`IndexLoad`] says what followed the entries; if it was not
-    /// clean, the caller should rebuild the index from the log
-    /// ([`reset`](Self::reset), then append).
-    ///
-    /// Entries are not checked against the log; the caller checks the last
-    /// one against the log's end. A file longer than `plausible` bytes
-    /// ([`plausible_bytes`](crate::storage::index_file::plausible_bytes)) is
-    /// not read but emptied.
-    ///
-    /// # Errors
-    /// [`Error::Io`], also when the file is missing.
-    pub(crate) fn open(
-        storage: &dyn Storage,
-        path: &Path,
-        base_offset: u64,
-        max_index_bytes: u64,
-        plausible: u64,
-    ) -> Result<(Self, IndexLoad)> {
-        let (slots, load) = IndexFile::open(storage, path, max_index_bytes, plausible)?;
-        Ok((OffsetIndex { slots, base_offset }, load))
-    }
-
     /// Reads an index file without changing it: `None` if the file is
     /// missing, longer than `plausible` bytes, or not clean (a damaged entry
     /// after the valid prefix, an incomplete slot); otherwise its entries,
@@ -160,52 +125,12 @@ impl OffsetIndex {
         base_offset: u64,
         plausible: u64,
     ) -> Result<Option<OffsetEntries>> {
-        Ok(
-            match IndexFile::<OffsetEntry>::inspect(storage, path, plausible)? {
-                Some((load, slots)) if load.is_clean() => Some(OffsetEntries {
-                    slots,
-                    base_offset,
-                    trimmed: load.is_trimmed(),
-                }),
-                _ => None,
-            },
-        )
-    }
-
-    /// An empty index in the file at `path` (created if missing) whose
-    /// content is dropped unread, for a rebuild (see
-    /// [`IndexFile::emptied`]).
-    ///
-    /// # Errors
-    /// [`Error::Io`].
-    pub(crate) fn emptied(
-        storage: &dyn Storage,
-        path: &Path,
-        base_offset: u64,
-        max_index_bytes: u64,
-    ) -> Result<Self> {
-        Ok(OffsetIndex {
-            slots: IndexFile::emptied(storage, path, max_index_bytes)?,
+        let clean = IndexFile::<OffsetEntry>::inspect_clean(storage, path, plausible)?;
+        Ok(clean.map(|(slots, trimmed)| OffsetEntries {
+            slots,
             base_offset,
-        })
-    }
-
-    /// An empty index in a file that `mode` creates, or (`Existing`) in a
-    /// file known to hold only zeros, such as an adopted spare.
-    ///
-    /// # Errors
-    /// [`Error::Io`].
-    pub(crate) fn empty(
-        storage: &dyn Storage,
-        path: &Path,
-        base_offset: u64,
-        max_index_bytes: u64,
-        mode: crate::storage::OpenMode,
-    ) -> Result<Self> {
-        Ok(OffsetIndex {
-            slots: IndexFile::empty(storage, path, max_index_bytes, mode)?,
-            base_offset,
-        })
+            trimmed,
+        }))
     }
 
     fn absolute(&self, entry: OffsetEntry) -> (u64, u32) {
@@ -336,6 +261,7 @@ mod tests {
 
     use super::*;
     use crate::storage::StdStorage;
+    use crate::storage::index_file::IndexLoad;
 
     const BASE: u64 = 1_000;
 

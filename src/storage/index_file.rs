@@ -116,6 +116,88 @@ pub(crate) fn plausible_bytes(log_len: u64, max_bytes: u64, slot_size: usize) ->
     max_bytes.max(batches.saturating_mul(slot_size as u64))
 }
 
+/// A segment's index over an [`IndexFile`] (the offset index, the time
+/// index): how one is made, the same for both.
+pub(crate) trait SegmentIndex: Sized {
+    /// What one slot holds.
+    type Entry: IndexEntry;
+
+    /// The index of the segment at `base_offset` over `slots`.
+    fn over(slots: IndexFile<Self::Entry>, base_offset: u64) -> Self;
+
+    /// Creates a new, empty index file at `path` (which must not exist),
+    /// preallocated to `max_index_bytes` rounded down to whole slots.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io).
+    fn create(
+        storage: &dyn Storage,
+        path: &Path,
+        base_offset: u64,
+        max_index_bytes: u64,
+    ) -> Result<Self> {
+        let slots = IndexFile::create(storage, path, max_index_bytes)?;
+        Ok(Self::over(slots, base_offset))
+    }
+
+    /// Opens an existing index file ([`IndexFile::open`]). Loads the
+    /// longest prefix of entries in which each entry follows the one
+    /// before ([`IndexEntry::precedes`]), stopping at the zero tail, drops
+    /// what follows without reading it and re-extends the file to
+    /// `max_index_bytes` for appends. The returned [`IndexLoad`] says what
+    /// followed the entries; if it was not clean, the caller should
+    /// rebuild the index from the log (reset it, then append).
+    ///
+    /// Entries are not checked against the log; the caller checks the last
+    /// one against the log's end. A file longer than `plausible` bytes
+    /// ([`plausible_bytes`]) is not read but emptied.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io), also when the file is missing.
+    fn open(
+        storage: &dyn Storage,
+        path: &Path,
+        base_offset: u64,
+        max_index_bytes: u64,
+        plausible: u64,
+    ) -> Result<(Self, IndexLoad)> {
+        let (slots, load) = IndexFile::open(storage, path, max_index_bytes, plausible)?;
+        Ok((Self::over(slots, base_offset), load))
+    }
+
+    /// An empty index in the file at `path` (created if missing) whose
+    /// content is dropped unread, for a rebuild (see
+    /// [`IndexFile::emptied`]).
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io).
+    fn emptied(
+        storage: &dyn Storage,
+        path: &Path,
+        base_offset: u64,
+        max_index_bytes: u64,
+    ) -> Result<Self> {
+        let slots = IndexFile::emptied(storage, path, max_index_bytes)?;
+        Ok(Self::over(slots, base_offset))
+    }
+
+    /// An empty index in a file that `mode` creates, or (`Existing`) in a
+    /// file known to hold only zeros, such as an adopted spare.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io).
+    fn empty(
+        storage: &dyn Storage,
+        path: &Path,
+        base_offset: u64,
+        max_index_bytes: u64,
+        mode: OpenMode,
+    ) -> Result<Self> {
+        let slots = IndexFile::empty(storage, path, max_index_bytes, mode)?;
+        Ok(Self::over(slots, base_offset))
+    }
+}
+
 /// How many new entries are buffered before they are written.
 pub(crate) const PENDING_SLOTS: usize = 64;
 
@@ -274,6 +356,23 @@ impl<E: IndexEntry> IndexFile<E> {
             _entry: PhantomData,
         };
         Ok(Some((load, slots)))
+    }
+
+    /// Reads an existing index file without changing it, as
+    /// [`inspect`](Self::inspect) does, and keeps only a clean one: `None`
+    /// if the file is missing, longer than `plausible` bytes, or not clean
+    /// (a damaged entry after the valid prefix, an incomplete slot);
+    /// otherwise its entries and whether the file held nothing else
+    /// ([`IndexLoad::is_trimmed`]).
+    pub(crate) fn inspect_clean(
+        storage: &dyn Storage,
+        path: &Path,
+        plausible: u64,
+    ) -> Result<Option<(Slots<E>, bool)>> {
+        Ok(match Self::inspect(storage, path, plausible)? {
+            Some((load, slots)) if load.is_clean() => Some((slots, load.is_trimmed())),
+            _ => None,
+        })
     }
 
     /// Number of valid entries.
@@ -549,6 +648,8 @@ mod tests {
 
     use super::*;
     use crate::storage::StdStorage;
+    #[cfg(target_os = "linux")]
+    use crate::storage::mmap::tests::resident_kb;
 
     /// A test entry: a big-endian `u64` that must increase.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -651,26 +752,6 @@ mod tests {
         let (load, _) = scan_counting(3 * 8 + 5, |i| entry(i as u64 + 1));
         assert_eq!((load.entries, load.trailing_bytes), (3, 5));
         assert!(!load.is_clean() && !load.is_trimmed());
-    }
-
-    /// Resident kB of the mapping that holds `addr`, from `/proc/self/smaps`.
-    #[cfg(target_os = "linux")]
-    fn resident_kb(addr: *const u8) -> u64 {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
-        let addr = addr as usize;
-        let mut inside = false;
-        for line in smaps.lines() {
-            if let Some((range, _)) = line.split_once(' ')
-                && let Some((lo, hi)) = range.split_once('-')
-                && let (Ok(lo), Ok(hi)) =
-                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
-            {
-                inside = (lo..hi).contains(&addr);
-            } else if inside && let Some(kb) = line.strip_prefix("Rss:") {
-                return kb.trim().trim_end_matches("kB").trim().parse().expect("kB");
-            }
-        }
-        panic!("no mapping holds {addr:#x}");
     }
 
     /// On a real file: inspecting and opening a 64 MiB preallocated index

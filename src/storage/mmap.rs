@@ -314,7 +314,7 @@ pub fn slice_bytes(map: &Arc<ReadMap>, range: Range<usize>) -> Bytes {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::Write;
 
     use super::*;
@@ -336,9 +336,10 @@ mod tests {
         (dir, map, content)
     }
 
-    /// Resident kB of the mapping that holds `addr`, from `/proc/self/smaps`.
+    /// Resident kB of the mapping that holds `addr`, from `/proc/self/smaps`
+    /// (the index file's tests use it too).
     #[cfg(target_os = "linux")]
-    fn resident_kb(addr: *const u8) -> u64 {
+    pub(crate) fn resident_kb(addr: *const u8) -> u64 {
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
         let addr = addr as usize;
         let mut inside = false;

@@ -22,12 +22,12 @@ use parking_lot::Mutex;
 use crate::error::{CorruptionKind, Error, FormatError, Result};
 use crate::format::header::{OffsetOrder, out_of_sequence};
 use crate::format::{self, BatchHeader};
-use crate::storage::index::{OFFSET_ENTRY_SIZE, OffsetIndex};
-use crate::storage::index_file::plausible_bytes;
+use crate::storage::index::OffsetIndex;
+use crate::storage::index_file::{IndexEntry, SegmentIndex, plausible_bytes};
 use crate::storage::mmap::{MapRange, ReadMap, slice_bytes};
 use crate::storage::probe::Counters;
 use crate::storage::spare;
-use crate::storage::time_index::{TIME_ENTRY_SIZE, TimeIndex};
+use crate::storage::time_index::TimeIndex;
 use crate::storage::{OpenMode, Storage, StorageFile};
 
 /// The largest byte position a batch may start at: Kafka's index files
@@ -93,6 +93,39 @@ pub(crate) struct SegmentLimits {
     /// Contiguous unless the log is compacted; reads check it on every
     /// batch they walk.
     pub(crate) order: OffsetOrder,
+}
+
+/// Opens the existing index file at `path` of a segment whose log holds
+/// `log_size` bytes, extended to `index_bytes` (see
+/// [`SegmentIndex::open`]); the file is read only if it is no larger than
+/// such a segment's index can be.
+fn reopen_index<I: SegmentIndex>(
+    storage: &dyn Storage,
+    path: &Path,
+    base_offset: u64,
+    index_bytes: u64,
+    log_size: u64,
+    limits: SegmentLimits,
+) -> Result<I> {
+    let plausible = plausible_bytes(log_size, limits.index_bytes, I::Entry::SIZE);
+    Ok(I::open(storage, path, base_offset, index_bytes, plausible)?.0)
+}
+
+/// [`reopen_index`] if the file at `path` exists, else a new, empty index
+/// file preallocated to `segment.index.bytes`.
+fn open_or_create_index<I: SegmentIndex>(
+    storage: &dyn Storage,
+    path: &Path,
+    base_offset: u64,
+    index_bytes: u64,
+    log_size: u64,
+    limits: SegmentLimits,
+) -> Result<I> {
+    if storage.exists(path) {
+        reopen_index(storage, path, base_offset, index_bytes, log_size, limits)
+    } else {
+        I::create(storage, path, base_offset, limits.index_bytes)
+    }
 }
 
 /// Where one batch of an append lies in the buffer being appended.
@@ -292,58 +325,28 @@ impl Segment {
         limits: SegmentLimits,
         sealed: bool,
     ) -> Result<Self> {
-        let file = storage.open(
-            &segment_file(dir, base_offset, LOG_SUFFIX),
-            OpenMode::Existing,
-        )?;
-        let size = file.len()?;
         let index_bytes = if sealed { 0 } else { limits.index_bytes };
-        let index_path = segment_file(dir, base_offset, INDEX_SUFFIX);
-        let index = if storage.exists(&index_path) {
-            OffsetIndex::open(
-                storage.as_ref(),
-                &index_path,
+        let path = |suffix| segment_file(dir, base_offset, suffix);
+        let s = storage.as_ref();
+        let mut segment = Self::open_existing(storage, dir, base_offset, limits, |size| {
+            let index = open_or_create_index(
+                s,
+                &path(INDEX_SUFFIX),
                 base_offset,
                 index_bytes,
-                plausible_bytes(size, limits.index_bytes, OFFSET_ENTRY_SIZE),
-            )?
-            .0
-        } else {
-            OffsetIndex::create(
-                storage.as_ref(),
-                &index_path,
-                base_offset,
-                limits.index_bytes,
-            )?
-        };
-        let time_path = segment_file(dir, base_offset, TIME_INDEX_SUFFIX);
-        let time_index = if storage.exists(&time_path) {
-            TimeIndex::open(
-                storage.as_ref(),
-                &time_path,
+                size,
+                limits,
+            )?;
+            let time_index = open_or_create_index(
+                s,
+                &path(TIME_INDEX_SUFFIX),
                 base_offset,
                 index_bytes,
-                plausible_bytes(size, limits.index_bytes, TIME_ENTRY_SIZE),
-            )?
-            .0
-        } else {
-            TimeIndex::create(
-                storage.as_ref(),
-                &time_path,
-                base_offset,
-                limits.index_bytes,
-            )?
-        };
-        let mut segment = Self::assemble(
-            storage,
-            dir,
-            base_offset,
-            file,
-            size,
-            index,
-            time_index,
-            limits,
-        )?;
+                size,
+                limits,
+            )?;
+            Ok((index, time_index))
+        })?;
         segment.sealed = sealed;
         Ok(segment)
     }
@@ -360,23 +363,30 @@ impl Segment {
         base_offset: u64,
         limits: SegmentLimits,
     ) -> Result<Self> {
+        let path = |suffix| segment_file(dir, base_offset, suffix);
+        let (s, bytes) = (storage.as_ref(), limits.index_bytes);
+        Self::open_existing(storage, dir, base_offset, limits, |_| {
+            let index = OffsetIndex::emptied(s, &path(INDEX_SUFFIX), base_offset, bytes)?;
+            let time_index = TimeIndex::emptied(s, &path(TIME_INDEX_SUFFIX), base_offset, bytes)?;
+            Ok((index, time_index))
+        })
+    }
+
+    /// Opens an existing segment's log file without reading it, and its
+    /// indexes with `indexes` (given the log's length).
+    fn open_existing(
+        storage: &Arc<dyn Storage>,
+        dir: &Path,
+        base_offset: u64,
+        limits: SegmentLimits,
+        indexes: impl FnOnce(u64) -> Result<(OffsetIndex, TimeIndex)>,
+    ) -> Result<Self> {
         let file = storage.open(
             &segment_file(dir, base_offset, LOG_SUFFIX),
             OpenMode::Existing,
         )?;
         let size = file.len()?;
-        let index = OffsetIndex::emptied(
-            storage.as_ref(),
-            &segment_file(dir, base_offset, INDEX_SUFFIX),
-            base_offset,
-            limits.index_bytes,
-        )?;
-        let time_index = TimeIndex::emptied(
-            storage.as_ref(),
-            &segment_file(dir, base_offset, TIME_INDEX_SUFFIX),
-            base_offset,
-            limits.index_bytes,
-        )?;
+        let (index, time_index) = indexes(size)?;
         Self::assemble(
             storage,
             dir,
@@ -900,24 +910,29 @@ impl Segment {
     /// Makes a sealed segment appendable again (after a truncation made it
     /// the active one): reopens its indexes at full preallocated size.
     pub(crate) fn unseal(&mut self) -> Result<()> {
-        let index_path = segment_file(&self.dir, self.base_offset, INDEX_SUFFIX);
-        self.index = OffsetIndex::open(
+        let path = |suffix| segment_file(&self.dir, self.base_offset, suffix);
+        let (s, base, size, limits) = (
             self.storage.as_ref(),
-            &index_path,
             self.base_offset,
-            self.limits.index_bytes,
-            plausible_bytes(self.size, self.limits.index_bytes, OFFSET_ENTRY_SIZE),
-        )?
-        .0;
-        let time_path = segment_file(&self.dir, self.base_offset, TIME_INDEX_SUFFIX);
-        self.time_index = TimeIndex::open(
-            self.storage.as_ref(),
-            &time_path,
-            self.base_offset,
-            self.limits.index_bytes,
-            plausible_bytes(self.size, self.limits.index_bytes, TIME_ENTRY_SIZE),
-        )?
-        .0;
+            self.size,
+            self.limits,
+        );
+        self.index = reopen_index(
+            s,
+            &path(INDEX_SUFFIX),
+            base,
+            limits.index_bytes,
+            size,
+            limits,
+        )?;
+        self.time_index = reopen_index(
+            s,
+            &path(TIME_INDEX_SUFFIX),
+            base,
+            limits.index_bytes,
+            size,
+            limits,
+        )?;
         self.sealed = false;
         Ok(())
     }

@@ -16,8 +16,7 @@ use byteorder::{BigEndian, ByteOrder};
 
 use crate::error::{Error, Result};
 use crate::storage::file::Storage;
-pub(crate) use crate::storage::index_file::IndexLoad;
-use crate::storage::index_file::{IndexEntry, IndexFile};
+use crate::storage::index_file::{IndexEntry, IndexFile, SegmentIndex};
 
 /// Time index slot size in bytes.
 pub(crate) const TIME_ENTRY_SIZE: usize = 12;
@@ -26,8 +25,9 @@ pub(crate) const TIME_ENTRY_SIZE: usize = 12;
 /// an empty time index, so only timestamps `>= 0` are indexed.
 const NO_TIMESTAMP: i64 = -1;
 
+/// One time index slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct TimeEntry {
+pub(crate) struct TimeEntry {
     timestamp: i64,
     relative_offset: u32,
 }
@@ -58,7 +58,7 @@ pub(crate) struct InspectedTimeIndex {
     /// The last entry as `(timestamp, offset)`, if any.
     pub(crate) last: Option<(i64, u64)>,
     /// Whether the file held exactly its entries
-    /// ([`IndexLoad::is_trimmed`]): only then may the last entry be
+    /// ([`IndexLoad::is_trimmed`](crate::storage::index_file::IndexLoad::is_trimmed)): only then may the last entry be
     /// trusted as the segment's largest timestamp.
     pub(crate) trimmed: bool,
 }
@@ -70,44 +70,15 @@ pub(crate) struct TimeIndex {
     base_offset: u64,
 }
 
+impl SegmentIndex for TimeIndex {
+    type Entry = TimeEntry;
+
+    fn over(slots: IndexFile<TimeEntry>, base_offset: u64) -> Self {
+        TimeIndex { slots, base_offset }
+    }
+}
+
 impl TimeIndex {
-    /// Creates a new, empty index file at `path` (which must not exist),
-    /// preallocated to `max_index_bytes` rounded down to a multiple of 12.
-    ///
-    /// # Errors
-    /// [`Error::Io`].
-    pub(crate) fn create(
-        storage: &dyn Storage,
-        path: &Path,
-        base_offset: u64,
-        max_index_bytes: u64,
-    ) -> Result<Self> {
-        Ok(TimeIndex {
-            slots: IndexFile::create(storage, path, max_index_bytes)?,
-            base_offset,
-        })
-    }
-
-    /// Opens an existing index file. Loads the longest prefix of entries
-    /// that is strictly increasing in timestamp and non-decreasing in offset
-    /// (stopping at the zero tail), drops what follows without reading it
-    /// and re-extends the file to `max_index_bytes`. The returned
-    /// [`IndexLoad`] says what followed the entries; if it was not clean,
-    /// the caller should rebuild the index.
-    ///
-    /// # Errors
-    /// [`Error::Io`], also when the file is missing.
-    pub(crate) fn open(
-        storage: &dyn Storage,
-        path: &Path,
-        base_offset: u64,
-        max_index_bytes: u64,
-        plausible: u64,
-    ) -> Result<(Self, IndexLoad)> {
-        let (slots, load) = IndexFile::open(storage, path, max_index_bytes, plausible)?;
-        Ok((TimeIndex { slots, base_offset }, load))
-    }
-
     /// Reads an existing index file without changing it. `Ok(None)` when
     /// the file is missing, longer than `plausible` bytes (not read at all)
     /// or not clean (a damaged entry after the valid prefix, an incomplete
@@ -122,53 +93,13 @@ impl TimeIndex {
         base_offset: u64,
         plausible: u64,
     ) -> Result<Option<InspectedTimeIndex>> {
-        Ok(
-            match IndexFile::<TimeEntry>::inspect(storage, path, plausible)? {
-                Some((load, slots)) if load.is_clean() => Some(InspectedTimeIndex {
-                    last: slots
-                        .last()
-                        .map(|e| (e.timestamp, base_offset + u64::from(e.relative_offset))),
-                    trimmed: load.is_trimmed(),
-                }),
-                _ => None,
-            },
-        )
-    }
-
-    /// An empty index in the file at `path` (created if missing) whose
-    /// content is dropped unread, for a rebuild (see
-    /// [`IndexFile::emptied`]).
-    ///
-    /// # Errors
-    /// [`Error::Io`].
-    pub(crate) fn emptied(
-        storage: &dyn Storage,
-        path: &Path,
-        base_offset: u64,
-        max_index_bytes: u64,
-    ) -> Result<Self> {
-        Ok(TimeIndex {
-            slots: IndexFile::emptied(storage, path, max_index_bytes)?,
-            base_offset,
-        })
-    }
-
-    /// An empty index in a file that `mode` creates, or (`Existing`) in a
-    /// file known to hold only zeros, such as an adopted spare.
-    ///
-    /// # Errors
-    /// [`Error::Io`].
-    pub(crate) fn empty(
-        storage: &dyn Storage,
-        path: &Path,
-        base_offset: u64,
-        max_index_bytes: u64,
-        mode: crate::storage::OpenMode,
-    ) -> Result<Self> {
-        Ok(TimeIndex {
-            slots: IndexFile::empty(storage, path, max_index_bytes, mode)?,
-            base_offset,
-        })
+        let clean = IndexFile::<TimeEntry>::inspect_clean(storage, path, plausible)?;
+        Ok(clean.map(|(slots, trimmed)| InspectedTimeIndex {
+            last: slots
+                .last()
+                .map(|e| (e.timestamp, base_offset + u64::from(e.relative_offset))),
+            trimmed,
+        }))
     }
 
     fn absolute(&self, entry: TimeEntry) -> (i64, u64) {

@@ -17,6 +17,7 @@ use logbus::{
 
 use crate::gate::{Bug, Gate};
 use crate::model::{Draft, PartitionModel, Rec, Rng, build_batch, read_served};
+use crate::run::{Crash, Explorer, Trail, join_appenders, placed, spawn_appenders, until_acks};
 use crate::{Failure, POLICIES, Policy, Stats, tempdir};
 
 const NAMES: [&str; 5] = ["alpha", "beta", "gamma", "delta", "eps"];
@@ -28,12 +29,6 @@ struct TopicModel {
     policy: Policy,
     segment_bytes: u64,
     parts: Vec<PartitionModel>,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Crash {
-    PowerLoss(u64),
-    Kill,
 }
 
 /// An append's outcome as a thread or a producer callback reports it.
@@ -52,10 +47,15 @@ enum Event {
     },
 }
 
+impl Event {
+    fn is_ack(&self) -> bool {
+        matches!(self, Event::Acked { .. })
+    }
+}
+
 /// One seeded run over one cluster.
 pub(crate) struct ClusterRun {
-    seed: u64,
-    policy: Policy,
+    trail: Trail,
     rng: Rng,
     _tmp: tempfile::TempDir,
     root: PathBuf,
@@ -66,7 +66,6 @@ pub(crate) struct ClusterRun {
     cluster: Option<Cluster>,
     topics: BTreeMap<String, TopicModel>,
     deleted_ids: HashSet<String>,
-    history: Vec<String>,
     next_id: u64,
     pub(crate) stats: Stats,
 }
@@ -78,8 +77,7 @@ impl ClusterRun {
         let faulty = crate::faulty_storage();
         let gate = Gate::new(&faulty, bug);
         ClusterRun {
-            seed,
-            policy,
+            trail: Trail::new("cluster", policy, seed),
             rng: Rng(seed ^ 0xc1a5_7e00),
             _tmp: tmp,
             root,
@@ -90,46 +88,20 @@ impl ClusterRun {
             cluster: None,
             topics: BTreeMap::new(),
             deleted_ids: HashSet::new(),
-            history: Vec::new(),
             next_id: 0,
             stats: Stats::default(),
         }
     }
 
-    fn note(&mut self, what: String) {
-        self.history.push(what);
-    }
-
-    fn fail(&self, crash: u64, message: String) -> Failure {
-        Failure {
-            level: "cluster",
-            policy: self.policy,
-            seed: self.seed,
-            crash,
-            message,
-            history: self.history.clone(),
-        }
-    }
-
     pub(crate) fn run(mut self, crashes: u64) -> Result<Stats, Failure> {
         if let Err(e) = self.open().map(|c| self.cluster = Some(c)) {
-            return Err(self.fail(0, format!("first open: {e}")));
+            return Err(self.trail.fail(0, format!("first open: {e}")));
         }
-        for crash in 0..crashes {
-            let steps = self.rng.range(1, 14);
-            for _ in 0..steps {
-                if let Err(e) = self.step() {
-                    return Err(self.fail(crash, e));
-                }
-            }
-            if let Err(e) = self.crash_state() {
-                return Err(self.fail(crash, e));
-            }
-        }
+        self.crash_states(crashes)?;
         if let Some(cluster) = self.cluster.take() {
             cluster
                 .close()
-                .map_err(|e| self.fail(crashes, format!("close: {e}")))?;
+                .map_err(|e| self.trail.fail(crashes, format!("close: {e}")))?;
         }
         Ok(self.stats)
     }
@@ -187,7 +159,7 @@ impl ClusterRun {
                 let fill = (b'a' + (id % 26) as u8) as char;
                 let value = format!(
                     "{:x}.{id}.{}",
-                    self.seed,
+                    self.trail.seed,
                     fill.to_string().repeat(len as usize)
                 );
                 let key = if compacted || self.rng.chance(80) {
@@ -216,29 +188,6 @@ impl ClusterRun {
         }
     }
 
-    fn step(&mut self) -> Result<(), String> {
-        match self.rng.below(100) {
-            0..=29 => self.append(),
-            30..=39 => self.produce(None),
-            40..=47 => self.concurrent(None),
-            48..=54 => self.create_topic(),
-            55..=57 => self.delete_topic(),
-            58..=59 => self.add_partitions(),
-            60..=64 => self.delete_records(),
-            65..=69 => self.retention(),
-            70..=74 => self.clean(),
-            75..=83 => self.checkpoint(),
-            84..=89 => {
-                let ms = self.rng.range(10, 120);
-                self.clock.advance_ms(ms as i64);
-                self.note(format!("clock +{ms} ms"));
-                Ok(())
-            }
-            90..=91 => self.close_and_reopen(),
-            _ => self.append(),
-        }
-    }
-
     fn create_topic(&mut self) -> Result<(), String> {
         if self.topics.len() >= 3 {
             return self.append();
@@ -251,7 +200,7 @@ impl ClusterRun {
         let name = free[self.rng.below(free.len() as u64) as usize].to_string();
         // Half the topics take the run's policy, the rest any other.
         let policy = if self.rng.chance(50) {
-            self.policy
+            self.trail.policy
         } else {
             POLICIES[self.rng.below(POLICIES.len() as u64) as usize]
         };
@@ -282,7 +231,7 @@ impl ClusterRun {
         if self.deleted_ids.contains(&id) {
             return Err(format!("{name} was created with a deleted topic's id {id}"));
         }
-        self.note(format!(
+        self.trail.note(format!(
             "create topic {name} ({id}): {partitions} partition(s), {}, compacted={compacted}, \
              segment.bytes={segment_bytes}",
             policy.name()
@@ -310,7 +259,8 @@ impl ClusterRun {
             .map_err(|e| format!("delete_topic({name}): {e}"))?;
         let model = self.topics.remove(&name).expect("live topic");
         self.deleted_ids.insert(model.id.clone());
-        self.note(format!("delete topic {name} ({})", model.id));
+        self.trail
+            .note(format!("delete topic {name} ({})", model.id));
         Ok(())
     }
 
@@ -329,7 +279,8 @@ impl ClusterRun {
         let t = self.topics.get_mut(&name).expect("live topic");
         let compacted = t.parts[0].compacted;
         t.parts.push(PartitionModel::new(compacted));
-        self.note(format!("{name} now has {total} partitions"));
+        self.trail
+            .note(format!("{name} now has {total} partitions"));
         Ok(())
     }
 
@@ -349,7 +300,7 @@ impl ClusterRun {
             .enumerate()
             .map(|(i, d)| d.at(info.first_offset() + i as u64))
             .collect();
-        self.note(format!(
+        self.trail.note(format!(
             "append {count} to {name}-{p} at {}",
             info.first_offset()
         ));
@@ -421,14 +372,7 @@ impl ClusterRun {
         let mut events = Vec::new();
         let mut crash_info = None;
         if let Some((kind, after)) = crash {
-            let mut acks = 0;
-            while acks < after.min(count) {
-                let Ok(event) = rx.recv() else { break };
-                if matches!(event, Event::Acked { .. }) {
-                    acks += 1;
-                }
-                events.push(event);
-            }
+            events = until_acks(&rx, after.min(count), Event::is_ack);
             crashed.store(true, Ordering::SeqCst);
             let pre = self.kill(kind)?;
             crash_info = Some((kind, pre));
@@ -466,61 +410,40 @@ impl ClusterRun {
         let total: u64 = work.iter().map(|w| w.len() as u64).sum();
         let crashed = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
-        let handles: Vec<_> = work
-            .into_iter()
-            .map(|mine| {
-                let tx = tx.clone();
-                let crashed = Arc::clone(&crashed);
-                std::thread::spawn(move || {
-                    for (partition, drafts) in mine {
-                        let mut bytes = build_batch(&drafts);
-                        let topic = partition.topic().to_string();
-                        let p = partition.partition();
-                        let event = match partition.append(&mut bytes) {
-                            Ok(info) => Event::Acked {
-                                late: crashed.load(Ordering::SeqCst),
-                                topic,
-                                partition: p,
-                                recs: drafts
-                                    .iter()
-                                    .enumerate()
-                                    .map(|(i, d)| d.at(info.first_offset() + i as u64))
-                                    .collect(),
-                            },
-                            Err(e) => Event::Failed {
-                                topic,
-                                partition: p,
-                                drafts,
-                                error: e.to_string(),
-                            },
-                        };
-                        if tx.send(event).is_err() {
-                            return;
-                        }
-                    }
-                })
-            })
-            .collect();
+        let handles = spawn_appenders(
+            work,
+            &crashed,
+            &tx,
+            |(partition, drafts): (Partition, Vec<Draft>), crashed| {
+                let mut bytes = build_batch(&drafts);
+                let topic = partition.topic().to_string();
+                let p = partition.partition();
+                match partition.append(&mut bytes) {
+                    Ok(info) => Event::Acked {
+                        late: crashed.load(Ordering::SeqCst),
+                        topic,
+                        partition: p,
+                        recs: placed(&drafts, info.first_offset()),
+                    },
+                    Err(e) => Event::Failed {
+                        topic,
+                        partition: p,
+                        drafts,
+                        error: e.to_string(),
+                    },
+                }
+            },
+        );
         drop(tx);
         let mut events = Vec::new();
         let mut crash_info = None;
         if let Some((kind, after)) = crash {
-            let mut acks = 0;
-            while acks < after.min(total) {
-                let Ok(event) = rx.recv() else { break };
-                if matches!(event, Event::Acked { .. }) {
-                    acks += 1;
-                }
-                events.push(event);
-            }
+            events = until_acks(&rx, after.min(total), Event::is_ack);
             crashed.store(true, Ordering::SeqCst);
             let pre = self.kill(kind)?;
             crash_info = Some((kind, pre));
         }
-        for h in handles {
-            h.join()
-                .map_err(|_| "an appender thread panicked".to_string())?;
-        }
+        join_appenders(handles)?;
         events.extend(rx.iter());
         self.absorb(events, crash.is_some(), &format!("{threads} threads"))?;
         if let Some((kind, pre)) = crash_info {
@@ -572,7 +495,7 @@ impl ClusterRun {
                 }
             }
         }
-        self.note(format!(
+        self.trail.note(format!(
             "{who} appended: {acked} acknowledged, {late} late, {failed} failed{}",
             if crashed { ", crash among them" } else { "" }
         ));
@@ -590,7 +513,8 @@ impl ClusterRun {
         let new_start = partition
             .delete_records(to)
             .map_err(|e| format!("delete_records({to}) on {name}-{p}: {e}"))?;
-        self.note(format!("delete_records({to}) on {name}-{p} -> {new_start}"));
+        self.trail
+            .note(format!("delete_records({to}) on {name}-{p} -> {new_start}"));
         // It returned: the new log start is checkpointed.
         self.topics.get_mut(&name).expect("live topic").parts[p as usize]
             .start_persisted(new_start);
@@ -605,7 +529,8 @@ impl ClusterRun {
             .partition(&name, p)?
             .enforce_retention()
             .map_err(|e| format!("enforce_retention on {name}-{p}: {e}"))?;
-        self.note(format!("retention on {name}-{p}: {report:?}"));
+        self.trail
+            .note(format!("retention on {name}-{p}: {report:?}"));
         Ok(())
     }
 
@@ -620,7 +545,7 @@ impl ClusterRun {
             .partition(&name, p)?
             .clean()
             .map_err(|e| format!("clean on {name}-{p}: {e}"))?;
-        self.note(format!("clean {name}-{p}: {report:?}"));
+        self.trail.note(format!("clean {name}-{p}: {report:?}"));
         Ok(())
     }
 
@@ -652,7 +577,7 @@ impl ClusterRun {
                 }
             }
         }
-        self.note(format!(
+        self.trail.note(format!(
             "checkpoint: recovery points {recovery:?}, log starts {starts:?}"
         ));
         Ok(())
@@ -663,7 +588,7 @@ impl ClusterRun {
         let cluster = self.cluster.take().expect("open cluster");
         cluster.close().map_err(|e| format!("close: {e}"))?;
         drop(cluster);
-        self.note("clean close".into());
+        self.trail.note("clean close".into());
         self.reopen_and_check(&pre, true)
     }
 
@@ -684,38 +609,9 @@ impl ClusterRun {
 
     /// Crashes the process; returns the log starts the dead cluster had.
     fn kill(&mut self, kind: Crash) -> Result<BTreeMap<(String, u32), u64>, String> {
-        match kind {
-            Crash::PowerLoss(seed) => {
-                let report = self
-                    .gate
-                    .crash(seed)
-                    .map_err(|e| format!("power_loss({seed}) failed: {e}"))?;
-                self.note(format!("power loss {seed:#x}: {report:?}"));
-            }
-            Crash::Kill => {
-                self.gate.kill();
-                self.note("process killed".into());
-            }
-        }
+        let what = kind.strike(&self.gate)?;
+        self.trail.note(what);
         self.starts()
-    }
-
-    fn crash_state(&mut self) -> Result<(), String> {
-        let kind = if self.rng.chance(10) {
-            Crash::Kill
-        } else {
-            Crash::PowerLoss(self.rng.next_u64())
-        };
-        if !self.topics.is_empty() && self.rng.chance(30) {
-            let after = self.rng.range(0, 8);
-            return if self.rng.chance(50) {
-                self.concurrent(Some((kind, after)))
-            } else {
-                self.produce(Some((kind, after)))
-            };
-        }
-        let pre = self.kill(kind)?;
-        self.after_crash(kind, pre)
     }
 
     fn after_crash(
@@ -737,7 +633,7 @@ impl ClusterRun {
         let dump = crate::Dump::take(&self.root);
         let result = self.check_reopen(pre, page_cache_survived);
         if let (Err(e), Some(dump)) = (&result, dump) {
-            let at = dump.save("cluster", self.policy, self.seed);
+            let at = dump.save("cluster", self.trail.policy, self.trail.seed);
             return Err(format!(
                 "{e} (the files before the reopen: {})",
                 at.display()
@@ -839,12 +735,59 @@ impl ClusterRun {
         {
             return Err(format!("deleted topic id {id} is back"));
         }
-        self.note(format!(
+        self.trail.note(format!(
             "reopened: {}; metadata {:?}; removed dirs {:?}",
             summary.join(", "),
             report.metadata,
             report.removed_dirs
         ));
         Ok(())
+    }
+}
+
+impl Explorer for ClusterRun {
+    fn trail(&self) -> &Trail {
+        &self.trail
+    }
+
+    fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
+    fn step(&mut self) -> Result<(), String> {
+        match self.rng.below(100) {
+            0..=29 => self.append(),
+            30..=39 => self.produce(None),
+            40..=47 => self.concurrent(None),
+            48..=54 => self.create_topic(),
+            55..=57 => self.delete_topic(),
+            58..=59 => self.add_partitions(),
+            60..=64 => self.delete_records(),
+            65..=69 => self.retention(),
+            70..=74 => self.clean(),
+            75..=83 => self.checkpoint(),
+            84..=89 => {
+                let ms = self.rng.range(10, 120);
+                self.clock.advance_ms(ms as i64);
+                self.trail.note(format!("clock +{ms} ms"));
+                Ok(())
+            }
+            90..=91 => self.close_and_reopen(),
+            _ => self.append(),
+        }
+    }
+
+    fn crash_state(&mut self) -> Result<(), String> {
+        let kind = Crash::pick(&mut self.rng);
+        if !self.topics.is_empty() && self.rng.chance(30) {
+            let after = self.rng.range(0, 8);
+            return if self.rng.chance(50) {
+                self.concurrent(Some((kind, after)))
+            } else {
+                self.produce(Some((kind, after)))
+            };
+        }
+        let pre = self.kill(kind)?;
+        self.after_crash(kind, pre)
     }
 }

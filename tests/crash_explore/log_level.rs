@@ -13,6 +13,7 @@ use logbus::{CheckpointRead, Clock, FaultyStorage, Log, LogConfig, ManualClock, 
 
 use crate::gate::{Bug, Gate};
 use crate::model::{Draft, PartitionModel, Rec, Rng, build_batch, read_served};
+use crate::run::{Crash, Explorer, Trail, join_appenders, placed, spawn_appenders, until_acks};
 use crate::{Failure, Policy, Stats, tempdir};
 
 const RECOVERY_POINT: &str = "recovery-point-offset-checkpoint";
@@ -23,15 +24,6 @@ const CLEANER: &str = "cleaner-offset-checkpoint";
 /// a bound against hanging forever: the wait ends when the flush does.
 const FLUSH_WAIT: Duration = Duration::from_secs(60);
 
-/// What a crash is.
-#[derive(Debug, Clone, Copy)]
-enum Crash {
-    /// `FaultyStorage::power_loss(seed)`.
-    PowerLoss(u64),
-    /// The process dies; the page cache survives.
-    Kill,
-}
-
 /// One append that threads report back.
 enum Event {
     Acked { recs: Vec<Rec>, late: bool },
@@ -40,8 +32,7 @@ enum Event {
 
 /// One seeded run over one log.
 pub(crate) struct LogRun {
-    seed: u64,
-    policy: Policy,
+    trail: Trail,
     rng: Rng,
     _tmp: tempfile::TempDir,
     root: PathBuf,
@@ -53,7 +44,6 @@ pub(crate) struct LogRun {
     gate: Gate,
     log: Option<Arc<Log>>,
     model: PartitionModel,
-    history: Vec<String>,
     next_id: u64,
     segment_bytes: u64,
     /// The recovery point the last open was given.
@@ -97,8 +87,7 @@ impl LogRun {
         let faulty = crate::faulty_storage();
         let gate = Gate::new(&faulty, bug);
         LogRun {
-            seed,
-            policy,
+            trail: Trail::new("log", policy, seed),
             rng,
             _tmp: tmp,
             root,
@@ -110,7 +99,6 @@ impl LogRun {
             gate,
             log: None,
             model: PartitionModel::new(compacted),
-            history: Vec::new(),
             next_id: 0,
             segment_bytes,
             opened_with: 0,
@@ -120,43 +108,19 @@ impl LogRun {
         }
     }
 
-    fn note(&mut self, what: String) {
-        self.history.push(what);
-    }
-
-    fn fail(&self, crash: u64, message: String) -> Failure {
-        Failure {
-            level: "log",
-            policy: self.policy,
-            seed: self.seed,
-            crash,
-            message,
-            history: self.history.clone(),
-        }
-    }
-
     /// Runs `crashes` crash states (plus the steps between them).
     pub(crate) fn run(mut self, crashes: u64) -> Result<Stats, Failure> {
         let compacted = self.model.compacted;
-        self.note(format!("config: compacted={compacted} {:?}", self.config));
+        self.trail
+            .note(format!("config: compacted={compacted} {:?}", self.config));
         if let Err(e) = self.first_open() {
-            return Err(self.fail(0, e));
+            return Err(self.trail.fail(0, e));
         }
-        for crash in 0..crashes {
-            let steps = self.rng.range(1, 14);
-            for _ in 0..steps {
-                if let Err(e) = self.step() {
-                    return Err(self.fail(crash, e));
-                }
-            }
-            if let Err(e) = self.crash_state() {
-                return Err(self.fail(crash, e));
-            }
-        }
+        self.crash_states(crashes)?;
         if let Some(log) = self.log.take() {
             let log = Arc::try_unwrap(log).expect("no other log handle");
             log.close()
-                .map_err(|e| self.fail(crashes, format!("close: {e}")))?;
+                .map_err(|e| self.trail.fail(crashes, format!("close: {e}")))?;
         }
         Ok(self.stats)
     }
@@ -194,7 +158,7 @@ impl LogRun {
                 .write(&entries)
                 .map_err(|e| format!("writing {name}: {e}"))?;
         }
-        self.note(format!("checkpoints {files:?}"));
+        self.trail.note(format!("checkpoints {files:?}"));
         self.model.start_persisted(log.log_start_offset());
         Ok(())
     }
@@ -212,7 +176,7 @@ impl LogRun {
         if self.model.compacted {
             builder = builder.cleaner_checkpoint(cleaner);
         }
-        self.note(format!(
+        self.trail.note(format!(
             "open: recovery point {rp}, log start {start}, cleaner {cleaner}"
         ));
         self.opened_with = rp;
@@ -247,7 +211,7 @@ impl LogRun {
                 let fill = (b'a' + (id % 26) as u8) as char;
                 let value = format!(
                     "{:x}.{id}.{}",
-                    self.seed,
+                    self.trail.seed,
                     fill.to_string().repeat(len as usize)
                 );
                 let key = if self.model.compacted {
@@ -269,7 +233,7 @@ impl LogRun {
     /// An acknowledged append: the model and the policy's bound.
     fn on_ack(&mut self, recs: &[Rec]) {
         self.model.acked(recs);
-        if let (Some(n), Some(last)) = (self.policy.messages(), recs.last()) {
+        if let (Some(n), Some(last)) = (self.trail.policy.messages(), recs.last()) {
             self.model
                 .raise_bound((last.offset + 1).saturating_sub(n - 1));
         }
@@ -288,7 +252,7 @@ impl LogRun {
             .enumerate()
             .map(|(i, d)| d.at(info.first_offset() + i as u64))
             .collect();
-        self.note(format!(
+        self.trail.note(format!(
             "append {} record(s) at {} ({} bytes)",
             recs.len(),
             info.first_offset(),
@@ -316,61 +280,32 @@ impl LogRun {
         let crashed = Arc::new(AtomicBool::new(false));
         let (tx, rx) = mpsc::channel();
         let log = Arc::clone(self.log());
-        let handles: Vec<_> = work
-            .into_iter()
-            .map(|mine| {
-                let log = Arc::clone(&log);
-                let tx = tx.clone();
-                let crashed = Arc::clone(&crashed);
-                std::thread::spawn(move || {
-                    for drafts in mine {
-                        let mut bytes = build_batch(&drafts);
-                        let event = match log.append(&mut bytes, 0) {
-                            Ok(info) => Event::Acked {
-                                // Read after the append returned: an ack
-                                // the crash may have overtaken is not one.
-                                late: crashed.load(Ordering::SeqCst),
-                                recs: drafts
-                                    .iter()
-                                    .enumerate()
-                                    .map(|(i, d)| d.at(info.first_offset() + i as u64))
-                                    .collect(),
-                            },
-                            Err(e) => Event::Failed {
-                                drafts,
-                                error: e.to_string(),
-                            },
-                        };
-                        if tx.send(event).is_err() {
-                            return;
-                        }
-                    }
-                })
-            })
-            .collect();
+        let handles = spawn_appenders(work, &crashed, &tx, move |drafts: Vec<Draft>, crashed| {
+            let mut bytes = build_batch(&drafts);
+            match log.append(&mut bytes, 0) {
+                Ok(info) => Event::Acked {
+                    // Read after the append returned: an ack the crash may
+                    // have overtaken is not one.
+                    late: crashed.load(Ordering::SeqCst),
+                    recs: placed(&drafts, info.first_offset()),
+                },
+                Err(e) => Event::Failed {
+                    drafts,
+                    error: e.to_string(),
+                },
+            }
+        });
         drop(tx);
-        drop(log);
         let mut events = Vec::new();
         let mut crash_info = None;
         if let Some((kind, after)) = crash {
-            let after = after.min(total);
-            let mut acks = 0;
-            while acks < after {
-                let Ok(event) = rx.recv() else { break };
-                if matches!(event, Event::Acked { .. }) {
-                    acks += 1;
-                }
-                events.push(event);
-            }
+            events = until_acks(&rx, after.min(total), |e| matches!(e, Event::Acked { .. }));
             let r_before = self.log().recovery_point();
             crashed.store(true, Ordering::SeqCst);
             self.kill(kind)?;
             crash_info = Some((kind, r_before));
         }
-        for h in handles {
-            h.join()
-                .map_err(|_| "an appender thread panicked".to_string())?;
-        }
+        join_appenders(handles)?;
         events.extend(rx.iter());
         let (mut acked, mut late, mut failed) = (0, 0, 0);
         for event in events {
@@ -394,7 +329,7 @@ impl LogRun {
                 }
             }
         }
-        self.note(format!(
+        self.trail.note(format!(
             "{threads} threads appended: {acked} acknowledged, {late} late, {failed} failed{}",
             if crash.is_some() {
                 ", crash among them"
@@ -411,46 +346,10 @@ impl LogRun {
         Ok(())
     }
 
-    fn step(&mut self) -> Result<(), String> {
-        let roll = self.rng.below(100);
-        match roll {
-            0..=39 => self.append(false),
-            40..=44 => self.append(true),
-            45..=54 => self.concurrent(None),
-            55..=59 => {
-                let leo = self.log().log_end_offset();
-                self.log().flush().map_err(|e| format!("flush: {e}"))?;
-                self.model.raise_bound(leo);
-                self.note(format!("flush to {leo}"));
-                Ok(())
-            }
-            60..=67 => self.tick(),
-            68..=73 => {
-                let report = self
-                    .log()
-                    .enforce_retention()
-                    .map_err(|e| format!("enforce_retention: {e}"))?;
-                let start = self.log().log_start_offset();
-                self.note(format!("retention: {report:?}, log start {start}"));
-                Ok(())
-            }
-            74..=78 => self.delete_records(),
-            79..=84 if self.model.compacted => {
-                let report = self.log().clean().map_err(|e| format!("clean: {e}"))?;
-                self.note(format!("clean: {report:?}"));
-                Ok(())
-            }
-            85..=87 => self.truncate(),
-            88..=96 => self.write_checkpoints(),
-            97..=98 => self.close_and_reopen(),
-            _ => self.append(false),
-        }
-    }
-
     /// Moves the clock: by the flush interval (then the background flush
     /// must cover everything appended before), or by a while (retention).
     fn tick(&mut self) -> Result<(), String> {
-        if let Some(ms) = self.policy.interval_ms() {
+        if let Some(ms) = self.trail.policy.interval_ms() {
             let leo = self.log().log_end_offset();
             self.clock.advance_ms(ms as i64);
             if !self.log().wait_for_flush(leo, FLUSH_WAIT) {
@@ -459,11 +358,11 @@ impl LogRun {
                 ));
             }
             self.model.raise_bound(leo);
-            self.note(format!("tick {ms} ms: flushed to {leo}"));
+            self.trail.note(format!("tick {ms} ms: flushed to {leo}"));
         } else {
             let ms = self.rng.range(1_000, 40_000);
             self.clock.advance_ms(ms as i64);
-            self.note(format!("clock +{ms} ms"));
+            self.trail.note(format!("clock +{ms} ms"));
         }
         Ok(())
     }
@@ -475,7 +374,8 @@ impl LogRun {
             .log()
             .delete_records(to)
             .map_err(|e| format!("delete_records({to}): {e}"))?;
-        self.note(format!("delete_records({to}) -> {new_start}"));
+        self.trail
+            .note(format!("delete_records({to}) -> {new_start}"));
         // The owner checkpoints the new log start before answering.
         self.write_checkpoints()
     }
@@ -506,7 +406,7 @@ impl LogRun {
             .log()
             .truncate_to(to)
             .map_err(|e| format!("truncate_to({to}): {e}"))?;
-        self.note(format!("truncate_to({to}) -> {new_end}"));
+        self.trail.note(format!("truncate_to({to}) -> {new_end}"));
         self.model.truncated(new_end);
         // As Kafka's LogManager.truncateTo, the owner checkpoints the
         // lowered recovery point at once.
@@ -518,46 +418,22 @@ impl LogRun {
         let pre_start = log.log_start_offset();
         self.max_cleaned = self.max_cleaned.max(log.cleaner_checkpoint());
         log.close().map_err(|e| format!("close: {e}"))?;
-        self.note("clean close".into());
+        self.trail.note("clean close".into());
         // A clean close flushes: everything acknowledged is promised.
         let promised = self.model.promised(0, true);
         self.reopen_and_check(pre_start, &promised, true)
     }
 
     fn kill(&mut self, kind: Crash) -> Result<(), String> {
-        match kind {
-            Crash::PowerLoss(seed) => {
-                if std::env::var_os("LOGBUS_EXPLORE_DUMP").is_some() {
-                    let pending = self.faulty.pending_dir_ops();
-                    self.note(format!("pending directory operations: {pending:?}"));
-                }
-                let report = self
-                    .gate
-                    .crash(seed)
-                    .map_err(|e| format!("power_loss({seed}) failed: {e}"))?;
-                self.note(format!("power loss {seed:#x}: {report:?}"));
-            }
-            Crash::Kill => {
-                self.gate.kill();
-                self.note("process killed".into());
-            }
+        if matches!(kind, Crash::PowerLoss(_)) && std::env::var_os("LOGBUS_EXPLORE_DUMP").is_some()
+        {
+            let pending = self.faulty.pending_dir_ops();
+            self.trail
+                .note(format!("pending directory operations: {pending:?}"));
         }
+        let what = kind.strike(&self.gate)?;
+        self.trail.note(what);
         Ok(())
-    }
-
-    fn crash_state(&mut self) -> Result<(), String> {
-        let kind = if self.rng.chance(10) {
-            Crash::Kill
-        } else {
-            Crash::PowerLoss(self.rng.next_u64())
-        };
-        if self.rng.chance(25) {
-            let after = self.rng.range(0, 8);
-            return self.concurrent(Some((kind, after)));
-        }
-        let r_before = self.log().recovery_point();
-        self.kill(kind)?;
-        self.after_crash(kind, r_before)
     }
 
     /// Drops the dead log and checks the reopen.
@@ -581,7 +457,7 @@ impl LogRun {
         let dump = crate::Dump::take(&self.root);
         let result = self.reopen_and_check_inner(pre_start, promised, no_cut);
         if let (Err(e), Some(dump)) = (&result, &dump) {
-            let at = dump.save("log", self.policy, self.seed);
+            let at = dump.save("log", self.trail.policy, self.trail.seed);
             if let Some(previous) = &self.previous_dump {
                 previous.save_as(&at.with_extension("previous"));
             }
@@ -604,7 +480,8 @@ impl LogRun {
         let log = self.open()?;
         let (start, end) = (log.log_start_offset(), log.log_end_offset());
         let report = log.recovery_report().clone();
-        self.note(format!("reopened [{start}, {end}): {report:?}"));
+        self.trail
+            .note(format!("reopened [{start}, {end}): {report:?}"));
         let now = read_served(|o, m| log.read(o, m), start, end, self.model.compacted)?;
         let checked = self
             .model
@@ -627,5 +504,63 @@ impl LogRun {
         self.log = Some(Arc::new(log));
         // The owner checkpoints what the open found.
         self.write_checkpoints()
+    }
+}
+
+impl Explorer for LogRun {
+    fn trail(&self) -> &Trail {
+        &self.trail
+    }
+
+    fn rng(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
+    fn step(&mut self) -> Result<(), String> {
+        let roll = self.rng.below(100);
+        match roll {
+            0..=39 => self.append(false),
+            40..=44 => self.append(true),
+            45..=54 => self.concurrent(None),
+            55..=59 => {
+                let leo = self.log().log_end_offset();
+                self.log().flush().map_err(|e| format!("flush: {e}"))?;
+                self.model.raise_bound(leo);
+                self.trail.note(format!("flush to {leo}"));
+                Ok(())
+            }
+            60..=67 => self.tick(),
+            68..=73 => {
+                let report = self
+                    .log()
+                    .enforce_retention()
+                    .map_err(|e| format!("enforce_retention: {e}"))?;
+                let start = self.log().log_start_offset();
+                self.trail
+                    .note(format!("retention: {report:?}, log start {start}"));
+                Ok(())
+            }
+            74..=78 => self.delete_records(),
+            79..=84 if self.model.compacted => {
+                let report = self.log().clean().map_err(|e| format!("clean: {e}"))?;
+                self.trail.note(format!("clean: {report:?}"));
+                Ok(())
+            }
+            85..=87 => self.truncate(),
+            88..=96 => self.write_checkpoints(),
+            97..=98 => self.close_and_reopen(),
+            _ => self.append(false),
+        }
+    }
+
+    fn crash_state(&mut self) -> Result<(), String> {
+        let kind = Crash::pick(&mut self.rng);
+        if self.rng.chance(25) {
+            let after = self.rng.range(0, 8);
+            return self.concurrent(Some((kind, after)));
+        }
+        let r_before = self.log().recovery_point();
+        self.kill(kind)?;
+        self.after_crash(kind, r_before)
     }
 }

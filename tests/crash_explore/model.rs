@@ -53,24 +53,10 @@ pub(crate) fn build_batch(drafts: &[Draft]) -> Vec<u8> {
     builder.build().expect("build batch").to_vec()
 }
 
-/// A small deterministic generator (SplitMix64).
-#[derive(Debug, Clone)]
-pub(crate) struct Rng(pub(crate) u64);
+/// The tests' small deterministic generator (SplitMix64).
+pub(crate) use crate::common::Rng;
 
 impl Rng {
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A value in `0..n` (`n > 0`).
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
     /// A value in `lo..=hi`.
     pub(crate) fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.below(hi - lo + 1)

@@ -12,6 +12,12 @@ use logbus::format::BatchHeader;
 pub(crate) type Tree = BTreeMap<PathBuf, Option<Vec<u8>>>;
 
 pub(crate) fn snapshot(root: &Path) -> Tree {
+    read_tree(root, false)
+}
+
+/// Every file below `root` by relative path, with its bytes; directories
+/// as `None`. The directory locks (`.lock`) only with `locks`.
+pub(crate) fn read_tree(root: &Path, locks: bool) -> Tree {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -21,12 +27,27 @@ pub(crate) fn snapshot(root: &Path) -> Tree {
             if path.is_dir() {
                 out.insert(rel, None);
                 stack.push(path);
-            } else if path.file_name().is_some_and(|n| n != ".lock") {
+            } else if locks || path.file_name().is_some_and(|n| n != ".lock") {
                 out.insert(rel, Some(std::fs::read(&path).expect("read file")));
             }
         }
     }
     out
+}
+
+/// Writes `tree` below `root` (which it creates), over what is there.
+pub(crate) fn write_tree(root: &Path, tree: &Tree) {
+    std::fs::create_dir_all(root).expect("create dir");
+    for (rel, content) in tree {
+        let path = root.join(rel);
+        match content {
+            None => std::fs::create_dir_all(&path).expect("create dir"),
+            Some(bytes) => {
+                std::fs::create_dir_all(path.parent().expect("parent")).expect("create dir");
+                std::fs::write(&path, bytes).expect("write file");
+            }
+        }
+    }
 }
 
 /// What differs between two snapshots, described.

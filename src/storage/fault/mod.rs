@@ -759,6 +759,29 @@ impl FaultyStorage {
                 .map_err(|e| Error::io(op, path, e)),
         }
     }
+
+    /// Removes what is at `path` with `remove` (the operation `name`,
+    /// whose copy step is `copy`), keeping a copy of it as a pending
+    /// directory operation that a power loss may undo.
+    fn remove_keeping_copy(
+        &self,
+        name: &'static str,
+        copy: &'static str,
+        path: &Path,
+        remove: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
+        let mut state = self.check(FaultOp::Remove, name, path)?;
+        let removed = Self::copy_before_removal(copy, path)?;
+        remove()?;
+        if let Some(mut removed) = removed {
+            state.adopt(path, &mut removed);
+            state.pending.push(DirOp::Remove {
+                path: path.to_path_buf(),
+                removed,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Storage for FaultyStorage {
@@ -830,31 +853,15 @@ impl Storage for FaultyStorage {
     }
 
     fn remove_file(&self, path: &Path) -> Result<()> {
-        let mut state = self.check(FaultOp::Remove, "remove_file", path)?;
-        let removed = Self::copy_before_removal("remove_file: copy", path)?;
-        self.shared.std.remove_file(path)?;
-        if let Some(mut removed) = removed {
-            state.adopt(path, &mut removed);
-            state.pending.push(DirOp::Remove {
-                path: path.to_path_buf(),
-                removed,
-            });
-        }
-        Ok(())
+        self.remove_keeping_copy("remove_file", "remove_file: copy", path, || {
+            self.shared.std.remove_file(path)
+        })
     }
 
     fn remove_dir_all(&self, path: &Path) -> Result<()> {
-        let mut state = self.check(FaultOp::Remove, "remove_dir_all", path)?;
-        let removed = Self::copy_before_removal("remove_dir_all: copy", path)?;
-        self.shared.std.remove_dir_all(path)?;
-        if let Some(mut removed) = removed {
-            state.adopt(path, &mut removed);
-            state.pending.push(DirOp::Remove {
-                path: path.to_path_buf(),
-                removed,
-            });
-        }
-        Ok(())
+        self.remove_keeping_copy("remove_dir_all", "remove_dir_all: copy", path, || {
+            self.shared.std.remove_dir_all(path)
+        })
     }
 
     fn list_dir(&self, path: &Path) -> Result<Vec<PathBuf>> {

@@ -23,16 +23,45 @@ pub(super) fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
+/// A new `FaultyStorage` over a temporary directory (keep it alive), and
+/// the path and handle of a file `f` just created in it.
+fn new_file() -> Result<(
+    tempfile::TempDir,
+    FaultyStorage,
+    PathBuf,
+    Arc<dyn StorageFile>,
+)> {
+    let dir = tempdir();
+    let storage = FaultyStorage::new();
+    let path = dir.path().join("f");
+    let file = storage.open(&path, OpenMode::CreateNew)?;
+    Ok((dir, storage, path, file))
+}
+
+/// Every operation through `file`, a handle from before a crash, fails
+/// with an I/O error.
+#[track_caller]
+fn assert_fenced(file: &dyn StorageFile) {
+    let mut buf = [0u8; 1];
+    for err in [
+        file.write_all_at(b"x", 0).unwrap_err(),
+        file.read_exact_at(&mut buf, 0).unwrap_err(),
+        file.sync().unwrap_err(),
+        file.len().unwrap_err(),
+        file.set_len(0).unwrap_err(),
+        file.map(1).unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::Io { .. }), "{err}");
+    }
+}
+
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
 #[test]
 fn nth_faults_fail_once_with_their_kind_and_are_counted() -> Result<()> {
-    let dir = tempdir();
-    let storage = FaultyStorage::new();
-    let path = dir.path().join("f");
-    let file = storage.open(&path, OpenMode::CreateNew)?;
+    let (dir, storage, path, file) = new_file()?;
     assert_eq!(storage.op_count(FaultOp::Create), 1);
 
     storage.fail_nth(FaultOp::Write, 2, FaultKind::Enospc);
@@ -93,10 +122,7 @@ fn fail_all_from_now_until_cleared() -> Result<()> {
 
 #[test]
 fn partial_write_is_unsynced_and_lost_on_crash() -> Result<()> {
-    let dir = tempdir();
-    let storage = FaultyStorage::new();
-    let path = dir.path().join("f");
-    let file = storage.open(&path, OpenMode::CreateNew)?;
+    let (_dir, storage, path, file) = new_file()?;
     file.write_all_at(b"base", 0)?;
     file.sync()?;
     storage.fail_nth_partial_write(1, FaultKind::Eio, 3);
@@ -109,10 +135,7 @@ fn partial_write_is_unsynced_and_lost_on_crash() -> Result<()> {
 
 #[test]
 fn crash_fences_old_handles_and_keeps_old_maps() -> Result<()> {
-    let dir = tempdir();
-    let storage = FaultyStorage::new();
-    let path = dir.path().join("f");
-    let file = storage.open(&path, OpenMode::CreateNew)?;
+    let (_dir, storage, path, file) = new_file()?;
     file.write_all_at(b"durable", 0)?;
     file.sync()?;
     file.write_all_at(b" and volatile", 7)?;
@@ -122,17 +145,7 @@ fn crash_fences_old_handles_and_keeps_old_maps() -> Result<()> {
 
     assert_eq!(map.as_slice(), b"durable and volatile");
     assert_eq!(&bytes[..], b"and");
-    let mut buf = [0u8; 1];
-    for err in [
-        file.write_all_at(b"x", 0).unwrap_err(),
-        file.read_exact_at(&mut buf, 0).unwrap_err(),
-        file.sync().unwrap_err(),
-        file.len().unwrap_err(),
-        file.set_len(0).unwrap_err(),
-        file.map(1).unwrap_err(),
-    ] {
-        assert!(matches!(err, Error::Io { .. }), "{err}");
-    }
+    assert_fenced(file.as_ref());
     let reopened = storage.open(&path, OpenMode::Existing)?;
     assert_eq!(reopened.len()?, 7);
     reopened.write_all_at(b"!", 7)?;
@@ -712,17 +725,7 @@ fn power_loss_fences_handles_keeps_maps_faults_and_counters() -> Result<()> {
     storage.power_loss(5)?;
 
     assert_eq!(&map.as_slice()[PAGE..], b"volatile");
-    let mut buf = [0u8; 1];
-    for err in [
-        file.write_all_at(b"x", 0).unwrap_err(),
-        file.read_exact_at(&mut buf, 0).unwrap_err(),
-        file.sync().unwrap_err(),
-        file.len().unwrap_err(),
-        file.set_len(0).unwrap_err(),
-        file.map(1).unwrap_err(),
-    ] {
-        assert!(matches!(err, Error::Io { .. }), "{err}");
-    }
+    assert_fenced(file.as_ref());
     assert_eq!(storage.op_count(FaultOp::Write), writes);
     assert_eq!(storage.unsynced_summary(), UnsyncedSummary::default());
     // The synced page is intact whatever happened to the other one.
