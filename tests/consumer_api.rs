@@ -205,6 +205,21 @@ fn set_refuses_unknown_names_and_bad_values_naming_the_setting() {
         matches!(&err, Error::InvalidConfig(m) if m.contains("unknown consumer config \"fetch.max.wait\"") && m.contains("fetch.max.wait.ms")),
         "{err}"
     );
+    // Every name the error lists is one `set` knows.
+    let listed = err.to_string();
+    let listed = listed
+        .split("supported: ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(')');
+    assert_eq!(listed.split(", ").count(), 17);
+    for name in listed.split(", ") {
+        let err = ConsumerConfig::builder().set(name, "?").map(|_| ());
+        assert!(
+            !matches!(&err, Err(Error::InvalidConfig(m)) if m.contains("unknown")),
+            "{name}: {err:?}"
+        );
+    }
     for (name, value) in [
         ("fetch.max.wait.ms", "-1"),
         ("fetch.max.wait.ms", "1.5"),

@@ -11,9 +11,13 @@ use crate::config::millis;
 use crate::error::{Error, Result};
 
 /// What a consumer does when it has no valid position for a partition: a
-/// newly assigned partition, or a position outside the log (below the log
-/// start offset after retention or `delete_records`, or above the high
-/// watermark). Kafka's `auto.offset.reset`.
+/// newly assigned partition without a committed offset, or a position
+/// outside the log (below the log start offset after retention or
+/// `delete_records`, or above the high watermark). Kafka's
+/// `auto.offset.reset`. An out-of-range position is reset, silently, by the
+/// next poll that fetches from the partition, to the offset the policy
+/// names at that moment; see
+/// [the `Consumer` docs](crate::Consumer#positions-out-of-range-autooffsetreset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum OffsetReset {
     /// Move to the log start offset (`earliest`).

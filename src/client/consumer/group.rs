@@ -402,8 +402,10 @@ impl Consumer {
     /// Subscribes to `topics` as a member of the consumer's group (Kafka's
     /// `subscribe`): the group's members share the partitions of the
     /// topics, and each [`poll`](Consumer::poll) takes part in the group's
-    /// rebalances. Topics that do not exist yet are picked up when they are
-    /// created. Replaces an earlier subscription (the member rejoins with
+    /// rebalances. Topics that do not exist yet are not an error (and are
+    /// not created): their partitions are assigned once they are created,
+    /// as [the `Consumer` docs](Consumer#subscribing-to-a-topic-that-does-not-exist)
+    /// explain. Replaces an earlier subscription (the member rejoins with
     /// the new topics); an empty list unsubscribes.
     ///
     /// ```

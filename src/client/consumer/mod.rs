@@ -135,6 +135,53 @@ struct Assigned {
 /// `&mut self` (or `&self`), and a `Consumer` may move between threads
 /// (`Send`) but is not shared. Create one per reading thread.
 ///
+/// ## Knowing when it has caught up
+/// With [`enable_partition_eof`](ConsumerConfigBuilder::enable_partition_eof)
+/// (librdkafka's `enable.partition.eof`), a poll also reports each assigned
+/// partition whose position reached its end (the high watermark), once
+/// each time it does: see [`ConsumerRecords::partition_eofs`], whose
+/// example rebuilds state at start-up and stops once every partition is
+/// at its end.
+///
+/// ## Subscribing to a topic that does not exist
+/// Is not an error, and does not create the topic (there is no
+/// `auto.create.topics.enable`; only the name's validity is checked). The
+/// consumer joins its group with no partitions of that topic: its polls
+/// return nothing, and wait out their timeouts, until the topic is
+/// created. Then the group's leader notices at its next poll (a poll
+/// already waiting notices at once) and the group rebalances,
+/// assigning the new partitions; for a lone member that is the first poll
+/// after the creation. Each new partition starts at the group's committed
+/// offset, else by `auto.offset.reset` *at that poll*: with `latest` (the
+/// default), records written between the topic's creation and that poll
+/// are skipped, so a consumer that must see every record of a topic
+/// created later sets [`OffsetReset::Earliest`]. The same holds for topics
+/// a [`subscribe_pattern`](Consumer::subscribe_pattern) matches later.
+/// [`assign`](Consumer::assign)ing a partition of a missing topic by hand,
+/// in contrast, fails with [`Error::UnknownTopicOrPartition`].
+///
+/// ## Positions out of range: `auto.offset.reset`
+/// A position is out of range when it lies below the partition's log start
+/// offset (records removed by retention or
+/// [`delete_records`](crate::Partition::delete_records)) or above its high
+/// watermark (a [`seek`](Consumer::seek) past the end, or a committed offset
+/// beyond the log). The high watermark itself is in range: it is where the
+/// next record will be. Nothing is checked at `seek`, `assign` or
+/// [`position`](Consumer::position), which reports the offset as it is;
+/// the next poll that fetches from the partition finds it out of range and, without an error or a notice, moves it by
+/// `auto.offset.reset`:
+///
+/// - [`OffsetReset::Earliest`]: to the log start offset at that moment;
+/// - [`OffsetReset::Latest`]: to the high watermark at that moment;
+/// - [`OffsetReset::None`]: nowhere: that poll, and every later one, fails
+///   with [`Error::NoOffsetForPartition`] and the position stays as it was
+///   until a `seek` into the log.
+///
+/// Records between the old position and the new one are never returned
+/// by this consumer. A group's committed offset that is out of range is
+/// taken as the position and reset the same way at the fetch. To notice
+/// and decide yourself, use `None` and catch the error.
+///
 /// ```
 /// use logbus::format::BatchBuilder;
 /// use logbus::{Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, NewTopic};
@@ -564,7 +611,11 @@ impl Consumer {
     /// Returns as soon as records are available (subject to
     /// `fetch.min.bytes` / `fetch.max.wait.ms`), at most `max.poll.records`
     /// of them, each partition's in offset order; returns an empty
-    /// [`ConsumerRecords`] when the timeout passes first. The wait sleeps on
+    /// [`ConsumerRecords`] when the timeout passes first. With
+    /// `enable.partition.eof` it also returns as soon as a partition reaches
+    /// its end, reporting it in
+    /// [`partition_eofs`](ConsumerRecords::partition_eofs) (with the
+    /// records that got it there, if any). The wait sleeps on
     /// a channel (no polling loop): an append to an assigned partition, a
     /// jump of a [`ManualClock`](crate::ManualClock) or the deadline wakes
     /// it. Deadlines are read from the cluster's clock, so with a manual
