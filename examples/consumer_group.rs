@@ -308,10 +308,10 @@ fn consume(cluster: &Cluster, index: usize, shared: &Arc<Shared>) -> Result<u64,
         .group_id(GROUP)
         .client_id(name.clone())
         .auto_offset_reset(OffsetReset::Earliest)
-        .session_timeout_ms(1_500)
-        .heartbeat_interval_ms(300)
+        .session_timeout(Duration::from_millis(1_500))
+        .heartbeat_interval(Duration::from_millis(300))
         .enable_auto_commit(true)
-        .auto_commit_interval_ms(200)
+        .auto_commit_interval(Duration::from_millis(200))
         .build()?;
     let mut consumer = Consumer::new(cluster, config)?;
     consumer.set_rebalance_listener(Progress {

@@ -7,7 +7,7 @@
 //! Test names start with the row's number, so `cargo test --test bad_input`
 //! reads as the catalogue.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -519,7 +519,7 @@ fn row09_unknown_topic_name() {
     );
     unknown(
         consumer
-            .offsets_for_times(HashMap::from([(TopicPartition::new("nope", 0), 0)]))
+            .offsets_for_times(&BTreeMap::from([(TopicPartition::new("nope", 0), 0)]))
             .map(|_| ())
             .unwrap_err(),
         None,
@@ -940,18 +940,21 @@ fn row26_consumer_config_out_of_range() {
     let b = ConsumerConfig::builder;
     names_key(b().max_poll_records(0).build(), "max.poll.records");
     names_key(
-        b().heartbeat_interval_ms(0).build(),
+        b().heartbeat_interval(Duration::from_millis(0)).build(),
         "heartbeat.interval.ms",
     );
     names_key(
-        b().session_timeout_ms(3000)
-            .heartbeat_interval_ms(3000)
+        b().session_timeout(Duration::from_millis(3000))
+            .heartbeat_interval(Duration::from_millis(3000))
             .build(),
         "heartbeat.interval.ms",
     );
-    names_key(b().max_poll_interval_ms(0).build(), "max.poll.interval.ms");
     names_key(
-        b().auto_commit_interval_ms(0).build(),
+        b().max_poll_interval(Duration::from_millis(0)).build(),
+        "max.poll.interval.ms",
+    );
+    names_key(
+        b().auto_commit_interval(Duration::from_millis(0)).build(),
         "auto.commit.interval.ms",
     );
     names_key(b().group_id("").build(), "group.id");
@@ -970,24 +973,29 @@ fn row26_consumer_config_out_of_range() {
         "partition.assignment.strategy",
     );
     let above = i32::MAX as u64 + 1;
-    names_key(b().fetch_max_wait_ms(above).build(), "fetch.max.wait.ms");
     names_key(
-        b().fetch_max_bytes(above as usize).build(),
-        "fetch.max.bytes",
+        b().fetch_max_wait(Duration::from_millis(above)).build(),
+        "fetch.max.wait.ms",
     );
+    names_key(b().fetch_max_bytes(above).build(), "fetch.max.bytes");
     names_key(
-        b().max_partition_fetch_bytes(usize::MAX).build(),
+        b().max_partition_fetch_bytes(u64::MAX).build(),
         "max.partition.fetch.bytes",
     );
-    names_key(b().fetch_min_bytes(usize::MAX).build(), "fetch.min.bytes");
+    names_key(b().fetch_min_bytes(u64::MAX).build(), "fetch.min.bytes");
     names_key(b().max_poll_records(usize::MAX).build(), "max.poll.records");
-    names_key(b().session_timeout_ms(above).build(), "session.timeout.ms");
     names_key(
-        b().max_poll_interval_ms(u64::MAX).build(),
+        b().session_timeout(Duration::from_millis(above)).build(),
+        "session.timeout.ms",
+    );
+    names_key(
+        b().max_poll_interval(Duration::from_millis(u64::MAX))
+            .build(),
         "max.poll.interval.ms",
     );
     names_key(
-        b().auto_commit_interval_ms(above).build(),
+        b().auto_commit_interval(Duration::from_millis(above))
+            .build(),
         "auto.commit.interval.ms",
     );
 }
@@ -1086,8 +1094,8 @@ fn row30_session_timeout_outside_the_clusters_group_limits() {
     // The cluster allows [6000, 1800000]; 5000 is a valid consumer config.
     let config = ConsumerConfig::builder()
         .group_id("short")
-        .session_timeout_ms(5_000)
-        .heartbeat_interval_ms(1_000)
+        .session_timeout(Duration::from_millis(5_000))
+        .heartbeat_interval(Duration::from_millis(1_000))
         .build()
         .unwrap();
     let mut consumer = Consumer::new(&live.cluster, config).unwrap();
@@ -1861,12 +1869,12 @@ fn row58_offsets_for_times_or_reset_with_a_negative_timestamp() {
     let live = fx.live();
     let consumer = Consumer::new(&live.cluster, ConsumerConfig::default()).unwrap();
     for ts in [-1, -2, i64::MIN] {
-        let request = HashMap::from([
+        let request = BTreeMap::from([
             (TopicPartition::new("t", 1), 0),
             (TopicPartition::new("t", 0), ts),
         ]);
         let e = expect_err!(
-            consumer.offsets_for_times(request),
+            consumer.offsets_for_times(&request),
             Error::InvalidArgument(_)
         );
         assert!(e.to_string().contains("t-0"), "{e}");

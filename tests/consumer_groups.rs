@@ -38,9 +38,9 @@ fn config(group: &str) -> logbus::ConsumerConfigBuilder {
     ConsumerConfig::builder()
         .group_id(group)
         .auto_offset_reset(OffsetReset::Earliest)
-        .session_timeout_ms(10_000)
-        .heartbeat_interval_ms(1_000)
-        .max_poll_interval_ms(60_000)
+        .session_timeout(Duration::from_millis(10_000))
+        .heartbeat_interval(Duration::from_millis(1_000))
+        .max_poll_interval(Duration::from_millis(60_000))
 }
 
 fn append(cluster: &Cluster, topic: &str, partition: u32, values: &[&str]) {
@@ -305,7 +305,10 @@ fn auto_commit_stores_what_poll_returned_every_interval() {
     append(&f.cluster, "t", 0, &["a", "b"]);
     let mut c = Consumer::new(
         &f.cluster,
-        config("g").auto_commit_interval_ms(5_000).build().unwrap(),
+        config("g")
+            .auto_commit_interval(Duration::from_millis(5_000))
+            .build()
+            .unwrap(),
     )
     .unwrap();
     c.subscribe(["t"]).unwrap();
@@ -578,8 +581,8 @@ fn misuse_is_refused_without_changing_anything() {
     ));
     assert_eq!(c.subscription(), vec!["t".to_string()]);
     let bad = ConsumerConfig::builder()
-        .session_timeout_ms(1_000)
-        .heartbeat_interval_ms(1_000)
+        .session_timeout(Duration::from_millis(1_000))
+        .heartbeat_interval(Duration::from_millis(1_000))
         .build()
         .unwrap_err();
     assert!(bad.to_string().contains("heartbeat.interval.ms"));
@@ -624,8 +627,8 @@ fn a_session_timeout_below_the_cluster_minimum_is_refused_at_join() {
     f.cluster.create_topic(NewTopic::new("t", 1)).unwrap();
     let config = ConsumerConfig::builder()
         .group_id("g")
-        .session_timeout_ms(1_000)
-        .heartbeat_interval_ms(100)
+        .session_timeout(Duration::from_millis(1_000))
+        .heartbeat_interval(Duration::from_millis(100))
         .build()
         .unwrap();
     let mut c = member(&f, config, ["t"]);

@@ -2,7 +2,7 @@
 //! positions, seeks, offset lookups, pause/resume, auto.offset.reset,
 //! compressed batches and bad input.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
@@ -272,25 +272,25 @@ fn offsets_for_times_and_beginning_and_end_offsets() {
     let both = [t0.clone(), t1.clone()];
     assert_eq!(
         c.beginning_offsets(&both).unwrap(),
-        HashMap::from([(t0.clone(), 3), (t1.clone(), 0)])
+        BTreeMap::from([(t0.clone(), 3), (t1.clone(), 0)])
     );
     assert_eq!(
         c.end_offsets(&both).unwrap(),
-        HashMap::from([(t0.clone(), 10), (t1.clone(), 0)])
+        BTreeMap::from([(t0.clone(), 10), (t1.clone(), 0)])
     );
     let found = c
-        .offsets_for_times(HashMap::from([(t0.clone(), TS + 5), (t1.clone(), 0)]))
+        .offsets_for_times(&BTreeMap::from([(t0.clone(), TS + 5), (t1.clone(), 0)]))
         .unwrap();
     let hit = found[&t0].unwrap();
     assert_eq!((hit.offset(), hit.timestamp()), (5, TS + 5));
     assert_eq!(found[&t1], None);
     // Below the log start: the first readable record.
     let found = c
-        .offsets_for_times(HashMap::from([(t0.clone(), 0)]))
+        .offsets_for_times(&BTreeMap::from([(t0.clone(), 0)]))
         .unwrap();
     assert_eq!(found[&t0].map(|f| f.offset()), Some(3));
     let found = c
-        .offsets_for_times(HashMap::from([(t0.clone(), TS + 10)]))
+        .offsets_for_times(&BTreeMap::from([(t0.clone(), TS + 10)]))
         .unwrap();
     assert_eq!(found[&t0], None);
 }
@@ -577,7 +577,7 @@ fn bad_input_gives_the_documented_error_and_changes_nothing() {
     assert_eq!(c.position(&t0).unwrap(), 3);
 
     let negative = c
-        .offsets_for_times(HashMap::from([(t0.clone(), 0), (t1.clone(), -1)]))
+        .offsets_for_times(&BTreeMap::from([(t0.clone(), 0), (t1.clone(), -1)]))
         .unwrap_err();
     assert!(matches!(negative, Error::InvalidArgument(_)), "{negative}");
     let unknown = c.end_offsets(std::slice::from_ref(&nowhere)).unwrap_err();
@@ -591,11 +591,11 @@ fn bad_input_gives_the_documented_error_and_changes_nothing() {
             "max.poll.records",
         ),
         (
-            ConsumerConfig::builder().fetch_max_wait_ms(1 << 40),
+            ConsumerConfig::builder().fetch_max_wait(Duration::from_millis(1 << 40)),
             "fetch.max.wait.ms",
         ),
         (
-            ConsumerConfig::builder().fetch_max_bytes(usize::MAX),
+            ConsumerConfig::builder().fetch_max_bytes(u64::MAX),
             "fetch.max.bytes",
         ),
     ] {

@@ -182,7 +182,7 @@ fn fetch_min_bytes_holds_data_back_for_at_most_fetch_max_wait() {
     let f = fixture();
     let config = ConsumerConfig::builder()
         .fetch_min_bytes(1000)
-        .fetch_max_wait_ms(500)
+        .fetch_max_wait(Duration::from_millis(500))
         .auto_offset_reset(OffsetReset::Earliest)
         .build()
         .unwrap();

@@ -295,11 +295,11 @@ impl Storm {
             .group_id(GROUP)
             .client_id(format!("m{id}"))
             .auto_offset_reset(OffsetReset::Earliest)
-            .session_timeout_ms(SESSION_MS as u64)
-            .heartbeat_interval_ms(HEARTBEAT_MS)
-            .max_poll_interval_ms(60_000)
+            .session_timeout(Duration::from_millis(SESSION_MS as u64))
+            .heartbeat_interval(Duration::from_millis(HEARTBEAT_MS))
+            .max_poll_interval(Duration::from_millis(60_000))
             .enable_auto_commit(setup.auto_commit)
-            .auto_commit_interval_ms(1_500)
+            .auto_commit_interval(Duration::from_millis(1_500))
             .max_poll_records(7)
             .partition_assignment_strategy(setup.strategy.iter().copied());
         if let Some(instance) = setup.instance {
@@ -820,8 +820,8 @@ fn member(cluster: &Cluster, name: &str, strategy: &[&str]) -> Consumer {
     let config = ConsumerConfig::builder()
         .group_id(GROUP)
         .client_id(name)
-        .session_timeout_ms(10_000)
-        .heartbeat_interval_ms(1_000)
+        .session_timeout(Duration::from_millis(10_000))
+        .heartbeat_interval(Duration::from_millis(1_000))
         .partition_assignment_strategy(strategy.iter().copied())
         .build()
         .unwrap();

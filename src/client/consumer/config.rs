@@ -2,16 +2,22 @@
 //! defaults.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::client::assignor::{
     Assignor, CooperativeStickyAssignor, RangeAssignor, assignor_by_name,
 };
+use crate::config::millis;
 use crate::error::{Error, Result};
 
 /// What a consumer does when it has no valid position for a partition: a
-/// newly assigned partition, or a position outside the log (below the log
-/// start offset after retention or `delete_records`, or above the high
-/// watermark). Kafka's `auto.offset.reset`.
+/// newly assigned partition without a committed offset, or a position
+/// outside the log (below the log start offset after retention or
+/// `delete_records`, or above the high watermark). Kafka's
+/// `auto.offset.reset`. An out-of-range position is reset, silently, by the
+/// next poll that fetches from the partition, to the offset the policy
+/// names at that moment; see
+/// [the `Consumer` docs](crate::Consumer#positions-out-of-range-autooffsetreset).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum OffsetReset {
     /// Move to the log start offset (`earliest`).
@@ -54,16 +60,30 @@ impl std::str::FromStr for OffsetReset {
 
 /// Settings of a [`Consumer`](crate::Consumer). Build with
 /// [`ConsumerConfig::builder`]; every setting has Kafka's name and default.
+/// Durations are [`Duration`]s kept to the whole millisecond (rounded
+/// down), sizes are `u64` bytes; [`ConsumerConfigBuilder::set`] takes
+/// Kafka's names and integer strings (milliseconds, bytes) instead.
 ///
 /// ```
 /// use logbus::{ConsumerConfig, OffsetReset};
+/// use std::time::Duration;
 /// let config = ConsumerConfig::builder()
 ///     .max_poll_records(100)
 ///     .auto_offset_reset(OffsetReset::Earliest)
 ///     .client_id("audit-reader")
+///     .fetch_max_wait(Duration::from_millis(100))
 ///     .build()?;
 /// assert_eq!(config.max_poll_records(), 100);
-/// assert_eq!(config.fetch_max_wait_ms(), 500); // Kafka's default
+/// assert_eq!(config.fetch_max_wait(), Duration::from_millis(100));
+/// assert_eq!(config.session_timeout(), Duration::from_secs(45)); // Kafka's default
+///
+/// // The same by Kafka's names.
+/// let same = ConsumerConfig::builder()
+///     .set("max.poll.records", "100")?
+///     .set("auto.offset.reset", "earliest")?
+///     .set("fetch.max.wait.ms", "100")?
+///     .build()?;
+/// assert_eq!(same.fetch_max_wait(), config.fetch_max_wait());
 ///
 /// // Invalid values name the Kafka setting.
 /// let err = ConsumerConfig::builder().max_poll_records(0).build().unwrap_err();
@@ -73,20 +93,22 @@ impl std::str::FromStr for OffsetReset {
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     pub(crate) max_poll_records: usize,
-    pub(crate) fetch_min_bytes: usize,
-    pub(crate) fetch_max_wait_ms: u64,
-    pub(crate) max_partition_fetch_bytes: usize,
-    pub(crate) fetch_max_bytes: usize,
+    pub(crate) fetch_min_bytes: u64,
+    /// Whole milliseconds, as every duration below (see [`millis`]).
+    pub(crate) fetch_max_wait_ms: i64,
+    pub(crate) max_partition_fetch_bytes: u64,
+    pub(crate) fetch_max_bytes: u64,
     pub(crate) auto_offset_reset: OffsetReset,
     pub(crate) check_crcs: bool,
     pub(crate) client_id: Option<String>,
     pub(crate) group_id: Option<String>,
     pub(crate) group_instance_id: Option<String>,
-    pub(crate) session_timeout_ms: u64,
-    pub(crate) heartbeat_interval_ms: u64,
-    pub(crate) max_poll_interval_ms: u64,
+    pub(crate) session_timeout_ms: i64,
+    pub(crate) heartbeat_interval_ms: i64,
+    pub(crate) max_poll_interval_ms: i64,
     pub(crate) enable_auto_commit: bool,
-    pub(crate) auto_commit_interval_ms: u64,
+    pub(crate) auto_commit_interval_ms: i64,
+    pub(crate) enable_partition_eof: bool,
     pub(crate) assignors: Vec<Arc<dyn Assignor>>,
     /// Names given to the builder, resolved by `build`.
     strategy_names: Option<Vec<String>>,
@@ -110,10 +132,23 @@ impl Default for ConsumerConfig {
             max_poll_interval_ms: 300_000,
             enable_auto_commit: true,
             auto_commit_interval_ms: 5_000,
+            enable_partition_eof: false,
             assignors: vec![Arc::new(RangeAssignor), Arc::new(CooperativeStickyAssignor)],
             strategy_names: None,
         }
     }
+}
+
+/// A stored millisecond count as a [`Duration`] (never negative: setters
+/// store [`millis`] of a `Duration` or a parsed non-negative integer).
+fn duration(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// A size in bytes as a `usize` for buffer arithmetic (`build` keeps
+/// every size within `i32::MAX`).
+pub(crate) fn byte_count(bytes: u64) -> usize {
+    usize::try_from(bytes).unwrap_or(usize::MAX)
 }
 
 impl ConsumerConfig {
@@ -135,22 +170,22 @@ impl ConsumerConfig {
     /// for, at most `fetch.max.wait.ms`, before returning them (default 1:
     /// return as soon as anything is there).
     #[must_use]
-    pub fn fetch_min_bytes(&self) -> usize {
+    pub fn fetch_min_bytes(&self) -> u64 {
         self.fetch_min_bytes
     }
 
     /// `fetch.max.wait.ms`: how long data below `fetch.min.bytes` is held
-    /// back at most (default 500).
+    /// back at most (default 500 ms).
     #[must_use]
-    pub fn fetch_max_wait_ms(&self) -> u64 {
-        self.fetch_max_wait_ms
+    pub fn fetch_max_wait(&self) -> Duration {
+        duration(self.fetch_max_wait_ms)
     }
 
     /// `max.partition.fetch.bytes`: the most bytes one fetch takes from one
     /// partition, except that a single batch larger than this is still
     /// fetched whole (default 1 MiB).
     #[must_use]
-    pub fn max_partition_fetch_bytes(&self) -> usize {
+    pub fn max_partition_fetch_bytes(&self) -> u64 {
         self.max_partition_fetch_bytes
     }
 
@@ -158,7 +193,7 @@ impl ConsumerConfig {
     /// partitions, except that the first batch is always fetched whole
     /// (default 50 MiB).
     #[must_use]
-    pub fn fetch_max_bytes(&self) -> usize {
+    pub fn fetch_max_bytes(&self) -> u64 {
         self.fetch_max_bytes
     }
 
@@ -188,22 +223,22 @@ impl ConsumerConfig {
         self.group_instance_id.as_deref()
     }
 
-    /// `session.timeout.ms` (default 45000).
+    /// `session.timeout.ms` (default 45 s).
     #[must_use]
-    pub fn session_timeout_ms(&self) -> u64 {
-        self.session_timeout_ms
+    pub fn session_timeout(&self) -> Duration {
+        duration(self.session_timeout_ms)
     }
 
-    /// `heartbeat.interval.ms` (default 3000).
+    /// `heartbeat.interval.ms` (default 3 s).
     #[must_use]
-    pub fn heartbeat_interval_ms(&self) -> u64 {
-        self.heartbeat_interval_ms
+    pub fn heartbeat_interval(&self) -> Duration {
+        duration(self.heartbeat_interval_ms)
     }
 
-    /// `max.poll.interval.ms` (default 300000).
+    /// `max.poll.interval.ms` (default 5 minutes).
     #[must_use]
-    pub fn max_poll_interval_ms(&self) -> u64 {
-        self.max_poll_interval_ms
+    pub fn max_poll_interval(&self) -> Duration {
+        duration(self.max_poll_interval_ms)
     }
 
     /// `enable.auto.commit` (default true; only used with a `group.id`).
@@ -212,10 +247,18 @@ impl ConsumerConfig {
         self.enable_auto_commit
     }
 
-    /// `auto.commit.interval.ms` (default 5000).
+    /// `auto.commit.interval.ms` (default 5 s).
     #[must_use]
-    pub fn auto_commit_interval_ms(&self) -> u64 {
-        self.auto_commit_interval_ms
+    pub fn auto_commit_interval(&self) -> Duration {
+        duration(self.auto_commit_interval_ms)
+    }
+
+    /// `enable.partition.eof` (librdkafka's setting; default false): whether
+    /// polls report partitions that reached their end, see
+    /// [`ConsumerRecords::partition_eofs`](crate::ConsumerRecords::partition_eofs).
+    #[must_use]
+    pub fn enable_partition_eof(&self) -> bool {
+        self.enable_partition_eof
     }
 
     /// `partition.assignment.strategy`: the assignors the consumer offers
@@ -248,6 +291,27 @@ const KAFKA_INT_MAX: u64 = i32::MAX as u64;
 /// an `i16` length, in the protocol and in `__consumer_offsets` keys.
 const MAX_ID_BYTES: usize = i16::MAX as usize;
 
+/// The names [`ConsumerConfigBuilder::set`] accepts.
+const SETTINGS: [&str; 17] = [
+    "auto.commit.interval.ms",
+    "auto.offset.reset",
+    "check.crcs",
+    "client.id",
+    "enable.auto.commit",
+    "enable.partition.eof",
+    "fetch.max.bytes",
+    "fetch.max.wait.ms",
+    "fetch.min.bytes",
+    "group.id",
+    "group.instance.id",
+    "heartbeat.interval.ms",
+    "max.partition.fetch.bytes",
+    "max.poll.interval.ms",
+    "max.poll.records",
+    "partition.assignment.strategy",
+    "session.timeout.ms",
+];
+
 impl ConsumerConfigBuilder {
     /// `max.poll.records`, at least 1 (default 500).
     pub fn max_poll_records(mut self, records: usize) -> Self {
@@ -256,25 +320,25 @@ impl ConsumerConfigBuilder {
     }
 
     /// `fetch.min.bytes` (default 1).
-    pub fn fetch_min_bytes(mut self, bytes: usize) -> Self {
+    pub fn fetch_min_bytes(mut self, bytes: u64) -> Self {
         self.config.fetch_min_bytes = bytes;
         self
     }
 
-    /// `fetch.max.wait.ms` (default 500).
-    pub fn fetch_max_wait_ms(mut self, ms: u64) -> Self {
-        self.config.fetch_max_wait_ms = ms;
+    /// `fetch.max.wait.ms` (default 500 ms).
+    pub fn fetch_max_wait(mut self, wait: Duration) -> Self {
+        self.config.fetch_max_wait_ms = millis(wait);
         self
     }
 
     /// `max.partition.fetch.bytes` (default 1048576).
-    pub fn max_partition_fetch_bytes(mut self, bytes: usize) -> Self {
+    pub fn max_partition_fetch_bytes(mut self, bytes: u64) -> Self {
         self.config.max_partition_fetch_bytes = bytes;
         self
     }
 
     /// `fetch.max.bytes` (default 52428800).
-    pub fn fetch_max_bytes(mut self, bytes: usize) -> Self {
+    pub fn fetch_max_bytes(mut self, bytes: u64) -> Self {
         self.config.fetch_max_bytes = bytes;
         self
     }
@@ -317,28 +381,28 @@ impl ConsumerConfigBuilder {
         self
     }
 
-    /// `session.timeout.ms` (default 45000): a member whose heartbeats
+    /// `session.timeout.ms` (default 45 s): a member whose heartbeats
     /// stop for this long is removed from its group and its partitions are
     /// reassigned. Must lie within the cluster's
     /// `group.min/max.session.timeout.ms`.
-    pub fn session_timeout_ms(mut self, ms: u64) -> Self {
-        self.config.session_timeout_ms = ms;
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.config.session_timeout_ms = millis(timeout);
         self
     }
 
-    /// `heartbeat.interval.ms` (default 3000): how often the consumer's
+    /// `heartbeat.interval.ms` (default 3 s): how often the consumer's
     /// background thread heartbeats; below `session.timeout.ms`.
-    pub fn heartbeat_interval_ms(mut self, ms: u64) -> Self {
-        self.config.heartbeat_interval_ms = ms;
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.config.heartbeat_interval_ms = millis(interval);
         self
     }
 
-    /// `max.poll.interval.ms` (default 300000): a consumer that does not
+    /// `max.poll.interval.ms` (default 5 minutes): a consumer that does not
     /// call `poll` for this long leaves its group (its heartbeat thread
     /// sends the leave), and the group waits this long at most for members
     /// to rejoin during a rebalance.
-    pub fn max_poll_interval_ms(mut self, ms: u64) -> Self {
-        self.config.max_poll_interval_ms = ms;
+    pub fn max_poll_interval(mut self, interval: Duration) -> Self {
+        self.config.max_poll_interval_ms = millis(interval);
         self
     }
 
@@ -351,9 +415,18 @@ impl ConsumerConfigBuilder {
         self
     }
 
-    /// `auto.commit.interval.ms` (default 5000).
-    pub fn auto_commit_interval_ms(mut self, ms: u64) -> Self {
-        self.config.auto_commit_interval_ms = ms;
+    /// `auto.commit.interval.ms` (default 5 s).
+    pub fn auto_commit_interval(mut self, interval: Duration) -> Self {
+        self.config.auto_commit_interval_ms = millis(interval);
+        self
+    }
+
+    /// `enable.partition.eof` (librdkafka's setting; default false): polls
+    /// report each assigned partition whose position reaches its end, once
+    /// each time it does, in
+    /// [`ConsumerRecords::partition_eofs`](crate::ConsumerRecords::partition_eofs).
+    pub fn enable_partition_eof(mut self, enable: bool) -> Self {
+        self.config.enable_partition_eof = enable;
         self
     }
 
@@ -379,6 +452,82 @@ impl ConsumerConfigBuilder {
         self
     }
 
+    /// Sets a setting by its Kafka name, with Kafka's value syntax:
+    /// durations (`*.ms`) as whole milliseconds and sizes (`*.bytes`) as
+    /// bytes, both non-negative integers; `true` / `false`;
+    /// `auto.offset.reset` as `earliest`, `latest` or `none`;
+    /// `partition.assignment.strategy` as a comma-separated list of names.
+    /// Surrounding whitespace is ignored. A typed setter and `set` of the
+    /// same key store the same value; ranges are checked by
+    /// [`build`](Self::build), as for the typed setters.
+    ///
+    /// ```
+    /// use logbus::ConsumerConfig;
+    /// use std::time::Duration;
+    /// let config = ConsumerConfig::builder()
+    ///     .set("enable.partition.eof", "true")?
+    ///     .set("session.timeout.ms", "10000")?
+    ///     .build()?;
+    /// assert!(config.enable_partition_eof());
+    /// assert_eq!(config.session_timeout(), Duration::from_secs(10));
+    /// let err = ConsumerConfig::builder().set("fetch.max.wait.ms", "soon").unwrap_err();
+    /// assert!(err.to_string().contains("fetch.max.wait.ms"));
+    /// # Ok::<(), logbus::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the setting, for an unknown name or
+    /// a value that does not parse; `self` is not returned then.
+    pub fn set(self, name: &str, value: impl Into<String>) -> Result<Self> {
+        let raw = value.into();
+        let text = raw.trim();
+        let bad = |why: &str| Error::InvalidConfig(format!("{name}={raw:?}: {why}"));
+        let int = || -> Result<u64> {
+            text.parse::<u64>()
+                .map_err(|_| bad("must be a non-negative integer"))
+        };
+        let ms = || -> Result<Duration> { int().map(Duration::from_millis) };
+        let boolean = || -> Result<bool> {
+            match text {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(bad("must be true or false")),
+            }
+        };
+        Ok(match name {
+            "max.poll.records" => {
+                let records = text
+                    .parse::<usize>()
+                    .map_err(|_| bad("must be a non-negative integer"))?;
+                self.max_poll_records(records)
+            }
+            "fetch.min.bytes" => self.fetch_min_bytes(int()?),
+            "fetch.max.wait.ms" => self.fetch_max_wait(ms()?),
+            "max.partition.fetch.bytes" => self.max_partition_fetch_bytes(int()?),
+            "fetch.max.bytes" => self.fetch_max_bytes(int()?),
+            "auto.offset.reset" => self.auto_offset_reset(text.parse()?),
+            "check.crcs" => self.check_crcs(boolean()?),
+            "client.id" => self.client_id(text),
+            "group.id" => self.group_id(text),
+            "group.instance.id" => self.group_instance_id(text),
+            "session.timeout.ms" => self.session_timeout(ms()?),
+            "heartbeat.interval.ms" => self.heartbeat_interval(ms()?),
+            "max.poll.interval.ms" => self.max_poll_interval(ms()?),
+            "enable.auto.commit" => self.enable_auto_commit(boolean()?),
+            "auto.commit.interval.ms" => self.auto_commit_interval(ms()?),
+            "enable.partition.eof" => self.enable_partition_eof(boolean()?),
+            "partition.assignment.strategy" => {
+                self.partition_assignment_strategy(text.split(',').map(str::trim))
+            }
+            _ => {
+                return Err(Error::InvalidConfig(format!(
+                    "unknown consumer config {name:?} (supported: {})",
+                    SETTINGS.join(", ")
+                )));
+            }
+        })
+    }
+
     /// Checks the settings and returns the configuration.
     ///
     /// # Errors
@@ -386,7 +535,8 @@ impl ConsumerConfigBuilder {
     /// of 0, a `heartbeat.interval.ms` not below `session.timeout.ms`, an
     /// unknown or empty `partition.assignment.strategy`, empty ids, ids
     /// longer than 32767 bytes (what Kafka's commit records can hold), or
-    /// any setting above Kafka's limit of `i32::MAX`.
+    /// any setting above Kafka's limit of `i32::MAX` (milliseconds or
+    /// bytes).
     pub fn build(mut self) -> Result<ConsumerConfig> {
         if let Some(names) = self.config.strategy_names.take() {
             self.config.assignors = names
@@ -442,19 +592,18 @@ impl ConsumerConfigBuilder {
                 "max.poll.records must be at least 1".into(),
             ));
         }
+        // Stored milliseconds are never negative.
+        let ms = |v: i64| u64::try_from(v).unwrap_or(0);
         let limits = [
             ("max.poll.records", c.max_poll_records as u64),
-            ("fetch.min.bytes", c.fetch_min_bytes as u64),
-            ("fetch.max.wait.ms", c.fetch_max_wait_ms),
-            (
-                "max.partition.fetch.bytes",
-                c.max_partition_fetch_bytes as u64,
-            ),
-            ("fetch.max.bytes", c.fetch_max_bytes as u64),
-            ("session.timeout.ms", c.session_timeout_ms),
-            ("heartbeat.interval.ms", c.heartbeat_interval_ms),
-            ("max.poll.interval.ms", c.max_poll_interval_ms),
-            ("auto.commit.interval.ms", c.auto_commit_interval_ms),
+            ("fetch.min.bytes", c.fetch_min_bytes),
+            ("fetch.max.wait.ms", ms(c.fetch_max_wait_ms)),
+            ("max.partition.fetch.bytes", c.max_partition_fetch_bytes),
+            ("fetch.max.bytes", c.fetch_max_bytes),
+            ("session.timeout.ms", ms(c.session_timeout_ms)),
+            ("heartbeat.interval.ms", ms(c.heartbeat_interval_ms)),
+            ("max.poll.interval.ms", ms(c.max_poll_interval_ms)),
+            ("auto.commit.interval.ms", ms(c.auto_commit_interval_ms)),
         ];
         if let Some((name, value)) = limits.iter().find(|(_, v)| *v > KAFKA_INT_MAX) {
             return Err(Error::InvalidConfig(format!(

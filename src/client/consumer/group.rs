@@ -278,8 +278,8 @@ impl Heartbeat {
             shared: shared.clone(),
             group: group.to_string(),
             instance_id: consumer.config.group_instance_id.clone(),
-            interval: to_ms(consumer.config.heartbeat_interval_ms),
-            max_poll_interval: to_ms(consumer.config.max_poll_interval_ms),
+            interval: consumer.config.heartbeat_interval_ms,
+            max_poll_interval: consumer.config.max_poll_interval_ms,
             waker: consumer.waker_tx.clone(),
         };
         let clock_rx = consumer.cluster.inner.clock().subscribe();
@@ -307,10 +307,6 @@ impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-fn to_ms(ms: u64) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
 struct HeartbeatContext {
@@ -406,8 +402,10 @@ impl Consumer {
     /// Subscribes to `topics` as a member of the consumer's group (Kafka's
     /// `subscribe`): the group's members share the partitions of the
     /// topics, and each [`poll`](Consumer::poll) takes part in the group's
-    /// rebalances. Topics that do not exist yet are picked up when they are
-    /// created. Replaces an earlier subscription (the member rejoins with
+    /// rebalances. Topics that do not exist yet are not an error (and are
+    /// not created): their partitions are assigned once they are created,
+    /// as [the `Consumer` docs](Consumer#subscribing-to-a-topic-that-does-not-exist)
+    /// explain. Replaces an earlier subscription (the member rejoins with
     /// the new topics); an empty list unsubscribes.
     ///
     /// ```
@@ -825,8 +823,8 @@ impl Consumer {
             member_id: m.member_id.clone(),
             instance_id: self.config.group_instance_id.clone(),
             client_id: self.client_id.clone(),
-            session_timeout_ms: to_ms(self.config.session_timeout_ms),
-            rebalance_timeout_ms: to_ms(self.config.max_poll_interval_ms),
+            session_timeout_ms: self.config.session_timeout_ms,
+            rebalance_timeout_ms: self.config.max_poll_interval_ms,
             protocols: self
                 .config
                 .assignors

@@ -47,6 +47,7 @@ use crate::replica::Replica;
 use crate::storage::mmap::{MapRange, Releaser};
 use crate::types::TopicPartition;
 
+use config::byte_count;
 pub use config::{ConsumerConfig, ConsumerConfigBuilder, OffsetReset};
 pub use group::ConsumerRebalanceListener;
 pub use records::{
@@ -120,6 +121,9 @@ struct Assigned {
     position: Position,
     paused: bool,
     fetch: Option<Fetch>,
+    /// The position at which the partition's end was last reported
+    /// (`enable.partition.eof`); `None` since the position was last set.
+    eof_at: Option<u64>,
     /// Releases the pages of fetches drained, so that the consumer's
     /// resident set does not grow with the log it reads.
     releaser: Releaser,
@@ -130,6 +134,53 @@ struct Assigned {
 /// Like Kafka's consumer it is single-threaded: every method takes
 /// `&mut self` (or `&self`), and a `Consumer` may move between threads
 /// (`Send`) but is not shared. Create one per reading thread.
+///
+/// ## Knowing when it has caught up
+/// With [`enable_partition_eof`](ConsumerConfigBuilder::enable_partition_eof)
+/// (librdkafka's `enable.partition.eof`), a poll also reports each assigned
+/// partition whose position reached its end (the high watermark), once
+/// each time it does: see [`ConsumerRecords::partition_eofs`], whose
+/// example rebuilds state at start-up and stops once every partition is
+/// at its end.
+///
+/// ## Subscribing to a topic that does not exist
+/// Is not an error, and does not create the topic (there is no
+/// `auto.create.topics.enable`; only the name's validity is checked). The
+/// consumer joins its group with no partitions of that topic: its polls
+/// return nothing, and wait out their timeouts, until the topic is
+/// created. Then the group's leader notices at its next poll (a poll
+/// already waiting notices at once) and the group rebalances,
+/// assigning the new partitions; for a lone member that is the first poll
+/// after the creation. Each new partition starts at the group's committed
+/// offset, else by `auto.offset.reset` *at that poll*: with `latest` (the
+/// default), records written between the topic's creation and that poll
+/// are skipped, so a consumer that must see every record of a topic
+/// created later sets [`OffsetReset::Earliest`]. The same holds for topics
+/// a [`subscribe_pattern`](Consumer::subscribe_pattern) matches later.
+/// [`assign`](Consumer::assign)ing a partition of a missing topic by hand,
+/// in contrast, fails with [`Error::UnknownTopicOrPartition`].
+///
+/// ## Positions out of range: `auto.offset.reset`
+/// A position is out of range when it lies below the partition's log start
+/// offset (records removed by retention or
+/// [`delete_records`](crate::Partition::delete_records)) or above its high
+/// watermark (a [`seek`](Consumer::seek) past the end, or a committed offset
+/// beyond the log). The high watermark itself is in range: it is where the
+/// next record will be. Nothing is checked at `seek`, `assign` or
+/// [`position`](Consumer::position), which reports the offset as it is;
+/// the next poll that fetches from the partition finds it out of range and, without an error or a notice, moves it by
+/// `auto.offset.reset`:
+///
+/// - [`OffsetReset::Earliest`]: to the log start offset at that moment;
+/// - [`OffsetReset::Latest`]: to the high watermark at that moment;
+/// - [`OffsetReset::None`]: nowhere: that poll, and every later one, fails
+///   with [`Error::NoOffsetForPartition`] and the position stays as it was
+///   until a `seek` into the log.
+///
+/// Records between the old position and the new one are never returned
+/// by this consumer. A group's committed offset that is out of range is
+/// taken as the position and reset the same way at the fetch. To notice
+/// and decide yourself, use `None` and catch the error.
 ///
 /// ```
 /// use logbus::format::BatchBuilder;
@@ -205,7 +256,7 @@ impl Consumer {
             .inner
             .clock()
             .now_ms()
-            .saturating_add(i64::try_from(config.auto_commit_interval_ms).unwrap_or(i64::MAX));
+            .saturating_add(config.auto_commit_interval_ms);
         Ok(Consumer {
             cluster: cluster.clone(),
             config,
@@ -319,6 +370,7 @@ impl Consumer {
                         position: Position::Unset,
                         paused: false,
                         fetch: None,
+                        eof_at: None,
                         releaser: Releaser::default(),
                     }
                 }
@@ -451,7 +503,7 @@ impl Consumer {
         if now < self.next_auto_commit {
             return;
         }
-        let interval = i64::try_from(self.config.auto_commit_interval_ms).unwrap_or(i64::MAX);
+        let interval = self.config.auto_commit_interval_ms;
         let _ = self.maybe_auto_commit_sync();
         self.next_auto_commit = now.saturating_add(interval);
     }
@@ -507,7 +559,7 @@ impl Consumer {
     pub fn committed(
         &self,
         partitions: &[TopicPartition],
-    ) -> Result<HashMap<TopicPartition, OffsetAndMetadata>> {
+    ) -> Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
         let group = self.group()?;
         let all = self.cluster.inner.group_offsets(&group)?;
         Ok(partitions
@@ -559,7 +611,11 @@ impl Consumer {
     /// Returns as soon as records are available (subject to
     /// `fetch.min.bytes` / `fetch.max.wait.ms`), at most `max.poll.records`
     /// of them, each partition's in offset order; returns an empty
-    /// [`ConsumerRecords`] when the timeout passes first. The wait sleeps on
+    /// [`ConsumerRecords`] when the timeout passes first. With
+    /// `enable.partition.eof` it also returns as soon as a partition reaches
+    /// its end, reporting it in
+    /// [`partition_eofs`](ConsumerRecords::partition_eofs) (with the
+    /// records that got it there, if any). The wait sleeps on
     /// a channel (no polling loop): an append to an assigned partition, a
     /// jump of a [`ManualClock`](crate::ManualClock) or the deadline wakes
     /// it. Deadlines are read from the cluster's clock, so with a manual
@@ -648,7 +704,7 @@ impl Consumer {
             if member_ready && self.ready(now) {
                 let (records, moved) = self.drain()?;
                 if !records.is_empty() {
-                    return Ok(records);
+                    return Ok(records.with_eofs(self.partition_eofs()));
                 }
                 if moved {
                     // Positions moved past batches with nothing to return
@@ -657,9 +713,15 @@ impl Consumer {
                     continue;
                 }
             }
+            if member_ready {
+                let eofs = self.partition_eofs();
+                if !eofs.is_empty() {
+                    return Ok(ConsumerRecords::default().with_eofs(eofs));
+                }
+            }
             let mut wake_at = deadline;
             if let Some(since) = self.pending_since {
-                let max_wait = i64::try_from(self.config.fetch_max_wait_ms).unwrap_or(i64::MAX);
+                let max_wait = self.config.fetch_max_wait_ms;
                 wake_at = wake_at.min(since.saturating_add(max_wait));
             }
             if now >= deadline {
@@ -771,7 +833,7 @@ impl Consumer {
     /// ```
     /// # use logbus::format::BatchBuilder;
     /// # use logbus::{Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, NewTopic, TopicPartition};
-    /// # use std::collections::HashMap;
+    /// # use std::collections::BTreeMap;
     /// # let dir = tempfile::tempdir()?;
     /// # let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
     /// # let partition = cluster.create_topic(NewTopic::new("t", 1))?.partition(0)?;
@@ -782,10 +844,10 @@ impl Consumer {
     /// partition.append(&mut batch.build()?.to_vec())?;
     /// let consumer = Consumer::new(&cluster, ConsumerConfig::default())?;
     /// let tp = TopicPartition::new("t", 0);
-    /// let found = consumer.offsets_for_times(HashMap::from([(tp.clone(), 150)]))?;
+    /// let found = consumer.offsets_for_times(&BTreeMap::from([(tp.clone(), 150)]))?;
     /// let hit = found[&tp].expect("a record at or after 150");
     /// assert_eq!((hit.offset(), hit.timestamp()), (1, 200));
-    /// let none = consumer.offsets_for_times(HashMap::from([(tp.clone(), 301)]))?;
+    /// let none = consumer.offsets_for_times(&BTreeMap::from([(tp.clone(), 301)]))?;
     /// assert_eq!(none[&tp], None);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -796,16 +858,16 @@ impl Consumer {
     /// the way is damaged. Nothing is looked up unless every input is valid.
     pub fn offsets_for_times(
         &self,
-        timestamps: HashMap<TopicPartition, i64>,
-    ) -> Result<HashMap<TopicPartition, Option<OffsetAndTimestamp>>> {
+        timestamps: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<BTreeMap<TopicPartition, Option<OffsetAndTimestamp>>> {
         if let Some((tp, ts)) = timestamps.iter().find(|(_, ts)| **ts < 0) {
             return Err(Error::InvalidArgument(format!(
                 "the target time for partition {tp} is negative ({ts})"
             )));
         }
         let replicas = timestamps
-            .into_iter()
-            .map(|(tp, ts)| Ok((self.lookup(&tp)?, tp, ts)))
+            .iter()
+            .map(|(tp, &ts)| Ok((self.lookup(tp)?, tp.clone(), ts)))
             .collect::<Result<Vec<_>>>()?;
         replicas
             .into_iter()
@@ -831,7 +893,7 @@ impl Consumer {
     pub fn beginning_offsets(
         &self,
         partitions: &[TopicPartition],
-    ) -> Result<HashMap<TopicPartition, u64>> {
+    ) -> Result<BTreeMap<TopicPartition, u64>> {
         self.offsets_of(partitions, |r| Ok(r.offsets()?.log_start))
     }
 
@@ -844,7 +906,7 @@ impl Consumer {
     pub fn end_offsets(
         &self,
         partitions: &[TopicPartition],
-    ) -> Result<HashMap<TopicPartition, u64>> {
+    ) -> Result<BTreeMap<TopicPartition, u64>> {
         self.offsets_of(partitions, |r| Ok(r.offsets()?.high_watermark))
     }
 
@@ -880,7 +942,7 @@ impl Consumer {
         &self,
         partitions: &[TopicPartition],
         f: impl Fn(&Replica) -> Result<u64>,
-    ) -> Result<HashMap<TopicPartition, u64>> {
+    ) -> Result<BTreeMap<TopicPartition, u64>> {
         partitions
             .iter()
             .map(|tp| Ok((tp.clone(), f(&*self.lookup(tp)?)?)))
@@ -905,6 +967,7 @@ impl Consumer {
         let a = &mut self.assignment[i];
         a.position = position;
         a.fetch = None;
+        a.eof_at = None;
     }
 
     fn seek_all(&mut self, partitions: &[TopicPartition], position: Position) -> Result<()> {
@@ -962,7 +1025,7 @@ impl Consumer {
     /// count what has arrived since), within `fetch.max.bytes`.
     fn fill(&mut self) -> Result<()> {
         let n = self.assignment.len();
-        let max_total = self.config.fetch_max_bytes;
+        let max_total = byte_count(self.config.fetch_max_bytes);
         let mut used: usize = 0;
         if self.delivering {
             used = self
@@ -992,9 +1055,7 @@ impl Consumer {
             if used > 0 && used >= max_total {
                 continue;
             }
-            let max_bytes = self
-                .config
-                .max_partition_fetch_bytes
+            let max_bytes = byte_count(self.config.max_partition_fetch_bytes)
                 .min(max_total.saturating_sub(used));
             let (data, source) = self.read(i, position, max_bytes)?;
             if data.is_empty() || (used > 0 && used + data.len() > max_total) {
@@ -1062,12 +1123,44 @@ impl Consumer {
             return false;
         }
         let since = *self.pending_since.get_or_insert(now);
-        let waited = u64::try_from(now.saturating_sub(since)).unwrap_or(0);
-        if buffered >= self.config.fetch_min_bytes || waited >= self.config.fetch_max_wait_ms {
+        let waited = now.saturating_sub(since);
+        if buffered >= byte_count(self.config.fetch_min_bytes)
+            || waited >= self.config.fetch_max_wait_ms
+        {
             self.delivering = true;
             self.pending_since = None;
         }
         self.delivering
+    }
+
+    /// With `enable.partition.eof`, the fetchable partitions whose position
+    /// is at the high watermark and not yet reported there; marks them
+    /// reported. Never fails, so that records drained before it are
+    /// returned: a partition whose offsets cannot be read is left for the
+    /// next fetch to report.
+    fn partition_eofs(&mut self) -> Vec<(TopicPartition, u64)> {
+        if !self.config.enable_partition_eof {
+            return Vec::new();
+        }
+        let mut eofs = Vec::new();
+        for a in &mut self.assignment {
+            let Position::At(position) = a.position else {
+                continue;
+            };
+            if a.paused || a.eof_at == Some(position) || a.replica.is_gone() {
+                continue;
+            }
+            // A position above the high watermark is out of range: the
+            // next fetch resets it and it is reported from there.
+            if a.replica
+                .offsets()
+                .is_ok_and(|o| o.high_watermark == position)
+            {
+                a.eof_at = Some(position);
+                eofs.push((a.tp.clone(), position));
+            }
+        }
+        eofs
     }
 
     /// Takes up to `max.poll.records` buffered records, partition by

@@ -218,12 +218,24 @@ impl Eq for ConsumerRecord {}
 pub struct ConsumerRecords {
     parts: Vec<(TopicPartition, Vec<ConsumerRecord>)>,
     count: usize,
+    /// Partitions that reached their end (`enable.partition.eof`).
+    eofs: Vec<(TopicPartition, u64)>,
 }
 
 impl ConsumerRecords {
     pub(crate) fn new(parts: Vec<(TopicPartition, Vec<ConsumerRecord>)>) -> Self {
         let count = parts.iter().map(|(_, r)| r.len()).sum();
-        ConsumerRecords { parts, count }
+        ConsumerRecords {
+            parts,
+            count,
+            eofs: Vec::new(),
+        }
+    }
+
+    /// These records with the end-of-partition signals of the same poll.
+    pub(crate) fn with_eofs(mut self, eofs: Vec<(TopicPartition, u64)>) -> Self {
+        self.eofs = eofs;
+        self
     }
 
     /// The number of records.
@@ -232,10 +244,77 @@ impl ConsumerRecords {
         self.count
     }
 
-    /// Whether there are no records.
+    /// Whether there are no records. End-of-partition signals are not
+    /// records: a poll that returns only
+    /// [`partition_eofs`](Self::partition_eofs) is empty.
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+
+    /// The assigned partitions whose position reached the partition's end
+    /// (its high watermark: the offset after the last record) in this
+    /// poll, with that offset, in assignment order: librdkafka's
+    /// `RD_KAFKA_RESP_ERR__PARTITION_EOF` events. Only with
+    /// [`enable_partition_eof`](crate::ConsumerConfigBuilder::enable_partition_eof);
+    /// always empty otherwise.
+    ///
+    /// A partition is reported once each time it reaches its end: when
+    /// the records of this poll (or earlier ones) brought its position to
+    /// the end, or when it is at its end right after being assigned or
+    /// [`seek`](crate::Consumer::seek)ed (an empty partition, say). It is
+    /// reported again only after its position moved (new records were
+    /// returned, or a seek) and reached the end again. Paused partitions
+    /// are not reported until resumed. A poll with nothing but such
+    /// signals to return returns them at once rather than waiting out its
+    /// timeout. The records of a reported partition in this poll, if any,
+    /// come before its end: after handling them the consumer has read
+    /// everything the partition held when the poll looked.
+    ///
+    /// ```
+    /// use logbus::{Cluster, ClusterConfig, Consumer, ConsumerConfig, NewTopic};
+    /// use logbus::{OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition};
+    /// use std::collections::BTreeMap;
+    /// use std::time::Duration;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    /// cluster.create_topic(NewTopic::new("accounts", 2))?;
+    /// let producer = Producer::new(&cluster, ProducerConfig::default())?;
+    /// for (key, value) in [("alice", "10"), ("bob", "20"), ("alice", "15")] {
+    ///     producer.send(ProducerRecord::new("accounts", value).with_key(key))?;
+    /// }
+    /// producer.flush()?;
+    ///
+    /// // Rebuild the state at start-up: read until every partition is at its end.
+    /// let config = ConsumerConfig::builder()
+    ///     .auto_offset_reset(OffsetReset::Earliest)
+    ///     .enable_partition_eof(true)
+    ///     .build()?;
+    /// let mut consumer = Consumer::new(&cluster, config)?;
+    /// let partitions = [TopicPartition::new("accounts", 0), TopicPartition::new("accounts", 1)];
+    /// consumer.assign(&partitions)?;
+    /// let mut balances = BTreeMap::new();
+    /// let mut at_end = BTreeMap::new();
+    /// while at_end.len() < partitions.len() {
+    ///     let records = consumer.poll(Duration::from_secs(60))?;
+    ///     for record in &records {
+    ///         let key = String::from_utf8(record.key().unwrap_or_default().to_vec())?;
+    ///         let value = String::from_utf8(record.value().unwrap_or_default().to_vec())?;
+    ///         balances.insert(key, value);
+    ///     }
+    ///     for (tp, offset) in records.partition_eofs() {
+    ///         at_end.insert(tp.clone(), *offset);
+    ///     }
+    /// }
+    /// assert_eq!(balances["alice"], "15");
+    /// assert_eq!(balances["bob"], "20");
+    /// assert_eq!(at_end.values().sum::<u64>(), 3); // every record read
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn partition_eofs(&self) -> &[(TopicPartition, u64)] {
+        &self.eofs
     }
 
     /// Every record, partition by partition.

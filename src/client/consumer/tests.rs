@@ -195,9 +195,9 @@ mod heartbeats {
     fn member(cluster: &Cluster) -> Consumer {
         let config = ConsumerConfig::builder()
             .group_id("g")
-            .session_timeout_ms(10_000)
-            .heartbeat_interval_ms(1_000)
-            .max_poll_interval_ms(30_000)
+            .session_timeout(Duration::from_millis(10_000))
+            .heartbeat_interval(Duration::from_millis(1_000))
+            .max_poll_interval(Duration::from_millis(30_000))
             .build()
             .unwrap();
         let mut consumer = Consumer::new(cluster, config).unwrap();
