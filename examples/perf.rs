@@ -206,7 +206,7 @@ fn produce(flags: &Flags) -> Result<String, Error> {
     };
     let mut config = ProducerConfig::builder().acks(acks);
     if let Some(linger) = flags.0.get("linger-ms") {
-        config = config.linger_ms(linger.parse()?);
+        config = config.linger(Duration::from_millis(linger.parse()?));
     }
     if let Some(batch) = flags.0.get("batch-size") {
         config = config.batch_size(batch.parse()?);

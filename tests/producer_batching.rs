@@ -5,6 +5,7 @@ mod producer_util;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use logbus::{
     Acks, Error, ManualClock, NewTopic, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
@@ -15,10 +16,10 @@ use producer_util::{T0, batches, open_with_clock, records};
 
 const LINGER: u64 = 100;
 
-fn config(batch_size: usize) -> ProducerConfig {
+fn config(batch_size: u64) -> ProducerConfig {
     ProducerConfig::builder()
         .acks(Acks::Leader)
-        .linger_ms(LINGER)
+        .linger(Duration::from_millis(LINGER))
         .batch_size(batch_size)
         .build()
         .expect("config")

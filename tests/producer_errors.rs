@@ -17,7 +17,7 @@ use producer_util::{T0, open, open_with_clock, records};
 fn lingering() -> ProducerConfig {
     ProducerConfig::builder()
         .acks(Acks::Leader)
-        .linger_ms(3_600_000)
+        .linger(Duration::from_millis(3_600_000))
         .build()
         .expect("config")
 }
@@ -40,30 +40,48 @@ fn invalid_configs_name_the_kafka_setting() {
     );
     check(
         ProducerConfig::builder()
-            .batch_size(i32::MAX as usize + 1)
+            .batch_size(i32::MAX as u64 + 1)
             .build(),
         "batch.size",
-    );
-    check(
-        ProducerConfig::builder().linger_ms(u64::MAX).build(),
-        "linger.ms",
-    );
-    check(
-        ProducerConfig::builder().max_block_ms(u64::MAX).build(),
-        "max.block.ms",
     );
     let defaults = ProducerConfig::default();
     assert_eq!(
         (
             defaults.acks(),
-            defaults.linger_ms(),
+            defaults.linger(),
             defaults.batch_size(),
             defaults.buffer_memory(),
-            defaults.max_block_ms(),
+            defaults.max_block(),
             defaults.max_request_size(),
         ),
-        (Acks::All, 5, 16_384, 32 << 20, 60_000, 1_048_576)
+        (
+            Acks::All,
+            Duration::from_millis(5),
+            16_384,
+            32 << 20,
+            Duration::from_secs(60),
+            1_048_576
+        )
     );
+}
+
+#[test]
+fn durations_are_whole_milliseconds_and_saturate() -> Result<()> {
+    // Kafka keeps milliseconds: a Duration is rounded down to one, and one
+    // beyond i64::MAX milliseconds saturates there instead of failing.
+    let config = ProducerConfig::builder()
+        .linger(Duration::from_micros(2_999))
+        .max_block(Duration::from_nanos(999_999))
+        .build()?;
+    assert_eq!(config.linger(), Duration::from_millis(2));
+    assert_eq!(config.max_block(), Duration::ZERO);
+    let config = ProducerConfig::builder()
+        .linger(Duration::MAX)
+        .max_block(Duration::from_millis(u64::MAX))
+        .build()?;
+    let most = Duration::from_millis(i64::MAX as u64);
+    assert_eq!((config.linger(), config.max_block()), (most, most));
+    Ok(())
 }
 
 #[test]
@@ -226,9 +244,9 @@ fn a_full_buffer_blocks_send_until_max_block_ms_then_fails() -> Result<()> {
     cluster.create_topic(NewTopic::new("t", 1))?;
     let config = ProducerConfig::builder()
         .acks(Acks::Leader)
-        .linger_ms(3_600_000)
+        .linger(Duration::from_millis(3_600_000))
         .buffer_memory(4_000)
-        .max_block_ms(MAX_BLOCK)
+        .max_block(Duration::from_millis(MAX_BLOCK))
         .build()?;
     let producer = Producer::new(&cluster, config)?;
 
@@ -300,9 +318,9 @@ fn max_block_ms_zero_fails_at_once_when_full() -> Result<()> {
     let cluster = open_with_clock(dir.path(), &clock)?;
     cluster.create_topic(NewTopic::new("t", 1))?;
     let config = ProducerConfig::builder()
-        .linger_ms(3_600_000)
+        .linger(Duration::from_millis(3_600_000))
         .buffer_memory(1_000)
-        .max_block_ms(0)
+        .max_block(Duration::ZERO)
         .build()?;
     let producer = Producer::new(&cluster, config)?;
     let (entered_tx, entered) = crossbeam_channel::bounded(1);
@@ -387,7 +405,7 @@ fn deleting_a_topic_while_a_thread_sends_to_it_never_panics_or_hangs() -> Result
     cluster.create_topic(NewTopic::new("doomed", 2))?;
     let config = ProducerConfig::builder()
         .acks(Acks::Leader)
-        .linger_ms(0)
+        .linger(Duration::ZERO)
         .batch_size(1_000)
         .build()?;
     let producer = Producer::new(&cluster, config)?;

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use logbus::{
     Acks, CheckpointRead, CleanupPolicy, Cluster, ClusterConfig, FaultyStorage, ManualClock,
@@ -369,7 +370,7 @@ impl ClusterRun {
             self.cluster(),
             ProducerConfig::builder()
                 .acks(acks)
-                .linger_ms(0)
+                .linger(Duration::ZERO)
                 // Small batches: a producer batch must fit the smallest
                 // segment.bytes here (1024); the producer does not split a
                 // batch the log refuses as too large.

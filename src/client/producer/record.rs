@@ -1,10 +1,10 @@
 //! [`ProducerRecord`] (what is sent) and [`RecordMetadata`] (where it went).
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::IntoBytes;
 use crate::format::Header;
 use crate::format::RECORD_BATCH_OVERHEAD;
 use crate::format::varint::{varint_size, varlong_size};
@@ -12,9 +12,11 @@ use crate::types::TopicPartition;
 
 /// A record to send: Kafka's `ProducerRecord`.
 ///
-/// Keys, values and header values take anything that converts into
-/// [`Bytes`] (`&'static str`, `&'static [u8]`, `String`, `Vec<u8>`,
-/// `Bytes`) without copying; the topic takes a `&'static str` or a `String`.
+/// Keys, values and header values take anything that implements
+/// [`IntoBytes`]: borrowed data of any lifetime (`&str`, `&[u8]`,
+/// `&String`, `&Vec<u8>`, `&[u8; N]`, `Cow`), which is copied, and owned
+/// buffers (`Vec<u8>`, `String`, `Box<[u8]>`) and [`Bytes`], which are not.
+/// The topic takes a `&str`, a `&String` or a `String`.
 ///
 /// The partition is chosen by the producer unless set here; the timestamp
 /// is the producer's clock at `send` unless set here (it must not be
@@ -30,13 +32,32 @@ use crate::types::TopicPartition;
 /// assert_eq!(record.partition(), None);
 ///
 /// // A tombstone: a key without a value (deletes the key in a compacted topic).
-/// let tombstone = ProducerRecord::tombstone("orders", "order-1".to_string());
+/// let tombstone = ProducerRecord::tombstone("orders", "order-1");
 /// assert!(tombstone.value().is_none());
+/// ```
+///
+/// Arguments borrowed from a caller work as they are:
+///
+/// ```
+/// use logbus::{Producer, ProducerRecord, Result, SendFuture};
+///
+/// fn publish(producer: &Producer, topic: &str, key: &str, value: &str) -> Result<SendFuture> {
+///     producer.send(ProducerRecord::new(topic, value).with_key(key))
+/// }
+///
+/// fn record_of(topic: &String, key: &Vec<u8>, value: &[u8]) -> ProducerRecord {
+///     ProducerRecord::new(topic, value)
+///         .with_key(key)
+///         .with_header("trace", format!("{topic}/{}", key.len()))
+/// }
+/// let record = record_of(&"orders".to_string(), &vec![1, 2], b"v");
+/// assert_eq!(record.topic(), "orders");
+/// assert_eq!(record.headers()[0].value.as_deref(), Some(&b"orders/2"[..]));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub struct ProducerRecord {
-    pub(crate) topic: Cow<'static, str>,
+    pub(crate) topic: String,
     pub(crate) partition: Option<u32>,
     pub(crate) key: Option<Bytes>,
     pub(crate) value: Option<Bytes>,
@@ -46,23 +67,23 @@ pub struct ProducerRecord {
 
 impl ProducerRecord {
     /// A record of `topic` with this value, no key, no headers.
-    pub fn new(topic: impl Into<Cow<'static, str>>, value: impl Into<Bytes>) -> Self {
+    pub fn new(topic: impl Into<String>, value: impl IntoBytes) -> Self {
         ProducerRecord {
             topic: topic.into(),
             partition: None,
             key: None,
-            value: Some(value.into()),
+            value: Some(value.into_bytes()),
             headers: Vec::new(),
             timestamp: None,
         }
     }
 
     /// A record of `topic` with this key and a null value (Kafka's tombstone).
-    pub fn tombstone(topic: impl Into<Cow<'static, str>>, key: impl Into<Bytes>) -> Self {
+    pub fn tombstone(topic: impl Into<String>, key: impl IntoBytes) -> Self {
         ProducerRecord {
             topic: topic.into(),
             partition: None,
-            key: Some(key.into()),
+            key: Some(key.into_bytes()),
             value: None,
             headers: Vec::new(),
             timestamp: None,
@@ -71,14 +92,15 @@ impl ProducerRecord {
 
     /// Sets the key: the partition is then Kafka's murmur2 hash of it
     /// (unless a partition is set or a custom partitioner chooses).
-    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
-        self.key = Some(key.into());
+    pub fn with_key(mut self, key: impl IntoBytes) -> Self {
+        self.key = Some(key.into_bytes());
         self
     }
 
-    /// Sets or clears the value (`None` is Kafka's null value).
-    pub fn with_value(mut self, value: Option<impl Into<Bytes>>) -> Self {
-        self.value = value.map(Into::into);
+    /// Sets or clears the value (`None` is Kafka's null value; write it
+    /// `None::<Bytes>`, or use [`tombstone`](ProducerRecord::tombstone)).
+    pub fn with_value(mut self, value: Option<impl IntoBytes>) -> Self {
+        self.value = value.map(IntoBytes::into_bytes);
         self
     }
 
@@ -95,10 +117,10 @@ impl ProducerRecord {
     }
 
     /// Adds a header (keys may repeat, as in Kafka).
-    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn with_header(mut self, key: impl Into<String>, value: impl IntoBytes) -> Self {
         self.headers.push(Header {
             key: key.into(),
-            value: Some(value.into()),
+            value: Some(value.into_bytes()),
         });
         self
     }
