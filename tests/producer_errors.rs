@@ -5,6 +5,7 @@ mod producer_util;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -483,6 +484,106 @@ fn wait_timeout_follows_the_clusters_clock() -> Result<()> {
         .wait_timeout(Duration::from_secs(1))
         .expect("done")?;
     assert_eq!(m.offset(), Some(0));
+    producer.close()?;
+    cluster.close()
+}
+
+/// A partitioner that counts its calls.
+#[derive(Debug, Default)]
+struct Counting(std::sync::atomic::AtomicUsize);
+
+impl Partitioner for Counting {
+    fn partition(
+        &self,
+        _topic: &str,
+        _key: Option<&[u8]>,
+        _value: Option<&[u8]>,
+        _partitions: NonZeroU32,
+    ) -> Option<u32> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        None
+    }
+}
+
+#[test]
+fn keyless_records_to_a_compacted_topic_are_refused_by_send() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = open(dir.path())?;
+    let compacted = TopicConfig::new().cleanup_policy(logbus::CleanupPolicy::Compact);
+    let topic = cluster.create_topic(NewTopic::new("c", 2).config(compacted))?;
+    // The error the log gives for a keyless record (what the handle used
+    // to carry), to compare with what `send` now says.
+    let mut keyless = {
+        let mut b = logbus::format::BatchBuilder::new(logbus::Compression::None);
+        b.append(T0, None, Some(b"v"), &[]);
+        b.build().expect("batch").to_vec()
+    };
+    let from_log = topic
+        .partition(0)?
+        .append(&mut keyless)
+        .expect_err("keyless");
+    assert!(matches!(
+        from_log,
+        Error::InvalidBatch(logbus::FormatError::InvalidRecord(_))
+    ));
+
+    let partitioner = Arc::new(Counting::default());
+    let producer = Producer::new(
+        &cluster,
+        ProducerConfig::builder()
+            .acks(Acks::Leader)
+            .partitioner(partitioner.clone())
+            .build()?,
+    )?;
+    let refused = [
+        ProducerRecord::new("c", "no key"),
+        ProducerRecord::new("c", "no key").with_partition(1),
+        ProducerRecord::new("c", "no key").with_header("h", "v"),
+    ];
+    for record in refused {
+        let e = producer.send(record.clone()).expect_err("refused by send");
+        assert!(
+            matches!(
+                e,
+                Error::InvalidBatch(logbus::FormatError::InvalidRecord(_))
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), from_log.to_string());
+        assert!(e.to_string().contains("cleanup.policy=compact"), "{e}");
+        let called = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = called.clone();
+        let e = producer
+            .send_with_callback(record, move |_| flag.store(true, Ordering::SeqCst))
+            .expect_err("refused by send_with_callback");
+        assert_eq!(e.to_string(), from_log.to_string());
+        producer.flush()?;
+        assert!(
+            !called.load(Ordering::SeqCst),
+            "no callback for a refused record"
+        );
+    }
+    assert_eq!(
+        partitioner.0.load(Ordering::SeqCst),
+        0,
+        "refused before the partitioner ran"
+    );
+    // Nothing was enqueued: keyed records and tombstones go on from offset 0.
+    let keyed = producer
+        .send(
+            ProducerRecord::new("c", "v")
+                .with_key("k")
+                .with_partition(0),
+        )?
+        .wait()?;
+    let tombstone = producer
+        .send(ProducerRecord::tombstone("c", "k").with_partition(0))?
+        .wait()?;
+    assert_eq!((keyed.offset(), tombstone.offset()), (Some(0), Some(1)));
+    assert!(records(&cluster, "c", 1)?.is_empty());
+    // A topic that is not compacted still takes keyless records.
+    cluster.create_topic(NewTopic::new("plain", 1))?;
+    producer.send(ProducerRecord::new("plain", "v"))?.wait()?;
     producer.close()?;
     cluster.close()
 }
