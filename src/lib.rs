@@ -160,7 +160,7 @@ pub use client::consumer::{
 };
 pub use client::partitioner::{Partitioner, RoundRobinPartitioner, murmur2, partition_for_key};
 pub use client::producer::{
-    Acks, IntoBytes, Producer, ProducerConfig, ProducerConfigBuilder, ProducerRecord,
+    Acks, IntoBytes, IntoTopic, Producer, ProducerConfig, ProducerConfigBuilder, ProducerRecord,
     RecordMetadata, SendFuture,
 };
 pub use clock::{Clock, ManualClock, SystemClock};

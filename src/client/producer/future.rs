@@ -182,6 +182,38 @@ impl BatchResult {
 /// assert_eq!((metadata.partition(), metadata.offset()), (0, Some(0)));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// In async code, `.await` it (any executor; a minimal one is hidden here):
+///
+/// ```
+/// use logbus::{Cluster, ClusterConfig, NewTopic, Producer, ProducerConfig, ProducerRecord};
+///
+/// async fn publish(producer: &Producer, topic: &str, key: &str) -> logbus::Result<u64> {
+///     let metadata = producer.send(ProducerRecord::new(topic, "v").with_key(key))?.await?;
+///     Ok(metadata.offset().unwrap_or_default())
+/// }
+/// # fn block_on<F: std::future::Future>(future: F) -> F::Output {
+/// #     struct Unpark(std::thread::Thread);
+/// #     impl std::task::Wake for Unpark {
+/// #         fn wake(self: std::sync::Arc<Self>) { self.0.unpark() }
+/// #     }
+/// #     let waker = std::sync::Arc::new(Unpark(std::thread::current())).into();
+/// #     let mut cx = std::task::Context::from_waker(&waker);
+/// #     let mut future = std::pin::pin!(future);
+/// #     loop {
+/// #         match future.as_mut().poll(&mut cx) {
+/// #             std::task::Poll::Ready(output) => return output,
+/// #             std::task::Poll::Pending => std::thread::park(),
+/// #         }
+/// #     }
+/// # }
+/// let dir = tempfile::tempdir()?;
+/// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+/// cluster.create_topic(NewTopic::new("events", 1))?;
+/// let producer = Producer::new(&cluster, ProducerConfig::default())?;
+/// assert_eq!(block_on(publish(&producer, "events", "k"))?, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[must_use = "a send's outcome is only known through its handle; drop it explicitly to ignore it"]
 pub struct SendFuture {

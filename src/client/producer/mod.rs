@@ -34,7 +34,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 pub use config::{Acks, ProducerConfig, ProducerConfigBuilder};
 pub use future::SendFuture;
 pub use into_bytes::IntoBytes;
-pub use record::{ProducerRecord, RecordMetadata};
+pub use record::{IntoTopic, ProducerRecord, RecordMetadata};
 
 use accumulator::{Accumulator, Batch};
 use future::{BatchResult, Callback};
@@ -319,13 +319,11 @@ impl Core {
         // A cheap bound first; the exact size only near a limit.
         let (mut lone, upper) = record.size_bounds();
         if lone > self.max_request_size.min(self.buffer_memory) {
-            lone = record
-                .lone_batch_size()
-                .ok_or_else(|| Error::RecordTooLarge {
-                    size: lone,
-                    max: self.max_request_size,
-                    limit: "max.request.size",
-                })?;
+            lone = record.lone_batch_size().ok_or(Error::RecordTooLarge {
+                size: lone,
+                max: self.max_request_size,
+                limit: "max.request.size",
+            })?;
             for (max, limit) in [
                 (self.max_request_size, "max.request.size"),
                 (self.buffer_memory, "buffer.memory"),

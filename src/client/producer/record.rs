@@ -1,5 +1,6 @@
 //! [`ProducerRecord`] (what is sent) and [`RecordMetadata`] (where it went).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,7 +17,10 @@ use crate::types::TopicPartition;
 /// [`IntoBytes`]: borrowed data of any lifetime (`&str`, `&[u8]`,
 /// `&String`, `&Vec<u8>`, `&[u8; N]`, `Cow`), which is copied, and owned
 /// buffers (`Vec<u8>`, `String`, `Box<[u8]>`) and [`Bytes`], which are not.
-/// The topic takes a `&str`, a `&String` or a `String`.
+/// The topic takes anything that implements [`IntoTopic`]: a `&str`, a
+/// `&String` or a `String` (copied into a new name), or an `Arc<str>` (not
+/// copied: hold one to send many records to a topic without a copy of its
+/// name per record).
 ///
 /// The partition is chosen by the producer unless set here; the timestamp
 /// is the producer's clock at `send` unless set here (it must not be
@@ -57,7 +61,7 @@ use crate::types::TopicPartition;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub struct ProducerRecord {
-    pub(crate) topic: String,
+    pub(crate) topic: Arc<str>,
     pub(crate) partition: Option<u32>,
     pub(crate) key: Option<Bytes>,
     pub(crate) value: Option<Bytes>,
@@ -67,9 +71,9 @@ pub struct ProducerRecord {
 
 impl ProducerRecord {
     /// A record of `topic` with this value, no key, no headers.
-    pub fn new(topic: impl Into<String>, value: impl IntoBytes) -> Self {
+    pub fn new(topic: impl IntoTopic, value: impl IntoBytes) -> Self {
         ProducerRecord {
-            topic: topic.into(),
+            topic: topic.into_topic(),
             partition: None,
             key: None,
             value: Some(value.into_bytes()),
@@ -79,9 +83,9 @@ impl ProducerRecord {
     }
 
     /// A record of `topic` with this key and a null value (Kafka's tombstone).
-    pub fn tombstone(topic: impl Into<String>, key: impl IntoBytes) -> Self {
+    pub fn tombstone(topic: impl IntoTopic, key: impl IntoBytes) -> Self {
         ProducerRecord {
-            topic: topic.into(),
+            topic: topic.into_topic(),
             partition: None,
             key: Some(key.into_bytes()),
             value: None,
@@ -213,6 +217,76 @@ impl ProducerRecord {
     }
 }
 
+/// Converts a topic name into the shared name a
+/// [`ProducerRecord`] holds.
+///
+/// A `&str`, `&String`, `String`, `Box<str>` or `Cow<str>` is copied into
+/// a new name; an `Arc<str>` (or `&Arc<str>`) is shared without a copy,
+/// which is the cheapest way to send many records to one topic.
+///
+/// ```
+/// use std::sync::Arc;
+/// use logbus::ProducerRecord;
+///
+/// fn event(topic: &str, key: &str) -> ProducerRecord {
+///     ProducerRecord::new(topic, "v").with_key(key)
+/// }
+/// assert_eq!(event("orders", "k").topic(), "orders");
+///
+/// let topic: Arc<str> = Arc::from("orders");
+/// let records: Vec<_> = (0..3)
+///     .map(|i| ProducerRecord::new(&topic, format!("event {i}")))
+///     .collect();
+/// assert!(records.iter().all(|r| r.topic() == "orders"));
+/// ```
+pub trait IntoTopic {
+    /// The topic's name.
+    fn into_topic(self) -> Arc<str>;
+}
+
+impl IntoTopic for Arc<str> {
+    fn into_topic(self) -> Arc<str> {
+        self
+    }
+}
+
+impl IntoTopic for &Arc<str> {
+    /// Another reference to the same name (no copy).
+    fn into_topic(self) -> Arc<str> {
+        self.clone()
+    }
+}
+
+impl IntoTopic for &str {
+    fn into_topic(self) -> Arc<str> {
+        Arc::from(self)
+    }
+}
+
+impl IntoTopic for &String {
+    fn into_topic(self) -> Arc<str> {
+        Arc::from(self.as_str())
+    }
+}
+
+impl IntoTopic for String {
+    fn into_topic(self) -> Arc<str> {
+        Arc::from(self)
+    }
+}
+
+impl IntoTopic for Box<str> {
+    fn into_topic(self) -> Arc<str> {
+        Arc::from(self)
+    }
+}
+
+impl IntoTopic for Cow<'_, str> {
+    fn into_topic(self) -> Arc<str> {
+        Arc::from(self)
+    }
+}
+
 /// Where a sent record was stored: Kafka's `RecordMetadata`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMetadata {
@@ -255,5 +329,31 @@ impl RecordMetadata {
     #[must_use]
     pub fn timestamp(&self) -> i64 {
         self.timestamp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_of_a_topic_names_it_and_an_arc_is_shared() {
+        let name = String::from("orders");
+        let arc: Arc<str> = Arc::from("orders");
+        for record in [
+            ProducerRecord::new("orders", "v"),
+            ProducerRecord::new(&name, "v"),
+            ProducerRecord::new(name.clone(), "v"),
+            ProducerRecord::new(Box::<str>::from("orders"), "v"),
+            ProducerRecord::new(Cow::Borrowed("orders"), "v"),
+            ProducerRecord::tombstone(&arc, "k"),
+        ] {
+            assert_eq!(record.topic(), "orders");
+        }
+        assert!(Arc::ptr_eq(&ProducerRecord::new(&arc, "v").topic, &arc));
+        assert!(Arc::ptr_eq(
+            &ProducerRecord::new(arc.clone(), "v").topic,
+            &arc
+        ));
     }
 }
