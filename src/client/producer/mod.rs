@@ -3,15 +3,19 @@
 //! A `send` encodes the record straight into its partition's open batch
 //! (one lock, no allocation beyond what the caller hands in) and returns a
 //! [`SendFuture`]. A batch is sealed when it is full (`batch.size`), when
-//! its `linger.ms` has passed, on `flush`/`close`, or when a `send` waits
-//! for `buffer.memory`; the sender thread (`logbus-producer`) then builds
+//! its `linger.ms` has passed, when a record's handle is waited on or
+//! polled, on `flush`/`close`, or when a `send` waits for `buffer.memory`;
+//! the sender thread (`logbus-producer`) then builds
 //! it (compression, CRC) and appends it to the partition's log, and
 //! completes every record's handle and callback.
 //!
 //! ## Locks
 //! One mutex over the [`Accumulator`]. Taken by `send` (once), by the
-//! sender thread (once per batch taken, once per batch finished) and by
-//! `flush`/`close`. Under it the producer may take the cluster's topic
+//! sender thread (once per batch taken, once per batch finished), by
+//! `flush`/`close`, and by a wait on (or the first poll of) a handle whose
+//! batch is not done, to seal it. A handle never holds its batch's
+//! completion lock while it takes this one; the sender completes batches
+//! outside it. Under it the producer may take the cluster's topic
 //! table (to look a topic up) and the sticky partitioner's mutex; never
 //! the other way round. User code (partitioner, callbacks) never runs
 //! under it.
@@ -80,7 +84,7 @@ enum Msg {
 /// cluster.create_topic(NewTopic::new("orders", 3))?;
 ///
 /// let producer = Producer::new(&cluster, ProducerConfig::builder().acks(Acks::Leader).build()?)?;
-/// // Wait for one record...
+/// // Wait for one record (its batch goes at once, without lingering)...
 /// let metadata = producer
 ///     .send(ProducerRecord::new("orders", "created").with_key("order-1"))?
 ///     .wait()?;
