@@ -271,7 +271,7 @@ fn produce(cluster: &Cluster, shared: &Arc<Shared>) -> Result<(), BoxError> {
             break;
         }
         let text = number.to_string();
-        let record = ProducerRecord::new(TOPIC, text.clone()).with_key(text);
+        let record = ProducerRecord::new(TOPIC, &text).with_key(text);
         let (acked, failed) = (shared.clone(), failed.clone());
         producer.send_with_callback(record, move |result| match result {
             Ok(_) => {

@@ -160,8 +160,8 @@ pub use client::consumer::{
 };
 pub use client::partitioner::{Partitioner, RoundRobinPartitioner, murmur2, partition_for_key};
 pub use client::producer::{
-    Acks, Producer, ProducerConfig, ProducerConfigBuilder, ProducerRecord, RecordMetadata,
-    SendFuture,
+    Acks, IntoBytes, IntoTopic, Producer, ProducerConfig, ProducerConfigBuilder, ProducerRecord,
+    RecordMetadata, SendFuture,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cluster::{

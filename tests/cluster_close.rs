@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use logbus::{
     Acks, Cluster, ClusterConfig, Error, ManualClock, NewTopic, Producer, ProducerConfig,
@@ -23,7 +24,7 @@ fn open(dir: &Path, clock: &ManualClock) -> Cluster {
 fn lingering(cluster: &Cluster) -> Producer {
     let config = ProducerConfig::builder()
         .acks(Acks::Leader)
-        .linger_ms(3_600_000)
+        .linger(Duration::from_millis(3_600_000))
         .batch_size(4 << 20)
         .build()
         .unwrap();

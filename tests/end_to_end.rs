@@ -64,7 +64,7 @@ fn concurrent_produce_and_consume_deliver_everything_once_in_order() {
         ProducerConfig::builder()
             .compression(Compression::Lz4)
             .batch_size(4096)
-            .linger_ms(1)
+            .linger(Duration::from_millis(1))
             .build()
             .unwrap(),
     )

@@ -145,7 +145,7 @@ struct Plan {
     close: bool,
     compression: Compression,
     linger_ms: u64,
-    batch_size: usize,
+    batch_size: u64,
     /// Group members (commit test).
     members: u32,
     /// Index into [`ASSIGNORS`].
@@ -195,7 +195,7 @@ impl Plan {
             close: close == 1,
             compression: Compression::from_id(u8::try_from(compression).ok()?).ok()?,
             linger_ms,
-            batch_size: usize::try_from(batch_size).ok()?,
+            batch_size,
             members: u32::try_from(members).ok()?,
             assignor: usize::try_from(assignor)
                 .ok()
@@ -370,7 +370,7 @@ mod child {
     fn producer(cluster: &Cluster, plan: &Plan) -> logbus::Result<Producer> {
         let config = ProducerConfig::builder()
             .acks(Acks::Leader)
-            .linger_ms(plan.linger_ms)
+            .linger(Duration::from_millis(plan.linger_ms))
             .batch_size(plan.batch_size)
             .compression(plan.compression)
             // Small, so a writer far ahead of its acknowledgements blocks.

@@ -5,20 +5,21 @@ mod producer_util;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use logbus::{
-    Acks, Error, ManualClock, NewTopic, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
-    Result,
+    Acks, Clock, Error, ManualClock, NewTopic, Producer, ProducerConfig, ProducerRecord,
+    RecordMetadata, Result,
 };
 use parking_lot::Mutex;
 use producer_util::{T0, batches, open_with_clock, records};
 
 const LINGER: u64 = 100;
 
-fn config(batch_size: usize) -> ProducerConfig {
+fn config(batch_size: u64) -> ProducerConfig {
     ProducerConfig::builder()
         .acks(Acks::Leader)
-        .linger_ms(LINGER)
+        .linger(Duration::from_millis(LINGER))
         .batch_size(batch_size)
         .build()
         .expect("config")
@@ -32,18 +33,110 @@ fn setup(partitions: u32) -> Result<(tempfile::TempDir, ManualClock, logbus::Clu
     Ok((dir, clock, cluster))
 }
 
+/// Sends `record` with a callback and returns where its outcome arrives:
+/// receiving from it blocks without sending the batch early, as waiting on
+/// a handle would.
+fn send_observed(
+    producer: &Producer,
+    record: ProducerRecord,
+) -> Result<crossbeam_channel::Receiver<Result<RecordMetadata>>> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    producer.send_with_callback(record, move |r| {
+        tx.send(r).expect("test alive");
+    })?;
+    Ok(rx)
+}
+
 #[test]
 fn a_lone_record_is_appended_only_once_linger_has_passed() -> Result<()> {
     let (_dir, clock, cluster) = setup(1)?;
     let producer = Producer::new(&cluster, config(16_384))?;
-    let sent = producer.send(ProducerRecord::new("t", "alone"))?;
+    let sent = send_observed(&producer, ProducerRecord::new("t", "alone"))?;
     // The clock has not moved: the batch cannot have been sealed.
     clock.advance_ms(LINGER as i64 - 1);
-    assert!(!sent.is_done());
+    assert!(sent.try_recv().is_err());
     assert_eq!(cluster.topic("t")?.partition(0)?.high_watermark()?, 0);
     clock.advance_ms(1);
-    let m = sent.wait()?;
+    let m = sent.recv().expect("called back")?;
     assert_eq!((m.offset(), m.timestamp()), (Some(0), T0));
+    producer.close()?;
+    cluster.close()
+}
+
+#[test]
+fn waiting_on_a_lingering_record_sends_its_batch_at_once() -> Result<()> {
+    let (_dir, clock, cluster) = setup(1)?;
+    // An hour of linger on a clock that never moves in this test.
+    let producer = Producer::new(
+        &cluster,
+        ProducerConfig::builder()
+            .acks(Acks::Leader)
+            .linger(Duration::from_secs(3_600))
+            .build()?,
+    )?;
+    let sent: Vec<_> = (0..3)
+        .map(|i| producer.send(ProducerRecord::new("t", format!("r{i}"))))
+        .collect::<Result<_>>()?;
+    assert!(sent.iter().all(|h| !h.is_done()), "lingering");
+    // Waiting on the middle record sends the whole batch now.
+    let mut sent = sent.into_iter();
+    let (first, middle, last) = (sent.next(), sent.next(), sent.next());
+    assert_eq!(middle.expect("sent").wait()?.offset(), Some(1));
+    assert!(first.as_ref().is_some_and(logbus::SendFuture::is_done));
+    assert_eq!(last.expect("sent").wait()?.offset(), Some(2));
+    let stored = batches(&cluster, "t", 0)?;
+    assert_eq!(stored.len(), 1, "one batch, sent as it was");
+    assert_eq!(stored[0].header().records_count, 3);
+    // Records sent afterwards start a new batch, which lingers again.
+    let later = send_observed(&producer, ProducerRecord::new("t", "later"))?;
+    assert!(later.try_recv().is_err());
+    assert_eq!(clock.now_ms(), T0, "the clock never moved");
+    producer.flush()?;
+    assert_eq!(later.recv().expect("called back")?.offset(), Some(3));
+    producer.close()?;
+    cluster.close()
+}
+
+#[test]
+fn a_send_then_wait_loop_does_not_wait_out_linger() -> Result<()> {
+    let (_dir, clock, cluster) = setup(2)?;
+    let producer = Producer::new(
+        &cluster,
+        ProducerConfig::builder()
+            .acks(Acks::Leader)
+            .linger(Duration::MAX)
+            .build()?,
+    )?;
+    for i in 0..10_u64 {
+        let record = ProducerRecord::new("t", format!("v{i}")).with_key(format!("k{i}"));
+        let m = producer.send(record)?.wait()?;
+        assert_eq!(m.timestamp(), T0);
+    }
+    // Each wait sent a batch of one record.
+    let stored = batches(&cluster, "t", 0)?.len() + batches(&cluster, "t", 1)?.len();
+    assert_eq!(stored, 10);
+    assert_eq!(clock.now_ms(), T0);
+    producer.close()?;
+    cluster.close()
+}
+
+#[test]
+fn wait_timeout_sends_at_once_but_a_zero_timeout_only_looks() -> Result<()> {
+    let (_dir, clock, cluster) = setup(1)?;
+    let producer = Producer::new(&cluster, config(16_384))?;
+    let sent = producer.send(ProducerRecord::new("t", "v"))?;
+    // A look: the batch keeps lingering (the manual clock never moves).
+    assert!(sent.wait_timeout(Duration::ZERO).is_none());
+    assert!(sent.wait_timeout(Duration::ZERO).is_none());
+    assert!(!sent.is_done());
+    assert_eq!(cluster.topic("t")?.partition(0)?.high_watermark()?, 0);
+    // A wait with a timeout sends the batch and gets its outcome in time,
+    // though the clock does not move towards either deadline.
+    let m = sent
+        .wait_timeout(Duration::from_secs(1))
+        .expect("sent at once")?;
+    assert_eq!(m.offset(), Some(0));
+    assert_eq!(clock.now_ms(), T0);
     producer.close()?;
     cluster.close()
 }
@@ -72,12 +165,20 @@ fn a_full_batch_goes_without_waiting_for_linger() -> Result<()> {
     // Linger never passes: the clock is never moved in this test.
     let producer = Producer::new(&cluster, config(1_000))?;
     let value = vec![b'x'; 100];
-    let sent: Vec<_> = (0..30)
+    // The first record's outcome is watched through a callback: waiting on
+    // its handle would send its batch whether full or not.
+    let first = send_observed(&producer, ProducerRecord::new("t", value.clone()))?;
+    let sent: Vec<_> = (0..29)
         .map(|_| producer.send(ProducerRecord::new("t", value.clone())))
         .collect::<Result<_>>()?;
     // The first records filled a batch; it is appended with no clock move.
-    let first = sent.into_iter().next().expect("sent");
-    assert_eq!(first.wait()?.offset(), Some(0));
+    assert_eq!(first.recv().expect("called back")?.offset(), Some(0));
+    assert!(
+        !sent.last().expect("sent").is_done(),
+        "the last batch lingers"
+    );
+    drop(sent);
+    producer.flush()?;
     for batch in batches(&cluster, "t", 0)? {
         assert!(
             batch.size() <= 1_000,

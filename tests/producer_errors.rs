@@ -5,6 +5,7 @@ mod producer_util;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -17,7 +18,7 @@ use producer_util::{T0, open, open_with_clock, records};
 fn lingering() -> ProducerConfig {
     ProducerConfig::builder()
         .acks(Acks::Leader)
-        .linger_ms(3_600_000)
+        .linger(Duration::from_millis(3_600_000))
         .build()
         .expect("config")
 }
@@ -40,30 +41,48 @@ fn invalid_configs_name_the_kafka_setting() {
     );
     check(
         ProducerConfig::builder()
-            .batch_size(i32::MAX as usize + 1)
+            .batch_size(i32::MAX as u64 + 1)
             .build(),
         "batch.size",
-    );
-    check(
-        ProducerConfig::builder().linger_ms(u64::MAX).build(),
-        "linger.ms",
-    );
-    check(
-        ProducerConfig::builder().max_block_ms(u64::MAX).build(),
-        "max.block.ms",
     );
     let defaults = ProducerConfig::default();
     assert_eq!(
         (
             defaults.acks(),
-            defaults.linger_ms(),
+            defaults.linger(),
             defaults.batch_size(),
             defaults.buffer_memory(),
-            defaults.max_block_ms(),
+            defaults.max_block(),
             defaults.max_request_size(),
         ),
-        (Acks::All, 5, 16_384, 32 << 20, 60_000, 1_048_576)
+        (
+            Acks::All,
+            Duration::from_millis(5),
+            16_384,
+            32 << 20,
+            Duration::from_secs(60),
+            1_048_576
+        )
     );
+}
+
+#[test]
+fn durations_are_whole_milliseconds_and_saturate() -> Result<()> {
+    // Kafka keeps milliseconds: a Duration is rounded down to one, and one
+    // beyond i64::MAX milliseconds saturates there instead of failing.
+    let config = ProducerConfig::builder()
+        .linger(Duration::from_micros(2_999))
+        .max_block(Duration::from_nanos(999_999))
+        .build()?;
+    assert_eq!(config.linger(), Duration::from_millis(2));
+    assert_eq!(config.max_block(), Duration::ZERO);
+    let config = ProducerConfig::builder()
+        .linger(Duration::MAX)
+        .max_block(Duration::from_millis(u64::MAX))
+        .build()?;
+    let most = Duration::from_millis(i64::MAX as u64);
+    assert_eq!((config.linger(), config.max_block()), (most, most));
+    Ok(())
 }
 
 #[test]
@@ -226,9 +245,9 @@ fn a_full_buffer_blocks_send_until_max_block_ms_then_fails() -> Result<()> {
     cluster.create_topic(NewTopic::new("t", 1))?;
     let config = ProducerConfig::builder()
         .acks(Acks::Leader)
-        .linger_ms(3_600_000)
+        .linger(Duration::from_millis(3_600_000))
         .buffer_memory(4_000)
-        .max_block_ms(MAX_BLOCK)
+        .max_block(Duration::from_millis(MAX_BLOCK))
         .build()?;
     let producer = Producer::new(&cluster, config)?;
 
@@ -300,9 +319,9 @@ fn max_block_ms_zero_fails_at_once_when_full() -> Result<()> {
     let cluster = open_with_clock(dir.path(), &clock)?;
     cluster.create_topic(NewTopic::new("t", 1))?;
     let config = ProducerConfig::builder()
-        .linger_ms(3_600_000)
+        .linger(Duration::from_millis(3_600_000))
         .buffer_memory(1_000)
-        .max_block_ms(0)
+        .max_block(Duration::ZERO)
         .build()?;
     let producer = Producer::new(&cluster, config)?;
     let (entered_tx, entered) = crossbeam_channel::bounded(1);
@@ -387,7 +406,7 @@ fn deleting_a_topic_while_a_thread_sends_to_it_never_panics_or_hangs() -> Result
     cluster.create_topic(NewTopic::new("doomed", 2))?;
     let config = ProducerConfig::builder()
         .acks(Acks::Leader)
-        .linger_ms(0)
+        .linger(Duration::ZERO)
         .batch_size(1_000)
         .build()?;
     let producer = Producer::new(&cluster, config)?;
@@ -465,6 +484,106 @@ fn wait_timeout_follows_the_clusters_clock() -> Result<()> {
         .wait_timeout(Duration::from_secs(1))
         .expect("done")?;
     assert_eq!(m.offset(), Some(0));
+    producer.close()?;
+    cluster.close()
+}
+
+/// A partitioner that counts its calls.
+#[derive(Debug, Default)]
+struct Counting(std::sync::atomic::AtomicUsize);
+
+impl Partitioner for Counting {
+    fn partition(
+        &self,
+        _topic: &str,
+        _key: Option<&[u8]>,
+        _value: Option<&[u8]>,
+        _partitions: NonZeroU32,
+    ) -> Option<u32> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        None
+    }
+}
+
+#[test]
+fn keyless_records_to_a_compacted_topic_are_refused_by_send() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = open(dir.path())?;
+    let compacted = TopicConfig::new().cleanup_policy(logbus::CleanupPolicy::Compact);
+    let topic = cluster.create_topic(NewTopic::new("c", 2).config(compacted))?;
+    // The error the log gives for a keyless record (what the handle used
+    // to carry), to compare with what `send` now says.
+    let mut keyless = {
+        let mut b = logbus::format::BatchBuilder::new(logbus::Compression::None);
+        b.append(T0, None, Some(b"v"), &[]);
+        b.build().expect("batch").to_vec()
+    };
+    let from_log = topic
+        .partition(0)?
+        .append(&mut keyless)
+        .expect_err("keyless");
+    assert!(matches!(
+        from_log,
+        Error::InvalidBatch(logbus::FormatError::InvalidRecord(_))
+    ));
+
+    let partitioner = Arc::new(Counting::default());
+    let producer = Producer::new(
+        &cluster,
+        ProducerConfig::builder()
+            .acks(Acks::Leader)
+            .partitioner(partitioner.clone())
+            .build()?,
+    )?;
+    let refused = [
+        ProducerRecord::new("c", "no key"),
+        ProducerRecord::new("c", "no key").with_partition(1),
+        ProducerRecord::new("c", "no key").with_header("h", "v"),
+    ];
+    for record in refused {
+        let e = producer.send(record.clone()).expect_err("refused by send");
+        assert!(
+            matches!(
+                e,
+                Error::InvalidBatch(logbus::FormatError::InvalidRecord(_))
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), from_log.to_string());
+        assert!(e.to_string().contains("cleanup.policy=compact"), "{e}");
+        let called = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = called.clone();
+        let e = producer
+            .send_with_callback(record, move |_| flag.store(true, Ordering::SeqCst))
+            .expect_err("refused by send_with_callback");
+        assert_eq!(e.to_string(), from_log.to_string());
+        producer.flush()?;
+        assert!(
+            !called.load(Ordering::SeqCst),
+            "no callback for a refused record"
+        );
+    }
+    assert_eq!(
+        partitioner.0.load(Ordering::SeqCst),
+        0,
+        "refused before the partitioner ran"
+    );
+    // Nothing was enqueued: keyed records and tombstones go on from offset 0.
+    let keyed = producer
+        .send(
+            ProducerRecord::new("c", "v")
+                .with_key("k")
+                .with_partition(0),
+        )?
+        .wait()?;
+    let tombstone = producer
+        .send(ProducerRecord::tombstone("c", "k").with_partition(0))?
+        .wait()?;
+    assert_eq!((keyed.offset(), tombstone.offset()), (Some(0), Some(1)));
+    assert!(records(&cluster, "c", 1)?.is_empty());
+    // A topic that is not compacted still takes keyless records.
+    cluster.create_topic(NewTopic::new("plain", 1))?;
+    producer.send(ProducerRecord::new("plain", "v"))?.wait()?;
     producer.close()?;
     cluster.close()
 }

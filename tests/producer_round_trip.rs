@@ -5,6 +5,7 @@ mod producer_util;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use logbus::format::Header;
@@ -263,7 +264,7 @@ fn every_codec_round_trips() -> Result<()> {
         let config = ProducerConfig::builder()
             .acks(Acks::All)
             .compression(codec)
-            .linger_ms(60_000)
+            .linger(Duration::from_millis(60_000))
             .build()?;
         let producer = Producer::new(&cluster, config)?;
         let values: Vec<String> = (0..300)
@@ -323,7 +324,7 @@ fn log_append_time_topics_report_the_append_time() -> Result<()> {
         NewTopic::new("stamped", 1)
             .config(TopicConfig::new().timestamp_type(TimestampType::LogAppendTime)),
     )?;
-    let config = ProducerConfig::builder().linger_ms(0).build()?;
+    let config = ProducerConfig::builder().linger(Duration::ZERO).build()?;
     let producer = Producer::new(&cluster, config)?;
     clock.advance_ms(1_000);
     let m = producer

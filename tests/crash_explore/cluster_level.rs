@@ -324,7 +324,7 @@ impl ClusterRun {
             self.cluster(),
             ProducerConfig::builder()
                 .acks(acks)
-                .linger_ms(0)
+                .linger(Duration::ZERO)
                 // Small batches: a producer batch must fit the smallest
                 // segment.bytes here (1024); the producer does not split a
                 // batch the log refuses as too large.

@@ -255,6 +255,11 @@ impl Accumulator {
         }
     }
 
+    /// The entry of topic `name`, if the producer has one.
+    pub(crate) fn find(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
     /// Makes `batch` the open batch of `partition` of entry `ti`, which
     /// must have none (seal it first).
     pub(crate) fn open_batch(&mut self, ti: usize, partition: u32, batch: Batch) {

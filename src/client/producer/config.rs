@@ -1,8 +1,10 @@
 //! [`ProducerConfig`], its builder, and [`Acks`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::client::partitioner::Partitioner;
+use crate::config::millis;
 use crate::error::{Error, Result};
 use crate::types::Compression;
 
@@ -42,35 +44,49 @@ impl Acks {
 /// | Kafka setting | builder method | default |
 /// |---|---|---|
 /// | `acks` | [`acks`](ProducerConfigBuilder::acks) | `all` |
-/// | `linger.ms` | [`linger_ms`](ProducerConfigBuilder::linger_ms) | 5 |
+/// | `linger.ms` | [`linger`](ProducerConfigBuilder::linger) | 5 ms |
 /// | `batch.size` | [`batch_size`](ProducerConfigBuilder::batch_size) | 16384 |
 /// | `compression.type` | [`compression`](ProducerConfigBuilder::compression) | none |
 /// | `buffer.memory` | [`buffer_memory`](ProducerConfigBuilder::buffer_memory) | 33554432 (32 MiB) |
-/// | `max.block.ms` | [`max_block_ms`](ProducerConfigBuilder::max_block_ms) | 60000 |
+/// | `max.block.ms` | [`max_block`](ProducerConfigBuilder::max_block) | 60 s |
 /// | `max.request.size` | [`max_request_size`](ProducerConfigBuilder::max_request_size) | 1048576 |
 /// | `partitioner.class` | [`partitioner`](ProducerConfigBuilder::partitioner) | built-in (key hash, else sticky) |
 /// | `client.id` | [`client_id`](ProducerConfigBuilder::client_id) | `producer-N` |
 ///
+/// Durations are kept in whole milliseconds (rounded down), as Kafka keeps
+/// them; sizes are bytes.
+///
+/// ## Linger and synchronous sends
+/// A record waits in its partition's batch for up to `linger.ms` (or until
+/// the batch reaches `batch.size`) so that records sent close together are
+/// appended together. Waiting on a record's handle does not wait out the
+/// linger: [`SendFuture::wait`](super::SendFuture::wait) (and polling it as a
+/// `Future`) sends its batch at once, so a send-then-wait loop appends one
+/// record at a time without a `linger.ms` pause per record. Linger only
+/// delays records nobody waits for yet, which is where batching pays.
+///
 /// ```
+/// use std::time::Duration;
 /// use logbus::{Acks, Compression, ProducerConfig};
 /// let config = ProducerConfig::builder()
 ///     .acks(Acks::Leader)
-///     .linger_ms(10)
+///     .linger(Duration::from_millis(10))
 ///     .compression(Compression::Lz4)
 ///     .build()?;
 /// assert_eq!(config.batch_size(), 16_384);
+/// assert_eq!(config.linger(), Duration::from_millis(10));
 /// assert!(ProducerConfig::builder().buffer_memory(0).build().is_err());
 /// # Ok::<(), logbus::Error>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
     acks: Acks,
-    linger_ms: u64,
-    batch_size: usize,
+    linger_ms: i64,
+    batch_size: u64,
     compression: Compression,
-    buffer_memory: usize,
-    max_block_ms: u64,
-    max_request_size: usize,
+    buffer_memory: u64,
+    max_block_ms: i64,
+    max_request_size: u64,
     partitioner: Option<Arc<dyn Partitioner>>,
     client_id: String,
 }
@@ -107,17 +123,18 @@ impl ProducerConfig {
     }
 
     /// `linger.ms`: how long a batch that is not full waits for more
-    /// records before it is appended.
+    /// records before it is appended (unless someone waits on one of its
+    /// records' handles, which sends it at once).
     #[must_use]
-    pub fn linger_ms(&self) -> u64 {
-        self.linger_ms
+    pub fn linger(&self) -> Duration {
+        Duration::from_millis(self.linger_ms.unsigned_abs())
     }
 
     /// `batch.size`: the size in bytes at which a partition's batch is
     /// full and appended without waiting for `linger.ms`. A record larger
     /// than this goes in a batch of its own. 0 disables batching.
     #[must_use]
-    pub fn batch_size(&self) -> usize {
+    pub fn batch_size(&self) -> u64 {
         self.batch_size
     }
 
@@ -129,20 +146,30 @@ impl ProducerConfig {
 
     /// `buffer.memory`: bytes of records accepted but not yet appended.
     #[must_use]
-    pub fn buffer_memory(&self) -> usize {
+    pub fn buffer_memory(&self) -> u64 {
         self.buffer_memory
     }
 
     /// `max.block.ms`: how long `send` waits for room in `buffer.memory`.
     #[must_use]
-    pub fn max_block_ms(&self) -> u64 {
+    pub fn max_block(&self) -> Duration {
+        Duration::from_millis(self.max_block_ms.unsigned_abs())
+    }
+
+    /// `linger.ms` in milliseconds.
+    pub(crate) fn linger_millis(&self) -> i64 {
+        self.linger_ms
+    }
+
+    /// `max.block.ms` in milliseconds.
+    pub(crate) fn max_block_millis(&self) -> i64 {
         self.max_block_ms
     }
 
     /// `max.request.size`: the largest record accepted, counted as a batch
     /// of its own (header included).
     #[must_use]
-    pub fn max_request_size(&self) -> usize {
+    pub fn max_request_size(&self) -> u64 {
         self.max_request_size
     }
 
@@ -174,14 +201,17 @@ impl ProducerConfigBuilder {
         self
     }
 
-    /// `linger.ms` (default 5).
-    pub fn linger_ms(mut self, ms: u64) -> Self {
-        self.config.linger_ms = ms;
+    /// `linger.ms` (default 5 ms), kept in whole milliseconds (rounded
+    /// down; beyond `i64::MAX` ms it saturates). Waiting on a record's
+    /// handle sends its batch without waiting for it.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.config.linger_ms = millis(linger);
         self
     }
 
-    /// `batch.size` in bytes (default 16384; 0 sends every record alone).
-    pub fn batch_size(mut self, bytes: usize) -> Self {
+    /// `batch.size` in bytes (default 16384; 0 sends every record alone;
+    /// at most `i32::MAX`).
+    pub fn batch_size(mut self, bytes: u64) -> Self {
         self.config.batch_size = bytes;
         self
     }
@@ -193,20 +223,21 @@ impl ProducerConfigBuilder {
     }
 
     /// `buffer.memory` in bytes (default 32 MiB; must be positive).
-    pub fn buffer_memory(mut self, bytes: usize) -> Self {
+    pub fn buffer_memory(mut self, bytes: u64) -> Self {
         self.config.buffer_memory = bytes;
         self
     }
 
-    /// `max.block.ms` (default 60000; 0 makes `send` fail at once when the
-    /// buffer is full).
-    pub fn max_block_ms(mut self, ms: u64) -> Self {
-        self.config.max_block_ms = ms;
+    /// `max.block.ms` (default 60 s; zero makes `send` fail at once when
+    /// the buffer is full), kept in whole milliseconds (rounded down;
+    /// beyond `i64::MAX` ms it saturates).
+    pub fn max_block(mut self, max_block: Duration) -> Self {
+        self.config.max_block_ms = millis(max_block);
         self
     }
 
     /// `max.request.size` in bytes (default 1048576; must be positive).
-    pub fn max_request_size(mut self, bytes: usize) -> Self {
+    pub fn max_request_size(mut self, bytes: u64) -> Self {
         self.config.max_request_size = bytes;
         self
     }
@@ -228,9 +259,9 @@ impl ProducerConfigBuilder {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] naming the Kafka setting: `buffer.memory` or
-    /// `max.request.size` of 0, `batch.size` above `i32::MAX`, `linger.ms`
-    /// or `max.block.ms` above `i64::MAX`, or a `compression.type` whose
-    /// cargo feature is off.
+    /// `max.request.size` of 0, `batch.size` above `i32::MAX`,
+    /// `buffer.memory` or `max.request.size` beyond what this platform's
+    /// `usize` holds, or a `compression.type` whose cargo feature is off.
     pub fn build(self) -> Result<ProducerConfig> {
         let c = self.config;
         if c.buffer_memory == 0 {
@@ -243,18 +274,21 @@ impl ProducerConfigBuilder {
                 "max.request.size must be positive".into(),
             ));
         }
-        if c.batch_size > i32::MAX as usize {
+        if c.batch_size > i32::MAX as u64 {
             return Err(Error::InvalidConfig(format!(
                 "batch.size must be at most {}, got {}",
                 i32::MAX,
                 c.batch_size
             )));
         }
-        for (name, value) in [("linger.ms", c.linger_ms), ("max.block.ms", c.max_block_ms)] {
-            if i64::try_from(value).is_err() {
+        for (name, value) in [
+            ("buffer.memory", c.buffer_memory),
+            ("max.request.size", c.max_request_size),
+        ] {
+            if usize::try_from(value).is_err() {
                 return Err(Error::InvalidConfig(format!(
                     "{name} must be at most {}, got {value}",
-                    i64::MAX
+                    usize::MAX
                 )));
             }
         }

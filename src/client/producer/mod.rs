@@ -3,15 +3,19 @@
 //! A `send` encodes the record straight into its partition's open batch
 //! (one lock, no allocation beyond what the caller hands in) and returns a
 //! [`SendFuture`]. A batch is sealed when it is full (`batch.size`), when
-//! its `linger.ms` has passed, on `flush`/`close`, or when a `send` waits
-//! for `buffer.memory`; the sender thread (`logbus-producer`) then builds
+//! its `linger.ms` has passed, when a record's handle is waited on or
+//! polled, on `flush`/`close`, or when a `send` waits for `buffer.memory`;
+//! the sender thread (`logbus-producer`) then builds
 //! it (compression, CRC) and appends it to the partition's log, and
 //! completes every record's handle and callback.
 //!
 //! ## Locks
 //! One mutex over the [`Accumulator`]. Taken by `send` (once), by the
-//! sender thread (once per batch taken, once per batch finished) and by
-//! `flush`/`close`. Under it the producer may take the cluster's topic
+//! sender thread (once per batch taken, once per batch finished), by
+//! `flush`/`close`, and by a wait on (or the first poll of) a handle whose
+//! batch is not done, to seal it. A handle never holds its batch's
+//! completion lock while it takes this one; the sender completes batches
+//! outside it. Under it the producer may take the cluster's topic
 //! table (to look a topic up) and the sticky partitioner's mutex; never
 //! the other way round. User code (partitioner, callbacks) never runs
 //! under it.
@@ -19,12 +23,13 @@
 mod accumulator;
 mod config;
 mod future;
+mod into_bytes;
 mod record;
 mod sender;
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread::{JoinHandle, ThreadId};
 
 use crossbeam_channel::Sender;
@@ -32,7 +37,8 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 pub use config::{Acks, ProducerConfig, ProducerConfigBuilder};
 pub use future::SendFuture;
-pub use record::{ProducerRecord, RecordMetadata};
+pub use into_bytes::IntoBytes;
+pub use record::{IntoTopic, ProducerRecord, RecordMetadata};
 
 use accumulator::{Accumulator, Batch};
 use future::{BatchResult, Callback};
@@ -40,7 +46,7 @@ use future::{BatchResult, Callback};
 use crate::client::partitioner::{StickyPartitions, partition_for_key};
 use crate::clock::Clock;
 use crate::cluster::{Cluster, ClusterInner, PendingRecords};
-use crate::error::{Error, Result};
+use crate::error::{Error, FormatError, Result};
 use crate::format::{BatchBuilder, RECORD_BATCH_OVERHEAD};
 
 /// Messages to the sender thread.
@@ -78,7 +84,7 @@ enum Msg {
 /// cluster.create_topic(NewTopic::new("orders", 3))?;
 ///
 /// let producer = Producer::new(&cluster, ProducerConfig::builder().acks(Acks::Leader).build()?)?;
-/// // Wait for one record...
+/// // Wait for one record (its batch goes at once, without lingering)...
 /// let metadata = producer
 ///     .send(ProducerRecord::new("orders", "created").with_key("order-1"))?
 ///     .wait()?;
@@ -119,8 +125,15 @@ pub(crate) struct Core {
     config: ProducerConfig,
     client_id: String,
     clock: Arc<dyn Clock>,
+    /// This core itself, for the batch results to reach back to it.
+    me: Weak<Core>,
     linger_ms: i64,
     max_block_ms: i64,
+    /// `batch.size`, `buffer.memory` and `max.request.size` (checked to
+    /// fit by `build`).
+    batch_size: usize,
+    buffer_memory: usize,
+    max_request_size: usize,
     acc: Mutex<Accumulator>,
     /// Signalled (with `acc`) when the sender finished the batch
     /// `acc.flush_target` names.
@@ -161,10 +174,15 @@ impl Producer {
                 }
             })
             .map_err(|e| Error::io("spawn producer thread", cluster.dir(), e))?;
-        let linger_ms = i64::try_from(config.linger_ms()).unwrap_or(i64::MAX);
-        let core = Arc::new(Core {
+        let linger_ms = config.linger_millis();
+        let size = |bytes: u64| usize::try_from(bytes).unwrap_or(usize::MAX);
+        let core = Arc::new_cyclic(|me| Core {
+            me: me.clone(),
             linger_ms,
-            max_block_ms: i64::try_from(config.max_block_ms()).unwrap_or(i64::MAX),
+            max_block_ms: config.max_block_millis(),
+            batch_size: size(config.batch_size()),
+            buffer_memory: size(config.buffer_memory()),
+            max_request_size: size(config.max_request_size()),
             cluster: inner,
             config,
             client_id,
@@ -178,7 +196,7 @@ impl Producer {
         // The receiver is alive until the thread got its state.
         let _ = core_tx.send(core.clone());
         // Closing the cluster delivers what this producer holds first.
-        let weak: std::sync::Weak<Core> = Arc::downgrade(&core);
+        let weak: Weak<Core> = Arc::downgrade(&core);
         core.cluster.register_client(weak);
         Ok(Producer {
             handle: Arc::new(Handle {
@@ -199,6 +217,9 @@ impl Producer {
     /// internal topic (`__consumer_offsets`); [`Error::RecordTooLarge`] when the
     /// record, as a batch of its own, exceeds `max.request.size`,
     /// `buffer.memory` or the topic's `max.message.bytes`;
+    /// [`Error::InvalidBatch`] (with [`FormatError::InvalidRecord`]) for a
+    /// record without a key sent to a compacted topic
+    /// (`cleanup.policy=compact`);
     /// [`Error::BufferExhausted`] when `buffer.memory` stayed full for
     /// `max.block.ms`; [`Error::InvalidArgument`] for a negative timestamp
     /// or a custom partitioner's partition out of range;
@@ -267,6 +288,17 @@ impl Producer {
     }
 }
 
+/// Kafka's rule for compacted topics, applied before the record is taken:
+/// the log would refuse a record without a key, failing its whole batch.
+fn refuse_keyless(entry: &accumulator::TopicEntry, record: &ProducerRecord) -> Result<()> {
+    if record.key.is_none() && entry.state.log_config.compact() {
+        return Err(Error::InvalidBatch(FormatError::InvalidRecord(
+            "a compacted log (cleanup.policy=compact) accepts only records with a key",
+        )));
+    }
+    Ok(())
+}
+
 impl PendingRecords for Core {
     fn deliver_pending(&self) {
         // On the sender thread (a callback closing the cluster) this is
@@ -288,20 +320,17 @@ impl Core {
         record: ProducerRecord,
         callback: Option<Callback>,
     ) -> Result<(Arc<BatchResult>, u32, i64)> {
-        let config = &self.config;
         // A cheap bound first; the exact size only near a limit.
         let (mut lone, upper) = record.size_bounds();
-        if lone > config.max_request_size().min(config.buffer_memory()) {
-            lone = record
-                .lone_batch_size()
-                .ok_or_else(|| Error::RecordTooLarge {
-                    size: lone,
-                    max: config.max_request_size(),
-                    limit: "max.request.size",
-                })?;
+        if lone > self.max_request_size.min(self.buffer_memory) {
+            lone = record.lone_batch_size().ok_or(Error::RecordTooLarge {
+                size: lone,
+                max: self.max_request_size,
+                limit: "max.request.size",
+            })?;
             for (max, limit) in [
-                (config.max_request_size(), "max.request.size"),
-                (config.buffer_memory(), "buffer.memory"),
+                (self.max_request_size, "max.request.size"),
+                (self.buffer_memory, "buffer.memory"),
             ] {
                 if lone > max {
                     return Err(Error::RecordTooLarge {
@@ -321,7 +350,7 @@ impl Core {
             Some(t) => t,
             None => self.clock.now_ms(),
         };
-        let chosen = match (config.partitioner(), record.partition) {
+        let chosen = match (self.config.partitioner(), record.partition) {
             (Some(partitioner), None) => self.custom_partition(&**partitioner, &record)?,
             _ => None,
         };
@@ -346,12 +375,8 @@ impl Core {
         let state = {
             let mut acc = self.acc.lock();
             self.check_open(&acc)?;
-            let ti = acc.entry(
-                &self.cluster,
-                &record.topic,
-                self.config.batch_size(),
-                &self.sticky,
-            )?;
+            let ti = acc.entry(&self.cluster, &record.topic, self.batch_size, &self.sticky)?;
+            refuse_keyless(&acc.topics[ti], record)?;
             acc.topics[ti].state.clone()
         };
         let count = NonZeroU32::new(state.partition_count()).ok_or_else(|| state.unknown(None))?;
@@ -391,13 +416,9 @@ impl Core {
         chosen: Option<u32>,
     ) -> Result<(Arc<BatchResult>, u32, i64)> {
         self.check_open(acc)?;
-        let ti = acc.entry(
-            &self.cluster,
-            &record.topic,
-            self.config.batch_size(),
-            &self.sticky,
-        )?;
+        let ti = acc.entry(&self.cluster, &record.topic, self.batch_size, &self.sticky)?;
         let entry = &mut acc.topics[ti];
+        refuse_keyless(entry, record)?;
         if lone > entry.max_message_bytes {
             let exact = record.lone_batch_size().unwrap_or(usize::MAX);
             if exact > entry.max_message_bytes {
@@ -453,6 +474,7 @@ impl Core {
                     partition,
                     self.clock.clone(),
                     self.sender_thread,
+                    self.me.clone(),
                 )),
                 callbacks: Vec::new(),
                 reserved: RECORD_BATCH_OVERHEAD,
@@ -509,7 +531,7 @@ impl Core {
         partition: u32,
         upper: usize,
     ) -> Result<()> {
-        let buffer_memory = self.config.buffer_memory();
+        let buffer_memory = self.buffer_memory;
         let room = |acc: &Accumulator| {
             let header = if acc.topics[ti].fits(partition, upper) {
                 0
@@ -572,6 +594,29 @@ impl Core {
         };
         acc.blocked -= 1;
         outcome
+    }
+
+    /// Seals the open batch whose result is `result`, if it is still open,
+    /// and wakes the sender: someone waits for one of its records, so
+    /// lingering for more would only delay them.
+    pub(crate) fn send_now(&self, result: &Arc<BatchResult>) {
+        let mut acc = self.acc.lock();
+        let ti = acc.find(&result.topic);
+        if let Some(ti) = ti {
+            let open = acc.topics[ti]
+                .batches
+                .get(result.partition as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|b| Arc::ptr_eq(&b.result, result));
+            if open {
+                acc.seal(ti, result.partition, &self.sticky);
+            }
+        }
+        let wake = std::mem::take(&mut acc.pending_wake);
+        drop(acc);
+        if wake {
+            let _ = self.work.try_send(Msg::Wake);
+        }
     }
 
     fn flush(&self) -> Result<()> {

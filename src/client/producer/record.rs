@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::IntoBytes;
 use crate::format::Header;
 use crate::format::RECORD_BATCH_OVERHEAD;
 use crate::format::varint::{varint_size, varlong_size};
@@ -12,9 +13,14 @@ use crate::types::TopicPartition;
 
 /// A record to send: Kafka's `ProducerRecord`.
 ///
-/// Keys, values and header values take anything that converts into
-/// [`Bytes`] (`&'static str`, `&'static [u8]`, `String`, `Vec<u8>`,
-/// `Bytes`) without copying; the topic takes a `&'static str` or a `String`.
+/// Keys, values and header values take anything that implements
+/// [`IntoBytes`]: borrowed data of any lifetime (`&str`, `&[u8]`,
+/// `&String`, `&Vec<u8>`, `&[u8; N]`, `Cow`), which is copied, and owned
+/// buffers (`Vec<u8>`, `String`, `Box<[u8]>`) and [`Bytes`], which are not.
+/// The topic takes anything that implements [`IntoTopic`]: a `&str`, a
+/// `&String` or a `String` (copied into a new name), or an `Arc<str>` (not
+/// copied: hold one to send many records to a topic without a copy of its
+/// name per record).
 ///
 /// The partition is chosen by the producer unless set here; the timestamp
 /// is the producer's clock at `send` unless set here (it must not be
@@ -30,13 +36,32 @@ use crate::types::TopicPartition;
 /// assert_eq!(record.partition(), None);
 ///
 /// // A tombstone: a key without a value (deletes the key in a compacted topic).
-/// let tombstone = ProducerRecord::tombstone("orders", "order-1".to_string());
+/// let tombstone = ProducerRecord::tombstone("orders", "order-1");
 /// assert!(tombstone.value().is_none());
+/// ```
+///
+/// Arguments borrowed from a caller work as they are:
+///
+/// ```
+/// use logbus::{Producer, ProducerRecord, Result, SendFuture};
+///
+/// fn publish(producer: &Producer, topic: &str, key: &str, value: &str) -> Result<SendFuture> {
+///     producer.send(ProducerRecord::new(topic, value).with_key(key))
+/// }
+///
+/// fn record_of(topic: &String, key: &Vec<u8>, value: &[u8]) -> ProducerRecord {
+///     ProducerRecord::new(topic, value)
+///         .with_key(key)
+///         .with_header("trace", format!("{topic}/{}", key.len()))
+/// }
+/// let record = record_of(&"orders".to_string(), &vec![1, 2], b"v");
+/// assert_eq!(record.topic(), "orders");
+/// assert_eq!(record.headers()[0].value.as_deref(), Some(&b"orders/2"[..]));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub struct ProducerRecord {
-    pub(crate) topic: Cow<'static, str>,
+    pub(crate) topic: Arc<str>,
     pub(crate) partition: Option<u32>,
     pub(crate) key: Option<Bytes>,
     pub(crate) value: Option<Bytes>,
@@ -46,23 +71,23 @@ pub struct ProducerRecord {
 
 impl ProducerRecord {
     /// A record of `topic` with this value, no key, no headers.
-    pub fn new(topic: impl Into<Cow<'static, str>>, value: impl Into<Bytes>) -> Self {
+    pub fn new(topic: impl IntoTopic, value: impl IntoBytes) -> Self {
         ProducerRecord {
-            topic: topic.into(),
+            topic: topic.into_topic(),
             partition: None,
             key: None,
-            value: Some(value.into()),
+            value: Some(value.into_bytes()),
             headers: Vec::new(),
             timestamp: None,
         }
     }
 
     /// A record of `topic` with this key and a null value (Kafka's tombstone).
-    pub fn tombstone(topic: impl Into<Cow<'static, str>>, key: impl Into<Bytes>) -> Self {
+    pub fn tombstone(topic: impl IntoTopic, key: impl IntoBytes) -> Self {
         ProducerRecord {
-            topic: topic.into(),
+            topic: topic.into_topic(),
             partition: None,
-            key: Some(key.into()),
+            key: Some(key.into_bytes()),
             value: None,
             headers: Vec::new(),
             timestamp: None,
@@ -71,14 +96,15 @@ impl ProducerRecord {
 
     /// Sets the key: the partition is then Kafka's murmur2 hash of it
     /// (unless a partition is set or a custom partitioner chooses).
-    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
-        self.key = Some(key.into());
+    pub fn with_key(mut self, key: impl IntoBytes) -> Self {
+        self.key = Some(key.into_bytes());
         self
     }
 
-    /// Sets or clears the value (`None` is Kafka's null value).
-    pub fn with_value(mut self, value: Option<impl Into<Bytes>>) -> Self {
-        self.value = value.map(Into::into);
+    /// Sets or clears the value (`None` is Kafka's null value; write it
+    /// `None::<Bytes>`, or use [`tombstone`](ProducerRecord::tombstone)).
+    pub fn with_value(mut self, value: Option<impl IntoBytes>) -> Self {
+        self.value = value.map(IntoBytes::into_bytes);
         self
     }
 
@@ -95,10 +121,10 @@ impl ProducerRecord {
     }
 
     /// Adds a header (keys may repeat, as in Kafka).
-    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn with_header(mut self, key: impl Into<String>, value: impl IntoBytes) -> Self {
         self.headers.push(Header {
             key: key.into(),
-            value: Some(value.into()),
+            value: Some(value.into_bytes()),
         });
         self
     }
@@ -191,6 +217,76 @@ impl ProducerRecord {
     }
 }
 
+/// Converts a topic name into the shared name a
+/// [`ProducerRecord`] holds.
+///
+/// A `&str`, `&String`, `String`, `Box<str>` or `Cow<str>` is copied into
+/// a new name; an `Arc<str>` (or `&Arc<str>`) is shared without a copy,
+/// which is the cheapest way to send many records to one topic.
+///
+/// ```
+/// use std::sync::Arc;
+/// use logbus::ProducerRecord;
+///
+/// fn event(topic: &str, key: &str) -> ProducerRecord {
+///     ProducerRecord::new(topic, "v").with_key(key)
+/// }
+/// assert_eq!(event("orders", "k").topic(), "orders");
+///
+/// let topic: Arc<str> = Arc::from("orders");
+/// let records: Vec<_> = (0..3)
+///     .map(|i| ProducerRecord::new(&topic, format!("event {i}")))
+///     .collect();
+/// assert!(records.iter().all(|r| r.topic() == "orders"));
+/// ```
+pub trait IntoTopic {
+    /// The topic's name.
+    fn into_topic(self) -> Arc<str>;
+}
+
+impl IntoTopic for Arc<str> {
+    fn into_topic(self) -> Arc<str> {
+        self
+    }
+}
+
+impl IntoTopic for &Arc<str> {
+    /// Another reference to the same name (no copy).
+    fn into_topic(self) -> Arc<str> {
+        self.clone()
+    }
+}
+
+impl IntoTopic for &str {
+    fn into_topic(self) -> Arc<str> {
+        Arc::from(self)
+    }
+}
+
+impl IntoTopic for &String {
+    fn into_topic(self) -> Arc<str> {
+        Arc::from(self.as_str())
+    }
+}
+
+impl IntoTopic for String {
+    fn into_topic(self) -> Arc<str> {
+        Arc::from(self)
+    }
+}
+
+impl IntoTopic for Box<str> {
+    fn into_topic(self) -> Arc<str> {
+        Arc::from(self)
+    }
+}
+
+impl IntoTopic for Cow<'_, str> {
+    fn into_topic(self) -> Arc<str> {
+        Arc::from(self)
+    }
+}
+
 /// Where a sent record was stored: Kafka's `RecordMetadata`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMetadata {
@@ -233,5 +329,31 @@ impl RecordMetadata {
     #[must_use]
     pub fn timestamp(&self) -> i64 {
         self.timestamp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_spelling_of_a_topic_names_it_and_an_arc_is_shared() {
+        let name = String::from("orders");
+        let arc: Arc<str> = Arc::from("orders");
+        for record in [
+            ProducerRecord::new("orders", "v"),
+            ProducerRecord::new(&name, "v"),
+            ProducerRecord::new(name.clone(), "v"),
+            ProducerRecord::new(Box::<str>::from("orders"), "v"),
+            ProducerRecord::new(Cow::Borrowed("orders"), "v"),
+            ProducerRecord::tombstone(&arc, "k"),
+        ] {
+            assert_eq!(record.topic(), "orders");
+        }
+        assert!(Arc::ptr_eq(&ProducerRecord::new(&arc, "v").topic, &arc));
+        assert!(Arc::ptr_eq(
+            &ProducerRecord::new(arc.clone(), "v").topic,
+            &arc
+        ));
     }
 }
