@@ -351,7 +351,7 @@ impl Partition {
     /// use logbus::{Cluster, ClusterConfig, NewTopic, TopicConfig};
     /// let dir = tempfile::tempdir()?;
     /// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
-    /// let config = TopicConfig::new().retention_bytes(Some(1));
+    /// let config = TopicConfig::new().retention_bytes(Some(1))?;
     /// let partition = cluster
     ///     .create_topic(NewTopic::new("events", 1).config(config))?
     ///     .partition(0)?;
