@@ -216,9 +216,7 @@ fn produce(flags: &Flags) -> Result<String, Error> {
     }
 
     let cluster = Cluster::open(&dir, ClusterConfig::default())?;
-    if cluster.topic(&topic).is_err() {
-        cluster.create_topic(NewTopic::new(&topic, partitions))?;
-    }
+    cluster.create_topic_if_not_exists(NewTopic::new(&topic, partitions))?;
     let producer = Producer::new(&cluster, config.build()?)?;
     // An `Arc<str>` topic is shared by every record, not copied into each.
     let topic_name: std::sync::Arc<str> = std::sync::Arc::from(topic.as_str());

@@ -485,7 +485,7 @@ impl Cluster {
     }
 
     /// Writes the checkpoint files now, as the checkpoint thread does every
-    /// `checkpoint_interval_ms`: every partition's recovery point, log
+    /// `checkpoint_interval`: every partition's recovery point, log
     /// start offset and (for compacted topics) cleaner offset, each file
     /// replaced atomically. After a crash, recovery scans only what lies
     /// past the recovery points it finds there.
