@@ -689,10 +689,8 @@ impl ClusterInner {
         let Controller { metadata, registry } = &mut *controller;
         let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
         if registry.topics.contains_key(&name) {
-            if if_not_exists {
-                if let Some(state) = self.topics.read().get(&name) {
-                    return Ok(state.clone());
-                }
+            if if_not_exists && let Some(state) = self.topics.read().get(&name) {
+                return Ok(state.clone());
             }
             return Err(Error::TopicAlreadyExists { topic: name });
         }
