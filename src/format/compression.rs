@@ -5,7 +5,8 @@
 //! - snappy (2): xerial snappy-java's stream framing (`SnappyOutputStream`);
 //!   raw unframed snappy is accepted on read.
 //! - lz4 (3): the LZ4 frame format with independent 64 KiB blocks and no
-//!   checksums, as `Lz4BlockOutputStream` writes it.
+//!   checksums, as `Lz4BlockOutputStream` writes it, via lz4_flex's frame
+//!   module.
 //! - zstd (4): one standard zstd frame, level 3.
 //!
 //! Each codec sits behind its cargo feature; without it, both directions
@@ -21,7 +22,7 @@ mod gzip;
 mod lz4;
 #[cfg(feature = "snappy")]
 mod snappy;
-#[cfg(feature = "lz4")]
+#[cfg(all(test, feature = "lz4"))]
 mod xxhash;
 #[cfg(feature = "zstd")]
 mod zstd;
@@ -78,7 +79,7 @@ pub(crate) fn decompress(codec: Compression, input: &[u8]) -> Result<Vec<u8>, Fo
 
 /// Reads `reader` to its end, failing once it yields more than
 /// [`MAX_DECOMPRESSED_SIZE`] bytes. The buffer grows with the output only.
-#[cfg(any(feature = "gzip", feature = "zstd"))]
+#[cfg(any(feature = "gzip", feature = "lz4", feature = "zstd"))]
 fn read_bounded(reader: impl std::io::Read, codec: &str) -> Result<Vec<u8>, FormatError> {
     use std::io::Read;
     let mut out = Vec::new();
