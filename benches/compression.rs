@@ -14,7 +14,14 @@ use logbus::format::{Batch, BatchBuilder};
 /// Text-like bytes: words from a small vocabulary in a seeded order.
 fn compressible(len: usize) -> Vec<u8> {
     const WORDS: [&str; 8] = [
-        "offset ", "partition ", "leader ", "epoch ", "segment ", "index ", "batch ", "record ",
+        "offset ",
+        "partition ",
+        "leader ",
+        "epoch ",
+        "segment ",
+        "index ",
+        "batch ",
+        "record ",
     ];
     let mut state = 0x2545_f491_u32;
     let mut out = Vec::with_capacity(len + 16);

@@ -22,8 +22,6 @@ mod gzip;
 mod lz4;
 #[cfg(feature = "snappy")]
 mod snappy;
-#[cfg(all(test, feature = "lz4"))]
-mod xxhash;
 #[cfg(feature = "zstd")]
 mod zstd;
 
