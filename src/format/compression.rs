@@ -77,7 +77,7 @@ pub(crate) fn decompress(codec: Compression, input: &[u8]) -> Result<Vec<u8>, Fo
 
 /// Reads `reader` to its end, failing once it yields more than
 /// [`MAX_DECOMPRESSED_SIZE`] bytes. The buffer grows with the output only.
-#[cfg(any(feature = "gzip", feature = "lz4", feature = "zstd"))]
+#[cfg(any(feature = "gzip", feature = "zstd"))]
 fn read_bounded(reader: impl std::io::Read, codec: &str) -> Result<Vec<u8>, FormatError> {
     use std::io::Read;
     let mut out = Vec::new();

@@ -22,17 +22,16 @@
 //! here because `lz4_flex` does not make them: dependent (linked) blocks are
 //! refused, as Kafka refuses them, and the input must be exactly one frame
 //! (a frame cut short, even at a block boundary, or bytes after the end mark
-//! are errors). Output is bounded by [`MAX_DECOMPRESSED_SIZE`] as it is
-//! produced, so a frame that expands without bound fails without allocating
-//! more than the limit (plus one block).
-//!
-//! [`MAX_DECOMPRESSED_SIZE`]: super::MAX_DECOMPRESSED_SIZE
+//! are errors). Output is bounded by [`MAX_DECOMPRESSED_SIZE`] block by
+//! block as it is produced, so a frame that expands without bound fails
+//! before the output grows past the limit; the decoder's own buffers are one
+//! block each (at most 4 MiB, by the frame's declared block maximum).
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 
 use lz4_flex::frame::{BlockMode, BlockSize, FrameDecoder, FrameEncoder, FrameInfo};
 
-use super::read_bounded;
+use super::{MAX_DECOMPRESSED_SIZE, too_large};
 use crate::error::FormatError;
 
 const MAGIC: [u8; 4] = 0x184D_2204_u32.to_le_bytes();
@@ -102,9 +101,23 @@ pub(super) fn decompress(input: &[u8]) -> Result<Vec<u8>, FormatError> {
         ));
     }
     let mut frame = OneFrame { rest: input };
-    // The decoder stops at the first end mark, so what is left is not part
-    // of the frame.
-    let out = read_bounded(FrameDecoder::new(&mut frame), "lz4")?;
+    let mut decoder = FrameDecoder::new(&mut frame);
+    let mut out = Vec::new();
+    // One decoded block at a time; an empty one is the end mark, after
+    // which the decoder reads nothing more.
+    loop {
+        let block = decoder.fill_buf().map_err(err)?;
+        if block.is_empty() {
+            break;
+        }
+        if block.len() > MAX_DECOMPRESSED_SIZE - out.len() {
+            return Err(too_large("lz4"));
+        }
+        out.extend_from_slice(block);
+        let n = block.len();
+        decoder.consume(n);
+    }
+    drop(decoder);
     if !frame.rest.is_empty() {
         return Err(err("bytes after the end mark"));
     }
@@ -114,7 +127,6 @@ pub(super) fn decompress(input: &[u8]) -> Result<Vec<u8>, FormatError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::compression::{MAX_DECOMPRESSED_SIZE, too_large};
 
     /// Kafka's frame header, byte for byte.
     const HEADER: [u8; 7] = [0x04, 0x22, 0x4d, 0x18, 0x60, 0x40, 0x82];
