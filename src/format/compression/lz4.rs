@@ -22,7 +22,10 @@
 //! here because `lz4_flex` does not make them: dependent (linked) blocks are
 //! refused, as Kafka refuses them, and the input must be exactly one frame
 //! (a frame cut short, even at a block boundary, or bytes after the end mark
-//! are errors). Output is bounded by [`MAX_DECOMPRESSED_SIZE`] block by
+//! are errors). One deviation from the format: a block that decodes to no
+//! bytes (which neither Kafka's writer nor the reference library writes)
+//! looks like the end mark through `lz4_flex`'s reader, so a frame holding
+//! one is refused ("bytes after the end mark"). Output is bounded by [`MAX_DECOMPRESSED_SIZE`] block by
 //! block as it is produced, so a frame that expands without bound fails
 //! before the output grows past the limit; the decoder's own buffers are one
 //! block each (at most 4 MiB, by the frame's declared block maximum).
@@ -394,6 +397,12 @@ mod tests {
         );
         let over = zeros_frame(MAX_DECOMPRESSED_SIZE / BLOCK_SIZE + 1);
         assert_eq!(decompress(&over), Err(too_large("lz4")));
+        // An empty stored block, valid in the format but written by no one,
+        // is refused (see the module docs).
+        assert_eq!(
+            decompress(&frame(&[(b"", true), (b"raw!", true)])),
+            Err(err("bytes after the end mark"))
+        );
         // A block claiming more than the frame's block maximum.
         let mut big = HEADER.to_vec();
         big.extend((BLOCK_SIZE as u32 + 1).to_le_bytes());
