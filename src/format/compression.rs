@@ -5,7 +5,8 @@
 //! - snappy (2): xerial snappy-java's stream framing (`SnappyOutputStream`);
 //!   raw unframed snappy is accepted on read.
 //! - lz4 (3): the LZ4 frame format with independent 64 KiB blocks and no
-//!   checksums, as `Lz4BlockOutputStream` writes it.
+//!   checksums, as `Lz4BlockOutputStream` writes it, via lz4_flex's frame
+//!   module.
 //! - zstd (4): one standard zstd frame, level 3.
 //!
 //! Each codec sits behind its cargo feature; without it, both directions
@@ -21,8 +22,6 @@ mod gzip;
 mod lz4;
 #[cfg(feature = "snappy")]
 mod snappy;
-#[cfg(feature = "lz4")]
-mod xxhash;
 #[cfg(feature = "zstd")]
 mod zstd;
 
