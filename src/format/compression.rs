@@ -20,6 +20,8 @@
 mod gzip;
 #[cfg(feature = "lz4")]
 mod lz4;
+#[cfg(test)]
+mod samples;
 #[cfg(feature = "snappy")]
 mod snappy;
 #[cfg(feature = "zstd")]
