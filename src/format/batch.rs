@@ -17,7 +17,7 @@ use crate::types::{Compression, TimestampType};
 /// ([`Batch::records`]) or by [`Batch::validate_records`].
 ///
 /// ```
-/// use bytes::Bytes;
+/// use logbus::Bytes;
 /// use logbus::Compression;
 /// use logbus::format::{Batch, BatchBuilder};
 ///

@@ -30,7 +30,7 @@ use bytes::{Bytes, BytesMut};
 /// assert_eq!(record.value().map(|v| &v[..]), Some(&b"created"[..]));
 ///
 /// // Owned buffers and `Bytes` are not copied.
-/// let value = bytes::Bytes::from_static(b"paid");
+/// let value = logbus::Bytes::from_static(b"paid");
 /// let record = ProducerRecord::new(String::from("orders"), &value).with_key(vec![1, 2]);
 /// assert_eq!(record.value(), Some(&value));
 /// ```
@@ -43,8 +43,8 @@ use bytes::{Bytes, BytesMut};
 /// struct OrderId(u64);
 ///
 /// impl IntoBytes for OrderId {
-///     fn into_bytes(self) -> bytes::Bytes {
-///         bytes::Bytes::copy_from_slice(&self.0.to_be_bytes())
+///     fn into_bytes(self) -> logbus::Bytes {
+///         logbus::Bytes::copy_from_slice(&self.0.to_be_bytes())
 ///     }
 /// }
 ///
