@@ -64,7 +64,8 @@ pub struct TimestampOffset {
 impl Log {
     /// Reads whole batches starting with the one that holds `offset`, up to
     /// `max_bytes` but always at least one batch. Batches are never split.
-    /// Reading at the log end offset returns no bytes.
+    /// Reading at the log end offset returns no bytes. The same as
+    /// [`Log::read_bounded`] with the log end offset as the bound.
     ///
     /// Offsets are checked on the way (the CRC does not cover a batch's base
     /// offset): every batch walked to find `offset` must follow the one
@@ -79,6 +80,22 @@ impl Log {
     /// [`CorruptionKind::Batch`](crate::CorruptionKind::Batch)) if a stored
     /// batch on the way is damaged or its offsets do not fit its place.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<LogRead> {
+        self.read_bounded(offset, max_bytes, u64::MAX)
+    }
+
+    /// [`Log::read`] below `max_offset` (exclusive): only whole batches
+    /// whose last offset is below it are returned, so a read bounded by a
+    /// high watermark that lies below the log end offset never hands out a
+    /// record at or above it. As Kafka's `LocalLog.read` with its
+    /// `maxOffsetMetadata`: a read at or above the bound returns no bytes
+    /// (not an error, as long as `offset` is within the log), and so does a
+    /// read whose first batch reaches the bound (`max_bytes` never lets a
+    /// batch cross it). A bound above the log end offset is the log end
+    /// offset.
+    ///
+    /// # Errors
+    /// As [`Log::read`].
+    pub fn read_bounded(&self, offset: u64, max_bytes: usize, max_offset: u64) -> Result<LogRead> {
         let state = self.inner.state.read();
         let (start, end) = (state.log_start_offset, state.log_end_offset);
         if offset < start || offset > end {
@@ -90,7 +107,7 @@ impl Log {
         }
         let mut records = Bytes::new();
         let mut source = None;
-        if offset < end {
+        if offset < end.min(max_offset) {
             for segment in &state.segments[state.segment_index_for(offset)..] {
                 if let Some((position, header)) = segment.find_batch(offset)? {
                     // Found in a later segment, or after a gap: the batch
@@ -111,7 +128,7 @@ impl Log {
                             ),
                         ));
                     }
-                    let run_end = segment.batch_run_end(position, max_bytes as u64)?;
+                    let run_end = segment.batch_run_end(position, max_bytes as u64, max_offset)?;
                     let (bytes, range) = segment.slice_mapped(position, run_end)?;
                     records = bytes;
                     source = Some(range);
