@@ -1,15 +1,19 @@
-//! One partition's local state over its log.
+//! One partition's local state over its log: Kafka's `Partition` (the
+//! broker-side object), named `PartitionState` here because
+//! [`Partition`](crate::Partition) is the public handle.
 //!
-//! With one broker a replica is always the leader, and its high watermark
-//! equals its log end offset. Replication will add the follower role, the
-//! ISR and the leader-epoch cache here; the cluster and the clients already
-//! go through this type, so they will not change shape when it does.
+//! With one broker the local replica is always the leader, and its high
+//! watermark equals its log end offset. Replication will add the follower
+//! role, the ISR's tracking and the leader-epoch cache here; every caller
+//! goes through the [`ReplicaManager`](super::ReplicaManager), so none will
+//! change shape when it does.
 //!
 //! ## Locks
-//! `log` (a read-write lock over the open log) is taken after the cluster's
-//! topic tables and before the log's own locks. Appends and reads take it
-//! shared; only closing or deleting the partition takes it exclusively, so it
-//! waits for appends in flight and every later call sees the partition gone.
+//! `log` (a read-write lock over the open log) is taken after the manager's
+//! table of hosted partitions and before the log's own locks. Appends and
+//! reads take it shared; only closing or deleting the partition takes it
+//! exclusively, so it waits for appends in flight and every later call sees
+//! the partition gone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -21,18 +25,25 @@ use crate::error::{Error, Result};
 use crate::log::{
     AppendInfo, CleanReport, Log, LogRead, RecoveryReport, RetentionReport, TimestampOffset,
 };
+use crate::replica::FetchBound;
 
 const LIVE: u8 = 0;
 const DELETED: u8 = 1;
 const CLOSED: u8 = 2;
 
-/// One partition replica: its log, high watermark and the consumers waiting
-/// for data.
+/// One hosted partition: its log, leadership, high watermark and the
+/// consumers waiting for data.
 #[derive(Debug)]
-pub(crate) struct Replica {
+pub(crate) struct PartitionState {
     topic: Arc<str>,
     partition: u32,
+    /// The broker leading the partition (always this one today).
+    leader: u32,
     leader_epoch: i32,
+    /// The brokers holding a replica, the leader first.
+    replicas: Vec<u32>,
+    /// The in-sync replicas.
+    isr: Vec<u32>,
     log: RwLock<Option<Log>>,
     gone: AtomicU8,
     watchers: Watchers,
@@ -42,7 +53,7 @@ pub(crate) struct Replica {
 
 /// Offsets of a partition at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ReplicaOffsets {
+pub(crate) struct PartitionOffsets {
     pub(crate) log_start: u64,
     pub(crate) high_watermark: u64,
     pub(crate) log_end: u64,
@@ -51,13 +62,17 @@ pub(crate) struct ReplicaOffsets {
     pub(crate) cleaner_checkpoint: Option<u64>,
 }
 
-impl Replica {
-    pub(crate) fn new(topic: Arc<str>, partition: u32, log: Log) -> Self {
+impl PartitionState {
+    /// The state of a partition that `broker` hosts alone, as its leader.
+    pub(crate) fn new(topic: Arc<str>, partition: u32, broker: u32, log: Log) -> Self {
         let recovery = log.recovery_report().clone();
-        Replica {
+        PartitionState {
             topic,
             partition,
+            leader: broker,
             leader_epoch: 0,
+            replicas: vec![broker],
+            isr: vec![broker],
             log: RwLock::new(Some(log)),
             gone: AtomicU8::new(LIVE),
             watchers: Watchers::default(),
@@ -70,12 +85,28 @@ impl Replica {
         &self.recovery
     }
 
-    pub(crate) fn topic(&self) -> &Arc<str> {
-        &self.topic
-    }
-
     pub(crate) fn partition(&self) -> u32 {
         self.partition
+    }
+
+    /// The broker leading the partition.
+    pub(crate) fn leader(&self) -> u32 {
+        self.leader
+    }
+
+    /// The current leader epoch.
+    pub(crate) fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    /// The brokers holding a replica, the leader first.
+    pub(crate) fn replicas(&self) -> &[u32] {
+        &self.replicas
+    }
+
+    /// The in-sync replicas.
+    pub(crate) fn isr(&self) -> &[u32] {
+        &self.isr
     }
 
     /// The error every call returns once the partition is gone.
@@ -110,7 +141,7 @@ impl Replica {
         Ok(info)
     }
 
-    /// [`Replica::append`] for batches the in-process producer built
+    /// [`PartitionState::append`] for batches the in-process producer built
     /// (see `Log::append_trusted`): the CRC and records are not re-checked.
     pub(crate) fn append_trusted(&self, batches: &mut [u8]) -> Result<AppendInfo> {
         let info = self.with_log(|log| log.append_trusted(batches, self.leader_epoch))?;
@@ -118,9 +149,26 @@ impl Replica {
         Ok(info)
     }
 
-    /// Reads whole batches from `offset`, below the high watermark.
-    pub(crate) fn read(&self, offset: u64, max_bytes: usize) -> Result<LogRead> {
-        self.with_log(|log| log.read(offset, max_bytes))
+    /// Reads whole batches from `offset`, below `bound`, and returns them
+    /// with the high watermark at the time of the read.
+    pub(crate) fn read(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        bound: FetchBound,
+    ) -> Result<(LogRead, u64)> {
+        self.with_log(|log| {
+            // One broker: the high watermark is the log end offset.
+            let high_watermark = log.log_end_offset();
+            let max_offset = match bound {
+                FetchBound::LogEnd => u64::MAX,
+                FetchBound::HighWatermark => high_watermark,
+            };
+            Ok((
+                log.read_bounded(offset, max_bytes, max_offset)?,
+                high_watermark,
+            ))
+        })
     }
 
     pub(crate) fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>> {
@@ -142,10 +190,10 @@ impl Replica {
         self.with_log(Log::clean)
     }
 
-    pub(crate) fn offsets(&self) -> Result<ReplicaOffsets> {
+    pub(crate) fn offsets(&self) -> Result<PartitionOffsets> {
         self.with_log(|log| {
             let log_end = log.log_end_offset();
-            Ok(ReplicaOffsets {
+            Ok(PartitionOffsets {
                 log_start: log.log_start_offset(),
                 high_watermark: log_end,
                 log_end,
@@ -174,7 +222,7 @@ impl Replica {
     /// Closes the log for good: `deleted` for a deleted topic, else for a
     /// closing cluster. Waits for appends in flight, wakes every watcher,
     /// and returns the final offsets (after the closing flush).
-    pub(crate) fn shut(&self, deleted: bool) -> Result<Option<ReplicaOffsets>> {
+    pub(crate) fn shut(&self, deleted: bool) -> Result<Option<PartitionOffsets>> {
         let mut guard = self.log.write();
         self.gone
             .store(if deleted { DELETED } else { CLOSED }, Ordering::Release);
@@ -190,7 +238,7 @@ impl Replica {
         }
         log.flush()?;
         let log_end = log.log_end_offset();
-        let offsets = ReplicaOffsets {
+        let offsets = PartitionOffsets {
             log_start: log.log_start_offset(),
             high_watermark: log_end,
             log_end,

@@ -9,7 +9,8 @@
 //!
 //! ## Waking up
 //! The consumer registers the sending side of one bounded(1) channel with
-//! every assigned replica ([`Replica::watch`]); each append, and a delete or
+//! every assigned partition (through the replica manager's `watch`); each
+//! append, and a delete or
 //! close of the partition, sends on it. A poll first empties that channel,
 //! then fetches, then waits on it (and on the clock's jumps and a timer for
 //! its deadline), so an append that lands after the fetch always leaves a
@@ -35,16 +36,16 @@ mod records;
 mod tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::cluster::{Cluster, OffsetAndMetadata};
+use crate::cluster::{
+    Cluster, FetchBound, OffsetAndMetadata, PartitionOffsets, ReadReleaser, ReadSource,
+    TopicIdPartition,
+};
 use crate::error::{CorruptionKind, Error, Result};
-use crate::replica::Replica;
-use crate::storage::mmap::{MapRange, Releaser};
 use crate::types::TopicPartition;
 
 use config::byte_count;
@@ -117,7 +118,9 @@ enum Position {
 #[derive(Debug)]
 struct Assigned {
     tp: TopicPartition,
-    replica: Arc<Replica>,
+    /// How the replica manager knows the partition (its topic's id tells
+    /// a re-created topic from the one assigned).
+    key: TopicIdPartition,
     position: Position,
     paused: bool,
     fetch: Option<Fetch>,
@@ -126,7 +129,7 @@ struct Assigned {
     eof_at: Option<u64>,
     /// Releases the pages of fetches drained, so that the consumer's
     /// resident set does not grow with the log it reads.
-    releaser: Releaser,
+    releaser: ReadReleaser,
 }
 
 /// Reads records from assigned partitions: Kafka's `KafkaConsumer`.
@@ -323,7 +326,7 @@ impl Consumer {
             .filter(|tp| {
                 self.index
                     .get(*tp)
-                    .is_some_and(|&i| !self.assignment[i].replica.is_gone())
+                    .is_some_and(|&i| !self.is_gone(&self.assignment[i]))
                     || self.lookup(tp).is_ok()
             })
             .cloned()
@@ -335,13 +338,13 @@ impl Consumer {
 
     fn assign_exact(&mut self, partitions: &[TopicPartition]) -> Result<()> {
         let mut seen = HashSet::with_capacity(partitions.len());
-        let mut fresh: HashMap<TopicPartition, Arc<Replica>> = HashMap::new();
+        let mut fresh: HashMap<TopicPartition, TopicIdPartition> = HashMap::new();
         for tp in partitions {
             if !seen.insert(tp) {
                 continue;
             }
             let kept = self.index.get(tp).map(|&i| &self.assignment[i]);
-            if kept.is_none_or(|a| a.replica.is_gone()) {
+            if kept.is_none_or(|a| self.is_gone(a)) {
                 fresh.insert(tp.clone(), self.lookup(tp)?);
             }
         }
@@ -358,20 +361,21 @@ impl Consumer {
             let kept = old.remove(tp);
             let assigned = match (kept, fresh.remove(tp)) {
                 (Some(kept), None) => kept,
-                (kept, Some(replica)) => {
+                (kept, Some(key)) => {
                     // New, or re-created after its topic was deleted.
+                    let replicas = self.cluster.inner.replicas();
                     if let Some(stale) = kept {
-                        stale.replica.unwatch(&self.waker_tx);
+                        replicas.unwatch(&stale.key, &self.waker_tx);
                     }
-                    replica.watch(&self.waker_tx);
+                    replicas.watch(&key, &self.waker_tx);
                     Assigned {
                         tp: tp.clone(),
-                        replica,
+                        key,
                         position: Position::Unset,
                         paused: false,
                         fetch: None,
                         eof_at: None,
-                        releaser: Releaser::default(),
+                        releaser: ReadReleaser::default(),
                     }
                 }
                 (None, None) => {
@@ -383,7 +387,10 @@ impl Consumer {
             self.assignment.push(assigned);
         }
         for dropped in old.into_values() {
-            dropped.replica.unwatch(&self.waker_tx);
+            self.cluster
+                .inner
+                .replicas()
+                .unwatch(&dropped.key, &self.waker_tx);
         }
         self.index = self
             .assignment
@@ -598,7 +605,10 @@ impl Consumer {
 
     fn clear_assignment(&mut self) {
         for a in self.assignment.drain(..) {
-            a.replica.unwatch(&self.waker_tx);
+            self.cluster
+                .inner
+                .replicas()
+                .unwatch(&a.key, &self.waker_tx);
         }
         self.index.clear();
         self.delivering = false;
@@ -865,14 +875,17 @@ impl Consumer {
                 "the target time for partition {tp} is negative ({ts})"
             )));
         }
-        let replicas = timestamps
+        let keys = timestamps
             .iter()
             .map(|(tp, &ts)| Ok((self.lookup(tp)?, tp.clone(), ts)))
             .collect::<Result<Vec<_>>>()?;
-        replicas
-            .into_iter()
-            .map(|(replica, tp, ts)| {
-                let found = replica.offset_for_timestamp(ts)?;
+        keys.into_iter()
+            .map(|(key, tp, ts)| {
+                let found = self
+                    .cluster
+                    .inner
+                    .replicas()
+                    .offset_for_timestamp(&key, ts)?;
                 Ok((
                     tp,
                     found.map(|f| OffsetAndTimestamp {
@@ -894,7 +907,7 @@ impl Consumer {
         &self,
         partitions: &[TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, u64>> {
-        self.offsets_of(partitions, |r| Ok(r.offsets()?.log_start))
+        self.offsets_of(partitions, |o| o.log_start)
     }
 
     /// The high watermarks of the partitions: the offset after the last
@@ -907,7 +920,7 @@ impl Consumer {
         &self,
         partitions: &[TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, u64>> {
-        self.offsets_of(partitions, |r| Ok(r.offsets()?.high_watermark))
+        self.offsets_of(partitions, |o| o.high_watermark)
     }
 
     /// Closes the consumer (Kafka's `close`): with `enable.auto.commit` it
@@ -941,19 +954,25 @@ impl Consumer {
     fn offsets_of(
         &self,
         partitions: &[TopicPartition],
-        f: impl Fn(&Replica) -> Result<u64>,
+        f: impl Fn(&PartitionOffsets) -> u64,
     ) -> Result<BTreeMap<TopicPartition, u64>> {
         partitions
             .iter()
-            .map(|tp| Ok((tp.clone(), f(&*self.lookup(tp)?)?)))
+            .map(|tp| {
+                let offsets = self.cluster.inner.replicas().offsets(&self.lookup(tp)?)?;
+                Ok((tp.clone(), f(&offsets)))
+            })
             .collect()
     }
 
-    fn lookup(&self, tp: &TopicPartition) -> Result<Arc<Replica>> {
-        self.cluster
-            .inner
-            .topic_state(&tp.topic)?
-            .replica(tp.partition)
+    fn lookup(&self, tp: &TopicPartition) -> Result<TopicIdPartition> {
+        self.cluster.inner.partition_key(tp)
+    }
+
+    /// Whether `a`'s partition is gone (its topic deleted, the cluster
+    /// closed).
+    fn is_gone(&self, a: &Assigned) -> bool {
+        !self.cluster.inner.replicas().is_hosted(&a.key)
     }
 
     fn assigned(&self, tp: &TopicPartition) -> Result<usize> {
@@ -1015,7 +1034,7 @@ impl Consumer {
                 self.config.auto_offset_reset
             }
         };
-        let offset = reset_offset(a, reset)?;
+        let offset = reset_offset(&self.cluster, a, reset)?;
         a.position = Position::At(offset);
         Ok(offset)
     }
@@ -1047,7 +1066,7 @@ impl Consumer {
                 continue;
             }
             self.assignment[i].fetch = None;
-            if self.membership.is_some() && self.assignment[i].replica.is_gone() {
+            if self.membership.is_some() && self.is_gone(&self.assignment[i]) {
                 // Deleted: the group's next rebalance takes it away.
                 continue;
             }
@@ -1074,16 +1093,22 @@ impl Consumer {
         i: usize,
         mut position: u64,
         max_bytes: usize,
-    ) -> Result<(bytes::Bytes, Option<MapRange>)> {
+    ) -> Result<(bytes::Bytes, ReadSource)> {
         let reset = self.config.auto_offset_reset;
         let a = &mut self.assignment[i];
         // The log start may move again between the reset and the read; a
         // few tries settle any realistic race.
         for _ in 0..4 {
-            match a.replica.read(position, max_bytes) {
-                Ok(read) => return Ok((read.records().clone(), read.source().cloned())),
+            let fetched = self.cluster.inner.replicas().fetch(
+                &a.key,
+                position,
+                max_bytes,
+                FetchBound::HighWatermark,
+            );
+            match fetched {
+                Ok(fetched) => return Ok((fetched.records().clone(), fetched.source())),
                 Err(Error::OffsetOutOfRange { .. }) => {
-                    position = reset_offset(a, reset)?;
+                    position = reset_offset(&self.cluster, a, reset)?;
                     a.position = Position::At(position);
                 }
                 // The log checks the batch it starts the read at; report its
@@ -1102,7 +1127,7 @@ impl Consumer {
                 Err(e) => return Err(e),
             }
         }
-        Ok((bytes::Bytes::new(), None))
+        Ok((bytes::Bytes::new(), ReadSource::default()))
     }
 
     /// Whether buffered records may be returned now, by `fetch.min.bytes`
@@ -1143,17 +1168,19 @@ impl Consumer {
             return Vec::new();
         }
         let mut eofs = Vec::new();
+        let replicas = self.cluster.inner.replicas();
         for a in &mut self.assignment {
             let Position::At(position) = a.position else {
                 continue;
             };
-            if a.paused || a.eof_at == Some(position) || a.replica.is_gone() {
+            if a.paused || a.eof_at == Some(position) {
                 continue;
             }
             // A position above the high watermark is out of range: the
-            // next fetch resets it and it is reported from there.
-            if a.replica
-                .offsets()
+            // next fetch resets it and it is reported from there. A
+            // partition gone has no offsets.
+            if replicas
+                .offsets(&a.key)
                 .is_ok_and(|o| o.high_watermark == position)
             {
                 a.eof_at = Some(position);
@@ -1189,7 +1216,7 @@ impl Consumer {
             let result = fetch.drain(
                 &mut position,
                 Sink {
-                    topic: a.replica.topic(),
+                    topic: &a.key.topic,
                     partition: a.tp.partition,
                     check_crcs: self.config.check_crcs,
                     max: remaining,
@@ -1199,9 +1226,7 @@ impl Consumer {
             moved |= a.position != Position::At(position);
             a.position = Position::At(position);
             if fetch.is_drained() {
-                if let Some(source) = fetch.source() {
-                    a.releaser.done_with(source);
-                }
+                a.releaser.done_with(fetch.source());
                 a.fetch = None;
             }
             if !out.is_empty() {
@@ -1239,8 +1264,8 @@ impl Consumer {
 }
 
 /// The offset `reset` points to in `a`'s partition.
-fn reset_offset(a: &Assigned, reset: OffsetReset) -> Result<u64> {
-    let offsets = a.replica.offsets()?;
+fn reset_offset(cluster: &Cluster, a: &Assigned, reset: OffsetReset) -> Result<u64> {
+    let offsets = cluster.inner.replicas().offsets(&a.key)?;
     match reset {
         OffsetReset::Earliest => Ok(offsets.log_start),
         OffsetReset::Latest => Ok(offsets.high_watermark),
@@ -1259,7 +1284,10 @@ impl Drop for Consumer {
             self.cluster.inner.unwatch_metadata(&self.waker_tx);
         }
         for a in &self.assignment {
-            a.replica.unwatch(&self.waker_tx);
+            self.cluster
+                .inner
+                .replicas()
+                .unwatch(&a.key, &self.waker_tx);
         }
     }
 }
