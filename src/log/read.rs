@@ -180,3 +180,68 @@ impl Log {
         Ok(None)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::error::Error;
+    use crate::format::BatchBuilder;
+    use crate::log::Log;
+    use crate::types::Compression;
+
+    /// The (base, last) offsets of the batches a read returned.
+    fn spans(read: &super::LogRead) -> Vec<(i64, i64)> {
+        read.batches()
+            .map(|b| {
+                let header = b.unwrap().header().clone();
+                (header.base_offset, header.last_offset())
+            })
+            .collect()
+    }
+
+    /// Every offset and bound over a small log, against a model: the read
+    /// starts at the batch holding the offset and keeps whole batches while
+    /// their last offset is below the bound, as Kafka's read up to a high
+    /// watermark position does.
+    #[test]
+    fn a_bounded_read_returns_only_whole_batches_below_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::builder(dir.path().join("t-0")).open().unwrap();
+        let sizes = [2, 3, 1, 4];
+        let mut batches = Vec::new();
+        for size in sizes {
+            let mut builder = BatchBuilder::new(Compression::None);
+            for _ in 0..size {
+                builder.append(1, None, Some(b"v"), &[]);
+            }
+            let info = log
+                .append(&mut builder.build().unwrap().to_vec(), 0)
+                .unwrap();
+            batches.push((info.first_offset() as i64, info.last_offset() as i64));
+        }
+        let end = log.log_end_offset();
+        assert_eq!(end, 10);
+        for offset in 0..=end {
+            for bound in 0..=end + 1 {
+                let expected: Vec<(i64, i64)> = batches
+                    .iter()
+                    .copied()
+                    .skip_while(|&(_, last)| last < offset as i64)
+                    .take_while(|&(_, last)| last < bound as i64)
+                    .collect();
+                let read = log.read_bounded(offset, usize::MAX, bound).unwrap();
+                assert_eq!(spans(&read), expected, "offset {offset}, bound {bound}");
+                assert_eq!(read.log_end_offset(), end);
+            }
+        }
+        // A batch straddling the bound is held back even as the only one.
+        assert!(log.read_bounded(2, 1, 4).unwrap().records().is_empty());
+        assert_eq!(spans(&log.read_bounded(2, 1, 5).unwrap()), [(2, 4)]);
+        // At least one batch, and `max_bytes` never lets one cross the bound.
+        assert_eq!(spans(&log.read_bounded(0, 1, u64::MAX).unwrap()), [(0, 1)]);
+        assert!(matches!(
+            log.read_bounded(end + 1, usize::MAX, end),
+            Err(Error::OffsetOutOfRange { .. })
+        ));
+        log.close().unwrap();
+    }
+}
