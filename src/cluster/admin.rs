@@ -362,8 +362,8 @@ mod tests {
     //! as the group consumer will drive it.
 
     use super::*;
-    use crate::client::assignor::Subscription;
     use crate::clock::{Clock, ManualClock};
+    use crate::cluster::Subscription;
     use crate::cluster::{
         ClusterConfig, JoinRequest, JoinResponse, Joined, NewTopic, SyncResponse,
     };

@@ -57,8 +57,8 @@ pub(crate) use crate::replica::{
 };
 pub use admin::{GroupDescription, MemberDescription, OffsetSpec, PartitionLag};
 pub use config::{ClusterConfig, ClusterConfigBuilder};
-pub use group::GroupState;
 pub(crate) use group::{GroupCoordinator, JoinRequest, JoinResponse, Joined, SyncResponse};
+pub use group::{GroupState, Subscription};
 pub use handles::{NewTopic, Partition, PartitionDescription, Topic, TopicDescription};
 pub use offsets::OffsetAndMetadata;
 pub use report::{
