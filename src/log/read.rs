@@ -192,7 +192,7 @@ mod tests {
     fn spans(read: &super::LogRead) -> Vec<(i64, i64)> {
         read.batches()
             .map(|b| {
-                let header = b.unwrap().header().clone();
+                let header = *b.unwrap().header();
                 (header.base_offset, header.last_offset())
             })
             .collect()
