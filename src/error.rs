@@ -132,6 +132,58 @@ pub enum Error {
         partition: Option<u32>,
     },
 
+    /// The broker asked does not lead the partition (and, for a
+    /// follower's fetch, does not follow it either): leadership moved.
+    /// Kafka's `NOT_LEADER_OR_FOLLOWER`. Retriable: clients look the leader
+    /// up again and retry. With one broker, which leads every partition,
+    /// it does not occur yet.
+    #[error("broker {broker} is not the leader of {topic}-{partition}")]
+    NotLeaderOrFollower {
+        /// The topic's name.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The broker that was asked.
+        broker: u32,
+    },
+
+    /// A request carried a leader epoch older than the partition's current
+    /// one: its sender acted on stale leadership. Kafka's
+    /// `FENCED_LEADER_EPOCH`. Retriable after looking the leader up again.
+    /// Not returned yet (no call carries an epoch until replication lands).
+    #[error(
+        "leader epoch {epoch} of {topic}-{partition} is older than its current epoch {current}"
+    )]
+    FencedLeaderEpoch {
+        /// The topic's name.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The epoch the request carried.
+        epoch: i32,
+        /// The partition's current leader epoch.
+        current: i32,
+    },
+
+    /// An `acks=all` append was refused, before anything was appended,
+    /// because fewer replicas are in sync than `min.insync.replicas`
+    /// requires. Kafka's `NOT_ENOUGH_REPLICAS`. Retriable: the ISR grows
+    /// back when followers catch up. With one broker (whose ISR is itself)
+    /// it does not occur yet.
+    #[error(
+        "{topic}-{partition} has {in_sync} in-sync replicas; acks=all needs at least {required}"
+    )]
+    NotEnoughReplicas {
+        /// The topic's name.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The replicas in sync.
+        in_sync: usize,
+        /// `min.insync.replicas`.
+        required: usize,
+    },
+
     /// A topic of that name already exists. Kafka's `TOPIC_ALREADY_EXISTS`.
     #[error("topic {topic} already exists")]
     TopicAlreadyExists {
@@ -350,8 +402,9 @@ pub enum Error {
 
 impl Error {
     /// Whether the same call may succeed if retried later without any other
-    /// change: true for [`Error::BufferExhausted`], [`Error::Timeout`] and
-    /// [`Error::RebalanceInProgress`].
+    /// change: true for [`Error::BufferExhausted`], [`Error::Timeout`],
+    /// [`Error::RebalanceInProgress`], [`Error::NotLeaderOrFollower`],
+    /// [`Error::FencedLeaderEpoch`] and [`Error::NotEnoughReplicas`].
     /// I/O errors, corruption, bad input, unknown topics (logbus's metadata
     /// is never stale, unlike a Kafka client's) and fencing are not
     /// retriable.
@@ -362,6 +415,9 @@ impl Error {
             Error::BufferExhausted { .. }
                 | Error::Timeout { .. }
                 | Error::RebalanceInProgress { .. }
+                | Error::NotLeaderOrFollower { .. }
+                | Error::FencedLeaderEpoch { .. }
+                | Error::NotEnoughReplicas { .. }
         )
     }
 
@@ -429,6 +485,37 @@ impl Error {
             Error::UnknownTopicOrPartition { topic, partition } => Error::UnknownTopicOrPartition {
                 topic: topic.clone(),
                 partition: *partition,
+            },
+            Error::NotLeaderOrFollower {
+                topic,
+                partition,
+                broker,
+            } => Error::NotLeaderOrFollower {
+                topic: topic.clone(),
+                partition: *partition,
+                broker: *broker,
+            },
+            Error::FencedLeaderEpoch {
+                topic,
+                partition,
+                epoch,
+                current,
+            } => Error::FencedLeaderEpoch {
+                topic: topic.clone(),
+                partition: *partition,
+                epoch: *epoch,
+                current: *current,
+            },
+            Error::NotEnoughReplicas {
+                topic,
+                partition,
+                in_sync,
+                required,
+            } => Error::NotEnoughReplicas {
+                topic: topic.clone(),
+                partition: *partition,
+                in_sync: *in_sync,
+                required: *required,
             },
             Error::TopicAlreadyExists { topic } => Error::TopicAlreadyExists {
                 topic: topic.clone(),

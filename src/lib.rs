@@ -152,7 +152,7 @@ mod types;
 
 pub use client::assignor::{
     Assignor, CooperativeStickyAssignor, RangeAssignor, RebalanceProtocol, RoundRobinAssignor,
-    StickyAssignor, Subscription, assignor_by_name,
+    StickyAssignor, assignor_by_name,
 };
 pub use client::consumer::{
     CommittedOffsets, Consumer, ConsumerConfig, ConsumerConfigBuilder, ConsumerRebalanceListener,
@@ -168,8 +168,8 @@ pub use cluster::{
     CleanupPolicy, Cluster, ClusterConfig, ClusterConfigBuilder, ClusterRecoveryReport,
     GroupDescription, GroupState, MAX_PARTITIONS_PER_CLUSTER, MAX_PARTITIONS_PER_TOPIC,
     MAX_TOPIC_NAME_LEN, MemberDescription, NewTopic, OffsetAndMetadata, OffsetSpec, Partition,
-    PartitionDescription, PartitionLag, RebuildReport, RebuiltTopic, SkippedRecord, Topic,
-    TopicConfig, TopicDescription, UnknownPartitionDir,
+    PartitionDescription, PartitionLag, RebuildReport, RebuiltTopic, SkippedRecord, Subscription,
+    Topic, TopicConfig, TopicDescription, UnknownPartitionDir,
 };
 pub use config::{FlushPolicy, LogConfig, LogConfigBuilder};
 pub use error::{CorruptionKind, Error, FormatError, Result};

@@ -9,11 +9,9 @@
 //! member can join in between.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use crate::cluster::{Cluster, GroupState, OffsetAndMetadata};
 use crate::error::{Error, Result};
-use crate::replica::Replica;
 use crate::types::TopicPartition;
 
 /// What [`Cluster::describe_group`] reports: Kafka's
@@ -224,7 +222,11 @@ impl Cluster {
             .collect();
         let mut offsets = Vec::with_capacity(partitions.len());
         for tp in partitions {
-            let log_end_offset = match self.replica(tp).and_then(|r| r.offsets()) {
+            let found = self
+                .inner
+                .partition_key(tp)
+                .and_then(|key| self.inner.replicas().offsets(&key));
+            let log_end_offset = match found {
                 Ok(o) => o.high_watermark,
                 Err(Error::UnknownTopicOrPartition { .. }) => continue,
                 Err(e) => return Err(e),
@@ -336,22 +338,19 @@ impl Cluster {
             .delete_if_empty(group, now, || self.inner.delete_offsets(group, None))
     }
 
-    fn replica(&self, tp: &TopicPartition) -> Result<Arc<Replica>> {
-        self.inner.topic_state(&tp.topic)?.replica(tp.partition)
-    }
-
     /// Where `to` puts a consumer of `tp`, within [log start, high watermark].
     fn reset_offset(&self, tp: &TopicPartition, to: OffsetSpec) -> Result<u64> {
-        let replica = self.replica(tp)?;
-        let offsets = replica.offsets()?;
+        let key = self.inner.partition_key(tp)?;
+        let replicas = self.inner.replicas();
+        let offsets = replicas.offsets(&key)?;
         let (start, end) = (offsets.log_start, offsets.high_watermark);
         let offset = match to {
             OffsetSpec::Earliest => start,
             OffsetSpec::Latest => end,
             OffsetSpec::Offset(offset) => offset,
-            OffsetSpec::Timestamp(ts) => {
-                replica.offset_for_timestamp(ts)?.map_or(end, |f| f.offset)
-            }
+            OffsetSpec::Timestamp(ts) => replicas
+                .offset_for_timestamp(&key, ts)?
+                .map_or(end, |f| f.offset),
         };
         Ok(offset.max(start).min(end))
     }
@@ -363,8 +362,8 @@ mod tests {
     //! as the group consumer will drive it.
 
     use super::*;
-    use crate::client::assignor::Subscription;
     use crate::clock::{Clock, ManualClock};
+    use crate::cluster::Subscription;
     use crate::cluster::{
         ClusterConfig, JoinRequest, JoinResponse, Joined, NewTopic, SyncResponse,
     };
@@ -375,7 +374,7 @@ mod tests {
 
     fn open(dir: &std::path::Path, clock: &ManualClock) -> Cluster {
         let config = ClusterConfig::builder()
-            .clock(Arc::new(clock.clone()))
+            .clock(std::sync::Arc::new(clock.clone()))
             .build()
             .unwrap();
         Cluster::open(dir, config).unwrap()

@@ -44,7 +44,7 @@ use crate::cluster::report::UnknownPartitionDir;
 use crate::config::LogConfig;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::log::{CheckpointRead, Log, LogScheduler, OffsetCheckpoint};
-use crate::replica::{Replica, ReplicaOffsets};
+use crate::replica::{PartitionOffsets, ReplicaManager, TopicIdPartition};
 use crate::storage::{OpenMode, Storage, write_atomic};
 
 const RECOVERY_POINT: &str = "recovery-point-offset-checkpoint";
@@ -203,7 +203,7 @@ impl Checkpoints {
     }
 
     /// Replaces a partition's entries with `offsets` (when its log opens).
-    fn set(&mut self, key: (String, u32), offsets: ReplicaOffsets) {
+    fn set(&mut self, key: (String, u32), offsets: PartitionOffsets) {
         self.recovery.insert(key.clone(), offsets.recovery_point);
         self.log_start.insert(key.clone(), offsets.log_start);
         match offsets.cleaner_checkpoint {
@@ -216,7 +216,7 @@ impl Checkpoints {
     /// open its recovery point, log start offset and cleaner checkpoint
     /// only grow, so an older snapshot noted late (a checkpoint pass that
     /// read the offsets before a `delete_records`) never undoes a newer one.
-    fn advance(&mut self, key: (String, u32), offsets: ReplicaOffsets) {
+    fn advance(&mut self, key: (String, u32), offsets: PartitionOffsets) {
         let forward = |map: &mut Offsets, key: (String, u32), value: u64| {
             let entry = map.entry(key).or_insert(value);
             *entry = (*entry).max(value);
@@ -253,7 +253,13 @@ pub(crate) struct Broker {
     checkpoints: Mutex<Checkpoints>,
     /// Runs the partition logs' background work; stopped after they close.
     scheduler: LogScheduler,
+    /// The partitions this broker hosts: every read and write of them
+    /// goes through it.
+    pub(crate) replicas: ReplicaManager,
 }
+
+/// The id of the one broker (`broker-0/`).
+pub(crate) const BROKER_ID: u32 = 0;
 
 impl Broker {
     /// Opens the broker directory (creating it, durably), reads its
@@ -306,6 +312,7 @@ impl Broker {
             clock,
             checkpoints: Mutex::new(checkpoints),
             scheduler,
+            replicas: ReplicaManager::new(BROKER_ID),
         };
         let scan = broker.scan(registry)?;
         broker.write_checkpoints()?;
@@ -429,9 +436,10 @@ impl Broker {
         }
     }
 
-    /// Opens (creating if needed) the log of one partition. A new
-    /// partition's directory entry, its `partition.metadata` and its first
-    /// segment files are fsynced before this returns.
+    /// Opens (creating if needed) the log of one partition and hosts it in
+    /// the broker's replica manager. A new partition's directory entry, its
+    /// `partition.metadata` and its first segment files are fsynced before
+    /// this returns.
     ///
     /// # Errors
     /// [`Error::PartitionDirConflict`] when the directory belongs to
@@ -443,7 +451,7 @@ impl Broker {
         topic_id: Uuid,
         partition: u32,
         config: LogConfig,
-    ) -> Result<Arc<Replica>> {
+    ) -> Result<()> {
         let dir = self.partition_dir(topic, partition);
         let fresh = match dir_topic_id(&*self.storage, &dir) {
             Ok(Some(found)) if found == topic_id => false,
@@ -509,10 +517,15 @@ impl Broker {
             // The first segment's files.
             self.storage.sync_dir(&dir)?;
         }
-        let replica = Arc::new(Replica::new(topic.clone(), partition, log));
+        self.replicas.host(topic, topic_id, partition, log)?;
+        let hosted = TopicIdPartition {
+            topic_id,
+            topic: topic.clone(),
+            partition,
+        };
         // What the log holds now replaces what the files said: after a
         // power loss the log may end below a checkpointed log start.
-        if let Ok(offsets) = replica.offsets() {
+        if let Ok(offsets) = self.replicas.offsets(&hosted) {
             self.checkpoints.lock().set(key, offsets);
             // When recovery found less than the files promised (a power
             // loss took records below a checkpointed log start), the files
@@ -525,7 +538,7 @@ impl Broker {
                 self.write_checkpoints()?;
             }
         }
-        Ok(replica)
+        Ok(())
     }
 
     /// Renames `dir` to `doomed` (in the broker directory), makes the
@@ -562,16 +575,16 @@ impl Broker {
     /// write. They are read under the checkpoint lock, so a partition
     /// deleted meanwhile (its log shut, then its entry removed) is never
     /// noted again; entries only move forward (see `Checkpoints::advance`).
-    pub(crate) fn note_replica(&self, topic: &str, replica: &Replica) {
+    pub(crate) fn note_partition(&self, key: &TopicIdPartition) {
         let mut checkpoints = self.checkpoints.lock();
         // A partition deleted or closed meanwhile has nothing to note.
-        if let Ok(offsets) = replica.offsets() {
-            checkpoints.advance((topic.to_string(), replica.partition()), offsets);
+        if let Ok(offsets) = self.replicas.offsets(key) {
+            checkpoints.advance((key.topic.to_string(), key.partition), offsets);
         }
     }
 
     /// Records a partition's final offsets (from closing it).
-    pub(crate) fn note_offsets(&self, topic: &str, partition: u32, offsets: ReplicaOffsets) {
+    pub(crate) fn note_offsets(&self, topic: &str, partition: u32, offsets: PartitionOffsets) {
         self.checkpoints
             .lock()
             .advance((topic.to_string(), partition), offsets);
@@ -597,7 +610,17 @@ mod tests {
     use super::*;
     use crate::clock::SystemClock;
     use crate::cluster::metadata::MetadataRecord;
+    use crate::replica::{AppendAcks, AppendOrigin};
     use crate::storage::StdStorage;
+
+    /// Partition 0 of topic `name` (id `id`).
+    fn key(name: &Arc<str>, id: Uuid) -> TopicIdPartition {
+        TopicIdPartition {
+            topic_id: id,
+            topic: name.clone(),
+            partition: 0,
+        }
+    }
 
     #[test]
     fn topic_ids_print_as_kafka_does() {
@@ -677,8 +700,8 @@ mod tests {
         .0
     }
 
-    fn offsets(log_start: u64, recovery_point: u64) -> ReplicaOffsets {
-        ReplicaOffsets {
+    fn offsets(log_start: u64, recovery_point: u64) -> PartitionOffsets {
+        PartitionOffsets {
             log_start,
             high_watermark: recovery_point,
             log_end: recovery_point,
@@ -725,15 +748,16 @@ mod tests {
         let registry = registry_with("t", id, 1);
         let broker = open_broker(dir.path(), &registry);
         let name: Arc<str> = Arc::from("t");
-        let replica = broker
+        broker
             .open_partition(&name, id, 0, LogConfig::default())
             .unwrap();
-        broker.note_replica("t", &replica);
+        let key = key(&name, id);
+        broker.note_partition(&key);
         broker.write_checkpoints().unwrap();
         assert_eq!(written(dir.path(), RECOVERY_POINT).len(), 1);
-        replica.shut(true).unwrap();
+        broker.replicas.delete_topic("t").unwrap();
         broker.delete_partition("t", 0, id).unwrap();
-        broker.note_replica("t", &replica);
+        broker.note_partition(&key);
         broker.write_checkpoints().unwrap();
         assert!(written(dir.path(), RECOVERY_POINT).is_empty());
         assert!(written(dir.path(), LOG_START).is_empty());
@@ -754,17 +778,23 @@ mod tests {
         let key = ("t".to_string(), 0);
         let name: Arc<str> = Arc::from("t");
         let broker = open_broker(dir.path(), &registry);
-        let replica = broker
+        broker
             .open_partition(&name, id, 0, LogConfig::default())
             .unwrap();
         let mut batch = crate::format::BatchBuilder::new(crate::types::Compression::None);
         for _ in 0..3 {
             batch.append(1, None, Some(b"v"), &[]);
         }
-        replica
-            .append(&mut batch.build().unwrap().to_vec())
+        broker
+            .replicas
+            .append(
+                &self::key(&name, id),
+                &mut batch.build().unwrap().to_vec(),
+                AppendOrigin::Client,
+                AppendAcks::All,
+            )
             .unwrap();
-        replica.shut(false).unwrap();
+        broker.replicas.unhost_topic("t").unwrap();
         broker.stop_scheduler();
         drop(broker);
         // A log start checkpointed (by `delete_records`) above records a
@@ -776,15 +806,16 @@ mod tests {
             .write(&stale)
             .unwrap();
         let broker = open_broker(dir.path(), &registry);
-        let replica = broker
+        broker
             .open_partition(&name, id, 0, LogConfig::default())
             .unwrap();
-        assert_eq!(replica.offsets().unwrap().log_start, 3);
-        broker.note_replica("t", &replica);
+        let hosted = self::key(&name, id);
+        assert_eq!(broker.replicas.offsets(&hosted).unwrap().log_start, 3);
+        broker.note_partition(&hosted);
         broker.write_checkpoints().unwrap();
         assert_eq!(written(dir.path(), LOG_START)[&key], 3);
         assert_eq!(written(dir.path(), RECOVERY_POINT)[&key], 3);
-        replica.shut(false).unwrap();
+        broker.replicas.unhost_topic("t").unwrap();
         broker.stop_scheduler();
     }
 }

@@ -31,6 +31,7 @@ use crate::cluster::{
 };
 use crate::error::{Error, Result};
 use crate::format::BatchBuilder;
+use crate::replica::{AppendAcks, AppendOrigin, FetchBound};
 use crate::types::{Compression, TopicPartition};
 
 type GroupOffsets = BTreeMap<TopicPartition, OffsetAndMetadata>;
@@ -90,14 +91,19 @@ impl ClusterInner {
         let mut groups = self.offsets.groups.lock();
         let mut skipped = Vec::new();
         for p in 0..topic.partition_count() {
-            let replica = topic.replica(p)?;
-            let offsets = replica.offsets()?;
+            let key = topic.key(p)?;
+            let replicas = self.replicas();
+            let offsets = replicas.offsets(&key)?;
             let mut bad = Vec::new();
             replay_records(
                 Path::new(&format!("{OFFSETS_TOPIC}-{p}")),
                 offsets.log_start,
                 offsets.high_watermark,
-                |offset| replica.read(offset, 1 << 20),
+                |offset| {
+                    let fetched =
+                        replicas.fetch(&key, offset, 1 << 20, FetchBound::HighWatermark)?;
+                    Ok(fetched.records().clone())
+                },
                 |_, key, value| apply(&mut groups, key, value),
                 Some(&mut bad),
             )?;
@@ -122,7 +128,7 @@ impl ClusterInner {
             return Ok(());
         }
         for (tp, meta) in offsets {
-            self.topic_state(&tp.topic)?.replica(tp.partition)?;
+            self.partition_key(tp)?;
             // Kafka's offsets are signed 64-bit, and so is the stored
             // layout: a larger one would come back negative and be skipped.
             if i64::try_from(meta.offset).is_err() {
@@ -146,7 +152,7 @@ impl ClusterInner {
             }
         }
         let topic = self.offsets_topic()?;
-        let replica = topic.replica(partition_for_group(group, topic.partition_count()))?;
+        let key = topic.key(partition_for_group(group, topic.partition_count()))?;
         let now = self.clock().now_ms();
         let stamped: Vec<(TopicPartition, OffsetAndMetadata)> = offsets
             .iter()
@@ -166,7 +172,12 @@ impl ClusterInner {
             );
         }
         let mut groups = self.offsets.groups.lock();
-        replica.append_trusted(&mut builder.build()?.to_vec())?;
+        self.replicas().append(
+            &key,
+            &mut builder.build()?.to_vec(),
+            AppendOrigin::Trusted,
+            AppendAcks::All,
+        )?;
         groups.entry(group.to_string()).or_default().extend(stamped);
         Ok(())
     }
@@ -206,13 +217,18 @@ impl ClusterInner {
             return Ok(0);
         }
         let topic = self.topic_state(OFFSETS_TOPIC)?;
-        let replica = topic.replica(partition_for_group(group, topic.partition_count()))?;
+        let key = topic.key(partition_for_group(group, topic.partition_count()))?;
         let now = self.clock().now_ms();
         let mut builder = BatchBuilder::new(Compression::None);
         for tp in &doomed {
             builder.append(now, Some(&encode_key(group, tp)), None, &[]);
         }
-        replica.append_trusted(&mut builder.build()?.to_vec())?;
+        self.replicas().append(
+            &key,
+            &mut builder.build()?.to_vec(),
+            AppendOrigin::Trusted,
+            AppendAcks::All,
+        )?;
         if let Some(offsets) = groups.get_mut(group) {
             for tp in &doomed {
                 offsets.remove(tp);

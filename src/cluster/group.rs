@@ -41,7 +41,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
-use crate::client::assignor::Subscription;
+mod protocol;
+
+pub use protocol::Subscription;
+
 use crate::error::{Error, Result};
 use crate::types::TopicPartition;
 

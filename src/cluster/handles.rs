@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::log::{
     AppendInfo, CleanReport, LogRead, RecoveryReport, RetentionReport, TimestampOffset,
 };
-use crate::replica::Replica;
+use crate::replica::{AppendAcks, AppendOrigin, FetchBound, TopicIdPartition};
 
 /// A topic to create: its name, partition count and configs.
 ///
@@ -119,11 +119,13 @@ impl Topic {
     /// if the partition does not exist or the topic was deleted.
     pub fn partition(&self, partition: u32) -> Result<Partition> {
         self.cluster.check_open()?;
-        let replica = self.state.replica(partition)?;
+        let key = self.state.key(partition)?;
+        let recovery = self.cluster.replicas().recovery_report(&key)?;
         Ok(Partition {
             cluster: self.cluster.clone(),
             topic: self.state.clone(),
-            replica,
+            key,
+            recovery,
         })
     }
 
@@ -174,17 +176,19 @@ pub struct TopicDescription {
 }
 
 /// One partition in a [`TopicDescription`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PartitionDescription {
     /// The partition number.
     pub partition: u32,
     /// The broker leading it.
     pub leader: u32,
-    /// The brokers holding a replica.
-    pub replicas: [u32; 1],
-    /// The in-sync replicas.
-    pub isr: [u32; 1],
+    /// The brokers holding a replica, the preferred leader first (with one
+    /// broker: `[0]`).
+    pub replicas: Vec<u32>,
+    /// The in-sync replicas: those caught up with the leader (with one
+    /// broker: `[0]`).
+    pub isr: Vec<u32>,
     /// The log start offset.
     pub log_start_offset: u64,
     /// The high watermark: consumers read below it.
@@ -217,7 +221,11 @@ pub struct PartitionDescription {
 pub struct Partition {
     cluster: Arc<ClusterInner>,
     topic: Arc<TopicState>,
-    replica: Arc<Replica>,
+    /// How the broker's replica manager knows the partition: every call
+    /// goes through the manager, so the handle holds no partition state.
+    key: TopicIdPartition,
+    /// What recovery did when the log was opened (fixed from then on).
+    recovery: RecoveryReport,
 }
 
 impl Partition {
@@ -230,7 +238,7 @@ impl Partition {
     /// The partition number.
     #[must_use]
     pub fn partition(&self) -> u32 {
-        self.replica.partition()
+        self.key.partition
     }
 
     /// The log start offset: the first offset that can be read.
@@ -240,7 +248,7 @@ impl Partition {
     /// once the topic is deleted, [`Error::Closed`](crate::Error::Closed)
     /// once the cluster is closed; the same for every method here.
     pub fn log_start_offset(&self) -> Result<u64> {
-        Ok(self.replica.offsets()?.log_start)
+        Ok(self.cluster.replicas().offsets(&self.key)?.log_start)
     }
 
     /// The high watermark: the offset after the last record consumers may
@@ -249,7 +257,7 @@ impl Partition {
     /// # Errors
     /// As [`Partition::log_start_offset`].
     pub fn high_watermark(&self) -> Result<u64> {
-        Ok(self.replica.offsets()?.high_watermark)
+        Ok(self.cluster.replicas().offsets(&self.key)?.high_watermark)
     }
 
     /// The log end offset: the offset the next record gets.
@@ -257,7 +265,7 @@ impl Partition {
     /// # Errors
     /// As [`Partition::log_start_offset`].
     pub fn log_end_offset(&self) -> Result<u64> {
-        Ok(self.replica.offsets()?.log_end)
+        Ok(self.cluster.replicas().offsets(&self.key)?.log_end)
     }
 
     /// Bytes of the partition's segments on disk.
@@ -265,7 +273,7 @@ impl Partition {
     /// # Errors
     /// As [`Partition::log_start_offset`].
     pub fn size_bytes(&self) -> Result<u64> {
-        self.replica.size_bytes()
+        self.cluster.replicas().size_bytes(&self.key)
     }
 
     /// What recovery did when this partition's log was opened (with the
@@ -274,7 +282,7 @@ impl Partition {
     /// [`Cluster::recovery_report`](crate::Cluster::recovery_report).
     #[must_use]
     pub fn recovery_report(&self) -> &RecoveryReport {
-        self.replica.recovery_report()
+        &self.recovery
     }
 
     /// Appends raw v2 record batches as the leader: offsets are assigned,
@@ -288,18 +296,29 @@ impl Partition {
     /// [`Partition::log_start_offset`].
     pub fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
         self.topic.refuse_internal("appending to")?;
-        self.replica.append(batches)
+        // Acknowledged once appended, as `acks=all` is with one broker.
+        self.cluster
+            .replicas()
+            .append(&self.key, batches, AppendOrigin::Client, AppendAcks::All)
     }
 
     /// Reads whole batches from `offset` (the first may start before it),
-    /// up to `max_bytes` but at least one batch, below the high watermark.
+    /// up to `max_bytes` but at least one batch, below the high watermark:
+    /// only batches that end below it (see
+    /// [`Log::read_bounded`](crate::Log::read_bounded)). An offset at or
+    /// above the high watermark but within the log reads nothing. (With one
+    /// broker the high watermark is the log end offset.)
     ///
     /// # Errors
     /// [`Error::OffsetOutOfRange`](crate::Error::OffsetOutOfRange) outside
-    /// `[log start, high watermark]`, plus those of
+    /// `[log start, log end]`, plus those of
     /// [`Partition::log_start_offset`].
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<LogRead> {
-        self.replica.read(offset, max_bytes)
+        Ok(self
+            .cluster
+            .replicas()
+            .fetch(&self.key, offset, max_bytes, FetchBound::HighWatermark)?
+            .into_log_read())
     }
 
     /// The first record with a timestamp `>= timestamp` (Kafka's
@@ -318,7 +337,9 @@ impl Partition {
                 self.partition()
             )));
         }
-        self.replica.offset_for_timestamp(timestamp)
+        self.cluster
+            .replicas()
+            .offset_for_timestamp(&self.key, timestamp)
     }
 
     /// Deletes every record below `offset` by advancing the log start offset
@@ -332,10 +353,8 @@ impl Partition {
     /// [`Partition::log_start_offset`].
     pub fn delete_records(&self, offset: u64) -> Result<u64> {
         self.topic.refuse_internal("deleting records of")?;
-        let start = self.replica.delete_records(offset)?;
-        self.cluster
-            .broker
-            .note_replica(&self.topic.name, &self.replica);
+        let start = self.cluster.replicas().delete_records(&self.key, offset)?;
+        self.cluster.broker.note_partition(&self.key);
         self.cluster.broker.write_checkpoints()?;
         Ok(start)
     }
@@ -365,7 +384,7 @@ impl Partition {
     /// fails (which fences the partition), plus those of
     /// [`Partition::log_start_offset`].
     pub fn enforce_retention(&self) -> Result<RetentionReport> {
-        self.replica.enforce_retention()
+        self.cluster.replicas().enforce_retention(&self.key)
     }
 
     /// Runs one cleaning pass on this partition now, whatever its dirty
@@ -393,20 +412,20 @@ impl Partition {
     /// [`Log::clean`](crate::Log::clean), plus those of
     /// [`Partition::log_start_offset`].
     pub fn clean(&self) -> Result<CleanReport> {
-        self.replica.clean()
+        self.cluster.replicas().clean(&self.key)
     }
 
     fn describe(&self) -> Result<PartitionDescription> {
-        let offsets = self.replica.offsets()?;
+        let info = self.cluster.replicas().describe(&self.key)?;
         Ok(PartitionDescription {
             partition: self.partition(),
-            leader: 0,
-            replicas: [0],
-            isr: [0],
-            log_start_offset: offsets.log_start,
-            high_watermark: offsets.high_watermark,
-            log_end_offset: offsets.log_end,
-            size_bytes: self.replica.size_bytes()?,
+            leader: info.leader,
+            replicas: info.replicas.iter().map(|r| r.broker).collect(),
+            isr: info.isr,
+            log_start_offset: info.offsets.log_start,
+            high_watermark: info.offsets.high_watermark,
+            log_end_offset: info.offsets.log_end,
+            size_bytes: info.size_bytes,
         })
     }
 }

@@ -421,7 +421,7 @@ impl MetadataLog {
             &self.dir,
             self.log.log_start_offset(),
             self.log.log_end_offset(),
-            |offset| self.log.read(offset, 1 << 20),
+            |offset| Ok(self.log.read(offset, 1 << 20)?.records().clone()),
             |_, _, value| {
                 let value = value.map_or(&[][..], |v| &v[..]);
                 let parsed = MetadataRecord::decode(value)?;

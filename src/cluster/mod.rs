@@ -5,9 +5,9 @@
 //! `controller` (the registry and the metadata log) is taken first and held
 //! for a whole create, delete or partition addition, so those run one at a
 //! time and a re-created topic never meets its predecessor's files. Then
-//! `topics` (name to live topic state), then a topic's `partitions`, then a
-//! replica's log lock (see [`crate::replica`]). Appends and reads take only
-//! the last three, shared.
+//! `topics` (name to live topic state), then the broker's replica manager
+//! (its table of hosted partitions, then a partition's log lock: see
+//! [`crate::replica`]). Appends and reads take only the last ones, shared.
 //!
 //! `clients` (weak references to the live producers) is taken alone, to
 //! copy or extend it. [`Cluster::close`] copies it, then flushes each
@@ -42,14 +42,23 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::{CorruptionKind, Error, Result};
-use crate::replica::Replica;
+use crate::replica::ReplicaManager;
 use crate::storage::{DirLock, OpenMode, Storage, write_atomic};
 use crate::types::TopicPartition;
 
+/// How many bytes a [`ReadReleaser`] gathers before giving their pages back.
+#[cfg(test)]
+pub(crate) use crate::replica::RELEASE_CHUNK;
+/// The replica manager's vocabulary, for the clients (which reach the
+/// replica layer only through the cluster).
+pub(crate) use crate::replica::{
+    AppendAcks, AppendOrigin, FetchBound, PartitionOffsets, ReadReleaser, ReadSource,
+    TopicIdPartition,
+};
 pub use admin::{GroupDescription, MemberDescription, OffsetSpec, PartitionLag};
 pub use config::{ClusterConfig, ClusterConfigBuilder};
-pub use group::GroupState;
 pub(crate) use group::{GroupCoordinator, JoinRequest, JoinResponse, Joined, SyncResponse};
+pub use group::{GroupState, Subscription};
 pub use handles::{NewTopic, Partition, PartitionDescription, Topic, TopicDescription};
 pub use offsets::OffsetAndMetadata;
 pub use report::{
@@ -159,10 +168,9 @@ pub(crate) struct TopicState {
     pub(crate) overrides: TopicConfig,
     pub(crate) effective: TopicConfig,
     pub(crate) log_config: LogConfig,
-    pub(crate) partitions: RwLock<Vec<Arc<Replica>>>,
-    /// `partitions.len()`, readable without the lock (the producer reads
-    /// it for every record). Stored after a new partition is pushed, so it
-    /// never exceeds the length.
+    /// The partition count (the producer reads it for every record).
+    /// Stored after a new partition is hosted by the broker, so every
+    /// partition below it exists.
     count: AtomicU32,
     deleted: AtomicBool,
     /// An internal topic (`__consumer_offsets`): only the cluster itself
@@ -202,16 +210,21 @@ impl TopicState {
         Ok(())
     }
 
-    /// One partition's replica.
-    pub(crate) fn replica(&self, partition: u32) -> Result<Arc<Replica>> {
-        if self.is_deleted() {
+    /// The key by which the replica manager knows one of the topic's
+    /// partitions.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopicOrPartition`] if the topic was deleted or has
+    /// no such partition.
+    pub(crate) fn key(&self, partition: u32) -> Result<TopicIdPartition> {
+        if self.is_deleted() || partition >= self.partition_count() {
             return Err(self.unknown(Some(partition)));
         }
-        self.partitions
-            .read()
-            .get(partition as usize)
-            .cloned()
-            .ok_or_else(|| self.unknown(Some(partition)))
+        Ok(TopicIdPartition {
+            topic_id: self.id,
+            topic: self.name.clone(),
+            partition,
+        })
     }
 }
 
@@ -323,10 +336,10 @@ impl Cluster {
         for meta in registry.topics.values() {
             let overrides = TopicConfig::from_stored(&meta.config)?;
             let state = inner.open_topic(&meta.name, meta.id, overrides, meta.partitions)?;
-            for replica in state.partitions.read().iter() {
+            for p in 0..state.partition_count() {
                 report.partitions.insert(
-                    TopicPartition::new(meta.name.clone(), replica.partition()),
-                    replica.recovery_report().clone(),
+                    TopicPartition::new(meta.name.clone(), p),
+                    inner.replicas().recovery_report(&state.key(p)?)?,
                 );
             }
             inner.topics.write().insert(meta.name.clone(), state);
@@ -540,6 +553,21 @@ impl ClusterInner {
         &self.config.clock
     }
 
+    /// The replica manager to ask about a partition: its leader's. With one
+    /// broker, the broker's own.
+    pub(crate) fn replicas(&self) -> &ReplicaManager {
+        &self.broker.replicas
+    }
+
+    /// The key of `tp` for the replica manager.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopicOrPartition`] if there is no such partition;
+    /// [`Error::Closed`].
+    pub(crate) fn partition_key(&self, tp: &TopicPartition) -> Result<TopicIdPartition> {
+        self.topic_state(&tp.topic)?.key(tp.partition)
+    }
+
     /// A number that changes whenever a topic is created or deleted or
     /// gains partitions.
     pub(crate) fn metadata_epoch(&self) -> u64 {
@@ -606,14 +634,12 @@ impl ClusterInner {
             .log_config()?
             .with_retention_check_interval_ms(self.config.retention_check_interval_ms);
         let name: Arc<str> = Arc::from(name);
-        // Bounded: counts are checked against MAX_PARTITIONS_PER_TOPIC
-        // before they are stored; one replayed from disk is not trusted.
-        let mut replicas = Vec::with_capacity(partitions.min(MAX_PARTITIONS_PER_TOPIC) as usize);
         for p in 0..partitions {
-            replicas.push(
-                self.broker
-                    .open_partition(&name, id, p, log_config.clone())?,
-            );
+            if let Err(e) = self.broker.open_partition(&name, id, p, log_config.clone()) {
+                // Those opened so far are closed again.
+                let _ = self.broker.replicas.unhost_topic(&name);
+                return Err(e);
+            }
         }
         Ok(Arc::new(TopicState {
             internal: name.starts_with("__"),
@@ -623,7 +649,6 @@ impl ClusterInner {
             effective,
             log_config,
             count: AtomicU32::new(partitions),
-            partitions: RwLock::new(replicas),
             deleted: AtomicBool::new(false),
         }))
     }
@@ -732,6 +757,7 @@ impl ClusterInner {
                 // registry. Its removal is the evidence on which a later
                 // open removes whatever directories are left.
                 let _ = metadata.commit(registry, &[MetadataRecord::RemoveTopic { topic_id: id }]);
+                let _ = self.broker.replicas.delete_topic(&name);
                 for p in 0..partitions {
                     let _ = self.broker.delete_partition(&name, p, id);
                 }
@@ -759,12 +785,9 @@ impl ClusterInner {
         let mut first_error = None;
         if let Some(state) = state {
             state.deleted.store(true, Ordering::Release);
-            let replicas = state.partitions.read().clone();
-            for replica in replicas {
-                if let Err(e) = replica.shut(true) {
-                    first_error.get_or_insert(e);
-                }
-            }
+        }
+        if let Err(e) = self.broker.replicas.delete_topic(name) {
+            first_error.get_or_insert(e);
         }
         // Every partition the registry had, whether or not it was open.
         for p in 0..partitions {
@@ -813,13 +836,9 @@ impl ClusterInner {
             (current..total).map(|p| partition_record(id, p)).collect();
         metadata.commit(registry, &records)?;
         for p in current..total {
-            let replica =
-                self.broker
-                    .open_partition(&state.name, id, p, state.log_config.clone())?;
-            let mut replicas = state.partitions.write();
-            replicas.push(replica);
-            state.count.store(replicas.len() as u32, Ordering::Release);
-            drop(replicas);
+            self.broker
+                .open_partition(&state.name, id, p, state.log_config.clone())?;
+            state.count.store(p + 1, Ordering::Release);
             self.metadata_changed();
         }
         Ok(())
@@ -828,12 +847,8 @@ impl ClusterInner {
     /// Writes every live partition's recovery point and log start offset
     /// to the broker's checkpoint files.
     pub(crate) fn checkpoint(&self) -> Result<()> {
-        let topics: Vec<Arc<TopicState>> = self.topics.read().values().cloned().collect();
-        for topic in topics {
-            let replicas = topic.partitions.read().clone();
-            for replica in replicas {
-                self.broker.note_replica(&topic.name, &replica);
-            }
+        for key in self.broker.replicas.hosted_partitions() {
+            self.broker.note_partition(&key);
         }
         self.broker.write_checkpoints()?;
         *self.checkpoints.0.lock() += 1;
@@ -873,18 +888,12 @@ impl ClusterInner {
         if let Some(metadata) = controller.metadata.take() {
             note(metadata.close());
         }
-        let topics: Vec<Arc<TopicState>> = self.topics.write().drain().map(|(_, t)| t).collect();
-        for topic in topics {
-            let replicas = topic.partitions.read().clone();
-            for replica in replicas {
-                match replica.shut(false) {
-                    Ok(Some(offsets)) => {
-                        self.broker
-                            .note_offsets(&topic.name, replica.partition(), offsets);
-                    }
-                    Ok(None) => {}
-                    Err(e) => note(Err(e)),
-                }
+        self.topics.write().clear();
+        for (topic, partition, closed) in self.broker.replicas.shutdown() {
+            match closed {
+                Ok(Some(offsets)) => self.broker.note_offsets(&topic, partition, offsets),
+                Ok(None) => {}
+                Err(e) => note(Err(e)),
             }
         }
         note(self.broker.write_checkpoints());
@@ -1094,10 +1103,13 @@ mod tests {
             partition.append(&mut bytes).unwrap();
         }
         let checks = |timeout: Duration, at_least: u64| {
-            let state = cluster.inner.topic_state("t").unwrap();
-            let replica = state.replica(0).unwrap();
-            replica
-                .with_log(|log| Ok(log.wait_for_background(timeout, |_, n| n >= at_least)))
+            let key = cluster.inner.topic_state("t").unwrap().key(0).unwrap();
+            cluster
+                .inner
+                .replicas()
+                .with_log(&key, |log| {
+                    Ok(log.wait_for_background(timeout, |_, n| n >= at_least))
+                })
                 .unwrap()
         };
         clock.advance_ms(9_999);

@@ -6,10 +6,10 @@ use std::path::Path;
 use bytes::Bytes;
 
 use crate::error::{CorruptionKind, Error, Result};
-use crate::log::LogRead;
+use crate::format::Batches;
 
-/// Reads every record in `[start, end)` through `read` (a log's or a
-/// replica's `read(offset, max_bytes)`) and hands its offset, key and value
+/// Reads every record in `[start, end)` through `read` (the whole batches
+/// from an offset: a log's `read` or a replica manager's `fetch`) and hands its offset, key and value
 /// to `apply`, in offset order. A damaged batch is reported as
 /// [`Error::Corrupt`] at `path` and the offset being read. A record `apply`
 /// rejects is the same error, unless `skipped` collects such records
@@ -18,18 +18,18 @@ pub(crate) fn replay_records(
     path: &Path,
     start: u64,
     end: u64,
-    mut read: impl FnMut(u64) -> Result<LogRead>,
+    mut read: impl FnMut(u64) -> Result<Bytes>,
     mut apply: impl FnMut(u64, Option<&Bytes>, Option<&Bytes>) -> std::result::Result<(), String>,
     mut skipped: Option<&mut Vec<(u64, String)>>,
 ) -> Result<()> {
     let batch_error = |at: u64, e| Error::corrupt(path, at, CorruptionKind::Batch(e));
     let mut next = start;
     while next < end {
-        let read = read(next)?;
-        if read.records().is_empty() {
+        let records = read(next)?;
+        if records.is_empty() {
             break;
         }
-        for batch in read.batches() {
+        for batch in Batches::new(records) {
             let batch = batch.map_err(|e| batch_error(next, e))?;
             for record in batch.records().map_err(|e| batch_error(next, e))? {
                 let record = record.map_err(|e| batch_error(next, e))?;

@@ -64,7 +64,8 @@ pub struct TimestampOffset {
 impl Log {
     /// Reads whole batches starting with the one that holds `offset`, up to
     /// `max_bytes` but always at least one batch. Batches are never split.
-    /// Reading at the log end offset returns no bytes.
+    /// Reading at the log end offset returns no bytes. The same as
+    /// [`Log::read_bounded`] with the log end offset as the bound.
     ///
     /// Offsets are checked on the way (the CRC does not cover a batch's base
     /// offset): every batch walked to find `offset` must follow the one
@@ -79,6 +80,22 @@ impl Log {
     /// [`CorruptionKind::Batch`](crate::CorruptionKind::Batch)) if a stored
     /// batch on the way is damaged or its offsets do not fit its place.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<LogRead> {
+        self.read_bounded(offset, max_bytes, u64::MAX)
+    }
+
+    /// [`Log::read`] below `max_offset` (exclusive): only whole batches
+    /// whose last offset is below it are returned, so a read bounded by a
+    /// high watermark that lies below the log end offset never hands out a
+    /// record at or above it. As Kafka's `LocalLog.read` with its
+    /// `maxOffsetMetadata`: a read at or above the bound returns no bytes
+    /// (not an error, as long as `offset` is within the log), and so does a
+    /// read whose first batch reaches the bound (`max_bytes` never lets a
+    /// batch cross it). A bound above the log end offset is the log end
+    /// offset.
+    ///
+    /// # Errors
+    /// As [`Log::read`].
+    pub fn read_bounded(&self, offset: u64, max_bytes: usize, max_offset: u64) -> Result<LogRead> {
         let state = self.inner.state.read();
         let (start, end) = (state.log_start_offset, state.log_end_offset);
         if offset < start || offset > end {
@@ -90,7 +107,7 @@ impl Log {
         }
         let mut records = Bytes::new();
         let mut source = None;
-        if offset < end {
+        if offset < end.min(max_offset) {
             for segment in &state.segments[state.segment_index_for(offset)..] {
                 if let Some((position, header)) = segment.find_batch(offset)? {
                     // Found in a later segment, or after a gap: the batch
@@ -111,7 +128,7 @@ impl Log {
                             ),
                         ));
                     }
-                    let run_end = segment.batch_run_end(position, max_bytes as u64)?;
+                    let run_end = segment.batch_run_end(position, max_bytes as u64, max_offset)?;
                     let (bytes, range) = segment.slice_mapped(position, run_end)?;
                     records = bytes;
                     source = Some(range);
@@ -161,5 +178,70 @@ impl Log {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::error::Error;
+    use crate::format::BatchBuilder;
+    use crate::log::Log;
+    use crate::types::Compression;
+
+    /// The (base, last) offsets of the batches a read returned.
+    fn spans(read: &super::LogRead) -> Vec<(i64, i64)> {
+        read.batches()
+            .map(|b| {
+                let header = *b.unwrap().header();
+                (header.base_offset, header.last_offset())
+            })
+            .collect()
+    }
+
+    /// Every offset and bound over a small log, against a model: the read
+    /// starts at the batch holding the offset and keeps whole batches while
+    /// their last offset is below the bound, as Kafka's read up to a high
+    /// watermark position does.
+    #[test]
+    fn a_bounded_read_returns_only_whole_batches_below_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::builder(dir.path().join("t-0")).open().unwrap();
+        let sizes = [2, 3, 1, 4];
+        let mut batches = Vec::new();
+        for size in sizes {
+            let mut builder = BatchBuilder::new(Compression::None);
+            for _ in 0..size {
+                builder.append(1, None, Some(b"v"), &[]);
+            }
+            let info = log
+                .append(&mut builder.build().unwrap().to_vec(), 0)
+                .unwrap();
+            batches.push((info.first_offset() as i64, info.last_offset() as i64));
+        }
+        let end = log.log_end_offset();
+        assert_eq!(end, 10);
+        for offset in 0..=end {
+            for bound in 0..=end + 1 {
+                let expected: Vec<(i64, i64)> = batches
+                    .iter()
+                    .copied()
+                    .skip_while(|&(_, last)| last < offset as i64)
+                    .take_while(|&(_, last)| last < bound as i64)
+                    .collect();
+                let read = log.read_bounded(offset, usize::MAX, bound).unwrap();
+                assert_eq!(spans(&read), expected, "offset {offset}, bound {bound}");
+                assert_eq!(read.log_end_offset(), end);
+            }
+        }
+        // A batch straddling the bound is held back even as the only one.
+        assert!(log.read_bounded(2, 1, 4).unwrap().records().is_empty());
+        assert_eq!(spans(&log.read_bounded(2, 1, 5).unwrap()), [(2, 4)]);
+        // At least one batch, and `max_bytes` never lets one cross the bound.
+        assert_eq!(spans(&log.read_bounded(0, 1, u64::MAX).unwrap()), [(0, 1)]);
+        assert!(matches!(
+            log.read_bounded(end + 1, usize::MAX, end),
+            Err(Error::OffsetOutOfRange { .. })
+        ));
+        log.close().unwrap();
     }
 }

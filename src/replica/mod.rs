@@ -1,260 +1,40 @@
-//! L3: one partition's state over its log.
+//! L3: the partitions a broker hosts, over their logs, behind one seam.
 //!
-//! With one broker a replica is always the leader, and its high watermark
-//! equals its log end offset. Replication will add the follower role, the
-//! ISR and the leader-epoch cache here; the cluster and the clients already
-//! go through this type, so they will not change shape when it does.
-//!
-//! ## Locks
-//! `log` (a read-write lock over the open log) is taken after the cluster's
-//! topic tables and before the log's own locks. Appends and reads take it
-//! shared; only closing or deleting the partition takes it exclusively, so it
-//! waits for appends in flight and every later call sees the partition gone.
+//! Named as in Kafka: [`ReplicaManager`] owns the partitions its broker
+//! hosts and is the only way in (append with acks, fetch with an explicit
+//! bound, offsets, `delete_records`, retention and cleaning);
+//! [`PartitionState`] is one hosted partition's local state (Kafka's
+//! `Partition`; the public handle already has that name); [`Replica`] is
+//! the leader's view of one replica of a partition (a follower's log end
+//! offset and when it last caught up).
+
+mod fetch;
+mod follower;
+mod manager;
+mod partition;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-use crossbeam_channel::{Sender, TrySendError};
-use parking_lot::{Mutex, RwLock};
-
-use crate::error::{Error, Result};
-use crate::log::{
-    AppendInfo, CleanReport, Log, LogRead, RecoveryReport, RetentionReport, TimestampOffset,
-};
-
-const LIVE: u8 = 0;
-const DELETED: u8 = 1;
-const CLOSED: u8 = 2;
-
-/// One partition replica: its log, high watermark and the consumers waiting
-/// for data.
-#[derive(Debug)]
-pub(crate) struct Replica {
-    topic: Arc<str>,
-    partition: u32,
-    leader_epoch: i32,
-    log: RwLock<Option<Log>>,
-    gone: AtomicU8,
-    watchers: Watchers,
-    /// What recovery did when the log was opened.
-    recovery: RecoveryReport,
-}
-
-/// Offsets of a partition at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ReplicaOffsets {
-    pub(crate) log_start: u64,
-    pub(crate) high_watermark: u64,
-    pub(crate) log_end: u64,
-    pub(crate) recovery_point: u64,
-    /// The first offset not yet cleaned, for compacted logs.
-    pub(crate) cleaner_checkpoint: Option<u64>,
-}
-
-impl Replica {
-    pub(crate) fn new(topic: Arc<str>, partition: u32, log: Log) -> Self {
-        let recovery = log.recovery_report().clone();
-        Replica {
-            topic,
-            partition,
-            leader_epoch: 0,
-            log: RwLock::new(Some(log)),
-            gone: AtomicU8::new(LIVE),
-            watchers: Watchers::default(),
-            recovery,
-        }
-    }
-
-    /// What recovery did when the partition's log was opened.
-    pub(crate) fn recovery_report(&self) -> &RecoveryReport {
-        &self.recovery
-    }
-
-    pub(crate) fn topic(&self) -> &Arc<str> {
-        &self.topic
-    }
-
-    pub(crate) fn partition(&self) -> u32 {
-        self.partition
-    }
-
-    /// The error every call returns once the partition is gone.
-    pub(crate) fn gone_error(&self) -> Error {
-        match self.gone.load(Ordering::Acquire) {
-            CLOSED => Error::Closed("cluster"),
-            _ => Error::UnknownTopicOrPartition {
-                topic: self.topic.to_string(),
-                partition: Some(self.partition),
-            },
-        }
-    }
-
-    /// Whether the partition was deleted or closed.
-    pub(crate) fn is_gone(&self) -> bool {
-        self.gone.load(Ordering::Acquire) != LIVE
-    }
-
-    pub(crate) fn with_log<T>(&self, f: impl FnOnce(&Log) -> Result<T>) -> Result<T> {
-        let guard = self.log.read();
-        match guard.as_ref() {
-            Some(log) => f(log),
-            None => Err(self.gone_error()),
-        }
-    }
-
-    /// Appends batches as the leader (offsets assigned by the log) and
-    /// wakes waiting consumers.
-    pub(crate) fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
-        let info = self.with_log(|log| log.append(batches, self.leader_epoch))?;
-        self.watchers.notify();
-        Ok(info)
-    }
-
-    /// [`Replica::append`] for batches the in-process producer built
-    /// (see `Log::append_trusted`): the CRC and records are not re-checked.
-    pub(crate) fn append_trusted(&self, batches: &mut [u8]) -> Result<AppendInfo> {
-        let info = self.with_log(|log| log.append_trusted(batches, self.leader_epoch))?;
-        self.watchers.notify();
-        Ok(info)
-    }
-
-    /// Reads whole batches from `offset`, below the high watermark.
-    pub(crate) fn read(&self, offset: u64, max_bytes: usize) -> Result<LogRead> {
-        self.with_log(|log| log.read(offset, max_bytes))
-    }
-
-    pub(crate) fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>> {
-        self.with_log(|log| log.offset_for_timestamp(timestamp))
-    }
-
-    /// Advances the log start offset to `offset`; returns the new one.
-    pub(crate) fn delete_records(&self, offset: u64) -> Result<u64> {
-        self.with_log(|log| log.delete_records(offset))
-    }
-
-    /// Runs retention now (see [`Log::enforce_retention`]).
-    pub(crate) fn enforce_retention(&self) -> Result<RetentionReport> {
-        self.with_log(Log::enforce_retention)
-    }
-
-    /// Runs a cleaning pass now (see [`Log::clean`]).
-    pub(crate) fn clean(&self) -> Result<CleanReport> {
-        self.with_log(Log::clean)
-    }
-
-    pub(crate) fn offsets(&self) -> Result<ReplicaOffsets> {
-        self.with_log(|log| {
-            let log_end = log.log_end_offset();
-            Ok(ReplicaOffsets {
-                log_start: log.log_start_offset(),
-                high_watermark: log_end,
-                log_end,
-                recovery_point: log.recovery_point(),
-                cleaner_checkpoint: log.config().compact().then(|| log.cleaner_checkpoint()),
-            })
-        })
-    }
-
-    pub(crate) fn size_bytes(&self) -> Result<u64> {
-        self.with_log(|log| Ok(log.size_bytes()))
-    }
-
-    /// Registers `waker` to receive a message after every append (and when
-    /// the partition goes away). The channel should be bounded: a full one
-    /// already holds a wake-up.
-    pub(crate) fn watch(&self, waker: &Sender<()>) {
-        self.watchers.add(waker);
-    }
-
-    /// Stops waking `waker`.
-    pub(crate) fn unwatch(&self, waker: &Sender<()>) {
-        self.watchers.remove(waker);
-    }
-
-    /// Closes the log for good: `deleted` for a deleted topic, else for a
-    /// closing cluster. Waits for appends in flight, wakes every watcher,
-    /// and returns the final offsets (after the closing flush).
-    pub(crate) fn shut(&self, deleted: bool) -> Result<Option<ReplicaOffsets>> {
-        let mut guard = self.log.write();
-        self.gone
-            .store(if deleted { DELETED } else { CLOSED }, Ordering::Release);
-        let Some(log) = guard.take() else {
-            return Ok(None);
-        };
-        drop(guard);
-        self.watchers.notify();
-        if deleted {
-            // The files are about to be removed; a flush would be wasted.
-            drop(log);
-            return Ok(None);
-        }
-        log.flush()?;
-        let log_end = log.log_end_offset();
-        let offsets = ReplicaOffsets {
-            log_start: log.log_start_offset(),
-            high_watermark: log_end,
-            log_end,
-            recovery_point: log.recovery_point(),
-            cleaner_checkpoint: log.config().compact().then(|| log.cleaner_checkpoint()),
-        };
-        log.close()?;
-        Ok(Some(offsets))
-    }
-}
-
-/// Consumers waiting for appends: each registers the sending side of a
-/// bounded channel; an append sends on every one that is not already full.
-#[derive(Debug, Default)]
-struct Watchers {
-    list: Mutex<Vec<Sender<()>>>,
-    count: AtomicUsize,
-}
-
-impl Watchers {
-    fn add(&self, waker: &Sender<()>) {
-        let mut list = self.list.lock();
-        if !list.iter().any(|w| w.same_channel(waker)) {
-            list.push(waker.clone());
-            self.count.store(list.len(), Ordering::Release);
-        }
-    }
-
-    fn remove(&self, waker: &Sender<()>) {
-        let mut list = self.list.lock();
-        list.retain(|w| !w.same_channel(waker));
-        self.count.store(list.len(), Ordering::Release);
-    }
-
-    fn notify(&self) {
-        if self.count.load(Ordering::Acquire) == 0 {
-            return;
-        }
-        let mut list = self.list.lock();
-        list.retain(|w| !matches!(w.try_send(()), Err(TrySendError::Disconnected(()))));
-        self.count.store(list.len(), Ordering::Release);
-    }
-}
+use uuid::Uuid;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) use fetch::RELEASE_CHUNK;
+pub(crate) use fetch::{FetchBound, FetchedData, ReadReleaser, ReadSource};
+pub(crate) use follower::Replica;
+pub(crate) use manager::{AppendAcks, AppendOrigin, ReplicaManager};
+pub(crate) use partition::{PartitionOffsets, PartitionState};
 
-    #[test]
-    fn watchers_are_woken_once_per_burst_and_pruned_when_dropped() {
-        let watchers = Watchers::default();
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        watchers.add(&tx);
-        watchers.add(&tx);
-        watchers.notify();
-        watchers.notify();
-        assert_eq!(rx.try_iter().count(), 1);
-        watchers.remove(&tx);
-        watchers.notify();
-        assert!(rx.try_recv().is_err());
-        let (tx2, rx2) = crossbeam_channel::bounded(1);
-        watchers.add(&tx2);
-        drop((tx2, rx2));
-        watchers.notify();
-        assert_eq!(watchers.count.load(Ordering::Acquire), 0);
-    }
+/// A partition named by its topic's name, its topic's id and its number:
+/// Kafka's `TopicIdPartition`. The id tells a re-created topic from the
+/// deleted one of the same name, so a caller holding a key of the old
+/// topic gets [`Error::UnknownTopicOrPartition`](crate::Error::UnknownTopicOrPartition)
+/// rather than the new topic's data.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct TopicIdPartition {
+    /// The topic's id.
+    pub(crate) topic_id: Uuid,
+    /// The topic's name.
+    pub(crate) topic: Arc<str>,
+    /// The partition number.
+    pub(crate) partition: u32,
 }

@@ -617,15 +617,16 @@ impl Segment {
     }
 
     /// End of the run of whole batches that starts at `start` (a batch
-    /// boundary) and spans at most `max_bytes`, but always at least one batch.
-    /// Walks headers only; the reader checks CRCs. The run ends before a
+    /// boundary) and spans at most `max_bytes`, but always at least one batch,
+    /// and holds only batches whose last offset is below `max_offset` (a
+    /// first batch reaching it makes the run empty). Walks headers only; the reader checks CRCs. The run ends before a
     /// batch whose header is damaged or whose offsets do not continue the
     /// batch before it, so a read never hands out batches that skip or
     /// repeat offsets; a read starting at that batch reports it.
     ///
     /// # Errors
     /// [`Error::Corrupt`] when the first batch's header is damaged.
-    pub(crate) fn batch_run_end(&self, start: u64, max_bytes: u64) -> Result<u64> {
+    pub(crate) fn batch_run_end(&self, start: u64, max_bytes: u64, max_offset: u64) -> Result<u64> {
         let map = self.map()?;
         let bytes = &map.as_slice()[..to_usize(self.size)];
         let mut end = start;
@@ -645,7 +646,7 @@ impl Segment {
             };
             let size = header.total_size() as u64;
             let next = end + size;
-            if next > self.size || (end > start && next - start > max_bytes) {
+            if next > self.size || (end > start && next - start > max_bytes) || last >= max_offset {
                 break;
             }
             // The first batch has no predecessor here: any conflict with
@@ -1128,7 +1129,7 @@ mod tests {
         // Before the gap: found, and a run ends before the batch after it.
         let (at, _) = segment.find_batch(1)?.expect("found");
         assert_eq!(at, positions[1]);
-        assert_eq!(segment.batch_run_end(at, u64::MAX)?, positions[3]);
+        assert_eq!(segment.batch_run_end(at, u64::MAX, u64::MAX)?, positions[3]);
         // In it: the walk reaches the gap, from the index entry and again
         // from the start, and reports it.
         let err = segment.find_batch(3).expect_err("the gap");
@@ -1166,17 +1167,20 @@ mod tests {
         format::set_base_offset(&mut bytes[to_usize(positions[2])..], 7);
         std::fs::write(segment.log_path(), &bytes).expect("write");
         // The run from the start ends before the raised batch.
-        assert_eq!(segment.batch_run_end(0, u64::MAX)?, positions[2]);
+        assert_eq!(segment.batch_run_end(0, u64::MAX, u64::MAX)?, positions[2]);
         // Reading it fails; the batches after it read.
         let (at, header) = segment.find_batch(3)?.expect("found");
         assert_eq!((at, header.base_offset), (positions[2], 7));
         assert!(matches!(
-            segment.batch_run_end(at, u64::MAX),
+            segment.batch_run_end(at, u64::MAX, u64::MAX),
             Err(Error::Corrupt { position, .. }) if position == positions[2]
         ));
         let (at, header) = segment.find_batch(4)?.expect("found");
         assert_eq!((at, header.base_offset), (positions[3], 4));
-        assert_eq!(segment.batch_run_end(at, u64::MAX)?, segment.size());
+        assert_eq!(
+            segment.batch_run_end(at, u64::MAX, u64::MAX)?,
+            segment.size()
+        );
         let items: Vec<_> = segment.batches_from(0)?.collect();
         assert!(matches!(items[2], Err((p, _)) if p == positions[2]));
         Ok(())

@@ -14,13 +14,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::records::{BatchData, ConsumerRecord, Span};
+use crate::cluster::ReadSource;
 use crate::error::FormatError;
 use crate::format::Header;
 use crate::format::header::out_of_sequence;
 use crate::format::{
     Batch, RECORDS_OFFSET, RecordIter, decode_batch_at, decode_headers, scan_record,
 };
-use crate::storage::mmap::MapRange;
 use crate::types::{Compression, TimestampType};
 
 /// Whole record batches read from one partition (zero-copy views of a
@@ -30,7 +30,7 @@ use crate::types::{Compression, TimestampType};
 pub(super) struct Fetch {
     data: Bytes,
     /// Where `data` lies in the segment's map.
-    source: Option<MapRange>,
+    source: ReadSource,
     /// Position of the next batch in `data`.
     pos: usize,
     /// The last offset of the last batch started, which the next must
@@ -101,7 +101,7 @@ pub(super) struct Sink<'a> {
 }
 
 impl Fetch {
-    pub(super) fn new(data: Bytes, source: Option<MapRange>) -> Self {
+    pub(super) fn new(data: Bytes, source: ReadSource) -> Self {
         Fetch {
             data,
             source,
@@ -112,8 +112,8 @@ impl Fetch {
     }
 
     /// Where the fetched bytes lie in the segment's map.
-    pub(super) fn source(&self) -> Option<&MapRange> {
-        self.source.as_ref()
+    pub(super) fn source(&self) -> &ReadSource {
+        &self.source
     }
 
     /// Bytes of batches not yet started (what `fetch.min.bytes` and
@@ -440,7 +440,7 @@ mod tests {
         let topic: Arc<str> = Arc::from("t");
         let mut out = Vec::new();
         let mut position = position;
-        let mut fetch = Fetch::new(data, None);
+        let mut fetch = Fetch::new(data, ReadSource::default());
         let result = fetch.drain(
             &mut position,
             Sink {

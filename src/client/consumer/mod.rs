@@ -9,7 +9,8 @@
 //!
 //! ## Waking up
 //! The consumer registers the sending side of one bounded(1) channel with
-//! every assigned replica ([`Replica::watch`]); each append, and a delete or
+//! every assigned partition (through the replica manager's `watch`); each
+//! append, and a delete or
 //! close of the partition, sends on it. A poll first empties that channel,
 //! then fetches, then waits on it (and on the clock's jumps and a timer for
 //! its deadline), so an append that lands after the fetch always leaves a
@@ -27,24 +28,27 @@
 //! of its group (see the `group` module for the protocol), and committed
 //! offsets give newly assigned partitions their starting positions.
 
+mod commits;
 mod config;
 mod fetch;
+mod fetcher;
 mod group;
 mod records;
+mod subscription_state;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::cluster::{Cluster, OffsetAndMetadata};
+use crate::cluster::{
+    Cluster, FetchBound, OffsetAndMetadata, PartitionOffsets, ReadReleaser, ReadSource,
+    TopicIdPartition,
+};
 use crate::error::{CorruptionKind, Error, Result};
-use crate::replica::Replica;
-use crate::storage::mmap::{MapRange, Releaser};
 use crate::types::TopicPartition;
 
 use config::byte_count;
@@ -117,7 +121,9 @@ enum Position {
 #[derive(Debug)]
 struct Assigned {
     tp: TopicPartition,
-    replica: Arc<Replica>,
+    /// How the replica manager knows the partition (its topic's id tells
+    /// a re-created topic from the one assigned).
+    key: TopicIdPartition,
     position: Position,
     paused: bool,
     fetch: Option<Fetch>,
@@ -126,7 +132,7 @@ struct Assigned {
     eof_at: Option<u64>,
     /// Releases the pages of fetches drained, so that the consumer's
     /// resident set does not grow with the log it reads.
-    releaser: Releaser,
+    releaser: ReadReleaser,
 }
 
 /// Reads records from assigned partitions: Kafka's `KafkaConsumer`.
@@ -290,297 +296,6 @@ impl Consumer {
         &self.config
     }
 
-    /// Sets the partitions to read, replacing the previous assignment
-    /// (Kafka's `assign`). Partitions that stay assigned keep their
-    /// position, pause state and buffered records; new ones get a position
-    /// from `auto.offset.reset` at the next [`poll`](Consumer::poll) or
-    /// [`position`](Consumer::position), unless [`seek`](Consumer::seek)
-    /// sets one first. A partition whose topic was deleted and created
-    /// again starts afresh. Duplicates are ignored; an empty list unassigns
-    /// everything.
-    ///
-    /// # Errors
-    /// [`Error::UnknownTopicOrPartition`] if a topic or partition does not
-    /// exist; [`Error::IllegalState`] while subscribed (call
-    /// [`unsubscribe`](Consumer::unsubscribe) first); [`Error::Closed`].
-    /// The assignment is unchanged then.
-    pub fn assign(&mut self, partitions: &[TopicPartition]) -> Result<()> {
-        if self.membership.is_some() {
-            return Err(Error::IllegalState(
-                "Subscription to topics, partitions and pattern are mutually exclusive: \
-                 unsubscribe first"
-                    .into(),
-            ));
-        }
-        self.assign_exact(partitions)
-    }
-
-    /// The assignment a group handed out: partitions of topics deleted
-    /// meanwhile are left out (the next rebalance drops them anyway).
-    fn set_assignment(&mut self, partitions: &[TopicPartition]) {
-        let live: Vec<TopicPartition> = partitions
-            .iter()
-            .filter(|tp| {
-                self.index
-                    .get(*tp)
-                    .is_some_and(|&i| !self.assignment[i].replica.is_gone())
-                    || self.lookup(tp).is_ok()
-            })
-            .cloned()
-            .collect();
-        // Only a topic deleted between the filter and here can fail; it
-        // is dropped at the next rebalance.
-        let _ = self.assign_exact(&live);
-    }
-
-    fn assign_exact(&mut self, partitions: &[TopicPartition]) -> Result<()> {
-        let mut seen = HashSet::with_capacity(partitions.len());
-        let mut fresh: HashMap<TopicPartition, Arc<Replica>> = HashMap::new();
-        for tp in partitions {
-            if !seen.insert(tp) {
-                continue;
-            }
-            let kept = self.index.get(tp).map(|&i| &self.assignment[i]);
-            if kept.is_none_or(|a| a.replica.is_gone()) {
-                fresh.insert(tp.clone(), self.lookup(tp)?);
-            }
-        }
-        let mut old: HashMap<TopicPartition, Assigned> = self
-            .assignment
-            .drain(..)
-            .map(|a| (a.tp.clone(), a))
-            .collect();
-        seen.clear();
-        for tp in partitions {
-            if !seen.insert(tp) {
-                continue;
-            }
-            let kept = old.remove(tp);
-            let assigned = match (kept, fresh.remove(tp)) {
-                (Some(kept), None) => kept,
-                (kept, Some(replica)) => {
-                    // New, or re-created after its topic was deleted.
-                    if let Some(stale) = kept {
-                        stale.replica.unwatch(&self.waker_tx);
-                    }
-                    replica.watch(&self.waker_tx);
-                    Assigned {
-                        tp: tp.clone(),
-                        replica,
-                        position: Position::Unset,
-                        paused: false,
-                        fetch: None,
-                        eof_at: None,
-                        releaser: Releaser::default(),
-                    }
-                }
-                (None, None) => {
-                    return Err(Error::Internal(format!(
-                        "{tp} was neither assigned nor looked up"
-                    )));
-                }
-            };
-            self.assignment.push(assigned);
-        }
-        for dropped in old.into_values() {
-            dropped.replica.unwatch(&self.waker_tx);
-        }
-        self.index = self
-            .assignment
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (a.tp.clone(), i))
-            .collect();
-        self.rotation = 0;
-        if self.assignment.iter().all(|a| a.fetch.is_none()) {
-            self.delivering = false;
-            self.pending_since = None;
-        }
-        Ok(())
-    }
-
-    /// Commits the current position of every assigned partition for the
-    /// consumer's `group.id` (Kafka's `commitSync()`): the offsets after the
-    /// records `poll` returned, or set by `seek`. Partitions without a
-    /// position yet are left out. One batch in `__consumer_offsets`: applied
-    /// whole or not at all.
-    ///
-    /// A subscribed consumer commits as a member of its group's current
-    /// generation; once the group has rebalanced without it, the commit
-    /// fails with [`Error::CommitFailed`] rather than overwrite the new
-    /// owner's progress. A consumer with assigned partitions commits only
-    /// while its group has no members. Runs the callbacks of earlier
-    /// [`commit_async`](Consumer::commit_async) calls first.
-    ///
-    /// # Errors
-    /// [`Error::IllegalState`] without a `group.id`;
-    /// [`Error::CommitFailed`]; [`Error::RebalanceInProgress`] while the
-    /// group waits for its leader's assignment (retriable: poll, then
-    /// commit again); the errors of
-    /// [`Cluster::alter_group_offsets`](crate::Cluster::alter_group_offsets).
-    pub fn commit_sync(&mut self) -> Result<()> {
-        self.run_commit_callbacks();
-        let offsets = self.consumed_offsets();
-        self.commit_offsets(&offsets)
-    }
-
-    /// Commits the current positions (as [`commit_sync`](Consumer::commit_sync))
-    /// and hands the outcome to `callback` (Kafka's `commitAsync`). The
-    /// commit itself is an in-process append and is done when this
-    /// returns; the callback runs, as Kafka's, on the consumer's thread at
-    /// the next [`poll`](Consumer::poll), `commit_sync` or
-    /// [`close`](Consumer::close), callbacks in the order of their commits.
-    ///
-    /// ```
-    /// use logbus::{Cluster, ClusterConfig, Consumer, ConsumerConfig, NewTopic, TopicPartition};
-    /// use std::sync::{Arc, Mutex};
-    /// use std::time::Duration;
-    ///
-    /// let dir = tempfile::tempdir()?;
-    /// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
-    /// cluster.create_topic(NewTopic::new("orders", 1))?;
-    /// let config = ConsumerConfig::builder().group_id("audit").build()?;
-    /// let mut consumer = Consumer::new(&cluster, config)?;
-    /// let tp = TopicPartition::new("orders", 0);
-    /// consumer.assign(&[tp.clone()])?;
-    /// consumer.seek(&tp, 0)?;
-    /// let outcome = Arc::new(Mutex::new(None));
-    /// let seen = outcome.clone();
-    /// consumer.commit_async(move |offsets, result| {
-    ///     *seen.lock().unwrap() = Some((offsets.len(), result.is_ok()));
-    /// });
-    /// consumer.poll(Duration::ZERO)?; // runs the callback
-    /// assert_eq!(*outcome.lock().unwrap(), Some((1, true)));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn commit_async(
-        &mut self,
-        callback: impl FnOnce(&CommittedOffsets, Result<()>) + Send + 'static,
-    ) {
-        let offsets = self.consumed_offsets();
-        self.commit_offsets_async(offsets, callback);
-    }
-
-    /// Commits the given offsets and hands the outcome to `callback`, as
-    /// [`commit_async`](Consumer::commit_async).
-    pub fn commit_offsets_async(
-        &mut self,
-        offsets: CommittedOffsets,
-        callback: impl FnOnce(&CommittedOffsets, Result<()>) + Send + 'static,
-    ) {
-        let result = self.commit_offsets(&offsets);
-        self.callbacks
-            .completed
-            .push((offsets, result, Box::new(callback)));
-    }
-
-    /// Runs the callbacks of finished asynchronous commits, in order.
-    fn run_commit_callbacks(&mut self) {
-        for (offsets, result, callback) in std::mem::take(&mut self.callbacks.completed) {
-            callback(&offsets, result);
-        }
-    }
-
-    /// The position of every assigned partition that has one: the offsets
-    /// after the records `poll` returned.
-    fn consumed_offsets(&self) -> CommittedOffsets {
-        self.assignment
-            .iter()
-            .filter_map(|a| match a.position {
-                Position::At(offset) => Some((a.tp.clone(), OffsetAndMetadata::new(offset))),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// With `enable.auto.commit`, commits the consumed positions when
-    /// `auto.commit.interval.ms` has passed. Failures are dropped, as
-    /// Kafka's client logs and drops them: the next commit covers them.
-    fn maybe_auto_commit(&mut self, now: i64) {
-        if !self.config.enable_auto_commit || self.config.group_id.is_none() {
-            return;
-        }
-        if now < self.next_auto_commit {
-            return;
-        }
-        let interval = self.config.auto_commit_interval_ms;
-        let _ = self.maybe_auto_commit_sync();
-        self.next_auto_commit = now.saturating_add(interval);
-    }
-
-    /// With `enable.auto.commit` and a `group.id`, commits the consumed
-    /// positions now.
-    fn maybe_auto_commit_sync(&mut self) -> Result<()> {
-        if !self.config.enable_auto_commit || self.config.group_id.is_none() {
-            return Ok(());
-        }
-        let offsets = self.consumed_offsets();
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        self.commit_offsets(&offsets)
-    }
-
-    /// Commits the given offsets for the consumer's `group.id` (Kafka's
-    /// `commitSync(offsets)`); each is the offset of the next record to
-    /// read.
-    ///
-    /// # Errors
-    /// As [`Consumer::commit_sync`].
-    pub fn commit_offsets(
-        &mut self,
-        offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
-    ) -> Result<()> {
-        let group = self.group()?;
-        if let Some(refusal) = self
-            .membership
-            .as_ref()
-            .and_then(Membership::commit_refusal)
-        {
-            return Err(refusal);
-        }
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        let member = self
-            .membership
-            .as_ref()
-            .and_then(Membership::commit_identity);
-        self.cluster
-            .inner
-            .commit_offsets_as(&group, member, offsets)
-    }
-
-    /// The committed offsets of the consumer's group for `partitions`
-    /// (Kafka's `committed`); partitions without one are left out.
-    ///
-    /// # Errors
-    /// [`Error::IllegalState`] without a `group.id`.
-    pub fn committed(
-        &self,
-        partitions: &[TopicPartition],
-    ) -> Result<BTreeMap<TopicPartition, OffsetAndMetadata>> {
-        let group = self.group()?;
-        let all = self.cluster.inner.group_offsets(&group)?;
-        Ok(partitions
-            .iter()
-            .filter_map(|tp| all.get(tp).map(|m| (tp.clone(), m.clone())))
-            .collect())
-    }
-
-    fn group(&self) -> Result<String> {
-        self.config.group_id.clone().ok_or_else(|| {
-            Error::IllegalState("committing or reading committed offsets needs a group.id".into())
-        })
-    }
-
-    /// The assigned partitions, in the order given to
-    /// [`assign`](Consumer::assign).
-    #[must_use]
-    pub fn assignment(&self) -> Vec<TopicPartition> {
-        self.assignment.iter().map(|a| a.tp.clone()).collect()
-    }
-
     /// Ends a subscription or a manual assignment (Kafka's
     /// `unsubscribe`). A subscribed consumer auto-commits (with
     /// `enable.auto.commit`), revokes its partitions through the rebalance
@@ -594,15 +309,6 @@ impl Consumer {
         }
         let _ = self.leave_group();
         self.clear_assignment();
-    }
-
-    fn clear_assignment(&mut self) {
-        for a in self.assignment.drain(..) {
-            a.replica.unwatch(&self.waker_tx);
-        }
-        self.index.clear();
-        self.delivering = false;
-        self.pending_since = None;
     }
 
     /// Returns the next records of the assigned partitions, waiting up to
@@ -742,89 +448,6 @@ impl Consumer {
         }
     }
 
-    /// Sets the position of an assigned partition: the next poll returns
-    /// records from `offset` on (Kafka's `seek`). Buffered records of the
-    /// partition are dropped. An offset outside the log is accepted here and
-    /// handled by `auto.offset.reset` at the next poll, as in Kafka.
-    ///
-    /// # Errors
-    /// [`Error::IllegalState`] if the partition is not assigned (nothing
-    /// changes).
-    pub fn seek(&mut self, partition: &TopicPartition, offset: u64) -> Result<()> {
-        let i = self.assigned(partition)?;
-        self.set_position(i, Position::At(offset));
-        Ok(())
-    }
-
-    /// Moves the partitions' positions to their log start offsets, looked
-    /// up at the next [`poll`](Consumer::poll) or
-    /// [`position`](Consumer::position) (Kafka's `seekToBeginning`). An
-    /// empty list means every assigned partition.
-    ///
-    /// # Errors
-    /// [`Error::IllegalState`] if a partition is not assigned (nothing
-    /// changes).
-    pub fn seek_to_beginning(&mut self, partitions: &[TopicPartition]) -> Result<()> {
-        self.seek_all(partitions, Position::Reset(OffsetReset::Earliest))
-    }
-
-    /// Moves the partitions' positions to their high watermarks, looked up
-    /// at the next [`poll`](Consumer::poll) or
-    /// [`position`](Consumer::position) (Kafka's `seekToEnd`). An empty list
-    /// means every assigned partition.
-    ///
-    /// # Errors
-    /// [`Error::IllegalState`] if a partition is not assigned (nothing
-    /// changes).
-    pub fn seek_to_end(&mut self, partitions: &[TopicPartition]) -> Result<()> {
-        self.seek_all(partitions, Position::Reset(OffsetReset::Latest))
-    }
-
-    /// The offset of the next record the consumer will return for an
-    /// assigned partition (Kafka's `position`). Looks it up first if it is
-    /// pending (a new assignment, or after `seek_to_beginning/end`).
-    ///
-    /// # Errors
-    /// [`Error::IllegalState`] if the partition is not assigned;
-    /// [`Error::NoOffsetForPartition`] if it has no position and
-    /// `auto.offset.reset` is `none`; [`Error::UnknownTopicOrPartition`] if
-    /// the topic was deleted.
-    pub fn position(&mut self, partition: &TopicPartition) -> Result<u64> {
-        let i = self.assigned(partition)?;
-        self.resolve(i)
-    }
-
-    /// Stops returning records of the partitions, keeping their positions
-    /// and buffered records, until [`resume`](Consumer::resume) (Kafka's
-    /// `pause`).
-    ///
-    /// # Errors
-    /// [`Error::IllegalState`] if a partition is not assigned (nothing
-    /// changes).
-    pub fn pause(&mut self, partitions: &[TopicPartition]) -> Result<()> {
-        self.set_paused(partitions, true)
-    }
-
-    /// Returns records of paused partitions again (Kafka's `resume`).
-    /// Resuming a partition that is not paused does nothing.
-    ///
-    /// # Errors
-    /// [`Error::IllegalState`] if a partition is not assigned (nothing
-    /// changes).
-    pub fn resume(&mut self, partitions: &[TopicPartition]) -> Result<()> {
-        self.set_paused(partitions, false)
-    }
-
-    /// The paused partitions, in assignment order (Kafka's `paused`).
-    #[must_use]
-    pub fn paused(&self) -> Vec<TopicPartition> {
-        self.assignment
-            .iter()
-            .filter(|a| a.paused)
-            .map(|a| a.tp.clone())
-            .collect()
-    }
-
     /// For each partition, the first record whose timestamp is at or after
     /// the given time, or `None` if there is none (Kafka's
     /// `offsetsForTimes`). The partitions need not be assigned; positions
@@ -865,14 +488,17 @@ impl Consumer {
                 "the target time for partition {tp} is negative ({ts})"
             )));
         }
-        let replicas = timestamps
+        let keys = timestamps
             .iter()
             .map(|(tp, &ts)| Ok((self.lookup(tp)?, tp.clone(), ts)))
             .collect::<Result<Vec<_>>>()?;
-        replicas
-            .into_iter()
-            .map(|(replica, tp, ts)| {
-                let found = replica.offset_for_timestamp(ts)?;
+        keys.into_iter()
+            .map(|(key, tp, ts)| {
+                let found = self
+                    .cluster
+                    .inner
+                    .replicas()
+                    .offset_for_timestamp(&key, ts)?;
                 Ok((
                     tp,
                     found.map(|f| OffsetAndTimestamp {
@@ -894,7 +520,7 @@ impl Consumer {
         &self,
         partitions: &[TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, u64>> {
-        self.offsets_of(partitions, |r| Ok(r.offsets()?.log_start))
+        self.offsets_of(partitions, |o| o.log_start)
     }
 
     /// The high watermarks of the partitions: the offset after the last
@@ -907,7 +533,7 @@ impl Consumer {
         &self,
         partitions: &[TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, u64>> {
-        self.offsets_of(partitions, |r| Ok(r.offsets()?.high_watermark))
+        self.offsets_of(partitions, |o| o.high_watermark)
     }
 
     /// Closes the consumer (Kafka's `close`): with `enable.auto.commit` it
@@ -941,313 +567,25 @@ impl Consumer {
     fn offsets_of(
         &self,
         partitions: &[TopicPartition],
-        f: impl Fn(&Replica) -> Result<u64>,
+        f: impl Fn(&PartitionOffsets) -> u64,
     ) -> Result<BTreeMap<TopicPartition, u64>> {
         partitions
             .iter()
-            .map(|tp| Ok((tp.clone(), f(&*self.lookup(tp)?)?)))
+            .map(|tp| {
+                let offsets = self.cluster.inner.replicas().offsets(&self.lookup(tp)?)?;
+                Ok((tp.clone(), f(&offsets)))
+            })
             .collect()
     }
 
-    fn lookup(&self, tp: &TopicPartition) -> Result<Arc<Replica>> {
-        self.cluster
-            .inner
-            .topic_state(&tp.topic)?
-            .replica(tp.partition)
+    fn lookup(&self, tp: &TopicPartition) -> Result<TopicIdPartition> {
+        self.cluster.inner.partition_key(tp)
     }
 
-    fn assigned(&self, tp: &TopicPartition) -> Result<usize> {
-        self.index
-            .get(tp)
-            .copied()
-            .ok_or_else(|| Error::IllegalState(format!("No current assignment for partition {tp}")))
-    }
-
-    fn set_position(&mut self, i: usize, position: Position) {
-        let a = &mut self.assignment[i];
-        a.position = position;
-        a.fetch = None;
-        a.eof_at = None;
-    }
-
-    fn seek_all(&mut self, partitions: &[TopicPartition], position: Position) -> Result<()> {
-        let targets: Vec<usize> = if partitions.is_empty() {
-            (0..self.assignment.len()).collect()
-        } else {
-            partitions
-                .iter()
-                .map(|tp| self.assigned(tp))
-                .collect::<Result<_>>()?
-        };
-        for i in targets {
-            self.set_position(i, position);
-        }
-        Ok(())
-    }
-
-    fn set_paused(&mut self, partitions: &[TopicPartition], paused: bool) -> Result<()> {
-        let targets = partitions
-            .iter()
-            .map(|tp| self.assigned(tp))
-            .collect::<Result<Vec<_>>>()?;
-        for i in targets {
-            self.assignment[i].paused = paused;
-        }
-        Ok(())
-    }
-
-    /// The position of assignment `i`, looked up if pending.
-    fn resolve(&mut self, i: usize) -> Result<u64> {
-        let a = &mut self.assignment[i];
-        let reset = match a.position {
-            Position::At(offset) => return Ok(offset),
-            Position::Reset(reset) => reset,
-            Position::Unset => {
-                // A group's committed offset comes first, as in Kafka; an
-                // out-of-range one is reset at the fetch like any position.
-                if let Some(group) = &self.config.group_id {
-                    let committed = self.cluster.inner.group_offsets(group)?;
-                    if let Some(meta) = committed.get(&a.tp) {
-                        a.position = Position::At(meta.offset);
-                        return Ok(meta.offset);
-                    }
-                }
-                self.config.auto_offset_reset
-            }
-        };
-        let offset = reset_offset(a, reset)?;
-        a.position = Position::At(offset);
-        Ok(offset)
-    }
-
-    /// Fetches for every fetchable partition whose buffer is empty (or, while
-    /// data is held back for `fetch.min.bytes`, every fetchable partition, to
-    /// count what has arrived since), within `fetch.max.bytes`.
-    fn fill(&mut self) -> Result<()> {
-        let n = self.assignment.len();
-        let max_total = byte_count(self.config.fetch_max_bytes);
-        let mut used: usize = 0;
-        if self.delivering {
-            used = self
-                .assignment
-                .iter()
-                .filter_map(|a| a.fetch.as_ref())
-                .map(Fetch::remaining_bytes)
-                .sum();
-        }
-        for k in 0..n {
-            let i = (self.rotation + k) % n;
-            if self.assignment[i].paused {
-                continue;
-            }
-            if let Some(fetch) = &self.assignment[i].fetch
-                && self.delivering
-                && !fetch.is_drained()
-            {
-                continue;
-            }
-            self.assignment[i].fetch = None;
-            if self.membership.is_some() && self.assignment[i].replica.is_gone() {
-                // Deleted: the group's next rebalance takes it away.
-                continue;
-            }
-            let position = self.resolve(i)?;
-            if used > 0 && used >= max_total {
-                continue;
-            }
-            let max_bytes = byte_count(self.config.max_partition_fetch_bytes)
-                .min(max_total.saturating_sub(used));
-            let (data, source) = self.read(i, position, max_bytes)?;
-            if data.is_empty() || (used > 0 && used + data.len() > max_total) {
-                continue;
-            }
-            used += data.len();
-            self.assignment[i].fetch = Some(Fetch::new(data, source));
-        }
-        Ok(())
-    }
-
-    /// Reads from assignment `i` at `position`, resetting the position by
-    /// `auto.offset.reset` when it is outside the log.
-    fn read(
-        &mut self,
-        i: usize,
-        mut position: u64,
-        max_bytes: usize,
-    ) -> Result<(bytes::Bytes, Option<MapRange>)> {
-        let reset = self.config.auto_offset_reset;
-        let a = &mut self.assignment[i];
-        // The log start may move again between the reset and the read; a
-        // few tries settle any realistic race.
-        for _ in 0..4 {
-            match a.replica.read(position, max_bytes) {
-                Ok(read) => return Ok((read.records().clone(), read.source().cloned())),
-                Err(Error::OffsetOutOfRange { .. }) => {
-                    position = reset_offset(a, reset)?;
-                    a.position = Position::At(position);
-                }
-                // The log checks the batch it starts the read at; report its
-                // damage as the consumer's own check would.
-                Err(Error::Corrupt {
-                    kind: CorruptionKind::Batch(cause),
-                    ..
-                }) => {
-                    return Err(Error::CorruptRecord {
-                        topic: a.tp.topic.clone(),
-                        partition: a.tp.partition,
-                        offset: position,
-                        cause,
-                    });
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok((bytes::Bytes::new(), None))
-    }
-
-    /// Whether buffered records may be returned now, by `fetch.min.bytes`
-    /// and `fetch.max.wait.ms`.
-    fn ready(&mut self, now: i64) -> bool {
-        if self.delivering {
-            return true;
-        }
-        let buffered: usize = self
-            .assignment
-            .iter()
-            .filter(|a| !a.paused)
-            .filter_map(|a| a.fetch.as_ref())
-            .map(Fetch::remaining_bytes)
-            .sum();
-        if buffered == 0 {
-            self.pending_since = None;
-            return false;
-        }
-        let since = *self.pending_since.get_or_insert(now);
-        let waited = now.saturating_sub(since);
-        if buffered >= byte_count(self.config.fetch_min_bytes)
-            || waited >= self.config.fetch_max_wait_ms
-        {
-            self.delivering = true;
-            self.pending_since = None;
-        }
-        self.delivering
-    }
-
-    /// With `enable.partition.eof`, the fetchable partitions whose position
-    /// is at the high watermark and not yet reported there; marks them
-    /// reported. Never fails, so that records drained before it are
-    /// returned: a partition whose offsets cannot be read is left for the
-    /// next fetch to report.
-    fn partition_eofs(&mut self) -> Vec<(TopicPartition, u64)> {
-        if !self.config.enable_partition_eof {
-            return Vec::new();
-        }
-        let mut eofs = Vec::new();
-        for a in &mut self.assignment {
-            let Position::At(position) = a.position else {
-                continue;
-            };
-            if a.paused || a.eof_at == Some(position) || a.replica.is_gone() {
-                continue;
-            }
-            // A position above the high watermark is out of range: the
-            // next fetch resets it and it is reported from there.
-            if a.replica
-                .offsets()
-                .is_ok_and(|o| o.high_watermark == position)
-            {
-                a.eof_at = Some(position);
-                eofs.push((a.tp.clone(), position));
-            }
-        }
-        eofs
-    }
-
-    /// Takes up to `max.poll.records` buffered records, partition by
-    /// partition from the rotation point, advancing positions; also says
-    /// whether any position moved.
-    fn drain(&mut self) -> Result<(ConsumerRecords, bool)> {
-        let n = self.assignment.len();
-        let mut remaining = self.config.max_poll_records;
-        let mut parts = Vec::new();
-        let mut failure = None;
-        let mut last = None;
-        let mut moved = false;
-        for k in 0..n {
-            if remaining == 0 {
-                break;
-            }
-            let i = (self.rotation + k) % n;
-            let a = &mut self.assignment[i];
-            if a.paused {
-                continue;
-            }
-            let (Some(fetch), Position::At(mut position)) = (a.fetch.as_mut(), a.position) else {
-                continue;
-            };
-            let mut out = Vec::with_capacity(fetch.records_left(remaining));
-            let result = fetch.drain(
-                &mut position,
-                Sink {
-                    topic: a.replica.topic(),
-                    partition: a.tp.partition,
-                    check_crcs: self.config.check_crcs,
-                    max: remaining,
-                    out: &mut out,
-                },
-            );
-            moved |= a.position != Position::At(position);
-            a.position = Position::At(position);
-            if fetch.is_drained() {
-                if let Some(source) = fetch.source() {
-                    a.releaser.done_with(source);
-                }
-                a.fetch = None;
-            }
-            if !out.is_empty() {
-                remaining -= out.len();
-                parts.push((a.tp.clone(), out));
-                last = Some(i);
-            }
-            if let Err(cause) = result {
-                failure = Some(Error::CorruptRecord {
-                    topic: a.tp.topic.clone(),
-                    partition: a.tp.partition,
-                    offset: position,
-                    cause,
-                });
-                break;
-            }
-        }
-        if let Some(last) = last {
-            self.rotation = (last + 1) % n;
-        }
-        if self
-            .assignment
-            .iter()
-            .all(|a| a.paused || a.fetch.is_none())
-        {
-            self.delivering = false;
-        }
-        match failure {
-            // The partition's fetch was emptied, so the next poll reads the
-            // damaged batch again and reports it then.
-            Some(e) if parts.is_empty() => Err(e),
-            _ => Ok((ConsumerRecords::new(parts), moved)),
-        }
-    }
-}
-
-/// The offset `reset` points to in `a`'s partition.
-fn reset_offset(a: &Assigned, reset: OffsetReset) -> Result<u64> {
-    let offsets = a.replica.offsets()?;
-    match reset {
-        OffsetReset::Earliest => Ok(offsets.log_start),
-        OffsetReset::Latest => Ok(offsets.high_watermark),
-        OffsetReset::None => Err(Error::NoOffsetForPartition {
-            topic: a.tp.topic.clone(),
-            partition: a.tp.partition,
-        }),
+    /// Whether `a`'s partition is gone (its topic deleted, the cluster
+    /// closed).
+    fn is_gone(&self, a: &Assigned) -> bool {
+        !self.cluster.inner.replicas().is_hosted(&a.key)
     }
 }
 
@@ -1259,7 +597,10 @@ impl Drop for Consumer {
             self.cluster.inner.unwatch_metadata(&self.waker_tx);
         }
         for a in &self.assignment {
-            a.replica.unwatch(&self.waker_tx);
+            self.cluster
+                .inner
+                .replicas()
+                .unwatch(&a.key, &self.waker_tx);
         }
     }
 }

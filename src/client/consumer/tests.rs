@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use crate::cluster::RELEASE_CHUNK;
 use crate::format::BatchBuilder;
-use crate::storage::mmap::RELEASE_CHUNK;
 use crate::{
     Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, NewTopic, OffsetReset,
     TopicPartition,

@@ -10,6 +10,7 @@ use crossbeam_channel::Receiver;
 use super::accumulator::{Batch, SENDER_RUNNING};
 use super::future::Outcome;
 use super::{Acks, Core, Msg};
+use crate::cluster::{AppendAcks, AppendOrigin};
 use crate::error::{Error, Result};
 use crate::log::AppendInfo;
 
@@ -136,8 +137,19 @@ impl Core {
             .take()
             .ok_or_else(|| Error::Internal("a sealed batch was appended twice".into()))?;
         let mut bytes = Vec::from(builder.build()?);
-        let replica = batch.topic.replica(batch.partition)?;
-        replica.append_trusted(&mut bytes)
+        let key = batch.topic.key(batch.partition)?;
+        self.cluster
+            .replicas()
+            .append(&key, &mut bytes, AppendOrigin::Trusted, self.append_acks())
+    }
+
+    /// What the replica manager waits for before it acknowledges.
+    fn append_acks(&self) -> AppendAcks {
+        match self.config.acks() {
+            // The append is the same; only the producer completes earlier.
+            Acks::None | Acks::Leader => AppendAcks::Leader,
+            Acks::All => AppendAcks::All,
+        }
     }
 
     /// Builds several batches into `joined` and appends them in one call;
@@ -166,8 +178,15 @@ impl Core {
         let appended = if joined.is_empty() {
             None
         } else {
-            let replica = group[0].topic.replica(group[0].partition);
-            Some(replica.and_then(|r| r.append_trusted(joined)))
+            let key = group[0].topic.key(group[0].partition);
+            Some(key.and_then(|key| {
+                self.cluster.replicas().append(
+                    &key,
+                    joined,
+                    AppendOrigin::Trusted,
+                    self.append_acks(),
+                )
+            }))
         };
         let mut next = match &appended {
             Some(Ok(info)) => info.first_offset(),

@@ -1,0 +1,510 @@
+//! [`ReplicaManager`]: the one seam between a broker's hosted partitions
+//! and everything that reads or writes them.
+//!
+//! Kafka's `ReplicaManager`: the producer's sender, the consumer's fetches,
+//! the public [`Partition`](crate::Partition) handles, the admin calls and
+//! the group coordinator all go through it, naming a partition by its
+//! [`TopicIdPartition`]. None of them holds a reference to a partition's
+//! state or log, so when replication moves a partition's leadership, every
+//! caller meets it here (as [`Error::NotLeaderOrFollower`] and the like)
+//! instead of holding on to a stale replica.
+//!
+//! ## Locks
+//! `hosted` (the table of hosted partitions) is taken briefly, shared, to
+//! look a partition up, and exclusively only to host or remove partitions;
+//! it is never held while a partition's log lock is taken. It comes after
+//! the cluster's controller, topic table and the broker's checkpoint lock,
+//! and before a partition's log lock.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::Sender;
+use parking_lot::RwLock;
+use uuid::Uuid;
+
+use super::{FetchBound, FetchedData, PartitionOffsets, PartitionState, Replica, TopicIdPartition};
+use crate::error::{Error, Result};
+use crate::log::{AppendInfo, CleanReport, Log, RecoveryReport, RetentionReport, TimestampOffset};
+
+/// The number of in-sync replicas an `acks=all` append needs, until topics
+/// get `min.insync.replicas`.
+const MIN_INSYNC_REPLICAS: usize = 1;
+
+/// When an append is acknowledged: Kafka's `requiredAcks`, as the replica
+/// manager sees it. (`acks=0` is the producer's business: the append itself
+/// is the same as `acks=1`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AppendAcks {
+    /// After the leader's append (`acks=1`).
+    Leader,
+    /// After every in-sync replica has the batch, and only while at least
+    /// `min.insync.replicas` are in sync (`acks=all`). With one broker the
+    /// leader is the whole ISR, so this is `Leader`.
+    All,
+}
+
+/// Who appends, which decides how much of the batch is checked: Kafka's
+/// `AppendOrigin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AppendOrigin {
+    /// Batches from outside ([`Partition::append`](crate::Partition::append)):
+    /// validated fully, as Kafka's broker validates produce requests.
+    Client,
+    /// Batches built in this process an instant ago (the producer's sender,
+    /// the group coordinator): structure and sizes checked, CRC and
+    /// records not re-checked (see `Log::append_trusted`).
+    Trusted,
+}
+
+/// One partition as [`ReplicaManager::describe`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PartitionInfo {
+    /// The broker leading it.
+    pub(crate) leader: u32,
+    /// Its leader epoch.
+    pub(crate) leader_epoch: i32,
+    /// Every replica as the leader sees it, the leader first.
+    pub(crate) replicas: Vec<Replica>,
+    /// The in-sync replicas.
+    pub(crate) isr: Vec<u32>,
+    /// Its offsets.
+    pub(crate) offsets: PartitionOffsets,
+    /// Bytes of its segments on disk.
+    pub(crate) size_bytes: u64,
+}
+
+/// The partitions one broker hosts, and every operation on them.
+#[derive(Debug)]
+pub(crate) struct ReplicaManager {
+    broker: u32,
+    closed: AtomicBool,
+    hosted: RwLock<HashMap<Arc<str>, Hosted>>,
+}
+
+/// A topic's hosted partitions, by partition number.
+#[derive(Debug)]
+struct Hosted {
+    id: Uuid,
+    partitions: Vec<Arc<PartitionState>>,
+}
+
+impl ReplicaManager {
+    /// The manager of broker `broker`, hosting nothing yet.
+    pub(crate) fn new(broker: u32) -> Self {
+        ReplicaManager {
+            broker,
+            closed: AtomicBool::new(false),
+            hosted: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Hosts `partition` of topic `topic` (id `id`) over `log`, as its
+    /// leader. Partitions of a topic are hosted in order.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once shut down; [`Error::Internal`] if `partition`
+    /// is not the topic's next one or `id` is not the hosted topic's.
+    pub(crate) fn host(&self, topic: &Arc<str>, id: Uuid, partition: u32, log: Log) -> Result<()> {
+        let state = Arc::new(PartitionState::new(
+            topic.clone(),
+            partition,
+            self.broker,
+            log,
+        ));
+        let mut hosted = self.hosted.write();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed("cluster"));
+        }
+        let entry = hosted.entry(topic.clone()).or_insert_with(|| Hosted {
+            id,
+            partitions: Vec::new(),
+        });
+        if entry.id != id || entry.partitions.len() != partition as usize {
+            return Err(Error::Internal(format!(
+                "{topic}-{partition} hosted out of order ({} partitions of id {} held)",
+                entry.partitions.len(),
+                entry.id
+            )));
+        }
+        entry.partitions.push(state);
+        Ok(())
+    }
+
+    /// Stops hosting every partition of `topic` (deleted): each one's log
+    /// is shut (waiting for appends in flight, waking its watchers) and its
+    /// files are left for the caller to remove.
+    ///
+    /// # Errors
+    /// The first error met; every partition is shut anyway.
+    pub(crate) fn delete_topic(&self, topic: &str) -> Result<()> {
+        let removed = self.hosted.write().remove(topic);
+        let mut first_error = None;
+        for state in removed.into_iter().flat_map(|h| h.partitions) {
+            if let Err(e) = state.shut(true) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Stops hosting every partition of `topic` without deleting anything
+    /// (a topic whose opening failed half-way): each log is flushed and
+    /// closed.
+    ///
+    /// # Errors
+    /// The first error met; every partition is closed anyway.
+    pub(crate) fn unhost_topic(&self, topic: &str) -> Result<()> {
+        let removed = self.hosted.write().remove(topic);
+        let mut first_error = None;
+        for state in removed.into_iter().flat_map(|h| h.partitions) {
+            if let Err(e) = state.shut(false) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Shuts every hosted partition (the cluster closes): each log is
+    /// flushed and closed. Returns each partition's final offsets (or the
+    /// error closing it); later calls fail with [`Error::Closed`].
+    pub(crate) fn shutdown(&self) -> Vec<(Arc<str>, u32, Result<Option<PartitionOffsets>>)> {
+        let drained: Vec<(Arc<str>, Hosted)> = {
+            let mut hosted = self.hosted.write();
+            self.closed.store(true, Ordering::Release);
+            hosted.drain().collect()
+        };
+        drained
+            .into_iter()
+            .flat_map(|(topic, h)| {
+                h.partitions
+                    .into_iter()
+                    .map(move |state| (topic.clone(), state.partition(), state.shut(false)))
+            })
+            .collect()
+    }
+
+    /// Every hosted partition.
+    pub(crate) fn hosted_partitions(&self) -> Vec<TopicIdPartition> {
+        self.hosted
+            .read()
+            .iter()
+            .flat_map(|(topic, h)| {
+                (0..h.partitions.len() as u32).map(|partition| TopicIdPartition {
+                    topic_id: h.id,
+                    topic: topic.clone(),
+                    partition,
+                })
+            })
+            .collect()
+    }
+
+    /// The hosted partition `key`.
+    fn get(&self, key: &TopicIdPartition) -> Result<Arc<PartitionState>> {
+        let hosted = self.hosted.read();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed("cluster"));
+        }
+        let state = hosted
+            .get(&*key.topic)
+            .filter(|h| h.id == key.topic_id)
+            .and_then(|h| h.partitions.get(key.partition as usize))
+            .cloned()
+            .ok_or_else(|| Error::UnknownTopicOrPartition {
+                topic: key.topic.to_string(),
+                partition: Some(key.partition),
+            })?;
+        drop(hosted);
+        if state.is_gone() {
+            return Err(state.gone_error());
+        }
+        Ok(state)
+    }
+
+    /// The hosted partition `key`, which this broker must lead.
+    fn leader(&self, key: &TopicIdPartition) -> Result<Arc<PartitionState>> {
+        let state = self.get(key)?;
+        if state.leader() != self.broker {
+            return Err(Error::NotLeaderOrFollower {
+                topic: key.topic.to_string(),
+                partition: key.partition,
+                broker: self.broker,
+            });
+        }
+        Ok(state)
+    }
+
+    /// Whether `key` is hosted here (its topic was not deleted, the
+    /// cluster is open).
+    pub(crate) fn is_hosted(&self, key: &TopicIdPartition) -> bool {
+        self.get(key).is_ok()
+    }
+
+    /// Appends `batches` to the leader's log (offsets assigned in place)
+    /// and wakes the partition's watchers; returns once `acks` is met.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopicOrPartition`], [`Error::Closed`];
+    /// [`Error::NotLeaderOrFollower`] if this broker does not lead it;
+    /// [`Error::NotEnoughReplicas`] for `acks=all` with fewer in-sync
+    /// replicas than required (nothing appended); those of
+    /// [`Log::append`].
+    pub(crate) fn append(
+        &self,
+        key: &TopicIdPartition,
+        batches: &mut [u8],
+        origin: AppendOrigin,
+        acks: AppendAcks,
+    ) -> Result<AppendInfo> {
+        let state = self.leader(key)?;
+        if acks == AppendAcks::All && state.isr().len() < MIN_INSYNC_REPLICAS {
+            return Err(Error::NotEnoughReplicas {
+                topic: key.topic.to_string(),
+                partition: key.partition,
+                in_sync: state.isr().len(),
+                required: MIN_INSYNC_REPLICAS,
+            });
+        }
+        match origin {
+            AppendOrigin::Client => state.append(batches),
+            AppendOrigin::Trusted => state.append_trusted(batches),
+        }
+    }
+
+    /// Reads whole batches of `key` from `offset`, up to `max_bytes` (but at
+    /// least one batch) and below `bound`. An offset at or above the bound,
+    /// but within the log, reads nothing.
+    ///
+    /// # Errors
+    /// [`Error::OffsetOutOfRange`] outside `[log start, log end]`;
+    /// [`Error::NotLeaderOrFollower`] for a consumer's fetch
+    /// ([`FetchBound::HighWatermark`]) from a broker that does not lead it;
+    /// as [`ReplicaManager::append`] otherwise, and [`Error::Corrupt`] for
+    /// a damaged batch.
+    pub(crate) fn fetch(
+        &self,
+        key: &TopicIdPartition,
+        offset: u64,
+        max_bytes: usize,
+        bound: FetchBound,
+    ) -> Result<FetchedData> {
+        let state = match bound {
+            FetchBound::LogEnd => self.get(key)?,
+            FetchBound::HighWatermark => self.leader(key)?,
+        };
+        let (read, high_watermark) = state.read(offset, max_bytes, bound)?;
+        Ok(FetchedData::new(read, high_watermark))
+    }
+
+    /// `key`'s offsets now.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopicOrPartition`], [`Error::Closed`].
+    pub(crate) fn offsets(&self, key: &TopicIdPartition) -> Result<PartitionOffsets> {
+        self.get(key)?.offsets()
+    }
+
+    /// The first record of `key` with a timestamp `>= timestamp`.
+    ///
+    /// # Errors
+    /// As [`ReplicaManager::offsets`], and [`Error::Corrupt`].
+    pub(crate) fn offset_for_timestamp(
+        &self,
+        key: &TopicIdPartition,
+        timestamp: i64,
+    ) -> Result<Option<TimestampOffset>> {
+        self.leader(key)?.offset_for_timestamp(timestamp)
+    }
+
+    /// Advances `key`'s log start offset to `offset` (Kafka's
+    /// `deleteRecords`); returns the new one.
+    ///
+    /// # Errors
+    /// As [`ReplicaManager::offsets`]; [`Error::OffsetOutOfRange`].
+    pub(crate) fn delete_records(&self, key: &TopicIdPartition, offset: u64) -> Result<u64> {
+        self.leader(key)?.delete_records(offset)
+    }
+
+    /// Runs `key`'s retention now.
+    ///
+    /// # Errors
+    /// As [`ReplicaManager::offsets`], and [`Error::Io`].
+    pub(crate) fn enforce_retention(&self, key: &TopicIdPartition) -> Result<RetentionReport> {
+        self.get(key)?.enforce_retention()
+    }
+
+    /// Runs a cleaning pass on `key` now.
+    ///
+    /// # Errors
+    /// As [`ReplicaManager::offsets`], and those of [`Log::clean`].
+    pub(crate) fn clean(&self, key: &TopicIdPartition) -> Result<CleanReport> {
+        self.get(key)?.clean()
+    }
+
+    /// Bytes of `key`'s segments on disk.
+    ///
+    /// # Errors
+    /// As [`ReplicaManager::offsets`].
+    pub(crate) fn size_bytes(&self, key: &TopicIdPartition) -> Result<u64> {
+        self.get(key)?.size_bytes()
+    }
+
+    /// What recovery did when `key`'s log was opened.
+    ///
+    /// # Errors
+    /// As [`ReplicaManager::offsets`].
+    pub(crate) fn recovery_report(&self, key: &TopicIdPartition) -> Result<RecoveryReport> {
+        Ok(self.get(key)?.recovery_report().clone())
+    }
+
+    /// `key`'s leader, replicas, ISR and offsets.
+    ///
+    /// # Errors
+    /// As [`ReplicaManager::offsets`].
+    pub(crate) fn describe(&self, key: &TopicIdPartition) -> Result<PartitionInfo> {
+        let state = self.get(key)?;
+        let offsets = state.offsets()?;
+        let replicas = state
+            .replicas()
+            .iter()
+            .map(|&broker| Replica {
+                broker,
+                // The leader's own replica is the only one today.
+                log_end_offset: offsets.log_end,
+                last_caught_up_ms: None,
+            })
+            .collect();
+        Ok(PartitionInfo {
+            leader: state.leader(),
+            leader_epoch: state.leader_epoch(),
+            replicas,
+            isr: state.isr().to_vec(),
+            offsets,
+            size_bytes: state.size_bytes()?,
+        })
+    }
+
+    /// Sends on `waker` after every append to `key` (and when it goes
+    /// away); see `PartitionState::watch`. Does nothing if `key` is not
+    /// hosted.
+    pub(crate) fn watch(&self, key: &TopicIdPartition, waker: &Sender<()>) {
+        if let Ok(state) = self.get(key) {
+            state.watch(waker);
+        }
+    }
+
+    /// Stops waking `waker` for `key`.
+    pub(crate) fn unwatch(&self, key: &TopicIdPartition, waker: &Sender<()>) {
+        if let Ok(state) = self.get(key) {
+            state.unwatch(waker);
+        }
+    }
+
+    /// Runs `f` on `key`'s open log (for tests).
+    #[cfg(test)]
+    pub(crate) fn with_log<T>(
+        &self,
+        key: &TopicIdPartition,
+        f: impl FnOnce(&Log) -> Result<T>,
+    ) -> Result<T> {
+        self.get(key)?.with_log(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::BatchBuilder;
+    use crate::types::Compression;
+
+    fn batch(records: usize) -> Vec<u8> {
+        let mut builder = BatchBuilder::new(Compression::None);
+        for _ in 0..records {
+            builder.append(1, None, Some(b"v"), &[]);
+        }
+        builder.build().unwrap().to_vec()
+    }
+
+    /// A manager hosting partition 0 of `t` over a log in `dir`.
+    fn hosting(dir: &std::path::Path) -> (ReplicaManager, TopicIdPartition) {
+        let manager = ReplicaManager::new(0);
+        let topic: Arc<str> = Arc::from("t");
+        let id = Uuid::new_v4();
+        let log = Log::builder(dir.join("t-0")).open().unwrap();
+        manager.host(&topic, id, 0, log).unwrap();
+        let key = TopicIdPartition {
+            topic_id: id,
+            topic,
+            partition: 0,
+        };
+        (manager, key)
+    }
+
+    #[test]
+    fn fetches_are_bounded_and_report_the_high_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let (manager, key) = hosting(dir.path());
+        for n in [2, 3] {
+            manager
+                .append(&key, &mut batch(n), AppendOrigin::Client, AppendAcks::All)
+                .unwrap();
+        }
+        for bound in [FetchBound::LogEnd, FetchBound::HighWatermark] {
+            let fetched = manager.fetch(&key, 0, 1 << 20, bound).unwrap();
+            assert_eq!(fetched.high_watermark(), 5, "{bound:?}");
+            assert_eq!(fetched.clone().into_log_read().batches().count(), 2);
+            let at_end = manager.fetch(&key, 5, 1 << 20, bound).unwrap();
+            assert!(at_end.records().is_empty(), "{bound:?}");
+            assert!(matches!(
+                manager.fetch(&key, 6, 1 << 20, bound),
+                Err(Error::OffsetOutOfRange { .. })
+            ));
+        }
+        let info = manager.describe(&key).unwrap();
+        assert_eq!((info.leader, info.leader_epoch), (0, 0));
+        assert_eq!(info.isr, [0]);
+        assert_eq!(info.replicas[0].log_end_offset, 5);
+        manager.unhost_topic("t").unwrap();
+    }
+
+    #[test]
+    fn a_key_of_another_topic_id_is_unknown_and_a_shut_manager_is_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (manager, key) = hosting(dir.path());
+        let stale = TopicIdPartition {
+            topic_id: Uuid::new_v4(),
+            ..key.clone()
+        };
+        assert!(matches!(
+            manager.offsets(&stale),
+            Err(Error::UnknownTopicOrPartition { .. })
+        ));
+        assert!(!manager.is_hosted(&stale));
+        assert!(manager.is_hosted(&key));
+        let closed = manager.shutdown();
+        assert_eq!(closed.len(), 1);
+        assert!(matches!(closed[0].2, Ok(Some(_))));
+        assert!(matches!(manager.offsets(&key), Err(Error::Closed(_))));
+        let log = Log::builder(dir.path().join("u-0")).open().unwrap();
+        assert!(matches!(
+            manager.host(&Arc::from("u"), Uuid::new_v4(), 0, log),
+            Err(Error::Closed(_))
+        ));
+    }
+
+    #[test]
+    fn deleting_a_topic_stops_hosting_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (manager, key) = hosting(dir.path());
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        manager.watch(&key, &tx);
+        manager.delete_topic("t").unwrap();
+        assert!(rx.try_recv().is_ok(), "watchers are woken");
+        assert!(matches!(
+            manager.append(&key, &mut batch(1), AppendOrigin::Client, AppendAcks::All),
+            Err(Error::UnknownTopicOrPartition { .. })
+        ));
+        assert!(manager.hosted_partitions().is_empty());
+    }
+}
