@@ -98,8 +98,8 @@ impl Log {
     /// [`Error::InvalidArgument`] for a `leader_epoch` below the newest
     /// epoch that wrote to the log; in these cases nothing was stored.
     /// [`Error::Fenced`] after an earlier I/O failure; [`Error::Io`] if a
-    /// write or fsync fails (which fences the log) or the leader epoch file
-    /// cannot be rewritten (which stores nothing and does not fence).
+    /// write or fsync fails, the leader epoch file's included (which fences
+    /// the log).
     pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo> {
         let checked = validate(batches, &self.inner, true)?;
         self.append_checked(batches, leader_epoch, &checked)

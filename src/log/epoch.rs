@@ -185,7 +185,9 @@ impl LeaderEpochCache {
     /// Removes every entry starting at or after `end_offset` (the log was
     /// truncated to end there); returns whether the cache changed.
     pub(crate) fn truncate_from_end(&mut self, end_offset: u64) -> bool {
-        let keep = self.entries.partition_point(|e| e.start_offset < end_offset);
+        let keep = self
+            .entries
+            .partition_point(|e| e.start_offset < end_offset);
         let changed = keep < self.entries.len();
         self.entries.truncate(keep);
         changed
@@ -238,7 +240,10 @@ pub(crate) fn checkpoint_path(dir: &Path) -> PathBuf {
 /// checkpoint layout's rules, an entry that is not `epoch start_offset`
 /// with a non-negative 32-bit epoch and an offset in `0..=i64::MAX`, or
 /// entries not strictly increasing in both); [`crate::Error::Io`].
-pub(crate) fn read_checkpoint(storage: &dyn Storage, dir: &Path) -> Result<Option<LeaderEpochCache>> {
+pub(crate) fn read_checkpoint(
+    storage: &dyn Storage,
+    dir: &Path,
+) -> Result<Option<LeaderEpochCache>> {
     let path = checkpoint_path(dir);
     let file = CheckpointFile {
         path: &path,
@@ -375,7 +380,6 @@ pub struct LeaderEpochsRebuilt {
     /// Entries in the rebuilt cache.
     pub entries: usize,
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -528,7 +528,7 @@ impl LogInner {
     /// [`EpochFile`]).
     ///
     /// # Errors
-    /// [`Error::Io`]; the file stays marked stale.
+    /// [`Error::Io`], which fences the log; the file stays marked stale.
     fn write_epochs_if_stale(&self) -> Result<()> {
         let mut state = self.state.write();
         self.write_epochs_locked(&mut state)
@@ -537,10 +537,22 @@ impl LogInner {
     /// [`Self::write_epochs_if_stale`] under the state lock.
     fn write_epochs_locked(&self, state: &mut LogState) -> Result<()> {
         if state.epoch_file != EpochFile::Written {
-            epoch::write_checkpoint(self.storage.as_ref(), &self.dir, &state.epochs)?;
+            self.write_epoch_file(&state.epochs)?;
             state.epoch_file = EpochFile::Written;
         }
         Ok(())
+    }
+
+    /// Rewrites the leader epoch file with `epochs`. A failure fences the
+    /// log, as every failed write of the append path does: the rename or
+    /// the directory fsync may or may not have reached the disk, and
+    /// nothing is retried after a failed fsync.
+    fn write_epoch_file(&self, epochs: &epoch::LeaderEpochCache) -> Result<()> {
+        let result = epoch::write_checkpoint(self.storage.as_ref(), &self.dir, epochs);
+        if result.is_err() {
+            self.fence();
+        }
+        result
     }
 
     /// Records the leader epochs of batches about to be appended
@@ -552,8 +564,8 @@ impl LogInner {
     /// nothing.
     ///
     /// # Errors
-    /// [`Error::Io`] from writing the file: nothing is appended then, and
-    /// the cache is unchanged.
+    /// [`Error::Io`] from writing the file, which fences the log: nothing
+    /// is appended then, and the cache is unchanged.
     fn assign_epochs(
         &self,
         state: &mut LogState,
@@ -572,7 +584,7 @@ impl LogInner {
         for (epoch, offset) in batches {
             updated.assign(epoch, offset);
         }
-        epoch::write_checkpoint(self.storage.as_ref(), &self.dir, &updated)?;
+        self.write_epoch_file(&updated)?;
         state.epochs = updated;
         state.epoch_file = EpochFile::Written;
         Ok(())

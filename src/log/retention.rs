@@ -99,8 +99,7 @@ impl Log {
         self.inner.sync_now()?;
         // Then the leader epoch file, so it never lacks an epoch of the
         // durable batches (a crash before this leaves entries past the
-        // end, which the next open cuts); appends rewrite it first if this
-        // fails.
+        // end, which the next open cuts). A failure fences the log.
         self.inner.write_epochs_if_stale()?;
         Ok(end)
     }
