@@ -304,7 +304,7 @@ impl Model {
             return answer(requested, leo as i64);
         }
         let higher = self.0.iter().find(|&(&e, _)| e > requested);
-        let floor = self.0.iter().filter(|&(&e, _)| e <= requested).last();
+        let floor = self.0.iter().rfind(|&(&e, _)| e <= requested);
         match (floor, higher) {
             (_, None) => EpochEndOffset::UNDEFINED,
             (None, Some((_, &s))) => answer(requested, s as i64),
@@ -862,7 +862,7 @@ fn power_loss_never_leaves_a_half_written_file_or_a_cache_that_disagrees_with_th
         };
         for _ in 0..steps {
             match next(6) {
-                0 | 1 | 2 => {
+                0..=2 => {
                     epoch += i32::try_from(next(2)).expect("small");
                     log.append(&mut batch(1 + next(4) as usize, -1, 0), epoch)?;
                 }
