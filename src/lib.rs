@@ -174,8 +174,9 @@ pub use cluster::{
 pub use config::{FlushPolicy, LogConfig, LogConfigBuilder};
 pub use error::{CorruptionKind, Error, FormatError, Result};
 pub use log::{
-    AppendInfo, CheckpointRead, CleanReport, FencedTruncation, Log, LogBuilder, LogRead,
-    OffsetCheckpoint, RecoveryReport, RetentionReport, TimestampOffset, TruncatedTail,
+    AppendInfo, CheckpointRead, CleanReport, FencedTruncation, LeaderEpochsRebuilt, Log,
+    LogBuilder, LogRead, OffsetCheckpoint, RecoveryReport, RetentionReport, TimestampOffset,
+    TruncatedTail,
 };
 pub use storage::{DirLock, OpenMode, ReadMap, StdStorage, Storage, StorageFile, slice_bytes};
 #[cfg(any(test, feature = "internals"))]

@@ -67,7 +67,10 @@ fn fence_after(dir: &Path, storage: &FaultyStorage, acked: usize) -> Result<Vec<
     let log = open(dir, FlushPolicy::every_append(), Arc::new(storage.clone()))?;
     let mut model = Vec::new();
     append_acked(&log, &mut model, "ok", acked)?;
-    storage.fail_nth(FaultOp::Sync, 1, FaultKind::Eio);
+    // A log's first append fsyncs its leader-epoch-checkpoint file before
+    // the batch: fail the batch's fsync, not that one.
+    let nth = if acked == 0 { 2 } else { 1 };
+    storage.fail_nth(FaultOp::Sync, nth, FaultKind::Eio);
     let mut failed = Vec::new();
     let err = append_model(&log, &mut failed, &drafts("lost", 2, 1_000)).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");

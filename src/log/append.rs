@@ -85,12 +85,21 @@ impl Log {
     /// the CRC). Returns once the append is as durable as the log's
     /// [`FlushPolicy`](crate::FlushPolicy) promises.
     ///
+    /// The first append of a new `leader_epoch` records (epoch, first
+    /// offset) in the log's leader epoch cache and rewrites its
+    /// `leader-epoch-checkpoint` file (fsynced) before the batches are
+    /// written, as Kafka does. A negative epoch (no epoch) is stamped but
+    /// not recorded.
+    ///
     /// # Errors
     /// [`Error::InvalidBatch`] for a malformed batch (bad CRC, structure or
     /// records), [`Error::RecordTooLarge`] for a batch over
-    /// `max.message.bytes` or an append over `segment.bytes`; in both cases
-    /// nothing was stored. [`Error::Fenced`] after an earlier I/O failure;
-    /// [`Error::Io`] if a write or fsync fails (which fences the log).
+    /// `max.message.bytes` or an append over `segment.bytes`,
+    /// [`Error::InvalidArgument`] for a `leader_epoch` below the newest
+    /// epoch that wrote to the log; in these cases nothing was stored.
+    /// [`Error::Fenced`] after an earlier I/O failure; [`Error::Io`] if a
+    /// write or fsync fails, the leader epoch file's included (which fences
+    /// the log).
     pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo> {
         let checked = validate(batches, &self.inner, true)?;
         self.append_checked(batches, leader_epoch, &checked)
@@ -118,6 +127,18 @@ impl Log {
         let info = {
             let mut state = self.inner.state.write();
             self.inner.check_not_fenced()?;
+            if let Some(latest) = state.epochs.latest_epoch()
+                && leader_epoch >= 0
+                && leader_epoch < latest
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "leader epoch {leader_epoch} is older than the log's latest epoch {latest}: \
+                     a leader of an older epoch must not append"
+                )));
+            }
+            let first = state.log_end_offset;
+            self.inner
+                .assign_epochs(&mut state, std::iter::once((leader_epoch, first)))?;
             let now = self.inner.clock.now_ms();
             let append_time =
                 (self.inner.config.timestamp_type() == TimestampType::LogAppendTime).then_some(now);
@@ -168,6 +189,11 @@ impl Log {
     /// Appends batches that already carry their offsets, byte for byte, as a
     /// follower copying its leader does.
     ///
+    /// Each batch's `partitionLeaderEpoch` goes into the log's leader epoch
+    /// cache as Kafka's follower does it (see [`Log::append`]): a new epoch
+    /// is recorded at its first batch's base offset, the file rewritten
+    /// before the batches are written.
+    ///
     /// # Errors
     /// As [`Log::append`], plus [`Error::OffsetsOutOfOrder`] when the first
     /// batch starts below the log end offset or the batches' offsets do not
@@ -207,6 +233,12 @@ impl Log {
                 });
                 expected = header.next_offset();
             }
+            self.inner.assign_epochs(
+                &mut state,
+                checked
+                    .iter()
+                    .map(|b| (b.header.partition_leader_epoch, b.header.base_offset as u64)),
+            )?;
             let now = self.inner.clock.now_ms();
             let first_offset = checked[0].header.base_offset as u64;
             let (segment_base_offset, position) =

@@ -17,6 +17,7 @@ mod append;
 mod checkpoint;
 mod cleaner;
 mod durability;
+pub(crate) mod epoch;
 mod fence;
 mod open;
 mod read;
@@ -39,6 +40,7 @@ use crate::storage::{StdStorage, segment::Segment};
 pub use append::AppendInfo;
 pub use checkpoint::{CheckpointRead, OffsetCheckpoint};
 pub use cleaner::CleanReport;
+pub use epoch::LeaderEpochsRebuilt;
 pub use fence::FencedTruncation;
 pub use open::{RecoveryReport, TruncatedTail};
 pub use read::{LogRead, TimestampOffset};
@@ -124,6 +126,26 @@ pub(crate) struct LogState {
     /// cleaning pass that read the segments before can tell its work is
     /// stale.
     generation: u64,
+    /// Which leader epoch wrote which offsets (Kafka's leader epoch cache).
+    epochs: epoch::LeaderEpochCache,
+    /// Whether `epochs` is in its file (`leader-epoch-checkpoint`).
+    epoch_file: EpochFile,
+}
+
+/// How the leader epoch file stands against the cache in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EpochFile {
+    /// The file holds the cache.
+    Written,
+    /// Only the first entry moved up (retention, `delete_records`): the
+    /// file is rewritten on close or with the next change. A file left
+    /// stale by a crash is corrected by the next open, which cuts the
+    /// cache to the log start offset.
+    StaleStart,
+    /// Entries were removed from the end (`truncate_to`): the file must be
+    /// rewritten before anything is appended, or a crash could leave it
+    /// naming an epoch for offsets that another epoch wrote.
+    StaleEnd,
 }
 
 impl LogState {
@@ -149,6 +171,25 @@ impl LogState {
 
     fn size_bytes(&self) -> u64 {
         self.segments.iter().map(Segment::size).sum()
+    }
+
+    /// Cuts the leader epoch cache to the log start offset after it moved
+    /// up; the file catches up lazily ([`EpochFile::StaleStart`]).
+    fn epochs_follow_start(&mut self) {
+        if self.epochs.truncate_from_start(self.log_start_offset)
+            && self.epoch_file == EpochFile::Written
+        {
+            self.epoch_file = EpochFile::StaleStart;
+        }
+    }
+
+    /// Cuts the leader epoch cache to the log end offset after a
+    /// truncation; the file must catch up before the next append
+    /// ([`EpochFile::StaleEnd`]).
+    fn epochs_follow_end(&mut self) {
+        if self.epochs.truncate_from_end(self.log_end_offset) {
+            self.epoch_file = EpochFile::StaleEnd;
+        }
     }
 }
 
@@ -316,6 +357,38 @@ impl Log {
         &self.inner.recovery
     }
 
+    /// The newest leader epoch that wrote to this log (Kafka's
+    /// `latestEpoch`); `None` before any batch with an epoch.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "replication asks it; not wired in yet")
+    )]
+    pub(crate) fn latest_epoch(&self) -> Option<i32> {
+        self.inner.state.read().epochs.latest_epoch()
+    }
+
+    /// Where `epoch`'s offsets end in this log (Kafka's `endOffsetFor`,
+    /// answering `OffsetForLeaderEpoch`): see
+    /// [`LeaderEpochCache::end_offset_for`](epoch::LeaderEpochCache::end_offset_for);
+    /// the latest epoch ends at the log end offset.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "replication asks it; not wired in yet")
+    )]
+    pub(crate) fn end_offset_for_epoch(&self, epoch: i32) -> epoch::EpochEndOffset {
+        let state = self.inner.state.read();
+        state.epochs.end_offset_for(epoch, state.log_end_offset)
+    }
+
+    /// The leader epoch cache's entries, oldest first.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "replication reads it; not wired in yet")
+    )]
+    pub(crate) fn epoch_entries(&self) -> Vec<epoch::EpochEntry> {
+        self.inner.state.read().epochs.entries().to_vec()
+    }
+
     /// Whether an earlier I/O failure fenced the log (every append fails
     /// until it is reopened).
     #[must_use]
@@ -393,6 +466,7 @@ impl Log {
             });
         }
         self.inner.close_active()?;
+        self.inner.write_epochs_if_stale()?;
         self.flush()
     }
 }
@@ -448,6 +522,72 @@ impl LogInner {
                     .remove_file(&crate::storage::spare::spare_file(&self.dir, suffix));
             }
         }
+    }
+
+    /// Rewrites the leader epoch file if it lags the cache (see
+    /// [`EpochFile`]).
+    ///
+    /// # Errors
+    /// [`Error::Io`], which fences the log; the file stays marked stale.
+    fn write_epochs_if_stale(&self) -> Result<()> {
+        let mut state = self.state.write();
+        self.write_epochs_locked(&mut state)
+    }
+
+    /// [`Self::write_epochs_if_stale`] under the state lock.
+    fn write_epochs_locked(&self, state: &mut LogState) -> Result<()> {
+        if state.epoch_file != EpochFile::Written {
+            self.write_epoch_file(&state.epochs)?;
+            state.epoch_file = EpochFile::Written;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the leader epoch file with `epochs`. A failure fences the
+    /// log, as every failed write of the append path does: the rename or
+    /// the directory fsync may or may not have reached the disk, and
+    /// nothing is retried after a failed fsync.
+    fn write_epoch_file(&self, epochs: &epoch::LeaderEpochCache) -> Result<()> {
+        let result = epoch::write_checkpoint(self.storage.as_ref(), &self.dir, epochs);
+        if result.is_err() {
+            self.fence();
+        }
+        result
+    }
+
+    /// Records the leader epochs of batches about to be appended
+    /// (`(partitionLeaderEpoch, base offset)` in offset order) before they
+    /// are written: when the cache changes, or its file must catch up with
+    /// a truncation, the file is rewritten first (fsynced), as Kafka's
+    /// `assign` does, so the file on disk always names every epoch of the
+    /// log's durable batches. Batches without an epoch (negative) change
+    /// nothing.
+    ///
+    /// # Errors
+    /// [`Error::Io`] from writing the file, which fences the log: nothing
+    /// is appended then, and the cache is unchanged.
+    fn assign_epochs(
+        &self,
+        state: &mut LogState,
+        batches: impl Iterator<Item = (i32, u64)> + Clone,
+    ) -> Result<()> {
+        let changes = batches
+            .clone()
+            .any(|(epoch, offset)| state.epochs.needs_assign(epoch, offset));
+        if !changes {
+            if state.epoch_file == EpochFile::StaleEnd {
+                return self.write_epochs_locked(state);
+            }
+            return Ok(());
+        }
+        let mut updated = state.epochs.clone();
+        for (epoch, offset) in batches {
+            updated.assign(epoch, offset);
+        }
+        self.write_epoch_file(&updated)?;
+        state.epochs = updated;
+        state.epoch_file = EpochFile::Written;
+        Ok(())
     }
 
     /// Seals the active segment on clean close (final time index entry,

@@ -41,7 +41,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::format::header::{OffsetOrder, out_of_sequence};
 use crate::log::durability::Durability;
-use crate::log::{Log, LogBuilder, LogInner, LogScheduler, LogState, fence};
+use crate::log::{EpochFile, Log, LogBuilder, LogInner, LogScheduler, LogState, epoch, fence};
 use crate::storage::probe::{Counters, Damage, SegmentProbe, Tail};
 use crate::storage::segment::{
     self, CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, SWAP_SUFFIX, Segment,
@@ -106,6 +106,11 @@ pub struct RecoveryReport {
     /// back to that offset, dropping what the page cache still showed past
     /// it (fsyncgate).
     pub fenced_truncation: Option<crate::log::FencedTruncation>,
+    /// Set when the leader epoch file (`leader-epoch-checkpoint`) was
+    /// missing while the log holds batches, or could not be read: the
+    /// cache was rebuilt from the batches' leader epochs and the file
+    /// rewritten.
+    pub leader_epochs_rebuilt: Option<crate::log::LeaderEpochsRebuilt>,
 }
 
 /// The end of the log that recovery cut off: from the first damage at or
@@ -304,6 +309,14 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     };
 
     report.fenced_truncation = fence::planned(fenced, log_end_offset);
+    let (epochs, rebuilt) = epoch::load(
+        storage.as_ref(),
+        &dir,
+        &segments,
+        log_start_offset,
+        log_end_offset,
+    )?;
+    report.leader_epochs_rebuilt = rebuilt;
 
     let (scheduler, private) = match scheduler {
         Some(shared) => (shared, None),
@@ -334,6 +347,8 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
                 cleaner_checkpoint.max(log_start_offset)
             },
             generation: 0,
+            epochs,
+            epoch_file: EpochFile::Written,
         }),
         fenced: AtomicBool::new(false),
         durability: Durability::new(durable, log_end_offset),

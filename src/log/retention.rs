@@ -59,6 +59,7 @@ impl Log {
                 });
             }
             state.log_start_offset = state.log_start_offset.max(offset);
+            state.epochs_follow_start();
         }
         self.inner.delete_segments(Retention::BelowLogStart)?;
         Ok(self.log_start_offset())
@@ -71,7 +72,9 @@ impl Log {
     /// the new log end offset. Truncating at or past the log end changes
     /// nothing. The cut is on disk (fsynced, with the directory) when this
     /// returns; lower the recovery point in the owner's checkpoint too (it
-    /// is [`Log::recovery_point`] now).
+    /// is [`Log::recovery_point`] now). The leader epoch cache loses the
+    /// epochs that started at or after the new end, and its file is
+    /// rewritten after the cut is durable.
     ///
     /// # Errors
     /// [`Error::Io`] or [`Error::Corrupt`]; an I/O error fences the log.
@@ -94,6 +97,10 @@ impl Log {
         // cut would bring the cut batches back below a recovery point that
         // later flushes raise over the new ones (which recovery refuses).
         self.inner.sync_now()?;
+        // Then the leader epoch file, so it never lacks an epoch of the
+        // durable batches (a crash before this leaves entries past the
+        // end, which the next open cuts). A failure fences the log.
+        self.inner.write_epochs_if_stale()?;
         Ok(end)
     }
 }
@@ -130,6 +137,8 @@ impl LogInner {
         state.log_end_offset = state.active().next_offset();
         state.cleaner_checkpoint = state.cleaner_checkpoint.min(state.log_end_offset);
         state.log_start_offset = state.log_start_offset.min(state.log_end_offset);
+        state.epochs_follow_end();
+        state.epochs_follow_start();
         state.dir_dirty = true;
         self.durability.truncate(state.log_end_offset);
         Ok(state.log_end_offset)
@@ -177,6 +186,7 @@ impl LogInner {
         let removed: Vec<Segment> = state.segments.drain(..count).collect();
         state.generation += 1;
         state.log_start_offset = state.log_start_offset.max(state.segments[0].base_offset());
+        state.epochs_follow_start();
         state.dir_dirty = true;
         for segment in &removed {
             report.segments += 1;
