@@ -304,10 +304,13 @@ pub(crate) fn write_checkpoint(
 /// rebuilt from the batches and the file written; that is reported, except
 /// for a missing file in a log without batches (a new log).
 ///
+/// A rebuild stops at a damaged batch, which can only lie below the
+/// recovery point in a segment recovery trusted on its indexes: the read
+/// that reaches it refuses it, as for any damage there, and the open
+/// (whose repairs are done by now) is not refused after changing files.
+///
 /// # Errors
-/// [`crate::Error::Io`]; [`crate::Error::Corrupt`] if a rebuild walks into
-/// a damaged batch, which can only lie below the recovery point in a
-/// segment recovery trusted on its indexes (reads refuse it too).
+/// [`crate::Error::Io`].
 pub(crate) fn load(
     storage: &dyn Storage,
     dir: &Path,
@@ -345,15 +348,17 @@ pub(crate) fn load(
 
 /// The cache appends would have built from `segments`' batches: each
 /// batch's `partitionLeaderEpoch` assigned at its base offset, in offset
-/// order.
+/// order, up to the first damaged batch (structure, CRC, offsets), if any.
 ///
 /// # Errors
-/// [`crate::Error::Corrupt`] for a damaged batch (structure, CRC, offsets).
+/// [`crate::Error::Io`] if a segment cannot be read.
 pub(crate) fn rebuild(segments: &[Segment]) -> Result<LeaderEpochCache> {
     let mut cache = LeaderEpochCache::default();
     for segment in segments {
         for batch in segment.batches_from(0)? {
-            let (_, header) = batch.map_err(|(position, e)| segment.corrupt(position, e))?;
+            let Ok((_, header)) = batch else {
+                return Ok(cache);
+            };
             // The walk checked the offsets: never negative.
             let base = u64::try_from(header.base_offset).unwrap_or_default();
             cache.assign(header.partition_leader_epoch, base);

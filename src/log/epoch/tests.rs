@@ -949,3 +949,41 @@ fn power_loss_during_a_file_write_leaves_the_old_or_the_new_entries() -> Result<
     }
     Ok(())
 }
+
+/// A rebuild that walks into damage recovery trusted (below the recovery
+/// point, before the segment's last index entry) stops there: the open is
+/// not refused after its repairs changed files, and the read that reaches
+/// the damage refuses it, as for any damage there.
+#[test]
+fn a_rebuild_stops_at_damage_that_recovery_trusted() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // An index entry for every batch: recovery checks only the batch of the
+    // last entry and trusts the rest on the index.
+    let config = LogConfig::builder().index_interval_bytes(0).build()?;
+    let log = Log::builder(dir.path()).config(config.clone()).open()?;
+    for epoch in [0, 1, 2] {
+        log.append(&mut batch(2, -1, 0), epoch)?;
+    }
+    let recovery_point = log.log_end_offset();
+    log.close()?;
+    std::fs::remove_file(checkpoint_path(dir.path())).expect("remove");
+    // A byte of the second batch's value: its CRC no longer matches.
+    let segment = dir.path().join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).expect("read");
+    let second = bytes.len() / 3;
+    let position = second + crate::format::RECORD_BATCH_OVERHEAD + 5;
+    bytes[position] ^= 0x40;
+    std::fs::write(&segment, &bytes).expect("write");
+
+    let log = Log::builder(dir.path())
+        .config(config)
+        .recovery_point(recovery_point)
+        .open()?;
+    let rebuilt = log.recovery_report().leader_epochs_rebuilt.clone();
+    assert!(rebuilt.is_some(), "{:?}", log.recovery_report());
+    assert_eq!(entry_pairs(&log), [(0, 0)], "up to the damage");
+    assert!(log.read(0, 1 << 20).is_ok());
+    assert!(matches!(log.read(2, 1 << 20), Err(Error::Corrupt { .. })));
+    log.close()?;
+    Ok(())
+}
