@@ -5,13 +5,12 @@
 //! on an out-of-range position.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use logbus::format::BatchBuilder;
 use logbus::{
-    Clock, Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, ConsumerRecords, Error,
-    ManualClock, NewTopic, OffsetAndMetadata, OffsetReset, TopicPartition,
+    Clock, Cluster, Compression, Consumer, ConsumerConfig, ConsumerRecords, Error, NewTopic,
+    OffsetAndMetadata, OffsetReset, TopicPartition,
 };
 use proptest::prelude::*;
 
@@ -21,25 +20,12 @@ const T0: i64 = 1_700_000_000_000;
 /// a poll given it returns only because it had something to return.
 const FOREVER: Duration = Duration::from_secs(24 * 3600);
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    clock: ManualClock,
-    cluster: Cluster,
-}
+mod common;
+
+use common::Fixture;
 
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let config = ClusterConfig::builder()
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
-    let cluster = Cluster::open(dir.path(), config).unwrap();
-    Fixture {
-        _dir: dir,
-        clock,
-        cluster,
-    }
+    common::fixture_at(T0)
 }
 
 fn tp(topic: &str, partition: u32) -> TopicPartition {

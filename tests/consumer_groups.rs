@@ -13,25 +13,12 @@ use logbus::{
 
 const T0: i64 = 1_700_000_000_000;
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    clock: ManualClock,
-    cluster: Cluster,
-}
+mod common;
+
+use common::Fixture;
 
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(T0);
-    let config = ClusterConfig::builder()
-        .clock(Arc::new(clock.clone()))
-        .build()
-        .unwrap();
-    let cluster = Cluster::open(dir.path(), config).unwrap();
-    Fixture {
-        _dir: dir,
-        clock,
-        cluster,
-    }
+    common::fixture_at(T0)
 }
 
 fn config(group: &str) -> logbus::ConsumerConfigBuilder {

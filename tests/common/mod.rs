@@ -406,3 +406,27 @@ pub(crate) fn shm_tempdir() -> tempfile::TempDir {
     }
     tempfile::tempdir().expect("tempdir")
 }
+
+/// A cluster in a temporary directory, on a manual clock: the fixture of
+/// the client tests.
+pub(crate) struct Fixture {
+    pub(crate) _dir: tempfile::TempDir,
+    pub(crate) clock: ManualClock,
+    pub(crate) cluster: logbus::Cluster,
+}
+
+/// A fresh [`Fixture`] whose clock starts at `t0`.
+pub(crate) fn fixture_at(t0: i64) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(t0);
+    let config = logbus::ClusterConfig::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .expect("config");
+    let cluster = logbus::Cluster::open(dir.path(), config).expect("open");
+    Fixture {
+        _dir: dir,
+        clock,
+        cluster,
+    }
+}
