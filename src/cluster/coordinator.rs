@@ -31,7 +31,7 @@ use crate::cluster::{
 };
 use crate::error::{Error, Result};
 use crate::format::BatchBuilder;
-use crate::replica::{AppendAcks, AppendOrigin, FetchBound};
+use crate::replica::{AppendAcks, AppendOrigin, FetchBound, TopicIdPartition};
 use crate::types::{Compression, TopicPartition};
 
 type GroupOffsets = BTreeMap<TopicPartition, OffsetAndMetadata>;
@@ -172,13 +172,20 @@ impl ClusterInner {
             );
         }
         let mut groups = self.offsets.groups.lock();
+        self.append_offsets_batch(&key, builder)?;
+        groups.entry(group.to_string()).or_default().extend(stamped);
+        Ok(())
+    }
+
+    /// Appends a batch of commits or tombstones to a `__consumer_offsets`
+    /// partition, acknowledged by every in-sync replica.
+    fn append_offsets_batch(&self, key: &TopicIdPartition, builder: BatchBuilder) -> Result<()> {
         self.replicas().append(
-            &key,
+            key,
             &mut builder.build()?.to_vec(),
             AppendOrigin::Trusted,
             AppendAcks::All,
         )?;
-        groups.entry(group.to_string()).or_default().extend(stamped);
         Ok(())
     }
 
@@ -223,12 +230,7 @@ impl ClusterInner {
         for tp in &doomed {
             builder.append(now, Some(&encode_key(group, tp)), None, &[]);
         }
-        self.replicas().append(
-            &key,
-            &mut builder.build()?.to_vec(),
-            AppendOrigin::Trusted,
-            AppendAcks::All,
-        )?;
+        self.append_offsets_batch(&key, builder)?;
         if let Some(offsets) = groups.get_mut(group) {
             for tp in &doomed {
                 offsets.remove(tp);
