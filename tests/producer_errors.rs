@@ -587,3 +587,83 @@ fn keyless_records_to_a_compacted_topic_are_refused_by_send() -> Result<()> {
     producer.close()?;
     cluster.close()
 }
+
+/// The settings a test can compare.
+fn settings(
+    c: &ProducerConfig,
+) -> (
+    Acks,
+    Duration,
+    u64,
+    logbus::Compression,
+    u64,
+    Duration,
+    u64,
+    String,
+) {
+    (
+        c.acks(),
+        c.linger(),
+        c.batch_size(),
+        c.compression(),
+        c.buffer_memory(),
+        c.max_block(),
+        c.max_request_size(),
+        c.client_id().to_string(),
+    )
+}
+
+#[test]
+fn set_by_kafka_name_stores_what_the_typed_setters_store() -> Result<()> {
+    let by_name = ProducerConfig::builder()
+        .set("acks", " -1 ")?
+        .set("linger.ms", "25")?
+        .set("batch.size", "32768")?
+        .set("compression.type", "gzip")?
+        .set("buffer.memory", "1048576")?
+        .set("max.block.ms", "1500")?
+        .set("max.request.size", "65536")?
+        .set("client.id", "billing")?
+        .build()?;
+    let typed = ProducerConfig::builder()
+        .acks(Acks::All)
+        .linger(Duration::from_millis(25))
+        .batch_size(32768)
+        .compression(logbus::Compression::Gzip)
+        .buffer_memory(1 << 20)
+        .max_block(Duration::from_millis(1500))
+        .max_request_size(65536)
+        .client_id("billing")
+        .build()?;
+    assert_eq!(settings(&by_name), settings(&typed));
+    for (acks, expected) in [("0", Acks::None), ("1", Acks::Leader), ("all", Acks::All)] {
+        let c = ProducerConfig::builder().set("acks", acks)?.build()?;
+        assert_eq!(c.acks(), expected);
+    }
+    for (name, value) in [
+        ("acks", "2"),
+        ("linger.ms", "-1"),
+        ("linger.ms", "soon"),
+        ("batch.size", "1.5"),
+        ("compression.type", "brotli"),
+        ("max.block.ms", ""),
+    ] {
+        let err = ProducerConfig::builder().set(name, value).unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidConfig(_)),
+            "{name}={value}: {err}"
+        );
+        assert!(err.to_string().contains(name), "{name}={value}: {err}");
+    }
+    let err = ProducerConfig::builder()
+        .set("enable.idempotence", "true")
+        .unwrap_err();
+    assert!(err.to_string().contains("unknown producer config"), "{err}");
+    // Ranges are checked by build, as for the typed setters.
+    let err = ProducerConfig::builder()
+        .set("buffer.memory", "0")?
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("buffer.memory"), "{err}");
+    Ok(())
+}

@@ -255,6 +255,75 @@ impl ProducerConfigBuilder {
         self
     }
 
+    /// Sets a setting by its Kafka name, with Kafka's value syntax:
+    /// `acks` (`0`, `1`, `all` or `-1`), `linger.ms`, `batch.size`,
+    /// `compression.type` (`none`, `gzip`, `snappy`, `lz4`, `zstd`),
+    /// `buffer.memory`, `max.block.ms`, `max.request.size`, `client.id`.
+    /// Surrounding whitespace is ignored. A typed setter and `set` of the
+    /// same key store the same value; ranges are checked by
+    /// [`build`](Self::build), as for the typed setters.
+    /// (`partitioner.class` names a Java class; pass a [`Partitioner`] to
+    /// [`partitioner`](Self::partitioner) instead.)
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logbus::{Acks, Compression, ProducerConfig};
+    /// let config = ProducerConfig::builder()
+    ///     .set("acks", "1")?
+    ///     .set("linger.ms", "20")?
+    ///     .set("compression.type", "lz4")?
+    ///     .build()?;
+    /// assert_eq!(config.acks(), Acks::Leader);
+    /// assert_eq!(config.linger(), Duration::from_millis(20));
+    /// assert_eq!(config.compression(), Compression::Lz4);
+    /// let err = ProducerConfig::builder().set("linger.ms", "soon").unwrap_err();
+    /// assert!(err.to_string().contains("linger.ms"));
+    /// # Ok::<(), logbus::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the setting, for an unknown name or
+    /// a value that does not parse; `self` is not returned then.
+    pub fn set(self, name: &str, value: impl Into<String>) -> Result<Self> {
+        let raw = value.into();
+        let text = raw.trim();
+        let bad = |why: &str| Error::InvalidConfig(format!("{name}={raw:?}: {why}"));
+        let int = || -> Result<u64> {
+            text.parse::<u64>()
+                .map_err(|_| bad("must be a non-negative integer"))
+        };
+        let ms = || -> Result<Duration> { int().map(Duration::from_millis) };
+        Ok(match name {
+            "acks" => self.acks(match text {
+                "0" => Acks::None,
+                "1" => Acks::Leader,
+                "all" | "-1" => Acks::All,
+                _ => return Err(bad("must be 0, 1, all or -1")),
+            }),
+            "linger.ms" => self.linger(ms()?),
+            "batch.size" => self.batch_size(int()?),
+            "compression.type" => self.compression(match text {
+                "none" => Compression::None,
+                "gzip" => Compression::Gzip,
+                "snappy" => Compression::Snappy,
+                "lz4" => Compression::Lz4,
+                "zstd" => Compression::Zstd,
+                _ => return Err(bad("must be none, gzip, snappy, lz4 or zstd")),
+            }),
+            "buffer.memory" => self.buffer_memory(int()?),
+            "max.block.ms" => self.max_block(ms()?),
+            "max.request.size" => self.max_request_size(int()?),
+            "client.id" => self.client_id(text),
+            _ => {
+                return Err(Error::InvalidConfig(format!(
+                    "unknown producer config {name:?} (supported: acks, batch.size, \
+                     buffer.memory, client.id, compression.type, linger.ms, max.block.ms, \
+                     max.request.size)"
+                )));
+            }
+        })
+    }
+
     /// Checks the settings.
     ///
     /// # Errors
