@@ -19,6 +19,7 @@ mod admin;
 mod broker;
 mod checkpointer;
 mod config;
+mod controller;
 mod coordinator;
 mod group;
 mod handles;
@@ -68,8 +69,8 @@ pub use topic_config::{CleanupPolicy, MAX_TOPIC_NAME_LEN, TopicConfig};
 
 use broker::{Broker, create_dir_durably, held_partition_dirs};
 use checkpointer::Checkpointer;
-use metadata::{MetadataLog, MetadataRecord, Registry};
-use topic_config::collision_key;
+use controller::Controller;
+use metadata::MetadataLog;
 pub(crate) use topic_config::validate_topic_name;
 
 const META_PROPERTIES: &str = "meta.properties";
@@ -152,12 +153,6 @@ pub(crate) struct ClusterInner {
     clients: Mutex<Vec<Weak<dyn PendingRecords>>>,
     /// What the open found and did.
     recovery: ClusterRecoveryReport,
-}
-
-#[derive(Debug)]
-struct Controller {
-    metadata: Option<MetadataLog>,
-    registry: Registry,
 }
 
 /// A live topic: its id, configuration and partitions.
@@ -622,229 +617,6 @@ impl ClusterInner {
         clients.push(client);
     }
 
-    fn open_topic(
-        &self,
-        name: &str,
-        id: Uuid,
-        overrides: TopicConfig,
-        partitions: u32,
-    ) -> Result<Arc<TopicState>> {
-        let effective = overrides.overlaid_on(&self.config.topic_defaults);
-        let log_config = effective
-            .log_config()?
-            .with_retention_check_interval_ms(self.config.retention_check_interval_ms);
-        let name: Arc<str> = Arc::from(name);
-        for p in 0..partitions {
-            if let Err(e) = self.broker.open_partition(&name, id, p, log_config.clone()) {
-                // Those opened so far are closed again.
-                let _ = self.broker.replicas.unhost_topic(&name);
-                return Err(e);
-            }
-        }
-        Ok(Arc::new(TopicState {
-            internal: name.starts_with("__"),
-            name,
-            id,
-            overrides,
-            effective,
-            log_config,
-            count: AtomicU32::new(partitions),
-            deleted: AtomicBool::new(false),
-        }))
-    }
-
-    /// Checks a topic's new partition count `total` (it has `current`)
-    /// against [`MAX_PARTITIONS_PER_TOPIC`] and the cluster's limit.
-    fn check_partition_limits(
-        &self,
-        registry: &Registry,
-        topic: &str,
-        current: u32,
-        total: u32,
-    ) -> Result<()> {
-        check_topic_limit(topic, total)?;
-        let held: u64 = registry
-            .topics
-            .values()
-            .map(|t| u64::from(t.partitions))
-            .sum();
-        let after = held - u64::from(current) + u64::from(total);
-        let limit = self.config.max_partitions;
-        if after > u64::from(limit) {
-            return Err(Error::InvalidPartitions {
-                topic: topic.to_string(),
-                reason: format!(
-                    "the cluster would hold {after} partitions, above its limit of {limit} \
-                     (ClusterConfig::max_partitions, at most \
-                     logbus::MAX_PARTITIONS_PER_CLUSTER = {MAX_PARTITIONS_PER_CLUSTER})"
-                ),
-            });
-        }
-        Ok(())
-    }
-
-    /// Creates a topic (`internal` allows reserved names); with
-    /// `if_not_exists`, an existing topic of the name is returned instead
-    /// of [`Error::TopicAlreadyExists`].
-    pub(crate) fn create_topic(
-        &self,
-        topic: NewTopic,
-        internal: bool,
-        if_not_exists: bool,
-    ) -> Result<Arc<TopicState>> {
-        self.check_open()?;
-        let NewTopic {
-            name,
-            partitions,
-            config: overrides,
-        } = topic;
-        validate_topic_name(&name, internal)?;
-        let partitions = partitions.unwrap_or(self.config.num_partitions);
-        if partitions == 0 {
-            return Err(Error::InvalidPartitions {
-                topic: name,
-                reason: "a topic needs at least one partition".into(),
-            });
-        }
-        check_topic_limit(&name, partitions)?;
-        overrides
-            .overlaid_on(&self.config.topic_defaults)
-            .log_config()?;
-        let mut controller = self.controller.lock();
-        let Controller { metadata, registry } = &mut *controller;
-        let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
-        if registry.topics.contains_key(&name) {
-            if if_not_exists && let Some(state) = self.topics.read().get(&name) {
-                return Ok(state.clone());
-            }
-            return Err(Error::TopicAlreadyExists { topic: name });
-        }
-        let key = collision_key(&name);
-        if let Some(other) = registry.topics.keys().find(|t| collision_key(t) == key) {
-            return Err(Error::InvalidTopic {
-                reason: format!(
-                    "it collides with existing topic {other} ('.' and '_' are treated alike)"
-                ),
-                topic: name,
-            });
-        }
-        self.check_partition_limits(registry, &name, 0, partitions)?;
-        let id = Uuid::new_v4();
-        // A deleted predecessor's directories go before anything is
-        // stored; a directory of an unknown topic refuses the creation.
-        for p in 0..partitions {
-            self.broker.prepare_path(&name, p, id, registry)?;
-        }
-        let mut records = vec![MetadataRecord::Topic {
-            name: name.clone(),
-            id,
-        }];
-        records.extend((0..partitions).map(|p| partition_record(id, p)));
-        records.extend(overrides.entries().map(|(k, v)| MetadataRecord::Config {
-            topic_id: id,
-            key: k.to_string(),
-            value: Some(v.to_string()),
-        }));
-        metadata.commit(registry, &records)?;
-        match self.open_topic(&name, id, overrides, partitions) {
-            Ok(state) => {
-                self.topics.write().insert(name, state.clone());
-                self.metadata_changed();
-                Ok(state)
-            }
-            Err(e) => {
-                // Best effort: take the half-created topic back out of the
-                // registry. Its removal is the evidence on which a later
-                // open removes whatever directories are left.
-                let _ = metadata.commit(registry, &[MetadataRecord::RemoveTopic { topic_id: id }]);
-                let _ = self.broker.replicas.delete_topic(&name);
-                for p in 0..partitions {
-                    let _ = self.broker.delete_partition(&name, p, id);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn delete_topic(&self, name: &str) -> Result<()> {
-        self.check_open()?;
-        if name.starts_with("__") {
-            return Err(Error::InvalidTopic {
-                topic: name.to_string(),
-                reason: "internal topics cannot be deleted".into(),
-            });
-        }
-        let mut controller = self.controller.lock();
-        let Controller { metadata, registry } = &mut *controller;
-        let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
-        let meta = registry.topic(name)?;
-        let (id, partitions) = (meta.id, meta.partitions);
-        // The decision, durable before anything else changes.
-        metadata.commit(registry, &[MetadataRecord::RemoveTopic { topic_id: id }])?;
-        let state = self.topics.write().remove(name);
-        let mut first_error = None;
-        if let Some(state) = state {
-            state.deleted.store(true, Ordering::Release);
-        }
-        if let Err(e) = self.broker.replicas.delete_topic(name) {
-            first_error.get_or_insert(e);
-        }
-        // Every partition the registry had, whether or not it was open.
-        for p in 0..partitions {
-            if let Err(e) = self.broker.delete_partition(name, p, id) {
-                first_error.get_or_insert(e);
-            }
-        }
-        self.metadata_changed();
-        if let Err(e) = self.broker.write_checkpoints() {
-            first_error.get_or_insert(e);
-        }
-        // A re-created topic must not inherit its predecessor's commits.
-        for group in self.groups_with_offsets_for(name) {
-            if let Err(e) = self.delete_offsets(&group, Some(name)) {
-                first_error.get_or_insert(e);
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    fn create_partitions(&self, name: &str, total: u32) -> Result<()> {
-        self.check_open()?;
-        let mut controller = self.controller.lock();
-        let Controller { metadata, registry } = &mut *controller;
-        let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
-        let meta = registry.topic(name)?;
-        let (id, current) = (meta.id, meta.partitions);
-        let state = self.topic_state(name)?;
-        state.refuse_internal("adding partitions to")?;
-        if total <= current {
-            return Err(Error::InvalidPartitions {
-                topic: name.to_string(),
-                reason: format!(
-                    "the topic has {current} partitions; the new count {total} must be larger"
-                ),
-            });
-        }
-        self.check_partition_limits(registry, name, current, total)?;
-        for p in current..total {
-            self.broker.prepare_path(name, p, id, registry)?;
-        }
-        let records: Vec<MetadataRecord> =
-            (current..total).map(|p| partition_record(id, p)).collect();
-        metadata.commit(registry, &records)?;
-        for p in current..total {
-            self.broker
-                .open_partition(&state.name, id, p, state.log_config.clone())?;
-            state.count.store(p + 1, Ordering::Release);
-            self.metadata_changed();
-        }
-        Ok(())
-    }
-
-    /// Writes every live partition's recovery point and log start offset
     /// to the broker's checkpoint files.
     pub(crate) fn checkpoint(&self) -> Result<()> {
         for key in self.broker.replicas.hosted_partitions() {
@@ -908,34 +680,10 @@ impl ClusterInner {
     }
 }
 
-/// Checks a topic's partition count against [`MAX_PARTITIONS_PER_TOPIC`].
-fn check_topic_limit(topic: &str, partitions: u32) -> Result<()> {
-    if partitions > MAX_PARTITIONS_PER_TOPIC {
-        return Err(Error::InvalidPartitions {
-            topic: topic.to_string(),
-            reason: format!(
-                "{partitions} partitions exceed the per-topic limit of {MAX_PARTITIONS_PER_TOPIC} \
-                 (logbus::MAX_PARTITIONS_PER_TOPIC)"
-            ),
-        });
-    }
-    Ok(())
-}
-
 impl Drop for ClusterInner {
     fn drop(&mut self) {
         // Errors are reported by `Cluster::close`; dropping cannot return them.
         let _ = self.close();
-    }
-}
-
-fn partition_record(topic_id: Uuid, partition: u32) -> MetadataRecord {
-    MetadataRecord::Partition {
-        topic_id,
-        partition,
-        replicas: vec![0],
-        leader: 0,
-        leader_epoch: 0,
     }
 }
 

@@ -16,6 +16,7 @@ use crate::cluster::broker::{
     CHECKPOINT_FILES, create_dir_durably, dir_topic_id, parse_partition_dir, sync_parent,
     topic_id_string,
 };
+use crate::cluster::controller::partition_record;
 use crate::cluster::coordinator::offsets_topic_config;
 use crate::cluster::metadata::{
     METADATA_CHECKPOINT, MetadataLog, MetadataPrefix, MetadataRecord, Registry, read_prefix,
@@ -24,8 +25,7 @@ use crate::cluster::metadata::{
 use crate::cluster::offsets::{OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use crate::cluster::{
     BROKER_DIR, Cluster, ClusterConfig, MAX_PARTITIONS_PER_TOPIC, METADATA_DIR, RebuildReport,
-    RebuiltTopic, TopicConfig, UnknownPartitionDir, meta_properties, partition_record,
-    validate_topic_name,
+    RebuiltTopic, TopicConfig, UnknownPartitionDir, meta_properties, validate_topic_name,
 };
 use crate::error::{Error, Result};
 use crate::log::{CheckpointRead, OffsetCheckpoint};
