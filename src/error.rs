@@ -218,6 +218,18 @@ pub enum Error {
         reason: String,
     },
 
+    /// A replication factor is invalid: zero, above the number of brokers,
+    /// or above [`MAX_REPLICATION_FACTOR`](crate::MAX_REPLICATION_FACTOR);
+    /// the reason says which. Nothing was stored. Kafka's
+    /// `INVALID_REPLICATION_FACTOR`.
+    #[error("invalid replication factor for topic {topic}: {reason}")]
+    InvalidReplicationFactor {
+        /// The topic's name.
+        topic: String,
+        /// What is wrong with the factor.
+        reason: String,
+    },
+
     /// The cluster's metadata log (`__cluster_metadata-0`, the topic
     /// registry) is missing or empty, yet the directory shows that it held
     /// topics: partition directories with a `partition.metadata` file, or a
@@ -525,6 +537,10 @@ impl Error {
                 reason: reason.clone(),
             },
             Error::InvalidPartitions { topic, reason } => Error::InvalidPartitions {
+                topic: topic.clone(),
+                reason: reason.clone(),
+            },
+            Error::InvalidReplicationFactor { topic, reason } => Error::InvalidReplicationFactor {
                 topic: topic.clone(),
                 reason: reason.clone(),
             },

@@ -92,7 +92,7 @@ impl ClusterInner {
         let mut skipped = Vec::new();
         for p in 0..topic.partition_count() {
             let key = topic.key(p)?;
-            let replicas = self.replicas();
+            let replicas = self.replicas_for(&key)?;
             let offsets = replicas.offsets(&key)?;
             let mut bad = Vec::new();
             replay_records(
@@ -172,7 +172,7 @@ impl ClusterInner {
             );
         }
         let mut groups = self.offsets.groups.lock();
-        self.replicas().append(
+        self.replicas_for(&key)?.append(
             &key,
             &mut builder.build()?.to_vec(),
             AppendOrigin::Trusted,
@@ -223,7 +223,7 @@ impl ClusterInner {
         for tp in &doomed {
             builder.append(now, Some(&encode_key(group, tp)), None, &[]);
         }
-        self.replicas().append(
+        self.replicas_for(&key)?.append(
             &key,
             &mut builder.build()?.to_vec(),
             AppendOrigin::Trusted,

@@ -25,6 +25,7 @@ mod group;
 mod handles;
 mod metadata;
 mod offsets;
+mod placement;
 mod rebuild;
 mod replay;
 mod report;
@@ -43,7 +44,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::{CorruptionKind, Error, Result};
-use crate::replica::ReplicaManager;
+use crate::replica::{LeaderAndIsr, ReplicaManager};
 use crate::storage::{DirLock, OpenMode, Storage, write_atomic};
 use crate::types::TopicPartition;
 
@@ -70,11 +71,12 @@ pub use topic_config::{CleanupPolicy, MAX_TOPIC_NAME_LEN, TopicConfig};
 use broker::{Broker, create_dir_durably, held_partition_dirs};
 use checkpointer::Checkpointer;
 use controller::Controller;
-use metadata::MetadataLog;
+use metadata::{MetadataLog, MetadataRecord, Registry};
 pub(crate) use topic_config::validate_topic_name;
 
 const META_PROPERTIES: &str = "meta.properties";
 const METADATA_DIR: &str = "__cluster_metadata-0";
+/// Broker 0's directory: the one broker of a single-broker cluster.
 const BROKER_DIR: &str = "broker-0";
 const FORMAT_VERSION: &str = "1";
 
@@ -84,6 +86,17 @@ const FORMAT_VERSION: &str = "1";
 /// a 249-character topic) within 255 bytes. Above it, creating a topic or
 /// adding partitions fails with [`Error::InvalidPartitions`].
 pub const MAX_PARTITIONS_PER_TOPIC: u32 = 10_000;
+
+/// The most brokers a cluster may have
+/// ([`ClusterConfigBuilder::brokers`]). Each broker starts its own
+/// `background.threads` log threads.
+pub const MAX_BROKERS: u32 = 64;
+
+/// The largest replication factor a topic may have (and the largest
+/// `default.replication.factor`); it must also be at most the number of
+/// brokers. Above it, creating a topic fails with
+/// [`Error::InvalidReplicationFactor`].
+pub const MAX_REPLICATION_FACTOR: u16 = 10;
 
 /// The most partitions a cluster may hold, over all topics (internal ones
 /// included), and the largest value of
@@ -136,9 +149,11 @@ pub(crate) struct ClusterInner {
     cluster_id: String,
     controller: Mutex<Controller>,
     topics: RwLock<HashMap<String, Arc<TopicState>>>,
-    broker: Broker,
+    /// The brokers, by id.
+    brokers: Vec<Broker>,
     closed: AtomicBool,
-    lock: Mutex<Option<DirLock>>,
+    /// The root's lock and those of brokers placed elsewhere.
+    lock: Mutex<Vec<DirLock>>,
     checkpointer: Mutex<Option<Checkpointer>>,
     offsets: coordinator::OffsetStore,
     /// Group membership (join, sync, heartbeat, leave).
@@ -167,6 +182,9 @@ pub(crate) struct TopicState {
     /// Stored after a new partition is hosted by the broker, so every
     /// partition below it exists.
     count: AtomicU32,
+    /// Each partition's replicas, leader, leader epoch and ISR, by
+    /// partition number; an entry is pushed before `count` covers it.
+    assignments: RwLock<Vec<LeaderAndIsr>>,
     deleted: AtomicBool,
     /// An internal topic (`__consumer_offsets`): only the cluster itself
     /// appends to it, deletes its records or changes its partitions.
@@ -184,6 +202,14 @@ impl TopicState {
             topic: self.name.to_string(),
             partition,
         }
+    }
+
+    /// The broker leading `partition`, if the topic has it.
+    pub(crate) fn leader(&self, partition: u32) -> Option<u32> {
+        self.assignments
+            .read()
+            .get(partition as usize)
+            .map(|a| a.leader)
     }
 
     /// The current partition count (one atomic load, no lock).
@@ -264,13 +290,15 @@ impl Cluster {
         let lock = storage.lock_dir(&root)?;
         let cluster_id = meta_properties(&*storage, &root)?;
         let metadata_dir = root.join(METADATA_DIR);
-        let broker_dir = root.join(BROKER_DIR);
+        let broker_dirs: Vec<PathBuf> = (0..config.brokers)
+            .map(|id| broker_dir(&root, &config, id))
+            .collect();
         let recovery_point = metadata::read_recovery_point(&storage, &root)?;
         if metadata_is_empty(&*storage, &metadata_dir)? {
-            refuse_empty_registry(&*storage, &metadata_dir, &broker_dir, recovery_point)?;
+            refuse_empty_registry(&*storage, &metadata_dir, &broker_dirs, recovery_point)?;
         }
         create_dir_durably(&*storage, &metadata_dir)?;
-        let (metadata, registry) = MetadataLog::open(
+        let (mut metadata, mut registry) = MetadataLog::open(
             metadata_dir,
             Some(&root),
             storage.clone(),
@@ -282,21 +310,49 @@ impl Cluster {
             if let Err(e) = refuse_empty_registry(
                 &*storage,
                 &root.join(METADATA_DIR),
-                &broker_dir,
+                &broker_dirs,
                 recovery_point,
             ) {
                 let _ = metadata.close();
                 return Err(e);
             }
         }
+        if let Err(e) = check_brokers(&registry, &config, &root) {
+            let _ = metadata.close();
+            return Err(e);
+        }
         let metadata_report = metadata.recovery_report().clone();
-        let (broker, scan) = Broker::open(
-            broker_dir,
-            storage,
-            config.clock.clone(),
-            &registry,
-            config.background_threads,
-        )?;
+        let mut locks = vec![lock];
+        let mut brokers = Vec::with_capacity(broker_dirs.len());
+        let mut scan = broker::BrokerScan::default();
+        for (id, dir) in (0..).zip(broker_dirs) {
+            if config.broker_dirs.contains_key(&id) {
+                create_dir_durably(&*storage, &dir)?;
+                locks.push(storage.lock_dir(&dir)?);
+            }
+            let (broker, found) = Broker::open(
+                id,
+                dir,
+                &cluster_id,
+                storage.clone(),
+                config.clock.clone(),
+                &registry,
+                config.background_threads,
+            )?;
+            brokers.push(broker);
+            scan.removed.extend(found.removed);
+            scan.unknown.extend(found.unknown);
+        }
+        // Every broker of a cluster of several is registered, so a reopen
+        // with fewer is refused. (Broker 0 always exists: a single-broker
+        // cluster's metadata log stays as it was.)
+        let unregistered: Vec<MetadataRecord> = (0..config.brokers)
+            .filter(|id| config.brokers > 1 && !registry.brokers.contains(id))
+            .map(|broker_id| MetadataRecord::RegisterBroker { broker_id })
+            .collect();
+        if !unregistered.is_empty() {
+            metadata.commit(&mut registry, &unregistered)?;
+        }
         let mut inner = ClusterInner {
             root,
             cluster_id,
@@ -305,9 +361,9 @@ impl Cluster {
                 registry: registry.clone(),
             }),
             topics: RwLock::new(HashMap::new()),
-            broker,
+            brokers,
             closed: AtomicBool::new(false),
-            lock: Mutex::new(Some(lock)),
+            lock: Mutex::new(locks),
             checkpointer: Mutex::new(None),
             offsets: coordinator::OffsetStore::default(),
             groups: GroupCoordinator::new(group::GroupLimits {
@@ -330,11 +386,15 @@ impl Cluster {
         };
         for meta in registry.topics.values() {
             let overrides = TopicConfig::from_stored(&meta.config)?;
-            let state = inner.open_topic(&meta.name, meta.id, overrides, meta.partitions)?;
-            for p in 0..state.partition_count() {
+            let state =
+                inner.open_topic(&meta.name, meta.id, overrides, meta.assignments.clone())?;
+            for (p, roles) in (0..).zip(&meta.assignments) {
                 report.partitions.insert(
                     TopicPartition::new(meta.name.clone(), p),
-                    inner.replicas().recovery_report(&state.key(p)?)?,
+                    inner
+                        .broker(roles.leader)?
+                        .replicas
+                        .recovery_report(&state.key(p)?)?,
                 );
             }
             inner.topics.write().insert(meta.name.clone(), state);
@@ -548,10 +608,76 @@ impl ClusterInner {
         &self.config.clock
     }
 
-    /// The replica manager to ask about a partition: its leader's. With one
-    /// broker, the broker's own.
-    pub(crate) fn replicas(&self) -> &ReplicaManager {
-        &self.broker.replicas
+    /// Broker `id`.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if there is no such broker (the open checked
+    /// that every broker the metadata names exists).
+    pub(crate) fn broker(&self, id: u32) -> Result<&Broker> {
+        self.brokers.get(id as usize).ok_or_else(|| {
+            Error::Internal(format!(
+                "broker {id} is named by the metadata but the cluster has {} brokers",
+                self.brokers.len()
+            ))
+        })
+    }
+
+    /// The brokers, by id.
+    pub(crate) fn brokers(&self) -> &[Broker] {
+        &self.brokers
+    }
+
+    /// The broker leading `key`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopicOrPartition`] if there is no such partition
+    /// (its topic was deleted, or re-created with another id);
+    /// [`Error::Closed`].
+    pub(crate) fn leader_broker(&self, key: &TopicIdPartition) -> Result<&Broker> {
+        if let [only] = &self.brokers[..] {
+            // One broker leads everything; its manager answers for the rest.
+            return Ok(only);
+        }
+        let leader = self
+            .topics
+            .read()
+            .get(&*key.topic)
+            .filter(|t| t.id == key.topic_id)
+            .and_then(|t| t.leader(key.partition));
+        match leader {
+            Some(id) => self.broker(id),
+            None => {
+                self.check_open()?;
+                Err(Error::UnknownTopicOrPartition {
+                    topic: key.topic.to_string(),
+                    partition: Some(key.partition),
+                })
+            }
+        }
+    }
+
+    /// Sends on `waker` after every append to `key` (see
+    /// `ReplicaManager::watch`); does nothing if `key` is gone.
+    pub(crate) fn watch(&self, key: &TopicIdPartition, waker: &Sender<()>) {
+        if let Ok(replicas) = self.replicas_for(key) {
+            replicas.watch(key, waker);
+        }
+    }
+
+    /// Stops waking `waker` for `key`.
+    pub(crate) fn unwatch(&self, key: &TopicIdPartition, waker: &Sender<()>) {
+        if let Ok(replicas) = self.replicas_for(key) {
+            replicas.unwatch(key, waker);
+        }
+    }
+
+    /// The replica manager to ask about `key`: its leader's broker's.
+    /// (Another broker's manager answers [`Error::NotLeaderOrFollower`].)
+    ///
+    /// # Errors
+    /// As [`ClusterInner::leader_broker`].
+    pub(crate) fn replicas_for(&self, key: &TopicIdPartition) -> Result<&ReplicaManager> {
+        Ok(&self.leader_broker(key)?.replicas)
     }
 
     /// The key of `tp` for the replica manager.
@@ -617,12 +743,15 @@ impl ClusterInner {
         clients.push(client);
     }
 
-    /// to the broker's checkpoint files.
+    /// Writes every live partition's recovery point and log start offset
+    /// to its broker's checkpoint files.
     pub(crate) fn checkpoint(&self) -> Result<()> {
-        for key in self.broker.replicas.hosted_partitions() {
-            self.broker.note_partition(&key);
+        for broker in &self.brokers {
+            for key in broker.replicas.hosted_partitions() {
+                broker.note_partition(&key);
+            }
+            broker.write_checkpoints()?;
         }
-        self.broker.write_checkpoints()?;
         *self.checkpoints.0.lock() += 1;
         self.checkpoints.1.notify_all();
         Ok(())
@@ -661,18 +790,20 @@ impl ClusterInner {
             note(metadata.close());
         }
         self.topics.write().clear();
-        for (topic, partition, closed) in self.broker.replicas.shutdown() {
-            match closed {
-                Ok(Some(offsets)) => self.broker.note_offsets(&topic, partition, offsets),
-                Ok(None) => {}
-                Err(e) => note(Err(e)),
+        for broker in &self.brokers {
+            for (topic, partition, closed) in broker.replicas.shutdown() {
+                match closed {
+                    Ok(Some(offsets)) => broker.note_offsets(&topic, partition, offsets),
+                    Ok(None) => {}
+                    Err(e) => note(Err(e)),
+                }
             }
+            note(broker.write_checkpoints());
+            // Every partition log is closed: nothing is left for its threads.
+            broker.stop_scheduler();
         }
-        note(self.broker.write_checkpoints());
-        // Every partition log is closed: nothing is left for its threads.
-        self.broker.stop_scheduler();
         drop(controller);
-        self.lock.lock().take();
+        self.lock.lock().clear();
         match first_error {
             Some(e) => Err(e),
             None => Ok(()),
@@ -704,16 +835,47 @@ fn metadata_is_empty(storage: &dyn Storage, dir: &Path) -> Result<bool> {
     Ok(true)
 }
 
+/// Broker `id`'s data directory: its own path if the config gives one,
+/// else `<root>/broker-<id>`.
+fn broker_dir(root: &Path, config: &ClusterConfig, id: u32) -> PathBuf {
+    match config.broker_dirs.get(&id) {
+        Some(path) => path.clone(),
+        None => root.join(format!("broker-{id}")),
+    }
+}
+
+/// Refuses to open with fewer brokers than the metadata knows of (those
+/// registered, and those any partition's replicas name): their replicas
+/// would be missing. Kafka would report them offline; with no other broker
+/// holding their data yet (followers are not fed), and no way to bring an
+/// unconfigured broker back, logbus refuses instead.
+fn check_brokers(registry: &Registry, config: &ClusterConfig, root: &Path) -> Result<()> {
+    let known = registry.known_brokers();
+    match known.last() {
+        Some(&last) if last >= config.brokers => Err(Error::InvalidConfig(format!(
+            "the cluster in {} has brokers 0..={last}; it cannot open with brokers={}: \
+             reopen it with at least {} brokers (a broker's replicas cannot be dropped)",
+            root.display(),
+            config.brokers,
+            u64::from(last) + 1
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses to start with an empty registry when the directory shows that
-/// topics existed: partition directories with `partition.metadata` in the
+/// topics existed: partition directories with `partition.metadata` in a
 /// broker directory, or a metadata recovery point above zero.
 fn refuse_empty_registry(
     storage: &dyn Storage,
     metadata_dir: &Path,
-    broker_dir: &Path,
+    broker_dirs: &[PathBuf],
     recovery_point: Option<u64>,
 ) -> Result<()> {
-    let held = held_partition_dirs(storage, broker_dir)?;
+    let mut held = Vec::new();
+    for dir in broker_dirs {
+        held.extend(held_partition_dirs(storage, dir)?);
+    }
     let evidence = if let Some(first) = held.first() {
         format!(
             "{} partition directories hold data (first: {})",
@@ -854,7 +1016,8 @@ mod tests {
             let key = cluster.inner.topic_state("t").unwrap().key(0).unwrap();
             cluster
                 .inner
-                .replicas()
+                .replicas_for(&key)
+                .unwrap()
                 .with_log(&key, |log| {
                     Ok(log.wait_for_background(timeout, |_, n| n >= at_least))
                 })

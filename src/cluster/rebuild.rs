@@ -16,7 +16,6 @@ use crate::cluster::broker::{
     CHECKPOINT_FILES, create_dir_durably, dir_topic_id, parse_partition_dir, sync_parent,
     topic_id_string,
 };
-use crate::cluster::controller::partition_record;
 use crate::cluster::coordinator::offsets_topic_config;
 use crate::cluster::metadata::{
     METADATA_CHECKPOINT, MetadataLog, MetadataPrefix, MetadataRecord, Registry, read_prefix,
@@ -29,6 +28,7 @@ use crate::cluster::{
 };
 use crate::error::{Error, Result};
 use crate::log::{CheckpointRead, OffsetCheckpoint};
+use crate::replica::LeaderAndIsr;
 use crate::storage::Storage;
 
 /// Suffix of the directory a rebuild writes the new log in before it
@@ -36,6 +36,11 @@ use crate::storage::Storage;
 const REBUILDING: &str = ".rebuilding";
 /// Suffix (before a number) of a metadata log moved aside by a rebuild.
 const DAMAGED: &str = ".damaged-";
+
+/// A rebuilt partition's record: one replica, on broker 0, leading.
+fn partition_record(topic_id: Uuid, partition: u32) -> MetadataRecord {
+    LeaderAndIsr::new(vec![0]).record(topic_id, partition)
+}
 
 /// One topic as the partition directories show it.
 #[derive(Debug)]
@@ -117,6 +122,13 @@ impl Cluster {
             return Err(Error::InvalidArgument(format!(
                 "{} holds no cluster (no meta.properties)",
                 root.display()
+            )));
+        }
+        if config.brokers != 1 {
+            return Err(Error::InvalidConfig(format!(
+                "brokers={}: rebuild_metadata rebuilds the registry of a single-broker cluster \
+                 (from broker-0/); a cluster of several brokers cannot be rebuilt yet",
+                config.brokers
             )));
         }
         let _lock = storage.lock_dir(&root)?;
