@@ -276,14 +276,31 @@ fn placed_on(registry: &Registry, topic: &str, partition: u32, broker: u32) -> b
 
 /// Checks the `meta.properties` of broker `id`'s directory `dir` against
 /// the cluster, or writes it if the directory has none (a new broker, or
-/// one from before brokers had the file).
+/// broker 0 of a cluster from before brokers had the file).
 ///
 /// # Errors
 /// [`Error::InvalidConfig`] if the file names another cluster or broker
-/// (a broker directory given to the wrong broker or cluster);
-/// [`Error::Corrupt`] if it is unreadable; [`Error::Io`].
-fn check_identity(storage: &dyn Storage, dir: &Path, cluster_id: &str, id: u32) -> Result<()> {
+/// (a broker directory given to the wrong broker or cluster), or is
+/// missing although the broker is `registered` (its directory was lost or
+/// moved: a registered broker's directory got the file before the
+/// registration was written); [`Error::Corrupt`] if it is unreadable;
+/// [`Error::Io`].
+fn check_identity(
+    storage: &dyn Storage,
+    dir: &Path,
+    cluster_id: &str,
+    id: u32,
+    registered: bool,
+) -> Result<()> {
     let path = dir.join(META_PROPERTIES);
+    if !storage.exists(&path) && registered {
+        return Err(Error::InvalidConfig(format!(
+            "broker {id} of cluster {cluster_id} is registered, but its directory {} has no \
+             meta.properties: it is not the broker's directory (was it moved? check \
+             ClusterConfigBuilder::broker_dir)",
+            dir.display()
+        )));
+    }
     if !storage.exists(&path) {
         let text = format!("#logbus broker\nversion=1\ncluster.id={cluster_id}\nnode.id={id}\n");
         return write_atomic(storage, &path, text.as_bytes());
@@ -337,7 +354,13 @@ impl Broker {
         background_threads: usize,
     ) -> Result<(Broker, BrokerScan)> {
         create_dir_durably(&*storage, &dir)?;
-        check_identity(&*storage, &dir, cluster_id, id)?;
+        check_identity(
+            &*storage,
+            &dir,
+            cluster_id,
+            id,
+            registry.brokers.contains(&id),
+        )?;
         let read = |name: &str, tolerate_damage: bool| -> Result<Offsets> {
             let file = OffsetCheckpoint::with_storage(dir.join(name), storage.clone());
             match file.read() {

@@ -729,6 +729,57 @@ mod tests {
         assert!(MetadataRecord::decode(&[1, 1]).is_err());
     }
 
+    /// A `Partition` record of version 0 (written before several brokers:
+    /// no ISR) still reads, with every replica in sync.
+    #[test]
+    fn version_0_partition_records_read_with_the_isr_as_the_replicas() {
+        let id = Uuid::from_u128(42);
+        let mut v0 = vec![PARTITION, 0];
+        v0.extend_from_slice(&id.as_u128().to_be_bytes());
+        v0.extend_from_slice(&3u32.to_be_bytes());
+        v0.extend_from_slice(&1u16.to_be_bytes());
+        v0.extend_from_slice(&0u32.to_be_bytes());
+        v0.extend_from_slice(&0u32.to_be_bytes());
+        v0.extend_from_slice(&0i32.to_be_bytes());
+        assert_eq!(
+            MetadataRecord::decode(&v0).unwrap(),
+            MetadataRecord::Partition {
+                topic_id: id,
+                partition: 3,
+                replicas: vec![0],
+                leader: 0,
+                leader_epoch: 0,
+                isr: vec![0],
+            }
+        );
+        // Version 1 is what is written now; version 2 is refused.
+        let written = LeaderAndIsr::new(vec![2, 0]).record(id, 3).encode();
+        assert_eq!(&written[..2], &[PARTITION, 1]);
+        let mut v2 = written.clone();
+        v2[1] = 2;
+        assert!(MetadataRecord::decode(&v2).is_err());
+    }
+
+    #[test]
+    fn known_brokers_are_the_registered_ones_and_every_replica() {
+        let id = Uuid::from_u128(9);
+        let mut r = Registry::default();
+        assert!(r.known_brokers().is_empty());
+        r.apply(&MetadataRecord::Topic {
+            name: "t".into(),
+            id,
+        })
+        .unwrap();
+        r.apply(&LeaderAndIsr::new(vec![0]).record(id, 0)).unwrap();
+        assert_eq!(r.known_brokers(), BTreeSet::from([0]));
+        r.apply(&MetadataRecord::RegisterBroker { broker_id: 4 })
+            .unwrap();
+        r.apply(&LeaderAndIsr::new(vec![2, 1]).record(id, 1))
+            .unwrap();
+        assert_eq!(r.known_brokers(), BTreeSet::from([0, 1, 2, 4]));
+        assert_eq!(r.topic("t").unwrap().assignments[1].leader, 2);
+    }
+
     #[test]
     fn registry_rejects_records_that_do_not_fit() {
         let id = Uuid::from_u128(7);

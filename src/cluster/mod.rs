@@ -293,6 +293,12 @@ impl Cluster {
         let broker_dirs: Vec<PathBuf> = (0..config.brokers)
             .map(|id| broker_dir(&root, &config, id))
             .collect();
+        // Brokers placed elsewhere are locked before anything is read.
+        let mut locks = vec![lock];
+        for dir in config.broker_dirs.values() {
+            create_dir_durably(&*storage, dir)?;
+            locks.push(storage.lock_dir(dir)?);
+        }
         let recovery_point = metadata::read_recovery_point(&storage, &root)?;
         if metadata_is_empty(&*storage, &metadata_dir)? {
             refuse_empty_registry(&*storage, &metadata_dir, &broker_dirs, recovery_point)?;
@@ -322,14 +328,9 @@ impl Cluster {
             return Err(e);
         }
         let metadata_report = metadata.recovery_report().clone();
-        let mut locks = vec![lock];
         let mut brokers = Vec::with_capacity(broker_dirs.len());
         let mut scan = broker::BrokerScan::default();
         for (id, dir) in (0..).zip(broker_dirs) {
-            if config.broker_dirs.contains_key(&id) {
-                create_dir_durably(&*storage, &dir)?;
-                locks.push(storage.lock_dir(&dir)?);
-            }
             let (broker, found) = Broker::open(
                 id,
                 dir,
@@ -941,6 +942,7 @@ mod tests {
     use crate::config::FlushPolicy;
     use crate::format::BatchBuilder;
     use crate::log::{CheckpointRead, OffsetCheckpoint};
+    use crate::replica::{AppendAcks, AppendOrigin};
     use crate::types::Compression;
 
     #[test]
@@ -1034,6 +1036,110 @@ mod tests {
         assert!(
             partition.log_start_offset().unwrap() > 0,
             "retention deleted nothing"
+        );
+        cluster.close().unwrap();
+    }
+
+    /// Requests reach the leader's broker; another broker's manager
+    /// answers `NotLeaderOrFollower`, and a follower's log stays empty.
+    #[test]
+    fn requests_go_to_the_leaders_broker() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ClusterConfig::builder().brokers(3).build().unwrap();
+        let cluster = Cluster::open(dir.path(), config).unwrap();
+        let topic = cluster
+            .create_topic(NewTopic::new("t", 3).replication_factor(2))
+            .unwrap();
+        let inner = &cluster.inner;
+        for p in 0..3 {
+            let state = inner.topic_state("t").unwrap();
+            let key = state.key(p).unwrap();
+            let leader = state.leader(p).unwrap();
+            assert_eq!(
+                inner
+                    .replicas_for(&key)
+                    .unwrap()
+                    .describe(&key)
+                    .unwrap()
+                    .leader,
+                leader
+            );
+            let mut batch = BatchBuilder::new(Compression::None);
+            batch.append(1, None, Some(b"v"), &[]);
+            let bytes = batch.build().unwrap().to_vec();
+            let replicas = state.assignments.read()[p as usize].replicas.clone();
+            for (id, broker) in (0..).zip(inner.brokers()) {
+                let manager = &broker.replicas;
+                let result = manager.append(
+                    &key,
+                    &mut bytes.clone(),
+                    AppendOrigin::Client,
+                    AppendAcks::All,
+                );
+                if id == leader {
+                    assert!(result.is_ok(), "{result:?}");
+                } else if replicas.contains(&id) {
+                    assert!(
+                        matches!(result, Err(Error::NotLeaderOrFollower { broker, .. }) if broker == id),
+                        "{result:?}"
+                    );
+                    assert_eq!(manager.offsets(&key).unwrap().log_end, 0, "not fed yet");
+                } else {
+                    assert!(
+                        matches!(result, Err(Error::UnknownTopicOrPartition { .. })),
+                        "broker {id} holds no replica: {result:?}"
+                    );
+                }
+            }
+            assert_eq!(topic.partition(p).unwrap().log_end_offset().unwrap(), 1);
+        }
+        cluster.close().unwrap();
+    }
+
+    /// A metadata log written before several brokers (version 0 partition
+    /// records, no registrations) still opens, as broker 0's.
+    #[test]
+    fn a_single_broker_metadata_log_of_version_0_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::from_u128(0x1234);
+        let mut topic = vec![1, 0];
+        topic.extend_from_slice(&1u16.to_be_bytes());
+        topic.push(b'o');
+        topic.extend_from_slice(&id.as_u128().to_be_bytes());
+        let mut values = vec![topic];
+        for p in 0..2u32 {
+            let mut v0 = vec![2, 0];
+            v0.extend_from_slice(&id.as_u128().to_be_bytes());
+            v0.extend_from_slice(&p.to_be_bytes());
+            v0.extend_from_slice(&1u16.to_be_bytes());
+            v0.extend_from_slice(&0u32.to_be_bytes());
+            v0.extend_from_slice(&0u32.to_be_bytes());
+            v0.extend_from_slice(&0i32.to_be_bytes());
+            values.push(v0);
+        }
+        let log = crate::log::Log::builder(dir.path().join(METADATA_DIR))
+            .open()
+            .unwrap();
+        let mut batch = BatchBuilder::new(Compression::None);
+        for v in &values {
+            batch.append(1, None, Some(v), &[]);
+        }
+        log.append(&mut batch.build().unwrap().to_vec(), 0).unwrap();
+        log.close().unwrap();
+        let cluster = Cluster::open(dir.path(), ClusterConfig::default()).unwrap();
+        let described = cluster.describe_topic("o").unwrap();
+        assert_eq!(described.partitions.len(), 2);
+        for p in &described.partitions {
+            assert_eq!((p.leader, p.leader_epoch), (0, 0));
+            assert_eq!((p.replicas.clone(), p.isr.clone()), (vec![0], vec![0]));
+        }
+        cluster.close().unwrap();
+        // Grown to three brokers, it keeps its placement.
+        let config = ClusterConfig::builder().brokers(3).build().unwrap();
+        let cluster = Cluster::open(dir.path(), config).unwrap();
+        assert_eq!(
+            cluster.describe_topic("o").unwrap().partitions,
+            described.partitions
         );
         cluster.close().unwrap();
     }

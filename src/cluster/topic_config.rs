@@ -733,6 +733,33 @@ mod tests {
     }
 
     #[test]
+    fn booleans_are_read_as_kafka_reads_them() {
+        for (raw, canonical) in [("true", "true"), (" TRUE ", "true"), ("False", "false")] {
+            let c = TopicConfig::new()
+                .set("unclean.leader.election.enable", raw)
+                .unwrap();
+            assert_eq!(c.get("unclean.leader.election.enable"), Some(canonical));
+        }
+        for bad in ["yes", "1", ""] {
+            assert!(
+                TopicConfig::new()
+                    .set("unclean.leader.election.enable", bad)
+                    .is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(TopicConfig::new().set("min.insync.replicas", "0").is_err());
+        assert_eq!(TopicConfig::new().min_insync(), 1);
+        assert_eq!(
+            TopicConfig::new()
+                .min_insync_replicas(3)
+                .unwrap()
+                .min_insync(),
+            3
+        );
+    }
+
+    #[test]
     fn typed_setters_map_to_kafka_names() {
         let c = TopicConfig::new()
             .retention_time(None)

@@ -524,6 +524,94 @@ mod tests {
         ));
     }
 
+    /// A follower's manager refuses appends and consumers' fetches with
+    /// `NotLeaderOrFollower`, and serves a follower's fetch (to the log
+    /// end) from its own log.
+    #[test]
+    fn a_follower_answers_not_leader_to_producers_and_consumers() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = ReplicaManager::new(1);
+        let topic: Arc<str> = Arc::from("t");
+        let id = Uuid::new_v4();
+        let log = Log::builder(dir.path().join("t-0")).open().unwrap();
+        manager
+            .host(&topic, id, 0, LeaderAndIsr::new(vec![0, 1]), 1, log)
+            .unwrap();
+        let key = TopicIdPartition {
+            topic_id: id,
+            topic,
+            partition: 0,
+        };
+        for acks in [AppendAcks::Leader, AppendAcks::All] {
+            assert!(matches!(
+                manager.append(&key, &mut batch(1), AppendOrigin::Client, acks),
+                Err(Error::NotLeaderOrFollower {
+                    broker: 1,
+                    partition: 0,
+                    ..
+                })
+            ));
+        }
+        assert!(matches!(
+            manager.fetch(&key, 0, 1 << 20, FetchBound::HighWatermark),
+            Err(Error::NotLeaderOrFollower { .. })
+        ));
+        let fetched = manager.fetch(&key, 0, 1 << 20, FetchBound::LogEnd).unwrap();
+        assert!(fetched.records().is_empty());
+        let info = manager.describe(&key).unwrap();
+        assert_eq!((info.leader, info.isr.clone()), (0, vec![0, 1]));
+        // A broker that holds no replica cannot host it.
+        let other = ReplicaManager::new(2);
+        let log = Log::builder(dir.path().join("t-1")).open().unwrap();
+        assert!(matches!(
+            other.host(&key.topic, id, 1, LeaderAndIsr::new(vec![0, 1]), 1, log),
+            Err(Error::Internal(_))
+        ));
+        manager.unhost_topic("t").unwrap();
+    }
+
+    /// `acks=all` needs `min.insync.replicas` in-sync replicas; `acks=1`
+    /// does not.
+    #[test]
+    fn acks_all_needs_min_insync_replicas() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = ReplicaManager::new(0);
+        let topic: Arc<str> = Arc::from("t");
+        let id = Uuid::new_v4();
+        let log = Log::builder(dir.path().join("t-0")).open().unwrap();
+        manager
+            .host(&topic, id, 0, LeaderAndIsr::new(vec![0]), 2, log)
+            .unwrap();
+        let key = TopicIdPartition {
+            topic_id: id,
+            topic,
+            partition: 0,
+        };
+        assert!(matches!(
+            manager.append(&key, &mut batch(1), AppendOrigin::Client, AppendAcks::All),
+            Err(Error::NotEnoughReplicas {
+                in_sync: 1,
+                required: 2,
+                ..
+            })
+        ));
+        assert_eq!(
+            manager.offsets(&key).unwrap().log_end,
+            0,
+            "nothing appended"
+        );
+        manager
+            .append(
+                &key,
+                &mut batch(1),
+                AppendOrigin::Client,
+                AppendAcks::Leader,
+            )
+            .unwrap();
+        assert_eq!(manager.offsets(&key).unwrap().log_end, 1);
+        manager.unhost_topic("t").unwrap();
+    }
+
     #[test]
     fn deleting_a_topic_stops_hosting_it() {
         let dir = tempfile::tempdir().unwrap();
