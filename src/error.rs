@@ -135,8 +135,9 @@ pub enum Error {
     /// The broker asked does not lead the partition (and, for a
     /// follower's fetch, does not follow it either): leadership moved.
     /// Kafka's `NOT_LEADER_OR_FOLLOWER`. Retriable: clients look the leader
-    /// up again and retry. With one broker, which leads every partition,
-    /// it does not occur yet.
+    /// up again and retry. The cluster sends every request to the leader's
+    /// broker and leaders do not move yet (elections are a later step), so
+    /// the public API does not return it yet.
     #[error("broker {broker} is not the leader of {topic}-{partition}")]
     NotLeaderOrFollower {
         /// The topic's name.

@@ -604,3 +604,30 @@ fn broker_configs_are_validated() {
         assert!(matches!(bad, Err(Error::InvalidConfig(_))), "{bad:?}");
     }
 }
+
+/// Rebuilding the registry from partition directories covers one broker's
+/// directory only: a cluster of several is refused before anything moves.
+#[test]
+fn rebuilding_the_metadata_of_several_brokers_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), brokers(2)).unwrap();
+    cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+    cluster.close().unwrap();
+    let metadata = dir.path().join("__cluster_metadata-0");
+    let before: Vec<_> = std::fs::read_dir(&metadata)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(matches!(
+        Cluster::rebuild_metadata(dir.path(), brokers(2)),
+        Err(Error::InvalidConfig(_))
+    ));
+    let after: Vec<_> = std::fs::read_dir(&metadata)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after);
+    let cluster = Cluster::open(dir.path(), brokers(2)).unwrap();
+    assert_eq!(cluster.list_topics(), ["t"]);
+    cluster.close().unwrap();
+}

@@ -63,6 +63,20 @@ impl NewTopic {
     /// round-robin over the brokers, followers spread after them. Followers
     /// are not fed yet (their logs stay empty; fetchers are the next step),
     /// so a factor above 1 adds no durability today.
+    ///
+    /// ```
+    /// use logbus::{Cluster, ClusterConfig, NewTopic};
+    /// let dir = tempfile::tempdir()?;
+    /// let config = ClusterConfig::builder().brokers(3).build()?;
+    /// let cluster = Cluster::open(dir.path(), config)?;
+    /// let topic = cluster.create_topic(NewTopic::new("orders", 3).replication_factor(2))?;
+    /// for p in topic.describe()?.partitions {
+    ///     assert_eq!(p.replicas.len(), 2);
+    ///     assert_eq!((p.leader, p.leader_epoch), (p.replicas[0], 0));
+    ///     assert_eq!(p.isr, p.replicas);
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn replication_factor(mut self, factor: u16) -> Self {
         self.replication_factor = Some(factor);
         self

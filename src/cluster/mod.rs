@@ -1,13 +1,25 @@
-//! L4: the cluster: brokers (one data directory each) and the controller,
-//! which owns the topic registry and persists it in its metadata log.
+//! L4: the cluster: brokers (one data directory each, with its own
+//! replica manager and log threads) and the controller, which owns the
+//! topic registry (topics, configs, each partition's replicas, leader,
+//! leader epoch and ISR, the registered brokers) and persists it in its
+//! metadata log.
+//!
+//! Every request for a partition goes to its leader's broker's
+//! [`ReplicaManager`] ([`ClusterInner::replicas_for`]); another broker's
+//! manager answers `NotLeaderOrFollower`. Followers' logs exist on their
+//! brokers but are not fed yet (fetchers, ISR changes and elections are the
+//! next step).
 //!
 //! ## Locks
 //! `controller` (the registry and the metadata log) is taken first and held
 //! for a whole create, delete or partition addition, so those run one at a
 //! time and a re-created topic never meets its predecessor's files. Then
-//! `topics` (name to live topic state), then the broker's replica manager
-//! (its table of hosted partitions, then a partition's log lock: see
-//! [`crate::replica`]). Appends and reads take only the last ones, shared.
+//! `topics` (name to live topic state), then a topic's `assignments` (read
+//! under `topics` to find a partition's leader; written under `controller`
+//! alone when partitions are added), then a broker's replica manager (its
+//! table of hosted partitions, then a partition's log lock: see
+//! [`crate::replica`]); no two brokers' locks are ever held together.
+//! Appends and reads take only the last ones, shared.
 //!
 //! `clients` (weak references to the live producers) is taken alone, to
 //! copy or extend it. [`Cluster::close`] copies it, then flushes each
@@ -438,7 +450,10 @@ impl Cluster {
     }
 
     /// Creates a topic. The topic is in the metadata log (fsynced) and its
-    /// partitions exist when this returns.
+    /// partitions exist when this returns: each partition's replicas are
+    /// placed over the brokers as Kafka places them (leaders round-robin,
+    /// from a start drawn from the topic id), and every replica's broker
+    /// has its directory and log.
     ///
     /// # Errors
     /// [`Error::InvalidTopic`] for a name that breaks Kafka's rules, is
@@ -446,7 +461,11 @@ impl Cluster {
     /// [`Error::InvalidPartitions`] for zero partitions, more than
     /// [`MAX_PARTITIONS_PER_TOPIC`], or more than the cluster may hold
     /// ([`ClusterConfigBuilder::max_partitions`]);
-    /// [`Error::InvalidConfig`] for an invalid combination of configs;
+    /// [`Error::InvalidReplicationFactor`] for a replication factor of 0,
+    /// above the number of brokers or above [`MAX_REPLICATION_FACTOR`];
+    /// [`Error::InvalidConfig`] for an invalid combination of configs (a
+    /// topic's own `min.insync.replicas` above its replication factor
+    /// included);
     /// [`Error::PartitionDirConflict`] when a directory of an unknown topic
     /// occupies one of the new partitions' paths. Nothing is stored in any
     /// of these cases.

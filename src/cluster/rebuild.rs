@@ -113,7 +113,9 @@ impl Cluster {
     /// [`Error::DirectoryLocked`] if a `Cluster` has `dir` open;
     /// [`Error::InvalidArgument`] if `dir` holds no cluster;
     /// [`Error::PartitionDirConflict`] as above (nothing is changed);
-    /// [`Error::InvalidConfig`] for an invalid `config`; [`Error::Io`].
+    /// [`Error::InvalidConfig`] for an invalid `config`, or one of more
+    /// than one broker (only a single-broker cluster's registry can be
+    /// rebuilt yet; nothing is changed); [`Error::Io`].
     pub fn rebuild_metadata(dir: impl AsRef<Path>, config: ClusterConfig) -> Result<RebuildReport> {
         let root = dir.as_ref().to_path_buf();
         config.validate()?;
