@@ -135,8 +135,9 @@ pub enum Error {
     /// The broker asked does not lead the partition (and, for a
     /// follower's fetch, does not follow it either): leadership moved.
     /// Kafka's `NOT_LEADER_OR_FOLLOWER`. Retriable: clients look the leader
-    /// up again and retry. With one broker, which leads every partition,
-    /// it does not occur yet.
+    /// up again and retry. The cluster sends every request to the leader's
+    /// broker and leaders do not move yet (elections are a later step), so
+    /// the public API does not return it yet.
     #[error("broker {broker} is not the leader of {topic}-{partition}")]
     NotLeaderOrFollower {
         /// The topic's name.
@@ -215,6 +216,18 @@ pub enum Error {
         /// The topic's name.
         topic: String,
         /// What is wrong with the count.
+        reason: String,
+    },
+
+    /// A replication factor is invalid: zero, above the number of brokers,
+    /// or above [`MAX_REPLICATION_FACTOR`](crate::MAX_REPLICATION_FACTOR);
+    /// the reason says which. Nothing was stored. Kafka's
+    /// `INVALID_REPLICATION_FACTOR`.
+    #[error("invalid replication factor for topic {topic}: {reason}")]
+    InvalidReplicationFactor {
+        /// The topic's name.
+        topic: String,
+        /// What is wrong with the factor.
         reason: String,
     },
 
@@ -525,6 +538,10 @@ impl Error {
                 reason: reason.clone(),
             },
             Error::InvalidPartitions { topic, reason } => Error::InvalidPartitions {
+                topic: topic.clone(),
+                reason: reason.clone(),
+            },
+            Error::InvalidReplicationFactor { topic, reason } => Error::InvalidReplicationFactor {
                 topic: topic.clone(),
                 reason: reason.clone(),
             },

@@ -166,10 +166,11 @@ pub use client::producer::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cluster::{
     CleanupPolicy, Cluster, ClusterConfig, ClusterConfigBuilder, ClusterRecoveryReport,
-    GroupDescription, GroupState, MAX_PARTITIONS_PER_CLUSTER, MAX_PARTITIONS_PER_TOPIC,
-    MAX_TOPIC_NAME_LEN, MemberDescription, NewTopic, OffsetAndMetadata, OffsetSpec, Partition,
-    PartitionDescription, PartitionLag, RebuildReport, RebuiltTopic, SkippedRecord, Subscription,
-    Topic, TopicConfig, TopicDescription, UnknownPartitionDir,
+    GroupDescription, GroupState, MAX_BROKERS, MAX_PARTITIONS_PER_CLUSTER,
+    MAX_PARTITIONS_PER_TOPIC, MAX_REPLICATION_FACTOR, MAX_TOPIC_NAME_LEN, MemberDescription,
+    NewTopic, OffsetAndMetadata, OffsetSpec, Partition, PartitionDescription, PartitionLag,
+    RebuildReport, RebuiltTopic, SkippedRecord, Subscription, Topic, TopicConfig, TopicDescription,
+    UnknownPartitionDir,
 };
 pub use config::{FlushPolicy, LogConfig, LogConfigBuilder};
 pub use error::{CorruptionKind, Error, FormatError, Result};

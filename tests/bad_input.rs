@@ -1002,7 +1002,16 @@ fn row26_consumer_config_out_of_range() {
 fn row27_cluster_config_out_of_range() {
     let b = ClusterConfig::builder;
     names_key(b().brokers(0).build(), "brokers");
-    names_key(b().brokers(3).build(), "brokers");
+    names_key(b().brokers(logbus::MAX_BROKERS + 1).build(), "brokers");
+    names_key(
+        b().default_replication_factor(0).build(),
+        "default.replication.factor",
+    );
+    names_key(
+        b().brokers(2).default_replication_factor(3).build(),
+        "default.replication.factor",
+    );
+    names_key(b().broker_dir(1, "/x").build(), "broker_dir");
     names_key(b().num_partitions(0).build(), "num.partitions");
     names_key(
         b().num_partitions(logbus::MAX_PARTITIONS_PER_TOPIC + 1)

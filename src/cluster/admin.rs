@@ -225,7 +225,7 @@ impl Cluster {
             let found = self
                 .inner
                 .partition_key(tp)
-                .and_then(|key| self.inner.replicas().offsets(&key));
+                .and_then(|key| self.inner.replicas_for(&key)?.offsets(&key));
             let log_end_offset = match found {
                 Ok(o) => o.high_watermark,
                 Err(Error::UnknownTopicOrPartition { .. }) => continue,
@@ -341,7 +341,7 @@ impl Cluster {
     /// Where `to` puts a consumer of `tp`, within [log start, high watermark].
     fn reset_offset(&self, tp: &TopicPartition, to: OffsetSpec) -> Result<u64> {
         let key = self.inner.partition_key(tp)?;
-        let replicas = self.inner.replicas();
+        let replicas = self.inner.replicas_for(&key)?;
         let offsets = replicas.offsets(&key)?;
         let (start, end) = (offsets.log_start, offsets.high_watermark);
         let offset = match to {

@@ -1,6 +1,9 @@
-//! A broker: one data directory (`broker-N/`) holding a directory per
-//! partition (`<topic>-<partition>/`, as Kafka names them) and the broker's
-//! checkpoint files.
+//! A broker: one data directory (`broker-N/` under the cluster's root, or
+//! a path of its own) holding a directory per partition it hosts a replica
+//! of (`<topic>-<partition>/`, as Kafka names them), the broker's
+//! checkpoint files and a `meta.properties` naming its cluster and its id
+//! (as Kafka's log directories carry one), so a directory of another
+//! broker or cluster is never taken for this one.
 //!
 //! Each partition directory carries Kafka's `partition.metadata` file with
 //! the topic id. A directory is removed only on positive evidence: its name
@@ -44,7 +47,7 @@ use crate::cluster::report::UnknownPartitionDir;
 use crate::config::LogConfig;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::log::{CheckpointRead, Log, LogScheduler, OffsetCheckpoint};
-use crate::replica::{PartitionOffsets, ReplicaManager, TopicIdPartition};
+use crate::replica::{LeaderAndIsr, PartitionOffsets, ReplicaManager, TopicIdPartition};
 use crate::storage::{OpenMode, Storage, write_atomic};
 
 const RECOVERY_POINT: &str = "recovery-point-offset-checkpoint";
@@ -53,6 +56,8 @@ const CLEANER: &str = "cleaner-offset-checkpoint";
 /// The broker's three checkpoint files.
 pub(crate) const CHECKPOINT_FILES: [&str; 3] = [RECOVERY_POINT, LOG_START, CLEANER];
 const PARTITION_METADATA: &str = "partition.metadata";
+/// A broker directory's identity file.
+const META_PROPERTIES: &str = "meta.properties";
 /// Suffix of a directory awaiting removal (Kafka's `DeleteDirSuffix`).
 const DELETE_SUFFIX: &str = "-delete";
 /// The longest file name most file systems take.
@@ -244,6 +249,7 @@ pub(crate) struct BrokerScan {
 /// One broker's data directory.
 #[derive(Debug)]
 pub(crate) struct Broker {
+    id: u32,
     dir: PathBuf,
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
@@ -258,24 +264,103 @@ pub(crate) struct Broker {
     pub(crate) replicas: ReplicaManager,
 }
 
-/// The id of the one broker (`broker-0/`).
-pub(crate) const BROKER_ID: u32 = 0;
+/// Whether `registry` places a replica of `topic`'s partition `partition`
+/// on broker `broker`.
+fn placed_on(registry: &Registry, topic: &str, partition: u32, broker: u32) -> bool {
+    registry
+        .topics
+        .get(topic)
+        .and_then(|meta| meta.assignments.get(partition as usize))
+        .is_some_and(|a| a.replicas.contains(&broker))
+}
+
+/// Checks the `meta.properties` of broker `id`'s directory `dir` against
+/// the cluster, or writes it if the directory has none (a new broker, or
+/// broker 0 of a cluster from before brokers had the file).
+///
+/// # Errors
+/// [`Error::InvalidConfig`] if the file names another cluster or broker
+/// (a broker directory given to the wrong broker or cluster), or is
+/// missing although the broker is `registered` (its directory was lost or
+/// moved: a registered broker's directory got the file before the
+/// registration was written); [`Error::Corrupt`] if it is unreadable;
+/// [`Error::Io`].
+fn check_identity(
+    storage: &dyn Storage,
+    dir: &Path,
+    cluster_id: &str,
+    id: u32,
+    registered: bool,
+) -> Result<()> {
+    let path = dir.join(META_PROPERTIES);
+    if !storage.exists(&path) && registered {
+        return Err(Error::InvalidConfig(format!(
+            "broker {id} of cluster {cluster_id} is registered, but its directory {} has no \
+             meta.properties: it is not the broker's directory (was it moved? check \
+             ClusterConfigBuilder::broker_dir)",
+            dir.display()
+        )));
+    }
+    if !storage.exists(&path) {
+        let text = format!("#logbus broker\nversion=1\ncluster.id={cluster_id}\nnode.id={id}\n");
+        return write_atomic(storage, &path, text.as_bytes());
+    }
+    let file = storage.open(&path, OpenMode::Existing)?;
+    let len = usize::try_from(file.len()?)
+        .unwrap_or(usize::MAX)
+        .min(64 * 1024);
+    let mut bytes = vec![0; len];
+    file.read_exact_at(&mut bytes, 0)?;
+    let text = String::from_utf8_lossy(&bytes);
+    let field = |key: &str| {
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let (Some(cluster), Some(node)) = (field("cluster.id"), field("node.id")) else {
+        return Err(Error::corrupt(
+            path,
+            0,
+            CorruptionKind::Metadata(
+                "a broker's meta.properties needs cluster.id and node.id".into(),
+            ),
+        ));
+    };
+    if cluster != cluster_id || node != id.to_string() {
+        return Err(Error::InvalidConfig(format!(
+            "{} belongs to broker {node} of cluster {cluster}, but was given to broker {id} of \
+             cluster {cluster_id}: check ClusterConfigBuilder::broker_dir",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
 
 impl Broker {
-    /// Opens the broker directory (creating it, durably), reads its
-    /// checkpoints, removes what positive evidence says is left over from
+    /// Opens broker `id`'s directory (creating it, durably), checks or
+    /// writes its `meta.properties`, reads its checkpoints, removes what positive evidence says is left over from
     /// deleted topics (`*-delete` directories, partition directories whose
     /// topic id `registry` records as removed), reports the partition
     /// directories it cannot attribute, and starts the log scheduler's
     /// `background_threads` threads.
     pub(crate) fn open(
+        id: u32,
         dir: PathBuf,
+        cluster_id: &str,
         storage: Arc<dyn Storage>,
         clock: Arc<dyn Clock>,
         registry: &Registry,
         background_threads: usize,
     ) -> Result<(Broker, BrokerScan)> {
         create_dir_durably(&*storage, &dir)?;
+        check_identity(
+            &*storage,
+            &dir,
+            cluster_id,
+            id,
+            registry.brokers.contains(&id),
+        )?;
         let read = |name: &str, tolerate_damage: bool| -> Result<Offsets> {
             let file = OffsetCheckpoint::with_storage(dir.join(name), storage.clone());
             match file.read() {
@@ -292,12 +377,7 @@ impl Broker {
             // A lost cleaner checkpoint only makes the next clean longer.
             cleaner: read(CLEANER, true)?,
         };
-        let live = |(topic, partition): &(String, u32)| {
-            registry
-                .topics
-                .get(topic)
-                .is_some_and(|meta| *partition < meta.partitions)
-        };
+        let live = |(topic, partition): &(String, u32)| placed_on(registry, topic, *partition, id);
         for map in [
             &mut checkpoints.recovery,
             &mut checkpoints.log_start,
@@ -307,12 +387,13 @@ impl Broker {
         }
         let scheduler = LogScheduler::start(background_threads, clock.clone())?;
         let broker = Broker {
+            id,
             dir,
             storage,
             clock,
             checkpoints: Mutex::new(checkpoints),
             scheduler,
-            replicas: ReplicaManager::new(BROKER_ID),
+            replicas: ReplicaManager::new(id),
         };
         let scan = broker.scan(registry)?;
         broker.write_checkpoints()?;
@@ -338,10 +419,7 @@ impl Broker {
             let Some((topic, partition)) = parse_partition_dir(name) else {
                 continue;
             };
-            let live_path = registry
-                .topics
-                .get(topic)
-                .is_some_and(|meta| partition < meta.partitions);
+            let live_path = placed_on(registry, topic, partition, self.id);
             let mut unknown = |topic_id: Option<Uuid>, reason: String| {
                 scan.unknown.push(UnknownPartitionDir {
                     path: path.clone(),
@@ -352,16 +430,22 @@ impl Broker {
             match dir_topic_id(&*self.storage, &path) {
                 Ok(Some(id)) => {
                     if let Some(meta) = registry.topic_by_id(&id) {
-                        if meta.name == topic && partition < meta.partitions {
+                        if meta.name == topic && live_path {
                             continue;
                         }
-                        unknown(
-                            Some(id),
+                        let reason = if meta.name == topic && partition < meta.partitions {
+                            format!(
+                                "partition {partition} of live topic {} has no replica on \
+                                 broker {}",
+                                meta.name, self.id
+                            )
+                        } else {
                             format!(
                                 "its topic id is live topic {}'s, which has partitions 0..{}",
                                 meta.name, meta.partitions
-                            ),
-                        );
+                            )
+                        };
+                        unknown(Some(id), reason);
                     } else if registry.removed.contains_key(&id) {
                         self.storage.remove_dir_all(&path)?;
                         scan.removed.push(path);
@@ -437,7 +521,8 @@ impl Broker {
     }
 
     /// Opens (creating if needed) the log of one partition and hosts it in
-    /// the broker's replica manager. A new partition's directory entry, its
+    /// the broker's replica manager, as its leader or a follower as `roles`
+    /// says. A new partition's directory entry, its
     /// `partition.metadata` and its first segment files are fsynced before
     /// this returns.
     ///
@@ -451,6 +536,8 @@ impl Broker {
         topic_id: Uuid,
         partition: u32,
         config: LogConfig,
+        roles: LeaderAndIsr,
+        min_insync: usize,
     ) -> Result<()> {
         let dir = self.partition_dir(topic, partition);
         let fresh = match dir_topic_id(&*self.storage, &dir) {
@@ -517,7 +604,8 @@ impl Broker {
             // The first segment's files.
             self.storage.sync_dir(&dir)?;
         }
-        self.replicas.host(topic, topic_id, partition, log)?;
+        self.replicas
+            .host(topic, topic_id, partition, roles, min_insync, log)?;
         let hosted = TopicIdPartition {
             topic_id,
             topic: topic.clone(),
@@ -681,6 +769,7 @@ mod tests {
                     replicas: vec![0],
                     leader: 0,
                     leader_epoch: 0,
+                    isr: vec![0],
                 })
                 .unwrap();
         }
@@ -690,7 +779,9 @@ mod tests {
     fn open_broker(dir: &Path, registry: &Registry) -> Broker {
         let storage: Arc<dyn Storage> = Arc::new(StdStorage);
         Broker::open(
+            0,
             dir.to_path_buf(),
+            "test-cluster",
             storage,
             Arc::new(SystemClock),
             registry,
@@ -749,7 +840,14 @@ mod tests {
         let broker = open_broker(dir.path(), &registry);
         let name: Arc<str> = Arc::from("t");
         broker
-            .open_partition(&name, id, 0, LogConfig::default())
+            .open_partition(
+                &name,
+                id,
+                0,
+                LogConfig::default(),
+                LeaderAndIsr::new(vec![0]),
+                1,
+            )
             .unwrap();
         let key = key(&name, id);
         broker.note_partition(&key);
@@ -779,7 +877,14 @@ mod tests {
         let name: Arc<str> = Arc::from("t");
         let broker = open_broker(dir.path(), &registry);
         broker
-            .open_partition(&name, id, 0, LogConfig::default())
+            .open_partition(
+                &name,
+                id,
+                0,
+                LogConfig::default(),
+                LeaderAndIsr::new(vec![0]),
+                1,
+            )
             .unwrap();
         let mut batch = crate::format::BatchBuilder::new(crate::types::Compression::None);
         for _ in 0..3 {
@@ -807,7 +912,14 @@ mod tests {
             .unwrap();
         let broker = open_broker(dir.path(), &registry);
         broker
-            .open_partition(&name, id, 0, LogConfig::default())
+            .open_partition(
+                &name,
+                id,
+                0,
+                LogConfig::default(),
+                LeaderAndIsr::new(vec![0]),
+                1,
+            )
             .unwrap();
         let hosted = self::key(&name, id);
         assert_eq!(broker.replicas.offsets(&hosted).unwrap().log_start, 3);

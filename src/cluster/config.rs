@@ -1,10 +1,15 @@
 //! Cluster-wide settings.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
-use crate::cluster::{MAX_PARTITIONS_PER_CLUSTER, MAX_PARTITIONS_PER_TOPIC, TopicConfig};
+use crate::cluster::{
+    MAX_BROKERS, MAX_PARTITIONS_PER_CLUSTER, MAX_PARTITIONS_PER_TOPIC, MAX_REPLICATION_FACTOR,
+    TopicConfig,
+};
 use crate::config::{duration, millis};
 use crate::error::{Error, Result};
 use crate::storage::{StdStorage, Storage};
@@ -32,6 +37,8 @@ const MAX_BACKGROUND_THREADS: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub(crate) brokers: u32,
+    pub(crate) broker_dirs: BTreeMap<u32, PathBuf>,
+    pub(crate) default_replication_factor: u16,
     pub(crate) num_partitions: u32,
     pub(crate) topic_defaults: TopicConfig,
     pub(crate) clock: Arc<dyn Clock>,
@@ -49,6 +56,8 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             brokers: 1,
+            broker_dirs: BTreeMap::new(),
+            default_replication_factor: 1,
             num_partitions: 1,
             topic_defaults: TopicConfig::new(),
             clock: Arc::new(SystemClock),
@@ -72,10 +81,25 @@ impl ClusterConfig {
         }
     }
 
-    /// Number of brokers (1 until replication lands).
+    /// Number of brokers (default 1), with ids `0..brokers`.
     #[must_use]
     pub fn brokers(&self) -> u32 {
         self.brokers
+    }
+
+    /// The data directory of broker `id` if it was placed with
+    /// [`ClusterConfigBuilder::broker_dir`]; `None` for the default,
+    /// `<root>/broker-<id>`.
+    #[must_use]
+    pub fn broker_dir(&self, id: u32) -> Option<&Path> {
+        self.broker_dirs.get(&id).map(PathBuf::as_path)
+    }
+
+    /// The replication factor of a topic created without one (Kafka's
+    /// `default.replication.factor`, default 1).
+    #[must_use]
+    pub fn default_replication_factor(&self) -> u16 {
+        self.default_replication_factor
     }
 
     /// Partitions of a topic created without a count (Kafka's
@@ -163,9 +187,44 @@ pub struct ClusterConfigBuilder {
 }
 
 impl ClusterConfigBuilder {
-    /// Number of brokers. Only 1 is accepted until replication lands.
+    /// Number of brokers, 1 to [`MAX_BROKERS`](crate::MAX_BROKERS)
+    /// (default 1). Broker `id` (`0..brokers`) keeps its partitions in
+    /// `<root>/broker-<id>/` unless [`broker_dir`](Self::broker_dir) puts
+    /// it elsewhere, and has its own replica manager and log threads
+    /// (`background.threads` each).
+    ///
+    /// A cluster remembers its brokers (the metadata log registers each
+    /// one): reopening it with fewer brokers than it had is refused with
+    /// [`Error::InvalidConfig`], since their replicas would be missing;
+    /// reopening with more adds brokers, which host the replicas of topics
+    /// created from then on. Replicas of a partition live on distinct
+    /// brokers, so a partition survives the loss of a broker's disk once
+    /// followers are fed (a later step: today followers' logs stay empty).
     pub fn brokers(mut self, brokers: u32) -> Self {
         self.config.brokers = brokers;
+        self
+    }
+
+    /// Puts broker `id`'s data directory at `path` instead of
+    /// `<root>/broker-<id>` (so brokers can sit on different disks).
+    /// `build()` refuses an id not below [`brokers`](Self::brokers) and two
+    /// brokers given the same path. The directory is locked while the
+    /// cluster is open and holds a `meta.properties` naming the cluster
+    /// and the broker, so a reopen that swaps two brokers' paths, or
+    /// points a broker at another cluster's directory, is refused.
+    pub fn broker_dir(mut self, id: u32, path: impl Into<PathBuf>) -> Self {
+        self.config.broker_dirs.insert(id, path.into());
+        self
+    }
+
+    /// Kafka's `default.replication.factor` (default 1): the replication
+    /// factor of a topic created without one
+    /// ([`NewTopic::replication_factor`](crate::NewTopic::replication_factor)),
+    /// `__consumer_offsets` included. 1 to
+    /// [`MAX_REPLICATION_FACTOR`](crate::MAX_REPLICATION_FACTOR), and at
+    /// most [`brokers`](Self::brokers).
+    pub fn default_replication_factor(mut self, factor: u16) -> Self {
+        self.config.default_replication_factor = factor;
         self
     }
 
@@ -281,9 +340,32 @@ impl ClusterConfigBuilder {
 impl ClusterConfig {
     pub(crate) fn validate(&self) -> Result<()> {
         let c = self;
-        if c.brokers != 1 {
+        if c.brokers == 0 || c.brokers > MAX_BROKERS {
             return Err(Error::InvalidConfig(format!(
-                "brokers={}: only one broker is supported until replication lands",
+                "brokers={} must be between 1 and {MAX_BROKERS} (logbus::MAX_BROKERS)",
+                c.brokers
+            )));
+        }
+        if let Some(&id) = c.broker_dirs.keys().find(|&&id| id >= c.brokers) {
+            return Err(Error::InvalidConfig(format!(
+                "broker_dir({id}, ..): broker ids are 0..{} (brokers={})",
+                c.brokers, c.brokers
+            )));
+        }
+        let mut seen = BTreeMap::new();
+        for (id, path) in &c.broker_dirs {
+            if let Some(other) = seen.insert(path, id) {
+                return Err(Error::InvalidConfig(format!(
+                    "brokers {other} and {id} were given the same directory {}",
+                    path.display()
+                )));
+            }
+        }
+        let factor = c.default_replication_factor;
+        if factor == 0 || factor > MAX_REPLICATION_FACTOR || u32::from(factor) > c.brokers {
+            return Err(Error::InvalidConfig(format!(
+                "default.replication.factor={factor} must be between 1 and the number of \
+                 brokers ({}), at most {MAX_REPLICATION_FACTOR} (logbus::MAX_REPLICATION_FACTOR)",
                 c.brokers
             )));
         }

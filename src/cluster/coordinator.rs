@@ -92,7 +92,7 @@ impl ClusterInner {
         let mut skipped = Vec::new();
         for p in 0..topic.partition_count() {
             let key = topic.key(p)?;
-            let replicas = self.replicas();
+            let replicas = self.replicas_for(&key)?;
             let offsets = replicas.offsets(&key)?;
             let mut bad = Vec::new();
             replay_records(
@@ -178,9 +178,9 @@ impl ClusterInner {
     }
 
     /// Appends a batch of commits or tombstones to a `__consumer_offsets`
-    /// partition, acknowledged by every in-sync replica.
+    /// partition, through its leader, acknowledged by every in-sync replica.
     fn append_offsets_batch(&self, key: &TopicIdPartition, builder: BatchBuilder) -> Result<()> {
-        self.replicas().append(
+        self.replicas_for(key)?.append(
             key,
             &mut builder.build()?.to_vec(),
             AppendOrigin::Trusted,

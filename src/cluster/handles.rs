@@ -24,6 +24,7 @@ use crate::replica::{AppendAcks, AppendOrigin, FetchBound, TopicIdPartition};
 pub struct NewTopic {
     pub(crate) name: String,
     pub(crate) partitions: Option<u32>,
+    pub(crate) replication_factor: Option<u16>,
     pub(crate) config: TopicConfig,
 }
 
@@ -33,6 +34,7 @@ impl NewTopic {
         NewTopic {
             name: name.into(),
             partitions: Some(partitions),
+            replication_factor: None,
             config: TopicConfig::new(),
         }
     }
@@ -42,8 +44,42 @@ impl NewTopic {
         NewTopic {
             name: name.into(),
             partitions: None,
+            replication_factor: None,
             config: TopicConfig::new(),
         }
+    }
+
+    /// The number of replicas of each partition (Kafka's
+    /// `replicationFactor` of a `NewTopic`), on distinct brokers: 1 to the
+    /// cluster's number of brokers, at most
+    /// [`MAX_REPLICATION_FACTOR`](crate::MAX_REPLICATION_FACTOR). Without
+    /// it the cluster's `default.replication.factor` applies
+    /// ([`ClusterConfigBuilder::default_replication_factor`](crate::ClusterConfigBuilder::default_replication_factor)).
+    /// [`Cluster::create_topic`](crate::Cluster::create_topic) refuses
+    /// another value with
+    /// [`Error::InvalidReplicationFactor`](crate::Error::InvalidReplicationFactor).
+    ///
+    /// Replicas are placed as Kafka places them: partition leaders
+    /// round-robin over the brokers, followers spread after them. Followers
+    /// are not fed yet (their logs stay empty; fetchers are the next step),
+    /// so a factor above 1 adds no durability today.
+    ///
+    /// ```
+    /// use logbus::{Cluster, ClusterConfig, NewTopic};
+    /// let dir = tempfile::tempdir()?;
+    /// let config = ClusterConfig::builder().brokers(3).build()?;
+    /// let cluster = Cluster::open(dir.path(), config)?;
+    /// let topic = cluster.create_topic(NewTopic::new("orders", 3).replication_factor(2))?;
+    /// for p in topic.describe()?.partitions {
+    ///     assert_eq!(p.replicas.len(), 2);
+    ///     assert_eq!((p.leader, p.leader_epoch), (p.replicas[0], 0));
+    ///     assert_eq!(p.isr, p.replicas);
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn replication_factor(mut self, factor: u16) -> Self {
+        self.replication_factor = Some(factor);
+        self
     }
 
     /// The topic's own configs, laid over the cluster's defaults.
@@ -120,7 +156,7 @@ impl Topic {
     pub fn partition(&self, partition: u32) -> Result<Partition> {
         self.cluster.check_open()?;
         let key = self.state.key(partition)?;
-        let recovery = self.cluster.replicas().recovery_report(&key)?;
+        let recovery = self.cluster.replicas_for(&key)?.recovery_report(&key)?;
         Ok(Partition {
             cluster: self.cluster.clone(),
             topic: self.state.clone(),
@@ -183,11 +219,14 @@ pub struct PartitionDescription {
     pub partition: u32,
     /// The broker leading it.
     pub leader: u32,
+    /// The leader's epoch: 0 when the partition is created, bumped by
+    /// every leader change (elections are a later step).
+    pub leader_epoch: i32,
     /// The brokers holding a replica, the preferred leader first (with one
     /// broker: `[0]`).
     pub replicas: Vec<u32>,
-    /// The in-sync replicas: those caught up with the leader (with one
-    /// broker: `[0]`).
+    /// The in-sync replicas: those caught up with the leader (at creation,
+    /// every replica; with one broker: `[0]`).
     pub isr: Vec<u32>,
     /// The log start offset.
     pub log_start_offset: u64,
@@ -248,7 +287,11 @@ impl Partition {
     /// once the topic is deleted, [`Error::Closed`](crate::Error::Closed)
     /// once the cluster is closed; the same for every method here.
     pub fn log_start_offset(&self) -> Result<u64> {
-        Ok(self.cluster.replicas().offsets(&self.key)?.log_start)
+        Ok(self
+            .cluster
+            .replicas_for(&self.key)?
+            .offsets(&self.key)?
+            .log_start)
     }
 
     /// The high watermark: the offset after the last record consumers may
@@ -257,7 +300,11 @@ impl Partition {
     /// # Errors
     /// As [`Partition::log_start_offset`].
     pub fn high_watermark(&self) -> Result<u64> {
-        Ok(self.cluster.replicas().offsets(&self.key)?.high_watermark)
+        Ok(self
+            .cluster
+            .replicas_for(&self.key)?
+            .offsets(&self.key)?
+            .high_watermark)
     }
 
     /// The log end offset: the offset the next record gets.
@@ -265,7 +312,11 @@ impl Partition {
     /// # Errors
     /// As [`Partition::log_start_offset`].
     pub fn log_end_offset(&self) -> Result<u64> {
-        Ok(self.cluster.replicas().offsets(&self.key)?.log_end)
+        Ok(self
+            .cluster
+            .replicas_for(&self.key)?
+            .offsets(&self.key)?
+            .log_end)
     }
 
     /// Bytes of the partition's segments on disk.
@@ -273,7 +324,7 @@ impl Partition {
     /// # Errors
     /// As [`Partition::log_start_offset`].
     pub fn size_bytes(&self) -> Result<u64> {
-        self.cluster.replicas().size_bytes(&self.key)
+        self.cluster.replicas_for(&self.key)?.size_bytes(&self.key)
     }
 
     /// What recovery did when this partition's log was opened (with the
@@ -297,9 +348,12 @@ impl Partition {
     pub fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
         self.topic.refuse_internal("appending to")?;
         // Acknowledged once appended, as `acks=all` is with one broker.
-        self.cluster
-            .replicas()
-            .append(&self.key, batches, AppendOrigin::Client, AppendAcks::All)
+        self.cluster.replicas_for(&self.key)?.append(
+            &self.key,
+            batches,
+            AppendOrigin::Client,
+            AppendAcks::All,
+        )
     }
 
     /// Reads whole batches from `offset` (the first may start before it),
@@ -316,7 +370,7 @@ impl Partition {
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<LogRead> {
         Ok(self
             .cluster
-            .replicas()
+            .replicas_for(&self.key)?
             .fetch(&self.key, offset, max_bytes, FetchBound::HighWatermark)?
             .into_log_read())
     }
@@ -338,7 +392,7 @@ impl Partition {
             )));
         }
         self.cluster
-            .replicas()
+            .replicas_for(&self.key)?
             .offset_for_timestamp(&self.key, timestamp)
     }
 
@@ -353,9 +407,10 @@ impl Partition {
     /// [`Partition::log_start_offset`].
     pub fn delete_records(&self, offset: u64) -> Result<u64> {
         self.topic.refuse_internal("deleting records of")?;
-        let start = self.cluster.replicas().delete_records(&self.key, offset)?;
-        self.cluster.broker.note_partition(&self.key);
-        self.cluster.broker.write_checkpoints()?;
+        let broker = self.cluster.leader_broker(&self.key)?;
+        let start = broker.replicas.delete_records(&self.key, offset)?;
+        broker.note_partition(&self.key);
+        broker.write_checkpoints()?;
         Ok(start)
     }
 
@@ -384,7 +439,9 @@ impl Partition {
     /// fails (which fences the partition), plus those of
     /// [`Partition::log_start_offset`].
     pub fn enforce_retention(&self) -> Result<RetentionReport> {
-        self.cluster.replicas().enforce_retention(&self.key)
+        self.cluster
+            .replicas_for(&self.key)?
+            .enforce_retention(&self.key)
     }
 
     /// Runs one cleaning pass on this partition now, whatever its dirty
@@ -412,14 +469,15 @@ impl Partition {
     /// [`Log::clean`](crate::Log::clean), plus those of
     /// [`Partition::log_start_offset`].
     pub fn clean(&self) -> Result<CleanReport> {
-        self.cluster.replicas().clean(&self.key)
+        self.cluster.replicas_for(&self.key)?.clean(&self.key)
     }
 
     fn describe(&self) -> Result<PartitionDescription> {
-        let info = self.cluster.replicas().describe(&self.key)?;
+        let info = self.cluster.replicas_for(&self.key)?.describe(&self.key)?;
         Ok(PartitionDescription {
             partition: self.partition(),
             leader: info.leader,
+            leader_epoch: info.leader_epoch,
             replicas: info.replicas.iter().map(|r| r.broker).collect(),
             isr: info.isr,
             log_start_offset: info.offsets.log_start,

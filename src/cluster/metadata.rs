@@ -14,7 +14,7 @@
 //! that was acknowledged is found below the recovery point (and refused by
 //! the log's recovery) instead of being cut as a torn tail.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +28,7 @@ use crate::config::{FlushPolicy, LogConfig};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::format::{Batch, BatchBuilder};
 use crate::log::{CheckpointRead, Log, OffsetCheckpoint, RecoveryReport};
+use crate::replica::LeaderAndIsr;
 use crate::storage::segment::{LOG_SUFFIX, parse_segment_file};
 use crate::storage::{OpenMode, Storage};
 use crate::types::Compression;
@@ -41,20 +42,28 @@ const TOPIC: u8 = 1;
 const PARTITION: u8 = 2;
 const CONFIG: u8 = 3;
 const REMOVE_TOPIC: u8 = 4;
+const REGISTER_BROKER: u8 = 5;
+/// The version every record type is written in, except `Partition`.
 const VERSION: u8 = 0;
+/// `Partition` records are written in version 1 (with the ISR); version 0
+/// (no ISR: the ISR is the replicas) is still read.
+const PARTITION_VERSION: u8 = 1;
 
 /// One change to the cluster's metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum MetadataRecord {
     /// A topic was created with this id.
     Topic { name: String, id: Uuid },
-    /// A partition exists, with its replicas and leader (broker ids).
+    /// A partition exists, with its replicas (broker ids, the preferred
+    /// leader first), its leader, leader epoch and in-sync replicas: in
+    /// the spirit of KRaft's `PartitionRecord`.
     Partition {
         topic_id: Uuid,
         partition: u32,
         replicas: Vec<u32>,
         leader: u32,
         leader_epoch: i32,
+        isr: Vec<u32>,
     },
     /// A topic config was set (`Some`) or removed (`None`).
     Config {
@@ -64,6 +73,9 @@ pub(crate) enum MetadataRecord {
     },
     /// A topic was deleted.
     RemoveTopic { topic_id: Uuid },
+    /// A broker joined the cluster (KRaft's `RegisterBrokerRecord`, with
+    /// only the id): the cluster cannot open with fewer brokers afterwards.
+    RegisterBroker { broker_id: u32 },
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -77,6 +89,24 @@ fn get_str(cur: &mut Cursor<&[u8]>) -> std::io::Result<String> {
     let mut buf = vec![0; usize::from(len)];
     cur.read_exact(&mut buf)?;
     String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Writes a list of broker ids: `u16` count, then each `u32`.
+fn put_brokers(out: &mut Vec<u8>, brokers: &[u32]) {
+    let n = u16::try_from(brokers.len()).expect("at most MAX_BROKERS brokers");
+    out.write_u16::<BigEndian>(n).expect("writing to a Vec");
+    for b in brokers {
+        out.write_u32::<BigEndian>(*b).expect("writing to a Vec");
+    }
+}
+
+fn get_brokers(cur: &mut Cursor<&[u8]>) -> std::io::Result<Vec<u32>> {
+    let n = cur.read_u16::<BigEndian>()?;
+    let mut brokers = Vec::with_capacity(usize::from(n.min(16)));
+    for _ in 0..n {
+        brokers.push(cur.read_u32::<BigEndian>()?);
+    }
+    Ok(brokers)
 }
 
 fn get_uuid(cur: &mut Cursor<&[u8]>) -> std::io::Result<Uuid> {
@@ -99,17 +129,15 @@ impl MetadataRecord {
                 replicas,
                 leader,
                 leader_epoch,
+                isr,
             } => {
-                w.extend_from_slice(&[PARTITION, VERSION]);
+                w.extend_from_slice(&[PARTITION, PARTITION_VERSION]);
                 w.write_u128::<BigEndian>(topic_id.as_u128()).expect("vec");
                 w.write_u32::<BigEndian>(*partition).expect("vec");
-                let n = u16::try_from(replicas.len()).expect("at most 10 replicas");
-                w.write_u16::<BigEndian>(n).expect("vec");
-                for r in replicas {
-                    w.write_u32::<BigEndian>(*r).expect("vec");
-                }
+                put_brokers(w, replicas);
                 w.write_u32::<BigEndian>(*leader).expect("vec");
                 w.write_i32::<BigEndian>(*leader_epoch).expect("vec");
+                put_brokers(w, isr);
             }
             MetadataRecord::Config {
                 topic_id,
@@ -131,6 +159,10 @@ impl MetadataRecord {
                 w.extend_from_slice(&[REMOVE_TOPIC, VERSION]);
                 w.write_u128::<BigEndian>(topic_id.as_u128()).expect("vec");
             }
+            MetadataRecord::RegisterBroker { broker_id } => {
+                w.extend_from_slice(&[REGISTER_BROKER, VERSION]);
+                w.write_u32::<BigEndian>(*broker_id).expect("vec");
+            }
         }
         out
     }
@@ -140,9 +172,15 @@ impl MetadataRecord {
         let parsed = (|| -> std::io::Result<std::result::Result<Self, String>> {
             let kind = cur.read_u8()?;
             let version = cur.read_u8()?;
-            if version != VERSION {
+            let newest = if kind == PARTITION {
+                PARTITION_VERSION
+            } else {
+                VERSION
+            };
+            if version > newest {
                 return Ok(Err(format!(
-                    "record type {kind} has version {version}; this logbus reads version {VERSION}"
+                    "record type {kind} has version {version}; this logbus reads versions up \
+                     to {newest}"
                 )));
             }
             let record = match kind {
@@ -153,17 +191,22 @@ impl MetadataRecord {
                 PARTITION => {
                     let topic_id = get_uuid(&mut cur)?;
                     let partition = cur.read_u32::<BigEndian>()?;
-                    let n = cur.read_u16::<BigEndian>()?;
-                    let mut replicas = Vec::with_capacity(usize::from(n.min(16)));
-                    for _ in 0..n {
-                        replicas.push(cur.read_u32::<BigEndian>()?);
-                    }
+                    let replicas = get_brokers(&mut cur)?;
+                    let leader = cur.read_u32::<BigEndian>()?;
+                    let leader_epoch = cur.read_i32::<BigEndian>()?;
+                    // Version 0 (one broker) has no ISR: every replica is in sync.
+                    let isr = if version == 0 {
+                        replicas.clone()
+                    } else {
+                        get_brokers(&mut cur)?
+                    };
                     MetadataRecord::Partition {
                         topic_id,
                         partition,
                         replicas,
-                        leader: cur.read_u32::<BigEndian>()?,
-                        leader_epoch: cur.read_i32::<BigEndian>()?,
+                        leader,
+                        leader_epoch,
+                        isr,
                     }
                 }
                 CONFIG => {
@@ -182,6 +225,9 @@ impl MetadataRecord {
                 REMOVE_TOPIC => MetadataRecord::RemoveTopic {
                     topic_id: get_uuid(&mut cur)?,
                 },
+                REGISTER_BROKER => MetadataRecord::RegisterBroker {
+                    broker_id: cur.read_u32::<BigEndian>()?,
+                },
                 other => return Ok(Err(format!("unknown metadata record type {other}"))),
             };
             Ok(Ok(record))
@@ -195,12 +241,28 @@ impl MetadataRecord {
     }
 }
 
+impl LeaderAndIsr {
+    /// The `Partition` record of partition `partition` of topic `topic_id`.
+    pub(crate) fn record(&self, topic_id: Uuid, partition: u32) -> MetadataRecord {
+        MetadataRecord::Partition {
+            topic_id,
+            partition,
+            replicas: self.replicas.clone(),
+            leader: self.leader,
+            leader_epoch: self.leader_epoch,
+            isr: self.isr.clone(),
+        }
+    }
+}
+
 /// What the registry knows of one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TopicMeta {
     pub(crate) name: String,
     pub(crate) id: Uuid,
     pub(crate) partitions: u32,
+    /// Each partition's assignment, by partition number.
+    pub(crate) assignments: Vec<LeaderAndIsr>,
     pub(crate) config: BTreeMap<String, String>,
 }
 
@@ -212,6 +274,8 @@ pub(crate) struct Registry {
     /// Ids of deleted topics, with the name each had: the positive
     /// evidence that lets a partition directory naming one be removed.
     pub(crate) removed: BTreeMap<Uuid, String>,
+    /// The brokers registered (`RegisterBroker` records).
+    pub(crate) brokers: BTreeSet<u32>,
 }
 
 impl Registry {
@@ -233,6 +297,7 @@ impl Registry {
                         name: name.clone(),
                         id: *id,
                         partitions: 0,
+                        assignments: Vec::new(),
                         config: BTreeMap::new(),
                     },
                 );
@@ -240,7 +305,10 @@ impl Registry {
             MetadataRecord::Partition {
                 topic_id,
                 partition,
-                ..
+                replicas,
+                leader,
+                leader_epoch,
+                isr,
             } => {
                 let topic = self.topic_mut(topic_id)?;
                 if *partition != topic.partitions {
@@ -249,6 +317,24 @@ impl Registry {
                         topic.name, topic.partitions
                     ));
                 }
+                let distinct: BTreeSet<&u32> = replicas.iter().collect();
+                if replicas.is_empty()
+                    || distinct.len() != replicas.len()
+                    || !replicas.contains(leader)
+                    || !isr.iter().all(|b| replicas.contains(b))
+                {
+                    return Err(format!(
+                        "partition {partition} of {} has an impossible assignment: replicas \
+                         {replicas:?}, leader {leader}, ISR {isr:?}",
+                        topic.name
+                    ));
+                }
+                topic.assignments.push(LeaderAndIsr {
+                    replicas: replicas.clone(),
+                    leader: *leader,
+                    leader_epoch: *leader_epoch,
+                    isr: isr.clone(),
+                });
                 topic.partitions += 1;
             }
             MetadataRecord::Config {
@@ -270,6 +356,9 @@ impl Registry {
                 self.topics.remove(&name);
                 self.removed.insert(*topic_id, name);
             }
+            MetadataRecord::RegisterBroker { broker_id } => {
+                self.brokers.insert(*broker_id);
+            }
         }
         Ok(())
     }
@@ -282,6 +371,19 @@ impl Registry {
                 topic: name.to_string(),
                 partition: None,
             })
+    }
+
+    /// The brokers the metadata knows of: those registered and those any
+    /// partition's replicas name (a log from before registrations names
+    /// broker 0 only there).
+    pub(crate) fn known_brokers(&self) -> BTreeSet<u32> {
+        let mut known = self.brokers.clone();
+        for topic in self.topics.values() {
+            for a in &topic.assignments {
+                known.extend(a.replicas.iter().copied());
+            }
+        }
+        known
     }
 
     /// The live topic with id `id`.
@@ -572,7 +674,7 @@ pub(crate) fn read_prefix(storage: &dyn Storage, dir: &Path) -> Result<MetadataP
                     MetadataRecord::Topic { id, .. } => {
                         prefix.configs.entry(id).or_default();
                     }
-                    MetadataRecord::RemoveTopic { .. } => {}
+                    MetadataRecord::RemoveTopic { .. } | MetadataRecord::RegisterBroker { .. } => {}
                 }
             }
         }
@@ -598,7 +700,9 @@ mod tests {
                 replicas: vec![0, 1],
                 leader: 0,
                 leader_epoch: 3,
+                isr: vec![1],
             },
+            MetadataRecord::RegisterBroker { broker_id: 7 },
             MetadataRecord::Config {
                 topic_id: id,
                 key: "retention.ms".into(),
@@ -625,6 +729,57 @@ mod tests {
         assert!(MetadataRecord::decode(&[1, 1]).is_err());
     }
 
+    /// A `Partition` record of version 0 (written before several brokers:
+    /// no ISR) still reads, with every replica in sync.
+    #[test]
+    fn version_0_partition_records_read_with_the_isr_as_the_replicas() {
+        let id = Uuid::from_u128(42);
+        let mut v0 = vec![PARTITION, 0];
+        v0.extend_from_slice(&id.as_u128().to_be_bytes());
+        v0.extend_from_slice(&3u32.to_be_bytes());
+        v0.extend_from_slice(&1u16.to_be_bytes());
+        v0.extend_from_slice(&0u32.to_be_bytes());
+        v0.extend_from_slice(&0u32.to_be_bytes());
+        v0.extend_from_slice(&0i32.to_be_bytes());
+        assert_eq!(
+            MetadataRecord::decode(&v0).unwrap(),
+            MetadataRecord::Partition {
+                topic_id: id,
+                partition: 3,
+                replicas: vec![0],
+                leader: 0,
+                leader_epoch: 0,
+                isr: vec![0],
+            }
+        );
+        // Version 1 is what is written now; version 2 is refused.
+        let written = LeaderAndIsr::new(vec![2, 0]).record(id, 3).encode();
+        assert_eq!(&written[..2], &[PARTITION, 1]);
+        let mut v2 = written.clone();
+        v2[1] = 2;
+        assert!(MetadataRecord::decode(&v2).is_err());
+    }
+
+    #[test]
+    fn known_brokers_are_the_registered_ones_and_every_replica() {
+        let id = Uuid::from_u128(9);
+        let mut r = Registry::default();
+        assert!(r.known_brokers().is_empty());
+        r.apply(&MetadataRecord::Topic {
+            name: "t".into(),
+            id,
+        })
+        .unwrap();
+        r.apply(&LeaderAndIsr::new(vec![0]).record(id, 0)).unwrap();
+        assert_eq!(r.known_brokers(), BTreeSet::from([0]));
+        r.apply(&MetadataRecord::RegisterBroker { broker_id: 4 })
+            .unwrap();
+        r.apply(&LeaderAndIsr::new(vec![2, 1]).record(id, 1))
+            .unwrap();
+        assert_eq!(r.known_brokers(), BTreeSet::from([0, 1, 2, 4]));
+        assert_eq!(r.topic("t").unwrap().assignments[1].leader, 2);
+    }
+
     #[test]
     fn registry_rejects_records_that_do_not_fit() {
         let id = Uuid::from_u128(7);
@@ -641,8 +796,22 @@ mod tests {
             replicas: vec![0],
             leader: 0,
             leader_epoch: 0,
+            isr: vec![0],
         };
         assert!(r.apply(&p1).is_err(), "partition 1 before partition 0");
+        let bad = |replicas: Vec<u32>, leader: u32, isr: Vec<u32>| MetadataRecord::Partition {
+            topic_id: id,
+            partition: 0,
+            replicas,
+            leader,
+            leader_epoch: 0,
+            isr,
+        };
+        assert!(r.apply(&bad(vec![], 0, vec![])).is_err(), "no replicas");
+        assert!(r.apply(&bad(vec![1, 1], 1, vec![1])).is_err(), "twice");
+        assert!(r.apply(&bad(vec![1, 2], 3, vec![1])).is_err(), "leader");
+        assert!(r.apply(&bad(vec![1, 2], 1, vec![3])).is_err(), "isr");
+        assert_eq!(r.topic("t").unwrap().partitions, 0);
         assert!(
             r.apply(&MetadataRecord::RemoveTopic {
                 topic_id: Uuid::from_u128(8)

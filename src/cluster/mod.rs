@@ -1,13 +1,25 @@
-//! L4: the cluster: brokers (one data directory each) and the controller,
-//! which owns the topic registry and persists it in its metadata log.
+//! L4: the cluster: brokers (one data directory each, with its own
+//! replica manager and log threads) and the controller, which owns the
+//! topic registry (topics, configs, each partition's replicas, leader,
+//! leader epoch and ISR, the registered brokers) and persists it in its
+//! metadata log.
+//!
+//! Every request for a partition goes to its leader's broker's
+//! [`ReplicaManager`] ([`ClusterInner::replicas_for`]); another broker's
+//! manager answers `NotLeaderOrFollower`. Followers' logs exist on their
+//! brokers but are not fed yet (fetchers, ISR changes and elections are the
+//! next step).
 //!
 //! ## Locks
 //! `controller` (the registry and the metadata log) is taken first and held
 //! for a whole create, delete or partition addition, so those run one at a
 //! time and a re-created topic never meets its predecessor's files. Then
-//! `topics` (name to live topic state), then the broker's replica manager
-//! (its table of hosted partitions, then a partition's log lock: see
-//! [`crate::replica`]). Appends and reads take only the last ones, shared.
+//! `topics` (name to live topic state), then a topic's `assignments` (read
+//! under `topics` to find a partition's leader; written under `controller`
+//! alone when partitions are added), then a broker's replica manager (its
+//! table of hosted partitions, then a partition's log lock: see
+//! [`crate::replica`]); no two brokers' locks are ever held together.
+//! Appends and reads take only the last ones, shared.
 //!
 //! `clients` (weak references to the live producers) is taken alone, to
 //! copy or extend it. [`Cluster::close`] copies it, then flushes each
@@ -19,11 +31,13 @@ mod admin;
 mod broker;
 mod checkpointer;
 mod config;
+mod controller;
 mod coordinator;
 mod group;
 mod handles;
 mod metadata;
 mod offsets;
+mod placement;
 mod rebuild;
 mod replay;
 mod report;
@@ -42,7 +56,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::{CorruptionKind, Error, Result};
-use crate::replica::ReplicaManager;
+use crate::replica::{LeaderAndIsr, ReplicaManager};
 use crate::storage::{DirLock, OpenMode, Storage, write_atomic};
 use crate::types::TopicPartition;
 
@@ -68,12 +82,13 @@ pub use topic_config::{CleanupPolicy, MAX_TOPIC_NAME_LEN, TopicConfig};
 
 use broker::{Broker, create_dir_durably, held_partition_dirs};
 use checkpointer::Checkpointer;
+use controller::Controller;
 use metadata::{MetadataLog, MetadataRecord, Registry};
-use topic_config::collision_key;
 pub(crate) use topic_config::validate_topic_name;
 
 const META_PROPERTIES: &str = "meta.properties";
 const METADATA_DIR: &str = "__cluster_metadata-0";
+/// Broker 0's directory: the one broker of a single-broker cluster.
 const BROKER_DIR: &str = "broker-0";
 const FORMAT_VERSION: &str = "1";
 
@@ -83,6 +98,17 @@ const FORMAT_VERSION: &str = "1";
 /// a 249-character topic) within 255 bytes. Above it, creating a topic or
 /// adding partitions fails with [`Error::InvalidPartitions`].
 pub const MAX_PARTITIONS_PER_TOPIC: u32 = 10_000;
+
+/// The most brokers a cluster may have
+/// ([`ClusterConfigBuilder::brokers`]). Each broker starts its own
+/// `background.threads` log threads.
+pub const MAX_BROKERS: u32 = 64;
+
+/// The largest replication factor a topic may have (and the largest
+/// `default.replication.factor`); it must also be at most the number of
+/// brokers. Above it, creating a topic fails with
+/// [`Error::InvalidReplicationFactor`].
+pub const MAX_REPLICATION_FACTOR: u16 = 10;
 
 /// The most partitions a cluster may hold, over all topics (internal ones
 /// included), and the largest value of
@@ -135,9 +161,11 @@ pub(crate) struct ClusterInner {
     cluster_id: String,
     controller: Mutex<Controller>,
     topics: RwLock<HashMap<String, Arc<TopicState>>>,
-    broker: Broker,
+    /// The brokers, by id.
+    brokers: Vec<Broker>,
     closed: AtomicBool,
-    lock: Mutex<Option<DirLock>>,
+    /// The root's lock and those of brokers placed elsewhere.
+    lock: Mutex<Vec<DirLock>>,
     checkpointer: Mutex<Option<Checkpointer>>,
     offsets: coordinator::OffsetStore,
     /// Group membership (join, sync, heartbeat, leave).
@@ -154,12 +182,6 @@ pub(crate) struct ClusterInner {
     recovery: ClusterRecoveryReport,
 }
 
-#[derive(Debug)]
-struct Controller {
-    metadata: Option<MetadataLog>,
-    registry: Registry,
-}
-
 /// A live topic: its id, configuration and partitions.
 #[derive(Debug)]
 pub(crate) struct TopicState {
@@ -172,6 +194,9 @@ pub(crate) struct TopicState {
     /// Stored after a new partition is hosted by the broker, so every
     /// partition below it exists.
     count: AtomicU32,
+    /// Each partition's replicas, leader, leader epoch and ISR, by
+    /// partition number; an entry is pushed before `count` covers it.
+    assignments: RwLock<Vec<LeaderAndIsr>>,
     deleted: AtomicBool,
     /// An internal topic (`__consumer_offsets`): only the cluster itself
     /// appends to it, deletes its records or changes its partitions.
@@ -189,6 +214,14 @@ impl TopicState {
             topic: self.name.to_string(),
             partition,
         }
+    }
+
+    /// The broker leading `partition`, if the topic has it.
+    pub(crate) fn leader(&self, partition: u32) -> Option<u32> {
+        self.assignments
+            .read()
+            .get(partition as usize)
+            .map(|a| a.leader)
     }
 
     /// The current partition count (one atomic load, no lock).
@@ -269,13 +302,21 @@ impl Cluster {
         let lock = storage.lock_dir(&root)?;
         let cluster_id = meta_properties(&*storage, &root)?;
         let metadata_dir = root.join(METADATA_DIR);
-        let broker_dir = root.join(BROKER_DIR);
+        let broker_dirs: Vec<PathBuf> = (0..config.brokers)
+            .map(|id| broker_dir(&root, &config, id))
+            .collect();
+        // Brokers placed elsewhere are locked before anything is read.
+        let mut locks = vec![lock];
+        for dir in config.broker_dirs.values() {
+            create_dir_durably(&*storage, dir)?;
+            locks.push(storage.lock_dir(dir)?);
+        }
         let recovery_point = metadata::read_recovery_point(&storage, &root)?;
         if metadata_is_empty(&*storage, &metadata_dir)? {
-            refuse_empty_registry(&*storage, &metadata_dir, &broker_dir, recovery_point)?;
+            refuse_empty_registry(&*storage, &metadata_dir, &broker_dirs, recovery_point)?;
         }
         create_dir_durably(&*storage, &metadata_dir)?;
-        let (metadata, registry) = MetadataLog::open(
+        let (mut metadata, mut registry) = MetadataLog::open(
             metadata_dir,
             Some(&root),
             storage.clone(),
@@ -287,21 +328,44 @@ impl Cluster {
             if let Err(e) = refuse_empty_registry(
                 &*storage,
                 &root.join(METADATA_DIR),
-                &broker_dir,
+                &broker_dirs,
                 recovery_point,
             ) {
                 let _ = metadata.close();
                 return Err(e);
             }
         }
+        if let Err(e) = check_brokers(&registry, &config, &root) {
+            let _ = metadata.close();
+            return Err(e);
+        }
         let metadata_report = metadata.recovery_report().clone();
-        let (broker, scan) = Broker::open(
-            broker_dir,
-            storage,
-            config.clock.clone(),
-            &registry,
-            config.background_threads,
-        )?;
+        let mut brokers = Vec::with_capacity(broker_dirs.len());
+        let mut scan = broker::BrokerScan::default();
+        for (id, dir) in (0..).zip(broker_dirs) {
+            let (broker, found) = Broker::open(
+                id,
+                dir,
+                &cluster_id,
+                storage.clone(),
+                config.clock.clone(),
+                &registry,
+                config.background_threads,
+            )?;
+            brokers.push(broker);
+            scan.removed.extend(found.removed);
+            scan.unknown.extend(found.unknown);
+        }
+        // Every broker of a cluster of several is registered, so a reopen
+        // with fewer is refused. (Broker 0 always exists: a single-broker
+        // cluster's metadata log stays as it was.)
+        let unregistered: Vec<MetadataRecord> = (0..config.brokers)
+            .filter(|id| config.brokers > 1 && !registry.brokers.contains(id))
+            .map(|broker_id| MetadataRecord::RegisterBroker { broker_id })
+            .collect();
+        if !unregistered.is_empty() {
+            metadata.commit(&mut registry, &unregistered)?;
+        }
         let mut inner = ClusterInner {
             root,
             cluster_id,
@@ -310,9 +374,9 @@ impl Cluster {
                 registry: registry.clone(),
             }),
             topics: RwLock::new(HashMap::new()),
-            broker,
+            brokers,
             closed: AtomicBool::new(false),
-            lock: Mutex::new(Some(lock)),
+            lock: Mutex::new(locks),
             checkpointer: Mutex::new(None),
             offsets: coordinator::OffsetStore::default(),
             groups: GroupCoordinator::new(group::GroupLimits {
@@ -335,11 +399,15 @@ impl Cluster {
         };
         for meta in registry.topics.values() {
             let overrides = TopicConfig::from_stored(&meta.config)?;
-            let state = inner.open_topic(&meta.name, meta.id, overrides, meta.partitions)?;
-            for p in 0..state.partition_count() {
+            let state =
+                inner.open_topic(&meta.name, meta.id, overrides, meta.assignments.clone())?;
+            for (p, roles) in (0..).zip(&meta.assignments) {
                 report.partitions.insert(
                     TopicPartition::new(meta.name.clone(), p),
-                    inner.replicas().recovery_report(&state.key(p)?)?,
+                    inner
+                        .broker(roles.leader)?
+                        .replicas
+                        .recovery_report(&state.key(p)?)?,
                 );
             }
             inner.topics.write().insert(meta.name.clone(), state);
@@ -382,7 +450,10 @@ impl Cluster {
     }
 
     /// Creates a topic. The topic is in the metadata log (fsynced) and its
-    /// partitions exist when this returns.
+    /// partitions exist when this returns: each partition's replicas are
+    /// placed over the brokers as Kafka places them (leaders round-robin,
+    /// from a start drawn from the topic id), and every replica's broker
+    /// has its directory and log.
     ///
     /// # Errors
     /// [`Error::InvalidTopic`] for a name that breaks Kafka's rules, is
@@ -390,7 +461,11 @@ impl Cluster {
     /// [`Error::InvalidPartitions`] for zero partitions, more than
     /// [`MAX_PARTITIONS_PER_TOPIC`], or more than the cluster may hold
     /// ([`ClusterConfigBuilder::max_partitions`]);
-    /// [`Error::InvalidConfig`] for an invalid combination of configs;
+    /// [`Error::InvalidReplicationFactor`] for a replication factor of 0,
+    /// above the number of brokers or above [`MAX_REPLICATION_FACTOR`];
+    /// [`Error::InvalidConfig`] for an invalid combination of configs (a
+    /// topic's own `min.insync.replicas` above its replication factor
+    /// included);
     /// [`Error::PartitionDirConflict`] when a directory of an unknown topic
     /// occupies one of the new partitions' paths. Nothing is stored in any
     /// of these cases.
@@ -553,10 +628,76 @@ impl ClusterInner {
         &self.config.clock
     }
 
-    /// The replica manager to ask about a partition: its leader's. With one
-    /// broker, the broker's own.
-    pub(crate) fn replicas(&self) -> &ReplicaManager {
-        &self.broker.replicas
+    /// Broker `id`.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if there is no such broker (the open checked
+    /// that every broker the metadata names exists).
+    pub(crate) fn broker(&self, id: u32) -> Result<&Broker> {
+        self.brokers.get(id as usize).ok_or_else(|| {
+            Error::Internal(format!(
+                "broker {id} is named by the metadata but the cluster has {} brokers",
+                self.brokers.len()
+            ))
+        })
+    }
+
+    /// The brokers, by id.
+    pub(crate) fn brokers(&self) -> &[Broker] {
+        &self.brokers
+    }
+
+    /// The broker leading `key`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopicOrPartition`] if there is no such partition
+    /// (its topic was deleted, or re-created with another id);
+    /// [`Error::Closed`].
+    pub(crate) fn leader_broker(&self, key: &TopicIdPartition) -> Result<&Broker> {
+        if let [only] = &self.brokers[..] {
+            // One broker leads everything; its manager answers for the rest.
+            return Ok(only);
+        }
+        let leader = self
+            .topics
+            .read()
+            .get(&*key.topic)
+            .filter(|t| t.id == key.topic_id)
+            .and_then(|t| t.leader(key.partition));
+        match leader {
+            Some(id) => self.broker(id),
+            None => {
+                self.check_open()?;
+                Err(Error::UnknownTopicOrPartition {
+                    topic: key.topic.to_string(),
+                    partition: Some(key.partition),
+                })
+            }
+        }
+    }
+
+    /// Sends on `waker` after every append to `key` (see
+    /// `ReplicaManager::watch`); does nothing if `key` is gone.
+    pub(crate) fn watch(&self, key: &TopicIdPartition, waker: &Sender<()>) {
+        if let Ok(replicas) = self.replicas_for(key) {
+            replicas.watch(key, waker);
+        }
+    }
+
+    /// Stops waking `waker` for `key`.
+    pub(crate) fn unwatch(&self, key: &TopicIdPartition, waker: &Sender<()>) {
+        if let Ok(replicas) = self.replicas_for(key) {
+            replicas.unwatch(key, waker);
+        }
+    }
+
+    /// The replica manager to ask about `key`: its leader's broker's.
+    /// (Another broker's manager answers [`Error::NotLeaderOrFollower`].)
+    ///
+    /// # Errors
+    /// As [`ClusterInner::leader_broker`].
+    pub(crate) fn replicas_for(&self, key: &TopicIdPartition) -> Result<&ReplicaManager> {
+        Ok(&self.leader_broker(key)?.replicas)
     }
 
     /// The key of `tp` for the replica manager.
@@ -622,235 +763,15 @@ impl ClusterInner {
         clients.push(client);
     }
 
-    fn open_topic(
-        &self,
-        name: &str,
-        id: Uuid,
-        overrides: TopicConfig,
-        partitions: u32,
-    ) -> Result<Arc<TopicState>> {
-        let effective = overrides.overlaid_on(&self.config.topic_defaults);
-        let log_config = effective
-            .log_config()?
-            .with_retention_check_interval_ms(self.config.retention_check_interval_ms);
-        let name: Arc<str> = Arc::from(name);
-        for p in 0..partitions {
-            if let Err(e) = self.broker.open_partition(&name, id, p, log_config.clone()) {
-                // Those opened so far are closed again.
-                let _ = self.broker.replicas.unhost_topic(&name);
-                return Err(e);
-            }
-        }
-        Ok(Arc::new(TopicState {
-            internal: name.starts_with("__"),
-            name,
-            id,
-            overrides,
-            effective,
-            log_config,
-            count: AtomicU32::new(partitions),
-            deleted: AtomicBool::new(false),
-        }))
-    }
-
-    /// Checks a topic's new partition count `total` (it has `current`)
-    /// against [`MAX_PARTITIONS_PER_TOPIC`] and the cluster's limit.
-    fn check_partition_limits(
-        &self,
-        registry: &Registry,
-        topic: &str,
-        current: u32,
-        total: u32,
-    ) -> Result<()> {
-        check_topic_limit(topic, total)?;
-        let held: u64 = registry
-            .topics
-            .values()
-            .map(|t| u64::from(t.partitions))
-            .sum();
-        let after = held - u64::from(current) + u64::from(total);
-        let limit = self.config.max_partitions;
-        if after > u64::from(limit) {
-            return Err(Error::InvalidPartitions {
-                topic: topic.to_string(),
-                reason: format!(
-                    "the cluster would hold {after} partitions, above its limit of {limit} \
-                     (ClusterConfig::max_partitions, at most \
-                     logbus::MAX_PARTITIONS_PER_CLUSTER = {MAX_PARTITIONS_PER_CLUSTER})"
-                ),
-            });
-        }
-        Ok(())
-    }
-
-    /// Creates a topic (`internal` allows reserved names); with
-    /// `if_not_exists`, an existing topic of the name is returned instead
-    /// of [`Error::TopicAlreadyExists`].
-    pub(crate) fn create_topic(
-        &self,
-        topic: NewTopic,
-        internal: bool,
-        if_not_exists: bool,
-    ) -> Result<Arc<TopicState>> {
-        self.check_open()?;
-        let NewTopic {
-            name,
-            partitions,
-            config: overrides,
-        } = topic;
-        validate_topic_name(&name, internal)?;
-        let partitions = partitions.unwrap_or(self.config.num_partitions);
-        if partitions == 0 {
-            return Err(Error::InvalidPartitions {
-                topic: name,
-                reason: "a topic needs at least one partition".into(),
-            });
-        }
-        check_topic_limit(&name, partitions)?;
-        overrides
-            .overlaid_on(&self.config.topic_defaults)
-            .log_config()?;
-        let mut controller = self.controller.lock();
-        let Controller { metadata, registry } = &mut *controller;
-        let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
-        if registry.topics.contains_key(&name) {
-            if if_not_exists && let Some(state) = self.topics.read().get(&name) {
-                return Ok(state.clone());
-            }
-            return Err(Error::TopicAlreadyExists { topic: name });
-        }
-        let key = collision_key(&name);
-        if let Some(other) = registry.topics.keys().find(|t| collision_key(t) == key) {
-            return Err(Error::InvalidTopic {
-                reason: format!(
-                    "it collides with existing topic {other} ('.' and '_' are treated alike)"
-                ),
-                topic: name,
-            });
-        }
-        self.check_partition_limits(registry, &name, 0, partitions)?;
-        let id = Uuid::new_v4();
-        // A deleted predecessor's directories go before anything is
-        // stored; a directory of an unknown topic refuses the creation.
-        for p in 0..partitions {
-            self.broker.prepare_path(&name, p, id, registry)?;
-        }
-        let mut records = vec![MetadataRecord::Topic {
-            name: name.clone(),
-            id,
-        }];
-        records.extend((0..partitions).map(|p| partition_record(id, p)));
-        records.extend(overrides.entries().map(|(k, v)| MetadataRecord::Config {
-            topic_id: id,
-            key: k.to_string(),
-            value: Some(v.to_string()),
-        }));
-        metadata.commit(registry, &records)?;
-        match self.open_topic(&name, id, overrides, partitions) {
-            Ok(state) => {
-                self.topics.write().insert(name, state.clone());
-                self.metadata_changed();
-                Ok(state)
-            }
-            Err(e) => {
-                // Best effort: take the half-created topic back out of the
-                // registry. Its removal is the evidence on which a later
-                // open removes whatever directories are left.
-                let _ = metadata.commit(registry, &[MetadataRecord::RemoveTopic { topic_id: id }]);
-                let _ = self.broker.replicas.delete_topic(&name);
-                for p in 0..partitions {
-                    let _ = self.broker.delete_partition(&name, p, id);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn delete_topic(&self, name: &str) -> Result<()> {
-        self.check_open()?;
-        if name.starts_with("__") {
-            return Err(Error::InvalidTopic {
-                topic: name.to_string(),
-                reason: "internal topics cannot be deleted".into(),
-            });
-        }
-        let mut controller = self.controller.lock();
-        let Controller { metadata, registry } = &mut *controller;
-        let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
-        let meta = registry.topic(name)?;
-        let (id, partitions) = (meta.id, meta.partitions);
-        // The decision, durable before anything else changes.
-        metadata.commit(registry, &[MetadataRecord::RemoveTopic { topic_id: id }])?;
-        let state = self.topics.write().remove(name);
-        let mut first_error = None;
-        if let Some(state) = state {
-            state.deleted.store(true, Ordering::Release);
-        }
-        if let Err(e) = self.broker.replicas.delete_topic(name) {
-            first_error.get_or_insert(e);
-        }
-        // Every partition the registry had, whether or not it was open.
-        for p in 0..partitions {
-            if let Err(e) = self.broker.delete_partition(name, p, id) {
-                first_error.get_or_insert(e);
-            }
-        }
-        self.metadata_changed();
-        if let Err(e) = self.broker.write_checkpoints() {
-            first_error.get_or_insert(e);
-        }
-        // A re-created topic must not inherit its predecessor's commits.
-        for group in self.groups_with_offsets_for(name) {
-            if let Err(e) = self.delete_offsets(&group, Some(name)) {
-                first_error.get_or_insert(e);
-            }
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    fn create_partitions(&self, name: &str, total: u32) -> Result<()> {
-        self.check_open()?;
-        let mut controller = self.controller.lock();
-        let Controller { metadata, registry } = &mut *controller;
-        let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
-        let meta = registry.topic(name)?;
-        let (id, current) = (meta.id, meta.partitions);
-        let state = self.topic_state(name)?;
-        state.refuse_internal("adding partitions to")?;
-        if total <= current {
-            return Err(Error::InvalidPartitions {
-                topic: name.to_string(),
-                reason: format!(
-                    "the topic has {current} partitions; the new count {total} must be larger"
-                ),
-            });
-        }
-        self.check_partition_limits(registry, name, current, total)?;
-        for p in current..total {
-            self.broker.prepare_path(name, p, id, registry)?;
-        }
-        let records: Vec<MetadataRecord> =
-            (current..total).map(|p| partition_record(id, p)).collect();
-        metadata.commit(registry, &records)?;
-        for p in current..total {
-            self.broker
-                .open_partition(&state.name, id, p, state.log_config.clone())?;
-            state.count.store(p + 1, Ordering::Release);
-            self.metadata_changed();
-        }
-        Ok(())
-    }
-
     /// Writes every live partition's recovery point and log start offset
-    /// to the broker's checkpoint files.
+    /// to its broker's checkpoint files.
     pub(crate) fn checkpoint(&self) -> Result<()> {
-        for key in self.broker.replicas.hosted_partitions() {
-            self.broker.note_partition(&key);
+        for broker in &self.brokers {
+            for key in broker.replicas.hosted_partitions() {
+                broker.note_partition(&key);
+            }
+            broker.write_checkpoints()?;
         }
-        self.broker.write_checkpoints()?;
         *self.checkpoints.0.lock() += 1;
         self.checkpoints.1.notify_all();
         Ok(())
@@ -889,18 +810,20 @@ impl ClusterInner {
             note(metadata.close());
         }
         self.topics.write().clear();
-        for (topic, partition, closed) in self.broker.replicas.shutdown() {
-            match closed {
-                Ok(Some(offsets)) => self.broker.note_offsets(&topic, partition, offsets),
-                Ok(None) => {}
-                Err(e) => note(Err(e)),
+        for broker in &self.brokers {
+            for (topic, partition, closed) in broker.replicas.shutdown() {
+                match closed {
+                    Ok(Some(offsets)) => broker.note_offsets(&topic, partition, offsets),
+                    Ok(None) => {}
+                    Err(e) => note(Err(e)),
+                }
             }
+            note(broker.write_checkpoints());
+            // Every partition log is closed: nothing is left for its threads.
+            broker.stop_scheduler();
         }
-        note(self.broker.write_checkpoints());
-        // Every partition log is closed: nothing is left for its threads.
-        self.broker.stop_scheduler();
         drop(controller);
-        self.lock.lock().take();
+        self.lock.lock().clear();
         match first_error {
             Some(e) => Err(e),
             None => Ok(()),
@@ -908,34 +831,10 @@ impl ClusterInner {
     }
 }
 
-/// Checks a topic's partition count against [`MAX_PARTITIONS_PER_TOPIC`].
-fn check_topic_limit(topic: &str, partitions: u32) -> Result<()> {
-    if partitions > MAX_PARTITIONS_PER_TOPIC {
-        return Err(Error::InvalidPartitions {
-            topic: topic.to_string(),
-            reason: format!(
-                "{partitions} partitions exceed the per-topic limit of {MAX_PARTITIONS_PER_TOPIC} \
-                 (logbus::MAX_PARTITIONS_PER_TOPIC)"
-            ),
-        });
-    }
-    Ok(())
-}
-
 impl Drop for ClusterInner {
     fn drop(&mut self) {
         // Errors are reported by `Cluster::close`; dropping cannot return them.
         let _ = self.close();
-    }
-}
-
-fn partition_record(topic_id: Uuid, partition: u32) -> MetadataRecord {
-    MetadataRecord::Partition {
-        topic_id,
-        partition,
-        replicas: vec![0],
-        leader: 0,
-        leader_epoch: 0,
     }
 }
 
@@ -956,16 +855,47 @@ fn metadata_is_empty(storage: &dyn Storage, dir: &Path) -> Result<bool> {
     Ok(true)
 }
 
+/// Broker `id`'s data directory: its own path if the config gives one,
+/// else `<root>/broker-<id>`.
+fn broker_dir(root: &Path, config: &ClusterConfig, id: u32) -> PathBuf {
+    match config.broker_dirs.get(&id) {
+        Some(path) => path.clone(),
+        None => root.join(format!("broker-{id}")),
+    }
+}
+
+/// Refuses to open with fewer brokers than the metadata knows of (those
+/// registered, and those any partition's replicas name): their replicas
+/// would be missing. Kafka would report them offline; with no other broker
+/// holding their data yet (followers are not fed), and no way to bring an
+/// unconfigured broker back, logbus refuses instead.
+fn check_brokers(registry: &Registry, config: &ClusterConfig, root: &Path) -> Result<()> {
+    let known = registry.known_brokers();
+    match known.last() {
+        Some(&last) if last >= config.brokers => Err(Error::InvalidConfig(format!(
+            "the cluster in {} has brokers 0..={last}; it cannot open with brokers={}: \
+             reopen it with at least {} brokers (a broker's replicas cannot be dropped)",
+            root.display(),
+            config.brokers,
+            u64::from(last) + 1
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Refuses to start with an empty registry when the directory shows that
-/// topics existed: partition directories with `partition.metadata` in the
+/// topics existed: partition directories with `partition.metadata` in a
 /// broker directory, or a metadata recovery point above zero.
 fn refuse_empty_registry(
     storage: &dyn Storage,
     metadata_dir: &Path,
-    broker_dir: &Path,
+    broker_dirs: &[PathBuf],
     recovery_point: Option<u64>,
 ) -> Result<()> {
-    let held = held_partition_dirs(storage, broker_dir)?;
+    let mut held = Vec::new();
+    for dir in broker_dirs {
+        held.extend(held_partition_dirs(storage, dir)?);
+    }
     let evidence = if let Some(first) = held.first() {
         format!(
             "{} partition directories hold data (first: {})",
@@ -1023,139 +953,4 @@ fn meta_properties(storage: &dyn Storage, root: &Path) -> Result<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::clock::ManualClock;
-    use crate::config::FlushPolicy;
-    use crate::format::BatchBuilder;
-    use crate::log::{CheckpointRead, OffsetCheckpoint};
-    use crate::types::Compression;
-
-    #[test]
-    fn recovery_points_are_checkpointed_every_interval() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(1_000_000);
-        let config = ClusterConfig::builder()
-            .clock(Arc::new(clock.clone()))
-            .checkpoint_interval(Duration::from_secs(60))
-            .build()
-            .unwrap();
-        let cluster = Cluster::open(dir.path(), config).unwrap();
-        let durable = TopicConfig::new().flush(FlushPolicy::every_append());
-        let topic = cluster
-            .create_topic(NewTopic::new("t", 1).config(durable))
-            .unwrap();
-        let mut batch = BatchBuilder::new(Compression::None);
-        batch.append(1, None, Some(b"v"), &[]);
-        batch.append(2, None, Some(b"w"), &[]);
-        let mut bytes = batch.build().unwrap().to_vec();
-        topic.partition(0).unwrap().append(&mut bytes).unwrap();
-        let file = OffsetCheckpoint::new(
-            dir.path()
-                .join(BROKER_DIR)
-                .join("recovery-point-offset-checkpoint"),
-        );
-        let recorded = || match file.read().unwrap() {
-            CheckpointRead::Present(entries) => entries.get(&("t".to_string(), 0)).copied(),
-            CheckpointRead::Missing => None,
-        };
-        assert_eq!(recorded(), None, "nothing before the first interval");
-        let (count, done) = &cluster.inner.checkpoints;
-        let mut written = count.lock();
-        clock.advance_ms(60_000);
-        while *written == 0 {
-            assert!(
-                !done
-                    .wait_for(&mut written, Duration::from_secs(30))
-                    .timed_out(),
-                "the checkpoint thread wrote nothing"
-            );
-        }
-        drop(written);
-        assert_eq!(recorded(), Some(2));
-        cluster.close().unwrap();
-    }
-
-    #[test]
-    fn partitions_check_retention_on_the_clusters_interval() {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = ManualClock::new(1_000_000);
-        let config = ClusterConfig::builder()
-            .clock(Arc::new(clock.clone()))
-            .retention_check_interval(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        let cluster = Cluster::open(dir.path(), config).unwrap();
-        let short = TopicConfig::new()
-            .retention_time(Some(Duration::from_millis(1)))
-            .segment_bytes(1024)
-            .unwrap();
-        let topic = cluster
-            .create_topic(NewTopic::new("t", 1).config(short))
-            .unwrap();
-        let partition = topic.partition(0).unwrap();
-        for i in 0..20 {
-            let mut batch = BatchBuilder::new(Compression::None);
-            batch.append(1_000_000, None, Some(&[i; 200]), &[]);
-            let mut bytes = batch.build().unwrap().to_vec();
-            partition.append(&mut bytes).unwrap();
-        }
-        let checks = |timeout: Duration, at_least: u64| {
-            let key = cluster.inner.topic_state("t").unwrap().key(0).unwrap();
-            cluster
-                .inner
-                .replicas()
-                .with_log(&key, |log| {
-                    Ok(log.wait_for_background(timeout, |_, n| n >= at_least))
-                })
-                .unwrap()
-        };
-        clock.advance_ms(9_999);
-        assert!(!checks(Duration::ZERO, 1), "no check before the interval");
-        assert_eq!(partition.log_start_offset().unwrap(), 0);
-        clock.advance_ms(1);
-        assert!(
-            checks(Duration::from_secs(30), 1),
-            "no check at the interval"
-        );
-        assert!(
-            partition.log_start_offset().unwrap() > 0,
-            "retention deleted nothing"
-        );
-        cluster.close().unwrap();
-    }
-
-    #[test]
-    fn create_topic_if_not_exists_creates_once_under_races() {
-        let dir = tempfile::tempdir().unwrap();
-        let cluster = Cluster::open(dir.path(), ClusterConfig::default()).unwrap();
-        let ids: Vec<String> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..4)
-                .map(|i| {
-                    let cluster = &cluster;
-                    s.spawn(move || {
-                        cluster
-                            .create_topic_if_not_exists(NewTopic::new("jobs", 2 + i))
-                            .unwrap()
-                            .id()
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
-        assert_eq!(cluster.list_topics(), ["jobs"]);
-        // Still validated first, existing or not.
-        assert!(matches!(
-            cluster.create_topic_if_not_exists(NewTopic::new("jobs", 0)),
-            Err(Error::InvalidPartitions { .. })
-        ));
-        assert!(matches!(
-            cluster.create_topic(NewTopic::new("jobs", 1)),
-            Err(Error::TopicAlreadyExists { .. })
-        ));
-        cluster.close().unwrap();
-    }
-}
+mod tests;

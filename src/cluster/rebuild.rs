@@ -24,11 +24,11 @@ use crate::cluster::metadata::{
 use crate::cluster::offsets::{OFFSETS_PARTITIONS, OFFSETS_TOPIC};
 use crate::cluster::{
     BROKER_DIR, Cluster, ClusterConfig, MAX_PARTITIONS_PER_TOPIC, METADATA_DIR, RebuildReport,
-    RebuiltTopic, TopicConfig, UnknownPartitionDir, meta_properties, partition_record,
-    validate_topic_name,
+    RebuiltTopic, TopicConfig, UnknownPartitionDir, meta_properties, validate_topic_name,
 };
 use crate::error::{Error, Result};
 use crate::log::{CheckpointRead, OffsetCheckpoint};
+use crate::replica::LeaderAndIsr;
 use crate::storage::Storage;
 
 /// Suffix of the directory a rebuild writes the new log in before it
@@ -36,6 +36,11 @@ use crate::storage::Storage;
 const REBUILDING: &str = ".rebuilding";
 /// Suffix (before a number) of a metadata log moved aside by a rebuild.
 const DAMAGED: &str = ".damaged-";
+
+/// A rebuilt partition's record: one replica, on broker 0, leading.
+fn partition_record(topic_id: Uuid, partition: u32) -> MetadataRecord {
+    LeaderAndIsr::new(vec![0]).record(topic_id, partition)
+}
 
 /// One topic as the partition directories show it.
 #[derive(Debug)]
@@ -108,7 +113,9 @@ impl Cluster {
     /// [`Error::DirectoryLocked`] if a `Cluster` has `dir` open;
     /// [`Error::InvalidArgument`] if `dir` holds no cluster;
     /// [`Error::PartitionDirConflict`] as above (nothing is changed);
-    /// [`Error::InvalidConfig`] for an invalid `config`; [`Error::Io`].
+    /// [`Error::InvalidConfig`] for an invalid `config`, or one of more
+    /// than one broker (only a single-broker cluster's registry can be
+    /// rebuilt yet; nothing is changed); [`Error::Io`].
     pub fn rebuild_metadata(dir: impl AsRef<Path>, config: ClusterConfig) -> Result<RebuildReport> {
         let root = dir.as_ref().to_path_buf();
         config.validate()?;
@@ -117,6 +124,13 @@ impl Cluster {
             return Err(Error::InvalidArgument(format!(
                 "{} holds no cluster (no meta.properties)",
                 root.display()
+            )));
+        }
+        if config.brokers != 1 {
+            return Err(Error::InvalidConfig(format!(
+                "brokers={}: rebuild_metadata rebuilds the registry of a single-broker cluster \
+                 (from broker-0/); a cluster of several brokers cannot be rebuilt yet",
+                config.brokers
             )));
         }
         let _lock = storage.lock_dir(&root)?;

@@ -66,6 +66,9 @@ enum Rule {
     Cleanup,
     /// `message.timestamp.type`.
     TimestampType,
+    /// `true` or `false`, in any case (as Kafka's `ConfigDef` reads a
+    /// BOOLEAN).
+    Bool,
 }
 
 /// One config logbus understands: Kafka's name, Kafka's default (as
@@ -120,6 +123,8 @@ const KEYS: &[Key] = &[
         rule: Rule::Ratio,
     },
     int("min.compaction.lag.ms", "0", 0, i64::MAX),
+    // Kafka: atLeast(1).
+    int("min.insync.replicas", "1", 1, I32_MAX),
     int("retention.bytes", "-1", -1, i64::MAX),
     int("retention.ms", "604800000", -1, i64::MAX),
     int(
@@ -135,6 +140,11 @@ const KEYS: &[Key] = &[
         I32_MAX,
     ),
     int("segment.ms", "604800000", 1, i64::MAX),
+    Key {
+        name: "unclean.leader.election.enable",
+        default: "false",
+        rule: Rule::Bool,
+    },
 ];
 
 /// A parsed config value.
@@ -144,6 +154,7 @@ enum Value {
     Ratio(f64),
     Cleanup(CleanupPolicy),
     Timestamp(TimestampType),
+    Bool(bool),
 }
 
 /// One stored setting: its canonical text and what it parsed to.
@@ -216,6 +227,16 @@ impl Key {
                 };
                 (trimmed.to_string(), Value::Timestamp(kind))
             }
+            Rule::Bool => {
+                let v = if trimmed.eq_ignore_ascii_case("true") {
+                    true
+                } else if trimmed.eq_ignore_ascii_case("false") {
+                    false
+                } else {
+                    return Err(bad("expected true or false".into()));
+                };
+                (v.to_string(), Value::Bool(v))
+            }
         };
         Ok(Setting { text, value })
     }
@@ -248,6 +269,8 @@ impl Key {
 /// | `index.interval.bytes` | bytes between offset index entries (0: every batch) | 0 to 2³¹−1 | 4096 |
 /// | `max.message.bytes` | largest record batch accepted | 61 to 2³¹−1 | 1048588 |
 /// | `message.timestamp.type` | `CreateTime` or `LogAppendTime` | | `CreateTime` |
+/// | `min.insync.replicas` | in-sync replicas an `acks=all` append needs | ≥ 1 | 1 |
+/// | `unclean.leader.election.enable` | may a replica outside the ISR become leader (losing records) | `true`, `false` | `false` |
 /// | `flush.messages` | an fsync at least every this many records; `1`: before every acknowledgement | ≥ 1 | never (2⁶³−1) |
 /// | `flush.ms` | an fsync at least this often; `0`: before every acknowledgement | ≥ 0 | never (2⁶³−1) |
 ///
@@ -494,6 +517,32 @@ impl TopicConfig {
         self.int(name).map(i64::unsigned_abs)
     }
 
+    /// Kafka's `min.insync.replicas` (at least 1): an `acks=all` append
+    /// is refused with [`Error::NotEnoughReplicas`] while fewer replicas
+    /// are in sync. A topic's own value may not exceed its replication
+    /// factor (its creation is refused); one inherited from the cluster's
+    /// defaults may, as in Kafka, and then every `acks=all` append is
+    /// refused while `acks=1` ones succeed.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for 0.
+    pub fn min_insync_replicas(self, replicas: u16) -> Result<Self> {
+        self.set("min.insync.replicas", replicas.to_string())
+    }
+
+    /// Kafka's `unclean.leader.election.enable` (default `false`): whether
+    /// a replica outside the ISR may be elected leader when no in-sync
+    /// replica is left, trading acknowledged records for availability.
+    /// Stored and reported now; elections are a later step.
+    pub fn unclean_leader_election_enable(self, enable: bool) -> Self {
+        self.put("unclean.leader.election.enable", enable.to_string())
+    }
+
+    /// The `min.insync.replicas` in effect (1 unless set).
+    pub(crate) fn min_insync(&self) -> u64 {
+        self.unsigned("min.insync.replicas").unwrap_or(1)
+    }
+
     /// The cleanup policy.
     #[must_use]
     pub fn cleanup(&self) -> CleanupPolicy {
@@ -684,6 +733,33 @@ mod tests {
     }
 
     #[test]
+    fn booleans_are_read_as_kafka_reads_them() {
+        for (raw, canonical) in [("true", "true"), (" TRUE ", "true"), ("False", "false")] {
+            let c = TopicConfig::new()
+                .set("unclean.leader.election.enable", raw)
+                .unwrap();
+            assert_eq!(c.get("unclean.leader.election.enable"), Some(canonical));
+        }
+        for bad in ["yes", "1", ""] {
+            assert!(
+                TopicConfig::new()
+                    .set("unclean.leader.election.enable", bad)
+                    .is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(TopicConfig::new().set("min.insync.replicas", "0").is_err());
+        assert_eq!(TopicConfig::new().min_insync(), 1);
+        assert_eq!(
+            TopicConfig::new()
+                .min_insync_replicas(3)
+                .unwrap()
+                .min_insync(),
+            3
+        );
+    }
+
+    #[test]
     fn typed_setters_map_to_kafka_names() {
         let c = TopicConfig::new()
             .retention_time(None)
@@ -702,8 +778,14 @@ mod tests {
             .max_message_bytes(2048)
             .unwrap()
             .segment_time(None)
-            .unwrap();
+            .unwrap()
+            .min_insync_replicas(2)
+            .unwrap()
+            .unclean_leader_election_enable(true);
+        assert!(TopicConfig::new().min_insync_replicas(0).is_err());
         for (name, value) in [
+            ("min.insync.replicas", "2"),
+            ("unclean.leader.election.enable", "true"),
             ("retention.ms", "-1"),
             ("flush.messages", "1"),
             ("delete.retention.ms", "60000"),
@@ -752,6 +834,7 @@ mod tests {
             Rule::TimestampType => "LogAppendTime",
             Rule::Ratio => "0.25",
             Rule::Int { .. } => "4096",
+            Rule::Bool => "true",
         }
     }
 

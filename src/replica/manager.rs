@@ -16,7 +16,7 @@
 //! the cluster's controller, topic table and the broker's checkpoint lock,
 //! and before a partition's log lock.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -24,13 +24,12 @@ use crossbeam_channel::Sender;
 use parking_lot::RwLock;
 use uuid::Uuid;
 
-use super::{FetchBound, FetchedData, PartitionOffsets, PartitionState, Replica, TopicIdPartition};
+use super::{
+    FetchBound, FetchedData, LeaderAndIsr, PartitionOffsets, PartitionState, Replica,
+    TopicIdPartition,
+};
 use crate::error::{Error, Result};
 use crate::log::{AppendInfo, CleanReport, Log, RecoveryReport, RetentionReport, TimestampOffset};
-
-/// The number of in-sync replicas an `acks=all` append needs, until topics
-/// get `min.insync.replicas`.
-const MIN_INSYNC_REPLICAS: usize = 1;
 
 /// When an append is acknowledged: Kafka's `requiredAcks`, as the replica
 /// manager sees it. (`acks=0` is the producer's business: the append itself
@@ -83,11 +82,12 @@ pub(crate) struct ReplicaManager {
     hosted: RwLock<HashMap<Arc<str>, Hosted>>,
 }
 
-/// A topic's hosted partitions, by partition number.
+/// A topic's hosted partitions, by partition number (a broker hosts only
+/// the partitions placed on it).
 #[derive(Debug)]
 struct Hosted {
     id: Uuid,
-    partitions: Vec<Arc<PartitionState>>,
+    partitions: BTreeMap<u32, Arc<PartitionState>>,
 }
 
 impl ReplicaManager {
@@ -101,16 +101,34 @@ impl ReplicaManager {
     }
 
     /// Hosts `partition` of topic `topic` (id `id`) over `log`, as its
-    /// leader. Partitions of a topic are hosted in order.
+    /// leader or a follower as `roles` says (which must name this broker
+    /// among the replicas), needing `min_insync` in-sync replicas for
+    /// `acks=all` appends.
     ///
     /// # Errors
     /// [`Error::Closed`] once shut down; [`Error::Internal`] if `partition`
-    /// is not the topic's next one or `id` is not the hosted topic's.
-    pub(crate) fn host(&self, topic: &Arc<str>, id: Uuid, partition: u32, log: Log) -> Result<()> {
+    /// is hosted already, `id` is not the hosted topic's, or this broker
+    /// holds no replica of it.
+    pub(crate) fn host(
+        &self,
+        topic: &Arc<str>,
+        id: Uuid,
+        partition: u32,
+        roles: LeaderAndIsr,
+        min_insync: usize,
+        log: Log,
+    ) -> Result<()> {
+        if !roles.replicas.contains(&self.broker) {
+            return Err(Error::Internal(format!(
+                "{topic}-{partition} hosted on broker {}, which is not among its replicas {:?}",
+                self.broker, roles.replicas
+            )));
+        }
         let state = Arc::new(PartitionState::new(
             topic.clone(),
             partition,
-            self.broker,
+            roles,
+            min_insync,
             log,
         ));
         let mut hosted = self.hosted.write();
@@ -119,16 +137,15 @@ impl ReplicaManager {
         }
         let entry = hosted.entry(topic.clone()).or_insert_with(|| Hosted {
             id,
-            partitions: Vec::new(),
+            partitions: BTreeMap::new(),
         });
-        if entry.id != id || entry.partitions.len() != partition as usize {
+        if entry.id != id || entry.partitions.contains_key(&partition) {
             return Err(Error::Internal(format!(
-                "{topic}-{partition} hosted out of order ({} partitions of id {} held)",
-                entry.partitions.len(),
+                "{topic}-{partition} hosted twice (id {} held, {id} given)",
                 entry.id
             )));
         }
-        entry.partitions.push(state);
+        entry.partitions.insert(partition, state);
         Ok(())
     }
 
@@ -141,7 +158,7 @@ impl ReplicaManager {
     pub(crate) fn delete_topic(&self, topic: &str) -> Result<()> {
         let removed = self.hosted.write().remove(topic);
         let mut first_error = None;
-        for state in removed.into_iter().flat_map(|h| h.partitions) {
+        for state in removed.into_iter().flat_map(|h| h.partitions.into_values()) {
             if let Err(e) = state.shut(true) {
                 first_error.get_or_insert(e);
             }
@@ -158,7 +175,7 @@ impl ReplicaManager {
     pub(crate) fn unhost_topic(&self, topic: &str) -> Result<()> {
         let removed = self.hosted.write().remove(topic);
         let mut first_error = None;
-        for state in removed.into_iter().flat_map(|h| h.partitions) {
+        for state in removed.into_iter().flat_map(|h| h.partitions.into_values()) {
             if let Err(e) = state.shut(false) {
                 first_error.get_or_insert(e);
             }
@@ -179,7 +196,7 @@ impl ReplicaManager {
             .into_iter()
             .flat_map(|(topic, h)| {
                 h.partitions
-                    .into_iter()
+                    .into_values()
                     .map(move |state| (topic.clone(), state.partition(), state.shut(false)))
             })
             .collect()
@@ -191,7 +208,7 @@ impl ReplicaManager {
             .read()
             .iter()
             .flat_map(|(topic, h)| {
-                (0..h.partitions.len() as u32).map(|partition| TopicIdPartition {
+                h.partitions.keys().map(|&partition| TopicIdPartition {
                     topic_id: h.id,
                     topic: topic.clone(),
                     partition,
@@ -209,7 +226,7 @@ impl ReplicaManager {
         let state = hosted
             .get(&*key.topic)
             .filter(|h| h.id == key.topic_id)
-            .and_then(|h| h.partitions.get(key.partition as usize))
+            .and_then(|h| h.partitions.get(&key.partition))
             .cloned()
             .ok_or_else(|| Error::UnknownTopicOrPartition {
                 topic: key.topic.to_string(),
@@ -258,12 +275,12 @@ impl ReplicaManager {
         acks: AppendAcks,
     ) -> Result<AppendInfo> {
         let state = self.leader(key)?;
-        if acks == AppendAcks::All && state.isr().len() < MIN_INSYNC_REPLICAS {
+        if acks == AppendAcks::All && state.isr().len() < state.min_insync() {
             return Err(Error::NotEnoughReplicas {
                 topic: key.topic.to_string(),
                 partition: key.partition,
                 in_sync: state.isr().len(),
-                required: MIN_INSYNC_REPLICAS,
+                required: state.min_insync(),
             });
         }
         match origin {
@@ -370,8 +387,13 @@ impl ReplicaManager {
             .iter()
             .map(|&broker| Replica {
                 broker,
-                // The leader's own replica is the only one today.
-                log_end_offset: offsets.log_end,
+                // Followers are not fed yet: the leader knows only its own
+                // log end offset, and a follower's log is empty.
+                log_end_offset: if broker == self.broker {
+                    offsets.log_end
+                } else {
+                    0
+                },
                 last_caught_up_ms: None,
             })
             .collect();
@@ -432,7 +454,9 @@ mod tests {
         let topic: Arc<str> = Arc::from("t");
         let id = Uuid::new_v4();
         let log = Log::builder(dir.join("t-0")).open().unwrap();
-        manager.host(&topic, id, 0, log).unwrap();
+        manager
+            .host(&topic, id, 0, LeaderAndIsr::new(vec![0]), 1, log)
+            .unwrap();
         let key = TopicIdPartition {
             topic_id: id,
             topic,
@@ -488,9 +512,104 @@ mod tests {
         assert!(matches!(manager.offsets(&key), Err(Error::Closed(_))));
         let log = Log::builder(dir.path().join("u-0")).open().unwrap();
         assert!(matches!(
-            manager.host(&Arc::from("u"), Uuid::new_v4(), 0, log),
+            manager.host(
+                &Arc::from("u"),
+                Uuid::new_v4(),
+                0,
+                LeaderAndIsr::new(vec![0]),
+                1,
+                log
+            ),
             Err(Error::Closed(_))
         ));
+    }
+
+    /// A follower's manager refuses appends and consumers' fetches with
+    /// `NotLeaderOrFollower`, and serves a follower's fetch (to the log
+    /// end) from its own log.
+    #[test]
+    fn a_follower_answers_not_leader_to_producers_and_consumers() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = ReplicaManager::new(1);
+        let topic: Arc<str> = Arc::from("t");
+        let id = Uuid::new_v4();
+        let log = Log::builder(dir.path().join("t-0")).open().unwrap();
+        manager
+            .host(&topic, id, 0, LeaderAndIsr::new(vec![0, 1]), 1, log)
+            .unwrap();
+        let key = TopicIdPartition {
+            topic_id: id,
+            topic,
+            partition: 0,
+        };
+        for acks in [AppendAcks::Leader, AppendAcks::All] {
+            assert!(matches!(
+                manager.append(&key, &mut batch(1), AppendOrigin::Client, acks),
+                Err(Error::NotLeaderOrFollower {
+                    broker: 1,
+                    partition: 0,
+                    ..
+                })
+            ));
+        }
+        assert!(matches!(
+            manager.fetch(&key, 0, 1 << 20, FetchBound::HighWatermark),
+            Err(Error::NotLeaderOrFollower { .. })
+        ));
+        let fetched = manager.fetch(&key, 0, 1 << 20, FetchBound::LogEnd).unwrap();
+        assert!(fetched.records().is_empty());
+        let info = manager.describe(&key).unwrap();
+        assert_eq!((info.leader, info.isr.clone()), (0, vec![0, 1]));
+        // A broker that holds no replica cannot host it.
+        let other = ReplicaManager::new(2);
+        let log = Log::builder(dir.path().join("t-1")).open().unwrap();
+        assert!(matches!(
+            other.host(&key.topic, id, 1, LeaderAndIsr::new(vec![0, 1]), 1, log),
+            Err(Error::Internal(_))
+        ));
+        manager.unhost_topic("t").unwrap();
+    }
+
+    /// `acks=all` needs `min.insync.replicas` in-sync replicas; `acks=1`
+    /// does not.
+    #[test]
+    fn acks_all_needs_min_insync_replicas() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = ReplicaManager::new(0);
+        let topic: Arc<str> = Arc::from("t");
+        let id = Uuid::new_v4();
+        let log = Log::builder(dir.path().join("t-0")).open().unwrap();
+        manager
+            .host(&topic, id, 0, LeaderAndIsr::new(vec![0]), 2, log)
+            .unwrap();
+        let key = TopicIdPartition {
+            topic_id: id,
+            topic,
+            partition: 0,
+        };
+        assert!(matches!(
+            manager.append(&key, &mut batch(1), AppendOrigin::Client, AppendAcks::All),
+            Err(Error::NotEnoughReplicas {
+                in_sync: 1,
+                required: 2,
+                ..
+            })
+        ));
+        assert_eq!(
+            manager.offsets(&key).unwrap().log_end,
+            0,
+            "nothing appended"
+        );
+        manager
+            .append(
+                &key,
+                &mut batch(1),
+                AppendOrigin::Client,
+                AppendAcks::Leader,
+            )
+            .unwrap();
+        assert_eq!(manager.offsets(&key).unwrap().log_end, 1);
+        manager.unhost_topic("t").unwrap();
     }
 
     #[test]

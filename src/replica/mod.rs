@@ -22,7 +22,7 @@ pub(crate) use fetch::RELEASE_CHUNK;
 pub(crate) use fetch::{FetchBound, FetchedData, ReadReleaser, ReadSource};
 pub(crate) use follower::Replica;
 pub(crate) use manager::{AppendAcks, AppendOrigin, ReplicaManager};
-pub(crate) use partition::{PartitionOffsets, PartitionState};
+pub(crate) use partition::{LeaderAndIsr, PartitionOffsets, PartitionState};
 
 /// A partition named by its topic's name, its topic's id and its number:
 /// Kafka's `TopicIdPartition`. The id tells a re-created topic from the

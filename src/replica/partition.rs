@@ -2,11 +2,12 @@
 //! broker-side object), named `PartitionState` here because
 //! [`Partition`](crate::Partition) is the public handle.
 //!
-//! With one broker the local replica is always the leader, and its high
-//! watermark equals its log end offset. Replication will add the follower
-//! role, the ISR's tracking and the leader-epoch cache here; every caller
-//! goes through the [`ReplicaManager`](super::ReplicaManager), so none will
-//! change shape when it does.
+//! A hosted partition is either its leader's (the broker named by its
+//! [`LeaderAndIsr`]) or a follower's. Followers' logs are created but not
+//! fed yet (fetchers are the next step), and the leader's high watermark
+//! still equals its log end offset; the ISR's tracking will be added here.
+//! Every caller goes through the [`ReplicaManager`](super::ReplicaManager),
+//! so none will change shape when it is.
 //!
 //! ## Locks
 //! `log` (a read-write lock over the open log) is taken after the manager's
@@ -31,19 +32,49 @@ const LIVE: u8 = 0;
 const DELETED: u8 = 1;
 const CLOSED: u8 = 2;
 
+/// A partition's replicas, leader, leader epoch and in-sync replicas, as
+/// the controller decided them: Kafka's `LeaderAndIsr` (with the replica
+/// list, as KRaft's `PartitionRecord` carries it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LeaderAndIsr {
+    /// The brokers holding a replica, the preferred leader first.
+    pub(crate) replicas: Vec<u32>,
+    /// The broker leading it.
+    pub(crate) leader: u32,
+    /// The leader epoch.
+    pub(crate) leader_epoch: i32,
+    /// The in-sync replicas.
+    pub(crate) isr: Vec<u32>,
+}
+
+impl LeaderAndIsr {
+    /// A new partition's: the first replica leads, in epoch 0, and every
+    /// replica is in sync.
+    pub(crate) fn new(replicas: Vec<u32>) -> Self {
+        LeaderAndIsr {
+            leader: replicas[0],
+            leader_epoch: 0,
+            isr: replicas.clone(),
+            replicas,
+        }
+    }
+}
+
 /// One hosted partition: its log, leadership, high watermark and the
 /// consumers waiting for data.
 #[derive(Debug)]
 pub(crate) struct PartitionState {
     topic: Arc<str>,
     partition: u32,
-    /// The broker leading the partition (always this one today).
+    /// The broker leading the partition.
     leader: u32,
     leader_epoch: i32,
-    /// The brokers holding a replica, the leader first.
+    /// The brokers holding a replica, the preferred leader first.
     replicas: Vec<u32>,
     /// The in-sync replicas.
     isr: Vec<u32>,
+    /// The topic's `min.insync.replicas`.
+    min_insync: usize,
     log: RwLock<Option<Log>>,
     gone: AtomicU8,
     watchers: Watchers,
@@ -63,16 +94,24 @@ pub(crate) struct PartitionOffsets {
 }
 
 impl PartitionState {
-    /// The state of a partition that `broker` hosts alone, as its leader.
-    pub(crate) fn new(topic: Arc<str>, partition: u32, broker: u32, log: Log) -> Self {
+    /// The state of a partition hosted over `log`, led and replicated as
+    /// `roles` says, needing `min_insync` in-sync replicas for `acks=all`.
+    pub(crate) fn new(
+        topic: Arc<str>,
+        partition: u32,
+        roles: LeaderAndIsr,
+        min_insync: usize,
+        log: Log,
+    ) -> Self {
         let recovery = log.recovery_report().clone();
         PartitionState {
             topic,
             partition,
-            leader: broker,
-            leader_epoch: 0,
-            replicas: vec![broker],
-            isr: vec![broker],
+            leader: roles.leader,
+            leader_epoch: roles.leader_epoch,
+            replicas: roles.replicas,
+            isr: roles.isr,
+            min_insync,
             log: RwLock::new(Some(log)),
             gone: AtomicU8::new(LIVE),
             watchers: Watchers::default(),
@@ -107,6 +146,11 @@ impl PartitionState {
     /// The in-sync replicas.
     pub(crate) fn isr(&self) -> &[u32] {
         &self.isr
+    }
+
+    /// The in-sync replicas an `acks=all` append needs.
+    pub(crate) fn min_insync(&self) -> usize {
+        self.min_insync
     }
 
     /// The error every call returns once the partition is gone.

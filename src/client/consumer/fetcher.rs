@@ -90,12 +90,11 @@ impl Consumer {
         // The log start may move again between the reset and the read; a
         // few tries settle any realistic race.
         for _ in 0..4 {
-            let fetched = self.cluster.inner.replicas().fetch(
-                &a.key,
-                position,
-                max_bytes,
-                FetchBound::HighWatermark,
-            );
+            let fetched = self
+                .cluster
+                .inner
+                .replicas_for(&a.key)
+                .and_then(|r| r.fetch(&a.key, position, max_bytes, FetchBound::HighWatermark));
             match fetched {
                 Ok(fetched) => return Ok((fetched.records().clone(), fetched.source())),
                 Err(Error::OffsetOutOfRange { .. }) => {
@@ -159,7 +158,7 @@ impl Consumer {
             return Vec::new();
         }
         let mut eofs = Vec::new();
-        let replicas = self.cluster.inner.replicas();
+        let cluster = &self.cluster.inner;
         for a in &mut self.assignment {
             let Position::At(position) = a.position else {
                 continue;
@@ -170,8 +169,9 @@ impl Consumer {
             // A position above the high watermark is out of range: the
             // next fetch resets it and it is reported from there. A
             // partition gone has no offsets.
-            if replicas
-                .offsets(&a.key)
+            if cluster
+                .replicas_for(&a.key)
+                .and_then(|r| r.offsets(&a.key))
                 .is_ok_and(|o| o.high_watermark == position)
             {
                 a.eof_at = Some(position);
@@ -256,7 +256,7 @@ impl Consumer {
 
 /// The offset `reset` points to in `a`'s partition.
 pub(super) fn reset_offset(cluster: &Cluster, a: &Assigned, reset: OffsetReset) -> Result<u64> {
-    let offsets = cluster.inner.replicas().offsets(&a.key)?;
+    let offsets = cluster.inner.replicas_for(&a.key)?.offsets(&a.key)?;
     match reset {
         OffsetReset::Earliest => Ok(offsets.log_start),
         OffsetReset::Latest => Ok(offsets.high_watermark),

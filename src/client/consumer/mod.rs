@@ -497,7 +497,7 @@ impl Consumer {
                 let found = self
                     .cluster
                     .inner
-                    .replicas()
+                    .replicas_for(&key)?
                     .offset_for_timestamp(&key, ts)?;
                 Ok((
                     tp,
@@ -572,7 +572,8 @@ impl Consumer {
         partitions
             .iter()
             .map(|tp| {
-                let offsets = self.cluster.inner.replicas().offsets(&self.lookup(tp)?)?;
+                let key = self.lookup(tp)?;
+                let offsets = self.cluster.inner.replicas_for(&key)?.offsets(&key)?;
                 Ok((tp.clone(), f(&offsets)))
             })
             .collect()
@@ -585,7 +586,11 @@ impl Consumer {
     /// Whether `a`'s partition is gone (its topic deleted, the cluster
     /// closed).
     fn is_gone(&self, a: &Assigned) -> bool {
-        !self.cluster.inner.replicas().is_hosted(&a.key)
+        !self
+            .cluster
+            .inner
+            .replicas_for(&a.key)
+            .is_ok_and(|r| r.is_hosted(&a.key))
     }
 }
 
@@ -597,10 +602,7 @@ impl Drop for Consumer {
             self.cluster.inner.unwatch_metadata(&self.waker_tx);
         }
         for a in &self.assignment {
-            self.cluster
-                .inner
-                .replicas()
-                .unwatch(&a.key, &self.waker_tx);
+            self.cluster.inner.unwatch(&a.key, &self.waker_tx);
         }
     }
 }

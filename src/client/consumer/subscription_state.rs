@@ -77,11 +77,11 @@ impl Consumer {
                 (Some(kept), None) => kept,
                 (kept, Some(key)) => {
                     // New, or re-created after its topic was deleted.
-                    let replicas = self.cluster.inner.replicas();
+                    let cluster = &self.cluster.inner;
                     if let Some(stale) = kept {
-                        replicas.unwatch(&stale.key, &self.waker_tx);
+                        cluster.unwatch(&stale.key, &self.waker_tx);
                     }
-                    replicas.watch(&key, &self.waker_tx);
+                    cluster.watch(&key, &self.waker_tx);
                     Assigned {
                         tp: tp.clone(),
                         key,
@@ -101,10 +101,7 @@ impl Consumer {
             self.assignment.push(assigned);
         }
         for dropped in old.into_values() {
-            self.cluster
-                .inner
-                .replicas()
-                .unwatch(&dropped.key, &self.waker_tx);
+            self.cluster.inner.unwatch(&dropped.key, &self.waker_tx);
         }
         self.index = self
             .assignment
@@ -129,10 +126,7 @@ impl Consumer {
 
     pub(super) fn clear_assignment(&mut self) {
         for a in self.assignment.drain(..) {
-            self.cluster
-                .inner
-                .replicas()
-                .unwatch(&a.key, &self.waker_tx);
+            self.cluster.inner.unwatch(&a.key, &self.waker_tx);
         }
         self.index.clear();
         self.delivering = false;

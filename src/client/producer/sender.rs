@@ -138,9 +138,12 @@ impl Core {
             .ok_or_else(|| Error::Internal("a sealed batch was appended twice".into()))?;
         let mut bytes = Vec::from(builder.build()?);
         let key = batch.topic.key(batch.partition)?;
-        self.cluster
-            .replicas()
-            .append(&key, &mut bytes, AppendOrigin::Trusted, self.append_acks())
+        self.cluster.replicas_for(&key)?.append(
+            &key,
+            &mut bytes,
+            AppendOrigin::Trusted,
+            self.append_acks(),
+        )
     }
 
     /// What the replica manager waits for before it acknowledges.
@@ -180,7 +183,7 @@ impl Core {
         } else {
             let key = group[0].topic.key(group[0].partition);
             Some(key.and_then(|key| {
-                self.cluster.replicas().append(
+                self.cluster.replicas_for(&key)?.append(
                     &key,
                     joined,
                     AppendOrigin::Trusted,

@@ -1,0 +1,243 @@
+//! Unit tests of the cluster: checkpoints, retention timers, concurrent
+//! creation, routing to the leader's broker, old metadata logs.
+
+use std::time::Duration;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::config::FlushPolicy;
+use crate::format::BatchBuilder;
+use crate::log::{CheckpointRead, OffsetCheckpoint};
+use crate::replica::{AppendAcks, AppendOrigin};
+use crate::types::Compression;
+
+#[test]
+fn recovery_points_are_checkpointed_every_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let config = ClusterConfig::builder()
+        .clock(Arc::new(clock.clone()))
+        .checkpoint_interval(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let cluster = Cluster::open(dir.path(), config).unwrap();
+    let durable = TopicConfig::new().flush(FlushPolicy::every_append());
+    let topic = cluster
+        .create_topic(NewTopic::new("t", 1).config(durable))
+        .unwrap();
+    let mut batch = BatchBuilder::new(Compression::None);
+    batch.append(1, None, Some(b"v"), &[]);
+    batch.append(2, None, Some(b"w"), &[]);
+    let mut bytes = batch.build().unwrap().to_vec();
+    topic.partition(0).unwrap().append(&mut bytes).unwrap();
+    let file = OffsetCheckpoint::new(
+        dir.path()
+            .join(BROKER_DIR)
+            .join("recovery-point-offset-checkpoint"),
+    );
+    let recorded = || match file.read().unwrap() {
+        CheckpointRead::Present(entries) => entries.get(&("t".to_string(), 0)).copied(),
+        CheckpointRead::Missing => None,
+    };
+    assert_eq!(recorded(), None, "nothing before the first interval");
+    let (count, done) = &cluster.inner.checkpoints;
+    let mut written = count.lock();
+    clock.advance_ms(60_000);
+    while *written == 0 {
+        assert!(
+            !done
+                .wait_for(&mut written, Duration::from_secs(30))
+                .timed_out(),
+            "the checkpoint thread wrote nothing"
+        );
+    }
+    drop(written);
+    assert_eq!(recorded(), Some(2));
+    cluster.close().unwrap();
+}
+
+#[test]
+fn partitions_check_retention_on_the_clusters_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let config = ClusterConfig::builder()
+        .clock(Arc::new(clock.clone()))
+        .retention_check_interval(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let cluster = Cluster::open(dir.path(), config).unwrap();
+    let short = TopicConfig::new()
+        .retention_time(Some(Duration::from_millis(1)))
+        .segment_bytes(1024)
+        .unwrap();
+    let topic = cluster
+        .create_topic(NewTopic::new("t", 1).config(short))
+        .unwrap();
+    let partition = topic.partition(0).unwrap();
+    for i in 0..20 {
+        let mut batch = BatchBuilder::new(Compression::None);
+        batch.append(1_000_000, None, Some(&[i; 200]), &[]);
+        let mut bytes = batch.build().unwrap().to_vec();
+        partition.append(&mut bytes).unwrap();
+    }
+    let checks = |timeout: Duration, at_least: u64| {
+        let key = cluster.inner.topic_state("t").unwrap().key(0).unwrap();
+        cluster
+            .inner
+            .replicas_for(&key)
+            .unwrap()
+            .with_log(&key, |log| {
+                Ok(log.wait_for_background(timeout, |_, n| n >= at_least))
+            })
+            .unwrap()
+    };
+    clock.advance_ms(9_999);
+    assert!(!checks(Duration::ZERO, 1), "no check before the interval");
+    assert_eq!(partition.log_start_offset().unwrap(), 0);
+    clock.advance_ms(1);
+    assert!(
+        checks(Duration::from_secs(30), 1),
+        "no check at the interval"
+    );
+    assert!(
+        partition.log_start_offset().unwrap() > 0,
+        "retention deleted nothing"
+    );
+    cluster.close().unwrap();
+}
+
+/// Requests reach the leader's broker; another broker's manager
+/// answers `NotLeaderOrFollower`, and a follower's log stays empty.
+#[test]
+fn requests_go_to_the_leaders_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ClusterConfig::builder().brokers(3).build().unwrap();
+    let cluster = Cluster::open(dir.path(), config).unwrap();
+    let topic = cluster
+        .create_topic(NewTopic::new("t", 3).replication_factor(2))
+        .unwrap();
+    let inner = &cluster.inner;
+    for p in 0..3 {
+        let state = inner.topic_state("t").unwrap();
+        let key = state.key(p).unwrap();
+        let leader = state.leader(p).unwrap();
+        assert_eq!(
+            inner
+                .replicas_for(&key)
+                .unwrap()
+                .describe(&key)
+                .unwrap()
+                .leader,
+            leader
+        );
+        let mut batch = BatchBuilder::new(Compression::None);
+        batch.append(1, None, Some(b"v"), &[]);
+        let bytes = batch.build().unwrap().to_vec();
+        let replicas = state.assignments.read()[p as usize].replicas.clone();
+        for (id, broker) in (0..).zip(inner.brokers()) {
+            let manager = &broker.replicas;
+            let result = manager.append(
+                &key,
+                &mut bytes.clone(),
+                AppendOrigin::Client,
+                AppendAcks::All,
+            );
+            if id == leader {
+                assert!(result.is_ok(), "{result:?}");
+            } else if replicas.contains(&id) {
+                assert!(
+                    matches!(result, Err(Error::NotLeaderOrFollower { broker, .. }) if broker == id),
+                    "{result:?}"
+                );
+                assert_eq!(manager.offsets(&key).unwrap().log_end, 0, "not fed yet");
+            } else {
+                assert!(
+                    matches!(result, Err(Error::UnknownTopicOrPartition { .. })),
+                    "broker {id} holds no replica: {result:?}"
+                );
+            }
+        }
+        assert_eq!(topic.partition(p).unwrap().log_end_offset().unwrap(), 1);
+    }
+    cluster.close().unwrap();
+}
+
+/// A metadata log written before several brokers (version 0 partition
+/// records, no registrations) still opens, as broker 0's.
+#[test]
+fn a_single_broker_metadata_log_of_version_0_still_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Uuid::from_u128(0x1234);
+    let mut topic = vec![1, 0];
+    topic.extend_from_slice(&1u16.to_be_bytes());
+    topic.push(b'o');
+    topic.extend_from_slice(&id.as_u128().to_be_bytes());
+    let mut values = vec![topic];
+    for p in 0..2u32 {
+        let mut v0 = vec![2, 0];
+        v0.extend_from_slice(&id.as_u128().to_be_bytes());
+        v0.extend_from_slice(&p.to_be_bytes());
+        v0.extend_from_slice(&1u16.to_be_bytes());
+        v0.extend_from_slice(&0u32.to_be_bytes());
+        v0.extend_from_slice(&0u32.to_be_bytes());
+        v0.extend_from_slice(&0i32.to_be_bytes());
+        values.push(v0);
+    }
+    let log = crate::log::Log::builder(dir.path().join(METADATA_DIR))
+        .open()
+        .unwrap();
+    let mut batch = BatchBuilder::new(Compression::None);
+    for v in &values {
+        batch.append(1, None, Some(v), &[]);
+    }
+    log.append(&mut batch.build().unwrap().to_vec(), 0).unwrap();
+    log.close().unwrap();
+    let cluster = Cluster::open(dir.path(), ClusterConfig::default()).unwrap();
+    let described = cluster.describe_topic("o").unwrap();
+    assert_eq!(described.partitions.len(), 2);
+    for p in &described.partitions {
+        assert_eq!((p.leader, p.leader_epoch), (0, 0));
+        assert_eq!((p.replicas.clone(), p.isr.clone()), (vec![0], vec![0]));
+    }
+    cluster.close().unwrap();
+    // Grown to three brokers, it keeps its placement.
+    let config = ClusterConfig::builder().brokers(3).build().unwrap();
+    let cluster = Cluster::open(dir.path(), config).unwrap();
+    assert_eq!(
+        cluster.describe_topic("o").unwrap().partitions,
+        described.partitions
+    );
+    cluster.close().unwrap();
+}
+
+#[test]
+fn create_topic_if_not_exists_creates_once_under_races() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), ClusterConfig::default()).unwrap();
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|i| {
+                let cluster = &cluster;
+                s.spawn(move || {
+                    cluster
+                        .create_topic_if_not_exists(NewTopic::new("jobs", 2 + i))
+                        .unwrap()
+                        .id()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    assert_eq!(cluster.list_topics(), ["jobs"]);
+    // Still validated first, existing or not.
+    assert!(matches!(
+        cluster.create_topic_if_not_exists(NewTopic::new("jobs", 0)),
+        Err(Error::InvalidPartitions { .. })
+    ));
+    assert!(matches!(
+        cluster.create_topic(NewTopic::new("jobs", 1)),
+        Err(Error::TopicAlreadyExists { .. })
+    ));
+    cluster.close().unwrap();
+}
