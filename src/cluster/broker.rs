@@ -179,6 +179,32 @@ pub(crate) fn sync_parent(storage: &dyn Storage, path: &Path) -> Result<()> {
     }
 }
 
+/// The `key=value` lines of a Java-properties file such as
+/// `meta.properties` (keys and values trimmed; the first 64 KiB read, so a
+/// huge file costs nothing; comments and other lines ignored; the first
+/// occurrence of a key wins).
+pub(crate) fn read_properties(
+    storage: &dyn Storage,
+    path: &Path,
+) -> Result<BTreeMap<String, String>> {
+    let file = storage.open(path, OpenMode::Existing)?;
+    let len = usize::try_from(file.len()?)
+        .unwrap_or(usize::MAX)
+        .min(64 * 1024);
+    let mut bytes = vec![0; len];
+    file.read_exact_at(&mut bytes, 0)?;
+    let mut properties = BTreeMap::new();
+    for (k, v) in String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+    {
+        properties
+            .entry(k.trim().to_string())
+            .or_insert_with(|| v.trim().to_string());
+    }
+    Ok(properties)
+}
+
 /// Creates directory `path` if it is missing and, if it was, fsyncs its
 /// parent so the new entry survives a power loss.
 pub(crate) fn create_dir_durably(storage: &dyn Storage, path: &Path) -> Result<()> {
@@ -305,19 +331,8 @@ fn check_identity(
         let text = format!("#logbus broker\nversion=1\ncluster.id={cluster_id}\nnode.id={id}\n");
         return write_atomic(storage, &path, text.as_bytes());
     }
-    let file = storage.open(&path, OpenMode::Existing)?;
-    let len = usize::try_from(file.len()?)
-        .unwrap_or(usize::MAX)
-        .min(64 * 1024);
-    let mut bytes = vec![0; len];
-    file.read_exact_at(&mut bytes, 0)?;
-    let text = String::from_utf8_lossy(&bytes);
-    let field = |key: &str| {
-        text.lines()
-            .filter_map(|l| l.split_once('='))
-            .find(|(k, _)| k.trim() == key)
-            .map(|(_, v)| v.trim().to_string())
-    };
+    let properties = read_properties(storage, &path)?;
+    let field = |key: &str| properties.get(key).cloned();
     let (Some(cluster), Some(node)) = (field("cluster.id"), field("node.id")) else {
         return Err(Error::corrupt(
             path,

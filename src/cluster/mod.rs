@@ -918,19 +918,8 @@ fn refuse_empty_registry(
 fn meta_properties(storage: &dyn Storage, root: &Path) -> Result<String> {
     let path = root.join(META_PROPERTIES);
     if storage.exists(&path) {
-        let file = storage.open(&path, OpenMode::Existing)?;
-        let len = usize::try_from(file.len()?)
-            .unwrap_or(usize::MAX)
-            .min(64 * 1024);
-        let mut bytes = vec![0; len];
-        file.read_exact_at(&mut bytes, 0)?;
-        let text = String::from_utf8_lossy(&bytes);
-        let field = |key: &str| {
-            text.lines()
-                .filter_map(|l| l.split_once('='))
-                .find(|(k, _)| k.trim() == key)
-                .map(|(_, v)| v.trim().to_string())
-        };
+        let properties = broker::read_properties(storage, &path)?;
+        let field = |key: &str| properties.get(key).cloned();
         let bad = |what: String| Error::corrupt(path.clone(), 0, CorruptionKind::Metadata(what));
         match field("logbus.format.version") {
             Some(v) if v == FORMAT_VERSION => {}
