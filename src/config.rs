@@ -12,6 +12,50 @@ pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A value given by a setting's Kafka name (`set(name, value)` of the
+/// client builders), with the parsers they share and errors naming it.
+pub(crate) struct NamedValue<'a> {
+    name: &'a str,
+    raw: &'a str,
+}
+
+impl<'a> NamedValue<'a> {
+    pub(crate) fn new(name: &'a str, raw: &'a str) -> Self {
+        NamedValue { name, raw }
+    }
+
+    /// The value without surrounding whitespace.
+    pub(crate) fn text(&self) -> &'a str {
+        self.raw.trim()
+    }
+
+    /// `InvalidConfig` naming the setting and the value given.
+    pub(crate) fn bad(&self, why: &str) -> Error {
+        Error::InvalidConfig(format!("{}={:?}: {why}", self.name, self.raw))
+    }
+
+    /// A non-negative integer.
+    pub(crate) fn uint(&self) -> Result<u64> {
+        self.text()
+            .parse()
+            .map_err(|_| self.bad("must be a non-negative integer"))
+    }
+
+    /// Whole milliseconds.
+    pub(crate) fn millis(&self) -> Result<Duration> {
+        self.uint().map(Duration::from_millis)
+    }
+
+    /// `true` or `false`.
+    pub(crate) fn boolean(&self) -> Result<bool> {
+        match self.text() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(self.bad("must be true or false")),
+        }
+    }
+}
+
 /// A stored millisecond count as a [`Duration`] (negative ones, which
 /// validation refuses, as zero).
 pub(crate) fn duration(ms: i64) -> Duration {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::client::assignor::{
     Assignor, CooperativeStickyAssignor, RangeAssignor, assignor_by_name,
 };
-use crate::config::millis;
+use crate::config::{NamedValue, millis};
 use crate::error::{Error, Result};
 
 /// What a consumer does when it has no valid position for a partition: a
@@ -480,42 +480,30 @@ impl ConsumerConfigBuilder {
     /// a value that does not parse; `self` is not returned then.
     pub fn set(self, name: &str, value: impl Into<String>) -> Result<Self> {
         let raw = value.into();
-        let text = raw.trim();
-        let bad = |why: &str| Error::InvalidConfig(format!("{name}={raw:?}: {why}"));
-        let int = || -> Result<u64> {
-            text.parse::<u64>()
-                .map_err(|_| bad("must be a non-negative integer"))
-        };
-        let ms = || -> Result<Duration> { int().map(Duration::from_millis) };
-        let boolean = || -> Result<bool> {
-            match text {
-                "true" => Ok(true),
-                "false" => Ok(false),
-                _ => Err(bad("must be true or false")),
-            }
-        };
+        let v = NamedValue::new(name, &raw);
+        let text = v.text();
         Ok(match name {
             "max.poll.records" => {
                 let records = text
                     .parse::<usize>()
-                    .map_err(|_| bad("must be a non-negative integer"))?;
+                    .map_err(|_| v.bad("must be a non-negative integer"))?;
                 self.max_poll_records(records)
             }
-            "fetch.min.bytes" => self.fetch_min_bytes(int()?),
-            "fetch.max.wait.ms" => self.fetch_max_wait(ms()?),
-            "max.partition.fetch.bytes" => self.max_partition_fetch_bytes(int()?),
-            "fetch.max.bytes" => self.fetch_max_bytes(int()?),
+            "fetch.min.bytes" => self.fetch_min_bytes(v.uint()?),
+            "fetch.max.wait.ms" => self.fetch_max_wait(v.millis()?),
+            "max.partition.fetch.bytes" => self.max_partition_fetch_bytes(v.uint()?),
+            "fetch.max.bytes" => self.fetch_max_bytes(v.uint()?),
             "auto.offset.reset" => self.auto_offset_reset(text.parse()?),
-            "check.crcs" => self.check_crcs(boolean()?),
+            "check.crcs" => self.check_crcs(v.boolean()?),
             "client.id" => self.client_id(text),
             "group.id" => self.group_id(text),
             "group.instance.id" => self.group_instance_id(text),
-            "session.timeout.ms" => self.session_timeout(ms()?),
-            "heartbeat.interval.ms" => self.heartbeat_interval(ms()?),
-            "max.poll.interval.ms" => self.max_poll_interval(ms()?),
-            "enable.auto.commit" => self.enable_auto_commit(boolean()?),
-            "auto.commit.interval.ms" => self.auto_commit_interval(ms()?),
-            "enable.partition.eof" => self.enable_partition_eof(boolean()?),
+            "session.timeout.ms" => self.session_timeout(v.millis()?),
+            "heartbeat.interval.ms" => self.heartbeat_interval(v.millis()?),
+            "max.poll.interval.ms" => self.max_poll_interval(v.millis()?),
+            "enable.auto.commit" => self.enable_auto_commit(v.boolean()?),
+            "auto.commit.interval.ms" => self.auto_commit_interval(v.millis()?),
+            "enable.partition.eof" => self.enable_partition_eof(v.boolean()?),
             "partition.assignment.strategy" => {
                 self.partition_assignment_strategy(text.split(',').map(str::trim))
             }

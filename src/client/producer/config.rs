@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::partitioner::Partitioner;
-use crate::config::millis;
+use crate::config::{NamedValue, millis};
 use crate::error::{Error, Result};
 use crate::types::Compression;
 
@@ -286,33 +286,28 @@ impl ProducerConfigBuilder {
     /// a value that does not parse; `self` is not returned then.
     pub fn set(self, name: &str, value: impl Into<String>) -> Result<Self> {
         let raw = value.into();
-        let text = raw.trim();
-        let bad = |why: &str| Error::InvalidConfig(format!("{name}={raw:?}: {why}"));
-        let int = || -> Result<u64> {
-            text.parse::<u64>()
-                .map_err(|_| bad("must be a non-negative integer"))
-        };
-        let ms = || -> Result<Duration> { int().map(Duration::from_millis) };
+        let v = NamedValue::new(name, &raw);
+        let text = v.text();
         Ok(match name {
             "acks" => self.acks(match text {
                 "0" => Acks::None,
                 "1" => Acks::Leader,
                 "all" | "-1" => Acks::All,
-                _ => return Err(bad("must be 0, 1, all or -1")),
+                _ => return Err(v.bad("must be 0, 1, all or -1")),
             }),
-            "linger.ms" => self.linger(ms()?),
-            "batch.size" => self.batch_size(int()?),
+            "linger.ms" => self.linger(v.millis()?),
+            "batch.size" => self.batch_size(v.uint()?),
             "compression.type" => self.compression(match text {
                 "none" => Compression::None,
                 "gzip" => Compression::Gzip,
                 "snappy" => Compression::Snappy,
                 "lz4" => Compression::Lz4,
                 "zstd" => Compression::Zstd,
-                _ => return Err(bad("must be none, gzip, snappy, lz4 or zstd")),
+                _ => return Err(v.bad("must be none, gzip, snappy, lz4 or zstd")),
             }),
-            "buffer.memory" => self.buffer_memory(int()?),
-            "max.block.ms" => self.max_block(ms()?),
-            "max.request.size" => self.max_request_size(int()?),
+            "buffer.memory" => self.buffer_memory(v.uint()?),
+            "max.block.ms" => self.max_block(v.millis()?),
+            "max.request.size" => self.max_request_size(v.uint()?),
             "client.id" => self.client_id(text),
             _ => {
                 return Err(Error::InvalidConfig(format!(
