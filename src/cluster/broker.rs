@@ -806,6 +806,21 @@ mod tests {
         .0
     }
 
+    /// Opens partition 0 of `name` (`id`) on the broker as its only
+    /// replica, with the default log config.
+    fn open_leader(broker: &Broker, name: &Arc<str>, id: Uuid) {
+        broker
+            .open_partition(
+                name,
+                id,
+                0,
+                LogConfig::default(),
+                LeaderAndIsr::new(vec![0]),
+                1,
+            )
+            .unwrap();
+    }
+
     fn offsets(log_start: u64, recovery_point: u64) -> PartitionOffsets {
         PartitionOffsets {
             log_start,
@@ -854,16 +869,7 @@ mod tests {
         let registry = registry_with("t", id, 1);
         let broker = open_broker(dir.path(), &registry);
         let name: Arc<str> = Arc::from("t");
-        broker
-            .open_partition(
-                &name,
-                id,
-                0,
-                LogConfig::default(),
-                LeaderAndIsr::new(vec![0]),
-                1,
-            )
-            .unwrap();
+        open_leader(&broker, &name, id);
         let key = key(&name, id);
         broker.note_partition(&key);
         broker.write_checkpoints().unwrap();
@@ -891,16 +897,7 @@ mod tests {
         let key = ("t".to_string(), 0);
         let name: Arc<str> = Arc::from("t");
         let broker = open_broker(dir.path(), &registry);
-        broker
-            .open_partition(
-                &name,
-                id,
-                0,
-                LogConfig::default(),
-                LeaderAndIsr::new(vec![0]),
-                1,
-            )
-            .unwrap();
+        open_leader(&broker, &name, id);
         let mut batch = crate::format::BatchBuilder::new(crate::types::Compression::None);
         for _ in 0..3 {
             batch.append(1, None, Some(b"v"), &[]);
@@ -926,16 +923,7 @@ mod tests {
             .write(&stale)
             .unwrap();
         let broker = open_broker(dir.path(), &registry);
-        broker
-            .open_partition(
-                &name,
-                id,
-                0,
-                LogConfig::default(),
-                LeaderAndIsr::new(vec![0]),
-                1,
-            )
-            .unwrap();
+        open_leader(&broker, &name, id);
         let hosted = self::key(&name, id);
         assert_eq!(broker.replicas.offsets(&hosted).unwrap().log_start, 3);
         broker.note_partition(&hosted);
