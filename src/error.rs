@@ -55,9 +55,9 @@ pub enum Error {
     #[error("record batch of {size} bytes exceeds {limit} of {max}")]
     RecordTooLarge {
         /// Size of the rejected batch in bytes.
-        size: usize,
+        size: u64,
         /// The configured limit.
-        max: usize,
+        max: u64,
         /// The setting that sets the limit (`"max.message.bytes"`,
         /// `"segment.bytes"`, `"max.request.size"`, `"buffer.memory"`).
         limit: &'static str,
@@ -272,24 +272,22 @@ pub enum Error {
     /// The producer's `buffer.memory` stayed full for `max.block.ms`, so the
     /// record was not accepted. Retriable: the buffer drains as batches are
     /// appended. Kafka's `BufferExhaustedException`.
-    #[error(
-        "producer buffer of {buffer_memory} bytes stayed full for {waited_ms} ms (max.block.ms)"
-    )]
+    #[error("producer buffer of {buffer_memory} bytes stayed full for {waited:?} (max.block.ms)")]
     BufferExhausted {
         /// The configured `buffer.memory`.
-        buffer_memory: usize,
-        /// How long `send` waited.
-        waited_ms: u64,
+        buffer_memory: u64,
+        /// How long `send` waited (whole milliseconds).
+        waited: std::time::Duration,
     },
 
     /// An operation did not complete within its time limit. Retriable.
     /// Kafka's `TimeoutException`.
-    #[error("{op} timed out after {waited_ms} ms")]
+    #[error("{op} timed out after {waited:?}")]
     Timeout {
         /// What timed out.
         op: &'static str,
         /// How long it waited.
-        waited_ms: u64,
+        waited: std::time::Duration,
     },
 
     /// The handle, or the cluster behind it, was closed.
@@ -555,14 +553,14 @@ impl Error {
             },
             Error::BufferExhausted {
                 buffer_memory,
-                waited_ms,
+                waited,
             } => Error::BufferExhausted {
                 buffer_memory: *buffer_memory,
-                waited_ms: *waited_ms,
+                waited: *waited,
             },
-            Error::Timeout { op, waited_ms } => Error::Timeout {
+            Error::Timeout { op, waited } => Error::Timeout {
                 op,
-                waited_ms: *waited_ms,
+                waited: *waited,
             },
             Error::Closed(what) => Error::Closed(what),
             Error::RebalanceInProgress { group } => Error::RebalanceInProgress {

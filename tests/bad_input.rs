@@ -1238,7 +1238,7 @@ fn row31_batch_over_max_message_bytes() {
     let a = Appends::on("t");
     let big = vec![7_u8; 1_048_588];
     let bytes = batch(&[(None, &big)]);
-    let size = bytes.len();
+    let size = bytes.len() as u64;
     a.refuse(
         bytes,
         |e| {

@@ -284,10 +284,10 @@ fn a_full_buffer_blocks_send_until_max_block_ms_then_fails() -> Result<()> {
     match error {
         Error::BufferExhausted {
             buffer_memory,
-            waited_ms,
+            waited,
         } => {
             assert_eq!(buffer_memory, 4_000);
-            assert_eq!(waited_ms, MAX_BLOCK);
+            assert_eq!(waited, Duration::from_millis(MAX_BLOCK));
         }
         other => panic!("{other:?}"),
     }
@@ -334,7 +334,10 @@ fn max_block_ms_zero_fails_at_once_when_full() -> Result<()> {
     entered.recv().expect("callback entered");
     assert!(matches!(
         producer.send(ProducerRecord::new("t", vec![0_u8; 600])),
-        Err(Error::BufferExhausted { waited_ms: 0, .. })
+        Err(Error::BufferExhausted {
+            waited: Duration::ZERO,
+            ..
+        })
     ));
     release.send(()).expect("callback waiting");
     producer.close()?;

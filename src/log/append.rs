@@ -270,8 +270,8 @@ fn validate(buf: &[u8], inner: &LogInner, full: bool) -> Result<Vec<Checked>> {
     let max = inner.config.max_batch_len();
     if buf.len() as u64 > inner.config.segment_bytes() {
         return Err(Error::RecordTooLarge {
-            size: buf.len(),
-            max: inner.config.segment_bytes() as usize,
+            size: buf.len() as u64,
+            max: inner.config.segment_bytes(),
             limit: "segment.bytes",
         });
     }
@@ -282,8 +282,8 @@ fn validate(buf: &[u8], inner: &LogInner, full: bool) -> Result<Vec<Checked>> {
         let header = BatchHeader::parse(rest)?;
         if header.total_size() > max {
             return Err(Error::RecordTooLarge {
-                size: header.total_size(),
-                max,
+                size: header.total_size() as u64,
+                max: inner.config.max_message_bytes(),
                 limit: "max.message.bytes",
             });
         }

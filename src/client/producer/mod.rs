@@ -324,8 +324,8 @@ impl Core {
         let (mut lone, upper) = record.size_bounds();
         if lone > self.max_request_size.min(self.buffer_memory) {
             lone = record.lone_batch_size().ok_or(Error::RecordTooLarge {
-                size: lone,
-                max: self.max_request_size,
+                size: lone as u64,
+                max: self.max_request_size as u64,
                 limit: "max.request.size",
             })?;
             for (max, limit) in [
@@ -334,8 +334,8 @@ impl Core {
             ] {
                 if lone > max {
                     return Err(Error::RecordTooLarge {
-                        size: lone,
-                        max,
+                        size: lone as u64,
+                        max: max as u64,
                         limit,
                     });
                 }
@@ -423,8 +423,8 @@ impl Core {
             let exact = record.lone_batch_size().unwrap_or(usize::MAX);
             if exact > entry.max_message_bytes {
                 return Err(Error::RecordTooLarge {
-                    size: exact,
-                    max: entry.max_message_bytes,
+                    size: exact as u64,
+                    max: entry.max_message_bytes as u64,
                     limit: "max.message.bytes",
                 });
             }
@@ -545,8 +545,8 @@ impl Core {
             return Ok(());
         }
         let exhausted = |waited_ms: i64| Error::BufferExhausted {
-            buffer_memory,
-            waited_ms: waited_ms.max(0).unsigned_abs(),
+            buffer_memory: buffer_memory as u64,
+            waited: std::time::Duration::from_millis(waited_ms.max(0).unsigned_abs()),
         };
         // On the sender thread nothing drains while we wait.
         if self.max_block_ms == 0 || self.on_sender_thread() {
