@@ -33,6 +33,15 @@ fn tp(topic: &str, partition: u32) -> TopicPartition {
 }
 
 /// Appends `n` records (one batch) to `topic`'s `partition`.
+/// Creates `topic` with one partition and returns it.
+fn one_partition(cluster: &Cluster, topic: &str) -> logbus::Partition {
+    cluster
+        .create_topic(NewTopic::new(topic, 1))
+        .unwrap()
+        .partition(0)
+        .unwrap()
+}
+
 fn produce(cluster: &Cluster, topic: &str, partition: u32, n: usize) {
     let mut batch = BatchBuilder::new(Compression::None);
     for i in 0..n {
@@ -637,12 +646,7 @@ fn auto_offset_reset_moves_an_out_of_range_position_at_the_next_fetch() {
     let t0 = tp("t", 0);
     for (reset, reset_to) in [(OffsetReset::Earliest, 4), (OffsetReset::Latest, 10)] {
         let f = fixture();
-        let partition = f
-            .cluster
-            .create_topic(NewTopic::new("t", 1))
-            .unwrap()
-            .partition(0)
-            .unwrap();
+        let partition = one_partition(&f.cluster, "t");
         produce(&f.cluster, "t", 0, 10);
         partition.delete_records(4).unwrap();
         let config = ConsumerConfig::builder()
@@ -680,12 +684,7 @@ fn auto_offset_reset_moves_an_out_of_range_position_at_the_next_fetch() {
 #[test]
 fn an_out_of_range_committed_offset_is_reset_too() {
     let f = fixture();
-    let partition = f
-        .cluster
-        .create_topic(NewTopic::new("t", 1))
-        .unwrap()
-        .partition(0)
-        .unwrap();
+    let partition = one_partition(&f.cluster, "t");
     produce(&f.cluster, "t", 0, 6);
     let t0 = tp("t", 0);
     f.cluster
