@@ -148,6 +148,18 @@ pub enum Error {
         broker: u32,
     },
 
+    /// The partition has no leader now: every in-sync replica's broker is
+    /// down, and the topic does not allow an unclean election. Kafka's
+    /// `LEADER_NOT_AVAILABLE`. Retriable: a leader is elected as soon as an
+    /// in-sync replica's broker returns.
+    #[error("{topic}-{partition} has no leader now")]
+    LeaderNotAvailable {
+        /// The topic's name.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
+
     /// A request carried a leader epoch older than the partition's current
     /// one: its sender acted on stale leadership. Kafka's
     /// `FENCED_LEADER_EPOCH`. Retriable after looking the leader up again.
@@ -415,7 +427,8 @@ impl Error {
     /// Whether the same call may succeed if retried later without any other
     /// change: true for [`Error::BufferExhausted`], [`Error::Timeout`],
     /// [`Error::RebalanceInProgress`], [`Error::NotLeaderOrFollower`],
-    /// [`Error::FencedLeaderEpoch`] and [`Error::NotEnoughReplicas`].
+    /// [`Error::LeaderNotAvailable`], [`Error::FencedLeaderEpoch`] and
+    /// [`Error::NotEnoughReplicas`].
     /// I/O errors, corruption, bad input, unknown topics (logbus's metadata
     /// is never stale, unlike a Kafka client's) and fencing are not
     /// retriable.
@@ -427,6 +440,7 @@ impl Error {
                 | Error::Timeout { .. }
                 | Error::RebalanceInProgress { .. }
                 | Error::NotLeaderOrFollower { .. }
+                | Error::LeaderNotAvailable { .. }
                 | Error::FencedLeaderEpoch { .. }
                 | Error::NotEnoughReplicas { .. }
         )
@@ -505,6 +519,10 @@ impl Error {
                 topic: topic.clone(),
                 partition: *partition,
                 broker: *broker,
+            },
+            Error::LeaderNotAvailable { topic, partition } => Error::LeaderNotAvailable {
+                topic: topic.clone(),
+                partition: *partition,
             },
             Error::FencedLeaderEpoch {
                 topic,

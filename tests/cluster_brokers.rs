@@ -92,16 +92,16 @@ fn three_brokers_spread_rf1_partitions_and_serve_them_like_one() {
     let described = topic.describe().unwrap();
     let mut led: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
     for p in &described.partitions {
-        assert_eq!(p.replicas, [p.leader], "{p:?}");
-        assert_eq!(p.isr, [p.leader]);
+        assert_eq!(p.replicas, [p.leader.unwrap()], "{p:?}");
+        assert_eq!(p.isr, [p.leader.unwrap()]);
         assert_eq!(p.leader_epoch, 0);
-        led.entry(p.leader).or_default().push(p.partition);
+        led.entry(p.leader.unwrap()).or_default().push(p.partition);
     }
     assert_eq!(led.len(), 3, "every broker leads: {led:?}");
     assert!(led.values().all(|ps| ps.len() == 2), "{led:?}");
     // Consecutive partitions have consecutive leaders.
     for pair in described.partitions.windows(2) {
-        assert_eq!(pair[1].leader, (pair[0].leader + 1) % 3);
+        assert_eq!(pair[1].leader.unwrap(), (pair[0].leader.unwrap() + 1) % 3);
     }
     for (&broker, parts) in &led {
         let expected: Vec<String> = parts.iter().map(|p| format!("t-{p}")).collect();
@@ -132,13 +132,13 @@ fn three_brokers_spread_rf1_partitions_and_serve_them_like_one() {
     for (before, after) in described.partitions.iter().zip(&again.partitions) {
         assert_eq!(
             (
-                before.leader,
+                before.leader.unwrap(),
                 &before.replicas,
                 &before.isr,
                 before.leader_epoch
             ),
             (
-                after.leader,
+                after.leader.unwrap(),
                 &after.replicas,
                 &after.isr,
                 after.leader_epoch
@@ -182,7 +182,7 @@ fn groups_commit_and_resume_across_brokers_and_a_reopen() {
     assert_eq!(committed.values().map(|m| m.offset).sum::<u64>(), 100);
     consumer.close().unwrap();
     let offsets = cluster.describe_topic("__consumer_offsets").unwrap();
-    let leaders: BTreeSet<u32> = offsets.partitions.iter().map(|p| p.leader).collect();
+    let leaders: BTreeSet<u32> = offsets.partitions.iter().map(|p| p.leader.unwrap()).collect();
     assert_eq!(leaders, BTreeSet::from([0, 1, 2]));
     cluster.close().unwrap();
 
@@ -217,11 +217,11 @@ fn every_replica_gets_a_directory_and_only_the_leader_takes_records() {
         .create_topic(NewTopic::new("r", 3).replication_factor(3))
         .unwrap();
     let described = topic.describe().unwrap();
-    let leaders: BTreeSet<u32> = described.partitions.iter().map(|p| p.leader).collect();
+    let leaders: BTreeSet<u32> = described.partitions.iter().map(|p| p.leader.unwrap()).collect();
     assert_eq!(leaders.len(), 3, "leaders spread");
     for p in &described.partitions {
         assert_eq!(p.replicas.len(), 3);
-        assert_eq!(p.replicas[0], p.leader);
+        assert_eq!(p.replicas[0], p.leader.unwrap());
         let distinct: BTreeSet<_> = p.replicas.iter().collect();
         assert_eq!(distinct.len(), 3);
         assert_eq!(p.isr, p.replicas);
@@ -242,7 +242,7 @@ fn every_replica_gets_a_directory_and_only_the_leader_takes_records() {
                 p.partition
             ));
             let len = std::fs::metadata(&log).unwrap().len();
-            if b == p.leader {
+            if b == p.leader.unwrap() {
                 assert_eq!(len > 0, p.log_end_offset > 0, "{}", log.display());
             } else {
                 assert_eq!(len, 0, "a follower is not fed yet: {}", log.display());
@@ -408,7 +408,7 @@ fn a_cluster_cannot_reopen_with_fewer_brokers_but_can_grow() {
 
     let cluster = Cluster::open(dir.path(), brokers(4)).unwrap();
     let a = cluster.describe_topic("a").unwrap();
-    assert!(a.partitions.iter().all(|p| p.leader < 2), "placement kept");
+    assert!(a.partitions.iter().all(|p| p.leader.unwrap() < 2), "placement kept");
     assert_eq!(consume_all(&cluster, "a", 4, 20).len(), 20);
     let b = cluster.create_topic(NewTopic::new("b", 4)).unwrap();
     let leaders: BTreeSet<u32> = b
@@ -416,7 +416,7 @@ fn a_cluster_cannot_reopen_with_fewer_brokers_but_can_grow() {
         .unwrap()
         .partitions
         .iter()
-        .map(|p| p.leader)
+        .map(|p| p.leader.unwrap())
         .collect();
     assert_eq!(
         leaders,
@@ -443,7 +443,7 @@ fn added_partitions_continue_the_placement() {
     let described = cluster.describe_topic("grow").unwrap();
     assert_eq!(described.partitions.len(), 7);
     for pair in described.partitions.windows(2) {
-        assert_eq!(pair[1].leader, (pair[0].leader + 1) % 3, "{pair:?}");
+        assert_eq!(pair[1].leader.unwrap(), (pair[0].leader.unwrap() + 1) % 3, "{pair:?}");
     }
     for p in &described.partitions {
         assert_eq!(p.replicas.len(), 2);
@@ -465,12 +465,12 @@ fn added_partitions_continue_the_placement() {
             .unwrap()
             .partitions
             .iter()
-            .map(|p| (p.leader, p.replicas.clone()))
+            .map(|p| (p.leader.unwrap(), p.replicas.clone()))
             .collect::<Vec<_>>(),
         described
             .partitions
             .iter()
-            .map(|p| (p.leader, p.replicas.clone()))
+            .map(|p| (p.leader.unwrap(), p.replicas.clone()))
             .collect::<Vec<_>>()
     );
     assert_eq!(consume_all(&cluster, "grow", 7, 70).len(), 70);
@@ -526,7 +526,7 @@ fn brokers_can_live_at_their_own_paths() {
     produce(&cluster, "p", 30, Acks::All);
     let described = cluster.describe_topic("p").unwrap();
     for p in &described.partitions {
-        let home = match p.leader {
+        let home = match p.leader.unwrap() {
             0 => root.path().join("broker-0"),
             1 => disk1.path().to_path_buf(),
             _ => disk2.path().to_path_buf(),

@@ -782,7 +782,7 @@ mod tests {
                     topic_id: id,
                     partition,
                     replicas: vec![0],
-                    leader: 0,
+                    leader: Some(0),
                     leader_epoch: 0,
                     isr: vec![0],
                 })

@@ -72,7 +72,7 @@ impl NewTopic {
     /// let topic = cluster.create_topic(NewTopic::new("orders", 3).replication_factor(2))?;
     /// for p in topic.describe()?.partitions {
     ///     assert_eq!(p.replicas.len(), 2);
-    ///     assert_eq!((p.leader, p.leader_epoch), (p.replicas[0], 0));
+    ///     assert_eq!((p.leader, p.leader_epoch), (Some(p.replicas[0]), 0));
     ///     assert_eq!(p.isr, p.replicas);
     /// }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -217,10 +217,12 @@ pub struct TopicDescription {
 pub struct PartitionDescription {
     /// The partition number.
     pub partition: u32,
-    /// The broker leading it.
-    pub leader: u32,
+    /// The broker leading it; `None` while no replica can lead (every
+    /// in-sync replica's broker is down and unclean leader election is not
+    /// allowed).
+    pub leader: Option<u32>,
     /// The leader's epoch: 0 when the partition is created, bumped by
-    /// every leader change (elections are a later step).
+    /// every leader change.
     pub leader_epoch: i32,
     /// The brokers holding a replica, the preferred leader first (with one
     /// broker: `[0]`).

@@ -55,13 +55,14 @@ pub(crate) enum MetadataRecord {
     /// A topic was created with this id.
     Topic { name: String, id: Uuid },
     /// A partition exists, with its replicas (broker ids, the preferred
-    /// leader first), its leader, leader epoch and in-sync replicas: in
-    /// the spirit of KRaft's `PartitionRecord`.
+    /// leader first), its leader (`None`: Kafka's -1, no leader), leader
+    /// epoch and in-sync replicas: in the spirit of KRaft's
+    /// `PartitionRecord`.
     Partition {
         topic_id: Uuid,
         partition: u32,
         replicas: Vec<u32>,
-        leader: u32,
+        leader: Option<u32>,
         leader_epoch: i32,
         isr: Vec<u32>,
     },
@@ -135,7 +136,10 @@ impl MetadataRecord {
                 w.write_u128::<BigEndian>(topic_id.as_u128()).expect("vec");
                 w.write_u32::<BigEndian>(*partition).expect("vec");
                 put_brokers(w, replicas);
-                w.write_u32::<BigEndian>(*leader).expect("vec");
+                // Kafka's -1 for "no leader"; a broker id otherwise (ids are
+                // below 64, so version 1's unsigned field reads the same).
+                w.write_i32::<BigEndian>(leader.map_or(-1, |b| b as i32))
+                    .expect("vec");
                 w.write_i32::<BigEndian>(*leader_epoch).expect("vec");
                 put_brokers(w, isr);
             }
@@ -192,7 +196,7 @@ impl MetadataRecord {
                     let topic_id = get_uuid(&mut cur)?;
                     let partition = cur.read_u32::<BigEndian>()?;
                     let replicas = get_brokers(&mut cur)?;
-                    let leader = cur.read_u32::<BigEndian>()?;
+                    let leader = u32::try_from(cur.read_i32::<BigEndian>()?).ok();
                     let leader_epoch = cur.read_i32::<BigEndian>()?;
                     // Version 0 (one broker) has no ISR: every replica is in sync.
                     let isr = if version == 0 {
@@ -320,12 +324,12 @@ impl Registry {
                 let distinct: BTreeSet<&u32> = replicas.iter().collect();
                 if replicas.is_empty()
                     || distinct.len() != replicas.len()
-                    || !replicas.contains(leader)
+                    || leader.is_some_and(|l| !replicas.contains(&l))
                     || !isr.iter().all(|b| replicas.contains(b))
                 {
                     return Err(format!(
                         "partition {partition} of {} has an impossible assignment: replicas \
-                         {replicas:?}, leader {leader}, ISR {isr:?}",
+                         {replicas:?}, leader {leader:?}, ISR {isr:?}",
                         topic.name
                     ));
                 }
@@ -333,6 +337,7 @@ impl Registry {
                     replicas: replicas.clone(),
                     leader: *leader,
                     leader_epoch: *leader_epoch,
+                    partition_epoch: 0,
                     isr: isr.clone(),
                 });
                 topic.partitions += 1;
@@ -698,7 +703,7 @@ mod tests {
                 topic_id: id,
                 partition: 0,
                 replicas: vec![0, 1],
-                leader: 0,
+                leader: Some(0),
                 leader_epoch: 3,
                 isr: vec![1],
             },
@@ -747,7 +752,7 @@ mod tests {
                 topic_id: id,
                 partition: 3,
                 replicas: vec![0],
-                leader: 0,
+                leader: Some(0),
                 leader_epoch: 0,
                 isr: vec![0],
             }
@@ -777,7 +782,7 @@ mod tests {
         r.apply(&LeaderAndIsr::new(vec![2, 1]).record(id, 1))
             .unwrap();
         assert_eq!(r.known_brokers(), BTreeSet::from([0, 1, 2, 4]));
-        assert_eq!(r.topic("t").unwrap().assignments[1].leader, 2);
+        assert_eq!(r.topic("t").unwrap().assignments[1].leader, Some(2));
     }
 
     #[test]
@@ -794,7 +799,7 @@ mod tests {
             topic_id: id,
             partition: 1,
             replicas: vec![0],
-            leader: 0,
+            leader: Some(0),
             leader_epoch: 0,
             isr: vec![0],
         };
@@ -803,7 +808,7 @@ mod tests {
             topic_id: id,
             partition: 0,
             replicas,
-            leader,
+            leader: Some(leader),
             leader_epoch: 0,
             isr,
         };

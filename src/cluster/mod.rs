@@ -221,7 +221,7 @@ impl TopicState {
         self.assignments
             .read()
             .get(partition as usize)
-            .map(|a| a.leader)
+            .and_then(|a| a.leader)
     }
 
     /// The current partition count (one atomic load, no lock).
@@ -405,7 +405,9 @@ impl Cluster {
                 report.partitions.insert(
                     TopicPartition::new(meta.name.clone(), p),
                     inner
-                        .broker(roles.leader)?
+                        // The leader's report; a leaderless partition's
+                        // from its first replica.
+                        .broker(roles.leader.unwrap_or(roles.replicas[0]))?
                         .replicas
                         .recovery_report(&state.key(p)?)?,
                 );
@@ -662,10 +664,17 @@ impl ClusterInner {
             .topics
             .read()
             .get(&*key.topic)
-            .filter(|t| t.id == key.topic_id)
-            .and_then(|t| t.leader(key.partition));
+            .filter(|t| t.id == key.topic_id && key.partition < t.partition_count())
+            .map(|t| t.leader(key.partition));
         match leader {
-            Some(id) => self.broker(id),
+            Some(Some(id)) => self.broker(id),
+            Some(None) => {
+                self.check_open()?;
+                Err(Error::LeaderNotAvailable {
+                    topic: key.topic.to_string(),
+                    partition: key.partition,
+                })
+            }
             None => {
                 self.check_open()?;
                 Err(Error::UnknownTopicOrPartition {

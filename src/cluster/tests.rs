@@ -128,7 +128,7 @@ fn requests_go_to_the_leaders_broker() {
                 .describe(&key)
                 .unwrap()
                 .leader,
-            leader
+            Some(leader)
         );
         let mut batch = BatchBuilder::new(Compression::None);
         batch.append(1, None, Some(b"v"), &[]);
@@ -196,7 +196,7 @@ fn a_single_broker_metadata_log_of_version_0_still_loads() {
     let described = cluster.describe_topic("o").unwrap();
     assert_eq!(described.partitions.len(), 2);
     for p in &described.partitions {
-        assert_eq!((p.leader, p.leader_epoch), (0, 0));
+        assert_eq!((p.leader, p.leader_epoch), (Some(0), 0));
         assert_eq!((p.replicas.clone(), p.isr.clone()), (vec![0], vec![0]));
     }
     cluster.close().unwrap();

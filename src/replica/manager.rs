@@ -60,8 +60,8 @@ pub(crate) enum AppendOrigin {
 /// One partition as [`ReplicaManager::describe`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PartitionInfo {
-    /// The broker leading it.
-    pub(crate) leader: u32,
+    /// The broker leading it, if any.
+    pub(crate) leader: Option<u32>,
     /// Its leader epoch.
     pub(crate) leader_epoch: i32,
     /// Every replica as the leader sees it, the leader first.
@@ -127,6 +127,7 @@ impl ReplicaManager {
         let state = Arc::new(PartitionState::new(
             topic.clone(),
             partition,
+            self.broker,
             roles,
             min_insync,
             log,
@@ -242,14 +243,37 @@ impl ReplicaManager {
     /// The hosted partition `key`, which this broker must lead.
     fn leader(&self, key: &TopicIdPartition) -> Result<Arc<PartitionState>> {
         let state = self.get(key)?;
-        if state.leader() != self.broker {
-            return Err(Error::NotLeaderOrFollower {
-                topic: key.topic.to_string(),
-                partition: key.partition,
-                broker: self.broker,
-            });
+        if state.leader() != Some(self.broker) {
+            return Err(state.not_leader());
         }
         Ok(state)
+    }
+
+    /// Takes the leadership the controller decided for `key` (Kafka's
+    /// `becomeLeaderOrFollower`); an update older than the one held is
+    /// ignored.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopicOrPartition`], [`Error::Closed`];
+    /// [`Error::Internal`] if `roles` does not name this broker among the
+    /// replicas.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the controller moves leadership with replication")
+    )]
+    pub(crate) fn apply_leader_and_isr(
+        &self,
+        key: &TopicIdPartition,
+        roles: LeaderAndIsr,
+    ) -> Result<()> {
+        if !roles.replicas.contains(&self.broker) {
+            return Err(Error::Internal(format!(
+                "{}-{} given to broker {}, which is not among its replicas {:?}",
+                key.topic, key.partition, self.broker, roles.replicas
+            )));
+        }
+        self.get(key)?.apply_roles(roles);
+        Ok(())
     }
 
     /// Whether `key` is hosted here (its topic was not deleted, the
@@ -275,11 +299,12 @@ impl ReplicaManager {
         acks: AppendAcks,
     ) -> Result<AppendInfo> {
         let state = self.leader(key)?;
-        if acks == AppendAcks::All && state.isr().len() < state.min_insync() {
+        let in_sync = state.roles().isr.len();
+        if acks == AppendAcks::All && in_sync < state.min_insync() {
             return Err(Error::NotEnoughReplicas {
                 topic: key.topic.to_string(),
                 partition: key.partition,
-                in_sync: state.isr().len(),
+                in_sync,
                 required: state.min_insync(),
             });
         }
@@ -382,8 +407,9 @@ impl ReplicaManager {
     pub(crate) fn describe(&self, key: &TopicIdPartition) -> Result<PartitionInfo> {
         let state = self.get(key)?;
         let offsets = state.offsets()?;
-        let replicas = state
-            .replicas()
+        let roles = state.roles();
+        let replicas = roles
+            .replicas
             .iter()
             .map(|&broker| Replica {
                 broker,
@@ -398,10 +424,10 @@ impl ReplicaManager {
             })
             .collect();
         Ok(PartitionInfo {
-            leader: state.leader(),
-            leader_epoch: state.leader_epoch(),
+            leader: roles.leader,
+            leader_epoch: roles.leader_epoch,
             replicas,
-            isr: state.isr().to_vec(),
+            isr: roles.isr,
             offsets,
             size_bytes: state.size_bytes()?,
         })
@@ -486,7 +512,7 @@ mod tests {
             ));
         }
         let info = manager.describe(&key).unwrap();
-        assert_eq!((info.leader, info.leader_epoch), (0, 0));
+        assert_eq!((info.leader, info.leader_epoch), (Some(0), 0));
         assert_eq!(info.isr, [0]);
         assert_eq!(info.replicas[0].log_end_offset, 5);
         manager.unhost_topic("t").unwrap();
@@ -559,7 +585,7 @@ mod tests {
         let fetched = manager.fetch(&key, 0, 1 << 20, FetchBound::LogEnd).unwrap();
         assert!(fetched.records().is_empty());
         let info = manager.describe(&key).unwrap();
-        assert_eq!((info.leader, info.isr.clone()), (0, vec![0, 1]));
+        assert_eq!((info.leader, info.isr.clone()), (Some(0), vec![0, 1]));
         // A broker that holds no replica cannot host it.
         let other = ReplicaManager::new(2);
         let log = Log::builder(dir.path().join("t-1")).open().unwrap();
@@ -609,6 +635,80 @@ mod tests {
             )
             .unwrap();
         assert_eq!(manager.offsets(&key).unwrap().log_end, 1);
+        manager.unhost_topic("t").unwrap();
+    }
+
+    /// The controller's decisions move leadership: a follower becomes the
+    /// leader and takes appends stamped with the new epoch; an update older
+    /// than the one held is ignored.
+    #[test]
+    fn leadership_follows_the_controller_and_stale_updates_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = ReplicaManager::new(1);
+        let topic: Arc<str> = Arc::from("t");
+        let id = Uuid::new_v4();
+        let log = Log::builder(dir.path().join("t-0")).open().unwrap();
+        manager
+            .host(&topic, id, 0, LeaderAndIsr::new(vec![0, 1]), 1, log)
+            .unwrap();
+        let key = TopicIdPartition {
+            topic_id: id,
+            topic,
+            partition: 0,
+        };
+        let elected = LeaderAndIsr {
+            replicas: vec![0, 1],
+            leader: Some(1),
+            leader_epoch: 1,
+            partition_epoch: 1,
+            isr: vec![1],
+        };
+        manager.apply_leader_and_isr(&key, elected.clone()).unwrap();
+        manager
+            .append(
+                &key,
+                &mut batch(2),
+                AppendOrigin::Client,
+                AppendAcks::Leader,
+            )
+            .unwrap();
+        let stale = LeaderAndIsr::new(vec![0, 1]);
+        manager.apply_leader_and_isr(&key, stale).unwrap();
+        let info = manager.describe(&key).unwrap();
+        assert_eq!(
+            (info.leader, info.leader_epoch, info.isr),
+            (Some(1), 1, vec![1])
+        );
+        let fetched = manager
+            .fetch(&key, 0, 1 << 20, FetchBound::HighWatermark)
+            .unwrap();
+        let epochs: Vec<i32> = fetched
+            .into_log_read()
+            .batches()
+            .map(|b| b.unwrap().header().partition_leader_epoch)
+            .collect();
+        assert_eq!(epochs, [1], "stamped with the epoch it was appended in");
+        let offline = LeaderAndIsr {
+            leader: None,
+            leader_epoch: 2,
+            partition_epoch: 2,
+            ..elected
+        };
+        manager.apply_leader_and_isr(&key, offline).unwrap();
+        assert!(matches!(
+            manager.append(
+                &key,
+                &mut batch(1),
+                AppendOrigin::Client,
+                AppendAcks::Leader
+            ),
+            Err(Error::NotLeaderOrFollower { broker: 1, .. })
+        ));
+        let elsewhere = LeaderAndIsr::new(vec![0, 2]);
+        assert!(matches!(
+            manager.apply_leader_and_isr(&key, elsewhere),
+            Err(Error::Internal(_))
+        ));
         manager.unhost_topic("t").unwrap();
     }
 

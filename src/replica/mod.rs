@@ -24,6 +24,34 @@ pub(crate) use follower::Replica;
 pub(crate) use manager::{AppendAcks, AppendOrigin, ReplicaManager};
 pub(crate) use partition::{LeaderAndIsr, PartitionOffsets, PartitionState};
 
+/// The controller, as a partition's leader sees it: where it proposes ISR
+/// changes (Kafka's `AlterPartition` request).
+#[expect(dead_code, reason = "leaders propose ISR changes with replication")]
+pub(crate) trait AlterPartition: Send + Sync + std::fmt::Debug {
+    /// Asks the controller to set `key`'s ISR to `isr`, as proposed by its
+    /// leader `leader` holding the state of epochs `leader_epoch` and
+    /// `partition_epoch`. Returns the state the controller settled on, which
+    /// it has already given to every replica's manager
+    /// ([`ReplicaManager::apply_leader_and_isr`]); so the caller must hold
+    /// no lock of the partition while it calls.
+    ///
+    /// # Errors
+    /// [`Error::FencedLeaderEpoch`](crate::Error::FencedLeaderEpoch) or
+    /// [`Error::NotLeaderOrFollower`](crate::Error::NotLeaderOrFollower)
+    /// when the proposal was made against a state that is no longer
+    /// current (the caller learns the new one from its manager);
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an ISR
+    /// naming a broker that holds no replica or is fenced.
+    fn alter_partition(
+        &self,
+        key: &TopicIdPartition,
+        leader: u32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<u32>,
+    ) -> crate::error::Result<LeaderAndIsr>;
+}
+
 /// A partition named by its topic's name, its topic's id and its number:
 /// Kafka's `TopicIdPartition`. The id tells a re-created topic from the
 /// deleted one of the same name, so a caller holding a key of the old

@@ -3,18 +3,19 @@
 //! [`Partition`](crate::Partition) is the public handle.
 //!
 //! A hosted partition is either its leader's (the broker named by its
-//! [`LeaderAndIsr`]) or a follower's. Followers' logs are created but not
-//! fed yet (fetchers are the next step), and the leader's high watermark
-//! still equals its log end offset; the ISR's tracking will be added here.
-//! Every caller goes through the [`ReplicaManager`](super::ReplicaManager),
-//! so none will change shape when it is.
+//! [`LeaderAndIsr`]) or a follower's; the controller moves it between the
+//! two with [`PartitionState::apply_roles`]. Every caller goes through the
+//! [`ReplicaManager`](super::ReplicaManager).
 //!
 //! ## Locks
-//! `log` (a read-write lock over the open log) is taken after the manager's
-//! table of hosted partitions and before the log's own locks. Appends and
-//! reads take it shared; only closing or deleting the partition takes it
-//! exclusively, so it waits for appends in flight and every later call sees
-//! the partition gone.
+//! `roles` (the leadership as the controller last decided it) comes first:
+//! an append holds it shared through the log's append, so a leadership
+//! change waits for appends in flight and no batch is stamped with an epoch
+//! that is no longer current. `log` (a read-write lock over the open log)
+//! comes next, after the manager's table of hosted partitions and before
+//! the log's own locks. Appends and reads take it shared; only closing or
+//! deleting the partition takes it exclusively, so it waits for appends in
+//! flight and every later call sees the partition gone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -39,10 +40,16 @@ const CLOSED: u8 = 2;
 pub(crate) struct LeaderAndIsr {
     /// The brokers holding a replica, the preferred leader first.
     pub(crate) replicas: Vec<u32>,
-    /// The broker leading it.
-    pub(crate) leader: u32,
-    /// The leader epoch.
+    /// The broker leading it; `None` while no replica can lead (every
+    /// in-sync replica's broker is down and unclean election is not
+    /// allowed): Kafka's leader `-1`.
+    pub(crate) leader: Option<u32>,
+    /// The leader epoch: bumped with every change of leader.
     pub(crate) leader_epoch: i32,
+    /// KRaft's partition epoch: bumped with every change of this state
+    /// (leader, ISR or replicas), so that a proposal made against an older
+    /// state is refused.
+    pub(crate) partition_epoch: i32,
     /// The in-sync replicas.
     pub(crate) isr: Vec<u32>,
 }
@@ -52,11 +59,18 @@ impl LeaderAndIsr {
     /// replica is in sync.
     pub(crate) fn new(replicas: Vec<u32>) -> Self {
         LeaderAndIsr {
-            leader: replicas[0],
+            leader: replicas.first().copied(),
             leader_epoch: 0,
+            partition_epoch: 0,
             isr: replicas.clone(),
             replicas,
         }
+    }
+
+    /// Whether `self` is older than `other`: an earlier leader epoch, or
+    /// the same leader epoch and an earlier partition epoch.
+    pub(crate) fn is_older_than(&self, other: &LeaderAndIsr) -> bool {
+        (self.leader_epoch, self.partition_epoch) < (other.leader_epoch, other.partition_epoch)
     }
 }
 
@@ -66,13 +80,10 @@ impl LeaderAndIsr {
 pub(crate) struct PartitionState {
     topic: Arc<str>,
     partition: u32,
-    /// The broker leading the partition.
-    leader: u32,
-    leader_epoch: i32,
-    /// The brokers holding a replica, the preferred leader first.
-    replicas: Vec<u32>,
-    /// The in-sync replicas.
-    isr: Vec<u32>,
+    /// The broker hosting this replica.
+    broker: u32,
+    /// The leadership, as the controller last decided it.
+    roles: RwLock<LeaderAndIsr>,
     /// The topic's `min.insync.replicas`.
     min_insync: usize,
     log: RwLock<Option<Log>>,
@@ -99,6 +110,7 @@ impl PartitionState {
     pub(crate) fn new(
         topic: Arc<str>,
         partition: u32,
+        broker: u32,
         roles: LeaderAndIsr,
         min_insync: usize,
         log: Log,
@@ -107,10 +119,8 @@ impl PartitionState {
         PartitionState {
             topic,
             partition,
-            leader: roles.leader,
-            leader_epoch: roles.leader_epoch,
-            replicas: roles.replicas,
-            isr: roles.isr,
+            broker,
+            roles: RwLock::new(roles),
             min_insync,
             log: RwLock::new(Some(log)),
             gone: AtomicU8::new(LIVE),
@@ -128,24 +138,45 @@ impl PartitionState {
         self.partition
     }
 
-    /// The broker leading the partition.
-    pub(crate) fn leader(&self) -> u32 {
-        self.leader
+    /// The broker leading the partition, if any.
+    pub(crate) fn leader(&self) -> Option<u32> {
+        self.roles.read().leader
     }
 
-    /// The current leader epoch.
-    pub(crate) fn leader_epoch(&self) -> i32 {
-        self.leader_epoch
+    /// The leadership now: replicas, leader, epochs and ISR.
+    pub(crate) fn roles(&self) -> LeaderAndIsr {
+        self.roles.read().clone()
     }
 
-    /// The brokers holding a replica, the leader first.
-    pub(crate) fn replicas(&self) -> &[u32] {
-        &self.replicas
+    /// Takes the leadership the controller decided, unless it is older
+    /// than the one held (a stale update, ignored: returns `false`). Waits
+    /// for appends in flight.
+    pub(crate) fn apply_roles(&self, roles: LeaderAndIsr) -> bool {
+        let mut held = self.roles.write();
+        if roles.is_older_than(&held) {
+            return false;
+        }
+        *held = roles;
+        true
     }
 
-    /// The in-sync replicas.
-    pub(crate) fn isr(&self) -> &[u32] {
-        &self.isr
+    /// The leadership, held shared, if this broker leads the partition;
+    /// else [`Error::NotLeaderOrFollower`].
+    fn lead(&self) -> Result<parking_lot::RwLockReadGuard<'_, LeaderAndIsr>> {
+        let roles = self.roles.read();
+        if roles.leader != Some(self.broker) {
+            return Err(self.not_leader());
+        }
+        Ok(roles)
+    }
+
+    /// [`Error::NotLeaderOrFollower`] for this partition on this broker.
+    pub(crate) fn not_leader(&self) -> Error {
+        Error::NotLeaderOrFollower {
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            broker: self.broker,
+        }
     }
 
     /// The in-sync replicas an `acks=all` append needs.
@@ -177,10 +208,16 @@ impl PartitionState {
         }
     }
 
-    /// Appends batches as the leader (offsets assigned by the log) and
-    /// wakes waiting consumers.
+    /// Appends batches as the leader (offsets assigned by the log, stamped
+    /// with the current leader epoch) and wakes waiting consumers.
+    ///
+    /// # Errors
+    /// [`Error::NotLeaderOrFollower`] unless this broker leads the
+    /// partition; those of [`Log::append`].
     pub(crate) fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
-        let info = self.with_log(|log| log.append(batches, self.leader_epoch))?;
+        let roles = self.lead()?;
+        let info = self.with_log(|log| log.append(batches, roles.leader_epoch))?;
+        drop(roles);
         self.watchers.notify();
         Ok(info)
     }
@@ -188,7 +225,9 @@ impl PartitionState {
     /// [`PartitionState::append`] for batches the in-process producer built
     /// (see `Log::append_trusted`): the CRC and records are not re-checked.
     pub(crate) fn append_trusted(&self, batches: &mut [u8]) -> Result<AppendInfo> {
-        let info = self.with_log(|log| log.append_trusted(batches, self.leader_epoch))?;
+        let roles = self.lead()?;
+        let info = self.with_log(|log| log.append_trusted(batches, roles.leader_epoch))?;
+        drop(roles);
         self.watchers.notify();
         Ok(info)
     }
