@@ -3,10 +3,19 @@
 //!
 //! ```sh
 //! cargo run --release --example perf -- produce --dir D --topic T --partitions P \
-//!     --records N --record-size S --acks A [--linger-ms L] [--batch-size B] [--compression C]
+//!     --records N --record-size S --acks A [--linger-ms L] [--batch-size B] [--compression C] \
+//!     [--rate R] [--brokers B] [--replication-factor F] [--min-insync M]
 //! cargo run --release --example perf -- consume --dir D --topic T --records N \
-//!     [--max-poll-records M] [--group G]
+//!     [--max-poll-records M] [--group G] [--brokers B]
 //! ```
+//!
+//! `--rate R` offers a fixed load of R records per second (sends are paced,
+//! so the latency measured is not queueing behind an unbounded backlog);
+//! without it the producer sends as fast as it can. `--brokers`,
+//! `--replication-factor` and `--min-insync` open a cluster of that many
+//! brokers and create the topic with that replication factor and
+//! `min.insync.replicas` (all default to 1); `consume` must be given the
+//! same `--brokers` as the `produce` that made the directory.
 //!
 //! Progress goes to stderr; the result is one JSON line on stdout with
 //! `records`, `bytes`, `seconds`, `records_per_sec`, `mb_per_sec`,
@@ -30,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use logbus::{
     Acks, Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, NewTopic, OffsetReset,
-    Producer, ProducerConfig, ProducerRecord, SendFuture, TopicPartition,
+    Producer, ProducerConfig, ProducerRecord, SendFuture, TopicConfig, TopicPartition,
 };
 
 const MB: f64 = 1024.0 * 1024.0;
@@ -47,9 +56,11 @@ fn main() -> ExitCode {
             eprintln!("perf: {e}");
             eprintln!(
                 "usage: perf produce --dir D --topic T --partitions P --records N --record-size S \
-                 --acks 0|1|all [--linger-ms L] [--batch-size B] [--compression none|gzip|snappy|lz4|zstd]\n       \
+                 --acks 0|1|all [--linger-ms L] [--batch-size B] [--compression none|gzip|snappy|lz4|zstd] \
+                 [--rate R: records/s offered] [--brokers B (1)] [--replication-factor F (1)] \
+                 [--min-insync M (1)]\n       \
                  perf consume --dir D --topic T --records N [--max-poll-records M (10000)] \
-                 [--group G: subscribe as a member of group G, auto commit on]"
+                 [--group G: subscribe as a member of group G, auto commit on] [--brokers B (1)]"
             );
             ExitCode::FAILURE
         }
@@ -215,8 +226,18 @@ fn produce(flags: &Flags) -> Result<String, Error> {
         config = config.compression(compression(codec)?);
     }
 
-    let cluster = Cluster::open(&dir, ClusterConfig::default())?;
-    cluster.create_topic_if_not_exists(NewTopic::new(&topic, partitions))?;
+    let rate: Option<f64> = flags.0.get("rate").map(|r| r.parse()).transpose()?;
+    if rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        return Err("--rate must be positive".into());
+    }
+    let replication: u16 = flags.num("replication-factor", Some(1))?;
+    let min_insync: u16 = flags.num("min-insync", Some(1))?;
+    let cluster = open_cluster(&dir, flags)?;
+    cluster.create_topic_if_not_exists(
+        NewTopic::new(&topic, partitions)
+            .replication_factor(replication)
+            .config(TopicConfig::new().min_insync_replicas(min_insync)?),
+    )?;
     let producer = Producer::new(&cluster, config.build()?)?;
     // An `Arc<str>` topic is shared by every record, not copied into each.
     let topic_name: std::sync::Arc<str> = std::sync::Arc::from(topic.as_str());
@@ -241,6 +262,14 @@ fn produce(flags: &Flags) -> Result<String, Error> {
     let start = Instant::now();
     let mut last_report = Instant::now();
     for i in 0..records {
+        if let Some(rate) = rate {
+            // Sends are paced to the offered load: record i leaves at i/rate.
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
         let record = ProducerRecord::new(&topic_name, &value);
         if i % LATENCY_SAMPLE == 0 {
             while let Some((sent, future)) = pending.front() {
@@ -282,14 +311,30 @@ fn produce(flags: &Flags) -> Result<String, Error> {
         "{{\"mode\":\"produce\",\"records\":{records},\"bytes\":{bytes},\"seconds\":{seconds:.3},\
          \"records_per_sec\":{:.0},\"mb_per_sec\":{mb_per_sec:.1},\"p50_us\":{},\"p99_us\":{},\
          \"p999_us\":{},\"peak_rss_mb\":{:.1},\"rss_anon_mb\":{anon_mb:.1},\
-         \"rss_file_mb\":{file_mb:.1},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3}}}",
+         \"rss_file_mb\":{file_mb:.1},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3},\
+         \"offered_rate\":{},\"brokers\":{},\"replication_factor\":{replication},\
+         \"min_insync\":{min_insync}}}",
         records as f64 / seconds,
         percentile(&lat, 50.0),
         percentile(&lat, 99.0),
         percentile(&lat, 99.9),
         peak_rss_mb(),
         mb_per_sec / baseline_mb,
+        rate.map_or("null".to_string(), |r| format!("{r:.0}")),
+        cluster_brokers(flags)?,
     ))
+}
+
+fn cluster_brokers(flags: &Flags) -> Result<u32, Error> {
+    flags.num("brokers", Some(1))
+}
+
+/// Opens the cluster in `dir` with `--brokers` brokers.
+fn open_cluster(dir: &Path, flags: &Flags) -> Result<Cluster, Error> {
+    let config = ClusterConfig::builder()
+        .brokers(cluster_brokers(flags)?)
+        .build()?;
+    Ok(Cluster::open(dir, config)?)
 }
 
 fn consume(flags: &Flags) -> Result<String, Error> {
@@ -297,7 +342,7 @@ fn consume(flags: &Flags) -> Result<String, Error> {
     let topic = flags.get("topic")?.to_string();
     let records: u64 = flags.num("records", None)?;
     let max_poll_records: usize = flags.num("max-poll-records", Some(10_000))?;
-    let cluster = Cluster::open(&dir, ClusterConfig::default())?;
+    let cluster = open_cluster(&dir, flags)?;
     let handle = cluster.topic(&topic)?;
     // Opening the cluster reads the logs (recovery checks), and that peak is
     // not the consumer's: report it apart.
