@@ -33,6 +33,7 @@ mod checkpointer;
 mod config;
 mod controller;
 mod coordinator;
+mod election;
 mod group;
 mod handles;
 mod metadata;
