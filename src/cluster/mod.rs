@@ -36,6 +36,7 @@ mod coordinator;
 mod election;
 mod group;
 mod handles;
+mod liveness;
 mod metadata;
 mod offsets;
 mod placement;
@@ -168,6 +169,8 @@ pub(crate) struct ClusterInner {
     /// The root's lock and those of brokers placed elsewhere.
     lock: Mutex<Vec<DirLock>>,
     checkpointer: Mutex<Option<Checkpointer>>,
+    /// The controller's liveness thread (brokers' heartbeats and fencing).
+    controller_thread: Mutex<Option<liveness::ControllerThread>>,
     offsets: coordinator::OffsetStore,
     /// Group membership (join, sync, heartbeat, leave).
     pub(crate) groups: GroupCoordinator,
@@ -367,18 +370,21 @@ impl Cluster {
         if !unregistered.is_empty() {
             metadata.commit(&mut registry, &unregistered)?;
         }
+        // Every broker is live now: partitions left leaderless elect.
+        let elected = controller::elect_leaderless_at_open(&registry, &config.topic_defaults);
+        if !elected.is_empty() {
+            metadata.commit(&mut registry, &elected)?;
+        }
         let mut inner = ClusterInner {
             root,
             cluster_id,
-            controller: Mutex::new(Controller {
-                metadata: Some(metadata),
-                registry: registry.clone(),
-            }),
+            controller: Mutex::new(Controller::new(metadata, registry.clone(), &config)),
             topics: RwLock::new(HashMap::new()),
             brokers,
             closed: AtomicBool::new(false),
             lock: Mutex::new(locks),
             checkpointer: Mutex::new(None),
+            controller_thread: Mutex::new(None),
             offsets: coordinator::OffsetStore::default(),
             groups: GroupCoordinator::new(group::GroupLimits {
                 min_session_timeout_ms: config.group_min_session_timeout_ms,
@@ -420,6 +426,10 @@ impl Cluster {
         let inner = Arc::new(inner);
         let interval = inner.config.checkpoint_interval_ms;
         *inner.checkpointer.lock() = Some(Checkpointer::spawn(Arc::downgrade(&inner), interval)?);
+        if inner.config.controller_thread && inner.brokers.len() > 1 {
+            *inner.controller_thread.lock() =
+                Some(liveness::ControllerThread::spawn(Arc::downgrade(&inner))?);
+        }
         Ok(Cluster { inner })
     }
 
@@ -806,6 +816,11 @@ impl ClusterInner {
         drop(clients);
         if let Some(checkpointer) = self.checkpointer.lock().take() {
             checkpointer.stop();
+        }
+        // Before `controller` is taken: the thread takes it for each tick.
+        let thread = self.controller_thread.lock().take();
+        if let Some(thread) = thread {
+            thread.stop();
         }
         // Consumers waiting for metadata wake up and see the cluster closed.
         self.metadata_changed();
