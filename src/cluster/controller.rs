@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use parking_lot::RwLock;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Weak};
 
 use super::election;
@@ -37,6 +37,11 @@ pub(super) struct Controller {
     pub(super) registry: Registry,
     /// The brokers' heartbeats and fencing (runtime state only).
     pub(super) liveness: Liveness,
+    /// Brokers that returned and may not lead every partition they prefer
+    /// yet (they re-enter its ISR first): each liveness step gives them
+    /// back those where they are in the ISR, with
+    /// `auto.leader.rebalance.enable`.
+    rebalance_pending: BTreeSet<u32>,
 }
 
 impl Controller {
@@ -52,6 +57,7 @@ impl Controller {
                 config.broker_session_timeout_ms,
                 config.broker_heartbeat_interval_ms,
             ),
+            rebalance_pending: BTreeSet::new(),
         }
     }
 }
@@ -571,7 +577,48 @@ impl ClusterInner {
         if !verdict.unfence.is_empty() {
             self.unfence_brokers(&mut controller, &verdict.unfence)?;
         }
+        if self.config.auto_leader_rebalance_enable && !controller.rebalance_pending.is_empty() {
+            self.rebalance_returned(&mut controller)?;
+        }
         Ok(controller.liveness.next_deadline(now))
+    }
+
+    /// Kafka's automatic leader rebalance, for the brokers that returned:
+    /// each takes back the leadership of the partitions it prefers where
+    /// it is live and in the ISR again; a broker leaves the pending set
+    /// once it leads all of them.
+    fn rebalance_returned(&self, controller: &mut Controller) -> Result<()> {
+        let Controller {
+            metadata,
+            registry,
+            liveness,
+            rebalance_pending,
+        } = controller;
+        let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
+        rebalance_pending.retain(|&b| liveness.is_live(b));
+        let live = |b: u32| liveness.is_live(b);
+        let mut changes = Changes::new();
+        decide_all(
+            registry,
+            &self.config.topic_defaults,
+            &mut changes,
+            |state, _| match state.replicas.first() {
+                Some(first) if rebalance_pending.contains(first) => {
+                    election::preferred(state, &live)
+                }
+                _ => None,
+            },
+        );
+        Self::commit_changes(metadata, registry, &changes)?;
+        let published = self.publish(changes.values(), live);
+        rebalance_pending.retain(|&b| {
+            registry.topics.values().any(|meta| {
+                meta.assignments
+                    .iter()
+                    .any(|a| a.replicas.first() == Some(&b) && a.leader != Some(b))
+            })
+        });
+        published
     }
 
     /// Fences `ids`: every partition they are in the ISR of drops them
@@ -582,6 +629,7 @@ impl ClusterInner {
             metadata,
             registry,
             liveness,
+            ..
         } = controller;
         let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
         let mut after = liveness.clone();
@@ -613,6 +661,7 @@ impl ClusterInner {
             metadata,
             registry,
             liveness,
+            rebalance_pending,
         } = controller;
         let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
         let mut after = liveness.clone();
@@ -632,6 +681,9 @@ impl ClusterInner {
         }
         Self::commit_changes(metadata, registry, &changes)?;
         *liveness = after;
+        if rebalance {
+            rebalance_pending.extend(ids);
+        }
         let mut first_error = self
             .publish(changes.values(), |b| liveness.is_live(b))
             .err();
@@ -745,6 +797,7 @@ impl ClusterInner {
             metadata,
             registry,
             liveness,
+            ..
         } = &mut *controller;
         let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
         let mut changes = Changes::new();
@@ -795,6 +848,7 @@ impl ClusterInner {
             metadata,
             registry,
             liveness,
+            ..
         } = &mut *controller;
         let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
         let (topic, partition) = (key.topic.to_string(), key.partition);
@@ -928,3 +982,6 @@ impl Cluster {
         self.inner.elect_preferred_leaders()
     }
 }
+
+#[cfg(test)]
+mod tests;
