@@ -190,6 +190,28 @@ mod tests {
         }
     }
 
+    /// (case, state, fenced broker, live brokers after, unclean, expected)
+    type FenceCase = (
+        &'static str,
+        LeaderAndIsr,
+        u32,
+        &'static [u32],
+        bool,
+        Option<LeaderAndIsr>,
+    );
+
+    /// (case, state, returned broker, live brokers, unclean, rebalance,
+    /// expected)
+    type ReturnCase = (
+        &'static str,
+        LeaderAndIsr,
+        u32,
+        &'static [u32],
+        bool,
+        bool,
+        Option<LeaderAndIsr>,
+    );
+
     fn live_set(ids: &'static [u32]) -> impl Live {
         move |b| ids.contains(&b)
     }
@@ -198,14 +220,7 @@ mod tests {
     fn fencing_follows_kafkas_rules() {
         let r = [0, 1, 2];
         // (case, state, fenced broker, live brokers after, unclean, expected)
-        let cases: Vec<(
-            &str,
-            LeaderAndIsr,
-            u32,
-            &'static [u32],
-            bool,
-            Option<LeaderAndIsr>,
-        )> = vec![
+        let cases: Vec<FenceCase> = vec![
             (
                 "a follower leaves the ISR; the leader epoch stays",
                 state(&r, Some(0), &[0, 1, 2]),
@@ -297,15 +312,7 @@ mod tests {
     fn a_return_elects_leaderless_partitions_and_the_preferred_leader() {
         let r = [0, 1, 2];
         // (case, state, returned broker, live brokers, unclean, rebalance, expected)
-        let cases: Vec<(
-            &str,
-            LeaderAndIsr,
-            u32,
-            &'static [u32],
-            bool,
-            bool,
-            Option<LeaderAndIsr>,
-        )> = vec![
+        let cases: Vec<ReturnCase> = vec![
             (
                 "a leaderless partition whose ISR holds it elects it",
                 state(&r, None, &[1]),
