@@ -561,3 +561,64 @@ impl ClusterConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controller_and_replica_settings_have_kafkas_defaults_and_are_checked() {
+        let c = ClusterConfig::default();
+        assert_eq!(c.broker_session_timeout(), Duration::from_secs(9));
+        assert_eq!(c.broker_heartbeat_interval(), Duration::from_secs(2));
+        assert_eq!(c.replica_lag_time_max(), Duration::from_secs(30));
+        assert_eq!(c.replica_fetch_wait_max(), Duration::from_millis(500));
+        assert_eq!(c.replica_fetch_max_bytes(), 1024 * 1024);
+        assert!(c.auto_leader_rebalance_enable());
+        let set = ClusterConfig::builder()
+            .broker_session_timeout(Duration::from_secs(3))
+            .broker_heartbeat_interval(Duration::from_millis(500))
+            .replica_lag_time_max(Duration::from_secs(5))
+            .replica_fetch_wait_max(Duration::from_secs(5))
+            .replica_fetch_max_bytes(4096)
+            .auto_leader_rebalance_enable(false)
+            .build()
+            .unwrap();
+        assert_eq!(set.broker_session_timeout(), Duration::from_secs(3));
+        assert_eq!(set.broker_heartbeat_interval(), Duration::from_millis(500));
+        assert_eq!(set.replica_lag_time_max(), Duration::from_secs(5));
+        assert_eq!(set.replica_fetch_wait_max(), Duration::from_secs(5));
+        assert_eq!(set.replica_fetch_max_bytes(), 4096);
+        assert!(!set.auto_leader_rebalance_enable());
+        let refused = |b: ClusterConfigBuilder, key: &str| match b.build() {
+            Err(Error::InvalidConfig(m)) => assert!(m.contains(key), "{key}: {m}"),
+            other => panic!("{key}: {other:?}"),
+        };
+        let b = ClusterConfig::builder;
+        refused(
+            b().broker_heartbeat_interval(Duration::from_secs(9)),
+            "broker.heartbeat.interval.ms",
+        );
+        refused(
+            b().broker_session_timeout(Duration::from_secs(1)),
+            "broker.session.timeout.ms",
+        );
+        refused(
+            b().broker_heartbeat_interval(Duration::ZERO),
+            "broker.heartbeat.interval.ms",
+        );
+        refused(
+            b().replica_lag_time_max(Duration::ZERO),
+            "replica.lag.time.max.ms",
+        );
+        refused(
+            b().replica_fetch_wait_max(Duration::from_secs(31)),
+            "replica.fetch.wait.max.ms",
+        );
+        refused(b().replica_fetch_max_bytes(0), "replica.fetch.max.bytes");
+        refused(
+            b().replica_fetch_max_bytes(1 << 31),
+            "replica.fetch.max.bytes",
+        );
+    }
+}

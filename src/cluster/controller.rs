@@ -205,7 +205,10 @@ impl ClusterInner {
             .log_config()?;
         let mut controller = self.controller.lock();
         let Controller {
-            metadata, registry, ..
+            metadata,
+            registry,
+            liveness,
+            ..
         } = &mut *controller;
         let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
         if registry.topics.contains_key(&name) {
@@ -225,11 +228,12 @@ impl ClusterInner {
         }
         self.check_partition_limits(registry, &name, 0, partitions)?;
         let id = Uuid::new_v4();
-        let assignments: Vec<LeaderAndIsr> = Placement::for_new_topic(id, brokers)
-            .assign(brokers, factor, 0, partitions)
-            .into_iter()
-            .map(LeaderAndIsr::new)
-            .collect();
+        let live = live_brokers(&name, factor, brokers, liveness)?;
+        let n = u32::try_from(live.len()).expect("at most MAX_BROKERS");
+        let assignments = on_live(
+            &live,
+            Placement::for_new_topic(id, n).assign(n, factor, 0, partitions),
+        );
         // A deleted predecessor's directories go before anything is
         // stored; a directory of an unknown topic refuses the creation.
         self.prepare_paths(&name, id, 0, &assignments, registry)?;
@@ -324,7 +328,10 @@ impl ClusterInner {
         self.check_open()?;
         let mut controller = self.controller.lock();
         let Controller {
-            metadata, registry, ..
+            metadata,
+            registry,
+            liveness,
+            ..
         } = &mut *controller;
         let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
         let meta = registry.topic(name)?;
@@ -346,12 +353,22 @@ impl ClusterInner {
         }
         self.check_partition_limits(registry, name, current, total)?;
         let brokers = u32::try_from(self.brokers().len()).expect("at most MAX_BROKERS");
-        let assignments: Vec<LeaderAndIsr> =
-            Placement::for_added_partitions(id, brokers, first_leader)
-                .assign(brokers, factor, current, total - current)
-                .into_iter()
-                .map(LeaderAndIsr::new)
-                .collect();
+        let live = live_brokers(name, factor, brokers, liveness)?;
+        let n = u32::try_from(live.len()).expect("at most MAX_BROKERS");
+        // Partition 0's leader's place among the live brokers (the next
+        // one if it is fenced).
+        let first_leader = (0..n)
+            .find(|&i| live[i as usize] >= first_leader)
+            .unwrap_or(0);
+        let assignments = on_live(
+            &live,
+            Placement::for_added_partitions(id, n, first_leader).assign(
+                n,
+                factor,
+                current,
+                total - current,
+            ),
+        );
         self.prepare_paths(name, id, current, &assignments, registry)?;
         let records: Vec<MetadataRecord> = (current..)
             .zip(&assignments)
@@ -373,6 +390,36 @@ impl ClusterInner {
         }
         Ok(())
     }
+}
+
+/// The live brokers new replicas may be placed on (Kafka places replicas
+/// on unfenced brokers only), at least `factor` of them.
+///
+/// # Errors
+/// [`Error::InvalidReplicationFactor`] if fewer than `factor` are live.
+fn live_brokers(topic: &str, factor: u16, brokers: u32, liveness: &Liveness) -> Result<Vec<u32>> {
+    let live: Vec<u32> = (0..brokers).filter(|&b| liveness.is_live(b)).collect();
+    if live.len() < usize::from(factor) {
+        return Err(Error::InvalidReplicationFactor {
+            topic: topic.to_string(),
+            reason: format!(
+                "{factor} is larger than the number of live brokers ({} of {brokers}; the \
+                 others are fenced)",
+                live.len()
+            ),
+        });
+    }
+    Ok(live)
+}
+
+/// New partitions' states from a placement over the live brokers'
+/// indexes (`live[i]` is the `i`-th live broker's id; with every broker
+/// live, the identity).
+fn on_live(live: &[u32], placed: Vec<Vec<u32>>) -> Vec<LeaderAndIsr> {
+    placed
+        .into_iter()
+        .map(|replicas| LeaderAndIsr::new(replicas.iter().map(|&i| live[i as usize]).collect()))
+        .collect()
 }
 
 /// Checks a topic's partition count against [`MAX_PARTITIONS_PER_TOPIC`].

@@ -583,3 +583,30 @@ fn the_controller_thread_fences_a_cut_off_broker_and_unfences_it_on_reconnection
     wait_until("unfence broker 2", &|| !cluster.inner.is_broker_fenced(2));
     cluster.close().unwrap();
 }
+
+#[test]
+fn new_replicas_go_to_live_brokers_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(0);
+    let cluster = open(dir.path(), &clock);
+    cluster
+        .create_topic(NewTopic::new("grown", 1).replication_factor(2))
+        .unwrap();
+    cluster.inner.mark_broker_stopped(1).unwrap();
+    assert!(matches!(
+        cluster.create_topic(NewTopic::new("t3", 1).replication_factor(3)),
+        Err(Error::InvalidReplicationFactor { reason, .. }) if reason.contains("live brokers (2 of 3")
+    ));
+    cluster
+        .create_topic(NewTopic::new("t2", 4).replication_factor(2))
+        .unwrap();
+    cluster.create_partitions("grown", 5).unwrap();
+    for (topic, from) in [("t2", 0), ("grown", 1)] {
+        for r in &roles(&cluster, topic)[from..] {
+            assert!(!r.replicas.contains(&1), "{topic}: {r:?}");
+            assert_eq!(r.isr, r.replicas);
+            assert_eq!(r.leader, Some(r.replicas[0]));
+        }
+    }
+    cluster.close().unwrap();
+}
