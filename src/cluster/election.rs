@@ -428,4 +428,134 @@ mod tests {
             Some(after(&r, Some(2), 6, &[2]))
         );
     }
+
+    use proptest::prelude::Strategy;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Fence(u32),
+        Unfence(u32),
+        Preferred,
+        /// The leader drops the `n`-th other ISR member (AlterPartition).
+        Shrink(usize),
+        /// The leader adds the `n`-th live replica outside the ISR.
+        Expand(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0..5u32).prop_map(Op::Fence),
+            (0..5u32).prop_map(Op::Unfence),
+            Just(Op::Preferred),
+            (0..4usize).prop_map(Op::Shrink),
+            (0..4usize).prop_map(Op::Expand),
+        ]
+    }
+
+    /// The leader is live and in the ISR; a leaderless partition has no
+    /// live ISR member (and, with unclean election, no live replica).
+    fn invariant(
+        state: &LeaderAndIsr,
+        live: &std::collections::BTreeSet<u32>,
+        unclean: bool,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        use proptest::prop_assert;
+        match state.leader {
+            Some(l) => prop_assert!(live.contains(&l) && state.isr.contains(&l), "{:?}", state),
+            None => {
+                prop_assert!(state.isr.iter().all(|b| !live.contains(b)), "{:?}", state);
+                if unclean {
+                    prop_assert!(
+                        state.replicas.iter().all(|b| !live.contains(b)),
+                        "{:?}",
+                        state
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Random sequences of fencing, returns, preferred elections and
+        /// the leader's ISR changes, over one partition: every change is
+        /// one the metadata replay accepts, its epochs bumped as Kafka
+        /// bumps them; the leader is live and in the ISR; a partition is
+        /// leaderless only when no (clean, or with unclean election any)
+        /// live replica could lead; without unclean election every new
+        /// leader comes from the ISR before it; no leader epoch has two
+        /// leaders.
+        #[test]
+        fn elections_keep_kafkas_invariants(
+            replicas in proptest::sample::subsequence(vec![0u32, 1, 2, 3, 4], 1..=4)
+                .prop_shuffle(),
+            unclean in proptest::bool::ANY,
+            rebalance in proptest::bool::ANY,
+            ops in proptest::collection::vec(op(), 1..60),
+        ) {
+            use std::collections::{BTreeMap, BTreeSet};
+            use crate::cluster::metadata::{MetadataRecord, Registry};
+            use proptest::prelude::*;
+            let id = uuid::Uuid::from_u128(1);
+            let mut registry = Registry::default();
+            registry.apply(&MetadataRecord::Topic { name: "t".into(), id }).unwrap();
+            let mut state = LeaderAndIsr::new(replicas.clone());
+            registry.apply(&state.record(id, 0)).unwrap();
+            let mut live: BTreeSet<u32> = (0..5).collect();
+            let mut leaders = BTreeMap::from([(state.leader_epoch, state.leader)]);
+            for op in ops {
+                invariant(&state, &live, unclean)?;
+                let next = match op {
+                    Op::Fence(b) => {
+                        if !live.remove(&b) { continue; }
+                        on_fenced(&state, b, &|x| live.contains(&x), unclean)
+                    }
+                    Op::Unfence(b) => {
+                        if !live.insert(b) { continue; }
+                        on_unfenced(&state, b, &|x| live.contains(&x), unclean, rebalance)
+                    }
+                    Op::Preferred => preferred(&state, &|x| live.contains(&x)),
+                    Op::Shrink(n) => {
+                        let Some(leader) = state.leader else { continue };
+                        let others: Vec<u32> =
+                            state.isr.iter().copied().filter(|&b| b != leader).collect();
+                        let Some(&gone) = others.get(n) else { continue };
+                        let isr = state.isr.iter().copied().filter(|&b| b != gone).collect();
+                        change(&state, state.leader, isr)
+                    }
+                    Op::Expand(n) => {
+                        if state.leader.is_none() { continue; }
+                        let outside: Vec<u32> = state.replicas.iter().copied()
+                            .filter(|b| !state.isr.contains(b) && live.contains(b)).collect();
+                        let Some(&back) = outside.get(n) else { continue };
+                        let mut isr = state.isr.clone();
+                        isr.push(back);
+                        change(&state, state.leader, isr)
+                    }
+                };
+                let Some(next) = next else { continue };
+                prop_assert_eq!(next.partition_epoch, state.partition_epoch + 1);
+                prop_assert_eq!(
+                    next.leader_epoch,
+                    state.leader_epoch + i32::from(next.leader != state.leader)
+                );
+                if let Err(e) = registry.apply(&next.change_record(id, 0)) {
+                    prop_assert!(false, "replay refused {:?} after {:?}: {}", next, state, e);
+                }
+                if !unclean && next.leader != state.leader {
+                    if let Some(l) = next.leader {
+                        prop_assert!(state.isr.contains(&l), "unclean: {:?} -> {:?}", state, next);
+                    }
+                }
+                if let Some(previous) = leaders.insert(next.leader_epoch, next.leader) {
+                    prop_assert_eq!(previous, next.leader, "two leaders in one epoch");
+                }
+                state = next;
+            }
+            invariant(&state, &live, unclean)?;
+        }
+    }
 }
