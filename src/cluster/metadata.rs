@@ -1106,4 +1106,37 @@ mod tests {
             .is_err()
         );
     }
+
+    proptest::proptest! {
+        /// Any `PartitionChange` record decodes to itself; every cut of
+        /// it, and it with a byte more, is refused.
+        #[test]
+        fn partition_change_records_round_trip(
+            id in proptest::num::u128::ANY,
+            partition in proptest::num::u32::ANY,
+            replicas in proptest::collection::vec(0u32..64, 0..12),
+            leader in proptest::option::of(0u32..64),
+            leader_epoch in proptest::num::i32::ANY,
+            partition_epoch in proptest::num::i32::ANY,
+            isr in proptest::collection::vec(0u32..64, 0..12),
+        ) {
+            let record = MetadataRecord::PartitionChange {
+                topic_id: Uuid::from_u128(id),
+                partition,
+                replicas,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            };
+            let bytes = record.encode();
+            proptest::prop_assert_eq!(MetadataRecord::decode(&bytes), Ok(record));
+            for cut in 0..bytes.len() {
+                proptest::prop_assert!(MetadataRecord::decode(&bytes[..cut]).is_err());
+            }
+            let mut longer = bytes;
+            longer.push(0);
+            proptest::prop_assert!(MetadataRecord::decode(&longer).is_err());
+        }
+    }
 }
