@@ -1,12 +1,32 @@
-//! The controller: the topic registry and the metadata log behind the
-//! cluster's `controller` lock, and the changes it makes under it (create,
-//! delete and grow topics, opening a topic's partitions).
+//! The controller: the topic registry, the metadata log and the brokers'
+//! liveness behind the cluster's `controller` lock, and the changes it
+//! makes under it (create, delete and grow topics, opening a topic's
+//! partitions; fencing and unfencing brokers with the elections they
+//! cause; preferred-leader election; the leaders' ISR proposals).
 //!
-//! A new partition's replicas are placed over the brokers as Kafka places
-//! them ([`Placement`]), recorded in its `Partition` record (replicas,
-//! leader = the first replica, leader epoch 0, ISR = the replicas) and
-//! hosted by each replica's broker: the leader's as the leader, the others
-//! as followers, whose logs stay empty until fetchers feed them.
+//! A new partition's replicas are placed over the live brokers as Kafka
+//! places them ([`Placement`]), recorded in its `Partition` record
+//! (replicas, leader = the first replica, leader epoch 0, ISR = the
+//! replicas) and hosted by each replica's broker: the leader's as the
+//! leader, the others as followers.
+//!
+//! Every later change of a partition's state is decided by the pure
+//! functions of [`election`], persisted as `PartitionChange` records (one
+//! metadata batch for all the partitions one event changes), and only then
+//! applied: to the routing table (`TopicState::assignments`) and to every
+//! live replica's broker (`ReplicaManager::apply_leader_and_isr`). A failed
+//! metadata write changes nothing.
+//!
+//! ## Locks
+//! `controller` is held across the whole of a change, the calls into the
+//! replica managers included; `topics` and a topic's `assignments` are
+//! taken under it, briefly, one after the other, and released before a
+//! manager is called. A manager's `apply_leader_and_isr` takes its table
+//! lock shared and then the partition's `roles` lock exclusively (waiting
+//! for appends in flight), so no caller of
+//! [`AlterPartition`](crate::replica::AlterPartition) (a partition's
+//! leader) may hold a partition lock while it proposes, and no append may
+//! wait for anything the controller does while it holds `roles`.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 

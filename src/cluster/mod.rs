@@ -6,17 +6,20 @@
 //!
 //! Every request for a partition goes to its leader's broker's
 //! [`ReplicaManager`] ([`ClusterInner::replicas_for`]); another broker's
-//! manager answers `NotLeaderOrFollower`. Followers' logs exist on their
-//! brokers but are not fed yet (fetchers, ISR changes and elections are the
-//! next step).
+//! manager answers `NotLeaderOrFollower`, and a partition without a leader
+//! `LeaderNotAvailable`. The controller fences a broker whose heartbeats
+//! stop (`liveness.rs`) and moves its leaderships (`election.rs`,
+//! `controller.rs`). Followers' logs exist on their brokers but are not fed
+//! yet (fetchers are the next step).
 //!
 //! ## Locks
-//! `controller` (the registry and the metadata log) is taken first and held
-//! for a whole create, delete or partition addition, so those run one at a
-//! time and a re-created topic never meets its predecessor's files. Then
-//! `topics` (name to live topic state), then a topic's `assignments` (read
-//! under `topics` to find a partition's leader; written under `controller`
-//! alone when partitions are added), then a broker's replica manager (its
+//! `controller` (the registry, the metadata log and the brokers' liveness)
+//! is taken first and held for a whole create, delete, partition addition,
+//! election or ISR change, so those run one at a time and a re-created
+//! topic never meets its predecessor's files. Then `topics` (name to live
+//! topic state), then a topic's `assignments` (read under `topics` to find
+//! a partition's leader; written under `controller` when partitions are
+//! added or a partition's state changes), then a broker's replica manager (its
 //! table of hosted partitions, then a partition's log lock: see
 //! [`crate::replica`]); no two brokers' locks are ever held together.
 //! Appends and reads take only the last ones, shared.
@@ -25,7 +28,10 @@
 //! copy or extend it. [`Cluster::close`] copies it, then flushes each
 //! producer holding no cluster lock (a producer's flush takes its own
 //! accumulator lock and its sender thread appends through `topics` and a
-//! replica's log lock), and only then takes `controller` to close the logs.
+//! replica's log lock), and only then takes `controller` to close the logs
+//! (it stops the controller thread first, holding no lock: each of the
+//! thread's liveness steps takes `controller`). `controller_thread` (the
+//! handle of that thread) is taken alone, to wake or stop it.
 
 mod admin;
 mod broker;
@@ -199,7 +205,8 @@ pub(crate) struct TopicState {
     /// partition below it exists.
     count: AtomicU32,
     /// Each partition's replicas, leader, leader epoch and ISR, by
-    /// partition number; an entry is pushed before `count` covers it.
+    /// partition number; an entry is pushed before `count` covers it, and
+    /// replaced by the controller after each persisted change.
     assignments: RwLock<Vec<LeaderAndIsr>>,
     deleted: AtomicBool,
     /// An internal topic (`__consumer_offsets`): only the cluster itself
