@@ -545,10 +545,11 @@ mod tests {
                 if let Err(e) = registry.apply(&next.change_record(id, 0)) {
                     prop_assert!(false, "replay refused {:?} after {:?}: {}", next, state, e);
                 }
-                if !unclean && next.leader != state.leader {
-                    if let Some(l) = next.leader {
-                        prop_assert!(state.isr.contains(&l), "unclean: {:?} -> {:?}", state, next);
-                    }
+                if !unclean
+                    && next.leader != state.leader
+                    && let Some(l) = next.leader
+                {
+                    prop_assert!(state.isr.contains(&l), "unclean: {:?} -> {:?}", state, next);
                 }
                 if let Some(previous) = leaders.insert(next.leader_epoch, next.leader) {
                     prop_assert_eq!(previous, next.leader, "two leaders in one epoch");
