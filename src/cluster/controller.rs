@@ -577,11 +577,12 @@ impl ClusterInner {
         metadata.commit(registry, &records)
     }
 
-    /// Makes committed changes take effect: the routing table
+    /// Makes committed changes take effect: first the routing table
     /// (`TopicState::assignments`, under `topics` shared and then the
-    /// topic's `assignments`, each briefly) and then every replica's broker
-    /// that `send_to` names (the live ones) ([`ReplicaManager::apply_leader_and_isr`], no cluster lock
-    /// but `controller` held). Wakes the clients watching metadata. Every
+    /// topic's `assignments`, each briefly), then every replica's broker
+    /// that `send_to` names, the live ones
+    /// ([`ReplicaManager::apply_leader_and_isr`], with no lock but
+    /// `controller` held). Wakes the clients watching metadata. Every
     /// change is applied; the first error is returned.
     ///
     /// [`ReplicaManager::apply_leader_and_isr`]: crate::replica::ReplicaManager::apply_leader_and_isr
