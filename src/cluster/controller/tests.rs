@@ -3,6 +3,7 @@
 //! liveness on a manual clock. (Followers are not fed here, so no test
 //! looks at data moving between replicas.)
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::*;
@@ -609,4 +610,170 @@ fn new_replicas_go_to_live_brokers_only() {
         }
     }
     cluster.close().unwrap();
+}
+
+#[derive(Debug, Clone)]
+enum Fault {
+    Crash(u32),
+    Stop(u32),
+    Run(u32),
+    CutOff(u32),
+    Reconnect(u32),
+    Advance(i64),
+    /// The leader of partition `.0 % 3` drops the `.1`-th other ISR member.
+    Shrink(u32, usize),
+    /// The leader of partition `.0 % 3` adds a live replica outside the ISR.
+    Expand(u32),
+    Preferred,
+}
+
+fn fault() -> impl proptest::strategy::Strategy<Value = Fault> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (0..3u32).prop_map(Fault::Crash),
+        (0..3u32).prop_map(Fault::Stop),
+        (0..3u32).prop_map(Fault::Run),
+        (0..3u32).prop_map(Fault::CutOff),
+        (0..3u32).prop_map(Fault::Reconnect),
+        prop_oneof![Just(1_000i64), Just(2_000), Just(9_001)].prop_map(Fault::Advance),
+        (0..3u32, 0..2usize).prop_map(|(p, n)| Fault::Shrink(p, n)),
+        (0..3u32).prop_map(Fault::Expand),
+        Just(Fault::Preferred),
+    ]
+}
+
+/// After every step: the routing table is the registry's state, every
+/// live replica's broker holds it, a leader is live and in the ISR, a
+/// leaderless partition has no live ISR member; leader epochs never go
+/// back and never have two leaders.
+fn check_consistent(
+    cluster: &Cluster,
+    topics: &[&str],
+    seen: &mut HashMap<(String, u32, i32), Option<u32>>,
+) -> std::result::Result<(), proptest::test_runner::TestCaseError> {
+    use proptest::prop_assert;
+    use proptest::prop_assert_eq;
+    let inner = &cluster.inner;
+    let controller = inner.controller.lock();
+    for topic in topics {
+        let stored = controller
+            .registry
+            .topic(topic)
+            .unwrap()
+            .assignments
+            .clone();
+        prop_assert_eq!(&roles(cluster, topic), &stored, "{} routing", topic);
+        for (p, s) in (0..).zip(&stored) {
+            let k = key(cluster, topic, p);
+            for &b in s
+                .replicas
+                .iter()
+                .filter(|&&b| controller.liveness.is_live(b))
+            {
+                prop_assert_eq!(
+                    held(cluster, b, &k),
+                    (s.leader, s.leader_epoch, s.isr.clone()),
+                    "{}-{} on broker {}",
+                    topic,
+                    p,
+                    b
+                );
+            }
+            match s.leader {
+                Some(l) => prop_assert!(
+                    controller.liveness.is_live(l) && s.isr.contains(&l),
+                    "{:?}",
+                    s
+                ),
+                None => prop_assert!(
+                    s.isr.iter().all(|&b| !controller.liveness.is_live(b)),
+                    "{:?}",
+                    s
+                ),
+            }
+            if let Some(before) = seen.insert((topic.to_string(), p, s.leader_epoch), s.leader) {
+                prop_assert_eq!(before, s.leader, "two leaders in one epoch");
+            }
+            let newest = seen
+                .keys()
+                .filter(|(t, q, _)| t == topic && *q == p)
+                .map(|(_, _, e)| *e)
+                .max();
+            prop_assert_eq!(newest, Some(s.leader_epoch), "the leader epoch went back");
+        }
+    }
+    Ok(())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+
+    /// Seeded schedules of crashes, clean stops, restarts, controller
+    /// cut-offs, clock advances, leaders' ISR changes and preferred
+    /// elections over three brokers: the routing table, the registry and
+    /// every live replica's broker agree after every step, Kafka's
+    /// invariants hold, and a reopen restores what the registry held
+    /// (partitions left leaderless elect at the reopen).
+    #[test]
+    fn failover_schedules_keep_the_controller_consistent(
+        faults in proptest::collection::vec(fault(), 1..40),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(0);
+        let cluster = open(dir.path(), &clock);
+        create_topics(&cluster);
+        let topics = ["rf3", "rf2"];
+        let inner = &cluster.inner;
+        let mut seen = HashMap::new();
+        check_consistent(&cluster, &topics, &mut seen)?;
+        for fault in faults {
+            match fault {
+                Fault::Crash(b) => inner.mark_broker_crashed(b).unwrap(),
+                Fault::Stop(b) => inner.mark_broker_stopped(b).unwrap(),
+                Fault::Run(b) => inner.mark_broker_running(b).unwrap(),
+                Fault::CutOff(b) => inner.set_broker_cut_off(b, true).unwrap(),
+                Fault::Reconnect(b) => inner.set_broker_cut_off(b, false).unwrap(),
+                Fault::Advance(ms) => clock.advance_ms(ms),
+                Fault::Shrink(p, n) => {
+                    let s = roles(&cluster, "rf3")[(p % 3) as usize].clone();
+                    if let Some(l) = s.leader {
+                        let others: Vec<u32> = s.isr.iter().copied().filter(|&b| b != l).collect();
+                        if let Some(&gone) = others.get(n) {
+                            let isr = s.isr.iter().copied().filter(|&b| b != gone).collect();
+                            let k = key(&cluster, "rf3", p % 3);
+                            inner.alter_partition(&k, l, s.leader_epoch, s.partition_epoch, isr).unwrap();
+                        }
+                    }
+                }
+                Fault::Expand(p) => {
+                    let s = roles(&cluster, "rf3")[(p % 3) as usize].clone();
+                    let back = s.replicas.iter().copied()
+                        .find(|&b| !s.isr.contains(&b) && !inner.is_broker_fenced(b));
+                    if let (Some(l), Some(back)) = (s.leader, back) {
+                        let mut isr = s.isr.clone();
+                        isr.push(back);
+                        let k = key(&cluster, "rf3", p % 3);
+                        inner.alter_partition(&k, l, s.leader_epoch, s.partition_epoch, isr).unwrap();
+                    }
+                }
+                Fault::Preferred => drop(cluster.elect_preferred_leaders().unwrap()),
+            }
+            inner.liveness_tick().unwrap();
+            check_consistent(&cluster, &topics, &mut seen)?;
+        }
+        let before: Vec<Vec<LeaderAndIsr>> = topics.iter().map(|t| roles(&cluster, t)).collect();
+        cluster.close().unwrap();
+        let cluster = open(dir.path(), &clock);
+        for (topic, before) in topics.iter().zip(before) {
+            for (b, a) in before.iter().zip(roles(&cluster, topic)) {
+                if b.leader.is_some() {
+                    proptest::prop_assert_eq!(b, &a);
+                } else {
+                    proptest::prop_assert_eq!(a.leader, Some(b.isr[0]));
+                    proptest::prop_assert_eq!(a.leader_epoch, b.leader_epoch + 1);
+                }
+            }
+        }
+        cluster.close().unwrap();
+    }
 }
