@@ -50,6 +50,15 @@ pub struct ClusterConfig {
     pub(crate) retention_check_interval_ms: i64,
     pub(crate) background_threads: usize,
     pub(crate) max_partitions: u32,
+    pub(crate) broker_session_timeout_ms: i64,
+    pub(crate) broker_heartbeat_interval_ms: i64,
+    pub(crate) replica_lag_time_max_ms: i64,
+    pub(crate) replica_fetch_wait_max_ms: i64,
+    pub(crate) replica_fetch_max_bytes: usize,
+    pub(crate) auto_leader_rebalance_enable: bool,
+    /// Whether the controller's liveness thread runs (tests that drive
+    /// `ClusterInner::liveness_tick` by hand turn it off).
+    pub(crate) controller_thread: bool,
 }
 
 impl Default for ClusterConfig {
@@ -69,6 +78,13 @@ impl Default for ClusterConfig {
             retention_check_interval_ms: 300_000,
             background_threads: 2,
             max_partitions: MAX_PARTITIONS_PER_CLUSTER,
+            broker_session_timeout_ms: 9_000,
+            broker_heartbeat_interval_ms: 2_000,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_max_bytes: 1024 * 1024,
+            auto_leader_rebalance_enable: true,
+            controller_thread: true,
         }
     }
 }
@@ -170,6 +186,52 @@ impl ClusterConfig {
     #[must_use]
     pub fn max_partitions(&self) -> u32 {
         self.max_partitions
+    }
+
+    /// How long the controller waits for a broker's heartbeat before it
+    /// fences the broker and moves its leaderships (Kafka's
+    /// `broker.session.timeout.ms`, default 9 s).
+    #[must_use]
+    pub fn broker_session_timeout(&self) -> Duration {
+        duration(self.broker_session_timeout_ms)
+    }
+
+    /// How often each running broker heartbeats the controller (Kafka's
+    /// `broker.heartbeat.interval.ms`, default 2 s).
+    #[must_use]
+    pub fn broker_heartbeat_interval(&self) -> Duration {
+        duration(self.broker_heartbeat_interval_ms)
+    }
+
+    /// How long a follower may go without catching up to its leader's log
+    /// end before the leader drops it from the ISR (Kafka's
+    /// `replica.lag.time.max.ms`, default 30 s).
+    #[must_use]
+    pub fn replica_lag_time_max(&self) -> Duration {
+        duration(self.replica_lag_time_max_ms)
+    }
+
+    /// How long a follower's fetch waits at the leader for new data
+    /// (Kafka's `replica.fetch.wait.max.ms`, default 500 ms).
+    #[must_use]
+    pub fn replica_fetch_wait_max(&self) -> Duration {
+        duration(self.replica_fetch_wait_max_ms)
+    }
+
+    /// The bytes a follower's fetch asks for per partition (Kafka's
+    /// `replica.fetch.max.bytes`, default 1 MiB; a larger first batch is
+    /// still returned whole).
+    #[must_use]
+    pub fn replica_fetch_max_bytes(&self) -> usize {
+        self.replica_fetch_max_bytes
+    }
+
+    /// Whether a broker that returns takes back the leadership of the
+    /// partitions it prefers (it is their first replica) once it is in
+    /// their ISR (Kafka's `auto.leader.rebalance.enable`, default true).
+    #[must_use]
+    pub fn auto_leader_rebalance_enable(&self) -> bool {
+        self.auto_leader_rebalance_enable
     }
 
     /// The clock every timeout and timestamp reads.
@@ -321,6 +383,67 @@ impl ClusterConfigBuilder {
         self
     }
 
+    /// Kafka's `broker.session.timeout.ms` (default 9 s): a broker whose
+    /// last heartbeat is older than this is fenced: its leaderships move
+    /// to other in-sync replicas and it leaves every ISR (unless it is a
+    /// partition's last in-sync replica). A broker stopped cleanly is
+    /// fenced at once (Kafka's controlled shutdown). Whole milliseconds,
+    /// at least 1, above the heartbeat interval.
+    pub fn broker_session_timeout(mut self, timeout: Duration) -> Self {
+        self.config.broker_session_timeout_ms = millis(timeout);
+        self
+    }
+
+    /// Kafka's `broker.heartbeat.interval.ms` (default 2 s): how often a
+    /// running broker heartbeats the controller. At least 1 ms, below the
+    /// session timeout.
+    pub fn broker_heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.config.broker_heartbeat_interval_ms = millis(interval);
+        self
+    }
+
+    /// Kafka's `replica.lag.time.max.ms` (default 30 s): a follower that
+    /// has not caught up to its leader's log end for this long leaves the
+    /// ISR. At least 1 ms.
+    pub fn replica_lag_time_max(mut self, time: Duration) -> Self {
+        self.config.replica_lag_time_max_ms = millis(time);
+        self
+    }
+
+    /// Kafka's `replica.fetch.wait.max.ms` (default 500 ms): the longest a
+    /// follower's fetch waits at the leader for new data. At most
+    /// `replica.lag.time.max.ms`, as Kafka requires (a follower waiting
+    /// longer would drop out of the ISR while idle).
+    pub fn replica_fetch_wait_max(mut self, time: Duration) -> Self {
+        self.config.replica_fetch_wait_max_ms = millis(time);
+        self
+    }
+
+    /// Kafka's `replica.fetch.max.bytes` (default 1 MiB): the bytes a
+    /// follower's fetch asks for per partition. 1 to 2³¹−1.
+    pub fn replica_fetch_max_bytes(mut self, bytes: usize) -> Self {
+        self.config.replica_fetch_max_bytes = bytes;
+        self
+    }
+
+    /// Kafka's `auto.leader.rebalance.enable` (default true): when a
+    /// broker returns, it takes back the leadership of every partition it
+    /// prefers (it is the first replica) if it is live and in the ISR.
+    /// [`Cluster::elect_preferred_leaders`](crate::Cluster::elect_preferred_leaders)
+    /// does the same on demand.
+    pub fn auto_leader_rebalance_enable(mut self, enable: bool) -> Self {
+        self.config.auto_leader_rebalance_enable = enable;
+        self
+    }
+
+    /// Runs the controller's liveness thread (default) or not: without it
+    /// brokers are fenced only when a test calls the liveness step itself.
+    #[cfg(test)]
+    pub(crate) fn controller_thread(mut self, run: bool) -> Self {
+        self.config.controller_thread = run;
+        self
+    }
+
     /// The file layer (default: [`StdStorage`]).
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.config.storage = storage;
@@ -406,7 +529,96 @@ impl ClusterConfig {
                 c.max_partitions
             )));
         }
+        if c.broker_heartbeat_interval_ms < 1
+            || c.broker_session_timeout_ms <= c.broker_heartbeat_interval_ms
+        {
+            return Err(Error::InvalidConfig(format!(
+                "broker.heartbeat.interval.ms={} must be at least 1 and below \
+                 broker.session.timeout.ms={}",
+                c.broker_heartbeat_interval_ms, c.broker_session_timeout_ms
+            )));
+        }
+        if c.replica_lag_time_max_ms < 1 {
+            return Err(Error::InvalidConfig(
+                "replica.lag.time.max.ms must be >= 1".into(),
+            ));
+        }
+        if c.replica_fetch_wait_max_ms > c.replica_lag_time_max_ms {
+            return Err(Error::InvalidConfig(format!(
+                "replica.fetch.wait.max.ms={} must be at most replica.lag.time.max.ms={}: a \
+                 follower waiting longer would leave the ISR while idle",
+                c.replica_fetch_wait_max_ms, c.replica_lag_time_max_ms
+            )));
+        }
+        if c.replica_fetch_max_bytes == 0 || c.replica_fetch_max_bytes > i32::MAX as usize {
+            return Err(Error::InvalidConfig(format!(
+                "replica.fetch.max.bytes={} must be between 1 and {}",
+                c.replica_fetch_max_bytes,
+                i32::MAX
+            )));
+        }
         c.topic_defaults.log_config()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controller_and_replica_settings_have_kafkas_defaults_and_are_checked() {
+        let c = ClusterConfig::default();
+        assert_eq!(c.broker_session_timeout(), Duration::from_secs(9));
+        assert_eq!(c.broker_heartbeat_interval(), Duration::from_secs(2));
+        assert_eq!(c.replica_lag_time_max(), Duration::from_secs(30));
+        assert_eq!(c.replica_fetch_wait_max(), Duration::from_millis(500));
+        assert_eq!(c.replica_fetch_max_bytes(), 1024 * 1024);
+        assert!(c.auto_leader_rebalance_enable());
+        let set = ClusterConfig::builder()
+            .broker_session_timeout(Duration::from_secs(3))
+            .broker_heartbeat_interval(Duration::from_millis(500))
+            .replica_lag_time_max(Duration::from_secs(5))
+            .replica_fetch_wait_max(Duration::from_secs(5))
+            .replica_fetch_max_bytes(4096)
+            .auto_leader_rebalance_enable(false)
+            .build()
+            .unwrap();
+        assert_eq!(set.broker_session_timeout(), Duration::from_secs(3));
+        assert_eq!(set.broker_heartbeat_interval(), Duration::from_millis(500));
+        assert_eq!(set.replica_lag_time_max(), Duration::from_secs(5));
+        assert_eq!(set.replica_fetch_wait_max(), Duration::from_secs(5));
+        assert_eq!(set.replica_fetch_max_bytes(), 4096);
+        assert!(!set.auto_leader_rebalance_enable());
+        let refused = |b: ClusterConfigBuilder, key: &str| match b.build() {
+            Err(Error::InvalidConfig(m)) => assert!(m.contains(key), "{key}: {m}"),
+            other => panic!("{key}: {other:?}"),
+        };
+        let b = ClusterConfig::builder;
+        refused(
+            b().broker_heartbeat_interval(Duration::from_secs(9)),
+            "broker.heartbeat.interval.ms",
+        );
+        refused(
+            b().broker_session_timeout(Duration::from_secs(1)),
+            "broker.session.timeout.ms",
+        );
+        refused(
+            b().broker_heartbeat_interval(Duration::ZERO),
+            "broker.heartbeat.interval.ms",
+        );
+        refused(
+            b().replica_lag_time_max(Duration::ZERO),
+            "replica.lag.time.max.ms",
+        );
+        refused(
+            b().replica_fetch_wait_max(Duration::from_secs(31)),
+            "replica.fetch.wait.max.ms",
+        );
+        refused(b().replica_fetch_max_bytes(0), "replica.fetch.max.bytes");
+        refused(
+            b().replica_fetch_max_bytes(1 << 31),
+            "replica.fetch.max.bytes",
+        );
     }
 }

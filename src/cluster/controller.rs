@@ -1,34 +1,85 @@
-//! The controller: the topic registry and the metadata log behind the
-//! cluster's `controller` lock, and the changes it makes under it (create,
-//! delete and grow topics, opening a topic's partitions).
+//! The controller: the topic registry, the metadata log and the brokers'
+//! liveness behind the cluster's `controller` lock, and the changes it
+//! makes under it (create, delete and grow topics, opening a topic's
+//! partitions; fencing and unfencing brokers with the elections they
+//! cause; preferred-leader election; the leaders' ISR proposals).
 //!
-//! A new partition's replicas are placed over the brokers as Kafka places
-//! them ([`Placement`]), recorded in its `Partition` record (replicas,
-//! leader = the first replica, leader epoch 0, ISR = the replicas) and
-//! hosted by each replica's broker: the leader's as the leader, the others
-//! as followers, whose logs stay empty until fetchers feed them.
+//! A new partition's replicas are placed over the live brokers as Kafka
+//! places them ([`Placement`]), recorded in its `Partition` record
+//! (replicas, leader = the first replica, leader epoch 0, ISR = the
+//! replicas) and hosted by each replica's broker: the leader's as the
+//! leader, the others as followers.
+//!
+//! Every later change of a partition's state is decided by the pure
+//! functions of [`election`], persisted as `PartitionChange` records (one
+//! metadata batch for all the partitions one event changes), and only then
+//! applied: to the routing table (`TopicState::assignments`) and to every
+//! live replica's broker (`ReplicaManager::apply_leader_and_isr`). A failed
+//! metadata write changes nothing.
+//!
+//! ## Locks
+//! `controller` is held across the whole of a change, the calls into the
+//! replica managers included; `topics` and a topic's `assignments` are
+//! taken under it, briefly, one after the other, and released before a
+//! manager is called. A manager's `apply_leader_and_isr` takes its table
+//! lock shared and then the partition's `roles` lock exclusively (waiting
+//! for appends in flight), so no caller of
+//! [`AlterPartition`](crate::replica::AlterPartition) (a partition's
+//! leader) may hold a partition lock while it proposes, and no append may
+//! wait for anything the controller does while it holds `roles`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use uuid::Uuid;
 
 use parking_lot::RwLock;
 
-use super::metadata::{MetadataLog, MetadataRecord, Registry};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Weak};
+
+use super::election;
+use super::liveness::{Liveness, RunState};
+use super::metadata::{MetadataLog, MetadataRecord, Registry, TopicMeta};
 use super::placement::Placement;
 use super::topic_config::collision_key;
 use super::{
-    ClusterInner, MAX_PARTITIONS_PER_CLUSTER, MAX_PARTITIONS_PER_TOPIC, MAX_REPLICATION_FACTOR,
-    NewTopic, TopicConfig, TopicState, validate_topic_name,
+    Cluster, ClusterConfig, ClusterInner, MAX_PARTITIONS_PER_CLUSTER, MAX_PARTITIONS_PER_TOPIC,
+    MAX_REPLICATION_FACTOR, NewTopic, TopicConfig, TopicIdPartition, TopicState,
+    validate_topic_name,
 };
 use crate::error::{Error, Result};
-use crate::replica::LeaderAndIsr;
+use crate::replica::{AlterPartition, LeaderAndIsr};
+use crate::types::TopicPartition;
 
 #[derive(Debug)]
 pub(super) struct Controller {
     pub(super) metadata: Option<MetadataLog>,
     pub(super) registry: Registry,
+    /// The brokers' heartbeats and fencing (runtime state only).
+    pub(super) liveness: Liveness,
+    /// Brokers that returned and may not lead every partition they prefer
+    /// yet (they re-enter its ISR first): each liveness step gives them
+    /// back those where they are in the ISR, with
+    /// `auto.leader.rebalance.enable`.
+    rebalance_pending: BTreeSet<u32>,
+}
+
+impl Controller {
+    /// The controller over an opened metadata log and its registry, every
+    /// configured broker live as of now.
+    pub(super) fn new(metadata: MetadataLog, registry: Registry, config: &ClusterConfig) -> Self {
+        Controller {
+            metadata: Some(metadata),
+            registry,
+            liveness: Liveness::new(
+                config.brokers,
+                config.clock.now_ms(),
+                config.broker_session_timeout_ms,
+                config.broker_heartbeat_interval_ms,
+            ),
+            rebalance_pending: BTreeSet::new(),
+        }
+    }
 }
 
 impl ClusterInner {
@@ -173,7 +224,12 @@ impl ClusterInner {
             .overlaid_on(&self.config.topic_defaults)
             .log_config()?;
         let mut controller = self.controller.lock();
-        let Controller { metadata, registry } = &mut *controller;
+        let Controller {
+            metadata,
+            registry,
+            liveness,
+            ..
+        } = &mut *controller;
         let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
         if registry.topics.contains_key(&name) {
             if if_not_exists && let Some(state) = self.topics.read().get(&name) {
@@ -192,11 +248,12 @@ impl ClusterInner {
         }
         self.check_partition_limits(registry, &name, 0, partitions)?;
         let id = Uuid::new_v4();
-        let assignments: Vec<LeaderAndIsr> = Placement::for_new_topic(id, brokers)
-            .assign(brokers, factor, 0, partitions)
-            .into_iter()
-            .map(LeaderAndIsr::new)
-            .collect();
+        let live = live_brokers(&name, factor, brokers, liveness)?;
+        let n = u32::try_from(live.len()).expect("at most MAX_BROKERS");
+        let assignments = on_live(
+            &live,
+            Placement::for_new_topic(id, n).assign(n, factor, 0, partitions),
+        );
         // A deleted predecessor's directories go before anything is
         // stored; a directory of an unknown topic refuses the creation.
         self.prepare_paths(&name, id, 0, &assignments, registry)?;
@@ -242,7 +299,9 @@ impl ClusterInner {
             });
         }
         let mut controller = self.controller.lock();
-        let Controller { metadata, registry } = &mut *controller;
+        let Controller {
+            metadata, registry, ..
+        } = &mut *controller;
         let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
         let meta = registry.topic(name)?;
         let (id, partitions) = (meta.id, meta.partitions);
@@ -288,7 +347,12 @@ impl ClusterInner {
     pub(super) fn create_partitions(&self, name: &str, total: u32) -> Result<()> {
         self.check_open()?;
         let mut controller = self.controller.lock();
-        let Controller { metadata, registry } = &mut *controller;
+        let Controller {
+            metadata,
+            registry,
+            liveness,
+            ..
+        } = &mut *controller;
         let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
         let meta = registry.topic(name)?;
         let (id, current) = (meta.id, meta.partitions);
@@ -309,12 +373,22 @@ impl ClusterInner {
         }
         self.check_partition_limits(registry, name, current, total)?;
         let brokers = u32::try_from(self.brokers().len()).expect("at most MAX_BROKERS");
-        let assignments: Vec<LeaderAndIsr> =
-            Placement::for_added_partitions(id, brokers, first_leader)
-                .assign(brokers, factor, current, total - current)
-                .into_iter()
-                .map(LeaderAndIsr::new)
-                .collect();
+        let live = live_brokers(name, factor, brokers, liveness)?;
+        let n = u32::try_from(live.len()).expect("at most MAX_BROKERS");
+        // Partition 0's leader's place among the live brokers (the next
+        // one if it is fenced).
+        let first_leader = (0..n)
+            .find(|&i| live[i as usize] >= first_leader)
+            .unwrap_or(0);
+        let assignments = on_live(
+            &live,
+            Placement::for_added_partitions(id, n, first_leader).assign(
+                n,
+                factor,
+                current,
+                total - current,
+            ),
+        );
         self.prepare_paths(name, id, current, &assignments, registry)?;
         let records: Vec<MetadataRecord> = (current..)
             .zip(&assignments)
@@ -336,6 +410,36 @@ impl ClusterInner {
         }
         Ok(())
     }
+}
+
+/// The live brokers new replicas may be placed on (Kafka places replicas
+/// on unfenced brokers only), at least `factor` of them.
+///
+/// # Errors
+/// [`Error::InvalidReplicationFactor`] if fewer than `factor` are live.
+fn live_brokers(topic: &str, factor: u16, brokers: u32, liveness: &Liveness) -> Result<Vec<u32>> {
+    let live: Vec<u32> = (0..brokers).filter(|&b| liveness.is_live(b)).collect();
+    if live.len() < usize::from(factor) {
+        return Err(Error::InvalidReplicationFactor {
+            topic: topic.to_string(),
+            reason: format!(
+                "{factor} is larger than the number of live brokers ({} of {brokers}; the \
+                 others are fenced)",
+                live.len()
+            ),
+        });
+    }
+    Ok(live)
+}
+
+/// New partitions' states from a placement over the live brokers'
+/// indexes (`live[i]` is the `i`-th live broker's id; with every broker
+/// live, the identity).
+fn on_live(live: &[u32], placed: Vec<Vec<u32>>) -> Vec<LeaderAndIsr> {
+    placed
+        .into_iter()
+        .map(|replicas| LeaderAndIsr::new(replicas.iter().map(|&i| live[i as usize]).collect()))
+        .collect()
 }
 
 /// Checks a topic's partition count against [`MAX_PARTITIONS_PER_TOPIC`].
@@ -387,3 +491,565 @@ fn check_min_insync(topic: &str, overrides: &TopicConfig, factor: u16) -> Result
     }
     Ok(())
 }
+
+/// One partition's new state, as the controller decided it.
+#[derive(Debug, Clone)]
+struct Decided {
+    topic_id: Uuid,
+    topic: String,
+    partition: u32,
+    roles: LeaderAndIsr,
+}
+
+/// The decided changes, by topic name and partition (so a batch of
+/// records and the updates to the brokers come in a stable order).
+type Changes = BTreeMap<(String, u32), Decided>;
+
+/// Whether topic `meta` allows unclean leader election (its own config
+/// over the cluster's `defaults`).
+fn unclean_allowed(meta: &TopicMeta, defaults: &TopicConfig) -> bool {
+    TopicConfig::from_stored(&meta.config)
+        .map(|own| own.overlaid_on(defaults).unclean_leader_election())
+        .unwrap_or(false)
+}
+
+/// Runs `decide` (given a partition's state and whether its topic allows
+/// unclean election) over every partition the registry holds, starting
+/// from the state `changes` already decided for it, and records what
+/// changes in `changes`.
+fn decide_all(
+    registry: &Registry,
+    defaults: &TopicConfig,
+    changes: &mut Changes,
+    mut decide: impl FnMut(&LeaderAndIsr, bool) -> Option<LeaderAndIsr>,
+) {
+    for meta in registry.topics.values() {
+        let unclean = unclean_allowed(meta, defaults);
+        for (p, stored) in (0..).zip(&meta.assignments) {
+            let slot = (meta.name.clone(), p);
+            let current = changes.get(&slot).map_or(stored, |d| &d.roles);
+            if let Some(roles) = decide(current, unclean) {
+                changes.insert(
+                    slot,
+                    Decided {
+                        topic_id: meta.id,
+                        topic: meta.name.clone(),
+                        partition: p,
+                        roles,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// The `PartitionChange` records electing a leader for every partition the
+/// registry holds without one, as the cluster opens (every broker live).
+pub(super) fn elect_leaderless_at_open(
+    registry: &Registry,
+    defaults: &TopicConfig,
+) -> Vec<MetadataRecord> {
+    let mut changes = Changes::new();
+    decide_all(registry, defaults, &mut changes, |state, unclean| {
+        election::at_open(state, &|_| true, unclean)
+    });
+    changes
+        .values()
+        .map(|d| d.roles.change_record(d.topic_id, d.partition))
+        .collect()
+}
+
+impl ClusterInner {
+    /// Persists `changes` as one metadata batch of `PartitionChange`
+    /// records (applied to `registry` once durable).
+    fn commit_changes(
+        metadata: &mut MetadataLog,
+        registry: &mut Registry,
+        changes: &Changes,
+    ) -> Result<()> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<MetadataRecord> = changes
+            .values()
+            .map(|d| d.roles.change_record(d.topic_id, d.partition))
+            .collect();
+        metadata.commit(registry, &records)
+    }
+
+    /// Makes committed changes take effect: first the routing table
+    /// (`TopicState::assignments`, under `topics` shared and then the
+    /// topic's `assignments`, each briefly), then every replica's broker
+    /// that `send_to` names, the live ones
+    /// ([`ReplicaManager::apply_leader_and_isr`], with no lock but
+    /// `controller` held). Wakes the clients watching metadata. Every
+    /// change is applied; the first error is returned.
+    ///
+    /// [`ReplicaManager::apply_leader_and_isr`]: crate::replica::ReplicaManager::apply_leader_and_isr
+    fn publish<'a>(
+        &self,
+        changes: impl IntoIterator<Item = &'a Decided>,
+        send_to: impl Fn(u32) -> bool,
+    ) -> Result<()> {
+        let mut first_error = None;
+        let mut any = false;
+        for d in changes {
+            any = true;
+            let state = self.topics.read().get(&d.topic).cloned();
+            let name: Arc<str> = match &state {
+                Some(state) if state.id == d.topic_id => {
+                    if let Some(slot) = state.assignments.write().get_mut(d.partition as usize) {
+                        *slot = d.roles.clone();
+                    }
+                    state.name.clone()
+                }
+                _ => Arc::from(d.topic.as_str()),
+            };
+            let key = TopicIdPartition {
+                topic_id: d.topic_id,
+                topic: name,
+                partition: d.partition,
+            };
+            for &b in d.roles.replicas.iter().filter(|&&b| send_to(b)) {
+                if let Err(e) = self
+                    .broker(b)
+                    .and_then(|broker| broker.replicas.apply_leader_and_isr(&key, d.roles.clone()))
+                {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if any {
+            self.metadata_changed();
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// One liveness step at the clock's now (see [`Liveness::tick`]):
+    /// fences the brokers whose session expired or that stopped, and
+    /// unfences those that heartbeat again. Returns when the next step is
+    /// due. The controller thread calls it; so may a deterministic test.
+    ///
+    /// # Errors
+    /// [`Error::Closed`]; [`Error::Io`] from the metadata log (nothing was
+    /// marked: the next step tries again); the first error of a broker
+    /// taking the new state (the change stands).
+    pub(crate) fn liveness_tick(&self) -> Result<i64> {
+        self.check_open()?;
+        let mut controller = self.controller.lock();
+        let now = self.clock().now_ms();
+        let verdict = controller.liveness.tick(now);
+        if !verdict.fence.is_empty() {
+            self.fence_brokers(&mut controller, &verdict.fence)?;
+        }
+        if !verdict.unfence.is_empty() {
+            self.unfence_brokers(&mut controller, &verdict.unfence)?;
+        }
+        if self.config.auto_leader_rebalance_enable && !controller.rebalance_pending.is_empty() {
+            self.rebalance_returned(&mut controller)?;
+        }
+        Ok(controller.liveness.next_deadline(now))
+    }
+
+    /// Kafka's automatic leader rebalance, for the brokers that returned:
+    /// each takes back the leadership of the partitions it prefers where
+    /// it is live and in the ISR again; a broker leaves the pending set
+    /// once it leads all of them.
+    fn rebalance_returned(&self, controller: &mut Controller) -> Result<()> {
+        let Controller {
+            metadata,
+            registry,
+            liveness,
+            rebalance_pending,
+        } = controller;
+        let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
+        rebalance_pending.retain(|&b| liveness.is_live(b));
+        let live = |b: u32| liveness.is_live(b);
+        let mut changes = Changes::new();
+        decide_all(
+            registry,
+            &self.config.topic_defaults,
+            &mut changes,
+            |state, _| match state.replicas.first() {
+                Some(first) if rebalance_pending.contains(first) => {
+                    election::preferred(state, &live)
+                }
+                _ => None,
+            },
+        );
+        Self::commit_changes(metadata, registry, &changes)?;
+        let published = self.publish(changes.values(), live);
+        rebalance_pending.retain(|&b| {
+            registry.topics.values().any(|meta| {
+                meta.assignments
+                    .iter()
+                    .any(|a| a.replicas.first() == Some(&b) && a.leader != Some(b))
+            })
+        });
+        published
+    }
+
+    /// Fences `ids`: every partition they are in the ISR of drops them
+    /// (but its last member), and those they led elect a new leader; the
+    /// changes are one metadata batch, then take effect.
+    fn fence_brokers(&self, controller: &mut Controller, ids: &[u32]) -> Result<()> {
+        let Controller {
+            metadata,
+            registry,
+            liveness,
+            ..
+        } = controller;
+        let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
+        let mut after = liveness.clone();
+        for &id in ids {
+            after.set_fenced(id, true);
+        }
+        let live = |b: u32| after.is_live(b);
+        let mut changes = Changes::new();
+        for &id in ids {
+            decide_all(
+                registry,
+                &self.config.topic_defaults,
+                &mut changes,
+                |state, unclean| election::on_fenced(state, id, &live, unclean),
+            );
+        }
+        Self::commit_changes(metadata, registry, &changes)?;
+        *liveness = after;
+        self.publish(changes.values(), |b| liveness.is_live(b))
+    }
+
+    /// Unfences `ids`: leaderless partitions elect them, and (with
+    /// `auto.leader.rebalance.enable`) they take back the partitions they
+    /// prefer where they are in the ISR. Then each gets the current state
+    /// of every partition it holds a replica of (it missed the changes
+    /// made while it was fenced).
+    fn unfence_brokers(&self, controller: &mut Controller, ids: &[u32]) -> Result<()> {
+        let Controller {
+            metadata,
+            registry,
+            liveness,
+            rebalance_pending,
+        } = controller;
+        let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
+        let mut after = liveness.clone();
+        for &id in ids {
+            after.set_fenced(id, false);
+        }
+        let live = |b: u32| after.is_live(b);
+        let rebalance = self.config.auto_leader_rebalance_enable;
+        let mut changes = Changes::new();
+        for &id in ids {
+            decide_all(
+                registry,
+                &self.config.topic_defaults,
+                &mut changes,
+                |state, unclean| election::on_unfenced(state, id, &live, unclean, rebalance),
+            );
+        }
+        Self::commit_changes(metadata, registry, &changes)?;
+        *liveness = after;
+        if rebalance {
+            rebalance_pending.extend(ids);
+        }
+        let mut first_error = self
+            .publish(changes.values(), |b| liveness.is_live(b))
+            .err();
+        // Catch the returning brokers up on everything else they hold.
+        let mut catch_up = Vec::new();
+        for meta in registry.topics.values() {
+            for (p, roles) in (0..).zip(&meta.assignments) {
+                if !changes.contains_key(&(meta.name.clone(), p))
+                    && roles.replicas.iter().any(|b| ids.contains(b))
+                {
+                    catch_up.push(Decided {
+                        topic_id: meta.id,
+                        topic: meta.name.clone(),
+                        partition: p,
+                        roles: roles.clone(),
+                    });
+                }
+            }
+        }
+        // Only the returning brokers need them; the others hold them.
+        if let Err(e) = self.publish(&catch_up, |b| ids.contains(&b)) {
+            first_error.get_or_insert(e);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// The fault API's hooks: what a broker's process side does, as the
+/// controller learns it through heartbeats.
+impl ClusterInner {
+    /// Sets broker `id`'s run state and wakes the controller thread.
+    fn set_run_state(&self, id: u32, run: RunState) -> Result<()> {
+        self.controller.lock().liveness.set_run_state(id, run)?;
+        self.poke_controller();
+        Ok(())
+    }
+
+    /// Wakes the controller thread for a liveness step now.
+    fn poke_controller(&self) {
+        if let Some(thread) = &*self.controller_thread.lock() {
+            thread.poke();
+        }
+    }
+
+    /// Broker `id` stopped cleanly: as Kafka's controlled shutdown, it is
+    /// fenced (its leaderships moved, it leaves the ISRs) before this
+    /// returns.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown broker; those of
+    /// [`ClusterInner::liveness_tick`].
+    #[cfg_attr(not(test), expect(dead_code, reason = "the fault API calls it"))]
+    pub(crate) fn mark_broker_stopped(&self, id: u32) -> Result<()> {
+        self.controller
+            .lock()
+            .liveness
+            .set_run_state(id, RunState::Stopped)?;
+        self.liveness_tick().map(drop)
+    }
+
+    /// Broker `id` crashed: its heartbeats stop, so it is fenced once its
+    /// session expires.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown broker.
+    #[cfg_attr(not(test), expect(dead_code, reason = "the fault API calls it"))]
+    pub(crate) fn mark_broker_crashed(&self, id: u32) -> Result<()> {
+        self.set_run_state(id, RunState::Crashed)
+    }
+
+    /// Broker `id` runs again: it heartbeats, and is unfenced at the next
+    /// liveness step (at once when the controller thread runs).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown broker.
+    #[cfg_attr(not(test), expect(dead_code, reason = "the fault API calls it"))]
+    pub(crate) fn mark_broker_running(&self, id: u32) -> Result<()> {
+        self.set_run_state(id, RunState::Running)
+    }
+
+    /// Cuts broker `id` off from the controller (`true`: its heartbeats
+    /// are lost, so it is fenced once its session expires, while it goes
+    /// on running) or reconnects it (`false`: unfenced at the next step).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown broker.
+    #[cfg_attr(not(test), expect(dead_code, reason = "the fault API calls it"))]
+    pub(crate) fn set_broker_cut_off(&self, id: u32, cut_off: bool) -> Result<()> {
+        self.controller.lock().liveness.set_cut_off(id, cut_off)?;
+        self.poke_controller();
+        Ok(())
+    }
+
+    /// Whether the controller has fenced broker `id`.
+    #[cfg_attr(not(test), expect(dead_code, reason = "the admin API reports it"))]
+    pub(crate) fn is_broker_fenced(&self, id: u32) -> bool {
+        self.controller.lock().liveness.is_fenced(id)
+    }
+
+    /// Preferred-leader election over every partition: the first replica
+    /// leads wherever it is live, in the ISR and not leading yet. Returns
+    /// the partitions whose leader moved, in topic and partition order.
+    ///
+    /// # Errors
+    /// [`Error::Closed`]; [`Error::Io`] from the metadata log (nothing
+    /// moved); the first error of a broker taking its new state.
+    pub(crate) fn elect_preferred_leaders(&self) -> Result<Vec<TopicPartition>> {
+        self.check_open()?;
+        let mut controller = self.controller.lock();
+        let Controller {
+            metadata,
+            registry,
+            liveness,
+            ..
+        } = &mut *controller;
+        let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
+        let mut changes = Changes::new();
+        decide_all(
+            registry,
+            &self.config.topic_defaults,
+            &mut changes,
+            |state, _| election::preferred(state, &|b| liveness.is_live(b)),
+        );
+        Self::commit_changes(metadata, registry, &changes)?;
+        self.publish(changes.values(), |b| liveness.is_live(b))?;
+        Ok(changes
+            .into_keys()
+            .map(|(topic, p)| TopicPartition::new(topic, p))
+            .collect())
+    }
+
+    /// A leader's proposal of a new ISR for `key` (Kafka's
+    /// `AlterPartition`), checked against the current state: the proposer
+    /// must lead it in `leader_epoch` and hold its `partition_epoch`, and
+    /// the ISR must hold the leader and only live replicas, each once. A
+    /// proposal of the current ISR changes nothing. Otherwise the new state
+    /// (the partition epoch bumped, the leader epoch kept) is persisted,
+    /// applied to the routing table and every live replica's broker, and
+    /// returned.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopicOrPartition`]; [`Error::FencedLeaderEpoch`]
+    /// for an older leader epoch, or a partition epoch other than the
+    /// current one (the error then carries the partition epochs);
+    /// [`Error::NotLeaderOrFollower`] if `leader` does not lead it;
+    /// [`Error::InvalidArgument`] for a leader epoch the controller never
+    /// gave, or an ISR that is empty, names a broker twice, a broker
+    /// holding no replica or a fenced one, or lacks the leader;
+    /// [`Error::Closed`]; [`Error::Io`] from the metadata log (nothing
+    /// changed).
+    pub(crate) fn alter_partition(
+        &self,
+        key: &TopicIdPartition,
+        leader: u32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<u32>,
+    ) -> Result<LeaderAndIsr> {
+        self.check_open()?;
+        let mut controller = self.controller.lock();
+        let Controller {
+            metadata,
+            registry,
+            liveness,
+            ..
+        } = &mut *controller;
+        let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
+        let (topic, partition) = (key.topic.to_string(), key.partition);
+        let current = registry
+            .topic_by_id(&key.topic_id)
+            .filter(|meta| meta.name == topic)
+            .and_then(|meta| meta.assignments.get(partition as usize))
+            .cloned()
+            .ok_or_else(|| Error::UnknownTopicOrPartition {
+                topic: topic.clone(),
+                partition: Some(partition),
+            })?;
+        if leader_epoch < current.leader_epoch {
+            return Err(Error::FencedLeaderEpoch {
+                topic,
+                partition,
+                epoch: leader_epoch,
+                current: current.leader_epoch,
+            });
+        }
+        if current.leader != Some(leader) {
+            return Err(Error::NotLeaderOrFollower {
+                topic,
+                partition,
+                broker: leader,
+            });
+        }
+        if leader_epoch > current.leader_epoch {
+            return Err(Error::InvalidArgument(format!(
+                "AlterPartition for {topic}-{partition} names leader epoch {leader_epoch}; the \
+                 controller's is {}",
+                current.leader_epoch
+            )));
+        }
+        if partition_epoch != current.partition_epoch {
+            return Err(Error::FencedLeaderEpoch {
+                topic,
+                partition,
+                epoch: partition_epoch,
+                current: current.partition_epoch,
+            });
+        }
+        let distinct = isr.iter().collect::<std::collections::BTreeSet<_>>().len() == isr.len();
+        let problem = if isr.is_empty() || !distinct {
+            Some("it is empty or names a broker twice".to_string())
+        } else if let Some(b) = isr.iter().find(|b| !current.replicas.contains(b)) {
+            Some(format!("broker {b} holds no replica"))
+        } else if let Some(b) = isr.iter().find(|&&b| liveness.is_fenced(b)) {
+            Some(format!("broker {b} is fenced"))
+        } else if !isr.contains(&leader) {
+            Some(format!("it lacks the leader {leader}"))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(Error::InvalidArgument(format!(
+                "AlterPartition for {topic}-{partition}: the ISR {isr:?} is refused: {problem} \
+                 (replicas {:?})",
+                current.replicas
+            )));
+        }
+        if isr == current.isr {
+            return Ok(current);
+        }
+        let next = LeaderAndIsr {
+            isr,
+            partition_epoch: current.partition_epoch.saturating_add(1),
+            ..current
+        };
+        let decided = Decided {
+            topic_id: key.topic_id,
+            topic: topic.clone(),
+            partition,
+            roles: next.clone(),
+        };
+        let changes = Changes::from([((topic, partition), decided)]);
+        Self::commit_changes(metadata, registry, &changes)?;
+        self.publish(changes.values(), |b| liveness.is_live(b))?;
+        Ok(next)
+    }
+
+    /// The controller as partition leaders see it: where they propose ISR
+    /// changes. Holds the cluster weakly: after the cluster is gone every
+    /// proposal fails with [`Error::Closed`].
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "the replica managers' leaders call it")
+    )]
+    pub(crate) fn controller_channel(self: &Arc<Self>) -> Arc<dyn AlterPartition> {
+        Arc::new(ControllerChannel {
+            cluster: Arc::downgrade(self),
+        })
+    }
+}
+
+/// [`AlterPartition`] over the cluster's controller.
+#[derive(Debug)]
+struct ControllerChannel {
+    cluster: Weak<ClusterInner>,
+}
+
+impl AlterPartition for ControllerChannel {
+    fn alter_partition(
+        &self,
+        key: &TopicIdPartition,
+        leader: u32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<u32>,
+    ) -> Result<LeaderAndIsr> {
+        self.cluster
+            .upgrade()
+            .ok_or(Error::Closed("cluster"))?
+            .alter_partition(key, leader, leader_epoch, partition_epoch, isr)
+    }
+}
+
+impl Cluster {
+    /// Runs preferred-leader election now (Kafka's
+    /// `kafka-leader-election.sh --election-type PREFERRED`): every
+    /// partition whose first replica is live, in the ISR and not leading
+    /// moves its leadership there (a new leader epoch). Returns the
+    /// partitions that moved. With `auto.leader.rebalance.enable` (the
+    /// default) a returning broker takes back its preferred partitions by
+    /// itself.
+    ///
+    /// # Errors
+    /// [`Error::Closed`]; [`Error::Io`] if the metadata log cannot be
+    /// written (no leader moved).
+    pub fn elect_preferred_leaders(&self) -> Result<Vec<TopicPartition>> {
+        self.inner.elect_preferred_leaders()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -43,6 +43,7 @@ const PARTITION: u8 = 2;
 const CONFIG: u8 = 3;
 const REMOVE_TOPIC: u8 = 4;
 const REGISTER_BROKER: u8 = 5;
+const PARTITION_CHANGE: u8 = 6;
 /// The version every record type is written in, except `Partition`.
 const VERSION: u8 = 0;
 /// `Partition` records are written in version 1 (with the ISR); version 0
@@ -77,6 +78,19 @@ pub(crate) enum MetadataRecord {
     /// A broker joined the cluster (KRaft's `RegisterBrokerRecord`, with
     /// only the id): the cluster cannot open with fewer brokers afterwards.
     RegisterBroker { broker_id: u32 },
+    /// An existing partition's whole new state (an election, an ISR
+    /// change): in the spirit of KRaft's `PartitionChangeRecord`, but
+    /// carrying every field rather than only those that changed. The
+    /// partition epoch must grow and the leader epoch may not go back.
+    PartitionChange {
+        topic_id: Uuid,
+        partition: u32,
+        replicas: Vec<u32>,
+        leader: Option<u32>,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<u32>,
+    },
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -167,6 +181,25 @@ impl MetadataRecord {
                 w.extend_from_slice(&[REGISTER_BROKER, VERSION]);
                 w.write_u32::<BigEndian>(*broker_id).expect("vec");
             }
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                replicas,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                w.extend_from_slice(&[PARTITION_CHANGE, VERSION]);
+                w.write_u128::<BigEndian>(topic_id.as_u128()).expect("vec");
+                w.write_u32::<BigEndian>(*partition).expect("vec");
+                put_brokers(w, replicas);
+                w.write_i32::<BigEndian>(leader.map_or(-1, |b| b as i32))
+                    .expect("vec");
+                w.write_i32::<BigEndian>(*leader_epoch).expect("vec");
+                w.write_i32::<BigEndian>(*partition_epoch).expect("vec");
+                put_brokers(w, isr);
+            }
         }
         out
     }
@@ -232,6 +265,27 @@ impl MetadataRecord {
                 REGISTER_BROKER => MetadataRecord::RegisterBroker {
                     broker_id: cur.read_u32::<BigEndian>()?,
                 },
+                PARTITION_CHANGE => {
+                    let topic_id = get_uuid(&mut cur)?;
+                    let partition = cur.read_u32::<BigEndian>()?;
+                    let replicas = get_brokers(&mut cur)?;
+                    let leader = match cur.read_i32::<BigEndian>()? {
+                        -1 => None,
+                        id => match u32::try_from(id) {
+                            Ok(id) => Some(id),
+                            Err(_) => return Ok(Err(format!("leader {id} is not a broker id"))),
+                        },
+                    };
+                    MetadataRecord::PartitionChange {
+                        topic_id,
+                        partition,
+                        replicas,
+                        leader,
+                        leader_epoch: cur.read_i32::<BigEndian>()?,
+                        partition_epoch: cur.read_i32::<BigEndian>()?,
+                        isr: get_brokers(&mut cur)?,
+                    }
+                }
                 other => return Ok(Err(format!("unknown metadata record type {other}"))),
             };
             Ok(Ok(record))
@@ -246,6 +300,20 @@ impl MetadataRecord {
 }
 
 impl LeaderAndIsr {
+    /// The `PartitionChange` record that sets partition `partition` of
+    /// topic `topic_id` to this state.
+    pub(crate) fn change_record(&self, topic_id: Uuid, partition: u32) -> MetadataRecord {
+        MetadataRecord::PartitionChange {
+            topic_id,
+            partition,
+            replicas: self.replicas.clone(),
+            leader: self.leader,
+            leader_epoch: self.leader_epoch,
+            partition_epoch: self.partition_epoch,
+            isr: self.isr.clone(),
+        }
+    }
+
     /// The `Partition` record of partition `partition` of topic `topic_id`.
     pub(crate) fn record(&self, topic_id: Uuid, partition: u32) -> MetadataRecord {
         MetadataRecord::Partition {
@@ -364,6 +432,45 @@ impl Registry {
             MetadataRecord::RegisterBroker { broker_id } => {
                 self.brokers.insert(*broker_id);
             }
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                replicas,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let topic = self.topic_mut(topic_id)?;
+                let name = &topic.name;
+                let Some(current) = topic.assignments.get_mut(*partition as usize) else {
+                    return Err(format!(
+                        "change of partition {partition} of {name}, which has {} partitions",
+                        topic.partitions
+                    ));
+                };
+                let next = LeaderAndIsr {
+                    replicas: replicas.clone(),
+                    leader: *leader,
+                    leader_epoch: *leader_epoch,
+                    partition_epoch: *partition_epoch,
+                    isr: isr.clone(),
+                };
+                if let Some(why) = impossible_change(current, &next) {
+                    return Err(format!(
+                        "partition {partition} of {name} has an impossible change ({why}): \
+                         replicas {replicas:?}, leader {leader:?}, leader epoch {leader_epoch}, \
+                         partition epoch {partition_epoch}, ISR {isr:?} after replicas {:?}, \
+                         leader {:?}, leader epoch {}, partition epoch {}, ISR {:?}",
+                        current.replicas,
+                        current.leader,
+                        current.leader_epoch,
+                        current.partition_epoch,
+                        current.isr
+                    ));
+                }
+                *current = next;
+            }
         }
         Ok(())
     }
@@ -405,6 +512,31 @@ impl Registry {
             .topics
             .get_mut(name)
             .expect("names and topics are kept in step"))
+    }
+}
+
+/// Why `next` cannot follow `current` as a partition's state, if it cannot:
+/// the partition epoch must grow, the leader epoch may not go back, the
+/// replicas must be distinct and not empty, and the leader and every ISR
+/// member (distinct, at least one) must be replicas, the leader in the ISR.
+fn impossible_change(current: &LeaderAndIsr, next: &LeaderAndIsr) -> Option<&'static str> {
+    let distinct = |list: &[u32]| list.iter().collect::<BTreeSet<_>>().len() == list.len();
+    if next.partition_epoch <= current.partition_epoch {
+        Some("the partition epoch does not grow")
+    } else if next.leader_epoch < current.leader_epoch {
+        Some("the leader epoch goes back")
+    } else if next.replicas.is_empty() || !distinct(&next.replicas) {
+        Some("no replicas, or one twice")
+    } else if next.isr.is_empty() || !distinct(&next.isr) {
+        Some("an empty ISR, or a member twice")
+    } else if !next.isr.iter().all(|b| next.replicas.contains(b)) {
+        Some("an ISR member is not a replica")
+    } else if next.leader.is_some_and(|l| !next.isr.contains(&l)) {
+        Some("the leader is not an in-sync replica")
+    } else if next.leader != current.leader && next.leader_epoch == current.leader_epoch {
+        Some("the leader changes without a new leader epoch")
+    } else {
+        None
     }
 }
 
@@ -679,7 +811,9 @@ pub(crate) fn read_prefix(storage: &dyn Storage, dir: &Path) -> Result<MetadataP
                     MetadataRecord::Topic { id, .. } => {
                         prefix.configs.entry(id).or_default();
                     }
-                    MetadataRecord::RemoveTopic { .. } | MetadataRecord::RegisterBroker { .. } => {}
+                    MetadataRecord::RemoveTopic { .. }
+                    | MetadataRecord::RegisterBroker { .. }
+                    | MetadataRecord::PartitionChange { .. } => {}
                 }
             }
         }
@@ -719,6 +853,24 @@ mod tests {
                 value: None,
             },
             MetadataRecord::RemoveTopic { topic_id: id },
+            MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: 2,
+                replicas: vec![2, 0, 1],
+                leader: Some(1),
+                leader_epoch: 4,
+                partition_epoch: 9,
+                isr: vec![1, 0],
+            },
+            MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: 0,
+                replicas: vec![1],
+                leader: None,
+                leader_epoch: 1,
+                partition_epoch: 1,
+                isr: vec![1],
+            },
         ];
         for r in &records {
             let bytes = r.encode();
@@ -763,6 +915,136 @@ mod tests {
         let mut v2 = written.clone();
         v2[1] = 2;
         assert!(MetadataRecord::decode(&v2).is_err());
+    }
+
+    /// A `PartitionChange` record's bytes, field by field (the layout
+    /// `docs/format.md` describes), and the checks of its version and
+    /// leader.
+    #[test]
+    fn partition_change_records_have_the_documented_layout() {
+        let id = Uuid::from_u128(0xabcd);
+        let record = LeaderAndIsr {
+            replicas: vec![2, 0],
+            leader: None,
+            leader_epoch: 5,
+            partition_epoch: 7,
+            isr: vec![0],
+        }
+        .change_record(id, 3);
+        let mut expected = vec![PARTITION_CHANGE, 0];
+        expected.extend_from_slice(&id.as_u128().to_be_bytes());
+        expected.extend_from_slice(&3u32.to_be_bytes());
+        expected.extend_from_slice(&2u16.to_be_bytes());
+        expected.extend_from_slice(&2u32.to_be_bytes());
+        expected.extend_from_slice(&0u32.to_be_bytes());
+        expected.extend_from_slice(&(-1i32).to_be_bytes());
+        expected.extend_from_slice(&5i32.to_be_bytes());
+        expected.extend_from_slice(&7i32.to_be_bytes());
+        expected.extend_from_slice(&1u16.to_be_bytes());
+        expected.extend_from_slice(&0u32.to_be_bytes());
+        assert_eq!(record.encode(), expected);
+        let mut v1 = expected.clone();
+        v1[1] = 1;
+        assert!(
+            MetadataRecord::decode(&v1)
+                .unwrap_err()
+                .contains("version 1")
+        );
+        let mut bad_leader = expected.clone();
+        bad_leader[32..36].copy_from_slice(&(-2i32).to_be_bytes());
+        assert!(MetadataRecord::decode(&bad_leader).is_err());
+    }
+
+    /// Replaying `PartitionChange` records: the state replaces the
+    /// partition's whole; impossible changes are refused and change
+    /// nothing.
+    #[test]
+    fn partition_changes_replace_the_state_and_impossible_ones_are_refused() {
+        let id = Uuid::from_u128(11);
+        let mut r = Registry::default();
+        r.apply(&MetadataRecord::Topic {
+            name: "t".into(),
+            id,
+        })
+        .unwrap();
+        r.apply(&LeaderAndIsr::new(vec![0, 1, 2]).record(id, 0))
+            .unwrap();
+        let state = |leader: Option<u32>, le: i32, pe: i32, isr: Vec<u32>| LeaderAndIsr {
+            replicas: vec![0, 1, 2],
+            leader,
+            leader_epoch: le,
+            partition_epoch: pe,
+            isr,
+        };
+        let moved = state(Some(1), 1, 1, vec![1, 2]);
+        r.apply(&moved.change_record(id, 0)).unwrap();
+        assert_eq!(r.topic("t").unwrap().assignments[0], moved);
+        let refused = [
+            (
+                "unknown partition",
+                state(Some(1), 1, 2, vec![1]).change_record(id, 1),
+            ),
+            (
+                "unknown topic",
+                state(Some(1), 1, 2, vec![1]).change_record(Uuid::from_u128(12), 0),
+            ),
+            (
+                "same partition epoch",
+                state(Some(1), 1, 1, vec![1]).change_record(id, 0),
+            ),
+            (
+                "leader epoch back",
+                state(Some(1), 0, 2, vec![1]).change_record(id, 0),
+            ),
+            ("leader not a replica", {
+                let mut s = state(Some(3), 2, 2, vec![3]);
+                s.isr = vec![1];
+                s.change_record(id, 0)
+            }),
+            (
+                "ISR member not a replica",
+                state(Some(1), 1, 2, vec![1, 5]).change_record(id, 0),
+            ),
+            (
+                "leader outside the ISR",
+                state(Some(0), 2, 2, vec![1]).change_record(id, 0),
+            ),
+            (
+                "new leader, same epoch",
+                state(Some(2), 1, 2, vec![2]).change_record(id, 0),
+            ),
+            ("empty ISR", state(None, 2, 2, vec![]).change_record(id, 0)),
+            (
+                "ISR member twice",
+                state(Some(1), 1, 2, vec![1, 1]).change_record(id, 0),
+            ),
+            ("no replicas", {
+                let mut s = state(None, 2, 2, vec![1]);
+                s.replicas = vec![];
+                s.change_record(id, 0)
+            }),
+            ("replica twice", {
+                let mut s = state(Some(1), 1, 2, vec![1]);
+                s.replicas = vec![1, 1, 2];
+                s.change_record(id, 0)
+            }),
+        ];
+        for (what, record) in refused {
+            let err = r.apply(&record).expect_err(what);
+            assert!(
+                err.contains("impossible change")
+                    || err.contains("unknown topic id")
+                    || err.contains("has 1 partitions"),
+                "{what}: {err}"
+            );
+            assert_eq!(r.topic("t").unwrap().assignments[0], moved, "{what}");
+        }
+        // An ISR-only change keeps the leader epoch; leaderless is fine.
+        let shrunk = state(Some(1), 1, 2, vec![1]);
+        r.apply(&shrunk.change_record(id, 0)).unwrap();
+        let leaderless = state(None, 2, 3, vec![1]);
+        r.apply(&leaderless.change_record(id, 0)).unwrap();
+        assert_eq!(r.topic("t").unwrap().assignments[0], leaderless);
     }
 
     #[test]
@@ -823,5 +1105,38 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    proptest::proptest! {
+        /// Any `PartitionChange` record decodes to itself; every cut of
+        /// it, and it with a byte more, is refused.
+        #[test]
+        fn partition_change_records_round_trip(
+            id in proptest::num::u128::ANY,
+            partition in proptest::num::u32::ANY,
+            replicas in proptest::collection::vec(0u32..64, 0..12),
+            leader in proptest::option::of(0u32..64),
+            leader_epoch in proptest::num::i32::ANY,
+            partition_epoch in proptest::num::i32::ANY,
+            isr in proptest::collection::vec(0u32..64, 0..12),
+        ) {
+            let record = MetadataRecord::PartitionChange {
+                topic_id: Uuid::from_u128(id),
+                partition,
+                replicas,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            };
+            let bytes = record.encode();
+            proptest::prop_assert_eq!(MetadataRecord::decode(&bytes), Ok(record));
+            for cut in 0..bytes.len() {
+                proptest::prop_assert!(MetadataRecord::decode(&bytes[..cut]).is_err());
+            }
+            let mut longer = bytes;
+            longer.push(0);
+            proptest::prop_assert!(MetadataRecord::decode(&longer).is_err());
+        }
     }
 }

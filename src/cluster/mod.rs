@@ -6,17 +6,20 @@
 //!
 //! Every request for a partition goes to its leader's broker's
 //! [`ReplicaManager`] ([`ClusterInner::replicas_for`]); another broker's
-//! manager answers `NotLeaderOrFollower`. Followers' logs exist on their
-//! brokers but are not fed yet (fetchers, ISR changes and elections are the
-//! next step).
+//! manager answers `NotLeaderOrFollower`, and a partition without a leader
+//! `LeaderNotAvailable`. The controller fences a broker whose heartbeats
+//! stop (`liveness.rs`) and moves its leaderships (`election.rs`,
+//! `controller.rs`). Followers' logs exist on their brokers but are not fed
+//! yet (fetchers are the next step).
 //!
 //! ## Locks
-//! `controller` (the registry and the metadata log) is taken first and held
-//! for a whole create, delete or partition addition, so those run one at a
-//! time and a re-created topic never meets its predecessor's files. Then
-//! `topics` (name to live topic state), then a topic's `assignments` (read
-//! under `topics` to find a partition's leader; written under `controller`
-//! alone when partitions are added), then a broker's replica manager (its
+//! `controller` (the registry, the metadata log and the brokers' liveness)
+//! is taken first and held for a whole create, delete, partition addition,
+//! election or ISR change, so those run one at a time and a re-created
+//! topic never meets its predecessor's files. Then `topics` (name to live
+//! topic state), then a topic's `assignments` (read under `topics` to find
+//! a partition's leader; written under `controller` when partitions are
+//! added or a partition's state changes), then a broker's replica manager (its
 //! table of hosted partitions, then a partition's log lock: see
 //! [`crate::replica`]); no two brokers' locks are ever held together.
 //! Appends and reads take only the last ones, shared.
@@ -25,7 +28,10 @@
 //! copy or extend it. [`Cluster::close`] copies it, then flushes each
 //! producer holding no cluster lock (a producer's flush takes its own
 //! accumulator lock and its sender thread appends through `topics` and a
-//! replica's log lock), and only then takes `controller` to close the logs.
+//! replica's log lock), and only then takes `controller` to close the logs
+//! (it stops the controller thread first, holding no lock: each of the
+//! thread's liveness steps takes `controller`). `controller_thread` (the
+//! handle of that thread) is taken alone, to wake or stop it.
 
 mod admin;
 mod broker;
@@ -33,8 +39,10 @@ mod checkpointer;
 mod config;
 mod controller;
 mod coordinator;
+mod election;
 mod group;
 mod handles;
+mod liveness;
 mod metadata;
 mod offsets;
 mod placement;
@@ -167,6 +175,8 @@ pub(crate) struct ClusterInner {
     /// The root's lock and those of brokers placed elsewhere.
     lock: Mutex<Vec<DirLock>>,
     checkpointer: Mutex<Option<Checkpointer>>,
+    /// The controller's liveness thread (brokers' heartbeats and fencing).
+    controller_thread: Mutex<Option<liveness::ControllerThread>>,
     offsets: coordinator::OffsetStore,
     /// Group membership (join, sync, heartbeat, leave).
     pub(crate) groups: GroupCoordinator,
@@ -195,7 +205,8 @@ pub(crate) struct TopicState {
     /// partition below it exists.
     count: AtomicU32,
     /// Each partition's replicas, leader, leader epoch and ISR, by
-    /// partition number; an entry is pushed before `count` covers it.
+    /// partition number; an entry is pushed before `count` covers it, and
+    /// replaced by the controller after each persisted change.
     assignments: RwLock<Vec<LeaderAndIsr>>,
     deleted: AtomicBool,
     /// An internal topic (`__consumer_offsets`): only the cluster itself
@@ -366,18 +377,21 @@ impl Cluster {
         if !unregistered.is_empty() {
             metadata.commit(&mut registry, &unregistered)?;
         }
+        // Every broker is live now: partitions left leaderless elect.
+        let elected = controller::elect_leaderless_at_open(&registry, &config.topic_defaults);
+        if !elected.is_empty() {
+            metadata.commit(&mut registry, &elected)?;
+        }
         let mut inner = ClusterInner {
             root,
             cluster_id,
-            controller: Mutex::new(Controller {
-                metadata: Some(metadata),
-                registry: registry.clone(),
-            }),
+            controller: Mutex::new(Controller::new(metadata, registry.clone(), &config)),
             topics: RwLock::new(HashMap::new()),
             brokers,
             closed: AtomicBool::new(false),
             lock: Mutex::new(locks),
             checkpointer: Mutex::new(None),
+            controller_thread: Mutex::new(None),
             offsets: coordinator::OffsetStore::default(),
             groups: GroupCoordinator::new(group::GroupLimits {
                 min_session_timeout_ms: config.group_min_session_timeout_ms,
@@ -419,6 +433,10 @@ impl Cluster {
         let inner = Arc::new(inner);
         let interval = inner.config.checkpoint_interval_ms;
         *inner.checkpointer.lock() = Some(Checkpointer::spawn(Arc::downgrade(&inner), interval)?);
+        if inner.config.controller_thread && inner.brokers.len() > 1 {
+            *inner.controller_thread.lock() =
+                Some(liveness::ControllerThread::spawn(Arc::downgrade(&inner))?);
+        }
         Ok(Cluster { inner })
     }
 
@@ -805,6 +823,11 @@ impl ClusterInner {
         drop(clients);
         if let Some(checkpointer) = self.checkpointer.lock().take() {
             checkpointer.stop();
+        }
+        // Before `controller` is taken: the thread takes it for each tick.
+        let thread = self.controller_thread.lock().take();
+        if let Some(thread) = thread {
+            thread.stop();
         }
         // Consumers waiting for metadata wake up and see the cluster closed.
         self.metadata_changed();

@@ -533,9 +533,19 @@ impl TopicConfig {
     /// Kafka's `unclean.leader.election.enable` (default `false`): whether
     /// a replica outside the ISR may be elected leader when no in-sync
     /// replica is left, trading acknowledged records for availability.
-    /// Stored and reported now; elections are a later step.
+    /// The controller reads it when a partition has no live in-sync
+    /// replica left: the first live replica then leads, with itself as
+    /// the whole ISR.
     pub fn unclean_leader_election_enable(self, enable: bool) -> Self {
         self.put("unclean.leader.election.enable", enable.to_string())
+    }
+
+    /// The `unclean.leader.election.enable` in effect (false unless set).
+    pub(crate) fn unclean_leader_election(&self) -> bool {
+        matches!(
+            self.value("unclean.leader.election.enable"),
+            Some(Value::Bool(true))
+        )
     }
 
     /// The `min.insync.replicas` in effect (1 unless set).

@@ -257,10 +257,6 @@ impl ReplicaManager {
     /// [`Error::UnknownTopicOrPartition`], [`Error::Closed`];
     /// [`Error::Internal`] if `roles` does not name this broker among the
     /// replicas.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the controller moves leadership with replication")
-    )]
     pub(crate) fn apply_leader_and_isr(
         &self,
         key: &TopicIdPartition,

@@ -26,7 +26,10 @@ pub(crate) use partition::{LeaderAndIsr, PartitionOffsets, PartitionState};
 
 /// The controller, as a partition's leader sees it: where it proposes ISR
 /// changes (Kafka's `AlterPartition` request).
-#[expect(dead_code, reason = "leaders propose ISR changes with replication")]
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "leaders propose ISR changes with replication")
+)]
 pub(crate) trait AlterPartition: Send + Sync + std::fmt::Debug {
     /// Asks the controller to set `key`'s ISR to `isr`, as proposed by its
     /// leader `leader` holding the state of epochs `leader_epoch` and
