@@ -56,7 +56,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::{CorruptionKind, Error, Result};
-use crate::replica::{LeaderAndIsr, ReplicaManager};
+use crate::replica::{LeaderAndIsr, ReplicaManager, ReplicaRegistry};
 use crate::storage::{DirLock, OpenMode, Storage, write_atomic};
 use crate::types::TopicPartition;
 
@@ -416,6 +416,16 @@ impl Cluster {
         }
         report.skipped_records = inner.load_offsets()?;
         inner.recovery = report;
+        // Followers start fetching once every partition is hosted.
+        let registry = Arc::new(ReplicaRegistry::default());
+        for broker in &inner.brokers {
+            registry.register(&broker.replicas);
+        }
+        if inner.brokers.len() > 1 {
+            for broker in &inner.brokers {
+                broker.start_fetchers(registry.clone())?;
+            }
+        }
         let inner = Arc::new(inner);
         let interval = inner.config.checkpoint_interval_ms;
         *inner.checkpointer.lock() = Some(Checkpointer::spawn(Arc::downgrade(&inner), interval)?);
@@ -706,7 +716,7 @@ impl ClusterInner {
     /// # Errors
     /// As [`ClusterInner::leader_broker`].
     pub(crate) fn replicas_for(&self, key: &TopicIdPartition) -> Result<&ReplicaManager> {
-        Ok(&self.leader_broker(key)?.replicas)
+        Ok(&*self.leader_broker(key)?.replicas)
     }
 
     /// The key of `tp` for the replica manager.
@@ -803,6 +813,10 @@ impl ClusterInner {
             client.deliver_pending();
         }
         drop(clients);
+        // Acknowledged appends are on every in-sync replica already.
+        for broker in &self.brokers {
+            broker.stop_fetchers();
+        }
         if let Some(checkpointer) = self.checkpointer.lock().take() {
             checkpointer.stop();
         }

@@ -1,0 +1,109 @@
+//! Acknowledgements that wait for replication: Kafka's `DelayedProduce`
+//! in its produce purgatory.
+//!
+//! An `acks=all` append to a partition with followers in its ISR is
+//! written to the leader's log, then parked here as a [`DelayedProduce`]
+//! until the partition's high watermark passes the batch's last offset.
+//! Whoever moves the high watermark (a follower's fetch, an ISR change)
+//! completes it, and whoever takes the leadership away or shrinks the ISR
+//! below `min.insync.replicas` fails it; the appender holds the other end,
+//! a [`PendingAck`], and may wait on it (bounded on the cluster's clock)
+//! or poll it, so one appender can have many partitions' acknowledgements
+//! in flight.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+
+/// The partition's side of an acknowledgement waiting for replication.
+#[derive(Debug)]
+pub(crate) struct DelayedProduce {
+    /// The high watermark that completes it: the batch's last offset + 1.
+    pub(crate) required_offset: u64,
+    done: Sender<Result<()>>,
+}
+
+impl DelayedProduce {
+    /// A new pending acknowledgement completed once the high watermark
+    /// reaches `required_offset`, and the appender's end of it.
+    pub(crate) fn new(required_offset: u64) -> (DelayedProduce, PendingAck) {
+        let (done, rx) = crossbeam_channel::bounded(1);
+        (
+            DelayedProduce {
+                required_offset,
+                done,
+            },
+            PendingAck { rx },
+        )
+    }
+
+    /// Completes it with `result` (nothing happens if the appender gave
+    /// up waiting).
+    pub(crate) fn complete(self, result: Result<()>) {
+        let _ = self.done.try_send(result);
+    }
+}
+
+/// The appender's side of an `acks=all` acknowledgement that waits for
+/// the in-sync replicas.
+#[derive(Debug)]
+pub(crate) struct PendingAck {
+    rx: Receiver<Result<()>>,
+}
+
+impl PendingAck {
+    /// The outcome if it is known: `Ok(())` once the high watermark passed
+    /// the batch, or the error that ended the wait.
+    pub(crate) fn try_result(&self) -> Option<Result<()>> {
+        match self.rx.try_recv() {
+            Ok(result) => Some(result),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Err(Error::Closed("partition"))),
+        }
+    }
+
+    /// The channel the outcome arrives on (to wait for several at once).
+    #[cfg_attr(not(test), expect(dead_code, reason = "for appenders that select"))]
+    pub(crate) fn receiver(&self) -> &Receiver<Result<()>> {
+        &self.rx
+    }
+
+    /// Waits for the outcome until `timeout_ms` on `clock` have passed.
+    ///
+    /// # Errors
+    /// The error that ended the wait ([`Error::NotLeaderOrFollower`],
+    /// [`Error::NotEnoughReplicasAfterAppend`]), [`Error::Closed`] if the
+    /// partition went away, [`Error::Timeout`] after `timeout_ms`.
+    pub(crate) fn wait(&self, clock: &Arc<dyn Clock>, timeout_ms: i64) -> Result<()> {
+        let start = clock.now_ms();
+        let deadline = start.saturating_add(timeout_ms);
+        let ticks = clock.subscribe();
+        loop {
+            if let Some(result) = self.try_result() {
+                return result;
+            }
+            let now = clock.now_ms();
+            if now >= deadline {
+                return Err(Error::Timeout {
+                    op: "acks=all waiting for the in-sync replicas",
+                    waited: Duration::from_millis(u64::try_from(now - start).unwrap_or(0)),
+                });
+            }
+            let timer = match clock.wait_hint(deadline) {
+                Some(d) => crossbeam_channel::after(d),
+                None => crossbeam_channel::never(),
+            };
+            crossbeam_channel::select! {
+                recv(self.rx) -> result => {
+                    return result.unwrap_or(Err(Error::Closed("partition")));
+                }
+                recv(ticks) -> _ => {}
+                recv(timer) -> _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Replication tests: several replica managers in one process.
