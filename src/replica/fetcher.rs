@@ -388,17 +388,21 @@ fn run_expiration(local: &Weak<ReplicaManager>, control: &Receiver<Control>) {
     };
     let ticks = clock.subscribe();
     let period = (lag / 2).max(1);
-    let mut next = clock.now_ms().saturating_add(period);
+    // The first pass runs at once, then one every period.
+    let mut next = clock.now_ms();
     loop {
         if stop_requested(control) {
             return;
         }
-        if clock.now_ms() >= next {
+        let now = clock.now_ms();
+        if now >= next {
             let Some(manager) = local.upgrade() else {
                 return;
             };
             manager.maybe_shrink_isr();
-            next = clock.now_ms().saturating_add(period);
+            // From when the pass started: a clock moved meanwhile has sent
+            // a wake-up that finds the next pass due.
+            next = now.saturating_add(period);
         }
         let timer = match clock.wait_hint(next) {
             Some(d) => crossbeam_channel::after(d),

@@ -474,9 +474,11 @@ impl PartitionState {
     /// offsets (or, with `durable_hw`, of the durable offsets), the
     /// leader's own included; a follower in the ISR not heard from since
     /// this broker became the leader holds it. It never moves back.
-    /// Completes the acknowledgements it passes, then fails the rest with
-    /// [`Error::NotEnoughReplicasAfterAppend`] if the ISR is below
-    /// `min.insync.replicas`. Returns whether it moved (and then wakes the
+    /// Completes the acknowledgements it passes or, while the ISR is
+    /// below `min.insync.replicas`, fails every waiting one with
+    /// [`Error::NotEnoughReplicasAfterAppend`] (as Kafka's
+    /// `checkEnoughReplicasReachOffset`, without waiting for the high
+    /// watermark, which the smaller ISR alone moves). Returns whether it moved (and then wakes the
     /// watchers). The caller holds `roles` shared, and this broker leads.
     fn maybe_increment_hw(&self, roles: &LeaderAndIsr) -> bool {
         let Ok((log_end, durable)) =
@@ -511,13 +513,11 @@ impl PartitionState {
         }
         let mut done = Vec::new();
         if !replication.pending.is_empty() {
-            let hw = self.high_watermark();
-            let (passed, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut replication.pending)
-                .into_iter()
-                .partition(|p| p.required_offset <= hw);
-            done.extend(passed.into_iter().map(|p| (p, Ok(()))));
             if roles.isr.len() < self.min_insync {
-                done.extend(waiting.into_iter().map(|p| {
+                // As Kafka's `checkEnoughReplicasReachOffset`, but at once:
+                // a high watermark reached by fewer than min.insync.replicas
+                // is no acks=all acknowledgement, and the wait would end so.
+                done.extend(replication.pending.drain(..).map(|p| {
                     let e = Error::NotEnoughReplicasAfterAppend {
                         topic: self.topic.to_string(),
                         partition: self.partition,
@@ -527,6 +527,12 @@ impl PartitionState {
                     (p, Err(e))
                 }));
             } else {
+                let hw = self.high_watermark();
+                let (passed, waiting): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut replication.pending)
+                        .into_iter()
+                        .partition(|p| p.required_offset <= hw);
+                done.extend(passed.into_iter().map(|p| (p, Ok(()))));
                 replication.pending = waiting;
             }
         }
