@@ -361,7 +361,7 @@ impl ReplicaManager {
     ) -> Result<AppendInfo> {
         let (info, pending) = self.append_pending(key, batches, origin, acks)?;
         if let Some(pending) = pending {
-            pending.wait(&self.config.clock, self.config.ack_timeout_ms)?;
+            pending.wait(&self.config.clock)?;
         }
         Ok(info)
     }
@@ -384,11 +384,16 @@ impl ReplicaManager {
         acks: AppendAcks,
     ) -> Result<(AppendInfo, Option<PendingAck>)> {
         let state = self.leader(key)?;
-        state.append(
+        let (info, pending) = state.append(
             batches,
             origin == AppendOrigin::Trusted,
             acks == AppendAcks::All,
-        )
+        )?;
+        let now = self.config.clock.now_ms();
+        Ok((
+            info,
+            pending.map(|p| p.with_timeout(now, self.config.ack_timeout_ms)),
+        ))
     }
 
     /// Serves a follower's fetch of `key` as its leader (Kafka's fetch

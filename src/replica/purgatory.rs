@@ -37,7 +37,11 @@ impl DelayedProduce {
                 required_offset,
                 done,
             },
-            PendingAck { rx },
+            PendingAck {
+                rx,
+                started_ms: 0,
+                deadline_ms: i64::MAX,
+            },
         )
     }
 
@@ -53,6 +57,10 @@ impl DelayedProduce {
 #[derive(Debug)]
 pub(crate) struct PendingAck {
     rx: Receiver<Result<()>>,
+    /// When the wait started (cluster clock, ms).
+    started_ms: i64,
+    /// When it fails with [`Error::Timeout`] (cluster clock, ms).
+    deadline_ms: i64,
 }
 
 impl PendingAck {
@@ -66,32 +74,51 @@ impl PendingAck {
         }
     }
 
+    /// The same acknowledgement, failing with [`Error::Timeout`] once
+    /// `timeout_ms` have passed from `now_ms` on the cluster clock.
+    pub(crate) fn with_timeout(mut self, now_ms: i64, timeout_ms: i64) -> Self {
+        self.started_ms = now_ms;
+        self.deadline_ms = now_ms.saturating_add(timeout_ms);
+        self
+    }
+
+    /// When it times out (cluster clock, ms).
+    pub(crate) fn deadline_ms(&self) -> i64 {
+        self.deadline_ms
+    }
+
+    /// The outcome at `now_ms`: as [`PendingAck::try_result`], or
+    /// [`Error::Timeout`] once the deadline passed.
+    pub(crate) fn poll(&self, now_ms: i64) -> Option<Result<()>> {
+        self.try_result().or_else(|| {
+            (now_ms >= self.deadline_ms).then(|| {
+                Err(Error::Timeout {
+                    op: "acks=all waiting for the in-sync replicas",
+                    waited: Duration::from_millis(
+                        u64::try_from(now_ms.saturating_sub(self.started_ms)).unwrap_or(0),
+                    ),
+                })
+            })
+        })
+    }
+
     /// The channel the outcome arrives on (to wait for several at once).
-    #[cfg_attr(not(test), expect(dead_code, reason = "for appenders that select"))]
     pub(crate) fn receiver(&self) -> &Receiver<Result<()>> {
         &self.rx
     }
 
-    /// Waits for the outcome until `timeout_ms` on `clock` have passed.
+    /// Waits for the outcome, until its deadline on `clock`.
     ///
     /// # Errors
     /// The error that ended the wait ([`Error::NotLeaderOrFollower`],
     /// [`Error::NotEnoughReplicasAfterAppend`]), [`Error::Closed`] if the
-    /// partition went away, [`Error::Timeout`] after `timeout_ms`.
-    pub(crate) fn wait(&self, clock: &Arc<dyn Clock>, timeout_ms: i64) -> Result<()> {
-        let start = clock.now_ms();
-        let deadline = start.saturating_add(timeout_ms);
+    /// partition went away, [`Error::Timeout`] at the deadline.
+    pub(crate) fn wait(&self, clock: &Arc<dyn Clock>) -> Result<()> {
         let ticks = clock.subscribe();
+        let deadline = self.deadline_ms;
         loop {
-            if let Some(result) = self.try_result() {
+            if let Some(result) = self.poll(clock.now_ms()) {
                 return result;
-            }
-            let now = clock.now_ms();
-            if now >= deadline {
-                return Err(Error::Timeout {
-                    op: "acks=all waiting for the in-sync replicas",
-                    waited: Duration::from_millis(u64::try_from(now - start).unwrap_or(0)),
-                });
             }
             let timer = match clock.wait_hint(deadline) {
                 Some(d) => crossbeam_channel::after(d),

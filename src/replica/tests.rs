@@ -535,9 +535,10 @@ fn not_enough_replicas_before_and_after_the_append() {
     rig.controller.elect(&rig.key, Some(1), vec![1, 0]);
     let (_, pending) = rig.append_all(1).unwrap();
     let pending = pending.unwrap();
+    let pending = pending.with_timeout(rig.clock.now_ms(), 1_000);
     let clock: Arc<dyn Clock> = rig.clock.clone();
     let clock2 = rig.clock.clone();
-    let waiter = std::thread::spawn(move || pending.wait(&clock, 1_000));
+    let waiter = std::thread::spawn(move || pending.wait(&clock));
     while !waiter.is_finished() {
         clock2.advance_ms(100);
         std::thread::yield_now();
