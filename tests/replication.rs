@@ -105,7 +105,9 @@ fn three_brokers_replicate_acks_all_and_close_with_identical_replicas() {
         .build()
         .unwrap();
     let mut consumer = Consumer::new(&cluster, consumer_config).unwrap();
-    let all: Vec<TopicPartition> = (0..PARTITIONS).map(|p| TopicPartition::new("t", p)).collect();
+    let all: Vec<TopicPartition> = (0..PARTITIONS)
+        .map(|p| TopicPartition::new("t", p))
+        .collect();
     consumer.assign(&all).unwrap();
     let mut values = Vec::new();
     while (values.len() as u64) < RECORDS {
@@ -130,7 +132,10 @@ fn three_brokers_replicate_acks_all_and_close_with_identical_replicas() {
         assert!(leader.keys().any(|n| n.ends_with(".log")), "{leader:?}");
         for broker in 1..3 {
             let replica = log_files(&dir.path().join(format!("broker-{broker}")).join(&name));
-            assert!(replica == leader, "{name} on broker {broker} differs from broker 0");
+            assert!(
+                replica == leader,
+                "{name} on broker {broker} differs from broker 0"
+            );
             compared += 1;
         }
     }
@@ -147,7 +152,11 @@ fn three_brokers_replicate_acks_all_and_close_with_identical_replicas() {
             let hw = entries[&("t".to_string(), p.partition)];
             assert!(hw <= p.log_end_offset);
             if p.leader == Some(broker) {
-                assert_eq!(hw, p.log_end_offset, "broker {broker} leads {}", p.partition);
+                assert_eq!(
+                    hw, p.log_end_offset,
+                    "broker {broker} leads {}",
+                    p.partition
+                );
             }
         }
     }

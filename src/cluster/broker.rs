@@ -58,8 +58,12 @@ const RECOVERY_POINT: &str = "recovery-point-offset-checkpoint";
 const LOG_START: &str = "log-start-offset-checkpoint";
 const CLEANER: &str = "cleaner-offset-checkpoint";
 /// The broker's checkpoint files.
-pub(crate) const CHECKPOINT_FILES: [&str; 4] =
-    [RECOVERY_POINT, LOG_START, CLEANER, REPLICATION_OFFSET_CHECKPOINT];
+pub(crate) const CHECKPOINT_FILES: [&str; 4] = [
+    RECOVERY_POINT,
+    LOG_START,
+    CLEANER,
+    REPLICATION_OFFSET_CHECKPOINT,
+];
 const PARTITION_METADATA: &str = "partition.metadata";
 /// A broker directory's identity file.
 const META_PROPERTIES: &str = "meta.properties";

@@ -38,8 +38,8 @@ use crate::storage::{DirLock, Storage, StorageFile};
 use crate::storage::{StdStorage, segment::Segment};
 
 pub use append::AppendInfo;
-pub use checkpoint::{CheckpointRead, OffsetCheckpoint};
 pub(crate) use checkpoint::REPLICATION_OFFSET_CHECKPOINT;
+pub use checkpoint::{CheckpointRead, OffsetCheckpoint};
 pub use cleaner::CleanReport;
 pub use epoch::LeaderEpochsRebuilt;
 pub use fence::FencedTruncation;
@@ -392,7 +392,11 @@ impl Log {
     pub(crate) fn assign_leader_epoch(&self, epoch: i32) -> Result<()> {
         let mut state = self.inner.state.write();
         self.inner.check_not_fenced()?;
-        if state.epochs.latest_epoch().is_some_and(|latest| latest >= epoch) {
+        if state
+            .epochs
+            .latest_epoch()
+            .is_some_and(|latest| latest >= epoch)
+        {
             return Ok(());
         }
         let start = state.log_end_offset;

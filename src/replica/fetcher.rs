@@ -196,13 +196,18 @@ impl ReplicaFetcherManager {
 
     /// The fetchers of `local`'s broker without threads: the caller drives
     /// [`ReplicaFetcherManager::fetch_once_from`] and ISR expiration.
+    #[cfg_attr(not(test), expect(dead_code, reason = "for a simulation"))]
     pub(crate) fn manual(local: &Arc<ReplicaManager>, registry: Arc<ReplicaRegistry>) -> Arc<Self> {
         let manager = Self::build(local, registry, false);
         local.set_fetchers(&manager);
         manager
     }
 
-    fn build(local: &Arc<ReplicaManager>, registry: Arc<ReplicaRegistry>, threaded: bool) -> Arc<Self> {
+    fn build(
+        local: &Arc<ReplicaManager>,
+        registry: Arc<ReplicaRegistry>,
+        threaded: bool,
+    ) -> Arc<Self> {
         Arc::new(ReplicaFetcherManager {
             broker: local.broker(),
             local: Arc::downgrade(local),
@@ -216,6 +221,7 @@ impl ReplicaFetcherManager {
 
     /// One fetch round from `leader` now (unless paused): see
     /// [`fetch_once`]. `None` if either broker's manager is gone.
+    #[cfg_attr(not(test), expect(dead_code, reason = "for a simulation"))]
     pub(crate) fn fetch_once_from(&self, leader: u32) -> Option<FetchRound> {
         if self.shared.paused.load(Ordering::Acquire) {
             return Some(FetchRound::default());
@@ -228,6 +234,10 @@ impl ReplicaFetcherManager {
     /// Pauses (or resumes) all of this broker's fetching: a fault to
     /// inject (a follower that stops fetching falls out of the ISR after
     /// `replica.lag.time.max.ms`).
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "fault injection, not exposed yet")
+    )]
     pub(crate) fn set_paused(&self, paused: bool) {
         self.shared.paused.store(paused, Ordering::Release);
         for worker in self.fetchers.lock().values() {
@@ -238,8 +248,7 @@ impl ReplicaFetcherManager {
     /// Makes sure a thread fetches from `leader`, and wakes it (the broker
     /// started following a partition there).
     pub(crate) fn follow(&self, leader: u32) {
-        if !self.threaded || leader == self.broker || self.shared.stopped.load(Ordering::Acquire)
-        {
+        if !self.threaded || leader == self.broker || self.shared.stopped.load(Ordering::Acquire) {
             return;
         }
         let mut fetchers = self.fetchers.lock();

@@ -74,7 +74,12 @@ impl Replica {
     /// Whether it is caught up at `now_ms`: its log ends where the
     /// leader's does, or it caught up within `lag_time_max_ms` (Kafka's
     /// `isCaughtUp`).
-    pub(crate) fn is_caught_up(&self, leader_log_end: u64, now_ms: i64, lag_time_max_ms: i64) -> bool {
+    pub(crate) fn is_caught_up(
+        &self,
+        leader_log_end: u64,
+        now_ms: i64,
+        lag_time_max_ms: i64,
+    ) -> bool {
         self.log_end_offset == Some(leader_log_end)
             || self
                 .last_caught_up_ms

@@ -103,6 +103,7 @@ struct Hosted {
 impl ReplicaManager {
     /// The manager of broker `broker`, hosting nothing yet, with Kafka's
     /// default replication settings on the system clock.
+    #[cfg(test)]
     pub(crate) fn new(broker: u32) -> Self {
         Self::with_config(broker, ReplicaConfig::default())
     }
@@ -130,6 +131,13 @@ impl ReplicaManager {
     }
 
     /// Sets where leaders propose ISR changes (the controller).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the controller's implementation is wired in by the ctrl branch"
+        )
+    )]
     pub(crate) fn set_alter_partition(&self, alter: Arc<dyn AlterPartition>) {
         *self.alter_partition.write() = Some(alter);
     }
@@ -314,6 +322,13 @@ impl ReplicaManager {
     /// [`Error::UnknownTopicOrPartition`], [`Error::Closed`];
     /// [`Error::Internal`] if `roles` does not name this broker among the
     /// replicas.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the controller calls it; wired in by the ctrl branch"
+        )
+    )]
     pub(crate) fn apply_leader_and_isr(
         &self,
         key: &TopicIdPartition,
@@ -328,10 +343,7 @@ impl ReplicaManager {
         let change = self
             .get(key)?
             .apply_roles(roles, self.config.clock.now_ms());
-        if let Some(leader) = change
-            .and_then(|c| c.leader)
-            .filter(|&l| l != self.broker)
-        {
+        if let Some(leader) = change.and_then(|c| c.leader).filter(|&l| l != self.broker) {
             self.wake_fetcher(leader);
         }
         Ok(())
@@ -477,7 +489,10 @@ impl ReplicaManager {
     }
 
     /// The hosted partitions this broker follows `leader` in.
-    pub(crate) fn followed_from(&self, leader: u32) -> Vec<(TopicIdPartition, Arc<PartitionState>)> {
+    pub(crate) fn followed_from(
+        &self,
+        leader: u32,
+    ) -> Vec<(TopicIdPartition, Arc<PartitionState>)> {
         if self.closed.load(Ordering::Acquire) {
             return Vec::new();
         }
@@ -649,11 +664,6 @@ impl ReplicaManager {
         if let Ok(state) = self.get(key) {
             state.unwatch(waker);
         }
-    }
-
-    /// The hosted partition `key`'s state (for the fetchers).
-    pub(crate) fn state(&self, key: &TopicIdPartition) -> Result<Arc<PartitionState>> {
-        self.get(key)
     }
 
     /// Runs `f` on `key`'s open log (for tests).

@@ -31,16 +31,24 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+pub(crate) use config::ReplicaConfig;
 #[cfg(test)]
 pub(crate) use fetch::RELEASE_CHUNK;
-pub(crate) use config::ReplicaConfig;
 pub(crate) use fetch::{FetchBound, FetchedData, ReadReleaser, ReadSource};
-pub(crate) use fetcher::{FetchRound, ReplicaFetcherManager, ReplicaRegistry, fetch_once};
+#[cfg_attr(
+    not(test),
+    expect(unused_imports, reason = "the step functions a simulation drives")
+)]
+pub(crate) use fetcher::{FetchRound, fetch_once};
+pub(crate) use fetcher::{ReplicaFetcherManager, ReplicaRegistry};
 pub(crate) use follower::Replica;
 pub(crate) use manager::{AppendAcks, AppendOrigin, ReplicaManager};
-pub(crate) use partition::{
-    FollowerFetchRequest, FollowerFetchResponse, LeaderAndIsr, PartitionOffsets, PartitionState,
-};
+#[cfg_attr(
+    not(test),
+    expect(unused_imports, reason = "the step functions a simulation drives")
+)]
+pub(crate) use partition::{FollowerFetchRequest, FollowerFetchResponse};
+pub(crate) use partition::{LeaderAndIsr, PartitionOffsets, PartitionState};
 pub(crate) use purgatory::PendingAck;
 
 /// The controller, as a partition's leader sees it: where it proposes ISR

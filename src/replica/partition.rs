@@ -171,8 +171,10 @@ pub(crate) struct FollowerFetchResponse {
     /// The leader's high watermark after the fetch.
     pub(crate) high_watermark: u64,
     /// The leader's log start offset.
+    #[cfg_attr(not(test), expect(dead_code, reason = "for a simulation's checks"))]
     pub(crate) log_start: u64,
     /// The leader's log end offset.
+    #[cfg_attr(not(test), expect(dead_code, reason = "for a simulation's checks"))]
     pub(crate) log_end: u64,
     /// KIP-320's `divergingEpoch`: the follower's last fetched epoch ends
     /// earlier on the leader than the follower's log, so the follower
@@ -257,10 +259,6 @@ impl PartitionState {
         self.partition
     }
 
-    pub(crate) fn topic(&self) -> &Arc<str> {
-        &self.topic
-    }
-
     /// The broker leading the partition, if any.
     pub(crate) fn leader(&self) -> Option<u32> {
         self.roles.read().leader
@@ -274,12 +272,6 @@ impl PartitionState {
     /// The high watermark now.
     pub(crate) fn high_watermark(&self) -> u64 {
         self.high_watermark.load(Ordering::Acquire)
-    }
-
-    /// Whether the high watermark counts durable offsets (the topic
-    /// fsyncs every append before acknowledging it).
-    pub(crate) fn durable_hw(&self) -> bool {
-        self.durable_hw
     }
 
     /// Restores the high watermark from the broker's
@@ -379,11 +371,6 @@ impl PartitionState {
             partition: self.partition,
             broker: self.broker,
         }
-    }
-
-    /// The in-sync replicas an `acks=all` append needs.
-    pub(crate) fn min_insync(&self) -> usize {
-        self.min_insync
     }
 
     /// The error every call returns once the partition is gone.
@@ -528,10 +515,9 @@ impl PartitionState {
                 }));
             } else {
                 let hw = self.high_watermark();
-                let (passed, waiting): (Vec<_>, Vec<_>) =
-                    std::mem::take(&mut replication.pending)
-                        .into_iter()
-                        .partition(|p| p.required_offset <= hw);
+                let (passed, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut replication.pending)
+                    .into_iter()
+                    .partition(|p| p.required_offset <= hw);
                 done.extend(passed.into_iter().map(|p| (p, Ok(()))));
                 replication.pending = waiting;
             }
@@ -621,7 +607,9 @@ impl PartitionState {
             let hw = self.high_watermark();
             let caught_up = request.fetch_offset >= hw
                 && leader_epoch_start.is_some_and(|s| request.fetch_offset >= s);
-            if caught_up && !roles.isr.contains(&request.follower) && !replication.proposal_in_flight
+            if caught_up
+                && !roles.isr.contains(&request.follower)
+                && !replication.proposal_in_flight
             {
                 replication.proposal_in_flight = true;
                 let mut isr = roles.isr.clone();
@@ -693,7 +681,12 @@ impl PartitionState {
 
     /// The followers as the leader sees them (empty on a follower).
     pub(crate) fn followers(&self) -> Vec<Replica> {
-        self.replication.lock().followers.values().copied().collect()
+        self.replication
+            .lock()
+            .followers
+            .values()
+            .copied()
+            .collect()
     }
 
     /// Where this follower fetches from: the leader and epoch it follows,

@@ -352,7 +352,12 @@ fn a_follower_catches_up_and_its_segment_files_match_the_leaders() {
     }
     rig.sync();
     let end = rig.leo(0);
-    assert!(rig.m(0).with_log(&rig.key, |l| Ok(l.segment_count())).unwrap() > 1);
+    assert!(
+        rig.m(0)
+            .with_log(&rig.key, |l| Ok(l.segment_count()))
+            .unwrap()
+            > 1
+    );
     for b in 1..3 {
         assert_eq!(rig.leo(b), end);
         assert_eq!(rig.contents(b), rig.contents(0));
@@ -543,10 +548,7 @@ fn not_enough_replicas_before_and_after_the_append() {
         clock2.advance_ms(100);
         std::thread::yield_now();
     }
-    assert!(matches!(
-        waiter.join().unwrap(),
-        Err(Error::Timeout { .. })
-    ));
+    assert!(matches!(waiter.join().unwrap(), Err(Error::Timeout { .. })));
 }
 
 /// A follower that stops fetching leaves the ISR once it has not caught
@@ -580,7 +582,10 @@ fn isr_shrinks_after_the_lag_time_and_expands_when_caught_up() {
     assert_eq!(rig.isr(), [0, 1], "fetched from 5, below the HW 7");
     rig.fetch(2, 0);
     assert_eq!(rig.isr(), [0, 1, 2]);
-    assert_eq!(rig.controller.accepted.lock().clone(), [vec![0, 1], vec![0, 1, 2]]);
+    assert_eq!(
+        rig.controller.accepted.lock().clone(),
+        [vec![0, 1], vec![0, 1, 2]]
+    );
 }
 
 /// The threaded ISR expiration and the fetchers' pause: a paused follower
@@ -589,11 +594,16 @@ fn isr_shrinks_after_the_lag_time_and_expands_when_caught_up() {
 #[test]
 fn the_expiration_thread_drops_a_paused_follower() {
     let rig = Rig::new(2, LogConfig::default(), 1);
-    let leader_fetchers = ReplicaFetcherManager::start(&rig.managers[0], rig.registry.clone()).unwrap();
+    let leader_fetchers =
+        ReplicaFetcherManager::start(&rig.managers[0], rig.registry.clone()).unwrap();
     let follower_fetchers = ReplicaFetcherManager::manual(&rig.managers[1], rig.registry.clone());
     follower_fetchers.set_paused(true);
     rig.append(0, 1);
-    assert_eq!(follower_fetchers.fetch_once_from(0).unwrap().partitions, 0, "paused");
+    assert_eq!(
+        follower_fetchers.fetch_once_from(0).unwrap().partitions,
+        0,
+        "paused"
+    );
     assert_eq!(rig.hw(0), 0, "follower 1 is in the ISR");
     let (tx, rx) = crossbeam_channel::bounded(1);
     rig.m(0).watch(&rig.key, &tx);
@@ -605,6 +615,9 @@ fn the_expiration_thread_drops_a_paused_follower() {
     assert_eq!(rig.hw(0), 1);
     follower_fetchers.set_paused(false);
     assert_eq!(follower_fetchers.fetch_once_from(0).unwrap().appended, 1);
+    // A leader that stopped is out of reach.
+    rig.registry.remove(0);
+    assert!(follower_fetchers.fetch_once_from(0).is_none());
     leader_fetchers.shutdown();
 }
 
@@ -701,11 +714,16 @@ fn follower_fetches_are_fenced_by_epoch() {
             ..
         })
     ));
+    rig.append(0, 2);
     let current = FollowerFetchRequest {
         current_leader_epoch: 1,
         ..stale
     };
-    assert!(rig.m(0).fetch_as_follower(&rig.key, &current).is_ok());
+    let response: FollowerFetchResponse = rig.m(0).fetch_as_follower(&rig.key, &current).unwrap();
+    assert_eq!((response.log_start, response.log_end), (0, 2));
+    assert_eq!(response.high_watermark, 0);
+    assert!(response.diverging.is_none());
+    assert_eq!(response.records.batches().count(), 1);
     assert!(matches!(
         rig.m(1).fetch_as_follower(&rig.key, &current),
         Err(Error::NotLeaderOrFollower { broker: 1, .. })
@@ -748,13 +766,23 @@ fn kip101_replicas_diverged_after_a_double_failure_are_reconciled_by_epoch() {
     rig.append(0, 1); // m1 at 0, on both
     rig.sync();
     rig.m(0)
-        .append(&rig.key, &mut batch(1, "m2"), AppendOrigin::Client, AppendAcks::Leader)
+        .append(
+            &rig.key,
+            &mut batch(1, "m2"),
+            AppendOrigin::Client,
+            AppendAcks::Leader,
+        )
         .unwrap(); // m2 at 1, only on broker 0
     // Both fail; broker 1 returns first and leads; broker 0 is offline.
     rig.controller.elect(&rig.key, None, vec![1]);
     rig.controller.elect(&rig.key, Some(1), vec![1]);
     rig.m(1)
-        .append(&rig.key, &mut batch(1, "m3"), AppendOrigin::Client, AppendAcks::Leader)
+        .append(
+            &rig.key,
+            &mut batch(1, "m3"),
+            AppendOrigin::Client,
+            AppendAcks::Leader,
+        )
         .unwrap(); // m3 at 1, epoch 2
     assert_ne!(rig.contents(0), rig.contents(1));
     // Broker 0 returns as a follower.
