@@ -125,7 +125,7 @@ pub(crate) fn fetch_once(local: &ReplicaManager, leader: &ReplicaManager) -> Fet
                     if appended {
                         round.appended += 1;
                     }
-                    Ok(())
+                    state.follow_log_start(response.log_start)
                 }
             });
         if let Err(e) = outcome {

@@ -171,7 +171,6 @@ pub(crate) struct FollowerFetchResponse {
     /// The leader's high watermark after the fetch.
     pub(crate) high_watermark: u64,
     /// The leader's log start offset.
-    #[cfg_attr(not(test), expect(dead_code, reason = "for a simulation's checks"))]
     pub(crate) log_start: u64,
     /// The leader's log end offset.
     #[cfg_attr(not(test), expect(dead_code, reason = "for a simulation's checks"))]
@@ -244,7 +243,7 @@ impl PartitionState {
         };
         let roles = state.roles.read();
         if roles.leader == Some(broker) {
-            let _ = state.maybe_increment_hw(&roles);
+            let _ = state.maybe_increment_hw(&roles, None);
         }
         drop(roles);
         state
@@ -349,7 +348,7 @@ impl PartitionState {
             ack.complete(Err(self.not_leader()));
         }
         if is_leader {
-            let _ = self.maybe_increment_hw(&roles);
+            let _ = self.maybe_increment_hw(&roles, None);
         }
         Some(change)
     }
@@ -431,16 +430,18 @@ impl PartitionState {
                 log.append(batches, roles.leader_epoch)
             }
         })?;
-        let moved = self.maybe_increment_hw(&roles);
+        let moved = self.maybe_increment_hw(&roles, Some(info.last_offset() + 1));
         let pending = if acks_all {
             self.park_ack(&roles, info.last_offset() + 1)
         } else {
             None
         };
         drop(roles);
-        // Followers wait for appends, consumers for the high watermark.
-        let _ = moved;
-        self.watchers.notify();
+        // Followers wait for appends, consumers for the high watermark (a
+        // move of which woke them already).
+        if !moved {
+            self.watchers.notify();
+        }
         Ok((info, pending))
     }
 
@@ -467,18 +468,26 @@ impl PartitionState {
     /// `checkEnoughReplicasReachOffset`, without waiting for the high
     /// watermark, which the smaller ISR alone moves). Returns whether it moved (and then wakes the
     /// watchers). The caller holds `roles` shared, and this broker leads.
-    fn maybe_increment_hw(&self, roles: &LeaderAndIsr) -> bool {
-        let Ok((log_end, durable)) =
-            self.with_log(|log| Ok((log.log_end_offset(), log.recovery_point())))
-        else {
+    fn maybe_increment_hw(&self, roles: &LeaderAndIsr, appended_end: Option<u64>) -> bool {
+        // The leader's own offset: after an append, the end of what it
+        // appended (at most the log end, so a safe candidate) without
+        // reading the log again; with `durable_hw`, the recovery point.
+        let own = match appended_end {
+            Some(end) if !self.durable_hw => Ok(end),
+            _ => self.with_log(|log| {
+                let log_end = log.log_end_offset();
+                Ok(if self.durable_hw {
+                    log.recovery_point().min(log_end)
+                } else {
+                    log_end
+                })
+            }),
+        };
+        let Ok(own) = own else {
             return false;
         };
         let mut replication = self.replication.lock();
-        let mut candidate = Some(if self.durable_hw {
-            durable.min(log_end)
-        } else {
-            log_end
-        });
+        let mut candidate = Some(own);
         for b in roles.isr.iter().filter(|&&b| b != self.broker) {
             let offset = replication.followers.get(b).and_then(|r| {
                 if self.durable_hw {
@@ -626,7 +635,7 @@ impl PartitionState {
         } else {
             None
         };
-        self.maybe_increment_hw(&roles);
+        self.maybe_increment_hw(&roles, None);
         Ok((
             FollowerFetchResponse {
                 records,
@@ -741,6 +750,25 @@ impl PartitionState {
             self.watchers.notify();
         }
         Ok(appended)
+    }
+
+    /// Follows the leader's log start offset (moved by retention or
+    /// `delete_records` there), as far as this follower's high watermark
+    /// (Kafka's follower `maybeIncrementLogStartOffset`).
+    ///
+    /// # Errors
+    /// Those of [`Log::delete_records`].
+    pub(crate) fn follow_log_start(&self, leader_log_start: u64) -> Result<()> {
+        let high_watermark = self.high_watermark();
+        self.with_log(|log| {
+            let target = leader_log_start
+                .min(high_watermark)
+                .min(log.log_end_offset());
+            if target > log.log_start_offset() {
+                log.delete_records(target)?;
+            }
+            Ok(())
+        })
     }
 
     /// Truncates this follower's log as the leader's diverging epoch says

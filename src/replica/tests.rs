@@ -836,6 +836,19 @@ fn kip279_a_follower_walks_back_epoch_by_epoch_after_fast_leader_changes() {
     assert_eq!(rig.contents(1), rig.contents(0));
 }
 
+/// A follower follows the leader's log start offset (moved by
+/// `delete_records`), as far as its own high watermark.
+#[test]
+fn a_follower_follows_the_leaders_log_start() {
+    let rig = Rig::new(2, LogConfig::default(), 1);
+    rig.append(0, 5);
+    rig.sync();
+    rig.m(0).delete_records(&rig.key, 3).unwrap();
+    rig.fetch(1, 0);
+    assert_eq!(rig.offsets(1).log_start, 3);
+    assert_eq!(rig.contents(1), rig.contents(0));
+}
+
 /// A high watermark restored from the replication offset checkpoint is
 /// capped at the log end offset.
 #[test]
