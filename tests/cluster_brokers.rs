@@ -183,11 +183,7 @@ fn groups_commit_and_resume_across_brokers_and_a_reopen() {
     assert_eq!(committed.values().map(|m| m.offset).sum::<u64>(), 100);
     consumer.close().unwrap();
     let offsets = cluster.describe_topic("__consumer_offsets").unwrap();
-    let leaders: BTreeSet<u32> = offsets
-        .partitions
-        .iter()
-        .map(|p| p.leader.unwrap())
-        .collect();
+    let leaders: BTreeSet<u32> = offsets.partitions.iter().map(|p| p.leader.unwrap()).collect();
     assert_eq!(leaders, BTreeSet::from([0, 1, 2]));
     cluster.close().unwrap();
 
@@ -222,11 +218,7 @@ fn every_replica_gets_a_directory_and_only_the_leader_takes_records() {
         .create_topic(NewTopic::new("r", 3).replication_factor(3))
         .unwrap();
     let described = topic.describe().unwrap();
-    let leaders: BTreeSet<u32> = described
-        .partitions
-        .iter()
-        .map(|p| p.leader.unwrap())
-        .collect();
+    let leaders: BTreeSet<u32> = described.partitions.iter().map(|p| p.leader.unwrap()).collect();
     assert_eq!(leaders.len(), 3, "leaders spread");
     for p in &described.partitions {
         assert_eq!(p.replicas.len(), 3);
@@ -425,10 +417,7 @@ fn a_cluster_cannot_reopen_with_fewer_brokers_but_can_grow() {
 
     let cluster = Cluster::open(dir.path(), brokers(4)).unwrap();
     let a = cluster.describe_topic("a").unwrap();
-    assert!(
-        a.partitions.iter().all(|p| p.leader.unwrap() < 2),
-        "placement kept"
-    );
+    assert!(a.partitions.iter().all(|p| p.leader.unwrap() < 2), "placement kept");
     assert_eq!(consume_all(&cluster, "a", 4, 20).len(), 20);
     let b = cluster.create_topic(NewTopic::new("b", 4)).unwrap();
     let leaders: BTreeSet<u32> = b
@@ -463,11 +452,7 @@ fn added_partitions_continue_the_placement() {
     let described = cluster.describe_topic("grow").unwrap();
     assert_eq!(described.partitions.len(), 7);
     for pair in described.partitions.windows(2) {
-        assert_eq!(
-            pair[1].leader.unwrap(),
-            (pair[0].leader.unwrap() + 1) % 3,
-            "{pair:?}"
-        );
+        assert_eq!(pair[1].leader.unwrap(), (pair[0].leader.unwrap() + 1) % 3, "{pair:?}");
     }
     for p in &described.partitions {
         assert_eq!(p.replicas.len(), 2);
