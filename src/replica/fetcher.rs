@@ -337,7 +337,10 @@ fn run_fetcher(
         return;
     };
     let ticks = clock.subscribe();
+    // The partitions whose watchers hold `wake_tx`, at which incarnation of
+    // the leader's manager (a restarted broker has new partition states).
     let mut watched: Vec<TopicIdPartition> = Vec::new();
+    let mut watched_at: Weak<ReplicaManager> = Weak::new();
     loop {
         if stop_requested(control) || shared.stopped.load(Ordering::Acquire) {
             return;
@@ -349,6 +352,10 @@ fn run_fetcher(
             };
             if let Some(leader) = leader {
                 let _ = wake_rx.try_recv();
+                if !std::ptr::eq(watched_at.as_ptr(), Arc::as_ptr(&leader)) {
+                    watched.clear();
+                    watched_at = Arc::downgrade(&leader);
+                }
                 for (key, _) in local.followed_from(leader_id) {
                     if !watched.contains(&key) {
                         leader.watch(&key, &wake_tx);
