@@ -919,14 +919,14 @@ fn run_interleaving(seed: u64, steps: usize) {
         state ^= state << 17;
         state % n
     };
-    let rig = Rig::new(3, LogConfig::default(), 2);
+    let mut rig = Rig::new(3, LogConfig::default(), 2);
     let mut pending: Vec<(u64, Vec<u8>, PendingAck)> = Vec::new();
     let mut acked: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut hw_seen: (i32, u64) = (0, 0);
     let mut written = 0u64;
     for step in 0..steps {
         let leader = rig.controller.state.lock().leader.unwrap();
-        match next(10) {
+        match next(12) {
             0..=3 => {
                 written += 1;
                 let value = format!("s{seed}-{written}").into_bytes();
@@ -955,13 +955,31 @@ fn run_interleaving(seed: u64, steps: usize) {
                 rig.clock.advance_ms(i64::try_from(next(20_000)).unwrap());
                 rig.m(leader).maybe_shrink_isr();
             }
-            _ => {
+            9 => {
+                // A clean election: the ISR stays.
                 let isr = rig.isr();
                 let candidates: Vec<u32> = isr.iter().copied().filter(|&b| b != leader).collect();
                 if !candidates.is_empty() {
                     let new = candidates[next(candidates.len() as u64) as usize];
                     rig.controller.elect(&rig.key, Some(new), isr);
                 }
+            }
+            10 => {
+                // The leader fails over: another ISR member leads and the
+                // old leader leaves the ISR (it comes back by fetching).
+                let isr = rig.isr();
+                let candidates: Vec<u32> = isr.iter().copied().filter(|&b| b != leader).collect();
+                if !candidates.is_empty() {
+                    let new = candidates[next(candidates.len() as u64) as usize];
+                    let rest = isr.into_iter().filter(|&b| b != leader).collect();
+                    rig.controller.elect(&rig.key, Some(new), rest);
+                }
+            }
+            _ => {
+                // A follower restarts (clean close, reopen, its HW from
+                // the checkpoint).
+                let follower = (leader + 1 + next(2) as u32) % 3;
+                rig.restart(follower);
             }
         }
         pending.retain(|(offset, value, ack)| match ack.try_result() {
