@@ -666,6 +666,12 @@ impl ReplicaManager {
         }
     }
 
+    /// How many `acks=all` appends to `key` wait (for tests).
+    #[cfg(test)]
+    pub(crate) fn pending_acks(&self, key: &TopicIdPartition) -> usize {
+        self.get(key).map_or(0, |s| s.pending_acks())
+    }
+
     /// Runs `f` on `key`'s open log (for tests).
     #[cfg(test)]
     pub(crate) fn with_log<T>(

@@ -452,6 +452,8 @@ impl PartitionState {
         if self.high_watermark() >= required_offset {
             return None;
         }
+        // Acknowledgements nobody waits for (timed out) go.
+        replication.pending.retain(|p| !p.is_abandoned());
         let (delayed, pending) = DelayedProduce::new(required_offset);
         replication.pending.push(delayed);
         Some(pending)
@@ -681,6 +683,12 @@ impl PartitionState {
             partition_epoch: roles.partition_epoch,
             isr,
         })
+    }
+
+    /// How many `acks=all` appends wait (for tests).
+    #[cfg(test)]
+    pub(crate) fn pending_acks(&self) -> usize {
+        self.replication.lock().pending.len()
     }
 
     /// Notes that the proposal in flight was answered (or failed).

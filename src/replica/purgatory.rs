@@ -11,7 +11,7 @@
 //! or poll it, so one appender can have many partitions' acknowledgements
 //! in flight.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -25,6 +25,8 @@ pub(crate) struct DelayedProduce {
     /// The high watermark that completes it: the batch's last offset + 1.
     pub(crate) required_offset: u64,
     done: Sender<Result<()>>,
+    /// Alive while the appender holds its [`PendingAck`].
+    waiter: Weak<()>,
 }
 
 impl DelayedProduce {
@@ -32,17 +34,26 @@ impl DelayedProduce {
     /// reaches `required_offset`, and the appender's end of it.
     pub(crate) fn new(required_offset: u64) -> (DelayedProduce, PendingAck) {
         let (done, rx) = crossbeam_channel::bounded(1);
+        let alive = Arc::new(());
         (
             DelayedProduce {
                 required_offset,
                 done,
+                waiter: Arc::downgrade(&alive),
             },
             PendingAck {
                 rx,
                 started_ms: 0,
                 deadline_ms: i64::MAX,
+                _alive: alive,
             },
         )
+    }
+
+    /// Whether the appender dropped its [`PendingAck`] (it timed out or
+    /// went away): nobody waits for the outcome any more.
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.waiter.strong_count() == 0
     }
 
     /// Completes it with `result` (nothing happens if the appender gave
@@ -61,6 +72,8 @@ pub(crate) struct PendingAck {
     started_ms: i64,
     /// When it fails with [`Error::Timeout`] (cluster clock, ms).
     deadline_ms: i64,
+    /// Tells the partition whether anyone still waits.
+    _alive: Arc<()>,
 }
 
 impl PendingAck {

@@ -549,6 +549,11 @@ fn not_enough_replicas_before_and_after_the_append() {
         std::thread::yield_now();
     }
     assert!(matches!(waiter.join().unwrap(), Err(Error::Timeout { .. })));
+    assert_eq!(rig.m(1).pending_acks(&rig.key), 1, "nobody waits for it");
+    // The timed-out ack leaves the purgatory when the next one is parked.
+    let (_, next) = rig.append_all(1).unwrap();
+    assert!(next.is_some());
+    assert_eq!(rig.m(1).pending_acks(&rig.key), 1);
 }
 
 /// A follower that stops fetching leaves the ISR once it has not caught
