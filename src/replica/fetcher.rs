@@ -68,7 +68,8 @@ pub(crate) struct FetchRound {
     pub(crate) partitions: usize,
     /// Partitions that got batches.
     pub(crate) appended: usize,
-    /// Partitions truncated on a diverging epoch.
+    /// Partitions truncated on a diverging epoch (their log end or last
+    /// epoch changed).
     pub(crate) truncated: usize,
     /// The errors met, by partition (a leadership that moved shows up
     /// here until the controller's decision arrives).
@@ -113,7 +114,16 @@ pub(crate) fn fetch_once(local: &ReplicaManager, leader: &ReplicaManager) -> Fet
             .and_then(|response| match response.diverging {
                 Some(diverging) => {
                     state.truncate_diverging(diverging, position.leader_epoch)?;
-                    round.truncated += 1;
+                    // Progress only if the next fetch asks differently
+                    // (a cut, or a dropped empty epoch); else the thread
+                    // waits rather than spinning on the same answer.
+                    let after = state.follower_position();
+                    if after.is_none_or(|a| {
+                        (a.fetch_offset, a.last_fetched_epoch)
+                            != (position.fetch_offset, position.last_fetched_epoch)
+                    }) {
+                        round.truncated += 1;
+                    }
                     Ok(())
                 }
                 None => {
