@@ -163,7 +163,7 @@ pub enum Error {
     /// A request carried a leader epoch older than the partition's current
     /// one: its sender acted on stale leadership. Kafka's
     /// `FENCED_LEADER_EPOCH`. Retriable after looking the leader up again.
-    /// Not returned yet (no call carries an epoch until replication lands).
+    /// A follower's fetch carrying an old epoch gets it.
     #[error(
         "leader epoch {epoch} of {topic}-{partition} is older than its current epoch {current}"
     )]
@@ -182,11 +182,32 @@ pub enum Error {
     /// because fewer replicas are in sync than `min.insync.replicas`
     /// requires. Kafka's `NOT_ENOUGH_REPLICAS`. Retriable: the ISR grows
     /// back when followers catch up. With one broker (whose ISR is itself)
-    /// it does not occur yet.
+    /// it occurs only for a topic whose `min.insync.replicas` is above 1.
     #[error(
         "{topic}-{partition} has {in_sync} in-sync replicas; acks=all needs at least {required}"
     )]
     NotEnoughReplicas {
+        /// The topic's name.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The replicas in sync.
+        in_sync: usize,
+        /// `min.insync.replicas`.
+        required: usize,
+    },
+
+    /// An `acks=all` append was written to the leader's log, but the
+    /// in-sync replicas dropped below `min.insync.replicas` before every
+    /// one of them had it, so it is not acknowledged. Kafka's
+    /// `NOT_ENOUGH_REPLICAS_AFTER_APPEND`. Retriable; the records may
+    /// still be committed later (when the ISR grows back and the followers
+    /// copy them), so a retry can duplicate them.
+    #[error(
+        "{topic}-{partition} was appended, but has {in_sync} in-sync replicas before every one \
+         had it; acks=all needs at least {required}"
+    )]
+    NotEnoughReplicasAfterAppend {
         /// The topic's name.
         topic: String,
         /// The partition.
@@ -427,8 +448,9 @@ impl Error {
     /// Whether the same call may succeed if retried later without any other
     /// change: true for [`Error::BufferExhausted`], [`Error::Timeout`],
     /// [`Error::RebalanceInProgress`], [`Error::NotLeaderOrFollower`],
-    /// [`Error::LeaderNotAvailable`], [`Error::FencedLeaderEpoch`] and
-    /// [`Error::NotEnoughReplicas`].
+    /// [`Error::LeaderNotAvailable`], [`Error::FencedLeaderEpoch`],
+    /// [`Error::NotEnoughReplicas`] and
+    /// [`Error::NotEnoughReplicasAfterAppend`].
     /// I/O errors, corruption, bad input, unknown topics (logbus's metadata
     /// is never stale, unlike a Kafka client's) and fencing are not
     /// retriable.
@@ -443,6 +465,7 @@ impl Error {
                 | Error::LeaderNotAvailable { .. }
                 | Error::FencedLeaderEpoch { .. }
                 | Error::NotEnoughReplicas { .. }
+                | Error::NotEnoughReplicasAfterAppend { .. }
         )
     }
 
@@ -541,6 +564,17 @@ impl Error {
                 in_sync,
                 required,
             } => Error::NotEnoughReplicas {
+                topic: topic.clone(),
+                partition: *partition,
+                in_sync: *in_sync,
+                required: *required,
+            },
+            Error::NotEnoughReplicasAfterAppend {
+                topic,
+                partition,
+                in_sync,
+                required,
+            } => Error::NotEnoughReplicasAfterAppend {
                 topic: topic.clone(),
                 partition: *partition,
                 in_sync: *in_sync,

@@ -1,6 +1,7 @@
 //! Several brokers in one cluster: broker directories, replica placement,
 //! the partition state in the metadata log, routing to the leader's broker,
-//! and reopening. Followers are not fed yet: their logs stay empty.
+//! and reopening. Followers are fed by their fetchers (see
+//! `replication.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -250,11 +251,19 @@ fn every_replica_gets_a_directory_and_only_the_leader_takes_records() {
                 p.partition
             ));
             let len = std::fs::metadata(&log).unwrap().len();
-            if b == p.leader.unwrap() {
-                assert_eq!(len > 0, p.log_end_offset > 0, "{}", log.display());
-            } else {
-                assert_eq!(len, 0, "a follower is not fed yet: {}", log.display());
-            }
+            let leader_log = dir.path().join(format!(
+                "broker-{}/r-{}/00000000000000000000.log",
+                p.leader.unwrap(),
+                p.partition
+            ));
+            assert_eq!(len > 0, p.log_end_offset > 0, "{}", log.display());
+            // acks=all: every in-sync replica had each batch.
+            assert_eq!(
+                len,
+                std::fs::metadata(&leader_log).unwrap().len(),
+                "{}",
+                log.display()
+            );
         }
     }
     let cluster = Cluster::open(dir.path(), brokers(3)).unwrap();

@@ -46,15 +46,24 @@ use crate::cluster::metadata::Registry;
 use crate::cluster::report::UnknownPartitionDir;
 use crate::config::LogConfig;
 use crate::error::{CorruptionKind, Error, Result};
+use crate::log::REPLICATION_OFFSET_CHECKPOINT;
 use crate::log::{CheckpointRead, Log, LogScheduler, OffsetCheckpoint};
-use crate::replica::{LeaderAndIsr, PartitionOffsets, ReplicaManager, TopicIdPartition};
+use crate::replica::{
+    LeaderAndIsr, PartitionOffsets, ReplicaConfig, ReplicaFetcherManager, ReplicaManager,
+    ReplicaRegistry, TopicIdPartition,
+};
 use crate::storage::{OpenMode, Storage, write_atomic};
 
 const RECOVERY_POINT: &str = "recovery-point-offset-checkpoint";
 const LOG_START: &str = "log-start-offset-checkpoint";
 const CLEANER: &str = "cleaner-offset-checkpoint";
-/// The broker's three checkpoint files.
-pub(crate) const CHECKPOINT_FILES: [&str; 3] = [RECOVERY_POINT, LOG_START, CLEANER];
+/// The broker's checkpoint files.
+pub(crate) const CHECKPOINT_FILES: [&str; 4] = [
+    RECOVERY_POINT,
+    LOG_START,
+    CLEANER,
+    REPLICATION_OFFSET_CHECKPOINT,
+];
 const PARTITION_METADATA: &str = "partition.metadata";
 /// A broker directory's identity file.
 const META_PROPERTIES: &str = "meta.properties";
@@ -218,12 +227,14 @@ pub(crate) fn create_dir_durably(storage: &dyn Storage, path: &Path) -> Result<(
 /// Checkpointed offsets by (topic, partition).
 type Offsets = BTreeMap<(String, u32), u64>;
 
-/// The offsets the broker's three checkpoint files hold.
+/// The offsets the broker's checkpoint files hold.
 #[derive(Debug, Default)]
 struct Checkpoints {
     recovery: Offsets,
     log_start: Offsets,
     cleaner: Offsets,
+    /// High watermarks (`replication-offset-checkpoint`).
+    replication: Offsets,
 }
 
 impl Checkpoints {
@@ -231,10 +242,12 @@ impl Checkpoints {
         self.recovery.remove(key);
         self.log_start.remove(key);
         self.cleaner.remove(key);
+        self.replication.remove(key);
     }
 
     /// Replaces a partition's entries with `offsets` (when its log opens).
     fn set(&mut self, key: (String, u32), offsets: PartitionOffsets) {
+        self.replication.insert(key.clone(), offsets.high_watermark);
         self.recovery.insert(key.clone(), offsets.recovery_point);
         self.log_start.insert(key.clone(), offsets.log_start);
         match offsets.cleaner_checkpoint {
@@ -253,6 +266,7 @@ impl Checkpoints {
             *entry = (*entry).max(value);
         };
         forward(&mut self.recovery, key.clone(), offsets.recovery_point);
+        forward(&mut self.replication, key.clone(), offsets.high_watermark);
         forward(&mut self.log_start, key.clone(), offsets.log_start);
         match offsets.cleaner_checkpoint {
             Some(cleaned) => forward(&mut self.cleaner, key, cleaned),
@@ -287,7 +301,9 @@ pub(crate) struct Broker {
     scheduler: LogScheduler,
     /// The partitions this broker hosts: every read and write of them
     /// goes through it.
-    pub(crate) replicas: ReplicaManager,
+    pub(crate) replicas: Arc<ReplicaManager>,
+    /// Its followers' fetchers, once started.
+    fetchers: Mutex<Option<Arc<ReplicaFetcherManager>>>,
 }
 
 /// Whether `registry` places a replica of `topic`'s partition `partition`
@@ -358,16 +374,18 @@ impl Broker {
     /// deleted topics (`*-delete` directories, partition directories whose
     /// topic id `registry` records as removed), reports the partition
     /// directories it cannot attribute, and starts the log scheduler's
-    /// `background_threads` threads.
+    /// `background_threads` threads. Its replica manager replicates as
+    /// `replication` says, on its clock.
     pub(crate) fn open(
         id: u32,
         dir: PathBuf,
         cluster_id: &str,
         storage: Arc<dyn Storage>,
-        clock: Arc<dyn Clock>,
         registry: &Registry,
         background_threads: usize,
+        replication: ReplicaConfig,
     ) -> Result<(Broker, BrokerScan)> {
+        let clock = replication.clock.clone();
         create_dir_durably(&*storage, &dir)?;
         check_identity(
             &*storage,
@@ -391,16 +409,24 @@ impl Broker {
             log_start: read(LOG_START, false)?,
             // A lost cleaner checkpoint only makes the next clean longer.
             cleaner: read(CLEANER, true)?,
+            // A lost high watermark only hides records until the followers
+            // fetch again.
+            replication: read(REPLICATION_OFFSET_CHECKPOINT, true)?,
         };
         let live = |(topic, partition): &(String, u32)| placed_on(registry, topic, *partition, id);
         for map in [
             &mut checkpoints.recovery,
             &mut checkpoints.log_start,
             &mut checkpoints.cleaner,
+            &mut checkpoints.replication,
         ] {
             map.retain(|k, _| live(k));
         }
         let scheduler = LogScheduler::start(background_threads, clock.clone())?;
+        let replicas = Arc::new(ReplicaManager::with_config(
+            id,
+            replication,
+        ));
         let broker = Broker {
             id,
             dir,
@@ -408,7 +434,8 @@ impl Broker {
             clock,
             checkpoints: Mutex::new(checkpoints),
             scheduler,
-            replicas: ReplicaManager::new(id),
+            replicas,
+            fetchers: Mutex::new(None),
         };
         let scan = broker.scan(registry)?;
         broker.write_checkpoints()?;
@@ -592,12 +619,13 @@ impl Broker {
             )?;
         }
         let key = (topic.to_string(), partition);
-        let (recovery, log_start, cleaner) = {
+        let (recovery, log_start, cleaner, high_watermark) = {
             let checkpoints = self.checkpoints.lock();
             (
                 checkpoints.recovery.get(&key).copied(),
                 checkpoints.log_start.get(&key).copied(),
                 checkpoints.cleaner.get(&key).copied(),
+                checkpoints.replication.get(&key).copied(),
             )
         };
         let mut builder = Log::builder(&dir)
@@ -626,6 +654,9 @@ impl Broker {
             topic: topic.clone(),
             partition,
         };
+        if let Some(offset) = high_watermark {
+            self.replicas.restore_high_watermark(&hosted, offset)?;
+        }
         // What the log holds now replaces what the files said: after a
         // power loss the log may end below a checkpointed log start.
         if let Ok(offsets) = self.replicas.offsets(&hosted) {
@@ -668,6 +699,25 @@ impl Broker {
         self.remove_dir(&dir, &delete_dir_name(topic, partition, id))
     }
 
+    /// Starts this broker's fetchers (one thread per leader broker it
+    /// follows partitions of, and the ISR expiration thread), reaching the
+    /// leaders through `registry`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if a thread cannot be spawned.
+    pub(crate) fn start_fetchers(&self, registry: Arc<ReplicaRegistry>) -> Result<()> {
+        let fetchers = ReplicaFetcherManager::start(&self.replicas, registry)?;
+        *self.fetchers.lock() = Some(fetchers);
+        Ok(())
+    }
+
+    /// Stops and joins this broker's fetcher threads.
+    pub(crate) fn stop_fetchers(&self) {
+        if let Some(fetchers) = self.fetchers.lock().take() {
+            fetchers.shutdown();
+        }
+    }
+
     /// Stops and joins the log scheduler's threads; call it once every
     /// partition log is closed.
     pub(crate) fn stop_scheduler(&self) {
@@ -700,6 +750,7 @@ impl Broker {
             (RECOVERY_POINT, &checkpoints.recovery),
             (LOG_START, &checkpoints.log_start),
             (CLEANER, &checkpoints.cleaner),
+            (REPLICATION_OFFSET_CHECKPOINT, &checkpoints.replication),
         ] {
             OffsetCheckpoint::with_storage(self.dir.join(name), self.storage.clone())
                 .write(entries)?;
@@ -798,9 +849,9 @@ mod tests {
             dir.to_path_buf(),
             "test-cluster",
             storage,
-            Arc::new(SystemClock),
             registry,
             1,
+            ReplicaConfig::new(Arc::new(SystemClock)),
         )
         .unwrap()
         .0

@@ -59,6 +59,9 @@ pub struct ClusterConfig {
     /// Whether the controller's liveness thread runs (tests that drive
     /// `ClusterInner::liveness_tick` by hand turn it off).
     pub(crate) controller_thread: bool,
+    /// Whether followers' fetcher threads run (tests that move the ISR by
+    /// hand, or drive fetches step by step, turn them off).
+    pub(crate) replica_fetchers: bool,
 }
 
 impl Default for ClusterConfig {
@@ -85,6 +88,7 @@ impl Default for ClusterConfig {
             replica_fetch_max_bytes: 1024 * 1024,
             auto_leader_rebalance_enable: true,
             controller_thread: true,
+            replica_fetchers: true,
         }
     }
 }
@@ -201,6 +205,17 @@ impl ClusterConfig {
     #[must_use]
     pub fn broker_heartbeat_interval(&self) -> Duration {
         duration(self.broker_heartbeat_interval_ms)
+    }
+
+    /// The replica managers' settings: the `replica.*` keys on the
+    /// cluster's clock.
+    pub(crate) fn replica_config(&self) -> crate::replica::ReplicaConfig {
+        crate::replica::ReplicaConfig {
+            lag_time_max_ms: self.replica_lag_time_max_ms,
+            fetch_wait_max_ms: self.replica_fetch_wait_max_ms,
+            fetch_max_bytes: self.replica_fetch_max_bytes,
+            ..crate::replica::ReplicaConfig::new(self.clock.clone())
+        }
     }
 
     /// How long a follower may go without catching up to its leader's log
@@ -441,6 +456,14 @@ impl ClusterConfigBuilder {
     #[cfg(test)]
     pub(crate) fn controller_thread(mut self, run: bool) -> Self {
         self.config.controller_thread = run;
+        self
+    }
+
+    /// Runs the followers' fetcher threads (default) or not: without them
+    /// followers are fed only when a test fetches for them.
+    #[cfg(test)]
+    pub(crate) fn replica_fetchers(mut self, run: bool) -> Self {
+        self.config.replica_fetchers = run;
         self
     }
 

@@ -1001,10 +1001,6 @@ impl ClusterInner {
     /// The controller as partition leaders see it: where they propose ISR
     /// changes. Holds the cluster weakly: after the cluster is gone every
     /// proposal fails with [`Error::Closed`].
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "the replica managers' leaders call it")
-    )]
     pub(crate) fn controller_channel(self: &Arc<Self>) -> Arc<dyn AlterPartition> {
         Arc::new(ControllerChannel {
             cluster: Arc::downgrade(self),

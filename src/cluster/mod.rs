@@ -64,7 +64,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::config::LogConfig;
 use crate::error::{CorruptionKind, Error, Result};
-use crate::replica::{LeaderAndIsr, ReplicaManager};
+use crate::replica::{LeaderAndIsr, ReplicaManager, ReplicaRegistry};
 use crate::storage::{DirLock, OpenMode, Storage, write_atomic};
 use crate::types::TopicPartition;
 
@@ -74,7 +74,7 @@ pub(crate) use crate::replica::RELEASE_CHUNK;
 /// The replica manager's vocabulary, for the clients (which reach the
 /// replica layer only through the cluster).
 pub(crate) use crate::replica::{
-    AppendAcks, AppendOrigin, FetchBound, PartitionOffsets, ReadReleaser, ReadSource,
+    AppendAcks, AppendOrigin, FetchBound, PartitionOffsets, PendingAck, ReadReleaser, ReadSource,
     TopicIdPartition,
 };
 pub use admin::{GroupDescription, MemberDescription, OffsetSpec, PartitionLag};
@@ -359,9 +359,9 @@ impl Cluster {
                 dir,
                 &cluster_id,
                 storage.clone(),
-                config.clock.clone(),
                 &registry,
                 config.background_threads,
+                config.replica_config(),
             )?;
             brokers.push(broker);
             scan.removed.extend(found.removed);
@@ -431,6 +431,18 @@ impl Cluster {
         report.skipped_records = inner.load_offsets()?;
         inner.recovery = report;
         let inner = Arc::new(inner);
+        // Leaders propose ISR changes to the controller; followers start
+        // fetching once every partition is hosted.
+        let registry = Arc::new(ReplicaRegistry::default());
+        for broker in &inner.brokers {
+            broker.replicas.set_alter_partition(inner.controller_channel());
+            registry.register(&broker.replicas);
+        }
+        if inner.brokers.len() > 1 && inner.config.replica_fetchers {
+            for broker in &inner.brokers {
+                broker.start_fetchers(registry.clone())?;
+            }
+        }
         let interval = inner.config.checkpoint_interval_ms;
         *inner.checkpointer.lock() = Some(Checkpointer::spawn(Arc::downgrade(&inner), interval)?);
         if inner.config.controller_thread && inner.brokers.len() > 1 {
@@ -724,7 +736,7 @@ impl ClusterInner {
     /// # Errors
     /// As [`ClusterInner::leader_broker`].
     pub(crate) fn replicas_for(&self, key: &TopicIdPartition) -> Result<&ReplicaManager> {
-        Ok(&self.leader_broker(key)?.replicas)
+        Ok(&*self.leader_broker(key)?.replicas)
     }
 
     /// The key of `tp` for the replica manager.
@@ -821,6 +833,10 @@ impl ClusterInner {
             client.deliver_pending();
         }
         drop(clients);
+        // Acknowledged appends are on every in-sync replica already.
+        for broker in &self.brokers {
+            broker.stop_fetchers();
+        }
         if let Some(checkpointer) = self.checkpointer.lock().take() {
             checkpointer.stop();
         }

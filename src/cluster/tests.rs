@@ -107,7 +107,8 @@ fn partitions_check_retention_on_the_clusters_interval() {
 }
 
 /// Requests reach the leader's broker; another broker's manager
-/// answers `NotLeaderOrFollower`, and a follower's log stays empty.
+/// answers `NotLeaderOrFollower`, and followers are fed by their fetchers
+/// before `acks=all` completes.
 #[test]
 fn requests_go_to_the_leaders_broker() {
     let dir = tempfile::tempdir().unwrap();
@@ -149,7 +150,6 @@ fn requests_go_to_the_leaders_broker() {
                     matches!(result, Err(Error::NotLeaderOrFollower { broker, .. }) if broker == id),
                     "{result:?}"
                 );
-                assert_eq!(manager.offsets(&key).unwrap().log_end, 0, "not fed yet");
             } else {
                 assert!(
                     matches!(result, Err(Error::UnknownTopicOrPartition { .. })),
@@ -158,6 +158,11 @@ fn requests_go_to_the_leaders_broker() {
             }
         }
         assert_eq!(topic.partition(p).unwrap().log_end_offset().unwrap(), 1);
+        // acks=all returned once every in-sync replica had the batch.
+        for &id in &replicas {
+            let manager = &inner.broker(id).unwrap().replicas;
+            assert_eq!(manager.offsets(&key).unwrap().log_end, 1, "broker {id}");
+        }
     }
     cluster.close().unwrap();
 }

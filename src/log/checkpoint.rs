@@ -16,10 +16,6 @@ use crate::storage::{OpenMode, Storage, write_atomic};
 /// Kafka's per-broker file of each partition's high watermark, the
 /// replication offset checkpoint: the same layout as every other offset
 /// checkpoint, so [`OffsetCheckpoint`] reads and writes it.
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the replica manager writes it; not wired in yet")
-)]
 pub(crate) const REPLICATION_OFFSET_CHECKPOINT: &str = "replication-offset-checkpoint";
 
 /// The only checkpoint format version.

@@ -38,6 +38,7 @@ use crate::storage::{DirLock, Storage, StorageFile};
 use crate::storage::{StdStorage, segment::Segment};
 
 pub use append::AppendInfo;
+pub(crate) use checkpoint::REPLICATION_OFFSET_CHECKPOINT;
 pub use checkpoint::{CheckpointRead, OffsetCheckpoint};
 pub use cleaner::CleanReport;
 pub use epoch::LeaderEpochsRebuilt;
@@ -359,10 +360,6 @@ impl Log {
 
     /// The newest leader epoch that wrote to this log (Kafka's
     /// `latestEpoch`); `None` before any batch with an epoch.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "replication asks it; not wired in yet")
-    )]
     pub(crate) fn latest_epoch(&self) -> Option<i32> {
         self.inner.state.read().epochs.latest_epoch()
     }
@@ -371,22 +368,40 @@ impl Log {
     /// answering `OffsetForLeaderEpoch`): see
     /// [`LeaderEpochCache::end_offset_for`](epoch::LeaderEpochCache::end_offset_for);
     /// the latest epoch ends at the log end offset.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "replication asks it; not wired in yet")
-    )]
     pub(crate) fn end_offset_for_epoch(&self, epoch: i32) -> epoch::EpochEndOffset {
         let state = self.inner.state.read();
         state.epochs.end_offset_for(epoch, state.log_end_offset)
     }
 
     /// The leader epoch cache's entries, oldest first.
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "replication reads it; not wired in yet")
-    )]
     pub(crate) fn epoch_entries(&self) -> Vec<epoch::EpochEntry> {
         self.inner.state.read().epochs.entries().to_vec()
+    }
+
+    /// Records that leader epoch `epoch` starts at the log end offset, as
+    /// a new leader does before it takes appends (Kafka's
+    /// `maybeAssignEpochStartOffset` in `makeLeader`), so that a follower
+    /// asking about an epoch this log never wrote is answered with where
+    /// the older epochs end. Does nothing unless `epoch` is newer than the
+    /// latest epoch. The `leader-epoch-checkpoint` file is rewritten
+    /// (fsynced) when the cache changes.
+    ///
+    /// # Errors
+    /// [`Error::Fenced`](crate::Error::Fenced); [`Error::Io`](crate::Error::Io)
+    /// if the file cannot be written (which fences the log).
+    pub(crate) fn assign_leader_epoch(&self, epoch: i32) -> Result<()> {
+        let mut state = self.inner.state.write();
+        self.inner.check_not_fenced()?;
+        if state
+            .epochs
+            .latest_epoch()
+            .is_some_and(|latest| latest >= epoch)
+        {
+            return Ok(());
+        }
+        let start = state.log_end_offset;
+        self.inner
+            .assign_epochs(&mut state, std::iter::once((epoch, start)))
     }
 
     /// Whether an earlier I/O failure fenced the log (every append fails

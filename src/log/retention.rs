@@ -69,8 +69,10 @@ impl Log {
     /// diverged from its leader. A batch holding `offset` is removed whole, so
     /// the new log end offset is the start of that batch (equal to `offset`
     /// when `offset` is a batch boundary, as replication uses it). Returns
-    /// the new log end offset. Truncating at or past the log end changes
-    /// nothing. The cut is on disk (fsynced, with the directory) when this
+    /// the new log end offset. Truncating at or past the log end cuts no
+    /// record, but drops a leader epoch that starts at the log end (one
+    /// that wrote nothing: its leader recorded it, then lost the
+    /// leadership before appending), as Kafka's `truncateTo` does. The cut is on disk (fsynced, with the directory) when this
     /// returns; lower the recovery point in the owner's checkpoint too (it
     /// is [`Log::recovery_point`] now). The leader epoch cache loses the
     /// epochs that started at or after the new end, and its file is
@@ -83,7 +85,13 @@ impl Log {
             let mut state = self.inner.state.write();
             self.inner.check_not_fenced()?;
             if offset >= state.log_end_offset {
-                return Ok(state.log_end_offset);
+                // Nothing to cut, but an epoch that starts at the log end
+                // wrote nothing (a leader recorded it, then lost the
+                // leadership before appending): it goes, as in Kafka's
+                // `truncateTo`, so a follower stops naming it.
+                state.epochs_follow_end();
+                let end = state.log_end_offset;
+                return self.inner.write_epochs_locked(&mut state).map(|()| end);
             }
             let result = self.inner.truncate_locked(&mut state, offset);
             if result.is_err() {

@@ -17,16 +17,19 @@
 //! and before a partition's log lock.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 
 use crossbeam_channel::Sender;
 use parking_lot::RwLock;
 use uuid::Uuid;
 
+use super::fetcher::ReplicaFetcherManager;
+use super::partition::{FollowerFetchRequest, FollowerFetchResponse, IsrProposal};
+use super::purgatory::PendingAck;
 use super::{
-    FetchBound, FetchedData, LeaderAndIsr, PartitionOffsets, PartitionState, Replica,
-    TopicIdPartition,
+    AlterPartition, FetchBound, FetchedData, LeaderAndIsr, PartitionOffsets, PartitionState,
+    Replica, ReplicaConfig, TopicIdPartition,
 };
 use crate::error::{Error, Result};
 use crate::log::{AppendInfo, CleanReport, Log, RecoveryReport, RetentionReport, TimestampOffset};
@@ -78,8 +81,15 @@ pub(crate) struct PartitionInfo {
 #[derive(Debug)]
 pub(crate) struct ReplicaManager {
     broker: u32,
+    config: ReplicaConfig,
     closed: AtomicBool,
     hosted: RwLock<HashMap<Arc<str>, Hosted>>,
+    /// Where leaders propose ISR changes; with none, the ISR stays as the
+    /// controller set it.
+    alter_partition: RwLock<Option<Arc<dyn AlterPartition>>>,
+    /// The broker's fetchers, told when this broker starts following a
+    /// leader.
+    fetchers: RwLock<Weak<ReplicaFetcherManager>>,
 }
 
 /// A topic's hosted partitions, by partition number (a broker hosts only
@@ -91,13 +101,44 @@ struct Hosted {
 }
 
 impl ReplicaManager {
-    /// The manager of broker `broker`, hosting nothing yet.
+    /// The manager of broker `broker`, hosting nothing yet, with Kafka's
+    /// default replication settings on the system clock.
+    #[cfg(test)]
     pub(crate) fn new(broker: u32) -> Self {
+        Self::with_config(broker, ReplicaConfig::default())
+    }
+
+    /// The manager of broker `broker`, replicating as `config` says.
+    pub(crate) fn with_config(broker: u32, config: ReplicaConfig) -> Self {
         ReplicaManager {
             broker,
+            config,
             closed: AtomicBool::new(false),
             hosted: RwLock::new(HashMap::new()),
+            alter_partition: RwLock::new(None),
+            fetchers: RwLock::new(Weak::new()),
         }
+    }
+
+    /// The broker this manager serves.
+    pub(crate) fn broker(&self) -> u32 {
+        self.broker
+    }
+
+    /// Its replication settings.
+    pub(crate) fn config(&self) -> &ReplicaConfig {
+        &self.config
+    }
+
+    /// Sets where leaders propose ISR changes (the controller).
+    pub(crate) fn set_alter_partition(&self, alter: Arc<dyn AlterPartition>) {
+        *self.alter_partition.write() = Some(alter);
+    }
+
+    /// Sets the fetchers to tell when this broker starts following a
+    /// leader (see [`ReplicaFetcherManager`]).
+    pub(crate) fn set_fetchers(&self, fetchers: &Arc<ReplicaFetcherManager>) {
+        *self.fetchers.write() = Arc::downgrade(fetchers);
     }
 
     /// Hosts `partition` of topic `topic` (id `id`) over `log`, as its
@@ -124,6 +165,7 @@ impl ReplicaManager {
                 self.broker, roles.replicas
             )));
         }
+        let leader = roles.leader.filter(|&l| l != self.broker);
         let state = Arc::new(PartitionState::new(
             topic.clone(),
             partition,
@@ -131,6 +173,7 @@ impl ReplicaManager {
             roles,
             min_insync,
             log,
+            self.config.clock.now_ms(),
         ));
         let mut hosted = self.hosted.write();
         if self.closed.load(Ordering::Acquire) {
@@ -147,7 +190,18 @@ impl ReplicaManager {
             )));
         }
         entry.partitions.insert(partition, state);
+        drop(hosted);
+        if let Some(leader) = leader {
+            self.wake_fetcher(leader);
+        }
         Ok(())
+    }
+
+    /// Tells the fetcher of `leader`'s partitions that there is work.
+    fn wake_fetcher(&self, leader: u32) {
+        if let Some(fetchers) = self.fetchers.read().upgrade() {
+            fetchers.follow(leader);
+        }
     }
 
     /// Stops hosting every partition of `topic` (deleted): each one's log
@@ -251,7 +305,11 @@ impl ReplicaManager {
 
     /// Takes the leadership the controller decided for `key` (Kafka's
     /// `becomeLeaderOrFollower`); an update older than the one held is
-    /// ignored.
+    /// ignored. Becoming the leader resets the followers' state (see
+    /// `PartitionState::apply_roles`) and the partition leaves this
+    /// broker's fetchers (they fetch only what it follows); becoming a
+    /// follower fails the acknowledgements waiting for replication and
+    /// hands the partition to the fetcher of its new leader's broker.
     ///
     /// # Errors
     /// [`Error::UnknownTopicOrPartition`], [`Error::Closed`];
@@ -268,7 +326,12 @@ impl ReplicaManager {
                 key.topic, key.partition, self.broker, roles.replicas
             )));
         }
-        self.get(key)?.apply_roles(roles);
+        let change = self
+            .get(key)?
+            .apply_roles(roles, self.config.clock.now_ms());
+        if let Some(leader) = change.and_then(|c| c.leader).filter(|&l| l != self.broker) {
+            self.wake_fetcher(leader);
+        }
         Ok(())
     }
 
@@ -294,20 +357,156 @@ impl ReplicaManager {
         origin: AppendOrigin,
         acks: AppendAcks,
     ) -> Result<AppendInfo> {
+        let (info, pending) = self.append_pending(key, batches, origin, acks)?;
+        if let Some(pending) = pending {
+            pending.wait(&self.config.clock)?;
+        }
+        Ok(info)
+    }
+
+    /// [`ReplicaManager::append`] without waiting for the in-sync
+    /// replicas: returns the append and, for `acks=all` while followers
+    /// still lack the batch, the acknowledgement to wait for (Kafka's
+    /// `DelayedProduce`), completed by whoever moves the high watermark
+    /// past the batch. With one replica there is never one to wait for.
+    ///
+    /// # Errors
+    /// As [`ReplicaManager::append`] (but never
+    /// [`Error::NotEnoughReplicasAfterAppend`] or a timeout: those arrive
+    /// through the [`PendingAck`]).
+    pub(crate) fn append_pending(
+        &self,
+        key: &TopicIdPartition,
+        batches: &mut [u8],
+        origin: AppendOrigin,
+        acks: AppendAcks,
+    ) -> Result<(AppendInfo, Option<PendingAck>)> {
         let state = self.leader(key)?;
-        let in_sync = state.roles().isr.len();
-        if acks == AppendAcks::All && in_sync < state.min_insync() {
-            return Err(Error::NotEnoughReplicas {
-                topic: key.topic.to_string(),
-                partition: key.partition,
-                in_sync,
-                required: state.min_insync(),
-            });
+        let (info, pending) = state.append(
+            batches,
+            origin == AppendOrigin::Trusted,
+            acks == AppendAcks::All,
+        )?;
+        let now = self.config.clock.now_ms();
+        Ok((
+            info,
+            pending.map(|p| p.with_timeout(now, self.config.ack_timeout_ms)),
+        ))
+    }
+
+    /// Serves a follower's fetch of `key` as its leader (Kafka's fetch
+    /// from a replica): data from `request.fetch_offset` up to the log
+    /// end, the high watermark and log start, or a diverging epoch to
+    /// truncate to (KIP-320). Notes the follower's progress, moves the high
+    /// watermark (completing `acks=all` appends) and, when the follower
+    /// caught up while out of the ISR, proposes adding it through
+    /// [`AlterPartition`] (with no partition lock held).
+    ///
+    /// # Errors
+    /// [`Error::NotLeaderOrFollower`] unless this broker leads `key`;
+    /// [`Error::FencedLeaderEpoch`] for a stale
+    /// `request.current_leader_epoch`; [`Error::OffsetOutOfRange`];
+    /// [`Error::UnknownTopicOrPartition`], [`Error::Closed`].
+    pub(crate) fn fetch_as_follower(
+        &self,
+        key: &TopicIdPartition,
+        request: &FollowerFetchRequest,
+    ) -> Result<FollowerFetchResponse> {
+        let state = self.leader(key)?;
+        let (response, proposal) = state.fetch_as_follower(request, self.config.clock.now_ms())?;
+        if let Some(proposal) = proposal {
+            self.propose(key, &state, proposal);
         }
-        match origin {
-            AppendOrigin::Client => state.append(batches),
-            AppendOrigin::Trusted => state.append_trusted(batches),
+        Ok(response)
+    }
+
+    /// Sends an ISR proposal to the controller, holding no lock of the
+    /// partition; without a controller the ISR stays as it is.
+    fn propose(&self, key: &TopicIdPartition, state: &PartitionState, proposal: IsrProposal) {
+        let alter = self.alter_partition.read().clone();
+        if let Some(alter) = alter {
+            // A refused proposal (a newer state exists) is dropped: the
+            // controller's decision reached this manager already.
+            let _ = alter.alter_partition(
+                key,
+                proposal.leader,
+                proposal.leader_epoch,
+                proposal.partition_epoch,
+                proposal.isr,
+            );
         }
+        state.proposal_done();
+    }
+
+    /// Proposes removing from the ISR of every partition this broker leads
+    /// the followers that have not caught up within
+    /// `replica.lag.time.max.ms` (Kafka's `isr-expiration` task); returns
+    /// how many partitions it proposed a shrink for.
+    pub(crate) fn maybe_shrink_isr(&self) -> usize {
+        let now = self.config.clock.now_ms();
+        let mut proposed = 0;
+        for (key, state) in self.hosted_states() {
+            if let Some(proposal) = state.isr_shrink(now, self.config.lag_time_max_ms) {
+                proposed += 1;
+                self.propose(&key, &state, proposal);
+            }
+        }
+        proposed
+    }
+
+    /// Every hosted partition with its state.
+    fn hosted_states(&self) -> Vec<(TopicIdPartition, Arc<PartitionState>)> {
+        self.hosted
+            .read()
+            .iter()
+            .flat_map(|(topic, h)| {
+                h.partitions.iter().map(|(&partition, state)| {
+                    (
+                        TopicIdPartition {
+                            topic_id: h.id,
+                            topic: topic.clone(),
+                            partition,
+                        },
+                        state.clone(),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// The hosted partitions this broker follows `leader` in.
+    pub(crate) fn followed_from(
+        &self,
+        leader: u32,
+    ) -> Vec<(TopicIdPartition, Arc<PartitionState>)> {
+        if self.closed.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut followed = self.hosted_states();
+        followed.retain(|(_, state)| state.leader() == Some(leader) && leader != self.broker);
+        followed
+    }
+
+    /// The leaders of the partitions this broker follows.
+    pub(crate) fn followed_leaders(&self) -> Vec<u32> {
+        let mut leaders: Vec<u32> = self
+            .hosted_states()
+            .iter()
+            .filter_map(|(_, state)| state.leader())
+            .filter(|&l| l != self.broker)
+            .collect();
+        leaders.sort_unstable();
+        leaders.dedup();
+        leaders
+    }
+
+    /// Restores `key`'s high watermark from the broker's
+    /// `replication-offset-checkpoint` (capped at its log end offset).
+    ///
+    /// # Errors
+    /// As [`ReplicaManager::offsets`].
+    pub(crate) fn restore_high_watermark(&self, key: &TopicIdPartition, offset: u64) -> Result<()> {
+        self.get(key)?.restore_high_watermark(offset)
     }
 
     /// Reads whole batches of `key` from `offset`, up to `max_bytes` (but at
@@ -404,19 +603,27 @@ impl ReplicaManager {
         let state = self.get(key)?;
         let offsets = state.offsets()?;
         let roles = state.roles();
+        let followers = state.followers();
+        let now = self.config.clock.now_ms();
         let replicas = roles
             .replicas
             .iter()
-            .map(|&broker| Replica {
-                broker,
-                // Followers are not fed yet: the leader knows only its own
-                // log end offset, and a follower's log is empty.
-                log_end_offset: if broker == self.broker {
-                    offsets.log_end
+            .map(|&broker| {
+                if broker == self.broker {
+                    Replica {
+                        log_end_offset: Some(offsets.log_end),
+                        durable_offset: Some(offsets.recovery_point),
+                        last_caught_up_ms: Some(now),
+                        last_fetch_ms: Some(now),
+                        ..Replica::reset(broker, true, now)
+                    }
                 } else {
-                    0
-                },
-                last_caught_up_ms: None,
+                    followers
+                        .iter()
+                        .find(|r| r.broker == broker)
+                        .copied()
+                        .unwrap_or_else(|| Replica::reset(broker, false, now))
+                }
             })
             .collect();
         Ok(PartitionInfo {
@@ -429,8 +636,8 @@ impl ReplicaManager {
         })
     }
 
-    /// Sends on `waker` after every append to `key` (and when it goes
-    /// away); see `PartitionState::watch`. Does nothing if `key` is not
+    /// Sends on `waker` after every append to `key`, every move of its
+    /// high watermark (and when it goes away); see `PartitionState::watch`. Does nothing if `key` is not
     /// hosted.
     pub(crate) fn watch(&self, key: &TopicIdPartition, waker: &Sender<()>) {
         if let Ok(state) = self.get(key) {
@@ -443,6 +650,12 @@ impl ReplicaManager {
         if let Ok(state) = self.get(key) {
             state.unwatch(waker);
         }
+    }
+
+    /// How many `acks=all` appends to `key` wait (for tests).
+    #[cfg(test)]
+    pub(crate) fn pending_acks(&self, key: &TopicIdPartition) -> usize {
+        self.get(key).map_or(0, |s| s.pending_acks())
     }
 
     /// Runs `f` on `key`'s open log (for tests).
@@ -510,7 +723,7 @@ mod tests {
         let info = manager.describe(&key).unwrap();
         assert_eq!((info.leader, info.leader_epoch), (Some(0), 0));
         assert_eq!(info.isr, [0]);
-        assert_eq!(info.replicas[0].log_end_offset, 5);
+        assert_eq!(info.replicas[0].log_end_offset, Some(5));
         manager.unhost_topic("t").unwrap();
     }
 

@@ -7,29 +7,52 @@
 //! `Partition`; the public handle already has that name); [`Replica`] is
 //! the leader's view of one replica of a partition (a follower's log end
 //! offset and when it last caught up).
+//!
+//! Replication, as Kafka's: followers' fetchers ([`ReplicaFetcherManager`],
+//! [`fetch_once`]) copy their leader's batches with the leader's offsets
+//! and epochs, truncating on a diverging epoch (KIP-101, KIP-279,
+//! KIP-320); the leader tracks each follower ([`Replica`]), keeps the high
+//! watermark at the minimum log end offset over the ISR (durable offset,
+//! for topics that fsync every append), grows and shrinks the ISR through
+//! the controller ([`AlterPartition`]) and completes `acks=all` appends
+//! once the high watermark passes them (`purgatory`).
 
+mod config;
 mod fetch;
+mod fetcher;
 mod follower;
 mod manager;
 mod partition;
+mod purgatory;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
 use uuid::Uuid;
 
+pub(crate) use config::ReplicaConfig;
 #[cfg(test)]
 pub(crate) use fetch::RELEASE_CHUNK;
 pub(crate) use fetch::{FetchBound, FetchedData, ReadReleaser, ReadSource};
+#[cfg_attr(
+    not(test),
+    expect(unused_imports, reason = "the step functions a simulation drives")
+)]
+pub(crate) use fetcher::{FetchRound, fetch_once};
+pub(crate) use fetcher::{ReplicaFetcherManager, ReplicaRegistry};
 pub(crate) use follower::Replica;
 pub(crate) use manager::{AppendAcks, AppendOrigin, ReplicaManager};
+#[cfg_attr(
+    not(test),
+    expect(unused_imports, reason = "the step functions a simulation drives")
+)]
+pub(crate) use partition::{FollowerFetchRequest, FollowerFetchResponse};
 pub(crate) use partition::{LeaderAndIsr, PartitionOffsets, PartitionState};
+pub(crate) use purgatory::PendingAck;
 
 /// The controller, as a partition's leader sees it: where it proposes ISR
 /// changes (Kafka's `AlterPartition` request).
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "leaders propose ISR changes with replication")
-)]
 pub(crate) trait AlterPartition: Send + Sync + std::fmt::Debug {
     /// Asks the controller to set `key`'s ISR to `isr`, as proposed by its
     /// leader `leader` holding the state of epochs `leader_epoch` and

@@ -15,19 +15,29 @@
 //! comes next, after the manager's table of hosted partitions and before
 //! the log's own locks. Appends and reads take it shared; only closing or
 //! deleting the partition takes it exclusively, so it waits for appends in
-//! flight and every later call sees the partition gone.
+//! flight and every later call sees the partition gone. `replication` (a
+//! mutex over the leader's view of its followers, the pending `acks=all`
+//! acknowledgements and the ISR proposal in flight) comes after `roles`
+//! and is never held while the log lock is taken (offsets are read from
+//! the log first); it is held while the high watermark is written, so the
+//! high watermark and the acknowledgements it completes move together.
+//! `watchers` comes last. An ISR proposal goes to the controller
+//! ([`AlterPartition`](super::AlterPartition)) with none of these held.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_channel::{Sender, TrySendError};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use super::purgatory::{DelayedProduce, PendingAck};
 use crate::error::{Error, Result};
+use crate::log::epoch::{EpochEndOffset, UNDEFINED_EPOCH};
 use crate::log::{
     AppendInfo, CleanReport, Log, LogRead, RecoveryReport, RetentionReport, TimestampOffset,
 };
-use crate::replica::FetchBound;
+use crate::replica::{FetchBound, Replica};
 
 const LIVE: u8 = 0;
 const DELETED: u8 = 1;
@@ -86,11 +96,99 @@ pub(crate) struct PartitionState {
     roles: RwLock<LeaderAndIsr>,
     /// The topic's `min.insync.replicas`.
     min_insync: usize,
+    /// Whether the high watermark counts durable offsets rather than log
+    /// end offsets: the topic fsyncs every append before acknowledging it
+    /// (`flush.messages=1`), so no consumer may see a record a crash of
+    /// any in-sync replica's machine can take back.
+    durable_hw: bool,
+    /// The high watermark: consumers read below it. Written under
+    /// `replication`; on the leader it never moves back within a leader
+    /// epoch.
+    high_watermark: AtomicU64,
+    /// The leader's view of its followers and the acknowledgements waiting
+    /// for them.
+    replication: Mutex<Replication>,
     log: RwLock<Option<Log>>,
     gone: AtomicU8,
     watchers: Watchers,
     /// What recovery did when the log was opened.
     recovery: RecoveryReport,
+}
+
+/// The leader-side replication state of a partition (empty on a follower).
+#[derive(Debug, Default)]
+struct Replication {
+    /// Each follower's state, by broker (the leader itself excluded).
+    followers: BTreeMap<u32, Replica>,
+    /// Where the current leader epoch started in this log (Kafka's
+    /// `leaderEpochStartOffsetOpt`); `Some` while this broker leads.
+    leader_epoch_start_offset: Option<u64>,
+    /// An ISR change proposed to the controller and not yet answered.
+    proposal_in_flight: bool,
+    /// `acks=all` appends waiting for the high watermark.
+    pending: Vec<DelayedProduce>,
+}
+
+/// An ISR change a leader proposes to the controller (through
+/// [`AlterPartition`](super::AlterPartition)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IsrProposal {
+    /// The leader proposing it.
+    pub(crate) leader: u32,
+    /// The leader epoch it was made in.
+    pub(crate) leader_epoch: i32,
+    /// The partition epoch of the state it changes.
+    pub(crate) partition_epoch: i32,
+    /// The proposed ISR.
+    pub(crate) isr: Vec<u32>,
+}
+
+/// A follower's fetch, as the leader gets it (Kafka's `FetchRequest`
+/// partition data from a replica).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FollowerFetchRequest {
+    /// The follower's broker.
+    pub(crate) follower: u32,
+    /// Where to read from: the follower's log end offset.
+    pub(crate) fetch_offset: u64,
+    /// The epoch of the follower's last batch (KIP-320); `None` for an
+    /// empty log.
+    pub(crate) last_fetched_epoch: Option<i32>,
+    /// The leader epoch the follower believes current.
+    pub(crate) current_leader_epoch: i32,
+    /// Every offset below this is on the follower's disk.
+    pub(crate) durable_offset: u64,
+    /// The most bytes to return (at least one batch).
+    pub(crate) max_bytes: usize,
+}
+
+/// The leader's answer to a follower's fetch.
+#[derive(Debug, Clone)]
+pub(crate) struct FollowerFetchResponse {
+    /// Whole batches from the fetch offset up to the log end; empty when
+    /// diverging or when there is nothing new.
+    pub(crate) records: LogRead,
+    /// The leader's high watermark after the fetch.
+    pub(crate) high_watermark: u64,
+    /// The leader's log start offset.
+    pub(crate) log_start: u64,
+    /// The leader's log end offset.
+    #[cfg_attr(not(test), expect(dead_code, reason = "for a simulation's checks"))]
+    pub(crate) log_end: u64,
+    /// KIP-320's `divergingEpoch`: the follower's last fetched epoch ends
+    /// earlier on the leader than the follower's log, so the follower
+    /// must truncate to (at most) this end offset of this epoch; no
+    /// records come with it.
+    pub(crate) diverging: Option<EpochEndOffset>,
+}
+
+/// What applying a leadership decision did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RoleChange {
+    /// The broker leading the partition now, if any.
+    pub(crate) leader: Option<u32>,
+    /// The leader epoch now.
+    pub(crate) leader_epoch: i32,
 }
 
 /// Offsets of a partition at one moment.
@@ -107,6 +205,7 @@ pub(crate) struct PartitionOffsets {
 impl PartitionState {
     /// The state of a partition hosted over `log`, led and replicated as
     /// `roles` says, needing `min_insync` in-sync replicas for `acks=all`.
+    /// A leader's followers start unknown (as at `makeLeader`, at `now_ms`).
     pub(crate) fn new(
         topic: Arc<str>,
         partition: u32,
@@ -114,19 +213,40 @@ impl PartitionState {
         roles: LeaderAndIsr,
         min_insync: usize,
         log: Log,
+        now_ms: i64,
     ) -> Self {
         let recovery = log.recovery_report().clone();
-        PartitionState {
+        let durable_hw = log.config().flush().is_every_append();
+        let mut replication = Replication::default();
+        if roles.leader == Some(broker) {
+            // A reopened leader's epoch started where its log says.
+            let start = log
+                .epoch_entries()
+                .iter()
+                .find(|e| e.epoch == roles.leader_epoch)
+                .map_or(log.log_end_offset(), |e| e.start_offset);
+            replication.reset_for_leader(broker, &roles, start, now_ms);
+        }
+        let state = PartitionState {
             topic,
             partition,
             broker,
             roles: RwLock::new(roles),
             min_insync,
+            durable_hw,
+            high_watermark: AtomicU64::new(0),
+            replication: Mutex::new(replication),
             log: RwLock::new(Some(log)),
             gone: AtomicU8::new(LIVE),
             watchers: Watchers::default(),
             recovery,
+        };
+        let roles = state.roles.read();
+        if roles.leader == Some(broker) {
+            let _ = state.maybe_increment_hw(&roles, None);
         }
+        drop(roles);
+        state
     }
 
     /// What recovery did when the partition's log was opened.
@@ -148,21 +268,94 @@ impl PartitionState {
         self.roles.read().clone()
     }
 
+    /// The high watermark now.
+    pub(crate) fn high_watermark(&self) -> u64 {
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    /// Restores the high watermark from the broker's
+    /// `replication-offset-checkpoint` (capped at the log end offset); it
+    /// only moves forward.
+    pub(crate) fn restore_high_watermark(&self, offset: u64) -> Result<()> {
+        let log_end = self.with_log(|log| Ok(log.log_end_offset()))?;
+        let _guard = self.replication.lock();
+        self.high_watermark
+            .fetch_max(offset.min(log_end), Ordering::AcqRel);
+        Ok(())
+    }
+
     /// Takes the leadership the controller decided, unless it is older
-    /// than the one held (a stale update, ignored: returns `false`). Waits
-    /// for appends in flight.
-    pub(crate) fn apply_roles(&self, roles: LeaderAndIsr) -> bool {
+    /// than the one held (a stale update, ignored: returns `None`). Waits
+    /// for appends in flight. Becoming the leader (a new leader epoch)
+    /// resets the followers' state and records the epoch's start in the
+    /// log's leader epoch cache (Kafka's `makeLeader`); ceasing to lead
+    /// fails the acknowledgements waiting for replication with
+    /// [`Error::NotLeaderOrFollower`] (`makeFollower`). A leader then moves
+    /// its high watermark (a smaller ISR may let it advance) and fails the
+    /// waiting acknowledgements if the ISR fell below
+    /// `min.insync.replicas`.
+    pub(crate) fn apply_roles(&self, roles: LeaderAndIsr, now_ms: i64) -> Option<RoleChange> {
         let mut held = self.roles.write();
         if roles.is_older_than(&held) {
-            return false;
+            return None;
         }
+        let was_leader = held.leader == Some(self.broker);
+        let old_epoch = held.leader_epoch;
         *held = roles;
-        true
+        let is_leader = held.leader == Some(self.broker);
+        let change = RoleChange {
+            leader: held.leader,
+            leader_epoch: held.leader_epoch,
+        };
+        let mut failed = Vec::new();
+        if is_leader && (!was_leader || old_epoch != held.leader_epoch) {
+            // No append is in flight (they hold `roles` shared): the log
+            // end is where the new epoch starts.
+            let start = self
+                .with_log(|log| {
+                    log.assign_leader_epoch(held.leader_epoch)?;
+                    Ok(log.log_end_offset())
+                })
+                .ok();
+            let mut replication = self.replication.lock();
+            // Acks of an older epoch of this leader: their batches may be
+            // gone from the ISR's logs.
+            failed = std::mem::take(&mut replication.pending);
+            if let Some(start) = start {
+                replication.reset_for_leader(self.broker, &held, start, now_ms);
+            }
+        } else if is_leader {
+            let mut replication = self.replication.lock();
+            // Replicas added by a reassignment start unknown.
+            for &b in &held.replicas {
+                if b != self.broker {
+                    replication
+                        .followers
+                        .entry(b)
+                        .or_insert_with(|| Replica::reset(b, false, now_ms));
+                }
+            }
+            replication
+                .followers
+                .retain(|b, _| held.replicas.contains(b));
+        } else {
+            let mut replication = self.replication.lock();
+            failed = std::mem::take(&mut replication.pending);
+            *replication = Replication::default();
+        }
+        let roles = RwLockWriteGuard::downgrade(held);
+        for ack in failed {
+            ack.complete(Err(self.not_leader()));
+        }
+        if is_leader {
+            let _ = self.maybe_increment_hw(&roles, None);
+        }
+        Some(change)
     }
 
     /// The leadership, held shared, if this broker leads the partition;
     /// else [`Error::NotLeaderOrFollower`].
-    fn lead(&self) -> Result<parking_lot::RwLockReadGuard<'_, LeaderAndIsr>> {
+    fn lead(&self) -> Result<RwLockReadGuard<'_, LeaderAndIsr>> {
         let roles = self.roles.read();
         if roles.leader != Some(self.broker) {
             return Err(self.not_leader());
@@ -177,11 +370,6 @@ impl PartitionState {
             partition: self.partition,
             broker: self.broker,
         }
-    }
-
-    /// The in-sync replicas an `acks=all` append needs.
-    pub(crate) fn min_insync(&self) -> usize {
-        self.min_insync
     }
 
     /// The error every call returns once the partition is gone.
@@ -209,27 +397,441 @@ impl PartitionState {
     }
 
     /// Appends batches as the leader (offsets assigned by the log, stamped
-    /// with the current leader epoch) and wakes waiting consumers.
+    /// with the current leader epoch; `trusted`: built by the in-process
+    /// producer, see `Log::append_trusted`), moves the high watermark and
+    /// wakes waiting consumers. With `acks_all`, first refuses the append
+    /// with [`Error::NotEnoughReplicas`] while the ISR is below
+    /// `min.insync.replicas`, and after it returns the acknowledgement
+    /// still waiting for the in-sync replicas, if any (none when the high
+    /// watermark already passed the batch: always with one replica).
     ///
     /// # Errors
     /// [`Error::NotLeaderOrFollower`] unless this broker leads the
-    /// partition; those of [`Log::append`].
-    pub(crate) fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
+    /// partition; [`Error::NotEnoughReplicas`]; those of [`Log::append`].
+    pub(crate) fn append(
+        &self,
+        batches: &mut [u8],
+        trusted: bool,
+        acks_all: bool,
+    ) -> Result<(AppendInfo, Option<PendingAck>)> {
         let roles = self.lead()?;
-        let info = self.with_log(|log| log.append(batches, roles.leader_epoch))?;
+        if acks_all && roles.isr.len() < self.min_insync {
+            return Err(Error::NotEnoughReplicas {
+                topic: self.topic.to_string(),
+                partition: self.partition,
+                in_sync: roles.isr.len(),
+                required: self.min_insync,
+            });
+        }
+        let info = self.with_log(|log| {
+            if trusted {
+                log.append_trusted(batches, roles.leader_epoch)
+            } else {
+                log.append(batches, roles.leader_epoch)
+            }
+        })?;
+        let moved = self.maybe_increment_hw(&roles, Some(info.last_offset() + 1));
+        let pending = if acks_all {
+            self.park_ack(&roles, info.last_offset() + 1)
+        } else {
+            None
+        };
         drop(roles);
-        self.watchers.notify();
-        Ok(info)
+        // Followers wait for appends, consumers for the high watermark (a
+        // move of which woke them already).
+        if !moved {
+            self.watchers.notify();
+        }
+        Ok((info, pending))
     }
 
-    /// [`PartitionState::append`] for batches the in-process producer built
-    /// (see `Log::append_trusted`): the CRC and records are not re-checked.
-    pub(crate) fn append_trusted(&self, batches: &mut [u8]) -> Result<AppendInfo> {
+    /// Parks an acknowledgement until the high watermark reaches
+    /// `required_offset`, unless it already did.
+    fn park_ack(&self, _roles: &LeaderAndIsr, required_offset: u64) -> Option<PendingAck> {
+        let mut replication = self.replication.lock();
+        if self.high_watermark() >= required_offset {
+            return None;
+        }
+        // Acknowledgements nobody waits for (timed out) go.
+        replication.pending.retain(|p| !p.is_abandoned());
+        let (delayed, pending) = DelayedProduce::new(required_offset);
+        replication.pending.push(delayed);
+        Some(pending)
+    }
+
+    /// Recomputes the leader's high watermark (Kafka's
+    /// `maybeIncrementLeaderHW`): the minimum over the ISR of the log end
+    /// offsets (or, with `durable_hw`, of the durable offsets), the
+    /// leader's own included; a follower in the ISR not heard from since
+    /// this broker became the leader holds it. It never moves back.
+    /// Completes the acknowledgements it passes or, while the ISR is
+    /// below `min.insync.replicas`, fails every waiting one with
+    /// [`Error::NotEnoughReplicasAfterAppend`] (as Kafka's
+    /// `checkEnoughReplicasReachOffset`, without waiting for the high
+    /// watermark, which the smaller ISR alone moves). Returns whether it moved (and then wakes the
+    /// watchers). The caller holds `roles` shared, and this broker leads.
+    fn maybe_increment_hw(&self, roles: &LeaderAndIsr, appended_end: Option<u64>) -> bool {
+        // The leader's own offset: after an append, the end of what it
+        // appended (at most the log end, so a safe candidate) without
+        // reading the log again; with `durable_hw`, the recovery point.
+        let own = match appended_end {
+            Some(end) if !self.durable_hw => Ok(end),
+            _ => self.with_log(|log| {
+                let log_end = log.log_end_offset();
+                Ok(if self.durable_hw {
+                    log.recovery_point().min(log_end)
+                } else {
+                    log_end
+                })
+            }),
+        };
+        let Ok(own) = own else {
+            return false;
+        };
+        let mut replication = self.replication.lock();
+        let mut candidate = Some(own);
+        for b in roles.isr.iter().filter(|&&b| b != self.broker) {
+            let offset = replication.followers.get(b).and_then(|r| {
+                if self.durable_hw {
+                    r.durable_offset
+                } else {
+                    r.log_end_offset
+                }
+            });
+            candidate = match (candidate, offset) {
+                (Some(c), Some(o)) => Some(c.min(o)),
+                _ => None,
+            };
+        }
+        let old = self.high_watermark();
+        let moved = candidate.is_some_and(|c| c > old);
+        if moved {
+            self.high_watermark
+                .store(candidate.unwrap_or(old), Ordering::Release);
+        }
+        let mut done = Vec::new();
+        if !replication.pending.is_empty() {
+            if roles.isr.len() < self.min_insync {
+                // As Kafka's `checkEnoughReplicasReachOffset`, but at once:
+                // a high watermark reached by fewer than min.insync.replicas
+                // is no acks=all acknowledgement, and the wait would end so.
+                done.extend(replication.pending.drain(..).map(|p| {
+                    let e = Error::NotEnoughReplicasAfterAppend {
+                        topic: self.topic.to_string(),
+                        partition: self.partition,
+                        in_sync: roles.isr.len(),
+                        required: self.min_insync,
+                    };
+                    (p, Err(e))
+                }));
+            } else {
+                let hw = self.high_watermark();
+                let (passed, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut replication.pending)
+                    .into_iter()
+                    .partition(|p| p.required_offset <= hw);
+                done.extend(passed.into_iter().map(|p| (p, Ok(()))));
+                replication.pending = waiting;
+            }
+        }
+        drop(replication);
+        for (ack, result) in done {
+            ack.complete(result);
+        }
+        if moved {
+            self.watchers.notify();
+        }
+        moved
+    }
+
+    /// Serves a follower's fetch as the leader (Kafka's
+    /// `Partition.fetchRecords` for a replica): checks the follower's
+    /// epochs, answers a diverging epoch (KIP-320) or reads up to the log
+    /// end, notes the follower's progress, moves the high watermark, and
+    /// returns the ISR expansion to propose, if the follower caught up
+    /// while out of the ISR (the caller proposes it holding no lock).
+    ///
+    /// # Errors
+    /// [`Error::NotLeaderOrFollower`] unless this broker leads the
+    /// partition and the follower holds a replica of it (or the follower
+    /// knows a newer epoch than this broker);
+    /// [`Error::FencedLeaderEpoch`] for an older `current_leader_epoch`;
+    /// [`Error::OffsetOutOfRange`] for a fetch offset outside the log.
+    pub(crate) fn fetch_as_follower(
+        &self,
+        request: &FollowerFetchRequest,
+        now_ms: i64,
+    ) -> Result<(FollowerFetchResponse, Option<IsrProposal>)> {
         let roles = self.lead()?;
-        let info = self.with_log(|log| log.append_trusted(batches, roles.leader_epoch))?;
+        if request.current_leader_epoch < roles.leader_epoch {
+            return Err(Error::FencedLeaderEpoch {
+                topic: self.topic.to_string(),
+                partition: self.partition,
+                epoch: request.current_leader_epoch,
+                current: roles.leader_epoch,
+            });
+        }
+        if request.current_leader_epoch > roles.leader_epoch
+            || request.follower == self.broker
+            || !roles.replicas.contains(&request.follower)
+        {
+            return Err(self.not_leader());
+        }
+        let (records, diverging, log_start, log_end) = self.with_log(|log| {
+            let log_start = log.log_start_offset();
+            if let Some(epoch) = request.last_fetched_epoch.filter(|&e| e >= 0) {
+                let found = log.end_offset_for_epoch(epoch);
+                let ends_early =
+                    found.end_offset < 0 || (found.end_offset as u64) < request.fetch_offset;
+                if found.epoch != epoch || ends_early {
+                    let diverging = if found.end_offset < 0 {
+                        // This log knows no epoch at or below it: the
+                        // follower keeps nothing above the log start.
+                        EpochEndOffset {
+                            epoch: UNDEFINED_EPOCH,
+                            end_offset: i64::try_from(log_start).unwrap_or(i64::MAX),
+                        }
+                    } else {
+                        found
+                    };
+                    let empty = log.read_bounded(log.log_end_offset(), 0, 0)?;
+                    return Ok((empty, Some(diverging), log_start, log.log_end_offset()));
+                }
+            }
+            let read = log.read_bounded(request.fetch_offset, request.max_bytes, u64::MAX)?;
+            Ok((read, None, log_start, read_end(log)))
+        })?;
+        // The follower's log ends at its fetch offset unless it diverged
+        // (then it ends at most where it is told to truncate).
+        let proposal = if diverging.is_none() {
+            let mut replication = self.replication.lock();
+            let leader_epoch_start = replication.leader_epoch_start_offset;
+            let follower = replication
+                .followers
+                .entry(request.follower)
+                .or_insert_with(|| Replica::reset(request.follower, false, now_ms));
+            follower.update_fetch_state(
+                request.fetch_offset,
+                request.durable_offset,
+                log_end,
+                now_ms,
+            );
+            let hw = self.high_watermark();
+            let caught_up = request.fetch_offset >= hw
+                && leader_epoch_start.is_some_and(|s| request.fetch_offset >= s);
+            if caught_up
+                && !roles.isr.contains(&request.follower)
+                && !replication.proposal_in_flight
+            {
+                replication.proposal_in_flight = true;
+                let mut isr = roles.isr.clone();
+                isr.push(request.follower);
+                Some(IsrProposal {
+                    leader: self.broker,
+                    leader_epoch: roles.leader_epoch,
+                    partition_epoch: roles.partition_epoch,
+                    isr,
+                })
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        self.maybe_increment_hw(&roles, None);
+        Ok((
+            FollowerFetchResponse {
+                records,
+                high_watermark: self.high_watermark(),
+                log_start,
+                log_end,
+                diverging,
+            },
+            proposal,
+        ))
+    }
+
+    /// The ISR shrink to propose now (Kafka's `maybeShrinkIsr`): the ISR
+    /// without the followers that have not caught up within
+    /// `lag_time_max_ms`, if any, while this broker leads and no other
+    /// proposal is in flight.
+    pub(crate) fn isr_shrink(&self, now_ms: i64, lag_time_max_ms: i64) -> Option<IsrProposal> {
+        let roles = self.lead().ok()?;
+        let log_end = self.with_log(|log| Ok(log.log_end_offset())).ok()?;
+        let mut replication = self.replication.lock();
+        if replication.proposal_in_flight {
+            return None;
+        }
+        let isr: Vec<u32> = roles
+            .isr
+            .iter()
+            .copied()
+            .filter(|&b| {
+                b == self.broker
+                    || replication
+                        .followers
+                        .get(&b)
+                        .is_some_and(|r| r.is_caught_up(log_end, now_ms, lag_time_max_ms))
+            })
+            .collect();
+        if isr.len() == roles.isr.len() {
+            return None;
+        }
+        replication.proposal_in_flight = true;
+        Some(IsrProposal {
+            leader: self.broker,
+            leader_epoch: roles.leader_epoch,
+            partition_epoch: roles.partition_epoch,
+            isr,
+        })
+    }
+
+    /// How many `acks=all` appends wait (for tests).
+    #[cfg(test)]
+    pub(crate) fn pending_acks(&self) -> usize {
+        self.replication.lock().pending.len()
+    }
+
+    /// Notes that the proposal in flight was answered (or failed).
+    pub(crate) fn proposal_done(&self) {
+        self.replication.lock().proposal_in_flight = false;
+    }
+
+    /// The followers as the leader sees them (empty on a follower).
+    pub(crate) fn followers(&self) -> Vec<Replica> {
+        self.replication
+            .lock()
+            .followers
+            .values()
+            .copied()
+            .collect()
+    }
+
+    /// Where this follower fetches from: the leader and epoch it follows,
+    /// its log end offset, the epoch of its last batch and its durable
+    /// offset. `None` while it leads or no broker does.
+    pub(crate) fn follower_position(&self) -> Option<FollowerPosition> {
+        let roles = self.roles.read();
+        let leader = roles.leader.filter(|&l| l != self.broker)?;
+        let leader_epoch = roles.leader_epoch;
         drop(roles);
-        self.watchers.notify();
-        Ok(info)
+        self.with_log(|log| {
+            Ok(FollowerPosition {
+                leader,
+                leader_epoch,
+                fetch_offset: log.log_end_offset(),
+                last_fetched_epoch: log.latest_epoch(),
+                durable_offset: log.recovery_point(),
+            })
+        })
+        .ok()
+    }
+
+    /// Appends the leader's batches as a follower (keeping their offsets
+    /// and epochs), if it still follows `leader_epoch`, and sets the high
+    /// watermark to `min(leader_hw, log end)`. Returns whether anything
+    /// was appended.
+    ///
+    /// # Errors
+    /// [`Error::FencedLeaderEpoch`] if the leadership moved since the
+    /// fetch; those of [`Log::append_as_follower`].
+    pub(crate) fn append_as_follower(
+        &self,
+        batches: &[u8],
+        leader_epoch: i32,
+        leader_hw: u64,
+    ) -> Result<bool> {
+        let roles = self.roles.read();
+        self.check_follows(&roles, leader_epoch)?;
+        let appended = !batches.is_empty();
+        let log_end = self.with_log(|log| {
+            if appended {
+                log.append_as_follower(batches)?;
+            }
+            Ok(log.log_end_offset())
+        })?;
+        let _guard = self.replication.lock();
+        self.high_watermark
+            .store(leader_hw.min(log_end), Ordering::Release);
+        drop(_guard);
+        drop(roles);
+        if appended {
+            self.watchers.notify();
+        }
+        Ok(appended)
+    }
+
+    /// Follows the leader's log start offset (moved by retention or
+    /// `delete_records` there), as far as this follower's high watermark
+    /// (Kafka's follower `maybeIncrementLogStartOffset`).
+    ///
+    /// # Errors
+    /// Those of [`Log::delete_records`].
+    pub(crate) fn follow_log_start(&self, leader_log_start: u64) -> Result<()> {
+        let high_watermark = self.high_watermark();
+        self.with_log(|log| {
+            let target = leader_log_start
+                .min(high_watermark)
+                .min(log.log_end_offset());
+            if target > log.log_start_offset() {
+                log.delete_records(target)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Truncates this follower's log as the leader's diverging epoch says
+    /// (KIP-101/KIP-279, as Kafka's `getOffsetTruncationState`): to the
+    /// leader's end offset of the epoch when this log has that epoch too,
+    /// else to where this log's own entries for it end (the next fetch
+    /// then asks about an older epoch), never below what the leader's
+    /// answer implies and never to a local high watermark. Returns the new
+    /// log end offset.
+    ///
+    /// # Errors
+    /// As [`PartitionState::append_as_follower`], and those of
+    /// [`Log::truncate_to`].
+    pub(crate) fn truncate_diverging(
+        &self,
+        diverging: EpochEndOffset,
+        leader_epoch: i32,
+    ) -> Result<u64> {
+        let roles = self.roles.read();
+        self.check_follows(&roles, leader_epoch)?;
+        let log_end = self.with_log(|log| {
+            let log_end = log.log_end_offset();
+            let leader_end = u64::try_from(diverging.end_offset.max(0)).unwrap_or(0);
+            let target = if diverging.epoch < 0 {
+                leader_end.min(log_end)
+            } else {
+                let own = log.end_offset_for_epoch(diverging.epoch);
+                if own.end_offset < 0 {
+                    leader_end.min(log_end)
+                } else if own.epoch == diverging.epoch {
+                    leader_end.min(own.end_offset as u64)
+                } else {
+                    (own.end_offset as u64).min(log_end)
+                }
+            };
+            log.truncate_to(target)?;
+            Ok(log.log_end_offset())
+        })?;
+        let _guard = self.replication.lock();
+        if self.high_watermark() > log_end {
+            self.high_watermark.store(log_end, Ordering::Release);
+        }
+        Ok(log_end)
+    }
+
+    fn check_follows(&self, roles: &LeaderAndIsr, leader_epoch: i32) -> Result<()> {
+        if roles.leader == Some(self.broker) || roles.leader_epoch != leader_epoch {
+            return Err(Error::FencedLeaderEpoch {
+                topic: self.topic.to_string(),
+                partition: self.partition,
+                epoch: leader_epoch,
+                current: roles.leader_epoch,
+            });
+        }
+        Ok(())
     }
 
     /// Reads whole batches from `offset`, below `bound`, and returns them
@@ -240,9 +842,8 @@ impl PartitionState {
         max_bytes: usize,
         bound: FetchBound,
     ) -> Result<(LogRead, u64)> {
+        let high_watermark = self.high_watermark();
         self.with_log(|log| {
-            // One broker: the high watermark is the log end offset.
-            let high_watermark = log.log_end_offset();
             let max_offset = match bound {
                 FetchBound::LogEnd => u64::MAX,
                 FetchBound::HighWatermark => high_watermark,
@@ -274,25 +875,28 @@ impl PartitionState {
     }
 
     pub(crate) fn offsets(&self) -> Result<PartitionOffsets> {
-        self.with_log(|log| {
-            let log_end = log.log_end_offset();
-            Ok(PartitionOffsets {
-                log_start: log.log_start_offset(),
-                high_watermark: log_end,
-                log_end,
-                recovery_point: log.recovery_point(),
-                cleaner_checkpoint: log.config().compact().then(|| log.cleaner_checkpoint()),
-            })
-        })
+        let high_watermark = self.high_watermark();
+        self.with_log(|log| Ok(self.offsets_of(log, high_watermark)))
+    }
+
+    fn offsets_of(&self, log: &Log, high_watermark: u64) -> PartitionOffsets {
+        let log_end = log.log_end_offset();
+        PartitionOffsets {
+            log_start: log.log_start_offset(),
+            high_watermark: high_watermark.min(log_end),
+            log_end,
+            recovery_point: log.recovery_point(),
+            cleaner_checkpoint: log.config().compact().then(|| log.cleaner_checkpoint()),
+        }
     }
 
     pub(crate) fn size_bytes(&self) -> Result<u64> {
         self.with_log(|log| Ok(log.size_bytes()))
     }
 
-    /// Registers `waker` to receive a message after every append (and when
-    /// the partition goes away). The channel should be bounded: a full one
-    /// already holds a wake-up.
+    /// Registers `waker` to receive a message after every append, every
+    /// move of the high watermark (and when the partition goes away). The
+    /// channel should be bounded: a full one already holds a wake-up.
     pub(crate) fn watch(&self, waker: &Sender<()>) {
         self.watchers.add(waker);
     }
@@ -303,8 +907,9 @@ impl PartitionState {
     }
 
     /// Closes the log for good: `deleted` for a deleted topic, else for a
-    /// closing cluster. Waits for appends in flight, wakes every watcher,
-    /// and returns the final offsets (after the closing flush).
+    /// closing cluster. Waits for appends in flight, fails the
+    /// acknowledgements still waiting, wakes every watcher, and returns
+    /// the final offsets (after the closing flush).
     pub(crate) fn shut(&self, deleted: bool) -> Result<Option<PartitionOffsets>> {
         let mut guard = self.log.write();
         self.gone
@@ -313,6 +918,10 @@ impl PartitionState {
             return Ok(None);
         };
         drop(guard);
+        let pending = std::mem::take(&mut self.replication.lock().pending);
+        for ack in pending {
+            ack.complete(Err(self.gone_error()));
+        }
         self.watchers.notify();
         if deleted {
             // The files are about to be removed; a flush would be wasted.
@@ -320,16 +929,46 @@ impl PartitionState {
             return Ok(None);
         }
         log.flush()?;
-        let log_end = log.log_end_offset();
-        let offsets = PartitionOffsets {
-            log_start: log.log_start_offset(),
-            high_watermark: log_end,
-            log_end,
-            recovery_point: log.recovery_point(),
-            cleaner_checkpoint: log.config().compact().then(|| log.cleaner_checkpoint()),
-        };
+        let offsets = self.offsets_of(&log, self.high_watermark());
         log.close()?;
         Ok(Some(offsets))
+    }
+}
+
+/// The log end offset after a read (for the follower's caught-up check,
+/// the leader's log end when it served the read).
+fn read_end(log: &Log) -> u64 {
+    log.log_end_offset()
+}
+
+/// Where a follower fetches from (see [`PartitionState::follower_position`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FollowerPosition {
+    /// The broker it follows.
+    pub(crate) leader: u32,
+    /// The leader epoch it follows.
+    pub(crate) leader_epoch: i32,
+    /// Its log end offset.
+    pub(crate) fetch_offset: u64,
+    /// The epoch of its last batch.
+    pub(crate) last_fetched_epoch: Option<i32>,
+    /// Every offset below this is on its disk.
+    pub(crate) durable_offset: u64,
+}
+
+impl Replication {
+    /// The state of a broker that just became the leader in `roles`'s
+    /// epoch, which starts at `start`: every follower unknown, those in
+    /// the ISR caught up now.
+    fn reset_for_leader(&mut self, broker: u32, roles: &LeaderAndIsr, start: u64, now_ms: i64) {
+        self.followers = roles
+            .replicas
+            .iter()
+            .filter(|&&b| b != broker)
+            .map(|&b| (b, Replica::reset(b, roles.isr.contains(&b), now_ms)))
+            .collect();
+        self.leader_epoch_start_offset = Some(start);
+        self.proposal_in_flight = false;
     }
 }
 

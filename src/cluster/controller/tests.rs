@@ -1,13 +1,15 @@
 //! The controller's failover, at the cluster level: fencing and its
 //! elections, a broker's return, unclean election, AlterPartition,
-//! liveness on a manual clock. (Followers are not fed here, so no test
-//! looks at data moving between replicas.)
+//! liveness on a manual clock. (Followers' fetchers are off here, so that
+//! every ISR change is the test's own; no test looks at data moving
+//! between replicas.)
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::replica::{AppendAcks, AppendOrigin};
 use crate::format::BatchBuilder;
 use crate::types::Compression;
 
@@ -18,6 +20,7 @@ fn config(clock: &ManualClock, thread: bool) -> ClusterConfig {
         .brokers(3)
         .clock(Arc::new(clock.clone()))
         .controller_thread(thread)
+        .replica_fetchers(false)
         .build()
         .unwrap()
 }
@@ -149,7 +152,14 @@ fn fencing_moves_leaderships_to_the_isr_and_a_reopen_restores_them() {
             let leader = a.leader.unwrap();
             let partition = cluster.topic(topic).unwrap().partition(p).unwrap();
             let end = partition.log_end_offset().unwrap();
-            partition.append(&mut batch()).unwrap();
+            // Routed as every request is; acknowledged at the leader's
+            // append (followers are not fed here, so acks=all would wait).
+            cluster
+                .inner
+                .replicas_for(&k)
+                .unwrap()
+                .append(&k, &mut batch(), AppendOrigin::Client, AppendAcks::Leader)
+                .unwrap();
             let on_leader = cluster.inner.broker(leader).unwrap().replicas.offsets(&k);
             assert_eq!(
                 on_leader.unwrap().log_end,
@@ -245,6 +255,7 @@ fn without_auto_rebalance_only_the_explicit_election_moves_leaders_back() {
         .brokers(3)
         .clock(Arc::new(clock.clone()))
         .controller_thread(false)
+        .replica_fetchers(false)
         .auto_leader_rebalance_enable(false)
         .build()
         .unwrap();

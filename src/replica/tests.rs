@@ -1,0 +1,1050 @@
+//! Replication tests: two or three replica managers in one process, a
+//! fake controller applying ISR and leadership decisions to every one of
+//! them, a manual clock, and fetches driven step by step.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+use uuid::Uuid;
+
+use super::*;
+use crate::clock::{Clock, ManualClock};
+use crate::config::{FlushPolicy, LogConfig};
+use crate::error::{Error, Result};
+use crate::format::BatchBuilder;
+use crate::log::Log;
+use crate::types::Compression;
+
+/// The controller as the tests play it: it holds the partition's state,
+/// takes ISR proposals made against the current state, and hands every
+/// decision to every live manager.
+#[derive(Debug)]
+struct FakeController {
+    state: Mutex<LeaderAndIsr>,
+    managers: Mutex<BTreeMap<u32, Weak<ReplicaManager>>>,
+    /// Every ISR it accepted, in order.
+    accepted: Mutex<Vec<Vec<u32>>>,
+}
+
+impl FakeController {
+    fn apply(&self, key: &TopicIdPartition, state: &LeaderAndIsr) {
+        let managers: Vec<Arc<ReplicaManager>> = self
+            .managers
+            .lock()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for manager in managers {
+            let _ = manager.apply_leader_and_isr(key, state.clone());
+        }
+    }
+
+    /// Elects `leader` (or none) with `isr`, in a new leader epoch.
+    fn elect(&self, key: &TopicIdPartition, leader: Option<u32>, isr: Vec<u32>) -> LeaderAndIsr {
+        let state = {
+            let mut state = self.state.lock();
+            state.leader = leader;
+            state.isr = isr;
+            state.leader_epoch += 1;
+            state.partition_epoch += 1;
+            state.clone()
+        };
+        self.apply(key, &state);
+        state
+    }
+}
+
+impl AlterPartition for FakeController {
+    fn alter_partition(
+        &self,
+        key: &TopicIdPartition,
+        leader: u32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<u32>,
+    ) -> Result<LeaderAndIsr> {
+        let state = {
+            let mut state = self.state.lock();
+            if state.leader != Some(leader)
+                || state.leader_epoch != leader_epoch
+                || state.partition_epoch != partition_epoch
+            {
+                return Err(Error::FencedLeaderEpoch {
+                    topic: key.topic.to_string(),
+                    partition: key.partition,
+                    epoch: leader_epoch,
+                    current: state.leader_epoch,
+                });
+            }
+            state.isr = isr.clone();
+            state.partition_epoch += 1;
+            state.clone()
+        };
+        self.accepted.lock().push(isr);
+        self.apply(key, &state);
+        Ok(state)
+    }
+}
+
+/// `n` brokers each hosting a replica of partition `t-0` (broker 0
+/// leading in epoch 0, every replica in sync), on one manual clock.
+struct Rig {
+    dir: tempfile::TempDir,
+    clock: Arc<ManualClock>,
+    config: LogConfig,
+    min_insync: usize,
+    registry: Arc<ReplicaRegistry>,
+    managers: Vec<Arc<ReplicaManager>>,
+    controller: Arc<FakeController>,
+    key: TopicIdPartition,
+}
+
+impl Rig {
+    fn new(n: u32, config: LogConfig, min_insync: usize) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let replicas: Vec<u32> = (0..n).collect();
+        let controller = Arc::new(FakeController {
+            state: Mutex::new(LeaderAndIsr::new(replicas)),
+            managers: Mutex::new(BTreeMap::new()),
+            accepted: Mutex::new(Vec::new()),
+        });
+        let key = TopicIdPartition {
+            topic_id: Uuid::from_u128(7),
+            topic: Arc::from("t"),
+            partition: 0,
+        };
+        let mut rig = Rig {
+            dir,
+            clock,
+            config,
+            min_insync,
+            registry: Arc::new(ReplicaRegistry::default()),
+            managers: Vec::new(),
+            controller,
+            key,
+        };
+        for b in 0..n {
+            let manager = rig.start(b);
+            rig.managers.push(manager);
+        }
+        rig
+    }
+
+    fn log_dir(&self, broker: u32) -> PathBuf {
+        self.dir.path().join(format!("broker-{broker}")).join("t-0")
+    }
+
+    /// Starts broker `broker`'s manager over its log (as the controller's
+    /// state says) and registers it.
+    fn start(&self, broker: u32) -> Arc<ReplicaManager> {
+        let mut replica_config = ReplicaConfig::new(self.clock.clone() as Arc<dyn Clock>);
+        replica_config.ack_timeout_ms = 60_000;
+        let manager = Arc::new(ReplicaManager::with_config(broker, replica_config));
+        let clock: Arc<dyn Clock> = self.clock.clone();
+        let log = Log::builder(self.log_dir(broker))
+            .config(self.config.clone())
+            .clock(clock)
+            .open()
+            .unwrap();
+        let roles = self.controller.state.lock().clone();
+        manager
+            .host(
+                &self.key.topic,
+                self.key.topic_id,
+                0,
+                roles,
+                self.min_insync,
+                log,
+            )
+            .unwrap();
+        manager.set_alter_partition(self.controller.clone());
+        self.registry.register(&manager);
+        self.controller
+            .managers
+            .lock()
+            .insert(broker, Arc::downgrade(&manager));
+        manager
+    }
+
+    /// Closes broker `broker` cleanly and starts it again over the same
+    /// files, its high watermark restored from what it closed with (its
+    /// `replication-offset-checkpoint` entry).
+    fn restart(&mut self, broker: u32) {
+        let closed = self.managers[broker as usize].shutdown();
+        let offsets = closed[0].2.as_ref().unwrap().unwrap();
+        let manager = self.start(broker);
+        manager
+            .restore_high_watermark(&self.key, offsets.high_watermark)
+            .unwrap();
+        self.managers[broker as usize] = manager;
+    }
+
+    fn m(&self, broker: u32) -> &ReplicaManager {
+        &self.managers[broker as usize]
+    }
+
+    /// One fetch round of `follower` from `leader`.
+    fn fetch(&self, follower: u32, leader: u32) -> FetchRound {
+        let round = fetch_once(self.m(follower), self.m(leader));
+        assert!(
+            round
+                .errors
+                .iter()
+                .all(|(_, e)| matches!(e, Error::FencedLeaderEpoch { .. })),
+            "{:?}",
+            round.errors
+        );
+        round
+    }
+
+    /// Fetches every follower from the leader until nothing moves.
+    fn sync(&self) {
+        let leader = self.controller.state.lock().leader.unwrap();
+        for _ in 0..100 {
+            let mut moved = false;
+            for f in 0..self.managers.len() as u32 {
+                if f != leader {
+                    let before = self.offsets(f);
+                    self.fetch(f, leader);
+                    moved |= self.offsets(f) != before;
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("replication did not settle");
+    }
+
+    fn append(&self, broker: u32, records: usize) -> crate::log::AppendInfo {
+        self.m(broker)
+            .append(
+                &self.key,
+                &mut batch(records, "v"),
+                AppendOrigin::Client,
+                AppendAcks::Leader,
+            )
+            .unwrap()
+    }
+
+    fn append_all(&self, records: usize) -> Result<(crate::log::AppendInfo, Option<PendingAck>)> {
+        let leader = self.controller.state.lock().leader.unwrap();
+        self.m(leader).append_pending(
+            &self.key,
+            &mut batch(records, "v"),
+            AppendOrigin::Client,
+            AppendAcks::All,
+        )
+    }
+
+    fn offsets(&self, broker: u32) -> PartitionOffsets {
+        self.m(broker).offsets(&self.key).unwrap()
+    }
+
+    fn hw(&self, broker: u32) -> u64 {
+        self.offsets(broker).high_watermark
+    }
+
+    fn leo(&self, broker: u32) -> u64 {
+        self.offsets(broker).log_end
+    }
+
+    fn isr(&self) -> Vec<u32> {
+        self.controller.state.lock().isr.clone()
+    }
+
+    /// Values of every record of broker `broker`'s log, with each batch's
+    /// leader epoch.
+    fn contents(&self, broker: u32) -> Vec<(u64, i32, Vec<u8>)> {
+        self.m(broker)
+            .with_log(&self.key, |log| {
+                let read = log.read(log.log_start_offset(), usize::MAX)?;
+                let mut out = Vec::new();
+                for batch in read.batches() {
+                    let batch = batch?;
+                    let epoch = batch.header().partition_leader_epoch;
+                    let base = batch.header().base_offset as u64;
+                    for (i, record) in batch.records().unwrap().enumerate() {
+                        let record = record.unwrap();
+                        out.push((base + i as u64, epoch, record.value().unwrap().to_vec()));
+                    }
+                }
+                Ok(out)
+            })
+            .unwrap()
+    }
+
+    /// A consumer's read from the leader (bounded by the high watermark):
+    /// the offsets it gets.
+    fn consume(&self, broker: u32, from: u64) -> Vec<u64> {
+        let fetched = self
+            .m(broker)
+            .fetch(&self.key, from, usize::MAX, FetchBound::HighWatermark)
+            .unwrap();
+        fetched
+            .into_log_read()
+            .batches()
+            .flat_map(|b| {
+                let h = *b.unwrap().header();
+                (h.base_offset as u64)..=(h.last_offset() as u64)
+            })
+            .collect()
+    }
+
+    fn shutdown_all(&self) {
+        for m in &self.managers {
+            for (_, _, closed) in m.shutdown() {
+                closed.unwrap();
+            }
+        }
+    }
+}
+
+fn batch(records: usize, value: &str) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(Compression::None);
+    for _ in 0..records {
+        builder.append(1, None, Some(value.as_bytes()), &[]);
+    }
+    builder.build().unwrap().to_vec()
+}
+
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| {
+            (
+                e.file_name().into_string().unwrap(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn log_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut all = files(dir);
+    all.retain(|name, _| name.ends_with(".log") || name == "leader-epoch-checkpoint");
+    all
+}
+
+/// A follower copies the leader's batches with their offsets and epochs;
+/// after a clean close its segment files and leader epoch file are the
+/// leader's, byte for byte, across a segment roll and a change of epoch.
+#[test]
+fn a_follower_catches_up_and_its_segment_files_match_the_leaders() {
+    let config = LogConfig::builder().segment_bytes(2048).build().unwrap();
+    let rig = Rig::new(3, config, 1);
+    for i in 0..20 {
+        rig.append(0, 1 + i % 4);
+        if i % 7 == 0 {
+            rig.sync();
+        }
+    }
+    rig.sync();
+    // A new epoch with the same leader (re-elected).
+    rig.controller.elect(&rig.key, Some(0), vec![0, 1, 2]);
+    for _ in 0..10 {
+        rig.append(0, 3);
+    }
+    rig.sync();
+    let end = rig.leo(0);
+    assert!(
+        rig.m(0)
+            .with_log(&rig.key, |l| Ok(l.segment_count()))
+            .unwrap()
+            > 1
+    );
+    for b in 1..3 {
+        assert_eq!(rig.leo(b), end);
+        assert_eq!(rig.contents(b), rig.contents(0));
+    }
+    assert_eq!(rig.hw(0), end);
+    rig.shutdown_all();
+    let leader = log_files(&rig.log_dir(0));
+    assert!(leader.len() > 2, "{:?}", leader.keys());
+    for b in 1..3 {
+        assert_eq!(log_files(&rig.log_dir(b)), leader, "broker {b}");
+    }
+}
+
+/// The leader's high watermark is the minimum log end offset over the
+/// ISR, the leader's own included; a follower not heard from holds it;
+/// it never moves back; consumers read below it only and are woken when
+/// it moves; a follower's high watermark is min(leader's, own log end).
+#[test]
+fn the_high_watermark_is_the_minimum_log_end_over_the_isr_and_bounds_consumers() {
+    let rig = Rig::new(3, LogConfig::default(), 1);
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    rig.m(0).watch(&rig.key, &tx);
+    rig.append(0, 5);
+    let _ = rx.try_recv();
+    assert_eq!((rig.hw(0), rig.leo(0)), (0, 5));
+    assert!(rig.consume(0, 0).is_empty(), "nothing committed yet");
+    // Follower 1 fetches the batch, then reports its log end.
+    rig.fetch(1, 0);
+    rig.fetch(1, 0);
+    assert_eq!(rig.hw(0), 0, "follower 2 is in the ISR and not heard from");
+    rig.fetch(2, 0);
+    assert_eq!(rig.hw(0), 0);
+    assert!(rx.try_recv().is_err(), "no move, no wake-up");
+    rig.fetch(2, 0);
+    assert_eq!(rig.hw(0), 5);
+    assert!(rx.try_recv().is_ok(), "consumers are woken when it moves");
+    assert_eq!(rig.consume(0, 0), [0, 1, 2, 3, 4]);
+    // Follower 1 learns it on its next fetch; follower 2 already did.
+    assert_eq!((rig.hw(1), rig.hw(2)), (0, 5));
+    rig.fetch(1, 0);
+    assert_eq!(rig.hw(1), 5);
+
+    rig.append(0, 3);
+    rig.fetch(1, 0);
+    rig.fetch(1, 0);
+    assert_eq!(rig.hw(0), 5, "follower 2 lacks 5..8");
+    assert_eq!(rig.consume(0, 0), [0, 1, 2, 3, 4]);
+    assert!(rig.consume(0, 5).is_empty());
+    // Out of the ISR, follower 2 no longer holds it.
+    rig.clock.advance_ms(30_001);
+    rig.fetch(1, 0);
+    assert_eq!(rig.m(0).maybe_shrink_isr(), 1);
+    assert_eq!(rig.isr(), [0, 1]);
+    assert_eq!(rig.hw(0), 8);
+    assert_eq!(rig.consume(0, 5), [5, 6, 7]);
+    let info = rig.m(0).describe(&rig.key).unwrap();
+    assert_eq!(info.offsets.high_watermark, 8);
+    let f2 = info.replicas.iter().find(|r| r.broker == 2).unwrap();
+    assert_eq!(f2.log_end_offset, Some(5));
+}
+
+/// `acks=all` completes only once every ISR member has the batch; `acks=1`
+/// at the leader's append.
+#[test]
+fn acks_all_completes_only_once_every_isr_member_has_the_batch() {
+    let rig = Rig::new(3, LogConfig::default(), 2);
+    let (info, pending) = rig.append_all(4).unwrap();
+    assert_eq!(info.last_offset(), 3);
+    let pending = pending.expect("followers lack the batch");
+    assert!(pending.try_result().is_none());
+    rig.fetch(1, 0);
+    rig.fetch(1, 0);
+    assert!(pending.try_result().is_none(), "follower 2 lacks it");
+    rig.fetch(2, 0);
+    assert!(pending.try_result().is_none(), "follower 2 has not said so");
+    rig.fetch(2, 0);
+    assert!(matches!(pending.try_result(), Some(Ok(()))));
+    for b in 0..3 {
+        assert!(rig.leo(b) >= 4);
+    }
+    let (_, none) = rig
+        .m(0)
+        .append_pending(
+            &rig.key,
+            &mut batch(1, "x"),
+            AppendOrigin::Client,
+            AppendAcks::Leader,
+        )
+        .unwrap();
+    assert!(none.is_none(), "acks=1 does not wait");
+    // A blocking acks=all append returns once the followers have it.
+    let managers = rig.managers.clone();
+    let key = rig.key.clone();
+    let appender = std::thread::spawn(move || {
+        managers[0].append(
+            &key,
+            &mut batch(2, "y"),
+            AppendOrigin::Client,
+            AppendAcks::All,
+        )
+    });
+    while !appender.is_finished() {
+        rig.fetch(1, 0);
+        rig.fetch(2, 0);
+        // Wait for the appender's next step without sleeping.
+        std::thread::yield_now();
+    }
+    let info = appender.join().unwrap().unwrap();
+    assert!(rig.hw(0) > info.last_offset());
+    assert!(rig.leo(1) > info.last_offset() && rig.leo(2) > info.last_offset());
+}
+
+/// With one replica, acks=all completes at the append: nothing waits.
+#[test]
+fn one_replica_acks_all_is_acks_1() {
+    let rig = Rig::new(1, LogConfig::default(), 1);
+    let (_, pending) = rig.append_all(3).unwrap();
+    assert!(pending.is_none());
+    assert_eq!(rig.hw(0), 3);
+}
+
+/// `NotEnoughReplicas` refuses an `acks=all` append before it is written
+/// while the ISR is below `min.insync.replicas`; an append waiting when
+/// the ISR shrinks below it fails with `NotEnoughReplicasAfterAppend`
+/// (retriable); leadership lost fails it with `NotLeaderOrFollower`; the
+/// wait is bounded on the clock.
+#[test]
+fn not_enough_replicas_before_and_after_the_append() {
+    let rig = Rig::new(3, LogConfig::default(), 2);
+    let (_, pending) = rig.append_all(1).unwrap();
+    let pending = pending.unwrap();
+    // Nobody fetches: after the lag time the ISR shrinks to the leader.
+    rig.clock.advance_ms(30_001);
+    assert_eq!(rig.m(0).maybe_shrink_isr(), 1);
+    assert_eq!(rig.isr(), [0]);
+    let failed = pending.try_result().unwrap().unwrap_err();
+    assert!(
+        matches!(
+            failed,
+            Error::NotEnoughReplicasAfterAppend {
+                in_sync: 1,
+                required: 2,
+                ..
+            }
+        ),
+        "{failed:?}"
+    );
+    assert!(failed.is_retriable());
+    assert!(matches!(
+        failed.duplicate(),
+        Error::NotEnoughReplicasAfterAppend { .. }
+    ));
+    let end = rig.leo(0);
+    let refused = rig.append_all(1).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            Error::NotEnoughReplicas {
+                in_sync: 1,
+                required: 2,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(rig.leo(0), end, "nothing appended");
+    // Follower 1 catches up and is added back; acks=all works again.
+    rig.fetch(1, 0);
+    rig.fetch(1, 0);
+    assert_eq!(rig.isr(), [0, 1]);
+    let (_, pending) = rig.append_all(1).unwrap();
+    let pending = pending.unwrap();
+    // Leadership moves: the waiting ack fails with NotLeaderOrFollower.
+    rig.controller.elect(&rig.key, Some(1), vec![1]);
+    assert!(matches!(
+        pending.try_result(),
+        Some(Err(Error::NotLeaderOrFollower { broker: 0, .. }))
+    ));
+    // The wait is bounded on the clock.
+    rig.controller.elect(&rig.key, Some(1), vec![1, 0]);
+    let (_, pending) = rig.append_all(1).unwrap();
+    let pending = pending.unwrap();
+    let pending = pending.with_timeout(rig.clock.now_ms(), 1_000);
+    let clock: Arc<dyn Clock> = rig.clock.clone();
+    let clock2 = rig.clock.clone();
+    let waiter = std::thread::spawn(move || pending.wait(&clock));
+    while !waiter.is_finished() {
+        clock2.advance_ms(100);
+        std::thread::yield_now();
+    }
+    assert!(matches!(waiter.join().unwrap(), Err(Error::Timeout { .. })));
+    assert_eq!(rig.m(1).pending_acks(&rig.key), 1, "nobody waits for it");
+    // The timed-out ack leaves the purgatory when the next one is parked.
+    let (_, next) = rig.append_all(1).unwrap();
+    assert!(next.is_some());
+    assert_eq!(rig.m(1).pending_acks(&rig.key), 1);
+}
+
+/// A follower that stops fetching leaves the ISR once it has not caught
+/// up for `replica.lag.time.max.ms` on the clock (not before), and comes
+/// back when it reaches the high watermark.
+#[test]
+fn isr_shrinks_after_the_lag_time_and_expands_when_caught_up() {
+    let rig = Rig::new(3, LogConfig::default(), 1);
+    rig.append(0, 5);
+    rig.sync();
+    assert_eq!(rig.hw(0), 5);
+    // Follower 2 pauses; follower 1 keeps fetching.
+    rig.append(0, 2);
+    rig.clock.advance_ms(20_000);
+    rig.fetch(1, 0);
+    rig.fetch(1, 0);
+    assert_eq!(rig.m(0).maybe_shrink_isr(), 0);
+    rig.clock.advance_ms(10_000);
+    assert_eq!(rig.m(0).maybe_shrink_isr(), 0, "exactly the lag: still in");
+    rig.clock.advance_ms(1);
+    assert_eq!(rig.m(0).maybe_shrink_isr(), 1);
+    assert_eq!(rig.isr(), [0, 1]);
+    assert_eq!(rig.m(0).describe(&rig.key).unwrap().isr, [0, 1]);
+    assert_eq!(rig.m(2).describe(&rig.key).unwrap().isr, [0, 1]);
+    assert_eq!(rig.hw(0), 7);
+    // Follower 1, caught up and idle, stays in.
+    rig.clock.advance_ms(60_000);
+    assert_eq!(rig.m(0).maybe_shrink_isr(), 0);
+    // Follower 2 resumes: added back once it reaches the high watermark.
+    rig.fetch(2, 0);
+    assert_eq!(rig.isr(), [0, 1], "fetched from 5, below the HW 7");
+    rig.fetch(2, 0);
+    assert_eq!(rig.isr(), [0, 1, 2]);
+    assert_eq!(
+        rig.controller.accepted.lock().clone(),
+        [vec![0, 1], vec![0, 1, 2]]
+    );
+}
+
+/// The threaded ISR expiration and the fetchers' pause: a paused follower
+/// is dropped by the expiration thread when the manual clock passes the
+/// lag time.
+#[test]
+fn the_expiration_thread_drops_a_paused_follower() {
+    let rig = Rig::new(2, LogConfig::default(), 1);
+    let leader_fetchers =
+        ReplicaFetcherManager::start(&rig.managers[0], rig.registry.clone()).unwrap();
+    let follower_fetchers = ReplicaFetcherManager::manual(&rig.managers[1], rig.registry.clone());
+    follower_fetchers.set_paused(true);
+    rig.append(0, 1);
+    assert_eq!(
+        follower_fetchers.fetch_once_from(0).unwrap().partitions,
+        0,
+        "paused"
+    );
+    assert_eq!(rig.hw(0), 0, "follower 1 is in the ISR");
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    rig.m(0).watch(&rig.key, &tx);
+    rig.clock.advance_ms(45_001);
+    // The shrink moves the high watermark, which wakes watchers (the
+    // bound only turns a hang into a failure).
+    rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap();
+    assert_eq!(rig.isr(), [0]);
+    assert_eq!(rig.hw(0), 1);
+    follower_fetchers.set_paused(false);
+    assert_eq!(follower_fetchers.fetch_once_from(0).unwrap().appended, 1);
+    // A leader that stopped is out of reach.
+    rig.registry.remove(0);
+    assert!(follower_fetchers.fetch_once_from(0).is_none());
+    leader_fetchers.shutdown();
+}
+
+/// Threaded fetchers feed followers by themselves (long-polling the
+/// leader), and a blocking acks=all append returns once they have it.
+#[test]
+fn fetcher_threads_replicate_and_complete_acks_all() {
+    let rig = Rig::new(3, LogConfig::default(), 2);
+    let fetchers: Vec<_> = rig
+        .managers
+        .iter()
+        .map(|m| ReplicaFetcherManager::start(m, rig.registry.clone()).unwrap())
+        .collect();
+    for i in 0..20 {
+        let info = rig
+            .m(0)
+            .append(
+                &rig.key,
+                &mut batch(1 + i % 3, "z"),
+                AppendOrigin::Client,
+                AppendAcks::All,
+            )
+            .unwrap();
+        assert!(rig.hw(0) > info.last_offset());
+        assert!(rig.leo(1) > info.last_offset() && rig.leo(2) > info.last_offset());
+    }
+    for f in &fetchers {
+        f.shutdown();
+    }
+    assert_eq!(rig.contents(1), rig.contents(0));
+    assert_eq!(rig.contents(2), rig.contents(0));
+}
+
+/// Where the topic fsyncs every append before acknowledging it, the high
+/// watermark is the minimum over the ISR of the durable offsets: a
+/// follower that holds the batch only in its page cache holds it back.
+#[test]
+fn the_durable_high_watermark_waits_for_every_isr_members_fsync() {
+    let durable = LogConfig::builder()
+        .flush(FlushPolicy::every_append())
+        .build()
+        .unwrap();
+    let rig = Rig::new(2, durable, 1);
+    // Reopen the follower's log without fsync-before-ack, so its durable
+    // offset lags its log end and the rule shows.
+    let closed = rig.managers[1].shutdown();
+    closed[0].2.as_ref().unwrap();
+    let mut rig = rig;
+    rig.config = LogConfig::default();
+    let follower = rig.start(1);
+    rig.managers[1] = follower;
+    rig.append(0, 3);
+    assert_eq!(rig.offsets(0).recovery_point, 3, "the leader fsynced");
+    rig.fetch(1, 0);
+    rig.fetch(1, 0);
+    assert_eq!(rig.leo(1), 3);
+    assert_eq!(rig.hw(0), 0, "the follower has not fsynced");
+    rig.m(1).with_log(&rig.key, |log| log.flush()).unwrap();
+    rig.fetch(1, 0);
+    assert_eq!(rig.hw(0), 3);
+    assert_eq!(rig.consume(0, 0), [0, 1, 2]);
+}
+
+/// A page-cache topic's high watermark follows log ends, not fsyncs.
+#[test]
+fn a_page_cache_high_watermark_follows_log_ends() {
+    let rig = Rig::new(2, LogConfig::default(), 1);
+    rig.append(0, 3);
+    rig.fetch(1, 0);
+    rig.fetch(1, 0);
+    assert!(rig.offsets(1).recovery_point < 3);
+    assert_eq!(rig.hw(0), 3);
+}
+
+/// Follower fetches carry epochs: a stale one is fenced, a fetch from a
+/// broker that does not lead is refused.
+#[test]
+fn follower_fetches_are_fenced_by_epoch() {
+    let rig = Rig::new(2, LogConfig::default(), 1);
+    rig.controller.elect(&rig.key, Some(0), vec![0, 1]);
+    let stale = FollowerFetchRequest {
+        follower: 1,
+        fetch_offset: 0,
+        last_fetched_epoch: None,
+        current_leader_epoch: 0,
+        durable_offset: 0,
+        max_bytes: 1 << 20,
+    };
+    assert!(matches!(
+        rig.m(0).fetch_as_follower(&rig.key, &stale),
+        Err(Error::FencedLeaderEpoch {
+            epoch: 0,
+            current: 1,
+            ..
+        })
+    ));
+    rig.append(0, 2);
+    let current = FollowerFetchRequest {
+        current_leader_epoch: 1,
+        ..stale
+    };
+    let response: FollowerFetchResponse = rig.m(0).fetch_as_follower(&rig.key, &current).unwrap();
+    assert_eq!((response.log_start, response.log_end), (0, 2));
+    assert_eq!(response.high_watermark, 0);
+    assert!(response.diverging.is_none());
+    assert_eq!(response.records.batches().count(), 1);
+    assert!(matches!(
+        rig.m(1).fetch_as_follower(&rig.key, &current),
+        Err(Error::NotLeaderOrFollower { broker: 1, .. })
+    ));
+}
+
+/// KIP-101, scenario 1: a follower that restarts with a high watermark
+/// below its log end must not truncate to it: it asks the leader with its
+/// last epoch, keeps the record, and still has it after it becomes the
+/// leader when the old leader fails.
+#[test]
+fn kip101_a_restarted_follower_does_not_truncate_to_its_high_watermark() {
+    let mut rig = Rig::new(2, LogConfig::default(), 1);
+    rig.append(0, 1); // m1 at 0
+    rig.fetch(1, 0);
+    rig.fetch(1, 0);
+    assert_eq!((rig.hw(0), rig.hw(1)), (1, 1));
+    rig.append(0, 1); // m2 at 1
+    rig.fetch(1, 0);
+    assert_eq!((rig.leo(1), rig.hw(1)), (2, 1), "m2 copied, HW not yet");
+    rig.restart(1);
+    assert_eq!((rig.leo(1), rig.hw(1)), (2, 1));
+    let round = rig.fetch(1, 0);
+    assert_eq!(round.truncated, 0);
+    assert_eq!(rig.leo(1), 2, "m2 kept");
+    assert_eq!(rig.hw(0), 2, "m2 committed");
+    // The leader fails; the follower takes over with m2.
+    rig.controller.elect(&rig.key, Some(1), vec![1]);
+    assert_eq!(rig.hw(1), 2);
+    assert_eq!(rig.consume(1, 0), [0, 1]);
+}
+
+/// KIP-101, scenario 2: after a double failure the new leader wrote a
+/// different record at the offset only the old leader had; when the old
+/// leader returns as a follower, the epochs show the divergence and it
+/// truncates to where the leader's epoch ended, then copies the leader.
+#[test]
+fn kip101_replicas_diverged_after_a_double_failure_are_reconciled_by_epoch() {
+    let rig = Rig::new(2, LogConfig::default(), 1);
+    rig.append(0, 1); // m1 at 0, on both
+    rig.sync();
+    rig.m(0)
+        .append(
+            &rig.key,
+            &mut batch(1, "m2"),
+            AppendOrigin::Client,
+            AppendAcks::Leader,
+        )
+        .unwrap(); // m2 at 1, only on broker 0
+    // Both fail; broker 1 returns first and leads; broker 0 is offline.
+    rig.controller.elect(&rig.key, None, vec![1]);
+    rig.controller.elect(&rig.key, Some(1), vec![1]);
+    rig.m(1)
+        .append(
+            &rig.key,
+            &mut batch(1, "m3"),
+            AppendOrigin::Client,
+            AppendAcks::Leader,
+        )
+        .unwrap(); // m3 at 1, epoch 2
+    assert_ne!(rig.contents(0), rig.contents(1));
+    // Broker 0 returns as a follower.
+    let round = rig.fetch(0, 1);
+    assert_eq!(round.truncated, 1);
+    assert_eq!(rig.leo(0), 1, "m2 cut where epoch 0 ended on the leader");
+    rig.sync();
+    assert_eq!(rig.contents(0), rig.contents(1));
+    let values: Vec<Vec<u8>> = rig.contents(0).into_iter().map(|(_, _, v)| v).collect();
+    assert_eq!(values, [b"v".to_vec(), b"m3".to_vec()]);
+    assert_eq!(rig.isr(), [1, 0], "back in the ISR");
+    rig.shutdown_all();
+    assert_eq!(log_files(&rig.log_dir(0)), log_files(&rig.log_dir(1)));
+}
+
+/// KIP-279: several fast leader changes leave a follower with epochs the
+/// leader never had; it walks back epoch by epoch (each answer names an
+/// epoch it lacks, so it truncates to where its own older epoch ends and
+/// asks again) until the logs agree, then copies the leader.
+#[test]
+fn kip279_a_follower_walks_back_epoch_by_epoch_after_fast_leader_changes() {
+    let rig = Rig::new(2, LogConfig::default(), 1);
+    rig.append(0, 1); // epoch 0: offset 0 on both
+    rig.sync();
+    // Leadership flips with no replication in between: each leader writes
+    // one record at the same offsets as the other.
+    let mut leader = 0;
+    for _ in 0..4 {
+        leader = 1 - leader;
+        let other = 1 - leader;
+        rig.controller.elect(&rig.key, Some(other), vec![0, 1]);
+        rig.append(other, 1);
+    }
+    // Broker 0 wrote epochs 1 and 3, broker 1 epochs 2 and 4.
+    let epochs = |b: u32| -> Vec<i32> { rig.contents(b).iter().map(|c| c.1).collect() };
+    assert_eq!(epochs(0), [0, 1, 3]);
+    assert_eq!(epochs(1), [0, 2, 4]);
+    // Epoch 5: broker 0 leads again and writes; broker 1 follows.
+    rig.controller.elect(&rig.key, Some(0), vec![0, 1]);
+    rig.append(0, 1);
+    assert_eq!(epochs(0), [0, 1, 3, 5]);
+    let mut ends = vec![rig.leo(1)];
+    loop {
+        let round = rig.fetch(1, 0);
+        ends.push(rig.leo(1));
+        if round.truncated == 0 {
+            break;
+        }
+    }
+    assert_eq!(ends, [3, 2, 1, 4], "walked back one epoch per round");
+    assert_eq!(rig.contents(1), rig.contents(0));
+}
+
+/// A follower follows the leader's log start offset (moved by
+/// `delete_records`), as far as its own high watermark.
+#[test]
+fn a_follower_follows_the_leaders_log_start() {
+    let rig = Rig::new(2, LogConfig::default(), 1);
+    rig.append(0, 5);
+    rig.sync();
+    rig.m(0).delete_records(&rig.key, 3).unwrap();
+    rig.fetch(1, 0);
+    assert_eq!(rig.offsets(1).log_start, 3);
+    assert_eq!(rig.contents(1), rig.contents(0));
+}
+
+/// A broker elected leader that wrote nothing in its epoch recorded the
+/// epoch's start at its log end; as a follower again it drops that empty
+/// epoch on the leader's diverging answer (as Kafka's `truncateTo` does)
+/// instead of naming it forever, and catches up.
+#[test]
+fn an_empty_epoch_of_a_former_leader_is_dropped_and_the_follower_catches_up() {
+    let rig = Rig::new(2, LogConfig::default(), 1);
+    rig.append(0, 1);
+    rig.sync();
+    rig.controller.elect(&rig.key, Some(1), vec![0, 1]);
+    rig.controller.elect(&rig.key, Some(0), vec![0, 1]);
+    rig.append(0, 2);
+    let epochs = |b: u32| -> Vec<i32> {
+        rig.m(b)
+            .with_log(&rig.key, |l| Ok(l.epoch_entries()))
+            .unwrap()
+            .iter()
+            .map(|e| e.epoch)
+            .collect()
+    };
+    assert_eq!(epochs(1), [0, 1], "epoch 1 recorded, nothing written");
+    let round = rig.fetch(1, 0);
+    assert_eq!((round.truncated, rig.leo(1)), (1, 1));
+    assert_eq!(epochs(1), [0]);
+    rig.sync();
+    assert_eq!(rig.contents(1), rig.contents(0));
+    assert_eq!(epochs(1), [0, 2]);
+}
+
+/// A high watermark restored from the replication offset checkpoint is
+/// capped at the log end offset.
+#[test]
+fn a_restored_high_watermark_is_capped_at_the_log_end() {
+    let rig = Rig::new(2, LogConfig::default(), 1);
+    rig.append(0, 2);
+    rig.fetch(1, 0);
+    rig.m(1).restore_high_watermark(&rig.key, 100).unwrap();
+    assert_eq!(rig.hw(1), 2);
+    rig.m(1).restore_high_watermark(&rig.key, 1).unwrap();
+    assert_eq!(rig.hw(1), 2, "never moved back by a restore");
+}
+
+/// A small seeded simulation: random interleavings of `acks=all` appends,
+/// follower fetches, clock advances with ISR expiration, and clean leader
+/// elections (from the ISR) on three managers with `min.insync.replicas`
+/// 2. After every step: every acknowledged record is in the current
+/// leader's log at its offset; the leader's high watermark never moves
+/// back within an epoch; every replica's log agrees with the leader's
+/// below its own high watermark. At the end, with everyone fetching, every
+/// log is the leader's.
+#[test]
+fn seeded_interleavings_keep_every_acknowledged_record() {
+    // `LOGBUS_REPL_SEEDS=400` for a longer run (400 × 120 steps passed).
+    let seeds: u64 = std::env::var("LOGBUS_REPL_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(24);
+    for seed in 1..=seeds {
+        run_interleaving(seed, 120);
+    }
+}
+
+fn run_interleaving(seed: u64, steps: usize) {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let mut rig = Rig::new(3, LogConfig::default(), 2);
+    let mut pending: Vec<(u64, Vec<u8>, PendingAck)> = Vec::new();
+    let mut acked: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut hw_seen: (i32, u64) = (0, 0);
+    let mut written = 0u64;
+    for step in 0..steps {
+        let leader = rig.controller.state.lock().leader.unwrap();
+        match next(12) {
+            0..=3 => {
+                written += 1;
+                let value = format!("s{seed}-{written}").into_bytes();
+                let mut bytes = {
+                    let mut builder = BatchBuilder::new(Compression::None);
+                    builder.append(1, None, Some(&value), &[]);
+                    builder.build().unwrap().to_vec()
+                };
+                match rig.m(leader).append_pending(
+                    &rig.key,
+                    &mut bytes,
+                    AppendOrigin::Client,
+                    AppendAcks::All,
+                ) {
+                    Ok((info, Some(ack))) => pending.push((info.first_offset(), value, ack)),
+                    Ok((info, None)) => acked.push((info.first_offset(), value)),
+                    Err(Error::NotEnoughReplicas { .. }) => {}
+                    Err(e) => panic!("seed {seed} step {step}: {e:?}"),
+                }
+            }
+            4..=7 => {
+                let follower = (leader + 1 + next(2) as u32) % 3;
+                rig.fetch(follower, leader);
+            }
+            8 => {
+                rig.clock.advance_ms(i64::try_from(next(20_000)).unwrap());
+                rig.m(leader).maybe_shrink_isr();
+            }
+            9 => {
+                // A clean election: the ISR stays.
+                let isr = rig.isr();
+                let candidates: Vec<u32> = isr.iter().copied().filter(|&b| b != leader).collect();
+                if !candidates.is_empty() {
+                    let new = candidates[next(candidates.len() as u64) as usize];
+                    rig.controller.elect(&rig.key, Some(new), isr);
+                }
+            }
+            10 => {
+                // The leader fails over: another ISR member leads and the
+                // old leader leaves the ISR (it comes back by fetching).
+                let isr = rig.isr();
+                let candidates: Vec<u32> = isr.iter().copied().filter(|&b| b != leader).collect();
+                if !candidates.is_empty() {
+                    let new = candidates[next(candidates.len() as u64) as usize];
+                    let rest = isr.into_iter().filter(|&b| b != leader).collect();
+                    rig.controller.elect(&rig.key, Some(new), rest);
+                }
+            }
+            _ => {
+                // A follower restarts (clean close, reopen, its HW from
+                // the checkpoint).
+                let follower = (leader + 1 + next(2) as u32) % 3;
+                rig.restart(follower);
+            }
+        }
+        pending.retain(|(offset, value, ack)| match ack.try_result() {
+            Some(Ok(())) => {
+                acked.push((*offset, value.clone()));
+                false
+            }
+            Some(Err(_)) => false,
+            None => true,
+        });
+        let roles = rig.controller.state.lock().clone();
+        let leader = roles.leader.unwrap();
+        let leader_log = rig.contents(leader);
+        for (offset, value) in &acked {
+            let found = leader_log.iter().find(|(o, _, _)| o == offset);
+            assert_eq!(
+                found.map(|(_, _, v)| v),
+                Some(value),
+                "seed {seed} step {step}: acknowledged offset {offset} lost"
+            );
+        }
+        let hw = rig.hw(leader);
+        if hw_seen.0 == roles.leader_epoch {
+            assert!(hw >= hw_seen.1, "seed {seed} step {step}: HW moved back");
+        }
+        hw_seen = (roles.leader_epoch, hw);
+        for b in 0..3 {
+            let below: Vec<_> = rig
+                .contents(b)
+                .into_iter()
+                .filter(|(o, _, _)| *o < rig.hw(b))
+                .collect();
+            let leaders: Vec<_> = leader_log
+                .iter()
+                .filter(|(o, _, _)| *o < rig.hw(b))
+                .cloned()
+                .collect();
+            assert_eq!(
+                below, leaders,
+                "seed {seed} step {step}: broker {b} disagrees"
+            );
+        }
+    }
+    // Everyone fetches until the ISR is whole and the logs settle.
+    let leader = rig.controller.state.lock().leader.unwrap();
+    for _ in 0..5 {
+        rig.sync();
+    }
+    for b in 0..3 {
+        assert_eq!(
+            rig.contents(b),
+            rig.contents(leader),
+            "seed {seed}: broker {b}"
+        );
+    }
+    assert_eq!(rig.isr().len(), 3, "seed {seed}");
+    for (_, _, ack) in &pending {
+        assert!(
+            ack.try_result().is_some(),
+            "seed {seed}: an ack still waits"
+        );
+    }
+}
