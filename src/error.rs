@@ -135,9 +135,10 @@ pub enum Error {
     /// The broker asked does not lead the partition (and, for a
     /// follower's fetch, does not follow it either): leadership moved.
     /// Kafka's `NOT_LEADER_OR_FOLLOWER`. Retriable: clients look the leader
-    /// up again and retry. The cluster sends every request to the leader's
-    /// broker and leaders do not move yet (elections are a later step), so
-    /// the public API does not return it yet.
+    /// up again and retry. The cluster routes every request to the current
+    /// leader's broker, so the public API returns it only when leadership
+    /// moves while a request is under way (an election between routing and
+    /// the append, or while an `acks=all` append waits).
     #[error("broker {broker} is not the leader of {topic}-{partition}")]
     NotLeaderOrFollower {
         /// The topic's name.
