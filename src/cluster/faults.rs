@@ -19,6 +19,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::cluster::broker::Broker;
 use crate::cluster::{Cluster, ClusterInner, broker_dir};
@@ -354,6 +355,54 @@ impl Cluster {
     #[must_use]
     pub fn is_broker_running(&self, id: u32) -> bool {
         self.inner.running_broker(id).is_some()
+    }
+
+    /// Waits until `condition` holds, checking it now and again each time
+    /// the controller applies a partition change (a leader, leader epoch or
+    /// ISR change, a broker fenced or unfenced with partitions on it) or
+    /// the topics change; gives up after `timeout` of real time (a failure
+    /// guard: nothing else here reads the wall clock) or when the cluster
+    /// closes. Returns whether it holds. Made for failover tests: wait for
+    /// a fencing, a new leader or a complete ISR without polling.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logbus::{Cluster, ClusterConfig, NewTopic};
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::builder().brokers(3).build()?)?;
+    /// cluster.create_topic(NewTopic::new("t", 3).replication_factor(3))?;
+    /// cluster.stop_broker(2)?;
+    /// cluster.restart_broker(2)?;
+    /// // Broker 2 re-enters each ISR once its fetcher has caught up.
+    /// let complete = |c: &Cluster| {
+    ///     c.describe_topic("t")
+    ///         .is_ok_and(|d| d.partitions.iter().all(|p| p.isr.len() == 3))
+    /// };
+    /// assert!(cluster.wait_until(Duration::from_secs(30), complete));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        mut condition: impl FnMut(&Cluster) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.inner.watch_metadata(&tx);
+        let held = loop {
+            if condition(self) {
+                break true;
+            }
+            if self.inner.check_open().is_err() {
+                break false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || rx.recv_timeout(left).is_err() {
+                break condition(self);
+            }
+        };
+        self.inner.unwatch_metadata(&tx);
+        held
     }
 
     /// The partition changes the controller applied since the cluster
