@@ -171,13 +171,13 @@ impl ClusterInner {
                 .replicas
                 .set_alter_partition(self.controller_channel());
             self.registry.register(&broker.replicas);
-            if self.config.replica_fetchers {
-                if let Err(e) = broker.start_fetchers(self.registry.clone()) {
-                    self.registry.remove(id);
-                    drop(controller);
-                    let _ = broker.shut_down(true);
-                    return Err(e);
-                }
+            if self.config.replica_fetchers
+                && let Err(e) = broker.start_fetchers(self.registry.clone())
+            {
+                self.registry.remove(id);
+                drop(controller);
+                let _ = broker.shut_down(true);
+                return Err(e);
             }
             *self.brokers[id as usize].write() = Some(broker);
         }
