@@ -32,6 +32,13 @@
 //! (it stops the controller thread first, holding no lock: each of the
 //! thread's liveness steps takes `controller`). `controller_thread` (the
 //! handle of that thread) is taken alone, to wake or stop it.
+//!
+//! Each broker's slot in `brokers` (a `RwLock<Option<Arc<Broker>>>`) is
+//! taken alone, briefly, to clone the running incarnation or (fault API,
+//! `faults.rs`) to take it out or put a restarted one in; a restart puts it
+//! in under `controller`. A stopped or crashed broker's fetcher threads are
+//! joined with no cluster lock held (they may be inside `AlterPartition`,
+//! waiting for `controller`).
 
 mod admin;
 mod broker;
