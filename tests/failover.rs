@@ -27,6 +27,7 @@ fn builder() -> ClusterConfigBuilder {
         .replica_lag_time_max(Duration::from_millis(500))
         .replica_fetch_wait_max(Duration::from_millis(100))
         .group_min_session_timeout(Duration::from_millis(500))
+        .group_initial_rebalance_delay(Duration::ZERO)
 }
 
 fn create(cluster: &Cluster, partitions: u32) {
@@ -380,6 +381,20 @@ fn a_power_loss_on_a_crashed_follower_loses_no_acks_all_record() {
 
     cluster.crash_broker(victim).unwrap();
     storages[victim as usize].power_loss(7).unwrap();
+    // The power loss took records from the victim's log (they are on the
+    // leader and the survivor, which still run).
+    let segment = |b: u32| {
+        let path = dir
+            .path()
+            .join(format!("broker-{b}/{TOPIC}-0/00000000000000000000.log"));
+        std::fs::metadata(path).unwrap().len()
+    };
+    assert!(
+        segment(victim) < segment(survivor),
+        "{} < {}",
+        segment(victim),
+        segment(survivor)
+    );
     assert!(cluster.wait_until(GUARD, |c| c.is_broker_fenced(victim)));
     send_all(&cluster, &producer, 500..600);
     cluster.restart_broker(victim).unwrap();
