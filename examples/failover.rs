@@ -28,6 +28,9 @@
 //!  "isr_shrinks":...,"isr_expands":...,"not_enough_replicas_errors":...,"elapsed_ms":...}
 //! ```
 //!
+//! The counters are the cluster's ([`Cluster::replication_stats`]), so they
+//! include `__consumer_offsets` (50 partitions, replication factor 3 here),
+//! which the consumer's first commit creates before the faults begin.
 //! `lost` counts acknowledged records never consumed; it must be 0, or the
 //! example exits with an error. Sessions and lag times are short (1 s) so
 //! it runs in seconds, on the system clock. The data stays in `DIR`
@@ -69,6 +72,10 @@ struct Shared {
     stop_producing: AtomicBool,
     /// Set by the producer once everything it sent is acknowledged.
     producer_done: AtomicBool,
+    /// Set by the consumer after its first commit, which creates
+    /// `__consumer_offsets` (replication factor 3: only while every broker
+    /// runs); the faults start after it.
+    committed: AtomicBool,
     abort: AtomicBool,
 }
 
@@ -124,6 +131,7 @@ fn main() -> Result<(), BoxError> {
         not_enough_replicas: AtomicU64::new(0),
         stop_producing: AtomicBool::new(false),
         producer_done: AtomicBool::new(false),
+        committed: AtomicBool::new(false),
         abort: AtomicBool::new(false),
     });
     let producer = {
@@ -197,7 +205,10 @@ fn main() -> Result<(), BoxError> {
 /// complete ISRs.
 fn faults(cluster: &Cluster, shared: &Shared) -> Result<(), BoxError> {
     let pause = |ms| thread::sleep(Duration::from_millis(ms));
-    pause(700);
+    wait_until(shared, "the consumer's first commit", || {
+        shared.committed.load(Ordering::Acquire)
+    })?;
+    pause(500);
     // 1. The leader of partition 0 crashes.
     let leader = cluster.describe_topic(TOPIC)?.partitions[0]
         .leader
@@ -398,6 +409,13 @@ fn consume(cluster: &Cluster, shared: &Arc<Shared>) -> Result<(), BoxError> {
             }
             Err(e) if e.is_retriable() => {}
             Err(e) => return Err(format!("poll: {e}").into()),
+        }
+        if !shared.committed.load(Ordering::Acquire) {
+            match consumer.commit_sync() {
+                Ok(()) => shared.committed.store(true, Ordering::Release),
+                Err(e) if e.is_retriable() => {}
+                Err(e) => return Err(format!("commit: {e}").into()),
+            }
         }
         if shared.all_consumed() {
             break;

@@ -179,7 +179,15 @@ impl ClusterInner {
                 let _ = broker.shut_down(true);
                 return Err(e);
             }
-            *self.brokers[id as usize].write() = Some(broker);
+            *self.brokers[id as usize].write() = Some(broker.clone());
+            drop(controller);
+            // A close that began meanwhile may have stopped the fetchers
+            // before this incarnation was installed: stop its own (with
+            // no lock held), as the close would have.
+            if self.check_open().is_err() {
+                broker.stop_fetchers();
+                return Err(Error::Closed("cluster"));
+            }
         }
         // It heartbeats: unfenced (and sent every partition's state) now.
         self.mark_broker_running(id)?;
