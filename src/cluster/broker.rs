@@ -36,6 +36,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine;
 use parking_lot::Mutex;
@@ -304,6 +305,10 @@ pub(crate) struct Broker {
     pub(crate) replicas: Arc<ReplicaManager>,
     /// Its followers' fetchers, once started.
     fetchers: Mutex<Option<Arc<ReplicaFetcherManager>>>,
+    /// Set (under `checkpoints`) once the broker stopped or crashed: its
+    /// checkpoint files are no longer written by this incarnation (a
+    /// restarted one owns them).
+    down: AtomicBool,
 }
 
 /// Whether `registry` places a replica of `topic`'s partition `partition`
@@ -423,10 +428,7 @@ impl Broker {
             map.retain(|k, _| live(k));
         }
         let scheduler = LogScheduler::start(background_threads, clock.clone())?;
-        let replicas = Arc::new(ReplicaManager::with_config(
-            id,
-            replication,
-        ));
+        let replicas = Arc::new(ReplicaManager::with_config(id, replication));
         let broker = Broker {
             id,
             dir,
@@ -436,6 +438,7 @@ impl Broker {
             scheduler,
             replicas,
             fetchers: Mutex::new(None),
+            down: AtomicBool::new(false),
         };
         let scan = broker.scan(registry)?;
         broker.write_checkpoints()?;
@@ -718,6 +721,42 @@ impl Broker {
         }
     }
 
+    /// Pauses (or resumes) its followers' fetching (fault injection).
+    pub(crate) fn set_fetching_paused(&self, paused: bool) {
+        if let Some(fetchers) = &*self.fetchers.lock() {
+            fetchers.set_paused(paused);
+        }
+    }
+
+    /// Takes the broker down (the fault API; call it with no cluster lock
+    /// held): its fetcher threads are joined, then its logs are flushed and
+    /// closed and its checkpoint files written (`clean`), or dropped as a
+    /// crash leaves them (nothing flushed or written); then its log
+    /// scheduler stops. The first error is returned; the broker is down
+    /// either way.
+    pub(crate) fn shut_down(&self, clean: bool) -> Result<()> {
+        self.stop_fetchers();
+        let mut first_error = None;
+        for (topic, partition, closed) in self.replicas.shutdown_broker(clean) {
+            match closed {
+                Ok(Some(offsets)) => self.note_offsets(&topic, partition, offsets),
+                Ok(None) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if clean && let Err(e) = self.write_checkpoints() {
+            first_error.get_or_insert(e);
+        }
+        {
+            let _checkpoints = self.checkpoints.lock();
+            self.down.store(true, Ordering::Release);
+        }
+        self.stop_scheduler();
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// Stops and joins the log scheduler's threads; call it once every
     /// partition log is closed.
     pub(crate) fn stop_scheduler(&self) {
@@ -746,6 +785,9 @@ impl Broker {
     /// Writes the checkpoint files from the noted offsets.
     pub(crate) fn write_checkpoints(&self) -> Result<()> {
         let checkpoints = self.checkpoints.lock();
+        if self.down.load(Ordering::Acquire) {
+            return Ok(());
+        }
         for (name, entries) in [
             (RECOVERY_POINT, &checkpoints.recovery),
             (LOG_START, &checkpoints.log_start),

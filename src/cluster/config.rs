@@ -43,6 +43,8 @@ pub struct ClusterConfig {
     pub(crate) topic_defaults: TopicConfig,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) storage: Arc<dyn Storage>,
+    /// Brokers given a file layer of their own.
+    pub(crate) broker_storages: BTreeMap<u32, Arc<dyn Storage>>,
     pub(crate) checkpoint_interval_ms: i64,
     pub(crate) group_min_session_timeout_ms: i64,
     pub(crate) group_max_session_timeout_ms: i64,
@@ -69,6 +71,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             brokers: 1,
             broker_dirs: BTreeMap::new(),
+            broker_storages: BTreeMap::new(),
             default_replication_factor: 1,
             num_partitions: 1,
             topic_defaults: TopicConfig::new(),
@@ -209,6 +212,14 @@ impl ClusterConfig {
 
     /// The replica managers' settings: the `replica.*` keys on the
     /// cluster's clock.
+    /// Broker `id`'s file layer.
+    pub(crate) fn broker_storage(&self, id: u32) -> Arc<dyn Storage> {
+        self.broker_storages
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| self.storage.clone())
+    }
+
     pub(crate) fn replica_config(&self) -> crate::replica::ReplicaConfig {
         crate::replica::ReplicaConfig {
             lag_time_max_ms: self.replica_lag_time_max_ms,
@@ -473,6 +484,17 @@ impl ClusterConfigBuilder {
         self
     }
 
+    /// Gives broker `id`'s data directory a file layer of its own (default:
+    /// the cluster's [`storage`](Self::storage)); the root, its lock and the
+    /// metadata log stay on the cluster's. With a fault-injecting storage
+    /// per broker, one broker's power loss or failing disk can be simulated
+    /// while the others run on (see [`Cluster::crash_broker`](crate::Cluster::crash_broker)).
+    /// `build()` refuses an id not below [`brokers`](Self::brokers).
+    pub fn broker_storage(mut self, id: u32, storage: Arc<dyn Storage>) -> Self {
+        self.config.broker_storages.insert(id, storage);
+        self
+    }
+
     /// Validates and returns the configuration.
     ///
     /// # Errors
@@ -490,6 +512,12 @@ impl ClusterConfig {
             return Err(Error::InvalidConfig(format!(
                 "brokers={} must be between 1 and {MAX_BROKERS} (logbus::MAX_BROKERS)",
                 c.brokers
+            )));
+        }
+        if let Some(&id) = c.broker_storages.keys().find(|&&id| id >= c.brokers) {
+            return Err(Error::InvalidConfig(format!(
+                "broker_storage names broker {id}, but brokers={} (ids 0..{})",
+                c.brokers, c.brokers
             )));
         }
         if let Some(&id) = c.broker_dirs.keys().find(|&&id| id >= c.brokers) {

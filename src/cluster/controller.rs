@@ -131,7 +131,12 @@ impl ClusterInner {
     ) -> Result<()> {
         let min_insync = usize::try_from(effective.min_insync()).unwrap_or(usize::MAX);
         for &broker in &roles.replicas {
-            self.broker(broker)?.open_partition(
+            // A stopped or crashed broker opens its replica when it
+            // restarts (`restart_broker` hosts what the registry places).
+            let Some(broker) = self.running_broker(broker) else {
+                continue;
+            };
+            broker.open_partition(
                 name,
                 id,
                 partition,
@@ -155,7 +160,9 @@ impl ClusterInner {
     ) -> Result<()> {
         for (p, roles) in (first..).zip(assignments) {
             for &broker in &roles.replicas {
-                self.broker(broker)?.prepare_path(name, p, id, registry)?;
+                if let Some(broker) = self.running_broker(broker) {
+                    broker.prepare_path(name, p, id, registry)?;
+                }
             }
         }
         Ok(())
@@ -599,6 +606,7 @@ impl ClusterInner {
             let name: Arc<str> = match &state {
                 Some(state) if state.id == d.topic_id => {
                     if let Some(slot) = state.assignments.write().get_mut(d.partition as usize) {
+                        self.stats.count(slot, &d.roles);
                         *slot = d.roles.clone();
                     }
                     state.name.clone()
@@ -611,10 +619,12 @@ impl ClusterInner {
                 partition: d.partition,
             };
             for &b in d.roles.replicas.iter().filter(|&&b| send_to(b)) {
-                if let Err(e) = self
-                    .broker(b)
-                    .and_then(|broker| broker.replicas.apply_leader_and_isr(&key, d.roles.clone()))
-                {
+                // A stopped or crashed broker (not fenced yet) learns the
+                // current state when it restarts.
+                let Some(broker) = self.running_broker(b) else {
+                    continue;
+                };
+                if let Err(e) = broker.replicas.apply_leader_and_isr(&key, d.roles.clone()) {
                     first_error.get_or_insert(e);
                 }
             }
@@ -803,7 +813,6 @@ impl ClusterInner {
     /// # Errors
     /// [`Error::InvalidArgument`] for an unknown broker; those of
     /// [`ClusterInner::liveness_tick`].
-    #[cfg_attr(not(test), expect(dead_code, reason = "the fault API calls it"))]
     pub(crate) fn mark_broker_stopped(&self, id: u32) -> Result<()> {
         self.controller
             .lock()
@@ -817,7 +826,6 @@ impl ClusterInner {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an unknown broker.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the fault API calls it"))]
     pub(crate) fn mark_broker_crashed(&self, id: u32) -> Result<()> {
         self.set_run_state(id, RunState::Crashed)
     }
@@ -827,7 +835,6 @@ impl ClusterInner {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an unknown broker.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the fault API calls it"))]
     pub(crate) fn mark_broker_running(&self, id: u32) -> Result<()> {
         self.set_run_state(id, RunState::Running)
     }
@@ -838,7 +845,6 @@ impl ClusterInner {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an unknown broker.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the fault API calls it"))]
     pub(crate) fn set_broker_cut_off(&self, id: u32, cut_off: bool) -> Result<()> {
         self.controller.lock().liveness.set_cut_off(id, cut_off)?;
         self.poke_controller();
@@ -846,7 +852,6 @@ impl ClusterInner {
     }
 
     /// Whether the controller has fenced broker `id`.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the admin API reports it"))]
     pub(crate) fn is_broker_fenced(&self, id: u32) -> bool {
         self.controller.lock().liveness.is_fenced(id)
     }

@@ -32,6 +32,13 @@
 //! (it stops the controller thread first, holding no lock: each of the
 //! thread's liveness steps takes `controller`). `controller_thread` (the
 //! handle of that thread) is taken alone, to wake or stop it.
+//!
+//! Each broker's slot in `brokers` (a `RwLock<Option<Arc<Broker>>>`) is
+//! taken alone, briefly, to clone the running incarnation or (fault API,
+//! `faults.rs`) to take it out or put a restarted one in; a restart puts it
+//! in under `controller`. A stopped or crashed broker's fetcher threads are
+//! joined with no cluster lock held (they may be inside `AlterPartition`,
+//! waiting for `controller`).
 
 mod admin;
 mod broker;
@@ -40,6 +47,7 @@ mod config;
 mod controller;
 mod coordinator;
 mod election;
+mod faults;
 mod group;
 mod handles;
 mod liveness;
@@ -79,6 +87,7 @@ pub(crate) use crate::replica::{
 };
 pub use admin::{GroupDescription, MemberDescription, OffsetSpec, PartitionLag};
 pub use config::{ClusterConfig, ClusterConfigBuilder};
+pub use faults::ReplicationStats;
 pub(crate) use group::{GroupCoordinator, JoinRequest, JoinResponse, Joined, SyncResponse};
 pub use group::{GroupState, Subscription};
 pub use handles::{NewTopic, Partition, PartitionDescription, Topic, TopicDescription};
@@ -169,8 +178,15 @@ pub(crate) struct ClusterInner {
     cluster_id: String,
     controller: Mutex<Controller>,
     topics: RwLock<HashMap<String, Arc<TopicState>>>,
-    /// The brokers, by id.
-    brokers: Vec<Broker>,
+    /// The brokers, by id: each slot holds the running incarnation, or
+    /// nothing while the broker is stopped or crashed (the fault API,
+    /// `faults.rs`). Taken alone, briefly (a clone of the `Arc` is used).
+    brokers: Vec<RwLock<Option<Arc<Broker>>>>,
+    /// Every running broker's replica manager, by id: how followers'
+    /// fetchers reach their leaders.
+    registry: Arc<ReplicaRegistry>,
+    /// Leader changes and ISR changes the controller applied.
+    stats: faults::ReplicationCounters,
     closed: AtomicBool,
     /// The root's lock and those of brokers placed elsewhere.
     lock: Mutex<Vec<DirLock>>,
@@ -358,7 +374,7 @@ impl Cluster {
                 id,
                 dir,
                 &cluster_id,
-                storage.clone(),
+                config.broker_storage(id),
                 &registry,
                 config.background_threads,
                 config.replica_config(),
@@ -387,7 +403,12 @@ impl Cluster {
             cluster_id,
             controller: Mutex::new(Controller::new(metadata, registry.clone(), &config)),
             topics: RwLock::new(HashMap::new()),
-            brokers,
+            brokers: brokers
+                .into_iter()
+                .map(|b| RwLock::new(Some(Arc::new(b))))
+                .collect(),
+            registry: Arc::new(ReplicaRegistry::default()),
+            stats: faults::ReplicationCounters::default(),
             closed: AtomicBool::new(false),
             lock: Mutex::new(locks),
             checkpointer: Mutex::new(None),
@@ -433,14 +454,15 @@ impl Cluster {
         let inner = Arc::new(inner);
         // Leaders propose ISR changes to the controller; followers start
         // fetching once every partition is hosted.
-        let registry = Arc::new(ReplicaRegistry::default());
-        for broker in &inner.brokers {
-            broker.replicas.set_alter_partition(inner.controller_channel());
-            registry.register(&broker.replicas);
+        for broker in inner.brokers() {
+            broker
+                .replicas
+                .set_alter_partition(inner.controller_channel());
+            inner.registry.register(&broker.replicas);
         }
         if inner.brokers.len() > 1 && inner.config.replica_fetchers {
-            for broker in &inner.brokers {
-                broker.start_fetchers(registry.clone())?;
+            for broker in inner.brokers() {
+                broker.start_fetchers(inner.registry.clone())?;
             }
         }
         let interval = inner.config.checkpoint_interval_ms;
@@ -660,23 +682,37 @@ impl ClusterInner {
         &self.config.clock
     }
 
-    /// Broker `id`.
+    /// Broker `id`, running.
     ///
     /// # Errors
     /// [`Error::Internal`] if there is no such broker (the open checked
-    /// that every broker the metadata names exists).
-    pub(crate) fn broker(&self, id: u32) -> Result<&Broker> {
-        self.brokers.get(id as usize).ok_or_else(|| {
+    /// that every broker the metadata names exists);
+    /// [`Error::IllegalState`] if it is stopped or crashed.
+    pub(crate) fn broker(&self, id: u32) -> Result<Arc<Broker>> {
+        let slot = self.brokers.get(id as usize).ok_or_else(|| {
             Error::Internal(format!(
                 "broker {id} is named by the metadata but the cluster has {} brokers",
                 self.brokers.len()
             ))
-        })
+        })?;
+        slot.read()
+            .clone()
+            .ok_or_else(|| Error::IllegalState(format!("broker {id} is not running")))
     }
 
-    /// The brokers, by id.
-    pub(crate) fn brokers(&self) -> &[Broker] {
-        &self.brokers
+    /// Broker `id` if it runs.
+    pub(crate) fn running_broker(&self, id: u32) -> Option<Arc<Broker>> {
+        self.brokers
+            .get(id as usize)
+            .and_then(|slot| slot.read().clone())
+    }
+
+    /// The running brokers, by id.
+    pub(crate) fn brokers(&self) -> Vec<Arc<Broker>> {
+        self.brokers
+            .iter()
+            .filter_map(|slot| slot.read().clone())
+            .collect()
     }
 
     /// The broker leading `key`.
@@ -685,10 +721,10 @@ impl ClusterInner {
     /// [`Error::UnknownTopicOrPartition`] if there is no such partition
     /// (its topic was deleted, or re-created with another id);
     /// [`Error::Closed`].
-    pub(crate) fn leader_broker(&self, key: &TopicIdPartition) -> Result<&Broker> {
+    pub(crate) fn leader_broker(&self, key: &TopicIdPartition) -> Result<Arc<Broker>> {
         if let [only] = &self.brokers[..] {
             // One broker leads everything; its manager answers for the rest.
-            return Ok(only);
+            return only.read().clone().ok_or(Error::Closed("cluster"));
         }
         let leader = self
             .topics
@@ -697,7 +733,15 @@ impl ClusterInner {
             .filter(|t| t.id == key.topic_id && key.partition < t.partition_count())
             .map(|t| t.leader(key.partition));
         match leader {
-            Some(Some(id)) => self.broker(id),
+            // A stopped broker's leaderships move once it is fenced; until
+            // then its partitions answer as a follower's would.
+            Some(Some(id)) => self
+                .running_broker(id)
+                .ok_or_else(|| Error::NotLeaderOrFollower {
+                    topic: key.topic.to_string(),
+                    partition: key.partition,
+                    broker: id,
+                }),
             Some(None) => {
                 self.check_open()?;
                 Err(Error::LeaderNotAvailable {
@@ -735,8 +779,8 @@ impl ClusterInner {
     ///
     /// # Errors
     /// As [`ClusterInner::leader_broker`].
-    pub(crate) fn replicas_for(&self, key: &TopicIdPartition) -> Result<&ReplicaManager> {
-        Ok(&*self.leader_broker(key)?.replicas)
+    pub(crate) fn replicas_for(&self, key: &TopicIdPartition) -> Result<Arc<ReplicaManager>> {
+        Ok(self.leader_broker(key)?.replicas.clone())
     }
 
     /// The key of `tp` for the replica manager.
@@ -805,7 +849,7 @@ impl ClusterInner {
     /// Writes every live partition's recovery point and log start offset
     /// to its broker's checkpoint files.
     pub(crate) fn checkpoint(&self) -> Result<()> {
-        for broker in &self.brokers {
+        for broker in self.brokers() {
             for key in broker.replicas.hosted_partitions() {
                 broker.note_partition(&key);
             }
@@ -834,7 +878,7 @@ impl ClusterInner {
         }
         drop(clients);
         // Acknowledged appends are on every in-sync replica already.
-        for broker in &self.brokers {
+        for broker in self.brokers() {
             broker.stop_fetchers();
         }
         if let Some(checkpointer) = self.checkpointer.lock().take() {
@@ -858,7 +902,8 @@ impl ClusterInner {
             note(metadata.close());
         }
         self.topics.write().clear();
-        for broker in &self.brokers {
+        // Stopped and crashed brokers closed their logs already.
+        for broker in self.brokers() {
             for (topic, partition, closed) in broker.replicas.shutdown() {
                 match closed {
                     Ok(Some(offsets)) => broker.note_offsets(&topic, partition, offsets),

@@ -463,6 +463,17 @@ impl Log {
         self.shutdown()
     }
 
+    /// Drops the log as a crash leaves it: it is fenced first, so its
+    /// background work stops and nothing is flushed or trimmed (the active
+    /// segment's index files stay preallocated; the next open recovers
+    /// them as after a kill). What is not durable stays only in the page
+    /// cache — or, with fault-injecting storage, is lost at its power loss.
+    pub(crate) fn abandon(self) {
+        self.inner.fence();
+        // `shutdown` (from drop) sees the fence and returns before flushing.
+        drop(self);
+    }
+
     fn shutdown(&self) -> Result<()> {
         let Some(unrun) = self.inner.background.close() else {
             return Ok(());

@@ -50,7 +50,6 @@ impl ReplicaRegistry {
     }
 
     /// Forgets broker `broker` (stopped or crashed).
-    #[cfg_attr(not(test), expect(dead_code, reason = "for stopping brokers"))]
     pub(crate) fn remove(&self, broker: u32) {
         self.managers.write().remove(&broker);
     }
@@ -244,10 +243,6 @@ impl ReplicaFetcherManager {
     /// Pauses (or resumes) all of this broker's fetching: a fault to
     /// inject (a follower that stops fetching falls out of the ISR after
     /// `replica.lag.time.max.ms`).
-    #[cfg_attr(
-        not(test),
-        expect(dead_code, reason = "fault injection, not exposed yet")
-    )]
     pub(crate) fn set_paused(&self, paused: bool) {
         self.shared.paused.store(paused, Ordering::Release);
         for worker in self.fetchers.lock().values() {

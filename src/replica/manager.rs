@@ -83,6 +83,10 @@ pub(crate) struct ReplicaManager {
     broker: u32,
     config: ReplicaConfig,
     closed: AtomicBool,
+    /// Set with `closed` when the broker stopped or crashed (the fault
+    /// API) rather than the cluster closing: calls get the retriable
+    /// `NotLeaderOrFollower`.
+    stopped: AtomicBool,
     hosted: RwLock<HashMap<Arc<str>, Hosted>>,
     /// Where leaders propose ISR changes; with none, the ISR stays as the
     /// controller set it.
@@ -114,6 +118,7 @@ impl ReplicaManager {
             broker,
             config,
             closed: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             hosted: RwLock::new(HashMap::new()),
             alter_partition: RwLock::new(None),
             fetchers: RwLock::new(Weak::new()),
@@ -257,6 +262,31 @@ impl ReplicaManager {
             .collect()
     }
 
+    /// Shuts every hosted partition because the broker stops (`flush`) or
+    /// crashes (`!flush`: nothing flushed); see
+    /// [`PartitionState::shut_broker`]. Later calls fail with
+    /// [`Error::Closed`]; calls that reach a partition still in hand get
+    /// the retriable [`Error::NotLeaderOrFollower`].
+    pub(crate) fn shutdown_broker(
+        &self,
+        flush: bool,
+    ) -> Vec<(Arc<str>, u32, Result<Option<PartitionOffsets>>)> {
+        let drained: Vec<(Arc<str>, Hosted)> = {
+            let mut hosted = self.hosted.write();
+            self.stopped.store(true, Ordering::Release);
+            self.closed.store(true, Ordering::Release);
+            hosted.drain().collect()
+        };
+        drained
+            .into_iter()
+            .flat_map(|(topic, h)| {
+                h.partitions
+                    .into_values()
+                    .map(move |state| (topic.clone(), state.partition(), state.shut_broker(flush)))
+            })
+            .collect()
+    }
+
     /// Every hosted partition.
     pub(crate) fn hosted_partitions(&self) -> Vec<TopicIdPartition> {
         self.hosted
@@ -276,6 +306,14 @@ impl ReplicaManager {
     fn get(&self, key: &TopicIdPartition) -> Result<Arc<PartitionState>> {
         let hosted = self.hosted.read();
         if self.closed.load(Ordering::Acquire) {
+            if self.stopped.load(Ordering::Acquire) {
+                // The broker is down, not the cluster: ask the new leader.
+                return Err(Error::NotLeaderOrFollower {
+                    topic: key.topic.to_string(),
+                    partition: key.partition,
+                    broker: self.broker,
+                });
+            }
             return Err(Error::Closed("cluster"));
         }
         let state = hosted

@@ -42,6 +42,10 @@ use crate::replica::{FetchBound, Replica};
 const LIVE: u8 = 0;
 const DELETED: u8 = 1;
 const CLOSED: u8 = 2;
+/// Its broker was stopped, crashed or lost its disk (the fault API): the
+/// partition lives on at its other replicas, so callers get the retriable
+/// `NotLeaderOrFollower` and follow the new leader.
+const STOPPED: u8 = 3;
 
 /// A partition's replicas, leader, leader epoch and in-sync replicas, as
 /// the controller decided them: Kafka's `LeaderAndIsr` (with the replica
@@ -376,6 +380,11 @@ impl PartitionState {
     pub(crate) fn gone_error(&self) -> Error {
         match self.gone.load(Ordering::Acquire) {
             CLOSED => Error::Closed("cluster"),
+            STOPPED => Error::NotLeaderOrFollower {
+                topic: self.topic.to_string(),
+                partition: self.partition,
+                broker: self.broker,
+            },
             _ => Error::UnknownTopicOrPartition {
                 topic: self.topic.to_string(),
                 partition: Some(self.partition),
@@ -926,6 +935,37 @@ impl PartitionState {
         if deleted {
             // The files are about to be removed; a flush would be wasted.
             drop(log);
+            return Ok(None);
+        }
+        log.flush()?;
+        let offsets = self.offsets_of(&log, self.high_watermark());
+        log.close()?;
+        Ok(Some(offsets))
+    }
+}
+
+impl PartitionState {
+    /// Closes the log because its broker stops (`flush`: cleanly, the log
+    /// flushed and closed as at a cluster's close) or crashes (`!flush`:
+    /// the log is fenced and dropped, nothing flushed, so with
+    /// fault-injecting storage its unsynced pages can be lost). Pending
+    /// acknowledgements and later calls fail with the retriable
+    /// [`Error::NotLeaderOrFollower`]. Returns the final offsets of a clean
+    /// stop.
+    pub(crate) fn shut_broker(&self, flush: bool) -> Result<Option<PartitionOffsets>> {
+        let mut guard = self.log.write();
+        self.gone.store(STOPPED, Ordering::Release);
+        let Some(log) = guard.take() else {
+            return Ok(None);
+        };
+        drop(guard);
+        let pending = std::mem::take(&mut self.replication.lock().pending);
+        for ack in pending {
+            ack.complete(Err(self.gone_error()));
+        }
+        self.watchers.notify();
+        if !flush {
+            log.abandon();
             return Ok(None);
         }
         log.flush()?;

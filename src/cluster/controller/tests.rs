@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::*;
 use crate::clock::ManualClock;
-use crate::replica::{AppendAcks, AppendOrigin};
 use crate::format::BatchBuilder;
+use crate::replica::{AppendAcks, AppendOrigin};
 use crate::types::Compression;
 
 const SESSION_MS: i64 = 9_000;

@@ -1,0 +1,527 @@
+//! The fault API: brokers stopped, crashed (with and without a power loss
+//! of their own storage), restarted, paused and cut off, while producers
+//! with `acks=all` and consumers follow the leaders. Waits are on the
+//! cluster's partition changes ([`Cluster::wait_until`]) or on records,
+//! each with a generous real-time failure guard; nothing sleeps.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use logbus::{
+    Acks, Cluster, ClusterConfig, ClusterConfigBuilder, Consumer, ConsumerConfig, Error,
+    FaultyStorage, ManualClock, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord,
+    TopicConfig,
+};
+
+const GUARD: Duration = Duration::from_secs(60);
+const TOPIC: &str = "t";
+
+fn builder() -> ClusterConfigBuilder {
+    ClusterConfig::builder()
+        .brokers(3)
+        .default_replication_factor(3)
+        .broker_session_timeout(Duration::from_millis(500))
+        .broker_heartbeat_interval(Duration::from_millis(100))
+        .replica_lag_time_max(Duration::from_millis(500))
+        .replica_fetch_wait_max(Duration::from_millis(100))
+        .group_min_session_timeout(Duration::from_millis(500))
+        .group_initial_rebalance_delay(Duration::ZERO)
+}
+
+fn create(cluster: &Cluster, partitions: u32) {
+    let config = TopicConfig::new().min_insync_replicas(2).unwrap();
+    cluster
+        .create_topic(
+            NewTopic::new(TOPIC, partitions)
+                .replication_factor(3)
+                .config(config),
+        )
+        .unwrap();
+}
+
+fn isr_complete(cluster: &Cluster) -> bool {
+    cluster.describe_topic(TOPIC).is_ok_and(|d| {
+        d.partitions
+            .iter()
+            .all(|p| p.leader.is_some() && p.isr.len() == p.replicas.len())
+    })
+}
+
+fn leader(cluster: &Cluster, partition: u32) -> u32 {
+    cluster.describe_topic(TOPIC).unwrap().partitions[partition as usize]
+        .leader
+        .unwrap()
+}
+
+fn acks_all(cluster: &Cluster) -> Producer {
+    Producer::new(
+        cluster,
+        ProducerConfig::builder().acks(Acks::All).build().unwrap(),
+    )
+    .unwrap()
+}
+
+/// Sends `numbers` (key and value: the number) with `producer` and waits
+/// for each; a retriable failure is resent after the next partition change
+/// (or a short guard). Returns the numbers acknowledged.
+fn send_all(cluster: &Cluster, producer: &Producer, numbers: std::ops::Range<u64>) -> Vec<u64> {
+    let started = Instant::now();
+    let mut pending: Vec<u64> = numbers.collect();
+    let mut acked = Vec::new();
+    while !pending.is_empty() {
+        assert!(started.elapsed() < GUARD, "sends kept failing");
+        let futures: Vec<_> = pending
+            .iter()
+            .map(|&n| {
+                let text = n.to_string();
+                (
+                    n,
+                    producer
+                        .send(ProducerRecord::new(TOPIC, &text).with_key(text))
+                        .unwrap(),
+                )
+            })
+            .collect();
+        let mut failed = Vec::new();
+        for (n, future) in futures {
+            match future.wait() {
+                Ok(_) => acked.push(n),
+                Err(e) if e.is_retriable() => failed.push(n),
+                Err(e) => panic!("record {n}: {e}"),
+            }
+        }
+        if !failed.is_empty() {
+            // Retry once the controller changed something (or shortly).
+            cluster.wait_until(Duration::from_millis(50), |_| false);
+        }
+        pending = failed;
+    }
+    acked
+}
+
+/// Makes the cluster create `__consumer_offsets` while every broker runs
+/// (it is created at a group's first request, on live brokers only: with
+/// one of three down a replication factor of 3 is refused).
+fn create_offsets_topic(cluster: &Cluster) {
+    let config = ConsumerConfig::builder().group_id("g").build().unwrap();
+    let mut consumer = Consumer::new(cluster, config).unwrap();
+    consumer.subscribe([TOPIC]).unwrap();
+    consumer.poll(Duration::ZERO).unwrap();
+    consumer.close().unwrap();
+    assert!(cluster.topic("__consumer_offsets").is_ok());
+}
+
+/// Consumes (group `g`) until every number of `expected` was seen.
+fn consume_all(cluster: &Cluster, expected: &BTreeSet<u64>) -> BTreeSet<u64> {
+    let config = ConsumerConfig::builder()
+        .group_id("g")
+        .auto_offset_reset(OffsetReset::Earliest)
+        .session_timeout(Duration::from_millis(1_000))
+        .heartbeat_interval(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let mut consumer = Consumer::new(cluster, config).unwrap();
+    consumer.subscribe([TOPIC]).unwrap();
+    let started = Instant::now();
+    let mut seen = BTreeSet::new();
+    while !expected.is_subset(&seen) {
+        assert!(
+            started.elapsed() < GUARD,
+            "not consumed: {:?}",
+            expected.difference(&seen).take(10).collect::<Vec<_>>()
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Ok(records) => {
+                for r in &records {
+                    let n = std::str::from_utf8(r.value().unwrap())
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    seen.insert(n);
+                }
+            }
+            Err(e) if e.is_retriable() => {}
+            Err(e) => panic!("poll: {e}"),
+        }
+    }
+    consumer.close().unwrap();
+    seen
+}
+
+/// The segment files of a partition directory. (Leader epoch files may
+/// differ: a leader elected without writing records records an epoch its
+/// followers never see, as in Kafka.)
+fn log_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".log"))
+        .map(|n| {
+            let bytes = std::fs::read(dir.join(&n)).unwrap();
+            (n, bytes)
+        })
+        .collect()
+}
+
+fn assert_replicas_identical(root: &Path, partitions: u32) {
+    for p in 0..partitions {
+        let files: Vec<_> = (0..3)
+            .map(|b| log_files(&root.join(format!("broker-{b}/{TOPIC}-{p}"))))
+            .collect();
+        assert!(!files[0].is_empty());
+        assert_eq!(files[0], files[1], "partition {p}: brokers 0 and 1 differ");
+        assert_eq!(files[0], files[2], "partition {p}: brokers 0 and 2 differ");
+    }
+}
+
+#[test]
+fn stopping_a_leaders_broker_moves_its_leaderships_and_acks_all_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), builder().build().unwrap()).unwrap();
+    create(&cluster, 3);
+    create_offsets_topic(&cluster);
+    let producer = acks_all(&cluster);
+    let mut acked = send_all(&cluster, &producer, 0..300);
+    let stopped = leader(&cluster, 0);
+    let before = cluster.replication_stats();
+
+    cluster.stop_broker(stopped).unwrap();
+    // A controlled shutdown: fenced and its leaderships moved at once.
+    assert!(cluster.is_broker_fenced(stopped));
+    assert!(!cluster.is_broker_running(stopped));
+    let description = cluster.describe_topic(TOPIC).unwrap();
+    for p in &description.partitions {
+        assert_ne!(p.leader, Some(stopped), "partition {}", p.partition);
+        assert!(!p.isr.contains(&stopped), "partition {}", p.partition);
+    }
+    let after = cluster.replication_stats();
+    assert!(after.leader_changes > before.leader_changes);
+    assert!(after.isr_shrinks >= before.isr_shrinks + 3);
+    // Stopping it again is refused, typed.
+    assert!(matches!(
+        cluster.stop_broker(stopped),
+        Err(Error::IllegalState(_))
+    ));
+
+    acked.extend(send_all(&cluster, &producer, 300..600));
+    assert_eq!(acked.len(), 600);
+    let expected: BTreeSet<u64> = acked.into_iter().collect();
+    consume_all(&cluster, &expected);
+
+    cluster.restart_broker(stopped).unwrap();
+    assert!(!cluster.is_broker_fenced(stopped));
+    assert!(cluster.wait_until(GUARD, isr_complete));
+    assert!(cluster.replication_stats().isr_expands >= after.isr_expands + 3);
+    producer.close().unwrap();
+    cluster.close().unwrap();
+    assert_replicas_identical(dir.path(), 3);
+}
+
+#[test]
+fn a_crashed_follower_catches_up_rejoins_the_isr_and_ends_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), builder().build().unwrap()).unwrap();
+    create(&cluster, 1);
+    let producer = acks_all(&cluster);
+    send_all(&cluster, &producer, 0..200);
+    let lead = leader(&cluster, 0);
+    let follower = (lead + 1) % 3;
+
+    cluster.crash_broker(follower).unwrap();
+    assert!(!cluster.is_broker_running(follower));
+    // acks=all waits for it until its session expires and it leaves the ISR.
+    send_all(&cluster, &producer, 200..400);
+    assert!(cluster.wait_until(GUARD, |c| c.is_broker_fenced(follower)));
+    let isr = &cluster.describe_topic(TOPIC).unwrap().partitions[0].isr;
+    assert!(!isr.contains(&follower), "{isr:?}");
+
+    cluster.restart_broker(follower).unwrap();
+    assert!(cluster.wait_until(GUARD, isr_complete));
+    send_all(&cluster, &producer, 400..500);
+    let expected: BTreeSet<u64> = (0..500).collect();
+    consume_all(&cluster, &expected);
+    producer.close().unwrap();
+    cluster.close().unwrap();
+    assert_replicas_identical(dir.path(), 1);
+}
+
+#[test]
+fn two_of_three_brokers_down_refuse_acks_all_until_one_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), builder().build().unwrap()).unwrap();
+    create(&cluster, 1);
+    let producer = acks_all(&cluster);
+    send_all(&cluster, &producer, 0..100);
+    let lead = leader(&cluster, 0);
+    let (a, b) = ((lead + 1) % 3, (lead + 2) % 3);
+    cluster.stop_broker(a).unwrap();
+    cluster.stop_broker(b).unwrap();
+    let partition = &cluster.describe_topic(TOPIC).unwrap().partitions[0];
+    assert_eq!(partition.isr, vec![lead]);
+
+    let refused = producer
+        .send(ProducerRecord::new(TOPIC, "100").with_key("100"))
+        .unwrap()
+        .wait();
+    assert!(
+        matches!(refused, Err(Error::NotEnoughReplicas { .. })),
+        "{refused:?}"
+    );
+
+    cluster.restart_broker(a).unwrap();
+    assert!(cluster.wait_until(GUARD, |c| {
+        c.describe_topic(TOPIC)
+            .is_ok_and(|d| d.partitions[0].isr.len() >= 2)
+    }));
+    send_all(&cluster, &producer, 100..200);
+    cluster.restart_broker(b).unwrap();
+    assert!(cluster.wait_until(GUARD, isr_complete));
+    let expected: BTreeSet<u64> = (0..200).filter(|&n| n != 100).collect();
+    consume_all(&cluster, &expected);
+    producer.close().unwrap();
+    cluster.close().unwrap();
+}
+
+/// A cluster on a manual clock (Kafka's default lag and session times).
+fn manual(dir: &Path) -> (Cluster, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let config = ClusterConfig::builder()
+        .brokers(3)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let cluster = Cluster::open(dir, config).unwrap();
+    create(&cluster, 1);
+    (cluster, clock)
+}
+
+#[test]
+fn a_paused_follower_leaves_the_isr_after_the_lag_time_and_returns_when_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, clock) = manual(dir.path());
+    let lead = leader(&cluster, 0);
+    let paused = (lead + 1) % 3;
+    cluster.pause_fetching(paused).unwrap();
+    // One record it does not copy (acks=1: the leader's append suffices).
+    let producer = Producer::new(
+        &cluster,
+        ProducerConfig::builder()
+            .acks(Acks::Leader)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    producer
+        .send(ProducerRecord::new(TOPIC, "x"))
+        .unwrap()
+        .wait()
+        .unwrap();
+    let lag = cluster.config().replica_lag_time_max();
+    let lag_ms = i64::try_from(lag.as_millis()).unwrap();
+    let in_isr = |c: &Cluster| {
+        c.describe_topic(TOPIC)
+            .is_ok_and(|d| d.partitions[0].isr.contains(&paused))
+    };
+    assert!(in_isr(&cluster));
+    clock.advance_ms(lag_ms + 1);
+    assert!(cluster.wait_until(GUARD, |c| !in_isr(c)));
+    assert!(cluster.replication_stats().isr_shrinks >= 1);
+    assert!(
+        !cluster.is_broker_fenced(paused),
+        "only its fetching stopped"
+    );
+
+    cluster.resume_fetching(paused).unwrap();
+    assert!(cluster.wait_until(GUARD, in_isr));
+    producer.close().unwrap();
+    cluster.close().unwrap();
+}
+
+#[test]
+fn a_broker_cut_off_from_the_controller_is_fenced_after_its_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, clock) = manual(dir.path());
+    let session = cluster.config().broker_session_timeout();
+    let session_ms = i64::try_from(session.as_millis()).unwrap();
+    cluster.cut_off_broker(2).unwrap();
+    assert!(!cluster.is_broker_fenced(2));
+    clock.advance_ms(session_ms + 1);
+    assert!(cluster.wait_until(GUARD, |c| c.is_broker_fenced(2)));
+    assert!(cluster.is_broker_running(2), "its threads run on");
+    let d = cluster.describe_topic(TOPIC).unwrap();
+    assert_ne!(d.partitions[0].leader, Some(2));
+    assert!(!d.partitions[0].isr.contains(&2));
+
+    cluster.reconnect_broker(2).unwrap();
+    clock.advance_ms(1);
+    assert!(cluster.wait_until(GUARD, |c| !c.is_broker_fenced(2)));
+    assert!(cluster.wait_until(GUARD, isr_complete));
+    cluster.close().unwrap();
+}
+
+#[test]
+fn a_power_loss_on_a_crashed_follower_loses_no_acks_all_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let storages: Vec<FaultyStorage> = (0..3).map(|_| FaultyStorage::new()).collect();
+    let mut config = builder();
+    for (id, storage) in (0..).zip(&storages) {
+        config = config.broker_storage(id, Arc::new(storage.clone()));
+    }
+    let cluster = Cluster::open(dir.path(), config.build().unwrap()).unwrap();
+    create(&cluster, 1);
+    create_offsets_topic(&cluster);
+    let producer = acks_all(&cluster);
+    send_all(&cluster, &producer, 0..500);
+    let lead = leader(&cluster, 0);
+    let victim = (lead + 1) % 3;
+    let survivor = (lead + 2) % 3;
+    assert!(storages[victim as usize].unsynced_summary().dirty_pages > 0);
+
+    cluster.crash_broker(victim).unwrap();
+    storages[victim as usize].power_loss(7).unwrap();
+    // The power loss took records from the victim's log (they are on the
+    // leader and the survivor, which still run).
+    let segment = |b: u32| {
+        let path = dir
+            .path()
+            .join(format!("broker-{b}/{TOPIC}-0/00000000000000000000.log"));
+        std::fs::metadata(path).unwrap().len()
+    };
+    assert!(
+        segment(victim) < segment(survivor),
+        "{} < {}",
+        segment(victim),
+        segment(survivor)
+    );
+    assert!(cluster.wait_until(GUARD, |c| c.is_broker_fenced(victim)));
+    send_all(&cluster, &producer, 500..600);
+    cluster.restart_broker(victim).unwrap();
+    assert!(cluster.wait_until(GUARD, isr_complete));
+
+    // The victim now serves as leader with the survivor: every record
+    // acknowledged is there.
+    cluster.stop_broker(lead).unwrap();
+    let d = cluster.describe_topic(TOPIC).unwrap();
+    assert!(d.partitions[0].leader.is_some());
+    let expected: BTreeSet<u64> = (0..600).collect();
+    consume_all(&cluster, &expected);
+    producer.close().unwrap();
+    cluster.close().unwrap();
+    let files: Vec<_> = [victim, survivor]
+        .iter()
+        .map(|b| log_files(&dir.path().join(format!("broker-{b}/{TOPIC}-0"))))
+        .collect();
+    assert_eq!(
+        files[0], files[1],
+        "the victim's replica equals the survivor's"
+    );
+}
+
+#[test]
+fn the_fault_api_refuses_bad_targets_with_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), builder().build().unwrap()).unwrap();
+    assert!(matches!(
+        cluster.crash_broker(3),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        cluster.restart_broker(1),
+        Err(Error::IllegalState(_))
+    ));
+    cluster.crash_broker(1).unwrap();
+    assert!(matches!(
+        cluster.pause_fetching(1),
+        Err(Error::IllegalState(_))
+    ));
+    // Closing works with a broker down; the next open recovers it.
+    cluster.close().unwrap();
+    assert!(matches!(cluster.restart_broker(1), Err(Error::Closed(_))));
+    let cluster = Cluster::open(dir.path(), builder().build().unwrap()).unwrap();
+    assert!(cluster.is_broker_running(1));
+    cluster.close().unwrap();
+
+    let one = tempfile::tempdir().unwrap();
+    let single = Cluster::open(one.path(), ClusterConfig::default()).unwrap();
+    assert!(matches!(
+        single.stop_broker(0),
+        Err(Error::InvalidArgument(_))
+    ));
+    single.close().unwrap();
+}
+
+#[test]
+fn sends_racing_a_leader_crash_succeed_or_fail_retriably_and_nothing_acked_is_lost() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), builder().build().unwrap()).unwrap();
+    create(&cluster, 3);
+    create_offsets_topic(&cluster);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let sender = {
+        let (cluster, stop) = (cluster.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let producer = acks_all(&cluster);
+            let mut n = 0u64;
+            // Sends without waiting while the faults happen; every outcome
+            // goes to the test thread.
+            while !stop.load(Ordering::Acquire) {
+                let tx = tx.clone();
+                let text = n.to_string();
+                producer
+                    .send_with_callback(
+                        ProducerRecord::new(TOPIC, &text).with_key(text),
+                        move |result| {
+                            let _ = tx.send((n, result.map(drop)));
+                        },
+                    )
+                    .unwrap();
+                n += 1;
+                if n.is_multiple_of(100) {
+                    producer.flush().unwrap();
+                }
+            }
+            producer.close().unwrap();
+            n
+        })
+    };
+    // Let some records through, then crash partition 0's leader.
+    let mut outcomes = Vec::new();
+    while outcomes.len() < 300 {
+        outcomes.push(rx.recv_timeout(GUARD).expect("records are acknowledged"));
+    }
+    let crashed = leader(&cluster, 0);
+    cluster.crash_broker(crashed).unwrap();
+    assert!(cluster.wait_until(GUARD, |c| c.is_broker_fenced(crashed)));
+    let moved_on = outcomes.len() + 300;
+    while outcomes.len() < moved_on {
+        outcomes.push(
+            rx.recv_timeout(GUARD)
+                .expect("sends go on after the failover"),
+        );
+    }
+    cluster.restart_broker(crashed).unwrap();
+    assert!(cluster.wait_until(GUARD, isr_complete));
+    stop.store(true, Ordering::Release);
+    let sent = sender.join().unwrap();
+    outcomes.extend(rx.iter());
+    assert_eq!(outcomes.len() as u64, sent, "every send completed");
+
+    let mut acked = BTreeSet::new();
+    for (n, outcome) in outcomes {
+        match outcome {
+            Ok(()) => {
+                acked.insert(n);
+            }
+            Err(e) => assert!(e.is_retriable(), "record {n}: {e}"),
+        }
+    }
+    assert!(!acked.is_empty());
+    consume_all(&cluster, &acked);
+    cluster.close().unwrap();
+}
