@@ -959,9 +959,9 @@ fn broker_dir(root: &Path, config: &ClusterConfig, id: u32) -> PathBuf {
 
 /// Refuses to open with fewer brokers than the metadata knows of (those
 /// registered, and those any partition's replicas name): their replicas
-/// would be missing. Kafka would report them offline; with no other broker
-/// holding their data yet (followers are not fed), and no way to bring an
-/// unconfigured broker back, logbus refuses instead.
+/// would be missing. Kafka would report them offline; a broker here is a
+/// directory the cluster owns, with no way to bring an unconfigured one
+/// back, so logbus refuses instead (reassign its replicas away first).
 fn check_brokers(registry: &Registry, config: &ClusterConfig, root: &Path) -> Result<()> {
     let known = registry.known_brokers();
     match known.last() {
