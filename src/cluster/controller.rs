@@ -846,7 +846,6 @@ impl ClusterInner {
     }
 
     /// Whether the controller has fenced broker `id`.
-    #[cfg_attr(not(test), expect(dead_code, reason = "the admin API reports it"))]
     pub(crate) fn is_broker_fenced(&self, id: u32) -> bool {
         self.controller.lock().liveness.is_fenced(id)
     }

@@ -81,7 +81,9 @@ pub use admin::{GroupDescription, MemberDescription, OffsetSpec, PartitionLag};
 pub use config::{ClusterConfig, ClusterConfigBuilder};
 pub(crate) use group::{GroupCoordinator, JoinRequest, JoinResponse, Joined, SyncResponse};
 pub use group::{GroupState, Subscription};
-pub use handles::{NewTopic, Partition, PartitionDescription, Topic, TopicDescription};
+pub use handles::{
+    NewTopic, Partition, PartitionDescription, ReplicaDescription, Topic, TopicDescription,
+};
 pub use offsets::OffsetAndMetadata;
 pub use report::{
     ClusterRecoveryReport, RebuildReport, RebuiltTopic, SkippedRecord, UnknownPartitionDir,
