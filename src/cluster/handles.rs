@@ -61,8 +61,8 @@ impl NewTopic {
     ///
     /// Replicas are placed as Kafka places them: partition leaders
     /// round-robin over the brokers, followers spread after them. Followers
-    /// are not fed yet (their logs stay empty; fetchers are the next step),
-    /// so a factor above 1 adds no durability today.
+    /// copy their leader's log (see
+    /// [`PartitionDescription::replica_states`]).
     ///
     /// ```
     /// use logbus::{Cluster, ClusterConfig, NewTopic};

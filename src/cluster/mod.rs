@@ -598,10 +598,13 @@ impl Cluster {
         Ok(Topic::new(self.inner.clone(), state))
     }
 
-    /// A topic's id, configuration and partitions with their offsets.
+    /// A topic's id, configuration and partitions with their leaders,
+    /// replicas, ISR and offsets, as [`Topic::describe`] (partitions without
+    /// a leader included).
     ///
     /// # Errors
-    /// [`Error::UnknownTopicOrPartition`] if there is no such topic.
+    /// [`Error::UnknownTopicOrPartition`] if there is no such topic;
+    /// [`Error::Closed`].
     pub fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
         self.topic(name)?.describe()
     }

@@ -368,3 +368,35 @@ fn with_fetchers_every_replica_is_reported_caught_up() {
     cluster.inner.unwatch(&k, &tx);
     cluster.close().unwrap();
 }
+
+/// One broker: it leads everything and is its own ISR; nothing is under
+/// replicated, unavailable or at the minimum ISR (1 of 1 is at it).
+#[test]
+fn a_single_broker_reports_its_one_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), ClusterConfig::default()).unwrap();
+    let topic = cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+    topic.partition(1).unwrap().append(&mut batch(2)).unwrap();
+    let partitions = topic.describe().unwrap().partitions;
+    for (p, end) in partitions.iter().zip([0, 2]) {
+        assert_eq!(flags(p), (false, false, true, false));
+        let only = ReplicaDescription {
+            broker: 0,
+            in_sync: true,
+            offline: false,
+            log_end_offset: Some(end),
+            offset_lag: Some(0),
+            last_caught_up_ms: None,
+            last_fetch_ms: None,
+        };
+        assert_eq!(p.replica_states, vec![only]);
+    }
+    assert!(cluster.under_replicated_partitions().unwrap().is_empty());
+    assert!(cluster.unavailable_partitions().unwrap().is_empty());
+    let at_min = cluster.at_min_isr_partitions().unwrap();
+    assert_eq!(
+        at_min,
+        vec![TopicPartition::new("t", 0), TopicPartition::new("t", 1)]
+    );
+    cluster.close().unwrap();
+}
