@@ -426,6 +426,58 @@ impl Cluster {
         self.partitions_where(|p, _, fenced| p.leader.is_none_or(fenced))
     }
 
+    /// Moves a partition's replicas to the brokers `replicas` (the first
+    /// one its preferred leader) while it stays online, as Kafka's
+    /// `alterPartitionReassignments`: the new replicas are created empty
+    /// and copy the leader's log; once every one of them is in the ISR, the
+    /// partition's replicas become exactly `replicas` — a leader not among
+    /// them hands over to the first one (leader epoch + 1) — and the
+    /// dropped replicas are deleted from their brokers. Returns once the
+    /// reassignment started (or, if every target replica is already in the
+    /// ISR, completed); [`Cluster::list_partition_reassignments`] shows
+    /// those under way. A new reassignment of the same partition replaces
+    /// the target.
+    ///
+    /// Not persisted while under way: a cluster reopened in between keeps
+    /// the partition on the old and new replicas together (all of them
+    /// fed), and a new call with the same target finishes it.
+    ///
+    /// ```
+    /// use logbus::{Cluster, ClusterConfig, NewTopic, TopicPartition};
+    /// let dir = tempfile::tempdir()?;
+    /// let config = ClusterConfig::builder().brokers(3).build()?;
+    /// let cluster = Cluster::open(dir.path(), config)?;
+    /// let topic = cluster.create_topic(NewTopic::new("orders", 1).replication_factor(2))?;
+    /// let before = topic.describe()?.partitions[0].replicas.clone();
+    /// // Drop the preferred leader: the other replica is in sync, so this
+    /// // completes at once and leadership moves.
+    /// cluster.reassign_partition(&TopicPartition::new("orders", 0), &before[1..])?;
+    /// let after = &topic.describe()?.partitions[0];
+    /// assert_eq!((after.replicas.clone(), after.leader), (before[1..].to_vec(), Some(before[1])));
+    /// assert!(cluster.list_partition_reassignments().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty list, a broker named twice or
+    /// not in the cluster, more than
+    /// [`MAX_REPLICATION_FACTOR`](crate::MAX_REPLICATION_FACTOR) replicas,
+    /// or an added broker that is fenced (nothing changes);
+    /// [`Error::LeaderNotAvailable`] while the partition has no leader;
+    /// [`Error::UnknownTopicOrPartition`]; [`Error::Closed`];
+    /// [`Error::PartitionDirConflict`] if an added broker holds another
+    /// topic's directory at the partition's path; [`Error::Io`].
+    pub fn reassign_partition(&self, tp: &TopicPartition, replicas: &[u32]) -> Result<()> {
+        self.inner.reassign_partition(tp, replicas.to_vec())
+    }
+
+    /// The reassignments under way (Kafka's
+    /// `listPartitionReassignments`): each partition's target replicas.
+    #[must_use]
+    pub fn list_partition_reassignments(&self) -> BTreeMap<TopicPartition, Vec<u32>> {
+        self.inner.partition_reassignments()
+    }
+
     /// Every partition `keep(state, min.insync.replicas, fenced)` keeps,
     /// from the routing table, sorted by topic and partition.
     fn partitions_where(

@@ -400,3 +400,190 @@ fn a_single_broker_reports_its_one_replica() {
     );
     cluster.close().unwrap();
 }
+
+/// Appends `n` records at `key`'s leader without waiting for followers
+/// (acks=1: the followers here fetch only when the test says).
+fn leader_append(cluster: &Cluster, key: &TopicIdPartition, n: usize) {
+    cluster
+        .inner
+        .replicas_for(key)
+        .unwrap()
+        .append(key, &mut batch(n), AppendOrigin::Client, AppendAcks::Leader)
+        .unwrap();
+}
+
+/// Online reassignment, step by step: the added replicas are created and
+/// listed, fetch, enter the ISR one by one through the leader's proposals,
+/// and the last one completes it — replicas exactly the target, the
+/// leader (dropped) handed over with a new epoch, its log deleted. The
+/// records stay readable and writable throughout, and a reopen keeps the
+/// new placement with no stray directory.
+#[test]
+fn reassignment_adds_catches_up_switches_the_leader_and_removes_the_old_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(0);
+    let cluster = Cluster::open(dir.path(), manual(&clock)).unwrap();
+    cluster
+        .create_topic(NewTopic::new("t", 1).replication_factor(1))
+        .unwrap();
+    let before = roles(&cluster, "t");
+    let old = before.leader.unwrap();
+    let (a, b) = ((old + 1) % 3, (old + 2) % 3);
+    let k = key(&cluster, "t");
+    let handle = cluster.topic("t").unwrap().partition(0).unwrap();
+    handle.append(&mut batch(3)).unwrap();
+    let tp0 = TopicPartition::new("t", 0);
+
+    cluster.reassign_partition(&tp0, &[a, b]).unwrap();
+    let r = roles(&cluster, "t");
+    assert_eq!(
+        (r.replicas.clone(), r.isr.clone()),
+        (vec![a, b, old], vec![old])
+    );
+    assert_eq!((r.leader, r.leader_epoch), (Some(old), before.leader_epoch));
+    assert_eq!(r.partition_epoch, before.partition_epoch + 1);
+    assert_eq!(
+        cluster.list_partition_reassignments(),
+        [(tp0.clone(), vec![a, b])].into()
+    );
+    assert!(cluster.inner.broker(a).unwrap().replicas.is_hosted(&k));
+    assert!(describe(&cluster, "t").under_replicated);
+
+    // a catches up: its second fetch (at the leader's end) makes the
+    // leader propose it into the ISR; not complete while b is out.
+    fetch(&cluster, a, old);
+    fetch(&cluster, a, old);
+    assert_eq!(roles(&cluster, "t").isr, vec![old, a]);
+    assert_eq!(cluster.list_partition_reassignments().len(), 1);
+    leader_append(&cluster, &k, 1);
+    fetch(&cluster, a, old);
+
+    // b catches up: complete.
+    fetch(&cluster, b, old);
+    // This fetch puts b in the ISR, which completes the reassignment under
+    // the round's feet: the round may end on the new epoch's refusal.
+    let _ = fetch_once(
+        &cluster.inner.broker(b).unwrap().replicas,
+        &cluster.inner.broker(old).unwrap().replicas,
+    );
+    let r = roles(&cluster, "t");
+    assert_eq!(r.replicas, vec![a, b]);
+    assert_eq!(
+        (r.leader, r.leader_epoch),
+        (Some(a), before.leader_epoch + 1)
+    );
+    assert_eq!(r.isr, vec![a, b]);
+    assert!(cluster.list_partition_reassignments().is_empty());
+    assert!(!cluster.inner.broker(old).unwrap().replicas.is_hosted(&k));
+    let old_dir = dir.path().join(format!("broker-{old}/t-0"));
+    assert!(dir.path().join(format!("broker-{a}/t-0")).exists());
+    assert!(!old_dir.exists(), "{old_dir:?}");
+    for br in [a, b] {
+        let held = cluster
+            .inner
+            .broker(br)
+            .unwrap()
+            .replicas
+            .describe(&k)
+            .unwrap();
+        assert_eq!((held.leader, held.isr.clone()), (Some(a), vec![a, b]));
+        assert_eq!(held.offsets.log_end, 4, "broker {br}");
+    }
+    // The same handle reads at the new leader (the high watermark moves
+    // once b reports its log end), and writes there.
+    fetch(&cluster, b, a);
+    assert_eq!(handle.read(0, 1 << 20).unwrap().batches().count(), 2);
+    leader_append(&cluster, &k, 1);
+    assert_eq!(handle.log_end_offset().unwrap(), 5);
+    fetch(&cluster, b, a);
+    fetch(&cluster, b, a);
+    assert!(!describe(&cluster, "t").under_replicated);
+    cluster.close().unwrap();
+
+    let cluster = Cluster::open(dir.path(), manual(&clock)).unwrap();
+    assert_eq!(roles(&cluster, "t"), r);
+    let report = cluster.recovery_report();
+    assert!(report.unknown_dirs.is_empty() && report.removed_dirs.is_empty());
+    assert_eq!(describe(&cluster, "t").log_end_offset, 5);
+    cluster.close().unwrap();
+}
+
+/// Bad targets are refused with nothing changed; dropping a replica that
+/// is in sync anyway completes at once.
+#[test]
+fn reassignment_refuses_bad_targets_and_a_pure_removal_completes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(0);
+    let cluster = Cluster::open(dir.path(), manual(&clock)).unwrap();
+    cluster
+        .create_topic(NewTopic::new("t", 1).replication_factor(2))
+        .unwrap();
+    let before = roles(&cluster, "t");
+    let spare = (0..3).find(|b| !before.replicas.contains(b)).unwrap();
+    cluster.inner.mark_broker_stopped(spare).unwrap();
+    let tp0 = TopicPartition::new("t", 0);
+    for bad in [vec![], vec![0, 0], vec![0, 7], vec![spare]] {
+        let e = cluster.reassign_partition(&tp0, &bad).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{bad:?}: {e:?}");
+        assert_eq!(roles(&cluster, "t"), before, "{bad:?}");
+    }
+    let missing = TopicPartition::new("t", 1);
+    assert!(matches!(
+        cluster.reassign_partition(&missing, &[0]),
+        Err(Error::UnknownTopicOrPartition { .. })
+    ));
+    assert!(cluster.list_partition_reassignments().is_empty());
+
+    // Keep only the follower: the leader hands over at once.
+    let follower = before.replicas[1];
+    cluster.reassign_partition(&tp0, &[follower]).unwrap();
+    let r = roles(&cluster, "t");
+    assert_eq!(
+        (r.replicas.clone(), r.isr.clone()),
+        (vec![follower], vec![follower])
+    );
+    assert_eq!(
+        (r.leader, r.leader_epoch),
+        (Some(follower), before.leader_epoch + 1)
+    );
+    assert!(cluster.list_partition_reassignments().is_empty());
+    cluster.close().unwrap();
+}
+
+/// With the fetcher threads, a reassignment completes by itself: the test
+/// waits (bounded, on the metadata watcher) until none is under way.
+#[test]
+fn with_fetchers_a_reassignment_completes_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ClusterConfig::builder().brokers(3).build().unwrap();
+    let cluster = Cluster::open(dir.path(), config).unwrap();
+    let topic = cluster
+        .create_topic(NewTopic::new("t", 1).replication_factor(1))
+        .unwrap();
+    let old = roles(&cluster, "t").leader.unwrap();
+    let target = vec![(old + 1) % 3, (old + 2) % 3];
+    let partition = topic.partition(0).unwrap();
+    partition.append(&mut batch(7)).unwrap();
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    cluster.inner.watch_metadata(&tx);
+    cluster
+        .reassign_partition(&TopicPartition::new("t", 0), &target)
+        .unwrap();
+    while !cluster.list_partition_reassignments().is_empty() {
+        assert!(
+            rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+            "the reassignment never completed: {:?}",
+            roles(&cluster, "t")
+        );
+    }
+    cluster.inner.unwatch_metadata(&tx);
+    let p = describe(&cluster, "t");
+    assert_eq!(
+        (p.replicas.clone(), p.leader),
+        (target.clone(), Some(target[0]))
+    );
+    assert_eq!((p.log_end_offset, p.isr.len()), (7, 2));
+    partition.append(&mut batch(1)).unwrap();
+    assert_eq!(partition.read(0, 1 << 20).unwrap().batches().count(), 2);
+    cluster.close().unwrap();
+}
