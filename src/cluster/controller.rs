@@ -1210,7 +1210,7 @@ impl ClusterInner {
         let mut first_error = published.err();
         for b in removed {
             let gone = self.broker(b).and_then(|broker| {
-                broker.replicas.unhost(key)?;
+                broker.replicas.unhost(key);
                 broker.delete_partition(&key.topic, key.partition, key.topic_id)
             });
             if let Err(e) = gone {

@@ -239,20 +239,19 @@ impl ReplicaManager {
     }
 
     /// Stops hosting one partition whose replica left this broker (a
-    /// reassignment moved it): waiting acknowledgements fail, the log is
-    /// dropped unflushed (its files are deleted next). Nothing if it is not
-    /// hosted.
-    ///
-    /// # Errors
-    /// Those of closing the log.
-    pub(crate) fn unhost(&self, key: &TopicIdPartition) -> Result<()> {
+    /// reassignment moved it): waiting acknowledgements fail with
+    /// [`Error::NotLeaderOrFollower`] (retriable), the log is dropped
+    /// unflushed (its files are deleted next). Nothing if it is not hosted.
+    pub(crate) fn unhost(&self, key: &TopicIdPartition) {
         let removed = self
             .hosted
             .write()
             .get_mut(&*key.topic)
             .filter(|h| h.id == key.topic_id)
             .and_then(|h| h.partitions.remove(&key.partition));
-        removed.map_or(Ok(()), |state| state.shut(true).map(drop))
+        if let Some(state) = removed {
+            state.shut_moved();
+        }
     }
 
     /// Shuts every hosted partition (the cluster closes): each log is

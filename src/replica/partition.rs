@@ -42,6 +42,9 @@ use crate::replica::{FetchBound, Replica};
 const LIVE: u8 = 0;
 const DELETED: u8 = 1;
 const CLOSED: u8 = 2;
+/// The replica left this broker (a reassignment moved it): calls answer
+/// `NotLeaderOrFollower`, retriable, as the partition lives on elsewhere.
+const MOVED: u8 = 3;
 
 /// A partition's replicas, leader, leader epoch and in-sync replicas, as
 /// the controller decided them: Kafka's `LeaderAndIsr` (with the replica
@@ -376,6 +379,7 @@ impl PartitionState {
     pub(crate) fn gone_error(&self) -> Error {
         match self.gone.load(Ordering::Acquire) {
             CLOSED => Error::Closed("cluster"),
+            MOVED => self.not_leader(),
             _ => Error::UnknownTopicOrPartition {
                 topic: self.topic.to_string(),
                 partition: Some(self.partition),
@@ -911,9 +915,22 @@ impl PartitionState {
     /// acknowledgements still waiting, wakes every watcher, and returns
     /// the final offsets (after the closing flush).
     pub(crate) fn shut(&self, deleted: bool) -> Result<Option<PartitionOffsets>> {
+        self.shut_as(if deleted { DELETED } else { CLOSED })
+    }
+
+    /// Shuts the replica because it left this broker (its files are
+    /// deleted next): as `shut(true)`, but the acknowledgements still
+    /// waiting, and every later call, answer `NotLeaderOrFollower`
+    /// (retriable: the partition lives on at its other replicas).
+    pub(crate) fn shut_moved(&self) {
+        // Nothing is flushed, so nothing can fail.
+        let _ = self.shut_as(MOVED);
+    }
+
+    fn shut_as(&self, gone: u8) -> Result<Option<PartitionOffsets>> {
+        let deleted = gone != CLOSED;
         let mut guard = self.log.write();
-        self.gone
-            .store(if deleted { DELETED } else { CLOSED }, Ordering::Release);
+        self.gone.store(gone, Ordering::Release);
         let Some(log) = guard.take() else {
             return Ok(None);
         };

@@ -457,8 +457,16 @@ fn reassignment_adds_catches_up_switches_the_leader_and_removes_the_old_replica(
     assert_eq!(cluster.list_partition_reassignments().len(), 1);
     leader_append(&cluster, &k, 1);
     fetch(&cluster, a, old);
+    // An acks=all append a has not fetched waits at the old leader.
+    let (_, pending) = cluster
+        .inner
+        .replicas_for(&k)
+        .unwrap()
+        .append_pending(&k, &mut batch(1), AppendOrigin::Client, AppendAcks::All)
+        .unwrap();
+    let pending = pending.expect("a has not fetched it");
 
-    // b catches up: complete.
+    // b catches up (it copies the waiting batch too): complete.
     fetch(&cluster, b, old);
     // This fetch puts b in the ISR, which completes the reassignment under
     // the round's feet: the round may end on the new epoch's refusal.
@@ -478,6 +486,12 @@ fn reassignment_adds_catches_up_switches_the_leader_and_removes_the_old_replica(
     let old_dir = dir.path().join(format!("broker-{old}/t-0"));
     assert!(dir.path().join(format!("broker-{a}/t-0")).exists());
     assert!(!old_dir.exists(), "{old_dir:?}");
+    // The waiting append was never acknowledged: it fails retriably (the
+    // producer resends it to the new leader), and b, which copied it,
+    // truncates it away at its first fetch from a (diverging epoch).
+    let e = pending.try_result().expect("completed").unwrap_err();
+    assert!(matches!(e, Error::NotLeaderOrFollower { .. }), "{e:?}");
+    fetch(&cluster, b, a);
     for br in [a, b] {
         let held = cluster
             .inner
