@@ -169,8 +169,8 @@ pub use cluster::{
     GroupDescription, GroupState, MAX_BROKERS, MAX_PARTITIONS_PER_CLUSTER,
     MAX_PARTITIONS_PER_TOPIC, MAX_REPLICATION_FACTOR, MAX_TOPIC_NAME_LEN, MemberDescription,
     NewTopic, OffsetAndMetadata, OffsetSpec, Partition, PartitionDescription, PartitionLag,
-    RebuildReport, RebuiltTopic, ReplicationStats, SkippedRecord, Subscription, Topic, TopicConfig,
-    TopicDescription, UnknownPartitionDir,
+    RebuildReport, RebuiltTopic, ReplicaDescription, ReplicationStats, SkippedRecord, Subscription,
+    Topic, TopicConfig, TopicDescription, UnknownPartitionDir,
 };
 pub use config::{FlushPolicy, LogConfig, LogConfigBuilder};
 pub use error::{CorruptionKind, Error, FormatError, Result};

@@ -1,6 +1,8 @@
 //! Kafka's AdminClient calls for consumer groups, as methods on
 //! [`Cluster`]: list and describe groups (with their lag), read, change and
-//! reset their committed offsets, delete them.
+//! reset their committed offsets, delete them; and the partition filters
+//! of `kafka-topics --describe` (under-replicated, under or at the minimum
+//! ISR, unavailable).
 //!
 //! Changes to a group's offsets go through the coordinator's
 //! `while_empty`, so they are refused while the group has members (whose
@@ -12,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::cluster::{Cluster, GroupState, OffsetAndMetadata};
 use crate::error::{Error, Result};
+use crate::replica::LeaderAndIsr;
 use crate::types::TopicPartition;
 
 /// What [`Cluster::describe_group`] reports: Kafka's
@@ -353,6 +356,155 @@ impl Cluster {
                 .map_or(end, |f| f.offset),
         };
         Ok(offset.max(start).min(end))
+    }
+}
+
+/// Kafka's `kafka-topics --describe` filters, as lists of partitions.
+impl Cluster {
+    /// The partitions whose ISR is smaller than their replica list (some
+    /// replica is not caught up with the leader, or its broker is down):
+    /// Kafka's `kafka-topics --describe --under-replicated-partitions`.
+    /// Every topic, internal ones included, sorted by topic then partition;
+    /// read from the cluster's metadata (no partition is asked).
+    ///
+    /// ```
+    /// use logbus::{Cluster, ClusterConfig, NewTopic};
+    /// let dir = tempfile::tempdir()?;
+    /// let config = ClusterConfig::builder().brokers(3).build()?;
+    /// let cluster = Cluster::open(dir.path(), config)?;
+    /// cluster.create_topic(NewTopic::new("orders", 3).replication_factor(3))?;
+    /// // Every replica of a new partition is in sync.
+    /// assert!(cluster.under_replicated_partitions()?.is_empty());
+    /// assert!(cluster.under_min_isr_partitions()?.is_empty());
+    /// assert!(cluster.unavailable_partitions()?.is_empty());
+    /// assert_eq!(cluster.at_min_isr_partitions()?.len(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the cluster is closed.
+    pub fn under_replicated_partitions(&self) -> Result<Vec<TopicPartition>> {
+        self.partitions_where(|p, _, _| p.isr.len() < p.replicas.len())
+    }
+
+    /// The partitions whose ISR is smaller than their topic's
+    /// `min.insync.replicas`, or that have no leader: `acks=all` produces
+    /// to them fail with
+    /// [`Error::NotEnoughReplicas`](crate::Error::NotEnoughReplicas) (Kafka's
+    /// `--under-min-isr-partitions`). Sorted as
+    /// [`Cluster::under_replicated_partitions`].
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the cluster is closed.
+    pub fn under_min_isr_partitions(&self) -> Result<Vec<TopicPartition>> {
+        self.partitions_where(|p, min_isr, _| p.leader.is_none() || (p.isr.len() as u64) < min_isr)
+    }
+
+    /// The partitions with a leader whose ISR has exactly
+    /// `min.insync.replicas` members (Kafka's `--at-min-isr-partitions`):
+    /// one more replica falling behind stops `acks=all` produces to them.
+    /// Sorted as
+    /// [`Cluster::under_replicated_partitions`].
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the cluster is closed.
+    pub fn at_min_isr_partitions(&self) -> Result<Vec<TopicPartition>> {
+        self.partitions_where(|p, min_isr, _| p.leader.is_some() && p.isr.len() as u64 == min_isr)
+    }
+
+    /// The partitions no live broker leads: without a leader (every
+    /// in-sync replica's broker is down and unclean election is off), or
+    /// led by a fenced broker (Kafka's `--unavailable-partitions`). Their
+    /// reads and writes fail with
+    /// [`Error::LeaderNotAvailable`](crate::Error::LeaderNotAvailable)
+    /// (retriable) until a leader is elected. Sorted as
+    /// [`Cluster::under_replicated_partitions`].
+    ///
+    /// # Errors
+    /// [`Error::Closed`] once the cluster is closed.
+    pub fn unavailable_partitions(&self) -> Result<Vec<TopicPartition>> {
+        self.partitions_where(|p, _, fenced| p.leader.is_none_or(fenced))
+    }
+
+    /// Moves a partition's replicas to the brokers `replicas` (the first
+    /// one its preferred leader) while it stays online, as Kafka's
+    /// `alterPartitionReassignments`: the new replicas are created empty
+    /// and copy the leader's log; once every one of them is in the ISR, the
+    /// partition's replicas become exactly `replicas` — a leader not among
+    /// them hands over to the first one (leader epoch + 1) — and the
+    /// dropped replicas are deleted from their brokers. Returns once the
+    /// reassignment started (or, if every target replica is already in the
+    /// ISR, completed); [`Cluster::list_partition_reassignments`] shows
+    /// those under way. A new reassignment of the same partition replaces
+    /// the target.
+    ///
+    /// Not persisted while under way: a cluster reopened in between keeps
+    /// the partition on the old and new replicas together (all of them
+    /// fed), and a new call with the same target finishes it.
+    ///
+    /// ```
+    /// use logbus::{Cluster, ClusterConfig, NewTopic, TopicPartition};
+    /// let dir = tempfile::tempdir()?;
+    /// let config = ClusterConfig::builder().brokers(3).build()?;
+    /// let cluster = Cluster::open(dir.path(), config)?;
+    /// let topic = cluster.create_topic(NewTopic::new("orders", 1).replication_factor(2))?;
+    /// let before = topic.describe()?.partitions[0].replicas.clone();
+    /// // Drop the preferred leader: the other replica is in sync, so this
+    /// // completes at once and leadership moves.
+    /// cluster.reassign_partition(&TopicPartition::new("orders", 0), &before[1..])?;
+    /// let after = &topic.describe()?.partitions[0];
+    /// assert_eq!((after.replicas.clone(), after.leader), (before[1..].to_vec(), Some(before[1])));
+    /// assert!(cluster.list_partition_reassignments().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty list, a broker named twice or
+    /// not in the cluster, more than
+    /// [`MAX_REPLICATION_FACTOR`](crate::MAX_REPLICATION_FACTOR) replicas,
+    /// or an added broker that is fenced (nothing changes);
+    /// [`Error::LeaderNotAvailable`] while the partition has no leader;
+    /// [`Error::UnknownTopicOrPartition`]; [`Error::Closed`];
+    /// [`Error::PartitionDirConflict`] if an added broker holds another
+    /// topic's directory at the partition's path; [`Error::Io`].
+    pub fn reassign_partition(&self, tp: &TopicPartition, replicas: &[u32]) -> Result<()> {
+        self.inner.reassign_partition(tp, replicas.to_vec())
+    }
+
+    /// The reassignments under way (Kafka's
+    /// `listPartitionReassignments`): each partition's target replicas.
+    #[must_use]
+    pub fn list_partition_reassignments(&self) -> BTreeMap<TopicPartition, Vec<u32>> {
+        self.inner.partition_reassignments()
+    }
+
+    /// Every partition `keep(state, min.insync.replicas, fenced)` keeps,
+    /// from the routing table, sorted by topic and partition.
+    fn partitions_where(
+        &self,
+        keep: impl Fn(&LeaderAndIsr, u64, &dyn Fn(u32) -> bool) -> bool,
+    ) -> Result<Vec<TopicPartition>> {
+        self.inner.check_open()?;
+        // The controller's lock comes before `topics`: read the fenced
+        // brokers first, holding neither.
+        let fenced: Vec<bool> = (0..self.inner.brokers().len())
+            .map(|b| u32::try_from(b).is_ok_and(|b| self.inner.is_broker_fenced(b)))
+            .collect();
+        let is_fenced = |b: u32| fenced.get(b as usize).copied().unwrap_or(true);
+        let mut topics: Vec<_> = self.inner.topics.read().values().cloned().collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut found = Vec::new();
+        for topic in topics.iter().filter(|t| !t.is_deleted()) {
+            let min_isr = topic.effective.min_insync();
+            let count = topic.partition_count() as usize;
+            for (p, state) in topic.assignments.read().iter().take(count).enumerate() {
+                if keep(state, min_isr, &is_fenced) {
+                    let p = u32::try_from(p).expect("fewer partitions than u32::MAX");
+                    found.push(TopicPartition::new(topic.name.to_string(), p));
+                }
+            }
+        }
+        Ok(found)
     }
 }
 

@@ -62,6 +62,10 @@ pub(super) struct Controller {
     /// back those where they are in the ISR, with
     /// `auto.leader.rebalance.enable`.
     rebalance_pending: BTreeSet<u32>,
+    /// Reassignments under way (runtime state only): each partition's
+    /// target replica list, reached once every target replica is in the
+    /// ISR (see `ClusterInner::reassign_partition`).
+    pub(super) reassignments: BTreeMap<(Uuid, u32), Vec<u32>>,
 }
 
 impl Controller {
@@ -78,6 +82,7 @@ impl Controller {
                 config.broker_heartbeat_interval_ms,
             ),
             rebalance_pending: BTreeSet::new(),
+            reassignments: BTreeMap::new(),
         }
     }
 }
@@ -671,6 +676,7 @@ impl ClusterInner {
             registry,
             liveness,
             rebalance_pending,
+            ..
         } = controller;
         let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
         rebalance_pending.retain(|&b| liveness.is_live(b));
@@ -740,6 +746,7 @@ impl ClusterInner {
             registry,
             liveness,
             rebalance_pending,
+            ..
         } = controller;
         let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
         let mut after = liveness.clone();
@@ -921,6 +928,7 @@ impl ClusterInner {
             metadata,
             registry,
             liveness,
+            reassignments,
             ..
         } = &mut *controller;
         let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
@@ -1000,7 +1008,225 @@ impl ClusterInner {
         let changes = Changes::from([((topic, partition), decided)]);
         Self::commit_changes(metadata, registry, &changes)?;
         self.publish(changes.values(), |b| liveness.is_live(b))?;
-        Ok(next)
+        // A grown ISR may complete a reassignment.
+        let done = self.complete_reassignment(metadata, registry, liveness, reassignments, key)?;
+        Ok(done.unwrap_or(next))
+    }
+
+    /// Starts moving `tp` to the replicas `target` (the first one its
+    /// preferred leader), as Kafka's online reassignment: the partition's
+    /// replicas become `target` followed by the current ones it drops,
+    /// the added replicas are created empty and fetch from the leader, and
+    /// once every target replica is in the ISR (the leader proposes each
+    /// as it catches up) the replicas become `target`: a leader outside it
+    /// hands over to the first target replica, and the dropped replicas'
+    /// logs are deleted. Replaces a reassignment of `tp` under way.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty target, a broker named
+    /// twice or not in the cluster, more than [`MAX_REPLICATION_FACTOR`]
+    /// replicas, or an added broker that is fenced;
+    /// [`Error::LeaderNotAvailable`] while `tp` has no leader;
+    /// [`Error::UnknownTopicOrPartition`]; [`Error::Closed`];
+    /// [`Error::PartitionDirConflict`] if an added broker holds a foreign
+    /// directory at the partition's path; [`Error::Io`].
+    pub(crate) fn reassign_partition(&self, tp: &TopicPartition, target: Vec<u32>) -> Result<()> {
+        self.check_open()?;
+        let mut controller = self.controller.lock();
+        let Controller {
+            metadata,
+            registry,
+            liveness,
+            reassignments,
+            ..
+        } = &mut *controller;
+        let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
+        let unknown = || Error::UnknownTopicOrPartition {
+            topic: tp.topic.clone(),
+            partition: Some(tp.partition),
+        };
+        let meta = registry.topic(&tp.topic)?;
+        let id = meta.id;
+        let current = meta
+            .assignments
+            .get(tp.partition as usize)
+            .cloned()
+            .ok_or_else(unknown)?;
+        let state = self.topic_state(&tp.topic)?;
+        let distinct = target.iter().collect::<BTreeSet<_>>().len() == target.len();
+        let brokers = self.brokers().len();
+        let problem = if target.is_empty() || !distinct {
+            Some("it is empty or names a broker twice".to_string())
+        } else if target.len() > usize::from(MAX_REPLICATION_FACTOR) {
+            Some(format!("more than {MAX_REPLICATION_FACTOR} replicas"))
+        } else if let Some(b) = target.iter().find(|&&b| b as usize >= brokers) {
+            Some(format!("the cluster has no broker {b} ({brokers} brokers)"))
+        } else {
+            target
+                .iter()
+                .find(|&&b| !current.replicas.contains(&b) && liveness.is_fenced(b))
+                .map(|b| format!("broker {b} is fenced"))
+        };
+        if let Some(problem) = problem {
+            return Err(Error::InvalidArgument(format!(
+                "reassigning {}-{} to {target:?} is refused: {problem}",
+                tp.topic, tp.partition
+            )));
+        }
+        if current.leader.is_none() {
+            return Err(Error::LeaderNotAvailable {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+            });
+        }
+        let adding: Vec<u32> = target
+            .iter()
+            .copied()
+            .filter(|b| !current.replicas.contains(b))
+            .collect();
+        for &b in &adding {
+            self.broker(b)?
+                .prepare_path(&tp.topic, tp.partition, id, registry)?;
+        }
+        let mut replicas = target.clone();
+        replicas.extend(current.replicas.iter().filter(|b| !target.contains(b)));
+        let key = TopicIdPartition {
+            topic_id: id,
+            topic: state.name.clone(),
+            partition: tp.partition,
+        };
+        if replicas != current.replicas {
+            let next = LeaderAndIsr {
+                replicas,
+                partition_epoch: current.partition_epoch.saturating_add(1),
+                ..current
+            };
+            let decided = Decided {
+                topic_id: id,
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                roles: next.clone(),
+            };
+            let changes = Changes::from([((tp.topic.clone(), tp.partition), decided)]);
+            Self::commit_changes(metadata, registry, &changes)?;
+            let min_insync = usize::try_from(state.effective.min_insync()).unwrap_or(usize::MAX);
+            for &b in &adding {
+                self.broker(b)?.open_partition(
+                    &state.name,
+                    id,
+                    tp.partition,
+                    state.log_config.clone(),
+                    next.clone(),
+                    min_insync,
+                )?;
+            }
+            self.publish(changes.values(), |b| {
+                liveness.is_live(b) && !adding.contains(&b)
+            })?;
+        }
+        reassignments.insert((id, tp.partition), target);
+        self.complete_reassignment(metadata, registry, liveness, reassignments, &key)
+            .map(drop)
+    }
+
+    /// The reassignments under way: each partition's target replicas.
+    pub(crate) fn partition_reassignments(&self) -> BTreeMap<TopicPartition, Vec<u32>> {
+        let controller = self.controller.lock();
+        controller
+            .reassignments
+            .iter()
+            .filter_map(|((id, p), target)| {
+                let meta = controller.registry.topic_by_id(id)?;
+                Some((TopicPartition::new(meta.name.clone(), *p), target.clone()))
+            })
+            .collect()
+    }
+
+    /// Completes `key`'s reassignment if every target replica is in the
+    /// ISR: the replicas become the target, the ISR keeps only target
+    /// replicas, a leader outside the target hands over to the first
+    /// target replica in the ISR (leader epoch + 1), and the dropped
+    /// replicas are removed from their brokers with their logs. Returns
+    /// the new state if it completed.
+    fn complete_reassignment(
+        &self,
+        metadata: &mut MetadataLog,
+        registry: &mut Registry,
+        liveness: &Liveness,
+        reassignments: &mut BTreeMap<(Uuid, u32), Vec<u32>>,
+        key: &TopicIdPartition,
+    ) -> Result<Option<LeaderAndIsr>> {
+        let slot = (key.topic_id, key.partition);
+        let Some(target) = reassignments.get(&slot) else {
+            return Ok(None);
+        };
+        let Some(current) = registry
+            .topic_by_id(&key.topic_id)
+            .and_then(|meta| meta.assignments.get(key.partition as usize))
+            .cloned()
+        else {
+            // The topic is gone.
+            reassignments.remove(&slot);
+            return Ok(None);
+        };
+        if !target.iter().all(|b| current.isr.contains(b)) {
+            return Ok(None);
+        }
+        let target = reassignments.remove(&slot).unwrap_or_default();
+        let isr: Vec<u32> = current
+            .isr
+            .iter()
+            .copied()
+            .filter(|b| target.contains(b))
+            .collect();
+        let leader = match current.leader {
+            Some(l) if target.contains(&l) => Some(l),
+            _ => target
+                .iter()
+                .copied()
+                .find(|&b| isr.contains(&b) && liveness.is_live(b)),
+        };
+        let removed: Vec<u32> = current
+            .replicas
+            .iter()
+            .copied()
+            .filter(|b| !target.contains(b))
+            .collect();
+        if removed.is_empty() && target == current.replicas {
+            return Ok(None);
+        }
+        let next = LeaderAndIsr {
+            leader_epoch: current
+                .leader_epoch
+                .saturating_add(i32::from(leader != current.leader)),
+            partition_epoch: current.partition_epoch.saturating_add(1),
+            replicas: target,
+            leader,
+            isr,
+        };
+        let decided = Decided {
+            topic_id: key.topic_id,
+            topic: key.topic.to_string(),
+            partition: key.partition,
+            roles: next.clone(),
+        };
+        let changes = Changes::from([((key.topic.to_string(), key.partition), decided)]);
+        Self::commit_changes(metadata, registry, &changes)?;
+        let published = self.publish(changes.values(), |b| liveness.is_live(b));
+        let mut first_error = published.err();
+        for b in removed {
+            // A dropped replica on a broker that is down keeps its
+            // directory: its restart reports it as unknown (data is
+            // deleted only on evidence a running broker acts on).
+            let Some(broker) = self.running_broker(b) else {
+                continue;
+            };
+            broker.replicas.unhost(key);
+            if let Err(e) = broker.delete_partition(&key.topic, key.partition, key.topic_id) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(Some(next)), Err)
     }
 
     /// The controller as partition leaders see it: where they propose ISR

@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use crate::cluster::broker::topic_id_string;
 use crate::cluster::{ClusterInner, TopicConfig, TopicState};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::log::{
     AppendInfo, CleanReport, LogRead, RecoveryReport, RetentionReport, TimestampOffset,
 };
-use crate::replica::{AppendAcks, AppendOrigin, FetchBound, TopicIdPartition};
+use crate::replica::{AppendAcks, AppendOrigin, FetchBound, PartitionOffsets, TopicIdPartition};
 
 /// A topic to create: its name, partition count and configs.
 ///
@@ -61,8 +61,8 @@ impl NewTopic {
     ///
     /// Replicas are placed as Kafka places them: partition leaders
     /// round-robin over the brokers, followers spread after them. Followers
-    /// are not fed yet (their logs stay empty; fetchers are the next step),
-    /// so a factor above 1 adds no durability today.
+    /// copy their leader's log (see
+    /// [`PartitionDescription::replica_states`]).
     ///
     /// ```
     /// use logbus::{Cluster, ClusterConfig, NewTopic};
@@ -148,15 +148,33 @@ impl Topic {
         self.state.is_deleted()
     }
 
-    /// A handle to one partition.
+    /// A handle to one partition. A partition without a leader (see
+    /// [`PartitionDescription::leader`]) still gets one: its calls return
+    /// [`Error::LeaderNotAvailable`](crate::Error::LeaderNotAvailable)
+    /// (retriable) until a leader is elected, and then work.
     ///
     /// # Errors
     /// [`Error::UnknownTopicOrPartition`](crate::Error::UnknownTopicOrPartition)
-    /// if the partition does not exist or the topic was deleted.
+    /// if the partition does not exist or the topic was deleted;
+    /// [`Error::Closed`](crate::Error::Closed) once the cluster is closed.
     pub fn partition(&self, partition: u32) -> Result<Partition> {
         self.cluster.check_open()?;
         let key = self.state.key(partition)?;
-        let recovery = self.cluster.replicas_for(&key)?.recovery_report(&key)?;
+        let recovery = match self.cluster.replicas_for(&key) {
+            Ok(leader) => leader.recovery_report(&key)?,
+            // A leaderless partition still gets a handle: its calls answer
+            // `LeaderNotAvailable` until a leader is elected. The report
+            // comes from any broker hosting a replica.
+            Err(Error::LeaderNotAvailable { .. }) => self
+                .replica_brokers(partition)
+                .into_iter()
+                .find_map(|b| {
+                    let broker = self.cluster.broker(b).ok()?;
+                    broker.replicas.recovery_report(&key).ok()
+                })
+                .unwrap_or_default(),
+            Err(e) => return Err(e),
+        };
         Ok(Partition {
             cluster: self.cluster.clone(),
             topic: self.state.clone(),
@@ -175,15 +193,17 @@ impl Topic {
             .collect()
     }
 
-    /// The topic's id, configs and partitions with their offsets.
+    /// The topic's id, configs and partitions with their leaders, replicas
+    /// (each one's state), ISR and offsets: Kafka's `kafka-topics
+    /// --describe`. A partition without a leader is described too, from the
+    /// cluster's metadata and the replicas' own logs.
     ///
     /// # Errors
     /// As [`Topic::partition`].
     pub fn describe(&self) -> Result<TopicDescription> {
-        let partitions = self
-            .partitions()?
-            .iter()
-            .map(Partition::describe)
+        self.cluster.check_open()?;
+        let partitions = (0..self.partition_count())
+            .map(|p| self.describe_partition(p))
             .collect::<Result<Vec<_>>>()?;
         Ok(TopicDescription {
             name: self.name().to_string(),
@@ -192,6 +212,115 @@ impl Topic {
             config: self.config().clone(),
             partitions,
         })
+    }
+}
+
+impl Topic {
+    /// The brokers holding a replica of `partition`, from the cluster's
+    /// metadata (the routing table).
+    fn replica_brokers(&self, partition: u32) -> Vec<u32> {
+        self.state
+            .assignments
+            .read()
+            .get(partition as usize)
+            .map(|a| a.replicas.clone())
+            .unwrap_or_default()
+    }
+
+    /// One partition's description: from its leader's replica manager
+    /// (which tracks its followers), or, without a leader, from the
+    /// metadata and each replica's own log.
+    fn describe_partition(&self, partition: u32) -> Result<PartitionDescription> {
+        let key = self.state.key(partition)?;
+        let min_isr = self.state.effective.min_insync();
+        let offline = |b: u32| self.cluster.is_broker_fenced(b);
+        match self.cluster.replicas_for(&key) {
+            Ok(leader) => {
+                let info = leader.describe(&key)?;
+                let log_end = info.offsets.log_end;
+                let replica_states = info
+                    .replicas
+                    .iter()
+                    .map(|r| {
+                        // The leader is its own reference: no fetch times.
+                        let follower = info.leader != Some(r.broker);
+                        ReplicaDescription {
+                            broker: r.broker,
+                            in_sync: info.isr.contains(&r.broker),
+                            offline: offline(r.broker),
+                            log_end_offset: r.log_end_offset,
+                            offset_lag: r.log_end_offset.map(|o| log_end.saturating_sub(o)),
+                            last_caught_up_ms: r.last_caught_up_ms.filter(|_| follower),
+                            last_fetch_ms: r.last_fetch_ms.filter(|_| follower),
+                        }
+                    })
+                    .collect();
+                Ok(PartitionDescription::new(
+                    partition,
+                    Some(&info.offsets),
+                    info.size_bytes,
+                    (info.leader, info.leader_epoch, info.isr),
+                    replica_states,
+                    min_isr,
+                    offline,
+                ))
+            }
+            Err(Error::LeaderNotAvailable { .. }) => {
+                let roles = self
+                    .state
+                    .assignments
+                    .read()
+                    .get(partition as usize)
+                    .cloned()
+                    .ok_or_else(|| self.state.unknown(Some(partition)))?;
+                // Each replica's own view of its log, where its broker answers.
+                let own: Vec<(u32, Option<PartitionOffsets>)> = roles
+                    .replicas
+                    .iter()
+                    .map(|&b| {
+                        let offsets = self
+                            .cluster
+                            .broker(b)
+                            .ok()
+                            .and_then(|broker| broker.replicas.offsets(&key).ok());
+                        (b, offsets)
+                    })
+                    .collect();
+                // The offsets reported: the first in-sync replica's (the
+                // one a clean election would pick), else any replica's.
+                let source = own
+                    .iter()
+                    .filter(|(b, o)| o.is_some() && roles.isr.contains(b))
+                    .chain(own.iter().filter(|(_, o)| o.is_some()))
+                    .find_map(|(b, o)| {
+                        let size = self.cluster.broker(*b).ok()?.replicas.size_bytes(&key);
+                        Some(((*o)?, size.unwrap_or(0)))
+                    });
+                let (offsets, size_bytes) = source.map_or((None, 0), |(o, s)| (Some(o), s));
+                let replica_states = own
+                    .iter()
+                    .map(|(b, o)| ReplicaDescription {
+                        broker: *b,
+                        in_sync: roles.isr.contains(b),
+                        offline: offline(*b),
+                        log_end_offset: o.as_ref().map(|o| o.log_end),
+                        offset_lag: None,
+                        last_caught_up_ms: None,
+                        last_fetch_ms: None,
+                    })
+                    .collect();
+                Ok(PartitionDescription::new(
+                    partition,
+                    offsets.as_ref(),
+                    size_bytes,
+                    (None, roles.leader_epoch, roles.isr),
+                    replica_states,
+                    min_isr,
+                    offline,
+                ))
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -230,7 +359,32 @@ pub struct PartitionDescription {
     /// The in-sync replicas: those caught up with the leader (at creation,
     /// every replica; with one broker: `[0]`).
     pub isr: Vec<u32>,
-    /// The log start offset.
+    /// Each replica's state, in the order of `replicas`: as the leader
+    /// tracks its followers, or, without a leader, as each replica's own
+    /// log stands.
+    pub replica_states: Vec<ReplicaDescription>,
+    /// The ISR is smaller than the replica list: some replica is not caught
+    /// up (Kafka's `--under-replicated-partitions`; see
+    /// [`Cluster::under_replicated_partitions`](crate::Cluster::under_replicated_partitions)).
+    pub under_replicated: bool,
+    /// The ISR is smaller than the topic's `min.insync.replicas`, or the
+    /// partition has no leader, so `acks=all` produces fail (Kafka's
+    /// `--under-min-isr-partitions`).
+    pub under_min_isr: bool,
+    /// The partition has a leader and its ISR has exactly
+    /// `min.insync.replicas` members: one more replica falling behind stops
+    /// `acks=all` produces (Kafka's `--at-min-isr-partitions`; a leaderless
+    /// partition is [`under_min_isr`](Self::under_min_isr) instead).
+    pub at_min_isr: bool,
+    /// No live broker leads the partition: it has no leader, or its
+    /// leader's broker is fenced (Kafka's `--unavailable-partitions`).
+    /// Reads and writes answer
+    /// [`Error::LeaderNotAvailable`](crate::Error::LeaderNotAvailable) or
+    /// time out until a leader is elected.
+    pub unavailable: bool,
+    /// The log start offset. Without a leader, this and the other offsets
+    /// and the size are the first in-sync replica's own (else any
+    /// replica's; 0 if no replica's broker answers).
     pub log_start_offset: u64,
     /// The high watermark: consumers read below it.
     pub high_watermark: u64,
@@ -238,6 +392,94 @@ pub struct PartitionDescription {
     pub log_end_offset: u64,
     /// Bytes on disk.
     pub size_bytes: u64,
+}
+
+impl PartitionDescription {
+    /// Builds a description and works out its flags. `roles` is (leader,
+    /// leader epoch, ISR); `offline` tells whether a broker is fenced.
+    fn new(
+        partition: u32,
+        offsets: Option<&PartitionOffsets>,
+        size_bytes: u64,
+        roles: (Option<u32>, i32, Vec<u32>),
+        replica_states: Vec<ReplicaDescription>,
+        min_isr: u64,
+        offline: impl Fn(u32) -> bool,
+    ) -> Self {
+        let (leader, leader_epoch, isr) = roles;
+        let replicas: Vec<u32> = replica_states.iter().map(|r| r.broker).collect();
+        let in_sync = isr.len() as u64;
+        PartitionDescription {
+            partition,
+            leader,
+            leader_epoch,
+            under_replicated: isr.len() < replicas.len(),
+            under_min_isr: leader.is_none() || in_sync < min_isr,
+            at_min_isr: leader.is_some() && in_sync == min_isr,
+            unavailable: leader.is_none_or(offline),
+            replicas,
+            isr,
+            replica_states,
+            log_start_offset: offsets.map_or(0, |o| o.log_start),
+            high_watermark: offsets.map_or(0, |o| o.high_watermark),
+            log_end_offset: offsets.map_or(0, |o| o.log_end),
+            size_bytes,
+        }
+    }
+}
+
+/// One replica of a partition, in [`PartitionDescription::replica_states`]:
+/// what Kafka's admin reports of a replica (`ReplicaState` of
+/// `describeMetadataQuorum`, `offsetLag` of `describeLogDirs`, the
+/// offline replicas of `describeTopics`).
+///
+/// ```
+/// use logbus::{Cluster, ClusterConfig, NewTopic};
+/// let dir = tempfile::tempdir()?;
+/// let config = ClusterConfig::builder().brokers(3).build()?;
+/// let cluster = Cluster::open(dir.path(), config)?;
+/// let topic = cluster.create_topic(NewTopic::new("orders", 1).replication_factor(3))?;
+/// let partition = &topic.describe()?.partitions[0];
+/// let leader = partition.leader.unwrap();
+/// for replica in &partition.replica_states {
+///     assert!(replica.in_sync && !replica.offline);
+///     if replica.broker == leader {
+///         // The leader knows its own log end offset.
+///         assert_eq!((replica.log_end_offset, replica.offset_lag), (Some(0), Some(0)));
+///     }
+/// }
+/// assert!(!partition.under_replicated && !partition.unavailable);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplicaDescription {
+    /// The broker holding the replica.
+    pub broker: u32,
+    /// Whether it is in the ISR.
+    pub in_sync: bool,
+    /// Whether its broker is fenced by the controller (stopped, crashed or
+    /// cut off from it): Kafka's offline replicas.
+    pub offline: bool,
+    /// Its log end offset: for a follower, as the leader last learned it
+    /// (its last fetch offset; `None` until it fetched from this leader);
+    /// for the leader, its own. Without a leader, the replica's own
+    /// (`None` if its broker does not answer).
+    pub log_end_offset: Option<u64>,
+    /// How many offsets it is behind the leader's log end offset
+    /// (`None` while its log end offset is unknown, or without a leader).
+    pub offset_lag: Option<u64>,
+    /// When (cluster clock, ms since the epoch) it was last caught up with
+    /// the leader (Kafka's `lastCaughtUpTimestamp`: it fetched up to the
+    /// leader's log end offset, or the one the leader had at its previous
+    /// fetch); a follower out of the ISR for longer than
+    /// `replica.lag.time.max.ms` stays out. `None` if never since this
+    /// leader took over, for the leader itself, or without a leader.
+    pub last_caught_up_ms: Option<i64>,
+    /// When (cluster clock, ms) it last fetched from the leader (Kafka's
+    /// `lastFetchTimestamp`); `None` if never, for the leader itself, or
+    /// without a leader.
+    pub last_fetch_ms: Option<i64>,
 }
 
 /// A handle to one partition: its offsets, and low-level append and read
@@ -473,19 +715,7 @@ impl Partition {
     pub fn clean(&self) -> Result<CleanReport> {
         self.cluster.replicas_for(&self.key)?.clean(&self.key)
     }
-
-    fn describe(&self) -> Result<PartitionDescription> {
-        let info = self.cluster.replicas_for(&self.key)?.describe(&self.key)?;
-        Ok(PartitionDescription {
-            partition: self.partition(),
-            leader: info.leader,
-            leader_epoch: info.leader_epoch,
-            replicas: info.replicas.iter().map(|r| r.broker).collect(),
-            isr: info.isr,
-            log_start_offset: info.offsets.log_start,
-            high_watermark: info.offsets.high_watermark,
-            log_end_offset: info.offsets.log_end,
-            size_bytes: info.size_bytes,
-        })
-    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -90,7 +90,9 @@ pub use config::{ClusterConfig, ClusterConfigBuilder};
 pub use faults::ReplicationStats;
 pub(crate) use group::{GroupCoordinator, JoinRequest, JoinResponse, Joined, SyncResponse};
 pub use group::{GroupState, Subscription};
-pub use handles::{NewTopic, Partition, PartitionDescription, Topic, TopicDescription};
+pub use handles::{
+    NewTopic, Partition, PartitionDescription, ReplicaDescription, Topic, TopicDescription,
+};
 pub use offsets::OffsetAndMetadata;
 pub use report::{
     ClusterRecoveryReport, RebuildReport, RebuiltTopic, SkippedRecord, UnknownPartitionDir,
@@ -618,10 +620,13 @@ impl Cluster {
         Ok(Topic::new(self.inner.clone(), state))
     }
 
-    /// A topic's id, configuration and partitions with their offsets.
+    /// A topic's id, configuration and partitions with their leaders,
+    /// replicas, ISR and offsets, as [`Topic::describe`] (partitions without
+    /// a leader included).
     ///
     /// # Errors
-    /// [`Error::UnknownTopicOrPartition`] if there is no such topic.
+    /// [`Error::UnknownTopicOrPartition`] if there is no such topic;
+    /// [`Error::Closed`].
     pub fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
         self.topic(name)?.describe()
     }

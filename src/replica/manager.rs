@@ -243,6 +243,22 @@ impl ReplicaManager {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Stops hosting one partition whose replica left this broker (a
+    /// reassignment moved it): waiting acknowledgements fail with
+    /// [`Error::NotLeaderOrFollower`] (retriable), the log is dropped
+    /// unflushed (its files are deleted next). Nothing if it is not hosted.
+    pub(crate) fn unhost(&self, key: &TopicIdPartition) {
+        let removed = self
+            .hosted
+            .write()
+            .get_mut(&*key.topic)
+            .filter(|h| h.id == key.topic_id)
+            .and_then(|h| h.partitions.remove(&key.partition));
+        if let Some(state) = removed {
+            state.shut_moved();
+        }
+    }
+
     /// Shuts every hosted partition (the cluster closes): each log is
     /// flushed and closed. Returns each partition's final offsets (or the
     /// error closing it); later calls fail with [`Error::Closed`].

@@ -46,6 +46,9 @@ const CLOSED: u8 = 2;
 /// partition lives on at its other replicas, so callers get the retriable
 /// `NotLeaderOrFollower` and follow the new leader.
 const STOPPED: u8 = 3;
+/// The replica left this broker (a reassignment moved it): calls answer
+/// `NotLeaderOrFollower`, retriable, as the partition lives on elsewhere.
+const MOVED: u8 = 4;
 
 /// A partition's replicas, leader, leader epoch and in-sync replicas, as
 /// the controller decided them: Kafka's `LeaderAndIsr` (with the replica
@@ -380,11 +383,7 @@ impl PartitionState {
     pub(crate) fn gone_error(&self) -> Error {
         match self.gone.load(Ordering::Acquire) {
             CLOSED => Error::Closed("cluster"),
-            STOPPED => Error::NotLeaderOrFollower {
-                topic: self.topic.to_string(),
-                partition: self.partition,
-                broker: self.broker,
-            },
+            STOPPED | MOVED => self.not_leader(),
             _ => Error::UnknownTopicOrPartition {
                 topic: self.topic.to_string(),
                 partition: Some(self.partition),
@@ -920,9 +919,22 @@ impl PartitionState {
     /// acknowledgements still waiting, wakes every watcher, and returns
     /// the final offsets (after the closing flush).
     pub(crate) fn shut(&self, deleted: bool) -> Result<Option<PartitionOffsets>> {
+        self.shut_as(if deleted { DELETED } else { CLOSED })
+    }
+
+    /// Shuts the replica because it left this broker (its files are
+    /// deleted next): as `shut(true)`, but the acknowledgements still
+    /// waiting, and every later call, answer `NotLeaderOrFollower`
+    /// (retriable: the partition lives on at its other replicas).
+    pub(crate) fn shut_moved(&self) {
+        // Nothing is flushed, so nothing can fail.
+        let _ = self.shut_as(MOVED);
+    }
+
+    fn shut_as(&self, gone: u8) -> Result<Option<PartitionOffsets>> {
+        let deleted = gone != CLOSED;
         let mut guard = self.log.write();
-        self.gone
-            .store(if deleted { DELETED } else { CLOSED }, Ordering::Release);
+        self.gone.store(gone, Ordering::Release);
         let Some(log) = guard.take() else {
             return Ok(None);
         };

@@ -362,7 +362,12 @@ fn a_partition_without_a_live_isr_member_has_no_leader_unless_unclean_election_i
         append.as_ref().is_err_and(Error::is_retriable),
         "{append:?}"
     );
-    assert!(partition.partition(0).is_err());
+    // A handle still builds; its calls wait for a leader.
+    let leaderless = partition.partition(0).unwrap();
+    assert!(matches!(
+        leaderless.high_watermark(),
+        Err(Error::LeaderNotAvailable { partition: 0, .. })
+    ));
     // Its return elects it: the clean election it waited for.
     cluster.inner.mark_broker_running(leader).unwrap();
     cluster.inner.liveness_tick().unwrap();
