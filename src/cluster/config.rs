@@ -286,8 +286,9 @@ impl ClusterConfigBuilder {
     /// [`Error::InvalidConfig`], since their replicas would be missing;
     /// reopening with more adds brokers, which host the replicas of topics
     /// created from then on. Replicas of a partition live on distinct
-    /// brokers, so a partition survives the loss of a broker's disk once
-    /// followers are fed (a later step: today followers' logs stay empty).
+    /// brokers, so `acks=all` records survive the loss of brokers and
+    /// their disks within the limits the README's "Replication" section
+    /// states.
     pub fn brokers(mut self, brokers: u32) -> Self {
         self.config.brokers = brokers;
         self

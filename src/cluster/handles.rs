@@ -581,14 +581,22 @@ impl Partition {
     }
 
     /// Appends raw v2 record batches as the leader: offsets are assigned,
-    /// see [`Log::append`](crate::Log::append). Waiting consumers wake.
+    /// see [`Log::append`](crate::Log::append). Acknowledged as `acks=all`:
+    /// the call returns once every in-sync replica has the batches (at once
+    /// with one replica), and consumers wake when the high watermark
+    /// passes them.
     ///
     /// # Errors
     /// [`Error::InvalidTopic`](crate::Error::InvalidTopic) for a partition
     /// of an internal topic (`__consumer_offsets`: only the cluster writes
     /// it, as Kafka's broker refuses produce requests to it); as
     /// [`Log::append`](crate::Log::append), plus those of
-    /// [`Partition::log_start_offset`].
+    /// [`Partition::log_start_offset`]; the retriable
+    /// [`Error::NotEnoughReplicas`](crate::Error::NotEnoughReplicas) (nothing
+    /// appended), [`Error::NotEnoughReplicasAfterAppend`](crate::Error::NotEnoughReplicasAfterAppend),
+    /// [`Error::NotLeaderOrFollower`](crate::Error::NotLeaderOrFollower)
+    /// and [`Error::Timeout`](crate::Error::Timeout) while the replicas do
+    /// not follow.
     pub fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
         self.topic.refuse_internal("appending to")?;
         // Acknowledged once appended, as `acks=all` is with one broker.

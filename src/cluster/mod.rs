@@ -9,8 +9,9 @@
 //! manager answers `NotLeaderOrFollower`, and a partition without a leader
 //! `LeaderNotAvailable`. The controller fences a broker whose heartbeats
 //! stop (`liveness.rs`) and moves its leaderships (`election.rs`,
-//! `controller.rs`). Followers' logs exist on their brokers but are not fed
-//! yet (fetchers are the next step).
+//! `controller.rs`); followers' fetchers (`crate::replica`) copy each
+//! leader's batches, and leaders propose ISR changes back through
+//! `AlterPartition`.
 //!
 //! ## Locks
 //! `controller` (the registry, the metadata log and the brokers' liveness)

@@ -739,12 +739,24 @@ mod tests {
 
     /// A manager hosting partition 0 of `t` over a log in `dir`.
     fn hosting(dir: &std::path::Path) -> (ReplicaManager, TopicIdPartition) {
-        let manager = ReplicaManager::new(0);
+        hosting_as(dir, 0, vec![0], 1)
+    }
+
+    /// Broker `broker`'s manager hosting partition 0 of `t` (replicas
+    /// `replicas`, `min_insync` in-sync replicas for acks=all) over a log
+    /// in `dir`.
+    fn hosting_as(
+        dir: &std::path::Path,
+        broker: u32,
+        replicas: Vec<u32>,
+        min_insync: usize,
+    ) -> (ReplicaManager, TopicIdPartition) {
+        let manager = ReplicaManager::new(broker);
         let topic: Arc<str> = Arc::from("t");
         let id = Uuid::new_v4();
         let log = Log::builder(dir.join("t-0")).open().unwrap();
         manager
-            .host(&topic, id, 0, LeaderAndIsr::new(vec![0]), 1, log)
+            .host(&topic, id, 0, LeaderAndIsr::new(replicas), min_insync, log)
             .unwrap();
         let key = TopicIdPartition {
             topic_id: id,
@@ -819,18 +831,7 @@ mod tests {
     #[test]
     fn a_follower_answers_not_leader_to_producers_and_consumers() {
         let dir = tempfile::tempdir().unwrap();
-        let manager = ReplicaManager::new(1);
-        let topic: Arc<str> = Arc::from("t");
-        let id = Uuid::new_v4();
-        let log = Log::builder(dir.path().join("t-0")).open().unwrap();
-        manager
-            .host(&topic, id, 0, LeaderAndIsr::new(vec![0, 1]), 1, log)
-            .unwrap();
-        let key = TopicIdPartition {
-            topic_id: id,
-            topic,
-            partition: 0,
-        };
+        let (manager, key) = hosting_as(dir.path(), 1, vec![0, 1], 1);
         for acks in [AppendAcks::Leader, AppendAcks::All] {
             assert!(matches!(
                 manager.append(&key, &mut batch(1), AppendOrigin::Client, acks),
@@ -853,7 +854,14 @@ mod tests {
         let other = ReplicaManager::new(2);
         let log = Log::builder(dir.path().join("t-1")).open().unwrap();
         assert!(matches!(
-            other.host(&key.topic, id, 1, LeaderAndIsr::new(vec![0, 1]), 1, log),
+            other.host(
+                &key.topic,
+                key.topic_id,
+                1,
+                LeaderAndIsr::new(vec![0, 1]),
+                1,
+                log
+            ),
             Err(Error::Internal(_))
         ));
         manager.unhost_topic("t").unwrap();
@@ -864,18 +872,7 @@ mod tests {
     #[test]
     fn acks_all_needs_min_insync_replicas() {
         let dir = tempfile::tempdir().unwrap();
-        let manager = ReplicaManager::new(0);
-        let topic: Arc<str> = Arc::from("t");
-        let id = Uuid::new_v4();
-        let log = Log::builder(dir.path().join("t-0")).open().unwrap();
-        manager
-            .host(&topic, id, 0, LeaderAndIsr::new(vec![0]), 2, log)
-            .unwrap();
-        let key = TopicIdPartition {
-            topic_id: id,
-            topic,
-            partition: 0,
-        };
+        let (manager, key) = hosting_as(dir.path(), 0, vec![0], 2);
         assert!(matches!(
             manager.append(&key, &mut batch(1), AppendOrigin::Client, AppendAcks::All),
             Err(Error::NotEnoughReplicas {
@@ -907,18 +904,7 @@ mod tests {
     #[test]
     fn leadership_follows_the_controller_and_stale_updates_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        let manager = ReplicaManager::new(1);
-        let topic: Arc<str> = Arc::from("t");
-        let id = Uuid::new_v4();
-        let log = Log::builder(dir.path().join("t-0")).open().unwrap();
-        manager
-            .host(&topic, id, 0, LeaderAndIsr::new(vec![0, 1]), 1, log)
-            .unwrap();
-        let key = TopicIdPartition {
-            topic_id: id,
-            topic,
-            partition: 0,
-        };
+        let (manager, key) = hosting_as(dir.path(), 1, vec![0, 1], 1);
         let elected = LeaderAndIsr {
             replicas: vec![0, 1],
             leader: Some(1),
