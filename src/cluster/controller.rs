@@ -709,6 +709,25 @@ impl ClusterInner {
     /// (but its last member), and those they led elect a new leader; the
     /// changes are one metadata batch, then take effect.
     fn fence_brokers(&self, controller: &mut Controller, ids: &[u32]) -> Result<()> {
+        let changes = self.set_fenced(controller, ids, true, |state, id, live, unclean| {
+            election::on_fenced(state, id, &live, unclean)
+        })?;
+        let liveness = &controller.liveness;
+        self.publish(changes.values(), |b| liveness.is_live(b))
+    }
+
+    /// Marks `ids` fenced (or not), with the elections `decide` makes for
+    /// each of them (given a partition's state, the broker, who is live
+    /// afterwards and whether unclean election is allowed): the changes are
+    /// one metadata batch, then the liveness changes. Returns the changes,
+    /// for the caller to publish.
+    fn set_fenced(
+        &self,
+        controller: &mut Controller,
+        ids: &[u32],
+        fenced: bool,
+        decide: impl Fn(&LeaderAndIsr, u32, &dyn Fn(u32) -> bool, bool) -> Option<LeaderAndIsr>,
+    ) -> Result<Changes> {
         let Controller {
             metadata,
             registry,
@@ -718,7 +737,7 @@ impl ClusterInner {
         let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
         let mut after = liveness.clone();
         for &id in ids {
-            after.set_fenced(id, true);
+            after.set_fenced(id, fenced);
         }
         let live = |b: u32| after.is_live(b);
         let mut changes = Changes::new();
@@ -727,12 +746,12 @@ impl ClusterInner {
                 registry,
                 &self.config.topic_defaults,
                 &mut changes,
-                |state, unclean| election::on_fenced(state, id, &live, unclean),
+                |state, unclean| decide(state, id, &live, unclean),
             );
         }
         Self::commit_changes(metadata, registry, &changes)?;
         *liveness = after;
-        self.publish(changes.values(), |b| liveness.is_live(b))
+        Ok(changes)
     }
 
     /// Unfences `ids`: leaderless partitions elect them, and (with
@@ -741,31 +760,16 @@ impl ClusterInner {
     /// of every partition it holds a replica of (it missed the changes
     /// made while it was fenced).
     fn unfence_brokers(&self, controller: &mut Controller, ids: &[u32]) -> Result<()> {
+        let rebalance = self.config.auto_leader_rebalance_enable;
+        let changes = self.set_fenced(controller, ids, false, |state, id, live, unclean| {
+            election::on_unfenced(state, id, &live, unclean, rebalance)
+        })?;
         let Controller {
-            metadata,
             registry,
             liveness,
             rebalance_pending,
             ..
         } = controller;
-        let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
-        let mut after = liveness.clone();
-        for &id in ids {
-            after.set_fenced(id, false);
-        }
-        let live = |b: u32| after.is_live(b);
-        let rebalance = self.config.auto_leader_rebalance_enable;
-        let mut changes = Changes::new();
-        for &id in ids {
-            decide_all(
-                registry,
-                &self.config.topic_defaults,
-                &mut changes,
-                |state, unclean| election::on_unfenced(state, id, &live, unclean, rebalance),
-            );
-        }
-        Self::commit_changes(metadata, registry, &changes)?;
-        *liveness = after;
         if rebalance {
             rebalance_pending.extend(ids);
         }

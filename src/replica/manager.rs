@@ -263,8 +263,22 @@ impl ReplicaManager {
     /// flushed and closed. Returns each partition's final offsets (or the
     /// error closing it); later calls fail with [`Error::Closed`].
     pub(crate) fn shutdown(&self) -> Vec<(Arc<str>, u32, Result<Option<PartitionOffsets>>)> {
+        self.drain(false, |state| state.shut(false))
+    }
+
+    /// Empties the table of hosted partitions (marking the manager closed,
+    /// and `stopped` for a broker that stops) and shuts each one with
+    /// `shut`, with the table lock released.
+    fn drain(
+        &self,
+        stopped: bool,
+        shut: impl Fn(&PartitionState) -> Result<Option<PartitionOffsets>>,
+    ) -> Vec<(Arc<str>, u32, Result<Option<PartitionOffsets>>)> {
         let drained: Vec<(Arc<str>, Hosted)> = {
             let mut hosted = self.hosted.write();
+            if stopped {
+                self.stopped.store(true, Ordering::Release);
+            }
             self.closed.store(true, Ordering::Release);
             hosted.drain().collect()
         };
@@ -273,8 +287,9 @@ impl ReplicaManager {
             .flat_map(|(topic, h)| {
                 h.partitions
                     .into_values()
-                    .map(move |state| (topic.clone(), state.partition(), state.shut(false)))
+                    .map(move |state| (topic.clone(), state.partition(), state))
             })
+            .map(|(topic, partition, state)| (topic, partition, shut(&state)))
             .collect()
     }
 
@@ -287,20 +302,7 @@ impl ReplicaManager {
         &self,
         flush: bool,
     ) -> Vec<(Arc<str>, u32, Result<Option<PartitionOffsets>>)> {
-        let drained: Vec<(Arc<str>, Hosted)> = {
-            let mut hosted = self.hosted.write();
-            self.stopped.store(true, Ordering::Release);
-            self.closed.store(true, Ordering::Release);
-            hosted.drain().collect()
-        };
-        drained
-            .into_iter()
-            .flat_map(|(topic, h)| {
-                h.partitions
-                    .into_values()
-                    .map(move |state| (topic.clone(), state.partition(), state.shut_broker(flush)))
-            })
-            .collect()
+        self.drain(true, |state| state.shut_broker(flush))
     }
 
     /// Every hosted partition.

@@ -919,7 +919,11 @@ impl PartitionState {
     /// acknowledgements still waiting, wakes every watcher, and returns
     /// the final offsets (after the closing flush).
     pub(crate) fn shut(&self, deleted: bool) -> Result<Option<PartitionOffsets>> {
-        self.shut_as(if deleted { DELETED } else { CLOSED })
+        if deleted {
+            self.shut_as(DELETED, LogEnding::Drop)
+        } else {
+            self.shut_as(CLOSED, LogEnding::Close)
+        }
     }
 
     /// Shuts the replica because it left this broker (its files are
@@ -928,11 +932,14 @@ impl PartitionState {
     /// (retriable: the partition lives on at its other replicas).
     pub(crate) fn shut_moved(&self) {
         // Nothing is flushed, so nothing can fail.
-        let _ = self.shut_as(MOVED);
+        let _ = self.shut_as(MOVED, LogEnding::Drop);
     }
 
-    fn shut_as(&self, gone: u8) -> Result<Option<PartitionOffsets>> {
-        let deleted = gone != CLOSED;
+    /// Marks the partition `gone`, takes its log (waiting for appends in
+    /// flight), fails the pending acknowledgements with the matching
+    /// error, wakes every watcher and ends the log as `ending` says;
+    /// returns the final offsets of a closed log.
+    fn shut_as(&self, gone: u8, ending: LogEnding) -> Result<Option<PartitionOffsets>> {
         let mut guard = self.log.write();
         self.gone.store(gone, Ordering::Release);
         let Some(log) = guard.take() else {
@@ -944,19 +951,25 @@ impl PartitionState {
             ack.complete(Err(self.gone_error()));
         }
         self.watchers.notify();
-        if deleted {
-            // The files are about to be removed; a flush would be wasted.
-            drop(log);
-            return Ok(None);
+        match ending {
+            LogEnding::Drop => {
+                // The files are about to be removed; a flush would be wasted.
+                drop(log);
+                Ok(None)
+            }
+            LogEnding::Abandon => {
+                log.abandon();
+                Ok(None)
+            }
+            LogEnding::Close => {
+                log.flush()?;
+                let offsets = self.offsets_of(&log, self.high_watermark());
+                log.close()?;
+                Ok(Some(offsets))
+            }
         }
-        log.flush()?;
-        let offsets = self.offsets_of(&log, self.high_watermark());
-        log.close()?;
-        Ok(Some(offsets))
     }
-}
 
-impl PartitionState {
     /// Closes the log because its broker stops (`flush`: cleanly, the log
     /// flushed and closed as at a cluster's close) or crashes (`!flush`:
     /// the log is fenced and dropped, nothing flushed, so with
@@ -965,26 +978,24 @@ impl PartitionState {
     /// [`Error::NotLeaderOrFollower`]. Returns the final offsets of a clean
     /// stop.
     pub(crate) fn shut_broker(&self, flush: bool) -> Result<Option<PartitionOffsets>> {
-        let mut guard = self.log.write();
-        self.gone.store(STOPPED, Ordering::Release);
-        let Some(log) = guard.take() else {
-            return Ok(None);
+        let ending = if flush {
+            LogEnding::Close
+        } else {
+            LogEnding::Abandon
         };
-        drop(guard);
-        let pending = std::mem::take(&mut self.replication.lock().pending);
-        for ack in pending {
-            ack.complete(Err(self.gone_error()));
-        }
-        self.watchers.notify();
-        if !flush {
-            log.abandon();
-            return Ok(None);
-        }
-        log.flush()?;
-        let offsets = self.offsets_of(&log, self.high_watermark());
-        log.close()?;
-        Ok(Some(offsets))
+        self.shut_as(STOPPED, ending)
     }
+}
+
+/// How a shut partition's log ends.
+#[derive(Debug, Clone, Copy)]
+enum LogEnding {
+    /// Flushed and closed.
+    Close,
+    /// Dropped unflushed: its files are about to be removed.
+    Drop,
+    /// Fenced and dropped unflushed, as a crash leaves it.
+    Abandon,
 }
 
 /// The log end offset after a read (for the follower's caught-up check,
