@@ -219,6 +219,20 @@ pub enum Error {
         required: usize,
     },
 
+    /// The group coordinator cannot serve the request yet: the internal
+    /// `__consumer_offsets` topic does not exist, and fewer brokers are
+    /// live than its replication factor (`offsets.topic.replication.factor`)
+    /// needs to create it. Kafka's `COORDINATOR_NOT_AVAILABLE`. Retriable:
+    /// the topic is created at the first commit after enough brokers are
+    /// back.
+    #[error("the coordinator of group {group} is not available: {reason}")]
+    CoordinatorNotAvailable {
+        /// The group whose request was refused.
+        group: String,
+        /// Why.
+        reason: String,
+    },
+
     /// A topic of that name already exists. Kafka's `TOPIC_ALREADY_EXISTS`.
     #[error("topic {topic} already exists")]
     TopicAlreadyExists {
@@ -450,8 +464,8 @@ impl Error {
     /// change: true for [`Error::BufferExhausted`], [`Error::Timeout`],
     /// [`Error::RebalanceInProgress`], [`Error::NotLeaderOrFollower`],
     /// [`Error::LeaderNotAvailable`], [`Error::FencedLeaderEpoch`],
-    /// [`Error::NotEnoughReplicas`] and
-    /// [`Error::NotEnoughReplicasAfterAppend`].
+    /// [`Error::NotEnoughReplicas`], [`Error::NotEnoughReplicasAfterAppend`]
+    /// and [`Error::CoordinatorNotAvailable`].
     /// I/O errors, corruption, bad input, unknown topics (logbus's metadata
     /// is never stale, unlike a Kafka client's) and fencing are not
     /// retriable.
@@ -467,6 +481,7 @@ impl Error {
                 | Error::FencedLeaderEpoch { .. }
                 | Error::NotEnoughReplicas { .. }
                 | Error::NotEnoughReplicasAfterAppend { .. }
+                | Error::CoordinatorNotAvailable { .. }
         )
     }
 
@@ -580,6 +595,10 @@ impl Error {
                 partition: *partition,
                 in_sync: *in_sync,
                 required: *required,
+            },
+            Error::CoordinatorNotAvailable { group, reason } => Error::CoordinatorNotAvailable {
+                group: group.clone(),
+                reason: reason.clone(),
             },
             Error::TopicAlreadyExists { topic } => Error::TopicAlreadyExists {
                 topic: topic.clone(),

@@ -333,7 +333,9 @@ fn the_default_replication_factor_applies_to_every_topic_created_without_one() {
         .create_topic(NewTopic::new("one", 1).replication_factor(1))
         .unwrap();
     assert_eq!(one.describe().unwrap().partitions[0].replicas.len(), 1);
-    // The group coordinator's topic, created on first use.
+    // The group coordinator's topic, created on first use, has its own
+    // factor: `offsets.topic.replication.factor`, by default 3 (here every
+    // broker).
     let mut consumer = Consumer::new(
         &cluster,
         ConsumerConfig::builder().group_id("g").build().unwrap(),
@@ -346,7 +348,7 @@ fn the_default_replication_factor_applies_to_every_topic_created_without_one() {
         .unwrap();
     consumer.close().unwrap();
     let offsets = cluster.describe_topic("__consumer_offsets").unwrap();
-    assert!(offsets.partitions.iter().all(|p| p.replicas.len() == 2));
+    assert!(offsets.partitions.iter().all(|p| p.replicas.len() == 3));
     cluster.close().unwrap();
 }
 

@@ -39,6 +39,9 @@ pub struct ClusterConfig {
     pub(crate) brokers: u32,
     pub(crate) broker_dirs: BTreeMap<u32, PathBuf>,
     pub(crate) default_replication_factor: u16,
+    /// `offsets.topic.replication.factor`; `None`: 3, or every broker if
+    /// there are fewer.
+    pub(crate) offsets_topic_replication_factor: Option<u16>,
     pub(crate) num_partitions: u32,
     pub(crate) topic_defaults: TopicConfig,
     pub(crate) clock: Arc<dyn Clock>,
@@ -73,6 +76,7 @@ impl Default for ClusterConfig {
             broker_dirs: BTreeMap::new(),
             broker_storages: BTreeMap::new(),
             default_replication_factor: 1,
+            offsets_topic_replication_factor: None,
             num_partitions: 1,
             topic_defaults: TopicConfig::new(),
             clock: Arc::new(SystemClock),
@@ -123,6 +127,15 @@ impl ClusterConfig {
     #[must_use]
     pub fn default_replication_factor(&self) -> u16 {
         self.default_replication_factor
+    }
+
+    /// The replication factor `__consumer_offsets` is created with
+    /// (Kafka's `offsets.topic.replication.factor`): as set, or by default
+    /// 3, or the number of brokers if there are fewer.
+    #[must_use]
+    pub fn offsets_topic_replication_factor(&self) -> u16 {
+        self.offsets_topic_replication_factor
+            .unwrap_or_else(|| u16::try_from(self.brokers.min(3)).expect("at most 3"))
     }
 
     /// Partitions of a topic created without a count (Kafka's
@@ -308,12 +321,45 @@ impl ClusterConfigBuilder {
 
     /// Kafka's `default.replication.factor` (default 1): the replication
     /// factor of a topic created without one
-    /// ([`NewTopic::replication_factor`](crate::NewTopic::replication_factor)),
-    /// `__consumer_offsets` included. 1 to
+    /// ([`NewTopic::replication_factor`](crate::NewTopic::replication_factor)).
+    /// `__consumer_offsets` has its own,
+    /// [`offsets_topic_replication_factor`](Self::offsets_topic_replication_factor).
+    /// 1 to
     /// [`MAX_REPLICATION_FACTOR`](crate::MAX_REPLICATION_FACTOR), and at
     /// most [`brokers`](Self::brokers).
     pub fn default_replication_factor(mut self, factor: u16) -> Self {
         self.config.default_replication_factor = factor;
+        self
+    }
+
+    /// Kafka's `offsets.topic.replication.factor`: the replication factor
+    /// of the internal `__consumer_offsets` topic, created at the first
+    /// offset commit. By default 3, as in Kafka, or the number of brokers
+    /// if there are fewer (Kafka would refuse to create the topic on a
+    /// smaller cluster; an embedded one-broker cluster must just work). 1
+    /// to [`MAX_REPLICATION_FACTOR`](crate::MAX_REPLICATION_FACTOR), and at
+    /// most [`brokers`](Self::brokers). An existing `__consumer_offsets`
+    /// keeps the factor it was created with.
+    ///
+    /// If fewer brokers are live than this factor when the topic has to be
+    /// created, the commit fails with the retriable
+    /// [`Error::CoordinatorNotAvailable`](crate::Error::CoordinatorNotAvailable).
+    ///
+    /// ```
+    /// use logbus::ClusterConfig;
+    /// let config = ClusterConfig::builder().brokers(5).build()?;
+    /// assert_eq!(config.offsets_topic_replication_factor(), 3);
+    /// let config = ClusterConfig::builder().brokers(1).build()?;
+    /// assert_eq!(config.offsets_topic_replication_factor(), 1);
+    /// let config = ClusterConfig::builder()
+    ///     .brokers(5)
+    ///     .offsets_topic_replication_factor(5)
+    ///     .build()?;
+    /// assert_eq!(config.offsets_topic_replication_factor(), 5);
+    /// # Ok::<(), logbus::Error>(())
+    /// ```
+    pub fn offsets_topic_replication_factor(mut self, factor: u16) -> Self {
+        self.config.offsets_topic_replication_factor = Some(factor);
         self
     }
 
@@ -544,6 +590,15 @@ impl ClusterConfig {
                 c.brokers
             )));
         }
+        if let Some(factor) = c.offsets_topic_replication_factor
+            && (factor == 0 || factor > MAX_REPLICATION_FACTOR || u32::from(factor) > c.brokers)
+        {
+            return Err(Error::InvalidConfig(format!(
+                "offsets.topic.replication.factor={factor} must be between 1 and the number of \
+                 brokers ({}), at most {MAX_REPLICATION_FACTOR} (logbus::MAX_REPLICATION_FACTOR)",
+                c.brokers
+            )));
+        }
         if c.checkpoint_interval_ms < 1 {
             return Err(Error::InvalidConfig(
                 "log.flush.offset.checkpoint.interval.ms must be >= 1".into(),
@@ -671,6 +726,14 @@ mod tests {
         refused(
             b().replica_fetch_max_bytes(1 << 31),
             "replica.fetch.max.bytes",
+        );
+        refused(
+            b().offsets_topic_replication_factor(0),
+            "offsets.topic.replication.factor",
+        );
+        refused(
+            b().brokers(2).offsets_topic_replication_factor(3),
+            "offsets.topic.replication.factor",
         );
     }
 }

@@ -64,15 +64,32 @@ fn check_group(group: &str) -> Result<()> {
 }
 
 impl ClusterInner {
-    /// The `__consumer_offsets` topic, created on first use.
-    fn offsets_topic(&self) -> Result<Arc<TopicState>> {
+    /// The `__consumer_offsets` topic, created on first use with
+    /// `offsets.topic.replication.factor` replicas.
+    ///
+    /// # Errors
+    /// The retriable [`Error::CoordinatorNotAvailable`] if it has to be
+    /// created while fewer brokers are live than its replication factor
+    /// (Kafka's coordinator answers `COORDINATOR_NOT_AVAILABLE` then).
+    fn offsets_topic(&self, group: &str) -> Result<Arc<TopicState>> {
         match self.topic_state(OFFSETS_TOPIC) {
             Ok(state) => Ok(state),
             Err(Error::UnknownTopicOrPartition { .. }) => {
-                let topic =
-                    NewTopic::new(OFFSETS_TOPIC, OFFSETS_PARTITIONS).config(offsets_topic_config());
+                let topic = NewTopic::new(OFFSETS_TOPIC, OFFSETS_PARTITIONS)
+                    .replication_factor(self.config.offsets_topic_replication_factor())
+                    .config(offsets_topic_config());
                 // Another commit may create it first.
-                self.create_topic(topic, true, true)
+                self.create_topic(topic, true, true).map_err(|e| match e {
+                    // The factor was checked against the broker count when
+                    // the config was built: this is about live brokers.
+                    Error::InvalidReplicationFactor { reason, .. } => {
+                        Error::CoordinatorNotAvailable {
+                            group: group.to_string(),
+                            reason: format!("{OFFSETS_TOPIC} cannot be created yet: {reason}"),
+                        }
+                    }
+                    e => e,
+                })
             }
             Err(e) => Err(e),
         }
@@ -151,7 +168,7 @@ impl ClusterInner {
                 )));
             }
         }
-        let topic = self.offsets_topic()?;
+        let topic = self.offsets_topic(group)?;
         let key = topic.key(partition_for_group(group, topic.partition_count()))?;
         let now = self.clock().now_ms();
         let stamped: Vec<(TopicPartition, OffsetAndMetadata)> = offsets

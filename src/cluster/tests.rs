@@ -1,10 +1,12 @@
 //! Unit tests of the cluster: checkpoints, retention timers, concurrent
 //! creation, routing to the leader's broker, old metadata logs.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::cluster::offsets::{OFFSETS_PARTITIONS, OFFSETS_TOPIC, OffsetAndMetadata};
 use crate::config::FlushPolicy;
 use crate::format::BatchBuilder;
 use crate::log::{CheckpointRead, OffsetCheckpoint};
@@ -244,5 +246,40 @@ fn create_topic_if_not_exists_creates_once_under_races() {
         cluster.create_topic(NewTopic::new("jobs", 1)),
         Err(Error::TopicAlreadyExists { .. })
     ));
+    cluster.close().unwrap();
+}
+
+#[test]
+fn the_offsets_topic_is_replicated_and_waits_for_enough_live_brokers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ClusterConfig::builder().brokers(3).build().unwrap();
+    assert_eq!(config.offsets_topic_replication_factor(), 3);
+    let cluster = Cluster::open(dir.path(), config).unwrap();
+    cluster
+        .create_topic(NewTopic::new("t", 1).replication_factor(3))
+        .unwrap();
+    let tp = TopicPartition::new("t", 0);
+    let offsets = BTreeMap::from([(tp.clone(), OffsetAndMetadata::new(5))]);
+
+    // Two live brokers cannot hold a topic of three replicas: the first
+    // commit is refused, retriably, and creates nothing.
+    cluster.stop_broker(2).unwrap();
+    match cluster.alter_group_offsets("g", &offsets) {
+        Err(e @ Error::CoordinatorNotAvailable { .. }) => assert!(e.is_retriable(), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!cluster.inner.topics.read().contains_key(OFFSETS_TOPIC));
+    assert!(cluster.list_group_offsets("g").unwrap().is_empty());
+
+    // With the broker back, the same call succeeds and the topic has three
+    // replicas per partition, not `default.replication.factor`'s one.
+    cluster.restart_broker(2).unwrap();
+    cluster.alter_group_offsets("g", &offsets).unwrap();
+    assert_eq!(cluster.list_group_offsets("g").unwrap()[&tp].offset, 5);
+    let state = cluster.inner.topic_state(OFFSETS_TOPIC).unwrap();
+    let assignments = state.assignments.read();
+    assert_eq!(assignments.len(), OFFSETS_PARTITIONS as usize);
+    assert!(assignments.iter().all(|a| a.replicas.len() == 3));
+    drop(assignments);
     cluster.close().unwrap();
 }
