@@ -14,8 +14,35 @@
 mod batch;
 mod builder;
 mod compression;
+// The transaction markers, the aborted-transaction index and producer
+// snapshots: Kafka's layouts, which the idempotent producer and
+// transactions build on.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the codecs land before the transactions that use them"
+    )
+)]
+pub(crate) mod control;
 pub(crate) mod header;
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the codecs land before the transactions that use them"
+    )
+)]
+pub(crate) mod producer_snapshot;
 mod record;
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the codecs land before the transactions that use them"
+    )
+)]
+pub(crate) mod txn_index;
 mod validate;
 pub mod varint;
 
