@@ -20,6 +20,14 @@ mod durability;
 pub(crate) mod epoch;
 mod fence;
 mod open;
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the state lands before the idempotent producer that uses it"
+    )
+)]
+pub(crate) mod producer_state;
 mod read;
 mod retention;
 mod scheduler;
