@@ -59,6 +59,14 @@ mod rebuild;
 mod replay;
 mod report;
 mod topic_config;
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the codec lands before the transaction coordinator that uses it"
+    )
+)]
+mod txn_log;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
