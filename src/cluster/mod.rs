@@ -67,6 +67,14 @@ mod topic_config;
     )
 )]
 mod txn_log;
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the state machine lands before the coordinator that runs it"
+    )
+)]
+mod txn_state;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
