@@ -21,6 +21,7 @@ pub(crate) mod epoch;
 mod fence;
 mod open;
 mod read;
+mod restart;
 mod retention;
 mod scheduler;
 mod worker;
