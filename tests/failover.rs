@@ -525,3 +525,75 @@ fn sends_racing_a_leader_crash_succeed_or_fail_retriably_and_nothing_acked_is_lo
     consume_all(&cluster, &acked);
     cluster.close().unwrap();
 }
+
+/// A paused follower whose leader then deletes the records it never
+/// fetched (`delete_records`, which also removes the segments below) starts
+/// its log again at the leader's log start when it resumes (Kafka's
+/// `truncateFullyAndStartAt`) instead of failing every fetch with
+/// `OffsetOutOfRange`, catches up and re-enters the ISR.
+#[test]
+fn a_follower_behind_the_leaders_log_start_restarts_there_and_rejoins_the_isr() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let config = ClusterConfig::builder()
+        .brokers(3)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let cluster = Cluster::open(dir.path(), config).unwrap();
+    let topic_config = TopicConfig::new().segment_bytes(1024).unwrap();
+    let topic = cluster
+        .create_topic(
+            NewTopic::new(TOPIC, 1)
+                .replication_factor(3)
+                .config(topic_config),
+        )
+        .unwrap();
+    let lead = leader(&cluster, 0);
+    let paused = (lead + 1) % 3;
+    cluster.pause_fetching(paused).unwrap();
+    let producer = Producer::new(
+        &cluster,
+        ProducerConfig::builder()
+            .acks(Acks::Leader)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    for i in 0..200 {
+        producer
+            .send(ProducerRecord::new(TOPIC, format!("record {i}")))
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    let partition = topic.partition(0).unwrap();
+    // Segments wholly below 150 go with it.
+    assert_eq!(partition.delete_records(150).unwrap(), 150);
+    let lag_ms = i64::try_from(cluster.config().replica_lag_time_max().as_millis()).unwrap();
+    let in_isr = |c: &Cluster| {
+        c.describe_topic(TOPIC)
+            .is_ok_and(|d| d.partitions[0].isr.contains(&paused))
+    };
+    clock.advance_ms(lag_ms + 1);
+    assert!(cluster.wait_until(GUARD, |c| !in_isr(c)));
+
+    cluster.resume_fetching(paused).unwrap();
+    assert!(cluster.wait_until(GUARD, in_isr));
+    let d = cluster.describe_topic(TOPIC).unwrap();
+    let replica = d.partitions[0]
+        .replica_states
+        .iter()
+        .find(|r| r.broker == paused)
+        .unwrap();
+    assert_eq!(replica.log_end_offset, Some(200));
+    producer.close().unwrap();
+    cluster.close().unwrap();
+    // Its log starts at the leader's log start now: the old segments went.
+    let follower_dir = dir.path().join(format!("broker-{paused}/{TOPIC}-0"));
+    let segments: Vec<String> = log_files(&follower_dir)
+        .into_keys()
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    assert_eq!(segments[0], "00000000000000000150.log", "{segments:?}");
+}

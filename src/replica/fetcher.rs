@@ -30,9 +30,10 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
 
-use super::partition::FollowerFetchRequest;
+use super::partition::{FollowerFetchRequest, FollowerPosition, PartitionState};
 use super::{ReplicaManager, TopicIdPartition};
 use crate::error::{Error, Result};
+use crate::log::epoch::{EpochEndOffset, UNDEFINED_EPOCH};
 
 /// Every broker's replica manager, by broker id: how a follower's fetcher
 /// reaches its leader (in Kafka, the network).
@@ -88,7 +89,9 @@ impl FetchRound {
 /// `local` follows in `leader`, fetch from its log end with its last
 /// epoch and durable offset, then append what came (keeping the leader's
 /// offsets and epochs) and take the leader's high watermark, or truncate
-/// on a diverging epoch. Errors are per partition, in the result.
+/// on a diverging epoch, or, for a fetch offset below the leader's log
+/// start, empty the log and start it again there. Errors are per
+/// partition, in the result.
 pub(crate) fn fetch_once(local: &ReplicaManager, leader: &ReplicaManager) -> FetchRound {
     let mut round = FetchRound::default();
     let max_bytes = local.config().fetch_max_bytes;
@@ -108,9 +111,16 @@ pub(crate) fn fetch_once(local: &ReplicaManager, leader: &ReplicaManager) -> Fet
             durable_offset: position.durable_offset,
             max_bytes,
         };
-        let outcome = leader
-            .fetch_as_follower(&key, &request)
-            .and_then(|response| match response.diverging {
+        let outcome = match leader.fetch_as_follower(&key, &request) {
+            Err(Error::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            }) if offset == position.fetch_offset => {
+                out_of_range(&state, &position, log_start, log_end)
+                    .map(|moved| round.truncated += usize::from(moved))
+            }
+            other => other.and_then(|response| match response.diverging {
                 Some(diverging) => {
                     state.truncate_diverging(diverging, position.leader_epoch)?;
                     // Progress only if the next fetch asks differently
@@ -136,12 +146,42 @@ pub(crate) fn fetch_once(local: &ReplicaManager, leader: &ReplicaManager) -> Fet
                     }
                     state.follow_log_start(response.log_start)
                 }
-            });
+            }),
+        };
         if let Err(e) = outcome {
             round.errors.push((key, e));
         }
     }
     round
+}
+
+/// A fetch offset outside the leader's log (Kafka's
+/// `ReplicaFetcherThread.handleOffsetOutOfRange`): below the leader's log
+/// start (the leader deleted records this follower never fetched), the
+/// follower's log is emptied and starts again at the leader's log start;
+/// above the leader's log end (possible only without a last fetched epoch,
+/// else the leader answers a diverging epoch), it is truncated to the
+/// leader's end. Returns whether the follower's log changed.
+fn out_of_range(
+    state: &PartitionState,
+    position: &FollowerPosition,
+    leader_log_start: u64,
+    leader_log_end: u64,
+) -> Result<bool> {
+    if position.fetch_offset < leader_log_start {
+        state.restart_at_leader_start(leader_log_start, position.leader_epoch)?;
+        Ok(true)
+    } else if position.fetch_offset > leader_log_end {
+        let leader_end = EpochEndOffset {
+            epoch: UNDEFINED_EPOCH,
+            end_offset: i64::try_from(leader_log_end).unwrap_or(i64::MAX),
+        };
+        let end = state.truncate_diverging(leader_end, position.leader_epoch)?;
+        Ok(end != position.fetch_offset)
+    } else {
+        // Inside the log after all (it moved since): fetch again.
+        Ok(false)
+    }
 }
 
 /// Messages to a fetcher thread.

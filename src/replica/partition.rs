@@ -830,6 +830,32 @@ impl PartitionState {
         Ok(log_end)
     }
 
+    /// Empties this follower's log and starts it again at the leader's
+    /// log start offset `leader_log_start`, because the leader deleted
+    /// (retention, `delete_records`) records this follower never fetched
+    /// (Kafka's `truncateFullyAndStartAt` on an `OFFSET_OUT_OF_RANGE`
+    /// below the leader's log start). The high watermark becomes the new
+    /// log end. Returns the new log end offset.
+    ///
+    /// # Errors
+    /// As [`PartitionState::append_as_follower`], and those of
+    /// [`Log::truncate_fully_and_start_at`].
+    pub(crate) fn restart_at_leader_start(
+        &self,
+        leader_log_start: u64,
+        leader_epoch: i32,
+    ) -> Result<u64> {
+        let roles = self.roles.read();
+        self.check_follows(&roles, leader_epoch)?;
+        let log_end = self.with_log(|log| {
+            log.truncate_fully_and_start_at(leader_log_start)?;
+            Ok(log.log_end_offset())
+        })?;
+        let _guard = self.replication.lock();
+        self.high_watermark.store(log_end, Ordering::Release);
+        Ok(log_end)
+    }
+
     fn check_follows(&self, roles: &LeaderAndIsr, leader_epoch: i32) -> Result<()> {
         if roles.leader == Some(self.broker) || roles.leader_epoch != leader_epoch {
             return Err(Error::FencedLeaderEpoch {

@@ -1048,3 +1048,112 @@ fn run_interleaving(seed: u64, steps: usize) {
         );
     }
 }
+
+/// Every record of broker `broker`'s log, from its log start to its end
+/// (a read returns one segment's batches: read on until the end).
+fn all_contents(rig: &Rig, broker: u32) -> Vec<(u64, i32)> {
+    rig.m(broker)
+        .with_log(&rig.key, |log| {
+            let mut out = Vec::new();
+            let mut next = log.log_start_offset();
+            while next < log.log_end_offset() {
+                for batch in log.read(next, usize::MAX)?.batches() {
+                    let h = *batch?.header();
+                    for offset in h.base_offset..=h.last_offset() {
+                        out.push((offset as u64, h.partition_leader_epoch));
+                    }
+                    next = h.last_offset() as u64 + 1;
+                }
+            }
+            Ok(out)
+        })
+        .unwrap()
+}
+
+/// A follower that fell behind the leader's log start (the leader deleted,
+/// by `delete_records` and then retention, records the follower never
+/// fetched) gets `OffsetOutOfRange` from the leader; it empties its log,
+/// starts again at the leader's log start (Kafka's
+/// `truncateFullyAndStartAt`), catches up, and rejoins the ISR. A reopen
+/// keeps the restarted log.
+#[test]
+fn a_follower_below_the_leaders_log_start_restarts_there_and_rejoins_the_isr() {
+    let config = LogConfig::builder().segment_bytes(1024).build().unwrap();
+    let mut rig = Rig::new(3, config, 1);
+    rig.append(0, 5);
+    rig.sync();
+    // Follower 2 stops fetching and drops out of the ISR.
+    for _ in 0..20 {
+        rig.append(0, 5);
+    }
+    let catch_up_1 = |rig: &Rig| {
+        while rig.leo(1) < rig.leo(0) {
+            rig.fetch(1, 0);
+        }
+        rig.fetch(1, 0);
+    };
+    catch_up_1(&rig);
+    rig.clock.advance_ms(30_001);
+    catch_up_1(&rig);
+    assert_eq!(rig.m(0).maybe_shrink_isr(), 1);
+    assert_eq!(rig.isr(), [0, 1]);
+    assert_eq!(rig.leo(2), 5);
+    // The leader deletes up to 60, well past follower 2's log end.
+    rig.m(0).delete_records(&rig.key, 60).unwrap();
+    rig.m(0).enforce_retention(&rig.key).unwrap();
+    let leader_start = rig.offsets(0).log_start;
+    assert_eq!(leader_start, 60);
+    let old_segments = rig
+        .m(2)
+        .with_log(&rig.key, |log| Ok(log.segment_base_offsets()))
+        .unwrap();
+
+    let round = rig.fetch(2, 0);
+    assert_eq!(round.truncated, 1, "the restart is progress");
+    let offsets = rig.offsets(2);
+    assert_eq!((offsets.log_start, offsets.log_end), (60, 60));
+    assert_eq!(offsets.high_watermark, 60);
+    rig.sync();
+    assert_eq!(rig.leo(2), rig.leo(0));
+    assert_eq!(all_contents(&rig, 2), all_contents(&rig, 0));
+    assert_eq!(all_contents(&rig, 2).len() as u64, rig.leo(0) - 60);
+    assert_eq!(rig.isr(), [0, 1, 2], "caught up: back in the ISR");
+    assert_eq!(rig.hw(0), rig.leo(0));
+    let new_segments = rig
+        .m(2)
+        .with_log(&rig.key, |log| Ok(log.segment_base_offsets()))
+        .unwrap();
+    assert_eq!(new_segments[0], 60);
+    assert!(new_segments.iter().all(|b| !old_segments.contains(b)));
+
+    // A restart of the broker keeps the restarted log.
+    rig.restart(2);
+    let offsets = rig.offsets(2);
+    assert_eq!((offsets.log_start, offsets.log_end), (60, rig.leo(0)));
+    assert_eq!(all_contents(&rig, 2), all_contents(&rig, 0));
+    rig.shutdown_all();
+}
+
+/// A follower whose fetch offset lies past the leader's log end and that
+/// names no epoch (its log was restarted, empty, above where a new
+/// leader's log ends) is truncated to the leader's end, as Kafka's
+/// `handleOffsetOutOfRange` does, instead of failing every round.
+#[test]
+fn a_follower_past_the_leaders_end_without_an_epoch_truncates_to_it() {
+    let rig = Rig::new(2, LogConfig::default(), 1);
+    rig.append(0, 3);
+    rig.sync();
+    // Follower 1's log restarted at 10 (empty, no epoch), past the end.
+    rig.m(1)
+        .with_log(&rig.key, |log| log.truncate_fully_and_start_at(10))
+        .unwrap();
+    let round = rig.fetch(1, 0);
+    assert_eq!(round.truncated, 1);
+    assert_eq!(rig.leo(1), 3);
+    rig.append(0, 2);
+    rig.sync();
+    assert_eq!(rig.leo(1), 5);
+    // Its log restarted above 3, so it starts at 3 now.
+    assert_eq!(rig.offsets(1).log_start, 3);
+    assert_eq!(rig.contents(1), rig.contents(0)[3..]);
+}
