@@ -15,6 +15,7 @@ use crate::config::{FlushPolicy, LogConfig};
 use crate::error::{Error, Result};
 use crate::format::BatchBuilder;
 use crate::log::Log;
+use crate::replica::fetcher::Throttle;
 use crate::types::Compression;
 
 /// The controller as the tests play it: it holds the partition's state,
@@ -1156,4 +1157,97 @@ fn a_follower_past_the_leaders_end_without_an_epoch_truncates_to_it() {
     // Its log restarted above 3, so it starts at 3 now.
     assert_eq!(rig.offsets(1).log_start, 3);
     assert_eq!(rig.contents(1), rig.contents(0)[3..]);
+}
+
+/// The fetch throttle's token bucket on the clock: a full second of the
+/// rate at first, charged by what a fetch got (possibly below zero), the
+/// wait until it holds something again, and refills capped at a second.
+#[test]
+fn the_fetch_throttle_is_a_token_bucket_on_the_clock() {
+    let mut throttle = Throttle::new(1000, 0);
+    assert_eq!(throttle.allowance(0), Ok(1000));
+    throttle.charge(1500);
+    // 500 bytes owed at 1 byte per ms: nothing until 501 ms.
+    assert_eq!(throttle.allowance(0), Err(501));
+    assert_eq!(throttle.allowance(500), Err(501));
+    assert_eq!(throttle.allowance(501), Ok(1), "less than a byte: one");
+    assert_eq!(throttle.allowance(800), Ok(300));
+    // Idle time fills it up to one second of the rate, no more.
+    assert_eq!(throttle.allowance(60_000), Ok(1000));
+    // A clock that went back adds nothing.
+    throttle.charge(1000);
+    assert_eq!(throttle.allowance(10), Err(60_001));
+    // A slow rate waits longer.
+    let mut slow = Throttle::new(3, 0);
+    slow.charge(10);
+    assert_eq!(slow.allowance(0), Err(2_334));
+    assert!(slow.allowance(2_334).is_ok());
+}
+
+/// A throttled follower (manual fetchers, manual clock) copies no more
+/// than the rate allows per second of the clock (plus the one batch a
+/// fetch always returns), so a burst of appends leaves it behind: it
+/// leaves the ISR after `replica.lag.time.max.ms`, and once the throttle
+/// is lifted it catches up at once and re-enters the ISR.
+#[test]
+fn a_throttled_follower_falls_out_of_the_isr_and_returns_when_lifted() {
+    let rig = Rig::new(2, LogConfig::default(), 1);
+    let fetchers = ReplicaFetcherManager::manual(&rig.managers[1], rig.registry.clone());
+    rig.append(0, 1);
+    assert_eq!(fetchers.fetch_once_from(0).unwrap().appended, 1);
+    const RATE: u64 = 200;
+    fetchers.set_throttle(Some(RATE));
+    // About 12 KB at 200 bytes per second: about a minute to copy.
+    for _ in 0..150 {
+        rig.append(0, 5);
+    }
+    let batch_bytes = batch(5, "v").len() as u64;
+    let start = rig.clock.now_ms();
+    let mut fetched = 0;
+    let mut seconds = 0;
+    let mut left_isr_at = None;
+    while rig.leo(1) < rig.leo(0) && seconds < 35 {
+        // Fetch until the throttle says wait; then it fetches nothing.
+        let mut this_second = 0;
+        loop {
+            let round = fetchers.fetch_once_from(0).unwrap();
+            this_second += round.bytes;
+            if let Some(until) = round.throttled_until {
+                assert!(until > rig.clock.now_ms());
+                let again = fetchers.fetch_once_from(0).unwrap();
+                assert_eq!((again.partitions, again.bytes), (0, 0), "throttled");
+                break;
+            }
+        }
+        fetched += this_second;
+        assert!(
+            this_second <= RATE + batch_bytes,
+            "{this_second} in second {seconds}"
+        );
+        assert!(
+            fetched <= RATE * (seconds + 1) + batch_bytes,
+            "{fetched} after {seconds} s"
+        );
+        rig.m(0).maybe_shrink_isr();
+        if left_isr_at.is_none() && rig.isr() == [0] {
+            left_isr_at = Some(rig.clock.now_ms() - start);
+        }
+        rig.clock.advance_ms(1000);
+        seconds += 1;
+    }
+    assert!(rig.leo(1) < rig.leo(0), "still behind after {seconds} s");
+    assert!(batch_bytes * 150 > RATE * 40, "the burst outlasts the loop");
+    assert!(fetched >= RATE * 30, "it kept fetching: {fetched}");
+    let left = left_isr_at.expect("it left the ISR");
+    assert!(left > 30_000, "not before the lag time: {left}");
+
+    // Lifted: it catches up without the clock moving, and is back in.
+    fetchers.set_throttle(None);
+    while rig.leo(1) < rig.leo(0) {
+        let round = fetchers.fetch_once_from(0).unwrap();
+        assert_eq!(round.throttled_until, None);
+    }
+    fetchers.fetch_once_from(0).unwrap();
+    assert_eq!(rig.isr(), [0, 1]);
+    assert_eq!(all_contents(&rig, 1), all_contents(&rig, 0));
 }
