@@ -1251,3 +1251,184 @@ fn a_throttled_follower_falls_out_of_the_isr_and_returns_when_lifted() {
     assert_eq!(rig.isr(), [0, 1]);
     assert_eq!(all_contents(&rig, 1), all_contents(&rig, 0));
 }
+
+/// Seeded interleavings of appends, fetches by either follower, the
+/// leader deleting records (up to its high watermark, so often past a
+/// lagging follower's end), ISR expiration, clean elections, failovers and
+/// follower restarts, on 1 KiB segments: no fetch ever fails with anything
+/// but a stale epoch (a follower below its leader's log start restarts
+/// there instead of failing), and once everyone fetches, every replica
+/// holds the leader's records from the highest log start on, and the ISR
+/// is whole. `LOGBUS_REPL_SEEDS` runs more seeds.
+#[test]
+fn seeded_interleavings_with_deleted_records_converge() {
+    let seeds: u64 = std::env::var("LOGBUS_REPL_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(24);
+    for seed in 1..=seeds {
+        run_deleting_interleaving(seed, 150);
+    }
+}
+
+fn run_deleting_interleaving(seed: u64, steps: usize) {
+    let mut state = seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let config = LogConfig::builder().segment_bytes(1024).build().unwrap();
+    let mut rig = Rig::new(3, config, 1);
+    for step in 0..steps {
+        let leader = rig.controller.state.lock().leader.unwrap();
+        let follower = (leader + 1 + next(2) as u32) % 3;
+        match next(14) {
+            0..=4 => {
+                rig.append(leader, 1 + next(4) as usize);
+            }
+            5..=7 => {
+                rig.fetch(follower, leader);
+            }
+            8 | 9 => {
+                let (start, hw) = (rig.offsets(leader).log_start, rig.hw(leader));
+                if hw > start {
+                    let to = start + 1 + next(hw - start);
+                    rig.m(leader).delete_records(&rig.key, to).unwrap();
+                }
+            }
+            10 => {
+                rig.clock.advance_ms(i64::try_from(next(40_000)).unwrap());
+                rig.m(leader).maybe_shrink_isr();
+            }
+            11 => {
+                let isr = rig.isr();
+                let candidates: Vec<u32> = isr.iter().copied().filter(|&b| b != leader).collect();
+                if !candidates.is_empty() {
+                    let new = candidates[next(candidates.len() as u64) as usize];
+                    let rest = if next(2) == 0 {
+                        isr
+                    } else {
+                        isr.into_iter().filter(|&b| b != leader).collect()
+                    };
+                    rig.controller.elect(&rig.key, Some(new), rest);
+                }
+            }
+            _ => rig.restart(follower),
+        }
+        let roles = rig.controller.state.lock().clone();
+        let leader = roles.leader.unwrap();
+        for b in roles.isr.iter().copied().filter(|&b| b != leader) {
+            let (offsets, lead) = (rig.offsets(b), rig.offsets(leader));
+            assert!(
+                offsets.high_watermark <= lead.log_end,
+                "seed {seed} step {step}: broker {b} {offsets:?} leader {lead:?}"
+            );
+        }
+    }
+    let leader = rig.controller.state.lock().leader.unwrap();
+    for _ in 0..5 {
+        rig.sync();
+    }
+    let start = (0..3).map(|b| rig.offsets(b).log_start).max().unwrap();
+    let from = |b: u32| -> Vec<(u64, i32)> {
+        all_contents(&rig, b)
+            .into_iter()
+            .filter(|(o, _)| *o >= start)
+            .collect()
+    };
+    for b in 0..3 {
+        assert_eq!(rig.leo(b), rig.leo(leader), "seed {seed}: broker {b}");
+        assert_eq!(from(b), from(leader), "seed {seed}: broker {b}");
+    }
+    assert_eq!(rig.isr().len(), 3, "seed {seed}");
+    rig.shutdown_all();
+}
+
+/// A follower that diverged from its leader where the leader's epoch
+/// history no longer reaches (the leader deleted the records around the
+/// divergence, so its epoch cache starts after it and answers "no
+/// divergence"), and whose log end lies inside one of the leader's
+/// batches, cuts its log back to that batch's start and copies it, rather
+/// than failing every fetch with `OffsetsOutOfOrder`.
+#[test]
+fn a_follower_diverged_below_the_leaders_epoch_history_cuts_back_to_the_batch() {
+    let rig = Rig::new(3, LogConfig::default(), 1);
+    rig.append(0, 5);
+    rig.sync();
+    // Broker 2 copies 5..=8 of epoch 0; broker 1 does not.
+    rig.append(0, 4);
+    rig.fetch(2, 0);
+    assert_eq!((rig.leo(1), rig.leo(2)), (5, 9));
+    // Broker 1 is elected (clean: it is in the ISR) and writes 5..=10 in
+    // epoch 1: broker 2's 5..=8 of epoch 0 diverge.
+    rig.controller.elect(&rig.key, Some(1), vec![0, 1, 2]);
+    rig.append(1, 6);
+    let catch_up_0 = |rig: &Rig| {
+        while rig.leo(0) != rig.leo(1) {
+            rig.fetch(0, 1);
+        }
+        rig.fetch(0, 1);
+    };
+    catch_up_0(&rig);
+    // Broker 2 drops out of the ISR; the leader deletes up to 9, broker
+    // 2's log end: its epoch cache now starts at (1, 9).
+    rig.clock.advance_ms(30_001);
+    catch_up_0(&rig);
+    assert_eq!(rig.m(1).maybe_shrink_isr(), 1);
+    assert_eq!(rig.isr(), [0, 1]);
+    assert_eq!(rig.hw(1), 11);
+    rig.m(1).delete_records(&rig.key, 9).unwrap();
+
+    // Broker 2 asks from 9 with epoch 0: no divergence in the leader's
+    // eyes, and the batch holding 9 is 5..=10.
+    let round = rig.fetch(2, 1);
+    assert_eq!(round.appended, 1, "{round:?}");
+    assert_eq!(rig.leo(2), 11);
+    let from_9 = |b: u32| -> Vec<(u64, i32)> {
+        all_contents(&rig, b)
+            .into_iter()
+            .filter(|(o, _)| *o >= 9)
+            .collect()
+    };
+    assert_eq!(from_9(2), from_9(1));
+    assert!(from_9(2).iter().all(|&(_, epoch)| epoch == 1));
+    rig.fetch(2, 1);
+    assert_eq!(rig.isr(), [0, 1, 2]);
+}
+
+/// A leader's log start inside a batch (`delete_records` deletes by
+/// offset): the follower restarted there gets the whole batch holding it,
+/// which starts below its (empty) log; it starts its log again at the
+/// batch's base offset, as Kafka's follower does, copies it, and its log
+/// start then follows the leader's.
+#[test]
+fn a_follower_restarted_inside_a_batch_starts_at_the_batch() {
+    let rig = Rig::new(2, LogConfig::default(), 1);
+    rig.append(0, 5);
+    rig.sync();
+    for _ in 0..3 {
+        rig.append(0, 5);
+    }
+    rig.clock.advance_ms(30_001);
+    assert_eq!(rig.m(0).maybe_shrink_isr(), 1);
+    rig.m(0).delete_records(&rig.key, 12).unwrap();
+    // Below the leader's start: restart at 12.
+    rig.fetch(1, 0);
+    assert_eq!((rig.offsets(1).log_start, rig.leo(1)), (12, 12));
+    // The batch holding 12 is 10..=14: start again at 10, copy it (and
+    // the one after it).
+    let round = rig.fetch(1, 0);
+    assert_eq!(round.appended, 1);
+    assert_eq!(rig.leo(1), 20);
+    let bases = rig
+        .m(1)
+        .with_log(&rig.key, |log| Ok(log.segment_base_offsets()))
+        .unwrap();
+    assert_eq!(bases, [10]);
+    rig.sync();
+    assert_eq!(rig.offsets(1).log_start, 12, "follows the leader's start");
+    assert_eq!(all_contents(&rig, 1), all_contents(&rig, 0));
+    assert_eq!(rig.isr(), [0, 1]);
+}
