@@ -525,3 +525,191 @@ fn sends_racing_a_leader_crash_succeed_or_fail_retriably_and_nothing_acked_is_lo
     consume_all(&cluster, &acked);
     cluster.close().unwrap();
 }
+
+/// A paused follower whose leader then deletes the records it never
+/// fetched (`delete_records`, which also removes the segments below) starts
+/// its log again at the leader's log start when it resumes (Kafka's
+/// `truncateFullyAndStartAt`) instead of failing every fetch with
+/// `OffsetOutOfRange`, catches up and re-enters the ISR.
+#[test]
+fn a_follower_behind_the_leaders_log_start_restarts_there_and_rejoins_the_isr() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let config = ClusterConfig::builder()
+        .brokers(3)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let cluster = Cluster::open(dir.path(), config).unwrap();
+    let topic_config = TopicConfig::new().segment_bytes(1024).unwrap();
+    let topic = cluster
+        .create_topic(
+            NewTopic::new(TOPIC, 1)
+                .replication_factor(3)
+                .config(topic_config),
+        )
+        .unwrap();
+    let lead = leader(&cluster, 0);
+    let paused = (lead + 1) % 3;
+    cluster.pause_fetching(paused).unwrap();
+    let producer = Producer::new(
+        &cluster,
+        ProducerConfig::builder()
+            .acks(Acks::Leader)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    for i in 0..200 {
+        producer
+            .send(ProducerRecord::new(TOPIC, format!("record {i}")))
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    let partition = topic.partition(0).unwrap();
+    // Segments wholly below 150 go with it.
+    assert_eq!(partition.delete_records(150).unwrap(), 150);
+    let lag_ms = i64::try_from(cluster.config().replica_lag_time_max().as_millis()).unwrap();
+    let in_isr = |c: &Cluster| {
+        c.describe_topic(TOPIC)
+            .is_ok_and(|d| d.partitions[0].isr.contains(&paused))
+    };
+    clock.advance_ms(lag_ms + 1);
+    assert!(cluster.wait_until(GUARD, |c| !in_isr(c)));
+
+    cluster.resume_fetching(paused).unwrap();
+    assert!(cluster.wait_until(GUARD, in_isr));
+    let d = cluster.describe_topic(TOPIC).unwrap();
+    let replica = d.partitions[0]
+        .replica_states
+        .iter()
+        .find(|r| r.broker == paused)
+        .unwrap();
+    assert_eq!(replica.log_end_offset, Some(200));
+    producer.close().unwrap();
+    cluster.close().unwrap();
+    // Its log starts at the leader's log start now: the old segments went.
+    let follower_dir = dir.path().join(format!("broker-{paused}/{TOPIC}-0"));
+    let segments: Vec<String> = log_files(&follower_dir)
+        .into_keys()
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    assert_eq!(segments[0], "00000000000000000150.log", "{segments:?}");
+}
+
+/// Sends `count` records of 1 KiB with acks=1 (the leader's append
+/// suffices, so a slow follower does not hold them up).
+fn send_kib_records(cluster: &Cluster, count: usize) {
+    let producer = Producer::new(
+        cluster,
+        ProducerConfig::builder()
+            .acks(Acks::Leader)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let value = vec![b'x'; 1024];
+    let futures: Vec<_> = (0..count)
+        .map(|_| {
+            producer
+                .send(ProducerRecord::new(TOPIC, value.clone()))
+                .unwrap()
+        })
+        .collect();
+    for future in futures {
+        future.wait().unwrap();
+    }
+    producer.close().unwrap();
+}
+
+fn follower_in_isr(broker: u32) -> impl Fn(&Cluster) -> bool {
+    move |c: &Cluster| {
+        c.describe_topic(TOPIC)
+            .is_ok_and(|d| d.partitions[0].isr.contains(&broker))
+    }
+}
+
+/// A throttled follower's fetcher threads on a manual clock: the
+/// throttle lets through about a second of its rate per second of the
+/// clock, so after a burst of appends and a jump past
+/// `replica.lag.time.max.ms` the follower is still behind and leaves the
+/// ISR; lifted, it catches up (no clock move needed) and returns.
+#[test]
+fn a_throttled_follower_leaves_the_isr_and_returns_when_the_throttle_is_lifted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, clock) = manual(dir.path());
+    let lead = leader(&cluster, 0);
+    let slow = (lead + 1) % 3;
+    cluster.throttle_fetching(slow, Some(4 * 1024)).unwrap();
+    // 200 KiB: fifty seconds' worth at 4 KiB/s.
+    send_kib_records(&cluster, 200);
+    assert!(follower_in_isr(slow)(&cluster));
+    let lag_ms = i64::try_from(cluster.config().replica_lag_time_max().as_millis()).unwrap();
+    clock.advance_ms(lag_ms + 1);
+    assert!(cluster.wait_until(GUARD, |c| !follower_in_isr(slow)(c)));
+    assert!(!cluster.is_broker_fenced(slow), "only its fetching is slow");
+    let behind = cluster.describe_topic(TOPIC).unwrap().partitions[0]
+        .replica_states
+        .iter()
+        .find(|r| r.broker == slow)
+        .unwrap()
+        .offset_lag;
+    assert!(behind.is_some_and(|lag| lag > 0), "{behind:?}");
+
+    cluster.throttle_fetching(slow, None).unwrap();
+    assert!(cluster.wait_until(GUARD, follower_in_isr(slow)));
+    assert!(cluster.wait_until(GUARD, isr_complete));
+    cluster.close().unwrap();
+}
+
+/// The same on the system clock with fetcher threads, asserting only
+/// what happens, never when: a follower throttled to 1 KiB/s behind a
+/// 256 KiB burst leaves the ISR (lag time 500 ms) and returns once the
+/// throttle is lifted.
+#[test]
+fn a_throttled_follower_on_the_system_clock_eventually_leaves_and_rejoins_the_isr() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), builder().build().unwrap()).unwrap();
+    create(&cluster, 1);
+    let lead = leader(&cluster, 0);
+    let slow = (lead + 2) % 3;
+    cluster.throttle_fetching(slow, Some(1024)).unwrap();
+    send_kib_records(&cluster, 256);
+    assert!(cluster.wait_until(GUARD, |c| !follower_in_isr(slow)(c)));
+    cluster.throttle_fetching(slow, None).unwrap();
+    assert!(cluster.wait_until(GUARD, follower_in_isr(slow)));
+    assert!(cluster.wait_until(GUARD, isr_complete));
+    cluster.close().unwrap();
+}
+
+#[test]
+fn throttle_fetching_refuses_bad_targets_with_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), builder().build().unwrap()).unwrap();
+    assert!(matches!(
+        cluster.throttle_fetching(3, Some(1024)),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        cluster.throttle_fetching(1, Some(0)),
+        Err(Error::InvalidArgument(_))
+    ));
+    cluster.crash_broker(1).unwrap();
+    assert!(matches!(
+        cluster.throttle_fetching(1, Some(1024)),
+        Err(Error::IllegalState(_))
+    ));
+    cluster.close().unwrap();
+    assert!(matches!(
+        cluster.throttle_fetching(0, None),
+        Err(Error::Closed(_))
+    ));
+    let one = tempfile::tempdir().unwrap();
+    let single = Cluster::open(one.path(), ClusterConfig::default()).unwrap();
+    assert!(matches!(
+        single.throttle_fetching(0, Some(1024)),
+        Err(Error::InvalidArgument(_))
+    ));
+    single.close().unwrap();
+}

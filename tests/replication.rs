@@ -171,3 +171,77 @@ fn three_brokers_replicate_acks_all_and_close_with_identical_replicas() {
     }
     cluster.close().unwrap();
 }
+
+/// A reassignment's target is in the metadata log: a cluster closed in
+/// the middle of one (the new replicas hosted but, their fetching paused,
+/// not caught up) reopens with the move under way, and completes it by
+/// itself: the new replicas catch up, the leadership switches to the
+/// target's first replica, and the dropped replica's directory goes.
+#[test]
+fn a_reassignment_interrupted_by_a_close_completes_after_the_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = || ClusterConfig::builder().brokers(3).build().unwrap();
+    let cluster = Cluster::open(dir.path(), config()).unwrap();
+    cluster
+        .create_topic(NewTopic::new("t", 1).replication_factor(1))
+        .unwrap();
+    let old = cluster.describe_topic("t").unwrap().partitions[0]
+        .leader
+        .unwrap();
+    let target = vec![(old + 1) % 3, (old + 2) % 3];
+    let producer = Producer::new(
+        &cluster,
+        ProducerConfig::builder().acks(Acks::All).build().unwrap(),
+    )
+    .unwrap();
+    for i in 0..50 {
+        producer
+            .send(ProducerRecord::new("t", format!("value-{i:02}")))
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    producer.close().unwrap();
+    for &b in &target {
+        cluster.pause_fetching(b).unwrap();
+    }
+    let tp = TopicPartition::new("t", 0);
+    cluster.reassign_partition(&tp, &target).unwrap();
+    let under_way = cluster.list_partition_reassignments();
+    assert_eq!(under_way, [(tp.clone(), target.clone())].into());
+    let p = &cluster.describe_topic("t").unwrap().partitions[0];
+    assert_eq!(p.replicas, [target[0], target[1], old]);
+    assert_eq!((p.leader, p.isr.clone()), (Some(old), vec![old]));
+    cluster.close().unwrap();
+
+    let cluster = Cluster::open(dir.path(), config()).unwrap();
+    // Nobody asks again: the reopened cluster resumes the move.
+    let done = |c: &Cluster| c.list_partition_reassignments().is_empty();
+    assert!(cluster.wait_until(Duration::from_secs(60), done));
+    let p = &cluster.describe_topic("t").unwrap().partitions[0];
+    assert_eq!(p.replicas, target);
+    assert_eq!(p.leader, Some(target[0]));
+    assert_eq!(p.log_end_offset, 50);
+    assert!(!dir.path().join(format!("broker-{old}/t-0")).exists());
+
+    let consumer_config = ConsumerConfig::builder()
+        .auto_offset_reset(OffsetReset::Earliest)
+        .build()
+        .unwrap();
+    let mut consumer = Consumer::new(&cluster, consumer_config).unwrap();
+    consumer.assign(&[tp]).unwrap();
+    let mut values = Vec::new();
+    while values.len() < 50 {
+        let records = consumer.poll(Duration::from_secs(30)).unwrap();
+        assert!(!records.is_empty(), "records stopped at {}", values.len());
+        values.extend(
+            records
+                .iter()
+                .map(|r| String::from_utf8(r.value().unwrap().to_vec()).unwrap()),
+        );
+    }
+    let expected: Vec<String> = (0..50).map(|i| format!("value-{i:02}")).collect();
+    assert_eq!(values, expected);
+    consumer.close().unwrap();
+    cluster.close().unwrap();
+}

@@ -438,9 +438,11 @@ impl Cluster {
     /// those under way. A new reassignment of the same partition replaces
     /// the target.
     ///
-    /// Not persisted while under way: a cluster reopened in between keeps
-    /// the partition on the old and new replicas together (all of them
-    /// fed), and a new call with the same target finishes it.
+    /// The target is persisted (the metadata log's `PartitionChange`
+    /// records carry the adding and removing replicas, as KRaft's do): a
+    /// cluster closed or crashed in between reopens with the reassignment
+    /// under way and completes it by itself once the target replicas
+    /// are in sync.
     ///
     /// ```
     /// use logbus::{Cluster, ClusterConfig, NewTopic, TopicPartition};

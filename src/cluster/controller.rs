@@ -39,7 +39,7 @@ use std::sync::{Arc, Weak};
 
 use super::election;
 use super::liveness::{Liveness, RunState};
-use super::metadata::{MetadataLog, MetadataRecord, Registry, TopicMeta};
+use super::metadata::{MetadataLog, MetadataRecord, Reassignment, Registry, TopicMeta};
 use super::placement::Placement;
 use super::topic_config::collision_key;
 use super::{
@@ -62,10 +62,6 @@ pub(super) struct Controller {
     /// back those where they are in the ISR, with
     /// `auto.leader.rebalance.enable`.
     rebalance_pending: BTreeSet<u32>,
-    /// Reassignments under way (runtime state only): each partition's
-    /// target replica list, reached once every target replica is in the
-    /// ISR (see `ClusterInner::reassign_partition`).
-    pub(super) reassignments: BTreeMap<(Uuid, u32), Vec<u32>>,
 }
 
 impl Controller {
@@ -82,7 +78,6 @@ impl Controller {
                 config.broker_heartbeat_interval_ms,
             ),
             rebalance_pending: BTreeSet::new(),
-            reassignments: BTreeMap::new(),
         }
     }
 }
@@ -565,9 +560,20 @@ pub(super) fn elect_leaderless_at_open(
     decide_all(registry, defaults, &mut changes, |state, unclean| {
         election::at_open(state, &|_| true, unclean)
     });
+    change_records(registry, &changes)
+}
+
+/// The `PartitionChange` records of `changes`, each carrying the
+/// reassignment under way of its partition (the record holds a
+/// partition's whole state, so a change that omitted it would end it).
+fn change_records(registry: &Registry, changes: &Changes) -> Vec<MetadataRecord> {
     changes
         .values()
-        .map(|d| d.roles.change_record(d.topic_id, d.partition))
+        .map(|d| {
+            let moving = registry.reassignments.get(&(d.topic_id, d.partition));
+            d.roles
+                .change_record_moving(d.topic_id, d.partition, moving)
+        })
         .collect()
 }
 
@@ -582,11 +588,23 @@ impl ClusterInner {
         if changes.is_empty() {
             return Ok(());
         }
-        let records: Vec<MetadataRecord> = changes
-            .values()
-            .map(|d| d.roles.change_record(d.topic_id, d.partition))
-            .collect();
+        let records = change_records(registry, changes);
         metadata.commit(registry, &records)
+    }
+
+    /// Persists one partition's change that starts, re-targets or ends
+    /// (`moving` `None`) its reassignment.
+    fn commit_move(
+        metadata: &mut MetadataLog,
+        registry: &mut Registry,
+        decided: &Decided,
+        moving: Option<&Reassignment>,
+    ) -> Result<()> {
+        let record =
+            decided
+                .roles
+                .change_record_moving(decided.topic_id, decided.partition, moving);
+        metadata.commit(registry, &[record])
     }
 
     /// Makes committed changes take effect: first the routing table
@@ -663,7 +681,47 @@ impl ClusterInner {
         if self.config.auto_leader_rebalance_enable && !controller.rebalance_pending.is_empty() {
             self.rebalance_returned(&mut controller)?;
         }
+        self.complete_reassignments(&mut controller)?;
         Ok(controller.liveness.next_deadline(now))
+    }
+
+    /// Completes every reassignment under way whose target replicas are
+    /// all in the ISR: one whose last step a crash or a close cut off (the
+    /// ISR grew, then the cluster stopped before the switch), reopened.
+    /// The others complete as their leaders propose the target replicas
+    /// into the ISR.
+    fn complete_reassignments(&self, controller: &mut Controller) -> Result<()> {
+        let Controller {
+            metadata,
+            registry,
+            liveness,
+            ..
+        } = controller;
+        let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
+        let ready: Vec<TopicIdPartition> = registry
+            .reassignments
+            .iter()
+            .filter_map(|(&(id, partition), moving)| {
+                let meta = registry.topic_by_id(&id)?;
+                let current = meta.assignments.get(partition as usize)?;
+                moving
+                    .target
+                    .iter()
+                    .all(|b| current.isr.contains(b))
+                    .then(|| TopicIdPartition {
+                        topic_id: id,
+                        topic: Arc::from(meta.name.as_str()),
+                        partition,
+                    })
+            })
+            .collect();
+        let mut first_error = None;
+        for key in ready {
+            if let Err(e) = self.complete_reassignment(metadata, registry, liveness, &key) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Kafka's automatic leader rebalance, for the brokers that returned:
@@ -932,7 +990,6 @@ impl ClusterInner {
             metadata,
             registry,
             liveness,
-            reassignments,
             ..
         } = &mut *controller;
         let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
@@ -1013,7 +1070,7 @@ impl ClusterInner {
         Self::commit_changes(metadata, registry, &changes)?;
         self.publish(changes.values(), |b| liveness.is_live(b))?;
         // A grown ISR may complete a reassignment.
-        let done = self.complete_reassignment(metadata, registry, liveness, reassignments, key)?;
+        let done = self.complete_reassignment(metadata, registry, liveness, key)?;
         Ok(done.unwrap_or(next))
     }
 
@@ -1024,7 +1081,11 @@ impl ClusterInner {
     /// once every target replica is in the ISR (the leader proposes each
     /// as it catches up) the replicas become `target`: a leader outside it
     /// hands over to the first target replica, and the dropped replicas'
-    /// logs are deleted. Replaces a reassignment of `tp` under way.
+    /// logs are deleted. Replaces a reassignment of `tp` under way. The
+    /// target is in the metadata log (`adding`/`removing` of the
+    /// partition's `PartitionChange` records, carried by every later change
+    /// until the switch), so a reopen resumes it; each liveness step
+    /// completes those whose target replicas are all in sync.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an empty target, a broker named
@@ -1041,7 +1102,6 @@ impl ClusterInner {
             metadata,
             registry,
             liveness,
-            reassignments,
             ..
         } = &mut *controller;
         let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
@@ -1083,12 +1143,13 @@ impl ClusterInner {
                 partition: tp.partition,
             });
         }
-        let adding: Vec<u32> = target
+        // The brokers that get a new replica now.
+        let hosting: Vec<u32> = target
             .iter()
             .copied()
             .filter(|b| !current.replicas.contains(b))
             .collect();
-        for &b in &adding {
+        for &b in &hosting {
             self.broker(b)?
                 .prepare_path(&tp.topic, tp.partition, id, registry)?;
         }
@@ -1099,7 +1160,21 @@ impl ClusterInner {
             topic: state.name.clone(),
             partition: tp.partition,
         };
-        if replicas != current.replicas {
+        // Adding: target replicas that were not replicas before the
+        // reassignment under way, if any, began (Kafka's
+        // `addingReplicas`); removing: the replicas the target drops.
+        let previous = registry.reassignments.get(&(id, tp.partition)).cloned();
+        let adding: Vec<u32> = target
+            .iter()
+            .copied()
+            .filter(|b| {
+                !current.replicas.contains(b)
+                    || previous.as_ref().is_some_and(|p| p.adding.contains(b))
+            })
+            .collect();
+        let moving = Reassignment::new(&replicas, target.clone(), adding);
+        let moving = (!moving.adding.is_empty() || !moving.removing.is_empty()).then_some(moving);
+        if replicas != current.replicas || moving != previous {
             let next = LeaderAndIsr {
                 replicas,
                 partition_epoch: current.partition_epoch.saturating_add(1),
@@ -1111,10 +1186,10 @@ impl ClusterInner {
                 partition: tp.partition,
                 roles: next.clone(),
             };
+            Self::commit_move(metadata, registry, &decided, moving.as_ref())?;
             let changes = Changes::from([((tp.topic.clone(), tp.partition), decided)]);
-            Self::commit_changes(metadata, registry, &changes)?;
             let min_insync = usize::try_from(state.effective.min_insync()).unwrap_or(usize::MAX);
-            for &b in &adding {
+            for &b in &hosting {
                 self.broker(b)?.open_partition(
                     &state.name,
                     id,
@@ -1125,23 +1200,26 @@ impl ClusterInner {
                 )?;
             }
             self.publish(changes.values(), |b| {
-                liveness.is_live(b) && !adding.contains(&b)
+                liveness.is_live(b) && !hosting.contains(&b)
             })?;
         }
-        reassignments.insert((id, tp.partition), target);
-        self.complete_reassignment(metadata, registry, liveness, reassignments, &key)
+        self.complete_reassignment(metadata, registry, liveness, &key)
             .map(drop)
     }
 
     /// The reassignments under way: each partition's target replicas.
     pub(crate) fn partition_reassignments(&self) -> BTreeMap<TopicPartition, Vec<u32>> {
         let controller = self.controller.lock();
-        controller
+        let registry = &controller.registry;
+        registry
             .reassignments
             .iter()
-            .filter_map(|((id, p), target)| {
-                let meta = controller.registry.topic_by_id(id)?;
-                Some((TopicPartition::new(meta.name.clone(), *p), target.clone()))
+            .filter_map(|((id, p), moving)| {
+                let meta = registry.topic_by_id(id)?;
+                Some((
+                    TopicPartition::new(meta.name.clone(), *p),
+                    moving.target.clone(),
+                ))
             })
             .collect()
     }
@@ -1157,26 +1235,27 @@ impl ClusterInner {
         metadata: &mut MetadataLog,
         registry: &mut Registry,
         liveness: &Liveness,
-        reassignments: &mut BTreeMap<(Uuid, u32), Vec<u32>>,
         key: &TopicIdPartition,
     ) -> Result<Option<LeaderAndIsr>> {
         let slot = (key.topic_id, key.partition);
-        let Some(target) = reassignments.get(&slot) else {
+        let Some(target) = registry
+            .reassignments
+            .get(&slot)
+            .map(|moving| moving.target.clone())
+        else {
             return Ok(None);
         };
+        // (A deleted topic's reassignment went with its records.)
         let Some(current) = registry
             .topic_by_id(&key.topic_id)
             .and_then(|meta| meta.assignments.get(key.partition as usize))
             .cloned()
         else {
-            // The topic is gone.
-            reassignments.remove(&slot);
             return Ok(None);
         };
         if !target.iter().all(|b| current.isr.contains(b)) {
             return Ok(None);
         }
-        let target = reassignments.remove(&slot).unwrap_or_default();
         let isr: Vec<u32> = current
             .isr
             .iter()
@@ -1196,9 +1275,8 @@ impl ClusterInner {
             .copied()
             .filter(|b| !target.contains(b))
             .collect();
-        if removed.is_empty() && target == current.replicas {
-            return Ok(None);
-        }
+        // Also when nothing is removed (a pure addition): the change ends
+        // the reassignment the metadata log holds.
         let next = LeaderAndIsr {
             leader_epoch: current
                 .leader_epoch
@@ -1214,8 +1292,8 @@ impl ClusterInner {
             partition: key.partition,
             roles: next.clone(),
         };
+        Self::commit_move(metadata, registry, &decided, None)?;
         let changes = Changes::from([((key.topic.to_string(), key.partition), decided)]);
-        Self::commit_changes(metadata, registry, &changes)?;
         let published = self.publish(changes.values(), |b| liveness.is_live(b));
         let mut first_error = published.err();
         for b in removed {

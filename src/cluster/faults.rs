@@ -1,5 +1,6 @@
 //! The fault API: stop, crash and restart brokers, fail a broker's disk,
-//! pause a follower's fetching, cut a broker off from the controller — so
+//! pause or slow down a follower's fetching, cut a broker off from the
+//! controller — so
 //! that users can test their own failover in one process — and the
 //! replication counters ([`ReplicationStats`]).
 //!
@@ -430,5 +431,58 @@ impl Cluster {
     #[must_use]
     pub fn replication_stats(&self) -> ReplicationStats {
         self.inner.stats.snapshot()
+    }
+
+    /// Slows broker `id`'s fetching down: all its fetcher threads together
+    /// copy at most `bytes_per_second` bytes of batches per second from
+    /// their leaders, measured on the cluster's clock, or as fast as they
+    /// can again with `None` (in the spirit of Kafka's replication quota
+    /// `follower.replication.throttled.rate`, which however spares
+    /// in-sync replicas; this throttles every partition the broker
+    /// follows). A fetch still returns at least one whole batch, so a
+    /// burst may pass the rate briefly; the next fetch then waits until
+    /// the average is back under it. A follower slowed below its leader's
+    /// rate of appends falls behind, leaves the ISR after
+    /// `replica.lag.time.max.ms`, and re-enters it once it catches up.
+    /// A restart of the broker ([`Cluster::restart_broker`]) lifts the
+    /// throttle, as it ends a pause.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logbus::{Acks, Cluster, ClusterConfig, NewTopic, Producer, ProducerConfig, ProducerRecord};
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::builder().brokers(3).build()?)?;
+    /// cluster.create_topic(NewTopic::new("t", 1).replication_factor(3))?;
+    /// // Broker 2 copies 1 KiB per second at most.
+    /// cluster.throttle_fetching(2, Some(1024))?;
+    /// let producer = Producer::new(&cluster, ProducerConfig::builder().acks(Acks::Leader).build()?)?;
+    /// for i in 0..100 {
+    ///     producer.send(ProducerRecord::new("t", format!("record {i}")))?.wait()?;
+    /// }
+    /// // Full speed again: it catches up, in the ISR (or back in it, had
+    /// // it fallen behind for `replica.lag.time.max.ms`).
+    /// cluster.throttle_fetching(2, None)?;
+    /// let in_isr = |c: &Cluster| c.describe_topic("t").is_ok_and(|d| d.partitions[0].isr.contains(&2));
+    /// assert!(cluster.wait_until(Duration::from_secs(30), in_isr));
+    /// producer.close()?;
+    /// cluster.close()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Cluster::stop_broker`]; [`Error::InvalidArgument`] for a rate
+    /// of 0 (that is [`Cluster::pause_fetching`]). Nothing changes then.
+    pub fn throttle_fetching(&self, id: u32, bytes_per_second: Option<u64>) -> Result<()> {
+        self.inner.check_fault_target(id)?;
+        if bytes_per_second == Some(0) {
+            return Err(Error::InvalidArgument(
+                "a fetch throttle of 0 bytes per second fetches nothing: use pause_fetching".into(),
+            ));
+        }
+        let broker = self.inner.broker(id)?;
+        if let Some(fetchers) = broker.replicas.fetchers() {
+            fetchers.set_throttle(bytes_per_second);
+        }
+        Ok(())
     }
 }

@@ -49,6 +49,10 @@ const VERSION: u8 = 0;
 /// `Partition` records are written in version 1 (with the ISR); version 0
 /// (no ISR: the ISR is the replicas) is still read.
 const PARTITION_VERSION: u8 = 1;
+/// `PartitionChange` records of a partition being reassigned are written
+/// in version 1 (with the adding and removing replicas); the others in
+/// version 0 (no reassignment), which every version reads.
+const PARTITION_CHANGE_MOVE_VERSION: u8 = 1;
 
 /// One change to the cluster's metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,9 +83,13 @@ pub(crate) enum MetadataRecord {
     /// only the id): the cluster cannot open with fewer brokers afterwards.
     RegisterBroker { broker_id: u32 },
     /// An existing partition's whole new state (an election, an ISR
-    /// change): in the spirit of KRaft's `PartitionChangeRecord`, but
-    /// carrying every field rather than only those that changed. The
-    /// partition epoch must grow and the leader epoch may not go back.
+    /// change, a reassignment's steps): in the spirit of KRaft's
+    /// `PartitionChangeRecord`, but carrying every field rather than only
+    /// those that changed. The partition epoch must grow and the leader
+    /// epoch may not go back. `adding` and `removing` (KRaft's
+    /// `addingReplicas` / `removingReplicas`) are the replicas a
+    /// reassignment under way adds and drops: its target is the replicas
+    /// without `removing`. Both empty: no reassignment under way.
     PartitionChange {
         topic_id: Uuid,
         partition: u32,
@@ -90,7 +98,41 @@ pub(crate) enum MetadataRecord {
         leader_epoch: i32,
         partition_epoch: i32,
         isr: Vec<u32>,
+        adding: Vec<u32>,
+        removing: Vec<u32>,
     },
+}
+
+/// A reassignment under way, as the metadata log records it (the
+/// `adding` and `removing` replicas of the partition's last
+/// `PartitionChange`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Reassignment {
+    /// The target replica list: the replicas without `removing`, in order
+    /// (the first is the preferred leader).
+    pub(crate) target: Vec<u32>,
+    /// Target replicas that were not replicas when the reassignment began.
+    pub(crate) adding: Vec<u32>,
+    /// Replicas that the reassignment drops once it completes.
+    pub(crate) removing: Vec<u32>,
+}
+
+impl Reassignment {
+    /// The reassignment of a partition whose replicas are `replicas`
+    /// towards `target` (every target replica among them), adding
+    /// `adding`.
+    pub(crate) fn new(replicas: &[u32], target: Vec<u32>, adding: Vec<u32>) -> Self {
+        let removing = replicas
+            .iter()
+            .copied()
+            .filter(|b| !target.contains(b))
+            .collect();
+        Reassignment {
+            target,
+            adding,
+            removing,
+        }
+    }
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -189,8 +231,19 @@ impl MetadataRecord {
                 leader_epoch,
                 partition_epoch,
                 isr,
+                adding,
+                removing,
             } => {
-                w.extend_from_slice(&[PARTITION_CHANGE, VERSION]);
+                // Version 0 unless a reassignment is under way, so logs of
+                // clusters that never reassign stay readable by versions
+                // before it.
+                let moving = !adding.is_empty() || !removing.is_empty();
+                let version = if moving {
+                    PARTITION_CHANGE_MOVE_VERSION
+                } else {
+                    VERSION
+                };
+                w.extend_from_slice(&[PARTITION_CHANGE, version]);
                 w.write_u128::<BigEndian>(topic_id.as_u128()).expect("vec");
                 w.write_u32::<BigEndian>(*partition).expect("vec");
                 put_brokers(w, replicas);
@@ -199,6 +252,10 @@ impl MetadataRecord {
                 w.write_i32::<BigEndian>(*leader_epoch).expect("vec");
                 w.write_i32::<BigEndian>(*partition_epoch).expect("vec");
                 put_brokers(w, isr);
+                if moving {
+                    put_brokers(w, adding);
+                    put_brokers(w, removing);
+                }
             }
         }
         out
@@ -209,10 +266,10 @@ impl MetadataRecord {
         let parsed = (|| -> std::io::Result<std::result::Result<Self, String>> {
             let kind = cur.read_u8()?;
             let version = cur.read_u8()?;
-            let newest = if kind == PARTITION {
-                PARTITION_VERSION
-            } else {
-                VERSION
+            let newest = match kind {
+                PARTITION => PARTITION_VERSION,
+                PARTITION_CHANGE => PARTITION_CHANGE_MOVE_VERSION,
+                _ => VERSION,
             };
             if version > newest {
                 return Ok(Err(format!(
@@ -276,14 +333,25 @@ impl MetadataRecord {
                             Err(_) => return Ok(Err(format!("leader {id} is not a broker id"))),
                         },
                     };
+                    let leader_epoch = cur.read_i32::<BigEndian>()?;
+                    let partition_epoch = cur.read_i32::<BigEndian>()?;
+                    let isr = get_brokers(&mut cur)?;
+                    // Version 0: no reassignment under way.
+                    let (adding, removing) = if version == 0 {
+                        (Vec::new(), Vec::new())
+                    } else {
+                        (get_brokers(&mut cur)?, get_brokers(&mut cur)?)
+                    };
                     MetadataRecord::PartitionChange {
                         topic_id,
                         partition,
                         replicas,
                         leader,
-                        leader_epoch: cur.read_i32::<BigEndian>()?,
-                        partition_epoch: cur.read_i32::<BigEndian>()?,
-                        isr: get_brokers(&mut cur)?,
+                        leader_epoch,
+                        partition_epoch,
+                        isr,
+                        adding,
+                        removing,
                     }
                 }
                 other => return Ok(Err(format!("unknown metadata record type {other}"))),
@@ -302,7 +370,19 @@ impl MetadataRecord {
 impl LeaderAndIsr {
     /// The `PartitionChange` record that sets partition `partition` of
     /// topic `topic_id` to this state.
+    #[cfg(test)]
     pub(crate) fn change_record(&self, topic_id: Uuid, partition: u32) -> MetadataRecord {
+        self.change_record_moving(topic_id, partition, None)
+    }
+
+    /// [`LeaderAndIsr::change_record`] with the reassignment under way
+    /// (`None`: none, or it ends with this change).
+    pub(crate) fn change_record_moving(
+        &self,
+        topic_id: Uuid,
+        partition: u32,
+        moving: Option<&Reassignment>,
+    ) -> MetadataRecord {
         MetadataRecord::PartitionChange {
             topic_id,
             partition,
@@ -311,6 +391,8 @@ impl LeaderAndIsr {
             leader_epoch: self.leader_epoch,
             partition_epoch: self.partition_epoch,
             isr: self.isr.clone(),
+            adding: moving.map(|m| m.adding.clone()).unwrap_or_default(),
+            removing: moving.map(|m| m.removing.clone()).unwrap_or_default(),
         }
     }
 
@@ -348,6 +430,10 @@ pub(crate) struct Registry {
     pub(crate) removed: BTreeMap<Uuid, String>,
     /// The brokers registered (`RegisterBroker` records).
     pub(crate) brokers: BTreeSet<u32>,
+    /// The reassignments under way, by topic id and partition (the
+    /// `adding`/`removing` replicas of each partition's last
+    /// `PartitionChange`).
+    pub(crate) reassignments: BTreeMap<(Uuid, u32), Reassignment>,
 }
 
 impl Registry {
@@ -428,6 +514,7 @@ impl Registry {
                     .ok_or_else(|| format!("removal of unknown topic id {topic_id}"))?;
                 self.topics.remove(&name);
                 self.removed.insert(*topic_id, name);
+                self.reassignments.retain(|(id, _), _| id != topic_id);
             }
             MetadataRecord::RegisterBroker { broker_id } => {
                 self.brokers.insert(*broker_id);
@@ -440,6 +527,8 @@ impl Registry {
                 leader_epoch,
                 partition_epoch,
                 isr,
+                adding,
+                removing,
             } => {
                 let topic = self.topic_mut(topic_id)?;
                 let name = &topic.name;
@@ -456,7 +545,9 @@ impl Registry {
                     partition_epoch: *partition_epoch,
                     isr: isr.clone(),
                 };
-                if let Some(why) = impossible_change(current, &next) {
+                let why = impossible_change(current, &next)
+                    .or_else(|| impossible_move(replicas, adding, removing));
+                if let Some(why) = why {
                     return Err(format!(
                         "partition {partition} of {name} has an impossible change ({why}): \
                          replicas {replicas:?}, leader {leader:?}, leader epoch {leader_epoch}, \
@@ -470,6 +561,24 @@ impl Registry {
                     ));
                 }
                 *current = next;
+                let slot = (*topic_id, *partition);
+                if adding.is_empty() && removing.is_empty() {
+                    self.reassignments.remove(&slot);
+                } else {
+                    let target = replicas
+                        .iter()
+                        .copied()
+                        .filter(|b| !removing.contains(b))
+                        .collect();
+                    self.reassignments.insert(
+                        slot,
+                        Reassignment {
+                            target,
+                            adding: adding.clone(),
+                            removing: removing.clone(),
+                        },
+                    );
+                }
             }
         }
         Ok(())
@@ -535,6 +644,25 @@ fn impossible_change(current: &LeaderAndIsr, next: &LeaderAndIsr) -> Option<&'st
         Some("the leader is not an in-sync replica")
     } else if next.leader != current.leader && next.leader_epoch == current.leader_epoch {
         Some("the leader changes without a new leader epoch")
+    } else {
+        None
+    }
+}
+
+/// Why a reassignment's `adding` and `removing` replicas cannot go with
+/// `replicas`, if they cannot: each must name replicas, each once, none in
+/// both, and the target (the replicas without `removing`) may not be
+/// empty.
+fn impossible_move(replicas: &[u32], adding: &[u32], removing: &[u32]) -> Option<&'static str> {
+    let distinct = |list: &[u32]| list.iter().collect::<BTreeSet<_>>().len() == list.len();
+    if !distinct(adding) || !distinct(removing) {
+        Some("an adding or removing replica twice")
+    } else if !adding.iter().chain(removing).all(|b| replicas.contains(b)) {
+        Some("an adding or removing broker is not a replica")
+    } else if adding.iter().any(|b| removing.contains(b)) {
+        Some("a replica both adding and removing")
+    } else if !removing.is_empty() && removing.len() == replicas.len() {
+        Some("every replica removing")
     } else {
         None
     }
@@ -861,6 +989,8 @@ mod tests {
                 leader_epoch: 4,
                 partition_epoch: 9,
                 isr: vec![1, 0],
+                adding: vec![2],
+                removing: vec![1],
             },
             MetadataRecord::PartitionChange {
                 topic_id: id,
@@ -870,6 +1000,8 @@ mod tests {
                 leader_epoch: 1,
                 partition_epoch: 1,
                 isr: vec![1],
+                adding: vec![],
+                removing: vec![],
             },
         ];
         for r in &records {
@@ -943,16 +1075,140 @@ mod tests {
         expected.extend_from_slice(&1u16.to_be_bytes());
         expected.extend_from_slice(&0u32.to_be_bytes());
         assert_eq!(record.encode(), expected);
-        let mut v1 = expected.clone();
-        v1[1] = 1;
-        assert!(
-            MetadataRecord::decode(&v1)
-                .unwrap_err()
-                .contains("version 1")
-        );
         let mut bad_leader = expected.clone();
         bad_leader[32..36].copy_from_slice(&(-2i32).to_be_bytes());
         assert!(MetadataRecord::decode(&bad_leader).is_err());
+
+        // With a reassignment under way: version 1, the adding and then
+        // the removing replicas after the ISR.
+        let moving = Reassignment::new(&[2, 0], vec![2], vec![2]);
+        assert_eq!(moving.removing, [0]);
+        let record = LeaderAndIsr {
+            replicas: vec![2, 0],
+            leader: None,
+            leader_epoch: 5,
+            partition_epoch: 7,
+            isr: vec![0],
+        }
+        .change_record_moving(id, 3, Some(&moving));
+        let mut v1 = expected.clone();
+        v1[1] = 1;
+        v1.extend_from_slice(&1u16.to_be_bytes());
+        v1.extend_from_slice(&2u32.to_be_bytes());
+        v1.extend_from_slice(&1u16.to_be_bytes());
+        v1.extend_from_slice(&0u32.to_be_bytes());
+        assert_eq!(record.encode(), v1);
+        assert_eq!(MetadataRecord::decode(&v1), Ok(record));
+        // Version 1 without its lists is truncated; version 2 is refused.
+        let mut cut = expected.clone();
+        cut[1] = 1;
+        assert!(MetadataRecord::decode(&cut).is_err());
+        let mut v2 = v1.clone();
+        v2[1] = 2;
+        assert!(
+            MetadataRecord::decode(&v2)
+                .unwrap_err()
+                .contains("version 2")
+        );
+    }
+
+    /// Replay keeps the reassignment a partition's last `PartitionChange`
+    /// names: set by a version-1 record, kept by the next one, ended by a
+    /// version-0 record (as logs written before reassignments were
+    /// persisted hold only those, which still replay as they did);
+    /// impossible adding/removing lists are refused and change nothing;
+    /// deleting the topic forgets it.
+    #[test]
+    fn partition_changes_replay_the_reassignment_under_way() {
+        let id = Uuid::from_u128(21);
+        let mut r = Registry::default();
+        r.apply(&MetadataRecord::Topic {
+            name: "t".into(),
+            id,
+        })
+        .unwrap();
+        r.apply(&LeaderAndIsr::new(vec![0]).record(id, 0)).unwrap();
+        let state = |replicas: Vec<u32>, pe: i32, isr: Vec<u32>| LeaderAndIsr {
+            replicas,
+            leader: Some(0),
+            leader_epoch: 0,
+            partition_epoch: pe,
+            isr,
+        };
+        // A version-0 record, as bytes an older logbus wrote.
+        let mut v0 = vec![PARTITION_CHANGE, 0];
+        v0.extend_from_slice(&id.as_u128().to_be_bytes());
+        v0.extend_from_slice(&0u32.to_be_bytes());
+        v0.extend_from_slice(&1u16.to_be_bytes());
+        v0.extend_from_slice(&0u32.to_be_bytes());
+        v0.extend_from_slice(&0i32.to_be_bytes());
+        v0.extend_from_slice(&0i32.to_be_bytes());
+        v0.extend_from_slice(&1i32.to_be_bytes());
+        v0.extend_from_slice(&1u16.to_be_bytes());
+        v0.extend_from_slice(&0u32.to_be_bytes());
+        r.apply(&MetadataRecord::decode(&v0).unwrap()).unwrap();
+        assert_eq!(
+            r.topic("t").unwrap().assignments[0],
+            state(vec![0], 1, vec![0])
+        );
+        assert!(r.reassignments.is_empty());
+
+        // Move [0] to [1, 2]: replicas [1, 2, 0], adding 1 and 2, removing 0.
+        let moving = Reassignment::new(&[1, 2, 0], vec![1, 2], vec![1, 2]);
+        r.apply(&state(vec![1, 2, 0], 2, vec![0]).change_record_moving(id, 0, Some(&moving)))
+            .unwrap();
+        assert_eq!(r.reassignments.get(&(id, 0)), Some(&moving));
+        assert_eq!(moving.target, [1, 2]);
+        // An ISR change carrying it keeps it.
+        r.apply(&state(vec![1, 2, 0], 3, vec![0, 1]).change_record_moving(id, 0, Some(&moving)))
+            .unwrap();
+        assert_eq!(r.reassignments.get(&(id, 0)), Some(&moving));
+        let impossible = [
+            ("adding twice", vec![1, 1], vec![0]),
+            ("not a replica", vec![3], vec![0]),
+            ("both", vec![1], vec![1]),
+            ("removing all", vec![], vec![1, 2, 0]),
+        ];
+        for (why, adding, removing) in impossible {
+            let record = MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: 0,
+                replicas: vec![1, 2, 0],
+                leader: Some(0),
+                leader_epoch: 0,
+                partition_epoch: 4,
+                isr: vec![0, 1],
+                adding,
+                removing,
+            };
+            assert!(r.apply(&record).is_err(), "{why}");
+            assert_eq!(r.reassignments.get(&(id, 0)), Some(&moving), "{why}");
+            assert_eq!(r.topic("t").unwrap().assignments[0].partition_epoch, 3);
+        }
+        // The switch: version 0 again, nothing under way.
+        let done = LeaderAndIsr {
+            leader: Some(1),
+            leader_epoch: 1,
+            ..state(vec![1, 2], 4, vec![1, 2])
+        };
+        let record = done.change_record(id, 0);
+        assert_eq!(record.encode()[1], 0);
+        r.apply(&record).unwrap();
+        assert!(r.reassignments.is_empty());
+        // Deleting the topic forgets a reassignment under way (here one
+        // that only adds broker 0).
+        let adding_0 = Reassignment::new(&[1, 2, 0], vec![1, 2, 0], vec![0]);
+        let record = LeaderAndIsr {
+            replicas: vec![1, 2, 0],
+            partition_epoch: 5,
+            ..done
+        }
+        .change_record_moving(id, 0, Some(&adding_0));
+        r.apply(&record).unwrap();
+        assert_eq!(r.reassignments.get(&(id, 0)), Some(&adding_0));
+        r.apply(&MetadataRecord::RemoveTopic { topic_id: id })
+            .unwrap();
+        assert!(r.reassignments.is_empty());
     }
 
     /// Replaying `PartitionChange` records: the state replaces the
@@ -1108,8 +1364,9 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Any `PartitionChange` record decodes to itself; every cut of
-        /// it, and it with a byte more, is refused.
+        /// Any `PartitionChange` record (with or without a reassignment,
+        /// so in version 0 or 1) decodes to itself; every cut of it, and it
+        /// with a byte more, is refused.
         #[test]
         fn partition_change_records_round_trip(
             id in proptest::num::u128::ANY,
@@ -1119,6 +1376,8 @@ mod tests {
             leader_epoch in proptest::num::i32::ANY,
             partition_epoch in proptest::num::i32::ANY,
             isr in proptest::collection::vec(0u32..64, 0..12),
+            adding in proptest::collection::vec(0u32..64, 0..12),
+            removing in proptest::collection::vec(0u32..64, 0..12),
         ) {
             let record = MetadataRecord::PartitionChange {
                 topic_id: Uuid::from_u128(id),
@@ -1128,6 +1387,8 @@ mod tests {
                 leader_epoch,
                 partition_epoch,
                 isr,
+                adding,
+                removing,
             };
             let bytes = record.encode();
             proptest::prop_assert_eq!(MetadataRecord::decode(&bytes), Ok(record));

@@ -86,6 +86,20 @@ impl Durability {
     }
 }
 
+impl Durability {
+    /// Sets the log end and the durable offset to `offset` after the log
+    /// restarted there, empty, durably
+    /// ([`Log::truncate_fully_and_start_at`](crate::Log::truncate_fully_and_start_at));
+    /// called with the log's `state` lock held.
+    pub(crate) fn restart_at(&self, offset: u64) {
+        self.set_log_end(offset);
+        let mut state = self.state.lock();
+        state.durable_offset = offset;
+        state.truncations += 1;
+        self.done.notify_all();
+    }
+}
+
 impl LogInner {
     /// Waits until every offset below `offset` is on disk, or `timeout`
     /// passes, or the log is fenced (then it never will be); returns

@@ -29,6 +29,7 @@ mod open;
 )]
 pub(crate) mod producer_state;
 mod read;
+mod restart;
 mod retention;
 mod scheduler;
 mod worker;

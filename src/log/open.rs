@@ -41,7 +41,9 @@ use parking_lot::{Mutex, RwLock};
 use crate::error::{CorruptionKind, Error, Result};
 use crate::format::header::{OffsetOrder, out_of_sequence};
 use crate::log::durability::Durability;
-use crate::log::{EpochFile, Log, LogBuilder, LogInner, LogScheduler, LogState, epoch, fence};
+use crate::log::{
+    EpochFile, Log, LogBuilder, LogInner, LogScheduler, LogState, epoch, fence, restart,
+};
 use crate::storage::probe::{Counters, Damage, SegmentProbe, Tail};
 use crate::storage::segment::{
     self, CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, SWAP_SUFFIX, Segment,
@@ -179,11 +181,19 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     let lock = storage.lock_dir(&dir)?;
     // Read before recovery changes any file: a damaged marker refuses the open.
     let fenced = fence::pending(storage.as_ref(), &dir)?;
+    // A restart committed before a crash: finished below.
+    let restart_at = restart::pending(storage.as_ref(), &dir)?;
+    let log_start_offset = log_start_offset.max(restart_at.unwrap_or(0));
+    // Nothing below the restart offset exists any more.
+    let recovery_point = recovery_point.max(restart_at.unwrap_or(0));
     let limits = LogInner::limits_for(&config);
 
     // Phase 1: read and judge everything without changing any file, so a
     // refused open leaves the directory as it found it.
-    let listing = list(storage.as_ref(), &dir)?;
+    let mut listing = list(storage.as_ref(), &dir)?;
+    if let Some(offset) = restart_at {
+        listing.drop_below(&dir, offset);
+    }
     let plan = plan_recovery(
         storage.as_ref(),
         &dir,
@@ -309,6 +319,13 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     };
 
     report.fenced_truncation = fence::planned(fenced, log_end_offset);
+    if restart_at.is_some() {
+        // The old log's epochs: rebuilt from what the restart kept.
+        let path = dir.join(epoch::LEADER_EPOCH_CHECKPOINT);
+        if storage.exists(&path) {
+            storage.remove_file(&path)?;
+        }
+    }
     let (epochs, rebuilt) = epoch::load(
         storage.as_ref(),
         &dir,
@@ -366,6 +383,12 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         inner,
         private: Mutex::new(private),
     };
+    if restart_at.is_some() || restart::has_temp(log.inner.storage.as_ref(), &log.inner.dir) {
+        // The removals and the new segment are durable (synced above), and
+        // so is the epoch file `load` wrote if it wrote one; a new log's
+        // missing epoch file is what an empty cache reads as.
+        restart::remove_marker(log.inner.storage.as_ref(), &log.inner.dir)?;
+    }
     fence::finish(&log, fenced)?;
     Ok(log)
 }
@@ -398,6 +421,30 @@ struct Listing {
     /// Files to remove: `.deleted`, `.truncating`, spares and the cleaner's
     /// unfinished `.cleaned` files.
     leftovers: Vec<PathBuf>,
+}
+
+impl Listing {
+    /// Drops every segment below `offset` (its log, index and `.swap`
+    /// files become leftovers to remove): a committed restart at `offset`
+    /// ([`Log::truncate_fully_and_start_at`]) deleted them.
+    fn drop_below(&mut self, dir: &Path, offset: u64) {
+        for &base in self.logs.iter().filter(|&&b| b < offset) {
+            self.leftovers
+                .push(segment::segment_file(dir, base, LOG_SUFFIX));
+        }
+        self.logs.retain(|&b| b >= offset);
+        for &base in self.swaps.iter().filter(|&&b| b < offset) {
+            self.leftovers
+                .push(segment::staged_file(dir, base, LOG_SUFFIX, SWAP_SUFFIX));
+        }
+        self.swaps.retain(|&b| b >= offset);
+        let (below, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.index_files)
+            .into_iter()
+            .partition(|(base, _)| *base < offset);
+        self.leftovers
+            .extend(below.into_iter().map(|(_, path)| path));
+        self.index_files = kept;
+    }
 }
 
 /// Sorts the directory's files. Reads only.

@@ -1,7 +1,9 @@
-//! Removing data: retention, `delete_records` and `truncate_to`.
+//! Removing data: retention, `delete_records`, `truncate_to` and
+//! `truncate_fully_and_start_at`.
 
 use crate::error::{Error, Result};
-use crate::log::{Log, LogInner, LogState, worker::Job};
+use crate::log::epoch::LeaderEpochCache;
+use crate::log::{EpochFile, Log, LogInner, LogState, restart, worker::Job};
 use crate::storage::segment::Segment;
 
 /// Which rules [`LogInner::delete_segments`] applies.
@@ -111,6 +113,50 @@ impl Log {
         self.inner.write_epochs_if_stale()?;
         Ok(end)
     }
+
+    /// Removes every segment and starts the log again, empty, at `offset`
+    /// (Kafka's `truncateFullyAndStartAt`): a follower does it when its
+    /// leader's log starts above this log's end, because the leader
+    /// deleted (retention, `delete_records`) records the follower never
+    /// fetched. The log start and end offsets, the recovery point and the
+    /// cleaner's checkpoint become `offset`, and the leader epoch cache is
+    /// emptied (the next fetched batches fill it). Update the owner's
+    /// checkpoints too (log start, recovery point); an open with older
+    /// ones still starts at `offset`.
+    ///
+    /// Crash-safe: a durable `restart-offset` marker is the commit point.
+    /// A crash before it leaves the old log; after it, the next open
+    /// finishes the restart (the old segments go, an empty one at `offset`
+    /// is created), so a reopen finds the old log or the new one, never a
+    /// mix. Everything is durable when this returns. Readers holding data
+    /// of the old segments keep reading it (the files are renamed
+    /// `.deleted` and removed once unreferenced).
+    ///
+    /// ```
+    /// use logbus::{Log, format::BatchBuilder, Compression};
+    /// let dir = tempfile::tempdir()?;
+    /// let log = Log::builder(dir.path()).open()?;
+    /// let mut batch = BatchBuilder::new(Compression::None);
+    /// batch.append(0, None, Some(b"v"), &[]);
+    /// log.append(&mut batch.build()?.to_vec(), 0)?;
+    /// log.truncate_fully_and_start_at(100)?;
+    /// assert_eq!((log.log_start_offset(), log.log_end_offset()), (100, 100));
+    /// assert_eq!(log.segment_base_offsets(), [100]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Io`], which fences the log (reopen it: it then holds the
+    /// old log or the new one, whichever the marker says).
+    pub fn truncate_fully_and_start_at(&self, offset: u64) -> Result<()> {
+        let mut state = self.inner.state.write();
+        self.inner.check_not_fenced()?;
+        let result = self.inner.restart_locked(&mut state, offset);
+        if result.is_err() {
+            self.inner.fence();
+        }
+        result
+    }
 }
 
 impl LogInner {
@@ -150,6 +196,42 @@ impl LogInner {
         state.dir_dirty = true;
         self.durability.truncate(state.log_end_offset);
         Ok(state.log_end_offset)
+    }
+
+    /// [`Log::truncate_fully_and_start_at`] under the state lock. The
+    /// state in memory changes only once the new segment exists, so a
+    /// failure before that leaves the old segments readable (the caller
+    /// fences the log).
+    fn restart_locked(&self, state: &mut LogState, offset: u64) -> Result<()> {
+        // The commit point: from here on every open finishes the restart.
+        restart::write_marker(self.storage.as_ref(), &self.dir, offset)?;
+        // The old files go before the new ones come, so a segment at
+        // `offset` already (an empty log restarted where it is) never
+        // collides with the new one.
+        let mut deleted = Vec::with_capacity(state.segments.len());
+        for segment in &state.segments {
+            deleted.push(segment.mark_deleted()?);
+        }
+        let mut fresh = Segment::create(&self.storage, &self.dir, offset, self.segment_limits())?;
+        fresh.set_created_ms(self.clock.now_ms());
+        self.storage.sync_dir(&self.dir)?;
+        state.segments = vec![fresh];
+        state.unflushed.clear();
+        state.dir_dirty = false;
+        state.generation += 1;
+        state.log_start_offset = offset;
+        state.log_end_offset = offset;
+        state.cleaner_checkpoint = offset;
+        state.epochs = LeaderEpochCache::default();
+        self.durability.restart_at(offset);
+        for paths in deleted {
+            self.schedule(Job::RemoveFiles(paths));
+        }
+        // An empty epoch file before the marker goes (a later open without
+        // the marker must not read the old epochs).
+        self.write_epoch_file(&state.epochs)?;
+        state.epoch_file = EpochFile::Written;
+        restart::remove_marker(self.storage.as_ref(), &self.dir)
     }
 
     pub(crate) fn enforce_retention(&self) -> Result<RetentionReport> {

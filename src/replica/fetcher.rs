@@ -12,9 +12,12 @@
 //!   After a round that moved nothing it long-polls: it waits on a
 //!   wake-up channel registered with each partition it fetches at the
 //!   leader (signalled by appends and by moves of the high watermark), on
-//!   its control channel (new partitions, pause, shutdown), on the clock's
-//!   wake-ups and at most `replica.fetch.wait.max.ms` on the clock, then
-//!   fetches again. It never sleep-polls.
+//!   its control channel (new partitions, pause, throttle, shutdown), on
+//!   the clock's wake-ups and at most `replica.fetch.wait.max.ms` on the
+//!   clock, then fetches again. Under a fetch throttle ([`Throttle`], a
+//!   fault to inject: a slow follower) a round that used up the allowance
+//!   waits on the clock, its wake-ups and its control channel only, until
+//!   the throttle allows bytes again. It never sleep-polls.
 //! - one `logbus-isr-F` thread per broker, running ISR expiration every
 //!   half `replica.lag.time.max.ms` on the clock, as Kafka schedules it.
 //!
@@ -30,9 +33,10 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Mutex, RwLock};
 
-use super::partition::FollowerFetchRequest;
+use super::partition::{FollowerFetchRequest, FollowerPosition, PartitionState};
 use super::{ReplicaManager, TopicIdPartition};
 use crate::error::{Error, Result};
+use crate::log::epoch::{EpochEndOffset, UNDEFINED_EPOCH};
 
 /// Every broker's replica manager, by broker id: how a follower's fetcher
 /// reaches its leader (in Kafka, the network).
@@ -73,6 +77,12 @@ pub(crate) struct FetchRound {
     /// The errors met, by partition (a leadership that moved shows up
     /// here until the controller's decision arrives).
     pub(crate) errors: Vec<(TopicIdPartition, Error)>,
+    /// Set when the broker's fetch throttle ran out of bytes before every
+    /// partition was fetched: the clock time (ms) at which it allows
+    /// another fetch.
+    pub(crate) throttled_until: Option<i64>,
+    /// Bytes of batches fetched.
+    pub(crate) bytes: u64,
 }
 
 impl FetchRound {
@@ -88,17 +98,55 @@ impl FetchRound {
 /// `local` follows in `leader`, fetch from its log end with its last
 /// epoch and durable offset, then append what came (keeping the leader's
 /// offsets and epochs) and take the leader's high watermark, or truncate
-/// on a diverging epoch. Errors are per partition, in the result.
+/// on a diverging epoch, or, for a fetch offset below the leader's log
+/// start, empty the log and start it again there. Errors are per
+/// partition, in the result.
 pub(crate) fn fetch_once(local: &ReplicaManager, leader: &ReplicaManager) -> FetchRound {
+    fetch_round(local, leader, None)
+}
+
+/// [`fetch_once`] within the broker's fetch throttle, if it has one: each
+/// partition's fetch asks for at most the bytes the throttle allows now
+/// (always at least one batch), the bytes fetched are charged to it, and
+/// once it allows nothing the round ends early, saying until when
+/// ([`FetchRound::throttled_until`]). A throttled round starts at another
+/// partition each time, so that a throttle smaller than one round's data
+/// starves none of them.
+fn fetch_round(
+    local: &ReplicaManager,
+    leader: &ReplicaManager,
+    throttle: Option<&Mutex<Option<Throttle>>>,
+) -> FetchRound {
     let mut round = FetchRound::default();
-    let max_bytes = local.config().fetch_max_bytes;
-    for (key, state) in local.followed_from(leader.broker()) {
+    let fetch_max_bytes = local.config().fetch_max_bytes;
+    let clock = local.config().clock.clone();
+    let mut followed = local.followed_from(leader.broker());
+    if let Some(throttle) = throttle
+        && let Some(t) = &mut *throttle.lock()
+        && !followed.is_empty()
+    {
+        let start = t.next_start % followed.len();
+        t.next_start = t.next_start.wrapping_add(1);
+        followed.rotate_left(start);
+    }
+    for (key, state) in followed {
         let Some(position) = state.follower_position() else {
             continue;
         };
         if position.leader != leader.broker() {
             continue;
         }
+        let max_bytes =
+            match throttle.and_then(|t| t.lock().as_mut().map(|t| t.allowance(clock.now_ms()))) {
+                None => fetch_max_bytes,
+                Some(Ok(allowed)) => {
+                    fetch_max_bytes.min(usize::try_from(allowed).unwrap_or(usize::MAX))
+                }
+                Some(Err(until)) => {
+                    round.throttled_until = Some(until);
+                    break;
+                }
+            };
         round.partitions += 1;
         let request = FollowerFetchRequest {
             follower: local.broker(),
@@ -108,9 +156,16 @@ pub(crate) fn fetch_once(local: &ReplicaManager, leader: &ReplicaManager) -> Fet
             durable_offset: position.durable_offset,
             max_bytes,
         };
-        let outcome = leader
-            .fetch_as_follower(&key, &request)
-            .and_then(|response| match response.diverging {
+        let outcome = match leader.fetch_as_follower(&key, &request) {
+            Err(Error::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            }) if offset == position.fetch_offset => {
+                out_of_range(&state, &position, log_start, log_end)
+                    .map(|moved| round.truncated += usize::from(moved))
+            }
+            other => other.and_then(|response| match response.diverging {
                 Some(diverging) => {
                     state.truncate_diverging(diverging, position.leader_epoch)?;
                     // Progress only if the next fetch asks differently
@@ -126,6 +181,13 @@ pub(crate) fn fetch_once(local: &ReplicaManager, leader: &ReplicaManager) -> Fet
                     Ok(())
                 }
                 None => {
+                    let bytes = response.records.records().len() as u64;
+                    round.bytes += bytes;
+                    if let Some(t) = throttle
+                        && let Some(t) = &mut *t.lock()
+                    {
+                        t.charge(bytes);
+                    }
                     let appended = state.append_as_follower(
                         response.records.records(),
                         position.leader_epoch,
@@ -136,12 +198,108 @@ pub(crate) fn fetch_once(local: &ReplicaManager, leader: &ReplicaManager) -> Fet
                     }
                     state.follow_log_start(response.log_start)
                 }
-            });
+            }),
+        };
         if let Err(e) = outcome {
             round.errors.push((key, e));
         }
     }
     round
+}
+
+/// A fetch offset outside the leader's log (Kafka's
+/// `ReplicaFetcherThread.handleOffsetOutOfRange`): below the leader's log
+/// start (the leader deleted records this follower never fetched), the
+/// follower's log is emptied and starts again at the leader's log start;
+/// above the leader's log end (possible only without a last fetched epoch,
+/// else the leader answers a diverging epoch), it is truncated to the
+/// leader's end. Returns whether the follower's log changed.
+fn out_of_range(
+    state: &PartitionState,
+    position: &FollowerPosition,
+    leader_log_start: u64,
+    leader_log_end: u64,
+) -> Result<bool> {
+    if position.fetch_offset < leader_log_start {
+        state.restart_at_leader_start(leader_log_start, position.leader_epoch)?;
+        Ok(true)
+    } else if position.fetch_offset > leader_log_end {
+        let leader_end = EpochEndOffset {
+            epoch: UNDEFINED_EPOCH,
+            end_offset: i64::try_from(leader_log_end).unwrap_or(i64::MAX),
+        };
+        let end = state.truncate_diverging(leader_end, position.leader_epoch)?;
+        Ok(end != position.fetch_offset)
+    } else {
+        // Inside the log after all (it moved since): fetch again.
+        Ok(false)
+    }
+}
+
+/// A limit on the bytes a broker's fetchers fetch per second, measured on
+/// the cluster's clock (in the spirit of Kafka's follower replication
+/// quota, `follower.replication.throttled.rate`): a token bucket holding
+/// at most one second of the rate, full when the throttle is set. A fetch
+/// may ask for what the bucket holds; what it got is charged afterwards
+/// (a fetch returns at least one whole batch, so the bucket can go below
+/// zero), and no fetch starts until the bucket holds something again.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    bytes_per_second: u64,
+    /// What the bucket holds, in thousandths of a byte (a rate in bytes
+    /// per second adds exactly `bytes_per_second` of them every ms).
+    milli_bytes: i128,
+    /// The clock time (ms) the bucket was last filled up to.
+    filled_at_ms: i64,
+    /// Where the next throttled round starts (rotating).
+    next_start: usize,
+}
+
+impl Throttle {
+    /// A full bucket for `bytes_per_second` (at least 1) at `now_ms`.
+    pub(crate) fn new(bytes_per_second: u64, now_ms: i64) -> Self {
+        let bytes_per_second = bytes_per_second.max(1);
+        Throttle {
+            bytes_per_second,
+            milli_bytes: Self::capacity(bytes_per_second),
+            filled_at_ms: now_ms,
+            next_start: 0,
+        }
+    }
+
+    /// One second of the rate, in thousandths of a byte.
+    fn capacity(bytes_per_second: u64) -> i128 {
+        i128::from(bytes_per_second) * 1000
+    }
+
+    fn fill(&mut self, now_ms: i64) {
+        let elapsed = now_ms.saturating_sub(self.filled_at_ms).max(0);
+        self.filled_at_ms = self.filled_at_ms.max(now_ms);
+        let added = i128::from(elapsed) * i128::from(self.bytes_per_second);
+        self.milli_bytes = (self.milli_bytes + added).min(Self::capacity(self.bytes_per_second));
+    }
+
+    /// The bytes a fetch may ask for at `now_ms` (at least 1), or the
+    /// clock time (ms) at which the bucket holds something again.
+    pub(crate) fn allowance(&mut self, now_ms: i64) -> std::result::Result<u64, i64> {
+        self.fill(now_ms);
+        if self.milli_bytes > 0 {
+            return Ok(u64::try_from(self.milli_bytes / 1000)
+                .unwrap_or(u64::MAX)
+                .max(1));
+        }
+        // The first whole ms after which it holds more than nothing.
+        let missing = -self.milli_bytes;
+        let wait_ms = missing / i128::from(self.bytes_per_second) + 1;
+        Err(self
+            .filled_at_ms
+            .saturating_add(i64::try_from(wait_ms).unwrap_or(i64::MAX)))
+    }
+
+    /// Charges `bytes` fetched.
+    pub(crate) fn charge(&mut self, bytes: u64) {
+        self.milli_bytes -= i128::from(bytes) * 1000;
+    }
 }
 
 /// Messages to a fetcher thread.
@@ -181,6 +339,9 @@ pub(crate) struct ReplicaFetcherManager {
 struct Shared {
     paused: AtomicBool,
     stopped: AtomicBool,
+    /// The byte rate limit on every fetcher thread of the broker together
+    /// (fault injection: a slow follower), if one is set.
+    throttle: Mutex<Option<Throttle>>,
 }
 
 impl ReplicaFetcherManager {
@@ -237,7 +398,23 @@ impl ReplicaFetcherManager {
         }
         let local = self.local.upgrade()?;
         let leader = self.registry.get(leader)?;
-        Some(fetch_once(&local, &leader))
+        Some(fetch_round(&local, &leader, Some(&self.shared.throttle)))
+    }
+
+    /// Limits this broker's fetching (all its fetcher threads together) to
+    /// `bytes_per_second` on the clock, or lifts the limit (`None`): a
+    /// fault to inject (a slow follower falls out of the ISR once it lags
+    /// for `replica.lag.time.max.ms`). Setting a rate starts with a full
+    /// second of it.
+    pub(crate) fn set_throttle(&self, bytes_per_second: Option<u64>) {
+        let now = self
+            .local
+            .upgrade()
+            .map_or(0, |local| local.config().clock.now_ms());
+        *self.shared.throttle.lock() = bytes_per_second.map(|rate| Throttle::new(rate, now));
+        for worker in self.fetchers.lock().values() {
+            let _ = worker.control.try_send(Control::Wake);
+        }
     }
 
     /// Pauses (or resumes) all of this broker's fetching: a fault to
@@ -350,7 +527,10 @@ fn run_fetcher(
         if stop_requested(control) || shared.stopped.load(Ordering::Acquire) {
             return;
         }
-        let mut wait_ms = None;
+        // Until when to wait (clock ms), and whether the leader's news
+        // ends the wait (not while throttled: only time does).
+        let mut deadline = None;
+        let mut listen = false;
         if !shared.paused.load(Ordering::Acquire) {
             let (Some(local), leader) = (local.upgrade(), registry.get(leader_id)) else {
                 return;
@@ -367,20 +547,36 @@ fn run_fetcher(
                         watched.push(key);
                     }
                 }
-                let round = fetch_once(&local, &leader);
-                if round.progressed() {
+                // Unthrottled, a round is the step function itself.
+                let round = if shared.throttle.lock().is_some() {
+                    fetch_round(&local, &leader, Some(&shared.throttle))
+                } else {
+                    fetch_once(&local, &leader)
+                };
+                if let Some(until) = round.throttled_until {
+                    deadline = Some(until);
+                } else if round.progressed() {
                     continue;
+                } else {
+                    listen = true;
                 }
+            } else {
+                listen = true;
             }
-            wait_ms = Some(local.config().fetch_wait_max_ms);
+            if listen {
+                deadline = Some(
+                    clock
+                        .now_ms()
+                        .saturating_add(local.config().fetch_wait_max_ms),
+                );
+            }
         }
         // Paused: only a control message (or the clock) wakes it.
-        let timer = match wait_ms.and_then(|ms| clock.wait_hint(clock.now_ms().saturating_add(ms)))
-        {
+        let timer = match deadline.and_then(|at| clock.wait_hint(at)) {
             Some(d) => crossbeam_channel::after(d),
             None => crossbeam_channel::never(),
         };
-        let wake = if wait_ms.is_some() {
+        let wake = if listen {
             wake_rx.clone()
         } else {
             crossbeam_channel::never()

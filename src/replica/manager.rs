@@ -146,6 +146,11 @@ impl ReplicaManager {
         *self.fetchers.write() = Arc::downgrade(fetchers);
     }
 
+    /// The broker's fetchers, while they run.
+    pub(crate) fn fetchers(&self) -> Option<Arc<ReplicaFetcherManager>> {
+        self.fetchers.read().upgrade()
+    }
+
     /// Hosts `partition` of topic `topic` (id `id`) over `log`, as its
     /// leader or a follower as `roles` says (which must name this broker
     /// among the replicas), needing `min_insync` in-sync replicas for

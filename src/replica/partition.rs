@@ -737,7 +737,14 @@ impl PartitionState {
     /// Appends the leader's batches as a follower (keeping their offsets
     /// and epochs), if it still follows `leader_epoch`, and sets the high
     /// watermark to `min(leader_hw, log end)`. Returns whether anything
-    /// was appended.
+    /// was appended (or the log cut: see below).
+    ///
+    /// Batches whose first one holds this log's end but starts below it
+    /// (this log ends inside a batch of the leader's) mean the log was
+    /// restarted at a leader log start inside that batch, or diverged
+    /// where the leader's epoch history no longer reaches: the log is cut
+    /// back to the batch's base offset (restarted there if that is at or
+    /// below its log start) and the batches appended.
     ///
     /// # Errors
     /// [`Error::FencedLeaderEpoch`] if the leadership moved since the
@@ -753,7 +760,44 @@ impl PartitionState {
         let appended = !batches.is_empty();
         let log_end = self.with_log(|log| {
             if appended {
-                log.append_as_follower(batches)?;
+                match log.append_as_follower(batches) {
+                    // The leader's first batch holds this log's end but
+                    // starts below it. A follower copies whole batches, so
+                    // either this log was restarted at the leader's log
+                    // start, which lies inside that batch (records deleted
+                    // by offset, not by batch), or it diverged from the
+                    // leader where the leader's epochs no longer reach
+                    // (the leader deleted the records around the
+                    // divergence, so its answer did not name it).
+                    Err(Error::OffsetsOutOfOrder {
+                        first,
+                        last,
+                        log_end,
+                    }) if u64::try_from(first).is_ok_and(|f| f < log_end)
+                        && u64::try_from(last).is_ok_and(|l| l >= log_end) =>
+                    {
+                        let first = u64::try_from(first).unwrap_or(0);
+                        if first <= log.log_start_offset() {
+                            // Restarted (or nothing kept from `first` on):
+                            // start again at the batch, as Kafka's follower
+                            // does on `UnexpectedAppendOffsetException`;
+                            // the log start follows the leader's again.
+                            log.truncate_fully_and_start_at(first)?;
+                        } else {
+                            // Diverged: what it holds from the batch on is
+                            // not the leader's.
+                            log.truncate_to(first)?;
+                        }
+                        // A cut that had to go below `first` (the batch
+                        // holding it started earlier) fetches again.
+                        if log.log_end_offset() == first {
+                            log.append_as_follower(batches)?;
+                        }
+                    }
+                    other => {
+                        other?;
+                    }
+                }
             }
             Ok(log.log_end_offset())
         })?;
@@ -827,6 +871,32 @@ impl PartitionState {
         if self.high_watermark() > log_end {
             self.high_watermark.store(log_end, Ordering::Release);
         }
+        Ok(log_end)
+    }
+
+    /// Empties this follower's log and starts it again at the leader's
+    /// log start offset `leader_log_start`, because the leader deleted
+    /// (retention, `delete_records`) records this follower never fetched
+    /// (Kafka's `truncateFullyAndStartAt` on an `OFFSET_OUT_OF_RANGE`
+    /// below the leader's log start). The high watermark becomes the new
+    /// log end. Returns the new log end offset.
+    ///
+    /// # Errors
+    /// As [`PartitionState::append_as_follower`], and those of
+    /// [`Log::truncate_fully_and_start_at`].
+    pub(crate) fn restart_at_leader_start(
+        &self,
+        leader_log_start: u64,
+        leader_epoch: i32,
+    ) -> Result<u64> {
+        let roles = self.roles.read();
+        self.check_follows(&roles, leader_epoch)?;
+        let log_end = self.with_log(|log| {
+            log.truncate_fully_and_start_at(leader_log_start)?;
+            Ok(log.log_end_offset())
+        })?;
+        let _guard = self.replication.lock();
+        self.high_watermark.store(log_end, Ordering::Release);
         Ok(log_end)
     }
 

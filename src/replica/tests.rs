@@ -15,6 +15,7 @@ use crate::config::{FlushPolicy, LogConfig};
 use crate::error::{Error, Result};
 use crate::format::BatchBuilder;
 use crate::log::Log;
+use crate::replica::fetcher::Throttle;
 use crate::types::Compression;
 
 /// The controller as the tests play it: it holds the partition's state,
@@ -1047,4 +1048,387 @@ fn run_interleaving(seed: u64, steps: usize) {
             "seed {seed}: an ack still waits"
         );
     }
+}
+
+/// Every record of broker `broker`'s log, from its log start to its end
+/// (a read returns one segment's batches: read on until the end).
+fn all_contents(rig: &Rig, broker: u32) -> Vec<(u64, i32)> {
+    rig.m(broker)
+        .with_log(&rig.key, |log| {
+            let mut out = Vec::new();
+            let mut next = log.log_start_offset();
+            while next < log.log_end_offset() {
+                for batch in log.read(next, usize::MAX)?.batches() {
+                    let h = *batch?.header();
+                    for offset in h.base_offset..=h.last_offset() {
+                        out.push((offset as u64, h.partition_leader_epoch));
+                    }
+                    next = h.last_offset() as u64 + 1;
+                }
+            }
+            Ok(out)
+        })
+        .unwrap()
+}
+
+/// A follower that fell behind the leader's log start (the leader deleted,
+/// by `delete_records` and then retention, records the follower never
+/// fetched) gets `OffsetOutOfRange` from the leader; it empties its log,
+/// starts again at the leader's log start (Kafka's
+/// `truncateFullyAndStartAt`), catches up, and rejoins the ISR. A reopen
+/// keeps the restarted log.
+#[test]
+fn a_follower_below_the_leaders_log_start_restarts_there_and_rejoins_the_isr() {
+    let config = LogConfig::builder().segment_bytes(1024).build().unwrap();
+    let mut rig = Rig::new(3, config, 1);
+    rig.append(0, 5);
+    rig.sync();
+    // Follower 2 stops fetching and drops out of the ISR.
+    for _ in 0..20 {
+        rig.append(0, 5);
+    }
+    let catch_up_1 = |rig: &Rig| {
+        while rig.leo(1) < rig.leo(0) {
+            rig.fetch(1, 0);
+        }
+        rig.fetch(1, 0);
+    };
+    catch_up_1(&rig);
+    rig.clock.advance_ms(30_001);
+    catch_up_1(&rig);
+    assert_eq!(rig.m(0).maybe_shrink_isr(), 1);
+    assert_eq!(rig.isr(), [0, 1]);
+    assert_eq!(rig.leo(2), 5);
+    // The leader deletes up to 60, well past follower 2's log end.
+    rig.m(0).delete_records(&rig.key, 60).unwrap();
+    rig.m(0).enforce_retention(&rig.key).unwrap();
+    let leader_start = rig.offsets(0).log_start;
+    assert_eq!(leader_start, 60);
+    let old_segments = rig
+        .m(2)
+        .with_log(&rig.key, |log| Ok(log.segment_base_offsets()))
+        .unwrap();
+
+    let round = rig.fetch(2, 0);
+    assert_eq!(round.truncated, 1, "the restart is progress");
+    let offsets = rig.offsets(2);
+    assert_eq!((offsets.log_start, offsets.log_end), (60, 60));
+    assert_eq!(offsets.high_watermark, 60);
+    rig.sync();
+    assert_eq!(rig.leo(2), rig.leo(0));
+    assert_eq!(all_contents(&rig, 2), all_contents(&rig, 0));
+    assert_eq!(all_contents(&rig, 2).len() as u64, rig.leo(0) - 60);
+    assert_eq!(rig.isr(), [0, 1, 2], "caught up: back in the ISR");
+    assert_eq!(rig.hw(0), rig.leo(0));
+    let new_segments = rig
+        .m(2)
+        .with_log(&rig.key, |log| Ok(log.segment_base_offsets()))
+        .unwrap();
+    assert_eq!(new_segments[0], 60);
+    assert!(new_segments.iter().all(|b| !old_segments.contains(b)));
+
+    // A restart of the broker keeps the restarted log.
+    rig.restart(2);
+    let offsets = rig.offsets(2);
+    assert_eq!((offsets.log_start, offsets.log_end), (60, rig.leo(0)));
+    assert_eq!(all_contents(&rig, 2), all_contents(&rig, 0));
+    rig.shutdown_all();
+}
+
+/// A follower whose fetch offset lies past the leader's log end and that
+/// names no epoch (its log was restarted, empty, above where a new
+/// leader's log ends) is truncated to the leader's end, as Kafka's
+/// `handleOffsetOutOfRange` does, instead of failing every round.
+#[test]
+fn a_follower_past_the_leaders_end_without_an_epoch_truncates_to_it() {
+    let rig = Rig::new(2, LogConfig::default(), 1);
+    rig.append(0, 3);
+    rig.sync();
+    // Follower 1's log restarted at 10 (empty, no epoch), past the end.
+    rig.m(1)
+        .with_log(&rig.key, |log| log.truncate_fully_and_start_at(10))
+        .unwrap();
+    let round = rig.fetch(1, 0);
+    assert_eq!(round.truncated, 1);
+    assert_eq!(rig.leo(1), 3);
+    rig.append(0, 2);
+    rig.sync();
+    assert_eq!(rig.leo(1), 5);
+    // Its log restarted above 3, so it starts at 3 now.
+    assert_eq!(rig.offsets(1).log_start, 3);
+    assert_eq!(rig.contents(1), rig.contents(0)[3..]);
+}
+
+/// The fetch throttle's token bucket on the clock: a full second of the
+/// rate at first, charged by what a fetch got (possibly below zero), the
+/// wait until it holds something again, and refills capped at a second.
+#[test]
+fn the_fetch_throttle_is_a_token_bucket_on_the_clock() {
+    let mut throttle = Throttle::new(1000, 0);
+    assert_eq!(throttle.allowance(0), Ok(1000));
+    throttle.charge(1500);
+    // 500 bytes owed at 1 byte per ms: nothing until 501 ms.
+    assert_eq!(throttle.allowance(0), Err(501));
+    assert_eq!(throttle.allowance(500), Err(501));
+    assert_eq!(throttle.allowance(501), Ok(1), "less than a byte: one");
+    assert_eq!(throttle.allowance(800), Ok(300));
+    // Idle time fills it up to one second of the rate, no more.
+    assert_eq!(throttle.allowance(60_000), Ok(1000));
+    // A clock that went back adds nothing.
+    throttle.charge(1000);
+    assert_eq!(throttle.allowance(10), Err(60_001));
+    // A slow rate waits longer.
+    let mut slow = Throttle::new(3, 0);
+    slow.charge(10);
+    assert_eq!(slow.allowance(0), Err(2_334));
+    assert!(slow.allowance(2_334).is_ok());
+}
+
+/// A throttled follower (manual fetchers, manual clock) copies no more
+/// than the rate allows per second of the clock (plus the one batch a
+/// fetch always returns), so a burst of appends leaves it behind: it
+/// leaves the ISR after `replica.lag.time.max.ms`, and once the throttle
+/// is lifted it catches up at once and re-enters the ISR.
+#[test]
+fn a_throttled_follower_falls_out_of_the_isr_and_returns_when_lifted() {
+    let rig = Rig::new(2, LogConfig::default(), 1);
+    let fetchers = ReplicaFetcherManager::manual(&rig.managers[1], rig.registry.clone());
+    rig.append(0, 1);
+    assert_eq!(fetchers.fetch_once_from(0).unwrap().appended, 1);
+    const RATE: u64 = 200;
+    fetchers.set_throttle(Some(RATE));
+    // About 12 KB at 200 bytes per second: about a minute to copy.
+    for _ in 0..150 {
+        rig.append(0, 5);
+    }
+    let batch_bytes = batch(5, "v").len() as u64;
+    let start = rig.clock.now_ms();
+    let mut fetched = 0;
+    let mut seconds = 0;
+    let mut left_isr_at = None;
+    while rig.leo(1) < rig.leo(0) && seconds < 35 {
+        // Fetch until the throttle says wait; then it fetches nothing.
+        let mut this_second = 0;
+        loop {
+            let round = fetchers.fetch_once_from(0).unwrap();
+            this_second += round.bytes;
+            if let Some(until) = round.throttled_until {
+                assert!(until > rig.clock.now_ms());
+                let again = fetchers.fetch_once_from(0).unwrap();
+                assert_eq!((again.partitions, again.bytes), (0, 0), "throttled");
+                break;
+            }
+        }
+        fetched += this_second;
+        assert!(
+            this_second <= RATE + batch_bytes,
+            "{this_second} in second {seconds}"
+        );
+        assert!(
+            fetched <= RATE * (seconds + 1) + batch_bytes,
+            "{fetched} after {seconds} s"
+        );
+        rig.m(0).maybe_shrink_isr();
+        if left_isr_at.is_none() && rig.isr() == [0] {
+            left_isr_at = Some(rig.clock.now_ms() - start);
+        }
+        rig.clock.advance_ms(1000);
+        seconds += 1;
+    }
+    assert!(rig.leo(1) < rig.leo(0), "still behind after {seconds} s");
+    assert!(batch_bytes * 150 > RATE * 40, "the burst outlasts the loop");
+    assert!(fetched >= RATE * 30, "it kept fetching: {fetched}");
+    let left = left_isr_at.expect("it left the ISR");
+    assert!(left > 30_000, "not before the lag time: {left}");
+
+    // Lifted: it catches up without the clock moving, and is back in.
+    fetchers.set_throttle(None);
+    while rig.leo(1) < rig.leo(0) {
+        let round = fetchers.fetch_once_from(0).unwrap();
+        assert_eq!(round.throttled_until, None);
+    }
+    fetchers.fetch_once_from(0).unwrap();
+    assert_eq!(rig.isr(), [0, 1]);
+    assert_eq!(all_contents(&rig, 1), all_contents(&rig, 0));
+}
+
+/// Seeded interleavings of appends, fetches by either follower, the
+/// leader deleting records (up to its high watermark, so often past a
+/// lagging follower's end), ISR expiration, clean elections, failovers and
+/// follower restarts, on 1 KiB segments: no fetch ever fails with anything
+/// but a stale epoch (a follower below its leader's log start restarts
+/// there instead of failing), and once everyone fetches, every replica
+/// holds the leader's records from the highest log start on, and the ISR
+/// is whole. `LOGBUS_REPL_SEEDS` runs more seeds.
+#[test]
+fn seeded_interleavings_with_deleted_records_converge() {
+    let seeds: u64 = std::env::var("LOGBUS_REPL_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(24);
+    for seed in 1..=seeds {
+        run_deleting_interleaving(seed, 150);
+    }
+}
+
+fn run_deleting_interleaving(seed: u64, steps: usize) {
+    let mut state = seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let config = LogConfig::builder().segment_bytes(1024).build().unwrap();
+    let mut rig = Rig::new(3, config, 1);
+    for step in 0..steps {
+        let leader = rig.controller.state.lock().leader.unwrap();
+        let follower = (leader + 1 + next(2) as u32) % 3;
+        match next(14) {
+            0..=4 => {
+                rig.append(leader, 1 + next(4) as usize);
+            }
+            5..=7 => {
+                rig.fetch(follower, leader);
+            }
+            8 | 9 => {
+                let (start, hw) = (rig.offsets(leader).log_start, rig.hw(leader));
+                if hw > start {
+                    let to = start + 1 + next(hw - start);
+                    rig.m(leader).delete_records(&rig.key, to).unwrap();
+                }
+            }
+            10 => {
+                rig.clock.advance_ms(i64::try_from(next(40_000)).unwrap());
+                rig.m(leader).maybe_shrink_isr();
+            }
+            11 => {
+                let isr = rig.isr();
+                let candidates: Vec<u32> = isr.iter().copied().filter(|&b| b != leader).collect();
+                if !candidates.is_empty() {
+                    let new = candidates[next(candidates.len() as u64) as usize];
+                    let rest = if next(2) == 0 {
+                        isr
+                    } else {
+                        isr.into_iter().filter(|&b| b != leader).collect()
+                    };
+                    rig.controller.elect(&rig.key, Some(new), rest);
+                }
+            }
+            _ => rig.restart(follower),
+        }
+        let roles = rig.controller.state.lock().clone();
+        let leader = roles.leader.unwrap();
+        for b in roles.isr.iter().copied().filter(|&b| b != leader) {
+            let (offsets, lead) = (rig.offsets(b), rig.offsets(leader));
+            assert!(
+                offsets.high_watermark <= lead.log_end,
+                "seed {seed} step {step}: broker {b} {offsets:?} leader {lead:?}"
+            );
+        }
+    }
+    let leader = rig.controller.state.lock().leader.unwrap();
+    for _ in 0..5 {
+        rig.sync();
+    }
+    let start = (0..3).map(|b| rig.offsets(b).log_start).max().unwrap();
+    let from = |b: u32| -> Vec<(u64, i32)> {
+        all_contents(&rig, b)
+            .into_iter()
+            .filter(|(o, _)| *o >= start)
+            .collect()
+    };
+    for b in 0..3 {
+        assert_eq!(rig.leo(b), rig.leo(leader), "seed {seed}: broker {b}");
+        assert_eq!(from(b), from(leader), "seed {seed}: broker {b}");
+    }
+    assert_eq!(rig.isr().len(), 3, "seed {seed}");
+    rig.shutdown_all();
+}
+
+/// A follower that diverged from its leader where the leader's epoch
+/// history no longer reaches (the leader deleted the records around the
+/// divergence, so its epoch cache starts after it and answers "no
+/// divergence"), and whose log end lies inside one of the leader's
+/// batches, cuts its log back to that batch's start and copies it, rather
+/// than failing every fetch with `OffsetsOutOfOrder`.
+#[test]
+fn a_follower_diverged_below_the_leaders_epoch_history_cuts_back_to_the_batch() {
+    let rig = Rig::new(3, LogConfig::default(), 1);
+    rig.append(0, 5);
+    rig.sync();
+    // Broker 2 copies 5..=8 of epoch 0; broker 1 does not.
+    rig.append(0, 4);
+    rig.fetch(2, 0);
+    assert_eq!((rig.leo(1), rig.leo(2)), (5, 9));
+    // Broker 1 is elected (clean: it is in the ISR) and writes 5..=10 in
+    // epoch 1: broker 2's 5..=8 of epoch 0 diverge.
+    rig.controller.elect(&rig.key, Some(1), vec![0, 1, 2]);
+    rig.append(1, 6);
+    let catch_up_0 = |rig: &Rig| {
+        while rig.leo(0) != rig.leo(1) {
+            rig.fetch(0, 1);
+        }
+        rig.fetch(0, 1);
+    };
+    catch_up_0(&rig);
+    // Broker 2 drops out of the ISR; the leader deletes up to 9, broker
+    // 2's log end: its epoch cache now starts at (1, 9).
+    rig.clock.advance_ms(30_001);
+    catch_up_0(&rig);
+    assert_eq!(rig.m(1).maybe_shrink_isr(), 1);
+    assert_eq!(rig.isr(), [0, 1]);
+    assert_eq!(rig.hw(1), 11);
+    rig.m(1).delete_records(&rig.key, 9).unwrap();
+
+    // Broker 2 asks from 9 with epoch 0: no divergence in the leader's
+    // eyes, and the batch holding 9 is 5..=10.
+    let round = rig.fetch(2, 1);
+    assert_eq!(round.appended, 1, "{round:?}");
+    assert_eq!(rig.leo(2), 11);
+    let from_9 = |b: u32| -> Vec<(u64, i32)> {
+        all_contents(&rig, b)
+            .into_iter()
+            .filter(|(o, _)| *o >= 9)
+            .collect()
+    };
+    assert_eq!(from_9(2), from_9(1));
+    assert!(from_9(2).iter().all(|&(_, epoch)| epoch == 1));
+    rig.fetch(2, 1);
+    assert_eq!(rig.isr(), [0, 1, 2]);
+}
+
+/// A leader's log start inside a batch (`delete_records` deletes by
+/// offset): the follower restarted there gets the whole batch holding it,
+/// which starts below its (empty) log; it starts its log again at the
+/// batch's base offset, as Kafka's follower does, copies it, and its log
+/// start then follows the leader's.
+#[test]
+fn a_follower_restarted_inside_a_batch_starts_at_the_batch() {
+    let rig = Rig::new(2, LogConfig::default(), 1);
+    rig.append(0, 5);
+    rig.sync();
+    for _ in 0..3 {
+        rig.append(0, 5);
+    }
+    rig.clock.advance_ms(30_001);
+    assert_eq!(rig.m(0).maybe_shrink_isr(), 1);
+    rig.m(0).delete_records(&rig.key, 12).unwrap();
+    // Below the leader's start: restart at 12.
+    rig.fetch(1, 0);
+    assert_eq!((rig.offsets(1).log_start, rig.leo(1)), (12, 12));
+    // The batch holding 12 is 10..=14: start again at 10, copy it (and
+    // the one after it).
+    let round = rig.fetch(1, 0);
+    assert_eq!(round.appended, 1);
+    assert_eq!(rig.leo(1), 20);
+    let bases = rig
+        .m(1)
+        .with_log(&rig.key, |log| Ok(log.segment_base_offsets()))
+        .unwrap();
+    assert_eq!(bases, [10]);
+    rig.sync();
+    assert_eq!(rig.offsets(1).log_start, 12, "follows the leader's start");
+    assert_eq!(all_contents(&rig, 1), all_contents(&rig, 0));
+    assert_eq!(rig.isr(), [0, 1]);
 }

@@ -793,3 +793,92 @@ proptest::proptest! {
         cluster.close().unwrap();
     }
 }
+
+/// The reassignment under way is in the metadata log: a crash between
+/// the ISR change that put its last target replica in sync and the switch
+/// (simulated by committing that ISR change alone) reopens with the move
+/// under way, and the first liveness step completes it: the replicas
+/// become the target, the leadership moves to the target's first replica,
+/// the dropped replica's directory goes. A pure addition under way
+/// (nothing dropped) survives a reopen as well.
+#[test]
+fn a_reassignment_cut_off_before_its_switch_completes_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(0);
+    let cluster = open(dir.path(), &clock);
+    cluster
+        .create_topic(NewTopic::new("t", 1).replication_factor(2))
+        .unwrap();
+    let before = roles(&cluster, "t")[0].clone();
+    let (r0, r1) = (before.replicas[0], before.replicas[1]);
+    let spare = (0..3).find(|b| !before.replicas.contains(b)).unwrap();
+    let target = vec![spare, r1];
+    let tp = TopicPartition::new("t", 0);
+    cluster.reassign_partition(&tp, &target).unwrap();
+    assert_eq!(
+        cluster.list_partition_reassignments(),
+        [(tp.clone(), target.clone())].into()
+    );
+    let moving = roles(&cluster, "t")[0].clone();
+    assert_eq!(moving.replicas, [spare, r1, r0]);
+    assert_eq!(moving.isr, [r0, r1]);
+    {
+        let mut controller = cluster.inner.controller.lock();
+        let Controller {
+            metadata, registry, ..
+        } = &mut *controller;
+        let next = LeaderAndIsr {
+            isr: vec![r0, r1, spare],
+            partition_epoch: moving.partition_epoch + 1,
+            ..moving.clone()
+        };
+        let decided = Decided {
+            topic_id: key(&cluster, "t", 0).topic_id,
+            topic: "t".into(),
+            partition: 0,
+            roles: next,
+        };
+        let changes = Changes::from([(("t".to_string(), 0), decided)]);
+        ClusterInner::commit_changes(metadata.as_mut().unwrap(), registry, &changes).unwrap();
+    }
+    cluster.close().unwrap();
+
+    let cluster = open(dir.path(), &clock);
+    assert_eq!(
+        cluster.list_partition_reassignments(),
+        [(tp.clone(), target.clone())].into(),
+        "the target survived the reopen"
+    );
+    assert_eq!(roles(&cluster, "t")[0].isr, [r0, r1, spare]);
+    cluster.inner.liveness_tick().unwrap();
+    assert!(cluster.list_partition_reassignments().is_empty());
+    let done = roles(&cluster, "t")[0].clone();
+    assert_eq!(done.replicas, target);
+    assert_eq!(done.isr, [r1, spare]);
+    assert_eq!(
+        done.leader,
+        Some(spare),
+        "r0 led; the target's first takes over"
+    );
+    assert_eq!(done.leader_epoch, before.leader_epoch + 1);
+    assert!(!dir.path().join(format!("broker-{r0}/t-0")).exists());
+    assert!(dir.path().join(format!("broker-{spare}/t-0")).exists());
+    // A pure addition (nothing dropped): under way until r0 is in sync.
+    let all = vec![spare, r1, r0];
+    cluster.reassign_partition(&tp, &all).unwrap();
+    let added = roles(&cluster, "t")[0].clone();
+    assert_eq!(added.replicas, all);
+    assert_eq!(
+        cluster.list_partition_reassignments(),
+        [(tp.clone(), all.clone())].into(),
+        "r0 is not in sync yet"
+    );
+    cluster.close().unwrap();
+    let cluster = open(dir.path(), &clock);
+    assert_eq!(
+        cluster.list_partition_reassignments(),
+        [(tp, all)].into(),
+        "an addition under way survives a reopen too"
+    );
+    cluster.close().unwrap();
+}
