@@ -31,7 +31,10 @@
 //! `checkpoints` is taken before a replica's log lock (a partition's
 //! offsets are read and noted under it, so a note never lands after the
 //! partition's deletion removed its entry) and held across the writes of
-//! the checkpoint files.
+//! the checkpoint files. The recovery points have a lock of their own,
+//! the innermost: a log's truncation lowers its entry and rewrites the
+//! recovery point file from under the log's lock (see `RecoveryPoints`),
+//! and nothing is taken under it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -48,7 +51,7 @@ use crate::cluster::report::UnknownPartitionDir;
 use crate::config::LogConfig;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::log::REPLICATION_OFFSET_CHECKPOINT;
-use crate::log::{CheckpointRead, Log, LogScheduler, OffsetCheckpoint};
+use crate::log::{CheckpointRead, Log, LogScheduler, OffsetCheckpoint, TruncationHook};
 use crate::replica::{
     LeaderAndIsr, PartitionOffsets, ReplicaConfig, ReplicaFetcherManager, ReplicaManager,
     ReplicaRegistry, TopicIdPartition,
@@ -228,10 +231,99 @@ pub(crate) fn create_dir_durably(storage: &dyn Storage, path: &Path) -> Result<(
 /// Checkpointed offsets by (topic, partition).
 type Offsets = BTreeMap<(String, u32), u64>;
 
-/// The offsets the broker's checkpoint files hold.
+/// The recovery points the broker checkpoints
+/// (`recovery-point-offset-checkpoint`), apart from the other offsets: a
+/// follower's truncation below a log's recovery point lowers the entry and
+/// rewrites the file durably *before* the cut, from under the log's lock
+/// (the log's truncation hook), so that no open ever finds a recovery
+/// point past the log's end (which it refuses as lost flushed data). Each
+/// entry keeps the log's truncation count it was read at: a recovery
+/// point read before a truncation never raises the entry the truncation
+/// lowered. The lock is the innermost of the broker's.
+#[derive(Debug)]
+struct RecoveryPoints {
+    file: PathBuf,
+    storage: Arc<dyn Storage>,
+    state: Mutex<RecoveryState>,
+}
+
+#[derive(Debug, Default)]
+struct RecoveryState {
+    points: Offsets,
+    /// The truncation count each entry was read at.
+    truncations: BTreeMap<(String, u32), u64>,
+    /// The broker is down: this incarnation writes no more files.
+    down: bool,
+}
+
+impl RecoveryPoints {
+    fn get(&self, key: &(String, u32)) -> Option<u64> {
+        self.state.lock().points.get(key).copied()
+    }
+
+    fn set(&self, key: (String, u32), point: u64, truncations: u64) {
+        let mut state = self.state.lock();
+        state.truncations.insert(key.clone(), truncations);
+        state.points.insert(key, point);
+    }
+
+    fn remove(&self, key: &(String, u32)) {
+        let mut state = self.state.lock();
+        state.points.remove(key);
+        state.truncations.remove(key);
+    }
+
+    /// Moves an entry forward to `point`, read at truncation count
+    /// `truncations`: a newer count replaces it, the same one keeps the
+    /// larger, an older one (read before a truncation) is ignored.
+    fn advance(&self, key: (String, u32), point: u64, truncations: u64) {
+        let mut state = self.state.lock();
+        let known = state.truncations.get(&key).copied();
+        let value = match known {
+            Some(known) if truncations < known => return,
+            Some(known) if truncations == known => {
+                state.points.get(&key).map_or(point, |&p| p.max(point))
+            }
+            _ => point,
+        };
+        state.truncations.insert(key.clone(), truncations);
+        state.points.insert(key, value);
+    }
+
+    /// A truncation is about to cut `key`'s log at `floor` or above, after
+    /// which its truncation count is `truncations`: the entry drops to at
+    /// most `floor` and the file is rewritten durably first.
+    fn lower(&self, key: (String, u32), floor: u64, truncations: u64) -> Result<()> {
+        let mut state = self.state.lock();
+        if state.down {
+            return Ok(());
+        }
+        let point = state.points.get(&key).map_or(floor, |&p| p.min(floor));
+        state.points.insert(key.clone(), point);
+        state.truncations.insert(key, truncations);
+        self.write_locked(&state)
+    }
+
+    fn write(&self) -> Result<()> {
+        let state = self.state.lock();
+        if state.down {
+            return Ok(());
+        }
+        self.write_locked(&state)
+    }
+
+    fn write_locked(&self, state: &RecoveryState) -> Result<()> {
+        OffsetCheckpoint::with_storage(self.file.clone(), self.storage.clone()).write(&state.points)
+    }
+
+    fn set_down(&self) {
+        self.state.lock().down = true;
+    }
+}
+
+/// The other offsets the broker's checkpoint files hold.
 #[derive(Debug, Default)]
 struct Checkpoints {
-    recovery: Offsets,
     log_start: Offsets,
     cleaner: Offsets,
     /// High watermarks (`replication-offset-checkpoint`).
@@ -240,7 +332,6 @@ struct Checkpoints {
 
 impl Checkpoints {
     fn remove(&mut self, key: &(String, u32)) {
-        self.recovery.remove(key);
         self.log_start.remove(key);
         self.cleaner.remove(key);
         self.replication.remove(key);
@@ -249,7 +340,6 @@ impl Checkpoints {
     /// Replaces a partition's entries with `offsets` (when its log opens).
     fn set(&mut self, key: (String, u32), offsets: PartitionOffsets) {
         self.replication.insert(key.clone(), offsets.high_watermark);
-        self.recovery.insert(key.clone(), offsets.recovery_point);
         self.log_start.insert(key.clone(), offsets.log_start);
         match offsets.cleaner_checkpoint {
             Some(cleaned) => self.cleaner.insert(key, cleaned),
@@ -266,7 +356,6 @@ impl Checkpoints {
             let entry = map.entry(key).or_insert(value);
             *entry = (*entry).max(value);
         };
-        forward(&mut self.recovery, key.clone(), offsets.recovery_point);
         forward(&mut self.replication, key.clone(), offsets.high_watermark);
         forward(&mut self.log_start, key.clone(), offsets.log_start);
         match offsets.cleaner_checkpoint {
@@ -294,10 +383,12 @@ pub(crate) struct Broker {
     dir: PathBuf,
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
-    /// The last known recovery point, log start offset and (for compacted
+    /// The last known log start offset, high watermark and (for compacted
     /// logs) cleaner checkpoint of each live partition, written to the
     /// checkpoint files.
     checkpoints: Mutex<Checkpoints>,
+    /// The last known recovery point of each live partition.
+    recovery: Arc<RecoveryPoints>,
     /// Runs the partition logs' background work; stopped after they close.
     scheduler: LogScheduler,
     /// The partitions this broker hosts: every read and write of them
@@ -409,8 +500,8 @@ impl Broker {
                 Err(e) => Err(e),
             }
         };
+        let mut recovery = read(RECOVERY_POINT, true)?;
         let mut checkpoints = Checkpoints {
-            recovery: read(RECOVERY_POINT, true)?,
             log_start: read(LOG_START, false)?,
             // A lost cleaner checkpoint only makes the next clean longer.
             cleaner: read(CLEANER, true)?,
@@ -420,7 +511,7 @@ impl Broker {
         };
         let live = |(topic, partition): &(String, u32)| placed_on(registry, topic, *partition, id);
         for map in [
-            &mut checkpoints.recovery,
+            &mut recovery,
             &mut checkpoints.log_start,
             &mut checkpoints.cleaner,
             &mut checkpoints.replication,
@@ -429,12 +520,21 @@ impl Broker {
         }
         let scheduler = LogScheduler::start(background_threads, clock.clone())?;
         let replicas = Arc::new(ReplicaManager::with_config(id, replication));
+        let recovery = Arc::new(RecoveryPoints {
+            file: dir.join(RECOVERY_POINT),
+            storage: storage.clone(),
+            state: Mutex::new(RecoveryState {
+                points: recovery,
+                ..RecoveryState::default()
+            }),
+        });
         let broker = Broker {
             id,
             dir,
             storage,
             clock,
             checkpoints: Mutex::new(checkpoints),
+            recovery,
             scheduler,
             replicas,
             fetchers: Mutex::new(None),
@@ -622,20 +722,25 @@ impl Broker {
             )?;
         }
         let key = (topic.to_string(), partition);
-        let (recovery, log_start, cleaner, high_watermark) = {
+        let recovery = self.recovery.get(&key);
+        let (log_start, cleaner, high_watermark) = {
             let checkpoints = self.checkpoints.lock();
             (
-                checkpoints.recovery.get(&key).copied(),
                 checkpoints.log_start.get(&key).copied(),
                 checkpoints.cleaner.get(&key).copied(),
                 checkpoints.replication.get(&key).copied(),
             )
         };
+        let points = self.recovery.clone();
+        let hook_key = key.clone();
         let mut builder = Log::builder(&dir)
             .config(config)
             .storage(self.storage.clone())
             .clock(self.clock.clone())
-            .scheduler(self.scheduler.handle());
+            .scheduler(self.scheduler.handle())
+            .truncation_hook(TruncationHook(Arc::new(move |floor, truncations| {
+                points.lower(hook_key.clone(), floor, truncations)
+            })));
         if let Some(point) = recovery {
             builder = builder.recovery_point(point);
         }
@@ -663,6 +768,8 @@ impl Broker {
         // What the log holds now replaces what the files said: after a
         // power loss the log may end below a checkpointed log start.
         if let Ok(offsets) = self.replicas.offsets(&hosted) {
+            self.recovery
+                .set(key.clone(), offsets.recovery_point, offsets.truncations);
             self.checkpoints.lock().set(key, offsets);
             // When recovery found less than the files promised (a power
             // loss took records below a checkpointed log start), the files
@@ -693,7 +800,9 @@ impl Broker {
     pub(crate) fn delete_partition(&self, topic: &str, partition: u32, id: Uuid) -> Result<()> {
         {
             let mut checkpoints = self.checkpoints.lock();
-            checkpoints.remove(&(topic.to_string(), partition));
+            let key = (topic.to_string(), partition);
+            checkpoints.remove(&key);
+            self.recovery.remove(&key);
         }
         let dir = self.partition_dir(topic, partition);
         if !self.storage.exists(&dir) {
@@ -752,6 +861,7 @@ impl Broker {
         {
             let _checkpoints = self.checkpoints.lock();
             self.down.store(true, Ordering::Release);
+            self.recovery.set_down();
         }
         self.stop_scheduler();
         first_error.map_or(Ok(()), Err)
@@ -771,15 +881,20 @@ impl Broker {
         let mut checkpoints = self.checkpoints.lock();
         // A partition deleted or closed meanwhile has nothing to note.
         if let Ok(offsets) = self.replicas.offsets(key) {
-            checkpoints.advance((key.topic.to_string(), key.partition), offsets);
+            let entry = (key.topic.to_string(), key.partition);
+            self.recovery
+                .advance(entry.clone(), offsets.recovery_point, offsets.truncations);
+            checkpoints.advance(entry, offsets);
         }
     }
 
     /// Records a partition's final offsets (from closing it).
     pub(crate) fn note_offsets(&self, topic: &str, partition: u32, offsets: PartitionOffsets) {
-        self.checkpoints
-            .lock()
-            .advance((topic.to_string(), partition), offsets);
+        let key = (topic.to_string(), partition);
+        let mut checkpoints = self.checkpoints.lock();
+        self.recovery
+            .advance(key.clone(), offsets.recovery_point, offsets.truncations);
+        checkpoints.advance(key, offsets);
     }
 
     /// Writes the checkpoint files from the noted offsets.
@@ -788,8 +903,8 @@ impl Broker {
         if self.down.load(Ordering::Acquire) {
             return Ok(());
         }
+        self.recovery.write()?;
         for (name, entries) in [
-            (RECOVERY_POINT, &checkpoints.recovery),
             (LOG_START, &checkpoints.log_start),
             (CLEANER, &checkpoints.cleaner),
             (REPLICATION_OFFSET_CHECKPOINT, &checkpoints.replication),
@@ -920,6 +1035,7 @@ mod tests {
             high_watermark: recovery_point,
             log_end: recovery_point,
             recovery_point,
+            truncations: 0,
             cleaner_checkpoint: None,
         }
     }
@@ -948,6 +1064,36 @@ mod tests {
         let key = ("t".to_string(), 0);
         assert_eq!(written(dir.path(), LOG_START)[&key], 5);
         assert_eq!(written(dir.path(), RECOVERY_POINT)[&key], 10);
+        broker.stop_scheduler();
+    }
+
+    /// A truncation lowers the recovery point and writes it at once; a
+    /// recovery point read before it (a checkpoint pass racing the
+    /// truncation) never raises it again, one read after it does.
+    #[test]
+    fn a_truncation_lowers_the_recovery_point_and_older_reads_never_raise_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = open_broker(dir.path(), &Registry::default());
+        let key = ("t".to_string(), 0);
+        broker.note_offsets("t", 0, offsets(0, 10));
+        broker.write_checkpoints().unwrap();
+        assert_eq!(written(dir.path(), RECOVERY_POINT)[&key], 10);
+        // The truncation step, before a cut at 4: written without waiting
+        // for the next checkpoint pass.
+        broker.recovery.lower(key.clone(), 4, 1).unwrap();
+        assert_eq!(written(dir.path(), RECOVERY_POINT)[&key], 4);
+        // A pass that read the log before the truncation.
+        broker.note_offsets("t", 0, offsets(0, 10));
+        broker.write_checkpoints().unwrap();
+        assert_eq!(written(dir.path(), RECOVERY_POINT)[&key], 4);
+        // One that read it after, once new records were flushed.
+        let after = PartitionOffsets {
+            truncations: 1,
+            ..offsets(0, 7)
+        };
+        broker.note_offsets("t", 0, after);
+        broker.write_checkpoints().unwrap();
+        assert_eq!(written(dir.path(), RECOVERY_POINT)[&key], 7);
         broker.stop_scheduler();
     }
 

@@ -283,3 +283,88 @@ fn the_offsets_topic_is_replicated_and_waits_for_enough_live_brokers() {
     drop(assignments);
     cluster.close().unwrap();
 }
+
+/// A follower's truncation below its log's recovery point lowers the
+/// broker's checkpointed recovery point, durably, before the cut, so the
+/// broker can restart. Found by the cluster simulation: the checkpoint
+/// kept the old, higher point (each note only moved it up) and the next
+/// restart was refused as lost flushed data (`RecoveryPointBeyondEnd`).
+#[test]
+fn a_truncation_below_the_recovery_point_lowers_the_checkpoint_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000_000);
+    let config = ClusterConfig::builder()
+        .brokers(2)
+        .clock(Arc::new(clock.clone()))
+        .controller_thread(false)
+        .replica_fetchers(false)
+        .build()
+        .unwrap();
+    let cluster = Cluster::open(dir.path(), config).unwrap();
+    let durable = TopicConfig::new().flush(FlushPolicy::every_append());
+    cluster
+        .create_topic(NewTopic::new("d", 1).replication_factor(2).config(durable))
+        .unwrap();
+    let state = cluster.inner.topic_state("d").unwrap();
+    let key = state.key(0).unwrap();
+    let roles = || state.assignments.read()[0].clone();
+    let leader = roles().leader.unwrap();
+    let follower = 1 - leader;
+    let append = |records: usize| {
+        let mut batch = BatchBuilder::new(Compression::None);
+        for _ in 0..records {
+            batch.append(1, None, Some(b"v"), &[]);
+        }
+        let mut bytes = batch.build().unwrap().to_vec();
+        cluster
+            .inner
+            .replicas_for(&key)
+            .unwrap()
+            .append(&key, &mut bytes, AppendOrigin::Client, AppendAcks::Leader)
+            .unwrap();
+    };
+    let fetch = |from: u32, to: u32| {
+        let round = crate::replica::fetch_once(
+            &cluster.inner.broker(from).unwrap().replicas,
+            &cluster.inner.broker(to).unwrap().replicas,
+        );
+        assert!(round.errors.is_empty(), "{:?}", round.errors);
+        round
+    };
+    let checkpointed = |broker: u32| {
+        let file = OffsetCheckpoint::new(
+            dir.path()
+                .join(format!("broker-{broker}"))
+                .join("recovery-point-offset-checkpoint"),
+        );
+        match file.read().unwrap() {
+            CheckpointRead::Present(entries) => entries.get(&("d".to_string(), 0)).copied(),
+            CheckpointRead::Missing => None,
+        }
+    };
+
+    // Three fsynced records on the leader only; a clean stop checkpoints
+    // its recovery point 3.
+    append(3);
+    cluster.stop_broker(leader).unwrap();
+    assert_eq!(checkpointed(leader), Some(3));
+    assert_eq!(roles().leader, Some(follower));
+    // The new leader writes offset 0 in its own epoch.
+    append(1);
+    // The old leader returns as a follower and truncates to 0 (the
+    // diverging epoch), then copies the new leader's record.
+    cluster.restart_broker(leader).unwrap();
+    assert_eq!(fetch(leader, follower).truncated, 1);
+    assert!(
+        checkpointed(leader).is_some_and(|p| p == 0),
+        "lowered before the cut: {:?}",
+        checkpointed(leader)
+    );
+    fetch(leader, follower);
+    // Another clean stop and a restart: the checkpoint no longer lies past
+    // the log's end.
+    cluster.stop_broker(leader).unwrap();
+    assert!(checkpointed(leader).is_some_and(|p| p <= 1));
+    cluster.restart_broker(leader).unwrap();
+    cluster.close().unwrap();
+}

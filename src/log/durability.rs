@@ -75,6 +75,12 @@ impl Durability {
         self.state.lock().durable_offset
     }
 
+    /// The durable offset and the truncation count, read together.
+    pub(crate) fn durable_offset_and_truncations(&self) -> (u64, u64) {
+        let state = self.state.lock();
+        (state.durable_offset, state.truncations)
+    }
+
     /// Lowers the log end and the durable offset after a truncation to
     /// `offset`; called with the log's `state` lock held.
     pub(crate) fn truncate(&self, offset: u64) {

@@ -96,6 +96,23 @@ pub struct Log {
     private: Mutex<Option<LogScheduler>>,
 }
 
+/// What a log's owner does before a truncation cuts below the log's
+/// recovery point: lower the recovery point it checkpoints to at most the
+/// first argument, durably, so that no open ever finds the checkpointed
+/// recovery point past the shortened log (which it would refuse as lost
+/// flushed data). The second argument is the log's truncation count once
+/// the cut is done ([`Log::recovery_point_and_truncations`]): a recovery
+/// point read before it is stale. An error stops the truncation before
+/// anything changed.
+#[derive(Clone)]
+pub(crate) struct TruncationHook(pub(crate) Arc<dyn Fn(u64, u64) -> Result<()> + Send + Sync>);
+
+impl std::fmt::Debug for TruncationHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TruncationHook")
+    }
+}
+
 /// State shared between the handle and the scheduler's threads.
 #[derive(Debug)]
 pub(crate) struct LogInner {
@@ -112,6 +129,8 @@ pub(crate) struct LogInner {
     cleaner: Mutex<()>,
     /// The log's place in its scheduler: its job queue and timers.
     background: scheduler::Registration,
+    /// The owner's step before a cut below the recovery point.
+    truncation_hook: Option<TruncationHook>,
     _lock: DirLock,
 }
 
@@ -215,9 +234,17 @@ pub struct LogBuilder {
     log_start_offset: u64,
     cleaner_checkpoint: u64,
     scheduler: Option<SchedulerHandle>,
+    truncation_hook: Option<TruncationHook>,
 }
 
 impl LogBuilder {
+    /// The owner's step before a truncation cuts below the recovery point
+    /// (see [`TruncationHook`]).
+    pub(crate) fn truncation_hook(mut self, hook: TruncationHook) -> Self {
+        self.truncation_hook = Some(hook);
+        self
+    }
+
     /// The log's configuration. Default: [`LogConfig::default`].
     pub fn config(mut self, config: LogConfig) -> Self {
         self.config = config;
@@ -240,9 +267,10 @@ impl LogBuilder {
     /// it refuses the open ([`CorruptionKind::BelowRecoveryPoint`](crate::CorruptionKind::BelowRecoveryPoint))
     /// where damage at or above it (never flushed: what a power loss can
     /// leave) is cut and reported ([`RecoveryReport::truncated`]). A log
-    /// that ends below it refuses the open too, so after
-    /// [`Log::truncate_to`] persist the lowered recovery point before
-    /// anything else, as Kafka checkpoints it after a truncation.
+    /// that ends below it refuses the open too, so before
+    /// [`Log::truncate_to`] cuts below the recovery point the owner must
+    /// persist a lowered one (a cluster's brokers do it from the log's
+    /// truncation step, before the cut).
     /// Default 0: every segment is scanned and any damage is cut.
     pub fn recovery_point(mut self, offset: u64) -> Self {
         self.recovery_point = offset;
@@ -303,6 +331,7 @@ impl Log {
             log_start_offset: 0,
             cleaner_checkpoint: 0,
             scheduler: None,
+            truncation_hook: None,
         }
     }
 
@@ -335,6 +364,15 @@ impl Log {
     #[must_use]
     pub fn recovery_point(&self) -> u64 {
         self.inner.durability.durable_offset()
+    }
+
+    /// [`Log::recovery_point`] and the number of truncations (cuts and
+    /// restarts) so far, read together: an owner noting recovery points
+    /// for its checkpoint keeps the one of the latest truncation count, so
+    /// a value read before a truncation never raises the lowered one (see
+    /// [`TruncationHook`]).
+    pub(crate) fn recovery_point_and_truncations(&self) -> (u64, u64) {
+        self.inner.durability.durable_offset_and_truncations()
     }
 
     /// Bytes of record batches in all segments.

@@ -175,6 +175,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         log_start_offset,
         cleaner_checkpoint,
         scheduler,
+        truncation_hook,
     } = builder;
     let created_dirs = missing_dirs(storage.as_ref(), &dir);
     storage.create_dir_all(&dir)?;
@@ -372,6 +373,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         recovery: report,
         cleaner: Mutex::new(()),
         background: scheduler.register(weak.clone()),
+        truncation_hook,
         _lock: lock,
     });
     // The first deadlines count from the open.

@@ -74,9 +74,12 @@ impl Log {
     /// the new log end offset. Truncating at or past the log end cuts no
     /// record, but drops a leader epoch that starts at the log end (one
     /// that wrote nothing: its leader recorded it, then lost the
-    /// leadership before appending), as Kafka's `truncateTo` does. The cut is on disk (fsynced, with the directory) when this
-    /// returns; lower the recovery point in the owner's checkpoint too (it
-    /// is [`Log::recovery_point`] now). The leader epoch cache loses the
+    /// leadership before appending), as Kafka's `truncateTo` does. The cut
+    /// is on disk (fsynced, with the directory) when this returns. A cut
+    /// below the recovery point makes a stale checkpointed one lie past
+    /// the log's end: a cluster's broker lowers its checkpoint first (the
+    /// log's truncation step); a standalone log's owner must checkpoint
+    /// [`Log::recovery_point`] before a crash can reopen it. The leader epoch cache loses the
     /// epochs that started at or after the new end, and its file is
     /// rewritten after the cut is durable.
     ///
@@ -95,6 +98,18 @@ impl Log {
                 let end = state.log_end_offset;
                 return self.inner.write_epochs_locked(&mut state).map(|()| end);
             }
+            // The segment holding `offset` is cut at a batch boundary at or
+            // above its base: the owner lowers its checkpointed recovery
+            // point to that base first (a little more to scan at the next
+            // open, never a recovery point past the end).
+            let floor = state
+                .segments
+                .iter()
+                .rev()
+                .map(Segment::base_offset)
+                .find(|&base| base <= offset)
+                .unwrap_or(offset);
+            self.inner.before_cut(floor)?;
             let result = self.inner.truncate_locked(&mut state, offset);
             if result.is_err() {
                 self.inner.fence();
@@ -151,6 +166,7 @@ impl Log {
     pub fn truncate_fully_and_start_at(&self, offset: u64) -> Result<()> {
         let mut state = self.inner.state.write();
         self.inner.check_not_fenced()?;
+        self.inner.before_cut(offset)?;
         let result = self.inner.restart_locked(&mut state, offset);
         if result.is_err() {
             self.inner.fence();
@@ -160,6 +176,20 @@ impl Log {
 }
 
 impl LogInner {
+    /// Runs the owner's [`TruncationHook`](super::TruncationHook) if a cut
+    /// leaving the log at `floor` or above would go below the recovery
+    /// point. Called under the state lock, before anything changes.
+    fn before_cut(&self, floor: u64) -> Result<()> {
+        let Some(hook) = &self.truncation_hook else {
+            return Ok(());
+        };
+        let (durable, truncations) = self.durability.durable_offset_and_truncations();
+        if floor < durable {
+            (hook.0)(floor, truncations + 1)?;
+        }
+        Ok(())
+    }
+
     fn truncate_locked(&self, state: &mut LogState, offset: u64) -> Result<u64> {
         // Segments starting at or before `offset` stay; the last of them is
         // cut and becomes active.

@@ -205,6 +205,9 @@ pub(crate) struct PartitionOffsets {
     pub(crate) high_watermark: u64,
     pub(crate) log_end: u64,
     pub(crate) recovery_point: u64,
+    /// The log's truncations so far when `recovery_point` was read (see
+    /// `Log::recovery_point_and_truncations`).
+    pub(crate) truncations: u64,
     /// The first offset not yet cleaned, for compacted logs.
     pub(crate) cleaner_checkpoint: Option<u64>,
 }
@@ -959,11 +962,13 @@ impl PartitionState {
 
     fn offsets_of(&self, log: &Log, high_watermark: u64) -> PartitionOffsets {
         let log_end = log.log_end_offset();
+        let (recovery_point, truncations) = log.recovery_point_and_truncations();
         PartitionOffsets {
             log_start: log.log_start_offset(),
             high_watermark: high_watermark.min(log_end),
             log_end,
-            recovery_point: log.recovery_point(),
+            recovery_point,
+            truncations,
             cleaner_checkpoint: log.config().compact().then(|| log.cleaner_checkpoint()),
         }
     }
