@@ -39,9 +39,9 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 
-use crate::error::{CorruptionKind, Error, Result};
-use crate::log::Log;
-use crate::storage::{OpenMode, Storage, write_atomic};
+use crate::error::Result;
+use crate::log::{Log, marker};
+use crate::storage::Storage;
 
 /// The marker file's name in the log directory.
 pub(crate) const MARKER: &str = "fenced-offset";
@@ -49,9 +49,6 @@ pub(crate) const MARKER: &str = "fenced-offset";
 /// The marker's format tag; the offset and a CRC-32C of the line before it
 /// follow.
 const TAG: &str = "fenced-offset v1";
-
-/// A marker longer than this is damaged.
-const MAX_MARKER_LEN: u64 = 256;
 
 /// Durable offsets of fenced logs not yet reopened, by canonical directory.
 static FENCED: Mutex<BTreeMap<PathBuf, u64>> = Mutex::new(BTreeMap::new());
@@ -95,10 +92,8 @@ pub(crate) fn remember(dir: &Path, synced: u64) {
 /// Writes the marker for `synced`, best effort: the memory holds for this
 /// process if it fails.
 pub(crate) fn write_marker(storage: &dyn Storage, dir: &Path, synced: u64) {
-    let line = format!("{TAG} {synced}");
-    let content = format!("{line} {:08x}\n", crc32c::crc32c(line.as_bytes()));
     // Ignored on purpose: the disk already failed an fsync.
-    let _ = write_atomic(storage, &marker_path(dir), content.as_bytes());
+    let _ = marker::write(storage, &marker_path(dir), TAG, synced);
 }
 
 /// What a reopen of `dir` must cut to: the smaller of the remembered
@@ -118,41 +113,15 @@ pub(crate) fn pending(storage: &dyn Storage, dir: &Path) -> Result<Option<u64>> 
 }
 
 fn read_marker(storage: &dyn Storage, dir: &Path) -> Result<Option<u64>> {
-    let path = marker_path(dir);
-    if !storage.exists(&path) {
-        return Ok(None);
-    }
-    let damaged = |what: &str| {
-        Error::corrupt(
-            &path,
-            0,
-            CorruptionKind::Checkpoint(format!(
-                "{what}: the fenced-offset marker records where the log's synced \
+    marker::read(
+        storage,
+        &marker_path(dir),
+        TAG,
+        "the fenced-offset marker records where the log's synced \
                  data ended when an fsync failed, so the open is refused; \
                  removing the file opens the log trusting whatever the page \
-                 cache holds past that point"
-            )),
-        )
-    };
-    let file = storage.open(&path, OpenMode::Existing)?;
-    let len = file.len()?;
-    if len > MAX_MARKER_LEN {
-        return Err(damaged("the marker is too long"));
-    }
-    let mut bytes = vec![0; usize::try_from(len).unwrap_or(0)];
-    file.read_exact_at(&mut bytes, 0)?;
-    parse_marker(&bytes)
-        .map(Some)
-        .ok_or_else(|| damaged("the marker is damaged"))
-}
-
-fn parse_marker(bytes: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
-    let (line, crc) = text.rsplit_once(' ')?;
-    if crc.len() != 8 || u32::from_str_radix(crc, 16).ok()? != crc32c::crc32c(line.as_bytes()) {
-        return None;
-    }
-    line.strip_prefix(TAG)?.strip_prefix(' ')?.parse().ok()
+                 cache holds past that point",
+    )
 }
 
 /// What the report says for a pending cut to `synced` of a log recovery
@@ -203,6 +172,7 @@ pub(crate) fn finish(log: &Log, synced: Option<u64>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{CorruptionKind, Error};
     use crate::storage::StdStorage;
 
     #[test]
@@ -214,14 +184,7 @@ mod tests {
             write_marker(&storage, dir.path(), offset);
             assert_eq!(read_marker(&storage, dir.path()).unwrap(), Some(offset));
         }
-        let good = std::fs::read(marker_path(dir.path())).unwrap();
-        // Every single-byte change and every truncation is detected.
-        for i in 0..good.len() {
-            let mut bad = good.clone();
-            bad[i] ^= 0x01;
-            assert_eq!(parse_marker(&bad), None, "byte {i} flipped");
-            assert_eq!(parse_marker(&good[..i]), None, "cut at {i}");
-        }
+        // (Every single-byte change and truncation: `marker`'s tests.)
         std::fs::write(marker_path(dir.path()), b"fenced-offset v1 7 00000000\n").unwrap();
         let err = read_marker(&storage, dir.path()).unwrap_err();
         assert!(

@@ -19,6 +19,7 @@ mod cleaner;
 mod durability;
 pub(crate) mod epoch;
 mod fence;
+mod marker;
 mod open;
 #[cfg_attr(
     not(test),

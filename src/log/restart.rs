@@ -24,8 +24,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{CorruptionKind, Error, Result};
-use crate::storage::{OpenMode, Storage, write_atomic};
+use crate::error::Result;
+use crate::log::marker;
+use crate::storage::Storage;
 
 /// The marker file's name in the log directory.
 pub(crate) const MARKER: &str = "restart-offset";
@@ -33,9 +34,6 @@ pub(crate) const MARKER: &str = "restart-offset";
 /// The marker's format tag; the offset and a CRC-32C of the line before it
 /// follow.
 const TAG: &str = "restart-offset v1";
-
-/// A marker longer than this is damaged.
-const MAX_MARKER_LEN: u64 = 256;
 
 fn marker_path(dir: &Path) -> PathBuf {
     dir.join(MARKER)
@@ -54,9 +52,7 @@ fn temp_path(dir: &Path) -> PathBuf {
 /// [`Error::Io`]; the marker may then exist or not (the directory sync
 /// failed), and either is a consistent state.
 pub(crate) fn write_marker(storage: &dyn Storage, dir: &Path, offset: u64) -> Result<()> {
-    let line = format!("{TAG} {offset}");
-    let content = format!("{line} {:08x}\n", crc32c::crc32c(line.as_bytes()));
-    write_atomic(storage, &marker_path(dir), content.as_bytes())
+    marker::write(storage, &marker_path(dir), TAG, offset)
 }
 
 /// The offset of a restart an earlier process committed but may not have
@@ -66,41 +62,15 @@ pub(crate) fn write_marker(storage: &dyn Storage, dir: &Path, offset: u64) -> Re
 /// [`Error::Corrupt`] for a damaged marker; [`Error::Io`] if it cannot be
 /// read.
 pub(crate) fn pending(storage: &dyn Storage, dir: &Path) -> Result<Option<u64>> {
-    let path = marker_path(dir);
-    if !storage.exists(&path) {
-        return Ok(None);
-    }
-    let damaged = |what: &str| {
-        Error::corrupt(
-            &path,
-            0,
-            CorruptionKind::Checkpoint(format!(
-                "{what}: the restart-offset marker records that the log was \
+    marker::read(
+        storage,
+        &marker_path(dir),
+        TAG,
+        "the restart-offset marker records that the log was \
                  emptied to start again at a new offset, so the open is \
                  refused; removing the file opens the log as it was before \
-                 the restart, if its old segments are all still there"
-            )),
-        )
-    };
-    let file = storage.open(&path, OpenMode::Existing)?;
-    let len = file.len()?;
-    if len > MAX_MARKER_LEN {
-        return Err(damaged("the marker is too long"));
-    }
-    let mut bytes = vec![0; usize::try_from(len).unwrap_or(0)];
-    file.read_exact_at(&mut bytes, 0)?;
-    parse_marker(&bytes)
-        .map(Some)
-        .ok_or_else(|| damaged("the marker is damaged"))
-}
-
-fn parse_marker(bytes: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
-    let (line, crc) = text.rsplit_once(' ')?;
-    if crc.len() != 8 || u32::from_str_radix(crc, 16).ok()? != crc32c::crc32c(line.as_bytes()) {
-        return None;
-    }
-    line.strip_prefix(TAG)?.strip_prefix(' ')?.parse().ok()
+                 the restart, if its old segments are all still there",
+    )
 }
 
 /// Whether a crash inside [`write_marker`] left its temporary file (the
