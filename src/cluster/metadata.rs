@@ -44,6 +44,7 @@ const CONFIG: u8 = 3;
 const REMOVE_TOPIC: u8 = 4;
 const REGISTER_BROKER: u8 = 5;
 const PARTITION_CHANGE: u8 = 6;
+const PRODUCER_IDS: u8 = 7;
 /// The version every record type is written in, except `Partition`.
 const VERSION: u8 = 0;
 /// `Partition` records are written in version 1 (with the ISR); version 0
@@ -101,6 +102,11 @@ pub(crate) enum MetadataRecord {
         adding: Vec<u32>,
         removing: Vec<u32>,
     },
+    /// A block of producer ids was handed to the cluster's producers (in
+    /// the spirit of KRaft's `ProducerIdsRecord`): every id below
+    /// `next_producer_id` may be in use, so a reopen allocates from it on
+    /// and no id is ever given twice.
+    ProducerIds { next_producer_id: i64 },
 }
 
 /// A reassignment under way, as the metadata log records it (the
@@ -257,6 +263,10 @@ impl MetadataRecord {
                     put_brokers(w, removing);
                 }
             }
+            MetadataRecord::ProducerIds { next_producer_id } => {
+                w.extend_from_slice(&[PRODUCER_IDS, VERSION]);
+                w.write_i64::<BigEndian>(*next_producer_id).expect("vec");
+            }
         }
         out
     }
@@ -354,6 +364,13 @@ impl MetadataRecord {
                         removing,
                     }
                 }
+                PRODUCER_IDS => {
+                    let next_producer_id = cur.read_i64::<BigEndian>()?;
+                    if next_producer_id < 0 {
+                        return Ok(Err(format!("producer id block ends at {next_producer_id}")));
+                    }
+                    MetadataRecord::ProducerIds { next_producer_id }
+                }
                 other => return Ok(Err(format!("unknown metadata record type {other}"))),
             };
             Ok(Ok(record))
@@ -434,6 +451,12 @@ pub(crate) struct Registry {
     /// `adding`/`removing` replicas of each partition's last
     /// `PartitionChange`).
     pub(crate) reassignments: BTreeMap<(Uuid, u32), Reassignment>,
+    /// The end of the last block of producer ids (`ProducerIds` records):
+    /// every id below it may have been handed out.
+    pub(crate) producer_ids_end: i64,
+    /// The next producer id to hand out in the current block; `None`
+    /// after an open (the next allocation starts a new block).
+    pub(crate) next_producer_id: Option<i64>,
 }
 
 impl Registry {
@@ -518,6 +541,16 @@ impl Registry {
             }
             MetadataRecord::RegisterBroker { broker_id } => {
                 self.brokers.insert(*broker_id);
+            }
+            MetadataRecord::ProducerIds { next_producer_id } => {
+                if *next_producer_id <= self.producer_ids_end {
+                    return Err(format!(
+                        "producer id block ending at {next_producer_id} does not follow the \
+                         one ending at {}",
+                        self.producer_ids_end
+                    ));
+                }
+                self.producer_ids_end = *next_producer_id;
             }
             MetadataRecord::PartitionChange {
                 topic_id,
@@ -941,7 +974,8 @@ pub(crate) fn read_prefix(storage: &dyn Storage, dir: &Path) -> Result<MetadataP
                     }
                     MetadataRecord::RemoveTopic { .. }
                     | MetadataRecord::RegisterBroker { .. }
-                    | MetadataRecord::PartitionChange { .. } => {}
+                    | MetadataRecord::PartitionChange { .. }
+                    | MetadataRecord::ProducerIds { .. } => {}
                 }
             }
         }
@@ -1002,6 +1036,9 @@ mod tests {
                 isr: vec![1],
                 adding: vec![],
                 removing: vec![],
+            },
+            MetadataRecord::ProducerIds {
+                next_producer_id: 2000,
             },
         ];
         for r in &records {
@@ -1321,6 +1358,23 @@ mod tests {
             .unwrap();
         assert_eq!(r.known_brokers(), BTreeSet::from([0, 1, 2, 4]));
         assert_eq!(r.topic("t").unwrap().assignments[1].leader, Some(2));
+    }
+
+    #[test]
+    fn producer_id_blocks_only_move_forward() {
+        let mut r = Registry::default();
+        let block = |end| MetadataRecord::ProducerIds {
+            next_producer_id: end,
+        };
+        r.apply(&block(1000)).unwrap();
+        assert_eq!(r.producer_ids_end, 1000);
+        assert!(r.apply(&block(1000)).is_err());
+        assert!(r.apply(&block(500)).is_err());
+        r.apply(&block(2000)).unwrap();
+        assert_eq!(r.producer_ids_end, 2000);
+        let mut negative = block(5).encode();
+        negative[2..].copy_from_slice(&(-1i64).to_be_bytes());
+        assert!(MetadataRecord::decode(&negative).is_err());
     }
 
     #[test]
