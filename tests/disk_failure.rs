@@ -306,9 +306,15 @@ fn on_a_manual_clock_a_failed_disk_fences_at_once_and_a_restart_rejoins_the_isr(
         cluster.crash_broker(failed),
         cluster.pause_fetching(failed),
     ] {
-        assert!(matches!(refused, Err(Error::IllegalState(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(Error::IllegalState(_))),
+            "{refused:?}"
+        );
     }
-    assert!(matches!(cluster.fail_disk(3), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        cluster.fail_disk(3),
+        Err(Error::InvalidArgument(_))
+    ));
     send_acked(&producer, 100..200);
 
     cluster.restart_broker(failed).unwrap();

@@ -14,6 +14,12 @@
 //! every partition the registry places on it with the current state,
 //! registers it and starts its fetchers; then a liveness step unfences it.
 //!
+//! A disk failure ([`Cluster::fail_disk`]) throws the switch of the
+//! broker's `FailableStorage` (every I/O of it fails with `EIO` from then
+//! on), then halts the broker as Kafka's halts when its last log directory
+//! fails: out of its slot, fenced at once (`RunState::DiskFailed`), its
+//! threads joined and its logs dropped. A restart wraps the storage anew.
+//!
 //! Requests routed to a broker that is not running get the retriable
 //! [`Error::NotLeaderOrFollower`] (until the controller moves the
 //! leadership) — never a panic or a hang.
