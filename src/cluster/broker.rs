@@ -1220,7 +1220,12 @@ mod tests {
             )
         };
         append(&broker).unwrap();
-        broker.note_partition(&self::key(&name, id));
+        append(&broker).unwrap();
+        let partition = self::key(&name, id);
+        let log = |f: &dyn Fn(&Log) -> Result<u64>| broker.replicas.with_log(&partition, f);
+        log(&|l| l.flush().map(|()| l.recovery_point())).unwrap();
+        assert_eq!(log(&|l| Ok(l.recovery_point())).unwrap(), 2);
+        broker.note_partition(&partition);
         broker.write_checkpoints().unwrap();
         let before = written(dir.path(), RECOVERY_POINT);
         let log_file = dir.path().join("t-0").join("00000000000000000000.log");
@@ -1231,6 +1236,12 @@ mod tests {
         broker.fail_disk();
         assert!(broker.disk_failed());
         let eio = |e: &Error| matches!(e, Error::Io { source, .. } if source.to_string().contains("fail_disk"));
+        // A follower's truncation below the recovery point must lower the
+        // checkpointed one durably first: that write fails, so the cut is
+        // refused and the log keeps its end.
+        let e = log(&|l| l.truncate_to(1)).unwrap_err();
+        assert!(eio(&e), "{e}");
+        assert_eq!(log(&|l| Ok(l.log_end_offset())).unwrap(), 2);
         let first = append(&broker).unwrap_err();
         assert!(eio(&first), "{first}");
         let second = append(&broker).unwrap_err();
