@@ -56,7 +56,7 @@ use crate::replica::{
     LeaderAndIsr, PartitionOffsets, ReplicaConfig, ReplicaFetcherManager, ReplicaManager,
     ReplicaRegistry, TopicIdPartition,
 };
-use crate::storage::{OpenMode, Storage, write_atomic};
+use crate::storage::{DiskSwitch, FailableStorage, OpenMode, Storage, write_atomic};
 
 const RECOVERY_POINT: &str = "recovery-point-offset-checkpoint";
 const LOG_START: &str = "log-start-offset-checkpoint";
@@ -400,6 +400,9 @@ pub(crate) struct Broker {
     /// checkpoint files are no longer written by this incarnation (a
     /// restarted one owns them).
     down: AtomicBool,
+    /// Fails every I/O of this incarnation through `storage` (its disk
+    /// failed: `Cluster::fail_disk`). A restart wraps the storage anew.
+    disk: DiskSwitch,
 }
 
 /// Whether `registry` places a replica of `topic`'s partition `partition`
@@ -482,6 +485,10 @@ impl Broker {
         replication: ReplicaConfig,
     ) -> Result<(Broker, BrokerScan)> {
         let clock = replication.clock.clone();
+        // Every file of this incarnation, checkpoints included, goes
+        // through the switch `fail_disk` throws.
+        let disk = DiskSwitch::default();
+        let storage: Arc<dyn Storage> = Arc::new(FailableStorage::new(storage, disk.clone()));
         create_dir_durably(&*storage, &dir)?;
         check_identity(
             &*storage,
@@ -539,6 +546,7 @@ impl Broker {
             replicas,
             fetchers: Mutex::new(None),
             down: AtomicBool::new(false),
+            disk,
         };
         let scan = broker.scan(registry)?;
         broker.write_checkpoints()?;
@@ -867,6 +875,21 @@ impl Broker {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Fails this broker's disk: from now on every I/O of its storage and
+    /// of every file it opened fails with `EIO` (maps made before keep
+    /// reading). Its logs fence themselves at their first failed write or
+    /// fsync; its checkpoint and recovery-point writes fail (a truncation
+    /// whose recovery point cannot be lowered durably is refused).
+    pub(crate) fn fail_disk(&self) {
+        self.disk.fail();
+    }
+
+    /// Whether [`Broker::fail_disk`] was called on this incarnation.
+    #[cfg(test)]
+    pub(crate) fn disk_failed(&self) -> bool {
+        self.disk.is_failed()
+    }
+
     /// Stops and joins the log scheduler's threads; call it once every
     /// partition log is closed.
     pub(crate) fn stop_scheduler(&self) {
@@ -1171,5 +1194,67 @@ mod tests {
         assert_eq!(written(dir.path(), RECOVERY_POINT)[&key], 3);
         broker.replicas.unhost_topic("t").unwrap();
         broker.stop_scheduler();
+    }
+
+    /// After `fail_disk` every write of the broker fails with `EIO` and
+    /// changes nothing on disk: appends (the log fences itself), the
+    /// checkpoint files, and the recovery point a truncation must lower
+    /// first (so the truncation hook refuses the cut).
+    #[test]
+    fn a_failed_disk_fails_appends_checkpoints_and_truncations_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Uuid::new_v4();
+        let registry = registry_with("t", id, 1);
+        let key = ("t".to_string(), 0);
+        let name: Arc<str> = Arc::from("t");
+        let broker = open_broker(dir.path(), &registry);
+        open_leader(&broker, &name, id);
+        let append = |broker: &Broker| {
+            let mut batch = crate::format::BatchBuilder::new(crate::types::Compression::None);
+            batch.append(1, None, Some(b"v"), &[]);
+            broker.replicas.append(
+                &self::key(&name, id),
+                &mut batch.build().unwrap().to_vec(),
+                AppendOrigin::Client,
+                AppendAcks::Leader,
+            )
+        };
+        append(&broker).unwrap();
+        append(&broker).unwrap();
+        let partition = self::key(&name, id);
+        let log = |f: &dyn Fn(&Log) -> Result<u64>| broker.replicas.with_log(&partition, f);
+        log(&|l| l.flush().map(|()| l.recovery_point())).unwrap();
+        assert_eq!(log(&|l| Ok(l.recovery_point())).unwrap(), 2);
+        broker.note_partition(&partition);
+        broker.write_checkpoints().unwrap();
+        let before = written(dir.path(), RECOVERY_POINT);
+        let log_file = dir.path().join("t-0").join("00000000000000000000.log");
+        let log_bytes = std::fs::read(&log_file).unwrap();
+        assert!(!log_bytes.is_empty());
+        assert!(!broker.disk_failed());
+
+        broker.fail_disk();
+        assert!(broker.disk_failed());
+        let eio = |e: &Error| matches!(e, Error::Io { source, .. } if source.to_string().contains("fail_disk"));
+        // A follower's truncation below the recovery point must lower the
+        // checkpointed one durably first: that write fails, so the cut is
+        // refused and the log keeps its end.
+        let e = log(&|l| l.truncate_to(1)).unwrap_err();
+        assert!(eio(&e), "{e}");
+        assert_eq!(log(&|l| Ok(l.log_end_offset())).unwrap(), 2);
+        let first = append(&broker).unwrap_err();
+        assert!(eio(&first), "{first}");
+        let second = append(&broker).unwrap_err();
+        assert!(matches!(second, Error::Fenced { .. }), "{second}");
+        let e = broker.write_checkpoints().unwrap_err();
+        assert!(eio(&e), "{e}");
+        let e = broker.recovery.lower(key.clone(), 0, 1).unwrap_err();
+        assert!(eio(&e), "{e}");
+        // Nothing reached the disk.
+        assert_eq!(written(dir.path(), RECOVERY_POINT), before);
+        assert_eq!(std::fs::read(&log_file).unwrap(), log_bytes);
+        // A crash's shutdown: nothing to write, nothing fails.
+        broker.shut_down(false).unwrap();
+        assert_eq!(written(dir.path(), RECOVERY_POINT), before);
     }
 }

@@ -890,6 +890,19 @@ impl ClusterInner {
         self.liveness_tick().map(drop)
     }
 
+    /// Broker `id`'s disk failed: as a stopped broker, it is fenced (its
+    /// leaderships moved, it leaves the ISRs) before this returns.
+    ///
+    /// # Errors
+    /// As [`ClusterInner::mark_broker_stopped`].
+    pub(crate) fn mark_broker_disk_failed(&self, id: u32) -> Result<()> {
+        self.controller
+            .lock()
+            .liveness
+            .set_run_state(id, RunState::DiskFailed)?;
+        self.liveness_tick().map(drop)
+    }
+
     /// Broker `id` crashed: its heartbeats stop, so it is fenced once its
     /// session expires.
     ///

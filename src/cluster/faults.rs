@@ -14,6 +14,12 @@
 //! every partition the registry places on it with the current state,
 //! registers it and starts its fetchers; then a liveness step unfences it.
 //!
+//! A disk failure ([`Cluster::fail_disk`]) throws the switch of the
+//! broker's `FailableStorage` (every I/O of it fails with `EIO` from then
+//! on), then halts the broker as Kafka's halts when its last log directory
+//! fails: out of its slot, fenced at once (`RunState::DiskFailed`), its
+//! threads joined and its logs dropped. A restart wraps the storage anew.
+//!
 //! Requests routed to a broker that is not running get the retriable
 //! [`Error::NotLeaderOrFollower`] (until the controller moves the
 //! leadership) — never a panic or a hang.
@@ -107,6 +113,25 @@ impl ClusterInner {
         let closed = broker.shut_down(false);
         self.mark_broker_crashed(id)?;
         closed
+    }
+
+    fn fail_disk(&self, id: u32) -> Result<()> {
+        self.check_fault_target(id)?;
+        let running = self
+            .running_broker(id)
+            .ok_or_else(|| Error::IllegalState(format!("broker {id} is not running")))?;
+        // The disk fails under whatever the broker is doing now.
+        running.fail_disk();
+        drop(running);
+        // It halts (Kafka: `ReplicaManager.handleLogDirFailure` with no
+        // log directory left): no more requests reach it...
+        let broker = self.take_broker(id)?;
+        // ...the controller fences it at once...
+        let fenced = self.mark_broker_disk_failed(id);
+        // ...and its threads stop, its logs dropped (nothing could be
+        // written now anyway; no cluster lock is held).
+        let closed = broker.shut_down(false);
+        fenced.and(closed)
     }
 
     fn restart_broker(self: &Arc<Self>, id: u32) -> Result<()> {
@@ -266,22 +291,55 @@ impl Cluster {
         self.inner.crash_broker(id)
     }
 
-    /// Fails broker `id`'s disk. The storage layer cannot fail one
-    /// directory's I/O on its own, so this is a crash
-    /// ([`Cluster::crash_broker`]) — every I/O of the broker stops, nothing
-    /// is flushed — and the broker's directory is not reopened until
-    /// [`Cluster::restart_broker`] (a disk replaced with its contents). To
-    /// fail individual operations, give the broker a `FaultyStorage` of its
-    /// own ([`ClusterConfigBuilder::broker_storage`](crate::ClusterConfigBuilder::broker_storage))
-    /// and arm it.
+    /// Fails broker `id`'s disk while it runs: from this moment every I/O
+    /// of the broker (appends, flushes, fetches that read from its files,
+    /// checkpoint writes, segment rolls) fails with [`Error::Io`] (`EIO`,
+    /// "log directory failed (fail_disk)"); memory maps made before keep
+    /// reading. A log fences itself at its first failed write or fsync.
+    /// Then, as Kafka's broker does when its last log directory fails, the
+    /// broker halts: it leaves its slot (requests for it get the retriable
+    /// [`Error::NotLeaderOrFollower`]), the controller fences it before
+    /// this returns (its leaderships move to in-sync replicas on other
+    /// brokers, it leaves every ISR), and its threads are joined and its
+    /// logs dropped with nothing flushed or written. What it wrote before
+    /// stays as a crash leaves it (its unsynced data is gone only after a
+    /// `FaultyStorage::power_loss` of its own storage).
+    ///
+    /// Requests that reached the broker just before the failure can end
+    /// with that [`Error::Io`] or with [`Error::Fenced`], which are not
+    /// [`Error::is_retriable`] (Kafka answers `KAFKA_STORAGE_ERROR`, which
+    /// is); nothing they carried was acknowledged, and a resend goes to
+    /// the new leader. [`Cluster::restart_broker`] brings the broker back
+    /// with its directory as it was (a disk replaced with its contents):
+    /// recovery judges what reached it.
+    ///
+    /// ```
+    /// use logbus::{Cluster, ClusterConfig, NewTopic};
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::builder().brokers(3).build()?)?;
+    /// cluster.create_topic(NewTopic::new("t", 3).replication_factor(3))?;
+    /// cluster.fail_disk(0)?;
+    /// assert!(cluster.is_broker_fenced(0) && !cluster.is_broker_running(0));
+    /// let leaders: Vec<_> =
+    ///     cluster.describe_topic("t")?.partitions.iter().map(|p| p.leader).collect();
+    /// assert!(leaders.iter().all(|&l| l != Some(0)));
+    /// cluster.restart_broker(0)?;
+    /// assert!(!cluster.is_broker_fenced(0));
+    /// cluster.close()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
-    /// As [`Cluster::crash_broker`].
+    /// [`Error::InvalidArgument`] for an unknown broker or a cluster of one
+    /// broker; [`Error::IllegalState`] if it is not running (nothing
+    /// changed); [`Error::Closed`]; [`Error::Io`] from the metadata log
+    /// (the broker is down all the same, and the controller fences it at
+    /// its next step).
     pub fn fail_disk(&self, id: u32) -> Result<()> {
-        self.inner.crash_broker(id)
+        self.inner.fail_disk(id)
     }
 
-    /// Restarts broker `id` after a stop or crash: its directory is
+    /// Restarts broker `id` after a stop, crash or disk failure: its directory is
     /// reopened (recovery runs as at [`Cluster::open`]), every partition the
     /// controller places on it is hosted — as a follower of the current
     /// leader, or as leader where the controller elects it (a partition
@@ -352,14 +410,15 @@ impl Cluster {
         self.inner.set_broker_cut_off(id, false)
     }
 
-    /// Whether the controller has fenced broker `id` (stopped, crashed or
-    /// cut off past its session). `false` for an unknown broker.
+    /// Whether the controller has fenced broker `id` (stopped, crashed,
+    /// its disk failed, or cut off past its session). `false` for an unknown broker.
     #[must_use]
     pub fn is_broker_fenced(&self, id: u32) -> bool {
         self.inner.is_broker_fenced(id)
     }
 
-    /// Whether broker `id` runs (not stopped or crashed). `false` for an
+    /// Whether broker `id` runs (not stopped, crashed or halted by a disk
+    /// failure). `false` for an
     /// unknown broker.
     #[must_use]
     pub fn is_broker_running(&self, id: u32) -> bool {

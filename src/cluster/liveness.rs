@@ -41,6 +41,10 @@ pub(crate) enum RunState {
     Stopped,
     /// Crashed: its heartbeats stop; fenced when its session expires.
     Crashed,
+    /// Its disk failed (`Cluster::fail_disk`): fenced at the next tick, as
+    /// a stopped broker (Kafka's broker halts when its last log directory
+    /// fails; the controller here learns it at once).
+    DiskFailed,
 }
 
 /// The controller's view of one broker.
@@ -153,7 +157,7 @@ impl Liveness {
                     verdict.unfence.push(id);
                 }
             } else if !b.fenced
-                && (b.run == RunState::Stopped
+                && (matches!(b.run, RunState::Stopped | RunState::DiskFailed)
                     || now_ms.saturating_sub(b.last_heartbeat_ms) > self.session_timeout_ms)
             {
                 verdict.fence.push(id);
@@ -293,5 +297,17 @@ mod tests {
         l.set_fenced(1, false);
         assert_eq!(l.tick(5).fence, Vec::<u32>::new());
         assert!(l.set_cut_off(2, true).is_err(), "no broker 2");
+    }
+
+    #[test]
+    fn a_broker_whose_disk_failed_is_fenced_at_once_and_unfenced_when_running() {
+        let mut l = Liveness::new(3, 0, 9_000, 2_000);
+        l.set_run_state(2, RunState::DiskFailed).unwrap();
+        assert_eq!(l.tick(1).fence, vec![2], "no session to wait for");
+        l.set_fenced(2, true);
+        assert_eq!(l.tick(100_000), Verdict::default(), "fenced once");
+        assert!(l.is_live(0) && l.is_live(1));
+        l.set_run_state(2, RunState::Running).unwrap();
+        assert_eq!(l.tick(100_001).unfence, vec![2]);
     }
 }

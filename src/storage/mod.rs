@@ -1,5 +1,7 @@
 //! L1: files. The file layer ([`Storage`]) with a real ([`StdStorage`]) and,
-//! for tests, a fault-injecting (`FaultyStorage`) implementation, memory maps (the only module with `unsafe`), the offset and
+//! for tests, a fault-injecting (`FaultyStorage`) implementation, a
+//! wrapper whose switch fails every operation (`FailableStorage`: a broker's
+//! failed disk), memory maps (the only module with `unsafe`), the offset and
 //! time indexes, and the segment.
 
 use std::ffi::OsString;
@@ -7,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 
+mod failable;
 #[cfg(any(test, feature = "internals"))]
 mod fault;
 mod file;
@@ -19,6 +22,7 @@ pub(crate) mod spare;
 mod std_fs;
 pub(crate) mod time_index;
 
+pub(crate) use failable::{DiskSwitch, FailableStorage};
 #[cfg(any(test, feature = "internals"))]
 pub use fault::{
     FaultKind, FaultOp, FaultyStorage, PowerLossReport, Tear, TornPages, UnsyncedSummary,

@@ -1,0 +1,361 @@
+//! `Cluster::fail_disk`: a running broker's disk fails under it — every
+//! I/O of the broker fails with `EIO` from that moment — and the broker
+//! halts, fenced at once. Producers with `acks=all` follow the new leaders
+//! and lose nothing acknowledged; a restart (a disk replaced with its
+//! contents) brings the broker back into the ISRs with replicas equal to
+//! the others'. Waits are on partition changes or records, each with a
+//! generous real-time failure guard; nothing sleeps.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use logbus::{
+    Acks, Cluster, ClusterConfig, ClusterConfigBuilder, Consumer, ConsumerConfig, Error,
+    FaultyStorage, ManualClock, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord,
+    TopicConfig,
+};
+
+const GUARD: Duration = Duration::from_secs(60);
+const TOPIC: &str = "t";
+
+fn builder() -> ClusterConfigBuilder {
+    ClusterConfig::builder()
+        .brokers(3)
+        .default_replication_factor(3)
+        .broker_session_timeout(Duration::from_millis(500))
+        .broker_heartbeat_interval(Duration::from_millis(100))
+        .replica_lag_time_max(Duration::from_millis(500))
+        .replica_fetch_wait_max(Duration::from_millis(100))
+        .group_min_session_timeout(Duration::from_millis(500))
+        .group_initial_rebalance_delay(Duration::ZERO)
+}
+
+/// Topic `t`: `partitions` partitions, replication factor 3, min ISR 2.
+fn create(cluster: &Cluster, partitions: u32) {
+    let config = TopicConfig::new().min_insync_replicas(2).unwrap();
+    cluster
+        .create_topic(
+            NewTopic::new(TOPIC, partitions)
+                .replication_factor(3)
+                .config(config),
+        )
+        .unwrap();
+}
+
+fn isr_complete(cluster: &Cluster) -> bool {
+    cluster.describe_topic(TOPIC).is_ok_and(|d| {
+        d.partitions
+            .iter()
+            .all(|p| p.leader.is_some() && p.isr.len() == p.replicas.len())
+    })
+}
+
+fn leader(cluster: &Cluster, partition: u32) -> u32 {
+    cluster.describe_topic(TOPIC).unwrap().partitions[partition as usize]
+        .leader
+        .unwrap()
+}
+
+fn acks_all(cluster: &Cluster) -> Producer {
+    Producer::new(
+        cluster,
+        ProducerConfig::builder().acks(Acks::All).build().unwrap(),
+    )
+    .unwrap()
+}
+
+/// Asserts that broker `failed` is fenced, not running, leads nothing and
+/// is in no ISR.
+fn assert_out(cluster: &Cluster, failed: u32) {
+    assert!(cluster.is_broker_fenced(failed));
+    assert!(!cluster.is_broker_running(failed));
+    for p in &cluster.describe_topic(TOPIC).unwrap().partitions {
+        assert!(p.leader.is_some(), "partition {}", p.partition);
+        assert_ne!(p.leader, Some(failed), "partition {}", p.partition);
+        assert!(!p.isr.contains(&failed), "partition {}", p.partition);
+    }
+}
+
+/// Sends `numbers` one at a time and waits for each; every one must be
+/// acknowledged.
+fn send_acked(producer: &Producer, numbers: std::ops::Range<u64>) {
+    for n in numbers {
+        let text = n.to_string();
+        producer
+            .send(ProducerRecord::new(TOPIC, &text).with_key(text))
+            .unwrap()
+            .wait()
+            .unwrap_or_else(|e| panic!("record {n}: {e}"));
+    }
+}
+
+/// Whether `e` is the failed disk of broker `broker` answering a request
+/// that reached it just before it halted: the storage's `EIO`, or the
+/// fenced log after it. Nothing it carried was acknowledged.
+fn is_failed_disk_error(e: &Error, root: &Path, broker: u32) -> bool {
+    let dir = root.join(format!("broker-{broker}"));
+    match e {
+        Error::Io { path, source, .. } => {
+            path.starts_with(&dir) && source.to_string().contains("log directory failed")
+        }
+        Error::Fenced { path } => path.starts_with(&dir),
+        _ => false,
+    }
+}
+
+/// Makes the cluster create `__consumer_offsets` while every broker runs.
+fn create_offsets_topic(cluster: &Cluster) {
+    let config = ConsumerConfig::builder().group_id("g").build().unwrap();
+    let mut consumer = Consumer::new(cluster, config).unwrap();
+    consumer.subscribe([TOPIC]).unwrap();
+    consumer.poll(Duration::ZERO).unwrap();
+    consumer.close().unwrap();
+    assert!(cluster.topic("__consumer_offsets").is_ok());
+}
+
+/// Consumes (group `g`, from the earliest offset) until every number of
+/// `expected` was seen.
+fn consume_all(cluster: &Cluster, expected: &BTreeSet<u64>) {
+    let config = ConsumerConfig::builder()
+        .group_id("g")
+        .auto_offset_reset(OffsetReset::Earliest)
+        .session_timeout(Duration::from_millis(1_000))
+        .heartbeat_interval(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let mut consumer = Consumer::new(cluster, config).unwrap();
+    consumer.subscribe([TOPIC]).unwrap();
+    let started = Instant::now();
+    let mut seen = BTreeSet::new();
+    while !expected.is_subset(&seen) {
+        assert!(
+            started.elapsed() < GUARD,
+            "not consumed: {:?}",
+            expected.difference(&seen).take(10).collect::<Vec<_>>()
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Ok(records) => {
+                for r in &records {
+                    let n: u64 = std::str::from_utf8(r.value().unwrap())
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    seen.insert(n);
+                }
+            }
+            Err(e) if e.is_retriable() => {}
+            Err(e) => panic!("poll: {e}"),
+        }
+    }
+    consumer.close().unwrap();
+}
+
+/// The segment files of a partition directory.
+fn log_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".log"))
+        .map(|n| {
+            let bytes = std::fs::read(dir.join(&n)).unwrap();
+            (n, bytes)
+        })
+        .collect()
+}
+
+/// Every replica of every partition holds the same segment files.
+fn assert_replicas_identical(root: &Path, partitions: u32) {
+    for p in 0..partitions {
+        let files: Vec<_> = (0..3)
+            .map(|b| log_files(&root.join(format!("broker-{b}/{TOPIC}-{p}"))))
+            .collect();
+        assert!(!files[0].is_empty());
+        assert_eq!(files[0], files[1], "partition {p}: brokers 0 and 1 differ");
+        assert_eq!(files[0], files[2], "partition {p}: brokers 0 and 2 differ");
+    }
+}
+
+/// A producer sends without waiting while partition 0's leader's disk
+/// fails under it: every send completes, each failure is retriable or the
+/// failed disk's own error for a request that reached it just before it
+/// halted, the broker is fenced and out of every ISR at once, sends go on
+/// at the new leaders, every acknowledged record is consumed, and after a
+/// restart the broker re-enters the ISRs and ends with the same segment
+/// files as the others.
+#[test]
+fn a_leaders_disk_failing_mid_stream_loses_no_acked_record_and_a_restart_rejoins_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), builder().build().unwrap()).unwrap();
+    create(&cluster, 3);
+    create_offsets_topic(&cluster);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let sender = {
+        let (cluster, stop) = (cluster.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let producer = acks_all(&cluster);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                let tx = tx.clone();
+                let text = n.to_string();
+                producer
+                    .send_with_callback(
+                        ProducerRecord::new(TOPIC, &text).with_key(text),
+                        move |result| {
+                            let _ = tx.send((n, result.map(drop)));
+                        },
+                    )
+                    .unwrap();
+                n += 1;
+                if n.is_multiple_of(100) {
+                    producer.flush().unwrap();
+                }
+            }
+            producer.close().unwrap();
+            n
+        })
+    };
+    let mut outcomes = Vec::new();
+    while outcomes.len() < 300 {
+        outcomes.push(rx.recv_timeout(GUARD).expect("records are acknowledged"));
+    }
+    let failed = leader(&cluster, 0);
+    let before = cluster.replication_stats();
+
+    cluster.fail_disk(failed).unwrap();
+    // Fenced at once (no session to wait for), its leaderships moved.
+    assert_out(&cluster, failed);
+    let after = cluster.replication_stats();
+    assert!(after.leader_changes > before.leader_changes);
+    assert!(after.isr_shrinks >= before.isr_shrinks + 3);
+    assert!(matches!(
+        cluster.fail_disk(failed),
+        Err(Error::IllegalState(_))
+    ));
+
+    let moved_on = outcomes.len() + 300;
+    while outcomes.len() < moved_on {
+        outcomes.push(
+            rx.recv_timeout(GUARD)
+                .expect("sends go on after the failover"),
+        );
+    }
+    cluster.restart_broker(failed).unwrap();
+    assert!(!cluster.is_broker_fenced(failed));
+    assert!(cluster.is_broker_running(failed));
+    assert!(cluster.wait_until(GUARD, isr_complete));
+    stop.store(true, Ordering::Release);
+    let sent = sender.join().unwrap();
+    outcomes.extend(rx.iter());
+    assert_eq!(outcomes.len() as u64, sent, "every send completed");
+
+    let mut acked = BTreeSet::new();
+    for (n, outcome) in outcomes {
+        match outcome {
+            Ok(()) => {
+                acked.insert(n);
+            }
+            Err(e) => assert!(
+                e.is_retriable() || is_failed_disk_error(&e, dir.path(), failed),
+                "record {n}: {e}"
+            ),
+        }
+    }
+    assert!(acked.len() >= 600, "{} acknowledged", acked.len());
+    consume_all(&cluster, &acked);
+    cluster.close().unwrap();
+    assert_replicas_identical(dir.path(), 3);
+}
+
+/// A cluster on a manual clock (Kafka's default lag and session times):
+/// nothing moves unless the test moves the clock.
+fn manual(dir: &Path, storages: &[FaultyStorage]) -> (Cluster, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let mut config = ClusterConfig::builder().brokers(3).clock(clock.clone());
+    for (id, storage) in (0..).zip(storages) {
+        config = config.broker_storage(id, Arc::new(storage.clone()));
+    }
+    let cluster = Cluster::open(dir, config.build().unwrap()).unwrap();
+    create(&cluster, 3);
+    (cluster, clock)
+}
+
+/// On a clock that never moves, `fail_disk` fences the broker and moves
+/// its leaderships before it returns (a crash would wait for its
+/// session); `acks=all` goes on with the two others (min ISR 2); the fault
+/// API refuses the halted broker typed; a restart brings it back into
+/// every ISR, and after a clean close every replica's segment files are
+/// equal.
+#[test]
+fn on_a_manual_clock_a_failed_disk_fences_at_once_and_a_restart_rejoins_the_isr() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cluster, _clock) = manual(dir.path(), &[]);
+    let producer = acks_all(&cluster);
+    send_acked(&producer, 0..100);
+    let failed = leader(&cluster, 1);
+
+    cluster.fail_disk(failed).unwrap();
+    assert_out(&cluster, failed);
+    for refused in [
+        cluster.fail_disk(failed),
+        cluster.stop_broker(failed),
+        cluster.crash_broker(failed),
+        cluster.pause_fetching(failed),
+    ] {
+        assert!(
+            matches!(refused, Err(Error::IllegalState(_))),
+            "{refused:?}"
+        );
+    }
+    assert!(matches!(
+        cluster.fail_disk(3),
+        Err(Error::InvalidArgument(_))
+    ));
+    send_acked(&producer, 100..200);
+
+    cluster.restart_broker(failed).unwrap();
+    assert!(!cluster.is_broker_fenced(failed));
+    assert!(cluster.wait_until(GUARD, isr_complete));
+    send_acked(&producer, 200..300);
+    producer.close().unwrap();
+    cluster.close().unwrap();
+    assert_replicas_identical(dir.path(), 3);
+    // The next open finds every record acknowledged.
+    let reopened = Cluster::open(dir.path(), builder().build().unwrap()).unwrap();
+    let expected: BTreeSet<u64> = (0..300).collect();
+    consume_all(&reopened, &expected);
+    reopened.close().unwrap();
+}
+
+/// A follower's disk fails while it holds unsynced records, then its
+/// machine loses power: its log is shorter when the disk comes back, yet
+/// every acknowledged record is on the others, the restarted broker
+/// catches up into the ISR, and its replica ends equal to the others'.
+#[test]
+fn a_failed_disk_then_a_power_loss_loses_no_acked_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let storages: Vec<FaultyStorage> = (0..3).map(|_| FaultyStorage::new()).collect();
+    let (cluster, _clock) = manual(dir.path(), &storages);
+    let producer = acks_all(&cluster);
+    send_acked(&producer, 0..300);
+    let lead = leader(&cluster, 0);
+    let victim = (lead + 1) % 3;
+    assert!(storages[victim as usize].unsynced_summary().dirty_pages > 0);
+
+    cluster.fail_disk(victim).unwrap();
+    assert_out(&cluster, victim);
+    // Nothing was written after the failure: the halted broker's unsynced
+    // pages are what it had, and the power loss takes them.
+    storages[victim as usize].power_loss(11).unwrap();
+    send_acked(&producer, 300..400);
+
+    cluster.restart_broker(victim).unwrap();
+    assert!(cluster.wait_until(GUARD, isr_complete));
+    producer.close().unwrap();
+    cluster.close().unwrap();
+    assert_replicas_identical(dir.path(), 3);
+}
