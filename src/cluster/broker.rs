@@ -527,6 +527,7 @@ impl Broker {
         }
         let scheduler = LogScheduler::start(background_threads, clock.clone())?;
         let replicas = Arc::new(ReplicaManager::with_config(id, replication));
+        replicas.set_disk_switch(disk.clone());
         let recovery = Arc::new(RecoveryPoints {
             file: dir.join(RECOVERY_POINT),
             storage: storage.clone(),
@@ -1242,10 +1243,18 @@ mod tests {
         let e = log(&|l| l.truncate_to(1)).unwrap_err();
         assert!(eio(&e), "{e}");
         assert_eq!(log(&|l| Ok(l.log_end_offset())).unwrap(), 2);
-        let first = append(&broker).unwrap_err();
-        assert!(eio(&first), "{first}");
-        let second = append(&broker).unwrap_err();
-        assert!(matches!(second, Error::Fenced { .. }), "{second}");
+        // Requests caught inside the log are answered as the halted broker
+        // answers: retriable, go to the new leader. Underneath, the first
+        // append met the EIO and fenced the log.
+        for _ in 0..2 {
+            let e = append(&broker).unwrap_err();
+            assert!(
+                matches!(e, Error::NotLeaderOrFollower { .. }) && e.is_retriable(),
+                "{e}"
+            );
+        }
+        let fenced = log(&|l| l.flush().map(|()| 0)).unwrap_err();
+        assert!(matches!(fenced, Error::Fenced { .. }), "{fenced}");
         let e = broker.write_checkpoints().unwrap_err();
         assert!(eio(&e), "{e}");
         let e = broker.recovery.lower(key.clone(), 0, 1).unwrap_err();

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use crossbeam_channel::Sender;
 use parking_lot::RwLock;
@@ -33,6 +33,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::log::{AppendInfo, CleanReport, Log, RecoveryReport, RetentionReport, TimestampOffset};
+use crate::storage::DiskSwitch;
 
 /// When an append is acknowledged: Kafka's `requiredAcks`, as the replica
 /// manager sees it. (`acks=0` is the producer's business: the append itself
@@ -94,6 +95,8 @@ pub(crate) struct ReplicaManager {
     /// The broker's fetchers, told when this broker starts following a
     /// leader.
     fetchers: RwLock<Weak<ReplicaFetcherManager>>,
+    /// The switch of the broker's storage (`fail_disk`), once given.
+    disk: OnceLock<DiskSwitch>,
 }
 
 /// A topic's hosted partitions, by partition number (a broker hosts only
@@ -122,6 +125,7 @@ impl ReplicaManager {
             hosted: RwLock::new(HashMap::new()),
             alter_partition: RwLock::new(None),
             fetchers: RwLock::new(Weak::new()),
+            disk: OnceLock::new(),
         }
     }
 
@@ -325,6 +329,32 @@ impl ReplicaManager {
             .collect()
     }
 
+    /// Gives the manager its broker's disk switch, so that a request
+    /// caught inside the log when `fail_disk` throws it is answered as one
+    /// arriving just after (see [`ReplicaManager::on_failed_disk`]).
+    pub(crate) fn set_disk_switch(&self, disk: DiskSwitch) {
+        let _ = self.disk.set(disk);
+    }
+
+    /// An I/O error, or the fenced log after one, met by a request while
+    /// the broker's disk failed under it (`fail_disk`) becomes the
+    /// retriable [`Error::NotLeaderOrFollower`], as a request arriving
+    /// after the broker halted gets (Kafka answers its retriable
+    /// `KAFKA_STORAGE_ERROR`): the broker is going down and the
+    /// partition's leadership moves. Nothing the request carried was
+    /// acknowledged. Any other error is returned as it is.
+    fn on_failed_disk(&self, key: &TopicIdPartition, e: Error) -> Error {
+        let failed = self.disk.get().is_some_and(DiskSwitch::is_failed);
+        match e {
+            Error::Io { .. } | Error::Fenced { .. } if failed => Error::NotLeaderOrFollower {
+                topic: key.topic.to_string(),
+                partition: key.partition,
+                broker: self.broker,
+            },
+            e => e,
+        }
+    }
+
     /// The hosted partition `key`.
     fn get(&self, key: &TopicIdPartition) -> Result<Arc<PartitionState>> {
         let hosted = self.hosted.read();
@@ -443,11 +473,13 @@ impl ReplicaManager {
         acks: AppendAcks,
     ) -> Result<(AppendInfo, Option<PendingAck>)> {
         let state = self.leader(key)?;
-        let (info, pending) = state.append(
-            batches,
-            origin == AppendOrigin::Trusted,
-            acks == AppendAcks::All,
-        )?;
+        let (info, pending) = state
+            .append(
+                batches,
+                origin == AppendOrigin::Trusted,
+                acks == AppendAcks::All,
+            )
+            .map_err(|e| self.on_failed_disk(key, e))?;
         let now = self.config.clock.now_ms();
         Ok((
             info,
@@ -591,7 +623,9 @@ impl ReplicaManager {
             FetchBound::LogEnd => self.get(key)?,
             FetchBound::HighWatermark => self.leader(key)?,
         };
-        let (read, high_watermark) = state.read(offset, max_bytes, bound)?;
+        let (read, high_watermark) = state
+            .read(offset, max_bytes, bound)
+            .map_err(|e| self.on_failed_disk(key, e))?;
         Ok(FetchedData::new(read, high_watermark))
     }
 
