@@ -231,77 +231,98 @@ pub(crate) fn create_dir_durably(storage: &dyn Storage, path: &Path) -> Result<(
 /// Checkpointed offsets by (topic, partition).
 type Offsets = BTreeMap<(String, u32), u64>;
 
-/// The recovery points the broker checkpoints
-/// (`recovery-point-offset-checkpoint`), apart from the other offsets: a
-/// follower's truncation below a log's recovery point lowers the entry and
-/// rewrites the file durably *before* the cut, from under the log's lock
-/// (the log's truncation hook), so that no open ever finds a recovery
-/// point past the log's end (which it refuses as lost flushed data). Each
-/// entry keeps the log's truncation count it was read at: a recovery
-/// point read before a truncation never raises the entry the truncation
-/// lowered. The lock is the innermost of the broker's.
+/// The checkpointed offsets a follower's truncation can lower: recovery
+/// points (`recovery-point-offset-checkpoint`) and high watermarks
+/// (`replication-offset-checkpoint`), apart from the other offsets. A
+/// truncation below a log's recovery point lowers both entries and
+/// rewrites both files durably *before* the cut, from under the log's
+/// lock (the log's truncation hook), so that no open ever finds a
+/// recovery point past the log's end (which it refuses as lost flushed
+/// data) or a high watermark over records that were cut. Each entry keeps
+/// the log's truncation count it was read at: an offset read before a
+/// truncation never raises the entry the truncation lowered. The lock is
+/// the innermost of the broker's.
 #[derive(Debug)]
-struct RecoveryPoints {
-    file: PathBuf,
+struct EndOffsets {
+    recovery_file: PathBuf,
+    hw_file: PathBuf,
     storage: Arc<dyn Storage>,
-    state: Mutex<RecoveryState>,
+    state: Mutex<EndOffsetsState>,
 }
 
 #[derive(Debug, Default)]
-struct RecoveryState {
-    points: Offsets,
-    /// The truncation count each entry was read at.
+struct EndOffsetsState {
+    recovery_points: Offsets,
+    high_watermarks: Offsets,
+    /// The truncation count each partition's entries were read at.
     truncations: BTreeMap<(String, u32), u64>,
     /// The broker is down: this incarnation writes no more files.
     down: bool,
 }
 
-impl RecoveryPoints {
-    fn get(&self, key: &(String, u32)) -> Option<u64> {
-        self.state.lock().points.get(key).copied()
+impl EndOffsets {
+    /// A partition's checkpointed recovery point and high watermark.
+    fn get(&self, key: &(String, u32)) -> (Option<u64>, Option<u64>) {
+        let state = self.state.lock();
+        (
+            state.recovery_points.get(key).copied(),
+            state.high_watermarks.get(key).copied(),
+        )
     }
 
-    fn set(&self, key: (String, u32), point: u64, truncations: u64) {
+    /// Replaces a partition's entries (when its log opens).
+    fn set(&self, key: (String, u32), offsets: &PartitionOffsets) {
         let mut state = self.state.lock();
-        state.truncations.insert(key.clone(), truncations);
-        state.points.insert(key, point);
+        state.truncations.insert(key.clone(), offsets.truncations);
+        state
+            .recovery_points
+            .insert(key.clone(), offsets.recovery_point);
+        state.high_watermarks.insert(key, offsets.high_watermark);
     }
 
     fn remove(&self, key: &(String, u32)) {
         let mut state = self.state.lock();
-        state.points.remove(key);
+        state.recovery_points.remove(key);
+        state.high_watermarks.remove(key);
         state.truncations.remove(key);
     }
 
-    /// Moves an entry forward to `point`, read at truncation count
-    /// `truncations`: a newer count replaces it, the same one keeps the
-    /// larger, an older one (read before a truncation) is ignored.
-    fn advance(&self, key: (String, u32), point: u64, truncations: u64) {
+    /// Moves a partition's entries forward to `offsets`: read at a newer
+    /// truncation count they replace them, at the same one the larger
+    /// values stay, at an older one (read before a truncation) they are
+    /// ignored.
+    fn advance(&self, key: (String, u32), offsets: &PartitionOffsets) {
         let mut state = self.state.lock();
         let known = state.truncations.get(&key).copied();
-        let value = match known {
-            Some(known) if truncations < known => return,
-            Some(known) if truncations == known => {
-                state.points.get(&key).map_or(point, |&p| p.max(point))
-            }
-            _ => point,
+        let same = match known {
+            Some(known) if offsets.truncations < known => return,
+            Some(known) => known == offsets.truncations,
+            None => false,
         };
-        state.truncations.insert(key.clone(), truncations);
-        state.points.insert(key, value);
+        let forward = |map: &mut Offsets, value: u64| {
+            let old = map.get(&key).copied().filter(|_| same);
+            map.insert(key.clone(), old.map_or(value, |o| o.max(value)));
+        };
+        forward(&mut state.recovery_points, offsets.recovery_point);
+        forward(&mut state.high_watermarks, offsets.high_watermark);
+        state.truncations.insert(key.clone(), offsets.truncations);
     }
 
     /// A truncation is about to cut `key`'s log at `floor` or above, after
-    /// which its truncation count is `truncations`: the entry drops to at
-    /// most `floor` and the file is rewritten durably first.
+    /// which its truncation count is `truncations`: both entries drop to at
+    /// most `floor` and both files are rewritten durably first.
     fn lower(&self, key: (String, u32), floor: u64, truncations: u64) -> Result<()> {
-        let mut state = self.state.lock();
+        let mut guard = self.state.lock();
+        let state = &mut *guard;
         if state.down {
             return Ok(());
         }
-        let point = state.points.get(&key).map_or(floor, |&p| p.min(floor));
-        state.points.insert(key.clone(), point);
+        for map in [&mut state.recovery_points, &mut state.high_watermarks] {
+            let value = map.get(&key).map_or(floor, |&v| v.min(floor));
+            map.insert(key.clone(), value);
+        }
         state.truncations.insert(key, truncations);
-        self.write_locked(&state)
+        self.write_locked(state)
     }
 
     fn write(&self) -> Result<()> {
@@ -312,8 +333,11 @@ impl RecoveryPoints {
         self.write_locked(&state)
     }
 
-    fn write_locked(&self, state: &RecoveryState) -> Result<()> {
-        OffsetCheckpoint::with_storage(self.file.clone(), self.storage.clone()).write(&state.points)
+    fn write_locked(&self, state: &EndOffsetsState) -> Result<()> {
+        OffsetCheckpoint::with_storage(self.recovery_file.clone(), self.storage.clone())
+            .write(&state.recovery_points)?;
+        OffsetCheckpoint::with_storage(self.hw_file.clone(), self.storage.clone())
+            .write(&state.high_watermarks)
     }
 
     fn set_down(&self) {
@@ -326,20 +350,16 @@ impl RecoveryPoints {
 struct Checkpoints {
     log_start: Offsets,
     cleaner: Offsets,
-    /// High watermarks (`replication-offset-checkpoint`).
-    replication: Offsets,
 }
 
 impl Checkpoints {
     fn remove(&mut self, key: &(String, u32)) {
         self.log_start.remove(key);
         self.cleaner.remove(key);
-        self.replication.remove(key);
     }
 
     /// Replaces a partition's entries with `offsets` (when its log opens).
     fn set(&mut self, key: (String, u32), offsets: PartitionOffsets) {
-        self.replication.insert(key.clone(), offsets.high_watermark);
         self.log_start.insert(key.clone(), offsets.log_start);
         match offsets.cleaner_checkpoint {
             Some(cleaned) => self.cleaner.insert(key, cleaned),
@@ -348,15 +368,13 @@ impl Checkpoints {
     }
 
     /// Moves a partition's entries forward to `offsets`. While a log is
-    /// open its recovery point, log start offset and cleaner checkpoint
-    /// only grow, so an older snapshot noted late (a checkpoint pass that
+    /// open its log start offset and cleaner checkpoint only grow, so an older snapshot noted late (a checkpoint pass that
     /// read the offsets before a `delete_records`) never undoes a newer one.
     fn advance(&mut self, key: (String, u32), offsets: PartitionOffsets) {
         let forward = |map: &mut Offsets, key: (String, u32), value: u64| {
             let entry = map.entry(key).or_insert(value);
             *entry = (*entry).max(value);
         };
-        forward(&mut self.replication, key.clone(), offsets.high_watermark);
         forward(&mut self.log_start, key.clone(), offsets.log_start);
         match offsets.cleaner_checkpoint {
             Some(cleaned) => forward(&mut self.cleaner, key, cleaned),
@@ -387,8 +405,9 @@ pub(crate) struct Broker {
     /// logs) cleaner checkpoint of each live partition, written to the
     /// checkpoint files.
     checkpoints: Mutex<Checkpoints>,
-    /// The last known recovery point of each live partition.
-    recovery: Arc<RecoveryPoints>,
+    /// The last known recovery point and high watermark of each live
+    /// partition.
+    end_offsets: Arc<EndOffsets>,
     /// Runs the partition logs' background work; stopped after they close.
     scheduler: LogScheduler,
     /// The partitions this broker hosts: every read and write of them
@@ -512,28 +531,30 @@ impl Broker {
             log_start: read(LOG_START, false)?,
             // A lost cleaner checkpoint only makes the next clean longer.
             cleaner: read(CLEANER, true)?,
-            // A lost high watermark only hides records until the followers
-            // fetch again.
-            replication: read(REPLICATION_OFFSET_CHECKPOINT, true)?,
         };
+        // A lost high watermark only hides records until the followers
+        // fetch again.
+        let mut high_watermarks = read(REPLICATION_OFFSET_CHECKPOINT, true)?;
         let live = |(topic, partition): &(String, u32)| placed_on(registry, topic, *partition, id);
         for map in [
             &mut recovery,
             &mut checkpoints.log_start,
             &mut checkpoints.cleaner,
-            &mut checkpoints.replication,
+            &mut high_watermarks,
         ] {
             map.retain(|k, _| live(k));
         }
         let scheduler = LogScheduler::start(background_threads, clock.clone())?;
         let replicas = Arc::new(ReplicaManager::with_config(id, replication));
         replicas.set_disk_switch(disk.clone());
-        let recovery = Arc::new(RecoveryPoints {
-            file: dir.join(RECOVERY_POINT),
+        let end_offsets = Arc::new(EndOffsets {
+            recovery_file: dir.join(RECOVERY_POINT),
+            hw_file: dir.join(REPLICATION_OFFSET_CHECKPOINT),
             storage: storage.clone(),
-            state: Mutex::new(RecoveryState {
-                points: recovery,
-                ..RecoveryState::default()
+            state: Mutex::new(EndOffsetsState {
+                recovery_points: recovery,
+                high_watermarks,
+                ..EndOffsetsState::default()
             }),
         });
         let broker = Broker {
@@ -542,7 +563,7 @@ impl Broker {
             storage,
             clock,
             checkpoints: Mutex::new(checkpoints),
-            recovery,
+            end_offsets,
             scheduler,
             replicas,
             fetchers: Mutex::new(None),
@@ -731,16 +752,15 @@ impl Broker {
             )?;
         }
         let key = (topic.to_string(), partition);
-        let recovery = self.recovery.get(&key);
-        let (log_start, cleaner, high_watermark) = {
+        let (recovery, high_watermark) = self.end_offsets.get(&key);
+        let (log_start, cleaner) = {
             let checkpoints = self.checkpoints.lock();
             (
                 checkpoints.log_start.get(&key).copied(),
                 checkpoints.cleaner.get(&key).copied(),
-                checkpoints.replication.get(&key).copied(),
             )
         };
-        let points = self.recovery.clone();
+        let points = self.end_offsets.clone();
         let hook_key = key.clone();
         let mut builder = Log::builder(&dir)
             .config(config)
@@ -777,8 +797,7 @@ impl Broker {
         // What the log holds now replaces what the files said: after a
         // power loss the log may end below a checkpointed log start.
         if let Ok(offsets) = self.replicas.offsets(&hosted) {
-            self.recovery
-                .set(key.clone(), offsets.recovery_point, offsets.truncations);
+            self.end_offsets.set(key.clone(), &offsets);
             self.checkpoints.lock().set(key, offsets);
             // When recovery found less than the files promised (a power
             // loss took records below a checkpointed log start), the files
@@ -811,7 +830,7 @@ impl Broker {
             let mut checkpoints = self.checkpoints.lock();
             let key = (topic.to_string(), partition);
             checkpoints.remove(&key);
-            self.recovery.remove(&key);
+            self.end_offsets.remove(&key);
         }
         let dir = self.partition_dir(topic, partition);
         if !self.storage.exists(&dir) {
@@ -870,7 +889,7 @@ impl Broker {
         {
             let _checkpoints = self.checkpoints.lock();
             self.down.store(true, Ordering::Release);
-            self.recovery.set_down();
+            self.end_offsets.set_down();
         }
         self.stop_scheduler();
         first_error.map_or(Ok(()), Err)
@@ -906,8 +925,7 @@ impl Broker {
         // A partition deleted or closed meanwhile has nothing to note.
         if let Ok(offsets) = self.replicas.offsets(key) {
             let entry = (key.topic.to_string(), key.partition);
-            self.recovery
-                .advance(entry.clone(), offsets.recovery_point, offsets.truncations);
+            self.end_offsets.advance(entry.clone(), &offsets);
             checkpoints.advance(entry, offsets);
         }
     }
@@ -916,8 +934,7 @@ impl Broker {
     pub(crate) fn note_offsets(&self, topic: &str, partition: u32, offsets: PartitionOffsets) {
         let key = (topic.to_string(), partition);
         let mut checkpoints = self.checkpoints.lock();
-        self.recovery
-            .advance(key.clone(), offsets.recovery_point, offsets.truncations);
+        self.end_offsets.advance(key.clone(), &offsets);
         checkpoints.advance(key, offsets);
     }
 
@@ -927,11 +944,10 @@ impl Broker {
         if self.down.load(Ordering::Acquire) {
             return Ok(());
         }
-        self.recovery.write()?;
+        self.end_offsets.write()?;
         for (name, entries) in [
             (LOG_START, &checkpoints.log_start),
             (CLEANER, &checkpoints.cleaner),
-            (REPLICATION_OFFSET_CHECKPOINT, &checkpoints.replication),
         ] {
             OffsetCheckpoint::with_storage(self.dir.join(name), self.storage.clone())
                 .write(entries)?;
@@ -1091,11 +1107,11 @@ mod tests {
         broker.stop_scheduler();
     }
 
-    /// A truncation lowers the recovery point and writes it at once; a
-    /// recovery point read before it (a checkpoint pass racing the
+    /// A truncation lowers the recovery point and the high watermark and
+    /// writes them at once; one read before it (a checkpoint pass racing the
     /// truncation) never raises it again, one read after it does.
     #[test]
-    fn a_truncation_lowers_the_recovery_point_and_older_reads_never_raise_it() {
+    fn a_truncation_lowers_the_end_offsets_and_older_reads_never_raise_them() {
         let dir = tempfile::tempdir().unwrap();
         let broker = open_broker(dir.path(), &Registry::default());
         let key = ("t".to_string(), 0);
@@ -1104,12 +1120,14 @@ mod tests {
         assert_eq!(written(dir.path(), RECOVERY_POINT)[&key], 10);
         // The truncation step, before a cut at 4: written without waiting
         // for the next checkpoint pass.
-        broker.recovery.lower(key.clone(), 4, 1).unwrap();
+        broker.end_offsets.lower(key.clone(), 4, 1).unwrap();
         assert_eq!(written(dir.path(), RECOVERY_POINT)[&key], 4);
+        assert_eq!(written(dir.path(), REPLICATION_OFFSET_CHECKPOINT)[&key], 4);
         // A pass that read the log before the truncation.
         broker.note_offsets("t", 0, offsets(0, 10));
         broker.write_checkpoints().unwrap();
         assert_eq!(written(dir.path(), RECOVERY_POINT)[&key], 4);
+        assert_eq!(written(dir.path(), REPLICATION_OFFSET_CHECKPOINT)[&key], 4);
         // One that read it after, once new records were flushed.
         let after = PartitionOffsets {
             truncations: 1,
@@ -1118,6 +1136,7 @@ mod tests {
         broker.note_offsets("t", 0, after);
         broker.write_checkpoints().unwrap();
         assert_eq!(written(dir.path(), RECOVERY_POINT)[&key], 7);
+        assert_eq!(written(dir.path(), REPLICATION_OFFSET_CHECKPOINT)[&key], 7);
         broker.stop_scheduler();
     }
 
@@ -1257,7 +1276,7 @@ mod tests {
         assert!(matches!(fenced, Error::Fenced { .. }), "{fenced}");
         let e = broker.write_checkpoints().unwrap_err();
         assert!(eio(&e), "{e}");
-        let e = broker.recovery.lower(key.clone(), 0, 1).unwrap_err();
+        let e = broker.end_offsets.lower(key.clone(), 0, 1).unwrap_err();
         assert!(eio(&e), "{e}");
         // Nothing reached the disk.
         assert_eq!(written(dir.path(), RECOVERY_POINT), before);
