@@ -154,6 +154,9 @@ impl std::ops::AddAssign for Counts {
 /// The cluster under test and the model.
 pub(super) struct World {
     pub(super) seed: u64,
+    /// Each topic's placement (start, shift), as `LOGBUS_CLUSTER_SIM_PLACEMENT`
+    /// names it for a replay.
+    pub(super) placements: Vec<(u32, u32)>,
     pub(super) rng: Rng,
     pub(super) clock: ManualClock,
     pub(super) cluster: Cluster,
@@ -206,10 +209,22 @@ impl fmt::Debug for World {
 impl World {
     /// A new cluster for `seed` (3 or 4 brokers), with the topics
     /// created, and `bug` injected into every broker.
-    pub(super) fn new(seed: u64, bug: Option<InjectedBug>) -> World {
+    pub(super) fn new(
+        seed: u64,
+        bug: Option<InjectedBug>,
+        placement: Option<&[(u32, u32)]>,
+    ) -> World {
         let mut rng = Rng::new(seed);
         let brokers = if rng.chance(50) { 3 } else { 4 };
-        let dir = tempfile::tempdir().expect("temporary directory");
+        // In memory where there is a tmpfs: the runs fsync a lot, and what
+        // a disk would hold is FaultyStorage's business, not the disk's.
+        let shm = std::path::Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        }
+        .expect("temporary directory");
         let clock = ManualClock::new(1_000_000);
         let storages: Vec<Arc<FaultyStorage>> = (0..brokers)
             .map(|_| Arc::new(FaultyStorage::new()))
@@ -232,6 +247,7 @@ impl World {
         config.injected_bug = bug;
         let cluster = Cluster::open(dir.path(), config).expect("open the cluster");
         let mut keys = BTreeMap::new();
+        let mut placements = Vec::new();
         for (t, spec) in TOPICS.iter().enumerate() {
             let mut config = TopicConfig::new()
                 .min_insync_replicas(2)
@@ -240,16 +256,13 @@ impl World {
             if spec.durable {
                 config = config.flush(FlushPolicy::every_append());
             }
-            // The placement comes from the topic's random id: the seed
-            // chooses one, and the topic is created again until it has
-            // it, so that a seed replays the same run.
-            let target = Placement {
-                start: rng.below(u64::from(brokers)) as u32,
-                shift: rng.below(u64::from(brokers)) as u32,
-            }
-            .assign(brokers, RF as u16, 0, spec.partitions);
+            // The placement comes from the topic's random id. A run takes
+            // the one it gets and reports it; a replay names it
+            // (`LOGBUS_CLUSTER_SIM_PLACEMENT`) and the topic is created
+            // again until it has it, so that it replays the same run.
+            let wanted = placement.and_then(|p| p.get(t).copied());
             let mut attempts = 0;
-            let state = loop {
+            let (state, got) = loop {
                 cluster
                     .create_topic(
                         NewTopic::new(spec.name, spec.partitions)
@@ -264,22 +277,31 @@ impl World {
                     .iter()
                     .map(|r| r.replicas.clone())
                     .collect();
-                if placed == target {
-                    break state;
+                let got = (0..brokers)
+                    .flat_map(|start| (0..brokers).map(move |shift| (start, shift)))
+                    .find(|&(start, shift)| {
+                        Placement { start, shift }.assign(brokers, RF as u16, 0, spec.partitions)
+                            == placed
+                    })
+                    .expect("the controller places as Placement does");
+                if wanted.is_none_or(|w| w == got) {
+                    break (state, got);
                 }
                 attempts += 1;
                 assert!(
                     attempts < 1_000,
-                    "no topic id gave the placement {target:?}"
+                    "no topic id gave the placement {wanted:?}"
                 );
                 cluster.delete_topic(spec.name).expect("delete a topic");
             };
+            placements.push(got);
             for p in 0..spec.partitions {
                 keys.insert((t, p), state.key(p).expect("partition key"));
             }
         }
         World {
             seed,
+            placements,
             rng,
             clock,
             cluster,
@@ -370,10 +392,18 @@ impl World {
 
     /// A report of a failure: the seed, the violation, the last steps.
     pub(super) fn report(&self, violation: &Violation) -> String {
+        let placement: Vec<String> = self
+            .placements
+            .iter()
+            .map(|(start, shift)| format!("{start}.{shift}"))
+            .collect();
+        let placement = placement.join(",");
         let mut out = format!(
-            "cluster simulation: seed {} ({} brokers) failed at step {}: {violation}\n\
-             replay: LOGBUS_CLUSTER_SIM_SEED={} cargo test --all-features --lib cluster::sim::tests::replay_one_seed -- --nocapture\n\
-             last steps:\n",
+            "cluster simulation: seed {} ({} brokers, placement {placement}) failed at step {}: \
+             {violation}\n\
+             replay: LOGBUS_CLUSTER_SIM_SEED={} LOGBUS_CLUSTER_SIM_PLACEMENT={placement} cargo \
+             test --all-features --lib cluster::sim::tests::replay_one_seed -- --ignored \
+             --nocapture\nlast steps:\n",
             self.seed, self.brokers, self.step_no, self.seed
         );
         for line in &self.history {
