@@ -226,12 +226,13 @@ impl World {
                 acks_all,
             } => self.append(part, to, records, acks_all)?,
             Step::Fetch { follower, leader } => {
-                if follower != leader && !self.paused[follower as usize] {
-                    if let (Some(f), Some(l)) = (self.manager(follower), self.manager(leader)) {
-                        let round = fetch_once(&f, &l);
-                        self.truncated[follower as usize] |= round.truncated > 0;
-                        self.check_fetch_errors(&round.errors)?;
-                    }
+                if follower != leader
+                    && !self.paused[follower as usize]
+                    && let (Some(f), Some(l)) = (self.manager(follower), self.manager(leader))
+                {
+                    let round = fetch_once(&f, &l);
+                    self.truncated[follower as usize] |= round.truncated > 0;
+                    self.check_fetch_errors(&round.errors)?;
                 }
             }
             Step::FetchAll => self.fetch_all()?,

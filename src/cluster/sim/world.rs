@@ -346,8 +346,7 @@ impl World {
             .inner
             .topic_state(TOPICS[part.0].name)
             .expect("topic state");
-        let roles = state.assignments.read()[part.1 as usize].clone();
-        roles
+        state.assignments.read()[part.1 as usize].clone()
     }
 
     pub(super) fn running(&self, b: u32) -> bool {
