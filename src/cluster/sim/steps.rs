@@ -281,7 +281,17 @@ impl World {
                 }
                 self.health[broker as usize] = Health::Running;
                 self.paused[broker as usize] = false;
-                self.truncated[broker as usize] = false;
+                if std::mem::take(&mut self.truncated[broker as usize]) {
+                    // Finding F1 again: its high watermark checkpoint only
+                    // grew too, so after a truncation its restored HW may
+                    // cover records never committed (a truncated
+                    // follower's log, or its own uncommitted appends as a
+                    // leader later): its replicas are compared again once
+                    // back in the ISR (invariant 2).
+                    for part in self.parts() {
+                        self.suspect.insert((part, broker));
+                    }
+                }
             }
             Step::CutOff { broker } => {
                 cluster

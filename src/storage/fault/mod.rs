@@ -702,11 +702,7 @@ impl FaultyStorage {
             .filter_map(|t| t.file.last_write.as_ref())
             .map(|w| w.seq)
             .max();
-        // By path, not by when each file was first opened: the same files
-        // get the same fate whatever order a process opened them in.
-        let mut dirty: Vec<_> = files.values().filter(|t| !t.file.is_clean()).collect();
-        dirty.sort_by(|a, b| a.path.cmp(&b.path));
-        for tracked in dirty {
+        for tracked in files.values().filter(|t| !t.file.is_clean()) {
             let path = &tracked.path;
             let current = fs::read(path).map_err(|e| Error::io("crash: read", path, e))?;
             let mut content = tracked.file.durable_content(&current);
