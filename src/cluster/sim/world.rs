@@ -410,6 +410,50 @@ impl World {
             out.push_str(line);
             out.push('\n');
         }
+        out.push_str(&self.state_dump());
+        out
+    }
+
+    /// The controller's state of every partition and each replica as last
+    /// seen.
+    pub(super) fn state_dump(&self) -> String {
+        let mut out = String::from("state (controller; each replica as last seen):\n");
+        for part in self.parts() {
+            let roles = self.roles(part);
+            out.push_str(&format!(
+                "  {}-{}: leader {:?} epoch {} isr {:?}\n",
+                TOPICS[part.0].name, part.1, roles.leader, roles.leader_epoch, roles.isr
+            ));
+            for &b in &roles.replicas {
+                if let Some(v) = self.views.get(&(part, b)) {
+                    out.push_str(&format!(
+                        "    broker {b} ({:?}{}): log end {} HW {} recovery point {} leader {:?} \
+                         epoch {}{}{}\n",
+                        self.health[b as usize],
+                        if self.cut_off[b as usize] {
+                            ", cut off"
+                        } else {
+                            ""
+                        },
+                        v.log_end,
+                        v.high_watermark,
+                        v.recovery_point,
+                        v.leader,
+                        v.leader_epoch,
+                        if v.lost_unsynced {
+                            ", power lost since"
+                        } else {
+                            ""
+                        },
+                        if self.suspect.contains(&(part, b)) {
+                            ", suspect"
+                        } else {
+                            ""
+                        },
+                    ));
+                }
+            }
+        }
         out
     }
 
