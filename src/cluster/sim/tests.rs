@@ -36,6 +36,9 @@ fn run_placed(
     for _ in 0..steps {
         let step = world.choose();
         let outcome = world.apply(step).and_then(|()| world.check());
+        if env_number("LOGBUS_CLUSTER_SIM_DUMP_AT") == Some(world.step_no as u64) {
+            eprintln!("after step {}:\n{}", world.step_no, world.state_dump());
+        }
         if let Err(v) = outcome {
             return Err((v.invariant, world.report(&v)));
         }
@@ -260,4 +263,82 @@ fn a_follower_that_truncated_below_its_checkpoint_restarts() {
         .cluster
         .restart_broker(old)
         .expect("the follower restarts after its truncation");
+}
+
+/// Regression, finding F2 (seed 179 of the first long run): two in-sync
+/// replicas' sessions end at the same tick — the leader, which crashed
+/// first and lost its unsynced pages, and a follower that crashed later
+/// holding the records durably. The controller used to fence them by id,
+/// removing the follower from the ISR and keeping the empty leader as the
+/// last member, which the restart then elected (cleanly, by the ISR):
+/// acknowledged records a replica still held were lost. Fenced oldest
+/// heartbeat first, the follower stays the last ISR member and leads
+/// again with them.
+#[test]
+fn the_last_isr_member_kept_is_the_one_heard_from_last() {
+    use super::steps::Step;
+    use super::world::SESSION_MS;
+    let mut world = World::new(0, None, Some(&[(2, 0), (0, 0)]));
+    assert_eq!(world.brokers, 3);
+    let part = (0, 0);
+    // The leader has the highest id: fenced by id, it went last.
+    assert_eq!(world.roles(part).replicas, vec![2, 0, 1]);
+    let step = |world: &mut World, step: Step| {
+        world
+            .apply(step)
+            .and_then(|()| world.check())
+            .unwrap_or_else(|v| panic!("{}", world.report(&v)));
+    };
+    let append = Step::Append {
+        part,
+        to: 2,
+        records: 3,
+        acks_all: true,
+    };
+    // Three acknowledged records on every replica; broker 1 stops cleanly
+    // and returns (its copy is now synced), broker 0 returns paused (out
+    // of the ISR).
+    for s in [append, Step::FetchAll, Step::FetchAll] {
+        step(&mut world, s);
+    }
+    assert_eq!(world.acked[&part].len(), 3);
+    for s in [
+        Step::Stop { broker: 1 },
+        Step::Restart { broker: 1 },
+        Step::Crash {
+            broker: 0,
+            power_loss: false,
+        },
+        Step::Advance { ms: SESSION_MS + 1 },
+        Step::Tick,
+        Step::Restart { broker: 0 },
+        Step::Pause { broker: 0 },
+        Step::FetchAll,
+        Step::FetchAll,
+    ] {
+        step(&mut world, s);
+    }
+    assert_eq!(world.roles(part).isr, vec![2, 1]);
+    // The leader crashes and loses its unsynced pages (all three records);
+    // a tick later broker 1 crashes too; both sessions end together.
+    for s in [
+        Step::Crash {
+            broker: 2,
+            power_loss: true,
+        },
+        Step::Advance { ms: 1_000 },
+        Step::Tick,
+        Step::Crash {
+            broker: 1,
+            power_loss: true,
+        },
+        Step::Advance { ms: SESSION_MS + 1 },
+        Step::Restart { broker: 2 },
+    ] {
+        step(&mut world, s);
+    }
+    let roles = world.roles(part);
+    assert_eq!((roles.leader, roles.isr), (None, vec![1]));
+    step(&mut world, Step::Restart { broker: 1 });
+    assert_eq!(world.roles(part).leader, Some(1));
 }
