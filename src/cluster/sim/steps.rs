@@ -216,8 +216,26 @@ impl World {
     pub(super) fn apply(&mut self, step: Step) -> Result<(), Violation> {
         self.step_no += 1;
         self.note(step.to_string());
+        // Every step takes a millisecond: brokers failing at different
+        // steps are last heard from at different times.
+        self.clock.advance_ms(1);
         let cluster = &self.cluster;
         let unexpected = |what: &str, e: Error| Violation::new("step", format!("{what}: {e}"));
+        if let Step::Crash { .. }
+        | Step::FailDisk { .. }
+        | Step::Stop { .. }
+        | Step::CutOff { .. } = step
+        {
+            // A broker heartbeats until it fails (every
+            // `broker.heartbeat.interval.ms`, and the controller thread
+            // ticks at every fault): the tick the thread would have run
+            // records it, so that sessions end in the order the brokers
+            // failed, as in a cluster with its controller thread.
+            cluster
+                .inner
+                .liveness_tick()
+                .map_err(|e| unexpected("liveness tick", e))?;
+        }
         match step {
             Step::Append {
                 part,
