@@ -242,10 +242,19 @@ impl World {
                 } else {
                     &self.acked[&part]
                 };
+                // The README's bound: the failure of every ISR member voids
+                // the page-cache promise — the member kept last (the one
+                // heard from last) leads again, and if it lost the record
+                // to a power loss, a member that failed earlier holding it
+                // does not count.
+                let all_down = !TOPICS[part.0].durable && isr.iter().all(|&b| !self.running(b));
                 let newly: Vec<u64> = records
                     .iter()
                     .filter(|(_, t)| !t.exempt)
-                    .filter(|(o, t)| !isr.iter().any(|&b| self.holds(part, b, **o, &t.value)))
+                    .filter(|(o, t)| {
+                        let held = |b: u32| self.holds(part, b, **o, &t.value);
+                        !isr.iter().any(|&b| held(b)) || (all_down && !isr.iter().all(|&b| held(b)))
+                    })
                     .map(|(o, _)| *o)
                     .collect();
                 if let Some(first) = newly.first()
