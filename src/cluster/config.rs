@@ -67,6 +67,10 @@ pub struct ClusterConfig {
     /// Whether followers' fetcher threads run (tests that move the ISR by
     /// hand, or drive fetches step by step, turn them off).
     pub(crate) replica_fetchers: bool,
+    /// A known bug injected into every broker's replica manager (the
+    /// cluster simulation's self-test).
+    #[cfg(test)]
+    pub(crate) injected_bug: Option<crate::replica::InjectedBug>,
 }
 
 impl Default for ClusterConfig {
@@ -96,6 +100,8 @@ impl Default for ClusterConfig {
             auto_leader_rebalance_enable: true,
             controller_thread: true,
             replica_fetchers: true,
+            #[cfg(test)]
+            injected_bug: None,
         }
     }
 }
@@ -238,6 +244,8 @@ impl ClusterConfig {
             lag_time_max_ms: self.replica_lag_time_max_ms,
             fetch_wait_max_ms: self.replica_fetch_wait_max_ms,
             fetch_max_bytes: self.replica_fetch_max_bytes,
+            #[cfg(test)]
+            injected_bug: self.injected_bug,
             ..crate::replica::ReplicaConfig::new(self.clock.clone())
         }
     }

@@ -145,7 +145,8 @@ impl Liveness {
     /// running and connected, then returns the brokers to fence (stopped
     /// ones, and those whose last heartbeat is more than the session
     /// timeout before `now_ms`) and the fenced ones to unfence (they
-    /// heartbeat again). Fencing itself is left to the caller
+    /// heartbeat again), those to fence in the order their heartbeats
+    /// stopped (oldest first; by id on a tie). Fencing itself is left to the caller
     /// ([`Liveness::set_fenced`]). A `now_ms` earlier than a recorded
     /// heartbeat moves nothing back.
     pub(crate) fn tick(&mut self, now_ms: i64) -> Verdict {
@@ -163,6 +164,12 @@ impl Liveness {
                 verdict.fence.push(id);
             }
         }
+        // The broker silent longest first, as sessions expire one by one:
+        // when several ISR members go at once, the one kept as the last
+        // member (the ISR never empties) is the one heard from last.
+        verdict
+            .fence
+            .sort_by_key(|&id| self.brokers[id as usize].last_heartbeat_ms);
         verdict
     }
 
@@ -279,6 +286,21 @@ mod tests {
         assert_eq!(l.tick(20_001).unfence, vec![1]);
         l.set_fenced(1, false);
         assert_eq!(l.tick(30_000), Verdict::default());
+    }
+
+    /// Regression (finding F2 of the cluster simulation): brokers whose
+    /// sessions end at the same tick are fenced oldest heartbeat first, so
+    /// that the last ISR member kept is the one heard from last, not the
+    /// one with the lowest id.
+    #[test]
+    fn brokers_expiring_together_are_fenced_oldest_heartbeat_first() {
+        let mut l = Liveness::new(3, 0, 9_000, 2_000);
+        l.set_run_state(2, RunState::Crashed).unwrap();
+        assert_eq!(l.tick(1_000), Verdict::default());
+        l.set_run_state(0, RunState::Crashed).unwrap();
+        l.set_run_state(1, RunState::Crashed).unwrap();
+        // 2 was last heard at 0, 0 and 1 at 1 000.
+        assert_eq!(l.tick(10_001).fence, vec![2, 0, 1]);
     }
 
     #[test]

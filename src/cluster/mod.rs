@@ -1065,4 +1065,6 @@ fn meta_properties(storage: &dyn Storage, root: &Path) -> Result<String> {
 }
 
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;

@@ -26,6 +26,24 @@ pub(crate) struct ReplicaConfig {
     pub(crate) ack_timeout_ms: i64,
     /// The cluster's clock.
     pub(crate) clock: Arc<dyn Clock>,
+    /// A known bug to inject, per cluster (the cluster simulation's
+    /// self-test must catch it); `None` but in that test.
+    #[cfg(test)]
+    pub(crate) injected_bug: Option<InjectedBug>,
+}
+
+/// A known replication bug a test can inject into one cluster's replica
+/// managers (through `ClusterConfig::injected_bug`), so that the cluster
+/// simulation shows it catches it.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum InjectedBug {
+    /// `acks=all` is acknowledged as soon as the leader appended, without
+    /// waiting for the in-sync replicas.
+    AckBeforeReplication,
+    /// Consumers' fetches read up to the leader's log end, not below the
+    /// high watermark.
+    ReadPastHighWatermark,
 }
 
 impl ReplicaConfig {
@@ -37,6 +55,8 @@ impl ReplicaConfig {
             fetch_max_bytes: 1 << 20,
             ack_timeout_ms: 30_000,
             clock,
+            #[cfg(test)]
+            injected_bug: None,
         }
     }
 }

@@ -480,6 +480,10 @@ impl ReplicaManager {
                 acks == AppendAcks::All,
             )
             .map_err(|e| self.on_failed_disk(key, e))?;
+        #[cfg(test)]
+        if self.config.injected_bug == Some(super::InjectedBug::AckBeforeReplication) {
+            return Ok((info, None));
+        }
         let now = self.config.clock.now_ms();
         Ok((
             info,
@@ -622,6 +626,11 @@ impl ReplicaManager {
         let state = match bound {
             FetchBound::LogEnd => self.get(key)?,
             FetchBound::HighWatermark => self.leader(key)?,
+        };
+        #[cfg(test)]
+        let bound = match self.config.injected_bug {
+            Some(super::InjectedBug::ReadPastHighWatermark) => FetchBound::LogEnd,
+            _ => bound,
         };
         let (read, high_watermark) = state
             .read(offset, max_bytes, bound)

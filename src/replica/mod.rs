@@ -31,6 +31,8 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+#[cfg(test)]
+pub(crate) use config::InjectedBug;
 pub(crate) use config::ReplicaConfig;
 #[cfg(test)]
 pub(crate) use fetch::RELEASE_CHUNK;

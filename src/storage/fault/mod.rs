@@ -666,7 +666,11 @@ impl FaultyStorage {
             }
         }
         let (files, _) = state.reset();
-        for tracked in files.values().filter(|t| !t.file.is_clean()) {
+        // By path, not by when each file was first opened: the same files
+        // get the same fate whatever order a process opened them in.
+        let mut dirty: Vec<_> = files.values().filter(|t| !t.file.is_clean()).collect();
+        dirty.sort_by(|a, b| a.path.cmp(&b.path));
+        for tracked in dirty {
             let path = &tracked.path;
             let current = fs::read(path).map_err(|e| Error::io("power loss: read", path, e))?;
             let content =
