@@ -6,67 +6,16 @@
 //! the others'. Waits are on partition changes or records, each with a
 //! generous real-time failure guard; nothing sleeps.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
-use logbus::{
-    Acks, Cluster, ClusterConfig, ClusterConfigBuilder, Consumer, ConsumerConfig, Error,
-    FaultyStorage, ManualClock, NewTopic, OffsetReset, Producer, ProducerConfig, ProducerRecord,
-    TopicConfig,
-};
+mod common;
 
-const GUARD: Duration = Duration::from_secs(60);
-const TOPIC: &str = "t";
-
-fn builder() -> ClusterConfigBuilder {
-    ClusterConfig::builder()
-        .brokers(3)
-        .default_replication_factor(3)
-        .broker_session_timeout(Duration::from_millis(500))
-        .broker_heartbeat_interval(Duration::from_millis(100))
-        .replica_lag_time_max(Duration::from_millis(500))
-        .replica_fetch_wait_max(Duration::from_millis(100))
-        .group_min_session_timeout(Duration::from_millis(500))
-        .group_initial_rebalance_delay(Duration::ZERO)
-}
-
-/// Topic `t`: `partitions` partitions, replication factor 3, min ISR 2.
-fn create(cluster: &Cluster, partitions: u32) {
-    let config = TopicConfig::new().min_insync_replicas(2).unwrap();
-    cluster
-        .create_topic(
-            NewTopic::new(TOPIC, partitions)
-                .replication_factor(3)
-                .config(config),
-        )
-        .unwrap();
-}
-
-fn isr_complete(cluster: &Cluster) -> bool {
-    cluster.describe_topic(TOPIC).is_ok_and(|d| {
-        d.partitions
-            .iter()
-            .all(|p| p.leader.is_some() && p.isr.len() == p.replicas.len())
-    })
-}
-
-fn leader(cluster: &Cluster, partition: u32) -> u32 {
-    cluster.describe_topic(TOPIC).unwrap().partitions[partition as usize]
-        .leader
-        .unwrap()
-}
-
-fn acks_all(cluster: &Cluster) -> Producer {
-    Producer::new(
-        cluster,
-        ProducerConfig::builder().acks(Acks::All).build().unwrap(),
-    )
-    .unwrap()
-}
+use common::replicated::*;
+use logbus::{Cluster, ClusterConfig, Error, FaultyStorage, ManualClock, Producer, ProducerRecord};
 
 /// Asserts that broker `failed` is fenced, not running, leads nothing and
 /// is in no ISR.
@@ -90,78 +39,6 @@ fn send_acked(producer: &Producer, numbers: std::ops::Range<u64>) {
             .unwrap()
             .wait()
             .unwrap_or_else(|e| panic!("record {n}: {e}"));
-    }
-}
-
-/// Makes the cluster create `__consumer_offsets` while every broker runs.
-fn create_offsets_topic(cluster: &Cluster) {
-    let config = ConsumerConfig::builder().group_id("g").build().unwrap();
-    let mut consumer = Consumer::new(cluster, config).unwrap();
-    consumer.subscribe([TOPIC]).unwrap();
-    consumer.poll(Duration::ZERO).unwrap();
-    consumer.close().unwrap();
-    assert!(cluster.topic("__consumer_offsets").is_ok());
-}
-
-/// Consumes (group `g`, from the earliest offset) until every number of
-/// `expected` was seen.
-fn consume_all(cluster: &Cluster, expected: &BTreeSet<u64>) {
-    let config = ConsumerConfig::builder()
-        .group_id("g")
-        .auto_offset_reset(OffsetReset::Earliest)
-        .session_timeout(Duration::from_millis(1_000))
-        .heartbeat_interval(Duration::from_millis(200))
-        .build()
-        .unwrap();
-    let mut consumer = Consumer::new(cluster, config).unwrap();
-    consumer.subscribe([TOPIC]).unwrap();
-    let started = Instant::now();
-    let mut seen = BTreeSet::new();
-    while !expected.is_subset(&seen) {
-        assert!(
-            started.elapsed() < GUARD,
-            "not consumed: {:?}",
-            expected.difference(&seen).take(10).collect::<Vec<_>>()
-        );
-        match consumer.poll(Duration::from_millis(100)) {
-            Ok(records) => {
-                for r in &records {
-                    let n: u64 = std::str::from_utf8(r.value().unwrap())
-                        .unwrap()
-                        .parse()
-                        .unwrap();
-                    seen.insert(n);
-                }
-            }
-            Err(e) if e.is_retriable() => {}
-            Err(e) => panic!("poll: {e}"),
-        }
-    }
-    consumer.close().unwrap();
-}
-
-/// The segment files of a partition directory.
-fn log_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.ends_with(".log"))
-        .map(|n| {
-            let bytes = std::fs::read(dir.join(&n)).unwrap();
-            (n, bytes)
-        })
-        .collect()
-}
-
-/// Every replica of every partition holds the same segment files.
-fn assert_replicas_identical(root: &Path, partitions: u32) {
-    for p in 0..partitions {
-        let files: Vec<_> = (0..3)
-            .map(|b| log_files(&root.join(format!("broker-{b}/{TOPIC}-{p}"))))
-            .collect();
-        assert!(!files[0].is_empty());
-        assert_eq!(files[0], files[1], "partition {p}: brokers 0 and 1 differ");
-        assert_eq!(files[0], files[2], "partition {p}: brokers 0 and 2 differ");
     }
 }
 

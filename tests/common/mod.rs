@@ -8,6 +8,8 @@ use std::sync::Arc;
 use logbus::format::{Batch, BatchBuilder, BatchHeader};
 use logbus::{AppendInfo, Compression, Log, LogConfig, ManualClock, Result};
 
+pub(crate) mod replicated;
+
 /// A batch of `count` records with values `"{tag}-{i}"`, keys `"k{i}"`, and
 /// timestamps `ts, ts+1, ...`.
 pub(crate) fn batch(tag: &str, count: usize, ts: i64) -> Vec<u8> {
