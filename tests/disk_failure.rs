@@ -9,8 +9,6 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 
 mod common;
 
@@ -55,37 +53,8 @@ fn a_leaders_disk_failing_mid_stream_loses_no_acked_record_and_a_restart_rejoins
     let cluster = Cluster::open(dir.path(), builder().build().unwrap()).unwrap();
     create(&cluster, 3);
     create_offsets_topic(&cluster);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel();
-    let sender = {
-        let (cluster, stop) = (cluster.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let producer = acks_all(&cluster);
-            let mut n = 0u64;
-            while !stop.load(Ordering::Acquire) {
-                let tx = tx.clone();
-                let text = n.to_string();
-                producer
-                    .send_with_callback(
-                        ProducerRecord::new(TOPIC, &text).with_key(text),
-                        move |result| {
-                            let _ = tx.send((n, result.map(drop)));
-                        },
-                    )
-                    .unwrap();
-                n += 1;
-                if n.is_multiple_of(100) {
-                    producer.flush().unwrap();
-                }
-            }
-            producer.close().unwrap();
-            n
-        })
-    };
-    let mut outcomes = Vec::new();
-    while outcomes.len() < 300 {
-        outcomes.push(rx.recv_timeout(GUARD).expect("records are acknowledged"));
-    }
+    let mut sends = BackgroundSends::start(&cluster);
+    sends.await_more(300, "records are acknowledged");
     let failed = leader(&cluster, 0);
     let before = cluster.replication_stats();
 
@@ -100,33 +69,14 @@ fn a_leaders_disk_failing_mid_stream_loses_no_acked_record_and_a_restart_rejoins
         Err(Error::IllegalState(_))
     ));
 
-    let moved_on = outcomes.len() + 300;
-    while outcomes.len() < moved_on {
-        outcomes.push(
-            rx.recv_timeout(GUARD)
-                .expect("sends go on after the failover"),
-        );
-    }
+    sends.await_more(300, "sends go on after the failover");
     cluster.restart_broker(failed).unwrap();
     assert!(!cluster.is_broker_fenced(failed));
     assert!(cluster.is_broker_running(failed));
     assert!(cluster.wait_until(GUARD, isr_complete));
-    stop.store(true, Ordering::Release);
-    let sent = sender.join().unwrap();
-    outcomes.extend(rx.iter());
-    assert_eq!(outcomes.len() as u64, sent, "every send completed");
-
-    let mut acked = BTreeSet::new();
-    for (n, outcome) in outcomes {
-        match outcome {
-            Ok(()) => {
-                acked.insert(n);
-            }
-            // A request caught inside the failed broker's log is answered
-            // as one arriving after it halted: retriable.
-            Err(e) => assert!(e.is_retriable(), "record {n}: {e}"),
-        }
-    }
+    // A request caught inside the failed broker's log is answered as one
+    // arriving after it halted: retriable (checked by `finish`).
+    let acked = sends.finish();
     assert!(acked.len() >= 600, "{} acknowledged", acked.len());
     consume_all(&cluster, &acked);
     cluster.close().unwrap();

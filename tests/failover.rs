@@ -333,73 +333,22 @@ fn the_fault_api_refuses_bad_targets_with_typed_errors() {
 
 #[test]
 fn sends_racing_a_leader_crash_succeed_or_fail_retriably_and_nothing_acked_is_lost() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::mpsc;
-
     let dir = tempfile::tempdir().unwrap();
     let cluster = Cluster::open(dir.path(), builder().build().unwrap()).unwrap();
     create(&cluster, 3);
     create_offsets_topic(&cluster);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel();
-    let sender = {
-        let (cluster, stop) = (cluster.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let producer = acks_all(&cluster);
-            let mut n = 0u64;
-            // Sends without waiting while the faults happen; every outcome
-            // goes to the test thread.
-            while !stop.load(Ordering::Acquire) {
-                let tx = tx.clone();
-                let text = n.to_string();
-                producer
-                    .send_with_callback(
-                        ProducerRecord::new(TOPIC, &text).with_key(text),
-                        move |result| {
-                            let _ = tx.send((n, result.map(drop)));
-                        },
-                    )
-                    .unwrap();
-                n += 1;
-                if n.is_multiple_of(100) {
-                    producer.flush().unwrap();
-                }
-            }
-            producer.close().unwrap();
-            n
-        })
-    };
-    // Let some records through, then crash partition 0's leader.
-    let mut outcomes = Vec::new();
-    while outcomes.len() < 300 {
-        outcomes.push(rx.recv_timeout(GUARD).expect("records are acknowledged"));
-    }
+    // Sends without waiting while the faults happen; every outcome goes
+    // to the test thread. Some records go through, then partition 0's
+    // leader crashes.
+    let mut sends = BackgroundSends::start(&cluster);
+    sends.await_more(300, "records are acknowledged");
     let crashed = leader(&cluster, 0);
     cluster.crash_broker(crashed).unwrap();
     assert!(cluster.wait_until(GUARD, |c| c.is_broker_fenced(crashed)));
-    let moved_on = outcomes.len() + 300;
-    while outcomes.len() < moved_on {
-        outcomes.push(
-            rx.recv_timeout(GUARD)
-                .expect("sends go on after the failover"),
-        );
-    }
+    sends.await_more(300, "sends go on after the failover");
     cluster.restart_broker(crashed).unwrap();
     assert!(cluster.wait_until(GUARD, isr_complete));
-    stop.store(true, Ordering::Release);
-    let sent = sender.join().unwrap();
-    outcomes.extend(rx.iter());
-    assert_eq!(outcomes.len() as u64, sent, "every send completed");
-
-    let mut acked = BTreeSet::new();
-    for (n, outcome) in outcomes {
-        match outcome {
-            Ok(()) => {
-                acked.insert(n);
-            }
-            Err(e) => assert!(e.is_retriable(), "record {n}: {e}"),
-        }
-    }
+    let acked = sends.finish();
     assert!(!acked.is_empty());
     consume_all(&cluster, &acked);
     cluster.close().unwrap();

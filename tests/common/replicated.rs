@@ -133,3 +133,81 @@ pub(crate) fn assert_replicas_identical(root: &Path, partitions: u32) {
         assert_eq!(files[0], files[2], "partition {p}: brokers 0 and 2 differ");
     }
 }
+
+/// A thread sending numbered records (key and value: the number) to
+/// [`TOPIC`] with `acks=all`, without waiting, every outcome reported to
+/// the test thread.
+pub(crate) struct BackgroundSends {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    outcomes: std::sync::mpsc::Receiver<(u64, logbus::Result<()>)>,
+    sender: std::thread::JoinHandle<u64>,
+    /// The outcomes received so far, in arrival order.
+    pub(crate) received: Vec<(u64, logbus::Result<()>)>,
+}
+
+impl BackgroundSends {
+    pub(crate) fn start(cluster: &Cluster) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (tx, outcomes) = std::sync::mpsc::channel();
+        let sender = {
+            let (cluster, stop) = (cluster.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let producer = acks_all(&cluster);
+                let mut n = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    let tx = tx.clone();
+                    let text = n.to_string();
+                    producer
+                        .send_with_callback(
+                            logbus::ProducerRecord::new(TOPIC, &text).with_key(text),
+                            move |result| {
+                                let _ = tx.send((n, result.map(drop)));
+                            },
+                        )
+                        .unwrap();
+                    n += 1;
+                    if n.is_multiple_of(100) {
+                        producer.flush().unwrap();
+                    }
+                }
+                producer.close().unwrap();
+                n
+            })
+        };
+        BackgroundSends {
+            stop,
+            outcomes,
+            sender,
+            received: Vec::new(),
+        }
+    }
+
+    /// Waits for `count` more outcomes (`why` names what is awaited).
+    pub(crate) fn await_more(&mut self, count: usize, why: &str) {
+        let target = self.received.len() + count;
+        while self.received.len() < target {
+            let outcome = self.outcomes.recv_timeout(GUARD).expect(why);
+            self.received.push(outcome);
+        }
+    }
+
+    /// Stops the thread and returns the acknowledged numbers, after
+    /// checking that every send completed and every failure is retriable.
+    pub(crate) fn finish(mut self) -> BTreeSet<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let sent = self.sender.join().unwrap();
+        self.received.extend(self.outcomes.iter());
+        assert_eq!(self.received.len() as u64, sent, "every send completed");
+        let mut acked = BTreeSet::new();
+        for (n, outcome) in self.received {
+            match outcome {
+                Ok(()) => {
+                    acked.insert(n);
+                }
+                Err(e) => assert!(e.is_retriable(), "record {n}: {e}"),
+            }
+        }
+        acked
+    }
+}
