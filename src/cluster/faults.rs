@@ -1,8 +1,7 @@
 //! The fault API: stop, crash and restart brokers, fail a broker's disk,
 //! pause or slow down a follower's fetching, cut a broker off from the
-//! controller — so
-//! that users can test their own failover in one process — and the
-//! replication counters ([`ReplicationStats`]).
+//! controller — so that users can test their own failover in one process
+//! — and the replication counters ([`ReplicationStats`]).
 //!
 //! A broker's slot in `ClusterInner::brokers` holds its running
 //! incarnation (`Arc<Broker>`) or nothing. Stopping or crashing takes the
@@ -305,11 +304,11 @@ impl Cluster {
     /// stays as a crash leaves it (its unsynced data is gone only after a
     /// `FaultyStorage::power_loss` of its own storage).
     ///
-    /// Requests that reached the broker just before the failure can end
-    /// with that [`Error::Io`] or with [`Error::Fenced`], which are not
-    /// [`Error::is_retriable`] (Kafka answers `KAFKA_STORAGE_ERROR`, which
-    /// is); nothing they carried was acknowledged, and a resend goes to
-    /// the new leader. [`Cluster::restart_broker`] brings the broker back
+    /// A request caught inside the broker's log when its disk fails gets
+    /// the retriable [`Error::NotLeaderOrFollower`] too (Kafka answers the
+    /// retriable `KAFKA_STORAGE_ERROR`); nothing it carried was
+    /// acknowledged, and a resend goes to the new leader.
+    /// [`Cluster::restart_broker`] brings the broker back
     /// with its directory as it was (a disk replaced with its contents):
     /// recovery judges what reached it.
     ///
@@ -339,8 +338,8 @@ impl Cluster {
         self.inner.fail_disk(id)
     }
 
-    /// Restarts broker `id` after a stop, crash or disk failure: its directory is
-    /// reopened (recovery runs as at [`Cluster::open`]), every partition the
+    /// Restarts broker `id` after a stop, crash or disk failure: its
+    /// directory is reopened (recovery runs as at [`Cluster::open`]), every partition the
     /// controller places on it is hosted — as a follower of the current
     /// leader, or as leader where the controller elects it (a partition
     /// left without a live in-sync replica, or, with
@@ -411,15 +410,15 @@ impl Cluster {
     }
 
     /// Whether the controller has fenced broker `id` (stopped, crashed,
-    /// its disk failed, or cut off past its session). `false` for an unknown broker.
+    /// its disk failed, or cut off past its session). `false` for an
+    /// unknown broker.
     #[must_use]
     pub fn is_broker_fenced(&self, id: u32) -> bool {
         self.inner.is_broker_fenced(id)
     }
 
     /// Whether broker `id` runs (not stopped, crashed or halted by a disk
-    /// failure). `false` for an
-    /// unknown broker.
+    /// failure). `false` for an unknown broker.
     #[must_use]
     pub fn is_broker_running(&self, id: u32) -> bool {
         self.inner.running_broker(id).is_some()
