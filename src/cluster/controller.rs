@@ -883,11 +883,7 @@ impl ClusterInner {
     /// [`Error::InvalidArgument`] for an unknown broker; those of
     /// [`ClusterInner::liveness_tick`].
     pub(crate) fn mark_broker_stopped(&self, id: u32) -> Result<()> {
-        self.controller
-            .lock()
-            .liveness
-            .set_run_state(id, RunState::Stopped)?;
-        self.liveness_tick().map(drop)
+        self.fence_now(id, RunState::Stopped)
     }
 
     /// Broker `id`'s disk failed: as a stopped broker, it is fenced (its
@@ -896,10 +892,13 @@ impl ClusterInner {
     /// # Errors
     /// As [`ClusterInner::mark_broker_stopped`].
     pub(crate) fn mark_broker_disk_failed(&self, id: u32) -> Result<()> {
-        self.controller
-            .lock()
-            .liveness
-            .set_run_state(id, RunState::DiskFailed)?;
+        self.fence_now(id, RunState::DiskFailed)
+    }
+
+    /// Puts broker `id` in a run state the controller fences at once, and
+    /// runs the liveness step that fences it.
+    fn fence_now(&self, id: u32, state: RunState) -> Result<()> {
+        self.controller.lock().liveness.set_run_state(id, state)?;
         self.liveness_tick().map(drop)
     }
 

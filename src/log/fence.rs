@@ -172,7 +172,6 @@ pub(crate) fn finish(log: &Log, synced: Option<u64>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::{CorruptionKind, Error};
     use crate::storage::StdStorage;
 
     #[test]
@@ -184,22 +183,11 @@ mod tests {
             write_marker(&storage, dir.path(), offset);
             assert_eq!(read_marker(&storage, dir.path()).unwrap(), Some(offset));
         }
-        // (Every single-byte change and truncation: `marker`'s tests.)
+        // (Damage in general: `marker`'s tests. Here: the message says
+        // which marker.)
         std::fs::write(marker_path(dir.path()), b"fenced-offset v1 7 00000000\n").unwrap();
         let err = read_marker(&storage, dir.path()).unwrap_err();
-        assert!(
-            matches!(
-                &err,
-                Error::Corrupt {
-                    kind: CorruptionKind::Checkpoint(_),
-                    ..
-                }
-            ),
-            "{err}"
-        );
         assert!(err.to_string().contains("fenced-offset"), "{err}");
-        std::fs::write(marker_path(dir.path()), vec![b'1'; 300]).unwrap();
-        assert!(read_marker(&storage, dir.path()).is_err());
     }
 
     #[test]

@@ -74,6 +74,35 @@ fn parse(bytes: &[u8], tag: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::StdStorage;
+
+    /// A marker file with a bad CRC, or too long, refuses the read as
+    /// corruption naming what the marker means; none is `None`.
+    #[test]
+    fn a_damaged_marker_file_is_corruption_and_a_missing_one_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m");
+        let storage = StdStorage::new();
+        let read = || read(&storage, &path, "t v1", "what it means");
+        assert_eq!(read().unwrap(), None);
+        write(&storage, &path, "t v1", 9).unwrap();
+        assert_eq!(read().unwrap(), Some(9));
+        std::fs::write(&path, b"t v1 7 00000000\n").unwrap();
+        let err = read().unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::Corrupt {
+                    kind: CorruptionKind::Checkpoint(_),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("what it means"), "{err}");
+        std::fs::write(&path, vec![b'1'; 300]).unwrap();
+        assert!(read().is_err());
+    }
 
     #[test]
     fn a_marker_reads_back_and_any_damage_is_refused() {

@@ -2,7 +2,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
-use crate::error::{CorruptionKind, Error};
+use crate::error::Error;
 use crate::format::{self, BatchBuilder};
 use crate::storage::{FaultKind, FaultOp, FaultyStorage, StdStorage};
 use crate::{Compression, Log, LogConfig};
@@ -16,22 +16,11 @@ fn markers_round_trip_and_damage_is_told_from_absence() {
         write_marker(&storage, dir.path(), offset).unwrap();
         assert_eq!(pending(&storage, dir.path()).unwrap(), Some(offset));
     }
-    // (Every single-byte change and truncation: `marker`'s tests.)
+    // (Damage in general: `marker`'s tests. Here: the message says which
+    // marker.)
     std::fs::write(marker_path(dir.path()), b"restart-offset v1 7 00000000\n").unwrap();
     let err = pending(&storage, dir.path()).unwrap_err();
-    assert!(
-        matches!(
-            &err,
-            Error::Corrupt {
-                kind: CorruptionKind::Checkpoint(_),
-                ..
-            }
-        ),
-        "{err}"
-    );
     assert!(err.to_string().contains("restart-offset"), "{err}");
-    std::fs::write(marker_path(dir.path()), vec![b'1'; 300]).unwrap();
-    assert!(pending(&storage, dir.path()).is_err());
     std::fs::write(temp_path(dir.path()), b"half").unwrap();
     assert!(has_temp(&storage, dir.path()));
     remove_marker(&storage, dir.path()).unwrap();
