@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::log::epoch::LeaderEpochCache;
-use crate::log::{EpochFile, Log, LogInner, LogState, restart, worker::Job};
+use crate::log::{EpochFile, Log, LogInner, LogState, producer_state, restart, worker::Job};
 use crate::storage::segment::Segment;
 
 /// Which rules [`LogInner::delete_segments`] applies.
@@ -225,6 +225,9 @@ impl LogInner {
         state.epochs_follow_start();
         state.dir_dirty = true;
         self.durability.truncate(state.log_end_offset);
+        // The cut batches' producers forget them: rebuilt from the batches
+        // kept (no snapshots yet, so from the first segment).
+        state.producers = producer_state::rebuild(&state.segments, state.log_start_offset)?;
         Ok(state.log_end_offset)
     }
 
@@ -253,6 +256,7 @@ impl LogInner {
         state.log_end_offset = offset;
         state.cleaner_checkpoint = offset;
         state.epochs = LeaderEpochCache::default();
+        state.producers.truncate_fully_and_start_at(offset);
         self.durability.restart_at(offset);
         for paths in deleted {
             self.schedule(Job::RemoveFiles(paths));
