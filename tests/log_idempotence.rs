@@ -5,9 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use logbus::format::{BatchBuilder, Batches};
-use logbus::{Compression, Error, FormatError, Log, LogConfig, Result};
+use logbus::{Compression, Error, FormatError, Log, LogConfig, ManualClock, Result, TimestampType};
 use proptest::prelude::*;
 
 /// A batch of producer `pid` at `epoch` whose records carry the sequences
@@ -104,6 +105,30 @@ fn a_retried_batch_is_stored_once_and_answered_with_its_offsets() -> Result<()> 
     assert_eq!((c.first_offset(), c.is_duplicate()), (5, false));
     let values: Vec<String> = records(&log)?.into_iter().map(|(_, v)| v).collect();
     assert_eq!(values, ["7/0", "7/1", "7/2", "7/3", "7/4", "7/5"]);
+    log.close()
+}
+
+#[test]
+fn a_retry_under_log_append_time_gets_the_original_time() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(50_000);
+    let log = Log::builder(dir.path())
+        .config(
+            LogConfig::builder()
+                .timestamp_type(TimestampType::LogAppendTime)
+                .build()?,
+        )
+        .clock(Arc::new(clock.clone()))
+        .open()?;
+    let first = log.append(&mut pbatch(1, 0, 0, 2), 0)?;
+    assert_eq!(first.log_append_time(), Some(50_000));
+    clock.advance_ms(7_000);
+    let retry = log.append(&mut pbatch(1, 0, 0, 2), 0)?;
+    assert!(retry.is_duplicate());
+    assert_eq!(
+        (retry.log_append_time(), retry.max_timestamp()),
+        (Some(50_000), 50_000)
+    );
     log.close()
 }
 
