@@ -105,12 +105,29 @@ impl Log {
     /// written, as Kafka does. A negative epoch (no epoch) is stamped but
     /// not recorded.
     ///
+    /// A data batch with a producer id (>= 0: an idempotent producer's) is
+    /// checked against what the log knows of that producer, as Kafka's
+    /// broker does: its epoch may not be older than the producer's, and
+    /// its first sequence must follow the producer's last one (0 in a new
+    /// epoch or for a producer the log has no state for). A retry of one of
+    /// the producer's last five batches (same epoch, same first and last
+    /// sequence) is not written again: the append succeeds with the
+    /// original batch's offsets and [`AppendInfo::is_duplicate`]. The
+    /// batches of one append are checked together (each against the state
+    /// the ones before it leave) and stored all or none. Batches without a
+    /// producer id are not checked, and control batches not yet.
+    ///
     /// # Errors
     /// [`Error::InvalidBatch`] for a malformed batch (bad CRC, structure or
-    /// records), [`Error::RecordTooLarge`] for a batch over
+    /// records, or a producer id without a base sequence),
+    /// [`Error::RecordTooLarge`] for a batch over
     /// `max.message.bytes` or an append over `segment.bytes`,
     /// [`Error::InvalidArgument`] for a `leader_epoch` below the newest
-    /// epoch that wrote to the log; in these cases nothing was stored.
+    /// epoch that wrote to the log, or an append mixing retried batches
+    /// with new ones; [`Error::OutOfOrderSequence`],
+    /// [`Error::InvalidProducerEpoch`], [`Error::UnknownProducerId`] and
+    /// [`Error::InvalidTxnState`] for a producer's batch its state refuses;
+    /// in these cases nothing was stored.
     /// [`Error::Fenced`] after an earlier I/O failure; [`Error::Io`] if a
     /// write or fsync fails, the leader epoch file's included (which fences
     /// the log).
@@ -224,7 +241,9 @@ impl Log {
     /// Each batch's `partitionLeaderEpoch` goes into the log's leader epoch
     /// cache as Kafka's follower does it (see [`Log::append`]): a new epoch
     /// is recorded at its first batch's base offset, the file rewritten
-    /// before the batches are written.
+    /// before the batches are written. Producers' batches update the log's
+    /// producer state without being checked (the leader checked them), so
+    /// a follower that becomes leader recognises the producers' retries.
     ///
     /// # Errors
     /// As [`Log::append`], plus [`Error::OffsetsOutOfOrder`] when the first
