@@ -469,3 +469,46 @@ proptest! {
         log.close()?;
     }
 }
+
+#[test]
+fn a_retry_to_a_new_leader_is_still_a_duplicate() -> Result<()> {
+    use logbus::{Cluster, ClusterConfig, NewTopic};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = || ClusterConfig::builder().brokers(3).build();
+    let cluster = Cluster::open(dir.path(), config()?)?;
+    let topic = cluster.create_topic(NewTopic::new("t", 1).replication_factor(3))?;
+    let partition = topic.partition(0)?;
+    // Acknowledged as acks=all: every replica holds both batches.
+    partition.append(&mut pbatch(21, 0, 0, 2))?;
+    let last = partition.append(&mut pbatch(21, 0, 2, 3))?;
+    let leader = cluster.describe_topic("t")?.partitions[0]
+        .leader
+        .expect("a leader");
+    cluster.stop_broker(leader)?;
+    let now = cluster.describe_topic("t")?.partitions[0].leader;
+    assert!(now.is_some() && now != Some(leader), "{now:?}");
+
+    // The producer never saw the answer and retries at the new leader.
+    let retry = partition.append(&mut pbatch(21, 0, 2, 3))?;
+    assert!(retry.is_duplicate());
+    assert_eq!(
+        (retry.first_offset(), retry.last_offset()),
+        (last.first_offset(), last.last_offset())
+    );
+    let err = partition
+        .append(&mut pbatch(21, 0, 9, 1))
+        .expect_err("a gap");
+    assert!(matches!(err, Error::OutOfOrderSequence { .. }), "{err:?}");
+    assert_eq!(
+        partition.append(&mut pbatch(21, 0, 5, 1))?.first_offset(),
+        5
+    );
+    cluster.close()?;
+
+    // And after the whole cluster reopens.
+    let cluster = Cluster::open(dir.path(), config()?)?;
+    let partition = cluster.topic("t")?.partition(0)?;
+    assert!(partition.append(&mut pbatch(21, 0, 5, 1))?.is_duplicate());
+    assert_eq!(partition.log_end_offset()?, 6);
+    cluster.close()
+}
