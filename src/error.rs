@@ -442,6 +442,65 @@ pub enum Error {
         group: String,
     },
 
+    /// An idempotent producer's batch does not follow the producer's last
+    /// batch in this partition: its first sequence is not the last one
+    /// plus 1 (or 0 in a new epoch), so an earlier batch is missing.
+    /// Nothing was stored. Kafka's `OUT_OF_ORDER_SEQUENCE_NUMBER`
+    /// (`OutOfOrderSequenceException`): not retriable as such (the same
+    /// batch fails again); the idempotent producer recovers by bumping its
+    /// epoch and resending from sequence 0 (KIP-360).
+    #[error("producer {producer_id}: sequence {sequence} is out of order (expected {expected})")]
+    OutOfOrderSequence {
+        /// The producer id.
+        producer_id: i64,
+        /// The batch's first sequence.
+        sequence: i32,
+        /// The first sequence that would have been in order.
+        expected: i32,
+    },
+
+    /// An idempotent producer's batch carries an epoch older than the
+    /// producer's current one in this partition: a newer instance (or a
+    /// bumped epoch) of the same producer id wrote since. Nothing was
+    /// stored. Kafka's `INVALID_PRODUCER_EPOCH`: fatal for the batch, not
+    /// retriable.
+    #[error("producer {producer_id}: epoch {epoch} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        /// The producer id.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The producer's current epoch in the partition.
+        current: i16,
+    },
+
+    /// The partition has no state for this idempotent producer (new, or
+    /// its state expired or was removed) and its batch does not start at
+    /// sequence 0, so its earlier batches may be missing. Nothing was
+    /// stored. Kafka's `UNKNOWN_PRODUCER_ID`
+    /// (`UnknownProducerIdException`; logbus is stricter than Kafka, which
+    /// accepts any sequence there): not retriable as such; the idempotent
+    /// producer bumps its epoch and resends from sequence 0 (KIP-360).
+    #[error(
+        "producer {producer_id} is unknown to the partition and its batch starts at sequence \
+         {sequence}, not 0"
+    )]
+    UnknownProducerId {
+        /// The producer id.
+        producer_id: i64,
+        /// The batch's first sequence.
+        sequence: i32,
+    },
+
+    /// A producer's batch does not fit its transaction state (a
+    /// non-transactional batch while its transaction is open). Nothing was
+    /// stored. Kafka's `INVALID_TXN_STATE`: not retriable.
+    #[error("producer {producer_id}: the batch does not fit its transaction state")]
+    InvalidTxnState {
+        /// The producer id.
+        producer_id: i64,
+    },
+
     /// An argument is invalid (a negative timestamp, a partition the
     /// consumer is not assigned, a record over `max.request.size`, ...).
     /// The message names it. Nothing was changed.
@@ -467,8 +526,10 @@ impl Error {
     /// [`Error::NotEnoughReplicas`], [`Error::NotEnoughReplicasAfterAppend`]
     /// and [`Error::CoordinatorNotAvailable`].
     /// I/O errors, corruption, bad input, unknown topics (logbus's metadata
-    /// is never stale, unlike a Kafka client's) and fencing are not
-    /// retriable.
+    /// is never stale, unlike a Kafka client's), fencing and the idempotent
+    /// producer's refusals ([`Error::OutOfOrderSequence`],
+    /// [`Error::InvalidProducerEpoch`], [`Error::UnknownProducerId`],
+    /// [`Error::InvalidTxnState`]) are not retriable.
     #[must_use]
     pub fn is_retriable(&self) -> bool {
         matches!(
@@ -678,6 +739,34 @@ impl Error {
                 partition: *partition,
                 offset: *offset,
                 cause: cause.clone(),
+            },
+            Error::OutOfOrderSequence {
+                producer_id,
+                sequence,
+                expected,
+            } => Error::OutOfOrderSequence {
+                producer_id: *producer_id,
+                sequence: *sequence,
+                expected: *expected,
+            },
+            Error::InvalidProducerEpoch {
+                producer_id,
+                epoch,
+                current,
+            } => Error::InvalidProducerEpoch {
+                producer_id: *producer_id,
+                epoch: *epoch,
+                current: *current,
+            },
+            Error::UnknownProducerId {
+                producer_id,
+                sequence,
+            } => Error::UnknownProducerId {
+                producer_id: *producer_id,
+                sequence: *sequence,
+            },
+            Error::InvalidTxnState { producer_id } => Error::InvalidTxnState {
+                producer_id: *producer_id,
             },
             Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
             Error::IllegalState(m) => Error::IllegalState(m.clone()),

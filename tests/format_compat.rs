@@ -269,11 +269,23 @@ fn kafka_python_batches_append_to_a_log() -> TestResult {
         // cover either field).
         let dir = tempfile::tempdir()?;
         let log = Log::builder(dir.path()).open()?;
+        // The leader checks an idempotent producer's sequences: a fixture
+        // batch of a producer continues the filler, which the follower path
+        // stores unchecked.
         let mut filler = BatchBuilder::new(Compression::None);
+        if let Some(first) = expected.iter().find(|b| b.producer_id >= 0)
+            && first.base_sequence >= 3
+        {
+            filler = filler.producer(
+                first.producer_id,
+                first.producer_epoch,
+                first.base_sequence - 3,
+            );
+        }
         for i in 0..3 {
             filler.append(i, None, Some(b"filler"), &[]);
         }
-        log.append(&mut filler.build()?.to_vec(), 0)?;
+        log.append_as_follower(&filler.build()?)?;
         let mut appended = bytes.clone();
         let info = log.append(&mut appended, 9)?;
         assert_eq!((info.first_offset(), info.last_offset()), (3, records + 2));

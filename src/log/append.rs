@@ -3,6 +3,7 @@
 
 use crate::error::{Error, FormatError, Result};
 use crate::format::{self, BatchHeader};
+use crate::log::producer_state::{self, BatchMetadata, DataBatch, ProducerOrigin};
 use crate::log::{Log, LogInner, LogState, worker::Job};
 use crate::storage::segment::{BatchMeta, Segment, SegmentLimits};
 use crate::types::TimestampType;
@@ -18,6 +19,7 @@ pub struct AppendInfo {
     bytes: u64,
     segment_base_offset: u64,
     position: u64,
+    duplicate: bool,
 }
 
 impl AppendInfo {
@@ -63,6 +65,18 @@ impl AppendInfo {
     pub fn position(&self) -> u64 {
         self.position
     }
+    /// Whether the append was a retry of batches the log already holds (an
+    /// idempotent producer's batches with the same producer id, epoch and
+    /// sequences as one of its last five): nothing was written, and the
+    /// offsets, timestamps and record count are the original batches'
+    /// (Kafka answers such a retry with success and the original base
+    /// offset). [`bytes`](Self::bytes) is 0 then; the segment and position
+    /// are the original first batch's while it is stored, else the log
+    /// end's.
+    #[must_use]
+    pub fn is_duplicate(&self) -> bool {
+        self.duplicate
+    }
 }
 
 /// Records in the checked batches.
@@ -91,12 +105,29 @@ impl Log {
     /// written, as Kafka does. A negative epoch (no epoch) is stamped but
     /// not recorded.
     ///
+    /// A data batch with a producer id (>= 0: an idempotent producer's) is
+    /// checked against what the log knows of that producer, as Kafka's
+    /// broker does: its epoch may not be older than the producer's, and
+    /// its first sequence must follow the producer's last one (0 in a new
+    /// epoch or for a producer the log has no state for). A retry of one of
+    /// the producer's last five batches (same epoch, same first and last
+    /// sequence) is not written again: the append succeeds with the
+    /// original batch's offsets and [`AppendInfo::is_duplicate`]. The
+    /// batches of one append are checked together (each against the state
+    /// the ones before it leave) and stored all or none. Batches without a
+    /// producer id are not checked, and control batches not yet.
+    ///
     /// # Errors
     /// [`Error::InvalidBatch`] for a malformed batch (bad CRC, structure or
-    /// records), [`Error::RecordTooLarge`] for a batch over
+    /// records, or a producer id without a base sequence),
+    /// [`Error::RecordTooLarge`] for a batch over
     /// `max.message.bytes` or an append over `segment.bytes`,
     /// [`Error::InvalidArgument`] for a `leader_epoch` below the newest
-    /// epoch that wrote to the log; in these cases nothing was stored.
+    /// epoch that wrote to the log, or an append mixing retried batches
+    /// with new ones; [`Error::OutOfOrderSequence`],
+    /// [`Error::InvalidProducerEpoch`], [`Error::UnknownProducerId`] and
+    /// [`Error::InvalidTxnState`] for a producer's batch its state refuses;
+    /// in these cases nothing was stored.
     /// [`Error::Fenced`] after an earlier I/O failure; [`Error::Io`] if a
     /// write or fsync fails, the leader epoch file's included (which fences
     /// the log).
@@ -136,12 +167,26 @@ impl Log {
                      a leader of an older epoch must not append"
                 )));
             }
-            let first = state.log_end_offset;
-            self.inner
-                .assign_epochs(&mut state, std::iter::once((leader_epoch, first)))?;
             let now = self.inner.clock.now_ms();
             let append_time =
                 (self.inner.config.timestamp_type() == TimestampType::LogAppendTime).then_some(now);
+            // Producer state first: a refused batch or a retry changes
+            // nothing, the leader epoch file included.
+            let producer_batches =
+                match check_producers(&state, checked, state.log_end_offset, append_time)? {
+                    ProducerCheck::Fresh(batches) => batches,
+                    ProducerCheck::Duplicate { first, last } => {
+                        let info =
+                            self.inner
+                                .duplicate_info(&state, checked, first, last, append_time);
+                        drop(state);
+                        self.inner.after_append(info.last_offset + 1)?;
+                        return Ok(info);
+                    }
+                };
+            let first = state.log_end_offset;
+            self.inner
+                .assign_epochs(&mut state, std::iter::once((leader_epoch, first)))?;
             let mut next = state.log_end_offset;
             let mut metas = Vec::with_capacity(checked.len());
             let mut max_timestamp = format::NO_TIMESTAMP;
@@ -171,6 +216,9 @@ impl Log {
             let (segment_base_offset, position) =
                 self.inner
                     .append_locked(&mut state, batches, &metas, first_offset, now)?;
+            for batch in &producer_batches {
+                state.producers.apply_data(batch);
+            }
             AppendInfo {
                 first_offset,
                 last_offset: next - 1,
@@ -180,6 +228,7 @@ impl Log {
                 bytes: batches.len() as u64,
                 segment_base_offset,
                 position,
+                duplicate: false,
             }
         };
         self.inner.after_append(info.last_offset + 1)?;
@@ -192,7 +241,9 @@ impl Log {
     /// Each batch's `partitionLeaderEpoch` goes into the log's leader epoch
     /// cache as Kafka's follower does it (see [`Log::append`]): a new epoch
     /// is recorded at its first batch's base offset, the file rewritten
-    /// before the batches are written.
+    /// before the batches are written. Producers' batches update the log's
+    /// producer state without being checked (the leader checked them), so
+    /// a follower that becomes leader recognises the producers' retries.
     ///
     /// # Errors
     /// As [`Log::append`], plus [`Error::OffsetsOutOfOrder`] when the first
@@ -244,6 +295,18 @@ impl Log {
             let (segment_base_offset, position) =
                 self.inner
                     .append_locked(&mut state, batches, &metas, first_offset, now)?;
+            // The leader checked the producers' batches: applied unchecked
+            // (`ProducerOrigin::Replication`).
+            for batch in &checked {
+                let header = &batch.header;
+                if let Some(data) = producer_state::data_batch(
+                    header,
+                    header.base_offset as u64,
+                    header.max_timestamp,
+                ) {
+                    state.producers.apply_data(&data);
+                }
+            }
             AppendInfo {
                 first_offset,
                 last_offset: expected as u64 - 1,
@@ -253,11 +316,98 @@ impl Log {
                 bytes: batches.len() as u64,
                 segment_base_offset,
                 position,
+                duplicate: false,
             }
         };
         self.inner.after_append(info.last_offset + 1)?;
         Ok(info)
     }
+}
+
+/// What the producer state says about a leader append.
+enum ProducerCheck {
+    /// New batches: the producers' ones (possibly none), to apply once
+    /// written.
+    Fresh(Vec<DataBatch>),
+    /// Every batch repeats one the log holds: the originals of the first
+    /// and the last.
+    Duplicate {
+        first: BatchMetadata,
+        last: BatchMetadata,
+    },
+}
+
+/// Checks the producers' batches of a leader append whose first offset
+/// will be `first_offset`, each against the state the ones before it leave
+/// (a working copy when there are several), before anything is written.
+///
+/// # Errors
+/// The producer state's refusals ([`Error::OutOfOrderSequence`],
+/// [`Error::InvalidProducerEpoch`], [`Error::UnknownProducerId`],
+/// [`Error::InvalidTxnState`]); [`Error::InvalidBatch`] for a producer's
+/// data batch without a sequence; [`Error::InvalidArgument`] for an append
+/// mixing retried batches with others.
+fn check_producers(
+    state: &LogState,
+    checked: &[Checked],
+    first_offset: u64,
+    append_time: Option<i64>,
+) -> Result<ProducerCheck> {
+    let mut batches = Vec::new();
+    let mut next = first_offset;
+    for batch in checked {
+        let header = &batch.header;
+        if header.producer_id >= 0 && !header.is_control() && header.base_sequence < 0 {
+            return Err(Error::InvalidBatch(FormatError::InvalidRecord(
+                "a batch with a producer id must carry a base sequence (>= 0)",
+            )));
+        }
+        let max_timestamp = append_time.unwrap_or(header.max_timestamp);
+        if let Some(data) = producer_state::data_batch(header, next, max_timestamp) {
+            batches.push(data);
+        }
+        next += header.last_offset_delta as u64 + 1;
+    }
+    if let [only] = batches.as_slice() {
+        if let Some(original) = state.producers.find_duplicate(only) {
+            if checked.len() > 1 {
+                return Err(mixed_retry());
+            }
+            return Ok(ProducerCheck::Duplicate {
+                first: original,
+                last: original,
+            });
+        }
+        state.producers.check_data(only, ProducerOrigin::Client)?;
+        return Ok(ProducerCheck::Fresh(batches));
+    }
+    if batches.is_empty() {
+        return Ok(ProducerCheck::Fresh(batches));
+    }
+    let mut working = state.producers.clone();
+    let mut originals = Vec::new();
+    for batch in &batches {
+        if let Some(original) = working.find_duplicate(batch) {
+            originals.push(original);
+        } else {
+            working.check_data(batch, ProducerOrigin::Client)?;
+            working.apply_data(batch);
+        }
+    }
+    match (originals.first(), originals.last()) {
+        (None, _) | (_, None) => Ok(ProducerCheck::Fresh(batches)),
+        (Some(&first), Some(&last)) if originals.len() == checked.len() => {
+            Ok(ProducerCheck::Duplicate { first, last })
+        }
+        _ => Err(mixed_retry()),
+    }
+}
+
+fn mixed_retry() -> Error {
+    Error::InvalidArgument(
+        "an append mixes retried producer batches with new ones: send a retry on its own"
+            .to_owned(),
+    )
 }
 
 /// Checks every batch in `buf` (structure, and with `full` also the CRC and
@@ -322,6 +472,37 @@ fn require_keys(batch: &[u8], header: &BatchHeader) -> Result<()> {
 }
 
 impl LogInner {
+    /// The answer to a retry: the original batches' offsets, found where
+    /// they are stored.
+    fn duplicate_info(
+        &self,
+        state: &LogState,
+        checked: &[Checked],
+        first: BatchMetadata,
+        last: BatchMetadata,
+        append_time: Option<i64>,
+    ) -> AppendInfo {
+        let stored = (first.first_offset >= state.log_start_offset)
+            .then(|| &state.segments[state.segment_index_for(first.first_offset)])
+            .and_then(|segment| {
+                let found = segment.find_batch(first.first_offset).ok().flatten()?;
+                Some((segment.base_offset(), found.0))
+            });
+        let (segment_base_offset, position) =
+            stored.unwrap_or_else(|| (state.active().base_offset(), state.active().size()));
+        AppendInfo {
+            first_offset: first.first_offset,
+            last_offset: last.last_offset,
+            max_timestamp: first.max_timestamp.max(last.max_timestamp),
+            log_append_time: append_time.map(|_| last.max_timestamp),
+            records: record_count(checked),
+            bytes: 0,
+            segment_base_offset,
+            position,
+            duplicate: true,
+        }
+    }
+
     /// Writes validated batches with known offsets to the active segment,
     /// rolling first if they do not fit, and advances the log end offset.
     /// Returns the segment's base offset and the position written at. Any

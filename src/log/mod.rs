@@ -21,13 +21,6 @@ pub(crate) mod epoch;
 mod fence;
 mod marker;
 mod open;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the state lands before the idempotent producer that uses it"
-    )
-)]
 pub(crate) mod producer_state;
 mod read;
 mod restart;
@@ -160,6 +153,9 @@ pub(crate) struct LogState {
     epochs: epoch::LeaderEpochCache,
     /// Whether `epochs` is in its file (`leader-epoch-checkpoint`).
     epoch_file: EpochFile,
+    /// What each idempotent producer last wrote (its epoch and last
+    /// batches), checked and updated by appends.
+    producers: producer_state::ProducerStateManager,
 }
 
 /// How the leader epoch file stands against the cache in memory.

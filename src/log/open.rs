@@ -42,7 +42,8 @@ use crate::error::{CorruptionKind, Error, Result};
 use crate::format::header::{OffsetOrder, out_of_sequence};
 use crate::log::durability::Durability;
 use crate::log::{
-    EpochFile, Log, LogBuilder, LogInner, LogScheduler, LogState, epoch, fence, restart,
+    EpochFile, Log, LogBuilder, LogInner, LogScheduler, LogState, epoch, fence, producer_state,
+    restart,
 };
 use crate::storage::probe::{Counters, Damage, SegmentProbe, Tail};
 use crate::storage::segment::{
@@ -335,6 +336,8 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         log_end_offset,
     )?;
     report.leader_epochs_rebuilt = rebuilt;
+    // No producer snapshots yet: every batch header is read again.
+    let producers = producer_state::rebuild(&segments, log_start_offset)?;
 
     let (scheduler, private) = match scheduler {
         Some(shared) => (shared, None),
@@ -367,6 +370,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
             generation: 0,
             epochs,
             epoch_file: EpochFile::Written,
+            producers,
         }),
         fenced: AtomicBool::new(false),
         durability: Durability::new(durable, log_end_offset),

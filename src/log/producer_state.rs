@@ -52,6 +52,13 @@ pub(crate) enum ProducerOrigin {
     /// A producer: epochs, sequences and transaction state are checked.
     Client,
     /// A coordinator writing markers or its own records: epochs only.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the log uses it once transactions (markers) or producer snapshots land"
+        )
+    )]
     Coordinator,
     /// A follower copying the leader's batches: nothing is checked.
     Replication,
@@ -235,16 +242,37 @@ impl ProducerStateManager {
     }
 
     /// The offset up to which the state covers the log.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the log uses it once transactions (markers) or producer snapshots land"
+        )
+    )]
     pub(crate) fn map_end_offset(&self) -> u64 {
         self.map_end_offset
     }
 
     /// One producer's state.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the log uses it once transactions (markers) or producer snapshots land"
+        )
+    )]
     pub(crate) fn producer(&self, producer_id: i64) -> Option<&ProducerEntry> {
         self.producers.get(&producer_id)
     }
 
     /// How many producers the state holds.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the log uses it once transactions (markers) or producer snapshots land"
+        )
+    )]
     pub(crate) fn producer_count(&self) -> usize {
         self.producers.len()
     }
@@ -357,6 +385,13 @@ impl ProducerStateManager {
     /// `InvalidProducerEpoch` for an epoch older than the producer's,
     /// `CoordinatorFenced` for a coordinator epoch older than the last
     /// marker's; neither from replication.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the log uses it once transactions (markers) or producer snapshots land"
+        )
+    )]
     pub(crate) fn check_marker(
         &self,
         producer_id: i64,
@@ -392,6 +427,13 @@ impl ProducerStateManager {
     /// record an aborted one in the `.txnindex` (with
     /// [`last_stable_offset_after`](Self::last_stable_offset_after)) and
     /// then call [`complete_txn`](Self::complete_txn).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the log uses it once transactions (markers) or producer snapshots land"
+        )
+    )]
     pub(crate) fn apply_marker(
         &mut self,
         producer_id: i64,
@@ -424,6 +466,13 @@ impl ProducerStateManager {
     /// The last stable offset once `completed` is complete (Kafka's
     /// `lastStableOffset(CompletedTxn)`): the first offset of the oldest
     /// other open transaction, or the offset after its marker.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the log uses it once transactions (markers) or producer snapshots land"
+        )
+    )]
     pub(crate) fn last_stable_offset_after(&self, completed: &CompletedTxn) -> u64 {
         self.ongoing
             .iter()
@@ -433,6 +482,13 @@ impl ProducerStateManager {
 
     /// Marks `completed` as complete: it stays unstable until the high
     /// watermark passes its marker.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the log uses it once transactions (markers) or producer snapshots land"
+        )
+    )]
     pub(crate) fn complete_txn(&mut self, completed: &CompletedTxn) {
         if self.ongoing.remove(&completed.first_offset).is_some() {
             self.unreplicated
@@ -442,6 +498,13 @@ impl ProducerStateManager {
 
     /// The high watermark moved to `hw`: completed transactions whose
     /// marker lies below it are stable.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the log uses it once transactions (markers) or producer snapshots land"
+        )
+    )]
     pub(crate) fn on_high_watermark(&mut self, hw: u64) {
         self.unreplicated.retain(|_, &mut marker| marker >= hw);
     }
@@ -449,6 +512,13 @@ impl ProducerStateManager {
     /// The first offset a read_committed reader may not read yet: the
     /// first offset of the oldest open transaction, or of the oldest
     /// completed one whose marker is not below the high watermark.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the log uses it once transactions (markers) or producer snapshots land"
+        )
+    )]
     pub(crate) fn first_unstable_offset(&self) -> Option<u64> {
         let ongoing = self.ongoing.keys().next().copied();
         let unreplicated = self.unreplicated.keys().next().copied();
@@ -461,6 +531,13 @@ impl ProducerStateManager {
     /// Removes producers without an open transaction whose last write is
     /// `expiration_ms` or more before `now_ms`
     /// (`producer.id.expiration.ms`). Returns how many were removed.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the log uses it once transactions (markers) or producer snapshots land"
+        )
+    )]
     pub(crate) fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
         self.producers.retain(|_, e| {
@@ -477,6 +554,13 @@ impl ProducerStateManager {
     }
 
     /// The state as a snapshot records it, producers in id order.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the log uses it once transactions (markers) or producer snapshots land"
+        )
+    )]
     pub(crate) fn snapshot(&self) -> Vec<SnapshotEntry> {
         let mut ids: Vec<i64> = self.producers.keys().copied().collect();
         ids.sort_unstable();
@@ -505,6 +589,13 @@ impl ProducerStateManager {
     /// The state a snapshot taken at `offset` records, without the
     /// producers expired at `now_ms` (Kafka drops them at load). Only each
     /// producer's last batch survives a snapshot, as in Kafka.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the log uses it once transactions (markers) or producer snapshots land"
+        )
+    )]
     pub(crate) fn from_snapshot(
         entries: &[SnapshotEntry],
         offset: u64,
@@ -549,6 +640,114 @@ impl ProducerStateManager {
         }
         state
     }
+}
+
+impl From<ProducerStateError> for crate::Error {
+    fn from(e: ProducerStateError) -> Self {
+        use crate::Error;
+        match e {
+            ProducerStateError::InvalidProducerEpoch {
+                producer_id,
+                epoch,
+                current,
+            } => Error::InvalidProducerEpoch {
+                producer_id,
+                epoch,
+                current,
+            },
+            ProducerStateError::OutOfOrderSequence {
+                producer_id,
+                first_sequence,
+                expected,
+            } => Error::OutOfOrderSequence {
+                producer_id,
+                sequence: first_sequence,
+                expected,
+            },
+            ProducerStateError::UnknownProducerId {
+                producer_id,
+                first_sequence,
+            } => Error::UnknownProducerId {
+                producer_id,
+                sequence: first_sequence,
+            },
+            ProducerStateError::InvalidTxnState { producer_id } => {
+                Error::InvalidTxnState { producer_id }
+            }
+            // Only markers are checked against the coordinator epoch, and
+            // the log writes no markers yet.
+            ProducerStateError::CoordinatorFenced {
+                producer_id,
+                coordinator_epoch,
+                current,
+            } => Error::Internal(format!(
+                "producer {producer_id}: a marker of coordinator epoch {coordinator_epoch} \
+                 is older than {current}"
+            )),
+        }
+    }
+}
+
+/// The last sequence of a batch whose first is `base` and whose offsets
+/// span `last_offset_delta` (Kafka's `incrementSequence`: `i32::MAX` is
+/// followed by 0).
+pub(crate) fn last_sequence(base: i32, last_offset_delta: i32) -> i32 {
+    let wrapped = (i64::from(base) + i64::from(last_offset_delta)) % (i64::from(i32::MAX) + 1);
+    i32::try_from(wrapped).unwrap_or(i32::MAX)
+}
+
+/// The data batch producer state sees in a batch of `header` whose first
+/// offset is `first_offset` and whose largest timestamp (after any
+/// `LogAppendTime` stamping) is `max_timestamp`; `None` for a batch
+/// without a producer id, a control batch (markers are not tracked yet)
+/// or one without a sequence.
+pub(crate) fn data_batch(
+    header: &crate::format::BatchHeader,
+    first_offset: u64,
+    max_timestamp: i64,
+) -> Option<DataBatch> {
+    if header.producer_id < 0 || header.is_control() || header.base_sequence < 0 {
+        return None;
+    }
+    let delta = u64::try_from(header.last_offset_delta).ok()?;
+    Some(DataBatch {
+        producer_id: header.producer_id,
+        epoch: header.producer_epoch,
+        first_sequence: header.base_sequence,
+        last_sequence: last_sequence(header.base_sequence, header.last_offset_delta),
+        first_offset,
+        last_offset: first_offset + delta,
+        max_timestamp,
+        transactional: header.is_transactional(),
+    })
+}
+
+/// The producer state the batches of `segments` build when applied in
+/// order (as a follower applies them: unchecked), up to the first
+/// damaged batch. The state covers the log from `start_offset` at least.
+///
+/// # Errors
+/// [`crate::Error::Io`] if a segment cannot be read.
+pub(crate) fn rebuild(
+    segments: &[crate::storage::segment::Segment],
+    start_offset: u64,
+) -> crate::Result<ProducerStateManager> {
+    let mut state = ProducerStateManager::new(start_offset);
+    for segment in segments {
+        for batch in segment.batches_from(0)? {
+            let Ok((_, header)) = batch else {
+                return Ok(state);
+            };
+            // The walk checked the offsets: never negative.
+            let Ok(base) = u64::try_from(header.base_offset) else {
+                return Ok(state);
+            };
+            if let Some(data) = data_batch(&header, base, header.max_timestamp) {
+                state.apply_data(&data);
+            }
+        }
+    }
+    Ok(state)
 }
 
 #[cfg(test)]

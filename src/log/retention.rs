@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::log::epoch::LeaderEpochCache;
-use crate::log::{EpochFile, Log, LogInner, LogState, restart, worker::Job};
+use crate::log::{EpochFile, Log, LogInner, LogState, producer_state, restart, worker::Job};
 use crate::storage::segment::Segment;
 
 /// Which rules [`LogInner::delete_segments`] applies.
@@ -74,8 +74,10 @@ impl Log {
     /// the new log end offset. Truncating at or past the log end cuts no
     /// record, but drops a leader epoch that starts at the log end (one
     /// that wrote nothing: its leader recorded it, then lost the
-    /// leadership before appending), as Kafka's `truncateTo` does. The cut
-    /// is on disk (fsynced, with the directory) when this returns. A cut
+    /// leadership before appending), as Kafka's `truncateTo` does. The
+    /// producers' state forgets the cut batches (it is rebuilt from the
+    /// batches kept), so a producer's retry of a cut batch is stored again.
+    /// The cut is on disk (fsynced, with the directory) when this returns. A cut
     /// below the recovery point makes a stale checkpointed one lie past
     /// the log's end: a cluster's broker lowers its checkpoint first (the
     /// log's truncation step); a standalone log's owner must checkpoint
@@ -134,8 +136,9 @@ impl Log {
     /// leader's log starts above this log's end, because the leader
     /// deleted (retention, `delete_records`) records the follower never
     /// fetched. The log start and end offsets, the recovery point and the
-    /// cleaner's checkpoint become `offset`, and the leader epoch cache is
-    /// emptied (the next fetched batches fill it). Update the owner's
+    /// cleaner's checkpoint become `offset`, and the leader epoch cache and
+    /// the producers' state are emptied (the next fetched batches fill
+    /// them). Update the owner's
     /// checkpoints too (log start, recovery point); an open with older
     /// ones still starts at `offset`.
     ///
@@ -225,6 +228,9 @@ impl LogInner {
         state.epochs_follow_start();
         state.dir_dirty = true;
         self.durability.truncate(state.log_end_offset);
+        // The cut batches' producers forget them: rebuilt from the batches
+        // kept (no snapshots yet, so from the first segment).
+        state.producers = producer_state::rebuild(&state.segments, state.log_start_offset)?;
         Ok(state.log_end_offset)
     }
 
@@ -253,6 +259,7 @@ impl LogInner {
         state.log_end_offset = offset;
         state.cleaner_checkpoint = offset;
         state.epochs = LeaderEpochCache::default();
+        state.producers.truncate_fully_and_start_at(offset);
         self.durability.restart_at(offset);
         for paths in deleted {
             self.schedule(Job::RemoveFiles(paths));

@@ -362,3 +362,11 @@ proptest! {
         prop_assert_eq!(s.map_end_offset(), log_end);
     }
 }
+
+#[test]
+fn a_batch_header_gives_its_last_sequence_across_the_wrap() {
+    assert_eq!(last_sequence(5, 3), 8);
+    assert_eq!(last_sequence(i32::MAX, 0), i32::MAX);
+    assert_eq!(last_sequence(i32::MAX - 1, 2), 0);
+    assert_eq!(last_sequence(i32::MAX, 4), 3);
+}
