@@ -348,8 +348,15 @@ fn rec(
 
 /// The same variety as make_fixtures.py, plus (for compressed codecs) a
 /// value large enough for several snappy chunks and lz4 blocks.
+///
+/// The two producers' batches continue their sequences from one codec's
+/// log to the next (the log checks an idempotent producer's sequences).
 fn batch_specs(codec: Compression) -> Vec<BatchSpec> {
     const T0: i64 = 1_700_000_000_000;
+    let round = ALL_CODECS
+        .iter()
+        .position(|c| *c == codec)
+        .expect("one of ALL_CODECS") as i32;
     let fill = b"logbus ".repeat(8);
     let mut specs = vec![
         BatchSpec {
@@ -369,7 +376,7 @@ fn batch_specs(codec: Compression) -> Vec<BatchSpec> {
             ],
         },
         BatchSpec {
-            producer: Some((4242, 3, 17)),
+            producer: Some((4242, 3, 3 * round)),
             transactional: false,
             records: vec![
                 rec(
@@ -383,7 +390,7 @@ fn batch_specs(codec: Compression) -> Vec<BatchSpec> {
             ],
         },
         BatchSpec {
-            producer: Some((99, 0, 0)),
+            producer: Some((99, 0, 2 * round)),
             transactional: true,
             records: vec![
                 rec(1, Some(b"txn"), Some(b"t"), &[("trace", Some(b"abc"))]),
