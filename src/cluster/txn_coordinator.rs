@@ -596,9 +596,14 @@ impl ClusterInner {
             .ok_or_else(|| refusal(id, producer_id, TxnRefusal::InvalidProducerIdMapping))?;
         meta.check_producer(producer_id, producer_epoch)
             .map_err(|r| refusal(id, producer_id, r))?;
-        let count = self.topic_state(OFFSETS_TOPIC)?.partition_count();
-        let group_partition = (OFFSETS_TOPIC.to_string(), partition_for_group(group, count));
-        if meta.status != TxnStatus::Ongoing || !meta.partitions.contains(&group_partition) {
+        // No `__consumer_offsets` yet: the group's partition cannot be in
+        // the transaction.
+        let added = self.topic_state(OFFSETS_TOPIC).is_ok_and(|topic| {
+            let partition = partition_for_group(group, topic.partition_count());
+            meta.partitions
+                .contains(&(OFFSETS_TOPIC.to_string(), partition))
+        });
+        if meta.status != TxnStatus::Ongoing || !added {
             return Err(Error::InvalidTxnState { producer_id });
         }
         entry
