@@ -690,3 +690,43 @@ fn concurrent_inits_of_one_id_get_distinct_epochs() {
     assert_eq!(seen, [0, 1, 2, 3]);
     cluster.close().unwrap();
 }
+
+#[test]
+fn replay_passes_over_transaction_markers_in_the_internal_topics() {
+    use crate::format::control::{EndTxnMarker, marker_batch};
+    let setup = Setup::new(1);
+    let (cluster, _) = setup.open();
+    cluster.create_topic(NewTopic::new("in", 1)).unwrap();
+    let offsets = BTreeMap::from([(tp("in", 0), OffsetAndMetadata::new(7))]);
+    cluster.inner.commit_offsets("g", &offsets).unwrap();
+    cluster.inner.init_producer_id("app", 60_000).unwrap();
+    // A COMMIT marker in the group's partition and in the id's partition,
+    // as the replica layer's marker append will write them.
+    for (topic, partition) in [
+        (OFFSETS_TOPIC, partition_for_group("g", 50)),
+        (TXN_TOPIC, partition_for_transactional_id("app", 50)),
+    ] {
+        let key = cluster.inner.partition_key(&tp(topic, partition)).unwrap();
+        let marker = EndTxnMarker {
+            commit: true,
+            coordinator_epoch: 0,
+        };
+        let mut batch = marker_batch(42, 0, marker, 5).unwrap().to_vec();
+        cluster
+            .inner
+            .replicas_for(&key)
+            .unwrap()
+            .append(&key, &mut batch, AppendOrigin::Trusted, AppendAcks::All)
+            .unwrap();
+    }
+    cluster.close().unwrap();
+    let (cluster, _) = setup.open();
+    assert_eq!(
+        cluster.recovery_report().skipped_records,
+        [],
+        "a control record is not an unreadable record"
+    );
+    assert_eq!(cluster.inner.group_offsets("g").unwrap()[&tp("in", 0)].offset, 7);
+    assert_eq!(status(&cluster, "app"), TxnStatus::Empty);
+    cluster.close().unwrap();
+}
