@@ -881,5 +881,60 @@ mod tests {
             b().brokers(2).offsets_topic_replication_factor(3),
             "offsets.topic.replication.factor",
         );
+        refused(
+            b().transaction_state_log_replication_factor(0),
+            "transaction.state.log.replication.factor",
+        );
+        refused(
+            b().brokers(2).transaction_state_log_replication_factor(3),
+            "transaction.state.log.replication.factor",
+        );
+        refused(
+            b().transaction_state_log_min_isr(0),
+            "transaction.state.log.min.isr",
+        );
+        for partitions in [0, MAX_PARTITIONS_PER_TOPIC + 1] {
+            refused(
+                b().transaction_state_log_num_partitions(partitions),
+                "transaction.state.log.num.partitions",
+            );
+        }
+        for timeout in [Duration::ZERO, Duration::from_millis(1 << 31)] {
+            refused(
+                b().transaction_max_timeout(timeout),
+                "transaction.max.timeout.ms",
+            );
+        }
+        refused(
+            b().transaction_abort_interval(Duration::ZERO),
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        );
+    }
+
+    #[test]
+    fn transaction_settings_default_to_kafkas() {
+        let one = ClusterConfig::default();
+        assert_eq!(one.transaction_state_log_replication_factor(), 1);
+        assert_eq!(
+            one.transaction_state_log_min_isr(),
+            1,
+            "capped by the factor"
+        );
+        assert_eq!(one.transaction_state_log_num_partitions(), 50);
+        assert_eq!(one.transaction_max_timeout(), Duration::from_secs(900));
+        assert_eq!(one.transaction_abort_interval(), Duration::from_secs(10));
+        let five = ClusterConfig::builder().brokers(5).build().unwrap();
+        assert_eq!(five.transaction_state_log_replication_factor(), 3);
+        assert_eq!(five.transaction_state_log_min_isr(), 2);
+        let set = ClusterConfig::builder()
+            .brokers(5)
+            .transaction_state_log_replication_factor(5)
+            .transaction_state_log_min_isr(4)
+            .transaction_state_log_num_partitions(7)
+            .build()
+            .unwrap();
+        assert_eq!(set.transaction_state_log_replication_factor(), 5);
+        assert_eq!(set.transaction_state_log_min_isr(), 4);
+        assert_eq!(set.transaction_state_log_num_partitions(), 7);
     }
 }

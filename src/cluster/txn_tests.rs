@@ -726,7 +726,10 @@ fn replay_passes_over_transaction_markers_in_the_internal_topics() {
         [],
         "a control record is not an unreadable record"
     );
-    assert_eq!(cluster.inner.group_offsets("g").unwrap()[&tp("in", 0)].offset, 7);
+    assert_eq!(
+        cluster.inner.group_offsets("g").unwrap()[&tp("in", 0)].offset,
+        7
+    );
     assert_eq!(status(&cluster, "app"), TxnStatus::Empty);
     cluster.close().unwrap();
 }
