@@ -677,6 +677,42 @@ fn the_coordinator_fails_over_with_the_state_partitions_leader() {
 }
 
 #[test]
+fn a_crashed_coordinator_is_unavailable_until_its_session_expires_then_works() {
+    let setup = Setup::new(3);
+    let (cluster, markers) = setup.open();
+    cluster
+        .create_topic(NewTopic::new("t", 1).replication_factor(3))
+        .unwrap();
+    let inner = &cluster.inner;
+    let (pid, epoch) = inner.init_producer_id("app", 60_000).unwrap();
+    inner
+        .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0)])
+        .unwrap();
+    let p = partition_for_transactional_id("app", 50) as usize;
+    let leader_of = |c: &Cluster| c.describe_topic(TXN_TOPIC).unwrap().partitions[p].leader;
+    let leader = leader_of(&cluster).unwrap();
+    cluster.crash_broker(leader).unwrap();
+    // Until the controller fences it, its partition's leader is gone:
+    // the coordinator is unavailable, retriably, and nothing changes.
+    let refused = inner.end_txn("app", pid, epoch, true).unwrap_err();
+    assert!(
+        matches!(&refused, Error::CoordinatorNotAvailable { group, .. } if group == "app"),
+        "{refused:?}"
+    );
+    assert!(refused.is_retriable());
+    assert_eq!(status(&cluster, "app"), TxnStatus::Ongoing);
+    assert!(markers.take().is_empty());
+    // Its session expires on the clock: another replica leads, and the
+    // retry commits.
+    setup.clock.advance_ms(9_001);
+    assert!(cluster.wait_until(GUARD, |c| leader_of(c).is_some_and(|l| l != leader)));
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
+    assert_eq!(markers.take().len(), 1);
+    cluster.close().unwrap();
+}
+
+#[test]
 fn concurrent_inits_of_one_id_get_distinct_epochs() {
     let setup = Setup::new(1);
     let (cluster, _) = setup.open();
