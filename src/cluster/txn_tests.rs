@@ -689,7 +689,12 @@ fn a_crashed_coordinator_is_unavailable_until_its_session_expires_then_works() {
         .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0)])
         .unwrap();
     let p = partition_for_transactional_id("app", 50) as usize;
-    let leader_of = |c: &Cluster| c.describe_topic(TXN_TOPIC).unwrap().partitions[p].leader;
+    // A description fails while the crashed leader is still the leader.
+    let leader_of = |c: &Cluster| {
+        c.describe_topic(TXN_TOPIC)
+            .ok()
+            .and_then(|d| d.partitions[p].leader)
+    };
     let leader = leader_of(&cluster).unwrap();
     cluster.crash_broker(leader).unwrap();
     // Until the controller fences it, its partition's leader is gone:
