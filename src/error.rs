@@ -225,6 +225,11 @@ pub enum Error {
     /// needs to create it. Kafka's `COORDINATOR_NOT_AVAILABLE`. Retriable:
     /// the topic is created at the first commit after enough brokers are
     /// back.
+    ///
+    /// The transaction coordinator answers it too (`group` then holds the
+    /// transactional id): `__transaction_state` cannot be created yet, or
+    /// the transactional id's partition of it has no leader or too few
+    /// in-sync replicas at the moment (a failover in progress).
     #[error("the coordinator of group {group} is not available: {reason}")]
     CoordinatorNotAvailable {
         /// The group whose request was refused.
@@ -501,6 +506,59 @@ pub enum Error {
         producer_id: i64,
     },
 
+    // --- Transaction coordinator (issue 12) ---
+    /// A newer producer with the same `transactional.id` took over (its
+    /// `init_transactions` bumped the epoch): this producer is a zombie and
+    /// must stop. Nothing was changed. Kafka's `PRODUCER_FENCED` (90):
+    /// fatal, not retriable.
+    #[error(
+        "transactional id {transactional_id}: producer epoch {epoch} is fenced by the newer epoch \
+         {current}"
+    )]
+    ProducerFenced {
+        /// The transactional id.
+        transactional_id: String,
+        /// The request's epoch.
+        epoch: i16,
+        /// The transactional id's current epoch.
+        current: i16,
+    },
+
+    /// The request's producer id is not the one the transactional id uses
+    /// (or the transactional id has no state: `init_transactions` never
+    /// ran for it). Nothing was changed. Kafka's
+    /// `INVALID_PRODUCER_ID_MAPPING` (49): not retriable.
+    #[error("transactional id {transactional_id} does not use producer id {producer_id}")]
+    InvalidProducerIdMapping {
+        /// The transactional id.
+        transactional_id: String,
+        /// The request's producer id.
+        producer_id: i64,
+    },
+
+    /// `transaction.timeout.ms` is not positive or is above the cluster's
+    /// `transaction.max.timeout.ms`. Nothing was changed. Kafka's
+    /// `INVALID_TRANSACTION_TIMEOUT` (50): not retriable.
+    #[error(
+        "transaction.timeout.ms={timeout_ms} must be between 1 and transaction.max.timeout.ms={max_ms}"
+    )]
+    InvalidTransactionTimeout {
+        /// The requested timeout.
+        timeout_ms: i64,
+        /// The cluster's `transaction.max.timeout.ms`.
+        max_ms: i64,
+    },
+
+    /// The transactional id's previous transaction is still completing
+    /// (its markers are not all written yet). Nothing was changed. Kafka's
+    /// `CONCURRENT_TRANSACTIONS` (51): retriable — the coordinator
+    /// finishes the transaction and the same call then succeeds.
+    #[error("transactional id {transactional_id}: the previous transaction is still completing")]
+    ConcurrentTransactions {
+        /// The transactional id.
+        transactional_id: String,
+    },
+    // --- end of the transaction coordinator's block ---
     /// An argument is invalid (a negative timestamp, a partition the
     /// consumer is not assigned, a record over `max.request.size`, ...).
     /// The message names it. Nothing was changed.
@@ -523,8 +581,9 @@ impl Error {
     /// change: true for [`Error::BufferExhausted`], [`Error::Timeout`],
     /// [`Error::RebalanceInProgress`], [`Error::NotLeaderOrFollower`],
     /// [`Error::LeaderNotAvailable`], [`Error::FencedLeaderEpoch`],
-    /// [`Error::NotEnoughReplicas`], [`Error::NotEnoughReplicasAfterAppend`]
-    /// and [`Error::CoordinatorNotAvailable`].
+    /// [`Error::NotEnoughReplicas`], [`Error::NotEnoughReplicasAfterAppend`],
+    /// [`Error::CoordinatorNotAvailable`] and
+    /// [`Error::ConcurrentTransactions`].
     /// I/O errors, corruption, bad input, unknown topics (logbus's metadata
     /// is never stale, unlike a Kafka client's), fencing and the idempotent
     /// producer's refusals ([`Error::OutOfOrderSequence`],
@@ -543,6 +602,7 @@ impl Error {
                 | Error::NotEnoughReplicas { .. }
                 | Error::NotEnoughReplicasAfterAppend { .. }
                 | Error::CoordinatorNotAvailable { .. }
+                | Error::ConcurrentTransactions { .. }
         )
     }
 
@@ -768,6 +828,33 @@ impl Error {
             Error::InvalidTxnState { producer_id } => Error::InvalidTxnState {
                 producer_id: *producer_id,
             },
+            // --- Transaction coordinator (issue 12) ---
+            Error::ProducerFenced {
+                transactional_id,
+                epoch,
+                current,
+            } => Error::ProducerFenced {
+                transactional_id: transactional_id.clone(),
+                epoch: *epoch,
+                current: *current,
+            },
+            Error::InvalidProducerIdMapping {
+                transactional_id,
+                producer_id,
+            } => Error::InvalidProducerIdMapping {
+                transactional_id: transactional_id.clone(),
+                producer_id: *producer_id,
+            },
+            Error::InvalidTransactionTimeout { timeout_ms, max_ms } => {
+                Error::InvalidTransactionTimeout {
+                    timeout_ms: *timeout_ms,
+                    max_ms: *max_ms,
+                }
+            }
+            Error::ConcurrentTransactions { transactional_id } => Error::ConcurrentTransactions {
+                transactional_id: transactional_id.clone(),
+            },
+            // --- end of the transaction coordinator's block ---
             Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
             Error::IllegalState(m) => Error::IllegalState(m.clone()),
             Error::Internal(m) => Error::Internal(m.clone()),

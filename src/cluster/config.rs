@@ -43,6 +43,17 @@ pub struct ClusterConfig {
     /// there are fewer.
     pub(crate) offsets_topic_replication_factor: Option<u16>,
     pub(crate) num_partitions: u32,
+    /// `transaction.state.log.replication.factor`; `None`: 3, or every
+    /// broker if there are fewer.
+    pub(crate) txn_state_replication_factor: Option<u16>,
+    /// `transaction.state.log.num.partitions`.
+    pub(crate) txn_state_partitions: u32,
+    /// `transaction.state.log.min.isr` (capped by the topic's factor).
+    pub(crate) txn_state_min_isr: u16,
+    /// `transaction.max.timeout.ms`.
+    pub(crate) txn_max_timeout_ms: i64,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+    pub(crate) txn_abort_interval_ms: i64,
     pub(crate) topic_defaults: TopicConfig,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) storage: Arc<dyn Storage>,
@@ -82,6 +93,11 @@ impl Default for ClusterConfig {
             default_replication_factor: 1,
             offsets_topic_replication_factor: None,
             num_partitions: 1,
+            txn_state_replication_factor: None,
+            txn_state_partitions: crate::cluster::txn_log::TXN_PARTITIONS,
+            txn_state_min_isr: 2,
+            txn_max_timeout_ms: 900_000,
+            txn_abort_interval_ms: 10_000,
             topic_defaults: TopicConfig::new(),
             clock: Arc::new(SystemClock),
             storage: Arc::new(StdStorage),
@@ -142,6 +158,47 @@ impl ClusterConfig {
     pub fn offsets_topic_replication_factor(&self) -> u16 {
         self.offsets_topic_replication_factor
             .unwrap_or_else(|| u16::try_from(self.brokers.min(3)).expect("at most 3"))
+    }
+
+    /// The replication factor `__transaction_state` is created with
+    /// (Kafka's `transaction.state.log.replication.factor`): as set, or by
+    /// default 3, or the number of brokers if there are fewer.
+    #[must_use]
+    pub fn transaction_state_log_replication_factor(&self) -> u16 {
+        self.txn_state_replication_factor
+            .unwrap_or_else(|| u16::try_from(self.brokers.min(3)).expect("at most 3"))
+    }
+
+    /// The `min.insync.replicas` of `__transaction_state` (Kafka's
+    /// `transaction.state.log.min.isr`, default 2), capped by its
+    /// replication factor.
+    #[must_use]
+    pub fn transaction_state_log_min_isr(&self) -> u16 {
+        self.txn_state_min_isr
+            .min(self.transaction_state_log_replication_factor())
+    }
+
+    /// Partitions of `__transaction_state` (Kafka's
+    /// `transaction.state.log.num.partitions`, default 50).
+    #[must_use]
+    pub fn transaction_state_log_num_partitions(&self) -> u32 {
+        self.txn_state_partitions
+    }
+
+    /// The largest `transaction.timeout.ms` a transactional producer may
+    /// ask for (Kafka's `transaction.max.timeout.ms`, default 15 minutes).
+    #[must_use]
+    pub fn transaction_max_timeout(&self) -> Duration {
+        duration(self.txn_max_timeout_ms)
+    }
+
+    /// How often the transaction coordinator aborts transactions left
+    /// open past their timeout (Kafka's
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`,
+    /// default 10 seconds).
+    #[must_use]
+    pub fn transaction_abort_interval(&self) -> Duration {
+        duration(self.txn_abort_interval_ms)
     }
 
     /// Partitions of a topic created without a count (Kafka's
@@ -368,6 +425,53 @@ impl ClusterConfigBuilder {
     /// ```
     pub fn offsets_topic_replication_factor(mut self, factor: u16) -> Self {
         self.config.offsets_topic_replication_factor = Some(factor);
+        self
+    }
+
+    /// Kafka's `transaction.state.log.replication.factor`: the replication
+    /// factor of the internal `__transaction_state` topic, created at the
+    /// first `init_transactions`. By default 3, or the number of brokers if
+    /// there are fewer (as `offsets.topic.replication.factor`). 1 to
+    /// [`MAX_REPLICATION_FACTOR`](crate::MAX_REPLICATION_FACTOR), and at
+    /// most [`brokers`](Self::brokers). An existing topic keeps the factor
+    /// it was created with.
+    pub fn transaction_state_log_replication_factor(mut self, factor: u16) -> Self {
+        self.config.txn_state_replication_factor = Some(factor);
+        self
+    }
+
+    /// Kafka's `transaction.state.log.min.isr` (default 2): the
+    /// `min.insync.replicas` of `__transaction_state`, capped by its
+    /// replication factor. At least 1.
+    pub fn transaction_state_log_min_isr(mut self, replicas: u16) -> Self {
+        self.config.txn_state_min_isr = replicas;
+        self
+    }
+
+    /// Kafka's `transaction.state.log.num.partitions` (default 50): the
+    /// partition count of `__transaction_state`, fixed when it is created
+    /// (transactional ids are placed by it). 1 to
+    /// [`MAX_PARTITIONS_PER_TOPIC`](crate::MAX_PARTITIONS_PER_TOPIC).
+    pub fn transaction_state_log_num_partitions(mut self, partitions: u32) -> Self {
+        self.config.txn_state_partitions = partitions;
+        self
+    }
+
+    /// Kafka's `transaction.max.timeout.ms` (default 15 minutes): a
+    /// producer asking for a longer `transaction.timeout.ms` is refused
+    /// with [`Error::InvalidTransactionTimeout`](crate::Error::InvalidTransactionTimeout).
+    /// Whole milliseconds, 1 ms to `i32::MAX` ms.
+    pub fn transaction_max_timeout(mut self, timeout: Duration) -> Self {
+        self.config.txn_max_timeout_ms = millis(timeout);
+        self
+    }
+
+    /// Kafka's `transaction.abort.timed.out.transaction.cleanup.interval.ms`
+    /// (default 10 seconds): how often the transaction coordinator aborts
+    /// transactions left open past their `transaction.timeout.ms` (and
+    /// retries markers it could not write). Whole milliseconds, at least 1.
+    pub fn transaction_abort_interval(mut self, interval: Duration) -> Self {
+        self.config.txn_abort_interval_ms = millis(interval);
         self
     }
 
@@ -607,6 +711,40 @@ impl ClusterConfig {
                 c.brokers
             )));
         }
+        if let Some(factor) = c.txn_state_replication_factor
+            && (factor == 0 || factor > MAX_REPLICATION_FACTOR || u32::from(factor) > c.brokers)
+        {
+            return Err(Error::InvalidConfig(format!(
+                "transaction.state.log.replication.factor={factor} must be between 1 and the \
+                 number of brokers ({}), at most {MAX_REPLICATION_FACTOR} \
+                 (logbus::MAX_REPLICATION_FACTOR)",
+                c.brokers
+            )));
+        }
+        if c.txn_state_min_isr == 0 {
+            return Err(Error::InvalidConfig(
+                "transaction.state.log.min.isr must be >= 1".into(),
+            ));
+        }
+        if c.txn_state_partitions == 0 || c.txn_state_partitions > MAX_PARTITIONS_PER_TOPIC {
+            return Err(Error::InvalidConfig(format!(
+                "transaction.state.log.num.partitions={} must be between 1 and \
+                 {MAX_PARTITIONS_PER_TOPIC}",
+                c.txn_state_partitions
+            )));
+        }
+        if c.txn_max_timeout_ms < 1 || c.txn_max_timeout_ms > i64::from(i32::MAX) {
+            return Err(Error::InvalidConfig(format!(
+                "transaction.max.timeout.ms={} must be between 1 and {}",
+                c.txn_max_timeout_ms,
+                i32::MAX
+            )));
+        }
+        if c.txn_abort_interval_ms < 1 {
+            return Err(Error::InvalidConfig(
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms must be >= 1".into(),
+            ));
+        }
         if c.checkpoint_interval_ms < 1 {
             return Err(Error::InvalidConfig(
                 "log.flush.offset.checkpoint.interval.ms must be >= 1".into(),
@@ -743,5 +881,60 @@ mod tests {
             b().brokers(2).offsets_topic_replication_factor(3),
             "offsets.topic.replication.factor",
         );
+        refused(
+            b().transaction_state_log_replication_factor(0),
+            "transaction.state.log.replication.factor",
+        );
+        refused(
+            b().brokers(2).transaction_state_log_replication_factor(3),
+            "transaction.state.log.replication.factor",
+        );
+        refused(
+            b().transaction_state_log_min_isr(0),
+            "transaction.state.log.min.isr",
+        );
+        for partitions in [0, MAX_PARTITIONS_PER_TOPIC + 1] {
+            refused(
+                b().transaction_state_log_num_partitions(partitions),
+                "transaction.state.log.num.partitions",
+            );
+        }
+        for timeout in [Duration::ZERO, Duration::from_millis(1 << 31)] {
+            refused(
+                b().transaction_max_timeout(timeout),
+                "transaction.max.timeout.ms",
+            );
+        }
+        refused(
+            b().transaction_abort_interval(Duration::ZERO),
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        );
+    }
+
+    #[test]
+    fn transaction_settings_default_to_kafkas() {
+        let one = ClusterConfig::default();
+        assert_eq!(one.transaction_state_log_replication_factor(), 1);
+        assert_eq!(
+            one.transaction_state_log_min_isr(),
+            1,
+            "capped by the factor"
+        );
+        assert_eq!(one.transaction_state_log_num_partitions(), 50);
+        assert_eq!(one.transaction_max_timeout(), Duration::from_secs(900));
+        assert_eq!(one.transaction_abort_interval(), Duration::from_secs(10));
+        let five = ClusterConfig::builder().brokers(5).build().unwrap();
+        assert_eq!(five.transaction_state_log_replication_factor(), 3);
+        assert_eq!(five.transaction_state_log_min_isr(), 2);
+        let set = ClusterConfig::builder()
+            .brokers(5)
+            .transaction_state_log_replication_factor(5)
+            .transaction_state_log_min_isr(4)
+            .transaction_state_log_num_partitions(7)
+            .build()
+            .unwrap();
+        assert_eq!(set.transaction_state_log_replication_factor(), 5);
+        assert_eq!(set.transaction_state_log_min_isr(), 4);
+        assert_eq!(set.transaction_state_log_num_partitions(), 7);
     }
 }

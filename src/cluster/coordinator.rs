@@ -51,7 +51,7 @@ pub(crate) fn offsets_topic_config() -> TopicConfig {
         .expect("100 MiB is a valid segment.bytes")
 }
 
-fn check_group(group: &str) -> Result<()> {
+pub(crate) fn check_group(group: &str) -> Result<()> {
     if group.is_empty() {
         return Err(Error::InvalidArgument("group.id must not be empty".into()));
     }
@@ -71,7 +71,7 @@ impl ClusterInner {
     /// The retriable [`Error::CoordinatorNotAvailable`] if it has to be
     /// created while fewer brokers are live than its replication factor
     /// (Kafka's coordinator answers `COORDINATOR_NOT_AVAILABLE` then).
-    fn offsets_topic(&self, group: &str) -> Result<Arc<TopicState>> {
+    pub(crate) fn offsets_topic(&self, group: &str) -> Result<Arc<TopicState>> {
         match self.topic_state(OFFSETS_TOPIC) {
             Ok(state) => Ok(state),
             Err(Error::UnknownTopicOrPartition { .. }) => {
@@ -144,6 +144,39 @@ impl ClusterInner {
         if offsets.is_empty() {
             return Ok(());
         }
+        self.check_commit_offsets(offsets)?;
+        let topic = self.offsets_topic(group)?;
+        let key = topic.key(partition_for_group(group, topic.partition_count()))?;
+        let now = self.clock().now_ms();
+        let stamped: Vec<(TopicPartition, OffsetAndMetadata)> = offsets
+            .iter()
+            .map(|(tp, meta)| {
+                let mut meta = meta.clone();
+                meta.commit_timestamp = now;
+                (tp.clone(), meta)
+            })
+            .collect();
+        let mut builder = BatchBuilder::new(Compression::None);
+        for (tp, meta) in &stamped {
+            builder.append(
+                now,
+                Some(&encode_key(group, tp)),
+                Some(&encode_value(meta)),
+                &[],
+            );
+        }
+        let mut groups = self.offsets.groups.lock();
+        self.append_offsets_batch(&key, builder)?;
+        groups.entry(group.to_string()).or_default().extend(stamped);
+        Ok(())
+    }
+
+    /// Checks offsets to commit: their partitions exist, and each offset,
+    /// leader epoch and metadata fits Kafka's stored layout.
+    pub(crate) fn check_commit_offsets(
+        &self,
+        offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+    ) -> Result<()> {
         for (tp, meta) in offsets {
             self.partition_key(tp)?;
             // Kafka's offsets are signed 64-bit, and so is the stored
@@ -168,29 +201,6 @@ impl ClusterInner {
                 )));
             }
         }
-        let topic = self.offsets_topic(group)?;
-        let key = topic.key(partition_for_group(group, topic.partition_count()))?;
-        let now = self.clock().now_ms();
-        let stamped: Vec<(TopicPartition, OffsetAndMetadata)> = offsets
-            .iter()
-            .map(|(tp, meta)| {
-                let mut meta = meta.clone();
-                meta.commit_timestamp = now;
-                (tp.clone(), meta)
-            })
-            .collect();
-        let mut builder = BatchBuilder::new(Compression::None);
-        for (tp, meta) in &stamped {
-            builder.append(
-                now,
-                Some(&encode_key(group, tp)),
-                Some(&encode_value(meta)),
-                &[],
-            );
-        }
-        let mut groups = self.offsets.groups.lock();
-        self.append_offsets_batch(&key, builder)?;
-        groups.entry(group.to_string()).or_default().extend(stamped);
         Ok(())
     }
 

@@ -55,13 +55,6 @@ mod liveness;
 mod metadata;
 mod offsets;
 mod placement;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the allocator lands before the idempotent producer that uses it"
-    )
-)]
 mod producer_ids;
 mod rebuild;
 mod replay;
@@ -71,18 +64,14 @@ mod topic_config;
     not(test),
     expect(
         dead_code,
-        reason = "the codec lands before the transaction coordinator that uses it"
+        reason = "the coordinator lands before the transactional producer that calls it"
     )
 )]
+mod txn_coordinator;
 mod txn_log;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the state machine lands before the coordinator that runs it"
-    )
-)]
 mod txn_state;
+#[cfg(test)]
+mod txn_tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -221,6 +210,8 @@ pub(crate) struct ClusterInner {
     /// The controller's liveness thread (brokers' heartbeats and fencing).
     controller_thread: Mutex<Option<liveness::ControllerThread>>,
     offsets: coordinator::OffsetStore,
+    /// The transaction coordinator's state (`txn_coordinator.rs`).
+    txn: txn_coordinator::TransactionCoordinator,
     /// Group membership (join, sync, heartbeat, leave).
     pub(crate) groups: GroupCoordinator,
     /// Bumped whenever a topic is created or deleted or gains partitions.
@@ -441,6 +432,7 @@ impl Cluster {
             checkpointer: Mutex::new(None),
             controller_thread: Mutex::new(None),
             offsets: coordinator::OffsetStore::default(),
+            txn: txn_coordinator::TransactionCoordinator::default(),
             groups: GroupCoordinator::new(group::GroupLimits {
                 min_session_timeout_ms: config.group_min_session_timeout_ms,
                 max_session_timeout_ms: config.group_max_session_timeout_ms,
@@ -477,6 +469,7 @@ impl Cluster {
             inner.topics.write().insert(meta.name.clone(), state);
         }
         report.skipped_records = inner.load_offsets()?;
+        report.skipped_records.extend(inner.load_transactions()?);
         inner.recovery = report;
         let inner = Arc::new(inner);
         // Leaders propose ISR changes to the controller; followers start
@@ -492,6 +485,9 @@ impl Cluster {
                 broker.start_fetchers(inner.registry.clone())?;
             }
         }
+        // After the fetchers: completing a replayed prepared transaction
+        // appends with acks=all.
+        inner.start_txn_timer()?;
         let interval = inner.config.checkpoint_interval_ms;
         *inner.checkpointer.lock() = Some(Checkpointer::spawn(Arc::downgrade(&inner), interval)?);
         if inner.config.controller_thread && inner.brokers.len() > 1 {
@@ -907,6 +903,9 @@ impl ClusterInner {
             client.deliver_pending();
         }
         drop(clients);
+        // Before the fetchers stop: a pass in progress appends with
+        // acks=all.
+        self.stop_txn_timer();
         // Acknowledged appends are on every in-sync replica already.
         for broker in self.brokers() {
             broker.stop_fetchers();

@@ -31,6 +31,11 @@ pub(crate) fn replay_records(
         }
         for batch in Batches::new(records) {
             let batch = batch.map_err(|e| batch_error(next, e))?;
+            // Transaction markers (control batches) are not state.
+            if batch.header().is_control() {
+                next = batch.header().next_offset() as u64;
+                continue;
+            }
             for record in batch.records().map_err(|e| batch_error(next, e))? {
                 let record = record.map_err(|e| batch_error(next, e))?;
                 let at = record.offset() as u64;

@@ -90,7 +90,7 @@ impl TxnMetadata {
         }
     }
 
-    fn check_producer(&self, producer_id: i64, epoch: i16) -> Result<(), TxnRefusal> {
+    pub(crate) fn check_producer(&self, producer_id: i64, epoch: i16) -> Result<(), TxnRefusal> {
         if producer_id != self.producer_id {
             return Err(TxnRefusal::InvalidProducerIdMapping);
         }

@@ -1,0 +1,857 @@
+//! The transaction coordinator (Kafka's `TransactionCoordinator`): each
+//! transactional id's state, kept in memory and persisted as records of
+//! the internal compacted topic `__transaction_state` (see
+//! [`super::txn_log`]), driven by the state machine of
+//! [`super::txn_state`].
+//!
+//! The topic is created at the first `init_producer_id` (as
+//! `__consumer_offsets` at the first commit) with
+//! `transaction.state.log.num.partitions` partitions (50),
+//! `transaction.state.log.replication.factor` replicas and
+//! `min.insync.replicas` = `transaction.state.log.min.isr` (2, capped by
+//! the factor). A transactional id's records all go to partition
+//! `partition_for_transactional_id`; every new state is appended there
+//! with acks=all *before* the coordinator acts on it or answers, so what
+//! the coordinator answered survives a crash and a leader change. On open
+//! the cluster replays every partition of the topic (the last record of
+//! each id wins; a tombstone removes it).
+//!
+//! Ending a transaction is Kafka's two-phase protocol: `PrepareCommit` (or
+//! `PrepareAbort`) is recorded — the decision — then a COMMIT (ABORT)
+//! marker is written to every partition of the transaction through the
+//! [`MarkerWriter`], with the coordinator epoch (the leader epoch of the
+//! id's `__transaction_state` partition), then `CompleteCommit`
+//! (`CompleteAbort`) is recorded. A marker that cannot be written (its
+//! partition has no leader for a moment) leaves the transaction prepared:
+//! the coordinator's timer retries it every
+//! `transaction.abort.timed.out.transaction.cleanup.interval.ms`, and so
+//! do a retried `end_txn` and the next `init_producer_id`; a transaction
+//! replayed in a `Prepare*` state is completed the same way. A partition
+//! whose topic was deleted needs no marker.
+//!
+//! The timer also aborts transactions left `Ongoing` past their
+//! `transaction.timeout.ms`, with an epoch bump (Kafka's
+//! `prepareFenceProducerEpoch`), so the producer that left it is fenced.
+//!
+//! ## Transactional offsets
+//! `txn_offset_commit` keeps the offsets pending in memory, per
+//! transactional id (so per producer) and group; they become the group's
+//! committed offsets when the COMMIT marker of the group's
+//! `__consumer_offsets` partition is written: they are then appended as
+//! ordinary offset commit records, before `CompleteCommit` is recorded. An
+//! abort drops them. They are not in `__transaction_state` (Kafka's record
+//! layout has no room for them) nor in `__consumer_offsets` before the
+//! commit (Kafka writes them there as transactional records; logbus's
+//! offsets replay does not read transactional batches yet). So a crash
+//! after `PrepareCommit` is recorded and before the offsets are written
+//! completes the commit at reopen *without* those offsets: the consumer
+//! resumes from the previous committed offsets and the output of that
+//! transaction is produced again (at least once, for that window only). A
+//! crash before `PrepareCommit` loses nothing that matters: the open
+//! transaction is aborted anyway.
+//!
+//! ## Locks
+//! `ids` (the map of transactional ids) is taken alone, briefly. Each id's
+//! entry lock is held for a whole request — the state write, the markers,
+//! the offset commits — so one id's requests run one at a time and its
+//! records are appended in the order its state changes. Under it the
+//! cluster's usual locks are taken (`controller` to allocate a producer
+//! id, `topics`, a replica manager, the offset store); no entry lock is
+//! ever taken under those. Internal topics are created before an entry
+//! lock is taken.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Sender, select};
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use super::offsets::{OFFSETS_TOPIC, OffsetAndMetadata, partition_for_group};
+use super::replay::replay_records;
+use super::txn_log::{self, TxnStatus, partition_for_transactional_id};
+use super::txn_state::{InitOutcome, TxnMetadata, TxnRefusal};
+use super::{CleanupPolicy, ClusterInner, NewTopic, SkippedRecord, TopicConfig, TopicState};
+use crate::error::{Error, Result};
+use crate::format::BatchBuilder;
+use crate::replica::{AppendAcks, AppendOrigin, FetchBound};
+use crate::types::{Compression, TopicPartition};
+
+/// The internal topic holding transaction states.
+pub(crate) const TXN_TOPIC: &str = "__transaction_state";
+
+/// The client's `transaction.timeout.ms` default.
+pub(crate) const DEFAULT_TRANSACTION_TIMEOUT_MS: i32 = 60_000;
+
+/// Writes a transaction's COMMIT or ABORT marker to one partition, through
+/// its leader, acknowledged as acks=all (the replica layer's
+/// `append_txn_marker`). `coordinator_epoch` is the leader epoch of the
+/// transactional id's `__transaction_state` partition.
+pub(crate) trait MarkerWriter: Send + Sync {
+    /// Writes the marker of `producer_id` at `producer_epoch` to
+    /// `topic`-`partition`.
+    ///
+    /// # Errors
+    /// Anything the append fails with; the coordinator retries (an
+    /// [`Error::UnknownTopicOrPartition`] means the partition is gone and
+    /// needs no marker).
+    fn write_marker(
+        &self,
+        topic: &str,
+        partition: u32,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<()>;
+}
+
+/// The writer until the replica layer's marker append is wired in: every
+/// marker fails, so every ended transaction stays prepared (and is
+/// completed once a real writer is installed).
+struct UnwiredMarkers;
+
+impl MarkerWriter for UnwiredMarkers {
+    fn write_marker(
+        &self,
+        topic: &str,
+        partition: u32,
+        _: i64,
+        _: i16,
+        _: bool,
+        _: i32,
+    ) -> Result<()> {
+        Err(Error::Internal(format!(
+            "no transaction marker writer is installed (marker for {topic}-{partition})"
+        )))
+    }
+}
+
+/// One transactional id's coordinator state.
+#[derive(Debug, Default)]
+struct Entry {
+    /// The recorded state; `None` before the first init (or after a
+    /// tombstone).
+    meta: Option<TxnMetadata>,
+    /// In a `Prepare*` state: the partitions whose marker is not written
+    /// yet (in memory only: a replay starts over with every partition).
+    unmarked: BTreeSet<(String, u32)>,
+    /// Offsets committed in the open transaction, by group (in memory
+    /// only; see the module docs).
+    offsets: BTreeMap<String, BTreeMap<TopicPartition, OffsetAndMetadata>>,
+}
+
+impl Entry {
+    /// Takes `meta` as the recorded state.
+    fn set(&mut self, meta: TxnMetadata) {
+        match meta.status {
+            TxnStatus::PrepareCommit | TxnStatus::PrepareAbort => {
+                self.unmarked = meta.partitions.clone();
+                if meta.status == TxnStatus::PrepareAbort {
+                    self.offsets.clear();
+                }
+            }
+            TxnStatus::Ongoing => {}
+            _ => {
+                self.unmarked.clear();
+                self.offsets.clear();
+            }
+        }
+        self.meta = Some(meta);
+    }
+}
+
+/// The transaction coordinator's state (see the module docs).
+pub(crate) struct TransactionCoordinator {
+    ids: Mutex<HashMap<String, Arc<Mutex<Entry>>>>,
+    markers: RwLock<Arc<dyn MarkerWriter>>,
+    timer: Mutex<Option<TxnTimer>>,
+    /// The clock time of the last timer pass, for tests to wait on.
+    passes: (Mutex<Option<i64>>, Condvar),
+}
+
+impl std::fmt::Debug for TransactionCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransactionCoordinator")
+            .field("ids", &self.ids.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for TransactionCoordinator {
+    fn default() -> Self {
+        TransactionCoordinator {
+            ids: Mutex::new(HashMap::new()),
+            markers: RwLock::new(Arc::new(UnwiredMarkers)),
+            timer: Mutex::new(None),
+            passes: (Mutex::new(None), Condvar::new()),
+        }
+    }
+}
+
+impl TransactionCoordinator {
+    fn entry(&self, id: &str) -> Option<Arc<Mutex<Entry>>> {
+        self.ids.lock().get(id).cloned()
+    }
+
+    fn entry_or_new(&self, id: &str) -> Arc<Mutex<Entry>> {
+        self.ids.lock().entry(id.to_string()).or_default().clone()
+    }
+}
+
+/// The configs of `__transaction_state` (Kafka's
+/// `transaction.state.log.*` defaults): compacted, 100 MiB segments,
+/// `min.insync.replicas` from the cluster config.
+fn txn_topic_config(min_isr: u16) -> Result<TopicConfig> {
+    TopicConfig::new()
+        .cleanup_policy(CleanupPolicy::Compact)
+        .segment_bytes(100 * 1024 * 1024)?
+        .min_insync_replicas(min_isr)
+}
+
+fn check_transactional_id(id: &str) -> Result<()> {
+    if id.is_empty() {
+        return Err(Error::InvalidArgument(
+            "transactional.id must not be empty".into(),
+        ));
+    }
+    if id.len() > i16::MAX as usize {
+        return Err(Error::InvalidArgument(format!(
+            "transactional.id is longer than {} bytes",
+            i16::MAX
+        )));
+    }
+    Ok(())
+}
+
+/// Kafka's answer for a request that cannot reach the transaction log: a
+/// retriable failure of its partition (no leader, too few in-sync
+/// replicas) is `COORDINATOR_NOT_AVAILABLE`.
+fn unavailable(id: &str, e: Error) -> Error {
+    if e.is_retriable() {
+        Error::CoordinatorNotAvailable {
+            group: id.to_string(),
+            reason: format!("{TXN_TOPIC}: {e}"),
+        }
+    } else {
+        e
+    }
+}
+
+fn refusal(id: &str, producer_id: i64, r: TxnRefusal) -> Error {
+    match r {
+        TxnRefusal::ProducerFenced { epoch, current } => Error::ProducerFenced {
+            transactional_id: id.to_string(),
+            epoch,
+            current,
+        },
+        TxnRefusal::InvalidProducerIdMapping => Error::InvalidProducerIdMapping {
+            transactional_id: id.to_string(),
+            producer_id,
+        },
+        TxnRefusal::ConcurrentTransactions => Error::ConcurrentTransactions {
+            transactional_id: id.to_string(),
+        },
+        TxnRefusal::InvalidTxnState(_) => Error::InvalidTxnState { producer_id },
+    }
+}
+
+impl ClusterInner {
+    /// The `__transaction_state` topic, created on first use.
+    ///
+    /// # Errors
+    /// The retriable [`Error::CoordinatorNotAvailable`] if it has to be
+    /// created while fewer brokers are live than its replication factor.
+    fn txn_topic(&self, id: &str) -> Result<Arc<TopicState>> {
+        match self.topic_state(TXN_TOPIC) {
+            Ok(state) => Ok(state),
+            Err(Error::UnknownTopicOrPartition { .. }) => {
+                let topic = NewTopic::new(
+                    TXN_TOPIC,
+                    self.config.transaction_state_log_num_partitions(),
+                )
+                .replication_factor(self.config.transaction_state_log_replication_factor())
+                .config(txn_topic_config(
+                    self.config.transaction_state_log_min_isr(),
+                )?);
+                self.create_topic(topic, true, true).map_err(|e| match e {
+                    Error::InvalidReplicationFactor { reason, .. } => {
+                        Error::CoordinatorNotAvailable {
+                            group: id.to_string(),
+                            reason: format!("{TXN_TOPIC} cannot be created yet: {reason}"),
+                        }
+                    }
+                    e => e,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The partition of `__transaction_state` holding `id`, and its leader
+    /// epoch (the coordinator epoch markers carry).
+    fn txn_partition(&self, id: &str) -> Result<(crate::replica::TopicIdPartition, i32)> {
+        let topic = self.topic_state(TXN_TOPIC)?;
+        let p = partition_for_transactional_id(id, topic.partition_count());
+        let key = topic.key(p)?;
+        let epoch = topic
+            .assignments
+            .read()
+            .get(p as usize)
+            .map_or(0, |a| a.leader_epoch);
+        Ok((key, epoch))
+    }
+
+    /// Appends `meta` as `id`'s state, acknowledged by every in-sync
+    /// replica.
+    fn write_txn_state(&self, id: &str, meta: &TxnMetadata) -> Result<()> {
+        let key_bytes = txn_log::encode_key(id).map_err(Error::InvalidArgument)?;
+        let value = txn_log::encode_value(&meta.to_log_value()).map_err(Error::InvalidArgument)?;
+        let (key, _) = self.txn_partition(id).map_err(|e| unavailable(id, e))?;
+        let mut builder = BatchBuilder::new(Compression::None);
+        builder.append(self.clock().now_ms(), Some(&key_bytes), Some(&value), &[]);
+        let mut batch = builder.build()?.to_vec();
+        self.replicas_for(&key)
+            .and_then(|r| r.append(&key, &mut batch, AppendOrigin::Trusted, AppendAcks::All))
+            .map_err(|e| unavailable(id, e))?;
+        Ok(())
+    }
+
+    /// Writes the markers a `Prepare*` state still lacks, materialises a
+    /// commit's offsets, then records the completed state. Nothing to do
+    /// in any other state.
+    fn finish_txn(&self, id: &str, entry: &mut Entry) -> Result<()> {
+        let Some(meta) = entry.meta.clone() else {
+            return Ok(());
+        };
+        let commit = match meta.status {
+            TxnStatus::PrepareCommit => true,
+            TxnStatus::PrepareAbort => false,
+            _ => return Ok(()),
+        };
+        let (_, coordinator_epoch) = self.txn_partition(id).map_err(|e| unavailable(id, e))?;
+        let writer = self.txn.markers.read().clone();
+        for (topic, partition) in entry.unmarked.clone() {
+            match writer.write_marker(
+                &topic,
+                partition,
+                meta.producer_id,
+                meta.epoch,
+                commit,
+                coordinator_epoch,
+            ) {
+                Ok(()) => {}
+                // The partition is gone: nothing to mark.
+                Err(Error::UnknownTopicOrPartition { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            if commit && topic == OFFSETS_TOPIC {
+                self.materialise_txn_offsets(entry, partition)?;
+            }
+            entry.unmarked.remove(&(topic, partition));
+        }
+        let done = meta
+            .complete(self.clock().now_ms())
+            .ok_or_else(|| Error::Internal("a prepared transaction did not complete".into()))?;
+        self.write_txn_state(id, &done)?;
+        entry.set(done);
+        Ok(())
+    }
+
+    /// Commits the pending offsets of the groups whose `__consumer_offsets`
+    /// partition is `partition` (offsets of partitions deleted since are
+    /// dropped).
+    fn materialise_txn_offsets(&self, entry: &Entry, partition: u32) -> Result<()> {
+        let count = self.topic_state(OFFSETS_TOPIC)?.partition_count();
+        for (group, offsets) in &entry.offsets {
+            if partition_for_group(group, count) != partition {
+                continue;
+            }
+            let live: BTreeMap<TopicPartition, OffsetAndMetadata> = offsets
+                .iter()
+                .filter(|(tp, _)| self.partition_key(tp).is_ok())
+                .map(|(tp, m)| (tp.clone(), m.clone()))
+                .collect();
+            self.commit_offsets(group, &live)?;
+        }
+        Ok(())
+    }
+
+    /// Kafka's `InitProducerId` for a transactional producer
+    /// (`init_transactions`): a producer id and a new epoch for
+    /// `transactional_id`. A new id gets a fresh producer id at epoch 0;
+    /// a known one its epoch bumped, which fences the producer holding the
+    /// older epoch (its requests get [`Error::ProducerFenced`]). A
+    /// transaction the older producer left open is aborted first; one
+    /// still completing is completed first.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty or too long id;
+    /// [`Error::InvalidTransactionTimeout`] for a timeout not in
+    /// `1..=transaction.max.timeout.ms`; the retriable
+    /// [`Error::CoordinatorNotAvailable`] (the transaction log cannot be
+    /// written now) and [`Error::ConcurrentTransactions`] (the previous
+    /// transaction's markers cannot be written now); [`Error::Closed`];
+    /// [`Error::Io`] from the metadata log (a new producer id block).
+    pub(crate) fn init_producer_id(
+        &self,
+        transactional_id: &str,
+        transaction_timeout_ms: i32,
+    ) -> Result<(i64, i16)> {
+        let id = transactional_id;
+        check_transactional_id(id)?;
+        self.check_open()?;
+        if transaction_timeout_ms < 1
+            || i64::from(transaction_timeout_ms) > self.config.txn_max_timeout_ms
+        {
+            return Err(Error::InvalidTransactionTimeout {
+                timeout_ms: i64::from(transaction_timeout_ms),
+                max_ms: self.config.txn_max_timeout_ms,
+            });
+        }
+        self.txn_topic(id)?;
+        let entry = self.txn.entry_or_new(id);
+        let mut entry = entry.lock();
+        let concurrent = || Error::ConcurrentTransactions {
+            transactional_id: id.to_string(),
+        };
+        // Two rounds at most: a fencing abort, then the init proper.
+        for _ in 0..2 {
+            let current = match entry.meta.clone() {
+                Some(meta) => meta,
+                None => TxnMetadata::new(
+                    self.allocate_producer_id()?,
+                    transaction_timeout_ms,
+                    self.clock().now_ms(),
+                ),
+            };
+            if matches!(
+                current.status,
+                TxnStatus::PrepareCommit | TxnStatus::PrepareAbort
+            ) {
+                self.finish_txn(id, &mut entry).map_err(|_| concurrent())?;
+                continue;
+            }
+            let mut failed = None;
+            let outcome = current
+                .init(transaction_timeout_ms, self.clock().now_ms(), || {
+                    // The epoch is exhausted: a new producer id.
+                    self.allocate_producer_id().unwrap_or_else(|e| {
+                        failed = Some(e);
+                        -1
+                    })
+                })
+                .map_err(|r| refusal(id, current.producer_id, r))?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            match outcome {
+                InitOutcome::Ready(next) => {
+                    self.write_txn_state(id, &next)?;
+                    let answer = (next.producer_id, next.epoch);
+                    entry.set(next);
+                    return Ok(answer);
+                }
+                InitOutcome::FenceAndAbort(fenced) => {
+                    self.write_txn_state(id, &fenced)?;
+                    entry.set(fenced);
+                    self.finish_txn(id, &mut entry).map_err(|_| concurrent())?;
+                }
+            }
+        }
+        Err(concurrent())
+    }
+
+    /// The entry of a known transactional id, checked against the
+    /// request's producer id and epoch.
+    fn txn_entry(&self, id: &str, producer_id: i64) -> Result<Arc<Mutex<Entry>>> {
+        check_transactional_id(id)?;
+        self.check_open()?;
+        self.txn
+            .entry(id)
+            .ok_or_else(|| refusal(id, producer_id, TxnRefusal::InvalidProducerIdMapping))
+    }
+
+    /// Adds `partitions` to `transactional_id`'s transaction (Kafka's
+    /// `AddPartitionsToTxn`, sent before the producer's first batch to a
+    /// partition), opening the transaction if none is open. Recorded
+    /// before it returns; adding partitions already in the transaction
+    /// writes nothing.
+    ///
+    /// # Errors
+    /// [`Error::ProducerFenced`], [`Error::InvalidProducerIdMapping`];
+    /// the retriable [`Error::ConcurrentTransactions`] while the previous
+    /// transaction completes (and its markers cannot be written now) and
+    /// [`Error::CoordinatorNotAvailable`];
+    /// [`Error::UnknownTopicOrPartition`] for a partition that does not
+    /// exist; [`Error::InvalidTopic`] for an internal topic.
+    pub(crate) fn add_partitions_to_txn(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &[TopicPartition],
+    ) -> Result<()> {
+        let mut added = Vec::with_capacity(partitions.len());
+        for tp in partitions {
+            self.topic_state_for_append(&tp.topic)?.key(tp.partition)?;
+            added.push((tp.topic.clone(), tp.partition));
+        }
+        self.add_to_txn(transactional_id, producer_id, producer_epoch, &added)
+    }
+
+    /// Adds `group`'s `__consumer_offsets` partition to the transaction
+    /// (Kafka's `AddOffsetsToTxn`, from `send_offsets_to_transaction`):
+    /// the group's offsets committed in the transaction become visible
+    /// with its COMMIT marker there.
+    ///
+    /// # Errors
+    /// As [`ClusterInner::add_partitions_to_txn`]; [`Error::InvalidArgument`]
+    /// for an invalid group id.
+    pub(crate) fn add_offsets_to_txn(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        group: &str,
+    ) -> Result<()> {
+        super::coordinator::check_group(group)?;
+        let topic = self.offsets_topic(group)?;
+        let partition = partition_for_group(group, topic.partition_count());
+        self.add_to_txn(
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            &[(OFFSETS_TOPIC.to_string(), partition)],
+        )
+    }
+
+    fn add_to_txn(
+        &self,
+        id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(String, u32)],
+    ) -> Result<()> {
+        let entry = self.txn_entry(id, producer_id)?;
+        let mut entry = entry.lock();
+        let meta = entry
+            .meta
+            .clone()
+            .ok_or_else(|| refusal(id, producer_id, TxnRefusal::InvalidProducerIdMapping))?;
+        let meta = match meta.add_partitions(producer_id, epoch, partitions, self.clock().now_ms())
+        {
+            // The previous transaction is completing: finish it now, then
+            // the request proceeds.
+            Err(TxnRefusal::ConcurrentTransactions) => {
+                self.finish_txn(id, &mut entry)
+                    .map_err(|_| refusal(id, producer_id, TxnRefusal::ConcurrentTransactions))?;
+                entry.meta.clone().unwrap_or(meta)
+            }
+            _ => meta,
+        };
+        if meta.status == TxnStatus::Ongoing
+            && partitions.iter().all(|p| meta.partitions.contains(p))
+        {
+            meta.check_producer(producer_id, epoch)
+                .map_err(|r| refusal(id, producer_id, r))?;
+            return Ok(());
+        }
+        let next = meta
+            .add_partitions(producer_id, epoch, partitions, self.clock().now_ms())
+            .map_err(|r| refusal(id, producer_id, r))?;
+        self.write_txn_state(id, &next)?;
+        entry.set(next);
+        Ok(())
+    }
+
+    /// Kafka's `TxnOffsetCommit` (from `send_offsets_to_transaction`,
+    /// after [`ClusterInner::add_offsets_to_txn`]): `offsets` of `group`
+    /// are held pending in the open transaction and become the group's
+    /// committed offsets when it commits (dropped if it aborts).
+    ///
+    /// # Errors
+    /// [`Error::ProducerFenced`], [`Error::InvalidProducerIdMapping`];
+    /// [`Error::InvalidTxnState`] if no transaction is open or the group's
+    /// offsets partition was not added to it; the offsets' own errors, as
+    /// a plain commit's ([`Error::UnknownTopicOrPartition`],
+    /// [`Error::InvalidArgument`]).
+    pub(crate) fn txn_offset_commit(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        group: &str,
+        offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+    ) -> Result<()> {
+        let id = transactional_id;
+        super::coordinator::check_group(group)?;
+        self.check_commit_offsets(offsets)?;
+        let entry = self.txn_entry(id, producer_id)?;
+        let mut entry = entry.lock();
+        let meta = entry
+            .meta
+            .as_ref()
+            .ok_or_else(|| refusal(id, producer_id, TxnRefusal::InvalidProducerIdMapping))?;
+        meta.check_producer(producer_id, producer_epoch)
+            .map_err(|r| refusal(id, producer_id, r))?;
+        // No `__consumer_offsets` yet: the group's partition cannot be in
+        // the transaction.
+        let added = self.topic_state(OFFSETS_TOPIC).is_ok_and(|topic| {
+            let partition = partition_for_group(group, topic.partition_count());
+            meta.partitions
+                .contains(&(OFFSETS_TOPIC.to_string(), partition))
+        });
+        if meta.status != TxnStatus::Ongoing || !added {
+            return Err(Error::InvalidTxnState { producer_id });
+        }
+        entry
+            .offsets
+            .entry(group.to_string())
+            .or_default()
+            .extend(offsets.iter().map(|(tp, m)| (tp.clone(), m.clone())));
+        Ok(())
+    }
+
+    /// Kafka's `EndTxn`: commits (or aborts) `transactional_id`'s open
+    /// transaction. Returns once the decision (`PrepareCommit` /
+    /// `PrepareAbort`) is recorded, as Kafka's coordinator answers; the
+    /// markers are written before it returns when they can be, else by
+    /// the coordinator's timer or the next request of the id. Retrying an
+    /// end that completed the same way succeeds with nothing to do.
+    ///
+    /// # Errors
+    /// [`Error::ProducerFenced`] (a newer producer, or the coordinator
+    /// aborted the transaction at its timeout),
+    /// [`Error::InvalidProducerIdMapping`]; [`Error::InvalidTxnState`]
+    /// when no transaction is open or a retry asks the other outcome; the
+    /// retriable [`Error::ConcurrentTransactions`] (a retry of this end
+    /// while its markers still cannot be written) and
+    /// [`Error::CoordinatorNotAvailable`].
+    pub(crate) fn end_txn(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> Result<()> {
+        let id = transactional_id;
+        let entry = self.txn_entry(id, producer_id)?;
+        let mut entry = entry.lock();
+        let meta = entry
+            .meta
+            .clone()
+            .ok_or_else(|| refusal(id, producer_id, TxnRefusal::InvalidProducerIdMapping))?;
+        match meta.end(producer_id, producer_epoch, commit, self.clock().now_ms()) {
+            Ok(None) => Ok(()),
+            Ok(Some(prepared)) => {
+                self.write_txn_state(id, &prepared)?;
+                entry.set(prepared);
+                // Decided: markers that fail now are retried later.
+                let _ = self.finish_txn(id, &mut entry);
+                Ok(())
+            }
+            Err(TxnRefusal::ConcurrentTransactions) => self
+                .finish_txn(id, &mut entry)
+                .map_err(|_| refusal(id, producer_id, TxnRefusal::ConcurrentTransactions)),
+            Err(r) => Err(refusal(id, producer_id, r)),
+        }
+    }
+
+    /// One pass of the coordinator's timer at the clock's now: completes
+    /// prepared transactions whose markers are missing, and aborts (with
+    /// an epoch bump) transactions open longer than their timeout.
+    /// Failures are left for the next pass.
+    pub(crate) fn txn_timer_pass(&self) {
+        let now = self.clock().now_ms();
+        let entries: Vec<(String, Arc<Mutex<Entry>>)> = self
+            .txn
+            .ids
+            .lock()
+            .iter()
+            .map(|(id, e)| (id.clone(), e.clone()))
+            .collect();
+        for (id, entry) in entries {
+            if self.check_open().is_err() {
+                break;
+            }
+            let mut entry = entry.lock();
+            let Some(meta) = entry.meta.clone() else {
+                continue;
+            };
+            if let Some(fenced) = meta.expire(now) {
+                if self.write_txn_state(&id, &fenced).is_err() {
+                    continue;
+                }
+                entry.set(fenced);
+            }
+            let _ = self.finish_txn(&id, &mut entry);
+        }
+        let (last, changed) = &self.txn.passes;
+        *last.lock() = Some(now);
+        changed.notify_all();
+    }
+
+    /// Replays `__transaction_state`, if it exists, into the coordinator.
+    /// Unreadable records are skipped and returned (as
+    /// [`ClusterInner::load_offsets`] does); a damaged batch is
+    /// [`Error::Corrupt`]. Transactions found prepared are completed by
+    /// the timer.
+    pub(crate) fn load_transactions(&self) -> Result<Vec<SkippedRecord>> {
+        let Ok(topic) = self.topic_state(TXN_TOPIC) else {
+            return Ok(Vec::new());
+        };
+        let mut states: HashMap<String, TxnMetadata> = HashMap::new();
+        let mut skipped = Vec::new();
+        for p in 0..topic.partition_count() {
+            let key = topic.key(p)?;
+            let replicas = self.replicas_for(&key)?;
+            let offsets = replicas.offsets(&key)?;
+            let mut bad = Vec::new();
+            replay_records(
+                Path::new(&format!("{TXN_TOPIC}-{p}")),
+                offsets.log_start,
+                offsets.high_watermark,
+                |offset| {
+                    let fetched =
+                        replicas.fetch(&key, offset, 1 << 20, FetchBound::HighWatermark)?;
+                    Ok(fetched.records().clone())
+                },
+                |_, key, value| {
+                    let id = txn_log::decode_key(key.ok_or("a record without a key")?)?;
+                    match value {
+                        Some(value) => {
+                            let v = txn_log::decode_value(value)?;
+                            states.insert(id, TxnMetadata::from_log_value(&v));
+                        }
+                        None => {
+                            states.remove(&id);
+                        }
+                    }
+                    Ok(())
+                },
+                Some(&mut bad),
+            )?;
+            skipped.extend(bad.into_iter().map(|(offset, reason)| SkippedRecord {
+                partition: TopicPartition::new(TXN_TOPIC, p),
+                offset,
+                reason,
+            }));
+        }
+        let mut ids = self.txn.ids.lock();
+        for (id, meta) in states {
+            let mut entry = Entry::default();
+            entry.set(meta);
+            ids.insert(id, Arc::new(Mutex::new(entry)));
+        }
+        Ok(skipped)
+    }
+
+    /// Installs the writer of transaction markers (the replica layer's, or
+    /// a test's).
+    pub(crate) fn set_marker_writer(&self, writer: Arc<dyn MarkerWriter>) {
+        *self.txn.markers.write() = writer;
+    }
+
+    /// `transactional_id`'s recorded state, if it has one.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "read by tests until a describe API exists")
+    )]
+    pub(crate) fn txn_metadata(&self, transactional_id: &str) -> Option<TxnMetadata> {
+        self.txn.entry(transactional_id)?.lock().meta.clone()
+    }
+
+    /// Starts the coordinator's timer thread.
+    pub(crate) fn start_txn_timer(self: &Arc<Self>) -> Result<()> {
+        let timer = TxnTimer::spawn(Arc::downgrade(self), self.config.txn_abort_interval_ms)?;
+        *self.txn.timer.lock() = Some(timer);
+        Ok(())
+    }
+
+    /// Stops the timer thread (at close), waiting for a pass in progress.
+    pub(crate) fn stop_txn_timer(&self) {
+        let timer = self.txn.timer.lock().take();
+        if let Some(timer) = timer {
+            timer.stop();
+        }
+        // Waiters see the cluster closed.
+        self.txn.passes.1.notify_all();
+    }
+
+    /// Waits until a timer pass at clock time `at_ms` or later has
+    /// finished; `false` after `guard` of real time or at close.
+    #[cfg(test)]
+    pub(crate) fn wait_for_txn_pass(&self, at_ms: i64, guard: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + guard;
+        let (last, changed) = &self.txn.passes;
+        let mut last = last.lock();
+        loop {
+            if last.is_some_and(|t| t >= at_ms) {
+                return true;
+            }
+            if self.check_open().is_err() || changed.wait_until(&mut last, deadline).timed_out() {
+                return last.is_some_and(|t| t >= at_ms);
+            }
+        }
+    }
+}
+
+/// The coordinator's timer thread (`logbus-txn-timer`): a pass at start
+/// (completing what the replay found prepared), then every
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms` of the
+/// cluster's clock. It waits on its stop channel, the clock's wake-ups and
+/// a timeout derived from the clock, never sleeping to poll.
+struct TxnTimer {
+    stop: Sender<()>,
+    handle: JoinHandle<()>,
+}
+
+impl TxnTimer {
+    fn spawn(cluster: Weak<ClusterInner>, interval_ms: i64) -> Result<TxnTimer> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+        let (clock, root) = {
+            let inner = cluster.upgrade().ok_or_else(|| {
+                Error::Internal("transaction timer spawned for a dropped cluster".into())
+            })?;
+            (inner.clock().clone(), inner.root.clone())
+        };
+        let ticks = clock.subscribe();
+        let mut deadline = clock.now_ms();
+        let handle = std::thread::Builder::new()
+            .name("logbus-txn-timer".into())
+            .spawn(move || {
+                loop {
+                    let now = clock.now_ms();
+                    if now >= deadline {
+                        deadline = now.saturating_add(interval_ms);
+                        let Some(inner) = cluster.upgrade() else {
+                            return;
+                        };
+                        inner.txn_timer_pass();
+                    }
+                    let timeout = match clock.wait_hint(deadline) {
+                        Some(wait) => crossbeam_channel::after(wait),
+                        None => crossbeam_channel::never(),
+                    };
+                    select! {
+                        recv(stopped) -> _ => return,
+                        recv(ticks) -> _ => {}
+                        recv(timeout) -> _ => {}
+                    }
+                }
+            })
+            .map_err(|e| Error::io("spawn transaction timer thread", root, e))?;
+        Ok(TxnTimer { stop, handle })
+    }
+
+    /// Stops the thread and joins it (unless called on the thread itself,
+    /// which happens when it held the last reference to the cluster).
+    fn stop(self) {
+        let _ = self.stop.try_send(());
+        if self.handle.thread().id() != std::thread::current().id() {
+            let _ = self.handle.join();
+        }
+    }
+}

@@ -1,0 +1,1169 @@
+//! Tests of the transaction coordinator (`txn_coordinator.rs`) through a
+//! real cluster, with a fake marker writer that records every marker (and
+//! can be told to fail): the state machine end to end, the
+//! `__transaction_state` topic, replay on reopen, completion of prepared
+//! transactions, zombie fencing, timeouts on a manual clock, transactional
+//! offsets and failover of the state partition's leader.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use super::offsets::{OFFSETS_TOPIC, partition_for_group};
+use super::txn_coordinator::{DEFAULT_TRANSACTION_TIMEOUT_MS, MarkerWriter, TXN_TOPIC};
+use super::txn_log::{TxnStatus, partition_for_transactional_id};
+use super::*;
+use crate::clock::ManualClock;
+
+/// A guard against a hang, never a timing assertion.
+const GUARD: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Marker {
+    topic: String,
+    partition: u32,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+}
+
+/// Records the markers it is asked to write; fails every marker while
+/// `fail_all` is set, and those of the partitions in `fail`.
+#[derive(Default)]
+struct FakeMarkers {
+    written: Mutex<Vec<Marker>>,
+    fail_all: AtomicBool,
+    fail: Mutex<BTreeSet<(String, u32)>>,
+}
+
+impl MarkerWriter for FakeMarkers {
+    fn write_marker(
+        &self,
+        topic: &str,
+        partition: u32,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<()> {
+        if self.fail_all.load(Ordering::SeqCst)
+            || self.fail.lock().contains(&(topic.to_string(), partition))
+        {
+            return Err(Error::NotLeaderOrFollower {
+                topic: topic.to_string(),
+                partition,
+                broker: 0,
+            });
+        }
+        self.written.lock().push(Marker {
+            topic: topic.to_string(),
+            partition,
+            producer_id,
+            epoch: producer_epoch,
+            commit,
+            coordinator_epoch,
+        });
+        Ok(())
+    }
+}
+
+impl FakeMarkers {
+    fn take(&self) -> Vec<Marker> {
+        std::mem::take(&mut *self.written.lock())
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    clock: ManualClock,
+    brokers: u32,
+    txn_partitions: u32,
+}
+
+impl Setup {
+    fn new(brokers: u32) -> Self {
+        Setup {
+            dir: tempfile::tempdir().unwrap(),
+            clock: ManualClock::new(1_000_000),
+            brokers,
+            txn_partitions: 50,
+        }
+    }
+
+    fn config(&self) -> ClusterConfig {
+        ClusterConfig::builder()
+            .brokers(self.brokers)
+            .clock(Arc::new(self.clock.clone()))
+            .transaction_abort_interval(Duration::from_secs(10))
+            .transaction_state_log_num_partitions(self.txn_partitions)
+            .transaction_max_timeout(Duration::from_secs(600))
+            .build()
+            .unwrap()
+    }
+
+    /// Opens the cluster with a fresh fake writer installed.
+    fn open(&self) -> (Cluster, Arc<FakeMarkers>) {
+        let cluster = Cluster::open(self.dir.path(), self.config()).unwrap();
+        let markers = Arc::new(FakeMarkers::default());
+        cluster.inner.set_marker_writer(markers.clone());
+        (cluster, markers)
+    }
+}
+
+fn tp(topic: &str, partition: u32) -> TopicPartition {
+    TopicPartition::new(topic, partition)
+}
+
+fn status(cluster: &Cluster, id: &str) -> TxnStatus {
+    cluster.inner.txn_metadata(id).unwrap().status
+}
+
+/// The leader epoch of `id`'s `__transaction_state` partition.
+fn coordinator_epoch(cluster: &Cluster, id: &str) -> i32 {
+    let p = partition_for_transactional_id(id, 50);
+    cluster.describe_topic(TXN_TOPIC).unwrap().partitions[p as usize].leader_epoch
+}
+
+fn marker(topic: &str, partition: u32, pid: i64, epoch: i16, commit: bool, ce: i32) -> Marker {
+    Marker {
+        topic: topic.into(),
+        partition,
+        producer_id: pid,
+        epoch,
+        commit,
+        coordinator_epoch: ce,
+    }
+}
+
+#[test]
+fn a_commit_writes_every_marker_then_completes_and_a_retry_succeeds() {
+    let setup = Setup::new(1);
+    let (cluster, markers) = setup.open();
+    cluster.create_topic(NewTopic::new("t", 3)).unwrap();
+    let inner = &cluster.inner;
+    let (pid, epoch) = inner
+        .init_producer_id("app", DEFAULT_TRANSACTION_TIMEOUT_MS)
+        .unwrap();
+    assert_eq!(epoch, 0);
+    assert_eq!(status(&cluster, "app"), TxnStatus::Empty);
+    inner
+        .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0), tp("t", 2)])
+        .unwrap();
+    inner
+        .add_partitions_to_txn("app", pid, epoch, &[tp("t", 2)])
+        .unwrap();
+    let meta = inner.txn_metadata("app").unwrap();
+    assert_eq!(meta.status, TxnStatus::Ongoing);
+    assert_eq!(meta.partitions.len(), 2);
+    assert!(markers.take().is_empty(), "no marker before the end");
+
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    let ce = coordinator_epoch(&cluster, "app");
+    assert_eq!(
+        markers.take(),
+        [
+            marker("t", 0, pid, epoch, true, ce),
+            marker("t", 2, pid, epoch, true, ce)
+        ]
+    );
+    assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
+    // A retry of the finished commit succeeds and writes nothing; the
+    // other outcome is refused.
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    assert!(markers.take().is_empty());
+    assert!(matches!(
+        inner.end_txn("app", pid, epoch, false),
+        Err(Error::InvalidTxnState { producer_id }) if producer_id == pid
+    ));
+
+    // The next transaction, aborted.
+    inner
+        .add_partitions_to_txn("app", pid, epoch, &[tp("t", 1)])
+        .unwrap();
+    inner.end_txn("app", pid, epoch, false).unwrap();
+    assert_eq!(markers.take(), [marker("t", 1, pid, epoch, false, ce)]);
+    assert_eq!(status(&cluster, "app"), TxnStatus::CompleteAbort);
+    cluster.close().unwrap();
+}
+
+#[test]
+fn requests_that_do_not_fit_are_refused_and_change_nothing() {
+    let setup = Setup::new(1);
+    let (cluster, markers) = setup.open();
+    cluster.create_topic(NewTopic::new("t", 1)).unwrap();
+    let inner = &cluster.inner;
+    for bad in [0, -1, 600_001] {
+        assert!(matches!(
+            inner.init_producer_id("app", bad),
+            Err(Error::InvalidTransactionTimeout { timeout_ms, max_ms: 600_000 })
+                if timeout_ms == i64::from(bad)
+        ));
+    }
+    assert!(matches!(
+        inner.init_producer_id("", 1000),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(
+        inner.topic_state(TXN_TOPIC).is_err(),
+        "refused requests create nothing"
+    );
+    // Unknown transactional id.
+    assert!(matches!(
+        inner.add_partitions_to_txn("nobody", 7, 0, &[tp("t", 0)]),
+        Err(Error::InvalidProducerIdMapping { producer_id: 7, .. })
+    ));
+    assert!(matches!(
+        inner.end_txn("nobody", 7, 0, true),
+        Err(Error::InvalidProducerIdMapping { .. })
+    ));
+    let (pid, epoch) = inner.init_producer_id("app", 1000).unwrap();
+    let before = inner.txn_metadata("app").unwrap();
+    assert!(matches!(
+        inner.add_partitions_to_txn("app", pid + 1, epoch, &[tp("t", 0)]),
+        Err(Error::InvalidProducerIdMapping { .. })
+    ));
+    assert!(matches!(
+        inner.add_partitions_to_txn("app", pid, epoch + 1, &[tp("t", 0)]),
+        Err(Error::ProducerFenced {
+            epoch: 1,
+            current: 0,
+            ..
+        })
+    ));
+    assert!(matches!(
+        inner.add_partitions_to_txn("app", pid, epoch, &[tp("t", 1)]),
+        Err(Error::UnknownTopicOrPartition { .. })
+    ));
+    assert!(matches!(
+        inner.add_partitions_to_txn("app", pid, epoch, &[tp(TXN_TOPIC, 0)]),
+        Err(Error::InvalidTopic { .. })
+    ));
+    // Nothing is open: ending is refused.
+    assert!(matches!(
+        inner.end_txn("app", pid, epoch, true),
+        Err(Error::InvalidTxnState { .. })
+    ));
+    assert_eq!(inner.txn_metadata("app").unwrap(), before);
+    assert!(markers.take().is_empty());
+    cluster.close().unwrap();
+}
+
+#[test]
+fn a_reinit_fences_the_older_producer_and_aborts_its_transaction() {
+    let setup = Setup::new(1);
+    let (cluster, markers) = setup.open();
+    cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+    cluster.create_topic(NewTopic::new("in", 1)).unwrap();
+    let inner = &cluster.inner;
+    let (pid, zombie) = inner.init_producer_id("app", 60_000).unwrap();
+    inner
+        .add_partitions_to_txn("app", pid, zombie, &[tp("t", 1)])
+        .unwrap();
+    inner.add_offsets_to_txn("app", pid, zombie, "g").unwrap();
+    let offsets = BTreeMap::from([(tp("in", 0), OffsetAndMetadata::new(4))]);
+    inner
+        .txn_offset_commit("app", pid, zombie, "g", &offsets)
+        .unwrap();
+
+    // The new instance: its init aborts the open transaction with a
+    // fencing bump (epoch 1), then takes epoch 2.
+    let (same_pid, epoch) = inner.init_producer_id("app", 60_000).unwrap();
+    assert_eq!((same_pid, epoch), (pid, 2));
+    let ce = coordinator_epoch(&cluster, "app");
+    let group_partition = partition_for_group("g", 50);
+    let mut written = markers.take();
+    written.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    assert_eq!(
+        written,
+        [
+            marker(OFFSETS_TOPIC, group_partition, pid, 1, false, ce),
+            marker("t", 1, pid, 1, false, ce)
+        ]
+    );
+    assert_eq!(status(&cluster, "app"), TxnStatus::Empty);
+    assert!(
+        inner.group_offsets("g").unwrap().is_empty(),
+        "the aborted offsets are dropped"
+    );
+
+    // Every request of the zombie is fenced.
+    assert!(matches!(
+        inner.add_partitions_to_txn("app", pid, zombie, &[tp("t", 0)]),
+        Err(Error::ProducerFenced {
+            epoch: 0,
+            current: 2,
+            ..
+        })
+    ));
+    assert!(matches!(
+        inner.end_txn("app", pid, zombie, true),
+        Err(Error::ProducerFenced { .. })
+    ));
+    assert!(matches!(
+        inner.txn_offset_commit("app", pid, zombie, "g", &offsets),
+        Err(Error::ProducerFenced { .. })
+    ));
+    assert!(
+        !Error::ProducerFenced {
+            transactional_id: "app".into(),
+            epoch: 0,
+            current: 2
+        }
+        .is_retriable()
+    );
+    // The new one works.
+    inner
+        .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0)])
+        .unwrap();
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    assert_eq!(markers.take(), [marker("t", 0, pid, epoch, true, ce)]);
+    cluster.close().unwrap();
+}
+
+#[test]
+fn markers_that_fail_are_retried_and_each_partition_is_marked_once() {
+    let setup = Setup::new(1);
+    let (cluster, markers) = setup.open();
+    cluster.create_topic(NewTopic::new("t", 3)).unwrap();
+    let inner = &cluster.inner;
+    let (pid, epoch) = inner.init_producer_id("app", 60_000).unwrap();
+    let all = [tp("t", 0), tp("t", 1), tp("t", 2)];
+    inner
+        .add_partitions_to_txn("app", pid, epoch, &all)
+        .unwrap();
+    markers.fail.lock().insert(("t".into(), 1));
+    // The commit is decided (recorded) even though a marker fails.
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    assert_eq!(status(&cluster, "app"), TxnStatus::PrepareCommit);
+    let first: Vec<u32> = markers.take().iter().map(|m| m.partition).collect();
+    assert_eq!(first, [0], "stops at the failed marker");
+    // While it cannot complete, the producer's next requests are told to
+    // retry.
+    let busy = inner
+        .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0)])
+        .unwrap_err();
+    assert!(matches!(busy, Error::ConcurrentTransactions { .. }));
+    assert!(busy.is_retriable());
+    assert!(matches!(
+        inner.end_txn("app", pid, epoch, true),
+        Err(Error::ConcurrentTransactions { .. })
+    ));
+    assert!(matches!(
+        inner.init_producer_id("app", 60_000),
+        Err(Error::ConcurrentTransactions { .. })
+    ));
+    // The other outcome is refused outright.
+    assert!(matches!(
+        inner.end_txn("app", pid, epoch, false),
+        Err(Error::InvalidTxnState { .. })
+    ));
+    assert_eq!(status(&cluster, "app"), TxnStatus::PrepareCommit);
+    let retried: Vec<u32> = markers.take().iter().map(|m| m.partition).collect();
+    assert!(retried.is_empty(), "{retried:?}");
+
+    // The partition is back: a retry of the end completes, writing only
+    // the markers still missing.
+    markers.fail.lock().clear();
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    let rest: Vec<u32> = markers.take().iter().map(|m| m.partition).collect();
+    assert_eq!(rest, [1, 2]);
+    assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
+    cluster.close().unwrap();
+}
+
+#[test]
+fn the_timer_completes_a_prepared_transaction_when_markers_can_be_written() {
+    let setup = Setup::new(1);
+    let (cluster, markers) = setup.open();
+    cluster.create_topic(NewTopic::new("t", 1)).unwrap();
+    let inner = &cluster.inner;
+    let (pid, epoch) = inner.init_producer_id("app", 60_000).unwrap();
+    inner
+        .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0)])
+        .unwrap();
+    markers.fail_all.store(true, Ordering::SeqCst);
+    inner.end_txn("app", pid, epoch, false).unwrap();
+    assert_eq!(status(&cluster, "app"), TxnStatus::PrepareAbort);
+    markers.fail_all.store(false, Ordering::SeqCst);
+    setup.clock.advance_ms(10_000);
+    assert!(inner.wait_for_txn_pass(setup.clock.now_ms(), GUARD));
+    assert_eq!(status(&cluster, "app"), TxnStatus::CompleteAbort);
+    assert_eq!(markers.take().len(), 1);
+    cluster.close().unwrap();
+}
+
+#[test]
+fn a_transaction_open_past_its_timeout_is_aborted_and_its_producer_fenced() {
+    let setup = Setup::new(1);
+    let (cluster, markers) = setup.open();
+    cluster.create_topic(NewTopic::new("t", 1)).unwrap();
+    let inner = &cluster.inner;
+    let (pid, epoch) = inner.init_producer_id("app", 15_000).unwrap();
+    inner
+        .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0)])
+        .unwrap();
+    // Within its timeout: a pass leaves it open.
+    setup.clock.advance_ms(10_000);
+    assert!(inner.wait_for_txn_pass(setup.clock.now_ms(), GUARD));
+    assert_eq!(status(&cluster, "app"), TxnStatus::Ongoing);
+    assert!(markers.take().is_empty());
+    // Past it: the next pass aborts it with a fencing bump.
+    setup.clock.advance_ms(10_000);
+    assert!(inner.wait_for_txn_pass(setup.clock.now_ms(), GUARD));
+    let meta = inner.txn_metadata("app").unwrap();
+    assert_eq!((meta.status, meta.epoch), (TxnStatus::CompleteAbort, 1));
+    let ce = coordinator_epoch(&cluster, "app");
+    assert_eq!(markers.take(), [marker("t", 0, pid, 1, false, ce)]);
+    assert!(matches!(
+        inner.end_txn("app", pid, epoch, true),
+        Err(Error::ProducerFenced {
+            epoch: 0,
+            current: 1,
+            ..
+        })
+    ));
+    // A new instance carries on at the next epoch.
+    assert_eq!(inner.init_producer_id("app", 15_000).unwrap(), (pid, 2));
+    cluster.close().unwrap();
+}
+
+#[test]
+fn transactional_offsets_become_committed_only_with_the_commit() {
+    let setup = Setup::new(1);
+    let (cluster, markers) = setup.open();
+    cluster.create_topic(NewTopic::new("in", 2)).unwrap();
+    cluster.create_topic(NewTopic::new("out", 1)).unwrap();
+    let inner = &cluster.inner;
+    let (pid, epoch) = inner.init_producer_id("app", 60_000).unwrap();
+    let offsets = |a, b| {
+        BTreeMap::from([
+            (tp("in", 0), OffsetAndMetadata::new(a)),
+            (tp("in", 1), OffsetAndMetadata::new(b)),
+        ])
+    };
+    inner
+        .add_partitions_to_txn("app", pid, epoch, &[tp("out", 0)])
+        .unwrap();
+    // Offsets need the group's partition in the transaction first.
+    assert!(matches!(
+        inner.txn_offset_commit("app", pid, epoch, "g", &offsets(1, 1)),
+        Err(Error::InvalidTxnState { .. })
+    ));
+    inner.add_offsets_to_txn("app", pid, epoch, "g").unwrap();
+    assert!(matches!(
+        inner.txn_offset_commit(
+            "app",
+            pid,
+            epoch,
+            "g",
+            &BTreeMap::from([(tp("in", 5), OffsetAndMetadata::new(1))])
+        ),
+        Err(Error::UnknownTopicOrPartition { .. })
+    ));
+    inner
+        .txn_offset_commit("app", pid, epoch, "g", &offsets(3, 4))
+        .unwrap();
+    inner
+        .txn_offset_commit("app", pid, epoch, "g", &offsets(5, 4))
+        .unwrap();
+    assert!(
+        inner.group_offsets("g").unwrap().is_empty(),
+        "not visible before the commit"
+    );
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    let committed = |c: &Cluster| -> Vec<u64> {
+        c.inner
+            .group_offsets("g")
+            .unwrap()
+            .values()
+            .map(|m| m.offset)
+            .collect()
+    };
+    assert_eq!(committed(&cluster), [5, 4]);
+    let written = markers.take();
+    assert!(
+        written
+            .iter()
+            .any(|m| m.topic == OFFSETS_TOPIC && m.partition == partition_for_group("g", 50)),
+        "{written:?}"
+    );
+    // The next transaction aborts: its offsets never show.
+    inner.add_offsets_to_txn("app", pid, epoch, "g").unwrap();
+    inner
+        .txn_offset_commit("app", pid, epoch, "g", &offsets(9, 9))
+        .unwrap();
+    inner.end_txn("app", pid, epoch, false).unwrap();
+    assert_eq!(committed(&cluster), [5, 4]);
+    cluster.close().unwrap();
+
+    // The committed offsets are ordinary commits: they survive a reopen.
+    let (cluster, _) = setup.open();
+    assert_eq!(committed(&cluster), [5, 4]);
+    cluster.close().unwrap();
+}
+
+#[test]
+fn the_state_topic_is_kafkas_and_states_survive_a_reopen() {
+    let setup = Setup::new(3);
+    let (cluster, markers) = setup.open();
+    cluster
+        .create_topic(NewTopic::new("t", 2).replication_factor(3))
+        .unwrap();
+    let inner = &cluster.inner;
+    let (pid, epoch) = inner.init_producer_id("app", 30_000).unwrap();
+    let (other_pid, _) = inner.init_producer_id("other", 30_000).unwrap();
+    assert_ne!(pid, other_pid);
+    inner
+        .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0), tp("t", 1)])
+        .unwrap();
+    let before = inner.txn_metadata("app").unwrap();
+
+    let description = cluster.describe_topic(TXN_TOPIC).unwrap();
+    assert_eq!(description.partitions.len(), 50);
+    assert!(description.partitions.iter().all(|p| p.replicas.len() == 3));
+    let config = &inner.topic_state(TXN_TOPIC).unwrap().effective;
+    assert_eq!(config.get("cleanup.policy"), Some("compact"));
+    assert_eq!(config.min_insync(), 2);
+    assert_eq!(config.get("segment.bytes"), Some("104857600"));
+    assert!(!cluster.list_topics().contains(&TXN_TOPIC.to_string()));
+    // Only the coordinator writes it.
+    assert!(matches!(
+        cluster.delete_topic(TXN_TOPIC),
+        Err(Error::InvalidTopic { .. })
+    ));
+    cluster.close().unwrap();
+
+    let (cluster, markers2) = setup.open();
+    drop(markers);
+    let inner = &cluster.inner;
+    assert_eq!(inner.txn_metadata("app").unwrap(), before);
+    assert_eq!(status(&cluster, "other"), TxnStatus::Empty);
+    assert!(cluster.recovery_report().skipped_records.is_empty());
+    // The producer carries on after the reopen.
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    assert_eq!(markers2.take().len(), 2);
+    // A fresh id after the reopen never reuses a producer id.
+    let (third, _) = inner.init_producer_id("third", 30_000).unwrap();
+    assert!(third != pid && third != other_pid);
+    cluster.close().unwrap();
+
+    let (cluster, _) = setup.open();
+    assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
+    cluster.close().unwrap();
+}
+
+#[test]
+fn a_crash_between_prepare_and_complete_finishes_the_transaction_after_reopen() {
+    let setup = Setup::new(3);
+    let (cluster, markers) = setup.open();
+    cluster
+        .create_topic(NewTopic::new("t", 2).replication_factor(3))
+        .unwrap();
+    let inner = &cluster.inner;
+    let (pid, epoch) = inner.init_producer_id("app", 60_000).unwrap();
+    inner
+        .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0), tp("t", 1)])
+        .unwrap();
+    markers.fail_all.store(true, Ordering::SeqCst);
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    assert_eq!(status(&cluster, "app"), TxnStatus::PrepareCommit);
+    drop(cluster); // no close: as a crash of the process
+
+    let (cluster, markers) = setup.open();
+    let inner = &cluster.inner;
+    // The open replayed the decision; the markers are written by the
+    // coordinator's next pass (the writer is installed after the open).
+    assert_eq!(status(&cluster, "app"), TxnStatus::PrepareCommit);
+    setup.clock.advance_ms(10_000);
+    assert!(inner.wait_for_txn_pass(setup.clock.now_ms(), GUARD));
+    assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
+    let ce = coordinator_epoch(&cluster, "app");
+    assert_eq!(
+        markers.take(),
+        [
+            marker("t", 0, pid, epoch, true, ce),
+            marker("t", 1, pid, epoch, true, ce)
+        ]
+    );
+    // The producer's retry of its commit succeeds.
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    assert!(markers.take().is_empty());
+    cluster.close().unwrap();
+
+    let (cluster, markers) = setup.open();
+    assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
+    setup.clock.advance_ms(10_000);
+    assert!(cluster.inner.wait_for_txn_pass(setup.clock.now_ms(), GUARD));
+    assert!(markers.take().is_empty(), "a completed transaction is done");
+    cluster.close().unwrap();
+}
+
+#[test]
+fn a_zombie_is_fenced_across_a_reopen() {
+    let setup = Setup::new(1);
+    let (cluster, _) = setup.open();
+    cluster.create_topic(NewTopic::new("t", 1)).unwrap();
+    let (pid, zombie) = cluster.inner.init_producer_id("app", 60_000).unwrap();
+    cluster.close().unwrap();
+    let (cluster, _) = setup.open();
+    let inner = &cluster.inner;
+    assert_eq!(inner.init_producer_id("app", 60_000).unwrap(), (pid, 1));
+    assert!(matches!(
+        inner.add_partitions_to_txn("app", pid, zombie, &[tp("t", 0)]),
+        Err(Error::ProducerFenced {
+            epoch: 0,
+            current: 1,
+            ..
+        })
+    ));
+    cluster.close().unwrap();
+}
+
+#[test]
+fn the_coordinator_fails_over_with_the_state_partitions_leader() {
+    let setup = Setup::new(3);
+    let (cluster, markers) = setup.open();
+    cluster
+        .create_topic(NewTopic::new("t", 1).replication_factor(3))
+        .unwrap();
+    let inner = &cluster.inner;
+    let (pid, epoch) = inner.init_producer_id("app", 60_000).unwrap();
+    inner
+        .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0)])
+        .unwrap();
+    let p = partition_for_transactional_id("app", 50) as usize;
+    let state = |c: &Cluster| c.describe_topic(TXN_TOPIC).unwrap().partitions[p].clone();
+    let before = state(&cluster);
+    let leader = before.leader.unwrap();
+
+    // The leader stops: another in-sync replica leads, with the state.
+    cluster.stop_broker(leader).unwrap();
+    let after = state(&cluster);
+    assert_ne!(after.leader, Some(leader));
+    assert!(after.leader_epoch > before.leader_epoch);
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    assert_eq!(
+        markers.take(),
+        [marker("t", 0, pid, epoch, true, after.leader_epoch)],
+        "markers carry the new coordinator epoch"
+    );
+
+    // A second broker stops: one in-sync replica is below
+    // transaction.state.log.min.isr, so the coordinator is unavailable
+    // (retriable) and nothing changes.
+    let second = after.leader.unwrap();
+    cluster.stop_broker(second).unwrap();
+    let refused = inner.init_producer_id("app", 60_000).unwrap_err();
+    assert!(
+        matches!(&refused, Error::CoordinatorNotAvailable { group, .. } if group == "app"),
+        "{refused:?}"
+    );
+    assert!(refused.is_retriable());
+    assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
+    assert_eq!(inner.txn_metadata("app").unwrap().epoch, epoch);
+
+    // One comes back and catches up: the retry works.
+    cluster.restart_broker(leader).unwrap();
+    assert!(cluster.wait_until(GUARD, |c| {
+        c.describe_topic(TXN_TOPIC)
+            .is_ok_and(|d| d.partitions[p].isr.len() >= 2)
+    }));
+    // (A preferred-leader election may move the partition back
+    // meanwhile: a client retries a retriable answer, so does this.)
+    let mut answer = None;
+    assert!(cluster.wait_until(GUARD, |_| {
+        match inner.init_producer_id("app", 60_000) {
+            Ok(got) => answer = Some(got),
+            Err(e) => assert!(e.is_retriable(), "{e:?}"),
+        }
+        answer.is_some()
+    }));
+    assert_eq!(answer, Some((pid, epoch + 1)));
+    cluster.close().unwrap();
+}
+
+#[test]
+fn a_crashed_coordinator_is_unavailable_until_its_session_expires_then_works() {
+    let setup = Setup::new(3);
+    let (cluster, markers) = setup.open();
+    cluster
+        .create_topic(NewTopic::new("t", 1).replication_factor(3))
+        .unwrap();
+    let inner = &cluster.inner;
+    let (pid, epoch) = inner.init_producer_id("app", 60_000).unwrap();
+    inner
+        .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0)])
+        .unwrap();
+    let p = partition_for_transactional_id("app", 50) as usize;
+    // A description fails while the crashed leader is still the leader.
+    let leader_of = |c: &Cluster| {
+        c.describe_topic(TXN_TOPIC)
+            .ok()
+            .and_then(|d| d.partitions[p].leader)
+    };
+    let leader = leader_of(&cluster).unwrap();
+    cluster.crash_broker(leader).unwrap();
+    // Until the controller fences it, its partition's leader is gone:
+    // the coordinator is unavailable, retriably, and nothing changes.
+    let refused = inner.end_txn("app", pid, epoch, true).unwrap_err();
+    assert!(
+        matches!(&refused, Error::CoordinatorNotAvailable { group, .. } if group == "app"),
+        "{refused:?}"
+    );
+    assert!(refused.is_retriable());
+    assert_eq!(status(&cluster, "app"), TxnStatus::Ongoing);
+    assert!(markers.take().is_empty());
+    // Its session expires on the clock: another replica leads, and the
+    // retry commits.
+    setup.clock.advance_ms(9_001);
+    assert!(cluster.wait_until(GUARD, |c| leader_of(c).is_some_and(|l| l != leader)));
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
+    assert_eq!(markers.take().len(), 1);
+    cluster.close().unwrap();
+}
+
+#[test]
+fn concurrent_inits_of_one_id_get_distinct_epochs() {
+    let setup = Setup::new(1);
+    let (cluster, _) = setup.open();
+    let epochs: Vec<(i64, i16)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| cluster.inner.init_producer_id("app", 60_000).unwrap()))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let pids: BTreeSet<i64> = epochs.iter().map(|e| e.0).collect();
+    assert_eq!(pids.len(), 1);
+    let mut seen: Vec<i16> = epochs.iter().map(|e| e.1).collect();
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 1, 2, 3]);
+    cluster.close().unwrap();
+}
+
+#[test]
+fn replay_passes_over_transaction_markers_in_the_internal_topics() {
+    use crate::format::control::{EndTxnMarker, marker_batch};
+    let setup = Setup::new(1);
+    let (cluster, _) = setup.open();
+    cluster.create_topic(NewTopic::new("in", 1)).unwrap();
+    let offsets = BTreeMap::from([(tp("in", 0), OffsetAndMetadata::new(7))]);
+    cluster.inner.commit_offsets("g", &offsets).unwrap();
+    cluster.inner.init_producer_id("app", 60_000).unwrap();
+    // A COMMIT marker in the group's partition and in the id's partition,
+    // as the replica layer's marker append will write them.
+    for (topic, partition) in [
+        (OFFSETS_TOPIC, partition_for_group("g", 50)),
+        (TXN_TOPIC, partition_for_transactional_id("app", 50)),
+    ] {
+        let key = cluster.inner.partition_key(&tp(topic, partition)).unwrap();
+        let marker = EndTxnMarker {
+            commit: true,
+            coordinator_epoch: 0,
+        };
+        let mut batch = marker_batch(42, 0, marker, 5).unwrap().to_vec();
+        cluster
+            .inner
+            .replicas_for(&key)
+            .unwrap()
+            .append(&key, &mut batch, AppendOrigin::Trusted, AppendAcks::All)
+            .unwrap();
+    }
+    cluster.close().unwrap();
+    let (cluster, _) = setup.open();
+    assert_eq!(
+        cluster.recovery_report().skipped_records,
+        [],
+        "a control record is not an unreadable record"
+    );
+    assert_eq!(
+        cluster.inner.group_offsets("g").unwrap()[&tp("in", 0)].offset,
+        7
+    );
+    assert_eq!(status(&cluster, "app"), TxnStatus::Empty);
+    cluster.close().unwrap();
+}
+
+/// The model-based test: random request sequences of one transactional
+/// id — its current producer and a zombie (an older epoch), markers
+/// failing and recovering, the timer's passes as the clock moves, reopens —
+/// against a simple model of Kafka's coordinator. Every answer, every
+/// marker written, the recorded state and the group's committed offsets
+/// must match the model's.
+mod model {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const TIMEOUT_MS: i32 = 10_000;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Init,
+        Add { partition: u32, zombie: bool },
+        AddOffsets { zombie: bool },
+        Offsets { offset: u64, zombie: bool },
+        End { commit: bool, zombie: bool },
+        FailMarkers(bool),
+        Tick(i64),
+        Reopen,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            1 => Just(Op::Init),
+            4 => (0..3u32, zombie())
+                .prop_map(|(partition, zombie)| Op::Add { partition, zombie }),
+            3 => zombie().prop_map(|zombie| Op::AddOffsets { zombie }),
+            3 => (0..100u64, zombie())
+                .prop_map(|(offset, zombie)| Op::Offsets { offset, zombie }),
+            4 => (any::<bool>(), zombie())
+                .prop_map(|(commit, zombie)| Op::End { commit, zombie }),
+            1 => any::<bool>().prop_map(Op::FailMarkers),
+            1 => (0..12_000i64).prop_map(Op::Tick),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    /// Whether a request comes from the zombie (an older epoch): one in
+    /// five.
+    fn zombie() -> impl Strategy<Value = bool> {
+        proptest::bool::weighted(0.2)
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Answer {
+        Ok,
+        Fenced,
+        Mapping,
+        Concurrent,
+        InvalidState,
+    }
+
+    fn answer(r: &Result<()>) -> Answer {
+        match r {
+            Ok(()) => Answer::Ok,
+            Err(Error::ProducerFenced { .. }) => Answer::Fenced,
+            Err(Error::InvalidProducerIdMapping { .. }) => Answer::Mapping,
+            Err(Error::ConcurrentTransactions { .. }) => Answer::Concurrent,
+            Err(Error::InvalidTxnState { .. }) => Answer::InvalidState,
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+
+    #[derive(Debug, Default)]
+    struct Model {
+        pid: Option<i64>,
+        epoch: i16,
+        status: Option<TxnStatus>,
+        parts: BTreeSet<(String, u32)>,
+        start_ms: i64,
+        pending: Option<u64>,
+        committed: Option<u64>,
+        fail: bool,
+        markers: Vec<Marker>,
+    }
+
+    impl Model {
+        fn group_partition() -> (String, u32) {
+            (OFFSETS_TOPIC.to_string(), partition_for_group("g", 50))
+        }
+
+        fn prepared(&self) -> bool {
+            matches!(
+                self.status,
+                Some(TxnStatus::PrepareCommit | TxnStatus::PrepareAbort)
+            )
+        }
+
+        /// Writes the markers of a prepared transaction, if they can be.
+        fn finish(&mut self, ce: i32) {
+            if !self.prepared() || self.fail {
+                return;
+            }
+            let commit = self.status == Some(TxnStatus::PrepareCommit);
+            for (topic, partition) in std::mem::take(&mut self.parts) {
+                self.markers.push(marker(
+                    &topic,
+                    partition,
+                    self.pid.unwrap(),
+                    self.epoch,
+                    commit,
+                    ce,
+                ));
+                if commit
+                    && (topic.clone(), partition) == Self::group_partition()
+                    && let Some(offset) = self.pending
+                {
+                    self.committed = Some(offset);
+                }
+            }
+            self.pending = None;
+            self.status = Some(if commit {
+                TxnStatus::CompleteCommit
+            } else {
+                TxnStatus::CompleteAbort
+            });
+        }
+
+        fn prepare(&mut self, commit: bool) {
+            self.status = Some(if commit {
+                TxnStatus::PrepareCommit
+            } else {
+                self.pending = None;
+                TxnStatus::PrepareAbort
+            });
+        }
+
+        /// The producer check every request but init makes.
+        fn check(&self, zombie: bool) -> Option<Answer> {
+            if self.pid.is_none() {
+                Some(Answer::Mapping)
+            } else if zombie {
+                Some(Answer::Fenced)
+            } else {
+                None
+            }
+        }
+
+        fn add(&mut self, part: (String, u32), zombie: bool, now: i64, ce: i32) -> Answer {
+            if let Some(a) = self.check(zombie) {
+                return a;
+            }
+            if self.prepared() {
+                self.finish(ce);
+                if self.prepared() {
+                    return Answer::Concurrent;
+                }
+            }
+            if self.status == Some(TxnStatus::Ongoing) {
+                self.parts.insert(part);
+            } else {
+                self.status = Some(TxnStatus::Ongoing);
+                self.parts = BTreeSet::from([part]);
+                self.start_ms = now;
+            }
+            Answer::Ok
+        }
+    }
+
+    struct Run {
+        setup: Setup,
+        cluster: Option<Cluster>,
+        markers: Arc<FakeMarkers>,
+    }
+
+    impl Run {
+        fn open(setup: &Setup, fail: bool) -> (Cluster, Arc<FakeMarkers>) {
+            let mut config = setup.config();
+            // Passes run only when the test asks (one at the open).
+            config.txn_abort_interval_ms = 1 << 40;
+            let cluster = Cluster::open(setup.dir.path(), config).unwrap();
+            assert!(cluster.inner.wait_for_txn_pass(setup.clock.now_ms(), GUARD));
+            let markers = Arc::new(FakeMarkers::default());
+            markers.fail_all.store(fail, Ordering::SeqCst);
+            cluster.inner.set_marker_writer(markers.clone());
+            (cluster, markers)
+        }
+
+        fn cluster(&self) -> &Cluster {
+            self.cluster.as_ref().unwrap()
+        }
+    }
+
+    fn run(ops: &[Op]) {
+        // Fewer state partitions: quicker to create.
+        let setup = Setup {
+            txn_partitions: 3,
+            ..Setup::new(1)
+        };
+        let (cluster, markers) = Run::open(&setup, false);
+        cluster.create_topic(NewTopic::new("t", 3)).unwrap();
+        cluster.create_topic(NewTopic::new("in", 1)).unwrap();
+        let mut run = Run {
+            setup,
+            cluster: Some(cluster),
+            markers,
+        };
+        let mut m = Model::default();
+        let offsets = |o| BTreeMap::from([(tp("in", 0), OffsetAndMetadata::new(o))]);
+        for (i, op) in ops.iter().enumerate() {
+            let inner = run.cluster().inner.clone();
+            let now = run.setup.clock.now_ms();
+            // The coordinator epoch (one broker: fixed once the topic exists).
+            let ce = run.cluster().describe_topic(TXN_TOPIC).map_or(0, |d| {
+                d.partitions[partition_for_transactional_id("app", 3) as usize].leader_epoch
+            });
+            let epoch_of = |zombie: bool| {
+                if zombie {
+                    m.epoch.wrapping_sub(1)
+                } else {
+                    m.epoch
+                }
+            };
+            let pid = m.pid.unwrap_or(-7);
+            match op {
+                Op::Init => {
+                    let got = inner.init_producer_id("app", TIMEOUT_MS);
+                    let mut expected = Answer::Ok;
+                    if m.status == Some(TxnStatus::Ongoing) {
+                        m.epoch += 1;
+                        m.prepare(false);
+                    }
+                    m.finish(ce);
+                    if m.prepared() {
+                        expected = Answer::Concurrent;
+                    } else {
+                        match m.pid {
+                            None => m.pid = Some(got.as_ref().map_or(-1, |r| r.0)),
+                            Some(_) => m.epoch += 1,
+                        }
+                        m.status = Some(TxnStatus::Empty);
+                        m.parts.clear();
+                    }
+                    let got_answer = answer(&got.as_ref().map(|_| ()).map_err(Error::duplicate));
+                    assert_eq!(got_answer, expected, "op {i} {op:?}");
+                    if let Ok(got) = got {
+                        assert_eq!(got, (m.pid.unwrap(), m.epoch), "op {i}");
+                    }
+                }
+                Op::Add { partition, zombie } => {
+                    let got = inner.add_partitions_to_txn(
+                        "app",
+                        pid,
+                        epoch_of(*zombie),
+                        &[tp("t", *partition)],
+                    );
+                    let expected = m.add(("t".into(), *partition), *zombie, now, ce);
+                    assert_eq!(answer(&got), expected, "op {i} {op:?}");
+                }
+                Op::AddOffsets { zombie } => {
+                    let got = inner.add_offsets_to_txn("app", pid, epoch_of(*zombie), "g");
+                    let expected = m.add(Model::group_partition(), *zombie, now, ce);
+                    assert_eq!(answer(&got), expected, "op {i} {op:?}");
+                }
+                Op::Offsets { offset, zombie } => {
+                    let got = inner.txn_offset_commit(
+                        "app",
+                        pid,
+                        epoch_of(*zombie),
+                        "g",
+                        &offsets(*offset),
+                    );
+                    let expected = m.check(*zombie).unwrap_or_else(|| {
+                        if m.status == Some(TxnStatus::Ongoing)
+                            && m.parts.contains(&Model::group_partition())
+                        {
+                            m.pending = Some(*offset);
+                            Answer::Ok
+                        } else {
+                            Answer::InvalidState
+                        }
+                    });
+                    assert_eq!(answer(&got), expected, "op {i} {op:?}");
+                }
+                Op::End { commit, zombie } => {
+                    let got = inner.end_txn("app", pid, epoch_of(*zombie), *commit);
+                    let expected = m.check(*zombie).unwrap_or_else(|| {
+                        let done = if *commit {
+                            TxnStatus::CompleteCommit
+                        } else {
+                            TxnStatus::CompleteAbort
+                        };
+                        let prepared = if *commit {
+                            TxnStatus::PrepareCommit
+                        } else {
+                            TxnStatus::PrepareAbort
+                        };
+                        match m.status {
+                            Some(TxnStatus::Ongoing) => {
+                                m.prepare(*commit);
+                                m.finish(ce);
+                                Answer::Ok
+                            }
+                            Some(s) if s == done => Answer::Ok,
+                            Some(s) if s == prepared => {
+                                m.finish(ce);
+                                if m.prepared() {
+                                    Answer::Concurrent
+                                } else {
+                                    Answer::Ok
+                                }
+                            }
+                            _ => Answer::InvalidState,
+                        }
+                    });
+                    assert_eq!(answer(&got), expected, "op {i} {op:?}");
+                }
+                Op::FailMarkers(fail) => {
+                    m.fail = *fail;
+                    run.markers.fail_all.store(*fail, Ordering::SeqCst);
+                }
+                Op::Tick(ms) => {
+                    run.setup.clock.advance_ms(*ms);
+                    let now = run.setup.clock.now_ms();
+                    inner.txn_timer_pass();
+                    if m.status == Some(TxnStatus::Ongoing)
+                        && now - m.start_ms > i64::from(TIMEOUT_MS)
+                    {
+                        m.epoch += 1;
+                        m.prepare(false);
+                    }
+                    m.finish(ce);
+                }
+                Op::Reopen => {
+                    run.cluster.take().unwrap().close().unwrap();
+                    let (cluster, markers) = Run::open(&run.setup, m.fail);
+                    run.cluster = Some(cluster);
+                    run.markers = markers;
+                    // Pending offsets live in memory (see the module docs
+                    // of txn_coordinator.rs).
+                    m.pending = None;
+                }
+            }
+            let inner = &run.cluster().inner;
+            let meta = inner.txn_metadata("app");
+            assert_eq!(meta.as_ref().map(|x| x.status), m.status, "op {i} {op:?}");
+            if let Some(meta) = meta {
+                assert_eq!(
+                    (Some(meta.producer_id), meta.epoch),
+                    (m.pid, m.epoch),
+                    "op {i}"
+                );
+                if !matches!(
+                    meta.status,
+                    TxnStatus::CompleteAbort | TxnStatus::CompleteCommit | TxnStatus::Empty
+                ) && !m.prepared()
+                {
+                    assert_eq!(meta.partitions, m.parts, "op {i}");
+                }
+            }
+            assert_eq!(
+                run.markers.take(),
+                std::mem::take(&mut m.markers),
+                "op {i} {op:?}"
+            );
+            let committed = inner
+                .group_offsets("g")
+                .unwrap()
+                .get(&tp("in", 0))
+                .map(|o| o.offset);
+            assert_eq!(committed, m.committed, "op {i} {op:?}");
+        }
+        run.cluster.take().unwrap().close().unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn the_coordinator_follows_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+            // Mostly a producer that initialised first; sometimes not.
+            let mut ops = ops;
+            if ops.len() % 4 != 0 {
+                ops.insert(0, Op::Init);
+            }
+            run(&ops);
+        }
+    }
+}
