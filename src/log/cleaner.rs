@@ -169,6 +169,9 @@ struct Snapshot {
     base: u64,
     next_offset: u64,
     bytes: Bytes,
+    /// Its aborted transactions (`.txnindex`): the cleaner keeps every
+    /// control batch, so they carry over to the cleaned segment.
+    aborted: Vec<crate::format::txn_index::AbortedTxn>,
 }
 
 impl LogInner {
@@ -232,6 +235,7 @@ impl LogInner {
                         base: s.base_offset(),
                         next_offset: s.next_offset(),
                         bytes: s.slice(0, s.size())?,
+                        aborted: s.aborted_txns().to_vec(),
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -334,6 +338,7 @@ impl LogInner {
             crate::storage::segment::LOG_SUFFIX,
             crate::storage::segment::INDEX_SUFFIX,
             crate::storage::segment::TIME_INDEX_SUFFIX,
+            crate::storage::segment::TXN_INDEX_SUFFIX,
         ] {
             let path =
                 crate::storage::segment::staged_file(&self.dir, base, suffix, CLEANED_SUFFIX);
@@ -353,6 +358,11 @@ impl LogInner {
                 if !buf.is_empty() {
                     segment.append(buf, metas)?;
                 }
+            }
+            // Markers are kept, so the aborted transactions carry over.
+            segment.ensure_txn_index_file()?;
+            for txn in group.iter().flat_map(|s| &s.aborted) {
+                segment.append_aborted(*txn)?;
             }
             segment.seal()?;
             segment.sync()
@@ -464,7 +474,7 @@ impl LogInner {
         let swapped_any = !staged.is_empty();
         let result = (|| {
             // Replace from the last group back, so earlier indexes stay valid.
-            for (range, segment) in staged.into_iter().rev() {
+            for (range, mut segment) in staged.into_iter().rev() {
                 debug_assert!(
                     snapshots[range.clone()]
                         .iter()
@@ -511,6 +521,7 @@ fn discard(inner: &LogInner, segment: Segment) {
         crate::storage::segment::LOG_SUFFIX,
         crate::storage::segment::INDEX_SUFFIX,
         crate::storage::segment::TIME_INDEX_SUFFIX,
+        crate::storage::segment::TXN_INDEX_SUFFIX,
     ] {
         let path = crate::storage::segment::staged_file(&inner.dir, base, suffix, CLEANED_SUFFIX);
         let _ = inner.storage.remove_file(&path);

@@ -26,6 +26,7 @@ mod read;
 mod restart;
 mod retention;
 mod scheduler;
+mod txn;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -47,7 +48,7 @@ pub use cleaner::CleanReport;
 pub use epoch::LeaderEpochsRebuilt;
 pub use fence::FencedTruncation;
 pub use open::{RecoveryReport, TruncatedTail};
-pub use read::{LogRead, TimestampOffset};
+pub use read::{AbortedTransaction, LogRead, TimestampOffset};
 pub use retention::RetentionReport;
 
 use durability::Durability;
@@ -156,6 +157,9 @@ pub(crate) struct LogState {
     /// What each idempotent producer last wrote (its epoch and last
     /// batches), checked and updated by appends.
     producers: producer_state::ProducerStateManager,
+    /// The partition's high watermark as the replica layer last told it
+    /// ([`Log::update_high_watermark`]); `None`: the log end offset.
+    high_watermark: Option<u64>,
 }
 
 /// How the leader epoch file stands against the cache in memory.

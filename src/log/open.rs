@@ -48,7 +48,7 @@ use crate::log::{
 use crate::storage::probe::{Counters, Damage, SegmentProbe, Tail};
 use crate::storage::segment::{
     self, CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, SWAP_SUFFIX, Segment,
-    SegmentLimits, TIME_INDEX_SUFFIX, TRUNCATING_SUFFIX,
+    SegmentLimits, TIME_INDEX_SUFFIX, TRUNCATING_SUFFIX, TXN_INDEX_SUFFIX,
 };
 use crate::storage::{Storage, spare};
 
@@ -231,14 +231,24 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         // cut: a crash in between then finds the same damage again, never a
         // shortened segment followed by data a compacted log would accept.
         for removed in cut.removed.iter().rev() {
-            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            for suffix in [
+                LOG_SUFFIX,
+                INDEX_SUFFIX,
+                TIME_INDEX_SUFFIX,
+                TXN_INDEX_SUFFIX,
+            ] {
                 storage.remove_file(&segment::segment_file(&dir, removed.base, suffix))?;
             }
             changed = true;
         }
     }
     for &base in &plan.dropped_empty {
-        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        for suffix in [
+            LOG_SUFFIX,
+            INDEX_SUFFIX,
+            TIME_INDEX_SUFFIX,
+            TXN_INDEX_SUFFIX,
+        ] {
             let path = segment::segment_file(&dir, base, suffix);
             if storage.exists(&path) {
                 storage.remove_file(&path)?;
@@ -289,6 +299,11 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         created = true;
     }
 
+    // Producer state: every batch header is read again (no snapshots
+    // yet). The aborted-transaction entries of the scanned segments are
+    // rebuilt from their markers, as Kafka's `LogSegment.recover` does.
+    let producers = replay_producers(&mut segments, &scanned, log_start_offset)?;
+
     // Data recovered from the page cache is made durable before the
     // recovery point may cover it; a new log's first files and directory
     // are durable before anything in them is acknowledged.
@@ -336,8 +351,6 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         log_end_offset,
     )?;
     report.leader_epochs_rebuilt = rebuilt;
-    // No producer snapshots yet: every batch header is read again.
-    let producers = producer_state::rebuild(&segments, log_start_offset)?;
 
     let (scheduler, private) = match scheduler {
         Some(shared) => (shared, None),
@@ -371,6 +384,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
             epochs,
             epoch_file: EpochFile::Written,
             producers,
+            high_watermark: None,
         }),
         fenced: AtomicBool::new(false),
         durability: Durability::new(durable, log_end_offset),
@@ -397,6 +411,39 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     }
     fence::finish(&log, fenced)?;
     Ok(log)
+}
+
+/// The producer state the segments' batches build, applied in order up to
+/// the first damaged batch; the `.txnindex` entries of the segments at the
+/// indexes `scanned` are rebuilt from their ABORT markers on the way.
+///
+/// # Errors
+/// [`Error::Io`].
+fn replay_producers(
+    segments: &mut [Segment],
+    scanned: &[usize],
+    start_offset: u64,
+) -> Result<producer_state::ProducerStateManager> {
+    let mut state = producer_state::ProducerStateManager::new(start_offset);
+    for (i, segment) in segments.iter_mut().enumerate() {
+        let rebuild = scanned.contains(&i);
+        if rebuild {
+            segment.clear_aborted()?;
+        }
+        let mut aborted = Vec::new();
+        let whole = producer_state::replay_segment(&mut state, segment, 0, |txn| {
+            aborted.push(txn);
+        })?;
+        if rebuild {
+            for txn in aborted {
+                segment.append_aborted(txn)?;
+            }
+        }
+        if !whole {
+            break;
+        }
+    }
+    Ok(state)
 }
 
 /// `dir` and its ancestors that do not exist yet, `dir` first: the open
@@ -482,6 +529,7 @@ fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing> {
             listing.logs.push(base);
         } else if let Some(base) = segment::parse_segment_file(&path, INDEX_SUFFIX)
             .or_else(|| segment::parse_segment_file(&path, TIME_INDEX_SUFFIX))
+            .or_else(|| segment::parse_segment_file(&path, TXN_INDEX_SUFFIX))
         {
             listing.index_files.push((base, path));
         }
@@ -1024,7 +1072,7 @@ fn finish_swaps(
             &segment::staged_file(dir, swap.base, LOG_SUFFIX, SWAP_SUFFIX),
             &segment::segment_file(dir, swap.base, LOG_SUFFIX),
         )?;
-        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX] {
             let staged = segment::staged_file(dir, swap.base, suffix, SWAP_SUFFIX);
             if storage.exists(&staged) {
                 storage.rename(&staged, &segment::segment_file(dir, swap.base, suffix))?;
@@ -1033,8 +1081,27 @@ fn finish_swaps(
         report.swaps_completed += 1;
         changed = true;
     }
-    // Index swaps whose log was renamed already (or never staged).
+    // Index swaps whose log was renamed already (or never staged). A
+    // `.txnindex` leaves its stage last (see `Segment::rename_stage`): one
+    // whose log already has its plain name (and no `.cleaned` copy is
+    // left) belongs to the swapped segment, and nothing rebuilds it, so it
+    // takes its place.
     for path in &listing.index_swaps {
+        let txn_base = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(SWAP_SUFFIX))
+            .and_then(|n| n.strip_suffix('.'))
+            .and_then(|plain| segment::parse_segment_file(Path::new(plain), TXN_INDEX_SUFFIX));
+        if let Some(base) = txn_base
+            && storage.exists(&segment::segment_file(dir, base, LOG_SUFFIX))
+            && !storage.exists(&segment::staged_file(dir, base, LOG_SUFFIX, CLEANED_SUFFIX))
+            && storage.exists(path)
+        {
+            storage.rename(path, &segment::segment_file(dir, base, TXN_INDEX_SUFFIX))?;
+            changed = true;
+            continue;
+        }
         if storage.exists(path) {
             storage.remove_file(path)?;
             report.removed_files += 1;
