@@ -347,7 +347,7 @@ impl Log {
                     state.producers.apply_data(&data);
                 }
             }
-            super::txn::prune_stable(&mut state);
+            super::txn::prune_stable(&self.inner, &mut state);
             AppendInfo {
                 first_offset,
                 last_offset: expected as u64 - 1,

@@ -126,6 +126,10 @@ pub(crate) struct LogInner {
     background: scheduler::Registration,
     /// The owner's step before a cut below the recovery point.
     truncation_hook: Option<TruncationHook>,
+    /// The partition's high watermark as the replica layer last told it
+    /// ([`Log::update_high_watermark`]); `u64::MAX` until then (the log
+    /// end offset counts).
+    high_watermark: std::sync::atomic::AtomicU64,
     _lock: DirLock,
 }
 
@@ -157,9 +161,6 @@ pub(crate) struct LogState {
     /// What each idempotent producer last wrote (its epoch and last
     /// batches), checked and updated by appends.
     producers: producer_state::ProducerStateManager,
-    /// The partition's high watermark as the replica layer last told it
-    /// ([`Log::update_high_watermark`]); `None`: the log end offset.
-    high_watermark: Option<u64>,
 }
 
 /// How the leader epoch file stands against the cache in memory.

@@ -384,7 +384,6 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
             epochs,
             epoch_file: EpochFile::Written,
             producers,
-            high_watermark: None,
         }),
         fenced: AtomicBool::new(false),
         durability: Durability::new(durable, log_end_offset),
@@ -392,6 +391,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         cleaner: Mutex::new(()),
         background: scheduler.register(weak.clone()),
         truncation_hook,
+        high_watermark: std::sync::atomic::AtomicU64::new(u64::MAX),
         _lock: lock,
     });
     // The first deadlines count from the open.

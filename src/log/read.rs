@@ -142,7 +142,7 @@ impl Log {
         max_offset: u64,
     ) -> Result<LogRead> {
         let state = self.inner.state.read();
-        let lso = super::txn::last_stable_offset(&state);
+        let lso = super::txn::last_stable_offset(&self.inner, &state);
         let mut read = read_locked(&state, offset, max_bytes, max_offset.min(lso))?;
         let mut upper = offset;
         let mut at = 0;

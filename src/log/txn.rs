@@ -18,6 +18,7 @@ use crate::log::producer_state::ProducerOrigin;
 use crate::log::read::AbortedTransaction;
 use crate::log::{AppendInfo, Log, LogInner, LogState};
 use crate::storage::segment::BatchMeta;
+use std::sync::atomic::Ordering;
 
 impl Log {
     /// Appends a transaction marker for producer `producer_id` (the
@@ -126,7 +127,7 @@ impl Log {
             {
                 self.inner.index_aborted(&mut state, aborted)?;
             }
-            prune_stable(&mut state);
+            prune_stable(&self.inner, &mut state);
             AppendInfo::stored(
                 offset,
                 offset,
@@ -150,17 +151,18 @@ impl Log {
     /// it.
     #[must_use]
     pub fn last_stable_offset(&self) -> u64 {
-        last_stable_offset(&self.inner.state.read())
+        last_stable_offset(&self.inner, &self.inner.state.read())
     }
 
     /// Tells the log its partition's high watermark (the replica layer
-    /// does, before reads that need the last stable offset): completed
-    /// transactions whose marker lies below it become stable. Capped at
-    /// the log end offset. A log never told uses its log end offset.
+    /// does, before it asks for the last stable offset or writes a
+    /// marker): completed transactions whose marker lies below it become
+    /// stable. Capped at the log end offset. A log never told uses its log
+    /// end offset. Takes no lock.
     pub fn update_high_watermark(&self, high_watermark: u64) {
-        let mut state = self.inner.state.write();
-        state.high_watermark = Some(high_watermark);
-        prune_stable(&mut state);
+        self.inner
+            .high_watermark
+            .store(high_watermark.min(u64::MAX - 1), Ordering::Release);
     }
 
     /// The aborted transactions of the segments from the one holding
@@ -174,16 +176,16 @@ impl Log {
 
 /// The high watermark the log goes by: the one it was told, else its log
 /// end offset; never past the log end.
-fn high_watermark(state: &LogState) -> u64 {
-    state
+fn high_watermark(inner: &LogInner, state: &LogState) -> u64 {
+    inner
         .high_watermark
-        .unwrap_or(state.log_end_offset)
+        .load(Ordering::Acquire)
         .min(state.log_end_offset)
 }
 
 /// [`Log::last_stable_offset`] under the state lock.
-pub(crate) fn last_stable_offset(state: &LogState) -> u64 {
-    let hw = high_watermark(state);
+pub(crate) fn last_stable_offset(inner: &LogInner, state: &LogState) -> u64 {
+    let hw = high_watermark(inner, state);
     state
         .producers
         .first_unstable_offset_at(hw)
@@ -191,9 +193,10 @@ pub(crate) fn last_stable_offset(state: &LogState) -> u64 {
 }
 
 /// Drops the completed transactions whose marker lies below the high
-/// watermark from the unstable ones.
-pub(crate) fn prune_stable(state: &mut LogState) {
-    let hw = high_watermark(state);
+/// watermark from the unstable ones (memory only: the last stable offset
+/// is computed against the high watermark anyway).
+pub(crate) fn prune_stable(inner: &LogInner, state: &mut LogState) {
+    let hw = high_watermark(inner, state);
     state.producers.on_high_watermark(hw);
 }
 
