@@ -19,13 +19,6 @@ mod compression;
 // transactions build on.
 pub(crate) mod control;
 pub(crate) mod header;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the codecs land before the transactions that use them"
-    )
-)]
 pub(crate) mod producer_snapshot;
 mod record;
 pub(crate) mod txn_index;

@@ -665,7 +665,9 @@ impl LogInner {
             }
         }
         state.dir_dirty = true;
-        Ok(())
+        // The producer state covers the log up to the new segment (the
+        // batches about to be written are applied after the write).
+        self.write_snapshot(state, base_offset)
     }
 
     pub(crate) fn segment_limits(&self) -> SegmentLimits {

@@ -26,6 +26,7 @@ mod read;
 mod restart;
 mod retention;
 mod scheduler;
+mod snapshot;
 mod txn;
 mod worker;
 
@@ -161,6 +162,9 @@ pub(crate) struct LogState {
     /// What each idempotent producer last wrote (its epoch and last
     /// batches), checked and updated by appends.
     producers: producer_state::ProducerStateManager,
+    /// The offsets of the producer-state snapshot files
+    /// (`<offset>.snapshot`).
+    snapshots: std::collections::BTreeSet<u64>,
 }
 
 /// How the leader epoch file stands against the cache in memory.
@@ -542,6 +546,17 @@ impl Log {
         }
         self.inner.close_active()?;
         self.inner.write_epochs_if_stale()?;
+        {
+            // The producer state at the log end: the next open replays
+            // nothing (once the flush below makes it durable).
+            let mut state = self.inner.state.write();
+            let end = state.log_end_offset;
+            if let Err(e) = self.inner.write_snapshot(&mut state, end) {
+                drop(state);
+                self.inner.fence();
+                return Err(e);
+            }
+        }
         self.flush()
     }
 }

@@ -32,6 +32,7 @@
 //! leftovers, applies the cut, rebuilds the indexes of scanned segments and
 //! fsyncs what it changed before the open returns.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -43,7 +44,7 @@ use crate::format::header::{OffsetOrder, out_of_sequence};
 use crate::log::durability::Durability;
 use crate::log::{
     EpochFile, Log, LogBuilder, LogInner, LogScheduler, LogState, epoch, fence, producer_state,
-    restart,
+    restart, snapshot,
 };
 use crate::storage::probe::{Counters, Damage, SegmentProbe, Tail};
 use crate::storage::segment::{
@@ -114,6 +115,13 @@ pub struct RecoveryReport {
     /// cache was rebuilt from the batches' leader epochs and the file
     /// rewritten.
     pub leader_epochs_rebuilt: Option<crate::log::LeaderEpochsRebuilt>,
+    /// The producer-state snapshot (`<offset>.snapshot`) the producers'
+    /// state was loaded from (only the batches after it were read), or
+    /// `None` if every batch from the first segment was read.
+    pub producer_snapshot: Option<u64>,
+    /// Producer-state snapshots that could not be read (torn, damaged) and
+    /// were removed; an older one, or the batches, took their place.
+    pub producer_snapshots_skipped: usize,
 }
 
 /// The end of the log that recovery cut off: from the first damage at or
@@ -299,10 +307,21 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         created = true;
     }
 
-    // Producer state: every batch header is read again (no snapshots
-    // yet). The aborted-transaction entries of the scanned segments are
-    // rebuilt from their markers, as Kafka's `LogSegment.recover` does.
-    let producers = replay_producers(&mut segments, &scanned, log_start_offset)?;
+    // Producer state: the newest readable snapshot at or below the
+    // recovery point, then the batches after it. The aborted-transaction
+    // entries of the scanned segments past it are rebuilt from their
+    // markers, as Kafka's `LogSegment.recover` does. Snapshots that do not
+    // describe this log (past its end, below its first segment, or of a
+    // log a restart replaced) or do not decode are removed.
+    let (producers, snapshots) = load_producers(
+        storage.as_ref(),
+        &dir,
+        &mut segments,
+        &scanned,
+        (recovery_point, restart_at.is_some()),
+        clock.now_ms(),
+        &mut report,
+    )?;
 
     // Data recovered from the page cache is made durable before the
     // recovery point may cover it; a new log's first files and directory
@@ -384,6 +403,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
             epochs,
             epoch_file: EpochFile::Written,
             producers,
+            snapshots,
         }),
         fenced: AtomicBool::new(false),
         durability: Durability::new(durable, log_end_offset),
@@ -413,37 +433,49 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     Ok(log)
 }
 
-/// The producer state the segments' batches build, applied in order up to
-/// the first damaged batch; the `.txnindex` entries of the segments at the
-/// indexes `scanned` are rebuilt from their ABORT markers on the way.
+/// The producer state of the recovered segments (see
+/// [`snapshot::load`]) and the snapshot files kept, after removing those
+/// that do not describe this log or do not decode.
 ///
 /// # Errors
 /// [`Error::Io`].
-fn replay_producers(
+fn load_producers(
+    storage: &dyn Storage,
+    dir: &Path,
     segments: &mut [Segment],
     scanned: &[usize],
-    start_offset: u64,
-) -> Result<producer_state::ProducerStateManager> {
-    let mut state = producer_state::ProducerStateManager::new(start_offset);
-    for (i, segment) in segments.iter_mut().enumerate() {
-        let rebuild = scanned.contains(&i);
-        if rebuild {
-            segment.clear_aborted()?;
-        }
-        let mut aborted = Vec::new();
-        let whole = producer_state::replay_segment(&mut state, segment, 0, |txn| {
-            aborted.push(txn);
-        })?;
-        if rebuild {
-            for txn in aborted {
-                segment.append_aborted(txn)?;
-            }
-        }
-        if !whole {
-            break;
-        }
+    (recovery_point, restarted): (u64, bool),
+    now_ms: i64,
+    report: &mut RecoveryReport,
+) -> Result<(producer_state::ProducerStateManager, BTreeSet<u64>)> {
+    let mut offsets = snapshot::list(storage, dir)?;
+    let first = segments.first().map_or(0, Segment::base_offset);
+    let end = segments.last().map_or(0, Segment::next_offset);
+    let stale: Vec<u64> = offsets
+        .iter()
+        .copied()
+        .filter(|&o| restarted || o < first || o > end)
+        .collect();
+    for offset in stale {
+        storage.remove_file(&snapshot::snapshot_file(dir, offset))?;
+        offsets.remove(&offset);
     }
-    Ok(state)
+    let (state, loaded) = snapshot::load(
+        storage,
+        dir,
+        segments,
+        &offsets,
+        recovery_point.min(end),
+        scanned,
+        (now_ms, i64::MAX),
+    )?;
+    report.producer_snapshot = loaded.from;
+    report.producer_snapshots_skipped = loaded.unreadable.len();
+    for offset in loaded.unreadable {
+        storage.remove_file(&snapshot::snapshot_file(dir, offset))?;
+        offsets.remove(&offset);
+    }
+    Ok((state, offsets))
 }
 
 /// `dir` and its ancestors that do not exist yet, `dir` first: the open

@@ -513,13 +513,6 @@ impl ProducerStateManager {
     }
 
     /// The state as a snapshot records it, producers in id order.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the log uses it once transactions (markers) or producer snapshots land"
-        )
-    )]
     pub(crate) fn snapshot(&self) -> Vec<SnapshotEntry> {
         let mut ids: Vec<i64> = self.producers.keys().copied().collect();
         ids.sort_unstable();
@@ -548,13 +541,6 @@ impl ProducerStateManager {
     /// The state a snapshot taken at `offset` records, without the
     /// producers expired at `now_ms` (Kafka drops them at load). Only each
     /// producer's last batch survives a snapshot, as in Kafka.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the log uses it once transactions (markers) or producer snapshots land"
-        )
-    )]
     pub(crate) fn from_snapshot(
         entries: &[SnapshotEntry],
         offset: u64,
@@ -687,6 +673,7 @@ pub(crate) fn data_batch(
 ///
 /// # Errors
 /// [`crate::Error::Io`] if a segment cannot be read.
+#[cfg(test)]
 pub(crate) fn rebuild(
     segments: &[crate::storage::segment::Segment],
     start_offset: u64,

@@ -991,13 +991,13 @@ impl Segment {
         self.txn_index.append(self.storage.as_ref(), txn)
     }
 
-    /// Drops the segment's aborted-transaction entries (recovery rebuilds
-    /// them from the batches).
+    /// Drops the segment's aborted-transaction entries whose marker is at
+    /// or after `offset` (recovery rebuilds them from the batches).
     ///
     /// # Errors
     /// [`crate::Error::Io`].
-    pub(crate) fn clear_aborted(&mut self) -> Result<()> {
-        self.txn_index.clear()
+    pub(crate) fn truncate_aborted(&mut self, offset: u64) -> Result<()> {
+        self.txn_index.truncate_to(offset)
     }
 
     /// Creates the segment's `.txnindex` file if it has none (a staged

@@ -108,7 +108,7 @@ impl TxnIndexFile {
     }
 
     /// Drops the entries whose marker is at or after `offset` (a
-    /// truncation of the segment).
+    /// truncation of the segment), durably.
     ///
     /// # Errors
     /// [`crate::Error::Io`].
@@ -122,18 +122,13 @@ impl TxnIndexFile {
             return Ok(());
         }
         if let Some(file) = &self.file {
+            // Durable before new batches land where the cut markers were:
+            // a power loss must not bring back an entry naming them.
             file.set_len((keep * ABORTED_TXN_SIZE) as u64)?;
+            file.sync()?;
         }
         self.entries.truncate(keep);
         Ok(())
-    }
-
-    /// Drops every entry (recovery rebuilds them from the batches).
-    ///
-    /// # Errors
-    /// [`crate::Error::Io`].
-    pub(crate) fn clear(&mut self) -> Result<()> {
-        self.truncate_to(0)
     }
 
     /// The segment's files moved (a cleaner stage rename): the file's new
