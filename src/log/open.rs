@@ -319,7 +319,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         &mut segments,
         &scanned,
         (recovery_point, restart_at.is_some()),
-        clock.now_ms(),
+        (clock.now_ms(), config.producer_id_expiration_ms()),
         &mut report,
     )?;
 
@@ -445,7 +445,7 @@ fn load_producers(
     segments: &mut [Segment],
     scanned: &[usize],
     (recovery_point, restarted): (u64, bool),
-    now_ms: i64,
+    expiration: (i64, i64),
     report: &mut RecoveryReport,
 ) -> Result<(producer_state::ProducerStateManager, BTreeSet<u64>)> {
     let mut offsets = snapshot::list(storage, dir)?;
@@ -467,7 +467,7 @@ fn load_producers(
         &offsets,
         recovery_point.min(end),
         scanned,
-        (now_ms, i64::MAX),
+        expiration,
     )?;
     report.producer_snapshot = loaded.from;
     report.producer_snapshots_skipped = loaded.unreadable.len();

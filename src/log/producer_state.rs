@@ -490,13 +490,6 @@ impl ProducerStateManager {
     /// Removes producers without an open transaction whose last write is
     /// `expiration_ms` or more before `now_ms`
     /// (`producer.id.expiration.ms`). Returns how many were removed.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the log uses it once transactions (markers) or producer snapshots land"
-        )
-    )]
     pub(crate) fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
         self.producers.retain(|_, e| {

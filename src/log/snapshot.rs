@@ -252,10 +252,21 @@ impl LogInner {
         Ok(())
     }
 
-    /// `producer.id.expiration.ms` as snapshots apply it (not yet a log
-    /// setting: producers never expire).
+    /// `producer.id.expiration.ms`.
     pub(crate) fn producer_expiration_ms(&self) -> i64 {
-        i64::MAX
+        self.config.producer_id_expiration_ms()
+    }
+
+    /// Forgets the producers whose last write is `producer.id.expiration.ms`
+    /// old or older and that have no transaction open (Kafka's
+    /// `removeExpiredProducers`); returns how many. Run with each
+    /// retention check.
+    pub(crate) fn expire_producers(&self) -> usize {
+        let now = self.clock.now_ms();
+        let mut state = self.state.write();
+        state
+            .producers
+            .remove_expired(now, self.config.producer_id_expiration_ms())
     }
 }
 

@@ -265,3 +265,69 @@ fn snapshots_follow_truncation_restart_and_retention() {
         [1_000]
     );
 }
+
+/// `producer.id.expiration.ms`: the retention check (on the log's clock)
+/// forgets an idle producer, never one with a transaction open; a
+/// forgotten producer must start again at sequence 0; a snapshot load
+/// drops expired producers too.
+#[test]
+fn idle_producers_expire_with_the_retention_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let config = LogConfig::builder()
+        .retention_check_interval(std::time::Duration::from_secs(1))
+        .producer_id_expiration(std::time::Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let log = Log::builder(dir.path())
+        .clock(clock.clone())
+        .config(config.clone())
+        .open()
+        .unwrap();
+    log.append(&mut batch(&log, 2, 2), 0).unwrap(); // idempotent, ts 1_000
+    log.append(&mut batch(&log, 0, 1), 0).unwrap(); // transaction open
+    let producers = |log: &Log| {
+        let state = log.inner.state.read();
+        (
+            state.producers.producer(0).is_some(),
+            state.producers.producer(2).is_some(),
+        )
+    };
+    clock.advance_ms(4_000); // 5_000: 4 s after the last write
+    assert!(log.wait_for_background(std::time::Duration::from_secs(60), |_, n| n >= 1));
+    assert_eq!(producers(&log), (true, true), "not idle long enough");
+    clock.advance_ms(1_000); // 6_000: 5 s
+    assert!(log.wait_for_background(std::time::Duration::from_secs(60), |_, n| n >= 2));
+    assert_eq!(
+        producers(&log),
+        (true, false),
+        "the open transaction keeps 0"
+    );
+    let mut next = BatchBuilder::new(Compression::None).producer(2, 0, 2);
+    next.append(6_000, None, Some(b"x"), &[]);
+    assert!(matches!(
+        log.append(&mut next.build().unwrap().to_vec(), 0),
+        Err(crate::Error::UnknownProducerId { producer_id: 2, .. })
+    ));
+    // Producer 0's transaction ends; the snapshot at close keeps it (its
+    // marker is recent), a load 5 s later drops it.
+    log.append_marker(0, 0, ControlRecordType::Commit, 0)
+        .unwrap();
+    let end = log.log_end_offset();
+    log.close().unwrap();
+    let reopen = || {
+        Log::builder(dir.path())
+            .clock(clock.clone())
+            .config(config.clone())
+            .recovery_point(end)
+            .open()
+            .unwrap()
+    };
+    let log = reopen();
+    assert_eq!(log.recovery_report().producer_snapshot, Some(end));
+    assert_eq!(producers(&log), (true, false));
+    log.close().unwrap();
+    clock.advance_ms(5_000);
+    let log = reopen();
+    assert_eq!(producers(&log), (false, false));
+}
