@@ -681,3 +681,67 @@ proptest! {
         }
     }
 }
+
+/// A compacted log's cleaner removes aborted records (they never supersede
+/// a committed one), and does not clean past the last stable offset (an
+/// open transaction's record may still abort): a read_committed reader
+/// keeps the last committed value of each key.
+#[test]
+fn the_cleaner_drops_aborted_records_and_stops_at_the_lso() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig::builder()
+        .segment_bytes(200)
+        .compact(true)
+        .delete(false)
+        .min_cleanable_dirty_ratio(0.0)
+        .build()?;
+    let log = builder(dir.path()).config(config).open()?;
+    let keyed = |pid: i64, seq: i32, value: &str| {
+        let mut b = BatchBuilder::new(Compression::None)
+            .producer(pid, 0, seq)
+            .transactional(true);
+        b.append(1_000, Some(b"k"), Some(value.as_bytes()), &[]);
+        b.build().expect("builds").to_vec()
+    };
+    let filler = |i: u32| {
+        let mut b = BatchBuilder::new(Compression::None);
+        b.append(1_000, Some(format!("f{i}").as_bytes()), Some(&[0; 40]), &[]);
+        b.build().expect("builds").to_vec()
+    };
+    log.append(&mut keyed(1, 0, "committed"), 0)?;
+    commit(&log, 1, 0)?;
+    log.append(&mut keyed(2, 0, "aborted"), 0)?;
+    abort(&log, 2, 0)?;
+    log.append(&mut keyed(3, 0, "open"), 0)?;
+    for i in 0..6 {
+        log.append(&mut filler(i), 0)?;
+    }
+    assert!(log.segment_count() > 2, "{:?}", log.segment_base_offsets());
+    let value_of_k = |log: &Log| -> Result<Vec<String>> {
+        // Everything, past the LSO too: what a read_committed reader
+        // would see once the open transaction ends.
+        let read = log.read_committed(0, 1 << 20, u64::MAX)?;
+        Ok(committed_values(&read, 0)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .filter(|v| !v.starts_with('\0'))
+            .collect())
+    };
+    let report = log.clean()?;
+    assert_eq!(report.aborted_removed, 1, "{report:?}");
+    // The open transaction's record did not supersede the committed one.
+    assert_eq!(value_of_k(&log)?, ["committed"]);
+    let before_abort = log.read(0, 1 << 20)?.records().len();
+    assert!(before_abort > 0);
+    abort(&log, 3, 0)?;
+    for i in 6..12 {
+        log.append(&mut filler(i), 0)?;
+    }
+    let report = log.clean()?;
+    assert_eq!(
+        report.aborted_removed, 1,
+        "the open one, now aborted: {report:?}"
+    );
+    assert_eq!(value_of_k(&log)?, ["committed"]);
+    Ok(())
+}

@@ -37,13 +37,25 @@
 //! `baseTimestamp` with attribute bit 6); a later pass at or after the
 //! horizon drops it.
 //!
+//! # Transactions
+//! As Kafka's cleaner: nothing at or above the last stable offset is
+//! cleaned (an open transaction may still abort); records of aborted
+//! transactions (found with the segments' `.txnindex` entries) are removed
+//! and never enter the offset map, so they supersede nothing; control
+//! batches (markers) are kept as they are, and so are the `.txnindex`
+//! entries, which the cleaned segment carries over.
+//!
 //! # Not supported yet
-//! Transactions: control batches are kept as they are and records of
-//! aborted transactions are treated like any other. A batch all of whose
-//! records are removed is dropped whole, except at the end of a group, where
-//! an empty batch (header only) keeps the group's last offset; Kafka also
-//! keeps empty batches for the last sequence of an idempotent producer,
-//! and logbus keeps no producer state in the log yet.
+//! A batch all of whose records are removed is dropped whole, except at
+//! the end of a group, where an empty batch (header only) keeps the
+//! group's last offset. Kafka also keeps (as an empty batch if need be)
+//! the last batch of each producer, so that a rebuild of producer state
+//! from the log still knows it; logbus does not: producer state survives
+//! a reopen through its snapshots, but a replica copying a cleaned log
+//! from its start, or a rebuild without a snapshot, forgets producers
+//! whose batches were all cleaned. Kafka also removes a marker once its
+//! transaction's data is gone and `delete.retention.ms` passed; logbus
+//! keeps every marker.
 
 use std::collections::HashMap;
 
@@ -51,6 +63,7 @@ use byteorder::{BigEndian, ByteOrder};
 use bytes::Bytes;
 
 use crate::error::{Error, FormatError, Result};
+use crate::format::txn_index::AbortedTxn;
 use crate::format::{self, Batch, BatchHeader};
 use crate::log::{Log, LogInner, LogState, worker::Job};
 use crate::storage::segment::{BatchMeta, CLEANED_SUFFIX, SWAP_SUFFIX, Segment};
@@ -75,6 +88,9 @@ pub struct CleanReport {
     /// Records without a key removed (a compacted log rejects them on
     /// append, but a log switched from `delete` may hold some).
     pub keyless_removed: u64,
+    /// Records of aborted transactions removed (they never supersede a
+    /// record: a read_committed reader never saw them).
+    pub aborted_removed: u64,
     /// The cleaner checkpoint (first dirty offset) after the pass: every
     /// offset below it was cleaned.
     pub cleaned_up_to: u64,
@@ -188,10 +204,17 @@ impl LogInner {
         let sealed = state.segments.len() - 1;
         let mut end = sealed;
         let (mut clean_bytes, mut dirty_bytes) = (0, 0);
+        // Kafka's rule: nothing at or above the last stable offset is
+        // cleaned (an open transaction's records may still abort).
+        let lso = super::txn::last_stable_offset(self, state);
         for (i, segment) in state.segments[..sealed].iter().enumerate() {
             if segment.next_offset() <= first_dirty {
                 clean_bytes += segment.size();
                 continue;
+            }
+            if segment.next_offset() > lso {
+                end = i;
+                break;
             }
             // Kafka's rule: a dirty segment whose newest record is younger
             // than the lag ends the cleanable part.
@@ -239,8 +262,16 @@ impl LogInner {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            (cleanable, snapshots, state.generation)
+            // Every aborted transaction whose data may lie in the cleanable
+            // segments, the ones whose marker lies later included.
+            let aborted: Vec<AbortedTxn> = state
+                .segments
+                .iter()
+                .flat_map(|s| s.aborted_txns().iter().copied())
+                .collect();
+            (cleanable, (snapshots, aborted), state.generation)
         };
+        let (snapshots, aborted) = snapshots;
         // Every record the offset map is built from must be on disk before
         // it supersedes an older one: else a power loss could take the
         // newer record after the cleaned segment (fsynced) dropped the
@@ -248,16 +279,19 @@ impl LogInner {
         // page-cache policies flush sealed segments in the background after
         // their roll, so this rarely waits.
         self.sync_to(cleanable.end_offset)?;
-        let map = build_offset_map(&snapshots, cleanable.first_dirty, &self.dir)?;
+        let map = build_offset_map(&snapshots, cleanable.first_dirty, &aborted, &self.dir)?;
         let mut report = CleanReport {
             cleaned_up_to: cleanable.end_offset.max(cleanable.first_dirty),
             ..CleanReport::default()
         };
         let mut staged: Vec<(std::ops::Range<usize>, Segment)> = Vec::new();
+        let mut tracker = AbortedTracker::new(&aborted);
         let result = (|| {
             for range in self.groups(&snapshots) {
                 let group = &snapshots[range.clone()];
-                if let Some(segment) = self.clean_group(group, &map, now, &mut report)? {
+                if let Some(segment) =
+                    self.clean_group(group, (&map, &mut tracker), now, &mut report)?
+                {
                     staged.push((range, segment));
                 }
             }
@@ -309,7 +343,7 @@ impl LogInner {
     fn clean_group(
         &self,
         group: &[Snapshot],
-        map: &HashMap<Bytes, u64>,
+        (map, tracker): (&HashMap<Bytes, u64>, &mut AbortedTracker),
         now: i64,
         report: &mut CleanReport,
     ) -> Result<Option<Segment>> {
@@ -319,7 +353,7 @@ impl LogInner {
         for (i, snapshot) in group.iter().enumerate() {
             let keep_end = i + 1 == group.len();
             let (buf, metas, same) =
-                self.clean_segment(snapshot, map, now, keep_end, &mut counts)?;
+                self.clean_segment(snapshot, (map, &mut *tracker), now, keep_end, &mut counts)?;
             changed |= !same;
             outputs.push((buf, metas));
         }
@@ -379,6 +413,7 @@ impl LogInner {
         report.records_superseded += counts.records_superseded;
         report.tombstones_removed += counts.tombstones_removed;
         report.keyless_removed += counts.keyless_removed;
+        report.aborted_removed += counts.aborted_removed;
         Ok(Some(segment))
     }
 
@@ -391,7 +426,7 @@ impl LogInner {
     fn clean_segment(
         &self,
         snapshot: &Snapshot,
-        map: &HashMap<Bytes, u64>,
+        (map, tracker): (&HashMap<Bytes, u64>, &mut AbortedTracker),
         now: i64,
         keep_end: bool,
         counts: &mut CleanReport,
@@ -404,8 +439,12 @@ impl LogInner {
             let batch = batch.map_err(|e| corrupt(&self.dir, snapshot.base, position, e))?;
             let size = batch.size();
             let at_end = keep_end && position + size == snapshot.bytes.len();
+            let aborted = tracker.is_aborted(batch.header());
             let kept = if batch.header().is_control() {
                 Kept::Whole
+            } else if aborted {
+                counts.aborted_removed += u64::from(batch.header().records_count.max(0) as u32);
+                Kept::Nothing
             } else if batch.header().records_count == 0 {
                 // An empty batch an earlier pass kept: still needed only at
                 // the end of a group.
@@ -537,18 +576,26 @@ fn corrupt(dir: &std::path::Path, base: u64, position: usize, error: FormatError
 }
 
 /// Key → offset of the key's last record at or after `first_dirty`.
+/// Records of aborted transactions never enter it (Kafka's cleaner skips
+/// them: they must not supersede a committed record).
 fn build_offset_map(
     snapshots: &[Snapshot],
     first_dirty: u64,
+    aborted: &[AbortedTxn],
     dir: &std::path::Path,
 ) -> Result<HashMap<Bytes, u64>> {
     let mut map = HashMap::new();
-    for snapshot in snapshots.iter().filter(|s| s.next_offset > first_dirty) {
+    let mut tracker = AbortedTracker::new(aborted);
+    for snapshot in snapshots {
         let mut position = 0;
         for batch in format::Batches::new(snapshot.bytes.clone()) {
             let batch = batch.map_err(|e| corrupt(dir, snapshot.base, position, e))?;
             position += batch.size();
-            if batch.header().is_control() || (batch.header().last_offset() as u64) < first_dirty {
+            let in_aborted = tracker.is_aborted(batch.header());
+            if in_aborted
+                || batch.header().is_control()
+                || (batch.header().last_offset() as u64) < first_dirty
+            {
                 continue;
             }
             let records = batch
@@ -568,6 +615,45 @@ fn build_offset_map(
         }
     }
     Ok(map)
+}
+
+/// Tells, batch by batch in offset order, which transactional batches
+/// belong to an aborted transaction (Kafka's `CleanedTransactionMetadata`):
+/// a producer is aborting from its aborted transaction's first offset up
+/// to its ABORT marker.
+struct AbortedTracker {
+    /// The aborted transactions not reached yet, by first offset.
+    pending: std::collections::VecDeque<AbortedTxn>,
+    /// The producers inside an aborted transaction.
+    aborting: std::collections::HashSet<i64>,
+}
+
+impl AbortedTracker {
+    fn new(aborted: &[AbortedTxn]) -> Self {
+        let mut pending = aborted.to_vec();
+        pending.sort_by_key(|t| t.first_offset);
+        AbortedTracker {
+            pending: pending.into(),
+            aborting: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Whether the batch of `header` (the next in offset order) is data of
+    /// an aborted transaction. Its ABORT marker ends the producer's
+    /// aborted transaction (the marker itself is not aborted data).
+    fn is_aborted(&mut self, header: &BatchHeader) -> bool {
+        let last = header.last_offset();
+        while self.pending.front().is_some_and(|t| t.first_offset <= last) {
+            if let Some(t) = self.pending.pop_front() {
+                self.aborting.insert(t.producer_id);
+            }
+        }
+        if header.is_control() {
+            self.aborting.remove(&header.producer_id);
+            return false;
+        }
+        header.is_transactional() && self.aborting.contains(&header.producer_id)
+    }
 }
 
 /// What cleaning keeps of one batch.
