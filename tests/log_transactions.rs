@@ -503,8 +503,9 @@ enum Op {
     End { pid: usize, commit: bool },
     /// Truncate to a fraction of the log end.
     Truncate { permille: u64 },
-    /// Close and reopen (cleanly or with a crash without flush).
-    Reopen { crash: bool },
+    /// Close and reopen: cleanly, or flush and crash (a process crash, or
+    /// a power loss that may also lose pending directory operations).
+    Reopen { crash: bool, power: bool },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -513,7 +514,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Plain),
         4 => (0..3usize, any::<bool>()).prop_map(|(pid, commit)| Op::End { pid, commit }),
         1 => (0..1000u64).prop_map(|permille| Op::Truncate { permille }),
-        1 => any::<bool>().prop_map(|crash| Op::Reopen { crash }),
+        1 => (any::<bool>(), any::<bool>()).prop_map(|(crash, power)| Op::Reopen { crash, power }),
     ]
 }
 
@@ -664,11 +665,15 @@ proptest! {
                         }).sum();
                     }
                 }
-                Op::Reopen { crash } => {
+                Op::Reopen { crash, power } => {
                     if crash {
                         log.flush().expect("flush");
                         let durable = log.recovery_point();
-                        storage.crash(Tear::None).expect("crash");
+                        if power {
+                            storage.power_loss(durable).expect("power loss");
+                        } else {
+                            storage.crash(Tear::None).expect("crash");
+                        }
                         drop(log);
                         log = open(durable);
                     } else {

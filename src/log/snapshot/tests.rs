@@ -69,6 +69,9 @@ enum Op {
         crash: bool,
         flush: bool,
         damage_newest: bool,
+        /// A power loss (pending directory operations may be lost too)
+        /// rather than a process crash.
+        power: bool,
     },
 }
 
@@ -77,8 +80,9 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (0..3i64, 1..4i32).prop_map(|(pid, count)| Op::Data { pid, count }),
         3 => (0..2i64, any::<bool>()).prop_map(|(pid, commit)| Op::End { pid, commit }),
         1 => (0..1000u64).prop_map(|permille| Op::Truncate { permille }),
-        2 => (any::<bool>(), any::<bool>(), any::<bool>())
-            .prop_map(|(crash, flush, damage_newest)| Op::Reopen { crash, flush, damage_newest }),
+        2 => (any::<bool>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(crash, flush, damage_newest, power)| Op::Reopen { crash, flush, damage_newest, power }
+        ),
     ]
 }
 
@@ -118,13 +122,17 @@ proptest! {
                     let target = log.log_end_offset() * permille / 1000;
                     log.truncate_to(target).unwrap();
                 }
-                Op::Reopen { crash, flush, damage_newest } => {
+                Op::Reopen { crash, flush, damage_newest, power } => {
                     let recovery_point = if crash {
                         if flush {
                             log.flush().unwrap();
                         }
                         let durable = log.recovery_point();
-                        storage.crash(Tear::Random(durable)).unwrap();
+                        if power {
+                            storage.power_loss(durable).unwrap();
+                        } else {
+                            storage.crash(Tear::Random(durable)).unwrap();
+                        }
                         drop(log);
                         durable
                     } else {
