@@ -140,11 +140,15 @@ impl Log {
     /// original batch's offsets and [`AppendInfo::is_duplicate`]. The
     /// batches of one append are checked together (each against the state
     /// the ones before it leave) and stored all or none. Batches without a
-    /// producer id are not checked, and control batches not yet.
+    /// producer id are not checked. A transactional batch opens a
+    /// transaction for its producer (see [`Log::last_stable_offset`]);
+    /// control batches (transaction markers) come only through
+    /// [`Log::append_marker`], as Kafka refuses them from clients.
     ///
     /// # Errors
     /// [`Error::InvalidBatch`] for a malformed batch (bad CRC, structure or
-    /// records, or a producer id without a base sequence),
+    /// records, or a producer id without a base sequence) or a control
+    /// batch,
     /// [`Error::RecordTooLarge`] for a batch over
     /// `max.message.bytes` or an append over `segment.bytes`,
     /// [`Error::InvalidArgument`] for a `leader_epoch` below the newest
@@ -268,7 +272,9 @@ impl Log {
     /// is recorded at its first batch's base offset, the file rewritten
     /// before the batches are written. Producers' batches update the log's
     /// producer state without being checked (the leader checked them), so
-    /// a follower that becomes leader recognises the producers' retries.
+    /// a follower that becomes leader recognises the producers' retries;
+    /// transaction markers end their producer's transaction and an ABORT
+    /// goes to the segment's `.txnindex`, as on the leader.
     ///
     /// # Errors
     /// As [`Log::append`], plus [`Error::OffsetsOutOfOrder`] when the first

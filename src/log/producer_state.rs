@@ -612,15 +612,15 @@ impl From<ProducerStateError> for crate::Error {
             ProducerStateError::InvalidTxnState { producer_id } => {
                 Error::InvalidTxnState { producer_id }
             }
-            // Only markers are checked against the coordinator epoch, and
-            // the log writes no markers yet.
+            // Only markers (`Log::append_marker`) are checked against the
+            // coordinator epoch: a fenced coordinator's request.
             ProducerStateError::CoordinatorFenced {
                 producer_id,
                 coordinator_epoch,
                 current,
-            } => Error::Internal(format!(
-                "producer {producer_id}: a marker of coordinator epoch {coordinator_epoch} \
-                 is older than {current}"
+            } => Error::InvalidArgument(format!(
+                "producer {producer_id}: a marker of coordinator epoch {coordinator_epoch} is \
+                 older than the last one ({current}): the coordinator was fenced"
             )),
         }
     }

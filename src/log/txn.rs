@@ -68,26 +68,12 @@ impl Log {
         let info = {
             let mut state = self.inner.state.write();
             self.inner.check_not_fenced()?;
-            state
-                .producers
-                .check_marker(
-                    producer_id,
-                    producer_epoch,
-                    end,
-                    ProducerOrigin::Coordinator,
-                )
-                .map_err(|e| match e {
-                    crate::log::producer_state::ProducerStateError::CoordinatorFenced {
-                        producer_id,
-                        coordinator_epoch,
-                        current,
-                    } => Error::InvalidArgument(format!(
-                        "producer {producer_id}: a marker of coordinator epoch \
-                         {coordinator_epoch} is older than the last one ({current}): the \
-                         coordinator was fenced"
-                    )),
-                    other => other.into(),
-                })?;
+            state.producers.check_marker(
+                producer_id,
+                producer_epoch,
+                end,
+                ProducerOrigin::Coordinator,
+            )?;
             let leader_epoch = leader_epoch
                 .or_else(|| state.epochs.latest_epoch())
                 .unwrap_or(-1);
