@@ -750,3 +750,57 @@ fn the_cleaner_drops_aborted_records_and_stops_at_the_lso() -> Result<()> {
     assert_eq!(value_of_k(&log)?, ["committed"]);
     Ok(())
 }
+
+/// The cleaner keeps each producer's last batch (Kafka does too), so a
+/// rebuild of producer state from the cleaned log (here an open that reads
+/// every batch) still knows the producer and its last sequence.
+#[test]
+fn the_cleaner_keeps_each_producers_last_batch() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig::builder()
+        .segment_bytes(300)
+        .compact(true)
+        .delete(false)
+        .min_cleanable_dirty_ratio(0.0)
+        .build()?;
+    let log = builder(dir.path()).config(config.clone()).open()?;
+    let keyed = |pid: Option<i64>, seq: i32, value: &str| {
+        let mut b = BatchBuilder::new(Compression::None);
+        if let Some(pid) = pid {
+            b = b.producer(pid, 0, seq);
+        }
+        b.append(1_000, Some(b"k"), Some(value.as_bytes()), &[]);
+        b.build().expect("builds").to_vec()
+    };
+    log.append(&mut keyed(Some(7), 0, "p0"), 0)?;
+    log.append(&mut keyed(Some(7), 1, "p1"), 0)?; // producer 7's last batch
+    // (Not at a segment's end, where the cleaner keeps an empty batch in
+    // any case.)
+    for i in 0..8 {
+        log.append(&mut keyed(None, 0, &format!("plain{i}")), 0)?;
+    }
+    assert!(log.segment_count() > 2);
+    let first_segment_end = log.segment_base_offsets()[1];
+    assert!(first_segment_end > 2, "p1 is followed by plain batches");
+    let report = log.clean()?;
+    assert!(report.records_superseded > 0, "{report:?}");
+    let producer_batches: Vec<i32> = Batches::new(log.read(0, 1 << 20)?.records().clone())
+        .map(|b| b.expect("batch").header().base_sequence)
+        .filter(|&s| s >= 0)
+        .collect();
+    assert_eq!(producer_batches, [1], "p0 cleaned, the last batch kept");
+    log.close()?;
+    // Recovery point 0: no snapshot, every batch read.
+    let log = builder(dir.path()).config(config).open()?;
+    assert_eq!(log.recovery_report().producer_snapshot, None);
+    log.append(&mut keyed(Some(7), 2, "p2"), 0)?;
+    assert!(matches!(
+        log.append(&mut keyed(Some(7), 9, "gap"), 0),
+        Err(Error::OutOfOrderSequence {
+            producer_id: 7,
+            expected: 3,
+            ..
+        })
+    ));
+    Ok(())
+}

@@ -48,12 +48,13 @@
 //! # Not supported yet
 //! A batch all of whose records are removed is dropped whole, except at
 //! the end of a group, where an empty batch (header only) keeps the
-//! group's last offset. Kafka also keeps (as an empty batch if need be)
-//! the last batch of each producer, so that a rebuild of producer state
-//! from the log still knows it; logbus does not: producer state survives
-//! a reopen through its snapshots, but a replica copying a cleaned log
-//! from its start, or a rebuild without a snapshot, forgets producers
-//! whose batches were all cleaned. Kafka also removes a marker once its
+//! group's last offset. Each producer's last data batch (as the log's
+//! producer state knows it) is kept with its offsets and producer fields,
+//! so that producer state rebuilt from the cleaned log (a replica copying
+//! it, an open without a usable snapshot) still knows the producer's
+//! epoch and last sequence: whole (superseded records included) unless
+//! it is aborted data, then emptied (Kafka keeps that batch too, always
+//! emptied of removed records). Kafka also removes a marker once its
 //! transaction's data is gone and `delete.retention.ms` passed; logbus
 //! keeps every marker.
 
@@ -269,9 +270,14 @@ impl LogInner {
                 .iter()
                 .flat_map(|s| s.aborted_txns().iter().copied())
                 .collect();
-            (cleanable, (snapshots, aborted), state.generation)
+            let producers_last = state.producers.last_batches();
+            (
+                cleanable,
+                (snapshots, aborted, producers_last),
+                state.generation,
+            )
         };
-        let (snapshots, aborted) = snapshots;
+        let (snapshots, aborted, producers_last) = snapshots;
         // Every record the offset map is built from must be on disk before
         // it supersedes an older one: else a power loss could take the
         // newer record after the cleaned segment (fsynced) dropped the
@@ -286,6 +292,7 @@ impl LogInner {
         };
         let mut staged: Vec<(std::ops::Range<usize>, Segment)> = Vec::new();
         let mut tracker = AbortedTracker::new(&aborted);
+        tracker.producers_last = producers_last;
         let result = (|| {
             for range in self.groups(&snapshots) {
                 let group = &snapshots[range.clone()];
@@ -442,6 +449,15 @@ impl LogInner {
             let aborted = tracker.is_aborted(batch.header());
             let kept = if batch.header().is_control() {
                 Kept::Whole
+            } else if tracker.is_producers_last(batch.header()) {
+                if aborted && batch.header().records_count > 0 {
+                    // Kept, but emptied: its producer fields and offsets
+                    // stay, its aborted records go (Kafka's empty batch).
+                    counts.aborted_removed += u64::from(batch.header().records_count.max(0) as u32);
+                    Kept::Rewritten(empty_batch(batch.header()))
+                } else {
+                    Kept::Whole
+                }
             } else if aborted {
                 counts.aborted_removed += u64::from(batch.header().records_count.max(0) as u32);
                 Kept::Nothing
@@ -621,11 +637,17 @@ fn build_offset_map(
 /// belong to an aborted transaction (Kafka's `CleanedTransactionMetadata`):
 /// a producer is aborting from its aborted transaction's first offset up
 /// to its ABORT marker.
+/// It also knows each producer's last batch (producer id, last offset),
+/// which the cleaner keeps as it is (Kafka keeps it too), so producer
+/// state rebuilt from the cleaned log still knows the producer's epoch and
+/// last sequence.
 struct AbortedTracker {
     /// The aborted transactions not reached yet, by first offset.
     pending: std::collections::VecDeque<AbortedTxn>,
     /// The producers inside an aborted transaction.
     aborting: std::collections::HashSet<i64>,
+    /// Each producer's last data batch: (producer id, last offset).
+    producers_last: std::collections::HashSet<(i64, u64)>,
 }
 
 impl AbortedTracker {
@@ -635,7 +657,16 @@ impl AbortedTracker {
         AbortedTracker {
             pending: pending.into(),
             aborting: std::collections::HashSet::new(),
+            producers_last: std::collections::HashSet::new(),
         }
+    }
+
+    /// Whether the batch of `header` is its producer's last data batch.
+    fn is_producers_last(&self, header: &BatchHeader) -> bool {
+        header.producer_id >= 0
+            && !header.is_control()
+            && u64::try_from(header.last_offset())
+                .is_ok_and(|last| self.producers_last.contains(&(header.producer_id, last)))
     }
 
     /// Whether the batch of `header` (the next in offset order) is data of

@@ -259,6 +259,14 @@ impl ProducerStateManager {
         self.producers.get(&producer_id)
     }
 
+    /// Each producer's last data batch: (producer id, its last offset).
+    pub(crate) fn last_batches(&self) -> std::collections::HashSet<(i64, u64)> {
+        self.producers
+            .iter()
+            .filter_map(|(&id, e)| e.batches.back().map(|b| (id, b.last_offset)))
+            .collect()
+    }
+
     /// How many producers the state holds.
     #[cfg_attr(
         not(test),
