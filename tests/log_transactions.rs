@@ -357,11 +357,24 @@ fn recovery_rebuilds_a_lost_or_damaged_txnindex() -> Result<()> {
     damaged.extend_from_slice(&[7u8; 10]);
     std::fs::write(dir.path().join(name), &damaged).expect("write");
     let log = builder(dir.path())
-        .config(config)
+        .config(config.clone())
         .recovery_point(end)
         .open()?;
     assert_eq!(txn_indexes(dir.path()).get(name), Some(bytes));
     assert_eq!(read_all_committed(&log)?, expected);
+    log.close()?;
+
+    // A well-formed entry naming a marker past its segment's end (a cut
+    // whose index change was lost) is dropped too.
+    let mut stale = bytes.clone();
+    stale.extend_from_slice(&entry(2, 900, 1_000, 1_000));
+    std::fs::write(dir.path().join(name), &stale).expect("write");
+    let log = builder(dir.path())
+        .config(config)
+        .recovery_point(end)
+        .open()?;
+    assert_eq!(txn_indexes(dir.path()).get(name), Some(bytes));
+    assert_eq!(log.aborted_transactions(0, u64::MAX).len(), 6);
     Ok(())
 }
 

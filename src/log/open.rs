@@ -448,6 +448,12 @@ fn load_producers(
     expiration: (i64, i64),
     report: &mut RecoveryReport,
 ) -> Result<(producer_state::ProducerStateManager, BTreeSet<u64>)> {
+    // A `.txnindex` entry naming a marker past its segment's end cannot
+    // be right (the segment was cut after it was written and the cut of
+    // the index was lost): dropped.
+    for segment in segments.iter_mut() {
+        segment.truncate_aborted(segment.next_offset())?;
+    }
     let mut offsets = snapshot::list(storage, dir)?;
     let first = segments.first().map_or(0, Segment::base_offset);
     let end = segments.last().map_or(0, Segment::next_offset);
