@@ -233,6 +233,7 @@ pub struct LogConfig {
     delete_retention_ms: i64,
     min_cleanable_dirty_ratio: f64,
     min_compaction_lag_ms: i64,
+    producer_id_expiration_ms: i64,
 }
 
 // `min_cleanable_dirty_ratio` is validated to be finite, so equality is an
@@ -257,6 +258,7 @@ impl Default for LogConfig {
             delete_retention_ms: 86_400_000,
             min_cleanable_dirty_ratio: 0.5,
             min_compaction_lag_ms: 0,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -414,7 +416,28 @@ impl LogConfig {
         self.min_compaction_lag_ms
     }
 
+    /// `producer.id.expiration.ms`: how long after a producer's last
+    /// write (its last batch's timestamp, or its last marker's) the log
+    /// forgets its state, unless it has a transaction open (Kafka's
+    /// broker setting; default 1 day). Checked with retention
+    /// (`log.retention.check.interval.ms`). A forgotten producer's next
+    /// batch must start at sequence 0 (`UnknownProducerId`).
+    #[must_use]
+    pub fn producer_id_expiration(&self) -> Duration {
+        duration(self.producer_id_expiration_ms)
+    }
+
+    /// `producer.id.expiration.ms` in milliseconds.
+    pub(crate) fn producer_id_expiration_ms(&self) -> i64 {
+        self.producer_id_expiration_ms
+    }
+
     fn validate(&self) -> Result<()> {
+        if self.producer_id_expiration_ms < 1 {
+            return Err(Error::InvalidConfig(
+                "producer.id.expiration.ms must be at least 1".into(),
+            ));
+        }
         if !self.compact && !self.delete {
             return Err(Error::InvalidConfig(
                 "cleanup.policy must include compact or delete".into(),
@@ -559,6 +582,13 @@ impl LogConfigBuilder {
         self.config.delete = delete;
         self
     }
+    /// Sets `producer.id.expiration.ms` (whole milliseconds, at least 1;
+    /// see [`LogConfig::producer_id_expiration`]).
+    pub fn producer_id_expiration(mut self, time: Duration) -> Self {
+        self.config.producer_id_expiration_ms = millis(time);
+        self
+    }
+
     /// Sets `delete.retention.ms` (whole milliseconds).
     pub fn delete_retention(mut self, time: Duration) -> Self {
         self.config.delete_retention_ms = millis(time);
@@ -659,6 +689,7 @@ mod tests {
         assert_eq!(c.cleanup_policy_name(), "delete");
         assert_eq!(c.delete_retention(), Duration::from_secs(86_400));
         assert_eq!(c.min_compaction_lag(), Duration::ZERO);
+        assert_eq!(c.producer_id_expiration(), Duration::from_secs(86_400));
         assert!((c.min_cleanable_dirty_ratio() - 0.5).abs() < f64::EPSILON);
         let c = LogConfig::builder().compact(true).build().unwrap();
         assert_eq!(c.cleanup_policy_name(), "compact,delete");

@@ -175,16 +175,16 @@ pub use cluster::{
 pub use config::{FlushPolicy, LogConfig, LogConfigBuilder};
 pub use error::{CorruptionKind, Error, FormatError, Result};
 pub use log::{
-    AppendInfo, CheckpointRead, CleanReport, FencedTruncation, LeaderEpochsRebuilt, Log,
-    LogBuilder, LogRead, OffsetCheckpoint, RecoveryReport, RetentionReport, TimestampOffset,
-    TruncatedTail,
+    AbortedTransaction, AppendInfo, CheckpointRead, CleanReport, FencedTruncation,
+    LeaderEpochsRebuilt, Log, LogBuilder, LogRead, OffsetCheckpoint, RecoveryReport,
+    RetentionReport, TimestampOffset, TruncatedTail,
 };
 pub use storage::{DirLock, OpenMode, ReadMap, StdStorage, Storage, StorageFile, slice_bytes};
 #[cfg(any(test, feature = "internals"))]
 pub use storage::{
     FaultKind, FaultOp, FaultyStorage, PowerLossReport, Tear, TornPages, UnsyncedSummary,
 };
-pub use types::{Compression, TimestampType, TopicPartition};
+pub use types::{Compression, IsolationLevel, TimestampType, TopicPartition};
 
 /// A cheaply cloneable, sliceable chunk of bytes (from the `bytes` crate),
 /// re-exported so that record keys and values need no extra dependency.

@@ -103,3 +103,16 @@ impl Compression {
         }
     }
 }
+
+/// What a consumer's fetch may return (Kafka's `isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum IsolationLevel {
+    /// Everything below the high watermark, records of open and aborted
+    /// transactions included (`read_uncommitted`, Kafka's default).
+    #[default]
+    ReadUncommitted,
+    /// Only below the last stable offset, with the aborted transactions
+    /// overlapping the fetched records, so the reader can skip them
+    /// (`read_committed`).
+    ReadCommitted,
+}

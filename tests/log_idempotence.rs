@@ -13,11 +13,17 @@ use proptest::prelude::*;
 
 /// A batch of producer `pid` at `epoch` whose records carry the sequences
 /// `seq..seq + count`, each record's value naming its producer and sequence.
+/// Stamped with the current time, as a producer stamps its records: a
+/// producer whose last batch is older than `producer.id.expiration.ms`
+/// (1 day) is forgotten when a reopen loads a producer snapshot.
 fn pbatch(pid: i64, epoch: i16, seq: i32, count: i32) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let mut builder = BatchBuilder::new(Compression::None).producer(pid, epoch, seq);
     for i in 0..count {
         let value = format!("{pid}/{}", seq + i);
-        builder.append(1_000 + i64::from(i), None, Some(value.as_bytes()), &[]);
+        builder.append(now + i64::from(i), None, Some(value.as_bytes()), &[]);
     }
     builder.build().expect("a small batch builds").to_vec()
 }

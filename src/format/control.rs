@@ -25,6 +25,38 @@ pub(crate) const CONTROL_KEY_SIZE: usize = 4;
 /// The size of an end-transaction marker's value.
 pub(crate) const MARKER_VALUE_SIZE: usize = 6;
 
+/// The outcome a transaction marker records: Kafka's `ControlRecordType`
+/// COMMIT (type 1) or ABORT (type 0), the two control record types a
+/// transaction coordinator writes to a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ControlRecordType {
+    /// The transaction was aborted: its records are skipped by
+    /// read_committed readers.
+    Abort,
+    /// The transaction was committed.
+    Commit,
+}
+
+impl ControlRecordType {
+    /// Whether this is [`ControlRecordType::Commit`].
+    #[must_use]
+    pub fn is_commit(self) -> bool {
+        self == ControlRecordType::Commit
+    }
+}
+
+/// The transaction marker a control batch holds (its one record's key and
+/// value), or `None` if the batch is no transaction marker (another control
+/// type, Kafka's KRaft records) or does not decode.
+pub(crate) fn marker_of_batch(bytes: &[u8]) -> Option<EndTxnMarker> {
+    let batch = super::Batch::from_bytes(Bytes::copy_from_slice(bytes)).ok()?;
+    if !batch.header().is_control() {
+        return None;
+    }
+    let record = batch.records().ok()?.next()?.ok()?;
+    decode_marker(record.key.as_deref()?, record.value.as_deref()).ok()
+}
+
 /// A control record's type (Kafka's `ControlRecordType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ControlType {

@@ -17,31 +17,10 @@ mod compression;
 // The transaction markers, the aborted-transaction index and producer
 // snapshots: Kafka's layouts, which the idempotent producer and
 // transactions build on.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the codecs land before the transactions that use them"
-    )
-)]
 pub(crate) mod control;
 pub(crate) mod header;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the codecs land before the transactions that use them"
-    )
-)]
 pub(crate) mod producer_snapshot;
 mod record;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the codecs land before the transactions that use them"
-    )
-)]
 pub(crate) mod txn_index;
 mod validate;
 pub mod varint;
@@ -51,6 +30,7 @@ pub use batch::{Batch, Batches, RecordIter};
 pub use builder::BatchBuilder;
 pub use compression::MAX_DECOMPRESSED_SIZE;
 pub(crate) use compression::compress;
+pub use control::ControlRecordType;
 pub use header::*;
 pub use record::{Header, Record};
 pub(crate) use record::{decode_headers, encode_record, scan_record};

@@ -23,6 +23,31 @@ pub struct AppendInfo {
 }
 
 impl AppendInfo {
+    /// What an append of new batches stored.
+    #[expect(clippy::too_many_arguments, reason = "one field each")]
+    pub(crate) fn stored(
+        first_offset: u64,
+        last_offset: u64,
+        max_timestamp: i64,
+        log_append_time: Option<i64>,
+        records: u64,
+        bytes: u64,
+        segment_base_offset: u64,
+        position: u64,
+    ) -> Self {
+        AppendInfo {
+            first_offset,
+            last_offset,
+            max_timestamp,
+            log_append_time,
+            records,
+            bytes,
+            segment_base_offset,
+            position,
+            duplicate: false,
+        }
+    }
+
     /// Offset of the first appended record.
     #[must_use]
     pub fn first_offset(&self) -> u64 {
@@ -115,11 +140,15 @@ impl Log {
     /// original batch's offsets and [`AppendInfo::is_duplicate`]. The
     /// batches of one append are checked together (each against the state
     /// the ones before it leave) and stored all or none. Batches without a
-    /// producer id are not checked, and control batches not yet.
+    /// producer id are not checked. A transactional batch opens a
+    /// transaction for its producer (see [`Log::last_stable_offset`]);
+    /// control batches (transaction markers) come only through
+    /// [`Log::append_marker`], as Kafka refuses them from clients.
     ///
     /// # Errors
     /// [`Error::InvalidBatch`] for a malformed batch (bad CRC, structure or
-    /// records, or a producer id without a base sequence),
+    /// records, or a producer id without a base sequence) or a control
+    /// batch,
     /// [`Error::RecordTooLarge`] for a batch over
     /// `max.message.bytes` or an append over `segment.bytes`,
     /// [`Error::InvalidArgument`] for a `leader_epoch` below the newest
@@ -243,7 +272,9 @@ impl Log {
     /// is recorded at its first batch's base offset, the file rewritten
     /// before the batches are written. Producers' batches update the log's
     /// producer state without being checked (the leader checked them), so
-    /// a follower that becomes leader recognises the producers' retries.
+    /// a follower that becomes leader recognises the producers' retries;
+    /// transaction markers end their producer's transaction and an ABORT
+    /// goes to the segment's `.txnindex`, as on the leader.
     ///
     /// # Errors
     /// As [`Log::append`], plus [`Error::OffsetsOutOfOrder`] when the first
@@ -297,9 +328,24 @@ impl Log {
                     .append_locked(&mut state, batches, &metas, first_offset, now)?;
             // The leader checked the producers' batches: applied unchecked
             // (`ProducerOrigin::Replication`).
-            for batch in &checked {
+            // Markers end their producer's transaction; an aborted one
+            // goes to the `.txnindex` of the segment the batches went to.
+            for (i, batch) in checked.iter().enumerate() {
                 let header = &batch.header;
-                if let Some(data) = producer_state::data_batch(
+                if header.is_control() {
+                    if header.producer_id < 0 {
+                        continue;
+                    }
+                    let end = checked.get(i + 1).map_or(batches.len(), |b| b.position);
+                    if let Some(aborted) = producer_state::apply_control(
+                        &mut state.producers,
+                        header,
+                        &batches[batch.position..end],
+                        header.base_offset as u64,
+                    ) {
+                        self.inner.index_aborted(&mut state, aborted)?;
+                    }
+                } else if let Some(data) = producer_state::data_batch(
                     header,
                     header.base_offset as u64,
                     header.max_timestamp,
@@ -307,6 +353,7 @@ impl Log {
                     state.producers.apply_data(&data);
                 }
             }
+            super::txn::prune_stable(&self.inner, &mut state);
             AppendInfo {
                 first_offset,
                 last_offset: expected as u64 - 1,
@@ -357,7 +404,15 @@ fn check_producers(
     let mut next = first_offset;
     for batch in checked {
         let header = &batch.header;
-        if header.producer_id >= 0 && !header.is_control() && header.base_sequence < 0 {
+        if header.is_control() {
+            // As Kafka's LogValidator: markers come from the coordinator
+            // (`Log::append_marker`), never from a producer.
+            return Err(Error::InvalidBatch(FormatError::InvalidRecord(
+                "clients may not write control batches (transaction markers go through \
+                 Log::append_marker)",
+            )));
+        }
+        if header.producer_id >= 0 && header.base_sequence < 0 {
             return Err(Error::InvalidBatch(FormatError::InvalidRecord(
                 "a batch with a producer id must carry a base sequence (>= 0)",
             )));
@@ -507,7 +562,7 @@ impl LogInner {
     /// rolling first if they do not fit, and advances the log end offset.
     /// Returns the segment's base offset and the position written at. Any
     /// I/O error fences the log.
-    fn append_locked(
+    pub(super) fn append_locked(
         &self,
         state: &mut LogState,
         buf: &[u8],
@@ -616,7 +671,9 @@ impl LogInner {
             }
         }
         state.dir_dirty = true;
-        Ok(())
+        // The producer state covers the log up to the new segment (the
+        // batches about to be written are applied after the write).
+        self.write_snapshot(state, base_offset)
     }
 
     pub(crate) fn segment_limits(&self) -> SegmentLimits {
@@ -642,7 +699,7 @@ impl LogInner {
     /// point only grows (a truncation lowers it only together with the log
     /// end). So when an append returns, every offset below its end minus
     /// N − 1 is on disk. `flush.ms` is the scheduler's timer (`worker.rs`).
-    fn after_append(&self, next_offset: u64) -> Result<()> {
+    pub(super) fn after_append(&self, next_offset: u64) -> Result<()> {
         let Some(every) = self.config.flush().messages() else {
             return Ok(());
         };

@@ -37,13 +37,26 @@
 //! `baseTimestamp` with attribute bit 6); a later pass at or after the
 //! horizon drops it.
 //!
+//! # Transactions
+//! As Kafka's cleaner: nothing at or above the last stable offset is
+//! cleaned (an open transaction may still abort); records of aborted
+//! transactions (found with the segments' `.txnindex` entries) are removed
+//! and never enter the offset map, so they supersede nothing; control
+//! batches (markers) are kept as they are, and so are the `.txnindex`
+//! entries, which the cleaned segment carries over.
+//!
 //! # Not supported yet
-//! Transactions: control batches are kept as they are and records of
-//! aborted transactions are treated like any other. A batch all of whose
-//! records are removed is dropped whole, except at the end of a group, where
-//! an empty batch (header only) keeps the group's last offset; Kafka also
-//! keeps empty batches for the last sequence of an idempotent producer,
-//! and logbus keeps no producer state in the log yet.
+//! A batch all of whose records are removed is dropped whole, except at
+//! the end of a group, where an empty batch (header only) keeps the
+//! group's last offset. Each producer's last data batch (as the log's
+//! producer state knows it) is kept with its offsets and producer fields,
+//! so that producer state rebuilt from the cleaned log (a replica copying
+//! it, an open without a usable snapshot) still knows the producer's
+//! epoch and last sequence: whole (superseded records included) unless
+//! it is aborted data, then emptied (Kafka keeps that batch too, always
+//! emptied of removed records). Kafka also removes a marker once its
+//! transaction's data is gone and `delete.retention.ms` passed; logbus
+//! keeps every marker.
 
 use std::collections::HashMap;
 
@@ -51,6 +64,7 @@ use byteorder::{BigEndian, ByteOrder};
 use bytes::Bytes;
 
 use crate::error::{Error, FormatError, Result};
+use crate::format::txn_index::AbortedTxn;
 use crate::format::{self, Batch, BatchHeader};
 use crate::log::{Log, LogInner, LogState, worker::Job};
 use crate::storage::segment::{BatchMeta, CLEANED_SUFFIX, SWAP_SUFFIX, Segment};
@@ -75,6 +89,9 @@ pub struct CleanReport {
     /// Records without a key removed (a compacted log rejects them on
     /// append, but a log switched from `delete` may hold some).
     pub keyless_removed: u64,
+    /// Records of aborted transactions removed (they never supersede a
+    /// record: a read_committed reader never saw them).
+    pub aborted_removed: u64,
     /// The cleaner checkpoint (first dirty offset) after the pass: every
     /// offset below it was cleaned.
     pub cleaned_up_to: u64,
@@ -169,6 +186,9 @@ struct Snapshot {
     base: u64,
     next_offset: u64,
     bytes: Bytes,
+    /// Its aborted transactions (`.txnindex`): the cleaner keeps every
+    /// control batch, so they carry over to the cleaned segment.
+    aborted: Vec<crate::format::txn_index::AbortedTxn>,
 }
 
 impl LogInner {
@@ -185,10 +205,17 @@ impl LogInner {
         let sealed = state.segments.len() - 1;
         let mut end = sealed;
         let (mut clean_bytes, mut dirty_bytes) = (0, 0);
+        // Kafka's rule: nothing at or above the last stable offset is
+        // cleaned (an open transaction's records may still abort).
+        let lso = super::txn::last_stable_offset(self, state);
         for (i, segment) in state.segments[..sealed].iter().enumerate() {
             if segment.next_offset() <= first_dirty {
                 clean_bytes += segment.size();
                 continue;
+            }
+            if segment.next_offset() > lso {
+                end = i;
+                break;
             }
             // Kafka's rule: a dirty segment whose newest record is younger
             // than the lag ends the cleanable part.
@@ -232,11 +259,25 @@ impl LogInner {
                         base: s.base_offset(),
                         next_offset: s.next_offset(),
                         bytes: s.slice(0, s.size())?,
+                        aborted: s.aborted_txns().to_vec(),
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            (cleanable, snapshots, state.generation)
+            // Every aborted transaction whose data may lie in the cleanable
+            // segments, the ones whose marker lies later included.
+            let aborted: Vec<AbortedTxn> = state
+                .segments
+                .iter()
+                .flat_map(|s| s.aborted_txns().iter().copied())
+                .collect();
+            let producers_last = state.producers.last_batches();
+            (
+                cleanable,
+                (snapshots, aborted, producers_last),
+                state.generation,
+            )
         };
+        let (snapshots, aborted, producers_last) = snapshots;
         // Every record the offset map is built from must be on disk before
         // it supersedes an older one: else a power loss could take the
         // newer record after the cleaned segment (fsynced) dropped the
@@ -244,16 +285,20 @@ impl LogInner {
         // page-cache policies flush sealed segments in the background after
         // their roll, so this rarely waits.
         self.sync_to(cleanable.end_offset)?;
-        let map = build_offset_map(&snapshots, cleanable.first_dirty, &self.dir)?;
+        let map = build_offset_map(&snapshots, cleanable.first_dirty, &aborted, &self.dir)?;
         let mut report = CleanReport {
             cleaned_up_to: cleanable.end_offset.max(cleanable.first_dirty),
             ..CleanReport::default()
         };
         let mut staged: Vec<(std::ops::Range<usize>, Segment)> = Vec::new();
+        let mut tracker = AbortedTracker::new(&aborted);
+        tracker.producers_last = producers_last;
         let result = (|| {
             for range in self.groups(&snapshots) {
                 let group = &snapshots[range.clone()];
-                if let Some(segment) = self.clean_group(group, &map, now, &mut report)? {
+                if let Some(segment) =
+                    self.clean_group(group, (&map, &mut tracker), now, &mut report)?
+                {
                     staged.push((range, segment));
                 }
             }
@@ -305,7 +350,7 @@ impl LogInner {
     fn clean_group(
         &self,
         group: &[Snapshot],
-        map: &HashMap<Bytes, u64>,
+        (map, tracker): (&HashMap<Bytes, u64>, &mut AbortedTracker),
         now: i64,
         report: &mut CleanReport,
     ) -> Result<Option<Segment>> {
@@ -315,7 +360,7 @@ impl LogInner {
         for (i, snapshot) in group.iter().enumerate() {
             let keep_end = i + 1 == group.len();
             let (buf, metas, same) =
-                self.clean_segment(snapshot, map, now, keep_end, &mut counts)?;
+                self.clean_segment(snapshot, (map, &mut *tracker), now, keep_end, &mut counts)?;
             changed |= !same;
             outputs.push((buf, metas));
         }
@@ -334,6 +379,7 @@ impl LogInner {
             crate::storage::segment::LOG_SUFFIX,
             crate::storage::segment::INDEX_SUFFIX,
             crate::storage::segment::TIME_INDEX_SUFFIX,
+            crate::storage::segment::TXN_INDEX_SUFFIX,
         ] {
             let path =
                 crate::storage::segment::staged_file(&self.dir, base, suffix, CLEANED_SUFFIX);
@@ -354,6 +400,11 @@ impl LogInner {
                     segment.append(buf, metas)?;
                 }
             }
+            // Markers are kept, so the aborted transactions carry over.
+            segment.ensure_txn_index_file()?;
+            for txn in group.iter().flat_map(|s| &s.aborted) {
+                segment.append_aborted(*txn)?;
+            }
             segment.seal()?;
             segment.sync()
         })();
@@ -369,6 +420,7 @@ impl LogInner {
         report.records_superseded += counts.records_superseded;
         report.tombstones_removed += counts.tombstones_removed;
         report.keyless_removed += counts.keyless_removed;
+        report.aborted_removed += counts.aborted_removed;
         Ok(Some(segment))
     }
 
@@ -381,7 +433,7 @@ impl LogInner {
     fn clean_segment(
         &self,
         snapshot: &Snapshot,
-        map: &HashMap<Bytes, u64>,
+        (map, tracker): (&HashMap<Bytes, u64>, &mut AbortedTracker),
         now: i64,
         keep_end: bool,
         counts: &mut CleanReport,
@@ -394,8 +446,21 @@ impl LogInner {
             let batch = batch.map_err(|e| corrupt(&self.dir, snapshot.base, position, e))?;
             let size = batch.size();
             let at_end = keep_end && position + size == snapshot.bytes.len();
+            let aborted = tracker.is_aborted(batch.header());
             let kept = if batch.header().is_control() {
                 Kept::Whole
+            } else if tracker.is_producers_last(batch.header()) {
+                if aborted && batch.header().records_count > 0 {
+                    // Kept, but emptied: its producer fields and offsets
+                    // stay, its aborted records go (Kafka's empty batch).
+                    counts.aborted_removed += u64::from(batch.header().records_count.max(0) as u32);
+                    Kept::Rewritten(empty_batch(batch.header()))
+                } else {
+                    Kept::Whole
+                }
+            } else if aborted {
+                counts.aborted_removed += u64::from(batch.header().records_count.max(0) as u32);
+                Kept::Nothing
             } else if batch.header().records_count == 0 {
                 // An empty batch an earlier pass kept: still needed only at
                 // the end of a group.
@@ -464,7 +529,7 @@ impl LogInner {
         let swapped_any = !staged.is_empty();
         let result = (|| {
             // Replace from the last group back, so earlier indexes stay valid.
-            for (range, segment) in staged.into_iter().rev() {
+            for (range, mut segment) in staged.into_iter().rev() {
                 debug_assert!(
                     snapshots[range.clone()]
                         .iter()
@@ -511,6 +576,7 @@ fn discard(inner: &LogInner, segment: Segment) {
         crate::storage::segment::LOG_SUFFIX,
         crate::storage::segment::INDEX_SUFFIX,
         crate::storage::segment::TIME_INDEX_SUFFIX,
+        crate::storage::segment::TXN_INDEX_SUFFIX,
     ] {
         let path = crate::storage::segment::staged_file(&inner.dir, base, suffix, CLEANED_SUFFIX);
         let _ = inner.storage.remove_file(&path);
@@ -526,18 +592,26 @@ fn corrupt(dir: &std::path::Path, base: u64, position: usize, error: FormatError
 }
 
 /// Key → offset of the key's last record at or after `first_dirty`.
+/// Records of aborted transactions never enter it (Kafka's cleaner skips
+/// them: they must not supersede a committed record).
 fn build_offset_map(
     snapshots: &[Snapshot],
     first_dirty: u64,
+    aborted: &[AbortedTxn],
     dir: &std::path::Path,
 ) -> Result<HashMap<Bytes, u64>> {
     let mut map = HashMap::new();
-    for snapshot in snapshots.iter().filter(|s| s.next_offset > first_dirty) {
+    let mut tracker = AbortedTracker::new(aborted);
+    for snapshot in snapshots {
         let mut position = 0;
         for batch in format::Batches::new(snapshot.bytes.clone()) {
             let batch = batch.map_err(|e| corrupt(dir, snapshot.base, position, e))?;
             position += batch.size();
-            if batch.header().is_control() || (batch.header().last_offset() as u64) < first_dirty {
+            let in_aborted = tracker.is_aborted(batch.header());
+            if in_aborted
+                || batch.header().is_control()
+                || (batch.header().last_offset() as u64) < first_dirty
+            {
                 continue;
             }
             let records = batch
@@ -557,6 +631,60 @@ fn build_offset_map(
         }
     }
     Ok(map)
+}
+
+/// Tells, batch by batch in offset order, which transactional batches
+/// belong to an aborted transaction (Kafka's `CleanedTransactionMetadata`):
+/// a producer is aborting from its aborted transaction's first offset up
+/// to its ABORT marker.
+/// It also knows each producer's last batch (producer id, last offset),
+/// which the cleaner keeps as it is (Kafka keeps it too), so producer
+/// state rebuilt from the cleaned log still knows the producer's epoch and
+/// last sequence.
+struct AbortedTracker {
+    /// The aborted transactions not reached yet, by first offset.
+    pending: std::collections::VecDeque<AbortedTxn>,
+    /// The producers inside an aborted transaction.
+    aborting: std::collections::HashSet<i64>,
+    /// Each producer's last data batch: (producer id, last offset).
+    producers_last: std::collections::HashSet<(i64, u64)>,
+}
+
+impl AbortedTracker {
+    fn new(aborted: &[AbortedTxn]) -> Self {
+        let mut pending = aborted.to_vec();
+        pending.sort_by_key(|t| t.first_offset);
+        AbortedTracker {
+            pending: pending.into(),
+            aborting: std::collections::HashSet::new(),
+            producers_last: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Whether the batch of `header` is its producer's last data batch.
+    fn is_producers_last(&self, header: &BatchHeader) -> bool {
+        header.producer_id >= 0
+            && !header.is_control()
+            && u64::try_from(header.last_offset())
+                .is_ok_and(|last| self.producers_last.contains(&(header.producer_id, last)))
+    }
+
+    /// Whether the batch of `header` (the next in offset order) is data of
+    /// an aborted transaction. Its ABORT marker ends the producer's
+    /// aborted transaction (the marker itself is not aborted data).
+    fn is_aborted(&mut self, header: &BatchHeader) -> bool {
+        let last = header.last_offset();
+        while self.pending.front().is_some_and(|t| t.first_offset <= last) {
+            if let Some(t) = self.pending.pop_front() {
+                self.aborting.insert(t.producer_id);
+            }
+        }
+        if header.is_control() {
+            self.aborting.remove(&header.producer_id);
+            return false;
+        }
+        header.is_transactional() && self.aborting.contains(&header.producer_id)
+    }
 }
 
 /// What cleaning keeps of one batch.

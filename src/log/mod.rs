@@ -26,6 +26,8 @@ mod read;
 mod restart;
 mod retention;
 mod scheduler;
+mod snapshot;
+mod txn;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -47,7 +49,7 @@ pub use cleaner::CleanReport;
 pub use epoch::LeaderEpochsRebuilt;
 pub use fence::FencedTruncation;
 pub use open::{RecoveryReport, TruncatedTail};
-pub use read::{LogRead, TimestampOffset};
+pub use read::{AbortedTransaction, LogRead, TimestampOffset};
 pub use retention::RetentionReport;
 
 use durability::Durability;
@@ -125,6 +127,10 @@ pub(crate) struct LogInner {
     background: scheduler::Registration,
     /// The owner's step before a cut below the recovery point.
     truncation_hook: Option<TruncationHook>,
+    /// The partition's high watermark as the replica layer last told it
+    /// ([`Log::update_high_watermark`]); `u64::MAX` until then (the log
+    /// end offset counts).
+    high_watermark: std::sync::atomic::AtomicU64,
     _lock: DirLock,
 }
 
@@ -156,6 +162,9 @@ pub(crate) struct LogState {
     /// What each idempotent producer last wrote (its epoch and last
     /// batches), checked and updated by appends.
     producers: producer_state::ProducerStateManager,
+    /// The offsets of the producer-state snapshot files
+    /// (`<offset>.snapshot`).
+    snapshots: std::collections::BTreeSet<u64>,
 }
 
 /// How the leader epoch file stands against the cache in memory.
@@ -537,6 +546,17 @@ impl Log {
         }
         self.inner.close_active()?;
         self.inner.write_epochs_if_stale()?;
+        {
+            // The producer state at the log end: the next open replays
+            // nothing (once the flush below makes it durable).
+            let mut state = self.inner.state.write();
+            let end = state.log_end_offset;
+            if let Err(e) = self.inner.write_snapshot(&mut state, end) {
+                drop(state);
+                self.inner.fence();
+                return Err(e);
+            }
+        }
         self.flush()
     }
 }

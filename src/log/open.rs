@@ -32,6 +32,7 @@
 //! leftovers, applies the cut, rebuilds the indexes of scanned segments and
 //! fsyncs what it changed before the open returns.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -43,12 +44,12 @@ use crate::format::header::{OffsetOrder, out_of_sequence};
 use crate::log::durability::Durability;
 use crate::log::{
     EpochFile, Log, LogBuilder, LogInner, LogScheduler, LogState, epoch, fence, producer_state,
-    restart,
+    restart, snapshot,
 };
 use crate::storage::probe::{Counters, Damage, SegmentProbe, Tail};
 use crate::storage::segment::{
     self, CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, SWAP_SUFFIX, Segment,
-    SegmentLimits, TIME_INDEX_SUFFIX, TRUNCATING_SUFFIX,
+    SegmentLimits, TIME_INDEX_SUFFIX, TRUNCATING_SUFFIX, TXN_INDEX_SUFFIX,
 };
 use crate::storage::{Storage, spare};
 
@@ -114,6 +115,13 @@ pub struct RecoveryReport {
     /// cache was rebuilt from the batches' leader epochs and the file
     /// rewritten.
     pub leader_epochs_rebuilt: Option<crate::log::LeaderEpochsRebuilt>,
+    /// The producer-state snapshot (`<offset>.snapshot`) the producers'
+    /// state was loaded from (only the batches after it were read), or
+    /// `None` if every batch from the first segment was read.
+    pub producer_snapshot: Option<u64>,
+    /// Producer-state snapshots that could not be read (torn, damaged) and
+    /// were removed; an older one, or the batches, took their place.
+    pub producer_snapshots_skipped: usize,
 }
 
 /// The end of the log that recovery cut off: from the first damage at or
@@ -231,14 +239,24 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         // cut: a crash in between then finds the same damage again, never a
         // shortened segment followed by data a compacted log would accept.
         for removed in cut.removed.iter().rev() {
-            for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            for suffix in [
+                LOG_SUFFIX,
+                INDEX_SUFFIX,
+                TIME_INDEX_SUFFIX,
+                TXN_INDEX_SUFFIX,
+            ] {
                 storage.remove_file(&segment::segment_file(&dir, removed.base, suffix))?;
             }
             changed = true;
         }
     }
     for &base in &plan.dropped_empty {
-        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        for suffix in [
+            LOG_SUFFIX,
+            INDEX_SUFFIX,
+            TIME_INDEX_SUFFIX,
+            TXN_INDEX_SUFFIX,
+        ] {
             let path = segment::segment_file(&dir, base, suffix);
             if storage.exists(&path) {
                 storage.remove_file(&path)?;
@@ -289,6 +307,22 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         created = true;
     }
 
+    // Producer state: the newest readable snapshot at or below the
+    // recovery point, then the batches after it. The aborted-transaction
+    // entries of the scanned segments past it are rebuilt from their
+    // markers, as Kafka's `LogSegment.recover` does. Snapshots that do not
+    // describe this log (past its end, below its first segment, or of a
+    // log a restart replaced) or do not decode are removed.
+    let (producers, snapshots) = load_producers(
+        storage.as_ref(),
+        &dir,
+        &mut segments,
+        &scanned,
+        (recovery_point, restart_at.is_some()),
+        (clock.now_ms(), config.producer_id_expiration_ms()),
+        &mut report,
+    )?;
+
     // Data recovered from the page cache is made durable before the
     // recovery point may cover it; a new log's first files and directory
     // are durable before anything in them is acknowledged.
@@ -336,8 +370,6 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         log_end_offset,
     )?;
     report.leader_epochs_rebuilt = rebuilt;
-    // No producer snapshots yet: every batch header is read again.
-    let producers = producer_state::rebuild(&segments, log_start_offset)?;
 
     let (scheduler, private) = match scheduler {
         Some(shared) => (shared, None),
@@ -371,6 +403,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
             epochs,
             epoch_file: EpochFile::Written,
             producers,
+            snapshots,
         }),
         fenced: AtomicBool::new(false),
         durability: Durability::new(durable, log_end_offset),
@@ -378,6 +411,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         cleaner: Mutex::new(()),
         background: scheduler.register(weak.clone()),
         truncation_hook,
+        high_watermark: std::sync::atomic::AtomicU64::new(u64::MAX),
         _lock: lock,
     });
     // The first deadlines count from the open.
@@ -397,6 +431,57 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     }
     fence::finish(&log, fenced)?;
     Ok(log)
+}
+
+/// The producer state of the recovered segments (see
+/// [`snapshot::load`]) and the snapshot files kept, after removing those
+/// that do not describe this log or do not decode.
+///
+/// # Errors
+/// [`Error::Io`].
+fn load_producers(
+    storage: &dyn Storage,
+    dir: &Path,
+    segments: &mut [Segment],
+    scanned: &[usize],
+    (recovery_point, restarted): (u64, bool),
+    expiration: (i64, i64),
+    report: &mut RecoveryReport,
+) -> Result<(producer_state::ProducerStateManager, BTreeSet<u64>)> {
+    // A `.txnindex` entry naming a marker past its segment's end cannot
+    // be right (the segment was cut after it was written and the cut of
+    // the index was lost): dropped.
+    for segment in segments.iter_mut() {
+        segment.truncate_aborted(segment.next_offset())?;
+    }
+    let mut offsets = snapshot::list(storage, dir)?;
+    let first = segments.first().map_or(0, Segment::base_offset);
+    let end = segments.last().map_or(0, Segment::next_offset);
+    let stale: Vec<u64> = offsets
+        .iter()
+        .copied()
+        .filter(|&o| restarted || o < first || o > end)
+        .collect();
+    for offset in stale {
+        storage.remove_file(&snapshot::snapshot_file(dir, offset))?;
+        offsets.remove(&offset);
+    }
+    let (state, loaded) = snapshot::load(
+        storage,
+        dir,
+        segments,
+        &offsets,
+        recovery_point.min(end),
+        scanned,
+        expiration,
+    )?;
+    report.producer_snapshot = loaded.from;
+    report.producer_snapshots_skipped = loaded.unreadable.len();
+    for offset in loaded.unreadable {
+        storage.remove_file(&snapshot::snapshot_file(dir, offset))?;
+        offsets.remove(&offset);
+    }
+    Ok((state, offsets))
 }
 
 /// `dir` and its ancestors that do not exist yet, `dir` first: the open
@@ -482,6 +567,7 @@ fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing> {
             listing.logs.push(base);
         } else if let Some(base) = segment::parse_segment_file(&path, INDEX_SUFFIX)
             .or_else(|| segment::parse_segment_file(&path, TIME_INDEX_SUFFIX))
+            .or_else(|| segment::parse_segment_file(&path, TXN_INDEX_SUFFIX))
         {
             listing.index_files.push((base, path));
         }
@@ -1024,7 +1110,7 @@ fn finish_swaps(
             &segment::staged_file(dir, swap.base, LOG_SUFFIX, SWAP_SUFFIX),
             &segment::segment_file(dir, swap.base, LOG_SUFFIX),
         )?;
-        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        for suffix in [INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX] {
             let staged = segment::staged_file(dir, swap.base, suffix, SWAP_SUFFIX);
             if storage.exists(&staged) {
                 storage.rename(&staged, &segment::segment_file(dir, swap.base, suffix))?;
@@ -1033,8 +1119,27 @@ fn finish_swaps(
         report.swaps_completed += 1;
         changed = true;
     }
-    // Index swaps whose log was renamed already (or never staged).
+    // Index swaps whose log was renamed already (or never staged). A
+    // `.txnindex` leaves its stage last (see `Segment::rename_stage`): one
+    // whose log already has its plain name (and no `.cleaned` copy is
+    // left) belongs to the swapped segment, and nothing rebuilds it, so it
+    // takes its place.
     for path in &listing.index_swaps {
+        let txn_base = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(SWAP_SUFFIX))
+            .and_then(|n| n.strip_suffix('.'))
+            .and_then(|plain| segment::parse_segment_file(Path::new(plain), TXN_INDEX_SUFFIX));
+        if let Some(base) = txn_base
+            && storage.exists(&segment::segment_file(dir, base, LOG_SUFFIX))
+            && !storage.exists(&segment::staged_file(dir, base, LOG_SUFFIX, CLEANED_SUFFIX))
+            && storage.exists(path)
+        {
+            storage.rename(path, &segment::segment_file(dir, base, TXN_INDEX_SUFFIX))?;
+            changed = true;
+            continue;
+        }
         if storage.exists(path) {
             storage.remove_file(path)?;
             report.removed_files += 1;

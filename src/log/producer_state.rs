@@ -36,6 +36,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::format::control::EndTxnMarker;
 use crate::format::producer_snapshot::{SnapshotBatch, SnapshotEntry};
+use crate::format::txn_index::AbortedTxn;
 
 /// How many of a producer's last batches are kept for duplicate detection
 /// (Kafka's `NUM_BATCHES_TO_RETAIN`, which is also the most requests a
@@ -52,13 +53,6 @@ pub(crate) enum ProducerOrigin {
     /// A producer: epochs, sequences and transaction state are checked.
     Client,
     /// A coordinator writing markers or its own records: epochs only.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the log uses it once transactions (markers) or producer snapshots land"
-        )
-    )]
     Coordinator,
     /// A follower copying the leader's batches: nothing is checked.
     Replication,
@@ -265,6 +259,14 @@ impl ProducerStateManager {
         self.producers.get(&producer_id)
     }
 
+    /// Each producer's last data batch: (producer id, its last offset).
+    pub(crate) fn last_batches(&self) -> std::collections::HashSet<(i64, u64)> {
+        self.producers
+            .iter()
+            .filter_map(|(&id, e)| e.batches.back().map(|b| (id, b.last_offset)))
+            .collect()
+    }
+
     /// How many producers the state holds.
     #[cfg_attr(
         not(test),
@@ -385,13 +387,6 @@ impl ProducerStateManager {
     /// `InvalidProducerEpoch` for an epoch older than the producer's,
     /// `CoordinatorFenced` for a coordinator epoch older than the last
     /// marker's; neither from replication.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the log uses it once transactions (markers) or producer snapshots land"
-        )
-    )]
     pub(crate) fn check_marker(
         &self,
         producer_id: i64,
@@ -427,13 +422,6 @@ impl ProducerStateManager {
     /// record an aborted one in the `.txnindex` (with
     /// [`last_stable_offset_after`](Self::last_stable_offset_after)) and
     /// then call [`complete_txn`](Self::complete_txn).
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the log uses it once transactions (markers) or producer snapshots land"
-        )
-    )]
     pub(crate) fn apply_marker(
         &mut self,
         producer_id: i64,
@@ -466,13 +454,6 @@ impl ProducerStateManager {
     /// The last stable offset once `completed` is complete (Kafka's
     /// `lastStableOffset(CompletedTxn)`): the first offset of the oldest
     /// other open transaction, or the offset after its marker.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the log uses it once transactions (markers) or producer snapshots land"
-        )
-    )]
     pub(crate) fn last_stable_offset_after(&self, completed: &CompletedTxn) -> u64 {
         self.ongoing
             .iter()
@@ -482,13 +463,6 @@ impl ProducerStateManager {
 
     /// Marks `completed` as complete: it stays unstable until the high
     /// watermark passes its marker.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the log uses it once transactions (markers) or producer snapshots land"
-        )
-    )]
     pub(crate) fn complete_txn(&mut self, completed: &CompletedTxn) {
         if self.ongoing.remove(&completed.first_offset).is_some() {
             self.unreplicated
@@ -498,13 +472,6 @@ impl ProducerStateManager {
 
     /// The high watermark moved to `hw`: completed transactions whose
     /// marker lies below it are stable.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the log uses it once transactions (markers) or producer snapshots land"
-        )
-    )]
     pub(crate) fn on_high_watermark(&mut self, hw: u64) {
         self.unreplicated.retain(|_, &mut marker| marker >= hw);
     }
@@ -531,13 +498,6 @@ impl ProducerStateManager {
     /// Removes producers without an open transaction whose last write is
     /// `expiration_ms` or more before `now_ms`
     /// (`producer.id.expiration.ms`). Returns how many were removed.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the log uses it once transactions (markers) or producer snapshots land"
-        )
-    )]
     pub(crate) fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
         self.producers.retain(|_, e| {
@@ -554,13 +514,6 @@ impl ProducerStateManager {
     }
 
     /// The state as a snapshot records it, producers in id order.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the log uses it once transactions (markers) or producer snapshots land"
-        )
-    )]
     pub(crate) fn snapshot(&self) -> Vec<SnapshotEntry> {
         let mut ids: Vec<i64> = self.producers.keys().copied().collect();
         ids.sort_unstable();
@@ -589,13 +542,6 @@ impl ProducerStateManager {
     /// The state a snapshot taken at `offset` records, without the
     /// producers expired at `now_ms` (Kafka drops them at load). Only each
     /// producer's last batch survives a snapshot, as in Kafka.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the log uses it once transactions (markers) or producer snapshots land"
-        )
-    )]
     pub(crate) fn from_snapshot(
         entries: &[SnapshotEntry],
         offset: u64,
@@ -674,15 +620,15 @@ impl From<ProducerStateError> for crate::Error {
             ProducerStateError::InvalidTxnState { producer_id } => {
                 Error::InvalidTxnState { producer_id }
             }
-            // Only markers are checked against the coordinator epoch, and
-            // the log writes no markers yet.
+            // Only markers (`Log::append_marker`) are checked against the
+            // coordinator epoch: a fenced coordinator's request.
             ProducerStateError::CoordinatorFenced {
                 producer_id,
                 coordinator_epoch,
                 current,
-            } => Error::Internal(format!(
-                "producer {producer_id}: a marker of coordinator epoch {coordinator_epoch} \
-                 is older than {current}"
+            } => Error::InvalidArgument(format!(
+                "producer {producer_id}: a marker of coordinator epoch {coordinator_epoch} is \
+                 older than the last one ({current}): the coordinator was fenced"
             )),
         }
     }
@@ -728,26 +674,117 @@ pub(crate) fn data_batch(
 ///
 /// # Errors
 /// [`crate::Error::Io`] if a segment cannot be read.
+#[cfg(test)]
 pub(crate) fn rebuild(
     segments: &[crate::storage::segment::Segment],
     start_offset: u64,
 ) -> crate::Result<ProducerStateManager> {
     let mut state = ProducerStateManager::new(start_offset);
     for segment in segments {
-        for batch in segment.batches_from(0)? {
-            let Ok((_, header)) = batch else {
-                return Ok(state);
-            };
-            // The walk checked the offsets: never negative.
-            let Ok(base) = u64::try_from(header.base_offset) else {
-                return Ok(state);
-            };
-            if let Some(data) = data_batch(&header, base, header.max_timestamp) {
-                state.apply_data(&data);
-            }
+        if !replay_segment(&mut state, segment, 0, |_| {})? {
+            break;
         }
     }
     Ok(state)
+}
+
+/// Applies the batches of `segment` whose last offset is at or after
+/// `from_offset` to `state`, unchecked, as a follower applies them: data
+/// batches, and transaction markers (which complete their producer's
+/// transaction; `aborted` gets each aborted one as its `.txnindex` entry).
+/// Returns `false` if it stopped at a damaged batch.
+///
+/// # Errors
+/// [`crate::Error::Io`] if the segment cannot be read.
+pub(crate) fn replay_segment(
+    state: &mut ProducerStateManager,
+    segment: &crate::storage::segment::Segment,
+    from_offset: u64,
+    mut aborted: impl FnMut(AbortedTxn),
+) -> crate::Result<bool> {
+    for batch in segment.batches_from(0)? {
+        let Ok((position, header)) = batch else {
+            return Ok(false);
+        };
+        // The walk checked the offsets: never negative.
+        let (Ok(base), Ok(last)) = (
+            u64::try_from(header.base_offset),
+            u64::try_from(header.last_offset()),
+        ) else {
+            return Ok(false);
+        };
+        if last < from_offset {
+            continue;
+        }
+        if header.is_control() {
+            if header.producer_id < 0 {
+                continue;
+            }
+            let end = position + header.total_size() as u64;
+            let bytes = segment.slice(position, end)?;
+            if let Some(txn) = apply_control(state, &header, &bytes, base) {
+                aborted(txn);
+            }
+        } else if let Some(data) = data_batch(&header, base, header.max_timestamp) {
+            state.apply_data(&data);
+        }
+    }
+    Ok(true)
+}
+
+/// Applies the control batch `bytes` (header `header`) stored at `offset`:
+/// a transaction marker completes its producer's transaction. Returns the
+/// `.txnindex` entry of a transaction it aborted. A control batch that is
+/// no transaction marker (or does not decode) changes nothing.
+pub(crate) fn apply_control(
+    state: &mut ProducerStateManager,
+    header: &crate::format::BatchHeader,
+    bytes: &[u8],
+    offset: u64,
+) -> Option<AbortedTxn> {
+    let marker = crate::format::control::marker_of_batch(bytes)?;
+    let completed = state.apply_marker(
+        header.producer_id,
+        header.producer_epoch,
+        marker,
+        offset,
+        header.max_timestamp,
+    )?;
+    state.finish_txn(&completed)
+}
+
+impl ProducerStateManager {
+    /// Completes a transaction whose marker was applied
+    /// ([`complete_txn`](Self::complete_txn)) and returns its `.txnindex`
+    /// entry if it aborted, with the last stable offset once it is
+    /// complete.
+    pub(crate) fn finish_txn(&mut self, completed: &CompletedTxn) -> Option<AbortedTxn> {
+        let lso = self.last_stable_offset_after(completed);
+        self.complete_txn(completed);
+        completed.aborted.then(|| AbortedTxn {
+            producer_id: completed.producer_id,
+            first_offset: i64::try_from(completed.first_offset).unwrap_or(i64::MAX),
+            last_offset: i64::try_from(completed.last_offset).unwrap_or(i64::MAX),
+            last_stable_offset: i64::try_from(lso).unwrap_or(i64::MAX),
+        })
+    }
+
+    /// The first unstable offset once the high watermark is `hw`
+    /// ([`first_unstable_offset`](Self::first_unstable_offset) without
+    /// moving the state): the oldest open transaction's first offset, or
+    /// the oldest completed one's whose marker is at or above `hw`.
+    pub(crate) fn first_unstable_offset_at(&self, hw: u64) -> Option<u64> {
+        let ongoing = self.ongoing.keys().next().copied();
+        let unreplicated = self
+            .unreplicated
+            .iter()
+            .find(|&(_, &marker)| marker >= hw)
+            .map(|(&first, _)| first);
+        match (ongoing, unreplicated) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 #[cfg(test)]

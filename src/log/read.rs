@@ -17,9 +17,34 @@ pub struct LogRead {
     source: Option<MapRange>,
     log_start_offset: u64,
     log_end_offset: u64,
+    /// For a read_committed read ([`Log::read_committed`]): the aborted
+    /// transactions overlapping the records returned.
+    aborted: Option<Vec<AbortedTransaction>>,
+}
+
+/// A transaction that was aborted, as a read_committed read reports it
+/// (Kafka's `FetchResponse.AbortedTransaction`): from `first_offset` on,
+/// the records of producer `producer_id` up to its next ABORT marker
+/// belong to the aborted transaction and must be skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AbortedTransaction {
+    /// The transaction's producer id.
+    pub producer_id: i64,
+    /// The transaction's first offset in the partition.
+    pub first_offset: u64,
 }
 
 impl LogRead {
+    /// For a read_committed read ([`Log::read_committed`]), the aborted
+    /// transactions whose records may lie among the batches returned
+    /// (those whose first offset is below the end of the read and whose
+    /// ABORT marker is at or after the offset read), ordered by ABORT
+    /// marker; `None` for a read_uncommitted read.
+    #[must_use]
+    pub fn aborted_transactions(&self) -> Option<&[AbortedTransaction]> {
+        self.aborted.as_deref()
+    }
+
     /// The batches' bytes, laid end to end exactly as stored. The first batch
     /// holds the requested offset (it may start before it: skip records
     /// below the offset you asked for). Empty when reading at the log end.
@@ -97,6 +122,50 @@ impl Log {
     /// As [`Log::read`].
     pub fn read_bounded(&self, offset: u64, max_bytes: usize, max_offset: u64) -> Result<LogRead> {
         let state = self.inner.state.read();
+        read_locked(&state, offset, max_bytes, max_offset)
+    }
+
+    /// A read for a read_committed consumer: [`Log::read_bounded`] below
+    /// the last stable offset ([`Log::last_stable_offset`]) as well as
+    /// `max_offset`, with the aborted transactions overlapping the batches
+    /// returned ([`LogRead::aborted_transactions`], collected from the
+    /// `.txnindex` files of the segments from the one holding `offset` on,
+    /// as Kafka's `collectAbortedTransactions`). The reader skips an
+    /// aborted transaction's records and every control batch.
+    ///
+    /// # Errors
+    /// As [`Log::read`].
+    pub fn read_committed(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        max_offset: u64,
+    ) -> Result<LogRead> {
+        let state = self.inner.state.read();
+        let lso = super::txn::last_stable_offset(&self.inner, &state);
+        let mut read = read_locked(&state, offset, max_bytes, max_offset.min(lso))?;
+        let mut upper = offset;
+        let mut at = 0;
+        while let Ok(header) = crate::format::BatchHeader::parse(&read.records[at..]) {
+            upper = upper.max(u64::try_from(header.next_offset()).unwrap_or(upper));
+            at += header.total_size();
+            if at >= read.records.len() {
+                break;
+            }
+        }
+        read.aborted = Some(super::txn::collect_aborted(&state, offset, upper));
+        Ok(read)
+    }
+}
+
+/// [`Log::read_bounded`] under the state lock.
+fn read_locked(
+    state: &super::LogState,
+    offset: u64,
+    max_bytes: usize,
+    max_offset: u64,
+) -> Result<LogRead> {
+    {
         let (start, end) = (state.log_start_offset, state.log_end_offset);
         if offset < start || offset > end {
             return Err(Error::OffsetOutOfRange {
@@ -141,9 +210,12 @@ impl Log {
             source,
             log_start_offset: start,
             log_end_offset: end,
+            aborted: None,
         })
     }
+}
 
+impl Log {
     /// The first record (in offset order, at or after the log start offset)
     /// whose timestamp is `>= timestamp`, as Kafka's `offsetsForTimes`
     /// finds it; `None` if there is none.

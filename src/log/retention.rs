@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::log::epoch::LeaderEpochCache;
-use crate::log::{EpochFile, Log, LogInner, LogState, producer_state, restart, worker::Job};
+use crate::log::{EpochFile, Log, LogInner, LogState, restart, worker::Job};
 use crate::storage::segment::Segment;
 
 /// Which rules [`LogInner::delete_segments`] applies.
@@ -228,9 +228,10 @@ impl LogInner {
         state.epochs_follow_start();
         state.dir_dirty = true;
         self.durability.truncate(state.log_end_offset);
-        // The cut batches' producers forget them: rebuilt from the batches
-        // kept (no snapshots yet, so from the first segment).
-        state.producers = producer_state::rebuild(&state.segments, state.log_start_offset)?;
+        // The cut batches' producers forget them: reloaded from the newest
+        // snapshot at or below the cut, then the batches kept after it.
+        self.remove_snapshots_above(state, state.log_end_offset)?;
+        self.reload_producers(state)?;
         Ok(state.log_end_offset)
     }
 
@@ -244,6 +245,8 @@ impl LogInner {
         // The old files go before the new ones come, so a segment at
         // `offset` already (an empty log restarted where it is) never
         // collides with the new one.
+        // The producer snapshots describe the old log.
+        self.remove_all_snapshots(state)?;
         let mut deleted = Vec::with_capacity(state.segments.len());
         for segment in &state.segments {
             deleted.push(segment.mark_deleted()?);
@@ -315,6 +318,10 @@ impl LogInner {
         state.log_start_offset = state.log_start_offset.max(state.segments[0].base_offset());
         state.epochs_follow_start();
         state.dir_dirty = true;
+        // Snapshots below the first segment describe deleted batches.
+        let first = state.segments[0].base_offset();
+        let below: Vec<u64> = state.snapshots.range(..first).copied().collect();
+        self.remove_snapshots(&mut state, &below);
         for segment in &removed {
             report.segments += 1;
             report.bytes += segment.size();

@@ -31,7 +31,8 @@ pub(crate) enum Work {
     /// `flush.ms`: flush everything appended so far.
     IntervalFlush,
     /// `log.retention.check.interval.ms`: enforce retention, then clean if
-    /// the log compacts and is dirty enough.
+    /// the log compacts and is dirty enough, then forget producers past
+    /// `producer.id.expiration.ms`.
     RetentionCheck,
 }
 
@@ -53,6 +54,7 @@ pub(crate) fn run(inner: &LogInner, work: Work) {
         Work::RetentionCheck => {
             drop(inner.enforce_retention());
             drop(inner.maybe_clean());
+            inner.expire_producers();
         }
     }
 }

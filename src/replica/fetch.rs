@@ -18,10 +18,30 @@ pub(crate) enum FetchBound {
         expect(dead_code, reason = "followers arrive with replication")
     )]
     LogEnd,
-    /// Below the high watermark: what consumers read (Kafka's
-    /// `FetchHighWatermark`). `read_committed` will add the last stable
-    /// offset (`FetchTxnCommitted`).
+    /// Below the high watermark: what read_uncommitted consumers read
+    /// (Kafka's `FetchHighWatermark`).
     HighWatermark,
+    /// Below the last stable offset, with the aborted transactions
+    /// overlapping the records: what read_committed consumers read
+    /// (Kafka's `FetchTxnCommitted`).
+    TxnCommitted,
+}
+
+impl FetchBound {
+    /// The bound of a consumer's fetch at `isolation`.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the transaction coordinator and read_committed consumers call it once wired"
+        )
+    )]
+    pub(crate) fn for_consumer(isolation: crate::types::IsolationLevel) -> Self {
+        match isolation {
+            crate::types::IsolationLevel::ReadUncommitted => FetchBound::HighWatermark,
+            crate::types::IsolationLevel::ReadCommitted => FetchBound::TxnCommitted,
+        }
+    }
 }
 
 /// The result of a fetch: whole batches, zero-copy views of a segment's
@@ -46,6 +66,23 @@ impl FetchedData {
     /// is readable at the offset below the fetch's bound.
     pub(crate) fn records(&self) -> &Bytes {
         self.read.records()
+    }
+
+    /// For a read_committed fetch ([`FetchBound::TxnCommitted`]), the
+    /// aborted transactions overlapping the records (Kafka's
+    /// `FetchResponse.abortedTransactions`): the reader skips each one's
+    /// producer's transactional records from its first offset up to the
+    /// producer's next ABORT marker, and every control batch. `None` for
+    /// other fetches.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the transaction coordinator and read_committed consumers call it once wired"
+        )
+    )]
+    pub(crate) fn aborted_transactions(&self) -> Option<&[crate::log::AbortedTransaction]> {
+        self.read.aborted_transactions()
     }
 
     /// The high watermark when the fetch ran.

@@ -491,6 +491,65 @@ impl ReplicaManager {
         ))
     }
 
+    /// Writes a transaction marker (COMMIT or ABORT) for producer
+    /// `producer_id` at `producer_epoch` to `key` as its leader (Kafka's
+    /// `WriteTxnMarkers`), and returns once it is replicated as
+    /// `acks=all` requires.
+    ///
+    /// # Errors
+    /// [`Error::NotLeaderOrFollower`] unless this broker leads `key`;
+    /// [`Error::NotEnoughReplicas`] (nothing written) and
+    /// [`Error::NotEnoughReplicasAfterAppend`] or a timeout (written, not
+    /// replicated enough) as an `acks=all` append;
+    /// [`Error::InvalidProducerEpoch`] for an epoch older than the
+    /// producer's and [`Error::InvalidArgument`] for a fenced coordinator
+    /// epoch (nothing written); [`Error::UnknownTopicOrPartition`],
+    /// [`Error::Closed`], and the I/O errors of [`Log::append_marker`](crate::Log::append_marker).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the transaction coordinator and read_committed consumers call it once wired"
+        )
+    )]
+    pub(crate) fn append_txn_marker(
+        &self,
+        key: &TopicIdPartition,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: crate::format::ControlRecordType,
+        coordinator_epoch: i32,
+    ) -> Result<AppendInfo> {
+        let state = self.leader(key)?;
+        let (info, pending) = state
+            .append_marker(producer_id, producer_epoch, marker, coordinator_epoch)
+            .map_err(|e| self.on_failed_disk(key, e))?;
+        if let Some(pending) = pending {
+            let now = self.config.clock.now_ms();
+            pending
+                .with_timeout(now, self.config.ack_timeout_ms)
+                .wait(&self.config.clock)?;
+        }
+        Ok(info)
+    }
+
+    /// `key`'s last stable offset at its leader (Kafka's `ListOffsets`
+    /// with `read_committed`): see [`Log::last_stable_offset`](crate::Log::last_stable_offset).
+    ///
+    /// # Errors
+    /// [`Error::NotLeaderOrFollower`] unless this broker leads `key`;
+    /// [`Error::UnknownTopicOrPartition`], [`Error::Closed`].
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the transaction coordinator and read_committed consumers call it once wired"
+        )
+    )]
+    pub(crate) fn last_stable_offset(&self, key: &TopicIdPartition) -> Result<u64> {
+        self.leader(key)?.last_stable_offset()
+    }
+
     /// Serves a follower's fetch of `key` as its leader (Kafka's fetch
     /// from a replica): data from `request.fetch_offset` up to the log
     /// end, the high watermark and log start, or a diverging epoch to
@@ -625,7 +684,7 @@ impl ReplicaManager {
     ) -> Result<FetchedData> {
         let state = match bound {
             FetchBound::LogEnd => self.get(key)?,
-            FetchBound::HighWatermark => self.leader(key)?,
+            FetchBound::HighWatermark | FetchBound::TxnCommitted => self.leader(key)?,
         };
         #[cfg(test)]
         let bound = match self.config.injected_bug {

@@ -237,6 +237,8 @@ impl PartitionState {
                 .map_or(log.log_end_offset(), |e| e.start_offset);
             replication.reset_for_leader(broker, &roles, start, now_ms);
         }
+        // Until the replica layer knows better, nothing is stable above 0.
+        log.update_high_watermark(0);
         let state = PartitionState {
             topic,
             partition,
@@ -291,6 +293,8 @@ impl PartitionState {
         let _guard = self.replication.lock();
         self.high_watermark
             .fetch_max(offset.min(log_end), Ordering::AcqRel);
+        drop(_guard);
+        self.tell_log_hw();
         Ok(())
     }
 
@@ -456,7 +460,62 @@ impl PartitionState {
         Ok((info, pending))
     }
 
-    /// Parks an acknowledgement until the high watermark reaches
+    /// Appends a transaction marker as the leader (Kafka's
+    /// `WriteTxnMarkers` append: `acks=all`, coordinator origin), stamped
+    /// with the current leader epoch; moves the high watermark and returns
+    /// the acknowledgement still waiting for the in-sync replicas, if any.
+    ///
+    /// # Errors
+    /// [`Error::NotLeaderOrFollower`] unless this broker leads the
+    /// partition; [`Error::NotEnoughReplicas`]; those of
+    /// [`Log::append_marker`].
+    pub(crate) fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: crate::format::ControlRecordType,
+        coordinator_epoch: i32,
+    ) -> Result<(AppendInfo, Option<PendingAck>)> {
+        let roles = self.lead()?;
+        if roles.isr.len() < self.min_insync {
+            return Err(Error::NotEnoughReplicas {
+                topic: self.topic.to_string(),
+                partition: self.partition,
+                in_sync: roles.isr.len(),
+                required: self.min_insync,
+            });
+        }
+        let info = self.with_log(|log| {
+            log.update_high_watermark(self.high_watermark());
+            log.append_marker_in_epoch(
+                producer_id,
+                producer_epoch,
+                marker,
+                coordinator_epoch,
+                Some(roles.leader_epoch),
+            )
+        })?;
+        let moved = self.maybe_increment_hw(&roles, Some(info.last_offset() + 1));
+        let pending = self.park_ack(&roles, info.last_offset() + 1);
+        drop(roles);
+        if !moved {
+            self.watchers.notify();
+        }
+        Ok((info, pending))
+    }
+
+    /// The last stable offset: below it, only committed or aborted
+    /// transactions' records and records outside transactions (see
+    /// [`Log::last_stable_offset`]; the log is told the high watermark
+    /// first).
+    pub(crate) fn last_stable_offset(&self) -> Result<u64> {
+        let high_watermark = self.high_watermark();
+        self.with_log(|log| {
+            log.update_high_watermark(high_watermark);
+            Ok(log.last_stable_offset())
+        })
+    }
+
     /// `required_offset`, unless it already did.
     fn park_ack(&self, _roles: &LeaderAndIsr, required_offset: u64) -> Option<PendingAck> {
         let mut replication = self.replication.lock();
@@ -545,6 +604,9 @@ impl PartitionState {
             }
         }
         drop(replication);
+        if moved {
+            self.tell_log_hw();
+        }
         for (ack, result) in done {
             ack.complete(result);
         }
@@ -552,6 +614,16 @@ impl PartitionState {
             self.watchers.notify();
         }
         moved
+    }
+
+    /// Tells the log the high watermark (for its last stable offset; an
+    /// atomic store, no log lock).
+    fn tell_log_hw(&self) {
+        let hw = self.high_watermark();
+        let _ = self.with_log(|log| {
+            log.update_high_watermark(hw);
+            Ok(())
+        });
     }
 
     /// Serves a follower's fetch as the leader (Kafka's
@@ -808,6 +880,7 @@ impl PartitionState {
         self.high_watermark
             .store(leader_hw.min(log_end), Ordering::Release);
         drop(_guard);
+        self.tell_log_hw();
         drop(roles);
         if appended {
             self.watchers.notify();
@@ -874,6 +947,8 @@ impl PartitionState {
         if self.high_watermark() > log_end {
             self.high_watermark.store(log_end, Ordering::Release);
         }
+        drop(_guard);
+        self.tell_log_hw();
         Ok(log_end)
     }
 
@@ -900,6 +975,8 @@ impl PartitionState {
         })?;
         let _guard = self.replication.lock();
         self.high_watermark.store(log_end, Ordering::Release);
+        drop(_guard);
+        self.tell_log_hw();
         Ok(log_end)
     }
 
@@ -925,14 +1002,15 @@ impl PartitionState {
     ) -> Result<(LogRead, u64)> {
         let high_watermark = self.high_watermark();
         self.with_log(|log| {
-            let max_offset = match bound {
-                FetchBound::LogEnd => u64::MAX,
-                FetchBound::HighWatermark => high_watermark,
+            let read = match bound {
+                FetchBound::LogEnd => log.read_bounded(offset, max_bytes, u64::MAX)?,
+                FetchBound::HighWatermark => log.read_bounded(offset, max_bytes, high_watermark)?,
+                FetchBound::TxnCommitted => {
+                    log.update_high_watermark(high_watermark);
+                    log.read_committed(offset, max_bytes, high_watermark)?
+                }
             };
-            Ok((
-                log.read_bounded(offset, max_bytes, max_offset)?,
-                high_watermark,
-            ))
+            Ok((read, high_watermark))
         })
     }
 

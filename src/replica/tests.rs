@@ -1432,3 +1432,133 @@ fn a_follower_restarted_inside_a_batch_starts_at_the_batch() {
     assert_eq!(all_contents(&rig, 1), all_contents(&rig, 0));
     assert_eq!(rig.isr(), [0, 1]);
 }
+
+/// A transactional batch of producer `pid` (epoch 0) with sequences
+/// `seq..seq + records`.
+fn txn_batch(pid: i64, seq: i32, records: usize) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(Compression::None)
+        .producer(pid, 0, seq)
+        .transactional(true);
+    for _ in 0..records {
+        builder.append(1, None, Some(b"t"), &[]);
+    }
+    builder.build().unwrap().to_vec()
+}
+
+/// A marker goes to the leader only, returns once the in-sync replicas
+/// have it (as acks=all), reaches the followers' logs (their last stable
+/// offset and `.txnindex` follow), and a read_committed fetch stops at the
+/// last stable offset with the aborted transactions; a read_uncommitted
+/// fetch stops at the high watermark as before.
+#[test]
+fn txn_markers_are_replicated_and_read_committed_fetches_stop_at_the_lso() {
+    use crate::format::ControlRecordType;
+    use crate::types::IsolationLevel;
+    let rig = Rig::new(3, LogConfig::default(), 2);
+    let append = |bytes: &mut Vec<u8>| {
+        rig.m(0)
+            .append(&rig.key, bytes, AppendOrigin::Client, AppendAcks::Leader)
+            .unwrap()
+    };
+    append(&mut batch(1, "a")); // 0
+    append(&mut txn_batch(5, 0, 2)); // 1..=2
+    append(&mut txn_batch(6, 0, 1)); // 3
+    rig.sync();
+    assert_eq!(rig.hw(0), 4);
+    let committed = FetchBound::for_consumer(IsolationLevel::ReadCommitted);
+    let uncommitted = FetchBound::for_consumer(IsolationLevel::ReadUncommitted);
+    assert_eq!(uncommitted, FetchBound::HighWatermark);
+    assert_eq!(rig.m(0).last_stable_offset(&rig.key).unwrap(), 1);
+    let fetched = rig.m(0).fetch(&rig.key, 0, usize::MAX, committed).unwrap();
+    assert_eq!(
+        fetched.clone().into_log_read().batches().count(),
+        1,
+        "below the LSO only"
+    );
+    assert_eq!(fetched.aborted_transactions(), Some(&[][..]));
+    let all = rig
+        .m(0)
+        .fetch(&rig.key, 0, usize::MAX, uncommitted)
+        .unwrap();
+    assert_eq!(all.aborted_transactions(), None);
+    assert_eq!(all.clone().into_log_read().batches().count(), 3);
+
+    // Followers refuse markers; the leader's waits for the ISR.
+    assert!(matches!(
+        rig.m(1)
+            .append_txn_marker(&rig.key, 5, 0, ControlRecordType::Abort, 0),
+        Err(Error::NotLeaderOrFollower { .. })
+    ));
+    let write_marker = |pid: i64, kind: ControlRecordType| {
+        let managers = rig.managers.clone();
+        let key = rig.key.clone();
+        let writer =
+            std::thread::spawn(move || managers[0].append_txn_marker(&key, pid, 0, kind, 0));
+        while !writer.is_finished() {
+            rig.fetch(1, 0);
+            rig.fetch(2, 0);
+            std::thread::yield_now();
+        }
+        writer.join().unwrap()
+    };
+    let info = write_marker(5, ControlRecordType::Abort).unwrap();
+    assert_eq!(info.first_offset(), 4);
+    assert!(rig.hw(0) > 4, "acknowledged once replicated");
+    // pid 6 is still open: the LSO is its first offset.
+    assert_eq!(rig.m(0).last_stable_offset(&rig.key).unwrap(), 3);
+    let fetched = rig.m(0).fetch(&rig.key, 0, usize::MAX, committed).unwrap();
+    assert_eq!(
+        fetched.aborted_transactions(),
+        Some(
+            &[crate::log::AbortedTransaction {
+                producer_id: 5,
+                first_offset: 1
+            }][..]
+        )
+    );
+    write_marker(6, ControlRecordType::Commit).unwrap();
+    rig.sync();
+    for b in 0..3 {
+        let (lso, aborted) = rig
+            .m(b)
+            .with_log(&rig.key, |log| {
+                Ok((
+                    log.last_stable_offset(),
+                    log.aborted_transactions(0, u64::MAX),
+                ))
+            })
+            .unwrap();
+        assert_eq!(lso, 6, "broker {b}");
+        assert_eq!(aborted.len(), 1, "broker {b}");
+    }
+    // A fenced coordinator epoch or producer epoch writes nothing.
+    let end = rig.leo(0);
+    assert!(
+        rig.m(0)
+            .append_txn_marker(&rig.key, 5, 0, ControlRecordType::Abort, -1)
+            .is_err()
+    );
+    assert_eq!(rig.leo(0), end);
+    rig.shutdown_all();
+}
+
+/// A marker is refused while the ISR is below `min.insync.replicas`,
+/// as an acks=all append.
+#[test]
+fn a_txn_marker_needs_min_insync_replicas() {
+    use crate::format::ControlRecordType;
+    let rig = Rig::new(3, LogConfig::default(), 2);
+    rig.controller.elect(&rig.key, Some(0), vec![0]);
+    let end = rig.leo(0);
+    assert!(matches!(
+        rig.m(0)
+            .append_txn_marker(&rig.key, 5, 0, ControlRecordType::Commit, 0),
+        Err(Error::NotEnoughReplicas {
+            in_sync: 1,
+            required: 2,
+            ..
+        })
+    ));
+    assert_eq!(rig.leo(0), end);
+    rig.shutdown_all();
+}

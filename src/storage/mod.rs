@@ -21,6 +21,7 @@ pub(crate) mod segment;
 pub(crate) mod spare;
 mod std_fs;
 pub(crate) mod time_index;
+pub(crate) mod txn_index_file;
 
 pub(crate) use failable::{DiskSwitch, FailableStorage};
 #[cfg(any(test, feature = "internals"))]

@@ -28,6 +28,7 @@ use crate::storage::mmap::{MapRange, ReadMap, slice_bytes};
 use crate::storage::probe::Counters;
 use crate::storage::spare;
 use crate::storage::time_index::TimeIndex;
+use crate::storage::txn_index_file::TxnIndexFile;
 use crate::storage::{OpenMode, Storage, StorageFile};
 
 /// The largest byte position a batch may start at: Kafka's index files
@@ -42,6 +43,9 @@ pub(crate) const LOG_SUFFIX: &str = "log";
 pub(crate) const INDEX_SUFFIX: &str = "index";
 /// Suffix of a segment's time index.
 pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
+/// Suffix of a segment's aborted-transaction index (created by the first
+/// ABORT marker the segment holds).
+pub(crate) const TXN_INDEX_SUFFIX: &str = "txnindex";
 /// Suffix appended to files of a deleted segment until they are removed.
 pub(crate) const DELETED_SUFFIX: &str = "deleted";
 /// Suffix of a temporary file that replaces a truncated log file.
@@ -162,6 +166,8 @@ pub(crate) struct Segment {
     rolling_timestamp: Option<i64>,
     created_ms: i64,
     sealed: bool,
+    /// The aborted transactions whose ABORT marker the segment holds.
+    txn_index: TxnIndexFile,
 }
 
 impl Segment {
@@ -200,17 +206,35 @@ impl Segment {
     /// (`None`: the plain segment name). The indexes first and the log last
     /// when entering a stage, the log first when leaving it, so a stage's
     /// log file exists only once its indexes do.
-    pub(crate) fn rename_stage(&self, from: Option<&str>, to: Option<&str>) -> Result<()> {
+    ///
+    /// A staged segment always has its `.txnindex` file (empty if it holds
+    /// no ABORT marker): it enters a stage first and leaves it last, so
+    /// recovery can tell which plain `.txnindex` belongs to which log.
+    pub(crate) fn rename_stage(&mut self, from: Option<&str>, to: Option<&str>) -> Result<()> {
         let path = |suffix: &str, stage| stage_path(&self.dir, self.base_offset, suffix, stage);
         let order = if to.is_some() {
-            [INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX]
+            [
+                TXN_INDEX_SUFFIX,
+                INDEX_SUFFIX,
+                TIME_INDEX_SUFFIX,
+                LOG_SUFFIX,
+            ]
         } else {
-            [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX]
+            [
+                LOG_SUFFIX,
+                INDEX_SUFFIX,
+                TIME_INDEX_SUFFIX,
+                TXN_INDEX_SUFFIX,
+            ]
         };
         for suffix in order {
+            if suffix == TXN_INDEX_SUFFIX && self.txn_index.file().is_none() {
+                continue;
+            }
             self.storage
                 .rename(&path(suffix, from), &path(suffix, to))?;
         }
+        self.txn_index.set_path(path(TXN_INDEX_SUFFIX, to));
         Ok(())
     }
 
@@ -247,6 +271,7 @@ impl Segment {
     ) -> Result<Self> {
         let path = |suffix| stage_path(dir, base_offset, suffix, stage);
         let file = storage.open(&path(LOG_SUFFIX), mode)?;
+        let txn_index = TxnIndexFile::empty(path(TXN_INDEX_SUFFIX));
         let index = OffsetIndex::empty(
             storage.as_ref(),
             &path(INDEX_SUFFIX),
@@ -267,24 +292,18 @@ impl Segment {
             base_offset,
             file,
             0,
-            index,
-            time_index,
+            (index, time_index, txn_index),
             limits,
         )
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "private constructor shared by empty and open"
-    )]
     fn assemble(
         storage: &Arc<dyn Storage>,
         dir: &Path,
         base_offset: u64,
         file: Arc<dyn StorageFile>,
         size: u64,
-        index: OffsetIndex,
-        time_index: TimeIndex,
+        (index, time_index, txn_index): (OffsetIndex, TimeIndex, TxnIndexFile),
         limits: SegmentLimits,
     ) -> Result<Self> {
         let current = file.map(to_usize(size))?;
@@ -308,6 +327,7 @@ impl Segment {
             rolling_timestamp: None,
             created_ms: 0,
             sealed: false,
+            txn_index,
         })
     }
 
@@ -387,14 +407,19 @@ impl Segment {
         )?;
         let size = file.len()?;
         let (index, time_index) = indexes(size)?;
+        // A damaged tail is cut here; the log's recovery rebuilds the
+        // entries of the segments it scans.
+        let (txn_index, _damage) = TxnIndexFile::open(
+            storage.as_ref(),
+            segment_file(dir, base_offset, TXN_INDEX_SUFFIX),
+        )?;
         Self::assemble(
             storage,
             dir,
             base_offset,
             file,
             size,
-            index,
-            time_index,
+            (index, time_index, txn_index),
             limits,
         )
     }
@@ -803,6 +828,7 @@ impl Segment {
         self.shrink_file(position)?;
         self.index.truncate_to(new_next)?;
         self.time_index.truncate_to(new_next)?;
+        self.txn_index.truncate_to(new_next)?;
         // The dropped entries' zeroed slots are made durable before new
         // batches can land at their positions: recovery checks a compacted
         // log's index entries against its batches, and a stale entry that a
@@ -942,15 +968,63 @@ impl Segment {
     pub(crate) fn sync(&mut self) -> Result<()> {
         self.file.sync()?;
         self.index.sync()?;
-        self.time_index.sync()
+        self.time_index.sync()?;
+        self.txn_index.sync()
+    }
+
+    /// The aborted transactions whose ABORT marker this segment holds, in
+    /// marker order.
+    pub(crate) fn aborted_txns(&self) -> &[crate::format::txn_index::AbortedTxn] {
+        self.txn_index.entries()
+    }
+
+    /// Records an aborted transaction whose ABORT marker this segment
+    /// holds, creating the `.txnindex` file if needed. Returns the file
+    /// (to fsync with the segment's log) and whether it was created.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`].
+    pub(crate) fn append_aborted(
+        &mut self,
+        txn: crate::format::txn_index::AbortedTxn,
+    ) -> Result<(Arc<dyn StorageFile>, bool)> {
+        self.txn_index.append(self.storage.as_ref(), txn)
+    }
+
+    /// Drops the segment's aborted-transaction entries whose marker is at
+    /// or after `offset` (recovery rebuilds them from the batches).
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`].
+    pub(crate) fn truncate_aborted(&mut self, offset: u64) -> Result<()> {
+        self.txn_index.truncate_to(offset)
+    }
+
+    /// Creates the segment's `.txnindex` file if it has none (a staged
+    /// segment always has one: see [`Segment::rename_stage`]).
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`].
+    pub(crate) fn ensure_txn_index_file(&mut self) -> Result<()> {
+        if self.txn_index.file().is_none() {
+            let path = self.txn_index.path().to_path_buf();
+            drop(self.storage.open(&path, OpenMode::CreateOrOpen)?);
+            self.txn_index = TxnIndexFile::open(self.storage.as_ref(), path)?.0;
+        }
+        Ok(())
     }
 
     /// Renames the segment's three files with a `.deleted` suffix. Readers
     /// holding maps keep reading; the files are removed later with
     /// [`remove_deleted_files`].
     pub(crate) fn mark_deleted(&self) -> Result<Vec<PathBuf>> {
-        let mut renamed = Vec::with_capacity(3);
-        for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        let mut renamed = Vec::with_capacity(4);
+        for suffix in [
+            LOG_SUFFIX,
+            INDEX_SUFFIX,
+            TIME_INDEX_SUFFIX,
+            TXN_INDEX_SUFFIX,
+        ] {
             let from = segment_file(&self.dir, self.base_offset, suffix);
             if self.storage.exists(&from) {
                 let to = from.with_extension(format!("{suffix}.{DELETED_SUFFIX}"));

@@ -122,13 +122,15 @@ fn a_restart_empties_the_log_and_starts_it_again_at_the_offset() {
     assert_eq!(epochs(&log), [(7, 100), (8, 102)]);
     let after = contents(&log);
     log.close().unwrap();
-    // Only the new segment, the epoch file and no marker are left.
+    // Only the new segment, the epoch file, the close's producer snapshot
+    // and no marker are left.
     assert_eq!(
         file_names(dir.path()),
         [
             "00000000000000000100.index",
             "00000000000000000100.log",
             "00000000000000000100.timeindex",
+            "00000000000000000104.snapshot",
             "leader-epoch-checkpoint",
         ]
     );
