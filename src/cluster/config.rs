@@ -82,6 +82,23 @@ pub struct ClusterConfig {
     /// cluster simulation's self-test).
     #[cfg(test)]
     pub(crate) injected_bug: Option<crate::replica::InjectedBug>,
+    /// A transaction marker writer `Cluster::open` installs instead of the
+    /// cluster's own, before the coordinator's timer starts (tests that
+    /// record or fail markers).
+    #[cfg(test)]
+    pub(crate) test_markers: Option<TestMarkers>,
+}
+
+/// A test's transaction marker writer, carried in the config.
+#[cfg(test)]
+#[derive(Clone)]
+pub(crate) struct TestMarkers(pub(crate) Arc<dyn super::txn_coordinator::MarkerWriter>);
+
+#[cfg(test)]
+impl std::fmt::Debug for TestMarkers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TestMarkers")
+    }
 }
 
 impl Default for ClusterConfig {
@@ -118,6 +135,8 @@ impl Default for ClusterConfig {
             replica_fetchers: true,
             #[cfg(test)]
             injected_bug: None,
+            #[cfg(test)]
+            test_markers: None,
         }
     }
 }

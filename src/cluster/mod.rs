@@ -487,6 +487,14 @@ impl Cluster {
         }
         // After the fetchers: completing a replayed prepared transaction
         // appends with acks=all.
+        let markers: Arc<dyn txn_coordinator::MarkerWriter> =
+            Arc::new(txn_coordinator::ReplicaMarkers::new(&inner));
+        #[cfg(test)]
+        let markers = match &inner.config.test_markers {
+            Some(test) => test.0.clone(),
+            None => markers,
+        };
+        inner.set_marker_writer(markers);
         inner.start_txn_timer()?;
         let interval = inner.config.checkpoint_interval_ms;
         *inner.checkpointer.lock() = Some(Checkpointer::spawn(Arc::downgrade(&inner), interval)?);

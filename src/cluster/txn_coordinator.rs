@@ -74,7 +74,7 @@ use super::txn_log::{self, TxnStatus, partition_for_transactional_id};
 use super::txn_state::{InitOutcome, TxnMetadata, TxnRefusal};
 use super::{CleanupPolicy, ClusterInner, NewTopic, SkippedRecord, TopicConfig, TopicState};
 use crate::error::{Error, Result};
-use crate::format::BatchBuilder;
+use crate::format::{BatchBuilder, ControlRecordType};
 use crate::replica::{AppendAcks, AppendOrigin, FetchBound};
 use crate::types::{Compression, TopicPartition};
 
@@ -107,24 +107,44 @@ pub(crate) trait MarkerWriter: Send + Sync {
     ) -> Result<()>;
 }
 
-/// The writer until the replica layer's marker append is wired in: every
-/// marker fails, so every ended transaction stays prepared (and is
-/// completed once a real writer is installed).
-struct UnwiredMarkers;
+/// The cluster's writer: each marker goes to the partition's leader
+/// through its broker's replica manager, and is answered once it is
+/// replicated as an `acks=all` append is (Kafka's WriteTxnMarkers).
+pub(crate) struct ReplicaMarkers {
+    cluster: Weak<ClusterInner>,
+}
 
-impl MarkerWriter for UnwiredMarkers {
+impl ReplicaMarkers {
+    /// A writer for `cluster`'s partitions (weak: the coordinator inside
+    /// the cluster holds the writer).
+    pub(crate) fn new(cluster: &Arc<ClusterInner>) -> Self {
+        ReplicaMarkers {
+            cluster: Arc::downgrade(cluster),
+        }
+    }
+}
+
+impl MarkerWriter for ReplicaMarkers {
     fn write_marker(
         &self,
         topic: &str,
         partition: u32,
-        _: i64,
-        _: i16,
-        _: bool,
-        _: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
     ) -> Result<()> {
-        Err(Error::Internal(format!(
-            "no transaction marker writer is installed (marker for {topic}-{partition})"
-        )))
+        let cluster = self.cluster.upgrade().ok_or(Error::Closed("cluster"))?;
+        let key = cluster.partition_key(&TopicPartition::new(topic, partition))?;
+        let marker = if commit {
+            ControlRecordType::Commit
+        } else {
+            ControlRecordType::Abort
+        };
+        cluster
+            .replicas_for(&key)?
+            .append_txn_marker(&key, producer_id, producer_epoch, marker, coordinator_epoch)
+            .map(|_| ())
     }
 }
 
@@ -165,7 +185,8 @@ impl Entry {
 /// The transaction coordinator's state (see the module docs).
 pub(crate) struct TransactionCoordinator {
     ids: Mutex<HashMap<String, Arc<Mutex<Entry>>>>,
-    markers: RwLock<Arc<dyn MarkerWriter>>,
+    /// `None` until `Cluster::open` installs the cluster's writer.
+    markers: RwLock<Option<Arc<dyn MarkerWriter>>>,
     timer: Mutex<Option<TxnTimer>>,
     /// The clock time of the last timer pass, for tests to wait on.
     passes: (Mutex<Option<i64>>, Condvar),
@@ -183,7 +204,7 @@ impl Default for TransactionCoordinator {
     fn default() -> Self {
         TransactionCoordinator {
             ids: Mutex::new(HashMap::new()),
-            markers: RwLock::new(Arc::new(UnwiredMarkers)),
+            markers: RwLock::new(None),
             timer: Mutex::new(None),
             passes: (Mutex::new(None), Condvar::new()),
         }
@@ -331,7 +352,10 @@ impl ClusterInner {
             _ => return Ok(()),
         };
         let (_, coordinator_epoch) = self.txn_partition(id).map_err(|e| unavailable(id, e))?;
-        let writer = self.txn.markers.read().clone();
+        let writer =
+            self.txn.markers.read().clone().ok_or_else(|| {
+                Error::Internal("no transaction marker writer is installed".into())
+            })?;
         for (topic, partition) in entry.unmarked.clone() {
             match writer.write_marker(
                 &topic,
@@ -751,7 +775,7 @@ impl ClusterInner {
     /// Installs the writer of transaction markers (the replica layer's, or
     /// a test's).
     pub(crate) fn set_marker_writer(&self, writer: Arc<dyn MarkerWriter>) {
-        *self.txn.markers.write() = writer;
+        *self.txn.markers.write() = Some(writer);
     }
 
     /// `transactional_id`'s recorded state, if it has one.

@@ -14,6 +14,8 @@ use super::txn_coordinator::{DEFAULT_TRANSACTION_TIMEOUT_MS, MarkerWriter, TXN_T
 use super::txn_log::{TxnStatus, partition_for_transactional_id};
 use super::*;
 use crate::clock::ManualClock;
+use crate::replica::FetchBound;
+use super::config::TestMarkers;
 
 /// A guard against a hang, never a timing assertion.
 const GUARD: Duration = Duration::from_secs(60);
@@ -104,9 +106,10 @@ impl Setup {
 
     /// Opens the cluster with a fresh fake writer installed.
     fn open(&self) -> (Cluster, Arc<FakeMarkers>) {
-        let cluster = Cluster::open(self.dir.path(), self.config()).unwrap();
         let markers = Arc::new(FakeMarkers::default());
-        cluster.inner.set_marker_writer(markers.clone());
+        let mut config = self.config();
+        config.test_markers = Some(TestMarkers(markers.clone()));
+        let cluster = Cluster::open(self.dir.path(), config).unwrap();
         (cluster, markers)
     }
 }
@@ -744,7 +747,7 @@ fn concurrent_inits_of_one_id_get_distinct_epochs() {
 
 #[test]
 fn replay_passes_over_transaction_markers_in_the_internal_topics() {
-    use crate::format::control::{EndTxnMarker, marker_batch};
+    use crate::format::ControlRecordType;
     let setup = Setup::new(1);
     let (cluster, _) = setup.open();
     cluster.create_topic(NewTopic::new("in", 1)).unwrap();
@@ -752,22 +755,17 @@ fn replay_passes_over_transaction_markers_in_the_internal_topics() {
     cluster.inner.commit_offsets("g", &offsets).unwrap();
     cluster.inner.init_producer_id("app", 60_000).unwrap();
     // A COMMIT marker in the group's partition and in the id's partition,
-    // as the replica layer's marker append will write them.
+    // written as the coordinator's writer writes them.
     for (topic, partition) in [
         (OFFSETS_TOPIC, partition_for_group("g", 50)),
         (TXN_TOPIC, partition_for_transactional_id("app", 50)),
     ] {
         let key = cluster.inner.partition_key(&tp(topic, partition)).unwrap();
-        let marker = EndTxnMarker {
-            commit: true,
-            coordinator_epoch: 0,
-        };
-        let mut batch = marker_batch(42, 0, marker, 5).unwrap().to_vec();
         cluster
             .inner
             .replicas_for(&key)
             .unwrap()
-            .append(&key, &mut batch, AppendOrigin::Trusted, AppendAcks::All)
+            .append_txn_marker(&key, 42, 0, ControlRecordType::Commit, 0)
             .unwrap();
     }
     cluster.close().unwrap();
@@ -959,11 +957,14 @@ mod model {
             let mut config = setup.config();
             // Passes run only when the test asks (one at the open).
             config.txn_abort_interval_ms = 1 << 40;
+            // The pass at the open fails every marker (the model expects
+            // prepared transactions to stay prepared until a step asks).
+            let markers = Arc::new(FakeMarkers::default());
+            markers.fail_all.store(true, Ordering::SeqCst);
+            config.test_markers = Some(TestMarkers(markers.clone()));
             let cluster = Cluster::open(setup.dir.path(), config).unwrap();
             assert!(cluster.inner.wait_for_txn_pass(setup.clock.now_ms(), GUARD));
-            let markers = Arc::new(FakeMarkers::default());
             markers.fail_all.store(fail, Ordering::SeqCst);
-            cluster.inner.set_marker_writer(markers.clone());
             (cluster, markers)
         }
 
@@ -1165,5 +1166,123 @@ mod model {
             }
             run(&ops);
         }
+    }
+}
+
+/// A transactional batch of `count` records of producer `pid`.
+fn txn_batch(pid: i64, epoch: i16, seq: i32, count: i32) -> Vec<u8> {
+    let mut builder = crate::format::BatchBuilder::new(crate::types::Compression::None)
+        .producer(pid, epoch, seq)
+        .transactional(true);
+    for i in 0..count {
+        builder.append(1_000_000, None, Some(format!("{seq}+{i}").as_bytes()), &[]);
+    }
+    builder.build().unwrap().to_vec()
+}
+
+/// The cluster's own writer (installed by `Cluster::open`), end to end:
+/// the markers land in the data partitions' logs on every replica and in
+/// the group's `__consumer_offsets` partition, the last stable offset
+/// moves past a committed transaction, and a read_committed fetch lists
+/// the aborted one.
+#[test]
+fn the_clusters_writer_puts_markers_in_every_replica_and_moves_the_lso() {
+    let setup = Setup::new(3);
+    let cluster = Cluster::open(setup.dir.path(), setup.config()).unwrap();
+    let out = cluster
+        .create_topic(NewTopic::new("out", 2).replication_factor(3))
+        .unwrap();
+    let inner = &cluster.inner;
+    let (pid, epoch) = inner.init_producer_id("app", 60_000).unwrap();
+    let key = |p| inner.partition_key(&tp("out", p)).unwrap();
+    let lso = |p| {
+        inner
+            .replicas_for(&key(p))
+            .unwrap()
+            .last_stable_offset(&key(p))
+            .unwrap()
+    };
+
+    // A committed transaction over both partitions and the group's offsets.
+    inner
+        .add_partitions_to_txn("app", pid, epoch, &[tp("out", 0), tp("out", 1)])
+        .unwrap();
+    out.partition(0)
+        .unwrap()
+        .append(&mut txn_batch(pid, epoch, 0, 3))
+        .unwrap();
+    out.partition(1)
+        .unwrap()
+        .append(&mut txn_batch(pid, epoch, 0, 2))
+        .unwrap();
+    assert_eq!((lso(0), lso(1)), (0, 0), "open transaction holds the LSO");
+    inner.add_offsets_to_txn("app", pid, epoch, "g").unwrap();
+    inner
+        .txn_offset_commit(
+            "app",
+            pid,
+            epoch,
+            "g",
+            &BTreeMap::from([(tp("out", 0), OffsetAndMetadata::new(7))]),
+        )
+        .unwrap();
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
+    // Three records + the COMMIT marker; two + the marker.
+    assert_eq!((lso(0), lso(1)), (4, 3));
+    assert_eq!(inner.group_offsets("g").unwrap()[&tp("out", 0)].offset, 7);
+
+    // An aborted transaction on partition 0.
+    inner
+        .add_partitions_to_txn("app", pid, epoch, &[tp("out", 0)])
+        .unwrap();
+    out.partition(0)
+        .unwrap()
+        .append(&mut txn_batch(pid, epoch, 3, 2))
+        .unwrap();
+    inner.end_txn("app", pid, epoch, false).unwrap();
+    assert_eq!(lso(0), 7);
+    let fetched = inner
+        .replicas_for(&key(0))
+        .unwrap()
+        .fetch(&key(0), 0, 1 << 20, FetchBound::TxnCommitted)
+        .unwrap();
+    let aborted: Vec<(i64, u64)> = fetched
+        .aborted_transactions()
+        .unwrap()
+        .iter()
+        .map(|a| (a.producer_id, a.first_offset))
+        .collect();
+    assert_eq!(aborted, [(pid, 4)]);
+    cluster.close().unwrap();
+
+    // Every replica of both partitions holds the same batches, markers
+    // included (the control batches at offsets 3 and 6 of partition 0).
+    for p in 0..2u32 {
+        let mut seen = Vec::new();
+        for b in 0..3 {
+            let path = setup
+                .dir
+                .path()
+                .join(format!("broker-{b}/out-{p}/00000000000000000000.log"));
+            let bytes = bytes::Bytes::from(std::fs::read(&path).unwrap());
+            let controls: Vec<(u64, bool)> = crate::format::Batches::new(bytes)
+                .map(|batch| {
+                    let batch = batch.unwrap();
+                    (
+                        batch.header().base_offset as u64,
+                        batch.header().is_control(),
+                    )
+                })
+                .collect();
+            seen.push(controls);
+        }
+        assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+        let expected: Vec<(u64, bool)> = if p == 0 {
+            vec![(0, false), (3, true), (4, false), (6, true)]
+        } else {
+            vec![(0, false), (2, true)]
+        };
+        assert_eq!(seen[0], expected, "partition {p}");
     }
 }

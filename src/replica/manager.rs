@@ -505,13 +505,6 @@ impl ReplicaManager {
     /// producer's and [`Error::InvalidArgument`] for a fenced coordinator
     /// epoch (nothing written); [`Error::UnknownTopicOrPartition`],
     /// [`Error::Closed`], and the I/O errors of [`Log::append_marker`](crate::Log::append_marker).
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the transaction coordinator and read_committed consumers call it once wired"
-        )
-    )]
     pub(crate) fn append_txn_marker(
         &self,
         key: &TopicIdPartition,
