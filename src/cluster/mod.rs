@@ -55,13 +55,6 @@ mod liveness;
 mod metadata;
 mod offsets;
 mod placement;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the allocator lands before the idempotent producer that uses it"
-    )
-)]
 mod producer_ids;
 mod rebuild;
 mod replay;

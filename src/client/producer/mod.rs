@@ -47,7 +47,7 @@ use crate::client::partitioner::{StickyPartitions, partition_for_key};
 use crate::clock::Clock;
 use crate::cluster::{Cluster, ClusterInner, PendingRecords};
 use crate::error::{Error, FormatError, Result};
-use crate::format::{BatchBuilder, RECORD_BATCH_OVERHEAD};
+use crate::format::{BatchBuilder, NO_PRODUCER_ID, RECORD_BATCH_OVERHEAD};
 
 /// Messages to the sender thread.
 #[derive(Debug)]
@@ -141,19 +141,65 @@ pub(crate) struct Core {
     sticky: StickyPartitions,
     work: Sender<Msg>,
     sender_thread: ThreadId,
+    /// The producer id taken from the cluster with idempotence, else
+    /// `NO_PRODUCER_ID`.
+    producer_id: i64,
+    /// `max.in.flight.requests.per.connection`, `retries`,
+    /// `retry.backoff.ms`, `delivery.timeout.ms`, `request.timeout.ms`.
+    max_in_flight: usize,
+    retries: u32,
+    retry_backoff_ms: i64,
+    delivery_timeout_ms: i64,
+    request_timeout_ms: i64,
+}
+
+/// Where [`ProduceFaults`] makes an append attempt fail (`internals`
+/// feature; for tests).
+#[cfg(feature = "internals")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProduceFault {
+    /// The attempt goes ahead.
+    None,
+    /// The attempt fails with a retriable [`Error::Timeout`] before
+    /// anything is written.
+    BeforeWrite,
+    /// The batch is appended (and replicated as usual), but its
+    /// acknowledgement is lost: the attempt fails with a retriable
+    /// [`Error::Timeout`].
+    LoseAck,
+}
+
+/// Decides, for each append attempt of a producer's batch, whether it
+/// fails ([`ProducerConfigBuilder::faults`]; `internals` feature; for
+/// tests).
+#[cfg(feature = "internals")]
+pub trait ProduceFaults: Send + Sync + std::fmt::Debug {
+    /// The fault for the `attempt`-th (from 1) append of a batch (or group
+    /// of batches) of `topic`'s `partition`.
+    fn fault(&self, topic: &str, partition: u32, attempt: u32) -> ProduceFault;
 }
 
 impl Producer {
     /// A producer for `cluster`'s topics. Starts its sender thread
     /// (`logbus-producer`).
     ///
+    /// An idempotent producer
+    /// ([`enable_idempotence`](ProducerConfig::enable_idempotence)) takes
+    /// its producer id from the cluster here.
+    ///
     /// # Errors
     /// [`Error::Closed`] if the cluster is closed; [`Error::Io`] if the
-    /// thread cannot be started.
+    /// thread cannot be started, or the cluster cannot record a new block
+    /// of producer ids.
     pub fn new(cluster: &Cluster, config: ProducerConfig) -> Result<Producer> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let inner = cluster.inner.clone();
         inner.check_open()?;
+        let producer_id = if config.enable_idempotence() {
+            inner.allocate_producer_id()?
+        } else {
+            NO_PRODUCER_ID
+        };
         let clock = inner.clock().clone();
         let client_id = if config.client_id().is_empty() {
             format!("producer-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
@@ -175,6 +221,11 @@ impl Producer {
             })
             .map_err(|e| Error::io("spawn producer thread", cluster.dir(), e))?;
         let linger_ms = config.linger_millis();
+        let config_max_in_flight = config.max_in_flight();
+        let config_retries = config.retries().unsigned_abs();
+        let config_backoff = config.retry_backoff_millis();
+        let config_delivery = config.delivery_timeout_millis();
+        let config_request = config.request_timeout_millis();
         let size = |bytes: u64| usize::try_from(bytes).unwrap_or(usize::MAX);
         let core = Arc::new_cyclic(|me| Core {
             me: me.clone(),
@@ -192,6 +243,12 @@ impl Producer {
             sticky: StickyPartitions::new(),
             work,
             sender_thread: thread.thread().id(),
+            producer_id,
+            max_in_flight: usize::try_from(config_max_in_flight).unwrap_or(usize::MAX),
+            retries: config_retries,
+            retry_backoff_ms: config_backoff,
+            delivery_timeout_ms: config_delivery,
+            request_timeout_ms: config_request,
         });
         // The receiver is alive until the thread got its state.
         let _ = core_tx.send(core.clone());
@@ -477,6 +534,9 @@ impl Core {
                     self.me.clone(),
                 )),
                 callbacks: Vec::new(),
+                bytes: None,
+                records: 0,
+                attempts: 0,
                 reserved: RECORD_BATCH_OVERHEAD,
                 created_ms,
                 seq: 0,
