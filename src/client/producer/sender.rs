@@ -64,6 +64,16 @@ struct InFlight {
     ack: PendingAck,
 }
 
+/// Whether the batches of a partition still in flight when some of its
+/// batches failed were sent before or after those.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// The failed batches were the first in flight: the rest came after.
+    BeforeInFlight,
+    /// The failed batches were refused at once: the rest came before.
+    AfterInFlight,
+}
+
 /// The sender's view of one partition.
 struct PartitionQueue {
     topic: Arc<TopicState>,
@@ -184,10 +194,10 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
                 heads.push(head.ack.receiver().clone());
                 deadline = earliest(deadline, head.ack.deadline_ms());
             } else if let Some(first) = part.waiting.front() {
-                // Waiting for its backoff or its delivery deadline.
-                if part.retry_at > now {
-                    deadline = earliest(deadline, part.retry_at);
-                }
+                // Waiting for its backoff (which may have passed since
+                // `step` looked: then the timer fires at once) or its
+                // delivery deadline.
+                deadline = earliest(deadline, part.retry_at.max(now));
                 deadline = earliest(deadline, core.delivery_deadline(first));
             }
         }
@@ -307,7 +317,9 @@ impl Core {
                             finish(progress, batch, outcome);
                         }
                     }
-                    Err(e) => self.failed(part, done.batches, e, now, progress),
+                    Err(e) => {
+                        self.failed(part, done.batches, e, Sent::BeforeInFlight, now, progress)
+                    }
                 }
                 continue;
             }
@@ -442,7 +454,7 @@ impl Core {
                 true
             }
             Err(e) => {
-                self.failed(part, group, e, now, progress);
+                self.failed(part, group, e, Sent::AfterInFlight, now, progress);
                 false
             }
         }
@@ -547,12 +559,14 @@ impl Core {
 
     /// `batches` (sent together, in order) failed with `error`: they (and
     /// every batch of the partition sent after them) go back to the queue
-    /// to be retried, or they fail.
+    /// to be retried, or they fail. `sent` tells whether the batches still
+    /// in flight were sent before or after them.
     fn failed(
         &self,
         part: &mut PartitionQueue,
         batches: Vec<Batch>,
         error: Error,
+        sent: Sent,
         now: i64,
         progress: &mut Progress,
     ) {
@@ -578,23 +592,29 @@ impl Core {
             }
             return;
         }
-        // Everything sent after these goes back too, to be sent again in
-        // order after them (answered as duplicates if it was stored).
+        // KIP-360: only when nothing before them is unfinished (they were
+        // first in their partition's queue, and nothing sent before them is
+        // in flight) is a refusal proof that the partition lost the
+        // producer's earlier batches; otherwise the earlier batches'
+        // outcomes come first and these are simply sent again after them.
+        let reset = renumber && (sent == Sent::BeforeInFlight || part.in_flight.is_empty());
         let mut back: Vec<Batch> = batches;
-        for later in part.in_flight.drain(..) {
-            back.extend(later.batches);
+        if sent == Sent::BeforeInFlight {
+            // Everything sent after these goes back too, to be sent again
+            // in order after them (answered as duplicates if it was
+            // stored), so that the partition's records complete in order.
+            for later in part.in_flight.drain(..) {
+                back.extend(later.batches);
+            }
+            part.in_flight_batches = 0;
         }
-        part.in_flight_batches = 0;
         for batch in back.into_iter().rev() {
             part.waiting.push_front(batch);
         }
-        if renumber {
-            // KIP-360: only when nothing before it is unfinished (it is
-            // first in its partition's queue now, and nothing is in
-            // flight) is a refusal proof that the partition lost the
-            // producer's earlier batches; otherwise the earlier batches'
-            // outcomes come first and the batch is simply sent again.
+        if reset {
             part.reset = true;
+            part.retry_at = now;
+        } else if renumber {
             part.retry_at = now;
         } else {
             part.retry_at = now.saturating_add(self.retry_backoff_ms);
