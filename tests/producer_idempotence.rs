@@ -592,6 +592,9 @@ impl ProduceFaults for RandomFaults {
     }
 }
 
+/// What the callbacks heard: partition, value, offset or error.
+type Heard = Vec<(u32, String, Result<u64, String>)>;
+
 /// Sends 3 × `per_partition` records (values `p-i`) over 3 partitions of
 /// a replicated topic while the faults strike and the leaders of
 /// partitions 0 and 1 are stopped and restarted midway; then checks that
@@ -617,7 +620,7 @@ fn exactly_once_in_order(seed: u64, per_partition: usize) {
     let mut rng = Rng(seed ^ 0x5eed);
     let mut sent: Vec<(u32, String)> = Vec::new();
     // What the callbacks heard, in the order they ran.
-    let heard: Arc<Mutex<Vec<(u32, String, Result<u64, String>)>>> = Arc::default();
+    let heard: Arc<Mutex<Heard>> = Arc::default();
     let mut stopped = Vec::new();
     for i in 0..3 * per_partition {
         let partition = (i % 3) as u32;

@@ -486,10 +486,6 @@ impl Core {
 
     /// Appends `group` (one batch without copying, several joined) and
     /// returns each batch's outcome and the acknowledgement to wait for.
-    #[expect(
-        clippy::type_complexity,
-        reason = "outcomes and the acknowledgement of one append"
-    )]
     fn append_batches(
         &self,
         part: &PartitionQueue,
