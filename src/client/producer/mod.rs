@@ -47,7 +47,7 @@ use crate::client::partitioner::{StickyPartitions, partition_for_key};
 use crate::clock::Clock;
 use crate::cluster::{Cluster, ClusterInner, PendingRecords};
 use crate::error::{Error, FormatError, Result};
-use crate::format::{BatchBuilder, NO_PRODUCER_ID, RECORD_BATCH_OVERHEAD};
+use crate::format::{BatchBuilder, RECORD_BATCH_OVERHEAD};
 
 /// Messages to the sender thread.
 #[derive(Debug)]
@@ -141,9 +141,8 @@ pub(crate) struct Core {
     sticky: StickyPartitions,
     work: Sender<Msg>,
     sender_thread: ThreadId,
-    /// The producer id taken from the cluster with idempotence, else
-    /// `NO_PRODUCER_ID`.
-    producer_id: i64,
+    /// `enable.idempotence` (resolved).
+    idempotent: bool,
     /// `max.in.flight.requests.per.connection`, `retries`,
     /// `retry.backoff.ms`, `delivery.timeout.ms`, `request.timeout.ms`.
     max_in_flight: usize,
@@ -185,21 +184,17 @@ impl Producer {
     ///
     /// An idempotent producer
     /// ([`enable_idempotence`](ProducerConfig::enable_idempotence)) takes
-    /// its producer id from the cluster here.
+    /// its producer id from the cluster when it sends its first batch
+    /// (Kafka's `InitProducerId`); if the cluster cannot give one (it
+    /// cannot record a new block of ids), that batch fails with the error.
     ///
     /// # Errors
     /// [`Error::Closed`] if the cluster is closed; [`Error::Io`] if the
-    /// thread cannot be started, or the cluster cannot record a new block
-    /// of producer ids.
+    /// thread cannot be started.
     pub fn new(cluster: &Cluster, config: ProducerConfig) -> Result<Producer> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let inner = cluster.inner.clone();
         inner.check_open()?;
-        let producer_id = if config.enable_idempotence() {
-            inner.allocate_producer_id()?
-        } else {
-            NO_PRODUCER_ID
-        };
         let clock = inner.clock().clone();
         let client_id = if config.client_id().is_empty() {
             format!("producer-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
@@ -221,6 +216,7 @@ impl Producer {
             })
             .map_err(|e| Error::io("spawn producer thread", cluster.dir(), e))?;
         let linger_ms = config.linger_millis();
+        let config_idempotent = config.enable_idempotence();
         let config_max_in_flight = config.max_in_flight();
         let config_retries = config.retries().unsigned_abs();
         let config_backoff = config.retry_backoff_millis();
@@ -243,7 +239,7 @@ impl Producer {
             sticky: StickyPartitions::new(),
             work,
             sender_thread: thread.thread().id(),
-            producer_id,
+            idempotent: config_idempotent,
             max_in_flight: usize::try_from(config_max_in_flight).unwrap_or(usize::MAX),
             retries: config_retries,
             retry_backoff_ms: config_backoff,

@@ -23,7 +23,8 @@
 //! that is not done fails.
 //!
 //! ## Idempotence
-//! The producer id comes from the cluster; each partition numbers its
+//! The producer id comes from the cluster, when the first batch is built;
+//! each partition numbers its
 //! records from 0 in the epoch it started with. A batch refused with
 //! `OutOfOrderSequence` or `UnknownProducerId` while nothing before it in
 //! its partition is unfinished means the partition lost (or never had) the
@@ -138,12 +139,8 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
         taken_seq: 0,
         released: 0,
         finished: 0,
-        producer_id: core.producer_id,
-        epoch: if core.producer_id == NO_PRODUCER_ID {
-            NO_PRODUCER_EPOCH
-        } else {
-            0
-        },
+        producer_id: NO_PRODUCER_ID,
+        epoch: NO_PRODUCER_EPOCH,
         joined: Vec::new(),
     };
     loop {
@@ -258,7 +255,6 @@ impl Core {
                 return;
             }
         };
-        let (producer_id, epoch) = (progress.producer_id, progress.epoch);
         let part = progress
             .partitions
             .entry(key.clone())
@@ -269,8 +265,8 @@ impl Core {
                 in_flight: VecDeque::new(),
                 in_flight_batches: 0,
                 retry_at: i64::MIN,
-                producer_id,
-                epoch,
+                producer_id: NO_PRODUCER_ID,
+                epoch: NO_PRODUCER_EPOCH,
                 next_sequence: 0,
                 reset: false,
             });
@@ -398,7 +394,7 @@ impl Core {
         // Build (and number) the fresh batches.
         let mut built = Vec::with_capacity(group.len());
         for batch in &mut group {
-            built.push(self.build(part, batch));
+            built.push(self.build(part, batch, progress));
             batch.attempts += 1;
         }
         if built.iter().any(Result::is_err) {
@@ -461,10 +457,26 @@ impl Core {
     }
 
     /// Encodes `batch` once, with the partition's next sequence under
-    /// idempotence; a batch sent before keeps its bytes.
-    fn build(&self, part: &mut PartitionQueue, batch: &mut Batch) -> Result<()> {
+    /// idempotence; a batch sent before keeps its bytes. The first batch
+    /// of an idempotent producer takes its producer id from the cluster
+    /// (Kafka's `InitProducerId`; epoch 0).
+    fn build(
+        &self,
+        part: &mut PartitionQueue,
+        batch: &mut Batch,
+        progress: &mut Progress,
+    ) -> Result<()> {
         if batch.bytes.is_some() {
             return Ok(());
+        }
+        if self.idempotent && part.producer_id == NO_PRODUCER_ID {
+            if progress.producer_id == NO_PRODUCER_ID {
+                progress.producer_id = self.cluster.allocate_producer_id()?;
+                progress.epoch = 0;
+            }
+            part.producer_id = progress.producer_id;
+            part.epoch = progress.epoch;
+            part.next_sequence = 0;
         }
         let builder = batch
             .builder
