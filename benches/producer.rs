@@ -8,6 +8,10 @@
 //!   sender thread's appends and the completion of every record.
 //! - `produce/{100B,1KiB}/plain-file`: `write_all` of the same number of
 //!   payload bytes to a fresh file in 16 KiB chunks, in the same run.
+//! - `produce/100B/acks-all-idempotent` and `produce/100B/acks-all-plain`:
+//!   as `logbus`, with `acks=all` (one broker), with `enable.idempotence`
+//!   (producer id, epoch and sequences in every batch, checked by the log)
+//!   and without it. Issue 12's target: idempotent at least 0.95× plain.
 //!
 //! Compare the ratio of the medians (the machines are shared and noisy);
 //! records per second for 100 B records is `records / median`.
@@ -27,7 +31,7 @@ const PAYLOAD_BYTES: usize = 32 << 20;
 /// Chunk size of the plain-file baseline (Kafka's default `batch.size`).
 const CHUNK: usize = 16 << 10;
 
-fn produce(records: usize, value: &Bytes) -> Duration {
+fn produce(records: usize, value: &Bytes, config: &ProducerConfig) -> Duration {
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = Cluster::open(dir.path(), ClusterConfig::default()).expect("cluster");
     cluster
@@ -40,11 +44,7 @@ fn produce(records: usize, value: &Bytes) -> Duration {
             ),
         )
         .expect("topic");
-    let config = ProducerConfig::builder()
-        .acks(Acks::Leader)
-        .build()
-        .expect("config");
-    let producer = Producer::new(&cluster, config).expect("producer");
+    let producer = Producer::new(&cluster, config.clone()).expect("producer");
     let start = Instant::now();
     let mut last = None;
     for _ in 0..records {
@@ -82,15 +82,36 @@ fn bench_produce(c: &mut Criterion) {
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(10));
+    let acks_one = ProducerConfig::builder()
+        .acks(Acks::Leader)
+        .build()
+        .expect("config");
     for (name, size) in [("100B", 100), ("1KiB", 1024)] {
         let records = PAYLOAD_BYTES / size;
         let value = Bytes::from(vec![0x5a_u8; size]);
         group.throughput(Throughput::Elements(records as u64));
         group.bench_function(format!("{name}/logbus"), |b| {
-            b.iter_custom(|iters| (0..iters).map(|_| produce(records, &value)).sum());
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| produce(records, &value, &acks_one))
+                    .sum()
+            });
         });
         group.bench_function(format!("{name}/plain-file"), |b| {
             b.iter_custom(|iters| (0..iters).map(|_| plain_file(records * size)).sum());
+        });
+    }
+    let records = PAYLOAD_BYTES / 100;
+    let value = Bytes::from(vec![0x5a_u8; 100]);
+    group.throughput(Throughput::Elements(records as u64));
+    for (name, idempotence) in [("acks-all-idempotent", true), ("acks-all-plain", false)] {
+        let config = ProducerConfig::builder()
+            .acks(Acks::All)
+            .enable_idempotence(idempotence)
+            .build()
+            .expect("config");
+        group.bench_function(format!("100B/{name}"), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| produce(records, &value, &config)).sum());
         });
     }
     group.finish();

@@ -163,6 +163,8 @@ pub use client::producer::{
     Acks, IntoBytes, IntoTopic, Producer, ProducerConfig, ProducerConfigBuilder, ProducerRecord,
     RecordMetadata, SendFuture,
 };
+#[cfg(feature = "internals")]
+pub use client::producer::{ProduceFault, ProduceFaults};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cluster::{
     CleanupPolicy, Cluster, ClusterConfig, ClusterConfigBuilder, ClusterRecoveryReport,

@@ -404,9 +404,15 @@ fn min_insync_replicas_is_checked_against_the_replication_factor() {
         .unwrap();
     let cluster = Cluster::open(dir.path(), config).unwrap();
     cluster.create_topic(NewTopic::new("solo", 1)).unwrap();
+    // Without retries, so the refusal is reported rather than retried
+    // until the delivery timeout.
     let producer = Producer::new(
         &cluster,
-        ProducerConfig::builder().acks(Acks::All).build().unwrap(),
+        ProducerConfig::builder()
+            .acks(Acks::All)
+            .retries(0)
+            .build()
+            .unwrap(),
     )
     .unwrap();
     match producer

@@ -140,10 +140,18 @@ fn two_of_three_brokers_down_refuse_acks_all_until_one_returns() {
     let partition = &cluster.describe_topic(TOPIC).unwrap().partitions[0];
     assert_eq!(partition.isr, vec![lead]);
 
-    let refused = producer
+    // Without retries, so the refusal is reported rather than retried
+    // until the delivery timeout.
+    let no_retries = Producer::new(
+        &cluster,
+        ProducerConfig::builder().retries(0).build().unwrap(),
+    )
+    .unwrap();
+    let refused = no_retries
         .send(ProducerRecord::new(TOPIC, "100").with_key("100"))
         .unwrap()
         .wait();
+    no_retries.close().unwrap();
     assert!(
         matches!(refused, Err(Error::NotEnoughReplicas { .. })),
         "{refused:?}"

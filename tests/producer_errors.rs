@@ -659,7 +659,7 @@ fn set_by_kafka_name_stores_what_the_typed_setters_store() -> Result<()> {
         assert!(err.to_string().contains(name), "{name}={value}: {err}");
     }
     let err = ProducerConfig::builder()
-        .set("enable.idempotence", "true")
+        .set("interceptor.classes", "com.example.Audit")
         .unwrap_err();
     assert!(err.to_string().contains("unknown producer config"), "{err}");
     // Ranges are checked by build, as for the typed setters.

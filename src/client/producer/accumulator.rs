@@ -22,8 +22,14 @@ use crate::format::BatchBuilder;
 pub(crate) struct Batch {
     pub(crate) topic: Arc<TopicState>,
     pub(crate) partition: u32,
-    /// `None` once the sender took the bytes out to append them.
+    /// `None` once the sender built the batch.
     pub(crate) builder: Option<BatchBuilder>,
+    /// The encoded batch, once built (kept for retries).
+    pub(crate) bytes: Option<Vec<u8>>,
+    /// Records in the batch, once built.
+    pub(crate) records: i32,
+    /// How many times the sender sent it.
+    pub(crate) attempts: u32,
     pub(crate) result: Arc<BatchResult>,
     /// Callbacks with the index and timestamp of their record, in record order.
     pub(crate) callbacks: Vec<(u32, i64, Callback)>,
@@ -47,6 +53,7 @@ impl std::fmt::Debug for Batch {
             .field("reserved", &self.reserved)
             .field("created_ms", &self.created_ms)
             .field("seq", &self.seq)
+            .field("attempts", &self.attempts)
             .finish_non_exhaustive()
     }
 }

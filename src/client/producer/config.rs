@@ -52,9 +52,37 @@ impl Acks {
 /// | `max.request.size` | [`max_request_size`](ProducerConfigBuilder::max_request_size) | 1048576 |
 /// | `partitioner.class` | [`partitioner`](ProducerConfigBuilder::partitioner) | built-in (key hash, else sticky) |
 /// | `client.id` | [`client_id`](ProducerConfigBuilder::client_id) | `producer-N` |
+/// | `enable.idempotence` | [`enable_idempotence`](ProducerConfigBuilder::enable_idempotence) | `true` |
+/// | `retries` | [`retries`](ProducerConfigBuilder::retries) | 2147483647 |
+/// | `retry.backoff.ms` | [`retry_backoff`](ProducerConfigBuilder::retry_backoff) | 100 ms |
+/// | `delivery.timeout.ms` | [`delivery_timeout`](ProducerConfigBuilder::delivery_timeout) | 120 s |
+/// | `request.timeout.ms` | [`request_timeout`](ProducerConfigBuilder::request_timeout) | 30 s |
+/// | `max.in.flight.requests.per.connection` | [`max_in_flight`](ProducerConfigBuilder::max_in_flight) | 5 |
 ///
 /// Durations are kept in whole milliseconds (rounded down), as Kafka keeps
 /// them; sizes are bytes.
+///
+/// ## Idempotence and retries
+/// With `enable.idempotence` (the default, as in Kafka 3.0 and later) the
+/// producer takes a producer id from the cluster and numbers its records
+/// per partition (Kafka's producer id, epoch and sequence fields of every
+/// batch), so the partition stores a retried batch once and answers the
+/// retry with the original offsets. [`build`](ProducerConfigBuilder::build)
+/// applies Kafka's rules: idempotence needs `acks=all`, `retries` above 0
+/// and `max.in.flight.requests.per.connection` at most 5. Asked for
+/// explicitly, a conflicting `acks` or `retries=0` is a config error; left
+/// at its default, idempotence is turned off by them instead. A
+/// `max.in.flight.requests.per.connection` above 5 is an error either way
+/// (unless idempotence is explicitly off).
+///
+/// A batch that fails with a retriable error
+/// ([`Error::is_retriable`]: no leader, not enough replicas, a timeout...)
+/// is sent again after `retry.backoff.ms`, up to `retries` times, until
+/// `delivery.timeout.ms` after its first record was sent; then its records
+/// fail. A partition's records are appended and completed in send order:
+/// a retried batch goes before the batches after it. Without idempotence a
+/// retry may store a batch twice (when the first attempt was written but
+/// its acknowledgement was lost) — set `retries` to 0 to fail instead.
 ///
 /// ## Linger and synchronous sends
 /// A record waits in its partition's batch for up to `linger.ms` (or until
@@ -89,6 +117,17 @@ pub struct ProducerConfig {
     max_request_size: u64,
     partitioner: Option<Arc<dyn Partitioner>>,
     client_id: String,
+    /// `enable.idempotence` as set (`None`: left at its default); after
+    /// `build`, the effective value.
+    idempotence: Option<bool>,
+    retries: i32,
+    retry_backoff_ms: i64,
+    /// `delivery.timeout.ms` as set (`None`: the default).
+    delivery_timeout_ms: Option<i64>,
+    request_timeout_ms: i64,
+    max_in_flight: u32,
+    #[cfg(feature = "internals")]
+    faults: Option<Arc<dyn super::ProduceFaults>>,
 }
 
 impl Default for ProducerConfig {
@@ -104,6 +143,14 @@ impl Default for ProducerConfig {
             max_request_size: 1_048_576,
             partitioner: None,
             client_id: String::new(),
+            idempotence: None,
+            retries: i32::MAX,
+            retry_backoff_ms: 100,
+            delivery_timeout_ms: None,
+            request_timeout_ms: 30_000,
+            max_in_flight: 5,
+            #[cfg(feature = "internals")]
+            faults: None,
         }
     }
 }
@@ -185,6 +232,68 @@ impl ProducerConfig {
     pub fn client_id(&self) -> &str {
         &self.client_id
     }
+
+    /// Whether the producer is idempotent: `enable.idempotence` as
+    /// [`build`](ProducerConfigBuilder::build) resolved it (true by default,
+    /// false when `acks` or `retries` turned the default off).
+    #[must_use]
+    pub fn enable_idempotence(&self) -> bool {
+        self.idempotence.unwrap_or(true)
+    }
+
+    /// `retries`: how many times a batch that failed with a retriable
+    /// error is sent again.
+    #[must_use]
+    pub fn retries(&self) -> i32 {
+        self.retries
+    }
+
+    /// `retry.backoff.ms`: the pause before a batch is sent again.
+    #[must_use]
+    pub fn retry_backoff(&self) -> Duration {
+        Duration::from_millis(self.retry_backoff_ms.unsigned_abs())
+    }
+
+    /// `delivery.timeout.ms`: how long after `send` a record's outcome is
+    /// known at the latest (its batch's first record counts).
+    #[must_use]
+    pub fn delivery_timeout(&self) -> Duration {
+        Duration::from_millis(self.delivery_timeout_millis().unsigned_abs())
+    }
+
+    /// `request.timeout.ms`: how long one attempt waits for its
+    /// acknowledgement (with `acks=all`, for the in-sync replicas).
+    #[must_use]
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms.unsigned_abs())
+    }
+
+    /// `max.in.flight.requests.per.connection`: how many batches of one
+    /// partition may wait for their acknowledgement at once.
+    #[must_use]
+    pub fn max_in_flight(&self) -> u32 {
+        self.max_in_flight
+    }
+
+    pub(crate) fn retry_backoff_millis(&self) -> i64 {
+        self.retry_backoff_ms
+    }
+
+    pub(crate) fn request_timeout_millis(&self) -> i64 {
+        self.request_timeout_ms
+    }
+
+    /// The default is `linger.ms + request.timeout.ms` when that is more
+    /// than 120 s, as Kafka raises it.
+    pub(crate) fn delivery_timeout_millis(&self) -> i64 {
+        self.delivery_timeout_ms
+            .unwrap_or_else(|| 120_000.max(self.linger_ms.saturating_add(self.request_timeout_ms)))
+    }
+
+    #[cfg(feature = "internals")]
+    pub(crate) fn faults(&self) -> Option<&Arc<dyn super::ProduceFaults>> {
+        self.faults.as_ref()
+    }
 }
 
 /// Builds a validated [`ProducerConfig`]; see there for the settings.
@@ -255,10 +364,61 @@ impl ProducerConfigBuilder {
         self
     }
 
+    /// `enable.idempotence` (default true). Setting it (either way) makes
+    /// conflicting settings an error rather than turning it off; see
+    /// [`ProducerConfig`].
+    pub fn enable_idempotence(mut self, enable: bool) -> Self {
+        self.config.idempotence = Some(enable);
+        self
+    }
+
+    /// `retries` (default `i32::MAX`; at least 0). 0 fails a batch at its
+    /// first error.
+    pub fn retries(mut self, retries: i32) -> Self {
+        self.config.retries = retries;
+        self
+    }
+
+    /// `retry.backoff.ms` (default 100 ms), in whole milliseconds.
+    pub fn retry_backoff(mut self, backoff: Duration) -> Self {
+        self.config.retry_backoff_ms = millis(backoff);
+        self
+    }
+
+    /// `delivery.timeout.ms` (default 120 s; at least `linger.ms +
+    /// request.timeout.ms`), in whole milliseconds.
+    pub fn delivery_timeout(mut self, timeout: Duration) -> Self {
+        self.config.delivery_timeout_ms = Some(millis(timeout));
+        self
+    }
+
+    /// `request.timeout.ms` (default 30 s), in whole milliseconds.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_timeout_ms = millis(timeout);
+        self
+    }
+
+    /// `max.in.flight.requests.per.connection` (default 5; at least 1; at
+    /// most 5 with idempotence).
+    pub fn max_in_flight(mut self, batches: u32) -> Self {
+        self.config.max_in_flight = batches;
+        self
+    }
+
+    /// Injects produce faults (tests only; `internals` feature).
+    #[cfg(feature = "internals")]
+    pub fn faults(mut self, faults: Arc<dyn super::ProduceFaults>) -> Self {
+        self.config.faults = Some(faults);
+        self
+    }
+
     /// Sets a setting by its Kafka name, with Kafka's value syntax:
     /// `acks` (`0`, `1`, `all` or `-1`), `linger.ms`, `batch.size`,
     /// `compression.type` (`none`, `gzip`, `snappy`, `lz4`, `zstd`),
-    /// `buffer.memory`, `max.block.ms`, `max.request.size`, `client.id`.
+    /// `buffer.memory`, `max.block.ms`, `max.request.size`, `client.id`,
+    /// `enable.idempotence` (`true`, `false`), `retries`,
+    /// `retry.backoff.ms`, `delivery.timeout.ms`, `request.timeout.ms`,
+    /// `max.in.flight.requests.per.connection`.
     /// Surrounding whitespace is ignored. A typed setter and `set` of the
     /// same key store the same value; ranges are checked by
     /// [`build`](Self::build), as for the typed setters.
@@ -309,11 +469,23 @@ impl ProducerConfigBuilder {
             "max.block.ms" => self.max_block(v.millis()?),
             "max.request.size" => self.max_request_size(v.uint()?),
             "client.id" => self.client_id(text),
+            "enable.idempotence" => self.enable_idempotence(v.boolean()?),
+            "retries" => self.retries(
+                i32::try_from(v.uint()?).map_err(|_| v.bad("must be at most 2147483647"))?,
+            ),
+            "retry.backoff.ms" => self.retry_backoff(v.millis()?),
+            "delivery.timeout.ms" => self.delivery_timeout(v.millis()?),
+            "request.timeout.ms" => self.request_timeout(v.millis()?),
+            "max.in.flight.requests.per.connection" => self.max_in_flight(
+                u32::try_from(v.uint()?).map_err(|_| v.bad("must be at most 4294967295"))?,
+            ),
             _ => {
                 return Err(Error::InvalidConfig(format!(
                     "unknown producer config {name:?} (supported: acks, batch.size, \
-                     buffer.memory, client.id, compression.type, linger.ms, max.block.ms, \
-                     max.request.size)"
+                     buffer.memory, client.id, compression.type, delivery.timeout.ms, \
+                     enable.idempotence, linger.ms, max.block.ms, \
+                     max.in.flight.requests.per.connection, max.request.size, \
+                     request.timeout.ms, retries, retry.backoff.ms)"
                 )));
             }
         })
@@ -325,9 +497,15 @@ impl ProducerConfigBuilder {
     /// [`Error::InvalidConfig`] naming the Kafka setting: `buffer.memory` or
     /// `max.request.size` of 0, `batch.size` above `i32::MAX`,
     /// `buffer.memory` or `max.request.size` beyond what this platform's
-    /// `usize` holds, or a `compression.type` whose cargo feature is off.
+    /// `usize` holds, a `compression.type` whose cargo feature is off,
+    /// negative `retries`, `max.in.flight.requests.per.connection` of 0,
+    /// a `delivery.timeout.ms` set below `linger.ms + request.timeout.ms`;
+    /// with idempotence, `max.in.flight.requests.per.connection` above 5,
+    /// and with `enable.idempotence=true` set explicitly, `acks` other than
+    /// `all` or `retries=0` (Kafka's rules; see [`ProducerConfig`]).
     pub fn build(self) -> Result<ProducerConfig> {
-        let c = self.config;
+        let mut c = self.config;
+        check_retries(&mut c)?;
         if c.buffer_memory == 0 {
             return Err(Error::InvalidConfig(
                 "buffer.memory must be positive".into(),
@@ -366,6 +544,72 @@ impl ProducerConfigBuilder {
         Ok(c)
     }
 }
+
+/// Kafka's checks of the retry settings and of idempotence
+/// (`ProducerConfig.postProcessAndValidateIdempotenceConfigs` and
+/// `KafkaProducer.configureDeliveryTimeout`); resolves `enable.idempotence`.
+fn check_retries(c: &mut ProducerConfig) -> Result<()> {
+    if c.retries < 0 {
+        return Err(Error::InvalidConfig(format!(
+            "retries must be at least 0, got {}",
+            c.retries
+        )));
+    }
+    if c.max_in_flight == 0 {
+        return Err(Error::InvalidConfig(
+            "max.in.flight.requests.per.connection must be at least 1".into(),
+        ));
+    }
+    if let Some(delivery) = c.delivery_timeout_ms {
+        let least = c.linger_ms.saturating_add(c.request_timeout_ms);
+        if delivery < least {
+            return Err(Error::InvalidConfig(format!(
+                "delivery.timeout.ms should be equal to or larger than linger.ms + \
+                 request.timeout.ms ({least}), got {delivery}"
+            )));
+        }
+    }
+    let explicit = c.idempotence.is_some();
+    if c.idempotence == Some(false) {
+        return Ok(());
+    }
+    let mut enabled = true;
+    if c.retries == 0 {
+        if explicit {
+            return Err(Error::InvalidConfig(
+                "must set retries to non-zero when using the idempotent producer \
+                 (enable.idempotence=true)"
+                    .into(),
+            ));
+        }
+        enabled = false;
+    }
+    if c.acks != Acks::All {
+        if explicit {
+            return Err(Error::InvalidConfig(format!(
+                "must set acks to all in order to use the idempotent producer \
+                 (enable.idempotence=true), got acks={}",
+                c.acks.as_str()
+            )));
+        }
+        enabled = false;
+    }
+    // As in Kafka, checked even when `acks` or `retries` turned the
+    // default off.
+    if c.max_in_flight > MAX_IN_FLIGHT_IDEMPOTENT {
+        return Err(Error::InvalidConfig(format!(
+            "to use the idempotent producer, max.in.flight.requests.per.connection must be \
+             set to at most {MAX_IN_FLIGHT_IDEMPOTENT}, got {} (or set enable.idempotence=false)",
+            c.max_in_flight
+        )));
+    }
+    c.idempotence = Some(enabled);
+    Ok(())
+}
+
+/// Kafka's `MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION_FOR_IDEMPOTENCE`: a
+/// partition remembers an idempotent producer's last 5 batches.
+pub(crate) const MAX_IN_FLIGHT_IDEMPOTENT: u32 = 5;
 
 fn codec_enabled(compression: Compression) -> bool {
     match compression {

@@ -141,11 +141,52 @@ pub(crate) struct Core {
     sticky: StickyPartitions,
     work: Sender<Msg>,
     sender_thread: ThreadId,
+    /// `enable.idempotence` (resolved).
+    idempotent: bool,
+    /// `max.in.flight.requests.per.connection`, `retries`,
+    /// `retry.backoff.ms`, `delivery.timeout.ms`, `request.timeout.ms`.
+    max_in_flight: usize,
+    retries: u32,
+    retry_backoff_ms: i64,
+    delivery_timeout_ms: i64,
+    request_timeout_ms: i64,
+}
+
+/// Where [`ProduceFaults`] makes an append attempt fail (`internals`
+/// feature; for tests).
+#[cfg(feature = "internals")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProduceFault {
+    /// The attempt goes ahead.
+    None,
+    /// The attempt fails with a retriable [`Error::Timeout`] before
+    /// anything is written.
+    BeforeWrite,
+    /// The batch is appended (and replicated as usual), but its
+    /// acknowledgement is lost: the attempt fails with a retriable
+    /// [`Error::Timeout`].
+    LoseAck,
+}
+
+/// Decides, for each append attempt of a producer's batch, whether it
+/// fails ([`ProducerConfigBuilder::faults`]; `internals` feature; for
+/// tests).
+#[cfg(feature = "internals")]
+pub trait ProduceFaults: Send + Sync + std::fmt::Debug {
+    /// The fault for the `attempt`-th (from 1) append of a batch (or group
+    /// of batches) of `topic`'s `partition`.
+    fn fault(&self, topic: &str, partition: u32, attempt: u32) -> ProduceFault;
 }
 
 impl Producer {
     /// A producer for `cluster`'s topics. Starts its sender thread
     /// (`logbus-producer`).
+    ///
+    /// An idempotent producer
+    /// ([`enable_idempotence`](ProducerConfig::enable_idempotence)) takes
+    /// its producer id from the cluster when it sends its first batch
+    /// (Kafka's `InitProducerId`); if the cluster cannot give one (it
+    /// cannot record a new block of ids), that batch fails with the error.
     ///
     /// # Errors
     /// [`Error::Closed`] if the cluster is closed; [`Error::Io`] if the
@@ -175,6 +216,12 @@ impl Producer {
             })
             .map_err(|e| Error::io("spawn producer thread", cluster.dir(), e))?;
         let linger_ms = config.linger_millis();
+        let config_idempotent = config.enable_idempotence();
+        let config_max_in_flight = config.max_in_flight();
+        let config_retries = config.retries().unsigned_abs();
+        let config_backoff = config.retry_backoff_millis();
+        let config_delivery = config.delivery_timeout_millis();
+        let config_request = config.request_timeout_millis();
         let size = |bytes: u64| usize::try_from(bytes).unwrap_or(usize::MAX);
         let core = Arc::new_cyclic(|me| Core {
             me: me.clone(),
@@ -192,6 +239,12 @@ impl Producer {
             sticky: StickyPartitions::new(),
             work,
             sender_thread: thread.thread().id(),
+            idempotent: config_idempotent,
+            max_in_flight: usize::try_from(config_max_in_flight).unwrap_or(usize::MAX),
+            retries: config_retries,
+            retry_backoff_ms: config_backoff,
+            delivery_timeout_ms: config_delivery,
+            request_timeout_ms: config_request,
         });
         // The receiver is alive until the thread got its state.
         let _ = core_tx.send(core.clone());
@@ -477,6 +530,9 @@ impl Core {
                     self.me.clone(),
                 )),
                 callbacks: Vec::new(),
+                bytes: None,
+                records: 0,
+                attempts: 0,
                 reserved: RECORD_BATCH_OVERHEAD,
                 created_ms,
                 seq: 0,

@@ -2,32 +2,62 @@
 //! order, builds them (compression, CRC) and appends them to their
 //! partitions, then completes their records.
 //!
-//! With `acks=all` on a partition whose followers still lack a batch, the
-//! append returns a pending acknowledgement (the replica manager's
-//! `DelayedProduce`); the sender keeps it in flight and goes on with the
-//! next batches, completing each one's records when its acknowledgement
-//! arrives (in seal order per partition, as the high watermark only
-//! grows), so one partition's replication round trip never holds up the
-//! others. In-flight batches keep their `buffer.memory` until then.
+//! Each partition has a queue of batches waiting to be sent and a list of
+//! batches sent whose `acks=all` acknowledgement has not arrived (the
+//! replica manager's `DelayedProduce`). Up to
+//! `max.in.flight.requests.per.connection` batches of a partition wait for
+//! their acknowledgement at once, so one partition's replication round
+//! trip never holds up the others; a partition's batches are completed in
+//! send order (the high watermark only grows). In-flight batches keep their
+//! `buffer.memory` until then.
+//!
+//! ## Retries
+//! A batch that fails with a retriable error goes back to the front of its
+//! partition's queue, together with the batches of that partition sent
+//! after it (their acknowledgements are dropped: with idempotence their
+//! resend is answered as a duplicate, with the original offsets), and is
+//! sent again after `retry.backoff.ms` on the cluster's clock, alone, once
+//! nothing of its partition is in flight (Kafka's in-order retry). A batch
+//! keeps its bytes (and so its producer id, epoch and sequence) between
+//! attempts. `delivery.timeout.ms` after its first record was sent, a batch
+//! that is not done fails.
+//!
+//! ## Idempotence
+//! The producer id comes from the cluster, when the first batch is built;
+//! each partition numbers its
+//! records from 0 in the epoch it started with. A batch refused with
+//! `OutOfOrderSequence` or `UnknownProducerId` while nothing before it in
+//! its partition is unfinished means the partition lost (or never had) the
+//! producer's earlier batches: the producer bumps its epoch (KIP-360; past
+//! `i16::MAX` it takes a new producer id), renumbers that partition's
+//! unfinished batches from 0 and sends them again. `InvalidProducerEpoch`
+//! fails the batch.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use byteorder::{BigEndian, ByteOrder};
 use crossbeam_channel::{Receiver, Select};
 
 use super::accumulator::{Batch, SENDER_RUNNING};
 use super::future::Outcome;
 use super::{Acks, Core, Msg};
-use crate::cluster::{AppendAcks, AppendOrigin, PendingAck};
+use crate::cluster::{AppendAcks, AppendOrigin, PendingAck, TopicState};
 use crate::error::{Error, Result};
+use crate::format::{
+    BASE_SEQUENCE_OFFSET, CRC_OFFSET, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+    PRODUCER_EPOCH_OFFSET, PRODUCER_ID_OFFSET, compute_crc,
+};
 use crate::log::AppendInfo;
+use crate::replica::TopicIdPartition;
 
 /// At most this many bytes of consecutive batches of one partition are
 /// written by one append (a quarter of `segment.bytes` if smaller; one batch
 /// always goes alone).
 const MAX_GROUP_BYTES: usize = 1 << 20;
 
-/// Batches appended whose `acks=all` acknowledgement has not arrived.
+/// Batches appended together whose `acks=all` acknowledgement has not
+/// arrived.
 struct InFlight {
     batches: Vec<Batch>,
     /// Each batch's outcome once acknowledged.
@@ -35,13 +65,65 @@ struct InFlight {
     ack: PendingAck,
 }
 
-/// What the sender tracks between batches.
-#[derive(Default)]
-struct Progress {
-    /// In seal order.
+/// Whether the batches of a partition still in flight when some of its
+/// batches failed were sent before or after those.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// The failed batches were the first in flight: the rest came after.
+    BeforeInFlight,
+    /// The failed batches were refused at once: the rest came before.
+    AfterInFlight,
+}
+
+/// The sender's view of one partition.
+struct PartitionQueue {
+    topic: Arc<TopicState>,
+    partition: u32,
+    /// Batches to send (again), in seal order.
+    waiting: VecDeque<Batch>,
+    /// Batches sent, waiting for their acknowledgement, in send order.
     in_flight: VecDeque<InFlight>,
-    /// Seal number of the last batch appended.
-    appended_seq: u64,
+    /// Batches in `in_flight`.
+    in_flight_batches: usize,
+    /// Nothing is sent before this clock time (a retry's backoff).
+    retry_at: i64,
+    /// The producer id and epoch this partition's sequences belong to
+    /// (`NO_PRODUCER_ID` without idempotence).
+    producer_id: i64,
+    epoch: i16,
+    /// The sequence of the next batch sent for the first time.
+    next_sequence: i32,
+    /// The epoch must be bumped and the batches renumbered before the next
+    /// send.
+    reset: bool,
+}
+
+impl PartitionQueue {
+    fn is_idle(&self) -> bool {
+        self.waiting.is_empty() && self.in_flight.is_empty()
+    }
+}
+
+/// What the sender tracks between batches.
+struct Progress {
+    /// Every partition written to (the sequence state stays).
+    partitions: HashMap<TopicIdPartition, PartitionQueue>,
+    /// The partitions with batches waiting or in flight.
+    active: HashSet<TopicIdPartition>,
+    /// Seal numbers of the batches taken from the accumulator and not
+    /// finished yet.
+    unfinished: BTreeSet<u64>,
+    /// Seal number of the last batch taken from the accumulator.
+    taken_seq: u64,
+    /// `buffer.memory` bytes of batches finished since the last accounting.
+    released: usize,
+    /// Batches finished since the last accounting.
+    finished: usize,
+    /// The producer's current id and epoch (idempotence).
+    producer_id: i64,
+    epoch: i16,
+    /// Scratch buffer for groups of batches.
+    joined: Vec<u8>,
 }
 
 /// The thread's loop: runs until the producer is closed and everything
@@ -49,13 +131,20 @@ struct Progress {
 pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
     let _guard = ExitGuard(core);
     let mut taken: VecDeque<Batch> = VecDeque::new();
-    let mut group: Vec<Batch> = Vec::new();
-    let mut joined: Vec<u8> = Vec::new();
     let mut stopping = false;
-    let mut progress = Progress::default();
+    let mut progress = Progress {
+        partitions: HashMap::new(),
+        active: HashSet::new(),
+        unfinished: BTreeSet::new(),
+        taken_seq: 0,
+        released: 0,
+        finished: 0,
+        producer_id: NO_PRODUCER_ID,
+        epoch: NO_PRODUCER_EPOCH,
+        joined: Vec::new(),
+    };
     loop {
-        core.complete_acknowledged(&mut progress);
-        let deadline = {
+        let linger_deadline = {
             let mut acc = core.acc.lock();
             acc.sender_wakes_at = SENDER_RUNNING;
             if acc.ready.is_empty() && acc.open > 0 {
@@ -66,54 +155,61 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
             acc.pending_wake = false;
             std::mem::swap(&mut taken, &mut acc.ready);
             if taken.is_empty() {
-                if (stopping || acc.closed) && acc.open == 0 && progress.in_flight.is_empty() {
+                if (stopping || acc.closed) && acc.open == 0 && progress.active.is_empty() {
                     return;
                 }
                 let deadline = acc.next_deadline(core.linger_ms);
+                // A send opening a batch with an earlier linger deadline
+                // wakes the sender; the sender may wake earlier (for an
+                // acknowledgement or a retry) and then looks again.
                 acc.sender_wakes_at = deadline.unwrap_or(i64::MAX);
                 deadline
             } else {
                 None
             }
         };
-        if !taken.is_empty() {
-            while let Some(first) = taken.pop_front() {
-                // Consecutive batches of one partition go in one append:
-                // fewer, larger writes when the sender has fallen behind.
-                let segment_bytes =
-                    usize::try_from(first.topic.log_config.segment_bytes()).unwrap_or(usize::MAX);
-                let limit = MAX_GROUP_BYTES.min(segment_bytes / 4);
-                let mut bytes = first.size();
-                group.push(first);
-                while let Some(next) = taken.front()
-                    && Arc::ptr_eq(&next.topic, &group[0].topic)
-                    && next.partition == group[0].partition
-                    && bytes + next.size() <= limit
-                {
-                    bytes += next.size();
-                    group.extend(taken.pop_front());
-                }
-                core.process(&mut group, &mut joined, &mut progress);
-                core.complete_acknowledged(&mut progress);
-            }
+        let mut moved = !taken.is_empty();
+        for batch in taken.drain(..) {
+            core.take(batch, &mut progress);
+        }
+        moved |= core.step(&mut progress);
+        if progress.finished > 0 {
+            core.account(&mut progress);
+        }
+        if moved {
             continue;
         }
-        let ack_deadline = progress.in_flight.iter().map(|f| f.ack.deadline_ms()).min();
-        let deadline = match (deadline, ack_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        // Nothing to do now: sleep until something changes.
+        let now = core.clock.now_ms();
+        let mut deadline = linger_deadline;
+        let mut heads = Vec::new();
+        for key in &progress.active {
+            let Some(part) = progress.partitions.get(key) else {
+                continue;
+            };
+            if let Some(head) = part.in_flight.front() {
+                heads.push(head.ack.receiver().clone());
+                deadline = earliest(deadline, head.ack.deadline_ms());
+            } else if let Some(first) = part.waiting.front() {
+                // Waiting for its backoff (which may have passed since
+                // `step` looked: then the timer fires at once) or its
+                // delivery deadline.
+                deadline = earliest(deadline, part.retry_at.max(now));
+                deadline = earliest(deadline, core.delivery_deadline(first));
+            }
+        }
         let timer = match deadline.and_then(|d| core.clock.wait_hint(d)) {
             Some(d) => crossbeam_channel::after(d),
             None => crossbeam_channel::never(),
         };
-        // Work, the clock, the timer and every acknowledgement in flight.
+        // Work, the clock, the timer and the first acknowledgement in
+        // flight of each partition.
         let mut select = Select::new();
         let work_index = (!stopping).then(|| select.recv(work));
         select.recv(ticks);
         select.recv(&timer);
-        for f in &progress.in_flight {
-            select.recv(f.ack.receiver());
+        for rx in &heads {
+            select.recv(rx);
         }
         let ready = select.ready();
         if Some(ready) == work_index {
@@ -123,127 +219,341 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
             }
         } else {
             // A tick or the timer is drained here; an acknowledgement is
-            // taken by `complete_acknowledged`.
+            // taken by `step`.
             let _ = ticks.try_recv();
             let _ = timer.try_recv();
         }
     }
 }
 
+fn earliest(a: Option<i64>, b: i64) -> Option<i64> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
+/// A fault injected by [`ProduceFaults`](super::ProduceFaults).
+#[cfg(feature = "internals")]
+fn injected(fault: super::ProduceFault) -> Error {
+    Error::Timeout {
+        op: match fault {
+            super::ProduceFault::BeforeWrite => "an injected fault before the write",
+            _ => "an injected lost acknowledgement",
+        },
+        waited: std::time::Duration::ZERO,
+    }
+}
+
 impl Core {
-    /// Appends a group of consecutive sealed batches of one partition and
-    /// completes their records, in order, or puts them in flight until
-    /// their `acks=all` acknowledgement arrives. Leaves `group` empty.
-    fn process(&self, group: &mut Vec<Batch>, joined: &mut Vec<u8>, progress: &mut Progress) {
+    /// Puts a batch the sender took from the accumulator in its
+    /// partition's queue.
+    fn take(&self, batch: Batch, progress: &mut Progress) {
+        progress.taken_seq = progress.taken_seq.max(batch.seq);
+        progress.unfinished.insert(batch.seq);
+        let key = match batch.topic.key(batch.partition) {
+            Ok(key) => key,
+            Err(e) => {
+                finish(progress, batch, Outcome::Failed(e));
+                return;
+            }
+        };
+        let part = progress
+            .partitions
+            .entry(key.clone())
+            .or_insert_with(|| PartitionQueue {
+                topic: batch.topic.clone(),
+                partition: batch.partition,
+                waiting: VecDeque::new(),
+                in_flight: VecDeque::new(),
+                in_flight_batches: 0,
+                retry_at: i64::MIN,
+                producer_id: NO_PRODUCER_ID,
+                epoch: NO_PRODUCER_EPOCH,
+                next_sequence: 0,
+                reset: false,
+            });
+        part.waiting.push_back(batch);
+        progress.active.insert(key);
+    }
+
+    /// One round over the active partitions: takes the acknowledgements
+    /// that arrived, fails batches past their delivery timeout, and sends
+    /// what may be sent. Returns whether anything changed.
+    fn step(&self, progress: &mut Progress) -> bool {
+        let mut moved = false;
+        let keys: Vec<TopicIdPartition> = progress.active.iter().cloned().collect();
+        for key in keys {
+            let Some(mut part) = progress.partitions.remove(&key) else {
+                progress.active.remove(&key);
+                continue;
+            };
+            moved |= self.step_partition(&mut part, progress);
+            if part.is_idle() {
+                progress.active.remove(&key);
+            }
+            progress.partitions.insert(key, part);
+        }
+        moved
+    }
+
+    fn step_partition(&self, part: &mut PartitionQueue, progress: &mut Progress) -> bool {
+        let mut moved = false;
+        loop {
+            let now = self.clock.now_ms();
+            // The first acknowledgement in flight.
+            if let Some(head) = part.in_flight.front()
+                && let Some(result) = head.ack.poll(now)
+            {
+                moved = true;
+                let Some(done) = part.in_flight.pop_front() else {
+                    break;
+                };
+                part.in_flight_batches -= done.batches.len();
+                match result {
+                    Ok(()) => {
+                        for (batch, outcome) in done.batches.into_iter().zip(done.outcomes) {
+                            finish(progress, batch, outcome);
+                        }
+                    }
+                    Err(e) => {
+                        self.failed(part, done.batches, e, Sent::BeforeInFlight, now, progress)
+                    }
+                }
+                continue;
+            }
+            if !part.in_flight.is_empty() && part.in_flight_batches >= self.max_in_flight {
+                break;
+            }
+            // Batches past their delivery timeout fail, in order, once
+            // nothing before them is in flight.
+            if part.in_flight.is_empty()
+                && let Some(first) = part.waiting.front()
+                && now >= self.delivery_deadline(first)
+            {
+                moved = true;
+                if let Some(batch) = part.waiting.pop_front() {
+                    let error = self.expired(&batch, now);
+                    finish(progress, batch, Outcome::Failed(error));
+                }
+                continue;
+            }
+            let Some(first) = part.waiting.front() else {
+                break;
+            };
+            if now < part.retry_at {
+                break;
+            }
+            // A retry (or a renumbering) waits until nothing of its
+            // partition is in flight.
+            if (first.attempts > 0 || part.reset) && !part.in_flight.is_empty() {
+                break;
+            }
+            if part.reset
+                && let Err(e) = self.bump_epoch(part, progress)
+            {
+                moved = true;
+                if let Some(batch) = part.waiting.pop_front() {
+                    finish(progress, batch, Outcome::Failed(e));
+                }
+                continue;
+            }
+            moved = true;
+            if !self.send(part, now, progress) {
+                // A failed send is looked at again in the next round, so
+                // one partition retrying at once cannot hold up the others.
+                break;
+            }
+        }
+        moved
+    }
+
+    /// Sends the first waiting batch of `part` (with the fresh batches
+    /// after it that fit into the same append). Returns false if the
+    /// append failed.
+    fn send(&self, part: &mut PartitionQueue, now: i64, progress: &mut Progress) -> bool {
+        let room = self
+            .max_in_flight
+            .saturating_sub(part.in_flight_batches)
+            .max(1);
+        let mut group: Vec<Batch> = Vec::new();
+        let segment_bytes =
+            usize::try_from(part.topic.log_config.segment_bytes()).unwrap_or(usize::MAX);
+        let limit = MAX_GROUP_BYTES.min(segment_bytes / 4);
+        let mut bytes = 0;
+        while let Some(next) = part.waiting.front() {
+            // A retry goes alone: a group mixing a batch already stored
+            // with new ones would be refused.
+            let alone = next.attempts > 0;
+            if !group.is_empty() && (alone || group.len() >= room || bytes + next.size() > limit) {
+                break;
+            }
+            bytes += next.size();
+            group.extend(part.waiting.pop_front());
+            if alone {
+                break;
+            }
+        }
+        // Build (and number) the fresh batches.
+        let mut built = Vec::with_capacity(group.len());
+        for batch in &mut group {
+            built.push(self.build(part, batch, progress));
+            batch.attempts += 1;
+        }
+        if built.iter().any(Result::is_err) {
+            // Only a batch that cannot be encoded fails here: fail it, put
+            // the others back.
+            for (batch, result) in group.into_iter().zip(built).rev() {
+                match result {
+                    Err(e) => finish(progress, batch, Outcome::Failed(e)),
+                    Ok(()) => {
+                        let mut batch = batch;
+                        batch.attempts -= 1;
+                        part.waiting.push_front(batch);
+                    }
+                }
+            }
+            return true;
+        }
         if self.config.acks() == Acks::None {
-            for batch in group.iter_mut() {
+            for batch in &mut group {
                 batch.finish(Outcome::Sent {
                     base_offset: None,
                     log_append_time: None,
                 });
             }
         }
-        let (outcomes, ack) = if let [batch] = group.as_mut_slice() {
-            match self.append_one(batch) {
-                Ok((info, ack)) => (
-                    vec![Outcome::Sent {
-                        base_offset: Some(info.first_offset()),
-                        log_append_time: info.log_append_time(),
-                    }],
-                    ack,
-                ),
-                Err(e) => (vec![Outcome::Failed(e)], None),
+        let appended = self.append_batches(part, &mut group, progress);
+        match appended {
+            Ok((outcomes, Some(ack))) => {
+                let timeout = self
+                    .request_timeout_ms
+                    .min(self.delivery_deadline(&group[0]).saturating_sub(now))
+                    .max(0);
+                part.in_flight_batches += group.len();
+                part.in_flight.push_back(InFlight {
+                    batches: group,
+                    outcomes,
+                    ack: ack.with_timeout(now, timeout),
+                });
+                true
             }
-        } else {
-            self.append_group(group, joined)
-        };
-        progress.appended_seq = group.last().map_or(progress.appended_seq, |b| b.seq);
-        if let Some(ack) = ack {
-            progress.in_flight.push_back(InFlight {
-                batches: std::mem::take(group),
-                outcomes,
-                ack,
-            });
-            return;
-        }
-        // A no-op with acks=0: the records were completed above.
-        for (batch, outcome) in group.iter_mut().zip(outcomes) {
-            batch.finish(outcome);
-        }
-        let reserved: usize = group.iter().map(|b| b.reserved).sum();
-        self.account(reserved, progress);
-        // Every batch is finished: dropping them runs no user code.
-        group.clear();
-    }
-
-    /// Completes the records of every in-flight group whose acknowledgement
-    /// arrived (or timed out).
-    fn complete_acknowledged(&self, progress: &mut Progress) {
-        if progress.in_flight.is_empty() {
-            return;
-        }
-        let now = self.clock.now_ms();
-        let mut reserved = 0;
-        let mut i = 0;
-        while i < progress.in_flight.len() {
-            let Some(result) = progress.in_flight[i].ack.poll(now) else {
-                i += 1;
-                continue;
-            };
-            let Some(mut done) = progress.in_flight.remove(i) else {
-                break;
-            };
-            for (batch, outcome) in done.batches.iter_mut().zip(done.outcomes) {
-                let outcome = match (&result, outcome) {
-                    (Err(e), Outcome::Sent { .. }) => Outcome::Failed(e.duplicate()),
-                    (_, outcome) => outcome,
-                };
-                batch.finish(outcome);
+            Ok((outcomes, None)) => {
+                for (batch, outcome) in group.into_iter().zip(outcomes) {
+                    finish(progress, batch, outcome);
+                }
+                true
             }
-            reserved += done.batches.iter().map(|b| b.reserved).sum::<usize>();
-        }
-        if reserved > 0 {
-            self.account(reserved, progress);
-        }
-    }
-
-    /// Gives back `reserved` bytes of `buffer.memory` and notes how far
-    /// the batches are finished: up to the first one still in flight.
-    fn account(&self, reserved: usize, progress: &Progress) {
-        let done = progress
-            .in_flight
-            .front()
-            .and_then(|f| f.batches.first())
-            .map_or(progress.appended_seq, |b| b.seq.saturating_sub(1));
-        let mut acc = self.acc.lock();
-        acc.used -= reserved;
-        acc.done_seq = acc.done_seq.max(done);
-        acc.wake_space_waiters();
-        let flushed = acc.done_seq >= acc.flush_target;
-        if flushed {
-            acc.flush_target = u64::MAX;
-        }
-        drop(acc);
-        if flushed {
-            self.finished.notify_all();
+            Err(e) if self.config.acks() == Acks::None => {
+                // The records were completed when sent; nobody hears of
+                // the error (finishing again changes nothing).
+                for batch in group {
+                    finish(progress, batch, Outcome::Failed(e.duplicate()));
+                }
+                true
+            }
+            Err(e) => {
+                self.failed(part, group, e, Sent::AfterInFlight, now, progress);
+                false
+            }
         }
     }
 
-    /// Builds one batch and appends it without copying. Its buffer is
-    /// freed here, before the records are completed.
-    fn append_one(&self, batch: &mut Batch) -> Result<(AppendInfo, Option<PendingAck>)> {
+    /// Encodes `batch` once, with the partition's next sequence under
+    /// idempotence; a batch sent before keeps its bytes. The first batch
+    /// of an idempotent producer takes its producer id from the cluster
+    /// (Kafka's `InitProducerId`; epoch 0).
+    fn build(
+        &self,
+        part: &mut PartitionQueue,
+        batch: &mut Batch,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        if batch.bytes.is_some() {
+            return Ok(());
+        }
+        if self.idempotent && part.producer_id == NO_PRODUCER_ID {
+            if progress.producer_id == NO_PRODUCER_ID {
+                progress.producer_id = self.cluster.allocate_producer_id()?;
+                progress.epoch = 0;
+            }
+            part.producer_id = progress.producer_id;
+            part.epoch = progress.epoch;
+            part.next_sequence = 0;
+        }
         let builder = batch
             .builder
             .take()
-            .ok_or_else(|| Error::Internal("a sealed batch was appended twice".into()))?;
-        let mut bytes = Vec::from(builder.build()?);
-        let key = batch.topic.key(batch.partition)?;
-        self.cluster.replicas_for(&key)?.append_pending(
-            &key,
-            &mut bytes,
-            AppendOrigin::Trusted,
-            self.append_acks(),
-        )
+            .ok_or_else(|| Error::Internal("a sealed batch has no records".into()))?;
+        let records = i32::try_from(builder.len())
+            .map_err(|_| Error::Internal("batch record count overflow".into()))?;
+        let builder = if part.producer_id == NO_PRODUCER_ID {
+            builder
+        } else {
+            let sequence = part.next_sequence;
+            part.next_sequence = next_sequence(sequence, records);
+            builder.producer(part.producer_id, part.epoch, sequence)
+        };
+        batch.records = records;
+        batch.bytes = Some(Vec::from(builder.build()?));
+        Ok(())
+    }
+
+    /// Appends `group` (one batch without copying, several joined) and
+    /// returns each batch's outcome and the acknowledgement to wait for.
+    fn append_batches(
+        &self,
+        part: &PartitionQueue,
+        group: &mut [Batch],
+        progress: &mut Progress,
+    ) -> Result<(Vec<Outcome>, Option<PendingAck>)> {
+        #[cfg(feature = "internals")]
+        let fault = match self.config.faults() {
+            Some(faults) => faults.fault(&part.topic.name, part.partition, group[0].attempts),
+            None => super::ProduceFault::None,
+        };
+        #[cfg(feature = "internals")]
+        if fault == super::ProduceFault::BeforeWrite {
+            return Err(injected(fault));
+        }
+        let key = part.topic.key(part.partition)?;
+        let replicas = self.cluster.replicas_for(&key)?;
+        let (info, ack): (AppendInfo, Option<PendingAck>) = if let [batch] = group {
+            let bytes = batch
+                .bytes
+                .as_mut()
+                .ok_or_else(|| Error::Internal("a batch was not built".into()))?;
+            replicas.append_pending(&key, bytes, AppendOrigin::Trusted, self.append_acks())?
+        } else {
+            let joined = &mut progress.joined;
+            joined.clear();
+            for batch in group.iter() {
+                if let Some(bytes) = &batch.bytes {
+                    joined.extend_from_slice(bytes);
+                }
+            }
+            let appended =
+                replicas.append_pending(&key, joined, AppendOrigin::Trusted, self.append_acks());
+            if joined.capacity() > 2 * MAX_GROUP_BYTES {
+                *joined = Vec::new();
+            }
+            appended?
+        };
+        #[cfg(feature = "internals")]
+        if fault == super::ProduceFault::LoseAck {
+            drop((info, ack));
+            return Err(injected(fault));
+        }
+        let mut next = info.first_offset();
+        let outcomes = group
+            .iter()
+            .map(|batch| {
+                let base = next;
+                next += u64::try_from(batch.records).unwrap_or(0);
+                Outcome::Sent {
+                    base_offset: Some(base),
+                    log_append_time: info.log_append_time(),
+                }
+            })
+            .collect();
+        Ok((outcomes, ack))
     }
 
     /// What the replica manager waits for before it acknowledges.
@@ -255,78 +565,161 @@ impl Core {
         }
     }
 
-    /// Builds several batches into `joined` and appends them in one call;
-    /// each batch's records get offsets from where the one before ended.
-    /// Returns each batch's outcome and the acknowledgement to wait for.
-    fn append_group(
+    /// `batches` (sent together, in order) failed with `error`: they (and
+    /// every batch of the partition sent after them) go back to the queue
+    /// to be retried, or they fail. `sent` tells whether the batches still
+    /// in flight were sent before or after them.
+    fn failed(
         &self,
-        group: &mut [Batch],
-        joined: &mut Vec<u8>,
-    ) -> (Vec<Outcome>, Option<PendingAck>) {
-        joined.clear();
-        let mut failed: Vec<Option<Error>> = Vec::with_capacity(group.len());
-        let mut counts: Vec<u64> = Vec::with_capacity(group.len());
-        for batch in group.iter_mut() {
-            let Some(builder) = batch.builder.take() else {
-                failed.push(Some(Error::Internal(
-                    "a sealed batch was appended twice".into(),
-                )));
-                counts.push(0);
-                continue;
+        part: &mut PartitionQueue,
+        batches: Vec<Batch>,
+        error: Error,
+        sent: Sent,
+        now: i64,
+        progress: &mut Progress,
+    ) {
+        let renumber = part.producer_id != NO_PRODUCER_ID
+            && matches!(
+                error,
+                Error::OutOfOrderSequence { .. } | Error::UnknownProducerId { .. }
+            );
+        let retriable = error.is_retriable() || renumber;
+        let first = &batches[0];
+        let can_retry = retriable
+            && self.config.acks() != Acks::None
+            && first.attempts <= self.retries
+            && now < self.delivery_deadline(first);
+        if !can_retry {
+            let error = if retriable && now >= self.delivery_deadline(first) {
+                self.expired(first, now)
+            } else {
+                error
             };
-            counts.push(builder.len() as u64);
-            match builder.build() {
-                Ok(bytes) => {
-                    joined.extend_from_slice(&bytes);
-                    failed.push(None);
-                }
-                Err(e) => failed.push(Some(e.into())),
+            for batch in batches {
+                finish(progress, batch, Outcome::Failed(error.duplicate()));
+            }
+            return;
+        }
+        // KIP-360: only when nothing before them is unfinished (they were
+        // first in their partition's queue, and nothing sent before them is
+        // in flight) is a refusal proof that the partition lost the
+        // producer's earlier batches; otherwise the earlier batches'
+        // outcomes come first and these are simply sent again after them.
+        let reset = renumber && (sent == Sent::BeforeInFlight || part.in_flight.is_empty());
+        let mut back: Vec<Batch> = batches;
+        if sent == Sent::BeforeInFlight {
+            // Everything sent after these goes back too, to be sent again
+            // in order after them (answered as duplicates if it was
+            // stored), so that the partition's records complete in order.
+            for later in part.in_flight.drain(..) {
+                back.extend(later.batches);
+            }
+            part.in_flight_batches = 0;
+        }
+        for batch in back.into_iter().rev() {
+            part.waiting.push_front(batch);
+        }
+        if reset {
+            part.reset = true;
+            part.retry_at = now;
+        } else if renumber {
+            part.retry_at = now;
+        } else {
+            part.retry_at = now.saturating_add(self.retry_backoff_ms);
+        }
+    }
+
+    /// Bumps the producer's epoch (a new producer id past `i16::MAX`) for
+    /// `part` and renumbers its batches already encoded from sequence 0.
+    fn bump_epoch(&self, part: &mut PartitionQueue, progress: &mut Progress) -> Result<()> {
+        if (part.producer_id, part.epoch) == (progress.producer_id, progress.epoch) {
+            if progress.epoch == i16::MAX {
+                progress.producer_id = self.cluster.allocate_producer_id()?;
+                progress.epoch = 0;
+            } else {
+                progress.epoch += 1;
             }
         }
-        let appended = if joined.is_empty() {
-            None
-        } else {
-            let key = group[0].topic.key(group[0].partition);
-            Some(key.and_then(|key| {
-                self.cluster.replicas_for(&key)?.append_pending(
-                    &key,
-                    joined,
-                    AppendOrigin::Trusted,
-                    self.append_acks(),
-                )
-            }))
-        };
-        let (appended, ack) = match appended {
-            Some(Ok((info, ack))) => (Some(Ok(info)), ack),
-            Some(Err(e)) => (Some(Err(e)), None),
-            None => (None, None),
-        };
-        let mut next = match &appended {
-            Some(Ok(info)) => info.first_offset(),
-            _ => 0,
-        };
-        let mut outcomes = Vec::with_capacity(group.len());
-        for (failed, count) in failed.into_iter().zip(counts) {
-            let outcome = match (failed, &appended) {
-                (Some(e), _) => Outcome::Failed(e),
-                (None, Some(Ok(info))) => {
-                    let base = next;
-                    next += count;
-                    Outcome::Sent {
-                        base_offset: Some(base),
-                        log_append_time: info.log_append_time(),
-                    }
-                }
-                (None, Some(Err(e))) => Outcome::Failed(e.duplicate()),
-                (None, None) => Outcome::Failed(Error::Internal("batch not appended".into())),
+        part.producer_id = progress.producer_id;
+        part.epoch = progress.epoch;
+        part.next_sequence = 0;
+        part.reset = false;
+        for batch in &mut part.waiting {
+            let Some(bytes) = batch.bytes.as_mut() else {
+                break;
             };
-            outcomes.push(outcome);
+            let sequence = part.next_sequence;
+            part.next_sequence = next_sequence(sequence, batch.records);
+            renumber(bytes, part.producer_id, part.epoch, sequence);
         }
-        if joined.capacity() > 2 * MAX_GROUP_BYTES {
-            *joined = Vec::new();
-        }
-        (outcomes, ack)
+        Ok(())
     }
+
+    /// When `batch` fails at the latest: `delivery.timeout.ms` after its
+    /// first record.
+    fn delivery_deadline(&self, batch: &Batch) -> i64 {
+        batch.created_ms.saturating_add(self.delivery_timeout_ms)
+    }
+
+    fn expired(&self, batch: &Batch, now: i64) -> Error {
+        Error::Timeout {
+            op: "delivering a batch (delivery.timeout.ms)",
+            waited: std::time::Duration::from_millis(
+                u64::try_from(now.saturating_sub(batch.created_ms)).unwrap_or(0),
+            ),
+        }
+    }
+
+    /// Gives back the `buffer.memory` of the batches finished and notes
+    /// how far the batches are finished: up to the first unfinished one.
+    fn account(&self, progress: &mut Progress) {
+        let done = progress
+            .unfinished
+            .first()
+            .map_or(progress.taken_seq, |seq| seq.saturating_sub(1));
+        let released = std::mem::take(&mut progress.released);
+        progress.finished = 0;
+        let mut acc = self.acc.lock();
+        acc.used -= released;
+        acc.done_seq = acc.done_seq.max(done);
+        acc.wake_space_waiters();
+        let flushed = acc.done_seq >= acc.flush_target;
+        if flushed {
+            acc.flush_target = u64::MAX;
+        }
+        drop(acc);
+        if flushed {
+            self.finished.notify_all();
+        }
+    }
+}
+
+/// Completes `batch`'s records (and runs their callbacks) and notes it
+/// finished. Runs user code: never with the producer's lock held.
+fn finish(progress: &mut Progress, mut batch: Batch, outcome: Outcome) {
+    batch.finish(outcome);
+    progress.unfinished.remove(&batch.seq);
+    progress.released += batch.reserved;
+    progress.finished += 1;
+}
+
+/// The sequence after a batch of `records` starting at `sequence` (Kafka
+/// wraps past `i32::MAX` to 0).
+fn next_sequence(sequence: i32, records: i32) -> i32 {
+    let next = i64::from(sequence) + i64::from(records);
+    i32::try_from(next % (i64::from(i32::MAX) + 1)).unwrap_or(0)
+}
+
+/// Rewrites the producer fields of an encoded batch and its CRC.
+fn renumber(bytes: &mut [u8], producer_id: i64, epoch: i16, sequence: i32) {
+    if bytes.len() <= BASE_SEQUENCE_OFFSET + 4 || sequence == NO_SEQUENCE {
+        return;
+    }
+    BigEndian::write_i64(&mut bytes[PRODUCER_ID_OFFSET..], producer_id);
+    BigEndian::write_i16(&mut bytes[PRODUCER_EPOCH_OFFSET..], epoch);
+    BigEndian::write_i32(&mut bytes[BASE_SEQUENCE_OFFSET..], sequence);
+    let crc = compute_crc(bytes);
+    BigEndian::write_u32(&mut bytes[CRC_OFFSET..], crc);
 }
 
 /// Runs when the sender thread exits, normally or by a panic: no send may
@@ -347,5 +740,18 @@ impl Drop for ExitGuard<'_> {
         drop(leftovers);
         core.acc.lock().done_seq = u64::MAX;
         core.finished.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequences_wrap_past_i32_max_to_zero() {
+        assert_eq!(next_sequence(0, 5), 5);
+        assert_eq!(next_sequence(i32::MAX - 1, 1), i32::MAX);
+        assert_eq!(next_sequence(i32::MAX, 1), 0);
+        assert_eq!(next_sequence(i32::MAX - 1, 5), 3);
     }
 }
