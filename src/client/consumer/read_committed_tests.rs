@@ -80,8 +80,13 @@ impl Fixture {
     /// Appends one transactional batch of producer `pid` (epoch 0) holding
     /// `values`; returns its first offset.
     fn txn(&mut self, pid: i64, values: &[&str]) -> u64 {
+        self.txn_compressed(pid, values, Compression::None)
+    }
+
+    /// [`Fixture::txn`] compressed with `compression`.
+    fn txn_compressed(&mut self, pid: i64, values: &[&str], compression: Compression) -> u64 {
         let sequence = self.sequences.entry(pid).or_insert(0);
-        let mut builder = BatchBuilder::new(Compression::None)
+        let mut builder = BatchBuilder::new(compression)
             .producer(pid, 0, *sequence)
             .transactional(true);
         let now = self.cluster.inner.clock().now_ms();
@@ -363,6 +368,23 @@ fn a_consumer_blocked_at_the_lso_gets_the_records_once_the_commit_lands() {
 }
 
 #[test]
+fn a_seek_into_an_aborted_transaction_skips_the_rest_of_it_under_read_committed() {
+    let mut f = Fixture::new();
+    f.txn(4, &["a", "b"]);
+    f.txn(4, &["c"]);
+    f.marker(4, false);
+    f.plain(&["d"]);
+    let mut committed = f.consumer(ReadCommitted, false);
+    for from in [1, 2] {
+        committed.seek(&tp(), from).expect("seek");
+        assert_eq!(values(&read_to_end(&mut committed)), ["d"], "from {from}");
+    }
+    let mut uncommitted = f.consumer(ReadUncommitted, false);
+    uncommitted.seek(&tp(), 1).expect("seek");
+    assert_eq!(values(&read_to_end(&mut uncommitted)), ["b", "c", "d"]);
+}
+
+#[test]
 fn isolation_level_by_kafka_name() {
     let config = ConsumerConfig::builder()
         .set("isolation.level", " read_committed ")
@@ -387,8 +409,8 @@ fn isolation_level_by_kafka_name() {
 #[derive(Debug, Clone)]
 enum Op {
     /// Producer `p` appends a batch of `n` records to its transaction,
-    /// beginning one if none is open.
-    Append(usize, usize),
+    /// beginning one if none is open; gzip-compressed if the flag is set.
+    Append(usize, usize, bool),
     /// Producer `p` commits (true) or aborts its open transaction, if any.
     End(usize, bool),
     /// A batch of `n` records outside transactions.
@@ -399,7 +421,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0..3usize, 1..4usize).prop_map(|(p, n)| Op::Append(p, n)),
+        4 => (0..3usize, 1..4usize, any::<bool>()).prop_map(|(p, n, z)| Op::Append(p, n, z)),
         3 => (0..3usize, any::<bool>()).prop_map(|(p, c)| Op::End(p, c)),
         2 => (1..3usize).prop_map(Op::Plain),
         2 => Just(Op::Poll),
@@ -461,7 +483,7 @@ fn run(ops: &[Op], max_poll_records: usize, small_segments: bool) {
     }
     for op in ops {
         match *op {
-            Op::Append(p, n) => {
+            Op::Append(p, n, compressed) => {
                 let pid = 2000 + p as i64;
                 let txn = match model.open.get(&p) {
                     Some(&(txn, _)) => txn,
@@ -476,7 +498,12 @@ fn run(ops: &[Op], max_poll_records: usize, small_segments: bool) {
                     .map(|i| format!("p{p}@{}", model.next_offset + i as u64))
                     .collect();
                 let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-                assert_eq!(f.txn(pid, &refs), model.next_offset);
+                let compression = if compressed {
+                    Compression::Gzip
+                } else {
+                    Compression::None
+                };
+                assert_eq!(f.txn_compressed(pid, &refs, compression), model.next_offset);
                 for value in values {
                     model.records.push((model.next_offset, value, Some(txn)));
                     model.next_offset += 1;
