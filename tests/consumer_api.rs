@@ -207,7 +207,7 @@ fn set_refuses_unknown_names_and_bad_values_naming_the_setting() {
         .nth(1)
         .unwrap()
         .trim_end_matches(')');
-    assert_eq!(listed.split(", ").count(), 17);
+    assert_eq!(listed.split(", ").count(), 18);
     for name in listed.split(", ") {
         let err = ConsumerConfig::builder().set(name, "?").map(|_| ());
         assert!(
@@ -224,6 +224,7 @@ fn set_refuses_unknown_names_and_bad_values_naming_the_setting() {
         ("enable.partition.eof", "yes"),
         ("check.crcs", "1"),
         ("auto.offset.reset", "smallest"),
+        ("isolation.level", "read_committed_only"),
     ] {
         let err = ConsumerConfig::builder().set(name, value).unwrap_err();
         assert!(

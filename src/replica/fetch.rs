@@ -29,13 +29,6 @@ pub(crate) enum FetchBound {
 
 impl FetchBound {
     /// The bound of a consumer's fetch at `isolation`.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the transaction coordinator and read_committed consumers call it once wired"
-        )
-    )]
     pub(crate) fn for_consumer(isolation: crate::types::IsolationLevel) -> Self {
         match isolation {
             crate::types::IsolationLevel::ReadUncommitted => FetchBound::HighWatermark,
@@ -74,13 +67,6 @@ impl FetchedData {
     /// producer's transactional records from its first offset up to the
     /// producer's next ABORT marker, and every control batch. `None` for
     /// other fetches.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the transaction coordinator and read_committed consumers call it once wired"
-        )
-    )]
     pub(crate) fn aborted_transactions(&self) -> Option<&[crate::log::AbortedTransaction]> {
         self.read.aborted_transactions()
     }

@@ -532,13 +532,6 @@ impl ReplicaManager {
     /// # Errors
     /// [`Error::NotLeaderOrFollower`] unless this broker leads `key`;
     /// [`Error::UnknownTopicOrPartition`], [`Error::Closed`].
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the transaction coordinator and read_committed consumers call it once wired"
-        )
-    )]
     pub(crate) fn last_stable_offset(&self, key: &TopicIdPartition) -> Result<u64> {
         self.leader(key)?.last_stable_offset()
     }

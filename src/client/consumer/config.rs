@@ -9,6 +9,7 @@ use crate::client::assignor::{
 };
 use crate::config::{NamedValue, millis};
 use crate::error::{Error, Result};
+use crate::types::IsolationLevel;
 
 /// What a consumer does when it has no valid position for a partition: a
 /// newly assigned partition without a committed offset, or a position
@@ -22,8 +23,9 @@ use crate::error::{Error, Result};
 pub enum OffsetReset {
     /// Move to the log start offset (`earliest`).
     Earliest,
-    /// Move to the high watermark (`latest`, Kafka's default): only records
-    /// appended from now on are read.
+    /// Move to the high watermark (`latest`, Kafka's default; the last
+    /// stable offset under read_committed): only records appended from now
+    /// on are read.
     #[default]
     Latest,
     /// Fail with [`Error::NoOffsetForPartition`] (`none`).
@@ -109,6 +111,7 @@ pub struct ConsumerConfig {
     pub(crate) enable_auto_commit: bool,
     pub(crate) auto_commit_interval_ms: i64,
     pub(crate) enable_partition_eof: bool,
+    pub(crate) isolation_level: IsolationLevel,
     pub(crate) assignors: Vec<Arc<dyn Assignor>>,
     /// Names given to the builder, resolved by `build`.
     strategy_names: Option<Vec<String>>,
@@ -133,6 +136,7 @@ impl Default for ConsumerConfig {
             enable_auto_commit: true,
             auto_commit_interval_ms: 5_000,
             enable_partition_eof: false,
+            isolation_level: IsolationLevel::ReadUncommitted,
             assignors: vec![Arc::new(RangeAssignor), Arc::new(CooperativeStickyAssignor)],
             strategy_names: None,
         }
@@ -261,6 +265,30 @@ impl ConsumerConfig {
         self.enable_partition_eof
     }
 
+    /// `isolation.level` (default [`IsolationLevel::ReadUncommitted`]):
+    /// which records of transactions polls return, and where a partition
+    /// ends for this consumer.
+    ///
+    /// - `read_uncommitted`: every record below the high watermark,
+    ///   records of open and aborted transactions included. The end of a
+    ///   partition is its high watermark.
+    /// - `read_committed`: records outside transactions and records of
+    ///   committed transactions, never those of aborted ones, and nothing at
+    ///   or above the last stable offset (the first offset of the oldest
+    ///   transaction still open, else the high watermark), so a poll waits
+    ///   there until that transaction ends. The end of a partition is its
+    ///   last stable offset: [`Consumer::end_offsets`](crate::Consumer::end_offsets),
+    ///   `auto.offset.reset = latest`,
+    ///   [`seek_to_end`](crate::Consumer::seek_to_end) and
+    ///   `enable.partition.eof` use it.
+    ///
+    /// Under both, transaction markers (control records) are never
+    /// returned; positions move past them.
+    #[must_use]
+    pub fn isolation_level(&self) -> IsolationLevel {
+        self.isolation_level
+    }
+
     /// `partition.assignment.strategy`: the assignors the consumer offers
     /// its group, preferred first (default `range`, `cooperative-sticky`,
     /// as Kafka 3).
@@ -292,7 +320,7 @@ const KAFKA_INT_MAX: u64 = i32::MAX as u64;
 const MAX_ID_BYTES: usize = i16::MAX as usize;
 
 /// The names [`ConsumerConfigBuilder::set`] accepts.
-const SETTINGS: [&str; 17] = [
+const SETTINGS: [&str; 18] = [
     "auto.commit.interval.ms",
     "auto.offset.reset",
     "check.crcs",
@@ -305,6 +333,7 @@ const SETTINGS: [&str; 17] = [
     "group.id",
     "group.instance.id",
     "heartbeat.interval.ms",
+    "isolation.level",
     "max.partition.fetch.bytes",
     "max.poll.interval.ms",
     "max.poll.records",
@@ -430,6 +459,15 @@ impl ConsumerConfigBuilder {
         self
     }
 
+    /// `isolation.level` (default [`IsolationLevel::ReadUncommitted`]):
+    /// with [`IsolationLevel::ReadCommitted`] polls return only records
+    /// outside transactions and of committed transactions, up to the last
+    /// stable offset; see [`ConsumerConfig::isolation_level`].
+    pub fn isolation_level(mut self, level: IsolationLevel) -> Self {
+        self.config.isolation_level = level;
+        self
+    }
+
     /// `partition.assignment.strategy` by name, preferred first: `range`,
     /// `roundrobin`, `sticky`, `cooperative-sticky` or Kafka's class
     /// names (see [`assignor_by_name`]). Checked by
@@ -456,6 +494,7 @@ impl ConsumerConfigBuilder {
     /// durations (`*.ms`) as whole milliseconds and sizes (`*.bytes`) as
     /// bytes, both non-negative integers; `true` / `false`;
     /// `auto.offset.reset` as `earliest`, `latest` or `none`;
+    /// `isolation.level` as `read_uncommitted` or `read_committed`;
     /// `partition.assignment.strategy` as a comma-separated list of names.
     /// Surrounding whitespace is ignored. A typed setter and `set` of the
     /// same key store the same value; ranges are checked by
@@ -504,6 +543,11 @@ impl ConsumerConfigBuilder {
             "enable.auto.commit" => self.enable_auto_commit(v.boolean()?),
             "auto.commit.interval.ms" => self.auto_commit_interval(v.millis()?),
             "enable.partition.eof" => self.enable_partition_eof(v.boolean()?),
+            "isolation.level" => self.isolation_level(match text {
+                "read_uncommitted" => IsolationLevel::ReadUncommitted,
+                "read_committed" => IsolationLevel::ReadCommitted,
+                _ => return Err(v.bad("must be read_uncommitted or read_committed")),
+            }),
             "partition.assignment.strategy" => {
                 self.partition_assignment_strategy(text.split(',').map(str::trim))
             }

@@ -8,7 +8,13 @@
 //! records share through one [`BatchData`] per batch. Compressed batches go
 //! through [`RecordIter`], which decompresses the records section once; their
 //! keys and values are then gathered into one buffer the records share.
+//!
+//! A read_committed fetch also carries the aborted transactions its batches
+//! may hold ([`Aborted`]); the cursor skips their batches as Kafka's
+//! `CompletedFetch` does. Control batches (transaction markers) are never
+//! records for the application, under either isolation level.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,6 +23,7 @@ use super::records::{BatchData, ConsumerRecord, Span};
 use crate::cluster::ReadSource;
 use crate::error::FormatError;
 use crate::format::Header;
+use crate::format::control::{ControlType, decode_control_key};
 use crate::format::header::out_of_sequence;
 use crate::format::{
     Batch, RECORDS_OFFSET, RecordIter, decode_batch_at, decode_headers, scan_record,
@@ -38,6 +45,59 @@ pub(super) struct Fetch {
     last_offset: Option<u64>,
     /// The batch records are being taken from.
     current: Option<Current>,
+    /// For a read_committed fetch, the aborted transactions to skip.
+    aborted: Option<Aborted>,
+}
+
+/// The aborted transactions of a read_committed fetch and the producers
+/// whose batches are being skipped: Kafka's `CompletedFetch`
+/// `abortedTransactions` and `abortedProducerIds`.
+///
+/// As batches go by, each aborted transaction whose first offset is at or
+/// below a batch's last offset puts its producer in the skipped set
+/// (considered at every batch with a producer id); a transactional data
+/// batch of a skipped producer is skipped whole; an ABORT marker of a
+/// producer takes it out of the set (its aborted transaction ended there).
+#[derive(Debug, Default)]
+pub(super) struct Aborted {
+    /// `(producer id, first offset)`, by first offset.
+    pending: VecDeque<(i64, u64)>,
+    producers: HashSet<i64>,
+}
+
+impl Aborted {
+    /// From the fetch's aborted transactions, `(producer id, first offset)`
+    /// in any order.
+    pub(super) fn new(mut transactions: Vec<(i64, u64)>) -> Self {
+        transactions.sort_by_key(|&(producer, first)| (first, producer));
+        Aborted {
+            pending: transactions.into(),
+            producers: HashSet::new(),
+        }
+    }
+
+    /// Whether the batch with `header`, whose last offset is `last`, is to
+    /// be skipped as aborted data; an ABORT marker (`abort_marker`) ends
+    /// its producer's skipping.
+    fn skips(
+        &mut self,
+        header: &crate::format::BatchHeader,
+        last: u64,
+        abort_marker: bool,
+    ) -> bool {
+        if header.producer_id < 0 {
+            return false;
+        }
+        while let Some(&(producer, _)) = self.pending.front().filter(|t| t.1 <= last) {
+            self.producers.insert(producer);
+            self.pending.pop_front();
+        }
+        if abort_marker {
+            self.producers.remove(&header.producer_id);
+            return false;
+        }
+        header.is_transactional() && self.producers.contains(&header.producer_id)
+    }
 }
 
 /// The batch being read.
@@ -101,13 +161,15 @@ pub(super) struct Sink<'a> {
 }
 
 impl Fetch {
-    pub(super) fn new(data: Bytes, source: ReadSource) -> Self {
+    /// A fetch of `data`; `aborted` for a read_committed fetch.
+    pub(super) fn new(data: Bytes, source: ReadSource, aborted: Option<Aborted>) -> Self {
         Fetch {
             data,
             source,
             pos: 0,
             last_offset: None,
             current: None,
+            aborted,
         }
     }
 
@@ -157,7 +219,8 @@ impl Fetch {
     /// Moves records at or above `*position` into `sink.out` until it holds
     /// `sink.max` records or the fetch is drained, advancing `*position`
     /// past each record taken and past the offsets a batch covers without
-    /// records for the application (control batches, records removed by
+    /// records for the application (control batches, batches of aborted
+    /// transactions in a read_committed fetch, records removed by
     /// compaction).
     ///
     /// Each batch's offsets are checked before its records are taken (the
@@ -225,6 +288,13 @@ impl Fetch {
             self.pos += size;
             self.last_offset = Some(last);
             let next_offset = last + 1;
+            if let Some(aborted) = &mut self.aborted {
+                let abort_marker = header.is_control() && is_abort_marker(&batch)?;
+                if aborted.skips(header, last, abort_marker) {
+                    *position = next_offset;
+                    continue;
+                }
+            }
             if header.is_control() {
                 // Transaction markers are not records for the application.
                 *position = next_offset;
@@ -250,6 +320,27 @@ impl Fetch {
             });
         }
         Ok(())
+    }
+}
+
+/// Whether control batch `batch` is an ABORT marker: its first record's key
+/// names type 0 (Kafka's `containsAbortMarker`). A control batch without
+/// records is not one.
+///
+/// # Errors
+/// A record or control key that does not decode.
+fn is_abort_marker(batch: &Batch) -> Result<bool, FormatError> {
+    let Some(record) = batch.records()?.next() else {
+        return Ok(false);
+    };
+    let key = record?.key.ok_or(FormatError::InvalidRecord(
+        "a control record has a null key",
+    ))?;
+    match decode_control_key(&key) {
+        Ok(kind) => Ok(kind == ControlType::Abort),
+        Err(_) => Err(FormatError::InvalidRecord(
+            "a control record's key is shorter than 4 bytes or has a negative version",
+        )),
     }
 }
 
@@ -440,7 +531,7 @@ mod tests {
         let topic: Arc<str> = Arc::from("t");
         let mut out = Vec::new();
         let mut position = position;
-        let mut fetch = Fetch::new(data, ReadSource::default());
+        let mut fetch = Fetch::new(data, ReadSource::default(), None);
         let result = fetch.drain(
             &mut position,
             Sink {
@@ -452,6 +543,110 @@ mod tests {
             },
         );
         (out.iter().map(|r| r.offset).collect(), position, result)
+    }
+
+    /// One batch at `base`: `kind` is `'d'` data of `pid` (`pid < 0`: no
+    /// producer), `'i'` idempotent (not transactional) data of `pid`, `'a'`
+    /// / `'c'` an ABORT / COMMIT marker of `pid`, `'x'` a control batch
+    /// whose key does not decode.
+    fn txn_batch(base: i64, kind: char, pid: i64, count: usize) -> Vec<u8> {
+        use crate::format::control::{EndTxnMarker, marker_batch};
+        let mut bytes = match kind {
+            'a' | 'c' => marker_batch(
+                pid,
+                0,
+                EndTxnMarker {
+                    commit: kind == 'c',
+                    coordinator_epoch: 0,
+                },
+                0,
+            )
+            .expect("marker")
+            .to_vec(),
+            _ => {
+                let mut builder = BatchBuilder::new(Compression::None);
+                if pid >= 0 {
+                    builder = builder
+                        .producer(pid, 0, 0)
+                        .transactional(kind == 'd')
+                        .control(kind == 'x');
+                }
+                for i in 0..count {
+                    let key: &[u8] = if kind == 'x' { b"\xff" } else { b"k" };
+                    builder.append(i as i64, Some(key), Some(b"v"), &[]);
+                }
+                builder.build().expect("batch").to_vec()
+            }
+        };
+        set_base_offset(&mut bytes, base);
+        bytes
+    }
+
+    /// Drains the batches as a read_committed fetch with `aborted`.
+    fn drain_committed(
+        specs: &[(i64, char, i64, usize)],
+        aborted: &[(i64, u64)],
+    ) -> (Vec<u64>, u64, Result<(), FormatError>) {
+        let data: Vec<u8> = specs
+            .iter()
+            .flat_map(|&(base, kind, pid, count)| txn_batch(base, kind, pid, count))
+            .collect();
+        let topic: Arc<str> = Arc::from("t");
+        let mut out = Vec::new();
+        let mut position = 0;
+        let aborted = Some(Aborted::new(aborted.to_vec()));
+        let mut fetch = Fetch::new(Bytes::from(data), ReadSource::default(), aborted);
+        let result = fetch.drain(
+            &mut position,
+            Sink {
+                topic: &topic,
+                partition: 0,
+                check_crcs: true,
+                max: usize::MAX,
+                out: &mut out,
+            },
+        );
+        (out.iter().map(|r| r.offset).collect(), position, result)
+    }
+
+    #[test]
+    fn a_read_committed_fetch_skips_aborted_batches_as_kafkas_completed_fetch() {
+        // Producer 1 aborts [0, 2), its ABORT at 3 ends the skipping, so
+        // its batch at 4 (a later transaction) is returned; producer 2's
+        // transaction starts inside its first batch's range (a first
+        // offset up to the batch's last offset counts); the idempotent
+        // batch of producer 2 and the plain one are never skipped; markers
+        // are never returned; the listed order does not matter.
+        let specs = [
+            (0, 'd', 1, 2),
+            (2, 'd', 2, 1),
+            (3, 'a', 1, 1),
+            (4, 'd', 1, 1),
+            (5, 'i', 2, 1),
+            (6, 'd', 2, 2),
+            (8, 'd', -1, 1),
+            (9, 'a', 2, 1),
+            (10, 'd', 2, 1),
+            (11, 'c', 2, 1),
+        ];
+        let (taken, position, result) = drain_committed(&specs, &[(2, 7), (1, 0)]);
+        assert_eq!(result, Ok(()));
+        assert_eq!(taken, [2, 4, 5, 8, 10]);
+        assert_eq!(position, 12);
+        // Without aborted transactions, only the markers go.
+        let (taken, _, _) = drain_committed(&specs, &[]);
+        assert_eq!(taken, [0, 1, 2, 4, 5, 6, 7, 8, 10]);
+    }
+
+    #[test]
+    fn a_control_batch_whose_key_does_not_decode_is_an_error() {
+        let specs = [(0, 'd', -1, 1), (1, 'x', 3, 1), (2, 'd', -1, 1)];
+        let (taken, position, result) = drain_committed(&specs, &[]);
+        assert!(
+            matches!(result, Err(FormatError::InvalidRecord(_))),
+            "{result:?}"
+        );
+        assert_eq!((taken, position), (vec![0], 1));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The fetcher: positions resolved, fetches through the replica manager
-//! (below the high watermark, zero-copy), `fetch.min.bytes` and
+//! (zero-copy, below the high watermark, or for read_committed below the
+//! last stable offset with the aborted transactions), `fetch.min.bytes` and
 //! `fetch.max.wait.ms`, partition EOFs, and draining buffered records into
 //! a poll's result.
 
@@ -25,7 +26,7 @@ impl Consumer {
                 self.config.auto_offset_reset
             }
         };
-        let offset = reset_offset(&self.cluster, a, reset)?;
+        let offset = reset_offset(&self.cluster, a, reset, self.config.isolation_level)?;
         a.position = Position::At(offset);
         Ok(offset)
     }
@@ -67,25 +68,29 @@ impl Consumer {
             }
             let max_bytes = byte_count(self.config.max_partition_fetch_bytes)
                 .min(max_total.saturating_sub(used));
-            let (data, source) = self.read(i, position, max_bytes)?;
+            let (data, source, aborted) = self.read(i, position, max_bytes)?;
             if data.is_empty() || (used > 0 && used + data.len() > max_total) {
                 continue;
             }
             used += data.len();
-            self.assignment[i].fetch = Some(Fetch::new(data, source));
+            self.assignment[i].fetch = Some(Fetch::new(data, source, aborted));
         }
         Ok(())
     }
 
     /// Reads from assignment `i` at `position`, resetting the position by
-    /// `auto.offset.reset` when it is outside the log.
+    /// `auto.offset.reset` when it is outside the log. Under read_committed
+    /// the read stops at the last stable offset and comes with the aborted
+    /// transactions its batches may hold.
     pub(super) fn read(
         &mut self,
         i: usize,
         mut position: u64,
         max_bytes: usize,
-    ) -> Result<(bytes::Bytes, ReadSource)> {
+    ) -> Result<(bytes::Bytes, ReadSource, Option<Aborted>)> {
         let reset = self.config.auto_offset_reset;
+        let isolation = self.config.isolation_level;
+        let bound = FetchBound::for_consumer(isolation);
         let a = &mut self.assignment[i];
         // The log start may move again between the reset and the read; a
         // few tries settle any realistic race.
@@ -94,11 +99,20 @@ impl Consumer {
                 .cluster
                 .inner
                 .replicas_for(&a.key)
-                .and_then(|r| r.fetch(&a.key, position, max_bytes, FetchBound::HighWatermark));
+                .and_then(|r| r.fetch(&a.key, position, max_bytes, bound));
             match fetched {
-                Ok(fetched) => return Ok((fetched.records().clone(), fetched.source())),
+                Ok(fetched) => {
+                    let aborted = fetched.aborted_transactions().map(|list| {
+                        Aborted::new(
+                            list.iter()
+                                .map(|t| (t.producer_id, t.first_offset))
+                                .collect(),
+                        )
+                    });
+                    return Ok((fetched.records().clone(), fetched.source(), aborted));
+                }
                 Err(Error::OffsetOutOfRange { .. }) => {
-                    position = reset_offset(&self.cluster, a, reset)?;
+                    position = reset_offset(&self.cluster, a, reset, isolation)?;
                     a.position = Position::At(position);
                 }
                 // The log checks the batch it starts the read at; report its
@@ -117,7 +131,7 @@ impl Consumer {
                 Err(e) => return Err(e),
             }
         }
-        Ok((bytes::Bytes::new(), ReadSource::default()))
+        Ok((bytes::Bytes::new(), ReadSource::default(), None))
     }
 
     /// Whether buffered records may be returned now, by `fetch.min.bytes`
@@ -149,8 +163,8 @@ impl Consumer {
     }
 
     /// With `enable.partition.eof`, the fetchable partitions whose position
-    /// is at the high watermark and not yet reported there; marks them
-    /// reported. Never fails, so that records drained before it are
+    /// is at their end (the high watermark; the last stable offset under
+    /// read_committed) and not yet reported there; marks them reported. Never fails, so that records drained before it are
     /// returned: a partition whose offsets cannot be read is left for the
     /// next fetch to report.
     pub(super) fn partition_eofs(&mut self) -> Vec<(TopicPartition, u64)> {
@@ -158,7 +172,7 @@ impl Consumer {
             return Vec::new();
         }
         let mut eofs = Vec::new();
-        let cluster = &self.cluster.inner;
+        let isolation = self.config.isolation_level;
         for a in &mut self.assignment {
             let Position::At(position) = a.position else {
                 continue;
@@ -169,11 +183,7 @@ impl Consumer {
             // A position above the high watermark is out of range: the
             // next fetch resets it and it is reported from there. A
             // partition gone has no offsets.
-            if cluster
-                .replicas_for(&a.key)
-                .and_then(|r| r.offsets(&a.key))
-                .is_ok_and(|o| o.high_watermark == position)
-            {
+            if end_offset(&self.cluster, &a.key, isolation).is_ok_and(|end| end == position) {
                 a.eof_at = Some(position);
                 eofs.push((a.tp.clone(), position));
             }
@@ -254,12 +264,36 @@ impl Consumer {
     }
 }
 
-/// The offset `reset` points to in `a`'s partition.
-pub(super) fn reset_offset(cluster: &Cluster, a: &Assigned, reset: OffsetReset) -> Result<u64> {
-    let offsets = cluster.inner.replicas_for(&a.key)?.offsets(&a.key)?;
+/// The end of `key`'s partition for a consumer at `isolation`: the high
+/// watermark, or under read_committed the last stable offset (Kafka's
+/// `ListOffsets` for the latest offset at that isolation level).
+pub(super) fn end_offset(
+    cluster: &Cluster,
+    key: &TopicIdPartition,
+    isolation: IsolationLevel,
+) -> Result<u64> {
+    let replicas = cluster.inner.replicas_for(key)?;
+    match isolation {
+        IsolationLevel::ReadUncommitted => Ok(replicas.offsets(key)?.high_watermark),
+        IsolationLevel::ReadCommitted => replicas.last_stable_offset(key),
+    }
+}
+
+/// The offset `reset` points to in `a`'s partition, for a consumer at
+/// `isolation` (`latest` is [`end_offset`]).
+pub(super) fn reset_offset(
+    cluster: &Cluster,
+    a: &Assigned,
+    reset: OffsetReset,
+    isolation: IsolationLevel,
+) -> Result<u64> {
     match reset {
-        OffsetReset::Earliest => Ok(offsets.log_start),
-        OffsetReset::Latest => Ok(offsets.high_watermark),
+        OffsetReset::Earliest => Ok(cluster
+            .inner
+            .replicas_for(&a.key)?
+            .offsets(&a.key)?
+            .log_start),
+        OffsetReset::Latest => end_offset(cluster, &a.key, isolation),
         OffsetReset::None => Err(Error::NoOffsetForPartition {
             topic: a.tp.topic.clone(),
             partition: a.tp.partition,

@@ -23,6 +23,14 @@
 //! first became available. Once released, buffered records are returned
 //! without waiting until every partition's buffer is drained.
 //!
+//! ## Transactions
+//! Under `isolation.level = read_committed` the fetches stop at the last
+//! stable offset and carry the aborted transactions their batches may hold;
+//! the cursor over a fetch (`fetch.rs`) skips the batches of aborted
+//! transactions as Kafka's `CompletedFetch` does. Control batches are never
+//! returned, under either level; positions move past them and past skipped
+//! batches.
+//!
 //! ## Groups
 //! With a `group.id`, [`Consumer::subscribe`] makes the consumer a member
 //! of its group (see the `group` module for the protocol), and committed
@@ -33,6 +41,8 @@ mod config;
 mod fetch;
 mod fetcher;
 mod group;
+#[cfg(test)]
+mod read_committed_tests;
 mod records;
 mod subscription_state;
 #[cfg(test)]
@@ -49,7 +59,7 @@ use crate::cluster::{
     TopicIdPartition,
 };
 use crate::error::{CorruptionKind, Error, Result};
-use crate::types::TopicPartition;
+use crate::types::{IsolationLevel, TopicPartition};
 
 use config::byte_count;
 pub use config::{ConsumerConfig, ConsumerConfigBuilder, OffsetReset};
@@ -58,7 +68,7 @@ pub use records::{
     ConsumerRecord, ConsumerRecords, OffsetAndTimestamp, RecordsIntoIter, RecordsIter,
 };
 
-use fetch::{Fetch, Sink};
+use fetch::{Aborted, Fetch, Sink};
 use group::Membership;
 
 /// The committed offsets handed to a [`Consumer::commit_async`] callback.
@@ -149,6 +159,27 @@ struct Assigned {
 /// example rebuilds state at start-up and stops once every partition is
 /// at its end.
 ///
+/// ## Transactions: `isolation.level`
+/// Under [`IsolationLevel::ReadUncommitted`] (the default) a poll returns
+/// every record below the high watermark, those of open and aborted
+/// transactions included. Under [`IsolationLevel::ReadCommitted`]
+/// ([`isolation_level`](ConsumerConfigBuilder::isolation_level)) it returns
+/// records outside transactions and those of committed transactions, in
+/// offset order, and nothing at or beyond the *last stable offset* (LSO):
+/// the first offset of the oldest transaction still open (else the high
+/// watermark). A read_committed consumer therefore waits at an open
+/// transaction, even for records of other producers behind it, until that
+/// transaction commits or aborts; the marker's arrival wakes a waiting poll.
+/// For such a consumer the end of a partition is its LSO:
+/// [`end_offsets`](Consumer::end_offsets), [`seek_to_end`](Consumer::seek_to_end),
+/// `auto.offset.reset = latest` and `enable.partition.eof` use it.
+///
+/// Transaction markers (control records) take an offset each but are
+/// never returned, under either level. Positions move past them, and past
+/// the batches of aborted transactions a read_committed consumer skips, so
+/// a poll that found only those returns no records but its position (and
+/// so a commit of it) lies after them.
+///
 /// ## Subscribing to a topic that does not exist
 /// Is not an error, and does not create the topic (there is no
 /// `auto.create.topics.enable`; only the name's validity is checked). The
@@ -172,13 +203,16 @@ struct Assigned {
 /// [`delete_records`](crate::Partition::delete_records)) or above its high
 /// watermark (a [`seek`](Consumer::seek) past the end, or a committed offset
 /// beyond the log). The high watermark itself is in range: it is where the
-/// next record will be. Nothing is checked at `seek`, `assign` or
+/// next record will be. (Under read_committed, a position between the last
+/// stable offset and the high watermark is in range: it reads nothing
+/// until the transactions below it end.) Nothing is checked at `seek`, `assign` or
 /// [`position`](Consumer::position), which reports the offset as it is;
 /// the next poll that fetches from the partition finds it out of range and, without an error or a notice, moves it by
 /// `auto.offset.reset`:
 ///
 /// - [`OffsetReset::Earliest`]: to the log start offset at that moment;
-/// - [`OffsetReset::Latest`]: to the high watermark at that moment;
+/// - [`OffsetReset::Latest`]: to the high watermark at that moment (the
+///   last stable offset under read_committed);
 /// - [`OffsetReset::None`]: nowhere: that poll, and every later one, fails
 ///   with [`Error::NoOffsetForPartition`] and the position stays as it was
 ///   until a `seek` into the log.
@@ -523,9 +557,12 @@ impl Consumer {
         self.offsets_of(partitions, |o| o.log_start)
     }
 
-    /// The high watermarks of the partitions: the offset after the last
-    /// record a consumer can read (Kafka's `endOffsets`). The partitions need
-    /// not be assigned.
+    /// The ends of the partitions for this consumer (Kafka's `endOffsets`),
+    /// by its [`isolation_level`](ConsumerConfig::isolation_level): the high
+    /// watermark (the offset after the last record a read_uncommitted
+    /// consumer can read), or under read_committed the last stable offset
+    /// (below it, every transaction is decided; a read_committed consumer
+    /// reads no further). The partitions need not be assigned.
     ///
     /// # Errors
     /// [`Error::UnknownTopicOrPartition`]; [`Error::Closed`].
@@ -533,7 +570,17 @@ impl Consumer {
         &self,
         partitions: &[TopicPartition],
     ) -> Result<BTreeMap<TopicPartition, u64>> {
-        self.offsets_of(partitions, |o| o.high_watermark)
+        let isolation = self.config.isolation_level;
+        partitions
+            .iter()
+            .map(|tp| {
+                let key = self.lookup(tp)?;
+                Ok((
+                    tp.clone(),
+                    fetcher::end_offset(&self.cluster, &key, isolation)?,
+                ))
+            })
+            .collect()
     }
 
     /// Closes the consumer (Kafka's `close`): with `enable.auto.commit` it

@@ -253,7 +253,8 @@ impl ConsumerRecords {
     }
 
     /// The assigned partitions whose position reached the partition's end
-    /// (its high watermark: the offset after the last record) in this
+    /// (its high watermark: the offset after the last record; under
+    /// read_committed its last stable offset, as librdkafka does) in this
     /// poll, with that offset, in assignment order: librdkafka's
     /// `RD_KAFKA_RESP_ERR__PARTITION_EOF` events. Only with
     /// [`enable_partition_eof`](crate::ConsumerConfigBuilder::enable_partition_eof);

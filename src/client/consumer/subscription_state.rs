@@ -159,8 +159,10 @@ impl Consumer {
         self.seek_all(partitions, Position::Reset(OffsetReset::Earliest))
     }
 
-    /// Moves the partitions' positions to their high watermarks, looked up
-    /// at the next [`poll`](Consumer::poll) or
+    /// Moves the partitions' positions to their ends (the high watermarks;
+    /// under read_committed the last stable offsets, see
+    /// [`ConsumerConfig::isolation_level`](crate::ConsumerConfig::isolation_level)),
+    /// looked up at the next [`poll`](Consumer::poll) or
     /// [`position`](Consumer::position) (Kafka's `seekToEnd`). An empty list
     /// means every assigned partition.
     ///
