@@ -7,16 +7,19 @@
 //!
 //! Three brokers; topic `orders` of 6 partitions, replication factor 3,
 //! `min.insync.replicas` 2. A producer thread sends numbered records with
-//! `acks=all` and resends a record whose send failed with a retriable error
-//! (a retry may duplicate a record whose first send was in fact written:
-//! `NotEnoughReplicasAfterAppend`); a consumer group member reads them
-//! concurrently. Meanwhile the main thread:
+//! `acks=all`; the producer is idempotent (the default) and resends a batch
+//! that failed with a retriable error by itself, in order, and the
+//! partition recognises a resend of a batch it had in fact stored, so
+//! nothing is stored twice. The thread itself resends only a record whose
+//! `delivery.timeout.ms` ran out (counted in
+//! `not_enough_replicas_errors` when that was the reason). A consumer group
+//! member reads the records concurrently. Meanwhile the main thread:
 //!
 //! 1. crashes the broker leading partition 0 and restarts it,
 //! 2. stops broker 1 cleanly and restarts it,
 //! 3. crashes two brokers at once: the last one cannot satisfy
-//!    `min.insync.replicas`, so producing stalls with `NotEnoughReplicas`;
-//!    both restart and producing resumes,
+//!    `min.insync.replicas`, so producing stalls (the producer retries
+//!    `NotEnoughReplicas`); both restart and producing resumes,
 //! 4. stops broker 0 and restarts it,
 //!
 //! waiting each time until every partition's ISR is complete again. Then

@@ -4,7 +4,8 @@
 //! ```sh
 //! cargo run --release --example perf -- produce --dir D --topic T --partitions P \
 //!     --records N --record-size S --acks A [--linger-ms L] [--batch-size B] [--compression C] \
-//!     [--rate R] [--brokers B] [--replication-factor F] [--min-insync M]
+//!     [--rate R] [--brokers B] [--replication-factor F] [--min-insync M] \
+//!     [--idempotence true|false]
 //! cargo run --release --example perf -- consume --dir D --topic T --records N \
 //!     [--max-poll-records M] [--group G] [--brokers B]
 //! ```
@@ -16,6 +17,9 @@
 //! brokers and create the topic with that replication factor and
 //! `min.insync.replicas` (all default to 1); `consume` must be given the
 //! same `--brokers` as the `produce` that made the directory.
+//! `--idempotence` sets `enable.idempotence` (left alone, the producer's
+//! default applies: on with `--acks all`, off with 0 or 1); the JSON says
+//! which ran as `idempotence`.
 //!
 //! Progress goes to stderr; the result is one JSON line on stdout with
 //! `records`, `bytes`, `seconds`, `records_per_sec`, `mb_per_sec`,
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
             eprintln!(
                 "usage: perf produce --dir D --topic T --partitions P --records N --record-size S \
                  --acks 0|1|all [--linger-ms L] [--batch-size B] [--compression none|gzip|snappy|lz4|zstd] \
+                 [--idempotence true|false (default: on with acks=all)] \
                  [--rate R: records/s offered] [--brokers B (1)] [--replication-factor F (1)] \
                  [--min-insync M (1)]\n       \
                  perf consume --dir D --topic T --records N [--max-poll-records M (10000)] \
@@ -225,6 +230,14 @@ fn produce(flags: &Flags) -> Result<String, Error> {
     if let Some(codec) = flags.0.get("compression") {
         config = config.compression(compression(codec)?);
     }
+    match flags.0.get("idempotence").map(String::as_str) {
+        None => {}
+        Some("true") => config = config.enable_idempotence(true),
+        Some("false") => config = config.enable_idempotence(false),
+        Some(other) => {
+            return Err(format!("--idempotence: expected true or false, got {other}").into());
+        }
+    }
 
     let rate: Option<f64> = flags.0.get("rate").map(|r| r.parse()).transpose()?;
     if rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
@@ -238,7 +251,9 @@ fn produce(flags: &Flags) -> Result<String, Error> {
             .replication_factor(replication)
             .config(TopicConfig::new().min_insync_replicas(min_insync)?),
     )?;
-    let producer = Producer::new(&cluster, config.build()?)?;
+    let config = config.build()?;
+    let idempotence = config.enable_idempotence();
+    let producer = Producer::new(&cluster, config)?;
     // An `Arc<str>` topic is shared by every record, not copied into each.
     let topic_name: std::sync::Arc<str> = std::sync::Arc::from(topic.as_str());
     // One value, shared: the tool measures logbus, not the allocator.
@@ -313,7 +328,7 @@ fn produce(flags: &Flags) -> Result<String, Error> {
          \"p999_us\":{},\"peak_rss_mb\":{:.1},\"rss_anon_mb\":{anon_mb:.1},\
          \"rss_file_mb\":{file_mb:.1},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3},\
          \"offered_rate\":{},\"brokers\":{},\"replication_factor\":{replication},\
-         \"min_insync\":{min_insync}}}",
+         \"min_insync\":{min_insync},\"idempotence\":{idempotence}}}",
         records as f64 / seconds,
         percentile(&lat, 50.0),
         percentile(&lat, 99.0),
