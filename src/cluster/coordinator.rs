@@ -37,12 +37,21 @@
 //! or drops them when it writes the markers of the prepared transaction
 //! (or aborts the open one). The cleaner keeps this true: aborted records
 //! are removed and never supersede a commit, markers are kept, and the
-//! latest record of a key is the last commit in log order.
+//! latest record of a key is the last commit in log order. (Kafka's
+//! cleaner also removes a COMMIT marker after `delete.retention.ms`; were
+//! logbus's to do so, a committed transaction's surviving records would
+//! replay as pending, so replay would then have to take records below the
+//! last stable offset without a marker as committed.)
 //!
 //! ## Locks
 //! `offsets` is taken after the cluster's topic table (never before it) and
 //! held across the append of a commit, so commits of one cluster are
-//! applied to the log and to memory in the same order.
+//! applied to the log and to memory in the same order. A transactional
+//! commit and the completion of a transaction's offsets run under the
+//! transactional id's entry lock of the transaction coordinator, which is
+//! taken before any of these; the completion takes `offsets` after its
+//! marker is appended (the batch offsets order the commits, not the order
+//! in which they reach memory).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;

@@ -576,7 +576,9 @@ impl ClusterInner {
     /// [`Error::InvalidTxnState`] if no transaction is open or the group's
     /// offsets partition was not added to it; the offsets' own errors, as
     /// a plain commit's ([`Error::UnknownTopicOrPartition`],
-    /// [`Error::InvalidArgument`]).
+    /// [`Error::InvalidArgument`]); and those of the acks=all append, as a
+    /// plain commit's (the retriable [`Error::NotEnoughReplicas`],
+    /// [`Error::NotLeaderOrFollower`]; nothing is pending then).
     pub(crate) fn txn_offset_commit(
         &self,
         transactional_id: &str,
