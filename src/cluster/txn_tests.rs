@@ -616,6 +616,19 @@ fn transactional_offsets_are_a_transactional_batch_until_the_marker() {
     assert_eq!(offsets_lso_and_end(&cluster, "g"), (3, 3));
     assert_eq!(committed_offsets(&cluster, "g"), [(tp("in", 0), 4)]);
     assert_eq!(inner.groups(), ["g"]);
+    // The log checks a coordinator batch's epoch: once a new producer
+    // fenced the old one (its ABORT marker carries the new epoch), a
+    // batch of the old epoch is refused and nothing is pending.
+    let (_, bumped) = inner.init_producer_id("app", 60_000).unwrap();
+    inner.add_offsets_to_txn("app", pid, bumped, "g").unwrap();
+    inner.end_txn("app", pid, bumped, false).unwrap();
+    assert!(matches!(
+        inner.commit_txn_offsets("g", pid, epoch, &in_offsets(&[(0, 9)])),
+        Err(Error::InvalidProducerEpoch { .. })
+    ));
+    inner.add_offsets_to_txn("app", pid, bumped, "g").unwrap();
+    inner.end_txn("app", pid, bumped, true).unwrap();
+    assert_eq!(committed_offsets(&cluster, "g"), [(tp("in", 0), 4)]);
     cluster.close().unwrap();
 }
 
@@ -625,7 +638,13 @@ fn transactional_offsets_are_a_transactional_batch_until_the_marker() {
 /// written after it makes them committed, and they stay so.
 #[test]
 fn a_crash_after_prepare_commit_completes_the_commit_with_its_offsets() {
-    let setup = Setup::new(1);
+    for brokers in [1, 3] {
+        crash_after_prepare_commit(brokers);
+    }
+}
+
+fn crash_after_prepare_commit(brokers: u32) {
+    let setup = Setup::new(brokers);
     let (cluster, markers) = setup.open_backed();
     cluster.create_topic(NewTopic::new("in", 1)).unwrap();
     // Sorted before `__consumer_offsets`: its marker is written first.
