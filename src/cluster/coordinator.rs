@@ -10,12 +10,50 @@
 //! topic: public appends, record deletions and partition additions are
 //! refused.
 //!
+//! ## Transactional offsets
+//! Offsets committed in a transaction (`txn_offset_commit`, Kafka's
+//! `TxnOffsetCommit`) are appended at once to the group's partition as a
+//! *transactional* batch of the transaction's producer id and epoch
+//! (through [`AppendOrigin::Coordinator`]: no sequence checks), so the
+//! partition's last stable offset stays below them until the transaction
+//! ends. They are held pending, per producer id (Kafka's
+//! `pendingTransactionalOffsetCommits`), invisible as committed offsets.
+//! When the transaction coordinator writes the COMMIT marker of the
+//! transaction to the group's partition, the pending offsets of that
+//! producer for the partition's groups become committed (nothing more is
+//! written: the records are in the log already); an ABORT marker drops
+//! them (Kafka's `handleTxnCompletion`). Each committed offset remembers
+//! the offset of the batch that holds it (Kafka's
+//! `CommitRecordMetadataAndOffset`): a transaction's offset becomes
+//! committed only if no later batch committed that partition in the
+//! meantime, so the last commit in log order wins. Removing offsets (a
+//! deleted group or topic) removes the pending ones too.
+//!
+//! Replay follows the same rules with the markers it finds: a
+//! transactional record is pending for its producer, a COMMIT marker of
+//! the producer applies them, an ABORT drops them; those still pending at
+//! the end (a transaction open or prepared at the crash) stay pending, and
+//! the transaction coordinator, which replays after the offsets, applies
+//! or drops them when it writes the markers of the prepared transaction
+//! (or aborts the open one). The cleaner keeps this true: aborted records
+//! are removed and never supersede a commit, markers are kept, and the
+//! latest record of a key is the last commit in log order. (Kafka's
+//! cleaner also removes a COMMIT marker after `delete.retention.ms`; were
+//! logbus's to do so, a committed transaction's surviving records would
+//! replay as pending, so replay would then have to take records below the
+//! last stable offset without a marker as committed.)
+//!
 //! ## Locks
 //! `offsets` is taken after the cluster's topic table (never before it) and
 //! held across the append of a commit, so commits of one cluster are
-//! applied to the log and to memory in the same order.
+//! applied to the log and to memory in the same order. A transactional
+//! commit and the completion of a transaction's offsets run under the
+//! transactional id's entry lock of the transaction coordinator, which is
+//! taken before any of these; the completion takes `offsets` after its
+//! marker is appended (the batch offsets order the commits, not the order
+//! in which they reach memory).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -25,7 +63,7 @@ use crate::cluster::offsets::{
     MAX_STRING, OFFSETS_PARTITIONS, OFFSETS_TOPIC, OffsetAndMetadata, OffsetsKey, decode_key,
     decode_value, encode_key, encode_value, partition_for_group,
 };
-use crate::cluster::replay::replay_records;
+use crate::cluster::replay::{Replayed, replay_log};
 use crate::cluster::{
     CleanupPolicy, ClusterInner, NewTopic, SkippedRecord, TopicConfig, TopicState,
 };
@@ -36,10 +74,150 @@ use crate::types::{Compression, TopicPartition};
 
 type GroupOffsets = BTreeMap<TopicPartition, OffsetAndMetadata>;
 
-/// Committed offsets of every group.
+/// An offset in the store and the base offset of the `__consumer_offsets`
+/// batch that holds it (Kafka's `CommitRecordMetadataAndOffset`), which
+/// orders commits by the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stored {
+    meta: OffsetAndMetadata,
+    batch_offset: u64,
+}
+
+/// Offsets by group, then partition.
+type StoredOffsets = HashMap<String, BTreeMap<TopicPartition, Stored>>;
+
+/// Committed offsets of every group, and those of open transactions.
 #[derive(Debug, Default)]
 pub(crate) struct OffsetStore {
-    groups: Mutex<HashMap<String, GroupOffsets>>,
+    groups: Mutex<Offsets>,
+}
+
+/// What the [`OffsetStore`] guards (see the module docs).
+#[derive(Debug, Default)]
+struct Offsets {
+    /// Committed offsets.
+    committed: StoredOffsets,
+    /// Offsets committed in transactions not ended yet, by producer id
+    /// (Kafka's `pendingTransactionalOffsetCommits`).
+    pending: HashMap<i64, StoredOffsets>,
+}
+
+impl Offsets {
+    /// Applies a plain commit (`Some`) or tombstone (`None`) of `group`'s
+    /// offset for `tp`. A tombstone also removes the offset from every
+    /// pending transaction: the group's or topic's offsets were removed.
+    fn apply_plain(&mut self, group: &str, tp: &TopicPartition, stored: Option<Stored>) {
+        match stored {
+            Some(stored) => {
+                self.committed
+                    .entry(group.to_string())
+                    .or_default()
+                    .insert(tp.clone(), stored);
+            }
+            None => {
+                remove_offset(&mut self.committed, group, tp);
+                for offsets in self.pending.values_mut() {
+                    remove_offset(offsets, group, tp);
+                }
+                self.pending.retain(|_, offsets| !offsets.is_empty());
+            }
+        }
+    }
+
+    /// Holds (`Some`) or withdraws (`None`) `producer_id`'s pending offset
+    /// of `group` for `tp`.
+    fn apply_pending(
+        &mut self,
+        producer_id: i64,
+        group: &str,
+        tp: &TopicPartition,
+        stored: Option<Stored>,
+    ) {
+        let offsets = self.pending.entry(producer_id).or_default();
+        match stored {
+            Some(stored) => {
+                offsets
+                    .entry(group.to_string())
+                    .or_default()
+                    .insert(tp.clone(), stored);
+            }
+            None => remove_offset(offsets, group, tp),
+        }
+        if offsets.is_empty() {
+            self.pending.remove(&producer_id);
+        }
+    }
+
+    /// Ends `producer_id`'s transaction for the groups `in_partition`
+    /// accepts (those of the `__consumer_offsets` partition the marker
+    /// went to): committed, its pending offsets become committed unless a
+    /// later batch committed the same partition; aborted, they are
+    /// dropped (Kafka's `completePendingTxnOffsetCommit`).
+    fn complete(&mut self, producer_id: i64, commit: bool, in_partition: impl Fn(&str) -> bool) {
+        let Some(pending) = self.pending.get_mut(&producer_id) else {
+            return;
+        };
+        let groups: Vec<String> = pending
+            .keys()
+            .filter(|g| in_partition(g))
+            .cloned()
+            .collect();
+        let mut ended = Vec::with_capacity(groups.len());
+        for group in groups {
+            if let Some(offsets) = pending.remove(&group) {
+                ended.push((group, offsets));
+            }
+        }
+        if pending.is_empty() {
+            self.pending.remove(&producer_id);
+        }
+        if !commit {
+            return;
+        }
+        for (group, offsets) in ended {
+            let committed = self.committed.entry(group).or_default();
+            for (tp, stored) in offsets {
+                match committed.get(&tp) {
+                    Some(current) if current.batch_offset > stored.batch_offset => {}
+                    _ => {
+                        committed.insert(tp, stored);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `group`'s committed offsets.
+    fn group(&self, group: &str) -> GroupOffsets {
+        self.committed
+            .get(group)
+            .map(|o| {
+                o.iter()
+                    .map(|(tp, s)| (tp.clone(), s.meta.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The partitions `group` has an offset for, committed or pending.
+    fn partitions_of(&self, group: &str) -> BTreeSet<TopicPartition> {
+        std::iter::once(&self.committed)
+            .chain(self.pending.values())
+            .filter_map(|offsets| offsets.get(group))
+            .flat_map(|o| o.keys().cloned())
+            .collect()
+    }
+}
+
+/// Removes `group`'s offset for `tp` from `offsets`, and the group with
+/// its last one.
+fn remove_offset(offsets: &mut StoredOffsets, group: &str, tp: &TopicPartition) {
+    if let Some(o) = offsets.get_mut(group) {
+        o.remove(tp);
+        if o.is_empty() {
+            offsets.remove(group);
+        }
+    }
 }
 
 /// The configs of `__consumer_offsets` (Kafka's `offsets.topic.*`
@@ -95,8 +273,9 @@ impl ClusterInner {
         }
     }
 
-    /// Replays `__consumer_offsets`, if it exists, into the offset store.
-    /// A record it cannot read (an unknown key or value version, garbage
+    /// Replays `__consumer_offsets`, if it exists, into the offset store
+    /// (transactional records and markers as the module docs say). A
+    /// record it cannot read (an unknown key or value version, garbage
     /// appended by other means) is skipped and returned, as Kafka's
     /// coordinator skips what it does not understand, so one bad record
     /// never locks the user out; a damaged batch is still
@@ -105,14 +284,15 @@ impl ClusterInner {
         let Ok(topic) = self.topic_state(OFFSETS_TOPIC) else {
             return Ok(Vec::new());
         };
+        let count = topic.partition_count();
         let mut groups = self.offsets.groups.lock();
         let mut skipped = Vec::new();
-        for p in 0..topic.partition_count() {
+        for p in 0..count {
             let key = topic.key(p)?;
             let replicas = self.replicas_for(&key)?;
             let offsets = replicas.offsets(&key)?;
             let mut bad = Vec::new();
-            replay_records(
+            replay_log(
                 Path::new(&format!("{OFFSETS_TOPIC}-{p}")),
                 offsets.log_start,
                 offsets.high_watermark,
@@ -121,7 +301,24 @@ impl ClusterInner {
                         replicas.fetch(&key, offset, 1 << 20, FetchBound::HighWatermark)?;
                     Ok(fetched.records().clone())
                 },
-                |_, key, value| apply(&mut groups, key, value),
+                |entry| match entry {
+                    Replayed::Record {
+                        batch_offset,
+                        txn_producer,
+                        key,
+                        value,
+                        ..
+                    } => apply(&mut groups, batch_offset, txn_producer, key, value),
+                    Replayed::Marker {
+                        producer_id,
+                        commit,
+                        ..
+                    } => {
+                        groups
+                            .complete(producer_id, commit, |g| partition_for_group(g, count) == p);
+                        Ok(())
+                    }
+                },
                 Some(&mut bad),
             )?;
             skipped.extend(bad.into_iter().map(|(offset, reason)| SkippedRecord {
@@ -146,6 +343,40 @@ impl ClusterInner {
         }
         self.check_commit_offsets(offsets)?;
         let topic = self.offsets_topic(group)?;
+        self.append_commit(&topic, group, offsets, None)
+    }
+
+    /// Kafka's `TxnOffsetCommit` in the group coordinator: appends
+    /// `offsets` of `group` to its `__consumer_offsets` partition as a
+    /// transactional batch of `producer_id` at `producer_epoch`, held
+    /// pending until the transaction's marker is written there (see
+    /// [`ClusterInner::complete_txn_offsets`]). The caller checked the
+    /// offsets and that the partition is in the producer's open
+    /// transaction.
+    pub(crate) fn commit_txn_offsets(
+        &self,
+        group: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+    ) -> Result<()> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let topic = self.topic_state(OFFSETS_TOPIC)?;
+        self.append_commit(&topic, group, offsets, Some((producer_id, producer_epoch)))
+    }
+
+    /// Appends one batch of `group`'s `offsets` (stamped with the clock's
+    /// now) and applies it in memory: committed, or pending for the
+    /// producer of `txn`.
+    fn append_commit(
+        &self,
+        topic: &TopicState,
+        group: &str,
+        offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+        txn: Option<(i64, i16)>,
+    ) -> Result<()> {
         let key = topic.key(partition_for_group(group, topic.partition_count()))?;
         let now = self.clock().now_ms();
         let stamped: Vec<(TopicPartition, OffsetAndMetadata)> = offsets
@@ -157,6 +388,11 @@ impl ClusterInner {
             })
             .collect();
         let mut builder = BatchBuilder::new(Compression::None);
+        if let Some((producer_id, epoch)) = txn {
+            // Kafka's coordinator writes sequence 0 and is not checked
+            // for it (`AppendOrigin.COORDINATOR`).
+            builder = builder.producer(producer_id, epoch, 0).transactional(true);
+        }
         for (tp, meta) in &stamped {
             builder.append(
                 now,
@@ -165,10 +401,39 @@ impl ClusterInner {
                 &[],
             );
         }
+        let origin = if txn.is_some() {
+            AppendOrigin::Coordinator
+        } else {
+            AppendOrigin::Trusted
+        };
         let mut groups = self.offsets.groups.lock();
-        self.append_offsets_batch(&key, builder)?;
-        groups.entry(group.to_string()).or_default().extend(stamped);
+        let batch_offset = self.append_offsets_batch(&key, builder, origin)?;
+        for (tp, meta) in stamped {
+            let stored = Some(Stored { meta, batch_offset });
+            match txn {
+                Some((producer_id, _)) => groups.apply_pending(producer_id, group, &tp, stored),
+                None => groups.apply_plain(group, &tp, stored),
+            }
+        }
         Ok(())
+    }
+
+    /// The transaction of `producer_id` ended (`commit` or not) on the
+    /// `__consumer_offsets` partition `partition`, whose marker was just
+    /// written (Kafka's `scheduleHandleTxnCompletion`): its pending
+    /// offsets of that partition's groups become committed, or are
+    /// dropped.
+    pub(crate) fn complete_txn_offsets(&self, partition: u32, producer_id: i64, commit: bool) {
+        let Ok(topic) = self.topic_state(OFFSETS_TOPIC) else {
+            return;
+        };
+        let count = topic.partition_count();
+        self.offsets
+            .groups
+            .lock()
+            .complete(producer_id, commit, |g| {
+                partition_for_group(g, count) == partition
+            });
     }
 
     /// Checks offsets to commit: their partitions exist, and each offset,
@@ -205,15 +470,21 @@ impl ClusterInner {
     }
 
     /// Appends a batch of commits or tombstones to a `__consumer_offsets`
-    /// partition, through its leader, acknowledged by every in-sync replica.
-    fn append_offsets_batch(&self, key: &TopicIdPartition, builder: BatchBuilder) -> Result<()> {
-        self.replicas_for(key)?.append(
+    /// partition, through its leader, acknowledged by every in-sync
+    /// replica. Returns the batch's base offset.
+    fn append_offsets_batch(
+        &self,
+        key: &TopicIdPartition,
+        builder: BatchBuilder,
+        origin: AppendOrigin,
+    ) -> Result<u64> {
+        let info = self.replicas_for(key)?.append(
             key,
             &mut builder.build()?.to_vec(),
-            AppendOrigin::Trusted,
+            origin,
             AppendAcks::All,
         )?;
-        Ok(())
+        Ok(info.first_offset())
     }
 
     /// Commits `offsets` for `group` on behalf of `member` (its id and
@@ -233,20 +504,17 @@ impl ClusterInner {
             .commit(group, member, now, || self.commit_offsets(group, offsets))
     }
 
-    /// Removes `group`'s committed offsets (all of them, or those of
-    /// `only_topic`) by writing tombstones. Returns how many were removed.
+    /// Removes `group`'s offsets (all of them, or those of `only_topic`),
+    /// committed and pending in transactions, by writing tombstones.
+    /// Returns how many partitions' offsets were removed.
     pub(crate) fn delete_offsets(&self, group: &str, only_topic: Option<&str>) -> Result<usize> {
         check_group(group)?;
         let mut groups = self.offsets.groups.lock();
         let doomed: Vec<TopicPartition> = groups
-            .get(group)
-            .map(|o| {
-                o.keys()
-                    .filter(|tp| only_topic.is_none_or(|t| tp.topic == t))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+            .partitions_of(group)
+            .into_iter()
+            .filter(|tp| only_topic.is_none_or(|t| tp.topic == t))
+            .collect();
         if doomed.is_empty() {
             return Ok(0);
         }
@@ -257,14 +525,9 @@ impl ClusterInner {
         for tp in &doomed {
             builder.append(now, Some(&encode_key(group, tp)), None, &[]);
         }
-        self.append_offsets_batch(&key, builder)?;
-        if let Some(offsets) = groups.get_mut(group) {
-            for tp in &doomed {
-                offsets.remove(tp);
-            }
-            if offsets.is_empty() {
-                groups.remove(group);
-            }
+        self.append_offsets_batch(&key, builder, AppendOrigin::Trusted)?;
+        for tp in &doomed {
+            groups.apply_plain(group, tp, None);
         }
         Ok(doomed.len())
     }
@@ -273,37 +536,46 @@ impl ClusterInner {
     pub(crate) fn group_offsets(&self, group: &str) -> Result<GroupOffsets> {
         check_group(group)?;
         self.check_open()?;
-        Ok(self
-            .offsets
-            .groups
-            .lock()
-            .get(group)
-            .cloned()
-            .unwrap_or_default())
+        Ok(self.offsets.groups.lock().group(group))
     }
 
     /// Every group with committed offsets, sorted.
     pub(crate) fn groups(&self) -> Vec<String> {
-        let mut groups: Vec<String> = self.offsets.groups.lock().keys().cloned().collect();
+        let mut groups: Vec<String> = self
+            .offsets
+            .groups
+            .lock()
+            .committed
+            .keys()
+            .cloned()
+            .collect();
         groups.sort();
         groups
     }
 
-    /// Groups with committed offsets for `topic`.
+    /// Groups with offsets for `topic`, committed or pending in a
+    /// transaction.
     pub(crate) fn groups_with_offsets_for(&self, topic: &str) -> Vec<String> {
-        self.offsets
-            .groups
-            .lock()
-            .iter()
-            .filter(|(_, o)| o.keys().any(|tp| tp.topic == topic))
-            .map(|(g, _)| g.clone())
-            .collect()
+        let groups = self.offsets.groups.lock();
+        let mut found: BTreeSet<String> = BTreeSet::new();
+        for offsets in std::iter::once(&groups.committed).chain(groups.pending.values()) {
+            found.extend(
+                offsets
+                    .iter()
+                    .filter(|(_, o)| o.keys().any(|tp| tp.topic == topic))
+                    .map(|(g, _)| g.clone()),
+            );
+        }
+        found.into_iter().collect()
     }
 }
 
-/// Applies one `__consumer_offsets` record to the in-memory state.
+/// Applies one `__consumer_offsets` record of the batch at `batch_offset`
+/// (transactional for `txn_producer`) to the in-memory state.
 fn apply(
-    groups: &mut HashMap<String, GroupOffsets>,
+    groups: &mut Offsets,
+    batch_offset: u64,
+    txn_producer: Option<i64>,
     key: Option<&bytes::Bytes>,
     value: Option<&bytes::Bytes>,
 ) -> std::result::Result<(), String> {
@@ -311,19 +583,16 @@ fn apply(
     let OffsetsKey::Commit { group, partition } = decode_key(key)? else {
         return Ok(());
     };
-    match value {
-        Some(value) => {
-            let meta = decode_value(value)?;
-            groups.entry(group).or_default().insert(partition, meta);
-        }
-        None => {
-            if let Some(offsets) = groups.get_mut(&group) {
-                offsets.remove(&partition);
-                if offsets.is_empty() {
-                    groups.remove(&group);
-                }
-            }
-        }
+    let stored = match value {
+        Some(value) => Some(Stored {
+            meta: decode_value(value)?,
+            batch_offset,
+        }),
+        None => None,
+    };
+    match txn_producer {
+        Some(producer_id) => groups.apply_pending(producer_id, &group, &partition, stored),
+        None => groups.apply_plain(&group, &partition, stored),
     }
     Ok(())
 }

@@ -34,21 +34,20 @@
 //! `prepareFenceProducerEpoch`), so the producer that left it is fenced.
 //!
 //! ## Transactional offsets
-//! `txn_offset_commit` keeps the offsets pending in memory, per
-//! transactional id (so per producer) and group; they become the group's
-//! committed offsets when the COMMIT marker of the group's
-//! `__consumer_offsets` partition is written: they are then appended as
-//! ordinary offset commit records, before `CompleteCommit` is recorded. An
-//! abort drops them. They are not in `__transaction_state` (Kafka's record
-//! layout has no room for them) nor in `__consumer_offsets` before the
-//! commit (Kafka writes them there as transactional records; logbus's
-//! offsets replay does not read transactional batches yet). So a crash
-//! after `PrepareCommit` is recorded and before the offsets are written
-//! completes the commit at reopen *without* those offsets: the consumer
-//! resumes from the previous committed offsets and the output of that
-//! transaction is produced again (at least once, for that window only). A
-//! crash before `PrepareCommit` loses nothing that matters: the open
-//! transaction is aborted anyway.
+//! `txn_offset_commit` appends the offsets at once to the group's
+//! `__consumer_offsets` partition as a transactional batch of the
+//! transaction's producer id and epoch, where the group coordinator holds
+//! them pending (see [`super::coordinator`]). Writing the transaction's
+//! COMMIT marker to that partition makes them the group's committed
+//! offsets; an ABORT marker drops them. This happens wherever markers are
+//! written — `end_txn`, a retry, the timer (a timed-out transaction is
+//! aborted), the completion of a transaction replayed as prepared — so a
+//! crash after `PrepareCommit` is recorded and before the markers are
+//! written completes the commit at reopen *with* its offsets: the offsets
+//! replay pending from `__consumer_offsets` (replayed before
+//! `__transaction_state`) and the marker written at reopen applies them.
+//! A crash before `PrepareCommit` aborts the open transaction, offsets
+//! included.
 //!
 //! ## Locks
 //! `ids` (the map of transactional ids) is taken alone, briefly. Each id's
@@ -157,9 +156,6 @@ struct Entry {
     /// In a `Prepare*` state: the partitions whose marker is not written
     /// yet (in memory only: a replay starts over with every partition).
     unmarked: BTreeSet<(String, u32)>,
-    /// Offsets committed in the open transaction, by group (in memory
-    /// only; see the module docs).
-    offsets: BTreeMap<String, BTreeMap<TopicPartition, OffsetAndMetadata>>,
 }
 
 impl Entry {
@@ -168,15 +164,9 @@ impl Entry {
         match meta.status {
             TxnStatus::PrepareCommit | TxnStatus::PrepareAbort => {
                 self.unmarked = meta.partitions.clone();
-                if meta.status == TxnStatus::PrepareAbort {
-                    self.offsets.clear();
-                }
             }
             TxnStatus::Ongoing => {}
-            _ => {
-                self.unmarked.clear();
-                self.offsets.clear();
-            }
+            _ => self.unmarked.clear(),
         }
         self.meta = Some(meta);
     }
@@ -339,8 +329,9 @@ impl ClusterInner {
         Ok(())
     }
 
-    /// Writes the markers a `Prepare*` state still lacks, materialises a
-    /// commit's offsets, then records the completed state. Nothing to do
+    /// Writes the markers a `Prepare*` state still lacks (a marker of a
+    /// `__consumer_offsets` partition ends the transaction's offsets
+    /// there), then records the completed state. Nothing to do
     /// in any other state.
     fn finish_txn(&self, id: &str, entry: &mut Entry) -> Result<()> {
         let Some(meta) = entry.meta.clone() else {
@@ -370,8 +361,10 @@ impl ClusterInner {
                 Err(Error::UnknownTopicOrPartition { .. }) => {}
                 Err(e) => return Err(e),
             }
-            if commit && topic == OFFSETS_TOPIC {
-                self.materialise_txn_offsets(entry, partition)?;
+            if topic == OFFSETS_TOPIC {
+                // Kafka's `scheduleHandleTxnCompletion`: the group
+                // coordinator applies (or drops) the transaction's offsets.
+                self.complete_txn_offsets(partition, meta.producer_id, commit);
             }
             entry.unmarked.remove(&(topic, partition));
         }
@@ -380,25 +373,6 @@ impl ClusterInner {
             .ok_or_else(|| Error::Internal("a prepared transaction did not complete".into()))?;
         self.write_txn_state(id, &done)?;
         entry.set(done);
-        Ok(())
-    }
-
-    /// Commits the pending offsets of the groups whose `__consumer_offsets`
-    /// partition is `partition` (offsets of partitions deleted since are
-    /// dropped).
-    fn materialise_txn_offsets(&self, entry: &Entry, partition: u32) -> Result<()> {
-        let count = self.topic_state(OFFSETS_TOPIC)?.partition_count();
-        for (group, offsets) in &entry.offsets {
-            if partition_for_group(group, count) != partition {
-                continue;
-            }
-            let live: BTreeMap<TopicPartition, OffsetAndMetadata> = offsets
-                .iter()
-                .filter(|(tp, _)| self.partition_key(tp).is_ok())
-                .map(|(tp, m)| (tp.clone(), m.clone()))
-                .collect();
-            self.commit_offsets(group, &live)?;
-        }
         Ok(())
     }
 
@@ -592,15 +566,19 @@ impl ClusterInner {
 
     /// Kafka's `TxnOffsetCommit` (from `send_offsets_to_transaction`,
     /// after [`ClusterInner::add_offsets_to_txn`]): `offsets` of `group`
-    /// are held pending in the open transaction and become the group's
-    /// committed offsets when it commits (dropped if it aborts).
+    /// are appended to its `__consumer_offsets` partition in the open
+    /// transaction, pending, and become the group's committed offsets when
+    /// it commits (dropped if it aborts); see the group coordinator's
+    /// module docs.
     ///
     /// # Errors
     /// [`Error::ProducerFenced`], [`Error::InvalidProducerIdMapping`];
     /// [`Error::InvalidTxnState`] if no transaction is open or the group's
     /// offsets partition was not added to it; the offsets' own errors, as
     /// a plain commit's ([`Error::UnknownTopicOrPartition`],
-    /// [`Error::InvalidArgument`]).
+    /// [`Error::InvalidArgument`]); and those of the acks=all append, as a
+    /// plain commit's (the retriable [`Error::NotEnoughReplicas`],
+    /// [`Error::NotLeaderOrFollower`]; nothing is pending then).
     pub(crate) fn txn_offset_commit(
         &self,
         transactional_id: &str,
@@ -613,7 +591,7 @@ impl ClusterInner {
         super::coordinator::check_group(group)?;
         self.check_commit_offsets(offsets)?;
         let entry = self.txn_entry(id, producer_id)?;
-        let mut entry = entry.lock();
+        let entry = entry.lock();
         let meta = entry
             .meta
             .as_ref()
@@ -630,12 +608,8 @@ impl ClusterInner {
         if meta.status != TxnStatus::Ongoing || !added {
             return Err(Error::InvalidTxnState { producer_id });
         }
-        entry
-            .offsets
-            .entry(group.to_string())
-            .or_default()
-            .extend(offsets.iter().map(|(tp, m)| (tp.clone(), m.clone())));
-        Ok(())
+        // Under the entry lock: the transaction cannot end meanwhile.
+        self.commit_txn_offsets(group, producer_id, producer_epoch, offsets)
     }
 
     /// Kafka's `EndTxn`: commits (or aborts) `transactional_id`'s open

@@ -9,13 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::config::TestMarkers;
 use super::offsets::{OFFSETS_TOPIC, partition_for_group};
 use super::txn_coordinator::{DEFAULT_TRANSACTION_TIMEOUT_MS, MarkerWriter, TXN_TOPIC};
 use super::txn_log::{TxnStatus, partition_for_transactional_id};
 use super::*;
 use crate::clock::ManualClock;
 use crate::replica::FetchBound;
-use super::config::TestMarkers;
 
 /// A guard against a hang, never a timing assertion.
 const GUARD: Duration = Duration::from_secs(60);
@@ -32,11 +32,16 @@ struct Marker {
 
 /// Records the markers it is asked to write; fails every marker while
 /// `fail_all` is set, and those of the partitions in `fail`.
+///
+/// Once [`Setup::open_backed`] installs the cluster's own writer in
+/// `real`, a marker that does not fail is also written to the log through
+/// it (so replay finds it).
 #[derive(Default)]
 struct FakeMarkers {
     written: Mutex<Vec<Marker>>,
     fail_all: AtomicBool,
     fail: Mutex<BTreeSet<(String, u32)>>,
+    real: Mutex<Option<super::txn_coordinator::ReplicaMarkers>>,
 }
 
 impl MarkerWriter for FakeMarkers {
@@ -57,6 +62,16 @@ impl MarkerWriter for FakeMarkers {
                 partition,
                 broker: 0,
             });
+        }
+        if let Some(real) = self.real.lock().as_ref() {
+            real.write_marker(
+                topic,
+                partition,
+                producer_id,
+                producer_epoch,
+                commit,
+                coordinator_epoch,
+            )?;
         }
         self.written.lock().push(Marker {
             topic: topic.to_string(),
@@ -110,6 +125,22 @@ impl Setup {
         let mut config = self.config();
         config.test_markers = Some(TestMarkers(markers.clone()));
         let cluster = Cluster::open(self.dir.path(), config).unwrap();
+        (cluster, markers)
+    }
+
+    /// Opens the cluster with a fake writer backed by the cluster's own
+    /// (markers reach the logs). The timer's pass at the open fails every
+    /// marker (a transaction replayed as prepared stays so until the test
+    /// moves the clock).
+    fn open_backed(&self) -> (Cluster, Arc<FakeMarkers>) {
+        let markers = Arc::new(FakeMarkers::default());
+        markers.fail_all.store(true, Ordering::SeqCst);
+        let mut config = self.config();
+        config.test_markers = Some(TestMarkers(markers.clone()));
+        let cluster = Cluster::open(self.dir.path(), config).unwrap();
+        assert!(cluster.inner.wait_for_txn_pass(self.clock.now_ms(), GUARD));
+        *markers.real.lock() = Some(super::txn_coordinator::ReplicaMarkers::new(&cluster.inner));
+        markers.fail_all.store(false, Ordering::SeqCst);
         (cluster, markers)
     }
 }
@@ -434,7 +465,7 @@ fn a_transaction_open_past_its_timeout_is_aborted_and_its_producer_fenced() {
 #[test]
 fn transactional_offsets_become_committed_only_with_the_commit() {
     let setup = Setup::new(1);
-    let (cluster, markers) = setup.open();
+    let (cluster, markers) = setup.open_backed();
     cluster.create_topic(NewTopic::new("in", 2)).unwrap();
     cluster.create_topic(NewTopic::new("out", 1)).unwrap();
     let inner = &cluster.inner;
@@ -500,9 +531,354 @@ fn transactional_offsets_become_committed_only_with_the_commit() {
     assert_eq!(committed(&cluster), [5, 4]);
     cluster.close().unwrap();
 
-    // The committed offsets are ordinary commits: they survive a reopen.
-    let (cluster, _) = setup.open();
+    // The committed offsets and their COMMIT marker are in the log: they
+    // survive a reopen; the aborted ones stay dropped.
+    let (cluster, _) = setup.open_backed();
     assert_eq!(committed(&cluster), [5, 4]);
+    cluster.close().unwrap();
+}
+
+/// `group`'s committed offsets, as (topic partition, offset) pairs.
+fn committed_offsets(cluster: &Cluster, group: &str) -> Vec<(TopicPartition, u64)> {
+    cluster
+        .inner
+        .group_offsets(group)
+        .unwrap()
+        .into_iter()
+        .map(|(tp, m)| (tp, m.offset))
+        .collect()
+}
+
+/// Offsets of partitions of topic "in".
+fn in_offsets(pairs: &[(u32, u64)]) -> BTreeMap<TopicPartition, OffsetAndMetadata> {
+    pairs
+        .iter()
+        .map(|&(p, o)| (tp("in", p), OffsetAndMetadata::new(o)))
+        .collect()
+}
+
+/// The key of `group`'s `__consumer_offsets` partition.
+fn offsets_key(cluster: &Cluster, group: &str) -> crate::replica::TopicIdPartition {
+    cluster
+        .inner
+        .partition_key(&tp(OFFSETS_TOPIC, partition_for_group(group, 50)))
+        .unwrap()
+}
+
+/// The last stable offset and the log end offset of `group`'s
+/// `__consumer_offsets` partition.
+fn offsets_lso_and_end(cluster: &Cluster, group: &str) -> (u64, u64) {
+    let key = offsets_key(cluster, group);
+    let replicas = cluster.inner.replicas_for(&key).unwrap();
+    (
+        replicas.last_stable_offset(&key).unwrap(),
+        replicas.offsets(&key).unwrap().log_end,
+    )
+}
+
+/// Kafka's layout: a transaction's offsets are a transactional batch of
+/// its producer in the group's partition at once, holding that
+/// partition's last stable offset until the COMMIT marker, which makes
+/// them committed.
+#[test]
+fn transactional_offsets_are_a_transactional_batch_until_the_marker() {
+    let setup = Setup::new(1);
+    let (cluster, _markers) = setup.open_backed();
+    cluster.create_topic(NewTopic::new("in", 1)).unwrap();
+    let inner = &cluster.inner;
+    let (pid, epoch) = inner.init_producer_id("app", 60_000).unwrap();
+    inner.add_offsets_to_txn("app", pid, epoch, "g").unwrap();
+    for offset in [3, 4] {
+        inner
+            .txn_offset_commit("app", pid, epoch, "g", &in_offsets(&[(0, offset)]))
+            .unwrap();
+    }
+    assert_eq!(offsets_lso_and_end(&cluster, "g"), (0, 2));
+    let key = offsets_key(&cluster, "g");
+    let fetched = inner
+        .replicas_for(&key)
+        .unwrap()
+        .fetch(&key, 0, 1 << 20, FetchBound::HighWatermark)
+        .unwrap();
+    let headers: Vec<crate::format::BatchHeader> =
+        crate::format::Batches::new(fetched.records().clone())
+            .map(|b| *b.unwrap().header())
+            .collect();
+    assert_eq!(headers.len(), 2);
+    for h in &headers {
+        assert!(h.is_transactional() && !h.is_control(), "{h:?}");
+        assert_eq!((h.producer_id, h.producer_epoch), (pid, epoch));
+    }
+    assert!(committed_offsets(&cluster, "g").is_empty());
+    assert!(inner.groups().is_empty(), "a pending group is not listed");
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    // Two batches and the COMMIT marker, all stable.
+    assert_eq!(offsets_lso_and_end(&cluster, "g"), (3, 3));
+    assert_eq!(committed_offsets(&cluster, "g"), [(tp("in", 0), 4)]);
+    assert_eq!(inner.groups(), ["g"]);
+    // The log checks a coordinator batch's epoch: once a new producer
+    // fenced the old one (its ABORT marker carries the new epoch), a
+    // batch of the old epoch is refused and nothing is pending.
+    let (_, bumped) = inner.init_producer_id("app", 60_000).unwrap();
+    inner.add_offsets_to_txn("app", pid, bumped, "g").unwrap();
+    inner.end_txn("app", pid, bumped, false).unwrap();
+    assert!(matches!(
+        inner.commit_txn_offsets("g", pid, epoch, &in_offsets(&[(0, 9)])),
+        Err(Error::InvalidProducerEpoch { .. })
+    ));
+    inner.add_offsets_to_txn("app", pid, bumped, "g").unwrap();
+    inner.end_txn("app", pid, bumped, true).unwrap();
+    assert_eq!(committed_offsets(&cluster, "g"), [(tp("in", 0), 4)]);
+    cluster.close().unwrap();
+}
+
+/// The window the in-memory design lost: `PrepareCommit` is recorded, the
+/// data partition's marker written, the group's not, then a crash. The
+/// reopen finds the offsets pending in `__consumer_offsets`; the marker
+/// written after it makes them committed, and they stay so.
+#[test]
+fn a_crash_after_prepare_commit_completes_the_commit_with_its_offsets() {
+    for brokers in [1, 3] {
+        crash_after_prepare_commit(brokers);
+    }
+}
+
+fn crash_after_prepare_commit(brokers: u32) {
+    let setup = Setup::new(brokers);
+    let (cluster, markers) = setup.open_backed();
+    cluster.create_topic(NewTopic::new("in", 1)).unwrap();
+    // Sorted before `__consumer_offsets`: its marker is written first.
+    cluster.create_topic(NewTopic::new("OUT", 1)).unwrap();
+    let inner = &cluster.inner;
+    inner.commit_offsets("g", &in_offsets(&[(0, 2)])).unwrap();
+    let (pid, epoch) = inner.init_producer_id("app", 60_000).unwrap();
+    inner
+        .add_partitions_to_txn("app", pid, epoch, &[tp("OUT", 0)])
+        .unwrap();
+    inner.add_offsets_to_txn("app", pid, epoch, "g").unwrap();
+    inner
+        .txn_offset_commit("app", pid, epoch, "g", &in_offsets(&[(0, 7)]))
+        .unwrap();
+    let group_partition = (OFFSETS_TOPIC.to_string(), partition_for_group("g", 50));
+    markers.fail.lock().insert(group_partition.clone());
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    assert_eq!(status(&cluster, "app"), TxnStatus::PrepareCommit);
+    assert_eq!(markers.take(), [marker("OUT", 0, pid, epoch, true, 0)]);
+    assert_eq!(committed_offsets(&cluster, "g"), [(tp("in", 0), 2)]);
+    drop(cluster); // no close: as a crash of the process
+
+    let (cluster, markers) = setup.open_backed();
+    assert_eq!(status(&cluster, "app"), TxnStatus::PrepareCommit);
+    assert_eq!(
+        committed_offsets(&cluster, "g"),
+        [(tp("in", 0), 2)],
+        "pending until the group's marker"
+    );
+    setup.clock.advance_ms(10_000);
+    assert!(cluster.inner.wait_for_txn_pass(setup.clock.now_ms(), GUARD));
+    assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
+    let written = markers.take();
+    assert!(
+        written.contains(&marker(
+            OFFSETS_TOPIC,
+            group_partition.1,
+            pid,
+            epoch,
+            true,
+            0
+        )),
+        "{written:?}"
+    );
+    assert_eq!(committed_offsets(&cluster, "g"), [(tp("in", 0), 7)]);
+    let (lso, end) = offsets_lso_and_end(&cluster, "g");
+    assert_eq!(lso, end, "the transaction is closed in the partition");
+    cluster.close().unwrap();
+
+    let (cluster, _) = setup.open_backed();
+    assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
+    assert_eq!(committed_offsets(&cluster, "g"), [(tp("in", 0), 7)]);
+    assert!(cluster.recovery_report().skipped_records.is_empty());
+    cluster.close().unwrap();
+}
+
+/// Offsets of an aborted transaction, and of one left open by a crash and
+/// aborted by the timer at its timeout, never become committed, before
+/// or after a reopen.
+#[test]
+fn offsets_of_aborted_and_timed_out_transactions_never_appear() {
+    let setup = Setup::new(1);
+    let (cluster, _markers) = setup.open_backed();
+    cluster.create_topic(NewTopic::new("in", 1)).unwrap();
+    let inner = &cluster.inner;
+    inner.commit_offsets("g", &in_offsets(&[(0, 1)])).unwrap();
+    let (pid, epoch) = inner.init_producer_id("app", 60_000).unwrap();
+    inner.add_offsets_to_txn("app", pid, epoch, "g").unwrap();
+    inner
+        .txn_offset_commit("app", pid, epoch, "g", &in_offsets(&[(0, 5)]))
+        .unwrap();
+    inner.end_txn("app", pid, epoch, false).unwrap();
+    assert_eq!(committed_offsets(&cluster, "g"), [(tp("in", 0), 1)]);
+    // The next transaction is open at the crash.
+    inner.add_offsets_to_txn("app", pid, epoch, "g").unwrap();
+    inner
+        .txn_offset_commit("app", pid, epoch, "g", &in_offsets(&[(0, 6)]))
+        .unwrap();
+    drop(cluster);
+
+    let (cluster, _markers) = setup.open_backed();
+    assert_eq!(status(&cluster, "app"), TxnStatus::Ongoing);
+    assert_eq!(committed_offsets(&cluster, "g"), [(tp("in", 0), 1)]);
+    let (lso, end) = offsets_lso_and_end(&cluster, "g");
+    assert!(lso < end, "the open transaction holds the LSO");
+    setup.clock.advance_ms(70_000);
+    assert!(cluster.inner.wait_for_txn_pass(setup.clock.now_ms(), GUARD));
+    assert_eq!(status(&cluster, "app"), TxnStatus::CompleteAbort);
+    assert_eq!(committed_offsets(&cluster, "g"), [(tp("in", 0), 1)]);
+    let (lso, end) = offsets_lso_and_end(&cluster, "g");
+    assert_eq!(lso, end);
+    cluster.close().unwrap();
+
+    let (cluster, _) = setup.open_backed();
+    assert_eq!(committed_offsets(&cluster, "g"), [(tp("in", 0), 1)]);
+    cluster.close().unwrap();
+}
+
+/// Kafka's rule for a plain commit made while a transactional one of the
+/// same partition is pending: the later in the log wins when the
+/// transaction commits; the same after a reopen.
+#[test]
+fn the_later_commit_in_the_log_wins_over_a_pending_transactional_one() {
+    let setup = Setup::new(1);
+    let (cluster, _markers) = setup.open_backed();
+    cluster.create_topic(NewTopic::new("in", 2)).unwrap();
+    let inner = &cluster.inner;
+    let (pid, epoch) = inner.init_producer_id("app", 60_000).unwrap();
+    inner.add_offsets_to_txn("app", pid, epoch, "g").unwrap();
+    inner
+        .txn_offset_commit("app", pid, epoch, "g", &in_offsets(&[(0, 5), (1, 5)]))
+        .unwrap();
+    inner.commit_offsets("g", &in_offsets(&[(0, 9)])).unwrap();
+    assert_eq!(committed_offsets(&cluster, "g"), [(tp("in", 0), 9)]);
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    assert_eq!(
+        committed_offsets(&cluster, "g"),
+        [(tp("in", 0), 9), (tp("in", 1), 5)]
+    );
+    // A plain commit before the transactional one loses to it.
+    inner.commit_offsets("g", &in_offsets(&[(1, 3)])).unwrap();
+    inner.add_offsets_to_txn("app", pid, epoch, "g").unwrap();
+    inner
+        .txn_offset_commit("app", pid, epoch, "g", &in_offsets(&[(1, 8)]))
+        .unwrap();
+    assert_eq!(
+        committed_offsets(&cluster, "g"),
+        [(tp("in", 0), 9), (tp("in", 1), 3)]
+    );
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    let expected = [(tp("in", 0), 9), (tp("in", 1), 8)];
+    assert_eq!(committed_offsets(&cluster, "g"), expected);
+    cluster.close().unwrap();
+
+    let (cluster, _) = setup.open_backed();
+    assert_eq!(committed_offsets(&cluster, "g"), expected);
+    cluster.close().unwrap();
+}
+
+/// Deleting a group's offsets removes those pending in a transaction too:
+/// its commit brings nothing back, live or replayed.
+#[test]
+fn deleting_offsets_removes_pending_transactional_ones() {
+    let setup = Setup::new(1);
+    let (cluster, _markers) = setup.open_backed();
+    cluster.create_topic(NewTopic::new("in", 1)).unwrap();
+    let inner = &cluster.inner;
+    let (pid, epoch) = inner.init_producer_id("app", 60_000).unwrap();
+    inner.add_offsets_to_txn("app", pid, epoch, "g").unwrap();
+    inner
+        .txn_offset_commit("app", pid, epoch, "g", &in_offsets(&[(0, 5)]))
+        .unwrap();
+    assert_eq!(inner.groups_with_offsets_for("in"), ["g"]);
+    assert_eq!(inner.delete_offsets("g", None).unwrap(), 1);
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    assert!(committed_offsets(&cluster, "g").is_empty());
+    cluster.close().unwrap();
+
+    let (cluster, _) = setup.open_backed();
+    assert!(committed_offsets(&cluster, "g").is_empty());
+    cluster.close().unwrap();
+}
+
+/// Compacting `__consumer_offsets` removes the aborted transaction's
+/// record and superseded ones, and keeps what replay needs: a reopen
+/// after it finds the same committed offsets.
+#[test]
+fn compacting_the_offsets_partition_keeps_the_committed_offsets() {
+    let setup = Setup::new(1);
+    let (cluster, _markers) = setup.open_backed();
+    cluster.create_topic(NewTopic::new("in", 3)).unwrap();
+    let inner = &cluster.inner;
+    inner
+        .commit_offsets("g", &in_offsets(&[(0, 1), (1, 1)]))
+        .unwrap();
+    let (pid, epoch) = inner.init_producer_id("app", 60_000).unwrap();
+    let txn = |pairs: &[(u32, u64)], commit: bool| {
+        inner.add_offsets_to_txn("app", pid, epoch, "g").unwrap();
+        inner
+            .txn_offset_commit("app", pid, epoch, "g", &in_offsets(pairs))
+            .unwrap();
+        inner.end_txn("app", pid, epoch, commit).unwrap();
+    };
+    txn(&[(0, 5), (1, 6)], true);
+    txn(&[(0, 9)], false);
+    // A transaction whose offset loses to a later plain commit.
+    inner.add_offsets_to_txn("app", pid, epoch, "g").unwrap();
+    inner
+        .txn_offset_commit("app", pid, epoch, "g", &in_offsets(&[(1, 7)]))
+        .unwrap();
+    inner.commit_offsets("g", &in_offsets(&[(1, 2)])).unwrap();
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    // Past `segment.ms` (7 days): the next commit rolls the segment, so
+    // everything above is cleanable.
+    setup.clock.advance_ms(8 * 24 * 3600 * 1000);
+    inner.commit_offsets("g", &in_offsets(&[(2, 3)])).unwrap();
+    let expected = [(tp("in", 0), 5), (tp("in", 1), 2), (tp("in", 2), 3)];
+    assert_eq!(committed_offsets(&cluster, "g"), expected);
+    let key = offsets_key(&cluster, "g");
+    let replicas = inner.replicas_for(&key).unwrap();
+    // The log's own thread may have cleaned it already (the clock moved).
+    replicas.clean(&key).unwrap();
+    assert_eq!(replicas.clean(&key).unwrap().cleaned_up_to, 10);
+    let start = replicas.offsets(&key).unwrap().log_start;
+    let fetched = replicas
+        .fetch(&key, start, 1 << 20, FetchBound::HighWatermark)
+        .unwrap();
+    let (mut values, mut markers) = (BTreeSet::new(), 0);
+    for batch in crate::format::Batches::new(fetched.records().clone()) {
+        let batch = batch.unwrap();
+        if batch.header().is_control() {
+            markers += 1;
+            continue;
+        }
+        for record in batch.records().unwrap() {
+            let record = record.unwrap();
+            let value = super::offsets::decode_value(record.value().unwrap()).unwrap();
+            values.insert(value.offset);
+        }
+    }
+    assert_eq!(markers, 3, "the cleaner keeps every marker");
+    for gone in [1, 6, 9] {
+        assert!(!values.contains(&gone), "{gone} in {values:?}");
+    }
+    // (The fetch stops at the end of the cleaned segment.)
+    for kept in [5, 2] {
+        assert!(values.contains(&kept), "{kept} not in {values:?}");
+    }
+    assert_eq!(committed_offsets(&cluster, "g"), expected);
+    cluster.close().unwrap();
+
+    let (cluster, _) = setup.open_backed();
+    assert_eq!(committed_offsets(&cluster, "g"), expected);
+    assert!(cluster.recovery_report().skipped_records.is_empty());
     cluster.close().unwrap();
 }
 
@@ -788,7 +1164,9 @@ fn replay_passes_over_transaction_markers_in_the_internal_topics() {
 /// failing and recovering, the timer's passes as the clock moves, reopens —
 /// against a simple model of Kafka's coordinator. Every answer, every
 /// marker written, the recorded state and the group's committed offsets
-/// must match the model's.
+/// must match the model's; offsets committed in a transaction survive a
+/// reopen pending, and become committed with the transaction's COMMIT
+/// marker even when it is written after the reopen.
 mod model {
     use proptest::prelude::*;
 
@@ -799,10 +1177,23 @@ mod model {
     #[derive(Debug, Clone)]
     enum Op {
         Init,
-        Add { partition: u32, zombie: bool },
-        AddOffsets { zombie: bool },
-        Offsets { offset: u64, zombie: bool },
-        End { commit: bool, zombie: bool },
+        Add {
+            partition: u32,
+            zombie: bool,
+        },
+        AddOffsets {
+            zombie: bool,
+        },
+        Offsets {
+            offset: u64,
+            zombie: bool,
+        },
+        /// A plain (non-transactional) commit of the same partition.
+        Plain(u64),
+        End {
+            commit: bool,
+            zombie: bool,
+        },
         FailMarkers(bool),
         Tick(i64),
         Reopen,
@@ -816,6 +1207,7 @@ mod model {
             3 => zombie().prop_map(|zombie| Op::AddOffsets { zombie }),
             3 => (0..100u64, zombie())
                 .prop_map(|(offset, zombie)| Op::Offsets { offset, zombie }),
+            1 => (0..100u64).prop_map(Op::Plain),
             4 => (any::<bool>(), zombie())
                 .prop_map(|(commit, zombie)| Op::End { commit, zombie }),
             1 => any::<bool>().prop_map(Op::FailMarkers),
@@ -857,8 +1249,13 @@ mod model {
         status: Option<TxnStatus>,
         parts: BTreeSet<(String, u32)>,
         start_ms: i64,
-        pending: Option<u64>,
-        committed: Option<u64>,
+        /// The pending transactional offset and the number of the
+        /// `__consumer_offsets` append that wrote it.
+        pending: Option<(u64, u64)>,
+        /// The committed offset and the number of its append.
+        committed: Option<(u64, u64)>,
+        /// Appends to the group's `__consumer_offsets` partition so far.
+        appends: u64,
         fail: bool,
         markers: Vec<Marker>,
     }
@@ -890,11 +1287,13 @@ mod model {
                     commit,
                     ce,
                 ));
+                // The last commit in log order wins.
                 if commit
                     && (topic.clone(), partition) == Self::group_partition()
-                    && let Some(offset) = self.pending
+                    && let Some(pending) = self.pending
+                    && self.committed.is_none_or(|c| c.1 < pending.1)
                 {
-                    self.committed = Some(offset);
+                    self.committed = Some(pending);
                 }
             }
             self.pending = None;
@@ -964,6 +1363,10 @@ mod model {
             config.test_markers = Some(TestMarkers(markers.clone()));
             let cluster = Cluster::open(setup.dir.path(), config).unwrap();
             assert!(cluster.inner.wait_for_txn_pass(setup.clock.now_ms(), GUARD));
+            // Markers reach the logs, so offsets replay as they were.
+            *markers.real.lock() = Some(super::super::txn_coordinator::ReplicaMarkers::new(
+                &cluster.inner,
+            ));
             markers.fail_all.store(fail, Ordering::SeqCst);
             (cluster, markers)
         }
@@ -1056,7 +1459,8 @@ mod model {
                         if m.status == Some(TxnStatus::Ongoing)
                             && m.parts.contains(&Model::group_partition())
                         {
-                            m.pending = Some(*offset);
+                            m.appends += 1;
+                            m.pending = Some((*offset, m.appends));
                             Answer::Ok
                         } else {
                             Answer::InvalidState
@@ -1097,6 +1501,11 @@ mod model {
                     });
                     assert_eq!(answer(&got), expected, "op {i} {op:?}");
                 }
+                Op::Plain(offset) => {
+                    inner.commit_offsets("g", &offsets(*offset)).unwrap();
+                    m.appends += 1;
+                    m.committed = Some((*offset, m.appends));
+                }
                 Op::FailMarkers(fail) => {
                     m.fail = *fail;
                     run.markers.fail_all.store(*fail, Ordering::SeqCst);
@@ -1117,10 +1526,9 @@ mod model {
                     run.cluster.take().unwrap().close().unwrap();
                     let (cluster, markers) = Run::open(&run.setup, m.fail);
                     run.cluster = Some(cluster);
+                    // Pending offsets replay from `__consumer_offsets`:
+                    // the model's stay as they are.
                     run.markers = markers;
-                    // Pending offsets live in memory (see the module docs
-                    // of txn_coordinator.rs).
-                    m.pending = None;
                 }
             }
             let inner = &run.cluster().inner;
@@ -1150,7 +1558,7 @@ mod model {
                 .unwrap()
                 .get(&tp("in", 0))
                 .map(|o| o.offset);
-            assert_eq!(committed, m.committed, "op {i} {op:?}");
+            assert_eq!(committed, m.committed.map(|c| c.0), "op {i} {op:?}");
         }
         run.cluster.take().unwrap().close().unwrap();
     }

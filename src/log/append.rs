@@ -162,7 +162,7 @@ impl Log {
     /// the log).
     pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo> {
         let checked = validate(batches, &self.inner, true)?;
-        self.append_checked(batches, leader_epoch, &checked)
+        self.append_checked(batches, leader_epoch, &checked, ProducerOrigin::Client)
     }
 
     /// [`Log::append`] for batches logbus's own producer built with
@@ -175,7 +175,21 @@ impl Log {
         leader_epoch: i32,
     ) -> Result<AppendInfo> {
         let checked = validate(batches, &self.inner, false)?;
-        self.append_checked(batches, leader_epoch, &checked)
+        self.append_checked(batches, leader_epoch, &checked, ProducerOrigin::Client)
+    }
+
+    /// [`Log::append_trusted`] for a coordinator's own records (Kafka's
+    /// `AppendOrigin.COORDINATOR`: the group coordinator's transactional
+    /// offset commits): a producer's batch is checked for its epoch and
+    /// transaction state only, neither for its sequence nor as a retry, as
+    /// the coordinator numbers none of its batches.
+    pub(crate) fn append_coordinator(
+        &self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+    ) -> Result<AppendInfo> {
+        let checked = validate(batches, &self.inner, false)?;
+        self.append_checked(batches, leader_epoch, &checked, ProducerOrigin::Coordinator)
     }
 
     fn append_checked(
@@ -183,6 +197,7 @@ impl Log {
         batches: &mut [u8],
         leader_epoch: i32,
         checked: &[Checked],
+        origin: ProducerOrigin,
     ) -> Result<AppendInfo> {
         let info = {
             let mut state = self.inner.state.write();
@@ -201,18 +216,23 @@ impl Log {
                 (self.inner.config.timestamp_type() == TimestampType::LogAppendTime).then_some(now);
             // Producer state first: a refused batch or a retry changes
             // nothing, the leader epoch file included.
-            let producer_batches =
-                match check_producers(&state, checked, state.log_end_offset, append_time)? {
-                    ProducerCheck::Fresh(batches) => batches,
-                    ProducerCheck::Duplicate { first, last } => {
-                        let info =
-                            self.inner
-                                .duplicate_info(&state, checked, first, last, append_time);
-                        drop(state);
-                        self.inner.after_append(info.last_offset + 1)?;
-                        return Ok(info);
-                    }
-                };
+            let producer_batches = match check_producers(
+                &state,
+                checked,
+                state.log_end_offset,
+                append_time,
+                origin,
+            )? {
+                ProducerCheck::Fresh(batches) => batches,
+                ProducerCheck::Duplicate { first, last } => {
+                    let info = self
+                        .inner
+                        .duplicate_info(&state, checked, first, last, append_time);
+                    drop(state);
+                    self.inner.after_append(info.last_offset + 1)?;
+                    return Ok(info);
+                }
+            };
             let first = state.log_end_offset;
             self.inner
                 .assign_epochs(&mut state, std::iter::once((leader_epoch, first)))?;
@@ -399,6 +419,7 @@ fn check_producers(
     checked: &[Checked],
     first_offset: u64,
     append_time: Option<i64>,
+    origin: ProducerOrigin,
 ) -> Result<ProducerCheck> {
     let mut batches = Vec::new();
     let mut next = first_offset;
@@ -422,6 +443,16 @@ fn check_producers(
             batches.push(data);
         }
         next += header.last_offset_delta as u64 + 1;
+    }
+    if origin != ProducerOrigin::Client {
+        // A coordinator's batches are never retries: each is checked
+        // against the state the ones before it leave.
+        let mut working = state.producers.clone();
+        for batch in &batches {
+            working.check_data(batch, origin)?;
+            working.apply_data(batch);
+        }
+        return Ok(ProducerCheck::Fresh(batches));
     }
     if let [only] = batches.as_slice() {
         if let Some(original) = state.producers.find_duplicate(only) {

@@ -59,6 +59,12 @@ pub(crate) enum AppendOrigin {
     /// the group coordinator): structure and sizes checked, CRC and
     /// records not re-checked (see `Log::append_trusted`).
     Trusted,
+    /// A coordinator's own records built in this process (the group
+    /// coordinator's transactional offset commits): checked as `Trusted`,
+    /// but a producer's batch only for its epoch and transaction state,
+    /// not its sequence (Kafka's `AppendOrigin.COORDINATOR`; see
+    /// `Log::append_coordinator`).
+    Coordinator,
 }
 
 /// One partition as [`ReplicaManager::describe`] reports it.
@@ -474,11 +480,7 @@ impl ReplicaManager {
     ) -> Result<(AppendInfo, Option<PendingAck>)> {
         let state = self.leader(key)?;
         let (info, pending) = state
-            .append(
-                batches,
-                origin == AppendOrigin::Trusted,
-                acks == AppendAcks::All,
-            )
+            .append(batches, origin, acks == AppendAcks::All)
             .map_err(|e| self.on_failed_disk(key, e))?;
         #[cfg(test)]
         if self.config.injected_bug == Some(super::InjectedBug::AckBeforeReplication) {

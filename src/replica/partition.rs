@@ -412,8 +412,8 @@ impl PartitionState {
     }
 
     /// Appends batches as the leader (offsets assigned by the log, stamped
-    /// with the current leader epoch; `trusted`: built by the in-process
-    /// producer, see `Log::append_trusted`), moves the high watermark and
+    /// with the current leader epoch; `origin`: how much is checked, see
+    /// [`super::AppendOrigin`]), moves the high watermark and
     /// wakes waiting consumers. With `acks_all`, first refuses the append
     /// with [`Error::NotEnoughReplicas`] while the ISR is below
     /// `min.insync.replicas`, and after it returns the acknowledgement
@@ -426,7 +426,7 @@ impl PartitionState {
     pub(crate) fn append(
         &self,
         batches: &mut [u8],
-        trusted: bool,
+        origin: super::AppendOrigin,
         acks_all: bool,
     ) -> Result<(AppendInfo, Option<PendingAck>)> {
         let roles = self.lead()?;
@@ -438,12 +438,10 @@ impl PartitionState {
                 required: self.min_insync,
             });
         }
-        let info = self.with_log(|log| {
-            if trusted {
-                log.append_trusted(batches, roles.leader_epoch)
-            } else {
-                log.append(batches, roles.leader_epoch)
-            }
+        let info = self.with_log(|log| match origin {
+            super::AppendOrigin::Client => log.append(batches, roles.leader_epoch),
+            super::AppendOrigin::Trusted => log.append_trusted(batches, roles.leader_epoch),
+            super::AppendOrigin::Coordinator => log.append_coordinator(batches, roles.leader_epoch),
         })?;
         let moved = self.maybe_increment_hw(&roles, Some(info.last_offset() + 1));
         let pending = if acks_all {
