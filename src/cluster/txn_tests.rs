@@ -9,13 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use super::config::TestMarkers;
 use super::offsets::{OFFSETS_TOPIC, partition_for_group};
 use super::txn_coordinator::{DEFAULT_TRANSACTION_TIMEOUT_MS, MarkerWriter, TXN_TOPIC};
 use super::txn_log::{TxnStatus, partition_for_transactional_id};
 use super::*;
 use crate::clock::ManualClock;
 use crate::replica::FetchBound;
-use super::config::TestMarkers;
 
 /// A guard against a hang, never a timing assertion.
 const GUARD: Duration = Duration::from_secs(60);
