@@ -622,3 +622,114 @@ fn a_transaction_commits_exactly_once_across_a_leader_failover() {
     producer.close().unwrap();
     cluster.close().unwrap();
 }
+
+/// An operation of the model test.
+#[derive(Debug, Clone)]
+enum Op {
+    Begin,
+    /// A record to partition `0..3` of topic `a`/`b` (0, 1: `a`; 2: `b`).
+    Send(u32),
+    /// Flush: the records sent so far are written (inside the transaction).
+    Flush,
+    Commit,
+    Abort,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        2 => Just(Op::Begin),
+        5 => (0u32..3).prop_map(Op::Send),
+        2 => Just(Op::Flush),
+        2 => Just(Op::Commit),
+        2 => Just(Op::Abort),
+    ]
+}
+
+fn target(p: u32) -> (&'static str, u32) {
+    if p < 2 { ("a", p) } else { ("b", 0) }
+}
+
+/// Runs `ops` against a producer and a model of Kafka's rules: calls out
+/// of order are refused; a commit writes every record of the
+/// transaction and a COMMIT marker in each of its partitions; an abort
+/// keeps what was written, marks it ABORT, and drops what was not sent.
+fn run_model(ops: &[Op]) {
+    let setup = Setup::new();
+    let cluster = setup.open();
+    let producer = txn_producer(&cluster, "model");
+    producer.init_transactions().unwrap();
+    let mut in_txn = false;
+    let mut expected: Vec<Vec<String>> = vec![Vec::new(); 3];
+    // Per partition: records written in the open transaction, and sent
+    // but not yet written.
+    let mut written: Vec<Vec<String>> = vec![Vec::new(); 3];
+    let mut unsent: Vec<Vec<String>> = vec![Vec::new(); 3];
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            Op::Begin => {
+                let result = producer.begin_transaction();
+                assert_eq!(result.is_ok(), !in_txn, "{op:?}: {result:?}");
+                in_txn = true;
+            }
+            Op::Send(p) => {
+                let (topic, partition) = target(*p);
+                let value = format!("r{i}");
+                let result = producer.send(record(topic, partition, &value));
+                assert_eq!(result.is_ok(), in_txn, "{op:?}: {result:?}");
+                if in_txn {
+                    unsent[*p as usize].push(value);
+                }
+            }
+            Op::Flush => {
+                producer.flush().unwrap();
+                for p in 0..3 {
+                    let sent = std::mem::take(&mut unsent[p]);
+                    written[p].extend(sent);
+                }
+            }
+            Op::Commit | Op::Abort => {
+                let commit = matches!(op, Op::Commit);
+                let result = if commit {
+                    producer.commit_transaction()
+                } else {
+                    producer.abort_transaction()
+                };
+                assert_eq!(result.is_ok(), in_txn, "{op:?}: {result:?}");
+                if !in_txn {
+                    continue;
+                }
+                in_txn = false;
+                for p in 0..3 {
+                    let mut records = std::mem::take(&mut written[p]);
+                    let sent = std::mem::take(&mut unsent[p]);
+                    if commit {
+                        records.extend(sent);
+                    }
+                    if !records.is_empty() {
+                        expected[p].extend(records);
+                        expected[p].push(if commit { "COMMIT" } else { "ABORT" }.to_string());
+                    }
+                }
+            }
+        }
+    }
+    // A transaction left open shows its written records, undecided.
+    for p in 0..3 {
+        let (topic, partition) = target(p);
+        let mut want = expected[p as usize].clone();
+        want.extend(written[p as usize].iter().cloned());
+        assert_eq!(shape(&cluster, topic, partition), want, "partition {p}");
+    }
+    producer.close().unwrap();
+    cluster.close().unwrap();
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+    #[test]
+    fn transactions_match_the_model(ops in proptest::collection::vec(op(), 1..30)) {
+        run_model(&ops);
+    }
+}
