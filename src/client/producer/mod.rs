@@ -9,6 +9,16 @@
 //! it (compression, CRC) and appends it to the partition's log, and
 //! completes every record's handle and callback.
 //!
+//! ## Transactions
+//! With a `transactional.id` the producer is Kafka's transactional
+//! producer (`transaction.rs`, Kafka's `TransactionManager`): its state
+//! sits in the accumulator, under the same mutex, so a `send` checks it
+//! and stamps its batch with the transaction. The sender adds each
+//! partition to the transaction at the cluster's coordinator before the
+//! transaction's first batch to it is appended. `commit_transaction` and
+//! `abort_transaction` seal every batch and wait for the sender (as
+//! `flush`), so no batch of a transaction is appended after its marker.
+//!
 //! ## Locks
 //! One mutex over the [`Accumulator`]. Taken by `send` (once), by the
 //! sender thread (once per batch taken, once per batch finished), by
@@ -78,6 +88,15 @@ enum Msg {
 ///
 /// Within a partition, records are appended in the order their `send`
 /// calls returned.
+///
+/// With a [`transactional_id`](ProducerConfigBuilder::transactional_id)
+/// it is a transactional producer: records are sent inside transactions
+/// ([`init_transactions`](Producer::init_transactions),
+/// [`begin_transaction`](Producer::begin_transaction),
+/// [`commit_transaction`](Producer::commit_transaction),
+/// [`abort_transaction`](Producer::abort_transaction)), as Kafka's. A
+/// fenced transactional producer ([`Error::ProducerFenced`]) refuses every
+/// later call; drop it and make a new one.
 ///
 /// ```
 /// use logbus::{Acks, Cluster, ClusterConfig, NewTopic, Producer, ProducerConfig, ProducerRecord};
@@ -265,7 +284,9 @@ impl Producer {
 
     /// Sends a record: chooses its partition, encodes it into the
     /// partition's open batch, and returns a handle to its outcome. Blocks
-    /// only while `buffer.memory` is full (up to `max.block.ms`).
+    /// only while `buffer.memory` is full (up to `max.block.ms`). A
+    /// transactional producer sends only inside a transaction; the record
+    /// belongs to it.
     ///
     /// # Errors
     /// Found before anything is stored, and then the record is dropped:
@@ -281,8 +302,13 @@ impl Producer {
     /// `max.block.ms`; [`Error::InvalidArgument`] for a negative timestamp
     /// or a custom partitioner's partition out of range;
     /// [`Error::Closed`] once the producer (`"producer"`) or the cluster
-    /// (`"cluster"`) is closed. Errors of the append arrive through the
-    /// handle.
+    /// (`"cluster"`) is closed. A transactional producer: [`Error::IllegalState`]
+    /// outside a transaction, the transaction's error once it must be
+    /// aborted, [`Error::ProducerFenced`] once fenced. Errors of the
+    /// append arrive through the handle (a transactional record also
+    /// fails with [`Error::IllegalState`] when its transaction is aborted
+    /// before it was sent, and with [`Error::InvalidProducerEpoch`] when
+    /// a newer producer fenced this one).
     pub fn send(&self, record: ProducerRecord) -> Result<SendFuture> {
         let (result, index, timestamp) = self.handle.core.append(record, None)?;
         Ok(SendFuture::new(result, index, timestamp))

@@ -32,6 +32,21 @@
 //! `i16::MAX` it takes a new producer id), renumbers that partition's
 //! unfinished batches from 0 and sends them again. `InvalidProducerEpoch`
 //! fails the batch.
+//!
+//! ## Transactions
+//! A transactional batch carries its transaction's producer id and epoch
+//! (from `init_transactions`; a partition numbers from 0 again when they
+//! change) and the transactional flag. Before the first batch of a
+//! transaction to a partition is sent, the partitions waiting for that
+//! are added to the transaction in one request (Kafka's
+//! `AddPartitionsToTxn`); a retriable refusal backs them off for
+//! `retry.backoff.ms`, any other fails the transaction's unsent batches.
+//! No KIP-360 renumbering here: the epoch is the coordinator's, so a
+//! refused sequence fails the batch. Every failed batch of a transaction
+//! is reported to the transaction manager (the transaction becomes
+//! abortable, or the producer fatally fenced) before the flush waiting
+//! for it is woken; the unsent batches of a transaction being aborted
+//! fail without being sent.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;

@@ -397,18 +397,13 @@ impl Core {
         self.leave(Call::SendOffsets, result)
     }
 
-    /// Seals every batch and waits until the sender finished them all.
-    fn flush_all(&self) -> Result<()> {
-        self.flush()
-    }
-
     pub(crate) fn commit_transaction(&self) -> Result<()> {
         let id = self.enter(Call::Commit)?;
         {
             let mut acc = self.acc.lock();
             manager(&mut acc)?.state = TxnState::CommittingTransaction;
         }
-        let result = self.flush_all().and_then(|()| {
+        let result = self.flush().and_then(|()| {
             let mut acc = self.acc.lock();
             let txn = manager(&mut acc)?;
             if matches!(txn.state, TxnState::AbortableError | TxnState::FatalError) {
@@ -442,7 +437,7 @@ impl Core {
         // The sender fails what it has not sent of the transaction, and
         // finishes what it sent: nothing of it may be appended after the
         // ABORT marker.
-        let flushed = self.flush_all();
+        let flushed = self.flush();
         {
             let mut acc = self.acc.lock();
             manager(&mut acc)?.aborting = None;
