@@ -60,13 +60,6 @@ mod rebuild;
 mod replay;
 mod report;
 mod topic_config;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the coordinator lands before the transactional producer that calls it"
-    )
-)]
 mod txn_coordinator;
 mod txn_log;
 mod txn_state;

@@ -81,6 +81,13 @@ use crate::types::{Compression, TopicPartition};
 pub(crate) const TXN_TOPIC: &str = "__transaction_state";
 
 /// The client's `transaction.timeout.ms` default.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the producer's config keeps its own default; read by the coordinator's tests"
+    )
+)]
 pub(crate) const DEFAULT_TRANSACTION_TIMEOUT_MS: i32 = 60_000;
 
 /// Writes a transaction's COMMIT or ABORT marker to one partition, through

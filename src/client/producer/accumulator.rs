@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 
 use super::future::{BatchResult, Callback, Outcome};
+use super::transaction::{TxnManager, TxnTag};
 use crate::client::partitioner::StickyPartitions;
 use crate::cluster::{ClusterInner, TopicState};
 use crate::error::{Error, Result};
@@ -41,6 +42,8 @@ pub(crate) struct Batch {
     pub(crate) seq: u64,
     /// Whether it holds records routed by the sticky partitioner.
     pub(crate) keyless: bool,
+    /// The transaction it belongs to (transactional producers).
+    pub(crate) txn: Option<TxnTag>,
 }
 
 impl std::fmt::Debug for Batch {
@@ -196,6 +199,8 @@ pub(crate) struct Accumulator {
     pub(crate) sender_wakes_at: i64,
     /// `linger.ms`.
     linger_ms: i64,
+    /// The transaction state of a transactional producer.
+    pub(crate) txn: Option<TxnManager>,
 }
 
 /// [`Accumulator::sender_wakes_at`] while the sender thread works.
@@ -219,6 +224,7 @@ impl Accumulator {
             pending_wake: false,
             sender_wakes_at: SENDER_RUNNING,
             linger_ms,
+            txn: None,
         }
     }
 

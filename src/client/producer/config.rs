@@ -58,6 +58,8 @@ impl Acks {
 /// | `delivery.timeout.ms` | [`delivery_timeout`](ProducerConfigBuilder::delivery_timeout) | 120 s |
 /// | `request.timeout.ms` | [`request_timeout`](ProducerConfigBuilder::request_timeout) | 30 s |
 /// | `max.in.flight.requests.per.connection` | [`max_in_flight`](ProducerConfigBuilder::max_in_flight) | 5 |
+/// | `transactional.id` | [`transactional_id`](ProducerConfigBuilder::transactional_id) | none |
+/// | `transaction.timeout.ms` | [`transaction_timeout`](ProducerConfigBuilder::transaction_timeout) | 60 s |
 ///
 /// Durations are kept in whole milliseconds (rounded down), as Kafka keeps
 /// them; sizes are bytes.
@@ -83,6 +85,16 @@ impl Acks {
 /// a retried batch goes before the batches after it. Without idempotence a
 /// retry may store a batch twice (when the first attempt was written but
 /// its acknowledgement was lost) — set `retries` to 0 to fail instead.
+///
+/// ## Transactions
+/// A `transactional.id` makes the producer transactional (see
+/// [`Producer::init_transactions`](super::Producer::init_transactions)).
+/// It needs idempotence: `enable.idempotence=false`, or an `acks` or
+/// `retries=0` that turns the default off, is a config error with it, as
+/// in Kafka. `transaction.timeout.ms` is how long the cluster's
+/// transaction coordinator lets a transaction stay open before it aborts
+/// it and fences the producer; it must not exceed the cluster's
+/// `transaction.max.timeout.ms` (checked by `init_transactions`).
 ///
 /// ## Linger and synchronous sends
 /// A record waits in its partition's batch for up to `linger.ms` (or until
@@ -126,6 +138,8 @@ pub struct ProducerConfig {
     delivery_timeout_ms: Option<i64>,
     request_timeout_ms: i64,
     max_in_flight: u32,
+    transactional_id: Option<String>,
+    transaction_timeout_ms: i64,
     #[cfg(feature = "internals")]
     faults: Option<Arc<dyn super::ProduceFaults>>,
 }
@@ -149,6 +163,8 @@ impl Default for ProducerConfig {
             delivery_timeout_ms: None,
             request_timeout_ms: 30_000,
             max_in_flight: 5,
+            transactional_id: None,
+            transaction_timeout_ms: 60_000,
             #[cfg(feature = "internals")]
             faults: None,
         }
@@ -273,6 +289,22 @@ impl ProducerConfig {
     #[must_use]
     pub fn max_in_flight(&self) -> u32 {
         self.max_in_flight
+    }
+
+    /// `transactional.id` (default none: not transactional).
+    #[must_use]
+    pub fn transactional_id(&self) -> Option<&str> {
+        self.transactional_id.as_deref()
+    }
+
+    /// `transaction.timeout.ms` (default 60 s).
+    #[must_use]
+    pub fn transaction_timeout(&self) -> Duration {
+        Duration::from_millis(self.transaction_timeout_ms.unsigned_abs())
+    }
+
+    pub(crate) fn transaction_timeout_millis(&self) -> i64 {
+        self.transaction_timeout_ms
     }
 
     pub(crate) fn retry_backoff_millis(&self) -> i64 {
@@ -405,6 +437,42 @@ impl ProducerConfigBuilder {
         self
     }
 
+    /// `transactional.id` (default none): makes the producer
+    /// transactional; see [`Producer::init_transactions`](super::Producer::init_transactions).
+    /// Producers with the same id fence each other: the one that called
+    /// `init_transactions` last wins.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logbus::ProducerConfig;
+    /// let config = ProducerConfig::builder()
+    ///     .transactional_id("orders-etl-0")
+    ///     .transaction_timeout(Duration::from_secs(30))
+    ///     .build()?;
+    /// assert_eq!(config.transactional_id(), Some("orders-etl-0"));
+    /// assert!(config.enable_idempotence());
+    /// // A transactional producer needs idempotence.
+    /// let conflict = ProducerConfig::builder()
+    ///     .transactional_id("orders-etl-0")
+    ///     .enable_idempotence(false)
+    ///     .build();
+    /// assert!(conflict.is_err());
+    /// # Ok::<(), logbus::Error>(())
+    /// ```
+    pub fn transactional_id(mut self, id: impl Into<String>) -> Self {
+        self.config.transactional_id = Some(id.into());
+        self
+    }
+
+    /// `transaction.timeout.ms` (default 60 s), in whole milliseconds: how
+    /// long a transaction may stay open before the cluster aborts it (and
+    /// fences this producer). At most the cluster's
+    /// `transaction.max.timeout.ms`, which `init_transactions` checks.
+    pub fn transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.config.transaction_timeout_ms = millis(timeout);
+        self
+    }
+
     /// Injects produce faults (tests only; `internals` feature).
     #[cfg(feature = "internals")]
     pub fn faults(mut self, faults: Arc<dyn super::ProduceFaults>) -> Self {
@@ -418,7 +486,8 @@ impl ProducerConfigBuilder {
     /// `buffer.memory`, `max.block.ms`, `max.request.size`, `client.id`,
     /// `enable.idempotence` (`true`, `false`), `retries`,
     /// `retry.backoff.ms`, `delivery.timeout.ms`, `request.timeout.ms`,
-    /// `max.in.flight.requests.per.connection`.
+    /// `max.in.flight.requests.per.connection`, `transactional.id`,
+    /// `transaction.timeout.ms`.
     /// Surrounding whitespace is ignored. A typed setter and `set` of the
     /// same key store the same value; ranges are checked by
     /// [`build`](Self::build), as for the typed setters.
@@ -479,13 +548,16 @@ impl ProducerConfigBuilder {
             "max.in.flight.requests.per.connection" => self.max_in_flight(
                 u32::try_from(v.uint()?).map_err(|_| v.bad("must be at most 4294967295"))?,
             ),
+            "transactional.id" => self.transactional_id(text),
+            "transaction.timeout.ms" => self.transaction_timeout(v.millis()?),
             _ => {
                 return Err(Error::InvalidConfig(format!(
                     "unknown producer config {name:?} (supported: acks, batch.size, \
                      buffer.memory, client.id, compression.type, delivery.timeout.ms, \
                      enable.idempotence, linger.ms, max.block.ms, \
                      max.in.flight.requests.per.connection, max.request.size, \
-                     request.timeout.ms, retries, retry.backoff.ms)"
+                     request.timeout.ms, retries, retry.backoff.ms, transaction.timeout.ms, \
+                     transactional.id)"
                 )));
             }
         })
@@ -502,10 +574,13 @@ impl ProducerConfigBuilder {
     /// a `delivery.timeout.ms` set below `linger.ms + request.timeout.ms`;
     /// with idempotence, `max.in.flight.requests.per.connection` above 5,
     /// and with `enable.idempotence=true` set explicitly, `acks` other than
-    /// `all` or `retries=0` (Kafka's rules; see [`ProducerConfig`]).
+    /// `all` or `retries=0` (Kafka's rules; see [`ProducerConfig`]); an
+    /// empty `transactional.id`, or one without idempotence;
+    /// `transaction.timeout.ms` above `i32::MAX`.
     pub fn build(self) -> Result<ProducerConfig> {
         let mut c = self.config;
         check_retries(&mut c)?;
+        check_transactions(&c)?;
         if c.buffer_memory == 0 {
             return Err(Error::InvalidConfig(
                 "buffer.memory must be positive".into(),
@@ -604,6 +679,33 @@ fn check_retries(c: &mut ProducerConfig) -> Result<()> {
         )));
     }
     c.idempotence = Some(enabled);
+    Ok(())
+}
+
+/// Kafka's rule: a transactional producer is idempotent.
+fn check_transactions(c: &ProducerConfig) -> Result<()> {
+    let Some(id) = &c.transactional_id else {
+        return Ok(());
+    };
+    if id.is_empty() {
+        return Err(Error::InvalidConfig(
+            "transactional.id must not be empty".into(),
+        ));
+    }
+    if c.idempotence != Some(true) {
+        return Err(Error::InvalidConfig(
+            "cannot set a transactional.id without also enabling idempotence \
+             (enable.idempotence, acks=all, retries above 0)"
+                .into(),
+        ));
+    }
+    if c.transaction_timeout_ms > i64::from(i32::MAX) {
+        return Err(Error::InvalidConfig(format!(
+            "transaction.timeout.ms must be at most {}, got {}",
+            i32::MAX,
+            c.transaction_timeout_ms
+        )));
+    }
     Ok(())
 }
 

@@ -9,6 +9,16 @@
 //! it (compression, CRC) and appends it to the partition's log, and
 //! completes every record's handle and callback.
 //!
+//! ## Transactions
+//! With a `transactional.id` the producer is Kafka's transactional
+//! producer (`transaction.rs`, Kafka's `TransactionManager`): its state
+//! sits in the accumulator, under the same mutex, so a `send` checks it
+//! and stamps its batch with the transaction. The sender adds each
+//! partition to the transaction at the cluster's coordinator before the
+//! transaction's first batch to it is appended. `commit_transaction` and
+//! `abort_transaction` seal every batch and wait for the sender (as
+//! `flush`), so no batch of a transaction is appended after its marker.
+//!
 //! ## Locks
 //! One mutex over the [`Accumulator`]. Taken by `send` (once), by the
 //! sender thread (once per batch taken, once per batch finished), by
@@ -26,7 +36,9 @@ mod future;
 mod into_bytes;
 mod record;
 mod sender;
+mod transaction;
 
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -45,9 +57,10 @@ use future::{BatchResult, Callback};
 
 use crate::client::partitioner::{StickyPartitions, partition_for_key};
 use crate::clock::Clock;
-use crate::cluster::{Cluster, ClusterInner, PendingRecords};
+use crate::cluster::{Cluster, ClusterInner, OffsetAndMetadata, PendingRecords};
 use crate::error::{Error, FormatError, Result};
 use crate::format::{BatchBuilder, RECORD_BATCH_OVERHEAD};
+use crate::types::TopicPartition;
 
 /// Messages to the sender thread.
 #[derive(Debug)]
@@ -75,6 +88,15 @@ enum Msg {
 ///
 /// Within a partition, records are appended in the order their `send`
 /// calls returned.
+///
+/// With a [`transactional_id`](ProducerConfigBuilder::transactional_id)
+/// it is a transactional producer: records are sent inside transactions
+/// ([`init_transactions`](Producer::init_transactions),
+/// [`begin_transaction`](Producer::begin_transaction),
+/// [`commit_transaction`](Producer::commit_transaction),
+/// [`abort_transaction`](Producer::abort_transaction)), as Kafka's. A
+/// fenced transactional producer ([`Error::ProducerFenced`]) refuses every
+/// later call; drop it and make a new one.
 ///
 /// ```
 /// use logbus::{Acks, Cluster, ClusterConfig, NewTopic, Producer, ProducerConfig, ProducerRecord};
@@ -223,6 +245,7 @@ impl Producer {
         let config_delivery = config.delivery_timeout_millis();
         let config_request = config.request_timeout_millis();
         let size = |bytes: u64| usize::try_from(bytes).unwrap_or(usize::MAX);
+        let acc = accumulator_for(&config, linger_ms);
         let core = Arc::new_cyclic(|me| Core {
             me: me.clone(),
             linger_ms,
@@ -234,7 +257,7 @@ impl Producer {
             config,
             client_id,
             clock,
-            acc: Mutex::new(Accumulator::new(linger_ms)),
+            acc: Mutex::new(acc),
             finished: Condvar::new(),
             sticky: StickyPartitions::new(),
             work,
@@ -261,7 +284,9 @@ impl Producer {
 
     /// Sends a record: chooses its partition, encodes it into the
     /// partition's open batch, and returns a handle to its outcome. Blocks
-    /// only while `buffer.memory` is full (up to `max.block.ms`).
+    /// only while `buffer.memory` is full (up to `max.block.ms`). A
+    /// transactional producer sends only inside a transaction; the record
+    /// belongs to it.
     ///
     /// # Errors
     /// Found before anything is stored, and then the record is dropped:
@@ -277,8 +302,13 @@ impl Producer {
     /// `max.block.ms`; [`Error::InvalidArgument`] for a negative timestamp
     /// or a custom partitioner's partition out of range;
     /// [`Error::Closed`] once the producer (`"producer"`) or the cluster
-    /// (`"cluster"`) is closed. Errors of the append arrive through the
-    /// handle.
+    /// (`"cluster"`) is closed. A transactional producer: [`Error::IllegalState`]
+    /// outside a transaction, the transaction's error once it must be
+    /// aborted, [`Error::ProducerFenced`] once fenced. Errors of the
+    /// append arrive through the handle (a transactional record also
+    /// fails with [`Error::IllegalState`] when its transaction is aborted
+    /// before it was sent, and with [`Error::InvalidProducerEpoch`] when
+    /// a newer producer fenced this one).
     pub fn send(&self, record: ProducerRecord) -> Result<SendFuture> {
         let (result, index, timestamp) = self.handle.core.append(record, None)?;
         Ok(SendFuture::new(result, index, timestamp))
@@ -322,10 +352,179 @@ impl Producer {
     /// a no-op. Called inside a producer callback, it does not wait: the
     /// sender delivers what is pending and stops once the callback returns.
     ///
+    /// A transactional producer first aborts its open transaction (as
+    /// Kafka's does). Dropping the last clone instead closes without
+    /// ending it: the records are delivered and the transaction stays
+    /// open until the next [`init_transactions`](Producer::init_transactions)
+    /// with the same `transactional.id` or `transaction.timeout.ms`
+    /// aborts it — as after a crash.
+    ///
     /// # Errors
     /// [`Error::Internal`] if the sender thread panicked.
     pub fn close(&self) -> Result<()> {
-        self.handle.core.close(&self.handle.thread)
+        let core = &self.handle.core;
+        if core.open_transaction() && !core.on_sender_thread() {
+            // Best effort: a fenced or failing producer closes anyway.
+            let _ = core.abort_transaction();
+        }
+        core.close(&self.handle.thread)
+    }
+
+    /// Registers the producer's `transactional.id` with the cluster's
+    /// transaction coordinator (Kafka's `initTransactions`): takes the
+    /// id's producer id with a new epoch, which fences every older
+    /// producer with the same id (their later calls fail with
+    /// [`Error::ProducerFenced`]) and first aborts the transaction such a
+    /// producer left open (or completes one it was committing). Call it
+    /// once, before the first [`begin_transaction`](Producer::begin_transaction).
+    /// Blocks until done, retrying while the coordinator is not available
+    /// for up to `max.block.ms` of clock time.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use logbus::{Cluster, ClusterConfig, NewTopic, Producer, ProducerConfig, ProducerRecord};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    /// cluster.create_topic(NewTopic::new("payments", 2))?;
+    /// let config = ProducerConfig::builder().transactional_id("payments-writer").build()?;
+    /// let producer = Producer::new(&cluster, config)?;
+    /// producer.init_transactions()?;
+    ///
+    /// producer.begin_transaction()?;
+    /// let debit = producer.send(ProducerRecord::new("payments", "debit").with_key("alice"))?;
+    /// let credit = producer.send(ProducerRecord::new("payments", "credit").with_key("bob"))?;
+    /// producer.commit_transaction()?; // both records, or neither
+    /// assert!(debit.wait().is_ok() && credit.wait().is_ok());
+    ///
+    /// producer.begin_transaction()?;
+    /// let oops = producer.send(ProducerRecord::new("payments", "oops").with_key("alice"))?;
+    /// producer.abort_transaction()?; // read_committed consumers never see it
+    /// assert!(oops.wait().is_err()); // never sent: it lingered in its batch
+    /// producer.close()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::IllegalState`] without a `transactional.id`, after a
+    /// successful call, or while another transactional call of this
+    /// producer runs; [`Error::ProducerFenced`] once fenced;
+    /// [`Error::InvalidTransactionTimeout`] when `transaction.timeout.ms`
+    /// exceeds the cluster's `transaction.max.timeout.ms` (fatal, as the
+    /// coordinator's other refusals);
+    /// [`Error::Timeout`] after `max.block.ms` of retriable failures (the
+    /// call may be made again); [`Error::Closed`].
+    pub fn init_transactions(&self) -> Result<()> {
+        self.handle.core.init_transactions()
+    }
+
+    /// Starts a transaction (Kafka's `beginTransaction`): the records
+    /// sent until [`commit_transaction`](Producer::commit_transaction) or
+    /// [`abort_transaction`](Producer::abort_transaction) belong to it.
+    /// Local: the cluster hears of the transaction with its first record
+    /// (or offsets).
+    ///
+    /// # Errors
+    /// [`Error::IllegalState`] without a `transactional.id`, before
+    /// [`init_transactions`](Producer::init_transactions) or while a
+    /// transaction is open; the error that made the producer fatal
+    /// ([`Error::ProducerFenced`]); [`Error::Closed`].
+    pub fn begin_transaction(&self) -> Result<()> {
+        self.handle.core.begin_transaction()
+    }
+
+    /// Adds a consumer group's offsets to the open transaction (Kafka's
+    /// `sendOffsetsToTransaction`): they become `group`'s committed
+    /// offsets when the transaction commits, and are dropped if it
+    /// aborts — the consume-transform-produce loop's exactly-once step.
+    /// `offsets` are the positions to resume from (the offset after the
+    /// last record processed). Blocks until the coordinator holds them.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use logbus::{
+    ///     Cluster, ClusterConfig, NewTopic, OffsetAndMetadata, Producer, ProducerConfig,
+    ///     ProducerRecord, TopicPartition,
+    /// };
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    /// cluster.create_topic(NewTopic::new("in", 1))?;
+    /// cluster.create_topic(NewTopic::new("out", 1))?;
+    /// let producer = Producer::new(
+    ///     &cluster,
+    ///     ProducerConfig::builder().transactional_id("etl").build()?,
+    /// )?;
+    /// producer.init_transactions()?;
+    /// producer.begin_transaction()?;
+    /// let sent = producer.send(ProducerRecord::new("out", "transformed"))?;
+    /// let mut offsets = BTreeMap::new();
+    /// offsets.insert(TopicPartition::new("in", 0), OffsetAndMetadata::new(42));
+    /// producer.send_offsets_to_transaction(&offsets, "etl-group")?;
+    /// assert!(cluster.list_group_offsets("etl-group")?.is_empty()); // not yet
+    /// producer.commit_transaction()?;
+    /// assert_eq!(sent.wait()?.offset(), Some(0));
+    /// let committed = cluster.list_group_offsets("etl-group")?;
+    /// assert_eq!(committed[&TopicPartition::new("in", 0)].offset, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::IllegalState`] outside a transaction; the error that made
+    /// the transaction abortable or the producer fatal
+    /// ([`Error::ProducerFenced`]); [`Error::InvalidArgument`] for an
+    /// invalid group id or offset and [`Error::UnknownTopicOrPartition`]
+    /// (which makes the transaction abortable); [`Error::Timeout`] after
+    /// `max.block.ms` of retriable failures; [`Error::Closed`].
+    pub fn send_offsets_to_transaction(
+        &self,
+        offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+        group_id: &str,
+    ) -> Result<()> {
+        self.handle
+            .core
+            .send_offsets_to_transaction(offsets, group_id)
+    }
+
+    /// Commits the open transaction (Kafka's `commitTransaction`): waits
+    /// until every record sent in it is appended (as
+    /// [`flush`](Producer::flush)), then has the coordinator write a
+    /// COMMIT marker to every partition of the transaction, which makes
+    /// its records visible to `read_committed` consumers and its offsets
+    /// ([`send_offsets_to_transaction`](Producer::send_offsets_to_transaction))
+    /// the group's committed offsets, all at once. Returns once the
+    /// commit is decided (recorded by the coordinator). If any record of
+    /// the transaction failed, nothing is committed: the call returns
+    /// that record's error and the transaction must be aborted.
+    ///
+    /// # Errors
+    /// [`Error::IllegalState`] outside a transaction, or inside a
+    /// producer callback; a failed record's error (the transaction is then
+    /// abortable: call [`abort_transaction`](Producer::abort_transaction));
+    /// [`Error::ProducerFenced`] once fenced (also when the coordinator
+    /// aborted the transaction at `transaction.timeout.ms`);
+    /// [`Error::Timeout`] after `max.block.ms` of retriable failures (call
+    /// it again to retry); [`Error::Closed`].
+    pub fn commit_transaction(&self) -> Result<()> {
+        self.handle.core.commit_transaction()
+    }
+
+    /// Aborts the open transaction (Kafka's `abortTransaction`): records
+    /// of it not yet appended fail ([`Error::IllegalState`] on their
+    /// handles) and are never written, those in flight are waited for,
+    /// then the coordinator writes an ABORT marker to every partition of
+    /// the transaction and drops its offsets. Also the way out of a
+    /// transaction whose records or offsets failed; after such a failure
+    /// the producer takes a new epoch from the coordinator, so every
+    /// partition's sequences start again.
+    ///
+    /// # Errors
+    /// [`Error::IllegalState`] outside a transaction, or inside a
+    /// producer callback; [`Error::ProducerFenced`] once fenced;
+    /// [`Error::Timeout`] after `max.block.ms` of retriable failures (call
+    /// it again to retry); [`Error::Closed`].
+    pub fn abort_transaction(&self) -> Result<()> {
+        self.handle.core.abort_transaction()
     }
 
     /// The producer's `client.id` (as configured, else `producer-N`).
@@ -339,6 +538,16 @@ impl Producer {
     pub fn config(&self) -> &ProducerConfig {
         &self.handle.core.config
     }
+}
+
+/// The accumulator of a new producer, with its transaction manager if
+/// the config has a `transactional.id`.
+fn accumulator_for(config: &ProducerConfig, linger_ms: i64) -> Accumulator {
+    let mut acc = Accumulator::new(linger_ms);
+    acc.txn = config
+        .transactional_id()
+        .map(|id| transaction::TxnManager::new(id, config.transaction_timeout_millis()));
+    acc
 }
 
 /// Kafka's rule for compacted topics, applied before the record is taken:
@@ -469,6 +678,11 @@ impl Core {
         chosen: Option<u32>,
     ) -> Result<(Arc<BatchResult>, u32, i64)> {
         self.check_open(acc)?;
+        let txn = acc
+            .txn
+            .as_ref()
+            .map(transaction::TxnManager::check_send)
+            .transpose()?;
         let ti = acc.entry(&self.cluster, &record.topic, self.batch_size, &self.sticky)?;
         let entry = &mut acc.topics[ti];
         refuse_keyless(entry, record)?;
@@ -510,7 +724,29 @@ impl Core {
             }
         };
         self.reserve(acc, ti, partition, upper)?;
+        if txn.is_some() {
+            // The wait for room may have outlived the transaction.
+            let again = acc
+                .txn
+                .as_ref()
+                .map(transaction::TxnManager::check_send)
+                .transpose()?;
+            if again != txn {
+                return Err(Error::IllegalState(
+                    "the transaction ended while the send waited for buffer.memory".into(),
+                ));
+            }
+        }
 
+        let other_txn = acc.topics[ti]
+            .batches
+            .get(partition as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|b| b.txn != txn);
+        if other_txn {
+            // Never mix two transactions in one batch.
+            acc.seal(ti, partition, &self.sticky);
+        }
         if !acc.topics[ti].fits(partition, upper) {
             acc.seal(ti, partition, &self.sticky);
             let entry = &acc.topics[ti];
@@ -537,6 +773,7 @@ impl Core {
                 created_ms,
                 seq: 0,
                 keyless: false,
+                txn,
             };
             acc.open_batch(ti, partition, batch);
         }

@@ -32,6 +32,21 @@
 //! `i16::MAX` it takes a new producer id), renumbers that partition's
 //! unfinished batches from 0 and sends them again. `InvalidProducerEpoch`
 //! fails the batch.
+//!
+//! ## Transactions
+//! A transactional batch carries its transaction's producer id and epoch
+//! (from `init_transactions`; a partition numbers from 0 again when they
+//! change) and the transactional flag. Before the first batch of a
+//! transaction to a partition is sent, the partitions waiting for that
+//! are added to the transaction in one request (Kafka's
+//! `AddPartitionsToTxn`); a retriable refusal backs them off for
+//! `retry.backoff.ms`, any other fails the transaction's unsent batches.
+//! No KIP-360 renumbering here: the epoch is the coordinator's, so a
+//! refused sequence fails the batch. Every failed batch of a transaction
+//! is reported to the transaction manager (the transaction becomes
+//! abortable, or the producer fatally fenced) before the flush waiting
+//! for it is woken; the unsent batches of a transaction being aborted
+//! fail without being sent.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -93,6 +108,8 @@ struct PartitionQueue {
     epoch: i16,
     /// The sequence of the next batch sent for the first time.
     next_sequence: i32,
+    /// The transaction this partition was last added to (0: none).
+    added_in: u64,
     /// The epoch must be bumped and the batches renumbered before the next
     /// send.
     reset: bool,
@@ -124,6 +141,33 @@ struct Progress {
     epoch: i16,
     /// Scratch buffer for groups of batches.
     joined: Vec<u8>,
+    /// The transaction being aborted: its unsent batches fail.
+    txn_abort: Option<u64>,
+    /// A transaction whose unsent batches fail, and why (one of its
+    /// batches, or adding its partitions, failed).
+    txn_failed: Option<(u64, Error)>,
+    /// Failures of transactional batches the transaction manager has not
+    /// heard of yet.
+    txn_errors: Vec<(u64, Error)>,
+    /// Transactions the coordinator accepted partitions for, not yet told
+    /// to the transaction manager.
+    txn_started: Option<u64>,
+}
+
+impl Progress {
+    /// Why a batch of transaction `number` must fail instead of being
+    /// sent, if it must.
+    fn txn_refusal(&self, number: u64) -> Option<Error> {
+        if self.txn_abort == Some(number) {
+            return Some(Error::IllegalState(
+                "the transaction was aborted before this record was sent".into(),
+            ));
+        }
+        match &self.txn_failed {
+            Some((n, e)) if *n == number => Some(e.duplicate()),
+            _ => None,
+        }
+    }
 }
 
 /// The thread's loop: runs until the producer is closed and everything
@@ -142,11 +186,16 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
         producer_id: NO_PRODUCER_ID,
         epoch: NO_PRODUCER_EPOCH,
         joined: Vec::new(),
+        txn_abort: None,
+        txn_failed: None,
+        txn_errors: Vec::new(),
+        txn_started: None,
     };
     loop {
         let linger_deadline = {
             let mut acc = core.acc.lock();
             acc.sender_wakes_at = SENDER_RUNNING;
+            progress.txn_abort = acc.txn.as_ref().and_then(|t| t.aborting);
             if acc.ready.is_empty() && acc.open > 0 {
                 let all = stopping || acc.closed || acc.blocked > 0;
                 let now = core.clock.now_ms();
@@ -173,6 +222,10 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
             core.take(batch, &mut progress);
         }
         moved |= core.step(&mut progress);
+        if !progress.txn_errors.is_empty() || progress.txn_started.is_some() {
+            // Before `account` wakes a commit waiting for these batches.
+            core.report_txn(&mut progress);
+        }
         if progress.finished > 0 {
             core.account(&mut progress);
         }
@@ -268,6 +321,7 @@ impl Core {
                 producer_id: NO_PRODUCER_ID,
                 epoch: NO_PRODUCER_EPOCH,
                 next_sequence: 0,
+                added_in: 0,
                 reset: false,
             });
         part.waiting.push_back(batch);
@@ -278,7 +332,7 @@ impl Core {
     /// that arrived, fails batches past their delivery timeout, and sends
     /// what may be sent. Returns whether anything changed.
     fn step(&self, progress: &mut Progress) -> bool {
-        let mut moved = false;
+        let mut moved = self.add_partitions(progress);
         let keys: Vec<TopicIdPartition> = progress.active.iter().cloned().collect();
         for key in keys {
             let Some(mut part) = progress.partitions.remove(&key) else {
@@ -338,6 +392,23 @@ impl Core {
             let Some(first) = part.waiting.front() else {
                 break;
             };
+            if let Some(tag) = first.txn {
+                if let Some(error) = progress.txn_refusal(tag.number) {
+                    // In order: only once nothing before it is in flight.
+                    if !part.in_flight.is_empty() {
+                        break;
+                    }
+                    moved = true;
+                    if let Some(batch) = part.waiting.pop_front() {
+                        finish(progress, batch, Outcome::Failed(error));
+                    }
+                    continue;
+                }
+                if part.added_in != tag.number {
+                    // `add_partitions` adds it first (or backs off).
+                    break;
+                }
+            }
             if now < part.retry_at {
                 break;
             }
@@ -469,7 +540,15 @@ impl Core {
         if batch.bytes.is_some() {
             return Ok(());
         }
-        if self.idempotent && part.producer_id == NO_PRODUCER_ID {
+        if let Some(tag) = batch.txn {
+            // A new epoch (init_transactions, or the bump after an
+            // abortable error) numbers every partition from 0 again.
+            if (part.producer_id, part.epoch) != (tag.producer_id, tag.epoch) {
+                part.producer_id = tag.producer_id;
+                part.epoch = tag.epoch;
+                part.next_sequence = 0;
+            }
+        } else if self.idempotent && part.producer_id == NO_PRODUCER_ID {
             if progress.producer_id == NO_PRODUCER_ID {
                 progress.producer_id = self.cluster.allocate_producer_id()?;
                 progress.epoch = 0;
@@ -489,7 +568,9 @@ impl Core {
         } else {
             let sequence = part.next_sequence;
             part.next_sequence = next_sequence(sequence, records);
-            builder.producer(part.producer_id, part.epoch, sequence)
+            builder
+                .producer(part.producer_id, part.epoch, sequence)
+                .transactional(batch.txn.is_some())
         };
         batch.records = records;
         batch.bytes = Some(Vec::from(builder.build()?));
@@ -578,7 +659,10 @@ impl Core {
         now: i64,
         progress: &mut Progress,
     ) {
+        // A transactional producer's epoch is the coordinator's: a refused
+        // sequence fails the batch (and makes the transaction abortable).
         let renumber = part.producer_id != NO_PRODUCER_ID
+            && batches[0].txn.is_none()
             && matches!(
                 error,
                 Error::OutOfOrderSequence { .. } | Error::UnknownProducerId { .. }
@@ -655,6 +739,88 @@ impl Core {
         Ok(())
     }
 
+    /// Adds to the transaction every partition whose next batch is the
+    /// transaction's first there (Kafka's `AddPartitionsToTxn`, sent
+    /// before the batches are drained), in one request. A retriable
+    /// failure backs those partitions off; any other fails the
+    /// transaction's unsent batches. Returns whether anything changed.
+    fn add_partitions(&self, progress: &mut Progress) -> bool {
+        let Some(id) = self.config.transactional_id() else {
+            return false;
+        };
+        let now = self.clock.now_ms();
+        let mut tag = None;
+        let mut wanted = Vec::new();
+        let mut partitions = Vec::new();
+        for key in &progress.active {
+            let Some(part) = progress.partitions.get(key) else {
+                continue;
+            };
+            let Some(first) = part.waiting.front().and_then(|b| b.txn) else {
+                continue;
+            };
+            if part.added_in == first.number
+                || now < part.retry_at
+                || progress.txn_refusal(first.number).is_some()
+                || tag.is_some_and(|t: super::transaction::TxnTag| t != first)
+            {
+                continue;
+            }
+            tag = Some(first);
+            wanted.push(key.clone());
+            partitions.push(crate::types::TopicPartition::new(
+                &*part.topic.name,
+                part.partition,
+            ));
+        }
+        let Some(tag) = tag else {
+            return false;
+        };
+        match self
+            .cluster
+            .add_partitions_to_txn(id, tag.producer_id, tag.epoch, &partitions)
+        {
+            Ok(()) => {
+                for key in &wanted {
+                    if let Some(part) = progress.partitions.get_mut(key) {
+                        part.added_in = tag.number;
+                    }
+                }
+                progress.txn_started = Some(tag.number);
+            }
+            Err(e) if e.is_retriable() => {
+                let at = now.saturating_add(self.retry_backoff_ms);
+                for key in &wanted {
+                    if let Some(part) = progress.partitions.get_mut(key) {
+                        part.retry_at = at;
+                    }
+                }
+            }
+            Err(e) => {
+                progress.txn_errors.push((tag.number, e.duplicate()));
+                progress.txn_failed = Some((tag.number, e));
+            }
+        }
+        true
+    }
+
+    /// Tells the transaction manager what happened to transactions: the
+    /// coordinator accepted their partitions, or their batches failed.
+    fn report_txn(&self, progress: &mut Progress) {
+        let mut acc = self.acc.lock();
+        let Some(txn) = acc.txn.as_mut() else {
+            progress.txn_errors.clear();
+            progress.txn_started = None;
+            return;
+        };
+        if let Some(number) = progress.txn_started.take() {
+            txn.started(number);
+        }
+        for (number, error) in progress.txn_errors.drain(..) {
+            txn.batch_failed(number, &error);
+        }
+    }
+
     /// When `batch` fails at the latest: `delivery.timeout.ms` after its
     /// first record.
     fn delivery_deadline(&self, batch: &Batch) -> i64 {
@@ -697,6 +863,16 @@ impl Core {
 /// Completes `batch`'s records (and runs their callbacks) and notes it
 /// finished. Runs user code: never with the producer's lock held.
 fn finish(progress: &mut Progress, mut batch: Batch, outcome: Outcome) {
+    if let (Some(tag), Outcome::Failed(error)) = (batch.txn, &outcome)
+        && !batch.result.is_done()
+    {
+        progress.txn_errors.push((tag.number, error.duplicate()));
+        if progress.txn_refusal(tag.number).is_none() {
+            // The rest of the transaction fails too (Kafka's
+            // abortUndrainedBatches).
+            progress.txn_failed = Some((tag.number, error.duplicate()));
+        }
+    }
     batch.finish(outcome);
     progress.unfinished.remove(&batch.seq);
     progress.released += batch.reserved;
