@@ -1065,6 +1065,8 @@ fn meta_properties(storage: &dyn Storage, root: &Path) -> Result<String> {
 }
 
 #[cfg(test)]
+mod eos_sim;
+#[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;
