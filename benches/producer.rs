@@ -13,6 +13,11 @@
 //!   (producer id, epoch and sequences in every batch, checked by the log)
 //!   and without it. Issue 12's target: idempotent at least 0.95× plain.
 //!
+//! - `produce/100B/transactions-100`: as `acks-all-idempotent`, from a
+//!   transactional producer committing a transaction every 100 records
+//!   (the COMMIT markers and the coordinator's state writes included).
+//!   Issue 12's target: at least 0.7× `acks-all-idempotent`.
+//!
 //! Compare the ratio of the medians (the machines are shared and noisy);
 //! records per second for 100 B records is `records / median`.
 
@@ -32,6 +37,17 @@ const PAYLOAD_BYTES: usize = 32 << 20;
 const CHUNK: usize = 16 << 10;
 
 fn produce(records: usize, value: &Bytes, config: &ProducerConfig) -> Duration {
+    produce_in_transactions(records, value, config, None)
+}
+
+/// Produces `records`; with `per_transaction`, in transactions of that
+/// many records (`config` must then have a `transactional.id`).
+fn produce_in_transactions(
+    records: usize,
+    value: &Bytes,
+    config: &ProducerConfig,
+    per_transaction: Option<usize>,
+) -> Duration {
     let dir = tempfile::tempdir().expect("tempdir");
     let cluster = Cluster::open(dir.path(), ClusterConfig::default()).expect("cluster");
     cluster
@@ -46,18 +62,35 @@ fn produce(records: usize, value: &Bytes, config: &ProducerConfig) -> Duration {
         .expect("topic");
     let producer = Producer::new(&cluster, config.clone()).expect("producer");
     let start = Instant::now();
+    if per_transaction.is_some() {
+        producer.init_transactions().expect("init");
+        producer.begin_transaction().expect("begin");
+    }
     let mut last = None;
-    for _ in 0..records {
+    for i in 0..records {
+        if let Some(n) = per_transaction
+            && i > 0
+            && i % n == 0
+        {
+            producer.commit_transaction().expect("commit");
+            producer.begin_transaction().expect("begin");
+        }
         last = Some(
             producer
                 .send(ProducerRecord::new("bench", value.clone()))
                 .expect("send"),
         );
     }
+    if per_transaction.is_some() {
+        producer.commit_transaction().expect("commit");
+    }
     producer.flush().expect("flush");
     let metadata = last.expect("sent").wait().expect("appended");
     let elapsed = start.elapsed();
-    assert_eq!(metadata.offset(), Some(records as u64 - 1));
+    // Each committed transaction but the last leaves a COMMIT marker
+    // before the last record.
+    let markers = per_transaction.map_or(0, |n| (records - 1) / n);
+    assert_eq!(metadata.offset(), Some((records + markers) as u64 - 1));
     producer.close().expect("close");
     cluster.close().expect("close cluster");
     elapsed
@@ -114,6 +147,18 @@ fn bench_produce(c: &mut Criterion) {
             b.iter_custom(|iters| (0..iters).map(|_| produce(records, &value, &config)).sum());
         });
     }
+    let transactional = ProducerConfig::builder()
+        .acks(Acks::All)
+        .transactional_id("bench")
+        .build()
+        .expect("config");
+    group.bench_function("100B/transactions-100", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| produce_in_transactions(records, &value, &transactional, Some(100)))
+                .sum()
+        });
+    });
     group.finish();
 }
 

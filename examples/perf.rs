@@ -5,7 +5,7 @@
 //! cargo run --release --example perf -- produce --dir D --topic T --partitions P \
 //!     --records N --record-size S --acks A [--linger-ms L] [--batch-size B] [--compression C] \
 //!     [--rate R] [--brokers B] [--replication-factor F] [--min-insync M] \
-//!     [--idempotence true|false]
+//!     [--idempotence true|false] [--transaction-records N]
 //! cargo run --release --example perf -- consume --dir D --topic T --records N \
 //!     [--max-poll-records M] [--group G] [--brokers B]
 //! ```
@@ -19,7 +19,11 @@
 //! same `--brokers` as the `produce` that made the directory.
 //! `--idempotence` sets `enable.idempotence` (left alone, the producer's
 //! default applies: on with `--acks all`, off with 0 or 1); the JSON says
-//! which ran as `idempotence`.
+//! which ran as `idempotence`. `--transaction-records N` makes the producer
+//! transactional (`transactional.id` `perf`) and commits a transaction
+//! every N records (and at the end); acknowledgement latencies are then
+//! those of the appends, the records becoming visible to `read_committed`
+//! consumers at their transaction's commit.
 //!
 //! Progress goes to stderr; the result is one JSON line on stdout with
 //! `records`, `bytes`, `seconds`, `records_per_sec`, `mb_per_sec`,
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
                 "usage: perf produce --dir D --topic T --partitions P --records N --record-size S \
                  --acks 0|1|all [--linger-ms L] [--batch-size B] [--compression none|gzip|snappy|lz4|zstd] \
                  [--idempotence true|false (default: on with acks=all)] \
+                 [--transaction-records N: commit a transaction every N records] \
                  [--rate R: records/s offered] [--brokers B (1)] [--replication-factor F (1)] \
                  [--min-insync M (1)]\n       \
                  perf consume --dir D --topic T --records N [--max-poll-records M (10000)] \
@@ -251,9 +256,24 @@ fn produce(flags: &Flags) -> Result<String, Error> {
             .replication_factor(replication)
             .config(TopicConfig::new().min_insync_replicas(min_insync)?),
     )?;
+    let transaction_records: Option<u64> = flags
+        .0
+        .get("transaction-records")
+        .map(|n| n.parse())
+        .transpose()?;
+    if transaction_records == Some(0) {
+        return Err("--transaction-records must be positive".into());
+    }
+    if transaction_records.is_some() {
+        config = config.transactional_id("perf");
+    }
     let config = config.build()?;
     let idempotence = config.enable_idempotence();
     let producer = Producer::new(&cluster, config)?;
+    if transaction_records.is_some() {
+        producer.init_transactions()?;
+        producer.begin_transaction()?;
+    }
     // An `Arc<str>` topic is shared by every record, not copied into each.
     let topic_name: std::sync::Arc<str> = std::sync::Arc::from(topic.as_str());
     // One value, shared: the tool measures logbus, not the allocator.
@@ -285,6 +305,13 @@ fn produce(flags: &Flags) -> Result<String, Error> {
                 std::thread::sleep(due - now);
             }
         }
+        if let Some(n) = transaction_records
+            && i > 0
+            && i % n == 0
+        {
+            producer.commit_transaction()?;
+            producer.begin_transaction()?;
+        }
         let record = ProducerRecord::new(&topic_name, &value);
         if i % LATENCY_SAMPLE == 0 {
             while let Some((sent, future)) = pending.front() {
@@ -307,6 +334,9 @@ fn produce(flags: &Flags) -> Result<String, Error> {
             eprintln!("  {i} records sent, {:.0} records/s", i as f64 / secs);
         }
     }
+    if transaction_records.is_some() {
+        producer.commit_transaction()?;
+    }
     for (sent, future) in pending {
         if future.wait().is_ok() {
             lat.push(micros(sent));
@@ -328,7 +358,7 @@ fn produce(flags: &Flags) -> Result<String, Error> {
          \"p999_us\":{},\"peak_rss_mb\":{:.1},\"rss_anon_mb\":{anon_mb:.1},\
          \"rss_file_mb\":{file_mb:.1},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3},\
          \"offered_rate\":{},\"brokers\":{},\"replication_factor\":{replication},\
-         \"min_insync\":{min_insync},\"idempotence\":{idempotence}}}",
+         \"min_insync\":{min_insync},\"idempotence\":{idempotence},\"transaction_records\":{}}}",
         records as f64 / seconds,
         percentile(&lat, 50.0),
         percentile(&lat, 99.0),
@@ -337,6 +367,7 @@ fn produce(flags: &Flags) -> Result<String, Error> {
         mb_per_sec / baseline_mb,
         rate.map_or("null".to_string(), |r| format!("{r:.0}")),
         cluster_brokers(flags)?,
+        transaction_records.map_or("null".to_string(), |n| n.to_string()),
     ))
 }
 
