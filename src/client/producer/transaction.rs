@@ -170,6 +170,16 @@ impl TxnManager {
         if call != Call::Begin {
             self.busy = true;
         }
+        // In the same critical section as the checks: a batch failure the
+        // sender reports in between must not be overwritten.
+        match call {
+            Call::Commit => self.state = TxnState::CommittingTransaction,
+            Call::Abort => {
+                self.state = TxnState::AbortingTransaction;
+                self.aborting = Some(self.number);
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -399,10 +409,6 @@ impl Core {
 
     pub(crate) fn commit_transaction(&self) -> Result<()> {
         let id = self.enter(Call::Commit)?;
-        {
-            let mut acc = self.acc.lock();
-            manager(&mut acc)?.state = TxnState::CommittingTransaction;
-        }
         let result = self.flush().and_then(|()| {
             let mut acc = self.acc.lock();
             let txn = manager(&mut acc)?;
@@ -429,10 +435,7 @@ impl Core {
         let id = self.enter(Call::Abort)?;
         let number = {
             let mut acc = self.acc.lock();
-            let txn = manager(&mut acc)?;
-            txn.state = TxnState::AbortingTransaction;
-            txn.aborting = Some(txn.number);
-            txn.number
+            manager(&mut acc)?.number
         };
         // The sender fails what it has not sent of the transaction, and
         // finishes what it sent: nothing of it may be appended after the
@@ -527,6 +530,35 @@ mod tests {
         assert_eq!(m.state, TxnState::AbortableError);
         assert!(matches!(m.enter(Call::Commit), Err(Error::Timeout { .. })));
         m.enter(Call::Abort).unwrap();
+    }
+
+    #[test]
+    fn a_commit_or_abort_enters_its_state_with_its_checks() {
+        // The sender may report a failure as soon as the checks are done:
+        // the state the call enters must already be set, so the report
+        // lands on it (and a fatal one is seen by the call) instead of
+        // being overwritten afterwards.
+        for call in [Call::Commit, Call::Abort] {
+            let mut m = TxnManager::new("t", 60_000);
+            m.state = TxnState::InTransaction;
+            m.number = 1;
+            m.enter(call).unwrap();
+            let entered = if call == Call::Commit {
+                TxnState::CommittingTransaction
+            } else {
+                TxnState::AbortingTransaction
+            };
+            assert_eq!(m.state, entered);
+            m.batch_failed(
+                1,
+                &Error::ProducerFenced {
+                    transactional_id: "t".into(),
+                    epoch: 0,
+                    current: 1,
+                },
+            );
+            assert_eq!(m.state, TxnState::FatalError, "{call:?}");
+        }
     }
 
     #[test]
