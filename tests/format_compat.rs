@@ -512,6 +512,48 @@ fn write_log(dir: &Path, timestamp_type: TimestampType) -> TestResult<Vec<BatchD
                     })
                     .collect(),
             });
+            if spec.transactional {
+                // Its COMMIT marker: a control batch of one record, the
+                // key (version 0, type 1 = COMMIT) and value (version 0,
+                // the coordinator epoch) in Kafka's layout.
+                let (producer_id, producer_epoch, _) =
+                    spec.producer.expect("a transaction has a producer");
+                clock.advance_ms(10);
+                let coordinator_epoch = epoch + 100;
+                let info = log.append_marker(
+                    producer_id,
+                    producer_epoch,
+                    format::ControlRecordType::Commit,
+                    coordinator_epoch,
+                )?;
+                let at = info.first_offset() as i64;
+                let now = logbus::Clock::now_ms(&clock);
+                let mut value = vec![0, 0];
+                value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+                expected.push(BatchDesc {
+                    base_offset: at,
+                    last_offset_delta: 0,
+                    partition_leader_epoch: epoch,
+                    crc: 0,
+                    compression: 0,
+                    timestamp_type: 0,
+                    first_timestamp: now,
+                    max_timestamp: now,
+                    producer_id,
+                    producer_epoch,
+                    base_sequence: -1,
+                    transactional: true,
+                    control: true,
+                    records_count: 1,
+                    records: vec![RecordDesc {
+                        offset: at,
+                        timestamp: now,
+                        key: Some(vec![0, 0, 0, 1]),
+                        value: Some(value),
+                        headers: Vec::new(),
+                    }],
+                });
+            }
         }
     }
     assert!(log.segment_count() >= 3, "{} segments", log.segment_count());
