@@ -23,7 +23,9 @@
 //! transactional (`transactional.id` `perf`) and commits a transaction
 //! every N records (and at the end); acknowledgement latencies are then
 //! those of the appends, the records becoming visible to `read_committed`
-//! consumers at their transaction's commit.
+//! consumers at their transaction's commit; `commit_seconds` is the time
+//! spent in `commit_transaction` (the flush of the transaction's records,
+//! then the coordinator's state writes and markers).
 //!
 //! Progress goes to stderr; the result is one JSON line on stdout with
 //! `records`, `bytes`, `seconds`, `records_per_sec`, `mb_per_sec`,
@@ -296,6 +298,9 @@ fn produce(flags: &Flags) -> Result<String, Error> {
     );
     let start = Instant::now();
     let mut last_report = Instant::now();
+    // Time spent in commit_transaction (flushing the transaction's records,
+    // then the coordinator's writes and markers).
+    let mut commit_time = Duration::ZERO;
     for i in 0..records {
         if let Some(rate) = rate {
             // Sends are paced to the offered load: record i leaves at i/rate.
@@ -309,7 +314,9 @@ fn produce(flags: &Flags) -> Result<String, Error> {
             && i > 0
             && i % n == 0
         {
+            let committing = Instant::now();
             producer.commit_transaction()?;
+            commit_time += committing.elapsed();
             producer.begin_transaction()?;
         }
         let record = ProducerRecord::new(&topic_name, &value);
@@ -335,7 +342,9 @@ fn produce(flags: &Flags) -> Result<String, Error> {
         }
     }
     if transaction_records.is_some() {
+        let committing = Instant::now();
         producer.commit_transaction()?;
+        commit_time += committing.elapsed();
     }
     for (sent, future) in pending {
         if future.wait().is_ok() {
@@ -358,7 +367,7 @@ fn produce(flags: &Flags) -> Result<String, Error> {
          \"p999_us\":{},\"peak_rss_mb\":{:.1},\"rss_anon_mb\":{anon_mb:.1},\
          \"rss_file_mb\":{file_mb:.1},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3},\
          \"offered_rate\":{},\"brokers\":{},\"replication_factor\":{replication},\
-         \"min_insync\":{min_insync},\"idempotence\":{idempotence},\"transaction_records\":{}}}",
+         \"min_insync\":{min_insync},\"idempotence\":{idempotence},\"transaction_records\":{},\"commit_seconds\":{:.3}}}",
         records as f64 / seconds,
         percentile(&lat, 50.0),
         percentile(&lat, 99.0),
@@ -368,6 +377,7 @@ fn produce(flags: &Flags) -> Result<String, Error> {
         rate.map_or("null".to_string(), |r| format!("{r:.0}")),
         cluster_brokers(flags)?,
         transaction_records.map_or("null".to_string(), |n| n.to_string()),
+        commit_time.as_secs_f64(),
     ))
 }
 
