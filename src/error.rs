@@ -558,6 +558,18 @@ pub enum Error {
         /// The transactional id.
         transactional_id: String,
     },
+    /// A record sent in a transaction that was aborted
+    /// ([`Producer::abort_transaction`](crate::Producer::abort_transaction))
+    /// before the record was appended: it was never written. Kafka's
+    /// `TransactionAbortedException`: not retriable (send it again in the
+    /// next transaction).
+    #[error(
+        "transactional id {transactional_id}: the transaction was aborted before this record was sent"
+    )]
+    TransactionAborted {
+        /// The producer's transactional id.
+        transactional_id: String,
+    },
     // --- end of the transaction coordinator's block ---
     /// An argument is invalid (a negative timestamp, a partition the
     /// consumer is not assigned, a record over `max.request.size`, ...).
@@ -852,6 +864,9 @@ impl Error {
                 }
             }
             Error::ConcurrentTransactions { transactional_id } => Error::ConcurrentTransactions {
+                transactional_id: transactional_id.clone(),
+            },
+            Error::TransactionAborted { transactional_id } => Error::TransactionAborted {
                 transactional_id: transactional_id.clone(),
             },
             // --- end of the transaction coordinator's block ---

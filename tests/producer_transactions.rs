@@ -238,7 +238,10 @@ fn an_abort_marks_what_was_written_and_drops_what_was_not() {
     // Lingers in its batch on the manual clock: never sent.
     let unsent = producer.send(record("b", 0, "unsent")).unwrap();
     producer.abort_transaction().unwrap();
-    assert!(matches!(unsent.wait(), Err(Error::IllegalState(_))));
+    assert!(matches!(
+        unsent.wait(),
+        Err(Error::TransactionAborted { transactional_id }) if transactional_id == "tx"
+    ));
     assert_eq!(shape(&cluster, "a", 0), ["written", "ABORT"]);
     assert!(
         shape(&cluster, "b", 0).is_empty(),

@@ -306,8 +306,8 @@ impl Producer {
     /// outside a transaction, the transaction's error once it must be
     /// aborted, [`Error::ProducerFenced`] once fenced. Errors of the
     /// append arrive through the handle (a transactional record also
-    /// fails with [`Error::IllegalState`] when its transaction is aborted
-    /// before it was sent, and with [`Error::InvalidProducerEpoch`] when
+    /// fails with [`Error::TransactionAborted`] when its transaction is
+    /// aborted before it was sent, and with [`Error::InvalidProducerEpoch`] when
     /// a newer producer fenced this one).
     pub fn send(&self, record: ProducerRecord) -> Result<SendFuture> {
         let (result, index, timestamp) = self.handle.core.append(record, None)?;
@@ -510,7 +510,7 @@ impl Producer {
     }
 
     /// Aborts the open transaction (Kafka's `abortTransaction`): records
-    /// of it not yet appended fail ([`Error::IllegalState`] on their
+    /// of it not yet appended fail ([`Error::TransactionAborted`] on their
     /// handles) and are never written, those in flight are waited for,
     /// then the coordinator writes an ABORT marker to every partition of
     /// the transaction and drops its offsets. Also the way out of a

@@ -123,6 +123,8 @@ impl PartitionQueue {
 
 /// What the sender tracks between batches.
 struct Progress {
+    /// The producer's `transactional.id` (empty without one).
+    transactional_id: Arc<str>,
     /// Every partition written to (the sequence state stays).
     partitions: HashMap<TopicIdPartition, PartitionQueue>,
     /// The partitions with batches waiting or in flight.
@@ -159,9 +161,9 @@ impl Progress {
     /// sent, if it must.
     fn txn_refusal(&self, number: u64) -> Option<Error> {
         if self.txn_abort == Some(number) {
-            return Some(Error::IllegalState(
-                "the transaction was aborted before this record was sent".into(),
-            ));
+            return Some(Error::TransactionAborted {
+                transactional_id: self.transactional_id.to_string(),
+            });
         }
         match &self.txn_failed {
             Some((n, e)) if *n == number => Some(e.duplicate()),
@@ -177,6 +179,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
     let mut taken: VecDeque<Batch> = VecDeque::new();
     let mut stopping = false;
     let mut progress = Progress {
+        transactional_id: Arc::from(core.config.transactional_id().unwrap_or_default()),
         partitions: HashMap::new(),
         active: HashSet::new(),
         unfinished: BTreeSet::new(),
