@@ -362,6 +362,13 @@ impl LogConfig {
         self
     }
 
+    /// This config with `producer.id.expiration.ms` set to `ms` (the
+    /// cluster's broker-wide setting).
+    pub(crate) fn with_producer_id_expiration_ms(mut self, ms: i64) -> Self {
+        self.producer_id_expiration_ms = ms;
+        self
+    }
+
     /// Whether `cleanup.policy` includes `compact`: the cleaner keeps the
     /// latest record of every key (see [`Log::clean`](crate::Log::clean)),
     /// and appends of records without a key are refused. Default false.

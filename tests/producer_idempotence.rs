@@ -742,3 +742,57 @@ fn every_record_is_stored_once_in_order_despite_retries_and_leader_changes() {
         );
     }
 }
+
+/// An idempotent batch of one record: producer 7, epoch 0, `sequence`.
+fn idempotent_batch(timestamp: i64, sequence: i32) -> Vec<u8> {
+    let mut builder =
+        logbus::format::BatchBuilder::new(logbus::Compression::None).producer(7, 0, sequence);
+    builder.append(timestamp, None, Some(b"v"), &[]);
+    builder.build().unwrap().to_vec()
+}
+
+#[test]
+fn the_clusters_producer_id_expiration_forgets_idle_producers_at_reopen() {
+    for (expiration, forgotten) in [
+        (Duration::from_secs(5), true),
+        (Duration::from_secs(3600), false),
+    ] {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let dir = tempfile::tempdir().unwrap();
+        let config = || {
+            ClusterConfig::builder()
+                .clock(clock.clone())
+                .producer_id_expiration(expiration)
+                .build()
+                .unwrap()
+        };
+        let cluster = Cluster::open(dir.path(), config()).unwrap();
+        let partition = cluster
+            .create_topic(NewTopic::new("t", 1))
+            .unwrap()
+            .partition(0)
+            .unwrap();
+        partition
+            .append(&mut idempotent_batch(clock.now_ms(), 0))
+            .unwrap();
+        cluster.close().unwrap();
+        clock.advance_ms(10_000);
+
+        let cluster = Cluster::open(dir.path(), config()).unwrap();
+        let partition = cluster.topic("t").unwrap().partition(0).unwrap();
+        let next = partition.append(&mut idempotent_batch(clock.now_ms(), 1));
+        if forgotten {
+            assert!(
+                matches!(next, Err(Error::UnknownProducerId { producer_id: 7, .. })),
+                "{next:?}"
+            );
+            // Starting over at sequence 0 is accepted.
+            partition
+                .append(&mut idempotent_batch(clock.now_ms(), 0))
+                .unwrap();
+        } else {
+            assert_eq!(next.unwrap().first_offset(), 1);
+        }
+        cluster.close().unwrap();
+    }
+}

@@ -64,6 +64,7 @@ pub struct ClusterConfig {
     pub(crate) group_max_session_timeout_ms: i64,
     pub(crate) group_initial_rebalance_delay_ms: i64,
     pub(crate) retention_check_interval_ms: i64,
+    pub(crate) producer_id_expiration_ms: i64,
     pub(crate) background_threads: usize,
     pub(crate) max_partitions: u32,
     pub(crate) broker_session_timeout_ms: i64,
@@ -123,6 +124,7 @@ impl Default for ClusterConfig {
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 0,
             retention_check_interval_ms: 300_000,
+            producer_id_expiration_ms: 86_400_000,
             background_threads: 2,
             max_partitions: MAX_PARTITIONS_PER_CLUSTER,
             broker_session_timeout_ms: 9_000,
@@ -271,6 +273,14 @@ impl ClusterConfig {
     #[must_use]
     pub fn retention_check_interval(&self) -> Duration {
         duration(self.retention_check_interval_ms)
+    }
+
+    /// How long a partition remembers an idempotent producer after its
+    /// last write (Kafka's broker setting `producer.id.expiration.ms`,
+    /// default 1 day); see [`ClusterConfigBuilder::producer_id_expiration`].
+    #[must_use]
+    pub fn producer_id_expiration(&self) -> Duration {
+        duration(self.producer_id_expiration_ms)
     }
 
     /// Threads that run the partition logs' background work: flushing
@@ -558,6 +568,27 @@ impl ClusterConfigBuilder {
         self
     }
 
+    /// Kafka's `producer.id.expiration.ms` (default 1 day), for every
+    /// partition: a producer whose last batch in a partition is this old
+    /// (by the batch's timestamp), with no transaction open there, is
+    /// forgotten at the next retention check or open, so its next batch
+    /// must start at sequence 0 again (else `UnknownProducerId`). Whole
+    /// milliseconds, at least 1.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logbus::ClusterConfig;
+    /// let config = ClusterConfig::builder()
+    ///     .producer_id_expiration(Duration::from_secs(3600))
+    ///     .build()?;
+    /// assert_eq!(config.producer_id_expiration(), Duration::from_secs(3600));
+    /// # Ok::<(), logbus::Error>(())
+    /// ```
+    pub fn producer_id_expiration(mut self, expiration: Duration) -> Self {
+        self.config.producer_id_expiration_ms = millis(expiration);
+        self
+    }
+
     /// Kafka's `background.threads` (default 2, not Kafka's 10): how many
     /// threads (`logbus-log-N`) run every partition log's background work,
     /// whatever the number of partitions. A long compaction pass holds one
@@ -779,6 +810,11 @@ impl ClusterConfig {
         if c.retention_check_interval_ms < 1 {
             return Err(Error::InvalidConfig(
                 "log.retention.check.interval.ms must be >= 1".into(),
+            ));
+        }
+        if c.producer_id_expiration_ms < 1 {
+            return Err(Error::InvalidConfig(
+                "producer.id.expiration.ms must be >= 1".into(),
             ));
         }
         if c.background_threads == 0 || c.background_threads > MAX_BACKGROUND_THREADS {

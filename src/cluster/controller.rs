@@ -93,7 +93,8 @@ impl ClusterInner {
         let effective = overrides.overlaid_on(&self.config.topic_defaults);
         let log_config = effective
             .log_config()?
-            .with_retention_check_interval_ms(self.config.retention_check_interval_ms);
+            .with_retention_check_interval_ms(self.config.retention_check_interval_ms)
+            .with_producer_id_expiration_ms(self.config.producer_id_expiration_ms);
         let name: Arc<str> = Arc::from(name);
         for (p, roles) in (0..).zip(&assignments) {
             if let Err(e) = self.host_partition(&name, id, p, &log_config, &effective, roles) {
