@@ -12,7 +12,9 @@
 //! (`transactional.id` `etl-0`). For each poll it begins a transaction,
 //! sends one output record per input record (the input's partition, offset
 //! and value), adds the consumer's positions with
-//! `send_offsets_to_transaction`, and commits — so an input record's
+//! `send_offsets_to_transaction` (with the consumer's `group_metadata`, so
+//! the group refuses them if the member lost its generation), and commits
+//! — so an input record's
 //! output and the group's progress past it become visible together, or
 //! not at all. Every seventh transaction is aborted on purpose (the
 //! consumer goes back to the committed offsets and processes the records
@@ -336,7 +338,8 @@ impl Pipeline {
                 })
                 .or_insert(next);
         }
-        self.producer.send_offsets_to_transaction(&offsets, GROUP)?;
+        self.producer
+            .send_offsets_to_transaction(&offsets, self.consumer.group_metadata()?)?;
         self.producer.commit_transaction()
     }
 

@@ -155,8 +155,9 @@ pub use client::assignor::{
     StickyAssignor, assignor_by_name,
 };
 pub use client::consumer::{
-    CommittedOffsets, Consumer, ConsumerConfig, ConsumerConfigBuilder, ConsumerRebalanceListener,
-    ConsumerRecord, ConsumerRecords, OffsetAndTimestamp, OffsetReset, RecordsIntoIter, RecordsIter,
+    CommittedOffsets, Consumer, ConsumerConfig, ConsumerConfigBuilder, ConsumerGroupMetadata,
+    ConsumerRebalanceListener, ConsumerRecord, ConsumerRecords, OffsetAndTimestamp, OffsetReset,
+    RecordsIntoIter, RecordsIter,
 };
 pub use client::partitioner::{Partitioner, RoundRobinPartitioner, murmur2, partition_for_key};
 pub use client::producer::{

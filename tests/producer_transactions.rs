@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use logbus::{
-    Acks, Cluster, ClusterConfig, Error, ManualClock, NewTopic, OffsetAndMetadata, Producer,
-    ProducerConfig, ProducerRecord, TopicConfig, TopicPartition,
+    Acks, Cluster, ClusterConfig, Consumer, ConsumerConfig, Error, ManualClock, NewTopic,
+    OffsetAndMetadata, Producer, ProducerConfig, ProducerRecord, TopicConfig, TopicPartition,
 };
 
 /// A guard against a hang, never a timing assertion.
@@ -735,4 +735,84 @@ proptest::proptest! {
     fn transactions_match_the_model(ops in proptest::collection::vec(op(), 1..30)) {
         run_model(&ops);
     }
+}
+
+#[test]
+fn offsets_from_a_member_whose_generation_ended_are_refused() {
+    let setup = Setup::new();
+    let cluster = setup.open();
+    let config = || {
+        ConsumerConfig::builder()
+            .group_id("g")
+            .enable_auto_commit(false)
+            .session_timeout(Duration::from_secs(10))
+            .heartbeat_interval(Duration::from_secs(1))
+            .build()
+            .unwrap()
+    };
+    let a0 = TopicPartition::new("a", 0);
+    let committed = |cluster: &Cluster| cluster.list_group_offsets("g").unwrap()[&a0].offset;
+    let mut first = Consumer::new(&cluster, config()).unwrap();
+    first.subscribe(["a"]).unwrap();
+    first.poll(Duration::ZERO).unwrap();
+    let old = first.group_metadata().unwrap();
+    assert_eq!((old.group_id(), old.generation_id()), ("g", 1));
+    assert_eq!(Some(old.member_id()), first.member_id());
+
+    let producer = txn_producer(&cluster, "tx");
+    producer.init_transactions().unwrap();
+    producer.begin_transaction().unwrap();
+    let offsets = BTreeMap::from([(a0.clone(), OffsetAndMetadata::new(5))]);
+    producer
+        .send_offsets_to_transaction(&offsets, &old)
+        .unwrap();
+    producer.commit_transaction().unwrap();
+    assert_eq!(committed(&cluster), 5);
+
+    // A second member joins: the group rebalances into generation 2.
+    let mut second = Consumer::new(&cluster, config()).unwrap();
+    second.subscribe(["a"]).unwrap();
+    for _ in 0..20 {
+        first.poll(Duration::ZERO).unwrap();
+        second.poll(Duration::ZERO).unwrap();
+        if first.generation() == Some(2) && second.generation() == Some(2) {
+            break;
+        }
+    }
+    assert_eq!(
+        (first.generation(), second.generation()),
+        (Some(2), Some(2))
+    );
+
+    // The metadata of generation 1 is refused (KIP-447): the transaction
+    // must be aborted, and the group's offset does not move.
+    producer.begin_transaction().unwrap();
+    let later = BTreeMap::from([(a0.clone(), OffsetAndMetadata::new(9))]);
+    let refused = producer.send_offsets_to_transaction(&later, &old);
+    assert!(
+        matches!(refused, Err(Error::CommitFailed { .. })),
+        "{refused:?}"
+    );
+    assert!(producer.commit_transaction().is_err());
+    producer.abort_transaction().unwrap();
+    assert_eq!(committed(&cluster), 5);
+
+    // The member's current metadata is accepted; a bare group id is never
+    // checked.
+    producer.begin_transaction().unwrap();
+    producer
+        .send_offsets_to_transaction(&later, first.group_metadata().unwrap())
+        .unwrap();
+    producer.commit_transaction().unwrap();
+    assert_eq!(committed(&cluster), 9);
+    producer.begin_transaction().unwrap();
+    let bare = BTreeMap::from([(a0.clone(), OffsetAndMetadata::new(11))]);
+    producer.send_offsets_to_transaction(&bare, "g").unwrap();
+    producer.commit_transaction().unwrap();
+    assert_eq!(committed(&cluster), 11);
+
+    producer.close().unwrap();
+    first.close().unwrap();
+    second.close().unwrap();
+    cluster.close().unwrap();
 }

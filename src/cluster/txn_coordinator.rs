@@ -571,14 +571,39 @@ impl ClusterInner {
         Ok(())
     }
 
+    /// [`ClusterInner::txn_offset_commit_as`] with a bare group id.
+    #[cfg(test)]
+    pub(crate) fn txn_offset_commit(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        group: &str,
+        offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+    ) -> Result<()> {
+        self.txn_offset_commit_as(
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            group,
+            None,
+            offsets,
+        )
+    }
+
     /// Kafka's `TxnOffsetCommit` (from `send_offsets_to_transaction`,
     /// after [`ClusterInner::add_offsets_to_txn`]): `offsets` of `group`
     /// are appended to its `__consumer_offsets` partition in the open
     /// transaction, pending, and become the group's committed offsets when
     /// it commits (dropped if it aborts); see the group coordinator's
-    /// module docs.
+    /// module docs. With `member` (its member id and generation, KIP-447)
+    /// the group checks it as for a member's own commit, under the
+    /// group's lock (taken under this id's entry lock; nothing takes an
+    /// entry lock under it).
     ///
     /// # Errors
+    /// [`Error::CommitFailed`] for a member no longer in the group or a
+    /// stale generation, the retriable [`Error::RebalanceInProgress`];
     /// [`Error::ProducerFenced`], [`Error::InvalidProducerIdMapping`];
     /// [`Error::InvalidTxnState`] if no transaction is open or the group's
     /// offsets partition was not added to it; the offsets' own errors, as
@@ -586,12 +611,13 @@ impl ClusterInner {
     /// [`Error::InvalidArgument`]); and those of the acks=all append, as a
     /// plain commit's (the retriable [`Error::NotEnoughReplicas`],
     /// [`Error::NotLeaderOrFollower`]; nothing is pending then).
-    pub(crate) fn txn_offset_commit(
+    pub(crate) fn txn_offset_commit_as(
         &self,
         transactional_id: &str,
         producer_id: i64,
         producer_epoch: i16,
         group: &str,
+        member: Option<(&str, i32)>,
         offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
     ) -> Result<()> {
         let id = transactional_id;
@@ -616,7 +642,18 @@ impl ClusterInner {
             return Err(Error::InvalidTxnState { producer_id });
         }
         // Under the entry lock: the transaction cannot end meanwhile.
-        self.commit_txn_offsets(group, producer_id, producer_epoch, offsets)
+        match member {
+            // KIP-447: under the group's lock, as a member's own commit,
+            // so the member and generation cannot change meanwhile.
+            Some(member) => {
+                let now = self.clock().now_ms();
+                self.groups.commit(group, Some(member), now, || {
+                    self.commit_txn_offsets(group, producer_id, producer_epoch, offsets)
+                })
+            }
+            // A bare group id: no membership check (Kafka's generation -1).
+            None => self.commit_txn_offsets(group, producer_id, producer_epoch, offsets),
+        }
     }
 
     /// Kafka's `EndTxn`: commits (or aborts) `transactional_id`'s open

@@ -38,7 +38,7 @@ use crate::cluster::{ClusterInner, JoinRequest, JoinResponse, Joined, SyncRespon
 use crate::error::{Error, Result};
 use crate::types::TopicPartition;
 
-use super::Consumer;
+use super::{Consumer, ConsumerGroupMetadata};
 
 /// Callbacks around a group rebalance: Kafka's
 /// `ConsumerRebalanceListener`.
@@ -499,6 +499,27 @@ impl Consumer {
             .as_ref()
             .filter(|m| m.is_stable())
             .map(Membership::generation)
+    }
+
+    /// The consumer's group id, generation and member id (Kafka's
+    /// `groupMetadata()`), to give to
+    /// [`Producer::send_offsets_to_transaction`](crate::Producer::send_offsets_to_transaction)
+    /// so that the group coordinator refuses the offsets if this member
+    /// was removed from the group or the group rebalanced since. Before
+    /// the consumer has joined (or with `assign`), the generation is -1
+    /// and the member id empty: no check is made.
+    ///
+    /// # Errors
+    /// [`Error::IllegalState`] without a `group.id`.
+    pub fn group_metadata(&self) -> Result<ConsumerGroupMetadata> {
+        let mut metadata = ConsumerGroupMetadata::new(self.group()?);
+        if let (Some(member), Some(generation)) = (self.member_id(), self.generation()) {
+            metadata = metadata.with_member(generation, member);
+        }
+        if let Some(instance) = self.config.group_instance_id() {
+            metadata = metadata.with_group_instance_id(instance);
+        }
+        Ok(metadata)
     }
 
     fn set_subscription(&mut self, subscribed: Subscribed) -> Result<()> {

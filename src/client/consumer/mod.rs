@@ -41,6 +41,7 @@ mod config;
 mod fetch;
 mod fetcher;
 mod group;
+mod group_metadata;
 #[cfg(test)]
 mod read_committed_tests;
 mod records;
@@ -64,6 +65,7 @@ use crate::types::{IsolationLevel, TopicPartition};
 use config::byte_count;
 pub use config::{ConsumerConfig, ConsumerConfigBuilder, OffsetReset};
 pub use group::ConsumerRebalanceListener;
+pub use group_metadata::ConsumerGroupMetadata;
 pub use records::{
     ConsumerRecord, ConsumerRecords, OffsetAndTimestamp, RecordsIntoIter, RecordsIter,
 };

@@ -55,6 +55,7 @@ pub use record::{IntoTopic, ProducerRecord, RecordMetadata};
 use accumulator::{Accumulator, Batch};
 use future::{BatchResult, Callback};
 
+use crate::client::consumer::ConsumerGroupMetadata;
 use crate::client::partitioner::{StickyPartitions, partition_for_key};
 use crate::clock::Clock;
 use crate::cluster::{Cluster, ClusterInner, OffsetAndMetadata, PendingRecords};
@@ -469,21 +470,31 @@ impl Producer {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
+    /// `group` is a group id (`"etl-group"`: no membership check), or,
+    /// better, the consuming member's
+    /// [`Consumer::group_metadata`](crate::Consumer::group_metadata)
+    /// (Kafka's KIP-447): the coordinator then refuses the offsets with
+    /// [`Error::CommitFailed`] if that member left the group or the group
+    /// rebalanced since (its partitions may be another member's now), and
+    /// the transaction must be aborted.
+    ///
     /// # Errors
     /// [`Error::IllegalState`] outside a transaction; the error that made
     /// the transaction abortable or the producer fatal
-    /// ([`Error::ProducerFenced`]); [`Error::InvalidArgument`] for an
+    /// ([`Error::ProducerFenced`]); [`Error::CommitFailed`] for a stale
+    /// member or generation (the transaction becomes abortable);
+    /// [`Error::InvalidArgument`] for an
     /// invalid group id or offset and [`Error::UnknownTopicOrPartition`]
     /// (which makes the transaction abortable); [`Error::Timeout`] after
     /// `max.block.ms` of retriable failures; [`Error::Closed`].
     pub fn send_offsets_to_transaction(
         &self,
         offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
-        group_id: &str,
+        group: impl Into<ConsumerGroupMetadata>,
     ) -> Result<()> {
         self.handle
             .core
-            .send_offsets_to_transaction(offsets, group_id)
+            .send_offsets_to_transaction(offsets, &group.into())
     }
 
     /// Commits the open transaction (Kafka's `commitTransaction`): waits

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use super::Core;
 use super::accumulator::Accumulator;
+use crate::client::consumer::ConsumerGroupMetadata;
 use crate::cluster::OffsetAndMetadata;
 use crate::error::{Error, Result};
 use crate::types::TopicPartition;
@@ -385,8 +386,9 @@ impl Core {
     pub(crate) fn send_offsets_to_transaction(
         &self,
         offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
-        group: &str,
+        metadata: &ConsumerGroupMetadata,
     ) -> Result<()> {
+        let group = metadata.group_id();
         let id = self.enter(Call::SendOffsets)?;
         let result = self
             .current()
@@ -400,8 +402,14 @@ impl Core {
                     manager(&mut acc)?.started(number);
                 }
                 self.retrying("send_offsets_to_transaction (max.block.ms)", || {
-                    self.cluster
-                        .txn_offset_commit(&id, producer_id, epoch, group, offsets)
+                    self.cluster.txn_offset_commit_as(
+                        &id,
+                        producer_id,
+                        epoch,
+                        group,
+                        metadata.member(),
+                        offsets,
+                    )
                 })
             });
         self.leave(Call::SendOffsets, result)
