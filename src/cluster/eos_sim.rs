@@ -6,8 +6,9 @@
 //! two topics (replication factor 3), commit and abort; an instance
 //! crashes (dropped with its transaction open) and is replaced; an
 //! instance is replaced while it still runs and, as a zombie, tries to go
-//! on; brokers stop and restart, so leaders move while transactions are
-//! open. A model records every record sent, by transaction, and each
+//! on; the clock jumps past `transaction.timeout.ms`, so the coordinator
+//! aborts the open transactions and fences their producers; brokers stop
+//! and restart, so leaders move while transactions are open. A model records every record sent, by transaction, and each
 //! transaction's fate.
 //!
 //! After every step a `read_committed` consumer reads every partition from
@@ -39,7 +40,7 @@ use std::time::Duration;
 use super::config::TestMarkers;
 use super::sim::Rng;
 use super::txn_coordinator::{MarkerWriter, ReplicaMarkers};
-use crate::clock::ManualClock;
+use crate::clock::{Clock, ManualClock};
 use crate::error::{Error, Result};
 use crate::types::{IsolationLevel, TopicPartition};
 use crate::{
@@ -120,6 +121,7 @@ struct Instance {
 struct World {
     rng: Rng,
     cluster: Cluster,
+    clock: ManualClock,
     /// The current instance of each transactional id.
     live: Vec<Option<Instance>>,
     /// Replaced instances that still run.
@@ -146,6 +148,8 @@ struct Tally {
     crashes: u64,
     fenced_zombies: u64,
     failovers: u64,
+    /// Transactions the coordinator aborted at their timeout.
+    timed_out: u64,
     /// Records a check read, over all checks.
     read: u64,
 }
@@ -157,17 +161,19 @@ impl std::ops::AddAssign for Tally {
         self.crashes += o.crashes;
         self.fenced_zombies += o.fenced_zombies;
         self.failovers += o.failovers;
+        self.timed_out += o.timed_out;
         self.read += o.read;
     }
 }
 
 impl World {
     fn new(seed: u64, dir: &std::path::Path, inject: bool) -> World {
+        let clock = ManualClock::new(1_000_000);
         let markers = Arc::new(Markers::default());
         markers.inject.store(inject, Ordering::SeqCst);
         let mut config = ClusterConfig::builder()
             .brokers(3)
-            .clock(Arc::new(ManualClock::new(1_000_000)))
+            .clock(Arc::new(clock.clone()))
             .transaction_state_log_num_partitions(1)
             .build()
             .unwrap();
@@ -185,6 +191,7 @@ impl World {
         World {
             rng: Rng::new(seed),
             cluster,
+            clock,
             live: IDS.iter().map(|_| None).collect(),
             zombies: Vec::new(),
             instances: vec![0; IDS.len()],
@@ -379,6 +386,30 @@ impl World {
         Ok(())
     }
 
+    /// The clock moves past every open transaction's
+    /// `transaction.timeout.ms` (60 s): the coordinator's timer aborts
+    /// them with an epoch bump, so their producers are zombies now.
+    fn time_out(&mut self) -> std::result::Result<(), String> {
+        self.clock.advance_ms(70_000);
+        if !self
+            .cluster
+            .inner
+            .wait_for_txn_pass(self.clock.now_ms(), GUARD)
+        {
+            return Err("the transaction timer did not pass".into());
+        }
+        for id in 0..IDS.len() {
+            if self.live[id].as_ref().is_some_and(|i| i.open.is_some()) {
+                let instance = self.live[id].take().expect("checked");
+                let txn = instance.open.expect("checked");
+                self.fates.insert((id, instance.number, txn), Fate::Aborted);
+                self.tally.timed_out += 1;
+                self.zombies.push(instance);
+            }
+        }
+        Ok(())
+    }
+
     /// One random step.
     fn step(&mut self) -> std::result::Result<(), String> {
         let id = self.pick(IDS.len());
@@ -394,6 +425,7 @@ impl World {
             70..77 => "crash",
             77..83 => "zombie",
             83..90 => "zombie acts",
+            90..93 => "timeout",
             _ => "failover",
         };
         self.log.push(format!("{step} {}", IDS[id]));
@@ -404,6 +436,7 @@ impl World {
             "crash" => self.start(id, false),
             "zombie" => self.start(id, true),
             "zombie acts" => self.zombie_acts(),
+            "timeout" => self.time_out(),
             _ => self.failover(),
         }
     }
@@ -606,6 +639,7 @@ fn random_transactional_histories_keep_read_committed_exact() {
     // The histories did what they are for.
     assert!(total.committed > 0 && total.aborted > 0 && total.crashes > 0);
     assert!(total.fenced_zombies > 0 && total.failovers > 0 && total.read > 0);
+    assert!(total.timed_out > 0);
 }
 
 #[test]
