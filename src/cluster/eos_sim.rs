@@ -40,6 +40,7 @@ use std::time::Duration;
 use super::config::TestMarkers;
 use super::sim::Rng;
 use super::txn_coordinator::{MarkerWriter, ReplicaMarkers};
+use super::txn_log::TxnStatus;
 use crate::clock::{Clock, ManualClock};
 use crate::error::{Error, Result};
 use crate::types::{IsolationLevel, TopicPartition};
@@ -397,6 +398,27 @@ impl World {
             .wait_for_txn_pass(self.clock.now_ms(), GUARD)
         {
             return Err("the transaction timer did not pass".into());
+        }
+        // A marker the coordinator could not write (no leader at that
+        // moment) is written at a later pass: let the clock run on until
+        // none is missing, as time would.
+        for _ in 0..10 {
+            let pending = IDS.iter().any(|id| {
+                self.cluster.inner.txn_metadata(id).is_some_and(|m| {
+                    matches!(m.status, TxnStatus::PrepareAbort | TxnStatus::PrepareCommit)
+                })
+            });
+            if !pending {
+                break;
+            }
+            self.clock.advance_ms(10_000);
+            if !self
+                .cluster
+                .inner
+                .wait_for_txn_pass(self.clock.now_ms(), GUARD)
+            {
+                return Err("the transaction timer did not pass".into());
+            }
         }
         for id in 0..IDS.len() {
             if self.live[id].as_ref().is_some_and(|i| i.open.is_some()) {

@@ -113,6 +113,10 @@ pub(crate) trait MarkerWriter: Send + Sync {
     ) -> Result<()>;
 }
 
+/// How many times a marker write that met a moved leader is sent again at
+/// once before the failure is left to the coordinator's timer.
+const MARKER_LEADER_RETRIES: u32 = 3;
+
 /// The cluster's writer: each marker goes to the partition's leader
 /// through its broker's replica manager, and is answered once it is
 /// replicated as an `acks=all` append is (Kafka's WriteTxnMarkers).
@@ -147,10 +151,26 @@ impl MarkerWriter for ReplicaMarkers {
         } else {
             ControlRecordType::Abort
         };
-        cluster
-            .replicas_for(&key)?
-            .append_txn_marker(&key, producer_id, producer_epoch, marker, coordinator_epoch)
-            .map(|_| ())
+        // A leadership that moved while the marker was on its way is
+        // found again at once (Kafka's marker channel re-resolves the
+        // leader and resends), rather than left to the timer's next pass;
+        // the controller has already routed the partition to its new
+        // leader when the old one answers NotLeaderOrFollower.
+        let mut attempts = 0;
+        loop {
+            let written = cluster.replicas_for(&key).and_then(|r| {
+                r.append_txn_marker(&key, producer_id, producer_epoch, marker, coordinator_epoch)
+            });
+            match written {
+                Ok(_) => return Ok(()),
+                Err(Error::NotLeaderOrFollower { .. } | Error::FencedLeaderEpoch { .. })
+                    if attempts < MARKER_LEADER_RETRIES =>
+                {
+                    attempts += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 
