@@ -140,20 +140,6 @@ fn put(producer: &Producer, record: ProducerRecord) {
     let _outcome = producer.send(record).unwrap();
 }
 
-/// Waits (spinning, with a guard) until `condition` holds: the
-/// coordinator's timer thread writes markers without any notification a
-/// test could wait on.
-fn eventually(cluster: &Cluster, condition: impl Fn(&Cluster) -> bool) -> bool {
-    let deadline = std::time::Instant::now() + GUARD;
-    while std::time::Instant::now() < deadline {
-        if condition(cluster) {
-            return true;
-        }
-        std::thread::yield_now();
-    }
-    condition(cluster)
-}
-
 fn is_fenced<T: std::fmt::Debug>(result: Result<T, Error>) -> bool {
     matches!(result, Err(Error::ProducerFenced { .. }))
 }
@@ -512,7 +498,7 @@ fn a_transaction_left_open_past_its_timeout_is_aborted_and_its_producer_fenced()
         .unwrap();
     setup.clock.advance_ms(6_000);
     // The coordinator's timer (every second of clock time) aborts it.
-    assert!(eventually(&cluster, |c| shape(c, "a", 1) == ["slow", "ABORT"]));
+    assert!(cluster.wait_until(GUARD, |c| shape(c, "a", 1) == ["slow", "ABORT"]));
     assert!(is_fenced(producer.commit_transaction()));
     assert!(is_fenced(producer.begin_transaction()));
     assert!(is_fenced(producer.send(record("a", 1, "late"))));

@@ -514,6 +514,75 @@ impl World {
         result
     }
 
+    /// Every running broker's replica of `tp`: its offsets and batches
+    /// (for a failure's message).
+    fn dump(&self, tp: &TopicPartition) -> String {
+        use std::fmt::Write as _;
+        let inner = &self.cluster.inner;
+        let Ok(key) = inner.partition_key(tp) else {
+            return format!("{tp}: no such partition");
+        };
+        let mut out = String::new();
+        for (id, slot) in inner.brokers.iter().enumerate() {
+            let Some(broker) = slot.read().clone() else {
+                let _ = writeln!(out, "broker {id}: stopped");
+                continue;
+            };
+            let replicas = &broker.replicas;
+            if !replicas.is_hosted(&key) {
+                continue;
+            }
+            let offsets = replicas.offsets(&key);
+            let lso = replicas.last_stable_offset(&key);
+            let _ = writeln!(out, "broker {id}: {offsets:?} lso {lso:?}");
+            let batches = replicas.with_log(&key, |log| {
+                let mut lines = Vec::new();
+                let mut offset = log.log_start_offset();
+                while offset < log.log_end_offset() {
+                    let read = log.read(offset, 1 << 20)?;
+                    let mut moved = false;
+                    for batch in read.batches() {
+                        let batch = batch?;
+                        let h = batch.header();
+                        let values: Vec<String> = batch
+                            .records()?
+                            .filter_map(|r| r.ok())
+                            .map(|r| {
+                                let bytes = if h.is_control() { r.key() } else { r.value() };
+                                bytes.map_or("null".into(), |b| {
+                                    String::from_utf8_lossy(b).into_owned()
+                                })
+                            })
+                            .collect();
+                        lines.push(format!(
+                            "  {}..={} pid {} epoch {} txn {} control {} leader epoch {} {}",
+                            h.base_offset,
+                            h.last_offset(),
+                            h.producer_id,
+                            h.producer_epoch,
+                            h.is_transactional(),
+                            h.is_control(),
+                            h.partition_leader_epoch,
+                            values.join(",")
+                        ));
+                        offset = u64::try_from(h.next_offset()).unwrap_or(u64::MAX);
+                        moved = true;
+                    }
+                    if !moved {
+                        break;
+                    }
+                }
+                Ok(lines)
+            });
+            match batches {
+                Ok(lines) => out.push_str(&lines.join("\n")),
+                Err(e) => out.push_str(&format!("  unreadable: {e}")),
+            }
+            out.push('\n');
+        }
+        out
+    }
+
     /// Reads every partition with a read_committed consumer and checks
     /// the invariants against the model.
     fn check(&mut self) -> std::result::Result<(), String> {
@@ -594,9 +663,11 @@ impl World {
             }
             if no_open && seen.len() != committed.len() {
                 return Err(format!(
-                    "{tp}: with no transaction open, read {} of {} committed records",
+                    "{tp}: with no transaction open, read {} of {} committed records \
+                     ({seen:?} of {committed:?})\n{}",
                     seen.len(),
-                    committed.len()
+                    committed.len(),
+                    self.dump(tp)
                 ));
             }
         }

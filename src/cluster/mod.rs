@@ -839,6 +839,12 @@ impl ClusterInner {
 
     fn metadata_changed(&self) {
         self.metadata_epoch.fetch_add(1, Ordering::AcqRel);
+        self.wake_watchers();
+    }
+
+    /// Wakes every `watch_metadata` channel (a `Cluster::wait_until`
+    /// re-checks its condition).
+    pub(crate) fn wake_watchers(&self) {
         for tx in self.metadata_watchers.lock().iter() {
             // A full channel already holds a wake-up.
             let _ = tx.try_send(());

@@ -753,6 +753,9 @@ impl ClusterInner {
         let (last, changed) = &self.txn.passes;
         *last.lock() = Some(now);
         changed.notify_all();
+        // `Cluster::wait_until` re-checks its condition after each pass
+        // (a transaction it waits on may have timed out).
+        self.wake_watchers();
     }
 
     /// Replays `__transaction_state`, if it exists, into the coordinator.
