@@ -618,6 +618,18 @@ impl Error {
         )
     }
 
+    /// Whether the error says a partition's leadership is moving: the
+    /// request reached a broker that no longer (or not yet) leads, or no
+    /// leader is elected.
+    pub(crate) fn is_leadership_moving(&self) -> bool {
+        matches!(
+            self,
+            Error::NotLeaderOrFollower { .. }
+                | Error::LeaderNotAvailable { .. }
+                | Error::FencedLeaderEpoch { .. }
+        )
+    }
+
     /// Builds an [`Error::Io`] from an I/O error, the operation and the path.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {

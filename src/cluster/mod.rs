@@ -77,6 +77,10 @@ use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 
 use crate::clock::Clock;
+
+/// Kafka's `default.api.timeout.ms`: how long a client call retries a
+/// partition whose leadership is moving.
+const DEFAULT_API_TIMEOUT_MS: i64 = 60_000;
 use crate::config::LogConfig;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::replica::{LeaderAndIsr, ReplicaManager, ReplicaRegistry};
@@ -840,6 +844,60 @@ impl ClusterInner {
     fn metadata_changed(&self) {
         self.metadata_epoch.fetch_add(1, Ordering::AcqRel);
         self.wake_watchers();
+    }
+
+    /// Runs `f`, a request to a partition's leader, again while it fails
+    /// because the partition's leadership is moving (the routing table
+    /// already names a new leader that has not applied its new state yet,
+    /// or no leader is elected): after each metadata change, for up to
+    /// Kafka's `default.api.timeout.ms` (60 s) of the cluster's clock, as
+    /// Kafka's clients retry such errors after a metadata refresh. Then, or
+    /// for any other outcome, returns what `f` returned.
+    pub(crate) fn retry_while_leader_moves<T>(
+        &self,
+        mut f: impl FnMut() -> Result<T>,
+    ) -> Result<T> {
+        let clock = self.clock().clone();
+        let deadline = clock.now_ms().saturating_add(DEFAULT_API_TIMEOUT_MS);
+        let mut watching: Option<(Sender<()>, crossbeam_channel::Receiver<()>)> = None;
+        let ticks = clock.subscribe();
+        let result = loop {
+            let seen = self.metadata_epoch.load(Ordering::Acquire);
+            match f() {
+                Err(e)
+                    if e.is_leadership_moving()
+                        && clock.now_ms() < deadline
+                        && self.check_open().is_ok() =>
+                {
+                    if watching.is_none() {
+                        // Watch first, then look again: a change between
+                        // the failure and the watch is not missed.
+                        let (tx, rx) = crossbeam_channel::bounded(1);
+                        self.watch_metadata(&tx);
+                        watching = Some((tx, rx));
+                        continue;
+                    }
+                    if self.metadata_epoch.load(Ordering::Acquire) != seen {
+                        continue;
+                    }
+                    let timer = clock
+                        .wait_hint(deadline)
+                        .map_or_else(crossbeam_channel::never, crossbeam_channel::after);
+                    let changed = watching.as_ref().map(|(_, rx)| rx.clone());
+                    let changed = changed.unwrap_or_else(crossbeam_channel::never);
+                    crossbeam_channel::select! {
+                        recv(changed) -> _ => {}
+                        recv(ticks) -> _ => {}
+                        recv(timer) -> _ => {}
+                    }
+                }
+                other => break other,
+            }
+        };
+        if let Some((tx, _)) = watching {
+            self.unwatch_metadata(&tx);
+        }
+        result
     }
 
     /// Wakes every `watch_metadata` channel (a `Cluster::wait_until`

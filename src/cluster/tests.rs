@@ -368,3 +368,65 @@ fn a_truncation_below_the_recovery_point_lowers_the_checkpoint_first() {
     cluster.restart_broker(leader).unwrap();
     cluster.close().unwrap();
 }
+
+fn moving(topic: &str) -> Error {
+    Error::NotLeaderOrFollower {
+        topic: topic.into(),
+        partition: 0,
+        broker: 0,
+    }
+}
+
+/// A request that met a moving leader is sent again after the next
+/// metadata change (here a topic created by another thread once the
+/// first attempt failed), and only then.
+#[test]
+fn a_request_meeting_a_moving_leader_is_retried_after_the_next_metadata_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_000);
+    let config = ClusterConfig::builder()
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let cluster = Cluster::open(dir.path(), config).unwrap();
+    let mut creator = None;
+    let mut attempts = 0;
+    // The "leader" settles with the change: until then every attempt fails.
+    let answer = cluster.inner.retry_while_leader_moves(|| {
+        attempts += 1;
+        if creator.is_none() {
+            let c = cluster.clone();
+            creator = Some(std::thread::spawn(move || {
+                c.create_topic(NewTopic::new("other", 1)).unwrap();
+            }));
+        }
+        if cluster.topic("other").is_err() {
+            return Err(moving("t"));
+        }
+        Ok(())
+    });
+    creator.unwrap().join().unwrap();
+    answer.unwrap();
+    // One attempt, one after watching, then one per metadata change:
+    // never a busy loop.
+    assert!(attempts <= 5, "{attempts} attempts");
+    // Any other error is returned at once.
+    let mut calls = 0;
+    let other = cluster.inner.retry_while_leader_moves(|| -> Result<()> {
+        calls += 1;
+        Err(Error::InvalidArgument("no".into()))
+    });
+    assert!(matches!(other, Err(Error::InvalidArgument(_))) && calls == 1);
+    // Past default.api.timeout.ms of the clock, the last error.
+    let mut advancer = None;
+    let late = cluster.inner.retry_while_leader_moves(|| -> Result<()> {
+        if advancer.is_none() {
+            let clock = clock.clone();
+            advancer = Some(std::thread::spawn(move || clock.advance_ms(60_001)));
+        }
+        Err(moving("t"))
+    });
+    advancer.unwrap().join().unwrap();
+    assert!(matches!(late, Err(Error::NotLeaderOrFollower { .. })));
+    cluster.close().unwrap();
+}

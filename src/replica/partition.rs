@@ -772,9 +772,16 @@ impl PartitionState {
         self.replication.lock().pending.len()
     }
 
-    /// Notes that the proposal in flight was answered (or failed).
+    /// Notes that the proposal in flight was answered (or failed), and
+    /// wakes the long-polling fetchers: a follower that caught up while
+    /// the proposal was in flight got no expansion proposed, and an idle
+    /// partition would not wake it again (Kafka's followers re-fetch every
+    /// `replica.fetch.wait.max.ms`; here their next fetch is now). Without
+    /// this, an ISR shrunk below `min.insync.replicas` could never grow
+    /// back: `acks=all` appends are refused, so nothing wakes the follower.
     pub(crate) fn proposal_done(&self) {
         self.replication.lock().proposal_in_flight = false;
+        self.watchers.notify();
     }
 
     /// The followers as the leader sees them (empty on a follower).

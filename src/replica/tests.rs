@@ -594,6 +594,83 @@ fn isr_shrinks_after_the_lag_time_and_expands_when_caught_up() {
     );
 }
 
+/// An `AlterPartition` that runs a hook while the proposal is in flight
+/// (before the controller decides), then answers as the fake controller.
+type Hook = Box<dyn FnOnce() + Send>;
+
+struct InFlightHook {
+    controller: Arc<FakeController>,
+    hook: Mutex<Option<Hook>>,
+}
+
+impl std::fmt::Debug for InFlightHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InFlightHook")
+    }
+}
+
+impl AlterPartition for InFlightHook {
+    fn alter_partition(
+        &self,
+        key: &TopicIdPartition,
+        leader: u32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<u32>,
+    ) -> Result<LeaderAndIsr> {
+        let hook = self.hook.lock().take();
+        if let Some(hook) = hook {
+            hook();
+        }
+        self.controller
+            .alter_partition(key, leader, leader_epoch, partition_epoch, isr)
+    }
+}
+
+/// A follower that catches up while a shrink is in flight gets no
+/// expansion proposed then; once the shrink is answered the leader wakes
+/// the long-polling fetchers, so an idle partition's follower fetches
+/// again and is added back (else an ISR below `min.insync.replicas` could
+/// never grow: its `acks=all` appends are refused, and nothing else would
+/// wake the follower on a still clock).
+#[test]
+fn a_follower_caught_up_during_a_shrink_is_woken_to_rejoin() {
+    let rig = Arc::new(Rig::new(3, LogConfig::default(), 2));
+    rig.append(0, 5);
+    rig.sync();
+    // Follower 2 falls behind by two records and past the lag time.
+    rig.append(0, 2);
+    rig.fetch(1, 0);
+    rig.fetch(1, 0);
+    rig.clock.advance_ms(30_001);
+    rig.fetch(1, 0);
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    rig.m(0).watch(&rig.key, &tx);
+    let hooked = Arc::new(InFlightHook {
+        controller: rig.controller.clone(),
+        hook: Mutex::new(None),
+    });
+    let inner = rig.clone();
+    let drained = rx.clone();
+    *hooked.hook.lock() = Some(Box::new(move || {
+        // While the shrink is in flight follower 2 catches up: no
+        // expansion can be proposed now.
+        inner.fetch(2, 0);
+        inner.fetch(2, 0);
+        while drained.try_recv().is_ok() {}
+    }));
+    rig.m(0).set_alter_partition(hooked);
+    assert_eq!(rig.m(0).maybe_shrink_isr(), 1);
+    assert_eq!(rig.isr(), [0, 1]);
+    assert!(
+        rx.try_recv().is_ok(),
+        "the answered proposal woke the fetchers"
+    );
+    // The woken follower's fetch (nothing new to read) proposes it back.
+    rig.fetch(2, 0);
+    assert_eq!(rig.isr(), [0, 1, 2]);
+}
+
 /// The threaded ISR expiration and the fetchers' pause: a paused follower
 /// is dropped by the expiration thread when the manual clock passes the
 /// lag time.

@@ -530,11 +530,10 @@ impl Consumer {
             .collect::<Result<Vec<_>>>()?;
         keys.into_iter()
             .map(|(key, tp, ts)| {
-                let found = self
-                    .cluster
-                    .inner
-                    .replicas_for(&key)?
-                    .offset_for_timestamp(&key, ts)?;
+                let inner = &self.cluster.inner;
+                let found = inner.retry_while_leader_moves(|| {
+                    inner.replicas_for(&key)?.offset_for_timestamp(&key, ts)
+                })?;
                 Ok((
                     tp,
                     found.map(|f| OffsetAndTimestamp {
@@ -577,10 +576,10 @@ impl Consumer {
             .iter()
             .map(|tp| {
                 let key = self.lookup(tp)?;
-                Ok((
-                    tp.clone(),
-                    fetcher::end_offset(&self.cluster, &key, isolation)?,
-                ))
+                let end = self.cluster.inner.retry_while_leader_moves(|| {
+                    fetcher::end_offset(&self.cluster, &key, isolation)
+                })?;
+                Ok((tp.clone(), end))
             })
             .collect()
     }
@@ -622,7 +621,9 @@ impl Consumer {
             .iter()
             .map(|tp| {
                 let key = self.lookup(tp)?;
-                let offsets = self.cluster.inner.replicas_for(&key)?.offsets(&key)?;
+                let inner = &self.cluster.inner;
+                let offsets =
+                    inner.retry_while_leader_moves(|| inner.replicas_for(&key)?.offsets(&key))?;
                 Ok((tp.clone(), f(&offsets)))
             })
             .collect()
