@@ -176,6 +176,12 @@ impl World {
             .brokers(3)
             .clock(Arc::new(clock.clone()))
             .transaction_state_log_num_partitions(1)
+            // The clock's jumps (timeout steps) would otherwise drop
+            // followers from ISRs until their next fetches, and the
+            // coordinator's writes (min ISR 2) would wait for later timer
+            // passes; ISR expiry under clock jumps is the cluster
+            // simulation's subject.
+            .replica_lag_time_max(Duration::from_secs(86_400))
             .build()
             .unwrap();
         config.test_markers = Some(TestMarkers(markers.clone()));
@@ -426,7 +432,7 @@ impl World {
         // moving, an ISR shrunk by the jump) is written at a later pass:
         // let the clock run on until no transaction is left open (every
         // one is past its timeout now) or prepared, as time would.
-        for _ in 0..10 {
+        for round in 0.. {
             let pending = IDS.iter().any(|id| {
                 self.cluster.inner.txn_metadata(id).is_some_and(|m| {
                     matches!(
@@ -437,6 +443,9 @@ impl World {
             });
             if !pending {
                 break;
+            }
+            if round == 10 {
+                return Err("transactions still open or prepared after 10 timer passes".into());
             }
             self.clock.advance_ms(10_000);
             if !self
