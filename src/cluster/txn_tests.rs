@@ -1991,3 +1991,74 @@ fn an_expiry_whose_tombstone_fails_is_retried_at_the_next_pass() {
     assert_eq!(txn_records(&cluster, "a").last(), Some(&None));
     cluster.close().unwrap();
 }
+/// Kafka builds a COMMIT or ABORT marker as a CreateTime batch; its
+/// LogValidator then stamps it as any batch appended to a LogAppendTime
+/// topic: the timestamp-type attribute set and the append time as the
+/// batch's max timestamp. A CreateTime topic's marker keeps CreateTime.
+#[test]
+fn markers_in_a_log_append_time_topic_carry_the_append_time() {
+    use crate::types::TimestampType;
+    let setup = Setup::new(1);
+    let cluster = Cluster::open(setup.dir.path(), setup.config()).unwrap();
+    let append_time = TopicConfig::new().timestamp_type(TimestampType::LogAppendTime);
+    cluster
+        .create_topic(NewTopic::new("lat", 1).config(append_time))
+        .unwrap();
+    cluster.create_topic(NewTopic::new("ct", 1)).unwrap();
+    let inner = &cluster.inner;
+    let (pid, epoch) = inner.init_producer_id("app", 60_000).unwrap();
+    for (commit, seq) in [(true, 0), (false, 1)] {
+        inner
+            .add_partitions_to_txn("app", pid, epoch, &[tp("lat", 0), tp("ct", 0)])
+            .unwrap();
+        for topic in ["lat", "ct"] {
+            cluster
+                .topic(topic)
+                .unwrap()
+                .partition(0)
+                .unwrap()
+                .append(&mut txn_batch(pid, epoch, seq, 1))
+                .unwrap();
+        }
+        setup.clock.advance_ms(5_000);
+        inner.end_txn("app", pid, epoch, commit).unwrap();
+    }
+    let controls = |topic: &str| {
+        let key = inner.partition_key(&tp(topic, 0)).unwrap();
+        let fetched = inner
+            .replicas_for(&key)
+            .unwrap()
+            .fetch(&key, 0, 1 << 20, FetchBound::HighWatermark)
+            .unwrap();
+        crate::format::Batches::new(fetched.records().clone())
+            .map(|b| b.unwrap())
+            .filter(|b| b.header().is_control())
+            .map(|b| {
+                let h = b.header();
+                let record = b.records().unwrap().next().unwrap().unwrap();
+                (
+                    h.timestamp_type(),
+                    h.base_timestamp,
+                    h.max_timestamp,
+                    record.timestamp(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let (first, second) = (1_005_000, 1_010_000);
+    assert_eq!(
+        controls("lat"),
+        [
+            (TimestampType::LogAppendTime, first, first, first),
+            (TimestampType::LogAppendTime, second, second, second),
+        ]
+    );
+    assert_eq!(
+        controls("ct"),
+        [
+            (TimestampType::CreateTime, first, first, first),
+            (TimestampType::CreateTime, second, second, second),
+        ]
+    );
+    cluster.close().unwrap();
+}
