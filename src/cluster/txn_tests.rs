@@ -1908,11 +1908,11 @@ fn an_idle_transactional_id_expires_and_starts_afresh() {
 
 /// Expiry interleaved with reopens: an id that passed its expiration
 /// while the cluster was closed is known after the replay until the
-/// first removal pass (one interval after the open), removed then; a
-/// crash right after leaves it removed; its next init starts afresh and
-/// that survives a crash too.
+/// first removal pass (one interval after the open), removed then; the
+/// next open does not know it; its next init starts afresh, and that
+/// state survives the next reopen.
 #[test]
-fn expiry_interleaves_with_reopens_and_crashes() {
+fn expiry_interleaves_with_reopens() {
     let setup = Setup::expiring(3);
     let (cluster, _) = setup.open();
     cluster
@@ -1927,7 +1927,7 @@ fn expiry_interleaves_with_reopens_and_crashes() {
     let (cluster, _) = setup.open();
     let inner = &cluster.inner;
     assert!(inner.wait_for_txn_pass(setup.clock.now_ms(), GUARD));
-    // The pass at the open aborts and completes; it removes nothing.
+    // The pass at the open only aborts and completes: it removes nothing.
     assert_eq!(status(&cluster, "a"), TxnStatus::Empty);
     assert_eq!(status(&cluster, "b"), TxnStatus::Empty);
     // "b" is used again before the first removal pass: it stays.
@@ -1935,7 +1935,7 @@ fn expiry_interleaves_with_reopens_and_crashes() {
     tick(&setup, &cluster, 10_000);
     assert_eq!(inner.txn_metadata("a"), None);
     assert_eq!(status(&cluster, "b"), TxnStatus::Empty);
-    drop(cluster); // no close: as a crash
+    cluster.close().unwrap();
 
     let (cluster, _) = setup.open();
     let inner = &cluster.inner;
@@ -1946,7 +1946,7 @@ fn expiry_interleaves_with_reopens_and_crashes() {
     // Not idle now: the next pass keeps it.
     tick(&setup, &cluster, 10_000);
     assert_eq!(status(&cluster, "a"), TxnStatus::Empty);
-    drop(cluster);
+    cluster.close().unwrap();
 
     let (cluster, _) = setup.open();
     let meta = cluster.inner.txn_metadata("a").unwrap();
@@ -2060,5 +2060,52 @@ fn markers_in_a_log_append_time_topic_carry_the_append_time() {
             (TimestampType::CreateTime, second, second, second),
         ]
     );
+    cluster.close().unwrap();
+}
+
+/// The client's side of an expiry (Kafka's KIP-360 path): a producer
+/// whose transactional id expired while it sat idle finds out at its next
+/// transaction, which fails with the abortable
+/// `InvalidProducerIdMapping`; the abort takes a new producer id from the
+/// coordinator and the next transaction commits. Nothing of the failed
+/// one reaches the partition.
+#[test]
+fn a_producer_whose_id_expired_recovers_after_an_abort() {
+    use crate::{Producer, ProducerConfig, ProducerRecord};
+    let setup = Setup::expiring(1);
+    let cluster = Cluster::open(setup.dir.path(), setup.config()).unwrap();
+    cluster.create_topic(NewTopic::new("t", 1)).unwrap();
+    let config = ProducerConfig::builder()
+        .transactional_id("app")
+        .build()
+        .unwrap();
+    let producer = Producer::new(&cluster, config).unwrap();
+    let record = |v: &str| ProducerRecord::new("t", v.to_string()).with_partition(0);
+    producer.init_transactions().unwrap();
+    producer.begin_transaction().unwrap();
+    let _sent = producer.send(record("v1")).unwrap();
+    producer.commit_transaction().unwrap();
+    let old_pid = cluster.inner.txn_metadata("app").unwrap().producer_id;
+    tick(&setup, &cluster, ID_EXPIRATION_MS);
+    assert_eq!(cluster.inner.txn_metadata("app"), None);
+    let partition = cluster.topic("t").unwrap().partition(0).unwrap();
+    assert_eq!(partition.log_end_offset().unwrap(), 2, "v1 and its marker");
+
+    producer.begin_transaction().unwrap();
+    let _sent = producer.send(record("v2")).unwrap();
+    assert!(matches!(
+        producer.commit_transaction(),
+        Err(Error::InvalidProducerIdMapping { producer_id, .. }) if producer_id == old_pid
+    ));
+    assert_eq!(partition.log_end_offset().unwrap(), 2, "v2 never appended");
+    producer.abort_transaction().unwrap();
+    producer.begin_transaction().unwrap();
+    let _sent = producer.send(record("v3")).unwrap();
+    producer.commit_transaction().unwrap();
+    let meta = cluster.inner.txn_metadata("app").unwrap();
+    assert_ne!(meta.producer_id, old_pid);
+    assert_eq!(meta.status, TxnStatus::CompleteCommit);
+    assert_eq!(partition.log_end_offset().unwrap(), 4, "v3 and its marker");
+    producer.close().unwrap();
     cluster.close().unwrap();
 }
