@@ -54,6 +54,10 @@ pub struct ClusterConfig {
     pub(crate) txn_max_timeout_ms: i64,
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
     pub(crate) txn_abort_interval_ms: i64,
+    /// `transactional.id.expiration.ms`.
+    pub(crate) transactional_id_expiration_ms: i64,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`.
+    pub(crate) txn_remove_expired_interval_ms: i64,
     pub(crate) topic_defaults: TopicConfig,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) storage: Arc<dyn Storage>,
@@ -116,6 +120,8 @@ impl Default for ClusterConfig {
             txn_state_min_isr: 2,
             txn_max_timeout_ms: 900_000,
             txn_abort_interval_ms: 10_000,
+            transactional_id_expiration_ms: 604_800_000,
+            txn_remove_expired_interval_ms: 3_600_000,
             topic_defaults: TopicConfig::new(),
             clock: Arc::new(SystemClock),
             storage: Arc::new(StdStorage),
@@ -220,6 +226,24 @@ impl ClusterConfig {
     #[must_use]
     pub fn transaction_abort_interval(&self) -> Duration {
         duration(self.txn_abort_interval_ms)
+    }
+
+    /// How long a transactional id may go without a state change before
+    /// the transaction coordinator forgets it (Kafka's broker setting
+    /// `transactional.id.expiration.ms`, default 7 days); see
+    /// [`ClusterConfigBuilder::transactional_id_expiration`].
+    #[must_use]
+    pub fn transactional_id_expiration(&self) -> Duration {
+        duration(self.transactional_id_expiration_ms)
+    }
+
+    /// How often the transaction coordinator removes expired
+    /// transactional ids (Kafka's
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`,
+    /// default 1 hour).
+    #[must_use]
+    pub fn transaction_remove_expired_interval(&self) -> Duration {
+        duration(self.txn_remove_expired_interval_ms)
     }
 
     /// Partitions of a topic created without a count (Kafka's
@@ -501,6 +525,50 @@ impl ClusterConfigBuilder {
     /// retries markers it could not write). Whole milliseconds, at least 1.
     pub fn transaction_abort_interval(mut self, interval: Duration) -> Self {
         self.config.txn_abort_interval_ms = millis(interval);
+        self
+    }
+
+    /// Kafka's `transactional.id.expiration.ms` (default 7 days): a
+    /// transactional id whose state has not changed for this long, with
+    /// no transaction open or completing (its state is `Empty`,
+    /// `CompleteCommit` or `CompleteAbort`), is removed by the transaction
+    /// coordinator at its next removal pass (every
+    /// [`transaction_remove_expired_interval`](Self::transaction_remove_expired_interval)):
+    /// a tombstone for it is written to `__transaction_state`, and a
+    /// reopen no longer knows it. The next `init_transactions` with that
+    /// id starts afresh, with a new producer id at epoch 0; a producer
+    /// still holding the old producer id is refused with
+    /// [`Error::InvalidProducerIdMapping`](crate::Error::InvalidProducerIdMapping).
+    /// An open transaction never expires this way (its
+    /// `transaction.timeout.ms` aborts it first). Independent of
+    /// [`producer_id_expiration`](Self::producer_id_expiration), which
+    /// the partitions apply. Whole milliseconds, at least 1.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logbus::ClusterConfig;
+    /// let config = ClusterConfig::builder()
+    ///     .transactional_id_expiration(Duration::from_secs(24 * 3600))
+    ///     .build()?;
+    /// assert_eq!(
+    ///     config.transactional_id_expiration(),
+    ///     Duration::from_secs(24 * 3600)
+    /// );
+    /// # Ok::<(), logbus::Error>(())
+    /// ```
+    pub fn transactional_id_expiration(mut self, expiration: Duration) -> Self {
+        self.config.transactional_id_expiration_ms = millis(expiration);
+        self
+    }
+
+    /// Kafka's `transaction.remove.expired.transaction.cleanup.interval.ms`
+    /// (default 1 hour): how often the transaction coordinator removes
+    /// transactional ids past their
+    /// [`transactional_id_expiration`](Self::transactional_id_expiration),
+    /// on the cluster's clock; the first removal pass runs one interval
+    /// after the cluster opens. Whole milliseconds, at least 1.
+    pub fn transaction_remove_expired_interval(mut self, interval: Duration) -> Self {
+        self.config.txn_remove_expired_interval_ms = millis(interval);
         self
     }
 
@@ -795,6 +863,16 @@ impl ClusterConfig {
                 "transaction.abort.timed.out.transaction.cleanup.interval.ms must be >= 1".into(),
             ));
         }
+        if c.transactional_id_expiration_ms < 1 {
+            return Err(Error::InvalidConfig(
+                "transactional.id.expiration.ms must be >= 1".into(),
+            ));
+        }
+        if c.txn_remove_expired_interval_ms < 1 {
+            return Err(Error::InvalidConfig(
+                "transaction.remove.expired.transaction.cleanup.interval.ms must be >= 1".into(),
+            ));
+        }
         if c.checkpoint_interval_ms < 1 {
             return Err(Error::InvalidConfig(
                 "log.flush.offset.checkpoint.interval.ms must be >= 1".into(),
@@ -964,6 +1042,16 @@ mod tests {
             b().transaction_abort_interval(Duration::ZERO),
             "transaction.abort.timed.out.transaction.cleanup.interval.ms",
         );
+        for expiration in [Duration::ZERO, Duration::from_micros(999)] {
+            refused(
+                b().transactional_id_expiration(expiration),
+                "transactional.id.expiration.ms",
+            );
+        }
+        refused(
+            b().transaction_remove_expired_interval(Duration::ZERO),
+            "transaction.remove.expired.transaction.cleanup.interval.ms",
+        );
     }
 
     #[test]
@@ -978,6 +1066,14 @@ mod tests {
         assert_eq!(one.transaction_state_log_num_partitions(), 50);
         assert_eq!(one.transaction_max_timeout(), Duration::from_secs(900));
         assert_eq!(one.transaction_abort_interval(), Duration::from_secs(10));
+        assert_eq!(
+            one.transactional_id_expiration(),
+            Duration::from_secs(7 * 24 * 3600)
+        );
+        assert_eq!(
+            one.transaction_remove_expired_interval(),
+            Duration::from_secs(3600)
+        );
         let five = ClusterConfig::builder().brokers(5).build().unwrap();
         assert_eq!(five.transaction_state_log_replication_factor(), 3);
         assert_eq!(five.transaction_state_log_min_isr(), 2);
@@ -986,8 +1082,15 @@ mod tests {
             .transaction_state_log_replication_factor(5)
             .transaction_state_log_min_isr(4)
             .transaction_state_log_num_partitions(7)
+            .transactional_id_expiration(Duration::from_millis(1))
+            .transaction_remove_expired_interval(Duration::from_secs(60))
             .build()
             .unwrap();
+        assert_eq!(set.transactional_id_expiration(), Duration::from_millis(1));
+        assert_eq!(
+            set.transaction_remove_expired_interval(),
+            Duration::from_secs(60)
+        );
         assert_eq!(set.transaction_state_log_replication_factor(), 5);
         assert_eq!(set.transaction_state_log_min_isr(), 4);
         assert_eq!(set.transaction_state_log_num_partitions(), 7);

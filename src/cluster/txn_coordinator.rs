@@ -33,6 +33,18 @@
 //! `transaction.timeout.ms`, with an epoch bump (Kafka's
 //! `prepareFenceProducerEpoch`), so the producer that left it is fenced.
 //!
+//! ## Expiration of transactional ids
+//! Every `transaction.remove.expired.transaction.cleanup.interval.ms` the
+//! timer removes the ids whose state is `Empty`, `CompleteCommit` or
+//! `CompleteAbort` and last changed `transactional.id.expiration.ms` ago
+//! or earlier (Kafka's `removeExpiredTransactionalIds`): a tombstone (a
+//! null value under the id's key) is appended to the id's partition with
+//! acks=all, then the id is forgotten. A transaction open or completing
+//! never expires. A replay skips an id whose last record is a tombstone,
+//! so a reopen does not know it either; its next `init_producer_id` takes
+//! a new producer id at epoch 0, as a new id's does. Kafka batches the
+//! tombstones of a partition; logbus appends one record per expired id.
+//!
 //! ## Transactional offsets
 //! `txn_offset_commit` appends the offsets at once to the group's
 //! `__consumer_offsets` partition as a transactional batch of the
@@ -50,7 +62,9 @@
 //! included.
 //!
 //! ## Locks
-//! `ids` (the map of transactional ids) is taken alone, briefly. Each id's
+//! `ids` (the map of transactional ids) is taken briefly, alone or — to
+//! forget an expired id — under that id's entry lock; no entry lock is
+//! ever taken under `ids`. Each id's
 //! entry lock is held for a whole request — the state write, the markers,
 //! the offset commits — so one id's requests run one at a time and its
 //! records are appended in the order its state changes. Under it the
@@ -344,11 +358,17 @@ impl ClusterInner {
     /// Appends `meta` as `id`'s state, acknowledged by every in-sync
     /// replica.
     fn write_txn_state(&self, id: &str, meta: &TxnMetadata) -> Result<()> {
-        let key_bytes = txn_log::encode_key(id).map_err(Error::InvalidArgument)?;
         let value = txn_log::encode_value(&meta.to_log_value()).map_err(Error::InvalidArgument)?;
+        self.write_txn_record(id, Some(&value))
+    }
+
+    /// Appends `id`'s record — a state, or a tombstone (`None`) when the
+    /// id expires — acknowledged by every in-sync replica.
+    fn write_txn_record(&self, id: &str, value: Option<&[u8]>) -> Result<()> {
+        let key_bytes = txn_log::encode_key(id).map_err(Error::InvalidArgument)?;
         let (key, _) = self.txn_partition(id).map_err(|e| unavailable(id, e))?;
         let mut builder = BatchBuilder::new(Compression::None);
-        builder.append(self.clock().now_ms(), Some(&key_bytes), Some(&value), &[]);
+        builder.append(self.clock().now_ms(), Some(&key_bytes), value, &[]);
         let mut batch = builder.build()?.to_vec();
         self.replicas_for(&key)
             .and_then(|r| r.append(&key, &mut batch, AppendOrigin::Trusted, AppendAcks::All))
@@ -721,11 +741,14 @@ impl ClusterInner {
         }
     }
 
-    /// One pass of the coordinator's timer at the clock's now: completes
-    /// prepared transactions whose markers are missing, and aborts (with
-    /// an epoch bump) transactions open longer than their timeout.
-    /// Failures are left for the next pass.
-    pub(crate) fn txn_timer_pass(&self) {
+    /// One pass of the coordinator's timer at the clock's now. With
+    /// `due.abort`: completes prepared transactions whose markers are
+    /// missing, and aborts (with an epoch bump) transactions open longer
+    /// than their timeout. With `due.expire`: removes the transactional
+    /// ids past `transactional.id.expiration.ms` (see
+    /// [`ClusterInner::expire_transactional_id`]). Failures are left for
+    /// the next pass.
+    pub(crate) fn txn_timer_pass(&self, due: TimerDue) {
         let now = self.clock().now_ms();
         let entries: Vec<(String, Arc<Mutex<Entry>>)> = self
             .txn
@@ -738,17 +761,26 @@ impl ClusterInner {
             if self.check_open().is_err() {
                 break;
             }
-            let mut entry = entry.lock();
-            let Some(meta) = entry.meta.clone() else {
-                continue;
-            };
-            if let Some(fenced) = meta.expire(now) {
-                if self.write_txn_state(&id, &fenced).is_err() {
-                    continue;
+            let mut guard = entry.lock();
+            if due.abort
+                && let Some(meta) = guard.meta.clone()
+            {
+                // A timed-out transaction is fenced first; its markers
+                // (or a prepared one's missing ones) are written after.
+                let ready = match meta.expire(now) {
+                    Some(fenced) => self
+                        .write_txn_state(&id, &fenced)
+                        .map(|()| guard.set(fenced))
+                        .is_ok(),
+                    None => true,
+                };
+                if ready {
+                    let _ = self.finish_txn(&id, &mut guard);
                 }
-                entry.set(fenced);
             }
-            let _ = self.finish_txn(&id, &mut entry);
+            if due.expire {
+                self.expire_transactional_id(&id, &entry, &mut guard, now);
+            }
         }
         let (last, changed) = &self.txn.passes;
         *last.lock() = Some(now);
@@ -756,6 +788,43 @@ impl ClusterInner {
         // `Cluster::wait_until` re-checks its condition after each pass
         // (a transaction it waits on may have timed out).
         self.wake_watchers();
+    }
+
+    /// Kafka's `removeExpiredTransactionalIds` for one id, under its entry
+    /// lock (`guard`, of `entry`): if its state has expired
+    /// ([`TxnMetadata::id_expired`]), a tombstone is appended to its
+    /// `__transaction_state` partition (acks=all), then the id is
+    /// forgotten. A failed append keeps the state as it was, for the next
+    /// pass. An entry without a state (expired, or a first init that
+    /// failed) leaves the map unless another request holds it: taking an
+    /// entry from the map needs `ids`, taken here under the entry lock, so
+    /// when only the map and this pass hold the entry nobody can reach it
+    /// meanwhile.
+    fn expire_transactional_id(
+        &self,
+        id: &str,
+        entry: &Arc<Mutex<Entry>>,
+        guard: &mut Entry,
+        now: i64,
+    ) {
+        if let Some(meta) = &guard.meta {
+            if !meta.id_expired(now, self.config.transactional_id_expiration_ms) {
+                return;
+            }
+            // Kafka's `prepareDead`: no request can see the id meanwhile
+            // (its entry lock is held), so the state goes from the last
+            // recorded one to removed once the tombstone is written.
+            if self.write_txn_record(id, None).is_err() {
+                return;
+            }
+            guard.meta = None;
+            guard.unmarked.clear();
+        }
+        let mut ids = self.txn.ids.lock();
+        // The map's reference and this pass's: nobody else holds it.
+        if ids.get(id).is_some_and(|e| Arc::ptr_eq(e, entry)) && Arc::strong_count(entry) == 2 {
+            ids.remove(id);
+        }
     }
 
     /// Replays `__transaction_state`, if it exists, into the coordinator.
@@ -830,7 +899,11 @@ impl ClusterInner {
 
     /// Starts the coordinator's timer thread.
     pub(crate) fn start_txn_timer(self: &Arc<Self>) -> Result<()> {
-        let timer = TxnTimer::spawn(Arc::downgrade(self), self.config.txn_abort_interval_ms)?;
+        let timer = TxnTimer::spawn(
+            Arc::downgrade(self),
+            self.config.txn_abort_interval_ms,
+            self.config.txn_remove_expired_interval_ms,
+        )?;
         *self.txn.timer.lock() = Some(timer);
         Ok(())
     }
@@ -863,18 +936,37 @@ impl ClusterInner {
     }
 }
 
-/// The coordinator's timer thread (`logbus-txn-timer`): a pass at start
-/// (completing what the replay found prepared), then every
+/// What a pass of the coordinator's timer does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TimerDue {
+    /// Abort timed-out transactions and retry missing markers
+    /// (`transaction.abort.timed.out.transaction.cleanup.interval.ms`).
+    pub(crate) abort: bool,
+    /// Remove expired transactional ids
+    /// (`transaction.remove.expired.transaction.cleanup.interval.ms`).
+    pub(crate) expire: bool,
+}
+
+/// The coordinator's timer thread (`logbus-txn-timer`): an abort pass at
+/// start (completing what the replay found prepared), then every
 /// `transaction.abort.timed.out.transaction.cleanup.interval.ms` of the
-/// cluster's clock. It waits on its stop channel, the clock's wake-ups and
-/// a timeout derived from the clock, never sleeping to poll.
+/// cluster's clock; an expiration pass every
+/// `transaction.remove.expired.transaction.cleanup.interval.ms`, the first
+/// one interval after the start (as Kafka schedules
+/// `transactionalId-expiration`). Both due at once run as one pass. It
+/// waits on its stop channel, the clock's wake-ups and a timeout derived
+/// from the clock, never sleeping to poll.
 struct TxnTimer {
     stop: Sender<()>,
     handle: JoinHandle<()>,
 }
 
 impl TxnTimer {
-    fn spawn(cluster: Weak<ClusterInner>, interval_ms: i64) -> Result<TxnTimer> {
+    fn spawn(
+        cluster: Weak<ClusterInner>,
+        interval_ms: i64,
+        expire_interval_ms: i64,
+    ) -> Result<TxnTimer> {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
         let (clock, root) = {
             let inner = cluster.upgrade().ok_or_else(|| {
@@ -883,20 +975,30 @@ impl TxnTimer {
             (inner.clock().clone(), inner.root.clone())
         };
         let ticks = clock.subscribe();
-        let mut deadline = clock.now_ms();
+        let mut abort_at = clock.now_ms();
+        let mut expire_at = abort_at.saturating_add(expire_interval_ms);
         let handle = std::thread::Builder::new()
             .name("logbus-txn-timer".into())
             .spawn(move || {
                 loop {
                     let now = clock.now_ms();
-                    if now >= deadline {
-                        deadline = now.saturating_add(interval_ms);
+                    let due = TimerDue {
+                        abort: now >= abort_at,
+                        expire: now >= expire_at,
+                    };
+                    if due.abort || due.expire {
+                        if due.abort {
+                            abort_at = now.saturating_add(interval_ms);
+                        }
+                        if due.expire {
+                            expire_at = now.saturating_add(expire_interval_ms);
+                        }
                         let Some(inner) = cluster.upgrade() else {
                             return;
                         };
-                        inner.txn_timer_pass();
+                        inner.txn_timer_pass(due);
                     }
-                    let timeout = match clock.wait_hint(deadline) {
+                    let timeout = match clock.wait_hint(abort_at.min(expire_at)) {
                         Some(wait) => crossbeam_channel::after(wait),
                         None => crossbeam_channel::never(),
                     };

@@ -247,6 +247,20 @@ impl TxnMetadata {
         .then(|| self.fenced(now_ms))
     }
 
+    /// Whether the transactional id has expired (Kafka's
+    /// `TransactionStateManager.shouldExpire`): its state allows it — no
+    /// transaction open or completing (`Empty`, `CompleteCommit`,
+    /// `CompleteAbort`; Kafka's `isExpirationAllowed`) — and its last
+    /// change is at least `expiration_ms` old
+    /// (`txnLastUpdateTimestamp <= now - transactional.id.expiration.ms`).
+    /// The coordinator then writes its tombstone and forgets it.
+    pub(crate) fn id_expired(&self, now_ms: i64, expiration_ms: i64) -> bool {
+        matches!(
+            self.status,
+            TxnStatus::Empty | TxnStatus::CompleteCommit | TxnStatus::CompleteAbort
+        ) && self.last_update_ms <= now_ms.saturating_sub(expiration_ms)
+    }
+
     /// The record value of this state.
     pub(crate) fn to_log_value(&self) -> TxnLogValue {
         let mut partitions: BTreeMap<String, Vec<u32>> = BTreeMap::new();
@@ -394,6 +408,31 @@ mod tests {
         assert_eq!(m.expire(1_000_000), None);
     }
 
+    #[test]
+    fn an_id_expires_only_idle_and_with_no_transaction_in_flight() {
+        let m = ready(TxnMetadata::new(4, 1000, 0).init(1000, 50, || 99).unwrap());
+        // Kafka's rule is inclusive: last update <= now - expiration.
+        assert!(!m.id_expired(149, 100));
+        assert!(m.id_expired(150, 100));
+        let open = m.add_partitions(4, 0, &[tp(0)], 60).unwrap();
+        assert!(!open.id_expired(1_000_000, 100), "an open transaction");
+        let prepared = open.end(4, 0, true, 70).unwrap().unwrap();
+        assert!(!prepared.id_expired(1_000_000, 100), "a completing one");
+        let fencing = open.expire(2000).unwrap();
+        assert!(!fencing.id_expired(1_000_000, 100));
+        let done = prepared.complete(80).unwrap();
+        assert!(!done.id_expired(179, 100));
+        assert!(done.id_expired(180, 100));
+        assert!(fencing.complete(90).unwrap().id_expired(190, 100));
+        let dead = TxnMetadata {
+            status: TxnStatus::Dead,
+            ..done
+        };
+        assert!(!dead.id_expired(1_000_000, 100));
+        // No overflow at the clock's extremes.
+        assert!(!m.id_expired(i64::MIN, i64::MAX));
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Init,
@@ -470,7 +509,13 @@ mod tests {
                     }
                     if matches!(n.status, TxnStatus::Empty | TxnStatus::CompleteCommit | TxnStatus::CompleteAbort) {
                         prop_assert!(n.partitions.is_empty());
+                    } else {
+                        // A transaction open or completing never lets its
+                        // id expire, however old.
+                        prop_assert!(!n.id_expired(i64::MAX, 1));
                     }
+                    // A state just changed is never expired.
+                    prop_assert!(!n.id_expired(now, 1));
                     prop_assert_eq!(TxnMetadata::from_log_value(&n.to_log_value()), n.clone());
                     m = n;
                 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::config::TestMarkers;
 use super::offsets::{OFFSETS_TOPIC, partition_for_group};
-use super::txn_coordinator::{DEFAULT_TRANSACTION_TIMEOUT_MS, MarkerWriter, TXN_TOPIC};
+use super::txn_coordinator::{DEFAULT_TRANSACTION_TIMEOUT_MS, MarkerWriter, TXN_TOPIC, TimerDue};
 use super::txn_log::{TxnStatus, partition_for_transactional_id};
 use super::*;
 use crate::clock::ManualClock;
@@ -96,6 +96,11 @@ struct Setup {
     clock: ManualClock,
     brokers: u32,
     txn_partitions: u32,
+    /// `transactional.id.expiration.ms` (Kafka's 7 days by default).
+    id_expiration: Duration,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`
+    /// (Kafka's 1 hour by default).
+    remove_interval: Duration,
 }
 
 impl Setup {
@@ -105,6 +110,19 @@ impl Setup {
             clock: ManualClock::new(1_000_000),
             brokers,
             txn_partitions: 50,
+            id_expiration: Duration::from_secs(7 * 24 * 3600),
+            remove_interval: Duration::from_secs(3600),
+        }
+    }
+
+    /// Ids expire after `ID_EXPIRATION_MS`; the timer removes them at each
+    /// of its passes (both of its intervals are 10 s, so every advance of
+    /// 10 s or more runs both).
+    fn expiring(brokers: u32) -> Self {
+        Setup {
+            id_expiration: Duration::from_millis(ID_EXPIRATION_MS as u64),
+            remove_interval: Duration::from_secs(10),
+            ..Setup::new(brokers)
         }
     }
 
@@ -115,6 +133,8 @@ impl Setup {
             .transaction_abort_interval(Duration::from_secs(10))
             .transaction_state_log_num_partitions(self.txn_partitions)
             .transaction_max_timeout(Duration::from_secs(600))
+            .transactional_id_expiration(self.id_expiration)
+            .transaction_remove_expired_interval(self.remove_interval)
             .build()
             .unwrap()
     }
@@ -1197,6 +1217,9 @@ mod model {
         },
         FailMarkers(bool),
         Tick(i64),
+        /// The clock moves by `transactional.id.expiration.ms` and a pass
+        /// both aborts and removes expired ids.
+        Expire,
         Reopen,
     }
 
@@ -1213,6 +1236,7 @@ mod model {
                 .prop_map(|(commit, zombie)| Op::End { commit, zombie }),
             1 => any::<bool>().prop_map(Op::FailMarkers),
             1 => (0..12_000i64).prop_map(Op::Tick),
+            1 => Just(Op::Expire),
             1 => Just(Op::Reopen),
         ]
     }
@@ -1246,6 +1270,9 @@ mod model {
     #[derive(Debug, Default)]
     struct Model {
         pid: Option<i64>,
+        /// Producer ids of the id before it expired: never handed out
+        /// again; requests keep using the last one until the next init.
+        retired: Vec<i64>,
         epoch: i16,
         status: Option<TxnStatus>,
         parts: BTreeSet<(String, u32)>,
@@ -1357,6 +1384,7 @@ mod model {
             let mut config = setup.config();
             // Passes run only when the test asks (one at the open).
             config.txn_abort_interval_ms = 1 << 40;
+            config.txn_remove_expired_interval_ms = 1 << 40;
             // The pass at the open fails every marker (the model expects
             // prepared transactions to stay prepared until a step asks).
             let markers = Arc::new(FakeMarkers::default());
@@ -1381,6 +1409,7 @@ mod model {
         // Fewer state partitions: quicker to create.
         let setup = Setup {
             txn_partitions: 3,
+            id_expiration: Duration::from_secs(30),
             ..Setup::new(1)
         };
         let (cluster, markers) = Run::open(&setup, false);
@@ -1407,7 +1436,7 @@ mod model {
                     m.epoch
                 }
             };
-            let pid = m.pid.unwrap_or(-7);
+            let pid = m.pid.or(m.retired.last().copied()).unwrap_or(-7);
             match op {
                 Op::Init => {
                     let got = inner.init_producer_id("app", TIMEOUT_MS);
@@ -1421,7 +1450,11 @@ mod model {
                         expected = Answer::Concurrent;
                     } else {
                         match m.pid {
-                            None => m.pid = Some(got.as_ref().map_or(-1, |r| r.0)),
+                            None => {
+                                let fresh = got.as_ref().map_or(-1, |r| r.0);
+                                assert!(!m.retired.contains(&fresh), "op {i}: {fresh} reused");
+                                m.pid = Some(fresh);
+                            }
                             Some(_) => m.epoch += 1,
                         }
                         m.status = Some(TxnStatus::Empty);
@@ -1514,7 +1547,10 @@ mod model {
                 Op::Tick(ms) => {
                     run.setup.clock.advance_ms(*ms);
                     let now = run.setup.clock.now_ms();
-                    inner.txn_timer_pass();
+                    inner.txn_timer_pass(TimerDue {
+                        abort: true,
+                        expire: false,
+                    });
                     if m.status == Some(TxnStatus::Ongoing)
                         && now - m.start_ms > i64::from(TIMEOUT_MS)
                     {
@@ -1522,6 +1558,38 @@ mod model {
                         m.prepare(false);
                     }
                     m.finish(ce);
+                }
+                Op::Expire => {
+                    let idle = matches!(
+                        m.status,
+                        Some(
+                            TxnStatus::Empty | TxnStatus::CompleteCommit | TxnStatus::CompleteAbort
+                        )
+                    );
+                    let expiration = i64::try_from(run.setup.id_expiration.as_millis()).unwrap();
+                    run.setup.clock.advance_ms(expiration);
+                    let now = run.setup.clock.now_ms();
+                    inner.txn_timer_pass(TimerDue {
+                        abort: true,
+                        expire: true,
+                    });
+                    // An open transaction is past its timeout (shorter
+                    // than the expiration): aborted, so updated now.
+                    if m.status == Some(TxnStatus::Ongoing)
+                        && now - m.start_ms > i64::from(TIMEOUT_MS)
+                    {
+                        m.epoch += 1;
+                        m.prepare(false);
+                    }
+                    m.finish(ce);
+                    // Only a state unchanged since before the jump is
+                    // that old; a prepared one never expires.
+                    if idle {
+                        m.retired.extend(m.pid.take());
+                        m.status = None;
+                        m.epoch = 0;
+                        m.parts.clear();
+                    }
                 }
                 Op::Reopen => {
                     run.cluster.take().unwrap().close().unwrap();
@@ -1694,4 +1762,350 @@ fn the_clusters_writer_puts_markers_in_every_replica_and_moves_the_lso() {
         };
         assert_eq!(seen[0], expected, "partition {p}");
     }
+}
+
+/// `transactional.id.expiration.ms` of [`Setup::expiring`].
+const ID_EXPIRATION_MS: i64 = 60_000;
+
+/// The records of `id` in its `__transaction_state` partition, in log
+/// order: its states, and `None` for a tombstone.
+fn txn_records(cluster: &Cluster, id: &str) -> Vec<Option<TxnStatus>> {
+    let inner = &cluster.inner;
+    let p = partition_for_transactional_id(id, inner.config.transaction_state_log_num_partitions());
+    let key = inner.partition_key(&tp(TXN_TOPIC, p)).unwrap();
+    let fetched = inner
+        .replicas_for(&key)
+        .unwrap()
+        .fetch(&key, 0, 1 << 24, FetchBound::HighWatermark)
+        .unwrap();
+    let mut out = Vec::new();
+    for batch in crate::format::Batches::new(fetched.records().clone()) {
+        let batch = batch.unwrap();
+        if batch.header().is_control() {
+            continue;
+        }
+        for record in batch.records().unwrap() {
+            let record = record.unwrap();
+            if super::txn_log::decode_key(record.key.as_deref().unwrap()).unwrap() != id {
+                continue;
+            }
+            out.push(
+                record
+                    .value
+                    .as_deref()
+                    .map(|v| super::txn_log::decode_value(v).unwrap().status),
+            );
+        }
+    }
+    out
+}
+
+/// Moves the clock by `ms` and waits for the timer's pass at the new time.
+fn tick(setup: &Setup, cluster: &Cluster, ms: i64) {
+    setup.clock.advance_ms(ms);
+    assert!(cluster.inner.wait_for_txn_pass(setup.clock.now_ms(), GUARD));
+}
+
+/// Kafka's `removeExpiredTransactionalIds`: an id idle for
+/// `transactional.id.expiration.ms` with no transaction in flight gets a
+/// tombstone in `__transaction_state` and is forgotten; an id with an open
+/// transaction, or one whose state changed recently, is kept. The old
+/// producer is refused, a reopen does not know the id, and its next init
+/// starts afresh with a new producer id.
+#[test]
+fn an_idle_transactional_id_expires_and_starts_afresh() {
+    let setup = Setup::expiring(1);
+    let (cluster, markers) = setup.open();
+    cluster.create_topic(NewTopic::new("t", 1)).unwrap();
+    let inner = &cluster.inner;
+    // "idle" commits a transaction and goes quiet.
+    let (idle_pid, idle_epoch) = inner.init_producer_id("idle", 60_000).unwrap();
+    inner
+        .add_partitions_to_txn("idle", idle_pid, idle_epoch, &[tp("t", 0)])
+        .unwrap();
+    inner.end_txn("idle", idle_pid, idle_epoch, true).unwrap();
+    assert_eq!(status(&cluster, "idle"), TxnStatus::CompleteCommit);
+    // "busy" leaves a transaction open (its timeout is beyond the
+    // expiration); "recent" re-inits half-way.
+    let (busy_pid, busy_epoch) = inner.init_producer_id("busy", 600_000).unwrap();
+    inner
+        .add_partitions_to_txn("busy", busy_pid, busy_epoch, &[tp("t", 0)])
+        .unwrap();
+    let (recent_pid, _) = inner.init_producer_id("recent", 60_000).unwrap();
+    markers.take();
+
+    tick(&setup, &cluster, ID_EXPIRATION_MS / 2);
+    assert!(inner.txn_metadata("idle").is_some(), "not idle long enough");
+    assert_eq!(
+        inner.init_producer_id("recent", 60_000).unwrap(),
+        (recent_pid, 1)
+    );
+    // Just short of the expiration: kept (Kafka's rule is inclusive).
+    tick(&setup, &cluster, ID_EXPIRATION_MS / 2 - 10_000);
+    assert!(inner.txn_metadata("idle").is_some());
+    tick(&setup, &cluster, 10_000);
+
+    assert_eq!(inner.txn_metadata("idle"), None, "expired");
+    assert_eq!(
+        txn_records(&cluster, "idle"),
+        [
+            Some(TxnStatus::Empty),
+            Some(TxnStatus::Ongoing),
+            Some(TxnStatus::PrepareCommit),
+            Some(TxnStatus::CompleteCommit),
+            None
+        ],
+        "its last record is a tombstone"
+    );
+    assert_eq!(status(&cluster, "busy"), TxnStatus::Ongoing);
+    assert_eq!(status(&cluster, "recent"), TxnStatus::Empty);
+    assert!(!txn_records(&cluster, "busy").contains(&None));
+    assert!(!txn_records(&cluster, "recent").contains(&None));
+    assert!(markers.take().is_empty(), "an expiry writes no marker");
+    // The forgotten producer is refused, and the refusal stores nothing.
+    assert!(matches!(
+        inner.add_partitions_to_txn("idle", idle_pid, idle_epoch, &[tp("t", 0)]),
+        Err(Error::InvalidProducerIdMapping { producer_id, .. }) if producer_id == idle_pid
+    ));
+    assert!(matches!(
+        inner.end_txn("idle", idle_pid, idle_epoch, true),
+        Err(Error::InvalidProducerIdMapping { .. })
+    ));
+    assert_eq!(inner.txn_metadata("idle"), None);
+    // The open transaction still completes, long past the expiration.
+    tick(&setup, &cluster, 4 * ID_EXPIRATION_MS);
+    inner.end_txn("busy", busy_pid, busy_epoch, true).unwrap();
+    assert_eq!(status(&cluster, "busy"), TxnStatus::CompleteCommit);
+    cluster.close().unwrap();
+
+    let (cluster, _) = setup.open();
+    let inner = &cluster.inner;
+    assert_eq!(
+        inner.txn_metadata("idle"),
+        None,
+        "the replay honours the tombstone"
+    );
+    assert_eq!(status(&cluster, "busy"), TxnStatus::CompleteCommit);
+    let (pid, epoch) = inner.init_producer_id("idle", 60_000).unwrap();
+    assert_ne!(pid, idle_pid, "a new producer id");
+    assert_eq!(epoch, 0);
+    assert!(![busy_pid, recent_pid].contains(&pid));
+    assert_eq!(
+        txn_records(&cluster, "idle").last(),
+        Some(&Some(TxnStatus::Empty))
+    );
+    cluster.close().unwrap();
+
+    // The new state, written after the tombstone, wins at the next replay.
+    let (cluster, _) = setup.open();
+    let meta = cluster.inner.txn_metadata("idle").unwrap();
+    assert_eq!(
+        (meta.producer_id, meta.epoch, meta.status),
+        (pid, 0, TxnStatus::Empty)
+    );
+    cluster.close().unwrap();
+}
+
+/// Expiry interleaved with reopens: an id that passed its expiration
+/// while the cluster was closed is known after the replay until the
+/// first removal pass (one interval after the open), removed then; the
+/// next open does not know it; its next init starts afresh, and that
+/// state survives the next reopen.
+#[test]
+fn expiry_interleaves_with_reopens() {
+    let setup = Setup::expiring(3);
+    let (cluster, _) = setup.open();
+    cluster
+        .create_topic(NewTopic::new("t", 1).replication_factor(3))
+        .unwrap();
+    let (old_pid, _) = cluster.inner.init_producer_id("a", 60_000).unwrap();
+    let (b_pid, _) = cluster.inner.init_producer_id("b", 60_000).unwrap();
+    cluster.close().unwrap();
+
+    // Closed past the expiration.
+    setup.clock.advance_ms(2 * ID_EXPIRATION_MS);
+    let (cluster, _) = setup.open();
+    let inner = &cluster.inner;
+    assert!(inner.wait_for_txn_pass(setup.clock.now_ms(), GUARD));
+    // The pass at the open only aborts and completes: it removes nothing.
+    assert_eq!(status(&cluster, "a"), TxnStatus::Empty);
+    assert_eq!(status(&cluster, "b"), TxnStatus::Empty);
+    // "b" is used again before the first removal pass: it stays.
+    assert_eq!(inner.init_producer_id("b", 60_000).unwrap(), (b_pid, 1));
+    tick(&setup, &cluster, 10_000);
+    assert_eq!(inner.txn_metadata("a"), None);
+    assert_eq!(status(&cluster, "b"), TxnStatus::Empty);
+    cluster.close().unwrap();
+
+    let (cluster, _) = setup.open();
+    let inner = &cluster.inner;
+    assert_eq!(inner.txn_metadata("a"), None);
+    assert_eq!(txn_records(&cluster, "a").last(), Some(&None));
+    let (new_pid, epoch) = inner.init_producer_id("a", 60_000).unwrap();
+    assert!(new_pid != old_pid && new_pid != b_pid && epoch == 0);
+    // Not idle now: the next pass keeps it.
+    tick(&setup, &cluster, 10_000);
+    assert_eq!(status(&cluster, "a"), TxnStatus::Empty);
+    cluster.close().unwrap();
+
+    let (cluster, _) = setup.open();
+    let meta = cluster.inner.txn_metadata("a").unwrap();
+    assert_eq!((meta.producer_id, meta.epoch), (new_pid, 0));
+    assert_eq!(cluster.inner.txn_metadata("b").unwrap().producer_id, b_pid);
+    assert!(cluster.recovery_report().skipped_records.is_empty());
+    cluster.close().unwrap();
+}
+
+/// A tombstone that cannot be written (the state partition has too few
+/// in-sync replicas) leaves the id as it was, and the next pass removes
+/// it once the partition is writable again.
+#[test]
+fn an_expiry_whose_tombstone_fails_is_retried_at_the_next_pass() {
+    let setup = Setup::expiring(3);
+    let (cluster, _) = setup.open();
+    let inner = &cluster.inner;
+    inner.init_producer_id("a", 60_000).unwrap();
+    let before = inner.txn_metadata("a").unwrap();
+    // Two of the three replicas stop: min.insync.replicas (2) fails.
+    cluster.stop_broker(1).unwrap();
+    cluster.stop_broker(2).unwrap();
+    tick(&setup, &cluster, ID_EXPIRATION_MS);
+    assert_eq!(inner.txn_metadata("a"), Some(before));
+    assert!(!txn_records(&cluster, "a").contains(&None));
+    cluster.restart_broker(1).unwrap();
+    cluster.restart_broker(2).unwrap();
+    let p = partition_for_transactional_id("a", 50) as usize;
+    assert!(cluster.wait_until(GUARD, |c| {
+        c.describe_topic(TXN_TOPIC)
+            .is_ok_and(|d| d.partitions[p].isr.len() >= 2)
+    }));
+    // (A preferred-leader election may move the partition under a pass's
+    // write: that pass fails too, and a later one removes the id.)
+    for _ in 0..5 {
+        tick(&setup, &cluster, 10_000);
+        if inner.txn_metadata("a").is_none() {
+            break;
+        }
+    }
+    assert_eq!(inner.txn_metadata("a"), None);
+    assert_eq!(txn_records(&cluster, "a").last(), Some(&None));
+    cluster.close().unwrap();
+}
+/// Kafka builds a COMMIT or ABORT marker as a CreateTime batch; its
+/// LogValidator then stamps it as any batch appended to a LogAppendTime
+/// topic: the timestamp-type attribute set and the append time as the
+/// batch's max timestamp. A CreateTime topic's marker keeps CreateTime.
+#[test]
+fn markers_in_a_log_append_time_topic_carry_the_append_time() {
+    use crate::types::TimestampType;
+    let setup = Setup::new(1);
+    let cluster = Cluster::open(setup.dir.path(), setup.config()).unwrap();
+    let append_time = TopicConfig::new().timestamp_type(TimestampType::LogAppendTime);
+    cluster
+        .create_topic(NewTopic::new("lat", 1).config(append_time))
+        .unwrap();
+    cluster.create_topic(NewTopic::new("ct", 1)).unwrap();
+    let inner = &cluster.inner;
+    let (pid, epoch) = inner.init_producer_id("app", 60_000).unwrap();
+    for (commit, seq) in [(true, 0), (false, 1)] {
+        inner
+            .add_partitions_to_txn("app", pid, epoch, &[tp("lat", 0), tp("ct", 0)])
+            .unwrap();
+        for topic in ["lat", "ct"] {
+            cluster
+                .topic(topic)
+                .unwrap()
+                .partition(0)
+                .unwrap()
+                .append(&mut txn_batch(pid, epoch, seq, 1))
+                .unwrap();
+        }
+        setup.clock.advance_ms(5_000);
+        inner.end_txn("app", pid, epoch, commit).unwrap();
+    }
+    let controls = |topic: &str| {
+        let key = inner.partition_key(&tp(topic, 0)).unwrap();
+        let fetched = inner
+            .replicas_for(&key)
+            .unwrap()
+            .fetch(&key, 0, 1 << 20, FetchBound::HighWatermark)
+            .unwrap();
+        crate::format::Batches::new(fetched.records().clone())
+            .map(|b| b.unwrap())
+            .filter(|b| b.header().is_control())
+            .map(|b| {
+                let h = b.header();
+                let record = b.records().unwrap().next().unwrap().unwrap();
+                (
+                    h.timestamp_type(),
+                    h.base_timestamp,
+                    h.max_timestamp,
+                    record.timestamp(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let (first, second) = (1_005_000, 1_010_000);
+    assert_eq!(
+        controls("lat"),
+        [
+            (TimestampType::LogAppendTime, first, first, first),
+            (TimestampType::LogAppendTime, second, second, second),
+        ]
+    );
+    assert_eq!(
+        controls("ct"),
+        [
+            (TimestampType::CreateTime, first, first, first),
+            (TimestampType::CreateTime, second, second, second),
+        ]
+    );
+    cluster.close().unwrap();
+}
+
+/// The client's side of an expiry (Kafka's KIP-360 path): a producer
+/// whose transactional id expired while it sat idle finds out at its next
+/// transaction, which fails with the abortable
+/// `InvalidProducerIdMapping`; the abort takes a new producer id from the
+/// coordinator and the next transaction commits. Nothing of the failed
+/// one reaches the partition.
+#[test]
+fn a_producer_whose_id_expired_recovers_after_an_abort() {
+    use crate::{Producer, ProducerConfig, ProducerRecord};
+    let setup = Setup::expiring(1);
+    let cluster = Cluster::open(setup.dir.path(), setup.config()).unwrap();
+    cluster.create_topic(NewTopic::new("t", 1)).unwrap();
+    let config = ProducerConfig::builder()
+        .transactional_id("app")
+        .build()
+        .unwrap();
+    let producer = Producer::new(&cluster, config).unwrap();
+    let record = |v: &str| ProducerRecord::new("t", v.to_string()).with_partition(0);
+    producer.init_transactions().unwrap();
+    producer.begin_transaction().unwrap();
+    let _sent = producer.send(record("v1")).unwrap();
+    producer.commit_transaction().unwrap();
+    let old_pid = cluster.inner.txn_metadata("app").unwrap().producer_id;
+    tick(&setup, &cluster, ID_EXPIRATION_MS);
+    assert_eq!(cluster.inner.txn_metadata("app"), None);
+    let partition = cluster.topic("t").unwrap().partition(0).unwrap();
+    assert_eq!(partition.log_end_offset().unwrap(), 2, "v1 and its marker");
+
+    producer.begin_transaction().unwrap();
+    let _sent = producer.send(record("v2")).unwrap();
+    assert!(matches!(
+        producer.commit_transaction(),
+        Err(Error::InvalidProducerIdMapping { producer_id, .. }) if producer_id == old_pid
+    ));
+    assert_eq!(partition.log_end_offset().unwrap(), 2, "v2 never appended");
+    producer.abort_transaction().unwrap();
+    producer.begin_transaction().unwrap();
+    let _sent = producer.send(record("v3")).unwrap();
+    producer.commit_transaction().unwrap();
+    let meta = cluster.inner.txn_metadata("app").unwrap();
+    assert_ne!(meta.producer_id, old_pid);
+    assert_eq!(meta.status, TxnStatus::CompleteCommit);
+    assert_eq!(partition.log_end_offset().unwrap(), 4, "v3 and its marker");
+    producer.close().unwrap();
+    cluster.close().unwrap();
 }

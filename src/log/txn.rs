@@ -18,6 +18,7 @@ use crate::log::producer_state::ProducerOrigin;
 use crate::log::read::AbortedTransaction;
 use crate::log::{AppendInfo, Log, LogInner, LogState};
 use crate::storage::segment::BatchMeta;
+use crate::types::TimestampType;
 use std::sync::atomic::Ordering;
 
 impl Log {
@@ -25,7 +26,9 @@ impl Log {
     /// transaction coordinator's leader path, Kafka's
     /// `appendAsLeader(origin = COORDINATOR)`): a control batch with one
     /// COMMIT or ABORT record carrying `coordinator_epoch`, stamped with the
-    /// log's latest leader epoch. The producer's open transaction (if any)
+    /// log's latest leader epoch and the clock's now (as a LogAppendTime
+    /// batch when the topic's `message.timestamp.type` is `LogAppendTime`,
+    /// as Kafka's broker stamps it). The producer's open transaction (if any)
     /// ends; an ABORT adds the transaction to the segment's `.txnindex`, so
     /// read_committed readers skip its records. Durable as
     /// [`Log::append`].
@@ -90,6 +93,15 @@ impl Log {
             let mut bytes = marker_batch(producer_id, producer_epoch, end, now)
                 .map_err(Error::InvalidBatch)?
                 .to_vec();
+            // Kafka builds the marker with CreateTime; its LogValidator
+            // then stamps it as any batch of a LogAppendTime topic (the
+            // timestamp-type attribute and the append time as the batch's
+            // max timestamp).
+            let append_time =
+                (self.inner.config.timestamp_type() == TimestampType::LogAppendTime).then_some(now);
+            if let Some(t) = append_time {
+                format::set_log_append_time(&mut bytes, t);
+            }
             let offset = state.log_end_offset;
             self.inner
                 .assign_epochs(&mut state, std::iter::once((leader_epoch, offset)))?;
@@ -118,7 +130,7 @@ impl Log {
                 offset,
                 offset,
                 now,
-                None,
+                append_time,
                 1,
                 bytes.len() as u64,
                 segment_base_offset,
