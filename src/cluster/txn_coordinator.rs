@@ -444,6 +444,23 @@ impl ClusterInner {
         transactional_id: &str,
         transaction_timeout_ms: i32,
     ) -> Result<(i64, i16)> {
+        self.init_producer_id_expecting(transactional_id, transaction_timeout_ms, None)
+    }
+
+    /// [`init_producer_id`](Self::init_producer_id) from a producer that
+    /// holds `expected` (its producer id and epoch) and bumps its epoch
+    /// after an abortable error (KIP-360): refused with
+    /// [`Error::ProducerFenced`] unless the id's current producer id and
+    /// epoch are `expected` (or the id is unknown, its state expired), so
+    /// a zombie cannot fence the instance that replaced it. Kafka also
+    /// accepts the epoch before the current one, for a bump whose response
+    /// was lost; no response is lost in process.
+    pub(crate) fn init_producer_id_expecting(
+        &self,
+        transactional_id: &str,
+        transaction_timeout_ms: i32,
+        expected: Option<(i64, i16)>,
+    ) -> Result<(i64, i16)> {
         let id = transactional_id;
         check_transactional_id(id)?;
         self.check_open()?;
@@ -461,6 +478,15 @@ impl ClusterInner {
         let concurrent = || Error::ConcurrentTransactions {
             transactional_id: id.to_string(),
         };
+        if let (Some((producer_id, epoch)), Some(current)) = (expected, entry.meta.as_ref())
+            && (current.producer_id, current.epoch) != (producer_id, epoch)
+        {
+            return Err(Error::ProducerFenced {
+                transactional_id: id.to_string(),
+                epoch,
+                current: current.epoch,
+            });
+        }
         // Two rounds at most: a fencing abort, then the init proper.
         for _ in 0..2 {
             let current = match entry.meta.clone() {

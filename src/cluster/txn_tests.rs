@@ -375,6 +375,35 @@ fn a_reinit_fences_the_older_producer_and_aborts_its_transaction() {
     cluster.close().unwrap();
 }
 
+/// KIP-360: a producer bumping its own epoch names the epoch it holds; a
+/// zombie's bump is fenced and changes nothing, its successor's goes on.
+#[test]
+fn an_epoch_bump_from_an_older_epoch_is_fenced() {
+    let setup = Setup::new(1);
+    let (cluster, _markers) = setup.open();
+    let inner = &cluster.inner;
+    let (pid, zombie) = inner.init_producer_id("app", 60_000).unwrap();
+    let (same, current) = inner.init_producer_id("app", 60_000).unwrap();
+    assert_eq!((same, current), (pid, zombie + 1));
+    let before = inner.txn_metadata("app").unwrap();
+    assert!(matches!(
+        inner.init_producer_id_expecting("app", 60_000, Some((pid, zombie))),
+        Err(Error::ProducerFenced { epoch, current: c, .. }) if epoch == zombie && c == current
+    ));
+    assert!(matches!(
+        inner.init_producer_id_expecting("app", 60_000, Some((pid + 1, current))),
+        Err(Error::ProducerFenced { .. })
+    ));
+    assert_eq!(inner.txn_metadata("app").unwrap(), before);
+    assert_eq!(
+        inner
+            .init_producer_id_expecting("app", 60_000, Some((pid, current)))
+            .unwrap(),
+        (pid, current + 1)
+    );
+    cluster.close().unwrap();
+}
+
 #[test]
 fn markers_that_fail_are_retried_and_each_partition_is_marked_once() {
     let setup = Setup::new(1);

@@ -475,9 +475,12 @@ impl Core {
                     let mut acc = self.acc.lock();
                     manager(&mut acc)?.timeout_ms
                 };
+                // Only from the epoch this producer holds: a zombie is
+                // fenced rather than fencing its successor (KIP-360).
                 let (producer_id, epoch) = self
                     .retrying("abort_transaction (max.block.ms)", || {
-                        self.cluster.init_producer_id(&id, timeout)
+                        self.cluster
+                            .init_producer_id_expecting(&id, timeout, Some((producer_id, epoch)))
                     })?;
                 let mut acc = self.acc.lock();
                 let txn = manager(&mut acc)?;
