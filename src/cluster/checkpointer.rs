@@ -13,12 +13,10 @@
 //! cluster, waits on its shutdown channel, the clock's wake-ups and a
 //! timeout derived from the clock (never a sleep), and is joined on close.
 
-use std::sync::Weak;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, select};
 
-use crate::cluster::ClusterInner;
 use crate::error::{Error, Result};
 
 /// Handle to the checkpoint thread.
@@ -29,7 +27,7 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub(crate) fn spawn(cluster: Weak<ClusterInner>, interval_ms: i64) -> Result<Checkpointer> {
+    pub(crate) fn spawn(cluster: super::WeakCluster, interval_ms: i64) -> Result<Checkpointer> {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
         let (clock, root) = {
             let inner = cluster.upgrade().ok_or_else(|| {

@@ -35,7 +35,7 @@ use uuid::Uuid;
 use parking_lot::RwLock;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use super::election;
 use super::liveness::{Liveness, RunState};
@@ -1329,7 +1329,7 @@ impl ClusterInner {
     /// proposal fails with [`Error::Closed`].
     pub(crate) fn controller_channel(self: &Arc<Self>) -> Arc<dyn AlterPartition> {
         Arc::new(ControllerChannel {
-            cluster: Arc::downgrade(self),
+            cluster: super::WeakCluster::new(self),
         })
     }
 }
@@ -1337,7 +1337,7 @@ impl ClusterInner {
 /// [`AlterPartition`] over the cluster's controller.
 #[derive(Debug)]
 struct ControllerChannel {
-    cluster: Weak<ClusterInner>,
+    cluster: super::WeakCluster,
 }
 
 impl AlterPartition for ControllerChannel {

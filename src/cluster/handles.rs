@@ -104,6 +104,12 @@ pub struct Topic {
     state: Arc<TopicState>,
 }
 
+impl Drop for Topic {
+    fn drop(&mut self) {
+        self.cluster.release_handle();
+    }
+}
+
 impl Topic {
     pub(crate) fn new(cluster: Arc<ClusterInner>, state: Arc<TopicState>) -> Self {
         Topic { cluster, state }
@@ -509,6 +515,12 @@ pub struct Partition {
     key: TopicIdPartition,
     /// What recovery did when the log was opened (fixed from then on).
     recovery: RecoveryReport,
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        self.cluster.release_handle();
+    }
 }
 
 impl Partition {

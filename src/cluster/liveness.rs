@@ -24,12 +24,10 @@
 //! poke (a flag flipped), never sleeping to poll. A deterministic
 //! simulation drives the same step without the thread.
 
-use std::sync::Weak;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, select};
 
-use crate::cluster::ClusterInner;
 use crate::error::{Error, Result};
 
 /// Whether a broker's process side runs.
@@ -203,7 +201,7 @@ impl ControllerThread {
     ///
     /// # Errors
     /// [`Error::Io`] if the thread cannot be started.
-    pub(crate) fn spawn(cluster: Weak<ClusterInner>) -> Result<ControllerThread> {
+    pub(crate) fn spawn(cluster: super::WeakCluster) -> Result<ControllerThread> {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
         let (poke, poked) = crossbeam_channel::bounded::<()>(1);
         let (clock, root) = {

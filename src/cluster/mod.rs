@@ -163,6 +163,8 @@ pub(crate) trait PendingRecords: Send + Sync + std::fmt::Debug {
 /// [`Cluster::close`] (or dropping the last clone and every handle made
 /// from it) delivers what live producers hold, stops its threads, flushes
 /// every partition, writes the checkpoints and releases the directory lock.
+/// The drop of the last of them does this on the dropping thread, so the
+/// directory can be opened again as soon as it returns.
 ///
 /// ```
 /// use logbus::{Cluster, ClusterConfig, NewTopic};
@@ -213,6 +215,9 @@ pub(crate) struct ClusterInner {
     pub(crate) groups: GroupCoordinator,
     /// Bumped whenever a topic is created or deleted or gains partitions.
     metadata_epoch: AtomicU64,
+    /// Strong references the cluster's own threads hold for a moment
+    /// ([`InternalRef`]): not users' handles.
+    internal_refs: Arc<Mutex<usize>>,
     /// Woken (like replica watchers) whenever `metadata_epoch` moves.
     metadata_watchers: Mutex<Vec<Sender<()>>>,
     /// Periodic checkpoints written so far, for tests to wait on.
@@ -436,6 +441,7 @@ impl Cluster {
                 initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
             }),
             metadata_epoch: AtomicU64::new(0),
+            internal_refs: Arc::new(Mutex::new(0)),
             metadata_watchers: Mutex::new(Vec::new()),
             checkpoints: (Mutex::new(0), parking_lot::Condvar::new()),
             clients: Mutex::new(Vec::new()),
@@ -494,10 +500,10 @@ impl Cluster {
         inner.set_marker_writer(markers);
         inner.start_txn_timer()?;
         let interval = inner.config.checkpoint_interval_ms;
-        *inner.checkpointer.lock() = Some(Checkpointer::spawn(Arc::downgrade(&inner), interval)?);
+        *inner.checkpointer.lock() = Some(Checkpointer::spawn(WeakCluster::new(&inner), interval)?);
         if inner.config.controller_thread && inner.brokers.len() > 1 {
             *inner.controller_thread.lock() =
-                Some(liveness::ControllerThread::spawn(Arc::downgrade(&inner))?);
+                Some(liveness::ControllerThread::spawn(WeakCluster::new(&inner))?);
         }
         Ok(Cluster { inner })
     }
@@ -1015,6 +1021,93 @@ impl ClusterInner {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+/// A strong reference one of the cluster's own threads takes for a
+/// moment (a timer pass, a heartbeat, an ISR proposal): counted, so that
+/// the drop of the last handle a user holds closes the cluster on the
+/// user's thread even while such a thread holds the cluster (else the
+/// directory lock would be released just after the drop returned, on
+/// that thread, and an immediate reopen would find it locked).
+pub(crate) struct InternalRef {
+    inner: Option<Arc<ClusterInner>>,
+    count: Arc<Mutex<usize>>,
+}
+
+/// What the cluster's own threads keep of it: a `Weak` and the count of
+/// their momentary strong references, upgraded into an [`InternalRef`].
+#[derive(Debug, Clone)]
+pub(crate) struct WeakCluster {
+    weak: Weak<ClusterInner>,
+    count: Arc<Mutex<usize>>,
+}
+
+impl WeakCluster {
+    pub(crate) fn new(inner: &Arc<ClusterInner>) -> Self {
+        WeakCluster {
+            weak: Arc::downgrade(inner),
+            count: inner.internal_refs.clone(),
+        }
+    }
+
+    /// A counted strong reference; `None` once the cluster is gone. The
+    /// upgrade and the count change together under the count's lock,
+    /// which `release_handle` reads them under.
+    pub(crate) fn upgrade(&self) -> Option<InternalRef> {
+        let mut n = self.count.lock();
+        let inner = self.weak.upgrade()?;
+        *n += 1;
+        drop(n);
+        Some(InternalRef {
+            inner: Some(inner),
+            count: self.count.clone(),
+        })
+    }
+}
+
+impl std::ops::Deref for InternalRef {
+    type Target = Arc<ClusterInner>;
+
+    fn deref(&self) -> &Arc<ClusterInner> {
+        self.inner.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for InternalRef {
+    fn drop(&mut self) {
+        let mut n = self.count.lock();
+        // The `Arc` goes under the lock (if it is the last, the cluster
+        // closes here; its close never takes this lock).
+        drop(self.inner.take());
+        *n -= 1;
+    }
+}
+
+impl ClusterInner {
+    /// Called as a user's handle (a `Cluster`, `Topic`, `Partition` or
+    /// producer) drops its reference: when no other handle remains (only
+    /// the cluster's own threads' momentary references), closes the
+    /// cluster now, on this thread. Two handles dropped at once may both
+    /// see the other and leave the close to the last drop, on a user's
+    /// thread too.
+    pub(crate) fn release_handle(self: &Arc<Self>) {
+        let last = {
+            let n = self.internal_refs.lock();
+            Arc::strong_count(self) <= *n + 1
+        };
+
+        if last {
+            // Errors are reported by `Cluster::close`; dropping cannot
+            // return them.
+            let _ = self.close();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.inner.release_handle();
     }
 }
 

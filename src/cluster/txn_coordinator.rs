@@ -75,7 +75,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, select};
@@ -135,7 +135,7 @@ const MARKER_LEADER_RETRIES: u32 = 3;
 /// through its broker's replica manager, and is answered once it is
 /// replicated as an `acks=all` append is (Kafka's WriteTxnMarkers).
 pub(crate) struct ReplicaMarkers {
-    cluster: Weak<ClusterInner>,
+    cluster: super::WeakCluster,
 }
 
 impl ReplicaMarkers {
@@ -143,7 +143,7 @@ impl ReplicaMarkers {
     /// the cluster holds the writer).
     pub(crate) fn new(cluster: &Arc<ClusterInner>) -> Self {
         ReplicaMarkers {
-            cluster: Arc::downgrade(cluster),
+            cluster: super::WeakCluster::new(cluster),
         }
     }
 }
@@ -816,6 +816,38 @@ impl ClusterInner {
         self.wake_watchers();
     }
 
+    /// Writes the missing markers of every prepared transaction (Kafka's
+    /// marker channel resends a marker as soon as its partition has a
+    /// leader again): the timer runs this after each metadata change, so
+    /// a partition that had no leader gets its marker when one is
+    /// elected, not at the next timer pass. Wakes `Cluster::wait_until`
+    /// when a transaction completed.
+    pub(crate) fn complete_prepared_txns(&self) {
+        let entries: Vec<(String, Arc<Mutex<Entry>>)> = self
+            .txn
+            .ids
+            .lock()
+            .iter()
+            .map(|(id, e)| (id.clone(), e.clone()))
+            .collect();
+        let mut completed = false;
+        for (id, entry) in entries {
+            if self.check_open().is_err() {
+                return;
+            }
+            let mut guard = entry.lock();
+            let prepared = guard.meta.as_ref().is_some_and(|m| {
+                matches!(m.status, TxnStatus::PrepareCommit | TxnStatus::PrepareAbort)
+            });
+            if prepared {
+                completed |= self.finish_txn(&id, &mut guard).is_ok();
+            }
+        }
+        if completed {
+            self.wake_watchers();
+        }
+    }
+
     /// Kafka's `removeExpiredTransactionalIds` for one id, under its entry
     /// lock (`guard`, of `entry`): if its state has expired
     /// ([`TxnMetadata::id_expired`]), a tombstone is appended to its
@@ -926,7 +958,7 @@ impl ClusterInner {
     /// Starts the coordinator's timer thread.
     pub(crate) fn start_txn_timer(self: &Arc<Self>) -> Result<()> {
         let timer = TxnTimer::spawn(
-            Arc::downgrade(self),
+            super::WeakCluster::new(self),
             self.config.txn_abort_interval_ms,
             self.config.txn_remove_expired_interval_ms,
         )?;
@@ -989,7 +1021,7 @@ struct TxnTimer {
 
 impl TxnTimer {
     fn spawn(
-        cluster: Weak<ClusterInner>,
+        cluster: super::WeakCluster,
         interval_ms: i64,
         expire_interval_ms: i64,
     ) -> Result<TxnTimer> {
@@ -1001,6 +1033,18 @@ impl TxnTimer {
             (inner.clock().clone(), inner.root.clone())
         };
         let ticks = clock.subscribe();
+        // Metadata changes (a partition's new leader) let missing markers
+        // be written at once.
+        let (changes_tx, changes) = crossbeam_channel::bounded::<()>(1);
+        let mut seen_epoch = {
+            let inner = cluster.upgrade().ok_or_else(|| {
+                Error::Internal("transaction timer spawned for a dropped cluster".into())
+            })?;
+            inner.watch_metadata(&changes_tx);
+            inner
+                .metadata_epoch
+                .load(std::sync::atomic::Ordering::Acquire)
+        };
         let mut abort_at = clock.now_ms();
         let mut expire_at = abort_at.saturating_add(expire_interval_ms);
         let handle = std::thread::Builder::new()
@@ -1032,6 +1076,19 @@ impl TxnTimer {
                         recv(stopped) -> _ => return,
                         recv(ticks) -> _ => {}
                         recv(timeout) -> _ => {}
+                        recv(changes) -> _ => {
+                            let Some(inner) = cluster.upgrade() else {
+                                return;
+                            };
+                            // Its own passes wake it too: only a real
+                            // metadata change counts.
+                            let epoch =
+                                inner.metadata_epoch.load(std::sync::atomic::Ordering::Acquire);
+                            if epoch != seen_epoch {
+                                seen_epoch = epoch;
+                                inner.complete_prepared_txns();
+                            }
+                        }
                     }
                 }
             })

@@ -404,6 +404,30 @@ fn an_epoch_bump_from_an_older_epoch_is_fenced() {
     cluster.close().unwrap();
 }
 
+/// A marker that could not be written is written as soon as the
+/// metadata changes (as when its partition gets a leader again), without
+/// waiting for the timer's next pass: no clock time passes here.
+#[test]
+fn a_missing_marker_is_written_at_the_next_metadata_change() {
+    let setup = Setup::new(1);
+    let (cluster, markers) = setup.open();
+    cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+    let inner = &cluster.inner;
+    let (pid, epoch) = inner.init_producer_id("app", 60_000).unwrap();
+    inner
+        .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0), tp("t", 1)])
+        .unwrap();
+    markers.fail.lock().insert(("t".into(), 1));
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    assert_eq!(status(&cluster, "app"), TxnStatus::PrepareCommit);
+    markers.fail.lock().clear();
+    cluster.create_topic(NewTopic::new("other", 1)).unwrap();
+    assert!(cluster.wait_until(GUARD, |c| status(c, "app") == TxnStatus::CompleteCommit));
+    let written: Vec<u32> = markers.take().iter().map(|m| m.partition).collect();
+    assert_eq!(written, [0, 1]);
+    cluster.close().unwrap();
+}
+
 #[test]
 fn markers_that_fail_are_retried_and_each_partition_is_marked_once() {
     let setup = Setup::new(1);
@@ -2136,5 +2160,22 @@ fn a_producer_whose_id_expired_recovers_after_an_abort() {
     assert_eq!(meta.status, TxnStatus::CompleteCommit);
     assert_eq!(partition.log_end_offset().unwrap(), 4, "v3 and its marker");
     producer.close().unwrap();
+    cluster.close().unwrap();
+}
+
+/// Dropping the last handle releases the directory before the drop
+/// returns, even while one of the cluster's threads holds the cluster for
+/// a moment (here the transaction timer, woken by its own pass and by the
+/// clock): an immediate reopen is never refused as locked.
+#[test]
+fn a_reopen_right_after_the_last_drop_finds_the_directory_free() {
+    let setup = Setup::new(1);
+    for _ in 0..10 {
+        let (cluster, _markers) = setup.open();
+        setup.clock.advance_ms(10_000);
+        assert!(cluster.inner.wait_for_txn_pass(setup.clock.now_ms(), GUARD));
+        drop(cluster);
+    }
+    let (cluster, _markers) = setup.open();
     cluster.close().unwrap();
 }

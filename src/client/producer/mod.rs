@@ -141,6 +141,12 @@ impl Drop for Handle {
     }
 }
 
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.cluster.release_handle();
+    }
+}
+
 /// What the producer and its sender thread share.
 #[derive(Debug)]
 pub(crate) struct Core {

@@ -477,10 +477,13 @@ impl Core {
                 };
                 // Only from the epoch this producer holds: a zombie is
                 // fenced rather than fencing its successor (KIP-360).
-                let (producer_id, epoch) = self
-                    .retrying("abort_transaction (max.block.ms)", || {
-                        self.cluster
-                            .init_producer_id_expecting(&id, timeout, Some((producer_id, epoch)))
+                let (producer_id, epoch) =
+                    self.retrying("abort_transaction (max.block.ms)", || {
+                        self.cluster.init_producer_id_expecting(
+                            &id,
+                            timeout,
+                            Some((producer_id, epoch)),
+                        )
                     })?;
                 let mut acc = self.acc.lock();
                 let txn = manager(&mut acc)?;
