@@ -11,6 +11,20 @@
 //! - `consume/std_fs_read`: reads the partition's segment file with `read`
 //!   in 1 MiB chunks, and touches one byte per 100.
 //!
+//! The `stages` group splits the read path into its stages over the
+//! segment's bytes already in memory (read once with `std::fs::read`), each
+//! against a `memcpy` of the same bytes in 1 MiB chunks, in the same group:
+//!
+//! - `stages/memcpy`: the baseline.
+//! - `stages/batch_decode`: `Batches` over the bytes: each batch's header
+//!   parsed and its CRC-32C checked.
+//! - `stages/record_views`: the same, then each batch's records as
+//!   borrowed `RecordView`s (`Batch::record_data`), touching each value.
+//! - `stages/records_owned`: the same with owned `Record`s
+//!   (`Batch::records`: two `Bytes` slices per record).
+//! - `stages/poll`: what the consumer adds on top: `consume/logbus_10k`
+//!   (the log read, the fetch, the poll and iterating `ConsumerRecordRef`s).
+//!
 //! After criterion's groups a summary runs each variant several times,
 //! alternating, and prints the medians, records/s and the ratio to the plain
 //! read (the ratio is what to compare across these shared, noisy machines).
@@ -21,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use logbus::format::BatchBuilder;
+use logbus::format::{BatchBuilder, Batches};
 use logbus::{
     Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, NewTopic, OffsetReset,
     TopicPartition,
@@ -171,5 +185,73 @@ fn bench_consume(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench_consume);
+/// Copies `bytes` into `buf` in chunks of its size, touching one byte per
+/// record of each chunk.
+fn memcpy(bytes: &[u8], buf: &mut [u8]) -> u64 {
+    let mut sum = 0u64;
+    for chunk in bytes.chunks(buf.len()) {
+        let dst = &mut buf[..chunk.len()];
+        dst.copy_from_slice(chunk);
+        sum = dst
+            .iter()
+            .step_by(VALUE)
+            .fold(sum, |s, &b| s.wrapping_add(u64::from(b)));
+    }
+    sum
+}
+
+/// The records of the batches in `bytes`: with `views`, borrowed views,
+/// else owned records; `None` checks the batches only.
+fn decode(bytes: &logbus::Bytes, records: Option<bool>) -> u64 {
+    let mut sum = 0u64;
+    for batch in Batches::new(bytes.clone()) {
+        let batch = batch.expect("batch");
+        match records {
+            None => sum = sum.wrapping_add(batch.header().records_count as u64),
+            Some(true) => {
+                let data = batch.record_data().expect("records");
+                for record in &data {
+                    let record = record.expect("record");
+                    let value = record.value().expect("value");
+                    sum = sum.wrapping_add(u64::from(value[VALUE / 2]) + record.offset() as u64);
+                }
+            }
+            Some(false) => {
+                for record in batch.records().expect("records") {
+                    let record = record.expect("record");
+                    let value = record.value().expect("value");
+                    sum = sum.wrapping_add(u64::from(value[VALUE / 2]) + record.offset() as u64);
+                }
+            }
+        }
+    }
+    sum
+}
+
+fn bench_stages(c: &mut Criterion) {
+    let s = setup();
+    let bytes = logbus::Bytes::from(std::fs::read(&s.segment).expect("read segment"));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut group = c.benchmark_group("stages");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .throughput(Throughput::Elements(RECORDS as u64));
+    group.bench_function("memcpy", |b| b.iter(|| black_box(memcpy(&bytes, &mut buf))));
+    group.bench_function("batch_decode", |b| {
+        b.iter(|| black_box(decode(&bytes, None)))
+    });
+    group.bench_function("record_views", |b| {
+        b.iter(|| black_box(decode(&bytes, Some(true))))
+    });
+    group.bench_function("records_owned", |b| {
+        b.iter(|| black_box(decode(&bytes, Some(false))))
+    });
+    group.bench_function("poll", |b| {
+        b.iter(|| black_box(consume(&s.cluster, 10_000)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_consume, bench_stages);
 criterion_main!(benches);

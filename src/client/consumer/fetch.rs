@@ -391,55 +391,83 @@ impl Plain {
         let mut batch = None;
         let (mut pos, mut index, mut previous) = (self.pos, self.index, self.previous_delta);
         let (base_offset, base_timestamp) = (self.base_offset, self.base_timestamp);
-        while out.len() < max {
+        // The position after the last record taken.
+        let mut next = *position;
+        let result = loop {
+            let room = max.saturating_sub(out.len());
+            if room == 0 {
+                break Ok(());
+            }
             if index == self.declared {
                 if pos != data.len() {
-                    return Err(FormatError::InvalidRecord(
+                    break Err(FormatError::InvalidRecord(
                         "bytes left after the last record",
                     ));
                 }
-                break;
+                break Ok(());
             }
-            if pos >= data.len() {
-                return Err(FormatError::RecordCountMismatch {
-                    declared: self.declared as i32,
-                    actual: index,
+            // Each pass of the inner loop reads one record, so this many
+            // passes neither overfill `out` nor pass the declared count.
+            let burst = room.min(self.declared - index);
+            out.reserve(burst);
+            let mut declined = false;
+            let mut bad = false;
+            for _ in 0..burst {
+                let Some(raw) = scan_plain_record(data, pos) else {
+                    declined = true;
+                    break;
+                };
+                let delta = i64::from(raw.offset_delta);
+                if delta <= previous || raw.offset_delta > self.last_offset_delta {
+                    bad = true;
+                    break;
+                }
+                previous = delta;
+                pos = raw.end;
+                index += 1;
+                // The batch's offsets were checked (base offset not
+                // negative, base + lastOffsetDelta no overflow) and
+                // delta <= lastOffsetDelta.
+                let offset = (base_offset + delta) as u64;
+                if offset < next {
+                    continue;
+                }
+                next = offset + 1;
+                let batch = *batch.get_or_insert_with(|| out.push_batch(&shared));
+                out.push(Entry {
+                    offset,
+                    timestamp: self
+                        .log_append_time
+                        .unwrap_or_else(|| base_timestamp.wrapping_add(raw.timestamp_delta)),
+                    key: Span::of(raw.key),
+                    value: Span::of(raw.value),
+                    batch,
+                    headers: Entry::NO_HEADERS,
                 });
             }
-            let Some(raw) = scan_plain_record(data, pos) else {
+            if bad {
+                break Err(bad_delta());
+            }
+            if declined {
+                if pos >= data.len() {
+                    break Err(FormatError::RecordCountMismatch {
+                        declared: self.declared as i32,
+                        actual: index,
+                    });
+                }
                 (self.pos, self.index, self.previous_delta) = (pos, index, previous);
-                self.take_one(position, out, &mut batch)?;
+                *position = next;
+                let taken = self.take_one(position, out, &mut batch);
                 (pos, index, previous) = (self.pos, self.index, self.previous_delta);
-                continue;
-            };
-            let delta = i64::from(raw.offset_delta);
-            if delta <= previous || raw.offset_delta > self.last_offset_delta {
-                return Err(bad_delta());
+                next = *position;
+                if let Err(e) = taken {
+                    break Err(e);
+                }
             }
-            previous = delta;
-            pos = raw.end;
-            index += 1;
-            // The batch's offsets were checked (base offset not negative,
-            // base + lastOffsetDelta no overflow) and delta <= lastOffsetDelta.
-            let offset = (base_offset + delta) as u64;
-            if offset < *position {
-                continue;
-            }
-            *position = offset + 1;
-            let batch = *batch.get_or_insert_with(|| out.push_batch(&shared));
-            out.push(Entry {
-                offset,
-                timestamp: self
-                    .log_append_time
-                    .unwrap_or_else(|| base_timestamp.wrapping_add(raw.timestamp_delta)),
-                key: Span::of(raw.key),
-                value: Span::of(raw.value),
-                batch,
-                headers: Entry::NO_HEADERS,
-            });
-        }
+        };
         (self.pos, self.index, self.previous_delta) = (pos, index, previous);
-        Ok(index == self.declared && pos == data.len())
+        *position = next;
+        result.map(|()| index == self.declared && pos == data.len())
     }
 
     /// Takes the record at `self.pos` (if at or above `*position`) with the
@@ -576,7 +604,9 @@ impl Decoded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::consumer::ConsumerRecords;
     use crate::format::{BatchBuilder, set_base_offset};
+    use crate::types::TopicPartition;
 
     /// Batches laid end to end, each of `count` records at `base`.
     fn batches(specs: &[(i64, usize)]) -> Bytes {
@@ -714,6 +744,69 @@ mod tests {
             "{result:?}"
         );
         assert_eq!((taken, position), (vec![0], 1));
+    }
+
+    /// Records the fast path takes and records it declines (headers, long
+    /// varints, a null value), drained a few at a time from inside the
+    /// batch: the same records, in order, as the format layer's iterator,
+    /// and the position after each poll is the next record's offset.
+    #[test]
+    fn fast_and_full_paths_interleave_across_polls() {
+        let mut builder = BatchBuilder::new(Compression::None).base_offset(0);
+        for i in 0..23i64 {
+            let headers = if i % 5 == 2 {
+                vec![Header::new("h", Some(b"x"))]
+            } else {
+                Vec::new()
+            };
+            let ts = if i % 7 == 3 { 1 << 40 } else { i };
+            let value: Option<&[u8]> = if i % 6 == 4 { None } else { Some(b"value") };
+            builder.append(ts, Some(b"k"), value, &headers);
+        }
+        let bytes = builder.build().expect("batch");
+        let expected: Vec<(u64, i64, Option<Vec<u8>>, usize)> = Batch::from_bytes(bytes.clone())
+            .expect("batch")
+            .records()
+            .expect("records")
+            .map(|r| {
+                let r = r.expect("record");
+                (
+                    r.offset() as u64,
+                    r.timestamp(),
+                    r.value().map(|v| v.to_vec()),
+                    r.headers().len(),
+                )
+            })
+            .collect();
+        let topic: Arc<str> = Arc::from("t");
+        let mut fetch = Fetch::new(bytes, ReadSource::default(), None);
+        let mut position = 4;
+        let mut got = Vec::new();
+        while !fetch.is_drained() {
+            let mut out = PartitionBuf::default();
+            let result = fetch.drain(
+                &mut position,
+                Sink {
+                    topic: &topic,
+                    partition: 0,
+                    check_crcs: true,
+                    max: 3,
+                    out: &mut out,
+                },
+            );
+            assert_eq!(result, Ok(()));
+            let records = ConsumerRecords::new(vec![(TopicPartition::new("t", 0), out)]);
+            for r in &records {
+                got.push((
+                    r.offset(),
+                    r.timestamp(),
+                    r.value().map(<[u8]>::to_vec),
+                    r.headers().len(),
+                ));
+            }
+            assert_eq!(position, got.last().map_or(4, |r| r.0 + 1));
+        }
+        assert_eq!(got, expected[4..]);
     }
 
     #[test]

@@ -273,6 +273,12 @@ impl PartitionBuf {
         self.entries.iter().map(|e| e.offset).collect()
     }
 
+    /// Makes room for `records` more records.
+    #[inline]
+    pub(crate) fn reserve(&mut self, records: usize) {
+        self.entries.reserve(records);
+    }
+
     /// Adds a record.
     #[inline]
     pub(crate) fn push(&mut self, entry: Entry) {
