@@ -6,8 +6,11 @@
 //!
 //! - `consume/logbus`: a consumer (default config: `max.poll.records` 500,
 //!   `check.crcs` on) assigned to the partition polls every record, touching
-//!   each record's value, and drops the records.
+//!   each record's value (iterating `&records`: `ConsumerRecordRef` views),
+//!   and drops the records.
 //! - `consume/logbus_10k`: the same with `max.poll.records` 10000.
+//! - `consume/logbus_10k_owned`: the same iterating `records` by value
+//!   (an owned `ConsumerRecord` per record).
 //! - `consume/std_fs_read`: reads the partition's segment file with `read`
 //!   in 1 MiB chunks, and touches one byte per 100.
 //!
@@ -82,9 +85,11 @@ fn setup() -> Setup {
     }
 }
 
-/// Consumes every record once; returns a checksum so nothing is optimized
-/// away.
-fn consume(cluster: &Cluster, max_poll_records: usize) -> u64 {
+/// Consumes every record once, iterating each poll's records by reference
+/// (`ConsumerRecordRef` views) or, with `owned`, by value (an owned
+/// `ConsumerRecord` each: one reference count per record); returns a
+/// checksum so nothing is optimized away.
+fn consume(cluster: &Cluster, max_poll_records: usize, owned: bool) -> u64 {
     let config = ConsumerConfig::builder()
         .max_poll_records(max_poll_records)
         .auto_offset_reset(OffsetReset::Earliest)
@@ -100,9 +105,16 @@ fn consume(cluster: &Cluster, max_poll_records: usize) -> u64 {
         let records = consumer.poll(Duration::from_secs(10)).expect("poll");
         assert!(!records.is_empty(), "ran dry at {seen}");
         seen += records.count();
-        for record in records {
-            let value = record.value().expect("value");
-            sum = sum.wrapping_add(u64::from(value[VALUE / 2]) + record.offset());
+        if owned {
+            for record in records {
+                let value = record.value().expect("value");
+                sum = sum.wrapping_add(u64::from(value[VALUE / 2]) + record.offset());
+            }
+        } else {
+            for record in &records {
+                let value = record.value().expect("value");
+                sum = sum.wrapping_add(u64::from(value[VALUE / 2]) + record.offset());
+            }
         }
     }
     sum
@@ -132,9 +144,14 @@ fn bench_consume(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(6))
         .throughput(Throughput::Elements(RECORDS as u64));
-    group.bench_function("logbus", |b| b.iter(|| black_box(consume(&s.cluster, 500))));
+    group.bench_function("logbus", |b| {
+        b.iter(|| black_box(consume(&s.cluster, 500, false)))
+    });
     group.bench_function("logbus_10k", |b| {
-        b.iter(|| black_box(consume(&s.cluster, 10_000)))
+        b.iter(|| black_box(consume(&s.cluster, 10_000, false)))
+    });
+    group.bench_function("logbus_10k_owned", |b| {
+        b.iter(|| black_box(consume(&s.cluster, 10_000, true)))
     });
     group.bench_function("std_fs_read", |b| {
         b.iter(|| black_box(plain_read(&s.segment, &mut buf)))
@@ -146,10 +163,10 @@ fn bench_consume(c: &mut Criterion) {
     let mut times: [Vec<Duration>; 3] = Default::default();
     for _ in 0..runs {
         let t = Instant::now();
-        black_box(consume(&s.cluster, 500));
+        black_box(consume(&s.cluster, 500, false));
         times[0].push(t.elapsed());
         let t = Instant::now();
-        black_box(consume(&s.cluster, 10_000));
+        black_box(consume(&s.cluster, 10_000, false));
         times[1].push(t.elapsed());
         let t = Instant::now();
         black_box(plain_read(&s.segment, &mut buf));
@@ -248,7 +265,7 @@ fn bench_stages(c: &mut Criterion) {
         b.iter(|| black_box(decode(&bytes, Some(false))))
     });
     group.bench_function("poll", |b| {
-        b.iter(|| black_box(consume(&s.cluster, 10_000)))
+        b.iter(|| black_box(consume(&s.cluster, 10_000, false)))
     });
     group.finish();
 }
