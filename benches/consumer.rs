@@ -6,10 +6,27 @@
 //!
 //! - `consume/logbus`: a consumer (default config: `max.poll.records` 500,
 //!   `check.crcs` on) assigned to the partition polls every record, touching
-//!   each record's value, and drops the records.
+//!   each record's value (iterating `&records`: `ConsumerRecordRef` views),
+//!   and drops the records.
 //! - `consume/logbus_10k`: the same with `max.poll.records` 10000.
+//! - `consume/logbus_10k_owned`: the same iterating `records` by value
+//!   (an owned `ConsumerRecord` per record).
 //! - `consume/std_fs_read`: reads the partition's segment file with `read`
 //!   in 1 MiB chunks, and touches one byte per 100.
+//!
+//! The `stages` group splits the read path into its stages over the
+//! segment's bytes already in memory (read once with `std::fs::read`), each
+//! against a `memcpy` of the same bytes in 1 MiB chunks, in the same group:
+//!
+//! - `stages/memcpy`: the baseline.
+//! - `stages/batch_decode`: `Batches` over the bytes: each batch's header
+//!   parsed and its CRC-32C checked.
+//! - `stages/record_views`: the same, then each batch's records as
+//!   borrowed `RecordView`s (`Batch::record_data`), touching each value.
+//! - `stages/records_owned`: the same with owned `Record`s
+//!   (`Batch::records`: two `Bytes` slices per record).
+//! - `stages/poll`: what the consumer adds on top: `consume/logbus_10k`
+//!   (the log read, the fetch, the poll and iterating `ConsumerRecordRef`s).
 //!
 //! After criterion's groups a summary runs each variant several times,
 //! alternating, and prints the medians, records/s and the ratio to the plain
@@ -21,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use logbus::format::BatchBuilder;
+use logbus::format::{BatchBuilder, Batches};
 use logbus::{
     Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, NewTopic, OffsetReset,
     TopicPartition,
@@ -68,9 +85,11 @@ fn setup() -> Setup {
     }
 }
 
-/// Consumes every record once; returns a checksum so nothing is optimized
-/// away.
-fn consume(cluster: &Cluster, max_poll_records: usize) -> u64 {
+/// Consumes every record once, iterating each poll's records by reference
+/// (`ConsumerRecordRef` views) or, with `owned`, by value (an owned
+/// `ConsumerRecord` each: one reference count per record); returns a
+/// checksum so nothing is optimized away.
+fn consume(cluster: &Cluster, max_poll_records: usize, owned: bool) -> u64 {
     let config = ConsumerConfig::builder()
         .max_poll_records(max_poll_records)
         .auto_offset_reset(OffsetReset::Earliest)
@@ -86,9 +105,16 @@ fn consume(cluster: &Cluster, max_poll_records: usize) -> u64 {
         let records = consumer.poll(Duration::from_secs(10)).expect("poll");
         assert!(!records.is_empty(), "ran dry at {seen}");
         seen += records.count();
-        for record in records {
-            let value = record.value().expect("value");
-            sum = sum.wrapping_add(u64::from(value[VALUE / 2]) + record.offset());
+        if owned {
+            for record in records {
+                let value = record.value().expect("value");
+                sum = sum.wrapping_add(u64::from(value[VALUE / 2]) + record.offset());
+            }
+        } else {
+            for record in &records {
+                let value = record.value().expect("value");
+                sum = sum.wrapping_add(u64::from(value[VALUE / 2]) + record.offset());
+            }
         }
     }
     sum
@@ -118,9 +144,14 @@ fn bench_consume(c: &mut Criterion) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(6))
         .throughput(Throughput::Elements(RECORDS as u64));
-    group.bench_function("logbus", |b| b.iter(|| black_box(consume(&s.cluster, 500))));
+    group.bench_function("logbus", |b| {
+        b.iter(|| black_box(consume(&s.cluster, 500, false)))
+    });
     group.bench_function("logbus_10k", |b| {
-        b.iter(|| black_box(consume(&s.cluster, 10_000)))
+        b.iter(|| black_box(consume(&s.cluster, 10_000, false)))
+    });
+    group.bench_function("logbus_10k_owned", |b| {
+        b.iter(|| black_box(consume(&s.cluster, 10_000, true)))
     });
     group.bench_function("std_fs_read", |b| {
         b.iter(|| black_box(plain_read(&s.segment, &mut buf)))
@@ -132,10 +163,10 @@ fn bench_consume(c: &mut Criterion) {
     let mut times: [Vec<Duration>; 3] = Default::default();
     for _ in 0..runs {
         let t = Instant::now();
-        black_box(consume(&s.cluster, 500));
+        black_box(consume(&s.cluster, 500, false));
         times[0].push(t.elapsed());
         let t = Instant::now();
-        black_box(consume(&s.cluster, 10_000));
+        black_box(consume(&s.cluster, 10_000, false));
         times[1].push(t.elapsed());
         let t = Instant::now();
         black_box(plain_read(&s.segment, &mut buf));
@@ -171,5 +202,73 @@ fn bench_consume(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench_consume);
+/// Copies `bytes` into `buf` in chunks of its size, touching one byte per
+/// record of each chunk.
+fn memcpy(bytes: &[u8], buf: &mut [u8]) -> u64 {
+    let mut sum = 0u64;
+    for chunk in bytes.chunks(buf.len()) {
+        let dst = &mut buf[..chunk.len()];
+        dst.copy_from_slice(chunk);
+        sum = dst
+            .iter()
+            .step_by(VALUE)
+            .fold(sum, |s, &b| s.wrapping_add(u64::from(b)));
+    }
+    sum
+}
+
+/// The records of the batches in `bytes`: with `views`, borrowed views,
+/// else owned records; `None` checks the batches only.
+fn decode(bytes: &logbus::Bytes, records: Option<bool>) -> u64 {
+    let mut sum = 0u64;
+    for batch in Batches::new(bytes.clone()) {
+        let batch = batch.expect("batch");
+        match records {
+            None => sum = sum.wrapping_add(batch.header().records_count as u64),
+            Some(true) => {
+                let data = batch.record_data().expect("records");
+                for record in &data {
+                    let record = record.expect("record");
+                    let value = record.value().expect("value");
+                    sum = sum.wrapping_add(u64::from(value[VALUE / 2]) + record.offset() as u64);
+                }
+            }
+            Some(false) => {
+                for record in batch.records().expect("records") {
+                    let record = record.expect("record");
+                    let value = record.value().expect("value");
+                    sum = sum.wrapping_add(u64::from(value[VALUE / 2]) + record.offset() as u64);
+                }
+            }
+        }
+    }
+    sum
+}
+
+fn bench_stages(c: &mut Criterion) {
+    let s = setup();
+    let bytes = logbus::Bytes::from(std::fs::read(&s.segment).expect("read segment"));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut group = c.benchmark_group("stages");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(4))
+        .throughput(Throughput::Elements(RECORDS as u64));
+    group.bench_function("memcpy", |b| b.iter(|| black_box(memcpy(&bytes, &mut buf))));
+    group.bench_function("batch_decode", |b| {
+        b.iter(|| black_box(decode(&bytes, None)))
+    });
+    group.bench_function("record_views", |b| {
+        b.iter(|| black_box(decode(&bytes, Some(true))))
+    });
+    group.bench_function("records_owned", |b| {
+        b.iter(|| black_box(decode(&bytes, Some(false))))
+    });
+    group.bench_function("poll", |b| {
+        b.iter(|| black_box(consume(&s.cluster, 10_000, false)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_consume, bench_stages);
 criterion_main!(benches);

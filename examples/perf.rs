@@ -7,8 +7,21 @@
 //!     [--rate R] [--brokers B] [--replication-factor F] [--min-insync M] \
 //!     [--idempotence true|false] [--transaction-records N]
 //! cargo run --release --example perf -- consume --dir D --topic T --records N \
-//!     [--max-poll-records M] [--group G] [--brokers B]
+//!     [--max-poll-records M] [--group G] [--brokers B] [--baseline true]
+//! cargo run --release --example perf -- scan --dir D --topic T [--baseline true]
 //! ```
+//!
+//! `consume --baseline true` runs no consumer: it reads the partitions'
+//! segment files (of broker 0) with `std::fs` (1 MiB `read` calls into one
+//! reused buffer) and prints
+//! the same JSON (`"mode":"consume-baseline"`), counting the records from
+//! the batch headers after the clock stops. Alternate it with plain
+//! `consume` runs: the ratio of the medians is the figure to compare.
+//! `scan` opens each partition directory of broker 0 as a standalone
+//! [`Log`](logbus::Log) and reads it end to end with `Log::read` (1 MiB
+//! reads) and `Batch::record_data` views (`--owned true`: `Batch::records`,
+//! owned `Record`s), touching each value (no consumer, no cluster);
+//! `scan --baseline true` is the same `std::fs` read.
 //!
 //! `--rate R` offers a fixed load of R records per second (sends are paced,
 //! so the latency measured is not queueing behind an unbounded backlog);
@@ -28,7 +41,10 @@
 //! then the coordinator's state writes and markers).
 //!
 //! Progress goes to stderr; the result is one JSON line on stdout with
-//! `records`, `bytes`, `seconds`, `records_per_sec`, `mb_per_sec`,
+//! `records`, `bytes`, `seconds`, `records_per_sec`, `mb_per_sec`, for
+//! `consume` and `scan` `cpu_seconds` and `records_per_cpu_sec` (the
+//! measuring thread's CPU time, which waiting for a CPU on a busy machine
+//! does not inflate),
 //! `peak_rss_mb` (`VmHWM`: for `consume`, since the cluster was opened, with
 //! the peak of opening apart as `open_peak_rss_mb`; `peak_rss_includes_open`
 //! says where that split is unsupported), `rss_anon_mb` and `rss_file_mb`
@@ -72,7 +88,9 @@ fn main() -> ExitCode {
                  [--rate R: records/s offered] [--brokers B (1)] [--replication-factor F (1)] \
                  [--min-insync M (1)]\n       \
                  perf consume --dir D --topic T --records N [--max-poll-records M (10000)] \
-                 [--group G: subscribe as a member of group G, auto commit on] [--brokers B (1)]"
+                 [--group G: subscribe as a member of group G, auto commit on] [--brokers B (1)] \
+                 [--baseline true: std::fs read of the segment files instead]\n       \
+                 perf scan --dir D --topic T [--baseline true] [--owned true]"
             );
             ExitCode::FAILURE
         }
@@ -120,7 +138,14 @@ fn run(args: &[String]) -> Result<String, Error> {
     let flags = Flags::parse(rest)?;
     match command.as_str() {
         "produce" => produce(&flags),
+        "consume" if flags.0.get("baseline").is_some_and(|b| b == "true") => {
+            consume_baseline(&flags, "consume-baseline")
+        }
         "consume" => consume(&flags),
+        "scan" if flags.0.get("baseline").is_some_and(|b| b == "true") => {
+            consume_baseline(&flags, "scan-baseline")
+        }
+        "scan" => scan(&flags),
         other => Err(format!("unknown command {other:?}").into()),
     }
 }
@@ -158,6 +183,17 @@ fn rss_anon_mb() -> f64 {
 /// Resident mapped file pages in MiB now (Linux `RssFile`).
 fn rss_file_mb() -> f64 {
     status_mb("RssFile")
+}
+
+/// CPU time this thread has run, in seconds (Linux
+/// `/proc/thread-self/schedstat`, nanoseconds); 0 where unsupported. Less
+/// noisy than wall time on a shared machine: time spent waiting for a CPU
+/// is not counted.
+fn thread_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0.0, |ns| ns as f64 / 1e9)
 }
 
 /// Seconds to write `total` bytes to a fresh file in `dir` in 1 MiB writes.
@@ -425,6 +461,7 @@ fn consume(flags: &Flags) -> Result<String, Error> {
         "consuming {records} records from {topic} in {}",
         dir.display()
     );
+    let cpu_start = thread_cpu_seconds();
     let start = Instant::now();
     let mut count = 0u64;
     let mut bytes = 0u64;
@@ -445,6 +482,7 @@ fn consume(flags: &Flags) -> Result<String, Error> {
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = thread_cpu_seconds() - cpu_start;
     let (peak_mb, anon_mb, file_mb) = (peak_rss_mb(), rss_anon_mb(), rss_file_mb());
     consumer.close()?;
     let files: Vec<PathBuf> = (0..handle.partition_count())
@@ -464,13 +502,143 @@ fn consume(flags: &Flags) -> Result<String, Error> {
     let baseline_mb = file_bytes as f64 / MB / baseline;
     Ok(format!(
         "{{\"mode\":\"consume\",\"group\":{},\"records\":{count},\"bytes\":{bytes},\"seconds\":{seconds:.3},\
+         \"cpu_seconds\":{cpu_seconds:.3},\"records_per_cpu_sec\":{:.0},\
          \"records_per_sec\":{:.0},\"mb_per_sec\":{:.1},\"peak_rss_mb\":{peak_mb:.1},\
          \"peak_rss_includes_open\":{},\"open_peak_rss_mb\":{open_peak_mb:.1},\"rss_anon_mb\":{anon_mb:.1},\
          \"rss_file_mb\":{file_mb:.1},\"log_bytes\":{file_bytes},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3}}}",
         group.map_or("null".to_string(), |g| format!("{g:?}")),
+        count as f64 / cpu_seconds,
         count as f64 / seconds,
         bytes as f64 / MB / seconds,
         !peak_reset,
         mb_per_sec / baseline_mb,
+    ))
+}
+
+/// The `.log` files of `topic`'s partitions on broker 0, partition by
+/// partition, each partition's in offset order (their names).
+fn segment_files(dir: &Path, topic: &str) -> Result<Vec<PathBuf>, Error> {
+    let mut files = Vec::new();
+    for p in 0.. {
+        let pdir = dir.join("broker-0").join(format!("{topic}-{p}"));
+        if !pdir.is_dir() {
+            break;
+        }
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(pdir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        files.extend(logs);
+    }
+    if files.is_empty() {
+        return Err(format!("no segment files of {topic} under {}", dir.display()).into());
+    }
+    Ok(files)
+}
+
+/// The records the batches laid end to end in `buf` hold, from their
+/// headers (`recordsCount`, at byte 57).
+fn count_records(buf: &[u8]) -> u64 {
+    let mut at = 0;
+    let mut records = 0u64;
+    while let Some(head) = buf.get(at..at + 61) {
+        let length = u32::from_be_bytes([head[8], head[9], head[10], head[11]]) as usize;
+        records += u64::from(u32::from_be_bytes([head[57], head[58], head[59], head[60]]));
+        at += 12 + length;
+    }
+    records
+}
+
+/// The plain-read baseline of `consume` and `scan`: every segment file read
+/// with `read(2)` in 1 MiB chunks into one reused buffer (the cheapest way
+/// to read the bytes, so the strictest baseline), in the same JSON as the
+/// mode it stands for. The records are counted from the batch headers
+/// after the clock stops.
+fn consume_baseline(flags: &Flags, mode: &str) -> Result<String, Error> {
+    let dir = PathBuf::from(flags.get("dir")?);
+    let topic = flags.get("topic")?.to_string();
+    let files = segment_files(&dir, &topic)?;
+    let cpu_start = thread_cpu_seconds();
+    let (seconds, bytes) = baseline_read(&files)?;
+    let cpu_seconds = thread_cpu_seconds() - cpu_start;
+    let mut records = 0;
+    for path in &files {
+        records += count_records(&std::fs::read(path)?);
+    }
+    Ok(format!(
+        "{{\"mode\":\"{mode}\",\"records\":{records},\"bytes\":{bytes},\"seconds\":{seconds:.3},\
+         \"cpu_seconds\":{cpu_seconds:.3},\"records_per_cpu_sec\":{:.0},\
+         \"records_per_sec\":{:.0},\"mb_per_sec\":{:.1},\"log_bytes\":{bytes}}}",
+        records as f64 / cpu_seconds,
+        records as f64 / seconds,
+        bytes as f64 / MB / seconds,
+    ))
+}
+
+/// Reads every partition of `topic` (broker 0's replicas, opened as
+/// standalone logs) end to end with `Log::read` and borrowed record views,
+/// touching each value.
+fn scan(flags: &Flags) -> Result<String, Error> {
+    let dir = PathBuf::from(flags.get("dir")?);
+    let topic = flags.get("topic")?.to_string();
+    // `--owned true`: owned `Record`s (`Batch::records`) instead of views.
+    let owned = flags.0.get("owned").is_some_and(|o| o == "true");
+    let mut logs = Vec::new();
+    for p in 0.. {
+        let pdir = dir.join("broker-0").join(format!("{topic}-{p}"));
+        if !pdir.is_dir() {
+            break;
+        }
+        logs.push(logbus::Log::builder(pdir).open()?);
+    }
+    let cpu_start = thread_cpu_seconds();
+    let start = Instant::now();
+    let mut records = 0u64;
+    let mut bytes = 0u64;
+    let mut log_bytes = 0u64;
+    let mut sum = 0u64;
+    for log in &logs {
+        let mut offset = log.log_start_offset();
+        while offset < log.log_end_offset() {
+            let read = log.read(offset, 1 << 20)?;
+            log_bytes += read.records().len() as u64;
+            for batch in read.batches() {
+                let batch = batch?;
+                if owned {
+                    for record in batch.records()? {
+                        let record = record?;
+                        let value = record.value().map_or(&[][..], |v| &v[..]);
+                        bytes += value.len() as u64;
+                        sum = sum.wrapping_add(u64::from(value.first().copied().unwrap_or(0)));
+                        records += 1;
+                    }
+                } else {
+                    let data = batch.record_data()?;
+                    for record in &data {
+                        let record = record?;
+                        let value = record.value().unwrap_or_default();
+                        bytes += value.len() as u64;
+                        sum = sum.wrapping_add(u64::from(value.first().copied().unwrap_or(0)));
+                        records += 1;
+                    }
+                }
+                offset = batch.header().next_offset() as u64;
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = thread_cpu_seconds() - cpu_start;
+    std::hint::black_box(sum);
+    for log in logs {
+        log.close()?;
+    }
+    Ok(format!(
+        "{{\"mode\":\"scan\",\"records\":{records},\"bytes\":{bytes},\"seconds\":{seconds:.3},\
+         \"cpu_seconds\":{cpu_seconds:.3},\"records_per_cpu_sec\":{:.0},\
+         \"records_per_sec\":{:.0},\"mb_per_sec\":{:.1},\"log_bytes\":{log_bytes}}}",
+        records as f64 / cpu_seconds,
+        records as f64 / seconds,
+        log_bytes as f64 / MB / seconds,
     ))
 }

@@ -156,8 +156,9 @@ pub use client::assignor::{
 };
 pub use client::consumer::{
     CommittedOffsets, Consumer, ConsumerConfig, ConsumerConfigBuilder, ConsumerGroupMetadata,
-    ConsumerRebalanceListener, ConsumerRecord, ConsumerRecords, OffsetAndTimestamp, OffsetReset,
-    RecordsIntoIter, RecordsIter,
+    ConsumerRebalanceListener, ConsumerRecord, ConsumerRecordRef, ConsumerRecords,
+    OffsetAndTimestamp, OffsetReset, PartitionRecords, PartitionRecordsIter, RecordsIntoIter,
+    RecordsIter,
 };
 pub use client::partitioner::{Partitioner, RoundRobinPartitioner, murmur2, partition_for_key};
 pub use client::producer::{

@@ -26,12 +26,12 @@ mod validate;
 pub mod varint;
 
 pub(crate) use batch::decode_batch_at;
-pub use batch::{Batch, Batches, RecordIter};
+pub use batch::{Batch, Batches, RecordData, RecordIter, RecordViews};
 pub use builder::BatchBuilder;
 pub use compression::MAX_DECOMPRESSED_SIZE;
 pub(crate) use compression::compress;
 pub use control::ControlRecordType;
 pub use header::*;
-pub use record::{Header, Record};
-pub(crate) use record::{decode_headers, encode_record, scan_record};
+pub use record::{Header, HeaderViews, Record, RecordView};
+pub(crate) use record::{decode_headers, encode_record, parse_record, scan_plain_record};
 pub use validate::validate_batch_records;

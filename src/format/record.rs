@@ -108,6 +108,115 @@ impl Record {
     }
 }
 
+/// A record read in place from its batch: the same fields as [`Record`],
+/// borrowed from the batch's (or its decompressed records') bytes, with no
+/// reference count and no allocation. From [`RecordData::iter`](super::RecordData::iter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    pub(crate) offset: i64,
+    pub(crate) timestamp: i64,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) value: Option<&'a [u8]>,
+    /// The header entries (after `headersCount`), already checked.
+    pub(crate) headers: &'a [u8],
+    pub(crate) header_count: usize,
+}
+
+impl<'a> RecordView<'a> {
+    /// The record's offset, as [`Record::offset`].
+    #[must_use]
+    #[inline]
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// The record's timestamp, as [`Record::timestamp`].
+    #[must_use]
+    #[inline]
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+
+    /// The key; `None` for a null key.
+    #[must_use]
+    #[inline]
+    pub fn key(&self) -> Option<&'a [u8]> {
+        self.key
+    }
+
+    /// The value; `None` for a null value (a tombstone).
+    #[must_use]
+    #[inline]
+    pub fn value(&self) -> Option<&'a [u8]> {
+        self.value
+    }
+
+    /// The number of headers.
+    #[must_use]
+    pub fn header_count(&self) -> usize {
+        self.header_count
+    }
+
+    /// The headers in wire order, as `(key, value)` borrowed from the batch.
+    #[must_use]
+    pub fn headers(&self) -> HeaderViews<'a> {
+        HeaderViews {
+            body: Body {
+                rec: self.headers,
+                pos: 0,
+            },
+            left: self.header_count,
+        }
+    }
+
+    /// The record with its key, value and headers copied out.
+    #[must_use]
+    pub fn to_record(&self) -> Record {
+        Record {
+            offset: self.offset,
+            timestamp: self.timestamp,
+            key: self.key.map(Bytes::copy_from_slice),
+            value: self.value.map(Bytes::copy_from_slice),
+            headers: self
+                .headers()
+                .map(|(key, value)| Header::new(key, value))
+                .collect(),
+        }
+    }
+}
+
+/// Iterator over the headers of a [`RecordView`], as `(key, value)`.
+#[derive(Debug, Clone)]
+pub struct HeaderViews<'a> {
+    body: Body<'a>,
+    left: usize,
+}
+
+impl<'a> Iterator for HeaderViews<'a> {
+    type Item = (&'a str, Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let rec = self.body.rec;
+        // The entries were checked when the record was read, so this
+        // cannot fail; a failure would end the iteration.
+        match self.body.header() {
+            Ok((key, value)) => Some((key, value.map(|r| &rec[r]))),
+            Err(_) => {
+                self.left = 0;
+                None
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.left))
+    }
+}
+
 /// Size of a length-prefixed nullable byte field.
 #[inline]
 fn nullable_size(field: Option<usize>) -> Option<usize> {
@@ -370,6 +479,7 @@ impl From<BadRecord> for FormatError {
 
 /// A cursor over one record's body (`rec`, after its length); `pos` never
 /// exceeds `rec.len()`.
+#[derive(Debug, Clone)]
 struct Body<'a> {
     rec: &'a [u8],
     pos: usize,
@@ -628,6 +738,79 @@ pub(crate) fn scan_short_record(data: &[u8], pos: usize, expected: i32) -> Optio
     Some((i64::from(unzigzag32(ts)), end))
 }
 
+/// A nullable field whose length is a short varint, from the two-byte
+/// window `w` at `q`: its range (`None` for null) and the position after
+/// it; `None` for a negative length other than -1 or a long varint.
+#[inline(always)]
+fn short_field(w: u16, q: usize) -> Option<(Option<Range<usize>>, usize)> {
+    match short_varint(u64::from(w))? {
+        (1, n) => Some((None, q + n)), // -1: null
+        (z, n) if z & 1 == 0 => {
+            let start = q + n;
+            let end = start + (z >> 1) as usize;
+            Some((Some(start..end), end))
+        }
+        _ => None,
+    }
+}
+
+/// The readers' fast path: the record starting at `data[pos]` if its
+/// varints are short (one or two bytes) and it has no headers, exactly as
+/// [`scan_record`] would parse it; `None` for anything else (long varints,
+/// headers, any invalid field, and records so close to the end of `data`
+/// that the 8-byte window does not fit), and the caller then runs
+/// [`scan_record`], which gives the verdict.
+///
+/// It never accepts a record [`scan_record`] rejects, by the argument of
+/// [`scan_short_record`]: fields are read in order at positions that only
+/// grow, and the record is accepted only if its `headersCount` (0) is its
+/// last byte, exactly where its length says it ends, so every field lies
+/// inside the record; the read-ahead windows may see bytes after it, but a
+/// field that uses them ends past it and is refused.
+#[inline(always)]
+pub(crate) fn scan_plain_record(data: &[u8], pos: usize) -> Option<RawRecord> {
+    // Length, attributes, timestampDelta and offsetDelta: at most 7 bytes.
+    let mut w = u64::from_le_bytes(*data.get(pos..)?.first_chunk::<8>()?);
+    let (len, n) = short_varint(w)?;
+    if len & 1 != 0 {
+        return None;
+    }
+    let start = pos + n;
+    let end = start + (len >> 1) as usize;
+    if end > data.len() {
+        return None;
+    }
+    w >>= 8 * (n + 1); // the length and the attributes byte
+    let (ts, m) = short_varint(w)?;
+    w >>= 8 * m;
+    let (od, k) = short_varint(w)?;
+    let q = start + 1 + m + k;
+    let (key, q) = short_field(short_window(data, q)?, q)?;
+    let (value, q) = short_field(short_window(data, q)?, q)?;
+    // `q + 1 == end <= data.len()`, so `data[q]` exists.
+    if q + 1 != end || data[q] != 0 {
+        return None;
+    }
+    Some(RawRecord {
+        timestamp_delta: i64::from(unzigzag32(ts)),
+        offset_delta: unzigzag32(od),
+        key,
+        value,
+        headers: end..end,
+        header_count: 0,
+        end,
+    })
+}
+
+/// [`scan_plain_record`], or [`scan_record`] where it declines.
+#[inline(always)]
+pub(crate) fn read_record(data: &[u8], pos: usize) -> Result<RawRecord, FormatError> {
+    match scan_plain_record(data, pos) {
+        Some(raw) => Ok(raw),
+        None => parse_record(data, pos),
+    }
+}
+
 /// Parses the record starting at `data[pos]`: [`scan_record`] with its
 /// error as a [`FormatError`].
 pub(crate) fn parse_record(data: &[u8], pos: usize) -> Result<RawRecord, FormatError> {
@@ -817,6 +1000,22 @@ mod fast_path_tests {
             // record of a batch can take the full grammar instead.
             if !mutated && expected == od && all_short && tail.len() >= 2 {
                 prop_assert_eq!(fast, Some((ts, intact)));
+            }
+            // The readers' fast path: whatever it accepts, scan_record
+            // parses the same way; it takes every intact short record
+            // without headers.
+            let plain = scan_plain_record(&buf, 0);
+            if let Some(p) = &plain {
+                let raw = scan_record(&buf, 0);
+                prop_assert!(raw.is_ok(), "plain path accepted what scan_record rejects: {:?}", raw);
+                let raw = raw.expect("checked above");
+                prop_assert_eq!(
+                    (raw.timestamp_delta, raw.offset_delta, &raw.key, &raw.value, raw.header_count, raw.end),
+                    (p.timestamp_delta, p.offset_delta, &p.key, &p.value, p.header_count, p.end)
+                );
+            }
+            if !mutated && all_short && headers.is_empty() && tail.len() >= 2 {
+                prop_assert!(plain.is_some(), "an intact short record was declined");
             }
         }
     }

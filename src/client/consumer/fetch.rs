@@ -19,14 +19,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::records::{BatchData, ConsumerRecord, Span};
+use super::records::{BatchData, Entry, PartitionBuf, Span};
 use crate::cluster::ReadSource;
 use crate::error::FormatError;
 use crate::format::Header;
 use crate::format::control::{ControlType, decode_control_key};
 use crate::format::header::out_of_sequence;
 use crate::format::{
-    Batch, RECORDS_OFFSET, RecordIter, decode_batch_at, decode_headers, scan_record,
+    Batch, RECORDS_OFFSET, RecordIter, decode_batch_at, decode_headers, parse_record,
+    scan_plain_record,
 };
 use crate::types::{Compression, TimestampType};
 
@@ -157,7 +158,7 @@ pub(super) struct Sink<'a> {
     pub(super) partition: u32,
     pub(super) check_crcs: bool,
     pub(super) max: usize,
-    pub(super) out: &'a mut Vec<ConsumerRecord>,
+    pub(super) out: &'a mut PartitionBuf,
 }
 
 impl Fetch {
@@ -370,64 +371,155 @@ impl Plain {
 
     /// Takes records until `out` holds `max`; returns whether the batch is
     /// done. Checks each record as [`RecordIter`] does.
+    ///
+    /// The loop keeps its cursor in locals and handles the common record
+    /// (short varints, no headers: [`scan_plain_record`]) inline, writing
+    /// one [`Entry`] per record; any other record goes through
+    /// [`Plain::take_one`], out of line.
     #[inline]
     fn take(
         &mut self,
         position: &mut u64,
-        out: &mut Vec<ConsumerRecord>,
+        out: &mut PartitionBuf,
         max: usize,
     ) -> Result<bool, FormatError> {
-        let data = &self.shared.bytes;
-        while out.len() < max {
-            if self.index == self.declared {
-                if self.pos != data.len() {
-                    return Err(FormatError::InvalidRecord(
+        // One count per call (not per record), so that `take_one` may
+        // borrow `self` mutably while `data` is read.
+        let shared = Arc::clone(&self.shared);
+        let data: &[u8] = &shared.bytes;
+        // The batch is added to `out` with the first record taken from it.
+        let mut batch = None;
+        let (mut pos, mut index, mut previous) = (self.pos, self.index, self.previous_delta);
+        let (base_offset, base_timestamp) = (self.base_offset, self.base_timestamp);
+        // The position after the last record taken.
+        let mut next = *position;
+        let result = loop {
+            let room = max.saturating_sub(out.len());
+            if room == 0 {
+                break Ok(());
+            }
+            if index == self.declared {
+                if pos != data.len() {
+                    break Err(FormatError::InvalidRecord(
                         "bytes left after the last record",
                     ));
                 }
-                return Ok(true);
+                break Ok(());
             }
-            if self.pos >= data.len() {
-                return Err(FormatError::RecordCountMismatch {
-                    declared: self.declared as i32,
-                    actual: self.index,
+            // Each pass of the inner loop reads one record, so this many
+            // passes neither overfill `out` nor pass the declared count.
+            let burst = room.min(self.declared - index);
+            out.reserve(burst);
+            let mut declined = false;
+            let mut bad = false;
+            for _ in 0..burst {
+                let Some(raw) = scan_plain_record(data, pos) else {
+                    declined = true;
+                    break;
+                };
+                let delta = i64::from(raw.offset_delta);
+                if delta <= previous || raw.offset_delta > self.last_offset_delta {
+                    bad = true;
+                    break;
+                }
+                previous = delta;
+                pos = raw.end;
+                index += 1;
+                // The batch's offsets were checked (base offset not
+                // negative, base + lastOffsetDelta no overflow) and
+                // delta <= lastOffsetDelta.
+                let offset = (base_offset + delta) as u64;
+                if offset < next {
+                    continue;
+                }
+                next = offset + 1;
+                let batch = *batch.get_or_insert_with(|| out.push_batch(&shared));
+                out.push(Entry {
+                    offset,
+                    timestamp: self
+                        .log_append_time
+                        .unwrap_or_else(|| base_timestamp.wrapping_add(raw.timestamp_delta)),
+                    key: Span::of(raw.key),
+                    value: Span::of(raw.value),
+                    batch,
+                    headers: Entry::NO_HEADERS,
                 });
             }
-            let raw = scan_record(data, self.pos)?;
-            let delta = i64::from(raw.offset_delta);
-            if delta <= self.previous_delta || raw.offset_delta > self.last_offset_delta {
-                return Err(FormatError::InvalidOffsetDelta(
-                    "record offset deltas must increase and not exceed lastOffsetDelta",
-                ));
+            if bad {
+                break Err(bad_delta());
             }
-            self.previous_delta = delta;
-            self.pos = raw.end;
-            self.index += 1;
-            // The batch's offsets were checked (base offset not negative,
-            // base + lastOffsetDelta no overflow) and delta <= lastOffsetDelta.
-            let offset = (self.base_offset + delta) as u64;
-            if offset < *position {
-                continue;
+            if declined {
+                if pos >= data.len() {
+                    break Err(FormatError::RecordCountMismatch {
+                        declared: self.declared as i32,
+                        actual: index,
+                    });
+                }
+                (self.pos, self.index, self.previous_delta) = (pos, index, previous);
+                *position = next;
+                let taken = self.take_one(position, out, &mut batch);
+                (pos, index, previous) = (self.pos, self.index, self.previous_delta);
+                next = *position;
+                if let Err(e) = taken {
+                    break Err(e);
+                }
             }
-            let headers = if raw.header_count == 0 {
-                Box::default()
-            } else {
-                decode_headers(data, &raw)?.into_boxed_slice()
-            };
-            *position = offset + 1;
-            out.push(ConsumerRecord {
-                batch: Arc::clone(&self.shared),
-                offset,
-                timestamp: self
-                    .log_append_time
-                    .unwrap_or_else(|| self.base_timestamp.wrapping_add(raw.timestamp_delta)),
-                key: Span::of(raw.key),
-                value: Span::of(raw.value),
-                headers,
-            });
-        }
-        Ok(self.index == self.declared && self.pos == data.len())
+        };
+        (self.pos, self.index, self.previous_delta) = (pos, index, previous);
+        *position = next;
+        result.map(|()| index == self.declared && pos == data.len())
     }
+
+    /// Takes the record at `self.pos` (if at or above `*position`) with the
+    /// full parser: long varints, headers, and the verdict on anything the
+    /// fast path declined.
+    #[inline(never)]
+    fn take_one(
+        &mut self,
+        position: &mut u64,
+        out: &mut PartitionBuf,
+        batch: &mut Option<u32>,
+    ) -> Result<(), FormatError> {
+        let data = &self.shared.bytes;
+        let raw = parse_record(data, self.pos)?;
+        let delta = i64::from(raw.offset_delta);
+        if delta <= self.previous_delta || raw.offset_delta > self.last_offset_delta {
+            return Err(bad_delta());
+        }
+        self.previous_delta = delta;
+        self.pos = raw.end;
+        self.index += 1;
+        let offset = (self.base_offset + delta) as u64;
+        if offset < *position {
+            return Ok(());
+        }
+        let headers = if raw.header_count == 0 {
+            Entry::NO_HEADERS
+        } else {
+            out.push_headers(decode_headers(data, &raw)?.into_boxed_slice())
+        };
+        *position = offset + 1;
+        let batch = *batch.get_or_insert_with(|| out.push_batch(&self.shared));
+        out.push(Entry {
+            offset,
+            timestamp: self
+                .log_append_time
+                .unwrap_or_else(|| self.base_timestamp.wrapping_add(raw.timestamp_delta)),
+            key: Span::of(raw.key),
+            value: Span::of(raw.value),
+            batch,
+            headers,
+        });
+        Ok(())
+    }
+}
+
+/// The error for offset deltas out of order or past `lastOffsetDelta`.
+#[cold]
+fn bad_delta() -> FormatError {
+    FormatError::InvalidOffsetDelta(
+        "record offset deltas must increase and not exceed lastOffsetDelta",
+    )
 }
 
 impl Decoded {
@@ -479,9 +571,10 @@ impl Decoded {
     fn take(
         &mut self,
         position: &mut u64,
-        out: &mut Vec<ConsumerRecord>,
+        out: &mut PartitionBuf,
         max: usize,
     ) -> Result<bool, FormatError> {
+        let mut batch = None;
         while out.len() < max {
             let Some(record) = self.records.next() else {
                 return match self.error.take() {
@@ -493,13 +586,15 @@ impl Decoded {
                 continue;
             }
             *position = record.offset + 1;
-            out.push(ConsumerRecord {
-                batch: Arc::clone(&self.shared),
+            let batch = *batch.get_or_insert_with(|| out.push_batch(&self.shared));
+            let headers = out.push_headers(record.headers);
+            out.push(Entry {
                 offset: record.offset,
                 timestamp: record.timestamp,
                 key: record.key,
                 value: record.value,
-                headers: record.headers,
+                batch,
+                headers,
             });
         }
         Ok(false)
@@ -509,7 +604,9 @@ impl Decoded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::consumer::ConsumerRecords;
     use crate::format::{BatchBuilder, set_base_offset};
+    use crate::types::TopicPartition;
 
     /// Batches laid end to end, each of `count` records at `base`.
     fn batches(specs: &[(i64, usize)]) -> Bytes {
@@ -529,7 +626,7 @@ mod tests {
     /// Drains `data` from `position`: the offsets taken and the result.
     fn drain(data: Bytes, position: u64) -> (Vec<u64>, u64, Result<(), FormatError>) {
         let topic: Arc<str> = Arc::from("t");
-        let mut out = Vec::new();
+        let mut out = PartitionBuf::default();
         let mut position = position;
         let mut fetch = Fetch::new(data, ReadSource::default(), None);
         let result = fetch.drain(
@@ -542,7 +639,7 @@ mod tests {
                 out: &mut out,
             },
         );
-        (out.iter().map(|r| r.offset).collect(), position, result)
+        (out.offsets(), position, result)
     }
 
     /// One batch at `base`: `kind` is `'d'` data of `pid` (`pid < 0`: no
@@ -592,7 +689,7 @@ mod tests {
             .flat_map(|&(base, kind, pid, count)| txn_batch(base, kind, pid, count))
             .collect();
         let topic: Arc<str> = Arc::from("t");
-        let mut out = Vec::new();
+        let mut out = PartitionBuf::default();
         let mut position = 0;
         let aborted = Some(Aborted::new(aborted.to_vec()));
         let mut fetch = Fetch::new(Bytes::from(data), ReadSource::default(), aborted);
@@ -606,7 +703,7 @@ mod tests {
                 out: &mut out,
             },
         );
-        (out.iter().map(|r| r.offset).collect(), position, result)
+        (out.offsets(), position, result)
     }
 
     #[test]
@@ -647,6 +744,69 @@ mod tests {
             "{result:?}"
         );
         assert_eq!((taken, position), (vec![0], 1));
+    }
+
+    /// Records the fast path takes and records it declines (headers, long
+    /// varints, a null value), drained a few at a time from inside the
+    /// batch: the same records, in order, as the format layer's iterator,
+    /// and the position after each poll is the next record's offset.
+    #[test]
+    fn fast_and_full_paths_interleave_across_polls() {
+        let mut builder = BatchBuilder::new(Compression::None).base_offset(0);
+        for i in 0..23i64 {
+            let headers = if i % 5 == 2 {
+                vec![Header::new("h", Some(b"x"))]
+            } else {
+                Vec::new()
+            };
+            let ts = if i % 7 == 3 { 1 << 40 } else { i };
+            let value: Option<&[u8]> = if i % 6 == 4 { None } else { Some(b"value") };
+            builder.append(ts, Some(b"k"), value, &headers);
+        }
+        let bytes = builder.build().expect("batch");
+        let expected: Vec<(u64, i64, Option<Vec<u8>>, usize)> = Batch::from_bytes(bytes.clone())
+            .expect("batch")
+            .records()
+            .expect("records")
+            .map(|r| {
+                let r = r.expect("record");
+                (
+                    r.offset() as u64,
+                    r.timestamp(),
+                    r.value().map(|v| v.to_vec()),
+                    r.headers().len(),
+                )
+            })
+            .collect();
+        let topic: Arc<str> = Arc::from("t");
+        let mut fetch = Fetch::new(bytes, ReadSource::default(), None);
+        let mut position = 4;
+        let mut got = Vec::new();
+        while !fetch.is_drained() {
+            let mut out = PartitionBuf::default();
+            let result = fetch.drain(
+                &mut position,
+                Sink {
+                    topic: &topic,
+                    partition: 0,
+                    check_crcs: true,
+                    max: 3,
+                    out: &mut out,
+                },
+            );
+            assert_eq!(result, Ok(()));
+            let records = ConsumerRecords::new(vec![(TopicPartition::new("t", 0), out)]);
+            for r in &records {
+                got.push((
+                    r.offset(),
+                    r.timestamp(),
+                    r.value().map(<[u8]>::to_vec),
+                    r.headers().len(),
+                ));
+            }
+            assert_eq!(position, got.last().map_or(4, |r| r.0 + 1));
+        }
+        assert_eq!(got, expected[4..]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! `fetch.max.wait.ms`, partition EOFs, and draining buffered records into
 //! a poll's result.
 
+use super::records::PartitionBuf;
 use super::*;
 
 impl Consumer {
@@ -213,7 +214,7 @@ impl Consumer {
             let (Some(fetch), Position::At(mut position)) = (a.fetch.as_mut(), a.position) else {
                 continue;
             };
-            let mut out = Vec::with_capacity(fetch.records_left(remaining));
+            let mut out = PartitionBuf::with_capacity(fetch.records_left(remaining));
             let result = fetch.drain(
                 &mut position,
                 Sink {

@@ -67,7 +67,8 @@ pub use config::{ConsumerConfig, ConsumerConfigBuilder, OffsetReset};
 pub use group::ConsumerRebalanceListener;
 pub use group_metadata::ConsumerGroupMetadata;
 pub use records::{
-    ConsumerRecord, ConsumerRecords, OffsetAndTimestamp, RecordsIntoIter, RecordsIter,
+    ConsumerRecord, ConsumerRecordRef, ConsumerRecords, OffsetAndTimestamp, PartitionRecords,
+    PartitionRecordsIter, RecordsIntoIter, RecordsIter,
 };
 
 use fetch::{Aborted, Fetch, Sink};
