@@ -135,10 +135,10 @@ impl Log {
     /// tombstones and transaction markers whose delete horizon
     /// (`delete.retention.ms` after the first pass that found them
     /// removable; a marker is, once no record of its transaction is left)
-    /// has passed, and advances the cleaner checkpoint. The active segment and segments younger than
-    /// `min.compaction.lag.ms` are not touched; offsets, the log start
-    /// offset and the log end offset never change; small cleaned segments
-    /// merge (up to `segment.bytes`).
+    /// has passed, and advances the cleaner checkpoint. The active segment
+    /// and segments younger than `min.compaction.lag.ms` are not touched;
+    /// offsets, the log start offset and the log end offset never change;
+    /// small cleaned segments merge (up to `segment.bytes`).
     ///
     /// The log's background thread runs a pass on its retention-check interval
     /// when the dirty ratio reaches `min.cleanable.dirty.ratio` (see
@@ -417,7 +417,11 @@ impl LogInner {
         let entries: Vec<AbortedTxn> = group
             .iter()
             .flat_map(|s| &s.aborted)
-            .filter(|txn| !tracker.dropped.contains(txn))
+            .filter(|txn| {
+                !tracker
+                    .dropped
+                    .contains(&(txn.producer_id, txn.last_offset))
+            })
             .copied()
             .collect();
         changed |= entries.len() != group.iter().map(|s| s.aborted.len()).sum::<usize>();
@@ -761,8 +765,9 @@ struct TxnTracker {
     /// Each producer's last write.
     producers_last: HashMap<i64, LastRecord>,
     /// The `.txnindex` entries of ABORT markers found removable (no batch
-    /// of their transaction left): the cleaned segment leaves them out.
-    dropped: Vec<AbortedTxn>,
+    /// of their transaction left), by producer id and marker offset: the
+    /// cleaned segment leaves them out.
+    dropped: std::collections::HashSet<(i64, i64)>,
 }
 
 impl TxnTracker {
@@ -774,7 +779,7 @@ impl TxnTracker {
             aborting: HashMap::new(),
             committing: std::collections::HashSet::new(),
             producers_last: HashMap::new(),
-            dropped: Vec::new(),
+            dropped: std::collections::HashSet::new(),
         }
     }
 
@@ -839,7 +844,7 @@ impl TxnTracker {
             Some(ControlType::Abort) => match self.aborting.remove(&header.producer_id) {
                 Some((_, true)) => false,
                 Some((txn, false)) => {
-                    self.dropped.push(txn);
+                    self.dropped.insert((txn.producer_id, txn.last_offset));
                     true
                 }
                 None => true,
