@@ -20,9 +20,11 @@
 //!    the group's first base offset. A record is kept iff it has a key, no
 //!    later record of that key is in the map, and it is not a tombstone
 //!    whose delete horizon passed. Offsets never change: a rewritten batch
-//!    starts at its first kept record and keeps its original last offset
-//!    (`lastOffsetDelta`), as Kafka's cleaner does. Batches that lose no
-//!    record are copied byte for byte.
+//!    starts at its first kept record (a producer's last batch and a
+//!    marker at their original base offset, as Kafka's cleaner writes every
+//!    batch) and keeps its original last offset (`lastOffsetDelta`), as
+//!    Kafka's cleaner does. Batches that lose no record are copied byte
+//!    for byte.
 //! 4. Under the state write lock, check that nothing truncated or deleted
 //!    segments meanwhile (else throw the work away), and swap each group in
 //!    as Kafka's `replaceSegments` does: rename `.cleaned` → `.swap`, rename
@@ -38,25 +40,50 @@
 //! horizon drops it.
 //!
 //! # Transactions
-//! As Kafka's cleaner: nothing at or above the last stable offset is
-//! cleaned (an open transaction may still abort); records of aborted
-//! transactions (found with the segments' `.txnindex` entries) are removed
-//! and never enter the offset map, so they supersede nothing; control
-//! batches (markers) are kept as they are, and so are the `.txnindex`
-//! entries, which the cleaned segment carries over.
+//! As Kafka's cleaner (`Cleaner`, `CleanedTransactionMetadata`): nothing
+//! at or above the last stable offset is cleaned (an open transaction may
+//! still abort); records of aborted transactions (found with the segments'
+//! `.txnindex` entries) are removed and never enter the offset map, so
+//! they supersede nothing.
+//!
+//! A transaction marker (control batch) goes once no batch of its
+//! transaction is left, walking the whole log in offset order each pass:
+//! an ABORT marker once no batch of its aborted transaction was met in the
+//! pass, a COMMIT marker once no transactional batch of its producer was
+//! met since the producer's previous marker. An empty batch an earlier
+//! pass kept (a producer's last batch, or one keeping a segment's end)
+//! counts as met: it still opens its transaction for a rebuild of
+//! producer state. Like tombstones, the first pass that finds a marker
+//! removable stamps its batch with the delete horizon (`now +
+//! delete.retention.ms`, KIP-534); a pass at or after the horizon removes
+//! it, so a reader that saw the transaction's records has that long to see
+//! its marker. The `.txnindex` entry of an ABORT marker goes in the pass
+//! that first finds the marker removable (Kafka rebuilds the cleaned
+//! segment's index from the ABORT markers whose transaction still has
+//! batches): with no record of the transaction left, a read_committed
+//! reader has nothing to skip. The other entries carry over to the cleaned
+//! segment. Control records other than COMMIT and ABORT stay.
+//!
+//! # Producer state
+//! Each producer's last write (as the log's producer state knows it,
+//! Kafka's `isBatchLastRecordOfProducer`) stays, so that producer state
+//! rebuilt from the cleaned log (a replica copying it, an open without a
+//! usable snapshot) still knows the producer's epoch and last sequence:
+//! its last data batch of its current epoch, with its offsets and producer
+//! fields (Kafka's `RETAIN_EMPTY`), its records cleaned as anywhere else
+//! (a rewritten one keeps its base offset, so its base sequence still
+//! matches) and emptied (header only) if none is left or it is aborted
+//! data; if it has no data batch in its current epoch (its last write was
+//! a marker that bumped the epoch), each of its markers of that epoch,
+//! emptied once removable and past its horizon.
 //!
 //! # Not supported yet
 //! A batch all of whose records are removed is dropped whole, except at
 //! the end of a group, where an empty batch (header only) keeps the
-//! group's last offset. Each producer's last data batch (as the log's
-//! producer state knows it) is kept with its offsets and producer fields,
-//! so that producer state rebuilt from the cleaned log (a replica copying
-//! it, an open without a usable snapshot) still knows the producer's
-//! epoch and last sequence: whole (superseded records included) unless
-//! it is aborted data, then emptied (Kafka keeps that batch too, always
-//! emptied of removed records). Kafka also removes a marker once its
-//! transaction's data is gone and `delete.retention.ms` passed; logbus
-//! keeps every marker.
+//! group's last offset; Kafka keeps only the last batch of a pass so, and
+//! an empty transactional batch kept there keeps its transaction's marker
+//! (see above). A marker past its horizon goes in the next pass, which
+//! runs when the dirty ratio asks for it or on [`Log::clean`].
 
 use std::collections::HashMap;
 
@@ -64,6 +91,7 @@ use byteorder::{BigEndian, ByteOrder};
 use bytes::Bytes;
 
 use crate::error::{Error, FormatError, Result};
+use crate::format::control::{ControlType, decode_control_key};
 use crate::format::txn_index::AbortedTxn;
 use crate::format::{self, Batch, BatchHeader};
 use crate::log::{Log, LogInner, LogState, worker::Job};
@@ -92,6 +120,10 @@ pub struct CleanReport {
     /// Records of aborted transactions removed (they never supersede a
     /// record: a read_committed reader never saw them).
     pub aborted_removed: u64,
+    /// Transaction markers removed: no record of their transaction was
+    /// left and their delete horizon (`delete.retention.ms` after the
+    /// first pass that found them removable) passed.
+    pub markers_removed: u64,
     /// The cleaner checkpoint (first dirty offset) after the pass: every
     /// offset below it was cleaned.
     pub cleaned_up_to: u64,
@@ -100,12 +132,13 @@ pub struct CleanReport {
 impl Log {
     /// Runs one cleaning pass now, whatever the dirty ratio: keeps the
     /// latest record of every key in the sealed segments, removes
-    /// tombstones whose delete horizon (`delete.retention.ms` after the
-    /// first pass that saw them) has passed, and advances the cleaner
-    /// checkpoint. The active segment and segments younger than
-    /// `min.compaction.lag.ms` are not touched; offsets, the log start
-    /// offset and the log end offset never change; small cleaned segments
-    /// merge (up to `segment.bytes`).
+    /// tombstones and transaction markers whose delete horizon
+    /// (`delete.retention.ms` after the first pass that found them
+    /// removable; a marker is, once no record of its transaction is left)
+    /// has passed, and advances the cleaner checkpoint. The active segment
+    /// and segments younger than `min.compaction.lag.ms` are not touched;
+    /// offsets, the log start offset and the log end offset never change;
+    /// small cleaned segments merge (up to `segment.bytes`).
     ///
     /// The log's background thread runs a pass on its retention-check interval
     /// when the dirty ratio reaches `min.cleanable.dirty.ratio` (see
@@ -186,9 +219,10 @@ struct Snapshot {
     base: u64,
     next_offset: u64,
     bytes: Bytes,
-    /// Its aborted transactions (`.txnindex`): the cleaner keeps every
-    /// control batch, so they carry over to the cleaned segment.
-    aborted: Vec<crate::format::txn_index::AbortedTxn>,
+    /// Its aborted transactions (`.txnindex`): they carry over to the
+    /// cleaned segment, but for those whose ABORT marker was found
+    /// removable.
+    aborted: Vec<AbortedTxn>,
 }
 
 impl LogInner {
@@ -270,7 +304,20 @@ impl LogInner {
                 .iter()
                 .flat_map(|s| s.aborted_txns().iter().copied())
                 .collect();
-            let producers_last = state.producers.last_batches();
+            let producers_last = state
+                .producers
+                .last_records()
+                .into_iter()
+                .map(|(id, (last_data_offset, epoch))| {
+                    (
+                        id,
+                        LastRecord {
+                            last_data_offset,
+                            epoch,
+                        },
+                    )
+                })
+                .collect();
             (
                 cleanable,
                 (snapshots, aborted, producers_last),
@@ -291,7 +338,7 @@ impl LogInner {
             ..CleanReport::default()
         };
         let mut staged: Vec<(std::ops::Range<usize>, Segment)> = Vec::new();
-        let mut tracker = AbortedTracker::new(&aborted);
+        let mut tracker = TxnTracker::new(&aborted);
         tracker.producers_last = producers_last;
         let result = (|| {
             for range in self.groups(&snapshots) {
@@ -350,7 +397,7 @@ impl LogInner {
     fn clean_group(
         &self,
         group: &[Snapshot],
-        (map, tracker): (&HashMap<Bytes, u64>, &mut AbortedTracker),
+        (map, tracker): (&HashMap<Bytes, u64>, &mut TxnTracker),
         now: i64,
         report: &mut CleanReport,
     ) -> Result<Option<Segment>> {
@@ -364,6 +411,20 @@ impl LogInner {
             changed |= !same;
             outputs.push((buf, metas));
         }
+        // The `.txnindex` entries of the ABORT markers found removable go
+        // (Kafka rebuilds the cleaned segment's index from the markers it
+        // keeps); the others carry over.
+        let entries: Vec<AbortedTxn> = group
+            .iter()
+            .flat_map(|s| &s.aborted)
+            .filter(|txn| {
+                !tracker
+                    .dropped
+                    .contains(&(txn.producer_id, txn.last_offset))
+            })
+            .copied()
+            .collect();
+        changed |= entries.len() != group.iter().map(|s| s.aborted.len()).sum::<usize>();
         if !changed {
             return Ok(None);
         }
@@ -400,9 +461,8 @@ impl LogInner {
                     segment.append(buf, metas)?;
                 }
             }
-            // Markers are kept, so the aborted transactions carry over.
             segment.ensure_txn_index_file()?;
-            for txn in group.iter().flat_map(|s| &s.aborted) {
+            for txn in &entries {
                 segment.append_aborted(*txn)?;
             }
             segment.seal()?;
@@ -421,6 +481,7 @@ impl LogInner {
         report.tombstones_removed += counts.tombstones_removed;
         report.keyless_removed += counts.keyless_removed;
         report.aborted_removed += counts.aborted_removed;
+        report.markers_removed += counts.markers_removed;
         Ok(Some(segment))
     }
 
@@ -433,7 +494,7 @@ impl LogInner {
     fn clean_segment(
         &self,
         snapshot: &Snapshot,
-        (map, tracker): (&HashMap<Bytes, u64>, &mut AbortedTracker),
+        (map, tracker): (&HashMap<Bytes, u64>, &mut TxnTracker),
         now: i64,
         keep_end: bool,
         counts: &mut CleanReport,
@@ -446,28 +507,64 @@ impl LogInner {
             let batch = batch.map_err(|e| corrupt(&self.dir, snapshot.base, position, e))?;
             let size = batch.size();
             let at_end = keep_end && position + size == snapshot.bytes.len();
-            let aborted = tracker.is_aborted(batch.header());
-            let kept = if batch.header().is_control() {
-                Kept::Whole
-            } else if tracker.is_producers_last(batch.header()) {
-                if aborted && batch.header().records_count > 0 {
-                    // Kept, but emptied: its producer fields and offsets
-                    // stay, its aborted records go (Kafka's empty batch).
-                    counts.aborted_removed += u64::from(batch.header().records_count.max(0) as u32);
-                    Kept::Rewritten(empty_batch(batch.header()))
-                } else {
-                    Kept::Whole
-                }
-            } else if aborted {
-                counts.aborted_removed += u64::from(batch.header().records_count.max(0) as u32);
-                Kept::Nothing
-            } else if batch.header().records_count == 0 {
-                // An empty batch an earlier pass kept: still needed only at
-                // the end of a group.
-                if at_end { Kept::Whole } else { Kept::Nothing }
+            let header = *batch.header();
+            let kept = if header.is_control() {
+                let removable = control_type(&batch)
+                    .map(|kind| tracker.on_control(&header, kind))
+                    .map_err(|e| corrupt(&self.dir, snapshot.base, position, e))?;
+                let last = tracker.is_producers_last(&header);
+                filter_marker(
+                    &batch,
+                    (removable, last),
+                    now,
+                    self.config.delete_retention_ms(),
+                    counts,
+                )
+                .map_err(|e| corrupt(&self.dir, snapshot.base, position, e))?
             } else {
-                filter_batch(&batch, map, now, self.config.delete_retention_ms(), counts)
+                // An empty batch (an earlier pass kept it) counts as met
+                // too, as in Kafka: it still opens its transaction for a
+                // rebuild of producer state, so its marker must stay.
+                let aborted = tracker.on_batch(&header);
+                if tracker.is_producers_last(&header) {
+                    // Kept with its offsets and producer fields (Kafka's
+                    // RETAIN_EMPTY), its records cleaned as anywhere else.
+                    let kept = if header.records_count == 0 {
+                        Kept::Whole
+                    } else if aborted {
+                        counts.aborted_removed += u64::from(header.records_count.max(0) as u32);
+                        Kept::Nothing
+                    } else {
+                        filter_batch(
+                            &batch,
+                            (map, true),
+                            now,
+                            self.config.delete_retention_ms(),
+                            counts,
+                        )
+                        .map_err(|e| corrupt(&self.dir, snapshot.base, position, e))?
+                    };
+                    match kept {
+                        Kept::Nothing => Kept::Rewritten(empty_batch(&header)),
+                        kept => kept,
+                    }
+                } else if aborted {
+                    counts.aborted_removed += u64::from(header.records_count.max(0) as u32);
+                    Kept::Nothing
+                } else if header.records_count == 0 {
+                    // An empty batch an earlier pass kept: still needed only
+                    // at the end of a group.
+                    if at_end { Kept::Whole } else { Kept::Nothing }
+                } else {
+                    filter_batch(
+                        &batch,
+                        (map, false),
+                        now,
+                        self.config.delete_retention_ms(),
+                        counts,
+                    )
                     .map_err(|e| corrupt(&self.dir, snapshot.base, position, e))?
+                }
             };
             let start = out.len();
             let header = match kept {
@@ -601,17 +698,20 @@ fn build_offset_map(
     dir: &std::path::Path,
 ) -> Result<HashMap<Bytes, u64>> {
     let mut map = HashMap::new();
-    let mut tracker = AbortedTracker::new(aborted);
+    let mut tracker = TxnTracker::new(aborted);
     for snapshot in snapshots {
         let mut position = 0;
         for batch in format::Batches::new(snapshot.bytes.clone()) {
             let batch = batch.map_err(|e| corrupt(dir, snapshot.base, position, e))?;
             position += batch.size();
-            let in_aborted = tracker.is_aborted(batch.header());
-            if in_aborted
-                || batch.header().is_control()
-                || (batch.header().last_offset() as u64) < first_dirty
-            {
+            if batch.header().is_control() {
+                let kind =
+                    control_type(&batch).map_err(|e| corrupt(dir, snapshot.base, position, e))?;
+                tracker.on_control(batch.header(), kind);
+                continue;
+            }
+            let in_aborted = tracker.on_batch(batch.header());
+            if in_aborted || (batch.header().last_offset() as u64) < first_dirty {
                 continue;
             }
             let records = batch
@@ -633,57 +733,125 @@ fn build_offset_map(
     Ok(map)
 }
 
-/// Tells, batch by batch in offset order, which transactional batches
-/// belong to an aborted transaction (Kafka's `CleanedTransactionMetadata`):
-/// a producer is aborting from its aborted transaction's first offset up
-/// to its ABORT marker.
-/// It also knows each producer's last batch (producer id, last offset),
-/// which the cleaner keeps as it is (Kafka keeps it too), so producer
-/// state rebuilt from the cleaned log still knows the producer's epoch and
-/// last sequence.
-struct AbortedTracker {
-    /// The aborted transactions not reached yet, by first offset.
-    pending: std::collections::VecDeque<AbortedTxn>,
-    /// The producers inside an aborted transaction.
-    aborting: std::collections::HashSet<i64>,
-    /// Each producer's last data batch: (producer id, last offset).
-    producers_last: std::collections::HashSet<(i64, u64)>,
+/// What a producer last wrote, as the cleaner keeps it (Kafka's
+/// `LastRecord`).
+#[derive(Debug, Clone, Copy)]
+struct LastRecord {
+    /// The last offset of its last data batch in its current epoch, if it
+    /// has one (none when its last write was a marker that bumped the
+    /// epoch, or when its data was cleaned away and the state rebuilt).
+    last_data_offset: Option<u64>,
+    /// Its current epoch.
+    epoch: i16,
 }
 
-impl AbortedTracker {
+/// The transaction state of one pass, batch by batch in offset order
+/// (Kafka's `CleanedTransactionMetadata`): which transactional batches
+/// belong to an aborted transaction (a producer is aborting from its
+/// aborted transaction's first offset up to its ABORT marker), and which
+/// markers may go because no batch of their transaction is left.
+/// It also knows each producer's last write, which the cleaner keeps
+/// (Kafka's `isBatchLastRecordOfProducer`), so producer state rebuilt from
+/// the cleaned log still knows the producer's epoch and last sequence.
+struct TxnTracker {
+    /// The aborted transactions not reached yet, by first offset.
+    pending: std::collections::VecDeque<AbortedTxn>,
+    /// The producers inside an aborted transaction: its `.txnindex` entry,
+    /// and whether a batch of it was met in this pass.
+    aborting: HashMap<i64, (AbortedTxn, bool)>,
+    /// The producers a batch of whose (not aborted) transaction was met in
+    /// this pass since their last marker.
+    committing: std::collections::HashSet<i64>,
+    /// Each producer's last write.
+    producers_last: HashMap<i64, LastRecord>,
+    /// The `.txnindex` entries of ABORT markers found removable (no batch
+    /// of their transaction left), by producer id and marker offset: the
+    /// cleaned segment leaves them out.
+    dropped: std::collections::HashSet<(i64, i64)>,
+}
+
+impl TxnTracker {
     fn new(aborted: &[AbortedTxn]) -> Self {
         let mut pending = aborted.to_vec();
         pending.sort_by_key(|t| t.first_offset);
-        AbortedTracker {
+        TxnTracker {
             pending: pending.into(),
-            aborting: std::collections::HashSet::new(),
-            producers_last: std::collections::HashSet::new(),
+            aborting: HashMap::new(),
+            committing: std::collections::HashSet::new(),
+            producers_last: HashMap::new(),
+            dropped: std::collections::HashSet::new(),
         }
     }
 
-    /// Whether the batch of `header` is its producer's last data batch.
-    fn is_producers_last(&self, header: &BatchHeader) -> bool {
-        header.producer_id >= 0
-            && !header.is_control()
-            && u64::try_from(header.last_offset())
-                .is_ok_and(|last| self.producers_last.contains(&(header.producer_id, last)))
-    }
-
-    /// Whether the batch of `header` (the next in offset order) is data of
-    /// an aborted transaction. Its ABORT marker ends the producer's
-    /// aborted transaction (the marker itself is not aborted data).
-    fn is_aborted(&mut self, header: &BatchHeader) -> bool {
-        let last = header.last_offset();
+    /// Starts tracking the aborted transactions whose first offset is at
+    /// or below `last` (Kafka's `consumeAbortedTxnsUpTo`).
+    fn consume_aborted_up_to(&mut self, last: i64) {
         while self.pending.front().is_some_and(|t| t.first_offset <= last) {
             if let Some(t) = self.pending.pop_front() {
-                self.aborting.insert(t.producer_id);
+                self.aborting.entry(t.producer_id).or_insert((t, false));
             }
         }
-        if header.is_control() {
-            self.aborting.remove(&header.producer_id);
+    }
+
+    /// Whether the batch of `header` is its producer's last write, which
+    /// stays (Kafka's `isBatchLastRecordOfProducer`): its last data batch,
+    /// or, if it has none, any of its markers of its current epoch.
+    fn is_producers_last(&self, header: &BatchHeader) -> bool {
+        if header.producer_id < 0 {
             return false;
         }
-        header.is_transactional() && self.aborting.contains(&header.producer_id)
+        self.producers_last
+            .get(&header.producer_id)
+            .is_some_and(|last| match last.last_data_offset {
+                Some(offset) => {
+                    !header.is_control() && u64::try_from(header.last_offset()) == Ok(offset)
+                }
+                None => header.is_control() && header.producer_epoch == last.epoch,
+            })
+    }
+
+    /// Reads the data batch of `header` (the next in offset order): whether
+    /// it is data of an aborted transaction (Kafka's `onBatchRead`).
+    fn on_batch(&mut self, header: &BatchHeader) -> bool {
+        self.consume_aborted_up_to(header.last_offset());
+        if !header.is_transactional() {
+            return false;
+        }
+        match self.aborting.get_mut(&header.producer_id) {
+            Some((_, seen)) => {
+                *seen = true;
+                true
+            }
+            None => {
+                self.committing.insert(header.producer_id);
+                false
+            }
+        }
+    }
+
+    /// Reads the control batch of `header` (the next in offset order),
+    /// `kind` its record's type (`None` for an empty one): whether the
+    /// marker may go once its delete horizon passed (Kafka's
+    /// `onControlBatchRead`). An ABORT marker may go when no batch of its
+    /// transaction was met in this pass (its `.txnindex` entry then goes
+    /// at once), a COMMIT marker likewise; an empty control batch (an
+    /// earlier pass removed its record) may go; any other control record
+    /// stays.
+    fn on_control(&mut self, header: &BatchHeader, kind: Option<ControlType>) -> bool {
+        self.consume_aborted_up_to(header.last_offset());
+        match kind {
+            None => true,
+            Some(ControlType::Abort) => match self.aborting.remove(&header.producer_id) {
+                Some((_, true)) => false,
+                Some((txn, false)) => {
+                    self.dropped.insert((txn.producer_id, txn.last_offset));
+                    true
+                }
+                None => true,
+            },
+            Some(ControlType::Commit) => !self.committing.remove(&header.producer_id),
+            Some(ControlType::Other(_)) => false,
+        }
     }
 }
 
@@ -694,11 +862,69 @@ enum Kept {
     Rewritten(Vec<u8>),
 }
 
+/// The type of the control record of `batch` (a control batch): `None`
+/// for an empty one.
+fn control_type(batch: &Batch) -> std::result::Result<Option<ControlType>, FormatError> {
+    let Some(record) = batch.records()?.next() else {
+        return Ok(None);
+    };
+    let record = record?;
+    let key = record
+        .key()
+        .ok_or(FormatError::InvalidRecord("a control record without a key"))?;
+    decode_control_key(key)
+        .map(Some)
+        .map_err(|_| FormatError::InvalidRecord("a control record with a damaged key"))
+}
+
+/// What cleaning keeps of the control batch `batch` (Kafka's
+/// `checkBatchRetention` for a control batch, with `filterTo`'s delete
+/// horizon): `removable` if no batch of its transaction is left
+/// ([`TxnTracker::on_control`]), `last` if it is its producer's last write.
+/// A marker that may not go stays as it is. The first pass that finds it
+/// removable stamps its batch with the delete horizon (`now +
+/// delete.retention.ms`, as for tombstones); a pass at or after the
+/// horizon removes its record, the batch with it, or only the record if
+/// the batch is its producer's last (then kept empty, its producer fields
+/// and offsets with it).
+fn filter_marker(
+    batch: &Batch,
+    (removable, last): (bool, bool),
+    now: i64,
+    delete_retention_ms: i64,
+    counts: &mut CleanReport,
+) -> std::result::Result<Kept, FormatError> {
+    let header = batch.header();
+    if !removable {
+        return Ok(Kept::Whole);
+    }
+    let horizon = header.has_delete_horizon().then_some(header.base_timestamp);
+    if header.records_count == 0 || horizon.is_some_and(|h| now >= h) {
+        if header.records_count > 0 {
+            counts.markers_removed += 1;
+        }
+        return Ok(match (last, header.records_count > 0) {
+            (true, true) => Kept::Rewritten(empty_batch(header)),
+            (true, false) => Kept::Whole,
+            (false, _) => Kept::Nothing,
+        });
+    }
+    if horizon.is_some() {
+        return Ok(Kept::Whole);
+    }
+    let records = batch
+        .records()?
+        .collect::<std::result::Result<Vec<_>, FormatError>>()?;
+    let horizon = now.saturating_add(delete_retention_ms);
+    encode(header, &records, Some(horizon), true).map(Kept::Rewritten)
+}
+
 /// Decides which records of `batch` stay and re-encodes it if some go (or
-/// if a tombstone needs its delete horizon).
+/// if a tombstone needs its delete horizon); with `keep_base`, a rewritten
+/// batch keeps its base offset (see [`encode`]).
 fn filter_batch(
     batch: &Batch,
-    map: &HashMap<Bytes, u64>,
+    (map, keep_base): (&HashMap<Bytes, u64>, bool),
     now: i64,
     delete_retention_ms: i64,
     counts: &mut CleanReport,
@@ -743,7 +969,7 @@ fn filter_batch(
     } else {
         None
     };
-    encode(header, &kept, horizon).map(Kept::Rewritten)
+    encode(header, &kept, horizon, keep_base).map(Kept::Rewritten)
 }
 
 /// A batch without records that keeps the offsets, timestamp type, flags
@@ -810,13 +1036,21 @@ fn write_header(
 
 /// Encodes `records` (a non-empty, increasing subset of the records of the
 /// batch `original` heads) as one batch that keeps the original's last
-/// offset, producer fields, epoch, codec and timestamp type.
+/// offset, producer fields, epoch, codec and timestamp type. It starts at
+/// its first record, or with `keep_base` at the original's base offset (as
+/// Kafka's cleaner writes every batch), so that its base sequence and
+/// last offset still give its last sequence.
 fn encode(
     original: &BatchHeader,
     records: &[format::Record],
     horizon: Option<i64>,
+    keep_base: bool,
 ) -> std::result::Result<Vec<u8>, FormatError> {
-    let base_offset = records[0].offset();
+    let base_offset = if keep_base {
+        original.base_offset
+    } else {
+        records[0].offset()
+    };
     let log_append_time = original.timestamp_type() == TimestampType::LogAppendTime;
     let base_timestamp = horizon.unwrap_or_else(|| records[0].timestamp());
     let max_timestamp = if log_append_time {
@@ -875,3 +1109,6 @@ fn encode(
     );
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

@@ -259,11 +259,13 @@ impl ProducerStateManager {
         self.producers.get(&producer_id)
     }
 
-    /// Each producer's last data batch: (producer id, its last offset).
-    pub(crate) fn last_batches(&self) -> std::collections::HashSet<(i64, u64)> {
+    /// Each producer's last write as the cleaner needs it (Kafka's
+    /// `lastRecordsOfActiveProducers`): producer id → (the last offset of
+    /// its last data batch in its current epoch, if any; its epoch).
+    pub(crate) fn last_records(&self) -> HashMap<i64, (Option<u64>, i16)> {
         self.producers
             .iter()
-            .filter_map(|(&id, e)| e.batches.back().map(|b| (id, b.last_offset)))
+            .map(|(&id, e)| (id, (e.batches.back().map(|b| b.last_offset), e.epoch)))
             .collect()
     }
 
