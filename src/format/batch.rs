@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::compression;
 use super::header::{BatchHeader, RECORDS_OFFSET, check_batch};
-use super::record::{Record, RecordView, decode_headers, read_record};
+use super::record::{RawRecord, Record, RecordView, decode_headers, read_record};
 use crate::error::FormatError;
 use crate::types::{Compression, TimestampType};
 
@@ -126,15 +126,13 @@ impl Batch {
         };
         Ok(RecordIter {
             data: self.records_data()?,
-            pos: 0,
-            index: 0,
-            declared,
-            base_offset: self.header.base_offset,
-            base_timestamp: self.header.base_timestamp,
-            log_append_time,
-            last_offset_delta: self.header.last_offset_delta,
-            previous_delta: -1,
-            done: false,
+            cursor: Cursor::new(
+                declared,
+                self.header.base_offset,
+                self.header.base_timestamp,
+                log_append_time,
+                self.header.last_offset_delta,
+            ),
         })
     }
 
@@ -249,6 +247,13 @@ pub(crate) fn decode_batch_at(
 #[derive(Debug, Clone)]
 pub struct RecordIter {
     data: Bytes,
+    cursor: Cursor,
+}
+
+/// Where an iteration over a records section stands, and the checks every
+/// record passes (shared by [`RecordIter`] and [`RecordViews`]).
+#[derive(Debug, Clone)]
+struct Cursor {
     pos: usize,
     index: usize,
     declared: usize,
@@ -260,56 +265,70 @@ pub struct RecordIter {
     done: bool,
 }
 
-impl RecordIter {
-    fn next_record(&mut self) -> Result<Record, FormatError> {
-        let raw = read_record(&self.data, self.pos)?;
-        let delta = i64::from(raw.offset_delta);
-        if delta <= self.previous_delta || raw.offset_delta > self.last_offset_delta {
-            return Err(FormatError::InvalidOffsetDelta(
-                "record offset deltas must increase and not exceed lastOffsetDelta",
-            ));
+impl Cursor {
+    fn new(
+        declared: usize,
+        base_offset: i64,
+        base_timestamp: i64,
+        log_append_time: Option<i64>,
+        last_offset_delta: i32,
+    ) -> Self {
+        Cursor {
+            pos: 0,
+            index: 0,
+            declared,
+            base_offset,
+            base_timestamp,
+            log_append_time,
+            last_offset_delta,
+            previous_delta: -1,
+            done: false,
         }
-        let headers = decode_headers(&self.data, &raw)?;
-        self.previous_delta = delta;
-        self.pos = raw.end;
-        self.index += 1;
-        Ok(Record {
-            offset: self.base_offset.wrapping_add(delta),
-            timestamp: self
-                .log_append_time
-                .unwrap_or_else(|| self.base_timestamp.wrapping_add(raw.timestamp_delta)),
-            key: raw.key.map(|r| self.data.slice(r)),
-            value: raw.value.map(|r| self.data.slice(r)),
-            headers,
-        })
     }
-}
 
-impl Iterator for RecordIter {
-    type Item = Result<Record, FormatError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+    /// The next record of `data` with its offset and timestamp, checked:
+    /// `None` at the end (after the declared count, with no bytes left),
+    /// else the record or the first error, after which it stops.
+    #[inline]
+    fn next_raw(&mut self, data: &[u8]) -> Option<Result<(RawRecord, i64, i64), FormatError>> {
         if self.done {
             return None;
         }
         if self.index == self.declared {
             self.done = true;
-            return (self.pos != self.data.len()).then_some(Err(FormatError::InvalidRecord(
+            return (self.pos != data.len()).then_some(Err(FormatError::InvalidRecord(
                 "bytes left after the last record",
             )));
         }
-        if self.pos >= self.data.len() {
+        if self.pos >= data.len() {
             self.done = true;
             return Some(Err(FormatError::RecordCountMismatch {
                 declared: self.declared as i32,
                 actual: self.index,
             }));
         }
-        let result = self.next_record();
-        if result.is_err() {
+        let raw = match read_record(data, self.pos) {
+            Ok(raw) => raw,
+            Err(e) => {
+                self.done = true;
+                return Some(Err(e));
+            }
+        };
+        let delta = i64::from(raw.offset_delta);
+        if delta <= self.previous_delta || raw.offset_delta > self.last_offset_delta {
             self.done = true;
+            return Some(Err(FormatError::InvalidOffsetDelta(
+                "record offset deltas must increase and not exceed lastOffsetDelta",
+            )));
         }
-        Some(result)
+        self.previous_delta = delta;
+        self.pos = raw.end;
+        self.index += 1;
+        let offset = self.base_offset.wrapping_add(delta);
+        let timestamp = self
+            .log_append_time
+            .unwrap_or_else(|| self.base_timestamp.wrapping_add(raw.timestamp_delta));
+        Some(Ok((raw, offset, timestamp)))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -319,6 +338,34 @@ impl Iterator for RecordIter {
             // One extra item for a trailing error.
             (0, Some(self.declared - self.index + 1))
         }
+    }
+}
+
+impl Iterator for RecordIter {
+    type Item = Result<Record, FormatError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (raw, offset, timestamp) = match self.cursor.next_raw(&self.data)? {
+            Ok(next) => next,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(match decode_headers(&self.data, &raw) {
+            Ok(headers) => Ok(Record {
+                offset,
+                timestamp,
+                key: raw.key.map(|r| self.data.slice(r)),
+                value: raw.value.map(|r| self.data.slice(r)),
+                headers,
+            }),
+            Err(e) => {
+                self.cursor.done = true;
+                Err(e)
+            }
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.cursor.size_hint()
     }
 }
 
@@ -344,15 +391,13 @@ impl RecordData {
     pub fn iter(&self) -> RecordViews<'_> {
         RecordViews {
             data: &self.data,
-            pos: 0,
-            index: 0,
-            declared: self.declared,
-            base_offset: self.base_offset,
-            base_timestamp: self.base_timestamp,
-            log_append_time: self.log_append_time,
-            last_offset_delta: self.last_offset_delta,
-            previous_delta: -1,
-            done: false,
+            cursor: Cursor::new(
+                self.declared,
+                self.base_offset,
+                self.base_timestamp,
+                self.log_append_time,
+                self.last_offset_delta,
+            ),
         }
     }
 
@@ -384,42 +429,7 @@ impl<'a> IntoIterator for &'a RecordData {
 #[derive(Debug, Clone)]
 pub struct RecordViews<'a> {
     data: &'a [u8],
-    pos: usize,
-    index: usize,
-    declared: usize,
-    base_offset: i64,
-    base_timestamp: i64,
-    log_append_time: Option<i64>,
-    last_offset_delta: i32,
-    previous_delta: i64,
-    done: bool,
-}
-
-impl<'a> RecordViews<'a> {
-    #[inline]
-    fn next_view(&mut self) -> Result<RecordView<'a>, FormatError> {
-        let data = self.data;
-        let raw = read_record(data, self.pos)?;
-        let delta = i64::from(raw.offset_delta);
-        if delta <= self.previous_delta || raw.offset_delta > self.last_offset_delta {
-            return Err(FormatError::InvalidOffsetDelta(
-                "record offset deltas must increase and not exceed lastOffsetDelta",
-            ));
-        }
-        self.previous_delta = delta;
-        self.pos = raw.end;
-        self.index += 1;
-        Ok(RecordView {
-            offset: self.base_offset.wrapping_add(delta),
-            timestamp: self
-                .log_append_time
-                .unwrap_or_else(|| self.base_timestamp.wrapping_add(raw.timestamp_delta)),
-            key: raw.key.map(|r| &data[r]),
-            value: raw.value.map(|r| &data[r]),
-            headers: &data[raw.headers],
-            header_count: raw.header_count,
-        })
-    }
+    cursor: Cursor,
 }
 
 impl<'a> Iterator for RecordViews<'a> {
@@ -427,36 +437,23 @@ impl<'a> Iterator for RecordViews<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        if self.index == self.declared {
-            self.done = true;
-            return (self.pos != self.data.len()).then_some(Err(FormatError::InvalidRecord(
-                "bytes left after the last record",
-            )));
-        }
-        if self.pos >= self.data.len() {
-            self.done = true;
-            return Some(Err(FormatError::RecordCountMismatch {
-                declared: self.declared as i32,
-                actual: self.index,
-            }));
-        }
-        let result = self.next_view();
-        if result.is_err() {
-            self.done = true;
-        }
-        Some(result)
+        let data = self.data;
+        Some(
+            self.cursor
+                .next_raw(data)?
+                .map(|(raw, offset, timestamp)| RecordView {
+                    offset,
+                    timestamp,
+                    key: raw.key.map(|r| &data[r]),
+                    value: raw.value.map(|r| &data[r]),
+                    headers: &data[raw.headers],
+                    header_count: raw.header_count,
+                }),
+        )
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        if self.done {
-            (0, Some(0))
-        } else {
-            // One extra item for a trailing error.
-            (0, Some(self.declared - self.index + 1))
-        }
+        self.cursor.size_hint()
     }
 }
 
