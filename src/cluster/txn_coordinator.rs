@@ -776,13 +776,7 @@ impl ClusterInner {
     /// the next pass.
     pub(crate) fn txn_timer_pass(&self, due: TimerDue) {
         let now = self.clock().now_ms();
-        let entries: Vec<(String, Arc<Mutex<Entry>>)> = self
-            .txn
-            .ids
-            .lock()
-            .iter()
-            .map(|(id, e)| (id.clone(), e.clone()))
-            .collect();
+        let entries = self.txn_entries();
         for (id, entry) in entries {
             if self.check_open().is_err() {
                 break;
@@ -816,6 +810,16 @@ impl ClusterInner {
         self.wake_watchers();
     }
 
+    /// Every transactional id and its entry, taken from `ids` at once.
+    fn txn_entries(&self) -> Vec<(String, Arc<Mutex<Entry>>)> {
+        self.txn
+            .ids
+            .lock()
+            .iter()
+            .map(|(id, e)| (id.clone(), e.clone()))
+            .collect()
+    }
+
     /// Writes the missing markers of every prepared transaction (Kafka's
     /// marker channel resends a marker as soon as its partition has a
     /// leader again): the timer runs this after each metadata change, so
@@ -823,13 +827,7 @@ impl ClusterInner {
     /// elected, not at the next timer pass. Wakes `Cluster::wait_until`
     /// when a transaction completed.
     pub(crate) fn complete_prepared_txns(&self) {
-        let entries: Vec<(String, Arc<Mutex<Entry>>)> = self
-            .txn
-            .ids
-            .lock()
-            .iter()
-            .map(|(id, e)| (id.clone(), e.clone()))
-            .collect();
+        let entries = self.txn_entries();
         let mut completed = false;
         for (id, entry) in entries {
             if self.check_open().is_err() {

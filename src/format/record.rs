@@ -698,26 +698,11 @@ fn short_headers(data: &[u8], mut q: usize, end: usize) -> Option<usize> {
 /// may see bytes after the record, but a field that uses them ends past it.
 #[inline(always)]
 pub(crate) fn scan_short_record(data: &[u8], pos: usize, expected: i32) -> Option<(i64, usize)> {
-    // Length, attributes, timestampDelta and offsetDelta: at most 7 bytes.
-    let mut w = u64::from_le_bytes(*data.get(pos..)?.first_chunk::<8>()?);
-    let (len, n) = short_varint(w)?;
-    if len & 1 != 0 {
-        return None;
-    }
-    let start = pos + n;
-    let end = start + (len >> 1) as usize;
-    if end > data.len() {
-        return None;
-    }
-    w >>= 8 * (n + 1); // the length and the attributes byte
-    let (ts, m) = short_varint(w)?;
-    w >>= 8 * m;
-    let (od, k) = short_varint(w)?;
+    let ShortHead { end, ts, od, mut q } = short_head(data, pos)?;
     // `expected` is not negative: its zigzag form is `2 * expected`.
     if od != (expected as u32) << 1 {
         return None;
     }
-    let mut q = start + 1 + m + k;
     let kv = u32::from_le_bytes(*data.get(q..)?.first_chunk::<4>()?);
     if kv & 0xff == 1 {
         // A null key: the value's length is in the same window.
@@ -736,6 +721,44 @@ pub(crate) fn scan_short_record(data: &[u8], pos: usize, expected: i32) -> Optio
         return None;
     }
     Some((i64::from(unzigzag32(ts)), end))
+}
+
+/// The head of a record whose first varints are short: where it ends,
+/// its zigzag timestamp and offset deltas, and where its key length is.
+struct ShortHead {
+    end: usize,
+    ts: u32,
+    od: u32,
+    q: usize,
+}
+
+/// Reads the length, attributes, timestampDelta and offsetDelta of the
+/// record at `data[pos]` from one 8-byte window (at most 7 bytes when the
+/// varints are short); `None` for a long varint, an odd (negative) length,
+/// a record running past `data`, or a window that does not fit.
+#[inline(always)]
+fn short_head(data: &[u8], pos: usize) -> Option<ShortHead> {
+    // Length, attributes, timestampDelta and offsetDelta: at most 7 bytes.
+    let mut w = u64::from_le_bytes(*data.get(pos..)?.first_chunk::<8>()?);
+    let (len, n) = short_varint(w)?;
+    if len & 1 != 0 {
+        return None;
+    }
+    let start = pos + n;
+    let end = start + (len >> 1) as usize;
+    if end > data.len() {
+        return None;
+    }
+    w >>= 8 * (n + 1); // the length and the attributes byte
+    let (ts, m) = short_varint(w)?;
+    w >>= 8 * m;
+    let (od, k) = short_varint(w)?;
+    Some(ShortHead {
+        end,
+        ts,
+        od,
+        q: start + 1 + m + k,
+    })
 }
 
 /// A nullable field whose length is a short varint, from the two-byte
@@ -769,22 +792,7 @@ fn short_field(w: u16, q: usize) -> Option<(Option<Range<usize>>, usize)> {
 /// field that uses them ends past it and is refused.
 #[inline(always)]
 pub(crate) fn scan_plain_record(data: &[u8], pos: usize) -> Option<RawRecord> {
-    // Length, attributes, timestampDelta and offsetDelta: at most 7 bytes.
-    let mut w = u64::from_le_bytes(*data.get(pos..)?.first_chunk::<8>()?);
-    let (len, n) = short_varint(w)?;
-    if len & 1 != 0 {
-        return None;
-    }
-    let start = pos + n;
-    let end = start + (len >> 1) as usize;
-    if end > data.len() {
-        return None;
-    }
-    w >>= 8 * (n + 1); // the length and the attributes byte
-    let (ts, m) = short_varint(w)?;
-    w >>= 8 * m;
-    let (od, k) = short_varint(w)?;
-    let q = start + 1 + m + k;
+    let ShortHead { end, ts, od, q } = short_head(data, pos)?;
     let (key, q) = short_field(short_window(data, q)?, q)?;
     let (value, q) = short_field(short_window(data, q)?, q)?;
     // `q + 1 == end <= data.len()`, so `data[q]` exists.
