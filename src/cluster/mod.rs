@@ -71,7 +71,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 
 use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
@@ -865,8 +865,9 @@ impl ClusterInner {
     ) -> Result<T> {
         let clock = self.clock().clone();
         let deadline = clock.now_ms().saturating_add(DEFAULT_API_TIMEOUT_MS);
-        let mut watching: Option<(Sender<()>, crossbeam_channel::Receiver<()>)> = None;
-        let ticks = clock.subscribe();
+        // Set up at the first failure only (most calls never fail): the
+        // metadata watch and the clock's wake-ups.
+        let mut watching: Option<(Sender<()>, Receiver<()>, Receiver<()>)> = None;
         let result = loop {
             let seen = self.metadata_epoch.load(Ordering::Acquire);
             match f() {
@@ -880,7 +881,7 @@ impl ClusterInner {
                         // the failure and the watch is not missed.
                         let (tx, rx) = crossbeam_channel::bounded(1);
                         self.watch_metadata(&tx);
-                        watching = Some((tx, rx));
+                        watching = Some((tx, rx, clock.subscribe()));
                         continue;
                     }
                     if self.metadata_epoch.load(Ordering::Acquire) != seen {
@@ -889,8 +890,12 @@ impl ClusterInner {
                     let timer = clock
                         .wait_hint(deadline)
                         .map_or_else(crossbeam_channel::never, crossbeam_channel::after);
-                    let changed = watching.as_ref().map(|(_, rx)| rx.clone());
-                    let changed = changed.unwrap_or_else(crossbeam_channel::never);
+                    let (changed, ticks) = watching
+                        .as_ref()
+                        .map(|(_, rx, ticks)| (rx.clone(), ticks.clone()))
+                        .unwrap_or_else(|| {
+                            (crossbeam_channel::never(), crossbeam_channel::never())
+                        });
                     crossbeam_channel::select! {
                         recv(changed) -> _ => {}
                         recv(ticks) -> _ => {}
@@ -900,7 +905,7 @@ impl ClusterInner {
                 other => break other,
             }
         };
-        if let Some((tx, _)) = watching {
+        if let Some((tx, _, _)) = watching {
             self.unwatch_metadata(&tx);
         }
         result
