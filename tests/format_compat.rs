@@ -536,7 +536,9 @@ fn write_log(dir: &Path, timestamp_type: TimestampType) -> TestResult<Vec<BatchD
                     partition_leader_epoch: epoch,
                     crc: 0,
                     compression: 0,
-                    timestamp_type: 0,
+                    // Stamped as Kafka's broker stamps markers: with the
+                    // append time in a LogAppendTime topic.
+                    timestamp_type: u8::from(timestamp_type == TimestampType::LogAppendTime),
                     first_timestamp: now,
                     max_timestamp: now,
                     producer_id,
