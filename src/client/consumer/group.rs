@@ -26,15 +26,15 @@
 //! when `poll` has not been called for `max.poll.interval.ms`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
 use crate::client::assignor::{RebalanceProtocol, Subscription};
-use crate::cluster::{ClusterInner, JoinRequest, JoinResponse, Joined, SyncResponse};
+use crate::cluster::{ClusterInner, JoinRequest, JoinResponse, Joined, SyncResponse, WeakCluster};
 use crate::error::{Error, Result};
 use crate::types::TopicPartition;
 
@@ -274,7 +274,7 @@ impl Heartbeat {
             .store(consumer.cluster.inner.clock().now_ms(), Ordering::Release);
         let (stop, stop_rx) = crossbeam_channel::bounded(1);
         let ctx = HeartbeatContext {
-            cluster: Arc::downgrade(&consumer.cluster.inner),
+            cluster: WeakCluster::new(&consumer.cluster.inner),
             shared: shared.clone(),
             group: group.to_string(),
             instance_id: consumer.config.group_instance_id.clone(),
@@ -310,7 +310,7 @@ impl Drop for Heartbeat {
 }
 
 struct HeartbeatContext {
-    cluster: Weak<ClusterInner>,
+    cluster: WeakCluster,
     shared: Arc<HeartbeatShared>,
     group: String,
     instance_id: Option<String>,
