@@ -265,6 +265,15 @@ struct Cursor {
     done: bool,
 }
 
+/// The error for record offset deltas out of order or past
+/// `lastOffsetDelta` (the readers' checks share it).
+#[cold]
+pub(crate) fn bad_delta() -> FormatError {
+    FormatError::InvalidOffsetDelta(
+        "record offset deltas must increase and not exceed lastOffsetDelta",
+    )
+}
+
 impl Cursor {
     fn new(
         declared: usize,
@@ -317,9 +326,7 @@ impl Cursor {
         let delta = i64::from(raw.offset_delta);
         if delta <= self.previous_delta || raw.offset_delta > self.last_offset_delta {
             self.done = true;
-            return Some(Err(FormatError::InvalidOffsetDelta(
-                "record offset deltas must increase and not exceed lastOffsetDelta",
-            )));
+            return Some(Err(bad_delta()));
         }
         self.previous_delta = delta;
         self.pos = raw.end;

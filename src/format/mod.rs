@@ -25,8 +25,8 @@ pub(crate) mod txn_index;
 mod validate;
 pub mod varint;
 
-pub(crate) use batch::decode_batch_at;
 pub use batch::{Batch, Batches, RecordData, RecordIter, RecordViews};
+pub(crate) use batch::{bad_delta, decode_batch_at};
 pub use builder::BatchBuilder;
 pub use compression::MAX_DECOMPRESSED_SIZE;
 pub(crate) use compression::compress;

@@ -26,7 +26,7 @@ use crate::format::Header;
 use crate::format::control::{ControlType, decode_control_key};
 use crate::format::header::out_of_sequence;
 use crate::format::{
-    Batch, RECORDS_OFFSET, RecordIter, decode_batch_at, decode_headers, parse_record,
+    Batch, RECORDS_OFFSET, RecordIter, bad_delta, decode_batch_at, decode_headers, parse_record,
     scan_plain_record,
 };
 use crate::types::{Compression, TimestampType};
@@ -512,14 +512,6 @@ impl Plain {
         });
         Ok(())
     }
-}
-
-/// The error for offset deltas out of order or past `lastOffsetDelta`.
-#[cold]
-fn bad_delta() -> FormatError {
-    FormatError::InvalidOffsetDelta(
-        "record offset deltas must increase and not exceed lastOffsetDelta",
-    )
 }
 
 impl Decoded {
