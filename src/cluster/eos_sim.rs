@@ -531,9 +531,10 @@ impl World {
         let result = loop {
             let mut settled = true;
             for key in &keys {
+                // A leader may be moving (a preferred election after the
+                // clock's jump): asked again after the metadata changes.
                 let offsets = inner
-                    .replicas_for(key)
-                    .and_then(|r| r.offsets(key))
+                    .retry_while_leader_moves(|| inner.replicas_for(key)?.offsets(key))
                     .map_err(|e| e.to_string())?;
                 settled &= offsets.high_watermark == offsets.log_end;
             }
