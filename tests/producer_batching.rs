@@ -521,3 +521,42 @@ fn a_failed_group_of_batches_fails_every_record() -> Result<()> {
     producer.close()?;
     cluster.close()
 }
+
+/// On the system clock (the one test here that uses it) the sender parks on its doorbell between batches:
+/// a lingering batch must still go by itself when its `linger.ms` passes
+/// (the doorbell's timeout), and a second one after the sender slept again.
+#[test]
+fn on_the_system_clock_a_lingering_batch_goes_by_itself() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = logbus::Cluster::open(dir.path(), logbus::ClusterConfig::default())?;
+    cluster.create_topic(NewTopic::new("t", 1))?;
+    let producer = Producer::new(
+        &cluster,
+        ProducerConfig::builder()
+            .acks(Acks::Leader)
+            .linger(Duration::from_millis(2))
+            .build()?,
+    )?;
+    for expected in 0..2 {
+        let outcome = send_observed(&producer, ProducerRecord::new("t", "v"))?;
+        // A bound, not a timing assertion: without the timer's wake-up the
+        // callback never comes.
+        let metadata = outcome
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the lingering batch was sent without a flush")?;
+        assert_eq!(metadata.offset(), Some(expected));
+    }
+    producer.close()?;
+    // With an hour of linger only the doorbell wakes the sender: waiting on
+    // a handle seals its batch and rings it.
+    let patient = Producer::new(
+        &cluster,
+        ProducerConfig::builder()
+            .acks(Acks::Leader)
+            .linger(Duration::from_secs(3600))
+            .build()?,
+    )?;
+    let sent = patient.send(ProducerRecord::new("t", "v"))?;
+    assert_eq!(sent.wait()?.offset(), Some(2));
+    patient.close()
+}

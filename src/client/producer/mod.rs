@@ -72,6 +72,35 @@ enum Msg {
     Shutdown,
 }
 
+/// A flag and a condition variable: the sender's cheap wait.
+#[derive(Debug, Default)]
+struct Doorbell {
+    rung: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Doorbell {
+    fn ring(&self) {
+        *self.rung.lock() = true;
+        self.cv.notify_one();
+    }
+
+    /// Returns when rung (at once if rung since the last wait) or after
+    /// `timeout` (`None`: no timeout), and clears the flag.
+    fn wait(&self, timeout: Option<std::time::Duration>) {
+        let mut rung = self.rung.lock();
+        if !*rung {
+            match timeout {
+                Some(t) => {
+                    let _ = self.cv.wait_for(&mut rung, t);
+                }
+                None => self.cv.wait(&mut rung),
+            }
+        }
+        *rung = false;
+    }
+}
+
 /// Sends records to a [`Cluster`]'s topics: Kafka's `KafkaProducer`.
 ///
 /// `Producer` is `Send + Sync` and cheap to clone; clones share one
@@ -169,6 +198,11 @@ pub(crate) struct Core {
     finished: Condvar,
     sticky: StickyPartitions,
     work: Sender<Msg>,
+    /// Rung with every message on `work`: what the sender waits on when
+    /// only new work or a timer can wake it (no acknowledgement in flight,
+    /// a system clock), since a condition variable wakes without the spin
+    /// a channel select does first.
+    doorbell: Doorbell,
     sender_thread: ThreadId,
     /// `enable.idempotence` (resolved).
     idempotent: bool,
@@ -268,6 +302,7 @@ impl Producer {
             finished: Condvar::new(),
             sticky: StickyPartitions::new(),
             work,
+            doorbell: Doorbell::default(),
             sender_thread: thread.thread().id(),
             idempotent: config_idempotent,
             max_in_flight: usize::try_from(config_max_in_flight).unwrap_or(usize::MAX),
@@ -587,6 +622,13 @@ impl PendingRecords for Core {
 }
 
 impl Core {
+    /// Tells the sender to look again (a batch was sealed, or room is
+    /// wanted).
+    fn wake_sender(&self) {
+        let _ = self.work.try_send(Msg::Wake);
+        self.doorbell.ring();
+    }
+
     fn on_sender_thread(&self) -> bool {
         std::thread::current().id() == self.sender_thread
     }
@@ -640,7 +682,7 @@ impl Core {
         let wake = std::mem::take(&mut acc.pending_wake);
         drop(acc);
         if wake {
-            let _ = self.work.try_send(Msg::Wake);
+            self.wake_sender();
         }
         result
     }
@@ -884,7 +926,7 @@ impl Core {
             };
             MutexGuard::unlocked(acc, || {
                 if wake {
-                    let _ = self.work.try_send(Msg::Wake);
+                    self.wake_sender();
                 }
                 crossbeam_channel::select! {
                     recv(woken) -> _ => {}
@@ -925,7 +967,7 @@ impl Core {
         let wake = std::mem::take(&mut acc.pending_wake);
         drop(acc);
         if wake {
-            let _ = self.work.try_send(Msg::Wake);
+            self.wake_sender();
         }
     }
 
@@ -948,7 +990,7 @@ impl Core {
     /// up to seal number `target`.
     fn wait_finished(&self, mut acc: MutexGuard<'_, Accumulator>, target: u64) {
         if std::mem::take(&mut acc.pending_wake) {
-            let _ = self.work.try_send(Msg::Wake);
+            self.wake_sender();
         }
         while acc.done_seq < target {
             acc.flush_target = acc.flush_target.min(target);
@@ -973,6 +1015,7 @@ impl Core {
         }
         // Fails only if the thread is already gone.
         let _ = self.work.send(Msg::Shutdown);
+        self.doorbell.ring();
         self.wait_finished(self.acc.lock(), target);
         let mut thread = thread.lock();
         if let Some(handle) = thread.take() {

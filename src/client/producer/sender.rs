@@ -178,6 +178,9 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
     let _guard = ExitGuard(core);
     let mut taken: VecDeque<Batch> = VecDeque::new();
     let mut stopping = false;
+    // A manual clock only moves by hand, telling its subscribers (`ticks`),
+    // which only a channel select can watch.
+    let manual_clock = core.clock.wait_hint(i64::MAX).is_none();
     let mut progress = Progress {
         transactional_id: Arc::from(core.config.transactional_id().unwrap_or_default()),
         partitions: HashMap::new(),
@@ -258,6 +261,15 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
             Some(d) => crossbeam_channel::after(d),
             None => crossbeam_channel::never(),
         };
+        if heads.is_empty() && !manual_clock {
+            // Only new work or the timer can wake us: the doorbell, which
+            // parks at once (a channel select spins and yields first,
+            // taking a core a busy producer wants).
+            core.doorbell
+                .wait(deadline.and_then(|d| core.clock.wait_hint(d)));
+            stopping |= drain(work);
+            continue;
+        }
         // Work, the clock, the timer and the first acknowledgement in
         // flight of each partition.
         let mut select = Select::new();
@@ -269,15 +281,25 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
         }
         let ready = select.ready();
         if Some(ready) == work_index {
-            match work.try_recv() {
-                Ok(Msg::Wake) | Err(crossbeam_channel::TryRecvError::Empty) => {}
-                Ok(_) | Err(crossbeam_channel::TryRecvError::Disconnected) => stopping = true,
-            }
+            stopping |= drain(work);
         } else {
             // A tick or the timer is drained here; an acknowledgement is
             // taken by `step`.
             let _ = ticks.try_recv();
             let _ = timer.try_recv();
+        }
+    }
+}
+
+/// Takes every message waiting on `work`; whether one asked to stop.
+fn drain(work: &Receiver<Msg>) -> bool {
+    let mut stop = false;
+    loop {
+        match work.try_recv() {
+            Ok(Msg::Wake) => {}
+            Ok(Msg::Shutdown) => stop = true,
+            Err(crossbeam_channel::TryRecvError::Empty) => return stop,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => return true,
         }
     }
 }
