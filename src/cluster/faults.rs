@@ -427,9 +427,9 @@ impl Cluster {
     /// Waits until `condition` holds, checking it now and again each time
     /// the controller applies a partition change (a leader, leader epoch or
     /// ISR change, a broker fenced or unfenced with partitions on it), when
-    /// the topics change, and after each pass of the transaction
-    /// coordinator's timer (which aborts transactions past their
-    /// `transaction.timeout.ms`); gives up after `timeout` of real time (a failure
+    /// the topics change, when a transaction gains partitions, and after
+    /// each pass of the transaction coordinator's timer (which aborts
+    /// transactions past their `transaction.timeout.ms`); gives up after `timeout` of real time (a failure
     /// guard: nothing else here reads the wall clock) or when the cluster
     /// closes. Returns whether it holds. Made for failover tests: wait for
     /// a fencing, a new leader or a complete ISR without polling.

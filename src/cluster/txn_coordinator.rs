@@ -634,6 +634,9 @@ impl ClusterInner {
             .map_err(|r| refusal(id, producer_id, r))?;
         self.write_txn_state(id, &next)?;
         entry.set(next);
+        // `Cluster::wait_until` re-checks after a transaction's partitions
+        // change.
+        self.wake_watchers();
         Ok(())
     }
 

@@ -2179,3 +2179,42 @@ fn a_reopen_right_after_the_last_drop_finds_the_directory_free() {
     let (cluster, _markers) = setup.open();
     cluster.close().unwrap();
 }
+
+#[test]
+fn a_transactional_send_adds_its_partition_before_its_batch_is_sealed() {
+    let setup = Setup::new(1);
+    let (cluster, _markers) = setup.open();
+    cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+    let config = crate::ProducerConfig::builder()
+        .transactional_id("app")
+        .linger(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let producer = crate::Producer::new(&cluster, config).unwrap();
+    producer.init_transactions().unwrap();
+    producer.begin_transaction().unwrap();
+    let sent = [0, 1].map(|p| {
+        producer
+            .send(crate::ProducerRecord::new("t", "v").with_partition(p))
+            .unwrap()
+    });
+    // An hour of linger on a clock that stands still: neither batch is
+    // sealed, yet the sender adds both partitions (as Kafka's producer
+    // sends AddPartitionsToTxn when `send` meets a new partition).
+    let added = |c: &Cluster| {
+        c.inner.txn_metadata("app").is_some_and(|m| {
+            m.status == TxnStatus::Ongoing && m.partitions.len() == 2
+        })
+    };
+    assert!(cluster.wait_until(GUARD, added));
+    for p in 0..2 {
+        let end = cluster.topic("t").unwrap().partition(p).unwrap();
+        assert_eq!(end.high_watermark().unwrap(), 0, "nothing appended yet");
+    }
+    producer.commit_transaction().unwrap();
+    for (p, s) in sent.into_iter().enumerate() {
+        assert_eq!(s.wait().unwrap().partition(), p as u32);
+    }
+    assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
+    producer.close().unwrap();
+}

@@ -5,7 +5,7 @@
 //! once. Nothing here blocks or runs user code, so batches that could run
 //! callbacks when dropped are never dropped while it is held.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
@@ -201,7 +201,17 @@ pub(crate) struct Accumulator {
     linger_ms: i64,
     /// The transaction state of a transactional producer.
     pub(crate) txn: Option<TxnManager>,
+    /// Partitions a transaction opened a batch in, for the sender to add to
+    /// the transaction before the batch is sealed.
+    pub(crate) early_adds: Vec<EarlyAdd>,
+    /// The partitions (entry index, partition) put in `early_adds` during
+    /// transaction `early_txn`: each once per transaction.
+    early_seen: HashSet<(usize, u32)>,
+    early_txn: u64,
 }
+
+/// A partition of a transaction, to add to it early.
+pub(crate) type EarlyAdd = (Arc<TopicState>, u32, TxnTag);
 
 /// [`Accumulator::sender_wakes_at`] while the sender thread works.
 pub(crate) const SENDER_RUNNING: i64 = i64::MIN;
@@ -225,6 +235,9 @@ impl Accumulator {
             sender_wakes_at: SENDER_RUNNING,
             linger_ms,
             txn: None,
+            early_adds: Vec::new(),
+            early_seen: HashSet::new(),
+            early_txn: 0,
         }
     }
 
@@ -285,6 +298,18 @@ impl Accumulator {
         self.used += batch.reserved;
         self.open += 1;
         let deadline = batch.created_ms.saturating_add(self.linger_ms);
+        if let Some(tag) = batch.txn {
+            if tag.number != self.early_txn {
+                self.early_txn = tag.number;
+                self.early_seen.clear();
+            }
+            if self.early_seen.insert((ti, partition)) {
+                self.early_adds.push((entry.state.clone(), partition, tag));
+                if self.sender_wakes_at != SENDER_RUNNING {
+                    self.pending_wake = true;
+                }
+            }
+        }
         entry.batches[p] = Some(batch);
         // The sender must learn of an earlier linger deadline.
         if deadline < self.sender_wakes_at {

@@ -54,7 +54,7 @@ use std::sync::Arc;
 use byteorder::{BigEndian, ByteOrder};
 use crossbeam_channel::{Receiver, Select};
 
-use super::accumulator::{Batch, SENDER_RUNNING};
+use super::accumulator::{Batch, EarlyAdd, SENDER_RUNNING};
 use super::future::Outcome;
 use super::{Acks, Core, Msg};
 use crate::cluster::{AppendAcks, AppendOrigin, PendingAck, TopicState};
@@ -116,6 +116,22 @@ struct PartitionQueue {
 }
 
 impl PartitionQueue {
+    fn new(topic: Arc<TopicState>, partition: u32) -> Self {
+        PartitionQueue {
+            topic,
+            partition,
+            waiting: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            in_flight_batches: 0,
+            retry_at: i64::MIN,
+            producer_id: NO_PRODUCER_ID,
+            epoch: NO_PRODUCER_EPOCH,
+            next_sequence: 0,
+            added_in: 0,
+            reset: false,
+        }
+    }
+
     fn is_idle(&self) -> bool {
         self.waiting.is_empty() && self.in_flight.is_empty()
     }
@@ -177,6 +193,7 @@ impl Progress {
 pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
     let _guard = ExitGuard(core);
     let mut taken: VecDeque<Batch> = VecDeque::new();
+    let mut early: Vec<EarlyAdd> = Vec::new();
     let mut stopping = false;
     // A manual clock only moves by hand, telling its subscribers (`ticks`),
     // which only a channel select can watch.
@@ -209,6 +226,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
             }
             acc.pending_wake = false;
             std::mem::swap(&mut taken, &mut acc.ready);
+            std::mem::swap(&mut early, &mut acc.early_adds);
             if taken.is_empty() {
                 if (stopping || acc.closed) && acc.open == 0 && progress.active.is_empty() {
                     return;
@@ -224,6 +242,10 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
             }
         };
         let mut moved = !taken.is_empty();
+        if !early.is_empty() {
+            moved |= core.add_early(&mut progress, &early);
+            early.clear();
+        }
         for batch in taken.drain(..) {
             core.take(batch, &mut progress);
         }
@@ -336,19 +358,7 @@ impl Core {
         let part = progress
             .partitions
             .entry(key.clone())
-            .or_insert_with(|| PartitionQueue {
-                topic: batch.topic.clone(),
-                partition: batch.partition,
-                waiting: VecDeque::new(),
-                in_flight: VecDeque::new(),
-                in_flight_batches: 0,
-                retry_at: i64::MIN,
-                producer_id: NO_PRODUCER_ID,
-                epoch: NO_PRODUCER_EPOCH,
-                next_sequence: 0,
-                added_in: 0,
-                reset: false,
-            });
+            .or_insert_with(|| PartitionQueue::new(batch.topic.clone(), batch.partition));
         part.waiting.push_back(batch);
         progress.active.insert(key);
     }
@@ -826,6 +836,57 @@ impl Core {
                 progress.txn_failed = Some((tag.number, e));
             }
         }
+        true
+    }
+
+    /// Adds the partitions a transaction opened batches in to it at once,
+    /// while their batches still fill (Kafka's producer sends
+    /// `AddPartitionsToTxn` as soon as `send` meets a new partition), so
+    /// the coordinator's write is off the commit's path. Only the newest
+    /// transaction's partitions count, and a refusal is left to
+    /// [`Core::add_partitions`], which adds them again before their first
+    /// batch and handles it. Returns whether a partition was added.
+    fn add_early(&self, progress: &mut Progress, early: &[EarlyAdd]) -> bool {
+        let Some(id) = self.config.transactional_id() else {
+            return false;
+        };
+        let Some(&(_, _, tag)) = early.last() else {
+            return false;
+        };
+        if progress.txn_refusal(tag.number).is_some() {
+            return false;
+        }
+        let now = self.clock.now_ms();
+        let mut wanted = Vec::new();
+        let mut partitions = Vec::new();
+        for (topic, partition, t) in early {
+            let Ok(key) = topic.key(*partition) else {
+                continue;
+            };
+            let part = progress
+                .partitions
+                .entry(key.clone())
+                .or_insert_with(|| PartitionQueue::new(topic.clone(), *partition));
+            if *t != tag || part.added_in == tag.number || now < part.retry_at {
+                continue;
+            }
+            wanted.push(key);
+            partitions.push(crate::types::TopicPartition::new(&*topic.name, *partition));
+        }
+        if wanted.is_empty()
+            || self
+                .cluster
+                .add_partitions_to_txn(id, tag.producer_id, tag.epoch, &partitions)
+                .is_err()
+        {
+            return false;
+        }
+        for key in &wanted {
+            if let Some(part) = progress.partitions.get_mut(key) {
+                part.added_in = tag.number;
+            }
+        }
+        progress.txn_started = Some(tag.number);
         true
     }
 
