@@ -14,8 +14,10 @@
 //! producer (`transaction.rs`, Kafka's `TransactionManager`): its state
 //! sits in the accumulator, under the same mutex, so a `send` checks it
 //! and stamps its batch with the transaction. The sender adds each
-//! partition to the transaction at the cluster's coordinator before the
-//! transaction's first batch to it is appended. `commit_transaction` and
+//! partition to the transaction at the cluster's coordinator as soon as a
+//! `send` opens the transaction's first batch there (as Kafka's producer
+//! does, so the coordinator's write overlaps with the sends that follow),
+//! and at the latest before that batch is appended. `commit_transaction` and
 //! `abort_transaction` seal every batch and wait for the sender (as
 //! `flush`), so no batch of a transaction is appended after its marker.
 //!

@@ -36,10 +36,13 @@
 //! ## Transactions
 //! A transactional batch carries its transaction's producer id and epoch
 //! (from `init_transactions`; a partition numbers from 0 again when they
-//! change) and the transactional flag. Before the first batch of a
-//! transaction to a partition is sent, the partitions waiting for that
-//! are added to the transaction in one request (Kafka's
-//! `AddPartitionsToTxn`); a retriable refusal backs them off for
+//! change) and the transactional flag. A partition is added to the
+//! transaction (Kafka's `AddPartitionsToTxn`) as soon as the transaction
+//! opens a batch there (`add_early`: the accumulator queues it, once per
+//! partition and transaction; a refusal is left to the next step).
+//! Before the first batch of a transaction to a partition is sent, the
+//! partitions waiting for that and not added yet are added in one
+//! request; a retriable refusal backs them off for
 //! `retry.backoff.ms`, any other fails the transaction's unsent batches.
 //! No KIP-360 renumbering here: the epoch is the coordinator's, so a
 //! refused sequence fails the batch. Every failed batch of a transaction
