@@ -188,7 +188,9 @@ impl Cluster {
     /// [`GroupDescription`] for an example.
     ///
     /// The state reflects the cluster's clock: members whose session has
-    /// timed out are gone.
+    /// timed out are gone. A partition whose leader is moving is asked
+    /// again after each metadata change (for up to 60 s of the cluster's
+    /// clock), as the consumer's offset lookups do.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an empty group id; [`Error::Closed`];
@@ -225,10 +227,11 @@ impl Cluster {
             .collect();
         let mut offsets = Vec::with_capacity(partitions.len());
         for tp in partitions {
-            let found = self
-                .inner
-                .partition_key(tp)
-                .and_then(|key| self.inner.replicas_for(&key)?.offsets(&key));
+            // A leader moving meanwhile is waited out, not reported.
+            let found = self.inner.retry_while_leader_moves(|| {
+                let key = self.inner.partition_key(tp)?;
+                self.inner.replicas_for(&key)?.offsets(&key)
+            });
             let log_end_offset = match found {
                 Ok(o) => o.high_watermark,
                 Err(Error::UnknownTopicOrPartition { .. }) => continue,

@@ -2202,9 +2202,9 @@ fn a_transactional_send_adds_its_partition_before_its_batch_is_sealed() {
     // sealed, yet the sender adds both partitions (as Kafka's producer
     // sends AddPartitionsToTxn when `send` meets a new partition).
     let added = |c: &Cluster| {
-        c.inner.txn_metadata("app").is_some_and(|m| {
-            m.status == TxnStatus::Ongoing && m.partitions.len() == 2
-        })
+        c.inner
+            .txn_metadata("app")
+            .is_some_and(|m| m.status == TxnStatus::Ongoing && m.partitions.len() == 2)
     };
     assert!(cluster.wait_until(GUARD, added));
     for p in 0..2 {
