@@ -478,10 +478,18 @@ impl Core {
     /// after it that fit into the same append). Returns false if the
     /// append failed.
     fn send(&self, part: &mut PartitionQueue, now: i64, progress: &mut Progress) -> bool {
-        let room = self
-            .max_in_flight
-            .saturating_sub(part.in_flight_batches)
-            .max(1);
+        // `max.in.flight` bounds the batches waiting for an acks=all
+        // acknowledgement; with acks 0 or 1 nothing waits (and idempotence,
+        // whose duplicate check remembers 5 batches, needs acks=all), so
+        // every waiting batch may join the append, up to `limit` bytes:
+        // one write, and one fsync where the topic fsyncs every append.
+        let room = if self.config.acks() == Acks::All {
+            self.max_in_flight
+                .saturating_sub(part.in_flight_batches)
+                .max(1)
+        } else {
+            usize::MAX
+        };
         let mut group: Vec<Batch> = Vec::new();
         let segment_bytes =
             usize::try_from(part.topic.log_config.segment_bytes()).unwrap_or(usize::MAX);
