@@ -6,7 +6,7 @@
 //!     --records N --record-size S --acks A [--linger-ms L] [--batch-size B] [--compression C] \
 //!     [--rate R] [--brokers B] [--replication-factor F] [--min-insync M] \
 //!     [--idempotence true|false] [--transaction-records N] [--threads N] \
-//!     [--flush-messages M]
+//!     [--flush-messages M] [--max-in-flight N] [--buffer-memory B]
 //! cargo run --release --example perf -- consume --dir D --topic T --records N \
 //!     [--max-poll-records M] [--group G] [--brokers B] [--baseline true]
 //! cargo run --release --example perf -- scan --dir D --topic T [--baseline true]
@@ -30,6 +30,9 @@
 //! clock when the next send is due within 2 ms and sleeps only for longer
 //! gaps: a `sleep` of a microsecond lasts ~50-60 µs on Linux (timer slack),
 //! which at 1 M records/s turned the offered load into bursts of ~60 sends.
+//! `--max-in-flight N` and `--buffer-memory B` set the producer's
+//! `max.in.flight.requests.per.connection` (which also caps how many ready
+//! batches of a partition one append joins) and `buffer.memory`.
 //! `--threads N` sends from N threads through one shared (cloned)
 //! `Producer`, the records (and the rate) split evenly between them.
 //! `--flush-messages M` creates the topic with `flush.messages=M` (1: an
@@ -116,7 +119,8 @@ fn main() -> ExitCode {
                  [--transaction-records N: commit a transaction every N records] \
                  [--rate R: records/s offered] [--brokers B (1)] [--replication-factor F (1)] \
                  [--min-insync M (1)] [--threads N (1): sending threads, one shared producer] \
-                 [--flush-messages M: the topic's flush.messages; baseline replays logbus's writes and fsyncs]\n       \
+                 [--flush-messages M: the topic's flush.messages; baseline replays logbus's writes and fsyncs] \
+                 [--max-in-flight N] [--buffer-memory B]\n       \
                  perf consume --dir D --topic T --records N [--max-poll-records M (10000)] \
                  [--group G: subscribe as a member of group G, auto commit on] [--brokers B (1)] \
                  [--baseline true: std::fs read of the segment files instead]\n       \
@@ -602,6 +606,12 @@ fn produce(flags: &Flags) -> Result<String, Error> {
     }
     if let Some(codec) = flags.0.get("compression") {
         config = config.compression(compression(codec)?);
+    }
+    if let Some(n) = flags.0.get("max-in-flight") {
+        config = config.max_in_flight(n.parse()?);
+    }
+    if let Some(bytes) = flags.0.get("buffer-memory") {
+        config = config.buffer_memory(bytes.parse()?);
     }
     match flags.0.get("idempotence").map(String::as_str) {
         None => {}
