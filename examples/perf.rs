@@ -5,7 +5,8 @@
 //! cargo run --release --example perf -- produce --dir D --topic T --partitions P \
 //!     --records N --record-size S --acks A [--linger-ms L] [--batch-size B] [--compression C] \
 //!     [--rate R] [--brokers B] [--replication-factor F] [--min-insync M] \
-//!     [--idempotence true|false] [--transaction-records N]
+//!     [--idempotence true|false] [--transaction-records N] [--threads N] \
+//!     [--flush-messages M] [--max-in-flight N] [--buffer-memory B]
 //! cargo run --release --example perf -- consume --dir D --topic T --records N \
 //!     [--max-poll-records M] [--group G] [--brokers B] [--baseline true]
 //! cargo run --release --example perf -- scan --dir D --topic T [--baseline true]
@@ -25,7 +26,27 @@
 //!
 //! `--rate R` offers a fixed load of R records per second (sends are paced,
 //! so the latency measured is not queueing behind an unbounded backlog);
-//! without it the producer sends as fast as it can. `--brokers`,
+//! without it the producer sends as fast as it can. Pacing spins on the
+//! clock when the next send is due within 2 ms and sleeps only for longer
+//! gaps: a `sleep` of a microsecond lasts ~50-60 µs on Linux (timer slack),
+//! which at 1 M records/s turned the offered load into bursts of ~60 sends.
+//! `--max-in-flight N` and `--buffer-memory B` set the producer's
+//! `max.in.flight.requests.per.connection` (which also caps how many ready
+//! batches of a partition one append joins) and `buffer.memory`.
+//! `--threads N` sends from N threads through one shared (cloned)
+//! `Producer`, the records (and the rate) split evenly between them.
+//! `--flush-messages M` creates the topic with `flush.messages=M` (1: an
+//! fsync before every acknowledgement, shared by concurrent appends). The
+//! cluster then runs on a counting wrapper of `StdStorage` that notes every
+//! `write` and `fdatasync` of the topic's `.log` files on broker 0, and the
+//! baseline is no longer 1 MiB writes: it replays that sequence (the same
+//! write sizes, an `fdatasync` where logbus made one) on a fresh file per
+//! segment, so logbus and the baseline write the same bytes with the same
+//! batching. The JSON then adds `fsyncs` (of those `.log` files; the
+//! sender appends one partition's ready batches, up to 1 MiB and
+//! `max.in.flight` batches, in one write, so fsyncs are not batches),
+//! `fsyncs_per_sec`, `records_per_fsync`, `log_bytes` and
+//! `baseline_fsyncs_per_sec`. `--brokers`,
 //! `--replication-factor` and `--min-insync` open a cluster of that many
 //! brokers and create the topic with that replication factor and
 //! `min.insync.replicas` (all default to 1); `consume` must be given the
@@ -40,6 +61,12 @@
 //! spent in `commit_transaction` (the flush of the transaction's records,
 //! then the coordinator's state writes and markers).
 //!
+//! Before the clock starts one record (not counted) is sent and waited for,
+//! so the one-time work of a partition's first append (the leader-epoch
+//! checkpoint, written with fsyncs on the appending thread) is not part of
+//! the figures. Before closing, each thread's CPU time and run-queue wait
+//! (`/proc/self/task/*/schedstat`) go to stderr.
+//!
 //! Progress goes to stderr; the result is one JSON line on stdout with
 //! `records`, `bytes`, `seconds`, `records_per_sec`, `mb_per_sec`, for
 //! `consume` and `scan` `cpu_seconds` and `records_per_cpu_sec` (the
@@ -50,22 +77,27 @@
 //! says where that split is unsupported), `rss_anon_mb` and `rss_file_mb`
 //! (anonymous memory and mapped file pages resident at the end of the
 //! measured phase), for `produce` the send-to-acknowledgement latency
-//! percentiles `p50_us`, `p99_us`, `p999_us` (of every 16th record), and a
+//! percentiles `p50_us`, `p99_us`, `p999_us` (of every 16th record, sent
+//! with `send_with_callback`: from just before `send` to the callback on
+//! the sender thread, so the figure is when the acknowledgement happened,
+//! not when the sending thread next looked; in 0.1 µs steps), and a
 //! `baseline_mb_per_sec` with the `ratio` to it: the same number of bytes
 //! written (produce) or read (consume) with plain file I/O in the same run,
 //! because shared machines are noisy and only ratios compare.
 
 #![allow(clippy::print_stdout, reason = "the tool prints its result")]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use logbus::{
-    Acks, Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, NewTopic, OffsetReset,
-    Producer, ProducerConfig, ProducerRecord, SendFuture, TopicConfig, TopicPartition,
+    Acks, Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, DirLock, NewTopic,
+    OffsetReset, OpenMode, Producer, ProducerConfig, ProducerRecord, ReadMap, StdStorage, Storage,
+    StorageFile, TopicConfig, TopicPartition,
 };
 
 const MB: f64 = 1024.0 * 1024.0;
@@ -86,7 +118,9 @@ fn main() -> ExitCode {
                  [--idempotence true|false (default: on with acks=all)] \
                  [--transaction-records N: commit a transaction every N records] \
                  [--rate R: records/s offered] [--brokers B (1)] [--replication-factor F (1)] \
-                 [--min-insync M (1)]\n       \
+                 [--min-insync M (1)] [--threads N (1): sending threads, one shared producer] \
+                 [--flush-messages M: the topic's flush.messages; baseline replays logbus's writes and fsyncs] \
+                 [--max-in-flight N] [--buffer-memory B]\n       \
                  perf consume --dir D --topic T --records N [--max-poll-records M (10000)] \
                  [--group G: subscribe as a member of group G, auto commit on] [--brokers B (1)] \
                  [--baseline true: std::fs read of the segment files instead]\n       \
@@ -196,6 +230,43 @@ fn thread_cpu_seconds() -> f64 {
         .map_or(0.0, |ns| ns as f64 / 1e9)
 }
 
+/// Prints to stderr, for each thread of the process, its name, CPU time,
+/// time spent runnable but waiting for a CPU (the run queue delay a wake-up
+/// pays on a busy machine) and number of times it was scheduled in
+/// (`/proc/self/task/*/schedstat`), for the names sharing a prefix summed.
+fn report_thread_schedstat() {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    let mut by_name: std::collections::BTreeMap<String, (u64, u64, u64, u32)> =
+        std::collections::BTreeMap::new();
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let name = comm.trim().trim_end_matches(|c: char| c.is_ascii_digit());
+        let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        let v: Vec<u64> = stat
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if let [run, wait, slices] = v[..] {
+            let e = by_name.entry(name.to_string()).or_default();
+            e.0 += run;
+            e.1 += wait;
+            e.2 += slices;
+            e.3 += 1;
+        }
+    }
+    for (name, (run, wait, slices, n)) in by_name {
+        eprintln!(
+            "  sched {name} x{n}: cpu {:.1} ms, waiting for a cpu {:.1} ms, scheduled in {slices} times ({:.1} us wait each)",
+            run as f64 / 1e6,
+            wait as f64 / 1e6,
+            wait as f64 / 1e3 / slices.max(1) as f64
+        );
+    }
+}
+
 /// Seconds to write `total` bytes to a fresh file in `dir` in 1 MiB writes.
 fn baseline_write(dir: &Path, total: u64) -> Result<f64, Error> {
     let path = dir.join("perf-baseline.tmp");
@@ -251,12 +322,275 @@ fn compression(name: &str) -> Result<Compression, Error> {
     })
 }
 
+/// One `write` or `fdatasync` of a counted file (its index in
+/// [`OpLog::files`]), as [`CountingStorage`] saw it.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Write(usize, usize),
+    Sync(usize),
+}
+
+/// The files [`CountingStorage`] counts, in the order they were opened, and
+/// what was done to them.
+#[derive(Debug, Default)]
+struct OpLog {
+    files: Vec<PathBuf>,
+    ops: Vec<Op>,
+}
+
+/// `StdStorage` noting every write and fdatasync of `topic`'s `.log` files
+/// on broker 0 (`--flush-messages`), for the JSON's `fsyncs` and for the
+/// baseline to replay. Other files pass through unwrapped.
+#[derive(Debug)]
+struct CountingStorage {
+    inner: StdStorage,
+    /// `"{topic}-"`: a partition directory's name is this and a number.
+    prefix: String,
+    log: Arc<Mutex<OpLog>>,
+}
+
+impl CountingStorage {
+    fn counted(&self, path: &Path) -> bool {
+        let name = |p: Option<&Path>| {
+            p.and_then(Path::file_name)
+                .and_then(|n| n.to_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        let parent = path.parent();
+        name(Some(path)).contains(".log")
+            && name(parent.and_then(Path::parent)) == "broker-0"
+            && name(parent)
+                .strip_prefix(&self.prefix)
+                .is_some_and(|p| p.parse::<u32>().is_ok())
+    }
+}
+
+impl Storage for CountingStorage {
+    fn open(&self, path: &Path, mode: OpenMode) -> logbus::Result<Arc<dyn StorageFile>> {
+        let file = self.inner.open(path, mode)?;
+        if !self.counted(path) {
+            return Ok(file);
+        }
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.files.push(path.to_path_buf());
+        let id = log.files.len() - 1;
+        drop(log);
+        Ok(Arc::new(CountingFile {
+            inner: file,
+            id,
+            log: Arc::clone(&self.log),
+        }))
+    }
+    fn create_dir_all(&self, path: &Path) -> logbus::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> logbus::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> logbus::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> logbus::Result<()> {
+        self.inner.remove_dir_all(path)
+    }
+    fn list_dir(&self, path: &Path) -> logbus::Result<Vec<PathBuf>> {
+        self.inner.list_dir(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.inner.exists(path)
+    }
+    fn sync_dir(&self, path: &Path) -> logbus::Result<()> {
+        self.inner.sync_dir(path)
+    }
+    fn lock_dir(&self, dir: &Path) -> logbus::Result<DirLock> {
+        self.inner.lock_dir(dir)
+    }
+}
+
+#[derive(Debug)]
+struct CountingFile {
+    inner: Arc<dyn StorageFile>,
+    id: usize,
+    log: Arc<Mutex<OpLog>>,
+}
+
+impl CountingFile {
+    fn note(&self, op: Op) {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ops
+            .push(op);
+    }
+}
+
+impl StorageFile for CountingFile {
+    fn path(&self) -> &Path {
+        self.inner.path()
+    }
+    fn write_all_at(&self, buf: &[u8], position: u64) -> logbus::Result<()> {
+        self.inner.write_all_at(buf, position)?;
+        self.note(Op::Write(self.id, buf.len()));
+        Ok(())
+    }
+    fn read_exact_at(&self, buf: &mut [u8], position: u64) -> logbus::Result<()> {
+        self.inner.read_exact_at(buf, position)
+    }
+    fn sync(&self) -> logbus::Result<()> {
+        self.inner.sync()?;
+        self.note(Op::Sync(self.id));
+        Ok(())
+    }
+    fn len(&self) -> logbus::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> logbus::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn map(&self, len: usize) -> logbus::Result<Arc<ReadMap>> {
+        self.inner.map(len)
+    }
+}
+
+/// The `--flush-messages` baseline: `ops` replayed with `std::fs` on fresh
+/// files in `dir` (one per counted file, created before the clock starts):
+/// each write as one `write` of the same size, each fsync as one
+/// `fdatasync`. Returns the seconds, the bytes written and the fsyncs.
+fn baseline_replay(dir: &Path, files: usize, ops: &[Op]) -> Result<(f64, u64, u64), Error> {
+    let largest = ops
+        .iter()
+        .map(|op| match op {
+            Op::Write(_, n) => *n,
+            Op::Sync(_) => 0,
+        })
+        .max()
+        .unwrap_or(0);
+    let chunk = vec![0x5au8; largest];
+    let paths: Vec<PathBuf> = (0..files)
+        .map(|i| dir.join(format!("perf-baseline-{i}.tmp")))
+        .collect();
+    let mut open = paths
+        .iter()
+        .map(std::fs::File::create)
+        .collect::<Result<Vec<_>, _>>()?;
+    let (mut bytes, mut syncs) = (0u64, 0u64);
+    let start = Instant::now();
+    for op in ops {
+        match *op {
+            Op::Write(id, n) => {
+                open[id].write_all(&chunk[..n])?;
+                bytes += n as u64;
+            }
+            Op::Sync(id) => {
+                open[id].sync_data()?;
+                syncs += 1;
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    drop(open);
+    for path in &paths {
+        std::fs::remove_file(path)?;
+    }
+    Ok((seconds, bytes, syncs))
+}
+
+/// What one sending thread does: `count` sends (the thread's `index` of
+/// `threads`, so with `--rate` its k-th send is due at
+/// `(k * threads + index) / rate`), every `LATENCY_SAMPLE`-th timed.
+struct Sending<'a> {
+    producer: &'a Producer,
+    topic: &'a Arc<str>,
+    value: &'a bytes::Bytes,
+    rate: Option<f64>,
+    threads: u64,
+    transaction_records: Option<u64>,
+    start: Instant,
+    /// Send-to-callback nanoseconds of the timed records.
+    lat: &'a Arc<Mutex<Vec<u64>>>,
+}
+
+impl Sending<'_> {
+    /// Sends this thread's records; returns the time spent in
+    /// `commit_transaction`.
+    fn run(&self, index: u64, count: u64) -> Result<Duration, Error> {
+        let mut last_report = Instant::now();
+        let mut commit_time = Duration::ZERO;
+        for i in 0..count {
+            if let Some(rate) = self.rate {
+                let due =
+                    self.start + Duration::from_secs_f64((i * self.threads + index) as f64 / rate);
+                pace(due);
+            }
+            if let Some(n) = self.transaction_records
+                && i > 0
+                && i % n == 0
+            {
+                let committing = Instant::now();
+                self.producer.commit_transaction()?;
+                commit_time += committing.elapsed();
+                self.producer.begin_transaction()?;
+            }
+            let record = ProducerRecord::new(self.topic, self.value);
+            if i % LATENCY_SAMPLE == 0 {
+                let lat = Arc::clone(self.lat);
+                let sent = Instant::now();
+                self.producer.send_with_callback(record, move |result| {
+                    let nanos = sent.elapsed().as_nanos() as u64;
+                    if result.is_ok() {
+                        lat.lock().unwrap_or_else(|e| e.into_inner()).push(nanos);
+                    }
+                })?;
+            } else {
+                drop(self.producer.send(record)?);
+            }
+            if index == 0 && i % 65_536 == 0 && last_report.elapsed() > Duration::from_secs(2) {
+                last_report = Instant::now();
+                let secs = self.start.elapsed().as_secs_f64();
+                eprintln!(
+                    "  {} records sent, {:.0} records/s",
+                    i * self.threads,
+                    (i * self.threads) as f64 / secs
+                );
+            }
+        }
+        Ok(commit_time)
+    }
+}
+
+/// Waits until `due`: spinning when it is less than 2 ms away (a short
+/// `sleep` overshoots by the timer slack, ~50-60 µs), sleeping the rest
+/// of a longer wait first.
+fn pace(due: Instant) {
+    const SPIN: Duration = Duration::from_millis(2);
+    let now = Instant::now();
+    if due <= now {
+        return;
+    }
+    if due - now > SPIN {
+        std::thread::sleep(due - now - SPIN);
+    }
+    while Instant::now() < due {
+        std::hint::spin_loop();
+    }
+}
+
 fn produce(flags: &Flags) -> Result<String, Error> {
     let dir = PathBuf::from(flags.get("dir")?);
     let topic = flags.get("topic")?.to_string();
     let partitions: u32 = flags.num("partitions", Some(1))?;
     let records: u64 = flags.num("records", None)?;
     let size: usize = flags.num("record-size", None)?;
+    let threads: u64 = flags.num("threads", Some(1))?;
+    if threads == 0 {
+        return Err("--threads must be positive".into());
+    }
+    let flush_messages: Option<u64> = flags
+        .0
+        .get("flush-messages")
+        .map(|n| n.parse())
+        .transpose()?;
     let acks = match flags.get("acks").unwrap_or("1") {
         "0" => Acks::None,
         "1" => Acks::Leader,
@@ -273,6 +607,12 @@ fn produce(flags: &Flags) -> Result<String, Error> {
     if let Some(codec) = flags.0.get("compression") {
         config = config.compression(compression(codec)?);
     }
+    if let Some(n) = flags.0.get("max-in-flight") {
+        config = config.max_in_flight(n.parse()?);
+    }
+    if let Some(bytes) = flags.0.get("buffer-memory") {
+        config = config.buffer_memory(bytes.parse()?);
+    }
     match flags.0.get("idempotence").map(String::as_str) {
         None => {}
         Some("true") => config = config.enable_idempotence(true),
@@ -288,11 +628,29 @@ fn produce(flags: &Flags) -> Result<String, Error> {
     }
     let replication: u16 = flags.num("replication-factor", Some(1))?;
     let min_insync: u16 = flags.num("min-insync", Some(1))?;
-    let cluster = open_cluster(&dir, flags)?;
+    let op_log = Arc::new(Mutex::new(OpLog::default()));
+    let cluster = if flush_messages.is_some() {
+        let storage = CountingStorage {
+            inner: StdStorage::new(),
+            prefix: format!("{topic}-"),
+            log: Arc::clone(&op_log),
+        };
+        let config = ClusterConfig::builder()
+            .brokers(cluster_brokers(flags)?)
+            .storage(Arc::new(storage))
+            .build()?;
+        Cluster::open(&dir, config)?
+    } else {
+        open_cluster(&dir, flags)?
+    };
+    let mut topic_config = TopicConfig::new().min_insync_replicas(min_insync)?;
+    if let Some(m) = flush_messages {
+        topic_config = topic_config.set("flush.messages", m.to_string())?;
+    }
     cluster.create_topic_if_not_exists(
         NewTopic::new(&topic, partitions)
             .replication_factor(replication)
-            .config(TopicConfig::new().min_insync_replicas(min_insync)?),
+            .config(topic_config),
     )?;
     let transaction_records: Option<u64> = flags
         .0
@@ -301,6 +659,9 @@ fn produce(flags: &Flags) -> Result<String, Error> {
         .transpose()?;
     if transaction_records == Some(0) {
         return Err("--transaction-records must be positive".into());
+    }
+    if transaction_records.is_some() && threads > 1 {
+        return Err("--transaction-records needs --threads 1".into());
     }
     if transaction_records.is_some() {
         config = config.transactional_id("perf");
@@ -313,101 +674,112 @@ fn produce(flags: &Flags) -> Result<String, Error> {
         producer.begin_transaction()?;
     }
     // An `Arc<str>` topic is shared by every record, not copied into each.
-    let topic_name: std::sync::Arc<str> = std::sync::Arc::from(topic.as_str());
+    let topic_name: Arc<str> = Arc::from(topic.as_str());
     // One value, shared: the tool measures logbus, not the allocator.
     let value = bytes::Bytes::from(
         (0..size)
             .map(|i| b'a' + (i % 26) as u8)
             .collect::<Vec<u8>>(),
     );
-    // Every LATENCY_SAMPLE-th send is timed: its send instant and its
-    // `SendFuture` wait in `pending` (in send order) until the future is
-    // seen done. Completions are looked for at each sampled send, so an
-    // acknowledgement is noticed within LATENCY_SAMPLE sends of arriving;
-    // the samples still pending at the end are waited for in order.
-    let mut pending: VecDeque<(Instant, SendFuture)> = VecDeque::new();
-    let mut lat: Vec<u64> = Vec::with_capacity(records.div_ceil(LATENCY_SAMPLE) as usize);
-    let micros = |sent: Instant| sent.elapsed().as_micros().max(1) as u64;
+    // Every LATENCY_SAMPLE-th send of each thread is timed, from just
+    // before `send_with_callback` to its callback on the sender thread.
+    let lat = Arc::new(Mutex::new(Vec::with_capacity(
+        records.div_ceil(LATENCY_SAMPLE) as usize + threads as usize,
+    )));
     eprintln!(
-        "producing {records} records of {size} bytes to {topic} in {}",
+        "producing {records} records of {size} bytes to {topic} in {} from {threads} thread(s)",
         dir.display()
     );
+    // One record sent and waited for before the clock starts: the first
+    // append of a partition's leader epoch writes its leader-epoch
+    // checkpoint with an fsync (and a directory fsync) on the appending
+    // thread, a one-time stall of tens of ms on a slow disk that a 2 s run
+    // at 1 M/s would count as its p99 (records sent meanwhile queue behind
+    // it); and the producer looks the topic up. Not counted anywhere.
+    if transaction_records.is_none() {
+        producer
+            .send(ProducerRecord::new(&topic_name, &value))?
+            .wait()?;
+    }
+    let ops_before = op_log.lock().unwrap_or_else(|e| e.into_inner()).ops.len();
     let start = Instant::now();
-    let mut last_report = Instant::now();
+    let sending = Sending {
+        producer: &producer,
+        topic: &topic_name,
+        value: &value,
+        rate,
+        threads,
+        transaction_records,
+        start,
+        lat: &lat,
+    };
     // Time spent in commit_transaction (flushing the transaction's records,
     // then the coordinator's writes and markers).
-    let mut commit_time = Duration::ZERO;
-    for i in 0..records {
-        if let Some(rate) = rate {
-            // Sends are paced to the offered load: record i leaves at i/rate.
-            let due = start + Duration::from_secs_f64(i as f64 / rate);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
+    let mut commit_time = if threads == 1 {
+        sending.run(0, records)?
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let count = records / threads + u64::from(t < records % threads);
+                    let sending = &sending;
+                    s.spawn(move || sending.run(t, count).map_err(|e| e.to_string()))
+                })
+                .collect();
+            let mut total = Duration::ZERO;
+            for handle in handles {
+                total += handle.join().map_err(|_| "a sending thread panicked")??;
             }
-        }
-        if let Some(n) = transaction_records
-            && i > 0
-            && i % n == 0
-        {
-            let committing = Instant::now();
-            producer.commit_transaction()?;
-            commit_time += committing.elapsed();
-            producer.begin_transaction()?;
-        }
-        let record = ProducerRecord::new(&topic_name, &value);
-        if i % LATENCY_SAMPLE == 0 {
-            while let Some((sent, future)) = pending.front() {
-                if !future.is_done() {
-                    break;
-                }
-                if let Some(Ok(_)) = future.wait_timeout(Duration::ZERO) {
-                    lat.push(micros(*sent));
-                }
-                pending.pop_front();
-            }
-            let sent = Instant::now();
-            pending.push_back((sent, producer.send(record)?));
-        } else {
-            drop(producer.send(record)?);
-        }
-        if i % 65_536 == 0 && last_report.elapsed() > Duration::from_secs(2) {
-            last_report = Instant::now();
-            let secs = start.elapsed().as_secs_f64();
-            eprintln!("  {i} records sent, {:.0} records/s", i as f64 / secs);
-        }
-    }
+            Ok::<_, Error>(total)
+        })?
+    };
     if transaction_records.is_some() {
         let committing = Instant::now();
         producer.commit_transaction()?;
         commit_time += committing.elapsed();
     }
-    for (sent, future) in pending {
-        if future.wait().is_ok() {
-            lat.push(micros(sent));
-        }
-    }
     producer.flush()?;
     let seconds = start.elapsed().as_secs_f64();
     let (anon_mb, file_mb) = (rss_anon_mb(), rss_file_mb());
+    report_thread_schedstat();
+    let (files, ops) = {
+        let log = op_log.lock().unwrap_or_else(|e| e.into_inner());
+        (log.files.len(), log.ops[ops_before..].to_vec())
+    };
     producer.close()?;
     let bytes = records * size as u64;
-    let baseline = baseline_write(&dir, bytes)?;
-    cluster.close()?;
+    let mut lat = std::mem::take(&mut *lat.lock().unwrap_or_else(|e| e.into_inner()));
     lat.sort_unstable();
     let mb_per_sec = bytes as f64 / MB / seconds;
+    let mut fsync_fields = String::new();
+    let baseline = if flush_messages.is_some() {
+        let (baseline, log_bytes, fsyncs) = baseline_replay(&dir, files, &ops)?;
+        fsync_fields = format!(
+            ",\"flush_messages\":{},\"log_bytes\":{log_bytes},\"fsyncs\":{fsyncs},\
+             \"fsyncs_per_sec\":{:.0},\"records_per_fsync\":{:.1},\"baseline_fsyncs_per_sec\":{:.0}",
+            flush_messages.unwrap_or(0),
+            fsyncs as f64 / seconds,
+            records as f64 / fsyncs.max(1) as f64,
+            fsyncs as f64 / baseline,
+        );
+        baseline
+    } else {
+        baseline_write(&dir, bytes)?
+    };
+    cluster.close()?;
     let baseline_mb = bytes as f64 / MB / baseline;
+    let us = |p: f64| percentile(&lat, p) as f64 / 1000.0;
     Ok(format!(
         "{{\"mode\":\"produce\",\"records\":{records},\"bytes\":{bytes},\"seconds\":{seconds:.3},\
-         \"records_per_sec\":{:.0},\"mb_per_sec\":{mb_per_sec:.1},\"p50_us\":{},\"p99_us\":{},\
-         \"p999_us\":{},\"peak_rss_mb\":{:.1},\"rss_anon_mb\":{anon_mb:.1},\
+         \"records_per_sec\":{:.0},\"mb_per_sec\":{mb_per_sec:.1},\"p50_us\":{:.1},\"p99_us\":{:.1},\
+         \"p999_us\":{:.1},\"peak_rss_mb\":{:.1},\"rss_anon_mb\":{anon_mb:.1},\
          \"rss_file_mb\":{file_mb:.1},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3},\
-         \"offered_rate\":{},\"brokers\":{},\"replication_factor\":{replication},\
-         \"min_insync\":{min_insync},\"idempotence\":{idempotence},\"transaction_records\":{},\"commit_seconds\":{:.3}}}",
+         \"offered_rate\":{},\"threads\":{threads},\"brokers\":{},\"replication_factor\":{replication},\
+         \"min_insync\":{min_insync},\"idempotence\":{idempotence},\"transaction_records\":{},\"commit_seconds\":{:.3}{fsync_fields}}}",
         records as f64 / seconds,
-        percentile(&lat, 50.0),
-        percentile(&lat, 99.0),
-        percentile(&lat, 99.9),
+        us(50.0),
+        us(99.0),
+        us(99.9),
         peak_rss_mb(),
         mb_per_sec / baseline_mb,
         rate.map_or("null".to_string(), |r| format!("{r:.0}")),
