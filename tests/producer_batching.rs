@@ -560,3 +560,47 @@ fn on_the_system_clock_a_lingering_batch_goes_by_itself() -> Result<()> {
     assert_eq!(sent.wait()?.offset(), Some(2));
     patient.close()
 }
+
+/// Sends blocked on a full `buffer.memory` are woken one at a time, each
+/// passing the wake-up on as it leaves its wait: none may be forgotten.
+/// Four threads push 16 times the buffer through it; a lost wake-up would
+/// leave a send waiting out `max.block.ms` and failing with
+/// `BufferExhausted`.
+#[test]
+fn every_send_blocked_on_buffer_memory_gets_through() -> Result<()> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = logbus::Cluster::open(dir.path(), logbus::ClusterConfig::default())?;
+    cluster.create_topic(NewTopic::new("t", 2))?;
+    let producer = Producer::new(
+        &cluster,
+        ProducerConfig::builder()
+            .acks(Acks::Leader)
+            .batch_size(8 * 1024)
+            .buffer_memory(64 * 1024)
+            .max_block(Duration::from_secs(60))
+            .build()?,
+    )?;
+    let value = vec![7u8; 1000];
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let producer = producer.clone();
+            let value = value.clone();
+            std::thread::spawn(move || -> Result<()> {
+                for i in 0..256u32 {
+                    let record =
+                        ProducerRecord::new("t", value.clone()).with_key(format!("{t}-{i}"));
+                    drop(producer.send(record)?);
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().expect("sending thread")?;
+    }
+    producer.flush()?;
+    let topic = cluster.topic("t")?;
+    let total = topic.partition(0)?.high_watermark()? + topic.partition(1)?.high_watermark()?;
+    assert_eq!(total, 4 * 256);
+    producer.close()
+}

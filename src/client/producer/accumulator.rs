@@ -184,7 +184,7 @@ pub(crate) struct Accumulator {
     /// `done_seq` reaches it, not after every batch.
     pub(crate) flush_target: u64,
     /// Sends waiting for room in `buffer.memory`.
-    pub(crate) space_waiters: Vec<Sender<()>>,
+    pub(crate) space_waiters: VecDeque<Sender<()>>,
     /// How many sends wait for room: while any does, every batch is sent
     /// without waiting for `linger.ms`, as in Kafka.
     pub(crate) blocked: usize,
@@ -228,7 +228,7 @@ impl Accumulator {
             sealed_seq: 0,
             done_seq: 0,
             flush_target: u64::MAX,
-            space_waiters: Vec::new(),
+            space_waiters: VecDeque::new(),
             blocked: 0,
             closed: false,
             pending_wake: false,
@@ -389,6 +389,20 @@ impl Accumulator {
     pub(crate) fn wake_space_waiters(&mut self) {
         for waiter in self.space_waiters.drain(..) {
             let _ = waiter.try_send(());
+        }
+    }
+
+    /// Wakes the longest waiting send for room in `buffer.memory` that
+    /// still waits (Kafka's `BufferPool` signals its first waiter): woken
+    /// together, every blocked send would compete with the sender for the
+    /// CPU at each finished batch. A woken send passes the wake-up on when
+    /// it leaves the wait.
+    pub(crate) fn wake_one_space_waiter(&mut self) {
+        while let Some(waiter) = self.space_waiters.pop_front() {
+            // A send that stopped waiting dropped its receiver.
+            if waiter.try_send(()).is_ok() {
+                return;
+            }
         }
     }
 

@@ -920,7 +920,7 @@ impl Core {
                 break Err(exhausted(now - start));
             }
             let (tx, woken) = crossbeam_channel::bounded(1);
-            acc.space_waiters.push(tx);
+            acc.space_waiters.push_back(tx);
             let wake = std::mem::take(&mut acc.pending_wake);
             let timer = match self.clock.wait_hint(deadline) {
                 Some(d) => crossbeam_channel::after(d),
@@ -947,6 +947,9 @@ impl Core {
             }
         };
         acc.blocked -= 1;
+        // The wake-up that brought this send here may be the only one
+        // coming: hand it on (a send that finds no room waits again).
+        acc.wake_one_space_waiter();
         outcome
     }
 

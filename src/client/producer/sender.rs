@@ -945,7 +945,9 @@ impl Core {
         let mut acc = self.acc.lock();
         acc.used -= released;
         acc.done_seq = acc.done_seq.max(done);
-        acc.wake_space_waiters();
+        if released > 0 {
+            acc.wake_one_space_waiter();
+        }
         let flushed = acc.done_seq >= acc.flush_target;
         if flushed {
             acc.flush_target = u64::MAX;
