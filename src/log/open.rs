@@ -327,8 +327,8 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     // describe this log (past its end, below its first segment, or of a
     // log a restart replaced) or do not decode are removed.
     let (producers, snapshots) = load_producers(
-        storage.as_ref(),
-        &dir,
+        (storage.as_ref(), &dir),
+        listing.snapshots,
         &mut segments,
         &scanned,
         (recovery_point, restart_at.is_some()),
@@ -448,13 +448,14 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
 
 /// The producer state of the recovered segments (see
 /// [`snapshot::load`]) and the snapshot files kept, after removing those
-/// that do not describe this log or do not decode.
+/// that do not describe this log or do not decode. `offsets` are those of
+/// the snapshot files the open's listing found.
 ///
 /// # Errors
 /// [`Error::Io`].
 fn load_producers(
-    storage: &dyn Storage,
-    dir: &Path,
+    (storage, dir): (&dyn Storage, &Path),
+    mut offsets: BTreeSet<u64>,
     segments: &mut [Segment],
     scanned: &[usize],
     (recovery_point, restarted): (u64, bool),
@@ -467,7 +468,6 @@ fn load_producers(
     for segment in segments.iter_mut() {
         segment.truncate_aborted(segment.next_offset())?;
     }
-    let mut offsets = snapshot::list(storage, dir)?;
     let first = segments.first().map_or(0, Segment::base_offset);
     let end = segments.last().map_or(0, Segment::next_offset);
     let stale: Vec<u64> = offsets
@@ -525,6 +525,10 @@ struct Listing {
     /// Files to remove: `.deleted`, `.truncating`, spares and the cleaner's
     /// unfinished `.cleaned` files.
     leftovers: Vec<PathBuf>,
+    /// Offsets of the producer-state snapshots (`{offset}.snapshot`), so
+    /// that loading the producers' state lists the directory no second
+    /// time.
+    snapshots: BTreeSet<u64>,
 }
 
 impl Listing {
@@ -578,6 +582,8 @@ fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing> {
             }
         } else if let Some(base) = segment::parse_segment_file(&path, LOG_SUFFIX) {
             listing.logs.push(base);
+        } else if let Some(offset) = segment::parse_segment_file(&path, snapshot::SNAPSHOT_SUFFIX) {
+            listing.snapshots.insert(offset);
         } else if let Some(base) = segment::parse_segment_file(&path, INDEX_SUFFIX)
             .or_else(|| segment::parse_segment_file(&path, TIME_INDEX_SUFFIX))
             .or_else(|| segment::parse_segment_file(&path, TXN_INDEX_SUFFIX))
