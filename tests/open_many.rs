@@ -3,6 +3,8 @@
 //! by batch only from the batch its index places last below the recovery
 //! point, with the same outcome (records, cuts, refusals) as a scan of the
 //! whole segment wherever that batch and the ones after it are concerned.
+//! And a topic of many partitions, whose partitions open on several
+//! threads.
 
 mod common;
 
@@ -233,4 +235,76 @@ fn batches_before_the_index_entry_are_trusted_as_the_index_is() -> Result<()> {
         Err(Error::Corrupt { .. })
     ));
     Ok(())
+}
+
+/// A cluster whose topic `wide` has `partitions` partitions, each holding
+/// one record naming it, closed cleanly.
+fn wide_cluster(dir: &std::path::Path, partitions: u32) -> Result<()> {
+    use logbus::format::BatchBuilder;
+    use logbus::{Cluster, ClusterConfig, Compression, NewTopic};
+    let cluster = Cluster::open(dir, ClusterConfig::default())?;
+    let topic = cluster.create_topic(NewTopic::new("wide", partitions))?;
+    for p in 0..partitions {
+        let mut batch = BatchBuilder::new(Compression::None);
+        batch.append(0, None, Some(format!("p{p}").as_bytes()), &[]);
+        topic.partition(p)?.append(&mut batch.build()?.to_vec())?;
+    }
+    cluster.close()
+}
+
+#[test]
+fn a_topic_of_many_partitions_opens_each_of_them() -> Result<()> {
+    // 100 partitions: opened on several threads (at least 64), at creation
+    // and at the reopen.
+    use logbus::{Cluster, ClusterConfig};
+    let dir = tempfile::tempdir().expect("tempdir");
+    wide_cluster(dir.path(), 100)?;
+    let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    let topic = cluster.topic("wide")?;
+    assert_eq!(topic.partition_count(), 100);
+    for p in 0..100 {
+        let partition = topic.partition(p)?;
+        assert_eq!(partition.log_end_offset()?, 1, "partition {p}");
+        assert_eq!(partition.recovery_report().segments_scanned, 0);
+        let read = partition.read(0, 1 << 10)?;
+        let batch = read.batches().next().expect("a batch")?;
+        let record = batch.records()?.next().expect("a record")?;
+        assert_eq!(
+            record.value().map(|v| v.to_vec()),
+            Some(format!("p{p}").into_bytes())
+        );
+    }
+    cluster.close()
+}
+
+#[test]
+fn a_failed_partition_of_many_fails_the_open_with_the_lowest_partitions_error() -> Result<()> {
+    use logbus::{Cluster, ClusterConfig};
+    let dir = tempfile::tempdir().expect("tempdir");
+    wide_cluster(dir.path(), 100)?;
+    let broker = dir.path().join("broker-0");
+    for p in [90, 70] {
+        std::fs::write(
+            broker.join(format!("wide-{p}/partition.metadata")),
+            b"garbage",
+        )
+        .expect("write");
+    }
+    match Cluster::open(dir.path(), ClusterConfig::default()) {
+        Err(Error::PartitionDirConflict { path, .. }) => {
+            assert_eq!(path, broker.join("wide-70"));
+        }
+        other => panic!("expected the conflict of wide-70, got {other:?}"),
+    }
+    // Repaired, the cluster opens again with every partition.
+    for p in [90, 70] {
+        std::fs::copy(
+            broker.join("wide-0/partition.metadata"),
+            broker.join(format!("wide-{p}/partition.metadata")),
+        )
+        .expect("copy");
+    }
+    let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    assert_eq!(cluster.topic("wide")?.partition(70)?.log_end_offset()?, 1);
+    cluster.close()
 }
