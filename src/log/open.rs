@@ -11,7 +11,12 @@
 //! so opening costs the same whatever `segment.index.bytes` is. Every other
 //! segment is scanned batch by batch ([`SegmentProbe::scan`]: structure,
 //! CRC, position, offsets), and each segment must start where the one before
-//! it ends (in a compacted log, at or after it).
+//! it ends (in a compacted log, at or after it). In a log that is not
+//! compacted, a scan starts at the batch of the last offset index entry
+//! below the recovery point when the index holds one that checks out (the
+//! batches before it, fsynced, have their headers walked, as a trusted
+//! segment's are): an open after a crash checks what lies past the recovery
+//! point, not the whole active segment ([`RecoveryReport::bytes_scanned`]).
 //!
 //! The first damage found (a batch failing its checks, a segment missing
 //! between two others, two segments claiming the same offsets) is located
