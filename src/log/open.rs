@@ -11,7 +11,12 @@
 //! so opening costs the same whatever `segment.index.bytes` is. Every other
 //! segment is scanned batch by batch ([`SegmentProbe::scan`]: structure,
 //! CRC, position, offsets), and each segment must start where the one before
-//! it ends (in a compacted log, at or after it).
+//! it ends (in a compacted log, at or after it). In a log that is not
+//! compacted, a scan starts at the batch of the last offset index entry
+//! below the recovery point when the index holds one that checks out (the
+//! batches before it, fsynced, have their headers walked, as a trusted
+//! segment's are): an open after a crash checks what lies past the recovery
+//! point, not the whole active segment ([`RecoveryReport::bytes_scanned`]).
 //!
 //! The first damage found (a batch failing its checks, a segment missing
 //! between two others, two segments claiming the same offsets) is located
@@ -32,6 +37,7 @@
 //! leftovers, applies the cut, rebuilds the indexes of scanned segments and
 //! fsyncs what it changed before the open returns.
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,6 +47,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::{CorruptionKind, Error, Result};
 use crate::format::header::{OffsetOrder, out_of_sequence};
+use crate::format::{self, BatchHeader};
 use crate::log::durability::Durability;
 use crate::log::{
     EpochFile, Log, LogBuilder, LogInner, LogScheduler, LogState, epoch, fence, producer_state,
@@ -48,10 +55,10 @@ use crate::log::{
 };
 use crate::storage::probe::{Counters, Damage, SegmentProbe, Tail};
 use crate::storage::segment::{
-    self, CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, SWAP_SUFFIX, Segment,
-    SegmentLimits, TIME_INDEX_SUFFIX, TRUNCATING_SUFFIX, TXN_INDEX_SUFFIX,
+    self, CLEANED_SUFFIX, DELETED_SUFFIX, INDEX_SUFFIX, LOG_SUFFIX, MAX_BATCH_POSITION,
+    SWAP_SUFFIX, Segment, SegmentLimits, TIME_INDEX_SUFFIX, TRUNCATING_SUFFIX, TXN_INDEX_SUFFIX,
 };
-use crate::storage::{Storage, spare};
+use crate::storage::{OpenMode, Storage, spare};
 
 /// What recovery did when the log was opened ([`Log::recovery_report`]).
 ///
@@ -92,6 +99,16 @@ pub struct RecoveryReport {
     pub segments_scanned: usize,
     /// Segments whose indexes were rebuilt.
     pub indexes_rebuilt: usize,
+    /// Bytes of log data recovery checked batch by batch (structure and
+    /// CRC) in the scanned segments. A segment whose offset index holds an
+    /// entry below the recovery point that checks out (the active segment
+    /// a crash left, with its preallocated index) is checked only from
+    /// that entry's batch on: the batches before it were fsynced, and are
+    /// trusted as the index is, as those of a segment wholly below the
+    /// recovery point are (their headers are walked, their CRCs not
+    /// computed). So an open after a crash costs what lies past the
+    /// recovery point, not the size of the active segment.
+    pub bytes_scanned: u64,
     /// What recovery cut: damage at or above the recovery point and
     /// everything after it. `None` when nothing was cut.
     pub truncated: Option<TruncatedTail>,
@@ -300,6 +317,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
             }
         }
     }
+    report.bytes_scanned = plan.bytes_scanned;
     report.truncated = plan.cut.map(|cut| cut.report);
     let mut created = false;
     if segments.is_empty() {
@@ -314,8 +332,8 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     // describe this log (past its end, below its first segment, or of a
     // log a restart replaced) or do not decode are removed.
     let (producers, snapshots) = load_producers(
-        storage.as_ref(),
-        &dir,
+        (storage.as_ref(), &dir),
+        listing.snapshots,
         &mut segments,
         &scanned,
         (recovery_point, restart_at.is_some()),
@@ -435,13 +453,14 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
 
 /// The producer state of the recovered segments (see
 /// [`snapshot::load`]) and the snapshot files kept, after removing those
-/// that do not describe this log or do not decode.
+/// that do not describe this log or do not decode. `offsets` are those of
+/// the snapshot files the open's listing found.
 ///
 /// # Errors
 /// [`Error::Io`].
 fn load_producers(
-    storage: &dyn Storage,
-    dir: &Path,
+    (storage, dir): (&dyn Storage, &Path),
+    mut offsets: BTreeSet<u64>,
     segments: &mut [Segment],
     scanned: &[usize],
     (recovery_point, restarted): (u64, bool),
@@ -454,7 +473,6 @@ fn load_producers(
     for segment in segments.iter_mut() {
         segment.truncate_aborted(segment.next_offset())?;
     }
-    let mut offsets = snapshot::list(storage, dir)?;
     let first = segments.first().map_or(0, Segment::base_offset);
     let end = segments.last().map_or(0, Segment::next_offset);
     let stale: Vec<u64> = offsets
@@ -512,6 +530,10 @@ struct Listing {
     /// Files to remove: `.deleted`, `.truncating`, spares and the cleaner's
     /// unfinished `.cleaned` files.
     leftovers: Vec<PathBuf>,
+    /// Offsets of the producer-state snapshots (`{offset}.snapshot`), so
+    /// that loading the producers' state lists the directory no second
+    /// time.
+    snapshots: BTreeSet<u64>,
 }
 
 impl Listing {
@@ -565,6 +587,8 @@ fn list(storage: &dyn Storage, dir: &Path) -> Result<Listing> {
             }
         } else if let Some(base) = segment::parse_segment_file(&path, LOG_SUFFIX) {
             listing.logs.push(base);
+        } else if let Some(offset) = segment::parse_segment_file(&path, snapshot::SNAPSHOT_SUFFIX) {
+            listing.snapshots.insert(offset);
         } else if let Some(base) = segment::parse_segment_file(&path, INDEX_SUFFIX)
             .or_else(|| segment::parse_segment_file(&path, TIME_INDEX_SUFFIX))
             .or_else(|| segment::parse_segment_file(&path, TXN_INDEX_SUFFIX))
@@ -635,6 +659,8 @@ struct RecoveryPlan {
     cut: Option<Cut>,
     /// Empty last segments of a compacted log to remove, newest first.
     dropped_empty: Vec<u64>,
+    /// Bytes checked batch by batch ([`RecoveryReport::bytes_scanned`]).
+    bytes_scanned: u64,
 }
 
 /// Phase 1 of recovery: plans the interrupted swaps, then judges every
@@ -685,6 +711,7 @@ fn plan_recovery(
         found: &found,
         probes: Vec::with_capacity(found.len()),
         tails: Vec::with_capacity(found.len()),
+        bytes_scanned: Cell::new(0),
     };
     for (i, seg) in found.iter().enumerate() {
         let probe = judge.probe(*seg)?;
@@ -817,6 +844,7 @@ fn plan_recovery(
             },
         ));
     }
+    plan.bytes_scanned = judge.bytes_scanned.get();
     Ok(plan)
 }
 
@@ -833,7 +861,13 @@ struct Judge<'a> {
     probes: Vec<SegmentProbe>,
     /// The last valid batch of each segment judged so far, when scanned.
     tails: Vec<Option<Tail>>,
+    /// Bytes checked batch by batch so far.
+    bytes_scanned: Cell<u64>,
 }
+
+/// What [`Judge::scan`] decides for a segment: whole (`Ok`, with its last
+/// batch), or damaged.
+type ScanJudgement = std::result::Result<(Judged, Option<Tail>), Damage>;
 
 impl Judge<'_> {
     fn log_path(&self, seg: Found) -> PathBuf {
@@ -865,11 +899,12 @@ impl Judge<'_> {
 
     /// Scans a segment: `Ok((kind, tail))` when it is whole, `Err(damage)`
     /// at its first damage.
-    fn scan(
-        &self,
-        probe: &SegmentProbe,
-        seg: Found,
-    ) -> Result<std::result::Result<(Judged, Option<Tail>), Damage>> {
+    fn scan(&self, probe: &SegmentProbe, seg: Found) -> Result<ScanJudgement> {
+        if let Some(judged) = self.scan_past_recovery_point(probe, seg)? {
+            return Ok(judged);
+        }
+        self.bytes_scanned
+            .set(self.bytes_scanned.get() + probe.len());
         let index = if self.order(seg) == OffsetOrder::Increasing {
             let suffix_path = if seg.swap {
                 segment::staged_file(self.dir, seg.base, INDEX_SUFFIX, SWAP_SUFFIX)
@@ -891,6 +926,146 @@ impl Judge<'_> {
                 outcome.tail,
             )),
         })
+    }
+
+    /// Scans a segment from the batch its offset index places last below
+    /// the recovery point, as [`SegmentProbe::scan`] would (the same checks,
+    /// the same damage), when it can: the log's batches follow each other
+    /// exactly (not compacted, not a `.swap` file), the index file is clean
+    /// and holds an entry below the recovery point, and the batches before
+    /// that entry's batch chain up to it (headers only: offsets that follow
+    /// each other from the segment's base offset, lengths that fit the
+    /// file, no CRC) and it passes every check and ends at the entry's
+    /// offset. Those batches were fsynced (they lie below the recovery
+    /// point), and are trusted as the index is, as they would be in a
+    /// segment wholly below the recovery point. `None` when it cannot:
+    /// then the whole segment is scanned, which also locates damage before
+    /// the entry exactly.
+    ///
+    /// # Errors
+    /// [`Error::Io`] reading the index or mapping the log.
+    fn scan_past_recovery_point(
+        &self,
+        probe: &SegmentProbe,
+        seg: Found,
+    ) -> Result<Option<ScanJudgement>> {
+        let order = self.order(seg);
+        if seg.swap || order != OffsetOrder::Contiguous || self.recovery_point <= seg.base {
+            return Ok(None);
+        }
+        let index_path = segment::segment_file(self.dir, seg.base, INDEX_SUFFIX);
+        let Some((entry_offset, entry_position)) = probe
+            .offset_index(self.storage, &index_path, self.limits.index_bytes)?
+            .and_then(|entries| entries.floor(self.recovery_point - 1))
+        else {
+            return Ok(None);
+        };
+        let anchor = u64::from(entry_position);
+        let len = probe.len();
+        if anchor >= len || anchor > MAX_BATCH_POSITION {
+            return Ok(None);
+        }
+        let file = self.storage.open(probe.path(), OpenMode::Existing)?;
+        let map = file.map(usize::try_from(len).unwrap_or(usize::MAX))?;
+        let bytes = map.as_slice();
+        if bytes.len() as u64 != len {
+            return Ok(None);
+        }
+        let in_range = |base: u64, last: u64| {
+            if base >= seg.base && last - seg.base <= u64::from(u32::MAX) {
+                Ok(())
+            } else {
+                Err(CorruptionKind::OffsetOutsideSegment {
+                    offset: i64::try_from(if base < seg.base { base } else { last })
+                        .unwrap_or(i64::MAX),
+                    segment_base: seg.base,
+                })
+            }
+        };
+        // The prefix: headers only, chained from the base offset.
+        let mut position = 0u64;
+        let mut expected = seg.base;
+        while position < anchor {
+            let rest = &bytes[to_index(position)..];
+            let Ok(header) = BatchHeader::parse(rest) else {
+                return Ok(None);
+            };
+            let size = header.total_size() as u64;
+            let Ok((base, last)) = order.check(expected, &header) else {
+                return Ok(None);
+            };
+            if size > rest.len() as u64 || in_range(base, last).is_err() {
+                return Ok(None);
+            }
+            position += size;
+            expected = last + 1;
+        }
+        if position != anchor {
+            return Ok(None);
+        }
+        // From the entry's batch on: every check of a full scan.
+        let check = |position: u64, expected: u64| {
+            if position > MAX_BATCH_POSITION {
+                return Err(CorruptionKind::PositionOutOfRange {
+                    limit: MAX_BATCH_POSITION,
+                });
+            }
+            let header =
+                format::check_batch(&bytes[to_index(position)..]).map_err(CorruptionKind::Batch)?;
+            let (base, last) = order
+                .check(expected, &header)
+                .map_err(CorruptionKind::Batch)?;
+            in_range(base, last)?;
+            Ok((header.total_size() as u64, base, last))
+        };
+        let mut tail = None;
+        let mut damage = None;
+        while position < len {
+            match check(position, expected) {
+                Ok((_, _, last)) if position == anchor && last != entry_offset => {
+                    return Ok(None);
+                }
+                Ok((size, base, last)) => {
+                    tail = Some(Tail {
+                        position,
+                        base,
+                        last,
+                        floor: expected,
+                        confirmed: false,
+                    });
+                    position += size;
+                    expected = last + 1;
+                }
+                Err(_) if position == anchor => return Ok(None),
+                Err(cause) => {
+                    damage = Some(cause);
+                    break;
+                }
+            }
+        }
+        self.bytes_scanned
+            .set(self.bytes_scanned.get() + (len - anchor));
+        Ok(Some(match damage {
+            // As `SegmentProbe::scan` reports it: what follows is looked
+            // for from the next byte on.
+            Some(cause) => {
+                let valid_after = probe.find_continuation(position + 1, expected);
+                Err(Damage {
+                    position,
+                    offset: expected,
+                    cause,
+                    valid_after,
+                    claimed_end: valid_after.and_then(|at| probe.claimed_end(at, expected)),
+                })
+            }
+            None => Ok((
+                Judged::Scanned {
+                    valid_bytes: position,
+                    next_offset: expected,
+                },
+                tail,
+            )),
+        }))
     }
 
     /// Decides what `damage` in segment `index` (`probe`) means: an error
@@ -1147,4 +1322,9 @@ fn finish_swaps(
         }
     }
     Ok(changed)
+}
+
+/// `position` (below the length of a mapped file) as an index into it.
+fn to_index(position: u64) -> usize {
+    usize::try_from(position).unwrap_or(usize::MAX)
 }

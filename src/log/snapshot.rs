@@ -39,10 +39,12 @@ pub(crate) fn snapshot_file(dir: &Path, offset: u64) -> PathBuf {
     crate::storage::segment::segment_file(dir, offset, SNAPSHOT_SUFFIX)
 }
 
-/// The offsets of the snapshot files in `dir`.
+/// The offsets of the snapshot files in `dir` (an open takes them from
+/// its own listing of the directory).
 ///
 /// # Errors
 /// [`crate::Error::Io`].
+#[cfg(test)]
 pub(crate) fn list(storage: &dyn Storage, dir: &Path) -> Result<BTreeSet<u64>> {
     Ok(storage
         .list_dir(dir)?
