@@ -14,6 +14,7 @@
 //! - [`read_offset_checkpoint`], an offset checkpoint file read through it;
 //! - [`scan_offset_index`] and [`scan_time_index`], the entries of `.index`
 //!   and `.timeindex` files (`docs/format.md` §5) and where they stop;
+//! - [`read_producer_snapshot`], a producer-state snapshot checked;
 //! - [`segment_base_offset`], the base offset a segment file's name holds.
 //!
 //! ```
@@ -35,6 +36,10 @@
 //! assert!(index.entries.is_empty()); // sparse: one small batch, no entry
 //! assert_eq!(index.end, IndexEnd::Eof); // trimmed at the clean close
 //!
+//! // The clean close wrote the idempotent producer's state at the log end.
+//! let snapshot = dir.path().join("broker-0/orders-0/00000000000000000001.snapshot");
+//! assert_eq!(inspect::read_producer_snapshot(&snapshot)?, 1);
+//!
 //! let checkpoint = dir.path().join("broker-0/recovery-point-offset-checkpoint");
 //! let read = inspect::read_offset_checkpoint(&checkpoint)?;
 //! assert!(matches!(read, logbus::CheckpointRead::Present(_)));
@@ -47,7 +52,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::{CorruptionKind, Error, Result};
 use crate::log::{CheckpointRead, OffsetCheckpoint};
 use crate::storage::{DirLock, OpenMode, ReadMap, Storage, StorageFile};
 
@@ -198,6 +203,43 @@ impl StorageFile for ReadOnlyFile {
 /// a valid checkpoint, [`Error::Io`].
 pub fn read_offset_checkpoint(path: &Path) -> Result<CheckpointRead> {
     OffsetCheckpoint::with_storage(path, Arc::new(ReadOnlyStorage)).read()
+}
+
+/// The largest producer snapshot read: a million producers' entries. A
+/// larger file (a sparse one, say) is damage, refused before anything is
+/// allocated for it.
+const MAX_SNAPSHOT_BYTES: u64 = 64 << 20;
+
+/// Reads a producer-state snapshot (`<offset>.snapshot`, `docs/format.md`
+/// §5) read-only and checks it as an open does (version 1, CRC-32C, an
+/// entry count that matches the length). Returns how many producers it
+/// holds.
+///
+/// An open skips a snapshot that does not decode (an older one, or a
+/// replay of the log, takes its place), so such damage costs time, not
+/// data.
+///
+/// # Errors
+/// [`Error::Corrupt`] naming the file (at byte 0) with
+/// [`CorruptionKind::Checkpoint`] saying what is wrong; [`Error::Io`].
+pub fn read_producer_snapshot(path: &Path) -> Result<usize> {
+    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| Error::io("stat", path, e))?
+        .len();
+    let bad = |what: String| Error::corrupt(path, 0, CorruptionKind::Checkpoint(what));
+    if len > MAX_SNAPSHOT_BYTES {
+        return Err(bad(format!(
+            "a producer snapshot of {len} bytes, more than any ({MAX_SNAPSHOT_BYTES})"
+        )));
+    }
+    let mut bytes = vec![0; usize::try_from(len).unwrap_or(0)];
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(|e| Error::io("read", path, e))?;
+    crate::format::producer_snapshot::decode_snapshot(&bytes)
+        .map(|entries| entries.len())
+        .map_err(bad)
 }
 
 /// The base offset a segment file's name holds (`00000000000000170410.log`

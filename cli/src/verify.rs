@@ -33,6 +33,7 @@ pub(crate) struct Checked {
     pub(crate) offset_indexes: usize,
     pub(crate) time_indexes: usize,
     pub(crate) txn_indexes: usize,
+    pub(crate) producer_snapshots: usize,
     pub(crate) offset_checkpoints: usize,
     pub(crate) leader_epoch_checkpoints: usize,
     pub(crate) partition_metadata: usize,
@@ -122,6 +123,25 @@ fn walk(dir: &Path, depth: usize, report: &mut Report) -> Result<(), String> {
                 let (_, damage) = scan::check_txn_index(path)?;
                 report.checked.txn_indexes += 1;
                 report.damage.extend(damage);
+            }
+            ("snapshot", Some(_)) => {
+                report.checked.producer_snapshots += 1;
+                match inspect::read_producer_snapshot(path) {
+                    Ok(_) => {}
+                    Err(Error::Corrupt {
+                        path,
+                        position,
+                        kind,
+                        ..
+                    }) => {
+                        report.damage.push(Damage::new(
+                            &path,
+                            position,
+                            format!("not a valid producer snapshot: {kind}"),
+                        ));
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
             }
             ("cleaned" | "swap" | "spare" | "deleted", _) => report.skipped.push(format!(
                 "{}: a file of an unfinished compaction, deletion or a spare segment",
@@ -347,14 +367,15 @@ pub(crate) fn render(report: &Report) -> String {
     let _ = writeln!(
         out,
         "checked {} partition directories: {} segments ({} batches), {} offset indexes, \
-         {} time indexes, {} transaction indexes; {} offset checkpoints, {} leader epoch \
-         checkpoints, {} partition.metadata, {} meta.properties",
+         {} time indexes, {} transaction indexes, {} producer snapshots; {} offset \
+         checkpoints, {} leader epoch checkpoints, {} partition.metadata, {} meta.properties",
         c.partition_dirs,
         c.segments,
         c.batches,
         c.offset_indexes,
         c.time_indexes,
         c.txn_indexes,
+        c.producer_snapshots,
         c.offset_checkpoints,
         c.leader_epoch_checkpoints,
         c.partition_metadata,

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use assert_cmd::cargo::cargo_bin_cmd;
 use logbus::{
-    Cluster, ClusterConfig, Compression, NewTopic, Producer, ProducerConfig, ProducerRecord,
-    TopicConfig,
+    Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer,
+    ProducerConfig, ProducerRecord, TopicConfig, TopicPartition,
 };
 use serde_json::Value;
 
@@ -61,7 +61,42 @@ fn cluster(dir: &Path) -> Result<Cluster, Box<dyn std::error::Error>> {
         }
         producer.close()?;
     }
+    internal_topics(&cluster)?;
     Ok(cluster)
+}
+
+/// Fills `__transaction_state` and `__consumer_offsets`: a committed and an
+/// aborted transaction on `txn` (control batches, an aborted-transaction
+/// index) and a group's committed offsets on `orders`.
+fn internal_topics(cluster: &Cluster) -> TestResult {
+    cluster.create_topic(NewTopic::new("txn", 1))?;
+    let producer = Producer::new(
+        cluster,
+        ProducerConfig::builder().transactional_id("tx-0").build()?,
+    )?;
+    producer.init_transactions()?;
+    for commit in [true, false] {
+        producer.begin_transaction()?;
+        drop(producer.send(ProducerRecord::new("txn", "in a transaction"))?);
+        if commit {
+            producer.commit_transaction()?;
+        } else {
+            producer.abort_transaction()?;
+        }
+    }
+    producer.close()?;
+    let mut consumer = Consumer::new(
+        cluster,
+        ConsumerConfig::builder()
+            .group_id("readers")
+            .auto_offset_reset(OffsetReset::Earliest)
+            .build()?,
+    )?;
+    consumer.assign(&[TopicPartition::new("orders", 0)])?;
+    consumer.poll(Duration::from_secs(5))?;
+    consumer.commit_sync()?;
+    consumer.close()?;
+    Ok(())
 }
 
 /// A closed cluster directory as `cluster` writes it.
@@ -330,6 +365,34 @@ fn verify_finds_garbage_after_the_last_batch() -> TestResult {
         assert_eq!(code, 1, "{report}");
         assert_eq!(damage(&report), [(log.clone(), len)], "{garbage:?}");
     }
+    Ok(())
+}
+
+#[test]
+fn verify_finds_damaged_checkpoints_and_snapshots() -> TestResult {
+    let dir = data_dir()?;
+    let broker = dir.path().join("broker-0");
+    let partition = broker.join("orders-0");
+    let checkpoint = broker.join("recovery-point-offset-checkpoint");
+    std::fs::write(&checkpoint, "0\n2\norders 0 12\n")?; // one entry of two
+    let epochs = partition.join("leader-epoch-checkpoint");
+    std::fs::write(&epochs, "0\n2\n0 0\n0 5\n")?; // epoch 0 twice
+    let snapshot = files(&partition, "snapshot")?
+        .pop()
+        .expect("a producer snapshot");
+    let mut bytes = std::fs::read(&snapshot)?;
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1; // the CRC no longer matches
+    std::fs::write(&snapshot, &bytes)?;
+
+    let (code, report) = verify_json(dir.path())?;
+    assert_eq!(code, 1, "{report}");
+    let mut found = damage(&report);
+    found.sort();
+    // The second entry line of the epochs file starts at byte 8.
+    let mut expected = vec![(checkpoint, 0), (epochs, 8), (snapshot, 0)];
+    expected.sort();
+    assert_eq!(found, expected, "{report}");
     Ok(())
 }
 
