@@ -140,6 +140,12 @@ fn batch_line(out: &mut String, b: &BatchInfo) {
             r.key_size.map_or(-1, |n| n as i64),
             r.value_size.map_or(-1, |n| n as i64),
         );
+        if let Some(c) = &r.control {
+            let _ = write!(out, " endTxnMarker: {}", c.marker);
+            if let Some(epoch) = c.coordinator_epoch {
+                let _ = write!(out, " coordinatorEpoch: {epoch}");
+            }
+        }
         if let Some(p) = &r.payload {
             let headers: Vec<String> = p
                 .headers

@@ -57,8 +57,36 @@ pub(crate) struct RecordInfo {
     pub(crate) timestamp: i64,
     pub(crate) key_size: Option<usize>,
     pub(crate) value_size: Option<usize>,
+    /// A control batch's record: the transaction marker it holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) control: Option<ControlInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) payload: Option<Payload>,
+}
+
+/// A control record (`docs/format.md` §5.1): its type and, for a
+/// transaction marker, the coordinator epoch.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct ControlInfo {
+    /// `COMMIT`, `ABORT`, or `type <n>` for Kafka's other control types.
+    pub(crate) marker: String,
+    pub(crate) coordinator_epoch: Option<i32>,
+}
+
+fn control_info(key: Option<&[u8]>, value: Option<&[u8]>) -> Option<ControlInfo> {
+    let key = key.filter(|k| k.len() >= 4)?;
+    let marker = match i16::from_be_bytes([key[2], key[3]]) {
+        0 => "ABORT".to_string(),
+        1 => "COMMIT".to_string(),
+        other => format!("type {other}"),
+    };
+    let coordinator_epoch = value
+        .filter(|v| v.len() >= 6)
+        .map(|v| i32::from_be_bytes([v[2], v[3], v[4], v[5]]));
+    Some(ControlInfo {
+        marker,
+        coordinator_epoch,
+    })
 }
 
 /// A record's key, value and headers (with `--print-data-log`).
@@ -276,6 +304,7 @@ fn read_records(
             return None;
         }
     };
+    let is_control = batch.header().is_control();
     let mut kept = Vec::new();
     for (i, record) in iter.enumerate() {
         let record = match record {
@@ -309,6 +338,11 @@ fn read_records(
             timestamp: record.timestamp(),
             key_size: record.key().map(Bytes::len),
             value_size: record.value().map(Bytes::len),
+            control: if is_control {
+                control_info(record.key().map(|k| &k[..]), record.value().map(|v| &v[..]))
+            } else {
+                None
+            },
             payload,
         });
     }

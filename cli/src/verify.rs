@@ -194,6 +194,7 @@ fn check_partition(segments: &BTreeMap<u64, PathBuf>, report: &mut Report) -> Re
         let log = scan::scan_log(log_path, Records::Validate)?;
         report.checked.segments += 1;
         report.checked.batches += log.batches.len();
+        report.damage.extend(log.damage.iter().cloned());
         let index = log_path.with_extension("index");
         if index.is_file() {
             report.checked.offset_indexes += 1;
@@ -209,7 +210,6 @@ fn check_partition(segments: &BTreeMap<u64, PathBuf>, report: &mut Report) -> Re
         if let Some(n) = log.next_offset {
             next = Some((n, log_path));
         }
-        report.damage.extend(log.damage);
     }
     Ok(())
 }

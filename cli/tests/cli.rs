@@ -78,6 +78,7 @@ fn internal_topics(cluster: &Cluster) -> TestResult {
     for commit in [true, false] {
         producer.begin_transaction()?;
         drop(producer.send(ProducerRecord::new("txn", "in a transaction"))?);
+        producer.flush()?; // in the log before the marker, committed or not
         if commit {
             producer.commit_transaction()?;
         } else {
@@ -248,6 +249,48 @@ fn dump_log_deep_iteration_reads_compressed_batches() -> TestResult {
     assert_eq!(
         (batches, counted, records),
         (BATCHES, (BATCHES * PER_BATCH) as u64, BATCHES * PER_BATCH)
+    );
+    Ok(())
+}
+
+#[test]
+fn dump_log_shows_transactions_and_their_markers() -> TestResult {
+    let dir = data_dir()?;
+    let logs = files(&dir.path().join("broker-0/txn-0"), "log")?;
+    let dumped = dump_json(&["--deep-iteration"], &logs)?;
+    let batches: Vec<&Value> = dumped["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .flat_map(|f| f["batches"].as_array().expect("batches"))
+        .collect();
+    // Two transactions of one record, each ended by its marker.
+    let shape: Vec<(bool, bool, Option<&str>)> = batches
+        .iter()
+        .map(|b| {
+            (
+                b["is_transactional"].as_bool().expect("flag"),
+                b["is_control"].as_bool().expect("flag"),
+                b["records"][0]["control"]["marker"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (true, false, None),
+            (true, true, Some("COMMIT")),
+            (true, false, None),
+            (true, true, Some("ABORT")),
+        ]
+    );
+    assert!(batches.iter().all(|b| b["producer_id"].as_i64() >= Some(0)));
+    let mut args = vec!["dump-log", "--deep-iteration"];
+    args.extend(logs.iter().map(|p| path_str(p)));
+    let text = String::from_utf8(logbus(&args).assert().success().get_output().stdout.clone())?;
+    assert!(
+        text.contains("endTxnMarker: ABORT coordinatorEpoch: "),
+        "{text}"
     );
     Ok(())
 }
