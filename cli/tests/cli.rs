@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use assert_cmd::cargo::cargo_bin_cmd;
 use logbus::{
-    Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, NewTopic, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord, TopicConfig, TopicPartition,
+    CleanupPolicy, Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, NewTopic,
+    OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicConfig, TopicPartition,
 };
 use serde_json::Value;
 
@@ -86,6 +86,7 @@ fn internal_topics(cluster: &Cluster) -> TestResult {
         }
     }
     producer.close()?;
+    compacted(cluster)?;
     let mut consumer = Consumer::new(
         cluster,
         ConsumerConfig::builder()
@@ -176,6 +177,37 @@ fn checksums(dir: &Path) -> Result<BTreeMap<PathBuf, (u64, u64)>, std::io::Error
         }
     }
     Ok(sums)
+}
+
+/// A compacted topic `state`, cleaned: its segments have offset gaps
+/// and cleaned batches, which are not damage.
+fn compacted(cluster: &Cluster) -> TestResult {
+    let config = TopicConfig::new()
+        .cleanup_policy(CleanupPolicy::Compact)
+        .index_interval_bytes(0)?
+        .segment_bytes(1024)?;
+    let partition = cluster
+        .create_topic(NewTopic::new("state", 1).config(config))?
+        .partition(0)?;
+    let producer = Producer::new(
+        cluster,
+        ProducerConfig::builder()
+            .linger(Duration::from_secs(3600))
+            .build()?,
+    )?;
+    for b in 0..BATCHES {
+        for i in 0..PER_BATCH {
+            // Three keys: most records are superseded.
+            drop(producer.send(
+                ProducerRecord::new("state", value(b, i)).with_key(format!("key-{}", i % 3)),
+            )?);
+        }
+        producer.flush()?;
+    }
+    producer.close()?;
+    let report = partition.clean()?;
+    assert!(report.segments_cleaned > 0, "{report:?}");
+    Ok(())
 }
 
 #[test]
