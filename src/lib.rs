@@ -145,6 +145,7 @@ mod cluster;
 mod config;
 mod error;
 pub mod format;
+pub mod inspect;
 mod log;
 mod replica;
 mod storage;

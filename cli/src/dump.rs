@@ -1,0 +1,228 @@
+//! `logbus dump-log FILE...`: kafka-dump-log over segment files.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::scan::{self, BatchInfo, Damage, IndexCheck, LogScan, Records};
+
+/// What `dump-log` prints for one file.
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum Dumped {
+    /// A `.log` file.
+    Log {
+        path: PathBuf,
+        #[serde(flatten)]
+        scan: LogScan,
+    },
+    /// A `.index` or `.timeindex` file.
+    Index {
+        path: PathBuf,
+        #[serde(flatten)]
+        check: IndexCheck,
+    },
+}
+
+impl Dumped {
+    pub(crate) fn damage(&self) -> &[Damage] {
+        match self {
+            Dumped::Log { scan, .. } => &scan.damage,
+            Dumped::Index { check, .. } => &check.damage,
+        }
+    }
+}
+
+/// The one JSON document `dump-log --json` prints.
+#[derive(Debug, Serialize)]
+pub(crate) struct DumpOutput<'a> {
+    pub(crate) files: &'a [Dumped],
+}
+
+/// The options of `dump-log`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DumpOptions {
+    pub(crate) print_data_log: bool,
+    pub(crate) deep_iteration: bool,
+}
+
+/// Reads one file, as its extension says.
+pub(crate) fn dump(path: &Path, options: DumpOptions) -> Result<Dumped, String> {
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match extension {
+        "log" => {
+            // As kafka-dump-log: --print-data-log implies --deep-iteration.
+            let records = if options.print_data_log {
+                Records::Payload
+            } else if options.deep_iteration {
+                Records::List
+            } else {
+                Records::Skip
+            };
+            Ok(Dumped::Log {
+                path: path.to_path_buf(),
+                scan: scan::scan_log(path, records)?,
+            })
+        }
+        "index" => {
+            let log = scan::sibling_log(path)?;
+            Ok(Dumped::Index {
+                path: path.to_path_buf(),
+                check: scan::check_offset_index(path, log.as_ref())?,
+            })
+        }
+        "timeindex" => {
+            let log = scan::sibling_log(path)?;
+            Ok(Dumped::Index {
+                path: path.to_path_buf(),
+                check: scan::check_time_index(path, log.as_ref())?,
+            })
+        }
+        _ => Err(format!(
+            "{}: not a segment file (.log, .index or .timeindex)",
+            path.display()
+        )),
+    }
+}
+
+fn opt_text(text: Option<&String>) -> &str {
+    text.map_or("null", String::as_str)
+}
+
+fn batch_line(out: &mut String, b: &BatchInfo) {
+    let last_sequence = if b.base_sequence < 0 {
+        -1
+    } else {
+        // Kafka's lastSequence: base sequence + lastOffsetDelta, wrapping
+        // past i32::MAX to 0 (DefaultRecordBatch.incrementSequence).
+        let delta = i32::try_from(b.last_offset - b.base_offset).unwrap_or(i32::MAX);
+        if b.base_sequence > i32::MAX - delta {
+            delta - (i32::MAX - b.base_sequence) - 1
+        } else {
+            b.base_sequence + delta
+        }
+    };
+    let _ = writeln!(
+        out,
+        "baseOffset: {} lastOffset: {} count: {} baseSequence: {} lastSequence: {} \
+         producerId: {} producerEpoch: {} partitionLeaderEpoch: {} isTransactional: {} \
+         isControl: {} deleteHorizon: {} position: {} {}: {} baseTimestamp: {} size: {} \
+         magic: {} compresscodec: {} crc: {} isvalid: {}",
+        b.base_offset,
+        b.last_offset,
+        b.count,
+        b.base_sequence,
+        last_sequence,
+        b.producer_id,
+        b.producer_epoch,
+        b.partition_leader_epoch,
+        b.is_transactional,
+        b.is_control,
+        b.has_delete_horizon,
+        b.position,
+        b.timestamp_type,
+        b.max_timestamp,
+        b.base_timestamp,
+        b.size,
+        b.magic,
+        b.compression,
+        b.crc,
+        b.crc_valid,
+    );
+    for r in b.records.iter().flatten() {
+        let _ = write!(
+            out,
+            "| offset: {} {}: {} keySize: {} valueSize: {}",
+            r.offset,
+            b.timestamp_type,
+            r.timestamp,
+            r.key_size.map_or(-1, |n| n as i64),
+            r.value_size.map_or(-1, |n| n as i64),
+        );
+        if let Some(c) = &r.control {
+            let _ = write!(out, " endTxnMarker: {}", c.marker);
+            if let Some(epoch) = c.coordinator_epoch {
+                let _ = write!(out, " coordinatorEpoch: {epoch}");
+            }
+        }
+        if let Some(p) = &r.payload {
+            let headers: Vec<String> = p
+                .headers
+                .iter()
+                .map(|h| format!("{}={}", h.key, opt_text(h.value.as_ref())))
+                .collect();
+            let _ = write!(
+                out,
+                " headers: [{}] key: {} payload: {}",
+                headers.join(", "),
+                opt_text(p.key.as_ref()),
+                opt_text(p.value.as_ref()),
+            );
+        }
+        out.push('\n');
+    }
+}
+
+/// The human-readable text of one dumped file, in kafka-dump-log's layout.
+pub(crate) fn render(dumped: &Dumped) -> String {
+    let mut out = String::new();
+    match dumped {
+        Dumped::Log { path, scan } => {
+            let _ = writeln!(out, "Dumping {}", path.display());
+            if let Some(base) = scan.base_offset {
+                let _ = writeln!(out, "Log starting offset: {base}");
+            }
+            for b in &scan.batches {
+                batch_line(&mut out, b);
+            }
+            let records: i64 = scan.batches.iter().map(|b| i64::from(b.count)).sum();
+            let _ = writeln!(
+                out,
+                "{} batches, {} records, {} bytes",
+                scan.batches.len(),
+                records,
+                scan.size
+            );
+        }
+        Dumped::Index { path, check } => {
+            let _ = writeln!(out, "Dumping {}", path.display());
+            for e in &check.entries {
+                match (e.position, e.timestamp) {
+                    (Some(position), _) => {
+                        let _ = write!(out, "offset: {} position: {position}", e.offset);
+                    }
+                    (None, Some(timestamp)) => {
+                        let _ = write!(out, "timestamp: {timestamp} offset: {}", e.offset);
+                    }
+                    (None, None) => {}
+                }
+                if let Some(problem) = &e.problem {
+                    let _ = write!(out, "  MISMATCH: {problem}");
+                }
+                out.push('\n');
+            }
+            let _ = writeln!(
+                out,
+                "{} entries, end: {}{}",
+                check.entries.len(),
+                check.end,
+                if check.checked_against_log {
+                    ", checked against the .log beside it"
+                } else {
+                    ", no .log beside it to check against"
+                }
+            );
+        }
+    }
+    for d in dumped.damage() {
+        let _ = writeln!(
+            out,
+            "DAMAGE {} at byte {}: {}",
+            d.file.display(),
+            d.position,
+            d.problem
+        );
+    }
+    out
+}

@@ -1,0 +1,125 @@
+//! `logbus`: operator tools over a logbus data directory, as Kafka's
+//! command-line tools are over a Kafka one.
+//!
+//! - `logbus dump-log FILE...`: kafka-dump-log for `.log`, `.index` and
+//!   `.timeindex` files.
+//! - `logbus verify DIR`: a read-only scan of a whole data directory that
+//!   reports each damage with its file and byte position.
+//!
+//! Every command prints human-readable text by default and one JSON
+//! document with `--json`. Nothing here writes to the files it reads.
+//!
+//! Exit status: 0 on success; 1 when `verify` found damage; 2 for bad
+//! arguments or a file that cannot be read.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod dump;
+mod scan;
+mod verify;
+
+/// Operator tools over a logbus data directory.
+#[derive(Debug, Parser)]
+#[command(name = "logbus", version, about)]
+struct Cli {
+    /// Print one JSON document instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the batches of `.log` files, or the entries of `.index` and
+    /// `.timeindex` files checked against the `.log` beside them (as
+    /// kafka-dump-log).
+    DumpLog {
+        /// Segment files: `.log`, `.index` or `.timeindex`.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print each record's key, value and headers (UTF-8, lossy);
+        /// implies --deep-iteration.
+        #[arg(long)]
+        print_data_log: bool,
+        /// Print each record of every batch, compressed batches included.
+        #[arg(long)]
+        deep_iteration: bool,
+    },
+    /// Scan a whole data directory read-only (every segment, index and
+    /// checkpoint) and report each damage with its file and byte position;
+    /// exits 1 if any is found.
+    Verify {
+        /// The cluster directory (or one broker's, or one partition's).
+        dir: PathBuf,
+    },
+}
+
+fn print(text: &str) -> Result<(), String> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("cannot write to stdout: {e}"))
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    text.push('\n');
+    print(&text)
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::DumpLog {
+            files,
+            print_data_log,
+            deep_iteration,
+        } => {
+            let options = dump::DumpOptions {
+                print_data_log,
+                deep_iteration,
+            };
+            let mut dumped = Vec::with_capacity(files.len());
+            for file in &files {
+                let one = dump::dump(file, options)?;
+                if !cli.json {
+                    print(&dump::render(&one))?;
+                }
+                dumped.push(one);
+            }
+            if cli.json {
+                print_json(&dump::DumpOutput { files: &dumped })?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { dir } => {
+            let report = verify::verify(&dir)?;
+            if cli.json {
+                print_json(&report)?;
+            } else {
+                print(&verify::render(&report))?;
+            }
+            Ok(if report.clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(message) => {
+            let _ = writeln!(std::io::stderr(), "logbus: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
