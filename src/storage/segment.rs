@@ -486,9 +486,39 @@ impl Segment {
     /// Appends `buf`, which holds the batches described by `batches`, at the
     /// end of the log file, and indexes them. Offsets must be increasing and
     /// at or after [`Segment::next_offset`]; the caller checked that.
+    /// [`Segment::write_unpublished`] then [`Segment::publish`].
     pub(crate) fn append(&mut self, buf: &[u8], batches: &[BatchMeta]) -> Result<u64> {
+        let position = self.write_unpublished(buf)?;
+        self.publish(position, buf.len() as u64, batches)?;
+        Ok(position)
+    }
+
+    /// The first half of an append: writes `buf` at the end of the log file
+    /// (at [`Segment::size`]) and returns where, changing nothing else.
+    /// The bytes are not published: `size`, the indexes and every read
+    /// stay as they were, so readers sharing the segment (`&self`) go on
+    /// reading what was there before and never see a byte of `buf` until
+    /// [`Segment::publish`] makes it part of the segment. A map never
+    /// serves bytes at or past `size` (see [`Segment::slice`]).
+    ///
+    /// The caller guarantees that nothing else writes to or changes this
+    /// segment until it publishes (the log holds its state lock's
+    /// upgradable read, which excludes every other writer). If the write
+    /// fails, the bytes past `size` are garbage the next write overwrites
+    /// or recovery cuts; the log is fenced then.
+    pub(crate) fn write_unpublished(&self, buf: &[u8]) -> Result<u64> {
         let position = self.size;
         self.file.write_all_at(buf, position)?;
+        Ok(position)
+    }
+
+    /// The second half of an append: publishes the `len` bytes that
+    /// [`Segment::write_unpublished`] wrote at `position` (the batches
+    /// `batches` describe): indexes them and moves `size` past them. No
+    /// log file I/O; index entries are buffered in memory (a full buffer
+    /// of them is written now and then: one small write per 64 entries).
+    pub(crate) fn publish(&mut self, position: u64, len: u64, batches: &[BatchMeta]) -> Result<()> {
+        debug_assert_eq!(position, self.size, "publish what was written at the end");
         for batch in batches {
             self.index_batch(
                 position + batch.position_in_buf as u64,
@@ -497,8 +527,8 @@ impl Segment {
                 batch.size as u64,
             )?;
         }
-        self.size += buf.len() as u64;
-        Ok(position)
+        self.size += len;
+        Ok(())
     }
 
     /// Updates the in-memory counters and the indexes for one batch that now
