@@ -4,7 +4,7 @@
 use crate::error::{Error, FormatError, Result};
 use crate::format::{self, BatchHeader};
 use crate::log::producer_state::{self, BatchMetadata, DataBatch, ProducerOrigin};
-use crate::log::{Log, LogInner, LogState, worker::Job};
+use crate::log::{AppendGuard, Log, LogInner, LogState, worker::Job};
 use crate::storage::segment::{BatchMeta, Segment, SegmentLimits};
 use crate::types::TimestampType;
 
@@ -200,7 +200,9 @@ impl Log {
         origin: ProducerOrigin,
     ) -> Result<AppendInfo> {
         let info = {
-            let mut state = self.inner.state.write();
+            // The upgradable read: readers go on; writers and other
+            // appends wait (see the module docs of `log`).
+            let mut state = self.inner.state.upgradable_read();
             self.inner.check_not_fenced()?;
             if let Some(latest) = state.epochs.latest_epoch()
                 && leader_epoch >= 0
@@ -235,7 +237,7 @@ impl Log {
             };
             let first = state.log_end_offset;
             self.inner
-                .assign_epochs(&mut state, std::iter::once((leader_epoch, first)))?;
+                .assign_epochs_upgradable(&mut state, std::iter::once((leader_epoch, first)))?;
             let mut next = state.log_end_offset;
             let mut metas = Vec::with_capacity(checked.len());
             let mut max_timestamp = format::NO_TIMESTAMP;
@@ -262,12 +264,19 @@ impl Log {
                 next = last + 1;
             }
             let first_offset = state.log_end_offset;
-            let (segment_base_offset, position) =
-                self.inner
-                    .append_locked(&mut state, batches, &metas, first_offset, now)?;
-            for batch in &producer_batches {
-                state.producers.apply_data(batch);
-            }
+            let (segment_base_offset, position) = self.inner.append_upgradable(
+                &mut state,
+                batches,
+                &metas,
+                first_offset,
+                now,
+                |_, state| {
+                    for batch in &producer_batches {
+                        state.producers.apply_data(batch);
+                    }
+                    Ok(())
+                },
+            )?;
             AppendInfo {
                 first_offset,
                 last_offset: next - 1,
@@ -306,7 +315,8 @@ impl Log {
         let checked = validate(batches, &self.inner, true)?;
         let contiguous = !self.inner.config.compact();
         let info = {
-            let mut state = self.inner.state.write();
+            // As a leader append: readers go on until the publish.
+            let mut state = self.inner.state.upgradable_read();
             self.inner.check_not_fenced()?;
             let mut expected = state.log_end_offset as i64;
             let mut metas = Vec::with_capacity(checked.len());
@@ -335,7 +345,7 @@ impl Log {
                 });
                 expected = header.next_offset();
             }
-            self.inner.assign_epochs(
+            self.inner.assign_epochs_upgradable(
                 &mut state,
                 checked
                     .iter()
@@ -343,37 +353,44 @@ impl Log {
             )?;
             let now = self.inner.clock.now_ms();
             let first_offset = checked[0].header.base_offset as u64;
-            let (segment_base_offset, position) =
-                self.inner
-                    .append_locked(&mut state, batches, &metas, first_offset, now)?;
-            // The leader checked the producers' batches: applied unchecked
-            // (`ProducerOrigin::Replication`).
-            // Markers end their producer's transaction; an aborted one
-            // goes to the `.txnindex` of the segment the batches went to.
-            for (i, batch) in checked.iter().enumerate() {
-                let header = &batch.header;
-                if header.is_control() {
-                    if header.producer_id < 0 {
-                        continue;
+            let (segment_base_offset, position) = self.inner.append_upgradable(
+                &mut state,
+                batches,
+                &metas,
+                first_offset,
+                now,
+                |inner, state| {
+                    // The leader checked the producers' batches: applied
+                    // unchecked (`ProducerOrigin::Replication`). Markers end
+                    // their producer's transaction; an aborted one goes to
+                    // the `.txnindex` of the segment the batches went to.
+                    for (i, batch) in checked.iter().enumerate() {
+                        let header = &batch.header;
+                        if header.is_control() {
+                            if header.producer_id < 0 {
+                                continue;
+                            }
+                            let end = checked.get(i + 1).map_or(batches.len(), |b| b.position);
+                            if let Some(aborted) = producer_state::apply_control(
+                                &mut state.producers,
+                                header,
+                                &batches[batch.position..end],
+                                header.base_offset as u64,
+                            ) {
+                                inner.index_aborted(state, aborted)?;
+                            }
+                        } else if let Some(data) = producer_state::data_batch(
+                            header,
+                            header.base_offset as u64,
+                            header.max_timestamp,
+                        ) {
+                            state.producers.apply_data(&data);
+                        }
                     }
-                    let end = checked.get(i + 1).map_or(batches.len(), |b| b.position);
-                    if let Some(aborted) = producer_state::apply_control(
-                        &mut state.producers,
-                        header,
-                        &batches[batch.position..end],
-                        header.base_offset as u64,
-                    ) {
-                        self.inner.index_aborted(&mut state, aborted)?;
-                    }
-                } else if let Some(data) = producer_state::data_batch(
-                    header,
-                    header.base_offset as u64,
-                    header.max_timestamp,
-                ) {
-                    state.producers.apply_data(&data);
-                }
-            }
-            super::txn::prune_stable(&self.inner, &mut state);
+                    super::txn::prune_stable(inner, state);
+                    Ok(())
+                },
+            )?;
             AppendInfo {
                 first_offset,
                 last_offset: expected as u64 - 1,
@@ -590,9 +607,10 @@ impl LogInner {
     }
 
     /// Writes validated batches with known offsets to the active segment,
-    /// rolling first if they do not fit, and advances the log end offset.
-    /// Returns the segment's base offset and the position written at. Any
-    /// I/O error fences the log.
+    /// rolling first if they do not fit, and advances the log end offset,
+    /// all under the state write lock (transaction markers; appends use
+    /// [`Self::append_upgradable`]). Returns the segment's base offset and
+    /// the position written at. Any I/O error fences the log.
     pub(super) fn append_locked(
         &self,
         state: &mut LogState,
@@ -603,18 +621,7 @@ impl LogInner {
     ) -> Result<(u64, u64)> {
         let last_offset = metas.last().map_or(first_offset, |m| m.last_offset);
         let result = (|| {
-            let max_timestamp = metas
-                .iter()
-                .map(|m| m.max_timestamp)
-                .max()
-                .unwrap_or(format::NO_TIMESTAMP);
-            if self.should_roll(
-                state.active(),
-                buf.len() as u64,
-                last_offset,
-                max_timestamp,
-                now,
-            ) {
+            if self.roll_needed(state, buf, metas, last_offset, now) {
                 self.roll(state, first_offset, now)?;
             }
             let segment = state.active_mut();
@@ -623,21 +630,100 @@ impl LogInner {
         })();
         match result {
             Ok(written) => {
-                state.log_end_offset = last_offset + 1;
-                self.durability.set_log_end(state.log_end_offset);
-                // Once the active segment is half full, ask for a spare so the
-                // roll finds one ready; a log that never rolls never has one.
-                if !state.spare_requested && state.active().size() > self.config.segment_bytes() / 2
-                {
-                    state.spare_requested = true;
-                    self.schedule(Job::PrepareSpare);
-                }
+                self.published(state, last_offset);
                 Ok(written)
             }
             Err(e) => {
                 self.fence();
                 Err(e)
             }
+        }
+    }
+
+    /// [`Self::append_locked`] for an append holding the state lock's
+    /// upgradable read: readers go on while the batches are written. The
+    /// roll, if one is needed, upgrades to the write lock for itself; the
+    /// batches are then written past the active segment's published size
+    /// with only the upgradable read held ([`Segment::write_unpublished`]),
+    /// and the write lock is taken once more, briefly, to publish them:
+    /// the segment indexes them and counts them in its size, the log end
+    /// offset moves, and `publish` runs (the producer state the batches
+    /// change), so a reader sees all of that at once or none of it.
+    /// Returns the segment's base offset and the position written at. Any
+    /// I/O error fences the log; an error of `publish` comes after the log
+    /// end offset moved, as in [`Self::append_locked`]'s callers.
+    pub(super) fn append_upgradable(
+        &self,
+        state: &mut AppendGuard<'_>,
+        buf: &[u8],
+        metas: &[BatchMeta],
+        first_offset: u64,
+        now: i64,
+        publish: impl FnOnce(&LogInner, &mut LogState) -> Result<()>,
+    ) -> Result<(u64, u64)> {
+        let last_offset = metas.last().map_or(first_offset, |m| m.last_offset);
+        let written = (|| {
+            if self.roll_needed(state, buf, metas, last_offset, now) {
+                state.with_upgraded(|state| self.roll(state, first_offset, now))?;
+            }
+            // Past the published size: no reader sees these bytes yet, and
+            // no other writer runs until the upgradable read is released.
+            state.active().write_unpublished(buf)
+        })();
+        let position = match written {
+            Ok(position) => position,
+            Err(e) => {
+                self.fence();
+                return Err(e);
+            }
+        };
+        state.with_upgraded(|state| {
+            let segment = state.active_mut();
+            if let Err(e) = segment.publish(position, buf.len() as u64, metas) {
+                self.fence();
+                return Err(e);
+            }
+            let base_offset = segment.base_offset();
+            self.published(state, last_offset);
+            publish(self, state)?;
+            Ok((base_offset, position))
+        })
+    }
+
+    /// Whether the batches in `buf` (ending at `last_offset`) need a new
+    /// active segment ([`Self::should_roll`]).
+    fn roll_needed(
+        &self,
+        state: &LogState,
+        buf: &[u8],
+        metas: &[BatchMeta],
+        last_offset: u64,
+        now: i64,
+    ) -> bool {
+        let max_timestamp = metas
+            .iter()
+            .map(|m| m.max_timestamp)
+            .max()
+            .unwrap_or(format::NO_TIMESTAMP);
+        self.should_roll(
+            state.active(),
+            buf.len() as u64,
+            last_offset,
+            max_timestamp,
+            now,
+        )
+    }
+
+    /// After batches ending at `last_offset` went into the active segment:
+    /// moves the log end offset, and asks for a spare segment once the
+    /// active one is half full (so the roll finds one ready; a log that
+    /// never rolls never has one).
+    fn published(&self, state: &mut LogState, last_offset: u64) {
+        state.log_end_offset = last_offset + 1;
+        self.durability.set_log_end(state.log_end_offset);
+        if !state.spare_requested && state.active().size() > self.config.segment_bytes() / 2 {
+            state.spare_requested = true;
+            self.schedule(Job::PrepareSpare);
         }
     }
 

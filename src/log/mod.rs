@@ -7,11 +7,36 @@
 //! knows offsets, not replicas.
 //!
 //! ## Locks
-//! `state` (a read-write lock over the segment list and the offsets) is
-//! taken before `durability`; the segment's own map lock is innermost. No
-//! I/O that can take milliseconds (fsync, removing files) happens under
-//! `state`: fsyncs run in [`durability`] after the lock is released, and
-//! flushing or removing sealed segments runs on a [`scheduler`] thread.
+//! In order: `cleaner` (one cleaning pass at a time), then `state` (a
+//! read-write lock over the segment list and the offsets), then
+//! `durability`; the segment's own map lock is innermost. No I/O that can
+//! take milliseconds (fsync, removing files) happens under `state`'s write
+//! lock in the append path: fsyncs run in [`durability`] after the lock is
+//! released, and flushing or removing sealed segments runs on a
+//! [`scheduler`] thread.
+//!
+//! `state` is taken three ways:
+//! - readers (`read`, `read_bounded`, `read_committed`, the offsets and
+//!   sizes) take its read lock;
+//! - appends ([`Log::append`], [`Log::append_as_follower`]) take its
+//!   *upgradable* read ([`AppendGuard`]), which shares the lock with
+//!   readers but excludes writers and other appends, so appends stay
+//!   serialized in offset order. Under it an append validates, checks the
+//!   producers, assigns offsets and writes its batches into the active
+//!   segment's file past the segment's published size
+//!   (`Segment::write_unpublished`); only then does it upgrade to the
+//!   write lock, briefly, to publish: the index entries and the segment's
+//!   size (`Segment::publish`), the log end offset, the producer state.
+//!   Readers bound everything they return by the published size and log
+//!   end offset, so they never wait for an append's write and never see a
+//!   byte of a batch that is not wholly written. Rolls (a new segment, the
+//!   producer snapshot) and leader epoch changes upgrade too, for the
+//!   change of the segment list or the cache only;
+//! - everything else that changes the log (transaction markers,
+//!   which write under it, truncation, retention, the cleaner's swap, the
+//!   durability step collecting files, fencing, close) takes the write
+//!   lock, which waits for an append in progress to publish and excludes
+//!   the next one until it is done.
 
 mod append;
 mod checkpoint;
@@ -53,6 +78,11 @@ pub use read::{AbortedTransaction, LogRead, TimestampOffset};
 pub use retention::RetentionReport;
 
 use durability::Durability;
+
+/// The state lock's upgradable read, as an append holds it: it shares the
+/// lock with readers but excludes every writer and every other append
+/// (see the module docs).
+pub(crate) type AppendGuard<'a> = parking_lot::RwLockUpgradableReadGuard<'a, LogState>;
 pub(crate) use scheduler::{LogScheduler, SchedulerHandle};
 
 /// One partition's log: an ordered list of segments of Kafka v2 record
@@ -677,6 +707,38 @@ impl LogInner {
         self.write_epoch_file(&updated)?;
         state.epochs = updated;
         state.epoch_file = EpochFile::Written;
+        Ok(())
+    }
+
+    /// [`Self::assign_epochs`] for an append holding the state lock's
+    /// upgradable read ([`AppendGuard`]): the leader epoch file is
+    /// rewritten (fsynced) with only that held, so readers go on meanwhile,
+    /// and the write lock is taken only to put the new cache in place.
+    /// Nothing else can change the cache in between: every other writer
+    /// takes the write lock, which the upgradable read excludes.
+    ///
+    /// # Errors
+    /// As [`Self::assign_epochs`].
+    fn assign_epochs_upgradable(
+        &self,
+        state: &mut AppendGuard<'_>,
+        batches: impl Iterator<Item = (i32, u64)> + Clone,
+    ) -> Result<()> {
+        let changes = batches
+            .clone()
+            .any(|(epoch, offset)| state.epochs.needs_assign(epoch, offset));
+        if !changes && state.epoch_file != EpochFile::StaleEnd {
+            return Ok(());
+        }
+        let mut updated = state.epochs.clone();
+        for (epoch, offset) in batches {
+            updated.assign(epoch, offset);
+        }
+        self.write_epoch_file(&updated)?;
+        state.with_upgraded(|state| {
+            state.epochs = updated;
+            state.epoch_file = EpochFile::Written;
+        });
         Ok(())
     }
 

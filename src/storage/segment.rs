@@ -486,9 +486,39 @@ impl Segment {
     /// Appends `buf`, which holds the batches described by `batches`, at the
     /// end of the log file, and indexes them. Offsets must be increasing and
     /// at or after [`Segment::next_offset`]; the caller checked that.
+    /// [`Segment::write_unpublished`] then [`Segment::publish`].
     pub(crate) fn append(&mut self, buf: &[u8], batches: &[BatchMeta]) -> Result<u64> {
+        let position = self.write_unpublished(buf)?;
+        self.publish(position, buf.len() as u64, batches)?;
+        Ok(position)
+    }
+
+    /// The first half of an append: writes `buf` at the end of the log file
+    /// (at [`Segment::size`]) and returns where, changing nothing else.
+    /// The bytes are not published: `size`, the indexes and every read
+    /// stay as they were, so readers sharing the segment (`&self`) go on
+    /// reading what was there before and never see a byte of `buf` until
+    /// [`Segment::publish`] makes it part of the segment. A map never
+    /// serves bytes at or past `size` (see [`Segment::slice`]).
+    ///
+    /// The caller guarantees that nothing else writes to or changes this
+    /// segment until it publishes (the log holds its state lock's
+    /// upgradable read, which excludes every other writer). If the write
+    /// fails, the bytes past `size` are garbage the next write overwrites
+    /// or recovery cuts; the log is fenced then.
+    pub(crate) fn write_unpublished(&self, buf: &[u8]) -> Result<u64> {
         let position = self.size;
         self.file.write_all_at(buf, position)?;
+        Ok(position)
+    }
+
+    /// The second half of an append: publishes the `len` bytes that
+    /// [`Segment::write_unpublished`] wrote at `position` (the batches
+    /// `batches` describe): indexes them and moves `size` past them. No
+    /// log file I/O; index entries are buffered in memory (a full buffer
+    /// of them is written now and then: one small write per 64 entries).
+    pub(crate) fn publish(&mut self, position: u64, len: u64, batches: &[BatchMeta]) -> Result<()> {
+        debug_assert_eq!(position, self.size, "publish what was written at the end");
         for batch in batches {
             self.index_batch(
                 position + batch.position_in_buf as u64,
@@ -497,8 +527,8 @@ impl Segment {
                 batch.size as u64,
             )?;
         }
-        self.size += buf.len() as u64;
-        Ok(position)
+        self.size += len;
+        Ok(())
     }
 
     /// Updates the in-memory counters and the indexes for one batch that now
@@ -540,8 +570,17 @@ impl Segment {
 
     /// The current map, grown to cover `size` bytes if it does not yet.
     fn map(&self) -> Result<Arc<ReadMap>> {
+        self.map_covering(self.size)
+    }
+
+    /// The current map if it covers `[0, end)`, else one grown to cover
+    /// `size` bytes. A read of bytes the current map covers needs no new
+    /// map, however far appends moved `size` since it was made: a reader
+    /// behind the log end does not remap (and fault its pages in again)
+    /// for every append.
+    fn map_covering(&self, end: u64) -> Result<Arc<ReadMap>> {
         let mut maps = self.maps.lock();
-        if (maps.current.len() as u64) < self.size {
+        if (maps.current.len() as u64) < end.min(self.size) {
             let fresh = self.file.map(to_usize(self.size))?;
             let old = std::mem::replace(&mut maps.current, fresh);
             if Arc::strong_count(&old) > 1 {
@@ -554,7 +593,7 @@ impl Segment {
     /// Zero-copy bytes `[start, end)` of the log file; `end <= size`.
     pub(crate) fn slice(&self, start: u64, end: u64) -> Result<Bytes> {
         debug_assert!(start <= end && end <= self.size);
-        let map = self.map()?;
+        let map = self.map_covering(end)?;
         Ok(slice_bytes(&map, to_usize(start)..to_usize(end)))
     }
 
@@ -562,7 +601,7 @@ impl Segment {
     /// [`Releaser`](crate::storage::mmap::Releaser)).
     pub(crate) fn slice_mapped(&self, start: u64, end: u64) -> Result<(Bytes, MapRange)> {
         debug_assert!(start <= end && end <= self.size);
-        let map = self.map()?;
+        let map = self.map_covering(end)?;
         let range = to_usize(start)..to_usize(end);
         Ok((slice_bytes(&map, range.clone()), MapRange::new(&map, range)))
     }
@@ -652,8 +691,24 @@ impl Segment {
     /// # Errors
     /// [`Error::Corrupt`] when the first batch's header is damaged.
     pub(crate) fn batch_run_end(&self, start: u64, max_bytes: u64, max_offset: u64) -> Result<u64> {
-        let map = self.map()?;
-        let bytes = &map.as_slice()[..to_usize(self.size)];
+        // Every byte the walk below looks at lies before the end of the
+        // run's first batch or `start + max_bytes`, whichever is further,
+        // plus one batch header (the walk parses the header after a batch
+        // it keeps, and the header of the batch that ends the run). A map
+        // covering that much serves it (see `map_covering`).
+        let header = format::header::RECORD_BATCH_OVERHEAD as u64;
+        let map = self.map_covering(start.saturating_add(header))?;
+        let first_size = map
+            .as_slice()
+            .get(to_usize(start)..to_usize(self.size.min(map.len() as u64)))
+            .and_then(|at| BatchHeader::parse(at).ok())
+            .map_or(0, |h| h.total_size() as u64);
+        let needed = start
+            .saturating_add(first_size)
+            .max(start.saturating_add(max_bytes))
+            .saturating_add(header);
+        let map = self.map_covering(needed)?;
+        let bytes = &map.as_slice()[..to_usize(self.size.min(map.len() as u64))];
         let mut end = start;
         let mut expected = None;
         while end < self.size {
@@ -703,9 +758,25 @@ impl Segment {
     /// # Errors
     /// [`Error::Corrupt`] for a batch failing its checks.
     pub(crate) fn find_batch(&self, offset: u64) -> Result<Option<(u64, BatchHeader)>> {
+        let lookup = self.index.lookup(offset);
+        {
+            // First within the current map as it is (see `map_covering`):
+            // a walk that finds the batch there, every batch on the way
+            // checked whole, is the walk below, which would look at the
+            // same bytes only. Anything else is decided by the walk over
+            // all of `size`.
+            let current = Arc::clone(&self.maps.lock().current);
+            if (current.len() as u64) < self.size {
+                let from = lookup.map_or(0, |(_, position)| u64::from(position));
+                let entry = lookup.map(|(entry, _)| entry);
+                if let Ok(Some(found)) = self.scan_for(current.as_slice(), offset, from, entry) {
+                    return Ok(Some(found));
+                }
+            }
+        }
         let map = self.map()?;
         let bytes = &map.as_slice()[..to_usize(self.size)];
-        if let Some((entry, position)) = self.index.lookup(offset)
+        if let Some((entry, position)) = lookup
             && let Ok(found) = self.scan_for(bytes, offset, u64::from(position), Some(entry))
         {
             return Ok(found);
@@ -726,7 +797,7 @@ impl Segment {
     ) -> std::result::Result<Option<(u64, BatchHeader)>, (u64, FormatError)> {
         let mut position = from;
         let mut expected = entry.is_none().then_some(self.base_offset);
-        while position < self.size {
+        while position < (bytes.len() as u64).min(self.size) {
             let at = |e| (position, e);
             let header = format::check_batch(&bytes[to_usize(position)..]).map_err(at)?;
             let (_, last) = match (expected, entry) {
@@ -1173,6 +1244,53 @@ mod tests {
             positions.push(segment.append(&bytes, &[meta])?);
         }
         Ok((segment, positions))
+    }
+
+    /// A read of batches the current map covers is served from it however
+    /// far appends moved the end since (no remap, no page faults again);
+    /// a read reaching past it maps the whole segment and sees every batch.
+    #[test]
+    fn reads_behind_the_end_keep_the_current_map() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut segment, mut positions) =
+            segment_of(dir.path(), OffsetOrder::Contiguous, &[0, 1, 2])?;
+        let first = segment.map()?;
+        assert_eq!(first.len() as u64, segment.size());
+        for base in 3..6 {
+            let (bytes, meta) = one_batch(base);
+            positions.push(segment.append(&bytes, &[meta])?);
+        }
+        let current = || Arc::clone(&segment.maps.lock().current);
+
+        let (position, header) = segment.find_batch(1)?.expect("batch 1");
+        assert_eq!((position, header.base_offset), (positions[1], 1));
+        let one_batch_bytes = positions[2] - positions[1];
+        let end = segment.batch_run_end(position, one_batch_bytes, u64::MAX)?;
+        assert_eq!(end, positions[2]);
+        let (bytes, _) = segment.slice_mapped(position, end)?;
+        assert_eq!(
+            crate::format::BatchHeader::parse(&bytes)?.base_offset,
+            1,
+            "the batch itself"
+        );
+        // Two batches' worth of bytes: still within the old map.
+        assert_eq!(
+            segment.batch_run_end(0, positions[2], u64::MAX)?,
+            positions[2]
+        );
+        assert!(Arc::ptr_eq(&first, &current()), "no remap behind the end");
+
+        let (position, header) = segment.find_batch(4)?.expect("batch 4");
+        assert_eq!((position, header.base_offset), (positions[4], 4));
+        assert_eq!(
+            segment.batch_run_end(0, u64::MAX, u64::MAX)?,
+            segment.size()
+        );
+        let (bytes, _) = segment.slice_mapped(positions[2], segment.size())?;
+        assert_eq!(bytes.len() as u64, segment.size() - positions[2]);
+        assert!(!Arc::ptr_eq(&first, &current()));
+        assert_eq!(current().len() as u64, segment.size());
+        Ok(())
     }
 
     #[test]
