@@ -52,7 +52,7 @@ pub trait Clock: Send + Sync + Debug + 'static {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    /// The wall clock, read through [`WallClock`]: as `SystemTime::now()`
+    /// The wall clock, read through the time stamp counter: as `SystemTime::now()`
     /// to within a millisecond, at a fraction of its cost.
     fn now_ms(&self) -> i64 {
         WALL.now_ms()

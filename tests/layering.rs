@@ -20,6 +20,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("format", 1),
     ("storage", 2),
     ("log", 3),
+    ("inspect", 3),
     ("replica", 4),
     ("cluster", 5),
     ("client", 6),
