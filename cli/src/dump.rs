@@ -216,13 +216,7 @@ pub(crate) fn render(dumped: &Dumped) -> String {
         }
     }
     for d in dumped.damage() {
-        let _ = writeln!(
-            out,
-            "DAMAGE {} at byte {}: {}",
-            d.file.display(),
-            d.position,
-            d.problem
-        );
+        let _ = writeln!(out, "{d}");
     }
     out
 }

@@ -20,6 +20,19 @@ pub(crate) struct Damage {
     pub(crate) problem: String,
 }
 
+/// The line both commands print for a damage.
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "DAMAGE {} at byte {}: {}",
+            self.file.display(),
+            self.position,
+            self.problem
+        )
+    }
+}
+
 impl Damage {
     pub(crate) fn new(file: &Path, position: u64, problem: impl Into<String>) -> Self {
         Damage {

@@ -126,22 +126,11 @@ fn walk(dir: &Path, depth: usize, report: &mut Report) -> Result<(), String> {
             }
             ("snapshot", Some(_)) => {
                 report.checked.producer_snapshots += 1;
-                match inspect::read_producer_snapshot(path) {
-                    Ok(_) => {}
-                    Err(Error::Corrupt {
-                        path,
-                        position,
-                        kind,
-                        ..
-                    }) => {
-                        report.damage.push(Damage::new(
-                            &path,
-                            position,
-                            format!("not a valid producer snapshot: {kind}"),
-                        ));
-                    }
-                    Err(e) => return Err(e.to_string()),
-                }
+                note_corrupt(
+                    inspect::read_producer_snapshot(path),
+                    "producer snapshot",
+                    report,
+                )?;
             }
             ("cleaned" | "swap" | "spare" | "deleted", _) => report.skipped.push(format!(
                 "{}: a file of an unfinished compaction, deletion or a spare segment",
@@ -215,7 +204,17 @@ fn check_partition(segments: &BTreeMap<u64, PathBuf>, report: &mut Report) -> Re
 }
 
 fn check_offset_checkpoint(path: &Path, report: &mut Report) -> Result<(), String> {
-    match inspect::read_offset_checkpoint(path) {
+    note_corrupt(
+        inspect::read_offset_checkpoint(path),
+        "offset checkpoint",
+        report,
+    )
+}
+
+/// Notes a file that does not parse as `what` as damage at the position
+/// the parser gave; any other failure (the file cannot be read) is an error.
+fn note_corrupt<T>(read: logbus::Result<T>, what: &str, report: &mut Report) -> Result<(), String> {
+    match read {
         Ok(_) => Ok(()),
         Err(Error::Corrupt {
             path,
@@ -226,7 +225,7 @@ fn check_offset_checkpoint(path: &Path, report: &mut Report) -> Result<(), Strin
             report.damage.push(Damage::new(
                 &path,
                 position,
-                format!("not a valid offset checkpoint: {kind}"),
+                format!("not a valid {what}: {kind}"),
             ));
             Ok(())
         }
@@ -385,13 +384,7 @@ pub(crate) fn render(report: &Report) -> String {
         let _ = writeln!(out, "skipped {s}");
     }
     for d in &report.damage {
-        let _ = writeln!(
-            out,
-            "DAMAGE {} at byte {}: {}",
-            d.file.display(),
-            d.position,
-            d.problem
-        );
+        let _ = writeln!(out, "{d}");
     }
     if report.clean {
         let _ = writeln!(out, "no damage found");
