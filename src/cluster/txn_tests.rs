@@ -42,6 +42,10 @@ struct FakeMarkers {
     fail_all: AtomicBool,
     fail: Mutex<BTreeSet<(String, u32)>>,
     real: Mutex<Option<super::txn_coordinator::ReplicaMarkers>>,
+    /// When set, markers written by any other thread fail: the timer
+    /// thread's asynchronous completions (after a metadata change it
+    /// noticed late, say) never land between a model's steps.
+    only_thread: Mutex<Option<std::thread::ThreadId>>,
 }
 
 impl MarkerWriter for FakeMarkers {
@@ -54,7 +58,12 @@ impl MarkerWriter for FakeMarkers {
         commit: bool,
         coordinator_epoch: i32,
     ) -> Result<()> {
-        if self.fail_all.load(Ordering::SeqCst)
+        let other_thread = self
+            .only_thread
+            .lock()
+            .is_some_and(|t| t != std::thread::current().id());
+        if other_thread
+            || self.fail_all.load(Ordering::SeqCst)
             || self.fail.lock().contains(&(topic.to_string(), partition))
         {
             return Err(Error::NotLeaderOrFollower {
@@ -1449,6 +1458,9 @@ mod model {
             *markers.real.lock() = Some(super::super::txn_coordinator::ReplicaMarkers::new(
                 &cluster.inner,
             ));
+            // Only the model's steps complete transactions: the timer
+            // thread reacts to metadata changes whenever it gets a CPU.
+            *markers.only_thread.lock() = Some(std::thread::current().id());
             markers.fail_all.store(fail, Ordering::SeqCst);
             (cluster, markers)
         }
