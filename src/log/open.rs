@@ -953,6 +953,17 @@ impl Judge<'_> {
         if seg.swap || order != OffsetOrder::Contiguous || self.recovery_point <= seg.base {
             return Ok(None);
         }
+        // Only the segment holding the recovery point: one wholly below it
+        // is scanned because its indexes failed their checks, and then
+        // nothing vouches for its batches but a whole scan.
+        let wholly_below = self
+            .found
+            .iter()
+            .find(|f| f.base > seg.base)
+            .is_some_and(|next| next.base <= self.recovery_point);
+        if wholly_below {
+            return Ok(None);
+        }
         let index_path = segment::segment_file(self.dir, seg.base, INDEX_SUFFIX);
         let Some((entry_offset, entry_position)) = probe
             .offset_index(self.storage, &index_path, self.limits.index_bytes)?
