@@ -48,6 +48,8 @@ mod marker;
 mod open;
 pub(crate) mod producer_state;
 mod read;
+#[cfg(test)]
+mod read_during_append;
 mod restart;
 mod retention;
 mod scheduler;

@@ -23,6 +23,8 @@ mod std_fs;
 pub(crate) mod time_index;
 pub(crate) mod txn_index_file;
 
+#[cfg(test)]
+pub(crate) use failable::WriteGate;
 pub(crate) use failable::{DiskSwitch, FailableStorage};
 #[cfg(any(test, feature = "internals"))]
 pub use fault::{
