@@ -19,6 +19,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod dump;
+#[allow(
+    dead_code,
+    reason = "the commands that open a directory are being added"
+)]
+mod open;
 mod scan;
 mod verify;
 
