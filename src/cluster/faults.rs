@@ -458,6 +458,7 @@ impl Cluster {
         let deadline = Instant::now() + timeout;
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.inner.watch_metadata(&tx);
+        self.inner.watch_state(&tx);
         let held = loop {
             if condition(self) {
                 break true;
@@ -471,6 +472,7 @@ impl Cluster {
             }
         };
         self.inner.unwatch_metadata(&tx);
+        self.inner.unwatch_state(&tx);
         held
     }
 

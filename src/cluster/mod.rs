@@ -220,6 +220,10 @@ pub(crate) struct ClusterInner {
     internal_refs: Arc<Mutex<usize>>,
     /// Woken (like replica watchers) whenever `metadata_epoch` moves.
     metadata_watchers: Mutex<Vec<Sender<()>>>,
+    /// [`Cluster::wait_until`]'s channels, also woken when a transaction
+    /// gains partitions (which the other metadata watchers, such as the
+    /// transaction timer, need not hear of: one wake-up per transaction).
+    state_watchers: Mutex<Vec<Sender<()>>>,
     /// Periodic checkpoints written so far, for tests to wait on.
     checkpoints: (Mutex<u64>, parking_lot::Condvar),
     /// Live producers, flushed by `close` before any log closes.
@@ -443,6 +447,7 @@ impl Cluster {
             metadata_epoch: AtomicU64::new(0),
             internal_refs: Arc::new(Mutex::new(0)),
             metadata_watchers: Mutex::new(Vec::new()),
+            state_watchers: Mutex::new(Vec::new()),
             checkpoints: (Mutex::new(0), parking_lot::Condvar::new()),
             clients: Mutex::new(Vec::new()),
             recovery: ClusterRecoveryReport::default(),
@@ -918,6 +923,25 @@ impl ClusterInner {
             // A full channel already holds a wake-up.
             let _ = tx.try_send(());
         }
+        self.wake_state_watchers();
+    }
+
+    /// Wakes only the [`Cluster::wait_until`] callers (a transaction
+    /// gained partitions).
+    pub(crate) fn wake_state_watchers(&self) {
+        for tx in self.state_watchers.lock().iter() {
+            let _ = tx.try_send(());
+        }
+    }
+
+    /// Sends on `tx` whenever [`ClusterInner::wake_state_watchers`] runs.
+    pub(crate) fn watch_state(&self, tx: &Sender<()>) {
+        self.state_watchers.lock().push(tx.clone());
+    }
+
+    /// Stops sending on `tx`.
+    pub(crate) fn unwatch_state(&self, tx: &Sender<()>) {
+        self.state_watchers.lock().retain(|w| !w.same_channel(tx));
     }
 
     /// The live state of a topic.

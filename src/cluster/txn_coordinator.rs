@@ -635,8 +635,8 @@ impl ClusterInner {
         self.write_txn_state(id, &next)?;
         entry.set(next);
         // `Cluster::wait_until` re-checks after a transaction's partitions
-        // change.
-        self.wake_watchers();
+        // change (the metadata watchers need not wake).
+        self.wake_state_watchers();
         Ok(())
     }
 
