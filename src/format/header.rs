@@ -363,6 +363,32 @@ pub fn verify_crc(batch: &[u8]) -> Result<(), FormatError> {
 /// [`FormatError::Truncated`] when `buf` ends inside the batch and
 /// [`FormatError::InvalidOffsetDelta`] when `lastOffsetDelta` is negative.
 pub fn check_batch(buf: &[u8]) -> Result<BatchHeader, FormatError> {
+    let header = check_batch_structure(buf)?;
+    verify_crc(&buf[..header.total_size()])?;
+    Ok(header)
+}
+
+/// [`check_batch`] without the CRC: the header parses, the whole batch is
+/// present and `lastOffsetDelta` is not negative. For walks over batches
+/// whose CRCs were already checked (Kafka's producer-state rebuild reads
+/// batch headers only, too).
+///
+/// ```
+/// use logbus::format::{BatchBuilder, check_batch_structure};
+/// use logbus::Compression;
+/// let mut builder = BatchBuilder::new(Compression::None);
+/// builder.append(0, Some(b"k"), Some(b"v"), &[]);
+/// let mut batch = builder.build()?.to_vec();
+/// let last = batch.len() - 1;
+/// batch[last] ^= 1; // a damaged record: the CRC no longer matches
+/// assert!(check_batch_structure(&batch).is_ok());
+/// assert!(logbus::format::check_batch(&batch).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// As [`check_batch`], but never [`FormatError::CrcMismatch`].
+pub fn check_batch_structure(buf: &[u8]) -> Result<BatchHeader, FormatError> {
     let header = BatchHeader::parse(buf)?;
     let size = header.total_size();
     if buf.len() < size {
@@ -371,7 +397,6 @@ pub fn check_batch(buf: &[u8]) -> Result<BatchHeader, FormatError> {
             available: buf.len(),
         });
     }
-    verify_crc(&buf[..size])?;
     if header.last_offset_delta < 0 {
         return Err(FormatError::InvalidOffsetDelta(
             "lastOffsetDelta is negative",

@@ -694,7 +694,11 @@ pub(crate) fn rebuild(
 /// `from_offset` to `state`, unchecked, as a follower applies them: data
 /// batches, and transaction markers (which complete their producer's
 /// transaction; `aborted` gets each aborted one as its `.txnindex` entry).
-/// Returns `false` if it stopped at a damaged batch.
+/// The walk starts at the batch holding `from_offset` (found through the
+/// offset index) and reads headers only, as Kafka's producer-state
+/// rebuild does: the batches were checked whole when they were written,
+/// or by the open's recovery past the recovery point. Returns `false` if
+/// it stopped at a damaged batch.
 ///
 /// # Errors
 /// [`crate::Error::Io`] if the segment cannot be read.
@@ -704,7 +708,18 @@ pub(crate) fn replay_segment(
     from_offset: u64,
     mut aborted: impl FnMut(AbortedTxn),
 ) -> crate::Result<bool> {
-    for batch in segment.batches_from(0)? {
+    let start = if from_offset > segment.base_offset() {
+        match segment.find_batch(from_offset) {
+            Ok(Some((position, _))) => position,
+            // Nothing at or after it here.
+            Ok(None) => return Ok(true),
+            Err(crate::Error::Corrupt { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    } else {
+        0
+    };
+    for batch in segment.headers_from(start)? {
         let Ok((position, header)) = batch else {
             return Ok(false);
         };

@@ -339,3 +339,77 @@ fn idle_producers_expire_with_the_retention_check() {
     let log = reopen();
     assert_eq!(producers(&log), (false, false));
 }
+
+/// Replaying a segment from a snapshot taken in its middle (the walk
+/// starts at the batch the offset index finds, headers only) gives the
+/// state a replay of the whole segment gives, with transactions open
+/// across the snapshot's offset.
+#[test]
+fn a_replay_from_the_middle_of_a_segment_equals_one_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig::builder()
+        .index_interval_bytes(64)
+        .build()
+        .unwrap();
+    let log = Log::builder(dir.path())
+        .clock(Arc::new(ManualClock::new(2_000)))
+        .config(config)
+        .open()
+        .unwrap();
+    for round in 0..20 {
+        for pid in 0..3 {
+            log.append(&mut batch(&log, pid, 1 + round % 3), 0).unwrap();
+        }
+        if round % 4 == 3 {
+            let kind = if round % 8 == 3 {
+                ControlRecordType::Commit
+            } else {
+                ControlRecordType::Abort
+            };
+            log.append_marker(0, 0, kind, 0).unwrap();
+        }
+    }
+    let mid = log.log_end_offset();
+    let (entries, mid_unstable) = {
+        let state = log.inner.state.read();
+        (
+            state.producers.snapshot(),
+            state.producers.first_unstable_offset_at(u64::MAX),
+        )
+    };
+    assert!(
+        mid_unstable.is_some(),
+        "a transaction is open at the snapshot"
+    );
+    for round in 0..20 {
+        for pid in 0..3 {
+            log.append(&mut batch(&log, pid, 2), 0).unwrap();
+        }
+        if round % 5 == 4 {
+            log.append_marker(round % 2, 0, ControlRecordType::Commit, 0)
+                .unwrap();
+        }
+    }
+    let state = log.inner.state.read();
+    assert_eq!(state.segments.len(), 1, "one segment holds both halves");
+    let segment = &state.segments[0];
+    let mut from_mid = ProducerStateManager::from_snapshot(&entries, mid, 2_000, i64::MAX);
+    let mut aborted_mid = Vec::new();
+    assert!(
+        producer_state::replay_segment(&mut from_mid, segment, mid, |t| aborted_mid.push(t))
+            .unwrap()
+    );
+    let mut from_start = ProducerStateManager::new(0);
+    let mut aborted_all = Vec::new();
+    assert!(
+        producer_state::replay_segment(&mut from_start, segment, 0, |t| aborted_all.push(t))
+            .unwrap()
+    );
+    assert_eq!(fingerprint(&from_mid), fingerprint(&from_start));
+    // Only the transactions completed past the snapshot are replayed.
+    let after: Vec<_> = aborted_all
+        .iter()
+        .filter(|t| t.last_offset >= mid as i64)
+        .collect();
+    assert_eq!(aborted_mid.iter().collect::<Vec<_>>(), after);
+}
