@@ -14,7 +14,9 @@
 //! - [`read_offset_checkpoint`], an offset checkpoint file read through it;
 //! - [`scan_offset_index`] and [`scan_time_index`], the entries of `.index`
 //!   and `.timeindex` files (`docs/format.md` §5) and where they stop;
-//! - [`read_producer_snapshot`], a producer-state snapshot checked;
+//! - [`read_producer_snapshot`], a producer-state snapshot checked, and
+//!   [`read_producer_snapshot_entries`], its producers;
+//! - [`scan_txn_index`], the aborted transactions of a `.txnindex` file;
 //! - [`segment_base_offset`], the base offset a segment file's name holds.
 //!
 //! ```
@@ -219,6 +221,55 @@ const MAX_SNAPSHOT_BYTES: u64 = 64 << 20;
 /// [`Error::Corrupt`] naming the file (at byte 0) with
 /// [`CorruptionKind::Checkpoint`] saying what is wrong; [`Error::Io`].
 pub fn read_producer_snapshot(path: &Path) -> Result<usize> {
+    read_producer_snapshot_entries(path).map(|entries| entries.len())
+}
+
+/// One producer of a producer-state snapshot (Kafka's
+/// `ProducerStateEntry` as its snapshot files keep it: the last batch
+/// only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerSnapshotEntry {
+    /// The producer id.
+    pub producer_id: i64,
+    /// Its epoch.
+    pub epoch: i16,
+    /// The sequence number of its last batch's last record (`None` when
+    /// only a transaction marker of it is in the log: Kafka's -1).
+    pub last_sequence: Option<i32>,
+    /// The offset of its last batch's last record (`None` as above).
+    pub last_offset: Option<i64>,
+    /// Its last batch's last offset minus its first.
+    pub offset_delta: i32,
+    /// The max timestamp of its last write.
+    pub timestamp: i64,
+    /// The coordinator epoch of its last marker (-1 before any).
+    pub coordinator_epoch: i32,
+    /// The first offset of its open transaction, if one is open.
+    pub current_txn_first_offset: Option<i64>,
+}
+
+/// [`read_producer_snapshot`], with every producer it holds, in file
+/// order.
+///
+/// ```
+/// use logbus::{Cluster, ClusterConfig, NewTopic, Producer, ProducerConfig, ProducerRecord};
+/// let dir = tempfile::tempdir()?;
+/// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+/// cluster.create_topic(NewTopic::new("orders", 1))?;
+/// let producer = Producer::new(&cluster, ProducerConfig::default())?;
+/// producer.send(ProducerRecord::new("orders", "created"))?.wait()?;
+/// drop(producer);
+/// cluster.close()?;
+/// let snapshot = dir.path().join("broker-0/orders-0/00000000000000000001.snapshot");
+/// let producers = logbus::inspect::read_producer_snapshot_entries(&snapshot)?;
+/// assert_eq!(producers[0].last_offset, Some(0));
+/// assert_eq!(producers[0].last_sequence, Some(0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// As [`read_producer_snapshot`].
+pub fn read_producer_snapshot_entries(path: &Path) -> Result<Vec<ProducerSnapshotEntry>> {
     let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
     let len = file
         .metadata()
@@ -233,9 +284,70 @@ pub fn read_producer_snapshot(path: &Path) -> Result<usize> {
     let mut bytes = vec![0; usize::try_from(len).unwrap_or(0)];
     file.read_exact_at(&mut bytes, 0)
         .map_err(|e| Error::io("read", path, e))?;
-    crate::format::producer_snapshot::decode_snapshot(&bytes)
-        .map(|entries| entries.len())
-        .map_err(bad)
+    let entries = crate::format::producer_snapshot::decode_snapshot(&bytes).map_err(bad)?;
+    Ok(entries
+        .iter()
+        .map(|e| ProducerSnapshotEntry {
+            producer_id: e.producer_id,
+            epoch: e.epoch,
+            last_sequence: e.last_batch.map(|b| b.last_sequence),
+            last_offset: e.last_batch.map(|b| b.last_offset),
+            offset_delta: e.last_batch.map_or(0, |b| b.offset_delta),
+            timestamp: e.timestamp,
+            coordinator_epoch: e.coordinator_epoch,
+            current_txn_first_offset: e.current_txn_first_offset,
+        })
+        .collect())
+}
+
+/// One `.txnindex` entry: an aborted transaction (Kafka's `AbortedTxn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxnEntry {
+    /// The producer whose transaction aborted.
+    pub producer_id: i64,
+    /// The transaction's first offset in this partition.
+    pub first_offset: i64,
+    /// The offset of its ABORT marker.
+    pub last_offset: i64,
+    /// The last stable offset when the marker was written.
+    pub last_stable_offset: i64,
+}
+
+/// What a `.txnindex` file holds, as an open reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnIndexScan {
+    /// The entries up to the first damage, in file order.
+    pub entries: Vec<AbortedTxnEntry>,
+    /// The bytes they cover (a multiple of [`TXN_INDEX_ENTRY_SIZE`]): where
+    /// the damage, if any, starts.
+    pub valid_bytes: u64,
+    /// What stopped the read before the file's end: a torn last entry, one
+    /// of an unknown version, or markers going backwards.
+    pub damage: Option<String>,
+}
+
+/// Reads a `.txnindex` file (`docs/format.md` §5) read-only, as an open
+/// reads it.
+///
+/// # Errors
+/// [`Error::Io`].
+pub fn scan_txn_index(path: &Path) -> Result<TxnIndexScan> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    let read = crate::format::txn_index::read_txn_index(&bytes);
+    Ok(TxnIndexScan {
+        entries: read
+            .entries
+            .iter()
+            .map(|t| AbortedTxnEntry {
+                producer_id: t.producer_id,
+                first_offset: t.first_offset,
+                last_offset: t.last_offset,
+                last_stable_offset: t.last_stable_offset,
+            })
+            .collect(),
+        valid_bytes: read.valid_len as u64,
+        damage: read.damage,
+    })
 }
 
 /// The base offset a segment file's name holds (`00000000000000170410.log`

@@ -23,6 +23,40 @@ pub(crate) enum Dumped {
         #[serde(flatten)]
         check: IndexCheck,
     },
+    /// A `.txnindex` file: the aborted transactions.
+    TxnIndex {
+        path: PathBuf,
+        entries: Vec<AbortedTxn>,
+        damage: Vec<Damage>,
+    },
+    /// A `.snapshot` file: the producers' state.
+    Snapshot {
+        path: PathBuf,
+        producers: Vec<SnapshotProducer>,
+        damage: Vec<Damage>,
+    },
+}
+
+/// One aborted transaction of a `.txnindex` file.
+#[derive(Debug, Serialize)]
+pub(crate) struct AbortedTxn {
+    producer_id: i64,
+    first_offset: i64,
+    last_offset: i64,
+    last_stable_offset: i64,
+}
+
+/// One producer of a `.snapshot` file, with Kafka's -1 for what it lacks.
+#[derive(Debug, Serialize)]
+pub(crate) struct SnapshotProducer {
+    producer_id: i64,
+    producer_epoch: i16,
+    last_sequence: i32,
+    last_offset: i64,
+    offset_delta: i32,
+    timestamp: i64,
+    coordinator_epoch: i32,
+    current_txn_first_offset: i64,
 }
 
 impl Dumped {
@@ -30,6 +64,7 @@ impl Dumped {
         match self {
             Dumped::Log { scan, .. } => &scan.damage,
             Dumped::Index { check, .. } => &check.damage,
+            Dumped::TxnIndex { damage, .. } | Dumped::Snapshot { damage, .. } => damage,
         }
     }
 }
@@ -79,8 +114,55 @@ pub(crate) fn dump(path: &Path, options: DumpOptions) -> Result<Dumped, String> 
                 check: scan::check_time_index(path, log.as_ref())?,
             })
         }
+        "txnindex" => {
+            let (entries, damage) = scan::read_txn_index(path)?;
+            Ok(Dumped::TxnIndex {
+                path: path.to_path_buf(),
+                entries: entries
+                    .iter()
+                    .map(|t| AbortedTxn {
+                        producer_id: t.producer_id,
+                        first_offset: t.first_offset,
+                        last_offset: t.last_offset,
+                        last_stable_offset: t.last_stable_offset,
+                    })
+                    .collect(),
+                damage,
+            })
+        }
+        "snapshot" => {
+            let (producers, damage) = match logbus::inspect::read_producer_snapshot_entries(path) {
+                Ok(entries) => (entries, Vec::new()),
+                Err(logbus::Error::Corrupt { position, kind, .. }) => (
+                    Vec::new(),
+                    vec![Damage::new(
+                        path,
+                        position,
+                        format!("producer snapshot: {kind}"),
+                    )],
+                ),
+                Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+            };
+            Ok(Dumped::Snapshot {
+                path: path.to_path_buf(),
+                producers: producers
+                    .iter()
+                    .map(|p| SnapshotProducer {
+                        producer_id: p.producer_id,
+                        producer_epoch: p.epoch,
+                        last_sequence: p.last_sequence.unwrap_or(-1),
+                        last_offset: p.last_offset.unwrap_or(-1),
+                        offset_delta: p.offset_delta,
+                        timestamp: p.timestamp,
+                        coordinator_epoch: p.coordinator_epoch,
+                        current_txn_first_offset: p.current_txn_first_offset.unwrap_or(-1),
+                    })
+                    .collect(),
+                damage,
+            })
+        }
         _ => Err(format!(
-            "{}: not a segment file (.log, .index or .timeindex)",
+            "{}: not a segment file (.log, .index, .timeindex, .txnindex or .snapshot)",
             path.display()
         )),
     }
@@ -213,6 +295,40 @@ pub(crate) fn render(dumped: &Dumped) -> String {
                     ", no .log beside it to check against"
                 }
             );
+        }
+        Dumped::TxnIndex { path, entries, .. } => {
+            let _ = writeln!(out, "Dumping {}", path.display());
+            for t in entries {
+                let _ = writeln!(
+                    out,
+                    "producerId: {} firstOffset: {} lastOffset: {} lastStableOffset: {}",
+                    t.producer_id, t.first_offset, t.last_offset, t.last_stable_offset
+                );
+            }
+            let _ = writeln!(out, "{} aborted transactions", entries.len());
+        }
+        Dumped::Snapshot {
+            path, producers, ..
+        } => {
+            // As kafka-dump-log prints a producer snapshot.
+            let _ = writeln!(out, "Dumping {}", path.display());
+            for p in producers {
+                let _ = writeln!(
+                    out,
+                    "producerId: {} producerEpoch: {} coordinatorEpoch: {} \
+                     currentTxnFirstOffset: {} lastTimestamp: {} lastSequence: {} \
+                     lastOffset: {} offsetDelta: {}",
+                    p.producer_id,
+                    p.producer_epoch,
+                    p.coordinator_epoch,
+                    p.current_txn_first_offset,
+                    p.timestamp,
+                    p.last_sequence,
+                    p.last_offset,
+                    p.offset_delta,
+                );
+            }
+            let _ = writeln!(out, "{} producers", producers.len());
         }
     }
     for d in dumped.damage() {

@@ -2,7 +2,7 @@
 //! command-line tools are over a Kafka one.
 //!
 //! - `logbus dump-log FILE...`: kafka-dump-log for `.log`, `.index` and
-//!   `.timeindex` files.
+//!   `.timeindex` files, and `.txnindex` and `.snapshot` files.
 //! - `logbus verify DIR`: a read-only scan of a whole data directory that
 //!   reports each damage with its file and byte position.
 //!
@@ -41,10 +41,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print the batches of `.log` files, or the entries of `.index` and
-    /// `.timeindex` files checked against the `.log` beside them (as
-    /// kafka-dump-log).
+    /// `.timeindex` files checked against the `.log` beside them, the
+    /// aborted transactions of `.txnindex` files and the producers of
+    /// `.snapshot` files (as kafka-dump-log).
     DumpLog {
-        /// Segment files: `.log`, `.index` or `.timeindex`.
+        /// Segment files: `.log`, `.index`, `.timeindex`, `.txnindex` or
+        /// `.snapshot`.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Print each record's key, value and headers (UTF-8, lossy);

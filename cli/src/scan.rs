@@ -576,32 +576,23 @@ pub(crate) fn check_time_index(path: &Path, log: Option<&LogScan>) -> Result<Ind
     })
 }
 
-/// Checks a `.txnindex` file: whole 34-byte entries of version 0.
-pub(crate) fn check_txn_index(path: &Path) -> Result<(usize, Vec<Damage>), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let size = inspect::TXN_INDEX_ENTRY_SIZE;
-    let mut damage = Vec::new();
-    let chunks = bytes.chunks_exact(size);
-    let rest = chunks.remainder().len();
-    let mut count = 0;
-    for (i, entry) in chunks.enumerate() {
-        let version = i16::from_be_bytes([entry[0], entry[1]]);
-        if version != 0 {
-            damage.push(Damage::new(
+/// Reads a `.txnindex` file as an open does: its entries up to the first
+/// damage (a torn entry, an unknown version, markers going backwards).
+pub(crate) fn read_txn_index(
+    path: &Path,
+) -> Result<(Vec<inspect::AbortedTxnEntry>, Vec<Damage>), String> {
+    let scan = inspect::scan_txn_index(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let damage = scan
+        .damage
+        .map(|problem| {
+            Damage::new(
                 path,
-                (i * size) as u64,
-                format!("aborted-transaction entry of unknown version {version}"),
-            ));
-            return Ok((count, damage));
-        }
-        count += 1;
-    }
-    if rest != 0 {
-        damage.push(Damage::new(
-            path,
-            (bytes.len() - rest) as u64,
-            format!("the file ends {rest} bytes into an aborted-transaction entry"),
-        ));
-    }
-    Ok((count, damage))
+                scan.valid_bytes,
+                format!("aborted-transaction index: {problem}"),
+            )
+        })
+        .into_iter()
+        .collect();
+    Ok((scan.entries, damage))
 }

@@ -120,7 +120,7 @@ fn walk(dir: &Path, depth: usize, report: &mut Report) -> Result<(), String> {
                 ));
             }
             ("txnindex", Some(_)) => {
-                let (_, damage) = scan::check_txn_index(path)?;
+                let (_, damage) = scan::read_txn_index(path)?;
                 report.checked.txn_indexes += 1;
                 report.damage.extend(damage);
             }

@@ -328,6 +328,73 @@ fn dump_log_shows_transactions_and_their_markers() -> TestResult {
 }
 
 #[test]
+fn dump_log_reads_transaction_indexes_and_producer_snapshots() -> TestResult {
+    let dir = data_dir()?;
+    let txn = dir.path().join("broker-0/txn-0");
+    let logs = files(&txn, "log")?;
+    let dumped = dump_json(&["--deep-iteration"], &logs)?;
+    let batches: Vec<&Value> = dumped["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .flat_map(|f| f["batches"].as_array().expect("batches"))
+        .collect();
+    // The aborted transaction: its record (the third batch) to its ABORT
+    // marker (the fourth).
+    let (first, marker) = (&batches[2]["base_offset"], &batches[3]["base_offset"]);
+    let indexes = files(&txn, "txnindex")?;
+    let dumped = dump_json(&[], &indexes)?;
+    let aborted: Vec<(&Value, &Value)> = dumped["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .flat_map(|f| f["entries"].as_array().expect("entries"))
+        .map(|e| (&e["first_offset"], &e["last_offset"]))
+        .collect();
+    assert_eq!(aborted, [(first, marker)], "{dumped}");
+    assert_eq!(dumped["files"][0]["kind"], "txn_index");
+
+    // The clean close wrote each partition's producers at its log end.
+    let orders = dir.path().join("broker-0/orders-0");
+    let snapshot = files(&orders, "snapshot")?.pop().expect("a snapshot");
+    let dumped = dump_json(&[], std::slice::from_ref(&snapshot))?;
+    let producers = dumped["files"][0]["producers"]
+        .as_array()
+        .expect("producers");
+    assert_eq!(producers.len(), 1, "{dumped}");
+    let end = (BATCHES * PER_BATCH) as i64;
+    assert_eq!(producers[0]["last_offset"].as_i64(), Some(end - 1));
+    assert_eq!(producers[0]["last_sequence"].as_i64(), Some(end - 1));
+    let text = String::from_utf8(
+        logbus(&["dump-log", path_str(&snapshot)])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    )?;
+    assert!(text.contains(&format!("lastOffset: {}", end - 1)), "{text}");
+    Ok(())
+}
+
+#[test]
+fn verify_finds_a_torn_transaction_index_entry() -> TestResult {
+    let dir = data_dir()?;
+    let index = files(&dir.path().join("broker-0/txn-0"), "txnindex")?
+        .into_iter()
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > 0))
+        .expect("a transaction index with an entry");
+    let len = std::fs::metadata(&index)?.len();
+    let mut file = std::fs::OpenOptions::new().append(true).open(&index)?;
+    std::io::Write::write_all(&mut file, &[0, 0, 0, 0, 7])?;
+    drop(file);
+    let (code, report) = verify_json(dir.path())?;
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(damage(&report), [(index, len)], "{report}");
+    Ok(())
+}
+
+#[test]
 fn dump_log_checks_index_entries_against_the_log() -> TestResult {
     let dir = data_dir()?;
     let partition = dir.path().join("broker-0/orders-0");
