@@ -83,7 +83,11 @@ pub(crate) struct DumpOptions {
 }
 
 /// Reads one file, as its extension says.
-pub(crate) fn dump(path: &Path, options: DumpOptions) -> Result<Dumped, String> {
+pub(crate) fn dump(
+    path: &Path,
+    options: DumpOptions,
+    bar: &indicatif::ProgressBar,
+) -> Result<Dumped, String> {
     let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     match extension {
         "log" => {
@@ -97,7 +101,7 @@ pub(crate) fn dump(path: &Path, options: DumpOptions) -> Result<Dumped, String> 
             };
             Ok(Dumped::Log {
                 path: path.to_path_buf(),
-                scan: scan::scan_log(path, records)?,
+                scan: scan::scan_log(path, records, bar)?,
             })
         }
         "index" => {

@@ -7,7 +7,8 @@
 //!   reports each damage with its file and byte position.
 //!
 //! Every command prints human-readable text by default and one JSON
-//! document with `--json`. Nothing here writes to the files it reads.
+//! document with `--json`; long scans show a progress bar on stderr when
+//! it is a terminal. Nothing here writes to the files it reads.
 //!
 //! Exit status: 0 on success; 1 when `verify` found damage; 2 for bad
 //! arguments or a file that cannot be read.
@@ -24,6 +25,7 @@ mod dump;
     reason = "the commands that open a directory are being added"
 )]
 mod open;
+mod progress;
 mod scan;
 mod verify;
 
@@ -92,13 +94,21 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 deep_iteration,
             };
             let mut dumped = Vec::with_capacity(files.len());
+            let logs = files
+                .iter()
+                .filter(|f| f.extension().is_some_and(|e| e == "log"))
+                .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+                .sum();
+            let bar = progress::bytes(logs, "reading");
             for file in &files {
-                let one = dump::dump(file, options)?;
+                let one = dump::dump(file, options, &bar)?;
                 if !cli.json {
-                    print(&dump::render(&one))?;
+                    // The bar steps aside while the text goes out.
+                    bar.suspend(|| print(&dump::render(&one)))?;
                 }
                 dumped.push(one);
             }
+            bar.finish_and_clear();
             if cli.json {
                 print_json(&dump::DumpOutput { files: &dumped })?;
             }

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use indicatif::ProgressBar;
 use logbus::Bytes;
 use logbus::format::{self, Batch, BatchHeader, RECORD_BATCH_OVERHEAD};
 use logbus::inspect::{self, IndexEnd, IndexScan};
@@ -160,7 +161,11 @@ fn read_at(file: &File, path: &Path, buf: &mut [u8], position: u64) -> Result<()
 /// `records` says) records. Stops at the first batch whose framing is
 /// broken (nothing after it can be found); a batch whose CRC or records are
 /// wrong is reported and the scan goes on after it.
-pub(crate) fn scan_log(path: &Path, records: Records) -> Result<LogScan, String> {
+pub(crate) fn scan_log(
+    path: &Path,
+    records: Records,
+    bar: &ProgressBar,
+) -> Result<LogScan, String> {
     let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let len = file
         .metadata()
@@ -240,7 +245,10 @@ pub(crate) fn scan_log(path: &Path, records: Records) -> Result<LogScan, String>
         scan.batches
             .push(batch_info(position, &header, crc_valid, kept));
         position += size;
+        bar.inc(size);
     }
+    // What a damage left unread.
+    bar.inc(len - position.min(len));
     Ok(scan)
 }
 
@@ -461,7 +469,7 @@ pub(crate) fn sibling_log(index: &Path) -> Result<Option<LogScan>, String> {
     if !log.is_file() {
         return Ok(None);
     }
-    scan_log(&log, Records::Skip).map(Some)
+    scan_log(&log, Records::Skip, &ProgressBar::hidden()).map(Some)
 }
 
 /// The batch of `log` starting at byte `position`.

@@ -14,10 +14,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use indicatif::ProgressBar;
 use logbus::Error;
 use logbus::inspect;
 use serde::Serialize;
 
+use crate::progress;
 use crate::scan::{self, Damage, Records};
 
 /// How deep below `DIR` the scan looks: root, broker, partition and a
@@ -64,7 +66,9 @@ pub(crate) fn verify(dir: &Path) -> Result<Report, String> {
         damage: Vec::new(),
         skipped: Vec::new(),
     };
-    walk(dir, 0, &mut report)?;
+    let bar = progress::bytes(progress::total_bytes(dir, "log", MAX_DEPTH), "verifying");
+    walk(dir, 0, &mut report, &bar)?;
+    bar.finish_and_clear();
     report.clean = report.damage.is_empty();
     Ok(report)
 }
@@ -84,7 +88,7 @@ fn name_of(path: &Path) -> &str {
     path.file_name().and_then(|n| n.to_str()).unwrap_or("")
 }
 
-fn walk(dir: &Path, depth: usize, report: &mut Report) -> Result<(), String> {
+fn walk(dir: &Path, depth: usize, report: &mut Report, bar: &ProgressBar) -> Result<(), String> {
     let entries = list(dir)?;
     let mut segments: BTreeMap<u64, PathBuf> = BTreeMap::new();
     for path in &entries {
@@ -99,7 +103,7 @@ fn walk(dir: &Path, depth: usize, report: &mut Report) -> Result<(), String> {
                     .skipped
                     .push(format!("{}: being removed or rebuilt", path.display()));
             } else if depth < MAX_DEPTH {
-                walk(path, depth + 1, report)?;
+                walk(path, depth + 1, report, bar)?;
             }
             continue;
         }
@@ -157,13 +161,17 @@ fn walk(dir: &Path, depth: usize, report: &mut Report) -> Result<(), String> {
     }
     if !segments.is_empty() {
         report.checked.partition_dirs += 1;
-        check_partition(&segments, report)?;
+        check_partition(&segments, report, bar)?;
     }
     Ok(())
 }
 
 /// Every segment of one partition directory, in base offset order.
-fn check_partition(segments: &BTreeMap<u64, PathBuf>, report: &mut Report) -> Result<(), String> {
+fn check_partition(
+    segments: &BTreeMap<u64, PathBuf>,
+    report: &mut Report,
+    bar: &ProgressBar,
+) -> Result<(), String> {
     // The offset the next segment must start at or above.
     let mut next: Option<(u64, &Path)> = None;
     for (&base, log_path) in segments {
@@ -180,7 +188,7 @@ fn check_partition(segments: &BTreeMap<u64, PathBuf>, report: &mut Report) -> Re
                 ),
             ));
         }
-        let log = scan::scan_log(log_path, Records::Validate)?;
+        let log = scan::scan_log(log_path, Records::Validate, bar)?;
         report.checked.segments += 1;
         report.checked.batches += log.batches.len();
         report.damage.extend(log.damage.iter().cloned());

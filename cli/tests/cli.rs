@@ -445,6 +445,8 @@ fn verify_reports_nothing_in_a_clean_directory() -> TestResult {
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout)?;
     assert!(text.ends_with("no damage found\n"), "{text}");
+    // stderr is a pipe here, not a terminal: no progress bar on it.
+    assert_eq!(String::from_utf8(output.stderr)?, "");
     Ok(())
 }
 
