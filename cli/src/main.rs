@@ -5,6 +5,7 @@
 //!   `.timeindex` files, and `.txnindex` and `.snapshot` files.
 //! - `logbus verify DIR`: a read-only scan of a whole data directory that
 //!   reports each damage with its file and byte position.
+//! - `logbus perf produce|consume|scan ...`: the perf tool, one JSON line.
 //!
 //! Every command prints human-readable text by default and one JSON
 //! document with `--json`; long scans show a progress bar on stderr when
@@ -25,6 +26,7 @@ mod dump;
     reason = "the commands that open a directory are being added"
 )]
 mod open;
+mod perf;
 mod progress;
 mod scan;
 mod verify;
@@ -65,6 +67,15 @@ enum Command {
     Verify {
         /// The cluster directory (or one broker's, or one partition's).
         dir: PathBuf,
+    },
+    /// The perf tool: `perf produce|consume|scan --dir D --topic T ...`
+    /// (as kafka-producer-perf-test; one JSON line; `logbus perf help`
+    /// lists every flag).
+    #[command(disable_help_flag = true)]
+    Perf {
+        /// `produce`, `consume` or `scan`, then its flags.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
     },
 }
 
@@ -114,6 +125,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Perf { args } => Ok(perf::main_with(&args)),
         Command::Verify { dir } => {
             let report = verify::verify(&dir)?;
             if cli.json {

@@ -587,3 +587,61 @@ fn bad_arguments_and_unknown_files_exit_2() {
     logbus(&["dump-log", "Cargo.toml"]).assert().code(2);
     logbus(&["dump-log"]).assert().code(2);
 }
+
+#[test]
+fn perf_produces_and_consumes_the_records_it_was_asked_for() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let run = |args: &[&str]| -> Result<Value, Box<dyn std::error::Error>> {
+        let output = logbus(args).output()?;
+        assert!(output.status.success(), "{output:?}");
+        let text = String::from_utf8(output.stdout)?;
+        assert_eq!(text.lines().count(), 1, "one JSON line: {text}");
+        Ok(serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?)
+    };
+    let produced = run(&[
+        "perf",
+        "produce",
+        "--dir",
+        path_str(&data),
+        "--topic",
+        "t",
+        "--partitions",
+        "2",
+        "--records",
+        "3000",
+        "--record-size",
+        "50",
+        "--acks",
+        "all",
+    ])?;
+    assert_eq!(produced["mode"], "produce");
+    assert_eq!(produced["records"], 3000);
+    assert_eq!(produced["bytes"], 150_000);
+    let consumed = run(&[
+        "perf",
+        "consume",
+        "--dir",
+        path_str(&data),
+        "--topic",
+        "t",
+        "--records",
+        "3000",
+    ])?;
+    // One poll may return more than asked: the warm-up record too.
+    assert!(consumed["records"].as_u64() >= Some(3000), "{consumed}");
+    // The data is what perf said it wrote, and the one record it sends and
+    // waits for before starting the clock.
+    let cluster = Cluster::open(&data, ClusterConfig::default())?;
+    let topic = cluster.topic("t")?;
+    let mut ends = 0;
+    for p in topic.partitions()? {
+        ends += p.log_end_offset()?;
+    }
+    assert_eq!(ends, 3001);
+    cluster.close()?;
+    logbus(&["perf", "produce", "--records", "x"])
+        .assert()
+        .code(2);
+    Ok(())
+}
