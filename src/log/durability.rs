@@ -20,10 +20,10 @@
 use std::mem;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLockUpgradableReadGuard};
 
 use crate::error::Result;
-use crate::log::{LogInner, fence};
+use crate::log::{EpochFile, LogInner, fence};
 
 /// Group-commit state of one log.
 #[derive(Debug)]
@@ -191,7 +191,19 @@ impl LogInner {
     /// syncs cover. The `state` lock is held only to collect the files.
     fn sync_dirty(&self) -> Result<u64> {
         let (sealed, active, dir_dirty, covered) = {
-            let mut state = self.state.write();
+            // A new leader epoch's entry reaches its file before the
+            // recovery point may pass its start offset (see
+            // `EpochFile::StaleAppend`). Under the upgradable read: appends,
+            // which may change the cache, wait; readers do not.
+            let state = self.state.upgradable_read();
+            let mut state = if state.epoch_file == EpochFile::StaleAppend {
+                self.write_epoch_file(&state.epochs)?;
+                let mut state = RwLockUpgradableReadGuard::upgrade(state);
+                state.epoch_file = EpochFile::Written;
+                state
+            } else {
+                RwLockUpgradableReadGuard::upgrade(state)
+            };
             let sealed = mem::take(&mut state.unflushed);
             let dir_dirty = mem::replace(&mut state.dir_dirty, false);
             let active = state.active();

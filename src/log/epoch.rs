@@ -12,6 +12,13 @@
 //! one `epoch start_offset` line per entry, oldest first, replaced
 //! atomically (temporary file, fsync, rename, directory fsync) through the
 //! shared checkpoint machinery in `checkpoint.rs`.
+//!
+//! A new epoch changes the cache at once and the file with the next flush
+//! of the log, before the recovery point passes the new entry's start (as
+//! Kafka does since KAFKA-15046: the fsync is off the append path, where a
+//! new leader's first append would otherwise wait for it). After a crash,
+//! [`load`] assigns the epochs of the batches past the recovery point, as
+//! Kafka's segment recovery does.
 
 use std::path::{Path, PathBuf};
 
@@ -297,12 +304,16 @@ pub(crate) fn write_checkpoint(
 }
 
 /// The leader epoch cache of a log being opened, whose recovered segments
-/// are `segments`: read from its file and cut to the log's offsets (a crash
+/// are `segments`: read from its file, cut to the log's offsets (a crash
 /// can leave entries past the end, after a truncation or lost unsynced
-/// batches, or below the start, after retention), the file rewritten if
-/// that changed it. Without a file, or with a damaged one, the cache is
-/// rebuilt from the batches and the file written; that is reported, except
-/// for a missing file in a log without batches (a new log).
+/// batches, or below the start, after retention) and caught up with the
+/// epochs of the batches past `recovery_point` (which the file may lack:
+/// see [`EpochFile::StaleAppend`](crate::log::EpochFile::StaleAppend)),
+/// the file rewritten if that changed it. Without a file, or with a
+/// damaged one, the cache is rebuilt from the batches and the file
+/// written; that is reported, except for a missing file whose epochs all
+/// start at or past the recovery point (a log never flushed since its
+/// first epoch).
 ///
 /// A rebuild stops at a damaged batch, which can only lie below the
 /// recovery point in a segment recovery trusted on its indexes: the read
@@ -315,14 +326,18 @@ pub(crate) fn load(
     storage: &dyn Storage,
     dir: &Path,
     segments: &[Segment],
-    log_start_offset: u64,
-    log_end_offset: u64,
+    (log_start_offset, log_end_offset): (u64, u64),
+    recovery_point: u64,
 ) -> Result<(LeaderEpochCache, Option<LeaderEpochsRebuilt>)> {
     let damage = match read_checkpoint(storage, dir) {
         Ok(Some(mut cache)) => {
             let cut_end = cache.truncate_from_end(log_end_offset);
+            // A new epoch's entry reaches the file with the flush that moves
+            // the recovery point past it: one a crash kept from the file is
+            // in the batches past the recovery point.
+            let caught_up = assign_from(&mut cache, segments, recovery_point)?;
             let cut_start = cache.truncate_from_start(log_start_offset);
-            if cut_end || cut_start {
+            if cut_end || cut_start || caught_up {
                 write_checkpoint(storage, dir, &cache)?;
             }
             return Ok((cache, None));
@@ -338,12 +353,59 @@ pub(crate) fn load(
     cache.truncate_from_end(log_end_offset);
     cache.truncate_from_start(log_start_offset);
     write_checkpoint(storage, dir, &cache)?;
+    // A missing file is no loss while no epoch starts below the recovery
+    // point: a log whose first epochs were never flushed has none yet.
+    let lost = cache
+        .entries
+        .first()
+        .is_some_and(|e| e.start_offset < recovery_point);
+    if damage.is_none() && !lost {
+        return Ok((cache, None));
+    }
     let rebuilt = LeaderEpochsRebuilt {
         path: checkpoint_path(dir),
         damage,
         entries: cache.entries().len(),
     };
     Ok((cache, Some(rebuilt)))
+}
+
+/// Assigns to `cache` the epochs newer than its latest of `segments`'
+/// batches from the one holding `from` on (headers only: the open's
+/// recovery checked every batch past the recovery point), as Kafka's
+/// segment recovery does.
+/// Returns whether the cache changed. Stops at a damaged batch.
+///
+/// # Errors
+/// [`crate::Error::Io`] if a segment cannot be read.
+fn assign_from(cache: &mut LeaderEpochCache, segments: &[Segment], from: u64) -> Result<bool> {
+    let mut changed = false;
+    for segment in segments.iter().filter(|s| s.next_offset() > from) {
+        let start = if from > segment.base_offset() {
+            match segment.find_batch(from) {
+                Ok(Some((position, _))) => position,
+                Ok(None) => continue,
+                Err(Error::Corrupt { .. }) => return Ok(changed),
+                Err(e) => return Err(e),
+            }
+        } else {
+            0
+        };
+        for batch in segment.headers_from(start)? {
+            let Ok((_, header)) = batch else {
+                return Ok(changed);
+            };
+            // Only epochs newer than the file's latest, as Kafka's segment
+            // recovery assigns: the file is right for every epoch it names
+            // (a truncation rewrites it before anything is appended).
+            let epoch = header.partition_leader_epoch;
+            if cache.latest_epoch().is_none_or(|latest| epoch > latest) {
+                let base = u64::try_from(header.base_offset).unwrap_or_default();
+                changed |= cache.assign(epoch, base);
+            }
+        }
+    }
+    Ok(changed)
 }
 
 /// The cache appends would have built from `segments`' batches: each

@@ -213,6 +213,13 @@ pub(crate) enum EpochFile {
     /// rewritten before anything is appended, or a crash could leave it
     /// naming an epoch for offsets that another epoch wrote.
     StaleEnd,
+    /// An epoch was added at or past the recovery point (a new leader
+    /// epoch's first append): the file is rewritten by the next flush,
+    /// before the recovery point may pass the new entry's start offset, as
+    /// Kafka does since KAFKA-15046, and by close. A file left behind by a
+    /// crash is caught up by the next open, which assigns the epochs of the
+    /// batches past the recovery point, as Kafka's recovery does.
+    StaleAppend,
 }
 
 impl LogState {
@@ -468,8 +475,8 @@ impl Log {
     /// `maybeAssignEpochStartOffset` in `makeLeader`), so that a follower
     /// asking about an epoch this log never wrote is answered with where
     /// the older epochs end. Does nothing unless `epoch` is newer than the
-    /// latest epoch. The `leader-epoch-checkpoint` file is rewritten
-    /// (fsynced) when the cache changes.
+    /// latest epoch. The `leader-epoch-checkpoint` file follows with the
+    /// next flush (see [`EpochFile::StaleAppend`]).
     ///
     /// # Errors
     /// [`Error::Fenced`](crate::Error::Fenced); [`Error::Io`](crate::Error::Io)
@@ -679,11 +686,14 @@ impl LogInner {
 
     /// Records the leader epochs of batches about to be appended
     /// (`(partitionLeaderEpoch, base offset)` in offset order) before they
-    /// are written: when the cache changes, or its file must catch up with
-    /// a truncation, the file is rewritten first (fsynced), as Kafka's
-    /// `assign` does, so the file on disk always names every epoch of the
-    /// log's durable batches. Batches without an epoch (negative) change
-    /// nothing.
+    /// are written. A new epoch changes the cache in memory and leaves the
+    /// file to the next flush ([`EpochFile::StaleAppend`]): the file on
+    /// disk names every epoch of the batches below the recovery point, and
+    /// an open assigns those of the batches past it. Only a file that must
+    /// catch up with a truncation ([`EpochFile::StaleEnd`]) is rewritten
+    /// first (fsynced), since a crash could otherwise leave it naming an
+    /// epoch for offsets another epoch wrote. Batches without an epoch
+    /// (negative) change nothing.
     ///
     /// # Errors
     /// [`Error::Io`] from writing the file, which fences the log: nothing
@@ -706,18 +716,24 @@ impl LogInner {
         for (epoch, offset) in batches {
             updated.assign(epoch, offset);
         }
-        self.write_epoch_file(&updated)?;
-        state.epochs = updated;
-        state.epoch_file = EpochFile::Written;
+        if state.epoch_file == EpochFile::StaleEnd {
+            self.write_epoch_file(&updated)?;
+            state.epochs = updated;
+            state.epoch_file = EpochFile::Written;
+        } else {
+            state.epochs = updated;
+            state.epoch_file = EpochFile::StaleAppend;
+        }
         Ok(())
     }
 
     /// [`Self::assign_epochs`] for an append holding the state lock's
-    /// upgradable read ([`AppendGuard`]): the leader epoch file is
-    /// rewritten (fsynced) with only that held, so readers go on meanwhile,
-    /// and the write lock is taken only to put the new cache in place.
-    /// Nothing else can change the cache in between: every other writer
-    /// takes the write lock, which the upgradable read excludes.
+    /// upgradable read ([`AppendGuard`]): a leader epoch file that must
+    /// catch up with a truncation is rewritten (fsynced) with only that
+    /// held, so readers go on meanwhile, and the write lock is taken only
+    /// to put the new cache in place. Nothing else can change the cache in
+    /// between: every other writer takes the write lock, which the
+    /// upgradable read excludes.
     ///
     /// # Errors
     /// As [`Self::assign_epochs`].
@@ -729,17 +745,24 @@ impl LogInner {
         let changes = batches
             .clone()
             .any(|(epoch, offset)| state.epochs.needs_assign(epoch, offset));
-        if !changes && state.epoch_file != EpochFile::StaleEnd {
+        let stale_end = state.epoch_file == EpochFile::StaleEnd;
+        if !changes && !stale_end {
             return Ok(());
         }
         let mut updated = state.epochs.clone();
         for (epoch, offset) in batches {
             updated.assign(epoch, offset);
         }
-        self.write_epoch_file(&updated)?;
+        if stale_end {
+            self.write_epoch_file(&updated)?;
+        }
         state.with_upgraded(|state| {
             state.epochs = updated;
-            state.epoch_file = EpochFile::Written;
+            state.epoch_file = if stale_end {
+                EpochFile::Written
+            } else {
+                EpochFile::StaleAppend
+            };
         });
         Ok(())
     }

@@ -384,8 +384,8 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         storage.as_ref(),
         &dir,
         &segments,
-        log_start_offset,
-        log_end_offset,
+        (log_start_offset, log_end_offset),
+        recovery_point,
     )?;
     report.leader_epochs_rebuilt = rebuilt;
 

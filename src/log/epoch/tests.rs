@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::format::{self, BatchBuilder};
-use crate::storage::{FaultKind, FaultOp, FaultyStorage};
+use crate::storage::{FaultKind, FaultOp, FaultyStorage, Tear};
 use crate::{Compression, Error, Log, LogConfig};
 
 fn cache(entries: &[(i32, u64)]) -> LeaderEpochCache {
@@ -543,11 +543,16 @@ fn leader_appends_record_each_new_epoch_at_its_first_offset() -> Result<()> {
     log.append(&mut batch(3, -1, 0), 0)?;
     log.append(&mut batch(2, -1, 0), 0)?;
     assert_eq!(entry_pairs(&log), [(0, 0)]);
+    // The file follows with the next flush, not the append.
+    assert_eq!(file_pairs(dir.path()), None);
+    log.flush()?;
     assert_eq!(file_pairs(dir.path()), Some(vec![(0, 0)]));
     log.append(&mut batch(1, -1, 0), 4)?;
     log.append(&mut batch(4, -1, 0), 4)?;
     log.append(&mut batch(2, -1, 0), 6)?;
     assert_eq!(entry_pairs(&log), [(0, 0), (4, 5), (6, 10)]);
+    assert_eq!(file_pairs(dir.path()), Some(vec![(0, 0)]));
+    log.flush()?;
     assert_eq!(file_pairs(dir.path()), Some(vec![(0, 0), (4, 5), (6, 10)]));
     assert_eq!(log.latest_epoch(), Some(6));
     assert_eq!(log.end_offset_for_epoch(6), answer(6, 12));
@@ -589,6 +594,7 @@ fn follower_appends_record_the_leaders_epochs() -> Result<()> {
     log.append_as_follower(&batch(2, -1, 6))?;
     log.append_as_follower(&batch(2, 4, 8))?;
     assert_eq!(entry_pairs(&log), [(1, 0), (3, 5), (4, 8)]);
+    log.flush()?;
     assert_eq!(file_pairs(dir.path()), Some(vec![(1, 0), (3, 5), (4, 8)]));
     Ok(())
 }
@@ -620,6 +626,7 @@ fn a_truncation_whose_file_write_failed_fences_and_the_next_open_cuts_the_file()
         .open()?;
     log.append(&mut batch(5, -1, 0), 0)?;
     log.append(&mut batch(5, -1, 0), 1)?;
+    log.flush()?;
     // The epoch file is replaced by rename: make that fail once the cut is
     // on disk.
     storage.fail_nth(FaultOp::Rename, 1, FaultKind::Eio);
@@ -641,30 +648,83 @@ fn a_truncation_whose_file_write_failed_fences_and_the_next_open_cuts_the_file()
 }
 
 #[test]
-fn a_failed_epoch_file_write_stores_nothing_and_fences() -> Result<()> {
+fn a_failed_epoch_file_write_fences_and_the_next_open_takes_the_epoch_from_the_batches()
+-> Result<()> {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = FaultyStorage::new();
     let log = Log::builder(dir.path())
         .storage(Arc::new(storage.clone()))
         .open()?;
     log.append(&mut batch(2, -1, 0), 0)?;
-    storage.fail_nth(FaultOp::SyncDir, 1, FaultKind::Enospc);
-    assert!(matches!(
-        log.append(&mut batch(2, -1, 0), 1),
-        Err(Error::Io { .. })
-    ));
-    assert!(log.is_fenced());
-    assert_eq!(log.log_end_offset(), 2, "nothing was appended");
-    assert_eq!(entry_pairs(&log), [(0, 0)], "the cache is unchanged");
-    drop(log);
-    // The rename reached the disk: the file names epoch 1 at offset 2,
-    // past the log end, and the reopen cuts it off.
-    let log = Log::builder(dir.path()).open()?;
-    assert_eq!(log.log_end_offset(), 2);
-    assert_eq!(entry_pairs(&log), [(0, 0)]);
+    log.flush()?;
+    // A new epoch: the append leaves the file to the flush.
     log.append(&mut batch(2, -1, 0), 1)?;
     assert_eq!(entry_pairs(&log), [(0, 0), (1, 2)]);
-    assert_eq!(file_pairs(dir.path()), Some(vec![(0, 0), (1, 2)]));
+    storage.fail_nth(FaultOp::SyncDir, 1, FaultKind::Enospc);
+    assert!(matches!(log.flush(), Err(Error::Io { .. })));
+    assert!(log.is_fenced());
+    assert_eq!(
+        log.recovery_point(),
+        2,
+        "the recovery point stays below epoch 1"
+    );
+    drop(log);
+    // Whether or not the rename reached the disk, the reopen finds epoch 1
+    // in the batch past the recovery point, if that batch is still there.
+    let log = Log::builder(dir.path()).recovery_point(2).open()?;
+    // The failed fsync may have taken the unsynced batch with it.
+    let expected = if log.log_end_offset() == 4 {
+        vec![(0, 0), (1, 2)]
+    } else {
+        assert_eq!(log.log_end_offset(), 2);
+        vec![(0, 0)]
+    };
+    assert_eq!(entry_pairs(&log), expected);
+    assert_eq!(log.recovery_report().leader_epochs_rebuilt, None);
+    assert_eq!(file_pairs(dir.path()), Some(expected));
+    Ok(())
+}
+
+/// A crash before the flush that would have written a new epoch's entry:
+/// the reopen takes it from the batches past the recovery point (and a
+/// power loss that took those batches takes the epoch with them).
+#[test]
+fn an_epoch_the_file_lacks_after_a_crash_comes_back_from_the_batches() -> Result<()> {
+    for power in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = FaultyStorage::new();
+        let log = Log::builder(dir.path())
+            .storage(Arc::new(storage.clone()))
+            .open()?;
+        log.append(&mut batch(3, -1, 0), 0)?;
+        log.flush()?;
+        log.append(&mut batch(2, -1, 0), 1)?;
+        log.append(&mut batch(2, -1, 0), 3)?;
+        assert_eq!(file_pairs(dir.path()), Some(vec![(0, 0)]));
+        let recovery_point = log.recovery_point();
+        assert_eq!(recovery_point, 3);
+        if power {
+            storage.power_loss(0)?;
+        } else {
+            storage.crash(Tear::Random(recovery_point))?;
+        }
+        log.abandon();
+        let log = Log::builder(dir.path())
+            .storage(Arc::new(storage.clone()))
+            .recovery_point(recovery_point)
+            .open()?;
+        let mut expected = vec![(0, 0)];
+        if log.log_end_offset() > 3 {
+            expected.push((1, 3));
+        }
+        if log.log_end_offset() > 5 {
+            expected.push((3, 5));
+        }
+        assert_eq!(entry_pairs(&log), expected, "power loss: {power}");
+        assert_eq!(log.recovery_report().leader_epochs_rebuilt, None);
+        drop(log);
+        assert_eq!(file_pairs(dir.path()), Some(expected));
+    }
     Ok(())
 }
 
@@ -754,7 +814,21 @@ fn a_missing_file_is_rebuilt_from_the_batches_and_reported() -> Result<()> {
     let entries = written_log(dir.path(), &storage)?;
     let path = dir.path().join("leader-epoch-checkpoint");
     std::fs::remove_file(&path).expect("remove");
-    let log = Log::builder(dir.path()).config(small_segments()).open()?;
+    // Not reported when every epoch starts at or past the recovery point:
+    // a log never flushed since its first epoch has no file yet.
+    let log = Log::builder(dir.path())
+        .config(small_segments())
+        .recovery_point(0)
+        .open()?;
+    assert_eq!(log.recovery_report().leader_epochs_rebuilt, None);
+    assert_eq!(entry_pairs(&log), entries);
+    drop(log);
+    std::fs::remove_file(&path).expect("remove");
+    let end = entries.last().map_or(0, |e| e.1) + 12;
+    let log = Log::builder(dir.path())
+        .config(small_segments())
+        .recovery_point(end)
+        .open()?;
     assert_eq!(
         log.recovery_report().leader_epochs_rebuilt,
         Some(LeaderEpochsRebuilt {
@@ -766,7 +840,10 @@ fn a_missing_file_is_rebuilt_from_the_batches_and_reported() -> Result<()> {
     assert_eq!(entry_pairs(&log), entries);
     assert_eq!(file_pairs(dir.path()), Some(entries.clone()));
     log.close()?;
-    let log = Log::builder(dir.path()).config(small_segments()).open()?;
+    let log = Log::builder(dir.path())
+        .config(small_segments())
+        .recovery_point(end)
+        .open()?;
     assert_eq!(log.recovery_report().leader_epochs_rebuilt, None);
     assert_eq!(entry_pairs(&log), entries);
     Ok(())
