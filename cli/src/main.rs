@@ -19,12 +19,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod dump;
-#[allow(
-    dead_code,
-    reason = "the commands that open a directory are being added"
-)]
 mod open;
 mod scan;
+mod topics;
 mod verify;
 
 /// Operator tools over a logbus data directory.
@@ -62,6 +59,9 @@ enum Command {
         /// The cluster directory (or one broker's, or one partition's).
         dir: PathBuf,
     },
+    /// List, describe, create, delete and alter the topics of a data
+    /// directory (as kafka-topics and kafka-configs).
+    Topics(topics::TopicsArgs),
 }
 
 fn print(text: &str) -> Result<(), String> {
@@ -115,6 +115,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 ExitCode::from(1)
             })
         }
+        Command::Topics(args) => topics::run(args, cli.json).map(|()| ExitCode::SUCCESS),
     }
 }
 
