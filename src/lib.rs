@@ -170,8 +170,8 @@ pub use client::producer::{
 pub use client::producer::{ProduceFault, ProduceFaults};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use cluster::{
-    CleanupPolicy, Cluster, ClusterConfig, ClusterConfigBuilder, ClusterRecoveryReport,
-    GroupDescription, GroupState, MAX_BROKERS, MAX_PARTITIONS_PER_CLUSTER,
+    AlterConfigOp, CleanupPolicy, Cluster, ClusterConfig, ClusterConfigBuilder,
+    ClusterRecoveryReport, GroupDescription, GroupState, MAX_BROKERS, MAX_PARTITIONS_PER_CLUSTER,
     MAX_PARTITIONS_PER_TOPIC, MAX_REPLICATION_FACTOR, MAX_TOPIC_NAME_LEN, MemberDescription,
     NewTopic, OffsetAndMetadata, OffsetSpec, Partition, PartitionDescription, PartitionLag,
     RebuildReport, RebuiltTopic, ReplicaDescription, ReplicationStats, SkippedRecord, Subscription,

@@ -21,14 +21,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod dump;
-#[allow(
-    dead_code,
-    reason = "the commands that open a directory are being added"
-)]
 mod open;
 mod perf;
 mod progress;
 mod scan;
+mod topics;
 mod verify;
 
 /// Operator tools over a logbus data directory.
@@ -77,6 +74,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
         args: Vec<String>,
     },
+    /// List, describe, create, delete and alter the topics of a data
+    /// directory (as kafka-topics and kafka-configs).
+    Topics(topics::TopicsArgs),
 }
 
 fn print(text: &str) -> Result<(), String> {
@@ -139,6 +139,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 ExitCode::from(1)
             })
         }
+        Command::Topics(args) => topics::run(args, cli.json).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -500,7 +500,7 @@ impl Cluster {
         topics.sort_by(|a, b| a.name.cmp(&b.name));
         let mut found = Vec::new();
         for topic in topics.iter().filter(|t| !t.is_deleted()) {
-            let min_isr = topic.effective.min_insync();
+            let min_isr = topic.configs().effective.min_insync();
             let count = topic.partition_count() as usize;
             for (p, state) in topic.assignments.read().iter().take(count).enumerate() {
                 if keep(state, min_isr, &is_fenced) {

@@ -43,9 +43,9 @@ use super::metadata::{MetadataLog, MetadataRecord, Reassignment, Registry, Topic
 use super::placement::Placement;
 use super::topic_config::collision_key;
 use super::{
-    Cluster, ClusterConfig, ClusterInner, MAX_PARTITIONS_PER_CLUSTER, MAX_PARTITIONS_PER_TOPIC,
-    MAX_REPLICATION_FACTOR, NewTopic, TopicConfig, TopicIdPartition, TopicState,
-    validate_topic_name,
+    AlterConfigOp, Cluster, ClusterConfig, ClusterInner, MAX_PARTITIONS_PER_CLUSTER,
+    MAX_PARTITIONS_PER_TOPIC, MAX_REPLICATION_FACTOR, NewTopic, TopicConfig, TopicConfigs,
+    TopicIdPartition, TopicState, validate_topic_name,
 };
 use crate::error::{Error, Result};
 use crate::replica::{AlterPartition, LeaderAndIsr};
@@ -129,9 +129,11 @@ impl ClusterInner {
             internal: name.starts_with("__"),
             name,
             id,
-            overrides,
-            effective,
-            log_config,
+            config: RwLock::new(Arc::new(TopicConfigs {
+                overrides,
+                effective,
+                log_config,
+            })),
             count: AtomicU32::new(partitions),
             assignments: RwLock::new(assignments),
             deleted: AtomicBool::new(false),
@@ -483,13 +485,14 @@ impl ClusterInner {
             .map(|(p, a)| a.record(id, p))
             .collect();
         metadata.commit(registry, &records)?;
+        let configs = state.configs();
         for (p, roles) in (current..).zip(assignments) {
             self.host_partition(
                 &state.name,
                 id,
                 p,
-                &state.log_config,
-                &state.effective,
+                &configs.log_config,
+                &configs.effective,
                 &roles,
             )?;
             state.assignments.write().push(roles);
@@ -497,6 +500,77 @@ impl ClusterInner {
             self.metadata_changed();
         }
         Ok(())
+    }
+}
+
+impl ClusterInner {
+    /// Changes a topic's configs (`Cluster::alter_topic_config`): checks
+    /// every op and the result first, stores the changed keys as `Config`
+    /// records in one metadata batch, then gives the topic's state and the
+    /// logs of every live replica the new configuration.
+    pub(super) fn alter_topic_config(&self, name: &str, ops: &[AlterConfigOp]) -> Result<()> {
+        self.check_open()?;
+        let mut controller = self.controller.lock();
+        let Controller {
+            metadata, registry, ..
+        } = &mut *controller;
+        let metadata = metadata.as_mut().ok_or(Error::Closed("cluster"))?;
+        let meta = registry.topic(name)?;
+        let id = meta.id;
+        let factor = meta.assignments.first().map_or(1, |a| a.replicas.len());
+        let factor = u16::try_from(factor).expect("checked when replayed");
+        let state = self.topic_state(name)?;
+        state.refuse_internal("altering the configs of")?;
+        let before = state.configs();
+        let overrides = before.overrides.altered(ops)?;
+        check_min_insync(name, &overrides, factor)?;
+        let effective = overrides.overlaid_on(&self.config.topic_defaults);
+        let log_config = effective
+            .log_config()?
+            .with_retention_check_interval_ms(self.config.retention_check_interval_ms)
+            .with_producer_id_expiration_ms(self.config.producer_id_expiration_ms);
+        if before.log_config.compact() && !log_config.compact() {
+            return Err(Error::InvalidConfig(format!(
+                "topic {name}: cleanup.policy={}: a compacted topic cannot stop being \
+                 compacted (its logs may hold the offset gaps compaction leaves, which \
+                 logbus checks as damage in a log that is not compacted); create a new \
+                 topic instead",
+                effective.get("cleanup.policy").unwrap_or("delete")
+            )));
+        }
+        // Only the keys whose stored value changes.
+        let records: Vec<MetadataRecord> = ops
+            .iter()
+            .filter_map(|op| {
+                let key = op.key();
+                let (old, new) = (before.overrides.get(key), overrides.get(key));
+                (old != new).then(|| MetadataRecord::Config {
+                    topic_id: id,
+                    key: key.to_string(),
+                    value: new.map(str::to_string),
+                })
+            })
+            .collect();
+        if records.is_empty() {
+            return Ok(());
+        }
+        metadata.commit(registry, &records)?;
+        let min_insync = usize::try_from(effective.min_insync()).unwrap_or(usize::MAX);
+        *state.config.write() = Arc::new(TopicConfigs {
+            overrides,
+            effective,
+            log_config: log_config.clone(),
+        });
+        let mut first_error = None;
+        for broker in self.brokers() {
+            if let Err(e) = broker
+                .replicas
+                .set_topic_config(name, id, &log_config, min_insync)
+            {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 }
 
@@ -1281,13 +1355,14 @@ impl ClusterInner {
             };
             Self::commit_move(metadata, registry, &decided, moving.as_ref())?;
             let changes = Changes::from([((tp.topic.clone(), tp.partition), decided)]);
-            let min_insync = usize::try_from(state.effective.min_insync()).unwrap_or(usize::MAX);
+            let configs = state.configs();
+            let min_insync = usize::try_from(configs.effective.min_insync()).unwrap_or(usize::MAX);
             for &b in &hosting {
                 self.broker(b)?.open_partition(
                     &state.name,
                     id,
                     tp.partition,
-                    state.log_config.clone(),
+                    configs.log_config.clone(),
                     next.clone(),
                     min_insync,
                 )?;

@@ -168,8 +168,9 @@ impl ClusterInner {
                 else {
                     continue;
                 };
+                let configs = state.configs();
                 let min_insync =
-                    usize::try_from(state.effective.min_insync()).unwrap_or(usize::MAX);
+                    usize::try_from(configs.effective.min_insync()).unwrap_or(usize::MAX);
                 for (p, roles) in (0..).zip(&meta.assignments) {
                     if !roles.replicas.contains(&id) {
                         continue;
@@ -178,7 +179,7 @@ impl ClusterInner {
                         &state.name,
                         state.id,
                         p,
-                        state.log_config.clone(),
+                        configs.log_config.clone(),
                         roles.clone(),
                         min_insync,
                     );

@@ -128,17 +128,21 @@ impl Topic {
         topic_id_string(self.state.id)
     }
 
-    /// The effective configuration: the topic's own configs over the
-    /// cluster's defaults.
+    /// The effective configuration as of now: the topic's own configs
+    /// over the cluster's defaults. Every handle sees a change made by
+    /// [`Cluster::alter_topic_config`](crate::Cluster::alter_topic_config)
+    /// as soon as that returns (the value returned here is a copy: it
+    /// does not change afterwards).
     #[must_use]
-    pub fn config(&self) -> &TopicConfig {
-        &self.state.effective
+    pub fn config(&self) -> TopicConfig {
+        self.state.configs().effective.clone()
     }
 
-    /// Only the configs set for this topic.
+    /// Only the configs set for this topic, as of now (see
+    /// [`Topic::config`]).
     #[must_use]
-    pub fn overrides(&self) -> &TopicConfig {
-        &self.state.overrides
+    pub fn overrides(&self) -> TopicConfig {
+        self.state.configs().overrides.clone()
     }
 
     /// The number of partitions (it grows with
@@ -215,7 +219,7 @@ impl Topic {
             name: self.name().to_string(),
             id: self.id(),
             internal: self.state.internal,
-            config: self.config().clone(),
+            config: self.config(),
             partitions,
         })
     }
@@ -238,7 +242,7 @@ impl Topic {
     /// metadata and each replica's own log.
     fn describe_partition(&self, partition: u32) -> Result<PartitionDescription> {
         let key = self.state.key(partition)?;
-        let min_isr = self.state.effective.min_insync();
+        let min_isr = self.state.configs().effective.min_insync();
         let offline = |b: u32| self.cluster.is_broker_fenced(b);
         match self.cluster.replicas_for(&key) {
             Ok(leader) => {

@@ -108,7 +108,7 @@ pub use offsets::OffsetAndMetadata;
 pub use report::{
     ClusterRecoveryReport, RebuildReport, RebuiltTopic, SkippedRecord, UnknownPartitionDir,
 };
-pub use topic_config::{CleanupPolicy, MAX_TOPIC_NAME_LEN, TopicConfig};
+pub use topic_config::{AlterConfigOp, CleanupPolicy, MAX_TOPIC_NAME_LEN, TopicConfig};
 
 use broker::{Broker, create_dir_durably, held_partition_dirs};
 use checkpointer::Checkpointer;
@@ -237,9 +237,9 @@ pub(crate) struct ClusterInner {
 pub(crate) struct TopicState {
     pub(crate) name: Arc<str>,
     pub(crate) id: Uuid,
-    pub(crate) overrides: TopicConfig,
-    pub(crate) effective: TopicConfig,
-    pub(crate) log_config: LogConfig,
+    /// The configuration as of now: replaced whole, under the controller
+    /// lock, by `alter_topic_config` (read it with [`TopicState::configs`]).
+    config: RwLock<Arc<TopicConfigs>>,
     /// The partition count (the producer reads it for every record).
     /// Stored after a new partition is hosted by the broker, so every
     /// partition below it exists.
@@ -254,7 +254,23 @@ pub(crate) struct TopicState {
     pub(crate) internal: bool,
 }
 
+/// A topic's configuration at one moment.
+#[derive(Debug)]
+pub(crate) struct TopicConfigs {
+    /// Only the configs set for the topic (what the metadata log holds).
+    pub(crate) overrides: TopicConfig,
+    /// `overrides` over the cluster's topic defaults.
+    pub(crate) effective: TopicConfig,
+    /// What the topic's logs are given, from `effective`.
+    pub(crate) log_config: LogConfig,
+}
+
 impl TopicState {
+    /// The configuration as of now.
+    pub(crate) fn configs(&self) -> Arc<TopicConfigs> {
+        self.config.read().clone()
+    }
+
     /// Whether the topic was deleted (its handles then fail).
     pub(crate) fn is_deleted(&self) -> bool {
         self.deleted.load(Ordering::Acquire)
@@ -631,6 +647,48 @@ impl Cluster {
     /// Nothing is stored in any of these cases.
     pub fn create_partitions(&self, name: &str, total: u32) -> Result<()> {
         self.inner.create_partitions(name, total)
+    }
+
+    /// Changes a topic's own configs, as Kafka's `IncrementalAlterConfigs`:
+    /// each [`AlterConfigOp`] sets a config or deletes the topic's value
+    /// (the cluster's default applies again); configs not named keep their
+    /// values.
+    ///
+    /// Every op and the resulting configuration are checked first, by the
+    /// rules [`TopicConfig::set`] and [`Cluster::create_topic`] apply; then
+    /// the changed configs are stored in the metadata log as one batch
+    /// (fsynced), and then applied at once: every handle's
+    /// [`Topic::config`] reports them, and every replica's log uses them
+    /// from its next append, roll, retention check or cleaning pass (see
+    /// [`Log::set_config`](crate::Log::set_config)); `min.insync.replicas`
+    /// from the next `acks=all` append, `unclean.leader.election.enable`
+    /// from the next election. A reopen restores them.
+    ///
+    /// ```
+    /// use logbus::{AlterConfigOp, Cluster, ClusterConfig, NewTopic};
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    /// let topic = cluster.create_topic(NewTopic::new("orders", 1))?;
+    /// cluster.alter_topic_config(
+    ///     "orders",
+    ///     &[AlterConfigOp::set("retention.ms", "3600000"), AlterConfigOp::delete("segment.ms")],
+    /// )?;
+    /// assert_eq!(topic.config().get("retention.ms"), Some("3600000"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopicOrPartition`] if there is no such topic;
+    /// [`Error::InvalidTopic`] for internal topics;
+    /// [`Error::InvalidConfig`] for an unknown config name, a bad value, a
+    /// config named twice, `min.insync.replicas` above the replication
+    /// factor, or turning compaction off for a compacted topic (its logs
+    /// may hold the offset gaps compaction leaves); [`Error::Io`] writing
+    /// the metadata log; [`Error::Closed`]. Nothing is stored in any of
+    /// these cases. An error applying the stored change to a replica's log
+    /// is returned too, the change standing (a reopen applies it).
+    pub fn alter_topic_config(&self, topic: &str, ops: &[AlterConfigOp]) -> Result<()> {
+        self.inner.alter_topic_config(topic, ops)
     }
 
     /// Names of the user topics, sorted (internal topics are not listed).

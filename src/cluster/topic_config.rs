@@ -55,6 +55,47 @@ impl CleanupPolicy {
     }
 }
 
+/// One change to a topic's configs, as Kafka's `IncrementalAlterConfigs`
+/// makes them (its `SET` and `DELETE`): see
+/// [`Cluster::alter_topic_config`](crate::Cluster::alter_topic_config).
+///
+/// ```
+/// use logbus::AlterConfigOp;
+/// let op = AlterConfigOp::set("retention.ms", "3600000");
+/// assert_eq!(op.key(), "retention.ms");
+/// assert_eq!(AlterConfigOp::delete("retention.ms").key(), "retention.ms");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AlterConfigOp {
+    /// Sets the topic's own value of a config (name, value), checked as
+    /// [`TopicConfig::set`] checks it.
+    Set(String, String),
+    /// Removes the topic's own value of a config (by name): the cluster's
+    /// default applies again (Kafka's "revert to default").
+    Delete(String),
+}
+
+impl AlterConfigOp {
+    /// [`AlterConfigOp::Set`] of `key` to `value`.
+    pub fn set(key: impl Into<String>, value: impl Into<String>) -> Self {
+        AlterConfigOp::Set(key.into(), value.into())
+    }
+
+    /// [`AlterConfigOp::Delete`] of `key`.
+    pub fn delete(key: impl Into<String>) -> Self {
+        AlterConfigOp::Delete(key.into())
+    }
+
+    /// The config the change names.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        match self {
+            AlterConfigOp::Set(key, _) | AlterConfigOp::Delete(key) => key,
+        }
+    }
+}
+
 /// How one config's value is parsed and checked.
 #[derive(Debug, Clone, Copy)]
 enum Rule {
@@ -491,6 +532,35 @@ impl TopicConfig {
             self = self.put("flush.ms", millis(every).to_string());
         }
         self
+    }
+
+    /// This configuration with `ops` applied in order, each checked as
+    /// [`TopicConfig::set`] checks a value (a [`AlterConfigOp::Delete`]
+    /// of a key not set is no change). `self` is untouched.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the config, for an unknown name, a
+    /// bad value, or a key named by two ops (Kafka refuses duplicate keys
+    /// in one request).
+    pub(crate) fn altered(&self, ops: &[AlterConfigOp]) -> Result<TopicConfig> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut next = self.clone();
+        for op in ops {
+            let key = Key::find(op.key())?;
+            if !seen.insert(key.name) {
+                return Err(Error::InvalidConfig(format!(
+                    "{} is named by more than one change",
+                    key.name
+                )));
+            }
+            match op {
+                AlterConfigOp::Set(_, value) => next = next.set(key.name, value.clone())?,
+                AlterConfigOp::Delete(_) => {
+                    next.values.remove(key.name);
+                }
+            }
+        }
+        Ok(next)
     }
 
     /// This configuration laid over `base`: settings here win.

@@ -983,7 +983,12 @@ fn the_state_topic_is_kafkas_and_states_survive_a_reopen() {
     let description = cluster.describe_topic(TXN_TOPIC).unwrap();
     assert_eq!(description.partitions.len(), 50);
     assert!(description.partitions.iter().all(|p| p.replicas.len() == 3));
-    let config = &inner.topic_state(TXN_TOPIC).unwrap().effective;
+    let config = inner
+        .topic_state(TXN_TOPIC)
+        .unwrap()
+        .configs()
+        .effective
+        .clone();
     assert_eq!(config.get("cleanup.policy"), Some("compact"));
     assert_eq!(config.min_insync(), 2);
     assert_eq!(config.get("segment.bytes"), Some("104857600"));

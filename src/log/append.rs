@@ -214,8 +214,9 @@ impl Log {
                 )));
             }
             let now = self.inner.clock.now_ms();
-            let append_time =
-                (self.inner.config.timestamp_type() == TimestampType::LogAppendTime).then_some(now);
+            let append_time = (self.inner.config().timestamp_type()
+                == TimestampType::LogAppendTime)
+                .then_some(now);
             // Producer state first: a refused batch or a retry changes
             // nothing, the leader epoch file included.
             let producer_batches = match check_producers(
@@ -313,7 +314,7 @@ impl Log {
     /// that is not compacted as damage); nothing is stored then.
     pub fn append_as_follower(&self, batches: &[u8]) -> Result<AppendInfo> {
         let checked = validate(batches, &self.inner, true)?;
-        let contiguous = !self.inner.config.compact();
+        let contiguous = !self.inner.config().compact();
         let info = {
             // As a leader append: readers go on until the publish.
             let mut state = self.inner.state.upgradable_read();
@@ -520,11 +521,13 @@ fn validate(buf: &[u8], inner: &LogInner, full: bool) -> Result<Vec<Checked>> {
     if buf.is_empty() {
         return Err(Error::InvalidBatch(FormatError::Empty));
     }
-    let max = inner.config.max_batch_len();
-    if buf.len() as u64 > inner.config.segment_bytes() {
+    // One configuration for the whole check (`Log::set_config` may swap it).
+    let config = inner.config();
+    let max = config.max_batch_len();
+    if buf.len() as u64 > config.segment_bytes() {
         return Err(Error::RecordTooLarge {
             size: buf.len() as u64,
-            max: inner.config.segment_bytes(),
+            max: config.segment_bytes(),
             limit: "segment.bytes",
         });
     }
@@ -536,7 +539,7 @@ fn validate(buf: &[u8], inner: &LogInner, full: bool) -> Result<Vec<Checked>> {
         if header.total_size() > max {
             return Err(Error::RecordTooLarge {
                 size: header.total_size() as u64,
-                max: inner.config.max_message_bytes(),
+                max: config.max_message_bytes(),
                 limit: "max.message.bytes",
             });
         }
@@ -548,7 +551,7 @@ fn validate(buf: &[u8], inner: &LogInner, full: bool) -> Result<Vec<Checked>> {
                 "a batch built in-process is malformed: {header:?}"
             )));
         }
-        if inner.config.compact() {
+        if config.compact() {
             require_keys(&rest[..header.total_size()], &header)?;
         }
         checked.push(Checked { position, header });
@@ -721,7 +724,7 @@ impl LogInner {
     fn published(&self, state: &mut LogState, last_offset: u64) {
         state.log_end_offset = last_offset + 1;
         self.durability.set_log_end(state.log_end_offset);
-        if !state.spare_requested && state.active().size() > self.config.segment_bytes() / 2 {
+        if !state.spare_requested && state.active().size() > self.config().segment_bytes() / 2 {
             state.spare_requested = true;
             self.schedule(Job::PrepareSpare);
         }
@@ -746,12 +749,12 @@ impl LogInner {
         if active.is_empty() {
             return !active.can_append(last_offset);
         }
-        let too_big = active.size() + append_bytes > self.config.segment_bytes();
+        let too_big = active.size() + append_bytes > self.config().segment_bytes();
         let waited = match active.rolling_timestamp() {
             Some(first) if first >= 0 => incoming_timestamp.saturating_sub(first),
             _ => now.saturating_sub(active.created_ms()),
         };
-        let too_old = self.config.segment_ms().is_some_and(|ms| waited > ms);
+        let too_old = self.config().segment_ms().is_some_and(|ms| waited > ms);
         too_big || too_old || !active.can_append(last_offset)
     }
 
@@ -783,7 +786,7 @@ impl LogInner {
             state.segments.push(fresh);
             // Under flush.messages=1 the append's own fsync covers the
             // sealed file; otherwise it is flushed in the background.
-            if !self.config.flush().is_every_append() {
+            if !self.config().flush().is_every_append() {
                 self.schedule(Job::Flush(base_offset));
             }
         }
@@ -794,7 +797,7 @@ impl LogInner {
     }
 
     pub(crate) fn segment_limits(&self) -> SegmentLimits {
-        Self::limits_for(&self.config)
+        Self::limits_for(&self.config())
     }
 
     pub(crate) fn limits_for(config: &crate::LogConfig) -> SegmentLimits {
@@ -817,7 +820,7 @@ impl LogInner {
     /// end). So when an append returns, every offset below its end minus
     /// N − 1 is on disk. `flush.ms` is the scheduler's timer (`worker.rs`).
     pub(super) fn after_append(&self, next_offset: u64) -> Result<()> {
-        let Some(every) = self.config.flush().messages() else {
+        let Some(every) = self.config().flush().messages() else {
             return Ok(());
         };
         let unflushed = next_offset.saturating_sub(self.durability.durable_offset());

@@ -152,7 +152,7 @@ impl Log {
     /// cleaned files changes nothing; a failure while swapping them in
     /// fences the log (reopening it completes or rolls back the swap).
     pub fn clean(&self) -> Result<CleanReport> {
-        if !self.inner.config.compact() {
+        if !self.inner.config().compact() {
             return Err(Error::InvalidConfig(
                 "cleanup.policy does not include compact".into(),
             ));
@@ -227,15 +227,15 @@ struct Snapshot {
 
 impl LogInner {
     pub(crate) fn maybe_clean(&self) -> Result<Option<CleanReport>> {
-        if !self.config.compact() {
+        if !self.config().compact() {
             return Ok(None);
         }
-        self.clean(Some(self.config.min_cleanable_dirty_ratio()))
+        self.clean(Some(self.config().min_cleanable_dirty_ratio()))
     }
 
     fn cleanable(&self, state: &LogState, now: i64) -> Cleanable {
         let first_dirty = state.cleaner_checkpoint.max(state.log_start_offset);
-        let lag = self.config.min_compaction_lag_ms();
+        let lag = self.config().min_compaction_lag_ms();
         let sealed = state.segments.len() - 1;
         let mut end = sealed;
         let (mut clean_bytes, mut dirty_bytes) = (0, 0);
@@ -364,11 +364,11 @@ impl LogInner {
     /// segment: `segment.bytes`, the index capacity (counted generously:
     /// one entry per `index.interval.bytes`), 32-bit relative offsets.
     fn groups(&self, snapshots: &[Snapshot]) -> Vec<std::ops::Range<usize>> {
-        let max_bytes = self.config.segment_bytes();
-        let interval = self.config.index_interval_bytes();
+        let max_bytes = self.config().segment_bytes();
+        let interval = self.config().index_interval_bytes();
         // The time index has the larger entries (12 bytes); one slot is
         // kept for the entry sealing adds.
-        let max_entries = (self.config.segment_index_bytes() / 12).saturating_sub(1);
+        let max_entries = (self.config().segment_index_bytes() / 12).saturating_sub(1);
         let mut groups = Vec::new();
         let mut start = 0;
         while start < snapshots.len() {
@@ -517,7 +517,7 @@ impl LogInner {
                     &batch,
                     (removable, last),
                     now,
-                    self.config.delete_retention_ms(),
+                    self.config().delete_retention_ms(),
                     counts,
                 )
                 .map_err(|e| corrupt(&self.dir, snapshot.base, position, e))?
@@ -539,7 +539,7 @@ impl LogInner {
                             &batch,
                             (map, true),
                             now,
-                            self.config.delete_retention_ms(),
+                            self.config().delete_retention_ms(),
                             counts,
                         )
                         .map_err(|e| corrupt(&self.dir, snapshot.base, position, e))?
@@ -560,7 +560,7 @@ impl LogInner {
                         &batch,
                         (map, false),
                         now,
-                        self.config.delete_retention_ms(),
+                        self.config().delete_retention_ms(),
                         counts,
                     )
                     .map_err(|e| corrupt(&self.dir, snapshot.base, position, e))?

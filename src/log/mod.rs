@@ -147,7 +147,10 @@ pub(crate) struct LogInner {
     dir: PathBuf,
     storage: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
-    config: LogConfig,
+    /// The configuration, replaced whole by [`Log::set_config`]; every
+    /// use reads it afresh ([`LogInner::config`]), so a change applies
+    /// from the next append, roll, retention check or cleaning pass.
+    config: RwLock<Arc<LogConfig>>,
     state: RwLock<LogState>,
     fenced: AtomicBool,
     durability: Durability,
@@ -386,10 +389,86 @@ impl Log {
         &self.inner.dir
     }
 
-    /// The log's configuration.
+    /// The log's configuration, as of now (see [`Log::set_config`]).
     #[must_use]
-    pub fn config(&self) -> &LogConfig {
-        &self.inner.config
+    pub fn config(&self) -> Arc<LogConfig> {
+        self.inner.config()
+    }
+
+    /// Replaces the log's configuration while it is open (Kafka's dynamic
+    /// topic configs): every setting applies from the next time it is
+    /// used. `segment.bytes`, `segment.ms`, `segment.index.bytes` decide
+    /// the next roll (the active segment keeps the index it preallocated);
+    /// `max.message.bytes` and `message.timestamp.type` the next append;
+    /// `index.interval.bytes` the next index entry; retention and
+    /// compaction settings the next retention check or cleaning pass;
+    /// `flush.messages` the next append, and a changed `flush.ms` restarts
+    /// the interval flush, its first deadline counted from now.
+    ///
+    /// Compaction may be turned on (the segments then admit the offset gaps
+    /// a cleaned log has), but not off: a log that was compacted may have
+    /// gaps that recovery and reads of a log that is not compacted take for
+    /// damage.
+    ///
+    /// ```
+    /// use logbus::{Log, LogConfig};
+    /// let dir = tempfile::tempdir()?;
+    /// let log = Log::builder(dir.path()).open()?;
+    /// log.set_config(LogConfig::builder().segment_bytes(4096).build()?)?;
+    /// assert_eq!(log.config().segment_bytes(), 4096);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a configuration that turns compaction
+    /// off, or that changes `retention.check.interval.ms` or
+    /// `producer.id.expiration.ms` (the owner's settings, fixed at the
+    /// open); nothing changes then.
+    pub fn set_config(&self, config: LogConfig) -> Result<()> {
+        let old = self.inner.config();
+        if old.compact() && !config.compact() {
+            return Err(Error::InvalidConfig(format!(
+                "cleanup.policy={}: a compacted log cannot stop being compacted (its \
+                 segments may hold the offset gaps compaction leaves)",
+                if config.delete() { "delete" } else { "none" }
+            )));
+        }
+        if old.retention_check_interval_ms() != config.retention_check_interval_ms()
+            || old.producer_id_expiration_ms() != config.producer_id_expiration_ms()
+        {
+            return Err(Error::InvalidConfig(
+                "retention.check.interval.ms and producer.id.expiration.ms are fixed when \
+                 the log opens"
+                    .into(),
+            ));
+        }
+        let limits_before = LogInner::limits_for(&old);
+        let limits_after = LogInner::limits_for(&config);
+        let flush_before = self.inner.flush_interval_ms();
+        {
+            // Under the state lock: an append or roll sees the old
+            // configuration with the old segments, or the new with the new.
+            let mut state = self.inner.state.write();
+            *self.inner.config.write() = Arc::new(config);
+            if limits_before != limits_after {
+                for segment in &mut state.segments {
+                    segment.update_limits(limits_after.order, limits_after.index_interval_bytes);
+                }
+            }
+        }
+        if limits_before.index_bytes != limits_after.index_bytes {
+            // A spare prepared with the old index size is not used.
+            self.inner.remove_spare();
+            self.inner.state.write().spare_requested = false;
+        }
+        let flush_after = self.inner.flush_interval_ms();
+        if flush_before != flush_after {
+            self.inner.background.restart_timers(
+                flush_after,
+                self.inner.config().retention_check_interval_ms(),
+            );
+        }
+        Ok(())
     }
 
     /// The first offset that can be read.
@@ -608,6 +687,12 @@ impl Drop for Log {
 }
 
 impl LogInner {
+    /// The configuration as of now (one read of the lock, then an `Arc`
+    /// the caller holds: a whole configuration, never half of two).
+    pub(crate) fn config(&self) -> Arc<LogConfig> {
+        self.config.read().clone()
+    }
+
     fn is_fenced(&self) -> bool {
         self.fenced.load(Ordering::Acquire)
     }

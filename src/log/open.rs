@@ -400,7 +400,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         dir,
         storage,
         clock,
-        config,
+        config: RwLock::new(Arc::new(config)),
         state: RwLock::new(LogState {
             segments,
             log_start_offset,
@@ -435,7 +435,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     // The first deadlines count from the open.
     inner.background.start_timers(
         inner.flush_interval_ms(),
-        inner.config.retention_check_interval_ms(),
+        inner.config().retention_check_interval_ms(),
     );
     let log = Log {
         inner,

@@ -283,8 +283,8 @@ impl LogInner {
         let now = self.clock.now_ms();
         let mut state = self.state.write();
         // Under `cleanup.policy=compact` alone, time and size delete nothing.
-        let all = which == Retention::All && self.config.delete();
-        let mut excess = match self.config.retention_bytes() {
+        let all = which == Retention::All && self.config().delete();
+        let mut excess = match self.config().retention_bytes() {
             Some(limit) if all => state.size_bytes().saturating_sub(limit),
             _ => 0,
         };
@@ -294,7 +294,7 @@ impl LogInner {
             let segment = &state.segments[count];
             let next_base = state.segments[count + 1].base_offset();
             let below_start = next_base <= state.log_start_offset;
-            let expired = match self.config.retention_ms() {
+            let expired = match self.config().retention_ms() {
                 Some(ms) if all => {
                     segment.max_timestamp() >= 0 && now.saturating_sub(segment.max_timestamp()) > ms
                 }

@@ -283,6 +283,20 @@ impl Registration {
         }
     }
 
+    /// Replaces the log's timers (its `flush.ms` changed), the first
+    /// deadlines counted from now. Nothing once the log is closed.
+    pub(crate) fn restart_timers(&self, flush_ms: Option<i64>, retention_ms: i64) {
+        // Under the slot's lock, so that `close` (which removes the timers
+        // again after marking the slot closed) cannot miss these.
+        let state = self.slot.state.lock();
+        if state.closed {
+            return;
+        }
+        self.shared.remove_timers(self.slot.id);
+        self.start_timers(flush_ms, retention_ms);
+        drop(state);
+    }
+
     /// Queues a job; gives it back if it cannot be queued (the log is
     /// closed, its mailbox or the ready channel is full, or the scheduler
     /// stopped). Never blocks.
@@ -313,6 +327,8 @@ impl Registration {
         if std::mem::replace(&mut state.closed, true) {
             return None;
         }
+        // Timers a `restart_timers` racing with this close added.
+        self.shared.remove_timers(self.slot.id);
         let jobs = std::mem::take(&mut state.jobs).into();
         state.flush_due = false;
         state.retention_due = false;

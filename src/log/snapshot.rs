@@ -256,7 +256,7 @@ impl LogInner {
 
     /// `producer.id.expiration.ms`.
     pub(crate) fn producer_expiration_ms(&self) -> i64 {
-        self.config.producer_id_expiration_ms()
+        self.config().producer_id_expiration_ms()
     }
 
     /// Forgets the producers whose last write is `producer.id.expiration.ms`
@@ -268,7 +268,7 @@ impl LogInner {
         let mut state = self.state.write();
         state
             .producers
-            .remove_expired(now, self.config.producer_id_expiration_ms())
+            .remove_expired(now, self.config().producer_id_expiration_ms())
     }
 }
 

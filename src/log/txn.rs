@@ -97,8 +97,9 @@ impl Log {
             // then stamps it as any batch of a LogAppendTime topic (the
             // timestamp-type attribute and the append time as the batch's
             // max timestamp).
-            let append_time =
-                (self.inner.config.timestamp_type() == TimestampType::LogAppendTime).then_some(now);
+            let append_time = (self.inner.config().timestamp_type()
+                == TimestampType::LogAppendTime)
+                .then_some(now);
             if let Some(t) = append_time {
                 format::set_log_append_time(&mut bytes, t);
             }

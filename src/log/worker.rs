@@ -90,7 +90,7 @@ impl LogInner {
     /// `flush.ms`: the interval of the background flush in milliseconds,
     /// if the policy sets one (whole milliseconds, at least 1).
     pub(crate) fn flush_interval_ms(&self) -> Option<i64> {
-        self.config
+        self.config()
             .flush()
             .interval()
             .map(|every| i64::try_from(every.as_millis()).unwrap_or(i64::MAX))

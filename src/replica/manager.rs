@@ -809,6 +809,32 @@ impl ReplicaManager {
         self.get(key).map_or(0, |s| s.pending_acks())
     }
 
+    /// Gives every partition of topic `topic` (id `id`) this broker hosts
+    /// the topic's new configuration ([`PartitionState::set_config`]).
+    /// Every partition is tried; the first error is returned.
+    pub(crate) fn set_topic_config(
+        &self,
+        topic: &str,
+        id: Uuid,
+        config: &crate::config::LogConfig,
+        min_insync: usize,
+    ) -> Result<()> {
+        let states: Vec<Arc<PartitionState>> = self
+            .hosted
+            .read()
+            .get(topic)
+            .filter(|h| h.id == id)
+            .map(|h| h.partitions.values().cloned().collect())
+            .unwrap_or_default();
+        let mut first_error = None;
+        for state in states {
+            if let Err(e) = state.set_config(config, min_insync) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// Runs `f` on `key`'s open log (for tests).
     #[cfg(test)]
     pub(crate) fn with_log<T>(

@@ -26,7 +26,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -101,13 +101,15 @@ pub(crate) struct PartitionState {
     broker: u32,
     /// The leadership, as the controller last decided it.
     roles: RwLock<LeaderAndIsr>,
-    /// The topic's `min.insync.replicas`.
-    min_insync: usize,
+    /// The topic's `min.insync.replicas` (changed by
+    /// [`PartitionState::set_config`]).
+    min_insync: AtomicUsize,
     /// Whether the high watermark counts durable offsets rather than log
     /// end offsets: the topic fsyncs every append before acknowledging it
     /// (`flush.messages=1`), so no consumer may see a record a crash of
-    /// any in-sync replica's machine can take back.
-    durable_hw: bool,
+    /// any in-sync replica's machine can take back. Follows the log's
+    /// configuration ([`PartitionState::set_config`]).
+    durable_hw: AtomicBool,
     /// The high watermark: consumers read below it. Written under
     /// `replication`; on the leader it never moves back within a leader
     /// epoch.
@@ -244,8 +246,8 @@ impl PartitionState {
             partition,
             broker,
             roles: RwLock::new(roles),
-            min_insync,
-            durable_hw,
+            min_insync: AtomicUsize::new(min_insync),
+            durable_hw: AtomicBool::new(durable_hw),
             high_watermark: AtomicU64::new(0),
             replication: Mutex::new(replication),
             log: RwLock::new(Some(log)),
@@ -403,6 +405,30 @@ impl PartitionState {
         self.gone.load(Ordering::Acquire) != LIVE
     }
 
+    /// The topic's `min.insync.replicas` as of now.
+    fn min_insync(&self) -> usize {
+        self.min_insync.load(Ordering::Acquire)
+    }
+
+    /// Takes the topic's new configuration (an altered topic config): the
+    /// log's, and `min.insync.replicas` for the next `acks=all` append.
+    /// The high watermark follows the new flush policy from its next move
+    /// (it never moves back).
+    ///
+    /// # Errors
+    /// As [`Log::set_config`]; the error of a replica that is gone.
+    pub(crate) fn set_config(
+        &self,
+        config: &crate::config::LogConfig,
+        min_insync: usize,
+    ) -> Result<()> {
+        self.with_log(|log| log.set_config(config.clone()))?;
+        self.min_insync.store(min_insync, Ordering::Release);
+        self.durable_hw
+            .store(config.flush().is_every_append(), Ordering::Release);
+        Ok(())
+    }
+
     pub(crate) fn with_log<T>(&self, f: impl FnOnce(&Log) -> Result<T>) -> Result<T> {
         let guard = self.log.read();
         match guard.as_ref() {
@@ -430,12 +456,13 @@ impl PartitionState {
         acks_all: bool,
     ) -> Result<(AppendInfo, Option<PendingAck>)> {
         let roles = self.lead()?;
-        if acks_all && roles.isr.len() < self.min_insync {
+        let min_insync = self.min_insync();
+        if acks_all && roles.isr.len() < min_insync {
             return Err(Error::NotEnoughReplicas {
                 topic: self.topic.to_string(),
                 partition: self.partition,
                 in_sync: roles.isr.len(),
-                required: self.min_insync,
+                required: min_insync,
             });
         }
         let info = self.with_log(|log| match origin {
@@ -475,12 +502,13 @@ impl PartitionState {
         coordinator_epoch: i32,
     ) -> Result<(AppendInfo, Option<PendingAck>)> {
         let roles = self.lead()?;
-        if roles.isr.len() < self.min_insync {
+        let min_insync = self.min_insync();
+        if roles.isr.len() < min_insync {
             return Err(Error::NotEnoughReplicas {
                 topic: self.topic.to_string(),
                 partition: self.partition,
                 in_sync: roles.isr.len(),
-                required: self.min_insync,
+                required: min_insync,
             });
         }
         let info = self.with_log(|log| {
@@ -542,11 +570,12 @@ impl PartitionState {
         // The leader's own offset: after an append, the end of what it
         // appended (at most the log end, so a safe candidate) without
         // reading the log again; with `durable_hw`, the recovery point.
+        let durable_hw = self.durable_hw.load(Ordering::Acquire);
         let own = match appended_end {
-            Some(end) if !self.durable_hw => Ok(end),
+            Some(end) if !durable_hw => Ok(end),
             _ => self.with_log(|log| {
                 let log_end = log.log_end_offset();
-                Ok(if self.durable_hw {
+                Ok(if durable_hw {
                     log.recovery_point().min(log_end)
                 } else {
                     log_end
@@ -560,7 +589,7 @@ impl PartitionState {
         let mut candidate = Some(own);
         for b in roles.isr.iter().filter(|&&b| b != self.broker) {
             let offset = replication.followers.get(b).and_then(|r| {
-                if self.durable_hw {
+                if durable_hw {
                     r.durable_offset
                 } else {
                     r.log_end_offset
@@ -578,8 +607,9 @@ impl PartitionState {
                 .store(candidate.unwrap_or(old), Ordering::Release);
         }
         let mut done = Vec::new();
+        let min_insync = self.min_insync();
         if !replication.pending.is_empty() {
-            if roles.isr.len() < self.min_insync {
+            if roles.isr.len() < min_insync {
                 // As Kafka's `checkEnoughReplicasReachOffset`, but at once:
                 // a high watermark reached by fewer than min.insync.replicas
                 // is no acks=all acknowledgement, and the wait would end so.
@@ -588,7 +618,7 @@ impl PartitionState {
                         topic: self.topic.to_string(),
                         partition: self.partition,
                         in_sync: roles.isr.len(),
-                        required: self.min_insync,
+                        required: min_insync,
                     };
                     (p, Err(e))
                 }));

@@ -90,7 +90,7 @@ pub(crate) fn parse_segment_file(path: &Path, suffix: &str) -> Option<u64> {
 
 /// Sizing of a segment's files, and how its batches' offsets follow each
 /// other, from the log configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SegmentLimits {
     pub(crate) index_bytes: u64,
     pub(crate) index_interval_bytes: u64,
@@ -472,6 +472,15 @@ impl Segment {
     /// How the segment's batches' offsets follow each other.
     pub(crate) fn offset_order(&self) -> OffsetOrder {
         self.limits.order
+    }
+
+    /// Takes a log's new configuration (`Log::set_config`): the offset
+    /// order (only ever relaxed, to [`OffsetOrder::Increasing`], when
+    /// compaction is turned on) and the bytes between index entries. The
+    /// index size stays: the active segment's index is preallocated.
+    pub(crate) fn update_limits(&mut self, order: OffsetOrder, index_interval_bytes: u64) {
+        self.limits.order = order;
+        self.limits.index_interval_bytes = index_interval_bytes;
     }
 
     /// Whether an append of `bytes` bytes ending at `last_offset` fits:

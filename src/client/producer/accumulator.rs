@@ -118,7 +118,7 @@ pub(crate) struct TopicEntry {
 
 impl TopicEntry {
     fn new(state: Arc<TopicState>, batch_size: usize) -> Self {
-        let max_message_bytes = state.log_config.max_batch_len();
+        let max_message_bytes = state.configs().log_config.max_batch_len();
         TopicEntry {
             name: state.name.clone(),
             state,

@@ -607,7 +607,7 @@ fn accumulator_for(config: &ProducerConfig, linger_ms: i64) -> Accumulator {
 /// Kafka's rule for compacted topics, applied before the record is taken:
 /// the log would refuse a record without a key, failing its whole batch.
 fn refuse_keyless(entry: &accumulator::TopicEntry, record: &ProducerRecord) -> Result<()> {
-    if record.key.is_none() && entry.state.log_config.compact() {
+    if record.key.is_none() && entry.state.configs().log_config.compact() {
         return Err(Error::InvalidBatch(FormatError::InvalidRecord(
             "a compacted log (cleanup.policy=compact) accepts only records with a key",
         )));
@@ -747,6 +747,12 @@ impl Core {
         let ti = acc.entry(&self.cluster, &record.topic, self.batch_size, &self.sticky)?;
         let entry = &mut acc.topics[ti];
         refuse_keyless(entry, record)?;
+        // An altered max.message.bytes applies from the next send.
+        let max = entry.state.configs().log_config.max_batch_len();
+        if max != entry.max_message_bytes {
+            entry.max_message_bytes = max;
+            entry.batch_limit = self.batch_size.min(max);
+        }
         if lone > entry.max_message_bytes {
             let exact = record.lone_batch_size().unwrap_or(usize::MAX);
             if exact > entry.max_message_bytes {

@@ -492,7 +492,7 @@ impl Core {
         };
         let mut group: Vec<Batch> = Vec::new();
         let segment_bytes =
-            usize::try_from(part.topic.log_config.segment_bytes()).unwrap_or(usize::MAX);
+            usize::try_from(part.topic.configs().log_config.segment_bytes()).unwrap_or(usize::MAX);
         let limit = MAX_GROUP_BYTES.min(segment_bytes / 4);
         let mut bytes = 0;
         while let Some(next) = part.waiting.front() {

@@ -271,6 +271,33 @@ fn interval_flushes_of_many_logs_run_on_one_thread() {
 }
 
 #[test]
+fn a_new_flush_interval_restarts_the_timer_from_now() {
+    let clock = ManualClock::new(1_000_000);
+    let pool = LogScheduler::start(1, Arc::new(clock.clone())).unwrap();
+    let storage: Arc<dyn Storage> = Arc::new(StdStorage::new());
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default(), &clock, storage, &pool);
+    log.append(&mut batch(3, clock.now_ms()), 0).unwrap();
+    clock.advance_ms(10_000);
+    assert!(!log.wait_for_flush(3, Duration::ZERO));
+    let every = LogConfig::builder()
+        .flush(FlushPolicy::every_interval(Duration::from_millis(500)))
+        .build()
+        .unwrap();
+    log.set_config(every).unwrap();
+    clock.advance_ms(499);
+    assert!(!log.wait_for_flush(3, Duration::ZERO));
+    clock.advance_ms(1);
+    assert!(log.wait_for_flush(3, PATIENCE), "the interval flush ran");
+    // And off again: the timer is gone.
+    log.set_config(LogConfig::default()).unwrap();
+    log.append(&mut batch(3, clock.now_ms()), 0).unwrap();
+    clock.advance_ms(10_000);
+    assert!(!log.wait_for_flush(6, Duration::ZERO));
+    log.close().unwrap();
+}
+
+#[test]
 fn close_waits_for_running_work_and_no_queued_work_runs_after_it() {
     let clock = ManualClock::new(1_000_000);
     let pool = LogScheduler::start(1, Arc::new(clock.clone())).unwrap();
