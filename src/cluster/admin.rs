@@ -473,6 +473,7 @@ impl Cluster {
     /// [`Error::PartitionDirConflict`] if an added broker holds another
     /// topic's directory at the partition's path; [`Error::Io`].
     pub fn reassign_partition(&self, tp: &TopicPartition, replicas: &[u32]) -> Result<()> {
+        self.inner.check_writable("reassigning a partition")?;
         self.inner.reassign_partition(tp, replicas.to_vec())
     }
 

@@ -610,6 +610,7 @@ impl Partition {
     /// and [`Error::Timeout`](crate::Error::Timeout) while the replicas do
     /// not follow.
     pub fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
+        self.cluster.check_writable("appending to a partition")?;
         self.topic.refuse_internal("appending to")?;
         // Acknowledged once appended, as `acks=all` is with one broker.
         self.cluster.replicas_for(&self.key)?.append(
@@ -670,6 +671,7 @@ impl Partition {
     /// for an internal topic (as Kafka refuses it); plus those of
     /// [`Partition::log_start_offset`].
     pub fn delete_records(&self, offset: u64) -> Result<u64> {
+        self.cluster.check_writable("deleting records")?;
         self.topic.refuse_internal("deleting records of")?;
         let broker = self.cluster.leader_broker(&self.key)?;
         let start = broker.replicas.delete_records(&self.key, offset)?;
@@ -703,6 +705,7 @@ impl Partition {
     /// fails (which fences the partition), plus those of
     /// [`Partition::log_start_offset`].
     pub fn enforce_retention(&self) -> Result<RetentionReport> {
+        self.cluster.check_writable("enforcing retention")?;
         self.cluster
             .replicas_for(&self.key)?
             .enforce_retention(&self.key)
@@ -733,6 +736,7 @@ impl Partition {
     /// [`Log::clean`](crate::Log::clean), plus those of
     /// [`Partition::log_start_offset`].
     pub fn clean(&self) -> Result<CleanReport> {
+        self.cluster.check_writable("cleaning a partition")?;
         self.cluster.replicas_for(&self.key)?.clean(&self.key)
     }
 }

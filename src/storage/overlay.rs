@@ -528,6 +528,50 @@ fn to_usize(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
 
+/// How many times [`read_base`] reads again after the real file shrank
+/// under it.
+const SHRINK_RETRIES: usize = 3;
+
+/// Reads `out.len()` bytes of the real file `base` at `at`; bytes past its
+/// end (another process cut it after the overlay took its length, as a
+/// writer trims a preallocated index at a roll) read as zeros, as the
+/// zeros such a cut drops.
+fn read_base(base: &dyn StorageFile, out: &mut [u8], at: u64) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        let available = to_usize(base.len()?.saturating_sub(at)).min(out.len());
+        let (present, past_end) = out.split_at_mut(available);
+        past_end.fill(0);
+        match base.read_exact_at(present, at) {
+            Err(Error::Io { source, .. })
+                if source.kind() == io::ErrorKind::UnexpectedEof && attempt < SHRINK_RETRIES =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Bytes copied at a time by [`copy_nonzero`].
+const COPY_CHUNK: usize = 64 << 10;
+
+/// Fills `out` with the first `out.len()` bytes of `base` (as
+/// [`read_base`]), leaving untouched the chunks that are all zeros: `out`
+/// is fresh anonymous memory, whose untouched pages cost nothing (the zero
+/// tail of a preallocated index).
+fn copy_nonzero(base: &dyn StorageFile, out: &mut [u8]) -> Result<()> {
+    let mut chunk = vec![0u8; COPY_CHUNK.min(out.len())];
+    for (i, dest) in out.chunks_mut(COPY_CHUNK).enumerate() {
+        let chunk = &mut chunk[..dest.len()];
+        read_base(base, chunk, (i * COPY_CHUNK) as u64)?;
+        if chunk.iter().any(|&b| b != 0) {
+            dest.copy_from_slice(chunk);
+        }
+    }
+    Ok(())
+}
+
 impl Changed {
     /// Reads `buf.len()` bytes at `position`, all below `len`.
     fn read(&self, buf: &mut [u8], position: u64) -> Result<()> {
@@ -551,10 +595,9 @@ impl Changed {
             let n = to_usize((run_end - at).min((buf.len() - done) as u64));
             let out = &mut buf[done..done + n];
             let from_base = to_usize(self.base_len.saturating_sub(at)).min(n);
-            if from_base > 0
-                && let Some(base) = &self.base
-            {
-                base.read_exact_at(&mut out[..from_base], at)?;
+            match &self.base {
+                Some(base) if from_base > 0 => read_base(&**base, &mut out[..from_base], at)?,
+                _ => {}
             }
             out[from_base..].fill(0);
             done += n;
@@ -704,12 +747,14 @@ impl StorageFile for OverlayFile {
             Some(file) if self.node.map_real => file.map(len),
             _ => {
                 let map = ReadMap::filled(&self.path, len, |bytes| match &*content {
-                    Content::Real(file) => file.read_exact_at(bytes, 0),
+                    Content::Real(file) => copy_nonzero(&**file, bytes),
                     Content::Changed(changed) => {
                         // Only the bytes that may be non-zero are written:
                         // the zero tail stays untouched anonymous memory.
                         let stored = to_usize(changed.base_len).min(bytes.len());
-                        changed.read(&mut bytes[..stored], 0)?;
+                        if let Some(base) = &changed.base {
+                            copy_nonzero(&**base, &mut bytes[..stored])?;
+                        }
                         for (&page, data) in &changed.pages {
                             let start = to_usize(page * PAGE_U64);
                             if start >= bytes.len() {
@@ -1003,6 +1048,24 @@ mod tests {
         assert_eq!(file.len()?, 11);
         assert_eq!(read(&*file, 9, 2), b"9a");
         assert_eq!(fs::read(&path).unwrap(), b"0123456789abcd");
+        Ok(())
+    }
+
+    #[test]
+    fn bytes_a_writer_cut_after_the_overlay_took_the_length_read_as_zeros() -> Result<()> {
+        let (dir, overlay) = setup();
+        let path = dir.path().join("sub/b.index");
+        let file = overlay.open(&path, OpenMode::Existing)?;
+        file.write_all_at(b"w", 0)?; // the overlay's length is now fixed
+        // Another process trims the file (as a roll trims an index).
+        StdStorage
+            .open(&path, OpenMode::Existing)?
+            .set_len(PAGE_U64 + 1)?;
+        let mut expected = vec![7u8; PAGE + 1];
+        expected[0] = b'w';
+        expected.resize(3 * PAGE + 5, 0);
+        assert_eq!(read(&*file, 0, 3 * PAGE + 5), expected);
+        assert_eq!(file.map(3 * PAGE + 5)?.as_slice(), &expected[..]);
         Ok(())
     }
 

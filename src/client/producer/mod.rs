@@ -260,6 +260,7 @@ impl Producer {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let inner = cluster.inner.clone();
         inner.check_open()?;
+        inner.check_writable("producing")?;
         let clock = inner.clock().clone();
         let client_id = if config.client_id().is_empty() {
             format!("producer-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))
