@@ -599,6 +599,8 @@ impl Partition {
     /// passes them.
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::InvalidTopic`](crate::Error::InvalidTopic) for a partition
     /// of an internal topic (`__consumer_offsets`: only the cluster writes
     /// it, as Kafka's broker refuses produce requests to it); as
@@ -666,6 +668,8 @@ impl Partition {
     /// start is checkpointed before this returns, so it survives a restart.
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::OffsetOutOfRange`](crate::Error::OffsetOutOfRange) above the
     /// high watermark; [`Error::InvalidTopic`](crate::Error::InvalidTopic)
     /// for an internal topic (as Kafka refuses it); plus those of
@@ -701,6 +705,8 @@ impl Partition {
     /// ```
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::Io`](crate::Error::Io) if renaming a segment's files
     /// fails (which fences the partition), plus those of
     /// [`Partition::log_start_offset`].
@@ -731,6 +737,8 @@ impl Partition {
     /// ```
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) if the topic's
     /// `cleanup.policy` does not include `compact`; as
     /// [`Log::clean`](crate::Log::clean), plus those of

@@ -651,6 +651,8 @@ impl Cluster {
     /// has its directory and log.
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::InvalidTopic`] for a name that breaks Kafka's rules, is
     /// reserved or collides with an existing one; [`Error::TopicAlreadyExists`];
     /// [`Error::InvalidPartitions`] for zero partitions, more than
@@ -712,6 +714,8 @@ impl Cluster {
     /// evidence of that record.
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::UnknownTopicOrPartition`] if there is no such topic;
     /// [`Error::InvalidTopic`] for internal topics; [`Error::Io`] from
     /// writing the record (nothing changed) or from removing the files
@@ -726,6 +730,8 @@ impl Cluster {
     /// records may map to different partitions afterwards, as in Kafka.
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::InvalidPartitions`] if `total` is not above the current
     /// count, is above [`MAX_PARTITIONS_PER_TOPIC`], or would take the
     /// cluster above [`ClusterConfigBuilder::max_partitions`];
@@ -791,6 +797,8 @@ impl Cluster {
     /// ```
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::Closed`] once the cluster is closed; [`Error::Io`] if
     /// writing a file fails (the files it would have replaced stay valid).
     pub fn checkpoint(&self) -> Result<()> {

@@ -23,6 +23,15 @@
 //! 3. **No other process modifies the files.** The data directory is locked
 //!    ([`Storage::lock_dir`](super::Storage::lock_dir)) against other logbus
 //!    openers; files changed behind logbus's back are outside its contract.
+//!    The one exception is a read-only open
+//!    ([`OverlayStorage`](super::OverlayStorage)), which takes no lock: it
+//!    maps a real file only for a segment (`.log`) whose mapped bytes it has
+//!    not changed. A writer in another process appends after those bytes
+//!    and never rewrites them; it cuts them only when it truncates the
+//!    segment (a follower's divergence, recovery of damage), the residual
+//!    risk the overlay documents. Every other file the overlay serves from a
+//!    copy in anonymous memory ([`ReadMap::filled`]), which no process can
+//!    change.
 //!
 //! Renaming or unlinking a mapped file is harmless: the map keeps the inode
 //! alive.

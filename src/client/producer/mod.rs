@@ -254,6 +254,8 @@ impl Producer {
     /// cannot record a new block of ids), that batch fails with the error.
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::Closed`] if the cluster is closed; [`Error::Io`] if the
     /// thread cannot be started.
     pub fn new(cluster: &Cluster, config: ProducerConfig) -> Result<Producer> {
