@@ -109,6 +109,20 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The cluster was opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) and the
+    /// call would change it (create or delete a topic, produce, commit
+    /// offsets, ...), or a read-only open found no cluster to read. Nothing
+    /// was changed. Reopen with [`Cluster::open`](crate::Cluster::open) to
+    /// write.
+    #[error("{} is open read-only: {operation} would change it", path.display())]
+    ReadOnly {
+        /// The cluster's root directory.
+        path: PathBuf,
+        /// What was refused.
+        operation: &'static str,
+    },
+
     /// The path given to [`Cluster::open`](crate::Cluster::open) exists but
     /// is not a directory (a cluster's root must be a directory, or not
     /// exist yet).
@@ -691,6 +705,10 @@ impl Error {
             Error::Fenced { path } => Error::Fenced { path: path.clone() },
             Error::DirectoryLocked { path } => Error::DirectoryLocked { path: path.clone() },
             Error::NotADirectory { path } => Error::NotADirectory { path: path.clone() },
+            Error::ReadOnly { path, operation } => Error::ReadOnly {
+                path: path.clone(),
+                operation,
+            },
             Error::UnknownTopicOrPartition { topic, partition } => Error::UnknownTopicOrPartition {
                 topic: topic.clone(),
                 partition: *partition,

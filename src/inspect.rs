@@ -105,7 +105,7 @@ fn refused(op: &'static str, path: &Path) -> Error {
 
 impl Storage for ReadOnlyStorage {
     fn open(&self, path: &Path, mode: OpenMode) -> Result<Arc<dyn StorageFile>> {
-        if mode != OpenMode::Existing {
+        if !matches!(mode, OpenMode::Existing | OpenMode::Read) {
             return Err(refused("create", path));
         }
         let file = File::open(path).map_err(|e| Error::io("open", path, e))?;

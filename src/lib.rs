@@ -184,7 +184,9 @@ pub use log::{
     LeaderEpochsRebuilt, Log, LogBuilder, LogRead, OffsetCheckpoint, RecoveryReport,
     RetentionReport, TimestampOffset, TruncatedTail,
 };
-pub use storage::{DirLock, OpenMode, ReadMap, StdStorage, Storage, StorageFile, slice_bytes};
+pub use storage::{
+    DirLock, OpenMode, OverlayStorage, ReadMap, StdStorage, Storage, StorageFile, slice_bytes,
+};
 #[cfg(any(test, feature = "internals"))]
 pub use storage::{
     FaultKind, FaultOp, FaultyStorage, PowerLossReport, Tear, TornPages, UnsyncedSummary,

@@ -140,6 +140,8 @@ impl Cluster {
     /// ```
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::GroupNotEmpty`] while the group has active members (their
     /// positions would overwrite the change); [`Error::InvalidArgument`]
     /// for an empty group id, over-long strings, an offset above
@@ -289,6 +291,8 @@ impl Cluster {
     /// ```
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::GroupNotEmpty`] while the group has members (they must
     /// leave, or time out, first); [`Error::InvalidArgument`] for an empty
     /// group id or a negative timestamp;
@@ -334,6 +338,8 @@ impl Cluster {
     /// `__consumer_offsets`); returns how many were removed.
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::GroupNotEmpty`] while the group has active members;
     /// [`Error::InvalidArgument`] for an empty group id.
     pub fn delete_group(&self, group: &str) -> Result<usize> {
@@ -464,6 +470,8 @@ impl Cluster {
     /// ```
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::InvalidArgument`] for an empty list, a broker named twice or
     /// not in the cluster, more than
     /// [`MAX_REPLICATION_FACTOR`](crate::MAX_REPLICATION_FACTOR) replicas,
@@ -473,6 +481,7 @@ impl Cluster {
     /// [`Error::PartitionDirConflict`] if an added broker holds another
     /// topic's directory at the partition's path; [`Error::Io`].
     pub fn reassign_partition(&self, tp: &TopicPartition, replicas: &[u32]) -> Result<()> {
+        self.inner.check_writable("reassigning a partition")?;
         self.inner.reassign_partition(tp, replicas.to_vec())
     }
 

@@ -478,6 +478,7 @@ impl ClusterInner {
         builder: BatchBuilder,
         origin: AppendOrigin,
     ) -> Result<u64> {
+        self.check_writable("writing group offsets")?;
         let info = self.replicas_for(key)?.append(
             key,
             &mut builder.build()?.to_vec(),

@@ -603,6 +603,8 @@ impl Partition {
     /// passes them.
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::InvalidTopic`](crate::Error::InvalidTopic) for a partition
     /// of an internal topic (`__consumer_offsets`: only the cluster writes
     /// it, as Kafka's broker refuses produce requests to it); as
@@ -614,6 +616,7 @@ impl Partition {
     /// and [`Error::Timeout`](crate::Error::Timeout) while the replicas do
     /// not follow.
     pub fn append(&self, batches: &mut [u8]) -> Result<AppendInfo> {
+        self.cluster.check_writable("appending to a partition")?;
         self.topic.refuse_internal("appending to")?;
         // Acknowledged once appended, as `acks=all` is with one broker.
         self.cluster.replicas_for(&self.key)?.append(
@@ -669,11 +672,14 @@ impl Partition {
     /// start is checkpointed before this returns, so it survives a restart.
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::OffsetOutOfRange`](crate::Error::OffsetOutOfRange) above the
     /// high watermark; [`Error::InvalidTopic`](crate::Error::InvalidTopic)
     /// for an internal topic (as Kafka refuses it); plus those of
     /// [`Partition::log_start_offset`].
     pub fn delete_records(&self, offset: u64) -> Result<u64> {
+        self.cluster.check_writable("deleting records")?;
         self.topic.refuse_internal("deleting records of")?;
         let broker = self.cluster.leader_broker(&self.key)?;
         let start = broker.replicas.delete_records(&self.key, offset)?;
@@ -703,10 +709,13 @@ impl Partition {
     /// ```
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::Io`](crate::Error::Io) if renaming a segment's files
     /// fails (which fences the partition), plus those of
     /// [`Partition::log_start_offset`].
     pub fn enforce_retention(&self) -> Result<RetentionReport> {
+        self.cluster.check_writable("enforcing retention")?;
         self.cluster
             .replicas_for(&self.key)?
             .enforce_retention(&self.key)
@@ -732,11 +741,14 @@ impl Partition {
     /// ```
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) if the topic's
     /// `cleanup.policy` does not include `compact`; as
     /// [`Log::clean`](crate::Log::clean), plus those of
     /// [`Partition::log_start_offset`].
     pub fn clean(&self) -> Result<CleanReport> {
+        self.cluster.check_writable("cleaning a partition")?;
         self.cluster.replicas_for(&self.key)?.clean(&self.key)
     }
 }

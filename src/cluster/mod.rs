@@ -84,7 +84,7 @@ const DEFAULT_API_TIMEOUT_MS: i64 = 60_000;
 use crate::config::LogConfig;
 use crate::error::{CorruptionKind, Error, Result};
 use crate::replica::{LeaderAndIsr, ReplicaManager, ReplicaRegistry};
-use crate::storage::{DirLock, OpenMode, Storage, write_atomic};
+use crate::storage::{DirLock, OpenMode, OverlayStorage, Storage, write_atomic};
 use crate::types::TopicPartition;
 
 /// How many bytes a [`ReadReleaser`] gathers before giving their pages back.
@@ -230,6 +230,9 @@ pub(crate) struct ClusterInner {
     clients: Mutex<Vec<Weak<dyn PendingRecords>>>,
     /// What the open found and did.
     recovery: ClusterRecoveryReport,
+    /// Opened with [`Cluster::open_read_only`]: every change is refused
+    /// with [`Error::ReadOnly`].
+    read_only: bool,
 }
 
 /// A live topic: its id, configuration and partitions.
@@ -350,7 +353,99 @@ impl Cluster {
     /// [`Error::InvalidConfig`] for an invalid `config` or a directory
     /// written by an unknown format version; [`Error::Io`].
     pub fn open(dir: impl AsRef<Path>, config: ClusterConfig) -> Result<Cluster> {
+        Self::open_with(dir.as_ref().to_path_buf(), config, false)
+    }
+
+    /// Opens the cluster rooted at `dir` read-only: a view of what the
+    /// directory holds now, which takes no lock and never changes a byte
+    /// there — it creates, writes, truncates, renames and removes nothing,
+    /// and so can run while another process (or another [`Cluster`] of this
+    /// one) has the directory open and is writing to it. For tools that
+    /// inspect a live cluster: describe topics and groups, list committed
+    /// offsets, read records with a consumer.
+    ///
+    /// The open recovers as [`Cluster::open`] does, but in memory only
+    /// (through an [`OverlayStorage`]): a torn tail (a batch the writer is
+    /// still appending counts as one) is cut from the view, missing or
+    /// damaged indexes are rebuilt, leftover `.tmp` files and `-delete`
+    /// directories are dropped from the view, and the files stay as they
+    /// are; [`Cluster::recovery_report`] says what the view differs in. The
+    /// view is what the directory held at the open: records appended by the
+    /// writer afterwards are not seen (open again to see them).
+    ///
+    /// Nothing runs in the background: no checkpoint thread, no log
+    /// scheduler (retention, cleaning, flushes), no transaction timer, no
+    /// replica fetchers, no controller thread. Every call that would change
+    /// the cluster fails with [`Error::ReadOnly`] and changes nothing:
+    /// creating, deleting or growing topics, [`Cluster::checkpoint`],
+    /// [`Producer::new`](crate::Producer::new), appending to a partition,
+    /// deleting records, enforcing retention or cleaning, committing,
+    /// altering, resetting or deleting group offsets, reassigning
+    /// partitions. A consumer reads; a consumer in a group joins it (in
+    /// this view only) but its commits fail with [`Error::ReadOnly`].
+    ///
+    /// Memory: the maps of unchanged segment (`.log`) files are the real
+    /// files' pages, as in a normal open; index files and whatever
+    /// recovery changed are copied into memory.
+    ///
+    /// ```
+    /// use logbus::{Cluster, ClusterConfig, Error, NewTopic, Producer, ProducerConfig, ProducerRecord};
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    /// cluster.create_topic(NewTopic::new("orders", 1))?;
+    /// let producer = Producer::new(&cluster, ProducerConfig::default())?;
+    /// producer.send(ProducerRecord::new("orders", "created"))?.wait()?;
+    ///
+    /// // While `cluster` holds the directory:
+    /// let view = Cluster::open_read_only(dir.path(), ClusterConfig::default())?;
+    /// assert!(view.is_read_only());
+    /// let orders = view.describe_topic("orders")?;
+    /// assert_eq!(orders.partitions[0].log_end_offset, 1);
+    /// assert!(matches!(
+    ///     view.create_topic(NewTopic::new("refunds", 1)),
+    ///     Err(Error::ReadOnly { .. })
+    /// ));
+    /// view.close()?;
+    /// # drop(producer);
+    /// # cluster.close()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::ReadOnly`] if `dir` holds no cluster (no
+    /// `meta.properties`): a read-only open creates nothing; otherwise as
+    /// [`Cluster::open`], except that it never fails with
+    /// [`Error::DirectoryLocked`].
+    pub fn open_read_only(dir: impl AsRef<Path>, mut config: ClusterConfig) -> Result<Cluster> {
         let root = dir.as_ref().to_path_buf();
+        config.validate()?;
+        if !config.storage.exists(&root.join(META_PROPERTIES)) {
+            return Err(Error::ReadOnly {
+                path: root,
+                operation: "creating a cluster (the directory holds no meta.properties)",
+            });
+        }
+        // Every file goes through an overlay: recovery's changes stay in
+        // memory. A broker with a file layer of its own gets its own.
+        config.storage = Arc::new(OverlayStorage::new(config.storage.clone()));
+        for storage in config.broker_storages.values_mut() {
+            *storage = Arc::new(OverlayStorage::new(storage.clone()));
+        }
+        // Nothing replicates or fences: the view is what the files say.
+        config.replica_fetchers = false;
+        config.controller_thread = false;
+        Self::open_with(root, config, true)
+    }
+
+    /// Whether the cluster was opened with [`Cluster::open_read_only`].
+    #[must_use]
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// [`Cluster::open`], or the rest of [`Cluster::open_read_only`] once
+    /// its storage is an overlay (`read_only`: no background work).
+    fn open_with(root: PathBuf, config: ClusterConfig, read_only: bool) -> Result<Cluster> {
         config.validate()?;
         let storage = config.storage.clone();
         if storage.exists(&root) {
@@ -419,6 +514,12 @@ impl Cluster {
                 config.background_threads,
                 config.replica_config(),
             )?;
+            if read_only {
+                // Before any log opens: no timer (retention, cleaning,
+                // flushes) ever fires, and work a log would queue runs
+                // inline or is skipped (see `LogInner::schedule`).
+                broker.stop_scheduler();
+            }
             brokers.push(broker);
             scan.removed.extend(found.removed);
             scan.unknown.extend(found.unknown);
@@ -467,6 +568,7 @@ impl Cluster {
             checkpoints: (Mutex::new(0), parking_lot::Condvar::new()),
             clients: Mutex::new(Vec::new()),
             recovery: ClusterRecoveryReport::default(),
+            read_only,
             config,
         };
         let mut report = ClusterRecoveryReport {
@@ -519,6 +621,11 @@ impl Cluster {
             None => markers,
         };
         inner.set_marker_writer(markers);
+        if read_only {
+            // No timer completes or aborts transactions and no checkpoint
+            // is written: a read-only view only reads.
+            return Ok(Cluster { inner });
+        }
         inner.start_txn_timer()?;
         let interval = inner.config.checkpoint_interval_ms;
         *inner.checkpointer.lock() = Some(Checkpointer::spawn(WeakCluster::new(&inner), interval)?);
@@ -565,6 +672,8 @@ impl Cluster {
     /// has its directory and log.
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::InvalidTopic`] for a name that breaks Kafka's rules, is
     /// reserved or collides with an existing one; [`Error::TopicAlreadyExists`];
     /// [`Error::InvalidPartitions`] for zero partitions, more than
@@ -579,6 +688,7 @@ impl Cluster {
     /// occupies one of the new partitions' paths. Nothing is stored in any
     /// of these cases.
     pub fn create_topic(&self, topic: NewTopic) -> Result<Topic> {
+        self.inner.check_writable("creating a topic")?;
         let state = self.inner.create_topic(topic, false, false)?;
         Ok(Topic::new(self.inner.clone(), state))
     }
@@ -608,6 +718,7 @@ impl Cluster {
     /// As [`Cluster::create_topic`], except that an existing topic of the
     /// name is returned instead of [`Error::TopicAlreadyExists`].
     pub fn create_topic_if_not_exists(&self, topic: NewTopic) -> Result<Topic> {
+        self.inner.check_writable("creating a topic")?;
         let state = self.inner.create_topic(topic, false, true)?;
         Ok(Topic::new(self.inner.clone(), state))
     }
@@ -624,11 +735,14 @@ impl Cluster {
     /// evidence of that record.
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::UnknownTopicOrPartition`] if there is no such topic;
     /// [`Error::InvalidTopic`] for internal topics; [`Error::Io`] from
     /// writing the record (nothing changed) or from removing the files
     /// (the topic is deleted all the same).
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        self.inner.check_writable("deleting a topic")?;
         self.inner.delete_topic(name)
     }
 
@@ -637,6 +751,8 @@ impl Cluster {
     /// records may map to different partitions afterwards, as in Kafka.
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::InvalidPartitions`] if `total` is not above the current
     /// count, is above [`MAX_PARTITIONS_PER_TOPIC`], or would take the
     /// cluster above [`ClusterConfigBuilder::max_partitions`];
@@ -646,6 +762,7 @@ impl Cluster {
     /// [`Error::PartitionDirConflict`] as for [`Cluster::create_topic`].
     /// Nothing is stored in any of these cases.
     pub fn create_partitions(&self, name: &str, total: u32) -> Result<()> {
+        self.inner.check_writable("adding partitions")?;
         self.inner.create_partitions(name, total)
     }
 
@@ -743,10 +860,13 @@ impl Cluster {
     /// ```
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::Closed`] once the cluster is closed; [`Error::Io`] if
     /// writing a file fails (the files it would have replaced stay valid).
     pub fn checkpoint(&self) -> Result<()> {
         self.inner.check_open()?;
+        self.inner.check_writable("writing checkpoints")?;
         self.inner.checkpoint()
     }
 
@@ -774,6 +894,20 @@ impl ClusterInner {
     pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed("cluster"));
+        }
+        Ok(())
+    }
+
+    /// `Ok` unless the cluster was opened read-only
+    /// ([`Cluster::open_read_only`]); then [`Error::ReadOnly`] for
+    /// `operation` (what the caller was about to do, as "creating a
+    /// topic").
+    pub(crate) fn check_writable(&self, operation: &'static str) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly {
+                path: self.root.clone(),
+                operation,
+            });
         }
         Ok(())
     }

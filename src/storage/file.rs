@@ -21,6 +21,10 @@ pub enum OpenMode {
     CreateNew,
     /// Open for reading and writing, creating it if missing.
     CreateOrOpen,
+    /// Open an existing file for reading only; fail if it is missing. Every
+    /// write, length change or sync through the handle fails (the file is
+    /// opened read-only by the operating system).
+    Read,
 }
 
 /// A directory tree of files: the real file system or a test double.
@@ -115,16 +119,34 @@ pub trait StorageFile: Send + Sync + Debug {
     fn map(&self, len: usize) -> Result<Arc<ReadMap>>;
 }
 
-/// An exclusive lock on a directory, released on drop.
+/// An exclusive lock on a directory, released on drop; or, from a storage
+/// that never writes the directory (the read-only overlay), a guard that
+/// locks nothing.
 #[derive(Debug)]
 pub struct DirLock {
-    _file: std::fs::File,
+    file: Option<std::fs::File>,
     path: PathBuf,
 }
 
 impl DirLock {
     pub(crate) fn new(file: std::fs::File, path: PathBuf) -> Self {
-        DirLock { _file: file, path }
+        DirLock {
+            file: Some(file),
+            path,
+        }
+    }
+
+    /// A guard for `path` that holds no lock: other openers are not kept
+    /// out, and nothing is created in the directory.
+    pub(crate) fn unlocked(path: PathBuf) -> Self {
+        DirLock { file: None, path }
+    }
+
+    /// Whether the guard holds an operating-system lock (false for a
+    /// read-only overlay's guard).
+    #[must_use]
+    pub fn is_locked(&self) -> bool {
+        self.file.is_some()
     }
 
     /// The locked directory.

@@ -23,6 +23,15 @@
 //! 3. **No other process modifies the files.** The data directory is locked
 //!    ([`Storage::lock_dir`](super::Storage::lock_dir)) against other logbus
 //!    openers; files changed behind logbus's back are outside its contract.
+//!    The one exception is a read-only open
+//!    ([`OverlayStorage`](super::OverlayStorage)), which takes no lock: it
+//!    maps a real file only for a segment (`.log`) whose mapped bytes it has
+//!    not changed. A writer in another process appends after those bytes
+//!    and never rewrites them; it cuts them only when it truncates the
+//!    segment (a follower's divergence, recovery of damage), the residual
+//!    risk the overlay documents. Every other file the overlay serves from a
+//!    copy in anonymous memory ([`ReadMap::filled`]), which no process can
+//!    change.
 //!
 //! Renaming or unlinking a mapped file is harmless: the map keeps the inode
 //! alive.
@@ -50,13 +59,52 @@ use crate::error::{Error, Result};
 /// are visible through it (it is a shared mapping of the page cache).
 pub struct ReadMap {
     map: Option<Mmap>,
+    /// Whether `map` is anonymous memory filled by [`ReadMap::filled`]
+    /// rather than a shared map of a file: its pages are never released
+    /// (`MADV_DONTNEED` would zero them).
+    anonymous: bool,
 }
 
 impl ReadMap {
     /// A map of no bytes.
     #[must_use]
     pub(crate) fn empty() -> Self {
-        ReadMap { map: None }
+        ReadMap {
+            map: None,
+            anonymous: false,
+        }
+    }
+
+    /// A map of `len` bytes of anonymous memory, zeroed, then given its
+    /// content by `fill` and made read-only: for content that is not (or
+    /// must not be read from) a file's pages, such as a read-only
+    /// overlay's in-memory copy of a file. Pages `fill` leaves untouched
+    /// cost no memory (the kernel's shared zero page backs them), so a
+    /// large, mostly zero file (a preallocated index) is cheap.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming `path` if the memory cannot be mapped; `fill`'s
+    /// error.
+    pub(crate) fn filled(
+        path: &Path,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<()>,
+    ) -> Result<Self> {
+        if len == 0 {
+            return Ok(ReadMap::empty());
+        }
+        let mut map = MmapOptions::new()
+            .len(len)
+            .map_anon()
+            .map_err(|e| Error::io("mmap anonymous", path, e))?;
+        fill(&mut map)?;
+        let map = map
+            .make_read_only()
+            .map_err(|e| Error::io("mprotect", path, e))?;
+        Ok(ReadMap {
+            map: Some(map),
+            anonymous: true,
+        })
     }
 
     /// Maps the first `len` bytes of `file` (opened as `path`) read-only.
@@ -91,7 +139,10 @@ impl ReadMap {
         // changes the file.
         let map = unsafe { MmapOptions::new().len(len).map(file) }
             .map_err(|e| Error::io("mmap", path, e))?;
-        Ok(ReadMap { map: Some(map) })
+        Ok(ReadMap {
+            map: Some(map),
+            anonymous: false,
+        })
     }
 
     /// The mapped bytes.
@@ -131,7 +182,8 @@ impl ReadMap {
     /// Meant for bytes a reader has moved past: it costs the next toucher a
     /// page fault, nothing else. Only pages wholly inside `range` are
     /// released; a range of less than a page releases nothing. Failure is
-    /// ignored: the pages merely stay resident.
+    /// ignored: the pages merely stay resident. A [`filled`](Self::filled)
+    /// map releases nothing (its pages are its only copy).
     ///
     /// # Panics
     /// If `range` is not within `0..self.len()`.
@@ -141,7 +193,9 @@ impl ReadMap {
             "range {range:?} outside a map of {} bytes",
             self.len()
         );
-        let Some(map) = &self.map else { return };
+        let Some(map) = self.map.as_ref().filter(|_| !self.anonymous) else {
+            return;
+        };
         // Offsets align as addresses do (`mmap` returns page-aligned
         // addresses). Where pages are larger than 4 KiB, `madvise`'s own
         // rounding may release a little beyond `range`: harmless, as below.
@@ -355,6 +409,33 @@ pub(crate) mod tests {
             }
         }
         panic!("no mapping holds {addr:#x}");
+    }
+
+    #[test]
+    fn a_filled_map_reads_what_was_filled_and_survives_a_release() {
+        let path = Path::new("in-memory");
+        let map = Arc::new(
+            ReadMap::filled(path, 3 * RELEASE_ALIGN, |bytes| {
+                bytes[..5].copy_from_slice(b"hello");
+                bytes[2 * RELEASE_ALIGN] = 7;
+                Ok(())
+            })
+            .expect("filled"),
+        );
+        assert_eq!(map.len(), 3 * RELEASE_ALIGN);
+        assert_eq!(&map.as_slice()[..6], b"hello\0");
+        map.release(0..map.len());
+        // Nothing was released: the bytes are still there, not zeros.
+        assert_eq!(&map.as_slice()[..5], b"hello");
+        assert_eq!(map.as_slice()[2 * RELEASE_ALIGN], 7);
+        assert_eq!(&slice_bytes(&map, 1..4)[..], b"ell");
+        assert!(
+            ReadMap::filled(path, 0, |_| unreachable!())
+                .expect("empty")
+                .is_empty()
+        );
+        let err = ReadMap::filled(path, 8, |_| Err(Error::Internal("fill".into()))).unwrap_err();
+        assert!(matches!(err, Error::Internal(_)), "{err}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! L1: files. The file layer ([`Storage`]) with a real ([`StdStorage`]) and,
-//! for tests, a fault-injecting (`FaultyStorage`) implementation, a
+//! L1: files. The file layer ([`Storage`]) with a real ([`StdStorage`]), a
+//! copy-on-write one that never changes what it reads
+//! ([`OverlayStorage`], for read-only opens) and, for tests, a
+//! fault-injecting (`FaultyStorage`) implementation, a
 //! wrapper whose switch fails every operation (`FailableStorage`: a broker's
 //! failed disk), memory maps (the only module with `unsafe`), the offset and
 //! time indexes, and the segment.
@@ -16,6 +18,7 @@ mod file;
 pub(crate) mod index;
 mod index_file;
 pub(crate) mod mmap;
+mod overlay;
 pub(crate) mod probe;
 pub(crate) mod segment;
 pub(crate) mod spare;
@@ -32,6 +35,7 @@ pub use fault::{
 };
 pub use file::{DirLock, OpenMode, Storage, StorageFile};
 pub use mmap::{ReadMap, slice_bytes};
+pub use overlay::OverlayStorage;
 pub use std_fs::StdStorage;
 
 /// Suffix of the temporary file [`write_atomic`] writes before renaming it

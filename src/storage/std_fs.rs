@@ -29,9 +29,10 @@ impl StdStorage {
 impl Storage for StdStorage {
     fn open(&self, path: &Path, mode: OpenMode) -> Result<Arc<dyn StorageFile>> {
         let mut options = OpenOptions::new();
-        options.read(true).write(true);
+        options.read(true).write(mode != OpenMode::Read);
         let op = match mode {
             OpenMode::Existing => "open",
+            OpenMode::Read => "open for reading",
             OpenMode::CreateNew => {
                 options.create_new(true);
                 "create"

@@ -20,6 +20,8 @@ impl Consumer {
     /// [`commit_async`](Consumer::commit_async) calls first.
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::IllegalState`] without a `group.id`;
     /// [`Error::CommitFailed`]; [`Error::RebalanceInProgress`] while the
     /// group waits for its leader's assignment (retriable: poll, then

@@ -254,12 +254,15 @@ impl Producer {
     /// cannot record a new block of ids), that batch fails with the error.
     ///
     /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a cluster opened with
+    /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::Closed`] if the cluster is closed; [`Error::Io`] if the
     /// thread cannot be started.
     pub fn new(cluster: &Cluster, config: ProducerConfig) -> Result<Producer> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let inner = cluster.inner.clone();
         inner.check_open()?;
+        inner.check_writable("producing")?;
         let clock = inner.clock().clone();
         let client_id = if config.client_id().is_empty() {
             format!("producer-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed))

@@ -790,13 +790,13 @@ impl FaultyStorage {
 
 impl Storage for FaultyStorage {
     fn open(&self, path: &Path, mode: OpenMode) -> Result<Arc<dyn StorageFile>> {
-        let mut state = if mode == OpenMode::Existing {
+        let mut state = if matches!(mode, OpenMode::Existing | OpenMode::Read) {
             self.shared.state.lock()
         } else {
             self.check(FaultOp::Create, "create", path)?
         };
         let creates = match mode {
-            OpenMode::Existing => false,
+            OpenMode::Existing | OpenMode::Read => false,
             OpenMode::CreateNew => true,
             OpenMode::CreateOrOpen => fs::symlink_metadata(path).is_err(),
         };
