@@ -47,9 +47,21 @@ pub(crate) fn open_for_writing(dir: &Path, brokers: Option<u32>) -> Result<Clust
     Cluster::open(dir, config_for(dir, brokers)?).map_err(|e| explain(dir, e))
 }
 
-/// Opens `dir` for a command that only reads it (describe, list, consume
-/// without a group). Until the library's read-only open lands this opens
-/// it normally; commands must call this one so that they switch with it.
+/// Opens `dir` for a command that only reads it (list, describe): a
+/// read-only view ([`Cluster::open_read_only`]) that takes no lock and
+/// changes no byte, so it works while another process has the directory
+/// open. A file that a live writer renamed or removed between the view's
+/// listing and its open (a roll, a retention pass) fails the open: it is
+/// tried once more.
 pub(crate) fn open_for_reading(dir: &Path, brokers: Option<u32>) -> Result<Cluster, String> {
-    open_for_writing(dir, brokers)
+    if !dir.is_dir() {
+        return Err(format!("{} is not a logbus data directory", dir.display()));
+    }
+    let config = config_for(dir, brokers)?;
+    match Cluster::open_read_only(dir, config.clone()) {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Cluster::open_read_only(dir, config).map_err(|e| explain(dir, e))
+        }
+        other => other.map_err(|e| explain(dir, e)),
+    }
 }

@@ -322,15 +322,23 @@ fn bad_input_exits_2_with_a_plain_message_and_changes_nothing() -> TestResult {
 }
 
 #[test]
-fn a_directory_held_open_is_refused_plainly() -> TestResult {
+fn a_directory_held_open_is_refused_for_changes_and_read_without_changing_a_file() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    // A manual clock: the holder's timers (checkpoints, flushes) stay
+    // still while the files are compared.
+    let clock = std::sync::Arc::new(logbus::ManualClock::new(1_000));
+    let config = ClusterConfig::builder().clock(clock).build()?;
+    let cluster = Cluster::open(dir.path(), config)?;
     cluster.create_topic(NewTopic::new("t", 1))?;
+    let producer = Producer::new(&cluster, ProducerConfig::default())?;
+    for i in 0..10 {
+        producer.send(ProducerRecord::new("t", format!("v{i}")))?;
+    }
+    producer.flush()?;
     for args in [
-        &["list"][..],
-        &["describe", "t"],
-        &["alter-config", "t", "--set", "retention.ms=5"],
+        &["alter-config", "t", "--set", "retention.ms=5"][..],
         &["delete", "t"],
+        &["create", "u", "--partitions", "1"],
     ] {
         let message = refused(dir.path(), args)?;
         assert!(
@@ -338,11 +346,39 @@ fn a_directory_held_open_is_refused_plainly() -> TestResult {
             "{args:?}: {message}"
         );
     }
+    // list and describe read a view that takes no lock and changes no byte.
+    let before = every_file(dir.path())?;
+    assert_eq!(text(dir.path(), &["list"])?, "t\n");
+    let described = json(dir.path(), &["describe", "t"])?;
+    assert_eq!(
+        topic_of(&described)["partitions"][0]["log_end_offset"],
+        10,
+        "{described}"
+    );
+    assert_eq!(every_file(dir.path())?, before);
     // Nothing changed under the cluster holding it.
     assert_eq!(cluster.list_topics(), ["t"]);
     assert_eq!(cluster.topic("t")?.overrides().entries().count(), 0);
+    drop(producer);
     cluster.close()?;
     drop(cluster);
     assert_eq!(text(dir.path(), &["list"])?, "t\n");
     Ok(())
+}
+
+/// Every file under `dir` and its bytes.
+fn every_file(dir: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, std::io::Error> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(next) = pending.pop() {
+        for entry in std::fs::read_dir(&next)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.insert(path.clone(), std::fs::read(&path)?);
+            }
+        }
+    }
+    Ok(files)
 }
