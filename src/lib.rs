@@ -147,10 +147,14 @@ mod error;
 pub mod format;
 pub mod inspect;
 mod log;
+mod metrics;
 mod replica;
 mod storage;
 mod types;
 
+pub use crate::metrics::{
+    GroupMetrics, LatencySummary, MetricsSnapshot, TopicMetrics, names as metric_names,
+};
 pub use client::assignor::{
     Assignor, CooperativeStickyAssignor, RangeAssignor, RebalanceProtocol, RoundRobinAssignor,
     StickyAssignor, assignor_by_name,

@@ -17,6 +17,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 0),
     ("types", 0),
     ("clock", 0),
+    ("metrics", 0),
     ("format", 1),
     ("storage", 2),
     ("log", 3),

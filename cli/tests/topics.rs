@@ -332,7 +332,7 @@ fn a_directory_held_open_is_refused_for_changes_and_read_without_changing_a_file
     cluster.create_topic(NewTopic::new("t", 1))?;
     let producer = Producer::new(&cluster, ProducerConfig::default())?;
     for i in 0..10 {
-        producer.send(ProducerRecord::new("t", format!("v{i}")))?;
+        drop(producer.send(ProducerRecord::new("t", format!("v{i}")))?);
     }
     producer.flush()?;
     for args in [

@@ -767,6 +767,7 @@ impl Broker {
             .storage(self.storage.clone())
             .clock(self.clock.clone())
             .scheduler(self.scheduler.handle())
+            .stats(self.replicas.config().metrics.log())
             .truncation_hook(TruncationHook(Arc::new(move |floor, truncations| {
                 points.lower(hook_key.clone(), floor, truncations)
             })));

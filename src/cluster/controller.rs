@@ -784,7 +784,7 @@ impl ClusterInner {
             let name: Arc<str> = match &state {
                 Some(state) if state.id == d.topic_id => {
                     if let Some(slot) = state.assignments.write().get_mut(d.partition as usize) {
-                        self.stats.count(slot, &d.roles);
+                        self.partition_changed(&d.topic, d.partition, slot, &d.roles);
                         *slot = d.roles.clone();
                     }
                     state.name.clone()
@@ -809,6 +809,7 @@ impl ClusterInner {
         }
         if any {
             self.metadata_changed();
+            self.publish_under_replicated();
         }
         first_error.map_or(Ok(()), Err)
     }
@@ -964,6 +965,12 @@ impl ClusterInner {
         }
         Self::commit_changes(metadata, registry, &changes)?;
         *liveness = after;
+        tracing::warn!(
+            brokers = ?ids,
+            partitions_changed = changes.len(),
+            "brokers {}",
+            if fenced { "fenced" } else { "unfenced" }
+        );
         Ok(changes)
     }
 

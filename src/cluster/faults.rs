@@ -155,7 +155,10 @@ impl ClusterInner {
                 self.config.broker_storage(id),
                 registry,
                 self.config.background_threads,
-                self.config.replica_config(),
+                crate::replica::ReplicaConfig {
+                    metrics: self.metrics.clone(),
+                    ..self.config.replica_config()
+                },
             )?;
             let broker = Arc::new(broker);
             let topics: Vec<_> = self.topics.read().values().cloned().collect();

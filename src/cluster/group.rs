@@ -37,6 +37,7 @@
 //! afterwards) and never while holding a topic or replica lock.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
@@ -392,6 +393,8 @@ impl Group {
 pub(crate) struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
     limits: GroupLimits,
+    /// Where completed rebalances are counted (the cluster's).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// One member as an admin sees it.
@@ -420,6 +423,29 @@ impl GroupCoordinator {
         GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
             limits,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+        }
+    }
+
+    /// The coordinator, counting rebalances into `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Counts and traces the rebalances `g` completed since it had
+    /// completed `before`.
+    fn observe(&self, name: &str, g: &Group, before: u64) {
+        if g.rebalances > before {
+            self.metrics.rebalanced(name, g.rebalances - before);
+            tracing::info!(
+                group = name,
+                generation = g.generation,
+                members = g.members.len(),
+                leader = ?g.leader,
+                protocol = ?g.protocol,
+                "group rebalanced"
+            );
         }
     }
 
@@ -432,8 +458,10 @@ impl GroupCoordinator {
             groups.insert(group.to_string(), Group::new());
         }
         let g = groups.get_mut(group).expect("inserted above");
+        let before = g.rebalances;
         g.expire(now, &self.limits);
         let out = f(g);
+        self.observe(group, g, before);
         // A group that never formed is dropped; one that did keeps its
         // generation while empty, as Kafka keeps an `Empty` group, so
         // generations never repeat (until the group is deleted).
@@ -700,8 +728,10 @@ impl GroupCoordinator {
     /// Groups that have members, sorted.
     pub(crate) fn active_groups(&self, now: i64) -> Vec<String> {
         let mut groups = self.groups.lock();
-        for g in groups.values_mut() {
+        for (name, g) in groups.iter_mut() {
+            let before = g.rebalances;
             g.expire(now, &self.limits);
+            self.observe(name, g, before);
         }
         let mut names: Vec<String> = groups
             .iter()

@@ -53,6 +53,7 @@ mod group;
 mod handles;
 mod liveness;
 mod metadata;
+mod observe;
 mod offsets;
 mod placement;
 mod producer_ids;
@@ -202,6 +203,9 @@ pub(crate) struct ClusterInner {
     registry: Arc<ReplicaRegistry>,
     /// Leader changes and ISR changes the controller applied.
     stats: faults::ReplicationCounters,
+    /// What the cluster counts for [`Cluster::metrics`] and the `metrics`
+    /// facade (`observe.rs`).
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     closed: AtomicBool,
     /// The root's lock and those of brokers placed elsewhere.
     lock: Mutex<Vec<DirLock>>,
@@ -502,6 +506,7 @@ impl Cluster {
             return Err(e);
         }
         let metadata_report = metadata.recovery_report().clone();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let mut brokers = Vec::with_capacity(broker_dirs.len());
         let mut scan = broker::BrokerScan::default();
         for (id, dir) in (0..).zip(broker_dirs) {
@@ -512,7 +517,10 @@ impl Cluster {
                 config.broker_storage(id),
                 &registry,
                 config.background_threads,
-                config.replica_config(),
+                crate::replica::ReplicaConfig {
+                    metrics: metrics.clone(),
+                    ..config.replica_config()
+                },
             )?;
             if read_only {
                 // Before any log opens: no timer (retention, cleaning,
@@ -550,6 +558,7 @@ impl Cluster {
                 .collect(),
             registry: Arc::new(ReplicaRegistry::default()),
             stats: faults::ReplicationCounters::default(),
+            metrics: metrics.clone(),
             closed: AtomicBool::new(false),
             lock: Mutex::new(locks),
             checkpointer: Mutex::new(None),
@@ -560,7 +569,8 @@ impl Cluster {
                 min_session_timeout_ms: config.group_min_session_timeout_ms,
                 max_session_timeout_ms: config.group_max_session_timeout_ms,
                 initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
-            }),
+            })
+            .with_metrics(metrics.clone()),
             metadata_epoch: AtomicU64::new(0),
             internal_refs: Arc::new(Mutex::new(0)),
             metadata_watchers: Mutex::new(Vec::new()),

@@ -791,6 +791,7 @@ impl LogInner {
             }
         }
         state.dir_dirty = true;
+        tracing::debug!(dir = %self.dir.display(), base_offset, "segment rolled");
         // The producer state covers the log up to the new segment (the
         // batches about to be written are applied after the write).
         self.write_snapshot(state, base_offset)

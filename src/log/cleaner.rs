@@ -357,7 +357,20 @@ impl LogInner {
             }
             return Err(e);
         }
-        self.swap(staged, &snapshots, generation, report).map(Some)
+        let report = self.swap(staged, &snapshots, generation, report)?;
+        tracing::info!(
+            dir = %self.dir.display(),
+            segments_cleaned = report.segments_cleaned,
+            segments_written = report.segments_written,
+            bytes_before = report.bytes_before,
+            bytes_after = report.bytes_after,
+            records_superseded = report.records_superseded,
+            tombstones_removed = report.tombstones_removed,
+            markers_removed = report.markers_removed,
+            cleaned_up_to = report.cleaned_up_to,
+            "compaction pass done"
+        );
+        Ok(Some(report))
     }
 
     /// Splits the snapshots into runs of consecutive segments that fit one

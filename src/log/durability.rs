@@ -159,7 +159,9 @@ impl LogInner {
             state.running = true;
             let truncations = state.truncations;
             drop(state);
+            let start = std::time::Instant::now();
             let outcome = self.sync_dirty();
+            self.stats.flush.since(start);
             state = self.durability.state.lock();
             state.running = false;
             match outcome {

@@ -153,6 +153,8 @@ pub(crate) struct LogInner {
     config: RwLock<Arc<LogConfig>>,
     state: RwLock<LogState>,
     fenced: AtomicBool,
+    /// Flush time and fencing, counted.
+    stats: Arc<crate::metrics::LogStats>,
     durability: Durability,
     recovery: RecoveryReport,
     /// Held for a whole cleaning pass: one pass at a time. Taken before
@@ -283,6 +285,7 @@ pub struct LogBuilder {
     cleaner_checkpoint: u64,
     scheduler: Option<SchedulerHandle>,
     truncation_hook: Option<TruncationHook>,
+    stats: Option<Arc<crate::metrics::LogStats>>,
 }
 
 impl LogBuilder {
@@ -347,6 +350,13 @@ impl LogBuilder {
         self
     }
 
+    /// Counts the log's flushes and fencing into `stats` (its cluster's).
+    /// Default: counters of its own, reported nowhere.
+    pub(crate) fn stats(mut self, stats: Arc<crate::metrics::LogStats>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
     /// Opens the log, creating the directory if needed and recovering it if
     /// it holds segments.
     ///
@@ -380,6 +390,7 @@ impl Log {
             cleaner_checkpoint: 0,
             scheduler: None,
             truncation_hook: None,
+            stats: None,
         }
     }
 
@@ -707,7 +718,13 @@ impl LogInner {
 
     /// Sets the fenced flag only; the caller wakes the waiters.
     fn mark_fenced(&self) {
-        self.fenced.store(true, Ordering::Release);
+        if !self.fenced.swap(true, Ordering::AcqRel) {
+            self.stats.fenced();
+            tracing::error!(
+                dir = %self.dir.display(),
+                "log fenced after an I/O failure: appends fail until it is reopened"
+            );
+        }
     }
 
     fn check_not_fenced(&self) -> Result<()> {

@@ -191,6 +191,40 @@ impl TruncatedTail {
     }
 }
 
+/// Tells an operator what recovery cut, where and why (warnings), and
+/// what else it did (a debug summary).
+fn trace_recovery(report: &RecoveryReport, log_end_offset: u64) {
+    if let Some(cut) = &report.truncated {
+        tracing::warn!(
+            file = %cut.path.display(),
+            position = cut.position,
+            bytes_cut = cut.bytes,
+            first_lost_offset = cut.first_lost_offset,
+            lost_end_offset = ?cut.lost_end_offset,
+            recovery_point = cut.recovery_point,
+            cause = %cut.cause,
+            removed_segments = cut.removed_segments.len(),
+            followed_by_valid_data = cut.followed_by_valid_data(),
+            "recovery cut a damaged tail above the recovery point"
+        );
+    }
+    if let Some(fenced) = &report.fenced_truncation {
+        tracing::warn!(
+            synced_offset = fenced.synced_offset,
+            found_end_offset = fenced.found_end_offset,
+            "recovery drops what a failed fsync covered"
+        );
+    }
+    tracing::debug!(
+        log_end_offset,
+        segments_scanned = report.segments_scanned,
+        bytes_scanned = report.bytes_scanned,
+        indexes_rebuilt = report.indexes_rebuilt,
+        removed_files = report.removed_files,
+        "log opened"
+    );
+}
+
 pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     let LogBuilder {
         dir,
@@ -202,7 +236,10 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
         cleaner_checkpoint,
         scheduler,
         truncation_hook,
+        stats,
     } = builder;
+    let span = tracing::info_span!("log_open", dir = %dir.display());
+    let _entered = span.enter();
     let created_dirs = missing_dirs(storage.as_ref(), &dir);
     storage.create_dir_all(&dir)?;
     let lock = storage.lock_dir(&dir)?;
@@ -373,6 +410,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
     };
 
     report.fenced_truncation = fence::planned(fenced, log_end_offset);
+    trace_recovery(&report, log_end_offset);
     if restart_at.is_some() {
         // The old log's epochs: rebuilt from what the restart kept.
         let path = dir.join(epoch::LEADER_EPOCH_CHECKPOINT);
@@ -424,6 +462,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
             snapshots,
         }),
         fenced: AtomicBool::new(false),
+        stats: stats.unwrap_or_else(crate::metrics::LogStats::detached),
         durability: Durability::new(durable, log_end_offset),
         recovery: report,
         cleaner: Mutex::new(()),

@@ -335,6 +335,14 @@ impl LogInner {
             self.storage.sync_dir(&self.dir)?;
             self.schedule(Job::RemoveFiles(segment.mark_deleted()?));
         }
+        tracing::info!(
+            dir = %self.dir.display(),
+            segments = report.segments,
+            bytes = report.bytes,
+            log_start_offset = state.log_start_offset,
+            rule = ?which,
+            "retention deleted segments"
+        );
         Ok(report)
     }
 }

@@ -26,6 +26,8 @@ pub(crate) struct ReplicaConfig {
     pub(crate) ack_timeout_ms: i64,
     /// The cluster's clock.
     pub(crate) clock: Arc<dyn Clock>,
+    /// The cluster's metrics, which hosted partitions count into.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// A known bug to inject, per cluster (the cluster simulation's
     /// self-test must catch it); `None` but in that test.
     #[cfg(test)]
@@ -55,6 +57,7 @@ impl ReplicaConfig {
             fetch_max_bytes: 1 << 20,
             ack_timeout_ms: 30_000,
             clock,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
             #[cfg(test)]
             injected_bug: None,
         }

@@ -186,15 +186,18 @@ impl ReplicaManager {
             )));
         }
         let leader = roles.leader.filter(|&l| l != self.broker);
-        let state = Arc::new(PartitionState::new(
-            topic.clone(),
-            partition,
-            self.broker,
-            roles,
-            min_insync,
-            log,
-            self.config.clock.now_ms(),
-        ));
+        let state = Arc::new(
+            PartitionState::new(
+                topic.clone(),
+                partition,
+                self.broker,
+                roles,
+                min_insync,
+                log,
+                self.config.clock.now_ms(),
+            )
+            .with_stats(self.config.metrics.topic(topic)),
+        );
         let mut hosted = self.hosted.write();
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed("cluster"));

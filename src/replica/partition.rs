@@ -122,6 +122,9 @@ pub(crate) struct PartitionState {
     watchers: Watchers,
     /// What recovery did when the log was opened.
     recovery: RecoveryReport,
+    /// The topic's counters: the cluster's once hosted
+    /// ([`PartitionState::with_stats`]).
+    stats: Arc<crate::metrics::TopicStats>,
 }
 
 /// The leader-side replication state of a partition (empty on a follower).
@@ -254,6 +257,7 @@ impl PartitionState {
             gone: AtomicU8::new(LIVE),
             watchers: Watchers::default(),
             recovery,
+            stats: crate::metrics::TopicStats::detached(),
         };
         let roles = state.roles.read();
         if roles.leader == Some(broker) {
@@ -261,6 +265,12 @@ impl PartitionState {
         }
         drop(roles);
         state
+    }
+
+    /// The partition, counting into `stats` (its topic's).
+    pub(crate) fn with_stats(mut self, stats: Arc<crate::metrics::TopicStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// What recovery did when the partition's log was opened.
@@ -455,6 +465,7 @@ impl PartitionState {
         origin: super::AppendOrigin,
         acks_all: bool,
     ) -> Result<(AppendInfo, Option<PendingAck>)> {
+        let start = std::time::Instant::now();
         let roles = self.lead()?;
         let min_insync = self.min_insync();
         if acks_all && roles.isr.len() < min_insync {
@@ -470,6 +481,9 @@ impl PartitionState {
             super::AppendOrigin::Trusted => log.append_trusted(batches, roles.leader_epoch),
             super::AppendOrigin::Coordinator => log.append_coordinator(batches, roles.leader_epoch),
         })?;
+        if !info.is_duplicate() {
+            self.stats.appended(info.bytes(), info.record_count());
+        }
         let moved = self.maybe_increment_hw(&roles, Some(info.last_offset() + 1));
         let pending = if acks_all {
             self.park_ack(&roles, info.last_offset() + 1)
@@ -482,6 +496,7 @@ impl PartitionState {
         if !moved {
             self.watchers.notify();
         }
+        self.stats.produce.since(start);
         Ok((info, pending))
     }
 
@@ -521,6 +536,7 @@ impl PartitionState {
                 Some(roles.leader_epoch),
             )
         })?;
+        self.stats.appended(info.bytes(), info.record_count());
         let moved = self.maybe_increment_hw(&roles, Some(info.last_offset() + 1));
         let pending = self.park_ack(&roles, info.last_offset() + 1);
         drop(roles);
@@ -1035,8 +1051,9 @@ impl PartitionState {
         max_bytes: usize,
         bound: FetchBound,
     ) -> Result<(LogRead, u64)> {
+        let start = std::time::Instant::now();
         let high_watermark = self.high_watermark();
-        self.with_log(|log| {
+        let (read, high_watermark) = self.with_log(|log| {
             let read = match bound {
                 FetchBound::LogEnd => log.read_bounded(offset, max_bytes, u64::MAX)?,
                 FetchBound::HighWatermark => log.read_bounded(offset, max_bytes, high_watermark)?,
@@ -1046,7 +1063,12 @@ impl PartitionState {
                 }
             };
             Ok((read, high_watermark))
-        })
+        })?;
+        // A consumer's fetch: followers read through `fetch_as_follower`,
+        // which Kafka's BytesOutPerSec leaves out too.
+        self.stats.served(read.records().len() as u64);
+        self.stats.fetch.since(start);
+        Ok((read, high_watermark))
     }
 
     pub(crate) fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>> {

@@ -232,6 +232,7 @@ impl Consumer {
                 a.fetch = None;
             }
             if !out.is_empty() {
+                a.stats.consumed(out.len() as u64);
                 remaining -= out.len();
                 parts.push((a.tp.clone(), out));
                 last = Some(i);

@@ -146,6 +146,8 @@ struct Assigned {
     /// Releases the pages of fetches drained, so that the consumer's
     /// resident set does not grow with the log it reads.
     releaser: ReadReleaser,
+    /// The topic's counters (records returned by polls).
+    stats: std::sync::Arc<crate::metrics::TopicStats>,
 }
 
 /// Reads records from assigned partitions: Kafka's `KafkaConsumer`.

@@ -84,6 +84,7 @@ impl Consumer {
                     cluster.watch(&key, &self.waker_tx);
                     Assigned {
                         tp: tp.clone(),
+                        stats: cluster.metrics.topic(&key.topic),
                         key,
                         position: Position::Unset,
                         paused: false,
