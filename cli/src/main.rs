@@ -5,9 +5,14 @@
 //!   `.timeindex` files.
 //! - `logbus verify DIR`: a read-only scan of a whole data directory that
 //!   reports each damage with its file and byte position.
+//! - `logbus produce`, `logbus consume`: kafka-console-producer and
+//!   kafka-console-consumer.
+//! - `logbus groups list|describe|reset-offsets|delete`:
+//!   kafka-consumer-groups.
 //!
 //! Every command prints human-readable text by default and one JSON
-//! document with `--json`. Nothing here writes to the files it reads.
+//! document with `--json` (`consume`: one JSON object per record).
+//! `dump-log` and `verify` write nothing to the files they read.
 //!
 //! Exit status: 0 on success; 1 when `verify` found damage; 2 for bad
 //! arguments or a file that cannot be read.
@@ -18,11 +23,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod console;
 mod dump;
-#[allow(
-    dead_code,
-    reason = "the commands that open a directory are being added"
-)]
+mod groups;
 mod open;
 mod scan;
 mod verify;
@@ -62,6 +65,17 @@ enum Command {
         /// The cluster directory (or one broker's, or one partition's).
         dir: PathBuf,
     },
+    /// Write the lines of stdin to a topic as records (as
+    /// kafka-console-producer).
+    Produce(console::ProduceArgs),
+    /// Print a topic's records, from the beginning, the end, a group's
+    /// committed offsets or given offsets (as kafka-console-consumer); with
+    /// --json, one JSON object per record.
+    Consume(console::ConsumeArgs),
+    /// List, describe, reset and delete consumer groups (as
+    /// kafka-consumer-groups).
+    #[command(subcommand)]
+    Groups(groups::GroupsCommand),
 }
 
 fn print(text: &str) -> Result<(), String> {
@@ -115,6 +129,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 ExitCode::from(1)
             })
         }
+        Command::Produce(args) => console::produce(&args, cli.json).map(|()| ExitCode::SUCCESS),
+        Command::Consume(args) => console::consume(&args, cli.json).map(|()| ExitCode::SUCCESS),
+        Command::Groups(command) => groups::run(&command, cli.json).map(|()| ExitCode::SUCCESS),
     }
 }
 
