@@ -48,7 +48,7 @@ pub(crate) struct ProduceArgs {
     parse_headers: bool,
     /// Send every record to this partition (default: by key, as the
     /// producer's partitioner).
-    #[arg(long)]
+    #[arg(long, value_name = "N")]
     partition: Option<u32>,
 }
 
