@@ -6,10 +6,17 @@
 //! - `logbus verify DIR`: a read-only scan of a whole data directory that
 //!   reports each damage with its file and byte position.
 //! - `logbus perf produce|consume|scan ...`: the perf tool, one JSON line.
+//! - `logbus topics ...`: kafka-topics (and kafka-configs for topics).
+//! - `logbus produce`, `logbus consume`: kafka-console-producer and
+//!   kafka-console-consumer.
+//! - `logbus groups list|describe|reset-offsets|delete`:
+//!   kafka-consumer-groups.
 //!
 //! Every command prints human-readable text by default and one JSON
-//! document with `--json`; long scans show a progress bar on stderr when
-//! it is a terminal. Nothing here writes to the files it reads.
+//! document with `--json` (`consume`: one JSON object per record); long
+//! scans show a progress bar on stderr when it is a terminal. `dump-log`,
+//! `verify` and the listing and describing commands write nothing to the
+//! files they read.
 //!
 //! Exit status: 0 on success; 1 when `verify` found damage; 2 for bad
 //! arguments or a file that cannot be read.
@@ -20,7 +27,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod console;
 mod dump;
+mod groups;
 mod open;
 mod perf;
 mod progress;
@@ -77,6 +86,17 @@ enum Command {
     /// List, describe, create, delete and alter the topics of a data
     /// directory (as kafka-topics and kafka-configs).
     Topics(topics::TopicsArgs),
+    /// Write the lines of stdin to a topic as records (as
+    /// kafka-console-producer).
+    Produce(console::ProduceArgs),
+    /// Print a topic's records, from the beginning, the end, a group's
+    /// committed offsets or given offsets (as kafka-console-consumer); with
+    /// --json, one JSON object per record.
+    Consume(console::ConsumeArgs),
+    /// List, describe, reset and delete consumer groups (as
+    /// kafka-consumer-groups).
+    #[command(subcommand)]
+    Groups(groups::GroupsCommand),
 }
 
 fn print(text: &str) -> Result<(), String> {
@@ -140,6 +160,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             })
         }
         Command::Topics(args) => topics::run(args, cli.json).map(|()| ExitCode::SUCCESS),
+        Command::Produce(args) => console::produce(&args, cli.json).map(|()| ExitCode::SUCCESS),
+        Command::Consume(args) => console::consume(&args, cli.json).map(|()| ExitCode::SUCCESS),
+        Command::Groups(command) => groups::run(&command, cli.json).map(|()| ExitCode::SUCCESS),
     }
 }
 
