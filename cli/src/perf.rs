@@ -307,6 +307,23 @@ fn baseline_read(files: &[PathBuf]) -> Result<(f64, u64), Error> {
     Ok((start.elapsed().as_secs_f64(), total))
 }
 
+/// A bar of `total` records on stderr when it is a terminal; `None`
+/// otherwise (then a line every 2 s says how far the run is).
+fn progress_bar(total: u64, what: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {pos}/{len} records {per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what.to_string());
+    Some(bar)
+}
+
 /// `count` per second of `cpu_seconds`, or JSON's null when no CPU time
 /// was measured (a run shorter than the scheduler's accounting: JSON has no
 /// infinity).
@@ -524,6 +541,8 @@ struct Sending<'a> {
     start: Instant,
     /// Send-to-callback nanoseconds of the timed records.
     lat: &'a Arc<Mutex<Vec<u64>>>,
+    /// Records sent, on a terminal.
+    bar: &'a Option<indicatif::ProgressBar>,
 }
 
 impl Sending<'_> {
@@ -560,7 +579,15 @@ impl Sending<'_> {
             } else {
                 drop(self.producer.send(record)?);
             }
-            if index == 0 && i % 65_536 == 0 && last_report.elapsed() > Duration::from_secs(2) {
+            if index == 0
+                && i % 65_536 == 0
+                && let Some(bar) = self.bar
+            {
+                bar.set_position(i * self.threads);
+            } else if index == 0
+                && i % 65_536 == 0
+                && last_report.elapsed() > Duration::from_secs(2)
+            {
                 last_report = Instant::now();
                 let secs = self.start.elapsed().as_secs_f64();
                 eprintln!(
@@ -705,18 +732,18 @@ fn produce(flags: &Flags) -> Result<String, Error> {
         "producing {records} records of {size} bytes to {topic} in {} from {threads} thread(s)",
         dir.display()
     );
-    // One record sent and waited for before the clock starts: the first
-    // append of a partition's leader epoch writes its leader-epoch
-    // checkpoint with an fsync (and a directory fsync) on the appending
-    // thread, a one-time stall of tens of ms on a slow disk that a 2 s run
-    // at 1 M/s would count as its p99 (records sent meanwhile queue behind
-    // it); and the producer looks the topic up. Not counted anywhere.
+    // One record sent and waited for before the clock starts: the producer
+    // looks the topic up and the partition's first append sets up its
+    // leader epoch and segment, one-time costs that a 2 s run at 1 M/s
+    // would count as its p99 (records sent meanwhile queue behind them).
+    // Not counted anywhere.
     if transaction_records.is_none() {
         producer
             .send(ProducerRecord::new(&topic_name, &value))?
             .wait()?;
     }
     let ops_before = op_log.lock().unwrap_or_else(|e| e.into_inner()).ops.len();
+    let bar = progress_bar(records, "producing");
     let start = Instant::now();
     let sending = Sending {
         producer: &producer,
@@ -727,6 +754,7 @@ fn produce(flags: &Flags) -> Result<String, Error> {
         transaction_records,
         start,
         lat: &lat,
+        bar: &bar,
     };
     // Time spent in commit_transaction (flushing the transaction's records,
     // then the coordinator's writes and markers).
@@ -755,6 +783,9 @@ fn produce(flags: &Flags) -> Result<String, Error> {
     }
     producer.flush()?;
     let seconds = start.elapsed().as_secs_f64();
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
     let (anon_mb, file_mb) = (rss_anon_mb(), rss_file_mb());
     report_thread_schedstat();
     let (files, ops) = {
@@ -848,6 +879,7 @@ fn consume(flags: &Flags) -> Result<String, Error> {
         "consuming {records} records from {topic} in {}",
         dir.display()
     );
+    let bar = progress_bar(records, "consuming");
     let cpu_start = thread_cpu_seconds();
     let start = Instant::now();
     let mut count = 0u64;
@@ -863,10 +895,15 @@ fn consume(flags: &Flags) -> Result<String, Error> {
             bytes += record.value().map_or(0, |v| v.len() as u64)
                 + record.key().map_or(0, |k| k.len() as u64);
         }
-        if last_report.elapsed() > Duration::from_secs(2) {
+        if let Some(bar) = &bar {
+            bar.set_position(count);
+        } else if last_report.elapsed() > Duration::from_secs(2) {
             last_report = Instant::now();
             eprintln!("  {count} records consumed");
         }
+    }
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
     }
     let seconds = start.elapsed().as_secs_f64();
     let cpu_seconds = thread_cpu_seconds() - cpu_start;
