@@ -171,7 +171,15 @@ impl LogInner {
                 // A truncation overtook this sync: what it covered may be
                 // gone. The loop syncs again if the target still needs it.
                 Ok(_) => {}
-                Err(e) => {
+                // The leader epoch file could not be written: the log is
+                // fenced (as a failed write of the append path fences it),
+                // but no data fsync failed, so nothing synced is in doubt
+                // and no fenced-offset marker is written.
+                Err(SyncFailure::EpochFile(e)) => {
+                    self.durability.done.notify_all();
+                    return Err(e);
+                }
+                Err(SyncFailure::Fsync(e)) => {
                     // Fenced before the lock is released, so no other thread
                     // starts a retry that would "succeed" over pages this
                     // failure dropped and raise the durable offset past them.
@@ -191,7 +199,7 @@ impl LogInner {
     /// Fsyncs every file holding data not yet on disk, and the directory if
     /// segments were created or removed. Returns the log end offset that the
     /// syncs cover. The `state` lock is held only to collect the files.
-    fn sync_dirty(&self) -> Result<u64> {
+    fn sync_dirty(&self) -> std::result::Result<u64, SyncFailure> {
         let (sealed, active, dir_dirty, covered) = {
             // A new leader epoch's entry reaches its file before the
             // recovery point may pass its start offset (see
@@ -199,7 +207,8 @@ impl LogInner {
             // which may change the cache, wait; readers do not.
             let state = self.state.upgradable_read();
             let mut state = if state.epoch_file == EpochFile::StaleAppend {
-                self.write_epoch_file(&state.epochs)?;
+                self.write_epoch_file(&state.epochs)
+                    .map_err(SyncFailure::EpochFile)?;
                 let mut state = RwLockUpgradableReadGuard::upgrade(state);
                 state.epoch_file = EpochFile::Written;
                 state
@@ -217,12 +226,24 @@ impl LogInner {
             )
         };
         for file in &sealed {
-            file.sync()?;
+            file.sync().map_err(SyncFailure::Fsync)?;
         }
-        active.sync()?;
+        active.sync().map_err(SyncFailure::Fsync)?;
         if dir_dirty {
-            self.storage.sync_dir(&self.dir)?;
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(SyncFailure::Fsync)?;
         }
         Ok(covered)
     }
+}
+
+/// Why [`LogInner::sync_dirty`] failed.
+#[derive(Debug)]
+enum SyncFailure {
+    /// Writing the leader epoch file failed (it fenced the log); no data
+    /// fsync ran.
+    EpochFile(crate::Error),
+    /// An fsync failed: what it covered may be lost (fsyncgate).
+    Fsync(crate::Error),
 }
