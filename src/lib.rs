@@ -149,6 +149,8 @@ pub mod inspect;
 mod log;
 mod metrics;
 mod replica;
+#[cfg(feature = "server")]
+mod server;
 mod storage;
 mod types;
 

@@ -1,0 +1,62 @@
+//! A Kafka wire-protocol listener (feature `server`): any Kafka client can
+//! connect to a [`Cluster`] over Kafka's own protocol.
+//!
+//! The listener decodes each request with the `kafka-protocol` crate's
+//! message schemas and answers it through the same calls the in-process
+//! clients use. Handlers are grouped by module: the data path and topic
+//! administration here, the group coordinator's APIs in `groups`, the
+//! transaction coordinator's in `txn`. Each group's `dispatch` answers the
+//! requests it knows and hands every other one back.
+
+// The dispatch of the listener calls into these modules as they land.
+#![allow(dead_code, unused_imports, reason = "the listener's dispatch wires these in")]
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+
+use crate::Cluster;
+
+mod errors;
+mod groups;
+mod txn;
+
+pub(crate) use errors::{error_code, response_error};
+
+/// What a handler needs to answer one request.
+#[derive(Debug)]
+pub(crate) struct RequestContext<'a> {
+    /// The cluster the listener serves.
+    pub(crate) cluster: &'a Cluster,
+    /// The broker whose listener took the request.
+    pub(crate) broker: u32,
+    /// The request's API version (its schema version).
+    pub(crate) api_version: i16,
+    /// The client's `client.id`, if it sent one.
+    pub(crate) client_id: Option<&'a str>,
+    /// Where each broker's listener is reached, as (host, port): what
+    /// Metadata and FindCoordinator answer.
+    pub(crate) advertised: &'a BTreeMap<u32, (String, u16)>,
+}
+
+/// The API versions the coordinator modules answer, as
+/// (API, lowest, highest): what ApiVersions advertises for them.
+pub(crate) fn coordinator_versions() -> Vec<(ApiKey, i16, i16)> {
+    groups::VERSIONS
+        .iter()
+        .chain(txn::VERSIONS)
+        .copied()
+        .collect()
+}
+
+/// Answers `request` if it is a coordinator API (groups, transactions);
+/// hands it back otherwise.
+pub(crate) fn dispatch_coordinator(
+    ctx: &RequestContext<'_>,
+    request: RequestKind,
+) -> Result<ResponseKind, RequestKind> {
+    match groups::dispatch(ctx, request) {
+        Ok(response) => Ok(response),
+        Err(request) => txn::dispatch(ctx, request),
+    }
+}
