@@ -5,11 +5,15 @@
 //! message schemas and answers it through the same calls the in-process
 //! clients use. Handlers are grouped by module: the data path and topic
 //! administration here, the group coordinator's APIs in `groups`, the
-//! transaction coordinator's in `txn`. Each group's `dispatch` answers the
-//! requests it knows and hands every other one back.
+//! transaction coordinator's in `txn`. Each module lists the API versions it
+//! answers (`VERSIONS`) and answers them (`handle`).
 
 // The dispatch of the listener calls into these modules as they land.
-#![allow(dead_code, unused_imports, reason = "the listener's dispatch wires these in")]
+#![allow(
+    dead_code,
+    unused_imports,
+    reason = "the listener's dispatch wires these in"
+)]
 
 use std::collections::BTreeMap;
 
@@ -49,14 +53,18 @@ pub(crate) fn coordinator_versions() -> Vec<(ApiKey, i16, i16)> {
         .collect()
 }
 
-/// Answers `request` if it is a coordinator API (groups, transactions);
-/// hands it back otherwise.
+/// Answers `request` (of API `api`) if it is a coordinator API (groups,
+/// transactions, as [`coordinator_versions`] lists them); `None` otherwise.
 pub(crate) fn dispatch_coordinator(
     ctx: &RequestContext<'_>,
+    api: ApiKey,
     request: RequestKind,
-) -> Result<ResponseKind, RequestKind> {
-    match groups::dispatch(ctx, request) {
-        Ok(response) => Ok(response),
-        Err(request) => txn::dispatch(ctx, request),
+) -> Option<ResponseKind> {
+    if groups::VERSIONS.iter().any(|(key, _, _)| *key == api) {
+        groups::handle(ctx, request)
+    } else if txn::VERSIONS.iter().any(|(key, _, _)| *key == api) {
+        txn::handle(ctx, request)
+    } else {
+        None
     }
 }

@@ -8,12 +8,9 @@ use super::RequestContext;
 /// The versions of each API this module answers, as (API, lowest, highest).
 pub(super) const VERSIONS: &[(ApiKey, i16, i16)] = &[];
 
-/// Answers `request` if it is one of this module's APIs; hands it back
-/// otherwise.
-pub(super) fn dispatch(
-    ctx: &RequestContext<'_>,
-    request: RequestKind,
-) -> Result<ResponseKind, RequestKind> {
-    let _ = ctx;
-    Err(request)
+/// Answers `request`, a request of one of the APIs in [`VERSIONS`] (at a
+/// version in its range); `None` for any other request.
+pub(super) fn handle(ctx: &RequestContext<'_>, request: RequestKind) -> Option<ResponseKind> {
+    let _ = (ctx, request);
+    None
 }
