@@ -8,7 +8,7 @@ use std::time::Duration;
 use logbus::format::BatchBuilder;
 use logbus::{
     Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, ConsumerRebalanceListener,
-    Error, GroupState, ManualClock, NewTopic, OffsetReset, TopicPartition,
+    Error, GroupState, ManualClock, NewTopic, OffsetReset, OffsetSpec, TopicPartition,
 };
 
 const T0: i64 = 1_700_000_000_000;
@@ -129,11 +129,23 @@ fn a_second_member_takes_half_after_a_rebalance() {
         members,
         BTreeSet::from([a.member_id().unwrap(), b.member_id().unwrap()])
     );
-    // Admin changes wait until the group is empty.
+    // Admin changes wait until the group is empty; a dry run answers.
     assert!(matches!(
         f.cluster.delete_group("g").unwrap_err(),
         Error::GroupNotEmpty { .. }
     ));
+    let all = [0, 1, 2, 3].map(|p| TopicPartition::new("t", p));
+    assert!(matches!(
+        f.cluster
+            .reset_group_offsets("g", &all, OffsetSpec::Latest)
+            .unwrap_err(),
+        Error::GroupNotEmpty { .. }
+    ));
+    let plan = f
+        .cluster
+        .reset_group_offsets_dry_run("g", &all, OffsetSpec::Latest)
+        .unwrap();
+    assert_eq!(plan.values().copied().collect::<Vec<_>>(), [0, 0, 0, 0]);
     a.close().unwrap();
     b.close().unwrap();
     assert_eq!(

@@ -229,6 +229,75 @@ fn resets_move_offsets_to_each_kind_of_target() -> TestResult {
 }
 
 #[test]
+fn shifts_and_dry_runs_plan_from_the_committed_offsets() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let cluster = open(dir.path())?;
+    topics(&cluster)?;
+    assert_eq!(cluster.topic("t")?.partition(0)?.delete_records(3)?, 3);
+    cluster.alter_group_offsets("g", &commits(&[("t", 0, 5), ("t", 1, 2)]))?;
+    let (t0, t1) = (tp("t", 0), tp("t", 1));
+    let written = offsets_topic_records(&cluster)?;
+    let plan = |partitions: &[TopicPartition], to| -> Result<Vec<(TopicPartition, u64)>> {
+        Ok(cluster
+            .reset_group_offsets_dry_run("g", partitions, to)?
+            .into_iter()
+            .collect())
+    };
+
+    // Shifts move from each committed offset, clamped into [log start,
+    // high watermark]; a dry run commits nothing.
+    assert_eq!(
+        plan(&[], OffsetSpec::ShiftBy(-1))?,
+        [(t0.clone(), 4), (t1.clone(), 1)]
+    );
+    assert_eq!(
+        plan(&[], OffsetSpec::ShiftBy(-4))?,
+        [(t0.clone(), 3), (t1.clone(), 0)]
+    );
+    assert_eq!(
+        plan(&[], OffsetSpec::ShiftBy(4))?,
+        [(t0.clone(), 9), (t1.clone(), 5)]
+    );
+    assert_eq!(
+        plan(&[], OffsetSpec::ShiftBy(i64::MAX))?,
+        [(t0.clone(), 10), (t1.clone(), 5)]
+    );
+    assert_eq!(
+        plan(&[], OffsetSpec::Latest)?,
+        [(t0.clone(), 10), (t1.clone(), 5)]
+    );
+    assert_eq!(
+        offsets_of(&cluster, "g")?,
+        [(t0.clone(), 5), (t1.clone(), 2)]
+    );
+    assert_eq!(offsets_topic_records(&cluster)?, written);
+
+    // The same plan, executed.
+    let executed: Vec<_> = cluster
+        .reset_group_offsets("g", &[], OffsetSpec::ShiftBy(-1))?
+        .into_iter()
+        .collect();
+    assert_eq!(executed, [(t0.clone(), 4), (t1.clone(), 1)]);
+    assert_eq!(offsets_of(&cluster, "g")?, executed);
+
+    // Shifting a partition without a commit spoils the whole reset.
+    let written = offsets_topic_records(&cluster)?;
+    for dry_run in [true, false] {
+        let partitions = [t0.clone(), tp("u", 0)];
+        let err = if dry_run {
+            cluster.reset_group_offsets_dry_run("g", &partitions, OffsetSpec::ShiftBy(1))
+        } else {
+            cluster.reset_group_offsets("g", &partitions, OffsetSpec::ShiftBy(1))
+        }
+        .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    }
+    assert_eq!(offsets_of(&cluster, "g")?, executed);
+    assert_eq!(offsets_topic_records(&cluster)?, written);
+    Ok(())
+}
+
+#[test]
 fn bad_resets_are_refused_and_change_nothing() -> TestResult {
     let dir = tempfile::tempdir()?;
     let cluster = open(dir.path())?;

@@ -117,6 +117,11 @@ pub enum OffsetSpec {
     /// the Unix epoch), or the high watermark if there is none
     /// (`--to-datetime`).
     Timestamp(i64),
+    /// The group's committed offset moved by this many records (negative:
+    /// back), then into [log start offset, high watermark]
+    /// (`--shift-by`). A partition the group has no committed offset for
+    /// is an [`Error::InvalidArgument`].
+    ShiftBy(i64),
 }
 
 impl Cluster {
@@ -295,7 +300,8 @@ impl Cluster {
     /// [`Cluster::open_read_only`](crate::Cluster::open_read_only) (nothing changes);
     /// [`Error::GroupNotEmpty`] while the group has members (they must
     /// leave, or time out, first); [`Error::InvalidArgument`] for an empty
-    /// group id or a negative timestamp;
+    /// group id, a negative timestamp, or [`OffsetSpec::ShiftBy`] for a
+    /// partition without a committed offset;
     /// [`Error::UnknownTopicOrPartition`] for a partition that does not
     /// exist; [`Error::Closed`]. Nothing is committed in any of these cases.
     pub fn reset_group_offsets(
@@ -305,26 +311,10 @@ impl Cluster {
         to: OffsetSpec,
     ) -> Result<BTreeMap<TopicPartition, u64>> {
         self.inner.check_open()?;
-        if let OffsetSpec::Timestamp(ts) = to
-            && ts < 0
-        {
-            return Err(Error::InvalidArgument(format!(
-                "the reset time for group {group} is negative ({ts})"
-            )));
-        }
+        check_reset(group, to)?;
         let now = self.inner.clock().now_ms();
         self.inner.groups.while_empty(group, now, || {
-            let committed = self.inner.group_offsets(group)?;
-            let targets: BTreeSet<TopicPartition> = if partitions.is_empty() {
-                committed.into_keys().collect()
-            } else {
-                partitions.iter().cloned().collect()
-            };
-            let mut reset = BTreeMap::new();
-            for tp in targets {
-                let offset = self.reset_offset(&tp, to)?;
-                reset.insert(tp, offset);
-            }
+            let reset = self.planned_offsets(group, partitions, to)?;
             let commit = reset
                 .iter()
                 .map(|(tp, &offset)| (tp.clone(), OffsetAndMetadata::new(offset)))
@@ -332,6 +322,69 @@ impl Cluster {
             self.inner.commit_offsets(group, &commit)?;
             Ok(reset)
         })
+    }
+
+    /// The offsets [`Cluster::reset_group_offsets`] would commit now, with
+    /// nothing committed: `kafka-consumer-groups --reset-offsets
+    /// --dry-run`. It also answers while the group has members (a reset
+    /// would then be refused), and on a cluster opened read-only.
+    ///
+    /// ```
+    /// use logbus::{Cluster, ClusterConfig, NewTopic, OffsetSpec, TopicPartition};
+    /// use std::collections::BTreeMap;
+    /// let dir = tempfile::tempdir()?;
+    /// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    /// let partition = cluster.create_topic(NewTopic::new("orders", 1))?.partition(0)?;
+    /// let mut batch = logbus::format::BatchBuilder::new(logbus::Compression::None);
+    /// for _ in 0..5 {
+    ///     batch.append(0, None, Some(b"order"), &[]);
+    /// }
+    /// partition.append(&mut batch.build()?.to_vec())?;
+    /// let tp = TopicPartition::new("orders", 0);
+    /// let commit = BTreeMap::from([(tp.clone(), logbus::OffsetAndMetadata::new(4))]);
+    /// cluster.alter_group_offsets("billing", &commit)?;
+    /// // Two records back, shown but not committed.
+    /// let plan = cluster.reset_group_offsets_dry_run("billing", &[], OffsetSpec::ShiftBy(-2))?;
+    /// assert_eq!(plan[&tp], 2);
+    /// assert_eq!(cluster.list_group_offsets("billing")?[&tp].offset, 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Cluster::reset_group_offsets`], but never
+    /// [`Error::GroupNotEmpty`] or [`Error::ReadOnly`](crate::Error::ReadOnly).
+    pub fn reset_group_offsets_dry_run(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+        to: OffsetSpec,
+    ) -> Result<BTreeMap<TopicPartition, u64>> {
+        self.inner.check_open()?;
+        check_reset(group, to)?;
+        self.planned_offsets(group, partitions, to)
+    }
+
+    /// Where `to` moves each of `partitions` (every partition with a
+    /// committed offset if empty).
+    fn planned_offsets(
+        &self,
+        group: &str,
+        partitions: &[TopicPartition],
+        to: OffsetSpec,
+    ) -> Result<BTreeMap<TopicPartition, u64>> {
+        let committed = self.inner.group_offsets(group)?;
+        let targets: BTreeSet<TopicPartition> = if partitions.is_empty() {
+            committed.keys().cloned().collect()
+        } else {
+            partitions.iter().cloned().collect()
+        };
+        let mut reset = BTreeMap::new();
+        for tp in targets {
+            let current = committed.get(&tp).map(|c| c.offset);
+            let offset = self.reset_offset(group, &tp, to, current)?;
+            reset.insert(tp, offset);
+        }
+        Ok(reset)
     }
 
     /// Deletes `group`'s committed offsets (tombstones in
@@ -350,8 +403,15 @@ impl Cluster {
             .delete_if_empty(group, now, || self.inner.delete_offsets(group, None))
     }
 
-    /// Where `to` puts a consumer of `tp`, within [log start, high watermark].
-    fn reset_offset(&self, tp: &TopicPartition, to: OffsetSpec) -> Result<u64> {
+    /// Where `to` puts a consumer of `tp` whose group committed `current`,
+    /// within [log start, high watermark].
+    fn reset_offset(
+        &self,
+        group: &str,
+        tp: &TopicPartition,
+        to: OffsetSpec,
+        current: Option<u64>,
+    ) -> Result<u64> {
         let key = self.inner.partition_key(tp)?;
         let replicas = self.inner.replicas_for(&key)?;
         let offsets = replicas.offsets(&key)?;
@@ -363,9 +423,30 @@ impl Cluster {
             OffsetSpec::Timestamp(ts) => replicas
                 .offset_for_timestamp(&key, ts)?
                 .map_or(end, |f| f.offset),
+            OffsetSpec::ShiftBy(delta) => {
+                let current = current.ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "cannot shift {tp}: group {group} has no committed offset for it"
+                    ))
+                })?;
+                current.saturating_add_signed(delta)
+            }
         };
         Ok(offset.max(start).min(end))
     }
+}
+
+/// Refuses what no reset of `group` can do: an empty group id (checked
+/// again by the offset store) or a negative time.
+fn check_reset(group: &str, to: OffsetSpec) -> Result<()> {
+    if let OffsetSpec::Timestamp(ts) = to
+        && ts < 0
+    {
+        return Err(Error::InvalidArgument(format!(
+            "the reset time for group {group} is negative ({ts})"
+        )));
+    }
+    Ok(())
 }
 
 /// Kafka's `kafka-topics --describe` filters, as lists of partitions.
