@@ -5,11 +5,10 @@
 //! consumers, so a group seen from this command has no members: what it
 //! shows and changes are the committed offsets in `__consumer_offsets`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Subcommand};
-use logbus::{Cluster, GroupDescription, GroupState, OffsetAndMetadata, TopicPartition};
+use logbus::{Cluster, GroupDescription, GroupState, OffsetSpec, TopicPartition};
 use serde::Serialize;
 
 use crate::console::{check_partitions, with_cluster};
@@ -347,16 +346,6 @@ fn render_description(d: &GroupDescription) -> String {
     text
 }
 
-/// Where reset-offsets moves each partition.
-#[derive(Debug, Clone, Copy)]
-enum Target {
-    Earliest,
-    Latest,
-    Offset(u64),
-    ShiftBy(i64),
-    Timestamp(i64),
-}
-
 /// A row of reset-offsets' report.
 #[derive(Debug, Serialize)]
 struct ResetRow {
@@ -386,11 +375,11 @@ fn reset(args: &ResetArgs, json: bool) -> Result<(), String> {
         args.shift_by,
         args.to_datetime,
     ) {
-        (true, ..) => Target::Earliest,
-        (_, true, ..) => Target::Latest,
-        (_, _, Some(n), ..) => Target::Offset(n),
-        (_, _, _, Some(n), _) => Target::ShiftBy(n),
-        (_, _, _, _, Some(ts)) => Target::Timestamp(ts),
+        (true, ..) => OffsetSpec::Earliest,
+        (_, true, ..) => OffsetSpec::Latest,
+        (_, _, Some(n), ..) => OffsetSpec::Offset(n),
+        (_, _, _, Some(n), _) => OffsetSpec::ShiftBy(n),
+        (_, _, _, _, Some(ts)) => OffsetSpec::Timestamp(ts),
         _ => return Err("name where to reset the offsets (--to-earliest, ...)".into()),
     };
     let scopes = args
@@ -432,31 +421,21 @@ fn reset(args: &ResetArgs, json: bool) -> Result<(), String> {
             partitions.dedup();
             partitions
         };
-        let mut rows = Vec::with_capacity(partitions.len());
-        for tp in partitions {
-            let previous = committed.get(&tp).map(|c| c.offset);
-            let new_offset = new_offset(cluster, &tp, target, previous)?;
-            rows.push(ResetRow {
+        let planned = if args.execute {
+            cluster.reset_group_offsets(group, &partitions, target)
+        } else {
+            cluster.reset_group_offsets_dry_run(group, &partitions, target)
+        }
+        .map_err(|e| format!("cannot reset group '{group}''s offsets: {e}"))?;
+        let rows: Vec<ResetRow> = planned
+            .into_iter()
+            .map(|(tp, new_offset)| ResetRow {
+                previous_offset: committed.get(&tp).map(|c| c.offset),
                 topic: tp.topic,
                 partition: tp.partition,
-                previous_offset: previous,
                 new_offset,
-            });
-        }
-        if args.execute {
-            let commit: BTreeMap<TopicPartition, OffsetAndMetadata> = rows
-                .iter()
-                .map(|r| {
-                    (
-                        TopicPartition::new(r.topic.as_str(), r.partition),
-                        OffsetAndMetadata::new(r.new_offset),
-                    )
-                })
-                .collect();
-            cluster
-                .alter_group_offsets(group, &commit)
-                .map_err(|e| format!("cannot commit group '{group}''s offsets: {e}"))?;
-        }
+            })
+            .collect();
         Ok(rows)
     })?;
     let report = ResetReport {
@@ -512,42 +491,6 @@ fn parse_scope(text: &str) -> Result<(String, Vec<u32>), String> {
         return Err(format!("bad --topic '{text}': the topic is empty"));
     }
     Ok((topic.to_string(), partitions))
-}
-
-/// Where `target` moves `tp`, within [log start offset, high watermark]
-/// (as `Cluster::reset_group_offsets` computes it).
-fn new_offset(
-    cluster: &Cluster,
-    tp: &TopicPartition,
-    target: Target,
-    previous: Option<u64>,
-) -> Result<u64, String> {
-    let partition = cluster
-        .topic(&tp.topic)
-        .and_then(|t| t.partition(tp.partition))
-        .map_err(|e| format!("cannot read partition {tp}: {e}"))?;
-    let read = |e: logbus::Error| format!("cannot read partition {tp}: {e}");
-    let start = partition.log_start_offset().map_err(read)?;
-    let end = partition.high_watermark().map_err(read)?;
-    let offset = match target {
-        Target::Earliest => start,
-        Target::Latest => end,
-        Target::Offset(n) => n,
-        Target::ShiftBy(n) => {
-            let Some(current) = previous else {
-                return Err(format!(
-                    "cannot shift partition {tp}: the group has no committed offset for it"
-                ));
-            };
-            let shifted = i128::from(current) + i128::from(n);
-            u64::try_from(shifted.max(0)).unwrap_or(u64::MAX)
-        }
-        Target::Timestamp(ts) => partition
-            .offset_for_timestamp(ts)
-            .map_err(read)?
-            .map_or(end, |f| f.offset),
-    };
-    Ok(offset.max(start).min(end))
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.sss][Z|±HH:MM]` as ms since the Unix epoch.

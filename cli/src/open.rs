@@ -20,7 +20,12 @@ pub(crate) fn brokers_in(dir: &Path) -> u32 {
         .map_or(1, |last| last + 1)
 }
 
+/// The configuration to open `dir` with; refuses a path that is not a
+/// directory (opening one would create a cluster there).
 fn config_for(dir: &Path, brokers: Option<u32>) -> Result<ClusterConfig, String> {
+    if !dir.is_dir() {
+        return Err(format!("{} is not a logbus data directory", dir.display()));
+    }
     ClusterConfig::builder()
         .brokers(brokers.unwrap_or_else(|| brokers_in(dir)))
         .build()
@@ -41,9 +46,6 @@ fn explain(dir: &Path, error: Error) -> String {
 /// Opens `dir` for a command that changes it (create a topic, produce,
 /// reset offsets). `brokers` overrides the count read off the directory.
 pub(crate) fn open_for_writing(dir: &Path, brokers: Option<u32>) -> Result<Cluster, String> {
-    if !dir.is_dir() {
-        return Err(format!("{} is not a logbus data directory", dir.display()));
-    }
     Cluster::open(dir, config_for(dir, brokers)?).map_err(|e| explain(dir, e))
 }
 
@@ -54,9 +56,6 @@ pub(crate) fn open_for_writing(dir: &Path, brokers: Option<u32>) -> Result<Clust
 /// listing and its open (a roll, a retention pass) fails the open: it is
 /// tried once more.
 pub(crate) fn open_for_reading(dir: &Path, brokers: Option<u32>) -> Result<Cluster, String> {
-    if !dir.is_dir() {
-        return Err(format!("{} is not a logbus data directory", dir.display()));
-    }
     let config = config_for(dir, brokers)?;
     match Cluster::open_read_only(dir, config.clone()) {
         Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {

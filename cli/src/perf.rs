@@ -579,15 +579,11 @@ impl Sending<'_> {
             } else {
                 drop(self.producer.send(record)?);
             }
-            if index == 0
-                && i % 65_536 == 0
-                && let Some(bar) = self.bar
-            {
+            if index != 0 || i % 65_536 != 0 {
+                // Progress is shown by the first thread, every 64 Ki records.
+            } else if let Some(bar) = self.bar {
                 bar.set_position(i * self.threads);
-            } else if index == 0
-                && i % 65_536 == 0
-                && last_report.elapsed() > Duration::from_secs(2)
-            {
+            } else if last_report.elapsed() > Duration::from_secs(2) {
                 last_report = Instant::now();
                 let secs = self.start.elapsed().as_secs_f64();
                 eprintln!(

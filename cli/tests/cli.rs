@@ -1,12 +1,13 @@
 //! The `logbus` command as a user runs it, over data directories made here
 //! with the library (a `Cluster` and a `Producer`), clean and damaged.
 
-use std::collections::BTreeMap;
-use std::hash::{DefaultHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod common;
+
 use assert_cmd::cargo::cargo_bin_cmd;
+use common::every_file;
 use logbus::{
     CleanupPolicy, Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, NewTopic,
     OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicConfig, TopicPartition,
@@ -157,26 +158,6 @@ fn damage(report: &Value) -> Vec<(PathBuf, u64)> {
             )
         })
         .collect()
-}
-
-/// Every file below `dir` with a checksum of its bytes.
-fn checksums(dir: &Path) -> Result<BTreeMap<PathBuf, (u64, u64)>, std::io::Error> {
-    let mut sums = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let bytes = std::fs::read(&path)?;
-                let mut hasher = DefaultHasher::new();
-                hasher.write(&bytes);
-                sums.insert(path, (bytes.len() as u64, hasher.finish()));
-            }
-        }
-    }
-    Ok(sums)
 }
 
 /// A compacted topic `state`, cleaned: its segments have offset gaps
@@ -548,7 +529,7 @@ fn read_only_commands_change_no_file() -> TestResult {
     let mut bytes = std::fs::read(&log)?;
     bytes.extend_from_slice(b"garbage");
     std::fs::write(&log, &bytes)?;
-    let before = checksums(dir.path())?;
+    let before = every_file(dir.path())?;
     let (code, _) = verify_json(dir.path())?;
     assert_eq!(code, 1);
     logbus(&["verify", path_str(dir.path())]).assert().code(1);
@@ -563,7 +544,7 @@ fn read_only_commands_change_no_file() -> TestResult {
     let mut args = vec!["dump-log", "--deep-iteration"];
     args.extend(all.iter().map(|p| path_str(p)));
     logbus(&args).assert().success();
-    assert_eq!(checksums(dir.path())?, before);
+    assert_eq!(every_file(dir.path())?, before);
     Ok(())
 }
 

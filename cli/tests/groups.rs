@@ -413,7 +413,7 @@ fn bad_input_exits_non_zero_and_changes_nothing() -> TestResult {
                 "1",
                 "--execute",
             ],
-            "cannot shift partition other-0",
+            "cannot shift other-0: group billing has no committed offset",
         ),
         (
             &[

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod common;
+
 use assert_cmd::cargo::cargo_bin_cmd;
+use common::every_file;
 use logbus::{Cluster, ClusterConfig, NewTopic, Producer, ProducerConfig, ProducerRecord};
 use serde_json::Value;
 
@@ -364,21 +367,4 @@ fn a_directory_held_open_is_refused_for_changes_and_read_without_changing_a_file
     drop(cluster);
     assert_eq!(text(dir.path(), &["list"])?, "t\n");
     Ok(())
-}
-
-/// Every file under `dir` and its bytes.
-fn every_file(dir: &Path) -> Result<BTreeMap<PathBuf, Vec<u8>>, std::io::Error> {
-    let mut files = BTreeMap::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(next) = pending.pop() {
-        for entry in std::fs::read_dir(&next)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                files.insert(path.clone(), std::fs::read(&path)?);
-            }
-        }
-    }
-    Ok(files)
 }
