@@ -1,13 +1,14 @@
 //! logbus: Apache Kafka's design as an embeddable Rust library.
 //!
 //! Topics, partitions and append-only logs in Kafka's own on-disk format,
-//! inside your process, behind a synchronous API: no broker, no sockets, no
-//! ZooKeeper. (Replication across in-process brokers is not built yet: every
-//! partition has one replica.)
+//! inside your process, behind a synchronous API: no broker process, no
+//! sockets, no ZooKeeper.
 //!
 //! A [`Cluster`] is one directory holding Kafka's layout: a metadata log
-//! with the topic registry and a broker data directory with one partition
-//! log per topic partition. [`Producer`] and [`Consumer`] work as Kafka's
+//! with the topic registry and one data directory per in-process broker,
+//! with one log per partition replica. Partitions are replicated across
+//! those brokers as Kafka replicates them (leaders, followers, in-sync
+//! replicas, leader epochs, `acks=all`, `min.insync.replicas`, failover). [`Producer`] and [`Consumer`] work as Kafka's
 //! clients do, in-process: keyed partitioning identical to Kafka's Java
 //! client, batching with `linger.ms`, compression, blocking `poll` woken by
 //! appends, seeks, `offsetsForTimes`. Below them, [`Partition`] and [`Log`]
@@ -123,8 +124,11 @@
 //!   README's durability section.
 //! - **Threads**: [`Cluster`] and [`Producer`] are `Send + Sync` and cheap
 //!   to clone; a [`Consumer`] is used from one thread at a time, as Kafka's.
-//! - **Delivery to groups**: at least once; a member removed from its group
-//!   can no longer commit ([`Error::CommitFailed`]).
+//! - **Delivery**: the idempotent producer (on by default) stores a retried
+//!   batch once; transactions ([`Producer::begin_transaction`]) with
+//!   `read_committed` consumers give exactly once from input to output.
+//!   Plain group consumption is at least once; a member removed from its
+//!   group can no longer commit ([`Error::CommitFailed`]).
 //! - **Recovery**: damage at or above a log's recovery point (never
 //!   fsynced, as a power loss leaves it) is cut and reported in
 //!   [`Log::recovery_report`] (per partition: [`Partition::recovery_report`]
