@@ -65,8 +65,8 @@
 //! then the coordinator's state writes and markers).
 //!
 //! Before the clock starts one record (not counted) is sent and waited for,
-//! so the one-time work of a partition's first append (the leader-epoch
-//! checkpoint, written with fsyncs on the appending thread) is not part of
+//! so the one-time work of a partition's first append (its first segment's
+//! files, the producer's first batch and thread wake-ups) is not part of
 //! the figures. Before closing, each thread's CPU time and run-queue wait
 //! (`/proc/self/task/*/schedstat`) go to stderr.
 //!
