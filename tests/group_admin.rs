@@ -294,6 +294,20 @@ fn shifts_and_dry_runs_plan_from_the_committed_offsets() -> TestResult {
     }
     assert_eq!(offsets_of(&cluster, "g")?, executed);
     assert_eq!(offsets_topic_records(&cluster)?, written);
+
+    // A read-only view plans; it cannot reset.
+    cluster.close()?;
+    let view = Cluster::open_read_only(dir.path(), ClusterConfig::default())?;
+    let planned: Vec<_> = view
+        .reset_group_offsets_dry_run("g", &[], OffsetSpec::Earliest)?
+        .into_iter()
+        .collect();
+    assert_eq!(planned, [(t0, 3), (t1, 0)]);
+    let err = view
+        .reset_group_offsets("g", &[], OffsetSpec::Earliest)
+        .unwrap_err();
+    assert!(matches!(err, Error::ReadOnly { .. }), "{err}");
+    assert_eq!(offsets_of(&view, "g")?, executed);
     Ok(())
 }
 

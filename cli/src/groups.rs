@@ -393,7 +393,13 @@ fn reset(args: &ResetArgs, json: bool) -> Result<(), String> {
             b"logbus: a dry run: nothing is changed without --execute\n",
         );
     }
-    let cluster = open::open_for_writing(&args.dir.dir, None)?;
+    // A dry run reads through the read-only view: it works while another
+    // process holds the directory.
+    let cluster = if args.execute {
+        open::open_for_writing(&args.dir.dir, None)?
+    } else {
+        open::open_for_reading(&args.dir.dir, None)?
+    };
     let offsets = with_cluster(cluster, |cluster| {
         let committed = cluster
             .list_group_offsets(group)

@@ -219,6 +219,30 @@ fn reset_offsets_is_a_dry_run_until_execute() -> TestResult {
     let dry = reset(&["--all-topics", "--shift-by", "-3", "--dry-run"])?;
     assert_eq!(new_offsets(&dry), BTreeMap::from([(0, 3), (1, 1)]));
     assert_eq!(committed(d, "billing")?, before);
+    // A dry run works while another process holds the directory (this
+    // one); an execution says plainly that it cannot.
+    let holder = Cluster::open(d, ClusterConfig::default())?;
+    let dry = reset(&["--all-topics", "--to-latest"])?;
+    assert_eq!(new_offsets(&dry), BTreeMap::from([(0, 6), (1, 4)]));
+    let refused = logbus(
+        d,
+        &[
+            "groups",
+            "reset-offsets",
+            "billing",
+            "--all-topics",
+            "--to-latest",
+            "--execute",
+        ],
+    )
+    .assert()
+    .failure()
+    .get_output()
+    .clone();
+    let stderr = String::from_utf8(refused.stderr)?;
+    assert!(stderr.contains("open in another process"), "{stderr}");
+    holder.close()?;
+    assert_eq!(committed(d, "billing")?, before);
     // The text form says the same.
     let text = run(
         d,
