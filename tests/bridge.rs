@@ -609,17 +609,19 @@ fn lagging_translation_never_skips_a_record() {
     let mirror = Mirror::builder(&a, "lag")
         .bootstrap_servers(kafka.bootstrap_servers())
         .to_kafka("orders")
-        .records_per_checkpoint(20) // syncs at 0, 19, 20, 39, 40, 49
+        .records_per_checkpoint(20)
+        .offset_lag_max(8)
         .build()
         .unwrap();
     mirror.run_once().unwrap();
+    // Per checkpoint: the first record, every 8 offsets, the last.
     let ups: Vec<u64> = mirror
         .offset_syncs()
         .iter()
         .map(|s| s.upstream_offset)
         .collect();
-    assert_eq!(ups, [0, 19, 20, 39, 40, 49]);
-    for (o, expected) in [(0, 0), (5, 1), (19, 19), (25, 21), (50, 50)] {
+    assert_eq!(ups, [0, 8, 16, 19, 20, 28, 36, 39, 40, 48, 49]);
+    for (o, expected) in [(0, 0), (5, 1), (19, 19), (25, 21), (30, 29), (50, 50)] {
         let tp = TopicPartition::new("orders", 0);
         a.alter_group_offsets(
             "g",

@@ -26,6 +26,7 @@ pub(crate) struct MirrorConfig {
     pub(crate) kafka_config: BTreeMap<String, String>,
     pub(crate) timeout: Duration,
     pub(crate) records_per_checkpoint: usize,
+    pub(crate) offset_lag_max: u64,
     pub(crate) idle_wait: Duration,
     #[cfg(feature = "internals")]
     pub(crate) crash_after_records: Option<u64>,
@@ -87,6 +88,7 @@ impl MirrorBuilder {
                 kafka_config: BTreeMap::new(),
                 timeout: Duration::from_secs(30),
                 records_per_checkpoint: 10_000,
+                offset_lag_max: 100,
                 idle_wait: Duration::from_secs(1),
                 #[cfg(feature = "internals")]
                 crash_after_records: None,
@@ -165,6 +167,17 @@ impl MirrorBuilder {
         self
     }
 
+    /// MirrorMaker 2's `offset.lag.max`: within a checkpoint, an offset
+    /// sync is recorded for a partition's first record, then for the next
+    /// record at least this many offsets further, and for its last record.
+    /// Smaller values translate group offsets more closely (fewer records
+    /// seen again after a move) at the cost of more sync records. Default
+    /// 100.
+    pub fn offset_lag_max(mut self, offsets: u64) -> Self {
+        self.config.offset_lag_max = offsets;
+        self
+    }
+
     /// How long the background thread of [`Mirror::start`] waits after a
     /// run that copied nothing before it looks again. Default 1 s;
     /// [`MirrorHandle::stop`](super::MirrorHandle::stop) interrupts the
@@ -235,6 +248,9 @@ impl MirrorBuilder {
         }
         if c.records_per_checkpoint == 0 {
             return bad("records_per_checkpoint must be at least 1".into());
+        }
+        if c.offset_lag_max == 0 {
+            return bad("offset.lag.max must be at least 1".into());
         }
         if c.timeout.is_zero() {
             return bad("timeout must not be zero".into());

@@ -491,42 +491,44 @@ struct Route {
     target_partitions: u32,
 }
 
-/// For each source partition of a checkpoint: the first and last record
-/// copied, with where they landed.
+/// For each source partition of a checkpoint: the records to sync (the
+/// first, then every `offset.lag.max` offsets, and the last), with where
+/// they landed. Records are added in source offset order.
 #[derive(Default)]
 struct Span {
-    first: Option<(u64, i32, u64)>,
+    samples: Vec<(u64, i32, u64)>,
     last: Option<(u64, i32, u64)>,
 }
 
 impl Span {
-    fn add(&mut self, upstream: u64, partition: i32, downstream: u64) {
-        if self.first.is_none_or(|(u, ..)| upstream < u) {
-            self.first = Some((upstream, partition, downstream));
+    fn add(&mut self, lag_max: u64, upstream: u64, partition: i32, downstream: u64) {
+        let due = self
+            .samples
+            .last()
+            .is_none_or(|&(u, ..)| upstream >= u.saturating_add(lag_max));
+        if due {
+            self.samples.push((upstream, partition, downstream));
         }
-        if self.last.is_none_or(|(u, ..)| upstream >= u) {
-            self.last = Some((upstream, partition, downstream));
-        }
+        self.last = Some((upstream, partition, downstream));
     }
 
     fn syncs(&self, direction: Direction, source: TopicPartition, target: &str) -> Vec<OffsetSync> {
-        let mut out = Vec::new();
-        for (u, p, d) in [self.first, self.last].into_iter().flatten() {
-            if out
-                .iter()
-                .any(|s: &OffsetSync| s.upstream_offset == u && s.downstream_offset == d)
-            {
-                continue;
-            }
-            out.push(OffsetSync {
+        let mut points = self.samples.clone();
+        if let Some(last) = self.last
+            && points.last() != Some(&last)
+        {
+            points.push(last);
+        }
+        points
+            .into_iter()
+            .map(|(u, p, d)| OffsetSync {
                 direction,
                 source: source.clone(),
                 target: TopicPartition::new(target, u32::try_from(p).unwrap_or(0)),
                 upstream_offset: u,
                 downstream_offset: d,
-            });
-        }
-        out
+            })
+            .collect()
     }
 }
 
@@ -825,10 +827,12 @@ impl ToKafka {
             match results.get(i).cloned().flatten() {
                 Some(Ok((p, o))) => {
                     let o = u64::try_from(o).unwrap_or(0);
-                    spans
-                        .entry((route, partition))
-                        .or_default()
-                        .add(offset, p, o);
+                    spans.entry((route, partition)).or_default().add(
+                        config.offset_lag_max,
+                        offset,
+                        p,
+                        o,
+                    );
                 }
                 Some(Err(reason)) => {
                     return Err(MirrorError::Delivery {
@@ -1053,6 +1057,7 @@ impl FromKafka {
                 reason: "appended without an offset".into(),
             })?;
             spans.entry((route, partition)).or_default().add(
+                inner.config.offset_lag_max,
                 offset,
                 i32::try_from(metadata.partition()).unwrap_or(0),
                 landed,

@@ -47,8 +47,10 @@
 //!
 //! Each checkpoint ([`MirrorBuilder::records_per_checkpoint`], and the
 //! end of each run) also records offset syncs ([`OffsetSync`],
-//! MirrorMaker 2's): for each partition copied, the first and last record's
-//! source and target offsets, in the logbus topic
+//! MirrorMaker 2's): for each partition copied, the source and target
+//! offsets of its first record, of one record every
+//! [`offset_lag_max`](MirrorBuilder::offset_lag_max) offsets, and of its
+//! last record, in the logbus topic
 //! `mirror-offset-syncs.<name>.internal`. With them,
 //! [`Mirror::translate_offsets`] tells where a consumer group's position
 //! on one side is on the other, so a group can move across with its
