@@ -763,3 +763,125 @@ fn settings_are_checked_before_anything_runs() {
     assert!(matches!(eos.run_once(), Err(MirrorError::Config(_))));
     assert!(a.list_group_offsets("__mirror-x").unwrap().is_empty());
 }
+
+#[test]
+fn a_refused_delivery_checkpoints_nothing_and_the_next_run_copies_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(&dir);
+    a.create_topic(NewTopic::new("orders", 1)).unwrap();
+    produce_logbus(&a, "orders", 0..20);
+    let kafka = mock();
+    kafka.create_topic("orders", 1, 1).unwrap();
+    let mirror = Mirror::builder(&a, "refused")
+        .bootstrap_servers(kafka.bootstrap_servers())
+        .to_kafka("orders")
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    // The broker refuses the first produce request for good.
+    kafka.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    );
+    let err = mirror.run_once().unwrap_err();
+    assert!(matches!(err, MirrorError::Delivery { .. }), "{err}");
+    assert!(a.list_group_offsets("__mirror-refused").unwrap().is_empty());
+    assert!(mirror.offset_syncs().is_empty());
+    // The next run starts again from the last checkpoint (none): all 20.
+    assert_eq!(mirror.run_once().unwrap().records_to_kafka, 20);
+    let in_kafka = records_only(read_kafka(
+        &kafka.bootstrap_servers(),
+        "orders",
+        "read_committed",
+    ));
+    let mut expected = read_logbus(&a, "orders");
+    let mut got = in_kafka;
+    expected.sort();
+    got.sort();
+    got.dedup();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn only_committed_logbus_transactions_are_mirrored() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(&dir);
+    a.create_topic(NewTopic::new("orders", 2)).unwrap();
+    let producer = Producer::new(
+        &a,
+        ProducerConfig::builder()
+            .transactional_id("app")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    producer.init_transactions().unwrap();
+    producer.begin_transaction().unwrap();
+    for i in 0..10 {
+        let _ = producer.send(record("orders", i)).unwrap();
+    }
+    producer.commit_transaction().unwrap();
+    producer.begin_transaction().unwrap();
+    for i in 10..15 {
+        let _ = producer.send(record("orders", i)).unwrap();
+    }
+    producer.flush().unwrap();
+    producer.abort_transaction().unwrap();
+    producer.begin_transaction().unwrap();
+    for i in 15..18 {
+        let _ = producer.send(record("orders", i)).unwrap();
+    }
+    producer.commit_transaction().unwrap();
+    let kafka = mock();
+    kafka.create_topic("orders", 2, 1).unwrap();
+    let mirror = Mirror::builder(&a, "txn")
+        .bootstrap_servers(kafka.bootstrap_servers())
+        .to_kafka("orders")
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    // The run ends at the partitions' ends, past the transaction markers.
+    assert_eq!(mirror.run_once().unwrap().records_to_kafka, 13);
+    let stamps: Vec<i64> = records_only(read_kafka(
+        &kafka.bootstrap_servers(),
+        "orders",
+        "read_committed",
+    ))
+    .iter()
+    .map(|r| r.timestamp - 1_700_000_000_000)
+    .collect();
+    let mut stamps = stamps;
+    stamps.sort_unstable();
+    let expected: Vec<i64> = (0..10).chain(15..18).collect();
+    assert_eq!(stamps, expected, "aborted records stay behind");
+    assert_eq!(mirror.run_once().unwrap().total(), 0);
+}
+
+#[test]
+fn a_missing_kafka_topic_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(&dir);
+    a.create_topic(NewTopic::new("orders", 1)).unwrap();
+    let kafka = mock();
+    let mirror = Mirror::builder(&a, "missing")
+        .bootstrap_servers(kafka.bootstrap_servers())
+        .from_kafka("nowhere")
+        .kafka_config("allow.auto.create.topics", "false")
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let err = mirror.run_once().unwrap_err();
+    assert!(
+        matches!(&err, MirrorError::UnknownKafkaTopic { topic } if topic == "nowhere"),
+        "{err}"
+    );
+    assert!(a.topic("nowhere").is_err(), "no logbus topic made for it");
+}
+
+#[test]
+fn mirrors_and_handles_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Mirror>();
+    send_sync::<logbus::bridge::MirrorHandle>();
+    send_sync::<MirrorError>();
+}
