@@ -818,18 +818,18 @@ fn only_committed_logbus_transactions_are_mirrored() {
     producer.init_transactions().unwrap();
     producer.begin_transaction().unwrap();
     for i in 0..10 {
-        let _ = producer.send(record("orders", i)).unwrap();
+        drop(producer.send(record("orders", i)).unwrap());
     }
     producer.commit_transaction().unwrap();
     producer.begin_transaction().unwrap();
     for i in 10..15 {
-        let _ = producer.send(record("orders", i)).unwrap();
+        drop(producer.send(record("orders", i)).unwrap());
     }
     producer.flush().unwrap();
     producer.abort_transaction().unwrap();
     producer.begin_transaction().unwrap();
     for i in 15..18 {
-        let _ = producer.send(record("orders", i)).unwrap();
+        drop(producer.send(record("orders", i)).unwrap());
     }
     producer.commit_transaction().unwrap();
     let kafka = mock();
@@ -884,4 +884,43 @@ fn mirrors_and_handles_are_send_and_sync() {
     send_sync::<Mirror>();
     send_sync::<logbus::bridge::MirrorHandle>();
     send_sync::<MirrorError>();
+}
+
+#[test]
+fn partitions_added_to_a_logbus_topic_are_mirrored() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(&dir);
+    a.create_topic(NewTopic::new("orders", 2)).unwrap();
+    produce_logbus(&a, "orders", 0..10);
+    let kafka = mock();
+    kafka.create_topic("orders", 4, 1).unwrap();
+    let mirror = Mirror::builder(&a, "grow")
+        .bootstrap_servers(kafka.bootstrap_servers())
+        .to_kafka("orders")
+        .build()
+        .unwrap();
+    assert_eq!(mirror.run_once().unwrap().records_to_kafka, 10);
+    a.create_partitions("orders", 4).unwrap();
+    let producer = Producer::new(&a, ProducerConfig::default()).unwrap();
+    for i in 0..3 {
+        producer
+            .send(ProducerRecord::new("orders", format!("new-{i}")).with_partition(3))
+            .unwrap()
+            .wait()
+            .unwrap();
+    }
+    // Counts now match: the new partition's records keep their number.
+    assert_eq!(mirror.run_once().unwrap().records_to_kafka, 3);
+    let in_kafka = records_only(read_kafka(
+        &kafka.bootstrap_servers(),
+        "orders",
+        "read_committed",
+    ));
+    let new: Vec<u32> = in_kafka
+        .iter()
+        .filter(|r| r.value.as_ref().is_some_and(|v| v.starts_with(b"new-")))
+        .map(|r| r.partition)
+        .collect();
+    assert_eq!(new, [3, 3, 3]);
+    assert_eq!(in_kafka.len(), 13);
 }

@@ -33,27 +33,43 @@ const POLL_SLICE: Duration = Duration::from_millis(100);
 /// copied and what is guaranteed. `Send + Sync` and cheap to clone (clones
 /// share the mirror); runs are serialized.
 ///
-/// ```no_run
-/// use std::time::Duration;
+/// ```
+/// use std::collections::BTreeMap;
 /// use logbus::bridge::Mirror;
-/// use logbus::{Cluster, ClusterConfig};
+/// use logbus::{
+///     Cluster, ClusterConfig, NewTopic, OffsetAndMetadata, Producer, ProducerConfig,
+///     ProducerRecord, TopicPartition,
+/// };
 ///
-/// let cluster = Cluster::open("/var/lib/app/logbus", ClusterConfig::default())?;
+/// // librdkafka's in-process mock cluster stands in for Kafka here.
+/// let kafka = rdkafka::mocking::MockCluster::new(1)?;
+/// kafka.create_topic("orders", 2, 1)?;
+///
+/// let dir = tempfile::tempdir()?;
+/// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+/// cluster.create_topic(NewTopic::new("orders", 2))?;
+/// let producer = Producer::new(&cluster, ProducerConfig::default())?;
+/// for i in 0..5 {
+///     producer.send(ProducerRecord::new("orders", "created").with_key(format!("o-{i}")))?;
+/// }
+/// producer.flush()?;
+///
 /// let mirror = Mirror::builder(&cluster, "backup")
-///     .bootstrap_servers("kafka-1:9092")
+///     .bootstrap_servers(kafka.bootstrap_servers())
 ///     .to_kafka("orders")
-///     .timeout(Duration::from_secs(10))
 ///     .build()?;
-/// loop {
-///     let report = mirror.run_once()?; // bounded: up to the ends seen at its start
-///     if report.records_to_kafka == 0 {
-///         break;
-///     }
-/// }
-/// // Where the "billing" group's consumers resume in Kafka:
-/// for (tp, offset) in mirror.translate_offsets("billing")? {
-///     println!("{tp}: {offset}");
-/// }
+/// assert_eq!(mirror.run_once()?.records_to_kafka, 5); // bounded: what is there now
+/// assert_eq!(mirror.run_once()?.records_to_kafka, 0); // resumes where it stopped
+///
+/// // A logbus group that read everything resumes at the end in Kafka too.
+/// let tp = TopicPartition::new("orders", 0);
+/// let end = cluster.topic("orders")?.partitions()?[0].log_end_offset()?;
+/// cluster.alter_group_offsets("billing", &BTreeMap::from([(tp.clone(), OffsetAndMetadata::new(end))]))?;
+/// assert_eq!(mirror.translate_offsets("billing")?[&tp], end);
+///
+/// // Or in the background, until stopped.
+/// let running = mirror.start();
+/// running.stop()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone)]
@@ -178,6 +194,18 @@ impl Mirror {
         inner.check_alive()?;
         let mut report = MirrorReport::default();
         if !inner.config.to_kafka.is_empty() {
+            // A logbus topic that gained partitions: start again from the
+            // committed positions with all of them.
+            if let Some(engine) = &engines.to_kafka
+                && engine.routes.iter().any(|r| {
+                    inner
+                        .cluster
+                        .topic(&r.source)
+                        .is_ok_and(|t| t.partition_count() != r.source_partitions)
+                })
+            {
+                engines.to_kafka = None;
+            }
             let result = (|| {
                 if engines.to_kafka.is_none() {
                     engines.to_kafka = Some(ToKafka::open(inner)?);
@@ -944,8 +972,11 @@ impl FromKafka {
             let r = &self.routes[route];
             (r.source.clone(), r.source_partitions)
         };
+        // Each partition's end as the run starts; a partition is done when
+        // its position reaches it (or librdkafka reports its end).
         let mut tpl = TopicPartitionList::new();
         let mut done = vec![false; partitions as usize];
+        let mut highs = vec![0; partitions as usize];
         for p in 0..partitions {
             let (low, high) = consumer
                 .fetch_watermarks(&source, p as i32, config.timeout)
@@ -963,18 +994,11 @@ impl FromKafka {
                 }
             };
             done[p as usize] = start >= high;
+            highs[p as usize] = high;
         }
         consumer
             .assign(&tpl)
             .map_err(|e| kafka_error("assign", e))?;
-        let highs: Vec<i64> = (0..partitions)
-            .map(|p| {
-                consumer
-                    .fetch_watermarks(&source, p as i32, config.timeout)
-                    .map(|(_, h)| h)
-                    .map_err(|e| kafka_error("fetch watermarks", e))
-            })
-            .collect::<Result<_, _>>()?;
         let mut copied = 0;
         let mut progress = Instant::now();
         while done.iter().any(|d| !d) {

@@ -16,7 +16,9 @@
 //! own): they are translated, see below. Topics of logbus that a mirror
 //! fills from Kafka are created with the source's partition count if
 //! missing; topics of Kafka must exist (create them with the source's
-//! partition count to keep partition numbers).
+//! partition count to keep partition numbers). Partitions added to a
+//! mirrored logbus topic are picked up by the next run; partitions added
+//! to a mirrored Kafka topic, when the mirror is built again.
 //!
 //! # Progress and guarantees
 //! - **logbus → Kafka, at-least-once** (default): records go through an
