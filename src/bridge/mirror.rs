@@ -175,8 +175,10 @@ impl Mirror {
     /// partition up to its end as the run starts (records arriving
     /// meanwhile may be copied too), checkpointing every
     /// [`records_per_checkpoint`](MirrorBuilder::records_per_checkpoint)
-    /// records and at the end. Blocks while another run of this mirror is
-    /// in progress. The first run connects to Kafka.
+    /// records and at the end. Logbus to Kafka first, then Kafka to logbus;
+    /// the first failure ends the run (what was checkpointed before it
+    /// stays). Blocks while another run of this mirror is in progress. The
+    /// first run connects to Kafka.
     ///
     /// # Errors
     /// [`MirrorError::Kafka`], [`MirrorError::Logbus`],
@@ -206,36 +208,22 @@ impl Mirror {
             {
                 engines.to_kafka = None;
             }
-            let result = (|| {
-                if engines.to_kafka.is_none() {
-                    engines.to_kafka = Some(ToKafka::open(inner)?);
-                }
-                let engine = engines.to_kafka.as_mut().expect("just made");
-                engine.run(inner)
-            })();
-            match result {
-                Ok(n) => report.records_to_kafka = n,
-                Err(e) => {
-                    engines.to_kafka = None;
-                    return Err(inner.note_failure(e));
-                }
-            }
+            // An engine that failed is dropped: the next run starts again
+            // from the committed positions.
+            let mut engine = match engines.to_kafka.take() {
+                Some(engine) => engine,
+                None => ToKafka::open(inner).map_err(|e| inner.note_failure(e))?,
+            };
+            report.records_to_kafka = engine.run(inner).map_err(|e| inner.note_failure(e))?;
+            engines.to_kafka = Some(engine);
         }
         if !inner.config.from_kafka.is_empty() {
-            let result = (|| {
-                if engines.from_kafka.is_none() {
-                    engines.from_kafka = Some(FromKafka::open(inner)?);
-                }
-                let engine = engines.from_kafka.as_mut().expect("just made");
-                engine.run(inner)
-            })();
-            match result {
-                Ok(n) => report.records_from_kafka = n,
-                Err(e) => {
-                    engines.from_kafka = None;
-                    return Err(inner.note_failure(e));
-                }
-            }
+            let mut engine = match engines.from_kafka.take() {
+                Some(engine) => engine,
+                None => FromKafka::open(inner).map_err(|e| inner.note_failure(e))?,
+            };
+            report.records_from_kafka = engine.run(inner).map_err(|e| inner.note_failure(e))?;
+            engines.from_kafka = Some(engine);
         }
         Ok(report)
     }
@@ -683,32 +671,32 @@ impl ToKafka {
         let tps = self.partitions();
         let ends = self.consumer.end_offsets(&tps)?;
         let mut copied = 0;
+        // Progress is a position moving (records, or transaction markers
+        // and aborted records skipped).
         let mut progress = Instant::now();
+        let mut last_positions = None;
         loop {
             let mut behind = false;
+            let mut positions = Vec::with_capacity(tps.len());
             for tp in &tps {
-                if self.consumer.position(tp)? < ends[tp] {
-                    behind = true;
-                    break;
-                }
+                let at = self.consumer.position(tp)?;
+                behind |= at < ends[tp];
+                positions.push(at);
             }
             if !behind {
                 break;
             }
-            let records = self.consumer.poll(POLL_SLICE)?;
-            if records.is_empty() {
-                if progress.elapsed() > timeout {
-                    return Err(MirrorError::Timeout(timeout));
-                }
-                continue;
+            if last_positions.as_ref() != Some(&positions) {
+                progress = Instant::now();
+                last_positions = Some(positions);
+            } else if progress.elapsed() > timeout {
+                return Err(MirrorError::Timeout(timeout));
             }
-            progress = Instant::now();
+            let records = self.consumer.poll(POLL_SLICE)?;
             for r in records.iter() {
-                let route = self
-                    .routes
-                    .iter()
-                    .position(|x| x.source == r.topic())
-                    .expect("records of assigned topics only");
+                let Some(route) = self.routes.iter().position(|x| x.source == r.topic()) else {
+                    continue; // only assigned topics are read
+                };
                 self.send(
                     inner,
                     route,
@@ -811,14 +799,17 @@ impl ToKafka {
             return Ok(());
         }
         let config = &inner.config;
-        let outcome = self.commit_to_kafka(inner);
-        if let Err(e) = outcome {
-            if config.exactly_once {
-                let _ = self.producer.abort_transaction(config.timeout);
+        let spans = match self.commit_to_kafka(inner) {
+            Ok(spans) => spans,
+            Err(e) => {
+                if config.exactly_once {
+                    // Best effort: a broker aborts it anyway when the next
+                    // mirror calls init_transactions.
+                    let _ = self.producer.abort_transaction(config.timeout);
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
-        let spans = outcome.expect("checked");
+        };
         let mut offsets = BTreeMap::new();
         let mut syncs = Vec::new();
         for ((route, partition), span) in spans {
