@@ -15,6 +15,23 @@ pub struct TopicRoute {
     pub target: String,
 }
 
+/// The librdkafka properties a mirror sets itself, which
+/// [`MirrorBuilder::kafka_config`] may not: its guarantees rest on them.
+pub const RESERVED_KAFKA_CONFIGS: &[&str] = &[
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "group.id",
+    "transactional.id",
+    "enable.idempotence",
+    "acks",
+    "request.required.acks",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "isolation.level",
+    "enable.partition.eof",
+    "auto.offset.reset",
+];
+
 /// The settings of a [`Mirror`], made by a [`MirrorBuilder`].
 #[derive(Debug, Clone)]
 pub(crate) struct MirrorConfig {
@@ -142,10 +159,9 @@ impl MirrorBuilder {
     }
 
     /// Sets a librdkafka property for the Kafka clients the mirror makes
-    /// (security, compression, `linger.ms`, …). The mirror's own settings
-    /// (`bootstrap.servers`, `group.id`, `transactional.id`,
-    /// `enable.idempotence`, `acks`, `enable.auto.commit`,
-    /// `isolation.level`, `enable.partition.eof`, `auto.offset.reset`) win.
+    /// (security, compression, `linger.ms`, …). The properties the mirror
+    /// sets itself ([`RESERVED_KAFKA_CONFIGS`]) are refused by
+    /// [`build`](MirrorBuilder::build).
     pub fn kafka_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.config.kafka_config.insert(key.into(), value.into());
         self
@@ -203,8 +219,9 @@ impl MirrorBuilder {
     /// # Errors
     /// [`MirrorError::Config`] for an empty or invalid name (it must be a
     /// valid topic name of at most 200 characters), no
-    /// `bootstrap.servers`, no topic, a target named twice, a zero
-    /// `records_per_checkpoint` or timeout;
+    /// `bootstrap.servers`, no topic, a target named twice, a reserved
+    /// Kafka property, a zero
+    /// `records_per_checkpoint`, `offset_lag_max` or timeout;
     /// [`MirrorError::Logbus`] if the offset-syncs topic cannot be made or
     /// read.
     pub fn build(self) -> Result<Mirror, MirrorError> {
@@ -245,6 +262,13 @@ impl MirrorBuilder {
             {
                 return bad(format!("empty topic name in {r:?}"));
             }
+        }
+        if let Some(key) = c
+            .kafka_config
+            .keys()
+            .find(|k| RESERVED_KAFKA_CONFIGS.contains(&k.as_str()))
+        {
+            return bad(format!("{key} is set by the mirror itself"));
         }
         if c.records_per_checkpoint == 0 {
             return bad("records_per_checkpoint must be at least 1".into());

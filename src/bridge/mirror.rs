@@ -15,7 +15,7 @@ use rdkafka::message::{Header as KafkaHeader, Headers as _, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
-use super::config::{MirrorBuilder, MirrorConfig};
+use super::config::{MirrorBuilder, MirrorConfig, TopicRoute};
 use super::kafka::{DeliveryContext, client_config, kafka_error, partition_count};
 use super::syncs::{Direction, OffsetSync, OffsetSyncs};
 use super::{MirrorError, target_partition};
@@ -169,6 +169,25 @@ impl Mirror {
     #[must_use]
     pub fn name(&self) -> &str {
         &self.inner.config.name
+    }
+
+    /// The logbus topics copied to Kafka, with their Kafka names.
+    #[must_use]
+    pub fn to_kafka_routes(&self) -> &[TopicRoute] {
+        &self.inner.config.to_kafka
+    }
+
+    /// The Kafka topics copied into logbus, with their logbus names.
+    #[must_use]
+    pub fn from_kafka_routes(&self) -> &[TopicRoute] {
+        &self.inner.config.from_kafka
+    }
+
+    /// Whether records go to Kafka in transactions
+    /// ([`MirrorBuilder::exactly_once`]).
+    #[must_use]
+    pub fn is_exactly_once(&self) -> bool {
+        self.inner.config.exactly_once
     }
 
     /// Copies what is there now, both ways, and returns: every source

@@ -87,7 +87,7 @@ mod syncs;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-pub use config::{MirrorBuilder, TopicRoute};
+pub use config::{MirrorBuilder, RESERVED_KAFKA_CONFIGS, TopicRoute};
 pub use mirror::{Mirror, MirrorHandle, MirrorReport};
 pub use syncs::{Direction, OffsetSync};
 
