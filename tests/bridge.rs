@@ -924,3 +924,70 @@ fn partitions_added_to_a_logbus_topic_are_mirrored() {
     assert_eq!(new, [3, 3, 3]);
     assert_eq!(in_kafka.len(), 13);
 }
+
+#[test]
+fn a_background_mirror_retries_a_failed_run_and_stops_on_a_fatal_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(&dir);
+    a.create_topic(NewTopic::new("orders", 1)).unwrap();
+    produce_logbus(&a, "orders", 0..20);
+    let kafka = mock();
+    kafka.create_topic("orders", 1, 1).unwrap();
+    kafka.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    );
+    let mirror = Mirror::builder(&a, "retry")
+        .bootstrap_servers(kafka.bootstrap_servers())
+        .to_kafka("orders")
+        .idle_wait(Duration::from_millis(10))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let running = mirror.start();
+    // Wait on the Kafka side for every record (the first run's delivery
+    // was refused; the thread tries again from the last checkpoint).
+    let deadline = Instant::now() + DEADLINE;
+    let expected: Vec<i64> = (0..20).map(|i| 1_700_000_000_000 + i).collect();
+    loop {
+        let got = by_timestamp(&records_only(read_kafka(
+            &kafka.bootstrap_servers(),
+            "orders",
+            "read_committed",
+        )));
+        if got.keys().copied().collect::<Vec<_>>() == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 20 mirrored",
+            got.len()
+        );
+    }
+    assert!(running.failed_runs() >= 1);
+    let last = running.last_error().expect("the refused run's error");
+    assert!(last.contains("delivery"), "{last}");
+    running.stop().unwrap();
+
+    // A failure that will not pass ends the thread: stop returns it.
+    produce_logbus(&a, "orders", 20..25);
+    let doomed = Mirror::builder(&a, "retry")
+        .bootstrap_servers(kafka.bootstrap_servers())
+        .to_kafka("orders")
+        .crash_after_records(1)
+        .build()
+        .unwrap();
+    let running = doomed.start();
+    // The crash happens once its one record reached Kafka: wait for it.
+    let deadline = Instant::now() + DEADLINE;
+    while !read_kafka(&kafka.bootstrap_servers(), "orders", "read_committed")
+        .iter()
+        .any(|(_, r)| r.timestamp == 1_700_000_000_020)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the doomed mirror copied nothing"
+        );
+    }
+    assert!(matches!(running.stop(), Err(MirrorError::Crashed)));
+}

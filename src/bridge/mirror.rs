@@ -249,35 +249,54 @@ impl Mirror {
 
     /// Runs the mirror on a background thread: [`run_once`](Mirror::run_once)
     /// again and again, waiting [`idle_wait`](MirrorBuilder::idle_wait)
-    /// after a run that copied nothing, until
-    /// [`MirrorHandle::stop`]. A failed run ends the thread; `stop` returns
-    /// its error.
+    /// after a run that copied nothing, until [`MirrorHandle::stop`]. A run
+    /// that fails for a reason that may pass (Kafka unreachable, a refused
+    /// delivery, a timeout, a missing topic) is counted
+    /// ([`MirrorHandle::failed_runs`], [`MirrorHandle::last_error`]) and
+    /// tried again after `idle_wait`, from the last checkpoint (as
+    /// MirrorMaker's tasks restart). A failure that will not pass (fenced,
+    /// crashed, bad settings, the cluster closed) ends the thread, and
+    /// `stop` returns it.
     ///
     /// # Panics
     /// If the OS refuses to make a thread.
     #[must_use = "dropping the handle stops the mirror"]
     pub fn start(&self) -> MirrorHandle {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let shared = Arc::new(Background {
+            stopped: Mutex::new(false),
+            wake: Condvar::new(),
+            failed_runs: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        });
         let mirror = self.clone();
-        let signal = Arc::clone(&stop);
+        let state = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name(format!("mirror-{}", self.inner.config.name))
             .spawn(move || {
-                let (flag, wake) = &*signal;
                 loop {
-                    if *flag.lock() {
+                    if *state.stopped.lock() {
                         return Ok(());
                     }
-                    let report = mirror.run_once()?;
-                    let mut stopped = flag.lock();
-                    if !*stopped && report.total() == 0 {
-                        let _ = wake.wait_for(&mut stopped, mirror.inner.config.idle_wait);
+                    let idle = match mirror.run_once() {
+                        Ok(report) => report.total() == 0,
+                        Err(e) if is_fatal(&e) => return Err(e),
+                        Err(e) => {
+                            state.failed_runs.fetch_add(1, Ordering::Relaxed);
+                            *state.last_error.lock() = Some(e.to_string());
+                            true
+                        }
+                    };
+                    let mut stopped = state.stopped.lock();
+                    if idle && !*stopped {
+                        let _ = state
+                            .wake
+                            .wait_for(&mut stopped, mirror.inner.config.idle_wait);
                     }
                 }
             })
             .expect("spawn the mirror's thread");
         MirrorHandle {
-            stop,
+            shared,
             thread: Some(thread),
         }
     }
@@ -1120,37 +1139,68 @@ impl FromKafka {
     }
 }
 
+/// Whether a failed run ends a background mirror (else it is tried again).
+fn is_fatal(e: &MirrorError) -> bool {
+    matches!(
+        e,
+        MirrorError::Fenced { .. }
+            | MirrorError::Crashed
+            | MirrorError::Config(_)
+            | MirrorError::Panicked
+            | MirrorError::Logbus(crate::Error::Closed(_))
+    )
+}
+
+/// What a background mirror's thread and its handle share.
+#[derive(Debug)]
+struct Background {
+    stopped: Mutex<bool>,
+    wake: Condvar,
+    failed_runs: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
 /// A mirror running on its thread ([`Mirror::start`]). Dropping it stops
 /// the mirror as [`stop`](MirrorHandle::stop) does, ignoring the result.
 #[derive(Debug)]
 pub struct MirrorHandle {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    shared: Arc<Background>,
     thread: Option<JoinHandle<Result<(), MirrorError>>>,
 }
 
 impl MirrorHandle {
-    /// Whether the thread has ended (stopped, or a run failed).
+    /// Whether the thread has ended (stopped, or a failure that will not
+    /// pass).
     #[must_use]
     pub fn is_finished(&self) -> bool {
         self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    /// How many runs failed and were tried again.
+    #[must_use]
+    pub fn failed_runs(&self) -> u64 {
+        self.shared.failed_runs.load(Ordering::Relaxed)
+    }
+
+    /// The message of the last failed run that was tried again, if any.
+    #[must_use]
+    pub fn last_error(&self) -> Option<String> {
+        self.shared.last_error.lock().clone()
     }
 
     /// Stops the mirror: the run in progress finishes (and checkpoints),
     /// then the thread ends.
     ///
     /// # Errors
-    /// The error of the run that ended the thread, if one failed;
+    /// The failure that ended the thread, if one did;
     /// [`MirrorError::Panicked`] if the thread panicked.
     pub fn stop(mut self) -> Result<(), MirrorError> {
         self.finish()
     }
 
     fn finish(&mut self) -> Result<(), MirrorError> {
-        {
-            let (flag, wake) = &*self.stop;
-            *flag.lock() = true;
-            wake.notify_all();
-        }
+        *self.shared.stopped.lock() = true;
+        self.shared.wake.notify_all();
         match self.thread.take() {
             None => Ok(()),
             Some(thread) => thread.join().map_err(|_| MirrorError::Panicked)?,
