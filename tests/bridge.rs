@@ -991,3 +991,54 @@ fn a_background_mirror_retries_a_failed_run_and_stops_on_a_fatal_one() {
     }
     assert!(matches!(running.stop(), Err(MirrorError::Crashed)));
 }
+
+#[test]
+fn the_mirror_follows_kafka_leader_changes() {
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (open(&dir_a), open(&dir_b));
+    a.create_topic(NewTopic::new("orders", 2)).unwrap();
+    produce_logbus(&a, "orders", 0..20);
+    let kafka = mock();
+    kafka.create_topic("orders", 2, 3).unwrap();
+    let out = Mirror::builder(&a, "out")
+        .bootstrap_servers(kafka.bootstrap_servers())
+        .to_kafka("orders")
+        .exactly_once(true)
+        .build()
+        .unwrap();
+    let back = Mirror::builder(&b, "back")
+        .bootstrap_servers(kafka.bootstrap_servers())
+        .from_kafka("orders")
+        .build()
+        .unwrap();
+    assert_eq!(out.run_once().unwrap().records_to_kafka, 20);
+    assert_eq!(back.run_once().unwrap().records_from_kafka, 20);
+    // Every partition's leadership moves to another broker.
+    let leaders = || -> Vec<i32> {
+        let client: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", kafka.bootstrap_servers())
+            .create()
+            .unwrap();
+        let metadata = client.fetch_metadata(Some("orders"), DEADLINE).unwrap();
+        metadata.topics()[0]
+            .partitions()
+            .iter()
+            .map(|p| p.leader())
+            .collect()
+    };
+    let before = leaders();
+    for (partition, leader) in before.iter().enumerate() {
+        kafka
+            .partition_leader("orders", partition as i32, Some(leader % 3 + 1))
+            .unwrap();
+    }
+    let after = leaders();
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| b != a),
+        "{before:?} {after:?}"
+    );
+    produce_logbus(&a, "orders", 20..40);
+    assert_eq!(out.run_once().unwrap().records_to_kafka, 20);
+    assert_eq!(back.run_once().unwrap().records_from_kafka, 20);
+    assert_eq!(read_logbus(&b, "orders"), read_logbus(&a, "orders"));
+}
