@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use logbus::bridge::{Direction, Mirror, MirrorError};
 use logbus::{
-    Cluster, ClusterConfig, Consumer, ConsumerConfig, Header, NewTopic, OffsetAndMetadata,
-    OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
+    Cluster, ClusterConfig, Consumer, ConsumerConfig, Header, IsolationLevel, NewTopic,
+    OffsetAndMetadata, OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::error::KafkaError;
@@ -122,6 +122,11 @@ fn produce_kafka(bootstrap: &str, topic: &str, partitions: u32, range: std::ops:
 
 /// Every record of a logbus topic, per partition in offset order.
 fn read_logbus(cluster: &Cluster, topic: &str) -> Vec<Rec> {
+    read_logbus_as(cluster, topic, IsolationLevel::ReadUncommitted)
+}
+
+/// Every record of a logbus topic a consumer of this isolation level reads.
+fn read_logbus_as(cluster: &Cluster, topic: &str, isolation: IsolationLevel) -> Vec<Rec> {
     let partitions = cluster.topic(topic).expect("topic").partition_count();
     let tps: Vec<_> = (0..partitions)
         .map(|p| TopicPartition::new(topic, p))
@@ -130,6 +135,7 @@ fn read_logbus(cluster: &Cluster, topic: &str) -> Vec<Rec> {
         cluster,
         ConsumerConfig::builder()
             .auto_offset_reset(OffsetReset::Earliest)
+            .isolation_level(isolation)
             .build()
             .unwrap(),
     )
@@ -1041,4 +1047,50 @@ fn the_mirror_follows_kafka_leader_changes() {
     assert_eq!(out.run_once().unwrap().records_to_kafka, 20);
     assert_eq!(back.run_once().unwrap().records_from_kafka, 20);
     assert_eq!(read_logbus(&b, "orders"), read_logbus(&a, "orders"));
+}
+
+#[test]
+fn exactly_once_from_kafka_killed_midway_gives_each_record_once_to_read_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = open(&dir);
+    let kafka = mock();
+    kafka.create_topic("clicks", 3, 1).unwrap();
+    produce_kafka(&kafka.bootstrap_servers(), "clicks", 3, 0..100);
+    let build = |crash: Option<u64>| {
+        let mut m = Mirror::builder(&b, "in-eos")
+            .bootstrap_servers(kafka.bootstrap_servers())
+            .from_kafka("clicks")
+            .exactly_once(true)
+            .records_per_checkpoint(10);
+        if let Some(n) = crash {
+            m = m.crash_after_records(n);
+        }
+        m.build().unwrap()
+    };
+    let first = build(Some(35));
+    assert!(matches!(first.run_once(), Err(MirrorError::Crashed)));
+    // Three transactions of 10 committed, with their positions.
+    let committed: u64 = b
+        .list_group_offsets("__mirror-in-eos")
+        .unwrap()
+        .values()
+        .map(|o| o.offset)
+        .sum();
+    assert_eq!(committed, 30);
+    drop(first); // killed: its fourth transaction (5 records) left open
+    let second = build(None);
+    assert_eq!(second.run_once().unwrap().records_from_kafka, 70);
+    let in_kafka = records_only(read_kafka(
+        &kafka.bootstrap_servers(),
+        "clicks",
+        "read_committed",
+    ));
+    let committed = read_logbus_as(&b, "clicks", IsolationLevel::ReadCommitted);
+    assert_eq!(
+        committed, in_kafka,
+        "each record once, in place, to read_committed"
+    );
+    // The 5 records of the aborted transaction are in the log, hidden.
+    assert_eq!(read_logbus(&b, "clicks").len(), 105);
+    assert_eq!(second.run_once().unwrap().total(), 0);
 }

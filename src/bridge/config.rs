@@ -148,11 +148,12 @@ impl MirrorBuilder {
         self
     }
 
-    /// Exactly-once towards Kafka (default off: at-least-once): records go
-    /// to Kafka in transactions of `transactional.id` `__mirror-<name>`,
-    /// each with the source offsets it covers
-    /// (`send_offsets_to_transaction`), so Kafka holds the records and the
-    /// progress together. See [`Mirror`]'s guarantees.
+    /// Exactly-once (default off: at-least-once), both ways: records go to
+    /// Kafka in Kafka transactions of `transactional.id` `__mirror-<name>`,
+    /// and to logbus in logbus transactions of `__mirror-<name>-from-kafka`,
+    /// each with the source positions it covers
+    /// (`send_offsets_to_transaction`), so the target holds the records and
+    /// the progress together. See the [module](super)'s guarantees.
     pub fn exactly_once(mut self, enable: bool) -> Self {
         self.config.exactly_once = enable;
         self
@@ -219,7 +220,8 @@ impl MirrorBuilder {
     /// # Errors
     /// [`MirrorError::Config`] for an empty or invalid name (it must be a
     /// valid topic name of at most 200 characters), no
-    /// `bootstrap.servers`, no topic, a target named twice, a reserved
+    /// `bootstrap.servers`, no topic, a target named twice, a topic copied
+    /// both ways (a loop), a reserved
     /// Kafka property, a zero
     /// `records_per_checkpoint`, `offset_lag_max` or timeout;
     /// [`MirrorError::Logbus`] if the offset-syncs topic cannot be made or
@@ -262,6 +264,27 @@ impl MirrorBuilder {
             {
                 return bad(format!("empty topic name in {r:?}"));
             }
+        }
+        // A topic copied both ways would be copied back and forth forever.
+        if let Some(r) = c
+            .to_kafka
+            .iter()
+            .find(|out| c.from_kafka.iter().any(|back| back.target == out.source))
+        {
+            return bad(format!(
+                "logbus topic {:?} is both copied to Kafka and filled from Kafka",
+                r.source
+            ));
+        }
+        if let Some(r) = c
+            .from_kafka
+            .iter()
+            .find(|back| c.to_kafka.iter().any(|out| out.target == back.source))
+        {
+            return bad(format!(
+                "Kafka topic {:?} is both copied to logbus and filled from logbus",
+                r.source
+            ));
         }
         if let Some(key) = c
             .kafka_config

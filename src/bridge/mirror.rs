@@ -934,6 +934,9 @@ impl ToKafka {
 
 /// Kafka → logbus.
 struct FromKafka {
+    /// With exactly-once: the transactional logbus producer
+    /// (`transactional.id` `__mirror-<name>-from-kafka`).
+    txn: Option<Producer>,
     routes: Vec<Route>,
     /// The next offset to read per (route, partition), as committed.
     next: BTreeMap<(usize, u32), u64>,
@@ -952,6 +955,16 @@ impl FromKafka {
             let topic = inner
                 .cluster
                 .create_topic_if_not_exists(NewTopic::new(r.target.as_str(), source_partitions))?;
+            if config.exactly_once && topic.partition_count() < source_partitions {
+                return Err(MirrorError::Config(format!(
+                    "exactly-once needs logbus topic {:?} to have at least the {} partitions of \
+                     Kafka topic {:?} (it has {})",
+                    r.target,
+                    source_partitions,
+                    r.source,
+                    topic.partition_count()
+                )));
+            }
             for p in 0..source_partitions {
                 tpl.add_partition(&r.source, p as i32);
             }
@@ -965,7 +978,7 @@ impl FromKafka {
         let committed = consumer
             .committed_offsets(tpl, config.timeout)
             .map_err(|e| kafka_error("read committed offsets", e))?;
-        let mut next = BTreeMap::new();
+        let mut next: BTreeMap<(usize, u32), u64> = BTreeMap::new();
         for e in committed.elements() {
             let Some(route) = routes.iter().position(|r| r.source == e.topic()) else {
                 continue;
@@ -976,7 +989,35 @@ impl FromKafka {
                 next.insert((route, p), o);
             }
         }
+        let mut txn = None;
+        if config.exactly_once {
+            // The positions committed with the records, in the logbus
+            // group, under the target partition of the same number: the
+            // later of them and Kafka's (committed after) is where to resume.
+            let logbus = inner.cluster.list_group_offsets(&config.group())?;
+            for (i, r) in routes.iter().enumerate() {
+                let tag = format!("kafka:{}", r.source);
+                for (tp, om) in &logbus {
+                    if *tp.topic == *r.target && om.metadata == tag {
+                        let at = next.entry((i, tp.partition)).or_insert(0);
+                        *at = (*at).max(om.offset);
+                    }
+                }
+            }
+            let producer = Producer::new(
+                &inner.cluster,
+                ProducerConfig::builder()
+                    .client_id(format!("mirror-{}-txn", config.name))
+                    .transactional_id(format!("{}-from-kafka", config.transactional_id()))
+                    .build()?,
+            )?;
+            producer
+                .init_transactions()
+                .map_err(|e| logbus_error("init transactions", e))?;
+            txn = Some(producer);
+        }
         Ok(FromKafka {
+            txn,
             routes,
             next,
             pending: Vec::new(),
@@ -1072,14 +1113,20 @@ impl FromKafka {
                             .collect();
                         record = record.with_headers(headers);
                     }
-                    let sent = inner.producer.send(record)?;
+                    let producer = self.txn.as_ref().unwrap_or(&inner.producer);
+                    if self.txn.is_some() && self.pending.is_empty() {
+                        producer
+                            .begin_transaction()
+                            .map_err(|e| logbus_error("begin transaction", e))?;
+                    }
+                    let sent = producer.send(record)?;
                     self.pending.push((route, p, offset, sent));
                     copied += 1;
                     if m.offset() + 1 >= highs[p as usize] {
                         done[p as usize] = true;
                     }
                     if inner.handed_one() {
-                        let _ = inner.producer.flush();
+                        let _ = producer.flush();
                         return Err(MirrorError::Crashed);
                     }
                     if self.pending.len() >= config.records_per_checkpoint {
@@ -1092,30 +1139,20 @@ impl FromKafka {
         Ok(copied)
     }
 
-    /// Waits for logbus to append every pending record, then commits their
-    /// source positions to Kafka, then records the offset syncs.
+    /// Waits for logbus to append every pending record (with exactly-once,
+    /// commits their transaction with the source positions), then commits
+    /// the source positions to Kafka, then records the offset syncs.
     fn checkpoint(&mut self, inner: &Inner, consumer: &BaseConsumer) -> Result<(), MirrorError> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let mut spans: BTreeMap<(usize, u32), Span> = BTreeMap::new();
-        for (route, partition, offset, sent) in self.pending.drain(..) {
-            let target = Arc::clone(&self.routes[route].target);
-            let metadata = sent.wait().map_err(|e| MirrorError::Delivery {
-                topic: target.to_string(),
-                reason: e.to_string(),
-            })?;
-            let landed = metadata.offset().ok_or_else(|| MirrorError::Delivery {
-                topic: target.to_string(),
-                reason: "appended without an offset".into(),
-            })?;
-            spans.entry((route, partition)).or_default().add(
-                inner.config.offset_lag_max,
-                offset,
-                i32::try_from(metadata.partition()).unwrap_or(0),
-                landed,
-            );
+        let result = self.checkpoint_logbus(inner);
+        if result.is_err()
+            && let Some(txn) = &self.txn
+        {
+            let _ = txn.abort_transaction();
         }
+        let spans = result?;
         let mut tpl = TopicPartitionList::new();
         let mut syncs = Vec::new();
         for ((route, partition), span) in &spans {
@@ -1136,6 +1173,60 @@ impl FromKafka {
             .map_err(|e| kafka_error("commit offsets", e))?;
         inner.record_syncs(&syncs)?;
         Ok(())
+    }
+
+    /// The logbus half of a checkpoint: every pending record appended, and
+    /// with exactly-once their transaction committed with the positions.
+    fn checkpoint_logbus(
+        &mut self,
+        inner: &Inner,
+    ) -> Result<BTreeMap<(usize, u32), Span>, MirrorError> {
+        let mut spans: BTreeMap<(usize, u32), Span> = BTreeMap::new();
+        for (route, partition, offset, sent) in self.pending.drain(..) {
+            let target = Arc::clone(&self.routes[route].target);
+            let metadata = sent.wait().map_err(|e| MirrorError::Delivery {
+                topic: target.to_string(),
+                reason: e.to_string(),
+            })?;
+            let landed = metadata.offset().ok_or_else(|| MirrorError::Delivery {
+                topic: target.to_string(),
+                reason: "appended without an offset".into(),
+            })?;
+            spans.entry((route, partition)).or_default().add(
+                inner.config.offset_lag_max,
+                offset,
+                i32::try_from(metadata.partition()).unwrap_or(0),
+                landed,
+            );
+        }
+        if let Some(txn) = &self.txn {
+            let mut offsets = BTreeMap::new();
+            for ((route, partition), span) in &spans {
+                let r = &self.routes[*route];
+                if let Some((u, ..)) = span.last {
+                    offsets.insert(
+                        TopicPartition::new(&*r.target, *partition),
+                        OffsetAndMetadata::new(u + 1).with_metadata(format!("kafka:{}", r.source)),
+                    );
+                }
+            }
+            txn.send_offsets_to_transaction(&offsets, inner.config.group())
+                .map_err(|e| logbus_error("send offsets to transaction", e))?;
+            txn.commit_transaction()
+                .map_err(|e| logbus_error("commit transaction", e))?;
+        }
+        Ok(spans)
+    }
+}
+
+/// A logbus transactional call's failure: fenced is [`MirrorError::Fenced`].
+fn logbus_error(operation: &'static str, e: crate::Error) -> MirrorError {
+    match e {
+        crate::Error::ProducerFenced { .. } => MirrorError::Fenced {
+            operation,
+            reason: e.to_string(),
+        },
+        e => MirrorError::Logbus(e),
     }
 }
 

@@ -42,10 +42,20 @@
 //!   its `init_transactions` aborts what a dead predecessor left open, and
 //!   fences an older mirror of the same name that is still running (its
 //!   calls fail with [`MirrorError::Fenced`]).
-//! - **Kafka → logbus, at-least-once**: records are read `read_committed`
-//!   (aborted transactions never copied) and sent by an idempotent logbus
-//!   producer; only after logbus appended all of them are the source
-//!   positions committed to the Kafka consumer group `__mirror-<name>`.
+//! - **Kafka → logbus, at-least-once** (default): records are read
+//!   `read_committed` (aborted transactions never copied) and sent by an
+//!   idempotent logbus producer; only after logbus appended all of them are
+//!   the source positions committed to the Kafka consumer group
+//!   `__mirror-<name>`.
+//! - **Kafka → logbus, exactly-once** ([`MirrorBuilder::exactly_once`]):
+//!   records go in logbus transactions (`transactional.id`
+//!   `__mirror-<name>-from-kafka`), each committing the source positions
+//!   to the logbus group `__mirror-<name>` with it (under the logbus
+//!   topic's partition of the same number, metadata `kafka:<source
+//!   topic>`), so a `read_committed` logbus consumer sees every source
+//!   record once; the positions are then also committed to the Kafka group
+//!   (for Kafka's tools, and to resume if the logbus group is deleted). A
+//!   restarted mirror resumes from the later of the two.
 //!
 //! Each checkpoint ([`MirrorBuilder::records_per_checkpoint`], and the
 //! end of each run) also records offset syncs ([`OffsetSync`],
