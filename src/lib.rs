@@ -143,6 +143,9 @@
 //!   is stored.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "kafka")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
+pub mod bridge;
 mod client;
 mod clock;
 mod cluster;

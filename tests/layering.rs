@@ -25,6 +25,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("replica", 4),
     ("cluster", 5),
     ("client", 6),
+    // The bridge to a real Kafka cluster (feature `kafka`): on top, nothing uses it.
+    ("bridge", 7),
 ];
 
 /// Known exceptions: (file, module it may name, why).
