@@ -341,6 +341,28 @@ impl ClusterInner {
         }
     }
 
+    /// The broker leading the `__transaction_state` partition of
+    /// `transactional_id` (its transaction coordinator, as FindCoordinator
+    /// answers), creating the topic on first use; `None` while the
+    /// partition has no leader.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an invalid transactional id; the
+    /// retriable [`Error::CoordinatorNotAvailable`] if the topic cannot be
+    /// created yet.
+    #[cfg_attr(
+        not(feature = "server"),
+        allow(dead_code, reason = "for the wire listener")
+    )]
+    pub(crate) fn txn_coordinator(&self, transactional_id: &str) -> Result<Option<u32>> {
+        check_transactional_id(transactional_id)?;
+        let topic = self.txn_topic(transactional_id)?;
+        Ok(topic.leader(partition_for_transactional_id(
+            transactional_id,
+            topic.partition_count(),
+        )))
+    }
+
     /// The partition of `__transaction_state` holding `id`, and its leader
     /// epoch (the coordinator epoch markers carry).
     fn txn_partition(&self, id: &str) -> Result<(crate::replica::TopicIdPartition, i32)> {

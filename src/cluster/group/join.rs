@@ -37,6 +37,9 @@ fn new_member(req: &JoinRequest, now: i64) -> Member {
         last_seen: now,
         joined: false,
         assignment: Vec::new(),
+        metadata: None,
+        raw_assignment: None,
+        awaiting: false,
         waker: req.waker.clone(),
     }
 }
@@ -95,6 +98,7 @@ pub(super) fn join_static_replacement(
     let mut member = new_member(&req, now);
     member.joined = old.joined;
     member.assignment = old.assignment;
+    member.raw_assignment = old.raw_assignment;
     g.instances.insert(instance, id.clone());
     if g.leader.as_deref() == Some(&old_id) {
         g.leader = Some(id.clone());
@@ -119,17 +123,19 @@ pub(super) fn join_static_replacement(
     answer_join(g, &id)
 }
 
-/// A join from a current member.
+/// A join from a current member; `metadata_changed` if it sent other wire
+/// metadata than before.
 pub(super) fn join_known(
     g: &mut Group,
-    _group: &str,
     id: String,
     req: JoinRequest,
+    metadata_changed: bool,
     now: i64,
     limits: &GroupLimits,
 ) -> JoinResponse {
     let member = g.members.get_mut(&id).expect("checked by the caller");
-    let changed = !same_topics(&member.subscription, &req.subscription)
+    let changed = metadata_changed
+        || !same_topics(&member.subscription, &req.subscription)
         || !same_owned(&member.subscription, &req.subscription)
         || member.protocols != req.protocols;
     member.last_seen = member.last_seen.max(now);
