@@ -527,6 +527,9 @@ pub(crate) struct MemberSnapshot {
     /// The leader's bytes for the member's assignment, if it synced over
     /// the wire.
     pub raw_assignment: Option<Bytes>,
+    /// Whether the member's join or sync is parked, waiting for the
+    /// coordinator's answer (a wire member).
+    pub awaiting: bool,
 }
 
 /// A group's membership as an admin sees it.
@@ -1268,6 +1271,7 @@ fn describe_group(g: &Group) -> Option<GroupSnapshot> {
                 subscription: m.subscription.topics.clone(),
                 metadata: m.metadata_for(g.protocol.as_deref()),
                 raw_assignment: m.raw_assignment.clone(),
+                awaiting: m.awaiting,
             })
             .collect(),
         rebalances: g.rebalances,
