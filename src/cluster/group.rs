@@ -605,7 +605,7 @@ impl GroupCoordinator {
     /// Waits (in real time, at most 30 s, then panics) until `done` holds
     /// for `group`'s [`describe`](Self::describe) as of `now`: for tests
     /// whose members run on other threads.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "server"))]
     pub(crate) fn wait_for(
         &self,
         group: &str,
@@ -619,7 +619,7 @@ impl GroupCoordinator {
             }
             let mut groups = self.groups.lock();
             // Checked again under the lock: no call can slip in between.
-            let snapshot = groups.get(group).and_then(|g| describe_group(g));
+            let snapshot = groups.get(group).and_then(describe_group);
             if done(snapshot.as_ref()) {
                 return;
             }

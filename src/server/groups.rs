@@ -22,9 +22,9 @@ mod find;
 mod membership;
 mod offsets;
 
-pub(super) use offsets::commit_entry;
+pub(super) use offsets::{PartitionAnswer, commit_entry};
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
 
 /// The versions of each API this module answers, as (API, lowest, highest).
 ///

@@ -23,7 +23,7 @@ use kafka_protocol::messages::{
     TxnOffsetCommitResponse,
 };
 
-use super::groups::commit_entry;
+use super::groups::{PartitionAnswer, commit_entry};
 use super::{RequestContext, error_code};
 use crate::TopicPartition;
 use crate::error::{Error, Result};
@@ -238,7 +238,7 @@ fn txn_offset_commit(
     let mut answers = Vec::with_capacity(request.topics.len());
     let mut valid = BTreeMap::new();
     for topic in &request.topics {
-        let partitions: Vec<(i32, std::result::Result<(), i16>)> = topic
+        let partitions: Vec<PartitionAnswer> = topic
             .partitions
             .iter()
             .map(|p| {

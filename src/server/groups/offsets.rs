@@ -55,6 +55,10 @@ pub(crate) fn commit_entry(
     Ok((tp, meta))
 }
 
+/// A partition of a commit request and its answer so far (the error code
+/// it is refused with).
+pub(crate) type PartitionAnswer = (i32, Result<(), i16>);
+
 /// Answers OffsetCommit (v2–v8): every partition answered on its own; the
 /// valid ones are committed in one batch, if the member may commit.
 pub(in crate::server) fn offset_commit(
@@ -69,7 +73,7 @@ pub(in crate::server) fn offset_commit(
     } else {
         inner.check_open().err().map(|e| error_code(&e))
     };
-    let mut answers: Vec<(TopicName, Vec<(i32, Result<(), i16>)>)> = Vec::new();
+    let mut answers: Vec<(TopicName, Vec<PartitionAnswer>)> = Vec::new();
     let mut valid = BTreeMap::new();
     for topic in &request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());

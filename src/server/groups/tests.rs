@@ -775,7 +775,7 @@ fn groups_are_listed_described_and_deleted_as_kafka_shows_them() {
             .collect()
     };
     let stable = ("g".to_string(), "custom".to_string(), "Stable".to_string());
-    assert_eq!(list(4, &[]), [stable.clone()]);
+    assert_eq!(list(4, &[]), std::slice::from_ref(&stable));
     assert_eq!(list(4, &["stable"]), [stable]);
     assert!(list(4, &["Empty"]).is_empty());
     assert_eq!(list(0, &[]), [("g".into(), "custom".into(), String::new())]);
