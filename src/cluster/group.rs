@@ -265,6 +265,9 @@ struct Group {
     members: BTreeMap<String, Member>,
     /// Static members: `group.instance.id` to member id.
     instances: HashMap<String, String>,
+    /// Member ids handed out to new members that must join with them
+    /// (Kafka's `pendingMembers`, KIP-394), and when each expires unused.
+    pending_ids: HashMap<String, i64>,
     /// In `PreparingRebalance`: when members that have not rejoined are
     /// removed.
     rebalance_deadline: i64,
@@ -287,6 +290,7 @@ impl Group {
             leader: None,
             members: BTreeMap::new(),
             instances: HashMap::new(),
+            pending_ids: HashMap::new(),
             rebalance_deadline: 0,
             initial_delay_until: 0,
             rebalances: 0,
@@ -414,6 +418,7 @@ impl Group {
 
     /// Applies the clock: session expiry and the rebalance deadline.
     fn expire(&mut self, now: i64, limits: &GroupLimits) {
+        self.pending_ids.retain(|_, expiry| *expiry >= now);
         let expired: Vec<String> = self
             .members
             .iter()
@@ -475,6 +480,30 @@ impl Group {
             group: group.to_string(),
             member_id: member_id.to_string(),
         }
+    }
+
+    /// Kafka's `supportsProtocols`: a member joining a group with other
+    /// members must share its protocol type and one of its protocols.
+    fn check_protocols(&self, group: &str, req: &JoinRequest, protocol_type: &str) -> Result<()> {
+        let others: Vec<&Member> = self
+            .members
+            .iter()
+            .filter(|(id, _)| req.member_id.as_deref() != Some(id.as_str()))
+            .map(|(_, m)| m)
+            .collect();
+        if !others.is_empty()
+            && (self.protocol_type.as_deref() != Some(protocol_type)
+                || !req
+                    .protocols
+                    .iter()
+                    .any(|p| others.iter().all(|m| m.protocols.contains(p))))
+        {
+            return Err(Error::InconsistentGroupProtocol {
+                group: group.to_string(),
+                offered: req.protocols.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Kafka's static member check: a request naming `instance` must come
@@ -594,7 +623,11 @@ impl GroupCoordinator {
         // A group that never formed is dropped; one that did keeps its
         // generation while empty, as Kafka keeps an `Empty` group, so
         // generations never repeat (until the group is deleted).
-        if g.members.is_empty() && g.state == GroupState::Empty && g.generation == 0 {
+        if g.members.is_empty()
+            && g.state == GroupState::Empty
+            && g.generation == 0
+            && g.pending_ids.is_empty()
+        {
             groups.remove(group);
         }
         #[cfg(test)]
@@ -685,13 +718,44 @@ impl GroupCoordinator {
         self.join_inner(group, req, Some(wire), now)
     }
 
-    fn join_inner(
+    /// Kafka's JoinGroup v4+ from a new dynamic member (no member id, no
+    /// instance id; KIP-394): checks the request as a join would, then
+    /// hands out a member id, which the member must join with within its
+    /// session timeout (Kafka answers MEMBER_ID_REQUIRED with it). The
+    /// member is not in the group until then.
+    ///
+    /// # Errors
+    /// As [`join_wire`](Self::join_wire).
+    #[cfg_attr(
+        not(feature = "server"),
+        allow(dead_code, reason = "for the wire listener")
+    )]
+    pub(crate) fn new_member_id(
         &self,
         group: &str,
-        req: JoinRequest,
-        wire: Option<WireJoin>,
+        req: &JoinRequest,
+        protocol_type: &str,
         now: i64,
-    ) -> Result<JoinResponse> {
+    ) -> Result<String> {
+        self.check_join(req)?;
+        if protocol_type.is_empty() {
+            return Err(Error::InconsistentGroupProtocol {
+                group: group.to_string(),
+                offered: req.protocols.clone(),
+            });
+        }
+        self.with_group(group, now, |g| {
+            g.check_protocols(group, req, protocol_type)?;
+            let id = join::make_member_id(g, req);
+            g.pending_ids
+                .insert(id.clone(), now.saturating_add(req.session_timeout_ms));
+            Ok(id)
+        })
+    }
+
+    /// What a join is checked for before the group is looked at: the
+    /// session timeout within the cluster's bounds, a protocol offered.
+    fn check_join(&self, req: &JoinRequest) -> Result<()> {
         let limits = self.limits;
         if req.session_timeout_ms < limits.min_session_timeout_ms
             || req.session_timeout_ms > limits.max_session_timeout_ms
@@ -709,28 +773,23 @@ impl GroupCoordinator {
                 "a member must offer at least one assignor".into(),
             ));
         }
+        Ok(())
+    }
+
+    fn join_inner(
+        &self,
+        group: &str,
+        req: JoinRequest,
+        wire: Option<WireJoin>,
+        now: i64,
+    ) -> Result<JoinResponse> {
+        let limits = self.limits;
+        self.check_join(&req)?;
         self.with_group(group, now, |g| {
-            let others: Vec<&Member> = g
-                .members
-                .iter()
-                .filter(|(id, _)| req.member_id.as_deref() != Some(id.as_str()))
-                .map(|(_, m)| m)
-                .collect();
             let protocol_type = wire
                 .as_ref()
                 .map_or(CONSUMER_PROTOCOL_TYPE, |w| w.protocol_type.as_str());
-            if !others.is_empty()
-                && (g.protocol_type.as_deref() != Some(protocol_type)
-                    || !req
-                        .protocols
-                        .iter()
-                        .any(|p| others.iter().all(|m| m.protocols.contains(p))))
-            {
-                return Err(Error::InconsistentGroupProtocol {
-                    group: group.to_string(),
-                    offered: req.protocols.clone(),
-                });
-            }
+            g.check_protocols(group, &req, protocol_type)?;
             let known = req
                 .member_id
                 .as_deref()
@@ -751,11 +810,16 @@ impl GroupCoordinator {
                 // now belongs to a process that joined with no member id,
                 // and the old one must not take it back (Kafka's
                 // FENCED_INSTANCE_ID).
+                // A new member back with the id it was handed (KIP-394).
+                (None, Some(id), _) if g.pending_ids.remove(id).is_some() => {
+                    let id = id.to_string();
+                    join_new(g, req, Some(id), now, &limits)
+                }
                 (None, Some(id), instance) => return Err(g.fenced_or_unknown(group, id, instance)),
                 (None, None, Some(instance)) if g.instances.contains_key(instance) => {
                     join_static_replacement(g, instance.to_string(), req, now, &limits)
                 }
-                (None, None, _) => join_new(g, req, now, &limits),
+                (None, None, _) => join_new(g, req, None, now, &limits),
             };
             g.protocol_type = Some(protocol_type);
             let id = match &answer {

@@ -44,7 +44,7 @@ fn new_member(req: &JoinRequest, now: i64) -> Member {
     }
 }
 
-fn make_member_id(g: &mut Group, req: &JoinRequest) -> String {
+pub(super) fn make_member_id(g: &mut Group, req: &JoinRequest) -> String {
     g.next_member += 1;
     let prefix = req.instance_id.as_deref().unwrap_or(&req.client_id);
     format!(
@@ -54,14 +54,16 @@ fn make_member_id(g: &mut Group, req: &JoinRequest) -> String {
     )
 }
 
-/// A member the coordinator does not know yet (nor its instance id).
+/// A member the coordinator does not know yet (nor its instance id),
+/// under `id` if it was handed one (KIP-394), else under a new one.
 pub(super) fn join_new(
     g: &mut Group,
     req: JoinRequest,
+    id: Option<String>,
     now: i64,
     limits: &GroupLimits,
 ) -> JoinResponse {
-    let id = make_member_id(g, &req);
+    let id = id.unwrap_or_else(|| make_member_id(g, &req));
     let mut member = new_member(&req, now);
     member.joined = true;
     if let Some(instance) = &req.instance_id {
@@ -90,7 +92,7 @@ pub(super) fn join_static_replacement(
     let old_id = g.instances[&instance].clone();
     let Some(old) = g.members.remove(&old_id) else {
         g.instances.remove(&instance);
-        return join_new(g, req, now, limits);
+        return join_new(g, req, None, now, limits);
     };
     let id = make_member_id(g, &req);
     let unchanged =

@@ -153,6 +153,24 @@ pub(in crate::server) fn join_group(
     let (waker, wake) = crossbeam_channel::bounded(1);
     let groups = &ctx.cluster.inner.groups;
     let start = ctx.cluster.inner.clock().now_ms();
+    let join = |member_id: Option<String>| JoinRequest {
+        member_id,
+        instance_id: instance_id.clone(),
+        client_id: ctx.client_id.unwrap_or_default().to_string(),
+        session_timeout_ms,
+        rebalance_timeout_ms,
+        protocols: protocols.clone(),
+        subscription: subscription.clone(),
+        waker: waker.clone(),
+    };
+    // v4+ (KIP-394): a new dynamic member first gets its member id, and
+    // joins with it; it is not in the group before.
+    if version >= 4 && member_id.is_none() && instance_id.is_none() {
+        return match groups.new_member_id(&group, &join(None), &protocol_type, start) {
+            Ok(id) => failed(ResponseError::MemberIdRequired.code(), &id),
+            Err(e) => failed(join_error_code(&e), ""),
+        };
+    }
     let joined = park(
         ctx,
         &group,
@@ -164,16 +182,7 @@ pub(in crate::server) fn join_group(
                 .map_or(own, |d| d.max(own))
         },
         |now| {
-            let join = JoinRequest {
-                member_id: member_id.clone(),
-                instance_id: instance_id.clone(),
-                client_id: ctx.client_id.unwrap_or_default().to_string(),
-                session_timeout_ms,
-                rebalance_timeout_ms,
-                protocols: protocols.clone(),
-                subscription: subscription.clone(),
-                waker: waker.clone(),
-            };
+            let join = join(member_id.clone());
             match groups.join_wire(&group, join, &protocol_type, metadata.clone(), now)? {
                 JoinResponse::Pending { member_id: id } => {
                     member_id = Some(id);
@@ -188,16 +197,18 @@ pub(in crate::server) fn join_group(
     match joined {
         Ok(Some(joined)) => joined_response(version, &joined),
         Ok(None) => failed(ResponseError::RebalanceInProgress.code(), &member),
-        Err(e) => {
-            let code = match e {
-                // The only configuration a join checks.
-                Error::InvalidConfig(_) => ResponseError::InvalidSessionTimeout.code(),
-                // No protocol offered.
-                Error::InvalidArgument(_) => ResponseError::InconsistentGroupProtocol.code(),
-                e => error_code(&e),
-            };
-            failed(code, &member)
-        }
+        Err(e) => failed(join_error_code(&e), &member),
+    }
+}
+
+/// The code a refused join is answered with.
+fn join_error_code(error: &Error) -> i16 {
+    match error {
+        // The only configuration a join checks.
+        Error::InvalidConfig(_) => ResponseError::InvalidSessionTimeout.code(),
+        // No protocol offered.
+        Error::InvalidArgument(_) => ResponseError::InconsistentGroupProtocol.code(),
+        e => error_code(e),
     }
 }
 

@@ -46,6 +46,7 @@ const REBALANCE_IN_PROGRESS: i16 = 27;
 const INVALID_REQUEST: i16 = 42;
 const NON_EMPTY_GROUP: i16 = 68;
 const GROUP_ID_NOT_FOUND: i16 = 69;
+const MEMBER_ID_REQUIRED: i16 = 79;
 const FENCED_INSTANCE_ID: i16 = 82;
 
 pub(in crate::server) fn sb(s: &str) -> StrBytes {
@@ -109,6 +110,18 @@ impl Fixture {
             ResponseKind::JoinGroup(r) => r,
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A join with no member id, as a client sends it: at v4+, the member
+    /// id the coordinator hands out first (MEMBER_ID_REQUIRED), then the
+    /// join with it.
+    fn join_new(&self, version: i16, request: JoinGroupRequest) -> JoinGroupResponse {
+        let first = self.join(version, request.clone());
+        if first.error_code != MEMBER_ID_REQUIRED {
+            return first;
+        }
+        assert!(version >= 4);
+        self.join(version, request.with_member_id(first.member_id))
     }
 
     fn sync(&self, version: i16, request: SyncGroupRequest) -> SyncGroupResponse {
@@ -282,7 +295,7 @@ fn sync_request(
 /// One member, alone in a stable group (no initial delay): its id and
 /// generation.
 fn lone_member(f: &Fixture, instance: Option<&str>) -> (String, i32) {
-    let joined = f.join(7, join_request("", instance, b"meta-a"));
+    let joined = f.join_new(7, join_request("", instance, b"meta-a"));
     assert_eq!(joined.error_code, NONE);
     let id = joined.member_id.as_str().to_string();
     assert_eq!(joined.leader.as_str(), id);
@@ -365,8 +378,8 @@ fn a_coordinator_without_a_listener_is_not_available() {
 fn two_members_joining_concurrently_park_until_the_join_phase_ends_and_sync_verbatim() {
     let f = Fixture::new(3_000);
     let (a, b) = std::thread::scope(|s| {
-        let a = s.spawn(|| f.join(7, join_request("", None, b"meta-a")));
-        let b = s.spawn(|| f.join(7, join_request("", None, b"meta-b")));
+        let a = s.spawn(|| f.join_new(7, join_request("", None, b"meta-a")));
+        let b = s.spawn(|| f.join_new(7, join_request("", None, b"meta-b")));
         f.wait_members(2);
         // Both are in, and both wait: the initial delay has not passed.
         assert!(!a.is_finished() && !b.is_finished());
@@ -446,7 +459,7 @@ fn a_new_member_rebalances_the_group_and_heartbeats_say_so() {
     assert_eq!(generation, 1);
     // B waits for A to rejoin; A learns of it from its heartbeat.
     let (a2, b) = std::thread::scope(|s| {
-        let b = s.spawn(|| f.join(7, join_request("", None, b"meta-b")));
+        let b = s.spawn(|| f.join_new(7, join_request("", None, b"meta-b")));
         f.wait_members(2);
         assert_eq!(f.heartbeat(&a, 1, None), REBALANCE_IN_PROGRESS);
         let a2 = f.join(7, join_request(&a, None, b"meta-a"));
@@ -459,7 +472,7 @@ fn a_new_member_rebalances_the_group_and_heartbeats_say_so() {
 
     // A third member: both others must rejoin.
     let answers = std::thread::scope(|s| {
-        let c = s.spawn(|| f.join(7, join_request("", None, b"meta-c")));
+        let c = s.spawn(|| f.join_new(7, join_request("", None, b"meta-c")));
         f.wait_members(3);
         assert_eq!(f.heartbeat(&a, 2, None), REBALANCE_IN_PROGRESS);
         assert_eq!(f.heartbeat(&b, 2, None), REBALANCE_IN_PROGRESS);
@@ -479,13 +492,42 @@ fn a_new_member_rebalances_the_group_and_heartbeats_say_so() {
 }
 
 #[test]
+fn a_new_member_joins_with_the_member_id_it_is_handed_from_v4() {
+    let f = Fixture::new(0);
+    let first = f.join(4, join_request("", None, b"meta-a"));
+    assert_eq!(first.error_code, MEMBER_ID_REQUIRED);
+    let id = first.member_id.as_str().to_string();
+    assert!(id.starts_with("test-client-"), "{id}");
+    assert_eq!(f.state(), crate::GroupState::Dead, "not a member yet");
+    let joined = f.join(4, join_request(&id, None, b"meta-a"));
+    assert_eq!(
+        (joined.error_code, joined.member_id.as_str()),
+        (NONE, id.as_str())
+    );
+    assert_eq!(joined.leader.as_str(), id);
+    // An id handed out and not used within the session timeout is void.
+    let unused = f.join(9, join_request("", None, b"meta-b")).member_id;
+    f.clock.advance_ms(i64::from(SESSION) + 1);
+    let late = f.join(9, join_request(unused.as_str(), None, b"meta-b"));
+    assert_eq!(late.error_code, UNKNOWN_MEMBER_ID);
+    // Before v4 a new member joins at once; a static member at any version.
+    let f = Fixture::new(0);
+    assert_eq!(f.join(3, join_request("", None, b"m")).error_code, NONE);
+    let f = Fixture::new(0);
+    assert_eq!(
+        f.join(5, join_request("", Some("i"), b"m")).error_code,
+        NONE
+    );
+}
+
+#[test]
 fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_timeout() {
     let f = Fixture::new(0);
     let (a, _) = lone_member(&f, None);
     // B's session (60 s) outlives the rebalance timeout (30 s).
     let b = std::thread::scope(|s| {
         let b = s.spawn(|| {
-            f.join(
+            f.join_new(
                 7,
                 join_request("", None, b"meta-b").with_session_timeout_ms(60_000),
             )
@@ -499,7 +541,7 @@ fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_timeout() {
     // C joins; A rejoins; B stays silent. Both parked joins outlive A's
     // 10 s session: a member waiting for its answer does not expire.
     let (a3, c) = std::thread::scope(|s| {
-        let c = s.spawn(|| f.join(7, join_request("", None, b"meta-c")));
+        let c = s.spawn(|| f.join_new(7, join_request("", None, b"meta-c")));
         f.wait_members(3);
         let a3 = s.spawn(|| f.join(7, join_request(&a, None, b"meta-a")));
         // Both joins parked: A's and C's.
@@ -546,8 +588,8 @@ fn leaving_one_member_or_a_batch_answers_each_and_rebalances() {
     let f = Fixture::new(0);
     let (a, _) = lone_member(&f, None);
     let (b, c) = std::thread::scope(|s| {
-        let b = s.spawn(|| f.join(7, join_request("", Some("static-b"), b"meta-b")));
-        let c = s.spawn(|| f.join(7, join_request("", None, b"meta-c")));
+        let b = s.spawn(|| f.join_new(7, join_request("", Some("static-b"), b"meta-b")));
+        let c = s.spawn(|| f.join_new(7, join_request("", None, b"meta-c")));
         f.wait_members(3);
         let a2 = f.join(7, join_request(&a, None, b"meta-a"));
         assert_eq!(a2.error_code, NONE);
@@ -611,7 +653,7 @@ fn leaving_one_member_or_a_batch_answers_each_and_rebalances() {
 fn a_restarted_static_member_takes_its_place_and_assignment_without_a_rebalance() {
     let f = Fixture::new(0);
     let (old, generation) = lone_member(&f, Some("worker-1"));
-    let again = f.join(7, join_request("", Some("worker-1"), b"meta-a"));
+    let again = f.join_new(7, join_request("", Some("worker-1"), b"meta-a"));
     assert_eq!(again.error_code, NONE);
     assert_eq!(again.generation_id, generation, "no rebalance");
     let new = again.member_id.as_str();
@@ -874,7 +916,7 @@ fn a_wire_consumer_and_an_in_process_leader_share_a_group() {
                 .with_metadata(subscription),
         ]);
     let (joined, wire) = std::thread::scope(|s| {
-        let wire = s.spawn(|| f.join(9, wire_join));
+        let wire = s.spawn(|| f.join_new(9, wire_join));
         f.wait_members(2);
         let crate::cluster::JoinResponse::Joined(joined) = inner
             .groups
