@@ -12,8 +12,20 @@
 //!                       └────────────────────── PreparingRebalance ◀───────────────┘
 //! ```
 //!
-//! `Dead` is what [`GroupCoordinator::describe`] reports for a group that
-//! has neither members nor committed offsets.
+//! `Dead` is what the admin views report for a group that has neither
+//! members nor committed offsets ([`GroupCoordinator::describe`] knows no
+//! such group).
+//!
+//! ## Members on the wire
+//! Kafka clients join over the wire protocol (`join_wire`, `sync_wire`):
+//! their protocol metadata and the leader's assignments are opaque bytes,
+//! kept beside the parsed [`Subscription`] and partitions and handed back
+//! unchanged, for any protocol type; in-process consumers and wire members
+//! can share a group of protocol type `consumer`. A new wire member may
+//! first be handed its member id (`new_member_id`, KIP-394). A wire
+//! member's join or sync that the listener holds until it can be answered
+//! marks the member `awaiting`: its session does not expire meanwhile, as
+//! Kafka keeps such a member alive.
 //!
 //! ## No blocking
 //! Kafka's broker parks a JoinGroup or SyncGroup request until the
