@@ -268,14 +268,19 @@ fn txn_offset_commit(
             .collect();
         answers.push((topic.name.clone(), partitions));
     }
-    let member = (version >= 3 && request.generation_id >= 0)
-        .then(|| (request.member_id.as_str(), request.generation_id));
+    let member = (version >= 3 && request.generation_id >= 0).then(|| {
+        (
+            request.member_id.as_str(),
+            super::groups::non_empty(request.group_instance_id.as_ref()),
+            request.generation_id,
+        )
+    });
     let committed = if valid.is_empty() {
         Ok(())
     } else {
         ctx.cluster
             .inner
-            .txn_offset_commit_as(
+            .txn_offset_commit_wire(
                 request.transactional_id.as_str(),
                 request.producer_id.0,
                 request.producer_epoch,

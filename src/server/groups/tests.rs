@@ -28,7 +28,7 @@ use super::{VERSIONS, handle};
 use crate::server::RequestContext;
 use crate::{Clock, Cluster, ClusterConfig, ManualClock, NewTopic};
 
-const G: &str = "g";
+pub(in crate::server) const G: &str = "g";
 const SESSION: i32 = 10_000;
 const REBALANCE: i32 = 30_000;
 
@@ -294,7 +294,7 @@ fn sync_request(
 
 /// One member, alone in a stable group (no initial delay): its id and
 /// generation.
-fn lone_member(f: &Fixture, instance: Option<&str>) -> (String, i32) {
+pub(in crate::server) fn lone_member(f: &Fixture, instance: Option<&str>) -> (String, i32) {
     let joined = f.join_new(7, join_request("", instance, b"meta-a"));
     assert_eq!(joined.error_code, NONE);
     let id = joined.member_id.as_str().to_string();

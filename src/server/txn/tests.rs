@@ -12,13 +12,15 @@ use kafka_protocol::messages::*;
 use super::VERSIONS;
 use crate::format::BatchBuilder;
 use crate::replica::FetchBound;
-use crate::server::groups::tests::{Fixture, sb};
+use crate::server::groups::tests::{Fixture, G, lone_member, sb};
 use crate::types::Compression;
 use crate::{Clock, TopicPartition};
 
 const NONE: i16 = 0;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const INVALID_REQUEST: i16 = 42;
+const ILLEGAL_GENERATION: i16 = 22;
+const UNKNOWN_MEMBER_ID: i16 = 25;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const INVALID_TXN_STATE: i16 = 48;
 const OPERATION_NOT_ATTEMPTED: i16 = 55;
@@ -69,11 +71,15 @@ fn add_partitions(f: &Fixture, pid: i64, epoch: i16, topics: &[(&str, &[i32])]) 
 }
 
 fn add_offsets(f: &Fixture, pid: i64, epoch: i16) -> i16 {
+    add_group_offsets(f, pid, epoch, GROUP)
+}
+
+fn add_group_offsets(f: &Fixture, pid: i64, epoch: i16, group: &str) -> i16 {
     let request = AddOffsetsToTxnRequest::default()
         .with_transactional_id(TransactionalId(sb(TX)))
         .with_producer_id(ProducerId(pid))
         .with_producer_epoch(epoch)
-        .with_group_id(GroupId(sb(GROUP)));
+        .with_group_id(GroupId(sb(group)));
     let ResponseKind::AddOffsetsToTxn(r) = f.call(3, RequestKind::AddOffsetsToTxn(request)) else {
         panic!()
     };
@@ -82,11 +88,24 @@ fn add_offsets(f: &Fixture, pid: i64, epoch: i16) -> i16 {
 
 fn commit_offset(f: &Fixture, pid: i64, epoch: i16, offset: i64) -> i16 {
     let request = TxnOffsetCommitRequest::default()
-        .with_transactional_id(TransactionalId(sb(TX)))
         .with_group_id(GroupId(sb(GROUP)))
+        .with_generation_id(-1);
+    commit_offset_as(f, pid, epoch, offset, request)
+}
+
+/// A TxnOffsetCommit v3 of `t`-0 at `offset`, with `request`'s group and
+/// member fields.
+fn commit_offset_as(
+    f: &Fixture,
+    pid: i64,
+    epoch: i16,
+    offset: i64,
+    request: TxnOffsetCommitRequest,
+) -> i16 {
+    let request = request
+        .with_transactional_id(TransactionalId(sb(TX)))
         .with_producer_id(ProducerId(pid))
         .with_producer_epoch(epoch)
-        .with_generation_id(-1)
         .with_topics(vec![
             TxnOffsetCommitRequestTopic::default()
                 .with_name(TopicName(sb("t")))
@@ -225,6 +244,34 @@ fn a_second_init_fences_the_first_producer() {
         INVALID_TXN_STATE,
         "nothing open"
     );
+}
+
+#[test]
+fn a_member_commits_in_a_transaction_only_at_its_generation() {
+    let f = Fixture::new(0);
+    let (member, generation) = lone_member(&f, None);
+    let (_, pid, epoch) = init(&f, 4, Some(TX));
+    assert_eq!(add_group_offsets(&f, pid, epoch, G), NONE);
+    let as_member = |member: &str, generation: i32| {
+        TxnOffsetCommitRequest::default()
+            .with_group_id(GroupId(sb(G)))
+            .with_member_id(sb(member))
+            .with_generation_id(generation)
+    };
+    assert_eq!(
+        commit_offset_as(&f, pid, epoch, 4, as_member(&member, generation + 1)),
+        ILLEGAL_GENERATION
+    );
+    assert_eq!(
+        commit_offset_as(&f, pid, epoch, 4, as_member("ghost", generation)),
+        UNKNOWN_MEMBER_ID
+    );
+    assert_eq!(
+        commit_offset_as(&f, pid, epoch, 4, as_member(&member, generation)),
+        NONE
+    );
+    assert_eq!(end(&f, 3, pid, epoch, true), NONE);
+    assert_eq!(f.fetch_offsets(G, &[0], true)[0].0, 4);
 }
 
 #[test]
