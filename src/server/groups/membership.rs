@@ -10,7 +10,8 @@
 //! cluster clock's jumps (a [`ManualClock`](crate::ManualClock) moved by
 //! hand) and, in real time, until the group's next timed change (a session
 //! expiring, the rebalance deadline, the end of
-//! `group.initial.rebalance.delay.ms`); then it asks again. Nothing sleeps.
+//! `group.initial.rebalance.delay.ms`) or the cluster closing; then it
+//! asks again. Nothing sleeps.
 //!
 //! A member whose request is parked does not expire (Kafka keeps it
 //! alive until it answers); its session runs again from the answer.
@@ -61,6 +62,10 @@ fn park<T>(
     let clock: Arc<dyn Clock> = Arc::clone(inner.clock());
     // Subscribed before the first attempt: no jump is missed.
     let ticks = clock.subscribe();
+    // Closing the cluster wakes its state watchers: the wait ends with it.
+    let (state_tx, state) = crossbeam_channel::bounded(1);
+    inner.watch_state(&state_tx);
+    let _unwatch = Unwatch(inner, &state_tx);
     loop {
         inner.check_open()?;
         let now = clock.now_ms();
@@ -82,8 +87,18 @@ fn park<T>(
         crossbeam_channel::select! {
             recv(wake) -> _ => {}
             recv(ticks) -> _ => {}
+            recv(state) -> _ => {}
             recv(timer) -> _ => {}
         }
+    }
+}
+
+/// Stops a parked request's state watch however the wait ends.
+struct Unwatch<'a>(&'a crate::cluster::ClusterInner, &'a Sender<()>);
+
+impl Drop for Unwatch<'_> {
+    fn drop(&mut self) {
+        self.0.unwatch_state(self.1);
     }
 }
 

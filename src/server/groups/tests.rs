@@ -35,6 +35,7 @@ const REBALANCE: i32 = 30_000;
 // Kafka's error codes the tests expect.
 const NONE: i16 = 0;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const BROKER_NOT_AVAILABLE: i16 = 8;
 const OFFSET_METADATA_TOO_LARGE: i16 = 12;
 const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 const ILLEGAL_GENERATION: i16 = 22;
@@ -450,6 +451,19 @@ fn two_members_joining_concurrently_park_until_the_join_phase_ends_and_sync_verb
     assert_eq!(f.state(), crate::GroupState::Stable);
     assert_eq!(f.heartbeat(leader_id, 1, None), NONE);
     assert_eq!(f.heartbeat(follower_id, 1, None), NONE);
+}
+
+#[test]
+fn a_parked_join_ends_when_the_cluster_closes() {
+    let f = Fixture::new(3_000);
+    let answer = std::thread::scope(|s| {
+        let a = s.spawn(|| f.join_new(7, join_request("", None, b"meta-a")));
+        f.wait_members(1);
+        f.cluster.close().unwrap();
+        a.join().unwrap()
+    });
+    // The clock never moved: only the close could end the wait.
+    assert_eq!(answer.error_code, BROKER_NOT_AVAILABLE);
 }
 
 #[test]
