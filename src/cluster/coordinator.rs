@@ -291,6 +291,18 @@ impl ClusterInner {
         Ok(topic.leader(partition_for_group(group, topic.partition_count())))
     }
 
+    /// The broker leading `group`'s `__consumer_offsets` partition, without
+    /// creating the topic: `None` if the topic does not exist yet,
+    /// `Some(None)` while the partition has no leader.
+    #[cfg_attr(
+        not(feature = "server"),
+        allow(dead_code, reason = "for the wire listener")
+    )]
+    pub(crate) fn current_group_coordinator(&self, group: &str) -> Option<Option<u32>> {
+        let topic = self.topic_state(OFFSETS_TOPIC).ok()?;
+        Some(topic.leader(partition_for_group(group, topic.partition_count())))
+    }
+
     /// Replays `__consumer_offsets`, if it exists, into the offset store
     /// (transactional records and markers as the module docs say). A
     /// record it cannot read (an unknown key or value version, garbage

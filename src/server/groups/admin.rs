@@ -32,7 +32,20 @@ fn state_of(ctx: &RequestContext<'_>, group: &str) -> (GroupState, String) {
     }
 }
 
-/// Answers ListGroups (v0–v4, with v4's state filter).
+/// Whether the broker that took the request lists `group`: as Kafka, each
+/// broker lists the groups it coordinates (the admin client asks every
+/// broker and puts the answers together). Before `__consumer_offsets`
+/// exists, or while the group's partition has no leader, the broker with
+/// the smallest id lists it, so it shows once.
+fn coordinates(ctx: &RequestContext<'_>, group: &str) -> bool {
+    match ctx.cluster.inner.current_group_coordinator(group) {
+        Some(Some(leader)) => leader == ctx.broker,
+        _ => ctx.advertised.keys().next() == Some(&ctx.broker),
+    }
+}
+
+/// Answers ListGroups (v0–v4, with v4's state filter): the groups this
+/// broker coordinates.
 pub(in crate::server) fn list_groups(
     ctx: &RequestContext<'_>,
     request: &ListGroupsRequest,
@@ -49,6 +62,7 @@ pub(in crate::server) fn list_groups(
         .cluster
         .list_groups()
         .into_iter()
+        .filter(|group| coordinates(ctx, group))
         .filter_map(|group| {
             let (state, protocol_type) = state_of(ctx, &group);
             if !states.is_empty() && !states.iter().any(|s| s.eq_ignore_ascii_case(state.name())) {

@@ -830,6 +830,16 @@ fn groups_are_listed_described_and_deleted_as_kafka_shows_them() {
             })
             .collect()
     };
+    // Each broker lists the groups it coordinates: broker 1 none here.
+    let mut other = f.ctx(4);
+    other.broker = 1;
+    let Some(ResponseKind::ListGroups(r)) = handle(
+        &other,
+        RequestKind::ListGroups(ListGroupsRequest::default()),
+    ) else {
+        panic!()
+    };
+    assert!(r.groups.is_empty(), "{r:?}");
     let stable = ("g".to_string(), "custom".to_string(), "Stable".to_string());
     assert_eq!(list(4, &[]), std::slice::from_ref(&stable));
     assert_eq!(list(4, &["stable"]), [stable]);
