@@ -273,6 +273,36 @@ impl ClusterInner {
         }
     }
 
+    /// The broker leading `group`'s `__consumer_offsets` partition (the
+    /// group's coordinator, as FindCoordinator answers), creating the
+    /// topic on first use as Kafka does; `None` while the partition has no
+    /// leader.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an invalid group id; those of
+    /// [`ClusterInner::offsets_topic`].
+    #[cfg_attr(
+        not(feature = "server"),
+        allow(dead_code, reason = "for the wire listener")
+    )]
+    pub(crate) fn group_coordinator(&self, group: &str) -> Result<Option<u32>> {
+        check_group(group)?;
+        let topic = self.offsets_topic(group)?;
+        Ok(topic.leader(partition_for_group(group, topic.partition_count())))
+    }
+
+    /// The broker leading `group`'s `__consumer_offsets` partition, without
+    /// creating the topic: `None` if the topic does not exist yet,
+    /// `Some(None)` while the partition has no leader.
+    #[cfg_attr(
+        not(feature = "server"),
+        allow(dead_code, reason = "for the wire listener")
+    )]
+    pub(crate) fn current_group_coordinator(&self, group: &str) -> Option<Option<u32>> {
+        let topic = self.topic_state(OFFSETS_TOPIC).ok()?;
+        Some(topic.leader(partition_for_group(group, topic.partition_count())))
+    }
+
     /// Replays `__consumer_offsets`, if it exists, into the offset store
     /// (transactional records and markers as the module docs say). A
     /// record it cannot read (an unknown key or value version, garbage
@@ -538,6 +568,22 @@ impl ClusterInner {
         check_group(group)?;
         self.check_open()?;
         Ok(self.offsets.groups.lock().group(group))
+    }
+
+    /// Whether an open transaction holds an offset of `group` for `tp`
+    /// not committed yet (Kafka's `hasPendingOffsetCommitsForTopicPartition`,
+    /// behind OffsetFetch's `require_stable`).
+    #[cfg_attr(
+        not(feature = "server"),
+        allow(dead_code, reason = "for the wire listener")
+    )]
+    pub(crate) fn has_pending_offset(&self, group: &str, tp: &TopicPartition) -> bool {
+        self.offsets
+            .groups
+            .lock()
+            .pending
+            .values()
+            .any(|offsets| offsets.get(group).is_some_and(|o| o.contains_key(tp)))
     }
 
     /// Every group with committed offsets, sorted.

@@ -341,6 +341,28 @@ impl ClusterInner {
         }
     }
 
+    /// The broker leading the `__transaction_state` partition of
+    /// `transactional_id` (its transaction coordinator, as FindCoordinator
+    /// answers), creating the topic on first use; `None` while the
+    /// partition has no leader.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an invalid transactional id; the
+    /// retriable [`Error::CoordinatorNotAvailable`] if the topic cannot be
+    /// created yet.
+    #[cfg_attr(
+        not(feature = "server"),
+        allow(dead_code, reason = "for the wire listener")
+    )]
+    pub(crate) fn txn_coordinator(&self, transactional_id: &str) -> Result<Option<u32>> {
+        check_transactional_id(transactional_id)?;
+        let topic = self.txn_topic(transactional_id)?;
+        Ok(topic.leader(partition_for_transactional_id(
+            transactional_id,
+            topic.partition_count(),
+        )))
+    }
+
     /// The partition of `__transaction_state` holding `id`, and its leader
     /// epoch (the coordinator epoch markers carry).
     fn txn_partition(&self, id: &str) -> Result<(crate::replica::TopicIdPartition, i32)> {
@@ -689,6 +711,63 @@ impl ClusterInner {
         member: Option<(&str, i32)>,
         offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
     ) -> Result<()> {
+        let ids = (transactional_id, producer_id, producer_epoch);
+        self.txn_offset_commit_checked(ids, group, offsets, |append| match member {
+            // KIP-447: under the group's lock, as a member's own commit,
+            // so the member and generation cannot change meanwhile.
+            Some(member) => {
+                let now = self.clock().now_ms();
+                self.groups.commit(group, Some(member), now, append)
+            }
+            // A bare group id: no membership check (Kafka's generation -1).
+            None => append(),
+        })
+    }
+
+    /// [`ClusterInner::txn_offset_commit_as`] from a Kafka client on the
+    /// wire: `member` is (member id, `group.instance.id`, generation), and
+    /// a refused member gets Kafka's errors ([`Error::UnknownMemberId`],
+    /// [`Error::IllegalGeneration`], [`Error::FencedInstanceId`],
+    /// [`Error::RebalanceInProgress`]) rather than the in-process
+    /// consumer's [`Error::CommitFailed`].
+    ///
+    /// # Errors
+    /// As [`ClusterInner::txn_offset_commit_as`], with the member's errors
+    /// above.
+    #[cfg_attr(
+        not(feature = "server"),
+        allow(dead_code, reason = "for the wire listener")
+    )]
+    pub(crate) fn txn_offset_commit_wire(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        group: &str,
+        member: Option<(&str, Option<&str>, i32)>,
+        offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+    ) -> Result<()> {
+        let ids = (transactional_id, producer_id, producer_epoch);
+        self.txn_offset_commit_checked(ids, group, offsets, |append| match member {
+            Some((member_id, instance, generation)) => {
+                let now = self.clock().now_ms();
+                self.groups
+                    .commit_wire(group, member_id, instance, generation, now, append)
+            }
+            None => append(),
+        })
+    }
+
+    /// The checks of a `TxnOffsetCommit` for the transaction
+    /// (`ids`: transactional id, producer id, epoch), then `under_group`,
+    /// which checks the member and runs the append it is given.
+    fn txn_offset_commit_checked(
+        &self,
+        (transactional_id, producer_id, producer_epoch): (&str, i64, i16),
+        group: &str,
+        offsets: &BTreeMap<TopicPartition, OffsetAndMetadata>,
+        under_group: impl FnOnce(&mut dyn FnMut() -> Result<()>) -> Result<()>,
+    ) -> Result<()> {
         let id = transactional_id;
         super::coordinator::check_group(group)?;
         self.check_commit_offsets(offsets)?;
@@ -711,18 +790,7 @@ impl ClusterInner {
             return Err(Error::InvalidTxnState { producer_id });
         }
         // Under the entry lock: the transaction cannot end meanwhile.
-        match member {
-            // KIP-447: under the group's lock, as a member's own commit,
-            // so the member and generation cannot change meanwhile.
-            Some(member) => {
-                let now = self.clock().now_ms();
-                self.groups.commit(group, Some(member), now, || {
-                    self.commit_txn_offsets(group, producer_id, producer_epoch, offsets)
-                })
-            }
-            // A bare group id: no membership check (Kafka's generation -1).
-            None => self.commit_txn_offsets(group, producer_id, producer_epoch, offsets),
-        }
+        under_group(&mut || self.commit_txn_offsets(group, producer_id, producer_epoch, offsets))
     }
 
     /// Kafka's `EndTxn`: commits (or aborts) `transactional_id`'s open

@@ -37,11 +37,14 @@ fn new_member(req: &JoinRequest, now: i64) -> Member {
         last_seen: now,
         joined: false,
         assignment: Vec::new(),
+        metadata: None,
+        raw_assignment: None,
+        awaiting: false,
         waker: req.waker.clone(),
     }
 }
 
-fn make_member_id(g: &mut Group, req: &JoinRequest) -> String {
+pub(super) fn make_member_id(g: &mut Group, req: &JoinRequest) -> String {
     g.next_member += 1;
     let prefix = req.instance_id.as_deref().unwrap_or(&req.client_id);
     format!(
@@ -51,14 +54,16 @@ fn make_member_id(g: &mut Group, req: &JoinRequest) -> String {
     )
 }
 
-/// A member the coordinator does not know yet (nor its instance id).
+/// A member the coordinator does not know yet (nor its instance id),
+/// under `id` if it was handed one (KIP-394), else under a new one.
 pub(super) fn join_new(
     g: &mut Group,
     req: JoinRequest,
+    id: Option<String>,
     now: i64,
     limits: &GroupLimits,
 ) -> JoinResponse {
-    let id = make_member_id(g, &req);
+    let id = id.unwrap_or_else(|| make_member_id(g, &req));
     let mut member = new_member(&req, now);
     member.joined = true;
     if let Some(instance) = &req.instance_id {
@@ -87,7 +92,7 @@ pub(super) fn join_static_replacement(
     let old_id = g.instances[&instance].clone();
     let Some(old) = g.members.remove(&old_id) else {
         g.instances.remove(&instance);
-        return join_new(g, req, now, limits);
+        return join_new(g, req, None, now, limits);
     };
     let id = make_member_id(g, &req);
     let unchanged =
@@ -95,6 +100,7 @@ pub(super) fn join_static_replacement(
     let mut member = new_member(&req, now);
     member.joined = old.joined;
     member.assignment = old.assignment;
+    member.raw_assignment = old.raw_assignment;
     g.instances.insert(instance, id.clone());
     if g.leader.as_deref() == Some(&old_id) {
         g.leader = Some(id.clone());
@@ -119,17 +125,19 @@ pub(super) fn join_static_replacement(
     answer_join(g, &id)
 }
 
-/// A join from a current member.
+/// A join from a current member; `metadata_changed` if it sent other wire
+/// metadata than before.
 pub(super) fn join_known(
     g: &mut Group,
-    _group: &str,
     id: String,
     req: JoinRequest,
+    metadata_changed: bool,
     now: i64,
     limits: &GroupLimits,
 ) -> JoinResponse {
     let member = g.members.get_mut(&id).expect("checked by the caller");
-    let changed = !same_topics(&member.subscription, &req.subscription)
+    let changed = metadata_changed
+        || !same_topics(&member.subscription, &req.subscription)
         || !same_owned(&member.subscription, &req.subscription)
         || member.protocols != req.protocols;
     member.last_seen = member.last_seen.max(now);
