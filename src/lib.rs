@@ -190,6 +190,8 @@ pub use log::{
     LeaderEpochsRebuilt, Log, LogBuilder, LogRead, OffsetCheckpoint, RecoveryReport,
     RetentionReport, TimestampOffset, TruncatedTail,
 };
+#[cfg(feature = "server")]
+pub use server::{Server, ServerConfig, ServerConfigBuilder};
 pub use storage::{
     DirLock, OpenMode, OverlayStorage, ReadMap, StdStorage, Storage, StorageFile, slice_bytes,
 };
