@@ -20,6 +20,10 @@ use std::io::Read;
 use logbus::{Cluster, ClusterConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The listener's log (a closed connection and why) on stderr.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
     let mut args = std::env::args().skip(1);
     let dir = match args.next() {
         Some(dir) => std::path::PathBuf::from(dir),

@@ -798,3 +798,136 @@ fn kafka_python_produces_every_codec_and_consumes_it_back() -> TestResult {
 fn confluent_kafka_produces_every_codec_and_consumes_it_back() -> TestResult {
     real_client("confluent-kafka", "confluent_kafka")
 }
+
+#[test]
+fn read_committed_fetches_stop_at_the_lso_and_list_aborted_transactions() -> TestResult {
+    let (_dir, cluster, server) = open(1)?;
+    cluster.create_topic(NewTopic::new("txn", 1))?;
+    let config = logbus::ProducerConfig::builder()
+        .transactional_id("tx-1")
+        .build()?;
+    let producer = logbus::Producer::new(&cluster, config)?;
+    producer.init_transactions()?;
+    producer.begin_transaction()?;
+    drop(producer.send(logbus::ProducerRecord::new("txn", "aborted").with_partition(0))?);
+    producer.flush()?;
+    producer.abort_transaction()?;
+    producer.begin_transaction()?;
+    drop(producer.send(logbus::ProducerRecord::new("txn", "open").with_partition(0))?);
+    producer.flush()?;
+
+    let mut client = Client::connect(server.addresses()[&0])?;
+    let mut request = fetch_request("txn", 0, 0, 0);
+    request.isolation_level = 1;
+    let response = client.send(&request, 12)?;
+    let p = &response.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    // Offsets: 0 aborted record, 1 its ABORT marker, 2 the open
+    // transaction's record: stable below 2.
+    assert_eq!((p.high_watermark, p.last_stable_offset), (3, 2));
+    let aborted = p.aborted_transactions.as_ref().ok_or("no aborted list")?;
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(aborted[0].first_offset, 0);
+    // The records end below the LSO: the aborted batch and its marker.
+    let last = Batches::new(fetched_records(&response))
+        .map(|b| b.map(|b| b.header().base_offset))
+        .collect::<Result<Vec<_>, _>>()?;
+    assert_eq!(last, [0, 1]);
+    // read_uncommitted reads to the high watermark, without the list.
+    let response = client.send(&fetch_request("txn", 0, 0, 0), 12)?;
+    let p = &response.responses[0].partitions[0];
+    assert!(p.aborted_transactions.is_none());
+    assert_eq!(Batches::new(fetched_records(&response)).count(), 3);
+    // ListOffsets latest: the LSO under read_committed, else the HW.
+    let mut lp = ListOffsetsPartition::default();
+    lp.timestamp = -1;
+    let mut lt = ListOffsetsTopic::default();
+    lt.name = name("txn");
+    lt.partitions = vec![lp];
+    let mut list = ListOffsetsRequest::default();
+    list.replica_id = (-1).into();
+    list.topics = vec![lt];
+    list.isolation_level = 1;
+    assert_eq!(client.send(&list, 5)?.topics[0].partitions[0].offset, 2);
+    list.isolation_level = 0;
+    assert_eq!(client.send(&list, 5)?.topics[0].partitions[0].offset, 3);
+    producer.commit_transaction()?;
+    Ok(())
+}
+
+#[test]
+fn offsets_for_leader_epoch_and_fenced_epochs() -> TestResult {
+    use kafka_protocol::messages::OffsetForLeaderEpochRequest;
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let (_dir, cluster, server) = open(1)?;
+    cluster.create_topic(NewTopic::new("epochs", 1))?;
+    let mut client = Client::connect(server.addresses()[&0])?;
+    let r = client.send(&produce_request("epochs", 0, batch(&["a", "b"])?, 1), 9)?;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    let ask = |current: i32, epoch: i32| {
+        let mut p = OffsetForLeaderPartition::default();
+        p.partition = 0;
+        p.current_leader_epoch = current;
+        p.leader_epoch = epoch;
+        let mut t = OffsetForLeaderTopic::default();
+        t.topic = name("epochs");
+        t.partitions = vec![p];
+        let mut request = OffsetForLeaderEpochRequest::default();
+        request.replica_id = (-1).into();
+        request.topics = vec![t];
+        request
+    };
+    let response = client.send(&ask(0, 0), 4)?;
+    let p = &response.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.leader_epoch, p.end_offset), (0, 0, 2));
+    // A client ahead of the leader's epoch: UNKNOWN_LEADER_EPOCH (75).
+    let response = client.send(&ask(5, 0), 3)?;
+    assert_eq!(response.topics[0].partitions[0].error_code, 75);
+    // The same check on a fetch.
+    let mut request = fetch_request("epochs", 0, 0, 0);
+    request.topics[0].partitions[0].current_leader_epoch = 9;
+    let response = client.send(&request, 12)?;
+    assert_eq!(response.responses[0].partitions[0].error_code, 75);
+    Ok(())
+}
+
+#[test]
+fn connections_beyond_the_limit_and_idle_ones_are_closed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    let config = ServerConfig::builder("127.0.0.1:0".parse()?)
+        .max_connections(1)
+        .build()?;
+    let server = cluster.serve_with(config)?;
+    let addr = server.addresses()[&0];
+    let mut first = Client::connect(addr)?;
+    // Answered: the first connection is registered.
+    assert_eq!(first.send(&ApiVersionsRequest::default(), 0)?.error_code, 0);
+    let mut second = Client::connect(addr)?;
+    let _ = second.write_frame(&header_bytes(18, 0, 1));
+    assert!(
+        second.read_frame()?.is_none(),
+        "closed: max.connections is 1"
+    );
+    // The first still works.
+    assert_eq!(first.send(&ApiVersionsRequest::default(), 1)?.error_code, 0);
+    drop(server);
+
+    // connections.max.idle.ms: a connection with no request is closed.
+    let config = ServerConfig::builder("127.0.0.1:0".parse()?)
+        .connections_max_idle(Duration::from_millis(20))
+        .build()?;
+    let server = cluster.serve_with(config)?;
+    let mut idle = Client::connect(server.addresses()[&0])?;
+    assert!(idle.read_frame()?.is_none());
+    Ok(())
+}
+
+#[test]
+fn the_server_handle_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Server>();
+    check::<ServerConfig>();
+}

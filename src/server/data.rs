@@ -378,7 +378,8 @@ pub(super) fn fetch(
         }
     }
     let (wake_tx, wake_rx): (Sender<()>, Receiver<()>) = crossbeam_channel::bounded(1);
-    let ticks = clock.subscribe();
+    // The clock's jumps, heard once the fetch waits (most answer at once).
+    let mut ticks = crossbeam_channel::never();
     let mut watching = false;
     let response = loop {
         let (response, bytes, failed) = fetch_once(request, &targets, isolation, max_bytes);
@@ -394,6 +395,7 @@ pub(super) fn fetch(
                     manager.watch(key, &wake_tx);
                 }
             }
+            ticks = clock.subscribe();
             watching = true;
             continue;
         }
