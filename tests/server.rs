@@ -894,7 +894,7 @@ fn offsets_for_leader_epoch_and_fenced_epochs() -> TestResult {
 }
 
 #[test]
-fn connections_beyond_the_limit_and_idle_ones_are_closed() -> TestResult {
+fn connections_beyond_the_limit_idle_or_stalled_are_closed() -> TestResult {
     let dir = tempfile::tempdir()?;
     let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
     let config = ServerConfig::builder("127.0.0.1:0".parse()?)
@@ -922,6 +922,26 @@ fn connections_beyond_the_limit_and_idle_ones_are_closed() -> TestResult {
     let server = cluster.serve_with(config)?;
     let mut idle = Client::connect(server.addresses()[&0])?;
     assert!(idle.read_frame()?.is_none());
+    drop(server);
+
+    // A request that starts and stalls is closed at the read timeout.
+    let config = ServerConfig::builder("127.0.0.1:0".parse()?)
+        .request_read_timeout(Duration::from_millis(20))
+        .build()?;
+    let server = cluster.serve_with(config)?;
+    let mut stalled = Client::connect(server.addresses()[&0])?;
+    stalled.stream.write_all(&[0, 0])?;
+    assert!(stalled.read_frame()?.is_none());
+    let mut stalled = Client::connect(server.addresses()[&0])?;
+    let frame = framed(&header_bytes(18, 0, 1));
+    stalled.stream.write_all(&frame[..frame.len() - 1])?;
+    assert!(stalled.read_frame()?.is_none());
+    // Whole requests are still answered.
+    let mut client = Client::connect(server.addresses()[&0])?;
+    assert_eq!(
+        client.send(&ApiVersionsRequest::default(), 2)?.error_code,
+        0
+    );
     Ok(())
 }
 

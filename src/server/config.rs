@@ -93,7 +93,7 @@ impl ServerConfig {
     }
 
     /// How long the rest of a request may take once its first byte
-    /// arrived; a slower request closes its connection.
+    /// arrived, in all; a slower request closes its connection.
     #[must_use]
     pub fn request_read_timeout(&self) -> Duration {
         self.request_read_timeout
@@ -189,8 +189,9 @@ impl ServerConfigBuilder {
         self
     }
 
-    /// How long the rest of a request may take to arrive once its first
-    /// byte did (default 30 s).
+    /// How long the rest of a request may take to arrive, in all, once its
+    /// first byte did (default 30 s): a client trickling a request in
+    /// slowly loses its connection.
     pub fn request_read_timeout(mut self, timeout: Duration) -> Self {
         self.config.request_read_timeout = timeout;
         self

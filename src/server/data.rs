@@ -384,7 +384,7 @@ pub(super) fn fetch(
     let response = loop {
         let (response, bytes, failed) = fetch_once(request, &targets, isolation, max_bytes);
         let now = clock.now_ms();
-        if bytes >= min_bytes || bytes > 0 && min_bytes == 0 || failed || now >= deadline {
+        if bytes >= min_bytes || failed || now >= deadline {
             break response;
         }
         if !watching {

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, Tc
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
@@ -380,9 +381,10 @@ fn read_frame(shared: &Shared, stream: &mut TcpStream) -> std::result::Result<By
             Err(_) => return Err(Stop::Quiet),
         }
     }
-    let _ = stream.set_read_timeout(Some(config.request_read_timeout));
-    stream
-        .read_exact(&mut size[1..])
+    // The rest of the request must arrive by this deadline, however it
+    // trickles in.
+    let deadline = Instant::now() + config.request_read_timeout;
+    read_by(stream, &mut size[1..], deadline)
         .map_err(|e| Stop::Bad(format!("the request size did not arrive: {e}")))?;
     let size = i32::from_be_bytes(size);
     if size < 0 {
@@ -395,16 +397,52 @@ fn read_frame(shared: &Shared, stream: &mut TcpStream) -> std::result::Result<By
             config.socket_request_max_bytes
         )));
     }
-    // Grown as bytes arrive: a size prefix alone reserves nothing.
+    // Grown as bytes arrive: a size prefix alone reserves little.
     let mut body = Vec::with_capacity(size.min(64 * 1024));
-    let read = Read::by_ref(stream)
-        .take(size as u64)
-        .read_to_end(&mut body)
-        .map_err(|e| Stop::Bad(format!("the request did not arrive in time: {e}")))?;
-    if read < size {
-        return Err(Stop::Bad(format!(
-            "connection closed after {read} of the request's {size} bytes"
-        )));
+    let mut chunk = [0u8; 64 * 1024];
+    while body.len() < size {
+        let want = (size - body.len()).min(chunk.len());
+        let got = read_some(stream, &mut chunk[..want], deadline).map_err(|e| {
+            Stop::Bad(format!(
+                "{} of the request's {size} bytes arrived: {e}",
+                body.len()
+            ))
+        })?;
+        body.extend_from_slice(&chunk[..got]);
     }
     Ok(Bytes::from(body))
+}
+
+/// Reads some bytes into `buf` (at least one) before `deadline`.
+fn read_some(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> std::io::Result<usize> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                "the request read timeout passed",
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        match stream.read(buf) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "the peer closed the connection",
+                ));
+            }
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Fills `buf` before `deadline`.
+fn read_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> std::io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        at += read_some(stream, &mut buf[at..], deadline)?;
+    }
+    Ok(())
 }
