@@ -106,6 +106,10 @@ pub(crate) fn answer(shared: &Shared, broker: u32, mut frame: Bytes) -> Answer {
         Ok(header) => header,
         Err(e) => return Answer::Close(format!("{api:?} v{version}: bad request header: {e}")),
     };
+    if !super::shape::has_schema(api) {
+        // Decoding it unchecked could abort the process (see `shape`).
+        return Answer::Close(format!("{api:?}: no request shape to check it against"));
+    }
     if let Err(reason) = super::shape::check(api, version, &frame) {
         return Answer::Close(format!("{api:?} v{version}: {reason}"));
     }
@@ -235,6 +239,13 @@ mod tests {
                 valid.min <= lo && hi <= valid.max,
                 "{api:?} {lo}..{hi} vs {valid}"
             );
+        }
+    }
+
+    #[test]
+    fn every_served_api_is_shape_checked() {
+        for (api, _, _) in supported_versions() {
+            assert!(super::super::shape::has_schema(api), "{api:?}");
         }
     }
 
