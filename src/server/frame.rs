@@ -208,7 +208,12 @@ fn respond(
     response: &ResponseKind,
     header_version: i16,
 ) -> Answer {
-    let mut out = BytesMut::with_capacity(256);
+    // A fetch's records are copied once, into a buffer of the right size.
+    let capacity = match response {
+        ResponseKind::Fetch(fetch) => fetch.compute_size(version).unwrap_or(0),
+        _ => 0,
+    };
+    let mut out = BytesMut::with_capacity(capacity.max(256) + 64);
     out.put_i32(0);
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
