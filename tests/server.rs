@@ -951,3 +951,19 @@ fn the_server_handle_is_send_and_sync() {
     check::<Server>();
     check::<ServerConfig>();
 }
+
+#[test]
+fn a_request_of_many_read_chunks_arrives_whole() -> TestResult {
+    let (_dir, cluster, server) = open(1)?;
+    cluster.create_topic(NewTopic::new("big", 1))?;
+    let mut client = Client::connect(server.addresses()[&0])?;
+    // Close to max.message.bytes: many 64 KiB reads on the server's side.
+    let value: String = (0..900_000u32)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let response = client.send(&produce_request("big", 0, batch(&[&value])?, -1), 9)?;
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    let response = client.send(&fetch_request("big", 0, 0, 0), 12)?;
+    assert_eq!(values(&fetched_records(&response))?, [value]);
+    Ok(())
+}

@@ -397,19 +397,21 @@ fn read_frame(shared: &Shared, stream: &mut TcpStream) -> std::result::Result<By
             config.socket_request_max_bytes
         )));
     }
-    // Grown as bytes arrive: a size prefix alone reserves little.
-    let mut body = Vec::with_capacity(size.min(64 * 1024));
-    let mut chunk = [0u8; 64 * 1024];
-    while body.len() < size {
-        let want = (size - body.len()).min(chunk.len());
-        let got = read_some(stream, &mut chunk[..want], deadline).map_err(|e| {
+    // Grown as bytes arrive, 64 KiB ahead at most: a size prefix alone
+    // reserves little.
+    let mut body = Vec::new();
+    let mut filled = 0;
+    while filled < size {
+        let want = (size - filled).min(64 * 1024);
+        body.resize(filled + want, 0);
+        let got = read_some(stream, &mut body[filled..], deadline).map_err(|e| {
             Stop::Bad(format!(
-                "{} of the request's {size} bytes arrived: {e}",
-                body.len()
+                "{filled} of the request's {size} bytes arrived: {e}"
             ))
         })?;
-        body.extend_from_slice(&chunk[..got]);
+        filled += got;
     }
+    body.truncate(filled);
     Ok(Bytes::from(body))
 }
 
