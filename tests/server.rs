@@ -447,6 +447,15 @@ fn list_offsets_and_delete_records() -> TestResult {
     // Fetching below the new start is out of range.
     let response = client.send(&fetch_request("offsets", 0, 0, 0), 12)?;
     assert_eq!(response.responses[0].partitions[0].error_code, 1);
+    // A negative offset other than -1 (the high watermark): out of range,
+    // nothing deleted.
+    request.topics[0].partitions[0].offset = -5;
+    let response = client.send(&request, 2)?;
+    assert_eq!(response.topics[0].partitions[0].error_code, 1);
+    assert_eq!(
+        cluster.topic("offsets")?.partition(0)?.log_start_offset()?,
+        4
+    );
     Ok(())
 }
 
@@ -965,5 +974,37 @@ fn a_request_of_many_read_chunks_arrives_whole() -> TestResult {
     assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
     let response = client.send(&fetch_request("big", 0, 0, 0), 12)?;
     assert_eq!(values(&fetched_records(&response))?, [value]);
+    Ok(())
+}
+
+#[test]
+fn acks_zero_gets_no_response_and_a_failure_closes_the_connection() -> TestResult {
+    let (_dir, cluster, server) = open(3)?;
+    cluster.create_topic(NewTopic::new("fire", 1).replication_factor(1))?;
+    let lead = leader(&cluster, "fire", 0)?;
+    let mut client = Client::connect(server.addresses()[&lead])?;
+    // acks=0: appended, no response; the next response is the next
+    // request's (its correlation id is checked by `send`).
+    let mut body = BytesMut::new();
+    let mut header = RequestHeader::default();
+    header.request_api_key = ApiKey::Produce as i16;
+    header.request_api_version = 9;
+    header.correlation_id = 1000;
+    header.encode(&mut body, ProduceRequest::header_version(9))?;
+    produce_request("fire", 0, batch(&["quiet"])?, 0).encode(&mut body, 9)?;
+    client.write_frame(&body)?;
+    let response = client.send(&fetch_request("fire", 0, 0, 0), 12)?;
+    assert_eq!(values(&fetched_records(&response))?, ["quiet"]);
+    // acks=0 to a broker that does not lead: the connection is closed (the
+    // client's only signal), nothing is stored.
+    let other = (lead + 1) % 3;
+    let mut wrong = Client::connect(server.addresses()[&other])?;
+    let mut body = BytesMut::new();
+    header.correlation_id = 1001;
+    header.encode(&mut body, ProduceRequest::header_version(9))?;
+    produce_request("fire", 0, batch(&["lost"])?, 0).encode(&mut body, 9)?;
+    wrong.write_frame(&body)?;
+    assert!(wrong.read_frame()?.is_none());
+    assert_eq!(cluster.topic("fire")?.partition(0)?.log_end_offset()?, 1);
     Ok(())
 }

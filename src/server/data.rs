@@ -223,11 +223,12 @@ fn topic_metadata(ctx: &RequestContext<'_>, state: &TopicState) -> MetadataRespo
 /// Produce: each partition's batches appended by its leader (this broker)
 /// with a client's full validation (CRC, offsets, sizes, producer id and
 /// sequence, transaction state), acknowledged as `acks` asks (`-1`: every
-/// in-sync replica). `acks=0` gets no response, as Kafka sends none.
+/// in-sync replica). `acks=0` gets no response, as Kafka sends none; if
+/// it failed, `Err` (the connection is closed, as Kafka closes it).
 pub(super) fn produce(
     ctx: &RequestContext<'_>,
     request: ProduceRequest,
-) -> Option<ProduceResponse> {
+) -> std::result::Result<Option<ProduceResponse>, String> {
     let inner = &ctx.cluster.inner;
     let acks = match request.acks {
         0 | 1 => Some(AppendAcks::Leader),
@@ -284,11 +285,25 @@ pub(super) fn produce(
         }
     }
     if request.acks == 0 {
-        return None;
+        // No response: a failure is told by closing the connection, as
+        // Kafka's broker does, so the client refreshes its metadata.
+        let failed = topics
+            .iter()
+            .flat_map(|t| t.partition_responses.iter().map(move |p| (t, p)))
+            .find(|(_, p)| p.error_code != 0);
+        return match failed {
+            Some((t, p)) => Err(format!(
+                "an acks=0 produce to {}-{} failed with error {}",
+                t.name.0.as_str(),
+                p.index,
+                p.error_code
+            )),
+            None => Ok(None),
+        };
     }
     let mut response = ProduceResponse::default();
     response.responses = topics;
-    Some(response)
+    Ok(Some(response))
 }
 
 type Appended = (
@@ -703,8 +718,12 @@ fn delete_one(ctx: &RequestContext<'_>, topic: &str, partition: i32, offset: i64
     let handle = ctx.cluster.topic(topic)?.partition(p)?;
     let offset = match offset {
         -1 => handle.high_watermark()?,
-        o => u64::try_from(o)
-            .map_err(|_| Error::InvalidArgument(format!("DeleteRecords offset {o} is negative")))?,
+        // Below -1: out of range, as Kafka answers it.
+        o => u64::try_from(o).map_err(|_| Error::OffsetOutOfRange {
+            offset: 0,
+            log_start: 0,
+            log_end: 0,
+        })?,
     };
     handle.delete_records(offset)
 }

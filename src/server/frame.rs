@@ -135,10 +135,11 @@ pub(crate) fn answer(shared: &Shared, broker: u32, mut frame: Bytes) -> Answer {
     );
     let handled = catch_unwind(AssertUnwindSafe(|| handle(&ctx, shared, api, request)));
     match handled {
-        Ok(Some(response)) => respond(correlation_id, version, &response, {
+        Ok(Ok(Some(response))) => respond(correlation_id, version, &response, {
             response.header_version(version)
         }),
-        Ok(None) => Answer::Nothing,
+        Ok(Ok(None)) => Answer::Nothing,
+        Ok(Err(reason)) => Answer::Close(format!("{api:?} v{version}: {reason}")),
         Err(_) => Answer::Close(format!("{api:?} v{version}: the handler panicked")),
     }
 }
@@ -146,18 +147,21 @@ pub(crate) fn answer(shared: &Shared, broker: u32, mut frame: Bytes) -> Answer {
 /// Kafka's UNSUPPORTED_VERSION error code.
 const UNSUPPORTED_VERSION: i16 = 35;
 
-/// Dispatches a decoded request to its handler; `None` when no response
-/// is sent (a produce with `acks=0`).
+/// Dispatches a decoded request to its handler: `Ok(None)` when no
+/// response is sent (a produce with `acks=0`), `Err` with the reason when
+/// the connection is to be closed instead (a failed `acks=0` produce).
 fn handle(
     ctx: &RequestContext<'_>,
     shared: &Shared,
     api: ApiKey,
     request: RequestKind,
-) -> Option<ResponseKind> {
+) -> Result<Option<ResponseKind>, String> {
     let response = match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions_response(0)),
         RequestKind::Metadata(r) => ResponseKind::Metadata(data::metadata(ctx, &r)),
-        RequestKind::Produce(r) => return data::produce(ctx, r).map(ResponseKind::Produce),
+        RequestKind::Produce(r) => {
+            return data::produce(ctx, r).map(|r| r.map(ResponseKind::Produce));
+        }
         RequestKind::Fetch(r) => ResponseKind::Fetch(data::fetch(ctx, shared, &r)),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(data::list_offsets(ctx, &r)),
         RequestKind::OffsetForLeaderEpoch(r) => {
@@ -179,9 +183,9 @@ fn handle(
         RequestKind::DescribeCluster(r) => {
             ResponseKind::DescribeCluster(admin::describe_cluster(ctx, &r))
         }
-        other => return dispatch_coordinator(ctx, api, other),
+        other => return Ok(dispatch_coordinator(ctx, api, other)),
     };
-    Some(response)
+    Ok(Some(response))
 }
 
 /// The ApiVersions response: every API served and its versions.
