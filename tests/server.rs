@@ -1008,3 +1008,34 @@ fn acks_zero_gets_no_response_and_a_failure_closes_the_connection() -> TestResul
     assert_eq!(cluster.topic("fire")?.partition(0)?.log_end_offset()?, 1);
     Ok(())
 }
+
+#[test]
+fn a_stopped_broker_is_unreachable_until_it_restarts() -> TestResult {
+    let (_dir, cluster, server) = open(3)?;
+    cluster.create_topic(NewTopic::new("moves", 1).replication_factor(3))?;
+    let addresses = server.addresses();
+    let mut old = Client::connect(addresses[&2])?;
+    assert_eq!(old.send(&ApiVersionsRequest::default(), 3)?.error_code, 0);
+    cluster.stop_broker(2)?;
+    // Its open connection closes at the next request, a new one at once.
+    old.write_frame(&header_bytes(18, 0, 1))?;
+    assert!(old.read_frame()?.is_none());
+    let mut fresh = Client::connect(addresses[&2])?;
+    let _ = fresh.write_frame(&header_bytes(18, 0, 2));
+    assert!(fresh.read_frame()?.is_none());
+    // The others answer.
+    let mut other = Client::connect(addresses[&0])?;
+    let mut all = MetadataRequest::default();
+    all.topics = None;
+    let response = other.send(&all, 12)?;
+    let names: Vec<_> = response
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.0.as_str().to_string()))
+        .collect();
+    assert!(names.contains(&"moves".to_string()), "{names:?}");
+    cluster.restart_broker(2)?;
+    let mut back = Client::connect(addresses[&2])?;
+    assert_eq!(back.send(&ApiVersionsRequest::default(), 3)?.error_code, 0);
+    Ok(())
+}

@@ -131,9 +131,12 @@ fn led_partition(
 pub(super) fn metadata(ctx: &RequestContext<'_>, request: &MetadataRequest) -> MetadataResponse {
     let inner = &ctx.cluster.inner;
     let mut response = MetadataResponse::default();
+    // The brokers clients can reach: not fenced (a stopped broker is
+    // listed until the controller fences it, as in Kafka).
     response.brokers = ctx
         .advertised
         .iter()
+        .filter(|(id, _)| !inner.is_broker_fenced(**id))
         .map(|(id, (host, port))| {
             let mut b = MetadataResponseBroker::default();
             b.node_id = BrokerId(i32::try_from(*id).unwrap_or(-1));

@@ -22,6 +22,9 @@ pub(crate) enum Answer {
     Nothing,
     /// Close the connection, for this reason (logged).
     Close(String),
+    /// Close the connection quietly: its broker is stopped or crashed (the
+    /// cluster's fault API), so it answers nothing, as a down broker.
+    Down,
 }
 
 /// The ApiVersions versions answered: v3 is the first flexible one (its
@@ -75,6 +78,9 @@ fn range_of(api: ApiKey) -> Option<(i16, i16)> {
 
 /// Answers one request frame (without its size prefix).
 pub(crate) fn answer(shared: &Shared, broker: u32, mut frame: Bytes) -> Answer {
+    if !shared.cluster.is_broker_running(broker) {
+        return Answer::Down;
+    }
     if frame.len() < 8 {
         return Answer::Close(format!(
             "a request of {} bytes is shorter than a request header",

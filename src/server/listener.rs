@@ -270,6 +270,13 @@ fn accept_loop(shared: &Arc<Shared>, broker: u32, listener: &TcpListener) {
                 continue;
             }
         };
+        // A stopped or crashed broker (the fault API) is unreachable, as a
+        // down Kafka broker: its connections close at once.
+        if !shared.cluster.is_broker_running(broker) {
+            tracing::debug!(broker, %peer, "logbus listener: broker down, connection refused");
+            let _ = stream.shutdown(Shutdown::Both);
+            continue;
+        }
         // Join the threads of connections that ended meanwhile.
         let ended: Vec<JoinHandle<()>> = shared.finished.lock().drain(..).collect();
         for handle in ended {
@@ -358,6 +365,11 @@ fn serve_connection(shared: &Arc<Shared>, broker: u32, mut stream: TcpStream, pe
             Answer::Nothing => {}
             Answer::Close(reason) => {
                 tracing::warn!(broker, %peer, %reason, "logbus listener: connection closed");
+                let _ = stream.shutdown(Shutdown::Both);
+                return;
+            }
+            Answer::Down => {
+                tracing::debug!(broker, %peer, "logbus listener: broker down, connection closed");
                 let _ = stream.shutdown(Shutdown::Both);
                 return;
             }
