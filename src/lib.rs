@@ -115,6 +115,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Kafka clients (feature `server`)
+//!
+//! With the `server` feature, `Cluster::serve("127.0.0.1:0")` runs Kafka's
+//! wire protocol on the cluster, one port per broker: any Kafka client
+//! (librdkafka and what is built on it, the Java client, kafka-python,
+//! kcat) produces to it, fetches from it and administers its topics
+//! unchanged. `Server::addresses` gives the ports; the command line's
+//! `logbus serve --dir D --listen 127.0.0.1:9092` does the same for a data
+//! directory.
+//!
 //! # Guarantees
 //!
 //! - **Format**: segments are Kafka's `.log`/`.index`/`.timeindex` files;
@@ -197,6 +207,9 @@ pub use log::{
     LeaderEpochsRebuilt, Log, LogBuilder, LogRead, OffsetCheckpoint, RecoveryReport,
     RetentionReport, TimestampOffset, TruncatedTail,
 };
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub use server::{Server, ServerConfig, ServerConfigBuilder};
 pub use storage::{
     DirLock, OpenMode, OverlayStorage, ReadMap, StdStorage, Storage, StorageFile, slice_bytes,
 };

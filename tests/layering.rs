@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Each top-level module (or leaf file) and its layer: the shared leaves
-/// first, then L0 `format` up to L5 `client`.
+/// first, then L0 `format` up to L5 `client`, and the listener
+/// `server` above them all.
 const LAYERS: &[(&str, u8)] = &[
     ("error", 0),
     ("config", 0),
@@ -27,6 +28,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("client", 6),
     // The bridge to a real Kafka cluster (feature `kafka`): on top, nothing uses it.
     ("bridge", 7),
+    // The Kafka protocol listener (feature `server`): on top of everything.
+    ("server", 7),
 ];
 
 /// Known exceptions: (file, module it may name, why).

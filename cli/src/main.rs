@@ -11,6 +11,8 @@
 //!   kafka-console-consumer.
 //! - `logbus groups list|describe|reset-offsets|delete`:
 //!   kafka-consumer-groups.
+//! - `logbus serve --dir D --listen 127.0.0.1:9092`: the directory served
+//!   over Kafka's wire protocol, for any Kafka client.
 //!
 //! Every command prints human-readable text by default and one JSON
 //! document with `--json` (`consume`: one JSON object per record); long
@@ -34,6 +36,7 @@ mod open;
 mod perf;
 mod progress;
 mod scan;
+mod serve;
 mod topics;
 mod verify;
 
@@ -97,6 +100,10 @@ enum Command {
     /// kafka-consumer-groups).
     #[command(subcommand)]
     Groups(groups::GroupsCommand),
+    /// Serve the directory over Kafka's wire protocol: one port per broker,
+    /// for any Kafka client (kcat, librdkafka, the Java client,
+    /// kafka-python). Prints each broker's address.
+    Serve(serve::ServeArgs),
 }
 
 fn print(text: &str) -> Result<(), String> {
@@ -163,6 +170,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Produce(args) => console::produce(&args, cli.json).map(|()| ExitCode::SUCCESS),
         Command::Consume(args) => console::consume(&args, cli.json).map(|()| ExitCode::SUCCESS),
         Command::Groups(command) => groups::run(&command, cli.json).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => serve::run(&args, cli.json).map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -298,6 +298,13 @@ impl TopicState {
             .and_then(|a| a.leader)
     }
 
+    /// `partition`'s replicas, leader, leader epoch and ISR as the
+    /// routing table holds them, if the topic has it.
+    #[cfg_attr(not(feature = "server"), expect(dead_code, reason = "the listener's"))]
+    pub(crate) fn roles(&self, partition: u32) -> Option<LeaderAndIsr> {
+        self.assignments.read().get(partition as usize).cloned()
+    }
+
     /// The current partition count (one atomic load, no lock).
     pub(crate) fn partition_count(&self) -> u32 {
         self.count.load(Ordering::Acquire)
@@ -1157,6 +1164,26 @@ impl ClusterInner {
                 topic: name.to_string(),
                 partition: None,
             })
+    }
+
+    /// Every live topic's state, by name.
+    #[cfg_attr(not(feature = "server"), expect(dead_code, reason = "the listener's"))]
+    pub(crate) fn topic_states(&self) -> Vec<Arc<TopicState>> {
+        let mut topics: Vec<Arc<TopicState>> = self
+            .topics
+            .read()
+            .values()
+            .filter(|t| !t.is_deleted())
+            .cloned()
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        topics
+    }
+
+    /// How many brokers the cluster has (running or not): ids `0..n`.
+    #[cfg_attr(not(feature = "server"), expect(dead_code, reason = "the listener's"))]
+    pub(crate) fn broker_count(&self) -> u32 {
+        u32::try_from(self.brokers.len()).unwrap_or(u32::MAX)
     }
 
     /// The live state of a topic that records are sent to: user topics

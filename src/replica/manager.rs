@@ -688,6 +688,37 @@ impl ReplicaManager {
         Ok(FetchedData::new(read, high_watermark))
     }
 
+    /// `key`'s leadership as its leader holds it (replicas, leader epoch,
+    /// ISR): what the listener checks a client's `current_leader_epoch`
+    /// against.
+    ///
+    /// # Errors
+    /// [`Error::NotLeaderOrFollower`] unless this broker leads `key`;
+    /// [`Error::UnknownTopicOrPartition`], [`Error::Closed`].
+    #[cfg_attr(not(feature = "server"), expect(dead_code, reason = "the listener's"))]
+    pub(crate) fn leader_roles(&self, key: &TopicIdPartition) -> Result<LeaderAndIsr> {
+        Ok(self.leader(key)?.roles())
+    }
+
+    /// Where `epoch`'s offsets end in `key`'s log at its leader, as
+    /// (epoch, end offset): Kafka's `OffsetForLeaderEpoch` answer (see
+    /// `Log::end_offset_for_epoch`; (-1, -1) for an epoch the log cannot
+    /// place).
+    ///
+    /// # Errors
+    /// As [`ReplicaManager::leader_roles`].
+    #[cfg_attr(not(feature = "server"), expect(dead_code, reason = "the listener's"))]
+    pub(crate) fn end_offset_for_epoch(
+        &self,
+        key: &TopicIdPartition,
+        epoch: i32,
+    ) -> Result<(i32, i64)> {
+        self.leader(key)?.with_log(|log| {
+            let found = log.end_offset_for_epoch(epoch);
+            Ok((found.epoch, found.end_offset))
+        })
+    }
+
     /// `key`'s offsets now.
     ///
     /// # Errors

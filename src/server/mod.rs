@@ -7,13 +7,15 @@
 //! administration here, the group coordinator's APIs in `groups`, the
 //! transaction coordinator's in `txn`. Each module lists the API versions it
 //! answers (`VERSIONS`) and answers them (`handle`).
-
-// The dispatch of the listener calls into these modules as they land.
-#![allow(
-    dead_code,
-    unused_imports,
-    reason = "the listener's dispatch wires these in"
-)]
+//!
+//! Start it with [`Cluster::serve`] (or [`Cluster::serve_with`] and a
+//! [`ServerConfig`]): one listener per broker, each on its own port, a
+//! thread per connection answering its requests one at a time, in order.
+//! The sockets and framing are in `listener`, the request header, versions
+//! and dispatch in `frame`, the data path (Metadata, Produce, Fetch,
+//! ListOffsets, OffsetForLeaderEpoch, DeleteRecords) in `data`, topic
+//! administration in `admin`, and the bounds every request is checked
+//! against before it is decoded in `shape`.
 
 use std::collections::BTreeMap;
 
@@ -21,10 +23,20 @@ use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
 use crate::Cluster;
 
+mod admin;
+mod config;
+mod data;
 mod errors;
+mod frame;
 mod groups;
+mod listener;
+mod shape;
 mod txn;
 
+pub use config::{ServerConfig, ServerConfigBuilder};
+pub use listener::Server;
+
+#[allow(unused_imports, reason = "the coordinator modules use it")]
 pub(crate) use errors::{error_code, response_error};
 
 /// What a handler needs to answer one request.

@@ -1,0 +1,91 @@
+//! `logbus serve`: a data directory served over Kafka's wire protocol, so
+//! that any Kafka client can use it.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use clap::Args;
+use logbus::{Cluster, ClusterConfig, ServerConfig};
+
+/// `logbus serve --dir D --listen HOST:PORT`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The cluster directory (created if it does not exist).
+    #[arg(long)]
+    dir: PathBuf,
+    /// Where broker 0 listens; broker N listens on the next ports (port 0:
+    /// any free port per broker). Only loopback unless --allow-non-loopback.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    listen: String,
+    /// The number of brokers (default: as the directory was written, or 1).
+    #[arg(long)]
+    brokers: Option<u32>,
+    /// Bind a non-loopback address: the listener has no TLS or SASL, so
+    /// anyone reaching the port reads and writes every topic.
+    #[arg(long)]
+    allow_non_loopback: bool,
+    /// The host clients are told to connect to (Kafka's
+    /// advertised.listeners), for a listener bound to 0.0.0.0.
+    #[arg(long)]
+    advertised_host: Option<String>,
+    /// Stop (and close the cluster cleanly) when standard input ends;
+    /// without it the server runs until the process is stopped.
+    #[arg(long)]
+    stop_on_stdin_eof: bool,
+}
+
+/// `logbus serve`: prints each broker's address (one line each, or one
+/// JSON document), then serves.
+pub(crate) fn run(args: &ServeArgs, json: bool) -> Result<(), String> {
+    let listen = std::net::ToSocketAddrs::to_socket_addrs(&args.listen)
+        .map_err(|e| format!("--listen {}: {e}", args.listen))?
+        .next()
+        .ok_or_else(|| format!("--listen {} resolves to nothing", args.listen))?;
+    let brokers = args
+        .brokers
+        .unwrap_or_else(|| crate::open::brokers_in(&args.dir));
+    let config = ClusterConfig::builder()
+        .brokers(brokers)
+        .build()
+        .map_err(|e| format!("invalid cluster configuration: {e}"))?;
+    let cluster = Cluster::open(&args.dir, config)
+        .map_err(|e| format!("cannot open {}: {e}", args.dir.display()))?;
+    let mut server_config =
+        ServerConfig::builder(listen).allow_non_loopback(args.allow_non_loopback);
+    if let Some(host) = &args.advertised_host {
+        server_config = server_config.advertised_host(host.clone());
+    }
+    let server_config = server_config.build().map_err(|e| e.to_string())?;
+    let server = cluster
+        .serve_with(server_config)
+        .map_err(|e| format!("cannot serve: {e}"))?;
+    let addresses = server.addresses();
+    if json {
+        let brokers: Vec<serde_json::Value> = addresses
+            .iter()
+            .map(|(id, a)| serde_json::json!({"broker": id, "address": a.to_string()}))
+            .collect();
+        crate::print_json(&serde_json::json!({ "brokers": brokers }))?;
+    } else {
+        let mut text = String::new();
+        for (id, address) in &addresses {
+            text.push_str(&format!("broker {id} listening on {address}\n"));
+        }
+        crate::print(&text)?;
+    }
+    if args.stop_on_stdin_eof {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        server.shutdown();
+        cluster
+            .close()
+            .map_err(|e| format!("closing {}: {e}", args.dir.display()))?;
+        let _ = writeln!(std::io::stderr(), "logbus serve: stopped");
+        return Ok(());
+    }
+    // Until the process is stopped: the cluster recovers its logs on the
+    // next open, as after a crash.
+    loop {
+        std::thread::park();
+    }
+}

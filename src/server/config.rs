@@ -1,0 +1,232 @@
+//! The listener's settings: [`ServerConfig`] and its builder.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Kafka's `socket.request.max.bytes` default: 100 MiB.
+pub(crate) const DEFAULT_SOCKET_REQUEST_MAX_BYTES: usize = 100 * 1024 * 1024;
+/// Kafka's `connections.max.idle.ms` default: 10 minutes.
+pub(crate) const DEFAULT_CONNECTIONS_MAX_IDLE: Duration = Duration::from_secs(600);
+/// Kafka's `fetch.max.bytes` (broker) default: 55 MiB.
+pub(crate) const DEFAULT_FETCH_MAX_BYTES: usize = 55 * 1024 * 1024;
+/// How many connections all listeners of one server accept at once by
+/// default (Kafka's `max.connections` is unbounded; here every connection
+/// is a thread, so the default is bounded).
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// How long the rest of a request may take to arrive once its first byte
+/// did, by default.
+pub(crate) const DEFAULT_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings of a Kafka protocol listener
+/// ([`Cluster::serve_with`](crate::Cluster::serve_with)). Built with
+/// [`ServerConfig::builder`]; Kafka's names and defaults where Kafka has
+/// the setting.
+///
+/// ```
+/// use std::time::Duration;
+/// use logbus::ServerConfig;
+/// let config = ServerConfig::builder("127.0.0.1:0".parse()?)
+///     .socket_request_max_bytes(1 << 20)
+///     .connections_max_idle(Duration::from_secs(60))
+///     .build()?;
+/// assert_eq!(config.socket_request_max_bytes(), 1 << 20);
+/// assert!(!config.non_loopback_allowed());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub(crate) listen: SocketAddr,
+    pub(crate) advertised_host: Option<String>,
+    pub(crate) socket_request_max_bytes: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) connections_max_idle: Duration,
+    pub(crate) request_read_timeout: Duration,
+    pub(crate) fetch_max_bytes: usize,
+    pub(crate) allow_non_loopback: bool,
+}
+
+impl ServerConfig {
+    /// A builder listening at `listen`: its host for every broker, its port
+    /// for the first broker (the next brokers take the next ports), or any
+    /// free port per broker when the port is 0.
+    pub fn builder(listen: SocketAddr) -> ServerConfigBuilder {
+        ServerConfigBuilder {
+            config: ServerConfig {
+                listen,
+                advertised_host: None,
+                socket_request_max_bytes: DEFAULT_SOCKET_REQUEST_MAX_BYTES,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                connections_max_idle: DEFAULT_CONNECTIONS_MAX_IDLE,
+                request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
+                fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
+                allow_non_loopback: false,
+            },
+        }
+    }
+
+    /// The address to listen at.
+    #[must_use]
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// `socket.request.max.bytes`: the largest request accepted.
+    #[must_use]
+    pub fn socket_request_max_bytes(&self) -> usize {
+        self.socket_request_max_bytes
+    }
+
+    /// `max.connections`: connections open at once, over every broker's
+    /// listener.
+    #[must_use]
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+
+    /// `connections.max.idle.ms`: a connection with no request for this
+    /// long is closed.
+    #[must_use]
+    pub fn connections_max_idle(&self) -> Duration {
+        self.connections_max_idle
+    }
+
+    /// How long the rest of a request may take once its first byte
+    /// arrived, in all; a slower request closes its connection.
+    #[must_use]
+    pub fn request_read_timeout(&self) -> Duration {
+        self.request_read_timeout
+    }
+
+    /// The broker's `fetch.max.bytes`: the most record bytes one fetch
+    /// response carries (a client's own `max_bytes` may ask for less).
+    #[must_use]
+    pub fn fetch_max_bytes(&self) -> usize {
+        self.fetch_max_bytes
+    }
+
+    /// Whether the listener may bind an address other than loopback.
+    #[must_use]
+    pub fn non_loopback_allowed(&self) -> bool {
+        self.allow_non_loopback
+    }
+
+    /// The host clients are told to connect to (Kafka's
+    /// `advertised.listeners` host), if set; else the listen address's
+    /// host (or `127.0.0.1` for an unspecified address).
+    #[must_use]
+    pub fn advertised_host(&self) -> Option<&str> {
+        self.advertised_host.as_deref()
+    }
+
+    fn validate(&self) -> Result<()> {
+        let positive = |name: &str, ok: bool| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::InvalidConfig(format!("{name} must be positive")))
+            }
+        };
+        positive(
+            "socket.request.max.bytes",
+            self.socket_request_max_bytes > 0,
+        )?;
+        positive("max.connections", self.max_connections > 0)?;
+        positive(
+            "connections.max.idle.ms",
+            !self.connections_max_idle.is_zero(),
+        )?;
+        positive(
+            "the request read timeout",
+            !self.request_read_timeout.is_zero(),
+        )?;
+        positive("fetch.max.bytes", self.fetch_max_bytes > 0)?;
+        if self.socket_request_max_bytes > i32::MAX as usize {
+            return Err(Error::InvalidConfig(format!(
+                "socket.request.max.bytes is {}, above the protocol's {} (a request's size is an int32)",
+                self.socket_request_max_bytes,
+                i32::MAX
+            )));
+        }
+        if let Some(host) = &self.advertised_host
+            && host.is_empty()
+        {
+            return Err(Error::InvalidConfig(
+                "the advertised host is empty".to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Builds a [`ServerConfig`]; see [`ServerConfig::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ServerConfigBuilder {
+    config: ServerConfig,
+}
+
+impl ServerConfigBuilder {
+    /// `socket.request.max.bytes` (default 100 MiB): a request whose size
+    /// prefix is larger closes its connection unread.
+    pub fn socket_request_max_bytes(mut self, bytes: usize) -> Self {
+        self.config.socket_request_max_bytes = bytes;
+        self
+    }
+
+    /// `max.connections` (default 1024; Kafka's is unbounded, but here
+    /// every connection is a thread): a connection beyond it is closed as
+    /// it is accepted.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.config.max_connections = connections;
+        self
+    }
+
+    /// `connections.max.idle.ms` (default 10 minutes).
+    pub fn connections_max_idle(mut self, idle: Duration) -> Self {
+        self.config.connections_max_idle = idle;
+        self
+    }
+
+    /// How long the rest of a request may take to arrive, in all, once its
+    /// first byte did (default 30 s): a client trickling a request in
+    /// slowly loses its connection.
+    pub fn request_read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_read_timeout = timeout;
+        self
+    }
+
+    /// The broker's `fetch.max.bytes` (default 55 MiB).
+    pub fn fetch_max_bytes(mut self, bytes: usize) -> Self {
+        self.config.fetch_max_bytes = bytes;
+        self
+    }
+
+    /// Allows binding an address other than loopback (default `false`).
+    /// The listener has neither TLS nor SASL: anyone who reaches the port
+    /// reads and writes every topic.
+    pub fn allow_non_loopback(mut self, allow: bool) -> Self {
+        self.config.allow_non_loopback = allow;
+        self
+    }
+
+    /// The host clients are told to connect to (Kafka's
+    /// `advertised.listeners`), for a listener bound to an unspecified or
+    /// private address.
+    pub fn advertised_host(mut self, host: impl Into<String>) -> Self {
+        self.config.advertised_host = Some(host.into());
+        self
+    }
+
+    /// The configuration.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a zero bound, a
+    /// `socket.request.max.bytes` above `i32::MAX` or an empty advertised
+    /// host.
+    pub fn build(self) -> Result<ServerConfig> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}

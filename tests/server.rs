@@ -1,0 +1,1041 @@
+//! The Kafka protocol listener (`Cluster::serve`), spoken to as a Kafka
+//! client speaks to a broker: requests encoded and responses decoded with
+//! the `kafka-protocol` crate's client side, over loopback sockets.
+//!
+//! - The APIs: ApiVersions, Metadata of a three-broker cluster, produce and
+//!   fetch (the fetched bytes are the stored ones), `acks=-1`, a fetch's
+//!   long poll woken by a produce, ListOffsets, CreateTopics /
+//!   DeleteTopics, configs, DeleteRecords, NOT_LEADER_OR_FOLLOWER from a
+//!   broker that does not lead the partition.
+//! - Malformed requests, seeded and bounded: each gets an error response
+//!   or a closed connection, and afterwards the server still answers and
+//!   the stored records are unchanged.
+//! - Real clients (kafka-python, confluent-kafka) through
+//!   `tests/compat/clients.py`, when `LOGBUS_COMPAT_PYTHON` is set.
+#![cfg(feature = "server")]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteRecordsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest, FetchResponse,
+    IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use logbus::format::{BatchBuilder, Batches};
+use logbus::{Cluster, ClusterConfig, Compression, NewTopic, Server, ServerConfig};
+
+type TestResult<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// A minimal Kafka client: one connection, one request at a time.
+struct Client {
+    stream: TcpStream,
+    correlation: i32,
+}
+
+impl Client {
+    fn connect(addr: SocketAddr) -> TestResult<Client> {
+        let stream = TcpStream::connect(addr)?;
+        // A broken server fails the test instead of hanging it.
+        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+        Ok(Client {
+            stream,
+            correlation: 0,
+        })
+    }
+
+    /// Sends `request` at `version`; returns the decoded response.
+    fn send<R: Request>(&mut self, request: &R, version: i16) -> TestResult<R::Response> {
+        self.correlation += 1;
+        let correlation = self.correlation;
+        let mut body = BytesMut::new();
+        let mut header = RequestHeader::default();
+        header.request_api_key = R::KEY;
+        header.request_api_version = version;
+        header.correlation_id = correlation;
+        header.client_id = Some(StrBytes::from_static_str("logbus-test"));
+        header.encode(&mut body, R::header_version(version))?;
+        request.encode(&mut body, version)?;
+        self.write_frame(&body)?;
+        let mut response = self.read_frame()?.ok_or("connection closed")?;
+        let header = ResponseHeader::decode(
+            &mut response,
+            <R::Response as HeaderVersion>::header_version(version),
+        )?;
+        assert_eq!(header.correlation_id, correlation);
+        Ok(R::Response::decode(&mut response, version)?)
+    }
+
+    fn write_frame(&mut self, body: &[u8]) -> std::io::Result<()> {
+        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body);
+        self.stream.write_all(&frame)
+    }
+
+    /// The next response frame, or `None` if the server closed the
+    /// connection.
+    fn read_frame(&mut self) -> TestResult<Option<Bytes>> {
+        let mut size = [0u8; 4];
+        match self.stream.read_exact(&mut size) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+        self.stream.read_exact(&mut body)?;
+        Ok(Some(Bytes::from(body)))
+    }
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// One batch of `values` (keys `k0`, `k1`, ...).
+fn batch(values: &[&str]) -> TestResult<Bytes> {
+    let mut b = BatchBuilder::new(Compression::None);
+    for (i, v) in values.iter().enumerate() {
+        let key = format!("k{i}");
+        b.append(
+            1_700_000_000_000 + i as i64,
+            Some(key.as_bytes()),
+            Some(v.as_bytes()),
+            &[],
+        );
+    }
+    Ok(b.build()?)
+}
+
+fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
+    let mut data = PartitionProduceData::default();
+    data.index = partition;
+    data.records = Some(records);
+    let mut t = TopicProduceData::default();
+    t.name = name(topic);
+    t.partition_data = vec![data];
+    let mut request = ProduceRequest::default();
+    request.acks = acks;
+    request.timeout_ms = 30_000;
+    request.topic_data = vec![t];
+    request
+}
+
+fn fetch_request(topic: &str, partition: i32, offset: i64, max_wait_ms: i32) -> FetchRequest {
+    let mut p = FetchPartition::default();
+    p.partition = partition;
+    p.fetch_offset = offset;
+    p.partition_max_bytes = 1 << 20;
+    let mut t = FetchTopic::default();
+    t.topic = name(topic);
+    t.partitions = vec![p];
+    let mut request = FetchRequest::default();
+    request.replica_id = (-1).into();
+    request.max_wait_ms = max_wait_ms;
+    request.min_bytes = 1;
+    request.max_bytes = 50 << 20;
+    request.topics = vec![t];
+    request
+}
+
+/// The values of every record in `records`.
+fn values(records: &Bytes) -> TestResult<Vec<String>> {
+    let mut out = Vec::new();
+    for batch in Batches::new(records.clone()) {
+        for record in batch?.records()? {
+            let record = record?;
+            out.push(String::from_utf8(
+                record.value().ok_or("null value")?.to_vec(),
+            )?);
+        }
+    }
+    Ok(out)
+}
+
+fn fetched_records(response: &FetchResponse) -> Bytes {
+    response.responses[0].partitions[0]
+        .records
+        .clone()
+        .unwrap_or_default()
+}
+
+fn open(brokers: u32) -> TestResult<(tempfile::TempDir, Cluster, Server)> {
+    let dir = tempfile::tempdir()?;
+    let config = ClusterConfig::builder().brokers(brokers).build()?;
+    let cluster = Cluster::open(dir.path(), config)?;
+    let server = cluster.serve("127.0.0.1:0")?;
+    Ok((dir, cluster, server))
+}
+
+#[test]
+fn api_versions_lists_the_apis_and_answers_a_newer_version_with_v0() -> TestResult {
+    let (_dir, _cluster, server) = open(1)?;
+    let mut client = Client::connect(server.addresses()[&0])?;
+    let response = client.send(&ApiVersionsRequest::default(), 3)?;
+    assert_eq!(response.error_code, 0);
+    let find = |key: ApiKey| {
+        response
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == key as i16)
+            .map(|k| (k.min_version, k.max_version))
+    };
+    assert_eq!(find(ApiKey::ApiVersions), Some((0, 3)));
+    for key in [
+        ApiKey::Produce,
+        ApiKey::Fetch,
+        ApiKey::Metadata,
+        ApiKey::ListOffsets,
+    ] {
+        assert!(find(key).is_some(), "{key:?}");
+    }
+    // ApiVersions v4, which the listener does not answer: UNSUPPORTED_VERSION
+    // (35) in the v0 layout, with the supported versions.
+    let mut header = RequestHeader::default();
+    header.request_api_key = ApiKey::ApiVersions as i16;
+    header.request_api_version = 4;
+    header.correlation_id = 77;
+    let mut body = BytesMut::new();
+    header.encode(&mut body, 2)?;
+    ApiVersionsRequest::default().encode(&mut body, 4)?;
+    client.write_frame(&body)?;
+    let mut frame = client.read_frame()?.ok_or("closed")?;
+    let header = ResponseHeader::decode(&mut frame, 0)?;
+    assert_eq!(header.correlation_id, 77);
+    let old = ApiVersionsResponse::decode(&mut frame, 0)?;
+    assert_eq!(old.error_code, 35);
+    assert!(old.api_keys.iter().any(|k| k.api_key == 3));
+    // The connection stays usable.
+    assert_eq!(
+        client.send(&ApiVersionsRequest::default(), 0)?.error_code,
+        0
+    );
+    Ok(())
+}
+
+#[test]
+fn metadata_of_three_brokers_names_each_leader_and_address() -> TestResult {
+    let (_dir, cluster, server) = open(3)?;
+    cluster.create_topic(NewTopic::new("orders", 3).replication_factor(2))?;
+    let addresses = server.addresses();
+    assert_eq!(addresses.len(), 3);
+    let mut client = Client::connect(addresses[&1])?;
+    for version in [0, 1, 9, 12] {
+        let mut request = MetadataRequest::default();
+        let mut t = MetadataRequestTopic::default();
+        t.name = Some(name("orders"));
+        let mut missing = MetadataRequestTopic::default();
+        missing.name = Some(name("missing"));
+        request.topics = Some(vec![t, missing]);
+        let response = client.send(&request, version)?;
+        let brokers: BTreeMap<i32, i32> = response
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, b.port))
+            .collect();
+        let expected: BTreeMap<i32, i32> = addresses
+            .iter()
+            .map(|(id, a)| (*id as i32, i32::from(a.port())))
+            .collect();
+        assert_eq!(brokers, expected, "v{version}");
+        assert_eq!(response.topics.len(), 2);
+        let orders = &response.topics[0];
+        assert_eq!(orders.error_code, 0);
+        let description = cluster.describe_topic("orders")?;
+        assert_eq!(orders.partitions.len(), 3);
+        for (p, d) in orders.partitions.iter().zip(&description.partitions) {
+            assert_eq!(p.leader_id.0, d.leader.map_or(-1, |l| l as i32));
+            let replicas: Vec<i32> = p.replica_nodes.iter().map(|b| b.0).collect();
+            let isr: Vec<i32> = p.isr_nodes.iter().map(|b| b.0).collect();
+            assert_eq!(
+                replicas,
+                d.replicas.iter().map(|&b| b as i32).collect::<Vec<_>>()
+            );
+            assert_eq!(isr, d.isr.iter().map(|&b| b as i32).collect::<Vec<_>>());
+            if version >= 7 {
+                assert_eq!(p.leader_epoch, d.leader_epoch);
+            }
+        }
+        // Leaders are spread over the brokers, as Kafka places them.
+        let leaders: std::collections::BTreeSet<i32> =
+            orders.partitions.iter().map(|p| p.leader_id.0).collect();
+        assert_eq!(leaders.len(), 3);
+        assert_eq!(
+            response.topics[1].error_code, 3,
+            "unknown topic, not created"
+        );
+        if version >= 10 {
+            assert!(!orders.topic_id.is_nil());
+        }
+    }
+    assert_eq!(cluster.list_topics(), ["orders"]);
+    Ok(())
+}
+
+/// The broker leading `topic`'s partition `p`.
+fn leader(cluster: &Cluster, topic: &str, p: usize) -> TestResult<u32> {
+    Ok(cluster.describe_topic(topic)?.partitions[p]
+        .leader
+        .ok_or("no leader")?)
+}
+
+#[test]
+fn produce_then_fetch_returns_the_stored_bytes() -> TestResult {
+    let (_dir, cluster, server) = open(3)?;
+    cluster.create_topic(NewTopic::new("events", 1).replication_factor(3))?;
+    let lead = leader(&cluster, "events", 0)?;
+    let mut client = Client::connect(server.addresses()[&lead])?;
+    let sent = batch(&["a", "b", "c"])?;
+    for acks in [1, -1] {
+        let response = client.send(&produce_request("events", 0, sent.clone(), acks), 9)?;
+        let p = &response.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0, "acks={acks}");
+    }
+    let response = client.send(&produce_request("events", 0, batch(&["d"])?, -1), 3)?;
+    let p = &response.responses[0].partition_responses[0];
+    assert_eq!((p.error_code, p.base_offset), (0, 6));
+    // acks=-1 returned: every in-sync replica has the batches.
+    let partition = cluster.topic("events")?.partition(0)?;
+    assert_eq!(partition.high_watermark()?, 7);
+
+    for version in [4, 11, 12] {
+        let response = client.send(&fetch_request("events", 0, 0, 0), version)?;
+        let p = &response.responses[0].partitions[0];
+        assert_eq!((p.error_code, p.high_watermark), (0, 7), "v{version}");
+        let records = fetched_records(&response);
+        assert_eq!(values(&records)?, ["a", "b", "c", "a", "b", "c", "d"]);
+        // What was stored, byte for byte.
+        let stored = partition.read(0, 1 << 20)?;
+        assert_eq!(&records, stored.records());
+        // The client's batch, with the offset and leader epoch the broker set.
+        assert_eq!(records[16..sent.len()], sent[16..]);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_fetch_waits_for_a_produce_from_another_connection() -> TestResult {
+    let (_dir, cluster, server) = open(1)?;
+    cluster.create_topic(NewTopic::new("waits", 1))?;
+    let address = server.addresses()[&0];
+    let mut consumer = Client::connect(address)?;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let fetcher = std::thread::spawn(move || -> Result<Vec<String>, String> {
+        // Up to a minute: only a produce answers it in time.
+        let response = consumer
+            .send(&fetch_request("waits", 0, 0, 60_000), 12)
+            .map_err(|e| e.to_string())?;
+        let _ = done_tx.send(());
+        values(&fetched_records(&response)).map_err(|e| e.to_string())
+    });
+    // The fetch has not answered: nothing is there yet.
+    assert!(done_rx.try_recv().is_err());
+    let mut producer = Client::connect(address)?;
+    let response = producer.send(&produce_request("waits", 0, batch(&["wake"])?, 1), 9)?;
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    let got = fetcher.join().map_err(|_| "fetcher panicked")??;
+    assert_eq!(got, ["wake"]);
+    Ok(())
+}
+
+#[test]
+fn a_broker_that_does_not_lead_answers_not_leader() -> TestResult {
+    let (_dir, cluster, server) = open(3)?;
+    cluster.create_topic(NewTopic::new("routed", 1).replication_factor(1))?;
+    let lead = leader(&cluster, "routed", 0)?;
+    let other = (lead + 1) % 3;
+    let mut client = Client::connect(server.addresses()[&other])?;
+    let response = client.send(&produce_request("routed", 0, batch(&["x"])?, 1), 9)?;
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 6);
+    let response = client.send(&fetch_request("routed", 0, 0, 0), 12)?;
+    assert_eq!(response.responses[0].partitions[0].error_code, 6);
+    assert_eq!(cluster.topic("routed")?.partition(0)?.log_end_offset()?, 0);
+    // Internal topics are refused to clients, as the library refuses them
+    // (INVALID_TOPIC_EXCEPTION), whichever broker is asked.
+    let commit = BTreeMap::from([(
+        logbus::TopicPartition::new("routed", 0),
+        logbus::OffsetAndMetadata::new(0),
+    )]);
+    cluster.alter_group_offsets("g", &commit)?;
+    for address in server.addresses().values() {
+        let mut client = Client::connect(*address)?;
+        for p in 0..50 {
+            let request = produce_request("__consumer_offsets", p, batch(&["x"])?, 1);
+            let response = client.send(&request, 9)?;
+            assert_eq!(response.responses[0].partition_responses[0].error_code, 17);
+        }
+    }
+    Ok(())
+}
+
+fn list_offsets(client: &mut Client, topic: &str, timestamp: i64) -> TestResult<(i16, i64)> {
+    let mut p = ListOffsetsPartition::default();
+    p.partition_index = 0;
+    p.timestamp = timestamp;
+    let mut t = ListOffsetsTopic::default();
+    t.name = name(topic);
+    t.partitions = vec![p];
+    let mut request = ListOffsetsRequest::default();
+    request.replica_id = (-1).into();
+    request.topics = vec![t];
+    let response = client.send(&request, 6)?;
+    let p = &response.topics[0].partitions[0];
+    Ok((p.error_code, p.offset))
+}
+
+#[test]
+fn list_offsets_and_delete_records() -> TestResult {
+    let (_dir, cluster, server) = open(1)?;
+    cluster.create_topic(NewTopic::new("offsets", 1))?;
+    let mut client = Client::connect(server.addresses()[&0])?;
+    for _ in 0..3 {
+        let r = client.send(&produce_request("offsets", 0, batch(&["a", "b"])?, 1), 9)?;
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+    assert_eq!(list_offsets(&mut client, "offsets", -2)?, (0, 0));
+    assert_eq!(list_offsets(&mut client, "offsets", -1)?, (0, 6));
+    // The batches' records have timestamps ..000 and ..001.
+    assert_eq!(
+        list_offsets(&mut client, "offsets", 1_700_000_000_001)?,
+        (0, 1)
+    );
+    assert_eq!(
+        list_offsets(&mut client, "offsets", 1_800_000_000_000)?,
+        (0, -1)
+    );
+
+    let mut p = DeleteRecordsPartition::default();
+    p.partition_index = 0;
+    p.offset = 4;
+    let mut t = DeleteRecordsTopic::default();
+    t.name = name("offsets");
+    t.partitions = vec![p];
+    let mut request = DeleteRecordsRequest::default();
+    request.topics = vec![t];
+    request.timeout_ms = 30_000;
+    let response = client.send(&request, 2)?;
+    let p = &response.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.low_watermark), (0, 4));
+    assert_eq!(
+        cluster.topic("offsets")?.partition(0)?.log_start_offset()?,
+        4
+    );
+    assert_eq!(list_offsets(&mut client, "offsets", -2)?, (0, 4));
+    // Fetching below the new start is out of range.
+    let response = client.send(&fetch_request("offsets", 0, 0, 0), 12)?;
+    assert_eq!(response.responses[0].partitions[0].error_code, 1);
+    // A negative offset other than -1 (the high watermark): out of range,
+    // nothing deleted.
+    request.topics[0].partitions[0].offset = -5;
+    let response = client.send(&request, 2)?;
+    assert_eq!(response.topics[0].partitions[0].error_code, 1);
+    assert_eq!(
+        cluster.topic("offsets")?.partition(0)?.log_start_offset()?,
+        4
+    );
+    Ok(())
+}
+
+#[test]
+fn topics_and_configs_are_administered_over_the_wire() -> TestResult {
+    let (_dir, cluster, server) = open(2)?;
+    let mut client = Client::connect(server.addresses()[&0])?;
+    let mut config = CreatableTopicConfig::default();
+    config.name = StrBytes::from_static_str("retention.ms");
+    config.value = Some(StrBytes::from_static_str("3600000"));
+    let mut topic = CreatableTopic::default();
+    topic.name = name("admin");
+    topic.num_partitions = 4;
+    topic.replication_factor = 2;
+    topic.configs = vec![config];
+    let mut bad = CreatableTopic::default();
+    bad.name = name("bad");
+    bad.num_partitions = 1;
+    bad.replication_factor = 5;
+    let mut request = CreateTopicsRequest::default();
+    request.topics = vec![topic.clone(), bad];
+    request.timeout_ms = 30_000;
+    let response = client.send(&request, 7)?;
+    assert_eq!(response.topics[0].error_code, 0);
+    assert_eq!(response.topics[0].num_partitions, 4);
+    assert_eq!(
+        response.topics[1].error_code, 38,
+        "INVALID_REPLICATION_FACTOR"
+    );
+    assert_eq!(cluster.list_topics(), ["admin"]);
+    let admin = cluster.topic("admin")?;
+    assert_eq!(admin.partition_count(), 4);
+    assert_eq!(admin.config().get("retention.ms"), Some("3600000"));
+    // Again: it exists.
+    let mut again = CreateTopicsRequest::default();
+    again.topics = vec![topic];
+    assert_eq!(client.send(&again, 5)?.topics[0].error_code, 36);
+
+    // Incremental: set one config, delete another; a bad value changes nothing.
+    let alter = |ops: Vec<(&'static str, i8, Option<&'static str>)>| {
+        let mut resource = AlterConfigsResource::default();
+        resource.resource_type = 2;
+        resource.resource_name = StrBytes::from_static_str("admin");
+        resource.configs = ops
+            .into_iter()
+            .map(|(n, op, v)| {
+                let mut c = AlterableConfig::default();
+                c.name = StrBytes::from_static_str(n);
+                c.config_operation = op;
+                c.value = v.map(StrBytes::from_static_str);
+                c
+            })
+            .collect();
+        let mut request = IncrementalAlterConfigsRequest::default();
+        request.resources = vec![resource];
+        request
+    };
+    let response = client.send(
+        &alter(vec![
+            ("segment.ms", 0, Some("60000")),
+            ("retention.ms", 1, None),
+        ]),
+        1,
+    )?;
+    assert_eq!(response.responses[0].error_code, 0);
+    assert_eq!(admin.overrides().get("segment.ms"), Some("60000"));
+    assert_eq!(admin.overrides().get("retention.ms"), None);
+    let response = client.send(&alter(vec![("segment.ms", 0, Some("-5"))]), 0)?;
+    assert_eq!(response.responses[0].error_code, 40, "INVALID_CONFIG");
+    assert_eq!(admin.overrides().get("segment.ms"), Some("60000"));
+
+    let mut resource = DescribeConfigsResource::default();
+    resource.resource_type = 2;
+    resource.resource_name = StrBytes::from_static_str("admin");
+    let mut describe = DescribeConfigsRequest::default();
+    describe.resources = vec![resource];
+    let response = client.send(&describe, 4)?;
+    let configs = &response.results[0].configs;
+    let segment = configs
+        .iter()
+        .find(|c| c.name.as_str() == "segment.ms")
+        .ok_or("segment.ms not described")?;
+    assert_eq!(segment.value.as_ref().map(|v| v.as_str()), Some("60000"));
+    assert_eq!(segment.config_source, 1);
+
+    let mut delete = DeleteTopicsRequest::default();
+    delete.topic_names = vec![name("admin"), name("never")];
+    delete.timeout_ms = 30_000;
+    let response = client.send(&delete, 5)?;
+    assert_eq!(response.responses[0].error_code, 0);
+    assert_eq!(response.responses[1].error_code, 3);
+    assert!(cluster.list_topics().is_empty());
+    Ok(())
+}
+
+/// A small deterministic generator (xorshift), so the malformed requests
+/// are the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A request header of `key` at `version`, non-flexible (v1), encoded.
+fn header_bytes(key: i16, version: i16, correlation: i32) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&key.to_be_bytes());
+    out.extend_from_slice(&version.to_be_bytes());
+    out.extend_from_slice(&correlation.to_be_bytes());
+    out.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    out
+}
+
+/// Sends raw bytes on a fresh connection and reads what comes back: a
+/// response frame, or `None` once the server closed the connection.
+fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> TestResult<Option<Bytes>> {
+    let mut client = Client::connect(addr)?;
+    // The server may close before reading everything: a failed write is
+    // a closed connection too.
+    if client.stream.write_all(bytes).is_err() {
+        return Ok(None);
+    }
+    let _ = client.stream.shutdown(std::net::Shutdown::Write);
+    client.read_frame()
+}
+
+fn framed(body: &[u8]) -> Vec<u8> {
+    let mut out = (body.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(body);
+    out
+}
+
+#[test]
+fn malformed_requests_close_their_connection_and_change_nothing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    let config = ServerConfig::builder("127.0.0.1:0".parse()?)
+        .socket_request_max_bytes(1 << 20)
+        .build()?;
+    let server = cluster.serve_with(config)?;
+    let addr = server.addresses()[&0];
+    cluster.create_topic(NewTopic::new("kept", 1))?;
+    let mut client = Client::connect(addr)?;
+    let r = client.send(&produce_request("kept", 0, batch(&["one", "two"])?, 1), 9)?;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    let partition = cluster.topic("kept")?.partition(0)?;
+    let before = partition.read(0, 1 << 20)?.records().clone();
+
+    let mut cases: Vec<(String, Vec<u8>)> = vec![
+        ("negative size".into(), (-5i32).to_be_bytes().to_vec()),
+        (
+            "size above the max".into(),
+            ((1i32 << 20) + 1).to_be_bytes().to_vec(),
+        ),
+        ("size i32::MAX".into(), i32::MAX.to_be_bytes().to_vec()),
+        ("empty frame".into(), framed(&[])),
+        ("short header".into(), framed(&[0, 3, 0])),
+        ("unknown API key".into(), framed(&header_bytes(999, 0, 1))),
+        (
+            "unsupported Fetch v1".into(),
+            framed(&header_bytes(1, 1, 1)),
+        ),
+        (
+            "unsupported Produce v0".into(),
+            framed(&header_bytes(0, 0, 1)),
+        ),
+        (
+            "unsupported API (SaslHandshake)".into(),
+            framed(&header_bytes(17, 1, 1)),
+        ),
+        ("truncated frame".into(), {
+            let mut f = framed(&header_bytes(3, 1, 1));
+            f.truncate(f.len() - 3);
+            f
+        }),
+    ];
+    // Absurd array counts right after a valid header: Metadata v1's topic
+    // array, Produce v3's topic array, Fetch v4's topic array,
+    // DeleteTopics v1's names, CreateTopics v2's topics.
+    for (key, version, prefix) in [
+        (3i16, 1i16, vec![]),
+        (0, 3, vec![0xff, 0xff, 0, 1, 0, 0, 0x75, 0x30]),
+        (
+            1,
+            4,
+            vec![
+                0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0x10, 0, 0, 0,
+            ],
+        ),
+        (20, 1, vec![]),
+        (19, 2, vec![]),
+    ] {
+        for count in [i32::MAX, 0x7fff_0000, 1 << 24, -7] {
+            let mut body = header_bytes(key, version, 9);
+            body.extend_from_slice(&prefix);
+            body.extend_from_slice(&count.to_be_bytes());
+            body.extend_from_slice(&[0, 1, b'x']);
+            cases.push((format!("API {key} v{version} count {count}"), framed(&body)));
+        }
+    }
+    // Random bodies after valid headers, and random bytes.
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let apis: [(i16, i16); 8] = [
+        (0, 9),
+        (1, 12),
+        (2, 6),
+        (3, 12),
+        (18, 3),
+        (19, 7),
+        (21, 2),
+        (60, 1),
+    ];
+    for i in 0..200 {
+        let (key, version) = apis[rng.below(apis.len() as u64) as usize];
+        let mut body = if i % 4 == 3 {
+            Vec::new()
+        } else {
+            header_bytes(key, version, i)
+        };
+        let len = rng.below(64) as usize;
+        body.extend((0..len).map(|_| rng.next() as u8));
+        cases.push((format!("random #{i}"), framed(&body)));
+    }
+    for (what, bytes) in &cases {
+        // Either a response frame (an error, or an answer that touched
+        // nothing) or a closed connection: never a hang or a crash.
+        let _ = raw_exchange(addr, bytes).map_err(|e| format!("{what}: {e}"))?;
+    }
+    // The server still answers, on a new connection and the old one.
+    let mut fresh = Client::connect(addr)?;
+    assert_eq!(fresh.send(&ApiVersionsRequest::default(), 3)?.error_code, 0);
+    let response = client.send(&fetch_request("kept", 0, 0, 0), 12)?;
+    assert_eq!(values(&fetched_records(&response))?, ["one", "two"]);
+    // And the stored data is as it was.
+    assert_eq!(cluster.list_topics(), ["kept"]);
+    assert_eq!(partition.read(0, 1 << 20)?.records(), &before);
+    assert_eq!(partition.log_end_offset()?, 2);
+    Ok(())
+}
+
+#[test]
+fn a_non_loopback_address_is_refused_unless_allowed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    let refused = cluster.serve("0.0.0.0:0").err().ok_or("bound 0.0.0.0")?;
+    assert!(
+        matches!(refused, logbus::Error::InvalidConfig(_)),
+        "{refused}"
+    );
+    // Allowed, it binds (and advertises loopback for the unspecified host).
+    let config = ServerConfig::builder("0.0.0.0:0".parse()?)
+        .allow_non_loopback(true)
+        .build()?;
+    let server = cluster.serve_with(config)?;
+    let port = server.addresses()[&0].port();
+    let mut client = Client::connect(SocketAddr::from(([127, 0, 0, 1], port)))?;
+    let response = client.send(&MetadataRequest::default(), 1)?;
+    assert_eq!(response.brokers[0].host.as_str(), "127.0.0.1");
+    server.shutdown();
+    // Shut down: the port no longer answers.
+    assert!(TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).is_err());
+    Ok(())
+}
+
+#[test]
+fn shutdown_ends_a_waiting_fetch_and_joins_every_thread() -> TestResult {
+    let (_dir, cluster, server) = open(1)?;
+    cluster.create_topic(NewTopic::new("idle", 1))?;
+    let mut client = Client::connect(server.addresses()[&0])?;
+    // A connection with a request in flight, waiting for data for a minute.
+    let mut request = BytesMut::new();
+    let mut header = RequestHeader::default();
+    header.request_api_key = ApiKey::Fetch as i16;
+    header.request_api_version = 12;
+    header.correlation_id = 5;
+    header.encode(&mut request, FetchRequest::header_version(12))?;
+    fetch_request("idle", 0, 0, 60_000).encode(&mut request, 12)?;
+    client.write_frame(&request)?;
+    // Shutdown returns (it joined the connection's thread): the fetch
+    // answered early or the connection closed.
+    server.shutdown();
+    let _ = client.read_frame()?;
+    Ok(())
+}
+
+/// Runs `tests/compat/clients.py` with `client` against a three-broker
+/// cluster: keyed records in every codec produced and consumed back.
+fn real_client(client: &str, module: &str) -> TestResult {
+    let Some(python) = std::env::var_os("LOGBUS_COMPAT_PYTHON") else {
+        // Straight to stderr, so the harness does not hide a skipped check.
+        let _ = writeln!(
+            std::io::stderr(),
+            "{client}: SKIPPED: LOGBUS_COMPAT_PYTHON is not set (a python with kafka-python, \
+             confluent-kafka and the codec libraries)"
+        );
+        return Ok(());
+    };
+    let probe = std::process::Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .output()?;
+    if !probe.status.success() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "{client}: SKIPPED: {module} is not installed for LOGBUS_COMPAT_PYTHON"
+        );
+        return Ok(());
+    }
+    let (_dir, cluster, server) = open(3)?;
+    cluster.create_topic(NewTopic::new("compat", 3).replication_factor(2))?;
+    let bootstrap = server.addresses()[&0].to_string();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/clients.py");
+    let output = std::process::Command::new(&python)
+        .arg(&script)
+        .args([client, &bootstrap, "compat", "3"])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{client} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.lines().any(|l| l == "ok"), "{stdout}");
+    // Every record is stored, spread over the partitions.
+    let topic = cluster.topic("compat")?;
+    let mut total = 0;
+    for p in topic.partitions()? {
+        let end = p.log_end_offset()?;
+        assert!(end > 0, "partition {} is empty", p.partition());
+        total += end;
+    }
+    assert_eq!(total, 4 * 200);
+    Ok(())
+}
+
+#[test]
+fn kafka_python_produces_every_codec_and_consumes_it_back() -> TestResult {
+    real_client("kafka-python", "kafka")
+}
+
+#[test]
+fn confluent_kafka_produces_every_codec_and_consumes_it_back() -> TestResult {
+    real_client("confluent-kafka", "confluent_kafka")
+}
+
+#[test]
+fn read_committed_fetches_stop_at_the_lso_and_list_aborted_transactions() -> TestResult {
+    let (_dir, cluster, server) = open(1)?;
+    cluster.create_topic(NewTopic::new("txn", 1))?;
+    let config = logbus::ProducerConfig::builder()
+        .transactional_id("tx-1")
+        .build()?;
+    let producer = logbus::Producer::new(&cluster, config)?;
+    producer.init_transactions()?;
+    producer.begin_transaction()?;
+    drop(producer.send(logbus::ProducerRecord::new("txn", "aborted").with_partition(0))?);
+    producer.flush()?;
+    producer.abort_transaction()?;
+    producer.begin_transaction()?;
+    drop(producer.send(logbus::ProducerRecord::new("txn", "open").with_partition(0))?);
+    producer.flush()?;
+
+    let mut client = Client::connect(server.addresses()[&0])?;
+    let mut request = fetch_request("txn", 0, 0, 0);
+    request.isolation_level = 1;
+    let response = client.send(&request, 12)?;
+    let p = &response.responses[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    // Offsets: 0 aborted record, 1 its ABORT marker, 2 the open
+    // transaction's record: stable below 2.
+    assert_eq!((p.high_watermark, p.last_stable_offset), (3, 2));
+    let aborted = p.aborted_transactions.as_ref().ok_or("no aborted list")?;
+    assert_eq!(aborted.len(), 1);
+    assert_eq!(aborted[0].first_offset, 0);
+    // The records end below the LSO: the aborted batch and its marker.
+    let last = Batches::new(fetched_records(&response))
+        .map(|b| b.map(|b| b.header().base_offset))
+        .collect::<Result<Vec<_>, _>>()?;
+    assert_eq!(last, [0, 1]);
+    // read_uncommitted reads to the high watermark, without the list.
+    let response = client.send(&fetch_request("txn", 0, 0, 0), 12)?;
+    let p = &response.responses[0].partitions[0];
+    assert!(p.aborted_transactions.is_none());
+    assert_eq!(Batches::new(fetched_records(&response)).count(), 3);
+    // ListOffsets latest: the LSO under read_committed, else the HW.
+    let mut lp = ListOffsetsPartition::default();
+    lp.timestamp = -1;
+    let mut lt = ListOffsetsTopic::default();
+    lt.name = name("txn");
+    lt.partitions = vec![lp];
+    let mut list = ListOffsetsRequest::default();
+    list.replica_id = (-1).into();
+    list.topics = vec![lt];
+    list.isolation_level = 1;
+    assert_eq!(client.send(&list, 5)?.topics[0].partitions[0].offset, 2);
+    list.isolation_level = 0;
+    assert_eq!(client.send(&list, 5)?.topics[0].partitions[0].offset, 3);
+    producer.commit_transaction()?;
+    Ok(())
+}
+
+#[test]
+fn offsets_for_leader_epoch_and_fenced_epochs() -> TestResult {
+    use kafka_protocol::messages::OffsetForLeaderEpochRequest;
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let (_dir, cluster, server) = open(1)?;
+    cluster.create_topic(NewTopic::new("epochs", 1))?;
+    let mut client = Client::connect(server.addresses()[&0])?;
+    let r = client.send(&produce_request("epochs", 0, batch(&["a", "b"])?, 1), 9)?;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    let ask = |current: i32, epoch: i32| {
+        let mut p = OffsetForLeaderPartition::default();
+        p.partition = 0;
+        p.current_leader_epoch = current;
+        p.leader_epoch = epoch;
+        let mut t = OffsetForLeaderTopic::default();
+        t.topic = name("epochs");
+        t.partitions = vec![p];
+        let mut request = OffsetForLeaderEpochRequest::default();
+        request.replica_id = (-1).into();
+        request.topics = vec![t];
+        request
+    };
+    let response = client.send(&ask(0, 0), 4)?;
+    let p = &response.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.leader_epoch, p.end_offset), (0, 0, 2));
+    // A client ahead of the leader's epoch: UNKNOWN_LEADER_EPOCH (75).
+    let response = client.send(&ask(5, 0), 3)?;
+    assert_eq!(response.topics[0].partitions[0].error_code, 75);
+    // The same check on a fetch.
+    let mut request = fetch_request("epochs", 0, 0, 0);
+    request.topics[0].partitions[0].current_leader_epoch = 9;
+    let response = client.send(&request, 12)?;
+    assert_eq!(response.responses[0].partitions[0].error_code, 75);
+    Ok(())
+}
+
+#[test]
+fn connections_beyond_the_limit_idle_or_stalled_are_closed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    let config = ServerConfig::builder("127.0.0.1:0".parse()?)
+        .max_connections(1)
+        .build()?;
+    let server = cluster.serve_with(config)?;
+    let addr = server.addresses()[&0];
+    let mut first = Client::connect(addr)?;
+    // Answered: the first connection is registered.
+    assert_eq!(first.send(&ApiVersionsRequest::default(), 0)?.error_code, 0);
+    let mut second = Client::connect(addr)?;
+    let _ = second.write_frame(&header_bytes(18, 0, 1));
+    assert!(
+        second.read_frame()?.is_none(),
+        "closed: max.connections is 1"
+    );
+    // The first still works.
+    assert_eq!(first.send(&ApiVersionsRequest::default(), 1)?.error_code, 0);
+    drop(server);
+
+    // connections.max.idle.ms: a connection with no request is closed.
+    let config = ServerConfig::builder("127.0.0.1:0".parse()?)
+        .connections_max_idle(Duration::from_millis(20))
+        .build()?;
+    let server = cluster.serve_with(config)?;
+    let mut idle = Client::connect(server.addresses()[&0])?;
+    assert!(idle.read_frame()?.is_none());
+    drop(server);
+
+    // A request that starts and stalls is closed at the read timeout.
+    let config = ServerConfig::builder("127.0.0.1:0".parse()?)
+        .request_read_timeout(Duration::from_millis(20))
+        .build()?;
+    let server = cluster.serve_with(config)?;
+    let mut stalled = Client::connect(server.addresses()[&0])?;
+    stalled.stream.write_all(&[0, 0])?;
+    assert!(stalled.read_frame()?.is_none());
+    let mut stalled = Client::connect(server.addresses()[&0])?;
+    let frame = framed(&header_bytes(18, 0, 1));
+    stalled.stream.write_all(&frame[..frame.len() - 1])?;
+    assert!(stalled.read_frame()?.is_none());
+    // Whole requests are still answered.
+    let mut client = Client::connect(server.addresses()[&0])?;
+    assert_eq!(
+        client.send(&ApiVersionsRequest::default(), 2)?.error_code,
+        0
+    );
+    Ok(())
+}
+
+#[test]
+fn the_server_handle_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Server>();
+    check::<ServerConfig>();
+}
+
+#[test]
+fn a_request_of_many_read_chunks_arrives_whole() -> TestResult {
+    let (_dir, cluster, server) = open(1)?;
+    cluster.create_topic(NewTopic::new("big", 1))?;
+    let mut client = Client::connect(server.addresses()[&0])?;
+    // Close to max.message.bytes: many 64 KiB reads on the server's side.
+    let value: String = (0..900_000u32)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let response = client.send(&produce_request("big", 0, batch(&[&value])?, -1), 9)?;
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    let response = client.send(&fetch_request("big", 0, 0, 0), 12)?;
+    assert_eq!(values(&fetched_records(&response))?, [value]);
+    Ok(())
+}
+
+#[test]
+fn acks_zero_gets_no_response_and_a_failure_closes_the_connection() -> TestResult {
+    let (_dir, cluster, server) = open(3)?;
+    cluster.create_topic(NewTopic::new("fire", 1).replication_factor(1))?;
+    let lead = leader(&cluster, "fire", 0)?;
+    let mut client = Client::connect(server.addresses()[&lead])?;
+    // acks=0: appended, no response; the next response is the next
+    // request's (its correlation id is checked by `send`).
+    let mut body = BytesMut::new();
+    let mut header = RequestHeader::default();
+    header.request_api_key = ApiKey::Produce as i16;
+    header.request_api_version = 9;
+    header.correlation_id = 1000;
+    header.encode(&mut body, ProduceRequest::header_version(9))?;
+    produce_request("fire", 0, batch(&["quiet"])?, 0).encode(&mut body, 9)?;
+    client.write_frame(&body)?;
+    let response = client.send(&fetch_request("fire", 0, 0, 0), 12)?;
+    assert_eq!(values(&fetched_records(&response))?, ["quiet"]);
+    // acks=0 to a broker that does not lead: the connection is closed (the
+    // client's only signal), nothing is stored.
+    let other = (lead + 1) % 3;
+    let mut wrong = Client::connect(server.addresses()[&other])?;
+    let mut body = BytesMut::new();
+    header.correlation_id = 1001;
+    header.encode(&mut body, ProduceRequest::header_version(9))?;
+    produce_request("fire", 0, batch(&["lost"])?, 0).encode(&mut body, 9)?;
+    wrong.write_frame(&body)?;
+    assert!(wrong.read_frame()?.is_none());
+    assert_eq!(cluster.topic("fire")?.partition(0)?.log_end_offset()?, 1);
+    Ok(())
+}
+
+#[test]
+fn a_stopped_broker_is_unreachable_until_it_restarts() -> TestResult {
+    let (_dir, cluster, server) = open(3)?;
+    cluster.create_topic(NewTopic::new("moves", 1).replication_factor(3))?;
+    let addresses = server.addresses();
+    let mut old = Client::connect(addresses[&2])?;
+    assert_eq!(old.send(&ApiVersionsRequest::default(), 3)?.error_code, 0);
+    cluster.stop_broker(2)?;
+    // Its open connection closes at the next request, a new one at once.
+    old.write_frame(&header_bytes(18, 0, 1))?;
+    assert!(old.read_frame()?.is_none());
+    let mut fresh = Client::connect(addresses[&2])?;
+    let _ = fresh.write_frame(&header_bytes(18, 0, 2));
+    assert!(fresh.read_frame()?.is_none());
+    // The others answer.
+    let mut other = Client::connect(addresses[&0])?;
+    let mut all = MetadataRequest::default();
+    all.topics = None;
+    let response = other.send(&all, 12)?;
+    let names: Vec<_> = response
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.0.as_str().to_string()))
+        .collect();
+    assert!(names.contains(&"moves".to_string()), "{names:?}");
+    cluster.restart_broker(2)?;
+    let mut back = Client::connect(addresses[&2])?;
+    assert_eq!(back.send(&ApiVersionsRequest::default(), 3)?.error_code, 0);
+    Ok(())
+}
