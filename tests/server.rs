@@ -40,7 +40,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use logbus::format::{BatchBuilder, Batches};
-use logbus::{Cluster, ClusterConfig, Compression, NewTopic, Server, ServerConfig};
+use logbus::{Cluster, ClusterConfig, Compression, NewTopic, Server, ServerConfig, TopicPartition};
 
 type TestResult<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -749,17 +749,16 @@ fn shutdown_ends_a_waiting_fetch_and_joins_every_thread() -> TestResult {
     Ok(())
 }
 
-/// Runs `tests/compat/clients.py` with `client` against a three-broker
-/// cluster: keyed records in every codec produced and consumed back.
-fn real_client(client: &str, module: &str) -> TestResult {
+/// The python of `LOGBUS_COMPAT_PYTHON` if it has `module`; `None` (and a
+/// SKIPPED line on stderr, which the harness does not hide) otherwise.
+fn compat_python(client: &str, module: &str) -> TestResult<Option<std::ffi::OsString>> {
     let Some(python) = std::env::var_os("LOGBUS_COMPAT_PYTHON") else {
-        // Straight to stderr, so the harness does not hide a skipped check.
         let _ = writeln!(
             std::io::stderr(),
             "{client}: SKIPPED: LOGBUS_COMPAT_PYTHON is not set (a python with kafka-python, \
              confluent-kafka and the codec libraries)"
         );
-        return Ok(());
+        return Ok(None);
     };
     let probe = std::process::Command::new(&python)
         .args(["-c", &format!("import {module}")])
@@ -769,23 +768,42 @@ fn real_client(client: &str, module: &str) -> TestResult {
             std::io::stderr(),
             "{client}: SKIPPED: {module} is not installed for LOGBUS_COMPAT_PYTHON"
         );
-        return Ok(());
+        return Ok(None);
     }
-    let (_dir, cluster, server) = open(3)?;
-    cluster.create_topic(NewTopic::new("compat", 3).replication_factor(2))?;
-    let bootstrap = server.addresses()[&0].to_string();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/clients.py");
-    let output = std::process::Command::new(&python)
+    Ok(Some(python))
+}
+
+/// Runs `tests/compat/SCRIPT ARGS...` with `python`; it must exit 0 and
+/// print `ok`.
+fn run_compat_script(python: &std::ffi::OsStr, script: &str, args: &[&str]) -> TestResult {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/compat")
+        .join(script);
+    let output = std::process::Command::new(python)
         .arg(&script)
-        .args([client, &bootstrap, "compat", "3"])
+        .args(args)
         .output()?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "{client} failed:\n{stdout}\n{}",
+        "{} failed:\n{stdout}\n{}",
+        script.display(),
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.lines().any(|l| l == "ok"), "{stdout}");
+    Ok(())
+}
+
+/// Runs `tests/compat/clients.py` with `client` against a three-broker
+/// cluster: keyed records in every codec produced and consumed back.
+fn real_client(client: &str, module: &str) -> TestResult {
+    let Some(python) = compat_python(client, module)? else {
+        return Ok(());
+    };
+    let (_dir, cluster, server) = open(3)?;
+    cluster.create_topic(NewTopic::new("compat", 3).replication_factor(2))?;
+    let bootstrap = server.addresses()[&0].to_string();
+    run_compat_script(&python, "clients.py", &[client, &bootstrap, "compat", "3"])?;
     // Every record is stored, spread over the partitions.
     let topic = cluster.topic("compat")?;
     let mut total = 0;
@@ -806,6 +824,39 @@ fn kafka_python_produces_every_codec_and_consumes_it_back() -> TestResult {
 #[test]
 fn confluent_kafka_produces_every_codec_and_consumes_it_back() -> TestResult {
     real_client("confluent-kafka", "confluent_kafka")
+}
+
+/// librdkafka's consumers share a group on a three-broker cluster: they
+/// split the partitions, commit, rebalance when a third joins, leave, and
+/// a fresh member resumes at the commits; then a transactional producer's
+/// aborted records stay hidden from a read_committed consumer and its
+/// offsets commit with the transaction (`tests/compat/group_client_librdkafka.py`).
+#[test]
+fn confluent_kafka_groups_rebalance_commit_resume_and_run_transactions() -> TestResult {
+    let Some(python) = compat_python("confluent-kafka", "confluent_kafka")? else {
+        return Ok(());
+    };
+    let (_dir, cluster, server) = open(3)?;
+    cluster.create_topic(NewTopic::new("compat-groups", 4).replication_factor(3))?;
+    let bootstrap = server.addresses()[&0].to_string();
+    run_compat_script(
+        &python,
+        "group_client_librdkafka.py",
+        &[&bootstrap, "compat-groups"],
+    )?;
+    // What the clients did is what the library sees: the group is gone, the
+    // transaction's group committed offset 7 of partition 0.
+    assert!(
+        !cluster
+            .list_groups()
+            .contains(&"compat-group-rdkafka".to_string())
+    );
+    let committed = cluster.list_group_offsets("compat-group-rdkafka-tx")?;
+    assert_eq!(
+        committed[&TopicPartition::new("compat-groups", 0)].offset,
+        7
+    );
+    Ok(())
 }
 
 #[test]
