@@ -1090,3 +1090,61 @@ fn a_stopped_broker_is_unreachable_until_it_restarts() -> TestResult {
     assert_eq!(back.send(&ApiVersionsRequest::default(), 3)?.error_code, 0);
     Ok(())
 }
+
+/// librdkafka follows a partition leader that crashes mid-stream: an
+/// idempotent `acks=all` producer sends half its records, the leader of
+/// partition 0 crashes, the producer sends the rest (its retries find the
+/// new leader through Metadata), and a consumer reads every acknowledged
+/// record back exactly once, each key in order
+/// (`tests/compat/leader_failover.py`).
+#[test]
+fn confluent_kafka_follows_a_leader_that_crashes_mid_stream() -> TestResult {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let Some(python) = compat_python("confluent-kafka", "confluent_kafka")? else {
+        return Ok(());
+    };
+    let (_dir, cluster, server) = open(3)?;
+    let config = logbus::TopicConfig::new().min_insync_replicas(2)?;
+    cluster.create_topic(
+        NewTopic::new("failover", 3)
+            .replication_factor(3)
+            .config(config),
+    )?;
+    let bootstrap = server
+        .addresses()
+        .values()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/leader_failover.py");
+    let mut child = std::process::Command::new(&python)
+        .arg(&script)
+        .args([bootstrap.as_str(), "failover"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    let mut line = String::new();
+    stdout.read_line(&mut line)?;
+    assert_eq!(line.trim(), "half", "the script's first line");
+    // Half the records are acknowledged: crash partition 0's leader.
+    let leader = cluster.describe_topic("failover")?.partitions[0]
+        .leader
+        .ok_or("partition 0 has a leader")?;
+    cluster.crash_broker(leader)?;
+    writeln!(child.stdin.take().ok_or("no stdin")?, "go")?;
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest)?;
+    let output = child.wait_with_output()?;
+    assert!(
+        output.status.success() && rest.lines().any(|l| l == "ok"),
+        "leader_failover.py failed:\n{rest}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let described = cluster.describe_topic("failover")?;
+    assert_ne!(described.partitions[0].leader, Some(leader), "a new leader");
+    Ok(())
+}
