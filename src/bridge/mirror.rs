@@ -271,7 +271,7 @@ impl Mirror {
         let mirror = self.clone();
         let state = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
-            .name(format!("mirror-{}", self.inner.config.name))
+            .name(format!("logbus-mirror-{}", self.inner.config.name))
             .spawn(move || {
                 loop {
                     if *state.stopped.lock() {
