@@ -7,7 +7,7 @@ use std::time::Duration;
 mod common;
 
 use assert_cmd::cargo::cargo_bin_cmd;
-use common::every_file;
+use common::{every_file, path_str};
 use logbus::{
     CleanupPolicy, Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, NewTopic,
     OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicConfig, TopicPartition,
@@ -123,10 +123,6 @@ fn logbus(args: &[&str]) -> assert_cmd::Command {
     let mut cmd = cargo_bin_cmd!("logbus");
     cmd.args(args);
     cmd
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 path")
 }
 
 /// `logbus --json dump-log FILES...`, parsed.

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use assert_cmd::cargo::cargo_bin_cmd;
+mod common;
+
+use common::logbus;
 use logbus::{Cluster, ClusterConfig, NewTopic};
 use serde_json::Value;
 
@@ -18,17 +20,6 @@ fn data_dir(topics: &[(&str, u32)]) -> Result<tempfile::TempDir, Box<dyn std::er
     }
     cluster.close()?;
     Ok(dir)
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 path")
-}
-
-/// `logbus ARGS... --dir DIR`.
-fn logbus(dir: &Path, args: &[&str]) -> assert_cmd::Command {
-    let mut cmd = cargo_bin_cmd!("logbus");
-    cmd.args(args).args(["--dir", path_str(dir)]);
-    cmd
 }
 
 /// `logbus produce --topic TOPIC EXTRA...` with `input` on stdin.

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use assert_cmd::cargo::cargo_bin_cmd;
+mod common;
+
+use common::logbus;
 use logbus::{Cluster, ClusterConfig, NewTopic, TopicPartition};
 use serde_json::Value;
 
@@ -12,17 +14,6 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// A row of `describe`: committed offset, log end offset, lag.
 type Lag = (Option<u64>, u64, Option<u64>);
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 path")
-}
-
-/// `logbus ARGS... --dir DIR`.
-fn logbus(dir: &Path, args: &[&str]) -> assert_cmd::Command {
-    let mut cmd = cargo_bin_cmd!("logbus");
-    cmd.args(args).args(["--dir", path_str(dir)]);
-    cmd
-}
 
 /// Runs `logbus ARGS...` successfully; its stdout.
 fn run(dir: &Path, args: &[&str]) -> Result<String, Box<dyn std::error::Error>> {

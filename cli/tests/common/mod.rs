@@ -1,7 +1,23 @@
 //! Helpers shared by the command line's test binaries.
+// Each test binary compiles this module and uses some of it.
+#![allow(dead_code, reason = "each test binary uses a part of these helpers")]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use assert_cmd::cargo::cargo_bin_cmd;
+
+/// `path` as the `&str` a command line takes.
+pub(crate) fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 path")
+}
+
+/// `logbus ARGS... --dir DIR`.
+pub(crate) fn logbus(dir: &Path, args: &[&str]) -> assert_cmd::Command {
+    let mut cmd = cargo_bin_cmd!("logbus");
+    cmd.args(args).args(["--dir", path_str(dir)]);
+    cmd
+}
 
 /// Every file under `dir` with its bytes: compare two snapshots to prove a
 /// command changed nothing.
