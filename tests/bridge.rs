@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
-use logbus::bridge::{Direction, Mirror, MirrorError};
+use logbus::bridge::{Direction, Mirror, MirrorBuilder, MirrorError};
 use logbus::{
     Cluster, ClusterConfig, Consumer, ConsumerConfig, Header, IsolationLevel, NewTopic,
     OffsetAndMetadata, OffsetReset, Producer, ProducerConfig, ProducerRecord, TopicPartition,
@@ -118,6 +118,17 @@ fn produce_kafka(bootstrap: &str, topic: &str, partitions: u32, range: std::ops:
         producer.send(br).map_err(|(e, _)| e).expect("kafka send");
     }
     producer.flush(DEADLINE).expect("kafka flush");
+}
+
+/// `builder`'s mirror, which stops as a killed process would after
+/// `crash` records when given.
+fn built_crashing_after(builder: MirrorBuilder, crash: Option<u64>) -> Mirror {
+    match crash {
+        Some(n) => builder.crash_after_records(n),
+        None => builder,
+    }
+    .build()
+    .unwrap()
 }
 
 /// Every record of a logbus topic, per partition in offset order.
@@ -342,14 +353,13 @@ fn mirror_to_kafka_killed_midway_resumes_without_loss() {
     let kafka = mock();
     kafka.create_topic("orders", 3, 1).unwrap();
     let build = |crash: Option<u64>| {
-        let mut b = Mirror::builder(&a, "m")
-            .bootstrap_servers(kafka.bootstrap_servers())
-            .to_kafka("orders")
-            .records_per_checkpoint(10);
-        if let Some(n) = crash {
-            b = b.crash_after_records(n);
-        }
-        b.build().unwrap()
+        built_crashing_after(
+            Mirror::builder(&a, "m")
+                .bootstrap_servers(kafka.bootstrap_servers())
+                .to_kafka("orders")
+                .records_per_checkpoint(10),
+            crash,
+        )
     };
     let first = build(Some(35));
     assert!(matches!(first.run_once(), Err(MirrorError::Crashed)));
@@ -400,14 +410,13 @@ fn mirror_from_kafka_killed_midway_resumes_without_loss() {
     kafka.create_topic("clicks", 3, 1).unwrap();
     produce_kafka(&kafka.bootstrap_servers(), "clicks", 3, 0..100);
     let build = |crash: Option<u64>| {
-        let mut m = Mirror::builder(&b, "in")
-            .bootstrap_servers(kafka.bootstrap_servers())
-            .from_kafka("clicks")
-            .records_per_checkpoint(10);
-        if let Some(n) = crash {
-            m = m.crash_after_records(n);
-        }
-        m.build().unwrap()
+        built_crashing_after(
+            Mirror::builder(&b, "in")
+                .bootstrap_servers(kafka.bootstrap_servers())
+                .from_kafka("clicks")
+                .records_per_checkpoint(10),
+            crash,
+        )
     };
     let first = build(Some(35));
     assert!(matches!(first.run_once(), Err(MirrorError::Crashed)));
@@ -441,15 +450,14 @@ fn exactly_once_mirror_commits_in_transactions_and_resumes_after_a_kill() {
     let kafka = mock();
     kafka.create_topic("payments", 2, 1).unwrap();
     let build = |crash: Option<u64>| {
-        let mut b = Mirror::builder(&a, "eos")
-            .bootstrap_servers(kafka.bootstrap_servers())
-            .to_kafka("payments")
-            .exactly_once(true)
-            .records_per_checkpoint(10);
-        if let Some(n) = crash {
-            b = b.crash_after_records(n);
-        }
-        b.build().unwrap()
+        built_crashing_after(
+            Mirror::builder(&a, "eos")
+                .bootstrap_servers(kafka.bootstrap_servers())
+                .to_kafka("payments")
+                .exactly_once(true)
+                .records_per_checkpoint(10),
+            crash,
+        )
     };
     let first = build(Some(25));
     assert!(matches!(first.run_once(), Err(MirrorError::Crashed)));
@@ -1057,15 +1065,14 @@ fn exactly_once_from_kafka_killed_midway_gives_each_record_once_to_read_committe
     kafka.create_topic("clicks", 3, 1).unwrap();
     produce_kafka(&kafka.bootstrap_servers(), "clicks", 3, 0..100);
     let build = |crash: Option<u64>| {
-        let mut m = Mirror::builder(&b, "in-eos")
-            .bootstrap_servers(kafka.bootstrap_servers())
-            .from_kafka("clicks")
-            .exactly_once(true)
-            .records_per_checkpoint(10);
-        if let Some(n) = crash {
-            m = m.crash_after_records(n);
-        }
-        m.build().unwrap()
+        built_crashing_after(
+            Mirror::builder(&b, "in-eos")
+                .bootstrap_servers(kafka.bootstrap_servers())
+                .from_kafka("clicks")
+                .exactly_once(true)
+                .records_per_checkpoint(10),
+            crash,
+        )
     };
     let first = build(Some(35));
     assert!(matches!(first.run_once(), Err(MirrorError::Crashed)));
