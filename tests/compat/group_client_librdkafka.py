@@ -27,10 +27,12 @@ What it checks, in order:
     send_offsets_to_transaction commits a group's offset with the
     transaction.
 
-Each consumer polls on a thread of its own, as applications do; every wait
-is bounded by a real-time deadline.
+Each consumer polls on a thread of its own, as applications do, and
+notifies a condition after each poll, on which the main thread waits;
+every wait is bounded by a real-time deadline.
 """
 
+import queue
 import sys
 import threading
 import time
@@ -72,18 +74,23 @@ def consumer(bootstrap, topic, group=GROUP, **extra):
     return c
 
 
+# Every member notifies this after each of its polls; the main thread
+# waits on it for its conditions (no sleeping between checks).
+CHANGED = threading.Condition()
+
+
 class Member:
-    """One consumer polling on its own thread; records and assignment are
-    read under a lock."""
+    """One consumer polling on its own thread, the only thread that touches
+    it: the main thread reads the state each poll leaves (under CHANGED's
+    lock) and hands other calls over through `call`."""
 
     def __init__(self, c):
         self.c = c
-        self.lock = threading.Lock()
         self.records = []
         self.assigned = []
+        self.consumed = 0  # the sum of its positions (0 where none yet)
         self.error = None
-        self.paused = threading.Event()
-        self.idle = threading.Event()
+        self.calls = queue.Queue()
         self.stop = threading.Event()
         # A daemon: a failed check ends the process at once.
         self.thread = threading.Thread(target=self.run, daemon=True)
@@ -92,43 +99,39 @@ class Member:
     def run(self):
         try:
             while not self.stop.is_set():
-                if self.paused.is_set():
-                    self.idle.set()
-                    self.stop.wait(0.01)
-                    continue
-                self.idle.clear()
                 m = self.c.poll(0.1)
-                with self.lock:
-                    self.assigned = sorted(tp.partition for tp in self.c.assignment())
+                while not self.calls.empty():
+                    f, answer = self.calls.get()
+                    answer.put(f(self.c))
+                assignment = self.c.assignment()
+                consumed = sum(max(tp.offset, 0) for tp in self.c.position(assignment))
+                with CHANGED:
+                    self.assigned = sorted(tp.partition for tp in assignment)
+                    self.consumed = consumed
                     if m is not None:
                         if m.error() is None:
                             self.records.append(m.value())
                         elif not m.error().code() < 0:
                             raise KafkaException(m.error())
+                    CHANGED.notify_all()
         except Exception as e:  # reported by the main thread
-            self.error = e
+            with CHANGED:
+                self.error = e
+                CHANGED.notify_all()
 
     def owned(self):
-        with self.lock:
+        with CHANGED:
             return list(self.assigned)
 
     def read(self):
-        with self.lock:
+        with CHANGED:
             return list(self.records)
 
     def call(self, f):
-        """Runs f(consumer) while the polling thread stands still."""
-        self.paused.set()
-        self.idle.wait()
-        try:
-            return f(self.c)
-        finally:
-            self.paused.clear()
-
-    def consumed(self):
-        """How far this member has consumed its partitions: the sum of its
-        positions (0 for a partition it has not fetched yet)."""
-        return self.call(lambda c: sum(max(tp.offset, 0) for tp in c.position(c.assignment())))
+        """Runs f(consumer) on the member's thread, between two polls."""
+        answer = queue.Queue()
+        self.calls.put((f, answer))
+        return answer.get(timeout=DEADLINE_S)
 
     def close(self):
         self.stop.set()
@@ -137,14 +140,17 @@ class Member:
 
 
 def wait_for(members, condition, what):
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
+    """Waits until condition() holds, checked each time a member polled
+    (under CHANGED's lock: it reads members' state, never calls them)."""
+    with CHANGED:
+        def settled():
+            return condition() or any(m.error is not None for m in members)
+
+        if not CHANGED.wait_for(settled, timeout=DEADLINE_S):
+            fail(f"timed out waiting for {what}")
         for m in members:
             if m.error is not None:
                 fail(f"a consumer failed while waiting for {what}: {m.error!r}")
-        if time.monotonic() > deadline:
-            fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def produce(bootstrap, topic):
@@ -181,7 +187,7 @@ def main():
     wait_for([a, b],
              lambda: a.owned() and b.owned()
              and sorted(a.owned() + b.owned()) == list(range(PARTITIONS))
-             and a.consumed() + b.consumed() == RECORDS,
+             and a.consumed + b.consumed == RECORDS,
              "two consumers to split the partitions and read every record")
     check(set(a.read()) | set(b.read()) == expected, "every record read")
     check(not set(a.owned()) & set(b.owned()), "no partition owned twice")
