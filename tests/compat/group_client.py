@@ -37,8 +37,8 @@ What it checks, in order:
     its aborted ones are not, and send_offsets_to_transaction commits the
     group's offsets with the transaction.
 
-Every wait is bounded by a real-time deadline; the main thread checks its
-condition every 50 ms while each consumer polls on a thread of its own.
+Every wait is bounded by a real-time deadline; each consumer polls on a
+thread of its own and notifies a condition the main thread waits on.
 """
 
 import subprocess
@@ -90,7 +90,8 @@ def poll_until(consumers, done, what):
     short poll did not see completed, so consumers polled in turn from one
     thread can rejoin each other forever (against Kafka too)."""
     records = {id(c): [] for c in consumers}
-    lock = threading.Lock()
+    # Each poll notifies it; the main thread waits on it for done().
+    changed = threading.Condition()
     stop = threading.Event()
     errors = []
 
@@ -98,32 +99,27 @@ def poll_until(consumers, done, what):
         try:
             while not stop.is_set():
                 polled = c.poll(timeout_ms=100)
-                with lock:
+                with changed:
                     for batch in polled.values():
                         records[id(c)].extend(batch)
+                    changed.notify_all()
         except Exception as e:  # reported by the main thread
-            errors.append(e)
-            stop.set()
+            with changed:
+                errors.append(e)
+                changed.notify_all()
 
     threads = [threading.Thread(target=run, args=(c,)) for c in consumers]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + DEADLINE_S
     try:
-        while True:
-            with lock:
-                if errors or done(records):
-                    break
-            if time.monotonic() > deadline:
-                stop.set()
-                for t in threads:
-                    t.join()
-                fail(f"timed out waiting for {what}")
-            stop.wait(0.05)
+        with changed:
+            settled = changed.wait_for(lambda: errors or done(records), timeout=DEADLINE_S)
     finally:
         stop.set()
         for t in threads:
             t.join()
+    if not settled:
+        fail(f"timed out waiting for {what}")
     if errors:
         fail(f"a consumer failed while waiting for {what}: {errors[0]!r}")
     return records
