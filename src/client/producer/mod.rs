@@ -42,7 +42,7 @@ mod transaction;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::{JoinHandle, ThreadId};
 
@@ -75,22 +75,38 @@ enum Msg {
 }
 
 /// A flag and a condition variable: the sender's cheap wait.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Doorbell {
     rung: Mutex<bool>,
+    /// `rung`, readable without the lock, for the spin before parking.
+    ringing: AtomicBool,
     cv: Condvar,
+    /// How `wait` spins before parking.
+    spin: Spinner,
 }
 
 impl Doorbell {
+    fn new(spin: Spinner) -> Self {
+        Doorbell {
+            rung: Mutex::new(false),
+            ringing: AtomicBool::new(false),
+            cv: Condvar::new(),
+            spin,
+        }
+    }
+
     fn ring(&self) {
         *self.rung.lock() = true;
+        self.ringing.store(true, Ordering::Release);
         self.cv.notify_one();
     }
 
     /// Returns when rung (at once if rung since the last wait) or after
     /// `timeout` (`None`: no timeout), and clears the flag.
     fn wait(&self, timeout: Option<std::time::Duration>) {
+        self.spin.until(|| self.ringing.load(Ordering::Acquire));
         let mut rung = self.rung.lock();
+        self.ringing.store(false, Ordering::Relaxed);
         if !*rung {
             match timeout {
                 Some(t) => {
@@ -198,6 +214,11 @@ pub(crate) struct Core {
     /// Signalled (with `acc`) when the sender finished the batch
     /// `acc.flush_target` names.
     finished: Condvar,
+    /// `Accumulator::done_seq`, readable without the lock (for the spin
+    /// of `wait_finished`).
+    done_seq: AtomicU64,
+    /// How a flush spins before parking.
+    spin: Spinner,
     sticky: StickyPartitions,
     work: Sender<Msg>,
     /// Rung with every message on `work`: what the sender waits on when
@@ -305,9 +326,11 @@ impl Producer {
             clock,
             acc: Mutex::new(acc),
             finished: Condvar::new(),
+            done_seq: AtomicU64::new(0),
+            spin: Spinner::for_this_machine(),
             sticky: StickyPartitions::new(),
             work,
-            doorbell: Doorbell::default(),
+            doorbell: Doorbell::new(Spinner::for_this_machine()),
             sender_thread: thread.thread().id(),
             idempotent: config_idempotent,
             max_in_flight: usize::try_from(config_max_in_flight).unwrap_or(usize::MAX),
@@ -1002,9 +1025,15 @@ impl Core {
 
     /// Wakes the sender if needed and waits until it finished every batch
     /// up to seal number `target`.
-    fn wait_finished(&self, mut acc: MutexGuard<'_, Accumulator>, target: u64) {
+    fn wait_finished<'a>(&'a self, mut acc: MutexGuard<'a, Accumulator>, target: u64) {
         if std::mem::take(&mut acc.pending_wake) {
             self.wake_sender();
+        }
+        if acc.done_seq < target {
+            drop(acc);
+            self.spin
+                .until(|| self.done_seq.load(Ordering::Acquire) >= target);
+            acc = self.acc.lock();
         }
         while acc.done_seq < target {
             acc.flush_target = acc.flush_target.min(target);
@@ -1038,5 +1067,162 @@ impl Core {
                 .map_err(|_| Error::Internal("the producer's sender thread panicked".into()))?;
         }
         Ok(())
+    }
+}
+
+/// An adaptive spin before parking, for the hand-offs between a
+/// producer's callers and its sender thread (a flush waiting for the
+/// sender's append, the sender waiting for the flush's doorbell). Waking a
+/// parked thread whose CPU went idle costs tens of microseconds on a
+/// virtual machine, more than the append it waits for; waiting awake
+/// avoids that when a CPU is free. When none is, a spinning thread takes
+/// the CPU from the thread it waits for, so the spin adapts as an adaptive
+/// mutex does: after a spin that timed out the next `2^failures` waits
+/// (at most 1024) park at once, and a spin that succeeds resets that.
+/// No spin on a single CPU.
+#[derive(Debug)]
+struct Spinner {
+    limit: std::time::Duration,
+    /// Spins that timed out in a row.
+    failures: AtomicU32,
+    /// Waits left that park without spinning.
+    skip: AtomicU32,
+}
+
+impl Spinner {
+    /// The spin for this machine: 50 µs with more than one CPU (long
+    /// enough for the sender to append a transaction's last batch, short
+    /// against a `linger.ms`), none with one.
+    fn for_this_machine() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Spinner::new(if cpus > 1 {
+            std::time::Duration::from_micros(50)
+        } else {
+            std::time::Duration::ZERO
+        })
+    }
+
+    fn new(limit: std::time::Duration) -> Self {
+        Spinner {
+            limit,
+            failures: AtomicU32::new(0),
+            skip: AtomicU32::new(0),
+        }
+    }
+
+    /// Spins for at most the limit until `ready`; returns whether it
+    /// became ready (the caller parks otherwise).
+    fn until(&self, ready: impl Fn() -> bool) -> bool {
+        if ready() {
+            return true;
+        }
+        if self.limit.is_zero() {
+            return false;
+        }
+        if self.skip.load(Ordering::Relaxed) > 0 {
+            self.skip.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        let start = std::time::Instant::now();
+        loop {
+            for _ in 0..64 {
+                if ready() {
+                    self.failures.store(0, Ordering::Relaxed);
+                    return true;
+                }
+                std::hint::spin_loop();
+            }
+            if start.elapsed() >= self.limit {
+                let failures = self
+                    .failures
+                    .fetch_add(1, Ordering::Relaxed)
+                    .saturating_add(1);
+                self.skip.store(1 << failures.min(10), Ordering::Relaxed);
+                return ready();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod hand_off_tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::{Doorbell, Spinner};
+
+    #[test]
+    fn a_spin_reports_whether_the_condition_came_true() {
+        assert!(Spinner::new(Duration::from_micros(50)).until(|| true));
+        assert!(!Spinner::new(Duration::ZERO).until(|| false));
+        // Ready on the third look: seen while spinning.
+        let looks = AtomicUsize::new(0);
+        assert!(
+            Spinner::new(Duration::from_secs(60))
+                .until(|| { looks.fetch_add(1, Ordering::Relaxed) >= 2 })
+        );
+        assert_eq!(looks.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn spins_that_time_out_make_the_next_waits_park_at_once() {
+        let spinner = Spinner::new(Duration::from_micros(1));
+        let looks = AtomicUsize::new(0);
+        let never = || {
+            looks.fetch_add(1, Ordering::Relaxed);
+            false
+        };
+        assert!(!spinner.until(never));
+        // The next two waits (2^1) look once and do not spin.
+        for _ in 0..2 {
+            let before = looks.load(Ordering::Relaxed);
+            assert!(!spinner.until(never));
+            assert_eq!(looks.load(Ordering::Relaxed), before + 1);
+        }
+        // Then it spins again (many looks), fails, and skips four.
+        let before = looks.load(Ordering::Relaxed);
+        assert!(!spinner.until(never));
+        assert!(looks.load(Ordering::Relaxed) > before + 1);
+        assert_eq!(spinner.skip.load(Ordering::Relaxed), 4);
+        // A success while skipping is still seen, and a spin that
+        // succeeds resets the failures.
+        assert!(spinner.until(|| true));
+        spinner.skip.store(0, Ordering::Relaxed);
+        let looks = AtomicUsize::new(0);
+        assert!(
+            Spinner::new(Duration::from_secs(60))
+                .until(|| { looks.fetch_add(1, Ordering::Relaxed) >= 1 })
+        );
+        let ready_on_second = AtomicUsize::new(0);
+        assert!(spinner.until(|| ready_on_second.fetch_add(1, Ordering::Relaxed) >= 1));
+        assert_eq!(spinner.failures.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_doorbell_rung_before_the_wait_is_answered_once() {
+        for spin in [Duration::ZERO, Duration::from_micros(50)] {
+            let bell = Doorbell::new(Spinner::new(spin));
+            bell.ring();
+            // Returns at once, whatever the timeout, and clears the ring.
+            bell.wait(None);
+            assert!(!*bell.rung.lock());
+            assert!(!bell.ringing.load(Ordering::Relaxed));
+        }
+    }
+
+    #[test]
+    fn a_doorbell_wakes_a_parked_waiter() {
+        let bell = std::sync::Arc::new(Doorbell::new(Spinner::new(Duration::ZERO)));
+        let woken = std::sync::Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let (bell, woken) = (bell.clone(), woken.clone());
+            std::thread::spawn(move || {
+                bell.wait(None);
+                woken.store(true, Ordering::Relaxed);
+            })
+        };
+        bell.ring();
+        waiter.join().expect("waiter");
+        assert!(woken.load(Ordering::Relaxed));
     }
 }

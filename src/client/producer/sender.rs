@@ -945,6 +945,8 @@ impl Core {
         let mut acc = self.acc.lock();
         acc.used -= released;
         acc.done_seq = acc.done_seq.max(done);
+        self.done_seq
+            .store(acc.done_seq, std::sync::atomic::Ordering::Release);
         if released > 0 {
             acc.wake_one_space_waiter();
         }
@@ -1014,6 +1016,8 @@ impl Drop for ExitGuard<'_> {
         // their callbacks), so this happens outside the lock.
         drop(leftovers);
         core.acc.lock().done_seq = u64::MAX;
+        core.done_seq
+            .store(u64::MAX, std::sync::atomic::Ordering::Release);
         core.finished.notify_all();
     }
 }
