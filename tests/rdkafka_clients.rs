@@ -288,10 +288,10 @@ fn flush_all(producer: &BaseProducer<Deliveries>, deliveries: &Deliveries) -> Te
     Ok(())
 }
 
-/// Polls `consumer` until every partition of `topic` reported its end
-/// (`enable.partition.eof`, at the high watermark, or the last stable
-/// offset under read_committed) since `assign`; the records read, in
-/// (partition, offset) order.
+/// Polls `consumer` (a [`reader`] of a topic of `partitions` partitions)
+/// until each partition reported its end (`enable.partition.eof`: at the
+/// high watermark, or at the last stable offset under read_committed);
+/// the records read, in (partition, offset) order.
 fn read_to_eof(consumer: &BaseConsumer, partitions: usize) -> Vec<Rec> {
     let mut eof = vec![false; partitions];
     let mut out = Vec::new();
