@@ -10,11 +10,22 @@
 //! `transaction.state.log.replication.factor` replicas and
 //! `min.insync.replicas` = `transaction.state.log.min.isr` (2, capped by
 //! the factor). A transactional id's records all go to partition
-//! `partition_for_transactional_id`; every new state is appended there
-//! with acks=all *before* the coordinator acts on it or answers, so what
-//! the coordinator answered survives a crash and a leader change. On open
-//! the cluster replays every partition of the topic (the last record of
-//! each id wins; a tombstone removes it).
+//! `partition_for_transactional_id`; every new state but a completed one
+//! is appended there with acks=all *before* the coordinator acts on it or
+//! answers, so what the coordinator answered survives a crash and a
+//! leader change. On open the cluster replays every partition of the
+//! topic (the last record of each id wins; a tombstone removes it).
+//!
+//! A `CompleteCommit` (`CompleteAbort`) state is the exception: it is
+//! appended in the same batch as the id's next record (the next
+//! transaction's `Ongoing`, an init, a tombstone), or by the timer's next
+//! pass, or by `Cluster::close`, whichever comes first, so back-to-back
+//! transactions write one record batch less each. Nothing is decided by
+//! it: every marker is written before it is taken, so a replay that finds
+//! the `Prepare*` state instead only writes the markers again (Kafka's
+//! coordinator resends them after a failover too; a second marker of a
+//! transaction already ended is one more control batch, which readers
+//! skip).
 //!
 //! Ending a transaction is Kafka's two-phase protocol: `PrepareCommit` (or
 //! `PrepareAbort`) is recorded — the decision — then a COMMIT (ABORT)
@@ -197,11 +208,15 @@ struct Entry {
     /// In a `Prepare*` state: the partitions whose marker is not written
     /// yet (in memory only: a replay starts over with every partition).
     unmarked: BTreeSet<(String, u32)>,
+    /// `meta` is a `Complete*` state not appended yet: it goes into the
+    /// same batch as the id's next record (see the module docs).
+    unwritten: bool,
 }
 
 impl Entry {
     /// Takes `meta` as the recorded state.
     fn set(&mut self, meta: TxnMetadata) {
+        self.unwritten = false;
         match meta.status {
             TxnStatus::PrepareCommit | TxnStatus::PrepareAbort => {
                 self.unmarked = meta.partitions.clone();
@@ -366,7 +381,14 @@ impl ClusterInner {
     /// The partition of `__transaction_state` holding `id`, and its leader
     /// epoch (the coordinator epoch markers carry).
     fn txn_partition(&self, id: &str) -> Result<(crate::replica::TopicIdPartition, i32)> {
-        let topic = self.topic_state(TXN_TOPIC)?;
+        // Not `topic_state`, which refuses once the cluster closes: the
+        // close appends the completed states not appended yet.
+        let topic = self.topics.read().get(TXN_TOPIC).cloned().ok_or_else(|| {
+            Error::UnknownTopicOrPartition {
+                topic: TXN_TOPIC.to_string(),
+                partition: None,
+            }
+        })?;
         let p = partition_for_transactional_id(id, topic.partition_count());
         let key = topic.key(p)?;
         let epoch = topic
@@ -378,24 +400,64 @@ impl ClusterInner {
     }
 
     /// Appends `meta` as `id`'s state, acknowledged by every in-sync
-    /// replica.
-    fn write_txn_state(&self, id: &str, meta: &TxnMetadata) -> Result<()> {
+    /// replica, and takes it as the entry's state. A completed state the
+    /// entry has not appended yet goes first, in the same batch.
+    fn record_txn_state(&self, id: &str, entry: &mut Entry, meta: TxnMetadata) -> Result<()> {
         let value = txn_log::encode_value(&meta.to_log_value()).map_err(Error::InvalidArgument)?;
-        self.write_txn_record(id, Some(&value))
+        self.write_txn_record(id, entry, Some(&value))?;
+        entry.set(meta);
+        Ok(())
     }
 
     /// Appends `id`'s record — a state, or a tombstone (`None`) when the
-    /// id expires — acknowledged by every in-sync replica.
-    fn write_txn_record(&self, id: &str, value: Option<&[u8]>) -> Result<()> {
+    /// id expires — acknowledged by every in-sync replica, after the
+    /// entry's unwritten completed state if it has one (one batch, so
+    /// both or neither are stored).
+    fn write_txn_record(&self, id: &str, entry: &mut Entry, value: Option<&[u8]>) -> Result<()> {
         let key_bytes = txn_log::encode_key(id).map_err(Error::InvalidArgument)?;
         let (key, _) = self.txn_partition(id).map_err(|e| unavailable(id, e))?;
+        let pending = match (&entry.meta, entry.unwritten) {
+            (Some(meta), true) => {
+                Some(txn_log::encode_value(&meta.to_log_value()).map_err(Error::InvalidArgument)?)
+            }
+            _ => None,
+        };
         let mut builder = BatchBuilder::new(Compression::None);
-        builder.append(self.clock().now_ms(), Some(&key_bytes), value, &[]);
+        let now = self.clock().now_ms();
+        if let Some(pending) = &pending {
+            builder.append(now, Some(&key_bytes), Some(pending), &[]);
+        }
+        builder.append(now, Some(&key_bytes), value, &[]);
         let mut batch = builder.build()?.to_vec();
         self.replicas_for(&key)
             .and_then(|r| r.append(&key, &mut batch, AppendOrigin::Trusted, AppendAcks::All))
             .map_err(|e| unavailable(id, e))?;
+        entry.unwritten = false;
         Ok(())
+    }
+
+    /// Appends the entry's completed state if it is not appended yet.
+    fn write_unwritten(&self, id: &str, entry: &mut Entry) -> Result<()> {
+        let Some(meta) = entry.meta.clone().filter(|_| entry.unwritten) else {
+            return Ok(());
+        };
+        entry.unwritten = false;
+        let value = txn_log::encode_value(&meta.to_log_value()).map_err(Error::InvalidArgument)?;
+        let written = self.write_txn_record(id, entry, Some(&value));
+        if written.is_err() {
+            entry.unwritten = true;
+        }
+        written
+    }
+
+    /// Appends every completed state not appended yet: `Cluster::close`
+    /// runs this once the timer stopped, while the logs are open, so a
+    /// reopen finds each transaction complete. A failure is left to the
+    /// replay, which completes a transaction it finds prepared again.
+    pub(crate) fn write_unwritten_txn_states(&self) {
+        for (id, entry) in self.txn_entries() {
+            let _ = self.write_unwritten(&id, &mut entry.lock());
+        }
     }
 
     /// Writes the markers a `Prepare*` state still lacks (a marker of a
@@ -440,8 +502,11 @@ impl ClusterInner {
         let done = meta
             .complete(self.clock().now_ms())
             .ok_or_else(|| Error::Internal("a prepared transaction did not complete".into()))?;
-        self.write_txn_state(id, &done)?;
+        // Appended with the id's next record (or by the timer, or at
+        // close): every marker is written, so the outcome stands whether
+        // or not a replay finds this state.
         entry.set(done);
+        entry.unwritten = true;
         Ok(())
     }
 
@@ -541,14 +606,12 @@ impl ClusterInner {
             }
             match outcome {
                 InitOutcome::Ready(next) => {
-                    self.write_txn_state(id, &next)?;
                     let answer = (next.producer_id, next.epoch);
-                    entry.set(next);
+                    self.record_txn_state(id, &mut entry, next)?;
                     return Ok(answer);
                 }
                 InitOutcome::FenceAndAbort(fenced) => {
-                    self.write_txn_state(id, &fenced)?;
-                    entry.set(fenced);
+                    self.record_txn_state(id, &mut entry, fenced)?;
                     self.finish_txn(id, &mut entry).map_err(|_| concurrent())?;
                 }
             }
@@ -654,8 +717,7 @@ impl ClusterInner {
         let next = meta
             .add_partitions(producer_id, epoch, partitions, self.clock().now_ms())
             .map_err(|r| refusal(id, producer_id, r))?;
-        self.write_txn_state(id, &next)?;
-        entry.set(next);
+        self.record_txn_state(id, &mut entry, next)?;
         // `Cluster::wait_until` re-checks after a transaction's partitions
         // change (the metadata watchers need not wake).
         self.wake_state_watchers();
@@ -825,8 +887,7 @@ impl ClusterInner {
         match meta.end(producer_id, producer_epoch, commit, self.clock().now_ms()) {
             Ok(None) => Ok(()),
             Ok(Some(prepared)) => {
-                self.write_txn_state(id, &prepared)?;
-                entry.set(prepared);
+                self.record_txn_state(id, &mut entry, prepared)?;
                 // Decided: markers that fail now are retried later.
                 let _ = self.finish_txn(id, &mut entry);
                 Ok(())
@@ -859,15 +920,15 @@ impl ClusterInner {
                 // A timed-out transaction is fenced first; its markers
                 // (or a prepared one's missing ones) are written after.
                 let ready = match meta.expire(now) {
-                    Some(fenced) => self
-                        .write_txn_state(&id, &fenced)
-                        .map(|()| guard.set(fenced))
-                        .is_ok(),
+                    Some(fenced) => self.record_txn_state(&id, &mut guard, fenced).is_ok(),
                     None => true,
                 };
                 if ready {
                     let _ = self.finish_txn(&id, &mut guard);
                 }
+                // A completed state waits for the id's next record no
+                // longer than a pass.
+                let _ = self.write_unwritten(&id, &mut guard);
             }
             if due.expire {
                 self.expire_transactional_id(&id, &entry, &mut guard, now);
@@ -941,7 +1002,7 @@ impl ClusterInner {
             // Kafka's `prepareDead`: no request can see the id meanwhile
             // (its entry lock is held), so the state goes from the last
             // recorded one to removed once the tombstone is written.
-            if self.write_txn_record(id, None).is_err() {
+            if self.write_txn_record(id, guard, None).is_err() {
                 return;
             }
             guard.meta = None;

@@ -2235,3 +2235,75 @@ fn a_transactional_send_adds_its_partition_before_its_batch_is_sealed() {
     assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
     producer.close().unwrap();
 }
+
+/// A completed state is not appended on its own: it goes into the batch
+/// of the id's next record, so a transaction that follows another costs
+/// one write less. A close appends the states still waiting, so a reopen
+/// finds the transaction complete and writes no marker again (a crash
+/// before that leaves `PrepareCommit` last, as a crash between the
+/// markers and `CompleteCommit` always could:
+/// `a_crash_between_prepare_and_complete_finishes_the_transaction_after_reopen`).
+/// The timer's pass appends a state that waited for a whole interval.
+#[test]
+fn a_completed_state_is_appended_with_the_next_record_or_at_close() {
+    use TxnStatus::{CompleteCommit, Empty, Ongoing, PrepareCommit};
+    let setup = Setup::new(1);
+    let (cluster, markers) = setup.open();
+    cluster.create_topic(NewTopic::new("t", 1)).unwrap();
+    let inner = &cluster.inner;
+    let (pid, epoch) = inner.init_producer_id("app", 60_000).unwrap();
+    for round in 1..=2 {
+        inner
+            .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0)])
+            .unwrap();
+        inner.end_txn("app", pid, epoch, true).unwrap();
+        assert_eq!(markers.take().len(), 1, "round {round}");
+        assert_eq!(
+            status(&cluster, "app"),
+            CompleteCommit,
+            "answered as complete"
+        );
+    }
+    // The first transaction's completion went in with the second's
+    // Ongoing; the second's waits.
+    let records = txn_records(&cluster, "app");
+    assert_eq!(
+        records,
+        [
+            Some(Empty),
+            Some(Ongoing),
+            Some(PrepareCommit),
+            Some(CompleteCommit),
+            Some(Ongoing),
+            Some(PrepareCommit)
+        ]
+    );
+    cluster.close().unwrap();
+
+    let (cluster, markers) = setup.open();
+    assert_eq!(
+        txn_records(&cluster, "app").last(),
+        Some(&Some(CompleteCommit)),
+        "the close appended it"
+    );
+    assert_eq!(status(&cluster, "app"), CompleteCommit);
+    tick(&setup, &cluster, 10_000);
+    assert!(markers.take().is_empty(), "nothing to complete again");
+
+    // Another, then the timer: its next pass appends the completion.
+    let inner = &cluster.inner;
+    inner
+        .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0)])
+        .unwrap();
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    assert_eq!(
+        txn_records(&cluster, "app").last(),
+        Some(&Some(PrepareCommit))
+    );
+    tick(&setup, &cluster, 10_000);
+    assert_eq!(
+        txn_records(&cluster, "app").last(),
+        Some(&Some(CompleteCommit))
+    );
+    cluster.close().unwrap();
+}
