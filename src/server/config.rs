@@ -18,6 +18,9 @@ pub(crate) const DEFAULT_FETCH_MAX_BYTES: usize = 55 * 1024 * 1024;
 /// default (Kafka's `max.connections` is unbounded; here every connection
 /// is a thread, so the default is bounded).
 pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Kafka's `connection.failed.authentication.delay.ms` default: 100 ms.
+pub(crate) const DEFAULT_CONNECTION_FAILED_AUTHENTICATION_DELAY: Duration =
+    Duration::from_millis(100);
 /// How long the rest of a request may take to arrive once its first byte
 /// did, by default.
 pub(crate) const DEFAULT_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -48,6 +51,7 @@ pub struct ServerConfig {
     pub(crate) request_read_timeout: Duration,
     pub(crate) fetch_max_bytes: usize,
     pub(crate) allow_non_loopback: bool,
+    pub(crate) connection_failed_authentication_delay: Duration,
     /// SASL/PLAIN's users and passwords; empty: no SASL.
     pub(crate) sasl_plain_users: SaslPlainUsers,
     #[cfg(feature = "tls")]
@@ -104,6 +108,8 @@ impl ServerConfig {
                 request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
                 fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
                 allow_non_loopback: false,
+                connection_failed_authentication_delay:
+                    DEFAULT_CONNECTION_FAILED_AUTHENTICATION_DELAY,
                 sasl_plain_users: SaslPlainUsers::default(),
                 #[cfg(feature = "tls")]
                 tls: None,
@@ -198,6 +204,14 @@ impl ServerConfig {
             (true, true) => SecurityProtocol::Ssl,
             (true, false) => SecurityProtocol::SaslSsl,
         }
+    }
+
+    /// `connection.failed.authentication.delay.ms`: how long a connection
+    /// whose SASL authentication failed stays open after the failure's
+    /// response, unless the client closes it first.
+    #[must_use]
+    pub fn connection_failed_authentication_delay(&self) -> Duration {
+        self.connection_failed_authentication_delay
     }
 
     /// The host clients are told to connect to (Kafka's
@@ -298,6 +312,17 @@ impl ServerConfigBuilder {
     /// address is allowed anyway.
     pub fn allow_non_loopback(mut self, allow: bool) -> Self {
         self.config.allow_non_loopback = allow;
+        self
+    }
+
+    /// `connection.failed.authentication.delay.ms` (default 100 ms): after
+    /// a failed SASL authentication's response, the connection closes
+    /// when the client closes it or after this delay, whichever comes
+    /// first (so that the client reads the response before the end of the
+    /// stream, and a client guessing passwords is slowed down). Zero
+    /// closes it at once.
+    pub fn connection_failed_authentication_delay(mut self, delay: Duration) -> Self {
+        self.config.connection_failed_authentication_delay = delay;
         self
     }
 

@@ -404,6 +404,17 @@ impl Transport {
         }
     }
 
+    /// Reads and drops what the peer sends until it closes the connection
+    /// or `deadline` passes.
+    fn drain_until_closed(&mut self, deadline: Instant) {
+        let mut sink = [0u8; 4096];
+        while let Ok(n) = self.read_before(&mut sink, deadline) {
+            if n == 0 {
+                return;
+            }
+        }
+    }
+
     /// Closes the connection (TLS: with close_notify first).
     fn close(&mut self) {
         #[cfg(feature = "tls")]
@@ -463,6 +474,7 @@ fn serve_connection(shared: &Arc<Shared>, broker: u32, stream: TcpStream, peer: 
                 return;
             }
         };
+        let answered = response.is_some();
         if let Some(response) = response
             && let Err(e) = stream.write_all(&response)
         {
@@ -471,6 +483,16 @@ fn serve_connection(shared: &Arc<Shared>, broker: u32, stream: TcpStream, peer: 
         }
         if let Some(reason) = close {
             tracing::warn!(broker, %peer, %reason, "logbus listener: connection closed");
+            if answered {
+                // A response the client must read before the connection
+                // closes (a failed authentication's): closed as soon as
+                // the client closes it, or after Kafka's
+                // connection.failed.authentication.delay.ms. Closing at
+                // once can lose it: a client may see the end of the
+                // stream before the response, or a reset.
+                let delay = shared.config.connection_failed_authentication_delay;
+                stream.drain_until_closed(Instant::now() + delay);
+            }
             stream.close();
             return;
         }
