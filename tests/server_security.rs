@@ -727,6 +727,15 @@ mod tls {
         );
         drop(server);
 
+        // socket.request.max.bytes under TLS.
+        let (tls, ca) = tls_config()?;
+        let (_dir, _cluster, server) = serve(|b| b.tls(tls).socket_request_max_bytes(1024))?;
+        let mut large = Client::connect_tls(server.addresses()[&0], &ca)?;
+        large.stream.write_all(&2048i32.to_be_bytes())?;
+        large.stream.flush()?;
+        assert!(large.is_closed()?);
+        drop(server);
+
         // connections.max.idle.ms under TLS.
         let (tls, ca) = tls_config()?;
         let (_dir, _cluster, server) =

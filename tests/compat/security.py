@@ -63,6 +63,7 @@ def with_kafka_python(args):
         try:
             bad = KafkaProducer(
                 bootstrap_servers=args.bootstrap,
+                bootstrap_timeout_ms=5000,
                 request_timeout_ms=5000,
                 max_block_ms=5000,
                 **kafka_python_security(args, "not-the-password"),
@@ -135,7 +136,7 @@ def with_confluent_kafka(args):
             }
         )
         try:
-            bad.list_topics(timeout=10)
+            bad.list_topics(timeout=5)
             raise SystemExit("a wrong password was accepted")
         except KafkaException as e:
             print(f"wrong password refused: {e.args[0].name()}", flush=True)
