@@ -30,6 +30,14 @@ pub(crate) const DEFAULT_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30
 /// [`ServerConfig::builder`]; Kafka's names and defaults where Kafka has
 /// the setting.
 ///
+/// Security, as Kafka's `security.protocol` of the listener
+/// ([`ServerConfig::security_protocol`]): `PLAINTEXT` by default, which
+/// may bind loopback addresses only (unless
+/// [`ServerConfigBuilder::allow_non_loopback`]); `SASL_PLAINTEXT` with
+/// SASL/PLAIN users ([`ServerConfigBuilder::sasl_plain_user`]); `SSL`
+/// with TLS (`ServerConfigBuilder::tls`, feature `tls`); `SASL_SSL` with
+/// both.
+///
 /// ```
 /// use std::time::Duration;
 /// use logbus::ServerConfig;
@@ -329,7 +337,7 @@ impl ServerConfigBuilder {
     /// Adds a SASL/PLAIN user (Kafka's `user_NAME="PASSWORD"` in the
     /// listener's JAAS configuration); the same name again replaces its
     /// password. With at least one user the listener is `SASL_PLAINTEXT`
-    /// (or `SASL_SSL` with [`tls`](Self::tls)): a connection must
+    /// (or `SASL_SSL` with `tls`, feature `tls`): a connection must
     /// authenticate (SaslHandshake, then SaslAuthenticate) before any
     /// request but ApiVersions is answered.
     ///

@@ -30,6 +30,25 @@ use crate::error::{Error, Result};
 /// With TLS the listener is `SSL` (or `SASL_SSL` with SASL users): a
 /// client sets `security.protocol` so and trusts the certificate's issuer
 /// (`ssl.ca.location` in librdkafka, `ssl_cafile` in kafka-python).
+///
+/// ```
+/// use logbus::{Cluster, ClusterConfig, SecurityProtocol, ServerConfig, TlsConfig};
+/// // A self-signed certificate for the example; a real one comes from
+/// // files, with TlsConfig::from_pem_files("broker.pem", "broker.key").
+/// let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+/// let tls = TlsConfig::from_pem(made.cert.pem().as_bytes(), made.signing_key.serialize_pem().as_bytes())?;
+/// let config = ServerConfig::builder("127.0.0.1:0".parse()?)
+///     .tls(tls)
+///     .sasl_plain_user("alice", "alice-secret")
+///     .build()?;
+/// assert_eq!(config.security_protocol(), SecurityProtocol::SaslSsl);
+/// let dir = tempfile::tempdir()?;
+/// let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+/// let server = cluster.serve_with(config)?;
+/// // Clients connect with security.protocol=SASL_SSL, sasl.mechanism=PLAIN.
+/// server.shutdown();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct TlsConfig {
     pub(crate) server: Arc<rustls::ServerConfig>,
