@@ -207,9 +207,12 @@ pub use log::{
     LeaderEpochsRebuilt, Log, LogBuilder, LogRead, OffsetCheckpoint, RecoveryReport,
     RetentionReport, TimestampOffset, TruncatedTail,
 };
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use server::TlsConfig;
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
-pub use server::{Server, ServerConfig, ServerConfigBuilder};
+pub use server::{SecurityProtocol, Server, ServerConfig, ServerConfigBuilder};
 pub use storage::{
     DirLock, OpenMode, OverlayStorage, ReadMap, StdStorage, Storage, StorageFile, slice_bytes,
 };

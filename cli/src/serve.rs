@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use clap::Args;
-use logbus::{Cluster, ClusterConfig, ServerConfig};
+use logbus::{Cluster, ClusterConfig, ServerConfig, TlsConfig};
 
 /// `logbus serve --dir D --listen HOST:PORT`.
 #[derive(Debug, Args)]
@@ -14,16 +14,31 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     dir: PathBuf,
     /// Where broker 0 listens; broker N listens on the next ports (port 0:
-    /// any free port per broker). Only loopback unless --allow-non-loopback.
+    /// any free port per broker). Only loopback unless SASL or TLS is
+    /// configured, or --allow-non-loopback.
     #[arg(long, default_value = "127.0.0.1:9092")]
     listen: String,
     /// The number of brokers (default: as the directory was written, or 1).
     #[arg(long)]
     brokers: Option<u32>,
-    /// Bind a non-loopback address: the listener has no TLS or SASL, so
-    /// anyone reaching the port reads and writes every topic.
+    /// Bind a non-loopback address without SASL or TLS: anyone reaching
+    /// the port then reads and writes every topic.
     #[arg(long)]
     allow_non_loopback: bool,
+    /// SASL/PLAIN users: a file of `USER:PASSWORD` lines (blank lines and
+    /// lines starting with `#` skipped). Clients then authenticate with
+    /// security.protocol SASL_PLAINTEXT (SASL_SSL with --tls-cert) and
+    /// sasl.mechanism PLAIN.
+    #[arg(long, value_name = "FILE")]
+    sasl_plain_users: Option<PathBuf>,
+    /// TLS: the server's certificate chain, PEM (its certificate first,
+    /// then intermediates). Clients then use security.protocol SSL
+    /// (SASL_SSL with --sasl-plain-users).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the server's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// The host clients are told to connect to (Kafka's
     /// advertised.listeners), for a listener bound to 0.0.0.0.
     #[arg(long)]
@@ -32,6 +47,35 @@ pub(crate) struct ServeArgs {
     /// without it the server runs until the process is stopped.
     #[arg(long)]
     stop_on_stdin_eof: bool,
+}
+
+/// The SASL/PLAIN users of `path`: `USER:PASSWORD` lines, blank lines and
+/// `#` comments skipped.
+fn read_users(path: &std::path::Path) -> Result<Vec<(String, String)>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--sasl-plain-users {}: {e}", path.display()))?;
+    let mut users = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        let Some((user, password)) = line.split_once(':') else {
+            return Err(format!(
+                "--sasl-plain-users {} line {}: expected USER:PASSWORD",
+                path.display(),
+                i + 1
+            ));
+        };
+        users.push((user.to_string(), password.to_string()));
+    }
+    if users.is_empty() {
+        return Err(format!(
+            "--sasl-plain-users {}: no USER:PASSWORD line",
+            path.display()
+        ));
+    }
+    Ok(users)
 }
 
 /// `logbus serve`: prints each broker's address (one line each, or one
@@ -55,7 +99,15 @@ pub(crate) fn run(args: &ServeArgs, json: bool) -> Result<(), String> {
     if let Some(host) = &args.advertised_host {
         server_config = server_config.advertised_host(host.clone());
     }
+    if let Some(path) = &args.sasl_plain_users {
+        server_config = server_config.sasl_plain_users(read_users(path)?);
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let tls = TlsConfig::from_pem_files(cert, key).map_err(|e| format!("TLS: {e}"))?;
+        server_config = server_config.tls(tls);
+    }
     let server_config = server_config.build().map_err(|e| e.to_string())?;
+    let server_config_protocol = server_config.security_protocol().name();
     let server = cluster
         .serve_with(server_config)
         .map_err(|e| format!("cannot serve: {e}"))?;
@@ -65,7 +117,10 @@ pub(crate) fn run(args: &ServeArgs, json: bool) -> Result<(), String> {
             .iter()
             .map(|(id, a)| serde_json::json!({"broker": id, "address": a.to_string()}))
             .collect();
-        crate::print_json(&serde_json::json!({ "brokers": brokers }))?;
+        crate::print_json(&serde_json::json!({
+            "brokers": brokers,
+            "security_protocol": server_config_protocol,
+        }))?;
     } else {
         let mut text = String::new();
         for (id, address) in &addresses {

@@ -3,6 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::sasl::SaslPlainUsers;
+#[cfg(feature = "tls")]
+use super::tls::TlsConfig;
 use crate::error::{Error, Result};
 
 /// Kafka's `socket.request.max.bytes` default: 100 MiB.
@@ -15,6 +18,9 @@ pub(crate) const DEFAULT_FETCH_MAX_BYTES: usize = 55 * 1024 * 1024;
 /// default (Kafka's `max.connections` is unbounded; here every connection
 /// is a thread, so the default is bounded).
 pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Kafka's `connection.failed.authentication.delay.ms` default: 100 ms.
+pub(crate) const DEFAULT_CONNECTION_FAILED_AUTHENTICATION_DELAY: Duration =
+    Duration::from_millis(100);
 /// How long the rest of a request may take to arrive once its first byte
 /// did, by default.
 pub(crate) const DEFAULT_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -23,6 +29,14 @@ pub(crate) const DEFAULT_REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30
 /// ([`Cluster::serve_with`](crate::Cluster::serve_with)). Built with
 /// [`ServerConfig::builder`]; Kafka's names and defaults where Kafka has
 /// the setting.
+///
+/// Security, as Kafka's `security.protocol` of the listener
+/// ([`ServerConfig::security_protocol`]): `PLAINTEXT` by default, which
+/// may bind loopback addresses only (unless
+/// [`ServerConfigBuilder::allow_non_loopback`]); `SASL_PLAINTEXT` with
+/// SASL/PLAIN users ([`ServerConfigBuilder::sasl_plain_user`]); `SSL`
+/// with TLS (`ServerConfigBuilder::tls`, feature `tls`); `SASL_SSL` with
+/// both.
 ///
 /// ```
 /// use std::time::Duration;
@@ -45,6 +59,46 @@ pub struct ServerConfig {
     pub(crate) request_read_timeout: Duration,
     pub(crate) fetch_max_bytes: usize,
     pub(crate) allow_non_loopback: bool,
+    pub(crate) connection_failed_authentication_delay: Duration,
+    /// SASL/PLAIN's users and passwords; empty: no SASL.
+    pub(crate) sasl_plain_users: SaslPlainUsers,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<TlsConfig>,
+}
+
+/// Kafka's `security.protocol` of a listener: whether it speaks TLS, and
+/// whether clients authenticate with SASL first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SecurityProtocol {
+    /// `PLAINTEXT`: neither TLS nor SASL.
+    Plaintext,
+    /// `SASL_PLAINTEXT`: SASL authentication over plain TCP.
+    SaslPlaintext,
+    /// `SSL`: TLS, no SASL.
+    Ssl,
+    /// `SASL_SSL`: SASL authentication over TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Kafka's name for it, as a client's `security.protocol` setting
+    /// spells it (`SASL_SSL`, ...).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+}
+
+impl std::fmt::Display for SecurityProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl ServerConfig {
@@ -62,6 +116,11 @@ impl ServerConfig {
                 request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
                 fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
                 allow_non_loopback: false,
+                connection_failed_authentication_delay:
+                    DEFAULT_CONNECTION_FAILED_AUTHENTICATION_DELAY,
+                sasl_plain_users: SaslPlainUsers::default(),
+                #[cfg(feature = "tls")]
+                tls: None,
             },
         }
     }
@@ -106,10 +165,61 @@ impl ServerConfig {
         self.fetch_max_bytes
     }
 
-    /// Whether the listener may bind an address other than loopback.
+    /// Whether the listener may bind an address other than loopback: if
+    /// [`ServerConfigBuilder::allow_non_loopback`] allowed it, or clients
+    /// must authenticate (SASL) or connect over TLS.
     #[must_use]
     pub fn non_loopback_allowed(&self) -> bool {
-        self.allow_non_loopback
+        self.allow_non_loopback || self.security_protocol() != SecurityProtocol::Plaintext
+    }
+
+    /// Kafka's `sasl.enabled.mechanisms`: `["PLAIN"]` with SASL/PLAIN
+    /// users configured, else empty (no SASL).
+    #[must_use]
+    pub fn sasl_enabled_mechanisms(&self) -> Vec<&'static str> {
+        if self.sasl_plain_users.is_empty() {
+            Vec::new()
+        } else {
+            vec![super::sasl::PLAIN]
+        }
+    }
+
+    /// The SASL/PLAIN user names, sorted (their passwords are not shown).
+    #[must_use]
+    pub fn sasl_plain_usernames(&self) -> Vec<&str> {
+        self.sasl_plain_users.usernames()
+    }
+
+    /// Whether connections speak TLS (feature `tls`).
+    #[must_use]
+    pub fn tls_enabled(&self) -> bool {
+        #[cfg(feature = "tls")]
+        {
+            self.tls.is_some()
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            false
+        }
+    }
+
+    /// The listener's `security.protocol`: what a client sets to connect.
+    #[must_use]
+    pub fn security_protocol(&self) -> SecurityProtocol {
+        match (self.tls_enabled(), self.sasl_plain_users.is_empty()) {
+            (false, true) => SecurityProtocol::Plaintext,
+            (false, false) => SecurityProtocol::SaslPlaintext,
+            (true, true) => SecurityProtocol::Ssl,
+            (true, false) => SecurityProtocol::SaslSsl,
+        }
+    }
+
+    /// `connection.failed.authentication.delay.ms`: how long a connection
+    /// whose SASL authentication failed stays open after the failure's
+    /// response, unless the client closes it first.
+    #[must_use]
+    pub fn connection_failed_authentication_delay(&self) -> Duration {
+        self.connection_failed_authentication_delay
     }
 
     /// The host clients are told to connect to (Kafka's
@@ -156,6 +266,7 @@ impl ServerConfig {
                 "the advertised host is empty".to_string(),
             ));
         }
+        self.sasl_plain_users.validate()?;
         Ok(())
     }
 }
@@ -203,11 +314,69 @@ impl ServerConfigBuilder {
         self
     }
 
-    /// Allows binding an address other than loopback (default `false`).
-    /// The listener has neither TLS nor SASL: anyone who reaches the port
-    /// reads and writes every topic.
+    /// Allows binding an address other than loopback without SASL or TLS
+    /// (default `false`): anyone who reaches the port then reads and
+    /// writes every topic. With SASL or TLS configured, a non-loopback
+    /// address is allowed anyway.
     pub fn allow_non_loopback(mut self, allow: bool) -> Self {
         self.config.allow_non_loopback = allow;
+        self
+    }
+
+    /// `connection.failed.authentication.delay.ms` (default 100 ms): after
+    /// a failed SASL authentication's response, the connection closes
+    /// when the client closes it or after this delay, whichever comes
+    /// first (so that the client reads the response before the end of the
+    /// stream, and a client guessing passwords is slowed down). Zero
+    /// closes it at once.
+    pub fn connection_failed_authentication_delay(mut self, delay: Duration) -> Self {
+        self.config.connection_failed_authentication_delay = delay;
+        self
+    }
+
+    /// Adds a SASL/PLAIN user (Kafka's `user_NAME="PASSWORD"` in the
+    /// listener's JAAS configuration); the same name again replaces its
+    /// password. With at least one user the listener is `SASL_PLAINTEXT`
+    /// (or `SASL_SSL` with `tls`, feature `tls`): a connection must
+    /// authenticate (SaslHandshake, then SaslAuthenticate) before any
+    /// request but ApiVersions is answered.
+    ///
+    /// ```
+    /// use logbus::{SecurityProtocol, ServerConfig};
+    /// let config = ServerConfig::builder("0.0.0.0:9092".parse()?)
+    ///     .sasl_plain_user("alice", "alice-secret")
+    ///     .build()?;
+    /// assert_eq!(config.security_protocol(), SecurityProtocol::SaslPlaintext);
+    /// assert_eq!(config.sasl_enabled_mechanisms(), ["PLAIN"]);
+    /// assert!(config.non_loopback_allowed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sasl_plain_user(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.config
+            .sasl_plain_users
+            .insert(user.into(), password.into());
+        self
+    }
+
+    /// Adds SASL/PLAIN users, as (user, password) pairs: as
+    /// [`sasl_plain_user`](Self::sasl_plain_user) for each.
+    pub fn sasl_plain_users<U, P>(mut self, users: impl IntoIterator<Item = (U, P)>) -> Self
+    where
+        U: Into<String>,
+        P: Into<String>,
+    {
+        for (user, password) in users {
+            self = self.sasl_plain_user(user, password);
+        }
+        self
+    }
+
+    /// Serves TLS (feature `tls`) with this certificate and key: the
+    /// listener is `SSL`, or `SASL_SSL` with SASL users.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.config.tls = Some(tls);
         self
     }
 
@@ -223,8 +392,9 @@ impl ServerConfigBuilder {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for a zero bound, a
-    /// `socket.request.max.bytes` above `i32::MAX` or an empty advertised
-    /// host.
+    /// `socket.request.max.bytes` above `i32::MAX`, an empty advertised
+    /// host, or a SASL/PLAIN user whose name or password is empty or holds
+    /// a NUL (which PLAIN's token cannot carry).
     pub fn build(self) -> Result<ServerConfig> {
         self.config.validate()?;
         Ok(self.config)

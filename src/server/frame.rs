@@ -12,12 +12,16 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::listener::Shared;
+use super::sasl::{self, Session};
 use super::{RequestContext, admin, coordinator_versions, data, dispatch_coordinator};
 
 /// What to do after a request.
 pub(crate) enum Answer {
     /// Send this frame (size prefix included).
     Respond(BytesMut),
+    /// Send this frame, then close the connection for this reason (a
+    /// failed SASL authentication).
+    RespondThenClose(BytesMut, String),
     /// Send nothing (a produce with `acks=0`).
     Nothing,
     /// Close the connection, for this reason (logged).
@@ -49,6 +53,10 @@ pub(crate) const VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    // SASL (KIP-43, KIP-152): listed on every listener, as Kafka does;
+    // without SASL (or once authenticated) answered ILLEGAL_SASL_STATE.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// Every API the listener answers and its version range, ApiVersions
@@ -76,8 +84,14 @@ fn range_of(api: ApiKey) -> Option<(i16, i16)> {
         .map(|(_, lo, hi)| (lo, hi))
 }
 
-/// Answers one request frame (without its size prefix).
-pub(crate) fn answer(shared: &Shared, broker: u32, mut frame: Bytes) -> Answer {
+/// Answers one request frame (without its size prefix) on a connection in
+/// SASL state `session`.
+pub(crate) fn answer(
+    shared: &Shared,
+    broker: u32,
+    session: &mut Session,
+    mut frame: Bytes,
+) -> Answer {
     if !shared.cluster.is_broker_running(broker) {
         return Answer::Down;
     }
@@ -103,6 +117,11 @@ pub(crate) fn answer(shared: &Shared, broker: u32, mut frame: Bytes) -> Answer {
     let Some((lowest, highest)) = range_of(api) else {
         return Answer::Close(format!("API {api:?} (key {key}) is not served"));
     };
+    // Before SASL authentication, nothing but ApiVersions and SASL's own
+    // requests (Kafka closes the connection too).
+    if let Err(reason) = session.admits(api) {
+        return Answer::Close(reason);
+    }
     if !(lowest..=highest).contains(&version) {
         return Answer::Close(format!(
             "{api:?} v{version} is not served (v{lowest} to v{highest} are)"
@@ -123,6 +142,20 @@ pub(crate) fn answer(shared: &Shared, broker: u32, mut frame: Bytes) -> Answer {
         Ok(request) => request,
         Err(e) => return Answer::Close(format!("{api:?} v{version}: does not decode: {e}")),
     };
+    let request = match request {
+        RequestKind::SaslHandshake(r) => {
+            let (response, close) = sasl::handshake(session, version, &r);
+            let response = ResponseKind::SaslHandshake(response);
+            return respond_then(correlation_id, version, &response, close);
+        }
+        RequestKind::SaslAuthenticate(r) => {
+            let users = &shared.config.sasl_plain_users;
+            let (response, close) = sasl::authenticate(users, session, &r);
+            let response = ResponseKind::SaslAuthenticate(response);
+            return respond_then(correlation_id, version, &response, close);
+        }
+        other => other,
+    };
     let client_id = header.client_id.as_ref().map(|s| s.as_str());
     let ctx = RequestContext {
         cluster: &shared.cluster,
@@ -137,6 +170,7 @@ pub(crate) fn answer(shared: &Shared, broker: u32, mut frame: Bytes) -> Answer {
         version,
         correlation_id,
         client_id = ctx.client_id,
+        principal = session.principal().as_deref(),
         "logbus listener: request"
     );
     let handled = catch_unwind(AssertUnwindSafe(|| handle(&ctx, shared, api, request)));
@@ -209,6 +243,25 @@ fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
         })
         .collect();
     response
+}
+
+/// The response frame, then (with a reason) the connection closed.
+fn respond_then(
+    correlation_id: i32,
+    version: i16,
+    response: &ResponseKind,
+    close: Option<String>,
+) -> Answer {
+    let answer = respond(
+        correlation_id,
+        version,
+        response,
+        response.header_version(version),
+    );
+    match (answer, close) {
+        (Answer::Respond(frame), Some(reason)) => Answer::RespondThenClose(frame, reason),
+        (answer, _) => answer,
+    }
 }
 
 /// The response frame: size, header (of `header_version`), body.

@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use super::config::ServerConfig;
 use super::frame::{self, Answer};
+use super::sasl::{self, Session};
 use crate::Cluster;
 use crate::error::{Error, Result};
 
@@ -98,21 +99,32 @@ impl Cluster {
     /// version the listener does not answer, or does not decode closes its
     /// connection (logged at `warn` with the reason) and changes nothing.
     ///
+    /// With SASL users configured
+    /// ([`ServerConfigBuilder::sasl_plain_user`](crate::ServerConfigBuilder::sasl_plain_user)),
+    /// a connection must authenticate with SASL/PLAIN before any request
+    /// but ApiVersions is answered; with TLS
+    /// (`ServerConfigBuilder::tls`, feature `tls`) every connection
+    /// starts with a TLS handshake, which must complete within the request
+    /// read timeout. Every bound (sizes, idle and read timeouts) holds
+    /// under TLS too.
+    ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a non-loopback host unless
-    /// [`ServerConfigBuilder::allow_non_loopback`](crate::ServerConfigBuilder::allow_non_loopback)
-    /// (the listener has no TLS or SASL), or a fixed port whose last
+    /// [`Error::InvalidConfig`] for a non-loopback host without SASL or TLS
+    /// unless
+    /// [`ServerConfigBuilder::allow_non_loopback`](crate::ServerConfigBuilder::allow_non_loopback),
+    /// or a fixed port whose last
     /// broker's port would pass 65535; [`Error::Io`] (operation `bind`) if
     /// a port cannot be bound (every listener bound so far is closed
     /// again); [`Error::Closed`] on a closed cluster.
     pub fn serve_with(&self, config: ServerConfig) -> Result<Server> {
         self.inner.check_open()?;
         let host = config.listen.ip();
-        if !host.is_loopback() && !config.allow_non_loopback {
+        if !host.is_loopback() && !config.non_loopback_allowed() {
             return Err(Error::InvalidConfig(format!(
                 "the listener would bind {host}, which is not a loopback address; it has no TLS or \
-                 SASL, so anyone reaching the port could read and write every topic \
-                 (ServerConfigBuilder::allow_non_loopback(true) allows it)"
+                 SASL, so anyone reaching the port could read and write every topic (configure \
+                 SASL users or TLS, or ServerConfigBuilder::allow_non_loopback(true) to allow it \
+                 as it is)"
             )));
         }
         let brokers = self.inner.broker_count();
@@ -182,7 +194,12 @@ impl Cluster {
                 }
             }
         }
-        tracing::info!(?addresses, "logbus: Kafka protocol listener started");
+        let security_protocol = shared.config.security_protocol().name();
+        tracing::info!(
+            ?addresses,
+            security_protocol,
+            "logbus: Kafka protocol listener started"
+        );
         Ok(Server {
             shared,
             addresses,
@@ -338,60 +355,179 @@ enum Stop {
     Bad(String),
 }
 
-/// Serves one connection: reads a request, answers it, and again, until
-/// the peer closes it, it idles out, a request is bad or the server stops.
-fn serve_connection(shared: &Arc<Shared>, broker: u32, mut stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(shared.config.request_read_timeout));
-    loop {
-        if shared.stopping.load(Ordering::Acquire) {
-            return;
+/// A connection's byte stream: the socket, or TLS over it.
+enum Transport {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<super::tls::TlsStream>),
+}
+
+impl Transport {
+    /// The socket (for its timeouts and shutdown).
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(stream) => stream,
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => tls.socket(),
         }
-        let request = match read_frame(shared, &mut stream) {
-            Ok(request) => request,
-            Err(Stop::Quiet) => return,
-            Err(Stop::Bad(reason)) => {
-                tracing::warn!(broker, %peer, %reason, "logbus listener: connection closed");
-                return;
-            }
-        };
-        match frame::answer(shared, broker, request) {
-            Answer::Respond(response) => {
-                if let Err(e) = stream.write_all(&response) {
-                    tracing::debug!(broker, %peer, error = %e, "logbus listener: write failed");
-                    return;
+    }
+
+    /// Reads some bytes into `buf` (at least one) before `deadline`;
+    /// `Ok(0)` when the peer closed the connection.
+    fn read_before(&mut self, buf: &mut [u8], deadline: Instant) -> std::io::Result<usize> {
+        match self {
+            Transport::Plain(stream) => loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(std::io::Error::new(
+                        ErrorKind::TimedOut,
+                        "the deadline passed",
+                    ));
                 }
-            }
-            Answer::Nothing => {}
-            Answer::Close(reason) => {
-                tracing::warn!(broker, %peer, %reason, "logbus listener: connection closed");
-                let _ = stream.shutdown(Shutdown::Both);
-                return;
-            }
-            Answer::Down => {
-                tracing::debug!(broker, %peer, "logbus listener: broker down, connection closed");
-                let _ = stream.shutdown(Shutdown::Both);
+                stream.set_read_timeout(Some(left))?;
+                match stream.read(buf) {
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    other => return other,
+                }
+            },
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => tls.read_before(buf, deadline),
+        }
+    }
+
+    /// Writes all of `data`.
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Transport::Plain(stream) => stream.write_all(data),
+            #[cfg(feature = "tls")]
+            Transport::Tls(tls) => tls.write_all(data),
+        }
+    }
+
+    /// Reads and drops what the peer sends until it closes the connection
+    /// or `deadline` passes.
+    fn drain_until_closed(&mut self, deadline: Instant) {
+        let mut sink = [0u8; 4096];
+        while let Ok(n) = self.read_before(&mut sink, deadline) {
+            if n == 0 {
                 return;
             }
         }
     }
+
+    /// Closes the connection (TLS: with close_notify first).
+    fn close(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Transport::Tls(tls) = self {
+            tls.close();
+        }
+        let _ = self.socket().shutdown(Shutdown::Both);
+    }
 }
 
-/// Reads one size-prefixed request: waits up to `connections.max.idle.ms`
-/// for its first byte, then up to the request read timeout for the rest.
-fn read_frame(shared: &Shared, stream: &mut TcpStream) -> std::result::Result<Bytes, Stop> {
+/// Serves one connection: the TLS handshake if the listener has TLS, then
+/// reads a request, answers it, and again, until the peer closes it, it
+/// idles out, a request is bad or the server stops.
+fn serve_connection(shared: &Arc<Shared>, broker: u32, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(shared.config.request_read_timeout));
+    let mut stream = match open_transport(shared, stream) {
+        Ok(stream) => stream,
+        Err(reason) => {
+            tracing::warn!(broker, %peer, %reason, "logbus listener: connection closed");
+            return;
+        }
+    };
+    let mut session = Session::new(&shared.config.sasl_plain_users);
+    loop {
+        if shared.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let limit = session.max_receive(shared.config.socket_request_max_bytes);
+        let request = match read_frame(shared, &mut stream, limit) {
+            Ok(request) => request,
+            Err(Stop::Quiet) => return,
+            Err(Stop::Bad(reason)) => {
+                tracing::warn!(broker, %peer, %reason, "logbus listener: connection closed");
+                stream.close();
+                return;
+            }
+        };
+        let answer = if session.expects_raw_token() {
+            // Handshake v0: a bare PLAIN token, answered with an empty
+            // frame.
+            match sasl::raw_token(&shared.config.sasl_plain_users, &mut session, &request) {
+                Ok(()) => Answer::Respond(BytesMut::from(&[0u8; 4][..])),
+                Err(reason) => Answer::Close(reason),
+            }
+        } else {
+            frame::answer(shared, broker, &mut session, request)
+        };
+        let (response, close) = match answer {
+            Answer::Respond(response) => (Some(response), None),
+            Answer::RespondThenClose(response, reason) => (Some(response), Some(reason)),
+            Answer::Nothing => (None, None),
+            Answer::Close(reason) => (None, Some(reason)),
+            Answer::Down => {
+                tracing::debug!(broker, %peer, "logbus listener: broker down, connection closed");
+                stream.close();
+                return;
+            }
+        };
+        let answered = response.is_some();
+        if let Some(response) = response
+            && let Err(e) = stream.write_all(&response)
+        {
+            tracing::debug!(broker, %peer, error = %e, "logbus listener: write failed");
+            return;
+        }
+        if let Some(reason) = close {
+            tracing::warn!(broker, %peer, %reason, "logbus listener: connection closed");
+            if answered {
+                // A response the client must read before the connection
+                // closes (a failed authentication's): closed as soon as
+                // the client closes it, or after Kafka's
+                // connection.failed.authentication.delay.ms. Closing at
+                // once can lose it: a client may see the end of the
+                // stream before the response, or a reset.
+                let delay = shared.config.connection_failed_authentication_delay;
+                stream.drain_until_closed(Instant::now() + delay);
+            }
+            stream.close();
+            return;
+        }
+    }
+}
+
+/// The connection's transport: the socket itself, or (with TLS) the socket
+/// after a TLS handshake that must end within the request read timeout.
+fn open_transport(shared: &Shared, stream: TcpStream) -> std::result::Result<Transport, String> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = &shared.config.tls {
+        let deadline = Instant::now() + shared.config.request_read_timeout;
+        return super::tls::accept(tls, stream, deadline).map(|s| Transport::Tls(Box::new(s)));
+    }
+    let _ = shared;
+    Ok(Transport::Plain(stream))
+}
+
+/// Reads one size-prefixed request of at most `limit` bytes: waits up to
+/// `connections.max.idle.ms` for its first byte, then up to the request
+/// read timeout for the rest.
+fn read_frame(
+    shared: &Shared,
+    stream: &mut Transport,
+    limit: usize,
+) -> std::result::Result<Bytes, Stop> {
     let config = &shared.config;
     let mut size = [0u8; 4];
-    let _ = stream.set_read_timeout(Some(config.connections_max_idle));
-    loop {
-        match stream.read(&mut size[..1]) {
-            Ok(0) => return Err(Stop::Quiet),
-            Ok(_) => break,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            // Idle too long (or reset): Kafka closes idle connections
-            // without a word.
-            Err(_) => return Err(Stop::Quiet),
-        }
+    let idle = Instant::now() + config.connections_max_idle;
+    match stream.read_before(&mut size[..1], idle) {
+        Ok(0) => return Err(Stop::Quiet),
+        Ok(_) => {}
+        // Idle too long (or reset): Kafka closes idle connections
+        // without a word.
+        Err(_) => return Err(Stop::Quiet),
     }
     // The rest of the request must arrive by this deadline, however it
     // trickles in.
@@ -403,10 +539,14 @@ fn read_frame(shared: &Shared, stream: &mut TcpStream) -> std::result::Result<By
         return Err(Stop::Bad(format!("negative request size {size}")));
     }
     let size = size as usize;
-    if size > config.socket_request_max_bytes {
+    if size > limit {
+        let name = if limit < config.socket_request_max_bytes {
+            "sasl.server.max.receive.size (before SASL authentication)"
+        } else {
+            "socket.request.max.bytes"
+        };
         return Err(Stop::Bad(format!(
-            "request of {size} bytes is larger than socket.request.max.bytes ({})",
-            config.socket_request_max_bytes
+            "request of {size} bytes is larger than {name} ({limit})"
         )));
     }
     // Grown as bytes arrive, 64 KiB ahead at most: a size prefix alone
@@ -428,32 +568,18 @@ fn read_frame(shared: &Shared, stream: &mut TcpStream) -> std::result::Result<By
 }
 
 /// Reads some bytes into `buf` (at least one) before `deadline`.
-fn read_some(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> std::io::Result<usize> {
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::Error::new(
-                ErrorKind::TimedOut,
-                "the request read timeout passed",
-            ));
-        }
-        stream.set_read_timeout(Some(left))?;
-        match stream.read(buf) {
-            Ok(0) => {
-                return Err(std::io::Error::new(
-                    ErrorKind::UnexpectedEof,
-                    "the peer closed the connection",
-                ));
-            }
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+fn read_some(stream: &mut Transport, buf: &mut [u8], deadline: Instant) -> std::io::Result<usize> {
+    match stream.read_before(buf, deadline)? {
+        0 => Err(std::io::Error::new(
+            ErrorKind::UnexpectedEof,
+            "the peer closed the connection",
+        )),
+        n => Ok(n),
     }
 }
 
 /// Fills `buf` before `deadline`.
-fn read_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> std::io::Result<()> {
+fn read_by(stream: &mut Transport, buf: &mut [u8], deadline: Instant) -> std::io::Result<()> {
     let mut at = 0;
     while at < buf.len() {
         at += read_some(stream, &mut buf[at..], deadline)?;

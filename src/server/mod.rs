@@ -14,8 +14,9 @@
 //! The sockets and framing are in `listener`, the request header, versions
 //! and dispatch in `frame`, the data path (Metadata, Produce, Fetch,
 //! ListOffsets, OffsetForLeaderEpoch, DeleteRecords) in `data`, topic
-//! administration in `admin`, and the bounds every request is checked
-//! against before it is decoded in `shape`.
+//! administration in `admin`, the bounds every request is checked
+//! against before it is decoded in `shape`, SASL/PLAIN authentication in
+//! `sasl` and TLS (feature `tls`) in `tls`.
 
 use std::collections::BTreeMap;
 
@@ -30,11 +31,16 @@ mod errors;
 mod frame;
 mod groups;
 mod listener;
+mod sasl;
 mod shape;
+#[cfg(feature = "tls")]
+mod tls;
 mod txn;
 
-pub use config::{ServerConfig, ServerConfigBuilder};
+pub use config::{SecurityProtocol, ServerConfig, ServerConfigBuilder};
 pub use listener::Server;
+#[cfg(feature = "tls")]
+pub use tls::TlsConfig;
 
 #[allow(unused_imports, reason = "the coordinator modules use it")]
 pub(crate) use errors::{error_code, response_error};

@@ -398,6 +398,17 @@ const TXN_OFFSET_COMMIT: Schema = Schema {
     ],
 };
 
+const SASL_HANDSHAKE: Schema = Schema {
+    // Never flexible.
+    flexible_from: i16::MAX,
+    fields: &[all(Str)],
+};
+
+const SASL_AUTHENTICATE: Schema = Schema {
+    flexible_from: 2,
+    fields: &[all(Bytes)],
+};
+
 /// The schema of `api`'s requests, if this module has it.
 fn schema(api: ApiKey) -> Option<Schema> {
     Some(match api {
@@ -430,6 +441,8 @@ fn schema(api: ApiKey) -> Option<Schema> {
         ApiKey::AddOffsetsToTxn => ADD_OFFSETS_TO_TXN,
         ApiKey::EndTxn => END_TXN,
         ApiKey::TxnOffsetCommit => TXN_OFFSET_COMMIT,
+        ApiKey::SaslHandshake => SASL_HANDSHAKE,
+        ApiKey::SaslAuthenticate => SASL_AUTHENTICATE,
         _ => return None,
     })
 }
@@ -897,6 +910,16 @@ mod tests {
                 r.topics = two(t);
                 at!(r)
             }
+            ApiKey::SaslHandshake => {
+                let mut r = SaslHandshakeRequest::default();
+                r.mechanism = s("PLAIN");
+                at!(r)
+            }
+            ApiKey::SaslAuthenticate => {
+                let mut r = SaslAuthenticateRequest::default();
+                r.auth_bytes = bytes::Bytes::from_static(b"\0alice\0alice-secret");
+                at!(r)
+            }
             _ => None,
         }
     }
@@ -929,6 +952,7 @@ mod tests {
             AddPartitionsToTxn => AddPartitionsToTxnRequest,
             AddOffsetsToTxn => AddOffsetsToTxnRequest, EndTxn => EndTxnRequest,
             TxnOffsetCommit => TxnOffsetCommitRequest,
+            SaslHandshake => SaslHandshakeRequest, SaslAuthenticate => SaslAuthenticateRequest,
         )
     }
 
