@@ -967,7 +967,10 @@ fn write_records(cluster: &Cluster, topic: &str, records: u64, size: usize) -> R
         return Err(format!("--write-first: topic {topic} exists; use a fresh --dir").into());
     }
     cluster.create_topic(NewTopic::new(topic, 1))?;
-    let producer = Producer::new(cluster, ProducerConfig::builder().acks(Acks::Leader).build()?)?;
+    let producer = Producer::new(
+        cluster,
+        ProducerConfig::builder().acks(Acks::Leader).build()?,
+    )?;
     let topic_name: Arc<str> = Arc::from(topic);
     let value = logbus::Bytes::from(
         (0..size)
