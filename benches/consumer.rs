@@ -2,13 +2,20 @@
 //!
 //! One partition holds `RECORDS` records with 100-byte values (no key, no
 //! headers), appended beforehand as ~16 KiB uncompressed batches; the data
-//! is in the page cache. Each measured iteration:
+//! is in the page cache. The batches were appended by this process, so
+//! the consumer does not check their CRCs again (`check.crcs` checks each
+//! batch once: its append validated it); `_cold` variants read a copy of
+//! the partition that a cluster closed and opened again, whose batches no
+//! one in this process checked, as a consumer reads what another process
+//! wrote. Each measured iteration:
 //!
 //! - `consume/logbus`: a consumer (default config: `max.poll.records` 500,
 //!   `check.crcs` on) assigned to the partition polls every record, touching
 //!   each record's value (iterating `&records`: `ConsumerRecordRef` views),
 //!   and drops the records.
 //! - `consume/logbus_10k`: the same with `max.poll.records` 10000.
+//! - `consume/logbus_10k_cold`: the same over the reopened copy: every
+//!   batch's CRC-32C checked.
 //! - `consume/logbus_10k_owned`: the same iterating `records` by value
 //!   (an owned `ConsumerRecord` per record).
 //! - `consume/std_fs_read`: reads the partition's segment file with `read`
@@ -26,7 +33,10 @@
 //! - `stages/records_owned`: the same with owned `Record`s
 //!   (`Batch::records`: two `Bytes` slices per record).
 //! - `stages/poll`: what the consumer adds on top: `consume/logbus_10k`
-//!   (the log read, the fetch, the poll and iterating `ConsumerRecordRef`s).
+//!   (the log read, the fetch, the poll and iterating `ConsumerRecordRef`s;
+//!   no CRC: this process appended the batches).
+//! - `stages/poll_cold`: the same over the reopened copy, every batch's
+//!   CRC checked (`consume/logbus_10k_cold`).
 //!
 //! After criterion's groups a summary runs each variant several times,
 //! alternating, and prints the medians, records/s and the ratio to the plain
@@ -52,9 +62,29 @@ struct Setup {
     _dir: tempfile::TempDir,
     cluster: Cluster,
     segment: PathBuf,
+    _cold_dir: tempfile::TempDir,
+    /// The same records, in a cluster closed and opened again: nothing
+    /// in it was checked by this process.
+    cold: Cluster,
 }
 
 fn setup() -> Setup {
+    let (dir, cluster, segment) = fill();
+    let (cold_dir, cold, _) = fill();
+    cold.close().expect("close");
+    let cold = Cluster::open(cold_dir.path(), ClusterConfig::default()).expect("reopen");
+    Setup {
+        _dir: dir,
+        cluster,
+        segment,
+        _cold_dir: cold_dir,
+        cold,
+    }
+}
+
+/// A cluster in a new directory whose partition `bench-0` holds the
+/// records, appended by this process; and its segment file.
+fn fill() -> (tempfile::TempDir, Cluster, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let cluster = Cluster::open(dir.path(), ClusterConfig::default()).expect("cluster");
     let partition = cluster
@@ -78,11 +108,7 @@ fn setup() -> Setup {
     }
     let segment = dir.path().join("broker-0/bench-0/00000000000000000000.log");
     assert!(segment.exists(), "one segment holds every record");
-    Setup {
-        _dir: dir,
-        cluster,
-        segment,
-    }
+    (dir, cluster, segment)
 }
 
 /// Consumes every record once, iterating each poll's records by reference
@@ -150,6 +176,9 @@ fn bench_consume(c: &mut Criterion) {
     group.bench_function("logbus_10k", |b| {
         b.iter(|| black_box(consume(&s.cluster, 10_000, false)))
     });
+    group.bench_function("logbus_10k_cold", |b| {
+        b.iter(|| black_box(consume(&s.cold, 10_000, false)))
+    });
     group.bench_function("logbus_10k_owned", |b| {
         b.iter(|| black_box(consume(&s.cluster, 10_000, true)))
     });
@@ -160,7 +189,7 @@ fn bench_consume(c: &mut Criterion) {
 
     // The summary: medians of alternating runs.
     let runs = 9;
-    let mut times: [Vec<Duration>; 3] = Default::default();
+    let mut times: [Vec<Duration>; 4] = Default::default();
     for _ in 0..runs {
         let t = Instant::now();
         black_box(consume(&s.cluster, 500, false));
@@ -171,12 +200,15 @@ fn bench_consume(c: &mut Criterion) {
         let t = Instant::now();
         black_box(plain_read(&s.segment, &mut buf));
         times[2].push(t.elapsed());
+        let t = Instant::now();
+        black_box(consume(&s.cold, 10_000, false));
+        times[3].push(t.elapsed());
     }
     let median = |v: &mut Vec<Duration>| {
         v.sort();
         v[v.len() / 2]
     };
-    let [a, b, p] = times.each_mut().map(median);
+    let [a, b, p, cold] = times.each_mut().map(median);
     let bytes = std::fs::metadata(&s.segment).expect("metadata").len();
     let rate = |d: Duration| RECORDS as f64 / d.as_secs_f64() / 1e6;
     eprintln!(
@@ -194,6 +226,12 @@ fn bench_consume(c: &mut Criterion) {
         rate(b),
         b.as_nanos() as f64 / RECORDS as f64,
         b.as_secs_f64() / p.as_secs_f64()
+    );
+    eprintln!(
+        "  the same, every CRC checked:     {cold:?}  {:.1} M records/s  {:.1} ns/record  ratio to plain read {:.2}",
+        rate(cold),
+        cold.as_nanos() as f64 / RECORDS as f64,
+        cold.as_secs_f64() / p.as_secs_f64()
     );
     eprintln!(
         "  std::fs read (1 MiB chunks):     {p:?}  {:.1} M records/s  {:.0} MiB/s",
@@ -266,6 +304,9 @@ fn bench_stages(c: &mut Criterion) {
     });
     group.bench_function("poll", |b| {
         b.iter(|| black_box(consume(&s.cluster, 10_000, false)))
+    });
+    group.bench_function("poll_cold", |b| {
+        b.iter(|| black_box(consume(&s.cold, 10_000, false)))
     });
     group.finish();
 }

@@ -11,7 +11,8 @@
 //!     [--idempotence true|false] [--transaction-records N] [--threads N] \
 //!     [--flush-messages M] [--max-in-flight N] [--buffer-memory B]
 //! logbus perf consume --dir D --topic T --records N \
-//!     [--max-poll-records M] [--group G] [--brokers B] [--baseline true]
+//!     [--max-poll-records M] [--group G] [--brokers B] [--baseline true] \
+//!     [--check-crcs false] [--write-first true --record-size S]
 //! logbus perf scan --dir D --topic T [--baseline true]
 //! ```
 //!
@@ -21,6 +22,14 @@
 //! the same JSON (`"mode":"consume-baseline"`), counting the records from
 //! the batch headers after the clock stops. Alternate it with plain
 //! `consume` runs: the ratio of the medians is the figure to compare.
+//! `consume --write-first true` first creates the topic (one partition) in
+//! a fresh `--dir` and produces `--records` records of `--record-size`
+//! bytes into it from this process (untimed), then consumes them: the
+//! consumer then reads bytes this process wrote, whose CRCs it does not
+//! check again (see `check.crcs`), where a plain `consume` of a directory
+//! another process wrote checks every batch's CRC. `--check-crcs false`
+//! sets the consumer's `check.crcs` (on by default). The JSON says which
+//! ran as `write_first` and `check_crcs`.
 //! `scan` opens each partition directory of broker 0 as a standalone
 //! [`Log`](logbus::Log) and reads it end to end with `Log::read` (1 MiB
 //! reads) and `Batch::record_data` views (`--owned true`: `Batch::records`,
@@ -127,7 +136,8 @@ pub(crate) fn main_with(args: &[String]) -> ExitCode {
                  [--max-in-flight N] [--buffer-memory B]\n       \
                  logbus perf consume --dir D --topic T --records N [--max-poll-records M (10000)] \
                  [--group G: subscribe as a member of group G, auto commit on] [--brokers B (1)] \
-                 [--baseline true: std::fs read of the segment files instead]\n       \
+                 [--baseline true: std::fs read of the segment files instead] \
+                 [--check-crcs false] [--write-first true --record-size S: produce the records first, in this process]\n       \
                  logbus perf scan --dir D --topic T [--baseline true] [--owned true]"
             );
             ExitCode::from(2)
@@ -848,7 +858,18 @@ fn consume(flags: &Flags) -> Result<String, Error> {
     let topic = flags.get("topic")?.to_string();
     let records: u64 = flags.num("records", None)?;
     let max_poll_records: usize = flags.num("max-poll-records", Some(10_000))?;
+    let check_crcs = match flags.0.get("check-crcs").map(String::as_str) {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(format!("--check-crcs: expected true or false, got {other}").into());
+        }
+    };
+    let write_first = flags.0.get("write-first").is_some_and(|w| w == "true");
     let cluster = open_cluster(&dir, flags)?;
+    if write_first {
+        write_records(&cluster, &topic, records, flags.num("record-size", None)?)?;
+    }
     let handle = cluster.topic(&topic)?;
     // Opening the cluster reads the logs (recovery checks), and that peak is
     // not the consumer's: report it apart.
@@ -860,6 +881,7 @@ fn consume(flags: &Flags) -> Result<String, Error> {
     let group = flags.0.get("group").cloned();
     let mut config = ConsumerConfig::builder()
         .auto_offset_reset(OffsetReset::Earliest)
+        .check_crcs(check_crcs)
         .max_poll_records(max_poll_records);
     if let Some(group) = &group {
         config = config.group_id(group.as_str());
@@ -921,7 +943,7 @@ fn consume(flags: &Flags) -> Result<String, Error> {
     let mb_per_sec = file_bytes as f64 / MB / seconds;
     let baseline_mb = file_bytes as f64 / MB / baseline;
     Ok(format!(
-        "{{\"mode\":\"consume\",\"group\":{},\"records\":{count},\"bytes\":{bytes},\"seconds\":{seconds:.3},\
+        "{{\"mode\":\"consume\",\"write_first\":{write_first},\"check_crcs\":{check_crcs},\"group\":{},\"records\":{count},\"bytes\":{bytes},\"seconds\":{seconds:.3},\
          \"cpu_seconds\":{cpu_seconds:.3},\"records_per_cpu_sec\":{},\
          \"records_per_sec\":{:.0},\"mb_per_sec\":{:.1},\"peak_rss_mb\":{peak_mb:.1},\
          \"peak_rss_includes_open\":{},\"open_peak_rss_mb\":{open_peak_mb:.1},\"rss_anon_mb\":{anon_mb:.1},\
@@ -933,6 +955,35 @@ fn consume(flags: &Flags) -> Result<String, Error> {
         !peak_reset,
         mb_per_sec / baseline_mb,
     ))
+}
+
+/// `consume --write-first true`: creates `topic` (one partition) and
+/// produces `records` records of `size` bytes into it through a
+/// `Producer` (acks=1), waiting for every acknowledgement, before the
+/// consumer's clock starts, so that the consumer reads bytes this process
+/// wrote (and whose CRCs its appends checked or computed).
+fn write_records(cluster: &Cluster, topic: &str, records: u64, size: usize) -> Result<(), Error> {
+    if cluster.topic(topic).is_ok() {
+        return Err(format!("--write-first: topic {topic} exists; use a fresh --dir").into());
+    }
+    cluster.create_topic(NewTopic::new(topic, 1))?;
+    let producer = Producer::new(
+        cluster,
+        ProducerConfig::builder().acks(Acks::Leader).build()?,
+    )?;
+    let topic_name: Arc<str> = Arc::from(topic);
+    let value = logbus::Bytes::from(
+        (0..size)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    eprintln!("writing {records} records of {size} bytes to {topic} first");
+    for _ in 0..records {
+        drop(producer.send(ProducerRecord::new(&topic_name, &value))?);
+    }
+    producer.flush()?;
+    producer.close()?;
+    Ok(())
 }
 
 /// The `.log` files of `topic`'s partitions on broker 0, partition by

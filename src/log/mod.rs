@@ -39,6 +39,8 @@
 //!   the next one until it is done.
 
 mod append;
+#[cfg(test)]
+mod checked_tests;
 mod checkpoint;
 mod cleaner;
 mod durability;
@@ -202,6 +204,12 @@ pub(crate) struct LogState {
     /// The offsets of the producer-state snapshot files
     /// (`<offset>.snapshot`).
     snapshots: std::collections::BTreeSet<u64>,
+    /// Whether reads may trust the segments' checked bytes
+    /// (`Segment::checked`): only when this process holds the directory's
+    /// lock, so that no other writer changes the files (not in a read-only
+    /// view, whose files another process writes). See `read`'s module
+    /// docs.
+    trust_checked: bool,
 }
 
 /// How the leader epoch file stands against the cache in memory.

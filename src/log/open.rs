@@ -335,7 +335,11 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
                 seg.adopt(counters);
                 segments.push(seg);
             }
-            Judged::Scanned { valid_bytes, .. } => {
+            Judged::Scanned {
+                valid_bytes,
+                checked_from,
+                ..
+            } => {
                 // Its index files are rebuilt: dropped unread, however
                 // large their preallocated tails.
                 let mut seg = Segment::open_for_rebuild(&storage, &dir, planned.base, limits)?;
@@ -344,6 +348,9 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
                 if file_len > valid_bytes {
                     seg.truncate_bytes(valid_bytes)?;
                 }
+                // The scan checked these bytes whole (in a read-only view
+                // the log does not trust them: see `read`'s module docs).
+                seg.mark_checked(checked_from);
                 if !is_last {
                     seg.seal()?;
                 }
@@ -460,6 +467,7 @@ pub(super) fn open(builder: LogBuilder) -> Result<Log> {
             epoch_file: EpochFile::Written,
             producers,
             snapshots,
+            trust_checked: lock.is_locked(),
         }),
         fenced: AtomicBool::new(false),
         stats: stats.unwrap_or_else(crate::metrics::LogStats::detached),
@@ -668,8 +676,15 @@ enum Judged {
     /// Its indexes passed their checks; use the counters derived from them.
     Trusted(Counters),
     /// It was scanned (or is cut); rebuild its indexes over the first
-    /// `valid_bytes` and cut what follows them.
-    Scanned { valid_bytes: u64, next_offset: u64 },
+    /// `valid_bytes` and cut what follows them. Every batch from
+    /// `checked_from` to `valid_bytes` had its CRC and structure checked
+    /// by the scan (`valid_bytes` when the scan is not known to have
+    /// checked any: a cut segment).
+    Scanned {
+        valid_bytes: u64,
+        next_offset: u64,
+        checked_from: u64,
+    },
 }
 
 impl Planned {
@@ -785,6 +800,9 @@ fn plan_recovery(
                                 .cut
                                 .as_ref()
                                 .map_or(0, |c| c.report.first_lost_offset),
+                            // Nothing counts as checked: only appends after
+                            // the cut are.
+                            checked_from: plan.cut.as_ref().map_or(0, |c| c.report.position),
                         },
                     });
                     break;
@@ -961,6 +979,8 @@ impl Judge<'_> {
                 Judged::Scanned {
                     valid_bytes: outcome.valid_bytes,
                     next_offset: outcome.next_offset,
+                    // The whole file, every batch's CRC.
+                    checked_from: 0,
                 },
                 outcome.tail,
             )),
@@ -1112,6 +1132,9 @@ impl Judge<'_> {
                 Judged::Scanned {
                     valid_bytes: position,
                     next_offset: expected,
+                    // The batches before the anchor were walked by their
+                    // headers only.
+                    checked_from: anchor,
                 },
                 tail,
             )),
@@ -1289,6 +1312,7 @@ fn set_cut(planned: &mut Planned, cut: &Cut) {
     planned.kind = Judged::Scanned {
         valid_bytes: cut.report.position,
         next_offset: cut.report.first_lost_offset,
+        checked_from: cut.report.position,
     };
 }
 

@@ -1,4 +1,58 @@
 //! Reads: by offset (whole batches, zero-copy) and by timestamp.
+//!
+//! ## Bytes this process checked
+//! A read also says which of the bytes it returns this process has already
+//! checked ([`LogRead`]'s checked range), so that a consumer with
+//! `check.crcs=true` checks each batch's CRC once, not again on every read
+//! (issue 13: a third of a 1 KiB consume went to CRC-32C). Each segment
+//! keeps one range of its file known good (`Segment::checked`):
+//!
+//! - **What extends it**: every append publishes bytes that were checked
+//!   or built in this process an instant before, from the buffer written:
+//!   client batches ([`Log::append`]: CRC, structure and records
+//!   validated) and a follower's copies ([`Log::append_as_follower`]:
+//!   validated the same way); batches logbus's producer, the coordinators
+//!   and the transaction markers built (their CRC computed here over those
+//!   bytes); the cleaner's output (each source batch's CRC checked as it
+//!   was read, kept batches copied from those bytes, rewritten ones with
+//!   a CRC computed here); and what recovery scanned whole at open (every
+//!   batch's CRC checked, from the scan's first batch to the end of the
+//!   segment).
+//! - **Where it starts**: a segment opened from existing files, not
+//!   scanned, starts with an empty range at its end: its bytes were
+//!   written by another process (or an earlier run) and are checked by
+//!   every reader as before; what this process appends to it is covered.
+//! - **What shrinks it**: segment bytes are never rewritten in place. A
+//!   truncation (a follower's `truncate_to`, recovery's cut of a torn
+//!   tail) clamps the range to the bytes kept, so bytes appended later at
+//!   the same positions are covered only by their own append. A file that
+//!   a truncation replaces by rename (the shrink rule) gets the kept
+//!   prefix copied from the old file's bytes, unchanged. A deleted
+//!   segment takes its range with it; a cleaned segment that replaces
+//!   others comes with its own range (its appends'), never the old ones';
+//!   a new segment (a roll, a spare) starts empty and grows with its
+//!   appends.
+//! - **Who may trust it**: only a log whose directory lock this process
+//!   holds. A read-only view
+//!   ([`Cluster::open_read_only`](crate::Cluster::open_read_only)) holds
+//!   none and reads files another process writes and may cut: its reads
+//!   report nothing as checked, so every CRC is checked there.
+//! - **What a read reports**: the part of the checked range within the
+//!   bytes returned. The bytes a [`LogRead`] holds never change (a
+//!   truncation never shrinks a file under a live map), so what was
+//!   checked when the read ran stays checked for as long as they are held.
+//!
+//! What this does not catch: bytes below the mark that change underneath
+//! the running process (another program writing into a locked log's
+//! files, or a device returning different bytes for a page the kernel
+//! evicted and read back). `check.crcs` guards against damage of what is
+//! stored, found when it is read by a process that did not check it; the
+//! same damage is found by a reader in any later process (which starts
+//! with nothing checked) and by `logbus verify`.
+//!
+//! The log's own walk to the batch a read starts at ([`Log::read`] checks
+//! every batch it walks) skips the CRC of the batches within the checked
+//! range in the same way.
 
 use bytes::Bytes;
 
@@ -20,6 +74,9 @@ pub struct LogRead {
     /// For a read_committed read ([`Log::read_committed`]): the aborted
     /// transactions overlapping the records returned.
     aborted: Option<Vec<AbortedTransaction>>,
+    /// The bytes of `records` this process checked before (see the module
+    /// docs): a batch wholly within them needs no CRC check.
+    checked: std::ops::Range<usize>,
 }
 
 /// A transaction that was aborted, as a read_committed read reports it
@@ -56,6 +113,15 @@ impl LogRead {
     /// Iterates over the batches, checking each one's CRC and structure.
     pub fn batches(&self) -> Batches {
         Batches::new(self.records.clone())
+    }
+
+    /// The part of [`LogRead::records`] whose batches this process checked
+    /// (CRC and structure) or built before the read, as positions in
+    /// `records`: a reader that checks CRCs may skip those of the batches
+    /// lying wholly within it (see the module docs). Empty when nothing
+    /// returned is known good.
+    pub(crate) fn checked(&self) -> std::ops::Range<usize> {
+        self.checked.clone()
     }
 
     /// Where the bytes lie in the segment's memory map (to release them from
@@ -176,9 +242,17 @@ fn read_locked(
         }
         let mut records = Bytes::new();
         let mut source = None;
+        let mut checked = 0..0;
         if offset < end.min(max_offset) {
             for segment in &state.segments[state.segment_index_for(offset)..] {
-                if let Some((position, header)) = segment.find_batch(offset)? {
+                let trusted = if state.trust_checked {
+                    segment.checked()
+                } else {
+                    0..0
+                };
+                if let Some((position, header)) =
+                    segment.find_batch_trusting(offset, trusted.clone())?
+                {
                     // Found in a later segment, or after a gap: the batch
                     // does not hold `offset`, which only compaction explains.
                     if segment.offset_order() == OffsetOrder::Contiguous
@@ -199,6 +273,11 @@ fn read_locked(
                     }
                     let run_end = segment.batch_run_end(position, max_bytes as u64, max_offset)?;
                     let (bytes, range) = segment.slice_mapped(position, run_end)?;
+                    // The trusted range, within the bytes returned.
+                    let (from, to) = (trusted.start.max(position), trusted.end.min(run_end));
+                    if from < to {
+                        checked = (from - position) as usize..(to - position) as usize;
+                    }
                     records = bytes;
                     source = Some(range);
                     break;
@@ -211,6 +290,7 @@ fn read_locked(
             log_start_offset: start,
             log_end_offset: end,
             aborted: None,
+            checked,
         })
     }
 }

@@ -77,6 +77,13 @@ impl FetchedData {
         self.high_watermark
     }
 
+    /// The part of [`FetchedData::records`] this process checked before
+    /// (see [`LogRead`]'s checked range): a batch wholly within it needs no
+    /// CRC check.
+    pub(crate) fn checked(&self) -> std::ops::Range<usize> {
+        self.read.checked()
+    }
+
     /// Where the bytes lie, for [`ReadReleaser::done_with`].
     pub(crate) fn source(&self) -> ReadSource {
         ReadSource(self.read.source().cloned())

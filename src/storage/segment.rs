@@ -12,6 +12,17 @@
 //! shrinks in place only when no map beyond the new size is alive, and
 //! otherwise writes the kept prefix to a new file that replaces the old one
 //! by rename, so old maps keep reading the old inode.
+//!
+//! ## Checked bytes
+//! A segment remembers one range of its log file whose batches this
+//! process checked (CRC and structure) or built itself, and which has not
+//! changed since ([`Segment::checked`]): the bytes every append publishes
+//! (each append path validates or builds what it writes: see
+//! `log::read`'s module docs), and what the log's recovery scanned at open
+//! ([`Segment::mark_checked`]). A segment opened from existing files starts
+//! with an empty range at its end, so the appends that follow are covered;
+//! a truncation clamps the range to the bytes kept, and bytes are never
+//! rewritten in place. The log decides whether readers may trust it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
@@ -168,6 +179,10 @@ pub(crate) struct Segment {
     sealed: bool,
     /// The aborted transactions whose ABORT marker the segment holds.
     txn_index: TxnIndexFile,
+    /// The bytes whose batches this process checked or wrote (see the
+    /// module docs); `start <= end <= size`, empty at the end when
+    /// nothing is known.
+    checked: std::ops::Range<u64>,
 }
 
 impl Segment {
@@ -328,6 +343,7 @@ impl Segment {
             created_ms: 0,
             sealed: false,
             txn_index,
+            checked: size..size,
         })
     }
 
@@ -528,6 +544,12 @@ impl Segment {
     /// of them is written now and then: one small write per 64 entries).
     pub(crate) fn publish(&mut self, position: u64, len: u64, batches: &[BatchMeta]) -> Result<()> {
         debug_assert_eq!(position, self.size, "publish what was written at the end");
+        // Every append path checked or built the batches it writes (see the
+        // module docs): they extend the checked range, which ends at the
+        // published size unless recovery left a gap before it.
+        if self.checked.end != position {
+            self.checked = position..position;
+        }
         for batch in batches {
             self.index_batch(
                 position + batch.position_in_buf as u64,
@@ -537,7 +559,24 @@ impl Segment {
             )?;
         }
         self.size += len;
+        self.checked.end = self.size;
         Ok(())
+    }
+
+    /// The byte range of the log file whose batches this process checked
+    /// whole (CRC and structure) or built itself, and which has not
+    /// changed since: the bytes appends published, and what recovery
+    /// scanned ([`Segment::mark_checked`]). A range, not a prefix: a
+    /// segment opened from existing files starts with an empty range at
+    /// its end, which its appends then extend. Within `0..size`.
+    pub(crate) fn checked(&self) -> std::ops::Range<u64> {
+        self.checked.clone()
+    }
+
+    /// Records that recovery checked every batch from byte `from` to the
+    /// segment's end (its batches' CRCs and structure, by a scan at open).
+    pub(crate) fn mark_checked(&mut self, from: u64) {
+        self.checked = from.min(self.size)..self.size;
     }
 
     /// Updates the in-memory counters and the indexes for one batch that now
@@ -781,6 +820,17 @@ impl Segment {
     /// # Errors
     /// [`Error::Corrupt`] for a batch failing its checks.
     pub(crate) fn find_batch(&self, offset: u64) -> Result<Option<(u64, BatchHeader)>> {
+        self.find_batch_trusting(offset, 0..0)
+    }
+
+    /// [`find_batch`](Self::find_batch), without the CRCs of the batches
+    /// lying wholly within `trusted` (a part of [`Segment::checked`] the
+    /// caller trusts); their structure and offsets are still checked.
+    pub(crate) fn find_batch_trusting(
+        &self,
+        offset: u64,
+        trusted: std::ops::Range<u64>,
+    ) -> Result<Option<(u64, BatchHeader)>> {
         let lookup = self.index.lookup(offset);
         {
             // First within the current map as it is (see `map_covering`):
@@ -792,7 +842,9 @@ impl Segment {
             if (current.len() as u64) < self.size {
                 let from = lookup.map_or(0, |(_, position)| u64::from(position));
                 let entry = lookup.map(|(entry, _)| entry);
-                if let Ok(Some(found)) = self.scan_for(current.as_slice(), offset, from, entry) {
+                if let Ok(Some(found)) =
+                    self.scan_for(current.as_slice(), offset, from, entry, &trusted)
+                {
                     return Ok(Some(found));
                 }
             }
@@ -800,29 +852,37 @@ impl Segment {
         let map = self.map()?;
         let bytes = &map.as_slice()[..to_usize(self.size)];
         if let Some((entry, position)) = lookup
-            && let Ok(found) = self.scan_for(bytes, offset, u64::from(position), Some(entry))
+            && let Ok(found) =
+                self.scan_for(bytes, offset, u64::from(position), Some(entry), &trusted)
         {
             return Ok(found);
         }
-        self.scan_for(bytes, offset, 0, None)
+        self.scan_for(bytes, offset, 0, None, &trusted)
             .map_err(|(pos, e)| self.corrupt(pos, e))
     }
 
     /// Walks `bytes` (the segment's batches) from `from` (position 0, or the
     /// position of the index entry `entry`, whose batch must end at `entry`)
-    /// to the first batch ending at or after `offset`.
+    /// to the first batch ending at or after `offset`. The CRC of a batch
+    /// wholly within `trusted` is not checked.
     fn scan_for(
         &self,
         bytes: &[u8],
         offset: u64,
         from: u64,
         entry: Option<u64>,
+        trusted: &std::ops::Range<u64>,
     ) -> std::result::Result<Option<(u64, BatchHeader)>, (u64, FormatError)> {
         let mut position = from;
         let mut expected = entry.is_none().then_some(self.base_offset);
         while position < (bytes.len() as u64).min(self.size) {
             let at = |e| (position, e);
-            let header = format::check_batch(&bytes[to_usize(position)..]).map_err(at)?;
+            let rest = &bytes[to_usize(position)..];
+            let header = format::check_batch_structure(rest).map_err(at)?;
+            let end = position + header.total_size() as u64;
+            if !(trusted.start <= position && end <= trusted.end) {
+                format::verify_crc(&rest[..header.total_size()]).map_err(at)?;
+            }
             let (_, last) = match (expected, entry) {
                 (Some(expected), _) => self.limits.order.check(expected, &header),
                 (None, Some(entry)) => header.checked_offsets().and_then(|(base, last)| {
@@ -878,6 +938,7 @@ impl Segment {
         self.next_offset = self.base_offset;
         self.rolling_timestamp = None;
         self.size = valid_bytes;
+        self.checked = self.checked.start.min(valid_bytes)..self.checked.end.min(valid_bytes);
         let map = self.map()?;
         let bytes = &map.as_slice()[..to_usize(valid_bytes)];
         let mut position = 0usize;
@@ -964,6 +1025,9 @@ impl Segment {
 
     /// Shrinks the log file to `len` bytes, honouring the shrink rule.
     fn shrink_file(&mut self, len: u64) -> Result<()> {
+        // The bytes kept stay as they are (checked or not); none past
+        // `len` is checked any more, whatever comes to lie there.
+        self.checked = self.checked.start.min(len)..self.checked.end.min(len);
         let live_beyond = {
             let mut maps = self.maps.lock();
             maps.handed_out.retain(|weak| weak.strong_count() > 0);

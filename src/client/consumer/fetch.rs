@@ -13,8 +13,15 @@
 //! may hold ([`Aborted`]); the cursor skips their batches as Kafka's
 //! `CompletedFetch` does. Control batches (transaction markers) are never
 //! records for the application, under either isolation level.
+//!
+//! With `check.crcs=true` every batch a consumer returns has had its CRC
+//! checked, once: by this process before it was stored (an append's
+//! validation, recovery's scan: the read reports those bytes as checked,
+//! see `log::read`'s module docs) or here, for every other batch (bytes
+//! written by another process or an earlier run, a read-only view's).
 
 use std::collections::{HashSet, VecDeque};
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -27,7 +34,7 @@ use crate::format::control::{ControlType, decode_control_key};
 use crate::format::header::out_of_sequence;
 use crate::format::{
     Batch, RECORDS_OFFSET, RecordIter, bad_delta, decode_batch_at, decode_headers, parse_record,
-    scan_plain_record,
+    scan_plain_record, verify_crc,
 };
 use crate::types::{Compression, TimestampType};
 
@@ -48,6 +55,22 @@ pub(super) struct Fetch {
     current: Option<Current>,
     /// For a read_committed fetch, the aborted transactions to skip.
     aborted: Option<Aborted>,
+    /// The bytes of `data` this process checked before the read; a batch
+    /// wholly within them is not checked again.
+    checked: Range<usize>,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Batches whose CRC [`Fetch::drain`] checked on this thread (tests
+    /// count CRC passes with it; a consumer polls on its caller's thread).
+    static CRC_CHECKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The number of batch CRCs [`Fetch::drain`] checked on this thread so far.
+#[cfg(test)]
+pub(super) fn crc_checks() -> u64 {
+    CRC_CHECKS.with(std::cell::Cell::get)
 }
 
 /// The aborted transactions of a read_committed fetch and the producers
@@ -171,7 +194,18 @@ impl Fetch {
             last_offset: None,
             current: None,
             aborted,
+            checked: 0..0,
         }
+    }
+
+    /// This fetch, told that this process checked (CRC and structure) the
+    /// batches lying wholly within `checked` (positions in the fetched
+    /// bytes) before the read: their CRCs are not checked again. What the
+    /// log's read reports ([`LogRead`](crate::log::LogRead)'s checked
+    /// range).
+    pub(super) fn checked(mut self, checked: Range<usize>) -> Self {
+        self.checked = checked;
+        self
     }
 
     /// Where the fetched bytes lie in the segment's map.
@@ -265,7 +299,16 @@ impl Fetch {
             if self.pos >= self.data.len() {
                 break;
             }
-            let (batch, size) = decode_batch_at(&self.data, self.pos, check_crcs)?;
+            // The structure always; the CRC unless this process checked
+            // the batch before (see the module docs).
+            let (batch, size) = decode_batch_at(&self.data, self.pos, false)?;
+            if check_crcs
+                && !(self.checked.start <= self.pos && self.pos + size <= self.checked.end)
+            {
+                #[cfg(test)]
+                CRC_CHECKS.with(|n| n.set(n.get() + 1));
+                verify_crc(batch.as_bytes())?;
+            }
             let header = batch.header();
             let (base, last) = header.checked_offsets()?;
             if let Some(previous) = self.last_offset

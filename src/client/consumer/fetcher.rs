@@ -4,6 +4,8 @@
 //! `fetch.max.wait.ms`, partition EOFs, and draining buffered records into
 //! a poll's result.
 
+use std::ops::Range;
+
 use super::records::PartitionBuf;
 use super::*;
 
@@ -69,12 +71,12 @@ impl Consumer {
             }
             let max_bytes = byte_count(self.config.max_partition_fetch_bytes)
                 .min(max_total.saturating_sub(used));
-            let (data, source, aborted) = self.read(i, position, max_bytes)?;
+            let (data, source, aborted, checked) = self.read(i, position, max_bytes)?;
             if data.is_empty() || (used > 0 && used + data.len() > max_total) {
                 continue;
             }
             used += data.len();
-            self.assignment[i].fetch = Some(Fetch::new(data, source, aborted));
+            self.assignment[i].fetch = Some(Fetch::new(data, source, aborted).checked(checked));
         }
         Ok(())
     }
@@ -82,13 +84,14 @@ impl Consumer {
     /// Reads from assignment `i` at `position`, resetting the position by
     /// `auto.offset.reset` when it is outside the log. Under read_committed
     /// the read stops at the last stable offset and comes with the aborted
-    /// transactions its batches may hold.
+    /// transactions its batches may hold. Also returns the part of the
+    /// bytes this process checked before (see [`Fetch::checked`]).
     pub(super) fn read(
         &mut self,
         i: usize,
         mut position: u64,
         max_bytes: usize,
-    ) -> Result<(bytes::Bytes, ReadSource, Option<Aborted>)> {
+    ) -> Result<(bytes::Bytes, ReadSource, Option<Aborted>, Range<usize>)> {
         let reset = self.config.auto_offset_reset;
         let isolation = self.config.isolation_level;
         let bound = FetchBound::for_consumer(isolation);
@@ -110,7 +113,12 @@ impl Consumer {
                                 .collect(),
                         )
                     });
-                    return Ok((fetched.records().clone(), fetched.source(), aborted));
+                    return Ok((
+                        fetched.records().clone(),
+                        fetched.source(),
+                        aborted,
+                        fetched.checked(),
+                    ));
                 }
                 Err(Error::OffsetOutOfRange { .. }) => {
                     position = reset_offset(&self.cluster, a, reset, isolation)?;
@@ -132,7 +140,7 @@ impl Consumer {
                 Err(e) => return Err(e),
             }
         }
-        Ok((bytes::Bytes::new(), ReadSource::default(), None))
+        Ok((bytes::Bytes::new(), ReadSource::default(), None, 0..0))
     }
 
     /// Whether buffered records may be returned now, by `fetch.min.bytes`

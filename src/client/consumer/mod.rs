@@ -36,6 +36,8 @@
 //! of its group (see the `group` module for the protocol), and committed
 //! offsets give newly assigned partitions their starting positions.
 
+#[cfg(test)]
+mod checked_tests;
 mod commits;
 mod config;
 mod fetch;
