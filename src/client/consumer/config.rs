@@ -208,7 +208,9 @@ impl ConsumerConfig {
     }
 
     /// `check.crcs`: whether every fetched batch's CRC-32C is verified
-    /// (default true).
+    /// (default true). A batch is verified once per process: one this
+    /// process appended (every append validates or builds its batches) or
+    /// already checked since it opened the log is not checked again.
     #[must_use]
     pub fn check_crcs(&self) -> bool {
         self.check_crcs
@@ -378,7 +380,8 @@ impl ConsumerConfigBuilder {
         self
     }
 
-    /// `check.crcs` (default true).
+    /// `check.crcs` (default true): verify each fetched batch's CRC-32C,
+    /// once per process (see [`ConsumerConfig::check_crcs`]).
     pub fn check_crcs(mut self, check: bool) -> Self {
         self.config.check_crcs = check;
         self
