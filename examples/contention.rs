@@ -1,5 +1,5 @@
 //! How much a reader of a [`Log`] slows down while another thread appends
-//! to it (issue 13: readers never wait behind a writer).
+//! to it (readers never wait behind a writer).
 //!
 //! ```sh
 //! cargo run --release --example contention -- [DIR] [--records N] [--repeat R]

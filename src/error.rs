@@ -520,7 +520,7 @@ pub enum Error {
         producer_id: i64,
     },
 
-    // --- Transaction coordinator (issue 12) ---
+    // --- Transaction coordinator ---
     /// A newer producer with the same `transactional.id` took over (its
     /// `init_transactions` bumped the epoch): this producer is a zombie and
     /// must stop. Nothing was changed. Kafka's `PRODUCER_FENCED` (90):
@@ -870,7 +870,7 @@ impl Error {
             Error::InvalidTxnState { producer_id } => Error::InvalidTxnState {
                 producer_id: *producer_id,
             },
-            // --- Transaction coordinator (issue 12) ---
+            // --- Transaction coordinator ---
             Error::ProducerFenced {
                 transactional_id,
                 epoch,

@@ -1,4 +1,4 @@
-//! Compaction and transactions in a cluster (logbus issue 12): on a
+//! Compaction and transactions in a cluster: on a
 //! compacted topic the cleaner removes a transaction marker once no record
 //! of its transaction is left and `delete.retention.ms` passed since the
 //! pass that found it removable, as Kafka's cleaner does; a marker whose

@@ -1,4 +1,4 @@
-//! The consumer's API as issue 10 shaped it: `Duration` and `u64` settings
+//! The consumer's API: `Duration` and `u64` settings
 //! and `set` by Kafka name; `enable.partition.eof` (a model test, with a
 //! group and with manual assignment); and the documented behaviour of a
 //! subscription to a topic that does not exist and of `auto.offset.reset`

@@ -292,7 +292,7 @@ fn segmented_log() -> Result<(Files, Vec<Rec>, LogConfig)> {
     Ok((files, model, config))
 }
 
-/// Defect 3 and the missing segment (issue 4): a segment file missing
+/// The missing segment: a segment file missing
 /// between two others. Below the recovery point it is refused (file and
 /// position: the end of the segment before the gap), nothing changed; at or
 /// above it the log is cut at the gap, every later segment removed, and
@@ -475,7 +475,7 @@ impl Storage for RecordingStorage {
     }
 }
 
-/// Issue 4 (log part): a new log's first segment files and its directory
+/// A new log's first segment files and its directory
 /// (every directory the open created, in its parent) are durable before
 /// the open returns, so nothing acknowledged later can lose its files.
 #[test]

@@ -4,7 +4,7 @@
 //! A read also says which of the bytes it returns this process has already
 //! checked ([`LogRead`]'s checked range), so that a consumer with
 //! `check.crcs=true` checks each batch's CRC once, not again on every read
-//! (issue 13: a third of a 1 KiB consume went to CRC-32C). Each segment
+//! (a third of a 1 KiB consume went to CRC-32C). Each segment
 //! keeps one range of its file known good (`Segment::checked`):
 //!
 //! - **What extends it**: every append publishes bytes that were checked

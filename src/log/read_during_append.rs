@@ -1,6 +1,6 @@
 //! A [`Log`](crate::Log) over a [`WriteGate`]: what readers and other
 //! writers see while an append's write to the active segment is parked
-//! halfway (issue 13: readers never wait behind a writer).
+//! halfway (readers never wait behind a writer).
 
 use std::sync::Arc;
 use std::sync::mpsc;
