@@ -1148,3 +1148,61 @@ fn confluent_kafka_follows_a_leader_that_crashes_mid_stream() -> TestResult {
     assert_ne!(described.partitions[0].leader, Some(leader), "a new leader");
     Ok(())
 }
+
+#[test]
+fn describe_groups_names_each_members_client_host_and_client_id() -> TestResult {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{
+        DescribeGroupsRequest, GroupId, JoinGroupRequest, SyncGroupRequest,
+    };
+    let dir = tempfile::tempdir()?;
+    let config = ClusterConfig::builder()
+        .group_initial_rebalance_delay(Duration::ZERO)
+        .build()?;
+    let cluster = Cluster::open(dir.path(), config)?;
+    let server = cluster.serve("127.0.0.1:0")?;
+    let mut client = Client::connect(server.addresses()[&0])?;
+    let group = GroupId(StrBytes::from_static_str("hosts"));
+    let mut join = JoinGroupRequest::default();
+    join.group_id = group.clone();
+    join.session_timeout_ms = 10_000;
+    join.rebalance_timeout_ms = 10_000;
+    join.protocol_type = StrBytes::from_static_str("custom");
+    let mut protocol = JoinGroupRequestProtocol::default();
+    protocol.name = StrBytes::from_static_str("p");
+    protocol.metadata = Bytes::from_static(b"meta");
+    join.protocols = vec![protocol];
+    // KIP-394: the first join hands out the member id.
+    let first = client.send(&join, 5)?;
+    assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
+    join.member_id = first.member_id.clone();
+    let joined = client.send(&join, 5)?;
+    assert_eq!(joined.error_code, 0);
+    assert_eq!(joined.leader, joined.member_id);
+    let mut sync = SyncGroupRequest::default();
+    sync.group_id = group.clone();
+    sync.generation_id = joined.generation_id;
+    sync.member_id = joined.member_id.clone();
+    let mut mine = SyncGroupRequestAssignment::default();
+    mine.member_id = joined.member_id.clone();
+    mine.assignment = Bytes::from_static(b"assigned");
+    sync.assignments = vec![mine];
+    assert_eq!(client.send(&sync, 3)?.error_code, 0);
+
+    let mut describe = DescribeGroupsRequest::default();
+    describe.groups = vec![group];
+    for version in [0, 5] {
+        let described = client.send(&describe, version)?;
+        let g = &described.groups[0];
+        assert_eq!((g.error_code, g.group_state.as_str()), (0, "Stable"));
+        let m = &g.members[0];
+        assert_eq!(m.member_id, joined.member_id);
+        // As Kafka: the request header's client.id, and "/" and the IP
+        // address the member's connection came from.
+        assert_eq!(m.client_id.as_str(), "logbus-test");
+        assert_eq!(m.client_host.as_str(), "/127.0.0.1");
+        assert_eq!(&m.member_assignment[..], b"assigned");
+    }
+    Ok(())
+}

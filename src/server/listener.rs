@@ -461,7 +461,7 @@ fn serve_connection(shared: &Arc<Shared>, broker: u32, stream: TcpStream, peer: 
                 Err(reason) => Answer::Close(reason),
             }
         } else {
-            frame::answer(shared, broker, &mut session, request)
+            frame::answer(shared, broker, peer, &mut session, request)
         };
         let (response, close) = match answer {
             Answer::Respond(response) => (Some(response), None),
