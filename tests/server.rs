@@ -1206,3 +1206,61 @@ fn describe_groups_names_each_members_client_host_and_client_id() -> TestResult 
     }
     Ok(())
 }
+
+#[test]
+fn queued_max_request_bytes_is_unbounded_by_default_and_holds_any_request() -> TestResult {
+    let listen: SocketAddr = "127.0.0.1:0".parse()?;
+    assert_eq!(
+        ServerConfig::builder(listen)
+            .build()?
+            .queued_max_request_bytes(),
+        None
+    );
+    let config = ServerConfig::builder(listen)
+        .socket_request_max_bytes(1 << 20)
+        .queued_max_request_bytes(Some(1 << 20))
+        .build()?;
+    assert_eq!(config.queued_max_request_bytes(), Some(1 << 20));
+    // As Kafka: the budget must hold the largest request the socket takes.
+    let err = ServerConfig::builder(listen)
+        .socket_request_max_bytes(1 << 20)
+        .queued_max_request_bytes(Some((1 << 20) - 1))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, logbus::Error::InvalidConfig(_)), "{err}");
+    assert!(err.to_string().contains("queued.max.request.bytes"));
+
+    // With a budget that holds one of these requests at a time, requests
+    // from several connections take turns and are all answered.
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    cluster.create_topic(NewTopic::new("q", 1))?;
+    let server = cluster.serve_with(
+        ServerConfig::builder(listen)
+            .socket_request_max_bytes(1 << 20)
+            .queued_max_request_bytes(Some(1 << 20))
+            .build()?,
+    )?;
+    let addr = server.addresses()[&0];
+    std::thread::scope(|s| -> TestResult {
+        let producers: Vec<_> = (0..3)
+            .map(|i| {
+                s.spawn(move || -> Result<i16, String> {
+                    let mut client = Client::connect(addr).map_err(|e| e.to_string())?;
+                    let value = format!("{i}").repeat(600_000);
+                    let records = batch(&[&value]).map_err(|e| e.to_string())?;
+                    let response = client
+                        .send(&produce_request("q", 0, records, -1), 9)
+                        .map_err(|e| e.to_string())?;
+                    Ok(response.responses[0].partition_responses[0].error_code)
+                })
+            })
+            .collect();
+        for producer in producers {
+            assert_eq!(producer.join().map_err(|_| "panicked")??, 0);
+        }
+        Ok(())
+    })?;
+    assert_eq!(cluster.topic("q")?.partition(0)?.log_end_offset()?, 3);
+    Ok(())
+}

@@ -16,7 +16,8 @@
 //! ListOffsets, OffsetForLeaderEpoch, DeleteRecords) in `data`, topic
 //! administration in `admin`, the bounds every request is checked
 //! against before it is decoded in `shape`, SASL/PLAIN authentication in
-//! `sasl` and TLS (feature `tls`) in `tls`.
+//! `sasl`, TLS (feature `tls`) in `tls`, and the server-wide budget of
+//! request bytes in flight (`queued.max.request.bytes`) in `budget`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -26,6 +27,7 @@ use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use crate::Cluster;
 
 mod admin;
+mod budget;
 mod config;
 mod data;
 mod errors;
