@@ -11,6 +11,9 @@
 //! - TLS: SSL and SASL_SSL with a certificate made in the test (rcgen), a
 //!   plaintext client on a TLS port, and the idle and read timeouts under
 //!   TLS.
+//! - Each request is handled knowing the connection's peer address and
+//!   the principal it authenticated as (`User:NAME`), as the request log
+//!   shows.
 //! - Binding a non-loopback address: refused without SASL, TLS or
 //!   `allow_non_loopback`, accepted with SASL (or TLS).
 //! - Real clients (kafka-python, confluent-kafka) over SASL_PLAINTEXT, SSL

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::fetch_session::DEFAULT_MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS;
 use super::sasl::SaslPlainUsers;
 #[cfg(feature = "tls")]
 use super::tls::TlsConfig;
@@ -55,6 +56,7 @@ pub struct ServerConfig {
     pub(crate) advertised_host: Option<String>,
     pub(crate) socket_request_max_bytes: usize,
     pub(crate) queued_max_request_bytes: Option<usize>,
+    pub(crate) max_incremental_fetch_session_cache_slots: usize,
     pub(crate) max_connections: usize,
     pub(crate) connections_max_idle: Duration,
     pub(crate) request_read_timeout: Duration,
@@ -113,6 +115,8 @@ impl ServerConfig {
                 advertised_host: None,
                 socket_request_max_bytes: DEFAULT_SOCKET_REQUEST_MAX_BYTES,
                 queued_max_request_bytes: None,
+                max_incremental_fetch_session_cache_slots:
+                    DEFAULT_MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
                 connections_max_idle: DEFAULT_CONNECTIONS_MAX_IDLE,
                 request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
@@ -145,6 +149,13 @@ impl ServerConfig {
     #[must_use]
     pub fn queued_max_request_bytes(&self) -> Option<usize> {
         self.queued_max_request_bytes
+    }
+
+    /// `max.incremental.fetch.session.cache.slots`: the fetch sessions
+    /// (KIP-227) each broker keeps.
+    #[must_use]
+    pub fn max_incremental_fetch_session_cache_slots(&self) -> usize {
+        self.max_incremental_fetch_session_cache_slots
     }
 
     /// `max.connections`: connections open at once, over every broker's
@@ -320,6 +331,20 @@ impl ServerConfigBuilder {
     /// `socket.request.max.bytes`, as in Kafka.
     pub fn queued_max_request_bytes(mut self, bytes: Option<usize>) -> Self {
         self.config.queued_max_request_bytes = bytes;
+        self
+    }
+
+    /// `max.incremental.fetch.session.cache.slots` (default 1000): the
+    /// fetch sessions (KIP-227) each broker keeps. A consumer's Fetch
+    /// (v7+) may open a session and then send only the partitions whose
+    /// position changed; the broker answers only partitions with records,
+    /// an error, or a new high watermark or log start offset. When every
+    /// slot is taken, a new session replaces one unused for 120 s, else
+    /// the one with the fewest partitions if it has fewer than the new
+    /// one; otherwise the consumer gets full fetches without a session. 0
+    /// keeps no sessions.
+    pub fn max_incremental_fetch_session_cache_slots(mut self, slots: usize) -> Self {
+        self.config.max_incremental_fetch_session_cache_slots = slots;
         self
     }
 

@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 
 use super::budget::{Refused, RequestBudget, Reservation};
 use super::config::ServerConfig;
+use super::fetch_session::FetchSessions;
 use super::frame::{self, Answer};
 use super::sasl::{self, Session};
 use crate::Cluster;
@@ -64,6 +65,8 @@ pub(crate) struct Shared {
     finished: Mutex<Vec<JoinHandle<()>>>,
     /// `queued.max.request.bytes`: the bytes of requests in flight.
     pub(crate) budget: RequestBudget,
+    /// Every broker's fetch sessions (KIP-227).
+    pub(crate) fetch_sessions: FetchSessions,
     next_id: AtomicU64,
 }
 
@@ -166,6 +169,7 @@ impl Cluster {
             .collect();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
         let budget = RequestBudget::new(config.queued_max_request_bytes);
+        let fetch_sessions = FetchSessions::new(config.max_incremental_fetch_session_cache_slots);
         let shared = Arc::new(Shared {
             cluster: self.clone(),
             config,
@@ -176,6 +180,7 @@ impl Cluster {
             connections: Mutex::new(HashMap::new()),
             finished: Mutex::new(Vec::new()),
             budget,
+            fetch_sessions,
             next_id: AtomicU64::new(0),
         });
         let mut addresses = BTreeMap::new();

@@ -16,8 +16,9 @@
 //! ListOffsets, OffsetForLeaderEpoch, DeleteRecords) in `data`, topic
 //! administration in `admin`, the bounds every request is checked
 //! against before it is decoded in `shape`, SASL/PLAIN authentication in
-//! `sasl`, TLS (feature `tls`) in `tls`, and the server-wide budget of
-//! request bytes in flight (`queued.max.request.bytes`) in `budget`.
+//! `sasl`, TLS (feature `tls`) in `tls`, the server-wide budget of
+//! request bytes in flight (`queued.max.request.bytes`) in `budget`, and
+//! each broker's fetch sessions (KIP-227) in `fetch_session`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -31,6 +32,7 @@ mod budget;
 mod config;
 mod data;
 mod errors;
+mod fetch_session;
 mod frame;
 mod groups;
 mod listener;
