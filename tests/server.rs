@@ -7,6 +7,16 @@
 //!   long poll woken by a produce, ListOffsets, CreateTopics /
 //!   DeleteTopics, configs, DeleteRecords, NOT_LEADER_OR_FOLLOWER from a
 //!   broker that does not lead the partition.
+//! - Fetch sessions (KIP-227): opened by a full fetch, incremental fetches
+//!   answering only partitions with news (long poll included), forgotten
+//!   and re-added partitions, FETCH_SESSION_ID_NOT_FOUND and
+//!   INVALID_FETCH_SESSION_EPOCH, replacing and closing a session, and the
+//!   cache's eviction (stale first, then smaller) on a manual clock.
+//! - DescribeGroups: each member's `client_id` and `client_host` (`/` and
+//!   its IP address), as Kafka answers them.
+//! - `queued.max.request.bytes`: unbounded by default, at least
+//!   `socket.request.max.bytes`, and large requests from several
+//!   connections taking turns.
 //! - Malformed requests, seeded and bounded: each gets an error response
 //!   or a closed connection, and afterwards the server still answers and
 //!   the stored records are unchanged.
@@ -1146,5 +1156,347 @@ fn confluent_kafka_follows_a_leader_that_crashes_mid_stream() -> TestResult {
     );
     let described = cluster.describe_topic("failover")?;
     assert_ne!(described.partitions[0].leader, Some(leader), "a new leader");
+    Ok(())
+}
+
+#[test]
+fn describe_groups_names_each_members_client_host_and_client_id() -> TestResult {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{
+        DescribeGroupsRequest, GroupId, JoinGroupRequest, SyncGroupRequest,
+    };
+    let dir = tempfile::tempdir()?;
+    let config = ClusterConfig::builder()
+        .group_initial_rebalance_delay(Duration::ZERO)
+        .build()?;
+    let cluster = Cluster::open(dir.path(), config)?;
+    let server = cluster.serve("127.0.0.1:0")?;
+    let mut client = Client::connect(server.addresses()[&0])?;
+    let group = GroupId(StrBytes::from_static_str("hosts"));
+    let mut join = JoinGroupRequest::default();
+    join.group_id = group.clone();
+    join.session_timeout_ms = 10_000;
+    join.rebalance_timeout_ms = 10_000;
+    join.protocol_type = StrBytes::from_static_str("custom");
+    let mut protocol = JoinGroupRequestProtocol::default();
+    protocol.name = StrBytes::from_static_str("p");
+    protocol.metadata = Bytes::from_static(b"meta");
+    join.protocols = vec![protocol];
+    // KIP-394: the first join hands out the member id.
+    let first = client.send(&join, 5)?;
+    assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
+    join.member_id = first.member_id.clone();
+    let joined = client.send(&join, 5)?;
+    assert_eq!(joined.error_code, 0);
+    assert_eq!(joined.leader, joined.member_id);
+    let mut sync = SyncGroupRequest::default();
+    sync.group_id = group.clone();
+    sync.generation_id = joined.generation_id;
+    sync.member_id = joined.member_id.clone();
+    let mut mine = SyncGroupRequestAssignment::default();
+    mine.member_id = joined.member_id.clone();
+    mine.assignment = Bytes::from_static(b"assigned");
+    sync.assignments = vec![mine];
+    assert_eq!(client.send(&sync, 3)?.error_code, 0);
+
+    let mut describe = DescribeGroupsRequest::default();
+    describe.groups = vec![group];
+    for version in [0, 5] {
+        let described = client.send(&describe, version)?;
+        let g = &described.groups[0];
+        assert_eq!((g.error_code, g.group_state.as_str()), (0, "Stable"));
+        let m = &g.members[0];
+        assert_eq!(m.member_id, joined.member_id);
+        // As Kafka: the request header's client.id, and "/" and the IP
+        // address the member's connection came from.
+        assert_eq!(m.client_id.as_str(), "logbus-test");
+        assert_eq!(m.client_host.as_str(), "/127.0.0.1");
+        assert_eq!(&m.member_assignment[..], b"assigned");
+    }
+    Ok(())
+}
+
+#[test]
+fn queued_max_request_bytes_is_unbounded_by_default_and_holds_any_request() -> TestResult {
+    let listen: SocketAddr = "127.0.0.1:0".parse()?;
+    assert_eq!(
+        ServerConfig::builder(listen)
+            .build()?
+            .queued_max_request_bytes(),
+        None
+    );
+    let config = ServerConfig::builder(listen)
+        .socket_request_max_bytes(1 << 20)
+        .queued_max_request_bytes(Some(1 << 20))
+        .build()?;
+    assert_eq!(config.queued_max_request_bytes(), Some(1 << 20));
+    // As Kafka: the budget must hold the largest request the socket takes.
+    let err = ServerConfig::builder(listen)
+        .socket_request_max_bytes(1 << 20)
+        .queued_max_request_bytes(Some((1 << 20) - 1))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, logbus::Error::InvalidConfig(_)), "{err}");
+    assert!(err.to_string().contains("queued.max.request.bytes"));
+
+    // With a budget that holds one of these requests at a time, requests
+    // from several connections take turns and are all answered.
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
+    cluster.create_topic(NewTopic::new("q", 1))?;
+    let server = cluster.serve_with(
+        ServerConfig::builder(listen)
+            .socket_request_max_bytes(1 << 20)
+            .queued_max_request_bytes(Some(1 << 20))
+            .build()?,
+    )?;
+    let addr = server.addresses()[&0];
+    std::thread::scope(|s| -> TestResult {
+        let producers: Vec<_> = (0..3)
+            .map(|i| {
+                s.spawn(move || -> Result<i16, String> {
+                    let mut client = Client::connect(addr).map_err(|e| e.to_string())?;
+                    let value = format!("{i}").repeat(600_000);
+                    let records = batch(&[&value]).map_err(|e| e.to_string())?;
+                    let response = client
+                        .send(&produce_request("q", 0, records, -1), 9)
+                        .map_err(|e| e.to_string())?;
+                    Ok(response.responses[0].partition_responses[0].error_code)
+                })
+            })
+            .collect();
+        for producer in producers {
+            assert_eq!(producer.join().map_err(|_| "panicked")??, 0);
+        }
+        Ok(())
+    })?;
+    assert_eq!(cluster.topic("q")?.partition(0)?.log_end_offset()?, 3);
+    Ok(())
+}
+
+/// A Fetch v12 with session fields: `topics` as (topic, [(partition,
+/// fetch offset)]), `forgotten` as (topic, [partition]); answers at once.
+fn session_fetch(
+    session_id: i32,
+    epoch: i32,
+    topics: &[(&str, &[(i32, i64)])],
+    forgotten: &[(&str, &[i32])],
+) -> FetchRequest {
+    use kafka_protocol::messages::fetch_request::ForgottenTopic;
+    let mut request = FetchRequest::default();
+    request.replica_id = (-1).into();
+    request.max_wait_ms = 0;
+    request.min_bytes = 1;
+    request.max_bytes = 50 << 20;
+    request.session_id = session_id;
+    request.session_epoch = epoch;
+    request.topics = topics
+        .iter()
+        .map(|(topic, partitions)| {
+            let mut t = FetchTopic::default();
+            t.topic = name(topic);
+            t.partitions = partitions
+                .iter()
+                .map(|(partition, offset)| {
+                    let mut p = FetchPartition::default();
+                    p.partition = *partition;
+                    p.fetch_offset = *offset;
+                    p.partition_max_bytes = 1 << 20;
+                    p
+                })
+                .collect();
+            t
+        })
+        .collect();
+    request.forgotten_topics_data = forgotten
+        .iter()
+        .map(|(topic, partitions)| {
+            let mut f = ForgottenTopic::default();
+            f.topic = name(topic);
+            f.partitions = partitions.to_vec();
+            f
+        })
+        .collect();
+    request
+}
+
+/// One partition of a fetch response: (topic, partition, error, values).
+type Answered = (String, i32, i16, Vec<String>);
+
+/// A fetch response's partitions.
+fn answered(response: &FetchResponse) -> TestResult<Vec<Answered>> {
+    let mut out = Vec::new();
+    for t in &response.responses {
+        for p in &t.partitions {
+            out.push((
+                t.topic.0.to_string(),
+                p.partition_index,
+                p.error_code,
+                values(&p.records.clone().unwrap_or_default())?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn append(cluster: &Cluster, topic: &str, partition: u32, value: &str) -> TestResult {
+    let mut records = batch(&[value])?.to_vec();
+    cluster
+        .topic(topic)?
+        .partition(partition)?
+        .append(&mut records)?;
+    Ok(())
+}
+
+const FETCH_SESSION_ID_NOT_FOUND: i16 = 70;
+const INVALID_FETCH_SESSION_EPOCH: i16 = 71;
+
+#[test]
+fn fetch_sessions_answer_only_partitions_with_news() -> TestResult {
+    let (_dir, cluster, server) = open(1)?;
+    cluster.create_topic(NewTopic::new("s", 2))?;
+    append(&cluster, "s", 0, "a0")?;
+    let mut client = Client::connect(server.addresses()[&0])?;
+    let both: &[(&str, &[(i32, i64)])] = &[("s", &[(0, 0), (1, 0)])];
+
+    // Epoch 0 opens a session: a full response, with the session's id.
+    let full = client.send(&session_fetch(0, 0, both, &[]), 12)?;
+    assert_eq!(full.error_code, 0);
+    let id = full.session_id;
+    assert_ne!(id, 0);
+    assert_eq!(
+        answered(&full)?,
+        [
+            ("s".into(), 0, 0, vec!["a0".into()]),
+            ("s".into(), 1, 0, vec![])
+        ]
+    );
+
+    // Epoch 1, partition 0 moved on: nothing new anywhere, so nothing.
+    let quiet = client.send(&session_fetch(id, 1, &[("s", &[(0, 1)])], &[]), 12)?;
+    assert_eq!((quiet.error_code, quiet.session_id), (0, id));
+    assert!(answered(&quiet)?.is_empty());
+
+    // Epoch 2, no partition sent: only partition 1 has a record.
+    append(&cluster, "s", 1, "b0")?;
+    let news = client.send(&session_fetch(id, 2, &[], &[]), 12)?;
+    assert_eq!(news.session_id, id);
+    assert_eq!(answered(&news)?, [("s".into(), 1, 0, vec!["b0".into()])]);
+
+    // Epoch 3 waits (long poll) until partition 0 gets a record, which is
+    // all it answers.
+    let mut waiting = session_fetch(id, 3, &[("s", &[(1, 1)])], &[]);
+    waiting.max_wait_ms = 60_000;
+    let woken = std::thread::scope(|s| {
+        let fetch = s.spawn(|| client.send(&waiting, 12).map_err(|e| e.to_string()));
+        append(&cluster, "s", 0, "a1").map_err(|e| e.to_string())?;
+        fetch.join().map_err(|_| "panicked".to_string())?
+    })?;
+    assert_eq!(answered(&woken)?, [("s".into(), 0, 0, vec!["a1".into()])]);
+
+    // A replayed epoch, and an unknown session: refused, nothing read.
+    let replayed = client.send(&session_fetch(id, 3, &[], &[]), 12)?;
+    assert_eq!(
+        (replayed.error_code, replayed.session_id),
+        (INVALID_FETCH_SESSION_EPOCH, 0)
+    );
+    assert!(replayed.responses.is_empty());
+    let unknown = client.send(&session_fetch(id ^ 0x55, 1, &[], &[]), 12)?;
+    assert_eq!(
+        (unknown.error_code, unknown.session_id),
+        (FETCH_SESSION_ID_NOT_FOUND, 0)
+    );
+
+    // Epoch 4: partition 1 is forgotten; new records on both show only on
+    // partition 0 (still at offset 1, so a1 again, and a2).
+    append(&cluster, "s", 0, "a2")?;
+    append(&cluster, "s", 1, "b1")?;
+    let forgot = client.send(&session_fetch(id, 4, &[], &[("s", &[1])]), 12)?;
+    assert_eq!(
+        answered(&forgot)?,
+        [("s".into(), 0, 0, vec!["a1".into(), "a2".into()])]
+    );
+    // A partition added back by an incremental fetch is read again (and
+    // partition 0, moved past its records, has nothing new).
+    let added = client.send(&session_fetch(id, 5, &[("s", &[(0, 3), (1, 1)])], &[]), 12)?;
+    assert_eq!(answered(&added)?, [("s".into(), 1, 0, vec!["b1".into()])]);
+
+    // Epoch 0 with the session's id replaces it with a new one.
+    let renewed = client.send(&session_fetch(id, 0, both, &[]), 12)?;
+    assert!(renewed.session_id != 0 && renewed.session_id != id);
+    assert_eq!(answered(&renewed)?.len(), 2);
+    let replaced = client.send(&session_fetch(id, 6, &[], &[]), 12)?;
+    assert_eq!(replaced.error_code, FETCH_SESSION_ID_NOT_FOUND);
+    let id = renewed.session_id;
+
+    // Epoch -1 closes the session: a full answer without one, and the id
+    // is gone.
+    let closed = client.send(&session_fetch(id, -1, both, &[]), 12)?;
+    assert_eq!((closed.error_code, closed.session_id), (0, 0));
+    assert_eq!(answered(&closed)?.len(), 2);
+    let gone = client.send(&session_fetch(id, 1, &[], &[]), 12)?;
+    assert_eq!(gone.error_code, FETCH_SESSION_ID_NOT_FOUND);
+
+    // Below v7 there are no sessions: the fields do not exist.
+    let mut old = fetch_request("s", 0, 0, 0);
+    old.session_epoch = 0;
+    let old = client.send(&old, 6)?;
+    assert_eq!(old.session_id, 0);
+    Ok(())
+}
+
+#[test]
+fn a_full_session_cache_evicts_stale_then_smaller_sessions() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let clock = logbus::ManualClock::new(1_000_000);
+    let config = ClusterConfig::builder()
+        .clock(std::sync::Arc::new(clock.clone()))
+        .build()?;
+    let cluster = Cluster::open(dir.path(), config)?;
+    cluster.create_topic(NewTopic::new("e", 3))?;
+    let server = cluster.serve_with(
+        ServerConfig::builder("127.0.0.1:0".parse()?)
+            .max_incremental_fetch_session_cache_slots(1)
+            .build()?,
+    )?;
+    let mut client = Client::connect(server.addresses()[&0])?;
+    let mut open_session = |partitions: &[(i32, i64)]| -> TestResult<i32> {
+        let topics: &[(&str, &[(i32, i64)])] = &[("e", partitions)];
+        Ok(client
+            .send(&session_fetch(0, 0, topics, &[]), 12)?
+            .session_id)
+    };
+    let one = open_session(&[(0, 0)])?;
+    assert_ne!(one, 0);
+    // Two partitions beat one: the first session is evicted.
+    let two = open_session(&[(0, 0), (1, 0)])?;
+    assert_ne!(two, 0);
+    // One partition does not beat two: no session.
+    assert_eq!(open_session(&[(2, 0)])?, 0);
+    // Unused for 120 s, the session of two may go to anyone.
+    clock.advance_ms(120_000);
+    let three = open_session(&[(2, 0)])?;
+    assert_ne!(three, 0);
+    let mut check = Client::connect(server.addresses()[&0])?;
+    for (id, code) in [
+        (one, FETCH_SESSION_ID_NOT_FOUND),
+        (two, FETCH_SESSION_ID_NOT_FOUND),
+        (three, 0),
+    ] {
+        let response = check.send(&session_fetch(id, 1, &[], &[]), 12)?;
+        assert_eq!(response.error_code, code, "session {id}");
+    }
+    // No slots: no sessions.
+    let none = cluster.serve_with(
+        ServerConfig::builder("127.0.0.1:0".parse()?)
+            .max_incremental_fetch_session_cache_slots(0)
+            .build()?,
+    )?;
+    let mut client = Client::connect(none.addresses()[&0])?;
+    let topics: &[(&str, &[(i32, i64)])] = &[("e", &[(0, 0)])];
+    let response = client.send(&session_fetch(0, 0, topics, &[]), 12)?;
+    assert_eq!((response.error_code, response.session_id), (0, 0));
+    assert_eq!(answered(&response)?.len(), 1);
     Ok(())
 }

@@ -11,6 +11,9 @@
 //! - TLS: SSL and SASL_SSL with a certificate made in the test (rcgen), a
 //!   plaintext client on a TLS port, and the idle and read timeouts under
 //!   TLS.
+//! - Each request is handled knowing the connection's peer address and
+//!   the principal it authenticated as (`User:NAME`), as the request log
+//!   shows.
 //! - Binding a non-loopback address: refused without SASL, TLS or
 //!   `allow_non_loopback`, accepted with SASL (or TLS).
 //! - Real clients (kafka-python, confluent-kafka) over SASL_PLAINTEXT, SSL
@@ -836,4 +839,79 @@ mod tls {
     fn confluent_kafka_over_sasl_ssl() -> TestResult {
         real_client_over_tls("confluent-kafka", "confluent_kafka", true)
     }
+}
+
+/// Every log line written in this test binary after the first call (a
+/// global subscriber at `trace`: the listener's threads log on their own).
+fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(captured.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("the only subscriber of this test binary");
+        captured
+    })
+    .0
+    .clone()
+}
+
+/// A log writer into memory.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[test]
+fn each_request_is_handled_with_the_peer_and_the_authenticated_principal() -> TestResult {
+    let logs = captured_logs();
+    let (_dir, _cluster, server) = serve(sasl)?;
+    let addr = server.addresses()[&0];
+    let socket = TcpStream::connect(addr)?;
+    socket.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let peer = socket.local_addr()?.to_string();
+    let mut client = Client {
+        stream: Box::new(socket),
+        correlation: 0,
+    };
+    // Before authentication: ApiVersions, with no principal.
+    client.send(&ApiVersionsRequest::default(), 3)?;
+    assert_eq!(client.authenticate("bob", "bob-secret", 2)?, 0);
+    let mut all_topics = MetadataRequest::default();
+    all_topics.topics = None;
+    client.send(&all_topics, 12)?;
+    // The response was written after the request's line was logged.
+    let text = String::from_utf8(logs.lock().unwrap().clone())?;
+    let mine: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("logbus listener: request") && l.contains(&peer))
+        .collect();
+    let line = |api: &str| {
+        mine.iter()
+            .find(|l| l.contains(&format!("api={api}")))
+            .copied()
+            .unwrap_or_else(|| panic!("no {api} request from {peer} in {mine:?}"))
+    };
+    assert!(!line("ApiVersions").contains("principal"));
+    assert!(line("Metadata").contains("principal=\"User:bob\""));
+    Ok(())
 }

@@ -140,6 +140,9 @@ pub(crate) enum JoinResponse {
 struct WireJoin {
     protocol_type: String,
     metadata: Vec<Bytes>,
+    /// Where the member's connection comes from, as Kafka's DescribeGroups
+    /// shows it (`/` and the IP address).
+    client_host: String,
 }
 
 /// The protocol type of members that join in process.
@@ -230,6 +233,9 @@ pub(crate) struct GroupLimits {
 struct Member {
     instance_id: Option<String>,
     client_id: String,
+    /// Where a wire member's last JoinGroup came from (`/` and the IP
+    /// address, as Kafka's `clientHost`); empty for an in-process member.
+    client_host: String,
     session_timeout_ms: i64,
     rebalance_timeout_ms: i64,
     protocols: Vec<String>,
@@ -560,6 +566,9 @@ pub(crate) struct MemberSnapshot {
     pub member_id: String,
     pub instance_id: Option<String>,
     pub client_id: String,
+    /// Where a wire member's connection comes from (`/` and the IP
+    /// address); empty for an in-process member.
+    pub client_host: String,
     pub assignment: Vec<TopicPartition>,
     pub subscription: Vec<String>,
     /// The metadata the member sent for the group's protocol, if it
@@ -699,7 +708,8 @@ impl GroupCoordinator {
 
     /// Kafka's JoinGroup from a member on the wire: as [`join`](Self::join),
     /// with the member's protocol type and metadata bytes, which the
-    /// leader gets back unchanged.
+    /// leader gets back unchanged, and the host its connection comes from
+    /// (`client_host`, which DescribeGroups shows).
     ///
     /// # Errors
     /// As [`join`](Self::join); [`Error::InconsistentGroupProtocol`] also
@@ -715,11 +725,13 @@ impl GroupCoordinator {
         req: JoinRequest,
         protocol_type: &str,
         metadata: Vec<Bytes>,
+        client_host: &str,
         now: i64,
     ) -> Result<JoinResponse> {
         let wire = WireJoin {
             protocol_type: protocol_type.to_string(),
             metadata,
+            client_host: client_host.to_string(),
         };
         if wire.protocol_type.is_empty() || wire.metadata.len() != req.protocols.len() {
             return Err(Error::InconsistentGroupProtocol {
@@ -808,7 +820,10 @@ impl GroupCoordinator {
                 .filter(|id| g.members.contains_key(*id))
                 .map(str::to_string);
             let protocol_type = protocol_type.to_string();
-            let metadata = wire.map(|w| w.metadata);
+            let (metadata, client_host) = match wire {
+                Some(w) => (Some(w.metadata), Some(w.client_host)),
+                None => (None, None),
+            };
             // Kafka compares the whole join metadata: new bytes under the
             // same topics (another protocol's user data) also rebalance.
             let metadata_changed = known
@@ -841,6 +856,9 @@ impl GroupCoordinator {
             let wire = metadata.is_some();
             if let Some(m) = g.members.get_mut(&id) {
                 m.metadata = metadata;
+                if let Some(host) = client_host {
+                    m.client_host = host;
+                }
                 m.awaiting = wire && matches!(answer, JoinResponse::Pending { .. });
             }
             // The answer is built again: the member may lead, and the
@@ -1343,6 +1361,7 @@ fn describe_group(g: &Group) -> Option<GroupSnapshot> {
                 member_id: id.clone(),
                 instance_id: m.instance_id.clone(),
                 client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
                 assignment: m.assignment.clone(),
                 subscription: m.subscription.topics.clone(),
                 metadata: m.metadata_for(g.protocol.as_deref()),

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::fetch_session::DEFAULT_MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS;
 use super::sasl::SaslPlainUsers;
 #[cfg(feature = "tls")]
 use super::tls::TlsConfig;
@@ -54,6 +55,8 @@ pub struct ServerConfig {
     pub(crate) listen: SocketAddr,
     pub(crate) advertised_host: Option<String>,
     pub(crate) socket_request_max_bytes: usize,
+    pub(crate) queued_max_request_bytes: Option<usize>,
+    pub(crate) max_incremental_fetch_session_cache_slots: usize,
     pub(crate) max_connections: usize,
     pub(crate) connections_max_idle: Duration,
     pub(crate) request_read_timeout: Duration,
@@ -111,6 +114,9 @@ impl ServerConfig {
                 listen,
                 advertised_host: None,
                 socket_request_max_bytes: DEFAULT_SOCKET_REQUEST_MAX_BYTES,
+                queued_max_request_bytes: None,
+                max_incremental_fetch_session_cache_slots:
+                    DEFAULT_MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS,
                 max_connections: DEFAULT_MAX_CONNECTIONS,
                 connections_max_idle: DEFAULT_CONNECTIONS_MAX_IDLE,
                 request_read_timeout: DEFAULT_REQUEST_READ_TIMEOUT,
@@ -135,6 +141,21 @@ impl ServerConfig {
     #[must_use]
     pub fn socket_request_max_bytes(&self) -> usize {
         self.socket_request_max_bytes
+    }
+
+    /// `queued.max.request.bytes`: the bytes of requests read and not yet
+    /// answered, over every broker's listener; `None` (Kafka's -1) for
+    /// unbounded.
+    #[must_use]
+    pub fn queued_max_request_bytes(&self) -> Option<usize> {
+        self.queued_max_request_bytes
+    }
+
+    /// `max.incremental.fetch.session.cache.slots`: the fetch sessions
+    /// (KIP-227) each broker keeps.
+    #[must_use]
+    pub fn max_incremental_fetch_session_cache_slots(&self) -> usize {
+        self.max_incremental_fetch_session_cache_slots
     }
 
     /// `max.connections`: connections open at once, over every broker's
@@ -243,6 +264,15 @@ impl ServerConfig {
             self.socket_request_max_bytes > 0,
         )?;
         positive("max.connections", self.max_connections > 0)?;
+        if let Some(queued) = self.queued_max_request_bytes
+            && queued < self.socket_request_max_bytes
+        {
+            // Kafka's rule: every request the socket accepts must fit.
+            return Err(Error::InvalidConfig(format!(
+                "queued.max.request.bytes ({queued}) must be at least socket.request.max.bytes ({})",
+                self.socket_request_max_bytes
+            )));
+        }
         positive(
             "connections.max.idle.ms",
             !self.connections_max_idle.is_zero(),
@@ -283,6 +313,38 @@ impl ServerConfigBuilder {
     /// prefix is larger closes its connection unread.
     pub fn socket_request_max_bytes(mut self, bytes: usize) -> Self {
         self.config.socket_request_max_bytes = bytes;
+        self
+    }
+
+    /// `queued.max.request.bytes` (default `None`, Kafka's -1: unbounded):
+    /// the bytes of requests read and not yet answered, across every
+    /// connection of every broker's listener. A connection whose next
+    /// request would take the total over it reads no further (its client
+    /// waits, as on a muted Kafka connection) until other requests are
+    /// answered, the server stops (the connection closes), or
+    /// `connections.max.idle.ms` passes (the connection closes, logged).
+    /// A request being answered keeps its bytes counted until it is
+    /// answered, a long-polling Fetch or a parked JoinGroup / SyncGroup
+    /// included. Unbounded, the bytes in flight are at most
+    /// `max.connections` × `socket.request.max.bytes`, since each
+    /// connection answers one request at a time. Must be at least
+    /// `socket.request.max.bytes`, as in Kafka.
+    pub fn queued_max_request_bytes(mut self, bytes: Option<usize>) -> Self {
+        self.config.queued_max_request_bytes = bytes;
+        self
+    }
+
+    /// `max.incremental.fetch.session.cache.slots` (default 1000): the
+    /// fetch sessions (KIP-227) each broker keeps. A consumer's Fetch
+    /// (v7+) may open a session and then send only the partitions whose
+    /// position changed; the broker answers only partitions with records,
+    /// an error, or a new high watermark or log start offset. When every
+    /// slot is taken, a new session replaces one unused for 120 s, else
+    /// the one with the fewest partitions if it has fewer than the new
+    /// one; otherwise the consumer gets full fetches without a session. 0
+    /// keeps no sessions.
+    pub fn max_incremental_fetch_session_cache_slots(mut self, slots: usize) -> Self {
+        self.config.max_incremental_fetch_session_cache_slots = slots;
         self
     }
 
@@ -392,7 +454,8 @@ impl ServerConfigBuilder {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] for a zero bound, a
-    /// `socket.request.max.bytes` above `i32::MAX`, an empty advertised
+    /// `socket.request.max.bytes` above `i32::MAX`, a
+    /// `queued.max.request.bytes` below `socket.request.max.bytes`, an empty advertised
     /// host, or a SASL/PLAIN user whose name or password is empty or holds
     /// a NUL (which PLAIN's token cannot carry).
     pub fn build(self) -> Result<ServerConfig> {

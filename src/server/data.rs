@@ -1,4 +1,5 @@
-//! The data path: Metadata, Produce, Fetch (with long polling),
+//! The data path: Metadata, Produce, Fetch (with long polling and fetch
+//! sessions),
 //! ListOffsets, OffsetForLeaderEpoch and DeleteRecords.
 //!
 //! Reads and writes go to the replica manager of the broker whose listener
@@ -36,6 +37,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use super::fetch_session::{FetchContext, INVALID_SESSION_ID, SessionPartition};
 use super::listener::Shared;
 use super::{RequestContext, error_code};
 use crate::cluster::TopicState;
@@ -348,6 +350,7 @@ fn append_one(
 
 /// One partition a fetch asks for, resolved once.
 struct FetchTarget {
+    /// Its topic's index in the response's topics.
     topic: usize,
     partition: i32,
     offset: i64,
@@ -356,11 +359,25 @@ struct FetchTarget {
     led: std::result::Result<(TopicIdPartition, Arc<ReplicaManager>), i16>,
 }
 
+/// What every pass of one fetch reads with.
+struct FetchPlan {
+    /// The response's topics, in order.
+    topics: Vec<(TopicName, Uuid)>,
+    targets: Vec<FetchTarget>,
+    isolation: IsolationLevel,
+    max_bytes: usize,
+    min_bytes: usize,
+    /// When the long poll ends, on the cluster's clock.
+    deadline: i64,
+}
+
 /// Fetch: whole batches from each partition's leader (this broker), as
 /// stored (segment bytes, not re-encoded), below the high watermark, or
 /// under read_committed below the last stable offset with the aborted
 /// transactions. Waits up to `max_wait_ms` (woken by appends) until
-/// `min_bytes` are there.
+/// `min_bytes` are there. From v7, with fetch sessions (KIP-227, see
+/// `fetch_session`): a full fetch may open one, an incremental fetch
+/// reads its session's partitions and answers those with news.
 pub(super) fn fetch(
     ctx: &RequestContext<'_>,
     shared: &Shared,
@@ -377,38 +394,144 @@ pub(super) fn fetch(
         .min(shared.config.fetch_max_bytes);
     let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
     let clock = inner.clock().clone();
-    let deadline = clock
-        .now_ms()
-        .saturating_add(i64::from(request.max_wait_ms.max(0)));
-    let mut targets = Vec::new();
-    for (t, topic) in request.topics.iter().enumerate() {
-        let name = topic.topic.0.as_str();
-        for p in &topic.partitions {
-            let led = led_partition(ctx, name, p.partition, p.current_leader_epoch)
-                .map(|(key, manager, _)| (key, manager));
-            targets.push(FetchTarget {
-                topic: t,
-                partition: p.partition,
-                offset: p.fetch_offset,
-                max_bytes: p.partition_max_bytes,
-                led,
-            });
+    let now = clock.now_ms();
+    let deadline = now.saturating_add(i64::from(request.max_wait_ms.max(0)));
+    let sessions = &shared.fetch_sessions;
+    let context = sessions.begin(ctx.broker, request, ctx.api_version >= 7, now);
+    let mut plan = FetchPlan {
+        topics: Vec::new(),
+        targets: Vec::new(),
+        isolation,
+        max_bytes,
+        min_bytes,
+        deadline,
+    };
+    match context {
+        FetchContext::Error(code) => {
+            let mut response = FetchResponse::default();
+            response.error_code = code;
+            response.session_id = INVALID_SESSION_ID;
+            response
+        }
+        FetchContext::Sessionless | FetchContext::Full => {
+            let mut asked = Vec::new();
+            for (t, topic) in request.topics.iter().enumerate() {
+                plan.topics.push((topic.topic.clone(), topic.topic_id));
+                let name = topic.topic.0.as_str();
+                for p in &topic.partitions {
+                    plan.targets.push(target(
+                        ctx,
+                        t,
+                        name,
+                        p.partition,
+                        p.fetch_offset,
+                        p.partition_max_bytes,
+                        p.current_leader_epoch,
+                    ));
+                    asked.push(SessionPartition::requested(
+                        name,
+                        p.partition,
+                        p.fetch_offset,
+                        p.partition_max_bytes,
+                        p.current_leader_epoch,
+                    ));
+                }
+            }
+            let mut response = fetch_waiting(shared, &clock, &plan);
+            if matches!(context, FetchContext::Full) {
+                let answers: Vec<&PartitionData> = response
+                    .responses
+                    .iter()
+                    .flat_map(|t| &t.partitions)
+                    .collect();
+                response.session_id = sessions.open(ctx.broker, asked, &answers, clock.now_ms());
+            }
+            response
+        }
+        FetchContext::Incremental { id, partitions } => {
+            // Consecutive partitions of a topic share its entry, as in
+            // Kafka's responses.
+            for p in &partitions {
+                if plan
+                    .topics
+                    .last()
+                    .is_none_or(|(name, _)| name.0.as_str() != p.topic)
+                {
+                    plan.topics.push((topic_name(&p.topic), Uuid::nil()));
+                }
+                let t = plan.topics.len() - 1;
+                plan.targets.push(target(
+                    ctx,
+                    t,
+                    &p.topic,
+                    p.partition,
+                    p.fetch_offset,
+                    p.max_bytes,
+                    p.current_leader_epoch,
+                ));
+            }
+            let mut response = fetch_waiting(shared, &clock, &plan);
+            let answers: Vec<&PartitionData> = response
+                .responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .collect();
+            let keep = sessions.answered(ctx.broker, id, &partitions, &answers);
+            let mut keep = keep.into_iter();
+            for topic in &mut response.responses {
+                topic.partitions.retain(|_| keep.next().unwrap_or(true));
+            }
+            response.responses.retain(|t| !t.partitions.is_empty());
+            response.session_id = id;
+            response
         }
     }
+}
+
+/// A fetch's partition `partition` of topic `name` (the response's topic
+/// `topic`), resolved to its leader here or the error to answer.
+fn target(
+    ctx: &RequestContext<'_>,
+    topic: usize,
+    name: &str,
+    partition: i32,
+    offset: i64,
+    max_bytes: i32,
+    current_leader_epoch: i32,
+) -> FetchTarget {
+    let led = led_partition(ctx, name, partition, current_leader_epoch)
+        .map(|(key, manager, _)| (key, manager));
+    FetchTarget {
+        topic,
+        partition,
+        offset,
+        max_bytes,
+        led,
+    }
+}
+
+/// Reads `plan`'s partitions until `min_bytes` are there, a partition
+/// fails, the deadline passes or the server stops; waits on the
+/// partitions' watchers and the clock in between.
+fn fetch_waiting(
+    shared: &Shared,
+    clock: &Arc<dyn crate::Clock>,
+    plan: &FetchPlan,
+) -> FetchResponse {
     let (wake_tx, wake_rx): (Sender<()>, Receiver<()>) = crossbeam_channel::bounded(1);
     // The clock's jumps, heard once the fetch waits (most answer at once).
     let mut ticks = crossbeam_channel::never();
     let mut watching = false;
     let response = loop {
-        let (response, bytes, failed) = fetch_once(request, &targets, isolation, max_bytes);
+        let (response, bytes, failed) = fetch_once(plan);
         let now = clock.now_ms();
-        if bytes >= min_bytes || failed || now >= deadline {
+        if bytes >= plan.min_bytes || failed || now >= plan.deadline {
             break response;
         }
         if !watching {
             // Watch, then read again: an append between the read and the
             // watch is not missed.
-            for target in &targets {
+            for target in &plan.targets {
                 if let Ok((key, manager)) = &target.led {
                     manager.watch(key, &wake_tx);
                 }
@@ -418,19 +541,19 @@ pub(super) fn fetch(
             continue;
         }
         let timer = clock
-            .wait_hint(deadline)
+            .wait_hint(plan.deadline)
             .map_or_else(crossbeam_channel::never, crossbeam_channel::after);
         crossbeam_channel::select! {
             recv(wake_rx) -> _ => {}
             recv(ticks) -> _ => {}
             recv(timer) -> _ => {}
             recv(shared.stop_rx) -> _ => {
-                break fetch_once(request, &targets, isolation, max_bytes).0;
+                break fetch_once(plan).0;
             }
         }
     };
     if watching {
-        for target in &targets {
+        for target in &plan.targets {
             if let Ok((key, manager)) = &target.led {
                 manager.unwatch(key, &wake_tx);
             }
@@ -441,26 +564,22 @@ pub(super) fn fetch(
 
 /// One pass over a fetch's partitions: the response, its record bytes,
 /// and whether a partition failed (which answers at once).
-fn fetch_once(
-    request: &FetchRequest,
-    targets: &[FetchTarget],
-    isolation: IsolationLevel,
-    max_bytes: usize,
-) -> (FetchResponse, usize, bool) {
+fn fetch_once(plan: &FetchPlan) -> (FetchResponse, usize, bool) {
+    let (isolation, max_bytes) = (plan.isolation, plan.max_bytes);
     let bound = FetchBound::for_consumer(isolation);
     let mut used = 0usize;
     let mut failed = false;
-    let mut topics: Vec<FetchableTopicResponse> = request
+    let mut topics: Vec<FetchableTopicResponse> = plan
         .topics
         .iter()
-        .map(|t| {
+        .map(|(name, id)| {
             let mut r = FetchableTopicResponse::default();
-            r.topic = t.topic.clone();
-            r.topic_id = t.topic_id;
+            r.topic = name.clone();
+            r.topic_id = *id;
             r
         })
         .collect();
-    for target in targets {
+    for target in &plan.targets {
         let mut data = PartitionData::default();
         data.partition_index = target.partition;
         data.high_watermark = -1;

@@ -2,6 +2,7 @@
 //! API versions the listener answers (ApiVersions), decoding, dispatch and
 //! the response header.
 
+use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -84,11 +85,12 @@ fn range_of(api: ApiKey) -> Option<(i16, i16)> {
         .map(|(_, lo, hi)| (lo, hi))
 }
 
-/// Answers one request frame (without its size prefix) on a connection in
-/// SASL state `session`.
+/// Answers one request frame (without its size prefix) on a connection
+/// from `peer` in SASL state `session`.
 pub(crate) fn answer(
     shared: &Shared,
     broker: u32,
+    peer: SocketAddr,
     session: &mut Session,
     mut frame: Bytes,
 ) -> Answer {
@@ -157,11 +159,14 @@ pub(crate) fn answer(
         other => other,
     };
     let client_id = header.client_id.as_ref().map(|s| s.as_str());
+    let principal = session.principal();
     let ctx = RequestContext {
         cluster: &shared.cluster,
         broker,
         api_version: version,
         client_id,
+        peer,
+        principal: principal.as_deref(),
         advertised: &shared.advertised,
     };
     tracing::trace!(
@@ -170,7 +175,8 @@ pub(crate) fn answer(
         version,
         correlation_id,
         client_id = ctx.client_id,
-        principal = session.principal().as_deref(),
+        peer = %ctx.peer,
+        principal = ctx.principal,
         "logbus listener: request"
     );
     let handled = catch_unwind(AssertUnwindSafe(|| handle(&ctx, shared, api, request)));

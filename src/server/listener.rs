@@ -13,7 +13,9 @@ use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
+use super::budget::{Refused, RequestBudget, Reservation};
 use super::config::ServerConfig;
+use super::fetch_session::FetchSessions;
 use super::frame::{self, Answer};
 use super::sasl::{self, Session};
 use crate::Cluster;
@@ -61,6 +63,10 @@ pub(crate) struct Shared {
     connections: Mutex<HashMap<u64, Connection>>,
     /// Connection threads that ended, to join.
     finished: Mutex<Vec<JoinHandle<()>>>,
+    /// `queued.max.request.bytes`: the bytes of requests in flight.
+    pub(crate) budget: RequestBudget,
+    /// Every broker's fetch sessions (KIP-227).
+    pub(crate) fetch_sessions: FetchSessions,
     next_id: AtomicU64,
 }
 
@@ -162,6 +168,8 @@ impl Cluster {
             .map(|(b, _, bound)| (*b, (advertised_host.clone(), bound.port())))
             .collect();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        let budget = RequestBudget::new(config.queued_max_request_bytes);
+        let fetch_sessions = FetchSessions::new(config.max_incremental_fetch_session_cache_slots);
         let shared = Arc::new(Shared {
             cluster: self.clone(),
             config,
@@ -171,6 +179,8 @@ impl Cluster {
             stop_rx,
             connections: Mutex::new(HashMap::new()),
             finished: Mutex::new(Vec::new()),
+            budget,
+            fetch_sessions,
             next_id: AtomicU64::new(0),
         });
         let mut addresses = BTreeMap::new();
@@ -224,6 +234,8 @@ impl Server {
             // Another call stops it; this one still waits for the threads.
         }
         self.shared.stop_tx.lock().take();
+        // Connections waiting for request bytes give up.
+        self.shared.budget.close();
         // Wake each blocked `accept` by connecting to it.
         for addr in self.addresses.values() {
             let _ = TcpStream::connect(wake_address(*addr));
@@ -250,6 +262,14 @@ impl Server {
         for handle in self.shared.finished.lock().drain(..) {
             let _ = handle.join();
         }
+    }
+}
+
+#[cfg(test)]
+impl Server {
+    /// What the server's threads share.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
     }
 }
 
@@ -444,8 +464,10 @@ fn serve_connection(shared: &Arc<Shared>, broker: u32, stream: TcpStream, peer: 
             return;
         }
         let limit = session.max_receive(shared.config.socket_request_max_bytes);
-        let request = match read_frame(shared, &mut stream, limit) {
-            Ok(request) => request,
+        // The request's bytes stay counted in queued.max.request.bytes
+        // until it is answered.
+        let (request, reservation) = match read_frame(shared, &mut stream, limit) {
+            Ok(read) => read,
             Err(Stop::Quiet) => return,
             Err(Stop::Bad(reason)) => {
                 tracing::warn!(broker, %peer, %reason, "logbus listener: connection closed");
@@ -461,8 +483,9 @@ fn serve_connection(shared: &Arc<Shared>, broker: u32, stream: TcpStream, peer: 
                 Err(reason) => Answer::Close(reason),
             }
         } else {
-            frame::answer(shared, broker, &mut session, request)
+            frame::answer(shared, broker, peer, &mut session, request)
         };
+        drop(reservation);
         let (response, close) = match answer {
             Answer::Respond(response) => (Some(response), None),
             Answer::RespondThenClose(response, reason) => (Some(response), Some(reason)),
@@ -513,12 +536,14 @@ fn open_transport(shared: &Shared, stream: TcpStream) -> std::result::Result<Tra
 
 /// Reads one size-prefixed request of at most `limit` bytes: waits up to
 /// `connections.max.idle.ms` for its first byte, then up to the request
-/// read timeout for the rest.
-fn read_frame(
-    shared: &Shared,
+/// read timeout for its size; takes its bytes from
+/// `queued.max.request.bytes` (waiting up to `connections.max.idle.ms` for
+/// them), then gives the rest the request read timeout to arrive.
+fn read_frame<'s>(
+    shared: &'s Shared,
     stream: &mut Transport,
     limit: usize,
-) -> std::result::Result<Bytes, Stop> {
+) -> std::result::Result<(Bytes, Reservation<'s>), Stop> {
     let config = &shared.config;
     let mut size = [0u8; 4];
     let idle = Instant::now() + config.connections_max_idle;
@@ -549,6 +574,22 @@ fn read_frame(
             "request of {size} bytes is larger than {name} ({limit})"
         )));
     }
+    let reservation = match shared
+        .budget
+        .acquire(size, Instant::now() + config.connections_max_idle)
+    {
+        Ok(reservation) => reservation,
+        Err(Refused::Closed) => return Err(Stop::Quiet),
+        Err(Refused::TimedOut) => {
+            return Err(Stop::Bad(format!(
+                "a request of {size} bytes waited connections.max.idle.ms ({:?}) for \
+                 queued.max.request.bytes",
+                config.connections_max_idle
+            )));
+        }
+    };
+    // The body's own deadline starts once its bytes are granted.
+    let deadline = Instant::now() + config.request_read_timeout;
     // Grown as bytes arrive, 64 KiB ahead at most: a size prefix alone
     // reserves little.
     let mut body = Vec::new();
@@ -564,7 +605,7 @@ fn read_frame(
         filled += got;
     }
     body.truncate(filled);
-    Ok(Bytes::from(body))
+    Ok((Bytes::from(body), reservation))
 }
 
 /// Reads some bytes into `buf` (at least one) before `deadline`.

@@ -16,18 +16,23 @@
 //! ListOffsets, OffsetForLeaderEpoch, DeleteRecords) in `data`, topic
 //! administration in `admin`, the bounds every request is checked
 //! against before it is decoded in `shape`, SASL/PLAIN authentication in
-//! `sasl` and TLS (feature `tls`) in `tls`.
+//! `sasl`, TLS (feature `tls`) in `tls`, the server-wide budget of
+//! request bytes in flight (`queued.max.request.bytes`) in `budget`, and
+//! each broker's fetch sessions (KIP-227) in `fetch_session`.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 
 use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 
 use crate::Cluster;
 
 mod admin;
+mod budget;
 mod config;
 mod data;
 mod errors;
+mod fetch_session;
 mod frame;
 mod groups;
 mod listener;
@@ -56,9 +61,35 @@ pub(crate) struct RequestContext<'a> {
     pub(crate) api_version: i16,
     /// The client's `client.id`, if it sent one.
     pub(crate) client_id: Option<&'a str>,
+    /// The address the client's connection comes from.
+    pub(crate) peer: SocketAddr,
+    /// The principal the connection authenticated as with SASL (Kafka's
+    /// `User:NAME`); `None` on a listener without SASL.
+    pub(crate) principal: Option<&'a str>,
     /// Where each broker's listener is reached, as (host, port): what
     /// Metadata and FindCoordinator answer.
     pub(crate) advertised: &'a BTreeMap<u32, (String, u16)>,
+}
+
+impl RequestContext<'_> {
+    /// The client's host as Kafka's DescribeGroups shows it (a member's
+    /// `client_host`, Java's `InetAddress.toString()` of an address with
+    /// no host name): `/` and the IP address, an IPv6 address in Java's
+    /// full form (eight groups, no `::`).
+    pub(crate) fn client_host(&self) -> String {
+        kafka_client_host(self.peer.ip())
+    }
+}
+
+/// `/` and `ip` as Java's `InetAddress.getHostAddress` writes it.
+pub(crate) fn kafka_client_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("/{v4}"),
+        IpAddr::V6(v6) => {
+            let groups: Vec<String> = v6.segments().iter().map(|g| format!("{g:x}")).collect();
+            format!("/{}", groups.join(":"))
+        }
+    }
 }
 
 /// The API versions the coordinator modules answer, as
@@ -84,5 +115,28 @@ pub(crate) fn dispatch_coordinator(
         txn::handle(ctx, request)
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod context_tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use super::kafka_client_host;
+
+    #[test]
+    fn client_hosts_are_written_as_java_writes_them() {
+        assert_eq!(
+            kafka_client_host(Ipv4Addr::new(10, 0, 0, 7).into()),
+            "/10.0.0.7"
+        );
+        assert_eq!(
+            kafka_client_host(Ipv6Addr::LOCALHOST.into()),
+            "/0:0:0:0:0:0:0:1"
+        );
+        assert_eq!(
+            kafka_client_host("fe80::1:ab".parse::<Ipv6Addr>().unwrap().into()),
+            "/fe80:0:0:0:0:0:1:ab"
+        );
     }
 }

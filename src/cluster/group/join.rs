@@ -30,6 +30,7 @@ fn new_member(req: &JoinRequest, now: i64) -> Member {
     Member {
         instance_id: req.instance_id.clone(),
         client_id: req.client_id.clone(),
+        client_host: String::new(),
         session_timeout_ms: req.session_timeout_ms,
         rebalance_timeout_ms: req.rebalance_timeout_ms,
         protocols: req.protocols.clone(),

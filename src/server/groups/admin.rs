@@ -139,9 +139,7 @@ pub(in crate::server) fn describe_groups(
                         .with_member_id(str_bytes(m.member_id.clone()))
                         .with_group_instance_id(instance)
                         .with_client_id(str_bytes(m.client_id.clone()))
-                        // The listener does not hand the peer's address to
-                        // handlers.
-                        .with_client_host(str_bytes(""))
+                        .with_client_host(str_bytes(m.client_host.clone()))
                         .with_member_metadata(metadata)
                         .with_member_assignment(assignment)
                 })

@@ -165,6 +165,7 @@ pub(in crate::server) fn join_group(
         session_timeout_ms
     };
     let mut member_id = non_empty(Some(&request.member_id)).map(str::to_string);
+    let host = ctx.client_host();
     let (waker, wake) = crossbeam_channel::bounded(1);
     let groups = &ctx.cluster.inner.groups;
     let start = ctx.cluster.inner.clock().now_ms();
@@ -198,7 +199,7 @@ pub(in crate::server) fn join_group(
         },
         |now| {
             let join = join(member_id.clone());
-            match groups.join_wire(&group, join, &protocol_type, metadata.clone(), now)? {
+            match groups.join_wire(&group, join, &protocol_type, metadata.clone(), &host, now)? {
                 JoinResponse::Pending { member_id: id } => {
                     member_id = Some(id);
                     Ok(None)

@@ -90,6 +90,8 @@ impl Fixture {
             broker: 0,
             api_version: version,
             client_id: Some("test-client"),
+            peer: "192.0.2.7:50123".parse().unwrap(),
+            principal: None,
             advertised: &self.advertised,
         }
     }
@@ -869,6 +871,7 @@ fn groups_are_listed_described_and_deleted_as_kafka_shows_them() {
     let m = &g.members[0];
     assert_eq!(m.member_id.as_str(), a);
     assert_eq!(m.client_id.as_str(), "test-client");
+    assert_eq!(m.client_host.as_str(), "/192.0.2.7");
     assert_eq!(
         (&m.member_metadata[..], &m.member_assignment[..]),
         (&b"meta-a"[..], &b"assign-a"[..])
