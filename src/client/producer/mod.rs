@@ -381,6 +381,8 @@ impl Producer {
     /// a newer producer fenced this one).
     pub fn send(&self, record: ProducerRecord) -> Result<SendFuture> {
         let (result, index, timestamp) = self.handle.core.append(record, None)?;
+        let result = result
+            .ok_or_else(|| Error::Internal("a send without a callback has no result".into()))?;
         Ok(SendFuture::new(result, index, timestamp))
     }
 
@@ -632,8 +634,9 @@ fn accumulator_for(config: &ProducerConfig, linger_ms: i64) -> Accumulator {
 
 /// Kafka's rule for compacted topics, applied before the record is taken:
 /// the log would refuse a record without a key, failing its whole batch.
-fn refuse_keyless(entry: &accumulator::TopicEntry, record: &ProducerRecord) -> Result<()> {
-    if record.key.is_none() && entry.state.configs().log_config.compact() {
+/// `compact`: the topic's `cleanup.policy` includes `compact` now.
+fn refuse_keyless(compact: bool, record: &ProducerRecord) -> Result<()> {
+    if record.key.is_none() && compact {
         return Err(Error::InvalidBatch(FormatError::InvalidRecord(
             "a compacted log (cleanup.policy=compact) accepts only records with a key",
         )));
@@ -662,13 +665,14 @@ impl Core {
     }
 
     /// The send path: checks, partition choice, room in the buffer, and the
-    /// append into the open batch. Returns the batch's result, the record's
-    /// index in it and its timestamp.
+    /// append into the open batch. Returns the batch's result (without a
+    /// callback; with one, `None`), the record's index in it and its
+    /// timestamp.
     fn append(
         &self,
         record: ProducerRecord,
         callback: Option<Callback>,
-    ) -> Result<(Arc<BatchResult>, u32, i64)> {
+    ) -> Result<(Option<Arc<BatchResult>>, u32, i64)> {
         // A cheap bound first; the exact size only near a limit.
         let (mut lone, upper) = record.size_bounds();
         if lone > self.max_request_size.min(self.buffer_memory) {
@@ -725,8 +729,9 @@ impl Core {
             let mut acc = self.acc.lock();
             self.check_open(&acc)?;
             let ti = acc.entry(&self.cluster, &record.topic, self.batch_size, &self.sticky)?;
-            refuse_keyless(&acc.topics[ti], record)?;
-            acc.topics[ti].state.clone()
+            let state = acc.topics[ti].state.clone();
+            refuse_keyless(state.configs().log_config.compact(), record)?;
+            state
         };
         let count = NonZeroU32::new(state.partition_count()).ok_or_else(|| state.unknown(None))?;
         match partitioner.partition(
@@ -763,7 +768,7 @@ impl Core {
         upper: usize,
         timestamp: i64,
         chosen: Option<u32>,
-    ) -> Result<(Arc<BatchResult>, u32, i64)> {
+    ) -> Result<(Option<Arc<BatchResult>>, u32, i64)> {
         self.check_open(acc)?;
         let txn = acc
             .txn
@@ -772,9 +777,17 @@ impl Core {
             .transpose()?;
         let ti = acc.entry(&self.cluster, &record.topic, self.batch_size, &self.sticky)?;
         let entry = &mut acc.topics[ti];
-        refuse_keyless(entry, record)?;
-        // An altered max.message.bytes applies from the next send.
-        let max = entry.state.configs().log_config.max_batch_len();
+        // The topic's configs, read once per send (they can change live:
+        // an altered cleanup.policy or max.message.bytes applies from the
+        // next send).
+        let (compact, max) = {
+            let configs = entry.state.configs();
+            (
+                configs.log_config.compact(),
+                configs.log_config.max_batch_len(),
+            )
+        };
+        refuse_keyless(compact, record)?;
         if max != entry.max_message_bytes {
             entry.max_message_bytes = max;
             entry.batch_limit = self.batch_size.min(max);
@@ -911,10 +924,15 @@ impl Core {
         batch.reserved += grown;
         *used += grown;
         batch.keyless |= keyless;
-        if let Some(callback) = callback {
-            batch.callbacks.push((index, timestamp, callback));
-        }
-        let result = batch.result.clone();
+        // The batch's result goes to a handle; a callback needs none (no
+        // reference count taken and dropped per record).
+        let result = match callback {
+            Some(callback) => {
+                batch.callbacks.push((index, timestamp, callback));
+                None
+            }
+            None => Some(batch.result.clone()),
+        };
         if after >= entry.batch_limit {
             acc.seal(ti, partition, &self.sticky);
         }
