@@ -221,6 +221,7 @@ impl BatchBuilder {
     /// records (header and append slack added): a builder made
     /// [`with_capacity`](BatchBuilder::with_capacity) this never
     /// reallocates while its records take at most `records_bytes`.
+    #[inline]
     pub(crate) const fn capacity_for(records_bytes: usize) -> usize {
         RECORDS_OFFSET
             .saturating_add(records_bytes)
@@ -229,6 +230,7 @@ impl BatchBuilder {
 
     /// Bytes the builder's buffer holds without reallocating (what it
     /// takes of the producer's `buffer.memory`).
+    #[inline]
     pub(crate) fn buffer_capacity(&self) -> usize {
         self.buf.capacity()
     }
@@ -236,6 +238,7 @@ impl BatchBuilder {
     /// Makes room for an append of a record of at most `record_bytes`
     /// encoded bytes without the buffer growing beyond it (no doubling):
     /// afterwards such an append does not reallocate.
+    #[inline]
     pub(crate) fn reserve_exact(&mut self, record_bytes: usize) {
         self.buf.reserve_exact(record_bytes + APPEND_SLACK);
     }

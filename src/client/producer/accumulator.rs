@@ -150,6 +150,7 @@ impl TopicEntry {
     /// the open batch, what that batch's buffer must grow by (nothing when
     /// the batch was opened at full size); else the smallest buffer a new
     /// batch for it can have.
+    #[inline]
     pub(crate) fn room_needed(&self, partition: u32, upper: usize) -> usize {
         match self
             .batches
@@ -285,6 +286,7 @@ impl Accumulator {
     /// again once the cached topic is deleted (a topic re-created under the
     /// same name is a new topic: the old one's open batches are sealed and
     /// will fail).
+    #[inline]
     pub(crate) fn entry(
         &mut self,
         cluster: &ClusterInner,
@@ -292,12 +294,26 @@ impl Accumulator {
         batch_size: usize,
         sticky: &StickyPartitions,
     ) -> Result<usize> {
+        // Inlined into `send`: the usual case, the topic of the send before.
         if let Some(e) = self.topics.get(self.last)
-            && *e.name == *name
+            && e.name.len() == name.len()
+            && e.name.as_bytes() == name.as_bytes()
             && !e.state.is_deleted()
         {
             return Ok(self.last);
         }
+        self.entry_lookup(cluster, name, batch_size, sticky)
+    }
+
+    /// [`Accumulator::entry`] for another topic than the last one.
+    #[inline(never)]
+    fn entry_lookup(
+        &mut self,
+        cluster: &ClusterInner,
+        name: &str,
+        batch_size: usize,
+        sticky: &StickyPartitions,
+    ) -> Result<usize> {
         match self.index.get(name) {
             Some(&i) => {
                 if self.topics[i].state.is_deleted() {
