@@ -12,7 +12,7 @@ use super::header::{
     PRODUCER_ID_OFFSET, RECORDS_COUNT_OFFSET, RECORDS_OFFSET, TIMESTAMP_TYPE_MASK,
     TRANSACTIONAL_FLAG_MASK, compute_crc,
 };
-use super::record::{Header, encode_record};
+use super::record::{APPEND_SLACK, Header, encode_record};
 use crate::error::FormatError;
 use crate::types::{Compression, TimestampType};
 
@@ -215,6 +215,32 @@ impl BatchBuilder {
     #[must_use]
     pub fn estimated_size(&self) -> usize {
         self.buf.len()
+    }
+
+    /// The buffer capacity for a batch of `records_bytes` bytes of encoded
+    /// records (header and append slack added): a builder made
+    /// [`with_capacity`](BatchBuilder::with_capacity) this never
+    /// reallocates while its records take at most `records_bytes`.
+    #[inline]
+    pub(crate) const fn capacity_for(records_bytes: usize) -> usize {
+        RECORDS_OFFSET
+            .saturating_add(records_bytes)
+            .saturating_add(APPEND_SLACK)
+    }
+
+    /// Bytes the builder's buffer holds without reallocating (what it
+    /// takes of the producer's `buffer.memory`).
+    #[inline]
+    pub(crate) fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Makes room for an append of a record of at most `record_bytes`
+    /// encoded bytes without the buffer growing beyond it (no doubling):
+    /// afterwards such an append does not reallocate.
+    #[inline]
+    pub(crate) fn reserve_exact(&mut self, record_bytes: usize) {
+        self.buf.reserve_exact(record_bytes + APPEND_SLACK);
     }
 
     /// Builds the batch: header, (compressed) records, CRC-32C.

@@ -291,6 +291,11 @@ pub(crate) fn write_record(
     }
 }
 
+/// Spare capacity [`encode_record`] wants beyond the record's own bytes
+/// (what [`Varints`] zero-extends the buffer by): a buffer with this much
+/// room past a record is never reallocated by its append.
+pub(crate) const APPEND_SLACK: usize = 32;
+
 /// Varints written straight into the spare capacity of a buffer: it is
 /// zero-extended by 32 bytes (one fixed-size fill, no call to `memset`),
 /// the varints go in by index, and [`Varints::finish`] truncates the rest.
@@ -383,7 +388,7 @@ pub(crate) fn encode_record(
         return false;
     };
     // The slack lets `Varints` zero-extend the buffer without reallocating.
-    buf.reserve(varint_size(body) + body as usize + 32);
+    buf.reserve(varint_size(body) + body as usize + APPEND_SLACK);
     // At most 5 + 1 + 10 + 5 + 5 (+ 5) bytes.
     let mut head = Varints::new(buf);
     head.varint(body);

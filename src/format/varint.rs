@@ -73,9 +73,12 @@ pub fn varlong_size(value: i64) -> usize {
 
 #[inline]
 fn unsigned_size(v: u64) -> usize {
-    // Number of significant bits, at least 1, in groups of 7.
+    // Number of significant bits, at least 1, in groups of 7:
+    // ceil(bits / 7) == (9 * bits + 64) / 64 for 1..=64 bits, a multiply
+    // and a shift instead of a division's dozen instructions (the encoder
+    // sizes five or six varints per record).
     let bits = 64 - (v | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
+    (bits * 9 + 64) >> 6
 }
 
 /// Reads a zigzag varint from the start of `buf`; returns the value and the
@@ -213,6 +216,21 @@ mod tests {
             assert_eq!(read_varlong(&b)?, (v, b.len()));
         }
         Ok(())
+    }
+
+    #[test]
+    fn sizes_match_the_bytes_written_at_every_width() {
+        // Every number of significant bits, at its smallest and largest value.
+        for bits in 0..=64_u32 {
+            for v in [
+                1_u64.checked_shl(bits).map_or(u64::MAX, |b| b - 1),
+                1_u64 << bits.saturating_sub(1),
+            ] {
+                let mut b = Vec::new();
+                put_unsigned(&mut b, v);
+                assert_eq!(unsigned_size(v), b.len(), "{v:#x}");
+            }
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::transaction::{TxnManager, TxnTag};
 use crate::client::partitioner::StickyPartitions;
 use crate::cluster::{ClusterInner, TopicState};
 use crate::error::{Error, Result};
-use crate::format::BatchBuilder;
+use crate::format::{BatchBuilder, RECORD_BATCH_OVERHEAD};
 
 /// One batch of one partition: open while records are added, then sealed
 /// and queued for the sender.
@@ -34,7 +34,8 @@ pub(crate) struct Batch {
     pub(crate) result: Arc<BatchResult>,
     /// Callbacks with the index and timestamp of their record, in record order.
     pub(crate) callbacks: Vec<(u32, i64, Callback)>,
-    /// Bytes of `buffer.memory` this batch holds.
+    /// Bytes of `buffer.memory` this batch holds: its buffer's capacity
+    /// (as Kafka's `BufferPool` counts a batch's whole buffer).
     pub(crate) reserved: usize,
     /// Clock time of its first record: linger counts from here.
     pub(crate) created_ms: i64,
@@ -144,6 +145,26 @@ impl TopicEntry {
             .is_some_and(|b| b.size() + bytes <= self.batch_limit)
     }
 
+    /// Bytes of `buffer.memory` a record of at most `upper` encoded bytes
+    /// takes for `partition` beyond what is reserved already: if it fits
+    /// the open batch, what that batch's buffer must grow by (nothing when
+    /// the batch was opened at full size); else the smallest buffer a new
+    /// batch for it can have.
+    #[inline]
+    pub(crate) fn room_needed(&self, partition: u32, upper: usize) -> usize {
+        match self
+            .batches
+            .get(partition as usize)
+            .and_then(Option::as_ref)
+        {
+            Some(b) if b.size() + upper <= self.batch_limit => {
+                BatchBuilder::capacity_for(b.size() - RECORD_BATCH_OVERHEAD + upper)
+                    .saturating_sub(b.reserved)
+            }
+            _ => BatchBuilder::capacity_for(upper),
+        }
+    }
+
     /// The partition for a keyless record: the sticky one.
     pub(crate) fn sticky_partition(&mut self, sticky: &StickyPartitions, count: NonZeroU32) -> u32 {
         match self.sticky {
@@ -158,6 +179,26 @@ impl TopicEntry {
 
     pub(crate) fn unknown(&self, partition: Option<u32>) -> Error {
         self.state.unknown(partition)
+    }
+}
+
+/// The buffer capacity of a new batch for a record of at most `upper`
+/// encoded bytes, with `used` of `buffer_memory` taken: room for a full
+/// batch (`batch_limit`, or the record if larger), as Kafka's accumulator
+/// allocates `batch.size`, when that much is free; else only the record's
+/// room (the batch then grows record by record).
+pub(crate) fn batch_capacity(
+    batch_limit: usize,
+    upper: usize,
+    used: usize,
+    buffer_memory: usize,
+) -> usize {
+    let full =
+        BatchBuilder::capacity_for(batch_limit.saturating_sub(RECORD_BATCH_OVERHEAD).max(upper));
+    if used.saturating_add(full) <= buffer_memory {
+        full
+    } else {
+        BatchBuilder::capacity_for(upper)
     }
 }
 
@@ -245,6 +286,7 @@ impl Accumulator {
     /// again once the cached topic is deleted (a topic re-created under the
     /// same name is a new topic: the old one's open batches are sealed and
     /// will fail).
+    #[inline]
     pub(crate) fn entry(
         &mut self,
         cluster: &ClusterInner,
@@ -252,12 +294,26 @@ impl Accumulator {
         batch_size: usize,
         sticky: &StickyPartitions,
     ) -> Result<usize> {
+        // Inlined into `send`: the usual case, the topic of the send before.
         if let Some(e) = self.topics.get(self.last)
-            && *e.name == *name
+            && e.name.len() == name.len()
+            && e.name.as_bytes() == name.as_bytes()
             && !e.state.is_deleted()
         {
             return Ok(self.last);
         }
+        self.entry_lookup(cluster, name, batch_size, sticky)
+    }
+
+    /// [`Accumulator::entry`] for another topic than the last one.
+    #[inline(never)]
+    fn entry_lookup(
+        &mut self,
+        cluster: &ClusterInner,
+        name: &str,
+        batch_size: usize,
+        sticky: &StickyPartitions,
+    ) -> Result<usize> {
         match self.index.get(name) {
             Some(&i) => {
                 if self.topics[i].state.is_deleted() {
@@ -421,6 +477,29 @@ impl Accumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_sized_for_batch_size_or_its_record_when_memory_allows() {
+        let full = BatchBuilder::capacity_for(16_384 - RECORD_BATCH_OVERHEAD);
+        assert_eq!(full, 16_384 + 32);
+        assert_eq!(batch_capacity(16_384, 136, 0, 1 << 25), full);
+        // A record larger than the batch limit: a buffer of its own size.
+        assert_eq!(
+            batch_capacity(16_384, 20_036, 0, 1 << 25),
+            BatchBuilder::capacity_for(20_036)
+        );
+        // Not a full batch free (or buffer.memory below batch.size): only
+        // the record's room.
+        let lone = BatchBuilder::capacity_for(136);
+        assert_eq!(
+            batch_capacity(16_384, 136, (1 << 25) - full + 1, 1 << 25),
+            lone
+        );
+        assert_eq!(batch_capacity(16_384, 136, (1 << 25) - full, 1 << 25), full);
+        assert_eq!(batch_capacity(16_384, 136, 0, 4_000), lone);
+        // batch.size 0 (no batching): each record alone.
+        assert_eq!(batch_capacity(0, 136, 0, 1 << 25), lone);
+    }
 
     #[test]
     fn accumulator_starts_empty() {

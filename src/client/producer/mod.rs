@@ -62,7 +62,7 @@ use crate::client::partitioner::{StickyPartitions, partition_for_key};
 use crate::clock::Clock;
 use crate::cluster::{Cluster, ClusterInner, OffsetAndMetadata, PendingRecords};
 use crate::error::{Error, FormatError, Result};
-use crate::format::{BatchBuilder, RECORD_BATCH_OVERHEAD};
+use crate::format::BatchBuilder;
 use crate::types::TopicPartition;
 
 /// Messages to the sender thread.
@@ -381,6 +381,8 @@ impl Producer {
     /// a newer producer fenced this one).
     pub fn send(&self, record: ProducerRecord) -> Result<SendFuture> {
         let (result, index, timestamp) = self.handle.core.append(record, None)?;
+        let result = result
+            .ok_or_else(|| Error::Internal("a send without a callback has no result".into()))?;
         Ok(SendFuture::new(result, index, timestamp))
     }
 
@@ -632,8 +634,9 @@ fn accumulator_for(config: &ProducerConfig, linger_ms: i64) -> Accumulator {
 
 /// Kafka's rule for compacted topics, applied before the record is taken:
 /// the log would refuse a record without a key, failing its whole batch.
-fn refuse_keyless(entry: &accumulator::TopicEntry, record: &ProducerRecord) -> Result<()> {
-    if record.key.is_none() && entry.state.configs().log_config.compact() {
+/// `compact`: the topic's `cleanup.policy` includes `compact` now.
+fn refuse_keyless(compact: bool, record: &ProducerRecord) -> Result<()> {
+    if record.key.is_none() && compact {
         return Err(Error::InvalidBatch(FormatError::InvalidRecord(
             "a compacted log (cleanup.policy=compact) accepts only records with a key",
         )));
@@ -662,13 +665,14 @@ impl Core {
     }
 
     /// The send path: checks, partition choice, room in the buffer, and the
-    /// append into the open batch. Returns the batch's result, the record's
-    /// index in it and its timestamp.
+    /// append into the open batch. Returns the batch's result (without a
+    /// callback; with one, `None`), the record's index in it and its
+    /// timestamp.
     fn append(
         &self,
         record: ProducerRecord,
         callback: Option<Callback>,
-    ) -> Result<(Arc<BatchResult>, u32, i64)> {
+    ) -> Result<(Option<Arc<BatchResult>>, u32, i64)> {
         // A cheap bound first; the exact size only near a limit.
         let (mut lone, upper) = record.size_bounds();
         if lone > self.max_request_size.min(self.buffer_memory) {
@@ -725,8 +729,9 @@ impl Core {
             let mut acc = self.acc.lock();
             self.check_open(&acc)?;
             let ti = acc.entry(&self.cluster, &record.topic, self.batch_size, &self.sticky)?;
-            refuse_keyless(&acc.topics[ti], record)?;
-            acc.topics[ti].state.clone()
+            let state = acc.topics[ti].state.clone();
+            refuse_keyless(state.configs().log_config.compact(), record)?;
+            state
         };
         let count = NonZeroU32::new(state.partition_count()).ok_or_else(|| state.unknown(None))?;
         match partitioner.partition(
@@ -763,7 +768,7 @@ impl Core {
         upper: usize,
         timestamp: i64,
         chosen: Option<u32>,
-    ) -> Result<(Arc<BatchResult>, u32, i64)> {
+    ) -> Result<(Option<Arc<BatchResult>>, u32, i64)> {
         self.check_open(acc)?;
         let txn = acc
             .txn
@@ -772,9 +777,17 @@ impl Core {
             .transpose()?;
         let ti = acc.entry(&self.cluster, &record.topic, self.batch_size, &self.sticky)?;
         let entry = &mut acc.topics[ti];
-        refuse_keyless(entry, record)?;
-        // An altered max.message.bytes applies from the next send.
-        let max = entry.state.configs().log_config.max_batch_len();
+        // The topic's configs, read once per send (they can change live:
+        // an altered cleanup.policy or max.message.bytes applies from the
+        // next send).
+        let (compact, max) = {
+            let configs = entry.state.configs();
+            (
+                configs.log_config.compact(),
+                configs.log_config.max_batch_len(),
+            )
+        };
+        refuse_keyless(compact, record)?;
         if max != entry.max_message_bytes {
             entry.max_message_bytes = max;
             entry.batch_limit = self.batch_size.min(max);
@@ -847,10 +860,20 @@ impl Core {
                 None => timestamp,
                 Some(_) => self.clock.now_ms(),
             };
+            // As Kafka's accumulator, a new batch takes a buffer of
+            // `batch.size` (or of the record, if larger) so appends never
+            // reallocate, counted whole against `buffer.memory`. When that
+            // much is not free, it takes only what the record needs and
+            // grows record by record (Kafka would block, or fail when
+            // `buffer.memory` is below `batch.size`).
+            let capacity =
+                accumulator::batch_capacity(entry.batch_limit, upper, acc.used, self.buffer_memory);
+            let builder = BatchBuilder::with_capacity(self.config.compression(), capacity);
+            let reserved = builder.buffer_capacity();
             let batch = Batch {
                 topic: entry.state.clone(),
                 partition,
-                builder: Some(BatchBuilder::new(self.config.compression())),
+                builder: Some(builder),
                 result: Arc::new(BatchResult::new(
                     entry.name.clone(),
                     partition,
@@ -862,7 +885,7 @@ impl Core {
                 bytes: None,
                 records: 0,
                 attempts: 0,
-                reserved: RECORD_BATCH_OVERHEAD,
+                reserved,
                 created_ms,
                 seq: 0,
                 keyless: false,
@@ -882,7 +905,10 @@ impl Core {
         let Some(builder) = batch.builder.as_mut() else {
             return Err(Error::Internal("an open batch has no builder".into()));
         };
-        let before = builder.estimated_size();
+        // Without room for the record, grow by exactly what it needs (a
+        // doubling could overshoot `buffer.memory`); a full-size batch
+        // always has room.
+        builder.reserve_exact(upper);
         builder.append(
             timestamp,
             record.key.as_deref(),
@@ -890,17 +916,23 @@ impl Core {
             &record.headers,
         );
         let after = builder.estimated_size();
+        let grown = builder.buffer_capacity().saturating_sub(batch.reserved);
         // The record's lengths were checked against i32 and the batch holds
         // far fewer than i32::MAX records, so the builder took it.
         let index = u32::try_from(builder.len() - 1)
             .map_err(|_| Error::Internal("batch record count overflow".into()))?;
-        batch.reserved += after - before;
-        *used += after - before;
+        batch.reserved += grown;
+        *used += grown;
         batch.keyless |= keyless;
-        if let Some(callback) = callback {
-            batch.callbacks.push((index, timestamp, callback));
-        }
-        let result = batch.result.clone();
+        // The batch's result goes to a handle; a callback needs none (no
+        // reference count taken and dropped per record).
+        let result = match callback {
+            Some(callback) => {
+                batch.callbacks.push((index, timestamp, callback));
+                None
+            }
+            None => Some(batch.result.clone()),
+        };
         if after >= entry.batch_limit {
             acc.seal(ti, partition, &self.sticky);
         }
@@ -908,8 +940,9 @@ impl Core {
     }
 
     /// Waits until `buffer.memory` has room for a record of at most `upper`
-    /// bytes for `partition` of entry `ti` (plus a batch header if it opens
-    /// a batch), for at most `max.block.ms` of clock time.
+    /// bytes for `partition` of entry `ti` (what the open batch's buffer
+    /// must grow by, or the smallest buffer of a new batch), for at most
+    /// `max.block.ms` of clock time.
     fn reserve(
         &self,
         acc: &mut MutexGuard<'_, Accumulator>,
@@ -919,13 +952,12 @@ impl Core {
     ) -> Result<()> {
         let buffer_memory = self.buffer_memory;
         let room = |acc: &Accumulator| {
-            let header = if acc.topics[ti].fits(partition, upper) {
-                0
-            } else {
-                RECORD_BATCH_OVERHEAD
-            };
             // An empty buffer takes any record that passed the size checks.
-            acc.used == 0 || acc.used + upper + header <= buffer_memory
+            acc.used == 0
+                || acc
+                    .used
+                    .saturating_add(acc.topics[ti].room_needed(partition, upper))
+                    <= buffer_memory
         };
         if room(acc) {
             return Ok(());
@@ -1224,5 +1256,105 @@ mod hand_off_tests {
         bell.ring();
         waiter.join().expect("waiter");
         assert!(woken.load(Ordering::Relaxed));
+    }
+}
+
+#[cfg(test)]
+mod buffer_tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{Producer, ProducerConfig, ProducerRecord};
+    use crate::error::{Error, Result};
+    use crate::format::{BatchBuilder, RECORD_BATCH_OVERHEAD};
+    use crate::{Cluster, ClusterConfig, ManualClock, NewTopic};
+
+    const HOUR_MS: u64 = 3_600_000;
+
+    /// A cluster on a manual clock (batches linger until it moves) with
+    /// topic `t` of `partitions` partitions.
+    fn cluster(dir: &std::path::Path, partitions: u32) -> Result<Cluster> {
+        let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+        let cluster = Cluster::open(dir, ClusterConfig::builder().clock(clock).build()?)?;
+        cluster.create_topic(NewTopic::new("t", partitions))?;
+        Ok(cluster)
+    }
+
+    /// `buffer.memory` in use, and the buffer capacities of the open batches.
+    fn usage(producer: &Producer) -> (usize, Vec<usize>) {
+        let acc = producer.handle.core.acc.lock();
+        let capacities = acc
+            .topics
+            .iter()
+            .flat_map(|t| t.batches.iter().flatten())
+            .map(|b| b.builder.as_ref().map_or(0, BatchBuilder::buffer_capacity))
+            .collect();
+        (acc.used, capacities)
+    }
+
+    #[test]
+    fn a_new_batch_takes_batch_size_of_buffer_memory_at_once() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cluster = cluster(dir.path(), 2)?;
+        let producer = Producer::new(
+            &cluster,
+            ProducerConfig::builder()
+                .batch_size(16_384)
+                .linger(Duration::from_millis(HOUR_MS))
+                .build()?,
+        )?;
+        let full = BatchBuilder::capacity_for(16_384 - RECORD_BATCH_OVERHEAD);
+        drop(producer.send(ProducerRecord::new("t", vec![1_u8; 100]).with_partition(0))?);
+        assert_eq!(usage(&producer), (full, vec![full]));
+        // Records that fit the batch take nothing more: its buffer is not
+        // reallocated.
+        for _ in 0..100 {
+            drop(producer.send(ProducerRecord::new("t", vec![1_u8; 100]).with_partition(0))?);
+        }
+        assert_eq!(usage(&producer), (full, vec![full]));
+        // A second partition's batch takes another whole buffer.
+        drop(producer.send(ProducerRecord::new("t", vec![1_u8; 100]).with_partition(1))?);
+        assert_eq!(usage(&producer), (2 * full, vec![full, full]));
+        producer.flush()?;
+        assert_eq!(usage(&producer), (0, vec![]), "all given back");
+        producer.close()?;
+        cluster.close()
+    }
+
+    #[test]
+    fn with_less_than_a_batch_free_a_batch_grows_by_each_record() -> Result<()> {
+        const BUFFER: usize = 4_000;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cluster = cluster(dir.path(), 1)?;
+        let producer = Producer::new(
+            &cluster,
+            ProducerConfig::builder()
+                .batch_size(16_384)
+                .buffer_memory(BUFFER as u64)
+                .max_block(Duration::ZERO)
+                .linger(Duration::from_millis(HOUR_MS))
+                .build()?,
+        )?;
+        let mut accepted = 0;
+        let error = loop {
+            match producer.send(ProducerRecord::new("t", vec![2_u8; 500])) {
+                Ok(handle) => drop(handle),
+                Err(e) => break e,
+            }
+            accepted += 1;
+            let (used, capacities) = usage(&producer);
+            // What is counted is what the buffer holds, never beyond
+            // buffer.memory.
+            assert_eq!(capacities, vec![used]);
+            assert!(used <= BUFFER, "{used}");
+        };
+        assert!(matches!(error, Error::BufferExhausted { .. }), "{error:?}");
+        // 7 records of 507 bytes and the header fill 3,610 bytes; an 8th
+        // could need up to 568 more.
+        assert_eq!(accepted, 7);
+        producer.flush()?;
+        assert_eq!(usage(&producer), (0, vec![]));
+        producer.close()?;
+        cluster.close()
     }
 }
