@@ -12,7 +12,7 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use super::ConsumerRecords;
-use super::decode::{FastRecord, fast_record};
+use super::decode::{FastRecord, fast_record, fast_record_and_layout};
 use super::fetch::{Fetch, Sink};
 use super::records::{PartitionBuf, Span};
 use crate::cluster::ReadSource;
@@ -131,36 +131,59 @@ fn full(data: &[u8], pos: usize) -> Result<(FastRecord, usize), FormatError> {
     ))
 }
 
-/// A change to a record's bytes.
+/// A change to the records' bytes: in record `record` (modulo their
+/// count), byte `at` (modulo the bytes from the record's start on).
 #[derive(Debug, Clone)]
 enum Damage {
-    /// Byte `at` (modulo the length) set to `to`.
-    Set { at: usize, to: u8 },
-    /// Byte `at` with its high (continuation) bit flipped.
-    Flip { at: usize },
+    /// The byte set to `to`.
+    Set { record: usize, at: usize, to: u8 },
+    /// The byte's high (continuation) bit flipped.
+    Flip { record: usize, at: usize },
     /// The last `n` bytes cut (modulo the length).
     Cut { n: usize },
 }
 
 fn damage() -> impl Strategy<Value = Damage> {
     prop_oneof![
-        (any::<usize>(), any::<u8>()).prop_map(|(at, to)| Damage::Set { at, to }),
-        (0usize..12).prop_map(|at| Damage::Flip { at }),
+        (any::<usize>(), any::<usize>(), any::<u8>()).prop_map(|(record, at, to)| Damage::Set {
+            record,
+            at,
+            to
+        }),
+        // In a record's first bytes: its length, deltas, key and value
+        // lengths.
+        (any::<usize>(), 0usize..12, any::<u8>()).prop_map(|(record, at, to)| Damage::Set {
+            record,
+            at,
+            to
+        }),
+        (any::<usize>(), 0usize..12).prop_map(|(record, at)| Damage::Flip { record, at }),
         (
             any::<usize>(),
+            0usize..12,
             prop_oneof![Just(0u8), Just(1), Just(2), Just(0x7f), Just(0x80)]
         )
-            .prop_map(|(at, to)| Damage::Set { at: at % 12, to }),
+            .prop_map(|(record, at, to)| Damage::Set { record, at, to }),
         (1usize..4).prop_map(|n| Damage::Cut { n }),
     ]
 }
 
-fn apply(bytes: &mut Vec<u8>, from: usize, damage: &Damage) {
-    let len = bytes.len() - from;
+/// Applies `damage` to `bytes`, whose records start at `starts` (not
+/// empty).
+fn apply(bytes: &mut Vec<u8>, starts: &[usize], damage: &Damage) {
+    let from = |record: usize| starts[record % starts.len()];
     match *damage {
-        Damage::Set { at, to } => bytes[from + at % len] = to,
-        Damage::Flip { at } => bytes[from + at % len] ^= 0x80,
-        Damage::Cut { n } => bytes.truncate(bytes.len() - n % len),
+        Damage::Set { record, at, to } => {
+            let from = from(record);
+            let at = from + at % (bytes.len() - from);
+            bytes[at] = to;
+        }
+        Damage::Flip { record, at } => {
+            let from = from(record);
+            let at = from + at % (bytes.len() - from);
+            bytes[at] ^= 0x80;
+        }
+        Damage::Cut { n } => bytes.truncate(bytes.len() - n % (bytes.len() - starts[0])),
     }
 }
 
@@ -193,6 +216,15 @@ proptest! {
         if let Some(fast) = fast {
             prop_assert_eq!(fast, expected);
             prop_assert_eq!(header_count, 0);
+            // The record's layout reads it the same way (a null value is
+            // left to the full read).
+            let (_, layout) = fast_record_and_layout(&data, pos).expect("the same record");
+            let by_layout = layout.record(&data, pos);
+            if r.value.is_some() {
+                prop_assert_eq!(by_layout, Some(fast));
+            } else {
+                prop_assert_eq!(by_layout, None);
+            }
         }
         if after.len() >= 8 {
             prop_assert_eq!(
@@ -215,7 +247,7 @@ proptest! {
     ) {
         let mut data = Vec::new();
         encode(&mut data, &r, offset_delta);
-        apply(&mut data, 0, &damage);
+        apply(&mut data, &[0], &damage);
         data.extend_from_slice(&after);
         if let Some(fast) = fast_record(&data, 0) {
             prop_assert_eq!(full(&data, 0), Ok((fast, 0)));
@@ -240,14 +272,16 @@ fn batch(
     let header = builder.build().expect("batch");
     let mut bytes = header[..RECORDS_OFFSET].to_vec();
     let mut delta = -1;
+    let mut starts = Vec::new();
     for (r, gap) in records {
         delta += gap;
+        starts.push(bytes.len());
         encode(&mut bytes, r, delta);
     }
     if let Some(damage) = damage
-        && bytes.len() > RECORDS_OFFSET
+        && !starts.is_empty()
     {
-        apply(&mut bytes, RECORDS_OFFSET, damage);
+        apply(&mut bytes, &starts, damage);
     }
     let length = (bytes.len() - 12) as i32;
     bytes[8..12].copy_from_slice(&length.to_be_bytes());
@@ -353,6 +387,30 @@ fn by_fetch(
     (got, result, position)
 }
 
+/// Records of one shape, as a producer writes them: `rec`'s key, headers
+/// and value length, timestamp deltas growing by a step, one offset gap
+/// (the deltas, timestamps and lengths may still cross a varint width).
+fn uniform() -> impl Strategy<Value = Vec<(Rec, i32)>> {
+    (
+        rec(),
+        1usize..150,
+        0i64..3,
+        prop_oneof![3 => Just(1i32), 1 => 2i32..4],
+    )
+        .prop_map(|(r, count, step, gap)| {
+            (0..count)
+                .map(|i| {
+                    let mut r = r.clone();
+                    r.timestamp_delta = r.timestamp_delta.wrapping_add(i as i64 * step);
+                    if let Some(byte) = r.value.as_mut().and_then(|v| v.first_mut()) {
+                        *byte = i as u8;
+                    }
+                    (r, gap)
+                })
+                .collect()
+        })
+}
+
 fn gap() -> impl Strategy<Value = i32> {
     prop_oneof![8 => Just(1), 1 => 2i32..70, 1 => 70i32..20_000]
 }
@@ -367,7 +425,7 @@ proptest! {
     /// not taken.
     #[test]
     fn a_drain_returns_what_the_full_parser_returns(
-        records in prop::collection::vec((rec(), gap()), 0..40),
+        records in prop_oneof![prop::collection::vec((rec(), gap()), 0..40), uniform()],
         log_append in any::<bool>(),
         damage in prop::option::weighted(0.5, damage()),
         count_change in prop_oneof![6 => Just(0), 1 => -2i32..3],
@@ -416,5 +474,42 @@ fn polls_split_a_batch_of_common_records_exactly_at_max_poll_records() {
             got.iter()
                 .all(|g| g.3.as_ref().is_some_and(|v| v.len() == 100))
         );
+    }
+}
+
+/// A record in the middle of a run of one layout whose length (or a
+/// length inside it) is off by a little, every varint keeping its width:
+/// the error the full parser gives, after the records before it.
+#[test]
+fn a_wrong_length_inside_a_run_of_one_layout_is_the_full_parsers_error() {
+    let r = |i: u8, key: bool| Rec {
+        timestamp_delta: i64::from(i),
+        key: key.then(|| vec![b'k'; 3]),
+        value: Some(vec![i; 100]),
+        headers: Vec::new(),
+    };
+    for key in [false, true] {
+        let records: Vec<(Rec, i32)> = (0..10).map(|i| (r(i, key), 1)).collect();
+        let clean = batch(&records, TimestampType::CreateTime, None, 0);
+        // Record 5's length (2 bytes, then attributes, timestampDelta and
+        // offsetDelta), key length (null: -1) and value length (2 bytes,
+        // after the key's 3).
+        let start = RECORDS_OFFSET + 5 * (clean.len() - RECORDS_OFFSET) / 10;
+        let value_at = if key { 9 } else { 6 };
+        for (at, change) in [(0, 2i8), (0, -2), (5, 2), (value_at, 2), (value_at, -2)] {
+            let mut bytes = clean.to_vec();
+            bytes[start + at] = bytes[start + at].wrapping_add(change as u8);
+            let data = Bytes::from(bytes);
+            let expected = by_full_parser(&data, 0);
+            assert!(expected.1.is_err(), "key {key}, byte {at} {change:+}");
+            assert_eq!(expected.0.len(), 5, "key {key}, byte {at} {change:+}");
+            for max in [3, usize::MAX] {
+                assert_eq!(
+                    by_fetch(&data, 0, max),
+                    expected,
+                    "key {key}, byte {at} {change:+}, max {max}"
+                );
+            }
+        }
     }
 }
