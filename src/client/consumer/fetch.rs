@@ -1,11 +1,12 @@
 //! One partition's fetched bytes and the cursor that turns them into
 //! [`ConsumerRecord`]s, lazily, a batch at a time.
 //!
-//! Uncompressed batches (the common case) are decoded by a tight loop here
-//! that builds each `ConsumerRecord` in place: one pass over the record's
-//! bytes, no allocation (headers only when the record has some), keys and
-//! values as ranges of the batch, whose bytes, topic and partition the
-//! records share through one [`BatchData`] per batch. Compressed batches go
+//! Uncompressed batches (the common case) are decoded a run of records at
+//! a time ([`decode_run`](super::decode::decode_run)), straight into the
+//! 40-byte entries a poll returns: one pass over the records' bytes, no
+//! allocation (headers only when a record has some, through the full
+//! parser), keys and values as ranges of the batch, whose bytes, topic and
+//! partition the records share through one [`BatchData`] per batch. Compressed batches go
 //! through [`RecordIter`], which decompresses the records section once; their
 //! keys and values are then gathered into one buffer the records share.
 //!
@@ -26,6 +27,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::decode::{RunCursor, RunParams, decode_run};
 use super::records::{BatchData, Entry, PartitionBuf, Span};
 use crate::cluster::ReadSource;
 use crate::error::FormatError;
@@ -34,7 +36,7 @@ use crate::format::control::{ControlType, decode_control_key};
 use crate::format::header::out_of_sequence;
 use crate::format::{
     Batch, RECORDS_OFFSET, RecordIter, bad_delta, decode_batch_at, decode_headers, parse_record,
-    scan_plain_record, verify_crc,
+    verify_crc,
 };
 use crate::types::{Compression, TimestampType};
 
@@ -168,10 +170,8 @@ struct Plain {
     pos: usize,
     index: usize,
     declared: usize,
-    base_offset: i64,
-    base_timestamp: i64,
-    log_append_time: Option<i64>,
-    last_offset_delta: i32,
+    /// What its records share (`batch` set when a run starts).
+    params: RunParams,
     previous_delta: i64,
 }
 
@@ -396,18 +396,22 @@ impl Plain {
         let header = *batch.header();
         let declared = usize::try_from(header.records_count)
             .map_err(|_| FormatError::InvalidRecord("negative recordsCount"))?;
+        let (timestamp_base, timestamp_mask) = match header.timestamp_type() {
+            TimestampType::LogAppendTime => (header.max_timestamp, 0),
+            TimestampType::CreateTime => (header.base_timestamp, -1),
+        };
         Ok(Plain {
             shared: shared(batch.into_bytes()),
             pos: RECORDS_OFFSET,
             index: 0,
             declared,
-            base_offset: header.base_offset,
-            base_timestamp: header.base_timestamp,
-            log_append_time: match header.timestamp_type() {
-                TimestampType::LogAppendTime => Some(header.max_timestamp),
-                TimestampType::CreateTime => None,
+            params: RunParams {
+                base_offset: header.base_offset,
+                timestamp_base,
+                timestamp_mask,
+                last_offset_delta: header.last_offset_delta,
+                batch: 0,
             },
-            last_offset_delta: header.last_offset_delta,
             previous_delta: -1,
         })
     }
@@ -415,10 +419,13 @@ impl Plain {
     /// Takes records until `out` holds `max`; returns whether the batch is
     /// done. Checks each record as [`RecordIter`] does.
     ///
-    /// The loop keeps its cursor in locals and handles the common record
-    /// (short varints, no headers: [`scan_plain_record`]) inline, writing
-    /// one [`Entry`] per record; any other record goes through
-    /// [`Plain::take_one`], out of line.
+    /// Runs of records of the common shape go through [`decode_run`], one
+    /// [`Entry`] per record with no per-record bookkeeping; a run starts
+    /// once every record left is at or above `*position` (records only go
+    /// up within a batch), and is bounded by `max` and the declared count.
+    /// Any other record (long varints, headers, below the position, near
+    /// the end of the batch, malformed) goes through [`Plain::take_one`],
+    /// the full parser, which gives the verdict.
     #[inline]
     fn take(
         &mut self,
@@ -432,85 +439,56 @@ impl Plain {
         let data: &[u8] = &shared.bytes;
         // The batch is added to `out` with the first record taken from it.
         let mut batch = None;
-        let (mut pos, mut index, mut previous) = (self.pos, self.index, self.previous_delta);
-        let (base_offset, base_timestamp) = (self.base_offset, self.base_timestamp);
-        // The position after the last record taken.
-        let mut next = *position;
-        let result = loop {
+        loop {
             let room = max.saturating_sub(out.len());
             if room == 0 {
-                break Ok(());
+                // Done with the last record taken, so that the position
+                // moves past the batch's offsets now (a bad end is
+                // reported by the next call).
+                return Ok(self.index == self.declared && self.pos == data.len());
             }
-            if index == self.declared {
-                if pos != data.len() {
-                    break Err(FormatError::InvalidRecord(
+            if self.index == self.declared {
+                if self.pos != data.len() {
+                    return Err(FormatError::InvalidRecord(
                         "bytes left after the last record",
                     ));
                 }
-                break Ok(());
+                return Ok(true);
             }
-            // Each pass of the inner loop reads one record, so this many
-            // passes neither overfill `out` nor pass the declared count.
-            let burst = room.min(self.declared - index);
-            out.reserve(burst);
-            let mut declined = false;
-            let mut bad = false;
-            for _ in 0..burst {
-                let Some(raw) = scan_plain_record(data, pos) else {
-                    declined = true;
-                    break;
+            // The lowest offset a record after the last one read can have
+            // (the batch's offsets were checked: no overflow).
+            let above = (self.params.base_offset + self.previous_delta + 1) as u64;
+            if above >= *position {
+                let burst = room.min(self.declared - self.index);
+                let params = RunParams {
+                    batch: batch.unwrap_or_else(|| out.next_batch()),
+                    ..self.params
                 };
-                let delta = i64::from(raw.offset_delta);
-                if delta <= previous || raw.offset_delta > self.last_offset_delta {
-                    bad = true;
-                    break;
+                let mut cursor = RunCursor {
+                    pos: self.pos,
+                    previous_delta: self.previous_delta,
+                };
+                let taken = decode_run(data, &mut cursor, burst, &params, out.entries_mut());
+                if taken > 0 {
+                    if batch.is_none() {
+                        batch = Some(out.push_batch(&shared));
+                    }
+                    (self.pos, self.previous_delta) = (cursor.pos, cursor.previous_delta);
+                    self.index += taken;
+                    *position = (self.params.base_offset + self.previous_delta) as u64 + 1;
+                    if taken == burst {
+                        continue;
+                    }
                 }
-                previous = delta;
-                pos = raw.end;
-                index += 1;
-                // The batch's offsets were checked (base offset not
-                // negative, base + lastOffsetDelta no overflow) and
-                // delta <= lastOffsetDelta.
-                let offset = (base_offset + delta) as u64;
-                if offset < next {
-                    continue;
-                }
-                next = offset + 1;
-                let batch = *batch.get_or_insert_with(|| out.push_batch(&shared));
-                out.push(Entry {
-                    offset,
-                    timestamp: self
-                        .log_append_time
-                        .unwrap_or_else(|| base_timestamp.wrapping_add(raw.timestamp_delta)),
-                    key: Span::of(raw.key),
-                    value: Span::of(raw.value),
-                    batch,
-                    headers: Entry::NO_HEADERS,
+            }
+            if self.pos >= data.len() {
+                return Err(FormatError::RecordCountMismatch {
+                    declared: self.declared as i32,
+                    actual: self.index,
                 });
             }
-            if bad {
-                break Err(bad_delta());
-            }
-            if declined {
-                if pos >= data.len() {
-                    break Err(FormatError::RecordCountMismatch {
-                        declared: self.declared as i32,
-                        actual: index,
-                    });
-                }
-                (self.pos, self.index, self.previous_delta) = (pos, index, previous);
-                *position = next;
-                let taken = self.take_one(position, out, &mut batch);
-                (pos, index, previous) = (self.pos, self.index, self.previous_delta);
-                next = *position;
-                if let Err(e) = taken {
-                    break Err(e);
-                }
-            }
-        };
-        (self.pos, self.index, self.previous_delta) = (pos, index, previous);
-        *position = next;
-        result.map(|()| index == self.declared && pos == data.len())
+            self.take_one(position, out, &mut batch)?;
+        }
     }
 
     /// Takes the record at `self.pos` (if at or above `*position`) with the
@@ -526,13 +504,13 @@ impl Plain {
         let data = &self.shared.bytes;
         let raw = parse_record(data, self.pos)?;
         let delta = i64::from(raw.offset_delta);
-        if delta <= self.previous_delta || raw.offset_delta > self.last_offset_delta {
+        if delta <= self.previous_delta || raw.offset_delta > self.params.last_offset_delta {
             return Err(bad_delta());
         }
         self.previous_delta = delta;
         self.pos = raw.end;
         self.index += 1;
-        let offset = (self.base_offset + delta) as u64;
+        let offset = (self.params.base_offset + delta) as u64;
         if offset < *position {
             return Ok(());
         }
@@ -546,8 +524,9 @@ impl Plain {
         out.push(Entry {
             offset,
             timestamp: self
-                .log_append_time
-                .unwrap_or_else(|| self.base_timestamp.wrapping_add(raw.timestamp_delta)),
+                .params
+                .timestamp_base
+                .wrapping_add(raw.timestamp_delta & self.params.timestamp_mask),
             key: Span::of(raw.key),
             value: Span::of(raw.value),
             batch,

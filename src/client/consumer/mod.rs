@@ -40,6 +40,9 @@
 mod checked_tests;
 mod commits;
 mod config;
+mod decode;
+#[cfg(test)]
+mod decode_tests;
 mod fetch;
 mod fetcher;
 mod group;

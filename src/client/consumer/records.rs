@@ -47,6 +47,12 @@ impl Span {
         }
     }
 
+    /// The span of `len` bytes at `start`; `len` below `u32::MAX`.
+    #[inline]
+    pub(crate) const fn new(start: u32, len: u32) -> Span {
+        Span { start, len }
+    }
+
     #[inline]
     pub(crate) fn range(self) -> Option<std::ops::Range<usize>> {
         (self.len != u32::MAX).then(|| {
@@ -258,6 +264,19 @@ impl PartitionBuf {
         (self.batches.len() - 1) as u32
     }
 
+    /// The index [`PartitionBuf::push_batch`] will return next.
+    #[inline]
+    pub(crate) fn next_batch(&self) -> u32 {
+        self.batches.len() as u32
+    }
+
+    /// The records, for a decoder to append to (whose entries name batches
+    /// already added, or the next one, added before the records are read).
+    #[inline]
+    pub(crate) fn entries_mut(&mut self) -> &mut Vec<Entry> {
+        &mut self.entries
+    }
+
     /// Adds a record's headers; returns their index for [`Entry::headers`].
     pub(crate) fn push_headers(&mut self, headers: Box<[Header]>) -> u32 {
         if headers.is_empty() {
@@ -271,12 +290,6 @@ impl PartitionBuf {
     #[cfg(test)]
     pub(crate) fn offsets(&self) -> Vec<u64> {
         self.entries.iter().map(|e| e.offset).collect()
-    }
-
-    /// Makes room for `records` more records.
-    #[inline]
-    pub(crate) fn reserve(&mut self, records: usize) {
-        self.entries.reserve(records);
     }
 
     /// Adds a record.
