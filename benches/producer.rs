@@ -11,12 +11,12 @@
 //! - `produce/100B/acks-all-idempotent` and `produce/100B/acks-all-plain`:
 //!   as `logbus`, with `acks=all` (one broker), with `enable.idempotence`
 //!   (producer id, epoch and sequences in every batch, checked by the log)
-//!   and without it. Issue 12's target: idempotent at least 0.95× plain.
+//!   and without it. The target: idempotent at least 0.95× plain.
 //!
 //! - `produce/100B/transactions-100`: as `acks-all-idempotent`, from a
 //!   transactional producer committing a transaction every 100 records
 //!   (the COMMIT markers and the coordinator's state writes included).
-//!   Issue 12's target: at least 0.7× `acks-all-idempotent`.
+//!   The target: at least 0.7× `acks-all-idempotent`.
 //!
 //! Compare the ratio of the medians (the machines are shared and noisy);
 //! records per second for 100 B records is `records / median`.
