@@ -43,6 +43,15 @@ pub(crate) struct ServeArgs {
     /// advertised.listeners), for a listener bound to 0.0.0.0.
     #[arg(long)]
     advertised_host: Option<String>,
+    /// Kafka's queued.max.request.bytes: at most this many bytes of
+    /// requests read and not yet answered, across all connections
+    /// (default: unbounded; at least socket.request.max.bytes).
+    #[arg(long, value_name = "BYTES")]
+    queued_max_request_bytes: Option<usize>,
+    /// Kafka's max.incremental.fetch.session.cache.slots: fetch sessions
+    /// (KIP-227) kept per broker (default 1000; 0: none).
+    #[arg(long, value_name = "SLOTS")]
+    max_incremental_fetch_session_cache_slots: Option<usize>,
     /// Stop (and close the cluster cleanly) when standard input ends;
     /// without it the server runs until the process is stopped.
     #[arg(long)]
@@ -98,6 +107,12 @@ pub(crate) fn run(args: &ServeArgs, json: bool) -> Result<(), String> {
         ServerConfig::builder(listen).allow_non_loopback(args.allow_non_loopback);
     if let Some(host) = &args.advertised_host {
         server_config = server_config.advertised_host(host.clone());
+    }
+    if args.queued_max_request_bytes.is_some() {
+        server_config = server_config.queued_max_request_bytes(args.queued_max_request_bytes);
+    }
+    if let Some(slots) = args.max_incremental_fetch_session_cache_slots {
+        server_config = server_config.max_incremental_fetch_session_cache_slots(slots);
     }
     if let Some(path) = &args.sasl_plain_users {
         server_config = server_config.sasl_plain_users(read_users(path)?);

@@ -150,3 +150,20 @@ fn serve_refuses_a_tls_certificate_without_a_key_and_a_bad_pem() -> TestResult {
     assert!(stderr.contains("TLS"), "{stderr}");
     Ok(())
 }
+
+#[test]
+fn serve_refuses_a_request_budget_below_the_largest_request() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let output = Command::new(env!("CARGO_BIN_EXE_logbus"))
+        .args(["serve", "--dir"])
+        .arg(dir.path().join("cluster"))
+        .args(["--listen", "127.0.0.1:0", "--stop-on-stdin-eof"])
+        .args(["--queued-max-request-bytes", "1024"])
+        .args(["--max-incremental-fetch-session-cache-slots", "10"])
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("queued.max.request.bytes"), "{stderr}");
+    Ok(())
+}
