@@ -807,3 +807,107 @@ fn the_clusters_producer_id_expiration_forgets_idle_producers_at_reopen() {
         cluster.close().unwrap();
     }
 }
+
+/// Lets the test act between the sender taking a batch and appending it:
+/// reports each append (1, 2, ...) and holds the second until told to go.
+#[derive(Debug)]
+struct HoldSecond {
+    calls: Mutex<u32>,
+    reached: Sender<u32>,
+    go: Receiver<()>,
+}
+
+impl ProduceFaults for HoldSecond {
+    fn fault(&self, _topic: &str, _partition: u32, _attempt: u32) -> ProduceFault {
+        let call = {
+            let mut calls = self.calls.lock();
+            *calls += 1;
+            *calls
+        };
+        self.reached.send(call).unwrap();
+        if call == 2 {
+            self.go.recv().unwrap();
+        }
+        ProduceFault::None
+    }
+}
+
+/// A batch acknowledged at its append (the high watermark passed it at
+/// once) while an earlier batch of its partition still waits for its
+/// acknowledgement: that earlier acknowledgement arrived too, and the
+/// callbacks still run in send order. Here the ISR shrinks to the leader
+/// while "a" waits for the crashed follower, so the append of "b" is
+/// acknowledged at once; the sender used to complete "b" before "a".
+#[test]
+fn a_batch_acknowledged_at_its_append_completes_after_the_batches_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(
+        dir.path(),
+        builder()
+            .brokers(2)
+            .default_replication_factor(2)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let config = TopicConfig::new().min_insync_replicas(1).unwrap();
+    cluster
+        .create_topic(NewTopic::new("t", 1).replication_factor(2).config(config))
+        .unwrap();
+    assert!(cluster.wait_until(GUARD, isr_complete));
+    let lead = leader(&cluster, 0);
+    let follower = 1 - lead;
+    let (reached_tx, reached) = crossbeam_channel::unbounded();
+    let (go, go_rx) = crossbeam_channel::unbounded();
+    let faults = Arc::new(HoldSecond {
+        calls: Mutex::new(0),
+        reached: reached_tx,
+        go: go_rx,
+    });
+    let producer = Producer::new(
+        &cluster,
+        ProducerConfig::builder()
+            .linger(Duration::ZERO)
+            .faults(faults)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    // The follower stays in the ISR until its session expires: "a" waits.
+    cluster.crash_broker(follower).unwrap();
+    let heard: Arc<Mutex<Heard>> = Arc::default();
+    let send = |value: &str| {
+        let log = heard.clone();
+        let v = value.to_string();
+        producer
+            .send_with_callback(
+                ProducerRecord::new("t", value).with_partition(0),
+                move |r| {
+                    let r = r.map(|m| m.offset().unwrap()).map_err(|e| e.to_string());
+                    log.lock().push((0, v, r));
+                },
+            )
+            .unwrap();
+    };
+    send("a");
+    assert_eq!(reached.recv().unwrap(), 1);
+    send("b");
+    assert_eq!(reached.recv().unwrap(), 2);
+    // "a" is appended and in flight, "b" about to be appended. The ISR
+    // shrinks to the leader, whose high watermark then passes "a".
+    let partition = cluster.topic("t").unwrap().partition(0).unwrap();
+    assert!(cluster.wait_until(GUARD, |c| {
+        c.describe_topic("t")
+            .is_ok_and(|d| d.partitions[0].isr == [lead])
+            && partition.high_watermark().is_ok_and(|hw| hw >= 1)
+    }));
+    go.send(()).unwrap();
+    producer.flush().unwrap();
+    assert_eq!(
+        *heard.lock(),
+        [(0, "a".to_string(), Ok(0)), (0, "b".to_string(), Ok(1))]
+    );
+    producer.close().unwrap();
+    cluster.restart_broker(follower).unwrap();
+    cluster.close().unwrap();
+}

@@ -137,6 +137,12 @@ struct Replication {
     leader_epoch_start_offset: Option<u64>,
     /// An ISR change proposed to the controller and not yet answered.
     proposal_in_flight: bool,
+    /// The follower an expansion in flight adds to the ISR: until the
+    /// controller answers, the high watermark waits for it too (Kafka's
+    /// `maximalIsr`). Otherwise the high watermark could pass its log end
+    /// meanwhile, and once in the ISR it could be elected leader without
+    /// records acknowledged to `acks=all` producers.
+    joining: Option<u32>,
     /// `acks=all` appends waiting for the high watermark.
     pending: Vec<DelayedProduce>,
 }
@@ -572,7 +578,8 @@ impl PartitionState {
     }
 
     /// Recomputes the leader's high watermark (Kafka's
-    /// `maybeIncrementLeaderHW`): the minimum over the ISR of the log end
+    /// `maybeIncrementLeaderHW`): the minimum over the ISR (and a follower
+    /// an expansion in flight adds: Kafka's `maximalIsr`) of the log end
     /// offsets (or, with `durable_hw`, of the durable offsets), the
     /// leader's own included; a follower in the ISR not heard from since
     /// this broker became the leader holds it. It never moves back.
@@ -603,7 +610,13 @@ impl PartitionState {
         };
         let mut replication = self.replication.lock();
         let mut candidate = Some(own);
-        for b in roles.isr.iter().filter(|&&b| b != self.broker) {
+        let joining = replication.joining.filter(|b| !roles.isr.contains(b));
+        for b in roles
+            .isr
+            .iter()
+            .chain(joining.as_ref())
+            .filter(|&&b| b != self.broker)
+        {
             let offset = replication.followers.get(b).and_then(|r| {
                 if durable_hw {
                     r.durable_offset
@@ -750,6 +763,7 @@ impl PartitionState {
                 && !replication.proposal_in_flight
             {
                 replication.proposal_in_flight = true;
+                replication.joining = Some(request.follower);
                 let mut isr = roles.isr.clone();
                 isr.push(request.follower);
                 Some(IsrProposal {
@@ -826,7 +840,10 @@ impl PartitionState {
     /// this, an ISR shrunk below `min.insync.replicas` could never grow
     /// back: `acks=all` appends are refused, so nothing wakes the follower.
     pub(crate) fn proposal_done(&self) {
-        self.replication.lock().proposal_in_flight = false;
+        let mut replication = self.replication.lock();
+        replication.proposal_in_flight = false;
+        replication.joining = None;
+        drop(replication);
         self.watchers.notify();
     }
 
@@ -1242,6 +1259,7 @@ impl Replication {
             .collect();
         self.leader_epoch_start_offset = Some(start);
         self.proposal_in_flight = false;
+        self.joining = None;
     }
 }
 

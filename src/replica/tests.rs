@@ -671,6 +671,57 @@ fn a_follower_caught_up_during_a_shrink_is_woken_to_rejoin() {
     assert_eq!(rig.isr(), [0, 1, 2]);
 }
 
+/// While an expansion is in flight the high watermark waits for the
+/// joining follower too (Kafka's `maximalIsr`): records the rest of the
+/// ISR takes meanwhile are not acknowledged until it has them, so no
+/// member of the new ISR (which may be elected leader next) lacks an
+/// acknowledged record.
+#[test]
+fn the_high_watermark_waits_for_a_follower_joining_the_isr() {
+    let rig = Arc::new(Rig::new(3, LogConfig::default(), 1));
+    rig.append(0, 5);
+    rig.sync();
+    // Follower 2 falls behind and out of the ISR.
+    rig.append(0, 2);
+    rig.fetch(1, 0);
+    rig.fetch(1, 0);
+    rig.clock.advance_ms(30_001);
+    rig.fetch(1, 0);
+    assert_eq!(rig.m(0).maybe_shrink_isr(), 1);
+    assert_eq!(rig.isr(), [0, 1]);
+    assert_eq!(rig.hw(0), 7);
+    rig.fetch(2, 0);
+    assert_eq!(rig.leo(2), 7);
+    let hooked = Arc::new(InFlightHook {
+        controller: rig.controller.clone(),
+        hook: Mutex::new(None),
+    });
+    let inner = rig.clone();
+    let acked = Arc::new(Mutex::new(None));
+    let seen = acked.clone();
+    *hooked.hook.lock() = Some(Box::new(move || {
+        // While follower 2's expansion is in flight, an acks=all append
+        // reaches follower 1, the rest of the current ISR.
+        let (_, ack) = inner.append_all(3).unwrap();
+        inner.fetch(1, 0);
+        inner.fetch(1, 0);
+        *seen.lock() = Some((inner.hw(0), ack.and_then(|a| a.try_result()).is_some()));
+    }));
+    rig.m(0).set_alter_partition(hooked);
+    // Follower 2's fetch at the high watermark proposes it back.
+    rig.fetch(2, 0);
+    assert_eq!(rig.isr(), [0, 1, 2]);
+    assert_eq!(
+        *acked.lock(),
+        Some((7, false)),
+        "the high watermark passed the joining follower's log end"
+    );
+    assert!(rig.hw(0) <= rig.leo(2), "{} > {}", rig.hw(0), rig.leo(2));
+    // Once follower 2 has the records, they are acknowledged.
+    rig.sync();
+    assert_eq!(rig.hw(0), 10);
+}
+
 /// The threaded ISR expiration and the fetchers' pause: a paused follower
 /// is dropped by the expiration thread when the manual clock passes the
 /// lag time.

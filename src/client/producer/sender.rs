@@ -80,7 +80,17 @@ struct InFlight {
     batches: Vec<Batch>,
     /// Each batch's outcome once acknowledged.
     outcomes: Vec<Outcome>,
-    ack: PendingAck,
+    /// `None`: acknowledged at the append already (the high watermark had
+    /// passed the batches), yet completed only after the batches sent
+    /// before them.
+    ack: Option<PendingAck>,
+}
+
+impl InFlight {
+    /// The outcome of the acknowledgement at `now`, if known.
+    fn poll(&self, now: i64) -> Option<Result<()>> {
+        self.ack.as_ref().map_or(Some(Ok(())), |ack| ack.poll(now))
+    }
 }
 
 /// Whether the batches of a partition still in flight when some of its
@@ -272,8 +282,15 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
                 continue;
             };
             if let Some(head) = part.in_flight.front() {
-                heads.push(head.ack.receiver().clone());
-                deadline = earliest(deadline, head.ack.deadline_ms());
+                match &head.ack {
+                    Some(ack) => {
+                        heads.push(ack.receiver().clone());
+                        deadline = earliest(deadline, ack.deadline_ms());
+                    }
+                    // Acknowledged already (`step` completes it first;
+                    // never left here): look again at once.
+                    None => deadline = earliest(deadline, now),
+                }
             } else if let Some(first) = part.waiting.front() {
                 // Waiting for its backoff (which may have passed since
                 // `step` looked: then the timer fires at once) or its
@@ -392,7 +409,7 @@ impl Core {
             let now = self.clock.now_ms();
             // The first acknowledgement in flight.
             if let Some(head) = part.in_flight.front()
-                && let Some(result) = head.ack.poll(now)
+                && let Some(result) = head.poll(now)
             {
                 moved = true;
                 let Some(done) = part.in_flight.pop_front() else {
@@ -548,7 +565,22 @@ impl Core {
                 part.in_flight.push_back(InFlight {
                     batches: group,
                     outcomes,
-                    ack: ack.with_timeout(now, timeout),
+                    ack: Some(ack.with_timeout(now, timeout)),
+                });
+                true
+            }
+            Ok((outcomes, None)) if !part.in_flight.is_empty() => {
+                // Acknowledged at once (the high watermark passed these
+                // batches, e.g. a follower fetched them before the append
+                // returned), which completed the acknowledgements of the
+                // batches before them too: but those are only taken from
+                // their channels in order. Completing these now would run
+                // their callbacks first; they wait their turn instead.
+                part.in_flight_batches += group.len();
+                part.in_flight.push_back(InFlight {
+                    batches: group,
+                    outcomes,
+                    ack: None,
                 });
                 true
             }
