@@ -25,7 +25,7 @@
 #![cfg(feature = "server")]
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -41,156 +41,18 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 };
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, DeleteRecordsRequest,
     DeleteTopicsRequest, DescribeConfigsRequest, FetchRequest, FetchResponse,
     IncrementalAlterConfigsRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
-    RequestHeader, ResponseHeader, TopicName,
+    RequestHeader, ResponseHeader,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use logbus::format::{BatchBuilder, Batches};
-use logbus::{Cluster, ClusterConfig, Compression, NewTopic, Server, ServerConfig, TopicPartition};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use logbus::format::Batches;
+use logbus::{Cluster, ClusterConfig, NewTopic, Server, ServerConfig, TopicPartition};
 
-type TestResult<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-/// A minimal Kafka client: one connection, one request at a time.
-struct Client {
-    stream: TcpStream,
-    correlation: i32,
-}
-
-impl Client {
-    fn connect(addr: SocketAddr) -> TestResult<Client> {
-        let stream = TcpStream::connect(addr)?;
-        // A broken server fails the test instead of hanging it.
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        Ok(Client {
-            stream,
-            correlation: 0,
-        })
-    }
-
-    /// Sends `request` at `version`; returns the decoded response.
-    fn send<R: Request>(&mut self, request: &R, version: i16) -> TestResult<R::Response> {
-        self.correlation += 1;
-        let correlation = self.correlation;
-        let mut body = BytesMut::new();
-        let mut header = RequestHeader::default();
-        header.request_api_key = R::KEY;
-        header.request_api_version = version;
-        header.correlation_id = correlation;
-        header.client_id = Some(StrBytes::from_static_str("logbus-test"));
-        header.encode(&mut body, R::header_version(version))?;
-        request.encode(&mut body, version)?;
-        self.write_frame(&body)?;
-        let mut response = self.read_frame()?.ok_or("connection closed")?;
-        let header = ResponseHeader::decode(
-            &mut response,
-            <R::Response as HeaderVersion>::header_version(version),
-        )?;
-        assert_eq!(header.correlation_id, correlation);
-        Ok(R::Response::decode(&mut response, version)?)
-    }
-
-    fn write_frame(&mut self, body: &[u8]) -> std::io::Result<()> {
-        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
-        frame.extend_from_slice(body);
-        self.stream.write_all(&frame)
-    }
-
-    /// The next response frame, or `None` if the server closed the
-    /// connection.
-    fn read_frame(&mut self) -> TestResult<Option<Bytes>> {
-        let mut size = [0u8; 4];
-        match self.stream.read_exact(&mut size) {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
-                ) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-        self.stream.read_exact(&mut body)?;
-        Ok(Some(Bytes::from(body)))
-    }
-}
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-/// One batch of `values` (keys `k0`, `k1`, ...).
-fn batch(values: &[&str]) -> TestResult<Bytes> {
-    let mut b = BatchBuilder::new(Compression::None);
-    for (i, v) in values.iter().enumerate() {
-        let key = format!("k{i}");
-        b.append(
-            1_700_000_000_000 + i as i64,
-            Some(key.as_bytes()),
-            Some(v.as_bytes()),
-            &[],
-        );
-    }
-    Ok(b.build()?)
-}
-
-fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
-    let mut data = PartitionProduceData::default();
-    data.index = partition;
-    data.records = Some(records);
-    let mut t = TopicProduceData::default();
-    t.name = name(topic);
-    t.partition_data = vec![data];
-    let mut request = ProduceRequest::default();
-    request.acks = acks;
-    request.timeout_ms = 30_000;
-    request.topic_data = vec![t];
-    request
-}
-
-fn fetch_request(topic: &str, partition: i32, offset: i64, max_wait_ms: i32) -> FetchRequest {
-    let mut p = FetchPartition::default();
-    p.partition = partition;
-    p.fetch_offset = offset;
-    p.partition_max_bytes = 1 << 20;
-    let mut t = FetchTopic::default();
-    t.topic = name(topic);
-    t.partitions = vec![p];
-    let mut request = FetchRequest::default();
-    request.replica_id = (-1).into();
-    request.max_wait_ms = max_wait_ms;
-    request.min_bytes = 1;
-    request.max_bytes = 50 << 20;
-    request.topics = vec![t];
-    request
-}
-
-/// The values of every record in `records`.
-fn values(records: &Bytes) -> TestResult<Vec<String>> {
-    let mut out = Vec::new();
-    for batch in Batches::new(records.clone()) {
-        for record in batch?.records()? {
-            let record = record?;
-            out.push(String::from_utf8(
-                record.value().ok_or("null value")?.to_vec(),
-            )?);
-        }
-    }
-    Ok(out)
-}
-
-fn fetched_records(response: &FetchResponse) -> Bytes {
-    response.responses[0].partitions[0]
-        .records
-        .clone()
-        .unwrap_or_default()
-}
+mod wire;
+use wire::*;
 
 fn open(brokers: u32) -> TestResult<(tempfile::TempDir, Cluster, Server)> {
     let dir = tempfile::tempdir()?;
@@ -590,13 +452,16 @@ fn header_bytes(key: i16, version: i16, correlation: i32) -> Vec<u8> {
 /// Sends raw bytes on a fresh connection and reads what comes back: a
 /// response frame, or `None` once the server closed the connection.
 fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> TestResult<Option<Bytes>> {
-    let mut client = Client::connect(addr)?;
+    let socket = TcpStream::connect(addr)?;
+    socket.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let writer = socket.try_clone()?;
+    let mut client = Client::over(socket);
     // The server may close before reading everything: a failed write is
     // a closed connection too.
     if client.stream.write_all(bytes).is_err() {
         return Ok(None);
     }
-    let _ = client.stream.shutdown(std::net::Shutdown::Write);
+    let _ = writer.shutdown(std::net::Shutdown::Write);
     client.read_frame()
 }
 

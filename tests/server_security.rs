@@ -25,118 +25,17 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use bytes::Bytes;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, FetchRequest, MetadataRequest, ProduceRequest, RequestHeader,
-    ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest, TopicName,
+    ApiKey, ApiVersionsRequest, MetadataRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use logbus::format::{BatchBuilder, Batches};
-use logbus::{
-    Cluster, ClusterConfig, Compression, NewTopic, SecurityProtocol, Server, ServerConfig,
-};
+use kafka_protocol::protocol::StrBytes;
+use logbus::{Cluster, ClusterConfig, NewTopic, SecurityProtocol, Server, ServerConfig};
 
-type TestResult<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
-
-/// A byte stream to the listener: a socket, or TLS over one.
-trait Wire: Read + Write + Send {}
-impl<T: Read + Write + Send> Wire for T {}
-
-/// A minimal Kafka client: one connection, one request at a time.
-struct Client {
-    stream: Box<dyn Wire>,
-    correlation: i32,
-}
+mod wire;
+use wire::*;
 
 impl Client {
-    fn connect(addr: SocketAddr) -> TestResult<Client> {
-        let stream = TcpStream::connect(addr)?;
-        // A broken server fails the test instead of hanging it.
-        stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-        Ok(Client {
-            stream: Box::new(stream),
-            correlation: 0,
-        })
-    }
-
-    /// Sends `request` at `version`; returns the decoded response, or
-    /// `None` if the server closed the connection instead.
-    fn try_send<R: Request>(
-        &mut self,
-        request: &R,
-        version: i16,
-    ) -> TestResult<Option<R::Response>> {
-        self.correlation += 1;
-        let correlation = self.correlation;
-        let mut body = BytesMut::new();
-        let mut header = RequestHeader::default();
-        header.request_api_key = R::KEY;
-        header.request_api_version = version;
-        header.correlation_id = correlation;
-        header.client_id = Some(StrBytes::from_static_str("logbus-security-test"));
-        header.encode(&mut body, R::header_version(version))?;
-        request.encode(&mut body, version)?;
-        if self.write_frame(&body).is_err() {
-            return Ok(None);
-        }
-        let Some(mut response) = self.read_frame()? else {
-            return Ok(None);
-        };
-        let header = ResponseHeader::decode(
-            &mut response,
-            <R::Response as HeaderVersion>::header_version(version),
-        )?;
-        assert_eq!(header.correlation_id, correlation);
-        Ok(Some(R::Response::decode(&mut response, version)?))
-    }
-
-    /// As [`Client::try_send`], the connection staying open.
-    fn send<R: Request>(&mut self, request: &R, version: i16) -> TestResult<R::Response> {
-        Ok(self
-            .try_send(request, version)?
-            .ok_or("the server closed the connection")?)
-    }
-
-    fn write_frame(&mut self, body: &[u8]) -> std::io::Result<()> {
-        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
-        frame.extend_from_slice(body);
-        self.stream.write_all(&frame)?;
-        self.stream.flush()
-    }
-
-    /// The next frame, or `None` if the server closed the connection.
-    fn read_frame(&mut self) -> TestResult<Option<Bytes>> {
-        let mut size = [0u8; 4];
-        match self.stream.read_exact(&mut size) {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::UnexpectedEof
-                        | std::io::ErrorKind::ConnectionReset
-                        | std::io::ErrorKind::ConnectionAborted
-                ) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-        self.stream.read_exact(&mut body)?;
-        Ok(Some(Bytes::from(body)))
-    }
-
-    /// Whether the server has closed the connection (it sends nothing
-    /// unasked, so any frame here fails the test).
-    fn is_closed(&mut self) -> TestResult<bool> {
-        match self.read_frame()? {
-            None => Ok(true),
-            Some(frame) => Err(format!("an unexpected frame of {} bytes", frame.len()).into()),
-        }
-    }
-
     /// SaslHandshake (v1) for PLAIN, then SaslAuthenticate at
     /// `auth_version` with `user` and `password`: the SaslAuthenticate
     /// error code.
@@ -156,63 +55,6 @@ fn handshake(mechanism: &'static str) -> SaslHandshakeRequest {
     request
 }
 
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-/// One batch of `values`.
-fn batch(values: &[&str]) -> TestResult<Bytes> {
-    let mut b = BatchBuilder::new(Compression::None);
-    for (i, v) in values.iter().enumerate() {
-        b.append(1_700_000_000_000 + i as i64, None, Some(v.as_bytes()), &[]);
-    }
-    Ok(b.build()?)
-}
-
-fn produce_request(topic: &str, records: Bytes) -> ProduceRequest {
-    let mut data = PartitionProduceData::default();
-    data.index = 0;
-    data.records = Some(records);
-    let mut t = TopicProduceData::default();
-    t.name = name(topic);
-    t.partition_data = vec![data];
-    let mut request = ProduceRequest::default();
-    request.acks = -1;
-    request.timeout_ms = 30_000;
-    request.topic_data = vec![t];
-    request
-}
-
-fn fetch_request(topic: &str, offset: i64) -> FetchRequest {
-    let mut p = FetchPartition::default();
-    p.partition = 0;
-    p.fetch_offset = offset;
-    p.partition_max_bytes = 1 << 20;
-    let mut t = FetchTopic::default();
-    t.topic = name(topic);
-    t.partitions = vec![p];
-    let mut request = FetchRequest::default();
-    request.replica_id = (-1).into();
-    request.max_wait_ms = 0;
-    request.max_bytes = 50 << 20;
-    request.topics = vec![t];
-    request
-}
-
-/// The values of every record in `records`.
-fn values(records: &Bytes) -> TestResult<Vec<String>> {
-    let mut out = Vec::new();
-    for batch in Batches::new(records.clone()) {
-        for record in batch?.records()? {
-            let record = record?;
-            out.push(String::from_utf8(
-                record.value().ok_or("null value")?.to_vec(),
-            )?);
-        }
-    }
-    Ok(out)
-}
-
 /// Produces `values` to partition 0 of `topic` and fetches them back
 /// (over `client`, authenticated if need be); checks the fetched records
 /// are those stored.
@@ -222,11 +64,11 @@ fn produce_and_fetch(
     topic: &str,
     vals: &[&str],
 ) -> TestResult {
-    let response = client.send(&produce_request(topic, batch(vals)?), 9)?;
+    let response = client.send(&produce_request(topic, 0, batch(vals)?, -1), 9)?;
     let partition = &response.responses[0].partition_responses[0];
     assert_eq!(partition.error_code, 0);
     let base = partition.base_offset;
-    let response = client.send(&fetch_request(topic, base), 12)?;
+    let response = client.send(&fetch_request(topic, 0, base, 0), 12)?;
     let fetched = response.responses[0].partitions[0]
         .records
         .clone()
@@ -285,7 +127,7 @@ fn before_authentication_only_api_versions_and_sasl_are_answered() -> TestResult
     let mut client = Client::connect(addr)?;
     assert!(
         client
-            .try_send(&produce_request("t", batch(&["sneaky"])?), 9)?
+            .try_send(&produce_request("t", 0, batch(&["sneaky"])?, -1), 9)?
             .is_none()
     );
     assert_eq!(cluster.topic("t")?.partition(0)?.log_end_offset()?, 0);
@@ -637,10 +479,7 @@ mod tls {
             let conn = rustls::ClientConnection::new(Arc::new(config), name)?;
             let sock = TcpStream::connect(addr)?;
             sock.set_read_timeout(Some(Duration::from_secs(60)))?;
-            Ok(Client {
-                stream: Box::new(rustls::StreamOwned::new(conn, sock)),
-                correlation: 0,
-            })
+            Ok(Client::over(rustls::StreamOwned::new(conn, sock)))
         }
     }
 
@@ -889,10 +728,7 @@ fn each_request_is_handled_with_the_peer_and_the_authenticated_principal() -> Te
     let socket = TcpStream::connect(addr)?;
     socket.set_read_timeout(Some(Duration::from_secs(60)))?;
     let peer = socket.local_addr()?.to_string();
-    let mut client = Client {
-        stream: Box::new(socket),
-        correlation: 0,
-    };
+    let mut client = Client::over(socket);
     // Before authentication: ApiVersions, with no principal.
     client.send(&ApiVersionsRequest::default(), 3)?;
     assert_eq!(client.authenticate("bob", "bob-secret", 2)?, 0);
