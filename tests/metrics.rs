@@ -7,10 +7,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::Captured;
 use common::replicated::{GUARD, TOPIC, acks_all, builder, create, isr_complete, leader};
 use logbus::format::BatchBuilder;
 use logbus::{
@@ -391,27 +390,6 @@ fn the_facade_sees_the_same_values_as_the_snapshot() {
         ours.groups["billing"].lag[&TopicPartition::new("orders", 0)],
         1
     );
-}
-
-/// A `tracing` writer into a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
 }
 
 #[test]

@@ -32,7 +32,10 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use logbus::{Cluster, ClusterConfig, NewTopic, SecurityProtocol, Server, ServerConfig};
 
+mod common;
 mod wire;
+
+use common::Captured;
 use wire::*;
 
 impl Client {
@@ -697,27 +700,6 @@ fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
     })
     .0
     .clone()
-}
-
-/// A log writer into memory.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
 }
 
 #[test]
