@@ -603,6 +603,30 @@ struct InFlightHook {
     hook: Mutex<Option<Hook>>,
 }
 
+impl InFlightHook {
+    /// The rig's controller, with `hook` run before the next proposal
+    /// is answered.
+    fn new(rig: &Rig, hook: Hook) -> Arc<Self> {
+        Arc::new(InFlightHook {
+            controller: rig.controller.clone(),
+            hook: Mutex::new(Some(hook)),
+        })
+    }
+}
+
+/// Five records on every replica, then two more that only follower 1
+/// fetches; past the lag time follower 1 fetches again, so follower 2 is
+/// the one lagging (the next shrink drops it).
+fn lag_follower_2(rig: &Rig) {
+    rig.append(0, 5);
+    rig.sync();
+    rig.append(0, 2);
+    rig.fetch(1, 0);
+    rig.fetch(1, 0);
+    rig.clock.advance_ms(30_001);
+    rig.fetch(1, 0);
+}
+
 impl std::fmt::Debug for InFlightHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("InFlightHook")
@@ -636,29 +660,22 @@ impl AlterPartition for InFlightHook {
 #[test]
 fn a_follower_caught_up_during_a_shrink_is_woken_to_rejoin() {
     let rig = Arc::new(Rig::new(3, LogConfig::default(), 2));
-    rig.append(0, 5);
-    rig.sync();
     // Follower 2 falls behind by two records and past the lag time.
-    rig.append(0, 2);
-    rig.fetch(1, 0);
-    rig.fetch(1, 0);
-    rig.clock.advance_ms(30_001);
-    rig.fetch(1, 0);
+    lag_follower_2(&rig);
     let (tx, rx) = crossbeam_channel::bounded(1);
     rig.m(0).watch(&rig.key, &tx);
-    let hooked = Arc::new(InFlightHook {
-        controller: rig.controller.clone(),
-        hook: Mutex::new(None),
-    });
     let inner = rig.clone();
     let drained = rx.clone();
-    *hooked.hook.lock() = Some(Box::new(move || {
-        // While the shrink is in flight follower 2 catches up: no
-        // expansion can be proposed now.
-        inner.fetch(2, 0);
-        inner.fetch(2, 0);
-        while drained.try_recv().is_ok() {}
-    }));
+    let hooked = InFlightHook::new(
+        &rig,
+        Box::new(move || {
+            // While the shrink is in flight follower 2 catches up: no
+            // expansion can be proposed now.
+            inner.fetch(2, 0);
+            inner.fetch(2, 0);
+            while drained.try_recv().is_ok() {}
+        }),
+    );
     rig.m(0).set_alter_partition(hooked);
     assert_eq!(rig.m(0).maybe_shrink_isr(), 1);
     assert_eq!(rig.isr(), [0, 1]);
@@ -679,34 +696,27 @@ fn a_follower_caught_up_during_a_shrink_is_woken_to_rejoin() {
 #[test]
 fn the_high_watermark_waits_for_a_follower_joining_the_isr() {
     let rig = Arc::new(Rig::new(3, LogConfig::default(), 1));
-    rig.append(0, 5);
-    rig.sync();
     // Follower 2 falls behind and out of the ISR.
-    rig.append(0, 2);
-    rig.fetch(1, 0);
-    rig.fetch(1, 0);
-    rig.clock.advance_ms(30_001);
-    rig.fetch(1, 0);
+    lag_follower_2(&rig);
     assert_eq!(rig.m(0).maybe_shrink_isr(), 1);
     assert_eq!(rig.isr(), [0, 1]);
     assert_eq!(rig.hw(0), 7);
     rig.fetch(2, 0);
     assert_eq!(rig.leo(2), 7);
-    let hooked = Arc::new(InFlightHook {
-        controller: rig.controller.clone(),
-        hook: Mutex::new(None),
-    });
     let inner = rig.clone();
     let acked = Arc::new(Mutex::new(None));
     let seen = acked.clone();
-    *hooked.hook.lock() = Some(Box::new(move || {
-        // While follower 2's expansion is in flight, an acks=all append
-        // reaches follower 1, the rest of the current ISR.
-        let (_, ack) = inner.append_all(3).unwrap();
-        inner.fetch(1, 0);
-        inner.fetch(1, 0);
-        *seen.lock() = Some((inner.hw(0), ack.and_then(|a| a.try_result()).is_some()));
-    }));
+    let hooked = InFlightHook::new(
+        &rig,
+        Box::new(move || {
+            // While follower 2's expansion is in flight, an acks=all
+            // append reaches follower 1, the rest of the current ISR.
+            let (_, ack) = inner.append_all(3).unwrap();
+            inner.fetch(1, 0);
+            inner.fetch(1, 0);
+            *seen.lock() = Some((inner.hw(0), ack.and_then(|a| a.try_result()).is_some()));
+        }),
+    );
     rig.m(0).set_alter_partition(hooked);
     // Follower 2's fetch at the high watermark proposes it back.
     rig.fetch(2, 0);
