@@ -624,30 +624,6 @@ fn shutdown_ends_a_waiting_fetch_and_joins_every_thread() -> TestResult {
     Ok(())
 }
 
-/// The python of `LOGBUS_COMPAT_PYTHON` if it has `module`; `None` (and a
-/// SKIPPED line on stderr, which the harness does not hide) otherwise.
-fn compat_python(client: &str, module: &str) -> TestResult<Option<std::ffi::OsString>> {
-    let Some(python) = std::env::var_os("LOGBUS_COMPAT_PYTHON") else {
-        let _ = writeln!(
-            std::io::stderr(),
-            "{client}: SKIPPED: LOGBUS_COMPAT_PYTHON is not set (a python with kafka-python, \
-             confluent-kafka and the codec libraries)"
-        );
-        return Ok(None);
-    };
-    let probe = std::process::Command::new(&python)
-        .args(["-c", &format!("import {module}")])
-        .output()?;
-    if !probe.status.success() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "{client}: SKIPPED: {module} is not installed for LOGBUS_COMPAT_PYTHON"
-        );
-        return Ok(None);
-    }
-    Ok(Some(python))
-}
-
 /// Runs `tests/compat/SCRIPT ARGS...` with `python`; it must exit 0 and
 /// print `ok`.
 fn run_compat_script(python: &std::ffi::OsStr, script: &str, args: &[&str]) -> TestResult {

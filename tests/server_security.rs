@@ -334,30 +334,6 @@ fn sasl_users_plain_cannot_carry_are_refused_and_passwords_never_shown() -> Test
     Ok(())
 }
 
-/// The python of `LOGBUS_COMPAT_PYTHON` if it has `module`; `None` (and a
-/// SKIPPED line on stderr, which the harness does not hide) otherwise.
-fn compat_python(client: &str, module: &str) -> TestResult<Option<std::ffi::OsString>> {
-    let Some(python) = std::env::var_os("LOGBUS_COMPAT_PYTHON") else {
-        let _ = writeln!(
-            std::io::stderr(),
-            "{client}: SKIPPED: LOGBUS_COMPAT_PYTHON is not set (a python with kafka-python \
-             and confluent-kafka)"
-        );
-        return Ok(None);
-    };
-    let probe = std::process::Command::new(&python)
-        .args(["-c", &format!("import {module}")])
-        .output()?;
-    if !probe.status.success() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "{client}: SKIPPED: {module} is not installed for LOGBUS_COMPAT_PYTHON"
-        );
-        return Ok(None);
-    }
-    Ok(Some(python))
-}
-
 /// Runs `tests/compat/security.py CLIENT BOOTSTRAP TOPIC PROTOCOL ...`
 /// against `server`; it must exit 0 and print `ok`. Then the topic holds
 /// what it produced.
