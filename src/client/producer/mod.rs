@@ -1151,8 +1151,13 @@ impl Spinner {
         if self.limit.is_zero() {
             return false;
         }
-        if self.skip.load(Ordering::Relaxed) > 0 {
-            self.skip.fetch_sub(1, Ordering::Relaxed);
+        // One decrement per wait, never below zero (two flushes may wait
+        // at once).
+        if self
+            .skip
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
             return false;
         }
         let start = std::time::Instant::now();
