@@ -567,6 +567,8 @@ impl ClusterInner {
     pub(crate) fn group_offsets(&self, group: &str) -> Result<GroupOffsets> {
         check_group(group)?;
         self.check_open()?;
+        // The offsets of every transaction whose commit was answered.
+        self.complete_answered_txns();
         Ok(self.offsets.groups.lock().group(group))
     }
 

@@ -8,7 +8,9 @@ use crate::error::{Error, Result};
 use crate::log::{
     AppendInfo, CleanReport, LogRead, RecoveryReport, RetentionReport, TimestampOffset,
 };
-use crate::replica::{AppendAcks, AppendOrigin, FetchBound, PartitionOffsets, TopicIdPartition};
+use crate::replica::{
+    AppendAcks, AppendOrigin, FetchBound, PartitionOffsets, ReplicaManager, TopicIdPartition,
+};
 
 /// A topic to create: its name, partition count and configs.
 ///
@@ -528,6 +530,14 @@ impl Drop for Partition {
 }
 
 impl Partition {
+    /// The replica manager of the partition's leader, for a read: first
+    /// the markers of every transaction whose end was answered are
+    /// written, so the read sees each commit answered before it.
+    fn replicas_to_read(&self) -> Result<Arc<ReplicaManager>> {
+        self.cluster.complete_answered_txns();
+        self.cluster.replicas_for(&self.key)
+    }
+
     /// The topic's name.
     #[must_use]
     pub fn topic(&self) -> &str {
@@ -547,11 +557,7 @@ impl Partition {
     /// once the topic is deleted, [`Error::Closed`](crate::Error::Closed)
     /// once the cluster is closed; the same for every method here.
     pub fn log_start_offset(&self) -> Result<u64> {
-        Ok(self
-            .cluster
-            .replicas_for(&self.key)?
-            .offsets(&self.key)?
-            .log_start)
+        Ok(self.replicas_to_read()?.offsets(&self.key)?.log_start)
     }
 
     /// The high watermark: the offset after the last record consumers may
@@ -560,11 +566,7 @@ impl Partition {
     /// # Errors
     /// As [`Partition::log_start_offset`].
     pub fn high_watermark(&self) -> Result<u64> {
-        Ok(self
-            .cluster
-            .replicas_for(&self.key)?
-            .offsets(&self.key)?
-            .high_watermark)
+        Ok(self.replicas_to_read()?.offsets(&self.key)?.high_watermark)
     }
 
     /// The log end offset: the offset the next record gets.
@@ -572,11 +574,7 @@ impl Partition {
     /// # Errors
     /// As [`Partition::log_start_offset`].
     pub fn log_end_offset(&self) -> Result<u64> {
-        Ok(self
-            .cluster
-            .replicas_for(&self.key)?
-            .offsets(&self.key)?
-            .log_end)
+        Ok(self.replicas_to_read()?.offsets(&self.key)?.log_end)
     }
 
     /// Bytes of the partition's segments on disk.
@@ -584,7 +582,7 @@ impl Partition {
     /// # Errors
     /// As [`Partition::log_start_offset`].
     pub fn size_bytes(&self) -> Result<u64> {
-        self.cluster.replicas_for(&self.key)?.size_bytes(&self.key)
+        self.replicas_to_read()?.size_bytes(&self.key)
     }
 
     /// What recovery did when this partition's log was opened (with the
@@ -640,8 +638,7 @@ impl Partition {
     /// [`Partition::log_start_offset`].
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<LogRead> {
         Ok(self
-            .cluster
-            .replicas_for(&self.key)?
+            .replicas_to_read()?
             .fetch(&self.key, offset, max_bytes, FetchBound::HighWatermark)?
             .into_log_read())
     }
@@ -662,8 +659,7 @@ impl Partition {
                 self.partition()
             )));
         }
-        self.cluster
-            .replicas_for(&self.key)?
+        self.replicas_to_read()?
             .offset_for_timestamp(&self.key, timestamp)
     }
 

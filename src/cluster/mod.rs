@@ -1235,6 +1235,8 @@ impl ClusterInner {
         // Before the fetchers stop: a pass in progress appends with
         // acks=all.
         self.stop_txn_timer();
+        // The markers of transactions whose end was answered.
+        self.complete_queued_txns();
         self.write_unwritten_txn_states();
         // Acknowledged appends are on every in-sync replica already.
         for broker in self.brokers() {

@@ -28,11 +28,16 @@
 //! skip).
 //!
 //! Ending a transaction is Kafka's two-phase protocol: `PrepareCommit` (or
-//! `PrepareAbort`) is recorded — the decision — then a COMMIT (ABORT)
-//! marker is written to every partition of the transaction through the
-//! [`MarkerWriter`], with the coordinator epoch (the leader epoch of the
-//! id's `__transaction_state` partition), then `CompleteCommit`
-//! (`CompleteAbort`) is recorded. A marker that cannot be written (its
+//! `PrepareAbort`) is recorded — the decision, after which `end_txn`
+//! answers — then a COMMIT (ABORT) marker is written to every partition
+//! of the transaction through the [`MarkerWriter`], with the coordinator
+//! epoch (the leader epoch of the id's `__transaction_state` partition),
+//! then `CompleteCommit` (`CompleteAbort`) is recorded. The markers are
+//! written by the timer thread, woken through a queue of answered ids (as
+//! Kafka's marker channel works after `EndTxn` is answered), or first by
+//! a read in the process ([`ClusterInner::complete_answered_txns`]: a
+//! read that starts after the answer sees the outcome), or by the id's
+//! next request. A marker that cannot be written (its
 //! partition has no leader for a moment) leaves the transaction prepared:
 //! the coordinator's timer retries it every
 //! `transaction.abort.timed.out.transaction.cleanup.interval.ms`, and so
@@ -87,6 +92,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, select};
@@ -234,6 +240,15 @@ pub(crate) struct TransactionCoordinator {
     /// `None` until `Cluster::open` installs the cluster's writer.
     markers: RwLock<Option<Arc<dyn MarkerWriter>>>,
     timer: Mutex<Option<TxnTimer>>,
+    /// Ids whose `end_txn` recorded a `Prepare*` state: the timer thread
+    /// writes their markers next (Kafka's marker channel). An id leaves
+    /// once its markers were tried.
+    completing: Mutex<Vec<String>>,
+    /// `completing`'s length, read without its lock.
+    queued: AtomicUsize,
+    /// Tests: the timer thread leaves the queue alone.
+    #[cfg(test)]
+    pub(crate) hold_queue: std::sync::atomic::AtomicBool,
     /// The clock time of the last timer pass, for tests to wait on.
     passes: (Mutex<Option<i64>>, Condvar),
 }
@@ -252,6 +267,10 @@ impl Default for TransactionCoordinator {
             ids: Mutex::new(HashMap::new()),
             markers: RwLock::new(None),
             timer: Mutex::new(None),
+            completing: Mutex::new(Vec::new()),
+            queued: AtomicUsize::new(0),
+            #[cfg(test)]
+            hold_queue: std::sync::atomic::AtomicBool::new(false),
             passes: (Mutex::new(None), Condvar::new()),
         }
     }
@@ -858,9 +877,11 @@ impl ClusterInner {
     /// Kafka's `EndTxn`: commits (or aborts) `transactional_id`'s open
     /// transaction. Returns once the decision (`PrepareCommit` /
     /// `PrepareAbort`) is recorded, as Kafka's coordinator answers; the
-    /// markers are written before it returns when they can be, else by
-    /// the coordinator's timer or the next request of the id. Retrying an
-    /// end that completed the same way succeeds with nothing to do.
+    /// timer thread writes the markers next (see the module docs), and
+    /// so does a read in the process that comes first
+    /// ([`ClusterInner::complete_answered_txns`]) or the id's next
+    /// request. Retrying an end that completed the same way succeeds
+    /// with nothing to do.
     ///
     /// # Errors
     /// [`Error::ProducerFenced`] (a newer producer, or the coordinator
@@ -877,6 +898,20 @@ impl ClusterInner {
         producer_epoch: i16,
         commit: bool,
     ) -> Result<()> {
+        self.end_txn_with(transactional_id, producer_id, producer_epoch, commit, false)
+    }
+
+    /// [`ClusterInner::end_txn`]; with `inline`, the markers are written
+    /// before it returns instead of by the timer thread (for tests that
+    /// step the coordinator one request at a time).
+    fn end_txn_with(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        inline: bool,
+    ) -> Result<()> {
         let id = transactional_id;
         let entry = self.txn_entry(id, producer_id)?;
         let mut entry = entry.lock();
@@ -888,8 +923,13 @@ impl ClusterInner {
             Ok(None) => Ok(()),
             Ok(Some(prepared)) => {
                 self.record_txn_state(id, &mut entry, prepared)?;
-                // Decided: markers that fail now are retried later.
-                let _ = self.finish_txn(id, &mut entry);
+                // Decided: the timer thread writes the markers, as Kafka's
+                // marker channel does after answering; without one (the
+                // cluster is closing) they are written here. Markers that
+                // fail are retried later either way.
+                if inline || !self.queue_markers(id) {
+                    let _ = self.finish_txn(id, &mut entry);
+                }
                 Ok(())
             }
             Err(TxnRefusal::ConcurrentTransactions) => self
@@ -897,6 +937,21 @@ impl ClusterInner {
                 .map_err(|_| refusal(id, producer_id, TxnRefusal::ConcurrentTransactions)),
             Err(r) => Err(refusal(id, producer_id, r)),
         }
+    }
+
+    /// [`ClusterInner::end_txn`] writing the markers before it returns
+    /// (a marker that fails leaves the transaction prepared), so that a
+    /// test stepping the coordinator sees no marker land between its
+    /// steps.
+    #[cfg(test)]
+    pub(crate) fn end_txn_marked(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> Result<()> {
+        self.end_txn_with(transactional_id, producer_id, producer_epoch, commit, true)
     }
 
     /// One pass of the coordinator's timer at the clock's now. With
@@ -940,6 +995,67 @@ impl ClusterInner {
         // `Cluster::wait_until` re-checks its condition after each pass
         // (a transaction it waits on may have timed out).
         self.wake_watchers();
+    }
+
+    /// Queues `id`'s markers for the timer thread and wakes it; `false`
+    /// when no timer thread runs (before it starts or once it stopped).
+    fn queue_markers(&self, id: &str) -> bool {
+        let timer = self.txn.timer.lock();
+        let Some(timer) = timer.as_ref() else {
+            return false;
+        };
+        {
+            let mut completing = self.txn.completing.lock();
+            completing.push(id.to_string());
+            self.txn.queued.store(completing.len(), Ordering::Release);
+        }
+        // Full: a wake-up is pending already.
+        let _ = timer.markers.try_send(());
+        true
+    }
+
+    /// Writes the markers of the transactions `end_txn` queued (on the
+    /// timer thread, before a read_committed read — see
+    /// [`ClusterInner::complete_answered_txns`] — and at close). A
+    /// transaction another request completed meanwhile has nothing left
+    /// to do; one whose markers fail stays prepared for the timer's next
+    /// pass or a metadata change. An id leaves the queue only after its
+    /// entry lock was taken: a second caller meanwhile waits on that lock
+    /// and finds the markers written. Wakes `Cluster::wait_until` when a
+    /// transaction completed.
+    pub(crate) fn complete_queued_txns(&self) {
+        let ids = self.txn.completing.lock().clone();
+        let mut completed = false;
+        for id in ids {
+            if let Some(entry) = self.txn.entry(&id) {
+                let mut guard = entry.lock();
+                let prepared = guard.meta.as_ref().is_some_and(|m| {
+                    matches!(m.status, TxnStatus::PrepareCommit | TxnStatus::PrepareAbort)
+                });
+                if prepared {
+                    completed |= self.finish_txn(&id, &mut guard).is_ok();
+                }
+            }
+            let mut completing = self.txn.completing.lock();
+            if let Some(i) = completing.iter().position(|queued| *queued == id) {
+                completing.swap_remove(i);
+            }
+            self.txn.queued.store(completing.len(), Ordering::Release);
+        }
+        if completed {
+            self.wake_watchers();
+        }
+    }
+
+    /// Writes the markers of every transaction whose end was answered and
+    /// whose markers the timer thread has not written yet, so that a
+    /// read_committed read in this process sees every commit answered
+    /// before it started (Kafka promises only that the markers follow).
+    /// One atomic load when none wait.
+    pub(crate) fn complete_answered_txns(&self) {
+        if self.txn.queued.load(Ordering::Acquire) > 0 {
+            self.complete_queued_txns();
+        }
     }
 
     /// Every transactional id and its entry, taken from `ids` at once.
@@ -1146,6 +1262,8 @@ pub(crate) struct TimerDue {
 /// from the clock, never sleeping to poll.
 struct TxnTimer {
     stop: Sender<()>,
+    /// Wakes the thread to write the markers `end_txn` queued.
+    markers: Sender<()>,
     handle: JoinHandle<()>,
 }
 
@@ -1156,6 +1274,7 @@ impl TxnTimer {
         expire_interval_ms: i64,
     ) -> Result<TxnTimer> {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(1);
+        let (markers, queued) = crossbeam_channel::bounded::<()>(1);
         let (clock, root) = {
             let inner = cluster.upgrade().ok_or_else(|| {
                 Error::Internal("transaction timer spawned for a dropped cluster".into())
@@ -1171,9 +1290,7 @@ impl TxnTimer {
                 Error::Internal("transaction timer spawned for a dropped cluster".into())
             })?;
             inner.watch_metadata(&changes_tx);
-            inner
-                .metadata_epoch
-                .load(std::sync::atomic::Ordering::Acquire)
+            inner.metadata_epoch.load(Ordering::Acquire)
         };
         let mut abort_at = clock.now_ms();
         let mut expire_at = abort_at.saturating_add(expire_interval_ms);
@@ -1204,6 +1321,16 @@ impl TxnTimer {
                     };
                     select! {
                         recv(stopped) -> _ => return,
+                        recv(queued) -> _ => {
+                            let Some(inner) = cluster.upgrade() else {
+                                return;
+                            };
+                            #[cfg(test)]
+                            if inner.txn.hold_queue.load(Ordering::SeqCst) {
+                                continue;
+                            }
+                            inner.complete_queued_txns();
+                        }
                         recv(ticks) -> _ => {}
                         recv(timeout) -> _ => {}
                         recv(changes) -> _ => {
@@ -1213,7 +1340,7 @@ impl TxnTimer {
                             // Its own passes wake it too: only a real
                             // metadata change counts.
                             let epoch =
-                                inner.metadata_epoch.load(std::sync::atomic::Ordering::Acquire);
+                                inner.metadata_epoch.load(Ordering::Acquire);
                             if epoch != seen_epoch {
                                 seen_epoch = epoch;
                                 inner.complete_prepared_txns();
@@ -1223,7 +1350,11 @@ impl TxnTimer {
                 }
             })
             .map_err(|e| Error::io("spawn transaction timer thread", root, e))?;
-        Ok(TxnTimer { stop, handle })
+        Ok(TxnTimer {
+            stop,
+            markers,
+            handle,
+        })
     }
 
     /// Stops the thread and joins it (unless called on the thread itself,

@@ -46,6 +46,9 @@ struct FakeMarkers {
     /// thread's asynchronous completions (after a metadata change it
     /// noticed late, say) never land between a model's steps.
     only_thread: Mutex<Option<std::thread::ThreadId>>,
+    /// When set, each marker first waits (up to `GUARD`) for a message
+    /// here, and fails if none comes.
+    gate: Mutex<Option<crossbeam_channel::Receiver<()>>>,
 }
 
 impl MarkerWriter for FakeMarkers {
@@ -58,6 +61,12 @@ impl MarkerWriter for FakeMarkers {
         commit: bool,
         coordinator_epoch: i32,
     ) -> Result<()> {
+        let gate = self.gate.lock().clone();
+        if let Some(gate) = gate
+            && gate.recv_timeout(GUARD).is_err()
+        {
+            return Err(Error::Internal("the test's gate stayed shut".into()));
+        }
         let other_thread = self
             .only_thread
             .lock()
@@ -221,7 +230,7 @@ fn a_commit_writes_every_marker_then_completes_and_a_retry_succeeds() {
     assert_eq!(meta.partitions.len(), 2);
     assert!(markers.take().is_empty(), "no marker before the end");
 
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     let ce = coordinator_epoch(&cluster, "app");
     assert_eq!(
         markers.take(),
@@ -233,10 +242,10 @@ fn a_commit_writes_every_marker_then_completes_and_a_retry_succeeds() {
     assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
     // A retry of the finished commit succeeds and writes nothing; the
     // other outcome is refused.
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     assert!(markers.take().is_empty());
     assert!(matches!(
-        inner.end_txn("app", pid, epoch, false),
+        inner.end_txn_marked("app", pid, epoch, false),
         Err(Error::InvalidTxnState { producer_id }) if producer_id == pid
     ));
 
@@ -244,7 +253,7 @@ fn a_commit_writes_every_marker_then_completes_and_a_retry_succeeds() {
     inner
         .add_partitions_to_txn("app", pid, epoch, &[tp("t", 1)])
         .unwrap();
-    inner.end_txn("app", pid, epoch, false).unwrap();
+    inner.end_txn_marked("app", pid, epoch, false).unwrap();
     assert_eq!(markers.take(), [marker("t", 1, pid, epoch, false, ce)]);
     assert_eq!(status(&cluster, "app"), TxnStatus::CompleteAbort);
     cluster.close().unwrap();
@@ -277,7 +286,7 @@ fn requests_that_do_not_fit_are_refused_and_change_nothing() {
         Err(Error::InvalidProducerIdMapping { producer_id: 7, .. })
     ));
     assert!(matches!(
-        inner.end_txn("nobody", 7, 0, true),
+        inner.end_txn_marked("nobody", 7, 0, true),
         Err(Error::InvalidProducerIdMapping { .. })
     ));
     let (pid, epoch) = inner.init_producer_id("app", 1000).unwrap();
@@ -304,7 +313,7 @@ fn requests_that_do_not_fit_are_refused_and_change_nothing() {
     ));
     // Nothing is open: ending is refused.
     assert!(matches!(
-        inner.end_txn("app", pid, epoch, true),
+        inner.end_txn_marked("app", pid, epoch, true),
         Err(Error::InvalidTxnState { .. })
     ));
     assert_eq!(inner.txn_metadata("app").unwrap(), before);
@@ -360,7 +369,7 @@ fn a_reinit_fences_the_older_producer_and_aborts_its_transaction() {
         })
     ));
     assert!(matches!(
-        inner.end_txn("app", pid, zombie, true),
+        inner.end_txn_marked("app", pid, zombie, true),
         Err(Error::ProducerFenced { .. })
     ));
     assert!(matches!(
@@ -379,7 +388,7 @@ fn a_reinit_fences_the_older_producer_and_aborts_its_transaction() {
     inner
         .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0)])
         .unwrap();
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     assert_eq!(markers.take(), [marker("t", 0, pid, epoch, true, ce)]);
     cluster.close().unwrap();
 }
@@ -427,7 +436,7 @@ fn a_missing_marker_is_written_at_the_next_metadata_change() {
         .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0), tp("t", 1)])
         .unwrap();
     markers.fail.lock().insert(("t".into(), 1));
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     assert_eq!(status(&cluster, "app"), TxnStatus::PrepareCommit);
     markers.fail.lock().clear();
     cluster.create_topic(NewTopic::new("other", 1)).unwrap();
@@ -450,7 +459,7 @@ fn markers_that_fail_are_retried_and_each_partition_is_marked_once() {
         .unwrap();
     markers.fail.lock().insert(("t".into(), 1));
     // The commit is decided (recorded) even though a marker fails.
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     assert_eq!(status(&cluster, "app"), TxnStatus::PrepareCommit);
     let first: Vec<u32> = markers.take().iter().map(|m| m.partition).collect();
     assert_eq!(first, [0], "stops at the failed marker");
@@ -462,7 +471,7 @@ fn markers_that_fail_are_retried_and_each_partition_is_marked_once() {
     assert!(matches!(busy, Error::ConcurrentTransactions { .. }));
     assert!(busy.is_retriable());
     assert!(matches!(
-        inner.end_txn("app", pid, epoch, true),
+        inner.end_txn_marked("app", pid, epoch, true),
         Err(Error::ConcurrentTransactions { .. })
     ));
     assert!(matches!(
@@ -471,7 +480,7 @@ fn markers_that_fail_are_retried_and_each_partition_is_marked_once() {
     ));
     // The other outcome is refused outright.
     assert!(matches!(
-        inner.end_txn("app", pid, epoch, false),
+        inner.end_txn_marked("app", pid, epoch, false),
         Err(Error::InvalidTxnState { .. })
     ));
     assert_eq!(status(&cluster, "app"), TxnStatus::PrepareCommit);
@@ -481,7 +490,7 @@ fn markers_that_fail_are_retried_and_each_partition_is_marked_once() {
     // The partition is back: a retry of the end completes, writing only
     // the markers still missing.
     markers.fail.lock().clear();
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     let rest: Vec<u32> = markers.take().iter().map(|m| m.partition).collect();
     assert_eq!(rest, [1, 2]);
     assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
@@ -499,7 +508,7 @@ fn the_timer_completes_a_prepared_transaction_when_markers_can_be_written() {
         .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0)])
         .unwrap();
     markers.fail_all.store(true, Ordering::SeqCst);
-    inner.end_txn("app", pid, epoch, false).unwrap();
+    inner.end_txn_marked("app", pid, epoch, false).unwrap();
     assert_eq!(status(&cluster, "app"), TxnStatus::PrepareAbort);
     markers.fail_all.store(false, Ordering::SeqCst);
     setup.clock.advance_ms(10_000);
@@ -532,7 +541,7 @@ fn a_transaction_open_past_its_timeout_is_aborted_and_its_producer_fenced() {
     let ce = coordinator_epoch(&cluster, "app");
     assert_eq!(markers.take(), [marker("t", 0, pid, 1, false, ce)]);
     assert!(matches!(
-        inner.end_txn("app", pid, epoch, true),
+        inner.end_txn_marked("app", pid, epoch, true),
         Err(Error::ProducerFenced {
             epoch: 0,
             current: 1,
@@ -587,7 +596,7 @@ fn transactional_offsets_become_committed_only_with_the_commit() {
         inner.group_offsets("g").unwrap().is_empty(),
         "not visible before the commit"
     );
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     let committed = |c: &Cluster| -> Vec<u64> {
         c.inner
             .group_offsets("g")
@@ -609,7 +618,7 @@ fn transactional_offsets_become_committed_only_with_the_commit() {
     inner
         .txn_offset_commit("app", pid, epoch, "g", &offsets(9, 9))
         .unwrap();
-    inner.end_txn("app", pid, epoch, false).unwrap();
+    inner.end_txn_marked("app", pid, epoch, false).unwrap();
     assert_eq!(committed(&cluster), [5, 4]);
     cluster.close().unwrap();
 
@@ -693,7 +702,7 @@ fn transactional_offsets_are_a_transactional_batch_until_the_marker() {
     }
     assert!(committed_offsets(&cluster, "g").is_empty());
     assert!(inner.groups().is_empty(), "a pending group is not listed");
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     // Two batches and the COMMIT marker, all stable.
     assert_eq!(offsets_lso_and_end(&cluster, "g"), (3, 3));
     assert_eq!(committed_offsets(&cluster, "g"), [(tp("in", 0), 4)]);
@@ -703,13 +712,13 @@ fn transactional_offsets_are_a_transactional_batch_until_the_marker() {
     // batch of the old epoch is refused and nothing is pending.
     let (_, bumped) = inner.init_producer_id("app", 60_000).unwrap();
     inner.add_offsets_to_txn("app", pid, bumped, "g").unwrap();
-    inner.end_txn("app", pid, bumped, false).unwrap();
+    inner.end_txn_marked("app", pid, bumped, false).unwrap();
     assert!(matches!(
         inner.commit_txn_offsets("g", pid, epoch, &in_offsets(&[(0, 9)])),
         Err(Error::InvalidProducerEpoch { .. })
     ));
     inner.add_offsets_to_txn("app", pid, bumped, "g").unwrap();
-    inner.end_txn("app", pid, bumped, true).unwrap();
+    inner.end_txn_marked("app", pid, bumped, true).unwrap();
     assert_eq!(committed_offsets(&cluster, "g"), [(tp("in", 0), 4)]);
     cluster.close().unwrap();
 }
@@ -743,7 +752,7 @@ fn crash_after_prepare_commit(brokers: u32) {
         .unwrap();
     let group_partition = (OFFSETS_TOPIC.to_string(), partition_for_group("g", 50));
     markers.fail.lock().insert(group_partition.clone());
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     assert_eq!(status(&cluster, "app"), TxnStatus::PrepareCommit);
     assert_eq!(markers.take(), [marker("OUT", 0, pid, epoch, true, 0)]);
     assert_eq!(committed_offsets(&cluster, "g"), [(tp("in", 0), 2)]);
@@ -798,7 +807,7 @@ fn offsets_of_aborted_and_timed_out_transactions_never_appear() {
     inner
         .txn_offset_commit("app", pid, epoch, "g", &in_offsets(&[(0, 5)]))
         .unwrap();
-    inner.end_txn("app", pid, epoch, false).unwrap();
+    inner.end_txn_marked("app", pid, epoch, false).unwrap();
     assert_eq!(committed_offsets(&cluster, "g"), [(tp("in", 0), 1)]);
     // The next transaction is open at the crash.
     inner.add_offsets_to_txn("app", pid, epoch, "g").unwrap();
@@ -841,7 +850,7 @@ fn the_later_commit_in_the_log_wins_over_a_pending_transactional_one() {
         .unwrap();
     inner.commit_offsets("g", &in_offsets(&[(0, 9)])).unwrap();
     assert_eq!(committed_offsets(&cluster, "g"), [(tp("in", 0), 9)]);
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     assert_eq!(
         committed_offsets(&cluster, "g"),
         [(tp("in", 0), 9), (tp("in", 1), 5)]
@@ -856,7 +865,7 @@ fn the_later_commit_in_the_log_wins_over_a_pending_transactional_one() {
         committed_offsets(&cluster, "g"),
         [(tp("in", 0), 9), (tp("in", 1), 3)]
     );
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     let expected = [(tp("in", 0), 9), (tp("in", 1), 8)];
     assert_eq!(committed_offsets(&cluster, "g"), expected);
     cluster.close().unwrap();
@@ -881,7 +890,7 @@ fn deleting_offsets_removes_pending_transactional_ones() {
         .unwrap();
     assert_eq!(inner.groups_with_offsets_for("in"), ["g"]);
     assert_eq!(inner.delete_offsets("g", None).unwrap(), 1);
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     assert!(committed_offsets(&cluster, "g").is_empty());
     cluster.close().unwrap();
 
@@ -908,7 +917,7 @@ fn compacting_the_offsets_partition_keeps_the_committed_offsets() {
         inner
             .txn_offset_commit("app", pid, epoch, "g", &in_offsets(pairs))
             .unwrap();
-        inner.end_txn("app", pid, epoch, commit).unwrap();
+        inner.end_txn_marked("app", pid, epoch, commit).unwrap();
     };
     txn(&[(0, 5), (1, 6)], true);
     txn(&[(0, 9)], false);
@@ -918,7 +927,7 @@ fn compacting_the_offsets_partition_keeps_the_committed_offsets() {
         .txn_offset_commit("app", pid, epoch, "g", &in_offsets(&[(1, 7)]))
         .unwrap();
     inner.commit_offsets("g", &in_offsets(&[(1, 2)])).unwrap();
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     // Past `segment.ms` (7 days): the next commit rolls the segment, so
     // everything above is cleanable.
     setup.clock.advance_ms(8 * 24 * 3600 * 1000);
@@ -1007,7 +1016,7 @@ fn the_state_topic_is_kafkas_and_states_survive_a_reopen() {
     assert_eq!(status(&cluster, "other"), TxnStatus::Empty);
     assert!(cluster.recovery_report().skipped_records.is_empty());
     // The producer carries on after the reopen.
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     assert_eq!(markers2.take().len(), 2);
     // A fresh id after the reopen never reuses a producer id.
     let (third, _) = inner.init_producer_id("third", 30_000).unwrap();
@@ -1032,7 +1041,7 @@ fn a_crash_between_prepare_and_complete_finishes_the_transaction_after_reopen() 
         .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0), tp("t", 1)])
         .unwrap();
     markers.fail_all.store(true, Ordering::SeqCst);
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     assert_eq!(status(&cluster, "app"), TxnStatus::PrepareCommit);
     drop(cluster); // no close: as a crash of the process
 
@@ -1054,7 +1063,7 @@ fn a_crash_between_prepare_and_complete_finishes_the_transaction_after_reopen() 
         ]
     );
     // The producer's retry of its commit succeeds.
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     assert!(markers.take().is_empty());
     cluster.close().unwrap();
 
@@ -1109,7 +1118,7 @@ fn the_coordinator_fails_over_with_the_state_partitions_leader() {
     let after = state(&cluster);
     assert_ne!(after.leader, Some(leader));
     assert!(after.leader_epoch > before.leader_epoch);
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     assert_eq!(
         markers.take(),
         [marker("t", 0, pid, epoch, true, after.leader_epoch)],
@@ -1173,7 +1182,7 @@ fn a_crashed_coordinator_is_unavailable_until_its_session_expires_then_works() {
     cluster.crash_broker(leader).unwrap();
     // Until the controller fences it, its partition's leader is gone:
     // the coordinator is unavailable, retriably, and nothing changes.
-    let refused = inner.end_txn("app", pid, epoch, true).unwrap_err();
+    let refused = inner.end_txn_marked("app", pid, epoch, true).unwrap_err();
     assert!(
         matches!(&refused, Error::CoordinatorNotAvailable { group, .. } if group == "app"),
         "{refused:?}"
@@ -1185,7 +1194,7 @@ fn a_crashed_coordinator_is_unavailable_until_its_session_expires_then_works() {
     // retry commits.
     setup.clock.advance_ms(9_001);
     assert!(cluster.wait_until(GUARD, |c| leader_of(c).is_some_and(|l| l != leader)));
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
     assert_eq!(markers.take().len(), 1);
     cluster.close().unwrap();
@@ -1573,7 +1582,7 @@ mod model {
                     assert_eq!(answer(&got), expected, "op {i} {op:?}");
                 }
                 Op::End { commit, zombie } => {
-                    let got = inner.end_txn("app", pid, epoch_of(*zombie), *commit);
+                    let got = inner.end_txn_marked("app", pid, epoch_of(*zombie), *commit);
                     let expected = m.check(*zombie).unwrap_or_else(|| {
                         let done = if *commit {
                             TxnStatus::CompleteCommit
@@ -1773,7 +1782,7 @@ fn the_clusters_writer_puts_markers_in_every_replica_and_moves_the_lso() {
             &BTreeMap::from([(tp("out", 0), OffsetAndMetadata::new(7))]),
         )
         .unwrap();
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
     // Three records + the COMMIT marker; two + the marker.
     assert_eq!((lso(0), lso(1)), (4, 3));
@@ -1787,7 +1796,7 @@ fn the_clusters_writer_puts_markers_in_every_replica_and_moves_the_lso() {
         .unwrap()
         .append(&mut txn_batch(pid, epoch, 3, 2))
         .unwrap();
-    inner.end_txn("app", pid, epoch, false).unwrap();
+    inner.end_txn_marked("app", pid, epoch, false).unwrap();
     assert_eq!(lso(0), 7);
     let fetched = inner
         .replicas_for(&key(0))
@@ -1893,7 +1902,9 @@ fn an_idle_transactional_id_expires_and_starts_afresh() {
     inner
         .add_partitions_to_txn("idle", idle_pid, idle_epoch, &[tp("t", 0)])
         .unwrap();
-    inner.end_txn("idle", idle_pid, idle_epoch, true).unwrap();
+    inner
+        .end_txn_marked("idle", idle_pid, idle_epoch, true)
+        .unwrap();
     assert_eq!(status(&cluster, "idle"), TxnStatus::CompleteCommit);
     // "busy" leaves a transaction open (its timeout is beyond the
     // expiration); "recent" re-inits half-way.
@@ -1938,13 +1949,15 @@ fn an_idle_transactional_id_expires_and_starts_afresh() {
         Err(Error::InvalidProducerIdMapping { producer_id, .. }) if producer_id == idle_pid
     ));
     assert!(matches!(
-        inner.end_txn("idle", idle_pid, idle_epoch, true),
+        inner.end_txn_marked("idle", idle_pid, idle_epoch, true),
         Err(Error::InvalidProducerIdMapping { .. })
     ));
     assert_eq!(inner.txn_metadata("idle"), None);
     // The open transaction still completes, long past the expiration.
     tick(&setup, &cluster, 4 * ID_EXPIRATION_MS);
-    inner.end_txn("busy", busy_pid, busy_epoch, true).unwrap();
+    inner
+        .end_txn_marked("busy", busy_pid, busy_epoch, true)
+        .unwrap();
     assert_eq!(status(&cluster, "busy"), TxnStatus::CompleteCommit);
     cluster.close().unwrap();
 
@@ -2091,7 +2104,7 @@ fn markers_in_a_log_append_time_topic_carry_the_append_time() {
                 .unwrap();
         }
         setup.clock.advance_ms(5_000);
-        inner.end_txn("app", pid, epoch, commit).unwrap();
+        inner.end_txn_marked("app", pid, epoch, commit).unwrap();
     }
     let controls = |topic: &str| {
         let key = inner.partition_key(&tp(topic, 0)).unwrap();
@@ -2155,6 +2168,8 @@ fn a_producer_whose_id_expired_recovers_after_an_abort() {
     producer.begin_transaction().unwrap();
     let _sent = producer.send(record("v1")).unwrap();
     producer.commit_transaction().unwrap();
+    // The markers the timer thread writes after the answer.
+    cluster.inner.complete_answered_txns();
     let old_pid = cluster.inner.txn_metadata("app").unwrap().producer_id;
     tick(&setup, &cluster, ID_EXPIRATION_MS);
     assert_eq!(cluster.inner.txn_metadata("app"), None);
@@ -2172,6 +2187,7 @@ fn a_producer_whose_id_expired_recovers_after_an_abort() {
     producer.begin_transaction().unwrap();
     let _sent = producer.send(record("v3")).unwrap();
     producer.commit_transaction().unwrap();
+    cluster.inner.complete_answered_txns();
     let meta = cluster.inner.txn_metadata("app").unwrap();
     assert_ne!(meta.producer_id, old_pid);
     assert_eq!(meta.status, TxnStatus::CompleteCommit);
@@ -2232,6 +2248,7 @@ fn a_transactional_send_adds_its_partition_before_its_batch_is_sealed() {
     for (p, s) in sent.into_iter().enumerate() {
         assert_eq!(s.wait().unwrap().partition(), p as u32);
     }
+    cluster.inner.complete_answered_txns();
     assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
     producer.close().unwrap();
 }
@@ -2256,7 +2273,7 @@ fn a_completed_state_is_appended_with_the_next_record_or_at_close() {
         inner
             .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0)])
             .unwrap();
-        inner.end_txn("app", pid, epoch, true).unwrap();
+        inner.end_txn_marked("app", pid, epoch, true).unwrap();
         assert_eq!(markers.take().len(), 1, "round {round}");
         assert_eq!(
             status(&cluster, "app"),
@@ -2295,7 +2312,7 @@ fn a_completed_state_is_appended_with_the_next_record_or_at_close() {
     inner
         .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0)])
         .unwrap();
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner.end_txn_marked("app", pid, epoch, true).unwrap();
     assert_eq!(
         txn_records(&cluster, "app").last(),
         Some(&Some(PrepareCommit))
@@ -2305,5 +2322,122 @@ fn a_completed_state_is_appended_with_the_next_record_or_at_close() {
         txn_records(&cluster, "app").last(),
         Some(&Some(CompleteCommit))
     );
+    cluster.close().unwrap();
+}
+
+/// `end_txn` answers once `PrepareCommit` is recorded, as Kafka's
+/// coordinator does; the timer thread writes the markers after, with no
+/// further request and no clock movement.
+#[test]
+fn an_end_is_answered_once_prepared_and_the_timer_thread_writes_the_markers() {
+    let setup = Setup::new(1);
+    let (cluster, markers) = setup.open();
+    cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+    let inner = &cluster.inner;
+    let (pid, epoch) = inner
+        .init_producer_id("app", DEFAULT_TRANSACTION_TIMEOUT_MS)
+        .unwrap();
+    inner
+        .add_partitions_to_txn("app", pid, epoch, &[tp("t", 0), tp("t", 1)])
+        .unwrap();
+    let (open, gate) = crossbeam_channel::bounded(0);
+    *markers.gate.lock() = Some(gate);
+    // Each marker waits at the gate, so an end that wrote them itself
+    // would not return before the gate opens below.
+    inner.end_txn("app", pid, epoch, true).unwrap();
+    assert!(markers.take().is_empty(), "answered before any marker");
+    // Another thread is waiting to write them.
+    for _ in 0..2 {
+        open.send_timeout((), GUARD).unwrap();
+    }
+    assert!(cluster.wait_until(GUARD, |c| {
+        c.inner
+            .txn_metadata("app")
+            .is_some_and(|m| m.status == TxnStatus::CompleteCommit)
+    }));
+    let ce = coordinator_epoch(&cluster, "app");
+    assert_eq!(
+        markers.take(),
+        [
+            marker("t", 0, pid, epoch, true, ce),
+            marker("t", 1, pid, epoch, true, ce)
+        ]
+    );
+    cluster.close().unwrap();
+}
+
+/// A read in the same process after `commit_transaction` returned sees
+/// the commit even while the timer thread has not written the markers:
+/// the read writes them first.
+#[test]
+fn a_read_after_the_commit_writes_the_markers_it_would_wait_for() {
+    use crate::{
+        Consumer, ConsumerConfig, IsolationLevel, Producer, ProducerConfig, ProducerRecord,
+    };
+    let setup = Setup::new(1);
+    let cluster = Cluster::open(setup.dir.path(), setup.config()).unwrap();
+    cluster.create_topic(NewTopic::new("t", 1)).unwrap();
+    cluster.create_topic(NewTopic::new("u", 1)).unwrap();
+    let config = ProducerConfig::builder()
+        .transactional_id("app")
+        .build()
+        .unwrap();
+    let producer = Producer::new(&cluster, config).unwrap();
+    producer.init_transactions().unwrap();
+    let ends = |topic: &str| {
+        let key = cluster.inner.partition_key(&tp(topic, 0)).unwrap();
+        let replicas = cluster.inner.replicas_for(&key).unwrap();
+        (
+            replicas.offsets(&key).unwrap().log_end,
+            replicas.last_stable_offset(&key).unwrap(),
+        )
+    };
+    cluster.inner.txn.hold_queue.store(true, Ordering::SeqCst);
+    producer.begin_transaction().unwrap();
+    let _sent = producer
+        .send(ProducerRecord::new("t", "a").with_partition(0))
+        .unwrap();
+    let _sent = producer
+        .send(ProducerRecord::new("u", "b").with_partition(0))
+        .unwrap();
+    producer.commit_transaction().unwrap();
+    assert_eq!(status(&cluster, "app"), TxnStatus::PrepareCommit);
+    assert_eq!(ends("t"), (1, 0), "no marker yet: the LSO holds");
+    assert_eq!(ends("u"), (1, 0));
+
+    // A read_committed consumer's poll writes both markers first.
+    let mut consumer = Consumer::new(
+        &cluster,
+        ConsumerConfig::builder()
+            .isolation_level(IsolationLevel::ReadCommitted)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    consumer.assign(&[tp("t", 0)]).unwrap();
+    consumer.seek_to_beginning(&[tp("t", 0)]).unwrap();
+    let values: Vec<Vec<u8>> = consumer
+        .poll(Duration::ZERO)
+        .unwrap()
+        .iter()
+        .map(|r| r.value().unwrap().to_vec())
+        .collect();
+    assert_eq!(values, [b"a".to_vec()]);
+    assert_eq!(ends("t"), (2, 2));
+    assert_eq!(ends("u"), (2, 2), "every marker of the transaction");
+    assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
+
+    // So does a partition handle's read (here the high watermark).
+    producer.begin_transaction().unwrap();
+    let _sent = producer
+        .send(ProducerRecord::new("t", "c").with_partition(0))
+        .unwrap();
+    producer.commit_transaction().unwrap();
+    assert_eq!(ends("t"), (3, 2));
+    let partition = cluster.topic("t").unwrap().partition(0).unwrap();
+    assert_eq!(partition.high_watermark().unwrap(), 4);
+    assert_eq!(ends("t"), (4, 4));
+    consumer.close().unwrap();
+    producer.close().unwrap();
     cluster.close().unwrap();
 }

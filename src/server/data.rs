@@ -385,6 +385,8 @@ pub(super) fn fetch(
 ) -> FetchResponse {
     let inner = &ctx.cluster.inner;
     let isolation = if request.isolation_level == 1 {
+        // Every commit answered so far is visible to this read.
+        inner.complete_answered_txns();
         IsolationLevel::ReadCommitted
     } else {
         IsolationLevel::ReadUncommitted
@@ -675,6 +677,7 @@ pub(super) fn list_offsets(
     request: &ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let isolation = if request.isolation_level == 1 {
+        ctx.cluster.inner.complete_answered_txns();
         IsolationLevel::ReadCommitted
     } else {
         IsolationLevel::ReadUncommitted

@@ -95,6 +95,10 @@ impl Consumer {
         let reset = self.config.auto_offset_reset;
         let isolation = self.config.isolation_level;
         let bound = FetchBound::for_consumer(isolation);
+        if isolation == IsolationLevel::ReadCommitted {
+            // Every commit answered so far is visible to this read.
+            self.cluster.inner.complete_answered_txns();
+        }
         let a = &mut self.assignment[i];
         // The log start may move again between the reset and the read; a
         // few tries settle any realistic race.
@@ -285,7 +289,10 @@ pub(super) fn end_offset(
     let replicas = cluster.inner.replicas_for(key)?;
     match isolation {
         IsolationLevel::ReadUncommitted => Ok(replicas.offsets(key)?.high_watermark),
-        IsolationLevel::ReadCommitted => replicas.last_stable_offset(key),
+        IsolationLevel::ReadCommitted => {
+            cluster.inner.complete_answered_txns();
+            replicas.last_stable_offset(key)
+        }
     }
 }
 

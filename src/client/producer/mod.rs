@@ -570,12 +570,16 @@ impl Producer {
 
     /// Commits the open transaction (Kafka's `commitTransaction`): waits
     /// until every record sent in it is appended (as
-    /// [`flush`](Producer::flush)), then has the coordinator write a
-    /// COMMIT marker to every partition of the transaction, which makes
-    /// its records visible to `read_committed` consumers and its offsets
+    /// [`flush`](Producer::flush)), then has the coordinator record the
+    /// commit and write a COMMIT marker to every partition of the
+    /// transaction, which makes its records visible to `read_committed`
+    /// consumers and its offsets
     /// ([`send_offsets_to_transaction`](Producer::send_offsets_to_transaction))
     /// the group's committed offsets, all at once. Returns once the
-    /// commit is decided (recorded by the coordinator). If any record of
+    /// commit is decided (recorded by the coordinator), as Kafka's does;
+    /// the coordinator's thread writes the markers after that, and any
+    /// read in this process that starts after the return sees the commit
+    /// (it writes missing markers first). If any record of
     /// the transaction failed, nothing is committed: the call returns
     /// that record's error and the transaction must be aborted.
     ///

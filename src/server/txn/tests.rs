@@ -162,6 +162,8 @@ fn produce(f: &Fixture, pid: i64, epoch: i16, seq: i32, count: i32) {
 /// transactions a read_committed fetch from 0 lists.
 fn read_committed(f: &Fixture) -> (u64, Vec<i64>) {
     let inner = &f.cluster.inner;
+    // As the listener's read_committed Fetch does.
+    inner.complete_answered_txns();
     let key = inner.partition_key(&TopicPartition::new("t", 1)).unwrap();
     let replicas = inner.replicas_for(&key).unwrap();
     let lso = replicas.last_stable_offset(&key).unwrap();
