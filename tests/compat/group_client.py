@@ -5,17 +5,32 @@ kafka-python (3.0), a client nobody here wrote.
     /path/to/python-with-kafka-python tests/compat/group_client.py HOST:PORT [TOPIC]
 
 Needs a running logbus listener (`logbus serve`) at HOST:PORT with TOPIC
-(default `compat-groups`) already created with 4 partitions. Exits 0 when
-every check passes, 1 with the failed check on stderr otherwise.
+(default `compat-groups`) already created with 4 partitions, and
+`group.initial.rebalance.delay.ms` at Kafka's default, 3000 (see below).
+Exits 0 when every check passes, 1 with the failed check on stderr
+otherwise; a step that overruns its deadline ends the run with every
+thread's stack on stderr. `tests/server.rs` runs it in CI. With
+GROUP_CLIENT_DEBUG set, kafka-python logs at DEBUG on stderr.
 
-A manual check, not run by the test suite: in about a third of runs
-kafka-python 3.0.12 stalls after a rebalance or a fresh join, with every
-request it sent answered (server traces and thread dumps showed the
-listener idle, waiting for its next request) and no further request sent;
-its issue #3106 describes such a stall (positions awaiting leader-epoch
-validation). The suite runs the same steps with librdkafka
-(`group_client_librdkafka.py`, in `tests/server.rs`), which passes every
-time.
+Why the initial rebalance delay: kafka-python 3.0.12 can lose a completed
+join. `ConsumerCoordinator.need_rejoin()` says whether `poll()` drives
+the join (`ensure_active_group`), but unlike Java's
+`rejoinNeededOrPending()` it does not count a JoinGroup/SyncGroup still in
+flight. A leader that assigned partitions before it had the topic's
+metadata (the group's first join answered at once, the metadata
+arriving about 100 ms after `subscribe`) rejoins when the metadata
+arrives only because its metadata snapshot changed; if that `poll()`
+times out while the join is in flight, the leader's new assignment
+snapshot makes `need_rejoin()` False, the finished join's assignment is
+never applied, and the consumer polls forever with no partitions and
+every request answered. A Kafka broker at its default
+`group.initial.rebalance.delay.ms` (3000) holds the first join of an
+empty group for 3 s, by which time every member has the metadata, so the
+first assignment is the final one; logbus defaults it to 0 and the test
+sets Kafka's value. (kafka-python also replaces a join that finished
+between two polls with a new JoinGroup, since `join_group_async` only
+reuses a join still in flight: an extra rebalance, not a stall. So each
+step waits for settled assignments, not just non-empty ones.)
 
 What it checks, in order:
  1. 40 keyed records produced (acks=all) land in the topic.
@@ -41,6 +56,9 @@ Every wait is bounded by a real-time deadline; each consumer polls on a
 thread of its own and notifies a condition the main thread waits on.
 """
 
+import faulthandler
+import logging
+import os
 import subprocess
 import sys
 import threading
@@ -52,6 +70,10 @@ GROUP = "compat-group"
 RECORDS = 40
 PARTITIONS = 4
 DEADLINE_S = 60
+# A step's own waits end by DEADLINE_S with a clear failure; this bounds
+# every other call (commits, admin requests, the transaction, the resume
+# process) and ends the run if a step hangs.
+STEP_S = 2 * DEADLINE_S
 
 
 def fail(message):
@@ -62,6 +84,25 @@ def fail(message):
 def check(condition, message):
     if not condition:
         fail(message)
+
+
+def step(name):
+    """Starts step `name`: says so on stderr and rearms the watchdog,
+    which, STEP_S from now, writes every thread's stack to stderr and
+    exits 1."""
+    print(f"step: {name}", file=sys.stderr, flush=True)
+    faulthandler.dump_traceback_later(STEP_S, exit=True)
+
+
+def group_state(c):
+    """What a consumer's group membership looks like from inside
+    kafka-python, for a failure message (private attributes, read only)."""
+    coordinator = getattr(c, "_coordinator", None)
+    join = getattr(coordinator, "_join_task", None)
+    return (f"assignment={sorted(p.partition for p in c.assignment())} "
+            f"state={getattr(coordinator, 'state', '?')} "
+            f"rejoin_needed={getattr(coordinator, 'rejoin_needed', '?')} "
+            f"join={'none' if join is None else 'done' if join.is_done else 'in flight'}")
 
 
 def consumer(bootstrap, topic, **extra):
@@ -79,6 +120,19 @@ def consumer(bootstrap, topic, **extra):
     c = KafkaConsumer(**config)
     c.subscribe([topic])
     return c
+
+
+def settled(consumers, partitions):
+    """Whether `consumers` own `partitions` between them, each some and
+    none twice, with no join left to apply (kafka-python's pending join,
+    where it has one): the group is stable as the members see it, not a
+    moment of a rebalance where one still holds its old partitions."""
+    owned = [tp for c in consumers for tp in c.assignment()]
+    return (all(c.assignment() for c in consumers)
+            and len(owned) == len(partitions)
+            and set(owned) == set(partitions)
+            and not any(getattr(getattr(c, "_coordinator", None), "_join_task", None)
+                        for c in consumers))
 
 
 def poll_until(consumers, done, what):
@@ -113,13 +167,14 @@ def poll_until(consumers, done, what):
         t.start()
     try:
         with changed:
-            settled = changed.wait_for(lambda: errors or done(records), timeout=DEADLINE_S)
+            finished = changed.wait_for(lambda: errors or done(records), timeout=DEADLINE_S)
     finally:
         stop.set()
         for t in threads:
             t.join()
-    if not settled:
-        fail(f"timed out waiting for {what}")
+    if not finished:
+        states = "; ".join(group_state(c) for c in consumers)
+        fail(f"timed out waiting for {what}: {states}")
     if errors:
         fail(f"a consumer failed while waiting for {what}: {errors[0]!r}")
     return records
@@ -136,16 +191,21 @@ def produce(bootstrap, topic):
 def resume(bootstrap, topic, partitions):
     """Step 6's lone consumer: it owns every partition and starts at the
     group's commits, with nothing new to read."""
+    step("6. a fresh consumer resumes at the commits")
     fresh = consumer(bootstrap, topic)
-    poll_until([fresh], lambda r: len(fresh.assignment()) == PARTITIONS, "a lone consumer")
+    poll_until([fresh], lambda r: settled([fresh], partitions), "a lone consumer")
     for tp in partitions:
         check(fresh.position(tp) == fresh.committed(tp), f"{tp} resumes at its commit")
     extra = fresh.poll(timeout_ms=1_000)
     check(not any(extra.values()), f"nothing new: {extra}")
     fresh.close()
+    faulthandler.cancel_dump_traceback_later()
 
 
 def main():
+    if os.environ.get("GROUP_CLIENT_DEBUG"):
+        logging.basicConfig(level=logging.DEBUG,
+                            format="%(relativeCreated)d %(threadName)s %(name)s %(message)s")
     if len(sys.argv) < 2:
         fail(__doc__)
     bootstrap = sys.argv[1]
@@ -155,15 +215,14 @@ def main():
         resume(bootstrap, topic, partitions)
         return
 
-    # 1.
+    step("1. produce")
     produce(bootstrap, topic)
 
-    # 2. Two members split the partitions and read everything.
+    step("2. two members split the partitions and read everything")
     a, b = consumer(bootstrap, topic), consumer(bootstrap, topic)
     read = poll_until(
         [a, b],
-        lambda r: sum(len(v) for v in r.values()) >= RECORDS
-        and a.assignment() and b.assignment(),
+        lambda r: sum(len(v) for v in r.values()) >= RECORDS and settled([a, b], partitions),
         "two consumers to read every record",
     )
     owned_a, owned_b = set(a.assignment()), set(b.assignment())
@@ -177,7 +236,7 @@ def main():
     check(values == {f"v{i}".encode() for i in range(RECORDS)},
           f"every record read: {len(values)} of {RECORDS}")
 
-    # 3. Commits come back.
+    step("3. commits come back")
     for c in (a, b):
         c.commit()
     for tp in partitions:
@@ -185,7 +244,7 @@ def main():
         check(owner.committed(tp) == owner.position(tp),
               f"{tp}: committed {owner.committed(tp)} != position {owner.position(tp)}")
 
-    # 4. The admin view (kafka-python 3.0's admin API).
+    step("4. the admin view (kafka-python 3.0's admin API)")
     admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="group-admin")
     listed = {g["group_id"]: g for g in admin.list_groups()}
     check(GROUP in listed, f"{GROUP} listed: {listed}")
@@ -206,37 +265,36 @@ def main():
     check(assigned == list(range(PARTITIONS)),
           f"the leader's assignment, as the coordinator keeps it: {assigned}")
 
-    # 5. A third member rebalances the group.
+    step("5. a third member rebalances the group")
     c = consumer(bootstrap, topic)
     poll_until(
         [a, b, c],
-        lambda r: all(x.assignment() for x in (a, b, c))
-        and sum(len(x.assignment()) for x in (a, b, c)) == PARTITIONS,
+        lambda r: settled([a, b, c], partitions),
         "three consumers to share the partitions",
     )
     owned = [tp for x in (a, b, c) for tp in x.assignment()]
     check(sorted(owned) == sorted(partitions), f"each partition owned once: {owned}")
 
-    # 6. Leave, then resume from the commits. The fresh consumer runs in a
-    # process of its own: in kafka-python 3.0.12, a consumer created in a
-    # process where another consumer of the group was closed can stall
-    # before its first OffsetFetch (seen here; separate processes, and
-    # librdkafka consumers in one process, resume every time).
+    # 6. Leave, then resume from the commits in a process of its own, as
+    # a restarted application does (it has its own watchdog).
+    step("6. leave")
     for x in (a, b, c):
         x.close()
-    resumed = subprocess.run([sys.executable, __file__, bootstrap, topic, "--resume"])
+    resumed = subprocess.run([sys.executable, __file__, bootstrap, topic, "--resume"],
+                             timeout=STEP_S)
     check(resumed.returncode == 0, "a fresh consumer resumes from the commits")
 
-    # 7. Delete the empty group.
+    step("7. delete the empty group")
     deleted = admin.delete_groups([GROUP])
     check(deleted == {GROUP: "OK"}, f"group deleted: {deleted}")
     remaining = [g["group_id"] for g in admin.list_groups()]
     check(GROUP not in remaining, f"{GROUP} gone: {remaining}")
 
-    # 8. Transactions, where kafka-python has them.
+    step("8. transactions, where kafka-python has them")
     if hasattr(KafkaProducer, "init_transactions"):
         transactions(bootstrap, topic, partitions)
     admin.close()
+    faulthandler.cancel_dump_traceback_later()
     print("ok")
 
 
