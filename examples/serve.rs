@@ -33,7 +33,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .keep(),
     };
     let brokers: u32 = args.next().map(|b| b.parse()).transpose()?.unwrap_or(1);
-    let config = ClusterConfig::builder().brokers(brokers).build()?;
+    // Kafka's 3 s group.initial.rebalance.delay.ms (the library's default
+    // is 0): clients in other processes join milliseconds apart.
+    let config = ClusterConfig::builder()
+        .brokers(brokers)
+        .group_initial_rebalance_delay(std::time::Duration::from_secs(3))
+        .build()?;
     let cluster = Cluster::open(&dir, config)?;
     let server = cluster.serve("127.0.0.1:0")?;
     println!("cluster directory: {}", dir.display());

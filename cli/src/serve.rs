@@ -52,6 +52,13 @@ pub(crate) struct ServeArgs {
     /// (KIP-227) kept per broker (default 1000; 0: none).
     #[arg(long, value_name = "SLOTS")]
     max_incremental_fetch_session_cache_slots: Option<usize>,
+    /// Kafka's group.initial.rebalance.delay.ms: how long the first
+    /// rebalance of an empty group waits for more members. Kafka's default,
+    /// 3000, here too (the library's default is 0): clients in other
+    /// processes join milliseconds apart, and kafka-python 3.0.12 can lose
+    /// a join answered before it has the topic's metadata.
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    group_initial_rebalance_delay_ms: u64,
     /// Stop (and close the cluster cleanly) when standard input ends;
     /// without it the server runs until the process is stopped.
     #[arg(long)]
@@ -99,6 +106,9 @@ pub(crate) fn run(args: &ServeArgs, json: bool) -> Result<(), String> {
         .unwrap_or_else(|| crate::open::brokers_in(&args.dir));
     let config = ClusterConfig::builder()
         .brokers(brokers)
+        .group_initial_rebalance_delay(std::time::Duration::from_millis(
+            args.group_initial_rebalance_delay_ms,
+        ))
         .build()
         .map_err(|e| format!("invalid cluster configuration: {e}"))?;
     let cluster = Cluster::open(&args.dir, config)
