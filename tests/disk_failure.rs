@@ -100,15 +100,22 @@ fn manual(dir: &Path, storages: &[FaultyStorage]) -> (Cluster, Arc<ManualClock>)
 /// its leaderships before it returns (a crash would wait for its
 /// session); `acks=all` goes on with the two others (min ISR 2); the fault
 /// API refuses the halted broker typed; a restart brings it back into
-/// every ISR, and after a clean close every replica's segment files are
-/// equal.
+/// every ISR, where it takes back its preferred leaderships only at the
+/// controller's next step, which a move of the clock brings (never under
+/// the sends made before: their retries would wait for this clock); after
+/// a clean close every replica's segment files are equal.
 #[test]
 fn on_a_manual_clock_a_failed_disk_fences_at_once_and_a_restart_rejoins_the_isr() {
     let dir = tempfile::tempdir().unwrap();
-    let (cluster, _clock) = manual(dir.path(), &[]);
+    let (cluster, clock) = manual(dir.path(), &[]);
     let producer = acks_all(&cluster);
     send_acked(&producer, 0..100);
     let failed = leader(&cluster, 1);
+    let preferred = cluster.describe_topic(TOPIC).unwrap().partitions[1].replicas[0];
+    assert_eq!(
+        preferred, failed,
+        "partition 1 starts at its preferred leader"
+    );
 
     cluster.fail_disk(failed).unwrap();
     assert_out(&cluster, failed);
@@ -132,7 +139,18 @@ fn on_a_manual_clock_a_failed_disk_fences_at_once_and_a_restart_rejoins_the_isr(
     cluster.restart_broker(failed).unwrap();
     assert!(!cluster.is_broker_fenced(failed));
     assert!(cluster.wait_until(GUARD, isr_complete));
+    let changes = cluster.replication_stats().leader_changes;
     send_acked(&producer, 200..300);
+    // The restart's own liveness step ran before the broker was back in
+    // any ISR, and the clock has not moved since: no later step took its
+    // preferred leaderships back under the sends above (one would fail an
+    // `acks=all` append in flight with a retriable error, whose retry
+    // waits `retry.backoff.ms` on this clock: the send would never end).
+    assert_eq!(cluster.replication_stats().leader_changes, changes);
+    assert_ne!(leader(&cluster, 1), failed);
+    // The next step, which a move of the clock brings, gives them back.
+    clock.advance_ms(1);
+    assert!(cluster.wait_until(GUARD, |c| leader(c, 1) == failed));
     producer.close().unwrap();
     cluster.close().unwrap();
     assert_replicas_identical(dir.path(), 3);

@@ -6,8 +6,9 @@ use std::path::Path;
 
 mod common;
 
-use common::logbus;
-use logbus::{Cluster, ClusterConfig, NewTopic, TopicPartition};
+use assert_cmd::cargo::cargo_bin_cmd;
+use common::{logbus, path_str};
+use logbus::{Cluster, ClusterConfig, TopicPartition};
 use serde_json::Value;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -31,13 +32,26 @@ fn run_json(dir: &Path, args: &[&str]) -> Result<Value, Box<dyn std::error::Erro
 /// A closed directory with topic `orders` (2 partitions): 6 records in
 /// partition 0 and 4 in partition 1. Group `billing` has read them all;
 /// group `audit` has read 2 records of partition 0.
+///
+/// The tests of this binary run in parallel threads, each spawning
+/// commands. A child is forked with every file of this process, the
+/// lock file of a `Cluster` open here included, and holds that lock
+/// until it execs (the descriptor closes on exec): a `Cluster::open` of
+/// the same directory here, or a command's, meeting such a child in that
+/// moment fails with `DirectoryLocked`. So this process writes nothing
+/// itself (the commands create the topics) and reads with read-only
+/// opens, which take no lock; only the test that needs a holder holds
+/// one.
 fn data_dir() -> Result<tempfile::TempDir, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let cluster = Cluster::open(dir.path(), ClusterConfig::default())?;
-    cluster.create_topic(NewTopic::new("orders", 2))?;
-    cluster.create_topic(NewTopic::new("other", 1))?;
-    cluster.close()?;
     let d = dir.path();
+    for (topic, partitions) in [("orders", "2"), ("other", "1")] {
+        cargo_bin_cmd!("logbus")
+            .args(["topics", "--dir", path_str(d), "create", topic])
+            .args(["--partitions", partitions])
+            .assert()
+            .success();
+    }
     logbus(d, &["produce", "--topic", "orders", "--partition", "0"])
         .write_stdin("a0\na1\na2\na3\na4\na5\n")
         .assert()
@@ -99,9 +113,10 @@ fn lags(dir: &Path, group: &str) -> Result<BTreeMap<u64, Lag>, Box<dyn std::erro
         .collect())
 }
 
-/// The committed offsets of `group`, read with the library.
+/// The committed offsets of `group`, read with the library (a read-only
+/// open: see [`data_dir`]).
 fn committed(dir: &Path, group: &str) -> Result<BTreeMap<u32, u64>, Box<dyn std::error::Error>> {
-    let cluster = Cluster::open(dir, ClusterConfig::default())?;
+    let cluster = Cluster::open_read_only(dir, ClusterConfig::default())?;
     let offsets = cluster.list_group_offsets(group)?;
     cluster.close()?;
     Ok(offsets
@@ -478,7 +493,7 @@ fn bad_input_exits_non_zero_and_changes_nothing() -> TestResult {
     assert_eq!((committed(d, "billing")?, committed(d, "audit")?), before);
     assert_eq!(run(d, &["groups", "list"])?, "audit\nbilling\n");
     // The library agrees that `nobody` was never created.
-    let cluster = Cluster::open(d, ClusterConfig::default())?;
+    let cluster = Cluster::open_read_only(d, ClusterConfig::default())?;
     assert!(cluster.list_group_offsets("nobody")?.is_empty());
     assert!(
         !cluster

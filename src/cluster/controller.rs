@@ -1074,12 +1074,21 @@ impl ClusterInner {
     }
 
     /// Broker `id` runs again: it heartbeats, and is unfenced at the next
-    /// liveness step (at once when the controller thread runs).
+    /// liveness step, which the caller runs at once (as
+    /// `Cluster::restart_broker` does). The controller thread is not woken:
+    /// its own step would come at a moment nobody chose — on a manual clock,
+    /// possibly after the broker is back in the ISRs, moving its preferred
+    /// leaderships back (`auto.leader.rebalance.enable`) under `acks=all`
+    /// appends in flight, whose retries then wait for a clock that only
+    /// the test moves.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an unknown broker.
     pub(crate) fn mark_broker_running(&self, id: u32) -> Result<()> {
-        self.set_run_state(id, RunState::Running)
+        self.controller
+            .lock()
+            .liveness
+            .set_run_state(id, RunState::Running)
     }
 
     /// Cuts broker `id` off from the controller (`true`: its heartbeats

@@ -218,7 +218,9 @@ impl ClusterInner {
                 return Err(Error::Closed("cluster"));
             }
         }
-        // It heartbeats: unfenced (and sent every partition's state) now.
+        // It heartbeats: unfenced (and sent every partition's state) by
+        // this step, the only one the restart makes: the next comes on the
+        // controller's own schedule (its heartbeat timer or a clock move).
         self.mark_broker_running(id)?;
         self.liveness_tick().map(drop)
     }
