@@ -32,9 +32,11 @@
 //! answers — then a COMMIT (ABORT) marker is written to every partition
 //! of the transaction through the [`MarkerWriter`], with the coordinator
 //! epoch (the leader epoch of the id's `__transaction_state` partition),
-//! then `CompleteCommit` (`CompleteAbort`) is recorded. The markers are
-//! written by the timer thread, woken through a queue of answered ids (as
-//! Kafka's marker channel works after `EndTxn` is answered), or first by
+//! then `CompleteCommit` (`CompleteAbort`) is recorded. The answered id
+//! is queued, and its markers are written by the producer's sender thread
+//! (`end_txn_for_sender`) or, for the listener's `EndTxn`, by the timer
+//! thread, woken at once (as Kafka's marker channel works after `EndTxn`
+//! is answered); or first by
 //! a read in the process ([`ClusterInner::complete_answered_txns`]: a
 //! read that starts after the answer sees the outcome), or by the id's
 //! next request. A marker that cannot be written (its
@@ -249,6 +251,9 @@ pub(crate) struct TransactionCoordinator {
     /// Tests: the timer thread leaves the queue alone.
     #[cfg(test)]
     pub(crate) hold_queue: std::sync::atomic::AtomicBool,
+    /// Tests: producers' sender threads leave the queue alone.
+    #[cfg(test)]
+    pub(crate) hold_senders: std::sync::atomic::AtomicBool,
     /// The clock time of the last timer pass, for tests to wait on.
     passes: (Mutex<Option<i64>>, Condvar),
 }
@@ -271,6 +276,8 @@ impl Default for TransactionCoordinator {
             queued: AtomicUsize::new(0),
             #[cfg(test)]
             hold_queue: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            hold_senders: std::sync::atomic::AtomicBool::new(false),
             passes: (Mutex::new(None), Condvar::new()),
         }
     }
@@ -898,19 +905,49 @@ impl ClusterInner {
         producer_epoch: i16,
         commit: bool,
     ) -> Result<()> {
-        self.end_txn_with(transactional_id, producer_id, producer_epoch, commit, false)
+        let markers = Markers::Timer;
+        self.end_txn_with(
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            commit,
+            markers,
+        )
     }
 
-    /// [`ClusterInner::end_txn`]; with `inline`, the markers are written
-    /// before it returns instead of by the timer thread (for tests that
-    /// step the coordinator one request at a time).
+    /// [`ClusterInner::end_txn`] for a producer in this process, whose
+    /// sender thread writes the markers next
+    /// ([`ClusterInner::complete_answered_txns`]): the timer thread is not
+    /// woken for them (a third thread waking per transaction cost more
+    /// than it saved on two cores). Until then they are queued as any
+    /// answered transaction's: a read in the process writes them first,
+    /// and so does the id's next request, the timer's next pass, or close.
+    pub(crate) fn end_txn_for_sender(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+    ) -> Result<()> {
+        let markers = Markers::Sender;
+        self.end_txn_with(
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            commit,
+            markers,
+        )
+    }
+
+    /// [`ClusterInner::end_txn`], with the markers written as `markers`
+    /// says.
     fn end_txn_with(
         &self,
         transactional_id: &str,
         producer_id: i64,
         producer_epoch: i16,
         commit: bool,
-        inline: bool,
+        markers: Markers,
     ) -> Result<()> {
         let id = transactional_id;
         let entry = self.txn_entry(id, producer_id)?;
@@ -927,7 +964,7 @@ impl ClusterInner {
                 // marker channel does after answering; without one (the
                 // cluster is closing) they are written here. Markers that
                 // fail are retried later either way.
-                if inline || !self.queue_markers(id) {
+                if markers == Markers::Inline || !self.queue_markers(id, markers) {
                     let _ = self.finish_txn(id, &mut entry);
                 }
                 Ok(())
@@ -951,7 +988,14 @@ impl ClusterInner {
         producer_epoch: i16,
         commit: bool,
     ) -> Result<()> {
-        self.end_txn_with(transactional_id, producer_id, producer_epoch, commit, true)
+        let markers = Markers::Inline;
+        self.end_txn_with(
+            transactional_id,
+            producer_id,
+            producer_epoch,
+            commit,
+            markers,
+        )
     }
 
     /// One pass of the coordinator's timer at the clock's now. With
@@ -997,9 +1041,10 @@ impl ClusterInner {
         self.wake_watchers();
     }
 
-    /// Queues `id`'s markers for the timer thread and wakes it; `false`
-    /// when no timer thread runs (before it starts or once it stopped).
-    fn queue_markers(&self, id: &str) -> bool {
+    /// Queues `id`'s markers and, for [`Markers::Timer`], wakes the timer
+    /// thread; `false` when no timer thread runs (before it starts or once
+    /// it stopped: nothing would be sure to write them).
+    fn queue_markers(&self, id: &str, markers: Markers) -> bool {
         let timer = self.txn.timer.lock();
         let Some(timer) = timer.as_ref() else {
             return false;
@@ -1009,8 +1054,10 @@ impl ClusterInner {
             completing.push(id.to_string());
             self.txn.queued.store(completing.len(), Ordering::Release);
         }
-        // Full: a wake-up is pending already.
-        let _ = timer.markers.try_send(());
+        if markers == Markers::Timer {
+            // Full: a wake-up is pending already.
+            let _ = timer.markers.try_send(());
+        }
         true
     }
 
@@ -1045,6 +1092,16 @@ impl ClusterInner {
         if completed {
             self.wake_watchers();
         }
+    }
+
+    /// [`ClusterInner::complete_answered_txns`] on a producer's sender
+    /// thread, after its producer ended a transaction.
+    pub(crate) fn complete_txns_for_sender(&self) {
+        #[cfg(test)]
+        if self.txn.hold_senders.load(Ordering::SeqCst) {
+            return;
+        }
+        self.complete_answered_txns();
     }
 
     /// Writes the markers of every transaction whose end was answered and
@@ -1238,6 +1295,17 @@ impl ClusterInner {
             }
         }
     }
+}
+
+/// Who writes the markers of a transaction `end_txn` decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Markers {
+    /// The timer thread, woken at once (a request over the wire).
+    Timer,
+    /// The producer's sender thread, which the producer wakes.
+    Sender,
+    /// `end_txn` itself, before it returns (tests).
+    Inline,
 }
 
 /// What a pass of the coordinator's timer does.

@@ -2367,8 +2367,9 @@ fn an_end_is_answered_once_prepared_and_the_timer_thread_writes_the_markers() {
 }
 
 /// A read in the same process after `commit_transaction` returned sees
-/// the commit even while the timer thread has not written the markers:
-/// the read writes them first.
+/// the commit even while nobody has written the markers yet (the
+/// producer's sender and the timer thread are held here): the read writes
+/// them first.
 #[test]
 fn a_read_after_the_commit_writes_the_markers_it_would_wait_for() {
     use crate::{
@@ -2393,6 +2394,7 @@ fn a_read_after_the_commit_writes_the_markers_it_would_wait_for() {
         )
     };
     cluster.inner.txn.hold_queue.store(true, Ordering::SeqCst);
+    cluster.inner.txn.hold_senders.store(true, Ordering::SeqCst);
     producer.begin_transaction().unwrap();
     let _sent = producer
         .send(ProducerRecord::new("t", "a").with_partition(0))
@@ -2438,6 +2440,64 @@ fn a_read_after_the_commit_writes_the_markers_it_would_wait_for() {
     assert_eq!(partition.high_watermark().unwrap(), 4);
     assert_eq!(ends("t"), (4, 4));
     consumer.close().unwrap();
+    producer.close().unwrap();
+    cluster.close().unwrap();
+}
+
+/// A producer's `commit_transaction` returns once the commit is recorded;
+/// its sender thread then writes the markers, with no read, no timer pass
+/// (the clock stands still) and no further call.
+#[test]
+fn the_producers_sender_writes_the_markers_after_the_commit_returns() {
+    use crate::{Producer, ProducerConfig, ProducerRecord};
+    let setup = Setup::new(1);
+    let cluster = Cluster::open(setup.dir.path(), setup.config()).unwrap();
+    cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+    let config = ProducerConfig::builder()
+        .transactional_id("app")
+        .build()
+        .unwrap();
+    let producer = Producer::new(&cluster, config).unwrap();
+    producer.init_transactions().unwrap();
+    // Not the timer thread: only the sender can write them.
+    cluster.inner.txn.hold_queue.store(true, Ordering::SeqCst);
+    for commit in [true, false] {
+        producer.begin_transaction().unwrap();
+        for p in 0..2 {
+            let _sent = producer
+                .send(ProducerRecord::new("t", "v").with_partition(p))
+                .unwrap();
+        }
+        if commit {
+            producer.commit_transaction().unwrap();
+        } else {
+            producer.flush().unwrap();
+            producer.abort_transaction().unwrap();
+        }
+        let done = if commit {
+            TxnStatus::CompleteCommit
+        } else {
+            TxnStatus::CompleteAbort
+        };
+        assert!(
+            cluster.wait_until(GUARD, |c| {
+                c.inner
+                    .txn_metadata("app")
+                    .is_some_and(|m| m.status == done)
+            }),
+            "commit {commit}: the markers were never written"
+        );
+    }
+    for p in 0..2 {
+        let key = cluster.inner.partition_key(&tp("t", p)).unwrap();
+        let replicas = cluster.inner.replicas_for(&key).unwrap();
+        assert_eq!(
+            replicas.offsets(&key).unwrap().log_end,
+            4,
+            "2 records, 2 markers"
+        );
+        assert_eq!(replicas.last_stable_offset(&key).unwrap(), 4);
+    }
     producer.close().unwrap();
     cluster.close().unwrap();
 }

@@ -234,6 +234,9 @@ pub(crate) struct Accumulator {
     /// The sender must be woken (a batch was sealed, or opened with a
     /// deadline before the one the sender sleeps until).
     pub(crate) pending_wake: bool,
+    /// A transaction ended: the sender writes the answered markers
+    /// (`ClusterInner::complete_answered_txns`) at its next turn.
+    pub(crate) markers_due: bool,
     /// While the sender thread sleeps, the clock time it sleeps until
     /// (`i64::MAX`: until woken); [`SENDER_RUNNING`] while it works, when
     /// it will look at the batches again before sleeping and needs no wake.
@@ -273,6 +276,7 @@ impl Accumulator {
             blocked: 0,
             closed: false,
             pending_wake: false,
+            markers_due: false,
             sender_wakes_at: SENDER_RUNNING,
             linger_ms,
             txn: None,

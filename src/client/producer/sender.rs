@@ -228,6 +228,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
         txn_started: None,
     };
     loop {
+        let markers_due;
         let linger_deadline = {
             let mut acc = core.acc.lock();
             acc.sender_wakes_at = SENDER_RUNNING;
@@ -238,10 +239,15 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
                 acc.seal_expired(now, core.linger_ms, all, &core.sticky);
             }
             acc.pending_wake = false;
+            markers_due = std::mem::take(&mut acc.markers_due);
             std::mem::swap(&mut taken, &mut acc.ready);
             std::mem::swap(&mut early, &mut acc.early_adds);
             if taken.is_empty() {
-                if (stopping || acc.closed) && acc.open == 0 && progress.active.is_empty() {
+                if (stopping || acc.closed)
+                    && acc.open == 0
+                    && progress.active.is_empty()
+                    && !markers_due
+                {
                     return;
                 }
                 let deadline = acc.next_deadline(core.linger_ms);
@@ -255,6 +261,12 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
             }
         };
         let mut moved = !taken.is_empty();
+        if markers_due {
+            // Before the next transaction's first request, which would
+            // write them itself.
+            core.cluster.complete_txns_for_sender();
+            moved = true;
+        }
         if !early.is_empty() {
             moved |= core.add_early(&mut progress, &early);
             early.clear();

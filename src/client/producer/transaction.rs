@@ -430,8 +430,11 @@ impl Core {
                 return Ok(());
             }
             self.retrying("commit_transaction (max.block.ms)", || {
-                self.cluster.end_txn(&id, producer_id, epoch, true)
-            })
+                self.cluster
+                    .end_txn_for_sender(&id, producer_id, epoch, true)
+            })?;
+            self.markers_due();
+            Ok(())
         });
         self.leave(Call::Commit, result)?;
         let mut acc = self.acc.lock();
@@ -464,8 +467,10 @@ impl Core {
             }
             if started && current == number {
                 self.retrying("abort_transaction (max.block.ms)", || {
-                    self.cluster.end_txn(&id, producer_id, epoch, false)
+                    self.cluster
+                        .end_txn_for_sender(&id, producer_id, epoch, false)
                 })?;
+                self.markers_due();
             }
             if bump {
                 // A failed batch may have left a partition's sequences
@@ -498,6 +503,13 @@ impl Core {
         txn.state = TxnState::Ready;
         txn.error = None;
         Ok(())
+    }
+
+    /// Has the sender thread write the markers of the transaction just
+    /// ended (off the caller's path; see `end_txn_for_sender`).
+    fn markers_due(&self) {
+        self.acc.lock().markers_due = true;
+        self.wake_sender();
     }
 
     /// Whether a transaction is open that `close` should abort.
