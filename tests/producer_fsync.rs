@@ -184,7 +184,7 @@ impl StorageFile for GatedFile {
 /// and no retries.
 struct Rig {
     _dir: tempfile::TempDir,
-    _cluster: Cluster,
+    cluster: Cluster,
     producer: Producer,
     gate: Arc<Gate>,
     events: Receiver<Event>,
@@ -229,11 +229,20 @@ impl Rig {
         while events.try_recv().is_ok() {}
         Rig {
             _dir: dir,
-            _cluster: cluster,
+            cluster,
             producer,
             gate,
             events,
         }
+    }
+
+    /// The partition's high watermark: what consumers may read.
+    fn high_watermark(&self) -> u64 {
+        self.cluster
+            .topic(TOPIC)
+            .and_then(|t| t.partition(0))
+            .and_then(|p| p.high_watermark())
+            .expect("high watermark")
     }
 
     /// The next event the gated files report.
@@ -265,12 +274,14 @@ fn acknowledgement_follows_its_fsync_and_the_next_write_overlaps_it(acks: Acks) 
     assert!(matches!(rig.next(), Event::Wrote(_)));
     assert!(!first.is_done(), "acknowledged before its fsync returned");
     assert!(!second.is_done(), "acknowledged before any fsync returned");
+    assert_eq!(rig.high_watermark(), 0, "consumers see unsynced records");
     // The first fsync returns: it covered the first record only (it began
     // before the second was written).
     rig.gate.pass_one();
     assert_eq!(rig.next(), Event::Synced);
     let first = first.wait().expect("first acknowledged");
     assert_eq!(first.offset(), Some(0));
+    assert_eq!(rig.high_watermark(), 1);
     assert_eq!(rig.next(), Event::SyncStarted);
     assert!(
         !second.is_done(),
@@ -280,6 +291,7 @@ fn acknowledgement_follows_its_fsync_and_the_next_write_overlaps_it(acks: Acks) 
     assert_eq!(rig.next(), Event::Synced);
     let second = second.wait().expect("second acknowledged");
     assert_eq!(second.offset(), Some(1));
+    assert_eq!(rig.high_watermark(), 2);
     rig.gate.open();
 }
 
