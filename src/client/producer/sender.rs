@@ -187,6 +187,12 @@ struct Progress {
     flusher: Flusher,
 }
 
+/// Requests the flusher's queue holds. Each is a group in flight (at most
+/// `max.in.flight` per partition), so the bound is only reached with many
+/// partitions; the sender then waits for room (the flusher never waits for
+/// the sender).
+const SYNC_QUEUE: usize = 1024;
+
 /// An fsync the flusher runs: the offsets of `key` below `next_offset`.
 struct SyncRequest {
     replicas: Arc<ReplicaManager>,
@@ -214,7 +220,7 @@ impl Flusher {
     /// thread if the flusher thread cannot be started.
     fn sync(&mut self, replicas: Arc<ReplicaManager>, key: TopicIdPartition, next_offset: u64) {
         if self.requests.is_none() {
-            let (tx, rx) = crossbeam_channel::unbounded();
+            let (tx, rx) = crossbeam_channel::bounded(SYNC_QUEUE);
             if let Ok(thread) = std::thread::Builder::new()
                 .name("logbus-producer-sync".into())
                 .spawn(move || flush_loop(&rx))
