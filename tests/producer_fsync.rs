@@ -253,6 +253,15 @@ impl Rig {
     }
 }
 
+impl Drop for Rig {
+    /// Opens the gate first, so that a failing test ends instead of
+    /// waiting forever for the producer's close, which waits for a held
+    /// fsync.
+    fn drop(&mut self) {
+        self.gate.open();
+    }
+}
+
 /// Under `acks`: a record is not acknowledged while the fsync covering it
 /// is held, the next record is written meanwhile (not after), and each
 /// acknowledgement comes after its own fsync returned.
