@@ -52,9 +52,11 @@
 //! cluster then runs on a counting wrapper of `StdStorage` that notes every
 //! `write` and `fdatasync` of the topic's `.log` files on broker 0, and the
 //! baseline is no longer 1 MiB writes: it replays that sequence (the same
-//! write sizes, an `fdatasync` where logbus made one) on a fresh file per
-//! segment, so logbus and the baseline write the same bytes with the same
-//! batching. The JSON then adds `fsyncs` (of those `.log` files; the
+//! write sizes, an `fdatasync` where logbus began one, covering the writes
+//! that came before it) on a fresh file per segment, so logbus and the
+//! baseline write the same bytes with the same batching; the baseline
+//! runs each write and fdatasync after the other, where logbus writes the
+//! next group while an fsync runs. The JSON then adds `fsyncs` (of those `.log` files; the
 //! sender appends one partition's ready batches, up to 1 MiB and
 //! `max.in.flight` batches, in one write, so fsyncs are not batches),
 //! `fsyncs_per_sec`, `records_per_fsync`, `log_bytes` and
@@ -480,9 +482,11 @@ impl StorageFile for CountingFile {
         self.inner.read_exact_at(buf, position)
     }
     fn sync(&self) -> logbus::Result<()> {
-        self.inner.sync()?;
+        // Noted as it begins: the writes noted before it are what it
+        // covers (the producer's sender writes its next group while an
+        // fsync runs, and the baseline's fdatasync must cover the same).
         self.note(Op::Sync(self.id));
-        Ok(())
+        self.inner.sync()
     }
     fn len(&self) -> logbus::Result<u64> {
         self.inner.len()

@@ -94,7 +94,7 @@ pub(crate) use crate::replica::RELEASE_CHUNK;
 /// The replica manager's vocabulary, for the clients (which reach the
 /// replica layer only through the cluster).
 pub(crate) use crate::replica::{
-    AppendAcks, AppendOrigin, FetchBound, PartitionOffsets, PendingAck, ReadReleaser, ReadSource,
+    AppendAcks, FetchBound, PartitionOffsets, PendingAck, ReadReleaser, ReadSource,
     TopicIdPartition,
 };
 pub use admin::{GroupDescription, MemberDescription, OffsetSpec, PartitionLag};

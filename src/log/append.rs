@@ -178,6 +178,42 @@ impl Log {
         self.append_checked(batches, leader_epoch, &checked, ProducerOrigin::Client)
     }
 
+    /// [`Log::append_trusted`] that leaves the fsync its flush policy asks
+    /// for to the caller: the batches are written and visible to readers,
+    /// but the append returns without waiting for durability. Before it
+    /// acknowledges them, the caller must call
+    /// [`Log::sync_for_ack`] with the returned last offset + 1 (from any
+    /// thread; meanwhile it may append more, which the same fsync then
+    /// covers: the producer's sender writes its next group while the
+    /// previous one is synced, as Kafka's log flusher overlaps appends).
+    pub(crate) fn append_trusted_deferred(
+        &self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+    ) -> Result<AppendInfo> {
+        let checked = validate(batches, &self.inner, false)?;
+        self.append_validated(
+            batches,
+            leader_epoch,
+            &checked,
+            ProducerOrigin::Client,
+            false,
+        )
+    }
+
+    /// Makes an append ending before `next_offset` as durable as the flush
+    /// policy promises before an acknowledgement (what [`Log::append`] does
+    /// before it returns): under `flush.messages=N`, if N or more offsets
+    /// below `next_offset` are not on disk, runs an fsync covering them or
+    /// waits for the one in flight (group commit).
+    ///
+    /// # Errors
+    /// [`Error::Fenced`] after an earlier I/O failure; [`Error::Io`] if the
+    /// fsync fails (which fences the log).
+    pub(crate) fn sync_for_ack(&self, next_offset: u64) -> Result<()> {
+        self.inner.after_append(next_offset)
+    }
+
     /// [`Log::append_trusted`] for a coordinator's own records (Kafka's
     /// `AppendOrigin.COORDINATOR`: the group coordinator's transactional
     /// offset commits): a producer's batch is checked for its epoch and
@@ -198,6 +234,20 @@ impl Log {
         leader_epoch: i32,
         checked: &[Checked],
         origin: ProducerOrigin,
+    ) -> Result<AppendInfo> {
+        self.append_validated(batches, leader_epoch, checked, origin, true)
+    }
+
+    /// The append behind [`Log::append_checked`]; with `sync` false the
+    /// fsync the flush policy asks for is left to the caller
+    /// ([`Log::sync_for_ack`]).
+    fn append_validated(
+        &self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+        checked: &[Checked],
+        origin: ProducerOrigin,
+        sync: bool,
     ) -> Result<AppendInfo> {
         let info = {
             // The upgradable read: readers go on; writers and other
@@ -232,7 +282,9 @@ impl Log {
                         .inner
                         .duplicate_info(&state, checked, first, last, append_time);
                     drop(state);
-                    self.inner.after_append(info.last_offset + 1)?;
+                    if sync {
+                        self.inner.after_append(info.last_offset + 1)?;
+                    }
                     return Ok(info);
                 }
             };
@@ -290,7 +342,9 @@ impl Log {
                 duplicate: false,
             }
         };
-        self.inner.after_append(info.last_offset + 1)?;
+        if sync {
+            self.inner.after_append(info.last_offset + 1)?;
+        }
         Ok(info)
     }
 

@@ -12,6 +12,15 @@
 //! that a reopen cuts the log back to it rather than trust pages the failed
 //! fsync may have dropped (fsyncgate).
 //!
+//! An appender that can wait for its acknowledgement without blocking
+//! (the producer's sender) may leave the fsync to later:
+//! `Log::append_trusted_deferred` writes without it, and
+//! `Log::sync_for_ack` runs it (or waits for the one in flight) from
+//! another thread, so the next append is written while this one is
+//! synced. The promise is the same: nothing is acknowledged before an
+//! fsync that began after its bytes were written has returned. A sync
+//! covers the log end it read before it began, never more.
+//!
 //! A truncation can lower the log end offset while a sync is in flight or a
 //! flush is queued. Targets are therefore capped at the current log end, and
 //! a sync that a truncation overtook does not advance the durable offset

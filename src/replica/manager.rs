@@ -496,6 +496,47 @@ impl ReplicaManager {
         ))
     }
 
+    /// [`ReplicaManager::append_pending`] of batches logbus's producer
+    /// built, leaving the fsync of a log that fsyncs every append to the
+    /// caller (see `PartitionState::append_deferred`): the third value, if
+    /// any, is the offset to pass to [`ReplicaManager::sync_for_ack`]
+    /// before the acknowledgement can complete.
+    ///
+    /// # Errors
+    /// As [`ReplicaManager::append_pending`].
+    pub(crate) fn append_deferred(
+        &self,
+        key: &TopicIdPartition,
+        batches: &mut [u8],
+        acks: AppendAcks,
+    ) -> Result<(AppendInfo, Option<PendingAck>, Option<u64>)> {
+        let state = self.leader(key)?;
+        let (info, pending, sync) = state
+            .append_deferred(batches, acks == AppendAcks::All)
+            .map_err(|e| self.on_failed_disk(key, e))?;
+        let now = self.config.clock.now_ms();
+        Ok((
+            info,
+            pending.map(|p| p.with_timeout(now, self.config.ack_timeout_ms)),
+            sync,
+        ))
+    }
+
+    /// Runs (or waits for) the fsync a [`ReplicaManager::append_deferred`]
+    /// left to its caller, for the offsets below `next_offset` of `key`,
+    /// and moves the high watermark past them (completing their
+    /// acknowledgements); a failed fsync fails the acknowledgements it
+    /// leaves waiting.
+    ///
+    /// # Errors
+    /// [`Error::UnknownTopicOrPartition`], [`Error::Closed`]; those of
+    /// [`Log::sync_for_ack`].
+    pub(crate) fn sync_for_ack(&self, key: &TopicIdPartition, next_offset: u64) -> Result<()> {
+        self.get(key)?
+            .sync_for_ack(next_offset)
+            .map_err(|e| self.on_failed_disk(key, e))
+    }
+
     /// Writes a transaction marker (COMMIT or ABORT) for producer
     /// `producer_id` at `producer_epoch` to `key` as its leader (Kafka's
     /// `WriteTxnMarkers`), and returns once it is replicated as

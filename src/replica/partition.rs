@@ -506,6 +506,99 @@ impl PartitionState {
         Ok((info, pending))
     }
 
+    /// [`PartitionState::append`] of batches logbus's producer built, for a
+    /// caller that waits for acknowledgements without blocking: where the
+    /// log fsyncs every append (the high watermark counts durable offsets)
+    /// and the acknowledgement can wait for the high watermark (`acks=all`,
+    /// or `acks=1` while the leader is the whole ISR and
+    /// `min.insync.replicas` is 1), the batches are written without the
+    /// fsync, and the third value is the offset the caller must pass to
+    /// [`PartitionState::sync_for_ack`] (from any thread): the returned
+    /// acknowledgement completes once the high watermark, which the fsync
+    /// moves, passes the batches. Otherwise this is
+    /// [`PartitionState::append`] (with `acks_all`), and the third value
+    /// is `None`.
+    ///
+    /// # Errors
+    /// As [`PartitionState::append`].
+    pub(crate) fn append_deferred(
+        &self,
+        batches: &mut [u8],
+        acks_all: bool,
+    ) -> Result<(AppendInfo, Option<PendingAck>, Option<u64>)> {
+        let defer = {
+            let roles = self.lead()?;
+            self.durable_hw.load(Ordering::Acquire)
+                && (acks_all || (roles.isr.as_slice() == [self.broker] && self.min_insync() <= 1))
+        };
+        if !defer {
+            let (info, pending) = self.append(batches, super::AppendOrigin::Trusted, acks_all)?;
+            return Ok((info, pending, None));
+        }
+        let start = std::time::Instant::now();
+        let roles = self.lead()?;
+        let min_insync = self.min_insync();
+        if acks_all && roles.isr.len() < min_insync {
+            return Err(Error::NotEnoughReplicas {
+                topic: self.topic.to_string(),
+                partition: self.partition,
+                in_sync: roles.isr.len(),
+                required: min_insync,
+            });
+        }
+        let info = self.with_log(|log| log.append_trusted_deferred(batches, roles.leader_epoch))?;
+        if !info.is_duplicate() {
+            self.stats.appended(info.bytes(), info.record_count());
+        }
+        let end = info.last_offset() + 1;
+        // Followers may fetch the batches at once; the high watermark
+        // waits for the fsync.
+        let moved = self.maybe_increment_hw(&roles, Some(end));
+        let pending = self.park_ack(&roles, end);
+        drop(roles);
+        if !moved {
+            self.watchers.notify();
+        }
+        self.stats.produce.since(start);
+        Ok((info, pending, Some(end)))
+    }
+
+    /// Runs (or waits for) the fsync an [`PartitionState::append_deferred`]
+    /// ending before `next_offset` left to its caller, then moves the high
+    /// watermark, which completes the acknowledgements it passes. If the
+    /// fsync fails (the log is fenced then), every acknowledgement waiting
+    /// for an offset that is not durable fails with its error.
+    ///
+    /// # Errors
+    /// Those of [`Log::sync_for_ack`]; the error of a replica that is
+    /// gone.
+    pub(crate) fn sync_for_ack(&self, next_offset: u64) -> Result<()> {
+        let synced = self.with_log(|log| log.sync_for_ack(next_offset));
+        match &synced {
+            Ok(()) => {
+                if let Ok(roles) = self.lead() {
+                    let _ = self.maybe_increment_hw(&roles, None);
+                }
+            }
+            Err(e) => {
+                let durable = self.with_log(|log| Ok(log.recovery_point())).unwrap_or(0);
+                let failed = {
+                    let mut replication = self.replication.lock();
+                    let (failed, waiting): (Vec<_>, Vec<_>) =
+                        std::mem::take(&mut replication.pending)
+                            .into_iter()
+                            .partition(|p| p.required_offset > durable);
+                    replication.pending = waiting;
+                    failed
+                };
+                for ack in failed {
+                    ack.complete(Err(e.duplicate()));
+                }
+            }
+        }
+        synced
+    }
+
     /// Appends a transaction marker as the leader (Kafka's
     /// `WriteTxnMarkers` append: `acks=all`, coordinator origin), stamped
     /// with the current leader epoch; moves the high watermark and returns

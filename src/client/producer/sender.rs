@@ -60,14 +60,14 @@ use crossbeam_channel::{Receiver, Select};
 use super::accumulator::{Batch, EarlyAdd, SENDER_RUNNING};
 use super::future::Outcome;
 use super::{Acks, Core, Msg};
-use crate::cluster::{AppendAcks, AppendOrigin, PendingAck, TopicState};
+use crate::cluster::{AppendAcks, PendingAck, TopicState};
 use crate::error::{Error, Result};
 use crate::format::{
     BASE_SEQUENCE_OFFSET, CRC_OFFSET, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
     PRODUCER_EPOCH_OFFSET, PRODUCER_ID_OFFSET, compute_crc,
 };
 use crate::log::AppendInfo;
-use crate::replica::TopicIdPartition;
+use crate::replica::{ReplicaManager, TopicIdPartition};
 
 /// At most this many bytes of consecutive batches of one partition are
 /// written by one append (a quarter of `segment.bytes` if smaller; one batch
@@ -183,6 +183,109 @@ struct Progress {
     /// Transactions the coordinator accepted partitions for, not yet told
     /// to the transaction manager.
     txn_started: Option<u64>,
+    /// Runs the fsyncs the appends left to the sender.
+    flusher: Flusher,
+}
+
+/// Requests the flusher's queue holds. Each is a group in flight (at most
+/// `max.in.flight` per partition), so the bound is only reached with many
+/// partitions; the sender then waits for room (the flusher never waits for
+/// the sender).
+const SYNC_QUEUE: usize = 1024;
+
+/// An fsync the flusher runs: the offsets of `key` below `next_offset`.
+struct SyncRequest {
+    replicas: Arc<ReplicaManager>,
+    key: TopicIdPartition,
+    next_offset: u64,
+}
+
+/// The sender's flusher thread (`logbus-producer-sync`), started at the
+/// first append that leaves its fsync to the sender: for a topic that
+/// fsyncs every append, the sender writes a group of batches and hands its
+/// fsync here, then writes the next group while this one is synced (as
+/// Kafka's appends go on while its log flusher syncs). The group's
+/// acknowledgement completes when the fsync moves the high watermark past
+/// it. Requests waiting together are joined: one fsync per partition for
+/// all of them. Dropping it lets the thread finish the requests sent and
+/// waits for it.
+#[derive(Default)]
+struct Flusher {
+    requests: Option<crossbeam_channel::Sender<SyncRequest>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    /// Has the offsets of `key` below `next_offset` fsynced; in this
+    /// thread if the flusher thread cannot be started.
+    fn sync(&mut self, replicas: Arc<ReplicaManager>, key: TopicIdPartition, next_offset: u64) {
+        if self.requests.is_none() {
+            let (tx, rx) = crossbeam_channel::bounded(SYNC_QUEUE);
+            if let Ok(thread) = std::thread::Builder::new()
+                .name("logbus-producer-sync".into())
+                .spawn(move || flush_loop(&rx))
+            {
+                self.requests = Some(tx);
+                self.thread = Some(thread);
+            }
+        }
+        let request = SyncRequest {
+            replicas,
+            key,
+            next_offset,
+        };
+        let request = match &self.requests {
+            Some(tx) => match tx.send(request) {
+                Ok(()) => return,
+                Err(crossbeam_channel::SendError(request)) => request,
+            },
+            None => request,
+        };
+        // No thread: the acknowledgement completes (or fails) here.
+        let _ = request
+            .replicas
+            .sync_for_ack(&request.key, request.next_offset);
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        drop(self.requests.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The flusher thread's loop: takes every request waiting, runs one fsync
+/// per partition up to the highest offset asked for, until the sender
+/// drops its end. A failed fsync fails the acknowledgements waiting for it
+/// (see `PartitionState::sync_for_ack`); a partition gone or led elsewhere
+/// failed them already.
+fn flush_loop(requests: &Receiver<SyncRequest>) {
+    let mut joined: Vec<SyncRequest> = Vec::new();
+    while let Ok(first) = requests.recv() {
+        joined.push(first);
+        while let Ok(more) = requests.try_recv() {
+            match joined.iter_mut().find(|r| r.key == more.key) {
+                Some(r) => r.next_offset = r.next_offset.max(more.next_offset),
+                None => joined.push(more),
+            }
+        }
+        for request in joined.drain(..) {
+            if let Err(e) = request
+                .replicas
+                .sync_for_ack(&request.key, request.next_offset)
+            {
+                tracing::debug!(
+                    topic = %request.key.topic,
+                    partition = request.key.partition,
+                    error = %e,
+                    "producer fsync failed"
+                );
+            }
+        }
+    }
 }
 
 impl Progress {
@@ -226,6 +329,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
         txn_failed: None,
         txn_errors: Vec::new(),
         txn_started: None,
+        flusher: Flusher::default(),
     };
     loop {
         let markers_due;
@@ -440,7 +544,15 @@ impl Core {
                 }
                 continue;
             }
-            if !part.in_flight.is_empty() && part.in_flight_batches >= self.max_in_flight {
+            // `max.in.flight`: batches waiting for acks=all, or groups
+            // waiting for their fsync (acks 0 and 1 join every waiting
+            // batch into one group).
+            let in_flight = if self.config.acks() == Acks::All {
+                part.in_flight_batches
+            } else {
+                part.in_flight.len()
+            };
+            if !part.in_flight.is_empty() && in_flight >= self.max_in_flight {
                 break;
             }
             // Batches past their delivery timeout fail, in order, once
@@ -686,27 +798,32 @@ impl Core {
         }
         let key = part.topic.key(part.partition)?;
         let replicas = self.cluster.replicas_for(&key)?;
-        let (info, ack): (AppendInfo, Option<PendingAck>) = if let [batch] = group {
-            let bytes = batch
-                .bytes
-                .as_mut()
-                .ok_or_else(|| Error::Internal("a batch was not built".into()))?;
-            replicas.append_pending(&key, bytes, AppendOrigin::Trusted, self.append_acks())?
-        } else {
-            let joined = &mut progress.joined;
-            joined.clear();
-            for batch in group.iter() {
-                if let Some(bytes) = &batch.bytes {
-                    joined.extend_from_slice(bytes);
+        let (info, ack, sync): (AppendInfo, Option<PendingAck>, Option<u64>) =
+            if let [batch] = group {
+                let bytes = batch
+                    .bytes
+                    .as_mut()
+                    .ok_or_else(|| Error::Internal("a batch was not built".into()))?;
+                replicas.append_deferred(&key, bytes, self.append_acks())?
+            } else {
+                let joined = &mut progress.joined;
+                joined.clear();
+                for batch in group.iter() {
+                    if let Some(bytes) = &batch.bytes {
+                        joined.extend_from_slice(bytes);
+                    }
                 }
-            }
-            let appended =
-                replicas.append_pending(&key, joined, AppendOrigin::Trusted, self.append_acks());
-            if joined.capacity() > 2 * MAX_GROUP_BYTES {
-                *joined = Vec::new();
-            }
-            appended?
-        };
+                let appended = replicas.append_deferred(&key, joined, self.append_acks());
+                if joined.capacity() > 2 * MAX_GROUP_BYTES {
+                    *joined = Vec::new();
+                }
+                appended?
+            };
+        if let Some(next_offset) = sync {
+            // The acknowledgement waits for this fsync; the next group is
+            // written meanwhile.
+            progress.flusher.sync(replicas, key, next_offset);
+        }
         #[cfg(feature = "internals")]
         if fault == super::ProduceFault::LoseAck {
             drop((info, ack));
