@@ -561,7 +561,9 @@ impl Partition {
     }
 
     /// The high watermark: the offset after the last record consumers may
-    /// read. With one broker it equals the log end offset.
+    /// read. With one broker it equals the log end offset, except on a
+    /// topic with `flush.messages=1`, where it is the offset after the
+    /// last fsynced record (what has been acknowledged).
     ///
     /// # Errors
     /// As [`Partition::log_start_offset`].
