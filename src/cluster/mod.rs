@@ -110,6 +110,7 @@ pub use report::{
     ClusterRecoveryReport, RebuildReport, RebuiltTopic, SkippedRecord, UnknownPartitionDir,
 };
 pub use topic_config::{AlterConfigOp, CleanupPolicy, MAX_TOPIC_NAME_LEN, TopicConfig};
+pub(crate) use txn_coordinator::Markers;
 
 use broker::{Broker, create_dir_durably, held_partition_dirs};
 use checkpointer::Checkpointer;

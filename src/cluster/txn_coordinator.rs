@@ -34,7 +34,7 @@
 //! epoch (the leader epoch of the id's `__transaction_state` partition),
 //! then `CompleteCommit` (`CompleteAbort`) is recorded. The answered id
 //! is queued, and its markers are written by the producer's sender thread
-//! (`end_txn_for_sender`) or, for the listener's `EndTxn`, by the timer
+//! (`Markers::Sender`) or, for the listener's `EndTxn`, by the timer
 //! thread, woken at once (as Kafka's marker channel works after `EndTxn`
 //! is answered); or first by
 //! a read in the process ([`ClusterInner::complete_answered_txns`]: a
@@ -884,8 +884,8 @@ impl ClusterInner {
     /// Kafka's `EndTxn`: commits (or aborts) `transactional_id`'s open
     /// transaction. Returns once the decision (`PrepareCommit` /
     /// `PrepareAbort`) is recorded, as Kafka's coordinator answers; the
-    /// timer thread writes the markers next (see the module docs), and
-    /// so does a read in the process that comes first
+    /// markers are written next by whom `markers` names (see the module
+    /// docs), or first by a read in the process
     /// ([`ClusterInner::complete_answered_txns`]) or the id's next
     /// request. Retrying an end that completed the same way succeeds
     /// with nothing to do.
@@ -904,49 +904,6 @@ impl ClusterInner {
         producer_id: i64,
         producer_epoch: i16,
         commit: bool,
-    ) -> Result<()> {
-        let markers = Markers::Timer;
-        self.end_txn_with(
-            transactional_id,
-            producer_id,
-            producer_epoch,
-            commit,
-            markers,
-        )
-    }
-
-    /// [`ClusterInner::end_txn`] for a producer in this process, whose
-    /// sender thread writes the markers next
-    /// ([`ClusterInner::complete_answered_txns`]): the timer thread is not
-    /// woken for them (a third thread waking per transaction cost more
-    /// than it saved on two cores). Until then they are queued as any
-    /// answered transaction's: a read in the process writes them first,
-    /// and so does the id's next request, the timer's next pass, or close.
-    pub(crate) fn end_txn_for_sender(
-        &self,
-        transactional_id: &str,
-        producer_id: i64,
-        producer_epoch: i16,
-        commit: bool,
-    ) -> Result<()> {
-        let markers = Markers::Sender;
-        self.end_txn_with(
-            transactional_id,
-            producer_id,
-            producer_epoch,
-            commit,
-            markers,
-        )
-    }
-
-    /// [`ClusterInner::end_txn`], with the markers written as `markers`
-    /// says.
-    fn end_txn_with(
-        &self,
-        transactional_id: &str,
-        producer_id: i64,
-        producer_epoch: i16,
-        commit: bool,
         markers: Markers,
     ) -> Result<()> {
         let id = transactional_id;
@@ -960,8 +917,8 @@ impl ClusterInner {
             Ok(None) => Ok(()),
             Ok(Some(prepared)) => {
                 self.record_txn_state(id, &mut entry, prepared)?;
-                // Decided: the timer thread writes the markers, as Kafka's
-                // marker channel does after answering; without one (the
+                // Decided: the markers follow the answer, as Kafka's
+                // marker channel writes them; with no timer thread (the
                 // cluster is closing) they are written here. Markers that
                 // fail are retried later either way.
                 if markers == Markers::Inline || !self.queue_markers(id, markers) {
@@ -983,19 +940,12 @@ impl ClusterInner {
     #[cfg(test)]
     pub(crate) fn end_txn_marked(
         &self,
-        transactional_id: &str,
-        producer_id: i64,
-        producer_epoch: i16,
+        id: &str,
+        pid: i64,
+        epoch: i16,
         commit: bool,
     ) -> Result<()> {
-        let markers = Markers::Inline;
-        self.end_txn_with(
-            transactional_id,
-            producer_id,
-            producer_epoch,
-            commit,
-            markers,
-        )
+        self.end_txn(id, pid, epoch, commit, Markers::Inline)
     }
 
     /// One pass of the coordinator's timer at the clock's now. With
@@ -1299,10 +1249,13 @@ impl ClusterInner {
 
 /// Who writes the markers of a transaction `end_txn` decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Markers {
+pub(crate) enum Markers {
     /// The timer thread, woken at once (a request over the wire).
     Timer,
-    /// The producer's sender thread, which the producer wakes.
+    /// The caller's producer's sender thread, which the producer wakes
+    /// ([`ClusterInner::complete_txns_for_sender`]); the timer thread is
+    /// not woken (a third thread woken per transaction cost more than it
+    /// saved on two cores).
     Sender,
     /// `end_txn` itself, before it returns (tests).
     Inline,

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use super::config::TestMarkers;
 use super::offsets::{OFFSETS_TOPIC, partition_for_group};
-use super::txn_coordinator::{DEFAULT_TRANSACTION_TIMEOUT_MS, MarkerWriter, TXN_TOPIC, TimerDue};
+use super::txn_coordinator::{
+    DEFAULT_TRANSACTION_TIMEOUT_MS, MarkerWriter, Markers, TXN_TOPIC, TimerDue,
+};
 use super::txn_log::{TxnStatus, partition_for_transactional_id};
 use super::*;
 use crate::clock::ManualClock;
@@ -2344,7 +2346,9 @@ fn an_end_is_answered_once_prepared_and_the_timer_thread_writes_the_markers() {
     *markers.gate.lock() = Some(gate);
     // Each marker waits at the gate, so an end that wrote them itself
     // would not return before the gate opens below.
-    inner.end_txn("app", pid, epoch, true).unwrap();
+    inner
+        .end_txn("app", pid, epoch, true, Markers::Timer)
+        .unwrap();
     assert!(markers.take().is_empty(), "answered before any marker");
     // Another thread is waiting to write them.
     for _ in 0..2 {

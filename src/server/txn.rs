@@ -26,6 +26,7 @@ use kafka_protocol::messages::{
 use super::groups::{PartitionAnswer, commit_entry};
 use super::{RequestContext, error_code};
 use crate::TopicPartition;
+use crate::cluster::Markers;
 use crate::error::{Error, Result};
 
 #[cfg(test)]
@@ -219,6 +220,7 @@ fn end_txn(ctx: &RequestContext<'_>, request: &EndTxnRequest) -> EndTxnResponse 
             request.producer_id.0,
             request.producer_epoch,
             request.committed,
+            Markers::Timer,
         ),
         ctx.api_version,
         2,

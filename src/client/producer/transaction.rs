@@ -28,7 +28,7 @@ use std::time::Duration;
 use super::Core;
 use super::accumulator::Accumulator;
 use crate::client::consumer::ConsumerGroupMetadata;
-use crate::cluster::OffsetAndMetadata;
+use crate::cluster::{Markers, OffsetAndMetadata};
 use crate::error::{Error, Result};
 use crate::types::TopicPartition;
 
@@ -431,7 +431,7 @@ impl Core {
             }
             self.retrying("commit_transaction (max.block.ms)", || {
                 self.cluster
-                    .end_txn_for_sender(&id, producer_id, epoch, true)
+                    .end_txn(&id, producer_id, epoch, true, Markers::Sender)
             })?;
             self.markers_due();
             Ok(())
@@ -468,7 +468,7 @@ impl Core {
             if started && current == number {
                 self.retrying("abort_transaction (max.block.ms)", || {
                     self.cluster
-                        .end_txn_for_sender(&id, producer_id, epoch, false)
+                        .end_txn(&id, producer_id, epoch, false, Markers::Sender)
                 })?;
                 self.markers_due();
             }
@@ -506,7 +506,7 @@ impl Core {
     }
 
     /// Has the sender thread write the markers of the transaction just
-    /// ended (off the caller's path; see `end_txn_for_sender`).
+    /// ended (off the caller's path; see `Markers::Sender`).
     fn markers_due(&self) {
         self.acc.lock().markers_due = true;
         self.wake_sender();
