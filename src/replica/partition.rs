@@ -387,6 +387,23 @@ impl PartitionState {
 
     /// The leadership, held shared, if this broker leads the partition;
     /// else [`Error::NotLeaderOrFollower`].
+    /// [`PartitionState::lead`] for an append; with `acks_all`,
+    /// [`Error::NotEnoughReplicas`] while the ISR is smaller than
+    /// `min.insync.replicas` (nothing is appended).
+    fn lead_for(&self, acks_all: bool) -> Result<RwLockReadGuard<'_, LeaderAndIsr>> {
+        let roles = self.lead()?;
+        let min_insync = self.min_insync();
+        if acks_all && roles.isr.len() < min_insync {
+            return Err(Error::NotEnoughReplicas {
+                topic: self.topic.to_string(),
+                partition: self.partition,
+                in_sync: roles.isr.len(),
+                required: min_insync,
+            });
+        }
+        Ok(roles)
+    }
+
     fn lead(&self) -> Result<RwLockReadGuard<'_, LeaderAndIsr>> {
         let roles = self.roles.read();
         if roles.leader != Some(self.broker) {
@@ -472,16 +489,7 @@ impl PartitionState {
         acks_all: bool,
     ) -> Result<(AppendInfo, Option<PendingAck>)> {
         let start = std::time::Instant::now();
-        let roles = self.lead()?;
-        let min_insync = self.min_insync();
-        if acks_all && roles.isr.len() < min_insync {
-            return Err(Error::NotEnoughReplicas {
-                topic: self.topic.to_string(),
-                partition: self.partition,
-                in_sync: roles.isr.len(),
-                required: min_insync,
-            });
-        }
+        let roles = self.lead_for(acks_all)?;
         let info = self.with_log(|log| match origin {
             super::AppendOrigin::Client => log.append(batches, roles.leader_epoch),
             super::AppendOrigin::Trusted => log.append_trusted(batches, roles.leader_epoch),
@@ -536,16 +544,7 @@ impl PartitionState {
             return Ok((info, pending, None));
         }
         let start = std::time::Instant::now();
-        let roles = self.lead()?;
-        let min_insync = self.min_insync();
-        if acks_all && roles.isr.len() < min_insync {
-            return Err(Error::NotEnoughReplicas {
-                topic: self.topic.to_string(),
-                partition: self.partition,
-                in_sync: roles.isr.len(),
-                required: min_insync,
-            });
-        }
+        let roles = self.lead_for(acks_all)?;
         let info = self.with_log(|log| log.append_trusted_deferred(batches, roles.leader_epoch))?;
         if !info.is_duplicate() {
             self.stats.appended(info.bytes(), info.record_count());
@@ -615,16 +614,7 @@ impl PartitionState {
         marker: crate::format::ControlRecordType,
         coordinator_epoch: i32,
     ) -> Result<(AppendInfo, Option<PendingAck>)> {
-        let roles = self.lead()?;
-        let min_insync = self.min_insync();
-        if roles.isr.len() < min_insync {
-            return Err(Error::NotEnoughReplicas {
-                topic: self.topic.to_string(),
-                partition: self.partition,
-                in_sync: roles.isr.len(),
-                required: min_insync,
-            });
-        }
+        let roles = self.lead_for(true)?;
         let info = self.with_log(|log| {
             log.update_high_watermark(self.high_watermark());
             log.append_marker_in_epoch(
