@@ -1018,8 +1018,8 @@ impl ClusterInner {
     /// to do; one whose markers fail stays prepared for the timer's next
     /// pass or a metadata change. An id leaves the queue only after its
     /// entry lock was taken: a second caller meanwhile waits on that lock
-    /// and finds the markers written. Wakes `Cluster::wait_until` when a
-    /// transaction completed.
+    /// and finds the markers written. Wakes `Cluster::wait_until` (only)
+    /// when a transaction completed.
     pub(crate) fn complete_queued_txns(&self) {
         let ids = self.txn.completing.lock().clone();
         let mut completed = false;
@@ -1039,8 +1039,11 @@ impl ClusterInner {
             }
             self.txn.queued.store(completing.len(), Ordering::Release);
         }
+        // Only `Cluster::wait_until`: the metadata watchers (the timer
+        // thread among them) have nothing to do with a completion, and
+        // waking them for every transaction cost a wake-up each.
         if completed {
-            self.wake_watchers();
+            self.wake_state_watchers();
         }
     }
 
