@@ -242,9 +242,10 @@ pub(crate) struct TransactionCoordinator {
     /// `None` until `Cluster::open` installs the cluster's writer.
     markers: RwLock<Option<Arc<dyn MarkerWriter>>>,
     timer: Mutex<Option<TxnTimer>>,
-    /// Ids whose `end_txn` recorded a `Prepare*` state: the timer thread
-    /// writes their markers next (Kafka's marker channel). An id leaves
-    /// once its markers were tried.
+    /// Ids whose `end_txn` recorded a `Prepare*` state: a producer's
+    /// sender or the timer thread writes their markers next (Kafka's
+    /// marker channel), unless a read comes first. An id leaves once its
+    /// markers were tried.
     completing: Mutex<Vec<String>>,
     /// `completing`'s length, read without its lock.
     queued: AtomicUsize,
