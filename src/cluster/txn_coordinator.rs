@@ -89,7 +89,9 @@
 //! cluster's usual locks are taken (`controller` to allocate a producer
 //! id, `topics`, a replica manager, the offset store); no entry lock is
 //! ever taken under those. Internal topics are created before an entry
-//! lock is taken.
+//! lock is taken. `end_txn` queues an answered id under its entry lock,
+//! taking `timer` and then `completing` briefly; the queue's readers take
+//! `completing` alone and an entry lock alone, never one under the other.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
