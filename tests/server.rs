@@ -985,11 +985,27 @@ fn a_stopped_broker_is_unreachable_until_it_restarts() -> TestResult {
 /// (`tests/compat/leader_failover.py`).
 #[test]
 fn confluent_kafka_follows_a_leader_that_crashes_mid_stream() -> TestResult {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
     let Some(python) = compat_python("confluent-kafka", "confluent_kafka")? else {
         return Ok(());
     };
+    follows_a_leader_that_crashes_mid_stream(&python, "confluent-kafka")
+}
+
+/// The same with kafka-python's idempotent producer and its consumer.
+#[test]
+fn kafka_python_follows_a_leader_that_crashes_mid_stream() -> TestResult {
+    let Some(python) = compat_python("kafka-python", "kafka")? else {
+        return Ok(());
+    };
+    follows_a_leader_that_crashes_mid_stream(&python, "kafka-python")
+}
+
+/// Runs `tests/compat/leader_failover.py` with `client` against three
+/// brokers, crashing partition 0's leader when the script has half its
+/// records acknowledged.
+fn follows_a_leader_that_crashes_mid_stream(python: &std::ffi::OsStr, client: &str) -> TestResult {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
     let (_dir, cluster, server) = open(3)?;
     let config = logbus::TopicConfig::new().min_insync_replicas(2)?;
     cluster.create_topic(
@@ -1005,9 +1021,9 @@ fn confluent_kafka_follows_a_leader_that_crashes_mid_stream() -> TestResult {
         .join(",");
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compat/leader_failover.py");
-    let mut child = std::process::Command::new(&python)
+    let mut child = std::process::Command::new(python)
         .arg(&script)
-        .args([bootstrap.as_str(), "failover"])
+        .args([bootstrap.as_str(), "failover", client])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
