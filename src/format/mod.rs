@@ -33,5 +33,5 @@ pub(crate) use compression::compress;
 pub use control::ControlRecordType;
 pub use header::*;
 pub use record::{Header, HeaderViews, Record, RecordView};
-pub(crate) use record::{decode_headers, encode_record, parse_record};
+pub(crate) use record::{decode_headers, encode_record, parse_record, short_varint};
 pub use validate::validate_batch_records;

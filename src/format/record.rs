@@ -613,9 +613,10 @@ pub(crate) fn scan_record(data: &[u8], pos: usize) -> Result<RawRecord, BadRecor
 }
 
 /// A varint of one or two bytes at the start of `w` (little-endian bytes),
-/// still zigzag-encoded, and its length; `None` if it is longer.
+/// still zigzag-encoded, and its length; `None` if it is longer. Also the
+/// consumer's run decoder's.
 #[inline(always)]
-fn short_varint(w: u64) -> Option<(u32, usize)> {
+pub(crate) fn short_varint(w: u64) -> Option<(u32, usize)> {
     let b0 = w as u32 & 0xff;
     if b0 < 0x80 {
         return Some((b0, 1));

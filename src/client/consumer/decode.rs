@@ -20,6 +20,7 @@
 //! is refused.
 
 use super::records::{Entry, Span};
+use crate::format::short_varint;
 
 /// What the records of one batch share, for [`decode_run`].
 #[derive(Debug, Clone, Copy)]
@@ -115,22 +116,6 @@ pub(super) fn decode_run(
         previous_delta,
     };
     taken
-}
-
-/// A varint of one or two bytes at the start of `w` (its bytes in
-/// little-endian order), still zigzag-encoded, and its length; `None` if it
-/// is longer.
-#[inline(always)]
-fn short_varint(w: u64) -> Option<(u32, usize)> {
-    let b0 = w as u32 & 0xff;
-    if b0 < 0x80 {
-        return Some((b0, 1));
-    }
-    let b1 = (w >> 8) as u32 & 0xff;
-    if b1 < 0x80 {
-        return Some(((b0 & 0x7f) | (b1 << 7), 2));
-    }
-    None
 }
 
 /// A nullable field (key or value) whose length is a short varint at the
