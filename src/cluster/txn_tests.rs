@@ -2156,17 +2156,12 @@ fn markers_in_a_log_append_time_topic_carry_the_append_time() {
 /// one reaches the partition.
 #[test]
 fn a_producer_whose_id_expired_recovers_after_an_abort() {
-    use crate::{Producer, ProducerConfig, ProducerRecord};
+    use crate::ProducerRecord;
     let setup = Setup::expiring(1);
     let cluster = Cluster::open(setup.dir.path(), setup.config()).unwrap();
     cluster.create_topic(NewTopic::new("t", 1)).unwrap();
-    let config = ProducerConfig::builder()
-        .transactional_id("app")
-        .build()
-        .unwrap();
-    let producer = Producer::new(&cluster, config).unwrap();
+    let producer = app_producer(&cluster);
     let record = |v: &str| ProducerRecord::new("t", v.to_string()).with_partition(0);
-    producer.init_transactions().unwrap();
     producer.begin_transaction().unwrap();
     let _sent = producer.send(record("v1")).unwrap();
     producer.commit_transaction().unwrap();
@@ -2376,27 +2371,13 @@ fn an_end_is_answered_once_prepared_and_the_timer_thread_writes_the_markers() {
 /// them first.
 #[test]
 fn a_read_after_the_commit_writes_the_markers_it_would_wait_for() {
-    use crate::{
-        Consumer, ConsumerConfig, IsolationLevel, Producer, ProducerConfig, ProducerRecord,
-    };
+    use crate::{Consumer, ConsumerConfig, IsolationLevel, ProducerRecord};
     let setup = Setup::new(1);
     let cluster = Cluster::open(setup.dir.path(), setup.config()).unwrap();
     cluster.create_topic(NewTopic::new("t", 1)).unwrap();
     cluster.create_topic(NewTopic::new("u", 1)).unwrap();
-    let config = ProducerConfig::builder()
-        .transactional_id("app")
-        .build()
-        .unwrap();
-    let producer = Producer::new(&cluster, config).unwrap();
-    producer.init_transactions().unwrap();
-    let ends = |topic: &str| {
-        let key = cluster.inner.partition_key(&tp(topic, 0)).unwrap();
-        let replicas = cluster.inner.replicas_for(&key).unwrap();
-        (
-            replicas.offsets(&key).unwrap().log_end,
-            replicas.last_stable_offset(&key).unwrap(),
-        )
-    };
+    let producer = app_producer(&cluster);
+    let ends = |topic: &str| end_and_lso(&cluster, topic, 0);
     cluster.inner.txn.hold_queue.store(true, Ordering::SeqCst);
     cluster.inner.txn.hold_senders.store(true, Ordering::SeqCst);
     producer.begin_transaction().unwrap();
@@ -2453,16 +2434,11 @@ fn a_read_after_the_commit_writes_the_markers_it_would_wait_for() {
 /// (the clock stands still) and no further call.
 #[test]
 fn the_producers_sender_writes_the_markers_after_the_commit_returns() {
-    use crate::{Producer, ProducerConfig, ProducerRecord};
+    use crate::ProducerRecord;
     let setup = Setup::new(1);
     let cluster = Cluster::open(setup.dir.path(), setup.config()).unwrap();
     cluster.create_topic(NewTopic::new("t", 2)).unwrap();
-    let config = ProducerConfig::builder()
-        .transactional_id("app")
-        .build()
-        .unwrap();
-    let producer = Producer::new(&cluster, config).unwrap();
-    producer.init_transactions().unwrap();
+    let producer = app_producer(&cluster);
     // Not the timer thread: only the sender can write them.
     cluster.inner.txn.hold_queue.store(true, Ordering::SeqCst);
     for commit in [true, false] {
@@ -2493,15 +2469,35 @@ fn the_producers_sender_writes_the_markers_after_the_commit_returns() {
         );
     }
     for p in 0..2 {
-        let key = cluster.inner.partition_key(&tp("t", p)).unwrap();
-        let replicas = cluster.inner.replicas_for(&key).unwrap();
         assert_eq!(
-            replicas.offsets(&key).unwrap().log_end,
-            4,
+            end_and_lso(&cluster, "t", p),
+            (4, 4),
             "2 records, 2 markers"
         );
-        assert_eq!(replicas.last_stable_offset(&key).unwrap(), 4);
     }
     producer.close().unwrap();
     cluster.close().unwrap();
+}
+
+/// A producer of transactional id `app`, its transactions initialised.
+fn app_producer(cluster: &Cluster) -> crate::Producer {
+    let config = crate::ProducerConfig::builder()
+        .transactional_id("app")
+        .build()
+        .unwrap();
+    let producer = crate::Producer::new(cluster, config).unwrap();
+    producer.init_transactions().unwrap();
+    producer
+}
+
+/// The log end and last stable offsets of `topic`'s `partition`, read
+/// from its replica manager (not through the public API, whose reads
+/// first write the answered transactions' markers).
+fn end_and_lso(cluster: &Cluster, topic: &str, partition: u32) -> (u64, u64) {
+    let key = cluster.inner.partition_key(&tp(topic, partition)).unwrap();
+    let replicas = cluster.inner.replicas_for(&key).unwrap();
+    (
+        replicas.offsets(&key).unwrap().log_end,
+        replicas.last_stable_offset(&key).unwrap(),
+    )
 }
