@@ -488,19 +488,36 @@ impl PartitionState {
         origin: super::AppendOrigin,
         acks_all: bool,
     ) -> Result<(AppendInfo, Option<PendingAck>)> {
+        self.append_with(acks_all, acks_all, |log, epoch| match origin {
+            super::AppendOrigin::Client => log.append(batches, epoch),
+            super::AppendOrigin::Trusted => log.append_trusted(batches, epoch),
+            super::AppendOrigin::Coordinator => log.append_coordinator(batches, epoch),
+        })
+    }
+
+    /// The leader's append: `write` appends at the leader epoch; with
+    /// `check_isr`, [`Error::NotEnoughReplicas`] first while the ISR is
+    /// below `min.insync.replicas`; with `park`, the acknowledgement
+    /// waiting for the high watermark to pass the batches is returned.
+    fn append_with(
+        &self,
+        check_isr: bool,
+        park: bool,
+        write: impl FnOnce(&Log, i32) -> Result<AppendInfo>,
+    ) -> Result<(AppendInfo, Option<PendingAck>)> {
         let start = std::time::Instant::now();
-        let roles = self.lead_for(acks_all)?;
-        let info = self.with_log(|log| match origin {
-            super::AppendOrigin::Client => log.append(batches, roles.leader_epoch),
-            super::AppendOrigin::Trusted => log.append_trusted(batches, roles.leader_epoch),
-            super::AppendOrigin::Coordinator => log.append_coordinator(batches, roles.leader_epoch),
-        })?;
+        let roles = self.lead_for(check_isr)?;
+        let info = self.with_log(|log| write(log, roles.leader_epoch))?;
         if !info.is_duplicate() {
             self.stats.appended(info.bytes(), info.record_count());
         }
-        let moved = self.maybe_increment_hw(&roles, Some(info.last_offset() + 1));
-        let pending = if acks_all {
-            self.park_ack(&roles, info.last_offset() + 1)
+        let end = info.last_offset() + 1;
+        // Under `park` without acks=all (a deferred fsync), followers may
+        // fetch the batches at once and the high watermark waits for the
+        // fsync.
+        let moved = self.maybe_increment_hw(&roles, Some(end));
+        let pending = if park {
+            self.park_ack(&roles, end)
         } else {
             None
         };
@@ -543,23 +560,10 @@ impl PartitionState {
             let (info, pending) = self.append(batches, super::AppendOrigin::Trusted, acks_all)?;
             return Ok((info, pending, None));
         }
-        let start = std::time::Instant::now();
-        let roles = self.lead_for(acks_all)?;
-        let info = self.with_log(|log| log.append_trusted_deferred(batches, roles.leader_epoch))?;
-        if !info.is_duplicate() {
-            self.stats.appended(info.bytes(), info.record_count());
-        }
-        let end = info.last_offset() + 1;
-        // Followers may fetch the batches at once; the high watermark
-        // waits for the fsync.
-        let moved = self.maybe_increment_hw(&roles, Some(end));
-        let pending = self.park_ack(&roles, end);
-        drop(roles);
-        if !moved {
-            self.watchers.notify();
-        }
-        self.stats.produce.since(start);
-        Ok((info, pending, Some(end)))
+        let (info, pending) = self.append_with(acks_all, true, |log, epoch| {
+            log.append_trusted_deferred(batches, epoch)
+        })?;
+        Ok((info, pending, Some(info.last_offset() + 1)))
     }
 
     /// Runs (or waits for) the fsync an [`PartitionState::append_deferred`]
