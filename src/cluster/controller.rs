@@ -1024,12 +1024,6 @@ impl ClusterInner {
 /// controller learns it through heartbeats.
 impl ClusterInner {
     /// Sets broker `id`'s run state and wakes the controller thread.
-    fn set_run_state(&self, id: u32, run: RunState) -> Result<()> {
-        self.controller.lock().liveness.set_run_state(id, run)?;
-        self.poke_controller();
-        Ok(())
-    }
-
     /// Wakes the controller thread for a liveness step now.
     fn poke_controller(&self) {
         if let Some(thread) = &*self.controller_thread.lock() {
@@ -1065,12 +1059,25 @@ impl ClusterInner {
     }
 
     /// Broker `id` crashed: its heartbeats stop, so it is fenced once its
-    /// session expires.
+    /// session expires. On a clock that runs by itself the controller
+    /// thread is woken to wait for that expiry. On a clock that only moves
+    /// by hand it is not: the expiry needs a clock move, which wakes it,
+    /// and a step now could only do what is pending at a moment nobody
+    /// chose (such as moving a restarted broker's preferred leaderships
+    /// back under `acks=all` appends, whose retries then wait for a clock
+    /// that only the test moves).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an unknown broker.
     pub(crate) fn mark_broker_crashed(&self, id: u32) -> Result<()> {
-        self.set_run_state(id, RunState::Crashed)
+        self.controller
+            .lock()
+            .liveness
+            .set_run_state(id, RunState::Crashed)?;
+        if self.clock().wait_hint(i64::MAX).is_some() {
+            self.poke_controller();
+        }
+        Ok(())
     }
 
     /// Broker `id` runs again: it heartbeats, and is unfenced at the next
