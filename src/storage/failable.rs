@@ -287,6 +287,11 @@ impl StorageFile for FailableFile {
         self.switch.check("mmap", self.inner.path())?;
         self.inner.map(len)
     }
+
+    fn reserve(&self, position: u64, len: u64) -> Result<bool> {
+        self.switch.check("fallocate", self.inner.path())?;
+        self.inner.reserve(position, len)
+    }
 }
 
 #[cfg(test)]

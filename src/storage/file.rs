@@ -117,6 +117,19 @@ pub trait StorageFile: Send + Sync + Debug {
     /// # Errors
     /// [`crate::Error::Io`].
     fn map(&self, len: usize) -> Result<Arc<ReadMap>>;
+    /// A hint: reserves the file's disk blocks for the `len` bytes at
+    /// `position` without changing its length or contents (Linux's
+    /// `fallocate` with `FALLOC_FL_KEEP_SIZE`), so that writes there later
+    /// skip the file system's block allocation. [`StorageFile::set_len`]
+    /// to the current length gives back what was reserved past it.
+    /// Returns whether anything was reserved; the default reserves nothing.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`] (no space, for one); nothing was reserved then.
+    fn reserve(&self, position: u64, len: u64) -> Result<bool> {
+        let _ = (position, len);
+        Ok(false)
+    }
 }
 
 /// An exclusive lock on a directory, released on drop; or, from a storage

@@ -23,8 +23,19 @@
 //! with an empty range at its end, so the appends that follow are covered;
 //! a truncation clamps the range to the bytes kept, and bytes are never
 //! rewritten in place. The log decides whether readers may trust it.
+//!
+//! ## Reserved blocks
+//! Appends reserve the log file's disk blocks a window ahead (up to
+//! [`RESERVE_BYTES`], `fallocate` with `FALLOC_FL_KEEP_SIZE` where the
+//! file system has it): the file's length and contents do not change, so
+//! nothing a reader, a recovery or another parser sees changes, but each
+//! write then finds its blocks allocated instead of asking the file system
+//! for them page by page. Sealing the segment (a roll, a clean close) or a
+//! truncation gives back what lies past the end. A crash leaves at most one
+//! window reserved past the active segment's end until its next seal.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -47,6 +58,14 @@ use crate::storage::{OpenMode, Storage, StorageFile};
 /// most 2 GiB, so no writer puts a batch further in. Recovery treats a
 /// batch beyond it as damage.
 pub(crate) const MAX_BATCH_POSITION: u64 = i32::MAX as u64;
+
+/// How far ahead of the log file's end appends reserve its disk blocks
+/// (see the module docs) at most: as far as the segment already holds, at
+/// least [`MIN_RESERVE_BYTES`], so a partition written to rarely holds
+/// little disk space it does not use.
+pub(crate) const RESERVE_BYTES: u64 = 1 << 20;
+/// How far ahead appends reserve at least.
+pub(crate) const MIN_RESERVE_BYTES: u64 = 64 << 10;
 
 /// Suffix of a segment's log file.
 pub(crate) const LOG_SUFFIX: &str = "log";
@@ -183,6 +202,11 @@ pub(crate) struct Segment {
     /// module docs); `start <= end <= size`, empty at the end when
     /// nothing is known.
     checked: std::ops::Range<u64>,
+    /// The log file's disk blocks are reserved up to here (`u64::MAX`:
+    /// reserving failed or is not supported; no more tries).
+    reserved_end: AtomicU64,
+    /// Something was reserved past the end since the last trim.
+    reserved: AtomicBool,
 }
 
 impl Segment {
@@ -344,6 +368,8 @@ impl Segment {
             sealed: false,
             txn_index,
             checked: size..size,
+            reserved_end: AtomicU64::new(size),
+            reserved: AtomicBool::new(false),
         })
     }
 
@@ -533,8 +559,46 @@ impl Segment {
     /// or recovery cuts; the log is fenced then.
     pub(crate) fn write_unpublished(&self, buf: &[u8]) -> Result<u64> {
         let position = self.size;
+        self.reserve_for(position + buf.len() as u64);
         self.file.write_all_at(buf, position)?;
         Ok(position)
+    }
+
+    /// Reserves the log file's blocks up to `end` and a window past it
+    /// ([`RESERVE_BYTES`] at most), unless they are already (see the
+    /// module docs). A hint: a
+    /// failure only stops the tries for this segment, and the write that
+    /// follows reports any real lack of space.
+    fn reserve_for(&self, end: u64) {
+        let reserved_end = self.reserved_end.load(Ordering::Relaxed);
+        if end <= reserved_end {
+            return;
+        }
+        let from = reserved_end.max(self.size);
+        let ahead = self.size.clamp(MIN_RESERVE_BYTES, RESERVE_BYTES);
+        let upto = end.saturating_add(ahead);
+        let (next, made) = match self.file.reserve(from, upto - from) {
+            Ok(true) => (upto, true),
+            Ok(false) => (u64::MAX, false),
+            Err(e) => {
+                tracing::debug!(error = %e, "reserving a segment's blocks failed");
+                (u64::MAX, false)
+            }
+        };
+        if made {
+            self.reserved.store(true, Ordering::Relaxed);
+        }
+        self.reserved_end.store(next, Ordering::Relaxed);
+    }
+
+    /// Gives back the blocks reserved past the end of the log file, if
+    /// any: setting its length to itself frees them.
+    fn trim_reserved(&mut self) -> Result<()> {
+        if self.reserved.swap(false, Ordering::Relaxed) {
+            self.file.set_len(self.size)?;
+        }
+        self.reserved_end.store(self.size, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The second half of an append: publishes the `len` bytes that
@@ -1049,6 +1113,9 @@ impl Segment {
             drop(maps);
             self.file.set_len(len)?;
         }
+        // Either way nothing is reserved past `len` any more.
+        self.reserved.store(false, Ordering::Relaxed);
+        self.reserved_end.store(len, Ordering::Relaxed);
         let mut maps = self.maps.lock();
         maps.current = self.file.map(to_usize(len))?;
         Ok(())
@@ -1083,6 +1150,7 @@ impl Segment {
         }
         self.index.trim()?;
         self.time_index.trim()?;
+        self.trim_reserved()?;
         self.sealed = true;
         Ok(())
     }
@@ -1319,6 +1387,53 @@ mod tests {
             reopened.find_batch(101)?.map(|(_, h)| h.base_offset),
             Some(101)
         );
+        Ok(())
+    }
+
+    /// The disk blocks of `path`, in bytes.
+    fn allocated(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).expect("stat").blocks() * 512
+    }
+
+    /// Appends reserve the log file's blocks a window ahead without
+    /// changing its length (so readers, recovery and other parsers see the
+    /// same file); sealing, and a truncation, give the reservation back.
+    #[test]
+    fn appends_reserve_blocks_ahead_that_seal_and_truncation_give_back() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut segment, _) = segment_of(dir.path(), OffsetOrder::Contiguous, &[0, 1, 2])?;
+        let path = segment.log_path();
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").len(),
+            segment.size()
+        );
+        if !segment.reserved.load(Ordering::Relaxed) {
+            // A file system without `fallocate`: nothing is reserved.
+            assert_eq!(segment.reserved_end.load(Ordering::Relaxed), u64::MAX);
+            return Ok(());
+        }
+        assert!(allocated(&path) >= MIN_RESERVE_BYTES, "reserved ahead");
+        assert!(segment.reserved_end.load(Ordering::Relaxed) > segment.size());
+        // Truncating gives the reservation back; the next append reserves
+        // again.
+        let position = segment.find_batch(2)?.map(|(p, _)| p).expect("batch 2");
+        segment.truncate_to(2)?;
+        assert_eq!(segment.size(), position);
+        assert!(
+            allocated(&path) < MIN_RESERVE_BYTES,
+            "a truncation frees it"
+        );
+        let (bytes, meta) = one_batch(2);
+        segment.append(&bytes, &[meta])?;
+        assert!(allocated(&path) >= MIN_RESERVE_BYTES, "reserved again");
+        segment.seal()?;
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").len(),
+            segment.size()
+        );
+        assert!(allocated(&path) < MIN_RESERVE_BYTES, "sealing frees it");
+        assert_eq!(segment.find_batch(2)?.map(|(_, h)| h.base_offset), Some(2));
         Ok(())
     }
 

@@ -157,6 +157,17 @@ impl StorageFile for StdFile {
     fn map(&self, len: usize) -> Result<Arc<ReadMap>> {
         ReadMap::new(&self.file, &self.path, len).map(Arc::new)
     }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn reserve(&self, position: u64, len: u64) -> Result<bool> {
+        use rustix::fs::{FallocateFlags, fallocate};
+        match fallocate(&self.file, FallocateFlags::KEEP_SIZE, position, len) {
+            Ok(()) => Ok(true),
+            // A file system without it (or without this mode): no hint.
+            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => Ok(false),
+            Err(e) => Err(Error::io("fallocate", &self.path, e.into())),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +194,30 @@ mod tests {
         let err = file.read_exact_at(&mut buf, 0).unwrap_err();
         assert!(matches!(err, Error::Io { op: "read", .. }), "{err}");
         storage.sync_dir(dir.path())?;
+        Ok(())
+    }
+
+    /// A reservation changes neither the length nor the contents; setting
+    /// the length to itself gives the blocks back.
+    #[test]
+    fn a_reservation_keeps_the_length_and_set_len_gives_it_back() -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let file = StdStorage::new().open(&path, OpenMode::CreateNew)?;
+        file.write_all_at(b"abc", 0)?;
+        let blocks = || std::fs::metadata(&path).expect("stat").blocks() * 512;
+        if !file.reserve(3, 1 << 20)? {
+            return Ok(());
+        }
+        assert_eq!(file.len()?, 3);
+        assert!(blocks() >= 1 << 20);
+        let mut buf = [0; 3];
+        file.read_exact_at(&mut buf, 0)?;
+        assert_eq!(&buf, b"abc");
+        file.set_len(3)?;
+        assert!(blocks() < 1 << 20);
+        assert_eq!(file.len()?, 3);
         Ok(())
     }
 
