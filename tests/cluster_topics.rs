@@ -213,6 +213,21 @@ fn compacted_topics_keep_their_policy_and_refuse_keyless_records() {
         .append(&mut keyless.build().unwrap().to_vec())
         .unwrap_err();
     assert!(matches!(err, Error::InvalidBatch(_)), "{err}");
+    // A key-less record after keyed ones refuses the whole batch, compressed
+    // or not; nothing is stored.
+    let mut codecs = vec![Compression::None];
+    if cfg!(feature = "gzip") {
+        codecs.push(Compression::Gzip);
+    }
+    for codec in codecs {
+        let mut mixed = BatchBuilder::new(codec);
+        mixed.append(1, Some(b"user-1"), Some(b"v1"), &[]);
+        mixed.append(1, Some(b"user-2"), Some(b"v2"), &[]);
+        mixed.append(1, None, Some(b"v3"), &[]);
+        let err = p.append(&mut mixed.build().unwrap().to_vec()).unwrap_err();
+        assert!(matches!(err, Error::InvalidBatch(_)), "{codec:?}: {err}");
+        assert_eq!(p.log_end_offset().unwrap(), 0);
+    }
     let mut keyed = BatchBuilder::new(Compression::None);
     keyed.append(1, Some(b"user-1"), Some(b"v1"), &[]);
     p.append(&mut keyed.build().unwrap().to_vec()).unwrap();

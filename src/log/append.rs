@@ -6,7 +6,7 @@ use crate::format::{self, BatchHeader};
 use crate::log::producer_state::{self, BatchMetadata, DataBatch, ProducerOrigin};
 use crate::log::{AppendGuard, Log, LogInner, LogState, worker::Job};
 use crate::storage::segment::{BatchMeta, Segment, SegmentLimits};
-use crate::types::TimestampType;
+use crate::types::{Compression, TimestampType};
 
 /// What an append stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -617,16 +617,33 @@ fn validate(buf: &[u8], inner: &LogInner, full: bool) -> Result<Vec<Checked>> {
 /// Kafka's rule for compacted topics: every record (outside control
 /// batches) has a key, since the cleaner keeps records by key.
 fn require_keys(batch: &[u8], header: &BatchHeader) -> Result<()> {
+    let keyless = || {
+        Error::InvalidBatch(FormatError::InvalidRecord(
+            "a compacted log (cleanup.policy=compact) accepts only records with a key",
+        ))
+    };
     if header.is_control() {
         return Ok(());
     }
-    let batch = format::Batch::from_bytes(bytes::Bytes::copy_from_slice(batch))?;
-    for record in batch.records()? {
-        if record?.key().is_none() {
-            return Err(Error::InvalidBatch(FormatError::InvalidRecord(
-                "a compacted log (cleanup.policy=compact) accepts only records with a key",
-            )));
+    if header.compression()? != Compression::None {
+        let batch = format::Batch::from_bytes(bytes::Bytes::copy_from_slice(batch))?;
+        for record in batch.records()? {
+            if record?.key().is_none() {
+                return Err(keyless());
+            }
         }
+        return Ok(());
+    }
+    // Uncompressed: the records where they lie, nothing copied or built
+    // (the coordinators' writes to their compacted topics come here).
+    let data = batch.get(format::RECORDS_OFFSET..).unwrap_or_default();
+    let mut position = 0;
+    for _ in 0..header.records_count.max(0) {
+        let record = format::parse_record(data, position)?;
+        if record.key.is_none() {
+            return Err(keyless());
+        }
+        position = record.end;
     }
     Ok(())
 }
