@@ -161,7 +161,7 @@ impl Log {
     /// write or fsync fails, the leader epoch file's included (which fences
     /// the log).
     pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo> {
-        let checked = validate(batches, &self.inner, true)?;
+        let checked = validate(batches, &self.inner, 0..0)?;
         self.append_checked(batches, leader_epoch, &checked, ProducerOrigin::Client)
     }
 
@@ -174,7 +174,7 @@ impl Log {
         batches: &mut [u8],
         leader_epoch: i32,
     ) -> Result<AppendInfo> {
-        let checked = validate(batches, &self.inner, false)?;
+        let checked = validate(batches, &self.inner, 0..batches.len())?;
         self.append_checked(batches, leader_epoch, &checked, ProducerOrigin::Client)
     }
 
@@ -191,7 +191,7 @@ impl Log {
         batches: &mut [u8],
         leader_epoch: i32,
     ) -> Result<AppendInfo> {
-        let checked = validate(batches, &self.inner, false)?;
+        let checked = validate(batches, &self.inner, 0..batches.len())?;
         self.append_validated(
             batches,
             leader_epoch,
@@ -224,7 +224,7 @@ impl Log {
         batches: &mut [u8],
         leader_epoch: i32,
     ) -> Result<AppendInfo> {
-        let checked = validate(batches, &self.inner, false)?;
+        let checked = validate(batches, &self.inner, 0..batches.len())?;
         self.append_checked(batches, leader_epoch, &checked, ProducerOrigin::Coordinator)
     }
 
@@ -367,7 +367,30 @@ impl Log {
     /// compacted leader leaves gaps; recovery and reads treat a gap in a log
     /// that is not compacted as damage); nothing is stored then.
     pub fn append_as_follower(&self, batches: &[u8]) -> Result<AppendInfo> {
-        let checked = validate(batches, &self.inner, true)?;
+        self.append_replicated(batches, 0..0)
+    }
+
+    /// [`Log::append_as_follower`] for batches read from a leader's log in
+    /// this process: those within `checked` (the read's
+    /// [`LogRead::checked`](super::LogRead::checked) range, bytes this
+    /// process checked or built before) get their structure and offsets
+    /// checked but not their CRC or records again. The rest are validated
+    /// in full. A follower's copy of a 100-byte record cost about 190
+    /// instructions, 160 of them validation.
+    pub(crate) fn append_as_follower_checked(
+        &self,
+        batches: &[u8],
+        checked: std::ops::Range<usize>,
+    ) -> Result<AppendInfo> {
+        self.append_replicated(batches, checked)
+    }
+
+    fn append_replicated(
+        &self,
+        batches: &[u8],
+        trusted: std::ops::Range<usize>,
+    ) -> Result<AppendInfo> {
+        let checked = validate(batches, &self.inner, trusted)?;
         let contiguous = !self.inner.config().compact();
         let info = {
             // As a leader append: readers go on until the publish.
@@ -568,10 +591,11 @@ fn mixed_retry() -> Error {
     )
 }
 
-/// Checks every batch in `buf` (structure, and with `full` also the CRC and
+/// Checks every batch in `buf` (structure, and unless it lies within
+/// `trusted`, bytes this process built or checked before, also the CRC and
 /// every record) and its size against the log's limits, before anything is
 /// stored.
-fn validate(buf: &[u8], inner: &LogInner, full: bool) -> Result<Vec<Checked>> {
+fn validate(buf: &[u8], inner: &LogInner, trusted: std::ops::Range<usize>) -> Result<Vec<Checked>> {
     if buf.is_empty() {
         return Err(Error::InvalidBatch(FormatError::Empty));
     }
@@ -597,12 +621,13 @@ fn validate(buf: &[u8], inner: &LogInner, full: bool) -> Result<Vec<Checked>> {
                 limit: "max.message.bytes",
             });
         }
-        if full {
+        let end = position.saturating_add(header.total_size());
+        if position < trusted.start || end > trusted.end {
             let header = format::check_batch(rest)?;
             format::validate_batch_records(&rest[..header.total_size()], &header)?;
         } else if rest.len() < header.total_size() || header.last_offset_delta < 0 {
             return Err(Error::Internal(format!(
-                "a batch built in-process is malformed: {header:?}"
+                "a batch this process built or checked is malformed: {header:?}"
             )));
         }
         if config.compact() {

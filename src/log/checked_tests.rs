@@ -269,3 +269,56 @@ fn a_cleaning_pass_on_a_cold_log_writes_checked_segments() {
     );
     log.close().expect("close");
 }
+
+/// A follower's copy of batches read from a leader in this process checks
+/// only the batches the read does not report as checked: damage there
+/// refuses the whole append (nothing stored); within the reported range
+/// the CRC and records are not checked again.
+#[test]
+fn a_followers_copy_checks_only_what_the_read_does_not_report_as_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let leader = Log::builder(dir.path().join("leader"))
+        .open()
+        .expect("leader");
+    leader.append(&mut batch(3, 1), 0).expect("append");
+    leader.append(&mut batch(2, 2), 0).expect("append");
+    let read = leader.read(0, 1 << 20).expect("read");
+    let all = read.records().len();
+    assert_eq!(read.checked(), 0..all);
+    let first = Batch::decode(read.records()).expect("first batch").1;
+    // A record byte of the second batch, covered by its CRC.
+    let mut damaged = read.records().to_vec();
+    damaged[all - 1] ^= 0xff;
+
+    let follower = Log::builder(dir.path().join("follower"))
+        .open()
+        .expect("follower");
+    for trusted in [0..0, 0..first] {
+        let err = follower
+            .append_as_follower_checked(&damaged, trusted.clone())
+            .expect_err("the second batch is checked");
+        assert!(matches!(err, crate::Error::InvalidBatch(_)), "{err}");
+        assert_eq!(follower.log_end_offset(), 0, "{trusted:?}: nothing stored");
+    }
+    follower
+        .append_as_follower_checked(read.records(), 0..all)
+        .expect("copy");
+    assert_eq!(follower.log_end_offset(), 5);
+    let copied = follower.read(0, 1 << 20).expect("read");
+    assert_eq!(copied.records(), read.records());
+    assert_eq!(
+        copied.checked(),
+        0..all,
+        "the copy is checked in this process"
+    );
+
+    // Within the reported range nothing is checked again: the damage
+    // stands in for the work not done.
+    let trusting = Log::builder(dir.path().join("trusting"))
+        .open()
+        .expect("trusting");
+    trusting
+        .append_as_follower_checked(&damaged, 0..all)
+        .expect("not checked again");
+    assert_eq!(trusting.log_end_offset(), 5);
+}

@@ -190,6 +190,7 @@ fn fetch_round(
                     }
                     let appended = state.append_as_follower(
                         response.records.records(),
+                        response.records.checked(),
                         position.leader_epoch,
                         response.high_watermark,
                     )?;

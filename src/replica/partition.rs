@@ -967,7 +967,9 @@ impl PartitionState {
     /// Appends the leader's batches as a follower (keeping their offsets
     /// and epochs), if it still follows `leader_epoch`, and sets the high
     /// watermark to `min(leader_hw, log end)`. Returns whether anything
-    /// was appended (or the log cut: see below).
+    /// was appended (or the log cut: see below). The batches within
+    /// `checked` (the leader's read said this process checked or built
+    /// them) are not checked again ([`Log::append_as_follower_checked`]).
     ///
     /// Batches whose first one holds this log's end but starts below it
     /// (this log ends inside a batch of the leader's) mean the log was
@@ -982,6 +984,7 @@ impl PartitionState {
     pub(crate) fn append_as_follower(
         &self,
         batches: &[u8],
+        checked: std::ops::Range<usize>,
         leader_epoch: i32,
         leader_hw: u64,
     ) -> Result<bool> {
@@ -990,7 +993,7 @@ impl PartitionState {
         let appended = !batches.is_empty();
         let log_end = self.with_log(|log| {
             if appended {
-                match log.append_as_follower(batches) {
+                match log.append_as_follower_checked(batches, checked.clone()) {
                     // The leader's first batch holds this log's end but
                     // starts below it. A follower copies whole batches, so
                     // either this log was restarted at the leader's log
@@ -1021,7 +1024,7 @@ impl PartitionState {
                         // A cut that had to go below `first` (the batch
                         // holding it started earlier) fetches again.
                         if log.log_end_offset() == first {
-                            log.append_as_follower(batches)?;
+                            log.append_as_follower_checked(batches, checked.clone())?;
                         }
                     }
                     other => {
