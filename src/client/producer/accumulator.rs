@@ -137,6 +137,27 @@ impl TopicEntry {
             .is_some_and(Option::is_some)
     }
 
+    /// The open batch of `partition`, if it belongs to transaction `txn`
+    /// (`None`: no transaction), takes a record of at most `upper` encoded
+    /// bytes within `batch_limit`, and has room for it in its buffer as it
+    /// is (its reservation in `buffer.memory` does not grow): where a send
+    /// usually puts its record, found with one lookup.
+    #[inline]
+    pub(crate) fn open_batch_with_room(
+        &mut self,
+        partition: u32,
+        upper: usize,
+        batch_limit: usize,
+        txn: Option<TxnTag>,
+    ) -> Option<&mut Batch> {
+        let batch = self.batches.get_mut(partition as usize)?.as_mut()?;
+        let builder = batch.builder.as_ref()?;
+        (batch.txn == txn
+            && builder.estimated_size() + upper <= batch_limit
+            && builder.has_room(upper))
+        .then_some(batch)
+    }
+
     /// Whether the open batch of `partition` takes `bytes` more.
     pub(crate) fn fits(&self, partition: u32, bytes: usize) -> bool {
         self.batches
@@ -209,6 +230,11 @@ pub(crate) struct Accumulator {
     index: HashMap<Arc<str>, usize>,
     /// The entry used last: most sends go to the same topic as the one before.
     last: usize,
+    /// The name a send gave when entry `last` was last looked up: a send
+    /// with the same shared name (an `Arc<str>` topic held by the caller)
+    /// is recognised by its address, without comparing bytes. Held, so the
+    /// address cannot be reused by another name.
+    last_name: Option<Arc<str>>,
     /// Sealed batches in seal order, waiting for the sender thread.
     pub(crate) ready: VecDeque<Batch>,
     /// Open batches over all topics.
@@ -266,6 +292,7 @@ impl Accumulator {
             topics: Vec::new(),
             index: HashMap::new(),
             last: 0,
+            last_name: None,
             ready: VecDeque::new(),
             open: 0,
             used: 0,
@@ -294,19 +321,25 @@ impl Accumulator {
     pub(crate) fn entry(
         &mut self,
         cluster: &ClusterInner,
-        name: &str,
+        name: &Arc<str>,
         batch_size: usize,
         sticky: &StickyPartitions,
     ) -> Result<usize> {
-        // Inlined into `send`: the usual case, the topic of the send before.
+        // Inlined into `send`: the usual case, the topic of the send before,
+        // by the same shared name or by the same bytes.
         if let Some(e) = self.topics.get(self.last)
-            && e.name.len() == name.len()
-            && e.name.as_bytes() == name.as_bytes()
+            && (self
+                .last_name
+                .as_ref()
+                .is_some_and(|n| Arc::ptr_eq(n, name))
+                || (e.name.len() == name.len() && e.name.as_bytes() == name.as_bytes()))
             && !e.state.is_deleted()
         {
             return Ok(self.last);
         }
-        self.entry_lookup(cluster, name, batch_size, sticky)
+        let i = self.entry_lookup(cluster, name, batch_size, sticky)?;
+        self.last_name = Some(name.clone());
+        Ok(i)
     }
 
     /// [`Accumulator::entry`] for another topic than the last one.
