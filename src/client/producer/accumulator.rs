@@ -187,6 +187,7 @@ impl TopicEntry {
     }
 
     /// The partition for a keyless record: the sticky one.
+    #[inline]
     pub(crate) fn sticky_partition(&mut self, sticky: &StickyPartitions, count: NonZeroU32) -> u32 {
         match self.sticky {
             Some(p) if p < count.get() => p,

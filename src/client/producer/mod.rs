@@ -640,7 +640,7 @@ fn accumulator_for(config: &ProducerConfig, linger_ms: i64) -> Accumulator {
 /// and returns what `send` hands back: the batch's result (without a
 /// callback; a callback is queued on the batch instead, and needs no
 /// reference to it) and the record's index in the batch.
-#[inline]
+#[inline(always)]
 fn append_to(
     batch: &mut Batch,
     record: &ProducerRecord,
@@ -843,7 +843,7 @@ impl Core {
             }
         }
         let count = entry.state.partition_count();
-        let (mut partition, keyless) = match (record.partition, chosen) {
+        let (partition, keyless) = match (record.partition, chosen) {
             (Some(p), _) | (None, Some(p)) => {
                 if p >= count {
                     return Err(entry.unknown(Some(p)));
@@ -875,6 +875,38 @@ impl Core {
             }
             return Ok((result, index, timestamp));
         }
+        self.append_slow(
+            acc,
+            record,
+            callback,
+            upper,
+            timestamp,
+            (ti, partition, keyless, count),
+            txn,
+        )
+    }
+
+    /// [`Core::append_locked`] when the record does not go into the
+    /// partition's open batch as it is: the sticky partition's batch is
+    /// full, `buffer.memory` must be waited for or grows, the open batch is
+    /// of another transaction or full, or there is none. Out of line, so
+    /// the usual send stays small.
+    #[inline(never)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; the values are computed before the lock"
+    )]
+    fn append_slow(
+        &self,
+        acc: &mut MutexGuard<'_, Accumulator>,
+        record: &ProducerRecord,
+        callback: Option<Callback>,
+        upper: usize,
+        timestamp: i64,
+        (ti, mut partition, keyless, count): (usize, u32, bool, u32),
+        txn: Option<transaction::TxnTag>,
+    ) -> Result<(Option<Arc<BatchResult>>, u32, i64)> {
+        let entry = &acc.topics[ti];
         if keyless && entry.has_batch(partition) && !entry.fits(partition, upper) {
             // The sticky partition's batch is full: seal it, which moves
             // the topic to another partition, and put the record there
