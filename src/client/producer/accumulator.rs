@@ -115,19 +115,48 @@ pub(crate) struct TopicEntry {
     pub(crate) max_message_bytes: usize,
     /// A batch is full at this size: `batch.size`, at most `max.message.bytes`.
     pub(crate) batch_limit: usize,
+    /// The topic's `cleanup.policy` includes `compact`.
+    pub(crate) compact: bool,
+    /// The topic's config version these were read at
+    /// ([`TopicState::config_version`]).
+    config_version: u64,
 }
 
 impl TopicEntry {
     fn new(state: Arc<TopicState>, batch_size: usize) -> Self {
-        let max_message_bytes = state.configs().log_config.max_batch_len();
-        TopicEntry {
+        let mut entry = TopicEntry {
             name: state.name.clone(),
             state,
             batches: Vec::new(),
             sticky: None,
-            max_message_bytes,
-            batch_limit: batch_size.min(max_message_bytes),
+            max_message_bytes: 0,
+            batch_limit: 0,
+            compact: false,
+            config_version: 0,
+        };
+        entry.read_configs(batch_size);
+        entry
+    }
+
+    /// Brings `compact`, `max_message_bytes` and `batch_limit` up to the
+    /// topic's configs, which can change live (an altered `cleanup.policy`
+    /// or `max.message.bytes` applies from the next send): read again only
+    /// when the topic's config version moved, one atomic load per send.
+    #[inline]
+    pub(crate) fn refresh_configs(&mut self, batch_size: usize) {
+        if self.state.config_version() != self.config_version {
+            self.read_configs(batch_size);
         }
+    }
+
+    #[inline(never)]
+    fn read_configs(&mut self, batch_size: usize) {
+        // The version first: configs read after it are at least as new.
+        self.config_version = self.state.config_version();
+        let configs = self.state.configs();
+        self.compact = configs.log_config.compact();
+        self.max_message_bytes = configs.log_config.max_batch_len();
+        self.batch_limit = batch_size.min(self.max_message_bytes);
     }
 
     /// Whether `partition` has an open batch.

@@ -817,21 +817,10 @@ impl Core {
             .transpose()?;
         let ti = acc.entry(&self.cluster, &record.topic, self.batch_size, &self.sticky)?;
         let entry = &mut acc.topics[ti];
-        // The topic's configs, read once per send (they can change live:
-        // an altered cleanup.policy or max.message.bytes applies from the
-        // next send).
-        let (compact, max) = {
-            let configs = entry.state.configs();
-            (
-                configs.log_config.compact(),
-                configs.log_config.max_batch_len(),
-            )
-        };
-        refuse_keyless(compact, record)?;
-        if max != entry.max_message_bytes {
-            entry.max_message_bytes = max;
-            entry.batch_limit = self.batch_size.min(max);
-        }
+        // The topic's configs can change live: an altered cleanup.policy or
+        // max.message.bytes applies from the next send.
+        entry.refresh_configs(self.batch_size);
+        refuse_keyless(entry.compact, record)?;
         if lone > entry.max_message_bytes {
             let exact = record.lone_batch_size().unwrap_or(usize::MAX);
             if exact > entry.max_message_bytes {
