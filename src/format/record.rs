@@ -378,6 +378,9 @@ pub(crate) fn encode_record(
     value: Option<&[u8]>,
     headers: &[Header],
 ) -> bool {
+    if key.is_none() && headers.is_empty() {
+        return encode_value_record(buf, timestamp_delta, offset_delta, value);
+    }
     let (Some(key_len), Some(value_len), Ok(header_count)) = (
         nullable_len(key),
         nullable_len(value),
@@ -439,6 +442,50 @@ pub(crate) fn encode_record(
             put_nullable(buf, h.value.as_deref());
         }
     }
+    true
+}
+
+/// [`encode_record`] of a record without a key or headers (a producer's
+/// usual keyless record): the same bytes, with fewer lengths to size and
+/// check.
+#[inline(always)]
+fn encode_value_record(
+    buf: &mut Vec<u8>,
+    timestamp_delta: i64,
+    offset_delta: i32,
+    value: Option<&[u8]>,
+) -> bool {
+    let Some(value_len) = nullable_len(value) else {
+        return false;
+    };
+    let value_bytes = value.map_or(0, <[u8]>::len);
+    // attributes, the null key's -1 and the header count 0 take a byte
+    // each; the value is below 2^31 bytes, so this cannot overflow.
+    let body = 3
+        + varlong_size(timestamp_delta)
+        + varint_size(offset_delta)
+        + varint_size(value_len)
+        + value_bytes;
+    let Ok(body) = i32::try_from(body) else {
+        return false;
+    };
+    // The slack lets `Varints` zero-extend the buffer without reallocating.
+    buf.reserve(varint_size(body) + body as usize + APPEND_SLACK);
+    // At most 5 + 1 + 10 + 5 + 1 + 5 bytes.
+    let start = buf.len();
+    let mut head = Varints::new(buf);
+    head.varint(body);
+    head.put(0); // attributes
+    head.varlong(timestamp_delta);
+    head.varint(offset_delta);
+    head.put(1); // the key's length: -1, null
+    head.varint(value_len);
+    let written = head.written();
+    buf.truncate(start + written);
+    if let Some(value) = value {
+        buf.extend_from_slice(value);
+    }
+    buf.push(0); // no headers
     true
 }
 
