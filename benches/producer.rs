@@ -18,17 +18,28 @@
 //!   (the COMMIT markers and the coordinator's state writes included).
 //!   The target: at least 0.7× `acks-all-idempotent`.
 //!
+//! - `send/100B/shared-value` and `send/100B/value-per-record`: the
+//!   sending thread alone: the time of `SEND_RECORDS` `send` calls (no key,
+//!   an `Arc<str>` topic, handles dropped), one shared `Bytes` value or a
+//!   new `Vec` per record; the sender thread appends meanwhile, and the
+//!   flush after the last send is not timed. Baseline in the same group,
+//!   `send/100B/encode-only`: the same records encoded into 16 KiB
+//!   `BatchBuilder`s on one thread, no producer (what a send cannot avoid).
+//!
 //! Compare the ratio of the medians (the machines are shared and noisy);
 //! records per second for 100 B records is `records / median`.
 
 use std::hint::black_box;
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use logbus::format::BatchBuilder;
 use logbus::{
-    Acks, Cluster, ClusterConfig, NewTopic, Producer, ProducerConfig, ProducerRecord, TopicConfig,
+    Acks, Cluster, ClusterConfig, Compression, NewTopic, Producer, ProducerConfig, ProducerRecord,
+    TopicConfig,
 };
 
 /// Payload bytes produced per measured iteration.
@@ -94,6 +105,78 @@ fn produce_in_transactions(
     producer.close().expect("close");
     cluster.close().expect("close cluster");
     elapsed
+}
+
+/// Records per measured iteration of the `send` group.
+const SEND_RECORDS: usize = 200_000;
+
+/// The time of `SEND_RECORDS` sends of `value` (or, `per_record`, of a new
+/// copy of it each) to a one-partition topic, acks=1.
+fn send_only(value: &Bytes, per_record: bool) -> Duration {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::open(dir.path(), ClusterConfig::default()).expect("cluster");
+    cluster
+        .create_topic(NewTopic::new("bench", 1))
+        .expect("topic");
+    let config = ProducerConfig::builder()
+        .acks(Acks::Leader)
+        .build()
+        .expect("config");
+    let producer = Producer::new(&cluster, config).expect("producer");
+    let topic: Arc<str> = Arc::from("bench");
+    // The topic's lookup and the partition's first append, untimed.
+    producer
+        .send(ProducerRecord::new(&topic, value))
+        .expect("send")
+        .wait()
+        .expect("appended");
+    let start = Instant::now();
+    for _ in 0..SEND_RECORDS {
+        let record = if per_record {
+            ProducerRecord::new(&topic, value.to_vec())
+        } else {
+            ProducerRecord::new(&topic, value)
+        };
+        drop(producer.send(black_box(record)).expect("send"));
+    }
+    let elapsed = start.elapsed();
+    producer.flush().expect("flush");
+    producer.close().expect("close");
+    cluster.close().expect("close cluster");
+    elapsed
+}
+
+/// The time of encoding `SEND_RECORDS` records of `value` (no key, one
+/// timestamp) into 16 KiB batches.
+fn encode_only(value: &Bytes) -> Duration {
+    let mut builder = BatchBuilder::with_capacity(Compression::None, CHUNK + 64);
+    let timestamp = 1_700_000_000_000;
+    let start = Instant::now();
+    for _ in 0..SEND_RECORDS {
+        builder.append(timestamp, None, Some(black_box(&value[..])), &[]);
+        if builder.estimated_size() >= CHUNK {
+            black_box(builder.finish().expect("batch builds").len());
+            builder.clear();
+        }
+    }
+    start.elapsed()
+}
+
+fn bench_send(c: &mut Criterion) {
+    let mut group = c.benchmark_group("send");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(SEND_RECORDS as u64));
+    let value = Bytes::from(vec![0x5a_u8; 100]);
+    group.bench_function("100B/shared-value", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| send_only(&value, false)).sum());
+    });
+    group.bench_function("100B/value-per-record", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| send_only(&value, true)).sum());
+    });
+    group.bench_function("100B/encode-only", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| encode_only(&value)).sum());
+    });
+    group.finish();
 }
 
 fn plain_file(bytes: usize) -> Duration {
@@ -162,5 +245,5 @@ fn bench_produce(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_produce);
+criterion_group!(benches, bench_produce, bench_send);
 criterion_main!(benches);

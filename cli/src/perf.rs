@@ -9,7 +9,8 @@
 //!     --records N --record-size S --acks A [--linger-ms L] [--batch-size B] [--compression C] \
 //!     [--rate R] [--brokers B] [--replication-factor F] [--min-insync M] \
 //!     [--idempotence true|false] [--transaction-records N] [--threads N] \
-//!     [--flush-messages M] [--max-in-flight N] [--buffer-memory B]
+//!     [--flush-messages M] [--max-in-flight N] [--buffer-memory B] \
+//!     [--value-per-record true]
 //! logbus perf consume --dir D --topic T --records N \
 //!     [--max-poll-records M] [--group G] [--brokers B] [--baseline true] \
 //!     [--check-crcs false] [--write-first true --record-size S]
@@ -45,6 +46,10 @@
 //! `--max-in-flight N` and `--buffer-memory B` set the producer's
 //! `max.in.flight.requests.per.connection` (which also caps how many ready
 //! batches of a partition one append joins) and `buffer.memory`.
+//! `--value-per-record true` gives every record a value of its own, a
+//! `Vec<u8>` allocated and filled for it (as an application serialising
+//! each record does), instead of one shared `Bytes` whose reference count
+//! each record takes; the JSON says which ran as `value_per_record`.
 //! `--threads N` sends from N threads through one shared (cloned)
 //! `Producer`, the records (and the rate) split evenly between them.
 //! `--flush-messages M` creates the topic with `flush.messages=M` (1: an
@@ -135,7 +140,8 @@ pub(crate) fn main_with(args: &[String]) -> ExitCode {
                  [--rate R: records/s offered] [--brokers B (1)] [--replication-factor F (1)] \
                  [--min-insync M (1)] [--threads N (1): sending threads, one shared producer] \
                  [--flush-messages M: the topic's flush.messages; baseline replays logbus's writes and fsyncs] \
-                 [--max-in-flight N] [--buffer-memory B]\n       \
+                 [--max-in-flight N] [--buffer-memory B] \
+                 [--value-per-record true: a new value allocated per record]\n       \
                  logbus perf consume --dir D --topic T --records N [--max-poll-records M (10000)] \
                  [--group G: subscribe as a member of group G, auto commit on] [--brokers B (1)] \
                  [--baseline true: std::fs read of the segment files instead] \
@@ -549,6 +555,8 @@ struct Sending<'a> {
     producer: &'a Producer,
     topic: &'a Arc<str>,
     value: &'a logbus::Bytes,
+    /// Whether each record gets a newly allocated copy of `value`.
+    value_per_record: bool,
     rate: Option<f64>,
     threads: u64,
     transaction_records: Option<u64>,
@@ -580,7 +588,11 @@ impl Sending<'_> {
                 commit_time += committing.elapsed();
                 self.producer.begin_transaction()?;
             }
-            let record = ProducerRecord::new(self.topic, self.value);
+            let record = if self.value_per_record {
+                ProducerRecord::new(self.topic, self.value.to_vec())
+            } else {
+                ProducerRecord::new(self.topic, self.value)
+            };
             if i % LATENCY_SAMPLE == 0 {
                 let lat = Arc::clone(self.lat);
                 let sent = Instant::now();
@@ -674,6 +686,13 @@ fn produce(flags: &Flags) -> Result<String, Error> {
         }
     }
 
+    let value_per_record = match flags.0.get("value-per-record").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(format!("--value-per-record: expected true or false, got {other}").into());
+        }
+    };
     let rate: Option<f64> = flags.0.get("rate").map(|r| r.parse()).transpose()?;
     if rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         return Err("--rate must be positive".into());
@@ -759,6 +778,7 @@ fn produce(flags: &Flags) -> Result<String, Error> {
         producer: &producer,
         topic: &topic_name,
         value: &value,
+        value_per_record,
         rate,
         threads,
         transaction_records,
@@ -831,7 +851,8 @@ fn produce(flags: &Flags) -> Result<String, Error> {
          \"p999_us\":{:.1},\"peak_rss_mb\":{:.1},\"rss_anon_mb\":{anon_mb:.1},\
          \"rss_file_mb\":{file_mb:.1},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3},\
          \"offered_rate\":{},\"threads\":{threads},\"brokers\":{},\"replication_factor\":{replication},\
-         \"min_insync\":{min_insync},\"idempotence\":{idempotence},\"transaction_records\":{},\"commit_seconds\":{:.3}{fsync_fields}}}",
+         \"min_insync\":{min_insync},\"idempotence\":{idempotence},\"transaction_records\":{},\"commit_seconds\":{:.3},\
+         \"value_per_record\":{value_per_record}{fsync_fields}}}",
         records as f64 / seconds,
         us(50.0),
         us(99.0),

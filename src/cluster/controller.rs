@@ -137,6 +137,7 @@ impl ClusterInner {
             count: AtomicU32::new(partitions),
             assignments: RwLock::new(assignments),
             deleted: AtomicBool::new(false),
+            config_version: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -561,6 +562,9 @@ impl ClusterInner {
             effective,
             log_config: log_config.clone(),
         });
+        state
+            .config_version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         let mut first_error = None;
         for broker in self.brokers() {
             if let Err(e) = broker

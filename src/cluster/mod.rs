@@ -248,6 +248,9 @@ pub(crate) struct TopicState {
     /// The configuration as of now: replaced whole, under the controller
     /// lock, by `alter_topic_config` (read it with [`TopicState::configs`]).
     config: RwLock<Arc<TopicConfigs>>,
+    /// Bumped after each replacement of `config`: a reader that cached
+    /// what `configs` gave looks at it again only when this moved.
+    config_version: std::sync::atomic::AtomicU64,
     /// The partition count (the producer reads it for every record).
     /// Stored after a new partition is hosted by the broker, so every
     /// partition below it exists.
@@ -277,6 +280,12 @@ impl TopicState {
     /// The configuration as of now.
     pub(crate) fn configs(&self) -> Arc<TopicConfigs> {
         self.config.read().clone()
+    }
+
+    /// How many times the configuration was replaced (read it before
+    /// [`TopicState::configs`]: a newer version means newer configs).
+    pub(crate) fn config_version(&self) -> u64 {
+        self.config_version.load(Ordering::Acquire)
     }
 
     /// Whether the topic was deleted (its handles then fail).

@@ -235,6 +235,14 @@ impl BatchBuilder {
         self.buf.capacity()
     }
 
+    /// Whether an append of a record of at most `record_bytes` encoded
+    /// bytes fits the buffer as it is (no reallocation, no
+    /// [`reserve_exact`](BatchBuilder::reserve_exact) needed).
+    #[inline]
+    pub(crate) fn has_room(&self, record_bytes: usize) -> bool {
+        self.buf.capacity() - self.buf.len() >= record_bytes.saturating_add(APPEND_SLACK)
+    }
+
     /// Makes room for an append of a record of at most `record_bytes`
     /// encoded bytes without the buffer growing beyond it (no doubling):
     /// afterwards such an append does not reallocate.

@@ -298,32 +298,42 @@ pub(crate) const APPEND_SLACK: usize = 32;
 
 /// Varints written straight into the spare capacity of a buffer: it is
 /// zero-extended by 32 bytes (one fixed-size fill, no call to `memset`),
-/// the varints go in by index, and [`Varints::finish`] truncates the rest.
-/// Cheaper than pushing byte by byte (a capacity check each) or copying from
-/// a stack array (a store-forwarding stall when the bytes are reloaded as a
-/// vector). At most 32 bytes may be written.
+/// the varints go into that window by index, and [`Varints::finish`]
+/// truncates the rest. The window is a local array reference, so its
+/// address and length stay in registers (writes through the `Vec` itself
+/// would reload its pointer and length after every byte, as a byte store
+/// may alias them), and indices are masked to it (no bounds check). Cheaper
+/// than pushing byte by byte (a capacity check each) or copying from a
+/// stack array (a store-forwarding stall when the bytes are reloaded as a
+/// vector). At most 32 bytes may be written (debug builds check it).
 struct Varints<'a> {
-    buf: &'a mut Vec<u8>,
+    window: &'a mut [u8; 32],
     len: usize,
 }
 
 impl<'a> Varints<'a> {
+    /// Zero-extends `buf` by 32 bytes, to write into. `buf` must have the
+    /// capacity for them (else it reallocates).
     #[inline(always)]
     fn new(buf: &'a mut Vec<u8>) -> Self {
-        let len = buf.len();
-        buf.resize(len + 32, 0);
-        Varints { buf, len }
+        let start = buf.len();
+        buf.resize(start + 32, 0);
+        let (_, window) = buf.split_at_mut(start);
+        let window = window
+            .first_chunk_mut::<32>()
+            .unwrap_or_else(|| unreachable!("the buffer was just extended by 32 bytes"));
+        Varints { window, len: 0 }
     }
 
     /// A zigzag-encoded value (see [`put_varint`]).
     #[inline(always)]
     fn put(&mut self, mut zigzag: u64) {
         while zigzag >= 0x80 {
-            self.buf[self.len] = zigzag as u8 | 0x80;
+            self.window[self.len & 31] = zigzag as u8 | 0x80;
             self.len += 1;
             zigzag >>= 7;
         }
-        self.buf[self.len] = zigzag as u8;
+        self.window[self.len & 31] = zigzag as u8;
         self.len += 1;
     }
 
@@ -337,9 +347,15 @@ impl<'a> Varints<'a> {
         self.put(((value << 1) ^ (value >> 63)) as u64);
     }
 
+    /// The bytes written; truncate the buffer to its old length plus this.
     #[inline(always)]
-    fn finish(self) {
-        self.buf.truncate(self.len);
+    fn written(self) -> usize {
+        debug_assert!(
+            self.len <= 32,
+            "{} bytes written to a 32-byte window",
+            self.len
+        );
+        self.len
     }
 }
 
@@ -362,6 +378,9 @@ pub(crate) fn encode_record(
     value: Option<&[u8]>,
     headers: &[Header],
 ) -> bool {
+    if key.is_none() && headers.is_empty() {
+        return encode_value_record(buf, timestamp_delta, offset_delta, value);
+    }
     let (Some(key_len), Some(value_len), Ok(header_count)) = (
         nullable_len(key),
         nullable_len(value),
@@ -390,6 +409,7 @@ pub(crate) fn encode_record(
     // The slack lets `Varints` zero-extend the buffer without reallocating.
     buf.reserve(varint_size(body) + body as usize + APPEND_SLACK);
     // At most 5 + 1 + 10 + 5 + 5 (+ 5) bytes.
+    let start = buf.len();
     let mut head = Varints::new(buf);
     head.varint(body);
     head.put(0); // attributes
@@ -397,14 +417,18 @@ pub(crate) fn encode_record(
     head.varint(offset_delta);
     head.varint(key_len);
     if let Some(key) = key {
-        head.finish();
+        let written = head.written();
+        buf.truncate(start + written);
         buf.extend_from_slice(key);
+        let start = buf.len();
         let mut mid = Varints::new(buf);
         mid.varint(value_len);
-        mid.finish();
+        let written = mid.written();
+        buf.truncate(start + written);
     } else {
         head.varint(value_len);
-        head.finish();
+        let written = head.written();
+        buf.truncate(start + written);
     }
     if let Some(value) = value {
         buf.extend_from_slice(value);
@@ -418,6 +442,50 @@ pub(crate) fn encode_record(
             put_nullable(buf, h.value.as_deref());
         }
     }
+    true
+}
+
+/// [`encode_record`] of a record without a key or headers (a producer's
+/// usual keyless record): the same bytes, with fewer lengths to size and
+/// check.
+#[inline(always)]
+fn encode_value_record(
+    buf: &mut Vec<u8>,
+    timestamp_delta: i64,
+    offset_delta: i32,
+    value: Option<&[u8]>,
+) -> bool {
+    let Some(value_len) = nullable_len(value) else {
+        return false;
+    };
+    let value_bytes = value.map_or(0, <[u8]>::len);
+    // attributes, the null key's -1 and the header count 0 take a byte
+    // each; the value is below 2^31 bytes, so this cannot overflow.
+    let body = 3
+        + varlong_size(timestamp_delta)
+        + varint_size(offset_delta)
+        + varint_size(value_len)
+        + value_bytes;
+    let Ok(body) = i32::try_from(body) else {
+        return false;
+    };
+    // The slack lets `Varints` zero-extend the buffer without reallocating.
+    buf.reserve(varint_size(body) + body as usize + APPEND_SLACK);
+    // At most 5 + 1 + 10 + 5 + 1 + 5 bytes.
+    let start = buf.len();
+    let mut head = Varints::new(buf);
+    head.varint(body);
+    head.put(0); // attributes
+    head.varlong(timestamp_delta);
+    head.varint(offset_delta);
+    head.put(1); // the key's length: -1, null
+    head.varint(value_len);
+    let written = head.written();
+    buf.truncate(start + written);
+    if let Some(value) = value {
+        buf.extend_from_slice(value);
+    }
+    buf.push(0); // no headers
     true
 }
 

@@ -115,19 +115,48 @@ pub(crate) struct TopicEntry {
     pub(crate) max_message_bytes: usize,
     /// A batch is full at this size: `batch.size`, at most `max.message.bytes`.
     pub(crate) batch_limit: usize,
+    /// The topic's `cleanup.policy` includes `compact`.
+    pub(crate) compact: bool,
+    /// The topic's config version these were read at
+    /// ([`TopicState::config_version`]).
+    config_version: u64,
 }
 
 impl TopicEntry {
     fn new(state: Arc<TopicState>, batch_size: usize) -> Self {
-        let max_message_bytes = state.configs().log_config.max_batch_len();
-        TopicEntry {
+        let mut entry = TopicEntry {
             name: state.name.clone(),
             state,
             batches: Vec::new(),
             sticky: None,
-            max_message_bytes,
-            batch_limit: batch_size.min(max_message_bytes),
+            max_message_bytes: 0,
+            batch_limit: 0,
+            compact: false,
+            config_version: 0,
+        };
+        entry.read_configs(batch_size);
+        entry
+    }
+
+    /// Brings `compact`, `max_message_bytes` and `batch_limit` up to the
+    /// topic's configs, which can change live (an altered `cleanup.policy`
+    /// or `max.message.bytes` applies from the next send): read again only
+    /// when the topic's config version moved, one atomic load per send.
+    #[inline]
+    pub(crate) fn refresh_configs(&mut self, batch_size: usize) {
+        if self.state.config_version() != self.config_version {
+            self.read_configs(batch_size);
         }
+    }
+
+    #[inline(never)]
+    fn read_configs(&mut self, batch_size: usize) {
+        // The version first: configs read after it are at least as new.
+        self.config_version = self.state.config_version();
+        let configs = self.state.configs();
+        self.compact = configs.log_config.compact();
+        self.max_message_bytes = configs.log_config.max_batch_len();
+        self.batch_limit = batch_size.min(self.max_message_bytes);
     }
 
     /// Whether `partition` has an open batch.
@@ -135,6 +164,27 @@ impl TopicEntry {
         self.batches
             .get(partition as usize)
             .is_some_and(Option::is_some)
+    }
+
+    /// The open batch of `partition`, if it belongs to transaction `txn`
+    /// (`None`: no transaction), takes a record of at most `upper` encoded
+    /// bytes within `batch_limit`, and has room for it in its buffer as it
+    /// is (its reservation in `buffer.memory` does not grow): where a send
+    /// usually puts its record, found with one lookup.
+    #[inline]
+    pub(crate) fn open_batch_with_room(
+        &mut self,
+        partition: u32,
+        upper: usize,
+        batch_limit: usize,
+        txn: Option<TxnTag>,
+    ) -> Option<&mut Batch> {
+        let batch = self.batches.get_mut(partition as usize)?.as_mut()?;
+        let builder = batch.builder.as_ref()?;
+        (batch.txn == txn
+            && builder.estimated_size() + upper <= batch_limit
+            && builder.has_room(upper))
+        .then_some(batch)
     }
 
     /// Whether the open batch of `partition` takes `bytes` more.
@@ -166,6 +216,7 @@ impl TopicEntry {
     }
 
     /// The partition for a keyless record: the sticky one.
+    #[inline]
     pub(crate) fn sticky_partition(&mut self, sticky: &StickyPartitions, count: NonZeroU32) -> u32 {
         match self.sticky {
             Some(p) if p < count.get() => p,
@@ -209,6 +260,11 @@ pub(crate) struct Accumulator {
     index: HashMap<Arc<str>, usize>,
     /// The entry used last: most sends go to the same topic as the one before.
     last: usize,
+    /// The name a send gave when entry `last` was last looked up: a send
+    /// with the same shared name (an `Arc<str>` topic held by the caller)
+    /// is recognised by its address, without comparing bytes. Held, so the
+    /// address cannot be reused by another name.
+    last_name: Option<Arc<str>>,
     /// Sealed batches in seal order, waiting for the sender thread.
     pub(crate) ready: VecDeque<Batch>,
     /// Open batches over all topics.
@@ -266,6 +322,7 @@ impl Accumulator {
             topics: Vec::new(),
             index: HashMap::new(),
             last: 0,
+            last_name: None,
             ready: VecDeque::new(),
             open: 0,
             used: 0,
@@ -294,19 +351,25 @@ impl Accumulator {
     pub(crate) fn entry(
         &mut self,
         cluster: &ClusterInner,
-        name: &str,
+        name: &Arc<str>,
         batch_size: usize,
         sticky: &StickyPartitions,
     ) -> Result<usize> {
-        // Inlined into `send`: the usual case, the topic of the send before.
+        // Inlined into `send`: the usual case, the topic of the send before,
+        // by the same shared name or by the same bytes.
         if let Some(e) = self.topics.get(self.last)
-            && e.name.len() == name.len()
-            && e.name.as_bytes() == name.as_bytes()
+            && (self
+                .last_name
+                .as_ref()
+                .is_some_and(|n| Arc::ptr_eq(n, name))
+                || (e.name.len() == name.len() && e.name.as_bytes() == name.as_bytes()))
             && !e.state.is_deleted()
         {
             return Ok(self.last);
         }
-        self.entry_lookup(cluster, name, batch_size, sticky)
+        let i = self.entry_lookup(cluster, name, batch_size, sticky)?;
+        self.last_name = Some(name.clone());
+        Ok(i)
     }
 
     /// [`Accumulator::entry`] for another topic than the last one.

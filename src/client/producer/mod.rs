@@ -636,6 +636,42 @@ fn accumulator_for(config: &ProducerConfig, linger_ms: i64) -> Accumulator {
     acc
 }
 
+/// Encodes `record` into the open `batch` (whose buffer has room for it)
+/// and returns what `send` hands back: the batch's result (without a
+/// callback; a callback is queued on the batch instead, and needs no
+/// reference to it) and the record's index in the batch.
+#[inline(always)]
+fn append_to(
+    batch: &mut Batch,
+    record: &ProducerRecord,
+    callback: Option<Callback>,
+    timestamp: i64,
+    keyless: bool,
+) -> Result<(Option<Arc<BatchResult>>, u32)> {
+    let Some(builder) = batch.builder.as_mut() else {
+        return Err(Error::Internal("an open batch has no builder".into()));
+    };
+    builder.append(
+        timestamp,
+        record.key.as_deref(),
+        record.value.as_deref(),
+        &record.headers,
+    );
+    // The record's lengths were checked against i32 and the batch holds
+    // far fewer than i32::MAX records, so the builder took it.
+    let index = u32::try_from(builder.len() - 1)
+        .map_err(|_| Error::Internal("batch record count overflow".into()))?;
+    batch.keyless |= keyless;
+    let result = match callback {
+        Some(callback) => {
+            batch.callbacks.push((index, timestamp, callback));
+            None
+        }
+        None => Some(batch.result.clone()),
+    };
+    Ok((result, index))
+}
+
 /// Kafka's rule for compacted topics, applied before the record is taken:
 /// the log would refuse a record without a key, failing its whole batch.
 /// `compact`: the topic's `cleanup.policy` includes `compact` now.
@@ -781,21 +817,10 @@ impl Core {
             .transpose()?;
         let ti = acc.entry(&self.cluster, &record.topic, self.batch_size, &self.sticky)?;
         let entry = &mut acc.topics[ti];
-        // The topic's configs, read once per send (they can change live:
-        // an altered cleanup.policy or max.message.bytes applies from the
-        // next send).
-        let (compact, max) = {
-            let configs = entry.state.configs();
-            (
-                configs.log_config.compact(),
-                configs.log_config.max_batch_len(),
-            )
-        };
-        refuse_keyless(compact, record)?;
-        if max != entry.max_message_bytes {
-            entry.max_message_bytes = max;
-            entry.batch_limit = self.batch_size.min(max);
-        }
+        // The topic's configs can change live: an altered cleanup.policy or
+        // max.message.bytes applies from the next send.
+        entry.refresh_configs(self.batch_size);
+        refuse_keyless(entry.compact, record)?;
         if lone > entry.max_message_bytes {
             let exact = record.lone_batch_size().unwrap_or(usize::MAX);
             if exact > entry.max_message_bytes {
@@ -818,21 +843,67 @@ impl Core {
                 let count = NonZeroU32::new(count).ok_or_else(|| entry.unknown(None))?;
                 match record.key.as_deref() {
                     Some(key) => (partition_for_key(key, count), false),
-                    None => {
-                        let mut p = entry.sticky_partition(&self.sticky, count);
-                        if entry.has_batch(p) && !entry.fits(p, upper) {
-                            // The sticky partition's batch is full: seal it,
-                            // which moves the topic to another partition,
-                            // and put the record there (Kafka's
-                            // abortOnNewBatch).
-                            acc.seal(ti, p, &self.sticky);
-                            p = acc.topics[ti].sticky_partition(&self.sticky, count);
-                        }
-                        (p, true)
-                    }
+                    None => (entry.sticky_partition(&self.sticky, count), true),
                 }
             }
         };
+        // The usual case, with one look at the partition's open batch: it
+        // belongs to the same transaction, takes the record within the
+        // batch limit, and its buffer holds it without growing (so nothing
+        // more is taken from `buffer.memory`, which is not over its limit):
+        // no seal, no new batch, no wait.
+        let used = acc.used;
+        let entry = &mut acc.topics[ti];
+        let batch_limit = entry.batch_limit;
+        if let Some(batch) = entry.open_batch_with_room(partition, upper, batch_limit, txn)
+            && used <= self.buffer_memory
+        {
+            let (result, index) = append_to(batch, record, callback, timestamp, keyless)?;
+            if batch.size() >= batch_limit {
+                acc.seal(ti, partition, &self.sticky);
+            }
+            return Ok((result, index, timestamp));
+        }
+        self.append_slow(
+            acc,
+            record,
+            callback,
+            upper,
+            timestamp,
+            (ti, partition, keyless, count),
+            txn,
+        )
+    }
+
+    /// [`Core::append_locked`] when the record does not go into the
+    /// partition's open batch as it is: the sticky partition's batch is
+    /// full, `buffer.memory` must be waited for or grows, the open batch is
+    /// of another transaction or full, or there is none. Out of line, so
+    /// the usual send stays small.
+    #[inline(never)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; the values are computed before the lock"
+    )]
+    fn append_slow(
+        &self,
+        acc: &mut MutexGuard<'_, Accumulator>,
+        record: &ProducerRecord,
+        callback: Option<Callback>,
+        upper: usize,
+        timestamp: i64,
+        (ti, mut partition, keyless, count): (usize, u32, bool, u32),
+        txn: Option<transaction::TxnTag>,
+    ) -> Result<(Option<Arc<BatchResult>>, u32, i64)> {
+        let entry = &acc.topics[ti];
+        if keyless && entry.has_batch(partition) && !entry.fits(partition, upper) {
+            // The sticky partition's batch is full: seal it, which moves
+            // the topic to another partition, and put the record there
+            // (Kafka's abortOnNewBatch).
+            acc.seal(ti, partition, &self.sticky);
+            let count = NonZeroU32::new(count).ok_or_else(|| acc.topics[ti].unknown(None))?;
+            partition = acc.topics[ti].sticky_partition(&self.sticky, count);
+        }
         self.reserve(acc, ti, partition, upper)?;
         if txn.is_some() {
             // The wait for room may have outlived the transaction.
@@ -913,31 +984,11 @@ impl Core {
         // doubling could overshoot `buffer.memory`); a full-size batch
         // always has room.
         builder.reserve_exact(upper);
-        builder.append(
-            timestamp,
-            record.key.as_deref(),
-            record.value.as_deref(),
-            &record.headers,
-        );
-        let after = builder.estimated_size();
         let grown = builder.buffer_capacity().saturating_sub(batch.reserved);
-        // The record's lengths were checked against i32 and the batch holds
-        // far fewer than i32::MAX records, so the builder took it.
-        let index = u32::try_from(builder.len() - 1)
-            .map_err(|_| Error::Internal("batch record count overflow".into()))?;
         batch.reserved += grown;
         *used += grown;
-        batch.keyless |= keyless;
-        // The batch's result goes to a handle; a callback needs none (no
-        // reference count taken and dropped per record).
-        let result = match callback {
-            Some(callback) => {
-                batch.callbacks.push((index, timestamp, callback));
-                None
-            }
-            None => Some(batch.result.clone()),
-        };
-        if after >= entry.batch_limit {
+        let (result, index) = append_to(batch, record, callback, timestamp, keyless)?;
+        if batch.size() >= entry.batch_limit {
             acc.seal(ti, partition, &self.sticky);
         }
         Ok((result, index, timestamp))
