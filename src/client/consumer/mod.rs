@@ -36,6 +36,9 @@
 //! of its group (see the `group` module for the protocol), and committed
 //! offsets give newly assigned partitions their starting positions.
 
+mod ahead;
+#[cfg(test)]
+mod ahead_tests;
 #[cfg(test)]
 mod checked_tests;
 mod commits;
@@ -153,6 +156,8 @@ struct Assigned {
     releaser: ReadReleaser,
     /// The topic's counters (records returned by polls).
     stats: std::sync::Arc<crate::metrics::TopicStats>,
+    /// The read-ahead of the partition's next fetch (see `ahead`).
+    ahead: Option<std::sync::Arc<ahead::AheadJob>>,
 }
 
 /// Reads records from assigned partitions: Kafka's `KafkaConsumer`.
@@ -286,6 +291,11 @@ pub struct Consumer {
     /// When the next auto-commit is due (cluster clock).
     next_auto_commit: i64,
     callbacks: Callbacks,
+    /// Reads each partition's next fetch ahead on a helper thread.
+    read_ahead: ahead::ReadAhead,
+    /// Whether fetches are read ahead (tests that count this thread's CRC
+    /// checks turn it off).
+    read_ahead_enabled: bool,
 }
 
 impl Consumer {
@@ -325,6 +335,8 @@ impl Consumer {
             unsubscribe_requested: false,
             next_auto_commit,
             callbacks: Callbacks::default(),
+            read_ahead: ahead::ReadAhead::default(),
+            read_ahead_enabled: true,
         })
     }
 
