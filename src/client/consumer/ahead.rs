@@ -14,10 +14,11 @@
 //! - **CRCs.** For each batch, from the first on, whose CRC it found
 //!   valid it extends the job's verified prefix ([`AheadJob`]). The poll
 //!   thread's fetch of the same position gets the job
-//!   ([`ReadAhead::take`]); a batch of that fetch whose bytes lie in the
-//!   verified prefix *at the same addresses* (the same pages of the same
-//!   map, which the job keeps alive and which never change while mapped:
-//!   see `storage::mmap`) is not checked again. Any other batch (past the
+//!   ([`ReadAhead::take`]); if that fetch's bytes start *at the same
+//!   address* as the helper's (the same pages of the same map, which the
+//!   job keeps alive and which never change while mapped: see
+//!   `storage::mmap`), its batches are the helper's, and those in the
+//!   verified prefix are not checked again. Any other batch (past the
 //!   prefix, a different map, a damaged batch, on which the helper stops)
 //!   is checked by the poll thread exactly as before, so a damaged batch
 //!   gives the same typed error at the same offset in the same poll.
@@ -96,20 +97,17 @@ impl AheadJob {
         self.position
     }
 
-    /// Whether the CRC of `batch` (a batch the poll thread holds) was
-    /// found valid by the helper: its bytes lie, at the same addresses,
-    /// within the verified prefix of the bytes the helper read.
-    pub(super) fn verified(&self, batch: &[u8]) -> bool {
-        let Some(data) = self.data.get() else {
-            return false;
-        };
-        let base = data.as_ptr() as usize;
-        let start = batch.as_ptr() as usize;
-        let Some(from) = start.checked_sub(base) else {
-            return false;
-        };
-        from.checked_add(batch.len())
-            .is_some_and(|end| end <= self.verified.load(Ordering::Acquire))
+    /// Whether the CRC of the batch at `batch` of `data` (the poll
+    /// thread's fetch of the job's position) was found valid by the
+    /// helper: `data` starts at the address the helper's bytes start at
+    /// (the same bytes of the same map, walked batch by batch from the
+    /// same start, so its batches are the helper's), and the batch lies
+    /// within the verified prefix.
+    pub(super) fn verified(&self, data: &[u8], batch: &std::ops::Range<usize>) -> bool {
+        self.data
+            .get()
+            .is_some_and(|read| std::ptr::eq(read.as_ptr(), data.as_ptr()))
+            && batch.end <= self.verified.load(Ordering::Acquire)
     }
 
     /// Stops the helper's work on this job (the poll thread checks the

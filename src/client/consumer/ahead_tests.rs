@@ -123,14 +123,22 @@ fn a_poll_skips_the_crcs_of_exactly_the_batches_the_helper_verified() {
     let job = AheadJob::finished(copy, 0, ends[4]);
     let mut fetch = Fetch::new(data.clone(), ReadSource::default(), None).ahead(Some(job));
     assert_eq!(drain(&mut fetch).2, 5);
-    // A fetch of part of the bytes the helper read (a smaller fetch).
+    // A smaller fetch of the same position: a prefix of the helper's
+    // bytes.
     let job = AheadJob::finished(data.clone(), 0, ends[4]);
-    let part = data.slice(ends[0]..ends[2]);
-    let mut fetch = Fetch::new(part, ReadSource::default(), None).ahead(Some(Arc::clone(&job)));
+    let prefix = data.slice(..ends[2]);
+    let mut fetch = Fetch::new(prefix, ReadSource::default(), None).ahead(Some(Arc::clone(&job)));
     let (offsets, _, checks) = drain(&mut fetch);
-    assert_eq!(offsets, (PER_BATCH..3 * PER_BATCH).collect::<Vec<_>>());
+    assert_eq!(offsets, (0..3 * PER_BATCH).collect::<Vec<_>>());
     assert_eq!(checks, 0);
     assert!(!job.is_fenced());
+    // Bytes starting elsewhere in the helper's are not its batches.
+    let part = data.slice(ends[0]..);
+    let mut fetch = Fetch::new(part, ReadSource::default(), None).ahead(Some(Arc::clone(&job)));
+    let (offsets, _, checks) = drain(&mut fetch);
+    assert_eq!(offsets, (PER_BATCH..5 * PER_BATCH).collect::<Vec<_>>());
+    assert_eq!(checks, 4);
+    assert!(job.is_fenced());
 }
 
 #[test]

@@ -320,7 +320,7 @@ impl Fetch {
                 && !self
                     .ahead
                     .as_ref()
-                    .is_some_and(|job| job.verified(batch.as_bytes()))
+                    .is_some_and(|job| job.verified(&self.data, &(self.pos..self.pos + size)))
             {
                 // From here on this thread checks the fetch's batches: the
                 // helper need not (see `ahead`).

@@ -632,6 +632,16 @@ impl Consumer {
         }
     }
 
+    /// Turns the read-ahead of fetches (a helper thread that reads each
+    /// partition's next fetch and checks its CRCs while the application
+    /// works; on by default) off or on: for benchmarks that compare the
+    /// two. Records and errors are the same either way.
+    #[cfg(feature = "internals")]
+    #[doc(hidden)]
+    pub fn set_read_ahead(&mut self, on: bool) {
+        self.read_ahead_enabled = on;
+    }
+
     fn offsets_of(
         &self,
         partitions: &[TopicPartition],
