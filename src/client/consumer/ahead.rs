@@ -24,10 +24,12 @@
 //!   gives the same typed error at the same offset in the same poll.
 //!
 //! So with `check.crcs=true` every batch a poll returns still had its CRC
-//! checked, once in the usual case: the poll thread stops the helper's
-//! work on a job ([`AheadJob::fence`]) when it checks a batch itself, so
-//! that the two do not both check the rest (the batch the helper is on
-//! at that moment may be checked twice).
+//! checked, once in the usual case: when the poll thread reaches a batch
+//! the helper has not finished, it stops the helper's work on that job
+//! ([`AheadJob::fence`]) and does the rest itself, so that the two do not
+//! both check (or bring in) the rest; only the batch the helper is on at
+//! that moment may be checked twice. A helper that falls behind (no free
+//! core) thus wastes little.
 //!
 //! The helper is bounded: one thread per consumer, started with its first
 //! job, waiting on a condition variable when idle (no spinning), with at
@@ -122,6 +124,9 @@ impl AheadJob {
     /// bytes of `checked` (which this process checked before, see
     /// `log::read`) are not checked again, only brought into the cache.
     fn run(&self, cluster: &ClusterInner) {
+        if self.fenced.load(Ordering::Relaxed) {
+            return;
+        }
         let Ok(fetched) = cluster
             .replicas_for(&self.key)
             .and_then(|r| r.fetch(&self.key, self.position, self.max_bytes, self.bound))

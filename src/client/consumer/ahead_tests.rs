@@ -297,3 +297,20 @@ fn a_job_for_another_position_is_not_used() {
     assert!(ReadAhead::take(Some(job), 0).is_some());
     assert!(ReadAhead::take(None, 0).is_none());
 }
+
+#[test]
+fn a_poll_that_overtakes_the_helper_stops_it_even_where_no_crc_is_due() {
+    let (data, ends) = batches(3);
+    let data = Bytes::from(data);
+    // Bytes this process checked before: no CRC is due either way.
+    for (verified, fenced) in [(0, true), (ends[0], true), (ends[2], false)] {
+        let job = AheadJob::finished(data.clone(), 0, verified);
+        let mut fetch = Fetch::new(data.clone(), ReadSource::default(), None)
+            .checked(0..data.len())
+            .ahead(Some(Arc::clone(&job)));
+        let (offsets, result, checks) = drain(&mut fetch);
+        assert_eq!(offsets, (0..3 * PER_BATCH).collect::<Vec<_>>());
+        assert_eq!((result, checks), (Ok(()), 0));
+        assert_eq!(job.is_fenced(), fenced, "verified {verified}");
+    }
+}

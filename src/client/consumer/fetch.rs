@@ -315,18 +315,20 @@ impl Fetch {
             // The structure always; the CRC unless this process checked
             // the batch before (see the module docs).
             let (batch, size) = decode_batch_at(&self.data, self.pos, false)?;
+            let ahead = self
+                .ahead
+                .as_ref()
+                .is_some_and(|job| job.verified(&self.data, &(self.pos..self.pos + size)));
+            if !ahead && let Some(job) = self.ahead.take() {
+                // The helper is behind this thread: from here on this
+                // thread checks the fetch's batches itself, and the helper
+                // stops (see `ahead`).
+                job.fence();
+            }
             if check_crcs
                 && !(self.checked.start <= self.pos && self.pos + size <= self.checked.end)
-                && !self
-                    .ahead
-                    .as_ref()
-                    .is_some_and(|job| job.verified(&self.data, &(self.pos..self.pos + size)))
+                && !ahead
             {
-                // From here on this thread checks the fetch's batches: the
-                // helper need not (see `ahead`).
-                if let Some(job) = self.ahead.take() {
-                    job.fence();
-                }
                 #[cfg(test)]
                 CRC_CHECKS.with(|n| n.set(n.get() + 1));
                 verify_crc(batch.as_bytes())?;

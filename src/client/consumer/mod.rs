@@ -166,6 +166,13 @@ struct Assigned {
 /// `&mut self` (or `&self`), and a `Consumer` may move between threads
 /// (`Send`) but is not shared. Create one per reading thread.
 ///
+/// Like Kafka's consumer, too, it has its next fetch under way while the
+/// application processes a poll's records: one helper thread per consumer
+/// (started by its first fetch, stopped and joined by `close` or drop)
+/// reads each partition's next fetch ahead, bringing its pages in and
+/// checking its batches' CRCs, so that the poll that returns them need not.
+/// Polls return the same records and the same errors as without it.
+///
 /// ## Knowing when it has caught up
 /// With [`enable_partition_eof`](ConsumerConfigBuilder::enable_partition_eof)
 /// (librdkafka's `enable.partition.eof`), a poll also reports each assigned
