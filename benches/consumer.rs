@@ -18,6 +18,11 @@
 //!   batch's CRC-32C checked.
 //! - `consume/logbus_10k_owned`: the same iterating `records` by value
 //!   (an owned `ConsumerRecord` per record).
+//! - `consume/logbus_10k_no_read_ahead` and
+//!   `consume/logbus_10k_cold_no_read_ahead`: `logbus_10k` and
+//!   `logbus_10k_cold` with the consumer's read-ahead off (no helper thread
+//!   reading the next fetch and checking its CRCs while the records of a
+//!   poll are processed): what the read-ahead gains.
 //! - `consume/std_fs_read`: reads the partition's segment file with `read`
 //!   in 1 MiB chunks, and touches one byte per 100.
 //!
@@ -37,6 +42,8 @@
 //!   no CRC: this process appended the batches).
 //! - `stages/poll_cold`: the same over the reopened copy, every batch's
 //!   CRC checked (`consume/logbus_10k_cold`).
+//! - `stages/poll_cold_no_read_ahead`: the same with the consumer's
+//!   read-ahead off: every CRC on the polling thread.
 //!
 //! After criterion's groups a summary runs each variant several times,
 //! alternating, and prints the medians, records/s and the ratio to the plain
@@ -116,12 +123,18 @@ fn fill() -> (tempfile::TempDir, Cluster, PathBuf) {
 /// `ConsumerRecord` each: one reference count per record); returns a
 /// checksum so nothing is optimized away.
 fn consume(cluster: &Cluster, max_poll_records: usize, owned: bool) -> u64 {
+    consume_with(cluster, max_poll_records, owned, true)
+}
+
+/// [`consume`], with the consumer's read-ahead on or off.
+fn consume_with(cluster: &Cluster, max_poll_records: usize, owned: bool, read_ahead: bool) -> u64 {
     let config = ConsumerConfig::builder()
         .max_poll_records(max_poll_records)
         .auto_offset_reset(OffsetReset::Earliest)
         .build()
         .expect("config");
     let mut consumer = Consumer::new(cluster, config).expect("consumer");
+    consumer.set_read_ahead(read_ahead);
     consumer
         .assign(&[TopicPartition::new("bench", 0)])
         .expect("assign");
@@ -182,6 +195,12 @@ fn bench_consume(c: &mut Criterion) {
     group.bench_function("logbus_10k_owned", |b| {
         b.iter(|| black_box(consume(&s.cluster, 10_000, true)))
     });
+    group.bench_function("logbus_10k_no_read_ahead", |b| {
+        b.iter(|| black_box(consume_with(&s.cluster, 10_000, false, false)))
+    });
+    group.bench_function("logbus_10k_cold_no_read_ahead", |b| {
+        b.iter(|| black_box(consume_with(&s.cold, 10_000, false, false)))
+    });
     group.bench_function("std_fs_read", |b| {
         b.iter(|| black_box(plain_read(&s.segment, &mut buf)))
     });
@@ -189,7 +208,7 @@ fn bench_consume(c: &mut Criterion) {
 
     // The summary: medians of alternating runs.
     let runs = 9;
-    let mut times: [Vec<Duration>; 4] = Default::default();
+    let mut times: [Vec<Duration>; 6] = Default::default();
     for _ in 0..runs {
         let t = Instant::now();
         black_box(consume(&s.cluster, 500, false));
@@ -203,12 +222,18 @@ fn bench_consume(c: &mut Criterion) {
         let t = Instant::now();
         black_box(consume(&s.cold, 10_000, false));
         times[3].push(t.elapsed());
+        let t = Instant::now();
+        black_box(consume_with(&s.cluster, 10_000, false, false));
+        times[4].push(t.elapsed());
+        let t = Instant::now();
+        black_box(consume_with(&s.cold, 10_000, false, false));
+        times[5].push(t.elapsed());
     }
     let median = |v: &mut Vec<Duration>| {
         v.sort();
         v[v.len() / 2]
     };
-    let [a, b, p, cold] = times.each_mut().map(median);
+    let [a, b, p, cold, b_off, cold_off] = times.each_mut().map(median);
     let bytes = std::fs::metadata(&s.segment).expect("metadata").len();
     let rate = |d: Duration| RECORDS as f64 / d.as_secs_f64() / 1e6;
     eprintln!(
@@ -232,6 +257,18 @@ fn bench_consume(c: &mut Criterion) {
         rate(cold),
         cold.as_nanos() as f64 / RECORDS as f64,
         cold.as_secs_f64() / p.as_secs_f64()
+    );
+    eprintln!(
+        "  10000, read-ahead off:           {b_off:?}  {:.1} M records/s  {:.1} ns/record  ratio to plain read {:.2}",
+        rate(b_off),
+        b_off.as_nanos() as f64 / RECORDS as f64,
+        b_off.as_secs_f64() / p.as_secs_f64()
+    );
+    eprintln!(
+        "  every CRC checked, read-ahead off: {cold_off:?}  {:.1} M records/s  {:.1} ns/record  ratio to plain read {:.2}",
+        rate(cold_off),
+        cold_off.as_nanos() as f64 / RECORDS as f64,
+        cold_off.as_secs_f64() / p.as_secs_f64()
     );
     eprintln!(
         "  std::fs read (1 MiB chunks):     {p:?}  {:.1} M records/s  {:.0} MiB/s",
@@ -307,6 +344,9 @@ fn bench_stages(c: &mut Criterion) {
     });
     group.bench_function("poll_cold", |b| {
         b.iter(|| black_box(consume(&s.cold, 10_000, false)))
+    });
+    group.bench_function("poll_cold_no_read_ahead", |b| {
+        b.iter(|| black_box(consume_with(&s.cold, 10_000, false, false)))
     });
     group.finish();
 }

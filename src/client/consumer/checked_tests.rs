@@ -2,7 +2,9 @@
 //! appended (or its recovery scanned) are returned without a CRC pass;
 //! every other batch (written by another process or an earlier run, read
 //! through a read-only view) is checked, and damage is found as before.
-//! CRC passes are counted on the polling thread ([`crc_checks`]).
+//! CRC passes are counted on the polling thread ([`crc_checks`]), with the
+//! read-ahead off (its helper thread checks batches ahead of the polls:
+//! `ahead_tests`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -52,7 +54,8 @@ fn append(cluster: &Cluster, batches: u64) {
 }
 
 /// A consumer of `t-0` from the earliest offset, with `check.crcs=true`
-/// (the default) and `max.poll.records` 3, so that batches span polls.
+/// (the default) and `max.poll.records` 3, so that batches span polls;
+/// without read-ahead, so that every CRC pass is on the polling thread.
 fn consumer(cluster: &Cluster) -> Consumer {
     let config = ConsumerConfig::builder()
         .auto_offset_reset(OffsetReset::Earliest)
@@ -61,6 +64,7 @@ fn consumer(cluster: &Cluster) -> Consumer {
         .expect("config");
     assert!(config.check_crcs());
     let mut consumer = Consumer::new(cluster, config).expect("consumer");
+    consumer.read_ahead_enabled = false;
     consumer.assign(&[tp()]).expect("assign");
     consumer
 }

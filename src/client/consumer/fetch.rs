@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::ahead::AheadJob;
 use super::decode::{RunCursor, RunParams, decode_run};
 use super::records::{BatchData, Entry, PartitionBuf, Span};
 use crate::cluster::ReadSource;
@@ -60,6 +61,9 @@ pub(super) struct Fetch {
     /// The bytes of `data` this process checked before the read; a batch
     /// wholly within them is not checked again.
     checked: Range<usize>,
+    /// The read-ahead of this fetch's position, if one was made: a batch
+    /// whose CRC it found valid is not checked again (see `ahead`).
+    ahead: Option<Arc<AheadJob>>,
 }
 
 #[cfg(test)]
@@ -195,7 +199,16 @@ impl Fetch {
             current: None,
             aborted,
             checked: 0..0,
+            ahead: None,
         }
+    }
+
+    /// This fetch, with the read-ahead made of its position (`None`:
+    /// none): the batches whose CRC the helper found valid, at the same
+    /// addresses, are not checked again (see `ahead`'s module docs).
+    pub(super) fn ahead(mut self, ahead: Option<Arc<AheadJob>>) -> Self {
+        self.ahead = ahead;
+        self
     }
 
     /// This fetch, told that this process checked (CRC and structure) the
@@ -302,8 +315,19 @@ impl Fetch {
             // The structure always; the CRC unless this process checked
             // the batch before (see the module docs).
             let (batch, size) = decode_batch_at(&self.data, self.pos, false)?;
+            let ahead = self
+                .ahead
+                .as_ref()
+                .is_some_and(|job| job.verified(&self.data, &(self.pos..self.pos + size)));
+            if !ahead && let Some(job) = self.ahead.take() {
+                // The helper is behind this thread: from here on this
+                // thread checks the fetch's batches itself, and the helper
+                // stops (see `ahead`).
+                job.fence();
+            }
             if check_crcs
                 && !(self.checked.start <= self.pos && self.pos + size <= self.checked.end)
+                && !ahead
             {
                 #[cfg(test)]
                 CRC_CHECKS.with(|n| n.set(n.get() + 1));

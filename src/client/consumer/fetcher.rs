@@ -6,6 +6,7 @@
 
 use std::ops::Range;
 
+use super::ahead::ReadAhead;
 use super::records::PartitionBuf;
 use super::*;
 
@@ -72,11 +73,36 @@ impl Consumer {
             let max_bytes = byte_count(self.config.max_partition_fetch_bytes)
                 .min(max_total.saturating_sub(used));
             let (data, source, aborted, checked) = self.read(i, position, max_bytes)?;
+            let a = &mut self.assignment[i];
+            // The read-ahead made for this read, if it read the same
+            // position (`read` may have reset it).
+            let ahead = match a.position {
+                Position::At(at) => ReadAhead::take(a.ahead.take(), at),
+                _ => None,
+            };
             if data.is_empty() || (used > 0 && used + data.len() > max_total) {
                 continue;
             }
             used += data.len();
-            self.assignment[i].fetch = Some(Fetch::new(data, source, aborted).checked(checked));
+            let next = super::ahead::next_position(&data);
+            a.fetch = Some(
+                Fetch::new(data, source, aborted)
+                    .checked(checked)
+                    .ahead(ahead),
+            );
+            // The next fetch of this partition, read ahead while this one
+            // is drained and processed.
+            if self.read_ahead_enabled
+                && let Some(next) = next
+            {
+                let max_bytes = byte_count(self.config.max_partition_fetch_bytes);
+                let bound = FetchBound::for_consumer(self.config.isolation_level);
+                let key = &self.assignment[i].key;
+                let job = self
+                    .read_ahead
+                    .post(&self.cluster.inner, key, next, max_bytes, bound);
+                self.assignment[i].ahead = job;
+            }
         }
         Ok(())
     }

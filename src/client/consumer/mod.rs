@@ -36,6 +36,9 @@
 //! of its group (see the `group` module for the protocol), and committed
 //! offsets give newly assigned partitions their starting positions.
 
+mod ahead;
+#[cfg(test)]
+mod ahead_tests;
 #[cfg(test)]
 mod checked_tests;
 mod commits;
@@ -153,6 +156,8 @@ struct Assigned {
     releaser: ReadReleaser,
     /// The topic's counters (records returned by polls).
     stats: std::sync::Arc<crate::metrics::TopicStats>,
+    /// The read-ahead of the partition's next fetch (see `ahead`).
+    ahead: Option<std::sync::Arc<ahead::AheadJob>>,
 }
 
 /// Reads records from assigned partitions: Kafka's `KafkaConsumer`.
@@ -160,6 +165,13 @@ struct Assigned {
 /// Like Kafka's consumer it is single-threaded: every method takes
 /// `&mut self` (or `&self`), and a `Consumer` may move between threads
 /// (`Send`) but is not shared. Create one per reading thread.
+///
+/// Like Kafka's consumer, too, it has its next fetch under way while the
+/// application processes a poll's records: one helper thread per consumer
+/// (started by its first fetch, stopped and joined by `close` or drop)
+/// reads each partition's next fetch ahead, bringing its pages in and
+/// checking its batches' CRCs, so that the poll that returns them need not.
+/// Polls return the same records and the same errors as without it.
 ///
 /// ## Knowing when it has caught up
 /// With [`enable_partition_eof`](ConsumerConfigBuilder::enable_partition_eof)
@@ -286,6 +298,11 @@ pub struct Consumer {
     /// When the next auto-commit is due (cluster clock).
     next_auto_commit: i64,
     callbacks: Callbacks,
+    /// Reads each partition's next fetch ahead on a helper thread.
+    read_ahead: ahead::ReadAhead,
+    /// Whether fetches are read ahead (tests that count this thread's CRC
+    /// checks turn it off).
+    read_ahead_enabled: bool,
 }
 
 impl Consumer {
@@ -325,6 +342,8 @@ impl Consumer {
             unsubscribe_requested: false,
             next_auto_commit,
             callbacks: Callbacks::default(),
+            read_ahead: ahead::ReadAhead::default(),
+            read_ahead_enabled: true,
         })
     }
 
@@ -618,6 +637,16 @@ impl Consumer {
             Err(Error::CommitFailed { .. } | Error::RebalanceInProgress { .. }) => Ok(()),
             other => other,
         }
+    }
+
+    /// Turns the read-ahead of fetches (a helper thread that reads each
+    /// partition's next fetch and checks its CRCs while the application
+    /// works; on by default) off or on: for benchmarks that compare the
+    /// two. Records and errors are the same either way.
+    #[cfg(feature = "internals")]
+    #[doc(hidden)]
+    pub fn set_read_ahead(&mut self, on: bool) {
+        self.read_ahead_enabled = on;
     }
 
     fn offsets_of(

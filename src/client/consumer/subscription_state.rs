@@ -91,6 +91,7 @@ impl Consumer {
                         fetch: None,
                         eof_at: None,
                         releaser: ReadReleaser::default(),
+                        ahead: None,
                     }
                 }
                 (None, None) => {
