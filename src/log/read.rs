@@ -11,7 +11,9 @@
 //!   or built in this process an instant before, from the buffer written:
 //!   client batches ([`Log::append`]: CRC, structure and records
 //!   validated) and a follower's copies ([`Log::append_as_follower`]:
-//!   validated the same way); batches logbus's producer, the coordinators
+//!   validated the same way, except the batches its leader's read in this
+//!   process reported as checked, which are copied from those bytes);
+//!   batches logbus's producer, the coordinators
 //!   and the transaction markers built (their CRC computed here over those
 //!   bytes); the cleaner's output (each source batch's CRC checked as it
 //!   was read, kept batches copied from those bytes, rewritten ones with
