@@ -566,9 +566,8 @@ impl Segment {
 
     /// Reserves the log file's blocks up to `end` and a window past it
     /// ([`RESERVE_BYTES`] at most), unless they are already (see the
-    /// module docs). A hint: a
-    /// failure only stops the tries for this segment, and the write that
-    /// follows reports any real lack of space.
+    /// module docs). A hint: a failure only stops the tries for this
+    /// segment, and the write that follows reports any real lack of space.
     fn reserve_for(&self, end: u64) {
         let reserved_end = self.reserved_end.load(Ordering::Relaxed);
         if end <= reserved_end {
