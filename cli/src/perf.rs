@@ -15,6 +15,7 @@
 //!     [--max-poll-records M] [--group G] [--brokers B] [--baseline true] \
 //!     [--check-crcs false] [--write-first true --record-size S]
 //! logbus perf scan --dir D --topic T [--baseline true]
+//! logbus perf append --dir D --records N --record-size S [--batch-size B]
 //! ```
 //!
 //! `consume --baseline true` runs no consumer: it reads the partitions'
@@ -36,6 +37,14 @@
 //! reads) and `Batch::record_data` views (`--owned true`: `Batch::records`,
 //! owned `Record`s), touching each value (no consumer, no cluster);
 //! `scan --baseline true` is the same `std::fs` read.
+//! `append` opens a standalone [`Log`](logbus::Log) in a fresh `--dir` and
+//! appends batches of the records `produce` would send (the same values, no
+//! key, as many as fit in `--batch-size`, default 16384) with
+//! [`Log::append`](logbus::Log::append), which checks every batch's CRC and
+//! records as it does a client's: the batch is built once, untimed, and
+//! appended again and again (the append sets its offsets in place; the CRC
+//! does not cover them). It is the producer's ceiling on one partition:
+//! alternate it with `produce --acks 1` of the same records.
 //!
 //! `--rate R` offers a fixed load of R records per second (sends are paced,
 //! so the latency measured is not queueing behind an unbounded backlog);
@@ -146,7 +155,8 @@ pub(crate) fn main_with(args: &[String]) -> ExitCode {
                  [--group G: subscribe as a member of group G, auto commit on] [--brokers B (1)] \
                  [--baseline true: std::fs read of the segment files instead] \
                  [--check-crcs false] [--write-first true --record-size S: produce the records first, in this process]\n       \
-                 logbus perf scan --dir D --topic T [--baseline true] [--owned true]"
+                 logbus perf scan --dir D --topic T [--baseline true] [--owned true]\n       \
+                 logbus perf append --dir D --records N --record-size S [--batch-size B (16384)]"
             );
             ExitCode::from(2)
         }
@@ -202,6 +212,7 @@ fn run(args: &[String]) -> Result<String, Error> {
             consume_baseline(&flags, "scan-baseline")
         }
         "scan" => scan(&flags),
+        "append" => append(&flags),
         other => Err(format!("unknown command {other:?}").into()),
     }
 }
@@ -1136,5 +1147,53 @@ fn scan(flags: &Flags) -> Result<String, Error> {
         per_cpu_second(records, cpu_seconds),
         records as f64 / seconds,
         log_bytes as f64 / MB / seconds,
+    ))
+}
+
+/// `perf append`: [`Log::append`](logbus::Log::append) of pre-built
+/// batches of the records `produce` sends (see the module docs).
+fn append(flags: &Flags) -> Result<String, Error> {
+    let dir = PathBuf::from(flags.get("dir")?);
+    let records: u64 = flags.num("records", None)?;
+    let size: usize = flags.num("record-size", None)?;
+    let batch_size: usize = flags.num("batch-size", Some(16_384))?;
+    if records == 0 {
+        return Err("--records must be positive".into());
+    }
+    let value: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+    // As many records as the producer would put in one batch.
+    let mut builder = logbus::format::BatchBuilder::new(Compression::None);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+    let mut per_batch = 0u64;
+    while per_batch < records {
+        let before = builder.clone();
+        builder.append(now, None, Some(&value), &[]);
+        if builder.estimated_size() > batch_size && per_batch > 0 {
+            builder = before;
+            break;
+        }
+        per_batch += 1;
+    }
+    let mut batch = builder.build()?.to_vec();
+    let batches = records.div_ceil(per_batch);
+    let log = logbus::Log::builder(&dir).open()?;
+    let cpu_start = thread_cpu_seconds();
+    let start = Instant::now();
+    for _ in 0..batches {
+        log.append(&mut batch, 0)?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = thread_cpu_seconds() - cpu_start;
+    let appended = log.log_end_offset();
+    let bytes = batches * batch.len() as u64;
+    log.close()?;
+    Ok(format!(
+        "{{\"mode\":\"append\",\"records\":{appended},\"records_per_batch\":{per_batch},\
+         \"bytes\":{bytes},\"seconds\":{seconds:.3},\"cpu_seconds\":{cpu_seconds:.3},\
+         \"records_per_sec\":{:.0},\"mb_per_sec\":{:.1}}}",
+        appended as f64 / seconds,
+        bytes as f64 / MB / seconds,
     ))
 }

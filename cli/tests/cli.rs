@@ -617,6 +617,31 @@ fn perf_produces_and_consumes_the_records_it_was_asked_for() -> TestResult {
     }
     assert_eq!(ends, 3001);
     cluster.close()?;
+    // `append`: whole batches of what `produce` would send, through
+    // `Log::append` into a log of its own.
+    let log_dir = dir.path().join("log");
+    let appended = run(&[
+        "perf",
+        "append",
+        "--dir",
+        path_str(&log_dir),
+        "--records",
+        "3000",
+        "--record-size",
+        "50",
+        "--batch-size",
+        "1000",
+    ])?;
+    assert_eq!(appended["mode"], "append");
+    let per_batch = appended["records_per_batch"].as_u64().ok_or("per batch")?;
+    assert!((1..3000).contains(&per_batch), "{appended}");
+    assert_eq!(
+        appended["records"].as_u64(),
+        Some(3000_u64.div_ceil(per_batch) * per_batch)
+    );
+    let log = logbus::Log::builder(&log_dir).open()?;
+    assert_eq!(Some(log.log_end_offset()), appended["records"].as_u64());
+    log.close()?;
     logbus(&["perf", "produce", "--records", "x"])
         .assert()
         .code(2);
