@@ -91,8 +91,11 @@ const MAX_SPAN_NS: u64 = 200_000;
 /// the system clock.
 #[derive(Debug)]
 struct WallClock {
-    /// `quanta`'s instant that monotonic nanoseconds count from.
-    base: OnceLock<quanta::Instant>,
+    /// `quanta`'s calibrated counter and its raw reading that monotonic
+    /// nanoseconds count from: a reading is the counter, a subtraction and
+    /// a multiply-shift (`quanta::Instant::now` adds a look at quanta's
+    /// global clock and a `Duration` on the way).
+    counter: OnceLock<(quanta::Clock, u64)>,
     /// Wall-clock nanoseconds since the Unix epoch minus monotonic
     /// nanoseconds since `base`, as last measured.
     offset_ns: AtomicI64,
@@ -102,15 +105,20 @@ struct WallClock {
 
 /// The process's one [`WallClock`]: every `SystemClock` reads it.
 static WALL: WallClock = WallClock {
-    base: OnceLock::new(),
+    counter: OnceLock::new(),
     offset_ns: AtomicI64::new(0),
     resync_at: AtomicU64::new(0),
 };
 
 impl WallClock {
     fn now_ms(&self) -> i64 {
-        let base = *self.base.get_or_init(quanta::Instant::now);
-        let mono = mono_ns(base);
+        let (counter, base) = self.counter.get_or_init(|| {
+            let counter = quanta::Clock::new();
+            let base = counter.raw();
+            (counter, base)
+        });
+        let mono_ns = || counter.delta_as_nanos(*base, counter.raw());
+        let mono = mono_ns();
         // Relaxed: each atomic holds a whole value on its own; a reader that
         // sees a new `resync_at` with the previous offset uses an offset at
         // most `RESYNC_NS` old, which is as good.
@@ -120,7 +128,7 @@ impl WallClock {
             let wall = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-            let after = mono_ns(base);
+            let after = mono_ns();
             // A thread descheduled between the readings learns nothing
             // precise: it keeps the slow path's answer and the next reader
             // measures again.
@@ -138,11 +146,6 @@ impl WallClock {
         let mono = i64::try_from(mono).unwrap_or(i64::MAX);
         mono.saturating_add(self.offset_ns.load(Ordering::Relaxed)) / 1_000_000
     }
-}
-
-/// Nanoseconds from `base` to now on `quanta`'s monotonic clock.
-fn mono_ns(base: quanta::Instant) -> u64 {
-    u64::try_from(quanta::Instant::now().duration_since(base).as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A clock that only moves when told to, for deterministic tests.
