@@ -4,7 +4,7 @@
 //! cluster's partition changes ([`Cluster::wait_until`]) or on records,
 //! each with a generous real-time failure guard; nothing sleeps.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,8 +13,9 @@ mod common;
 
 use common::replicated::*;
 use logbus::{
-    Acks, Cluster, ClusterConfig, Error, FaultyStorage, ManualClock, NewTopic, Producer,
-    ProducerConfig, ProducerRecord, TopicConfig,
+    Acks, Cluster, ClusterConfig, Consumer, ConsumerConfig, Error, FaultyStorage, ManualClock,
+    NewTopic, OffsetAndMetadata, Producer, ProducerConfig, ProducerRecord, TopicConfig,
+    TopicPartition,
 };
 
 /// Sends `numbers` (key and value: the number) with `producer` and waits
@@ -561,4 +562,46 @@ fn throttle_fetching_refuses_bad_targets_with_typed_errors() {
         Err(Error::InvalidArgument(_))
     ));
     single.close().unwrap();
+}
+
+/// Kafka's `Utils.abs(groupId.hashCode()) % 50`: the group's
+/// `__consumer_offsets` partition, computed independently of logbus.
+fn offsets_partition_of(group: &str) -> usize {
+    let hash = group.encode_utf16().fold(0i32, |h, c| {
+        h.wrapping_mul(31).wrapping_add(i32::from(c))
+    });
+    (hash & 0x7fff_ffff) as usize % 50
+}
+
+#[test]
+fn a_commit_while_the_offsets_leader_is_crashed_waits_for_the_new_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), builder().build().unwrap()).unwrap();
+    create(&cluster, 1);
+    create_offsets_topic(&cluster);
+    let partition = offsets_partition_of("g");
+    let leader_of_offsets = |cluster: &Cluster| {
+        cluster
+            .describe_topic("__consumer_offsets")
+            .unwrap()
+            .partitions[partition]
+            .leader
+    };
+    let crashed = leader_of_offsets(&cluster).unwrap();
+    let config = ConsumerConfig::builder().group_id("g").build().unwrap();
+    let mut consumer = Consumer::new(&cluster, config).unwrap();
+    let tp = TopicPartition::new(TOPIC, 0);
+    consumer.assign(&[tp.clone()]).unwrap();
+
+    // Until the controller fences it (broker.session.timeout.ms), the
+    // crashed broker still leads the group's offsets partition.
+    cluster.crash_broker(crashed).unwrap();
+    let offsets = BTreeMap::from([(tp.clone(), OffsetAndMetadata::new(7))]);
+    consumer.commit_offsets(&offsets).unwrap();
+
+    let new_leader = leader_of_offsets(&cluster);
+    assert!(new_leader.is_some() && new_leader != Some(crashed));
+    assert_eq!(consumer.committed(&[tp.clone()]).unwrap()[&tp].offset, 7);
+    consumer.close().unwrap();
+    cluster.close().unwrap();
 }

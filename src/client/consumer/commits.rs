@@ -27,6 +27,11 @@ impl Consumer {
     /// group waits for its leader's assignment (retriable: poll, then
     /// commit again); the errors of
     /// [`Cluster::alter_group_offsets`](crate::Cluster::alter_group_offsets).
+    /// While the group's `__consumer_offsets` partition has no leader (its
+    /// broker crashed and is not fenced yet, or a new leader is taking
+    /// over) the commit waits for one, as Kafka's client retries a moving
+    /// coordinator, for up to 60 s (Kafka's `default.api.timeout.ms`);
+    /// then [`Error::NotLeaderOrFollower`].
     pub fn commit_sync(&mut self) -> Result<()> {
         self.run_commit_callbacks();
         let offsets = self.consumed_offsets();
@@ -155,9 +160,11 @@ impl Consumer {
             .membership
             .as_ref()
             .and_then(Membership::commit_identity);
-        self.cluster
-            .inner
-            .commit_offsets_as(&group, member, offsets)
+        // Kafka's client retries a commit whose coordinator moves
+        // (`NOT_COORDINATOR`) until `default.api.timeout.ms`: here, while
+        // the group's `__consumer_offsets` partition changes leader.
+        let inner = &self.cluster.inner;
+        inner.retry_while_leader_moves(|| inner.commit_offsets_as(&group, member, offsets))
     }
 
     /// The committed offsets of the consumer's group for `partitions`
