@@ -84,7 +84,7 @@ pub(crate) fn encode_snapshot(entries: &[SnapshotEntry]) -> Vec<u8> {
         out.extend_from_slice(&e.coordinator_epoch.to_be_bytes());
         out.extend_from_slice(&e.current_txn_first_offset.unwrap_or(-1).to_be_bytes());
     }
-    let crc = crc32c::crc32c(&out[CRC_START..]);
+    let crc = crate::format::header::crc32c(&out[CRC_START..]);
     out[2..CRC_START].copy_from_slice(&crc.to_be_bytes());
     out
 }
@@ -107,7 +107,7 @@ pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<Vec<SnapshotEntry>, String
         return Err(format!("a producer snapshot has version {version}"));
     }
     let stored = u32::from_be_bytes(bytes[2..CRC_START].try_into().expect("four bytes"));
-    let computed = crc32c::crc32c(&bytes[CRC_START..]);
+    let computed = crate::format::header::crc32c(&bytes[CRC_START..]);
     if stored != computed {
         return Err(format!(
             "a producer snapshot's CRC is {stored:#010x}, its bytes give {computed:#010x}"

@@ -15,7 +15,10 @@ const MAX_MARKER_LEN: u64 = 256;
 /// The marker's text for `offset`.
 fn encode(tag: &str, offset: u64) -> String {
     let line = format!("{tag} {offset}");
-    format!("{line} {:08x}\n", crc32c::crc32c(line.as_bytes()))
+    format!(
+        "{line} {:08x}\n",
+        crate::format::header::crc32c(line.as_bytes())
+    )
 }
 
 /// Writes the marker `tag` for `offset` at `path`, durably (file and
@@ -65,7 +68,9 @@ pub(crate) fn read(
 fn parse(bytes: &[u8], tag: &str) -> Option<u64> {
     let text = std::str::from_utf8(bytes).ok()?.strip_suffix('\n')?;
     let (line, crc) = text.rsplit_once(' ')?;
-    if crc.len() != 8 || u32::from_str_radix(crc, 16).ok()? != crc32c::crc32c(line.as_bytes()) {
+    if crc.len() != 8
+        || u32::from_str_radix(crc, 16).ok()? != crate::format::header::crc32c(line.as_bytes())
+    {
         return None;
     }
     line.strip_prefix(tag)?.strip_prefix(' ')?.parse().ok()
