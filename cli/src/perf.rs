@@ -16,6 +16,7 @@
 //!     [--check-crcs false] [--write-first true --record-size S]
 //! logbus perf scan --dir D --topic T [--baseline true]
 //! logbus perf append --dir D --records N --record-size S [--batch-size B]
+//!     [--build true] [--group-bytes G]
 //! ```
 //!
 //! `consume --baseline true` runs no consumer: it reads the partitions'
@@ -45,6 +46,13 @@
 //! appended again and again (the append sets its offsets in place; the CRC
 //! does not cover them). It is the producer's ceiling on one partition:
 //! alternate it with `produce --acks 1` of the same records.
+//! `--build true` encodes each batch again, record by record, inside the
+//! timed loop (what a producer's sending thread does besides the hand-off);
+//! `--group-bytes G` joins as many batches as fit in `G` bytes into one
+//! append (one write), as the producer's sender joins the batches waiting
+//! for a partition. Together they measure one thread that builds its
+//! batches and writes them itself, in large groups. The JSON adds `build`
+//! and `batches_per_append`.
 //!
 //! `--rate R` offers a fixed load of R records per second (sends are paced,
 //! so the latency measured is not queueing behind an unbounded backlog);
@@ -156,7 +164,8 @@ pub(crate) fn main_with(args: &[String]) -> ExitCode {
                  [--baseline true: std::fs read of the segment files instead] \
                  [--check-crcs false] [--write-first true --record-size S: produce the records first, in this process]\n       \
                  logbus perf scan --dir D --topic T [--baseline true] [--owned true]\n       \
-                 logbus perf append --dir D --records N --record-size S [--batch-size B (16384)]"
+                 logbus perf append --dir D --records N --record-size S [--batch-size B (16384)] \
+                 [--build true: encode each batch in the timed loop] [--group-bytes G: batches joined per append]"
             );
             ExitCode::from(2)
         }
@@ -1178,11 +1187,39 @@ fn append(flags: &Flags) -> Result<String, Error> {
     }
     let mut batch = builder.build()?.to_vec();
     let batches = records.div_ceil(per_batch);
+    // `--build true` encodes every batch, record by record, inside the
+    // timed loop (the work of a producer's sending thread); `--group-bytes`
+    // joins consecutive batches into one append of up to that many bytes.
+    let build = flags.0.get("build").is_some_and(|b| b == "true");
+    let group_bytes: usize = flags.num("group-bytes", Some(0))?;
+    let per_group = (group_bytes / batch.len()).max(1) as u64;
+    let mut builder = logbus::format::BatchBuilder::with_capacity(Compression::None, batch.len());
+    let mut group: Vec<u8> = Vec::with_capacity(batch.len() * per_group as usize);
     let log = logbus::Log::builder(&dir).open()?;
     let cpu_start = thread_cpu_seconds();
     let start = Instant::now();
-    for _ in 0..batches {
-        log.append(&mut batch, 0)?;
+    let mut done = 0;
+    while done < batches {
+        let n = per_group.min(batches - done);
+        if !build && n == 1 {
+            log.append(&mut batch, 0)?;
+            done += 1;
+            continue;
+        }
+        group.clear();
+        for _ in 0..n {
+            if build {
+                builder.clear();
+                for _ in 0..per_batch {
+                    builder.append(now, None, Some(&value), &[]);
+                }
+                group.extend_from_slice(builder.finish()?);
+            } else {
+                group.extend_from_slice(&batch);
+            }
+        }
+        log.append(&mut group, 0)?;
+        done += n;
     }
     let seconds = start.elapsed().as_secs_f64();
     let cpu_seconds = thread_cpu_seconds() - cpu_start;
@@ -1192,7 +1229,7 @@ fn append(flags: &Flags) -> Result<String, Error> {
     Ok(format!(
         "{{\"mode\":\"append\",\"records\":{appended},\"records_per_batch\":{per_batch},\
          \"bytes\":{bytes},\"seconds\":{seconds:.3},\"cpu_seconds\":{cpu_seconds:.3},\
-         \"records_per_sec\":{:.0},\"mb_per_sec\":{:.1}}}",
+         \"records_per_sec\":{:.0},\"mb_per_sec\":{:.1},\"build\":{build},\"batches_per_append\":{per_group}}}",
         appended as f64 / seconds,
         bytes as f64 / MB / seconds,
     ))

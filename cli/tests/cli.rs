@@ -642,6 +642,32 @@ fn perf_produces_and_consumes_the_records_it_was_asked_for() -> TestResult {
     let log = logbus::Log::builder(&log_dir).open()?;
     assert_eq!(Some(log.log_end_offset()), appended["records"].as_u64());
     log.close()?;
+    // The same, each batch encoded in the timed loop and 4 joined per
+    // append: the log holds the same records (`Log::append` checked each).
+    let built_dir = dir.path().join("built");
+    let built = run(&[
+        "perf",
+        "append",
+        "--dir",
+        path_str(&built_dir),
+        "--records",
+        "3000",
+        "--record-size",
+        "50",
+        "--batch-size",
+        "1000",
+        "--build",
+        "true",
+        "--group-bytes",
+        "4000",
+    ])?;
+    assert_eq!(built["build"], true);
+    assert_eq!(built["records"], appended["records"]);
+    let per_append = built["batches_per_append"].as_u64().ok_or("per append")?;
+    assert!((2..=4).contains(&per_append), "{built}");
+    let log = logbus::Log::builder(&built_dir).open()?;
+    assert_eq!(Some(log.log_end_offset()), built["records"].as_u64());
+    log.close()?;
     logbus(&["perf", "produce", "--records", "x"])
         .assert()
         .code(2);
