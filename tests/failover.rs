@@ -567,9 +567,9 @@ fn throttle_fetching_refuses_bad_targets_with_typed_errors() {
 /// Kafka's `Utils.abs(groupId.hashCode()) % 50`: the group's
 /// `__consumer_offsets` partition, computed independently of logbus.
 fn offsets_partition_of(group: &str) -> usize {
-    let hash = group.encode_utf16().fold(0i32, |h, c| {
-        h.wrapping_mul(31).wrapping_add(i32::from(c))
-    });
+    let hash = group
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
     (hash & 0x7fff_ffff) as usize % 50
 }
 
@@ -591,7 +591,7 @@ fn a_commit_while_the_offsets_leader_is_crashed_waits_for_the_new_leader() {
     let config = ConsumerConfig::builder().group_id("g").build().unwrap();
     let mut consumer = Consumer::new(&cluster, config).unwrap();
     let tp = TopicPartition::new(TOPIC, 0);
-    consumer.assign(&[tp.clone()]).unwrap();
+    consumer.assign(std::slice::from_ref(&tp)).unwrap();
 
     // Until the controller fences it (broker.session.timeout.ms), the
     // crashed broker still leads the group's offsets partition.
@@ -601,7 +601,10 @@ fn a_commit_while_the_offsets_leader_is_crashed_waits_for_the_new_leader() {
 
     let new_leader = leader_of_offsets(&cluster);
     assert!(new_leader.is_some() && new_leader != Some(crashed));
-    assert_eq!(consumer.committed(&[tp.clone()]).unwrap()[&tp].offset, 7);
+    assert_eq!(
+        consumer.committed(std::slice::from_ref(&tp)).unwrap()[&tp].offset,
+        7
+    );
     consumer.close().unwrap();
     cluster.close().unwrap();
 }
