@@ -618,20 +618,31 @@ fn perf_produces_and_consumes_the_records_it_was_asked_for() -> TestResult {
     assert_eq!(ends, 3001);
     cluster.close()?;
     // `append`: whole batches of what `produce` would send, through
-    // `Log::append` into a log of its own.
-    let log_dir = dir.path().join("log");
-    let appended = run(&[
-        "perf",
-        "append",
-        "--dir",
-        path_str(&log_dir),
-        "--records",
-        "3000",
-        "--record-size",
-        "50",
-        "--batch-size",
-        "1000",
-    ])?;
+    // `Log::append` into a log of its own; then the same with each batch
+    // encoded in the timed loop and 4 joined per append. Each log holds
+    // the records its run reports (`Log::append` checked every one).
+    let append = |name: &str, extra: &[&str]| -> Result<Value, Box<dyn std::error::Error>> {
+        let log_dir = dir.path().join(name);
+        let mut args = vec![
+            "perf",
+            "append",
+            "--dir",
+            path_str(&log_dir),
+            "--records",
+            "3000",
+            "--record-size",
+            "50",
+            "--batch-size",
+            "1000",
+        ];
+        args.extend_from_slice(extra);
+        let json = run(&args)?;
+        let log = logbus::Log::builder(&log_dir).open()?;
+        assert_eq!(Some(log.log_end_offset()), json["records"].as_u64());
+        log.close()?;
+        Ok(json)
+    };
+    let appended = append("log", &[])?;
     assert_eq!(appended["mode"], "append");
     let per_batch = appended["records_per_batch"].as_u64().ok_or("per batch")?;
     assert!((1..3000).contains(&per_batch), "{appended}");
@@ -639,35 +650,11 @@ fn perf_produces_and_consumes_the_records_it_was_asked_for() -> TestResult {
         appended["records"].as_u64(),
         Some(3000_u64.div_ceil(per_batch) * per_batch)
     );
-    let log = logbus::Log::builder(&log_dir).open()?;
-    assert_eq!(Some(log.log_end_offset()), appended["records"].as_u64());
-    log.close()?;
-    // The same, each batch encoded in the timed loop and 4 joined per
-    // append: the log holds the same records (`Log::append` checked each).
-    let built_dir = dir.path().join("built");
-    let built = run(&[
-        "perf",
-        "append",
-        "--dir",
-        path_str(&built_dir),
-        "--records",
-        "3000",
-        "--record-size",
-        "50",
-        "--batch-size",
-        "1000",
-        "--build",
-        "true",
-        "--group-bytes",
-        "4000",
-    ])?;
+    let built = append("built", &["--build", "true", "--group-bytes", "4000"])?;
     assert_eq!(built["build"], true);
     assert_eq!(built["records"], appended["records"]);
     let per_append = built["batches_per_append"].as_u64().ok_or("per append")?;
     assert!((2..=4).contains(&per_append), "{built}");
-    let log = logbus::Log::builder(&built_dir).open()?;
-    assert_eq!(Some(log.log_end_offset()), built["records"].as_u64());
-    log.close()?;
     logbus(&["perf", "produce", "--records", "x"])
         .assert()
         .code(2);
