@@ -316,6 +316,13 @@ pub(crate) type EarlyAdd = (Arc<TopicState>, u32, TxnTag);
 /// [`Accumulator::sender_wakes_at`] while the sender thread works.
 pub(crate) const SENDER_RUNNING: i64 = i64::MIN;
 
+/// A batch of an open transaction is sealed once it holds this many bytes
+/// while the sender thread has nothing else to do (instead of lingering
+/// until it is full or the transaction commits): the sender appends it
+/// while the application still sends the transaction's later records, and
+/// the commit finds only the tail left to write.
+pub(crate) const TXN_EARLY_BYTES: usize = 4096;
+
 impl Accumulator {
     pub(crate) fn new(linger_ms: i64) -> Self {
         Accumulator {
@@ -467,13 +474,15 @@ impl Accumulator {
         }
     }
 
-    /// Seals every open batch whose linger has passed at `now`, or every
-    /// open batch when `all`.
+    /// Seals every open batch whose linger has passed at `now`, every
+    /// batch of a transaction holding at least `txn_bytes`, or every open
+    /// batch when `all`.
     pub(crate) fn seal_expired(
         &mut self,
         now: i64,
         linger_ms: i64,
         all: bool,
+        txn_bytes: usize,
         sticky: &StickyPartitions,
     ) {
         if self.open == 0 {
@@ -481,9 +490,10 @@ impl Accumulator {
         }
         for ti in 0..self.topics.len() {
             for p in 0..self.topics[ti].batches.len() {
-                let expired = self.topics[ti].batches[p]
-                    .as_ref()
-                    .is_some_and(|b| all || now >= b.created_ms.saturating_add(linger_ms));
+                let expired = self.topics[ti].batches[p].as_ref().is_some_and(|b| {
+                    all || now >= b.created_ms.saturating_add(linger_ms)
+                        || (b.txn.is_some() && b.size() >= txn_bytes)
+                });
                 if expired {
                     self.seal(ti, p as u32, sticky);
                 }
@@ -493,7 +503,21 @@ impl Accumulator {
 
     /// Seals every open batch.
     pub(crate) fn seal_all(&mut self, sticky: &StickyPartitions) {
-        self.seal_expired(0, 0, true, sticky);
+        self.seal_expired(0, 0, true, usize::MAX, sticky);
+    }
+
+    /// The size at which a batch of transaction `txn` (`None`: outside
+    /// transactions) is sealed now: [`TXN_EARLY_BYTES`] while the sender
+    /// thread sleeps or waits (it takes the batch at once), else never
+    /// before it is full (the sender looks at the open batches again
+    /// before it sleeps).
+    #[inline]
+    pub(crate) fn early_limit(&self, txn: Option<TxnTag>) -> usize {
+        if txn.is_some() && self.sender_wakes_at != SENDER_RUNNING {
+            TXN_EARLY_BYTES
+        } else {
+            usize::MAX
+        }
     }
 
     /// The earliest linger deadline of the open batches.

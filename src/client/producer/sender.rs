@@ -50,6 +50,12 @@
 //! abortable, or the producer fatally fenced) before the flush waiting
 //! for it is woken; the unsent batches of a transaction being aborted
 //! fail without being sent.
+//!
+//! A batch of an open transaction does not linger while the sender has
+//! nothing else to do: once it holds `TXN_EARLY_BYTES`, the sender takes
+//! it before it sleeps (and a send that finds the sender asleep seals it
+//! and wakes it), so the transaction's records are appended while the
+//! application still sends them and its commit finds only a tail left.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -57,7 +63,7 @@ use std::sync::Arc;
 use byteorder::{BigEndian, ByteOrder};
 use crossbeam_channel::{Receiver, Select};
 
-use super::accumulator::{Batch, EarlyAdd, SENDER_RUNNING};
+use super::accumulator::{Batch, EarlyAdd, SENDER_RUNNING, TXN_EARLY_BYTES};
 use super::future::Outcome;
 use super::{Acks, Core, Msg};
 use crate::cluster::{AppendAcks, PendingAck, TopicState};
@@ -340,7 +346,9 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
             if acc.ready.is_empty() && acc.open > 0 {
                 let all = stopping || acc.closed || acc.blocked > 0;
                 let now = core.clock.now_ms();
-                acc.seal_expired(now, core.linger_ms, all, &core.sticky);
+                // The sender is about to be idle: it takes the batches of
+                // an open transaction that hold a page or so already.
+                acc.seal_expired(now, core.linger_ms, all, TXN_EARLY_BYTES, &core.sticky);
             }
             acc.pending_wake = false;
             markers_due = std::mem::take(&mut acc.markers_due);
