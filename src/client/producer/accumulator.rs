@@ -301,6 +301,9 @@ pub(crate) struct Accumulator {
     linger_ms: i64,
     /// The transaction state of a transactional producer.
     pub(crate) txn: Option<TxnManager>,
+    /// A commit handed to the sender thread, which ends the transaction
+    /// once every batch of it is finished.
+    pub(crate) commit: Option<CommitJob>,
     /// Partitions a transaction opened a batch in, for the sender to add to
     /// the transaction before the batch is sealed.
     pub(crate) early_adds: Vec<EarlyAdd>,
@@ -308,6 +311,21 @@ pub(crate) struct Accumulator {
     /// transaction `early_txn`: each once per transaction.
     early_seen: HashSet<(usize, u32)>,
     early_txn: u64,
+}
+
+/// A `commit_transaction` the sender thread completes: once it finished
+/// every batch sealed up to `target` (appended and acknowledged, or
+/// failed), it checks the transaction's state and writes PrepareCommit
+/// (Kafka's `EndTxn`) itself, answers, and then writes the markers, so the
+/// application thread waits for one hand-off instead of two.
+#[derive(Debug)]
+pub(crate) struct CommitJob {
+    /// The transaction's number.
+    pub(crate) number: u64,
+    /// The seal number of the transaction's last batch.
+    pub(crate) target: u64,
+    /// The outcome, once the sender answered.
+    pub(crate) answer: Option<Result<()>>,
 }
 
 /// A partition of a transaction, to add to it early.
@@ -344,6 +362,7 @@ impl Accumulator {
             sender_wakes_at: SENDER_RUNNING,
             linger_ms,
             txn: None,
+            commit: None,
             early_adds: Vec::new(),
             early_seen: HashSet::new(),
             early_txn: 0,

@@ -217,6 +217,10 @@ pub(crate) struct Core {
     /// `Accumulator::done_seq`, readable without the lock (for the spin
     /// of `wait_finished`).
     done_seq: AtomicU64,
+    /// The number of the last transaction whose commit the sender
+    /// answered ([`accumulator::CommitJob`]), readable without the lock
+    /// (for the spin of `commit_transaction`).
+    commit_answered: AtomicU64,
     /// How a flush spins before parking.
     spin: Spinner,
     sticky: StickyPartitions,
@@ -327,6 +331,7 @@ impl Producer {
             acc: Mutex::new(acc),
             finished: Condvar::new(),
             done_seq: AtomicU64::new(0),
+            commit_answered: AtomicU64::new(0),
             spin: Spinner::for_this_machine(),
             sticky: StickyPartitions::new(),
             work,

@@ -56,6 +56,11 @@
 //! it before it sleeps (and a send that finds the sender asleep seals it
 //! and wakes it), so the transaction's records are appended while the
 //! application still sends them and its commit finds only a tail left.
+//! The commit itself is handed to the sender (`CommitJob`): once every
+//! batch sealed before it is finished, the sender checks the
+//! transaction's state (a failed batch made it abortable, and the commit
+//! fails with that batch's error), writes PrepareCommit (`EndTxn`),
+//! answers the caller, and then writes the markers.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -339,6 +344,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
     };
     loop {
         let markers_due;
+        let commit_waiting;
         let linger_deadline = {
             let mut acc = core.acc.lock();
             acc.sender_wakes_at = SENDER_RUNNING;
@@ -352,6 +358,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
             }
             acc.pending_wake = false;
             markers_due = std::mem::take(&mut acc.markers_due);
+            commit_waiting = acc.commit.as_ref().is_some_and(|j| j.answer.is_none());
             std::mem::swap(&mut taken, &mut acc.ready);
             std::mem::swap(&mut early, &mut acc.early_adds);
             if taken.is_empty() {
@@ -359,6 +366,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
                     && acc.open == 0
                     && progress.active.is_empty()
                     && !markers_due
+                    && !commit_waiting
                 {
                     return;
                 }
@@ -393,6 +401,9 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
         }
         if progress.finished > 0 {
             core.account(&mut progress);
+        }
+        if commit_waiting {
+            moved |= core.answer_commit();
         }
         if moved {
             continue;
