@@ -243,6 +243,140 @@ fn an_abort_marks_what_was_written_and_drops_what_was_not() {
     cluster.close().unwrap();
 }
 
+/// Sends `count` records of about 1 KB each to `topic`-`partition`,
+/// each reporting on `done` (with its value) when its batch completes.
+fn send_kilobytes(
+    producer: &Producer,
+    topic: &str,
+    partition: u32,
+    prefix: &str,
+    count: usize,
+    done: &std::sync::mpsc::Sender<(String, bool)>,
+) -> Vec<String> {
+    let mut values = Vec::new();
+    for i in 0..count {
+        let value = format!("{prefix}{i:02}-{}", "x".repeat(1000));
+        let done = done.clone();
+        let reported = value.clone();
+        producer
+            .send_with_callback(record(topic, partition, &value), move |result| {
+                let _ = done.send((reported, result.is_ok()));
+            })
+            .unwrap();
+        values.push(value);
+    }
+    values
+}
+
+#[test]
+fn an_idle_sender_appends_a_transactions_batches_before_the_commit() {
+    // On the manual clock nothing lingers out: only the sender taking the
+    // open batch of the transaction once it holds a page can append
+    // records before the commit (no flush, no wait on a handle).
+    let setup = Setup::new();
+    let cluster = setup.open();
+    let producer = txn_producer(&cluster, "tx");
+    producer.init_transactions().unwrap();
+    producer.begin_transaction().unwrap();
+    let (done, reports) = std::sync::mpsc::channel();
+    let values = send_kilobytes(&producer, "a", 0, "v", 12, &done);
+    let (first, ok) = reports
+        .recv_timeout(GUARD)
+        .expect("a record appended early");
+    assert!(ok);
+    assert_eq!(first, values[0]);
+    // Appended, transactional, not decided yet.
+    let early = log(&cluster, "a", 0);
+    assert!(!early.is_empty());
+    assert!(
+        early.iter().all(|e| matches!(
+            e,
+            Entry::Data {
+                transactional: true,
+                ..
+            }
+        )),
+        "{early:?}"
+    );
+    producer.commit_transaction().unwrap();
+    let mut want = values.clone();
+    want.push("COMMIT".into());
+    assert_eq!(shape(&cluster, "a", 0), want);
+    // Written in more than one batch, with consecutive sequences.
+    let entries = log(&cluster, "a", 0);
+    let mut next = 0;
+    let mut batches = 0;
+    for entry in &entries {
+        if let Entry::Data {
+            values,
+            base_sequence,
+            ..
+        } = entry
+        {
+            assert_eq!(*base_sequence, next);
+            next += i32::try_from(values.len()).unwrap();
+            batches += 1;
+        }
+    }
+    assert!(batches > 1, "{entries:?}");
+    // Every callback ran before the commit returned, in send order.
+    let mut completed = vec![first];
+    while let Ok((value, ok)) = reports.try_recv() {
+        assert!(ok);
+        completed.push(value);
+    }
+    assert_eq!(completed, values);
+    producer.close().unwrap();
+    cluster.close().unwrap();
+}
+
+#[test]
+fn an_abort_after_batches_were_appended_early_leaves_nothing_after_its_marker() {
+    let setup = Setup::new();
+    let cluster = setup.open();
+    let producer = txn_producer(&cluster, "tx");
+    producer.init_transactions().unwrap();
+    producer.begin_transaction().unwrap();
+    let (done, reports) = std::sync::mpsc::channel();
+    let values = send_kilobytes(&producer, "a", 0, "v", 12, &done);
+    assert!(reports.recv_timeout(GUARD).expect("appended early").1);
+    // More records, some of which may still be open or queued.
+    let late = send_kilobytes(&producer, "a", 0, "w", 3, &done);
+    producer.abort_transaction().unwrap();
+    // Every record was reported: appended before the marker, or failed.
+    let mut reported = 1;
+    while reports.try_recv().is_ok() {
+        reported += 1;
+    }
+    assert_eq!(reported, values.len() + late.len());
+    let aborted = shape(&cluster, "a", 0);
+    assert_eq!(aborted.last().map(String::as_str), Some("ABORT"));
+    assert_eq!(aborted.iter().filter(|v| *v == "ABORT").count(), 1);
+    // A read_committed consumer sees none of it.
+    let mut consumer = Consumer::new(
+        &cluster,
+        ConsumerConfig::builder()
+            .isolation_level(logbus::IsolationLevel::ReadCommitted)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    consumer.assign(&[TopicPartition::new("a", 0)]).unwrap();
+    consumer
+        .seek_to_beginning(&[TopicPartition::new("a", 0)])
+        .unwrap();
+    let seen = consumer.poll(Duration::ZERO).unwrap();
+    assert_eq!(seen.count(), 0);
+    // The next transaction commits after the ABORT marker.
+    producer.begin_transaction().unwrap();
+    put(&producer, record("a", 0, "next"));
+    producer.commit_transaction().unwrap();
+    let after = shape(&cluster, "a", 0);
+    assert_eq!(after[aborted.len()..], ["next", "COMMIT"]);
+    producer.close().unwrap();
+    cluster.close().unwrap();
+}
+
 #[test]
 fn offsets_sent_to_a_transaction_are_committed_only_with_it() {
     let setup = Setup::new();

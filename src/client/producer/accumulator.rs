@@ -301,6 +301,9 @@ pub(crate) struct Accumulator {
     linger_ms: i64,
     /// The transaction state of a transactional producer.
     pub(crate) txn: Option<TxnManager>,
+    /// A commit handed to the sender thread, which ends the transaction
+    /// once every batch of it is finished.
+    pub(crate) commit: Option<CommitJob>,
     /// Partitions a transaction opened a batch in, for the sender to add to
     /// the transaction before the batch is sealed.
     pub(crate) early_adds: Vec<EarlyAdd>,
@@ -310,11 +313,33 @@ pub(crate) struct Accumulator {
     early_txn: u64,
 }
 
+/// A `commit_transaction` the sender thread completes: once it finished
+/// every batch sealed up to `target` (appended and acknowledged, or
+/// failed), it checks the transaction's state and writes PrepareCommit
+/// (Kafka's `EndTxn`) itself, answers, and then writes the markers, so the
+/// application thread waits for one hand-off instead of two.
+#[derive(Debug)]
+pub(crate) struct CommitJob {
+    /// The transaction's number.
+    pub(crate) number: u64,
+    /// The seal number of the transaction's last batch.
+    pub(crate) target: u64,
+    /// The outcome, once the sender answered.
+    pub(crate) answer: Option<Result<()>>,
+}
+
 /// A partition of a transaction, to add to it early.
 pub(crate) type EarlyAdd = (Arc<TopicState>, u32, TxnTag);
 
 /// [`Accumulator::sender_wakes_at`] while the sender thread works.
 pub(crate) const SENDER_RUNNING: i64 = i64::MIN;
+
+/// A batch of an open transaction is sealed once it holds this many bytes
+/// while the sender thread has nothing else to do (instead of lingering
+/// until it is full or the transaction commits): the sender appends it
+/// while the application still sends the transaction's later records, and
+/// the commit finds only the tail left to write.
+pub(crate) const TXN_EARLY_BYTES: usize = 4096;
 
 impl Accumulator {
     pub(crate) fn new(linger_ms: i64) -> Self {
@@ -337,6 +362,7 @@ impl Accumulator {
             sender_wakes_at: SENDER_RUNNING,
             linger_ms,
             txn: None,
+            commit: None,
             early_adds: Vec::new(),
             early_seen: HashSet::new(),
             early_txn: 0,
@@ -467,13 +493,15 @@ impl Accumulator {
         }
     }
 
-    /// Seals every open batch whose linger has passed at `now`, or every
-    /// open batch when `all`.
+    /// Seals every open batch whose linger has passed at `now`, every
+    /// batch of a transaction holding at least `txn_bytes`, or every open
+    /// batch when `all`.
     pub(crate) fn seal_expired(
         &mut self,
         now: i64,
         linger_ms: i64,
         all: bool,
+        txn_bytes: usize,
         sticky: &StickyPartitions,
     ) {
         if self.open == 0 {
@@ -481,9 +509,10 @@ impl Accumulator {
         }
         for ti in 0..self.topics.len() {
             for p in 0..self.topics[ti].batches.len() {
-                let expired = self.topics[ti].batches[p]
-                    .as_ref()
-                    .is_some_and(|b| all || now >= b.created_ms.saturating_add(linger_ms));
+                let expired = self.topics[ti].batches[p].as_ref().is_some_and(|b| {
+                    all || now >= b.created_ms.saturating_add(linger_ms)
+                        || (b.txn.is_some() && b.size() >= txn_bytes)
+                });
                 if expired {
                     self.seal(ti, p as u32, sticky);
                 }
@@ -493,7 +522,21 @@ impl Accumulator {
 
     /// Seals every open batch.
     pub(crate) fn seal_all(&mut self, sticky: &StickyPartitions) {
-        self.seal_expired(0, 0, true, sticky);
+        self.seal_expired(0, 0, true, usize::MAX, sticky);
+    }
+
+    /// The size at which a batch of transaction `txn` (`None`: outside
+    /// transactions) is sealed now: [`TXN_EARLY_BYTES`] while the sender
+    /// thread sleeps or waits (it takes the batch at once), else never
+    /// before it is full (the sender looks at the open batches again
+    /// before it sleeps).
+    #[inline]
+    pub(crate) fn early_limit(&self, txn: Option<TxnTag>) -> usize {
+        if txn.is_some() && self.sender_wakes_at != SENDER_RUNNING {
+            TXN_EARLY_BYTES
+        } else {
+            usize::MAX
+        }
     }
 
     /// The earliest linger deadline of the open batches.

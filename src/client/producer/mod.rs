@@ -217,6 +217,10 @@ pub(crate) struct Core {
     /// `Accumulator::done_seq`, readable without the lock (for the spin
     /// of `wait_finished`).
     done_seq: AtomicU64,
+    /// The number of the last transaction whose commit the sender
+    /// answered ([`accumulator::CommitJob`]), readable without the lock
+    /// (for the spin of `commit_transaction`).
+    commit_answered: AtomicU64,
     /// How a flush spins before parking.
     spin: Spinner,
     sticky: StickyPartitions,
@@ -327,6 +331,7 @@ impl Producer {
             acc: Mutex::new(acc),
             finished: Condvar::new(),
             done_seq: AtomicU64::new(0),
+            commit_answered: AtomicU64::new(0),
             spin: Spinner::for_this_machine(),
             sticky: StickyPartitions::new(),
             work,
@@ -853,13 +858,14 @@ impl Core {
         // more is taken from `buffer.memory`, which is not over its limit):
         // no seal, no new batch, no wait.
         let used = acc.used;
+        let early = acc.early_limit(txn);
         let entry = &mut acc.topics[ti];
         let batch_limit = entry.batch_limit;
         if let Some(batch) = entry.open_batch_with_room(partition, upper, batch_limit, txn)
             && used <= self.buffer_memory
         {
             let (result, index) = append_to(batch, record, callback, timestamp, keyless)?;
-            if batch.size() >= batch_limit {
+            if batch.size() >= batch_limit.min(early) {
                 acc.seal(ti, partition, &self.sticky);
             }
             return Ok((result, index, timestamp));
@@ -968,6 +974,7 @@ impl Core {
             };
             acc.open_batch(ti, partition, batch);
         }
+        let early = acc.early_limit(txn);
         let Accumulator { topics, used, .. } = &mut **acc;
         let entry = &mut topics[ti];
         let Some(batch) = entry
@@ -988,7 +995,7 @@ impl Core {
         batch.reserved += grown;
         *used += grown;
         let (result, index) = append_to(batch, record, callback, timestamp, keyless)?;
-        if batch.size() >= entry.batch_limit {
+        if batch.size() >= entry.batch_limit.min(early) {
             acc.seal(ti, partition, &self.sticky);
         }
         Ok((result, index, timestamp))

@@ -50,6 +50,17 @@
 //! abortable, or the producer fatally fenced) before the flush waiting
 //! for it is woken; the unsent batches of a transaction being aborted
 //! fail without being sent.
+//!
+//! A batch of an open transaction does not linger while the sender has
+//! nothing else to do: once it holds `TXN_EARLY_BYTES`, the sender takes
+//! it before it sleeps (and a send that finds the sender asleep seals it
+//! and wakes it), so the transaction's records are appended while the
+//! application still sends them and its commit finds only a tail left.
+//! The commit itself is handed to the sender (`CommitJob`): once every
+//! batch sealed before it is finished, the sender checks the
+//! transaction's state (a failed batch made it abortable, and the commit
+//! fails with that batch's error), writes PrepareCommit (`EndTxn`),
+//! answers the caller, and then writes the markers.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -57,7 +68,7 @@ use std::sync::Arc;
 use byteorder::{BigEndian, ByteOrder};
 use crossbeam_channel::{Receiver, Select};
 
-use super::accumulator::{Batch, EarlyAdd, SENDER_RUNNING};
+use super::accumulator::{Batch, EarlyAdd, SENDER_RUNNING, TXN_EARLY_BYTES};
 use super::future::Outcome;
 use super::{Acks, Core, Msg};
 use crate::cluster::{AppendAcks, PendingAck, TopicState};
@@ -333,6 +344,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
     };
     loop {
         let markers_due;
+        let commit_waiting;
         let linger_deadline = {
             let mut acc = core.acc.lock();
             acc.sender_wakes_at = SENDER_RUNNING;
@@ -340,10 +352,13 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
             if acc.ready.is_empty() && acc.open > 0 {
                 let all = stopping || acc.closed || acc.blocked > 0;
                 let now = core.clock.now_ms();
-                acc.seal_expired(now, core.linger_ms, all, &core.sticky);
+                // The sender is about to be idle: it takes the batches of
+                // an open transaction that hold a page or so already.
+                acc.seal_expired(now, core.linger_ms, all, TXN_EARLY_BYTES, &core.sticky);
             }
             acc.pending_wake = false;
             markers_due = std::mem::take(&mut acc.markers_due);
+            commit_waiting = acc.commit.as_ref().is_some_and(|j| j.answer.is_none());
             std::mem::swap(&mut taken, &mut acc.ready);
             std::mem::swap(&mut early, &mut acc.early_adds);
             if taken.is_empty() {
@@ -351,6 +366,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
                     && acc.open == 0
                     && progress.active.is_empty()
                     && !markers_due
+                    && !commit_waiting
                 {
                     return;
                 }
@@ -385,6 +401,9 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
         }
         if progress.finished > 0 {
             core.account(&mut progress);
+        }
+        if commit_waiting {
+            moved |= core.answer_commit();
         }
         if moved {
             continue;

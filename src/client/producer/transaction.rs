@@ -20,13 +20,26 @@
 //! appended, reports every failed batch of a transaction here (which makes
 //! the transaction abortable, or the producer fatally fenced), and fails
 //! the unsent batches of a transaction being aborted.
+//!
+//! `commit_transaction` hands the commit to the sender thread
+//! ([`CommitJob`]), which ends the transaction at the coordinator as soon
+//! as it finished the transaction's last batch: one hand-off between the
+//! threads per commit rather than a flush followed by a wake-up for the
+//! markers. PrepareCommit is written only after every batch of the
+//! transaction was acknowledged (a crash after it completes the
+//! transaction on restart). A retriable refusal is retried on the
+//! caller's thread for `max.block.ms`, and a commit the sender cannot
+//! answer (it stopped) runs there as a whole; inside a callback a commit
+//! fails as a flush there does.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use super::Core;
-use super::accumulator::Accumulator;
+use super::accumulator::{Accumulator, CommitJob};
 use crate::client::consumer::ConsumerGroupMetadata;
 use crate::cluster::{Markers, OffsetAndMetadata};
 use crate::error::{Error, Result};
@@ -195,6 +208,25 @@ impl TxnManager {
             TxnState::FatalError | TxnState::AbortableError => Err(self.current_error()),
             _ => Err(self.illegal("send outside a transaction (call begin_transaction first)")),
         }
+    }
+
+    /// What ends the current transaction, its batches all finished: its
+    /// error if it must be aborted; `None` if the coordinator never heard
+    /// of it (nothing to end); else the id, producer id and epoch of its
+    /// `EndTxn`.
+    fn commit_ready(&self) -> Result<Option<(Arc<str>, i64, i16)>> {
+        if matches!(self.state, TxnState::AbortableError | TxnState::FatalError) {
+            // A send of the transaction failed: it must be aborted.
+            return Err(self.current_error());
+        }
+        if !self.started {
+            return Ok(None);
+        }
+        Ok(Some((
+            self.transactional_id.clone(),
+            self.producer_id,
+            self.epoch,
+        )))
     }
 
     /// The coordinator added a partition of transaction `number`.
@@ -417,7 +449,111 @@ impl Core {
 
     pub(crate) fn commit_transaction(&self) -> Result<()> {
         let id = self.enter(Call::Commit)?;
-        let result = self.flush().and_then(|()| {
+        let result = match self.commit_on_sender() {
+            // The sender could not (it is gone), or the coordinator asked
+            // for a retry: the retries (and their max.block.ms) run here.
+            None => self.commit_here(&id),
+            Some(Err(e)) if e.is_retriable() => self.commit_here(&id),
+            Some(done) => done,
+        };
+        self.leave(Call::Commit, result)?;
+        let mut acc = self.acc.lock();
+        manager(&mut acc)?.state = TxnState::Ready;
+        Ok(())
+    }
+
+    /// Hands the commit to the sender thread ([`CommitJob`]) and waits for
+    /// its answer; `None` if the sender cannot answer (called on the
+    /// sender thread, or the sender stopped).
+    fn commit_on_sender(&self) -> Option<Result<()>> {
+        if self.on_sender_thread() {
+            return None;
+        }
+        let mut acc = self.acc.lock();
+        let number = acc.txn.as_ref()?.number;
+        if acc.done_seq == u64::MAX {
+            return None;
+        }
+        acc.seal_all(&self.sticky);
+        let target = acc.sealed_seq;
+        acc.commit = Some(CommitJob {
+            number,
+            target,
+            answer: None,
+        });
+        acc.pending_wake = false;
+        drop(acc);
+        self.wake_sender();
+        self.spin
+            .until(|| self.commit_answered.load(Ordering::Acquire) >= number);
+        let mut acc = self.acc.lock();
+        loop {
+            if let Some(job) = acc.commit.as_mut()
+                && job.number == number
+                && let Some(answer) = job.answer.take()
+            {
+                acc.commit = None;
+                return Some(answer);
+            }
+            if acc.done_seq == u64::MAX {
+                // The sender stopped without answering.
+                acc.commit = None;
+                return None;
+            }
+            self.finished.wait(&mut acc);
+        }
+    }
+
+    /// Answers the commit handed to the sender thread (on that thread)
+    /// once every batch of its transaction is finished; whether it did.
+    /// The failures of those batches reached the transaction manager
+    /// before (`report_txn`), so a failed batch makes the commit fail as
+    /// the transaction's error; only then is PrepareCommit written. The
+    /// markers are written right after the answer.
+    pub(crate) fn answer_commit(&self) -> bool {
+        let acc = self.acc.lock();
+        let Some(job) = acc.commit.as_ref() else {
+            return false;
+        };
+        if job.answer.is_some() || acc.done_seq < job.target {
+            return false;
+        }
+        let number = job.number;
+        let end = match acc.txn.as_ref() {
+            None => Ok(None),
+            Some(txn) if number != txn.number => Err(txn.illegal("commit_transaction")),
+            Some(txn) => txn.commit_ready(),
+        };
+        drop(acc);
+        let result = end.and_then(|end| match end {
+            None => Ok(false),
+            Some((id, producer_id, epoch)) => self
+                .cluster
+                .end_txn(&id, producer_id, epoch, true, Markers::Sender)
+                .map(|()| true),
+        });
+        let ended = matches!(result, Ok(true));
+        let mut acc = self.acc.lock();
+        if let Some(job) = acc.commit.as_mut()
+            && job.number == number
+        {
+            job.answer = Some(result.map(|_| ()));
+        }
+        self.commit_answered.store(number, Ordering::Release);
+        drop(acc);
+        self.finished.notify_all();
+        if ended {
+            // Off the caller's path now (see `Markers::Sender`).
+            self.cluster.complete_txns_for_sender();
+        }
+        true
+    }
+
+    /// The commit on the caller's thread: waits for the transaction's
+    /// batches, then ends it at the coordinator (retrying for
+    /// `max.block.ms`) and has the sender write the markers.
+    fn commit_here(&self, id: &str) -> Result<()> {
+        self.flush().and_then(|()| {
             let mut acc = self.acc.lock();
             let txn = manager(&mut acc)?;
             if matches!(txn.state, TxnState::AbortableError | TxnState::FatalError) {
@@ -431,15 +567,11 @@ impl Core {
             }
             self.retrying("commit_transaction (max.block.ms)", || {
                 self.cluster
-                    .end_txn(&id, producer_id, epoch, true, Markers::Sender)
+                    .end_txn(id, producer_id, epoch, true, Markers::Sender)
             })?;
             self.markers_due();
             Ok(())
-        });
-        self.leave(Call::Commit, result)?;
-        let mut acc = self.acc.lock();
-        manager(&mut acc)?.state = TxnState::Ready;
-        Ok(())
+        })
     }
 
     pub(crate) fn abort_transaction(&self) -> Result<()> {
@@ -585,6 +717,38 @@ mod tests {
             );
             assert_eq!(m.state, TxnState::FatalError, "{call:?}");
         }
+    }
+
+    #[test]
+    fn the_sender_ends_only_a_transaction_that_can_commit() {
+        // What the sender checks once the transaction's batches are all
+        // finished, before it writes PrepareCommit.
+        let mut m = TxnManager::new("t", 60_000);
+        m.state = TxnState::InTransaction;
+        m.number = 1;
+        m.producer_id = 7;
+        m.epoch = 2;
+        m.enter(Call::Commit).unwrap();
+        // The coordinator never heard of it: nothing to end.
+        assert!(m.commit_ready().unwrap().is_none());
+        m.started(1);
+        let (id, producer_id, epoch) = m.commit_ready().unwrap().unwrap();
+        assert_eq!((&*id, producer_id, epoch), ("t", 7, 2));
+        // A failed batch: the commit fails with its error, nothing ends.
+        m.batch_failed(
+            1,
+            &Error::Timeout {
+                op: "x",
+                waited: Duration::ZERO,
+            },
+        );
+        assert!(matches!(m.commit_ready(), Err(Error::Timeout { .. })));
+        // Fencing wins over it.
+        m.batch_failed(1, &fenced());
+        assert!(matches!(
+            m.commit_ready(),
+            Err(Error::ProducerFenced { .. })
+        ));
     }
 
     #[test]
