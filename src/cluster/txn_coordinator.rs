@@ -782,21 +782,21 @@ impl ClusterInner {
     ) -> Result<()> {
         let entry = self.txn_entry(id, producer_id)?;
         let mut entry = entry.lock();
-        let meta = entry
-            .meta
-            .clone()
-            .ok_or_else(|| refusal(id, producer_id, TxnRefusal::InvalidProducerIdMapping))?;
-        let meta = match meta.add_partitions(producer_id, epoch, partitions, self.clock().now_ms())
-        {
+        let no_mapping = || refusal(id, producer_id, TxnRefusal::InvalidProducerIdMapping);
+        let add = |entry: &Entry| {
+            entry.meta.as_ref().ok_or_else(no_mapping).map(|meta| {
+                meta.add_partitions(producer_id, epoch, partitions, self.clock().now_ms())
+            })
+        };
+        let mut next = add(&entry)?;
+        if matches!(next, Err(TxnRefusal::ConcurrentTransactions)) {
             // The previous transaction is completing: finish it now, then
             // the request proceeds.
-            Err(TxnRefusal::ConcurrentTransactions) => {
-                self.finish_txn(id, &mut entry)
-                    .map_err(|_| refusal(id, producer_id, TxnRefusal::ConcurrentTransactions))?;
-                entry.meta.clone().unwrap_or(meta)
-            }
-            _ => meta,
-        };
+            self.finish_txn(id, &mut entry)
+                .map_err(|_| refusal(id, producer_id, TxnRefusal::ConcurrentTransactions))?;
+            next = add(&entry)?;
+        }
+        let meta = entry.meta.as_ref().ok_or_else(no_mapping)?;
         if meta.status == TxnStatus::Ongoing
             && partitions.iter().all(|p| meta.partitions.contains(p))
         {
@@ -804,9 +804,7 @@ impl ClusterInner {
                 .map_err(|r| refusal(id, producer_id, r))?;
             return Ok(());
         }
-        let next = meta
-            .add_partitions(producer_id, epoch, partitions, self.clock().now_ms())
-            .map_err(|r| refusal(id, producer_id, r))?;
+        let next = next.map_err(|r| refusal(id, producer_id, r))?;
         self.record_txn_state(id, &mut entry, next)?;
         // `Cluster::wait_until` re-checks after a transaction's partitions
         // change (the metadata watchers need not wake).
@@ -973,11 +971,12 @@ impl ClusterInner {
         let id = transactional_id;
         let entry = self.txn_entry(id, producer_id)?;
         let mut entry = entry.lock();
-        let meta = entry
+        let ended = entry
             .meta
-            .clone()
-            .ok_or_else(|| refusal(id, producer_id, TxnRefusal::InvalidProducerIdMapping))?;
-        match meta.end(producer_id, producer_epoch, commit, self.clock().now_ms()) {
+            .as_ref()
+            .ok_or_else(|| refusal(id, producer_id, TxnRefusal::InvalidProducerIdMapping))?
+            .end(producer_id, producer_epoch, commit, self.clock().now_ms());
+        match ended {
             Ok(None) => Ok(()),
             Ok(Some(prepared)) => {
                 self.record_txn_state(id, &mut entry, prepared)?;
