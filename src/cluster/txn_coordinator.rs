@@ -221,8 +221,10 @@ struct Entry {
     /// `meta` is a `Complete*` state not appended yet: it goes into the
     /// same batch as the id's next record (see the module docs).
     unwritten: bool,
-    /// The buffers the id's records are built in, kept between records.
-    scratch: RecordScratch,
+    /// The buffers the id's records are built in, kept between records
+    /// (`None` until the id's first record here: a replay makes an entry
+    /// for every id it finds, most of which may never write again).
+    scratch: Option<RecordScratch>,
 }
 
 /// The buffers of one transactional id's `__transaction_state` records
@@ -480,6 +482,7 @@ impl ClusterInner {
             scratch,
             ..
         } = entry;
+        let scratch = scratch.get_or_insert_with(RecordScratch::default);
         if scratch.key.is_empty() {
             txn_log::encode_key_into(id, &mut scratch.key).map_err(|e| {
                 scratch.key.clear();
