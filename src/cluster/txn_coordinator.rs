@@ -221,7 +221,36 @@ struct Entry {
     /// `meta` is a `Complete*` state not appended yet: it goes into the
     /// same batch as the id's next record (see the module docs).
     unwritten: bool,
+    /// The buffers the id's records are built in, kept between records
+    /// (`None` until the id's first record here: a replay makes an entry
+    /// for every id it finds, most of which may never write again).
+    scratch: Option<RecordScratch>,
 }
+
+/// The buffers of one transactional id's `__transaction_state` records
+/// (under its entry lock): the encoded key, a value and the batch,
+/// reused so that a record allocates nothing once they have grown.
+#[derive(Debug)]
+struct RecordScratch {
+    /// The id's encoded key (empty until its first record).
+    key: Vec<u8>,
+    value: Vec<u8>,
+    builder: BatchBuilder,
+}
+
+impl Default for RecordScratch {
+    fn default() -> Self {
+        RecordScratch {
+            key: Vec::new(),
+            value: Vec::new(),
+            builder: BatchBuilder::with_capacity(Compression::None, 256),
+        }
+    }
+}
+
+/// A record batch larger than this (a transaction over very many
+/// partitions) is not kept for the id's next record.
+const SCRATCH_KEEP_BYTES: usize = 64 << 10;
 
 impl Entry {
     /// Takes `meta` as the recorded state.
@@ -432,8 +461,7 @@ impl ClusterInner {
     /// replica, and takes it as the entry's state. A completed state the
     /// entry has not appended yet goes first, in the same batch.
     fn record_txn_state(&self, id: &str, entry: &mut Entry, meta: TxnMetadata) -> Result<()> {
-        let value = txn_log::encode_value(&meta.to_log_value()).map_err(Error::InvalidArgument)?;
-        self.write_txn_record(id, entry, Some(&value))?;
+        self.write_txn_record(id, entry, Some(&meta))?;
         entry.set(meta);
         Ok(())
     }
@@ -442,25 +470,62 @@ impl ClusterInner {
     /// id expires — acknowledged by every in-sync replica, after the
     /// entry's unwritten completed state if it has one (one batch, so
     /// both or neither are stored).
-    fn write_txn_record(&self, id: &str, entry: &mut Entry, value: Option<&[u8]>) -> Result<()> {
-        let key_bytes = txn_log::encode_key(id).map_err(Error::InvalidArgument)?;
-        let (key, _) = self.txn_partition(id).map_err(|e| unavailable(id, e))?;
-        let pending = match (&entry.meta, entry.unwritten) {
-            (Some(meta), true) => {
-                Some(txn_log::encode_value(&meta.to_log_value()).map_err(Error::InvalidArgument)?)
-            }
-            _ => None,
-        };
-        let mut builder = BatchBuilder::new(Compression::None);
-        let now = self.clock().now_ms();
-        if let Some(pending) = &pending {
-            builder.append(now, Some(&key_bytes), Some(pending), &[]);
+    fn write_txn_record(
+        &self,
+        id: &str,
+        entry: &mut Entry,
+        value: Option<&TxnMetadata>,
+    ) -> Result<()> {
+        let Entry {
+            meta,
+            unwritten,
+            scratch,
+            ..
+        } = entry;
+        let scratch = scratch.get_or_insert_with(RecordScratch::default);
+        if scratch.key.is_empty() {
+            txn_log::encode_key_into(id, &mut scratch.key).map_err(|e| {
+                scratch.key.clear();
+                Error::InvalidArgument(e)
+            })?;
         }
-        builder.append(now, Some(&key_bytes), value, &[]);
-        let mut batch = builder.build()?.to_vec();
-        self.replicas_for(&key)
-            .and_then(|r| r.append(&key, &mut batch, AppendOrigin::Trusted, AppendAcks::All))
-            .map_err(|e| unavailable(id, e))?;
+        let (key, _) = self.txn_partition(id).map_err(|e| unavailable(id, e))?;
+        let RecordScratch {
+            key: key_bytes,
+            value: value_bytes,
+            builder,
+        } = scratch;
+        builder.clear();
+        let now = self.clock().now_ms();
+        if let (Some(pending), true) = (meta.as_ref(), *unwritten) {
+            value_bytes.clear();
+            txn_log::encode_metadata_into(pending, value_bytes).map_err(Error::InvalidArgument)?;
+            builder.append(now, Some(key_bytes), Some(value_bytes), &[]);
+        }
+        let value = match value {
+            Some(value) => {
+                value_bytes.clear();
+                txn_log::encode_metadata_into(value, value_bytes)
+                    .map_err(Error::InvalidArgument)?;
+                Some(value_bytes.as_slice())
+            }
+            None => None,
+        };
+        builder.append(now, Some(key_bytes), value, &[]);
+        // Built in the builder's own buffer, which the append stamps with
+        // offsets in place (no copy).
+        let appended = builder.finish().map_err(Error::from).and_then(|batch| {
+            self.replicas_for(&key)
+                .and_then(|r| r.append(&key, batch, AppendOrigin::Trusted, AppendAcks::All))
+                .map_err(|e| unavailable(id, e))
+        });
+        if builder.buffer_capacity() > SCRATCH_KEEP_BYTES {
+            *builder = BatchBuilder::with_capacity(Compression::None, 256);
+        }
+        if value_bytes.capacity() > SCRATCH_KEEP_BYTES {
+            *value_bytes = Vec::new();
+        }
+        appended?;
         entry.unwritten = false;
         Ok(())
     }
@@ -471,8 +536,7 @@ impl ClusterInner {
             return Ok(());
         };
         entry.unwritten = false;
-        let value = txn_log::encode_value(&meta.to_log_value()).map_err(Error::InvalidArgument)?;
-        let written = self.write_txn_record(id, entry, Some(&value));
+        let written = self.write_txn_record(id, entry, Some(&meta));
         if written.is_err() {
             entry.unwritten = true;
         }
@@ -721,21 +785,21 @@ impl ClusterInner {
     ) -> Result<()> {
         let entry = self.txn_entry(id, producer_id)?;
         let mut entry = entry.lock();
-        let meta = entry
-            .meta
-            .clone()
-            .ok_or_else(|| refusal(id, producer_id, TxnRefusal::InvalidProducerIdMapping))?;
-        let meta = match meta.add_partitions(producer_id, epoch, partitions, self.clock().now_ms())
-        {
+        let no_mapping = || refusal(id, producer_id, TxnRefusal::InvalidProducerIdMapping);
+        let add = |entry: &Entry| {
+            entry.meta.as_ref().ok_or_else(no_mapping).map(|meta| {
+                meta.add_partitions(producer_id, epoch, partitions, self.clock().now_ms())
+            })
+        };
+        let mut next = add(&entry)?;
+        if matches!(next, Err(TxnRefusal::ConcurrentTransactions)) {
             // The previous transaction is completing: finish it now, then
             // the request proceeds.
-            Err(TxnRefusal::ConcurrentTransactions) => {
-                self.finish_txn(id, &mut entry)
-                    .map_err(|_| refusal(id, producer_id, TxnRefusal::ConcurrentTransactions))?;
-                entry.meta.clone().unwrap_or(meta)
-            }
-            _ => meta,
-        };
+            self.finish_txn(id, &mut entry)
+                .map_err(|_| refusal(id, producer_id, TxnRefusal::ConcurrentTransactions))?;
+            next = add(&entry)?;
+        }
+        let meta = entry.meta.as_ref().ok_or_else(no_mapping)?;
         if meta.status == TxnStatus::Ongoing
             && partitions.iter().all(|p| meta.partitions.contains(p))
         {
@@ -743,9 +807,7 @@ impl ClusterInner {
                 .map_err(|r| refusal(id, producer_id, r))?;
             return Ok(());
         }
-        let next = meta
-            .add_partitions(producer_id, epoch, partitions, self.clock().now_ms())
-            .map_err(|r| refusal(id, producer_id, r))?;
+        let next = next.map_err(|r| refusal(id, producer_id, r))?;
         self.record_txn_state(id, &mut entry, next)?;
         // `Cluster::wait_until` re-checks after a transaction's partitions
         // change (the metadata watchers need not wake).
@@ -912,11 +974,12 @@ impl ClusterInner {
         let id = transactional_id;
         let entry = self.txn_entry(id, producer_id)?;
         let mut entry = entry.lock();
-        let meta = entry
+        let ended = entry
             .meta
-            .clone()
-            .ok_or_else(|| refusal(id, producer_id, TxnRefusal::InvalidProducerIdMapping))?;
-        match meta.end(producer_id, producer_epoch, commit, self.clock().now_ms()) {
+            .as_ref()
+            .ok_or_else(|| refusal(id, producer_id, TxnRefusal::InvalidProducerIdMapping))?
+            .end(producer_id, producer_epoch, commit, self.clock().now_ms());
+        match ended {
             Ok(None) => Ok(()),
             Ok(Some(prepared)) => {
                 self.record_txn_state(id, &mut entry, prepared)?;

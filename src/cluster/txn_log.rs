@@ -136,11 +136,20 @@ fn invalid(what: &str) -> std::io::Error {
 ///
 /// # Errors
 /// A reason if the id is longer than `i16::MAX` bytes.
+#[cfg(test)]
 pub(crate) fn encode_key(id: &str) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(4 + id.len());
-    out.write_i16::<BigEndian>(KEY_VERSION).expect("vec");
-    put_str(&mut out, id).map_err(|e| format!("transactional.id: {e}"))?;
+    encode_key_into(id, &mut out)?;
     Ok(out)
+}
+
+/// [`encode_key`] appended to `out` (a buffer the caller reuses).
+///
+/// # Errors
+/// As [`encode_key`]; `out` may hold part of the key then.
+pub(crate) fn encode_key_into(id: &str, out: &mut Vec<u8>) -> Result<(), String> {
+    out.write_i16::<BigEndian>(KEY_VERSION).expect("vec");
+    put_str(out, id).map_err(|e| format!("transactional.id: {e}"))
 }
 
 /// The transactional id a key names.
@@ -169,27 +178,101 @@ pub(crate) fn decode_key(bytes: &[u8]) -> Result<String, String> {
 /// # Errors
 /// A reason if a topic name is longer than `i16::MAX` bytes or a count
 /// does not fit an `i32`.
+#[cfg(test)]
 pub(crate) fn encode_value(v: &TxnLogValue) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(64);
-    out.write_i16::<BigEndian>(VALUE_VERSION).expect("vec");
-    out.write_i64::<BigEndian>(v.producer_id).expect("vec");
-    out.write_i16::<BigEndian>(v.producer_epoch).expect("vec");
-    out.write_i32::<BigEndian>(v.timeout_ms).expect("vec");
-    out.write_i8(v.status.code()).expect("vec");
-    let count = |n: usize| i32::try_from(n).map_err(|_| format!("{n} entries are too many"));
-    out.write_i32::<BigEndian>(count(v.partitions.len())?)
-        .expect("vec");
+    let head = (v.producer_id, v.producer_epoch, v.timeout_ms, v.status);
+    write_value_head(head, v.partitions.len(), &mut out)?;
     for (topic, ids) in &v.partitions {
-        put_str(&mut out, topic).map_err(|e| format!("topic: {e}"))?;
-        out.write_i32::<BigEndian>(count(ids.len())?).expect("vec");
-        for &p in ids {
-            let p = i32::try_from(p).map_err(|_| format!("partition {p} is above i32::MAX"))?;
-            out.write_i32::<BigEndian>(p).expect("vec");
-        }
+        write_group(topic, ids, &mut out)?;
     }
-    out.write_i64::<BigEndian>(v.last_update_ms).expect("vec");
-    out.write_i64::<BigEndian>(v.start_ms).expect("vec");
+    write_value_tail(v.last_update_ms, v.start_ms, &mut out);
     Ok(out)
+}
+
+/// The value of `meta`'s state, version 0, appended to `out` (a buffer
+/// the caller reuses): the bytes of [`encode_value`] of
+/// `meta.to_log_value()`, without building that value (a map of topics
+/// and their lists of partitions) or a buffer of its own.
+///
+/// # Errors
+/// As [`encode_value`]; `out` may hold part of the value then.
+pub(crate) fn encode_metadata_into(
+    meta: &super::txn_state::TxnMetadata,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    // The partitions are ordered by topic, then partition: each topic's
+    // run is one group, its partitions ascending (as `to_log_value`'s
+    // lists hold them).
+    let parts = &meta.partitions;
+    let topics = parts
+        .iter()
+        .zip(parts.iter().skip(1))
+        .filter(|(a, b)| a.0 != b.0)
+        .count()
+        + usize::from(!parts.is_empty());
+    let head = (meta.producer_id, meta.epoch, meta.timeout_ms, meta.status);
+    write_value_head(head, topics, out)?;
+    let mut iter = parts.iter().peekable();
+    while let Some((topic, first)) = iter.next() {
+        put_str(out, topic).map_err(|e| format!("topic: {e}"))?;
+        let at = out.len();
+        out.write_i32::<BigEndian>(0).expect("vec");
+        let mut n = 0;
+        for p in std::iter::once(first).chain(std::iter::from_fn(|| {
+            iter.next_if(|(t, _)| t == topic).map(|(_, p)| p)
+        })) {
+            put_partition(out, *p)?;
+            n += 1;
+        }
+        let n = count(n)?.to_be_bytes();
+        out[at..at + 4].copy_from_slice(&n);
+    }
+    write_value_tail(meta.last_update_ms, meta.start_ms, out);
+    Ok(())
+}
+
+fn count(n: usize) -> Result<i32, String> {
+    i32::try_from(n).map_err(|_| format!("{n} entries are too many"))
+}
+
+/// A value's fields before its partitions (producer id, epoch, timeout,
+/// status), then the count of `topics`.
+fn write_value_head(
+    (producer_id, epoch, timeout_ms, status): (i64, i16, i32, TxnStatus),
+    topics: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    out.write_i16::<BigEndian>(VALUE_VERSION).expect("vec");
+    out.write_i64::<BigEndian>(producer_id).expect("vec");
+    out.write_i16::<BigEndian>(epoch).expect("vec");
+    out.write_i32::<BigEndian>(timeout_ms).expect("vec");
+    out.write_i8(status.code()).expect("vec");
+    out.write_i32::<BigEndian>(count(topics)?).expect("vec");
+    Ok(())
+}
+
+/// One topic of a value's partitions.
+#[cfg(test)]
+fn write_group(topic: &str, ids: &[u32], out: &mut Vec<u8>) -> Result<(), String> {
+    put_str(out, topic).map_err(|e| format!("topic: {e}"))?;
+    out.write_i32::<BigEndian>(count(ids.len())?).expect("vec");
+    for &p in ids {
+        put_partition(out, p)?;
+    }
+    Ok(())
+}
+
+fn put_partition(out: &mut Vec<u8>, p: u32) -> Result<(), String> {
+    let p = i32::try_from(p).map_err(|_| format!("partition {p} is above i32::MAX"))?;
+    out.write_i32::<BigEndian>(p).expect("vec");
+    Ok(())
+}
+
+/// A value's fields after its partitions.
+fn write_value_tail(last_update_ms: i64, start_ms: i64, out: &mut Vec<u8>) {
+    out.write_i64::<BigEndian>(last_update_ms).expect("vec");
+    out.write_i64::<BigEndian>(start_ms).expect("vec");
 }
 
 /// A state from its value, version 0.
@@ -383,6 +466,37 @@ mod tests {
         #[test]
         fn values_round_trip(v in value()) {
             prop_assert_eq!(decode_value(&encode_value(&v).unwrap()), Ok(v));
+        }
+
+        #[test]
+        fn metadata_encodes_as_its_log_value(
+            v in value(),
+            parts in proptest::collection::btree_set(
+                ("[a-c]{1,3}", 0..=i32::MAX as u32),
+                0..8,
+            ),
+            prefix in proptest::collection::vec(any::<u8>(), 0..4),
+        ) {
+            let meta = crate::cluster::txn_state::TxnMetadata {
+                producer_id: v.producer_id,
+                epoch: v.producer_epoch,
+                timeout_ms: v.timeout_ms,
+                status: v.status,
+                partitions: parts,
+                start_ms: v.start_ms,
+                last_update_ms: v.last_update_ms,
+            };
+            // Appended after what the buffer holds.
+            let mut out = prefix.clone();
+            encode_metadata_into(&meta, &mut out).unwrap();
+            prop_assert_eq!(&out[..prefix.len()], &prefix[..]);
+            prop_assert_eq!(
+                &out[prefix.len()..],
+                &encode_value(&meta.to_log_value()).unwrap()[..]
+            );
+            let mut key = prefix.clone();
+            encode_key_into("tx", &mut key).unwrap();
+            prop_assert_eq!(&key[prefix.len()..], &encode_key("tx").unwrap()[..]);
         }
 
         #[test]

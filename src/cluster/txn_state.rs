@@ -14,7 +14,7 @@
 //! version 0/1); a fencing bump raises the epoch before the abort, so the
 //! old producer's later requests are refused as fenced.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use super::txn_log::{TxnLogValue, TxnStatus};
 
@@ -262,8 +262,10 @@ impl TxnMetadata {
     }
 
     /// The record value of this state.
+    #[cfg(test)]
     pub(crate) fn to_log_value(&self) -> TxnLogValue {
-        let mut partitions: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        let mut partitions: std::collections::BTreeMap<String, Vec<u32>> =
+            std::collections::BTreeMap::new();
         for (topic, p) in &self.partitions {
             partitions.entry(topic.clone()).or_default().push(*p);
         }

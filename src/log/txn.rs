@@ -90,9 +90,12 @@ impl Log {
                 )));
             }
             let now = self.inner.clock.now_ms();
+            // The batch's own buffer when nothing shares it (always: it
+            // was built just now), stamped in place; a copy otherwise.
             let mut bytes = marker_batch(producer_id, producer_epoch, end, now)
                 .map_err(Error::InvalidBatch)?
-                .to_vec();
+                .try_into_mut()
+                .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
             // Kafka builds the marker with CreateTime; its LogValidator
             // then stamps it as any batch of a LogAppendTime topic (the
             // timestamp-type attribute and the append time as the batch's
