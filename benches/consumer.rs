@@ -240,36 +240,19 @@ fn bench_consume(c: &mut Criterion) {
         "consume summary ({RECORDS} records of {VALUE} B, {:.0} MiB, medians of {runs} runs):",
         bytes as f64 / f64::from(1 << 20)
     );
-    eprintln!(
-        "  logbus (max.poll.records 500):   {a:?}  {:.1} M records/s  {:.1} ns/record  ratio to plain read {:.2}",
-        rate(a),
-        a.as_nanos() as f64 / RECORDS as f64,
-        a.as_secs_f64() / p.as_secs_f64()
-    );
-    eprintln!(
-        "  logbus (max.poll.records 10000): {b:?}  {:.1} M records/s  {:.1} ns/record  ratio to plain read {:.2}",
-        rate(b),
-        b.as_nanos() as f64 / RECORDS as f64,
-        b.as_secs_f64() / p.as_secs_f64()
-    );
-    eprintln!(
-        "  the same, every CRC checked:     {cold:?}  {:.1} M records/s  {:.1} ns/record  ratio to plain read {:.2}",
-        rate(cold),
-        cold.as_nanos() as f64 / RECORDS as f64,
-        cold.as_secs_f64() / p.as_secs_f64()
-    );
-    eprintln!(
-        "  10000, read-ahead off:           {b_off:?}  {:.1} M records/s  {:.1} ns/record  ratio to plain read {:.2}",
-        rate(b_off),
-        b_off.as_nanos() as f64 / RECORDS as f64,
-        b_off.as_secs_f64() / p.as_secs_f64()
-    );
-    eprintln!(
-        "  every CRC checked, read-ahead off: {cold_off:?}  {:.1} M records/s  {:.1} ns/record  ratio to plain read {:.2}",
-        rate(cold_off),
-        cold_off.as_nanos() as f64 / RECORDS as f64,
-        cold_off.as_secs_f64() / p.as_secs_f64()
-    );
+    let row = |label: &str, d: Duration| {
+        eprintln!(
+            "  {label:<35}{d:?}  {:.1} M records/s  {:.1} ns/record  ratio to plain read {:.2}",
+            rate(d),
+            d.as_nanos() as f64 / RECORDS as f64,
+            d.as_secs_f64() / p.as_secs_f64()
+        );
+    };
+    row("logbus (max.poll.records 500):", a);
+    row("logbus (max.poll.records 10000):", b);
+    row("the same, every CRC checked:", cold);
+    row("10000, read-ahead off:", b_off);
+    row("every CRC checked, read-ahead off:", cold_off);
     eprintln!(
         "  std::fs read (1 MiB chunks):     {p:?}  {:.1} M records/s  {:.0} MiB/s",
         rate(p),
