@@ -268,11 +268,19 @@ fn send_kilobytes(
     values
 }
 
-#[test]
-fn an_idle_sender_appends_a_transactions_batches_before_the_commit() {
-    // On the manual clock nothing lingers out: only the sender taking the
-    // open batch of the transaction once it holds a page can append
-    // records before the commit (no flush, no wait on a handle).
+/// A transactional producer with a transaction begun and 12 records of
+/// about 1 KB sent to `a`-0 (more than fit the batch size at which an
+/// idle sender takes a transaction's batch), each reporting to `reports`.
+struct EarlyBatches {
+    cluster: Cluster,
+    producer: Producer,
+    values: Vec<String>,
+    done: std::sync::mpsc::Sender<(String, bool)>,
+    reports: std::sync::mpsc::Receiver<(String, bool)>,
+    _setup: Setup,
+}
+
+fn begin_with_early_batches() -> EarlyBatches {
     let setup = Setup::new();
     let cluster = setup.open();
     let producer = txn_producer(&cluster, "tx");
@@ -280,6 +288,29 @@ fn an_idle_sender_appends_a_transactions_batches_before_the_commit() {
     producer.begin_transaction().unwrap();
     let (done, reports) = std::sync::mpsc::channel();
     let values = send_kilobytes(&producer, "a", 0, "v", 12, &done);
+    EarlyBatches {
+        cluster,
+        producer,
+        values,
+        done,
+        reports,
+        _setup: setup,
+    }
+}
+
+#[test]
+fn an_idle_sender_appends_a_transactions_batches_before_the_commit() {
+    // On the manual clock nothing lingers out: only the sender taking the
+    // open batch of the transaction once it holds a page can append
+    // records before the commit (no flush, no wait on a handle).
+    let EarlyBatches {
+        cluster,
+        producer,
+        values,
+        done: _done,
+        reports,
+        _setup,
+    } = begin_with_early_batches();
     let (first, ok) = reports
         .recv_timeout(GUARD)
         .expect("a record appended early");
@@ -332,13 +363,14 @@ fn an_idle_sender_appends_a_transactions_batches_before_the_commit() {
 
 #[test]
 fn an_abort_after_batches_were_appended_early_leaves_nothing_after_its_marker() {
-    let setup = Setup::new();
-    let cluster = setup.open();
-    let producer = txn_producer(&cluster, "tx");
-    producer.init_transactions().unwrap();
-    producer.begin_transaction().unwrap();
-    let (done, reports) = std::sync::mpsc::channel();
-    let values = send_kilobytes(&producer, "a", 0, "v", 12, &done);
+    let EarlyBatches {
+        cluster,
+        producer,
+        values,
+        done,
+        reports,
+        _setup,
+    } = begin_with_early_batches();
     assert!(reports.recv_timeout(GUARD).expect("appended early").1);
     // More records, some of which may still be open or queued.
     let late = send_kilobytes(&producer, "a", 0, "w", 3, &done);
