@@ -608,3 +608,51 @@ fn a_commit_while_the_offsets_leader_is_crashed_waits_for_the_new_leader() {
     consumer.close().unwrap();
     cluster.close().unwrap();
 }
+
+/// An acks=1 producer without idempotence appends sealed batches from the
+/// sending thread; an append that finds the partition without its leader
+/// goes to the sender thread, which retries it on the new leader: every
+/// record arrives once, in order.
+#[test]
+fn acks_1_appends_from_the_sending_thread_are_retried_across_a_leader_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), builder().build().unwrap()).unwrap();
+    create(&cluster, 1);
+    create_offsets_topic(&cluster);
+    let producer = Producer::new(
+        &cluster,
+        ProducerConfig::builder()
+            .acks(Acks::Leader)
+            .batch_size(512)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let send = |n: u64| {
+        let text = n.to_string();
+        producer
+            .send(ProducerRecord::new(TOPIC, &text).with_key(text))
+            .unwrap()
+    };
+    let first: Vec<_> = (0..300).map(send).collect();
+    for future in first {
+        future.wait().unwrap();
+    }
+    // Replicated everywhere before the leader goes (acks=1 promises no more).
+    let partition = cluster.topic(TOPIC).unwrap().partition(0).unwrap();
+    assert!(cluster.wait_until(GUARD, |_| partition.high_watermark().unwrap() == 300));
+    cluster.crash_broker(leader(&cluster, 0)).unwrap();
+
+    // Many batches of 512 bytes: the sending thread appends the first
+    // itself and meets the crashed leader.
+    let later: Vec<_> = (300..600).map(send).collect();
+    let offsets: Vec<u64> = later
+        .into_iter()
+        .map(|f| f.wait().unwrap().offset().unwrap())
+        .collect();
+    assert_eq!(offsets, (300..600).collect::<Vec<u64>>());
+    let expected: BTreeSet<u64> = (0..600).collect();
+    consume_all(&cluster, &expected);
+    producer.close().unwrap();
+    cluster.close().unwrap();
+}

@@ -5,18 +5,21 @@
 //! once. Nothing here blocks or runs user code, so batches that could run
 //! callbacks when dropped are never dropped while it is held.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
 use super::future::{BatchResult, Callback, Outcome};
 use super::transaction::{TxnManager, TxnTag};
 use crate::client::partitioner::StickyPartitions;
-use crate::cluster::{ClusterInner, TopicState};
+use crate::cluster::{ClusterInner, PendingAck, TopicState};
 use crate::error::{Error, Result};
 use crate::format::{BatchBuilder, RECORD_BATCH_OVERHEAD};
+use crate::replica::{ReplicaManager, TopicIdPartition};
 
 /// One batch of one partition: open while records are added, then sealed
 /// and queued for the sender.
@@ -45,6 +48,10 @@ pub(crate) struct Batch {
     pub(crate) keyless: bool,
     /// The transaction it belongs to (transactional producers).
     pub(crate) txn: Option<TxnTag>,
+    /// The count it is in while the sender thread has it
+    /// ([`Held::with_sender`] or [`Held::completing`]); the sender counts
+    /// it down when it finishes the batch.
+    pub(crate) with_sender: Option<Arc<AtomicUsize>>,
 }
 
 impl std::fmt::Debug for Batch {
@@ -109,6 +116,8 @@ pub(crate) struct TopicEntry {
     pub(crate) state: Arc<TopicState>,
     /// The open batch of each partition.
     pub(crate) batches: Vec<Option<Batch>>,
+    /// The sealed batches each partition holds back ([`DirectAppends`]).
+    pub(crate) held: Vec<Held>,
     /// The sticky partition for keyless records, until its batch is sealed.
     pub(crate) sticky: Option<u32>,
     /// The topic's `max.message.bytes`.
@@ -128,6 +137,7 @@ impl TopicEntry {
             name: state.name.clone(),
             state,
             batches: Vec::new(),
+            held: Vec::new(),
             sticky: None,
             max_message_bytes: 0,
             batch_limit: 0,
@@ -253,6 +263,148 @@ pub(crate) fn batch_capacity(
     }
 }
 
+/// A producer whose sending threads append sealed batches themselves:
+/// acks=1 without idempotence or transactions, with a `linger.ms` above
+/// 0. Instead of waking the sender thread for each sealed batch, the
+/// thread that seals a batch holds it back in its partition's [`Held`]
+/// queue and appends the queue itself, joined into one write, once it is
+/// due (see [`Accumulator::hold`]): no hand-off between threads per
+/// batch, and up to `group_bytes` per write. The sender thread still
+/// takes what lingers (a held batch whose `linger.ms` passed), what a
+/// flush, a `wait` or a full `buffer.memory` asks for, retries, and the
+/// completions that need it (callbacks, which always run on it, and
+/// acknowledgements that wait for an fsync).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DirectAppends {
+    /// A partition's held batches are appended once they reach this many
+    /// bytes.
+    pub(crate) group_bytes: usize,
+    /// ... or once the first of them was held this long, or when batches
+    /// of the partition are sealed less often than this (a held batch
+    /// would only wait).
+    pub(crate) hold: Duration,
+    /// Past this many held bytes over all partitions, every partition's
+    /// held batches go to the sender thread (many partitions, each
+    /// sealing seldom).
+    pub(crate) held_cap: usize,
+}
+
+impl DirectAppends {
+    /// At most this many bytes per write (as the sender joins batches).
+    pub(crate) const GROUP_BYTES: usize = 1 << 20;
+    /// A partition sealing a batch at least this often is streaming.
+    pub(crate) const HOLD: Duration = Duration::from_micros(250);
+    /// Held bytes over all partitions before the sender takes them.
+    pub(crate) const HELD_CAP: usize = 4 << 20;
+    /// Held batches that no sending thread appended this long after they
+    /// were due (their partition stopped sealing) go to the sender thread,
+    /// which looks this often while batches are open or held.
+    pub(crate) const STALE: Duration = Duration::from_millis(1);
+}
+
+/// The sealed batches of one partition not yet taken by the sender thread
+/// or by a sending thread that appends them ([`DirectAppends`]), in seal
+/// order.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    pub(crate) batches: VecDeque<Batch>,
+    /// Their bytes.
+    pub(crate) bytes: usize,
+    /// A sending thread is appending batches of this partition: nobody
+    /// else appends it meanwhile.
+    pub(crate) writing: bool,
+    /// Someone waits for one of them (`SendFuture::wait`): once the
+    /// writing thread is done, the rest goes to the sender thread.
+    pub(crate) urgent: bool,
+    /// When the partition last sealed a batch, and when its first held
+    /// batch was held.
+    last_seal: Option<Instant>,
+    first_held: Option<Instant>,
+    /// The first held batch is due at once: the partition was not
+    /// streaming when it was held.
+    eager: bool,
+    /// Batches of this partition with the sender thread, not yet finished
+    /// (each holds a reference and counts down when finished): while any
+    /// is, no sending thread appends this partition, so the partition's
+    /// batches are appended and completed in seal order.
+    pub(crate) with_sender: Arc<AtomicUsize>,
+    /// Batches of this partition a sending thread appended and handed to
+    /// the sender thread to complete (callbacks, an fsync to wait for),
+    /// not yet completed: while any is, a sending thread hands its own
+    /// appended batches over too instead of completing them, so the
+    /// partition's records complete in order.
+    pub(crate) completing: Arc<AtomicUsize>,
+}
+
+impl Held {
+    /// Whether a sending thread may append these batches now.
+    fn free(&self) -> bool {
+        !self.writing && !self.batches.is_empty() && self.with_sender.load(Ordering::Acquire) == 0
+    }
+
+    /// Whether they are due to be appended at `now`.
+    fn due(&self, limits: &DirectAppends, now: Instant) -> bool {
+        self.eager
+            || self.bytes >= limits.group_bytes
+            || self
+                .first_held
+                .is_none_or(|t| now.saturating_duration_since(t) >= limits.hold)
+    }
+}
+
+/// Batches a sending thread appended (or tried to) and hands to the
+/// sender thread to finish ([`DirectAppends`]).
+pub(crate) enum Handoff {
+    /// Not appended (one of them could not be encoded): the sender sends
+    /// them as it sends any batch.
+    Unsent(Vec<Batch>),
+    /// Appended together; the sender completes them in order once `ack`
+    /// (if any) completes, after `sync` (if any: the fsync the append left
+    /// to its caller) ran, and runs their callbacks.
+    Appended {
+        batches: Vec<Batch>,
+        outcomes: Vec<Outcome>,
+        ack: Option<PendingAck>,
+        sync: Option<(Arc<ReplicaManager>, TopicIdPartition, u64)>,
+    },
+    /// The append failed: the sender retries them or fails them.
+    Failed { batches: Vec<Batch>, error: Error },
+}
+
+impl Handoff {
+    pub(crate) fn batches(&self) -> &[Batch] {
+        match self {
+            Handoff::Unsent(batches)
+            | Handoff::Appended { batches, .. }
+            | Handoff::Failed { batches, .. } => batches,
+        }
+    }
+
+    pub(crate) fn into_batches(self) -> Vec<Batch> {
+        match self {
+            Handoff::Unsent(batches)
+            | Handoff::Appended { batches, .. }
+            | Handoff::Failed { batches, .. } => batches,
+        }
+    }
+
+    fn batches_mut(&mut self) -> &mut [Batch] {
+        match self {
+            Handoff::Unsent(batches)
+            | Handoff::Appended { batches, .. }
+            | Handoff::Failed { batches, .. } => batches,
+        }
+    }
+}
+
+impl std::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handoff")
+            .field("batches", &self.batches().len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The producer's shared state, behind its one mutex.
 #[derive(Debug)]
 pub(crate) struct Accumulator {
@@ -311,6 +463,30 @@ pub(crate) struct Accumulator {
     /// transaction `early_txn`: each once per transaction.
     early_seen: HashSet<(usize, u32)>,
     early_txn: u64,
+    /// Sending threads append their sealed batches themselves.
+    pub(crate) direct: Option<DirectAppends>,
+    /// Batches and bytes in the partitions' [`Held`] queues.
+    pub(crate) held_batches: usize,
+    held_bytes: usize,
+    /// Sending threads appending now.
+    pub(crate) direct_writers: usize,
+    /// A partition (entry index, partition) whose held batches became due
+    /// at a seal: the sending thread appends them once its send is done.
+    pub(crate) direct_due: Option<(usize, u32)>,
+    /// What sending threads appended (or failed to) for the sender thread
+    /// to finish.
+    pub(crate) handoffs: Vec<Handoff>,
+    /// The buffer a sending thread joins its batches in (taken while it
+    /// writes).
+    pub(crate) direct_buf: Vec<u8>,
+    /// Flushes and closes waiting: held batches go to the sender at once.
+    pub(crate) flushes: usize,
+    /// Seal numbers of the batches sealed and not finished that the sender
+    /// thread has not taken (open batches have none yet).
+    outside: BTreeSet<u64>,
+    /// The smallest seal number of the batches the sender thread took and
+    /// has not finished.
+    pub(crate) sender_first: Option<u64>,
 }
 
 /// A `commit_transaction` the sender thread completes: once it finished
@@ -366,6 +542,16 @@ impl Accumulator {
             early_adds: Vec::new(),
             early_seen: HashSet::new(),
             early_txn: 0,
+            direct: None,
+            held_batches: 0,
+            held_bytes: 0,
+            direct_writers: 0,
+            direct_due: None,
+            handoffs: Vec::new(),
+            direct_buf: Vec::new(),
+            flushes: 0,
+            outside: BTreeSet::new(),
+            sender_first: None,
         }
     }
 
@@ -414,6 +600,11 @@ impl Accumulator {
                     for p in 0..self.topics[i].batches.len() {
                         self.seal(i, p as u32, sticky);
                     }
+                    // The sender fails them (the topic is gone); a thread
+                    // still appending some finds its entry replaced.
+                    for p in 0..self.topics[i].held.len() {
+                        self.release(i, p as u32);
+                    }
                     self.topics[i] = TopicEntry::new(state, batch_size);
                 }
                 self.last = i;
@@ -442,6 +633,9 @@ impl Accumulator {
         let p = partition as usize;
         if entry.batches.len() <= p {
             entry.batches.resize_with(p + 1, || None);
+        }
+        if self.direct.is_some() && entry.held.len() <= p {
+            entry.held.resize_with(p + 1, Held::default);
         }
         debug_assert!(entry.batches[p].is_none(), "open batch replaced");
         self.used += batch.reserved;
@@ -487,10 +681,273 @@ impl Accumulator {
             }
         }
         self.open -= 1;
+        self.outside.insert(batch.seq);
+        if self.direct.is_some() {
+            self.hold(ti, partition, batch);
+            return;
+        }
         self.ready.push_back(batch);
         if self.sender_wakes_at != SENDER_RUNNING {
             self.pending_wake = true;
         }
+    }
+
+    /// Puts a sealed batch in its partition's [`Held`] queue
+    /// ([`DirectAppends`]) and notes in `direct_due` when the queue is due
+    /// to be appended by the sealing thread: it holds
+    /// [`DirectAppends::group_bytes`], or its first batch was held for
+    /// [`DirectAppends::hold`], or the partition seals batches less often
+    /// than that (no other batch is likely to join soon), and nothing of
+    /// the partition is being appended elsewhere. Otherwise the batch waits
+    /// for a later seal, the thread appending the partition, or its
+    /// `linger.ms` deadline, when the sender thread takes it (the sender
+    /// sleeps until the earliest deadline of the open batches, which this
+    /// batch's is no earlier than).
+    fn hold(&mut self, ti: usize, partition: u32, batch: Batch) {
+        let Some(limits) = self.direct else {
+            return;
+        };
+        let now = Instant::now();
+        let p = partition as usize;
+        let entry = &mut self.topics[ti];
+        if entry.held.len() <= p {
+            entry.held.resize_with(p + 1, Held::default);
+        }
+        let held = &mut entry.held[p];
+        let streaming = held
+            .last_seal
+            .is_some_and(|t| now.saturating_duration_since(t) < limits.hold);
+        held.last_seal = Some(now);
+        if held.batches.is_empty() {
+            held.first_held = Some(now);
+            held.eager = !streaming;
+        }
+        let size = batch.size();
+        held.bytes += size;
+        held.batches.push_back(batch);
+        self.held_bytes += size;
+        self.held_batches += 1;
+        if held.free() && held.due(&limits, now) {
+            if self.direct_due.is_none() {
+                self.direct_due = Some((ti, partition));
+            }
+        } else if self.held_bytes > limits.held_cap {
+            self.release_all(false);
+        }
+    }
+
+    /// Hands the held batches of `partition` of entry `ti` to the sender
+    /// thread (to `ready`, in seal order).
+    pub(crate) fn release(&mut self, ti: usize, partition: u32) {
+        let Some(held) = self.topics[ti].held.get_mut(partition as usize) else {
+            return;
+        };
+        held.urgent = false;
+        held.first_held = None;
+        held.eager = false;
+        let n = held.batches.len();
+        if n == 0 {
+            return;
+        }
+        held.with_sender.fetch_add(n, Ordering::AcqRel);
+        for mut batch in held.batches.drain(..) {
+            batch.with_sender = Some(held.with_sender.clone());
+            self.ready.push_back(batch);
+        }
+        self.held_bytes -= held.bytes;
+        self.held_batches -= n;
+        held.bytes = 0;
+        if self.sender_wakes_at != SENDER_RUNNING {
+            self.pending_wake = true;
+        }
+    }
+
+    /// Hands to the sender thread the held batches of every partition that
+    /// no sending thread appends and whose first batch was held
+    /// [`DirectAppends::hold`] + `stale` ago: their partition stopped
+    /// sealing.
+    pub(crate) fn release_stale(&mut self, now: Instant, stale: Duration) {
+        if self.held_batches == 0 {
+            return;
+        }
+        let hold = self.direct.map_or(Duration::ZERO, |l| l.hold);
+        for ti in 0..self.topics.len() {
+            for p in 0..self.topics[ti].held.len() {
+                let held = &self.topics[ti].held[p];
+                let stale = !held.writing
+                    && !held.batches.is_empty()
+                    && held
+                        .first_held
+                        .is_some_and(|t| now.saturating_duration_since(t) >= hold + stale);
+                if stale {
+                    self.release(ti, p as u32);
+                }
+            }
+        }
+    }
+
+    /// Hands every partition's held batches to the sender thread, except
+    /// (unless `writing_too`) those of partitions a sending thread is
+    /// appending: it hands them over itself when done if asked to
+    /// (`urgent`, a flush, a close, a full `buffer.memory`).
+    pub(crate) fn release_all(&mut self, writing_too: bool) {
+        if self.held_batches == 0 {
+            return;
+        }
+        for ti in 0..self.topics.len() {
+            for p in 0..self.topics[ti].held.len() {
+                let held = &mut self.topics[ti].held[p];
+                if held.batches.is_empty() {
+                    continue;
+                }
+                if held.writing && !writing_too {
+                    held.urgent = true;
+                } else {
+                    self.release(ti, p as u32);
+                }
+            }
+        }
+    }
+
+    /// Takes the first held batches of `partition` of entry `ti`, up to
+    /// `limit` bytes (at least one), for this thread to append, if a
+    /// sending thread may append them now; marks the partition as being
+    /// appended.
+    pub(crate) fn take_group(
+        &mut self,
+        ti: usize,
+        partition: u32,
+        limit: usize,
+    ) -> Option<(Vec<Batch>, Arc<AtomicUsize>)> {
+        let held = self.topics.get_mut(ti)?.held.get_mut(partition as usize)?;
+        if !held.free() {
+            return None;
+        }
+        let mut group = Vec::new();
+        let mut bytes = 0;
+        while let Some(next) = held.batches.front() {
+            let size = next.size();
+            if !group.is_empty() && bytes + size > limit {
+                break;
+            }
+            bytes += size;
+            group.extend(held.batches.pop_front());
+        }
+        held.bytes -= bytes;
+        held.writing = true;
+        // The rest was held no earlier than the last seal.
+        held.first_held = if held.batches.is_empty() {
+            None
+        } else {
+            held.last_seal
+        };
+        held.eager = false;
+        self.held_bytes -= bytes;
+        self.held_batches -= group.len();
+        self.direct_writers += 1;
+        Some((group, held.completing.clone()))
+    }
+
+    /// Ends a sending thread's append of held batches of `partition` of
+    /// entry `ti` (taken by [`Accumulator::take_group`] for `topic`), with
+    /// what the sender thread must finish of them, if anything (counted as
+    /// the partition's batches with the sender). Then, for the batches
+    /// held meanwhile: the sender takes them if someone waits for them;
+    /// else whether they are due for this thread to append too.
+    pub(crate) fn end_writing(
+        &mut self,
+        ti: usize,
+        partition: u32,
+        topic: &Arc<TopicState>,
+        handoff: Option<Handoff>,
+    ) -> bool {
+        self.direct_writers -= 1;
+        if (self.closed || handoff.is_some()) && self.sender_wakes_at != SENDER_RUNNING {
+            // The sender waits for this thread before it exits.
+            self.pending_wake = true;
+        }
+        let limits = self.direct;
+        let entry = self
+            .topics
+            .get_mut(ti)
+            .filter(|e| Arc::ptr_eq(&e.state, topic));
+        let Some(held) = entry.and_then(|e| e.held.get_mut(partition as usize)) else {
+            // The topic was deleted meanwhile: its entry is a new one.
+            self.handoffs.extend(handoff);
+            return false;
+        };
+        if let Some(mut handoff) = handoff {
+            // Batches the sender will append keep the partition from
+            // sending threads until they are; appended ones only wait
+            // for their completion (the sender completes what it is handed
+            // in order, and runs every callback).
+            let count = if matches!(handoff, Handoff::Appended { .. }) {
+                &held.completing
+            } else {
+                &held.with_sender
+            };
+            let batches = handoff.batches_mut();
+            count.fetch_add(batches.len(), Ordering::AcqRel);
+            for batch in batches {
+                batch.with_sender = Some(count.clone());
+            }
+            self.handoffs.push(handoff);
+        }
+        held.writing = false;
+        // Busy writing is not idle: a batch sealed right after the write
+        // belongs to the same stream.
+        let now = Instant::now();
+        held.last_seal = Some(now);
+        if held.batches.is_empty() {
+            held.urgent = false;
+            return false;
+        }
+        if held.urgent || self.flushes > 0 || self.blocked > 0 || self.closed {
+            self.release(ti, partition);
+            return false;
+        }
+        if limits.is_some_and(|l| held.free() && held.due(&l, now)) {
+            return true;
+        }
+        // They wait for a later seal or their linger deadline, which the
+        // sender did not count while this thread appended.
+        if self
+            .held_deadline(ti, partition, self.linger_ms)
+            .is_some_and(|d| d < self.sender_wakes_at)
+        {
+            self.pending_wake = true;
+        }
+        false
+    }
+
+    /// Notes that the batches with seal numbers `seqs` are finished
+    /// outside the sender thread.
+    pub(crate) fn finished_outside(&mut self, seqs: impl IntoIterator<Item = u64>) {
+        for seq in seqs {
+            self.outside.remove(&seq);
+        }
+    }
+
+    /// Notes that the sender thread took the batches with seal numbers
+    /// `seqs` (from `ready` or `handoffs`).
+    pub(crate) fn taken_by_sender(&mut self, seqs: impl IntoIterator<Item = u64>) {
+        for seq in seqs {
+            self.outside.remove(&seq);
+            self.sender_first = Some(self.sender_first.map_or(seq, |s| s.min(seq)));
+        }
+    }
+
+    /// Moves `done_seq` up to the batch before the first one not finished
+    /// anywhere (with the sender thread, held, in `ready`, or being
+    /// appended by a sending thread); every sealed batch when none is.
+    pub(crate) fn update_done(&mut self) -> u64 {
+        let first = match (self.sender_first, self.outside.first().copied()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let done = first.map_or(self.sealed_seq, |seq| seq.saturating_sub(1));
+        self.done_seq = self.done_seq.max(done);
+        self.done_seq
     }
 
     /// Seals every open batch whose linger has passed at `now`, every
@@ -504,7 +961,7 @@ impl Accumulator {
         txn_bytes: usize,
         sticky: &StickyPartitions,
     ) {
-        if self.open == 0 {
+        if self.open == 0 && self.held_batches == 0 {
             return;
         }
         for ti in 0..self.topics.len() {
@@ -515,6 +972,29 @@ impl Accumulator {
                 });
                 if expired {
                     self.seal(ti, p as u32, sticky);
+                }
+            }
+        }
+        if self.held_batches == 0 {
+            return;
+        }
+        if all {
+            self.release_all(false);
+            return;
+        }
+        // Held batches whose linger passed go to the sender, unless a
+        // sending thread is appending their partition (it looks at them
+        // when done).
+        for ti in 0..self.topics.len() {
+            for p in 0..self.topics[ti].held.len() {
+                let held = &self.topics[ti].held[p];
+                let expired = !held.writing
+                    && held
+                        .batches
+                        .front()
+                        .is_some_and(|b| now >= b.created_ms.saturating_add(linger_ms));
+                if expired {
+                    self.release(ti, p as u32);
                 }
             }
         }
@@ -541,14 +1021,32 @@ impl Accumulator {
 
     /// The earliest linger deadline of the open batches.
     pub(crate) fn next_deadline(&self, linger_ms: i64) -> Option<i64> {
-        if self.open == 0 {
+        if self.open == 0 && self.held_batches == 0 {
             return None;
         }
+        // Held batches of a partition a sending thread appends are its
+        // to look at when it is done.
+        let held = self.topics.iter().flat_map(|t| {
+            t.held
+                .iter()
+                .filter(|h| !h.writing)
+                .filter_map(|h| h.batches.front())
+        });
         self.topics
             .iter()
             .flat_map(|t| t.batches.iter().flatten())
+            .chain(held)
             .map(|b| b.created_ms.saturating_add(linger_ms))
             .min()
+    }
+
+    /// The linger deadline of the first held batch of `partition` of entry
+    /// `ti`, if it has one.
+    pub(crate) fn held_deadline(&self, ti: usize, partition: u32, linger_ms: i64) -> Option<i64> {
+        let held = self.topics.get(ti)?.held.get(partition as usize)?;
+        held.batches
+            .front()
+            .map(|b| b.created_ms.saturating_add(linger_ms))
     }
 
     /// Wakes every send waiting for room (each looks again).
@@ -578,8 +1076,17 @@ impl Accumulator {
         let mut all: Vec<Batch> = self.ready.drain(..).collect();
         for entry in &mut self.topics {
             all.extend(entry.batches.iter_mut().filter_map(Option::take));
+            for held in &mut entry.held {
+                all.extend(held.batches.drain(..));
+                held.bytes = 0;
+            }
+        }
+        for handoff in self.handoffs.drain(..) {
+            all.extend(handoff.into_batches());
         }
         self.open = 0;
+        self.held_batches = 0;
+        self.held_bytes = 0;
         all
     }
 }

@@ -34,6 +34,7 @@
 
 mod accumulator;
 mod config;
+mod direct;
 mod future;
 mod into_bytes;
 mod record;
@@ -638,6 +639,23 @@ fn accumulator_for(config: &ProducerConfig, linger_ms: i64) -> Accumulator {
     acc.txn = config
         .transactional_id()
         .map(|id| transaction::TxnManager::new(id, config.transaction_timeout_millis()));
+    // Injected faults are the sender's to apply.
+    #[cfg(feature = "internals")]
+    let faults = config.faults().is_some();
+    #[cfg(not(feature = "internals"))]
+    let faults = false;
+    if config.acks() == Acks::Leader
+        && !config.enable_idempotence()
+        && acc.txn.is_none()
+        && linger_ms > 0
+        && !faults
+    {
+        acc.direct = Some(accumulator::DirectAppends {
+            group_bytes: accumulator::DirectAppends::GROUP_BYTES,
+            hold: accumulator::DirectAppends::HOLD,
+            held_cap: accumulator::DirectAppends::HELD_CAP,
+        });
+    }
     acc
 }
 
@@ -756,6 +774,9 @@ impl Core {
         let mut acc = self.acc.lock();
         let result =
             self.append_locked(&mut acc, &record, callback, lone, upper, timestamp, chosen);
+        if acc.direct_due.is_some() {
+            self.append_held(&mut acc);
+        }
         let wake = std::mem::take(&mut acc.pending_wake);
         drop(acc);
         if wake {
@@ -971,6 +992,7 @@ impl Core {
                 seq: 0,
                 keyless: false,
                 txn,
+                with_sender: None,
             };
             acc.open_batch(ti, partition, batch);
         }
@@ -1094,6 +1116,15 @@ impl Core {
             if open {
                 acc.seal(ti, result.partition, &self.sticky);
             }
+            // Held (or being appended by a sending thread): to the sender
+            // now, or when that thread is done.
+            if let Some(held) = acc.topics[ti].held.get_mut(result.partition as usize) {
+                if held.writing {
+                    held.urgent = true;
+                } else {
+                    acc.release(ti, result.partition);
+                }
+            }
         }
         let wake = std::mem::take(&mut acc.pending_wake);
         drop(acc);
@@ -1111,15 +1142,32 @@ impl Core {
             ));
         }
         let mut acc = self.acc.lock();
+        acc.flushes += 1;
         acc.seal_all(&self.sticky);
         let target = acc.sealed_seq;
-        self.wait_finished(acc, target);
+        let mut acc = self.wait_finished(acc, target);
+        acc.flushes -= 1;
         Ok(())
+    }
+
+    /// Moves `done_seq` on ([`Accumulator::update_done`]) and wakes the
+    /// flushes waiting for it.
+    fn publish_done(&self, acc: &mut Accumulator) {
+        let done = acc.update_done();
+        self.done_seq.store(done, Ordering::Release);
+        if done >= acc.flush_target {
+            acc.flush_target = u64::MAX;
+            self.finished.notify_all();
+        }
     }
 
     /// Wakes the sender if needed and waits until it finished every batch
     /// up to seal number `target`.
-    fn wait_finished<'a>(&'a self, mut acc: MutexGuard<'a, Accumulator>, target: u64) {
+    fn wait_finished<'a>(
+        &'a self,
+        mut acc: MutexGuard<'a, Accumulator>,
+        target: u64,
+    ) -> MutexGuard<'a, Accumulator> {
         if std::mem::take(&mut acc.pending_wake) {
             self.wake_sender();
         }
@@ -1133,6 +1181,7 @@ impl Core {
             acc.flush_target = acc.flush_target.min(target);
             self.finished.wait(&mut acc);
         }
+        acc
     }
 
     fn close(&self, thread: &Mutex<Option<JoinHandle<()>>>) -> Result<()> {
@@ -1153,7 +1202,7 @@ impl Core {
         // Fails only if the thread is already gone.
         let _ = self.work.send(Msg::Shutdown);
         self.doorbell.ring();
-        self.wait_finished(self.acc.lock(), target);
+        drop(self.wait_finished(self.acc.lock(), target));
         let mut thread = thread.lock();
         if let Some(handle) = thread.take() {
             handle

@@ -68,13 +68,15 @@ use std::sync::Arc;
 use byteorder::{BigEndian, ByteOrder};
 use crossbeam_channel::{Receiver, Select};
 
-use super::accumulator::{Batch, EarlyAdd, SENDER_RUNNING, TXN_EARLY_BYTES};
+use super::accumulator::{
+    Batch, DirectAppends, EarlyAdd, Handoff, SENDER_RUNNING, TXN_EARLY_BYTES,
+};
 use super::future::Outcome;
 use super::{Acks, Core, Msg};
 use crate::cluster::{AppendAcks, PendingAck, TopicState};
 use crate::error::{Error, Result};
 use crate::format::{
-    BASE_SEQUENCE_OFFSET, CRC_OFFSET, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+    BASE_SEQUENCE_OFFSET, BatchBuilder, CRC_OFFSET, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
     PRODUCER_EPOCH_OFFSET, PRODUCER_ID_OFFSET, compute_crc,
 };
 use crate::log::AppendInfo;
@@ -83,7 +85,7 @@ use crate::replica::{ReplicaManager, TopicIdPartition};
 /// At most this many bytes of consecutive batches of one partition are
 /// written by one append (a quarter of `segment.bytes` if smaller; one batch
 /// always goes alone).
-const MAX_GROUP_BYTES: usize = 1 << 20;
+pub(super) const MAX_GROUP_BYTES: usize = 1 << 20;
 
 /// Batches appended together whose `acks=all` acknowledgement has not
 /// arrived.
@@ -172,8 +174,6 @@ struct Progress {
     /// Seal numbers of the batches taken from the accumulator and not
     /// finished yet.
     unfinished: BTreeSet<u64>,
-    /// Seal number of the last batch taken from the accumulator.
-    taken_seq: u64,
     /// `buffer.memory` bytes of batches finished since the last accounting.
     released: usize,
     /// Batches finished since the last accounting.
@@ -320,6 +320,7 @@ impl Progress {
 pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
     let _guard = ExitGuard(core);
     let mut taken: VecDeque<Batch> = VecDeque::new();
+    let mut handoffs: Vec<Handoff> = Vec::new();
     let mut early: Vec<EarlyAdd> = Vec::new();
     let mut stopping = false;
     // A manual clock only moves by hand, telling its subscribers (`ticks`),
@@ -330,7 +331,6 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
         partitions: HashMap::new(),
         active: HashSet::new(),
         unfinished: BTreeSet::new(),
-        taken_seq: 0,
         released: 0,
         finished: 0,
         producer_id: NO_PRODUCER_ID,
@@ -345,11 +345,18 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
     loop {
         let markers_due;
         let commit_waiting;
+        // Held batches may become stale (see `DirectAppends::STALE`):
+        // look again that often, in real time, while batches are open or
+        // held.
+        let mut stale_check = false;
         let linger_deadline = {
             let mut acc = core.acc.lock();
             acc.sender_wakes_at = SENDER_RUNNING;
             progress.txn_abort = acc.txn.as_ref().and_then(|t| t.aborting);
-            if acc.ready.is_empty() && acc.open > 0 {
+            if acc.held_batches > 0 {
+                acc.release_stale(std::time::Instant::now(), DirectAppends::STALE);
+            }
+            if acc.ready.is_empty() && (acc.open > 0 || acc.held_batches > 0) {
                 let all = stopping || acc.closed || acc.blocked > 0;
                 let now = core.clock.now_ms();
                 // The sender is about to be idle: it takes the batches of
@@ -360,10 +367,19 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
             markers_due = std::mem::take(&mut acc.markers_due);
             commit_waiting = acc.commit.as_ref().is_some_and(|j| j.answer.is_none());
             std::mem::swap(&mut taken, &mut acc.ready);
+            std::mem::swap(&mut handoffs, &mut acc.handoffs);
             std::mem::swap(&mut early, &mut acc.early_adds);
-            if taken.is_empty() {
+            acc.taken_by_sender(
+                taken
+                    .iter()
+                    .chain(handoffs.iter().flat_map(Handoff::batches))
+                    .map(|b| b.seq),
+            );
+            if taken.is_empty() && handoffs.is_empty() {
                 if (stopping || acc.closed)
                     && acc.open == 0
+                    && acc.held_batches == 0
+                    && acc.direct_writers == 0
                     && progress.active.is_empty()
                     && !markers_due
                     && !commit_waiting
@@ -371,6 +387,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
                     return;
                 }
                 let deadline = acc.next_deadline(core.linger_ms);
+                stale_check = acc.direct.is_some() && deadline.is_some();
                 // A send opening a batch with an earlier linger deadline
                 // wakes the sender; the sender may wake earlier (for an
                 // acknowledgement or a retry) and then looks again.
@@ -380,7 +397,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
                 None
             }
         };
-        let mut moved = !taken.is_empty();
+        let mut moved = !taken.is_empty() || !handoffs.is_empty();
         if markers_due {
             // Before the next transaction's first request, which would
             // write them itself.
@@ -393,6 +410,9 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
         }
         for batch in taken.drain(..) {
             core.take(batch, &mut progress);
+        }
+        for handoff in handoffs.drain(..) {
+            core.take_handoff(handoff, &mut progress);
         }
         moved |= core.step(&mut progress);
         if !progress.txn_errors.is_empty() || progress.txn_started.is_some() {
@@ -434,7 +454,11 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
                 deadline = earliest(deadline, core.delivery_deadline(first));
             }
         }
-        let timer = match deadline.and_then(|d| core.clock.wait_hint(d)) {
+        let mut wait = deadline.and_then(|d| core.clock.wait_hint(d));
+        if stale_check {
+            wait = Some(wait.map_or(DirectAppends::STALE, |w| w.min(DirectAppends::STALE)));
+        }
+        let timer = match wait {
             Some(d) => crossbeam_channel::after(d),
             None => crossbeam_channel::never(),
         };
@@ -442,8 +466,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
             // Only new work or the timer can wake us: the doorbell, which
             // parks at once (a channel select spins and yields first,
             // taking a core a busy producer wants).
-            core.doorbell
-                .wait(deadline.and_then(|d| core.clock.wait_hint(d)));
+            core.doorbell.wait(wait);
             stopping |= drain(work);
             continue;
         }
@@ -501,7 +524,6 @@ impl Core {
     /// Puts a batch the sender took from the accumulator in its
     /// partition's queue.
     fn take(&self, batch: Batch, progress: &mut Progress) {
-        progress.taken_seq = progress.taken_seq.max(batch.seq);
         progress.unfinished.insert(batch.seq);
         let key = match batch.topic.key(batch.partition) {
             Ok(key) => key,
@@ -516,6 +538,61 @@ impl Core {
             .or_insert_with(|| PartitionQueue::new(batch.topic.clone(), batch.partition));
         part.waiting.push_back(batch);
         progress.active.insert(key);
+    }
+
+    /// Takes what a sending thread appended itself (or failed to) for this
+    /// thread to finish ([`DirectAppends`](super::accumulator::DirectAppends)):
+    /// nothing else of the partition is with this thread then, so the
+    /// partition's order holds.
+    fn take_handoff(&self, handoff: Handoff, progress: &mut Progress) {
+        let first = &handoff.batches()[0];
+        let (topic, partition) = (first.topic.clone(), first.partition);
+        let key = match topic.key(partition) {
+            Ok(key) => key,
+            Err(e) => {
+                for batch in handoff.into_batches() {
+                    progress.unfinished.insert(batch.seq);
+                    finish(progress, batch, Outcome::Failed(e.duplicate()));
+                }
+                return;
+            }
+        };
+        for batch in handoff.batches() {
+            progress.unfinished.insert(batch.seq);
+        }
+        let mut part = progress
+            .partitions
+            .remove(&key)
+            .unwrap_or_else(|| PartitionQueue::new(topic, partition));
+        let now = self.clock.now_ms();
+        match handoff {
+            Handoff::Unsent(batches) => part.waiting.extend(batches),
+            Handoff::Appended {
+                batches,
+                outcomes,
+                ack,
+                sync,
+            } => {
+                if let Some((replicas, key, next_offset)) = sync {
+                    progress.flusher.sync(replicas, key, next_offset);
+                }
+                self.land(&mut part, batches, outcomes, ack, now, progress);
+            }
+            Handoff::Failed { batches, error } => {
+                self.failed(
+                    &mut part,
+                    batches,
+                    error,
+                    Sent::AfterInFlight,
+                    now,
+                    progress,
+                );
+            }
+        }
+        if !part.is_idle() {
+            progress.active.insert(key.clone());
+        }
+        progress.partitions.insert(key, part);
     }
 
     /// One round over the active partitions: takes the acknowledgements
@@ -699,38 +776,8 @@ impl Core {
         }
         let appended = self.append_batches(part, &mut group, progress);
         match appended {
-            Ok((outcomes, Some(ack))) => {
-                let timeout = self
-                    .request_timeout_ms
-                    .min(self.delivery_deadline(&group[0]).saturating_sub(now))
-                    .max(0);
-                part.in_flight_batches += group.len();
-                part.in_flight.push_back(InFlight {
-                    batches: group,
-                    outcomes,
-                    ack: Some(ack.with_timeout(now, timeout)),
-                });
-                true
-            }
-            Ok((outcomes, None)) if !part.in_flight.is_empty() => {
-                // Acknowledged at once (the high watermark passed these
-                // batches, e.g. a follower fetched them before the append
-                // returned), which completed the acknowledgements of the
-                // batches before them too: but those are only taken from
-                // their channels in order. Completing these now would run
-                // their callbacks first; they wait their turn instead.
-                part.in_flight_batches += group.len();
-                part.in_flight.push_back(InFlight {
-                    batches: group,
-                    outcomes,
-                    ack: None,
-                });
-                true
-            }
-            Ok((outcomes, None)) => {
-                for (batch, outcome) in group.into_iter().zip(outcomes) {
-                    finish(progress, batch, outcome);
-                }
+            Ok((outcomes, ack)) => {
+                self.land(part, group, outcomes, ack, now, progress);
                 true
             }
             Err(e) if self.config.acks() == Acks::None => {
@@ -744,6 +791,52 @@ impl Core {
             Err(e) => {
                 self.failed(part, group, e, Sent::AfterInFlight, now, progress);
                 false
+            }
+        }
+    }
+
+    /// Appended batches of `part`: in flight until `ack` (if any) completes,
+    /// or completed now.
+    fn land(
+        &self,
+        part: &mut PartitionQueue,
+        group: Vec<Batch>,
+        outcomes: Vec<Outcome>,
+        ack: Option<PendingAck>,
+        now: i64,
+        progress: &mut Progress,
+    ) {
+        match ack {
+            Some(ack) => {
+                let timeout = self
+                    .request_timeout_ms
+                    .min(self.delivery_deadline(&group[0]).saturating_sub(now))
+                    .max(0);
+                part.in_flight_batches += group.len();
+                part.in_flight.push_back(InFlight {
+                    batches: group,
+                    outcomes,
+                    ack: Some(ack.with_timeout(now, timeout)),
+                });
+            }
+            None if !part.in_flight.is_empty() => {
+                // Acknowledged at once (the high watermark passed these
+                // batches, e.g. a follower fetched them before the append
+                // returned), which completed the acknowledgements of the
+                // batches before them too: but those are only taken from
+                // their channels in order. Completing these now would run
+                // their callbacks first; they wait their turn instead.
+                part.in_flight_batches += group.len();
+                part.in_flight.push_back(InFlight {
+                    batches: group,
+                    outcomes,
+                    ack: None,
+                });
+            }
+            None => {
+                for (batch, outcome) in group.into_iter().zip(outcomes) {
+                    finish(progress, batch, outcome);
+                }
             }
         }
     }
@@ -778,24 +871,18 @@ impl Core {
             part.epoch = progress.epoch;
             part.next_sequence = 0;
         }
-        let builder = batch
-            .builder
-            .take()
-            .ok_or_else(|| Error::Internal("a sealed batch has no records".into()))?;
-        let records = i32::try_from(builder.len())
-            .map_err(|_| Error::Internal("batch record count overflow".into()))?;
-        let builder = if part.producer_id == NO_PRODUCER_ID {
-            builder
-        } else {
-            let sequence = part.next_sequence;
-            part.next_sequence = next_sequence(sequence, records);
-            builder
-                .producer(part.producer_id, part.epoch, sequence)
-                .transactional(batch.txn.is_some())
-        };
-        batch.records = records;
-        batch.bytes = Some(Vec::from(builder.build()?));
-        Ok(())
+        let transactional = batch.txn.is_some();
+        encode(batch, |builder, records| {
+            if part.producer_id == NO_PRODUCER_ID {
+                builder
+            } else {
+                let sequence = part.next_sequence;
+                part.next_sequence = next_sequence(sequence, records);
+                builder
+                    .producer(part.producer_id, part.epoch, sequence)
+                    .transactional(transactional)
+            }
+        })
     }
 
     /// Appends `group` (one batch without copying, several joined) and
@@ -817,27 +904,13 @@ impl Core {
         }
         let key = part.topic.key(part.partition)?;
         let replicas = self.cluster.replicas_for(&key)?;
-        let (info, ack, sync): (AppendInfo, Option<PendingAck>, Option<u64>) =
-            if let [batch] = group {
-                let bytes = batch
-                    .bytes
-                    .as_mut()
-                    .ok_or_else(|| Error::Internal("a batch was not built".into()))?;
-                replicas.append_deferred(&key, bytes, self.append_acks())?
-            } else {
-                let joined = &mut progress.joined;
-                joined.clear();
-                for batch in group.iter() {
-                    if let Some(bytes) = &batch.bytes {
-                        joined.extend_from_slice(bytes);
-                    }
-                }
-                let appended = replicas.append_deferred(&key, joined, self.append_acks());
-                if joined.capacity() > 2 * MAX_GROUP_BYTES {
-                    *joined = Vec::new();
-                }
-                appended?
-            };
+        let (info, ack, sync) = append_group(
+            &replicas,
+            &key,
+            group,
+            &mut progress.joined,
+            self.append_acks(),
+        )?;
         if let Some(next_offset) = sync {
             // The acknowledgement waits for this fsync; the next group is
             // written meanwhile.
@@ -848,19 +921,7 @@ impl Core {
             drop((info, ack));
             return Err(injected(fault));
         }
-        let mut next = info.first_offset();
-        let outcomes = group
-            .iter()
-            .map(|batch| {
-                let base = next;
-                next += u64::try_from(batch.records).unwrap_or(0);
-                Outcome::Sent {
-                    base_offset: Some(base),
-                    log_append_time: info.log_append_time(),
-                }
-            })
-            .collect();
-        Ok((outcomes, ack))
+        Ok((outcomes(&info, group), ack))
     }
 
     /// What the replica manager waits for before it acknowledges.
@@ -1116,28 +1177,15 @@ impl Core {
     /// Gives back the `buffer.memory` of the batches finished and notes
     /// how far the batches are finished: up to the first unfinished one.
     fn account(&self, progress: &mut Progress) {
-        let done = progress
-            .unfinished
-            .first()
-            .map_or(progress.taken_seq, |seq| seq.saturating_sub(1));
         let released = std::mem::take(&mut progress.released);
         progress.finished = 0;
         let mut acc = self.acc.lock();
         acc.used -= released;
-        acc.done_seq = acc.done_seq.max(done);
-        self.done_seq
-            .store(acc.done_seq, std::sync::atomic::Ordering::Release);
+        acc.sender_first = progress.unfinished.first().copied();
         if released > 0 {
             acc.wake_one_space_waiter();
         }
-        let flushed = acc.done_seq >= acc.flush_target;
-        if flushed {
-            acc.flush_target = u64::MAX;
-        }
-        drop(acc);
-        if flushed {
-            self.finished.notify_all();
-        }
+        self.publish_done(&mut acc);
     }
 }
 
@@ -1155,9 +1203,80 @@ fn finish(progress: &mut Progress, mut batch: Batch, outcome: Outcome) {
         }
     }
     batch.finish(outcome);
+    if let Some(count) = batch.with_sender.take() {
+        // Last: a sending thread may append the partition once none is left.
+        count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
     progress.unfinished.remove(&batch.seq);
     progress.released += batch.reserved;
     progress.finished += 1;
+}
+
+/// Encodes a sealed batch once (`stamp` sets its producer fields, given
+/// its record count); a batch encoded before keeps its bytes.
+pub(super) fn encode(
+    batch: &mut Batch,
+    stamp: impl FnOnce(BatchBuilder, i32) -> BatchBuilder,
+) -> Result<()> {
+    if batch.bytes.is_some() {
+        return Ok(());
+    }
+    let builder = batch
+        .builder
+        .take()
+        .ok_or_else(|| Error::Internal("a sealed batch has no records".into()))?;
+    let records = i32::try_from(builder.len())
+        .map_err(|_| Error::Internal("batch record count overflow".into()))?;
+    let builder = stamp(builder, records);
+    batch.records = records;
+    batch.bytes = Some(Vec::from(builder.build()?));
+    Ok(())
+}
+
+/// Appends the encoded batches of `group` to `key` as its leader: one
+/// batch without copying, several joined in `joined` (one write). Returns
+/// what [`ReplicaManager::append_deferred`] does.
+pub(super) fn append_group(
+    replicas: &ReplicaManager,
+    key: &TopicIdPartition,
+    group: &mut [Batch],
+    joined: &mut Vec<u8>,
+    acks: AppendAcks,
+) -> Result<(AppendInfo, Option<PendingAck>, Option<u64>)> {
+    if let [batch] = group {
+        let bytes = batch
+            .bytes
+            .as_mut()
+            .ok_or_else(|| Error::Internal("a batch was not built".into()))?;
+        return replicas.append_deferred(key, bytes, acks);
+    }
+    joined.clear();
+    for batch in group.iter() {
+        if let Some(bytes) = &batch.bytes {
+            joined.extend_from_slice(bytes);
+        }
+    }
+    let appended = replicas.append_deferred(key, joined, acks);
+    if joined.capacity() > 2 * MAX_GROUP_BYTES {
+        *joined = Vec::new();
+    }
+    appended
+}
+
+/// Each batch's outcome, for batches appended together as `info` tells.
+pub(super) fn outcomes(info: &AppendInfo, group: &[Batch]) -> Vec<Outcome> {
+    let mut next = info.first_offset();
+    group
+        .iter()
+        .map(|batch| {
+            let base = next;
+            next += u64::try_from(batch.records).unwrap_or(0);
+            Outcome::Sent {
+                base_offset: Some(base),
+                log_append_time: info.log_append_time(),
+            }
+        })
+        .collect()
 }
 
 /// The sequence after a batch of `records` starting at `sequence` (Kafka

@@ -1,0 +1,144 @@
+//! Appends from the sending threads: a producer with
+//! [`DirectAppends`] appends a partition's sealed batches on the thread
+//! that sealed them, joined into one write, instead of handing each batch
+//! to the sender thread. The sender thread then finishes only what needs
+//! it (callbacks, acknowledgements that wait for an fsync, retries).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::MutexGuard;
+
+use super::Core;
+use super::accumulator::{Accumulator, Batch, Handoff};
+use super::sender::{append_group, encode, outcomes};
+use crate::cluster::{AppendAcks, TopicState};
+use crate::error::Result;
+
+/// How many groups one send appends at most before it returns (others
+/// may keep sealing into the partition meanwhile): the rest waits for a
+/// later seal or its `linger.ms`.
+const MAX_ROUNDS: usize = 4;
+
+/// What became of a group a sending thread appended.
+enum Written {
+    /// Appended and completed here: their seal numbers and the
+    /// `buffer.memory` they held.
+    Done { seqs: Vec<u64>, released: usize },
+    /// For the sender thread to finish.
+    Handoff(Handoff),
+}
+
+impl Core {
+    /// Appends the held batches a seal of this send found due
+    /// (`Accumulator::direct_due`), on this thread; the lock is released
+    /// while they are written.
+    pub(super) fn append_held(&self, acc: &mut MutexGuard<'_, Accumulator>) {
+        let Some((ti, partition)) = acc.direct_due.take() else {
+            return;
+        };
+        let Some(limits) = acc.direct else {
+            return;
+        };
+        let Some(topic) = acc.topics.get(ti).map(|e| e.state.clone()) else {
+            return;
+        };
+        let segment_bytes =
+            usize::try_from(topic.configs().log_config.segment_bytes()).unwrap_or(usize::MAX);
+        let limit = limits.group_bytes.min(segment_bytes / 4);
+        for _ in 0..MAX_ROUNDS {
+            let Some((group, completing)) = acc.take_group(ti, partition, limit) else {
+                return;
+            };
+            let mut joined = std::mem::take(&mut acc.direct_buf);
+            let written = MutexGuard::unlocked(acc, || {
+                self.write_group(&topic, partition, group, &completing, &mut joined)
+            });
+            if joined.capacity() > acc.direct_buf.capacity() {
+                acc.direct_buf = joined;
+            }
+            let handoff = match written {
+                Written::Done { seqs, released } => {
+                    acc.finished_outside(seqs);
+                    acc.used -= released;
+                    acc.wake_one_space_waiter();
+                    self.publish_done(acc);
+                    None
+                }
+                Written::Handoff(handoff) => Some(handoff),
+            };
+            if !acc.end_writing(ti, partition, &topic, handoff) {
+                return;
+            }
+        }
+        // Still due: the sender must know their linger deadline.
+        if acc
+            .held_deadline(ti, partition, self.linger_ms)
+            .is_some_and(|d| d < acc.sender_wakes_at)
+        {
+            acc.pending_wake = true;
+        }
+    }
+
+    /// Encodes and appends `group` (batches of `partition` of `topic`, in
+    /// seal order) as the sender would with acks=1, and completes them
+    /// here when nothing else is needed: no callback (they run on the
+    /// sender thread), an acknowledgement at the append, and no batch of
+    /// the partition handed to the sender before still to complete
+    /// (`completing`). Runs without the producer's lock.
+    fn write_group(
+        &self,
+        topic: &Arc<TopicState>,
+        partition: u32,
+        mut group: Vec<Batch>,
+        completing: &AtomicUsize,
+        joined: &mut Vec<u8>,
+    ) -> Written {
+        for batch in &mut group {
+            if encode(batch, |builder, _| builder).is_err() {
+                // The sender fails the batch that cannot be encoded.
+                return Written::Handoff(Handoff::Unsent(group));
+            }
+        }
+        for batch in &mut group {
+            batch.attempts += 1;
+        }
+        let appended = (|| -> Result<_> {
+            let key = topic.key(partition)?;
+            let replicas = self.cluster.replicas_for(&key)?;
+            let (info, ack, sync) =
+                append_group(&replicas, &key, &mut group, joined, AppendAcks::Leader)?;
+            Ok((info, ack, sync.map(|next| (replicas, key, next))))
+        })();
+        let (info, ack, sync) = match appended {
+            Ok(appended) => appended,
+            Err(error) => {
+                return Written::Handoff(Handoff::Failed {
+                    batches: group,
+                    error,
+                });
+            }
+        };
+        let outcomes = outcomes(&info, &group);
+        if ack.is_some()
+            || sync.is_some()
+            || group.iter().any(|b| !b.callbacks.is_empty())
+            || completing.load(Ordering::Acquire) > 0
+        {
+            return Written::Handoff(Handoff::Appended {
+                batches: group,
+                outcomes,
+                ack,
+                sync,
+            });
+        }
+        let mut seqs = Vec::with_capacity(group.len());
+        let mut released = 0;
+        for (mut batch, outcome) in group.into_iter().zip(outcomes) {
+            batch.finish(outcome);
+            seqs.push(batch.seq);
+            released += batch.reserved;
+        }
+        Written::Done { seqs, released }
+    }
+}
