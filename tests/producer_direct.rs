@@ -188,31 +188,42 @@ fn a_sending_thread_never_appends_ahead_of_batches_given_to_the_sender() -> Resu
     // Each record fills a batch of its own, sealed at its send.
     let producer = Producer::new(&cluster, config(100))?;
     let record = |i: u32| ProducerRecord::new("t", format!("{i}-{}", "x".repeat(80)));
-    // The first batch is appended by this thread; its callback then holds
-    // the sender thread until the gate opens.
+    // The first batch's callback holds the sender thread until the gate
+    // opens.
+    let (entered_tx, entered) = crossbeam_channel::bounded::<()>(1);
     let (gate_tx, gate) = crossbeam_channel::bounded::<()>(0);
     producer.send_with_callback(record(0), move |_| {
+        entered_tx.send(()).expect("test alive");
         let _ = gate.recv();
     })?;
+    entered.recv().expect("the sender runs the callback");
     // The second is given to the sender (polling its handle asks for it at
     // once), which cannot append it yet.
     let second = producer.send(record(1))?;
     let mut second = std::pin::pin!(second);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     assert!(second.as_mut().poll(&mut cx).is_pending());
-    // Later batches become due to be appended here (they are held past
-    // the hold time): they must wait for the second.
-    std::thread::sleep(Duration::from_millis(2));
-    for i in 2..6 {
-        drop(producer.send(record(i))?);
+    // Then the partition streams for a while: its held batches become due
+    // to be appended by this thread, and must wait for the second.
+    let streaming = std::time::Instant::now();
+    let mut sent = 2;
+    while streaming.elapsed() < Duration::from_millis(3) {
+        drop(producer.send(record(sent))?);
+        sent += 1;
     }
     drop(gate_tx);
     producer.flush()?;
-    let stored: Vec<String> = values(&cluster, 0)?
+    let stored: Vec<u32> = values(&cluster, 0)?
         .into_iter()
-        .map(|v| v.split('-').next().expect("number").to_string())
+        .map(|v| {
+            v.split('-')
+                .next()
+                .expect("number")
+                .parse()
+                .expect("number")
+        })
         .collect();
-    assert_eq!(stored, ["0", "1", "2", "3", "4", "5"]);
+    assert_eq!(stored, (0..sent).collect::<Vec<u32>>());
     producer.close()?;
     cluster.close()
 }

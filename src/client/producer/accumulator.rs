@@ -279,9 +279,9 @@ pub(crate) struct DirectAppends {
     /// A partition's held batches are appended once they reach this many
     /// bytes.
     pub(crate) group_bytes: usize,
-    /// ... or once the first of them was held this long, or when batches
-    /// of the partition are sealed less often than this (a held batch
-    /// would only wait).
+    /// ... or once the first of them was held this long. A partition
+    /// sealing batches less often than this hands them to the sender
+    /// thread one by one, as a producer without direct appends does.
     pub(crate) hold: Duration,
     /// Past this many held bytes over all partitions, every partition's
     /// held batches go to the sender thread (many partitions, each
@@ -320,9 +320,6 @@ pub(crate) struct Held {
     /// batch was held.
     last_seal: Option<Instant>,
     first_held: Option<Instant>,
-    /// The first held batch is due at once: the partition was not
-    /// streaming when it was held.
-    eager: bool,
     /// Batches of this partition with the sender thread, not yet finished
     /// (each holds a reference and counts down when finished): while any
     /// is, no sending thread appends this partition, so the partition's
@@ -344,8 +341,7 @@ impl Held {
 
     /// Whether they are due to be appended at `now`.
     fn due(&self, limits: &DirectAppends, now: Instant) -> bool {
-        self.eager
-            || self.bytes >= limits.group_bytes
+        self.bytes >= limits.group_bytes
             || self
                 .first_held
                 .is_none_or(|t| now.saturating_duration_since(t) >= limits.hold)
@@ -693,16 +689,19 @@ impl Accumulator {
     }
 
     /// Puts a sealed batch in its partition's [`Held`] queue
-    /// ([`DirectAppends`]) and notes in `direct_due` when the queue is due
-    /// to be appended by the sealing thread: it holds
-    /// [`DirectAppends::group_bytes`], or its first batch was held for
-    /// [`DirectAppends::hold`], or the partition seals batches less often
-    /// than that (no other batch is likely to join soon), and nothing of
-    /// the partition is being appended elsewhere. Otherwise the batch waits
-    /// for a later seal, the thread appending the partition, or its
-    /// `linger.ms` deadline, when the sender thread takes it (the sender
-    /// sleeps until the earliest deadline of the open batches, which this
-    /// batch's is no earlier than).
+    /// ([`DirectAppends`]). A partition that seals batches less often than
+    /// [`DirectAppends::hold`] is not streaming: no other batch is likely
+    /// to join this one soon, and the sender thread appends it (in
+    /// parallel with the sending thread, as before; with many partitions
+    /// this is the usual case). Otherwise the queue waits to be joined, and
+    /// `direct_due` notes when it is due to be appended by the sealing
+    /// thread: it holds [`DirectAppends::group_bytes`], or its first batch
+    /// was held for [`DirectAppends::hold`], and nothing of the partition is
+    /// being appended elsewhere. A queue not due waits for a later seal, the
+    /// thread appending the partition, or the sender thread, which takes it
+    /// once stale or at its `linger.ms` deadline (the sender sleeps until
+    /// the earliest deadline of the open batches, which this batch's is no
+    /// earlier than).
     fn hold(&mut self, ti: usize, partition: u32, batch: Batch) {
         let Some(limits) = self.direct else {
             return;
@@ -720,14 +719,15 @@ impl Accumulator {
         held.last_seal = Some(now);
         if held.batches.is_empty() {
             held.first_held = Some(now);
-            held.eager = !streaming;
         }
         let size = batch.size();
         held.bytes += size;
         held.batches.push_back(batch);
         self.held_bytes += size;
         self.held_batches += 1;
-        if held.free() && held.due(&limits, now) {
+        if !streaming && !held.writing {
+            self.release(ti, partition);
+        } else if held.free() && held.due(&limits, now) {
             if self.direct_due.is_none() {
                 self.direct_due = Some((ti, partition));
             }
@@ -744,7 +744,6 @@ impl Accumulator {
         };
         held.urgent = false;
         held.first_held = None;
-        held.eager = false;
         let n = held.batches.len();
         if n == 0 {
             return;
@@ -841,7 +840,6 @@ impl Accumulator {
         } else {
             held.last_seal
         };
-        held.eager = false;
         self.held_bytes -= bytes;
         self.held_batches -= group.len();
         self.direct_writers += 1;

@@ -1,6 +1,9 @@
 //! The sender thread (`logbus-producer`): takes sealed batches in seal
 //! order, builds them (compression, CRC) and appends them to their
-//! partitions, then completes their records.
+//! partitions, then completes their records. For a producer whose sending
+//! threads append their own batches (`DirectAppends`, in `direct.rs`) it
+//! takes only what those hand over (`Handoff`) and what is released to it
+//! (lingered, stale, flushed or waited for).
 //!
 //! Each partition has a queue of batches waiting to be sent and a list of
 //! batches sent whose `acks=all` acknowledgement has not arrived (the
@@ -408,11 +411,14 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
             moved |= core.add_early(&mut progress, &early);
             early.clear();
         }
-        for batch in taken.drain(..) {
-            core.take(batch, &mut progress);
-        }
+        // What sending threads handed over was sealed before any batch of
+        // its partition released to `ready` since (a partition is not
+        // written from a sending thread while the sender has some of it).
         for handoff in handoffs.drain(..) {
             core.take_handoff(handoff, &mut progress);
+        }
+        for batch in taken.drain(..) {
+            core.take(batch, &mut progress);
         }
         moved |= core.step(&mut progress);
         if !progress.txn_errors.is_empty() || progress.txn_started.is_some() {
@@ -566,7 +572,11 @@ impl Core {
             .unwrap_or_else(|| PartitionQueue::new(topic, partition));
         let now = self.clock.now_ms();
         match handoff {
-            Handoff::Unsent(batches) => part.waiting.extend(batches),
+            Handoff::Unsent(batches) => {
+                for batch in batches.into_iter().rev() {
+                    part.waiting.push_front(batch);
+                }
+            }
             Handoff::Appended {
                 batches,
                 outcomes,
