@@ -8,11 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use logbus::{
-    Acks, Clock, Error, ManualClock, NewTopic, Producer, ProducerConfig, ProducerRecord,
-    RecordMetadata, Result,
+    Acks, Clock, Error, NewTopic, Producer, ProducerConfig, ProducerRecord, RecordMetadata, Result,
 };
 use parking_lot::Mutex;
-use producer_util::{T0, batches, open_with_clock, records};
+use producer_util::{T0, batches, manual_topic as setup, records};
 
 const LINGER: u64 = 100;
 
@@ -23,14 +22,6 @@ fn config(batch_size: u64) -> ProducerConfig {
         .batch_size(batch_size)
         .build()
         .expect("config")
-}
-
-fn setup(partitions: u32) -> Result<(tempfile::TempDir, ManualClock, logbus::Cluster)> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = ManualClock::new(T0);
-    let cluster = open_with_clock(dir.path(), &clock)?;
-    cluster.create_topic(NewTopic::new("t", partitions))?;
-    Ok((dir, clock, cluster))
 }
 
 /// Sends `record` with a callback and returns where its outcome arrives:

@@ -12,11 +12,9 @@ mod producer_util;
 use std::sync::Arc;
 use std::time::Duration;
 
-use logbus::{
-    Acks, ManualClock, NewTopic, Producer, ProducerConfig, ProducerRecord, RecordMetadata, Result,
-};
+use logbus::{Acks, Producer, ProducerConfig, ProducerRecord, RecordMetadata, Result};
 use parking_lot::Mutex;
-use producer_util::{T0, open_with_clock, records};
+use producer_util::{manual_topic as setup, records};
 
 fn config(batch_size: u64) -> ProducerConfig {
     ProducerConfig::builder()
@@ -25,14 +23,6 @@ fn config(batch_size: u64) -> ProducerConfig {
         .batch_size(batch_size)
         .build()
         .expect("config")
-}
-
-fn setup(partitions: u32) -> Result<(tempfile::TempDir, ManualClock, logbus::Cluster)> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = ManualClock::new(T0);
-    let cluster = open_with_clock(dir.path(), &clock)?;
-    cluster.create_topic(NewTopic::new("t", partitions))?;
-    Ok((dir, clock, cluster))
 }
 
 fn values(cluster: &logbus::Cluster, partition: u32) -> Result<Vec<String>> {

@@ -35,6 +35,16 @@ pub(crate) fn open_with_clock(dir: &Path, clock: &ManualClock) -> Result<Cluster
     )
 }
 
+/// A cluster in a new temporary directory on a manual clock at [`T0`],
+/// with topic `t` of `partitions` partitions.
+pub(crate) fn manual_topic(partitions: u32) -> Result<(tempfile::TempDir, ManualClock, Cluster)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(T0);
+    let cluster = open_with_clock(dir.path(), &clock)?;
+    cluster.create_topic(logbus::NewTopic::new("t", partitions))?;
+    Ok((dir, clock, cluster))
+}
+
 /// Every batch of a partition, from offset 0.
 pub(crate) fn batches(cluster: &Cluster, topic: &str, partition: u32) -> Result<Vec<Batch>> {
     let p = cluster.topic(topic)?.partition(partition)?;
