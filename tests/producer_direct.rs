@@ -341,7 +341,14 @@ mod model {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        // 24 cases in CI; LOGBUS_DIRECT_CASES=N for a long run.
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("LOGBUS_DIRECT_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(24),
+            ..ProptestConfig::default()
+        })]
         #[test]
         fn random_sends_waits_and_flushes_match_the_model(
             ops in proptest::collection::vec(op(), 1..400),
