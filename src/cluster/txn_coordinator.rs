@@ -516,7 +516,7 @@ impl ClusterInner {
         // offsets in place (no copy).
         let appended = builder.finish().map_err(Error::from).and_then(|batch| {
             self.replicas_for(&key)
-                .and_then(|r| r.append(&key, batch, AppendOrigin::Trusted, AppendAcks::All))
+                .and_then(|r| r.append(&key, batch, AppendOrigin::TrustedKeyed, AppendAcks::All))
                 .map_err(|e| unavailable(id, e))
         });
         if builder.buffer_capacity() > SCRATCH_KEEP_BYTES {

@@ -59,6 +59,12 @@ pub(crate) enum AppendOrigin {
     /// the group coordinator): structure and sizes checked, CRC and
     /// records not re-checked (see `Log::append_trusted`).
     Trusted,
+    /// The coordinators' own records to their compacted topics
+    /// (`__transaction_state`, `__consumer_offsets`), built in this
+    /// process with a key on every record: checked as `Trusted`, but not
+    /// record by record for a key, which they carry by construction (see
+    /// `Log::append_trusted_keyed`).
+    TrustedKeyed,
     /// A coordinator's own records built in this process (the group
     /// coordinator's transactional offset commits): checked as `Trusted`,
     /// but a producer's batch only for its epoch and transaction state,
