@@ -434,7 +434,7 @@ impl ClusterInner {
         let origin = if txn.is_some() {
             AppendOrigin::Coordinator
         } else {
-            AppendOrigin::Trusted
+            AppendOrigin::TrustedKeyed
         };
         let mut groups = self.offsets.groups.lock();
         let batch_offset = self.append_offsets_batch(&key, builder, origin)?;
@@ -556,7 +556,7 @@ impl ClusterInner {
         for tp in &doomed {
             builder.append(now, Some(&encode_key(group, tp)), None, &[]);
         }
-        self.append_offsets_batch(&key, builder, AppendOrigin::Trusted)?;
+        self.append_offsets_batch(&key, builder, AppendOrigin::TrustedKeyed)?;
         for tp in &doomed {
             groups.apply_plain(group, tp, None);
         }

@@ -93,7 +93,7 @@
 //! taking `timer` and then `completing` briefly; the queue's readers take
 //! `completing` alone and an entry lock alone, never one under the other.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -215,9 +215,12 @@ struct Entry {
     /// The recorded state; `None` before the first init (or after a
     /// tombstone).
     meta: Option<TxnMetadata>,
-    /// In a `Prepare*` state: the partitions whose marker is not written
-    /// yet (in memory only: a replay starts over with every partition).
-    unmarked: BTreeSet<(String, u32)>,
+    /// In a `Prepare*` state: how many of the state's partitions, in
+    /// their order, have their marker written; the rest still lack it (in
+    /// memory only: a replay starts over with every partition). A count,
+    /// not a copy of the partitions, as markers are written in order and
+    /// the first that fails stops the rest.
+    marked: usize,
     /// `meta` is a `Complete*` state not appended yet: it goes into the
     /// same batch as the id's next record (see the module docs).
     unwritten: bool,
@@ -256,13 +259,7 @@ impl Entry {
     /// Takes `meta` as the recorded state.
     fn set(&mut self, meta: TxnMetadata) {
         self.unwritten = false;
-        match meta.status {
-            TxnStatus::PrepareCommit | TxnStatus::PrepareAbort => {
-                self.unmarked = meta.partitions.clone();
-            }
-            TxnStatus::Ongoing => {}
-            _ => self.unmarked.clear(),
-        }
+        self.marked = 0;
         self.meta = Some(meta);
     }
 }
@@ -519,7 +516,7 @@ impl ClusterInner {
         // offsets in place (no copy).
         let appended = builder.finish().map_err(Error::from).and_then(|batch| {
             self.replicas_for(&key)
-                .and_then(|r| r.append(&key, batch, AppendOrigin::Trusted, AppendAcks::All))
+                .and_then(|r| r.append(&key, batch, AppendOrigin::TrustedKeyed, AppendAcks::All))
                 .map_err(|e| unavailable(id, e))
         });
         if builder.buffer_capacity() > SCRATCH_KEEP_BYTES {
@@ -561,10 +558,14 @@ impl ClusterInner {
     /// there), then records the completed state. Nothing to do
     /// in any other state.
     fn finish_txn(&self, id: &str, entry: &mut Entry) -> Result<()> {
-        let Some(meta) = entry.meta.clone() else {
+        let Some((status, producer_id, epoch)) = entry
+            .meta
+            .as_ref()
+            .map(|m| (m.status, m.producer_id, m.epoch))
+        else {
             return Ok(());
         };
-        let commit = match meta.status {
+        let commit = match status {
             TxnStatus::PrepareCommit => true,
             TxnStatus::PrepareAbort => false,
             _ => return Ok(()),
@@ -574,12 +575,19 @@ impl ClusterInner {
             self.txn.markers.read().clone().ok_or_else(|| {
                 Error::Internal("no transaction marker writer is installed".into())
             })?;
-        for (topic, partition) in entry.unmarked.clone() {
+        // In order, each partition counted as marked once its marker is
+        // written (or its partition is gone): a failure leaves it and the
+        // ones after it for the next try.
+        let Entry { meta, marked, .. } = &mut *entry;
+        let Some(meta) = meta.as_ref() else {
+            return Ok(());
+        };
+        for (topic, partition) in meta.partitions.iter().skip(*marked) {
             match writer.write_marker(
-                &topic,
-                partition,
-                meta.producer_id,
-                meta.epoch,
+                topic,
+                *partition,
+                producer_id,
+                epoch,
                 commit,
                 coordinator_epoch,
             ) {
@@ -591,9 +599,9 @@ impl ClusterInner {
             if topic == OFFSETS_TOPIC {
                 // Kafka's `scheduleHandleTxnCompletion`: the group
                 // coordinator applies (or drops) the transaction's offsets.
-                self.complete_txn_offsets(partition, meta.producer_id, commit);
+                self.complete_txn_offsets(*partition, producer_id, commit);
             }
-            entry.unmarked.remove(&(topic, partition));
+            *marked += 1;
         }
         let done = meta
             .complete(self.clock().now_ms())
@@ -1201,7 +1209,7 @@ impl ClusterInner {
                 return;
             }
             guard.meta = None;
-            guard.unmarked.clear();
+            guard.marked = 0;
         }
         let mut ids = self.txn.ids.lock();
         // The map's reference and this pass's: nobody else holds it.

@@ -231,11 +231,16 @@ impl TxnMetadata {
             TxnStatus::PrepareAbort => TxnStatus::CompleteAbort,
             _ => return None,
         };
+        // Field by field: `..self.clone()` would copy the partitions only
+        // to drop them.
         Some(TxnMetadata {
+            producer_id: self.producer_id,
+            epoch: self.epoch,
+            timeout_ms: self.timeout_ms,
             status,
             partitions: BTreeSet::new(),
+            start_ms: self.start_ms,
             last_update_ms: now_ms,
-            ..self.clone()
         })
     }
 

@@ -16,8 +16,11 @@
 
 use bytes::Bytes;
 
+#[cfg(test)]
 use super::BatchBuilder;
+#[cfg(test)]
 use crate::error::FormatError;
+#[cfg(test)]
 use crate::types::Compression;
 
 /// The size of a control record's key.
@@ -166,8 +169,11 @@ pub(crate) fn decode_marker(key: &[u8], value: Option<&[u8]>) -> Result<EndTxnMa
 /// `producer_id` at `producer_epoch`, stamped `timestamp` (offsets and the
 /// leader epoch are assigned at the append).
 ///
+/// The reference encoding [`marker_batch_array`] is checked against.
+///
 /// # Errors
 /// Those of [`BatchBuilder::build`] (none for one small record).
+#[cfg(test)]
 pub(crate) fn marker_batch(
     producer_id: i64,
     producer_epoch: i16,
@@ -190,6 +196,99 @@ pub(crate) fn marker_batch(
         &[],
     );
     builder.build()
+}
+
+/// The size of a transaction marker batch: the 61-byte batch header and
+/// one 17-byte record (its length, attributes, timestamp and offset
+/// deltas, a 4-byte key, a 6-byte value, no headers).
+pub(crate) const MARKER_BATCH_SIZE: usize = super::RECORDS_OFFSET + MARKER_RECORD_SIZE;
+
+/// The size of a marker's one record, its length varint included.
+const MARKER_RECORD_SIZE: usize = 1 + MARKER_RECORD_BODY;
+
+/// The marker record's body: attributes (1), timestamp delta (1), offset
+/// delta (1), key length (1), key, value length (1), value, header count
+/// (1).
+const MARKER_RECORD_BODY: usize = 5 + CONTROL_KEY_SIZE + 1 + MARKER_VALUE_SIZE;
+
+/// [`marker_batch`] written into a fixed-size array (a marker's size never
+/// varies): the same bytes, with nothing allocated, for the log to stamp
+/// with its offset and leader epoch and write (a transaction's COMMIT
+/// markers are written one per partition per transaction).
+pub(crate) fn marker_batch_array(
+    producer_id: i64,
+    producer_epoch: i16,
+    marker: EndTxnMarker,
+    timestamp: i64,
+) -> [u8; MARKER_BATCH_SIZE] {
+    use super::{
+        ATTRIBUTES_OFFSET, BASE_SEQUENCE_OFFSET, BASE_TIMESTAMP_OFFSET, BATCH_LENGTH_OFFSET,
+        CONTROL_FLAG_MASK, CRC_OFFSET, LAST_OFFSET_DELTA_OFFSET, LOG_OVERHEAD, MAGIC_OFFSET,
+        MAGIC_V2, MAX_TIMESTAMP_OFFSET, NO_PARTITION_LEADER_EPOCH, NO_SEQUENCE,
+        PARTITION_LEADER_EPOCH_OFFSET, PRODUCER_EPOCH_OFFSET, PRODUCER_ID_OFFSET,
+        RECORDS_COUNT_OFFSET, RECORDS_OFFSET, TRANSACTIONAL_FLAG_MASK, compute_crc,
+    };
+    let kind = if marker.commit {
+        ControlType::Commit
+    } else {
+        ControlType::Abort
+    };
+    let mut out = [0u8; MARKER_BATCH_SIZE];
+    let put = |out: &mut [u8; MARKER_BATCH_SIZE], at: usize, bytes: &[u8]| {
+        out[at..at + bytes.len()].copy_from_slice(bytes);
+    };
+    // The header; the base offset stays 0 (the append assigns it).
+    put(
+        &mut out,
+        BATCH_LENGTH_OFFSET,
+        &((MARKER_BATCH_SIZE - LOG_OVERHEAD) as i32).to_be_bytes(),
+    );
+    put(
+        &mut out,
+        PARTITION_LEADER_EPOCH_OFFSET,
+        &NO_PARTITION_LEADER_EPOCH.to_be_bytes(),
+    );
+    out[MAGIC_OFFSET] = MAGIC_V2 as u8;
+    put(
+        &mut out,
+        ATTRIBUTES_OFFSET,
+        &(TRANSACTIONAL_FLAG_MASK | CONTROL_FLAG_MASK).to_be_bytes(),
+    );
+    put(&mut out, LAST_OFFSET_DELTA_OFFSET, &0i32.to_be_bytes());
+    put(&mut out, BASE_TIMESTAMP_OFFSET, &timestamp.to_be_bytes());
+    put(&mut out, MAX_TIMESTAMP_OFFSET, &timestamp.to_be_bytes());
+    put(&mut out, PRODUCER_ID_OFFSET, &producer_id.to_be_bytes());
+    put(
+        &mut out,
+        PRODUCER_EPOCH_OFFSET,
+        &producer_epoch.to_be_bytes(),
+    );
+    put(&mut out, BASE_SEQUENCE_OFFSET, &NO_SEQUENCE.to_be_bytes());
+    put(&mut out, RECORDS_COUNT_OFFSET, &1i32.to_be_bytes());
+    // The record; its varints are zigzag-encoded and each fits one byte.
+    let zigzag = |n: usize| (n as u8) << 1;
+    let mut at = RECORDS_OFFSET;
+    for byte in [
+        zigzag(MARKER_RECORD_BODY),
+        0,
+        0,
+        0,
+        zigzag(CONTROL_KEY_SIZE),
+    ] {
+        out[at] = byte;
+        at += 1;
+    }
+    put(&mut out, at, &encode_control_key(kind));
+    at += CONTROL_KEY_SIZE;
+    out[at] = zigzag(MARKER_VALUE_SIZE);
+    at += 1;
+    put(&mut out, at, &encode_marker_value(marker.coordinator_epoch));
+    at += MARKER_VALUE_SIZE;
+    out[at] = 0; // no headers
+    debug_assert_eq!(at + 1, MARKER_BATCH_SIZE);
+    let crc = compute_crc(&out);
+    put(&mut out, CRC_OFFSET, &crc.to_be_bytes());
+    out
 }
 
 #[cfg(test)]
@@ -261,6 +360,20 @@ mod tests {
                 decode_marker(&key, Some(&value)),
                 Ok(EndTxnMarker { commit, coordinator_epoch })
             );
+        }
+
+        #[test]
+        fn the_marker_array_is_the_builders_batch(
+            producer_id in 0i64..=i64::MAX,
+            producer_epoch in 0i16..=i16::MAX,
+            commit: bool,
+            coordinator_epoch: i32,
+            timestamp: i64,
+        ) {
+            let marker = EndTxnMarker { commit, coordinator_epoch };
+            let built = marker_batch(producer_id, producer_epoch, marker, timestamp).unwrap();
+            let array = marker_batch_array(producer_id, producer_epoch, marker, timestamp);
+            prop_assert_eq!(&built[..], &array[..]);
         }
 
         #[test]

@@ -178,6 +178,19 @@ impl Log {
         self.append_checked(batches, leader_epoch, &checked, ProducerOrigin::Client)
     }
 
+    /// [`Log::append_trusted`] for a coordinator's records to its
+    /// compacted topic, each of which it built with a key: a compacted
+    /// log's rule that every record has a key is not checked record by
+    /// record (in debug builds it still is, as an assertion).
+    pub(crate) fn append_trusted_keyed(
+        &self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+    ) -> Result<AppendInfo> {
+        let checked = validate_keyed(batches, &self.inner, 0..batches.len(), true)?;
+        self.append_checked(batches, leader_epoch, &checked, ProducerOrigin::Client)
+    }
+
     /// [`Log::append_trusted`] that leaves the fsync its flush policy asks
     /// for to the caller: the batches are written and visible to readers,
     /// but the append returns without waiting for durability. Before it
@@ -596,6 +609,18 @@ fn mixed_retry() -> Error {
 /// every record) and its size against the log's limits, before anything is
 /// stored.
 fn validate(buf: &[u8], inner: &LogInner, trusted: std::ops::Range<usize>) -> Result<Vec<Checked>> {
+    validate_keyed(buf, inner, trusted, false)
+}
+
+/// [`validate`]; with `keyed`, the caller built every record with a key,
+/// and a compacted log does not check each record for one (a debug
+/// assertion does).
+fn validate_keyed(
+    buf: &[u8],
+    inner: &LogInner,
+    trusted: std::ops::Range<usize>,
+    keyed: bool,
+) -> Result<Vec<Checked>> {
     if buf.is_empty() {
         return Err(Error::InvalidBatch(FormatError::Empty));
     }
@@ -631,7 +656,14 @@ fn validate(buf: &[u8], inner: &LogInner, trusted: std::ops::Range<usize>) -> Re
             )));
         }
         if config.compact() {
-            require_keys(&rest[..header.total_size()], &header)?;
+            if keyed {
+                debug_assert!(
+                    require_keys(&rest[..header.total_size()], &header).is_ok(),
+                    "a coordinator's batch with a record without a key"
+                );
+            } else {
+                require_keys(&rest[..header.total_size()], &header)?;
+            }
         }
         checked.push(Checked { position, header });
         position += header.total_size();

@@ -11,7 +11,7 @@
 //! there.
 
 use crate::error::{Error, Result};
-use crate::format::control::{EndTxnMarker, marker_batch};
+use crate::format::control::{EndTxnMarker, marker_batch_array};
 use crate::format::txn_index::AbortedTxn;
 use crate::format::{self, ControlRecordType};
 use crate::log::producer_state::ProducerOrigin;
@@ -90,12 +90,8 @@ impl Log {
                 )));
             }
             let now = self.inner.clock.now_ms();
-            // The batch's own buffer when nothing shares it (always: it
-            // was built just now), stamped in place; a copy otherwise.
-            let mut bytes = marker_batch(producer_id, producer_epoch, end, now)
-                .map_err(Error::InvalidBatch)?
-                .try_into_mut()
-                .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
+            // A fixed-size batch on the stack, stamped in place.
+            let mut bytes = marker_batch_array(producer_id, producer_epoch, end, now);
             // Kafka builds the marker with CreateTime; its LogValidator
             // then stamps it as any batch of a LogAppendTime topic (the
             // timestamp-type attribute and the append time as the batch's

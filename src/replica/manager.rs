@@ -59,6 +59,12 @@ pub(crate) enum AppendOrigin {
     /// the group coordinator): structure and sizes checked, CRC and
     /// records not re-checked (see `Log::append_trusted`).
     Trusted,
+    /// The coordinators' own records to their compacted topics
+    /// (`__transaction_state`, `__consumer_offsets`), built in this
+    /// process with a key on every record: checked as `Trusted`, but not
+    /// record by record for a key, which they carry by construction (see
+    /// `Log::append_trusted_keyed`).
+    TrustedKeyed,
     /// A coordinator's own records built in this process (the group
     /// coordinator's transactional offset commits): checked as `Trusted`,
     /// but a producer's batch only for its epoch and transaction state,
@@ -94,7 +100,10 @@ pub(crate) struct ReplicaManager {
     /// API) rather than the cluster closing: calls get the retriable
     /// `NotLeaderOrFollower`.
     stopped: AtomicBool,
-    hosted: RwLock<HashMap<Arc<str>, Hosted>>,
+    /// By topic name: looked up on every append and fetch, so hashed with
+    /// foldhash (randomly seeded per process, several times cheaper than
+    /// SipHash on a short name).
+    hosted: RwLock<HashMap<Arc<str>, Hosted, foldhash::fast::RandomState>>,
     /// Where leaders propose ISR changes; with none, the ISR stays as the
     /// controller set it.
     alter_partition: RwLock<Option<Arc<dyn AlterPartition>>>,
@@ -128,7 +137,7 @@ impl ReplicaManager {
             config,
             closed: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
-            hosted: RwLock::new(HashMap::new()),
+            hosted: RwLock::new(HashMap::default()),
             alter_partition: RwLock::new(None),
             fetchers: RwLock::new(Weak::new()),
             disk: OnceLock::new(),

@@ -491,6 +491,7 @@ impl PartitionState {
         self.append_with(acks_all, acks_all, |log, epoch| match origin {
             super::AppendOrigin::Client => log.append(batches, epoch),
             super::AppendOrigin::Trusted => log.append_trusted(batches, epoch),
+            super::AppendOrigin::TrustedKeyed => log.append_trusted_keyed(batches, epoch),
             super::AppendOrigin::Coordinator => log.append_coordinator(batches, epoch),
         })
     }
