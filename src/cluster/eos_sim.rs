@@ -652,8 +652,14 @@ impl World {
         loop {
             let mut done = true;
             for tp in &partitions {
-                if consumer.position(tp).map_err(|e| e.to_string())? < ends[tp] {
-                    done = false;
+                // A position still to look up asks the partition's leader:
+                // a leader election meanwhile is retriable (looked up again
+                // at the next poll).
+                match consumer.position(tp) {
+                    Ok(position) if position >= ends[tp] => {}
+                    Ok(_) => done = false,
+                    Err(e) if e.is_retriable() => done = false,
+                    Err(e) => return Err(e.to_string()),
                 }
             }
             if done {
@@ -663,7 +669,13 @@ impl World {
             if polls > 10_000 {
                 return Err("the read_committed consumer never reached the end offsets".into());
             }
-            let records = consumer.poll(Duration::ZERO).map_err(|e| e.to_string())?;
+            // A leader election (a clock jump may start a preferred-leader
+            // election) is retriable, as for any consumer.
+            let records = match consumer.poll(Duration::ZERO) {
+                Ok(records) => records,
+                Err(e) if e.is_retriable() => continue,
+                Err(e) => return Err(e.to_string()),
+            };
             for r in records.iter() {
                 self.tally.read += 1;
                 let value = String::from_utf8_lossy(r.value().unwrap_or_default()).into_owned();
