@@ -135,7 +135,12 @@ impl Core {
         let mut seqs = Vec::with_capacity(group.len());
         let mut released = 0;
         for (mut batch, outcome) in group.into_iter().zip(outcomes) {
-            batch.finish(outcome);
+            // Completing wakes the tasks awaiting the handles (user code):
+            // a panic there must not leave the partition marked as being
+            // written, which would keep its batches and a close waiting.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                batch.finish(outcome);
+            }));
             seqs.push(batch.seq);
             released += batch.reserved;
         }
