@@ -269,32 +269,26 @@ pub(crate) fn batch_capacity(
 /// thread that seals a batch holds it back in its partition's [`Held`]
 /// queue and appends the queue itself, joined into one write, once it is
 /// due (see [`Accumulator::hold`]): no hand-off between threads per
-/// batch, and up to `group_bytes` per write. The sender thread still
-/// takes what lingers (a held batch whose `linger.ms` passed), what a
-/// flush, a `wait` or a full `buffer.memory` asks for, retries, and the
-/// completions that need it (callbacks, which always run on it, and
-/// acknowledgements that wait for an fsync).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DirectAppends {
+/// batch, and up to [`DirectAppends::GROUP_BYTES`] per write. The sender
+/// thread still takes what lingers (a held batch whose `linger.ms`
+/// passed), what a flush, a `wait` or a full `buffer.memory` asks for,
+/// retries, and the completions that need it (callbacks, which always run
+/// on it, and acknowledgements that wait for an fsync). Such a producer's
+/// accumulator has [`Accumulator::direct`] set; these are its limits.
+pub(crate) struct DirectAppends;
+
+impl DirectAppends {
     /// A partition's held batches are appended once they reach this many
-    /// bytes.
-    pub(crate) group_bytes: usize,
+    /// bytes, at most this many per write (as the sender joins batches).
+    pub(crate) const GROUP_BYTES: usize = 1 << 20;
     /// ... or once the first of them was held this long. A partition
-    /// sealing batches less often than this hands them to the sender
-    /// thread one by one, as a producer without direct appends does.
-    pub(crate) hold: Duration,
+    /// sealing batches less often than this is not streaming: it hands
+    /// them to the sender thread one by one, as a producer without direct
+    /// appends does.
+    pub(crate) const HOLD: Duration = Duration::from_micros(250);
     /// Past this many held bytes over all partitions, every partition's
     /// held batches go to the sender thread (many partitions, each
     /// sealing seldom).
-    pub(crate) held_cap: usize,
-}
-
-impl DirectAppends {
-    /// At most this many bytes per write (as the sender joins batches).
-    pub(crate) const GROUP_BYTES: usize = 1 << 20;
-    /// A partition sealing a batch at least this often is streaming.
-    pub(crate) const HOLD: Duration = Duration::from_micros(250);
-    /// Held bytes over all partitions before the sender takes them.
     pub(crate) const HELD_CAP: usize = 4 << 20;
     /// Held batches that no sending thread appended this long after they
     /// were due (their partition stopped sealing) go to the sender thread,
@@ -340,11 +334,11 @@ impl Held {
     }
 
     /// Whether they are due to be appended at `now`.
-    fn due(&self, limits: &DirectAppends, now: Instant) -> bool {
-        self.bytes >= limits.group_bytes
+    fn due(&self, now: Instant) -> bool {
+        self.bytes >= DirectAppends::GROUP_BYTES
             || self
                 .first_held
-                .is_none_or(|t| now.saturating_duration_since(t) >= limits.hold)
+                .is_none_or(|t| now.saturating_duration_since(t) >= DirectAppends::HOLD)
     }
 }
 
@@ -459,8 +453,9 @@ pub(crate) struct Accumulator {
     /// transaction `early_txn`: each once per transaction.
     early_seen: HashSet<(usize, u32)>,
     early_txn: u64,
-    /// Sending threads append their sealed batches themselves.
-    pub(crate) direct: Option<DirectAppends>,
+    /// Sending threads append their sealed batches themselves
+    /// ([`DirectAppends`]).
+    pub(crate) direct: bool,
     /// Batches and bytes in the partitions' [`Held`] queues.
     pub(crate) held_batches: usize,
     held_bytes: usize,
@@ -538,7 +533,7 @@ impl Accumulator {
             early_adds: Vec::new(),
             early_seen: HashSet::new(),
             early_txn: 0,
-            direct: None,
+            direct: false,
             held_batches: 0,
             held_bytes: 0,
             direct_writers: 0,
@@ -630,9 +625,6 @@ impl Accumulator {
         if entry.batches.len() <= p {
             entry.batches.resize_with(p + 1, || None);
         }
-        if self.direct.is_some() && entry.held.len() <= p {
-            entry.held.resize_with(p + 1, Held::default);
-        }
         debug_assert!(entry.batches[p].is_none(), "open batch replaced");
         self.used += batch.reserved;
         self.open += 1;
@@ -678,7 +670,7 @@ impl Accumulator {
         }
         self.open -= 1;
         self.outside.insert(batch.seq);
-        if self.direct.is_some() {
+        if self.direct {
             self.hold(ti, partition, batch);
             return;
         }
@@ -690,22 +682,19 @@ impl Accumulator {
 
     /// Puts a sealed batch in its partition's [`Held`] queue
     /// ([`DirectAppends`]). A partition that seals batches less often than
-    /// [`DirectAppends::hold`] is not streaming: no other batch is likely
+    /// [`DirectAppends::HOLD`] is not streaming: no other batch is likely
     /// to join this one soon, and the sender thread appends it (in
     /// parallel with the sending thread, as before; with many partitions
     /// this is the usual case). Otherwise the queue waits to be joined, and
     /// `direct_due` notes when it is due to be appended by the sealing
-    /// thread: it holds [`DirectAppends::group_bytes`], or its first batch
-    /// was held for [`DirectAppends::hold`], and nothing of the partition is
+    /// thread: it holds [`DirectAppends::GROUP_BYTES`], or its first batch
+    /// was held for [`DirectAppends::HOLD`], and nothing of the partition is
     /// being appended elsewhere. A queue not due waits for a later seal, the
     /// thread appending the partition, or the sender thread, which takes it
     /// once stale or at its `linger.ms` deadline (the sender sleeps until
     /// the earliest deadline of the open batches, which this batch's is no
     /// earlier than).
     fn hold(&mut self, ti: usize, partition: u32, batch: Batch) {
-        let Some(limits) = self.direct else {
-            return;
-        };
         let now = Instant::now();
         let p = partition as usize;
         let entry = &mut self.topics[ti];
@@ -715,7 +704,7 @@ impl Accumulator {
         let held = &mut entry.held[p];
         let streaming = held
             .last_seal
-            .is_some_and(|t| now.saturating_duration_since(t) < limits.hold);
+            .is_some_and(|t| now.saturating_duration_since(t) < DirectAppends::HOLD);
         held.last_seal = Some(now);
         if held.batches.is_empty() {
             held.first_held = Some(now);
@@ -727,11 +716,11 @@ impl Accumulator {
         self.held_batches += 1;
         if !streaming && !held.writing {
             self.release(ti, partition);
-        } else if held.free() && held.due(&limits, now) {
+        } else if held.free() && held.due(now) {
             if self.direct_due.is_none() {
                 self.direct_due = Some((ti, partition));
             }
-        } else if self.held_bytes > limits.held_cap {
+        } else if self.held_bytes > DirectAppends::HELD_CAP {
             self.release_all(false);
         }
     }
@@ -763,21 +752,20 @@ impl Accumulator {
 
     /// Hands to the sender thread the held batches of every partition that
     /// no sending thread appends and whose first batch was held
-    /// [`DirectAppends::hold`] + `stale` ago: their partition stopped
+    /// [`DirectAppends::HOLD`] + `stale` ago: their partition stopped
     /// sealing.
     pub(crate) fn release_stale(&mut self, now: Instant, stale: Duration) {
         if self.held_batches == 0 {
             return;
         }
-        let hold = self.direct.map_or(Duration::ZERO, |l| l.hold);
         for ti in 0..self.topics.len() {
             for p in 0..self.topics[ti].held.len() {
                 let held = &self.topics[ti].held[p];
                 let stale = !held.writing
                     && !held.batches.is_empty()
-                    && held
-                        .first_held
-                        .is_some_and(|t| now.saturating_duration_since(t) >= hold + stale);
+                    && held.first_held.is_some_and(|t| {
+                        now.saturating_duration_since(t) >= DirectAppends::HOLD + stale
+                    });
                 if stale {
                     self.release(ti, p as u32);
                 }
@@ -864,7 +852,6 @@ impl Accumulator {
             // The sender waits for this thread before it exits.
             self.pending_wake = true;
         }
-        let limits = self.direct;
         let entry = self
             .topics
             .get_mut(ti)
@@ -904,7 +891,7 @@ impl Accumulator {
             self.release(ti, partition);
             return false;
         }
-        if limits.is_some_and(|l| held.free() && held.due(&l, now)) {
+        if held.free() && held.due(now) {
             return true;
         }
         // They wait for a later seal or their linger deadline, which the

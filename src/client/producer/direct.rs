@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::MutexGuard;
 
 use super::Core;
-use super::accumulator::{Accumulator, Batch, Handoff};
+use super::accumulator::{Accumulator, Batch, DirectAppends, Handoff};
 use super::sender::{append_group, encode, outcomes};
 use crate::cluster::{AppendAcks, TopicState};
 use crate::error::Result;
@@ -37,15 +37,12 @@ impl Core {
         let Some((ti, partition)) = acc.direct_due.take() else {
             return;
         };
-        let Some(limits) = acc.direct else {
-            return;
-        };
         let Some(topic) = acc.topics.get(ti).map(|e| e.state.clone()) else {
             return;
         };
         let segment_bytes =
             usize::try_from(topic.configs().log_config.segment_bytes()).unwrap_or(usize::MAX);
-        let limit = limits.group_bytes.min(segment_bytes / 4);
+        let limit = DirectAppends::GROUP_BYTES.min(segment_bytes / 4);
         for _ in 0..MAX_ROUNDS {
             let Some((group, completing)) = acc.take_group(ti, partition, limit) else {
                 return;

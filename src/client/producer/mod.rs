@@ -650,11 +650,7 @@ fn accumulator_for(config: &ProducerConfig, linger_ms: i64) -> Accumulator {
         && linger_ms > 0
         && !faults
     {
-        acc.direct = Some(accumulator::DirectAppends {
-            group_bytes: accumulator::DirectAppends::GROUP_BYTES,
-            hold: accumulator::DirectAppends::HOLD,
-            held_cap: accumulator::DirectAppends::HELD_CAP,
-        });
+        acc.direct = true;
     }
     acc
 }

@@ -390,7 +390,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
                     return;
                 }
                 let deadline = acc.next_deadline(core.linger_ms);
-                stale_check = acc.direct.is_some() && deadline.is_some();
+                stale_check = acc.direct && deadline.is_some();
                 // A send opening a batch with an earlier linger deadline
                 // wakes the sender; the sender may wake earlier (for an
                 // acknowledgement or a retry) and then looks again.
