@@ -591,6 +591,9 @@ struct Sending<'a> {
     value: &'a logbus::Bytes,
     /// Whether each record gets a newly allocated copy of `value`.
     value_per_record: bool,
+    /// Whether each record names its topic by `&str` rather than by the
+    /// shared `Arc<str>`.
+    topic_str: bool,
     rate: Option<f64>,
     threads: u64,
     transaction_records: Option<u64>,
@@ -622,10 +625,11 @@ impl Sending<'_> {
                 commit_time += committing.elapsed();
                 self.producer.begin_transaction()?;
             }
-            let record = if self.value_per_record {
-                ProducerRecord::new(self.topic, self.value.to_vec())
-            } else {
-                ProducerRecord::new(self.topic, self.value)
+            let record = match (self.value_per_record, self.topic_str) {
+                (true, false) => ProducerRecord::new(self.topic, self.value.to_vec()),
+                (false, false) => ProducerRecord::new(self.topic, self.value),
+                (true, true) => ProducerRecord::new(&**self.topic, self.value.to_vec()),
+                (false, true) => ProducerRecord::new(&**self.topic, self.value),
             };
             if i % LATENCY_SAMPLE == 0 {
                 let lat = Arc::clone(self.lat);
@@ -727,6 +731,13 @@ fn produce(flags: &Flags) -> Result<String, Error> {
             return Err(format!("--value-per-record: expected true or false, got {other}").into());
         }
     };
+    let topic_str = match flags.0.get("topic-str").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(format!("--topic-str: expected true or false, got {other}").into());
+        }
+    };
     let rate: Option<f64> = flags.0.get("rate").map(|r| r.parse()).transpose()?;
     if rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         return Err("--rate must be positive".into());
@@ -814,6 +825,7 @@ fn produce(flags: &Flags) -> Result<String, Error> {
         topic: &topic_name,
         value: &value,
         value_per_record,
+        topic_str,
         rate,
         threads,
         transaction_records,
