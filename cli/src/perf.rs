@@ -67,6 +67,9 @@
 //! `Vec<u8>` allocated and filled for it (as an application serialising
 //! each record does), instead of one shared `Bytes` whose reference count
 //! each record takes; the JSON says which ran as `value_per_record`.
+//! `--topic-str true` names each record's topic by `&str`, as most
+//! applications write `ProducerRecord::new("orders", value)`, instead of
+//! by one shared `Arc<str>` (the JSON says which ran as `topic_str`).
 //! `--threads N` sends from N threads through one shared (cloned)
 //! `Producer`, the records (and the rate) split evenly between them.
 //! `--flush-messages M` creates the topic with `flush.messages=M` (1: an
@@ -899,7 +902,7 @@ fn produce(flags: &Flags) -> Result<String, Error> {
          \"rss_file_mb\":{file_mb:.1},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3},\
          \"offered_rate\":{},\"threads\":{threads},\"brokers\":{},\"replication_factor\":{replication},\
          \"min_insync\":{min_insync},\"idempotence\":{idempotence},\"transaction_records\":{},\"commit_seconds\":{:.3},\
-         \"value_per_record\":{value_per_record}{fsync_fields}}}",
+         \"value_per_record\":{value_per_record},\"topic_str\":{topic_str}{fsync_fields}}}",
         records as f64 / seconds,
         us(50.0),
         us(99.0),
