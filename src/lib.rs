@@ -187,7 +187,7 @@ pub use client::consumer::{
 pub use client::partitioner::{Partitioner, RoundRobinPartitioner, murmur2, partition_for_key};
 pub use client::producer::{
     Acks, IntoBytes, IntoTopic, Producer, ProducerConfig, ProducerConfigBuilder, ProducerRecord,
-    RecordMetadata, SendFuture,
+    RecordMetadata, SendFuture, TopicName,
 };
 #[cfg(feature = "internals")]
 pub use client::producer::{ProduceFault, ProduceFaults};

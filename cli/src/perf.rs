@@ -67,6 +67,9 @@
 //! `Vec<u8>` allocated and filled for it (as an application serialising
 //! each record does), instead of one shared `Bytes` whose reference count
 //! each record takes; the JSON says which ran as `value_per_record`.
+//! `--topic-str true` names each record's topic by `&str`, as most
+//! applications write `ProducerRecord::new("orders", value)`, instead of
+//! by one shared `Arc<str>` (the JSON says which ran as `topic_str`).
 //! `--threads N` sends from N threads through one shared (cloned)
 //! `Producer`, the records (and the rate) split evenly between them.
 //! `--flush-messages M` creates the topic with `flush.messages=M` (1: an
@@ -591,6 +594,9 @@ struct Sending<'a> {
     value: &'a logbus::Bytes,
     /// Whether each record gets a newly allocated copy of `value`.
     value_per_record: bool,
+    /// Whether each record names its topic by `&str` rather than by the
+    /// shared `Arc<str>`.
+    topic_str: bool,
     rate: Option<f64>,
     threads: u64,
     transaction_records: Option<u64>,
@@ -622,10 +628,11 @@ impl Sending<'_> {
                 commit_time += committing.elapsed();
                 self.producer.begin_transaction()?;
             }
-            let record = if self.value_per_record {
-                ProducerRecord::new(self.topic, self.value.to_vec())
-            } else {
-                ProducerRecord::new(self.topic, self.value)
+            let record = match (self.value_per_record, self.topic_str) {
+                (true, false) => ProducerRecord::new(self.topic, self.value.to_vec()),
+                (false, false) => ProducerRecord::new(self.topic, self.value),
+                (true, true) => ProducerRecord::new(&**self.topic, self.value.to_vec()),
+                (false, true) => ProducerRecord::new(&**self.topic, self.value),
             };
             if i % LATENCY_SAMPLE == 0 {
                 let lat = Arc::clone(self.lat);
@@ -727,6 +734,13 @@ fn produce(flags: &Flags) -> Result<String, Error> {
             return Err(format!("--value-per-record: expected true or false, got {other}").into());
         }
     };
+    let topic_str = match flags.0.get("topic-str").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(format!("--topic-str: expected true or false, got {other}").into());
+        }
+    };
     let rate: Option<f64> = flags.0.get("rate").map(|r| r.parse()).transpose()?;
     if rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         return Err("--rate must be positive".into());
@@ -814,6 +828,7 @@ fn produce(flags: &Flags) -> Result<String, Error> {
         topic: &topic_name,
         value: &value,
         value_per_record,
+        topic_str,
         rate,
         threads,
         transaction_records,
@@ -887,7 +902,7 @@ fn produce(flags: &Flags) -> Result<String, Error> {
          \"rss_file_mb\":{file_mb:.1},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3},\
          \"offered_rate\":{},\"threads\":{threads},\"brokers\":{},\"replication_factor\":{replication},\
          \"min_insync\":{min_insync},\"idempotence\":{idempotence},\"transaction_records\":{},\"commit_seconds\":{:.3},\
-         \"value_per_record\":{value_per_record}{fsync_fields}}}",
+         \"value_per_record\":{value_per_record},\"topic_str\":{topic_str}{fsync_fields}}}",
         records as f64 / seconds,
         us(50.0),
         us(99.0),

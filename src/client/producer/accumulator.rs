@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::future::{BatchResult, Callback, Outcome};
+use super::record::TopicName;
 use super::transaction::{TxnManager, TxnTag};
 use crate::client::partitioner::StickyPartitions;
 use crate::cluster::{ClusterInner, PendingAck, TopicState};
@@ -402,10 +403,11 @@ pub(crate) struct Accumulator {
     index: HashMap<Arc<str>, usize>,
     /// The entry used last: most sends go to the same topic as the one before.
     last: usize,
-    /// The name a send gave when entry `last` was last looked up: a send
-    /// with the same shared name (an `Arc<str>` topic held by the caller)
-    /// is recognised by its address, without comparing bytes. Held, so the
-    /// address cannot be reused by another name.
+    /// The name a send gave when entry `last` was last looked up, if it
+    /// was a shared one (an `Arc<str>` topic held by the caller): a send
+    /// with the same shared name is recognised by its address, without
+    /// comparing bytes. Held, so the address cannot be reused by another
+    /// name.
     last_name: Option<Arc<str>>,
     /// Sealed batches in seal order, waiting for the sender thread.
     pub(crate) ready: VecDeque<Batch>,
@@ -550,28 +552,27 @@ impl Accumulator {
     /// again once the cached topic is deleted (a topic re-created under the
     /// same name is a new topic: the old one's open batches are sealed and
     /// will fail).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn entry(
         &mut self,
         cluster: &ClusterInner,
-        name: &Arc<str>,
+        name: &TopicName,
         batch_size: usize,
         sticky: &StickyPartitions,
     ) -> Result<usize> {
         // Inlined into `send`: the usual case, the topic of the send before,
         // by the same shared name or by the same bytes.
         if let Some(e) = self.topics.get(self.last)
-            && (self
-                .last_name
-                .as_ref()
-                .is_some_and(|n| Arc::ptr_eq(n, name))
-                || (e.name.len() == name.len() && e.name.as_bytes() == name.as_bytes()))
+            && (match (name.shared(), &self.last_name) {
+                (Some(n), Some(last)) => Arc::ptr_eq(n, last),
+                _ => false,
+            } || (e.name.len() == name.len() && e.name.as_bytes() == name.as_bytes()))
             && !e.state.is_deleted()
         {
             return Ok(self.last);
         }
         let i = self.entry_lookup(cluster, name, batch_size, sticky)?;
-        self.last_name = Some(name.clone());
+        self.last_name = name.shared().cloned();
         Ok(i)
     }
 

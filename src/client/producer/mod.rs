@@ -53,7 +53,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 pub use config::{Acks, ProducerConfig, ProducerConfigBuilder};
 pub use future::SendFuture;
 pub use into_bytes::IntoBytes;
-pub use record::{IntoTopic, ProducerRecord, RecordMetadata};
+pub use record::{IntoTopic, ProducerRecord, RecordMetadata, TopicName};
 
 use accumulator::{Accumulator, Batch};
 use future::{BatchResult, Callback};
@@ -753,7 +753,7 @@ impl Core {
                 }
             }
         }
-        let timestamp = match record.timestamp {
+        let timestamp = match record.timestamp() {
             Some(t) if t < 0 => {
                 return Err(Error::InvalidArgument(format!(
                     "record timestamp {t} is negative"
@@ -762,7 +762,7 @@ impl Core {
             Some(t) => t,
             None => self.clock.now_ms(),
         };
-        let chosen = match (self.config.partitioner(), record.partition) {
+        let chosen = match (self.config.partitioner(), record.partition()) {
             (Some(partitioner), None) => self.custom_partition(&**partitioner, &record)?,
             _ => None,
         };
@@ -854,7 +854,7 @@ impl Core {
             }
         }
         let count = entry.state.partition_count();
-        let (partition, keyless) = match (record.partition, chosen) {
+        let (partition, keyless) = match (record.partition(), chosen) {
             (Some(p), _) | (None, Some(p)) => {
                 if p >= count {
                     return Err(entry.unknown(Some(p)));
@@ -954,7 +954,7 @@ impl Core {
         if !acc.topics[ti].fits(partition, upper) {
             acc.seal(ti, partition, &self.sticky);
             let entry = &acc.topics[ti];
-            let created_ms = match record.timestamp {
+            let created_ms = match record.timestamp() {
                 None => timestamp,
                 Some(_) => self.clock.now_ms(),
             };

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use compact_str::CompactString;
 
 use super::IntoBytes;
 use crate::format::Header;
@@ -61,12 +62,17 @@ use crate::types::TopicPartition;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub struct ProducerRecord {
-    pub(crate) topic: Arc<str>,
-    pub(crate) partition: Option<u32>,
+    pub(crate) topic: TopicName,
     pub(crate) key: Option<Bytes>,
     pub(crate) value: Option<Bytes>,
     pub(crate) headers: Vec<Header>,
-    pub(crate) timestamp: Option<i64>,
+    // The partition and the timestamp with flags of their own rather than
+    // as `Option`s, which keeps a record at 128 bytes: a send moves it
+    // without a call to `memcpy`.
+    partition: u32,
+    timestamp: i64,
+    has_partition: bool,
+    has_timestamp: bool,
 }
 
 impl ProducerRecord {
@@ -74,11 +80,13 @@ impl ProducerRecord {
     pub fn new(topic: impl IntoTopic, value: impl IntoBytes) -> Self {
         ProducerRecord {
             topic: topic.into_topic(),
-            partition: None,
             key: None,
             value: Some(value.into_bytes()),
             headers: Vec::new(),
-            timestamp: None,
+            partition: 0,
+            timestamp: 0,
+            has_partition: false,
+            has_timestamp: false,
         }
     }
 
@@ -86,11 +94,13 @@ impl ProducerRecord {
     pub fn tombstone(topic: impl IntoTopic, key: impl IntoBytes) -> Self {
         ProducerRecord {
             topic: topic.into_topic(),
-            partition: None,
             key: Some(key.into_bytes()),
             value: None,
             headers: Vec::new(),
-            timestamp: None,
+            partition: 0,
+            timestamp: 0,
+            has_partition: false,
+            has_timestamp: false,
         }
     }
 
@@ -110,13 +120,15 @@ impl ProducerRecord {
 
     /// Sends the record to this partition, bypassing every partitioner.
     pub fn with_partition(mut self, partition: u32) -> Self {
-        self.partition = Some(partition);
+        self.partition = partition;
+        self.has_partition = true;
         self
     }
 
     /// Sets the record's create time, in milliseconds since the Unix epoch.
     pub fn with_timestamp(mut self, timestamp_ms: i64) -> Self {
-        self.timestamp = Some(timestamp_ms);
+        self.timestamp = timestamp_ms;
+        self.has_timestamp = true;
         self
     }
 
@@ -143,8 +155,9 @@ impl ProducerRecord {
 
     /// The partition, if set.
     #[must_use]
+    #[inline]
     pub fn partition(&self) -> Option<u32> {
-        self.partition
+        self.has_partition.then_some(self.partition)
     }
 
     /// The key, if any.
@@ -167,8 +180,9 @@ impl ProducerRecord {
 
     /// The timestamp, if set.
     #[must_use]
+    #[inline]
     pub fn timestamp(&self) -> Option<i64> {
-        self.timestamp
+        self.has_timestamp.then_some(self.timestamp)
     }
 
     /// Cheap upper bounds of (the record's size as the only record of a
@@ -217,12 +231,140 @@ impl ProducerRecord {
     }
 }
 
-/// Converts a topic name into the shared name a
-/// [`ProducerRecord`] holds.
+/// A topic's name as a [`ProducerRecord`] holds it (what
+/// [`IntoTopic`] makes): the `Arc<str>` it was given, shared; otherwise a
+/// copy, inline for a name of up to 24 bytes (most topic names), so that
+/// `ProducerRecord::new("orders", value)` costs no allocation. It reads as
+/// a `&str`.
 ///
-/// A `&str`, `&String`, `String`, `Box<str>` or `Cow<str>` is copied into
-/// a new name; an `Arc<str>` (or `&Arc<str>`) is shared without a copy,
-/// which is the cheapest way to send many records to one topic.
+/// ```
+/// use logbus::{IntoTopic, TopicName};
+///
+/// let name: TopicName = "orders".into_topic();
+/// assert_eq!(name, "orders");
+/// assert_eq!(name.len(), 6);
+/// assert_eq!(format!("{name}"), "orders");
+/// ```
+#[derive(Clone)]
+pub struct TopicName(Name);
+
+#[derive(Clone)]
+enum Name {
+    /// Inline up to 24 bytes, else in a buffer of its own.
+    Own(CompactString),
+    /// A longer name given as an `Arc<str>`.
+    Shared(Arc<str>),
+}
+
+impl TopicName {
+    /// The name.
+    #[must_use]
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Name::Own(name) => name.as_str(),
+            Name::Shared(name) => name,
+        }
+    }
+
+    /// The shared name, for a name given as an `Arc<str>`.
+    #[inline]
+    pub(crate) fn shared(&self) -> Option<&Arc<str>> {
+        match &self.0 {
+            Name::Own(_) => None,
+            Name::Shared(name) => Some(name),
+        }
+    }
+}
+
+impl std::ops::Deref for TopicName {
+    type Target = str;
+
+    #[inline]
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for TopicName {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for TopicName {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for TopicName {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for TopicName {}
+
+impl PartialEq<str> for TopicName {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for TopicName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::hash::Hash for TopicName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for TopicName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for TopicName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::fmt::Debug for TopicName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for TopicName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<TopicName> for String {
+    fn from(name: TopicName) -> String {
+        match name.0 {
+            Name::Own(name) => name.into_string(),
+            Name::Shared(name) => String::from(&*name),
+        }
+    }
+}
+
+/// Converts a topic name into the [`TopicName`] a [`ProducerRecord`]
+/// holds.
+///
+/// An `Arc<str>` (or `&Arc<str>`) is shared without a copy, the cheapest
+/// way to send many records to one topic. Every other spelling is copied,
+/// and does not allocate for a name of up to 24 bytes (most names): a
+/// `&str`, `&String` or `Cow<str>` is copied inline; a longer name has a
+/// buffer of its own (a `String`'s or `Box<str>`'s is kept).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -241,49 +383,62 @@ impl ProducerRecord {
 /// ```
 pub trait IntoTopic {
     /// The topic's name.
-    fn into_topic(self) -> Arc<str>;
+    fn into_topic(self) -> TopicName;
+}
+
+impl IntoTopic for TopicName {
+    fn into_topic(self) -> TopicName {
+        self
+    }
+}
+
+impl IntoTopic for &TopicName {
+    fn into_topic(self) -> TopicName {
+        self.clone()
+    }
 }
 
 impl IntoTopic for Arc<str> {
-    fn into_topic(self) -> Arc<str> {
-        self
+    fn into_topic(self) -> TopicName {
+        TopicName(Name::Shared(self))
     }
 }
 
 impl IntoTopic for &Arc<str> {
     /// Another reference to the same name (no copy).
-    fn into_topic(self) -> Arc<str> {
-        self.clone()
+    fn into_topic(self) -> TopicName {
+        TopicName(Name::Shared(self.clone()))
     }
 }
 
 impl IntoTopic for &str {
-    fn into_topic(self) -> Arc<str> {
-        Arc::from(self)
+    #[inline]
+    fn into_topic(self) -> TopicName {
+        TopicName(Name::Own(CompactString::new(self)))
     }
 }
 
 impl IntoTopic for &String {
-    fn into_topic(self) -> Arc<str> {
-        Arc::from(self.as_str())
+    fn into_topic(self) -> TopicName {
+        self.as_str().into_topic()
     }
 }
 
 impl IntoTopic for String {
-    fn into_topic(self) -> Arc<str> {
-        Arc::from(self)
+    fn into_topic(self) -> TopicName {
+        TopicName(Name::Own(CompactString::from(self)))
     }
 }
 
 impl IntoTopic for Box<str> {
-    fn into_topic(self) -> Arc<str> {
-        Arc::from(self)
+    fn into_topic(self) -> TopicName {
+        TopicName(Name::Own(CompactString::from(self)))
     }
 }
 
 impl IntoTopic for Cow<'_, str> {
-    fn into_topic(self) -> Arc<str> {
-        Arc::from(self)
+    fn into_topic(self) -> TopicName {
+        TopicName(Name::Own(CompactString::from(self)))
     }
 }
 
@@ -350,10 +505,18 @@ mod tests {
         ] {
             assert_eq!(record.topic(), "orders");
         }
-        assert!(Arc::ptr_eq(&ProducerRecord::new(&arc, "v").topic, &arc));
-        assert!(Arc::ptr_eq(
-            &ProducerRecord::new(arc.clone(), "v").topic,
-            &arc
-        ));
+        // An `Arc<str>` is shared; a `&str` copied (inline when short).
+        for record in [
+            ProducerRecord::new(&arc, "v"),
+            ProducerRecord::new(arc.clone(), "v"),
+        ] {
+            assert!(record.topic.shared().is_some_and(|n| Arc::ptr_eq(n, &arc)));
+        }
+        let long: Arc<str> = Arc::from("a-topic-name-longer-than-24-bytes");
+        let own = ProducerRecord::new(&*long, "v");
+        assert!(own.topic.shared().is_none());
+        assert_eq!(own.topic(), &*long);
+        assert_eq!(own.topic, ProducerRecord::new(&long, "v").topic);
+        assert_eq!(String::from(own.topic.clone()), &*long);
     }
 }
