@@ -243,12 +243,13 @@ impl BatchBuilder {
         self.buf.capacity() - self.buf.len() >= record_bytes.saturating_add(APPEND_SLACK)
     }
 
-    /// Makes room for an append of a record of at most `record_bytes`
-    /// encoded bytes without the buffer growing beyond it (no doubling):
-    /// afterwards such an append does not reallocate.
+    /// Grows the buffer to hold `capacity` bytes (no doubling beyond it:
+    /// the producer counts every byte against `buffer.memory`). Does
+    /// nothing when it holds that much already.
     #[inline]
-    pub(crate) fn reserve_exact(&mut self, record_bytes: usize) {
-        self.buf.reserve_exact(record_bytes + APPEND_SLACK);
+    pub(crate) fn grow_to(&mut self, capacity: usize) {
+        self.buf
+            .reserve_exact(capacity.saturating_sub(self.buf.len()));
     }
 
     /// Builds the batch: header, (compressed) records, CRC-32C.

@@ -960,10 +960,11 @@ impl Core {
             };
             // As Kafka's accumulator, a new batch takes a buffer of
             // `batch.size` (or of the record, if larger) so appends never
-            // reallocate, counted whole against `buffer.memory`. When that
-            // much is not free, it takes only what the record needs and
-            // grows record by record (Kafka would block, or fail when
-            // `buffer.memory` is below `batch.size`).
+            // reallocate, counted whole against `buffer.memory`, while
+            // that leaves half of `buffer.memory` free. Else it starts
+            // smaller and grows geometrically, so that many partitions'
+            // open batches do not take it all (Kafka would block, or fail
+            // when `buffer.memory` is below `batch.size`).
             let capacity =
                 accumulator::batch_capacity(entry.batch_limit, upper, acc.used, self.buffer_memory);
             let builder = BatchBuilder::with_capacity(self.config.compression(), capacity);
@@ -1005,10 +1006,19 @@ impl Core {
         let Some(builder) = batch.builder.as_mut() else {
             return Err(Error::Internal("an open batch has no builder".into()));
         };
-        // Without room for the record, grow by exactly what it needs (a
-        // doubling could overshoot `buffer.memory`); a full-size batch
-        // always has room.
-        builder.reserve_exact(upper);
+        // Without room for the record, grow geometrically within the
+        // batch limit and what is free of `buffer.memory` (`reserve`
+        // waited for what the record needs); a full-size batch always has
+        // room.
+        if !builder.has_room(upper) {
+            builder.grow_to(accumulator::grown_capacity(
+                builder.buffer_capacity(),
+                builder.estimated_size(),
+                upper,
+                accumulator::full_capacity(entry.batch_limit, upper),
+                self.buffer_memory.saturating_sub(*used),
+            ));
+        }
         let grown = builder.buffer_capacity().saturating_sub(batch.reserved);
         batch.reserved += grown;
         *used += grown;
@@ -1434,7 +1444,7 @@ mod buffer_tests {
     }
 
     #[test]
-    fn with_less_than_a_batch_free_a_batch_grows_by_each_record() -> Result<()> {
+    fn with_less_than_a_batch_free_a_batch_grows_within_what_is_free() -> Result<()> {
         const BUFFER: usize = 4_000;
         let dir = tempfile::tempdir().expect("tempdir");
         let cluster = cluster(dir.path(), 1)?;
@@ -1461,8 +1471,9 @@ mod buffer_tests {
             assert!(used <= BUFFER, "{used}");
         };
         assert!(matches!(error, Error::BufferExhausted { .. }), "{error:?}");
-        // 7 records of 507 bytes and the header fill 3,610 bytes; an 8th
-        // could need up to 568 more.
+        // The batch starts at an eighth of batch.size and then takes the
+        // rest of buffer.memory: 7 records of 507 bytes and the header fill
+        // 3,610 bytes; an 8th could need up to 568 more.
         assert_eq!(accepted, 7);
         producer.flush()?;
         assert_eq!(usage(&producer), (0, vec![]));
