@@ -255,7 +255,7 @@ impl BatchBuilder {
 
     /// Whether an append of a record of at most `record_bytes` encoded
     /// bytes fits the buffer as it is (no reallocation, no
-    /// [`reserve_exact`](BatchBuilder::reserve_exact) needed).
+    /// [`grow_to`](BatchBuilder::grow_to) needed).
     #[inline]
     pub(crate) fn has_room(&self, record_bytes: usize) -> bool {
         self.buf.capacity() - self.buf.len() >= record_bytes.saturating_add(APPEND_SLACK)
