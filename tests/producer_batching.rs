@@ -197,6 +197,44 @@ fn a_record_larger_than_batch_size_goes_alone_at_once() -> Result<()> {
     cluster.close()
 }
 
+/// More partitions than `buffer.memory` holds full batches for (40 of 16
+/// KiB in 320 KiB): batches opened past half of it start smaller and grow,
+/// so every partition's batch still takes all its records. (Were each
+/// batch opened at full size, the 20th would find `buffer.memory` taken,
+/// and a send would have to wait for room, sending every open batch as it
+/// is; here, with `max.block.ms` 0, it would fail.)
+#[test]
+fn more_partitions_than_full_batches_in_buffer_memory_still_batch_their_records() -> Result<()> {
+    const PARTITIONS: u32 = 40;
+    const RECORDS: i32 = 30;
+    let (_dir, _clock, cluster) = setup(PARTITIONS)?;
+    let producer = Producer::new(
+        &cluster,
+        ProducerConfig::builder()
+            .acks(Acks::Leader)
+            .linger(Duration::from_millis(LINGER))
+            .batch_size(16_384)
+            .buffer_memory(320 * 1024)
+            .max_block(Duration::ZERO)
+            .build()?,
+    )?;
+    // Round robin over the partitions, as keyed records spread.
+    for _ in 0..RECORDS {
+        for p in 0..PARTITIONS {
+            drop(producer.send(ProducerRecord::new("t", vec![b'v'; 100]).with_partition(p))?);
+        }
+    }
+    // The clock never moves: only the flush seals the batches.
+    producer.flush()?;
+    for p in 0..PARTITIONS {
+        let stored = batches(&cluster, "t", p)?;
+        assert_eq!(stored.len(), 1, "partition {p}: one batch");
+        assert_eq!(stored[0].header().records_count, RECORDS, "partition {p}");
+    }
+    producer.close()?;
+    cluster.close()
+}
+
 #[test]
 fn keyless_records_stick_to_one_partition_until_its_batch_is_sealed() -> Result<()> {
     let (_dir, _clock, cluster) = setup(4)?;

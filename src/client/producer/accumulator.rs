@@ -245,23 +245,70 @@ impl TopicEntry {
 }
 
 /// The buffer capacity of a new batch for a record of at most `upper`
-/// encoded bytes, with `used` of `buffer_memory` taken: room for a full
-/// batch (`batch_limit`, or the record if larger), as Kafka's accumulator
-/// allocates `batch.size`, when that much is free; else only the record's
-/// room (the batch then grows record by record).
+/// encoded bytes, with `used` of `buffer_memory` taken. A full batch
+/// (`batch_limit`, or the record if larger), as Kafka's accumulator
+/// allocates `batch.size`, while that leaves at least half of
+/// `buffer_memory` free; else a start of an eighth of that (at least the
+/// record's room, at most what is free), which grows geometrically
+/// ([`grown_capacity`]). Full batches for every partition would take all
+/// of `buffer_memory` once more partitions than it holds batches have a
+/// batch open (2,000 of 16 KiB in 32 MiB): later batches would find no
+/// room, and every send would wait for room and seal every open batch, so
+/// that batches went out with a record or two each.
 pub(crate) fn batch_capacity(
     batch_limit: usize,
     upper: usize,
     used: usize,
     buffer_memory: usize,
 ) -> usize {
-    let full =
-        BatchBuilder::capacity_for(batch_limit.saturating_sub(RECORD_BATCH_OVERHEAD).max(upper));
-    if used.saturating_add(full) <= buffer_memory {
-        full
-    } else {
-        BatchBuilder::capacity_for(upper)
+    let lone = BatchBuilder::capacity_for(upper);
+    let full = full_capacity(batch_limit, upper);
+    if used.saturating_add(full) <= buffer_memory / 2 {
+        return full;
     }
+    let start = BatchBuilder::capacity_for(
+        (batch_limit.saturating_sub(RECORD_BATCH_OVERHEAD) / START_FRACTION).max(upper),
+    );
+    start
+        .min(full)
+        .min(buffer_memory.saturating_sub(used))
+        .max(lone)
+}
+
+/// The buffer capacity of a full batch (of `batch_limit` bytes, or of its
+/// one record of at most `upper` encoded bytes if larger): appends to it
+/// never reallocate.
+pub(crate) fn full_capacity(batch_limit: usize, upper: usize) -> usize {
+    BatchBuilder::capacity_for(batch_limit.saturating_sub(RECORD_BATCH_OVERHEAD).max(upper))
+}
+
+/// A batch not opened at full size starts at this fraction of it.
+const START_FRACTION: usize = 8;
+
+/// The buffer capacity an open batch of `size` bytes in a buffer of
+/// `capacity` grows to for a record of at most `upper` encoded bytes, with
+/// `free` bytes of `buffer.memory` left (after the caller waited for at
+/// least the growth the record needs): twice the capacity, at most `full`
+/// (the capacity of a full batch) and what is free, at least what the
+/// record needs. Doubling keeps the copies of a growing batch below its
+/// final size (growing by each record would copy the batch once per
+/// record).
+pub(crate) fn grown_capacity(
+    capacity: usize,
+    size: usize,
+    upper: usize,
+    full: usize,
+    free: usize,
+) -> usize {
+    let needed = BatchBuilder::capacity_for(size.saturating_sub(RECORD_BATCH_OVERHEAD) + upper);
+    if capacity >= needed {
+        return capacity;
+    }
+    capacity
+        .saturating_mul(2)
+        .min(full)
+        .min(capacity.saturating_add(free))
+        .max(needed)
 }
 
 /// A producer whose sending threads append sealed batches themselves:
@@ -1082,26 +1129,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_batch_is_sized_for_batch_size_or_its_record_when_memory_allows() {
+    fn a_batch_is_sized_for_batch_size_or_its_record_while_half_the_memory_stays_free() {
+        const MEMORY: usize = 1 << 25;
         let full = BatchBuilder::capacity_for(16_384 - RECORD_BATCH_OVERHEAD);
         assert_eq!(full, 16_384 + 32);
-        assert_eq!(batch_capacity(16_384, 136, 0, 1 << 25), full);
+        assert_eq!(full_capacity(16_384, 136), full);
+        assert_eq!(batch_capacity(16_384, 136, 0, MEMORY), full);
+        assert_eq!(batch_capacity(16_384, 136, MEMORY / 2 - full, MEMORY), full);
         // A record larger than the batch limit: a buffer of its own size.
         assert_eq!(
-            batch_capacity(16_384, 20_036, 0, 1 << 25),
+            batch_capacity(16_384, 20_036, 0, MEMORY),
             BatchBuilder::capacity_for(20_036)
         );
-        // Not a full batch free (or buffer.memory below batch.size): only
-        // the record's room.
-        let lone = BatchBuilder::capacity_for(136);
+        // Past half of buffer.memory: an eighth of a batch.
+        let start = BatchBuilder::capacity_for((16_384 - RECORD_BATCH_OVERHEAD) / 8);
         assert_eq!(
-            batch_capacity(16_384, 136, (1 << 25) - full + 1, 1 << 25),
-            lone
+            batch_capacity(16_384, 136, MEMORY / 2 - full + 1, MEMORY),
+            start
         );
-        assert_eq!(batch_capacity(16_384, 136, (1 << 25) - full, 1 << 25), full);
-        assert_eq!(batch_capacity(16_384, 136, 0, 4_000), lone);
+        assert_eq!(batch_capacity(16_384, 136, MEMORY - 10_000, MEMORY), start);
+        // ... at most what is free, at least the record's room.
+        let lone = BatchBuilder::capacity_for(136);
+        assert_eq!(batch_capacity(16_384, 136, MEMORY - 1_000, MEMORY), 1_000);
+        assert_eq!(batch_capacity(16_384, 136, MEMORY - 100, MEMORY), lone);
+        assert_eq!(batch_capacity(16_384, 1_500, 0, 4_000), start);
+        assert_eq!(batch_capacity(16_384, 3_000, 0, 4_000), 3_000 + 61 + 32);
         // batch.size 0 (no batching): each record alone.
-        assert_eq!(batch_capacity(0, 136, 0, 1 << 25), lone);
+        assert_eq!(batch_capacity(0, 136, 0, MEMORY), lone);
+    }
+
+    #[test]
+    fn a_batch_grows_by_doubling_within_its_limit_and_what_is_free() {
+        let full = full_capacity(16_384, 136);
+        // Room enough: no growth.
+        assert_eq!(grown_capacity(2_000, 1_800, 136, full, 0), 2_000);
+        assert_eq!(grown_capacity(2_000, 1_900, 136, full, 1 << 20), 4_000);
+        assert_eq!(grown_capacity(10_000, 9_900, 136, full, 1 << 20), full);
+        // Less free than a doubling: what is free ...
+        assert_eq!(grown_capacity(2_000, 1_900, 136, full, 1_000), 3_000);
+        // ... but what the record needs (its caller waited for that).
+        let needed = BatchBuilder::capacity_for(1_900 - RECORD_BATCH_OVERHEAD + 136);
+        assert_eq!(grown_capacity(2_000, 1_900, 136, full, 0), needed);
     }
 
     #[test]
