@@ -16,6 +16,12 @@
 //!   and retention deleting old segments as it goes, vs 1 GiB segments (no
 //!   roll). It also prints the slowest single append seen with rolls, to
 //!   show that creating and deleting segments does not stall appends.
+//! - `group-write/{100B,1KiB}`: writing groups of 64 batches (1 MiB) as
+//!   the producer's group appends do, through the storage layer: with one
+//!   vectored write of the batches where they are
+//!   (`StorageFile::write_all_vectored_at`, `vectored`) vs copied into one
+//!   buffer first and written with one write (`joined`, what the appends
+//!   did before).
 
 use std::hint::black_box;
 use std::io::{Read, Write};
@@ -23,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use logbus::format::{BatchBuilder, Batches};
-use logbus::{Compression, Log, LogConfig};
+use logbus::{Compression, Log, LogConfig, OpenMode, StdStorage, Storage};
 
 /// Bytes appended per measured iteration.
 const APPEND_BYTES: usize = 32 << 20;
@@ -239,5 +245,64 @@ fn bench_roll(c: &mut Criterion) {
     eprintln!("roll: slowest single append with 1 MiB segments: {slowest:?}");
 }
 
-criterion_group!(benches, bench_append, bench_scan, bench_roll);
+/// Batches in one group: 1 MiB of 16 KiB batches, the producer's largest.
+const GROUP_BATCHES: usize = 64;
+
+fn bench_group_write(c: &mut Criterion) {
+    let mut group = c.benchmark_group("group-write");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(8));
+    for (name, record_size) in [("100B", 100), ("1KiB", 1024)] {
+        let template = build_batch(record_size);
+        // Separate buffers, as a producer's batches are.
+        let batches: Vec<Vec<u8>> = vec![template.clone(); GROUP_BATCHES];
+        let group_bytes = GROUP_BATCHES * template.len();
+        let groups = APPEND_BYTES / group_bytes;
+        group.throughput(Throughput::Bytes((groups * group_bytes) as u64));
+        for vectored in [true, false] {
+            let label = if vectored { "vectored" } else { "joined" };
+            group.bench_function(format!("{name}/{label}"), |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    let mut joined = Vec::new();
+                    for _ in 0..iters {
+                        let dir = tempfile::tempdir().expect("tempdir");
+                        let file = StdStorage
+                            .open(&dir.path().join("group"), OpenMode::CreateNew)
+                            .expect("create");
+                        let start = Instant::now();
+                        let mut position = 0;
+                        for _ in 0..groups {
+                            let pieces: Vec<&[u8]> = batches.iter().map(Vec::as_slice).collect();
+                            if vectored {
+                                file.write_all_vectored_at(black_box(&pieces), position)
+                                    .expect("write");
+                            } else {
+                                joined.clear();
+                                for piece in &pieces {
+                                    joined.extend_from_slice(piece);
+                                }
+                                file.write_all_at(black_box(&joined), position)
+                                    .expect("write");
+                            }
+                            position += group_bytes as u64;
+                        }
+                        total += start.elapsed();
+                    }
+                    total
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_append,
+    bench_scan,
+    bench_roll,
+    bench_group_write
+);
 criterion_main!(benches);

@@ -178,6 +178,20 @@ impl Log {
         self.append_checked(batches, leader_epoch, &checked, ProducerOrigin::Client)
     }
 
+    /// [`Log::append_trusted`] of the concatenation of `pieces`, each of
+    /// which holds whole batches: the same bytes are stored, at the same
+    /// offsets, with the same checks, indexes and durability, but written
+    /// with one vectored write, without copying the pieces into one
+    /// buffer first. Each batch's fields are rewritten in its piece.
+    pub(crate) fn append_trusted_vectored(
+        &self,
+        pieces: &mut [&mut [u8]],
+        leader_epoch: i32,
+    ) -> Result<AppendInfo> {
+        let checked = validate_pieces(pieces, &self.inner)?;
+        self.append_validated(pieces, leader_epoch, &checked, ProducerOrigin::Client, true)
+    }
+
     /// [`Log::append_trusted`] for a coordinator's records to its
     /// compacted topic, each of which it built with a key: a compacted
     /// log's rule that every record has a key is not checked record by
@@ -199,14 +213,17 @@ impl Log {
     /// thread; meanwhile it may append more, which the same fsync then
     /// covers: the producer's sender writes its next group while the
     /// previous one is synced, as Kafka's log flusher overlaps appends).
+    ///
+    /// The batches are the concatenation of `pieces` (each holding whole
+    /// batches), written as [`Log::append_trusted_vectored`] writes them.
     pub(crate) fn append_trusted_deferred(
         &self,
-        batches: &mut [u8],
+        pieces: &mut [&mut [u8]],
         leader_epoch: i32,
     ) -> Result<AppendInfo> {
-        let checked = validate(batches, &self.inner, 0..batches.len())?;
+        let checked = validate_pieces(pieces, &self.inner)?;
         self.append_validated(
-            batches,
+            pieces,
             leader_epoch,
             &checked,
             ProducerOrigin::Client,
@@ -243,20 +260,28 @@ impl Log {
 
     fn append_checked(
         &self,
-        batches: &mut [u8],
+        mut batches: &mut [u8],
         leader_epoch: i32,
         checked: &[Checked],
         origin: ProducerOrigin,
     ) -> Result<AppendInfo> {
-        self.append_validated(batches, leader_epoch, checked, origin, true)
+        self.append_validated(
+            std::slice::from_mut(&mut batches),
+            leader_epoch,
+            checked,
+            origin,
+            true,
+        )
     }
 
-    /// The append behind [`Log::append_checked`]; with `sync` false the
-    /// fsync the flush policy asks for is left to the caller
+    /// The append behind [`Log::append_checked`], of the batches in
+    /// `pieces` (in order; `checked` holds their positions in the
+    /// concatenation, and no batch spans two pieces); with `sync` false
+    /// the fsync the flush policy asks for is left to the caller
     /// ([`Log::sync_for_ack`]).
     fn append_validated(
         &self,
-        batches: &mut [u8],
+        pieces: &mut [&mut [u8]],
         leader_epoch: i32,
         checked: &[Checked],
         origin: ProducerOrigin,
@@ -307,9 +332,17 @@ impl Log {
             let mut next = state.log_end_offset;
             let mut metas = Vec::with_capacity(checked.len());
             let mut max_timestamp = format::NO_TIMESTAMP;
+            let total: usize = pieces.iter().map(|p| p.len()).sum();
+            // The piece holding the batch at hand, and where it starts in
+            // the concatenation.
+            let (mut piece, mut piece_start) = (0, 0);
             for (i, batch) in checked.iter().enumerate() {
-                let end = checked.get(i + 1).map_or(batches.len(), |b| b.position);
-                let bytes = &mut batches[batch.position..end];
+                let end = checked.get(i + 1).map_or(total, |b| b.position);
+                while batch.position >= piece_start + pieces[piece].len() {
+                    piece_start += pieces[piece].len();
+                    piece += 1;
+                }
+                let bytes = &mut pieces[piece][batch.position - piece_start..end - piece_start];
                 format::set_base_offset(bytes, next as i64);
                 format::set_partition_leader_epoch(bytes, leader_epoch);
                 let batch_max = match append_time {
@@ -330,9 +363,10 @@ impl Log {
                 next = last + 1;
             }
             let first_offset = state.log_end_offset;
+            let bufs: Vec<&[u8]> = pieces.iter().map(|p| &**p).collect();
             let (segment_base_offset, position) = self.inner.append_upgradable(
                 &mut state,
-                batches,
+                &bufs,
                 &metas,
                 first_offset,
                 now,
@@ -349,7 +383,7 @@ impl Log {
                 max_timestamp,
                 log_append_time: append_time,
                 records: record_count(checked),
-                bytes: batches.len() as u64,
+                bytes: total as u64,
                 segment_base_offset,
                 position,
                 duplicate: false,
@@ -446,7 +480,7 @@ impl Log {
             let first_offset = checked[0].header.base_offset as u64;
             let (segment_base_offset, position) = self.inner.append_upgradable(
                 &mut state,
-                batches,
+                &[batches],
                 &metas,
                 first_offset,
                 now,
@@ -612,6 +646,39 @@ fn validate(buf: &[u8], inner: &LogInner, trusted: std::ops::Range<usize>) -> Re
     validate_keyed(buf, inner, trusted, false)
 }
 
+/// [`validate`] of batches this process built, given as the pieces of
+/// their concatenation (each piece whole batches): every piece is checked
+/// as [`validate`] checks a buffer of trusted bytes, and the concatenation
+/// against `segment.bytes`. Positions are in the concatenation.
+fn validate_pieces(pieces: &[&mut [u8]], inner: &LogInner) -> Result<Vec<Checked>> {
+    if let [only] = pieces {
+        return validate(only, inner, 0..only.len());
+    }
+    let total: usize = pieces.iter().map(|p| p.len()).sum();
+    if total == 0 {
+        return Err(Error::InvalidBatch(FormatError::Empty));
+    }
+    let segment_bytes = inner.config().segment_bytes();
+    if total as u64 > segment_bytes {
+        return Err(Error::RecordTooLarge {
+            size: total as u64,
+            max: segment_bytes,
+            limit: "segment.bytes",
+        });
+    }
+    let mut checked = Vec::new();
+    let mut start = 0;
+    for piece in pieces.iter().filter(|p| !p.is_empty()) {
+        let first = checked.len();
+        checked.extend(validate(piece, inner, 0..piece.len())?);
+        for batch in &mut checked[first..] {
+            batch.position += start;
+        }
+        start += piece.len();
+    }
+    Ok(checked)
+}
+
 /// [`validate`]; with `keyed`, the caller built every record with a key,
 /// and a compacted log does not check each record for one (a debug
 /// assertion does).
@@ -752,7 +819,7 @@ impl LogInner {
     ) -> Result<(u64, u64)> {
         let last_offset = metas.last().map_or(first_offset, |m| m.last_offset);
         let result = (|| {
-            if self.roll_needed(state, buf, metas, last_offset, now) {
+            if self.roll_needed(state, buf.len() as u64, metas, last_offset, now) {
                 self.roll(state, first_offset, now)?;
             }
             let segment = state.active_mut();
@@ -786,20 +853,22 @@ impl LogInner {
     pub(super) fn append_upgradable(
         &self,
         state: &mut AppendGuard<'_>,
-        buf: &[u8],
+        bufs: &[&[u8]],
         metas: &[BatchMeta],
         first_offset: u64,
         now: i64,
         publish: impl FnOnce(&LogInner, &mut LogState) -> Result<()>,
     ) -> Result<(u64, u64)> {
         let last_offset = metas.last().map_or(first_offset, |m| m.last_offset);
+        let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         let written = (|| {
-            if self.roll_needed(state, buf, metas, last_offset, now) {
+            // The whole group goes to one segment: rolled for together.
+            if self.roll_needed(state, len, metas, last_offset, now) {
                 state.with_upgraded(|state| self.roll(state, first_offset, now))?;
             }
             // Past the published size: no reader sees these bytes yet, and
             // no other writer runs until the upgradable read is released.
-            state.active().write_unpublished(buf)
+            state.active().write_unpublished(bufs)
         })();
         let position = match written {
             Ok(position) => position,
@@ -810,7 +879,7 @@ impl LogInner {
         };
         state.with_upgraded(|state| {
             let segment = state.active_mut();
-            if let Err(e) = segment.publish(position, buf.len() as u64, metas) {
+            if let Err(e) = segment.publish(position, len, metas) {
                 self.fence();
                 return Err(e);
             }
@@ -821,12 +890,12 @@ impl LogInner {
         })
     }
 
-    /// Whether the batches in `buf` (ending at `last_offset`) need a new
-    /// active segment ([`Self::should_roll`]).
+    /// Whether the `len` bytes of batches `metas` describes (ending at
+    /// `last_offset`) need a new active segment ([`Self::should_roll`]).
     fn roll_needed(
         &self,
         state: &LogState,
-        buf: &[u8],
+        len: u64,
         metas: &[BatchMeta],
         last_offset: u64,
         now: i64,
@@ -836,13 +905,7 @@ impl LogInner {
             .map(|m| m.max_timestamp)
             .max()
             .unwrap_or(format::NO_TIMESTAMP);
-        self.should_roll(
-            state.active(),
-            buf.len() as u64,
-            last_offset,
-            max_timestamp,
-            now,
-        )
+        self.should_roll(state.active(), len, last_offset, max_timestamp, now)
     }
 
     /// After batches ending at `last_offset` went into the active segment:

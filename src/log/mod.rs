@@ -57,6 +57,8 @@ mod retention;
 mod scheduler;
 mod snapshot;
 mod txn;
+#[cfg(test)]
+mod vectored_tests;
 mod worker;
 
 use std::path::{Path, PathBuf};

@@ -509,19 +509,21 @@ impl ReplicaManager {
     /// built, leaving the fsync of a log that fsyncs every append to the
     /// caller (see `PartitionState::append_deferred`): the third value, if
     /// any, is the offset to pass to [`ReplicaManager::sync_for_ack`]
-    /// before the acknowledgement can complete.
+    /// before the acknowledgement can complete. The batches are the
+    /// concatenation of `pieces` (each whole batches), written with one
+    /// vectored write.
     ///
     /// # Errors
     /// As [`ReplicaManager::append_pending`].
     pub(crate) fn append_deferred(
         &self,
         key: &TopicIdPartition,
-        batches: &mut [u8],
+        pieces: &mut [&mut [u8]],
         acks: AppendAcks,
     ) -> Result<(AppendInfo, Option<PendingAck>, Option<u64>)> {
         let state = self.leader(key)?;
         let (info, pending, sync) = state
-            .append_deferred(batches, acks == AppendAcks::All)
+            .append_deferred(pieces, acks == AppendAcks::All)
             .map_err(|e| self.on_failed_disk(key, e))?;
         let now = self.config.clock.now_ms();
         Ok((

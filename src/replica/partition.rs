@@ -545,11 +545,16 @@ impl PartitionState {
     /// [`PartitionState::append`] (with `acks_all`), and the third value
     /// is `None`.
     ///
+    /// The batches are the concatenation of `pieces`, each holding whole
+    /// batches: appended as one buffer of them would be, but written with
+    /// one vectored write instead of being copied together first
+    /// ([`Log::append_trusted_vectored`]).
+    ///
     /// # Errors
     /// As [`PartitionState::append`].
     pub(crate) fn append_deferred(
         &self,
-        batches: &mut [u8],
+        pieces: &mut [&mut [u8]],
         acks_all: bool,
     ) -> Result<(AppendInfo, Option<PendingAck>, Option<u64>)> {
         let defer = {
@@ -558,11 +563,17 @@ impl PartitionState {
                 && (acks_all || (roles.isr.as_slice() == [self.broker] && self.min_insync() <= 1))
         };
         if !defer {
-            let (info, pending) = self.append(batches, super::AppendOrigin::Trusted, acks_all)?;
+            let (info, pending) = match pieces {
+                [only] => self.append(only, super::AppendOrigin::Trusted, acks_all)?,
+                // `PartitionState::append` with `AppendOrigin::Trusted`.
+                _ => self.append_with(acks_all, acks_all, |log, epoch| {
+                    log.append_trusted_vectored(pieces, epoch)
+                })?,
+            };
             return Ok((info, pending, None));
         }
         let (info, pending) = self.append_with(acks_all, true, |log, epoch| {
-            log.append_trusted_deferred(batches, epoch)
+            log.append_trusted_deferred(pieces, epoch)
         })?;
         Ok((info, pending, Some(info.last_offset() + 1)))
     }

@@ -263,6 +263,21 @@ impl StorageFile for FailableFile {
         self.inner.write_all_at(buf, position)
     }
 
+    fn write_all_vectored_at(&self, bufs: &[&[u8]], position: u64) -> Result<()> {
+        self.switch.check("write", self.inner.path())?;
+        #[cfg(test)]
+        if let Some(gate) = &self.gate {
+            // The gate parks a write of the concatenation halfway.
+            return gate.write(
+                self.inner.path(),
+                &bufs.concat(),
+                position,
+                |buf, position| self.inner.write_all_at(buf, position),
+            );
+        }
+        self.inner.write_all_vectored_at(bufs, position)
+    }
+
     fn read_exact_at(&self, buf: &mut [u8], position: u64) -> Result<()> {
         self.switch.check("read", self.inner.path())?;
         self.inner.read_exact_at(buf, position)
@@ -336,6 +351,7 @@ mod tests {
         // The file opened before the switch fails too, every call of it.
         let file_errors = [
             file.write_all_at(b"x", 5).unwrap_err(),
+            file.write_all_vectored_at(&[b"x", b"y"], 5).unwrap_err(),
             file.read_exact_at(&mut buf, 0).unwrap_err(),
             file.sync().unwrap_err(),
             file.len().unwrap_err(),

@@ -89,6 +89,25 @@ pub trait StorageFile: Send + Sync + Debug {
     /// # Errors
     /// [`crate::Error::Io`]; a partial write may have happened.
     fn write_all_at(&self, buf: &[u8], position: u64) -> Result<()>;
+    /// Writes all of `bufs`, one after the other, at byte `position`: the
+    /// same bytes, and the same outcome, as [`StorageFile::write_all_at`]
+    /// of their concatenation (a caller must treat a failure the same way:
+    /// any prefix of the concatenation may have been written). The real
+    /// file system's files write them with one vectored write (`pwritev`)
+    /// instead of copying them into one buffer first. The default joins
+    /// them into one buffer and calls [`StorageFile::write_all_at`], so
+    /// that an implementation that models or injects faults into writes
+    /// sees exactly one write of the concatenation.
+    ///
+    /// # Errors
+    /// [`crate::Error::Io`]; a partial write may have happened.
+    fn write_all_vectored_at(&self, bufs: &[&[u8]], position: u64) -> Result<()> {
+        match bufs {
+            [] => Ok(()),
+            [one] => self.write_all_at(one, position),
+            _ => self.write_all_at(&bufs.concat(), position),
+        }
+    }
     /// Reads exactly `buf.len()` bytes at `position`.
     ///
     /// # Errors

@@ -539,16 +539,18 @@ impl Segment {
     /// at or after [`Segment::next_offset`]; the caller checked that.
     /// [`Segment::write_unpublished`] then [`Segment::publish`].
     pub(crate) fn append(&mut self, buf: &[u8], batches: &[BatchMeta]) -> Result<u64> {
-        let position = self.write_unpublished(buf)?;
+        let position = self.write_unpublished(&[buf])?;
         self.publish(position, buf.len() as u64, batches)?;
         Ok(position)
     }
 
-    /// The first half of an append: writes `buf` at the end of the log file
-    /// (at [`Segment::size`]) and returns where, changing nothing else.
+    /// The first half of an append: writes `bufs`, one after the other,
+    /// at the end of the log file (at [`Segment::size`]) with one
+    /// [`StorageFile::write_all_vectored_at`](crate::storage::StorageFile::write_all_vectored_at)
+    /// (no copy into one buffer) and returns where, changing nothing else.
     /// The bytes are not published: `size`, the indexes and every read
     /// stay as they were, so readers sharing the segment (`&self`) go on
-    /// reading what was there before and never see a byte of `buf` until
+    /// reading what was there before and never see a byte of `bufs` until
     /// [`Segment::publish`] makes it part of the segment. A map never
     /// serves bytes at or past `size` (see [`Segment::slice`]).
     ///
@@ -557,10 +559,11 @@ impl Segment {
     /// upgradable read, which excludes every other writer). If the write
     /// fails, the bytes past `size` are garbage the next write overwrites
     /// or recovery cuts; the log is fenced then.
-    pub(crate) fn write_unpublished(&self, buf: &[u8]) -> Result<u64> {
+    pub(crate) fn write_unpublished(&self, bufs: &[&[u8]]) -> Result<u64> {
         let position = self.size;
-        self.reserve_for(position + buf.len() as u64);
-        self.file.write_all_at(buf, position)?;
+        let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        self.reserve_for(position + len);
+        self.file.write_all_vectored_at(bufs, position)?;
         Ok(position)
     }
 

@@ -1,6 +1,6 @@
 //! Appends from the sending threads: a producer with
 //! [`DirectAppends`] appends a partition's sealed batches on the thread
-//! that sealed them, joined into one write, instead of handing each batch
+//! that sealed them, in one (vectored) write, instead of handing each batch
 //! to the sender thread. The sender thread then finishes only what needs
 //! it (callbacks, acknowledgements that wait for an fsync, retries).
 
@@ -47,13 +47,12 @@ impl Core {
             let Some((group, completing)) = acc.take_group(ti, partition, limit) else {
                 return;
             };
-            let mut joined = std::mem::take(&mut acc.direct_buf);
+            // Groups are written vectored, from the batches' own bytes: the
+            // accumulator's join buffer is no longer filled.
+            debug_assert!(acc.direct_buf.is_empty());
             let written = MutexGuard::unlocked(acc, || {
-                self.write_group(&topic, partition, group, &completing, &mut joined)
+                self.write_group(&topic, partition, group, &completing)
             });
-            if joined.capacity() > acc.direct_buf.capacity() {
-                acc.direct_buf = joined;
-            }
             let handoff = match written {
                 Written::Done { seqs, released } => {
                     acc.finished_outside(seqs);
@@ -89,7 +88,6 @@ impl Core {
         partition: u32,
         mut group: Vec<Batch>,
         completing: &AtomicUsize,
-        joined: &mut Vec<u8>,
     ) -> Written {
         for batch in &mut group {
             if encode(batch, |builder, _| builder).is_err() {
@@ -103,8 +101,7 @@ impl Core {
         let appended = (|| -> Result<_> {
             let key = topic.key(partition)?;
             let replicas = self.cluster.replicas_for(&key)?;
-            let (info, ack, sync) =
-                append_group(&replicas, &key, &mut group, joined, AppendAcks::Leader)?;
+            let (info, ack, sync) = append_group(&replicas, &key, &mut group, AppendAcks::Leader)?;
             Ok((info, ack, sync.map(|next| (replicas, key, next))))
         })();
         let (info, ack, sync) = match appended {

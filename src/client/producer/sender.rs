@@ -184,8 +184,6 @@ struct Progress {
     /// The producer's current id and epoch (idempotence).
     producer_id: i64,
     epoch: i16,
-    /// Scratch buffer for groups of batches.
-    joined: Vec<u8>,
     /// The transaction being aborted: its unsent batches fail.
     txn_abort: Option<u64>,
     /// A transaction whose unsent batches fail, and why (one of its
@@ -338,7 +336,6 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
         finished: 0,
         producer_id: NO_PRODUCER_ID,
         epoch: NO_PRODUCER_EPOCH,
-        joined: Vec::new(),
         txn_abort: None,
         txn_failed: None,
         txn_errors: Vec::new(),
@@ -895,7 +892,7 @@ impl Core {
         })
     }
 
-    /// Appends `group` (one batch without copying, several joined) and
+    /// Appends `group` (its batches' bytes where they are) and
     /// returns each batch's outcome and the acknowledgement to wait for.
     fn append_batches(
         &self,
@@ -914,13 +911,7 @@ impl Core {
         }
         let key = part.topic.key(part.partition)?;
         let replicas = self.cluster.replicas_for(&key)?;
-        let (info, ack, sync) = append_group(
-            &replicas,
-            &key,
-            group,
-            &mut progress.joined,
-            self.append_acks(),
-        )?;
+        let (info, ack, sync) = append_group(&replicas, &key, group, self.append_acks())?;
         if let Some(next_offset) = sync {
             // The acknowledgement waits for this fsync; the next group is
             // written meanwhile.
@@ -1243,34 +1234,25 @@ pub(super) fn encode(
     Ok(())
 }
 
-/// Appends the encoded batches of `group` to `key` as its leader: one
-/// batch without copying, several joined in `joined` (one write). Returns
-/// what [`ReplicaManager::append_deferred`] does.
+/// Appends the encoded batches of `group` to `key` as its leader, each
+/// batch's bytes where they are: several are written with one vectored
+/// write, not copied into one buffer first. Returns what
+/// [`ReplicaManager::append_deferred`] does.
 pub(super) fn append_group(
     replicas: &ReplicaManager,
     key: &TopicIdPartition,
     group: &mut [Batch],
-    joined: &mut Vec<u8>,
     acks: AppendAcks,
 ) -> Result<(AppendInfo, Option<PendingAck>, Option<u64>)> {
-    if let [batch] = group {
+    let mut pieces = Vec::with_capacity(group.len());
+    for batch in group.iter_mut() {
         let bytes = batch
             .bytes
-            .as_mut()
+            .as_deref_mut()
             .ok_or_else(|| Error::Internal("a batch was not built".into()))?;
-        return replicas.append_deferred(key, bytes, acks);
+        pieces.push(bytes);
     }
-    joined.clear();
-    for batch in group.iter() {
-        if let Some(bytes) = &batch.bytes {
-            joined.extend_from_slice(bytes);
-        }
-    }
-    let appended = replicas.append_deferred(key, joined, acks);
-    if joined.capacity() > 2 * MAX_GROUP_BYTES {
-        *joined = Vec::new();
-    }
-    appended
+    replicas.append_deferred(key, &mut pieces, acks)
 }
 
 /// Each batch's outcome, for batches appended together as `info` tells.

@@ -121,6 +121,25 @@ fn fail_all_from_now_until_cleared() -> Result<()> {
 }
 
 #[test]
+fn a_vectored_write_is_one_write_of_the_concatenation() -> Result<()> {
+    let (_dir, storage, path, file) = new_file()?;
+    file.write_all_at(b"base", 0)?;
+    file.sync()?;
+    // The second write fails after 3 bytes: those of the concatenation.
+    storage.fail_nth_partial_write(2, FaultKind::Eio, 3);
+    file.write_all_vectored_at(&[b"xy", b"", b"z"], 4)?;
+    assert_eq!(read(&path), b"basexyz");
+    assert!(
+        file.write_all_vectored_at(&[b"12", b"34", b"56"], 2)
+            .is_err()
+    );
+    assert_eq!(read(&path), b"ba123yz");
+    storage.crash(Tear::None)?;
+    assert_eq!(read(&path), b"base");
+    Ok(())
+}
+
+#[test]
 fn partial_write_is_unsynced_and_lost_on_crash() -> Result<()> {
     let (_dir, storage, path, file) = new_file()?;
     file.write_all_at(b"base", 0)?;
