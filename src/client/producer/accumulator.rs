@@ -516,9 +516,6 @@ pub(crate) struct Accumulator {
     /// What sending threads appended (or failed to) for the sender thread
     /// to finish.
     pub(crate) handoffs: Vec<Handoff>,
-    /// The buffer a sending thread joins its batches in (taken while it
-    /// writes).
-    pub(crate) direct_buf: Vec<u8>,
     /// Flushes and closes waiting: held batches go to the sender at once.
     pub(crate) flushes: usize,
     /// Seal numbers of the batches sealed and not finished that the sender
@@ -588,7 +585,6 @@ impl Accumulator {
             direct_writers: 0,
             direct_due: None,
             handoffs: Vec::new(),
-            direct_buf: Vec::new(),
             flushes: 0,
             outside: BTreeSet::new(),
             sender_first: None,

@@ -47,9 +47,6 @@ impl Core {
             let Some((group, completing)) = acc.take_group(ti, partition, limit) else {
                 return;
             };
-            // Groups are written vectored, from the batches' own bytes: the
-            // accumulator's join buffer is no longer filled.
-            debug_assert!(acc.direct_buf.is_empty());
             let written = MutexGuard::unlocked(acc, || {
                 self.write_group(&topic, partition, group, &completing)
             });
