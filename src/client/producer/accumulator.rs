@@ -334,9 +334,10 @@ impl DirectAppends {
     /// them to the sender thread one by one, as a producer without direct
     /// appends does.
     pub(crate) const HOLD: Duration = Duration::from_micros(250);
-    /// Past this many held bytes over all partitions, every partition's
-    /// held batches go to the sender thread (many partitions, each
-    /// sealing seldom).
+    /// Past this many held bytes over all partitions, the held batches of
+    /// every partition that no thread appends and the sender thread has
+    /// none of go to the sender thread (many partitions, each sealing
+    /// seldom); see [`Accumulator::release_idle`].
     pub(crate) const HELD_CAP: usize = 4 << 20;
     /// Held batches that no sending thread appended this long after they
     /// were due (their partition stopped sealing) go to the sender thread,
@@ -476,6 +477,10 @@ pub(crate) struct Accumulator {
     /// How many sends wait for room: while any does, every batch is sent
     /// without waiting for `linger.ms`, as in Kafka.
     pub(crate) blocked: usize,
+    /// Held bytes past which a seal looks for idle partitions' batches to
+    /// hand to the sender again ([`Accumulator::release_idle`]); 0 below
+    /// [`DirectAppends::HELD_CAP`].
+    next_idle_scan: usize,
     /// No more sends are accepted.
     pub(crate) closed: bool,
     /// The sender must be woken (a batch was sealed, or opened with a
@@ -569,6 +574,7 @@ impl Accumulator {
             flush_target: u64::MAX,
             space_waiters: VecDeque::new(),
             blocked: 0,
+            next_idle_scan: 0,
             closed: false,
             pending_wake: false,
             markers_due: false,
@@ -726,10 +732,15 @@ impl Accumulator {
 
     /// Puts a sealed batch in its partition's [`Held`] queue
     /// ([`DirectAppends`]). A partition that seals batches less often than
-    /// [`DirectAppends::HOLD`] is not streaming: no other batch is likely
-    /// to join this one soon, and the sender thread appends it (in
-    /// parallel with the sending thread, as before; with many partitions
-    /// this is the usual case). Otherwise the queue waits to be joined, and
+    /// [`DirectAppends::HOLD`], holds none and has none with the sender is
+    /// not streaming: no other batch is likely to join this one soon, and
+    /// the sender thread appends it (in parallel with the sending thread,
+    /// as before; with many partitions this is the usual case). A partition
+    /// with batches held or with the sender is busy however long ago it
+    /// sealed (a send blocked on `buffer.memory`, or a long write, makes
+    /// such gaps): handing this batch to the sender would keep the
+    /// partition from the sending threads while the sender is behind.
+    /// Otherwise the queue waits to be joined, and
     /// `direct_due` notes when it is due to be appended by the sealing
     /// thread: it holds [`DirectAppends::GROUP_BYTES`], or its first batch
     /// was held for [`DirectAppends::HOLD`], and nothing of the partition is
@@ -748,7 +759,9 @@ impl Accumulator {
         let held = &mut entry.held[p];
         let streaming = held
             .last_seal
-            .is_some_and(|t| now.saturating_duration_since(t) < DirectAppends::HOLD);
+            .is_some_and(|t| now.saturating_duration_since(t) < DirectAppends::HOLD)
+            || !held.batches.is_empty()
+            || held.with_sender.load(Ordering::Acquire) > 0;
         held.last_seal = Some(now);
         if held.batches.is_empty() {
             held.first_held = Some(now);
@@ -764,8 +777,14 @@ impl Accumulator {
             if self.direct_due.is_none() {
                 self.direct_due = Some((ti, partition));
             }
-        } else if self.held_bytes > DirectAppends::HELD_CAP {
-            self.release_all(false);
+        } else if self.held_bytes > DirectAppends::HELD_CAP.max(self.next_idle_scan) {
+            self.release_idle();
+            // Partitions that wait for the sender stay held: look again
+            // only after another group's worth is held, not at every seal.
+            self.next_idle_scan = self.held_bytes + DirectAppends::GROUP_BYTES;
+        }
+        if self.held_bytes <= DirectAppends::HELD_CAP {
+            self.next_idle_scan = 0;
         }
     }
 
@@ -811,6 +830,28 @@ impl Accumulator {
                         now.saturating_duration_since(t) >= DirectAppends::HOLD + stale
                     });
                 if stale {
+                    self.release(ti, p as u32);
+                }
+            }
+        }
+    }
+
+    /// Hands to the sender thread the held batches of every partition that
+    /// no sending thread appends and of which the sender thread has no
+    /// batches ([`DirectAppends::HELD_CAP`] is passed). A partition whose
+    /// batches the sender still has keeps its held ones: handing it more
+    /// would only lengthen the queue the sender is behind with, and keep
+    /// the partition from the sending threads, which write faster (they
+    /// take its batches over once the sender is done; `buffer.memory`
+    /// bounds them meanwhile).
+    pub(crate) fn release_idle(&mut self) {
+        for ti in 0..self.topics.len() {
+            for p in 0..self.topics[ti].held.len() {
+                let held = &self.topics[ti].held[p];
+                if !held.writing
+                    && !held.batches.is_empty()
+                    && held.with_sender.load(Ordering::Acquire) == 0
+                {
                     self.release(ti, p as u32);
                 }
             }
