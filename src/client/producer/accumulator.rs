@@ -315,7 +315,7 @@ pub(crate) fn grown_capacity(
 /// acks=1 without idempotence or transactions, with a `linger.ms` above
 /// 0. Instead of waking the sender thread for each sealed batch, the
 /// thread that seals a batch holds it back in its partition's [`Held`]
-/// queue and appends the queue itself, joined into one write, once it is
+/// queue and appends the queue itself, in one (vectored) write, once it is
 /// due (see [`Accumulator::hold`]): no hand-off between threads per
 /// batch, and up to [`DirectAppends::GROUP_BYTES`] per write. The sender
 /// thread still takes what lingers (a held batch whose `linger.ms`
@@ -328,7 +328,7 @@ pub(crate) struct DirectAppends;
 impl DirectAppends {
     /// A partition's held batches are appended once they reach this many
     /// bytes, at most this many per write (as the sender joins batches).
-    pub(crate) const GROUP_BYTES: usize = 1 << 20;
+    pub(crate) const GROUP_BYTES: usize = super::sender::MAX_GROUP_BYTES;
     /// ... or once the first of them was held this long. A partition
     /// sealing batches less often than this is not streaming: it hands
     /// them to the sender thread one by one, as a producer without direct
@@ -790,7 +790,7 @@ impl Accumulator {
 
     /// Hands the held batches of `partition` of entry `ti` to the sender
     /// thread (to `ready`, in seal order).
-    pub(crate) fn release(&mut self, ti: usize, partition: u32) {
+    fn release(&mut self, ti: usize, partition: u32) {
         let Some(held) = self.topics[ti].held.get_mut(partition as usize) else {
             return;
         };
@@ -814,26 +814,31 @@ impl Accumulator {
     }
 
     /// Hands to the sender thread the held batches of every partition that
-    /// no sending thread appends and whose first batch was held
-    /// [`DirectAppends::HOLD`] + `stale` ago: their partition stopped
-    /// sealing.
-    pub(crate) fn release_stale(&mut self, now: Instant, stale: Duration) {
+    /// holds some and that no sending thread appends, for which `pick`
+    /// says so.
+    fn release_where(&mut self, pick: impl Fn(&Held) -> bool) {
         if self.held_batches == 0 {
             return;
         }
         for ti in 0..self.topics.len() {
             for p in 0..self.topics[ti].held.len() {
                 let held = &self.topics[ti].held[p];
-                let stale = !held.writing
-                    && !held.batches.is_empty()
-                    && held.first_held.is_some_and(|t| {
-                        now.saturating_duration_since(t) >= DirectAppends::HOLD + stale
-                    });
-                if stale {
+                if !held.writing && !held.batches.is_empty() && pick(held) {
                     self.release(ti, p as u32);
                 }
             }
         }
+    }
+
+    /// Hands to the sender thread the held batches of every partition that
+    /// no sending thread appends and whose first batch was held
+    /// [`DirectAppends::HOLD`] + `stale` ago: their partition stopped
+    /// sealing.
+    pub(crate) fn release_stale(&mut self, now: Instant, stale: Duration) {
+        self.release_where(|held| {
+            held.first_held
+                .is_some_and(|t| now.saturating_duration_since(t) >= DirectAppends::HOLD + stale)
+        });
     }
 
     /// Hands to the sender thread the held batches of every partition that
@@ -844,38 +849,36 @@ impl Accumulator {
     /// the partition from the sending threads, which write faster (they
     /// take its batches over once the sender is done; `buffer.memory`
     /// bounds them meanwhile).
-    pub(crate) fn release_idle(&mut self) {
-        for ti in 0..self.topics.len() {
-            for p in 0..self.topics[ti].held.len() {
-                let held = &self.topics[ti].held[p];
-                if !held.writing
-                    && !held.batches.is_empty()
-                    && held.with_sender.load(Ordering::Acquire) == 0
-                {
-                    self.release(ti, p as u32);
-                }
-            }
+    fn release_idle(&mut self) {
+        self.release_where(|held| held.with_sender.load(Ordering::Acquire) == 0);
+    }
+
+    /// Hands the held batches of `partition` of entry `ti` to the sender
+    /// thread now or, while a sending thread appends the partition, once
+    /// that thread is done (`urgent`).
+    pub(crate) fn release_soon(&mut self, ti: usize, partition: u32) {
+        let Some(held) = self.topics[ti].held.get_mut(partition as usize) else {
+            return;
+        };
+        if held.writing {
+            held.urgent = true;
+        } else {
+            self.release(ti, partition);
         }
     }
 
-    /// Hands every partition's held batches to the sender thread, except
-    /// (unless `writing_too`) those of partitions a sending thread is
-    /// appending: it hands them over itself when done if asked to
-    /// (`urgent`, a flush, a close, a full `buffer.memory`).
-    pub(crate) fn release_all(&mut self, writing_too: bool) {
+    /// Hands every partition's held batches to the sender thread, those of
+    /// partitions a sending thread is appending once it is done
+    /// ([`Accumulator::release_soon`]): a flush, a close, a full
+    /// `buffer.memory`.
+    fn release_all(&mut self) {
         if self.held_batches == 0 {
             return;
         }
         for ti in 0..self.topics.len() {
             for p in 0..self.topics[ti].held.len() {
-                let held = &mut self.topics[ti].held[p];
-                if held.batches.is_empty() {
-                    continue;
-                }
-                if held.writing && !writing_too {
-                    held.urgent = true;
-                } else {
-                    self.release(ti, p as u32);
+                if !self.topics[ti].held[p].batches.is_empty() {
+                    self.release_soon(ti, p as u32);
                 }
             }
         }
@@ -1049,25 +1052,17 @@ impl Accumulator {
             return;
         }
         if all {
-            self.release_all(false);
+            self.release_all();
             return;
         }
         // Held batches whose linger passed go to the sender, unless a
         // sending thread is appending their partition (it looks at them
         // when done).
-        for ti in 0..self.topics.len() {
-            for p in 0..self.topics[ti].held.len() {
-                let held = &self.topics[ti].held[p];
-                let expired = !held.writing
-                    && held
-                        .batches
-                        .front()
-                        .is_some_and(|b| now >= b.created_ms.saturating_add(linger_ms));
-                if expired {
-                    self.release(ti, p as u32);
-                }
-            }
-        }
+        self.release_where(|held| {
+            held.batches
+                .front()
+                .is_some_and(|b| now >= b.created_ms.saturating_add(linger_ms))
+        });
     }
 
     /// Seals every open batch.

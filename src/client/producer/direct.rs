@@ -1,7 +1,7 @@
 //! Appends from the sending threads: a producer with
-//! [`DirectAppends`] appends a partition's sealed batches on the thread
-//! that sealed them, in one (vectored) write, instead of handing each batch
-//! to the sender thread. The sender thread then finishes only what needs
+//! [`DirectAppends`](super::accumulator::DirectAppends) appends a
+//! partition's sealed batches on the thread that sealed them, in one
+//! (vectored) write, instead of handing each batch to the sender thread. The sender thread then finishes only what needs
 //! it (callbacks, acknowledgements that wait for an fsync, retries).
 
 use std::sync::Arc;
@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use parking_lot::MutexGuard;
 
 use super::Core;
-use super::accumulator::{Accumulator, Batch, DirectAppends, Handoff};
-use super::sender::{append_group, encode, outcomes};
+use super::accumulator::{Accumulator, Batch, Handoff};
+use super::sender::{append_group, encode, group_limit, outcomes};
 use crate::cluster::{AppendAcks, TopicState};
 use crate::error::Result;
 
@@ -40,9 +40,7 @@ impl Core {
         let Some(topic) = acc.topics.get(ti).map(|e| e.state.clone()) else {
             return;
         };
-        let segment_bytes =
-            usize::try_from(topic.configs().log_config.segment_bytes()).unwrap_or(usize::MAX);
-        let limit = DirectAppends::GROUP_BYTES.min(segment_bytes / 4);
+        let limit = group_limit(&topic);
         for _ in 0..MAX_ROUNDS {
             let Some((group, completing)) = acc.take_group(ti, partition, limit) else {
                 return;

@@ -644,14 +644,11 @@ fn accumulator_for(config: &ProducerConfig, linger_ms: i64) -> Accumulator {
     let faults = config.faults().is_some();
     #[cfg(not(feature = "internals"))]
     let faults = false;
-    if config.acks() == Acks::Leader
+    acc.direct = config.acks() == Acks::Leader
         && !config.enable_idempotence()
         && acc.txn.is_none()
         && linger_ms > 0
-        && !faults
-    {
-        acc.direct = true;
-    }
+        && !faults;
     acc
 }
 
@@ -1139,13 +1136,7 @@ impl Core {
             }
             // Held (or being appended by a sending thread): to the sender
             // now, or when that thread is done.
-            if let Some(held) = acc.topics[ti].held.get_mut(result.partition as usize) {
-                if held.writing {
-                    held.urgent = true;
-                } else {
-                    acc.release(ti, result.partition);
-                }
-            }
+            acc.release_soon(ti, result.partition);
         }
         let wake = std::mem::take(&mut acc.pending_wake);
         drop(acc);

@@ -87,8 +87,17 @@ use crate::replica::{ReplicaManager, TopicIdPartition};
 
 /// At most this many bytes of consecutive batches of one partition are
 /// written by one append (a quarter of `segment.bytes` if smaller; one batch
-/// always goes alone).
+/// always goes alone): see [`group_limit`].
 pub(super) const MAX_GROUP_BYTES: usize = 1 << 20;
+
+/// The most bytes of consecutive batches of a partition of `topic` one
+/// append takes: [`MAX_GROUP_BYTES`], or a quarter of the topic's
+/// `segment.bytes` if smaller.
+pub(super) fn group_limit(topic: &TopicState) -> usize {
+    let segment_bytes =
+        usize::try_from(topic.configs().log_config.segment_bytes()).unwrap_or(usize::MAX);
+    MAX_GROUP_BYTES.min(segment_bytes / 4)
+}
 
 /// Batches appended together whose `acks=all` acknowledgement has not
 /// arrived.
@@ -735,9 +744,7 @@ impl Core {
             usize::MAX
         };
         let mut group: Vec<Batch> = Vec::new();
-        let segment_bytes =
-            usize::try_from(part.topic.configs().log_config.segment_bytes()).unwrap_or(usize::MAX);
-        let limit = MAX_GROUP_BYTES.min(segment_bytes / 4);
+        let limit = group_limit(&part.topic);
         let mut bytes = 0;
         while let Some(next) = part.waiting.front() {
             // A retry goes alone: a group mixing a batch already stored
