@@ -656,3 +656,67 @@ fn acks_1_appends_from_the_sending_thread_are_retried_across_a_leader_crash() {
     producer.close().unwrap();
     cluster.close().unwrap();
 }
+
+/// A consumer assigned by hand follows its partition's leader: a poll
+/// that meets a crashed leader neither fails nor returns early, and the
+/// election that names the new leader wakes it; appends at the new leader
+/// wake a later poll; a pending position waits for the new leader instead
+/// of failing.
+#[test]
+fn a_consumer_follows_its_partitions_leader_across_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::open(dir.path(), builder().build().unwrap()).unwrap();
+    create(&cluster, 1);
+    let producer = acks_all(&cluster);
+    send_all(&cluster, &producer, 0..10);
+    let tp = TopicPartition::new(TOPIC, 0);
+    let consumer_with = |reset| {
+        let config = ConsumerConfig::builder()
+            .auto_offset_reset(reset)
+            .build()
+            .unwrap();
+        let mut consumer = Consumer::new(&cluster, config).unwrap();
+        consumer.assign(std::slice::from_ref(&tp)).unwrap();
+        consumer
+    };
+    let mut consumer = consumer_with(logbus::OffsetReset::Earliest);
+    let mut seen = Vec::new();
+    let mut poll_until = |consumer: &mut Consumer, count: usize| {
+        while seen.len() < count {
+            let records = consumer
+                .poll(GUARD)
+                .expect("a poll never fails while the leader moves");
+            assert!(!records.is_empty(), "no poll waits out its timeout");
+            seen.extend(records.iter().map(|r| {
+                std::str::from_utf8(r.value().unwrap())
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            }));
+        }
+    };
+
+    // Until the controller fences the crashed broker, it still leads.
+    let first = leader(&cluster, 0);
+    cluster.crash_broker(first).unwrap();
+    poll_until(&mut consumer, 10);
+    assert_ne!(leader(&cluster, 0), first);
+
+    // Records appended at the new leader wake the poll that waits for them.
+    std::thread::scope(|s| {
+        s.spawn(|| send_all(&cluster, &producer, 10..20));
+        poll_until(&mut consumer, 20);
+    });
+    assert_eq!(seen, (0..20).collect::<Vec<u64>>());
+
+    // A position still to be looked up waits for the next leader.
+    let mut latest = consumer_with(logbus::OffsetReset::Latest);
+    let second = leader(&cluster, 0);
+    cluster.crash_broker(second).unwrap();
+    assert_eq!(latest.position(&tp).unwrap(), 20);
+    assert_ne!(leader(&cluster, 0), second);
+    latest.close().unwrap();
+    consumer.close().unwrap();
+    producer.close().unwrap();
+    cluster.close().unwrap();
+}

@@ -1028,10 +1028,36 @@ impl ClusterInner {
         }
     }
 
-    /// Stops waking `waker` for `key`.
+    /// Makes `waker` follow `key`'s leader: watched on the broker that leads
+    /// it now, and on no other running broker (the one that led it before
+    /// a move, now a follower, stops waking it). With no leader known yet,
+    /// watched nowhere: the next metadata change tells when to call again.
+    pub(crate) fn watch_leader(&self, key: &TopicIdPartition, waker: &Sender<()>) {
+        if let [_] = &self.brokers[..] {
+            self.watch(key, waker);
+            return;
+        }
+        let leader = self.leader_broker(key).ok();
+        for broker in self.brokers() {
+            if leader.as_ref().is_some_and(|l| Arc::ptr_eq(l, &broker)) {
+                broker.replicas.watch(key, waker);
+            } else {
+                broker.replicas.unwatch(key, waker);
+            }
+        }
+    }
+
+    /// Stops waking `waker` for `key`, on every running broker (a waker
+    /// that followed the partition's leader may be on any).
     pub(crate) fn unwatch(&self, key: &TopicIdPartition, waker: &Sender<()>) {
-        if let Ok(replicas) = self.replicas_for(key) {
-            replicas.unwatch(key, waker);
+        if let [_] = &self.brokers[..] {
+            if let Ok(replicas) = self.replicas_for(key) {
+                replicas.unwatch(key, waker);
+            }
+            return;
+        }
+        for broker in self.brokers() {
+            broker.replicas.unwatch(key, waker);
         }
     }
 
@@ -1054,7 +1080,7 @@ impl ClusterInner {
     }
 
     /// A number that changes whenever a topic is created or deleted or
-    /// gains partitions.
+    /// gains partitions, and whenever a partition's leader or ISR changes.
     pub(crate) fn metadata_epoch(&self) -> u64 {
         self.metadata_epoch.load(Ordering::Acquire)
     }

@@ -39,6 +39,7 @@ impl Consumer {
     /// data is held back for `fetch.min.bytes`, every fetchable partition, to
     /// count what has arrived since), within `fetch.max.bytes`.
     pub(super) fn fill(&mut self) -> Result<()> {
+        self.follow_leaders();
         let n = self.assignment.len();
         let max_total = byte_count(self.config.fetch_max_bytes);
         let mut used: usize = 0;
@@ -66,13 +67,22 @@ impl Consumer {
                 // Deleted: the group's next rebalance takes it away.
                 continue;
             }
-            let position = self.resolve(i)?;
+            // A partition whose leader is moving is skipped until the
+            // metadata changes (which wakes a waiting poll), as Kafka's
+            // fetcher waits for its metadata to name the new leader.
+            let position = match self.resolve(i) {
+                Err(e) if e.is_leadership_moving() => continue,
+                resolved => resolved?,
+            };
             if used > 0 && used >= max_total {
                 continue;
             }
             let max_bytes = byte_count(self.config.max_partition_fetch_bytes)
                 .min(max_total.saturating_sub(used));
-            let (data, source, aborted, checked) = self.read(i, position, max_bytes)?;
+            let (data, source, aborted, checked) = match self.read(i, position, max_bytes) {
+                Err(e) if e.is_leadership_moving() => continue,
+                read => read?,
+            };
             let a = &mut self.assignment[i];
             // The read-ahead made for this read, if it read the same
             // position (`read` may have reset it).
@@ -105,6 +115,26 @@ impl Consumer {
             }
         }
         Ok(())
+    }
+
+    /// After a metadata change (a cluster of several brokers), puts every
+    /// assigned partition's watch on its current leader, so that appends
+    /// there wake a waiting poll.
+    fn follow_leaders(&mut self) {
+        if !self.follows_leaders {
+            return;
+        }
+        let inner = &self.cluster.inner;
+        let epoch = inner.metadata_epoch();
+        if epoch == self.leaders_seen {
+            return;
+        }
+        // A change after the epoch was read wakes the poll, which comes
+        // back here.
+        self.leaders_seen = epoch;
+        for a in &self.assignment {
+            inner.watch_leader(&a.key, &self.waker_tx);
+        }
     }
 
     /// Reads from assignment `i` at `position`, resetting the position by

@@ -553,7 +553,10 @@ impl Consumer {
                 };
                 let mut m = Membership::new(group.clone(), subscribed, protocol);
                 m.heartbeat = Some(Heartbeat::spawn(self, &group)?);
-                self.cluster.inner.watch_metadata(&self.waker_tx);
+                if !self.follows_leaders {
+                    // (A consumer following leaders watches already.)
+                    self.cluster.inner.watch_metadata(&self.waker_tx);
+                }
                 self.membership = Some(m);
             }
         }
@@ -584,7 +587,9 @@ impl Consumer {
             let now = self.cluster.inner.clock().now_ms();
             self.cluster.inner.groups.leave(&m.group, id, now);
         }
-        self.cluster.inner.unwatch_metadata(&self.waker_tx);
+        if !self.follows_leaders {
+            self.cluster.inner.unwatch_metadata(&self.waker_tx);
+        }
         self.clear_assignment();
         committed
     }

@@ -51,6 +51,8 @@ mod fetcher;
 mod group;
 mod group_metadata;
 #[cfg(test)]
+mod leader_tests;
+#[cfg(test)]
 mod read_committed_tests;
 mod records;
 mod subscription_state;
@@ -303,6 +305,13 @@ pub struct Consumer {
     /// Whether fetches are read ahead (tests that count this thread's CRC
     /// checks turn it off).
     read_ahead_enabled: bool,
+    /// The cluster has more than one broker, so a partition's leader can
+    /// move: the consumer watches the metadata (a move wakes a waiting
+    /// poll) and moves its partitions' watches to their new leaders.
+    follows_leaders: bool,
+    /// The metadata epoch at which every assigned partition's watch was
+    /// last put on its leader.
+    leaders_seen: u64,
 }
 
 impl Consumer {
@@ -318,6 +327,12 @@ impl Consumer {
             .unwrap_or_else(|| format!("consumer-{}", CLIENT_IDS.fetch_add(1, Ordering::Relaxed)));
         let (waker_tx, waker_rx) = crossbeam_channel::bounded(1);
         let clock_rx = cluster.inner.clock().subscribe();
+        let follows_leaders = cluster.inner.broker_count() > 1;
+        if follows_leaders {
+            // Before the epoch is read: a move after it wakes a poll.
+            cluster.inner.watch_metadata(&waker_tx);
+        }
+        let leaders_seen = cluster.inner.metadata_epoch();
         // Kafka starts the auto-commit timer when the consumer is made.
         let next_auto_commit = cluster
             .inner
@@ -344,6 +359,8 @@ impl Consumer {
             callbacks: Callbacks::default(),
             read_ahead: ahead::ReadAhead::default(),
             read_ahead_enabled: true,
+            follows_leaders,
+            leaders_seen,
         })
     }
 
@@ -393,6 +410,12 @@ impl Consumer {
     /// Each position then moves past the records returned. Paused partitions
     /// return nothing and keep their positions. A partition without a valid
     /// position gets one from `auto.offset.reset`.
+    ///
+    /// In a cluster of several brokers the consumer follows each
+    /// partition's leader: while a leader moves (its broker stopped or
+    /// crashed, and not yet replaced), the partition is skipped, never
+    /// failing the poll, and the metadata change that names the new leader
+    /// wakes a waiting poll, which then reads from it.
     ///
     /// # Errors
     /// - [`Error::IllegalState`] if the consumer neither subscribes nor has
@@ -685,7 +708,8 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         // Like a crashed process: no commit, no leave. Dropping the
         // membership stops the heartbeat thread.
-        if self.membership.take().is_some() {
+        let member = self.membership.take().is_some();
+        if member || self.follows_leaders {
             self.cluster.inner.unwatch_metadata(&self.waker_tx);
         }
         for a in &self.assignment {

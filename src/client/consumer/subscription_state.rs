@@ -81,7 +81,7 @@ impl Consumer {
                     if let Some(stale) = kept {
                         cluster.unwatch(&stale.key, &self.waker_tx);
                     }
-                    cluster.watch(&key, &self.waker_tx);
+                    cluster.watch_leader(&key, &self.waker_tx);
                     Assigned {
                         tp: tp.clone(),
                         stats: cluster.metrics.topic(&key.topic),
@@ -177,16 +177,22 @@ impl Consumer {
 
     /// The offset of the next record the consumer will return for an
     /// assigned partition (Kafka's `position`). Looks it up first if it is
-    /// pending (a new assignment, or after `seek_to_beginning/end`).
+    /// pending (a new assignment, or after `seek_to_beginning/end`); if the
+    /// partition's leader is moving meanwhile, the lookup waits for the new
+    /// leader, as Kafka's does, up to `default.api.timeout.ms` (60 s) of
+    /// the cluster's clock.
     ///
     /// # Errors
     /// [`Error::IllegalState`] if the partition is not assigned;
     /// [`Error::NoOffsetForPartition`] if it has no position and
     /// `auto.offset.reset` is `none`; [`Error::UnknownTopicOrPartition`] if
-    /// the topic was deleted.
+    /// the topic was deleted; the retriable [`Error::NotLeaderOrFollower`]
+    /// or [`Error::LeaderNotAvailable`] if no new leader came within the
+    /// timeout.
     pub fn position(&mut self, partition: &TopicPartition) -> Result<u64> {
         let i = self.assigned(partition)?;
-        self.resolve(i)
+        let cluster = self.cluster.clone();
+        cluster.inner.retry_while_leader_moves(|| self.resolve(i))
     }
 
     /// Stops returning records of the partitions, keeping their positions
