@@ -11,7 +11,8 @@
 //!   broker L) pair, started when F first follows a partition led by L.
 //!   After a round that moved nothing it long-polls: it waits on a
 //!   wake-up channel registered with each partition it fetches at the
-//!   leader (signalled by appends and by moves of the high watermark), on
+//!   leader (signalled by appends, not by moves of the high watermark,
+//!   which it learns at its next fetch as Kafka's followers do), on
 //!   its control channel (new partitions, pause, throttle, shutdown), on
 //!   the clock's wake-ups and at most `replica.fetch.wait.max.ms` on the
 //!   clock, then fetches again. Under a fetch throttle ([`Throttle`], a
@@ -544,7 +545,7 @@ fn run_fetcher(
                 }
                 for (key, _) in local.followed_from(leader_id) {
                     if !watched.contains(&key) {
-                        leader.watch(&key, &wake_tx);
+                        leader.watch_as_follower(&key, &wake_tx);
                         watched.push(key);
                     }
                 }

@@ -882,6 +882,16 @@ impl ReplicaManager {
         }
     }
 
+    /// Sends on `waker` after every append to `key` (and when it goes
+    /// away), not at moves of its high watermark: a follower's fetcher,
+    /// see `PartitionState::watch_as_follower`. Does nothing if `key` is
+    /// not hosted.
+    pub(crate) fn watch_as_follower(&self, key: &TopicIdPartition, waker: &Sender<()>) {
+        if let Ok(state) = self.get(key) {
+            state.watch_as_follower(waker);
+        }
+    }
+
     /// Stops waking `waker` for `key`.
     pub(crate) fn unwatch(&self, key: &TopicIdPartition, waker: &Sender<()>) {
         if let Ok(state) = self.get(key) {

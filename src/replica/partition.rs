@@ -21,7 +21,7 @@
 //! and is never held while the log lock is taken (offsets are read from
 //! the log first); it is held while the high watermark is written, so the
 //! high watermark and the acknowledgements it completes move together.
-//! `watchers` comes last. An ISR proposal goes to the controller
+//! `watchers` and `fetchers` come last. An ISR proposal goes to the controller
 //! ([`AlterPartition`](super::AlterPartition)) with none of these held.
 
 use std::collections::BTreeMap;
@@ -119,7 +119,12 @@ pub(crate) struct PartitionState {
     replication: Mutex<Replication>,
     log: RwLock<Option<Log>>,
     gone: AtomicU8,
+    /// Woken by appends and by moves of the high watermark: consumers.
     watchers: Watchers,
+    /// Woken by appends only: followers' fetchers, which learn a new high
+    /// watermark from their next fetch, as Kafka's followers do; a move
+    /// of it does not cost each of them a fetch round of its own.
+    fetchers: Watchers,
     /// What recovery did when the log was opened.
     recovery: RecoveryReport,
     /// The topic's counters: the cluster's once hosted
@@ -262,6 +267,7 @@ impl PartitionState {
             log: RwLock::new(Some(log)),
             gone: AtomicU8::new(LIVE),
             watchers: Watchers::default(),
+            fetchers: Watchers::default(),
             recovery,
             stats: crate::metrics::TopicStats::detached(),
         };
@@ -525,6 +531,7 @@ impl PartitionState {
         drop(roles);
         // Followers wait for appends, consumers for the high watermark (a
         // move of which woke them already).
+        self.fetchers.notify();
         if !moved {
             self.watchers.notify();
         }
@@ -645,6 +652,7 @@ impl PartitionState {
         let moved = self.maybe_increment_hw(&roles, Some(info.last_offset() + 1));
         let pending = self.park_ack(&roles, info.last_offset() + 1);
         drop(roles);
+        self.fetchers.notify();
         if !moved {
             self.watchers.notify();
         }
@@ -944,6 +952,7 @@ impl PartitionState {
         replication.joining = None;
         drop(replication);
         self.watchers.notify();
+        self.fetchers.notify();
     }
 
     /// The followers as the leader sees them (empty on a follower).
@@ -1054,6 +1063,7 @@ impl PartitionState {
         drop(roles);
         if appended {
             self.watchers.notify();
+            self.fetchers.notify();
         }
         Ok(appended)
     }
@@ -1238,9 +1248,17 @@ impl PartitionState {
         self.watchers.add(waker);
     }
 
-    /// Stops waking `waker`.
+    /// Registers a follower's fetcher: `waker` receives a message after
+    /// every append (and when the partition goes away or an ISR proposal
+    /// is answered), not when only the high watermark moves.
+    pub(crate) fn watch_as_follower(&self, waker: &Sender<()>) {
+        self.fetchers.add(waker);
+    }
+
+    /// Stops waking `waker` (as a consumer's or as a fetcher's).
     pub(crate) fn unwatch(&self, waker: &Sender<()>) {
         self.watchers.remove(waker);
+        self.fetchers.remove(waker);
     }
 
     /// Closes the log for good: `deleted` for a deleted topic, else for a
@@ -1280,6 +1298,7 @@ impl PartitionState {
             ack.complete(Err(self.gone_error()));
         }
         self.watchers.notify();
+        self.fetchers.notify();
         match ending {
             LogEnding::Drop => {
                 // The files are about to be removed; a flush would be wasted.

@@ -372,6 +372,38 @@ fn a_follower_catches_up_and_its_segment_files_match_the_leaders() {
     }
 }
 
+/// A follower's fetcher is woken by appends at the leader, not by moves
+/// of the high watermark (it learns those at its next fetch, as Kafka's
+/// followers do); a consumer is woken by both.
+#[test]
+fn fetchers_wake_on_appends_and_consumers_also_on_high_watermark_moves() {
+    let rig = Rig::new(3, LogConfig::default(), 1);
+    let (fetcher_tx, fetcher_rx) = crossbeam_channel::bounded(1);
+    let (consumer_tx, consumer_rx) = crossbeam_channel::bounded(1);
+    rig.m(0).watch_as_follower(&rig.key, &fetcher_tx);
+    rig.m(0).watch(&rig.key, &consumer_tx);
+    rig.append(0, 5);
+    assert!(fetcher_rx.try_recv().is_ok(), "an append wakes a fetcher");
+    assert!(consumer_rx.try_recv().is_ok(), "and a consumer");
+    // Both followers fetch the batch and report their log ends: the high
+    // watermark moves.
+    for b in [1, 2] {
+        rig.fetch(b, 0);
+        rig.fetch(b, 0);
+    }
+    assert_eq!(rig.hw(0), 5);
+    assert!(consumer_rx.try_recv().is_ok(), "a move wakes a consumer");
+    assert!(fetcher_rx.try_recv().is_err(), "but no fetcher");
+    // A follower learns it at its next fetch all the same.
+    rig.fetch(1, 0);
+    assert_eq!(rig.hw(1), 5);
+    // Unwatched, neither is woken.
+    rig.m(0).unwatch(&rig.key, &fetcher_tx);
+    rig.m(0).unwatch(&rig.key, &consumer_tx);
+    rig.append(0, 1);
+    assert!(fetcher_rx.try_recv().is_err() && consumer_rx.try_recv().is_err());
+}
+
 /// The leader's high watermark is the minimum log end offset over the
 /// ISR, the leader's own included; a follower not heard from holds it;
 /// it never moves back; consumers read below it only and are woken when
