@@ -234,6 +234,11 @@ pub(crate) struct Core {
     sender_thread: ThreadId,
     /// `enable.idempotence` (resolved).
     idempotent: bool,
+    /// The producer id and epoch an idempotent producer numbers new
+    /// partitions in (`NO_PRODUCER_ID` until its first batch is numbered,
+    /// by the sender or a sending thread; bumped by KIP-360 resets). Taken
+    /// after a partition's sequences, never before.
+    identity: Mutex<(i64, i16)>,
     /// `max.in.flight.requests.per.connection`, `retries`,
     /// `retry.backoff.ms`, `delivery.timeout.ms`, `request.timeout.ms`.
     max_in_flight: usize,
@@ -339,6 +344,10 @@ impl Producer {
             doorbell: Doorbell::new(Spinner::for_this_machine()),
             sender_thread: thread.thread().id(),
             idempotent: config_idempotent,
+            identity: Mutex::new((
+                crate::format::NO_PRODUCER_ID,
+                crate::format::NO_PRODUCER_EPOCH,
+            )),
             max_in_flight: usize::try_from(config_max_in_flight).unwrap_or(usize::MAX),
             retries: config_retries,
             retry_backoff_ms: config_backoff,
@@ -644,11 +653,9 @@ fn accumulator_for(config: &ProducerConfig, linger_ms: i64) -> Accumulator {
     let faults = config.faults().is_some();
     #[cfg(not(feature = "internals"))]
     let faults = false;
-    acc.direct = config.acks() == Acks::Leader
-        && !config.enable_idempotence()
-        && acc.txn.is_none()
-        && linger_ms > 0
-        && !faults;
+    // Idempotence too: a partition's sequences are shared with the sender
+    // (`accumulator::PartitionShared`).
+    acc.direct = config.acks() != Acks::None && acc.txn.is_none() && linger_ms > 0 && !faults;
     acc
 }
 
