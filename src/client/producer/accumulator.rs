@@ -105,7 +105,7 @@ impl Default for Sequences {
 /// (`writing`). The mutex around the sequences is never contended; it
 /// keeps the hand-over between threads memory-safe, the rule above keeps
 /// the numbering in seal order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct PartitionShared {
     /// Batches of this partition with the sender thread, not yet finished
     /// (each holds a [`SenderCount`] and counts down when finished): while
@@ -122,8 +122,23 @@ pub(crate) struct PartitionShared {
     /// A sending thread is appending this partition ([`Held::writing`],
     /// readable without the producer's lock).
     pub(crate) writing: AtomicBool,
+    /// The last append from a sending thread was not acknowledged at once
+    /// (or none was made yet): see `Core::append_held`.
+    pub(crate) acks_wait: AtomicBool,
     /// The partition's sequences.
     pub(crate) sequences: Mutex<Sequences>,
+}
+
+impl Default for PartitionShared {
+    fn default() -> Self {
+        PartitionShared {
+            with_sender: AtomicUsize::new(0),
+            completing: AtomicUsize::new(0),
+            writing: AtomicBool::new(false),
+            acks_wait: AtomicBool::new(true),
+            sequences: Mutex::default(),
+        }
+    }
 }
 
 /// A batch's place in its partition's [`PartitionShared`] counts while the
@@ -1035,9 +1050,11 @@ impl Accumulator {
         }
         let mut group = Vec::new();
         let mut bytes = 0;
+        let mut cut_by_room = false;
         while let Some(next) = held.batches.front() {
             let size = next.size();
             if !group.is_empty() && (bytes + size > limit || group.len() >= room) {
+                cut_by_room = bytes + size <= limit;
                 break;
             }
             bytes += size;
@@ -1046,10 +1063,14 @@ impl Accumulator {
         held.bytes -= bytes;
         held.writing = true;
         held.shared.writing.store(true, Ordering::Release);
-        // The rest was held no earlier than the last seal.
         held.first_held = if held.batches.is_empty() {
             None
+        } else if cut_by_room {
+            // The rest was due with these (its first batch held as long):
+            // it stays due, for this thread's next round.
+            held.first_held
         } else {
+            // The rest was held no earlier than the last seal.
             held.last_seal
         };
         self.held_bytes -= bytes;

@@ -47,9 +47,9 @@ impl Core {
             return;
         };
         let limit = group_limit(&topic);
-        let max_in_flight = (self.config.acks() == Acks::All).then_some(self.max_in_flight);
         for _ in 0..MAX_ROUNDS {
-            let Some((group, shared)) = acc.take_group(ti, partition, limit, max_in_flight) else {
+            let bound = self.in_flight_bound(ti, partition, acc);
+            let Some((group, shared)) = acc.take_group(ti, partition, limit, bound) else {
                 return;
             };
             let written =
@@ -75,6 +75,28 @@ impl Core {
         {
             acc.pending_wake = true;
         }
+    }
+
+    /// With acks=all, how many batches of `partition` of entry `ti` may
+    /// wait for their acknowledgement (`max.in.flight`, as the sender
+    /// bounds them: a resend after a failed acknowledgement is recognised
+    /// as a duplicate only among the partition's last 5 batches). Not
+    /// bounded on a cluster of one broker while the partition's appends
+    /// from the sending threads are acknowledged at once: every partition
+    /// has one replica there, so an acknowledgement waits only for an
+    /// fsync (a topic that fsyncs every append, whose groups stay bounded
+    /// once one append waited).
+    fn in_flight_bound(&self, ti: usize, partition: u32, acc: &Accumulator) -> Option<usize> {
+        if self.config.acks() != Acks::All {
+            return None;
+        }
+        let immediate = self.one_broker
+            && acc
+                .topics
+                .get(ti)
+                .and_then(|e| e.held.get(partition as usize))
+                .is_some_and(|h| !h.shared.acks_wait.load(Ordering::Relaxed));
+        (!immediate).then_some(self.max_in_flight)
     }
 
     /// Encodes (numbers, with idempotence) and appends `group` (batches
@@ -128,6 +150,9 @@ impl Core {
             }
         };
         let outcomes = outcomes(&info, &group);
+        shared
+            .acks_wait
+            .store(ack.is_some() || sync.is_some(), Ordering::Relaxed);
         if ack.is_some()
             || sync.is_some()
             || group.iter().any(|b| !b.callbacks.is_empty())

@@ -234,6 +234,8 @@ pub(crate) struct Core {
     sender_thread: ThreadId,
     /// `enable.idempotence` (resolved).
     idempotent: bool,
+    /// The cluster has one broker: every partition has one replica.
+    one_broker: bool,
     /// The producer id and epoch an idempotent producer numbers new
     /// partitions in (`NO_PRODUCER_ID` until its first batch is numbered,
     /// by the sender or a sending thread; bumped by KIP-360 resets). Taken
@@ -323,6 +325,7 @@ impl Producer {
         let config_request = config.request_timeout_millis();
         let size = |bytes: u64| usize::try_from(bytes).unwrap_or(usize::MAX);
         let acc = accumulator_for(&config, linger_ms);
+        let one_broker = cluster.config().brokers() == 1;
         let core = Arc::new_cyclic(|me| Core {
             me: me.clone(),
             linger_ms,
@@ -344,6 +347,7 @@ impl Producer {
             doorbell: Doorbell::new(Spinner::for_this_machine()),
             sender_thread: thread.thread().id(),
             idempotent: config_idempotent,
+            one_broker,
             identity: Mutex::new((
                 crate::format::NO_PRODUCER_ID,
                 crate::format::NO_PRODUCER_EPOCH,
