@@ -26,9 +26,10 @@
 //! that is not done fails.
 //!
 //! ## Idempotence
-//! The producer id comes from the cluster, when the first batch is built;
-//! each partition numbers its
-//! records from 0 in the epoch it started with. A batch refused with
+//! The producer id comes from the cluster, when the first batch is built
+//! (here or, with direct appends, by a sending thread: the id, epoch and
+//! each partition's sequences are shared, see `PartitionShared`); each
+//! partition numbers its records from 0 in the epoch it started with. A batch refused with
 //! `OutOfOrderSequence` or `UnknownProducerId` while nothing before it in
 //! its partition is unfinished means the partition lost (or never had) the
 //! producer's earlier batches: the producer bumps its epoch (KIP-360; past
