@@ -1,11 +1,13 @@
-//! A producer with acks=1, no idempotence and no transactions appends its
-//! sealed batches from the sending threads, joined per partition, and
-//! hands the sender thread only what needs it (callbacks, retries, what a
-//! flush or a wait asks for, what lingers). These tests check what users
-//! see: every record once, in order per partition and per sending thread,
-//! each handle with its record's offset, callbacks on the sender thread,
-//! and nothing left waiting for `linger.ms` when someone waits for it. The
-//! manual clock never moves here, so no `linger.ms` ever passes.
+//! A producer without transactions (acks=1 or acks=all, idempotent or
+//! not) appends its sealed batches from the sending threads, joined per
+//! partition, and hands the sender thread only what needs it (callbacks,
+//! retries, what a flush or a wait asks for, what lingers). These tests
+//! check what users see: every record once, in order per partition and per
+//! sending thread, each handle with its record's offset, callbacks on the
+//! sender thread, nothing left waiting for `linger.ms` when someone waits
+//! for it, and, with idempotence, one producer id and consecutive
+//! sequences in every partition. The manual clock never moves here, so no
+//! `linger.ms` ever passes.
 
 mod producer_util;
 
@@ -253,7 +255,76 @@ mod model {
     //! the log holds exactly the records sent, in send order per partition.
 
     use super::*;
+    use producer_util::batches;
     use proptest::prelude::*;
+
+    /// The producer's settings a case runs with.
+    #[derive(Debug, Clone, Copy)]
+    enum Mode {
+        /// acks=1, idempotence off (it is off by default with acks=1).
+        Plain,
+        /// acks=all with idempotence off (idempotence needs acks=all).
+        PlainAll,
+        /// Kafka's defaults: acks=all with idempotence (one broker, so
+        /// acknowledged at the append).
+        IdempotentAll,
+    }
+
+    impl Mode {
+        fn config(self, batch_size: u64) -> ProducerConfig {
+            let builder = ProducerConfig::builder()
+                .linger(Duration::from_secs(3600))
+                .batch_size(batch_size);
+            match self {
+                Mode::Plain => builder.acks(Acks::Leader),
+                Mode::PlainAll => builder.enable_idempotence(false),
+                Mode::IdempotentAll => builder,
+            }
+            .build()
+            .expect("config")
+        }
+
+        fn idempotent(self) -> bool {
+            matches!(self, Mode::IdempotentAll)
+        }
+    }
+
+    fn mode() -> impl Strategy<Value = Mode> {
+        prop_oneof![
+            Just(Mode::Plain),
+            Just(Mode::PlainAll),
+            Just(Mode::IdempotentAll)
+        ]
+    }
+
+    /// Every batch of `partition` carries the producer id `id` (none
+    /// without idempotence), epoch 0 and the sequence after the batch
+    /// before it (from 0); returns the producer id.
+    fn check_sequences(
+        cluster: &logbus::Cluster,
+        partition: u32,
+        idempotent: bool,
+        id: Option<i64>,
+    ) -> Result<Option<i64>> {
+        let mut id = id;
+        let mut next = 0i32;
+        for batch in batches(cluster, "t", partition)? {
+            let h = *batch.header();
+            if !idempotent {
+                assert_eq!((h.producer_id, h.base_sequence), (-1, -1), "{h:?}");
+                continue;
+            }
+            let pid = *id.get_or_insert(h.producer_id);
+            assert!(pid >= 0, "{h:?}");
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.base_sequence),
+                (pid, 0, next),
+                "partition {partition}"
+            );
+            next += h.records_count;
+        }
+        Ok(id)
+    }
 
     #[derive(Debug, Clone)]
     enum Op {
@@ -275,9 +346,9 @@ mod model {
         ]
     }
 
-    fn run(ops: &[Op], batch_size: u64) -> Result<()> {
+    fn run(ops: &[Op], batch_size: u64, mode: Mode) -> Result<()> {
         let (_dir, _clock, cluster) = setup(2)?;
-        let producer = Producer::new(&cluster, config(batch_size))?;
+        let producer = Producer::new(&cluster, mode.config(batch_size))?;
         let mut sent: [Vec<String>; 2] = [Vec::new(), Vec::new()];
         let mut handles = Vec::new();
         let called: Arc<Mutex<Vec<(u32, u64)>>> = Arc::default();
@@ -323,8 +394,10 @@ mod model {
                 );
             }
         }
+        let mut id = None;
         for p in 0..2u32 {
             assert_eq!(values(&cluster, p)?, sent[p as usize], "partition {p}");
+            id = check_sequences(&cluster, p, mode.idempotent(), id)?;
             let calls: Vec<u64> = called
                 .lock()
                 .iter()
@@ -353,8 +426,9 @@ mod model {
         fn random_sends_waits_and_flushes_match_the_model(
             ops in proptest::collection::vec(op(), 1..400),
             batch_size in prop_oneof![Just(256u64), Just(1_024), Just(16_384)],
+            mode in mode(),
         ) {
-            run(&ops, batch_size).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            run(&ops, batch_size, mode).map_err(|e| TestCaseError::fail(e.to_string()))?;
         }
     }
 }

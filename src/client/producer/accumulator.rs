@@ -8,10 +8,11 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
+use parking_lot::Mutex;
 
 use super::future::{BatchResult, Callback, Outcome};
 use super::record::TopicName;
@@ -19,7 +20,7 @@ use super::transaction::{TxnManager, TxnTag};
 use crate::client::partitioner::StickyPartitions;
 use crate::cluster::{ClusterInner, PendingAck, TopicState};
 use crate::error::{Error, Result};
-use crate::format::{BatchBuilder, RECORD_BATCH_OVERHEAD};
+use crate::format::{BatchBuilder, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, RECORD_BATCH_OVERHEAD};
 use crate::replica::{ReplicaManager, TopicIdPartition};
 
 /// One batch of one partition: open while records are added, then sealed
@@ -50,9 +51,149 @@ pub(crate) struct Batch {
     /// The transaction it belongs to (transactional producers).
     pub(crate) txn: Option<TxnTag>,
     /// The count it is in while the sender thread has it
-    /// ([`Held::with_sender`] or [`Held::completing`]); the sender counts
-    /// it down when it finishes the batch.
-    pub(crate) with_sender: Option<Arc<AtomicUsize>>,
+    /// ([`PartitionShared::with_sender`] or
+    /// [`PartitionShared::completing`]); the sender counts it down when it
+    /// finishes the batch.
+    pub(crate) with_sender: Option<SenderCount>,
+}
+
+/// The idempotence state of one partition: the producer id and epoch its
+/// sequences belong to (`NO_PRODUCER_ID` until its first batch is
+/// numbered, and without idempotence) and the sequence of the next batch
+/// numbered for the first time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sequences {
+    pub(crate) producer_id: i64,
+    pub(crate) epoch: i16,
+    pub(crate) next_sequence: i32,
+}
+
+impl Default for Sequences {
+    fn default() -> Self {
+        Sequences {
+            producer_id: NO_PRODUCER_ID,
+            epoch: NO_PRODUCER_EPOCH,
+            next_sequence: 0,
+        }
+    }
+}
+
+/// What the sender thread and the sending threads ([`DirectAppends`])
+/// share about one partition: who has its batches, and its sequences.
+///
+/// ## Who numbers a partition
+/// A partition's batches are numbered (given their sequences) when they
+/// are encoded, once, in seal order, by whichever thread appends them
+/// first: a sending thread appending a group it took from the partition's
+/// [`Held`] queue, or the sender thread. Both number from the same
+/// [`PartitionShared::sequences`], and never at the same time, by the rule
+/// that decides who appends the partition: a sending thread takes a group
+/// only while `with_sender` is 0 (no batch of the partition is with the
+/// sender to be sent, or sent again) and no other sending thread is
+/// appending it ([`Held::writing`], under the producer's lock); the sender
+/// thread is handed a partition's batches only while no sending thread
+/// appends it, and counts them in `with_sender` until they are finished.
+/// So the batches the sender numbers (fresh ones) or renumbers (KIP-360's
+/// epoch bump, of batches waiting to be sent again) are all counted in
+/// `with_sender`, and a sending thread numbers only while it is 0. The one
+/// way a batch reaches the sender's queue of batches to send without
+/// being counted there is a batch a sending thread appended and handed
+/// over to complete (counted in `completing`) whose acknowledgement then
+/// failed: it moves to `with_sender` ([`SenderCount::move_to_sender`]) before
+/// it is queued again, and the sender renumbers the partition only once
+/// no sending thread that took a group before that is still appending it
+/// (`writing`). The mutex around the sequences is never contended; it
+/// keeps the hand-over between threads memory-safe, the rule above keeps
+/// the numbering in seal order.
+#[derive(Debug)]
+pub(crate) struct PartitionShared {
+    /// Batches of this partition with the sender thread, not yet finished
+    /// (each holds a [`SenderCount`] and counts down when finished): while
+    /// any is, no sending thread appends this partition, so the
+    /// partition's batches are numbered, appended and completed in seal
+    /// order.
+    pub(crate) with_sender: AtomicUsize,
+    /// Batches of this partition a sending thread appended and handed to
+    /// the sender thread to complete (callbacks, an acknowledgement to
+    /// wait for), not yet completed: while any is, a sending thread hands
+    /// its own appended batches over too instead of completing them, so
+    /// the partition's records complete in order.
+    pub(crate) completing: AtomicUsize,
+    /// A sending thread is appending this partition ([`Held::writing`],
+    /// readable without the producer's lock).
+    pub(crate) writing: AtomicBool,
+    /// The last append from a sending thread was not acknowledged at once
+    /// (or none was made yet): see `Core::append_held`.
+    pub(crate) acks_wait: AtomicBool,
+    /// The partition's sequences.
+    pub(crate) sequences: Mutex<Sequences>,
+}
+
+impl Default for PartitionShared {
+    fn default() -> Self {
+        PartitionShared {
+            with_sender: AtomicUsize::new(0),
+            completing: AtomicUsize::new(0),
+            writing: AtomicBool::new(false),
+            acks_wait: AtomicBool::new(true),
+            sequences: Mutex::default(),
+        }
+    }
+}
+
+/// A batch's place in its partition's [`PartitionShared`] counts while the
+/// sender thread has it.
+#[derive(Debug)]
+pub(crate) struct SenderCount {
+    shared: Arc<PartitionShared>,
+    /// Counted in `completing` (else in `with_sender`).
+    completing: bool,
+}
+
+impl SenderCount {
+    /// Counts `n` batches in `shared`'s `completing` or `with_sender`
+    /// count and returns their places.
+    fn add(shared: &Arc<PartitionShared>, completing: bool, n: usize) -> impl Fn() -> SenderCount {
+        let count = if completing {
+            &shared.completing
+        } else {
+            &shared.with_sender
+        };
+        count.fetch_add(n, Ordering::AcqRel);
+        let shared = shared.clone();
+        move || SenderCount {
+            shared: shared.clone(),
+            completing,
+        }
+    }
+
+    /// The partition's shared state.
+    pub(crate) fn shared(&self) -> &Arc<PartitionShared> {
+        &self.shared
+    }
+
+    /// The batch goes back to the sender's queue to be sent again: it
+    /// keeps sending threads from the partition from now on (see
+    /// [`PartitionShared`]).
+    pub(crate) fn move_to_sender(&mut self) {
+        if self.completing {
+            // First the new count: the two are never both 0 meanwhile.
+            self.shared.with_sender.fetch_add(1, Ordering::AcqRel);
+            self.shared.completing.fetch_sub(1, Ordering::AcqRel);
+            self.completing = false;
+        }
+    }
+
+    /// The batch is finished: a sending thread may append the partition
+    /// once none is left.
+    pub(crate) fn done(self) {
+        let count = if self.completing {
+            &self.shared.completing
+        } else {
+            &self.shared.with_sender
+        };
+        count.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Batch {
@@ -312,8 +453,8 @@ pub(crate) fn grown_capacity(
 }
 
 /// A producer whose sending threads append sealed batches themselves:
-/// acks=1 without idempotence or transactions, with a `linger.ms` above
-/// 0. Instead of waking the sender thread for each sealed batch, the
+/// acks=1 or acks=all, idempotent or not, without transactions (or
+/// injected faults), with a `linger.ms` above 0. Instead of waking the sender thread for each sealed batch, the
 /// thread that seals a batch holds it back in its partition's [`Held`]
 /// queue and appends the queue itself, in one (vectored) write, once it is
 /// due (see [`Accumulator::hold`]): no hand-off between threads per
@@ -321,7 +462,9 @@ pub(crate) fn grown_capacity(
 /// thread still takes what lingers (a held batch whose `linger.ms`
 /// passed), what a flush, a `wait` or a full `buffer.memory` asks for,
 /// retries, and the completions that need it (callbacks, which always run
-/// on it, and acknowledgements that wait for an fsync). Such a producer's
+/// on it, and acknowledgements not given at the append: acks=all with
+/// followers, or an fsync to wait for). An idempotent producer's sending
+/// thread numbers what it appends ([`PartitionShared`]). Such a producer's
 /// accumulator has [`Accumulator::direct`] set; these are its limits.
 pub(crate) struct DirectAppends;
 
@@ -354,7 +497,7 @@ pub(crate) struct Held {
     /// Their bytes.
     pub(crate) bytes: usize,
     /// A sending thread is appending batches of this partition: nobody
-    /// else appends it meanwhile.
+    /// else appends it meanwhile (also in `shared.writing`).
     pub(crate) writing: bool,
     /// Someone waits for one of them (`SendFuture::wait`): once the
     /// writing thread is done, the rest goes to the sender thread.
@@ -363,23 +506,17 @@ pub(crate) struct Held {
     /// batch was held.
     last_seal: Option<Instant>,
     first_held: Option<Instant>,
-    /// Batches of this partition with the sender thread, not yet finished
-    /// (each holds a reference and counts down when finished): while any
-    /// is, no sending thread appends this partition, so the partition's
-    /// batches are appended and completed in seal order.
-    pub(crate) with_sender: Arc<AtomicUsize>,
-    /// Batches of this partition a sending thread appended and handed to
-    /// the sender thread to complete (callbacks, an fsync to wait for),
-    /// not yet completed: while any is, a sending thread hands its own
-    /// appended batches over too instead of completing them, so the
-    /// partition's records complete in order.
-    pub(crate) completing: Arc<AtomicUsize>,
+    /// What the sender thread and the sending threads share about the
+    /// partition: who has its batches, and its sequences.
+    pub(crate) shared: Arc<PartitionShared>,
 }
 
 impl Held {
     /// Whether a sending thread may append these batches now.
     fn free(&self) -> bool {
-        !self.writing && !self.batches.is_empty() && self.with_sender.load(Ordering::Acquire) == 0
+        !self.writing
+            && !self.batches.is_empty()
+            && self.shared.with_sender.load(Ordering::Acquire) == 0
     }
 
     /// Whether they are due to be appended at `now`.
@@ -761,7 +898,7 @@ impl Accumulator {
             .last_seal
             .is_some_and(|t| now.saturating_duration_since(t) < DirectAppends::HOLD)
             || !held.batches.is_empty()
-            || held.with_sender.load(Ordering::Acquire) > 0;
+            || held.shared.with_sender.load(Ordering::Acquire) > 0;
         held.last_seal = Some(now);
         if held.batches.is_empty() {
             held.first_held = Some(now);
@@ -800,9 +937,9 @@ impl Accumulator {
         if n == 0 {
             return;
         }
-        held.with_sender.fetch_add(n, Ordering::AcqRel);
+        let count = SenderCount::add(&held.shared, false, n);
         for mut batch in held.batches.drain(..) {
-            batch.with_sender = Some(held.with_sender.clone());
+            batch.with_sender = Some(count());
             self.ready.push_back(batch);
         }
         self.held_bytes -= held.bytes;
@@ -850,7 +987,7 @@ impl Accumulator {
     /// take its batches over once the sender is done; `buffer.memory`
     /// bounds them meanwhile).
     fn release_idle(&mut self) {
-        self.release_where(|held| held.with_sender.load(Ordering::Acquire) == 0);
+        self.release_where(|held| held.shared.with_sender.load(Ordering::Acquire) == 0);
     }
 
     /// Hands the held batches of `partition` of entry `ti` to the sender
@@ -885,7 +1022,9 @@ impl Accumulator {
     }
 
     /// Takes the first held batches of `partition` of entry `ti`, up to
-    /// `limit` bytes (at least one), for this thread to append, if a
+    /// `limit` bytes (at least one) and, with `max_in_flight` (acks=all),
+    /// as many batches as may wait for their acknowledgement besides those
+    /// handed to the sender to complete, for this thread to append, if a
     /// sending thread may append them now; marks the partition as being
     /// appended.
     pub(crate) fn take_group(
@@ -893,16 +1032,29 @@ impl Accumulator {
         ti: usize,
         partition: u32,
         limit: usize,
-    ) -> Option<(Vec<Batch>, Arc<AtomicUsize>)> {
+        max_in_flight: Option<usize>,
+    ) -> Option<(Vec<Batch>, Arc<PartitionShared>)> {
         let held = self.topics.get_mut(ti)?.held.get_mut(partition as usize)?;
         if !held.free() {
             return None;
         }
+        // As the sender bounds the batches waiting for an acks=all
+        // acknowledgement (the duplicate check of a resend remembers only
+        // so many batches).
+        let room = match max_in_flight {
+            Some(max) => max.saturating_sub(held.shared.completing.load(Ordering::Acquire)),
+            None => usize::MAX,
+        };
+        if room == 0 {
+            return None;
+        }
         let mut group = Vec::new();
         let mut bytes = 0;
+        let mut cut_by_room = false;
         while let Some(next) = held.batches.front() {
             let size = next.size();
-            if !group.is_empty() && bytes + size > limit {
+            if !group.is_empty() && (bytes + size > limit || group.len() >= room) {
+                cut_by_room = bytes + size <= limit;
                 break;
             }
             bytes += size;
@@ -910,16 +1062,21 @@ impl Accumulator {
         }
         held.bytes -= bytes;
         held.writing = true;
-        // The rest was held no earlier than the last seal.
+        held.shared.writing.store(true, Ordering::Release);
         held.first_held = if held.batches.is_empty() {
             None
+        } else if cut_by_room {
+            // The rest was due with these (its first batch held as long):
+            // it stays due, for this thread's next round.
+            held.first_held
         } else {
+            // The rest was held no earlier than the last seal.
             held.last_seal
         };
         self.held_bytes -= bytes;
         self.held_batches -= group.len();
         self.direct_writers += 1;
-        Some((group, held.completing.clone()))
+        Some((group, held.shared.clone()))
     }
 
     /// Ends a sending thread's append of held batches of `partition` of
@@ -933,9 +1090,11 @@ impl Accumulator {
         ti: usize,
         partition: u32,
         topic: &Arc<TopicState>,
+        shared: &PartitionShared,
         handoff: Option<Handoff>,
     ) -> bool {
         self.direct_writers -= 1;
+        shared.writing.store(false, Ordering::Release);
         if (self.closed || handoff.is_some()) && self.sender_wakes_at != SENDER_RUNNING {
             // The sender waits for this thread before it exits.
             self.pending_wake = true;
@@ -954,15 +1113,11 @@ impl Accumulator {
             // sending threads until they are; appended ones only wait
             // for their completion (the sender completes what it is handed
             // in order, and runs every callback).
-            let count = if matches!(handoff, Handoff::Appended { .. }) {
-                &held.completing
-            } else {
-                &held.with_sender
-            };
+            let completing = matches!(handoff, Handoff::Appended { .. });
             let batches = handoff.batches_mut();
-            count.fetch_add(batches.len(), Ordering::AcqRel);
+            let count = SenderCount::add(&held.shared, completing, batches.len());
             for batch in batches {
-                batch.with_sender = Some(count.clone());
+                batch.with_sender = Some(count());
             }
             self.handoffs.push(handoff);
         }

@@ -2,17 +2,23 @@
 //! [`DirectAppends`](super::accumulator::DirectAppends) appends a
 //! partition's sealed batches on the thread that sealed them, in one
 //! (vectored) write, instead of handing each batch to the sender thread. The sender thread then finishes only what needs
-//! it (callbacks, acknowledgements that wait for an fsync, retries).
+//! it (callbacks, acknowledgements not given at the append, retries).
+//!
+//! An idempotent producer's sending thread numbers the batches it
+//! appends from the partition's sequences, which it shares with the
+//! sender thread ([`PartitionShared`], which explains why the two never
+//! number a partition at once); a refused sequence goes to the sender as
+//! any failed append does, which retries (or renumbers) as it would have.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use parking_lot::MutexGuard;
 
-use super::Core;
-use super::accumulator::{Accumulator, Batch, Handoff};
-use super::sender::{append_group, encode, group_limit, outcomes};
-use crate::cluster::{AppendAcks, TopicState};
+use super::accumulator::{Accumulator, Batch, Handoff, PartitionShared};
+use super::sender::{append_group, encode, group_limit, outcomes, stamp};
+use super::{Acks, Core};
+use crate::cluster::TopicState;
 use crate::error::Result;
 
 /// How many groups one send appends at most before it returns (others
@@ -42,12 +48,12 @@ impl Core {
         };
         let limit = group_limit(&topic);
         for _ in 0..MAX_ROUNDS {
-            let Some((group, completing)) = acc.take_group(ti, partition, limit) else {
+            let bound = self.in_flight_bound(ti, partition, acc);
+            let Some((group, shared)) = acc.take_group(ti, partition, limit, bound) else {
                 return;
             };
-            let written = MutexGuard::unlocked(acc, || {
-                self.write_group(&topic, partition, group, &completing)
-            });
+            let written =
+                MutexGuard::unlocked(acc, || self.write_group(&topic, partition, group, &shared));
             let handoff = match written {
                 Written::Done { seqs, released } => {
                     acc.finished_outside(seqs);
@@ -58,7 +64,7 @@ impl Core {
                 }
                 Written::Handoff(handoff) => Some(handoff),
             };
-            if !acc.end_writing(ti, partition, &topic, handoff) {
+            if !acc.end_writing(ti, partition, &topic, &shared, handoff) {
                 return;
             }
         }
@@ -71,23 +77,58 @@ impl Core {
         }
     }
 
-    /// Encodes and appends `group` (batches of `partition` of `topic`, in
-    /// seal order) as the sender would with acks=1, and completes them
-    /// here when nothing else is needed: no callback (they run on the
-    /// sender thread), an acknowledgement at the append, and no batch of
-    /// the partition handed to the sender before still to complete
-    /// (`completing`). Runs without the producer's lock.
+    /// With acks=all, how many batches of `partition` of entry `ti` may
+    /// wait for their acknowledgement (`max.in.flight`, as the sender
+    /// bounds them: a resend after a failed acknowledgement is recognised
+    /// as a duplicate only among the partition's last 5 batches). Not
+    /// bounded on a cluster of one broker while the partition's appends
+    /// from the sending threads are acknowledged at once: every partition
+    /// has one replica there, so an acknowledgement waits only for an
+    /// fsync (a topic that fsyncs every append, whose groups stay bounded
+    /// once one append waited).
+    fn in_flight_bound(&self, ti: usize, partition: u32, acc: &Accumulator) -> Option<usize> {
+        if self.config.acks() != Acks::All {
+            return None;
+        }
+        let immediate = self.one_broker
+            && acc
+                .topics
+                .get(ti)
+                .and_then(|e| e.held.get(partition as usize))
+                .is_some_and(|h| !h.shared.acks_wait.load(Ordering::Relaxed));
+        (!immediate).then_some(self.max_in_flight)
+    }
+
+    /// Encodes (numbers, with idempotence) and appends `group` (batches
+    /// of `partition` of `topic`, in seal order) as the sender would, and
+    /// completes them here when nothing else is needed: no callback (they
+    /// run on the sender thread), an acknowledgement at the append, and no
+    /// batch of the partition with the sender still to complete or to send
+    /// again (`shared`). Runs without the producer's lock.
     fn write_group(
         &self,
         topic: &Arc<TopicState>,
         partition: u32,
         mut group: Vec<Batch>,
-        completing: &AtomicUsize,
+        shared: &PartitionShared,
     ) -> Written {
-        for batch in &mut group {
-            if encode(batch, |builder, _| builder).is_err() {
-                // The sender fails the batch that cannot be encoded.
+        {
+            // Only this thread numbers the partition now (see
+            // `PartitionShared`): the lock is never contended.
+            let mut seqs = shared.sequences.lock();
+            if self.idempotent && self.start_sequences(&mut seqs).is_err() {
+                // The sender asks for the producer id again, and fails the
+                // batches with its error.
                 return Written::Handoff(Handoff::Unsent(group));
+            }
+            for batch in &mut group {
+                let stamped = encode(batch, |builder, records| {
+                    stamp(&mut seqs, builder, records, false)
+                });
+                if stamped.is_err() {
+                    // The sender fails the batch that cannot be encoded.
+                    return Written::Handoff(Handoff::Unsent(group));
+                }
             }
         }
         for batch in &mut group {
@@ -96,7 +137,7 @@ impl Core {
         let appended = (|| -> Result<_> {
             let key = topic.key(partition)?;
             let replicas = self.cluster.replicas_for(&key)?;
-            let (info, ack, sync) = append_group(&replicas, &key, &mut group, AppendAcks::Leader)?;
+            let (info, ack, sync) = append_group(&replicas, &key, &mut group, self.append_acks())?;
             Ok((info, ack, sync.map(|next| (replicas, key, next))))
         })();
         let (info, ack, sync) = match appended {
@@ -109,10 +150,16 @@ impl Core {
             }
         };
         let outcomes = outcomes(&info, &group);
+        shared
+            .acks_wait
+            .store(ack.is_some() || sync.is_some(), Ordering::Relaxed);
         if ack.is_some()
             || sync.is_some()
             || group.iter().any(|b| !b.callbacks.is_empty())
-            || completing.load(Ordering::Acquire) > 0
+            // `completing` first: a batch moving from it to `with_sender`
+            // is counted in `with_sender` before it leaves `completing`.
+            || shared.completing.load(Ordering::Acquire) > 0
+            || shared.with_sender.load(Ordering::Acquire) > 0
         {
             return Written::Handoff(Handoff::Appended {
                 batches: group,

@@ -234,6 +234,13 @@ pub(crate) struct Core {
     sender_thread: ThreadId,
     /// `enable.idempotence` (resolved).
     idempotent: bool,
+    /// The cluster has one broker: every partition has one replica.
+    one_broker: bool,
+    /// The producer id and epoch an idempotent producer numbers new
+    /// partitions in (`NO_PRODUCER_ID` until its first batch is numbered,
+    /// by the sender or a sending thread; bumped by KIP-360 resets). Taken
+    /// after a partition's sequences, never before.
+    identity: Mutex<(i64, i16)>,
     /// `max.in.flight.requests.per.connection`, `retries`,
     /// `retry.backoff.ms`, `delivery.timeout.ms`, `request.timeout.ms`.
     max_in_flight: usize,
@@ -318,6 +325,7 @@ impl Producer {
         let config_request = config.request_timeout_millis();
         let size = |bytes: u64| usize::try_from(bytes).unwrap_or(usize::MAX);
         let acc = accumulator_for(&config, linger_ms);
+        let one_broker = cluster.config().brokers() == 1;
         let core = Arc::new_cyclic(|me| Core {
             me: me.clone(),
             linger_ms,
@@ -339,6 +347,11 @@ impl Producer {
             doorbell: Doorbell::new(Spinner::for_this_machine()),
             sender_thread: thread.thread().id(),
             idempotent: config_idempotent,
+            one_broker,
+            identity: Mutex::new((
+                crate::format::NO_PRODUCER_ID,
+                crate::format::NO_PRODUCER_EPOCH,
+            )),
             max_in_flight: usize::try_from(config_max_in_flight).unwrap_or(usize::MAX),
             retries: config_retries,
             retry_backoff_ms: config_backoff,
@@ -644,11 +657,9 @@ fn accumulator_for(config: &ProducerConfig, linger_ms: i64) -> Accumulator {
     let faults = config.faults().is_some();
     #[cfg(not(feature = "internals"))]
     let faults = false;
-    acc.direct = config.acks() == Acks::Leader
-        && !config.enable_idempotence()
-        && acc.txn.is_none()
-        && linger_ms > 0
-        && !faults;
+    // Idempotence too: a partition's sequences are shared with the sender
+    // (`accumulator::PartitionShared`).
+    acc.direct = config.acks() != Acks::None && acc.txn.is_none() && linger_ms > 0 && !faults;
     acc
 }
 

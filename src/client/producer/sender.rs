@@ -26,9 +26,10 @@
 //! that is not done fails.
 //!
 //! ## Idempotence
-//! The producer id comes from the cluster, when the first batch is built;
-//! each partition numbers its
-//! records from 0 in the epoch it started with. A batch refused with
+//! The producer id comes from the cluster, when the first batch is built
+//! (here or, with direct appends, by a sending thread: the id, epoch and
+//! each partition's sequences are shared, see `PartitionShared`); each
+//! partition numbers its records from 0 in the epoch it started with. A batch refused with
 //! `OutOfOrderSequence` or `UnknownProducerId` while nothing before it in
 //! its partition is unfinished means the partition lost (or never had) the
 //! producer's earlier batches: the producer bumps its epoch (KIP-360; past
@@ -72,14 +73,15 @@ use byteorder::{BigEndian, ByteOrder};
 use crossbeam_channel::{Receiver, Select};
 
 use super::accumulator::{
-    Batch, DirectAppends, EarlyAdd, Handoff, SENDER_RUNNING, TXN_EARLY_BYTES,
+    Batch, DirectAppends, EarlyAdd, Handoff, PartitionShared, SENDER_RUNNING, Sequences,
+    TXN_EARLY_BYTES,
 };
 use super::future::Outcome;
 use super::{Acks, Core, Msg};
 use crate::cluster::{AppendAcks, PendingAck, TopicState};
 use crate::error::{Error, Result};
 use crate::format::{
-    BASE_SEQUENCE_OFFSET, BatchBuilder, CRC_OFFSET, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+    BASE_SEQUENCE_OFFSET, BatchBuilder, CRC_OFFSET, NO_PRODUCER_ID, NO_SEQUENCE,
     PRODUCER_EPOCH_OFFSET, PRODUCER_ID_OFFSET, compute_crc,
 };
 use crate::log::AppendInfo;
@@ -140,12 +142,11 @@ struct PartitionQueue {
     in_flight_batches: usize,
     /// Nothing is sent before this clock time (a retry's backoff).
     retry_at: i64,
-    /// The producer id and epoch this partition's sequences belong to
-    /// (`NO_PRODUCER_ID` without idempotence).
-    producer_id: i64,
-    epoch: i16,
-    /// The sequence of the next batch sent for the first time.
-    next_sequence: i32,
+    /// The partition's state shared with the sending threads (those of a
+    /// producer with direct appends; the sender's own otherwise): its
+    /// sequences, numbered by whoever appends a batch first (see
+    /// [`PartitionShared`] for why the two never number at once).
+    shared: Arc<PartitionShared>,
     /// The transaction this partition was last added to (0: none).
     added_in: u64,
     /// The epoch must be bumped and the batches renumbered before the next
@@ -162,9 +163,7 @@ impl PartitionQueue {
             in_flight: VecDeque::new(),
             in_flight_batches: 0,
             retry_at: i64::MIN,
-            producer_id: NO_PRODUCER_ID,
-            epoch: NO_PRODUCER_EPOCH,
-            next_sequence: 0,
+            shared: Arc::default(),
             added_in: 0,
             reset: false,
         }
@@ -172,6 +171,22 @@ impl PartitionQueue {
 
     fn is_idle(&self) -> bool {
         self.waiting.is_empty() && self.in_flight.is_empty()
+    }
+
+    /// Shares the sequences of `batch`'s partition with the sending
+    /// threads, if it comes from them (every batch of a producer with
+    /// direct appends does, before any is numbered here).
+    fn adopt(&mut self, batch: &Batch) {
+        if let Some(count) = &batch.with_sender
+            && !Arc::ptr_eq(&self.shared, count.shared())
+        {
+            self.shared = count.shared().clone();
+        }
+    }
+
+    /// The partition's producer id and epoch, sequences.
+    fn sequences(&self) -> Sequences {
+        *self.shared.sequences.lock()
     }
 }
 
@@ -190,9 +205,6 @@ struct Progress {
     released: usize,
     /// Batches finished since the last accounting.
     finished: usize,
-    /// The producer's current id and epoch (idempotence).
-    producer_id: i64,
-    epoch: i16,
     /// The transaction being aborted: its unsent batches fail.
     txn_abort: Option<u64>,
     /// A transaction whose unsent batches fail, and why (one of its
@@ -343,8 +355,6 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
         unfinished: BTreeSet::new(),
         released: 0,
         finished: 0,
-        producer_id: NO_PRODUCER_ID,
-        epoch: NO_PRODUCER_EPOCH,
         txn_abort: None,
         txn_failed: None,
         txn_errors: Vec::new(),
@@ -548,14 +558,19 @@ impl Core {
             .partitions
             .entry(key.clone())
             .or_insert_with(|| PartitionQueue::new(batch.topic.clone(), batch.partition));
+        part.adopt(&batch);
         part.waiting.push_back(batch);
         progress.active.insert(key);
     }
 
     /// Takes what a sending thread appended itself (or failed to) for this
     /// thread to finish ([`DirectAppends`](super::accumulator::DirectAppends)):
-    /// nothing else of the partition is with this thread then, so the
-    /// partition's order holds.
+    /// nothing of the partition was with this thread to be sent when the
+    /// sending thread took these, so the partition's order holds. Only
+    /// batches that sending threads appended before and whose
+    /// acknowledgement failed since may be waiting to be sent again: these
+    /// were sealed after them and follow them (sent again too, answered as
+    /// duplicates where stored, renumbered with them by a KIP-360 reset).
     fn take_handoff(&self, handoff: Handoff, progress: &mut Progress) {
         let first = &handoff.batches()[0];
         let (topic, partition) = (first.topic.clone(), first.partition);
@@ -576,7 +591,29 @@ impl Core {
             .partitions
             .remove(&key)
             .unwrap_or_else(|| PartitionQueue::new(topic, partition));
+        part.adopt(first_of(&handoff));
         let now = self.clock.now_ms();
+        if !part.waiting.is_empty() {
+            if let Handoff::Appended {
+                sync: Some((replicas, key, next_offset)),
+                ..
+            } = &handoff
+            {
+                // The resend's acknowledgement waits for it too.
+                progress
+                    .flusher
+                    .sync(replicas.clone(), key.clone(), *next_offset);
+            }
+            for mut batch in handoff.into_batches() {
+                if let Some(count) = batch.with_sender.as_mut() {
+                    count.move_to_sender();
+                }
+                part.waiting.push_back(batch);
+            }
+            progress.active.insert(key.clone());
+            progress.partitions.insert(key, part);
+            return;
+        }
         match handoff {
             Handoff::Unsent(batches) => {
                 for batch in batches.into_iter().rev() {
@@ -708,8 +745,19 @@ impl Core {
             if (first.attempts > 0 || part.reset) && !part.in_flight.is_empty() {
                 break;
             }
+            // A sending thread that took a group of the partition before
+            // its batches came back here may still be numbering it: the
+            // renumbering waits for it (it hands its group over next).
             if part.reset
-                && let Err(e) = self.bump_epoch(part, progress)
+                && part
+                    .shared
+                    .writing
+                    .load(std::sync::atomic::Ordering::Acquire)
+            {
+                break;
+            }
+            if part.reset
+                && let Err(e) = self.bump_epoch(part)
             {
                 moved = true;
                 if let Some(batch) = part.waiting.pop_front() {
@@ -762,7 +810,7 @@ impl Core {
         // Build (and number) the fresh batches.
         let mut built = Vec::with_capacity(group.len());
         for batch in &mut group {
-            built.push(self.build(part, batch, progress));
+            built.push(self.build(part, batch));
             batch.attempts += 1;
         }
         if built.iter().any(Result::is_err) {
@@ -859,44 +907,48 @@ impl Core {
     /// idempotence; a batch sent before keeps its bytes. The first batch
     /// of an idempotent producer takes its producer id from the cluster
     /// (Kafka's `InitProducerId`; epoch 0).
-    fn build(
-        &self,
-        part: &mut PartitionQueue,
-        batch: &mut Batch,
-        progress: &mut Progress,
-    ) -> Result<()> {
+    fn build(&self, part: &PartitionQueue, batch: &mut Batch) -> Result<()> {
         if batch.bytes.is_some() {
             return Ok(());
         }
+        let mut seqs = part.shared.sequences.lock();
         if let Some(tag) = batch.txn {
             // A new epoch (init_transactions, or the bump after an
             // abortable error) numbers every partition from 0 again.
-            if (part.producer_id, part.epoch) != (tag.producer_id, tag.epoch) {
-                part.producer_id = tag.producer_id;
-                part.epoch = tag.epoch;
-                part.next_sequence = 0;
+            if (seqs.producer_id, seqs.epoch) != (tag.producer_id, tag.epoch) {
+                *seqs = Sequences {
+                    producer_id: tag.producer_id,
+                    epoch: tag.epoch,
+                    next_sequence: 0,
+                };
             }
-        } else if self.idempotent && part.producer_id == NO_PRODUCER_ID {
-            if progress.producer_id == NO_PRODUCER_ID {
-                progress.producer_id = self.cluster.allocate_producer_id()?;
-                progress.epoch = 0;
-            }
-            part.producer_id = progress.producer_id;
-            part.epoch = progress.epoch;
-            part.next_sequence = 0;
+        } else if self.idempotent {
+            self.start_sequences(&mut seqs)?;
         }
         let transactional = batch.txn.is_some();
         encode(batch, |builder, records| {
-            if part.producer_id == NO_PRODUCER_ID {
-                builder
-            } else {
-                let sequence = part.next_sequence;
-                part.next_sequence = next_sequence(sequence, records);
-                builder
-                    .producer(part.producer_id, part.epoch, sequence)
-                    .transactional(transactional)
-            }
+            stamp(&mut seqs, builder, records, transactional)
         })
+    }
+
+    /// Gives a partition that has no producer id yet the producer's
+    /// current one and epoch, numbering from 0. The producer's first
+    /// takes its id from the cluster (Kafka's `InitProducerId`; epoch 0),
+    /// whichever thread numbers a batch first.
+    pub(super) fn start_sequences(&self, seqs: &mut Sequences) -> Result<()> {
+        if seqs.producer_id != NO_PRODUCER_ID {
+            return Ok(());
+        }
+        let mut identity = self.identity.lock();
+        if identity.0 == NO_PRODUCER_ID {
+            *identity = (self.cluster.allocate_producer_id()?, 0);
+        }
+        *seqs = Sequences {
+            producer_id: identity.0,
+            epoch: identity.1,
+            next_sequence: 0,
+        };
+        Ok(())
     }
 
     /// Appends `group` (its batches' bytes where they are) and
@@ -933,7 +985,7 @@ impl Core {
     }
 
     /// What the replica manager waits for before it acknowledges.
-    fn append_acks(&self) -> AppendAcks {
+    pub(super) fn append_acks(&self) -> AppendAcks {
         match self.config.acks() {
             // The append is the same; only the producer completes earlier.
             Acks::None | Acks::Leader => AppendAcks::Leader,
@@ -956,7 +1008,7 @@ impl Core {
     ) {
         // A transactional producer's epoch is the coordinator's: a refused
         // sequence fails the batch (and makes the transaction abortable).
-        let renumber = part.producer_id != NO_PRODUCER_ID
+        let renumber = part.sequences().producer_id != NO_PRODUCER_ID
             && batches[0].txn.is_none()
             && matches!(
                 error,
@@ -995,7 +1047,12 @@ impl Core {
             }
             part.in_flight_batches = 0;
         }
-        for batch in back.into_iter().rev() {
+        for mut batch in back.into_iter().rev() {
+            // Sent again by this thread: no sending thread appends (and
+            // numbers) the partition meanwhile.
+            if let Some(count) = batch.with_sender.as_mut() {
+                count.move_to_sender();
+            }
             part.waiting.push_front(batch);
         }
         if reset {
@@ -1010,26 +1067,28 @@ impl Core {
 
     /// Bumps the producer's epoch (a new producer id past `i16::MAX`) for
     /// `part` and renumbers its batches already encoded from sequence 0.
-    fn bump_epoch(&self, part: &mut PartitionQueue, progress: &mut Progress) -> Result<()> {
-        if (part.producer_id, part.epoch) == (progress.producer_id, progress.epoch) {
-            if progress.epoch == i16::MAX {
-                progress.producer_id = self.cluster.allocate_producer_id()?;
-                progress.epoch = 0;
-            } else {
-                progress.epoch += 1;
+    fn bump_epoch(&self, part: &mut PartitionQueue) -> Result<()> {
+        let mut seqs = part.shared.sequences.lock();
+        {
+            let mut identity = self.identity.lock();
+            if (seqs.producer_id, seqs.epoch) == *identity {
+                if identity.1 == i16::MAX {
+                    *identity = (self.cluster.allocate_producer_id()?, 0);
+                } else {
+                    identity.1 += 1;
+                }
             }
+            (seqs.producer_id, seqs.epoch) = *identity;
         }
-        part.producer_id = progress.producer_id;
-        part.epoch = progress.epoch;
-        part.next_sequence = 0;
+        seqs.next_sequence = 0;
         part.reset = false;
         for batch in &mut part.waiting {
             let Some(bytes) = batch.bytes.as_mut() else {
                 break;
             };
-            let sequence = part.next_sequence;
-            part.next_sequence = next_sequence(sequence, batch.records);
-            renumber(bytes, part.producer_id, part.epoch, sequence);
+            let sequence = seqs.next_sequence;
+            seqs.next_sequence = next_sequence(sequence, batch.records);
+            renumber(bytes, seqs.producer_id, seqs.epoch, sequence);
         }
         Ok(())
     }
@@ -1199,6 +1258,10 @@ impl Core {
 
 /// Completes `batch`'s records (and runs their callbacks) and notes it
 /// finished. Runs user code: never with the producer's lock held.
+fn first_of(handoff: &Handoff) -> &Batch {
+    &handoff.batches()[0]
+}
+
 fn finish(progress: &mut Progress, mut batch: Batch, outcome: Outcome) {
     if let (Some(tag), Outcome::Failed(error)) = (batch.txn, &outcome)
         && !batch.result.is_done()
@@ -1213,11 +1276,29 @@ fn finish(progress: &mut Progress, mut batch: Batch, outcome: Outcome) {
     batch.finish(outcome);
     if let Some(count) = batch.with_sender.take() {
         // Last: a sending thread may append the partition once none is left.
-        count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        count.done();
     }
     progress.unfinished.remove(&batch.seq);
     progress.released += batch.reserved;
     progress.finished += 1;
+}
+
+/// Sets the producer fields of a batch of `records` numbered from `seqs`
+/// (nothing without a producer id), and moves its next sequence on.
+pub(super) fn stamp(
+    seqs: &mut Sequences,
+    builder: BatchBuilder,
+    records: i32,
+    transactional: bool,
+) -> BatchBuilder {
+    if seqs.producer_id == NO_PRODUCER_ID {
+        return builder;
+    }
+    let sequence = seqs.next_sequence;
+    seqs.next_sequence = next_sequence(sequence, records);
+    builder
+        .producer(seqs.producer_id, seqs.epoch, sequence)
+        .transactional(transactional)
 }
 
 /// Encodes a sealed batch once (`stamp` sets its producer fields, given

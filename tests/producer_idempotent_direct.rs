@@ -1,0 +1,230 @@
+//! An idempotent producer (Kafka's defaults: acks=all, idempotence on) on
+//! one broker appends its sealed batches from the sending threads, as a
+//! producer without idempotence does, and numbers them there: the sending
+//! threads and the sender thread share each partition's sequences, so
+//! every batch of a partition carries the producer's one id, epoch 0 and
+//! the sequence after the batch before it, whichever thread appended it.
+//!
+//! The partition's `.log` files run on a storage that notes which thread
+//! wrote each time, so the test sees that both did.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::thread::ThreadId;
+use std::time::Duration;
+
+use logbus::{
+    Cluster, ClusterConfig, DirLock, NewTopic, OpenMode, Producer, ProducerConfig, ProducerRecord,
+    ReadMap, Result, StdStorage, Storage, StorageFile,
+};
+use parking_lot::Mutex;
+
+mod common;
+
+use common::shm_tempdir as tempdir;
+
+/// The threads that wrote to the `.log` files of partition 0 of `t`.
+#[derive(Debug, Default)]
+struct Writers(Mutex<Vec<(ThreadId, String)>>);
+
+impl Writers {
+    fn note(&self) {
+        let me = std::thread::current();
+        let mut seen = self.0.lock();
+        if !seen.iter().any(|(id, _)| *id == me.id()) {
+            seen.push((me.id(), me.name().unwrap_or("").to_string()));
+        }
+    }
+
+    fn wrote(&self, id: ThreadId) -> bool {
+        self.0.lock().iter().any(|(t, _)| *t == id)
+    }
+
+    fn sender_wrote(&self) -> bool {
+        self.0
+            .lock()
+            .iter()
+            .any(|(_, name)| name == "logbus-producer")
+    }
+}
+
+#[derive(Debug)]
+struct NotingStorage {
+    inner: Arc<dyn Storage>,
+    writers: Arc<Writers>,
+}
+
+impl Storage for NotingStorage {
+    fn open(&self, path: &Path, mode: OpenMode) -> Result<Arc<dyn StorageFile>> {
+        let file = self.inner.open(path, mode)?;
+        let parent = path.parent().and_then(Path::file_name);
+        if path.extension().is_some_and(|e| e == "log") && parent.is_some_and(|p| p == "t-0") {
+            return Ok(Arc::new(NotingFile {
+                inner: file,
+                writers: self.writers.clone(),
+            }));
+        }
+        Ok(file)
+    }
+    fn create_dir_all(&self, path: &Path) -> Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn remove_dir_all(&self, path: &Path) -> Result<()> {
+        self.inner.remove_dir_all(path)
+    }
+    fn list_dir(&self, path: &Path) -> Result<Vec<std::path::PathBuf>> {
+        self.inner.list_dir(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.inner.exists(path)
+    }
+    fn sync_dir(&self, path: &Path) -> Result<()> {
+        self.inner.sync_dir(path)
+    }
+    fn lock_dir(&self, dir: &Path) -> Result<DirLock> {
+        self.inner.lock_dir(dir)
+    }
+}
+
+#[derive(Debug)]
+struct NotingFile {
+    inner: Arc<dyn StorageFile>,
+    writers: Arc<Writers>,
+}
+
+impl StorageFile for NotingFile {
+    fn path(&self) -> &Path {
+        self.inner.path()
+    }
+    fn write_all_at(&self, buf: &[u8], position: u64) -> Result<()> {
+        self.writers.note();
+        self.inner.write_all_at(buf, position)
+    }
+    fn write_all_vectored_at(&self, bufs: &[&[u8]], position: u64) -> Result<()> {
+        self.writers.note();
+        self.inner.write_all_vectored_at(bufs, position)
+    }
+    fn read_exact_at(&self, buf: &mut [u8], position: u64) -> Result<()> {
+        self.inner.read_exact_at(buf, position)
+    }
+    fn sync(&self) -> Result<()> {
+        self.inner.sync()
+    }
+    fn len(&self) -> Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> Result<()> {
+        self.inner.set_len(len)
+    }
+    fn map(&self, len: usize) -> Result<Arc<ReadMap>> {
+        self.inner.map(len)
+    }
+    fn reserve(&self, position: u64, len: u64) -> Result<bool> {
+        self.inner.reserve(position, len)
+    }
+}
+
+/// A batch's producer id, epoch, base sequence and record count.
+type Numbering = (i64, i16, i32, i32);
+
+/// Every batch of partition 0 of `t` as its [`Numbering`], and its
+/// values in order.
+fn stored(cluster: &Cluster) -> Result<(Vec<Numbering>, Vec<String>)> {
+    let partition = cluster.topic("t")?.partition(0)?;
+    let read = partition.read(0, 1 << 30)?;
+    let mut headers = Vec::new();
+    let mut values = Vec::new();
+    for batch in read.batches() {
+        let batch = batch?;
+        let h = *batch.header();
+        headers.push((
+            h.producer_id,
+            h.producer_epoch,
+            h.base_sequence,
+            h.records_count,
+        ));
+        for record in batch.records()? {
+            let value = record?.value().map(|v| v.to_vec()).unwrap_or_default();
+            values.push(String::from_utf8(value).expect("utf-8"));
+        }
+    }
+    Ok((headers, values))
+}
+
+#[test]
+fn batches_appended_by_the_sending_thread_and_the_sender_share_one_numbering() -> Result<()> {
+    let dir = tempdir();
+    let writers = Arc::new(Writers::default());
+    let storage = NotingStorage {
+        inner: Arc::new(StdStorage::new()),
+        writers: writers.clone(),
+    };
+    let cluster = Cluster::open(
+        dir.path(),
+        ClusterConfig::builder()
+            .storage(Arc::new(storage))
+            .build()?,
+    )?;
+    cluster.create_topic(NewTopic::new("t", 1))?;
+    // Kafka's defaults but small batches and a linger that never passes
+    // in the test: only seals, waits and callbacks move batches.
+    let config = ProducerConfig::builder()
+        .batch_size(1_024)
+        .linger(Duration::from_secs(3600))
+        .build()?;
+    assert!(config.enable_idempotence());
+    let producer = Producer::new(&cluster, config)?;
+    let me = std::thread::current().id();
+    let mut sent = Vec::new();
+    let (called_tx, called) = crossbeam_channel::unbounded();
+    // Rounds of streaming sends: the partition's sealed batches are held
+    // and appended by this thread; a callback now and then makes it hand
+    // an appended group to the sender to complete, and a wait hands the
+    // held batches to the sender, which numbers and appends them itself.
+    // Which thread gets to append what is a matter of timing: rounds go on
+    // until each of the two appended some.
+    for round in 0..200 {
+        for i in 0..2_000 {
+            let value = format!("{round:03}-{i:04}-{}", "x".repeat(40));
+            let record = ProducerRecord::new("t", value.as_str()).with_partition(0);
+            sent.push(value);
+            if i % 500 == 250 {
+                let called = called_tx.clone();
+                producer.send_with_callback(record, move |r| {
+                    called.send(r.map(|m| m.offset())).expect("test alive");
+                })?;
+            } else if i % 500 == 499 {
+                producer.send(record)?.wait()?;
+            } else {
+                drop(producer.send(record)?);
+            }
+        }
+        producer.flush()?;
+        if round > 0 && writers.wrote(me) && writers.sender_wrote() {
+            break;
+        }
+    }
+    assert!(writers.wrote(me), "this thread appended: {writers:?}");
+    assert!(writers.sender_wrote(), "the sender appended: {writers:?}");
+    drop(called_tx);
+    for result in called.iter() {
+        assert!(result?.is_some(), "called back with an offset");
+    }
+    let (headers, values) = stored(&cluster)?;
+    assert_eq!(values, sent, "every record once, in order");
+    let id = headers[0].0;
+    assert!(id >= 0, "{:?}", headers[0]);
+    let mut next = 0;
+    for (b, &(producer_id, epoch, sequence, count)) in headers.iter().enumerate() {
+        assert_eq!((producer_id, epoch, sequence), (id, 0, next), "batch {b}");
+        next += count;
+    }
+    producer.close()?;
+    cluster.close()
+}
