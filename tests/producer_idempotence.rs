@@ -748,42 +748,34 @@ fn exactly_once_in_order(seed: u64, per_partition: usize, faults: bool) {
     cluster.close().unwrap();
 }
 
-#[test]
-fn every_record_is_stored_once_in_order_despite_retries_and_leader_changes() {
+/// Runs `check` for `LOGBUS_SEED` if set, else for `fixed` and a seed
+/// from the time, naming the seed if it fails.
+fn for_seeds(fixed: u64, check: impl Fn(u64)) {
     let seeds: Vec<u64> = match std::env::var("LOGBUS_SEED") {
         Ok(seed) => vec![seed.parse().expect("LOGBUS_SEED is a number")],
         Err(_) => {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
-            vec![1, now]
+            vec![fixed, now]
         }
     };
     for seed in seeds {
         common::with_context(
             &format!("seed {seed} (rerun with LOGBUS_SEED={seed})"),
-            || exactly_once_in_order(seed, 300, true),
+            || check(seed),
         );
     }
 }
 
 #[test]
+fn every_record_is_stored_once_in_order_despite_retries_and_leader_changes() {
+    for_seeds(1, |seed| exactly_once_in_order(seed, 300, true));
+}
+
+#[test]
 fn with_direct_appends_on_every_record_is_stored_once_in_order_despite_leader_changes() {
-    let seeds: Vec<u64> = match std::env::var("LOGBUS_SEED") {
-        Ok(seed) => vec![seed.parse().expect("LOGBUS_SEED is a number")],
-        Err(_) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            vec![2, now]
-        }
-    };
-    for seed in seeds {
-        common::with_context(
-            &format!("seed {seed} (rerun with LOGBUS_SEED={seed})"),
-            || exactly_once_in_order(seed, 2_000, false),
-        );
-    }
+    for_seeds(2, |seed| exactly_once_in_order(seed, 2_000, false));
 }
 
 /// An idempotent batch of one record: producer 7, epoch 0, `sequence`.
