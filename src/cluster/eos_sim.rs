@@ -526,7 +526,7 @@ impl World {
             .map(|tp| inner.partition_key(&tp).map_err(|e| e.to_string()))
             .collect::<std::result::Result<_, _>>()?;
         for key in &keys {
-            inner.watch(key, &tx);
+            inner.watch_leader(key, &tx);
         }
         let result = loop {
             let mut settled = true;

@@ -1020,23 +1020,13 @@ impl ClusterInner {
         }
     }
 
-    /// Sends on `waker` after every append to `key` (see
-    /// `ReplicaManager::watch`); does nothing if `key` is gone.
-    pub(crate) fn watch(&self, key: &TopicIdPartition, waker: &Sender<()>) {
-        if let Ok(replicas) = self.replicas_for(key) {
-            replicas.watch(key, waker);
-        }
-    }
-
-    /// Makes `waker` follow `key`'s leader: watched on the broker that leads
-    /// it now, and on no other running broker (the one that led it before
+    /// Sends on `waker` after every append to `key` at its leader and every
+    /// move of its high watermark (see `ReplicaManager::watch`), following
+    /// the leader: watched on the broker that leads it now, and on no
+    /// other running broker (the one that led it before
     /// a move, now a follower, stops waking it). With no leader known yet,
     /// watched nowhere: the next metadata change tells when to call again.
     pub(crate) fn watch_leader(&self, key: &TopicIdPartition, waker: &Sender<()>) {
-        if let [_] = &self.brokers[..] {
-            self.watch(key, waker);
-            return;
-        }
         let leader = self.leader_broker(key).ok();
         for broker in self.brokers() {
             if leader.as_ref().is_some_and(|l| Arc::ptr_eq(l, &broker)) {
@@ -1050,12 +1040,6 @@ impl ClusterInner {
     /// Stops waking `waker` for `key`, on every running broker (a waker
     /// that followed the partition's leader may be on any).
     pub(crate) fn unwatch(&self, key: &TopicIdPartition, waker: &Sender<()>) {
-        if let [_] = &self.brokers[..] {
-            if let Ok(replicas) = self.replicas_for(key) {
-                replicas.unwatch(key, waker);
-            }
-            return;
-        }
         for broker in self.brokers() {
             broker.replicas.unwatch(key, waker);
         }

@@ -119,8 +119,9 @@ pub(crate) struct PartitionShared {
     /// its own appended batches over too instead of completing them, so
     /// the partition's records complete in order.
     pub(crate) completing: AtomicUsize,
-    /// A sending thread is appending this partition ([`Held::writing`],
-    /// readable without the producer's lock).
+    /// A sending thread is appending this partition: nobody else appends
+    /// it meanwhile ([`Held::writing`]). Set and cleared under the
+    /// producer's lock; the sender reads it without.
     pub(crate) writing: AtomicBool,
     /// The last append from a sending thread was not acknowledged at once
     /// (or none was made yet): see `Core::append_held`.
@@ -496,9 +497,6 @@ pub(crate) struct Held {
     pub(crate) batches: VecDeque<Batch>,
     /// Their bytes.
     pub(crate) bytes: usize,
-    /// A sending thread is appending batches of this partition: nobody
-    /// else appends it meanwhile (also in `shared.writing`).
-    pub(crate) writing: bool,
     /// Someone waits for one of them (`SendFuture::wait`): once the
     /// writing thread is done, the rest goes to the sender thread.
     pub(crate) urgent: bool,
@@ -512,10 +510,16 @@ pub(crate) struct Held {
 }
 
 impl Held {
+    /// Whether a sending thread is appending batches of this partition
+    /// (nobody else appends it meanwhile).
+    pub(crate) fn writing(&self) -> bool {
+        self.shared.writing.load(Ordering::Acquire)
+    }
+
     /// Whether a sending thread may append these batches now.
     fn free(&self) -> bool {
-        !self.writing
-            && !self.batches.is_empty()
+        !self.batches.is_empty()
+            && !self.writing()
             && self.shared.with_sender.load(Ordering::Acquire) == 0
     }
 
@@ -908,7 +912,7 @@ impl Accumulator {
         held.batches.push_back(batch);
         self.held_bytes += size;
         self.held_batches += 1;
-        if !streaming && !held.writing {
+        if !streaming && !held.writing() {
             self.release(ti, partition);
         } else if held.free() && held.due(now) {
             if self.direct_due.is_none() {
@@ -960,7 +964,7 @@ impl Accumulator {
         for ti in 0..self.topics.len() {
             for p in 0..self.topics[ti].held.len() {
                 let held = &self.topics[ti].held[p];
-                if !held.writing && !held.batches.is_empty() && pick(held) {
+                if !held.batches.is_empty() && !held.writing() && pick(held) {
                     self.release(ti, p as u32);
                 }
             }
@@ -997,7 +1001,7 @@ impl Accumulator {
         let Some(held) = self.topics[ti].held.get_mut(partition as usize) else {
             return;
         };
-        if held.writing {
+        if held.writing() {
             held.urgent = true;
         } else {
             self.release(ti, partition);
@@ -1061,7 +1065,6 @@ impl Accumulator {
             group.extend(held.batches.pop_front());
         }
         held.bytes -= bytes;
-        held.writing = true;
         held.shared.writing.store(true, Ordering::Release);
         held.first_held = if held.batches.is_empty() {
             None
@@ -1121,7 +1124,6 @@ impl Accumulator {
             }
             self.handoffs.push(handoff);
         }
-        held.writing = false;
         // Busy writing is not idle: a batch sealed right after the write
         // belongs to the same stream.
         let now = Instant::now();
@@ -1249,7 +1251,7 @@ impl Accumulator {
         let held = self.topics.iter().flat_map(|t| {
             t.held
                 .iter()
-                .filter(|h| !h.writing)
+                .filter(|h| !h.writing())
                 .filter_map(|h| h.batches.front())
         });
         self.topics

@@ -343,7 +343,7 @@ fn with_fetchers_every_replica_is_reported_caught_up() {
         .unwrap();
     let k = key(&cluster, "t");
     let (tx, rx) = crossbeam_channel::bounded(1);
-    cluster.inner.watch(&k, &tx);
+    cluster.inner.watch_leader(&k, &tx);
     let partition = topic.partition(0).unwrap();
     partition.append(&mut batch(4)).unwrap();
     partition.append(&mut batch(1)).unwrap();
