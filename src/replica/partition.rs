@@ -587,35 +587,35 @@ impl PartitionState {
 
     /// Runs (or waits for) the fsync an [`PartitionState::append_deferred`]
     /// ending before `next_offset` left to its caller, then moves the high
-    /// watermark, which completes the acknowledgements it passes. If the
-    /// fsync fails (the log is fenced then), every acknowledgement waiting
-    /// for an offset that is not durable fails with its error.
+    /// watermark, which completes the acknowledgements it passes (also
+    /// when the fsync fails: offsets another fsync made durable count). If
+    /// the fsync fails (the log is fenced then), every acknowledgement
+    /// waiting for an offset that is not durable fails with its error.
     ///
     /// # Errors
     /// Those of [`Log::sync_for_ack`]; the error of a replica that is
     /// gone.
     pub(crate) fn sync_for_ack(&self, next_offset: u64) -> Result<()> {
         let synced = self.with_log(|log| log.sync_for_ack(next_offset));
-        match &synced {
-            Ok(()) => {
-                if let Ok(roles) = self.lead() {
-                    let _ = self.maybe_increment_hw(&roles, None);
-                }
-            }
-            Err(e) => {
-                let durable = self.with_log(|log| Ok(log.recovery_point())).unwrap_or(0);
-                let failed = {
-                    let mut replication = self.replication.lock();
-                    let (failed, waiting): (Vec<_>, Vec<_>) =
-                        std::mem::take(&mut replication.pending)
-                            .into_iter()
-                            .partition(|p| p.required_offset > durable);
-                    replication.pending = waiting;
-                    failed
-                };
-                for ack in failed {
-                    ack.complete(Err(e.duplicate()));
-                }
+        // Failed or not, the high watermark first: another fsync (a
+        // roll's, the flush scheduler's) may have made offsets durable
+        // without moving it, and their acknowledgements complete now; a
+        // failure fails only those still waiting for offsets not durable.
+        if let Ok(roles) = self.lead() {
+            let _ = self.maybe_increment_hw(&roles, None);
+        }
+        if let Err(e) = &synced {
+            let durable = self.with_log(|log| Ok(log.recovery_point())).unwrap_or(0);
+            let failed = {
+                let mut replication = self.replication.lock();
+                let (failed, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut replication.pending)
+                    .into_iter()
+                    .partition(|p| p.required_offset > durable);
+                replication.pending = waiting;
+                failed
+            };
+            for ack in failed {
+                ack.complete(Err(e.duplicate()));
             }
         }
         synced

@@ -1732,3 +1732,81 @@ fn a_txn_marker_needs_min_insync_replicas() {
     assert_eq!(rig.leo(0), end);
     rig.shutdown_all();
 }
+
+/// A deferred fsync's acknowledgement completes when its offsets are
+/// durable even if the fsync its caller runs fails. The race: another
+/// fsync (a roll's, the flush scheduler's) collects the log's files after
+/// a first batch, a second batch is appended (its high watermark
+/// recomputation sees neither durable yet), the other fsync ends (the
+/// first batch durable, the high watermark not moved), a failed write
+/// fences the log, and the caller's fsync for both (the producer's
+/// flusher joins requests) fails. The first batch's acknowledgement must
+/// complete (its records are on disk; nothing else would ever complete it:
+/// a producer waited for it forever); a batch not durable fails. Here the
+/// second batch is written straight to the log, which is what its append
+/// looks like to the high watermark in that order of events.
+#[test]
+fn a_failed_deferred_fsync_completes_the_acks_already_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let faulty = crate::storage::FaultyStorage::new();
+    let config = LogConfig::builder()
+        .flush(FlushPolicy::every_append())
+        .build()
+        .unwrap();
+    let log = Log::builder(dir.path().join("t-0"))
+        .config(config)
+        .clock(clock.clone() as Arc<dyn Clock>)
+        .storage(Arc::new(faulty.clone()))
+        .open()
+        .unwrap();
+    let key = TopicIdPartition {
+        topic_id: Uuid::from_u128(7),
+        topic: Arc::from("t"),
+        partition: 0,
+    };
+    let manager = ReplicaManager::with_config(0, ReplicaConfig::new(clock as Arc<dyn Clock>));
+    manager
+        .host(
+            &key.topic,
+            key.topic_id,
+            0,
+            LeaderAndIsr::new(vec![0]),
+            1,
+            log,
+        )
+        .unwrap();
+    let mut first = batch(3, "v");
+    let (_, first, sync) = manager
+        .append_deferred(&key, &mut [first.as_mut_slice()], AppendAcks::All)
+        .unwrap();
+    let first = first.expect("the acknowledgement waits for the fsync");
+    assert_eq!(sync, Some(3), "the fsync is left to the caller");
+    // The other fsync covers the first batch; the high watermark stays.
+    manager.with_log(&key, Log::flush).unwrap();
+    let mut second = batch(2, "w");
+    manager
+        .with_log(&key, |log| {
+            log.append_trusted_deferred(&mut [second.as_mut_slice()], 0)
+        })
+        .unwrap();
+    assert!(first.try_result().is_none());
+    // A failed write fences the log.
+    faulty.fail_all_from_now(
+        crate::storage::FaultOp::Write,
+        crate::storage::FaultKind::Eio,
+    );
+    let mut third = batch(1, "x");
+    assert!(
+        manager
+            .append_deferred(&key, &mut [third.as_mut_slice()], AppendAcks::All)
+            .is_err()
+    );
+    // The caller's fsync of both fails.
+    assert!(manager.sync_for_ack(&key, 5).is_err());
+    assert!(
+        matches!(first.try_result(), Some(Ok(()))),
+        "the durable batch: {:?}",
+        first.try_result()
+    );
+}
