@@ -1201,7 +1201,6 @@ impl ClusterInner {
     }
 
     /// How many brokers the cluster has (running or not): ids `0..n`.
-    #[cfg_attr(not(feature = "server"), expect(dead_code, reason = "the listener's"))]
     pub(crate) fn broker_count(&self) -> u32 {
         u32::try_from(self.brokers.len()).unwrap_or(u32::MAX)
     }
