@@ -529,12 +529,7 @@ impl PartitionState {
             None
         };
         drop(roles);
-        // Followers wait for appends, consumers for the high watermark (a
-        // move of which woke them already).
-        self.fetchers.notify();
-        if !moved {
-            self.watchers.notify();
-        }
+        self.wake_after_append(moved);
         self.stats.produce.since(start);
         Ok((info, pending))
     }
@@ -652,10 +647,7 @@ impl PartitionState {
         let moved = self.maybe_increment_hw(&roles, Some(info.last_offset() + 1));
         let pending = self.park_ack(&roles, info.last_offset() + 1);
         drop(roles);
-        self.fetchers.notify();
-        if !moved {
-            self.watchers.notify();
-        }
+        self.wake_after_append(moved);
         Ok((info, pending))
     }
 
@@ -778,6 +770,22 @@ impl PartitionState {
             self.watchers.notify();
         }
         moved
+    }
+
+    /// Wakes after a leader's append: followers' fetchers always (they
+    /// wait for appends), consumers only if the high watermark did not
+    /// move (its move woke them already).
+    fn wake_after_append(&self, hw_moved: bool) {
+        self.fetchers.notify();
+        if !hw_moved {
+            self.watchers.notify();
+        }
+    }
+
+    /// Wakes every waiting consumer and follower's fetcher.
+    fn wake_all(&self) {
+        self.watchers.notify();
+        self.fetchers.notify();
     }
 
     /// Tells the log the high watermark (for its last stable offset; an
@@ -951,8 +959,7 @@ impl PartitionState {
         replication.proposal_in_flight = false;
         replication.joining = None;
         drop(replication);
-        self.watchers.notify();
-        self.fetchers.notify();
+        self.wake_all();
     }
 
     /// The followers as the leader sees them (empty on a follower).
@@ -1062,8 +1069,7 @@ impl PartitionState {
         self.tell_log_hw();
         drop(roles);
         if appended {
-            self.watchers.notify();
-            self.fetchers.notify();
+            self.wake_all();
         }
         Ok(appended)
     }
@@ -1297,8 +1303,7 @@ impl PartitionState {
         for ack in pending {
             ack.complete(Err(self.gone_error()));
         }
-        self.watchers.notify();
-        self.fetchers.notify();
+        self.wake_all();
         match ending {
             LogEnding::Drop => {
                 // The files are about to be removed; a flush would be wasted.
