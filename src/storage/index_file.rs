@@ -46,6 +46,8 @@ pub(crate) trait IndexEntry: Copy + Debug {
     fn encode(&self, slot: &mut [u8]);
     /// Whether `next` may directly follow `self` in a valid index.
     fn precedes(&self, next: &Self) -> bool;
+    /// The entry's offset relative to its segment's base offset.
+    fn relative_offset(&self) -> u32;
 }
 
 /// What [`IndexFile::open`] (or [`IndexFile::inspect`]) found in an
@@ -124,6 +126,80 @@ pub(crate) trait SegmentIndex: Sized {
 
     /// The index of the segment at `base_offset` over `slots`.
     fn over(slots: IndexFile<Self::Entry>, base_offset: u64) -> Self;
+
+    /// The index's slots.
+    fn slots(&self) -> &IndexFile<Self::Entry>;
+
+    /// The index's slots, to change.
+    fn slots_mut(&mut self) -> &mut IndexFile<Self::Entry>;
+
+    /// The segment's base offset.
+    fn base_offset(&self) -> u64;
+
+    /// Drops the entries with offset `>= offset` and zeroes their slots.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) if zeroing fails; the entries are
+    /// dropped from this index regardless.
+    fn truncate_to(&mut self, offset: u64) -> Result<()> {
+        let base = self.base_offset();
+        let keep = self
+            .slots()
+            .partition_point(|e| base + u64::from(e.relative_offset()) < offset);
+        self.slots_mut().truncate(keep)
+    }
+
+    /// Drops every entry (to rebuild the index) and restores the
+    /// configured capacity.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io); the index is then empty and full
+    /// until reopened.
+    fn reset(&mut self) -> Result<()> {
+        self.slots_mut().reset()
+    }
+
+    /// Shrinks the file to exactly its entries (sealing the segment); the
+    /// index is full afterwards.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io); the index is then empty and full
+    /// until reopened.
+    fn trim(&mut self) -> Result<()> {
+        self.slots_mut().trim()
+    }
+
+    /// Flushes the index file to the device.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io).
+    fn sync(&mut self) -> Result<()> {
+        self.slots_mut().sync()
+    }
+
+    /// Whether no more entries fit.
+    fn is_full(&self) -> bool {
+        self.slots().is_full()
+    }
+
+    /// Number of entries.
+    #[cfg(test)]
+    fn entries(&self) -> usize {
+        self.slots().entries()
+    }
+
+    /// The index file's path.
+    #[cfg(test)]
+    fn path(&self) -> &Path {
+        self.slots().file().path()
+    }
+
+    /// The index file (to close it, drop the index; to delete it, rename
+    /// or remove its path through the [`Storage`]).
+    #[cfg(test)]
+    fn file(&self) -> &std::sync::Arc<dyn crate::storage::StorageFile> {
+        self.slots().file()
+    }
 
     /// Creates a new, empty index file at `path` (which must not exist),
     /// preallocated to `max_index_bytes` rounded down to whole slots.
@@ -665,6 +741,9 @@ mod tests {
         }
         fn precedes(&self, next: &Self) -> bool {
             next.0 > self.0
+        }
+        fn relative_offset(&self) -> u32 {
+            u32::try_from(self.0).unwrap_or(u32::MAX)
         }
     }
 

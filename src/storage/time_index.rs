@@ -50,6 +50,10 @@ impl IndexEntry for TimeEntry {
     fn precedes(&self, next: &Self) -> bool {
         next.timestamp > self.timestamp && next.relative_offset >= self.relative_offset
     }
+
+    fn relative_offset(&self) -> u32 {
+        self.relative_offset
+    }
 }
 
 /// What [`TimeIndex::inspect`] found in a clean time index file.
@@ -75,6 +79,18 @@ impl SegmentIndex for TimeIndex {
 
     fn over(slots: IndexFile<TimeEntry>, base_offset: u64) -> Self {
         TimeIndex { slots, base_offset }
+    }
+
+    fn slots(&self) -> &IndexFile<TimeEntry> {
+        &self.slots
+    }
+
+    fn slots_mut(&mut self) -> &mut IndexFile<TimeEntry> {
+        &mut self.slots
+    }
+
+    fn base_offset(&self) -> u64 {
+        self.base_offset
     }
 }
 
@@ -152,78 +168,10 @@ impl TimeIndex {
         n.checked_sub(1).map(|i| self.absolute(self.slots.entry(i)))
     }
 
-    /// Drops the entries with offset `>= offset` and zeroes their slots.
-    ///
-    /// # Errors
-    /// [`Error::Io`] if zeroing fails; the entries are dropped from this
-    /// index regardless.
-    pub(crate) fn truncate_to(&mut self, offset: u64) -> Result<()> {
-        let keep = self
-            .slots
-            .partition_point(|e| self.base_offset + u64::from(e.relative_offset) < offset);
-        self.slots.truncate(keep)
-    }
-
-    /// Drops every entry (to rebuild the index) and restores the configured
-    /// capacity.
-    ///
-    /// # Errors
-    /// [`Error::Io`]; the index is then empty and full until reopened.
-    pub(crate) fn reset(&mut self) -> Result<()> {
-        self.slots.reset()
-    }
-
-    /// Shrinks the file to exactly its entries (sealing the segment); the
-    /// index is full afterwards.
-    ///
-    /// # Errors
-    /// [`Error::Io`]; the index is then empty and full until reopened.
-    pub(crate) fn trim(&mut self) -> Result<()> {
-        self.slots.trim()
-    }
-
-    /// Flushes the index file to the device.
-    ///
-    /// # Errors
-    /// [`Error::Io`].
-    pub(crate) fn sync(&mut self) -> Result<()> {
-        self.slots.sync()
-    }
-
-    /// Number of entries.
-    #[cfg(test)]
-    pub(crate) fn entries(&self) -> usize {
-        self.slots.entries()
-    }
-
-    /// Whether no more entries fit.
-    pub(crate) fn is_full(&self) -> bool {
-        self.slots.is_full()
-    }
-
     /// The last entry as `(timestamp, offset)`.
     #[cfg(test)]
     pub(crate) fn last_entry(&self) -> Option<(i64, u64)> {
         self.slots.last().map(|e| self.absolute(e))
-    }
-
-    /// The segment's base offset.
-    #[cfg(test)]
-    pub(crate) fn base_offset(&self) -> u64 {
-        self.base_offset
-    }
-
-    /// The index file's path.
-    #[cfg(test)]
-    pub(crate) fn path(&self) -> &Path {
-        self.slots.file().path()
-    }
-
-    /// The index file (to close it, drop the index; to delete it, rename or
-    /// remove its path through the [`Storage`]).
-    #[cfg(test)]
-    pub(crate) fn file(&self) -> &std::sync::Arc<dyn crate::storage::StorageFile> {
-        self.slots.file()
     }
 }
 
