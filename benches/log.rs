@@ -16,6 +16,9 @@
 //!   and retention deleting old segments as it goes, vs 1 GiB segments (no
 //!   roll). It also prints the slowest single append seen with rolls, to
 //!   show that creating and deleting segments does not stall appends.
+//! - `small-append`: one-record batches of 100 bytes, one append each
+//!   (a transaction marker, a coordinator's record, a record sent alone),
+//!   vs one `write_all` of the same bytes each: the log's cost per append.
 //! - `group-write/{100B,1KiB}`: writing groups of 64 batches (1 MiB) as
 //!   the producer's group appends do, through the storage layer: with one
 //!   vectored write of the batches where they are
@@ -298,11 +301,64 @@ fn bench_group_write(c: &mut Criterion) {
     group.finish();
 }
 
+/// Appends of one-record batches (a transaction marker, a coordinator's
+/// record, a record sent alone): the log's cost per append beside the
+/// system call's, against a `write_all` of the same bytes per record.
+fn bench_small_append(c: &mut Criterion) {
+    const APPENDS: usize = 20_000;
+    let mut group = c.benchmark_group("small-append");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(5));
+    let template = {
+        let mut builder = BatchBuilder::new(Compression::None);
+        builder.append(1_700_000_000_000, None, Some(&[0x5a; 100]), &[]);
+        builder.build().expect("batch").to_vec()
+    };
+    group.throughput(Throughput::Elements(APPENDS as u64));
+    group.bench_function("logbus", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let log = Log::builder(dir.path())
+                    .config(config())
+                    .open()
+                    .expect("open");
+                let mut batch = template.clone();
+                let start = Instant::now();
+                for _ in 0..APPENDS {
+                    black_box(log.append(&mut batch, 0).expect("append"));
+                }
+                total += start.elapsed();
+            }
+            total
+        });
+    });
+    group.bench_function("plain-file", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let mut file = std::fs::File::create(dir.path().join("plain")).expect("create");
+                let start = Instant::now();
+                for _ in 0..APPENDS {
+                    file.write_all(black_box(&template)).expect("write");
+                }
+                total += start.elapsed();
+            }
+            total
+        });
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_append,
     bench_scan,
     bench_roll,
-    bench_group_write
+    bench_group_write,
+    bench_small_append
 );
 criterion_main!(benches);
