@@ -233,9 +233,18 @@ impl World {
         }
         self.instances[id] += 1;
         let number = self.instances[id];
+        // Half the instances linger (on the manual clock, only until a
+        // wait, a commit or the clock's jump): their transactions' batches
+        // stay open until then instead of being handed to the sender at
+        // once.
+        let linger = if self.pick(2) == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(5)
+        };
         let config = ProducerConfig::builder()
             .transactional_id(IDS[id])
-            .linger(Duration::ZERO)
+            .linger(linger)
             .retry_backoff(Duration::ZERO)
             .build()
             .map_err(|e| e.to_string())?;
