@@ -15,14 +15,14 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use logbus::{
-    Acks, Cluster, ClusterConfig, DirLock, FaultKind, FaultOp, FaultyStorage, NewTopic, OpenMode,
-    Producer, ProducerConfig, ProducerRecord, ReadMap, Result, StdStorage, Storage, StorageFile,
-    TopicConfig,
+    Acks, Cluster, ClusterConfig, FaultKind, FaultOp, FaultyStorage, NewTopic, Producer,
+    ProducerConfig, ProducerRecord, StdStorage, Storage, TopicConfig,
 };
 use parking_lot::{Condvar, Mutex};
 
 mod common;
 
+use common::hooked::{FileHooks, HookedStorage};
 use common::shm_tempdir as tempdir;
 
 /// Generous bound on waits that end as soon as the condition holds.
@@ -87,95 +87,33 @@ impl Gate {
     }
 }
 
-/// A storage whose files of partition 0 of [`TOPIC`] named `*.log`
-/// report their writes and fsyncs and pass the gate before each fsync.
+/// What a storage does around the `*.log` files of partition 0 of
+/// [`TOPIC`]: reports their writes and fsyncs and passes the gate before
+/// each fsync.
 #[derive(Debug)]
-struct GatedStorage {
-    inner: Arc<dyn Storage>,
+struct Gated {
     gate: Arc<Gate>,
     events: Sender<Event>,
 }
 
-impl GatedStorage {
-    fn gated(path: &Path) -> bool {
+impl FileHooks for Gated {
+    fn wraps(&self, path: &Path) -> bool {
         let parent = path.parent().and_then(Path::file_name);
         path.extension().is_some_and(|e| e == "log")
             && parent.is_some_and(|p| p == format!("{TOPIC}-0").as_str())
     }
-}
 
-impl Storage for GatedStorage {
-    fn open(&self, path: &Path, mode: OpenMode) -> Result<Arc<dyn StorageFile>> {
-        let file = self.inner.open(path, mode)?;
-        if !Self::gated(path) {
-            return Ok(file);
-        }
-        Ok(Arc::new(GatedFile {
-            inner: file,
-            gate: Arc::clone(&self.gate),
-            events: self.events.clone(),
-        }))
+    fn after_write(&self, _path: &Path, bytes: usize) {
+        let _ = self.events.send(Event::Wrote(bytes));
     }
-    fn create_dir_all(&self, path: &Path) -> Result<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> Result<()> {
-        self.inner.remove_file(path)
-    }
-    fn remove_dir_all(&self, path: &Path) -> Result<()> {
-        self.inner.remove_dir_all(path)
-    }
-    fn list_dir(&self, path: &Path) -> Result<Vec<std::path::PathBuf>> {
-        self.inner.list_dir(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.inner.exists(path)
-    }
-    fn sync_dir(&self, path: &Path) -> Result<()> {
-        self.inner.sync_dir(path)
-    }
-    fn lock_dir(&self, dir: &Path) -> Result<DirLock> {
-        self.inner.lock_dir(dir)
-    }
-}
 
-#[derive(Debug)]
-struct GatedFile {
-    inner: Arc<dyn StorageFile>,
-    gate: Arc<Gate>,
-    events: Sender<Event>,
-}
-
-impl StorageFile for GatedFile {
-    fn path(&self) -> &Path {
-        self.inner.path()
-    }
-    fn write_all_at(&self, buf: &[u8], position: u64) -> Result<()> {
-        self.inner.write_all_at(buf, position)?;
-        let _ = self.events.send(Event::Wrote(buf.len()));
-        Ok(())
-    }
-    fn read_exact_at(&self, buf: &mut [u8], position: u64) -> Result<()> {
-        self.inner.read_exact_at(buf, position)
-    }
-    fn sync(&self) -> Result<()> {
+    fn before_sync(&self, _path: &Path) {
         let _ = self.events.send(Event::SyncStarted);
         self.gate.wait_turn();
-        self.inner.sync()?;
+    }
+
+    fn after_sync(&self, _path: &Path) {
         let _ = self.events.send(Event::Synced);
-        Ok(())
-    }
-    fn len(&self) -> Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> Result<()> {
-        self.inner.set_len(len)
-    }
-    fn map(&self, len: usize) -> Result<Arc<ReadMap>> {
-        self.inner.map(len)
     }
 }
 
@@ -199,11 +137,11 @@ impl Rig {
         let dir = tempdir();
         let gate = Arc::new(Gate::default());
         let (tx, events) = crossbeam_channel::unbounded();
-        let storage = GatedStorage {
-            inner,
+        let hooks = Gated {
             gate: Arc::clone(&gate),
             events: tx,
         };
+        let storage = HookedStorage::new(inner, Arc::new(hooks));
         let config = ClusterConfig::builder()
             .storage(Arc::new(storage))
             .build()

@@ -14,13 +14,13 @@ use std::thread::ThreadId;
 use std::time::Duration;
 
 use logbus::{
-    Cluster, ClusterConfig, DirLock, NewTopic, OpenMode, Producer, ProducerConfig, ProducerRecord,
-    ReadMap, Result, StdStorage, Storage, StorageFile,
+    Cluster, ClusterConfig, NewTopic, Producer, ProducerConfig, ProducerRecord, Result, StdStorage,
 };
 use parking_lot::Mutex;
 
 mod common;
 
+use common::hooked::{FileHooks, HookedStorage};
 use common::shm_tempdir as tempdir;
 
 /// The threads that wrote to the `.log` files of partition 0 of `t`.
@@ -48,85 +48,14 @@ impl Writers {
     }
 }
 
-#[derive(Debug)]
-struct NotingStorage {
-    inner: Arc<dyn Storage>,
-    writers: Arc<Writers>,
-}
-
-impl Storage for NotingStorage {
-    fn open(&self, path: &Path, mode: OpenMode) -> Result<Arc<dyn StorageFile>> {
-        let file = self.inner.open(path, mode)?;
+impl FileHooks for Writers {
+    fn wraps(&self, path: &Path) -> bool {
         let parent = path.parent().and_then(Path::file_name);
-        if path.extension().is_some_and(|e| e == "log") && parent.is_some_and(|p| p == "t-0") {
-            return Ok(Arc::new(NotingFile {
-                inner: file,
-                writers: self.writers.clone(),
-            }));
-        }
-        Ok(file)
+        path.extension().is_some_and(|e| e == "log") && parent.is_some_and(|p| p == "t-0")
     }
-    fn create_dir_all(&self, path: &Path) -> Result<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> Result<()> {
-        self.inner.remove_file(path)
-    }
-    fn remove_dir_all(&self, path: &Path) -> Result<()> {
-        self.inner.remove_dir_all(path)
-    }
-    fn list_dir(&self, path: &Path) -> Result<Vec<std::path::PathBuf>> {
-        self.inner.list_dir(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.inner.exists(path)
-    }
-    fn sync_dir(&self, path: &Path) -> Result<()> {
-        self.inner.sync_dir(path)
-    }
-    fn lock_dir(&self, dir: &Path) -> Result<DirLock> {
-        self.inner.lock_dir(dir)
-    }
-}
 
-#[derive(Debug)]
-struct NotingFile {
-    inner: Arc<dyn StorageFile>,
-    writers: Arc<Writers>,
-}
-
-impl StorageFile for NotingFile {
-    fn path(&self) -> &Path {
-        self.inner.path()
-    }
-    fn write_all_at(&self, buf: &[u8], position: u64) -> Result<()> {
-        self.writers.note();
-        self.inner.write_all_at(buf, position)
-    }
-    fn write_all_vectored_at(&self, bufs: &[&[u8]], position: u64) -> Result<()> {
-        self.writers.note();
-        self.inner.write_all_vectored_at(bufs, position)
-    }
-    fn read_exact_at(&self, buf: &mut [u8], position: u64) -> Result<()> {
-        self.inner.read_exact_at(buf, position)
-    }
-    fn sync(&self) -> Result<()> {
-        self.inner.sync()
-    }
-    fn len(&self) -> Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> Result<()> {
-        self.inner.set_len(len)
-    }
-    fn map(&self, len: usize) -> Result<Arc<ReadMap>> {
-        self.inner.map(len)
-    }
-    fn reserve(&self, position: u64, len: u64) -> Result<bool> {
-        self.inner.reserve(position, len)
+    fn before_write(&self, _path: &Path, _bufs: &[&[u8]]) {
+        self.note();
     }
 }
 
@@ -161,10 +90,7 @@ fn stored(cluster: &Cluster) -> Result<(Vec<Numbering>, Vec<String>)> {
 fn batches_appended_by_the_sending_thread_and_the_sender_share_one_numbering() -> Result<()> {
     let dir = tempdir();
     let writers = Arc::new(Writers::default());
-    let storage = NotingStorage {
-        inner: Arc::new(StdStorage::new()),
-        writers: writers.clone(),
-    };
+    let storage = HookedStorage::new(Arc::new(StdStorage::new()), writers.clone());
     let cluster = Cluster::open(
         dir.path(),
         ClusterConfig::builder()

@@ -15,14 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use logbus::{
-    Cluster, ClusterConfig, Consumer, ConsumerConfig, DirLock, IsolationLevel, ManualClock,
-    NewTopic, OpenMode, Producer, ProducerConfig, ProducerRecord, ReadMap, Result, StdStorage,
-    Storage, StorageFile, TopicPartition,
+    Cluster, ClusterConfig, Consumer, ConsumerConfig, IsolationLevel, ManualClock, NewTopic,
+    Producer, ProducerConfig, ProducerRecord, Result, StdStorage, TopicPartition,
 };
 use parking_lot::Mutex;
 
 mod common;
 
+use common::hooked::{FileHooks, HookedStorage};
 use common::shm_tempdir as tempdir;
 
 /// The topic written to: its name is looked for in the coordinator's
@@ -65,94 +65,23 @@ impl Writes {
     }
 }
 
-#[derive(Debug)]
-struct NotingStorage {
-    inner: Arc<dyn Storage>,
-    writes: Arc<Writes>,
+/// The partition directory's name of a file at `path`.
+fn dir_of(path: &Path) -> &str {
+    path.parent()
+        .and_then(Path::file_name)
+        .and_then(|d| d.to_str())
+        .unwrap_or("")
 }
 
-impl Storage for NotingStorage {
-    fn open(&self, path: &Path, mode: OpenMode) -> Result<Arc<dyn StorageFile>> {
-        let file = self.inner.open(path, mode)?;
-        let dir = path
-            .parent()
-            .and_then(Path::file_name)
-            .and_then(|d| d.to_str())
-            .unwrap_or("")
-            .to_string();
-        if path.extension().is_some_and(|e| e == "log")
+impl FileHooks for Writes {
+    fn wraps(&self, path: &Path) -> bool {
+        let dir = dir_of(path);
+        path.extension().is_some_and(|e| e == "log")
             && (dir.starts_with(TOPIC) || dir.starts_with("__transaction_state"))
-        {
-            return Ok(Arc::new(NotingFile {
-                inner: file,
-                dir,
-                writes: self.writes.clone(),
-            }));
-        }
-        Ok(file)
     }
-    fn create_dir_all(&self, path: &Path) -> Result<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> Result<()> {
-        self.inner.remove_file(path)
-    }
-    fn remove_dir_all(&self, path: &Path) -> Result<()> {
-        self.inner.remove_dir_all(path)
-    }
-    fn list_dir(&self, path: &Path) -> Result<Vec<std::path::PathBuf>> {
-        self.inner.list_dir(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.inner.exists(path)
-    }
-    fn sync_dir(&self, path: &Path) -> Result<()> {
-        self.inner.sync_dir(path)
-    }
-    fn lock_dir(&self, dir: &Path) -> Result<DirLock> {
-        self.inner.lock_dir(dir)
-    }
-}
 
-#[derive(Debug)]
-struct NotingFile {
-    inner: Arc<dyn StorageFile>,
-    dir: String,
-    writes: Arc<Writes>,
-}
-
-impl StorageFile for NotingFile {
-    fn path(&self) -> &Path {
-        self.inner.path()
-    }
-    fn write_all_at(&self, buf: &[u8], position: u64) -> Result<()> {
-        self.writes.note(&self.dir, &[buf]);
-        self.inner.write_all_at(buf, position)
-    }
-    fn write_all_vectored_at(&self, bufs: &[&[u8]], position: u64) -> Result<()> {
-        self.writes.note(&self.dir, bufs);
-        self.inner.write_all_vectored_at(bufs, position)
-    }
-    fn read_exact_at(&self, buf: &mut [u8], position: u64) -> Result<()> {
-        self.inner.read_exact_at(buf, position)
-    }
-    fn sync(&self) -> Result<()> {
-        self.inner.sync()
-    }
-    fn len(&self) -> Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> Result<()> {
-        self.inner.set_len(len)
-    }
-    fn map(&self, len: usize) -> Result<Arc<ReadMap>> {
-        self.inner.map(len)
-    }
-    fn reserve(&self, position: u64, len: u64) -> Result<bool> {
-        self.inner.reserve(position, len)
+    fn before_write(&self, path: &Path, bufs: &[&[u8]]) {
+        self.note(dir_of(path), bufs);
     }
 }
 
@@ -165,10 +94,7 @@ struct Setup {
 fn setup(partitions: u32) -> Result<Setup> {
     let dir = tempdir();
     let writes = Arc::new(Writes::default());
-    let storage = NotingStorage {
-        inner: Arc::new(StdStorage::new()),
-        writes: writes.clone(),
-    };
+    let storage = HookedStorage::new(Arc::new(StdStorage::new()), writes.clone());
     let cluster = Cluster::open(
         dir.path(),
         ClusterConfig::builder()

@@ -10,15 +10,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use common::hooked::{FileHooks, HookedStorage};
 use common::{
     Files, Rec, append_model, drafts, open_at, read_records, restore, segment_name, small_config,
     snapshot, snapshot_bases, spans,
 };
 use logbus::format::{self, BatchBuilder, BatchHeader};
 use logbus::{
-    Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, CorruptionKind, DirLock, Error,
-    FormatError, Log, LogConfig, ManualClock, NewTopic, OffsetReset, OpenMode, Result, StdStorage,
-    Storage, StorageFile, TopicPartition,
+    Cluster, ClusterConfig, Compression, Consumer, ConsumerConfig, CorruptionKind, Error,
+    FormatError, Log, LogConfig, ManualClock, NewTopic, OffsetReset, Result, StdStorage,
+    TopicPartition,
 };
 use proptest::prelude::*;
 
@@ -434,44 +435,17 @@ fn where_the_damage_lies_decides_what_it_means() -> Result<()> {
     Ok(())
 }
 
-/// A file layer that records which directories were synced.
+/// Records which directories were synced (watches no file).
 #[derive(Debug, Default)]
-struct RecordingStorage {
-    inner: StdStorage,
-    synced_dirs: Mutex<Vec<PathBuf>>,
-}
+struct SyncedDirs(Mutex<Vec<PathBuf>>);
 
-impl Storage for RecordingStorage {
-    fn open(&self, path: &Path, mode: OpenMode) -> Result<Arc<dyn StorageFile>> {
-        self.inner.open(path, mode)
+impl FileHooks for SyncedDirs {
+    fn wraps(&self, _path: &Path) -> bool {
+        false
     }
-    fn create_dir_all(&self, path: &Path) -> Result<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> Result<()> {
-        self.inner.remove_file(path)
-    }
-    fn remove_dir_all(&self, path: &Path) -> Result<()> {
-        self.inner.remove_dir_all(path)
-    }
-    fn list_dir(&self, path: &Path) -> Result<Vec<PathBuf>> {
-        self.inner.list_dir(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.inner.exists(path)
-    }
-    fn sync_dir(&self, path: &Path) -> Result<()> {
-        self.synced_dirs
-            .lock()
-            .expect("lock")
-            .push(path.to_path_buf());
-        self.inner.sync_dir(path)
-    }
-    fn lock_dir(&self, dir: &Path) -> Result<DirLock> {
-        self.inner.lock_dir(dir)
+
+    fn before_sync_dir(&self, path: &Path) {
+        self.0.lock().expect("lock").push(path.to_path_buf());
     }
 }
 
@@ -482,12 +456,16 @@ impl Storage for RecordingStorage {
 fn a_new_logs_directory_and_first_segment_are_synced_before_the_open_returns() -> Result<()> {
     let root = tempfile::tempdir().expect("tempdir");
     let dir = root.path().join("a").join("b");
-    let storage = Arc::new(RecordingStorage::default());
+    let synced_dirs = Arc::new(SyncedDirs::default());
+    let storage = Arc::new(HookedStorage::new(
+        Arc::new(StdStorage::new()),
+        synced_dirs.clone(),
+    ));
     let log = Log::builder(&dir)
         .storage(storage.clone())
         .clock(Arc::new(ManualClock::new(0)))
         .open()?;
-    let synced = storage.synced_dirs.lock().expect("lock").clone();
+    let synced = synced_dirs.0.lock().expect("lock").clone();
     for expected in [
         dir.clone(),
         root.path().join("a"),
@@ -504,7 +482,7 @@ fn a_new_logs_directory_and_first_segment_are_synced_before_the_open_returns() -
 
     // Reopening an existing log creates nothing, so it syncs nothing more
     // than recovery needs (here: nothing).
-    storage.synced_dirs.lock().expect("lock").clear();
+    synced_dirs.0.lock().expect("lock").clear();
     let log = Log::builder(&dir)
         .storage(storage.clone())
         .clock(Arc::new(ManualClock::new(0)))
@@ -512,8 +490,8 @@ fn a_new_logs_directory_and_first_segment_are_synced_before_the_open_returns() -
         .open()?;
     assert_eq!(log.log_end_offset(), 0);
     assert!(
-        !storage
-            .synced_dirs
+        !synced_dirs
+            .0
             .lock()
             .expect("lock")
             .contains(&root.path().join("a")),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use logbus::format::{Batch, BatchBuilder, BatchHeader};
 use logbus::{AppendInfo, Compression, Log, LogConfig, ManualClock, Result};
 
+pub(crate) mod hooked;
 pub(crate) mod replicated;
 
 /// A batch of `count` records with values `"{tag}-{i}"`, keys `"k{i}"`, and
