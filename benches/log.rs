@@ -58,6 +58,41 @@ fn config() -> LogConfig {
         .expect("config")
 }
 
+/// The time `iters` fresh logs take to append `batch` `count` times each.
+fn time_log_appends(iters: u64, batch: &[u8], count: usize) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Log::builder(dir.path())
+            .config(config())
+            .open()
+            .expect("open");
+        let mut batch = batch.to_vec();
+        let start = Instant::now();
+        for _ in 0..count {
+            black_box(log.append(&mut batch, 0).expect("append"));
+        }
+        total += start.elapsed();
+    }
+    total
+}
+
+/// The baseline: the time `iters` fresh files take to `write_all` `bytes`
+/// `count` times each.
+fn time_plain_writes(iters: u64, bytes: &[u8], count: usize) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut file = std::fs::File::create(dir.path().join("plain")).expect("create");
+        let start = Instant::now();
+        for _ in 0..count {
+            file.write_all(black_box(bytes)).expect("write");
+        }
+        total += start.elapsed();
+    }
+    total
+}
+
 fn bench_append(c: &mut Criterion) {
     let mut group = c.benchmark_group("append");
     group
@@ -68,38 +103,10 @@ fn bench_append(c: &mut Criterion) {
         let batches = APPEND_BYTES / template.len();
         group.throughput(Throughput::Bytes((batches * template.len()) as u64));
         group.bench_function(format!("{name}/logbus"), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let dir = tempfile::tempdir().expect("tempdir");
-                    let log = Log::builder(dir.path())
-                        .config(config())
-                        .open()
-                        .expect("open");
-                    let mut batch = template.clone();
-                    let start = Instant::now();
-                    for _ in 0..batches {
-                        black_box(log.append(&mut batch, 0).expect("append"));
-                    }
-                    total += start.elapsed();
-                }
-                total
-            });
+            b.iter_custom(|iters| time_log_appends(iters, &template, batches));
         });
         group.bench_function(format!("{name}/plain-file"), |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let dir = tempfile::tempdir().expect("tempdir");
-                    let mut file = std::fs::File::create(dir.path().join("plain")).expect("create");
-                    let start = Instant::now();
-                    for _ in 0..batches {
-                        file.write_all(black_box(&template)).expect("write");
-                    }
-                    total += start.elapsed();
-                }
-                total
-            });
+            b.iter_custom(|iters| time_plain_writes(iters, &template, batches));
         });
     }
     group.finish();
@@ -317,38 +324,10 @@ fn bench_small_append(c: &mut Criterion) {
     };
     group.throughput(Throughput::Elements(APPENDS as u64));
     group.bench_function("logbus", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let log = Log::builder(dir.path())
-                    .config(config())
-                    .open()
-                    .expect("open");
-                let mut batch = template.clone();
-                let start = Instant::now();
-                for _ in 0..APPENDS {
-                    black_box(log.append(&mut batch, 0).expect("append"));
-                }
-                total += start.elapsed();
-            }
-            total
-        });
+        b.iter_custom(|iters| time_log_appends(iters, &template, APPENDS));
     });
     group.bench_function("plain-file", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let mut file = std::fs::File::create(dir.path().join("plain")).expect("create");
-                let start = Instant::now();
-                for _ in 0..APPENDS {
-                    file.write_all(black_box(&template)).expect("write");
-                }
-                total += start.elapsed();
-            }
-            total
-        });
+        b.iter_custom(|iters| time_plain_writes(iters, &template, APPENDS));
     });
     group.finish();
 }
