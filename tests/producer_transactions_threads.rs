@@ -309,12 +309,28 @@ fn threads_sending_into_one_transaction_while_another_ends_it_leave_nothing_afte
                 assert!(after_marker, "round {round}: a marker after its data");
             }
             if commit {
-                // Exactly the accepted records, each thread's in order.
+                // Exactly the accepted records, each thread's in the order
+                // it sent them.
                 let mut got = round_data.clone();
                 got.sort();
                 let mut want = accepted[p as usize].clone();
                 want.sort();
                 assert_eq!(got, want, "round {round} partition {p}");
+                for t in 0..2 {
+                    let mine = format!("r{round:02}-t{t}-");
+                    let of_thread = |values: &[String]| -> Vec<String> {
+                        values
+                            .iter()
+                            .filter(|v| v.starts_with(&mine))
+                            .cloned()
+                            .collect()
+                    };
+                    assert_eq!(
+                        of_thread(&round_data),
+                        of_thread(&accepted[p as usize]),
+                        "round {round} partition {p}: thread {t}'s order"
+                    );
+                }
                 assert!(after_marker || round_data.is_empty());
             }
         }
