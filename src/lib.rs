@@ -169,6 +169,11 @@ mod replica;
 #[cfg(feature = "server")]
 mod server;
 mod storage;
+#[cfg(feature = "internals")]
+#[cfg_attr(docsrs, doc(cfg(feature = "internals")))]
+pub mod timeline;
+#[cfg(not(feature = "internals"))]
+mod timeline;
 mod types;
 
 pub use crate::metrics::{

@@ -10,7 +10,7 @@
 //!     [--rate R] [--brokers B] [--replication-factor F] [--min-insync M] \
 //!     [--idempotence true|false] [--transaction-records N] [--threads N] \
 //!     [--flush-messages M] [--max-in-flight N] [--buffer-memory B] \
-//!     [--value-per-record true]
+//!     [--value-per-record true] [--timeline true]
 //! logbus perf consume --dir D --topic T --records N \
 //!     [--max-poll-records M] [--group G] [--brokers B] [--baseline true] \
 //!     [--check-crcs false] [--write-first true --record-size S]
@@ -99,6 +99,11 @@
 //! consumers at their transaction's commit; `commit_seconds` is the time
 //! spent in `commit_transaction` (the flush of the transaction's records,
 //! then the coordinator's state writes and markers).
+//! `--timeline true` (in a build with the library's `internals` feature:
+//! `cargo run --release --features internals --example perf`) records the
+//! producer's stages during the timed run (see `logbus::timeline`) and adds
+//! `timeline` to the JSON: for each stage seen, `count`, `p50_us`, `p90_us`
+//! and `total_ms` (else `timeline` is null).
 //!
 //! Before the clock starts one record (not counted) is sent and waited for,
 //! so the one-time work of a partition's first append (its first segment's
@@ -164,7 +169,8 @@ pub(crate) fn main_with(args: &[String]) -> ExitCode {
                  [--min-insync M (1)] [--threads N (1): sending threads, one shared producer] \
                  [--flush-messages M: the topic's flush.messages; baseline replays logbus's writes and fsyncs] \
                  [--max-in-flight N] [--buffer-memory B] \
-                 [--value-per-record true: a new value allocated per record]\n       \
+                 [--value-per-record true: a new value allocated per record] \
+                 [--timeline true: time the producer's stages (a build with feature internals)]\n       \
                  logbus perf consume --dir D --topic T --records N [--max-poll-records M (10000)] \
                  [--group G: subscribe as a member of group G, auto commit on] [--brokers B (1)] \
                  [--baseline true: std::fs read of the segment files instead] \
@@ -741,6 +747,13 @@ fn produce(flags: &Flags) -> Result<String, Error> {
             return Err(format!("--topic-str: expected true or false, got {other}").into());
         }
     };
+    let timeline = match flags.0.get("timeline").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(format!("--timeline: expected true or false, got {other}").into());
+        }
+    };
     let rate: Option<f64> = flags.0.get("rate").map(|r| r.parse()).transpose()?;
     if rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         return Err("--rate must be positive".into());
@@ -822,6 +835,9 @@ fn produce(flags: &Flags) -> Result<String, Error> {
     let ops_before = op_log.lock().unwrap_or_else(|e| e.into_inner()).ops.len();
     let bar = progress_bar(records, "producing");
     settle_writeback();
+    if timeline {
+        timeline_start()?;
+    }
     let start = Instant::now();
     let sending = Sending {
         producer: &producer,
@@ -863,6 +879,11 @@ fn produce(flags: &Flags) -> Result<String, Error> {
     }
     producer.flush()?;
     let seconds = start.elapsed().as_secs_f64();
+    let timeline = if timeline {
+        timeline_stop()
+    } else {
+        "null".to_string()
+    };
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -902,7 +923,7 @@ fn produce(flags: &Flags) -> Result<String, Error> {
          \"rss_file_mb\":{file_mb:.1},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3},\
          \"offered_rate\":{},\"threads\":{threads},\"brokers\":{},\"replication_factor\":{replication},\
          \"min_insync\":{min_insync},\"idempotence\":{idempotence},\"transaction_records\":{},\"commit_seconds\":{:.3},\
-         \"value_per_record\":{value_per_record},\"topic_str\":{topic_str}{fsync_fields}}}",
+         \"value_per_record\":{value_per_record},\"topic_str\":{topic_str}{fsync_fields},\"timeline\":{timeline}}}",
         records as f64 / seconds,
         us(50.0),
         us(99.0),
@@ -914,6 +935,50 @@ fn produce(flags: &Flags) -> Result<String, Error> {
         transaction_records.map_or("null".to_string(), |n| n.to_string()),
         commit_time.as_secs_f64(),
     ))
+}
+
+/// Starts recording the producer's stages.
+#[cfg(feature = "internals")]
+fn timeline_start() -> Result<(), Error> {
+    logbus::timeline::start();
+    Ok(())
+}
+
+#[cfg(not(feature = "internals"))]
+fn timeline_start() -> Result<(), Error> {
+    Err("--timeline needs a build with the internals feature".into())
+}
+
+/// Stops recording; each stage's spans as JSON: count, median and 90th
+/// percentile (µs), total (ms).
+#[cfg(feature = "internals")]
+fn timeline_stop() -> String {
+    use logbus::timeline::{self, Stage};
+    let recorded = timeline::stop();
+    let mut out = String::from("{");
+    for stage in Stage::ALL {
+        let durations = recorded.durations(stage);
+        if durations.is_empty() {
+            continue;
+        }
+        let at = |p: usize| durations[(durations.len() - 1) * p / 100].as_secs_f64() * 1e6;
+        let total: Duration = durations.iter().sum();
+        out.push_str(&format!(
+            "\"{}\":{{\"count\":{},\"p50_us\":{:.2},\"p90_us\":{:.2},\"total_ms\":{:.3}}},",
+            stage.name(),
+            durations.len(),
+            at(50),
+            at(90),
+            total.as_secs_f64() * 1e3,
+        ));
+    }
+    out.push_str(&format!("\"dropped\":{}}}", recorded.dropped));
+    out
+}
+
+#[cfg(not(feature = "internals"))]
+fn timeline_stop() -> String {
+    "null".to_string()
 }
 
 fn cluster_brokers(flags: &Flags) -> Result<u32, Error> {

@@ -110,6 +110,7 @@ use super::{CleanupPolicy, ClusterInner, NewTopic, SkippedRecord, TopicConfig, T
 use crate::error::{Error, Result};
 use crate::format::{BatchBuilder, ControlRecordType};
 use crate::replica::{AppendAcks, AppendOrigin, FetchBound};
+use crate::timeline::Stage;
 use crate::types::{Compression, TopicPartition};
 
 /// The internal topic holding transaction states.
@@ -753,12 +754,14 @@ impl ClusterInner {
         producer_epoch: i16,
         partitions: &[TopicPartition],
     ) -> Result<()> {
-        let mut added = Vec::with_capacity(partitions.len());
-        for tp in partitions {
-            self.topic_state_for_append(&tp.topic)?.key(tp.partition)?;
-            added.push((tp.topic.clone(), tp.partition));
-        }
-        self.add_to_txn(transactional_id, producer_id, producer_epoch, &added)
+        crate::timeline::timed(Stage::AddPartitions, || {
+            let mut added = Vec::with_capacity(partitions.len());
+            for tp in partitions {
+                self.topic_state_for_append(&tp.topic)?.key(tp.partition)?;
+                added.push((tp.topic.clone(), tp.partition));
+            }
+            self.add_to_txn(transactional_id, producer_id, producer_epoch, &added)
+        })
     }
 
     /// Adds `group`'s `__consumer_offsets` partition to the transaction
@@ -982,6 +985,25 @@ impl ClusterInner {
         commit: bool,
         markers: Markers,
     ) -> Result<()> {
+        crate::timeline::timed(Stage::EndTxn, || {
+            self.end_txn_timed(
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                commit,
+                markers,
+            )
+        })
+    }
+
+    fn end_txn_timed(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        markers: Markers,
+    ) -> Result<()> {
         let id = transactional_id;
         let entry = self.txn_entry(id, producer_id)?;
         let mut entry = entry.lock();
@@ -1131,7 +1153,7 @@ impl ClusterInner {
         if self.txn.hold_senders.load(Ordering::SeqCst) {
             return;
         }
-        self.complete_answered_txns();
+        crate::timeline::timed(Stage::Markers, || self.complete_answered_txns());
     }
 
     /// Writes the markers of every transaction whose end was answered and

@@ -131,7 +131,10 @@ impl StorageFile for StdFile {
 
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn write_all_vectored_at(&self, bufs: &[&[u8]], position: u64) -> Result<()> {
-        pwritev_all(&self.file, bufs, position).map_err(|e| Error::io("write", &self.path, e))
+        crate::timeline::timed(crate::timeline::Stage::FileWrite, || {
+            pwritev_all(&self.file, bufs, position)
+        })
+        .map_err(|e| Error::io("write", &self.path, e))
     }
 
     fn read_exact_at(&self, buf: &mut [u8], position: u64) -> Result<()> {

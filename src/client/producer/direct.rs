@@ -20,6 +20,7 @@ use super::sender::{append_group, encode, group_limit, outcomes, stamp};
 use super::{Acks, Core};
 use crate::cluster::TopicState;
 use crate::error::Result;
+use crate::timeline::Stage;
 
 /// How many groups one send appends at most before it returns (others
 /// may keep sealing into the partition meanwhile): the rest waits for a
@@ -137,7 +138,9 @@ impl Core {
         let appended = (|| -> Result<_> {
             let key = topic.key(partition)?;
             let replicas = self.cluster.replicas_for(&key)?;
-            let (info, ack, sync) = append_group(&replicas, &key, &mut group, self.append_acks())?;
+            let (info, ack, sync) = crate::timeline::timed(Stage::DirectAppend, || {
+                append_group(&replicas, &key, &mut group, self.append_acks())
+            })?;
             Ok((info, ack, sync.map(|next| (replicas, key, next))))
         })();
         let (info, ack, sync) = match appended {

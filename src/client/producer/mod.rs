@@ -611,7 +611,9 @@ impl Producer {
     /// [`Error::Timeout`] after `max.block.ms` of retriable failures (call
     /// it again to retry); [`Error::Closed`].
     pub fn commit_transaction(&self) -> Result<()> {
-        self.handle.core.commit_transaction()
+        crate::timeline::timed(crate::timeline::Stage::Commit, || {
+            self.handle.core.commit_transaction()
+        })
     }
 
     /// Aborts the open transaction (Kafka's `abortTransaction`): records

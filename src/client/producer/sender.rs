@@ -86,6 +86,7 @@ use crate::format::{
 };
 use crate::log::AppendInfo;
 use crate::replica::{ReplicaManager, TopicIdPartition};
+use crate::timeline::Stage;
 
 /// At most this many bytes of consecutive batches of one partition are
 /// written by one append (a quarter of `segment.bytes` if smaller; one batch
@@ -488,7 +489,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
             // Only new work or the timer can wake us: the doorbell, which
             // parks at once (a channel select spins and yields first,
             // taking a core a busy producer wants).
-            core.doorbell.wait(wait);
+            crate::timeline::timed(Stage::SenderWait, || core.doorbell.wait(wait));
             stopping |= drain(work);
             continue;
         }
@@ -501,7 +502,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
         for rx in &heads {
             select.recv(rx);
         }
-        let ready = select.ready();
+        let ready = crate::timeline::timed(Stage::SenderWait, || select.ready());
         if Some(ready) == work_index {
             stopping |= drain(work);
         } else {
@@ -970,7 +971,9 @@ impl Core {
         }
         let key = part.topic.key(part.partition)?;
         let replicas = self.cluster.replicas_for(&key)?;
-        let (info, ack, sync) = append_group(&replicas, &key, group, self.append_acks())?;
+        let (info, ack, sync) = crate::timeline::timed(Stage::SenderAppend, || {
+            append_group(&replicas, &key, group, self.append_acks())
+        })?;
         if let Some(next_offset) = sync {
             // The acknowledgement waits for this fsync; the next group is
             // written meanwhile.
