@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("types", 0),
     ("clock", 0),
     ("metrics", 0),
+    ("timeline", 0),
     ("format", 1),
     ("storage", 2),
     ("log", 3),
