@@ -986,50 +986,33 @@ impl ClusterInner {
         markers: Markers,
     ) -> Result<()> {
         crate::timeline::timed(Stage::EndTxn, || {
-            self.end_txn_timed(
-                transactional_id,
-                producer_id,
-                producer_epoch,
-                commit,
-                markers,
-            )
-        })
-    }
-
-    fn end_txn_timed(
-        &self,
-        transactional_id: &str,
-        producer_id: i64,
-        producer_epoch: i16,
-        commit: bool,
-        markers: Markers,
-    ) -> Result<()> {
-        let id = transactional_id;
-        let entry = self.txn_entry(id, producer_id)?;
-        let mut entry = entry.lock();
-        let ended = entry
-            .meta
-            .as_ref()
-            .ok_or_else(|| refusal(id, producer_id, TxnRefusal::InvalidProducerIdMapping))?
-            .end(producer_id, producer_epoch, commit, self.clock().now_ms());
-        match ended {
-            Ok(None) => Ok(()),
-            Ok(Some(prepared)) => {
-                self.record_txn_state(id, &mut entry, prepared)?;
-                // Decided: the markers follow the answer, as Kafka's
-                // marker channel writes them; with no timer thread (the
-                // cluster is closing) they are written here. Markers that
-                // fail are retried later either way.
-                if markers == Markers::Inline || !self.queue_markers(id, markers) {
-                    let _ = self.finish_txn(id, &mut entry);
+            let id = transactional_id;
+            let entry = self.txn_entry(id, producer_id)?;
+            let mut entry = entry.lock();
+            let ended = entry
+                .meta
+                .as_ref()
+                .ok_or_else(|| refusal(id, producer_id, TxnRefusal::InvalidProducerIdMapping))?
+                .end(producer_id, producer_epoch, commit, self.clock().now_ms());
+            match ended {
+                Ok(None) => Ok(()),
+                Ok(Some(prepared)) => {
+                    self.record_txn_state(id, &mut entry, prepared)?;
+                    // Decided: the markers follow the answer, as Kafka's
+                    // marker channel writes them; with no timer thread (the
+                    // cluster is closing) they are written here. Markers that
+                    // fail are retried later either way.
+                    if markers == Markers::Inline || !self.queue_markers(id, markers) {
+                        let _ = self.finish_txn(id, &mut entry);
+                    }
+                    Ok(())
                 }
-                Ok(())
+                Err(TxnRefusal::ConcurrentTransactions) => self
+                    .finish_txn(id, &mut entry)
+                    .map_err(|_| refusal(id, producer_id, TxnRefusal::ConcurrentTransactions)),
+                Err(r) => Err(refusal(id, producer_id, r)),
             }
-            Err(TxnRefusal::ConcurrentTransactions) => self
-                .finish_txn(id, &mut entry)
-                .map_err(|_| refusal(id, producer_id, TxnRefusal::ConcurrentTransactions)),
-            Err(r) => Err(refusal(id, producer_id, r)),
-        }
+        })
     }
 
     /// [`ClusterInner::end_txn`] writing the markers before it returns
