@@ -5,12 +5,13 @@
 //! PrepareCommit, the markers, a sender thread's wait, each file write...)
 //! are spans: while a timeline is recording ([`start`] until [`stop`]),
 //! each span's stage, thread, start and duration is noted in a buffer of
-//! fixed size ([`CAPACITY`] spans; later ones are counted, not kept). Not
-//! recording, a span costs one relaxed atomic load; built without the
-//! feature, nothing.
+//! fixed size ([`CAPACITY`] spans, 16 MiB allocated at the first [`start`]
+//! and kept; later spans are counted, not kept). Not recording, a span
+//! costs one relaxed atomic load; built without the feature, nothing.
 //!
 //! The buffer is the process's: one timeline records at a time, and it
-//! notes the spans of every producer and log of the process.
+//! notes the spans of every producer and log of the process. A span that
+//! runs across a [`start`] is not kept.
 //!
 //! ```
 //! use logbus::timeline::{self, Stage};
@@ -59,7 +60,8 @@ pub enum Stage {
     Markers,
     /// The sender thread waiting for work (spinning, then parked).
     SenderWait,
-    /// One write system call of a log file (`pwritev`).
+    /// One write system call of a log file (`pwritev`, on Linux; the
+    /// storage layer's other writes are not timed).
     FileWrite,
 }
 
