@@ -115,7 +115,11 @@
 //! `records`, `bytes`, `seconds`, `records_per_sec`, `mb_per_sec`, for
 //! `consume` and `scan` `cpu_seconds` and `records_per_cpu_sec` (the
 //! measuring thread's CPU time, which waiting for a CPU on a busy machine
-//! does not inflate),
+//! does not inflate), for `produce` `app_cpu_ns_per_record` and
+//! `sender_cpu_ns_per_record` (the CPU time of the sending threads and of
+//! the producer's sender thread during the timed run, per record; null
+//! where unsupported: steadier than the rate on a shared machine, for
+//! comparing two builds),
 //! `peak_rss_mb` (`VmHWM`: for `consume`, since the cluster was opened, with
 //! the peak of opening apart as `open_peak_rss_mb`; `peak_rss_includes_open`
 //! says where that split is unsupported), `rss_anon_mb` and `rss_file_mb`
@@ -282,6 +286,29 @@ fn thread_cpu_seconds() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .map_or(0.0, |ns| ns as f64 / 1e9)
+}
+
+/// CPU nanoseconds run so far by the threads of this process whose name
+/// starts with `prefix` (`/proc/self/task/*/schedstat`), summed; `None`
+/// where unsupported or when no thread has that name.
+fn threads_cpu_ns(prefix: &str) -> Option<u64> {
+    let mut total = None;
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        if let Some(run) = stat
+            .split_whitespace()
+            .next()
+            .and_then(|x| x.parse::<u64>().ok())
+        {
+            total = Some(total.unwrap_or(0) + run);
+        }
+    }
+    total
 }
 
 /// Prints to stderr, for each thread of the process, its name, CPU time,
@@ -615,8 +642,10 @@ struct Sending<'a> {
 
 impl Sending<'_> {
     /// Sends this thread's records; returns the time spent in
-    /// `commit_transaction`.
-    fn run(&self, index: u64, count: u64) -> Result<Duration, Error> {
+    /// `commit_transaction` and the CPU time this thread ran meanwhile
+    /// (seconds, 0 where unsupported).
+    fn run(&self, index: u64, count: u64) -> Result<(Duration, f64), Error> {
+        let cpu_start = thread_cpu_seconds();
         let mut last_report = Instant::now();
         let mut commit_time = Duration::ZERO;
         for i in 0..count {
@@ -666,7 +695,7 @@ impl Sending<'_> {
                 );
             }
         }
-        Ok(commit_time)
+        Ok((commit_time, thread_cpu_seconds() - cpu_start))
     }
 }
 
@@ -838,6 +867,7 @@ fn produce(flags: &Flags) -> Result<String, Error> {
     if timeline {
         timeline_start()?;
     }
+    let sender_cpu_start = threads_cpu_ns("logbus-producer");
     let start = Instant::now();
     let sending = Sending {
         producer: &producer,
@@ -854,7 +884,7 @@ fn produce(flags: &Flags) -> Result<String, Error> {
     };
     // Time spent in commit_transaction (flushing the transaction's records,
     // then the coordinator's writes and markers).
-    let mut commit_time = if threads == 1 {
+    let (mut commit_time, app_cpu_seconds) = if threads == 1 {
         sending.run(0, records)?
     } else {
         std::thread::scope(|s| {
@@ -865,11 +895,14 @@ fn produce(flags: &Flags) -> Result<String, Error> {
                     s.spawn(move || sending.run(t, count).map_err(|e| e.to_string()))
                 })
                 .collect();
-            let mut total = Duration::ZERO;
+            let (mut total, mut cpu) = (Duration::ZERO, 0.0);
             for handle in handles {
-                total += handle.join().map_err(|_| "a sending thread panicked")??;
+                let (commit, thread_cpu) =
+                    handle.join().map_err(|_| "a sending thread panicked")??;
+                total += commit;
+                cpu += thread_cpu;
             }
-            Ok::<_, Error>(total)
+            Ok::<_, Error>((total, cpu))
         })?
     };
     if transaction_records.is_some() {
@@ -879,6 +912,9 @@ fn produce(flags: &Flags) -> Result<String, Error> {
     }
     producer.flush()?;
     let seconds = start.elapsed().as_secs_f64();
+    let sender_cpu_ns = sender_cpu_start
+        .zip(threads_cpu_ns("logbus-producer"))
+        .map(|(before, after)| after.saturating_sub(before));
     let timeline = if timeline {
         timeline_stop()
     } else {
@@ -923,7 +959,8 @@ fn produce(flags: &Flags) -> Result<String, Error> {
          \"rss_file_mb\":{file_mb:.1},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3},\
          \"offered_rate\":{},\"threads\":{threads},\"brokers\":{},\"replication_factor\":{replication},\
          \"min_insync\":{min_insync},\"idempotence\":{idempotence},\"transaction_records\":{},\"commit_seconds\":{:.3},\
-         \"value_per_record\":{value_per_record},\"topic_str\":{topic_str}{fsync_fields},\"timeline\":{timeline}}}",
+         \"value_per_record\":{value_per_record},\"topic_str\":{topic_str},\"app_cpu_ns_per_record\":{},\
+         \"sender_cpu_ns_per_record\":{}{fsync_fields},\"timeline\":{timeline}}}",
         records as f64 / seconds,
         us(50.0),
         us(99.0),
@@ -934,6 +971,15 @@ fn produce(flags: &Flags) -> Result<String, Error> {
         cluster_brokers(flags)?,
         transaction_records.map_or("null".to_string(), |n| n.to_string()),
         commit_time.as_secs_f64(),
+        if app_cpu_seconds > 0.0 {
+            format!("{:.1}", app_cpu_seconds * 1e9 / records as f64)
+        } else {
+            "null".to_string()
+        },
+        sender_cpu_ns.map_or("null".to_string(), |ns| format!(
+            "{:.1}",
+            ns as f64 / records as f64
+        )),
     ))
 }
 

@@ -595,6 +595,14 @@ fn perf_produces_and_consumes_the_records_it_was_asked_for() -> TestResult {
     assert_eq!(produced["mode"], "produce");
     assert_eq!(produced["records"], 3000);
     assert_eq!(produced["bytes"], 150_000);
+    // The sending thread's and the sender thread's CPU time per record
+    // (null where /proc has no schedstat).
+    if cfg!(target_os = "linux") {
+        for field in ["app_cpu_ns_per_record", "sender_cpu_ns_per_record"] {
+            let ns = produced[field].as_f64().ok_or(field)?;
+            assert!(ns > 0.0, "{field}: {produced}");
+        }
+    }
     let consumed = run(&[
         "perf",
         "consume",
