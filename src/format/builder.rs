@@ -113,7 +113,13 @@ impl BatchBuilder {
     /// # Ok::<(), logbus::FormatError>(())
     /// ```
     pub fn with_capacity(compression: Compression, bytes: usize) -> Self {
-        let mut buf = Vec::with_capacity(bytes.max(RECORDS_OFFSET));
+        Self::with_buffer(compression, Vec::with_capacity(bytes.max(RECORDS_OFFSET)))
+    }
+
+    /// A builder that builds in `buf` (emptied first), keeping its
+    /// capacity: the buffer of a batch built before can be used again.
+    pub(crate) fn with_buffer(compression: Compression, mut buf: Vec<u8>) -> Self {
+        buf.clear();
         buf.resize(RECORDS_OFFSET, 0);
         BatchBuilder {
             compression,

@@ -424,6 +424,70 @@ pub(crate) fn full_capacity(batch_limit: usize, upper: usize) -> usize {
     BatchBuilder::capacity_for(batch_limit.saturating_sub(RECORD_BATCH_OVERHEAD).max(upper))
 }
 
+/// The most bytes of finished batches' buffers a producer keeps for its
+/// new batches (at most an eighth of `buffer.memory`).
+pub(crate) const SPARE_BYTES: usize = 1 << 20;
+
+/// Buffers of finished batches kept for new ones, as Kafka's `BufferPool`
+/// keeps `batch.size` buffers: a new batch takes the one given back last,
+/// whose lines the sending thread wrote a group or two before and may
+/// still have in its cache, instead of memory the allocator hands out
+/// (and the sender thread, which finishes most batches, freed on the other
+/// CPU). Only buffers of a full batch's capacity are kept (compressed
+/// batches, larger records and the smaller batches of many partitions
+/// are not), and at most `limit` bytes of them, outside `buffer.memory`'s
+/// count.
+#[derive(Debug, Default)]
+pub(crate) struct SpareBuffers {
+    buffers: Vec<Vec<u8>>,
+    /// The capacity kept: that of the last full batch opened.
+    capacity: usize,
+    limit: usize,
+}
+
+impl SpareBuffers {
+    /// Keeps at most `limit` bytes.
+    pub(crate) fn new(limit: usize) -> Self {
+        SpareBuffers {
+            buffers: Vec::new(),
+            capacity: 0,
+            limit,
+        }
+    }
+
+    /// Keeps what it can of `given` (the buffers of finished batches);
+    /// leaves the rest there, for the caller to drop outside the lock.
+    pub(crate) fn keep(&mut self, given: &mut Vec<Vec<u8>>) {
+        let room = self.limit / self.capacity.max(1);
+        given.retain_mut(|buf| {
+            if buf.capacity() != self.capacity || self.buffers.len() >= room {
+                return true;
+            }
+            self.buffers.push(std::mem::take(buf));
+            false
+        });
+    }
+
+    /// A kept buffer for a new batch of `capacity` bytes, if it is a full
+    /// batch's (`full`); a capacity not seen before drops the kept ones.
+    pub(crate) fn take(&mut self, capacity: usize, full: usize) -> Option<Vec<u8>> {
+        if capacity != full {
+            return None;
+        }
+        if capacity != self.capacity {
+            self.buffers.clear();
+            self.capacity = capacity;
+        }
+        self.buffers.pop()
+    }
+
+    /// Bytes kept.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.buffers.len() * self.capacity
+    }
+}
+
 /// A batch not opened at full size starts at this fraction of it.
 const START_FRACTION: usize = 8;
 
@@ -604,6 +668,8 @@ pub(crate) struct Accumulator {
     pub(crate) open: usize,
     /// Bytes of `buffer.memory` held by open, ready and in-flight batches.
     pub(crate) used: usize,
+    /// Buffers of finished batches kept for new batches.
+    pub(crate) spare: SpareBuffers,
     /// Seal-order number of the last sealed batch.
     pub(crate) sealed_seq: u64,
     /// Seal-order number of the last batch the sender finished (it finishes
@@ -710,6 +776,7 @@ impl Accumulator {
             ready: VecDeque::new(),
             open: 0,
             used: 0,
+            spare: SpareBuffers::default(),
             sealed_seq: 0,
             done_seq: 0,
             flush_target: u64::MAX,
@@ -1316,6 +1383,34 @@ impl Accumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spare_buffers_keep_a_full_batch_capacity_within_their_limit() {
+        let buf = |cap: usize| Vec::with_capacity(cap);
+        let mut spare = SpareBuffers::new(1_000);
+        // Nothing kept before a full batch's capacity is known.
+        let mut given = vec![buf(300)];
+        spare.keep(&mut given);
+        assert_eq!((spare.bytes(), given.len()), (0, 1));
+        // A batch smaller than a full one takes nothing (and sets nothing).
+        assert!(spare.take(100, 300).is_none());
+        assert!(spare.take(300, 300).is_none());
+        // Three of 300 fit in 1,000; other capacities stay with the caller.
+        let mut given = vec![buf(300), buf(500), buf(300), buf(300), buf(300)];
+        let marked: Vec<*const u8> = given.iter().map(Vec::as_ptr).collect();
+        spare.keep(&mut given);
+        assert_eq!(spare.bytes(), 900);
+        assert_eq!(
+            given.iter().map(Vec::capacity).collect::<Vec<_>>(),
+            [500, 300]
+        );
+        // The one given back last is taken first.
+        assert_eq!(spare.take(300, 300).map(|b| b.as_ptr()), Some(marked[3]));
+        assert_eq!(spare.bytes(), 600);
+        // A new full capacity (a topic with another batch size) drops the rest.
+        assert!(spare.take(400, 400).is_none());
+        assert_eq!(spare.bytes(), 0);
+    }
 
     #[test]
     fn a_batch_is_sized_for_batch_size_or_its_record_while_half_the_memory_stays_free() {

@@ -363,7 +363,11 @@ impl ProducerConfigBuilder {
         self
     }
 
-    /// `buffer.memory` in bytes (default 32 MiB; must be positive).
+    /// `buffer.memory` in bytes (default 32 MiB; must be positive): the
+    /// batch buffers of records not yet finished, counted by capacity.
+    /// Beyond it the producer keeps the buffers of finished full batches
+    /// for new ones, at most an eighth of it and 1 MiB (Kafka's
+    /// `BufferPool` keeps them within it).
     pub fn buffer_memory(mut self, bytes: u64) -> Self {
         self.config.buffer_memory = bytes;
         self

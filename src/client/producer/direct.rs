@@ -31,7 +31,11 @@ const MAX_ROUNDS: usize = 4;
 enum Written {
     /// Appended and completed here: their seal numbers and the
     /// `buffer.memory` they held.
-    Done { seqs: Vec<u64>, released: usize },
+    Done {
+        seqs: Vec<u64>,
+        released: usize,
+        spare: Vec<Vec<u8>>,
+    },
     /// For the sender thread to finish.
     Handoff(Handoff),
 }
@@ -56,9 +60,14 @@ impl Core {
             let written =
                 MutexGuard::unlocked(acc, || self.write_group(&topic, partition, group, &shared));
             let handoff = match written {
-                Written::Done { seqs, released } => {
+                Written::Done {
+                    seqs,
+                    released,
+                    mut spare,
+                } => {
                     acc.finished_outside(seqs);
                     acc.used -= released;
+                    acc.spare.keep(&mut spare);
                     acc.wake_one_space_waiter();
                     self.publish_done(acc);
                     None
@@ -173,6 +182,7 @@ impl Core {
         }
         let mut seqs = Vec::with_capacity(group.len());
         let mut released = 0;
+        let mut spare = Vec::with_capacity(seqs.capacity());
         for (mut batch, outcome) in group.into_iter().zip(outcomes) {
             // Completing wakes the tasks awaiting the handles (user code):
             // a panic there must not leave the partition marked as being
@@ -182,7 +192,12 @@ impl Core {
             }));
             seqs.push(batch.seq);
             released += batch.reserved;
+            spare.extend(batch.bytes.take());
         }
-        Written::Done { seqs, released }
+        Written::Done {
+            seqs,
+            released,
+            spare,
+        }
     }
 }

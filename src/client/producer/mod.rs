@@ -651,6 +651,10 @@ impl Producer {
 /// the config has a `transactional.id`.
 fn accumulator_for(config: &ProducerConfig, linger_ms: i64) -> Accumulator {
     let mut acc = Accumulator::new(linger_ms);
+    acc.spare = accumulator::SpareBuffers::new(
+        accumulator::SPARE_BYTES
+            .min(usize::try_from(config.buffer_memory() / 8).unwrap_or(usize::MAX)),
+    );
     acc.txn = config
         .transactional_id()
         .map(|id| transaction::TxnManager::new(id, config.transaction_timeout_millis()));
@@ -976,7 +980,6 @@ impl Core {
         }
         if !acc.topics[ti].fits(partition, upper) {
             acc.seal(ti, partition, &self.sticky);
-            let entry = &acc.topics[ti];
             let created_ms = match record.timestamp() {
                 None => timestamp,
                 Some(_) => self.clock.now_ms(),
@@ -988,9 +991,18 @@ impl Core {
             // smaller and grows geometrically, so that many partitions'
             // open batches do not take it all (Kafka would block, or fail
             // when `buffer.memory` is below `batch.size`).
-            let capacity =
-                accumulator::batch_capacity(entry.batch_limit, upper, acc.used, self.buffer_memory);
-            let builder = BatchBuilder::with_capacity(self.config.compression(), capacity);
+            let capacity = accumulator::batch_capacity(
+                acc.topics[ti].batch_limit,
+                upper,
+                acc.used,
+                self.buffer_memory,
+            );
+            let full = accumulator::full_capacity(acc.topics[ti].batch_limit, 0);
+            let builder = match acc.spare.take(capacity, full) {
+                Some(buf) => BatchBuilder::with_buffer(self.config.compression(), buf),
+                None => BatchBuilder::with_capacity(self.config.compression(), capacity),
+            };
+            let entry = &acc.topics[ti];
             let reserved = builder.buffer_capacity();
             let batch = Batch {
                 topic: entry.state.clone(),
@@ -1458,6 +1470,71 @@ mod buffer_tests {
         assert_eq!(usage(&producer), (2 * full, vec![full, full]));
         producer.flush()?;
         assert_eq!(usage(&producer), (0, vec![]), "all given back");
+        producer.close()?;
+        cluster.close()
+    }
+
+    /// Finished batches' buffers are kept (within their limit) and a new
+    /// full batch takes one; their earlier bytes are not in the batches
+    /// built in them.
+    #[test]
+    fn a_new_batch_takes_the_buffer_of_a_finished_one() -> Result<()> {
+        const RECORDS: u32 = 12_000;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cluster = cluster(dir.path(), 2)?;
+        let producer = Producer::new(
+            &cluster,
+            ProducerConfig::builder()
+                .batch_size(16_384)
+                .linger(Duration::from_millis(HOUR_MS))
+                .build()?,
+        )?;
+        let full = BatchBuilder::capacity_for(16_384 - RECORD_BATCH_OVERHEAD);
+        let spare = |producer: &Producer| producer.handle.core.acc.lock().spare.bytes();
+        let value = |i: u32| vec![(i % 251) as u8; 100];
+        assert_eq!(spare(&producer), 0);
+        // About 80 full batches finish: new ones take the buffers of those
+        // finished before (how many depends on when the writes ran), and
+        // after the flush some are kept, at most 1 MiB (an eighth of the
+        // default 32 MiB of buffer.memory is more).
+        for i in 0..RECORDS {
+            drop(producer.send(ProducerRecord::new("t", value(i)).with_partition(0))?);
+        }
+        producer.flush()?;
+        let kept = spare(&producer);
+        assert!(kept > 0 && kept <= 1 << 20 && kept % full == 0, "{kept}");
+        // A new batch takes one: the kept bytes fall by one buffer while
+        // buffer.memory counts the batch.
+        drop(producer.send(ProducerRecord::new("t", vec![7_u8; 10]).with_partition(1))?);
+        assert_eq!(spare(&producer), kept - full);
+        assert_eq!(usage(&producer), (full, vec![full]));
+        // Batches built in kept buffers hold what was sent, nothing of the
+        // batches built there before.
+        for i in RECORDS..RECORDS + 1_000 {
+            drop(producer.send(ProducerRecord::new("t", value(i)).with_partition(0))?);
+        }
+        producer.flush()?;
+        let mut consumer = crate::Consumer::new(
+            &cluster,
+            crate::ConsumerConfig::builder()
+                .auto_offset_reset(crate::OffsetReset::Earliest)
+                .build()?,
+        )?;
+        consumer.assign(&[
+            crate::TopicPartition::new("t", 0),
+            crate::TopicPartition::new("t", 1),
+        ])?;
+        let mut seen = [Vec::new(), Vec::new()];
+        while seen[0].len() + seen[1].len() < RECORDS as usize + 1_001 {
+            let records = consumer.poll(Duration::from_secs(5))?;
+            assert!(!records.is_empty(), "records missing");
+            for r in records.iter() {
+                seen[r.partition() as usize].push(r.value().unwrap_or_default().to_vec());
+            }
+        }
+        let expected: Vec<Vec<u8>> = (0..RECORDS + 1_000).map(value).collect();
+        assert_eq!(seen[0], expected);
+        assert_eq!(seen[1], vec![vec![7_u8; 10]]);
         producer.close()?;
         cluster.close()
     }

@@ -204,6 +204,8 @@ struct Progress {
     unfinished: BTreeSet<u64>,
     /// `buffer.memory` bytes of batches finished since the last accounting.
     released: usize,
+    /// Buffers of batches finished since the last accounting.
+    spare: Vec<Vec<u8>>,
     /// Batches finished since the last accounting.
     finished: usize,
     /// The transaction being aborted: its unsent batches fail.
@@ -355,6 +357,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
         active: HashSet::new(),
         unfinished: BTreeSet::new(),
         released: 0,
+        spare: Vec::new(),
         finished: 0,
         txn_abort: None,
         txn_failed: None,
@@ -1251,11 +1254,14 @@ impl Core {
         progress.finished = 0;
         let mut acc = self.acc.lock();
         acc.used -= released;
+        acc.spare.keep(&mut progress.spare);
         acc.sender_first = progress.unfinished.first().copied();
         if released > 0 {
             acc.wake_one_space_waiter();
         }
         self.publish_done(&mut acc);
+        drop(acc);
+        progress.spare.clear();
     }
 }
 
@@ -1283,6 +1289,9 @@ fn finish(progress: &mut Progress, mut batch: Batch, outcome: Outcome) {
     }
     progress.unfinished.remove(&batch.seq);
     progress.released += batch.reserved;
+    if let Some(buf) = batch.bytes.take() {
+        progress.spare.push(buf);
+    }
     progress.finished += 1;
 }
 
