@@ -1445,17 +1445,22 @@ mod buffer_tests {
         (acc.used, capacities)
     }
 
-    #[test]
-    fn a_new_batch_takes_batch_size_of_buffer_memory_at_once() -> Result<()> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cluster = cluster(dir.path(), 2)?;
-        let producer = Producer::new(
-            &cluster,
+    /// A producer whose 16 KiB batches wait for a flush (or to fill).
+    fn lingering_producer(cluster: &Cluster) -> Result<Producer> {
+        Producer::new(
+            cluster,
             ProducerConfig::builder()
                 .batch_size(16_384)
                 .linger(Duration::from_millis(HOUR_MS))
                 .build()?,
-        )?;
+        )
+    }
+
+    #[test]
+    fn a_new_batch_takes_batch_size_of_buffer_memory_at_once() -> Result<()> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cluster = cluster(dir.path(), 2)?;
+        let producer = lingering_producer(&cluster)?;
         let full = BatchBuilder::capacity_for(16_384 - RECORD_BATCH_OVERHEAD);
         drop(producer.send(ProducerRecord::new("t", vec![1_u8; 100]).with_partition(0))?);
         assert_eq!(usage(&producer), (full, vec![full]));
@@ -1482,13 +1487,7 @@ mod buffer_tests {
         const RECORDS: u32 = 12_000;
         let dir = tempfile::tempdir().expect("tempdir");
         let cluster = cluster(dir.path(), 2)?;
-        let producer = Producer::new(
-            &cluster,
-            ProducerConfig::builder()
-                .batch_size(16_384)
-                .linger(Duration::from_millis(HOUR_MS))
-                .build()?,
-        )?;
+        let producer = lingering_producer(&cluster)?;
         let full = BatchBuilder::capacity_for(16_384 - RECORD_BATCH_OVERHEAD);
         let spare = |producer: &Producer| producer.handle.core.acc.lock().spare.bytes();
         let value = |i: u32| vec![(i % 251) as u8; 100];
