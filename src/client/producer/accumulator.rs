@@ -456,7 +456,8 @@ impl SpareBuffers {
     }
 
     /// Keeps what it can of `given` (the buffers of finished batches);
-    /// leaves the rest there, for the caller to drop outside the lock.
+    /// leaves the rest there (the sender thread drops them after it
+    /// released the producer's lock).
     pub(crate) fn keep(&mut self, given: &mut Vec<Vec<u8>>) {
         let room = self.limit / self.capacity.max(1);
         given.retain_mut(|buf| {

@@ -29,8 +29,9 @@ const MAX_ROUNDS: usize = 4;
 
 /// What became of a group a sending thread appended.
 enum Written {
-    /// Appended and completed here: their seal numbers and the
-    /// `buffer.memory` they held.
+    /// Appended and completed here: their seal numbers, the
+    /// `buffer.memory` they held and their buffers, to keep for new
+    /// batches.
     Done {
         seqs: Vec<u64>,
         released: usize,
