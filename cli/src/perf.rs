@@ -70,6 +70,10 @@
 //! `--topic-str true` names each record's topic by `&str`, as most
 //! applications write `ProducerRecord::new("orders", value)`, instead of
 //! by one shared `Arc<str>` (the JSON says which ran as `topic_str`).
+//! `--latency-every N` times every N-th send of each thread (default 16;
+//! 0 times none: the latencies are then null, and no send goes through
+//! `send_with_callback`, whose boxed callback and two clock readings per
+//! timed send the rate otherwise includes).
 //! `--threads N` sends from N threads through one shared (cloned)
 //! `Producer`, the records (and the rate) split evenly between them.
 //! `--flush-messages M` creates the topic with `flush.messages=M` (1: an
@@ -125,8 +129,8 @@
 //! says where that split is unsupported), `rss_anon_mb` and `rss_file_mb`
 //! (anonymous memory and mapped file pages resident at the end of the
 //! measured phase), for `produce` the send-to-acknowledgement latency
-//! percentiles `p50_us`, `p99_us`, `p999_us` (of every 16th record, sent
-//! with `send_with_callback`: from just before `send` to the callback on
+//! percentiles `p50_us`, `p99_us`, `p999_us` (of every 16th record, or
+//! every `latency_every`-th, sent with `send_with_callback`: from just before `send` to the callback on
 //! the sender thread, so the figure is when the acknowledgement happened,
 //! not when the sending thread next looked; in 0.1 µs steps), and a
 //! `baseline_mb_per_sec` with the `ratio` to it: the same number of bytes
@@ -152,7 +156,9 @@ use logbus::{
 };
 
 const MB: f64 = 1024.0 * 1024.0;
-const LATENCY_SAMPLE: u64 = 16;
+/// Of each sending thread's sends, every this many is timed to its
+/// callback unless `--latency-every` says otherwise.
+const LATENCY_EVERY: u64 = 16;
 
 /// Runs the tool with `args` (`produce ...`, `consume ...` or `scan ...`),
 /// prints its JSON line, or the error and the usage on stderr.
@@ -620,7 +626,7 @@ fn baseline_replay(dir: &Path, files: usize, ops: &[Op]) -> Result<(f64, u64, u6
 
 /// What one sending thread does: `count` sends (the thread's `index` of
 /// `threads`, so with `--rate` its k-th send is due at
-/// `(k * threads + index) / rate`), every `LATENCY_SAMPLE`-th timed.
+/// `(k * threads + index) / rate`), every `latency_every`-th timed.
 struct Sending<'a> {
     producer: &'a Producer,
     topic: &'a Arc<str>,
@@ -632,6 +638,8 @@ struct Sending<'a> {
     topic_str: bool,
     rate: Option<f64>,
     threads: u64,
+    /// Every this many sends of the thread, one is timed (0: none).
+    latency_every: u64,
     transaction_records: Option<u64>,
     start: Instant,
     /// Send-to-callback nanoseconds of the timed records.
@@ -669,7 +677,7 @@ impl Sending<'_> {
                 (true, true) => ProducerRecord::new(&**self.topic, self.value.to_vec()),
                 (false, true) => ProducerRecord::new(&**self.topic, self.value),
             };
-            if i % LATENCY_SAMPLE == 0 {
+            if self.latency_every != 0 && i % self.latency_every == 0 {
                 let lat = Arc::clone(self.lat);
                 let sent = Instant::now();
                 self.producer.send_with_callback(record, move |result| {
@@ -842,10 +850,11 @@ fn produce(flags: &Flags) -> Result<String, Error> {
             .map(|i| b'a' + (i % 26) as u8)
             .collect::<Vec<u8>>(),
     );
-    // Every LATENCY_SAMPLE-th send of each thread is timed, from just
+    // Every `latency_every`-th send of each thread is timed, from just
     // before `send_with_callback` to its callback on the sender thread.
+    let latency_every: u64 = flags.num("latency-every", Some(LATENCY_EVERY))?;
     let lat = Arc::new(Mutex::new(Vec::with_capacity(
-        records.div_ceil(LATENCY_SAMPLE) as usize + threads as usize,
+        records.div_ceil(latency_every.max(1)) as usize + threads as usize,
     )));
     eprintln!(
         "producing {records} records of {size} bytes to {topic} in {} from {threads} thread(s)",
@@ -877,6 +886,7 @@ fn produce(flags: &Flags) -> Result<String, Error> {
         topic_str,
         rate,
         threads,
+        latency_every,
         transaction_records,
         start,
         lat: &lat,
@@ -951,11 +961,18 @@ fn produce(flags: &Flags) -> Result<String, Error> {
     };
     cluster.close()?;
     let baseline_mb = bytes as f64 / MB / baseline;
-    let us = |p: f64| percentile(&lat, p) as f64 / 1000.0;
+    // No latencies without timed sends (`--latency-every 0`).
+    let us = |p: f64| {
+        if latency_every == 0 {
+            "null".to_string()
+        } else {
+            format!("{:.1}", percentile(&lat, p) as f64 / 1000.0)
+        }
+    };
     Ok(format!(
         "{{\"mode\":\"produce\",\"records\":{records},\"bytes\":{bytes},\"seconds\":{seconds:.3},\
-         \"records_per_sec\":{:.0},\"mb_per_sec\":{mb_per_sec:.1},\"p50_us\":{:.1},\"p99_us\":{:.1},\
-         \"p999_us\":{:.1},\"peak_rss_mb\":{:.1},\"rss_anon_mb\":{anon_mb:.1},\
+         \"records_per_sec\":{:.0},\"mb_per_sec\":{mb_per_sec:.1},\"p50_us\":{},\"p99_us\":{},\
+         \"p999_us\":{},\"latency_every\":{latency_every},\"peak_rss_mb\":{:.1},\"rss_anon_mb\":{anon_mb:.1},\
          \"rss_file_mb\":{file_mb:.1},\"baseline_mb_per_sec\":{baseline_mb:.1},\"ratio\":{:.3},\
          \"offered_rate\":{},\"threads\":{threads},\"brokers\":{},\"replication_factor\":{replication},\
          \"min_insync\":{min_insync},\"idempotence\":{idempotence},\"transaction_records\":{},\"commit_seconds\":{:.3},\

@@ -603,6 +603,28 @@ fn perf_produces_and_consumes_the_records_it_was_asked_for() -> TestResult {
             assert!(ns > 0.0, "{field}: {produced}");
         }
     }
+    assert_eq!(produced["latency_every"], 16);
+    assert!(produced["p50_us"].as_f64() > Some(0.0), "{produced}");
+    // Without timed sends there are no latencies.
+    let untimed = run(&[
+        "perf",
+        "produce",
+        "--dir",
+        path_str(&dir.path().join("untimed")),
+        "--topic",
+        "t",
+        "--records",
+        "1000",
+        "--record-size",
+        "50",
+        "--latency-every",
+        "0",
+    ])?;
+    assert_eq!(untimed["records"], 1000);
+    assert_eq!(untimed["latency_every"], 0);
+    for field in ["p50_us", "p99_us", "p999_us"] {
+        assert!(untimed[field].is_null(), "{field}: {untimed}");
+    }
     let consumed = run(&[
         "perf",
         "consume",
