@@ -106,8 +106,8 @@
 //! `--timeline true` (in a build with the library's `internals` feature:
 //! `cargo run --release --features internals --example perf`) records the
 //! producer's stages during the timed run (see `logbus::timeline`) and adds
-//! `timeline` to the JSON: for each stage seen, `count`, `p50_us`, `p90_us`
-//! and `total_ms` (else `timeline` is null).
+//! `timeline` to the JSON: for each stage seen, `count`, `p50_us`, `p90_us`,
+//! `p99_us`, `p999_us`, `max_us` and `total_ms` (else `timeline` is null).
 //!
 //! Before the clock starts one record (not counted) is sent and waited for,
 //! so the one-time work of a partition's first append (its first segment's
@@ -1024,14 +1024,19 @@ fn timeline_stop() -> String {
         if durations.is_empty() {
             continue;
         }
-        let at = |p: usize| durations[(durations.len() - 1) * p / 100].as_secs_f64() * 1e6;
+        // Per mille, so that the 99.9th percentile is one of them.
+        let at = |p: usize| durations[(durations.len() - 1) * p / 1000].as_secs_f64() * 1e6;
         let total: Duration = durations.iter().sum();
         out.push_str(&format!(
-            "\"{}\":{{\"count\":{},\"p50_us\":{:.2},\"p90_us\":{:.2},\"total_ms\":{:.3}}},",
+            "\"{}\":{{\"count\":{},\"p50_us\":{:.2},\"p90_us\":{:.2},\"p99_us\":{:.2},\
+             \"p999_us\":{:.2},\"max_us\":{:.2},\"total_ms\":{:.3}}},",
             stage.name(),
             durations.len(),
-            at(50),
-            at(90),
+            at(500),
+            at(900),
+            at(990),
+            at(999),
+            at(1000),
             total.as_secs_f64() * 1e3,
         ));
     }
