@@ -120,17 +120,20 @@
 //! `consume` and `scan` `cpu_seconds` and `records_per_cpu_sec` (the
 //! measuring thread's CPU time, which waiting for a CPU on a busy machine
 //! does not inflate), for `produce` `app_cpu_ns_per_record` and
-//! `sender_cpu_ns_per_record` (the CPU time of the sending threads and of
-//! the producer's sender thread during the timed run, per record; null
-//! where unsupported: steadier than the rate on a shared machine, for
-//! comparing two builds),
+//! `sender_cpu_ns_per_record` (the CPU time of the sending threads while
+//! they send, and of the producer's sender thread during the timed run,
+//! per record; null where unsupported: steadier than the rate on a shared
+//! machine, for comparing two builds; with `--flush-messages` the second
+//! includes the producer's fsync thread, whose name `/proc` cuts to the
+//! same 15 characters),
 //! `peak_rss_mb` (`VmHWM`: for `consume`, since the cluster was opened, with
 //! the peak of opening apart as `open_peak_rss_mb`; `peak_rss_includes_open`
 //! says where that split is unsupported), `rss_anon_mb` and `rss_file_mb`
 //! (anonymous memory and mapped file pages resident at the end of the
 //! measured phase), for `produce` the send-to-acknowledgement latency
 //! percentiles `p50_us`, `p99_us`, `p999_us` (of every 16th record, or
-//! every `latency_every`-th, sent with `send_with_callback`: from just before `send` to the callback on
+//! every `latency_every`-th, sent with `send_with_callback`: from just
+//! before `send` to the callback on
 //! the sender thread, so the figure is when the acknowledgement happened,
 //! not when the sending thread next looked; in 0.1 µs steps), and a
 //! `baseline_mb_per_sec` with the `ratio` to it: the same number of bytes
