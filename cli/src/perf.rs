@@ -297,27 +297,39 @@ fn thread_cpu_seconds() -> f64 {
         .map_or(0.0, |ns| ns as f64 / 1e9)
 }
 
-/// CPU nanoseconds run so far by the threads of this process whose name
-/// starts with `prefix` (`/proc/self/task/*/schedstat`), summed; `None`
-/// where unsupported or when no thread has that name.
-fn threads_cpu_ns(prefix: &str) -> Option<u64> {
-    let mut total = None;
-    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+/// Each thread of this process: its name (`comm`, which the kernel cuts
+/// to 15 bytes) and its `schedstat`: nanoseconds on a CPU, nanoseconds
+/// runnable but waiting for one, times scheduled in. Empty where
+/// `/proc/self/task` is not there.
+fn task_schedstats() -> Vec<(String, [u64; 3])> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
         let path = task.path();
         let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        if !comm.starts_with(prefix) {
-            continue;
-        }
         let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
-        if let Some(run) = stat
+        let v: Vec<u64> = stat
             .split_whitespace()
-            .next()
-            .and_then(|x| x.parse::<u64>().ok())
-        {
-            total = Some(total.unwrap_or(0) + run);
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if let [run, wait, slices] = v[..] {
+            out.push((comm.trim().to_string(), [run, wait, slices]));
         }
     }
-    total
+    out
+}
+
+/// CPU nanoseconds run so far by the threads of this process whose name
+/// starts with `prefix`, summed; `None` where unsupported or when no
+/// thread has that name.
+fn threads_cpu_ns(prefix: &str) -> Option<u64> {
+    task_schedstats()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(prefix))
+        .map(|(_, [run, ..])| run)
+        .reduce(|a, b| a + b)
 }
 
 /// Prints to stderr, for each thread of the process, its name, CPU time,
@@ -325,27 +337,15 @@ fn threads_cpu_ns(prefix: &str) -> Option<u64> {
 /// pays on a busy machine) and number of times it was scheduled in
 /// (`/proc/self/task/*/schedstat`), for the names sharing a prefix summed.
 fn report_thread_schedstat() {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return;
-    };
     let mut by_name: std::collections::BTreeMap<String, (u64, u64, u64, u32)> =
         std::collections::BTreeMap::new();
-    for task in tasks.flatten() {
-        let path = task.path();
-        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        let name = comm.trim().trim_end_matches(|c: char| c.is_ascii_digit());
-        let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
-        let v: Vec<u64> = stat
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        if let [run, wait, slices] = v[..] {
-            let e = by_name.entry(name.to_string()).or_default();
-            e.0 += run;
-            e.1 += wait;
-            e.2 += slices;
-            e.3 += 1;
-        }
+    for (comm, [run, wait, slices]) in task_schedstats() {
+        let name = comm.trim_end_matches(|c: char| c.is_ascii_digit());
+        let e = by_name.entry(name.to_string()).or_default();
+        e.0 += run;
+        e.1 += wait;
+        e.2 += slices;
+        e.3 += 1;
     }
     for (name, (run, wait, slices, n)) in by_name {
         eprintln!(
