@@ -459,7 +459,11 @@ impl SpareBuffers {
     /// leaves the rest there (the sender thread drops them after it
     /// released the producer's lock).
     pub(crate) fn keep(&mut self, given: &mut Vec<Vec<u8>>) {
-        let room = self.limit / self.capacity.max(1);
+        if self.capacity == 0 {
+            // No full batch opened yet: nothing to keep them for.
+            return;
+        }
+        let room = self.limit / self.capacity;
         given.retain_mut(|buf| {
             if buf.capacity() != self.capacity || self.buffers.len() >= room {
                 return true;
@@ -1389,10 +1393,11 @@ mod tests {
     fn spare_buffers_keep_a_full_batch_capacity_within_their_limit() {
         let buf = |cap: usize| Vec::with_capacity(cap);
         let mut spare = SpareBuffers::new(1_000);
-        // Nothing kept before a full batch's capacity is known.
-        let mut given = vec![buf(300)];
+        // Nothing kept before a full batch's capacity is known (not even
+        // buffers of no capacity).
+        let mut given = vec![buf(300), buf(0)];
         spare.keep(&mut given);
-        assert_eq!((spare.bytes(), given.len()), (0, 1));
+        assert_eq!((spare.buffers.len(), given.len()), (0, 2));
         // A batch smaller than a full one takes nothing (and sets nothing).
         assert!(spare.take(100, 300).is_none());
         assert!(spare.take(300, 300).is_none());

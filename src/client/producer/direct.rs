@@ -183,7 +183,7 @@ impl Core {
         }
         let mut seqs = Vec::with_capacity(group.len());
         let mut released = 0;
-        let mut spare = Vec::with_capacity(seqs.capacity());
+        let mut spare = Vec::with_capacity(group.len());
         for (mut batch, outcome) in group.into_iter().zip(outcomes) {
             // Completing wakes the tasks awaiting the handles (user code):
             // a panic there must not leave the partition marked as being
