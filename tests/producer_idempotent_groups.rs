@@ -1,12 +1,15 @@
 //! An idempotent producer (Kafka's defaults: acks=all, idempotence on) on
-//! one broker appends its sealed batches from the sending threads, as a
-//! producer without idempotence does, and numbers them there: the sending
-//! threads and the sender thread share each partition's sequences, so
-//! every batch of a partition carries the producer's one id, epoch 0 and
-//! the sequence after the batch before it, whichever thread appended it.
+//! one broker holds its sealed batches back per partition and hands them to
+//! the sender thread a group at a time, as a producer without idempotence
+//! does; the sender thread numbers them: every batch of a partition
+//! carries the producer's one id, epoch 0 and the sequence after the batch
+//! before it, whether it went over in a group, alone or because someone
+//! waited for it.
 //!
 //! The partition's `.log` files run on a storage that notes which thread
-//! wrote each time, so the test sees that both did.
+//! wrote each time and how many pieces (batches) each write joined, so the
+//! test sees that only the sender thread wrote and that it joined a
+//! group's batches.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,28 +26,36 @@ mod common;
 use common::hooked::{FileHooks, HookedStorage};
 use common::shm_tempdir as tempdir;
 
-/// The threads that wrote to the `.log` files of partition 0 of `t`.
+/// The threads that wrote to the `.log` files of partition 0 of `t`, and
+/// the most pieces one write joined.
 #[derive(Debug, Default)]
-struct Writers(Mutex<Vec<(ThreadId, String)>>);
+struct Writers(Mutex<(Vec<(ThreadId, String)>, usize)>);
 
 impl Writers {
-    fn note(&self) {
+    fn note(&self, pieces: usize) {
         let me = std::thread::current();
         let mut seen = self.0.lock();
-        if !seen.iter().any(|(id, _)| *id == me.id()) {
-            seen.push((me.id(), me.name().unwrap_or("").to_string()));
+        if !seen.0.iter().any(|(id, _)| *id == me.id()) {
+            seen.0.push((me.id(), me.name().unwrap_or("").to_string()));
         }
+        seen.1 = seen.1.max(pieces);
     }
 
     fn wrote(&self, id: ThreadId) -> bool {
-        self.0.lock().iter().any(|(t, _)| *t == id)
+        self.0.lock().0.iter().any(|(t, _)| *t == id)
     }
 
-    fn sender_wrote(&self) -> bool {
+    /// Whether every write came from the producer's sender thread.
+    fn only_sender_wrote(&self) -> bool {
         self.0
             .lock()
+            .0
             .iter()
-            .any(|(_, name)| name == "logbus-producer")
+            .all(|(_, name)| name == "logbus-producer")
+    }
+
+    fn most_pieces(&self) -> usize {
+        self.0.lock().1
     }
 }
 
@@ -54,8 +65,8 @@ impl FileHooks for Writers {
         path.extension().is_some_and(|e| e == "log") && parent.is_some_and(|p| p == "t-0")
     }
 
-    fn before_write(&self, _path: &Path, _bufs: &[&[u8]]) {
-        self.note();
+    fn before_write(&self, _path: &Path, bufs: &[&[u8]]) {
+        self.note(bufs.len());
     }
 }
 
@@ -87,7 +98,7 @@ fn stored(cluster: &Cluster) -> Result<(Vec<Numbering>, Vec<String>)> {
 }
 
 #[test]
-fn batches_appended_by_the_sending_thread_and_the_sender_share_one_numbering() -> Result<()> {
+fn batches_handed_over_in_groups_alone_or_waited_for_share_one_numbering() -> Result<()> {
     let dir = tempdir();
     let writers = Arc::new(Writers::default());
     let storage = HookedStorage::new(Arc::new(StdStorage::new()), writers.clone());
@@ -110,11 +121,10 @@ fn batches_appended_by_the_sending_thread_and_the_sender_share_one_numbering() -
     let mut sent = Vec::new();
     let (called_tx, called) = crossbeam_channel::unbounded();
     // Rounds of streaming sends: the partition's sealed batches are held
-    // and appended by this thread; a callback now and then makes it hand
-    // an appended group to the sender to complete, and a wait hands the
-    // held batches to the sender, which numbers and appends them itself.
-    // Which thread gets to append what is a matter of timing: rounds go on
-    // until each of the two appended some.
+    // and handed to the sender thread in groups; a wait hands the held
+    // batches over at once, and callbacks run on the sender thread. How
+    // many batches a group joins is a matter of timing: rounds go on until
+    // a write joined several.
     for round in 0..200 {
         for i in 0..2_000 {
             let value = format!("{round:03}-{i:04}-{}", "x".repeat(40));
@@ -132,12 +142,13 @@ fn batches_appended_by_the_sending_thread_and_the_sender_share_one_numbering() -
             }
         }
         producer.flush()?;
-        if round > 0 && writers.wrote(me) && writers.sender_wrote() {
+        if round > 0 && writers.most_pieces() > 1 {
             break;
         }
     }
-    assert!(writers.wrote(me), "this thread appended: {writers:?}");
-    assert!(writers.sender_wrote(), "the sender appended: {writers:?}");
+    assert!(!writers.wrote(me), "this thread appended: {writers:?}");
+    assert!(writers.only_sender_wrote(), "{writers:?}");
+    assert!(writers.most_pieces() > 1, "no group joined: {writers:?}");
     drop(called_tx);
     for result in called.iter() {
         assert!(result?.is_some(), "called back with an offset");
