@@ -44,9 +44,12 @@ pub use imp::{CAPACITY, Span, Timeline, start, stop};
 pub enum Stage {
     /// `Producer::commit_transaction`, on the calling thread.
     Commit = 1,
-    /// The sender thread's append of a group of batches (a partition's
-    /// held group, or a transaction's tail).
+    /// The sender thread's append of a group of batches (it took them
+    /// from the accumulator, or a transaction's tail).
     SenderAppend,
+    /// A sending thread's append of a group of its own sealed batches
+    /// (direct appends).
+    DirectAppend,
     /// `AddPartitionsToTxn` at the transaction coordinator (the
     /// transaction's `Ongoing` state written).
     AddPartitions,
@@ -68,9 +71,10 @@ pub enum Stage {
 )]
 impl Stage {
     /// Every stage, in order.
-    pub const ALL: [Stage; 7] = [
+    pub const ALL: [Stage; 8] = [
         Stage::Commit,
         Stage::SenderAppend,
+        Stage::DirectAppend,
         Stage::AddPartitions,
         Stage::EndTxn,
         Stage::Markers,
@@ -84,6 +88,7 @@ impl Stage {
         match self {
             Stage::Commit => "commit",
             Stage::SenderAppend => "sender-append",
+            Stage::DirectAppend => "direct-append",
             Stage::AddPartitions => "add-partitions",
             Stage::EndTxn => "end-txn",
             Stage::Markers => "markers",

@@ -8,7 +8,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -18,9 +18,10 @@ use super::future::{BatchResult, Callback, Outcome};
 use super::record::TopicName;
 use super::transaction::{TxnManager, TxnTag};
 use crate::client::partitioner::StickyPartitions;
-use crate::cluster::{ClusterInner, TopicState};
+use crate::cluster::{ClusterInner, PendingAck, TopicState};
 use crate::error::{Error, Result};
 use crate::format::{BatchBuilder, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, RECORD_BATCH_OVERHEAD};
+use crate::replica::{ReplicaManager, TopicIdPartition};
 
 /// One batch of one partition: open while records are added, then sealed
 /// and queued for the sender.
@@ -49,8 +50,10 @@ pub(crate) struct Batch {
     pub(crate) keyless: bool,
     /// The transaction it belongs to (transactional producers).
     pub(crate) txn: Option<TxnTag>,
-    /// Its place in [`PartitionShared::with_sender`] while the sender
-    /// thread has it; the sender counts it down when it finishes the batch.
+    /// The count it is in while the sender thread has it
+    /// ([`PartitionShared::with_sender`] or
+    /// [`PartitionShared::completing`]); the sender counts it down when it
+    /// finishes the batch.
     pub(crate) with_sender: Option<SenderCount>,
 }
 
@@ -75,23 +78,54 @@ impl Default for Sequences {
     }
 }
 
-/// What the producer's lock and the sender thread share about one
-/// partition: how many of its batches the sender thread has, and its
-/// sequences.
+/// What the sender thread and the sending threads ([`DirectAppends`])
+/// share about one partition: who has its batches, and its sequences.
 ///
-/// Only the sender thread numbers batches (gives them their sequences),
-/// once, in seal order, when it first encodes them; with held groups
-/// ([`GroupedHandoffs`]) a partition's held batches go to it only in seal
-/// order after those it has. The mutex around the sequences is never
-/// contended (the sender thread is its only user); it keeps them with the
-/// partition's other shared state.
+/// ## Who numbers a partition
+/// A partition's batches are numbered (given their sequences) when they
+/// are encoded, once, in seal order, by whichever thread appends them
+/// first: a sending thread appending a group it took from the partition's
+/// [`Held`] queue, or the sender thread. Both number from the same
+/// [`PartitionShared::sequences`], and never at the same time, by the rule
+/// that decides who appends the partition: a sending thread takes a group
+/// only while `with_sender` is 0 (no batch of the partition is with the
+/// sender to be sent, or sent again) and no other sending thread is
+/// appending it ([`Held::writing`], under the producer's lock); the sender
+/// thread is handed a partition's batches only while no sending thread
+/// appends it, and counts them in `with_sender` until they are finished.
+/// So the batches the sender numbers (fresh ones) or renumbers (KIP-360's
+/// epoch bump, of batches waiting to be sent again) are all counted in
+/// `with_sender`, and a sending thread numbers only while it is 0. The one
+/// way a batch reaches the sender's queue of batches to send without
+/// being counted there is a batch a sending thread appended and handed
+/// over to complete (counted in `completing`) whose acknowledgement then
+/// failed: it moves to `with_sender` ([`SenderCount::move_to_sender`]) before
+/// it is queued again, and the sender renumbers the partition only once
+/// no sending thread that took a group before that is still appending it
+/// (`writing`). The mutex around the sequences is never contended; it
+/// keeps the hand-over between threads memory-safe, the rule above keeps
+/// the numbering in seal order.
 #[derive(Debug)]
 pub(crate) struct PartitionShared {
     /// Batches of this partition with the sender thread, not yet finished
     /// (each holds a [`SenderCount`] and counts down when finished): while
-    /// any is, the partition's held batches stay held and grow into a
-    /// larger group ([`Accumulator::hold`]).
+    /// any is, no sending thread appends this partition, so the
+    /// partition's batches are numbered, appended and completed in seal
+    /// order.
     pub(crate) with_sender: AtomicUsize,
+    /// Batches of this partition a sending thread appended and handed to
+    /// the sender thread to complete (callbacks, an acknowledgement to
+    /// wait for), not yet completed: while any is, a sending thread hands
+    /// its own appended batches over too instead of completing them, so
+    /// the partition's records complete in order.
+    pub(crate) completing: AtomicUsize,
+    /// A sending thread is appending this partition: nobody else appends
+    /// it meanwhile ([`Held::writing`]). Set and cleared under the
+    /// producer's lock; the sender reads it without.
+    pub(crate) writing: AtomicBool,
+    /// The last append from a sending thread was not acknowledged at once
+    /// (or none was made yet): see `Core::append_held`.
+    pub(crate) acks_wait: AtomicBool,
     /// The partition's sequences.
     pub(crate) sequences: Mutex<Sequences>,
 }
@@ -100,26 +134,37 @@ impl Default for PartitionShared {
     fn default() -> Self {
         PartitionShared {
             with_sender: AtomicUsize::new(0),
+            completing: AtomicUsize::new(0),
+            writing: AtomicBool::new(false),
+            acks_wait: AtomicBool::new(true),
             sequences: Mutex::default(),
         }
     }
 }
 
-/// A batch's place in its partition's [`PartitionShared::with_sender`]
-/// count while the sender thread has it.
+/// A batch's place in its partition's [`PartitionShared`] counts while the
+/// sender thread has it.
 #[derive(Debug)]
 pub(crate) struct SenderCount {
     shared: Arc<PartitionShared>,
+    /// Counted in `completing` (else in `with_sender`).
+    completing: bool,
 }
 
 impl SenderCount {
-    /// Counts `n` batches in `shared`'s `with_sender` count and returns
-    /// their places.
-    fn add(shared: &Arc<PartitionShared>, n: usize) -> impl Fn() -> SenderCount {
-        shared.with_sender.fetch_add(n, Ordering::AcqRel);
+    /// Counts `n` batches in `shared`'s `completing` or `with_sender`
+    /// count and returns their places.
+    fn add(shared: &Arc<PartitionShared>, completing: bool, n: usize) -> impl Fn() -> SenderCount {
+        let count = if completing {
+            &shared.completing
+        } else {
+            &shared.with_sender
+        };
+        count.fetch_add(n, Ordering::AcqRel);
         let shared = shared.clone();
         move || SenderCount {
             shared: shared.clone(),
+            completing,
         }
     }
 
@@ -128,10 +173,27 @@ impl SenderCount {
         &self.shared
     }
 
-    /// The batch is finished: the partition's held batches may go to the
-    /// sender thread once none is left.
+    /// The batch goes back to the sender's queue to be sent again: it
+    /// keeps sending threads from the partition from now on (see
+    /// [`PartitionShared`]).
+    pub(crate) fn move_to_sender(&mut self) {
+        if self.completing {
+            // First the new count: the two are never both 0 meanwhile.
+            self.shared.with_sender.fetch_add(1, Ordering::AcqRel);
+            self.shared.completing.fetch_sub(1, Ordering::AcqRel);
+            self.completing = false;
+        }
+    }
+
+    /// The batch is finished: a sending thread may append the partition
+    /// once none is left.
     pub(crate) fn done(self) {
-        self.shared.with_sender.fetch_sub(1, Ordering::AcqRel);
+        let count = if self.completing {
+            &self.shared.completing
+        } else {
+            &self.shared.with_sender
+        };
+        count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -197,7 +259,7 @@ pub(crate) struct TopicEntry {
     pub(crate) state: Arc<TopicState>,
     /// The open batch of each partition.
     pub(crate) batches: Vec<Option<Batch>>,
-    /// The sealed batches each partition holds back ([`GroupedHandoffs`]).
+    /// The sealed batches each partition holds back ([`DirectAppends`]).
     pub(crate) held: Vec<Held>,
     /// The sticky partition for keyless records, until its batch is sealed.
     pub(crate) sticky: Option<u32>,
@@ -460,76 +522,155 @@ pub(crate) fn grown_capacity(
         .max(needed)
 }
 
-/// A producer that hands sealed batches to the sender thread a group at
-/// a time: acks=1 or acks=all, idempotent or not, without transactions (or
+/// A producer that holds sealed batches back to move them a group at a
+/// time: acks=1 or acks=all, idempotent or not, without transactions (or
 /// injected faults), with a `linger.ms` above 0. Instead of waking the
-/// sender thread for each sealed batch, the thread that seals a batch
-/// holds it back in its partition's [`Held`] queue and hands the queue
-/// over whole once it is due (see [`Accumulator::hold`]): one hand-off,
-/// and one (vectored) write by the sender, for up to
-/// [`GroupedHandoffs::GROUP_BYTES`], while the sending threads go on
-/// building batches on their CPU. The sender thread also takes what
-/// lingers (a held batch whose `linger.ms` passed) and what a flush, a
-/// `wait` or a full `buffer.memory` asks for. Such a producer's
-/// accumulator has [`Accumulator::grouped`] set; these are its limits.
-///
-/// An earlier design appended each due group on the sending thread that
-/// sealed it; handing the group to the sender thread instead measured
-/// faster in every case tried (100-byte and 1 KiB records, acks=1 and
-/// idempotent acks=all, two sending threads): the write runs beside the
-/// building of the next batches instead of after it.
-pub(crate) struct GroupedHandoffs;
+/// sender thread for each sealed batch, the thread that seals a batch holds
+/// it back in its partition's [`Held`] queue, and once the queue is due
+/// (see [`Accumulator::hold`]) moves it whole: up to
+/// [`DirectAppends::GROUP_BYTES`] in one (vectored) write. Who writes it
+/// adapts to the machine. While the sender thread keeps up with the
+/// partition, the due group goes to it, and it writes on its CPU while the
+/// sending threads build the next batches (100-byte records: 1.2x the
+/// rate of writing on the sending thread on two idle CPUs). Once a whole
+/// group waits behind batches the sender has not finished (a busy machine
+/// took its CPU, or its writes cost more than the building: 1 KiB
+/// records), the sending thread appends the partition's next
+/// [`DirectAppends::OWN_GROUPS`] due groups itself, in its send, so the
+/// producer runs at one thread's speed instead of queueing up to
+/// `buffer.memory` behind a slower one; then it hands the sender a group
+/// again. The sender thread also takes what lingers (a held batch whose
+/// `linger.ms` passed), what a flush, a `wait` or a full `buffer.memory`
+/// asks for, retries, and the completions of the sending threads' appends
+/// that need it (callbacks, which always run on it, and acknowledgements
+/// not given at the append: acks=all with followers, or an fsync to wait
+/// for). An idempotent producer's sending thread numbers what it appends
+/// ([`PartitionShared`]). Such a producer's accumulator has
+/// [`Accumulator::direct`] set; these are its limits.
+pub(crate) struct DirectAppends;
 
-impl GroupedHandoffs {
-    /// A partition's held batches go to the sender thread once they reach
-    /// this many bytes (the most it joins in one write).
+impl DirectAppends {
+    /// A partition's held batches are appended once they reach this many
+    /// bytes, at most this many per write (as the sender joins batches).
     pub(crate) const GROUP_BYTES: usize = super::sender::MAX_GROUP_BYTES;
     /// ... or once the first of them was held this long. A partition
     /// sealing batches less often than this is not streaming: it hands
-    /// them to the sender thread one by one, as a producer without held
-    /// groups does.
+    /// them to the sender thread one by one, as a producer without direct
+    /// appends does.
     pub(crate) const HOLD: Duration = Duration::from_micros(250);
     /// Past this many held bytes over all partitions, the held batches of
-    /// every partition the sender thread has none of go to it (many
-    /// partitions, each sealing seldom); see [`Accumulator::release_idle`].
+    /// every partition that no thread appends and the sender thread has
+    /// none of go to the sender thread (many partitions, each sealing
+    /// seldom); see [`Accumulator::release_idle`].
     pub(crate) const HELD_CAP: usize = 4 << 20;
-    /// Held batches not handed over this long after they were due (their
-    /// partition stopped sealing) go to the sender thread, which looks this
-    /// often while batches are open or held.
+    /// Held batches that no sending thread appended this long after they
+    /// were due (their partition stopped sealing) go to the sender thread,
+    /// which looks this often while batches are open or held.
     pub(crate) const STALE: Duration = Duration::from_millis(1);
+    /// Groups the sending threads append themselves once the sender thread
+    /// fell a whole group behind a partition, before they hand it one
+    /// again.
+    pub(crate) const OWN_GROUPS: u32 = 16;
 }
 
-/// The sealed batches of one partition not yet handed to the sender thread
-/// ([`GroupedHandoffs`]), in seal order.
+/// The sealed batches of one partition not yet taken by the sender thread
+/// or by a sending thread that appends them ([`DirectAppends`]), in seal
+/// order.
 #[derive(Debug, Default)]
 pub(crate) struct Held {
     pub(crate) batches: VecDeque<Batch>,
     /// Their bytes.
     pub(crate) bytes: usize,
+    /// Someone waits for one of them (`SendFuture::wait`): once the
+    /// writing thread is done, the rest goes to the sender thread.
+    pub(crate) urgent: bool,
     /// When the partition last sealed a batch, and when its first held
     /// batch was held.
     last_seal: Option<Instant>,
     first_held: Option<Instant>,
-    /// What the producer's lock and the sender thread share about the
-    /// partition: how many of its batches the sender has, and its
-    /// sequences.
+    /// How many more due groups the sending threads append themselves
+    /// before the next is handed to the sender thread again (see
+    /// [`Accumulator::hold`]): set to [`DirectAppends::OWN_GROUPS`] when
+    /// the sender thread fell a whole group behind the partition.
+    own_groups: u32,
+    /// What the sender thread and the sending threads share about the
+    /// partition: who has its batches, and its sequences.
     pub(crate) shared: Arc<PartitionShared>,
 }
 
 impl Held {
-    /// Whether these batches may go to the sender thread as a group now:
-    /// it has none of the partition's earlier batches left (while it has,
-    /// the group grows).
-    fn free(&self) -> bool {
-        !self.batches.is_empty() && self.shared.with_sender.load(Ordering::Acquire) == 0
+    /// Whether a sending thread is appending batches of this partition
+    /// (nobody else appends it meanwhile).
+    pub(crate) fn writing(&self) -> bool {
+        self.shared.writing.load(Ordering::Acquire)
     }
 
-    /// Whether they are due to be handed over at `now`.
+    /// Whether a sending thread may append these batches now.
+    fn free(&self) -> bool {
+        !self.batches.is_empty()
+            && !self.writing()
+            && self.shared.with_sender.load(Ordering::Acquire) == 0
+    }
+
+    /// Whether they are due to be appended at `now`.
     fn due(&self, now: Instant) -> bool {
-        self.bytes >= GroupedHandoffs::GROUP_BYTES
+        self.bytes >= DirectAppends::GROUP_BYTES
             || self
                 .first_held
-                .is_none_or(|t| now.saturating_duration_since(t) >= GroupedHandoffs::HOLD)
+                .is_none_or(|t| now.saturating_duration_since(t) >= DirectAppends::HOLD)
+    }
+}
+
+/// Batches a sending thread appended (or tried to) and hands to the
+/// sender thread to finish ([`DirectAppends`]).
+pub(crate) enum Handoff {
+    /// Not appended (one of them could not be encoded): the sender sends
+    /// them as it sends any batch.
+    Unsent(Vec<Batch>),
+    /// Appended together; the sender completes them in order once `ack`
+    /// (if any) completes, after `sync` (if any: the fsync the append left
+    /// to its caller) ran, and runs their callbacks.
+    Appended {
+        batches: Vec<Batch>,
+        outcomes: Vec<Outcome>,
+        ack: Option<PendingAck>,
+        sync: Option<(Arc<ReplicaManager>, TopicIdPartition, u64)>,
+    },
+    /// The append failed: the sender retries them or fails them.
+    Failed { batches: Vec<Batch>, error: Error },
+}
+
+impl Handoff {
+    pub(crate) fn batches(&self) -> &[Batch] {
+        match self {
+            Handoff::Unsent(batches)
+            | Handoff::Appended { batches, .. }
+            | Handoff::Failed { batches, .. } => batches,
+        }
+    }
+
+    pub(crate) fn into_batches(self) -> Vec<Batch> {
+        match self {
+            Handoff::Unsent(batches)
+            | Handoff::Appended { batches, .. }
+            | Handoff::Failed { batches, .. } => batches,
+        }
+    }
+
+    fn batches_mut(&mut self) -> &mut [Batch] {
+        match self {
+            Handoff::Unsent(batches)
+            | Handoff::Appended { batches, .. }
+            | Handoff::Failed { batches, .. } => batches,
+        }
+    }
+}
+
+impl std::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handoff")
+            .field("batches", &self.batches().len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -570,7 +711,7 @@ pub(crate) struct Accumulator {
     pub(crate) blocked: usize,
     /// Held bytes past which a seal looks for idle partitions' batches to
     /// hand to the sender again ([`Accumulator::release_idle`]); 0 below
-    /// [`GroupedHandoffs::HELD_CAP`].
+    /// [`DirectAppends::HELD_CAP`].
     next_idle_scan: usize,
     /// No more sends are accepted.
     pub(crate) closed: bool,
@@ -598,12 +739,20 @@ pub(crate) struct Accumulator {
     /// transaction `early_txn`: each once per transaction.
     early_seen: HashSet<(usize, u32)>,
     early_txn: u64,
-    /// Sealed batches are held and handed to the sender thread in groups
-    /// ([`GroupedHandoffs`]).
-    pub(crate) grouped: bool,
+    /// Sending threads append their sealed batches themselves
+    /// ([`DirectAppends`]).
+    pub(crate) direct: bool,
     /// Batches and bytes in the partitions' [`Held`] queues.
     pub(crate) held_batches: usize,
     held_bytes: usize,
+    /// Sending threads appending now.
+    pub(crate) direct_writers: usize,
+    /// A partition (entry index, partition) whose held batches became due
+    /// at a seal: the sending thread appends them once its send is done.
+    pub(crate) direct_due: Option<(usize, u32)>,
+    /// What sending threads appended (or failed to) for the sender thread
+    /// to finish.
+    pub(crate) handoffs: Vec<Handoff>,
     /// Flushes and closes waiting: held batches go to the sender at once.
     pub(crate) flushes: usize,
     /// Seal numbers of the batches sealed and not finished that the sender
@@ -669,9 +818,12 @@ impl Accumulator {
             early_adds: Vec::new(),
             early_seen: HashSet::new(),
             early_txn: 0,
-            grouped: false,
+            direct: false,
             held_batches: 0,
             held_bytes: 0,
+            direct_writers: 0,
+            direct_due: None,
+            handoffs: Vec::new(),
             flushes: 0,
             outside: BTreeSet::new(),
             sender_first: None,
@@ -801,7 +953,7 @@ impl Accumulator {
         }
         self.open -= 1;
         self.outside.insert(batch.seq);
-        if self.grouped {
+        if self.direct {
             self.hold(ti, partition, batch);
             return;
         }
@@ -812,21 +964,25 @@ impl Accumulator {
     }
 
     /// Puts a sealed batch in its partition's [`Held`] queue
-    /// ([`GroupedHandoffs`]). A partition that seals batches less often than
-    /// [`GroupedHandoffs::HOLD`], holds none and has none with the sender is
+    /// ([`DirectAppends`]). A partition that seals batches less often than
+    /// [`DirectAppends::HOLD`], holds none and has none with the sender is
     /// not streaming: no other batch is likely to join this one soon, and
-    /// it goes to the sender thread at once (with many partitions this is
-    /// the usual case). A partition with batches held or with the sender
-    /// is busy however long ago it sealed (a send blocked on
-    /// `buffer.memory`, or a long write, makes such gaps). Otherwise the
-    /// queue waits to be joined, and goes to the sender thread whole once
-    /// it is due: it holds [`GroupedHandoffs::GROUP_BYTES`], or its first
-    /// batch was held for [`GroupedHandoffs::HOLD`], and the sender has no
-    /// batch of the partition left (while it has, the queue grows into a
-    /// larger group for its next write). A queue not due waits for a later
-    /// seal or the sender thread, which takes it once stale or at its
-    /// `linger.ms` deadline (the sender sleeps until the earliest deadline
-    /// of the open batches, which this batch's is no earlier than).
+    /// the sender thread appends it (in parallel with the sending thread;
+    /// with many partitions this is the usual case). A partition with
+    /// batches held or with the sender is busy however long ago it sealed
+    /// (a send blocked on `buffer.memory`, or a long write, makes such
+    /// gaps). Otherwise the queue waits to be joined until it is due: it
+    /// holds [`DirectAppends::GROUP_BYTES`], or its first batch was held
+    /// for [`DirectAppends::HOLD`], and nothing of the partition is with
+    /// the sender or being appended elsewhere. A due queue goes to the
+    /// sender thread whole, unless the partition has own groups left
+    /// (`Held::own_groups`, set when a whole group waited behind the
+    /// sender's unfinished batches of it): then `direct_due` notes it for
+    /// the sealing thread to append. A queue not due waits for a later
+    /// seal, the thread appending the partition, or the sender thread,
+    /// which takes it once stale or at its `linger.ms` deadline (the sender
+    /// sleeps until the earliest deadline of the open batches, which this
+    /// batch's is no earlier than).
     fn hold(&mut self, ti: usize, partition: u32, batch: Batch) {
         let now = Instant::now();
         let p = partition as usize;
@@ -837,7 +993,7 @@ impl Accumulator {
         let held = &mut entry.held[p];
         let streaming = held
             .last_seal
-            .is_some_and(|t| now.saturating_duration_since(t) < GroupedHandoffs::HOLD)
+            .is_some_and(|t| now.saturating_duration_since(t) < DirectAppends::HOLD)
             || !held.batches.is_empty()
             || held.shared.with_sender.load(Ordering::Acquire) > 0;
         held.last_seal = Some(now);
@@ -849,31 +1005,50 @@ impl Accumulator {
         held.batches.push_back(batch);
         self.held_bytes += size;
         self.held_batches += 1;
-        if !streaming || (held.free() && held.due(now)) {
+        if !streaming && !held.writing() {
             self.release(ti, partition);
-        } else if self.held_bytes > GroupedHandoffs::HELD_CAP.max(self.next_idle_scan) {
+        } else if held.free() && held.due(now) {
+            if held.own_groups == 0 {
+                // The sender kept up with the partition: it appends this
+                // group on its CPU while the sending threads go on.
+                self.release(ti, partition);
+            } else if self.direct_due.is_none() {
+                self.direct_due = Some((ti, partition));
+            }
+        } else if held.own_groups == 0
+            && held.bytes >= DirectAppends::GROUP_BYTES
+            && held.shared.with_sender.load(Ordering::Acquire) > 0
+        {
+            // A whole group waits behind what the sender has not finished
+            // of the partition: the sender is slower than the sending
+            // threads (a busy machine takes its CPU, or its writes cost
+            // more than building the batches). The sending threads append
+            // the partition's next groups themselves, as the sender would.
+            held.own_groups = DirectAppends::OWN_GROUPS;
+        } else if self.held_bytes > DirectAppends::HELD_CAP.max(self.next_idle_scan) {
             self.release_idle();
             // Partitions that wait for the sender stay held: look again
             // only after another group's worth is held, not at every seal.
-            self.next_idle_scan = self.held_bytes + GroupedHandoffs::GROUP_BYTES;
+            self.next_idle_scan = self.held_bytes + DirectAppends::GROUP_BYTES;
         }
-        if self.held_bytes <= GroupedHandoffs::HELD_CAP {
+        if self.held_bytes <= DirectAppends::HELD_CAP {
             self.next_idle_scan = 0;
         }
     }
 
     /// Hands the held batches of `partition` of entry `ti` to the sender
     /// thread (to `ready`, in seal order).
-    pub(crate) fn release(&mut self, ti: usize, partition: u32) {
+    fn release(&mut self, ti: usize, partition: u32) {
         let Some(held) = self.topics[ti].held.get_mut(partition as usize) else {
             return;
         };
+        held.urgent = false;
         held.first_held = None;
         let n = held.batches.len();
         if n == 0 {
             return;
         }
-        let count = SenderCount::add(&held.shared, n);
+        let count = SenderCount::add(&held.shared, false, n);
         for mut batch in held.batches.drain(..) {
             batch.with_sender = Some(count());
             self.ready.push_back(batch);
@@ -887,7 +1062,8 @@ impl Accumulator {
     }
 
     /// Hands to the sender thread the held batches of every partition that
-    /// holds some, for which `pick` says so.
+    /// holds some and that no sending thread appends, for which `pick`
+    /// says so.
     fn release_where(&mut self, pick: impl Fn(&Held) -> bool) {
         if self.held_batches == 0 {
             return;
@@ -895,42 +1071,203 @@ impl Accumulator {
         for ti in 0..self.topics.len() {
             for p in 0..self.topics[ti].held.len() {
                 let held = &self.topics[ti].held[p];
-                if !held.batches.is_empty() && pick(held) {
+                if !held.batches.is_empty() && !held.writing() && pick(held) {
                     self.release(ti, p as u32);
                 }
             }
         }
     }
 
-    /// Hands to the sender thread the held batches of every partition whose
-    /// first batch was held
-    /// [`GroupedHandoffs::HOLD`] + `stale` ago: their partition stopped
+    /// Hands to the sender thread the held batches of every partition that
+    /// no sending thread appends and whose first batch was held
+    /// [`DirectAppends::HOLD`] + `stale` ago: their partition stopped
     /// sealing.
     pub(crate) fn release_stale(&mut self, now: Instant, stale: Duration) {
         self.release_where(|held| {
             held.first_held
-                .is_some_and(|t| now.saturating_duration_since(t) >= GroupedHandoffs::HOLD + stale)
+                .is_some_and(|t| now.saturating_duration_since(t) >= DirectAppends::HOLD + stale)
         });
     }
 
-    /// Hands to the sender thread the held batches of every partition of
-    /// which it has no batches ([`GroupedHandoffs::HELD_CAP`] is passed). A
-    /// partition whose batches the sender still has keeps its held ones:
-    /// handing it more would only lengthen the queue the sender is behind
-    /// with, in smaller groups (they go to it as one once it is done;
-    /// `buffer.memory` bounds them meanwhile).
+    /// Hands to the sender thread the held batches of every partition that
+    /// no sending thread appends and of which the sender thread has no
+    /// batches ([`DirectAppends::HELD_CAP`] is passed). A partition whose
+    /// batches the sender still has keeps its held ones: handing it more
+    /// would only lengthen the queue the sender is behind with, and keep
+    /// the partition from the sending threads, which write faster (they
+    /// take its batches over once the sender is done; `buffer.memory`
+    /// bounds them meanwhile).
     fn release_idle(&mut self) {
         self.release_where(|held| held.shared.with_sender.load(Ordering::Acquire) == 0);
     }
 
-    /// Hands every partition's held batches to the sender thread: a flush,
-    /// a close, a full `buffer.memory`.
+    /// Hands the held batches of `partition` of entry `ti` to the sender
+    /// thread now or, while a sending thread appends the partition, once
+    /// that thread is done (`urgent`).
+    pub(crate) fn release_soon(&mut self, ti: usize, partition: u32) {
+        let Some(held) = self.topics[ti].held.get_mut(partition as usize) else {
+            return;
+        };
+        if held.writing() {
+            held.urgent = true;
+        } else {
+            self.release(ti, partition);
+        }
+    }
+
+    /// Hands every partition's held batches to the sender thread, those of
+    /// partitions a sending thread is appending once it is done
+    /// ([`Accumulator::release_soon`]): a flush, a close, a full
+    /// `buffer.memory`.
     fn release_all(&mut self) {
-        self.release_where(|_| true);
+        if self.held_batches == 0 {
+            return;
+        }
+        for ti in 0..self.topics.len() {
+            for p in 0..self.topics[ti].held.len() {
+                if !self.topics[ti].held[p].batches.is_empty() {
+                    self.release_soon(ti, p as u32);
+                }
+            }
+        }
+    }
+
+    /// Takes the first held batches of `partition` of entry `ti`, up to
+    /// `limit` bytes (at least one) and, with `max_in_flight` (acks=all),
+    /// as many batches as may wait for their acknowledgement besides those
+    /// handed to the sender to complete, for this thread to append, if a
+    /// sending thread may append them now; marks the partition as being
+    /// appended.
+    pub(crate) fn take_group(
+        &mut self,
+        ti: usize,
+        partition: u32,
+        limit: usize,
+        max_in_flight: Option<usize>,
+    ) -> Option<(Vec<Batch>, Arc<PartitionShared>)> {
+        let held = self.topics.get_mut(ti)?.held.get_mut(partition as usize)?;
+        if !held.free() {
+            return None;
+        }
+        // As the sender bounds the batches waiting for an acks=all
+        // acknowledgement (the duplicate check of a resend remembers only
+        // so many batches).
+        let room = match max_in_flight {
+            Some(max) => max.saturating_sub(held.shared.completing.load(Ordering::Acquire)),
+            None => usize::MAX,
+        };
+        if room == 0 {
+            return None;
+        }
+        let mut group = Vec::new();
+        let mut bytes = 0;
+        let mut cut_by_room = false;
+        while let Some(next) = held.batches.front() {
+            let size = next.size();
+            if !group.is_empty() && (bytes + size > limit || group.len() >= room) {
+                cut_by_room = bytes + size <= limit;
+                break;
+            }
+            bytes += size;
+            group.extend(held.batches.pop_front());
+        }
+        held.bytes -= bytes;
+        held.own_groups = held.own_groups.saturating_sub(1);
+        held.shared.writing.store(true, Ordering::Release);
+        held.first_held = if held.batches.is_empty() {
+            None
+        } else if cut_by_room {
+            // The rest was due with these (its first batch held as long):
+            // it stays due, for this thread's next round.
+            held.first_held
+        } else {
+            // The rest was held no earlier than the last seal.
+            held.last_seal
+        };
+        self.held_bytes -= bytes;
+        self.held_batches -= group.len();
+        self.direct_writers += 1;
+        Some((group, held.shared.clone()))
+    }
+
+    /// Ends a sending thread's append of held batches of `partition` of
+    /// entry `ti` (taken by [`Accumulator::take_group`] for `topic`), with
+    /// what the sender thread must finish of them, if anything (counted as
+    /// the partition's batches with the sender). Then, for the batches
+    /// held meanwhile: the sender takes them if someone waits for them;
+    /// else whether they are due for this thread to append too.
+    pub(crate) fn end_writing(
+        &mut self,
+        ti: usize,
+        partition: u32,
+        topic: &Arc<TopicState>,
+        shared: &PartitionShared,
+        handoff: Option<Handoff>,
+    ) -> bool {
+        self.direct_writers -= 1;
+        shared.writing.store(false, Ordering::Release);
+        if (self.closed || handoff.is_some()) && self.sender_wakes_at != SENDER_RUNNING {
+            // The sender waits for this thread before it exits.
+            self.pending_wake = true;
+        }
+        let entry = self
+            .topics
+            .get_mut(ti)
+            .filter(|e| Arc::ptr_eq(&e.state, topic));
+        let Some(held) = entry.and_then(|e| e.held.get_mut(partition as usize)) else {
+            // The topic was deleted meanwhile: its entry is a new one.
+            self.handoffs.extend(handoff);
+            return false;
+        };
+        if let Some(mut handoff) = handoff {
+            // Batches the sender will append keep the partition from
+            // sending threads until they are; appended ones only wait
+            // for their completion (the sender completes what it is handed
+            // in order, and runs every callback).
+            let completing = matches!(handoff, Handoff::Appended { .. });
+            let batches = handoff.batches_mut();
+            let count = SenderCount::add(&held.shared, completing, batches.len());
+            for batch in batches {
+                batch.with_sender = Some(count());
+            }
+            self.handoffs.push(handoff);
+        }
+        // Busy writing is not idle: a batch sealed right after the write
+        // belongs to the same stream.
+        let now = Instant::now();
+        held.last_seal = Some(now);
+        if held.batches.is_empty() {
+            held.urgent = false;
+            return false;
+        }
+        if held.urgent || self.flushes > 0 || self.blocked > 0 || self.closed {
+            self.release(ti, partition);
+            return false;
+        }
+        if held.free() && held.due(now) {
+            return true;
+        }
+        // They wait for a later seal or their linger deadline, which the
+        // sender did not count while this thread appended.
+        if self
+            .held_deadline(ti, partition, self.linger_ms)
+            .is_some_and(|d| d < self.sender_wakes_at)
+        {
+            self.pending_wake = true;
+        }
+        false
+    }
+
+    /// Notes that the batches with seal numbers `seqs` are finished
+    /// outside the sender thread.
+    pub(crate) fn finished_outside(&mut self, seqs: impl IntoIterator<Item = u64>) {
+        for seq in seqs {
+            self.outside.remove(&seq);
+        }
     }
 
     /// Notes that the sender thread took the batches with seal numbers
-    /// `seqs` (from `ready`).
+    /// `seqs` (from `ready` or `handoffs`).
     pub(crate) fn taken_by_sender(&mut self, seqs: impl IntoIterator<Item = u64>) {
         for seq in seqs {
             self.outside.remove(&seq);
@@ -939,8 +1276,8 @@ impl Accumulator {
     }
 
     /// Moves `done_seq` up to the batch before the first one not finished
-    /// anywhere (with the sender thread, held, or in `ready`); every sealed
-    /// batch when none is.
+    /// anywhere (with the sender thread, held, in `ready`, or being
+    /// appended by a sending thread); every sealed batch when none is.
     pub(crate) fn update_done(&mut self) -> u64 {
         let first = match (self.sender_first, self.outside.first().copied()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -983,7 +1320,9 @@ impl Accumulator {
             self.release_all();
             return;
         }
-        // Held batches whose linger passed go to the sender.
+        // Held batches whose linger passed go to the sender, unless a
+        // sending thread is appending their partition (it looks at them
+        // when done).
         self.release_where(|held| {
             held.batches
                 .front()
@@ -1015,16 +1354,29 @@ impl Accumulator {
         if self.open == 0 && self.held_batches == 0 {
             return None;
         }
-        let held = self
-            .topics
-            .iter()
-            .flat_map(|t| t.held.iter().filter_map(|h| h.batches.front()));
+        // Held batches of a partition a sending thread appends are its
+        // to look at when it is done.
+        let held = self.topics.iter().flat_map(|t| {
+            t.held
+                .iter()
+                .filter(|h| !h.writing())
+                .filter_map(|h| h.batches.front())
+        });
         self.topics
             .iter()
             .flat_map(|t| t.batches.iter().flatten())
             .chain(held)
             .map(|b| b.created_ms.saturating_add(linger_ms))
             .min()
+    }
+
+    /// The linger deadline of the first held batch of `partition` of entry
+    /// `ti`, if it has one.
+    pub(crate) fn held_deadline(&self, ti: usize, partition: u32, linger_ms: i64) -> Option<i64> {
+        let held = self.topics.get(ti)?.held.get(partition as usize)?;
+        held.batches
+            .front()
+            .map(|b| b.created_ms.saturating_add(linger_ms))
     }
 
     /// Wakes every send waiting for room (each looks again).
@@ -1058,6 +1410,9 @@ impl Accumulator {
                 all.extend(held.batches.drain(..));
                 held.bytes = 0;
             }
+        }
+        for handoff in self.handoffs.drain(..) {
+            all.extend(handoff.into_batches());
         }
         self.open = 0;
         self.held_batches = 0;

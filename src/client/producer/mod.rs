@@ -34,6 +34,7 @@
 
 mod accumulator;
 mod config;
+mod direct;
 mod future;
 mod into_bytes;
 mod record;
@@ -233,10 +234,12 @@ pub(crate) struct Core {
     sender_thread: ThreadId,
     /// `enable.idempotence` (resolved).
     idempotent: bool,
+    /// The cluster has one broker: every partition has one replica.
+    one_broker: bool,
     /// The producer id and epoch an idempotent producer numbers new
-    /// partitions in (`NO_PRODUCER_ID` until the sender thread numbers its
-    /// first batch; bumped by KIP-360 resets). Taken after a partition's
-    /// sequences, never before.
+    /// partitions in (`NO_PRODUCER_ID` until its first batch is numbered,
+    /// by the sender or a sending thread; bumped by KIP-360 resets). Taken
+    /// after a partition's sequences, never before.
     identity: Mutex<(i64, i16)>,
     /// `max.in.flight.requests.per.connection`, `retries`,
     /// `retry.backoff.ms`, `delivery.timeout.ms`, `request.timeout.ms`.
@@ -322,6 +325,7 @@ impl Producer {
         let config_request = config.request_timeout_millis();
         let size = |bytes: u64| usize::try_from(bytes).unwrap_or(usize::MAX);
         let acc = accumulator_for(&config, linger_ms);
+        let one_broker = cluster.config().brokers() == 1;
         let core = Arc::new_cyclic(|me| Core {
             me: me.clone(),
             linger_ms,
@@ -343,6 +347,7 @@ impl Producer {
             doorbell: Doorbell::new(Spinner::for_this_machine()),
             sender_thread: thread.thread().id(),
             idempotent: config_idempotent,
+            one_broker,
             identity: Mutex::new((
                 crate::format::NO_PRODUCER_ID,
                 crate::format::NO_PRODUCER_EPOCH,
@@ -658,8 +663,9 @@ fn accumulator_for(config: &ProducerConfig, linger_ms: i64) -> Accumulator {
     let faults = config.faults().is_some();
     #[cfg(not(feature = "internals"))]
     let faults = false;
-    // Idempotence too: the sender thread numbers the groups it is handed.
-    acc.grouped = config.acks() != Acks::None && acc.txn.is_none() && linger_ms > 0 && !faults;
+    // Idempotence too: a partition's sequences are shared with the sender
+    // (`accumulator::PartitionShared`).
+    acc.direct = config.acks() != Acks::None && acc.txn.is_none() && linger_ms > 0 && !faults;
     acc
 }
 
@@ -791,6 +797,9 @@ impl Core {
         let mut acc = self.acc.lock();
         let result =
             self.append_locked(&mut acc, &record, callback, lone, upper, timestamp, chosen);
+        if acc.direct_due.is_some() {
+            self.append_held(&mut acc);
+        }
         let wake = std::mem::take(&mut acc.pending_wake);
         drop(acc);
         if wake {
@@ -1150,8 +1159,9 @@ impl Core {
             if open {
                 acc.seal(ti, result.partition, &self.sticky);
             }
-            // Held: to the sender now.
-            acc.release(ti, result.partition);
+            // Held (or being appended by a sending thread): to the sender
+            // now, or when that thread is done.
+            acc.release_soon(ti, result.partition);
         }
         let wake = std::mem::take(&mut acc.pending_wake);
         drop(acc);

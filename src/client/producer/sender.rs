@@ -1,8 +1,9 @@
 //! The sender thread (`logbus-producer`): takes sealed batches in seal
 //! order, builds them (compression, CRC) and appends them to their
-//! partitions, then completes their records. A producer that holds sealed
-//! batches back (`GroupedHandoffs`) hands it each partition's batches a
-//! group at a time, which it appends in one write.
+//! partitions, then completes their records. For a producer whose sending
+//! threads append their own batches (`DirectAppends`, in `direct.rs`) it
+//! takes only what those hand over (`Handoff`) and what is released to it
+//! (lingered, stale, flushed or waited for).
 //!
 //! Each partition has a queue of batches waiting to be sent and a list of
 //! batches sent whose `acks=all` acknowledgement has not arrived (the
@@ -25,9 +26,10 @@
 //! that is not done fails.
 //!
 //! ## Idempotence
-//! The producer id comes from the cluster, when the first batch is built;
-//! each partition numbers its records from 0 in the epoch it started with.
-//! A batch refused with
+//! The producer id comes from the cluster, when the first batch is built
+//! (here or, with direct appends, by a sending thread: the id, epoch and
+//! each partition's sequences are shared, see `PartitionShared`); each
+//! partition numbers its records from 0 in the epoch it started with. A batch refused with
 //! `OutOfOrderSequence` or `UnknownProducerId` while nothing before it in
 //! its partition is unfinished means the partition lost (or never had) the
 //! producer's earlier batches: the producer bumps its epoch (KIP-360; past
@@ -71,7 +73,8 @@ use byteorder::{BigEndian, ByteOrder};
 use crossbeam_channel::{Receiver, Select};
 
 use super::accumulator::{
-    Batch, EarlyAdd, GroupedHandoffs, PartitionShared, SENDER_RUNNING, Sequences, TXN_EARLY_BYTES,
+    Batch, DirectAppends, EarlyAdd, Handoff, PartitionShared, SENDER_RUNNING, Sequences,
+    TXN_EARLY_BYTES,
 };
 use super::future::Outcome;
 use super::{Acks, Core, Msg};
@@ -93,7 +96,7 @@ pub(super) const MAX_GROUP_BYTES: usize = 1 << 20;
 /// The most bytes of consecutive batches of a partition of `topic` one
 /// append takes: [`MAX_GROUP_BYTES`], or a quarter of the topic's
 /// `segment.bytes` if smaller.
-fn group_limit(topic: &TopicState) -> usize {
+pub(super) fn group_limit(topic: &TopicState) -> usize {
     let segment_bytes =
         usize::try_from(topic.configs().log_config.segment_bytes()).unwrap_or(usize::MAX);
     MAX_GROUP_BYTES.min(segment_bytes / 4)
@@ -342,6 +345,7 @@ impl Progress {
 pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
     let _guard = ExitGuard(core);
     let mut taken: VecDeque<Batch> = VecDeque::new();
+    let mut handoffs: Vec<Handoff> = Vec::new();
     let mut early: Vec<EarlyAdd> = Vec::new();
     let mut stopping = false;
     // A manual clock only moves by hand, telling its subscribers (`ticks`),
@@ -364,7 +368,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
     loop {
         let markers_due;
         let commit_waiting;
-        // Held batches may become stale (see `GroupedHandoffs::STALE`):
+        // Held batches may become stale (see `DirectAppends::STALE`):
         // look again that often, in real time, while batches are open or
         // held.
         let mut stale_check = false;
@@ -373,7 +377,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
             acc.sender_wakes_at = SENDER_RUNNING;
             progress.txn_abort = acc.txn.as_ref().and_then(|t| t.aborting);
             if acc.held_batches > 0 {
-                acc.release_stale(std::time::Instant::now(), GroupedHandoffs::STALE);
+                acc.release_stale(std::time::Instant::now(), DirectAppends::STALE);
             }
             if acc.ready.is_empty() && (acc.open > 0 || acc.held_batches > 0) {
                 let all = stopping || acc.closed || acc.blocked > 0;
@@ -386,12 +390,19 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
             markers_due = std::mem::take(&mut acc.markers_due);
             commit_waiting = acc.commit.as_ref().is_some_and(|j| j.answer.is_none());
             std::mem::swap(&mut taken, &mut acc.ready);
+            std::mem::swap(&mut handoffs, &mut acc.handoffs);
             std::mem::swap(&mut early, &mut acc.early_adds);
-            acc.taken_by_sender(taken.iter().map(|b| b.seq));
-            if taken.is_empty() {
+            acc.taken_by_sender(
+                taken
+                    .iter()
+                    .chain(handoffs.iter().flat_map(Handoff::batches))
+                    .map(|b| b.seq),
+            );
+            if taken.is_empty() && handoffs.is_empty() {
                 if (stopping || acc.closed)
                     && acc.open == 0
                     && acc.held_batches == 0
+                    && acc.direct_writers == 0
                     && progress.active.is_empty()
                     && !markers_due
                     && !commit_waiting
@@ -399,7 +410,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
                     return;
                 }
                 let deadline = acc.next_deadline(core.linger_ms);
-                stale_check = acc.grouped && deadline.is_some();
+                stale_check = acc.direct && deadline.is_some();
                 // A send opening a batch with an earlier linger deadline
                 // wakes the sender; the sender may wake earlier (for an
                 // acknowledgement or a retry) and then looks again.
@@ -409,7 +420,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
                 None
             }
         };
-        let mut moved = !taken.is_empty();
+        let mut moved = !taken.is_empty() || !handoffs.is_empty();
         if markers_due {
             // Before the next transaction's first request, which would
             // write them itself.
@@ -419,6 +430,12 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
         if !early.is_empty() {
             moved |= core.add_early(&mut progress, &early);
             early.clear();
+        }
+        // What sending threads handed over was sealed before any batch of
+        // its partition released to `ready` since (a partition is not
+        // written from a sending thread while the sender has some of it).
+        for handoff in handoffs.drain(..) {
+            core.take_handoff(handoff, &mut progress);
         }
         for batch in taken.drain(..) {
             core.take(batch, &mut progress);
@@ -465,7 +482,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
         }
         let mut wait = deadline.and_then(|d| core.clock.wait_hint(d));
         if stale_check {
-            wait = Some(wait.map_or(GroupedHandoffs::STALE, |w| w.min(GroupedHandoffs::STALE)));
+            wait = Some(wait.map_or(DirectAppends::STALE, |w| w.min(DirectAppends::STALE)));
         }
         let timer = match wait {
             Some(d) => crossbeam_channel::after(d),
@@ -548,6 +565,91 @@ impl Core {
         part.adopt(&batch);
         part.waiting.push_back(batch);
         progress.active.insert(key);
+    }
+
+    /// Takes what a sending thread appended itself (or failed to) for this
+    /// thread to finish ([`DirectAppends`](super::accumulator::DirectAppends)):
+    /// nothing of the partition was with this thread to be sent when the
+    /// sending thread took these, so the partition's order holds. Only
+    /// batches that sending threads appended before and whose
+    /// acknowledgement failed since may be waiting to be sent again: these
+    /// were sealed after them and follow them (sent again too, answered as
+    /// duplicates where stored, renumbered with them by a KIP-360 reset).
+    fn take_handoff(&self, handoff: Handoff, progress: &mut Progress) {
+        let first = &handoff.batches()[0];
+        let (topic, partition) = (first.topic.clone(), first.partition);
+        let key = match topic.key(partition) {
+            Ok(key) => key,
+            Err(e) => {
+                for batch in handoff.into_batches() {
+                    progress.unfinished.insert(batch.seq);
+                    finish(progress, batch, Outcome::Failed(e.duplicate()));
+                }
+                return;
+            }
+        };
+        for batch in handoff.batches() {
+            progress.unfinished.insert(batch.seq);
+        }
+        let mut part = progress
+            .partitions
+            .remove(&key)
+            .unwrap_or_else(|| PartitionQueue::new(topic, partition));
+        part.adopt(first_of(&handoff));
+        let now = self.clock.now_ms();
+        if !part.waiting.is_empty() {
+            if let Handoff::Appended {
+                sync: Some((replicas, key, next_offset)),
+                ..
+            } = &handoff
+            {
+                // The resend's acknowledgement waits for it too.
+                progress
+                    .flusher
+                    .sync(replicas.clone(), key.clone(), *next_offset);
+            }
+            for mut batch in handoff.into_batches() {
+                if let Some(count) = batch.with_sender.as_mut() {
+                    count.move_to_sender();
+                }
+                part.waiting.push_back(batch);
+            }
+            progress.active.insert(key.clone());
+            progress.partitions.insert(key, part);
+            return;
+        }
+        match handoff {
+            Handoff::Unsent(batches) => {
+                for batch in batches.into_iter().rev() {
+                    part.waiting.push_front(batch);
+                }
+            }
+            Handoff::Appended {
+                batches,
+                outcomes,
+                ack,
+                sync,
+            } => {
+                if let Some((replicas, key, next_offset)) = sync {
+                    progress.flusher.sync(replicas, key, next_offset);
+                }
+                self.land(&mut part, batches, outcomes, ack, now, progress);
+            }
+            Handoff::Failed { batches, error } => {
+                self.failed(
+                    &mut part,
+                    batches,
+                    error,
+                    Sent::AfterInFlight,
+                    now,
+                    progress,
+                );
+            }
+        }
+        if !part.is_idle() {
+            progress.active.insert(key.clone());
+        }
+        progress.partitions.insert(key, part);
     }
 
     /// One round over the active partitions: takes the acknowledgements
@@ -645,6 +747,17 @@ impl Core {
             // A retry (or a renumbering) waits until nothing of its
             // partition is in flight.
             if (first.attempts > 0 || part.reset) && !part.in_flight.is_empty() {
+                break;
+            }
+            // A sending thread that took a group of the partition before
+            // its batches came back here may still be numbering it: the
+            // renumbering waits for it (it hands its group over next).
+            if part.reset
+                && part
+                    .shared
+                    .writing
+                    .load(std::sync::atomic::Ordering::Acquire)
+            {
                 break;
             }
             if part.reset
@@ -824,8 +937,9 @@ impl Core {
 
     /// Gives a partition that has no producer id yet the producer's
     /// current one and epoch, numbering from 0. The producer's first
-    /// takes its id from the cluster (Kafka's `InitProducerId`; epoch 0).
-    fn start_sequences(&self, seqs: &mut Sequences) -> Result<()> {
+    /// takes its id from the cluster (Kafka's `InitProducerId`; epoch 0),
+    /// whichever thread numbers a batch first.
+    pub(super) fn start_sequences(&self, seqs: &mut Sequences) -> Result<()> {
         if seqs.producer_id != NO_PRODUCER_ID {
             return Ok(());
         }
@@ -877,7 +991,7 @@ impl Core {
     }
 
     /// What the replica manager waits for before it acknowledges.
-    fn append_acks(&self) -> AppendAcks {
+    pub(super) fn append_acks(&self) -> AppendAcks {
         match self.config.acks() {
             // The append is the same; only the producer completes earlier.
             Acks::None | Acks::Leader => AppendAcks::Leader,
@@ -939,7 +1053,12 @@ impl Core {
             }
             part.in_flight_batches = 0;
         }
-        for batch in back.into_iter().rev() {
+        for mut batch in back.into_iter().rev() {
+            // Sent again by this thread: no sending thread appends (and
+            // numbers) the partition meanwhile.
+            if let Some(count) = batch.with_sender.as_mut() {
+                count.move_to_sender();
+            }
             part.waiting.push_front(batch);
         }
         if reset {
@@ -1148,6 +1267,10 @@ impl Core {
 
 /// Completes `batch`'s records (and runs their callbacks) and notes it
 /// finished. Runs user code: never with the producer's lock held.
+fn first_of(handoff: &Handoff) -> &Batch {
+    &handoff.batches()[0]
+}
+
 fn finish(progress: &mut Progress, mut batch: Batch, outcome: Outcome) {
     if let (Some(tag), Outcome::Failed(error)) = (batch.txn, &outcome)
         && !batch.result.is_done()
@@ -1174,7 +1297,7 @@ fn finish(progress: &mut Progress, mut batch: Batch, outcome: Outcome) {
 
 /// Sets the producer fields of a batch of `records` numbered from `seqs`
 /// (nothing without a producer id), and moves its next sequence on.
-fn stamp(
+pub(super) fn stamp(
     seqs: &mut Sequences,
     builder: BatchBuilder,
     records: i32,
@@ -1192,7 +1315,10 @@ fn stamp(
 
 /// Encodes a sealed batch once (`stamp` sets its producer fields, given
 /// its record count); a batch encoded before keeps its bytes.
-fn encode(batch: &mut Batch, stamp: impl FnOnce(BatchBuilder, i32) -> BatchBuilder) -> Result<()> {
+pub(super) fn encode(
+    batch: &mut Batch,
+    stamp: impl FnOnce(BatchBuilder, i32) -> BatchBuilder,
+) -> Result<()> {
     if batch.bytes.is_some() {
         return Ok(());
     }
@@ -1212,7 +1338,7 @@ fn encode(batch: &mut Batch, stamp: impl FnOnce(BatchBuilder, i32) -> BatchBuild
 /// batch's bytes where they are: several are written with one vectored
 /// write, not copied into one buffer first. Returns what
 /// [`ReplicaManager::append_deferred`] does.
-fn append_group(
+pub(super) fn append_group(
     replicas: &ReplicaManager,
     key: &TopicIdPartition,
     group: &mut [Batch],
@@ -1230,7 +1356,7 @@ fn append_group(
 }
 
 /// Each batch's outcome, for batches appended together as `info` tells.
-fn outcomes(info: &AppendInfo, group: &[Batch]) -> Vec<Outcome> {
+pub(super) fn outcomes(info: &AppendInfo, group: &[Batch]) -> Vec<Outcome> {
     let mut next = info.first_offset();
     group
         .iter()

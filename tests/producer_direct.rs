@@ -1,13 +1,13 @@
 //! A producer without transactions (acks=1 or acks=all, idempotent or
-//! not) holds its sealed batches back per partition and hands them to the
-//! sender thread a group at a time, which appends each group in one write.
-//! These tests check what users see: every record once, in order per
-//! partition and per sending thread, each handle with its record's offset,
-//! callbacks on the sender thread, nothing left waiting for `linger.ms`
-//! when someone waits for it or when the sending stops, and, with
-//! idempotence, one producer id and consecutive sequences in every
-//! partition. The manual clock never moves here, so no `linger.ms` ever
-//! passes.
+//! not) appends its sealed batches from the sending threads, joined per
+//! partition, and hands the sender thread only what needs it (callbacks,
+//! retries, what a flush or a wait asks for, what lingers). These tests
+//! check what users see: every record once, in order per partition and per
+//! sending thread, each handle with its record's offset, callbacks on the
+//! sender thread, nothing left waiting for `linger.ms` when someone waits
+//! for it, and, with idempotence, one producer id and consecutive
+//! sequences in every partition. The manual clock never moves here, so no
+//! `linger.ms` ever passes.
 
 mod producer_util;
 
@@ -107,7 +107,7 @@ fn threads_sharing_a_producer_keep_each_threads_order_on_one_partition() -> Resu
                         .expect("send");
                     // Odd threads now and then wait for a record, which
                     // hands the partition's held batches to the sender
-                    // thread while the others go on sealing theirs.
+                    // thread while the others go on appending their own.
                     if t % 2 == 1 && i % 97 == 0 {
                         handle.wait().expect("appended");
                     }
@@ -135,7 +135,7 @@ fn threads_sharing_a_producer_keep_each_threads_order_on_one_partition() -> Resu
 }
 
 #[test]
-fn a_flush_racing_sends_from_other_threads_returns_only_once_they_are_done() -> Result<()> {
+fn a_flush_racing_appends_from_other_threads_returns_only_once_they_are_done() -> Result<()> {
     let (_dir, _clock, cluster) = setup(2)?;
     let producer = Producer::new(&cluster, config(600))?;
     let handles: Mutex<Vec<logbus::SendFuture>> = Mutex::new(Vec::new());
@@ -174,7 +174,7 @@ fn a_flush_racing_sends_from_other_threads_returns_only_once_they_are_done() -> 
 }
 
 #[test]
-fn a_held_group_never_goes_ahead_of_batches_given_to_the_sender() -> Result<()> {
+fn a_sending_thread_never_appends_ahead_of_batches_given_to_the_sender() -> Result<()> {
     use std::future::Future;
     let (_dir, _clock, cluster) = setup(1)?;
     // Each record fills a batch of its own, sealed at its send.
@@ -196,7 +196,7 @@ fn a_held_group_never_goes_ahead_of_batches_given_to_the_sender() -> Result<()> 
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     assert!(second.as_mut().poll(&mut cx).is_pending());
     // Then the partition streams for a while: its held batches become due
-    // to be handed over as a group, and must be appended after the second.
+    // to be appended by this thread, and must wait for the second.
     let streaming = std::time::Instant::now();
     let mut sent = 2;
     while streaming.elapsed() < Duration::from_millis(3) {
