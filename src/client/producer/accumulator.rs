@@ -536,10 +536,11 @@ pub(crate) fn grown_capacity(
 /// group waits behind batches the sender has not finished (a busy machine
 /// took its CPU, or its writes cost more than the building: 1 KiB
 /// records), the sending thread appends the partition's next
-/// [`DirectAppends::OWN_GROUPS`] due groups itself, in its send, so the
-/// producer runs at one thread's speed instead of queueing up to
-/// `buffer.memory` behind a slower one; then it hands the sender a group
-/// again. The sender thread also takes what lingers (a held batch whose
+/// [`DirectAppends::OWN_GROUPS`] due groups itself, in its send, instead
+/// of queueing them behind the slower sender; then it hands the sender a
+/// group again. (Completions still run on the sender thread: beside a
+/// CPU-bound process, 1 KiB records at full speed still wait 10 ms at the
+/// median, against 3 ms when the sending thread always wrote.) The sender thread also takes what lingers (a held batch whose
 /// `linger.ms` passed), what a flush, a `wait` or a full `buffer.memory`
 /// asks for, retries, and the completions of the sending threads' appends
 /// that need it (callbacks, which always run on it, and acknowledgements
