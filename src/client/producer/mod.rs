@@ -97,8 +97,10 @@ impl Doorbell {
     }
 
     fn ring(&self) {
-        *self.rung.lock() = true;
+        let mut rung = self.rung.lock();
+        *rung = true;
         self.ringing.store(true, Ordering::Release);
+        drop(rung);
         self.cv.notify_one();
     }
 
@@ -107,7 +109,6 @@ impl Doorbell {
     fn wait(&self, timeout: Option<std::time::Duration>) {
         self.spin.until(|| self.ringing.load(Ordering::Acquire));
         let mut rung = self.rung.lock();
-        self.ringing.store(false, Ordering::Relaxed);
         if !*rung {
             match timeout {
                 Some(t) => {
@@ -117,6 +118,7 @@ impl Doorbell {
             }
         }
         *rung = false;
+        self.ringing.store(false, Ordering::Relaxed);
     }
 }
 
@@ -1393,6 +1395,38 @@ mod hand_off_tests {
             assert!(!*bell.rung.lock());
             assert!(!bell.ringing.load(Ordering::Relaxed));
         }
+    }
+
+    /// The flag the spin reads never says "rung" once the ring it
+    /// announces was taken: a stale flag ends the next wait's spin at once,
+    /// and that wait then parks (a thread woken from a park costs tens of
+    /// microseconds on a virtual machine). Two rings racing one wait left
+    /// it set when the flag was written outside the lock.
+    #[test]
+    fn a_doorbell_never_announces_a_ring_it_no_longer_holds() {
+        const RINGS: usize = 20_000;
+        let bell = std::sync::Arc::new(Doorbell::new(Spinner::new(Duration::from_micros(50))));
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let ringer = {
+            let (bell, done) = (bell.clone(), done.clone());
+            std::thread::spawn(move || {
+                for _ in 0..RINGS {
+                    bell.ring();
+                }
+                done.store(true, Ordering::Release);
+                bell.ring();
+            })
+        };
+        let mut stale = 0;
+        while !done.load(Ordering::Acquire) {
+            bell.wait(Some(Duration::from_millis(10)));
+            let rung = bell.rung.lock();
+            if bell.ringing.load(Ordering::Acquire) && !*rung {
+                stale += 1;
+            }
+        }
+        ringer.join().expect("ringer");
+        assert_eq!(stale, 0, "waits that found the flag set without a ring");
     }
 
     #[test]
