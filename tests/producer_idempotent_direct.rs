@@ -8,7 +8,10 @@
 //! after the batch before it, whichever thread appended it.
 //!
 //! The partition's `.log` files run on a storage that notes which thread
-//! wrote each time, so the test sees that both did.
+//! wrote each time, so the test sees that both did. A flush, and a
+//! transactional producer's commit, append what is held on the calling
+//! thread (the commit its markers too); the callbacks still run on the
+//! sender thread, before the call returns.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -93,6 +96,11 @@ fn stored(cluster: &Cluster) -> Result<(Vec<Numbering>, Vec<String>)> {
 /// but small batches and a linger that never passes in the test: only
 /// seals, waits and callbacks move batches.
 fn setup() -> Result<(tempfile::TempDir, Arc<Writers>, Cluster, Producer)> {
+    setup_with(1_024)
+}
+
+/// [`setup`] with batches of `batch_size` bytes.
+fn setup_with(batch_size: u64) -> Result<(tempfile::TempDir, Arc<Writers>, Cluster, Producer)> {
     let dir = tempdir();
     let writers = Arc::new(Writers::default());
     let storage = HookedStorage::new(Arc::new(StdStorage::new()), writers.clone());
@@ -104,7 +112,7 @@ fn setup() -> Result<(tempfile::TempDir, Arc<Writers>, Cluster, Producer)> {
     )?;
     cluster.create_topic(NewTopic::new("t", 1))?;
     let config = ProducerConfig::builder()
-        .batch_size(1_024)
+        .batch_size(batch_size)
         .linger(Duration::from_secs(3600))
         .build()?;
     assert!(config.enable_idempotence());
@@ -164,6 +172,8 @@ fn batches_appended_by_the_sending_thread_and_the_sender_share_one_numbering() -
     // sender, which numbers and appends them itself. Which thread gets to
     // append what is a matter of timing: rounds go on until each of the
     // two appended some.
+    // (Each round ends waiting on its last handle, not with a flush,
+    // which would append what is held on this thread.)
     for round in 0..200 {
         for i in 0..2_000 {
             let value = format!("{round:03}-{i:04}-{}", "x".repeat(40));
@@ -179,7 +189,6 @@ fn batches_appended_by_the_sending_thread_and_the_sender_share_one_numbering() -
                 drop(producer.send(record(&value))?);
             }
         }
-        producer.flush()?;
         if round > 0 && writers.wrote(me) && writers.sender_wrote() {
             break;
         }
@@ -201,19 +210,125 @@ fn a_sender_that_keeps_up_is_handed_every_group() -> Result<()> {
     let me = std::thread::current().id();
     let mut sent = Vec::new();
     // Rounds of streaming sends, each under a group's worth (1 MiB) and
-    // flushed: the sender thread can never fall a whole group behind, so
-    // every due group goes to it and this thread never writes.
+    // waited for (its last handle; a flush would append what is held on
+    // this thread): the sender thread can never fall a whole group
+    // behind, so every due group goes to it and this thread never writes.
     for round in 0..20 {
         for i in 0..5_000 {
             let value = format!("{round:03}-{i:04}-{}", "x".repeat(40));
-            drop(producer.send(ProducerRecord::new("t", value.as_str()).with_partition(0))?);
+            let sending =
+                producer.send(ProducerRecord::new("t", value.as_str()).with_partition(0))?;
             sent.push(value);
+            if i == 4_999 {
+                sending.wait()?;
+            }
         }
-        producer.flush()?;
     }
     assert!(!writers.wrote(me), "this thread appended: {writers:?}");
     assert!(writers.sender_wrote(), "the sender appended: {writers:?}");
     check_stored(&cluster, &sent)?;
+    producer.close()?;
+    cluster.close()
+}
+
+#[test]
+fn a_flush_appends_what_is_held_on_the_calling_thread() -> Result<()> {
+    // One batch, which never fills and whose linger never passes: it
+    // stays open until the flush, which appends it here; a callback
+    // still runs on the sender thread, before the flush returns.
+    let (_dir, writers, cluster, producer) = setup_with(64 << 10)?;
+    let me = std::thread::current().id();
+    let mut sent = Vec::new();
+    let (called_tx, called) = crossbeam_channel::unbounded();
+    for i in 0..200 {
+        let value = format!("{i:04}-{}", "x".repeat(40));
+        let record = ProducerRecord::new("t", value.as_str()).with_partition(0);
+        if i == 100 {
+            let called = called_tx.clone();
+            producer.send_with_callback(record, move |r| {
+                let on = std::thread::current().name().map(str::to_string);
+                called.send((r.is_ok(), on)).expect("test alive");
+            })?;
+        } else {
+            drop(producer.send(record)?);
+        }
+        sent.push(value);
+    }
+    producer.flush()?;
+    assert_eq!(
+        called.try_recv().ok(),
+        Some((true, Some("logbus-producer".to_string())))
+    );
+    assert!(writers.wrote(me), "this thread appended: {writers:?}");
+    assert!(!writers.sender_wrote(), "the sender appended: {writers:?}");
+    check_stored(&cluster, &sent)?;
+    producer.close()?;
+    cluster.close()
+}
+
+#[test]
+fn a_commit_appends_its_transaction_and_the_marker_on_the_calling_thread() -> Result<()> {
+    // Each transaction fits one batch whose linger never passes: only the
+    // commit seals it, and appends it here, then its marker.
+    let (_dir, writers, cluster, idempotent) = setup()?;
+    idempotent.close()?;
+    let me = std::thread::current().id();
+    let producer = Producer::new(
+        &cluster,
+        ProducerConfig::builder()
+            .transactional_id("direct")
+            .batch_size(64 << 10)
+            .linger(Duration::from_secs(3600))
+            .build()?,
+    )?;
+    producer.init_transactions()?;
+    let (called_tx, called) = crossbeam_channel::unbounded();
+    let mut sent = Vec::new();
+    for round in 0..3 {
+        producer.begin_transaction()?;
+        for i in 0..50 {
+            let value = format!("{round}-{i:02}-{}", "x".repeat(40));
+            let record = ProducerRecord::new("t", value.as_str()).with_partition(0);
+            let called = called_tx.clone();
+            producer.send_with_callback(record, move |r| {
+                let on = std::thread::current().name().map(str::to_string);
+                called.send((r.is_ok(), on)).expect("test alive");
+            })?;
+            sent.push(value);
+        }
+        producer.commit_transaction()?;
+        // Every callback ran on the sender thread before the commit
+        // returned.
+        for _ in 0..50 {
+            assert_eq!(
+                called.try_recv().ok(),
+                Some((true, Some("logbus-producer".to_string())))
+            );
+        }
+        assert!(called.try_recv().is_err());
+    }
+    assert!(writers.wrote(me), "this thread appended: {writers:?}");
+    assert!(!writers.sender_wrote(), "the sender appended: {writers:?}");
+    // Three transactions of data, each followed by its COMMIT marker
+    // (written by this thread too: nothing else wrote to the log).
+    let partition = cluster.topic("t")?.partition(0)?;
+    let read = partition.read(0, 1 << 30)?;
+    let mut values = Vec::new();
+    let mut markers = 0;
+    for batch in read.batches() {
+        let batch = batch?;
+        if batch.header().is_control() {
+            markers += 1;
+            continue;
+        }
+        assert!(batch.header().is_transactional());
+        for record in batch.records()? {
+            let value = record?.value().map(|v| v.to_vec()).unwrap_or_default();
+            values.push(String::from_utf8(value).expect("utf-8"));
+        }
+    }
+    assert_eq!(markers, 3);
+    assert_eq!(values, sent);
     producer.close()?;
     cluster.close()
 }

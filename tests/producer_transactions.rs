@@ -268,10 +268,9 @@ fn send_kilobytes(
     values
 }
 
-/// A transactional producer with a transaction begun and 12 records of
-/// about 1 KB sent to `a`-0 (more than fit the batch size at which an
-/// idle sender takes a transaction's batch), each reporting to `reports`.
-struct EarlyBatches {
+/// A transactional producer with a transaction begun and `count`
+/// records of about 1 KB sent to `a`-0, each reporting to `reports`.
+struct Begun {
     cluster: Cluster,
     producer: Producer,
     values: Vec<String>,
@@ -280,15 +279,15 @@ struct EarlyBatches {
     _setup: Setup,
 }
 
-fn begin_with_early_batches() -> EarlyBatches {
+fn begin_with_kilobytes(count: usize) -> Begun {
     let setup = Setup::new();
     let cluster = setup.open();
     let producer = txn_producer(&cluster, "tx");
     producer.init_transactions().unwrap();
     producer.begin_transaction().unwrap();
     let (done, reports) = std::sync::mpsc::channel();
-    let values = send_kilobytes(&producer, "a", 0, "v", 12, &done);
-    EarlyBatches {
+    let values = send_kilobytes(&producer, "a", 0, "v", count, &done);
+    Begun {
         cluster,
         producer,
         values,
@@ -299,41 +298,24 @@ fn begin_with_early_batches() -> EarlyBatches {
 }
 
 #[test]
-fn an_idle_sender_appends_a_transactions_batches_before_the_commit() {
-    // On the manual clock nothing lingers out: only the sender taking the
-    // open batch of the transaction once it holds a page can append
-    // records before the commit (no flush, no wait on a handle).
-    let EarlyBatches {
+fn a_commit_appends_its_batches_in_order_and_runs_their_callbacks_first() {
+    // 40 records of 1 KB: three batches of the default 16 KiB, appended
+    // by the commit (or, the first, by the sender thread when it was
+    // sealed: the partition had sealed nothing just before).
+    let Begun {
         cluster,
         producer,
         values,
         done: _done,
         reports,
         _setup,
-    } = begin_with_early_batches();
-    let (first, ok) = reports
-        .recv_timeout(GUARD)
-        .expect("a record appended early");
-    assert!(ok);
-    assert_eq!(first, values[0]);
-    // Appended, transactional, not decided yet.
-    let early = log(&cluster, "a", 0);
-    assert!(!early.is_empty());
-    assert!(
-        early.iter().all(|e| matches!(
-            e,
-            Entry::Data {
-                transactional: true,
-                ..
-            }
-        )),
-        "{early:?}"
-    );
+    } = begin_with_kilobytes(40);
     producer.commit_transaction().unwrap();
     let mut want = values.clone();
     want.push("COMMIT".into());
     assert_eq!(shape(&cluster, "a", 0), want);
-    // Written in more than one batch, with consecutive sequences.
+    // Written in more than one batch, transactional, with consecutive
+    // sequences.
     let entries = log(&cluster, "a", 0);
     let mut next = 0;
     let mut batches = 0;
@@ -341,9 +323,11 @@ fn an_idle_sender_appends_a_transactions_batches_before_the_commit() {
         if let Entry::Data {
             values,
             base_sequence,
+            transactional,
             ..
         } = entry
         {
+            assert!(transactional);
             assert_eq!(*base_sequence, next);
             next += i32::try_from(values.len()).unwrap();
             batches += 1;
@@ -351,7 +335,7 @@ fn an_idle_sender_appends_a_transactions_batches_before_the_commit() {
     }
     assert!(batches > 1, "{entries:?}");
     // Every callback ran before the commit returned, in send order.
-    let mut completed = vec![first];
+    let mut completed = Vec::new();
     while let Ok((value, ok)) = reports.try_recv() {
         assert!(ok);
         completed.push(value);
@@ -362,28 +346,35 @@ fn an_idle_sender_appends_a_transactions_batches_before_the_commit() {
 }
 
 #[test]
-fn an_abort_after_batches_were_appended_early_leaves_nothing_after_its_marker() {
-    let EarlyBatches {
+fn an_abort_marks_what_was_appended_and_fails_what_was_not() {
+    let Begun {
         cluster,
         producer,
         values,
         done,
         reports,
         _setup,
-    } = begin_with_early_batches();
-    assert!(reports.recv_timeout(GUARD).expect("appended early").1);
-    // More records, some of which may still be open or queued.
+    } = begin_with_kilobytes(12);
+    // A flush inside the transaction appends what was sent so far.
+    producer.flush().unwrap();
+    let mut appended = Vec::new();
+    while let Ok((value, ok)) = reports.try_recv() {
+        assert!(ok, "{value}");
+        appended.push(value);
+    }
+    assert_eq!(appended, values);
+    // More records, which stay in their open batch until the abort.
     let late = send_kilobytes(&producer, "a", 0, "w", 3, &done);
     producer.abort_transaction().unwrap();
-    // Every record was reported: appended before the marker, or failed.
-    let mut reported = 1;
-    while reports.try_recv().is_ok() {
-        reported += 1;
+    let mut failed = Vec::new();
+    while let Ok((value, ok)) = reports.try_recv() {
+        assert!(!ok, "{value}");
+        failed.push(value);
     }
-    assert_eq!(reported, values.len() + late.len());
-    let aborted = shape(&cluster, "a", 0);
-    assert_eq!(aborted.last().map(String::as_str), Some("ABORT"));
-    assert_eq!(aborted.iter().filter(|v| *v == "ABORT").count(), 1);
+    assert_eq!(failed, late);
+    let mut aborted = values.clone();
+    aborted.push("ABORT".into());
+    assert_eq!(shape(&cluster, "a", 0), aborted);
     // A read_committed consumer sees none of it.
     let mut consumer = Consumer::new(
         &cluster,

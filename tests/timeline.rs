@@ -1,5 +1,6 @@
 //! The stage timeline (`logbus::timeline`): what a transactional
-//! producer's commit records, and that only a recording keeps spans. One
+//! producer's commit records (on the committing thread, markers
+//! included), and that only a recording keeps spans. One
 //! test in its own process, since the timeline is the process's.
 #![cfg(feature = "internals")]
 
@@ -34,8 +35,6 @@ fn a_recording_times_a_commit_and_its_stages_and_keeps_nothing_else() -> Result<
         drop(producer.send(ProducerRecord::new("t", format!("v{i}")).with_partition(i % 2))?);
     }
     producer.commit_transaction()?;
-    // The sender writes the markers after the commit's answer; a close
-    // waits for them.
     producer.close()?;
     let recorded = timeline::stop();
     assert_eq!(recorded.dropped, 0);
@@ -51,15 +50,37 @@ fn a_recording_times_a_commit_and_its_stages_and_keeps_nothing_else() -> Result<
     let commits = of(Stage::Commit);
     assert_eq!(commits.len(), 1, "one commit: {:?}", recorded.spans);
     let commit = commits[0];
-    // The transaction's two partitions were added, its end decided within
-    // the commit, and its markers written after it.
-    assert!(!of(Stage::AddPartitions).is_empty());
+    // Within the commit (the producer lingers, the default): the
+    // transaction's two partitions added, its batches appended on the
+    // committing thread, then its end, which wrote `PrepareCommit` and
+    // the two markers itself.
+    let within = |s: &timeline::Span| s.start >= commit.start && s.end() <= commit.end();
+    let adds = of(Stage::AddPartitions);
+    assert!(!adds.is_empty() && adds.iter().all(within), "{adds:?}");
+    let appends = of(Stage::DirectAppend);
+    assert_eq!(appends.len(), 2, "{:?}", recorded.spans);
+    assert!(
+        appends
+            .iter()
+            .all(|a| within(a) && a.thread == commit.thread)
+    );
     let ends = of(Stage::EndTxn);
     assert_eq!(ends.len(), 1, "{:?}", recorded.spans);
-    assert!(ends[0].start >= commit.start && ends[0].end() <= commit.end());
-    let markers = of(Stage::Markers);
-    assert!(!markers.is_empty());
-    assert!(markers.iter().any(|m| m.start >= ends[0].end()));
+    assert!(within(&ends[0]));
+    assert!(appends.iter().all(|a| a.end() <= ends[0].start));
+    let end_writes = of(Stage::FileWrite)
+        .into_iter()
+        .filter(|w| w.start >= ends[0].start && w.end() <= ends[0].end())
+        .count();
+    assert!(
+        end_writes >= 3,
+        "PrepareCommit and two markers: {:?}",
+        recorded.spans
+    );
+    assert!(
+        of(Stage::Markers).is_empty(),
+        "no marker left to the sender"
+    );
     // Data, the coordinator's states and the markers were all written.
     assert!(of(Stage::FileWrite).len() >= 4, "{:?}", recorded.spans);
     // Each stage's durations come shortest first.

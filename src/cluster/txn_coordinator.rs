@@ -32,7 +32,9 @@
 //! answers — then a COMMIT (ABORT) marker is written to every partition
 //! of the transaction through the [`MarkerWriter`], with the coordinator
 //! epoch (the leader epoch of the id's `__transaction_state` partition),
-//! then `CompleteCommit` (`CompleteAbort`) is recorded. The answered id
+//! then `CompleteCommit` (`CompleteAbort`) is recorded. A lingering
+//! producer's commit writes the markers before `end_txn` returns
+//! (`Markers::Inline`). Otherwise the answered id
 //! is queued, and its markers are written by the producer's sender thread
 //! (`Markers::Sender`) or, for the listener's `EndTxn`, by the timer
 //! thread, woken at once (as Kafka's marker channel works after `EndTxn`
@@ -1342,7 +1344,8 @@ pub(crate) enum Markers {
     /// not woken (a third thread woken per transaction cost more than it
     /// saved on two cores).
     Sender,
-    /// `end_txn` itself, before it returns (tests).
+    /// `end_txn` itself, before it returns: a lingering producer's
+    /// `commit_transaction` on its calling thread, and tests.
     Inline,
 }
 

@@ -2210,44 +2210,53 @@ fn a_reopen_right_after_the_last_drop_finds_the_directory_free() {
     cluster.close().unwrap();
 }
 
+/// A producer that lingers adds a transaction's partitions when their
+/// batches are appended, here by the commit, which seals them: not at the
+/// send (Kafka's producer sends AddPartitionsToTxn as `send` meets a new
+/// partition; here that cost a wake of the sender thread per
+/// transaction). A producer without linger hands each batch to the sender
+/// thread at once, which adds the partition first.
 #[test]
-fn a_transactional_send_adds_its_partition_before_its_batch_is_sealed() {
+fn a_lingering_transactions_partitions_are_added_when_its_batches_are_appended() {
     let setup = Setup::new(1);
     let (cluster, _markers) = setup.open();
     cluster.create_topic(NewTopic::new("t", 2)).unwrap();
-    let config = crate::ProducerConfig::builder()
-        .transactional_id("app")
-        .linger(Duration::from_secs(3600))
-        .build()
-        .unwrap();
-    let producer = crate::Producer::new(&cluster, config).unwrap();
-    producer.init_transactions().unwrap();
-    producer.begin_transaction().unwrap();
-    let sent = [0, 1].map(|p| {
-        producer
-            .send(crate::ProducerRecord::new("t", "v").with_partition(p))
-            .unwrap()
-    });
-    // An hour of linger on a clock that stands still: neither batch is
-    // sealed, yet the sender adds both partitions (as Kafka's producer
-    // sends AddPartitionsToTxn when `send` meets a new partition).
-    let added = |c: &Cluster| {
-        c.inner
-            .txn_metadata("app")
-            .is_some_and(|m| m.status == TxnStatus::Ongoing && m.partitions.len() == 2)
-    };
-    assert!(cluster.wait_until(GUARD, added));
-    for p in 0..2 {
-        let end = cluster.topic("t").unwrap().partition(p).unwrap();
-        assert_eq!(end.high_watermark().unwrap(), 0, "nothing appended yet");
+    for linger in [Duration::from_secs(3600), Duration::ZERO] {
+        let config = crate::ProducerConfig::builder()
+            .transactional_id("app")
+            .linger(linger)
+            .build()
+            .unwrap();
+        let producer = crate::Producer::new(&cluster, config).unwrap();
+        producer.init_transactions().unwrap();
+        producer.begin_transaction().unwrap();
+        let sent = [0, 1].map(|p| {
+            producer
+                .send(crate::ProducerRecord::new("t", "v").with_partition(p))
+                .unwrap()
+        });
+        let added = |c: &Cluster| {
+            c.inner
+                .txn_metadata("app")
+                .is_some_and(|m| m.status == TxnStatus::Ongoing && m.partitions.len() == 2)
+        };
+        if linger.is_zero() {
+            assert!(cluster.wait_until(GUARD, added));
+        } else {
+            // An hour of linger on a clock that stands still: neither
+            // batch is sealed, and neither partition is added.
+            assert!(!added(&cluster));
+            let meta = cluster.inner.txn_metadata("app").unwrap();
+            assert!(meta.partitions.is_empty(), "{meta:?}");
+        }
+        producer.commit_transaction().unwrap();
+        for (p, s) in sent.into_iter().enumerate() {
+            assert_eq!(s.wait().unwrap().partition(), p as u32);
+        }
+        cluster.inner.complete_answered_txns();
+        assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
+        producer.close().unwrap();
     }
-    producer.commit_transaction().unwrap();
-    for (p, s) in sent.into_iter().enumerate() {
-        assert_eq!(s.wait().unwrap().partition(), p as u32);
-    }
-    cluster.inner.complete_answered_txns();
-    assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
-    producer.close().unwrap();
 }
 
 /// A completed state is not appended on its own: it goes into the batch
@@ -2376,7 +2385,8 @@ fn a_read_after_the_commit_writes_the_markers_it_would_wait_for() {
     let cluster = Cluster::open(setup.dir.path(), setup.config()).unwrap();
     cluster.create_topic(NewTopic::new("t", 1)).unwrap();
     cluster.create_topic(NewTopic::new("u", 1)).unwrap();
-    let producer = app_producer(&cluster);
+    // The sender path, whose markers follow the commit's return.
+    let producer = app_producer_lingering(&cluster, Duration::ZERO);
     let ends = |topic: &str| end_and_lso(&cluster, topic, 0);
     cluster.inner.txn.hold_queue.store(true, Ordering::SeqCst);
     cluster.inner.txn.hold_senders.store(true, Ordering::SeqCst);
@@ -2438,7 +2448,7 @@ fn the_producers_sender_writes_the_markers_after_the_commit_returns() {
     let setup = Setup::new(1);
     let cluster = Cluster::open(setup.dir.path(), setup.config()).unwrap();
     cluster.create_topic(NewTopic::new("t", 2)).unwrap();
-    let producer = app_producer(&cluster);
+    let producer = app_producer_lingering(&cluster, Duration::ZERO);
     // Not the timer thread: only the sender can write them.
     cluster.inner.txn.hold_queue.store(true, Ordering::SeqCst);
     for commit in [true, false] {
@@ -2479,10 +2489,53 @@ fn the_producers_sender_writes_the_markers_after_the_commit_returns() {
     cluster.close().unwrap();
 }
 
+/// A producer that lingers (the default) commits on the calling thread:
+/// when `commit_transaction` returns, the transaction's records and its
+/// markers are in every partition's log, with neither the sender thread
+/// nor the timer thread to write them (both held) and no read to write
+/// them first (the offsets are the replica manager's).
+#[test]
+fn a_lingering_producers_commit_writes_the_markers_before_it_returns() {
+    use crate::ProducerRecord;
+    let setup = Setup::new(1);
+    let cluster = Cluster::open(setup.dir.path(), setup.config()).unwrap();
+    cluster.create_topic(NewTopic::new("t", 2)).unwrap();
+    let producer = app_producer(&cluster);
+    cluster.inner.txn.hold_queue.store(true, Ordering::SeqCst);
+    cluster.inner.txn.hold_senders.store(true, Ordering::SeqCst);
+    for (round, values) in [1_u64, 3].into_iter().enumerate() {
+        producer.begin_transaction().unwrap();
+        for p in 0..2 {
+            for _ in 0..values {
+                let _sent = producer
+                    .send(ProducerRecord::new("t", "v").with_partition(p))
+                    .unwrap();
+            }
+        }
+        producer.commit_transaction().unwrap();
+        assert_eq!(status(&cluster, "app"), TxnStatus::CompleteCommit);
+        let end = if round == 0 { 2 } else { 2 + values + 1 };
+        for p in 0..2 {
+            assert_eq!(end_and_lso(&cluster, "t", p), (end, end), "round {round}");
+        }
+    }
+    producer.close().unwrap();
+    cluster.close().unwrap();
+}
+
 /// A producer of transactional id `app`, its transactions initialised.
 fn app_producer(cluster: &Cluster) -> crate::Producer {
+    app_producer_lingering(cluster, Duration::from_millis(5))
+}
+
+/// [`app_producer`] with `linger.ms` `linger`: 0 hands every batch and
+/// the commit to the sender thread, which writes the markers after the
+/// commit returns; above 0 (the default) the committing thread appends
+/// the transaction's batches and writes the markers itself.
+fn app_producer_lingering(cluster: &Cluster, linger: Duration) -> crate::Producer {
     let config = crate::ProducerConfig::builder()
         .transactional_id("app")
+        .linger(linger)
         .build()
         .unwrap();
     let producer = crate::Producer::new(cluster, config).unwrap();

@@ -523,8 +523,8 @@ pub(crate) fn grown_capacity(
 }
 
 /// A producer that holds sealed batches back to move them a group at a
-/// time: acks=1 or acks=all, idempotent or not, without transactions (or
-/// injected faults), with a `linger.ms` above 0. Instead of waking the
+/// time: acks=1 or acks=all, idempotent or transactional or neither,
+/// without injected faults, with a `linger.ms` above 0. Instead of waking the
 /// sender thread for each sealed batch, the thread that seals a batch holds
 /// it back in its partition's [`Held`] queue, and once the queue is due
 /// (see [`Accumulator::hold`]) moves it whole: up to
@@ -546,8 +546,12 @@ pub(crate) fn grown_capacity(
 /// that need it (callbacks, which always run on it, and acknowledgements
 /// not given at the append: acks=all with followers, or an fsync to wait
 /// for). An idempotent producer's sending thread numbers what it appends
-/// ([`PartitionShared`]). Such a producer's accumulator has
-/// [`Accumulator::direct`] set; these are its limits.
+/// ([`PartitionShared`]). A flush, and a transactional producer's commit,
+/// append what is held on the calling thread (`Core::append_own`); a
+/// transactional producer's sending threads take no own groups, so its
+/// batches reach the log through the sender thread or its commit. Such
+/// a producer's accumulator has [`Accumulator::direct`] set; these are
+/// its limits.
 pub(crate) struct DirectAppends;
 
 impl DirectAppends {
@@ -743,6 +747,9 @@ pub(crate) struct Accumulator {
     /// Sending threads append their sealed batches themselves
     /// ([`DirectAppends`]).
     pub(crate) direct: bool,
+    /// With `direct`, the sending threads may append groups themselves
+    /// (`Held::own_groups`); a transactional producer only holds.
+    pub(crate) own_appends: bool,
     /// Batches and bytes in the partitions' [`Held`] queues.
     pub(crate) held_batches: usize,
     held_bytes: usize,
@@ -785,13 +792,6 @@ pub(crate) type EarlyAdd = (Arc<TopicState>, u32, TxnTag);
 /// [`Accumulator::sender_wakes_at`] while the sender thread works.
 pub(crate) const SENDER_RUNNING: i64 = i64::MIN;
 
-/// A batch of an open transaction is sealed once it holds this many bytes
-/// while the sender thread has nothing else to do (instead of lingering
-/// until it is full or the transaction commits): the sender appends it
-/// while the application still sends the transaction's later records, and
-/// the commit finds only the tail left to write.
-pub(crate) const TXN_EARLY_BYTES: usize = 4096;
-
 impl Accumulator {
     pub(crate) fn new(linger_ms: i64) -> Self {
         Accumulator {
@@ -820,6 +820,7 @@ impl Accumulator {
             early_seen: HashSet::new(),
             early_txn: 0,
             direct: false,
+            own_appends: false,
             held_batches: 0,
             held_bytes: 0,
             direct_writers: 0,
@@ -918,7 +919,11 @@ impl Accumulator {
                 self.early_txn = tag.number;
                 self.early_seen.clear();
             }
-            if self.early_seen.insert((ti, partition)) {
+            // With direct appends the partitions are added by whoever
+            // appends the transaction's batches, at the latest by its
+            // commit (`Core::append_own`): an early add would wake the
+            // sender thread for each transaction.
+            if !self.direct && self.early_seen.insert((ti, partition)) {
                 self.early_adds.push((entry.state.clone(), partition, tag));
                 if self.sender_wakes_at != SENDER_RUNNING {
                     self.pending_wake = true;
@@ -936,6 +941,39 @@ impl Accumulator {
     /// queues it for the sender. A batch of sticky-routed records moves the
     /// topic's sticky partition on (KIP-480/794).
     pub(crate) fn seal(&mut self, ti: usize, partition: u32, sticky: &StickyPartitions) {
+        self.seal_as(ti, partition, sticky, false);
+    }
+
+    /// Seals every open batch and, with [`Accumulator::direct`], keeps
+    /// each in its partition's [`Held`] queue whatever [`Accumulator::hold`]
+    /// would decide, for the calling thread to append them itself (a
+    /// flush, a commit); returns the partitions that hold batches and
+    /// that the calling thread may append now (`Held::free`), and whether
+    /// any of their batches has a callback (which the sender thread runs).
+    pub(crate) fn seal_to_held(&mut self, sticky: &StickyPartitions) -> (Vec<(usize, u32)>, bool) {
+        let mut free = Vec::new();
+        let mut callbacks = false;
+        if !self.direct {
+            return (free, callbacks);
+        }
+        for ti in 0..self.topics.len() {
+            for p in 0..self.topics[ti].batches.len() {
+                if self.topics[ti].batches[p].is_some() {
+                    self.seal_as(ti, p as u32, sticky, true);
+                }
+            }
+            for (p, held) in self.topics[ti].held.iter().enumerate() {
+                if held.free() {
+                    free.push((ti, p as u32));
+                    callbacks |= held.batches.iter().any(|b| !b.callbacks.is_empty());
+                }
+            }
+        }
+        (free, callbacks)
+    }
+
+    /// [`Accumulator::seal`]; `keep`: see [`Accumulator::seal_to_held`].
+    fn seal_as(&mut self, ti: usize, partition: u32, sticky: &StickyPartitions, keep: bool) {
         let entry = &mut self.topics[ti];
         let Some(mut batch) = entry
             .batches
@@ -955,7 +993,7 @@ impl Accumulator {
         self.open -= 1;
         self.outside.insert(batch.seq);
         if self.direct {
-            self.hold(ti, partition, batch);
+            self.hold(ti, partition, batch, keep);
             return;
         }
         self.ready.push_back(batch);
@@ -983,8 +1021,9 @@ impl Accumulator {
     /// seal, the thread appending the partition, or the sender thread,
     /// which takes it once stale or at its `linger.ms` deadline (the sender
     /// sleeps until the earliest deadline of the open batches, which this
-    /// batch's is no earlier than).
-    fn hold(&mut self, ti: usize, partition: u32, batch: Batch) {
+    /// batch's is no earlier than). With `keep`, the batch is only
+    /// queued: the sealing thread appends it next.
+    fn hold(&mut self, ti: usize, partition: u32, batch: Batch, keep: bool) {
         let now = Instant::now();
         let p = partition as usize;
         let entry = &mut self.topics[ti];
@@ -1006,6 +1045,9 @@ impl Accumulator {
         held.batches.push_back(batch);
         self.held_bytes += size;
         self.held_batches += 1;
+        if keep {
+            return;
+        }
         if !streaming && !held.writing() {
             self.release(ti, partition);
         } else if held.free() && held.due(now) {
@@ -1016,7 +1058,8 @@ impl Accumulator {
             } else if self.direct_due.is_none() {
                 self.direct_due = Some((ti, partition));
             }
-        } else if held.own_groups == 0
+        } else if self.own_appends
+            && held.own_groups == 0
             && held.bytes >= DirectAppends::GROUP_BYTES
             && held.shared.with_sender.load(Ordering::Acquire) > 0
         {
@@ -1259,6 +1302,32 @@ impl Accumulator {
         false
     }
 
+    /// Whether every batch sealed up to seal number `target` that is not
+    /// finished was appended and acknowledged and waits only for the
+    /// sender thread to complete it (run its callbacks): handed over as
+    /// [`Handoff::Appended`] with no acknowledgement or fsync to wait for,
+    /// and the sender thread has no batch of its own unfinished.
+    pub(crate) fn only_completions_left(&self, target: u64) -> bool {
+        if self.sender_first.is_some_and(|s| s <= target) || self.held_batches > 0 {
+            return false;
+        }
+        let waiting = self.outside.range(..=target).count();
+        let completing: usize = self
+            .handoffs
+            .iter()
+            .map(|h| match h {
+                Handoff::Appended {
+                    batches,
+                    ack: None,
+                    sync: None,
+                    ..
+                } => batches.iter().filter(|b| b.seq <= target).count(),
+                _ => 0,
+            })
+            .sum();
+        waiting == completing
+    }
+
     /// Notes that the batches with seal numbers `seqs` are finished
     /// outside the sender thread.
     pub(crate) fn finished_outside(&mut self, seqs: impl IntoIterator<Item = u64>) {
@@ -1289,15 +1358,13 @@ impl Accumulator {
         self.done_seq
     }
 
-    /// Seals every open batch whose linger has passed at `now`, every
-    /// batch of a transaction holding at least `txn_bytes`, or every open
-    /// batch when `all`.
+    /// Seals every open batch whose linger has passed at `now`, or every
+    /// open batch when `all`.
     pub(crate) fn seal_expired(
         &mut self,
         now: i64,
         linger_ms: i64,
         all: bool,
-        txn_bytes: usize,
         sticky: &StickyPartitions,
     ) {
         if self.open == 0 && self.held_batches == 0 {
@@ -1305,10 +1372,9 @@ impl Accumulator {
         }
         for ti in 0..self.topics.len() {
             for p in 0..self.topics[ti].batches.len() {
-                let expired = self.topics[ti].batches[p].as_ref().is_some_and(|b| {
-                    all || now >= b.created_ms.saturating_add(linger_ms)
-                        || (b.txn.is_some() && b.size() >= txn_bytes)
-                });
+                let expired = self.topics[ti].batches[p]
+                    .as_ref()
+                    .is_some_and(|b| all || now >= b.created_ms.saturating_add(linger_ms));
                 if expired {
                     self.seal(ti, p as u32, sticky);
                 }
@@ -1333,21 +1399,7 @@ impl Accumulator {
 
     /// Seals every open batch.
     pub(crate) fn seal_all(&mut self, sticky: &StickyPartitions) {
-        self.seal_expired(0, 0, true, usize::MAX, sticky);
-    }
-
-    /// The size at which a batch of transaction `txn` (`None`: outside
-    /// transactions) is sealed now: [`TXN_EARLY_BYTES`] while the sender
-    /// thread sleeps or waits (it takes the batch at once), else never
-    /// before it is full (the sender looks at the open batches again
-    /// before it sleeps).
-    #[inline]
-    pub(crate) fn early_limit(&self, txn: Option<TxnTag>) -> usize {
-        if txn.is_some() && self.sender_wakes_at != SENDER_RUNNING {
-            TXN_EARLY_BYTES
-        } else {
-            usize::MAX
-        }
+        self.seal_expired(0, 0, true, sticky);
     }
 
     /// The earliest linger deadline of the open batches.

@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 
 use parking_lot::MutexGuard;
 
-use super::accumulator::{Accumulator, Batch, Handoff, PartitionShared};
+use super::accumulator::{Accumulator, Batch, Handoff, PartitionShared, SENDER_RUNNING, Sequences};
 use super::sender::{append_group, encode, group_limit, outcomes, stamp};
 use super::{Acks, Core};
 use crate::cluster::TopicState;
@@ -90,6 +90,92 @@ impl Core {
         }
     }
 
+    /// Seals the open batches and appends, on this thread, the held
+    /// batches of every partition it may append now (nothing of the
+    /// partition with the sender thread or being appended elsewhere), as
+    /// due groups are: for a flush or a commit, which waits for them,
+    /// instead of handing them to the sender thread and waiting for its
+    /// answer (and leaving their buffers' lines in its CPU's cache for the
+    /// next batches). A transaction's partitions are added to it first
+    /// (a no-op at the coordinator for those added already); if that
+    /// fails, the sender thread takes the batches and handles the refusal
+    /// as for any batch of the transaction. What stays held (more than
+    /// the rounds of [`MAX_ROUNDS`] groups take, or partitions not free)
+    /// is left to the caller's flush, which hands it to the sender thread.
+    ///
+    /// Batches with callbacks still need the sender thread, which runs
+    /// them: if it sleeps, it is woken before the writes (a thread woken
+    /// from a park takes tens of microseconds to run on a virtual
+    /// machine, which the writes then hide), and it is handed the appended
+    /// batches as soon as they are written, so that a commit records its
+    /// decision while the callbacks run.
+    pub(super) fn append_own(&self, acc: &mut MutexGuard<'_, Accumulator>) {
+        let (mut parts, callbacks) = acc.seal_to_held(&self.sticky);
+        parts.extend(acc.direct_due.take());
+        parts.dedup();
+        if parts.is_empty() {
+            return;
+        }
+        if callbacks && acc.sender_wakes_at != SENDER_RUNNING {
+            self.wake_sender();
+        }
+        if acc.txn.is_none() || self.add_own_partitions(acc, &parts) {
+            for (ti, partition) in parts {
+                acc.direct_due = Some((ti, partition));
+                self.append_held(acc);
+            }
+        }
+        if std::mem::take(&mut acc.pending_wake) {
+            self.wake_sender();
+        }
+    }
+
+    /// Adds the partitions `parts` (entry index, partition) whose held
+    /// batches this thread is about to append to their transaction; whether
+    /// the coordinator did (all of them hold batches of one transaction).
+    fn add_own_partitions(
+        &self,
+        acc: &mut MutexGuard<'_, Accumulator>,
+        parts: &[(usize, u32)],
+    ) -> bool {
+        let Some(id) = self.config.transactional_id() else {
+            return false;
+        };
+        let mut tag = None;
+        let mut partitions = Vec::with_capacity(parts.len());
+        for &(ti, partition) in parts {
+            let entry = &acc.topics[ti];
+            let first = entry
+                .held
+                .get(partition as usize)
+                .and_then(|h| h.batches.front())
+                .and_then(|b| b.txn);
+            match (first, tag) {
+                (Some(t), None) => tag = Some(t),
+                (Some(t), Some(other)) if t == other => {}
+                _ => return false,
+            }
+            partitions.push(crate::types::TopicPartition::new(
+                &*entry.state.name,
+                partition,
+            ));
+        }
+        let Some(tag) = tag else {
+            return false;
+        };
+        let added = MutexGuard::unlocked(acc, || {
+            self.cluster
+                .add_partitions_to_txn(id, tag.producer_id, tag.epoch, &partitions)
+        });
+        if added.is_err() {
+            return false;
+        }
+        if let Some(txn) = acc.txn.as_mut() {
+            txn.started(tag.number);
+        }
+        true
+    }
+
     /// With acks=all, how many batches of `partition` of entry `ti` may
     /// wait for their acknowledgement (`max.in.flight`, as the sender
     /// bounds them: a resend after a failed acknowledgement is recognised
@@ -129,14 +215,25 @@ impl Core {
             // Only this thread numbers the partition now (see
             // `PartitionShared`): the lock is never contended.
             let mut seqs = shared.sequences.lock();
-            if self.idempotent && self.start_sequences(&mut seqs).is_err() {
+            if let Some(tag) = group.first().and_then(|b| b.txn) {
+                // As the sender numbers a transaction's batches (see
+                // `Core::build`): from 0 in a new epoch.
+                if (seqs.producer_id, seqs.epoch) != (tag.producer_id, tag.epoch) {
+                    *seqs = Sequences {
+                        producer_id: tag.producer_id,
+                        epoch: tag.epoch,
+                        next_sequence: 0,
+                    };
+                }
+            } else if self.idempotent && self.start_sequences(&mut seqs).is_err() {
                 // The sender asks for the producer id again, and fails the
                 // batches with its error.
                 return Written::Handoff(Handoff::Unsent(group));
             }
             for batch in &mut group {
+                let transactional = batch.txn.is_some();
                 let stamped = encode(batch, |builder, records| {
-                    stamp(&mut seqs, builder, records, false)
+                    stamp(&mut seqs, builder, records, transactional)
                 });
                 if stamped.is_err() {
                     // The sender fails the batch that cannot be encoded.

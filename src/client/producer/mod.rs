@@ -430,7 +430,12 @@ impl Producer {
 
     /// Seals every open batch without waiting for `linger.ms` and blocks
     /// until everything sent before this call is appended and called back
-    /// (whatever the outcome; the handles hold the errors).
+    /// (whatever the outcome; the handles hold the errors). With a
+    /// `linger.ms` above 0 and `acks` 1 or all, the calling thread itself
+    /// appends the batches of each partition of which the sender thread
+    /// has nothing left to append (callbacks still run on the sender
+    /// thread); a transactional producer's flush leaves that to its
+    /// commit.
     ///
     /// # Errors
     /// [`Error::IllegalState`] inside a producer callback (it would wait
@@ -597,10 +602,13 @@ impl Producer {
     /// consumers and its offsets
     /// ([`send_offsets_to_transaction`](Producer::send_offsets_to_transaction))
     /// the group's committed offsets, all at once. Returns once the
-    /// commit is decided (recorded by the coordinator), as Kafka's does;
-    /// the coordinator's thread writes the markers after that, and any
-    /// read in this process that starts after the return sees the commit
-    /// (it writes missing markers first). If any record of
+    /// commit is decided (recorded by the coordinator), as Kafka's does,
+    /// and every record's callback ran. With a `linger.ms` above 0 (the
+    /// default) the calling thread appends the transaction's batches
+    /// still held and writes the markers before it returns; with
+    /// `linger.ms` 0 the sender thread writes the markers right after.
+    /// Either way any read in this process that starts after the return
+    /// sees the commit (it writes missing markers first). If any record of
     /// the transaction failed, nothing is committed: the call returns
     /// that record's error and the transaction must be aborted.
     ///
@@ -667,7 +675,8 @@ fn accumulator_for(config: &ProducerConfig, linger_ms: i64) -> Accumulator {
     let faults = false;
     // Idempotence too: a partition's sequences are shared with the sender
     // (`accumulator::PartitionShared`).
-    acc.direct = config.acks() != Acks::None && acc.txn.is_none() && linger_ms > 0 && !faults;
+    acc.direct = config.acks() != Acks::None && linger_ms > 0 && !faults;
+    acc.own_appends = acc.txn.is_none();
     acc
 }
 
@@ -904,14 +913,13 @@ impl Core {
         // more is taken from `buffer.memory`, which is not over its limit):
         // no seal, no new batch, no wait.
         let (used, open) = (acc.used, acc.open);
-        let early = acc.early_limit(txn);
         let entry = &mut acc.topics[ti];
         let batch_limit = entry.batch_limit;
         if let Some(batch) = entry.open_batch_with_room(partition, upper, batch_limit, txn)
             && used <= self.buffer_memory
         {
             let (result, index) = append_to(batch, record, callback, timestamp, keyless, open)?;
-            if batch.size() >= batch_limit.min(early) {
+            if batch.size() >= batch_limit {
                 acc.seal(ti, partition, &self.sticky);
             }
             return Ok((result, index, timestamp));
@@ -1030,7 +1038,6 @@ impl Core {
             };
             acc.open_batch(ti, partition, batch);
         }
-        let early = acc.early_limit(txn);
         let Accumulator {
             topics, used, open, ..
         } = &mut **acc;
@@ -1062,7 +1069,7 @@ impl Core {
         batch.reserved += grown;
         *used += grown;
         let (result, index) = append_to(batch, record, callback, timestamp, keyless, *open)?;
-        if batch.size() >= entry.batch_limit.min(early) {
+        if batch.size() >= entry.batch_limit {
             acc.seal(ti, partition, &self.sticky);
         }
         Ok((result, index, timestamp))
@@ -1181,6 +1188,11 @@ impl Core {
             ));
         }
         let mut acc = self.acc.lock();
+        if acc.txn.is_none() {
+            // (A transactional producer's own appends are its commit's:
+            // an abort flushes too, and its batches must not be written.)
+            self.append_own(&mut acc);
+        }
         acc.flushes += 1;
         acc.seal_all(&self.sticky);
         let target = acc.sealed_seq;

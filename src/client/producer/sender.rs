@@ -40,13 +40,25 @@
 //! ## Transactions
 //! A transactional batch carries its transaction's producer id and epoch
 //! (from `init_transactions`; a partition numbers from 0 again when they
-//! change) and the transactional flag. A partition is added to the
-//! transaction (Kafka's `AddPartitionsToTxn`) as soon as the transaction
-//! opens a batch there (`add_early`: the accumulator queues it, once per
-//! partition and transaction; a refusal is left to the next step).
-//! Before the first batch of a transaction to a partition is sent, the
-//! partitions waiting for that and not added yet are added in one
-//! request; a retriable refusal backs them off for
+//! change) and the transactional flag. A producer with direct appends
+//! (`linger.ms` above 0, the default) holds a transaction's sealed
+//! batches as any held batch, and its commit appends them on the
+//! committing thread (`Core::append_own`, adding their partitions to the
+//! transaction first); this thread gets what is released to it before
+//! (a whole group, lingered or stale batches, a flush), and the
+//! callbacks. Without direct appends (`linger.ms` 0, injected faults) a
+//! partition is added to the transaction (Kafka's `AddPartitionsToTxn`)
+//! as soon as the transaction opens a batch there (`add_early`: the
+//! accumulator queues it, once per partition and transaction; a refusal
+//! is left to the next step), and the commit is handed to this thread
+//! (`CommitJob`): once every batch sealed before it is finished, it
+//! checks the transaction's state (a failed batch made it abortable, and
+//! the commit fails with that batch's error), writes PrepareCommit
+//! (`EndTxn`), answers the caller, and then writes the markers.
+//!
+//! Either way, before the first batch of a transaction to a partition is
+//! sent here, the partitions waiting for that and not added yet are added
+//! in one request; a retriable refusal backs them off for
 //! `retry.backoff.ms`, any other fails the transaction's unsent batches.
 //! No KIP-360 renumbering here: the epoch is the coordinator's, so a
 //! refused sequence fails the batch. Every failed batch of a transaction
@@ -54,17 +66,6 @@
 //! abortable, or the producer fatally fenced) before the flush waiting
 //! for it is woken; the unsent batches of a transaction being aborted
 //! fail without being sent.
-//!
-//! A batch of an open transaction does not linger while the sender has
-//! nothing else to do: once it holds `TXN_EARLY_BYTES`, the sender takes
-//! it before it sleeps (and a send that finds the sender asleep seals it
-//! and wakes it), so the transaction's records are appended while the
-//! application still sends them and its commit finds only a tail left.
-//! The commit itself is handed to the sender (`CommitJob`): once every
-//! batch sealed before it is finished, the sender checks the
-//! transaction's state (a failed batch made it abortable, and the commit
-//! fails with that batch's error), writes PrepareCommit (`EndTxn`),
-//! answers the caller, and then writes the markers.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -74,7 +75,6 @@ use crossbeam_channel::{Receiver, Select};
 
 use super::accumulator::{
     Batch, DirectAppends, EarlyAdd, Handoff, PartitionShared, SENDER_RUNNING, Sequences,
-    TXN_EARLY_BYTES,
 };
 use super::future::Outcome;
 use super::{Acks, Core, Msg};
@@ -382,9 +382,7 @@ pub(super) fn run(core: &Core, work: &Receiver<Msg>, ticks: &Receiver<()>) {
             if acc.ready.is_empty() && (acc.open > 0 || acc.held_batches > 0) {
                 let all = stopping || acc.closed || acc.blocked > 0;
                 let now = core.clock.now_ms();
-                // The sender is about to be idle: it takes the batches of
-                // an open transaction that hold a page or so already.
-                acc.seal_expired(now, core.linger_ms, all, TXN_EARLY_BYTES, &core.sticky);
+                acc.seal_expired(now, core.linger_ms, all, &core.sticky);
             }
             acc.pending_wake = false;
             markers_due = std::mem::take(&mut acc.markers_due);

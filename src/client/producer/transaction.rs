@@ -449,17 +449,35 @@ impl Core {
 
     pub(crate) fn commit_transaction(&self) -> Result<()> {
         let id = self.enter(Call::Commit)?;
-        let result = match self.commit_on_sender() {
-            // The sender could not (it is gone), or the coordinator asked
-            // for a retry: the retries (and their max.block.ms) run here.
-            None => self.commit_here(&id),
-            Some(Err(e)) if e.is_retriable() => self.commit_here(&id),
-            Some(done) => done,
+        let own = !self.on_sender_thread() && {
+            let mut acc = self.acc.lock();
+            let own = acc.direct;
+            if own {
+                self.append_own(&mut acc);
+            }
+            own
+        };
+        let result = if own {
+            self.commit_own(&id)
+        } else {
+            self.commit_on_sender_or_here(&id)
         };
         self.leave(Call::Commit, result)?;
         let mut acc = self.acc.lock();
         manager(&mut acc)?.state = TxnState::Ready;
         Ok(())
+    }
+
+    /// The commit without [`Accumulator::direct`]: handed to the sender
+    /// thread, or run here when it cannot answer.
+    fn commit_on_sender_or_here(&self, id: &str) -> Result<()> {
+        match self.commit_on_sender() {
+            // The sender could not (it is gone), or the coordinator asked
+            // for a retry: the retries (and their max.block.ms) run here.
+            None => self.commit_here(id, Markers::Sender),
+            Some(Err(e)) if e.is_retriable() => self.commit_here(id, Markers::Sender),
+            Some(done) => done,
+        }
     }
 
     /// Hands the commit to the sender thread ([`CommitJob`]) and waits for
@@ -549,29 +567,64 @@ impl Core {
         true
     }
 
+    /// The commit of a producer with direct appends
+    /// ([`Accumulator::direct`](super::accumulator::Accumulator::direct)),
+    /// on the caller's thread, after it appended the transaction's held
+    /// batches itself (`append_own`). If all that is left of the
+    /// transaction's batches is their completion on the sender thread
+    /// (callbacks; each appended and acknowledged), the coordinator
+    /// records the commit and writes the markers while the sender runs
+    /// them, and the call returns once they ran; otherwise (batches the
+    /// sender took, acknowledgements to wait for, failures) the commit
+    /// waits for every batch first, as [`Core::commit_here`]. Either way
+    /// the markers are written before the call returns.
+    fn commit_own(&self, id: &str) -> Result<()> {
+        let appended = {
+            let mut acc = self.acc.lock();
+            acc.seal_all(&self.sticky);
+            let target = acc.sealed_seq;
+            acc.only_completions_left(target)
+        };
+        if !appended {
+            return self.commit_here(id, Markers::Inline);
+        }
+        let ended = self.end_here(id, Markers::Inline);
+        // The callbacks run before the call returns, as after a flush.
+        let flushed = self.flush();
+        ended.and(flushed)
+    }
+
     /// The commit on the caller's thread: waits for the transaction's
     /// batches, then ends it at the coordinator (retrying for
-    /// `max.block.ms`) and has the sender write the markers.
-    fn commit_here(&self, id: &str) -> Result<()> {
-        self.flush().and_then(|()| {
-            let mut acc = self.acc.lock();
-            let txn = manager(&mut acc)?;
-            if matches!(txn.state, TxnState::AbortableError | TxnState::FatalError) {
-                // A send of the transaction failed: it must be aborted.
-                return Err(txn.current_error());
-            }
-            let (producer_id, epoch, started) = (txn.producer_id, txn.epoch, txn.started);
-            drop(acc);
-            if !started {
-                return Ok(());
-            }
-            self.retrying("commit_transaction (max.block.ms)", || {
-                self.cluster
-                    .end_txn(id, producer_id, epoch, true, Markers::Sender)
-            })?;
+    /// `max.block.ms`); `markers`: who writes the markers
+    /// ([`Markers::Sender`]: the sender thread, woken here).
+    fn commit_here(&self, id: &str, markers: Markers) -> Result<()> {
+        self.flush().and_then(|()| self.end_here(id, markers))
+    }
+
+    /// Ends the transaction, its batches appended and acknowledged, at the
+    /// coordinator (retrying for `max.block.ms`), unless one of them
+    /// failed (the transaction must be aborted) or the coordinator never
+    /// heard of it (nothing to end).
+    fn end_here(&self, id: &str, markers: Markers) -> Result<()> {
+        let mut acc = self.acc.lock();
+        let txn = manager(&mut acc)?;
+        if matches!(txn.state, TxnState::AbortableError | TxnState::FatalError) {
+            // A send of the transaction failed: it must be aborted.
+            return Err(txn.current_error());
+        }
+        let (producer_id, epoch, started) = (txn.producer_id, txn.epoch, txn.started);
+        drop(acc);
+        if !started {
+            return Ok(());
+        }
+        self.retrying("commit_transaction (max.block.ms)", || {
+            self.cluster.end_txn(id, producer_id, epoch, true, markers)
+        })?;
+        if markers == Markers::Sender {
             self.markers_due();
-            Ok(())
-        })
+        }
+        Ok(())
     }
 
     pub(crate) fn abort_transaction(&self) -> Result<()> {
