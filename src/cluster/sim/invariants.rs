@@ -246,8 +246,15 @@ impl World {
                 // the page-cache promise — the member kept last (the one
                 // heard from last) leads again, and if it lost the record
                 // to a power loss, a member that failed earlier holding it
-                // does not count.
-                let all_down = !TOPICS[part.0].durable && isr.iter().all(|&b| !self.running(b));
+                // does not count. A member cut off from the controller has
+                // failed as far as the cluster can tell: it is fenced and
+                // leaves the ISR at the next liveness tick, which may be the
+                // step that restarts the member kept and makes it lead, so
+                // the exemption must be known by then.
+                let all_down = !TOPICS[part.0].durable
+                    && isr
+                        .iter()
+                        .all(|&b| !self.running(b) || self.cut_off[b as usize]);
                 let newly: Vec<u64> = records
                     .iter()
                     .filter(|(_, t)| !t.exempt)

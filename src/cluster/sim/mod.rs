@@ -33,8 +33,9 @@
 //!    leader runs, in the leader's log at its acknowledged offset with the
 //!    same content — unless, at some earlier step, no ISR member held it
 //!    any more (every holder in the ISR lost it to a power loss before it
-//!    was synced), or every ISR member was down and one of them had lost
-//!    it (the README's bound for page-cache topics: the failure of up to
+//!    was synced), or every ISR member was down or cut off from the
+//!    controller (which fences it) and one of them had lost it (the
+//!    README's bound for page-cache topics: the failure of up to
 //!    |ISR| − 1 brokers). For a `flush.messages=1` topic the first
 //!    exemption itself is a violation: there an acknowledged record
 //!    survives any allowed failure.
