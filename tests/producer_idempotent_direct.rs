@@ -231,6 +231,27 @@ fn a_sender_that_keeps_up_is_handed_every_group() -> Result<()> {
     cluster.close()
 }
 
+/// What [`report_thread`] sends: whether the record was sent, and the
+/// name of the thread its callback ran on.
+type Report = (bool, Option<String>);
+
+/// A callback that reports to `to` whether its record was sent and which
+/// thread it ran on.
+fn report_thread(
+    to: &crossbeam_channel::Sender<Report>,
+) -> impl FnOnce(Result<logbus::RecordMetadata>) + Send + 'static {
+    let to = to.clone();
+    move |result| {
+        let on = std::thread::current().name().map(str::to_string);
+        to.send((result.is_ok(), on)).expect("test alive");
+    }
+}
+
+/// A record sent and called back on the sender thread.
+fn on_the_sender() -> Option<Report> {
+    Some((true, Some("logbus-producer".to_string())))
+}
+
 #[test]
 fn a_flush_appends_what_is_held_on_the_calling_thread() -> Result<()> {
     // One batch, which never fills and whose linger never passes: it
@@ -244,21 +265,14 @@ fn a_flush_appends_what_is_held_on_the_calling_thread() -> Result<()> {
         let value = format!("{i:04}-{}", "x".repeat(40));
         let record = ProducerRecord::new("t", value.as_str()).with_partition(0);
         if i == 100 {
-            let called = called_tx.clone();
-            producer.send_with_callback(record, move |r| {
-                let on = std::thread::current().name().map(str::to_string);
-                called.send((r.is_ok(), on)).expect("test alive");
-            })?;
+            producer.send_with_callback(record, report_thread(&called_tx))?;
         } else {
             drop(producer.send(record)?);
         }
         sent.push(value);
     }
     producer.flush()?;
-    assert_eq!(
-        called.try_recv().ok(),
-        Some((true, Some("logbus-producer".to_string())))
-    );
+    assert_eq!(called.try_recv().ok(), on_the_sender());
     assert!(writers.wrote(me), "this thread appended: {writers:?}");
     assert!(!writers.sender_wrote(), "the sender appended: {writers:?}");
     check_stored(&cluster, &sent)?;
@@ -289,21 +303,14 @@ fn a_commit_appends_its_transaction_and_the_marker_on_the_calling_thread() -> Re
         for i in 0..50 {
             let value = format!("{round}-{i:02}-{}", "x".repeat(40));
             let record = ProducerRecord::new("t", value.as_str()).with_partition(0);
-            let called = called_tx.clone();
-            producer.send_with_callback(record, move |r| {
-                let on = std::thread::current().name().map(str::to_string);
-                called.send((r.is_ok(), on)).expect("test alive");
-            })?;
+            producer.send_with_callback(record, report_thread(&called_tx))?;
             sent.push(value);
         }
         producer.commit_transaction()?;
         // Every callback ran on the sender thread before the commit
         // returned.
         for _ in 0..50 {
-            assert_eq!(
-                called.try_recv().ok(),
-                Some((true, Some("logbus-producer".to_string())))
-            );
+            assert_eq!(called.try_recv().ok(), on_the_sender());
         }
         assert!(called.try_recv().is_err());
     }

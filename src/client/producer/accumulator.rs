@@ -540,16 +540,18 @@ pub(crate) fn grown_capacity(
 /// of queueing them behind the slower sender; then it hands the sender a
 /// group again. (Completions still run on the sender thread: beside a
 /// CPU-bound process, 1 KiB records at full speed still wait 10 ms at the
-/// median, against 3 ms when the sending thread always wrote.) The sender thread also takes what lingers (a held batch whose
+/// median, against 3 ms when the sending thread always wrote.) A
+/// transactional producer's sending threads take no own groups. The
+/// sender thread also takes what lingers (a held batch whose
 /// `linger.ms` passed), what a flush, a `wait` or a full `buffer.memory`
 /// asks for, retries, and the completions of the sending threads' appends
 /// that need it (callbacks, which always run on it, and acknowledgements
 /// not given at the append: acks=all with followers, or an fsync to wait
 /// for). An idempotent producer's sending thread numbers what it appends
 /// ([`PartitionShared`]). A flush, and a transactional producer's commit,
-/// append what is held on the calling thread (`Core::append_own`); a
-/// transactional producer's sending threads take no own groups, so its
-/// batches reach the log through the sender thread or its commit. Such
+/// append what is held on the calling thread (`Core::append_own`), so a
+/// transaction's batches reach the log through the sender thread or its
+/// commit. Such
 /// a producer's accumulator has [`Accumulator::direct`] set; these are
 /// its limits.
 pub(crate) struct DirectAppends;
@@ -747,9 +749,6 @@ pub(crate) struct Accumulator {
     /// Sending threads append their sealed batches themselves
     /// ([`DirectAppends`]).
     pub(crate) direct: bool,
-    /// With `direct`, the sending threads may append groups themselves
-    /// (`Held::own_groups`); a transactional producer only holds.
-    pub(crate) own_appends: bool,
     /// Batches and bytes in the partitions' [`Held`] queues.
     pub(crate) held_batches: usize,
     held_bytes: usize,
@@ -820,7 +819,6 @@ impl Accumulator {
             early_seen: HashSet::new(),
             early_txn: 0,
             direct: false,
-            own_appends: false,
             held_batches: 0,
             held_bytes: 0,
             direct_writers: 0,
@@ -1058,7 +1056,7 @@ impl Accumulator {
             } else if self.direct_due.is_none() {
                 self.direct_due = Some((ti, partition));
             }
-        } else if self.own_appends
+        } else if self.txn.is_none()
             && held.own_groups == 0
             && held.bytes >= DirectAppends::GROUP_BYTES
             && held.shared.with_sender.load(Ordering::Acquire) > 0
@@ -1068,6 +1066,7 @@ impl Accumulator {
             // threads (a busy machine takes its CPU, or its writes cost
             // more than building the batches). The sending threads append
             // the partition's next groups themselves, as the sender would.
+            // (Not a transactional producer's: its commit appends.)
             held.own_groups = DirectAppends::OWN_GROUPS;
         } else if self.held_bytes > DirectAppends::HELD_CAP.max(self.next_idle_scan) {
             self.release_idle();

@@ -48,9 +48,14 @@ impl Core {
     /// (`Accumulator::direct_due`), on this thread; the lock is released
     /// while they are written.
     pub(super) fn append_held(&self, acc: &mut MutexGuard<'_, Accumulator>) {
-        let Some((ti, partition)) = acc.direct_due.take() else {
-            return;
-        };
+        if let Some((ti, partition)) = acc.direct_due.take() {
+            self.append_partition(acc, ti, partition);
+        }
+    }
+
+    /// Appends the held batches of `partition` of entry `ti` on this
+    /// thread, up to [`MAX_ROUNDS`] groups, while it may.
+    fn append_partition(&self, acc: &mut MutexGuard<'_, Accumulator>, ti: usize, partition: u32) {
         let Some(topic) = acc.topics.get(ti).map(|e| e.state.clone()) else {
             return;
         };
@@ -110,9 +115,7 @@ impl Core {
     /// batches as soon as they are written, so that a commit records its
     /// decision while the callbacks run.
     pub(super) fn append_own(&self, acc: &mut MutexGuard<'_, Accumulator>) {
-        let (mut parts, callbacks) = acc.seal_to_held(&self.sticky);
-        parts.extend(acc.direct_due.take());
-        parts.dedup();
+        let (parts, callbacks) = acc.seal_to_held(&self.sticky);
         if parts.is_empty() {
             return;
         }
@@ -121,8 +124,7 @@ impl Core {
         }
         if acc.txn.is_none() || self.add_own_partitions(acc, &parts) {
             for (ti, partition) in parts {
-                acc.direct_due = Some((ti, partition));
-                self.append_held(acc);
+                self.append_partition(acc, ti, partition);
             }
         }
         if std::mem::take(&mut acc.pending_wake) {

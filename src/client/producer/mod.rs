@@ -676,7 +676,6 @@ fn accumulator_for(config: &ProducerConfig, linger_ms: i64) -> Accumulator {
     // Idempotence too: a partition's sequences are shared with the sender
     // (`accumulator::PartitionShared`).
     acc.direct = config.acks() != Acks::None && linger_ms > 0 && !faults;
-    acc.own_appends = acc.txn.is_none();
     acc
 }
 
